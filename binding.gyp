@@ -29,7 +29,8 @@
       "sources": [
         "native/addon/addon.cpp",
         "native/addon/gguf_binding.cpp",
-        "native/addon/quants_binding.cpp"
+        "native/addon/quants_binding.cpp",
+        "native/addon/synth_binding.cpp"
       ]
     }
   ]
