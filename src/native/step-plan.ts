@@ -1,0 +1,88 @@
+// The seam between policy and mechanism (../shared/DESIGN.md): once per step the
+// TypeScript scheduler hands native code a StepPlan (plain data) and gets back a
+// StepResult with sampled tokens and measured phase times.
+
+/** How a step spreads work over the devices. `cpu` is the single-device CPU path. */
+export type Strategy = 'cpu' | 'gpu-only' | 'pipeline' | 'overlap';
+
+/** Where a sequence's KV blocks live. On a CPU-only machine both tiers are host RAM. */
+export type KvTier = 'device' | 'host';
+
+/** Where a sequence's attention runs this step. */
+export type AttentionDevice = 'cpu' | 'gpu';
+
+export interface SamplingParams {
+  /** 0 means greedy (argmax). */
+  temperature: number;
+  /** 0 disables. */
+  topK: number;
+  /** 1 disables. */
+  topP: number;
+  /** 0 disables. */
+  minP: number;
+  /** 1 disables; llama.cpp's repeat penalty over `recentTokens`. */
+  repeatPenalty: number;
+  /** 0 disables. */
+  presencePenalty: number;
+  /** 0 disables. */
+  frequencyPenalty: number;
+  /** Added to the logit of the token id before sampling; -Infinity bans it. */
+  logitBias?: { token: number; bias: number }[];
+  /** Seed of the sequence's RNG; a draw is a pure function of (seed, position), so the same seed gives the same output. */
+  seed: number;
+}
+
+export interface SequencePlan {
+  /** Engine-wide id of the sequence. */
+  seqId: number;
+  /** Token ids to process this step (a prefill chunk, or one decode token). */
+  tokens: Int32Array;
+  /** Position of tokens[0]; KV for positions [0, startPos) is already in the cache. */
+  startPos: number;
+  /** KV block ids, in order, covering positions [0, startPos + tokens.length). */
+  blockTable: Int32Array;
+  kvTier: KvTier;
+  attention: AttentionDevice;
+  /** Sample a token after the last one (false for a prefill chunk that is not the last). */
+  sample: boolean;
+  sampling?: SamplingParams;
+  /** Tokens the penalties look at (the last penalty-window tokens of the sequence). */
+  recentTokens?: Int32Array;
+  /** Return the logits of every processed token (teacher forcing, probabilities in tests). */
+  returnAllLogits?: boolean;
+  /** Return the logits of the last token. */
+  returnLogits?: boolean;
+}
+
+/** Copies whole KV blocks between tiers (swap out/in) or within one (copy on write). */
+export interface BlockCopy {
+  fromTier: KvTier;
+  fromBlock: number;
+  toTier: KvTier;
+  toBlock: number;
+}
+
+export interface StepPlan {
+  strategy: Strategy;
+  /** Block copies, run before the forward pass. */
+  copies: BlockCopy[];
+  sequences: SequencePlan[];
+}
+
+export interface SequenceResult {
+  seqId: number;
+  /** The sampled token, or -1 when the plan did not ask to sample. */
+  token: number;
+  /** Logits of the last token (n_vocab) when asked for. */
+  logits?: Float32Array;
+  /** Logits of every processed token (tokens.length × n_vocab) when asked for. */
+  allLogits?: Float32Array;
+}
+
+export interface StepResult {
+  sequences: SequenceResult[];
+  /** Measured time per phase in microseconds (e.g. copies, linear, attention, sampling). */
+  phaseUs: Record<string, number>;
+  /** Wall time of the whole step in microseconds. */
+  totalUs: number;
+}
