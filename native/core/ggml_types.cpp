@@ -1,6 +1,8 @@
 // Block geometry per ggml type (from ggml's type_traits table; sizes are the format).
 #include "core/ggml_types.h"
 
+#include <cctype>
+
 namespace tdm {
 
 namespace {
@@ -24,7 +26,7 @@ constexpr Table make_table() {
   set(GgmlType::Q5_0, "q5_0", 32, 22, true);
   set(GgmlType::Q5_1, "q5_1", 32, 24, true);
   set(GgmlType::Q8_0, "q8_0", 32, 34, true);
-  set(GgmlType::Q8_1, "q8_1", 32, 36, false);
+  set(GgmlType::Q8_1, "q8_1", 32, 36, true);
   set(GgmlType::Q2_K, "q2_K", 256, 84, false);
   set(GgmlType::Q3_K, "q3_K", 256, 110, false);
   set(GgmlType::Q4_K, "q4_K", 256, 144, true);
@@ -58,6 +60,19 @@ constexpr Table kTable = make_table();
 const TypeTraits* type_traits(uint32_t type_id) {
   if (type_id >= kMaxId || !kTable.known[type_id]) return nullptr;
   return &kTable.entries[type_id];
+}
+
+int64_t type_id_by_name(const std::string& name) {
+  // ggml's names mix cases ("q4_K"); match them case-insensitively so "Q4_K" works too.
+  auto lower = [](std::string s) {
+    for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  const std::string want = lower(name);
+  for (uint32_t id = 0; id < kMaxId; id++) {
+    if (kTable.known[id] && lower(kTable.entries[id].name) == want) return id;
+  }
+  return -1;
 }
 
 }  // namespace tdm

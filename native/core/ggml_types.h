@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace tdm {
 
@@ -50,6 +51,9 @@ struct TypeTraits {
 
 // Traits of a known type id, or nullptr for an id ggml does not define.
 const TypeTraits* type_traits(uint32_t type_id);
+
+// The id of the type with this ggml name (case-insensitive: "q4_K", "Q4_K"), or -1.
+int64_t type_id_by_name(const std::string& name);
 
 // Bytes a row of n elements takes; n must be a multiple of the block size.
 inline size_t row_bytes(const TypeTraits& t, uint64_t n) { return size_t(n / t.block_size) * t.type_size; }

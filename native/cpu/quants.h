@@ -9,21 +9,170 @@
 
 namespace tdm {
 
+// ---- Block layouts (ggml-common.h). Half-precision fields are raw IEEE fp16 bits, all
+// multi-byte fields little-endian. Blocks inside a row are packed with no padding, so a
+// block may sit at any 2-byte (4-byte for Q8_K) offset: the reference kernels copy each
+// block into a local struct and never dereference a block pointer in place.
+
+constexpr int kQK = 32;     // elements per block of the 32-element types
+constexpr int kQK_K = 256;  // elements per super-block of the K types
+
+// Q4_0: x = d * (q - 8), q in 0..15; element j in the low nibble of qs[j], j+16 in the high.
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+// Q4_1: x = d * q + m, q in 0..15; nibbles as Q4_0.
+struct BlockQ4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[kQK / 2];
+};
+// Q5_0: x = d * (q - 16), q in 0..31; low 4 bits as Q4_0, bit 4 of element j is bit j of
+// the little-endian u32 qh.
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+// Q5_1: x = d * q + m, q in 0..31; bits as Q5_0.
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+// Q8_0: x = d * q, q in -128..127 (quantizers use -127..127).
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[kQK];
+};
+// Q8_1: as Q8_0 plus s = d * sum(q) (fp16), the activation type of Q4_1/Q5_1.
+struct BlockQ8_1 {
+  uint16_t d;
+  uint16_t s;
+  int8_t qs[kQK];
+};
+// Q4_K: 8 sub-blocks of 32; sub-block j has a 6-bit scale sc_j and 6-bit min m_j packed
+// into `scales` (see unpack_scale_min_k4); x = d*sc_j*q - dmin*m_j, q in 0..15. Elements
+// 64c..64c+31 are the low nibbles of qs[32c..32c+31], 64c+32..64c+63 the high nibbles.
+struct BlockQ4_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[kQK_K / 2];
+};
+// Q5_K: as Q4_K with a fifth bit: element 64c+l (l < 32) takes bit 2c of qh[l], element
+// 64c+32+l bit 2c+1; q in 0..31.
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQK_K / 8];
+  uint8_t qs[kQK_K / 2];
+};
+// Q6_K: 16 sub-blocks of 16 with signed 8-bit scales; x = d * scales[e/16] * (q - 32),
+// q in 0..63. For half h (128 elements) and l < 32: ql[64h+l] holds the low 4 bits of
+// elements 128h+l (low nibble) and 128h+64+l (high nibble), ql[64h+32+l] those of
+// 128h+32+l and 128h+96+l; qh[32h+l] holds the top 2 bits of elements 128h+l, +32,
+// +64 and +96 at bit shifts 0, 2, 4 and 6.
+struct BlockQ6_K {
+  uint8_t ql[kQK_K / 2];
+  uint8_t qh[kQK_K / 4];
+  int8_t scales[kQK_K / 16];
+  uint16_t d;
+};
+// Q8_K: activations for the K types; x = d * q with d a float; bsums[g] = sum of the 16
+// quants of group g (the K dot products read it for the min terms).
+struct BlockQ8_K {
+  float d;
+  int8_t qs[kQK_K];
+  int16_t bsums[kQK_K / 16];
+};
+
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "q4 block size");
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "q5 block size");
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36, "q8 block size");
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176, "q4_K/q5_K block size");
+static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292, "q6_K/q8_K block size");
+
+// Sub-block j's (0..7) 6-bit scale and min from a Q4_K/Q5_K `scales` array: for j < 4 the
+// low 6 bits of bytes j and j+4; for j >= 4 the nibbles of byte j+4 plus the top 2 bits
+// of bytes j-4 (scale) and j (min).
+inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *m = scales[j + 4] & 63;
+  } else {
+    *sc = uint8_t((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4));
+    *m = uint8_t((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// ---- Type-generic entry points.
+
 // The activation type a weight type's dot product takes (llama.cpp's vec_dot_type):
-// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0->Q8_0, Q4_1/Q5_1->Q8_1, K types->Q8_K.
+// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0->Q8_0, Q4_1/Q5_1->Q8_1, K types->Q8_K,
+// Q8_1->Q8_1, Q8_K->Q8_K. Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot compute with.
 GgmlType vec_dot_type(GgmlType weight_type);
 
 // Converts n floats (n a multiple of the type's block size) to the type's blocks.
-// Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot quantize.
+// Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot quantize, and
+// tdm::Error(TDM_BAD_ARGUMENT) for a bad n or, for block types, a NaN or infinite input.
+// Same algorithms as llama.cpp's quantize_row_*_ref (no importance matrix), so the same
+// input gives the same bytes. `src` needs float alignment; `dst` any alignment.
 void quantize_row_ref(GgmlType type, const float* src, void* dst, int64_t n);
 
-// Converts n elements of the type's blocks back to floats.
+// Converts n elements of the type's blocks back to floats (exactly as llama.cpp's
+// dequantize_row_* computes them). `src` may have any alignment.
 void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n);
 
-// Dot product of n elements: `w` in `type`, `a` in vec_dot_type(type).
+// Dot product of n elements: `w` in `type`, `a` in vec_dot_type(type). Integer sums per
+// block, float accumulation across blocks (f32/f16/bf16: float products, double sum).
 float vec_dot_ref(GgmlType type, const void* w, const void* a, int64_t n);
 
-// fp16 / bf16 scalar conversions (round to nearest even, as ggml does).
+// ---- Per-type reference kernels (<op>_<dtype>_ref); n is a multiple of the block size
+// and is not checked here: the type-generic entry points above check it.
+
+void quantize_row_q4_0_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q4_1_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q5_0_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q5_1_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q8_0_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q8_1_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q4_K_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q5_K_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q6_K_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q8_K_ref(const float* src, void* dst, int64_t n);
+
+void dequantize_row_q4_0_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q4_1_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q5_0_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q5_1_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q8_0_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q8_1_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q4_K_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q5_K_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q6_K_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q8_K_ref(const void* src, float* dst, int64_t n);
+
+float vec_dot_f32_ref(const void* w, const void* a, int64_t n);
+float vec_dot_f16_ref(const void* w, const void* a, int64_t n);
+float vec_dot_bf16_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q4_0_q8_0_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q4_1_q8_1_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q5_0_q8_0_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q5_1_q8_1_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q8_0_q8_0_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q8_1_q8_1_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q4_K_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q5_K_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q6_K_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q8_K_q8_K_ref(const void* w, const void* a, int64_t n);
+
+// fp16 / bf16 scalar conversions (round to nearest even, as ggml does). fp16: values
+// that round past 65504 become infinity; NaN becomes a quiet NaN of the same sign.
+// bf16: NaN keeps its top bits and is forced quiet (ggml's rule); no flush of subnormals.
 uint16_t fp32_to_fp16(float f);
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f);
