@@ -1,0 +1,156 @@
+// The tensors of each architecture as llama.cpp loads them (names, shapes; see its
+// llama-arch.cpp and the per-model load_tensors), how each is initialised, and which
+// type each gets: pure types as llama-quantize --pure, 'q4_K_M' as llama_tensor_get_type.
+import type { ModelFileType, ResolvedSpec, WeightType } from './spec.js';
+import { typeInfo } from '../quant.js';
+
+export interface TensorPlan {
+  name: string;
+  /** Innermost first: shape[0] is the row length (the fan-in of a weight matrix). */
+  shape: number[];
+  type: WeightType;
+  /** Values are normal(mean, std). */
+  mean: number;
+  std: number;
+}
+
+interface Entry {
+  name: string;
+  shape: number[];
+  /** Block index, -1 outside the blocks. */
+  layer: number;
+}
+
+/** Names and shapes, in file order. */
+function entries(s: ResolvedSpec): Entry[] {
+  const out: Entry[] = [];
+  const add = (name: string, shape: number[], layer = -1) => out.push({ name, shape, layer });
+  const q = s.headDim * s.nHead;
+  const kv = s.headDim * s.nHeadKv;
+  const arch = s.architecture;
+  add('token_embd.weight', [s.nEmbd, s.nVocab]);
+  for (let i = 0; i < s.nLayer; i++) {
+    const b = (n: string, shape: number[]) => add(`blk.${i}.${n}`, shape, i);
+    b('attn_norm.weight', [s.nEmbd]);
+    b('attn_q.weight', [s.nEmbd, q]);
+    b('attn_k.weight', [s.nEmbd, kv]);
+    b('attn_v.weight', [s.nEmbd, kv]);
+    if (arch === 'qwen2' || arch === 'qwen2moe') {
+      b('attn_q.bias', [q]);
+      b('attn_k.bias', [kv]);
+      b('attn_v.bias', [kv]);
+    }
+    if (arch === 'qwen3moe') {
+      b('attn_q_norm.weight', [s.headDim]);
+      b('attn_k_norm.weight', [s.headDim]);
+    }
+    if (arch === 'olmoe') {
+      b('attn_q_norm.weight', [q]);
+      b('attn_k_norm.weight', [kv]);
+    }
+    b('attn_output.weight', [q, s.nEmbd]);
+    b('ffn_norm.weight', [s.nEmbd]);
+    if (s.nExpert === 0) {
+      b('ffn_gate.weight', [s.nEmbd, s.nFf]);
+      b('ffn_down.weight', [s.nFf, s.nEmbd]);
+      b('ffn_up.weight', [s.nEmbd, s.nFf]);
+    } else {
+      b('ffn_gate_inp.weight', [s.nEmbd, s.nExpert]);
+      b('ffn_gate_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
+      b('ffn_down_exps.weight', [s.nFfExpert, s.nEmbd, s.nExpert]);
+      b('ffn_up_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
+      if (arch === 'qwen2moe') {
+        b('ffn_gate_inp_shexp.weight', [s.nEmbd]);
+        b('ffn_gate_shexp.weight', [s.nEmbd, s.nFfShared]);
+        b('ffn_down_shexp.weight', [s.nFfShared, s.nEmbd]);
+        b('ffn_up_shexp.weight', [s.nEmbd, s.nFfShared]);
+      }
+    }
+  }
+  add('output_norm.weight', [s.nEmbd]);
+  // Always untied: output.weight in its own type keeps token_embd's type free.
+  add('output.weight', [s.nEmbd, s.nVocab]);
+  return out;
+}
+
+/**
+ * Initialisation that keeps a random model's activations sane through any depth: weight
+ * matrices normal with std 1/sqrt(fan-in) (unit-variance outputs from unit-variance
+ * inputs), norms near 1, small biases, unit-variance embeddings (the residual stream
+ * starts at the scale each block adds to it).
+ */
+function init(e: Entry): { mean: number; std: number } {
+  if (e.name === 'token_embd.weight') return { mean: 0, std: 1 };
+  if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
+  if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
+  return { mean: 0, std: 1 / Math.sqrt(e.shape[0]) };
+}
+
+/** llama-quantize's tensor_allows_quantization for these architectures. */
+export function isQuantizable(name: string, shape: number[]): boolean {
+  return shape.length >= 2 && name.endsWith('weight') && !name.includes('_norm.weight') && !name.includes('ffn_gate_inp.weight');
+}
+
+/** llama.cpp's layer pattern that keeps more bits in the first and last eighth and every third layer between. */
+function useMoreBits(layer: number, nLayer: number): boolean {
+  const eighth = Math.trunc(nLayer / 8);
+  return layer < eighth || layer >= Math.trunc((7 * nLayer) / 8) || (layer - eighth) % 3 === 2;
+}
+
+/** llama.cpp's tensor_type_fallback: a compatible type when the row does not fill the type's blocks. */
+export function fallbackType(type: WeightType, rowLength: number): WeightType {
+  if (rowLength % typeInfo(type).blockSize === 0) return type;
+  const next: Partial<Record<WeightType, WeightType>> = { q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0' };
+  const t = next[type];
+  return t && rowLength % typeInfo(t).blockSize === 0 ? t : 'f16';
+}
+
+/** The type Q4_K_M gives a quantizable tensor (llama_tensor_get_type, ftype MOSTLY_Q4_K_M). */
+function q4KMType(e: Entry, s: ResolvedSpec): WeightType {
+  const n = e.name;
+  const eightExperts = s.nExpert === 8;
+  let t: WeightType = 'q4_K';
+  if (n === 'output.weight') {
+    t = e.shape[0] % 256 === 0 ? 'q6_K' : 'q8_0';
+  } else if (n === 'token_embd.weight') {
+    t = 'q4_K';
+  } else if (n.includes('attn_v.weight')) {
+    if (useMoreBits(e.layer, s.nLayer)) t = 'q6_K';
+    // llama.cpp's LLM_TYPE_70B: 80 llama layers with GQA.
+    if (s.architecture === 'llama' && s.nExpert === 0 && s.nLayer === 80 && s.nHead !== s.nHeadKv && t === 'q4_K') t = 'q5_K';
+    if (eightExperts) t = 'q8_0';
+  } else if (n.includes('attn_k.weight')) {
+    if (eightExperts) t = 'q8_0';
+  } else if (n.includes('ffn_down')) {
+    if (useMoreBits(e.layer, s.nLayer)) t = 'q6_K';
+  } else if (n.includes('attn_output.weight')) {
+    if (eightExperts) t = 'q5_K';
+  }
+  return fallbackType(t, e.shape[0]);
+}
+
+function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec): WeightType {
+  if (!isQuantizable(e.name, e.shape)) return 'f32';
+  if (fileType === 'q4_K_M') return q4KMType(e, s);
+  return fallbackType(fileType, e.shape[0]);
+}
+
+/** Every tensor of the model, in file order, with its type and initialisation. */
+export function planTensors(s: ResolvedSpec): TensorPlan[] {
+  return entries(s).map((e) => {
+    const override = s.tensorTypes[e.name];
+    const type = override ? fallbackType(override, e.shape[0]) : chooseType(e, s.type, s);
+    return { name: e.name, shape: e.shape, type, ...init(e) };
+  });
+}
+
+/** Names every tensor of the model would have (to check overrides against). */
+export function tensorNames(s: ResolvedSpec): string[] {
+  return entries(s).map((e) => e.name);
+}
+
+/** general.file_type (llama.cpp's llama_ftype) for a file type. */
+export const FILE_TYPE_IDS: Record<ModelFileType, number> = {
+  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9,
+  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, bf16: 32,
+};

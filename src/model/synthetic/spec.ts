@@ -1,0 +1,245 @@
+// What a synthetic model is: architecture, shape, weight type, seed and tokenizer, with
+// named presets (real models' shapes) and the checks llama.cpp's loader would otherwise
+// fail on later with a less helpful message.
+import { TandemError } from '../../native/errors.js';
+
+export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe';
+export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen2moe', 'qwen3moe', 'olmoe'];
+
+/** Tensor types a synthetic model's weights can take. */
+export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_K' | 'q5_K' | 'q6_K';
+export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'];
+
+/**
+ * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or
+ * 'q4_K_M', llama.cpp's mix (Q6_K/Q5_K/Q8_0 for the sensitive tensors, Q4_K for the rest).
+ */
+export type ModelFileType = WeightType | 'q4_K_M';
+export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M'];
+
+export interface ModelShape {
+  /** Width of the residual stream. */
+  nEmbd: number;
+  nLayer: number;
+  /** Query heads. */
+  nHead: number;
+  /** Key/value heads; divides nHead. */
+  nHeadKv: number;
+  /** Elements per attention head (nEmbd / nHead unless the architecture allows otherwise). */
+  headDim: number;
+  /** Hidden width of the dense FFN (for llama and olmoe MoE files: of each expert). */
+  nFf: number;
+  /** Routed experts per layer; 0 = dense. */
+  nExpert: number;
+  /** Experts each token is routed to. */
+  nExpertUsed: number;
+  /** Hidden width of one routed expert. */
+  nFfExpert: number;
+  /** Hidden width of qwen2moe's shared expert (0 for the other architectures). */
+  nFfShared: number;
+  /** Training context length written to the file (tokens). */
+  nCtx: number;
+  /** Vocabulary size of a synthetic tokenizer (a copied one brings its own). */
+  nVocab: number;
+  /** RoPE theta. */
+  ropeFreqBase: number;
+  /** Epsilon of every RMSNorm. */
+  rmsEps: number;
+}
+
+export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b';
+
+interface Preset {
+  architecture: SyntheticArchitecture;
+  shape: Partial<ModelShape>;
+  /** Expert defaults used when the architecture is MoE and the spec names none. */
+  moe?: Pick<ModelShape, 'nExpert' | 'nExpertUsed' | 'nFfExpert' | 'nFfShared'>;
+  /** One line for --help. */
+  about: string;
+}
+
+export const PRESETS: Record<PresetName, Preset> = {
+  tiny: {
+    architecture: 'llama',
+    shape: { nEmbd: 256, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 512, nCtx: 512, nVocab: 512, ropeFreqBase: 10000, rmsEps: 1e-5 },
+    moe: { nExpert: 4, nExpertUsed: 2, nFfExpert: 256, nFfShared: 512 },
+    about: 'test-sized: 256 wide, 2 layers, 512 tokens (MoE architectures: 4 experts, top-2)',
+  },
+  'tinyllama-1.1b': {
+    architecture: 'llama',
+    shape: { nEmbd: 2048, nLayer: 22, nHead: 32, nHeadKv: 4, nFf: 5632, nCtx: 2048, nVocab: 32000, ropeFreqBase: 10000, rmsEps: 1e-5 },
+    about: 'TinyLlama-1.1B: 2048 wide, 22 layers, 32 heads / 4 KV heads, FFN 5632, 32000 tokens',
+  },
+  'moe-8x-top2': {
+    architecture: 'llama',
+    shape: {
+      nEmbd: 1024, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 2048, nExpert: 8, nExpertUsed: 2, nFfExpert: 2048,
+      nCtx: 2048, nVocab: 32000, ropeFreqBase: 10000, rmsEps: 1e-5,
+    },
+    about: 'Mixtral-style llama, 8 experts top-2, about 921M parameters (about 284M active per token)',
+  },
+  'llama2-7b': {
+    architecture: 'llama',
+    shape: { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 32, nFf: 11008, nCtx: 4096, nVocab: 32000, ropeFreqBase: 10000, rmsEps: 1e-5 },
+    about: 'Llama-2-7B: 4096 wide, 32 layers, 32 heads, FFN 11008, 32000 tokens',
+  },
+  'llama3-8b': {
+    architecture: 'llama',
+    shape: { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, nCtx: 8192, nVocab: 128256, ropeFreqBase: 500000, rmsEps: 1e-5 },
+    about: 'Llama-3-8B: 4096 wide, 32 layers, 32 heads / 8 KV heads, FFN 14336, 128256 tokens',
+  },
+};
+
+export interface ModelSpec extends Partial<ModelShape> {
+  /** Default: the preset's architecture, else 'llama'. */
+  architecture?: SyntheticArchitecture;
+  /** Shape to start from; explicit shape fields override it. Default 'tiny'. */
+  preset?: PresetName;
+  /** Default 'f16'. */
+  type?: ModelFileType;
+  /** Seed of every weight (0 to 2^53); a tensor's values depend only on (seed, tensor name). Default 1. */
+  seed?: number;
+  /** A GGUF file whose tokenizer.* metadata is copied (a vocab-only file will do); default: a synthetic SPM vocab of nVocab tokens. */
+  vocab?: string;
+  /** general.name; default names the preset or architecture. */
+  name?: string;
+  /** Per-tensor type overrides by tensor name (applied after the file type's choice). */
+  tensorTypes?: Record<string, WeightType>;
+  /** Per-tensor values (all nElements of them, as f32) instead of random ones. */
+  tensorData?: Record<string, Float32Array>;
+}
+
+/** A spec with every field settled and checked. */
+export interface ResolvedSpec extends ModelShape {
+  architecture: SyntheticArchitecture;
+  preset: PresetName;
+  type: ModelFileType;
+  seed: number;
+  vocab: string | undefined;
+  name: string;
+  tensorTypes: Record<string, WeightType>;
+  tensorData: Record<string, Float32Array>;
+}
+
+export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe';
+
+function bad(message: string): TandemError {
+  return new TandemError('TDM_BAD_ARGUMENT', message);
+}
+
+/** Case-insensitive file type lookup ('Q4_K_M' → 'q4_K_M'); undefined when unknown. */
+export function parseFileType(s: string): ModelFileType | undefined {
+  return MODEL_FILE_TYPES.find((t) => t.toLowerCase() === s.toLowerCase());
+}
+
+const SHAPE_KEYS: (keyof ModelShape)[] = [
+  'nEmbd', 'nLayer', 'nHead', 'nHeadKv', 'headDim', 'nFf', 'nExpert', 'nExpertUsed', 'nFfExpert', 'nFfShared',
+  'nCtx', 'nVocab', 'ropeFreqBase', 'rmsEps',
+];
+
+/** Fills a spec from its preset and defaults and checks it; throws TDM_BAD_ARGUMENT naming the field. */
+export function resolveSpec(spec: ModelSpec): ResolvedSpec {
+  const presetName = spec.preset ?? 'tiny';
+  const preset = PRESETS[presetName];
+  if (!preset) throw bad(`unknown preset '${String(presetName)}' (known: ${Object.keys(PRESETS).join(', ')})`);
+  const architecture = spec.architecture ?? preset.architecture;
+  if (!SYNTHETIC_ARCHITECTURES.includes(architecture)) {
+    throw bad(`unknown architecture '${String(architecture)}' (known: ${SYNTHETIC_ARCHITECTURES.join(', ')})`);
+  }
+  const type = spec.type ?? 'f16';
+  if (!MODEL_FILE_TYPES.includes(type)) throw bad(`unknown type '${String(type)}' (known: ${MODEL_FILE_TYPES.join(', ')})`);
+  for (const k of SHAPE_KEYS) {
+    const v = spec[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw bad(`${k} must be a number, got ${String(v)}`);
+  }
+
+  const moe = isMoeArchitecture(architecture);
+  const given = (k: keyof ModelShape) => spec[k] !== undefined;
+  const s: Partial<ModelShape> = { ...preset.shape };
+  if (moe && !given('nExpert') && !(preset.shape.nExpert ?? 0) && preset.moe) {
+    const { nFfShared, ...routed } = preset.moe;
+    Object.assign(s, routed, architecture === 'qwen2moe' ? { nFfShared } : {});
+  }
+  for (const k of SHAPE_KEYS) if (given(k)) s[k] = spec[k];
+  // OLMoE normalises K over the whole projection with an nEmbd-long weight: KV heads = heads.
+  if (architecture === 'olmoe' && !given('nHeadKv')) s.nHeadKv = s.nHead;
+  s.nExpert ??= 0;
+  s.nExpertUsed ??= s.nExpert > 0 ? Math.min(2, s.nExpert) : 0;
+  if (s.nExpert > 0 && s.nFfExpert === undefined) s.nFfExpert = s.nFf;
+  s.nFfExpert ??= 0;
+  s.nFfShared ??= architecture === 'qwen2moe' ? s.nFf : 0;
+  if (s.nHead !== undefined && s.nEmbd !== undefined) s.headDim ??= s.nEmbd / s.nHead;
+  s.nHeadKv ??= s.nHead;
+  s.ropeFreqBase ??= 10000;
+  s.rmsEps ??= 1e-5;
+
+  const shape = s as ModelShape;
+  const positive = (k: keyof ModelShape, max: number) => {
+    const v = shape[k];
+    if (!Number.isSafeInteger(v) || v < 1 || v > max) throw bad(`${k} must be an integer from 1 to ${max}, got ${String(v)}`);
+  };
+  positive('nEmbd', 1 << 16);
+  positive('nLayer', 1024);
+  positive('nHead', 1024);
+  positive('nHeadKv', 1024);
+  positive('nFf', 1 << 20);
+  positive('nCtx', 1 << 24);
+  positive('nVocab', 1 << 22);
+  if (!Number.isSafeInteger(shape.headDim) || shape.headDim < 2 || shape.headDim % 2 !== 0 || shape.headDim > 1024) {
+    throw bad(`headDim must be an even integer from 2 to 1024, got ${shape.headDim} (nEmbd ${shape.nEmbd} / nHead ${shape.nHead})`);
+  }
+  if (shape.nHead % shape.nHeadKv !== 0) throw bad(`nHead (${shape.nHead}) must be a multiple of nHeadKv (${shape.nHeadKv})`);
+  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3moe';
+  if (headsFixed && shape.headDim * shape.nHead !== shape.nEmbd) {
+    throw bad(`${architecture} needs headDim × nHead = nEmbd (got ${shape.headDim} × ${shape.nHead} ≠ ${shape.nEmbd})`);
+  }
+  if (architecture === 'olmoe' && shape.nHeadKv !== shape.nHead) {
+    throw bad(`olmoe needs nHeadKv = nHead (its K norm spans all ${shape.nEmbd} elements); got ${shape.nHeadKv} and ${shape.nHead}`);
+  }
+  if (!(shape.ropeFreqBase > 0)) throw bad(`ropeFreqBase must be positive, got ${shape.ropeFreqBase}`);
+  if (!(shape.rmsEps > 0 && shape.rmsEps < 1)) throw bad(`rmsEps must be in (0, 1), got ${shape.rmsEps}`);
+
+  if (moe && shape.nExpert === 0) throw bad(`${architecture} is a mixture of experts: nExpert must be at least 2`);
+  if (shape.nExpert !== 0) {
+    if (architecture === 'qwen2') throw bad('qwen2 is dense; use qwen2moe for experts');
+    if (!Number.isSafeInteger(shape.nExpert) || shape.nExpert < 2 || shape.nExpert > 256) throw bad(`nExpert must be 0 (dense) or an integer from 2 to 256, got ${shape.nExpert}`);
+    if (!Number.isSafeInteger(shape.nExpertUsed) || shape.nExpertUsed < 1 || shape.nExpertUsed > shape.nExpert) {
+      throw bad(`nExpertUsed must be an integer from 1 to nExpert (${shape.nExpert}), got ${shape.nExpertUsed}`);
+    }
+    positive('nFfExpert', 1 << 20);
+    // llama (Mixtral) and olmoe size their experts by feed_forward_length itself.
+    if (architecture === 'llama' || architecture === 'olmoe') {
+      if (given('nFf') && given('nFfExpert') && spec.nFf !== spec.nFfExpert) {
+        throw bad(`${architecture} experts are nFf wide: nFf (${spec.nFf}) and nFfExpert (${spec.nFfExpert}) must agree`);
+      }
+      shape.nFf = shape.nFfExpert = given('nFfExpert') || !given('nFf') ? shape.nFfExpert : shape.nFf;
+    }
+  } else {
+    if (shape.nExpertUsed !== 0) throw bad(`nExpertUsed (${shape.nExpertUsed}) needs nExpert > 0`);
+    shape.nFfExpert = 0;
+  }
+  if (architecture === 'qwen2moe') positive('nFfShared', 1 << 20);
+  else if (shape.nFfShared !== 0) throw bad(`nFfShared (a shared expert) exists only in qwen2moe, not ${architecture}`);
+
+  const seed = spec.seed ?? 1;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw bad(`seed must be an integer from 0 to 2^53, got ${String(seed)}`);
+  if (spec.vocab !== undefined && (typeof spec.vocab !== 'string' || spec.vocab.length === 0)) throw bad('vocab must be a GGUF file path');
+  for (const [name, t] of Object.entries(spec.tensorTypes ?? {})) {
+    if (!WEIGHT_TYPES.includes(t)) throw bad(`tensorTypes['${name}']: unknown type '${String(t)}'`);
+  }
+  for (const [name, d] of Object.entries(spec.tensorData ?? {})) {
+    if (!(d instanceof Float32Array)) throw bad(`tensorData['${name}'] must be a Float32Array`);
+  }
+  const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
+  return {
+    ...shape,
+    architecture,
+    preset: presetName,
+    type,
+    seed,
+    vocab: spec.vocab,
+    name,
+    tensorTypes: { ...spec.tensorTypes },
+    tensorData: { ...spec.tensorData },
+  };
+}

@@ -1,0 +1,256 @@
+// Synthetic models without llama.cpp: reproducible bytes, values that depend only on
+// (seed, tensor name), sane value scales, each architecture's tensors and metadata, the
+// Q4_K_M mix, parameter counts of the presets, and typed errors for bad specs.
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { native } from '../../src/native/binding.js';
+import { GgufFile, type GgufArray } from '../../src/model/gguf.js';
+import {
+  makeModel, planTensors, resolveSpec, streamId, syntheticVocab, tensorValues,
+  type ModelSpec, type SyntheticArchitecture,
+} from '../../src/model/synthetic.js';
+import { modelPath } from '../helpers.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'tandem-synthetic-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+let fileNo = 0;
+const tmpFile = () => path.join(dir, `m${fileNo++}.gguf`);
+
+const f32 = (bytes: Uint8Array) => new Float32Array(bytes.slice().buffer);
+/** Byte equality of two typed arrays (tap's deep compare is slow on large ones). */
+const sameBytes = (a: ArrayBufferView, b: ArrayBufferView) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+t.test('same spec and seed give the same bytes; another seed other weights', async (t) => {
+  const spec: ModelSpec = { architecture: 'qwen2moe', type: 'q4_K_M', seed: 42 };
+  const [a, b, c] = [tmpFile(), tmpFile(), tmpFile()];
+  await makeModel(spec, a);
+  await makeModel(spec, b);
+  await makeModel({ ...spec, seed: 43 }, c);
+  t.ok(readFileSync(a).equals(readFileSync(b)), 'identical files');
+  const fa = GgufFile.open(a);
+  const fc = GgufFile.open(c);
+  t.equal(fa.getNumber('tandem.synthetic.seed'), 42);
+  for (const info of fa.tensors) {
+    const same = Buffer.from(fa.tensorData(info.name)).equals(Buffer.from(fc.tensorData(info.name)));
+    t.notOk(same, `${info.name} differs with another seed`);
+  }
+  fa.close();
+  fc.close();
+});
+
+t.test("a tensor's values depend only on (seed, name), in any chunking", async (t) => {
+  const small = tmpFile();
+  const deep = tmpFile();
+  await makeModel({ type: 'f32', seed: 5, nLayer: 1 }, small);
+  await makeModel({ type: 'f32', seed: 5, nLayer: 3, nFf: 768 }, deep);
+  const s = GgufFile.open(small);
+  const d = GgufFile.open(deep);
+  for (const name of ['token_embd.weight', 'blk.0.attn_q.weight', 'output.weight', 'blk.0.attn_norm.weight']) {
+    t.ok(sameBytes(s.tensorData(name), d.tensorData(name)), `${name} is the same in another shape`);
+  }
+  const embd = f32(s.tensorData('token_embd.weight'));
+  t.ok(sameBytes(embd, await tensorValues(5, 'token_embd.weight', 0, 1, 0, embd.length)), 'tensorValues reproduces the file');
+  s.close();
+  d.close();
+
+  const whole = new Float32Array(1001);
+  native().fillNormal(whole, 9, streamId('x'), 0, 0, 1);
+  const pieces = new Float32Array(1001);
+  for (const [from, to] of [[0, 3], [3, 4], [4, 517], [517, 1001]]) {
+    native().fillNormal(pieces.subarray(from, to), 9, streamId('x'), from, 0, 1);
+  }
+  t.ok(sameBytes(pieces, whole), 'pieces at any offset equal the whole stream');
+  await native().fillNormalAsync(pieces, 9, streamId('x'), 0, 0, 1);
+  t.ok(sameBytes(pieces, whole), 'the async fill gives the same values');
+  t.not(streamId('blk.0.ffn_up.weight'), streamId('blk.0.ffn_gate.weight'));
+  t.throws(() => native().fillNormal(whole, -1, 0, 0, 0, 1), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => native().fillNormal(whole, 0, 0, 2 ** 53, 0, 1), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => native().fillNormal(whole, 0, 0, 0, 0, -1), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => native().fillNormal(new Float64Array(4) as never, 0, 0, 0, 0, 1), { code: 'TDM_BAD_ARGUMENT' });
+});
+
+t.test('values are normal with the planned scale', async (t) => {
+  const v = await tensorValues(3, 'probe', 0, 1, 0, 1 << 20);
+  let sum = 0;
+  let sq = 0;
+  let beyond3 = 0;
+  for (const x of v) {
+    sum += x;
+    sq += x * x;
+    if (Math.abs(x) > 3) beyond3++;
+  }
+  const mean = sum / v.length;
+  const std = Math.sqrt(sq / v.length - mean * mean);
+  t.ok(Math.abs(mean) < 0.005, `mean ${mean}`);
+  t.ok(Math.abs(std - 1) < 0.005, `std ${std}`);
+  t.ok(Math.abs(beyond3 / v.length - 0.0027) < 0.0005, `tail beyond 3σ ${beyond3 / v.length} (normal: 0.0027)`);
+  const plan = planTensors(resolveSpec({ preset: 'tinyllama-1.1b' }));
+  const scale = (name: string) => plan.find((p) => p.name === name)!;
+  t.equal(scale('blk.0.attn_q.weight').std, 1 / Math.sqrt(2048), 'weights: std 1/sqrt(fan-in)');
+  t.equal(scale('blk.0.ffn_down.weight').std, 1 / Math.sqrt(5632));
+  t.equal(scale('blk.0.ffn_norm.weight').mean, 1, 'norms near 1');
+});
+
+interface ArchExpect {
+  perLayer: string[];
+  keys: string[];
+}
+const COMMON = ['attn_norm.weight', 'attn_q.weight', 'attn_k.weight', 'attn_v.weight', 'attn_output.weight', 'ffn_norm.weight'];
+const DENSE = ['ffn_gate.weight', 'ffn_down.weight', 'ffn_up.weight'];
+const EXPERTS = ['ffn_gate_inp.weight', 'ffn_gate_exps.weight', 'ffn_down_exps.weight', 'ffn_up_exps.weight'];
+const BIASES = ['attn_q.bias', 'attn_k.bias', 'attn_v.bias'];
+const QK_NORM = ['attn_q_norm.weight', 'attn_k_norm.weight'];
+const SHARED = ['ffn_gate_inp_shexp.weight', 'ffn_gate_shexp.weight', 'ffn_down_shexp.weight', 'ffn_up_shexp.weight'];
+const EXPECT: Record<string, ArchExpect> = {
+  llama: { perLayer: [...COMMON, ...DENSE], keys: [] },
+  'llama-moe': { perLayer: [...COMMON, ...EXPERTS], keys: ['expert_count', 'expert_used_count'] },
+  qwen2: { perLayer: [...COMMON, ...BIASES, ...DENSE], keys: [] },
+  qwen2moe: { perLayer: [...COMMON, ...BIASES, ...EXPERTS, ...SHARED], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length', 'expert_shared_feed_forward_length'] },
+  qwen3moe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length'] },
+  olmoe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count'] },
+};
+
+t.test("each architecture's tensors, shapes and metadata", async (t) => {
+  for (const [label, expect] of Object.entries(EXPECT)) {
+    const architecture = label.replace('-moe', '') as SyntheticArchitecture;
+    const spec: ModelSpec = { architecture, type: 'f16', nLayer: 2, ...(label === 'llama-moe' ? { nExpert: 4, nExpertUsed: 2 } : {}) };
+    if (architecture === 'qwen3moe') spec.headDim = 128; // qwen3moe allows heads wider than nEmbd / nHead
+    const p = tmpFile();
+    const r = await makeModel(spec, p);
+    const f = GgufFile.open(p);
+    const names = f.tensors.map((x) => x.name);
+    const want = ['token_embd.weight', ...[0, 1].flatMap((i) => expect.perLayer.map((n) => `blk.${i}.${n}`)), 'output_norm.weight', 'output.weight'];
+    t.same([...names].sort(), [...want].sort(), `${label}: tensor names`);
+    t.equal(f.architecture, architecture);
+    const s = r.spec;
+    const key = (k: string) => f.getNumber(`${architecture}.${k}`);
+    t.same(
+      [key('embedding_length'), key('block_count'), key('attention.head_count'), key('attention.head_count_kv'), key('attention.key_length'), key('rope.dimension_count'), key('vocab_size')],
+      [s.nEmbd, 2, s.nHead, s.nHeadKv, s.headDim, s.headDim, 512],
+      `${label}: hyperparameters`,
+    );
+    for (const k of expect.keys) t.ok(f.has(`${architecture}.${k}`), `${label}: has ${k}`);
+    t.equal(f.getNumber('general.file_type'), 1);
+    const shape = (n: string) => f.tensor(n)!.shape;
+    const q = s.headDim * s.nHead;
+    const kv = s.headDim * s.nHeadKv;
+    t.same(shape('blk.1.attn_q.weight'), [s.nEmbd, q]);
+    t.same(shape('blk.1.attn_k.weight'), [s.nEmbd, kv]);
+    t.same(shape('blk.1.attn_output.weight'), [q, s.nEmbd]);
+    if (s.nExpert > 0) {
+      t.same(shape('blk.0.ffn_gate_inp.weight'), [s.nEmbd, s.nExpert]);
+      t.equal(f.tensor('blk.0.ffn_gate_inp.weight')!.type, 'f32', 'the router stays f32');
+      t.same(shape('blk.0.ffn_down_exps.weight'), [s.nFfExpert, s.nEmbd, s.nExpert]);
+      t.same(shape('blk.0.ffn_up_exps.weight'), [s.nEmbd, s.nFfExpert, s.nExpert]);
+    }
+    if (architecture === 'qwen3moe') t.same(shape('blk.0.attn_k_norm.weight'), [s.headDim], 'qwen3moe: per-head K norm');
+    if (architecture === 'olmoe') t.same(shape('blk.0.attn_k_norm.weight'), [s.nEmbd], 'olmoe: K norm over the projection');
+    if (architecture === 'qwen2moe') {
+      t.same(shape('blk.0.ffn_gate_inp_shexp.weight'), [s.nEmbd]);
+      t.same(shape('blk.0.ffn_down_shexp.weight'), [s.nFfShared, s.nEmbd]);
+    }
+    for (const info of f.tensors) {
+      if (info.shape.length === 1) t.equal(info.type, 'f32', `${label}: ${info.name} (1-D) stays f32`);
+    }
+    f.close();
+  }
+});
+
+t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
+  const count = (plan: { type: string }[]) => {
+    const c: Record<string, number> = {};
+    for (const p of plan) c[p.type] = (c[p.type] ?? 0) + 1;
+    return c;
+  };
+  // TinyLlama-1.1B Q4_K_M as llama-quantize writes it: 135 q4_K, 21 q6_K, 45 f32.
+  const tl = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'q4_K_M' }));
+  t.same(count(tl), { q4_K: 135, q6_K: 21, f32: 45 });
+  const q6Layers = tl.filter((p) => p.name.endsWith('attn_v.weight') && p.type === 'q6_K').map((p) => Number(p.name.split('.')[1]));
+  t.same(q6Layers, [0, 1, 4, 7, 10, 13, 16, 19, 20, 21], 'more bits in the first and last eighth and every third layer');
+  const type = (plan: typeof tl, n: string) => plan.find((p) => p.name === n)!.type;
+  t.equal(type(tl, 'output.weight'), 'q6_K');
+  t.equal(type(tl, 'token_embd.weight'), 'q4_K');
+  t.equal(type(tl, 'blk.4.ffn_down.weight'), 'q6_K');
+  t.equal(type(tl, 'blk.5.ffn_down.weight'), 'q4_K');
+
+  const moe = planTensors(resolveSpec({ preset: 'moe-8x-top2', type: 'q4_K_M' }));
+  t.equal(type(moe, 'blk.3.attn_k.weight'), 'q8_0', '8 experts: attn_k in q8_0');
+  t.equal(type(moe, 'blk.3.attn_v.weight'), 'q8_0', '8 experts: attn_v in q8_0');
+  t.equal(type(moe, 'blk.3.attn_output.weight'), 'q5_K', '8 experts: attn_output in q5_K');
+  t.equal(type(moe, 'blk.0.ffn_down_exps.weight'), 'q6_K');
+  t.equal(type(moe, 'blk.3.ffn_down_exps.weight'), 'q4_K');
+  t.equal(type(moe, 'blk.3.ffn_gate_inp.weight'), 'f32');
+
+  // Rows that do not fill 256-element blocks fall back as llama.cpp does.
+  const odd = planTensors(resolveSpec({ nEmbd: 288, nHead: 4, nFf: 512, type: 'q4_K_M' }));
+  t.equal(type(odd, 'output.weight'), 'q8_0', 'output: q8_0 when its rows do not fill q6_K blocks');
+  t.equal(type(odd, 'blk.0.attn_q.weight'), 'q5_0', 'q4_K falls back to q5_0');
+  t.equal(type(odd, 'blk.1.attn_v.weight'), 'q8_0', 'q6_K (the last layer) falls back to q8_0');
+  t.equal(type(odd, 'blk.1.ffn_down.weight'), 'q6_K', 'ffn_down rows are nFf = 512 long: no fallback');
+  const odder = planTensors(resolveSpec({ nEmbd: 200, nHead: 4, type: 'q5_K' }));
+  t.equal(type(odder, 'blk.0.attn_q.weight'), 'f16', 'rows that fill no 32-block fall back to f16');
+  const pure = planTensors(resolveSpec({ type: 'q5_1' }));
+  t.same(count(pure), { q5_1: 16, f32: 5 }, 'a pure type: every quantizable tensor, embeddings and output included');
+});
+
+t.test('preset sizes', async (t) => {
+  const params = (preset: ModelSpec['preset']) =>
+    planTensors(resolveSpec({ preset })).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+  t.equal(params('tinyllama-1.1b'), 1_100_048_384, 'TinyLlama-1.1B exactly');
+  t.equal(params('llama2-7b'), 6_738_415_616, 'Llama-2-7B exactly');
+  t.equal(params('llama3-8b'), 8_030_261_248, 'Llama-3-8B exactly');
+  const moe = params('moe-8x-top2');
+  t.ok(moe > 900e6 && moe < 950e6, `8x top-2 MoE: ${moe} parameters (about 928M)`);
+});
+
+t.test('vocabularies: synthetic SPM and copied', async (t) => {
+  const v = syntheticVocab(1000);
+  const tokens = (v.entries.find((e) => e.key === 'tokenizer.ggml.tokens')!.value as GgufArray).value as string[];
+  t.equal(tokens.length, 1000);
+  t.equal(new Set(tokens).size, 1000, 'tokens are unique');
+  t.same(tokens.slice(0, 4), ['<unk>', '<s>', '</s>', '<0x00>']);
+  t.equal(tokens[258], '<0xFF>');
+  const p = tmpFile();
+  await makeModel({ vocab: modelPath('vocab/ggml-vocab-llama-spm.gguf'), nVocab: 32000, nLayer: 1 }, p);
+  const f = GgufFile.open(p);
+  const src = GgufFile.open(modelPath('vocab/ggml-vocab-llama-spm.gguf'));
+  for (const e of src.metadata.values()) {
+    if (!e.key.startsWith('tokenizer.')) continue;
+    const got = f.metadata.get(e.key);
+    t.ok(got, `copied ${e.key}`);
+    if (e.type === 'array') {
+      const [a, b] = [(got!.value as GgufArray).value, (e.value as GgufArray).value];
+      t.ok(a.length === b.length && Array.from(a).every((x, i) => x === b[i]), `${e.key} values`);
+    }
+    else t.equal(got!.value, e.value, `${e.key} value`);
+  }
+  t.same(f.tensor('token_embd.weight')!.shape, [256, 32000]);
+  f.close();
+  src.close();
+});
+
+t.test('bad specs give typed errors naming the problem', async (t) => {
+  const bad = async (spec: ModelSpec, match: RegExp, code = 'TDM_BAD_ARGUMENT') => {
+    await t.rejects(makeModel(spec, tmpFile()), { code, message: match }, match.source);
+  };
+  await bad({ architecture: 'gpt2' as never }, /unknown architecture 'gpt2'/);
+  await bad({ type: 'q3_K' as never }, /unknown type 'q3_K'/);
+  await bad({ preset: 'huge' as never }, /unknown preset 'huge'/);
+  await bad({ nHead: 4, nHeadKv: 3 }, /multiple of nHeadKv/);
+  await bad({ nEmbd: 250, nHead: 4 }, /headDim must be an even integer/);
+  await bad({ architecture: 'qwen2', headDim: 32 }, /headDim × nHead = nEmbd/);
+  await bad({ architecture: 'olmoe', nHeadKv: 2 }, /olmoe needs nHeadKv = nHead/);
+  await bad({ architecture: 'qwen2moe', preset: 'tinyllama-1.1b' }, /nExpert must be at least 2/);
+  await bad({ nExpert: 4, nExpertUsed: 5 }, /nExpertUsed must be an integer from 1 to nExpert/);
+  await bad({ architecture: 'qwen3moe', nFfShared: 64 }, /only in qwen2moe/);
+  await bad({ nVocab: 100 }, /at least 259 tokens/);
+  await bad({ nLayer: 0 }, /nLayer must be an integer/);
+  await bad({ seed: -1 }, /seed must be an integer/);
+  await bad({ tensorTypes: { 'blk.9.attn_q.weight': 'q8_0' } }, /no tensor 'blk.9.attn_q.weight'/);
+  await bad({ tensorData: { 'output_norm.weight': new Float32Array(3) } }, /has 3 values; the tensor has 256/);
+  await bad({ vocab: modelPath('vocab/ggml-vocab-llama-spm.gguf'), nVocab: 100 }, /disagrees with the 32000 tokens/);
+  await bad({ vocab: path.join(dir, 'missing.gguf') }, /vocab file: .*no such file/, 'TDM_NOT_FOUND');
+});
