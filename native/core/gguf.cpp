@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
@@ -20,12 +22,40 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint32_t kMaxDims = 4;
 constexpr uint32_t kMaxNesting = 8;
 constexpr uint64_t kMaxKeyBytes = 1 << 16;
+constexpr uint64_t kMaxReserve = 1 << 12;
 
 std::string errno_text() { return std::strerror(errno); }
+
+// Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
+bool valid_utf8(const uint8_t* p, uint64_t n) {
+  uint64_t i = 0;
+  while (i < n) {
+    uint8_t c = p[i];
+    if (c < 0x80) { i++; continue; }
+    uint64_t len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
+    else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
+    else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (n - i < len) return false;
+    for (uint64_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
+}
 }  // namespace
 
 FileMapping::FileMapping(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (path.find('\0') != std::string::npos) throw Error(code::bad_argument, "a GGUF path must not contain a NUL character");
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; the
+  // S_ISREG check below then refuses it. It changes nothing for regular files.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) throw Error(code::not_found, path + ": no such file");
     throw Error(code::io, path + ": cannot open: " + errno_text());
@@ -101,16 +131,24 @@ class GgufParser {
 
   void parse() {
     if (size_ < 8) fail("too short to be a GGUF file (" + std::to_string(size_) + " bytes)");
-    if (u32() != kMagic) fail("wrong magic: not a GGUF file");
+    if (u32() != kMagic) fail("wrong magic " + show_magic() + " (expected \"GGUF\"): not a GGUF file");
     f_.version_ = u32();
-    if (f_.version_ < 1 || f_.version_ > 3) fail("unsupported GGUF version " + std::to_string(f_.version_));
+    if (f_.version_ < 1 || f_.version_ > 3) {
+      uint32_t v = f_.version_;
+      uint32_t swapped = (v >> 24) | ((v >> 8) & 0xff00u) | ((v << 8) & 0xff0000u) | (v << 24);
+      if (swapped >= 1 && swapped <= 3) fail("big-endian GGUF (version " + std::to_string(swapped) + "); only little-endian files are supported");
+      fail("unsupported GGUF version " + std::to_string(f_.version_) + " (1 to 3 are known)");
+    }
     uint64_t n_tensors = count();
     uint64_t n_kv = count();
-    // Each KV needs at least a key length, a key byte and a type tag; each tensor info more.
-    if (n_kv > left() / 9) fail("metadata count " + std::to_string(n_kv) + " exceeds what the file can hold");
-    if (n_tensors > left() / 16) fail("tensor count " + std::to_string(n_tensors) + " exceeds what the file can hold");
+    // Each KV needs at least a key length, one key byte, a type tag and a one-byte value;
+    // each tensor info a name length, one name byte, n_dims, one dimension, type and offset.
+    const uint64_t cnt = f_.long_counts() ? 8 : 4;
+    if (n_kv > left() / (cnt + 1 + 4 + 1)) fail("metadata count " + std::to_string(n_kv) + " exceeds what the file can hold");
+    if (n_tensors > left() / (cnt + 1 + 4 + cnt + 4 + 8)) fail("tensor count " + std::to_string(n_tensors) + " exceeds what the file can hold");
 
-    f_.kvs_.reserve(n_kv);
+    // Reserve little up front: a corrupt count must fail on the bytes, not on a huge allocation.
+    f_.kvs_.reserve(std::min<uint64_t>(n_kv, kMaxReserve));
     for (uint64_t i = 0; i < n_kv; i++) read_kv();
 
     if (const GgufKV* kv = f_.find("general.alignment")) {
@@ -121,7 +159,7 @@ class GgufParser {
       f_.alignment_ = a;
     }
 
-    f_.tensors_.reserve(n_tensors);
+    f_.tensors_.reserve(std::min<uint64_t>(n_tensors, kMaxReserve));
     for (uint64_t i = 0; i < n_tensors; i++) read_tensor_info();
 
     uint64_t a = f_.alignment_;
@@ -137,7 +175,24 @@ class GgufParser {
   uint64_t pos_ = 0;
   uint32_t depth_ = 0;
 
-  [[noreturn]] void fail(const std::string& what) const { throw Error(code::bad_gguf, f_.path_ + ": " + what); }
+  std::string context_;  // "metadata 'key': " while reading that key's value
+
+  [[noreturn]] void fail(const std::string& what) const { throw Error(code::bad_gguf, f_.path_ + ": " + context_ + what); }
+
+  // The first four bytes, as text when printable, else as hex.
+  std::string show_magic() const {
+    std::string text = "\"";
+    bool printable = true;
+    for (int i = 0; i < 4; i++) {
+      uint8_t c = data_[i];
+      printable = printable && c >= 0x20 && c < 0x7f;
+      text += char(c);
+    }
+    if (printable) return text + "\"";
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%02x %02x %02x %02x", data_[0], data_[1], data_[2], data_[3]);
+    return hex;
+  }
   uint64_t left() const { return size_ - pos_; }
 
   void need(uint64_t n, const char* what) const {
@@ -158,6 +213,9 @@ class GgufParser {
     uint64_t len = count();
     if (len > max_len) fail(std::string(what) + " of " + std::to_string(len) + " bytes is too long");
     need(len, what);
+    // Keys and names become JS strings and are looked up by them again: bytes that are
+    // not UTF-8 would come back changed, so they are refused here.
+    if (!valid_utf8(data_ + pos_, len)) fail(std::string(what) + " at byte " + std::to_string(pos_) + " is not valid UTF-8");
     std::string s(reinterpret_cast<const char*>(data_ + pos_), len);
     pos_ += len;
     return s;
@@ -165,13 +223,13 @@ class GgufParser {
 
   void skip_string() {
     uint64_t len = count();
-    need(len, "string");
+    if (len > left()) fail("string of " + std::to_string(len) + " bytes runs past the end of the file (at byte " + std::to_string(pos_) + ")");
     pos_ += len;
   }
 
   GgufValueType value_type(const char* what) {
     uint32_t t = read<uint32_t>(what);
-    if (t > uint32_t(GgufValueType::F64)) fail(std::string("unknown metadata value type ") + std::to_string(t));
+    if (t > uint32_t(GgufValueType::F64)) fail(std::string("unknown value type ") + std::to_string(t));
     return GgufValueType(t);
   }
 
@@ -203,6 +261,7 @@ class GgufParser {
     GgufKV kv;
     kv.key = string("metadata key", kMaxKeyBytes);
     if (kv.key.empty()) fail("empty metadata key");
+    context_ = "metadata '" + kv.key + "': ";
     kv.type = value_type("metadata value type");
     if (kv.type == GgufValueType::ARRAY) {
       uint64_t start = pos_;
@@ -216,6 +275,7 @@ class GgufParser {
       kv.offset = pos_;
       skip_value(kv.type);
     }
+    context_.clear();
     if (f_.kv_index_.count(kv.key)) fail("duplicate metadata key '" + kv.key + "'");
     f_.kv_index_.emplace(kv.key, f_.kvs_.size());
     f_.kvs_.push_back(std::move(kv));

@@ -1,0 +1,82 @@
+// Test-only JS face of native sampling: sampleLogits(logits, params, recent, position)
+// runs core/sampling.h on one row so tests can check it; the executor calls C++ directly.
+#include <cmath>
+#include <string>
+
+#include "addon/napi_util.h"
+#include "core/sampling.h"
+
+namespace tdm::addon {
+
+namespace {
+
+constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1
+
+double field_number(const Napi::Object& o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber()) bad_arg(std::string("sampling params.") + name + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+uint64_t safe_uint(double v, const std::string& what) {
+  if (!(v >= 0 && v <= kMaxSafeInteger) || v != std::floor(v)) bad_arg(what + " must be a non-negative integer up to 2^53-1");
+  return uint64_t(v);
+}
+
+SamplingConfig parse_params(const Napi::Value& value) {
+  if (!value.IsObject()) bad_arg("sampling params must be an object");
+  Napi::Object o = value.As<Napi::Object>();
+  SamplingConfig c;
+  c.temperature = float(field_number(o, "temperature"));
+  double top_k = field_number(o, "topK");
+  if (!(top_k >= 0 && top_k <= 2147483647.0) || top_k != std::floor(top_k)) bad_arg("sampling params.topK must be a non-negative integer");
+  c.top_k = int32_t(top_k);
+  c.top_p = float(field_number(o, "topP"));
+  c.min_p = float(field_number(o, "minP"));
+  c.repeat_penalty = float(field_number(o, "repeatPenalty"));
+  c.presence_penalty = float(field_number(o, "presencePenalty"));
+  c.frequency_penalty = float(field_number(o, "frequencyPenalty"));
+  c.seed = safe_uint(field_number(o, "seed"), "sampling params.seed");
+  Napi::Value bias = o.Get("logitBias");
+  if (!bias.IsUndefined()) {
+    if (!bias.IsArray()) bad_arg("sampling params.logitBias must be an array of {token, bias}");
+    Napi::Array arr = bias.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value e = arr.Get(i);
+      if (!e.IsObject()) bad_arg("sampling params.logitBias[" + std::to_string(i) + "] must be {token, bias}");
+      Napi::Object eo = e.As<Napi::Object>();
+      double token = field_number(eo, "token");
+      if (!(token >= -2147483648.0 && token <= 2147483647.0) || token != std::floor(token))
+        bad_arg("sampling params.logitBias[" + std::to_string(i) + "].token must be an integer");
+      c.logit_bias.push_back(LogitBias{int32_t(token), float(field_number(eo, "bias"))});
+    }
+  }
+  return c;
+}
+
+Napi::Value sample_logits(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      bad_arg("logits must be a Float32Array");
+    Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
+    if (logits.ElementLength() == 0 || logits.ElementLength() > 2147483647u) bad_arg("logits must hold 1 to 2^31-1 values");
+    SamplingConfig cfg = parse_params(info.Length() > 1 ? info[1] : info.Env().Undefined());
+    if (info.Length() < 3 || !info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      bad_arg("recent tokens must be an Int32Array");
+    Napi::Int32Array recent = info[2].As<Napi::Int32Array>();
+    if (recent.ElementLength() > 2147483647u) bad_arg("recent tokens must hold at most 2^31-1 ids");
+    uint64_t position = safe_uint(arg_number(info, 3, "position"), "position");
+    SamplerScratch scratch;
+    int32_t token = sample_token(logits.Data(), int32_t(logits.ElementLength()), cfg, recent.Data(),
+                                 int32_t(recent.ElementLength()), position, scratch);
+    return Napi::Number::New(info.Env(), token);
+  });
+}
+
+}  // namespace
+
+void register_sampling(Napi::Env env, Napi::Object exports) {
+  exports.Set("sampleLogits", Napi::Function::New(env, sample_logits, "sampleLogits"));
+}
+
+}  // namespace tdm::addon

@@ -1,0 +1,199 @@
+// describeModel: hyperparameters from real and synthetic GGUFs of every supported
+// architecture, llama.cpp's per-architecture rules, and typed errors for bad metadata.
+import t from 'tap';
+import { describeModel, type ModelHyperparams } from '../../src/model/describe.js';
+import { GgufFile } from '../../src/model/gguf.js';
+import { modelPath } from '../helpers.js';
+import { removeTemp, writeTinyModel, type Kv, type TinyModelOptions } from './gguf-test-writer.js';
+
+t.teardown(removeTemp);
+
+let counter = 0;
+function describeTiny(opts: TinyModelOptions) {
+  const f = GgufFile.open(writeTinyModel(`describe-${counter++}.gguf`, opts));
+  try {
+    return describeModel(f);
+  } finally {
+    f.close();
+  }
+}
+
+const u32 = (key: string, value: number): Kv => ({ key, type: 'uint32', value });
+
+t.test('stories260K', async (t) => {
+  const f = GgufFile.open(modelPath('stories260K.gguf'));
+  const d = describeModel(f);
+  const expected: ModelHyperparams = {
+    architecture: 'llama',
+    nVocab: 512,
+    nCtxTrain: 2048,
+    nEmbd: 64,
+    nLayer: 5,
+    nHead: 8,
+    nHeadKv: 4,
+    headDim: 8,
+    headDimV: 8,
+    nFf: 172,
+    nExpert: 0,
+    nExpertUsed: 0,
+    nFfExpert: 0,
+    nFfShared: 0,
+    ropeType: 'norm',
+    ropeDim: 8,
+    ropeFreqBase: 10000,
+    ropeFreqScale: 1,
+    rmsEps: Math.fround(1e-5),
+    expertWeightsNorm: false,
+    expertGating: 'softmax',
+    hasQkvBias: false,
+    hasQkNorm: false,
+    hasSharedExpert: false,
+    tiedEmbeddings: false,
+  };
+  t.same(d.hparams, expected);
+  const perLayer = 64 + 64 * 64 + 2 * 64 * 32 + 64 * 64 + 64 + 3 * 64 * 172;
+  const params = 2 * 64 * 512 + 64 + 5 * perLayer;
+  t.equal(d.parameterCount, params);
+  t.equal(d.weightBytes, params * 4);
+  t.same(d.typesUsed, [{ type: 'f32', tensors: 48, bytes: params * 4 }]);
+  t.equal(d.kvBytesPerToken, 5 * 4 * (8 + 8) * 2, 'f16 K and V: layers x kv heads x (key + value dims) x 2 bytes');
+  t.equal(d.name, 'llama');
+  t.equal(d.path, modelPath('stories260K.gguf'));
+  t.equal(d.tensors.length, 48);
+  f.close();
+});
+
+t.test('llama-2-tiny-random (f16 matrices, f32 norms)', async (t) => {
+  const f = GgufFile.open(modelPath('llama-2-tiny-random.gguf'));
+  const d = describeModel(f);
+  t.equal(d.hparams.nVocab, 32000);
+  t.equal(d.hparams.headDim, 4);
+  t.equal(d.hparams.ropeDim, 4);
+  t.same(d.typesUsed.map((u) => [u.type, u.tensors]), [['f16', 9], ['f32', 3]]);
+  t.equal(d.typesUsed[0].bytes, (2 * 8 * 32000 + 4 * 64 + 3 * 8 * 32) * 2);
+  t.equal(d.name, 'LLaMA v2');
+  f.close();
+});
+
+t.test('each architecture follows its llama.cpp rules', async (t) => {
+  const qwen2 = describeTiny({ arch: 'qwen2' }).hparams;
+  t.match(qwen2, { architecture: 'qwen2', ropeType: 'neox', hasQkvBias: true, nExpert: 0, hasQkNorm: false, tiedEmbeddings: false });
+
+  const tied = describeTiny({ arch: 'qwen2', tied: true }).hparams;
+  t.equal(tied.tiedEmbeddings, true);
+
+  const mixtral = describeTiny({ arch: 'llama', nExpert: 4, nExpertUsed: 2 }).hparams;
+  t.match(mixtral, { ropeType: 'norm', nExpert: 4, nExpertUsed: 2, nFfExpert: 96, expertWeightsNorm: true, expertGating: 'softmax', hasSharedExpert: false });
+
+  const q2m = describeTiny({ arch: 'qwen2moe' }).hparams;
+  t.match(q2m, { ropeType: 'neox', nExpert: 4, nFfExpert: 32, nFfShared: 48, hasSharedExpert: true, expertWeightsNorm: false, hasQkvBias: true });
+
+  const q3m = describeTiny({ arch: 'qwen3moe' }).hparams;
+  t.match(q3m, { ropeType: 'neox', nFfExpert: 32, nFfShared: 0, hasSharedExpert: false, expertWeightsNorm: true, hasQkNorm: true, hasQkvBias: false });
+
+  const olmoe = describeTiny({ arch: 'olmoe' }).hparams;
+  t.match(olmoe, { ropeType: 'neox', nFfExpert: 96, expertWeightsNorm: false, hasQkNorm: true, nHeadKv: 4 });
+
+  // llama.cpp sizes llama and olmoe experts by feed_forward_length and ignores this key.
+  const ignored = describeTiny({ arch: 'olmoe', kvs: [u32('olmoe.expert_feed_forward_length', 999)] }).hparams;
+  t.equal(ignored.nFfExpert, 96);
+
+  const dense = describeTiny({ arch: 'llama' }).hparams;
+  t.equal(dense.expertWeightsNorm, false, 'no experts, nothing to normalise');
+
+  // qwen3moe without expert_feed_forward_length: llama.cpp uses n_ff / n_expert_used.
+  const q3default = describeTiny({ arch: 'qwen3moe', nFf: 64, nFfExpert: 32, dropKeys: ['qwen3moe.expert_feed_forward_length'] }).hparams;
+  t.equal(q3default.nFfExpert, 32);
+  // qwen2moe without the shared width: llama.cpp uses n_ff.
+  const q2default = describeTiny({ arch: 'qwen2moe', nFf: 48, nFfShared: 48, dropKeys: ['qwen2moe.expert_shared_feed_forward_length'] }).hparams;
+  t.equal(q2default.nFfShared, 48);
+});
+
+t.test('optional keys and their defaults', async (t) => {
+  const h = describeTiny({ arch: 'llama', dropKeys: ['llama.attention.head_count_kv', 'llama.rope.freq_base'], nHeadKv: 4 }).hparams;
+  t.equal(h.nHeadKv, 4, 'head_count_kv defaults to head_count');
+  t.equal(h.ropeFreqBase, 10000);
+  t.equal(h.ropeDim, 16);
+
+  const linear = describeTiny({
+    arch: 'llama',
+    kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'linear' }, { key: 'llama.rope.scaling.factor', type: 'float32', value: 4 }],
+  }).hparams;
+  t.equal(linear.ropeFreqScale, 0.25);
+  const none = describeTiny({
+    arch: 'llama',
+    kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'none' }, { key: 'llama.rope.scaling.factor', type: 'float32', value: 4 }],
+  }).hparams;
+  t.equal(none.ropeFreqScale, 1, "scaling type 'none' never scales");
+
+  const wide = describeTiny({ arch: 'qwen3moe', headDim: 32 }).hparams;
+  t.match(wide, { nEmbd: 64, nHead: 4, headDim: 32, headDimV: 32, ropeDim: 32 }, 'key_length may differ from nEmbd / nHead');
+
+  const perLayer = describeTiny({
+    arch: 'llama',
+    kvs: [{ key: 'llama.attention.head_count_kv', type: 'array', elementType: 'int32', value: [2, 2] }],
+  }).hparams;
+  t.equal(perLayer.nHeadKv, 2, 'a per-layer array with equal entries is accepted');
+
+  const u64 = describeTiny({ arch: 'llama', kvs: [{ key: 'llama.context_length', type: 'uint64', value: 4096n }] }).hparams;
+  t.equal(u64.nCtxTrain, 4096);
+  const vocabKey = describeTiny({ arch: 'llama', dropKeys: ['tokenizer.ggml.tokens'] }).hparams;
+  t.equal(vocabKey.nVocab, 64, 'vocabulary size from token_embd when the file has no tokenizer');
+});
+
+t.test('metadata errors name the file and the key', async (t) => {
+  const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
+    t.throws(() => describeTiny(opts), { code, message }, name);
+  fails({ arch: 'llama', kvs: [{ key: 'general.architecture', type: 'string', value: 'mamba' }] }, 'TDM_UNSUPPORTED',
+    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen2moe, qwen3moe, olmoe\)/, 'unknown architecture');
+  fails({ arch: 'llama', dropKeys: ['general.architecture'] }, 'TDM_BAD_GGUF', /general\.architecture/, 'no architecture');
+  fails({ arch: 'llama', dropKeys: ['llama.embedding_length'] }, 'TDM_BAD_GGUF', /describe-\d+\.gguf: missing required metadata key 'llama\.embedding_length'/, 'missing key');
+  fails({ arch: 'qwen2', dropKeys: ['qwen2.attention.layer_norm_rms_epsilon'] }, 'TDM_BAD_GGUF', /layer_norm_rms_epsilon/, 'missing eps');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.block_count', type: 'string', value: '2' }] }, 'TDM_BAD_GGUF', /'llama\.block_count' is string, expected an unsigned integer/, 'wrong type');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.block_count', type: 'float32', value: 2 }] }, 'TDM_BAD_GGUF', /block_count/, 'float for an integer');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.block_count', type: 'int32', value: -2 }] }, 'TDM_BAD_GGUF', /block_count/, 'negative');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.block_count', type: 'uint64', value: 1n << 60n }] }, 'TDM_BAD_GGUF', /block_count/, '2^60 layers');
+  fails({ arch: 'llama', kvs: [u32('llama.block_count', 100000)] }, 'TDM_BAD_GGUF', /block_count is 100000, outside the plausible range/, 'absurd layers');
+  fails({ arch: 'llama', kvs: [u32('llama.block_count', 0)] }, 'TDM_BAD_GGUF', /block_count is 0/, 'zero layers');
+  fails({ arch: 'llama', kvs: [u32('llama.attention.head_count', 0)] }, 'TDM_BAD_GGUF', /head_count is 0/, 'zero heads');
+  fails({ arch: 'llama', kvs: [u32('llama.embedding_length', 66)] }, 'TDM_BAD_GGUF', /embedding_length 66 is not divisible by attention\.head_count 4/, 'indivisible');
+  fails({ arch: 'llama', kvs: [u32('llama.attention.head_count_kv', 3)] }, 'TDM_BAD_GGUF', /not a multiple of attention\.head_count_kv 3/, 'bad GQA');
+  fails({ arch: 'llama', kvs: [u32('llama.attention.head_count_kv', 8)] }, 'TDM_BAD_GGUF', /head_count_kv is 8/, 'more kv heads than heads');
+  fails({ arch: 'llama', kvs: [u32('llama.rope.dimension_count', 8)] }, 'TDM_UNSUPPORTED', /rope dimension 8/, 'partial rope');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.attention.layer_norm_rms_epsilon', type: 'float32', value: 0 }] }, 'TDM_BAD_GGUF', /epsilon is 0/, 'zero eps');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.freq_base', type: 'float32', value: -1 }] }, 'TDM_BAD_GGUF', /freq_base is -1/, 'negative theta');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.freq_base', type: 'float64', value: NaN }] }, 'TDM_BAD_GGUF', /freq_base/, 'NaN theta');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'yarn' }] }, 'TDM_UNSUPPORTED', /rope scaling 'yarn'/, 'yarn');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'weird' }] }, 'TDM_BAD_GGUF', /rope scaling type 'weird'/, 'unknown scaling');
+  fails({ arch: 'qwen3moe', dropKeys: ['qwen3moe.expert_count'] }, 'TDM_BAD_GGUF', /mixture of experts but 'qwen3moe\.expert_count' is missing/, 'MoE without experts');
+  fails({ arch: 'olmoe', kvs: [u32('olmoe.expert_used_count', 5)] }, 'TDM_BAD_GGUF', /expert_used_count is 5, expected 1 to expert_count \(4\)/, 'too many used experts');
+  fails({ arch: 'llama', kvs: [u32('llama.expert_used_count', 2)] }, 'TDM_BAD_GGUF', /no experts/, 'used experts without experts');
+  fails({ arch: 'qwen2', kvs: [u32('qwen2.expert_count', 4), u32('qwen2.expert_used_count', 2)] }, 'TDM_BAD_GGUF', /qwen2 has no experts/, 'experts on a dense architecture');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.attention.head_count_kv', type: 'array', elementType: 'uint32', value: [2, 4] }] }, 'TDM_UNSUPPORTED', /differs between layers \(2, 4\)/, 'per-layer shapes');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.attention.head_count_kv', type: 'array', elementType: 'uint32', value: [2] }] }, 'TDM_BAD_GGUF', /1 entries, expected one per layer \(2\)/, 'short per-layer array');
+  fails({ arch: 'llama', kvs: [{ key: 'tokenizer.ggml.tokens', type: 'string', value: 'x' }] }, 'TDM_BAD_GGUF', /tokenizer\.ggml\.tokens' is string, expected an array/, 'tokens not an array');
+});
+
+t.test('tensor errors name the tensor', async (t) => {
+  const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
+    t.throws(() => describeTiny(opts), { code, message }, name);
+  fails({ arch: 'llama', dropTensors: ['blk.1.ffn_up.weight'] }, 'TDM_BAD_GGUF', /missing tensor 'blk\.1\.ffn_up\.weight'/, 'missing tensor');
+  fails({ arch: 'llama', kvs: [u32('llama.attention.head_count_kv', 4)] }, 'TDM_BAD_GGUF',
+    /tensor 'blk\.0\.attn_k\.weight' has shape \[64, 32\], expected \[64, 64\]/, 'shape disagrees with head_count_kv');
+  fails({ arch: 'llama', kvs: [u32('llama.feed_forward_length', 100)] }, 'TDM_BAD_GGUF', /tensor 'blk\.0\.ffn_gate\.weight' has shape \[64, 96\], expected \[64, 100\]/, 'nFf');
+  fails({ arch: 'qwen2moe', kvs: [u32('qwen2moe.expert_feed_forward_length', 16)] }, 'TDM_BAD_GGUF', /ffn_gate_exps\.weight' has shape \[64, 32, 4\], expected \[64, 16, 4\]/, 'expert width');
+  fails({ arch: 'llama', kvs: [{ key: 'tokenizer.ggml.tokens', type: 'array', elementType: 'string', value: ['a', 'b'] }] }, 'TDM_BAD_GGUF', /token_embd\.weight' has shape \[64, 64\], expected \[64, 2\]/, 'vocabulary size');
+  fails({ arch: 'qwen2moe', tied: true }, 'TDM_BAD_GGUF', /missing tensor 'output\.weight'/, 'qwen2moe needs output.weight');
+  fails({ arch: 'qwen2', dropTensors: ['blk.1.attn_k.bias'] }, 'TDM_BAD_GGUF', /missing tensor 'blk\.1\.attn_k\.bias'/, 'biases in every layer');
+  fails({ arch: 'llama', extraTensors: [{ name: 'rope_freqs.weight', shape: [8] }] }, 'TDM_UNSUPPORTED', /tensor 'rope_freqs\.weight' is not part of a llama model/, 'unused tensor');
+  fails({ arch: 'llama', extraTensors: [{ name: 'blk.7.attn_q.weight', shape: [64, 64] }] }, 'TDM_BAD_GGUF', /'blk\.7\.attn_q\.weight' is in layer 7 but block_count is 2/, 'layer past block_count');
+});
+
+t.test('vocabulary-only files are not models', async (t) => {
+  const f = GgufFile.open(modelPath('vocab/ggml-vocab-qwen2.gguf'));
+  t.throws(() => describeModel(f), { code: 'TDM_UNSUPPORTED', message: /ggml-vocab-qwen2\.gguf: vocabulary-only GGUF/ });
+  f.close();
+  const g = GgufFile.open(modelPath('vocab/ggml-vocab-gpt-2.gguf'));
+  t.throws(() => describeModel(g), { code: 'TDM_UNSUPPORTED', message: /architecture 'gpt2' is not supported/ });
+  g.close();
+});

@@ -1,0 +1,306 @@
+// Native sampling (native/core/sampling.cpp) through its test-only binding: greedy,
+// the llama.cpp chain order, seeded determinism, distributions, penalties, errors.
+import t from 'tap';
+import { native } from '../../src/native/binding.js';
+import type { SamplingParams } from '../../src/native/step-plan.js';
+
+const sample = (logits: ArrayLike<number>, params: Partial<SamplingParams>, recent: number[] = [], position = 0): number =>
+  native().sampleLogits(logits instanceof Float32Array ? logits : Float32Array.from(logits), { ...base, ...params }, Int32Array.from(recent), position);
+
+const base: SamplingParams = {
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  repeatPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  seed: 1234,
+};
+
+// A small deterministic generator for test inputs (not the sampler's RNG).
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+function softmax(logits: number[], temperature = 1): number[] {
+  const m = Math.max(...logits);
+  const e = logits.map((l) => Math.exp((l - m) / temperature));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((x) => x / s);
+}
+
+/** Counts of each token over `draws` positions with one seed. */
+function histogram(logits: number[], params: Partial<SamplingParams>, draws: number): number[] {
+  const counts = new Array<number>(logits.length).fill(0);
+  for (let pos = 0; pos < draws; pos++) counts[sample(logits, params, [], pos)]++;
+  return counts;
+}
+
+/** Pearson's chi-square of observed counts against expected probabilities (zero-probability cells must be empty). */
+function chiSquare(counts: number[], probs: number[]): number {
+  const n = counts.reduce((a, b) => a + b, 0);
+  let x = 0;
+  for (let i = 0; i < counts.length; i++) {
+    if (probs[i] === 0) {
+      if (counts[i] !== 0) return Infinity;
+      continue;
+    }
+    const e = n * probs[i];
+    x += (counts[i] - e) ** 2 / e;
+  }
+  return x;
+}
+
+t.test('greedy is the argmax, first index on ties', async (t) => {
+  const rand = lcg(7);
+  for (let row = 0; row < 50; row++) {
+    const logits = Array.from({ length: 1000 + row }, () => rand() * 20 - 10);
+    t.equal(sample(logits, { temperature: 0 }), argmax(logits), `row ${row}`);
+  }
+  t.equal(sample([1, 3, 3, 2], { temperature: 0 }), 1);
+  t.equal(sample(new Array(50).fill(0), { temperature: 0 }), 0);
+  t.equal(sample([-5, -1, -3], { temperature: 0, seed: 99 }, [], 12345), 1, 'seed and position do not matter');
+});
+
+t.test('top-k = 1 is greedy at any temperature and seed', async (t) => {
+  const rand = lcg(11);
+  for (let row = 0; row < 50; row++) {
+    const logits = Array.from({ length: 300 }, () => rand() * 4);
+    t.equal(sample(logits, { topK: 1, temperature: 2.5, seed: row }, [], row * 31), argmax(logits), `row ${row}`);
+  }
+});
+
+t.test('a draw is a pure function of (seed, position)', async (t) => {
+  const rand = lcg(3);
+  const logits = Array.from({ length: 64 }, () => rand() * 3);
+  const params = { temperature: 1.3, topK: 40, topP: 0.95, minP: 0.01 };
+  const run = (seed: number) => Array.from({ length: 200 }, (_, pos) => sample(logits, { ...params, seed }, [], pos));
+  const a = run(42);
+  t.same(run(42), a, 'same seed, same sequence');
+  // Interleaving other calls (other seeds, other positions) changes nothing: no hidden state.
+  const interleaved = a.map((_, pos) => {
+    sample(logits, { ...params, seed: 7 }, [], pos + 1000);
+    return sample(logits, { ...params, seed: 42 }, [], pos);
+  });
+  t.same(interleaved, a, 'no hidden RNG state');
+  const reversed = a.map((_, i) => sample(logits, { ...params, seed: 42 }, [], a.length - 1 - i)).reverse();
+  t.same(reversed, a, 'order of positions does not matter');
+  const b = run(43);
+  const differ = a.filter((tok, i) => tok !== b[i]).length;
+  t.ok(differ > 50, `another seed gives another sequence (${differ}/200 positions differ)`);
+  t.ok(new Set(a).size > 5, 'draws vary with position');
+  // Large seeds (up to 2^53 - 1) are distinct seeds.
+  t.notSame(run(2 ** 53 - 1), run(2 ** 53 - 2));
+});
+
+// Chi-square critical values at p = 1e-6 are about 33 (df 3) and 42 (df 7); the bounds
+// below are looser still, on fixed seeds, so these checks cannot flake.
+t.test('plain temperature sampling follows softmax(logits / T)', async (t) => {
+  const logits = [1.0, 0.2, -0.4, 2.1, 0.9, -1.5, 0.0, 1.6];
+  for (const temperature of [1, 0.6, 1.8]) {
+    const counts = histogram(logits, { temperature, seed: 5 }, 20000);
+    const x = chiSquare(counts, softmax(logits, temperature));
+    t.ok(x < 60, `T=${temperature}: chi-square ${x.toFixed(1)} over 7 df`);
+  }
+  // And it is not trivially passing: the T=1 counts are far from the T=0.6 distribution.
+  const counts = histogram(logits, { temperature: 1, seed: 5 }, 20000);
+  t.ok(chiSquare(counts, softmax(logits, 0.6)) > 500, 'a wrong temperature is detected');
+});
+
+t.test('top-k keeps the k largest and renormalises', async (t) => {
+  const logits = [0.5, 2.0, 1.0, 1.5, -1.0, 0.0];
+  const counts = histogram(logits, { topK: 3, seed: 9 }, 12000);
+  const probs = softmax([2.0, 1.0, 1.5]);
+  const expected = [0, probs[0], probs[1], probs[2], 0, 0];
+  const x = chiSquare(counts, expected);
+  t.ok(x < 50, `chi-square ${x.toFixed(1)}; counts ${counts.join(' ')}`);
+});
+
+// Probabilities 0.5, 0.3, 0.15, 0.05 as logits.
+const fourProbs = [0.5, 0.3, 0.15, 0.05];
+const fourLogits = fourProbs.map(Math.log);
+
+t.test('top-p keeps the smallest prefix reaching p, before temperature', async (t) => {
+  const counts = histogram(fourLogits, { topP: 0.75, seed: 2 }, 12000);
+  t.ok(chiSquare(counts, [0.5 / 0.8, 0.3 / 0.8, 0, 0]) < 40, `T=1 counts ${counts.join(' ')}`);
+  // At T=5 the flattened distribution would need more tokens to reach 0.75; llama.cpp's
+  // chain applies top-p first, so the same two tokens survive, re-weighted by T.
+  const hot = histogram(fourLogits, { topP: 0.75, temperature: 5, seed: 2 }, 12000);
+  const w = softmax([fourLogits[0], fourLogits[1]], 5);
+  t.ok(chiSquare(hot, [w[0], w[1], 0, 0]) < 40, `T=5 counts ${hot.join(' ')}`);
+  t.equal(sample(fourLogits, { topP: 0.01, temperature: 3 }), 0, 'a tiny p keeps the top token');
+  // Over a large vocabulary top-p first sorts a prefix of the candidates.
+  const rand = lcg(5);
+  const big = Float32Array.from({ length: 5000 }, () => rand() * 2 - 30);
+  big[4000] = 0; // p about 0.62
+  big[17] = -0.5; // p about 0.38
+  const seen = new Set(Array.from({ length: 1000 }, (_, pos) => sample(big, { topP: 0.7, seed: 4 }, [], pos)));
+  t.same([...seen].sort((a, b) => a - b), [17, 4000]);
+  // Equal logits: 90% of the mass needs 4500 tokens, more than the prefix; ties keep low ids.
+  const flat = new Float32Array(5000);
+  const draws = Array.from({ length: 1000 }, (_, pos) => sample(flat, { topP: 0.9, seed: 4 }, [], pos));
+  t.ok(Math.max(...draws) < 4500, 'nothing past the top-p cut');
+  t.ok(draws.filter((d) => d >= 256).length > 700, 'tokens past the first sorted prefix are kept');
+});
+
+/** The tokens llama.cpp's top-k then top-p keep (float32 logits, ties by id). */
+function topPSet(logits: Float32Array, p: number, k = 0): Set<number> {
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const cand = k > 0 ? order.slice(0, k) : order;
+  const max = logits[cand[0]];
+  const sum = cand.reduce((acc, id) => acc + Math.exp(logits[id] - max), 0);
+  const kept = new Set<number>();
+  let cum = 0;
+  for (const id of cand) {
+    kept.add(id);
+    cum += Math.exp(logits[id] - max);
+    if (cum >= p * sum) break;
+  }
+  return kept;
+}
+
+t.test('top-p keeps exactly the right set over large vocabularies', async (t) => {
+  const rand = lcg(77);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const cases = [
+    { vocab: 6000, scale: 4, p: 0.9, k: 0 },
+    { vocab: 6000, scale: 3, p: 0.5, k: 0 },
+    { vocab: 4000, scale: 2.5, p: 0.99, k: 0 },
+    { vocab: 4000, scale: 1, p: 0.95, k: 0 }, // flat: thousands kept
+    { vocab: 5000, scale: 1.5, p: 0.9, k: 200 },
+    { vocab: 3000, scale: 6, p: 0.999, k: 0 },
+    { vocab: 5000, scale: 5, p: 0.8, k: 0 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const logits = Float32Array.from({ length: c.vocab }, () => gauss() * c.scale);
+    const expected = topPSet(logits, c.p, c.k);
+    // A huge temperature makes every kept token about equally likely, so draws reveal the set.
+    const draws = Math.min(1200, Math.max(300, 15 * expected.size));
+    const seen = new Set<number>();
+    for (let pos = 0; pos < draws; pos++) seen.add(sample(logits, { topP: c.p, topK: c.k, temperature: 1e6, seed: i }, [], pos));
+    const outside = [...seen].filter((x) => !expected.has(x));
+    t.equal(outside.length, 0, `case ${i}: no token outside the ${expected.size} kept`);
+    if (15 * expected.size <= draws) t.equal(seen.size, expected.size, `case ${i}: every kept token is drawn`);
+    else t.ok(seen.size > Math.min(expected.size, draws) * 0.5, `case ${i}: draws spread over the ${expected.size} kept (${seen.size} seen)`);
+  }
+});
+
+t.test('min-p drops tokens below min_p * p_max', async (t) => {
+  const counts = histogram(fourLogits, { minP: 0.25, seed: 8 }, 12000);
+  t.equal(counts[3], 0, 'p = 0.05 < 0.25 * 0.5 is dropped');
+  t.ok(chiSquare(counts, [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0]) < 40, `counts ${counts.join(' ')}`);
+  const strict = histogram(fourLogits, { minP: 0.7, temperature: 4, seed: 8 }, 2000);
+  t.same(strict, [2000, 0, 0, 0], 'min-p 0.7 leaves only the top token, whatever the temperature');
+});
+
+/** llama.cpp's penalty arithmetic in float32, for reference. */
+function penalise(logits: number[], recent: number[], p: Partial<SamplingParams>): number[] {
+  const f = Math.fround;
+  const out = logits.map(f);
+  const counts = new Map<number, number>();
+  for (const tok of recent) counts.set(tok, (counts.get(tok) ?? 0) + 1);
+  for (const [tok, c] of counts) {
+    let l = out[tok];
+    const rp = f(p.repeatPenalty ?? 1);
+    l = l <= 0 ? f(l * rp) : f(l / rp);
+    l = f(l - f(f(c * f(p.frequencyPenalty ?? 0)) + f(p.presencePenalty ?? 0)));
+    out[tok] = l;
+  }
+  return out;
+}
+
+t.test('penalties act as llama.cpp applies them', async (t) => {
+  // Repeat penalty divides a positive logit and multiplies a non-positive one.
+  t.equal(sample([2.0, 1.5, 0.1], { temperature: 0, repeatPenalty: 1.5 }, [0]), 1);
+  t.equal(sample([2.0, 1.5, 0.1], { temperature: 0, repeatPenalty: 1.2 }, [0]), 0);
+  t.equal(sample([-0.5, -0.6], { temperature: 0, repeatPenalty: 2 }, [0]), 1);
+  t.equal(sample([-0.5, -0.6], { temperature: 0, repeatPenalty: 2 }, [1]), 0);
+  // Frequency counts every occurrence; presence counts a token once.
+  t.equal(sample([3, 2.5], { temperature: 0, frequencyPenalty: 0.2 }, [0, 0, 0]), 1);
+  t.equal(sample([3, 2.5], { temperature: 0, frequencyPenalty: 0.2 }, [0, 0]), 0);
+  t.equal(sample([3, 2.5], { temperature: 0, presencePenalty: 0.4 }, [0, 0, 0, 0, 0]), 0);
+  t.equal(sample([3, 2.5], { temperature: 0, presencePenalty: 0.6 }, [0]), 1);
+  t.equal(sample([3, 2.5], { temperature: 0 }, [0, 0, 0]), 0, 'no penalty when all are disabled');
+  // A negative presence penalty encourages repeats.
+  t.equal(sample([3, 2.5], { temperature: 0, presencePenalty: -1 }, [1]), 1);
+
+  const rand = lcg(21);
+  for (let row = 0; row < 200; row++) {
+    const logits = Array.from({ length: 40 }, () => rand() * 4 - 2);
+    const recent = Array.from({ length: 1 + Math.floor(rand() * 30) }, () => Math.floor(rand() * 12));
+    const p = { temperature: 0, repeatPenalty: 1 + rand(), frequencyPenalty: rand() * 0.5, presencePenalty: rand() * 0.5 };
+    const expected = argmax(penalise(logits, recent, p));
+    t.equal(sample(logits, p, recent), expected, `row ${row}`);
+    const shuffled = [...recent].reverse();
+    if (sample(logits, p, shuffled) !== expected) t.fail(`row ${row}: the order of recent tokens changed the result`);
+  }
+
+  // With sampling on, a heavily penalised token becomes rare.
+  const counts = histogram([1, 1, 1], { repeatPenalty: 1, frequencyPenalty: 3 }, 3000);
+  const penalised = Array.from({ length: 3000 }, (_, pos) => sample([1, 1, 1], { frequencyPenalty: 3 }, [0], pos));
+  t.ok(counts[0] > 800, 'without recent tokens token 0 is common');
+  t.ok(penalised.filter((x) => x === 0).length < 200, 'penalised token 0 is rare');
+});
+
+t.test('logit bias is added first; -Infinity bans', async (t) => {
+  const logits = [1, 5, 2, 0];
+  t.equal(sample(logits, { temperature: 0, logitBias: [{ token: 1, bias: -Infinity }] }), 2);
+  t.equal(sample(logits, { temperature: 0, logitBias: [{ token: 3, bias: 6 }] }), 3);
+  t.equal(sample(logits, { temperature: 0, logitBias: [{ token: 3, bias: 3 }, { token: 3, bias: 3 }] }), 3, 'repeated entries add up');
+  const onlyTwo = [{ token: 0, bias: -Infinity }, { token: 1, bias: -Infinity }, { token: 3, bias: -Infinity }];
+  const draws = Array.from({ length: 500 }, (_, pos) => sample(logits, { temperature: 1.5, logitBias: onlyTwo }, [], pos));
+  t.same(new Set(draws), new Set([2]), 'banned tokens are never drawn');
+  // Bias comes before the repeat penalty: a biased-negative logit is multiplied, not divided.
+  t.equal(sample([1, 0.5], { temperature: 0, repeatPenalty: 2, logitBias: [{ token: 0, bias: -0.9 }] }, [0]), 1);
+  t.throws(
+    () => sample([1, 2], { logitBias: [{ token: 0, bias: -Infinity }, { token: 1, bias: -Infinity }] }),
+    { code: 'TDM_BAD_ARGUMENT', message: /banned/ },
+  );
+});
+
+t.test('bad parameters and inputs give typed errors', async (t) => {
+  const bad = (params: Partial<SamplingParams> | Record<string, unknown>, what: RegExp, recent: number[] = [], logits = [1, 2, 3]) =>
+    t.throws(() => sample(logits, params as Partial<SamplingParams>, recent), { code: 'TDM_BAD_ARGUMENT', message: what });
+  bad({ temperature: -1 }, /temperature/);
+  bad({ temperature: NaN }, /temperature/);
+  bad({ temperature: Infinity }, /temperature/);
+  bad({ topK: -1 }, /topK/);
+  bad({ topK: 1.5 }, /topK/);
+  bad({ topP: 0 }, /topP/);
+  bad({ topP: 1.5 }, /topP/);
+  bad({ minP: -0.1 }, /minP/);
+  bad({ minP: 2 }, /minP/);
+  bad({ repeatPenalty: 0 }, /repeatPenalty/);
+  bad({ presencePenalty: NaN }, /presencePenalty/);
+  bad({ frequencyPenalty: Infinity }, /frequencyPenalty/);
+  bad({ seed: -1 }, /seed/);
+  bad({ seed: 0.5 }, /seed/);
+  bad({ seed: 2 ** 60 }, /seed/);
+  bad({ temperature: '1' }, /temperature/);
+  bad({ logitBias: [{ token: 3, bias: 1 }] }, /logitBias token 3/);
+  bad({ logitBias: [{ token: -1, bias: 1 }] }, /logitBias/);
+  bad({ logitBias: [{ token: 0, bias: NaN }] }, /logitBias/);
+  bad({ logitBias: [{ token: 0, bias: Infinity }] }, /logitBias/);
+  bad({ logitBias: { token: 0, bias: 1 } }, /logitBias/);
+  bad({}, /recent token 7/, [0, 7]);
+  bad({}, /recent token -1/, [-1]);
+  bad({ temperature: 0 }, /NaN/, [], [0, NaN, 1]);
+  bad({}, /Infinity/, [], [0, Infinity]);
+  const n = native();
+  t.throws(() => n.sampleLogits(new Float32Array(0), base, new Int32Array(), 0), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => n.sampleLogits(new Float64Array(3) as unknown as Float32Array, base, new Int32Array(), 0), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => n.sampleLogits(new Float32Array(3), base, [0] as unknown as Int32Array, 0), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => n.sampleLogits(new Float32Array(3), base, new Int32Array(), -1), { code: 'TDM_BAD_ARGUMENT', message: /position/ });
+  t.throws(() => n.sampleLogits(new Float32Array(3), null as unknown as SamplingParams, new Int32Array(), 0), { code: 'TDM_BAD_ARGUMENT' });
+});
