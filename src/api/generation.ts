@@ -1,0 +1,134 @@
+// One streamed generation: receives tokens from the engine, turns them into text through
+// the tokenizer's streaming decoder (never half a UTF-8 character) and the stop-string
+// matcher, and hands chunks to a for-await loop and the final result to a promise.
+import { asTandemError, type TandemError } from '../native/errors.js';
+import type { SequenceObserver } from '../engine/engine.js';
+import type { StopReason } from '../engine/sequence.js';
+import { StopStringMatcher } from './stop-strings.js';
+import type { Generation, GenerationChunk, GenerationResult } from './types.js';
+
+/** Token-by-token detokenization: push returns the text that became complete. */
+export interface TokenTextStream {
+  push(token: number): string;
+  /** The text still held at the end (an incomplete character becomes U+FFFD). */
+  flush(): string;
+}
+
+export interface GenerationSetup {
+  decoder: TokenTextStream;
+  stop: readonly string[];
+  /** Ends the sequence in the engine; the engine then calls onFinish(reason). */
+  cancel: (reason: StopReason) => void;
+  signal?: AbortSignal;
+}
+
+type Waiter = { resolve: (r: IteratorResult<GenerationChunk>) => void; reject: (e: unknown) => void };
+
+export class GenerationStream implements Generation, SequenceObserver {
+  readonly result: Promise<GenerationResult>;
+  private readonly setup: GenerationSetup;
+  private readonly stopper: StopStringMatcher;
+  private readonly chunks: GenerationChunk[] = [];
+  private readonly waiters: Waiter[] = [];
+  private readonly tokens: number[] = [];
+  private text = '';
+  private promptTokens = 0;
+  private finished = false;
+  private failure: TandemError | undefined;
+  private resolveResult!: (r: GenerationResult) => void;
+  private rejectResult!: (e: TandemError) => void;
+  private readonly onAbort = () => this.abort();
+
+  constructor(setup: GenerationSetup) {
+    this.setup = setup;
+    this.stopper = new StopStringMatcher(setup.stop);
+    this.result = new Promise<GenerationResult>((resolve, reject) => {
+      this.resolveResult = resolve;
+      this.rejectResult = reject;
+    });
+    // A caller that only iterates sees the error there; the promise must not also count as unhandled.
+    this.result.catch(() => undefined);
+    setup.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** True once the generation finished, failed or was aborted. */
+  get ended(): boolean {
+    return this.finished;
+  }
+
+  /** The prompt's length, known once it is tokenized (for usage). */
+  setPromptTokens(count: number): void {
+    this.promptTokens = count;
+  }
+
+  abort(): void {
+    if (!this.finished) this.setup.cancel('aborted');
+  }
+
+  onToken(token: number): void {
+    if (this.finished) return;
+    this.tokens.push(token);
+    const text = this.stopper.push(this.setup.decoder.push(token));
+    this.emit({ text, tokens: [token] });
+    if (this.stopper.stopped) this.setup.cancel('stop');
+  }
+
+  onFinish(reason: StopReason): void {
+    if (this.finished) return;
+    if (reason !== 'stop' && reason !== 'aborted') {
+      // The generation ended on its own: what the decoder and the stop matcher held back is final.
+      const rest = this.stopper.push(this.setup.decoder.flush()) + (this.stopper.stopped ? '' : this.stopper.flush());
+      if (rest) this.emit({ text: rest, tokens: [] });
+      if (this.stopper.stopped) reason = 'stop';
+    }
+    this.end();
+    this.resolveResult({
+      text: this.text,
+      tokens: this.tokens,
+      stopReason: reason,
+      usage: { promptTokens: this.promptTokens, completionTokens: this.tokens.length },
+    });
+  }
+
+  onError(error: TandemError): void {
+    if (this.finished) return;
+    this.failure = asTandemError(error);
+    this.end();
+    this.rejectResult(this.failure);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    return {
+      next: () => this.next(),
+      return: async () => {
+        // Breaking out of the loop aborts the generation.
+        this.abort();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  private next(): Promise<IteratorResult<GenerationChunk>> {
+    const chunk = this.chunks.shift();
+    if (chunk) return Promise.resolve({ done: false, value: chunk });
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.finished) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  private emit(chunk: GenerationChunk): void {
+    this.text += chunk.text;
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve({ done: false, value: chunk });
+    else this.chunks.push(chunk);
+  }
+
+  private end(): void {
+    this.finished = true;
+    this.setup.signal?.removeEventListener('abort', this.onAbort);
+    for (const waiter of this.waiters.splice(0)) {
+      if (this.failure) waiter.reject(this.failure);
+      else waiter.resolve({ done: true, value: undefined });
+    }
+  }
+}

@@ -1,0 +1,62 @@
+// One request's state inside the engine: its tokens (prompt, then generated), how many
+// of them are in the KV cache, its block table, and why it stopped.
+import type { KvTier, SamplingParams } from '../native/step-plan.js';
+import type { KvOwner } from './kv-blocks.js';
+
+/** Why a generation ended. */
+export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'aborted';
+
+export type SequenceStatus = 'waiting' | 'running' | 'finished';
+
+export interface SequenceParams {
+  /** Tokens to generate at most (0: only process the prompt, e.g. to score it). */
+  maxTokens: number;
+  /** Sampling for each generated token. */
+  sampling: SamplingParams;
+  /** Tokens that end the generation when sampled (end-of-generation ids); empty to ignore EOS. */
+  stopTokens: ReadonlySet<number>;
+  /** Tokens the penalties look back over (llama.cpp's repeat_last_n). */
+  penaltyWindow: number;
+  /** Return the logits of every prompt position (teacher forcing); costs n_vocab floats per token. */
+  returnPromptLogits: boolean;
+}
+
+export class Sequence implements KvOwner {
+  readonly id: number;
+  readonly params: SequenceParams;
+  /** Prompt tokens followed by generated tokens. */
+  readonly tokens: number[];
+  readonly promptLength: number;
+  /** Tokens whose KV is in the cache: positions [0, numComputed). Reset to 0 by preemption. */
+  numComputed = 0;
+  /** Prompt positions whose logits were delivered (returnPromptLogits); survives preemption so none repeat. */
+  numScored = 0;
+  blockTable: number[] = [];
+  kvTier: KvTier | undefined;
+  status: SequenceStatus = 'waiting';
+  stopReason: StopReason | undefined;
+  /** Times the sequence lost its KV to make room for others and was recomputed. */
+  numPreemptions = 0;
+
+  constructor(id: number, prompt: readonly number[], params: SequenceParams) {
+    this.id = id;
+    this.tokens = [...prompt];
+    this.promptLength = prompt.length;
+    this.params = params;
+  }
+
+  /** Generated tokens so far. */
+  get numGenerated(): number {
+    return this.tokens.length - this.promptLength;
+  }
+
+  /** Tokens still to be fed through the model before the next sample. */
+  get numPending(): number {
+    return this.tokens.length - this.numComputed;
+  }
+
+  /** True while the prompt (or a recompute after preemption) is still being processed in chunks. */
+  get isPrefilling(): boolean {
+    return this.numPending > 1;
+  }
+}

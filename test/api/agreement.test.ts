@@ -1,0 +1,147 @@
+// Teacher-forced next-token probabilities of tandem against llama.cpp (node-llama-cpp,
+// CPU) on synthetic random-weight models: every architecture and every weight type, 128
+// positions each, reporting max KL and top-1 agreement per case (issue 3, item 6).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { loadModel } from '../../src/api/index.js';
+import { makeModel, type ModelFileType, type ModelSpec } from '../../src/model/synthetic.js';
+import { klDivergence, LlamaRef, softmax } from './llama-ref.js';
+
+const POSITIONS = 128;
+
+/**
+ * Tolerances, by the kind of weights.
+ * - float (f32, f16, bf16): both sides round the same values (f16 KV cache, f16/bf16
+ *   activations for f16/bf16 weights); only summation order differs.
+ * - quantized: both quantize activations (q8_0/q8_1/q8_K) before the dot products, but
+ *   ggml's x86 paths compute the scale as 127/amax and round half to even where the
+ *   reference rounds half away from zero, so a few activation quanta differ: logits move
+ *   by up to about 0.07 on these models (KL up to about 3e-4).
+ * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
+ * which the two runs may legitimately pick different tokens.
+ */
+const TOLERANCE = {
+  float: { maxKl: 1e-4, nearTie: 0.02 },
+  quantized: { maxKl: 2e-3, nearTie: 0.1 },
+} as const;
+
+/**
+ * Mixture-of-experts models route each token to its top-k experts; where two router
+ * scores are within the rounding noise above, the runs pick different experts and that
+ * position's distribution differs wholesale. Such positions (KL above maxKl) are counted
+ * and allowed up to this share in MoE models only; dense models get none.
+ */
+const MOE_ROUTING_FLIPS = 0.03;
+/** Top-1 agreement required over positions that are neither routing flips nor near ties. */
+const MIN_TOP1 = 0.99;
+
+type Case = { name: string; spec: ModelSpec; moe: boolean };
+
+const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
+  llama: { spec: { architecture: 'llama' }, moe: false },
+  'llama-moe (Mixtral)': { spec: { architecture: 'llama', nExpert: 4, nExpertUsed: 2 }, moe: true },
+  qwen2: { spec: { architecture: 'qwen2' }, moe: false },
+  qwen2moe: { spec: { architecture: 'qwen2moe' }, moe: true },
+  qwen3moe: { spec: { architecture: 'qwen3moe' }, moe: true },
+  olmoe: { spec: { architecture: 'olmoe' }, moe: true },
+};
+/**
+ * Every architecture in f32 (the forward pass itself) and in quantized types; every weight
+ * type on at least one architecture, dense and MoE alike (the full cross product costs
+ * minutes and adds no kernel the per-type cases do not run).
+ */
+const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
+  llama: ['f32', 'f16', 'q8_0', 'q4_K_M'],
+  'llama-moe (Mixtral)': ['f32', 'q4_K'],
+  qwen2: ['f32', 'q4_0', 'q6_K'],
+  qwen2moe: ['f32', 'q5_0', 'q8_0'],
+  qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K'],
+  olmoe: ['f32', 'q5_1', 'q5_K'],
+};
+
+const cases: Case[] = Object.entries(TYPES_BY_ARCHITECTURE).flatMap(([name, types]) =>
+  types.map((type) => ({ name: `${name} ${type}`, spec: { ...ARCHITECTURES[name]!.spec, type }, moe: ARCHITECTURES[name]!.moe })),
+);
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-agreement-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** A fixed token sequence: BOS, then ids from a small LCG (deterministic across runs). */
+function tokens(nVocab: number, bos: number): number[] {
+  let x = 12345;
+  const out = [bos];
+  while (out.length < POSITIONS) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    out.push(x % nVocab);
+  }
+  return out;
+}
+
+const summary: string[] = [];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const file = path.join(dir, `${c.name.replace(/\W+/g, '-')}.gguf`);
+    await makeModel({ seed: 3, ...c.spec }, file);
+    const model = await loadModel(file, { threads: 1, contextSize: POSITIONS + 16, maxSequences: 1 });
+    const ref = await LlamaRef.load(file);
+    try {
+      const ids = tokens(model.info.nVocab, ref.tokenize('')[0] ?? 1);
+      const ours = await model.evaluate(ids);
+      const theirs = await ref.probabilities(ids, model.info.nVocab);
+      const tol = c.spec.type === 'f32' || c.spec.type === 'f16' || c.spec.type === 'bf16' ? TOLERANCE.float : TOLERANCE.quantized;
+
+      let maxKl = 0;
+      let sumKl = 0;
+      let rawAgree = 0;
+      let flips = 0;
+      let ties = 0;
+      let decisive = 0;
+      let decisiveAgree = 0;
+      ours.forEach((logits, i) => {
+        const p = softmax(logits);
+        const q = theirs[i]!;
+        const kl = klDivergence(q, p);
+        maxKl = Math.max(maxKl, kl);
+        sumKl += kl;
+        let top = 0;
+        let second = -1;
+        for (let k = 1; k < q.length; k++) {
+          if (q[k]! > q[top]!) {
+            second = top;
+            top = k;
+          } else if (second < 0 || q[k]! > q[second]!) second = k;
+        }
+        let ourTop = 0;
+        for (let k = 1; k < p.length; k++) if (p[k]! > p[ourTop]!) ourTop = k;
+        const agree = ourTop === top;
+        if (agree) rawAgree++;
+        if (kl > tol.maxKl) flips++;
+        else if (Math.log(q[top]! / q[second]!) < tol.nearTie) ties++;
+        else {
+          decisive++;
+          if (agree) decisiveAgree++;
+        }
+      });
+      const line =
+        `${c.name.padEnd(26)} max KL ${maxKl.toExponential(2)}  mean KL ${(sumKl / ids.length).toExponential(2)}  ` +
+        `top-1 ${rawAgree}/${ids.length}  decisive ${decisiveAgree}/${decisive}  near ties ${ties}  routing flips ${flips}`;
+      summary.push(line);
+      t.comment(line);
+      if (c.moe) t.ok(flips <= MOE_ROUTING_FLIPS * ids.length, `${flips} positions above KL ${tol.maxKl} (routing flips) within ${MOE_ROUTING_FLIPS * 100}%`);
+      else t.equal(flips, 0, `every position within KL ${tol.maxKl} (max ${maxKl.toExponential(2)})`);
+      t.ok(decisiveAgree >= MIN_TOP1 * decisive, `top-1 agrees at ${decisiveAgree} of ${decisive} decisive positions`);
+      t.ok(decisive >= ids.length / 3, 'at least a third of the positions are decisive, so the agreement means something');
+    } finally {
+      await model.dispose();
+      await ref.dispose();
+      fs.rmSync(file, { force: true });
+    }
+  });
+}
+
+t.teardown(() => {
+  if (summary.length > 0) console.log(`# tandem vs llama.cpp, ${POSITIONS} teacher-forced positions per case\n# ${summary.join('\n# ')}`);
+});

@@ -1,0 +1,63 @@
+// `tandem generate` as a user runs it: a continuation of stories260K streamed to stdout,
+// a summary on stderr, stop strings, and usage errors that say what is wrong.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import t from 'tap';
+import { command } from '../../src/cli/commands/generate.js';
+import { modelPath, repoRoot } from '../helpers.js';
+
+const STORIES = modelPath('stories260K.gguf');
+const CONTINUATION = ', there was a little girl named Lily. She loved to play outside in the park.';
+
+/** Runs the command in this process, capturing what it writes to stdout and stderr. */
+async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write;
+  const err = process.stderr.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += chunk.toString()), true)) as typeof out;
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof err;
+  try {
+    return { code: await command.run(argv), stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+
+t.test('the tandem binary streams a continuation (a child process, through main.ts)', async (t) => {
+  const child = spawn(
+    process.execPath,
+    [...process.execArgv, path.join(repoRoot, 'src', 'cli', 'main.ts'), 'generate', '-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', 'Once upon a time'],
+    { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  t.equal(code, 0, stderr);
+  t.ok(CONTINUATION.startsWith(stdout.trimEnd()) && stdout.length > 30, `stdout: ${JSON.stringify(stdout)}`);
+  t.match(stderr, /16 tokens, [\d.]+ tok\/s decode, prompt 5 tokens.*stopped: maxTokens/);
+});
+
+t.test('sampling flags and --stop', async (t) => {
+  const r = await run(['-m', STORIES, '-t', '1', '--temp', '0', '--stop', 'Lily', 'Once upon a time']);
+  t.equal(r.code, 0);
+  t.equal(r.stdout, ', there was a little girl named \n');
+  t.match(r.stderr, /stopped: stop/);
+  const a = await run(['-m', STORIES, '-t', '1', '-n', '12', '--temp', '1', '--top-k', '0', '--seed', '5', 'The dog']);
+  const b = await run(['-m', STORIES, '-t', '1', '-n', '12', '--temp', '1', '--top-k', '0', '--seed', '5', 'The dog']);
+  t.equal(a.stdout, b.stdout, '--seed makes sampling repeatable');
+});
+
+t.test('usage errors say what is wrong', async (t) => {
+  await t.rejects(run(['hello']), { code: 'TDM_BAD_ARGUMENT', message: /-m FILE is required/ });
+  await t.rejects(run(['-m', STORIES, '--bogus', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /Unknown option '--bogus'/ });
+  await t.rejects(run(['-m', STORIES, '--temp', 'hot', 'x']), { message: /--temp expects a number, got 'hot'/ });
+  await t.rejects(run(['-m', STORIES, '-t', '1', '--temp=-2', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /temperature must be a number >= 0/ });
+  await t.rejects(run(['-m', '/no/such.gguf', 'x']), { code: 'TDM_NOT_FOUND' });
+  const help = await run(['--help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /usage: tandem generate -m FILE/);
+});
