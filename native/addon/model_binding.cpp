@@ -1,0 +1,461 @@
+// JS face of a loaded model: loadModel(path, config) -> Promise<NativeModel>, and the
+// NativeModel object whose step(plan) runs the executor on a worker thread (an AsyncWorker
+// that holds the model while it runs, so dispose() during a step is safe).
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "addon/napi_util.h"
+#include "core/model.h"
+
+namespace tdm::addon {
+
+namespace {
+
+constexpr const char* kDisposed = "TDM_DISPOSED";
+constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1
+
+// ---- argument parsing (main thread)
+
+double num(const Napi::Object& o, const char* name, const std::string& where) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber()) bad_arg(where + "." + name + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) bad_arg(where + "." + name + " must be finite");
+  return d;
+}
+
+int64_t integer(const Napi::Object& o, const char* name, const std::string& where, double lo, double hi) {
+  double d = num(o, name, where);
+  if (d != std::floor(d) || d < lo || d > hi)
+    bad_arg(where + "." + name + " must be an integer in [" + std::to_string(int64_t(lo)) + ", " + std::to_string(int64_t(hi)) + "]");
+  return int64_t(d);
+}
+
+bool boolean(const Napi::Object& o, const char* name, const std::string& where, bool optional) {
+  Napi::Value v = o.Get(name);
+  if (optional && v.IsUndefined()) return false;
+  if (!v.IsBoolean()) bad_arg(where + "." + name + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string str(const Napi::Object& o, const char* name, const std::string& where) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsString()) bad_arg(where + "." + name + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+Napi::Object obj(const Napi::Value& v, const std::string& where) {
+  if (!v.IsObject() || v.IsArray()) bad_arg(where + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+std::vector<int32_t> int32s(const Napi::Object& o, const char* name, const std::string& where, bool optional) {
+  Napi::Value v = o.Get(name);
+  if (optional && v.IsUndefined()) return {};
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    bad_arg(where + "." + name + " must be an Int32Array");
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+Hparams parse_hparams(const Napi::Object& o) {
+  const std::string w = "config.hparams";
+  const double big = 2147483647.0;
+  Hparams hp;
+  hp.arch_name = str(o, "architecture", w);
+  if (hp.arch_name == "llama") hp.arch = Arch::llama;
+  else if (hp.arch_name == "qwen2") hp.arch = Arch::qwen2;
+  else if (hp.arch_name == "qwen2moe") hp.arch = Arch::qwen2moe;
+  else if (hp.arch_name == "qwen3moe") hp.arch = Arch::qwen3moe;
+  else if (hp.arch_name == "olmoe") hp.arch = Arch::olmoe;
+  else throw Error(code::unsupported, "architecture '" + hp.arch_name + "' is not supported (llama, qwen2, qwen2moe, qwen3moe, olmoe are)");
+  hp.n_vocab = integer(o, "nVocab", w, 1, big);
+  hp.n_ctx_train = integer(o, "nCtxTrain", w, 0, kMaxSafeInteger);
+  hp.n_embd = integer(o, "nEmbd", w, 1, big);
+  hp.n_layer = integer(o, "nLayer", w, 1, big);
+  hp.n_head = integer(o, "nHead", w, 1, big);
+  hp.n_head_kv = integer(o, "nHeadKv", w, 1, big);
+  hp.head_dim = integer(o, "headDim", w, 1, big);
+  hp.head_dim_v = integer(o, "headDimV", w, 1, big);
+  hp.n_ff = integer(o, "nFf", w, 0, big);
+  hp.n_expert = integer(o, "nExpert", w, 0, big);
+  hp.n_expert_used = integer(o, "nExpertUsed", w, 0, big);
+  hp.n_ff_expert = integer(o, "nFfExpert", w, 0, big);
+  hp.n_ff_shared = integer(o, "nFfShared", w, 0, big);
+  const std::string rope = str(o, "ropeType", w);
+  if (rope != "norm" && rope != "neox") bad_arg(w + ".ropeType must be 'norm' or 'neox'");
+  hp.rope_type = rope == "neox" ? RopeType::neox : RopeType::norm;
+  hp.rope_dim = integer(o, "ropeDim", w, 1, big);
+  hp.rope_freq_base = float(num(o, "ropeFreqBase", w));
+  hp.rope_freq_scale = float(num(o, "ropeFreqScale", w));
+  hp.rms_eps = float(num(o, "rmsEps", w));
+  hp.expert_weights_norm = boolean(o, "expertWeightsNorm", w, false);
+  const std::string gating = str(o, "expertGating", w);
+  if (gating != "softmax" && gating != "sigmoid") bad_arg(w + ".expertGating must be 'softmax' or 'sigmoid'");
+  hp.expert_gating = gating == "sigmoid" ? ExpertGating::sigmoid : ExpertGating::softmax;
+  hp.has_qkv_bias = boolean(o, "hasQkvBias", w, false);
+  hp.has_qk_norm = boolean(o, "hasQkNorm", w, false);
+  hp.has_shared_expert = boolean(o, "hasSharedExpert", w, false);
+  hp.tied_embeddings = boolean(o, "tiedEmbeddings", w, false);
+  return hp;
+}
+
+ModelConfig parse_config(const Napi::Value& v) {
+  Napi::Object o = obj(v, "config");
+  ModelConfig cfg;
+  cfg.hp = parse_hparams(obj(o.Get("hparams"), "config.hparams"));
+  cfg.threads = int(integer(o, "threads", "config", 1, 1024));
+  cfg.kv_block_tokens = int32_t(integer(o, "kvBlockTokens", "config", 1, 4096));
+  Napi::Object blocks = obj(o.Get("kvBlocks"), "config.kvBlocks");
+  cfg.kv_blocks_device = int32_t(integer(blocks, "device", "config.kvBlocks", 0, 2147483647.0));
+  cfg.kv_blocks_host = int32_t(integer(blocks, "host", "config.kvBlocks", 0, 2147483647.0));
+  Napi::Value variant = o.Get("cpuVariant");
+  if (!variant.IsUndefined()) {
+    if (!variant.IsString()) bad_arg("config.cpuVariant must be a string");
+    cfg.cpu_variant = variant.As<Napi::String>().Utf8Value();
+  }
+  return cfg;
+}
+
+SamplingConfig parse_sampling(const Napi::Object& o, const std::string& w) {
+  SamplingConfig c;
+  c.temperature = float(num(o, "temperature", w));
+  c.top_k = int32_t(integer(o, "topK", w, 0, 2147483647.0));
+  c.top_p = float(num(o, "topP", w));
+  c.min_p = float(num(o, "minP", w));
+  c.repeat_penalty = float(num(o, "repeatPenalty", w));
+  c.presence_penalty = float(num(o, "presencePenalty", w));
+  c.frequency_penalty = float(num(o, "frequencyPenalty", w));
+  c.seed = uint64_t(integer(o, "seed", w, 0, kMaxSafeInteger));
+  Napi::Value bias = o.Get("logitBias");
+  if (!bias.IsUndefined()) {
+    if (!bias.IsArray()) bad_arg(w + ".logitBias must be an array of {token, bias}");
+    Napi::Array arr = bias.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      const std::string at = w + ".logitBias[" + std::to_string(i) + "]";
+      Napi::Object e = obj(arr.Get(i), at);
+      const int32_t token = int32_t(integer(e, "token", at, -2147483648.0, 2147483647.0));
+      Napi::Value b = e.Get("bias");
+      if (!b.IsNumber()) bad_arg(at + ".bias must be a number");
+      c.logit_bias.push_back(LogitBias{token, float(b.As<Napi::Number>().DoubleValue())});
+    }
+  }
+  return c;
+}
+
+KvTier tier(const Napi::Object& o, const char* name, const std::string& w) {
+  const std::string s = str(o, name, w);
+  if (s == "device") return KvTier::device;
+  if (s == "host") return KvTier::host;
+  bad_arg(w + "." + name + " must be 'device' or 'host'");
+}
+
+StepPlan parse_plan(const Napi::Value& v) {
+  Napi::Object o = obj(v, "plan");
+  StepPlan p;
+  const std::string strategy = str(o, "strategy", "plan");
+  if (strategy == "cpu") p.strategy = Strategy::cpu;
+  else if (strategy == "gpu-only") p.strategy = Strategy::gpu_only;
+  else if (strategy == "pipeline") p.strategy = Strategy::pipeline;
+  else if (strategy == "overlap") p.strategy = Strategy::overlap;
+  else bad_arg("plan.strategy must be 'cpu', 'gpu-only', 'pipeline' or 'overlap'");
+
+  Napi::Value copies = o.Get("copies");
+  if (!copies.IsArray()) bad_arg("plan.copies must be an array");
+  Napi::Array ca = copies.As<Napi::Array>();
+  for (uint32_t i = 0; i < ca.Length(); ++i) {
+    const std::string w = "plan.copies[" + std::to_string(i) + "]";
+    Napi::Object c = obj(ca.Get(i), w);
+    BlockCopy bc;
+    bc.from_tier = tier(c, "fromTier", w);
+    bc.from_block = int32_t(integer(c, "fromBlock", w, -2147483648.0, 2147483647.0));
+    bc.to_tier = tier(c, "toTier", w);
+    bc.to_block = int32_t(integer(c, "toBlock", w, -2147483648.0, 2147483647.0));
+    p.copies.push_back(bc);
+  }
+
+  Napi::Value seqs = o.Get("sequences");
+  if (!seqs.IsArray()) bad_arg("plan.sequences must be an array");
+  Napi::Array sa = seqs.As<Napi::Array>();
+  for (uint32_t i = 0; i < sa.Length(); ++i) {
+    const std::string w = "plan.sequences[" + std::to_string(i) + "]";
+    Napi::Object s = obj(sa.Get(i), w);
+    SeqPlan sp;
+    sp.seq_id = integer(s, "seqId", w, -kMaxSafeInteger, kMaxSafeInteger);
+    sp.tokens = int32s(s, "tokens", w, false);
+    sp.start_pos = int32_t(integer(s, "startPos", w, 0, 2147483647.0));
+    sp.block_table = int32s(s, "blockTable", w, false);
+    sp.tier = tier(s, "kvTier", w);
+    const std::string dev = str(s, "attention", w);
+    if (dev != "cpu" && dev != "gpu") bad_arg(w + ".attention must be 'cpu' or 'gpu'");
+    sp.attention = dev == "gpu" ? AttnDevice::gpu : AttnDevice::cpu;
+    sp.sample = boolean(s, "sample", w, false);
+    Napi::Value sampling = s.Get("sampling");
+    if (!sampling.IsUndefined()) sp.sampling = parse_sampling(obj(sampling, w + ".sampling"), w + ".sampling");
+    sp.recent = int32s(s, "recentTokens", w, true);
+    sp.return_all_logits = boolean(s, "returnAllLogits", w, true);
+    sp.return_logits = boolean(s, "returnLogits", w, true);
+    p.seqs.push_back(std::move(sp));
+  }
+  return p;
+}
+
+Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+  return a;
+}
+
+Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Array seqs = Napi::Array::New(env, r.seqs.size());
+  for (size_t i = 0; i < r.seqs.size(); ++i) {
+    const SeqResult& s = r.seqs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("seqId", Napi::Number::New(env, double(s.seq_id)));
+    o.Set("token", Napi::Number::New(env, s.token));
+    if (s.has_logits) o.Set("logits", to_f32(env, s.logits));
+    if (s.has_all_logits) o.Set("allLogits", to_f32(env, s.all_logits));
+    seqs.Set(uint32_t(i), o);
+  }
+  out.Set("sequences", seqs);
+  Napi::Object phases = Napi::Object::New(env);
+  for (const auto& kv : r.phase_us) phases.Set(kv.first, Napi::Number::New(env, kv.second));
+  out.Set("phaseUs", phases);
+  out.Set("totalUs", Napi::Number::New(env, r.total_us));
+  return out;
+}
+
+// Rejects with {code, message} without throwing into JS.
+Napi::Promise rejected(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+  d.Reject(to_js_error(env, code, message).Value());
+  return d.Promise();
+}
+
+// Runs f, capturing a tdm::Error (or any exception) as a code and message for a rejection.
+template <typename F>
+void capture(std::string* code, std::string* message, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    *code = e.code();
+    *message = e.what();
+  } catch (const std::bad_alloc&) {
+    *code = code::oom;
+    *message = "out of host memory";
+  } catch (const std::exception& e) {
+    *code = "TDM_INTERNAL";
+    *message = e.what();
+  }
+}
+
+// ---- the NativeModel object
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod<&NativeModel::step>("step"), InstanceMethod<&NativeModel::dispose>("dispose"),
+                        InstanceAccessor<&NativeModel::info>("info")});
+  }
+
+  // Built only by loadModel, which passes the loaded model as an External.
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw to_js_error(info.Env(), code::bad_argument, "NativeModel is created by loadModel(), not with new");
+    model_ = *info[0].As<Napi::External<std::shared_ptr<Model>>>().Data();
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("nVocab", Napi::Number::New(env, double(model_->hparams().n_vocab)));
+    o.Set("kvBlockBytes", Napi::Number::New(env, double(model_->kv_block_bytes())));
+    Napi::Array backends = Napi::Array::New(env);
+    std::vector<std::string> names = model_->backends();
+    for (size_t i = 0; i < names.size(); ++i) backends.Set(uint32_t(i), names[i]);
+    o.Set("backends", backends);
+    o.Freeze();
+    info_ = Napi::Persistent(o);
+  }
+
+  void finish_step() { busy_ = false; }
+
+ private:
+  Napi::Value step(const Napi::CallbackInfo& info);
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    // A running step keeps its own reference; the model is freed when it finishes.
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value info(const Napi::CallbackInfo&) { return info_.Value(); }
+
+  std::shared_ptr<Model> model_;
+  bool busy_ = false;
+  Napi::ObjectReference info_;
+};
+
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Env env, NativeModel* owner, Napi::Object self, std::shared_ptr<Model> model, StepPlan plan)
+      : Napi::AsyncWorker(env, "tandem.step"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        owner_(owner),
+        self_(Napi::Persistent(self)),
+        model_(std::move(model)),
+        plan_(std::move(plan)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    capture(&code_, &message_, [&] { result_ = model_->step(plan_); });
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    owner_->finish_step();
+    if (!code_.empty()) {
+      deferred_.Reject(to_js_error(env, code_.c_str(), message_).Value());
+      return;
+    }
+    std::string code, message;
+    Napi::Value out;
+    capture(&code, &message, [&] { out = result_to_js(env, result_); });
+    if (!code.empty()) deferred_.Reject(to_js_error(env, code.c_str(), message).Value());
+    else deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    owner_->finish_step();
+    deferred_.Reject(to_js_error(Env(), "TDM_INTERNAL", e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  NativeModel* owner_;
+  Napi::ObjectReference self_;  // keeps the NativeModel (and so owner_) alive while running
+  std::shared_ptr<Model> model_;
+  StepPlan plan_;
+  StepResult result_;
+  std::string code_, message_;
+};
+
+Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!model_) return rejected(env, kDisposed, "step() on a disposed model");
+  if (busy_)
+    return rejected(env, code::bad_argument, "step() while another step of this model is running: await the previous step first");
+  StepPlan plan;
+  std::string code, message;
+  capture(&code, &message, [&] {
+    if (info.Length() < 1) bad_arg("step(plan) needs a plan");
+    plan = parse_plan(info[0]);
+  });
+  if (!code.empty()) return rejected(env, code.c_str(), message);
+  busy_ = true;
+  auto* worker = new StepWorker(env, this, info.This().As<Napi::Object>(), model_, std::move(plan));
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+// ---- loadModel
+
+class LoadWorker : public Napi::AsyncProgressWorker<double> {
+ public:
+  LoadWorker(Napi::Env env, Napi::FunctionReference* ctor, std::string path, ModelConfig cfg, Napi::Value on_progress)
+      : Napi::AsyncProgressWorker<double>(env, "tandem.loadModel"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        ctor_(ctor),
+        path_(std::move(path)),
+        cfg_(std::move(cfg)) {
+    if (on_progress.IsFunction()) progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
+  }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute(const ExecutionProgress& progress) override {
+    capture(&code_, &message_, [&] {
+      model_ = Model::load(path_, cfg_, [&](double f) { progress.Send(&f, 1); });
+    });
+  }
+
+  void OnProgress(const double* data, size_t count) override {
+    if (count > 0) report(data[count - 1]);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!code_.empty()) {
+      deferred_.Reject(to_js_error(env, code_.c_str(), message_).Value());
+      return;
+    }
+    report(1.0);
+    if (!progress_error_.empty()) {
+      deferred_.Reject(to_js_error(env, code::bad_argument, "config.onProgress threw: " + progress_error_).Value());
+      return;
+    }
+    try {
+      Napi::Object obj = ctor_->New({Napi::External<std::shared_ptr<Model>>::New(env, &model_)});
+      deferred_.Resolve(obj);
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(to_js_error(env, "TDM_INTERNAL", e.Message()).Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(to_js_error(Env(), "TDM_INTERNAL", e.Message()).Value());
+  }
+
+ private:
+  // Calls onProgress; an exception there is kept and turns the load into a rejection.
+  void report(double f) {
+    if (progress_.IsEmpty() || !progress_error_.empty()) return;
+    try {
+      progress_.Call({Napi::Number::New(Env(), f)});
+    } catch (const Napi::Error& e) {
+      progress_error_ = e.Message();
+    }
+  }
+
+  Napi::Promise::Deferred deferred_;
+  Napi::FunctionReference* ctor_;
+  Napi::FunctionReference progress_;
+  std::string path_;
+  ModelConfig cfg_;
+  std::shared_ptr<Model> model_;
+  std::string code_, message_, progress_error_;
+};
+
+Napi::Value load_model(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
+  std::string path;
+  ModelConfig cfg;
+  std::string code, message;
+  Napi::Value on_progress = env.Undefined();
+  capture(&code, &message, [&] {
+    path = arg_string(info, 0, "path");
+    if (info.Length() < 2) bad_arg("loadModel(path, config) needs a config");
+    cfg = parse_config(info[1]);
+    on_progress = info[1].As<Napi::Object>().Get("onProgress");
+    if (!on_progress.IsUndefined() && !on_progress.IsFunction()) bad_arg("config.onProgress must be a function");
+  });
+  if (!code.empty()) return rejected(env, code.c_str(), message);
+  auto* worker = new LoadWorker(env, ctor, std::move(path), std::move(cfg), on_progress);
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  auto* ctor = new Napi::FunctionReference(Napi::Persistent(NativeModel::define(env)));
+  env.AddCleanupHook([ctor] { delete ctor; });
+  exports.Set("loadModel", Napi::Function::New(env, load_model, "loadModel", ctor));
+}
+
+}  // namespace tdm::addon

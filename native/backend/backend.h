@@ -1,0 +1,226 @@
+/* The backend interface (../shared/DESIGN.md): a versioned C table of functions plus a
+ * context pointer. The CPU backend is built into the addon; CUDA and HIP libraries export
+ * the same table through TDM_BACKEND_ENTRY_NAME, so the executor asks what a device can do
+ * and never branches on which device it is. Plain C so that any toolchain can implement it. */
+#ifndef TDM_BACKEND_H
+#define TDM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
+#define TDM_BACKEND_ABI_VERSION 1u
+
+/* The symbol every backend library exports (a tdm_backend_create_fn). */
+#define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
+
+typedef enum tdm_status {
+  TDM_STATUS_OK = 0,
+  TDM_STATUS_BAD_ARGUMENT = 1, /* a shape, id or pointer the contract rules out */
+  TDM_STATUS_UNSUPPORTED = 2,  /* a type or mode this backend does not implement */
+  TDM_STATUS_OOM = 3,          /* an allocation failed */
+  TDM_STATUS_DEVICE = 4,       /* the device or its driver reported an error */
+  TDM_STATUS_INTERNAL = 5
+} tdm_status;
+
+/* Capability bits (tdm_backend_iface.caps). */
+#define TDM_CAP_HOST_MEMORY (1u << 0) /* buffers are ordinary host memory that any host code may read and write */
+#define TDM_CAP_ASYNC (1u << 1)       /* ops may return before they finish: order them with streams and events */
+
+typedef enum tdm_rope_mode {
+  TDM_ROPE_NORM = 0, /* rotates adjacent pairs (x[2i], x[2i+1]): llama */
+  TDM_ROPE_NEOX = 2  /* rotates (x[i], x[i + rope_dim/2]): qwen2, qwen*moe, olmoe */
+} tdm_rope_mode;
+
+typedef enum tdm_gating {
+  TDM_GATING_SOFTMAX = 0, /* router probabilities: softmax over all experts */
+  TDM_GATING_SIGMOID = 1  /* router probabilities: sigmoid of each logit */
+} tdm_gating;
+
+typedef enum tdm_row_fn {
+  TDM_ROW_FN_IDENTITY = 0,
+  TDM_ROW_FN_SIGMOID = 1
+} tdm_row_fn;
+
+/* A weight matrix (or a stack of them, one per expert) in GGUF layout: row r of matrix m
+ * starts at data + m*mat_bytes + r*row_bytes and holds n_cols elements of `type`. */
+typedef struct tdm_weight {
+  const void* data;  /* backend-visible address of row 0 of matrix 0 */
+  uint32_t type;     /* ggml type id (core/ggml_types.h) */
+  int64_t n_cols;    /* elements per row (GGUF ne[0]), a multiple of the type's block size */
+  int64_t n_rows;    /* rows per matrix (ne[1]) */
+  int64_t n_mats;    /* matrices stacked (ne[2]); 1 for a plain matrix */
+  size_t row_bytes;  /* bytes from one row to the next */
+  size_t mat_bytes;  /* bytes from one matrix to the next */
+} tdm_weight;
+
+/* One layer's view of a paged KV pool. A block holds block_tokens positions of every layer;
+ * inside a block, layer l's K is [n_kv_heads][block_tokens][head_dim_k] and its V
+ * [n_kv_heads][block_tokens][head_dim_v], so block b's K for this layer is at k + b*block_bytes. */
+typedef struct tdm_kv_layer {
+  void* k;              /* K of block 0 for this layer (backend-visible) */
+  void* v;              /* V of block 0 for this layer */
+  uint32_t type;        /* element type of K and V: ggml F16 (1) or F32 (0) */
+  size_t block_bytes;   /* bytes from one block to the next (all layers, K and V) */
+  int32_t n_blocks;     /* blocks in the pool; ids are 0..n_blocks-1 */
+  int32_t block_tokens; /* positions per block */
+  int32_t n_kv_heads;
+  int32_t head_dim_k;   /* elements per K head */
+  int32_t head_dim_v;   /* elements per V head */
+} tdm_kv_layer;
+
+/* One sequence's share of a batched attention or kv_store call. */
+typedef struct tdm_attn_seq {
+  int32_t first_row;          /* row of its first new token in the batched q/k/v/out arrays */
+  int32_t n_tokens;           /* new tokens this step */
+  int32_t start_pos;          /* position of its first new token; KV of [0, start_pos) is cached */
+  int32_t n_blocks;           /* entries in block_table; must cover start_pos + n_tokens positions */
+  const int32_t* block_table; /* block ids in position order (backend-visible) */
+} tdm_attn_seq;
+
+typedef struct tdm_backend_ctx tdm_backend_ctx; /* backend-defined state */
+typedef struct tdm_stream tdm_stream;           /* an in-order queue of work; NULL is the default queue */
+typedef struct tdm_event tdm_event;             /* a point in a stream that others can wait for */
+
+/* Every op returns TDM_STATUS_OK or an error whose text last_error() gives; a context runs
+ * one call at a time (callers serialise), and on a backend without TDM_CAP_ASYNC an op has
+ * finished when it returns. Float arrays are row-major and contiguous unless a stride says
+ * otherwise; pointers named dst/src/x/y are backend-visible memory. */
+typedef struct tdm_backend_iface {
+  uint32_t abi_version; /* TDM_BACKEND_ABI_VERSION the library was built with */
+  uint32_t struct_size; /* sizeof(tdm_backend_iface) the library was built with */
+  const char* kind;     /* short backend name: "cpu", "cuda", "hip" */
+
+  /* ---- device */
+  /* Human-readable device name (e.g. the CPU model or "NVIDIA T4"); owned by the context. */
+  const char* (*device_name)(tdm_backend_ctx* ctx);
+  /* TDM_CAP_* bits. */
+  uint32_t (*caps)(tdm_backend_ctx* ctx);
+  /* Free and total device memory in bytes. */
+  tdm_status (*memory)(tdm_backend_ctx* ctx, uint64_t* free_bytes, uint64_t* total_bytes);
+  /* Text of the last error on this context (never NULL; "" when none). */
+  const char* (*last_error)(tdm_backend_ctx* ctx);
+  /* Frees the context; buffers it allocated must have been freed first. */
+  void (*destroy)(tdm_backend_ctx* ctx);
+
+  /* ---- memory */
+  /* Allocates `bytes` of device memory aligned to at least 64 bytes; *out is NULL on error. */
+  tdm_status (*buffer_alloc)(tdm_backend_ctx* ctx, size_t bytes, void** out);
+  /* Frees a buffer_alloc pointer (NULL is a no-op). */
+  void (*buffer_free)(tdm_backend_ctx* ctx, void* ptr);
+  /* (optional) Allocates page-locked host memory for fast async copies. */
+  tdm_status (*host_alloc)(tdm_backend_ctx* ctx, size_t bytes, void** out);
+  /* (optional) Frees a host_alloc pointer. */
+  void (*host_free)(tdm_backend_ctx* ctx, void* ptr);
+
+  /* ---- copies: `bytes` bytes, ordered on stream s */
+  tdm_status (*copy_h2d)(tdm_backend_ctx* ctx, void* dst, const void* src_host, size_t bytes, tdm_stream* s);
+  tdm_status (*copy_d2h)(tdm_backend_ctx* ctx, void* dst_host, const void* src, size_t bytes, tdm_stream* s);
+  tdm_status (*copy_d2d)(tdm_backend_ctx* ctx, void* dst, const void* src, size_t bytes, tdm_stream* s);
+
+  /* ---- streams and events (optional: NULL on a backend without TDM_CAP_ASYNC) */
+  tdm_status (*stream_create)(tdm_backend_ctx* ctx, tdm_stream** out);
+  void (*stream_destroy)(tdm_backend_ctx* ctx, tdm_stream* s);
+  tdm_status (*stream_sync)(tdm_backend_ctx* ctx, tdm_stream* s);
+  tdm_status (*event_create)(tdm_backend_ctx* ctx, tdm_event** out);
+  void (*event_destroy)(tdm_backend_ctx* ctx, tdm_event* e);
+  tdm_status (*event_record)(tdm_backend_ctx* ctx, tdm_event* e, tdm_stream* s);
+  /* Work queued on s after this call starts only once e has completed. */
+  tdm_status (*stream_wait)(tdm_backend_ctx* ctx, tdm_stream* s, tdm_event* e);
+  tdm_status (*event_sync)(tdm_backend_ctx* ctx, tdm_event* e);
+  /* Waits for all work on every stream of this context. */
+  tdm_status (*synchronize)(tdm_backend_ctx* ctx);
+
+  /* ---- ops */
+  /* y[t][r] = sum_k W_m[r][k] * x[t][k] for t < n_tokens, r < w->n_rows: x is n_tokens x n_cols
+   * floats, y n_tokens x n_rows floats. Activations are first converted to the weight type's
+   * dot type (llama.cpp's vec_dot_type: q8_0, q8_1, q8_K, f16, bf16 or f32) so results track llama.cpp. */
+  tdm_status (*matmul)(tdm_backend_ctx* ctx, const tdm_weight* w, int64_t m, const float* x, int64_t n_tokens,
+                       float* y, tdm_stream* s);
+  /* y[i] = dequantize(W_0[ids[i]]) for i < n_ids: n_cols floats per row (embedding lookup);
+   * every id must be in [0, n_rows). */
+  tdm_status (*get_rows)(tdm_backend_ctx* ctx, const tdm_weight* w, const int32_t* ids, int64_t n_ids, float* y,
+                         tdm_stream* s);
+  /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w over n_rows rows of n_cols floats; w (n_cols
+   * floats) may be NULL for no weight; y may equal x. */
+  tdm_status (*rms_norm)(tdm_backend_ctx* ctx, const float* x, const float* w, float* y, int64_t n_rows,
+                         int64_t n_cols, float eps, tdm_stream* s);
+  /* In place on x (n_tokens rows of n_heads*head_dim floats): rotates the first rope_dim
+   * elements of each head by angle pos[t] * freq_scale * freq_base^(-2i/rope_dim) for pair i,
+   * pairs chosen by mode (tdm_rope_mode); elements past rope_dim are left as they are. */
+  tdm_status (*rope)(tdm_backend_ctx* ctx, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads,
+                     int32_t head_dim, int32_t rope_dim, int32_t mode, float freq_base, float freq_scale,
+                     tdm_stream* s);
+  /* y[r][c] = a[r][c] + b[r*b_row_stride + c] over n_rows x n_cols; b_row_stride 0 adds one
+   * row (a bias) to every row; y may equal a. */
+  tdm_status (*add)(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                    int64_t b_row_stride, tdm_stream* s);
+  /* y[r][c] = a[r][c] * b[r*b_row_stride + c]; as add. */
+  tdm_status (*mul)(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                    int64_t b_row_stride, tdm_stream* s);
+  /* y[i] = silu(gate[i]) * up[i] for i < n, silu(g) = g / (1 + exp(-g)); y may equal gate or up. */
+  tdm_status (*swiglu)(tdm_backend_ctx* ctx, const float* gate, const float* up, float* y, int64_t n,
+                       tdm_stream* s);
+  /* x[r][c] *= fn(scale[r]) over n_rows x n_cols, fn a tdm_row_fn (the shared expert's sigmoid gate). */
+  tdm_status (*scale_rows)(tdm_backend_ctx* ctx, float* x, const float* scale, int64_t n_rows, int64_t n_cols,
+                           int32_t fn, tdm_stream* s);
+  /* Writes each sequence's new K and V rows (k: rows of n_kv_heads*head_dim_k floats, v: rows of
+   * n_kv_heads*head_dim_v floats, at the sequence's first_row) into its blocks at positions
+   * start_pos.., converting to kv->type. Block ids must be in [0, kv->n_blocks). */
+  tdm_status (*kv_store)(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* k, const float* v,
+                         const tdm_attn_seq* seqs, int32_t n_seqs, tdm_stream* s);
+  /* Causal paged attention: for new token i of a sequence (row first_row+i of q, n_heads*head_dim_k
+   * floats), out row = softmax_j(scale * q_h . K_j) V_j over positions j <= start_pos+i read
+   * through the block table, head h using KV head h / (n_heads / n_kv_heads) (GQA). The new
+   * tokens' K and V must already be stored. out rows hold n_heads*head_dim_v floats. */
+  tdm_status (*attention)(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
+                          int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream* s);
+  /* MoE router for n_tokens rows of n_experts logits, as llama.cpp's build_moe_ffn: p = gating(logits);
+   * ids[t] = the n_used largest p (std::partial_sort order, then the first two swapped, as ggml_top_k);
+   * weights[t][j] = p[ids[t][j]], divided by their sum (clamped below at 2^-14) when norm != 0,
+   * then times scale. ids and weights are n_tokens x n_used. */
+  tdm_status (*router)(tdm_backend_ctx* ctx, const float* logits, int64_t n_tokens, int32_t n_experts,
+                       int32_t n_used, int32_t gating, int32_t norm, float scale, int32_t* ids, float* weights,
+                       tdm_stream* s);
+  /* Expert FFN: y[t] = sum over j < n_used, in j order, of weights[t][j] * down_e(silu(gate_e x[t]) *
+   * up_e x[t]) with e = ids[t][j]; x and y are n_tokens x n_embd floats; gate/up are stacks of
+   * n_ff x n_embd matrices, down n_embd x n_ff. Reads only the rows of experts some token uses. */
+  tdm_status (*moe_ffn)(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, const int32_t* ids,
+                        const float* weights, int32_t n_used, const tdm_weight* gate, const tdm_weight* up,
+                        const tdm_weight* down, float* y, tdm_stream* s);
+  /* Copies whole KV blocks inside this backend's memory: block dst_ids[i] of dst_pool from
+   * block src_ids[i] of src_pool, block_bytes each (ids are host arrays of n entries). */
+  tdm_status (*copy_blocks)(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
+                            const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s);
+} tdm_backend_iface;
+
+/* A live backend: its table and its context. */
+typedef struct tdm_backend {
+  const tdm_backend_iface* iface;
+  tdm_backend_ctx* ctx;
+} tdm_backend;
+
+typedef struct tdm_backend_params {
+  uint32_t abi_version; /* TDM_BACKEND_ABI_VERSION of the caller */
+  int32_t device;       /* device index within the library (0 for the CPU) */
+  int32_t n_threads;    /* host threads the backend may use (CPU: worker count incl. the caller); <= 0 picks */
+  const char* variant;  /* NULL for the best code path; the CPU backend also takes "ref" and "avx2" */
+} tdm_backend_params;
+
+/* Creates a backend; on failure returns an error status and writes a message into err
+ * (err_len bytes, NUL-terminated). */
+typedef tdm_status (*tdm_backend_create_fn)(const tdm_backend_params* params, tdm_backend* out, char* err,
+                                            size_t err_len);
+
+/* The built-in CPU backend (native/cpu/cpu_backend.cpp). */
+tdm_status tdm_cpu_backend_create(const tdm_backend_params* params, tdm_backend* out, char* err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TDM_BACKEND_H */

@@ -1,0 +1,65 @@
+// Paged KV pools (see kv_pool.h).
+#include "core/kv_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace tdm {
+
+KvLayout KvLayout::make(const Hparams& hp, int32_t block_tokens, uint32_t type) {
+  if (block_tokens <= 0 || block_tokens > 4096) throw Error(code::bad_argument, "kvBlockTokens must be in [1, 4096]");
+  KvLayout l;
+  l.type = type;
+  l.n_layer = int32_t(hp.n_layer);
+  l.block_tokens = block_tokens;
+  l.n_kv_heads = int32_t(hp.n_head_kv);
+  l.head_dim_k = int32_t(hp.head_dim);
+  l.head_dim_v = int32_t(hp.head_dim_v);
+  const size_t elt = type == 0 ? 4 : 2;
+  l.layer_k_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * size_t(l.head_dim_k) * elt;
+  l.layer_v_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * size_t(l.head_dim_v) * elt;
+  l.block_bytes = size_t(l.n_layer) * (l.layer_k_bytes + l.layer_v_bytes);
+  return l;
+}
+
+KvPool::KvPool(Backend* backend, const KvLayout& layout, int32_t n_blocks)
+    : backend_(backend), layout_(layout), n_blocks_(n_blocks) {
+  if (n_blocks < 0) throw Error(code::bad_argument, "KV block count must not be negative");
+  if (double(layout.block_bytes) * double(n_blocks) > double(SIZE_MAX / 2))
+    throw Error(code::oom, std::to_string(n_blocks) + " KV blocks of " + std::to_string(layout.block_bytes) + " bytes do not fit in memory");
+  const size_t bytes = layout.block_bytes * size_t(n_blocks);
+  buf_ = DeviceBuffer(backend, bytes);
+  // Zeroed (as llama.cpp clears its cache) so that a position read before it is written holds 0,
+  // never a NaN from old memory.
+  if (bytes == 0) return;
+  if (backend->host_memory()) {
+    std::memset(buf_.data(), 0, bytes);
+    return;
+  }
+  const std::vector<uint8_t> zeros(std::min<size_t>(bytes, size_t(1) << 22), 0);
+  for (size_t off = 0; off < bytes; off += zeros.size()) {
+    const size_t n = std::min(zeros.size(), bytes - off);
+    backend->check(backend->fn().copy_h2d(backend->ctx(), buf_.as<uint8_t>() + off, zeros.data(), n, nullptr), "copy_h2d");
+  }
+}
+
+tdm_kv_layer KvPool::layer(int32_t l) const {
+  tdm_kv_layer v{};
+  uint8_t* base = static_cast<uint8_t*>(buf_.data()) + size_t(l) * (layout_.layer_k_bytes + layout_.layer_v_bytes);
+  v.k = base;
+  v.v = base + layout_.layer_k_bytes;
+  v.type = layout_.type;
+  v.block_bytes = layout_.block_bytes;
+  v.n_blocks = n_blocks_;
+  v.block_tokens = layout_.block_tokens;
+  v.n_kv_heads = layout_.n_kv_heads;
+  v.head_dim_k = layout_.head_dim_k;
+  v.head_dim_v = layout_.head_dim_v;
+  return v;
+}
+
+}  // namespace tdm

@@ -1,0 +1,143 @@
+// Binding of GGUF tensors to the forward pass's weights (see model_weights.h). Tensor
+// names and shapes follow llama.cpp's per-architecture loaders (src/models/*.cpp).
+#include "core/model_weights.h"
+
+#include <string>
+
+#include "core/error.h"
+#include "core/ggml_types.h"
+#include "cpu/quants.h"
+
+namespace tdm {
+
+namespace {
+
+std::string shape_str(const std::vector<uint64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
+std::vector<uint64_t> trimmed(std::vector<uint64_t> ne) {
+  while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
+  return ne;
+}
+
+class Binder {
+ public:
+  Binder(const GgufFile& f, uint64_t* bytes) : f_(f), bytes_(bytes) {}
+
+  const GgufTensor* find(const std::string& name, const std::vector<uint64_t>& shape, bool required) {
+    const GgufTensor* t = f_.find_tensor(name);
+    if (t == nullptr) {
+      if (required) throw Error(code::bad_gguf, "the model file has no tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
+      return nullptr;
+    }
+    if (trimmed(t->ne) != trimmed(shape))
+      throw Error(code::bad_gguf, "tensor '" + name + "' has shape " + shape_str(t->ne) + " but the hyperparameters give " + shape_str(shape));
+    *bytes_ += t->n_bytes;
+    return t;
+  }
+
+  // A matrix (or stack of matrices) of any computable type: shape {n_cols, n_rows[, n_mats]}.
+  tdm_weight matrix(const std::string& name, std::vector<uint64_t> shape, bool required = true) {
+    tdm_weight w{};
+    const GgufTensor* t = find(name, shape, required);
+    if (t == nullptr) return w;
+    const TypeTraits* tt = type_traits(t->type);
+    if (tt == nullptr || !tt->computable)
+      throw Error(code::unsupported, "tensor '" + name + "' has type " + (tt ? tt->name : std::to_string(t->type)) +
+                                         ", which tandem cannot compute with yet");
+    vec_dot_type(GgmlType(t->type));  // throws TDM_UNSUPPORTED for a type without a dot product
+    while (shape.size() < 3) shape.push_back(1);
+    w.data = f_.tensor_data(*t);
+    w.type = t->type;
+    w.n_cols = int64_t(shape[0]);
+    w.n_rows = int64_t(shape[1]);
+    w.n_mats = int64_t(shape[2]);
+    w.row_bytes = row_bytes(*tt, shape[0]);
+    w.mat_bytes = w.row_bytes * size_t(shape[1]);
+    return w;
+  }
+
+  VecF32 vec(const std::string& name, uint64_t n, bool required = true) {
+    VecF32 v;
+    const GgufTensor* t = find(name, {n}, required);
+    if (t == nullptr) return v;
+    if (t->type != uint32_t(GgmlType::F32))
+      throw Error(code::unsupported, "tensor '" + name + "' must be f32 (norm weights and biases are f32 in GGUF files)");
+    v.data = reinterpret_cast<const float*>(f_.tensor_data(*t));
+    v.n = int64_t(n);
+    return v;
+  }
+
+ private:
+  const GgufFile& f_;
+  uint64_t* bytes_;
+};
+
+std::string blk(int64_t i, const char* name) { return "blk." + std::to_string(i) + "." + name; }
+
+}  // namespace
+
+ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
+  ModelWeights m;
+  m.file = file;
+  Binder b(*file, &m.bytes);
+  const uint64_t E = uint64_t(hp.n_embd), V = uint64_t(hp.n_vocab);
+  const uint64_t q_dim = uint64_t(hp.n_head * hp.head_dim);
+  const uint64_t k_dim = uint64_t(hp.n_head_kv * hp.head_dim);
+  const uint64_t v_dim = uint64_t(hp.n_head_kv * hp.head_dim_v);
+  const uint64_t o_dim = uint64_t(hp.n_head * hp.head_dim_v);
+
+  m.tok_embd = b.matrix("token_embd.weight", {E, V});
+  m.output_norm = b.vec("output_norm.weight", E);
+  m.output = hp.tied_embeddings ? m.tok_embd : b.matrix("output.weight", {E, V});
+
+  m.layers.resize(size_t(hp.n_layer));
+  for (int64_t i = 0; i < hp.n_layer; ++i) {
+    LayerWeights& L = m.layers[size_t(i)];
+    L.attn_norm = b.vec(blk(i, "attn_norm.weight"), E);
+    L.wq = b.matrix(blk(i, "attn_q.weight"), {E, q_dim});
+    L.wk = b.matrix(blk(i, "attn_k.weight"), {E, k_dim});
+    L.wv = b.matrix(blk(i, "attn_v.weight"), {E, v_dim});
+    L.wo = b.matrix(blk(i, "attn_output.weight"), {o_dim, E});
+    L.bo = b.vec(blk(i, "attn_output.bias"), E, false);
+    if (hp.has_qkv_bias) {
+      L.bq = b.vec(blk(i, "attn_q.bias"), q_dim);
+      L.bk = b.vec(blk(i, "attn_k.bias"), k_dim);
+      L.bv = b.vec(blk(i, "attn_v.bias"), v_dim);
+    }
+    if (hp.has_qk_norm) {
+      // olmoe normalises the whole Q and K projections; qwen3moe each head.
+      L.qk_norm_per_head = hp.arch != Arch::olmoe;
+      L.q_norm = b.vec(blk(i, "attn_q_norm.weight"), L.qk_norm_per_head ? uint64_t(hp.head_dim) : q_dim);
+      L.k_norm = b.vec(blk(i, "attn_k_norm.weight"), L.qk_norm_per_head ? uint64_t(hp.head_dim) : k_dim);
+    }
+    L.ffn_norm = b.vec(blk(i, "ffn_norm.weight"), E);
+    if (!hp.is_moe()) {
+      L.ffn_gate = b.matrix(blk(i, "ffn_gate.weight"), {E, uint64_t(hp.n_ff)});
+      L.ffn_up = b.matrix(blk(i, "ffn_up.weight"), {E, uint64_t(hp.n_ff)});
+      L.ffn_down = b.matrix(blk(i, "ffn_down.weight"), {uint64_t(hp.n_ff), E});
+      for (const char* bias : {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"})
+        if (file->find_tensor(blk(i, bias)) != nullptr)
+          throw Error(code::unsupported, "tensor '" + blk(i, bias) + "': FFN biases are not supported");
+      continue;
+    }
+    const uint64_t X = uint64_t(hp.n_expert), F = uint64_t(hp.n_ff_expert);
+    L.gate_inp = b.matrix(blk(i, "ffn_gate_inp.weight"), {E, X});
+    L.gate_exps = b.matrix(blk(i, "ffn_gate_exps.weight"), {E, F, X});
+    L.up_exps = b.matrix(blk(i, "ffn_up_exps.weight"), {E, F, X});
+    L.down_exps = b.matrix(blk(i, "ffn_down_exps.weight"), {F, E, X});
+    if (hp.has_shared_expert) {
+      const uint64_t S = uint64_t(hp.n_ff_shared);
+      L.gate_inp_shexp = b.matrix(blk(i, "ffn_gate_inp_shexp.weight"), {E, 1}, hp.arch == Arch::qwen2moe);
+      L.gate_shexp = b.matrix(blk(i, "ffn_gate_shexp.weight"), {E, S});
+      L.up_shexp = b.matrix(blk(i, "ffn_up_shexp.weight"), {E, S});
+      L.down_shexp = b.matrix(blk(i, "ffn_down_shexp.weight"), {S, E});
+    }
+  }
+  return m;
+}
+
+}  // namespace tdm

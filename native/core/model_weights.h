@@ -1,0 +1,51 @@
+// A model's weights bound in place from the GGUF mapping (no copies): for each layer the
+// matrices and vectors its architecture's forward pass reads, checked against the
+// hyperparameters' shapes when the model loads, so a step never meets a bad tensor.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/gguf.h"
+#include "core/hparams.h"
+
+namespace tdm {
+
+// An f32 vector (norm weight or bias) in the mapping; data is null when the tensor is absent.
+struct VecF32 {
+  const float* data = nullptr;
+  int64_t n = 0;
+  explicit operator bool() const { return data != nullptr; }
+};
+
+// A weight is absent when its data is null.
+inline bool present(const tdm_weight& w) { return w.data != nullptr; }
+
+struct LayerWeights {
+  VecF32 attn_norm;
+  tdm_weight wq{}, wk{}, wv{}, wo{};
+  VecF32 bq, bk, bv, bo;
+  VecF32 q_norm, k_norm;       // QK RMSNorm weights (qwen3moe: per head; olmoe: whole projection)
+  bool qk_norm_per_head = false;
+  VecF32 ffn_norm;
+  tdm_weight ffn_gate{}, ffn_up{}, ffn_down{};          // dense FFN
+  tdm_weight gate_inp{};                                // router: n_expert x n_embd
+  tdm_weight gate_exps{}, up_exps{}, down_exps{};       // stacked experts
+  tdm_weight gate_inp_shexp{};                          // shared expert gate: 1 x n_embd
+  tdm_weight gate_shexp{}, up_shexp{}, down_shexp{};    // shared expert FFN
+};
+
+struct ModelWeights {
+  std::shared_ptr<GgufFile> file;  // keeps the mapping alive
+  tdm_weight tok_embd{};
+  VecF32 output_norm;
+  tdm_weight output{};             // token_embd when embeddings are tied
+  std::vector<LayerWeights> layers;
+  uint64_t bytes = 0;              // total bytes of the bound tensors
+};
+
+// Binds every tensor the architecture needs; throws tdm::Error (TDM_BAD_GGUF for a missing
+// or misshapen tensor, TDM_UNSUPPORTED for a type tandem cannot compute with) naming it.
+ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp);
+
+}  // namespace tdm

@@ -1,0 +1,59 @@
+// One step of work in native form: the C++ mirror of StepPlan / StepResult in
+// src/native/step-plan.ts (the seam between the TypeScript scheduler and the executor).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/sampling.h"
+
+namespace tdm {
+
+enum class Strategy { cpu, gpu_only, pipeline, overlap };
+enum class KvTier { device = 0, host = 1 };
+enum class AttnDevice { cpu, gpu };
+
+struct SeqPlan {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;       // token ids to process this step
+  int32_t start_pos = 0;             // position of tokens[0]
+  std::vector<int32_t> block_table;  // block ids covering [0, start_pos + tokens.size())
+  KvTier tier = KvTier::host;
+  AttnDevice attention = AttnDevice::cpu;
+  bool sample = false;
+  SamplingConfig sampling;           // defaults: greedy
+  std::vector<int32_t> recent;       // tokens the penalties look at
+  bool return_all_logits = false;
+  bool return_logits = false;
+};
+
+struct BlockCopy {
+  KvTier from_tier = KvTier::host;
+  int32_t from_block = 0;
+  KvTier to_tier = KvTier::host;
+  int32_t to_block = 0;
+};
+
+struct StepPlan {
+  Strategy strategy = Strategy::cpu;
+  std::vector<BlockCopy> copies;
+  std::vector<SeqPlan> seqs;
+};
+
+struct SeqResult {
+  int64_t seq_id = 0;
+  int32_t token = -1;              // -1 when the plan did not ask to sample
+  bool has_logits = false;
+  std::vector<float> logits;       // n_vocab, when asked for
+  bool has_all_logits = false;
+  std::vector<float> all_logits;   // tokens x n_vocab, when asked for
+};
+
+struct StepResult {
+  std::vector<SeqResult> seqs;
+  std::vector<std::pair<std::string, double>> phase_us;  // microseconds per phase, in run order
+  double total_us = 0;
+};
+
+}  // namespace tdm

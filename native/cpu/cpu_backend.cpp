@@ -1,0 +1,725 @@
+// The CPU backend: implements the backend table (backend/backend.h) on host memory with the
+// kernel table of the best instruction set (or a forced one, for tests) and the thread pool.
+// Every op is written once here; the kernels it calls decide scalar versus SIMD.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/ggml_types.h"
+#include "cpu/kernels.h"
+#include "cpu/quants.h"
+#include "cpu/thread_pool.h"
+
+namespace tdm::cpu {
+
+namespace {
+
+constexpr int64_t kRowBlock = 16;    // weight rows per matmul task
+constexpr int64_t kTokenBlock = 32;  // activation rows kept hot while a row block streams past
+
+struct CpuContext {
+  std::string name;
+  std::string last_error;
+  const Kernels* k = nullptr;
+  std::unique_ptr<ThreadPool> pool;
+  std::vector<uint8_t> act;   // activations converted to a dot type
+  std::vector<uint8_t> act2;  // a second conversion (MoE up projection of another type than gate)
+  std::vector<float> moe_gate, moe_up, moe_out;
+  std::vector<uint8_t> moe_act_gate, moe_act_up, moe_act_down;  // expert activations in slot order
+  std::vector<std::vector<float>> thread_f32;    // per-thread float scratch (attention)
+  std::vector<std::vector<uint8_t>> thread_u8;   // per-thread byte scratch (converted q)
+};
+
+CpuContext& cx(tdm_backend_ctx* c) { return *reinterpret_cast<CpuContext*>(c); }
+
+tdm_status status_of(const char* code) {
+  if (std::strcmp(code, code::bad_argument) == 0) return TDM_STATUS_BAD_ARGUMENT;
+  if (std::strcmp(code, code::unsupported) == 0) return TDM_STATUS_UNSUPPORTED;
+  if (std::strcmp(code, code::oom) == 0) return TDM_STATUS_OOM;
+  return TDM_STATUS_INTERNAL;
+}
+
+// Runs an op body, turning any exception into a status and the context's last error.
+template <typename F>
+tdm_status guard(tdm_backend_ctx* c, F&& body) {
+  CpuContext& ctx = cx(c);
+  try {
+    body(ctx);
+    return TDM_STATUS_OK;
+  } catch (const Error& e) {
+    ctx.last_error = e.what();
+    return status_of(e.code());
+  } catch (const std::bad_alloc&) {
+    ctx.last_error = "out of host memory";
+    return TDM_STATUS_OOM;
+  } catch (const std::exception& e) {
+    ctx.last_error = e.what();
+    return TDM_STATUS_INTERNAL;
+  }
+}
+
+[[noreturn]] void bad(const std::string& what) { throw Error(code::bad_argument, what); }
+
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+const TypeTraits& traits_of(uint32_t type) {
+  const TypeTraits* t = type_traits(type);
+  if (t == nullptr) bad("unknown tensor type id " + std::to_string(type));
+  return *t;
+}
+
+void check_weight(const tdm_weight* w) {
+  if (w == nullptr || w->data == nullptr) bad("weight is null");
+  const TypeTraits& t = traits_of(w->type);
+  if (w->n_cols <= 0 || w->n_rows <= 0 || w->n_mats <= 0) bad("weight has an empty dimension");
+  if (w->n_cols % t.block_size != 0)
+    bad(std::string("weight rows of ") + std::to_string(w->n_cols) + " elements are not whole " + t.name + " blocks");
+  if (w->row_bytes < row_bytes(t, uint64_t(w->n_cols))) bad("weight row_bytes is smaller than a row");
+}
+
+// The activation type and kernels a matmul with weight type `type` uses.
+struct DotPlan {
+  GgmlType act_type;
+  VecDotFn dot;
+  VecDot4Fn dot4;       // null when the kernel table has no 4-token version
+  FromFloatFn convert;  // null when activations stay f32
+  size_t act_row_bytes;
+};
+
+DotPlan dot_plan(const Kernels& k, uint32_t type, int64_t n_cols) {
+  if (type >= uint32_t(kNumTypes) || k.vec_dot[type] == nullptr)
+    throw Error(code::unsupported, std::string("matmul with ") + traits_of(type).name + " weights is not supported on the CPU");
+  DotPlan p{};
+  p.act_type = vec_dot_type(GgmlType(type));
+  p.dot = k.vec_dot[type];
+  p.dot4 = k.vec_dot4[type];
+  if (p.act_type == GgmlType::F32) {
+    p.convert = nullptr;
+    p.act_row_bytes = size_t(n_cols) * sizeof(float);
+  } else {
+    p.convert = k.from_float[int(p.act_type)];
+    if (p.convert == nullptr) throw Error(code::unsupported, "no activation converter for this weight type");
+    p.act_row_bytes = row_bytes(traits_of(uint32_t(p.act_type)), uint64_t(n_cols));
+  }
+  return p;
+}
+
+// Converts n_tokens rows of x into `buf` for plan p; returns the rows' base.
+const uint8_t* convert_rows(CpuContext& c, const DotPlan& p, const float* x, int64_t n_tokens, int64_t n_cols,
+                            std::vector<uint8_t>& buf) {
+  if (p.convert == nullptr) return reinterpret_cast<const uint8_t*>(x);
+  uint8_t* out = grow(buf, p.act_row_bytes * size_t(n_tokens));
+  c.pool->run(n_tokens, [&](int64_t t, int) { p.convert(x + t * n_cols, out + size_t(t) * p.act_row_bytes, n_cols); },
+              double(n_tokens) * double(n_cols));
+  return out;
+}
+
+// y[t][r] (row stride y_stride) = dot(W[r], act[t]) for rows [r0, r1) and all tokens.
+inline void dot_rows(const DotPlan& p, const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* act,
+                     int64_t n_tokens, int64_t r0, int64_t r1, float* y, int64_t y_stride) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const int64_t t1 = std::min(n_tokens, t0 + kTokenBlock);
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* wr = w + size_t(r) * w_row_bytes;
+      int64_t t = t0;
+      if (p.dot4 != nullptr) {
+        float out[4];
+        for (; t + 4 <= t1; t += 4) {
+          p.dot4(wr, act + size_t(t) * p.act_row_bytes, p.act_row_bytes, n_cols, out);
+          for (int j = 0; j < 4; ++j) y[(t + j) * y_stride + r] = out[j];
+        }
+      }
+      for (; t < t1; ++t) y[t * y_stride + r] = p.dot(wr, act + size_t(t) * p.act_row_bytes, n_cols);
+    }
+  }
+}
+
+// ---- device
+
+const char* cpu_device_name(tdm_backend_ctx* c) { return cx(c).name.c_str(); }
+uint32_t cpu_caps(tdm_backend_ctx*) { return TDM_CAP_HOST_MEMORY; }
+
+tdm_status cpu_memory(tdm_backend_ctx* c, uint64_t* free_bytes, uint64_t* total_bytes) {
+  return guard(c, [&](CpuContext&) {
+    uint64_t total = 0, avail = 0;
+    std::ifstream f("/proc/meminfo");
+    std::string key;
+    uint64_t value;
+    std::string unit;
+    while (f >> key >> value >> unit) {
+      if (key == "MemTotal:") total = value * 1024;
+      if (key == "MemAvailable:") avail = value * 1024;
+    }
+    if (free_bytes) *free_bytes = avail;
+    if (total_bytes) *total_bytes = total;
+  });
+}
+
+const char* cpu_last_error(tdm_backend_ctx* c) { return cx(c).last_error.c_str(); }
+void cpu_destroy(tdm_backend_ctx* c) { delete &cx(c); }
+
+// ---- memory
+
+tdm_status cpu_alloc(tdm_backend_ctx* c, size_t bytes, void** out) {
+  return guard(c, [&](CpuContext&) {
+    *out = nullptr;
+    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (p == nullptr) throw Error(code::oom, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
+    *out = p;
+  });
+}
+void cpu_free(tdm_backend_ctx*, void* p) { std::free(p); }
+
+tdm_status cpu_copy(tdm_backend_ctx* c, void* dst, const void* src, size_t bytes, tdm_stream*) {
+  return guard(c, [&](CpuContext&) {
+    if (bytes == 0) return;
+    if (dst == nullptr || src == nullptr) bad("copy with a null pointer");
+    std::memmove(dst, src, bytes);
+  });
+}
+
+tdm_status cpu_synchronize(tdm_backend_ctx*) { return TDM_STATUS_OK; }
+
+// ---- ops
+
+tdm_status cpu_matmul(tdm_backend_ctx* c, const tdm_weight* w, int64_t m, const float* x, int64_t n_tokens, float* y,
+                      tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_weight(w);
+    if (m < 0 || m >= w->n_mats) bad("matmul matrix index out of range");
+    if (n_tokens <= 0) return;
+    if (x == nullptr || y == nullptr) bad("matmul with a null pointer");
+    const DotPlan p = dot_plan(*ctx.k, w->type, w->n_cols);
+    const uint8_t* act = convert_rows(ctx, p, x, n_tokens, w->n_cols, ctx.act);
+    const uint8_t* base = static_cast<const uint8_t*>(w->data) + size_t(m) * w->mat_bytes;
+    const int64_t n_blocks = (w->n_rows + kRowBlock - 1) / kRowBlock;
+    ctx.pool->run(n_blocks, [&](int64_t b, int) {
+      const int64_t r0 = b * kRowBlock, r1 = std::min(w->n_rows, r0 + kRowBlock);
+      dot_rows(p, base, w->row_bytes, w->n_cols, act, n_tokens, r0, r1, y, w->n_rows);
+    }, double(w->n_rows) * double(w->n_cols) * double(n_tokens));
+  });
+}
+
+tdm_status cpu_get_rows(tdm_backend_ctx* c, const tdm_weight* w, const int32_t* ids, int64_t n_ids, float* y,
+                        tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_weight(w);
+    if (n_ids <= 0) return;
+    if (ids == nullptr || y == nullptr) bad("get_rows with a null pointer");
+    ToFloatFn to = w->type < uint32_t(kNumTypes) ? ctx.k->to_float[w->type] : nullptr;
+    if (to == nullptr) throw Error(code::unsupported, std::string("reading rows of ") + traits_of(w->type).name + " is not supported");
+    for (int64_t i = 0; i < n_ids; ++i)
+      if (ids[i] < 0 || ids[i] >= w->n_rows)
+        bad("row id " + std::to_string(ids[i]) + " is outside [0, " + std::to_string(w->n_rows) + ")");
+    const uint8_t* base = static_cast<const uint8_t*>(w->data);
+    ctx.pool->run(n_ids, [&](int64_t i, int) { to(base + size_t(ids[i]) * w->row_bytes, y + i * w->n_cols, w->n_cols); },
+                  double(n_ids) * double(w->n_cols));
+  });
+}
+
+tdm_status cpu_rms_norm(tdm_backend_ctx* c, const float* x, const float* w, float* y, int64_t n_rows, int64_t n_cols,
+                        float eps, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (x == nullptr || y == nullptr) bad("rms_norm with a null pointer");
+    // Sum of squares in double and the scale in float, as ggml computes it, so results track llama.cpp.
+    auto row = [&](int64_t r) {
+      const float* xr = x + r * n_cols;
+      float* yr = y + r * n_cols;
+      double sum = 0.0;
+      for (int64_t i = 0; i < n_cols; ++i) sum += double(xr[i]) * double(xr[i]);
+      const float mean = float(sum / double(n_cols));
+      const float scale = 1.0f / std::sqrt(mean + eps);
+      if (w != nullptr) {
+        for (int64_t i = 0; i < n_cols; ++i) yr[i] = (xr[i] * scale) * w[i];
+      } else {
+        for (int64_t i = 0; i < n_cols; ++i) yr[i] = xr[i] * scale;
+      }
+    };
+    if (n_rows * n_cols < 16384) {
+      for (int64_t r = 0; r < n_rows; ++r) row(r);
+    } else {
+      ctx.pool->run(n_rows, [&](int64_t r, int) { row(r); }, double(n_rows) * double(n_cols));
+    }
+  });
+}
+
+tdm_status cpu_rope(tdm_backend_ctx* c, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads,
+                    int32_t head_dim, int32_t rope_dim, int32_t mode, float freq_base, float freq_scale, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n_tokens <= 0) return;
+    if (x == nullptr || pos == nullptr) bad("rope with a null pointer");
+    if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) bad("rope_dim must be even and at most head_dim");
+    if (mode != TDM_ROPE_NORM && mode != TDM_ROPE_NEOX) throw Error(code::unsupported, "unknown rope mode");
+    const float theta_scale = std::pow(freq_base, -2.0f / float(rope_dim));
+    const int64_t row_len = int64_t(n_heads) * head_dim;
+    const int32_t half = rope_dim / 2;
+    ctx.pool->run(n_tokens, [&](int64_t t, int th) {
+      float* cache = grow(ctx.thread_f32[size_t(th)], size_t(rope_dim));
+      // The angle advances by repeated float multiplication, as ggml's rope cache does.
+      float theta = float(pos[t]);
+      for (int32_t i0 = 0; i0 < rope_dim; i0 += 2) {
+        const float th_i = freq_scale * theta;
+        cache[i0] = std::cos(th_i);
+        cache[i0 + 1] = std::sin(th_i);
+        theta *= theta_scale;
+      }
+      for (int32_t h = 0; h < n_heads; ++h) {
+        float* xh = x + t * row_len + int64_t(h) * head_dim;
+        for (int32_t i0 = 0; i0 < rope_dim; i0 += 2) {
+          const int32_t a = mode == TDM_ROPE_NEOX ? i0 / 2 : i0;
+          const int32_t b = mode == TDM_ROPE_NEOX ? i0 / 2 + half : i0 + 1;
+          const float x0 = xh[a], x1 = xh[b];
+          xh[a] = x0 * cache[i0] - x1 * cache[i0 + 1];
+          xh[b] = x0 * cache[i0 + 1] + x1 * cache[i0];
+        }
+      }
+    }, double(n_tokens) * double(row_len + 8 * rope_dim));
+  });
+}
+
+template <typename Op>
+tdm_status binary(tdm_backend_ctx* c, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                  int64_t b_row_stride, Op op) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (a == nullptr || b == nullptr || y == nullptr) bad("elementwise op with a null pointer");
+    auto row = [&](int64_t r) {
+      const float* ar = a + r * n_cols;
+      const float* br = b + r * b_row_stride;
+      float* yr = y + r * n_cols;
+      for (int64_t i = 0; i < n_cols; ++i) yr[i] = op(ar[i], br[i]);
+    };
+    if (n_rows * n_cols < 65536) {
+      for (int64_t r = 0; r < n_rows; ++r) row(r);
+    } else {
+      ctx.pool->run(n_rows, [&](int64_t r, int) { row(r); }, double(n_rows) * double(n_cols));
+    }
+  });
+}
+
+tdm_status cpu_add(tdm_backend_ctx* c, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                   int64_t b_row_stride, tdm_stream*) {
+  return binary(c, a, b, y, n_rows, n_cols, b_row_stride, [](float p, float q) { return p + q; });
+}
+
+tdm_status cpu_mul(tdm_backend_ctx* c, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                   int64_t b_row_stride, tdm_stream*) {
+  return binary(c, a, b, y, n_rows, n_cols, b_row_stride, [](float p, float q) { return p * q; });
+}
+
+tdm_status cpu_swiglu(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n <= 0) return;
+    if (gate == nullptr || up == nullptr || y == nullptr) bad("swiglu with a null pointer");
+    constexpr int64_t kChunk = 8192;
+    const int64_t n_chunks = (n + kChunk - 1) / kChunk;
+    ctx.pool->run(n_chunks, [&](int64_t i, int) {
+      const int64_t i0 = i * kChunk, len = std::min(kChunk, n - i0);
+      ctx.k->swiglu_f32(gate + i0, up + i0, y + i0, len);
+    }, double(n) * 8);
+  });
+}
+
+tdm_status cpu_scale_rows(tdm_backend_ctx* c, float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn,
+                          tdm_stream*) {
+  return guard(c, [&](CpuContext&) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (x == nullptr || scale == nullptr) bad("scale_rows with a null pointer");
+    if (fn != TDM_ROW_FN_IDENTITY && fn != TDM_ROW_FN_SIGMOID) throw Error(code::unsupported, "unknown row function");
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const float s = fn == TDM_ROW_FN_SIGMOID ? 1.0f / (1.0f + std::exp(-scale[r])) : scale[r];
+      float* xr = x + r * n_cols;
+      for (int64_t i = 0; i < n_cols; ++i) xr[i] *= s;
+    }
+  });
+}
+
+size_t kv_elt_bytes(uint32_t type) {
+  if (type == uint32_t(GgmlType::F16)) return 2;
+  if (type == uint32_t(GgmlType::F32)) return 4;
+  throw Error(code::unsupported, "KV blocks must be f16 or f32");
+}
+
+void check_kv(const tdm_kv_layer* kv) {
+  if (kv == nullptr || kv->k == nullptr || kv->v == nullptr) bad("KV view is null");
+  kv_elt_bytes(kv->type);
+  if (kv->block_tokens <= 0 || kv->n_kv_heads <= 0 || kv->head_dim_k <= 0 || kv->head_dim_v <= 0 || kv->n_blocks <= 0)
+    bad("KV view has an empty dimension");
+}
+
+void check_seq(const tdm_kv_layer& kv, const tdm_attn_seq& s) {
+  if (s.n_tokens <= 0 || s.start_pos < 0 || s.first_row < 0) bad("attention sequence with a bad range");
+  const int64_t end = int64_t(s.start_pos) + s.n_tokens;
+  const int64_t needed = (end + kv.block_tokens - 1) / kv.block_tokens;
+  if (s.block_table == nullptr || s.n_blocks < needed)
+    bad("block table of " + std::to_string(s.n_blocks) + " blocks does not cover " + std::to_string(end) + " positions");
+  for (int64_t i = 0; i < needed; ++i)
+    if (s.block_table[i] < 0 || s.block_table[i] >= kv.n_blocks)
+      bad("KV block id " + std::to_string(s.block_table[i]) + " is outside [0, " + std::to_string(kv.n_blocks) + ")");
+}
+
+// Address of element 0 of (position, kv head) in K or V of a layer view.
+inline uint8_t* kv_at(const tdm_kv_layer& kv, void* base, const int32_t* table, int64_t pos, int32_t head,
+                      int32_t head_dim, size_t elt) {
+  const int64_t block = table[pos / kv.block_tokens];
+  const int64_t off = pos % kv.block_tokens;
+  return static_cast<uint8_t*>(base) + size_t(block) * kv.block_bytes +
+         (size_t(head) * size_t(kv.block_tokens) + size_t(off)) * size_t(head_dim) * elt;
+}
+
+tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* k, const float* v,
+                        const tdm_attn_seq* seqs, int32_t n_seqs, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_kv(kv);
+    if (n_seqs <= 0) return;
+    if (k == nullptr || v == nullptr || seqs == nullptr) bad("kv_store with a null pointer");
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    const size_t elt = kv_elt_bytes(kv->type);
+    const int64_t k_row = int64_t(kv->n_kv_heads) * kv->head_dim_k, v_row = int64_t(kv->n_kv_heads) * kv->head_dim_v;
+    FromFloatFn conv = ctx.k->from_float[kv->type];
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const tdm_attn_seq& s = seqs[si];
+      ctx.pool->run(s.n_tokens, [&](int64_t i, int) {
+        const int64_t pos = s.start_pos + i, row = s.first_row + i;
+        for (int32_t h = 0; h < kv->n_kv_heads; ++h) {
+          conv(k + row * k_row + int64_t(h) * kv->head_dim_k, kv_at(*kv, kv->k, s.block_table, pos, h, kv->head_dim_k, elt),
+               kv->head_dim_k);
+          conv(v + row * v_row + int64_t(h) * kv->head_dim_v, kv_at(*kv, kv->v, s.block_table, pos, h, kv->head_dim_v, elt),
+               kv->head_dim_v);
+        }
+      }, double(s.n_tokens) * double(k_row + v_row));
+    }
+  });
+}
+
+tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
+                         int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_kv(kv);
+    if (n_seqs <= 0) return;
+    if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
+    if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    const size_t elt = kv_elt_bytes(kv->type);
+    const int32_t group = n_heads / kv->n_kv_heads;
+    const int32_t dk = kv->head_dim_k, dv = kv->head_dim_v;
+    const int64_t q_row = int64_t(n_heads) * dk, o_row = int64_t(n_heads) * dv;
+    const bool f16 = kv->type == uint32_t(GgmlType::F16);
+    const VecDotFn dot = ctx.k->vec_dot[kv->type];
+    const FromFloatFn conv_q = ctx.k->from_float[kv->type];
+
+    // One task per (sequence, new token, KV head): the group's query heads share each K and V row read.
+    std::vector<int64_t> first_task(size_t(n_seqs) + 1, 0);
+    double work = 0;
+    for (int32_t i = 0; i < n_seqs; ++i) {
+      first_task[size_t(i) + 1] = first_task[size_t(i)] + int64_t(seqs[i].n_tokens) * kv->n_kv_heads;
+      work += double(seqs[i].n_tokens) * double(seqs[i].start_pos + seqs[i].n_tokens) * double(n_heads) * double(dk + dv);
+    }
+    ctx.pool->run(first_task.back(), [&](int64_t task, int th) {
+      const int32_t si = int32_t(std::upper_bound(first_task.begin(), first_task.end(), task) - first_task.begin()) - 1;
+      const tdm_attn_seq& s = seqs[si];
+      const int64_t local = task - first_task[size_t(si)];
+      const int64_t i = local / kv->n_kv_heads;
+      const int32_t kvh = int32_t(local % kv->n_kv_heads);
+      const int64_t row = s.first_row + i;
+      const int64_t n_ctx = s.start_pos + i + 1;  // causal: positions [0, start_pos + i]
+
+      std::vector<float>& fs = ctx.thread_f32[size_t(th)];
+      float* scores = grow(fs, size_t(group) * size_t(n_ctx + dv));
+      float* acc = scores + size_t(group) * size_t(n_ctx);
+      uint8_t* qc = grow(ctx.thread_u8[size_t(th)], size_t(group) * size_t(dk) * elt);
+      // Queries go to the K type first (f16 for an f16 cache), as llama.cpp's vec_dot_type does.
+      for (int32_t g = 0; g < group; ++g)
+        conv_q(q + row * q_row + int64_t(kvh * group + g) * dk, qc + size_t(g) * size_t(dk) * elt, dk);
+
+      for (int64_t j = 0; j < n_ctx; ++j) {
+        const uint8_t* kr = kv_at(*kv, kv->k, s.block_table, j, kvh, dk, elt);
+        for (int32_t g = 0; g < group; ++g) scores[size_t(g) * size_t(n_ctx) + size_t(j)] = dot(kr, qc + size_t(g) * size_t(dk) * elt, dk) * scale;
+      }
+      for (int32_t g = 0; g < group; ++g) {
+        float* sg = scores + size_t(g) * size_t(n_ctx);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n_ctx; ++j) mx = std::max(mx, sg[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j < n_ctx; ++j) {
+          sg[j] = std::exp(sg[j] - mx);
+          sum += sg[j];
+        }
+        float* ag = acc;
+        std::fill(ag, ag + dv, 0.0f);
+        for (int64_t j = 0; j < n_ctx; ++j) {
+          const uint8_t* vr = kv_at(*kv, kv->v, s.block_table, j, kvh, dv, elt);
+          if (f16) ctx.k->axpy_f16(ag, reinterpret_cast<const uint16_t*>(vr), sg[j], dv);
+          else ctx.k->axpy_f32(ag, reinterpret_cast<const float*>(vr), sg[j], dv);
+        }
+        const float inv = float(1.0 / sum);
+        float* o = out + row * o_row + int64_t(kvh * group + g) * dv;
+        for (int32_t d = 0; d < dv; ++d) o[d] = ag[d] * inv;
+      }
+    }, work);
+  });
+}
+
+tdm_status cpu_router(tdm_backend_ctx* c, const float* logits, int64_t n_tokens, int32_t n_experts, int32_t n_used,
+                      int32_t gating, int32_t norm, float scale, int32_t* ids, float* weights, tdm_stream*) {
+  return guard(c, [&](CpuContext&) {
+    if (n_tokens <= 0) return;
+    if (logits == nullptr || ids == nullptr || weights == nullptr) bad("router with a null pointer");
+    if (n_experts <= 0 || n_used <= 0 || n_used > n_experts) bad("router needs 0 < n_used <= n_experts");
+    if (gating != TDM_GATING_SOFTMAX && gating != TDM_GATING_SIGMOID) throw Error(code::unsupported, "unknown gating function");
+    std::vector<float> p(static_cast<size_t>(n_experts));
+    std::vector<int32_t> order(static_cast<size_t>(n_experts));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* l = logits + t * n_experts;
+      if (gating == TDM_GATING_SOFTMAX) {
+        // ggml_soft_max: exp(x - max) in float, summed in double, scaled by float(1/sum).
+        float mx = -INFINITY;
+        for (int32_t e = 0; e < n_experts; ++e) mx = std::max(mx, l[e]);
+        double sum = 0.0;
+        for (int32_t e = 0; e < n_experts; ++e) {
+          p[size_t(e)] = std::exp(l[e] - mx);
+          sum += double(p[size_t(e)]);
+        }
+        const float inv = float(1.0 / sum);
+        for (int32_t e = 0; e < n_experts; ++e) p[size_t(e)] *= inv;
+      } else {
+        for (int32_t e = 0; e < n_experts; ++e) p[size_t(e)] = 1.0f / (1.0f + std::exp(-l[e]));
+      }
+      // ggml_top_k on the CPU: partial_sort of the indices by descending value, then the
+      // first two swapped. Same algorithm and input order give the same ties as llama.cpp.
+      std::iota(order.begin(), order.end(), 0);
+      const float* pd = p.data();
+      std::partial_sort(order.begin(), order.begin() + n_used, order.end(),
+                        [pd](int32_t a, int32_t b) { return pd[a] > pd[b]; });
+      if (n_used > 1) std::swap(order[0], order[1]);
+      int32_t* it = ids + t * n_used;
+      float* wt = weights + t * n_used;
+      for (int32_t j = 0; j < n_used; ++j) {
+        it[j] = order[size_t(j)];
+        wt[j] = p[size_t(order[size_t(j)])];
+      }
+      if (norm) {
+        double sum = 0.0;
+        for (int32_t j = 0; j < n_used; ++j) sum += double(wt[j]);
+        // Clamped at the smallest normal fp16, as llama.cpp does, so a sum of zeros cannot divide to inf.
+        const float s = std::max(float(sum), 6.103515625e-5f);
+        for (int32_t j = 0; j < n_used; ++j) wt[j] /= s;
+      }
+      if (scale != 1.0f)
+        for (int32_t j = 0; j < n_used; ++j) wt[j] *= scale;
+    }
+  });
+}
+
+tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, const int32_t* ids, const float* weights,
+                       int32_t n_used, const tdm_weight* gate, const tdm_weight* up, const tdm_weight* down, float* y,
+                       tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_weight(gate);
+    check_weight(up);
+    check_weight(down);
+    if (n_tokens <= 0) return;
+    if (x == nullptr || ids == nullptr || weights == nullptr || y == nullptr) bad("moe_ffn with a null pointer");
+    const int64_t n_embd = gate->n_cols, n_ff = gate->n_rows, n_exp = gate->n_mats;
+    if (up->n_cols != n_embd || up->n_rows != n_ff || up->n_mats != n_exp || down->n_cols != n_ff ||
+        down->n_rows != n_embd || down->n_mats != n_exp)
+      bad("expert gate/up/down shapes do not match");
+    if (n_used <= 0) bad("moe_ffn needs n_used > 0");
+    const int64_t n_slots = n_tokens * n_used;
+    for (int64_t i = 0; i < n_slots; ++i)
+      if (ids[i] < 0 || ids[i] >= n_exp) bad("expert id " + std::to_string(ids[i]) + " is outside [0, " + std::to_string(n_exp) + ")");
+
+    // Slots grouped by expert, in expert order: slot i is (token i / n_used, choice i % n_used).
+    std::vector<int64_t> count(static_cast<size_t>(n_exp) + 1, 0), slots(static_cast<size_t>(n_slots));
+    for (int64_t i = 0; i < n_slots; ++i) ++count[size_t(ids[i]) + 1];
+    for (int64_t e = 0; e < n_exp; ++e) count[size_t(e) + 1] += count[size_t(e)];
+    {
+      std::vector<int64_t> fill(count.begin(), count.end() - 1);
+      for (int64_t i = 0; i < n_slots; ++i) slots[size_t(fill[size_t(ids[i])]++)] = i;
+    }
+    std::vector<int32_t> active;
+    for (int64_t e = 0; e < n_exp; ++e)
+      if (count[size_t(e) + 1] > count[size_t(e)]) active.push_back(int32_t(e));
+
+    // Activations are converted once per token, then gathered in slot order so that each
+    // expert's rows are contiguous and the 4-token kernels apply (results do not change:
+    // the kernels are batch-invariant).
+    const DotPlan pg = dot_plan(*ctx.k, gate->type, n_embd);
+    const DotPlan pu = dot_plan(*ctx.k, up->type, n_embd);
+    const DotPlan pd = dot_plan(*ctx.k, down->type, n_ff);
+    auto gather = [&](const DotPlan& p, std::vector<uint8_t>& tokens_buf, std::vector<uint8_t>& out) {
+      const uint8_t* rows = convert_rows(ctx, p, x, n_tokens, n_embd, tokens_buf);
+      uint8_t* g = grow(out, p.act_row_bytes * size_t(n_slots));
+      for (int64_t si = 0; si < n_slots; ++si)
+        std::memcpy(g + size_t(si) * p.act_row_bytes, rows + size_t(slots[size_t(si)] / n_used) * p.act_row_bytes, p.act_row_bytes);
+      return static_cast<const uint8_t*>(g);
+    };
+    const uint8_t* xg = gather(pg, ctx.act, ctx.moe_act_gate);
+    const uint8_t* xu = pu.act_type == pg.act_type ? xg : gather(pu, ctx.act2, ctx.moe_act_up);
+
+    // Hidden and output rows are all in slot order (position in `slots`).
+    float* hg = grow(ctx.moe_gate, size_t(n_slots * n_ff));
+    float* hu = grow(ctx.moe_up, size_t(n_slots * n_ff));
+    float* ho = grow(ctx.moe_out, size_t(n_slots * n_embd));
+    std::vector<int64_t> position(static_cast<size_t>(n_slots));
+    for (int64_t si = 0; si < n_slots; ++si) position[size_t(slots[size_t(si)])] = si;
+
+    // Gate and up projections: tasks are (active expert, row block) for both matrices.
+    const int64_t ff_blocks = (n_ff + kRowBlock - 1) / kRowBlock;
+    ctx.pool->run(int64_t(active.size()) * ff_blocks * 2, [&](int64_t task, int) {
+      const bool is_up = task % 2 == 1;
+      const int64_t eb = task / 2;
+      const int32_t e = active[size_t(eb / ff_blocks)];
+      const int64_t r0 = (eb % ff_blocks) * kRowBlock, r1 = std::min(n_ff, r0 + kRowBlock);
+      const tdm_weight& w = is_up ? *up : *gate;
+      const DotPlan& p = is_up ? pu : pg;
+      const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
+      const uint8_t* act = (is_up ? xu : xg) + size_t(first) * p.act_row_bytes;
+      const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(e) * w.mat_bytes;
+      dot_rows(p, base, w.row_bytes, n_embd, act, n, r0, r1, (is_up ? hu : hg) + first * n_ff, n_ff);
+    }, 2.0 * double(n_slots) * double(n_ff) * double(n_embd));
+    ctx.pool->run(n_slots, [&](int64_t si, int) { ctx.k->swiglu_f32(hg + si * n_ff, hu + si * n_ff, hg + si * n_ff, n_ff); },
+                  8.0 * double(n_slots) * double(n_ff));
+    const uint8_t* hq = convert_rows(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
+
+    const int64_t embd_blocks = (n_embd + kRowBlock - 1) / kRowBlock;
+    ctx.pool->run(int64_t(active.size()) * embd_blocks, [&](int64_t task, int) {
+      const int32_t e = active[size_t(task / embd_blocks)];
+      const int64_t r0 = (task % embd_blocks) * kRowBlock, r1 = std::min(n_embd, r0 + kRowBlock);
+      const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
+      const uint8_t* base = static_cast<const uint8_t*>(down->data) + size_t(e) * down->mat_bytes;
+      dot_rows(pd, base, down->row_bytes, n_ff, hq + size_t(first) * pd.act_row_bytes, n, r0, r1, ho + first * n_embd, n_embd);
+    }, double(n_slots) * double(n_ff) * double(n_embd));
+
+    // Weighted sum in choice order, each product rounded before it is added (as llama.cpp's
+    // ggml_mul then a chain of ggml_add).
+    ctx.pool->run(n_tokens, [&](int64_t t, int) {
+      float* yt = y + t * n_embd;
+      for (int32_t j = 0; j < n_used; ++j) {
+        const float wj = weights[t * n_used + j];
+        const float* o = ho + position[size_t(t * n_used + j)] * n_embd;
+        if (j == 0) {
+          for (int64_t i = 0; i < n_embd; ++i) yt[i] = o[i] * wj;
+        } else {
+          for (int64_t i = 0; i < n_embd; ++i) {
+            const float prod = o[i] * wj;
+            yt[i] = yt[i] + prod;
+          }
+        }
+      }
+    }, double(n_slots) * double(n_embd));
+  });
+}
+
+tdm_status cpu_copy_blocks(tdm_backend_ctx* c, void* dst_pool, const void* src_pool, size_t block_bytes,
+                           const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n <= 0) return;
+    if (dst_pool == nullptr || src_pool == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy_blocks with a null pointer");
+    for (int32_t i = 0; i < n; ++i)
+      if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
+    ctx.pool->run(n, [&](int64_t i, int) {
+      std::memmove(static_cast<uint8_t*>(dst_pool) + size_t(dst_ids[i]) * block_bytes,
+                   static_cast<const uint8_t*>(src_pool) + size_t(src_ids[i]) * block_bytes, block_bytes);
+    }, double(n) * double(block_bytes) / 4);
+  });
+}
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "CPU";
+}
+
+const tdm_backend_iface kCpuIface = [] {
+  tdm_backend_iface t{};
+  t.abi_version = TDM_BACKEND_ABI_VERSION;
+  t.struct_size = sizeof(tdm_backend_iface);
+  t.kind = "cpu";
+  t.device_name = cpu_device_name;
+  t.caps = cpu_caps;
+  t.memory = cpu_memory;
+  t.last_error = cpu_last_error;
+  t.destroy = cpu_destroy;
+  t.buffer_alloc = cpu_alloc;
+  t.buffer_free = cpu_free;
+  t.host_alloc = cpu_alloc;
+  t.host_free = cpu_free;
+  t.copy_h2d = cpu_copy;
+  t.copy_d2h = cpu_copy;
+  t.copy_d2d = cpu_copy;
+  t.synchronize = cpu_synchronize;
+  t.matmul = cpu_matmul;
+  t.get_rows = cpu_get_rows;
+  t.rms_norm = cpu_rms_norm;
+  t.rope = cpu_rope;
+  t.add = cpu_add;
+  t.mul = cpu_mul;
+  t.swiglu = cpu_swiglu;
+  t.scale_rows = cpu_scale_rows;
+  t.kv_store = cpu_kv_store;
+  t.attention = cpu_attention;
+  t.router = cpu_router;
+  t.moe_ffn = cpu_moe_ffn;
+  t.copy_blocks = cpu_copy_blocks;
+  return t;
+}();
+
+}  // namespace
+
+}  // namespace tdm::cpu
+
+extern "C" tdm_status tdm_cpu_backend_create(const tdm_backend_params* params, tdm_backend* out, char* err,
+                                             size_t err_len) {
+  using namespace tdm::cpu;
+  auto fail = [&](tdm_status st, const std::string& msg) {
+    if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "%s", msg.c_str());
+    return st;
+  };
+  if (out == nullptr || params == nullptr) return fail(TDM_STATUS_BAD_ARGUMENT, "null argument");
+  out->iface = nullptr;
+  out->ctx = nullptr;
+  if (params->abi_version != TDM_BACKEND_ABI_VERSION)
+    return fail(TDM_STATUS_UNSUPPORTED, "backend ABI version " + std::to_string(params->abi_version) + " requested, CPU backend has " +
+                                            std::to_string(TDM_BACKEND_ABI_VERSION));
+  try {
+    const Kernels* k = kernels_for(params->variant);
+    if (k == nullptr)
+      return fail(TDM_STATUS_UNSUPPORTED, std::string("CPU kernel variant '") + params->variant + "' is not available on this processor or build");
+    int n = params->n_threads;
+    if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
+    auto ctx = std::make_unique<CpuContext>();
+    ctx->k = k;
+    ctx->name = cpu_model_name() + " (" + k->isa + ", " + std::to_string(n) + " threads)";
+    ctx->pool = std::make_unique<ThreadPool>(n);
+    ctx->thread_f32.resize(size_t(n));
+    ctx->thread_u8.resize(size_t(n));
+    out->iface = &kCpuIface;
+    out->ctx = reinterpret_cast<tdm_backend_ctx*>(ctx.release());
+    return TDM_STATUS_OK;
+  } catch (const std::exception& e) {
+    return fail(TDM_STATUS_INTERNAL, e.what());
+  }
+}

@@ -1,0 +1,100 @@
+// Thread pool for the CPU backend (see thread_pool.h).
+#include "cpu/thread_pool.h"
+
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TDM_CPU_RELAX() _mm_pause()
+#else
+#define TDM_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace tdm::cpu {
+
+namespace {
+// About 50-100 µs of spinning before a worker sleeps: long enough to catch the next op of a
+// forward pass, short enough not to steal a shared core from other processes for long.
+constexpr int kSpinIterations = 20000;
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+  workers_.reserve(size_t(n_threads_ - 1));
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_main(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::work(int thread) {
+  for (;;) {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
+    if (task >= n_tasks_) return;
+    try {
+      (*fn_)(task, thread);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!failed_.exchange(true)) error_ = std::current_exception();
+      return;
+    }
+  }
+}
+
+void ThreadPool::worker_main(int thread) {
+  uint64_t seen = 0;
+  for (;;) {
+    uint64_t gen = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
+      TDM_CPU_RELAX();
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    if (gen == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      sleeping_.fetch_add(1);
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      sleeping_.fetch_sub(1);
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    seen = gen;
+    if (stop_.load()) return;
+    work(thread);
+    active_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::run(int64_t n_tasks, const TaskFn& fn, double cost) {
+  if (n_tasks <= 0) return;
+  if (n_threads_ == 1 || n_tasks == 1 || cost < kMinParallelWork) {
+    for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+    return;
+  }
+  fn_ = &fn;
+  n_tasks_ = n_tasks;
+  next_.store(0, std::memory_order_relaxed);
+  failed_.store(false, std::memory_order_relaxed);
+  error_ = nullptr;
+  active_.store(n_threads_ - 1, std::memory_order_relaxed);
+  {
+    // Bumping under the lock pairs with the sleepers' predicate check, so no wake-up is lost.
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (sleeping_.load() > 0) wake_.notify_all();
+  work(0);
+  for (int spin = 0; active_.load(std::memory_order_acquire) != 0; ++spin) {
+    // A worker may have lost its core to another process: stop burning ours after a while.
+    if (spin < kSpinIterations) TDM_CPU_RELAX(); else std::this_thread::yield();
+  }
+  fn_ = nullptr;
+  if (failed_.load()) std::rethrow_exception(error_);
+}
+
+}  // namespace tdm::cpu

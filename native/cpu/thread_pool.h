@@ -1,0 +1,59 @@
+// A fixed pool of worker threads for the CPU kernels: the caller and n-1 workers split a
+// task range (matmul row blocks, attention heads) through one atomic counter. Workers spin
+// briefly after each job, since the next op follows within microseconds, then sleep.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tdm::cpu {
+
+class ThreadPool {
+ public:
+  // Task body: (task index in [0, n_tasks), thread index in [0, size())).
+  using TaskFn = std::function<void(int64_t task, int thread)>;
+
+  // n_threads >= 1 counts the calling thread; n_threads - 1 workers are started.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Below this much work (about one multiply-add per unit) waking the workers costs more
+  // than it saves, so run() does the tasks on the calling thread.
+  static constexpr double kMinParallelWork = 32768;
+
+  // Runs fn for every task in [0, n_tasks) across the pool and the caller, and returns when
+  // all are done; `cost` estimates the total cost in multiply-adds. One run at a time (the
+  // backend serialises its ops). If a task throws, the remaining tasks are skipped and the
+  // first exception is rethrown here.
+  void run(int64_t n_tasks, const TaskFn& fn, double cost = kMinParallelWork);
+
+ private:
+  void worker_main(int thread);
+  void work(int thread);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};  // bumped once per run; workers wait for a change
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sleeping_{0};
+
+  // The job of the current generation; written before generation_ is bumped.
+  const TaskFn* fn_ = nullptr;
+  int64_t n_tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> active_{0};        // workers still inside the current job
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;          // first exception, guarded by mu_
+};
+
+}  // namespace tdm::cpu
