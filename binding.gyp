@@ -19,9 +19,30 @@
       "sources": [
         "native/core/gguf.cpp",
         "native/core/ggml_types.cpp",
+        "native/core/sampling.cpp",
         "native/cpu/quants_ref.cpp",
-        "native/cpu/rng.cpp"
+        "native/cpu/rng.cpp",
+        "native/backend/backend_handle.cpp",
+        "native/cpu/thread_pool.cpp",
+        "native/cpu/kernels_ref.cpp",
+        "native/cpu/cpu_backend.cpp",
+        "native/core/hparams.cpp",
+        "native/core/model_weights.cpp",
+        "native/core/kv_pool.cpp",
+        "native/core/model.cpp",
+        "native/core/executor.cpp",
+        "native/cpu/membw.cpp"
+      ],
+      "conditions": [
+        ["target_arch=='x64'", {"defines": ["TDM_HAVE_AVX2"], "dependencies": ["tandem_cpu_avx2"]}]
       ]
+    },
+    {
+      "target_name": "tandem_cpu_avx2",
+      "type": "static_library",
+      "cflags": ["-fPIC"],
+      "sources": ["native/cpu/avx2/kernels_avx2.cpp"],
+      "conditions": [["target_arch=='x64'", {"cflags": ["-mavx2", "-mfma", "-mf16c"]}]]
     },
     {
       "target_name": "tandem",
@@ -30,7 +51,14 @@
         "native/addon/addon.cpp",
         "native/addon/gguf_binding.cpp",
         "native/addon/quants_binding.cpp",
-        "native/addon/synth_binding.cpp"
+        "native/addon/synth_binding.cpp",
+        "native/addon/sampling_binding.cpp",
+        "native/addon/model_binding.cpp",
+        "native/addon/cpu_ops_binding.cpp",
+        "native/addon/membw_binding.cpp",
+        "native/backend/registry.cpp",
+        "native/addon/backend_binding.cpp",
+        "native/addon/backend_ops_binding.cpp"
       ]
     }
   ]

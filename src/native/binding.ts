@@ -4,6 +4,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { TandemError } from './errors.js';
+import type { ModelHyperparams } from '../model/describe.js';
+import type { StepPlan, StepResult } from './step-plan.js';
 
 /** A metadata value as the addon returns it (arrays of numbers come as typed arrays). */
 export interface NativeGgufArray {
@@ -30,8 +32,143 @@ export interface NativeGgufHandle {
   close(): void;
 }
 
+/** A ggml type's geometry as the addon reports it (see src/model/quant.ts). */
+export interface NativeQuantTypeInfo {
+  id: number;
+  name: string;
+  blockSize: number;
+  typeSize: number;
+  computable: boolean;
+  vecDotType: string | null;
+}
+
+/** What the addon needs to load a model besides its path (see native/addon/model_binding.cpp). */
+export interface NativeModelConfig {
+  hparams: ModelHyperparams;
+  /** CPU threads, the calling thread included. */
+  threads: number;
+  /** Positions per KV block. */
+  kvBlockTokens: number;
+  /** KV blocks per tier; with no GPU backend loaded the device tier is host RAM too. */
+  kvBlocks: { device: number; host: number };
+  /** Called on the main thread with the fraction of weight bytes paged in, ending with 1. */
+  onProgress?: (fraction: number) => void;
+  /** Tests and bench only: force a CPU kernel variant ('ref', 'avx2'; default: the best). */
+  cpuVariant?: string;
+}
+
+/** A loaded model. step() runs on a worker thread; one step at a time; rejects with {code, message}. */
+export interface NativeModel {
+  /** Runs one plan; rejects TDM_BAD_ARGUMENT for a bad plan (nothing is run), TDM_DISPOSED after dispose(). */
+  step(plan: StepPlan): Promise<StepResult>;
+  /** Frees the weights' mapping and the KV pools (after a step in flight finishes). */
+  dispose(): void;
+  /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
+  readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
+}
+
+/** Test-only: one CPU backend op on typed arrays with a forced kernel variant (native/addon/cpu_ops_binding.cpp). */
+export interface NativeCpuOps {
+  /** Kernel variants this machine runs, scalar reference first. */
+  variants(): string[];
+  matmul(variant: string, type: string, w: Float32Array, nRows: number, nCols: number, x: Float32Array, nTokens: number): Float32Array;
+  getRows(variant: string, type: string, w: Float32Array, nRows: number, nCols: number, ids: Int32Array): Float32Array;
+  rmsNorm(variant: string, x: Float32Array, w: Float32Array | null, nRows: number, nCols: number, eps: number): Float32Array;
+  rope(variant: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number): Float32Array;
+  add(variant: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
+  mul(variant: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
+  swiglu(variant: string, gate: Float32Array, up: Float32Array): Float32Array;
+  scaleRows(variant: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
+  attention(variant: string, opts: {
+    kvType: 'f16' | 'f32'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
+    seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
+  }): Float32Array;
+  router(variant: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
+  moeFfn(variant: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
+    x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number): Float32Array;
+  copyBlocks(variant: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
+}
+
+/** One backend the registry knows (native/backend/registry.h): the CPU, or a GPU library or device. */
+export interface NativeBackendInfo {
+  /** 'cpu', 'cuda' or 'hip'. */
+  kind: string;
+  /** The GPU library's path (null for the built-in CPU backend). */
+  library: string | null;
+  /** Device index inside the library; -1 when no device was reached. */
+  device: number;
+  deviceName: string;
+  /** Device memory free and total at scan time, in bytes (0 when unknown). */
+  freeBytes: number;
+  totalBytes: number;
+  /** 'selected': the GPU tandem uses; 'available': usable, not picked; 'unavailable': see reason. */
+  status: 'selected' | 'available' | 'unavailable';
+  /** Why: '' when selected, else e.g. 'library missing', 'load failed', 'ABI mismatch', 'no device', 'disabled'. */
+  reason: string;
+  /** The loader's or the library's own message. */
+  detail: string;
+}
+
+/** Test and bench only: one op of any backend, named by id ('cpu:ref', 'cpu:avx2', 'cuda:0'), on host typed arrays (native/addon/backend_ops_binding.cpp). */
+export interface NativeBackendOps {
+  /** Backend ids this machine can run: every CPU kernel variant (reference first), then each usable GPU device. */
+  ids(): string[];
+  matmul(id: string, type: string, w: Float32Array, nRows: number, nCols: number, x: Float32Array, nTokens: number): Float32Array;
+  getRows(id: string, type: string, w: Float32Array, nRows: number, nCols: number, ids: Int32Array): Float32Array;
+  rmsNorm(id: string, x: Float32Array, w: Float32Array | null, nRows: number, nCols: number, eps: number): Float32Array;
+  rope(id: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number): Float32Array;
+  add(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
+  mul(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
+  swiglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
+  scaleRows(id: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
+  attention(id: string, opts: {
+    kvType: 'f16' | 'f32'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
+    seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
+  }): Float32Array;
+  router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
+  moeFfn(id: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
+    x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number): Float32Array;
+  copyBlocks(id: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
+  /** Microseconds per matmul with weights and activations already in the backend's memory (two warm-up calls first). */
+  timeMatmul(id: string, type: string, nRows: number, nCols: number, nTokens: number, iters: number): number;
+  /** Microseconds per attention call over nSeqs sequences of contextLen cached positions and nTokens new ones each. */
+  timeAttention(id: string, opts: { kvType: 'f16' | 'f32'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;
+}
+
 export interface NativeAddon {
   GgufHandle: new (path: string) => NativeGgufHandle;
+  /** Writes normal(mean, std) values into `out`: element k is element offset+k of the stream (seed, stream); all three integers ≤ 2^53. */
+  fillNormal(out: Float32Array, seed: number, stream: number, offset: number, mean: number, std: number): void;
+  /** fillNormal on a worker thread; `out` must not be touched until the promise settles. */
+  fillNormalAsync(out: Float32Array, seed: number, stream: number, offset: number, mean: number, std: number): Promise<void>;
+  /** Test-only: one token sampled natively from one row of logits; a pure function of (params.seed, position). */
+  sampleLogits(logits: Float32Array, params: import('./step-plan.js').SamplingParams, recent: Int32Array, position: number): number;
+  /** Block geometry of a ggml type, by name (case-insensitive) or id; TDM_BAD_ARGUMENT if unknown. */
+  typeInfo(type: string | number): NativeQuantTypeInfo;
+  /** Names of the types tandem computes with, in id order. */
+  quantTypes(): string[];
+  /** src.length floats (a whole number of blocks) to the type's bytes (llama.cpp's reference quantizer). */
+  quantize(type: string | number, src: Float32Array): Uint8Array;
+  /** quantize into `dst`, which must be exactly the row's byte length; returns the bytes written. */
+  quantizeInto(type: string | number, src: Float32Array, dst: Uint8Array): number;
+  /** quantize on worker threads (default: all cores); `src` must not be detached until it settles. */
+  quantizeAsync(type: string | number, src: Float32Array, threads?: number): Promise<Uint8Array>;
+  /** n elements of the type's bytes (exactly the row's byte length) back to floats. */
+  dequantize(type: string | number, bytes: Uint8Array, n: number): Float32Array;
+  /** Reference dot product of n elements: `w` in `type`, `a` in typeInfo(type).vecDotType. */
+  vecDot(type: string | number, w: Uint8Array, a: Uint8Array, n: number): number;
+  /** Loads a model on a worker thread (maps the file, binds weights, pages them in, allocates the KV pools). */
+  loadModel(path: string, config: NativeModelConfig): Promise<NativeModel>;
+  /** Read bandwidth of a `bytes` buffer over `threads` threads, best of `passes` (native/cpu/membw.h); on a worker thread. */
+  measureReadBandwidth(bytes: number, threads: number, passes: number): Promise<{ bytesPerSecond: number; bestSeconds: number; bytes: number; threads: number; passes: number }>;
+  /** Test-only CPU op runner. */
+  cpuOps: NativeCpuOps;
+  /** The CPU backend, then every GPU library or device with its status and the reason; rescan probes again. */
+  backends(rescan?: boolean): NativeBackendInfo[];
+  /** The folder searched for libtandem_cuda.so and libtandem_hip.so. */
+  gpuLibraryDir(): string;
+  /** Test and bench op runner over any backend. */
+  backendOps: NativeBackendOps;
   /** Quant types: see src/model/quant.ts for the typed wrappers. */
   [name: string]: unknown;
 }

@@ -11,6 +11,7 @@ export type TandemErrorCode =
   | 'TDM_ABORTED'
   | 'TDM_BACKEND_UNAVAILABLE'
   | 'TDM_CONTEXT_FULL'
+  | 'TDM_QUEUE_FULL'
   | 'TDM_DISPOSED'
   | 'TDM_INTERNAL';
 

@@ -1,0 +1,574 @@
+// Test and bench face of any backend's ops: `backendOps.<op>(id, ...)` runs one op of the
+// backend table named by id ("cpu:ref", "cpu:avx2", "cuda:0", "hip:0") on plain typed arrays,
+// moving inputs into the backend's memory and results back, so one list of op cases checks
+// every loaded backend against the CPU reference (ggml's test-backend-ops idea). The same
+// calls with cpu ids run here with no GPU; timing helpers serve the device bench.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "addon/napi_util.h"
+#include "backend/backend_handle.h"
+#include "backend/registry.h"
+#include "core/ggml_types.h"
+#include "cpu/kernels.h"
+#include "cpu/quants.h"
+
+namespace tdm::addon {
+
+namespace {
+
+constexpr int kCpuThreads = 2;
+
+// One live backend per id, made on first use and kept (a GPU context or thread pool per call
+// would dominate the tests).
+Backend& backend_for(const std::string& id) {
+  static std::map<std::string, std::unique_ptr<Backend>> cache;
+  auto it = cache.find(id);
+  if (it != cache.end()) return *it->second;
+  const size_t colon = id.find(':');
+  if (colon == std::string::npos) bad_arg("backend id '" + id + "' is not of the form kind:device (e.g. cpu:ref, cuda:0)");
+  const std::string kind = id.substr(0, colon), rest = id.substr(colon + 1);
+  std::unique_ptr<Backend> b;
+  if (kind == "cpu") {
+    b = Backend::create_cpu(kCpuThreads, rest.c_str());
+  } else {
+    char* end = nullptr;
+    const long dev = std::strtol(rest.c_str(), &end, 10);
+    if (rest.empty() || *end != '\0' || dev < 0) bad_arg("backend id '" + id + "' needs a device number after the colon");
+    b = BackendRegistry::instance().open(kind, int32_t(dev));
+  }
+  return *cache.emplace(id, std::move(b)).first->second;
+}
+
+// Backend memory for one call, freed when the call ends (after the backend has finished).
+class Scope {
+ public:
+  explicit Scope(Backend& b) : b_(b) {}
+  ~Scope() {
+    if (!bufs_.empty()) b_.fn().synchronize(b_.ctx());
+    for (void* p : bufs_) b_.free(p);
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+  void* alloc(size_t bytes) {
+    void* p = b_.alloc(bytes > 0 ? bytes : 1);
+    bufs_.push_back(p);
+    return p;
+  }
+  template <typename T>
+  T* alloc_n(size_t n) { return static_cast<T*>(alloc(n * sizeof(T))); }
+  template <typename T>
+  T* upload(const T* src, size_t n) {
+    T* p = alloc_n<T>(n);
+    if (n > 0) b_.check(b_.fn().copy_h2d(b_.ctx(), p, src, n * sizeof(T), nullptr), "copy_h2d");
+    return p;
+  }
+  void sync() { b_.check(b_.fn().synchronize(b_.ctx()), "synchronize"); }
+  // Waits for the backend, then copies n elements back.
+  template <typename T>
+  void download(T* dst, const T* src, size_t n) {
+    sync();
+    if (n > 0) b_.check(b_.fn().copy_d2h(b_.ctx(), dst, src, n * sizeof(T), nullptr), "copy_d2h");
+    sync();
+  }
+  Backend& backend() { return b_; }
+
+ private:
+  Backend& b_;
+  std::vector<void*> bufs_;
+};
+
+Napi::Float32Array f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t expect = SIZE_MAX) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    bad_arg(std::string(name) + " must be a Float32Array");
+  Napi::Float32Array a = info[i].As<Napi::Float32Array>();
+  if (expect != SIZE_MAX && a.ElementLength() != expect)
+    bad_arg(std::string(name) + " must hold " + std::to_string(expect) + " floats, not " + std::to_string(a.ElementLength()));
+  return a;
+}
+
+Napi::Int32Array i32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t expect = SIZE_MAX) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    bad_arg(std::string(name) + " must be an Int32Array");
+  Napi::Int32Array a = info[i].As<Napi::Int32Array>();
+  if (expect != SIZE_MAX && a.ElementLength() != expect) bad_arg(std::string(name) + " has the wrong length");
+  return a;
+}
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const double v = arg_number(info, i, name);
+  if (v != double(int64_t(v)) || v < 0) bad_arg(std::string(name) + " must be a non-negative integer");
+  return int64_t(v);
+}
+
+uint32_t type_arg(const Napi::CallbackInfo& info, size_t i) {
+  const std::string name = arg_string(info, i, "type");
+  const int64_t id = type_id_by_name(name);
+  if (id < 0) bad_arg("unknown type '" + name + "'");
+  return uint32_t(id);
+}
+
+double num_field(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  if (!v.IsNumber()) bad_arg(std::string(k) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+Napi::Float32Array f32_field(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) bad_arg(std::string(k) + " must be a Float32Array");
+  return v.As<Napi::Float32Array>();
+}
+Napi::Int32Array i32_field(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) bad_arg(std::string(k) + " must be an Int32Array");
+  return v.As<Napi::Int32Array>();
+}
+
+Napi::Float32Array out_f32(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), a.Data());
+  return a;
+}
+
+// A weight stack quantized on the host with the reference quantizer, then put in backend memory.
+tdm_weight upload_weight(Scope& sc, uint32_t type, const float* src, int64_t n_mats, int64_t n_rows, int64_t n_cols) {
+  const TypeTraits* t = type_traits(type);
+  if (t == nullptr) bad_arg("unknown type id");
+  if (n_cols <= 0 || n_cols % t->block_size != 0) bad_arg("n_cols must be a positive multiple of the type's block size");
+  const size_t rb = row_bytes(*t, uint64_t(n_cols));
+  std::vector<uint8_t> bytes(rb * size_t(n_rows * n_mats));
+  for (int64_t r = 0; r < n_rows * n_mats; ++r) quantize_row_ref(GgmlType(type), src + r * n_cols, bytes.data() + size_t(r) * rb, n_cols);
+  tdm_weight w{};
+  w.data = sc.upload(bytes.data(), bytes.size());
+  w.type = type;
+  w.n_cols = n_cols;
+  w.n_rows = n_rows;
+  w.n_mats = n_mats;
+  w.row_bytes = rb;
+  w.mat_bytes = rb * size_t(n_rows);
+  return w;
+}
+
+// ids() -> the backend ids this machine can run: every CPU kernel variant, then each usable GPU device.
+Napi::Value ids(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    std::vector<std::string> out;
+    int n = 0;
+    const char* const* names = cpu::kernel_variants(&n);
+    for (int i = 0; i < n; ++i) out.push_back(std::string("cpu:") + names[i]);
+    for (const BackendCandidate& c : BackendRegistry::instance().candidates())
+      if (c.status != "unavailable") out.push_back(c.kind + ":" + std::to_string(c.device));
+    Napi::Array a = Napi::Array::New(info.Env(), out.size());
+    for (size_t i = 0; i < out.size(); ++i) a.Set(uint32_t(i), out[i]);
+    return a;
+  });
+}
+
+// matmul(id, type, w[nRows*nCols], nRows, nCols, x[nTokens*nCols], nTokens) -> y[nTokens*nRows]
+Napi::Value matmul(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const uint32_t type = type_arg(info, 1);
+    const int64_t n_rows = int_arg(info, 3, "nRows"), n_cols = int_arg(info, 4, "nCols"), n_tokens = int_arg(info, 6, "nTokens");
+    Napi::Float32Array w = f32_arg(info, 2, "w", size_t(n_rows * n_cols));
+    Napi::Float32Array x = f32_arg(info, 5, "x", size_t(n_tokens * n_cols));
+    const tdm_weight wt = upload_weight(sc, type, w.Data(), 1, n_rows, n_cols);
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    float* dy = sc.alloc_n<float>(size_t(n_tokens * n_rows));
+    b.check(b.fn().matmul(b.ctx(), &wt, 0, dx, n_tokens, dy, nullptr), "matmul");
+    std::vector<float> y(size_t(n_tokens * n_rows));
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// getRows(id, type, w[nRows*nCols], nRows, nCols, ids) -> rows[ids.length*nCols]
+Napi::Value get_rows(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const uint32_t type = type_arg(info, 1);
+    const int64_t n_rows = int_arg(info, 3, "nRows"), n_cols = int_arg(info, 4, "nCols");
+    Napi::Float32Array w = f32_arg(info, 2, "w", size_t(n_rows * n_cols));
+    Napi::Int32Array rid = i32_arg(info, 5, "ids");
+    const tdm_weight wt = upload_weight(sc, type, w.Data(), 1, n_rows, n_cols);
+    const int32_t* did = sc.upload(rid.Data(), rid.ElementLength());
+    std::vector<float> y(rid.ElementLength() * size_t(n_cols));
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().get_rows(b.ctx(), &wt, did, int64_t(rid.ElementLength()), dy, nullptr), "get_rows");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// rmsNorm(id, x, w | null, nRows, nCols, eps) -> y
+Napi::Value rms_norm(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const int64_t n_rows = int_arg(info, 3, "nRows"), n_cols = int_arg(info, 4, "nCols");
+    Napi::Float32Array x = f32_arg(info, 1, "x", size_t(n_rows * n_cols));
+    const float* dw = nullptr;
+    if (info.Length() > 2 && !info[2].IsNull()) {
+      Napi::Float32Array w = f32_arg(info, 2, "w", size_t(n_cols));
+      dw = sc.upload(w.Data(), w.ElementLength());
+    }
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    std::vector<float> y(size_t(n_rows * n_cols));
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().rms_norm(b.ctx(), dx, dw, dy, n_rows, n_cols, float(arg_number(info, 5, "eps")), nullptr), "rms_norm");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// rope(id, x, pos, nHeads, headDim, ropeDim, mode 'norm'|'neox', freqBase, freqScale) -> rotated copy of x
+Napi::Value rope(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    Napi::Int32Array pos = i32_arg(info, 2, "pos");
+    const int64_t n_tokens = int64_t(pos.ElementLength());
+    const int64_t n_heads = int_arg(info, 3, "nHeads"), head_dim = int_arg(info, 4, "headDim"), rope_dim = int_arg(info, 5, "ropeDim");
+    Napi::Float32Array x = f32_arg(info, 1, "x", size_t(n_tokens * n_heads * head_dim));
+    const std::string mode = arg_string(info, 6, "mode");
+    if (mode != "norm" && mode != "neox") bad_arg("mode must be 'norm' or 'neox'");
+    float* dx = sc.upload(x.Data(), x.ElementLength());
+    const int32_t* dp = sc.upload(pos.Data(), pos.ElementLength());
+    b.check(b.fn().rope(b.ctx(), dx, dp, n_tokens, int32_t(n_heads), int32_t(head_dim), int32_t(rope_dim),
+                        mode == "neox" ? TDM_ROPE_NEOX : TDM_ROPE_NORM, float(arg_number(info, 7, "freqBase")),
+                        float(arg_number(info, 8, "freqScale")), nullptr),
+            "rope");
+    std::vector<float> y(x.ElementLength());
+    sc.download(y.data(), dx, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// add/mul(id, a[nRows*nCols], b, nRows, nCols, bRowStride) -> y
+template <bool kAdd>
+Napi::Value binary(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& be = sc.backend();
+    const int64_t n_rows = int_arg(info, 3, "nRows"), n_cols = int_arg(info, 4, "nCols"), stride = int_arg(info, 5, "bRowStride");
+    if (n_rows <= 0) bad_arg("nRows must be positive");
+    Napi::Float32Array a = f32_arg(info, 1, "a", size_t(n_rows * n_cols));
+    Napi::Float32Array bb = f32_arg(info, 2, "b", size_t(stride * (n_rows - 1) + n_cols));
+    const float* da = sc.upload(a.Data(), a.ElementLength());
+    const float* db = sc.upload(bb.Data(), bb.ElementLength());
+    std::vector<float> y(size_t(n_rows * n_cols));
+    float* dy = sc.alloc_n<float>(y.size());
+    auto fn = kAdd ? be.fn().add : be.fn().mul;
+    be.check(fn(be.ctx(), da, db, dy, n_rows, n_cols, stride, nullptr), kAdd ? "add" : "mul");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// swiglu(id, gate, up) -> y
+Napi::Value swiglu(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    Napi::Float32Array g = f32_arg(info, 1, "gate");
+    Napi::Float32Array u = f32_arg(info, 2, "up", g.ElementLength());
+    const float* dg = sc.upload(g.Data(), g.ElementLength());
+    const float* du = sc.upload(u.Data(), u.ElementLength());
+    std::vector<float> y(g.ElementLength());
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().swiglu(b.ctx(), dg, du, dy, int64_t(y.size()), nullptr), "swiglu");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// scaleRows(id, x, scale[nRows], nRows, nCols, fn 'identity'|'sigmoid') -> y
+Napi::Value scale_rows(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const int64_t n_rows = int_arg(info, 3, "nRows"), n_cols = int_arg(info, 4, "nCols");
+    Napi::Float32Array x = f32_arg(info, 1, "x", size_t(n_rows * n_cols));
+    Napi::Float32Array s = f32_arg(info, 2, "scale", size_t(n_rows));
+    const std::string fn = arg_string(info, 5, "fn");
+    float* dx = sc.upload(x.Data(), x.ElementLength());
+    const float* ds = sc.upload(s.Data(), s.ElementLength());
+    b.check(b.fn().scale_rows(b.ctx(), dx, ds, n_rows, n_cols, fn == "sigmoid" ? TDM_ROW_FN_SIGMOID : TDM_ROW_FN_IDENTITY, nullptr),
+            "scale_rows");
+    std::vector<float> y(x.ElementLength());
+    sc.download(y.data(), dx, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// A KV pool of two layers per block in backend memory, filled with a byte pattern; the view is
+// of the second layer so that block strides and layer offsets both matter.
+struct KvPool {
+  tdm_kv_layer kv{};
+  size_t elt = 2;
+};
+
+KvPool make_pool(Scope& sc, const std::string& kv_type, int32_t block_tokens, int32_t n_blocks, int32_t n_kv_heads,
+                 int32_t dk, int32_t dv) {
+  if (kv_type != "f16" && kv_type != "f32") bad_arg("kvType must be 'f16' or 'f32'");
+  if (n_blocks <= 0 || block_tokens <= 0 || n_kv_heads <= 0 || dk <= 0 || dv <= 0) bad_arg("attention geometry must be positive");
+  KvPool p;
+  p.elt = kv_type == "f32" ? 4 : 2;
+  p.kv.type = kv_type == "f32" ? uint32_t(GgmlType::F32) : uint32_t(GgmlType::F16);
+  p.kv.block_tokens = block_tokens;
+  p.kv.n_blocks = n_blocks;
+  p.kv.n_kv_heads = n_kv_heads;
+  p.kv.head_dim_k = dk;
+  p.kv.head_dim_v = dv;
+  const size_t layer_k = size_t(n_kv_heads) * size_t(block_tokens) * size_t(dk) * p.elt;
+  const size_t layer_v = size_t(n_kv_heads) * size_t(block_tokens) * size_t(dv) * p.elt;
+  p.kv.block_bytes = 2 * (layer_k + layer_v);
+  const std::vector<uint8_t> pattern(p.kv.block_bytes * size_t(n_blocks), 0xAB);
+  uint8_t* pool = sc.upload(pattern.data(), pattern.size());
+  p.kv.k = pool + layer_k + layer_v;
+  p.kv.v = pool + 2 * layer_k + layer_v;
+  return p;
+}
+
+// attention(id, {kvType, blockTokens, nBlocks, nKvHeads, nHeads, headDim, headDimV, scale,
+//   seqs: [{startPos, nTokens, blockTable, k, v, q}]}) -> out rows of every sequence's new tokens,
+// back to back. Each sequence's k/v hold all its positions; they are stored through its block
+// table with kv_store, then attention runs for the new tokens.
+Napi::Value attention(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    if (info.Length() < 2 || !info[1].IsObject()) bad_arg("attention needs an options object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16' or 'f32'");
+    const int32_t n_heads = int32_t(num_field(o, "nHeads"));
+    KvPool pool = make_pool(sc, o.Get("kvType").As<Napi::String>().Utf8Value(), int32_t(num_field(o, "blockTokens")),
+                            int32_t(num_field(o, "nBlocks")), int32_t(num_field(o, "nKvHeads")), int32_t(num_field(o, "headDim")),
+                            int32_t(num_field(o, "headDimV")));
+    const tdm_kv_layer& kv = pool.kv;
+    const float scale = float(num_field(o, "scale"));
+    if (!o.Get("seqs").IsArray()) bad_arg("seqs must be an array");
+    Napi::Array seqs = o.Get("seqs").As<Napi::Array>();
+    const int64_t q_row = int64_t(n_heads) * kv.head_dim_k, o_row = int64_t(n_heads) * kv.head_dim_v;
+    const int64_t k_row = int64_t(kv.n_kv_heads) * kv.head_dim_k, v_row = int64_t(kv.n_kv_heads) * kv.head_dim_v;
+    std::vector<tdm_attn_seq> aseq;
+    std::vector<float> q_all;
+    int32_t row = 0;
+    for (uint32_t i = 0; i < seqs.Length(); ++i) {
+      if (!seqs.Get(i).IsObject()) bad_arg("seqs entries must be objects");
+      Napi::Object s = seqs.Get(i).As<Napi::Object>();
+      const int32_t start = int32_t(num_field(s, "startPos"));
+      const int32_t n = int32_t(num_field(s, "nTokens"));
+      if (start < 0 || n <= 0) bad_arg("startPos must be >= 0 and nTokens > 0");
+      Napi::Int32Array table = i32_field(s, "blockTable");
+      Napi::Float32Array k = f32_field(s, "k");
+      Napi::Float32Array v = f32_field(s, "v");
+      Napi::Float32Array q = f32_field(s, "q");
+      if (k.ElementLength() != size_t(start + n) * size_t(k_row) || v.ElementLength() != size_t(start + n) * size_t(v_row) ||
+          q.ElementLength() != size_t(n) * size_t(q_row))
+        bad_arg("attention sequence " + std::to_string(i) + ": k, v or q has the wrong length");
+      const int32_t* dt = sc.upload(table.Data(), table.ElementLength());
+      const float* dk = sc.upload(k.Data(), k.ElementLength());
+      const float* dv = sc.upload(v.Data(), v.ElementLength());
+      const tdm_attn_seq all{0, start + n, 0, int32_t(table.ElementLength()), dt};
+      b.check(b.fn().kv_store(b.ctx(), &kv, dk, dv, &all, 1, nullptr), "kv_store");
+      aseq.push_back(tdm_attn_seq{row, n, start, int32_t(table.ElementLength()), dt});
+      q_all.insert(q_all.end(), q.Data(), q.Data() + q.ElementLength());
+      row += n;
+    }
+    const float* dq = sc.upload(q_all.data(), q_all.size());
+    std::vector<float> out(size_t(row) * size_t(o_row));
+    float* dout = sc.alloc_n<float>(out.size());
+    b.check(b.fn().attention(b.ctx(), &kv, dq, aseq.data(), int32_t(aseq.size()), n_heads, scale, dout, nullptr), "attention");
+    sc.download(out.data(), dout, out.size());
+    return out_f32(info.Env(), out);
+  });
+}
+
+// router(id, logits[nTokens*nExperts], nTokens, nExperts, nUsed, gating, norm, scale) -> {ids, weights}
+Napi::Value router(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const int64_t n_tokens = int_arg(info, 2, "nTokens"), n_experts = int_arg(info, 3, "nExperts"), n_used = int_arg(info, 4, "nUsed");
+    Napi::Float32Array logits = f32_arg(info, 1, "logits", size_t(n_tokens * n_experts));
+    const std::string gating = arg_string(info, 5, "gating");
+    const bool norm = info.Length() > 6 && info[6].ToBoolean().Value();
+    const float scale = float(arg_number(info, 7, "scale"));
+    const float* dl = sc.upload(logits.Data(), logits.ElementLength());
+    int32_t* did = sc.alloc_n<int32_t>(size_t(n_tokens * n_used));
+    float* dw = sc.alloc_n<float>(size_t(n_tokens * n_used));
+    b.check(b.fn().router(b.ctx(), dl, n_tokens, int32_t(n_experts), int32_t(n_used),
+                          gating == "sigmoid" ? TDM_GATING_SIGMOID : TDM_GATING_SOFTMAX, norm ? 1 : 0, scale, did, dw, nullptr),
+            "router");
+    Napi::Int32Array ids_out = Napi::Int32Array::New(info.Env(), size_t(n_tokens * n_used));
+    Napi::Float32Array w_out = Napi::Float32Array::New(info.Env(), size_t(n_tokens * n_used));
+    sc.download(ids_out.Data(), did, ids_out.ElementLength());
+    sc.download(w_out.Data(), dw, w_out.ElementLength());
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("ids", ids_out);
+    out.Set("weights", w_out);
+    return out;
+  });
+}
+
+// moeFfn(id, type, gate[nExp*nFf*nEmbd], up, down[nExp*nEmbd*nFf], nExp, nEmbd, nFf,
+//   x[nTokens*nEmbd], nTokens, ids[nTokens*nUsed], weights, nUsed) -> y[nTokens*nEmbd]
+Napi::Value moe_ffn(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const uint32_t type = type_arg(info, 1);
+    const int64_t n_exp = int_arg(info, 5, "nExp"), n_embd = int_arg(info, 6, "nEmbd"), n_ff = int_arg(info, 7, "nFf");
+    const int64_t n_tokens = int_arg(info, 9, "nTokens"), n_used = int_arg(info, 12, "nUsed");
+    Napi::Float32Array g = f32_arg(info, 2, "gate", size_t(n_exp * n_ff * n_embd));
+    Napi::Float32Array u = f32_arg(info, 3, "up", size_t(n_exp * n_ff * n_embd));
+    Napi::Float32Array d = f32_arg(info, 4, "down", size_t(n_exp * n_embd * n_ff));
+    Napi::Float32Array x = f32_arg(info, 8, "x", size_t(n_tokens * n_embd));
+    Napi::Int32Array eid = i32_arg(info, 10, "ids", size_t(n_tokens * n_used));
+    Napi::Float32Array wts = f32_arg(info, 11, "weights", size_t(n_tokens * n_used));
+    const tdm_weight wg = upload_weight(sc, type, g.Data(), n_exp, n_ff, n_embd);
+    const tdm_weight wu = upload_weight(sc, type, u.Data(), n_exp, n_ff, n_embd);
+    const tdm_weight wd = upload_weight(sc, type, d.Data(), n_exp, n_embd, n_ff);
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    const int32_t* dids = sc.upload(eid.Data(), eid.ElementLength());
+    const float* dw = sc.upload(wts.Data(), wts.ElementLength());
+    std::vector<float> y(size_t(n_tokens * n_embd));
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().moe_ffn(b.ctx(), dx, n_tokens, dids, dw, int32_t(n_used), &wg, &wu, &wd, dy, nullptr), "moe_ffn");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// copyBlocks(id, pool: Uint8Array, blockBytes, srcIds, dstIds) -> the pool after the copies
+Napi::Value copy_blocks(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    ByteView pool = arg_bytes(info, 1, "pool");
+    const int64_t bb = int_arg(info, 2, "blockBytes");
+    Napi::Int32Array src = i32_arg(info, 3, "srcIds");
+    Napi::Int32Array dst = i32_arg(info, 4, "dstIds", src.ElementLength());
+    const int64_t n_blocks = bb > 0 ? int64_t(pool.size) / bb : 0;
+    for (size_t i = 0; i < src.ElementLength(); ++i)
+      if (src[i] >= n_blocks || dst[i] >= n_blocks) bad_arg("block id past the pool");
+    uint8_t* dpool = sc.upload(pool.data, pool.size);
+    b.check(b.fn().copy_blocks(b.ctx(), dpool, dpool, size_t(bb), src.Data(), dst.Data(), int32_t(src.ElementLength()), nullptr),
+            "copy_blocks");
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), pool.size);
+    sc.download(out.Data(), dpool, pool.size);
+    return out;
+  });
+}
+
+// Microseconds per call of `op` over `iters` calls, after two warm-up calls, the backend
+// synchronised before and after.
+template <typename F>
+double time_calls(Scope& sc, int64_t iters, F&& op) {
+  op();
+  op();
+  sc.sync();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) op();
+  sc.sync();
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::micro>(t1 - t0).count() / double(iters);
+}
+
+std::vector<float> pseudo_random(size_t n, uint32_t seed, float scale) {
+  std::vector<float> v(n);
+  uint32_t s = seed;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = (float(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+  }
+  return v;
+}
+
+// timeMatmul(id, type, nRows, nCols, nTokens, iters) -> microseconds per matmul (weights and
+// activations resident in the backend's memory).
+Napi::Value time_matmul(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const uint32_t type = type_arg(info, 1);
+    const int64_t n_rows = int_arg(info, 2, "nRows"), n_cols = int_arg(info, 3, "nCols"), n_tokens = int_arg(info, 4, "nTokens");
+    const int64_t iters = std::max<int64_t>(1, int_arg(info, 5, "iters"));
+    const std::vector<float> w = pseudo_random(size_t(n_rows * n_cols), 1, 0.1f);
+    const std::vector<float> x = pseudo_random(size_t(n_tokens * n_cols), 2, 1.0f);
+    const tdm_weight wt = upload_weight(sc, type, w.data(), 1, n_rows, n_cols);
+    const float* dx = sc.upload(x.data(), x.size());
+    float* dy = sc.alloc_n<float>(size_t(n_tokens * n_rows));
+    return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {
+      b.check(b.fn().matmul(b.ctx(), &wt, 0, dx, n_tokens, dy, nullptr), "matmul");
+    }));
+  });
+}
+
+// timeAttention(id, {kvType, blockTokens, nKvHeads, nHeads, headDim, nSeqs, contextLen, nTokens}, iters)
+// -> microseconds per attention call: nSeqs sequences, each with contextLen cached positions
+// and nTokens new ones (1 = decode).
+Napi::Value time_attention(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    if (info.Length() < 2 || !info[1].IsObject()) bad_arg("timeAttention needs an options object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16' or 'f32'");
+    const int32_t bt = int32_t(num_field(o, "blockTokens")), n_kv = int32_t(num_field(o, "nKvHeads"));
+    const int32_t n_heads = int32_t(num_field(o, "nHeads")), hd = int32_t(num_field(o, "headDim"));
+    const int32_t n_seqs = int32_t(num_field(o, "nSeqs")), ctx_len = int32_t(num_field(o, "contextLen"));
+    const int32_t n_new = int32_t(num_field(o, "nTokens"));
+    const int64_t iters = std::max<int64_t>(1, int_arg(info, 2, "iters"));
+    if (n_seqs <= 0 || ctx_len < 0 || n_new <= 0 || bt <= 0) bad_arg("timeAttention needs nSeqs > 0, contextLen >= 0, nTokens > 0");
+    const int32_t per_seq = (ctx_len + n_new + bt - 1) / bt;
+    KvPool pool = make_pool(sc, o.Get("kvType").As<Napi::String>().Utf8Value(), bt, per_seq * n_seqs, n_kv, hd, hd);
+    std::vector<int32_t> tables(size_t(per_seq) * size_t(n_seqs));
+    for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
+    const int32_t* dt = sc.upload(tables.data(), tables.size());
+    // Cached positions hold the pool's byte pattern, which is a finite f16/f32 value: fine for timing.
+    std::vector<tdm_attn_seq> seqs;
+    for (int32_t s = 0; s < n_seqs; ++s) seqs.push_back(tdm_attn_seq{s * n_new, n_new, ctx_len, per_seq, dt + size_t(s) * size_t(per_seq)});
+    const std::vector<float> q = pseudo_random(size_t(n_seqs) * size_t(n_new) * size_t(n_heads) * size_t(hd), 3, 1.0f);
+    const float* dq = sc.upload(q.data(), q.size());
+    float* dout = sc.alloc_n<float>(q.size());
+    const float scale = 1.0f / std::sqrt(float(hd));
+    return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {
+      b.check(b.fn().attention(b.ctx(), &pool.kv, dq, seqs.data(), n_seqs, n_heads, scale, dout, nullptr), "attention");
+    }));
+  });
+}
+
+}  // namespace
+
+void register_backend_ops(Napi::Env env, Napi::Object exports) {
+  Napi::Object ops = Napi::Object::New(env);
+  ops.Set("ids", Napi::Function::New(env, ids, "ids"));
+  ops.Set("matmul", Napi::Function::New(env, matmul, "matmul"));
+  ops.Set("getRows", Napi::Function::New(env, get_rows, "getRows"));
+  ops.Set("rmsNorm", Napi::Function::New(env, rms_norm, "rmsNorm"));
+  ops.Set("rope", Napi::Function::New(env, rope, "rope"));
+  ops.Set("add", Napi::Function::New(env, binary<true>, "add"));
+  ops.Set("mul", Napi::Function::New(env, binary<false>, "mul"));
+  ops.Set("swiglu", Napi::Function::New(env, swiglu, "swiglu"));
+  ops.Set("scaleRows", Napi::Function::New(env, scale_rows, "scaleRows"));
+  ops.Set("attention", Napi::Function::New(env, attention, "attention"));
+  ops.Set("router", Napi::Function::New(env, router, "router"));
+  ops.Set("moeFfn", Napi::Function::New(env, moe_ffn, "moeFfn"));
+  ops.Set("copyBlocks", Napi::Function::New(env, copy_blocks, "copyBlocks"));
+  ops.Set("timeMatmul", Napi::Function::New(env, time_matmul, "timeMatmul"));
+  ops.Set("timeAttention", Napi::Function::New(env, time_attention, "timeAttention"));
+  exports.Set("backendOps", ops);
+}
+
+}  // namespace tdm::addon
