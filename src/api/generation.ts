@@ -1,11 +1,12 @@
 // One streamed generation: receives tokens from the engine, turns them into text through
 // the tokenizer's streaming decoder (never half a UTF-8 character) and the stop-string
-// matcher, and hands chunks to a for-await loop and the final result to a promise.
+// matcher, and hands chunks to a for-await loop and the final result to a promise. The
+// chunks a reader has not taken are bounded: past the bound the request pauses.
 import { asTandemError, type TandemError } from '../native/errors.js';
 import type { SequenceObserver } from '../engine/engine.js';
-import type { StopReason } from '../engine/sequence.js';
+import type { SequenceMetrics, StopReason } from '../engine/sequence.js';
 import { StopStringMatcher } from './stop-strings.js';
-import type { Generation, GenerationChunk, GenerationResult } from './types.js';
+import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult } from './types.js';
 
 /** Token-by-token detokenization: push returns the text that became complete. */
 export interface TokenTextStream {
@@ -20,6 +21,16 @@ export interface GenerationSetup {
   /** Ends the sequence in the engine; the engine then calls onFinish(reason). */
   cancel: (reason: StopReason) => void;
   signal?: AbortSignal;
+  /**
+   * Pauses (true) or resumes (false) the sequence in the engine. Called with true when a
+   * reader that has started iterating leaves `bufferTokens` tokens unread, with false once
+   * it has read down to half of that. A generation that is never iterated never pauses.
+   */
+  pause?: (paused: boolean) => void;
+  /** Unread tokens that pause the sequence. Default: no bound. */
+  bufferTokens?: number;
+  /** performance.now() when generate() was called, for the metrics. */
+  startMs?: number;
 }
 
 type Waiter = { resolve: (r: IteratorResult<GenerationChunk>) => void; reject: (e: unknown) => void };
@@ -34,6 +45,11 @@ export class GenerationStream implements Generation, SequenceObserver {
   private text = '';
   private promptTokens = 0;
   private finished = false;
+  /** Tokens in `chunks` (emitted, not yet read). */
+  private unreadTokens = 0;
+  /** Set once [Symbol.asyncIterator]() was called: only then does the buffer bound apply. */
+  private iterating = false;
+  private paused = false;
   private failure: TandemError | undefined;
   private resolveResult!: (r: GenerationResult) => void;
   private rejectResult!: (e: TandemError) => void;
@@ -73,7 +89,7 @@ export class GenerationStream implements Generation, SequenceObserver {
     if (this.stopper.stopped) this.setup.cancel('stop');
   }
 
-  onFinish(reason: StopReason): void {
+  onFinish(reason: StopReason, metrics?: Readonly<SequenceMetrics>): void {
     if (this.finished) return;
     if (reason !== 'stop' && reason !== 'aborted') {
       // The generation ended on its own: what the decoder and the stop matcher held back is final.
@@ -82,12 +98,14 @@ export class GenerationStream implements Generation, SequenceObserver {
       if (this.stopper.stopped) reason = 'stop';
     }
     this.end();
-    this.resolveResult({
+    const result: GenerationResult = {
       text: this.text,
       tokens: this.tokens,
       stopReason: reason,
       usage: { promptTokens: this.promptTokens, completionTokens: this.tokens.length },
-    });
+    };
+    if (metrics) result.metrics = this.toMetrics(metrics);
+    this.resolveResult(result);
   }
 
   onError(error: TandemError): void {
@@ -98,6 +116,8 @@ export class GenerationStream implements Generation, SequenceObserver {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    this.iterating = true;
+    this.checkBuffer();
     return {
       next: () => this.next(),
       return: async () => {
@@ -110,7 +130,11 @@ export class GenerationStream implements Generation, SequenceObserver {
 
   private next(): Promise<IteratorResult<GenerationChunk>> {
     const chunk = this.chunks.shift();
-    if (chunk) return Promise.resolve({ done: false, value: chunk });
+    if (chunk) {
+      this.unreadTokens -= chunk.tokens.length;
+      this.checkBuffer();
+      return Promise.resolve({ done: false, value: chunk });
+    }
     if (this.failure) return Promise.reject(this.failure);
     if (this.finished) return Promise.resolve({ done: true, value: undefined });
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
@@ -119,8 +143,47 @@ export class GenerationStream implements Generation, SequenceObserver {
   private emit(chunk: GenerationChunk): void {
     this.text += chunk.text;
     const waiter = this.waiters.shift();
-    if (waiter) waiter.resolve({ done: false, value: chunk });
-    else this.chunks.push(chunk);
+    if (waiter) {
+      waiter.resolve({ done: false, value: chunk });
+      return;
+    }
+    this.chunks.push(chunk);
+    this.unreadTokens += chunk.tokens.length;
+    this.checkBuffer();
+  }
+
+  /** Pauses the sequence when an iterating reader falls `bufferTokens` behind; resumes it at half. */
+  private checkBuffer(): void {
+    const { pause, bufferTokens } = this.setup;
+    if (!pause || bufferTokens === undefined || this.finished || !this.iterating) return;
+    if (!this.paused && this.unreadTokens >= bufferTokens) {
+      this.paused = true;
+      pause(true);
+    } else if (this.paused && this.unreadTokens <= bufferTokens / 2) {
+      this.paused = false;
+      pause(false);
+    }
+  }
+
+  private toMetrics(m: Readonly<SequenceMetrics>): GenerationMetrics {
+    const out: GenerationMetrics = {
+      startMs: this.setup.startMs ?? m.queuedMs,
+      queuedMs: m.queuedMs,
+      finishedMs: m.finishedMs ?? m.queuedMs,
+      cachedPromptTokens: m.numCachedTokens,
+      preemptions: m.numPreemptions,
+      moves: m.numMoves,
+    };
+    if (m.scheduledMs !== undefined) out.scheduledMs = m.scheduledMs;
+    if (m.firstTokenMs !== undefined) {
+      out.firstTokenMs = m.firstTokenMs;
+      out.ttftMs = m.firstTokenMs - out.startMs;
+    }
+    if (m.lastTokenMs !== undefined) out.lastTokenMs = m.lastTokenMs;
+    if (m.firstTokenMs !== undefined && m.lastTokenMs !== undefined && this.tokens.length > 1) {
+      out.tpotMs = (m.lastTokenMs - m.firstTokenMs) / (this.tokens.length - 1);
+    }
+    return out;
   }
 
   private end(): void {

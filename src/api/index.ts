@@ -8,6 +8,7 @@ export type {
   GenerateOptions,
   Generation,
   GenerationChunk,
+  GenerationMetrics,
   GenerationResult,
   LoadModelOptions,
   ModelInfo,

@@ -1,6 +1,8 @@
 // loadModel() and Model: the public surface over the engine, the native model and the
 // tokenizer. Every request goes through the engine's queue, so concurrent generate()
 // and chat() calls share decode steps.
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { GgufFile } from '../model/gguf.js';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
@@ -8,7 +10,8 @@ import type { ChatTemplate } from '../model/chat-template.js';
 import { native, type NativeModel } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import { Engine } from '../engine/engine.js';
-import { checkSchedulerConfig, type SchedulerConfig } from '../engine/scheduler.js';
+import { checkSchedulerConfig, PreemptionMode, type SchedulerConfig } from '../engine/scheduler.js';
+import { planKvBudget } from '../engine/kv-budget.js';
 import type { SequenceParams } from '../engine/sequence.js';
 import { GenerationStream } from './generation.js';
 import { checkKnownKeys, checkNumber, checkTokenIds, resolveGenerateOptions, SAMPLING_DEFAULTS } from './options.js';
@@ -29,7 +32,15 @@ const DEFAULT_PREFILL_CHUNK = 256;
 /** The default context: the trained one, capped so that a default load stays small. */
 const DEFAULT_MAX_CONTEXT = 4096;
 
-const LOAD_OPTIONS = new Set(['threads', 'contextSize', 'kvBlockTokens', 'maxSequences', 'prefillChunkTokens', 'onProgress']);
+/** Requests that may wait for a slot when options do not say. */
+const DEFAULT_MAX_QUEUED = 1024;
+/** Unread streamed tokens that pause a request when options do not say. */
+const DEFAULT_OUTPUT_BUFFER = 256;
+
+const LOAD_OPTIONS = new Set([
+  'threads', 'contextSize', 'kvBlockTokens', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
+  'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
+]);
 
 /**
  * Loads a GGUF model for inference. Throws TandemError: TDM_NOT_FOUND or TDM_BAD_GGUF for
@@ -50,6 +61,20 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: onProgress must be a function`);
   }
+  const kvCacheBytes = options.kvCacheBytes === undefined ? undefined : checkNumber(where, 'kvCacheBytes', options.kvCacheBytes, 0, { min: 1 });
+  const kvCacheFraction =
+    options.kvCacheFraction === undefined ? undefined : checkNumber(where, 'kvCacheFraction', options.kvCacheFraction, 0, { min: 0, max: 1 });
+  if (kvCacheFraction === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvCacheFraction must be greater than 0`);
+  const kvDeviceFraction = checkNumber(where, 'kvDeviceFraction', options.kvDeviceFraction, 0, { min: 0, max: 1 });
+  const maxQueued = checkNumber(where, 'maxQueuedRequests', options.maxQueuedRequests, DEFAULT_MAX_QUEUED, { min: 0, integer: true, infinite: true });
+  const outputBuffer = checkNumber(where, 'outputBufferTokens', options.outputBufferTokens, DEFAULT_OUTPUT_BUFFER, { min: 1, integer: true, infinite: true });
+  if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: prefixCaching must be a boolean`);
+  }
+  const modes = Object.values(PreemptionMode) as string[];
+  if (options.preemption !== undefined && !modes.includes(options.preemption)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: preemption must be one of ${modes.map((m) => `'${m}'`).join(', ')}, got ${String(options.preemption)}`);
+  }
 
   const file = GgufFile.open(path);
   let description: ModelDescription;
@@ -68,17 +93,30 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     max: 1 << 24,
     integer: true,
   });
-  const numBlocks = Math.ceil(contextSize / kvBlockTokens) * maxSequences;
+  const blockBytes = description.kvBytesPerToken * kvBlockTokens;
+  // With no GPU both tiers are host RAM, so a fractional budget is a share of os.freemem().
+  const budget = planKvBudget({
+    blockBytes,
+    blockTokens: kvBlockTokens,
+    contextSize,
+    bytes: kvCacheBytes,
+    fraction: kvCacheFraction,
+    freeBytes: os.freemem(),
+    defaultBytes: Math.ceil(contextSize / kvBlockTokens) * maxSequences * blockBytes,
+    deviceFraction: kvDeviceFraction,
+  });
   const schedulerConfig: SchedulerConfig = {
     contextSize,
     blockTokens: kvBlockTokens,
-    // With no GPU both tiers are host RAM; the whole cache sits in the host tier.
-    numBlocks: { device: 0, host: numBlocks },
+    numBlocks: budget.numBlocks,
     maxRunning: maxSequences,
     maxChunkTokens: prefillChunk,
     // One step holds a full prefill chunk beside a decode token for every other sequence.
     maxStepTokens: prefillChunk + maxSequences,
     strategy: 'cpu',
+    maxWaiting: maxQueued,
+    prefixCaching: options.prefixCaching ?? true,
+    preemption: options.preemption ?? PreemptionMode.Swap,
   };
   // Checked before any memory is committed.
   checkSchedulerConfig(schedulerConfig);
@@ -118,10 +156,12 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     threads,
     backends: [...nativeModel.info.backends],
     kvBlockTokens,
-    numKvBlocks: numBlocks,
+    numKvBlocks: budget.numBlocks.device + budget.numBlocks.host,
+    kvBlocks: { ...budget.numBlocks },
+    kvBlockBytes: nativeModel.info.kvBlockBytes,
     kvBytesPerToken: description.kvBytesPerToken,
   };
-  return new Model(path, info, nativeModel, engine, tokenizer, template);
+  return new Model(path, info, nativeModel, engine, tokenizer, template, outputBuffer);
 }
 
 export class Model {
@@ -134,9 +174,20 @@ export class Model {
   private readonly templateSource: string | undefined;
   private template: ChatTemplate | undefined;
   private disposed: Promise<void> | undefined;
+  /** Unread streamed tokens that pause a request. */
+  private readonly outputBufferTokens: number;
 
   /** Use loadModel(). */
-  constructor(path: string, info: ModelInfo, nativeModel: NativeModel, engine: Engine, tokenizer: Tokenizer, template: string | undefined) {
+  constructor(
+    path: string,
+    info: ModelInfo,
+    nativeModel: NativeModel,
+    engine: Engine,
+    tokenizer: Tokenizer,
+    template: string | undefined,
+    outputBufferTokens = DEFAULT_OUTPUT_BUFFER,
+  ) {
+    this.outputBufferTokens = outputBufferTokens;
     this.path = path;
     this.info = info;
     this.nativeModel = nativeModel;
@@ -145,15 +196,30 @@ export class Model {
     this.templateSource = template;
   }
 
-  /** Queue and KV cache state. */
+  /** Queue and KV cache state, and running totals since load. */
   get stats(): ModelStats {
     const s = this.engine.stats;
     return {
       numWaiting: s.numWaiting,
       numRunning: s.numRunning,
+      numPaused: s.numPaused,
       numFreeKvBlocks: s.numFreeBlocks,
       numKvBlocks: s.numBlocks,
+      numCachedKvBlocks: s.tiers.device.numCached + s.tiers.host.numCached,
+      kvTiers: s.tiers,
       numSteps: s.numSteps,
+      numRequests: s.numRequests,
+      numFinished: s.numFinished,
+      numAborted: s.numAborted,
+      numFailed: s.numFailed,
+      numRejected: s.numRejected,
+      numPrefillTokens: s.numPrefillTokens,
+      numCachedTokens: s.numCachedTokens,
+      numGeneratedTokens: s.numGeneratedTokens,
+      numPreemptions: s.numPreemptions,
+      numMoves: s.numMoves,
+      stepUs: s.stepUs,
+      phaseUs: s.phaseUs,
     };
   }
 
@@ -166,7 +232,9 @@ export class Model {
    * Generates a continuation of `prompt` (text, tokenized with BOS as the vocabulary asks
    * and special tokens parsed, as llama.cpp's completion does; or token ids, used as given).
    * Bad options throw TDM_BAD_ARGUMENT here; a prompt that does not fit the context
-   * rejects the result (and the iteration) with TDM_CONTEXT_FULL.
+   * rejects the result (and the iteration) with TDM_CONTEXT_FULL, and a full request queue
+   * (maxQueuedRequests waiting) with TDM_QUEUE_FULL. A reader that stops iterating pauses
+   * the request after outputBufferTokens unread tokens; awaiting only `result` never does.
    */
   generate(prompt: string | readonly number[], options?: GenerateOptions): Generation {
     const where = 'generate()';
@@ -279,6 +347,11 @@ export class Model {
         if (seqId === undefined) gen.onFinish(reason);
         else this.engine.cancel(seqId, reason);
       },
+      pause: (paused) => {
+        if (seqId !== undefined) this.engine.setPaused(seqId, paused);
+      },
+      bufferTokens: this.outputBufferTokens,
+      startMs: performance.now(),
     });
     tokens.then(
       (ids) => {

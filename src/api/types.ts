@@ -11,10 +11,31 @@ export interface LoadModelOptions {
   contextSize?: number;
   /** Tokens per KV cache block. Default 16. */
   kvBlockTokens?: number;
-  /** Sequences decoded together at most; the KV cache holds this many full contexts. Default 4. */
+  /** Sequences decoded together at most (one step holds at most this many). Default 4. */
   maxSequences?: number;
   /** Prompt tokens of one sequence processed per step (the prefill chunk); longer prompts take several steps. Default 256. */
   prefillChunkTokens?: number;
+  /** Bytes of KV cache over both tiers. Default: room for maxSequences full contexts. */
+  kvCacheBytes?: number;
+  /** KV cache as a fraction (0, 1] of the memory free at load time (os.freemem() with no GPU); kvCacheBytes wins. */
+  kvCacheFraction?: number;
+  /**
+   * Share of the KV cache in the device tier, [0, 1]. With no GPU both tiers are host RAM
+   * and the split only exercises placement and moves; default 0 there.
+   */
+  kvDeviceFraction?: number;
+  /** Share KV blocks between requests with a common prompt prefix (system prompts, multi-turn chats). Default true. */
+  prefixCaching?: boolean;
+  /** When KV memory runs short: 'swap' moves a request's blocks to the other tier when it has room, else recomputes; 'recompute' always recomputes. Default 'swap'. */
+  preemption?: 'swap' | 'recompute';
+  /** Requests waiting for a slot at most; more reject with TDM_QUEUE_FULL. Default 1024. */
+  maxQueuedRequests?: number;
+  /**
+   * Tokens a streamed generation holds for a consumer that iterates but stops reading;
+   * when that many are unread the request pauses (takes no steps, and its KV is reclaimed
+   * first under memory pressure) until the reader catches up. Default 256.
+   */
+  outputBufferTokens?: number;
   /** Called with the fraction of weights loaded, 0 to 1. */
   onProgress?: (fraction: number) => void;
 }
@@ -85,6 +106,34 @@ export interface GenerationResult {
   tokens: number[];
   stopReason: StopReason;
   usage: { promptTokens: number; completionTokens: number };
+  /** Times and counts of the request inside the engine (absent if it never reached it). */
+  metrics?: GenerationMetrics;
+}
+
+/** When things happened to a request (performance.now() milliseconds) and what it cost, for TTFT/TPOT. */
+export interface GenerationMetrics {
+  /** generate() or chat() was called. */
+  startMs: number;
+  /** The tokenized prompt entered the engine's queue. */
+  queuedMs: number;
+  /** A step first included the request. */
+  scheduledMs?: number;
+  /** The first generated token came back from its step. */
+  firstTokenMs?: number;
+  /** The last generated token came back from its step. */
+  lastTokenMs?: number;
+  /** The request ended. */
+  finishedMs: number;
+  /** Time to first token: firstTokenMs - startMs. */
+  ttftMs?: number;
+  /** Time per output token after the first: (lastTokenMs - firstTokenMs) / (generated tokens - 1). */
+  tpotMs?: number;
+  /** Prompt tokens whose KV came from the prefix cache. */
+  cachedPromptTokens: number;
+  /** Times the request's KV was dropped and recomputed. */
+  preemptions: number;
+  /** Times its KV moved between tiers. */
+  moves: number;
 }
 
 /** A running generation: iterate it for chunks; `result` settles when it ends (a failure rejects both). */
@@ -108,15 +157,42 @@ export interface ModelInfo {
   kvBlockTokens: number;
   /** KV cache blocks over all tiers. */
   numKvBlocks: number;
+  /** KV cache blocks per tier. */
+  kvBlocks: { device: number; host: number };
+  /** Bytes of one KV block (all layers, K and V). */
+  kvBlockBytes: number;
   /** Bytes of KV cache per token. */
   kvBytesPerToken: number;
 }
 
-/** Load and queue state, for monitoring. */
+/** Load, queue and KV cache state, and running totals since load, for monitoring and the bench. */
 export interface ModelStats {
   numWaiting: number;
   numRunning: number;
+  /** Requests paused because their consumer stopped reading. */
+  numPaused: number;
+  /** KV blocks that can be handed out (free, or cached and unreferenced). */
   numFreeKvBlocks: number;
   numKvBlocks: number;
+  /** KV blocks in the prefix-cache index. */
+  numCachedKvBlocks: number;
+  /** Per tier: blocks, free, cached, evicted (total), moved in (total). */
+  kvTiers: Record<'device' | 'host', { numBlocks: number; numFree: number; numCached: number; numEvictions: number; numBlocksMovedIn: number }>;
   numSteps: number;
+  /** Requests accepted, ended normally, aborted, failed, and refused with TDM_QUEUE_FULL. */
+  numRequests: number;
+  numFinished: number;
+  numAborted: number;
+  numFailed: number;
+  numRejected: number;
+  /** Tokens run in prompt chunks (and recomputes), served from the prefix cache, and sampled. */
+  numPrefillTokens: number;
+  numCachedTokens: number;
+  numGeneratedTokens: number;
+  /** Sequences recomputed, and block tables moved between tiers. */
+  numPreemptions: number;
+  numMoves: number;
+  /** Summed step wall time and per-phase time, microseconds. */
+  stepUs: number;
+  phaseUs: Record<string, number>;
 }

@@ -2,10 +2,11 @@
 // time on an executor (the native model, or a fake in tests). Concurrent requests share
 // steps; the loop awaits each native step, so compute never blocks the event loop.
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { StepPlan, StepResult } from '../native/step-plan.js';
+import { performance } from 'node:perf_hooks';
+import type { KvTier, StepPlan, StepResult } from '../native/step-plan.js';
 import { asTandemError, TandemError } from '../native/errors.js';
-import { Scheduler, type SchedulerConfig, type SequenceEvent } from './scheduler.js';
-import { Sequence, type SequenceParams, type StopReason } from './sequence.js';
+import { Scheduler, type SchedulerConfig, type SchedulerCounters, type SequenceEvent } from './scheduler.js';
+import { Sequence, type SequenceMetrics, type SequenceParams, type StopReason } from './sequence.js';
 
 /** Runs one plan; one call at a time. The native model satisfies it. */
 export interface StepExecutor {
@@ -18,20 +19,51 @@ export interface SequenceObserver {
   onToken?(token: number): void;
   /** Logits of prompt positions [startPos, startPos + count), position-major (count × n_vocab). */
   onPromptLogits?(startPos: number, count: number, logits: Float32Array): void;
-  /** The sequence ended; called once, and nothing follows it. */
-  onFinish(reason: StopReason): void;
+  /** The sequence ended; called once, and nothing follows it. `metrics` are its times and counts. */
+  onFinish(reason: StopReason, metrics?: Readonly<SequenceMetrics>): void;
   /** The sequence failed; called once instead of onFinish. */
-  onError(error: TandemError): void;
+  onError(error: TandemError, metrics?: Readonly<SequenceMetrics>): void;
 }
 
-export interface EngineStats {
+/** One tier's blocks. */
+export interface TierStats {
+  numBlocks: number;
+  /** Blocks that can be handed out (free, or cached and unreferenced). */
+  numFree: number;
+  /** Blocks in the prefix-cache index (referenced or not). */
+  numCached: number;
+  /** Cached blocks evicted to make room, since the engine started. */
+  numEvictions: number;
+  /** Blocks copied into this tier by moves, since the engine started. */
+  numBlocksMovedIn: number;
+}
+
+export interface EngineStats extends SchedulerCounters {
   numWaiting: number;
   numRunning: number;
+  /** Live requests whose consumer stopped reading. */
+  numPaused: number;
   /** KV blocks free over both tiers. */
   numFreeBlocks: number;
   numBlocks: number;
+  tiers: Record<KvTier, TierStats>;
   /** Steps run since the engine started. */
   numSteps: number;
+  /** Requests accepted by submit(). */
+  numRequests: number;
+  /** Requests that ended normally (eos, maxTokens, stop, contextFull). */
+  numFinished: number;
+  numAborted: number;
+  numFailed: number;
+  /** Sum of the steps' measured wall time, microseconds. */
+  stepUs: number;
+  /** Sum of the steps' measured time per phase, microseconds. */
+  phaseUs: Record<string, number>;
+}
+
+interface Live {
+  seq: Sequence;
+  observer: SequenceObserver;
 }
 
 export class Engine {
@@ -39,25 +71,34 @@ export class Engine {
   /** Called after every step with its plan and result (metrics, the cost model's online fit). */
   onStep: ((plan: StepPlan, result: StepResult) => void) | undefined;
   private readonly executor: StepExecutor;
-  private readonly observers = new Map<number, SequenceObserver>();
+  /** The clock of the metrics, milliseconds (performance.now by default). */
+  private readonly now: () => number;
+  private readonly live = new Map<number, Live>();
   private nextSeqId = 1;
   private numSteps = 0;
+  private readonly totals = { numRequests: 0, numFinished: 0, numAborted: 0, numFailed: 0, stepUs: 0 };
+  private readonly phaseUs: Record<string, number> = {};
   /** The running loop; `looping` says whether it is still going. */
   private loop: Promise<void> = Promise.resolve();
   private looping = false;
   private closed = false;
 
-  constructor(executor: StepExecutor, config: SchedulerConfig) {
+  constructor(executor: StepExecutor, config: SchedulerConfig, options: { now?: () => number } = {}) {
     this.executor = executor;
     this.scheduler = new Scheduler(config);
+    this.now = options.now ?? (() => performance.now());
   }
 
-  /** Queues a request and returns its sequence id. Throws TDM_CONTEXT_FULL for a prompt that does not fit. */
+  /**
+   * Queues a request and returns its sequence id. Throws TDM_CONTEXT_FULL for a prompt that
+   * does not fit, TDM_QUEUE_FULL when the queue is at its bound, TDM_DISPOSED after close().
+   */
   submit(prompt: readonly number[], params: SequenceParams, observer: SequenceObserver): number {
     if (this.closed) throw new TandemError('TDM_DISPOSED', 'the model was disposed');
-    const seq = new Sequence(this.nextSeqId++, prompt, params);
+    const seq = new Sequence(this.nextSeqId++, prompt, params, this.now());
     this.scheduler.add(seq);
-    this.observers.set(seq.id, observer);
+    this.live.set(seq.id, { seq, observer });
+    this.totals.numRequests++;
     this.kick();
     return seq.id;
   }
@@ -67,25 +108,49 @@ export class Engine {
    * further tokens are reported, and its KV blocks are freed by the next step at the latest.
    */
   cancel(seqId: number, reason: StopReason): void {
-    const observer = this.observers.get(seqId);
-    if (!observer) return;
-    this.observers.delete(seqId);
+    const entry = this.live.get(seqId);
+    if (!entry) return;
+    this.live.delete(seqId);
     this.scheduler.finish(seqId, reason);
-    observer.onFinish(reason);
+    this.finished(entry, reason);
+  }
+
+  /**
+   * Pauses a request whose consumer stopped reading (it takes no steps; its blocks are the
+   * first reclaimed under memory pressure), or resumes it.
+   */
+  setPaused(seqId: number, paused: boolean): void {
+    if (!this.scheduler.setPaused(seqId, paused)) return;
+    if (!paused) this.kick();
   }
 
   get stats(): EngineStats {
     const s = this.scheduler;
+    const tier = (t: KvTier): TierStats => {
+      const pool = s.kv.pools[t];
+      return {
+        numBlocks: pool.numBlocks,
+        numFree: pool.numFree,
+        numCached: pool.numCached,
+        numEvictions: pool.numEvictions,
+        numBlocksMovedIn: s.kv.numBlocksMovedTo[t],
+      };
+    };
     return {
+      ...s.counters,
+      ...this.totals,
       numWaiting: s.numWaiting,
       numRunning: s.numRunning,
+      numPaused: s.numPaused,
       numFreeBlocks: s.kv.numFree,
       numBlocks: s.kv.numBlocks,
+      tiers: { device: tier('device'), host: tier('host') },
       numSteps: this.numSteps,
+      phaseUs: { ...this.phaseUs },
     };
   }
 
-  /** Resolves when no step is in flight and nothing is queued. */
+  /** Resolves when no step is in flight and nothing runnable is queued. */
   async idle(): Promise<void> {
     while (this.looping) await this.loop;
   }
@@ -107,66 +172,101 @@ export class Engine {
 
   /** An internal error outside any one step: every live request fails with it, none hangs. */
   private failAll(error: TandemError): void {
-    for (const [seqId, observer] of [...this.observers]) {
-      this.observers.delete(seqId);
+    for (const [seqId, entry] of [...this.live]) {
+      this.live.delete(seqId);
       this.scheduler.finish(seqId, 'aborted');
-      observer.onError(error);
+      this.failed(entry, error);
     }
   }
 
   private async run(): Promise<void> {
     try {
-      while (this.scheduler.hasWork && !this.closed) {
+      // Paused requests alone do not keep the loop going; setPaused(id, false) restarts it.
+      while (this.scheduler.hasRunnableWork && !this.closed) {
         // One turn of the event loop between steps: abort signals, timers and I/O get their turn.
         await nextTurn();
         if (this.closed) break;
         const plan = this.scheduler.schedule();
-        if (plan.sequences.length === 0) {
+        if (plan.sequences.length === 0 && plan.copies.length === 0) {
+          if (!this.scheduler.hasRunnableWork) break;
           throw new TandemError('TDM_INTERNAL', `the scheduler planned nothing for ${this.scheduler.numWaiting} waiting and ${this.scheduler.numRunning} running requests`);
         }
-        let events: SequenceEvent[];
-        try {
-          const result = await this.executor.step(plan);
-          this.numSteps++;
-          events = this.scheduler.update(plan, result);
-          this.onStep?.(plan, result);
-        } catch (err) {
-          events = this.scheduler.fail(plan, asTandemError(err));
+        const t = this.now();
+        for (const p of plan.sequences) {
+          const m = this.live.get(p.seqId)?.seq.metrics;
+          if (m && m.scheduledMs === undefined) m.scheduledMs = t;
         }
+        let result: StepResult | undefined;
+        try {
+          result = await this.executor.step(plan);
+        } catch (err) {
+          for (const event of this.scheduler.fail(plan, asTandemError(err))) this.dispatch(event);
+          continue;
+        }
+        this.numSteps++;
+        this.account(result);
+        const events = this.scheduler.update(plan, result);
+        this.onStep?.(plan, result);
         for (const event of events) this.dispatch(event);
       }
     } catch (err) {
       this.failAll(asTandemError(err));
     } finally {
-      // Cleared in the same turn as the last hasWork check, so a submit() right after starts a new loop.
+      // Cleared in the same turn as the last check, so a submit() right after starts a new loop.
       this.looping = false;
     }
   }
 
+  private account(result: StepResult): void {
+    if (Number.isFinite(result.totalUs)) this.totals.stepUs += result.totalUs;
+    for (const [phase, us] of Object.entries(result.phaseUs ?? {})) {
+      if (Number.isFinite(us)) this.phaseUs[phase] = (this.phaseUs[phase] ?? 0) + us;
+    }
+  }
+
   private dispatch(event: SequenceEvent): void {
-    const observer = this.observers.get(event.seqId);
-    if (!observer) return;
+    const entry = this.live.get(event.seqId);
+    if (!entry) return;
+    const { observer, seq } = entry;
     try {
       if (event.promptLogits) {
         const { startPos, count, logits } = event.promptLogits;
         observer.onPromptLogits?.(startPos, count, logits);
       }
-      if (event.token !== undefined) observer.onToken?.(event.token);
+      if (event.token !== undefined) {
+        const t = this.now();
+        seq.metrics.firstTokenMs ??= t;
+        seq.metrics.lastTokenMs = t;
+        observer.onToken?.(event.token);
+      }
     } catch (err) {
       // A failing consumer ends its own request, never the loop or the other requests.
-      this.observers.delete(event.seqId);
+      this.live.delete(event.seqId);
       this.scheduler.finish(event.seqId, 'aborted');
-      observer.onError(asTandemError(err));
+      this.failed(entry, asTandemError(err));
       return;
     }
     // The consumer may have cancelled the request from inside onToken (a stop string).
-    if (this.observers.get(event.seqId) !== observer) return;
+    if (this.live.get(event.seqId) !== entry) return;
     if (event.error) {
-      this.observers.delete(event.seqId);
-      observer.onError(asTandemError(event.error));
+      this.live.delete(event.seqId);
+      this.failed(entry, asTandemError(event.error));
     } else if (event.finish) {
-      this.observers.delete(event.seqId);
-      observer.onFinish(event.finish);
+      this.live.delete(event.seqId);
+      this.finished(entry, event.finish);
     }
+  }
+
+  private finished(entry: Live, reason: StopReason): void {
+    entry.seq.metrics.finishedMs = this.now();
+    if (reason === 'aborted') this.totals.numAborted++;
+    else this.totals.numFinished++;
+    entry.observer.onFinish(reason, entry.seq.metrics);
+  }
+
+  private failed(entry: Live, error: TandemError): void {
+    entry.seq.metrics.finishedMs = this.now();
+    this.totals.numFailed++;
+    entry.observer.onError(error, entry.seq.metrics);
   }
 }

@@ -1,6 +1,16 @@
-// The serving engine: request queue, continuous-batching scheduler, KV block accounting.
+// The serving engine: request queue, continuous-batching scheduler, two-tier KV block
+// accounting with prefix caching, and the memory budget that sizes it.
 export { BlockPool } from './block-pool.js';
-export { KvBlockManager, type KvOwner } from './kv-blocks.js';
-export { Sequence, type SequenceParams, type SequenceStatus, type StopReason } from './sequence.js';
-export { checkSchedulerConfig, Scheduler, type SchedulerConfig, type SequenceEvent } from './scheduler.js';
-export { Engine, type EngineStats, type SequenceObserver, type StepExecutor } from './engine.js';
+export { KvBlockManager, otherTier, TIERS, type KvOwner } from './kv-blocks.js';
+export { planKvBudget, type KvBudget, type KvBudgetRequest } from './kv-budget.js';
+export { blockHash, extendBlockHashes } from './prefix-hash.js';
+export { Sequence, type SequenceMetrics, type SequenceParams, type SequenceStatus, type StopReason } from './sequence.js';
+export {
+  checkSchedulerConfig,
+  PreemptionMode,
+  Scheduler,
+  type SchedulerConfig,
+  type SchedulerCounters,
+  type SequenceEvent,
+} from './scheduler.js';
+export { Engine, type EngineStats, type SequenceObserver, type StepExecutor, type TierStats } from './engine.js';

@@ -1,10 +1,21 @@
 // The continuous-batching scheduler, with vLLM v1's contract: schedule() turns running
 // and waiting sequences into a StepPlan (plain data); update(plan, result) applies what
 // the step produced. It never runs the model, so tests drive it with fake StepResults.
-import type { SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
+// Memory: paged KV in two tiers, prefix sharing, moves between tiers, recompute.
+import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
+import type { BlockCopy } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
-import { KvBlockManager } from './kv-blocks.js';
+import { KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
 import { Sequence, type StopReason } from './sequence.js';
+
+/** What the scheduler does with a sequence whose tier has no block left for it. */
+export const PreemptionMode = {
+  /** Move the sequence's blocks whole to the other tier when it has room (a copy, no recompute); else recompute. */
+  Swap: 'swap',
+  /** Always drop the KV and recompute it later from the tokens (vLLM v1's only mode). */
+  Recompute: 'recompute',
+} as const;
+export type PreemptionMode = (typeof PreemptionMode)[keyof typeof PreemptionMode];
 
 export interface SchedulerConfig {
   /** Tokens one sequence may hold, prompt and generated together. */
@@ -13,14 +24,22 @@ export interface SchedulerConfig {
   blockTokens: number;
   /** KV blocks in each tier's pool. */
   numBlocks: { device: number; host: number };
-  /** Sequences in one step at most. */
+  /** Sequences in one step at most (and sequences admitted and not paused at most). */
   maxRunning: number;
   /** Prompt tokens of one sequence in one step at most (the prefill chunk). */
   maxChunkTokens: number;
   /** Tokens in one step at most, over all sequences (decodes count one each). */
   maxStepTokens: number;
-  /** How the executor spreads the step over devices. */
+  /** How the executor spreads the step over devices; under 'gpu-only' a sequence in the host tier waits to move back. */
   strategy: Strategy;
+  /** Requests waiting for admission at most; add() beyond it throws TDM_QUEUE_FULL. Default: no bound. */
+  maxWaiting?: number;
+  /** Share full KV blocks between sequences with a common prefix. Default true. */
+  prefixCaching?: boolean;
+  /** Default 'swap'. */
+  preemption?: PreemptionMode;
+  /** Fraction of a tier's blocks that admission leaves free for running sequences to grow into. Default 0.01. */
+  admissionWatermark?: number;
 }
 
 /** What one step did to one sequence. */
@@ -36,6 +55,26 @@ export interface SequenceEvent {
   error?: Error;
 }
 
+/** Running totals since the scheduler was made, for stats and the bench. */
+export interface SchedulerCounters {
+  /** Sequences admitted from the queue (a preempted one counts again when readmitted). */
+  numAdmissions: number;
+  /** Tokens run through the model in prompt chunks and recomputes (everything but one-token decodes). */
+  numPrefillTokens: number;
+  /** Prompt tokens whose KV was found in the prefix cache instead. */
+  numCachedTokens: number;
+  /** Tokens sampled. */
+  numGeneratedTokens: number;
+  /** Sequences that lost their KV to be recomputed. */
+  numPreemptions: number;
+  /** Whole block tables moved between tiers. */
+  numMoves: number;
+  /** Requests refused because the queue was full. */
+  numRejected: number;
+  /** Failed steps of several sequences whose sequences were retried one by one. */
+  numIsolations: number;
+}
+
 /** Throws TDM_BAD_ARGUMENT for a configuration the scheduler cannot run (e.g. a pool too small for one sequence). */
 export function checkSchedulerConfig(config: SchedulerConfig): void {
   for (const key of ['contextSize', 'blockTokens', 'maxRunning', 'maxChunkTokens', 'maxStepTokens'] as const) {
@@ -44,35 +83,72 @@ export function checkSchedulerConfig(config: SchedulerConfig): void {
       throw new TandemError('TDM_BAD_ARGUMENT', `scheduler ${key} must be a positive integer, got ${v}`);
     }
   }
+  const w = config.admissionWatermark ?? 0;
+  if (!(w >= 0 && w < 1)) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler admissionWatermark must be in [0, 1), got ${w}`);
+  const q = config.maxWaiting ?? Infinity;
+  if (!(q >= 0) || (q !== Infinity && !Number.isInteger(q))) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler maxWaiting must be a non-negative integer, got ${q}`);
   const perSequence = Math.ceil(config.contextSize / config.blockTokens);
-  const largestTier = Math.max(config.numBlocks.device, config.numBlocks.host);
+  const runnable = config.strategy === 'gpu-only' ? ['device' as const] : TIERS;
+  const largestTier = Math.max(...runnable.map((t) => config.numBlocks[t]));
   if (largestTier < perSequence) {
     throw new TandemError(
       'TDM_BAD_ARGUMENT',
-      `the KV cache holds ${largestTier} blocks of ${config.blockTokens} tokens in its largest tier, fewer than the ${perSequence} one sequence of ${config.contextSize} tokens needs`,
+      `the KV cache holds ${largestTier} blocks of ${config.blockTokens} tokens in its largest ${config.strategy === 'gpu-only' ? 'runnable ' : ''}tier, fewer than the ${perSequence} one sequence of ${config.contextSize} tokens needs`,
     );
   }
 }
 
+/** The plan being built by one schedule() call. */
+interface StepDraft {
+  plans: SequencePlan[];
+  copies: BlockCopy[];
+  /** Sequences in `plans`: their blocks are in use this step and they are not victims. */
+  scheduled: Set<number>;
+  /** Sequences whose tables moved this step: they do not move again until it returns. */
+  moved: Set<Sequence>;
+  /** Tokens left in the step's budget. */
+  budget: number;
+}
+
 export class Scheduler {
-  readonly config: Readonly<SchedulerConfig>;
+  readonly config: Readonly<Required<SchedulerConfig>>;
   readonly kv: KvBlockManager;
+  readonly counters: SchedulerCounters = {
+    numAdmissions: 0,
+    numPrefillTokens: 0,
+    numCachedTokens: 0,
+    numGeneratedTokens: 0,
+    numPreemptions: 0,
+    numMoves: 0,
+    numRejected: 0,
+    numIsolations: 0,
+  };
   /** Live sequences (waiting or running) by id. */
   private readonly live = new Map<number, Sequence>();
   /** FIFO; preempted sequences go back to the front. */
   private readonly waiting: Sequence[] = [];
-  /** In admission order; the newest is preempted first. */
+  /** In admission order: earlier is higher priority; victims are taken from the end. */
   private running: Sequence[] = [];
-  /** Sequences in the plan handed out by schedule() and not yet updated: their blocks must stay put. */
+  /** Sequences the outstanding plan computes or copies: their blocks must stay put until it returns. */
   private readonly inFlight = new Set<number>();
   /** Finished while in flight: their blocks are freed when the step returns. */
   private readonly deferredFree = new Map<number, Sequence>();
+  /** Sequences of a failed step of several, each to be retried alone so that one bad request fails alone. */
+  private isolating: number[] = [];
+  /** Tables the outstanding plan moves (indexed once the copies have run; recomputed if the step fails). */
+  private movedInPlan: Sequence[] = [];
   private planOutstanding = false;
 
   constructor(config: SchedulerConfig) {
     checkSchedulerConfig(config);
-    this.config = { ...config };
-    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks);
+    this.config = {
+      maxWaiting: Infinity,
+      prefixCaching: true,
+      preemption: PreemptionMode.Swap,
+      admissionWatermark: 0.01,
+      ...config,
+    };
+    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching);
   }
 
   get numWaiting(): number {
@@ -83,9 +159,22 @@ export class Scheduler {
     return this.running.length;
   }
 
+  /** Live sequences whose consumer stopped reading. */
+  get numPaused(): number {
+    let n = 0;
+    for (const s of this.live.values()) if (s.paused) n++;
+    return n;
+  }
+
   /** True while any sequence waits or runs. */
   get hasWork(): boolean {
     return this.live.size > 0;
+  }
+
+  /** True while a sequence that is not paused waits or runs: a step would make progress. */
+  get hasRunnableWork(): boolean {
+    for (const s of this.live.values()) if (!s.paused) return true;
+    return false;
   }
 
   /** A live sequence by id. */
@@ -93,7 +182,10 @@ export class Scheduler {
     return this.live.get(seqId);
   }
 
-  /** Queues a sequence. A prompt that leaves no room to generate is a TDM_CONTEXT_FULL error. */
+  /**
+   * Queues a sequence. A prompt that leaves no room to generate is a TDM_CONTEXT_FULL error;
+   * a full queue is TDM_QUEUE_FULL (back-pressure: the caller retries later).
+   */
   add(seq: Sequence): void {
     if (seq.promptLength === 0) throw new TandemError('TDM_BAD_ARGUMENT', 'a prompt needs at least one token');
     const roomNeeded = seq.params.maxTokens > 0 ? 1 : 0;
@@ -103,6 +195,13 @@ export class Scheduler {
         `the prompt has ${seq.promptLength} tokens but the context holds ${this.config.contextSize} (prompt and generated tokens together)` +
           (roomNeeded ? `, so at most ${this.config.contextSize - 1} prompt tokens leave room to generate` : '') +
           '; shorten the prompt or load the model with a larger contextSize',
+      );
+    }
+    if (this.waiting.length >= this.config.maxWaiting) {
+      this.counters.numRejected++;
+      throw new TandemError(
+        'TDM_QUEUE_FULL',
+        `the request queue is full: ${this.waiting.length} requests wait behind ${this.running.length} running ones; retry later, or load the model with a larger maxQueuedRequests`,
       );
     }
     if (this.live.has(seq.id)) throw new TandemError('TDM_INTERNAL', `sequence ${seq.id} added twice`);
@@ -121,55 +220,59 @@ export class Scheduler {
     return true;
   }
 
-  /** The next step: decodes first, then prefill chunks, then newly admitted sequences. */
-  schedule(): StepPlan {
-    if (this.planOutstanding) throw new TandemError('TDM_INTERNAL', 'schedule() called before update() of the previous plan');
-    const { maxChunkTokens, maxStepTokens, maxRunning } = this.config;
-    const plans: SequencePlan[] = [];
-    const scheduled = new Set<number>();
-    let budget = maxStepTokens;
-
-    const decoding = this.running.filter((s) => !s.isPrefilling);
-    const prefilling = this.running.filter((s) => s.isPrefilling);
-    for (const seq of [...decoding, ...prefilling]) {
-      if (budget === 0) break;
-      if (seq.status !== 'running') continue; // preempted earlier in this loop
-      const n = Math.min(seq.numPending, maxChunkTokens, budget);
-      if (!this.growOrPreempt(seq, n, scheduled)) continue;
-      plans.push(this.planFor(seq, n));
-      scheduled.add(seq.id);
-      budget -= n;
-    }
-
-    while (this.waiting.length > 0 && this.running.length < maxRunning && budget > 0) {
-      const seq = this.waiting[0];
-      const n = Math.min(seq.numPending, maxChunkTokens, budget);
-      // Admission never preempts: a new request waits for blocks rather than evicting running ones.
-      if (!this.kv.grow(seq, seq.numComputed + n)) break;
-      this.waiting.shift();
-      seq.status = 'running';
-      this.running.push(seq);
-      plans.push(this.planFor(seq, n));
-      scheduled.add(seq.id);
-      budget -= n;
-    }
-
-    for (const id of scheduled) this.inFlight.add(id);
-    this.planOutstanding = plans.length > 0;
-    return { strategy: this.config.strategy, copies: [], sequences: plans };
+  /**
+   * Pauses a sequence (its consumer stopped reading) or resumes it. A paused sequence takes
+   * no steps and is not admitted; its blocks are the first reclaimed when memory is short.
+   * False when it is not live.
+   */
+  setPaused(seqId: number, paused: boolean): boolean {
+    const seq = this.live.get(seqId);
+    if (!seq) return false;
+    seq.paused = paused;
+    return true;
   }
 
-  /** Applies a step's results: appends sampled tokens, ends sequences, frees their blocks. */
+  /**
+   * The next step. A failed step of several sequences is followed by steps of one each;
+   * otherwise: at most one table moves back to the device tier, then running decodes, then
+   * running prefill chunks (oldest first), then newly admitted sequences, within the token budget.
+   */
+  schedule(): StepPlan {
+    if (this.planOutstanding) throw new TandemError('TDM_INTERNAL', 'schedule() called before update() of the previous plan');
+    const draft: StepDraft = { plans: [], copies: [], scheduled: new Set(), moved: new Set(), budget: this.config.maxStepTokens };
+
+    while (this.isolating.length > 0 && draft.plans.length === 0) {
+      const seq = this.live.get(this.isolating[0]!);
+      // A waiting (preempted) or paused one rejoins normal scheduling; a repeat failure isolates it again.
+      if (!seq || seq.paused || seq.status !== 'running' || !this.runsIn(seq.kvTier!)) {
+        this.isolating.shift();
+        continue;
+      }
+      if (!this.scheduleRunning(seq, draft)) this.isolating.shift();
+    }
+    if (draft.plans.length > 0) return this.finalize(draft);
+
+    this.promote(draft);
+    const active = this.running.filter((s) => !s.paused && this.runsIn(s.kvTier!));
+    const order = [...active.filter((s) => !s.isPrefilling), ...active.filter((s) => s.isPrefilling)];
+    for (const seq of order) {
+      if (draft.budget === 0 || draft.plans.length >= this.config.maxRunning) break;
+      // Preempted, or moved to a tier that cannot run, earlier in this loop.
+      if (seq.status !== 'running' || !this.runsIn(seq.kvTier!)) continue;
+      this.scheduleRunning(seq, draft);
+    }
+    this.admit(draft);
+    return this.finalize(draft);
+  }
+
+  /** Applies a step's results: appends sampled tokens, indexes computed blocks, ends sequences and frees their blocks. */
   update(plan: StepPlan, result: StepResult): SequenceEvent[] {
     const results = new Map(result.sequences.map((r) => [r.seqId, r]));
     const events: SequenceEvent[] = [];
     for (const entry of plan.sequences) {
-      this.inFlight.delete(entry.seqId);
+      if (this.isolating.length > 0) this.isolating = this.isolating.filter((id) => id !== entry.seqId);
       const seq = this.live.get(entry.seqId);
-      if (!seq) {
-        this.freeDeferred(entry.seqId);
-        continue;
-      }
+      if (!seq) continue;
       const r = results.get(entry.seqId);
       if (!r || (entry.sample && !(Number.isInteger(r.token) && r.token >= 0))) {
         const error = new TandemError('TDM_INTERNAL', `the step returned no ${r ? 'valid token' : 'result'} for sequence ${seq.id}`);
@@ -180,10 +283,15 @@ export class Scheduler {
       const event: SequenceEvent = { seqId: seq.id };
       const end = entry.startPos + entry.tokens.length;
       seq.numComputed = end;
+      seq.metrics.numSteps++;
+      // A decode feeds back one generated token; anything else is a prompt chunk or a recompute.
+      if (entry.tokens.length > 1 || entry.startPos < seq.promptLength) this.counters.numPrefillTokens += entry.tokens.length;
+      this.kv.indexComputed(seq, end);
       if (entry.returnAllLogits && r.allLogits) event.promptLogits = this.newPromptLogits(seq, entry, r.allLogits);
       let reason: StopReason | undefined;
       if (entry.sample) {
         seq.tokens.push(r.token);
+        this.counters.numGeneratedTokens++;
         event.token = r.token;
         if (seq.params.stopTokens.has(r.token)) reason = 'eos';
         else if (seq.numGenerated >= seq.params.maxTokens) reason = 'maxTokens';
@@ -197,42 +305,227 @@ export class Scheduler {
       }
       events.push(event);
     }
-    this.planOutstanding = false;
+    // Moved tables hold valid KV now that the copies have run.
+    for (const seq of this.movedInPlan) if (seq.status === 'running') this.kv.indexComputed(seq, seq.numComputed);
+    this.endStep();
     return events;
   }
 
-  /** The step failed: every sequence in it ends with the error; the others carry on. */
+  /**
+   * The step failed. Tables it moved are recomputed (their copies may not have run). A step
+   * of one sequence fails that sequence; the sequences of a larger step are retried one per
+   * step, so that a request that breaks the executor fails alone and the others carry on.
+   */
   fail(plan: StepPlan, error: Error): SequenceEvent[] {
+    for (const seq of this.movedInPlan) if (seq.status === 'running') this.preempt(seq);
+    const live = plan.sequences.map((e) => this.live.get(e.seqId)).filter((s): s is Sequence => s !== undefined);
     const events: SequenceEvent[] = [];
-    for (const entry of plan.sequences) {
-      this.inFlight.delete(entry.seqId);
-      const seq = this.live.get(entry.seqId);
-      if (seq) {
+    if (plan.sequences.length > 1) {
+      this.counters.numIsolations++;
+      for (const seq of live) if (!this.isolating.includes(seq.id)) this.isolating.push(seq.id);
+    } else {
+      for (const seq of live) {
         this.retire(seq, undefined);
         events.push({ seqId: seq.id, error });
-      } else {
-        this.freeDeferred(entry.seqId);
       }
     }
-    this.planOutstanding = false;
+    this.endStep();
     return events;
   }
 
-  /** Grows seq's table for n more tokens, preempting newer unscheduled sequences if short; false if seq itself was preempted. */
-  private growOrPreempt(seq: Sequence, n: number, scheduled: ReadonlySet<number>): boolean {
-    while (!this.kv.grow(seq, seq.numComputed + n)) {
-      const victim = [...this.running].reverse().find((s) => s !== seq && !scheduled.has(s.id)) ?? seq;
-      this.preempt(victim);
-      if (victim === seq) return false;
+  /** Throws TDM_INTERNAL unless the pools' reference counts match the live block tables (tests call it after each step). */
+  audit(): void {
+    for (const seq of this.waiting) {
+      if (seq.blockTable.length > 0) throw new TandemError('TDM_INTERNAL', `waiting sequence ${seq.id} holds ${seq.blockTable.length} KV blocks`);
     }
+    for (const seq of this.running) {
+      if (seq.blockTable.length < this.kv.blocksFor(seq.numComputed)) throw new TandemError('TDM_INTERNAL', `running sequence ${seq.id} has KV for ${seq.numComputed} tokens in ${seq.blockTable.length} blocks`);
+    }
+    this.kv.audit([...this.live.values(), ...this.deferredFree.values()]);
+  }
+
+  private runsIn(tier: KvTier): boolean {
+    return this.config.strategy !== 'gpu-only' || tier === 'device';
+  }
+
+  private endStep(): void {
+    for (const id of this.inFlight) this.freeDeferred(id);
+    this.inFlight.clear();
+    this.movedInPlan = [];
+    this.planOutstanding = false;
+  }
+
+  private finalize(draft: StepDraft): StepPlan {
+    for (const id of draft.scheduled) this.inFlight.add(id);
+    for (const seq of draft.moved) this.inFlight.add(seq.id);
+    this.movedInPlan = [...draft.moved];
+    this.planOutstanding = draft.plans.length > 0 || draft.copies.length > 0;
+    return { strategy: this.config.strategy, copies: draft.copies, sequences: draft.plans };
+  }
+
+  /** Plans the next chunk (or decode token) of a running sequence, making room for it; false if it had to yield. */
+  private scheduleRunning(seq: Sequence, draft: StepDraft): boolean {
+    const n = Math.min(seq.numPending, this.config.maxChunkTokens, draft.budget);
+    if (!this.ensureBlocks(seq, seq.numComputed + n, draft)) return false;
+    draft.plans.push(this.planFor(seq, n));
+    draft.scheduled.add(seq.id);
+    draft.budget -= n;
     return true;
+  }
+
+  /**
+   * Grows seq's table to cover `numTokens` positions. When its tier is short, lower-priority
+   * sequences there (paused ones first, then the newest) give up their blocks; when none
+   * is left, seq itself moves or is preempted. False when seq cannot run this step.
+   */
+  private ensureBlocks(seq: Sequence, numTokens: number, draft: StepDraft): boolean {
+    for (;;) {
+      if (this.kv.grow(seq, numTokens)) return true;
+      const victim = this.pickVictim(seq.kvTier!, draft, seq);
+      if (victim) {
+        this.reclaim(victim, draft);
+        continue;
+      }
+      const to = otherTier(seq.kvTier!);
+      if (this.canMove(seq, to, this.kv.blocksFor(numTokens), draft)) {
+        this.move(seq, to, draft);
+        if (this.runsIn(to)) continue;
+        return false;
+      }
+      this.preempt(seq);
+      return false;
+    }
+  }
+
+  /**
+   * The sequence to take blocks of `tier` from: a paused one (newest first), else, when
+   * `forSeq` is given, the newest unscheduled one admitted after it.
+   */
+  private pickVictim(tier: KvTier, draft: StepDraft, forSeq?: Sequence): Sequence | undefined {
+    const eligible = (s: Sequence) => s.kvTier === tier && s !== forSeq && !draft.scheduled.has(s.id) && s.blockTable.length > 0;
+    for (let i = this.running.length - 1; i >= 0; i--) {
+      const s = this.running[i]!;
+      if (s.paused && eligible(s)) return s;
+    }
+    if (!forSeq) return undefined;
+    const floor = this.running.indexOf(forSeq);
+    for (let i = this.running.length - 1; i > floor; i--) {
+      const s = this.running[i]!;
+      if (eligible(s)) return s;
+    }
+    return undefined;
+  }
+
+  /** Frees a victim's blocks in its tier: a move to the other tier if allowed and it fits, else preemption. */
+  private reclaim(victim: Sequence, draft: StepDraft): void {
+    const to = otherTier(victim.kvTier!);
+    if (this.canMove(victim, to, victim.blockTable.length, draft)) this.move(victim, to, draft);
+    else this.preempt(victim);
+  }
+
+  private canMove(seq: Sequence, to: KvTier, numBlocks: number, draft: StepDraft): boolean {
+    return this.config.preemption === PreemptionMode.Swap && !draft.moved.has(seq) && this.kv.hasRoom(to, numBlocks);
+  }
+
+  private move(seq: Sequence, to: KvTier, draft: StepDraft): void {
+    const copies = this.kv.move(seq, to)!;
+    draft.copies.push(...copies);
+    draft.moved.add(seq);
+    seq.metrics.numMoves++;
+    this.counters.numMoves++;
+  }
+
+  /**
+   * Moves the oldest running sequence in the host tier back to the device tier when the
+   * device has room for it with headroom for the device sequences' growth (one per step,
+   * so copies stay short). Under 'gpu-only' it is how a swapped-out sequence resumes.
+   */
+  private promote(draft: StepDraft): void {
+    if (this.config.preemption !== PreemptionMode.Swap || this.kv.pools.device.numBlocks === 0) return;
+    const seq = this.running.find((s) => s.kvTier === 'host' && !s.paused);
+    if (!seq) return;
+    const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length;
+    const need = this.kv.blocksFor(seq.numComputed + 1) + deviceActive + this.watermark('device');
+    if (!this.runsIn('host')) {
+      // A swapped-out sequence cannot run at all: paused device sequences make way for it.
+      for (let v = this.pickVictim('device', draft); v && !this.kv.hasRoom('device', need); v = this.pickVictim('device', draft)) {
+        this.reclaim(v, draft);
+      }
+    }
+    if (this.kv.hasRoom('device', need)) this.move(seq, 'device', draft);
+  }
+
+  /** Admits waiting sequences in order (paused ones are skipped) while the batch, the budget and memory allow. */
+  private admit(draft: StepDraft): void {
+    let active = this.running.filter((s) => !s.paused && this.runsIn(s.kvTier!)).length;
+    for (let i = 0; i < this.waiting.length; ) {
+      if (draft.budget === 0 || draft.plans.length >= this.config.maxRunning || active >= this.config.maxRunning) return;
+      const seq = this.waiting[i]!;
+      if (seq.paused) {
+        i++;
+        continue;
+      }
+      const n = this.place(seq, draft);
+      // First come, first served: a request that does not fit holds back the ones behind it.
+      if (n === undefined) return;
+      // place() may have preempted paused sequences to the front of the queue: find seq again.
+      this.waiting.splice(this.waiting.indexOf(seq), 1);
+      i = 0;
+      seq.status = 'running';
+      this.running.push(seq);
+      this.counters.numAdmissions++;
+      active++;
+      draft.plans.push(this.planFor(seq, n));
+      draft.scheduled.add(seq.id);
+      draft.budget -= n;
+    }
+  }
+
+  /**
+   * Gives a waiting sequence its blocks: in the runnable tier with the longest prefix hit
+   * (ties go to the device tier) that has room for its first chunk above the watermark.
+   * Paused sequences give up memory if needed; running ones never do. Returns the chunk
+   * length, or undefined when it does not fit.
+   */
+  private place(seq: Sequence, draft: StepDraft): number | undefined {
+    const bt = this.config.blockTokens;
+    // At least one token is computed, for the logits that sample the next one.
+    const maxHits = seq.params.returnPromptLogits ? 0 : Math.floor((seq.tokens.length - 1) / bt);
+    for (;;) {
+      let best: { tier: KvTier; hits: number[]; n: number } | undefined;
+      for (const tier of TIERS) {
+        if (!this.runsIn(tier) || this.kv.pools[tier].numBlocks === 0) continue;
+        const hits = this.kv.matchPrefix(seq, tier, maxHits);
+        const n = Math.min(seq.tokens.length - hits.length * bt, this.config.maxChunkTokens, draft.budget);
+        const cost = this.kv.placementCost(tier, hits, hits.length * bt + n);
+        if (this.kv.pools[tier].numFree - cost < this.watermark(tier)) continue;
+        if (!best || hits.length > best.hits.length) best = { tier, hits, n };
+      }
+      if (best) {
+        this.kv.place(seq, best.tier, best.hits, best.hits.length * bt + best.n);
+        const cached = best.hits.length * bt;
+        seq.numComputed = cached;
+        seq.metrics.numCachedTokens += cached;
+        this.counters.numCachedTokens += cached;
+        return best.n;
+      }
+      const victim = TIERS.map((t) => this.pickVictim(t, draft)).find((v) => v !== undefined);
+      if (!victim) return undefined;
+      this.reclaim(victim, draft);
+    }
+  }
+
+  /** Blocks of `tier` that admission leaves free. */
+  private watermark(tier: KvTier): number {
+    return Math.floor(this.config.admissionWatermark * this.kv.pools[tier].numBlocks);
   }
 
   /** Preemption by recompute: drop the KV, keep the tokens, go back to the front of the queue. */
   private preempt(seq: Sequence): void {
     this.kv.release(seq);
     seq.numComputed = 0;
-    seq.numPreemptions++;
+    seq.metrics.numPreemptions++;
+    this.counters.numPreemptions++;
     seq.status = 'waiting';
     this.running = this.running.filter((s) => s !== seq);
     this.waiting.unshift(seq);
@@ -242,11 +535,14 @@ export class Scheduler {
     const start = seq.numComputed;
     const sample = start + n === seq.tokens.length && seq.numGenerated < seq.params.maxTokens;
     const p = seq.params.sampling;
+    // Typed-array copies built directly: this runs for every sequence of every step.
+    const tokens = new Int32Array(n);
+    for (let i = 0; i < n; i++) tokens[i] = seq.tokens[start + i]!;
     const plan: SequencePlan = {
       seqId: seq.id,
-      tokens: Int32Array.from(seq.tokens.slice(start, start + n)),
+      tokens,
       startPos: start,
-      blockTable: Int32Array.from(seq.blockTable),
+      blockTable: new Int32Array(seq.blockTable),
       kvTier: seq.kvTier!,
       attention: this.config.strategy === 'cpu' || seq.kvTier === 'host' ? 'cpu' : 'gpu',
       sample,
@@ -282,6 +578,7 @@ export class Scheduler {
     this.live.delete(seq.id);
     seq.status = 'finished';
     seq.stopReason = reason;
+    seq.paused = false;
     this.running = this.running.filter((s) => s !== seq);
     const w = this.waiting.indexOf(seq);
     if (w >= 0) this.waiting.splice(w, 1);

@@ -1,5 +1,5 @@
 // One request's state inside the engine: its tokens (prompt, then generated), how many
-// of them are in the KV cache, its block table, and why it stopped.
+// of them are in the KV cache, its block table and tier, and why it stopped.
 import type { KvTier, SamplingParams } from '../native/step-plan.js';
 import type { KvOwner } from './kv-blocks.js';
 
@@ -17,8 +17,30 @@ export interface SequenceParams {
   stopTokens: ReadonlySet<number>;
   /** Tokens the penalties look back over (llama.cpp's repeat_last_n). */
   penaltyWindow: number;
-  /** Return the logits of every prompt position (teacher forcing); costs n_vocab floats per token. */
+  /** Return the logits of every prompt position (teacher forcing); costs n_vocab floats per token. Disables prefix-cache hits. */
   returnPromptLogits: boolean;
+}
+
+/** Per-request times (performance.now() milliseconds) and counts, for TTFT/TPOT and the bench. */
+export interface SequenceMetrics {
+  /** When the engine queued the request. */
+  queuedMs: number;
+  /** When a step first included it (admission). */
+  scheduledMs?: number;
+  /** When its first generated token reached the engine. */
+  firstTokenMs?: number;
+  /** When its last generated token reached the engine. */
+  lastTokenMs?: number;
+  /** When it ended. */
+  finishedMs?: number;
+  /** Prompt tokens whose KV came from the prefix cache instead of being computed (over all admissions). */
+  numCachedTokens: number;
+  /** Times it lost its KV and was recomputed. */
+  numPreemptions: number;
+  /** Times its blocks moved between tiers. */
+  numMoves: number;
+  /** Steps it was part of. */
+  numSteps: number;
 }
 
 export class Sequence implements KvOwner {
@@ -33,16 +55,27 @@ export class Sequence implements KvOwner {
   numScored = 0;
   blockTable: number[] = [];
   kvTier: KvTier | undefined;
+  /** Leading blocks of blockTable that are in kvTier's prefix index (prefix hits, or indexed after being computed). */
+  numIndexed = 0;
+  /** Chained prefix-cache keys of the first full blocks of `tokens` (computed as needed; tokens never change). */
+  readonly blockHashes: string[] = [];
   status: SequenceStatus = 'waiting';
+  /** Set while the consumer is not reading: the sequence takes no steps (and its blocks are reclaimed first). */
+  paused = false;
   stopReason: StopReason | undefined;
-  /** Times the sequence lost its KV to make room for others and was recomputed. */
-  numPreemptions = 0;
+  readonly metrics: SequenceMetrics;
 
-  constructor(id: number, prompt: readonly number[], params: SequenceParams) {
+  constructor(id: number, prompt: readonly number[], params: SequenceParams, queuedMs = 0) {
     this.id = id;
     this.tokens = [...prompt];
     this.promptLength = prompt.length;
     this.params = params;
+    this.metrics = { queuedMs, numCachedTokens: 0, numPreemptions: 0, numMoves: 0, numSteps: 0 };
+  }
+
+  /** Times the sequence lost its KV to make room for others and was recomputed. */
+  get numPreemptions(): number {
+    return this.metrics.numPreemptions;
   }
 
   /** Generated tokens so far. */

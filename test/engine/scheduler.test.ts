@@ -151,8 +151,9 @@ t.test('finishing a sequence in flight frees its blocks when the step returns', 
 });
 
 t.test('when blocks run out the newest sequence is preempted and recomputed', async (t) => {
-  // 12 blocks of 4 tokens: two sequences of 20-token prompts fit, but not as they grow past 24 tokens.
-  const s = new Scheduler(config({ contextSize: 40, numBlocks: { device: 12, host: 0 }, maxChunkTokens: 32 }));
+  // 12 blocks of 4 tokens: two sequences of 20-token prompts fit, but not as they grow past 24 tokens
+  // (with no prefix sharing, and no second tier to move to).
+  const s = new Scheduler(config({ contextSize: 40, numBlocks: { device: 12, host: 0 }, maxChunkTokens: 32, prefixCaching: false }));
   const a = new Sequence(1, prompt(20), params({ maxTokens: 12 }));
   const b = new Sequence(2, prompt(20), params({ maxTokens: 12 }));
   s.add(a);

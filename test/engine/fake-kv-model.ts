@@ -1,0 +1,99 @@
+// A fake executor that keeps real KV data: each tier is an array of token slots, copies
+// move whole blocks, a step reads a sequence's earlier positions back from its block table
+// and the "model" samples a token that hashes the whole context. A wrong block, a missed or
+// misordered copy, or a block overwritten while shared changes the tokens, so outputs equal
+// to expectedContinuation() prove the scheduler's block accounting, with no addon.
+import type { KvTier, StepPlan, StepResult } from '../../src/native/step-plan.js';
+
+/** Tokens the fake model samples from: [FIRST_TOKEN, FIRST_TOKEN + VOCAB). */
+const FIRST_TOKEN = 3;
+const VOCAB = 250;
+
+/** The fake model: the next token is a hash of every token of the context, in order. */
+export function nextToken(context: ArrayLike<number>): number {
+  let h = 2166136261;
+  for (let i = 0; i < context.length; i++) h = Math.imul(h ^ (context[i]! + 7 * i), 16777619) >>> 0;
+  return FIRST_TOKEN + (h % VOCAB);
+}
+
+/** What a request must produce when its KV is handled correctly: greedy continuation of `prompt`. */
+export function expectedContinuation(prompt: readonly number[], maxTokens: number): number[] {
+  const context = [...prompt];
+  const out: number[] = [];
+  for (let i = 0; i < maxTokens; i++) {
+    const t = nextToken(context);
+    out.push(t);
+    context.push(t);
+  }
+  return out;
+}
+
+export class FakeKvModel {
+  readonly blockTokens: number;
+  /** Token id per position slot (block * blockTokens + offset), -1 where nothing was written. */
+  readonly slots: Record<KvTier, Int32Array>;
+  readonly plans: StepPlan[] = [];
+  numCopies = 0;
+  /** Throws from step() when it returns true (after validation, before anything runs). */
+  failWhen: ((plan: StepPlan) => boolean) | undefined;
+  /** Awaited at the start of each step (a timer makes steps interleave with aborts). */
+  delay: (() => Promise<void>) | undefined;
+  /** Keep every plan (for tests that inspect them). */
+  record = false;
+
+  constructor(blockTokens: number, numBlocks: { device: number; host: number }) {
+    this.blockTokens = blockTokens;
+    this.slots = {
+      device: new Int32Array(numBlocks.device * blockTokens).fill(-1),
+      host: new Int32Array(numBlocks.host * blockTokens).fill(-1),
+    };
+  }
+
+  readonly step = async (plan: StepPlan): Promise<StepResult> => {
+    if (this.delay) await this.delay();
+    if (this.record) this.plans.push(plan);
+    const bt = this.blockTokens;
+    const written = new Set<string>();
+    for (const s of plan.sequences) {
+      if (s.tokens.length === 0) throw new Error(`sequence ${s.seqId}: no tokens`);
+      const end = s.startPos + s.tokens.length;
+      if (s.blockTable.length < Math.ceil(end / bt)) throw new Error(`sequence ${s.seqId}: block table too short`);
+      for (let b = Math.floor(s.startPos / bt); b < Math.ceil(end / bt); b++) {
+        const key = `${s.kvTier}:${s.blockTable[b]}`;
+        if (written.has(key)) throw new Error(`sequence ${s.seqId} writes block ${key}, which another sequence of the step writes`);
+        written.add(key);
+      }
+    }
+    if (this.failWhen?.(plan)) throw Object.assign(new Error('injected step failure'), { code: 'TDM_INTERNAL' });
+    // Copies in order, before the forward pass (the StepPlan contract).
+    for (const c of plan.copies) {
+      const from = this.slots[c.fromTier].subarray(c.fromBlock * bt, (c.fromBlock + 1) * bt);
+      this.slots[c.toTier].set(from, c.toBlock * bt);
+      this.numCopies++;
+    }
+    // Every sequence reads what is in the cache before any writes this step's tokens, as a
+    // batched forward pass does.
+    const contexts = plan.sequences.map((s) => {
+      const pool = this.slots[s.kvTier];
+      const context: number[] = [];
+      for (let p = 0; p < s.startPos; p++) {
+        const v = pool[s.blockTable[Math.floor(p / bt)]! * bt + (p % bt)]!;
+        if (v < 0) throw new Error(`sequence ${s.seqId} reads position ${p}, never written`);
+        context.push(v);
+      }
+      return [...context, ...s.tokens];
+    });
+    plan.sequences.forEach((s) => {
+      const pool = this.slots[s.kvTier];
+      s.tokens.forEach((tok, i) => {
+        const p = s.startPos + i;
+        pool[s.blockTable[Math.floor(p / bt)]! * bt + (p % bt)] = tok;
+      });
+    });
+    return {
+      sequences: plan.sequences.map((s, i) => ({ seqId: s.seqId, token: s.sample ? nextToken(contexts[i]!) : -1 })),
+      phaseUs: { copies: plan.copies.length, forward: plan.sequences.length },
+      totalUs: 1,
+    };
+  };
+}
