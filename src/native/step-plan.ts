@@ -64,7 +64,7 @@ export interface BlockCopy {
 
 export interface StepPlan {
   strategy: Strategy;
-  /** Block copies, run before the forward pass. */
+  /** Block copies, run in list order before the forward pass (a later copy may overwrite a block an earlier one read). */
   copies: BlockCopy[];
   sequences: SequencePlan[];
 }
