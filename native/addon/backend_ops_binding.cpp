@@ -1,5 +1,5 @@
 // Test and bench face of any backend's ops: `backendOps.<op>(id, ...)` runs one op of the
-// backend table named by id ("cpu:ref", "cpu:avx2", "cuda:0", "hip:0") on plain typed arrays,
+// backend table named by id ("cpu:ref", "cpu:avx2", "cpu:avx2@16", "cuda:0", "hip:0") on plain typed arrays,
 // moving inputs into the backend's memory and results back, so one list of op cases checks
 // every loaded backend against the CPU reference (ggml's test-backend-ops idea). The same
 // calls with cpu ids run here with no GPU; timing helpers serve the device bench.
@@ -36,7 +36,14 @@ Backend& backend_for(const std::string& id) {
   const std::string kind = id.substr(0, colon), rest = id.substr(colon + 1);
   std::unique_ptr<Backend> b;
   if (kind == "cpu") {
-    b = Backend::create_cpu(kCpuThreads, rest.c_str());
+    // "cpu:<variant>" runs on kCpuThreads threads; "cpu:<variant>@<n>" on n (the bench's choice).
+    const size_t at = rest.find('@');
+    int threads = kCpuThreads;
+    if (at != std::string::npos) {
+      threads = std::atoi(rest.c_str() + at + 1);
+      if (threads <= 0) bad_arg("backend id '" + id + "' needs a positive thread count after '@'");
+    }
+    b = Backend::create_cpu(threads, rest.substr(0, at).c_str());
   } else {
     char* end = nullptr;
     const long dev = std::strtol(rest.c_str(), &end, 10);
@@ -504,9 +511,25 @@ Napi::Value time_matmul(const Napi::CallbackInfo& info) {
     const uint32_t type = type_arg(info, 1);
     const int64_t n_rows = int_arg(info, 2, "nRows"), n_cols = int_arg(info, 3, "nCols"), n_tokens = int_arg(info, 4, "nTokens");
     const int64_t iters = std::max<int64_t>(1, int_arg(info, 5, "iters"));
-    const std::vector<float> w = pseudo_random(size_t(n_rows * n_cols), 1, 0.1f);
+    // 64 distinct quantized rows repeated: the same bytes move as with a full random matrix,
+    // and the host quantizes 64 rows instead of millions.
+    const int64_t distinct = std::min<int64_t>(n_rows, 64);
+    const std::vector<float> w0 = pseudo_random(size_t(distinct * n_cols), 1, 0.1f);
+    const TypeTraits* tt = type_traits(type);
+    if (n_cols <= 0 || n_cols % tt->block_size != 0) bad_arg("nCols must be a positive multiple of the type's block size");
+    const size_t rb = row_bytes(*tt, uint64_t(n_cols));
+    std::vector<uint8_t> rows0(rb * size_t(distinct)), bytes(rb * size_t(n_rows));
+    for (int64_t r = 0; r < distinct; ++r) quantize_row_ref(GgmlType(type), w0.data() + r * n_cols, rows0.data() + size_t(r) * rb, n_cols);
+    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(rows0.data() + size_t(r % distinct) * rb, rb, bytes.data() + size_t(r) * rb);
     const std::vector<float> x = pseudo_random(size_t(n_tokens * n_cols), 2, 1.0f);
-    const tdm_weight wt = upload_weight(sc, type, w.data(), 1, n_rows, n_cols);
+    tdm_weight wt{};
+    wt.data = sc.upload(bytes.data(), bytes.size());
+    wt.type = type;
+    wt.n_cols = n_cols;
+    wt.n_rows = n_rows;
+    wt.n_mats = 1;
+    wt.row_bytes = rb;
+    wt.mat_bytes = rb * size_t(n_rows);
     const float* dx = sc.upload(x.data(), x.size());
     float* dy = sc.alloc_n<float>(size_t(n_tokens * n_rows));
     return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {

@@ -1,0 +1,318 @@
+// The GPU device check that bench/device/run.sh runs on the lent machine (../shared/device/README.md):
+// the card, driver and date; every op case (test/backend/op-cases.ts) plus larger shapes on the
+// GPU against the CPU reference; end-to-end logits of synthetic models (makeModel) with the
+// executor on the GPU and on the CPU, when the executor places work on a GPU; and decode and
+// prefill timings, GPU against CPU, on the same machine in the same run. Writes results.json and
+// results.md to --out. With no GPU it says why, writes that, and exits 0 (the dry run here).
+// --simulate-gpu <backend id> --quick runs every section with a CPU backend standing in for the
+// GPU and small shapes, to exercise this script where there is no GPU.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native, type NativeBackendInfo, type NativeBackendOps } from '../../src/native/binding.js';
+import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
+import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseResult, type OpCase } from '../../test/backend/op-cases.js';
+import type { ChildReport } from './e2e-child.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const started = performance.now();
+const elapsedS = () => (performance.now() - started) / 1000;
+/** Sections after the op cases are skipped once the run has used this much time (device time is scarce). */
+const BUDGET_S = Number(process.env.TANDEM_DEVICE_BUDGET_S ?? 420);
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+function log(msg: string): void {
+  console.log(`[${elapsedS().toFixed(0).padStart(4)}s] ${msg}`);
+}
+
+interface Machine {
+  date: string;
+  card: string | null;
+  driver: string | null;
+  gpuMemory: string | null;
+  cpu: string;
+  cpuCores: number;
+  node: string;
+  backends: NativeBackendInfo[];
+}
+
+function machine(): Machine {
+  const smi = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], { encoding: 'utf8' });
+  const [card, driver, mem] = smi.status === 0 ? smi.stdout.split('\n')[0].split(',').map((s) => s.trim()) : [null, null, null];
+  return {
+    date: new Date().toISOString(),
+    card,
+    driver,
+    gpuMemory: mem,
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cpuCores: os.availableParallelism(),
+    node: process.version,
+    backends: native().backends(),
+  };
+}
+
+/** Larger shapes than the test list: full-size decode rows, prefill tiles, long contexts. */
+function largeCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const type of WEIGHT_TYPES) {
+    for (const [nRows, nCols, nTokens] of [[4096, 4096, 1], [1000, 2048, 5], [1030, 1024, 300]]) {
+      const w = rand(nRows * nCols, nRows + nCols, 0.05);
+      const x = rand(nTokens * nCols, nTokens + 7, 1);
+      cases.push({
+        op: 'matmul',
+        name: `matmul ${type} ${nRows}x${nCols} x ${nTokens} tokens (large)`,
+        run: (ops, id) => ({ y: ops.matmul(id, type, w, nRows, nCols, x, nTokens) }),
+        tolerance: () => 1e-9,
+      });
+    }
+  }
+  const attn = (label: string, nSeqs: number, start: number, nTokens: number, headDim: number, nHeads: number, nKv: number): OpCase => {
+    const bt = 16;
+    const per = Math.ceil((start + nTokens) / bt);
+    const seqs = Array.from({ length: nSeqs }, (_, i) => ({
+      startPos: start + i * 3,
+      nTokens,
+      blockTable: Int32Array.from({ length: Math.ceil((start + i * 3 + nTokens) / bt) }, (_, j) => i * (per + 1) + j),
+      k: rand((start + i * 3 + nTokens) * nKv * headDim, 40 + i),
+      v: rand((start + i * 3 + nTokens) * nKv * headDim, 50 + i),
+      q: rand(nTokens * nHeads * headDim, 60 + i),
+    }));
+    const opts = { kvType: 'f16' as const, blockTokens: bt, nBlocks: nSeqs * (per + 1) + 1, nKvHeads: nKv, nHeads, headDim, headDimV: headDim, scale: 1 / Math.sqrt(headDim), seqs };
+    return { op: 'attention', name: `attention ${label} (large)`, run: (ops, id) => ({ out: ops.attention(id, opts) }), tolerance: () => 1e-9 };
+  };
+  cases.push(attn('decode 16 seqs x 2000 positions, GQA 4, d128', 16, 2000, 1, 128, 32, 8));
+  cases.push(attn('prefill 512 tokens, GQA 8, d64', 1, 0, 512, 64, 32, 4));
+  cases.push(attn('chunked prefill 100 tokens after 3000, d256', 2, 3000, 100, 256, 8, 2));
+  return cases;
+}
+
+function runCases(ops: NativeBackendOps, id: string, cases: OpCase[]): CaseResult[] {
+  return cases.map((c) => {
+    const ref = c.run(ops, REFERENCE_ID);
+    const r = checkCase(ops, id, c, ref);
+    if (!r.pass) log(`FAIL ${r.name}: ${r.detail}`);
+    return r;
+  });
+}
+
+interface E2eResult {
+  model: string;
+  status: 'agree' | 'disagree' | 'skipped' | 'error';
+  detail: string;
+  promptLogitsNmse?: number;
+  decodeLogitsNmse?: number;
+  tokensEqual?: number;
+}
+
+function runChild(model: string, mode: 'gpu' | 'cpu', out: string, timing: boolean): ChildReport | string {
+  const env = { ...process.env };
+  if (mode === 'cpu') env.TANDEM_GPU = '0';
+  const r = spawnSync(process.execPath, [path.join(here, 'e2e-child.js'), model, mode, out, ...(timing ? ['--timing'] : [])], { env, encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) return `child (${mode}) failed: ${(r.stderr || r.error?.message || '').slice(-800)}`;
+  return JSON.parse(readFileSync(out, 'utf8')) as ChildReport;
+}
+
+const isGpu = (backends: string[]) => backends.some((b) => b !== 'cpu');
+
+function compareE2e(name: string, gpu: ChildReport, cpu: ChildReport): E2eResult {
+  const promptNmse = nmse(gpu.promptLogits, cpu.promptLogits);
+  const decodeNmse = nmse(gpu.decodeLogits.flat(), cpu.decodeLogits.flat());
+  const same = gpu.tokens.filter((t, i) => t === cpu.tokens[i]).length;
+  // Greedy continuations may part after a near-tie; the teacher-forced prompt logits may not.
+  const ok = promptNmse < 1e-6 && same >= 4;
+  return {
+    model: name,
+    status: ok ? 'agree' : 'disagree',
+    detail: `prompt logits nmse ${promptNmse.toExponential(2)}, decode logits nmse ${decodeNmse.toExponential(2)}, ${same}/${gpu.tokens.length} greedy tokens equal`,
+    promptLogitsNmse: promptNmse,
+    decodeLogitsNmse: decodeNmse,
+    tokensEqual: same,
+  };
+}
+
+interface TimingRow {
+  what: string;
+  type: string;
+  tokens: number;
+  gpuUs: number;
+  cpuUs: number;
+}
+
+/** Linear layers of one transformer block plus the output head, for the per-token estimates. */
+const QUICK = process.argv.includes('--quick');
+const SHAPES: Record<string, { nEmbd: number; nFf: number; nKvDim: number; nLayer: number; nVocab: number }> = QUICK
+  ? { tiny: { nEmbd: 256, nFf: 512, nKvDim: 128, nLayer: 2, nVocab: 512 } }
+  : {
+      'tinyllama-1.1b': { nEmbd: 2048, nFf: 5632, nKvDim: 256, nLayer: 22, nVocab: 32000 },
+      'llama2-7b': { nEmbd: 4096, nFf: 11008, nKvDim: 4096, nLayer: 32, nVocab: 32000 },
+    };
+
+function layerMatrices(s: (typeof SHAPES)[string]): [string, number, number][] {
+  return [
+    ['q/o', s.nEmbd, s.nEmbd],
+    ['k/v', s.nKvDim, s.nEmbd],
+    ['gate/up', s.nFf, s.nEmbd],
+    ['down', s.nEmbd, s.nFf],
+  ];
+}
+
+function timeMatmuls(ops: NativeBackendOps, gpuId: string, cpuId: string, rows: TimingRow[], estimates: Record<string, unknown>[]): void {
+  for (const [model, s] of Object.entries(SHAPES)) {
+    for (const type of ['f16', 'q8_0', 'q4_K']) {
+      for (const tokens of QUICK ? [1, 64] : [1, 512]) {
+        if (elapsedS() > BUDGET_S) return;
+        let gpuTotal = 0;
+        let cpuTotal = 0;
+        for (const [what, nRows, nCols] of layerMatrices(s)) {
+          const count = what === 'down' ? 1 : 2;
+          const iters = tokens === 1 ? 20 : 3;
+          const g = ops.timeMatmul(gpuId, type, nRows, nCols, tokens, iters * 5);
+          const c = ops.timeMatmul(cpuId, type, nRows, nCols, tokens, iters);
+          rows.push({ what: `${model} ${what} ${nRows}x${nCols}`, type, tokens, gpuUs: g, cpuUs: c });
+          gpuTotal += count * g;
+          cpuTotal += count * c;
+        }
+        if (tokens === 1) {
+          // Decode also runs the output head once per token.
+          const gh = ops.timeMatmul(gpuId, type, s.nVocab, s.nEmbd, 1, 10);
+          const ch = ops.timeMatmul(cpuId, type, s.nVocab, s.nEmbd, 1, 3);
+          estimates.push({ model, type, tokens, what: 'decode: linear layers + head, ms/token', gpu: (gpuTotal * s.nLayer + gh) / 1000, cpu: (cpuTotal * s.nLayer + ch) / 1000 });
+        } else {
+          estimates.push({ model, type, tokens, what: 'prefill: linear layers, tokens/s', gpu: (tokens * 1e6) / (gpuTotal * s.nLayer), cpu: (tokens * 1e6) / (cpuTotal * s.nLayer) });
+        }
+        log(`timed ${model} ${type} x${tokens}`);
+      }
+    }
+  }
+}
+
+function timeAttention(ops: NativeBackendOps, gpuId: string, cpuId: string, rows: TimingRow[]): void {
+  const shapes = QUICK ? [[1, 256, 1], [1, 0, 64]] : [[1, 1024, 1], [1, 4096, 1], [16, 1024, 1], [32, 4096, 1], [1, 0, 512]];
+  for (const [nSeqs, ctx, nTokens] of shapes) {
+    if (elapsedS() > BUDGET_S) return;
+    const opts = { kvType: 'f16' as const, blockTokens: 16, nKvHeads: 8, nHeads: 32, headDim: 128, nSeqs, contextLen: ctx, nTokens };
+    rows.push({
+      what: `attention 32/8 heads d128: ${nSeqs} seq x ${ctx} cached + ${nTokens} new`,
+      type: 'f16 KV',
+      tokens: nSeqs * nTokens,
+      gpuUs: ops.timeAttention(gpuId, opts, 20),
+      cpuUs: ops.timeAttention(cpuId, opts, 3),
+    });
+  }
+}
+
+function fmtUs(us: number): string {
+  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
+}
+
+async function main(): Promise<void> {
+  const outDir = arg('--out', path.resolve('.device', 'out'));
+  mkdirSync(outDir, { recursive: true });
+  const m = machine();
+  log(`machine: ${m.card ?? 'no NVIDIA card'} driver ${m.driver ?? '-'}; ${m.cpuCores} x ${m.cpu}; ${m.date}`);
+  const simulate = arg('--simulate-gpu', '');
+  const gpu = simulate
+    ? { ...m.backends[0], kind: simulate.split(':')[0], device: 0, deviceName: `${simulate} standing in for a GPU` }
+    : m.backends.find((b) => b.status === 'selected');
+  const results: Record<string, unknown> = { machine: m };
+  const md: string[] = [`# tandem GPU device check`, '', `- date: ${m.date}`, `- card: ${m.card ?? '-'} (driver ${m.driver ?? '-'}, ${m.gpuMemory ?? '-'})`,
+    `- CPU: ${m.cpuCores} x ${m.cpu}; node ${m.node}`, ''];
+
+  if (!gpu) {
+    const why = m.backends.filter((b) => b.kind !== 'cpu').map((b) => `${b.kind}: ${b.reason}${b.detail ? ` (${b.detail})` : ''}`);
+    log(`no GPU backend can run here: ${why.join('; ')}`);
+    results.gpu = null;
+    results.reasons = why;
+    md.push('No GPU backend could run:', '', ...why.map((w) => `- ${w}`), '');
+    writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
+    writeFileSync(path.join(outDir, 'results.md'), md.join('\n'));
+    return;
+  }
+  const gpuId = simulate || `${gpu.kind}:${gpu.device}`;
+  const ops = native().backendOps;
+  // The best CPU kernels (ids list the reference first) on every core.
+  const cpuId = `${ops.ids().filter((i) => i.startsWith('cpu:')).pop() ?? REFERENCE_ID}@${m.cpuCores}`;
+  results.gpu = { id: gpuId, name: gpu.deviceName, totalBytes: gpu.totalBytes, cpuId };
+  md.push(`- backend: ${gpuId} = ${gpu.deviceName}; CPU comparison: ${cpuId}`, '');
+
+  // 1. Every op case, then larger shapes.
+  const small = runCases(ops, gpuId, opCases());
+  log(`op cases: ${small.filter((r) => r.pass).length}/${small.length} pass`);
+  const large = QUICK ? [] : runCases(ops, gpuId, largeCases());
+  log(`large op cases: ${large.filter((r) => r.pass).length}/${large.length} pass`);
+  results.opCases = small;
+  results.largeOpCases = large;
+  const failed = [...small, ...large].filter((r) => !r.pass);
+  md.push(`## Op cases against ${REFERENCE_ID}`, '', `${small.filter((r) => r.pass).length}/${small.length} standard and ${large.filter((r) => r.pass).length}/${large.length} large cases pass.`, '');
+  if (failed.length > 0) md.push('| failed case | detail |', '|---|---|', ...failed.map((r) => `| ${r.name} | ${r.detail} |`), '');
+
+  // 2. End to end through the executor: GPU process against a TANDEM_GPU=0 process.
+  const work = path.join(os.tmpdir(), 'tandem-device');
+  mkdirSync(work, { recursive: true });
+  const e2e: E2eResult[] = [];
+  const specs: [string, ModelSpec][] = [
+    ['tiny llama f16', { preset: 'tiny', type: 'f16', seed: 3 }],
+    ['tiny llama q4_K_M', { preset: 'tiny', type: 'q4_K_M', seed: 4 }],
+    ['tiny qwen2moe q8_0', { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 5 }],
+  ];
+  let executorOnGpu = false;
+  for (const [name, spec] of specs) {
+    if (elapsedS() > BUDGET_S) break;
+    const file = path.join(work, `${name.replace(/\s+/g, '-')}.gguf`);
+    try {
+      await makeModel(spec, file);
+      const g = runChild(file, 'gpu', path.join(work, 'gpu.json'), false);
+      const c = runChild(file, 'cpu', path.join(work, 'cpu.json'), false);
+      if (typeof g === 'string' || typeof c === 'string') {
+        e2e.push({ model: name, status: 'error', detail: typeof g === 'string' ? g : (c as string) });
+      } else if (!isGpu(g.backends) && !simulate) {
+        e2e.push({ model: name, status: 'skipped', detail: `the executor put no work on the GPU (model backends: ${g.backends.join(', ')})` });
+      } else {
+        executorOnGpu = true;
+        e2e.push(compareE2e(name, g, c));
+      }
+    } catch (err) {
+      e2e.push({ model: name, status: 'error', detail: (err as Error).message });
+    }
+    log(`e2e ${name}: ${e2e[e2e.length - 1].status}: ${e2e[e2e.length - 1].detail}`);
+  }
+  results.endToEnd = e2e;
+  md.push('## End to end (executor), GPU against CPU', '', '| model | result | detail |', '|---|---|---|', ...e2e.map((r) => `| ${r.model} | ${r.status} | ${r.detail} |`), '');
+
+  // 3. Timings, GPU against CPU on this machine in this run.
+  const rows: TimingRow[] = [];
+  const estimates: Record<string, unknown>[] = [];
+  timeMatmuls(ops, gpuId, cpuId, rows, estimates);
+  timeAttention(ops, gpuId, cpuId, rows);
+  let e2eTiming: Record<string, unknown> | undefined;
+  if (executorOnGpu && !QUICK && elapsedS() < BUDGET_S) {
+    const file = path.join(work, 'tinyllama-q4_K_M.gguf');
+    await makeModel({ preset: 'tinyllama-1.1b', type: 'q4_K_M', seed: 6 }, file);
+    const g = runChild(file, 'gpu', path.join(work, 'gpu-t.json'), true);
+    const c = runChild(file, 'cpu', path.join(work, 'cpu-t.json'), true);
+    e2eTiming = { model: 'tinyllama-1.1b q4_K_M', gpu: typeof g === 'string' ? g : g.timing, cpu: typeof c === 'string' ? c : c.timing };
+  }
+  rmSync(work, { recursive: true, force: true });
+  results.timings = { matmulAndAttention: rows, estimates, endToEnd: e2eTiming ?? 'not run (the executor does not place work on the GPU yet, or out of time)' };
+  md.push(`## Timings (${gpu.deviceName} vs ${cpuId}, same machine, same run)`, '', '| op | type | rows | GPU | CPU | GPU speed-up |', '|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.what} | ${r.type} | ${r.tokens} | ${fmtUs(r.gpuUs)} | ${fmtUs(r.cpuUs)} | ${(r.cpuUs / r.gpuUs).toFixed(1)}x |`), '',
+    '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
+    ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
+  if (e2eTiming) md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
+
+  writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
+  writeFileSync(path.join(outDir, 'results.md'), md.join('\n'));
+  console.log(md.join('\n'));
+  if (failed.length > 0) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(`gpu-check: ${(err as Error).stack ?? String(err)}`);
+  process.exit(1);
+});

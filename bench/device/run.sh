@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU device check as one command on the lent machine: bash bench/device/run.sh, with .device
+# carried (made by bench/device/prepare.sh here). Unpacks node, then runs gpu-check.js, which
+# writes results.json and results.md to $OUT (log.txt and nvidia-smi.txt beside them). On a
+# machine with no GPU it reports why and exits 0.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/.device/out}
+mkdir -p "$out"
+if [ ! -f .device/js/bench/device/gpu-check.js ]; then
+  echo "run.sh: .device/js is missing: run bench/device/prepare.sh first and carry .device" >&2
+  exit 2
+fi
+node=node
+if [ -f .device/node.xz ]; then
+  xz -dc .device/node.xz > /tmp/tandem-node && chmod +x /tmp/tandem-node && node=/tmp/tandem-node
+fi
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not available" > "$out/nvidia-smi.txt"
+"$node" .device/js/bench/device/gpu-check.js --out "$out" 2>&1 | tee "$out/log.txt"
+exit "${PIPESTATUS[0]}"

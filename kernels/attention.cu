@@ -1,0 +1,439 @@
+// Paged attention on the GPU: kv_store writes new K/V rows through each sequence's block
+// table; one attention kernel serves decode and prefill. A block takes up to 128 / (D / 32)
+// query rows (token x query head of one KV head, so GQA groups share every K/V tile read),
+// walks K/V tiles staged in shared memory with an online softmax (FlashAttention-2 style),
+// and when there are too few blocks to fill the device it also splits positions across
+// blocks and merges the partial results (flash-decoding). copy_blocks is here too.
+// Sequence descriptors travel as kernel parameters, so no op waits on a host copy.
+#include <math.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "gpu_context.h"
+#include "quant_math.h"
+
+namespace tdm::gpu {
+
+namespace {
+
+constexpr int kMaxSeqs = 64;  // sequences per launch (the descriptors are kernel parameters)
+constexpr int kAttnThreads = 128;
+constexpr int kMaxSplits = 64;
+
+struct SeqDesc {
+  const int32_t* table;
+  int32_t first_row, n_tokens, start_pos, pad;
+};
+
+// Work items of a launch: sequence i owns items [item_start[i], item_start[i+1]).
+struct SeqBatch {
+  SeqDesc seq[kMaxSeqs];
+  int32_t item_start[kMaxSeqs + 1];
+  int32_t n_seqs;
+};
+
+struct KvView {
+  uint8_t* k;
+  uint8_t* v;
+  size_t block_bytes;
+  int32_t n_blocks, block_tokens, n_kv_heads, head_dim_k, head_dim_v;
+  bool f16;
+};
+
+__device__ __forceinline__ int find_seq(const SeqBatch& b, int32_t item) {
+  int lo = 0, hi = b.n_seqs - 1;
+  while (lo < hi) {  // the last sequence whose first item is <= item
+    const int mid = (lo + hi + 1) / 2;
+    if (b.item_start[mid] <= item) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Byte offset of (position, kv head, element 0) inside a block, for head_dim elements per row.
+__device__ __forceinline__ size_t in_block(const KvView& kv, int32_t pos_in_block, int32_t head, int32_t head_dim) {
+  return (size_t(head) * size_t(kv.block_tokens) + size_t(pos_in_block)) * size_t(head_dim) * (kv.f16 ? 2u : 4u);
+}
+
+__device__ __forceinline__ float load_kv(const KvView& kv, const uint8_t* p, int32_t d) {
+  return kv.f16 ? half_to_float(reinterpret_cast<const uint16_t*>(p)[d]) : reinterpret_cast<const float*>(p)[d];
+}
+
+__device__ __forceinline__ void store_kv(const KvView& kv, uint8_t* p, int32_t d, float x) {
+  if (kv.f16) reinterpret_cast<uint16_t*>(p)[d] = float_to_half(x);
+  else reinterpret_cast<float*>(p)[d] = x;
+}
+
+// The block of a position, or -1 (and a fault) when the table entry is outside the pool.
+__device__ __forceinline__ int32_t block_of(const KvView& kv, const int32_t* table, int32_t pos, uint32_t* faults) {
+  const int32_t b = table[pos / kv.block_tokens];
+  if (b < 0 || b >= kv.n_blocks) {
+    atomicOr(faults, uint32_t(kFaultKvBlock));
+    return -1;
+  }
+  return b;
+}
+
+// A block per (new token, KV head): its K and V rows, converted to the pool's type.
+__global__ void kv_store_kernel(KvView kv, const float* k, const float* v, SeqBatch b, uint32_t* faults) {
+  const int si = find_seq(b, blockIdx.x);
+  const SeqDesc& sd = b.seq[si];
+  const int32_t i = int32_t(blockIdx.x) - b.item_start[si];
+  const int32_t h = blockIdx.y;
+  const int32_t pos = sd.start_pos + i;
+  const int64_t row = int64_t(sd.first_row) + i;
+  const int32_t blk = block_of(kv, sd.table, pos, faults);
+  if (blk < 0) return;
+  const int32_t off = pos % kv.block_tokens;
+  uint8_t* kd = kv.k + size_t(blk) * kv.block_bytes + in_block(kv, off, h, kv.head_dim_k);
+  uint8_t* vd = kv.v + size_t(blk) * kv.block_bytes + in_block(kv, off, h, kv.head_dim_v);
+  const float* ks = k + row * kv.n_kv_heads * kv.head_dim_k + int64_t(h) * kv.head_dim_k;
+  const float* vs = v + row * kv.n_kv_heads * kv.head_dim_v + int64_t(h) * kv.head_dim_v;
+  for (int d = threadIdx.x; d < kv.head_dim_k; d += blockDim.x) store_kv(kv, kd, d, ks[d]);
+  for (int d = threadIdx.x; d < kv.head_dim_v; d += blockDim.x) store_kv(kv, vd, d, vs[d]);
+}
+
+struct AttnParams {
+  KvView kv;
+  const float* q;
+  float* out;
+  float* partial;  // n_splits > 1: per (row, head, split) m, l and dv accumulators
+  int32_t n_heads, group, n_splits;
+  float scale;
+};
+
+// D: the head-size class (64, 128, 256). Each query row is served by D/32 adjacent threads,
+// each holding 32 of its dimensions (d = sub + (D/32) * i) of q and of the output.
+template <int D>
+__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, SeqBatch b, uint32_t* faults) {
+  constexpr int kTpr = D / 32;                 // threads per query row
+  constexpr int kRows = kAttnThreads / kTpr;   // query rows per block
+  constexpr int kTileN = D <= 128 ? 32 : 16;   // positions per K/V tile
+  __shared__ float ks[kTileN * D];
+  __shared__ float vs[kTileN * D];
+
+  const KvView& kv = p.kv;
+  const int dk = kv.head_dim_k, dv = kv.head_dim_v;
+  const int si = find_seq(b, blockIdx.x);
+  const SeqDesc sd = b.seq[si];
+  const int32_t item = int32_t(blockIdx.x) - b.item_start[si];
+  const int32_t kvh = blockIdx.y, split = blockIdx.z;
+  const int32_t rows_in_seq = sd.n_tokens * p.group;
+  const int32_t myrow = item * kRows + int32_t(threadIdx.x) / kTpr;
+  const int sub = int(threadIdx.x) % kTpr;
+  const bool valid = myrow < rows_in_seq;
+  const int32_t t = valid ? myrow / p.group : 0;
+  const int32_t h = kvh * p.group + (valid ? myrow % p.group : 0);
+  const int32_t limit = valid ? sd.start_pos + t : -1;  // last position this row attends to
+
+  const int32_t last_row = min(rows_in_seq, (item + 1) * kRows) - 1;
+  const int32_t block_end = sd.start_pos + last_row / p.group + 1;
+  const int32_t seq_len = sd.start_pos + sd.n_tokens;
+  int32_t span = (seq_len + p.n_splits - 1) / p.n_splits;
+  span = (span + kTileN - 1) / kTileN * kTileN;
+  const int32_t lo = split * span;
+  const int32_t hi = min(lo + span, block_end);
+
+  // Queries stay f32 against the stored K values, as in the CPU reference.
+  float qv[32];
+  const float* qr = p.q + (int64_t(sd.first_row) + t) * p.n_heads * dk + int64_t(h) * dk;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const int d = sub + kTpr * i;
+    qv[i] = (valid && d < dk) ? qr[d] : 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  float acc[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
+
+  for (int32_t p0 = lo; p0 < hi; p0 += kTileN) {
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kTileN * dk; idx += kAttnThreads) {
+      const int j = idx / dk, d = idx % dk;
+      const int32_t pos = p0 + j;
+      float x = 0.0f;
+      if (pos < hi) {
+        const int32_t blk = block_of(kv, sd.table, pos, faults);
+        if (blk >= 0) x = load_kv(kv, kv.k + size_t(blk) * kv.block_bytes + in_block(kv, pos % kv.block_tokens, kvh, dk), d);
+      }
+      ks[j * dk + d] = x;
+    }
+    for (int idx = threadIdx.x; idx < kTileN * dv; idx += kAttnThreads) {
+      const int j = idx / dv, d = idx % dv;
+      const int32_t pos = p0 + j;
+      float x = 0.0f;
+      if (pos < hi) {
+        const int32_t blk = block_of(kv, sd.table, pos, faults);
+        if (blk >= 0) x = load_kv(kv, kv.v + size_t(blk) * kv.block_bytes + in_block(kv, pos % kv.block_tokens, kvh, dv), d);
+      }
+      vs[j * dv + d] = x;
+    }
+    __syncthreads();
+
+    // Positions in groups of 8: one rescale of the accumulators per group keeps the register
+    // count and the unrolled code small.
+#pragma unroll 1
+    for (int j0 = 0; j0 < kTileN; j0 += 8) {
+      float s[8];
+      float group_max = -INFINITY;
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int j = j0 + jj;
+        float part = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          const int d = sub + kTpr * i;
+          if (d < dk) part += qv[i] * ks[j * dk + d];
+        }
+        for (int o = kTpr / 2; o > 0; o >>= 1) part += tdm_shfl_xor(part, o, kTpr);
+        const int32_t pos = p0 + j;
+        s[jj] = (pos < hi && pos <= limit) ? part * p.scale : -INFINITY;
+        group_max = fmaxf(group_max, s[jj]);
+      }
+      const float m_new = fmaxf(m, group_max);
+      if (m_new == -INFINITY) continue;  // nothing visible to this row yet
+      const float corr = expf(m - m_new);
+      l *= corr;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) acc[i] *= corr;
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const float pj = expf(s[jj] - m_new);
+        l += pj;
+        const float* vr = vs + (j0 + jj) * dv;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          const int d = sub + kTpr * i;
+          if (d < dv) acc[i] += pj * vr[d];
+        }
+      }
+      m = m_new;
+    }
+  }
+  if (!valid) return;
+  const int64_t orow = int64_t(sd.first_row) + t;
+  if (p.n_splits == 1) {
+    const float inv = 1.0f / l;
+    float* o = p.out + orow * p.n_heads * dv + int64_t(h) * dv;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int d = sub + kTpr * i;
+      if (d < dv) o[d] = acc[i] * inv;
+    }
+  } else {
+    float* part = p.partial + ((orow * p.n_heads + h) * p.n_splits + split) * (dv + 2);
+    if (sub == 0) {
+      part[0] = m;
+      part[1] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int d = sub + kTpr * i;
+      if (d < dv) part[2 + d] = acc[i];
+    }
+  }
+}
+
+// Merges the splits of one (token, head): rescale each split's sums to the common maximum.
+__global__ void attention_combine_kernel(const float* partial, float* out, SeqBatch b, int32_t n_heads, int32_t dv,
+                                         int32_t n_splits) {
+  const int si = find_seq(b, blockIdx.x);
+  const int64_t orow = int64_t(b.seq[si].first_row) + (int32_t(blockIdx.x) - b.item_start[si]);
+  const int32_t h = blockIdx.y;
+  const float* base = partial + (orow * n_heads + h) * n_splits * (dv + 2);
+  float mx = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, base[s * (dv + 2)]);
+  float total = 0.0f;
+  for (int s = 0; s < n_splits; ++s) {
+    const float ms = base[s * (dv + 2)];
+    if (ms != -INFINITY) total += base[s * (dv + 2) + 1] * expf(ms - mx);
+  }
+  const float inv = 1.0f / total;
+  for (int d = threadIdx.x; d < dv; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+      const float ms = base[s * (dv + 2)];
+      if (ms != -INFINITY) a += base[s * (dv + 2) + 2 + d] * expf(ms - mx);
+    }
+    out[orow * n_heads * dv + int64_t(h) * dv + d] = a * inv;
+  }
+}
+
+size_t kv_elt(uint32_t type) {
+  if (type == kF16) return 2;
+  if (type == kF32) return 4;
+  unsupported("KV blocks must be f16 or f32");
+}
+
+KvView view_of(const tdm_kv_layer* kv) {
+  if (kv == nullptr || kv->k == nullptr || kv->v == nullptr) bad("KV view is null");
+  kv_elt(kv->type);
+  if (kv->block_tokens <= 0 || kv->n_kv_heads <= 0 || kv->head_dim_k <= 0 || kv->head_dim_v <= 0 || kv->n_blocks <= 0)
+    bad("KV view has an empty dimension");
+  KvView v;
+  v.k = static_cast<uint8_t*>(kv->k);
+  v.v = static_cast<uint8_t*>(kv->v);
+  v.block_bytes = kv->block_bytes;
+  v.n_blocks = kv->n_blocks;
+  v.block_tokens = kv->block_tokens;
+  v.n_kv_heads = kv->n_kv_heads;
+  v.head_dim_k = kv->head_dim_k;
+  v.head_dim_v = kv->head_dim_v;
+  v.f16 = kv->type == kF16;
+  return v;
+}
+
+void check_seq(const tdm_kv_layer& kv, const tdm_attn_seq& s) {
+  if (s.n_tokens <= 0 || s.start_pos < 0 || s.first_row < 0) bad("attention sequence with a bad range");
+  const int64_t end = int64_t(s.start_pos) + s.n_tokens;
+  const int64_t needed = (end + kv.block_tokens - 1) / kv.block_tokens;
+  if (s.block_table == nullptr || s.n_blocks < needed)
+    bad("block table of " + std::to_string(s.n_blocks) + " blocks does not cover " + std::to_string(end) + " positions");
+}
+
+// Fills a batch with sequences [first, first + n) of seqs; items(seq) work items each.
+template <typename Items>
+SeqBatch make_batch(const tdm_attn_seq* seqs, int32_t first, int32_t n, Items items) {
+  SeqBatch b{};
+  b.n_seqs = n;
+  int64_t total = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    const tdm_attn_seq& s = seqs[first + i];
+    b.seq[i] = SeqDesc{s.block_table, s.first_row, s.n_tokens, s.start_pos, 0};
+    b.item_start[i] = int32_t(total);
+    total += items(s);
+  }
+  if (total > INT32_MAX) bad("attention batch too large for one launch");
+  b.item_start[n] = int32_t(total);
+  return b;
+}
+
+template <int D>
+void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const float* q, const tdm_attn_seq* seqs, int32_t first,
+                      int32_t n, int32_t n_heads, float scale, float* out) {
+  constexpr int kRows = kAttnThreads / (D / 32);
+  constexpr int kTileN = D <= 128 ? 32 : 16;
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const SeqBatch items = make_batch(seqs, first, n, [&](const tdm_attn_seq& s) {
+    return (int64_t(s.n_tokens) * group + kRows - 1) / kRows;
+  });
+  int64_t max_len = 0, max_row = 0;
+  for (int32_t i = first; i < first + n; ++i) {
+    max_len = std::max<int64_t>(max_len, int64_t(seqs[i].start_pos) + seqs[i].n_tokens);
+    max_row = std::max<int64_t>(max_row, int64_t(seqs[i].first_row) + seqs[i].n_tokens);
+  }
+  const int64_t n_items = items.item_start[n];
+  const int64_t blocks = n_items * kv.n_kv_heads;
+  // Too few blocks for the device: split the positions too (about two blocks per SM).
+  int32_t splits = 1;
+  if (blocks < 2 * int64_t(c.n_sm)) {
+    const int64_t want = (2 * int64_t(c.n_sm) + blocks - 1) / blocks;
+    const int64_t useful = std::max<int64_t>(1, max_len / (2 * kTileN));
+    splits = int32_t(std::min<int64_t>({want, useful, int64_t(kMaxSplits)}));
+  }
+  AttnParams p{kv, q, out, nullptr, n_heads, group, splits, scale};
+  if (splits > 1) p.partial = scratch_as<float>(st, kSlotAttn, size_t(max_row) * size_t(n_heads) * size_t(splits) * size_t(kv.head_dim_v + 2));
+  const dim3 grid(unsigned(n_items), unsigned(kv.n_kv_heads), unsigned(splits));
+  TDM_LAUNCH(attention_kernel<D>, grid, kAttnThreads, 0, st.stream)(p, items, c.faults);
+  check_launch("attention_kernel");
+  if (splits > 1) {
+    const SeqBatch rows = make_batch(seqs, first, n, [](const tdm_attn_seq& s) { return int64_t(s.n_tokens); });
+    const dim3 cgrid(unsigned(rows.item_start[n]), unsigned(n_heads));
+    TDM_LAUNCH(attention_combine_kernel, cgrid, 128, 0, st.stream)(p.partial, out, rows, n_heads, kv.head_dim_v, splits);
+    check_launch("attention_combine_kernel");
+  }
+}
+
+// Block id pairs of one copy launch (kernel parameters: 2 KiB).
+struct BlockPairs {
+  int32_t src[256];
+  int32_t dst[256];
+  int32_t n;
+};
+
+constexpr int64_t kCopyPiece = 64 * 1024;  // bytes of one block copied by one thread block
+
+__global__ void copy_blocks_kernel(uint8_t* dst, const uint8_t* src, size_t block_bytes, BlockPairs pairs, bool vec16) {
+  const int i = blockIdx.x;
+  const size_t begin = size_t(blockIdx.y) * kCopyPiece;
+  const size_t end = begin + kCopyPiece < block_bytes ? begin + kCopyPiece : block_bytes;
+  uint8_t* d = dst + size_t(pairs.dst[i]) * block_bytes;
+  const uint8_t* s = src + size_t(pairs.src[i]) * block_bytes;
+  if (vec16) {
+    for (size_t k = begin + threadIdx.x * 16; k < end; k += size_t(blockDim.x) * 16)
+      *reinterpret_cast<uint4*>(d + k) = *reinterpret_cast<const uint4*>(s + k);
+  } else {
+    for (size_t k = begin + threadIdx.x; k < end; k += blockDim.x) d[k] = s[k];
+  }
+}
+
+}  // namespace
+
+tdm_status op_kv_store(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* k, const float* v,
+                       const tdm_attn_seq* seqs, int32_t n_seqs, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    const KvView view = view_of(kv);
+    if (n_seqs <= 0) return;
+    if (k == nullptr || v == nullptr || seqs == nullptr) bad("kv_store with a null pointer");
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    GpuStream& st = stream_of(c, s);
+    for (int32_t first = 0; first < n_seqs; first += kMaxSeqs) {
+      const int32_t n = std::min(kMaxSeqs, n_seqs - first);
+      const SeqBatch b = make_batch(seqs, first, n, [](const tdm_attn_seq& q) { return int64_t(q.n_tokens); });
+      const dim3 grid(unsigned(b.item_start[n]), unsigned(view.n_kv_heads));
+      TDM_LAUNCH(kv_store_kernel, grid, 128, 0, st.stream)(view, k, v, b, c.faults);
+      check_launch("kv_store_kernel");
+    }
+  });
+}
+
+tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
+                        int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    const KvView view = view_of(kv);
+    if (n_seqs <= 0) return;
+    if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
+    if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    const int32_t d = std::max(kv->head_dim_k, kv->head_dim_v);
+    if (d > 256) unsupported("attention heads wider than 256 elements are not supported on " TDM_BACKEND_KIND);
+    GpuStream& st = stream_of(c, s);
+    for (int32_t first = 0; first < n_seqs; first += kMaxSeqs) {
+      const int32_t n = std::min(kMaxSeqs, n_seqs - first);
+      if (d <= 64) launch_attention<64>(c, st, view, q, seqs, first, n, n_heads, scale, out);
+      else if (d <= 128) launch_attention<128>(c, st, view, q, seqs, first, n, n_heads, scale, out);
+      else launch_attention<256>(c, st, view, q, seqs, first, n, n_heads, scale, out);
+    }
+  });
+}
+
+tdm_status op_copy_blocks(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
+                          const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0 || block_bytes == 0) return;
+    if (dst_pool == nullptr || src_pool == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy_blocks with a null pointer");
+    for (int32_t i = 0; i < n; ++i)
+      if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
+    const bool vec16 = block_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(dst_pool) & 15u) == 0 &&
+                       (reinterpret_cast<uintptr_t>(src_pool) & 15u) == 0;
+    const int64_t pieces = (int64_t(block_bytes) + kCopyPiece - 1) / kCopyPiece;
+    if (pieces > 65535) unsupported("KV blocks larger than 4 GiB");
+    GpuStream& st = stream_of(c, s);
+    for (int32_t first = 0; first < n; first += 256) {
+      BlockPairs pairs{};
+      pairs.n = std::min(256, n - first);
+      for (int32_t i = 0; i < pairs.n; ++i) {
+        pairs.src[i] = src_ids[first + i];
+        pairs.dst[i] = dst_ids[first + i];
+      }
+      TDM_LAUNCH(copy_blocks_kernel, dim3(unsigned(pairs.n), unsigned(pieces)), 256, 0, st.stream)(
+          static_cast<uint8_t*>(dst_pool), static_cast<const uint8_t*>(src_pool), block_bytes, pairs, vec16);
+      check_launch("copy_blocks_kernel");
+    }
+  });
+}
+
+}  // namespace tdm::gpu

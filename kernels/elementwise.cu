@@ -1,0 +1,180 @@
+// Row and element ops on the GPU: RMSNorm (double-precision sum of squares, as the CPU
+// backend and ggml compute it), RoPE in both pair layouts (angles advanced by repeated float
+// multiplication from a host-computed theta scale, as ggml's rope cache does), add and mul
+// with row broadcast, SwiGLU and row scaling.
+#include <math.h>
+
+#include "gpu_context.h"
+#include "quant_math.h"
+
+namespace tdm::gpu {
+
+namespace {
+
+constexpr int kNormThreads = 256;
+
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const float* w, float* y, int64_t n_cols,
+                                                                float eps) {
+  __shared__ double partial[kNormThreads / 32];
+  __shared__ float s_scale;
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * n_cols;
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) sum += double(xr[i]) * double(xr[i]);
+  for (int o = 16; o > 0; o >>= 1) sum += tdm_shfl_xor(sum, o, 32);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int g = 0; g < kNormThreads / 32; ++g) total += partial[g];
+    const float mean = float(total / double(n_cols));
+    s_scale = 1.0f / sqrtf(mean + eps);
+  }
+  __syncthreads();
+  const float scale = s_scale;
+  float* yr = y + r * n_cols;
+  for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) {
+    const float v = mul_rn(xr[i], scale);
+    yr[i] = w != nullptr ? mul_rn(v, w[i]) : v;
+  }
+}
+
+// A block per token: the angle table first (a serial chain of multiplications, so one thread
+// builds it), then every (head, pair) rotation.
+__global__ void rope_kernel(float* x, const int32_t* pos, int32_t n_heads, int32_t head_dim, int32_t rope_dim, int32_t mode,
+                            float theta_scale, float freq_scale) {
+  TDM_DYNAMIC_SHARED(float, cs);  // cos, sin per pair
+  const int64_t t = blockIdx.x;
+  const int half = rope_dim / 2;
+  if (threadIdx.x == 0) {
+    float theta = float(pos[t]);
+    for (int i = 0; i < half; ++i) {
+      cs[2 * i] = mul_rn(freq_scale, theta);
+      theta = mul_rn(theta, theta_scale);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float a = cs[2 * i];
+    cs[2 * i] = cosf(a);
+    cs[2 * i + 1] = sinf(a);
+  }
+  __syncthreads();
+  float* row = x + t * int64_t(n_heads) * head_dim;
+  for (int k = threadIdx.x; k < n_heads * half; k += blockDim.x) {
+    const int h = k / half, i = k % half;
+    float* xh = row + int64_t(h) * head_dim;
+    const int a = mode == TDM_ROPE_NEOX ? i : 2 * i;
+    const int b = mode == TDM_ROPE_NEOX ? i + half : 2 * i + 1;
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const float x0 = xh[a], x1 = xh[b];
+    xh[a] = add_rn(mul_rn(x0, c), -mul_rn(x1, s));
+    xh[b] = add_rn(mul_rn(x0, s), mul_rn(x1, c));
+  }
+}
+
+template <bool kAdd>
+__global__ void binary_kernel(const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols, int64_t b_stride) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_cols) return;
+  const int64_t r = i / n_cols, c = i % n_cols;
+  const float bv = b[r * b_stride + c];
+  y[i] = kAdd ? add_rn(a[i], bv) : mul_rn(a[i], bv);
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float gv = g[i];
+  y[i] = mul_rn(gv / (1.0f + expf(-gv)), u[i]);
+}
+
+__global__ void scale_rows_kernel(float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_cols) return;
+  const float sv = scale[i / n_cols];
+  const float f = fn == TDM_ROW_FN_SIGMOID ? 1.0f / (1.0f + expf(-sv)) : sv;
+  x[i] = mul_rn(x[i], f);
+}
+
+unsigned blocks_for(int64_t n, int per) {
+  const int64_t b = (n + per - 1) / per;
+  if (b > INT32_MAX) bad("elementwise op too large for one launch");
+  return unsigned(b);
+}
+
+}  // namespace
+
+tdm_status op_rms_norm(tdm_backend_ctx* ctx, const float* x, const float* w, float* y, int64_t n_rows, int64_t n_cols,
+                       float eps, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (x == nullptr || y == nullptr) bad("rms_norm with a null pointer");
+    if (n_rows > INT32_MAX) bad("rms_norm with too many rows");
+    TDM_LAUNCH(rms_norm_kernel, unsigned(n_rows), kNormThreads, 0, stream_of(c, s).stream)(x, w, y, n_cols, eps);
+    check_launch("rms_norm_kernel");
+  });
+}
+
+tdm_status op_rope(tdm_backend_ctx* ctx, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads, int32_t head_dim,
+                   int32_t rope_dim, int32_t mode, float freq_base, float freq_scale, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_tokens <= 0) return;
+    if (x == nullptr || pos == nullptr) bad("rope with a null pointer");
+    if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) bad("rope_dim must be even and at most head_dim");
+    if (n_heads <= 0) bad("rope needs n_heads > 0");
+    if (mode != TDM_ROPE_NORM && mode != TDM_ROPE_NEOX) unsupported("unknown rope mode");
+    if (n_tokens > INT32_MAX) bad("rope with too many tokens");
+    // The host's powf, so the scale is the very float the CPU backend uses.
+    const float theta_scale = powf(freq_base, -2.0f / float(rope_dim));
+    const int threads = n_heads * (rope_dim / 2) >= 256 ? 256 : 64;
+    TDM_LAUNCH(rope_kernel, unsigned(n_tokens), threads, size_t(rope_dim) * sizeof(float), stream_of(c, s).stream)(
+        x, pos, n_heads, head_dim, rope_dim, mode, theta_scale, freq_scale);
+    check_launch("rope_kernel");
+  });
+}
+
+template <bool kAdd>
+tdm_status binary_op(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                     int64_t b_row_stride, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (a == nullptr || b == nullptr || y == nullptr) bad("elementwise op with a null pointer");
+    if (b_row_stride < 0) bad("b_row_stride must not be negative");
+    const int64_t n = n_rows * n_cols;
+    TDM_LAUNCH(binary_kernel<kAdd>, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(a, b, y, n_rows, n_cols, b_row_stride);
+    check_launch(kAdd ? "add kernel" : "mul kernel");
+  });
+}
+
+tdm_status op_add(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                  int64_t b_row_stride, tdm_stream* s) {
+  return binary_op<true>(ctx, a, b, y, n_rows, n_cols, b_row_stride, s);
+}
+
+tdm_status op_mul(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
+                  int64_t b_row_stride, tdm_stream* s) {
+  return binary_op<false>(ctx, a, b, y, n_rows, n_cols, b_row_stride, s);
+}
+
+tdm_status op_swiglu(tdm_backend_ctx* ctx, const float* gate, const float* up, float* y, int64_t n, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0) return;
+    if (gate == nullptr || up == nullptr || y == nullptr) bad("swiglu with a null pointer");
+    TDM_LAUNCH(swiglu_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(gate, up, y, n);
+    check_launch("swiglu_kernel");
+  });
+}
+
+tdm_status op_scale_rows(tdm_backend_ctx* ctx, float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn,
+                         tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    if (x == nullptr || scale == nullptr) bad("scale_rows with a null pointer");
+    if (fn != TDM_ROW_FN_IDENTITY && fn != TDM_ROW_FN_SIGMOID) unsupported("unknown row function");
+    TDM_LAUNCH(scale_rows_kernel, blocks_for(n_rows * n_cols, 256), 256, 0, stream_of(c, s).stream)(x, scale, n_rows, n_cols, fn);
+    check_launch("scale_rows_kernel");
+  });
+}
+
+}  // namespace tdm::gpu

@@ -1,0 +1,185 @@
+// Mixture-of-experts on the GPU: the router (softmax or sigmoid gating, then top-k in the
+// exact order of the CPU reference's std::partial_sort plus ggml_top_k's swap of the first
+// two, so expert weights are summed in llama.cpp's order) and the grouped expert FFN. The
+// FFN groups token slots by expert on the device (no host round trip), then runs gate, up
+// and down as grouped matmuls whose blocks for unused experts exit before reading a weight.
+#include <math.h>
+
+#include <string>
+
+#include "gpu_context.h"
+#include "quant_math.h"
+
+namespace tdm::gpu {
+
+namespace {
+
+// A block of one warp per token; probabilities and the index list live in shared memory.
+__global__ void router_kernel(const float* logits, int32_t n_experts, int32_t n_used, int32_t gating, int32_t norm,
+                              float scale, int32_t* ids, float* weights) {
+  TDM_DYNAMIC_SHARED(float, sh);
+  float* p = sh;
+  int32_t* idx = reinterpret_cast<int32_t*>(sh + n_experts);
+  const int64_t t = blockIdx.x;
+  const float* l = logits + t * n_experts;
+  const int lane = threadIdx.x;
+  if (gating == TDM_GATING_SOFTMAX) {
+    // exp(x - max) in float, summed in double, scaled by float(1 / sum): ggml_soft_max's arithmetic.
+    float mx = -INFINITY;
+    for (int e = lane; e < n_experts; e += TDM_WARP) mx = fmaxf(mx, l[e]);
+    for (int o = TDM_WARP / 2; o > 0; o >>= 1) mx = fmaxf(mx, tdm_shfl_xor(mx, o));
+    double sum = 0.0;
+    for (int e = lane; e < n_experts; e += TDM_WARP) {
+      p[e] = expf(l[e] - mx);
+      sum += double(p[e]);
+    }
+    for (int o = TDM_WARP / 2; o > 0; o >>= 1) sum += tdm_shfl_xor(sum, o);
+    const float inv = float(1.0 / sum);
+    for (int e = lane; e < n_experts; e += TDM_WARP) p[e] = mul_rn(p[e], inv);
+  } else {
+    for (int e = lane; e < n_experts; e += TDM_WARP) p[e] = 1.0f / (1.0f + expf(-l[e]));
+  }
+  for (int e = lane; e < n_experts; e += TDM_WARP) idx[e] = e;
+  __syncthreads();
+  if (lane != 0) return;
+  partial_sort_desc(idx, n_experts, n_used, p);
+  if (n_used > 1) {
+    const int32_t first = idx[0];
+    idx[0] = idx[1];
+    idx[1] = first;
+  }
+  int32_t* it = ids + t * n_used;
+  float* wt = weights + t * n_used;
+  double sum = 0.0;
+  for (int j = 0; j < n_used; ++j) {
+    it[j] = idx[j];
+    wt[j] = p[idx[j]];
+    sum += double(wt[j]);
+  }
+  if (norm) {
+    // Clamped at the smallest normal fp16, as llama.cpp does, so a sum of zeros cannot divide to inf.
+    const float sm = fmaxf(float(sum), 6.103515625e-5f);
+    for (int j = 0; j < n_used; ++j) wt[j] = wt[j] / sm;
+  }
+  if (scale != 1.0f)
+    for (int j = 0; j < n_used; ++j) wt[j] = mul_rn(wt[j], scale);
+}
+
+// One block: counts slots per expert, then lists slot ids grouped by expert (order inside an
+// expert is free: every slot's result is independent of the others).
+__global__ void moe_group_kernel(const int32_t* ids, int32_t n_slots, int32_t n_exp, int32_t* offsets, int32_t* list,
+                                 uint32_t* faults) {
+  TDM_DYNAMIC_SHARED(int32_t, counts);
+  int32_t* cursor = counts + n_exp;
+  for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int32_t i = threadIdx.x; i < n_slots; i += blockDim.x) {
+    const int32_t e = ids[i];
+    if (e < 0 || e >= n_exp) atomicOr(faults, uint32_t(kFaultExpertId));
+    else atomicAdd(&counts[e], 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t run = 0;
+    for (int32_t e = 0; e < n_exp; ++e) {
+      offsets[e] = run;
+      cursor[e] = run;
+      run += counts[e];
+    }
+    offsets[n_exp] = run;
+  }
+  __syncthreads();
+  for (int32_t i = threadIdx.x; i < n_slots; i += blockDim.x) {
+    const int32_t e = ids[i];
+    if (e >= 0 && e < n_exp) list[atomicAdd(&cursor[e], 1)] = i;
+  }
+}
+
+__global__ void moe_swiglu_kernel(float* g, const float* u, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float gv = g[i];
+  g[i] = mul_rn(gv / (1.0f + expf(-gv)), u[i]);
+}
+
+// y[t] = sum over choices j in order of weights[t][j] * out[slot t*n_used + j]; each product is
+// rounded before it is added, as llama.cpp's ggml_mul then a chain of ggml_add.
+__global__ void moe_combine_kernel(const float* out, const float* weights, int32_t n_used, int64_t n_embd, float* y) {
+  const int64_t t = blockIdx.y;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_embd) return;
+  float acc = mul_rn(out[(t * n_used) * n_embd + i], weights[t * n_used]);
+  for (int32_t j = 1; j < n_used; ++j) acc = add_rn(acc, mul_rn(out[(t * n_used + j) * n_embd + i], weights[t * n_used + j]));
+  y[t * n_embd + i] = acc;
+}
+
+}  // namespace
+
+tdm_status op_router(tdm_backend_ctx* ctx, const float* logits, int64_t n_tokens, int32_t n_experts, int32_t n_used,
+                     int32_t gating, int32_t norm, float scale, int32_t* ids, float* weights, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_tokens <= 0) return;
+    if (logits == nullptr || ids == nullptr || weights == nullptr) bad("router with a null pointer");
+    if (n_experts <= 0 || n_used <= 0 || n_used > n_experts) bad("router needs 0 < n_used <= n_experts");
+    if (gating != TDM_GATING_SOFTMAX && gating != TDM_GATING_SIGMOID) unsupported("unknown gating function");
+    if (n_tokens > INT32_MAX) bad("router with too many tokens");
+    const size_t shmem = size_t(n_experts) * 8;
+    if (shmem > 48 * 1024) unsupported("more than 6144 experts");
+    TDM_LAUNCH(router_kernel, unsigned(n_tokens), TDM_WARP, shmem, stream_of(c, s).stream)(logits, n_experts, n_used, gating, norm,
+                                                                                 scale, ids, weights);
+    check_launch("router_kernel");
+  });
+}
+
+tdm_status op_moe_ffn(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, const int32_t* ids, const float* weights,
+                      int32_t n_used, const tdm_weight* gate, const tdm_weight* up, const tdm_weight* down, float* y,
+                      tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    check_weight(gate);
+    check_weight(up);
+    check_weight(down);
+    if (n_tokens <= 0) return;
+    if (x == nullptr || ids == nullptr || weights == nullptr || y == nullptr) bad("moe_ffn with a null pointer");
+    const int64_t n_embd = gate->n_cols, n_ff = gate->n_rows, n_exp = gate->n_mats;
+    if (up->n_cols != n_embd || up->n_rows != n_ff || up->n_mats != n_exp || down->n_cols != n_ff ||
+        down->n_rows != n_embd || down->n_mats != n_exp)
+      bad("expert gate/up/down shapes do not match");
+    if (n_used <= 0) bad("moe_ffn needs n_used > 0");
+    const int64_t n_slots = n_tokens * n_used;
+    if (n_slots > INT32_MAX) bad("moe_ffn with too many token slots");
+    if (n_exp > 6144) unsupported("more than 6144 experts");
+    if (n_tokens > 65535) unsupported("moe_ffn with more than 65535 tokens in one call");
+    GpuStream& st = stream_of(c, s);
+
+    int32_t* idx = scratch_as<int32_t>(st, kSlotMoeIdx, size_t(n_exp + 1 + n_slots));
+    int32_t* offsets = idx;
+    int32_t* list = idx + n_exp + 1;
+    TDM_LAUNCH(moe_group_kernel, 1, 1024, size_t(n_exp) * 2 * sizeof(int32_t), st.stream)(ids, int32_t(n_slots), int32_t(n_exp),
+                                                                                  offsets, list, c.faults);
+    check_launch("moe_group_kernel");
+
+    // Gate and up read activations by token; their outputs, the SwiGLU product and the down
+    // projection's input are by position in the expert-grouped list; down writes by slot.
+    const ActView xg = convert_activations(c, st, gate->type, x, n_tokens, n_embd, kSlotActQ);
+    const ActView xu = act_type_of(up->type) == xg.act ? xg : convert_activations(c, st, up->type, x, n_tokens, n_embd, kSlotActQ2);
+    float* hg = scratch_as<float>(st, kSlotMoeGate, size_t(n_slots * n_ff));
+    float* hu = scratch_as<float>(st, kSlotMoeUp, size_t(n_slots * n_ff));
+    const GroupMap by_token{offsets, list, 0, n_used, true, false};
+    grouped_matmul(c, st, *gate, static_cast<const uint8_t*>(gate->data), n_exp, xg, by_token, n_tokens, hg, n_ff);
+    grouped_matmul(c, st, *up, static_cast<const uint8_t*>(up->data), n_exp, xu, by_token, n_tokens, hu, n_ff);
+    const int64_t n_h = n_slots * n_ff;
+    TDM_LAUNCH(moe_swiglu_kernel, unsigned((n_h + 255) / 256), 256, 0, st.stream)(hg, hu, n_h);
+    check_launch("moe_swiglu_kernel");
+
+    const ActView hd = convert_activations(c, st, down->type, hg, n_slots, n_ff, kSlotActQ2);
+    float* ho = scratch_as<float>(st, kSlotMoeOut, size_t(n_slots * n_embd));
+    const GroupMap to_slot{offsets, list, 0, 1, false, true};
+    grouped_matmul(c, st, *down, static_cast<const uint8_t*>(down->data), n_exp, hd, to_slot, n_tokens, ho, n_embd);
+
+    const dim3 grid(unsigned((n_embd + 255) / 256), unsigned(n_tokens));
+    TDM_LAUNCH(moe_combine_kernel, grid, 256, 0, st.stream)(ho, weights, n_used, n_embd, y);
+    check_launch("moe_combine_kernel");
+  });
+}
+
+}  // namespace tdm::gpu

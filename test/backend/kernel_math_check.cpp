@@ -1,0 +1,209 @@
+// Host check of the GPU kernels' shared arithmetic (kernels/quant_math.h) against the CPU
+// reference (native/cpu/quants_ref.cpp), built and run by kernel-math.test.ts: it proves on a
+// machine with no GPU that block decoding, dequantization and activation quantization are
+// bit-exact, chunk dot products agree, and the router's top-k order equals std::partial_sort's.
+// Prints one line per check: "ok <name>" or "FAIL <name>: <detail>".
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/quants.h"
+#include "quant_math.h"
+
+namespace g = tdm::gpu;
+
+namespace {
+
+int failures = 0;
+
+void report(bool ok, const std::string& name, const std::string& detail = "") {
+  if (ok) {
+    std::printf("ok %s\n", name.c_str());
+  } else {
+    ++failures;
+    std::printf("FAIL %s: %s\n", name.c_str(), detail.c_str());
+  }
+}
+
+bool same_bits(float a, float b) { return g::float_bits(a) == g::float_bits(b); }
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+void check_halves() {
+  std::mt19937 rng(7);
+  std::vector<float> vals = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.0f, 65520.0f, 1e-8f, 5.9604645e-08f, 2.9802322e-08f,
+                             6.1035156e-05f, 6.0975552e-05f, INFINITY, -INFINITY, 3.1415927f, 1e30f, -1e-30f};
+  for (int i = 0; i < 200000; ++i) vals.push_back(std::ldexp(float(rng()) / 4294967296.0f - 0.5f, int(rng() % 60) - 30));
+  bool ok16 = true, ok_bf = true;
+  std::string detail;
+  for (float v : vals) {
+    if (g::float_to_half(v) != tdm::fp32_to_fp16(v)) {
+      ok16 = false;
+      detail = "float_to_half(" + std::to_string(v) + ")";
+    }
+    if (g::float_to_bf16(v) != tdm::fp32_to_bf16(v)) ok_bf = false;
+  }
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = g::half_to_float(uint16_t(h)), b = tdm::fp16_to_fp32(uint16_t(h));
+    if (!same_bits(a, b) && !(std::isnan(a) && std::isnan(b))) {
+      ok16 = false;
+      detail = "half_to_float(" + std::to_string(h) + ")";
+    }
+    if (!same_bits(g::bf16_to_float(uint16_t(h)), tdm::bf16_to_fp32(uint16_t(h)))) ok_bf = false;
+  }
+  report(ok16, "fp16 conversions match the CPU reference", detail);
+  report(ok_bf, "bf16 conversions match the CPU reference");
+}
+
+template <uint32_t T>
+void check_type(const char* name, tdm::GgmlType type) {
+  constexpr int kBlockElems = g::BlockInfo<T>::kChunks * 32;
+  const int64_t n = kBlockElems * 6;
+  const std::vector<float> w = random_floats(size_t(n), 100 + T, 0.7f);
+  std::vector<uint8_t> wq(size_t(n / kBlockElems) * g::BlockInfo<T>::kBytes);
+  tdm::quantize_row_ref(type, w.data(), wq.data(), n);
+
+  // Dequantization through decoded chunks equals the reference bit for bit.
+  std::vector<float> ref(static_cast<size_t>(n));
+  tdm::dequantize_row_ref(type, wq.data(), ref.data(), n);
+  bool exact = true;
+  std::string detail;
+  for (int64_t c = 0; c < n / 32 && exact; ++c) {
+    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
+    for (int e = 0; e < 32; ++e) {
+      const float got = g::dequant_elem<T>(ch, e);
+      if (!same_bits(got, ref[size_t(c * 32 + e)])) {
+        exact = false;
+        detail = "element " + std::to_string(c * 32 + e) + ": " + std::to_string(got) + " vs " + std::to_string(ref[size_t(c * 32 + e)]);
+        break;
+      }
+    }
+  }
+  report(exact, std::string(name) + ": decoded chunks dequantize exactly", detail);
+
+  // Row dot products from chunk_dot agree with the reference dot product.
+  const std::vector<float> x = random_floats(size_t(n), 200 + T, 1.3f);
+  const tdm::GgmlType act_type = tdm::vec_dot_type(type);
+  const tdm::TypeTraits* at = tdm::type_traits(uint32_t(act_type));
+  std::vector<uint8_t> xq(size_t(n / at->block_size) * at->type_size);
+  tdm::quantize_row_ref(act_type, x.data(), xq.data(), n);
+  const float want = tdm::vec_dot_ref(type, wq.data(), xq.data(), n);
+
+  // The GPU's activation layout: levels, then per-chunk d and s.
+  std::vector<int8_t> q(static_cast<size_t>(n));
+  std::vector<float> d(size_t(n / 32)), s(size_t(n / 32));
+  if (g::BlockInfo<T>::kAct == g::kActQ8_K) {
+    for (int64_t b = 0; b < n / 256; ++b) {
+      float db;
+      g::quantize_q8k_256(x.data() + b * 256, q.data() + b * 256, &db);
+      for (int c = 0; c < 8; ++c) {
+        int sum = 0;
+        for (int e = 0; e < 32; ++e) sum += q[size_t(b * 256 + c * 32 + e)];
+        d[size_t(b * 8 + c)] = db;
+        s[size_t(b * 8 + c)] = db * float(sum);
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < n / 32; ++c) g::quantize_q8_32(x.data() + c * 32, q.data() + c * 32, &d[size_t(c)], &s[size_t(c)]);
+  }
+  double got = 0.0;
+  for (int64_t c = 0; c < n / 32; ++c) {
+    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
+    int32_t a[8];
+    std::memcpy(a, q.data() + c * 32, 32);
+    got += g::chunk_dot(ch, a, d[size_t(c)], s[size_t(c)]);
+  }
+  const double err = std::fabs(got - double(want)) / std::max(1e-6, std::fabs(double(want)));
+  report(err < 1e-5, std::string(name) + ": chunk dot products match vec_dot_ref",
+         "got " + std::to_string(got) + " want " + std::to_string(want));
+}
+
+void check_q8_activations() {
+  const int64_t n = 32 * 64;
+  std::vector<float> x = random_floats(size_t(n), 5, 2.0f);
+  for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = 0.0f;               // an all-zero block
+  for (int j = 0; j < 32; ++j) x[size_t(64 + j)] = float(j - 16) * 0.5f;  // exact halves: rounding ties
+  std::vector<tdm::BlockQ8_0> r0(size_t(n / 32));
+  std::vector<tdm::BlockQ8_1> r1(size_t(n / 32));
+  tdm::quantize_row_q8_0_ref(x.data(), r0.data(), n);
+  tdm::quantize_row_q8_1_ref(x.data(), r1.data(), n);
+  bool ok = true;
+  for (int64_t c = 0; c < n / 32; ++c) {
+    int8_t q[32];
+    float d, s;
+    g::quantize_q8_32(x.data() + c * 32, q, &d, &s);
+    if (std::memcmp(q, r0[size_t(c)].qs, 32) != 0 || !same_bits(d, tdm::fp16_to_fp32(r0[size_t(c)].d)) ||
+        !same_bits(s, tdm::fp16_to_fp32(r1[size_t(c)].s)))
+      ok = false;
+  }
+  report(ok, "q8_0/q8_1 activation quantization is bit-exact");
+
+  const int64_t nk = 256 * 6;
+  std::vector<float> y = random_floats(size_t(nk), 9, 3.0f);
+  for (int j = 0; j < 256; ++j) y[size_t(256 + j)] = 0.0f;
+  y[600] = 9.0f;
+  y[700] = -9.0f;  // equal magnitudes: the first one sets the scale's sign
+  std::vector<tdm::BlockQ8_K> rk(size_t(nk / 256));
+  tdm::quantize_row_q8_K_ref(y.data(), rk.data(), nk);
+  bool okk = true;
+  for (int64_t b = 0; b < nk / 256; ++b) {
+    int8_t q[256];
+    float d;
+    g::quantize_q8k_256(y.data() + b * 256, q, &d);
+    if (std::memcmp(q, rk[size_t(b)].qs, 256) != 0 || !same_bits(d, rk[size_t(b)].d)) okk = false;
+  }
+  report(okk, "q8_K activation quantization is bit-exact");
+}
+
+void check_top_k() {
+  std::mt19937 rng(11);
+  bool ok = true;
+  std::string detail;
+  for (int iter = 0; iter < 3000 && ok; ++iter) {
+    const int n = 1 + int(rng() % 70);
+    const int k = 1 + int(rng() % uint32_t(n));
+    std::vector<float> p(static_cast<size_t>(n));
+    // Few distinct values so that ties are common.
+    const int levels = 1 + int(rng() % 6);
+    for (auto& v : p) v = float(rng() % uint32_t(levels)) * 0.25f;
+    std::vector<int32_t> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+    std::iota(want.begin(), want.end(), 0);
+    std::iota(got.begin(), got.end(), 0);
+    const float* pd = p.data();
+    std::partial_sort(want.begin(), want.begin() + k, want.end(), [pd](int32_t a, int32_t b) { return pd[a] > pd[b]; });
+    g::partial_sort_desc(got.data(), n, k, pd);
+    if (!std::equal(want.begin(), want.begin() + k, got.begin())) {
+      ok = false;
+      detail = "n=" + std::to_string(n) + " k=" + std::to_string(k);
+    }
+  }
+  report(ok, "router top-k order equals std::partial_sort (ties included)", detail);
+}
+
+}  // namespace
+
+int main() {
+  check_halves();
+  check_type<g::kQ4_0>("q4_0", tdm::GgmlType::Q4_0);
+  check_type<g::kQ4_1>("q4_1", tdm::GgmlType::Q4_1);
+  check_type<g::kQ5_0>("q5_0", tdm::GgmlType::Q5_0);
+  check_type<g::kQ5_1>("q5_1", tdm::GgmlType::Q5_1);
+  check_type<g::kQ8_0>("q8_0", tdm::GgmlType::Q8_0);
+  check_type<g::kQ4_K>("q4_K", tdm::GgmlType::Q4_K);
+  check_type<g::kQ5_K>("q5_K", tdm::GgmlType::Q5_K);
+  check_type<g::kQ6_K>("q6_K", tdm::GgmlType::Q6_K);
+  check_q8_activations();
+  check_top_k();
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,347 @@
+// The one list of op cases that every loaded backend runs against the CPU reference
+// ('cpu:ref'), ggml's test-backend-ops idea: every op of the backend table, every weight type,
+// odd sizes, decode (matrix-vector) and prefill (tiled) shapes. Each case builds its inputs
+// from a seed, runs through the generic op runner (native().backendOps) on a backend id, and
+// states per output how close it must be to the reference as normalised squared error (0:
+// identical bits). ops-all-backends.test.ts and bench/device/gpu-check.ts both use it.
+import type { NativeBackendOps } from '../../src/native/binding.js';
+
+export const REFERENCE_ID = 'cpu:ref';
+
+export const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'] as const;
+export type WeightTypeName = (typeof WEIGHT_TYPES)[number];
+
+type Outputs = Record<string, Float32Array | Int32Array | Uint8Array>;
+
+export interface OpCase {
+  /** Backend table member the case exercises. */
+  op: string;
+  /** Unique, readable: op, type and shape. */
+  name: string;
+  /** Runs the case on backend `id`; the same inputs every call. */
+  run(ops: NativeBackendOps, id: string): Outputs;
+  /** Largest normalised squared error allowed per output on backend `id` (0: bit-identical). */
+  tolerance(id: string, output: string): number;
+}
+
+export interface CaseResult {
+  op: string;
+  name: string;
+  id: string;
+  pass: boolean;
+  /** Worst output's error and its allowance. */
+  nmse: number;
+  tolerance: number;
+  detail: string;
+}
+
+/** Seeded uniform values in [-scale, scale) (an LCG: reproducible, not good, noise). */
+export function rand(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 31 - 1) * scale;
+  }
+  return out;
+}
+
+/** sum (a - b)^2 / sum b^2; Infinity for a length mismatch, NaN anywhere gives NaN (a failure). */
+export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return num / Math.max(den, 1e-30);
+}
+
+function identical(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
+const isCpuSimd = (id: string) => id.startsWith('cpu:') && id !== REFERENCE_ID;
+
+function blockSize(type: string): number {
+  if (type === 'f32' || type === 'f16' || type === 'bf16') return 1;
+  return type.endsWith('_K') ? 256 : 32;
+}
+
+/** Row lengths for a type: an exact block and an odd number of blocks (SIMD tails, partial tiles). */
+function colsFor(type: string): [number, number] {
+  const bs = blockSize(type);
+  if (bs === 1) return [33, 257];
+  if (bs === 32) return [96, 544];
+  return [256, 768];
+}
+
+/**
+ * Matmul allowance: with activations quantized the same way the only difference is summation
+ * order. x86 SIMD CPU kernels quantize q8_0 activations with ties to even where the reference
+ * (and the GPU kernels) round half away from zero, which can move a level by one.
+ */
+function matmulTolerance(type: string, id: string): number {
+  const q8_0Family = type === 'q8_0' || type === 'q4_0' || type === 'q5_0';
+  return isCpuSimd(id) && q8_0Family ? 1e-4 : 1e-9;
+}
+
+function matmulCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const type of WEIGHT_TYPES) {
+    const [c0, c1] = colsFor(type);
+    // Decode shapes run the matrix-vector kernel (<= 8 rows); prefill shapes the tiled one.
+    for (const [nRows, nCols, nTokens] of [[17, c0, 1], [33, c1, 3], [130, c0, 9], [67, c1, 70]]) {
+      const w = rand(nRows * nCols, nRows * 7 + nCols, 0.3);
+      const x = rand(nTokens * nCols, nTokens * 13 + nCols, 2);
+      cases.push({
+        op: 'matmul',
+        name: `matmul ${type} ${nRows}x${nCols} x ${nTokens} tokens`,
+        run: (ops, id) => ({ y: ops.matmul(id, type, w, nRows, nCols, x, nTokens) }),
+        tolerance: (id) => matmulTolerance(type, id),
+      });
+    }
+  }
+  return cases;
+}
+
+function getRowsCases(): OpCase[] {
+  return WEIGHT_TYPES.map((type) => {
+    const nCols = colsFor(type)[1];
+    const nRows = 9;
+    const w = rand(nRows * nCols, 5 + nCols);
+    const ids = Int32Array.from([8, 0, 3, 3, 7]);
+    return {
+      op: 'get_rows',
+      name: `get_rows ${type} ${nRows}x${nCols}`,
+      run: (ops, id) => ({ rows: ops.getRows(id, type, w, nRows, nCols, ids) }),
+      tolerance: () => 0,
+    };
+  });
+}
+
+function rowOpCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const [nRows, nCols] of [[1, 1], [3, 7], [65, 257], [4, 4096]]) {
+    const x = rand(nRows * nCols, nRows + nCols, 3);
+    const w = rand(nCols, 99 + nCols);
+    cases.push({
+      op: 'rms_norm',
+      name: `rms_norm ${nRows}x${nCols}`,
+      run: (ops, id) => ({ y: ops.rmsNorm(id, x, w, nRows, nCols, 1e-5), plain: ops.rmsNorm(id, x, null, nRows, nCols, 1e-6) }),
+      tolerance: () => 1e-12,
+    });
+    const bias = rand(nCols, 3);
+    const full = rand(nRows * nCols, 4);
+    cases.push({
+      op: 'add/mul',
+      name: `add and mul ${nRows}x${nCols}, broadcast and full`,
+      run: (ops, id) => ({
+        addBroadcast: ops.add(id, x, bias, nRows, nCols, 0),
+        addFull: ops.add(id, x, full, nRows, nCols, nCols),
+        mulBroadcast: ops.mul(id, x, bias, nRows, nCols, 0),
+        mulFull: ops.mul(id, x, full, nRows, nCols, nCols),
+      }),
+      tolerance: () => 0,
+    });
+    const g = rand(nRows * nCols, 6, 6);
+    const s = rand(nRows, 8, 4);
+    cases.push({
+      op: 'swiglu/scale_rows',
+      name: `swiglu and scale_rows ${nRows}x${nCols}`,
+      run: (ops, id) => ({
+        swiglu: ops.swiglu(id, g, x),
+        scaled: ops.scaleRows(id, x, s, nRows, nCols, 'identity'),
+        gated: ops.scaleRows(id, x, s, nRows, nCols, 'sigmoid'),
+      }),
+      tolerance: (_id, out) => (out === 'scaled' ? 0 : 1e-12),
+    });
+  }
+  for (const mode of ['norm', 'neox'] as const) {
+    for (const [nTokens, nHeads, headDim, ropeDim, maxPos] of [[5, 3, 64, 64, 40], [7, 2, 80, 32, 5000], [2, 4, 128, 128, 32767]]) {
+      const x = rand(nTokens * nHeads * headDim, nTokens * 31 + headDim, 2);
+      const pos = Int32Array.from({ length: nTokens }, (_, i) => Math.floor((maxPos * (i + 1)) / nTokens));
+      cases.push({
+        op: 'rope',
+        name: `rope ${mode} ${nTokens} tokens x ${nHeads} heads x ${headDim} (rope ${ropeDim}, positions to ${maxPos})`,
+        run: (ops, id) => ({ y: ops.rope(id, x, pos, nHeads, headDim, ropeDim, mode, 10000, 1) }),
+        // Angles up to 3e4 radians: one ulp of cos/sin differs between libm and the device.
+        tolerance: () => 1e-10,
+      });
+    }
+  }
+  return cases;
+}
+
+interface AttnSpec {
+  label: string;
+  kvType: 'f16' | 'f32';
+  blockTokens: number;
+  nKvHeads: number;
+  nHeads: number;
+  headDim: number;
+  headDimV: number;
+  seqs: [number, number][]; // [startPos, nTokens]
+}
+
+function attentionCases(): OpCase[] {
+  const specs: AttnSpec[] = [
+    { label: 'decode, GQA 4, three sequences', kvType: 'f16', blockTokens: 16, nKvHeads: 2, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[37, 1], [0, 1], [100, 1]] },
+    { label: 'prefill, odd blocks', kvType: 'f16', blockTokens: 5, nKvHeads: 2, nHeads: 4, headDim: 128, headDimV: 128, seqs: [[0, 20], [13, 7]] },
+    { label: 'f32 cache, 256-wide heads', kvType: 'f32', blockTokens: 8, nKvHeads: 2, nHeads: 2, headDim: 256, headDimV: 256, seqs: [[40, 3]] },
+    { label: 'MQA, K 96 wide and V 64', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[9, 2], [30, 1]] },
+    { label: 'long decode (position splits on a GPU)', kvType: 'f16', blockTokens: 32, nKvHeads: 2, nHeads: 4, headDim: 64, headDimV: 64, seqs: [[1500, 1]] },
+    { label: 'prefill, 70 tokens, GQA 8', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[3, 70]] },
+  ];
+  return specs.map((s, si) => {
+    let next = 0;
+    const perSeq = s.seqs.map(([start, n]) => Math.ceil((start + n) / s.blockTokens));
+    const nBlocks = perSeq.reduce((a, b) => a + b, 0) + 3;
+    // Block ids handed out in a scrambled order, as a long-running pool would.
+    const order = Array.from({ length: nBlocks }, (_, i) => (i * 7 + 3) % nBlocks);
+    const seqs = s.seqs.map(([startPos, nTokens], i) => {
+      const blockTable = Int32Array.from({ length: perSeq[i] }, () => order[next++]);
+      const len = startPos + nTokens;
+      return {
+        startPos, nTokens, blockTable,
+        k: rand(len * s.nKvHeads * s.headDim, 1000 * si + 10 * i + 1),
+        v: rand(len * s.nKvHeads * s.headDimV, 1000 * si + 10 * i + 2),
+        q: rand(nTokens * s.nHeads * s.headDim, 1000 * si + 10 * i + 3),
+      };
+    });
+    const opts = { ...s, nBlocks, scale: 1 / Math.sqrt(s.headDim), seqs };
+    return {
+      op: 'attention',
+      name: `kv_store + attention: ${s.label} (${s.kvType}, ${s.nHeads}/${s.nKvHeads} heads)`,
+      run: (ops: NativeBackendOps, id: string) => ({ out: ops.attention(id, opts) }),
+      tolerance: () => 1e-9,
+    };
+  });
+}
+
+function routerCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  const specs: [number, number, number, 'softmax' | 'sigmoid', boolean, number][] = [
+    [5, 8, 2, 'softmax', true, 1],
+    [3, 60, 4, 'softmax', false, 2.5],
+    [4, 128, 8, 'sigmoid', true, 1],
+    [9, 64, 6, 'softmax', true, 1],
+  ];
+  specs.forEach(([nTokens, nExperts, nUsed, gating, norm, scale], i) => {
+    const logits = rand(nTokens * nExperts, 77 + i, 3);
+    // Ties: equal logits must come out in the reference's order.
+    for (let t = 0; t < nTokens; t++) logits[t * nExperts + 1] = logits[t * nExperts + 2] = logits[t * nExperts] = 2.75;
+    cases.push({
+      op: 'router',
+      name: `router ${gating}${norm ? ' normalised' : ''} ${nTokens} tokens, top-${nUsed} of ${nExperts}`,
+      run: (ops, id) => {
+        const r = ops.router(id, logits, nTokens, nExperts, nUsed, gating, norm, scale);
+        return { ids: r.ids, weights: r.weights };
+      },
+      tolerance: (_id, out) => (out === 'ids' ? 0 : 1e-10),
+    });
+  });
+  return cases;
+}
+
+function moeCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const type of ['f16', 'q8_0', 'q4_1', 'q4_K', 'q6_K'] as const) {
+    const k = type.endsWith('_K');
+    const nExp = 4;
+    const nEmbd = k ? 256 : 96;
+    const nFf = k ? 256 : 160;
+    for (const nTokens of [1, 11]) {
+      const nUsed = 2;
+      const gate = rand(nExp * nFf * nEmbd, 11, 0.2);
+      const up = rand(nExp * nFf * nEmbd, 12, 0.2);
+      const down = rand(nExp * nEmbd * nFf, 13, 0.2);
+      const x = rand(nTokens * nEmbd, 14 + nTokens);
+      // Expert 3 is never used; expert 0 by most tokens.
+      const ids = Int32Array.from({ length: nTokens * nUsed }, (_, i) => (i % 2 === 0 ? 0 : 1 + (i % 3 === 0 ? 1 : 0)));
+      const weights = rand(nTokens * nUsed, 15).map((v) => 0.5 + Math.abs(v) / 2);
+      cases.push({
+        op: 'moe_ffn',
+        name: `moe_ffn ${type} ${nExp} experts ${nEmbd}->${nFf}, ${nTokens} tokens top-${nUsed}`,
+        run: (ops, id) => ({ y: ops.moeFfn(id, type, gate, up, down, nExp, nEmbd, nFf, x, nTokens, ids, weights, nUsed) }),
+        // The SwiGLU output is quantized again for the down projection: a last-bit difference
+        // upstream can move one level of one element (floats: only summation order differs).
+        tolerance: () => (type === 'f16' ? 1e-9 : 1e-5),
+      });
+    }
+  }
+  return cases;
+}
+
+function copyCases(): OpCase[] {
+  return [48, 37].map((blockBytes) => {
+    const pool = Uint8Array.from({ length: blockBytes * 6 }, (_, i) => (i * 31 + 7) & 255);
+    const src = Int32Array.from([0, 5, 2]);
+    const dst = Int32Array.from([3, 1, 4]);
+    return {
+      op: 'copy_blocks',
+      name: `copy_blocks ${blockBytes}-byte blocks`,
+      run: (ops, id) => ({ pool: ops.copyBlocks(id, pool, blockBytes, src, dst) }),
+      tolerance: () => 0,
+    };
+  });
+}
+
+/** Every case, in a stable order. */
+export function opCases(): OpCase[] {
+  return [...matmulCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...copyCases()];
+}
+
+/** Runs one case on `id` and compares it with `reference` (the same case on cpu:ref). */
+export function checkCase(ops: NativeBackendOps, id: string, c: OpCase, reference: Outputs): CaseResult {
+  let got: Outputs;
+  try {
+    got = c.run(ops, id);
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    return { op: c.op, name: c.name, id, pass: false, nmse: Infinity, tolerance: 0, detail: `threw ${e.code ?? ''} ${e.message ?? String(err)}` };
+  }
+  let worst = { nmse: 0, tolerance: 0, pass: true, detail: '' };
+  for (const [key, want] of Object.entries(reference)) {
+    const have = got[key];
+    const tol = c.tolerance(id, key);
+    const err = have === undefined ? Infinity : nmse(have, want);
+    const pass = have !== undefined && (tol === 0 ? identical(have, want) : err <= tol);
+    if (!pass || (worst.pass && err > worst.nmse)) {
+      worst = { nmse: err, tolerance: tol, pass, detail: `${key}: nmse ${err.toExponential(2)} (allowed ${tol === 0 ? 'identical bits' : tol.toExponential(0)})` };
+      if (!pass) break;
+    }
+  }
+  return { op: c.op, name: c.name, id, pass: worst.pass, nmse: worst.nmse, tolerance: worst.tolerance, detail: worst.detail };
+}
+
+/**
+ * Bad data that only the device sees (ids and block tables live in backend memory): each call
+ * must fail with TDM_BAD_ARGUMENT, and the backend must run a good call right after.
+ */
+export function badDataChecks(ops: NativeBackendOps, id: string): { name: string; pass: boolean; detail: string }[] {
+  const expectBad = (name: string, call: () => unknown) => {
+    try {
+      call();
+      return { name, pass: false, detail: 'did not throw' };
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      const recovered = ops.add(id, Float32Array.of(1, 2), Float32Array.of(3, 4), 1, 2, 2);
+      const ok = e.code === 'TDM_BAD_ARGUMENT' && recovered[0] === 4 && recovered[1] === 6;
+      return { name, pass: ok, detail: `${e.code}: ${e.message}; next call ${ok ? 'ran' : 'failed'}` };
+    }
+  };
+  const kv = {
+    kvType: 'f16' as const, blockTokens: 4, nBlocks: 2, nKvHeads: 1, nHeads: 2, headDim: 32, headDimV: 32, scale: 0.2,
+    seqs: [{ startPos: 4, nTokens: 1, blockTable: Int32Array.of(0, 7), k: rand(5 * 32, 1), v: rand(5 * 32, 2), q: rand(2 * 32, 3) }],
+  };
+  return [
+    expectBad(`${id}: get_rows id past the matrix`, () => ops.getRows(id, 'q8_0', rand(3 * 32, 1), 3, 32, Int32Array.of(1, 3))),
+    expectBad(`${id}: KV block id past the pool`, () => ops.attention(id, kv)),
+    expectBad(`${id}: expert id past the expert count`, () =>
+      ops.moeFfn(id, 'f32', rand(2 * 4 * 8, 1), rand(2 * 4 * 8, 2), rand(2 * 8 * 4, 3), 2, 8, 4, rand(8, 4), 1, Int32Array.of(0, 5), Float32Array.of(0.5, 0.5), 2)),
+  ];
+}
