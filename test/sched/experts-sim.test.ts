@@ -1,0 +1,51 @@
+// The MoE offload simulator: same seed, same numbers; budgets kept; baselines behave as their
+// llama.cpp namesakes; the report labels everything SIMULATED. Small shapes, few steps.
+import t from 'tap';
+import { HARDWARE } from '../../src/sched/hardware.js';
+import { denseBytes, expertBytes } from '../../src/sched/experts/cost.js';
+import { ExpertPolicyName, EXPERT_POLICY_NAMES } from '../../src/sched/experts/policies.js';
+import { formatExpertSuite, MOE_MODELS, reserveBytes, routingTrace, runExpertSuite, simulateExperts } from '../../src/sched/experts/sim.js';
+
+const model = MOE_MODELS['moe-8x-top2']!;
+const capped = (share: number, batch: number) => denseBytes(model) + reserveBytes(model, batch, 1024) + share * model.nLayer * model.nExpert * expertBytes(model);
+
+t.test('a seed repeats exactly; another seed differs', async (t) => {
+  const run = (seed: number) => simulateExperts({ hardware: HARDWARE.t4!, model, policy: ExpertPolicyName.DynamicDecay, routing: { kind: 'zipf', seed }, batch: 4, steps: 12, gpuBudgetBytes: capped(0.25, 4) });
+  t.same(run(5), run(5));
+  t.same(routingTrace(model, { kind: 'zipf', seed: 5 }, 3, 2), routingTrace(model, { kind: 'zipf', seed: 5 }, 3, 2));
+  t.not(JSON.stringify(routingTrace(model, { kind: 'zipf', seed: 5 }, 3, 2)), JSON.stringify(routingTrace(model, { kind: 'zipf', seed: 6 }, 3, 2)));
+  t.equal(run(5).simulated, true);
+});
+
+t.test('every policy keeps the budget and runs every expert somewhere', async (t) => {
+  const batch = 8;
+  const budget = capped(0.25, batch);
+  const trace = routingTrace(model, { kind: 'zipf', seed: 2 }, 20, batch);
+  const by = new Map(EXPERT_POLICY_NAMES.map((policy) => [policy, simulateExperts({ hardware: HARDWARE.a10!, model, policy, routing: { kind: 'zipf', seed: 2 }, batch, steps: 16, warmupSteps: 4, gpuBudgetBytes: budget, trace })]));
+  for (const [policy, r] of by) {
+    t.ok(r.placement.usedBytes <= budget, `${policy}: ${r.placement.usedBytes} <= ${budget}`);
+    t.ok(r.decodeTokPerS > 0 && Number.isFinite(r.decodeTokPerS), `${policy}: ${r.decodeTokPerS.toFixed(1)} tok/s SIMULATED`);
+  }
+  t.equal(by.get(ExpertPolicyName.CpuMoe)!.hitRate, 0);
+  t.equal(by.get(ExpertPolicyName.CpuMoe)!.cpuShare, 1);
+  t.equal(by.get(ExpertPolicyName.Copy32)!.cpuShare, 1, 'batch 8 is under the 32-token rule');
+  const n = by.get(ExpertPolicyName.NCpuMoe)!;
+  const measured = trace.slice(4, 20).flatMap((step) => step.map((routed, layer) => ({ layer, active: routed.length })));
+  const onGpu = measured.filter((x) => x.layer >= n.nCpuMoeLayers).reduce((a, x) => a + x.active, 0);
+  t.ok(n.nCpuMoeLayers > 0 && n.nCpuMoeLayers < model.nLayer, `n-cpu-moe keeps ${n.nCpuMoeLayers} layers on the CPU`);
+  t.equal(n.hitRate, onGpu / measured.reduce((a, x) => a + x.active, 0), 'n-cpu-moe hits exactly the experts of its GPU layers');
+  for (const p of [ExpertPolicyName.DynamicDecay, ExpertPolicyName.DynamicLru]) {
+    t.ok(by.get(p)!.decodeTokPerS >= by.get(ExpertPolicyName.CpuMoe)!.decodeTokPerS, `${p} is no slower than all experts on the CPU`);
+  }
+});
+
+t.test('the suite covers policies per setting and labels its numbers', async (t) => {
+  const s = runExpertSuite({ hardware: ['t4'], models: ['moe-8x-top2'], routings: ['uniform'], batches: [2], steps: 4 });
+  t.same(s.map((x) => x.budget), ['device', 'capped'], 'a model that fits is also run with a capped budget');
+  for (const x of s) t.same(x.results.map((r) => r.policy), EXPERT_POLICY_NAMES);
+  const text = formatExpertSuite(s);
+  t.match(text, /SIMULATED/);
+  t.equal(text.split('\n').filter((l) => l.startsWith('| t4 |')).length, 2 * EXPERT_POLICY_NAMES.length);
+  t.throws(() => runExpertSuite({ hardware: ['h100'] }), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => simulateExperts({ hardware: HARDWARE.t4!, model, policy: ExpertPolicyName.CpuMoe, routing: { kind: 'zipf', seed: 1 }, batch: 0, steps: 1 }), { code: 'TDM_BAD_ARGUMENT' });
+});
