@@ -2,6 +2,9 @@
 // with streaming, tokenize; every error is a TandemError with a stable code.
 export { loadModel, Model } from './model.js';
 export { TandemError, type TandemErrorCode } from '../native/errors.js';
+export { loadTokenizer, Tokenizer, StreamingDecoder, type DetokenizeOptions } from '../model/tokenizer/index.js';
+export { GgufFile } from '../model/gguf.js';
+export { describeModel, type ModelDescription, type ModelHyperparams } from '../model/describe.js';
 export type {
   ChatMessage,
   ChatOptions,
