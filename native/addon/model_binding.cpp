@@ -1,6 +1,8 @@
 // JS face of a loaded model: loadModel(path, config) -> Promise<NativeModel>, and the
 // NativeModel object whose step(plan) runs the executor on a worker thread (an AsyncWorker
-// that holds the model while it runs, so dispose() during a step is safe).
+// that holds the model while it runs, so dispose() during a step is safe), whose profile(op)
+// times one subtask for the profiler the same way, and whose placement reports where the
+// weights went.
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -116,6 +118,14 @@ ModelConfig parse_config(const Napi::Value& v) {
     if (!variant.IsString()) bad_arg("config.cpuVariant must be a string");
     cfg.cpu_variant = variant.As<Napi::String>().Utf8Value();
   }
+  if (!o.Get("device").IsUndefined()) {
+    cfg.device = str(o, "device", "config");
+    if (cfg.device != "none" && cfg.device != "auto" && cfg.device != "gpu" && cfg.device != "cpu-standin")
+      bad_arg("config.device must be 'none', 'auto', 'gpu' or 'cpu-standin'");
+  }
+  if (!o.Get("deviceThreads").IsUndefined()) cfg.device_threads = int(integer(o, "deviceThreads", "config", 1, 1024));
+  if (!o.Get("deviceWeightBytes").IsUndefined())
+    cfg.device_weight_bytes = integer(o, "deviceWeightBytes", "config", 0, kMaxSafeInteger);
   return cfg;
 }
 
@@ -197,6 +207,7 @@ StepPlan parse_plan(const Napi::Value& v) {
     sp.recent = int32s(s, "recentTokens", w, true);
     sp.return_all_logits = boolean(s, "returnAllLogits", w, true);
     sp.return_logits = boolean(s, "returnLogits", w, true);
+    if (!s.Get("subBatch").IsUndefined()) sp.sub_batch = int32_t(integer(s, "subBatch", w, 0, 1));
     p.seqs.push_back(std::move(sp));
   }
   return p;
@@ -258,8 +269,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
-                       {InstanceMethod<&NativeModel::step>("step"), InstanceMethod<&NativeModel::dispose>("dispose"),
-                        InstanceAccessor<&NativeModel::info>("info")});
+                       {InstanceMethod<&NativeModel::step>("step"), InstanceMethod<&NativeModel::profile>("profile"),
+                        InstanceMethod<&NativeModel::dispose>("dispose"), InstanceAccessor<&NativeModel::info>("info"),
+                        InstanceAccessor<&NativeModel::placement>("placement")});
   }
 
   // Built only by loadModel, which passes the loaded model as an External.
@@ -277,12 +289,23 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("backends", backends);
     o.Freeze();
     info_ = Napi::Persistent(o);
+    const WeightPlacement& wp = model_->placement();
+    Napi::Object pl = Napi::Object::New(env);
+    pl.Set("device", names.size() > 1 ? Napi::Value(Napi::String::New(env, names[1])) : env.Null());
+    pl.Set("deviceName", model_->device_name());
+    pl.Set("deviceBytes", double(wp.device_bytes));
+    pl.Set("hostBytes", double(wp.host_bytes));
+    pl.Set("deviceTensors", wp.device_tensors);
+    pl.Set("hostTensors", wp.host_tensors);
+    pl.Freeze();
+    placement_ = Napi::Persistent(pl);
   }
 
   void finish_step() { busy_ = false; }
 
  private:
   Napi::Value step(const Napi::CallbackInfo& info);
+  Napi::Value profile(const Napi::CallbackInfo& info);
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     // A running step keeps its own reference; the model is freed when it finishes.
@@ -291,10 +314,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   Napi::Value info(const Napi::CallbackInfo&) { return info_.Value(); }
+  Napi::Value placement(const Napi::CallbackInfo&) { return placement_.Value(); }
 
   std::shared_ptr<Model> model_;
-  bool busy_ = false;
+  bool busy_ = false;  // a step or a profile run is in flight
   Napi::ObjectReference info_;
+  Napi::ObjectReference placement_;
 };
 
 class StepWorker : public Napi::AsyncWorker {
@@ -356,6 +381,103 @@ Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
   if (!code.empty()) return rejected(env, code.c_str(), message);
   busy_ = true;
   auto* worker = new StepWorker(env, this, info.This().As<Napi::Object>(), model_, std::move(plan));
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+// One profiler measurement: which subtask and its size.
+struct ProfileOp {
+  std::string kind;  // "linear", "attention", "copy"
+  int64_t tokens = 1;
+  bool on_cpu = false;
+  int32_t requests = 1;
+  int32_t context = 0;
+  bool to_device = true;
+  int64_t bytes = 0;
+  int iters = 3;
+};
+
+ProfileOp parse_profile(const Napi::Value& v) {
+  const std::string w = "op";
+  Napi::Object o = obj(v, w);
+  ProfileOp p;
+  p.kind = str(o, "kind", w);
+  if (!o.Get("iters").IsUndefined()) p.iters = int(integer(o, "iters", w, 1, 1000));
+  if (p.kind == "linear") {
+    p.tokens = integer(o, "tokens", w, 1, 65536);
+  } else if (p.kind == "attention") {
+    const std::string dev = str(o, "device", w);
+    if (dev != "cpu" && dev != "gpu") bad_arg("op.device must be 'cpu' or 'gpu'");
+    p.on_cpu = dev == "cpu";
+    p.requests = int32_t(integer(o, "requests", w, 1, 4096));
+    p.context = int32_t(integer(o, "context", w, 0, 16777216.0));
+    p.tokens = integer(o, "tokens", w, 1, 16777216.0);
+  } else if (p.kind == "copy") {
+    const std::string dir = str(o, "direction", w);
+    if (dir != "h2d" && dir != "d2h") bad_arg("op.direction must be 'h2d' or 'd2h'");
+    p.to_device = dir == "h2d";
+    p.bytes = integer(o, "bytes", w, 1, 17179869184.0);
+  } else {
+    bad_arg("op.kind must be 'linear', 'attention' or 'copy'");
+  }
+  return p;
+}
+
+class ProfileWorker : public Napi::AsyncWorker {
+ public:
+  ProfileWorker(Napi::Env env, NativeModel* owner, Napi::Object self, std::shared_ptr<Model> model, ProfileOp op)
+      : Napi::AsyncWorker(env, "tandem.profile"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        owner_(owner),
+        self_(Napi::Persistent(self)),
+        model_(std::move(model)),
+        op_(std::move(op)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    capture(&code_, &message_, [&] {
+      if (op_.kind == "linear") us_ = model_->time_linear(op_.tokens, op_.iters);
+      else if (op_.kind == "attention") us_ = model_->time_attention(op_.on_cpu, op_.requests, op_.context, int32_t(op_.tokens), op_.iters);
+      else us_ = model_->time_copy(op_.to_device, size_t(op_.bytes), op_.iters);
+    });
+  }
+
+  void OnOK() override {
+    owner_->finish_step();
+    if (!code_.empty()) deferred_.Reject(to_js_error(Env(), code_.c_str(), message_).Value());
+    else deferred_.Resolve(Napi::Number::New(Env(), us_));
+  }
+
+  void OnError(const Napi::Error& e) override {
+    owner_->finish_step();
+    deferred_.Reject(to_js_error(Env(), "TDM_INTERNAL", e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  NativeModel* owner_;
+  Napi::ObjectReference self_;  // keeps the NativeModel alive while running
+  std::shared_ptr<Model> model_;
+  ProfileOp op_;
+  double us_ = 0;
+  std::string code_, message_;
+};
+
+Napi::Value NativeModel::profile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!model_) return rejected(env, kDisposed, "profile() on a disposed model");
+  if (busy_) return rejected(env, code::bad_argument, "profile() while a step or another profile() of this model is running");
+  ProfileOp op;
+  std::string code, message;
+  capture(&code, &message, [&] {
+    if (info.Length() < 1) bad_arg("profile(op) needs an op");
+    op = parse_profile(info[0]);
+  });
+  if (!code.empty()) return rejected(env, code.c_str(), message);
+  busy_ = true;
+  auto* worker = new ProfileWorker(env, this, info.This().As<Napi::Object>(), model_, std::move(op));
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

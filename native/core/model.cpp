@@ -1,6 +1,9 @@
-// Model loading (see model.h): map, bind, page in with progress, start backends, allocate KV.
+// Model loading (see model.h): map, bind, page in with progress, start the backends, place
+// the weights, allocate KV; and the host staging buffers.
 #include <algorithm>
+#include <cstdlib>
 
+#include "backend/registry.h"
 #include "core/error.h"
 #include "core/ggml_types.h"
 #include "core/model.h"
@@ -41,31 +44,120 @@ void page_in(const GgufFile& f, const std::function<void(double)>& progress) {
 
 }  // namespace
 
+void HostBuffer::reserve(Backend* pinner, size_t bytes) {
+  if (bytes <= n_ && p_ != nullptr) return;
+  reset();
+  const size_t rounded = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
+  if (pinner != nullptr && pinner->fn().host_alloc != nullptr) {
+    pinner->check(pinner->fn().host_alloc(pinner->ctx(), rounded, &p_), "host_alloc");
+    pinner_ = pinner;
+  } else {
+    p_ = std::aligned_alloc(64, rounded);
+    if (p_ == nullptr) throw Error(code::oom, "cannot allocate " + std::to_string(bytes) + " bytes of host staging memory");
+  }
+  n_ = rounded;
+}
+
+void HostBuffer::reset() {
+  if (p_ != nullptr) {
+    if (pinner_ != nullptr) pinner_->fn().host_free(pinner_->ctx(), p_);
+    else std::free(p_);
+  }
+  p_ = nullptr;
+  pinner_ = nullptr;
+  n_ = 0;
+}
+
 std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& cfg,
                                    const std::function<void(double)>& progress) {
   validate_hparams(cfg.hp);
   if (cfg.kv_blocks_device < 0 || cfg.kv_blocks_host < 0) throw Error(code::bad_argument, "kvBlocks counts must not be negative");
   if (cfg.kv_blocks_device + int64_t(cfg.kv_blocks_host) == 0) throw Error(code::bad_argument, "kvBlocks must give at least one block");
+  if (cfg.device != "none" && cfg.device != "auto" && cfg.device != "gpu" && cfg.device != "cpu-standin")
+    throw Error(code::bad_argument, "device must be 'none', 'auto', 'gpu' or 'cpu-standin', got '" + cfg.device + "'");
   std::shared_ptr<Model> m(new Model());
   m->hp_ = cfg.hp;
   std::shared_ptr<GgufFile> file = GgufFile::open(path);
   m->weights_ = bind_weights(file, m->hp_);
   page_in(*file, progress);
 
-  m->cpu_ = Backend::create_cpu(cfg.threads, cfg.cpu_variant.empty() ? nullptr : cfg.cpu_variant.c_str());
-  m->device_ = m->cpu_.get();
-  m->linear_ = m->cpu_.get();
+  const char* variant = cfg.cpu_variant.empty() ? nullptr : cfg.cpu_variant.c_str();
+  m->cpu_ = Backend::create_cpu(cfg.threads, variant);
+  if (cfg.device == "cpu-standin") {
+    // The same kernels as the host side, so that results are bit-identical wherever an op runs.
+    m->device_owned_ = Backend::create_cpu(cfg.device_threads > 0 ? cfg.device_threads : 1, variant);
+    m->device_kind_ = "cpu-standin";
+  } else if (cfg.device == "gpu" || cfg.device == "auto") {
+    BackendRegistry& reg = BackendRegistry::instance();
+    bool usable = cfg.device == "gpu";
+    for (const BackendCandidate& c : reg.candidates()) usable = usable || c.status == "selected";
+    if (usable) {
+      m->device_owned_ = reg.open();
+      m->device_kind_ = m->device_owned_->kind();
+    }
+  }
+  m->device_ = m->device_owned_ ? m->device_owned_.get() : m->cpu_.get();
+
   // f16 K and V, as llama.cpp's default cache type, so attention tracks llama.cpp.
   m->layout_ = KvLayout::make(m->hp_, cfg.kv_block_tokens, uint32_t(GgmlType::F16));
   m->pools_[int(KvTier::device)] = KvPool(m->device_, m->layout_, cfg.kv_blocks_device);
   m->pools_[int(KvTier::host)] = KvPool(m->cpu_.get(), m->layout_, cfg.kv_blocks_host);
+
+  if (!m->has_device()) {
+    m->placement_.exec = m->weights_;
+    m->placement_.device_bytes = m->weights_.bytes;
+    return m;
+  }
+  Backend* dev = m->device_;
+  m->device_async_ = (dev->fn().caps(dev->ctx()) & TDM_CAP_ASYNC) != 0;
+  int64_t budget = cfg.device_weight_bytes;
+  if (budget < 0 && !dev->host_memory()) {
+    // All that fits beside the KV pool, keeping room for activations and the runtime.
+    uint64_t free_bytes = 0, total_bytes = 0;
+    dev->check(dev->fn().memory(dev->ctx(), &free_bytes, &total_bytes), "memory");
+    const int64_t reserve = std::max<int64_t>(int64_t(256) << 20, int64_t(free_bytes / 16));
+    budget = std::max<int64_t>(0, int64_t(free_bytes) - reserve);
+  }
+  m->placement_ = place_weights(m->weights_, dev, budget);
+  if (m->device_async_) {
+    const tdm_backend_iface& f = dev->fn();
+    if (f.stream_create == nullptr || f.event_create == nullptr || f.event_record == nullptr || f.stream_wait == nullptr ||
+        f.event_sync == nullptr || f.stream_sync == nullptr)
+      throw Error(code::unsupported, std::string("the ") + dev->kind() + " backend reports async ops but lacks streams or events");
+    dev->check(f.stream_create(dev->ctx(), &m->copy_stream_), "stream_create");
+    dev->check(f.event_create(dev->ctx(), &m->compute_done_), "event_create");
+    dev->check(f.event_create(dev->ctx(), &m->copy_done_), "event_create");
+  }
+  m->worker_ = std::make_unique<CpuWorker>();
   return m;
+}
+
+Model::~Model() {
+  worker_.reset();
+  if (device_owned_) {
+    const tdm_backend_iface& f = device_owned_->fn();
+    tdm_backend_ctx* c = device_owned_->ctx();
+    if (f.synchronize != nullptr) (void)f.synchronize(c);
+    if (compute_done_ != nullptr) f.event_destroy(c, compute_done_);
+    if (copy_done_ != nullptr) f.event_destroy(c, copy_done_);
+    if (copy_stream_ != nullptr) f.stream_destroy(c, copy_stream_);
+  }
+  // Staging memory may belong to the device's allocator: free it while the device lives.
+  for (BatchBuffers& b : batches_)
+    for (HostBuffer* h : {&b.hq, &b.hk, &b.hv, &b.hout}) h->reset();
+  for (HostBuffer* h : {&stage_x_, &stage_y_, &stage_ids_, &stage_w_}) h->reset();
 }
 
 std::vector<std::string> Model::backends() const {
   std::vector<std::string> out{cpu_->kind()};
-  if (device_ != cpu_.get()) out.push_back(device_->kind());
+  if (has_device()) out.push_back(device_kind_);
   return out;
+}
+
+std::string Model::device_name() const {
+  if (!has_device()) return "";
+  const std::string name = device_->device_name();
+  return device_kind_ == "cpu-standin" ? "CPU stand-in for a GPU: " + name : name;
 }
 
 }  // namespace tdm

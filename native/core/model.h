@@ -1,12 +1,16 @@
-// A loaded model: hyperparameters, weights bound from the mapping, the backends it runs on,
-// one paged KV pool per tier, and the executor that runs a StepPlan (executor.cpp).
+// A loaded model: hyperparameters, weights bound from the mapping and placed on a device
+// under a memory budget, the backends it runs on (the CPU, and a GPU or a CPU stand-in for
+// one), one paged KV pool per tier, and the executor that runs a StepPlan (executor.cpp)
+// with one of the strategies of step.h. Timing entry points for the profiler: profile.cpp.
 #pragma once
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "backend/backend_handle.h"
+#include "core/cpu_worker.h"
 #include "core/hparams.h"
 #include "core/kv_pool.h"
 #include "core/model_weights.h"
@@ -19,55 +23,141 @@ struct ModelConfig {
   Hparams hp;
   int threads = 0;               // CPU threads incl. the caller; <= 0 picks the hardware count
   int32_t kv_block_tokens = 16;  // positions per KV block
-  int32_t kv_blocks_device = 0;  // blocks in the device tier (host RAM when no GPU backend is loaded)
+  int32_t kv_blocks_device = 0;  // blocks in the device tier (host RAM when there is no device)
   int32_t kv_blocks_host = 0;    // blocks in the host tier
   std::string cpu_variant;       // "" for the best kernels; "ref" or "avx2" to force one
+  // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
+  // usable, else none), "gpu" (the registry's GPU, or TDM_BACKEND_UNAVAILABLE saying why not),
+  // "cpu-standin" (a second CPU backend with its own threads posing as the device, so that the
+  // hybrid strategies really overlap on a machine without a GPU; never a GPU measurement).
+  std::string device = "none";
+  int device_threads = 0;            // threads of the cpu-standin device (<= 0: 1)
+  int64_t device_weight_bytes = -1;  // device memory for weights (bytes); < 0: all that fits
 };
 
-// Activation buffers of one step on the backend that runs the linear layers, grown on demand.
-struct Workspace {
+// Host memory for activations crossing between devices: page-locked through the device's
+// host_alloc when it has one (fast async copies), else ordinary aligned memory.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  ~HostBuffer() { reset(); }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  // Makes the buffer at least `bytes` long (contents are not kept).
+  void reserve(Backend* pinner, size_t bytes);
+  void reset();
+  void* data() const { return p_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  Backend* pinner_ = nullptr;  // the backend whose host_alloc made p_ (null: aligned_alloc)
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// Activation buffers of one (sub-)batch on the device, grown on demand, and the host
+// staging of its CPU-attention rows.
+struct BatchBuffers {
   int64_t cap_tokens = 0;
   int64_t cap_out = 0;
   int64_t cap_table = 0;
   DeviceBuffer x, xn, q, k, v, attn, o, gate, up, shared, router_logits, expert_ids, expert_weights, shared_gate;
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
+  HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
+};
+
+// Measured time per phase (microseconds), summed over layers.
+struct Phases {
+  double copies = 0;        // KV block copies between and within tiers
+  double embed = 0;
+  double linear = 0;        // projections, norms, RoPE and FFNs on the device (driver thread)
+  double host_linear = 0;   // matmuls of weights left in host RAM, on the CPU
+  double transfer = 0;      // activations of host-resident weights moved between host and device
+  double attn_transfer = 0; // q/k/v down to and attention output up from CPU attention
+  double attention = 0;     // KV stores and attention on the device
+  double cpu_attention = 0; // KV stores and attention on the CPU (worker thread, overlapped)
+  double cpu_wait = 0;      // the driver waiting for CPU attention (what overlap did not hide)
+  double experts = 0;
+  double logits = 0;
+  double sampling = 0;
 };
 
 class Model {
  public:
-  // Maps the file, binds weights, starts the CPU backend and allocates the KV pools. Calls
-  // progress(fraction in [0, 1]) as the weights are paged in. Throws tdm::Error.
+  // Maps the file, binds weights, starts the backends, places weights and allocates the KV
+  // pools. Calls progress(fraction in [0, 1]) as the weights are paged in. Throws tdm::Error.
   static std::shared_ptr<Model> load(const std::string& path, const ModelConfig& cfg,
                                      const std::function<void(double)>& progress);
+  ~Model();
 
-  // Runs one step: block copies, then every sequence's tokens through the layers, logits
-  // where asked, sampling. Validates the whole plan before touching any state; throws
-  // tdm::Error (TDM_BAD_ARGUMENT for a bad plan). One step at a time per model.
+  // Runs one step: block copies, then every sequence's tokens through the layers under the
+  // plan's strategy, logits where asked, sampling. Validates the whole plan before touching
+  // any state; throws tdm::Error (TDM_BAD_ARGUMENT for a bad plan, TDM_UNSUPPORTED for
+  // attention on a device that cannot read the sequence's KV tier). One step at a time.
   StepResult step(const StepPlan& plan);
+
+  // ---- timing entry points for the profiler (profile.cpp); not while a step runs.
+  // Microseconds of the linear work of a whole step of n_tokens rows (embedding, every
+  // layer's projections and FFN, the LM head on every row), median of `iters` runs.
+  double time_linear(int64_t n_tokens, int iters);
+  // Microseconds of every layer's KV store and attention for n_seqs sequences of n_new new
+  // tokens after `context` cached positions each, on the device (on_cpu false) or the CPU,
+  // over a scratch pool; median of `iters`.
+  double time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32_t n_new, int iters);
+  // Microseconds to copy `bytes` host->device (to_device) or device->host through staging
+  // memory, median of `iters`.
+  double time_copy(bool to_device, size_t bytes, int iters);
 
   const Hparams& hparams() const { return hp_; }
   size_t kv_block_bytes() const { return layout_.block_bytes; }
-  // Backends in use, by kind ("cpu" first).
+  // Backends in use: "cpu" first, then the device's kind ("cuda", "hip", "cpu-standin").
   std::vector<std::string> backends() const;
   uint64_t weight_bytes() const { return weights_.bytes; }
+  const WeightPlacement& placement() const { return placement_; }
+  // The device's name ("" with no device).
+  std::string device_name() const;
 
  private:
+  friend class StepRun;
   Model() = default;
+  bool has_device() const { return device_ != cpu_.get(); }
   void validate(const StepPlan& plan) const;
   void run_copies(const std::vector<BlockCopy>& copies);
-  void ensure_workspace(int64_t n_tokens, int64_t n_out, int64_t n_table);
+  void ensure_batch(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int64_t n_table, int64_t n_cpu_rows);
   const KvPool& pool(KvTier t) const { return pools_[int(t)]; }
   Backend* attention_backend(AttnDevice d) const { return d == AttnDevice::cpu ? cpu_.get() : device_; }
+
+  // ---- layer pieces (executor.cpp), on the device with host fallbacks per weight placement
+  void matmul(const tdm_weight& w, const float* x, int64_t n_tokens, float* y);
+  void embed(BatchBuffers& b, const int32_t* host_tokens, int64_t n_tokens);
+  void pre_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);
+  void post_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);
+  void lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, float* host_logits);
+  // Device memory -> host memory, complete on return.
+  void to_host(void* dst, const void* src, size_t bytes);
+  // Host memory -> device memory, ordered before later device work.
+  void to_device(void* dst, const void* src, size_t bytes);
 
   Hparams hp_;
   ModelWeights weights_;
   std::unique_ptr<Backend> cpu_;
-  Backend* device_ = nullptr;  // the accelerator; the CPU backend stands in when none is loaded
-  Backend* linear_ = nullptr;  // runs embeddings, projections and FFNs
+  std::unique_ptr<Backend> device_owned_;  // the GPU or the CPU stand-in; null with no device
+  Backend* device_ = nullptr;              // runs the linear layers; the CPU backend when there is no device
+  std::string device_kind_;                // "cuda", "hip" or "cpu-standin" ("" with no device)
+  bool device_async_ = false;              // the device has TDM_CAP_ASYNC (streams, events)
+  tdm_stream* copy_stream_ = nullptr;      // async devices: activations to the host beside compute
+  tdm_event* compute_done_ = nullptr;      // recorded after a sub-batch's q/k/v are computed
+  tdm_event* copy_done_ = nullptr;         // recorded after they reach host memory
+  WeightPlacement placement_;
   KvLayout layout_;
-  KvPool pools_[2];            // indexed by KvTier
-  Workspace ws_;
+  KvPool pools_[2];                        // indexed by KvTier
+  BatchBuffers batches_[2];                // one per pipeline sub-batch
+  HostBuffer stage_x_, stage_y_, stage_ids_, stage_w_;  // activations of host-resident weights
+  Phases ph_;                              // the running step's phase times (driver thread)
   SamplerScratch sampler_;
+  std::mutex cpu_mu_;                      // one caller at a time on the CPU backend
+  std::unique_ptr<CpuWorker> worker_;      // CPU attention beside the device; null with no device
 };
 
 }  // namespace tdm

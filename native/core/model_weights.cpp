@@ -1,8 +1,10 @@
 // Binding of GGUF tensors to the forward pass's weights (see model_weights.h). Tensor
-// names and shapes follow llama.cpp's per-architecture loaders (src/models/*.cpp).
+// names and shapes follow llama.cpp's per-architecture loaders (src/models/*.cpp). Then the
+// placement of the bound tensors on a device under a memory budget.
 #include "core/model_weights.h"
 
 #include <string>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "core/ggml_types.h"
@@ -138,6 +140,106 @@ ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
     }
   }
   return m;
+}
+
+}  // namespace tdm
+
+namespace tdm {
+
+namespace {
+
+size_t matrix_bytes(const tdm_weight& w) { return w.mat_bytes * size_t(w.n_mats); }
+
+// Copies tensors to the device while the budget lasts; one copy per source tensor, so tied
+// embeddings share theirs.
+class Placer {
+ public:
+  Placer(Backend* device, int64_t budget, WeightPlacement* out) : dev_(device), budget_(budget), out_(out) {}
+
+  void vec(VecF32& v) {
+    if (!v) return;
+    v.data = static_cast<const float*>(copy(v.data, size_t(v.n) * sizeof(float)));
+  }
+
+  // Places the present matrices of `ws` together, or none of them when they do not fit.
+  void matrices(std::initializer_list<tdm_weight*> ws) {
+    size_t need = 0;
+    for (tdm_weight* w : ws)
+      if (present(*w) && copies_.count(w->data) == 0) need += matrix_bytes(*w);
+    if (budget_ >= 0 && double(used_) + double(need) > double(budget_)) return;
+    for (tdm_weight* w : ws) {
+      if (!present(*w)) continue;
+      w->data = copy(w->data, matrix_bytes(*w));
+      out_->resident.insert(w->data);
+    }
+  }
+
+  uint64_t used() const { return used_; }
+
+ private:
+  const void* copy(const void* src, size_t bytes) {
+    auto it = copies_.find(src);
+    if (it != copies_.end()) return it->second;
+    DeviceBuffer buf(dev_, bytes);
+    dev_->check(dev_->fn().copy_h2d(dev_->ctx(), buf.data(), src, bytes, nullptr), "copy_h2d");
+    used_ += bytes;
+    const void* p = buf.data();
+    copies_.emplace(src, p);
+    out_->buffers.push_back(std::move(buf));
+    return p;
+  }
+
+  Backend* dev_;
+  int64_t budget_;
+  WeightPlacement* out_;
+  uint64_t used_ = 0;
+  std::unordered_map<const void*, const void*> copies_;  // source address -> device copy
+};
+
+}  // namespace
+
+WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes) {
+  WeightPlacement p;
+  p.exec = w;
+  ModelWeights& e = p.exec;
+  Placer placer(device, budget_bytes, &p);
+  placer.vec(e.output_norm);
+  for (LayerWeights& L : e.layers)
+    for (VecF32* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.ffn_norm}) placer.vec(*v);
+  for (LayerWeights& L : e.layers) placer.matrices({&L.wq, &L.wk, &L.wv, &L.wo});
+  for (LayerWeights& L : e.layers) {
+    placer.matrices({&L.ffn_gate, &L.ffn_up, &L.ffn_down});
+    placer.matrices({&L.gate_inp, &L.gate_inp_shexp});
+    placer.matrices({&L.gate_shexp, &L.up_shexp, &L.down_shexp});
+  }
+  placer.matrices({&e.output});
+  for (LayerWeights& L : e.layers) placer.matrices({&L.gate_exps, &L.up_exps, &L.down_exps});
+  placer.matrices({&e.tok_embd});
+  // Tied embeddings: one tensor under two names; whichever was placed, both use the copy.
+  if (w.output.data == w.tok_embd.data) {
+    if (p.on_device(e.output)) e.tok_embd = e.output;
+    else if (p.on_device(e.tok_embd)) e.output = e.tok_embd;
+  }
+  if (device->fn().synchronize != nullptr) device->check(device->fn().synchronize(device->ctx()), "synchronize");
+  p.device_bytes = placer.used();
+
+  std::unordered_set<const void*> counted;
+  auto tally = [&](const tdm_weight& x) {
+    if (!present(x) || !counted.insert(x.data).second) return;
+    if (p.on_device(x)) {
+      p.device_tensors++;
+    } else {
+      p.host_tensors++;
+      p.host_bytes += matrix_bytes(x);
+    }
+  };
+  tally(e.tok_embd);
+  tally(e.output);
+  for (const LayerWeights& L : e.layers)
+    for (const tdm_weight* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.gate_inp, &L.gate_exps,
+                                &L.up_exps, &L.down_exps, &L.gate_inp_shexp, &L.gate_shexp, &L.up_shexp, &L.down_shexp})
+      tally(*x);
+  return p;
 }
 
 }  // namespace tdm

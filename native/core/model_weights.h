@@ -1,11 +1,14 @@
 // A model's weights bound in place from the GGUF mapping (no copies): for each layer the
 // matrices and vectors its architecture's forward pass reads, checked against the
-// hyperparameters' shapes when the model loads, so a step never meets a bad tensor.
+// hyperparameters' shapes when the model loads, so a step never meets a bad tensor; and
+// their placement on a device under a memory budget.
 #pragma once
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/backend_handle.h"
 #include "core/gguf.h"
 #include "core/hparams.h"
 
@@ -47,5 +50,32 @@ struct ModelWeights {
 // Binds every tensor the architecture needs; throws tdm::Error (TDM_BAD_GGUF for a missing
 // or misshapen tensor, TDM_UNSUPPORTED for a type tandem cannot compute with) naming it.
 ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp);
+
+// ---- placement of weights on a device under a memory budget (the GPU backends issue, item 3)
+
+// Where each bound tensor lives for the executor. `exec` mirrors the bound weights with the
+// pointers the executor passes to ops: a copy in device memory for a placed tensor, the
+// mapping for one left in host RAM. Norm weights and biases always go to the device (they
+// are tiny and every layer reads them on the device that runs the linear layers).
+struct WeightPlacement {
+  ModelWeights exec;
+  std::vector<DeviceBuffer> buffers;  // the device copies
+  // Device-memory addresses of placed matrices (exec's data pointers); host ones are absent.
+  std::unordered_set<const void*> resident;
+  uint64_t device_bytes = 0;  // bytes of the tensors placed on the device
+  uint64_t host_bytes = 0;    // bytes of the matrices left in host RAM
+  int32_t device_tensors = 0;
+  int32_t host_tensors = 0;
+
+  // True when the matrix `w` (an exec weight) is in device memory.
+  bool on_device(const tdm_weight& w) const { return resident.count(w.data) != 0; }
+};
+
+// Copies tensors to `device` in priority order while they fit in `budget_bytes` (first
+// fit): norms and biases, then each layer's attention projections, then dense FFNs and MoE
+// routers and shared experts, then the output projection, then routed experts (one
+// layer's three stacks together), then the token embeddings. budget_bytes < 0 places
+// everything. Throws tdm::Error(TDM_OOM) when a device allocation fails.
+WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes);
 
 }  // namespace tdm

@@ -10,6 +10,10 @@
 
 namespace tdm {
 
+// cpu: every op in order on the calling thread (the single-device path, and the reference);
+// gpu_only: the same, with every attention on the device; overlap: one batch, CPU attention
+// on the CPU worker while the device works, joined before o_proj (APEX); pipeline: two
+// sub-batches, the device's linear layers of one beside the CPU attention of the other (NEO).
 enum class Strategy { cpu, gpu_only, pipeline, overlap };
 enum class KvTier { device = 0, host = 1 };
 enum class AttnDevice { cpu, gpu };
@@ -26,6 +30,7 @@ struct SeqPlan {
   std::vector<int32_t> recent;       // tokens the penalties look at
   bool return_all_logits = false;
   bool return_logits = false;
+  int32_t sub_batch = -1;            // pipeline only: 0 or 1, or -1 to let the executor split
 };
 
 struct BlockCopy {

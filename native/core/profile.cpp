@@ -1,0 +1,128 @@
+// Timing entry points for the profiler (src/sched/profiler.ts): each times one subtask of a
+// step on this machine's backends with the model's own weights and placement, so that the
+// cost model predicts from what this machine does (NEO's profiled tables), not from constants.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/model.h"
+
+namespace tdm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median microseconds of `iters` runs of f after one warm-up run.
+template <typename F>
+double median_us(int iters, F&& f) {
+  if (iters < 1 || iters > 1000) throw Error(code::bad_argument, "iters must be in [1, 1000]");
+  f();
+  std::vector<double> us;
+  for (int i = 0; i < iters; ++i) {
+    const Clock::time_point t0 = Clock::now();
+    f();
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+void sync(Backend* b) {
+  if ((b->fn().caps(b->ctx()) & TDM_CAP_ASYNC) != 0 && b->fn().synchronize != nullptr)
+    b->check(b->fn().synchronize(b->ctx()), "synchronize");
+}
+
+void upload(Backend* b, void* dst, const void* src, size_t bytes) {
+  b->check(b->fn().copy_h2d(b->ctx(), dst, src, bytes, nullptr), "copy_h2d");
+}
+
+}  // namespace
+
+double Model::time_linear(int64_t n_tokens, int iters) {
+  if (n_tokens < 1 || n_tokens > 65536) throw Error(code::bad_argument, "tokens must be in [1, 65536]");
+  BatchBuffers& b = batches_[0];
+  ensure_batch(b, n_tokens, n_tokens, 0, 0);
+  std::vector<int32_t> tokens(static_cast<size_t>(n_tokens)), positions(static_cast<size_t>(n_tokens));
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    tokens[size_t(i)] = int32_t((i * 7919 + 1) % hp_.n_vocab);
+    positions[size_t(i)] = int32_t(i);
+  }
+  to_device(b.tokens.data(), tokens.data(), tokens.size() * sizeof(int32_t));
+  to_device(b.positions.data(), positions.data(), positions.size() * sizeof(int32_t));
+  to_device(b.out_rows.data(), positions.data(), positions.size() * sizeof(int32_t));
+  // Attention output stands at zero: this times everything around attention, not attention.
+  const std::vector<float> zeros(size_t(n_tokens * hp_.n_head * hp_.head_dim_v), 0.0f);
+  std::vector<float> logits(size_t(n_tokens * hp_.n_vocab));
+  ph_ = Phases{};
+  return median_us(iters, [&] {
+    embed(b, tokens.data(), n_tokens);
+    for (int64_t l = 0; l < hp_.n_layer; ++l) {
+      pre_attention(b, n_tokens, l);
+      to_device(b.attn.data(), zeros.data(), zeros.size() * sizeof(float));
+      post_attention(b, n_tokens, l);
+    }
+    lm_head(b, n_tokens, n_tokens, logits.data());
+  });
+}
+
+double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32_t n_new, int iters) {
+  if (n_seqs < 1 || n_seqs > 4096) throw Error(code::bad_argument, "requests must be in [1, 4096]");
+  if (context < 0 || n_new < 1 || int64_t(context) + n_new > (int64_t(1) << 24)) throw Error(code::bad_argument, "context + tokens must be in [1, 2^24]");
+  Backend* be = on_cpu ? cpu_.get() : device_;
+  // One layer's pool (every layer is the same shape), timed and scaled by the layer count.
+  Hparams one = hp_;
+  one.n_layer = 1;
+  const KvLayout layout = KvLayout::make(one, layout_.block_tokens, layout_.type);
+  const int64_t per_seq = (int64_t(context) + n_new + layout.block_tokens - 1) / layout.block_tokens;
+  if (per_seq * n_seqs > INT32_MAX) throw Error(code::bad_argument, "the scratch KV pool would need too many blocks");
+  KvPool pool(be, layout, int32_t(per_seq * n_seqs));
+  std::vector<int32_t> tables(size_t(per_seq * n_seqs));
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
+  DeviceBuffer dtables(be, tables.size() * sizeof(int32_t));
+  upload(be, dtables.data(), tables.data(), tables.size() * sizeof(int32_t));
+  const int64_t rows = int64_t(n_seqs) * n_new;
+  const int64_t q_dim = hp_.n_head * hp_.head_dim, k_dim = hp_.n_head_kv * hp_.head_dim;
+  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
+  std::vector<float> fill(size_t(rows * std::max({q_dim, k_dim, v_dim})));
+  for (size_t i = 0; i < fill.size(); ++i) fill[i] = float(int(i % 13) - 6) * 0.05f;
+  DeviceBuffer q(be, size_t(rows * q_dim) * sizeof(float)), k(be, size_t(rows * k_dim) * sizeof(float));
+  DeviceBuffer v(be, size_t(rows * v_dim) * sizeof(float)), out(be, size_t(rows * o_dim) * sizeof(float));
+  upload(be, q.data(), fill.data(), q.size());
+  upload(be, k.data(), fill.data(), k.size());
+  upload(be, v.data(), fill.data(), v.size());
+  std::vector<tdm_attn_seq> seqs(static_cast<size_t>(n_seqs));
+  for (int32_t i = 0; i < n_seqs; ++i)
+    seqs[size_t(i)] = tdm_attn_seq{i * n_new, n_new, context, int32_t(per_seq), dtables.as<int32_t>() + int64_t(i) * per_seq};
+  const tdm_kv_layer kv = pool.layer(0);
+  const float scale = 1.0f / std::sqrt(float(hp_.head_dim));
+  std::unique_lock<std::mutex> lock(cpu_mu_, std::defer_lock);
+  if (on_cpu) lock.lock();
+  const double per_layer = median_us(iters, [&] {
+    be->check(be->fn().kv_store(be->ctx(), &kv, k.as<float>(), v.as<float>(), seqs.data(), n_seqs, nullptr), "kv_store");
+    be->check(be->fn().attention(be->ctx(), &kv, q.as<float>(), seqs.data(), n_seqs, int32_t(hp_.n_head), scale, out.as<float>(), nullptr),
+              "attention");
+    sync(be);
+  });
+  return per_layer * double(hp_.n_layer);
+}
+
+double Model::time_copy(bool to_dev, size_t bytes, int iters) {
+  if (bytes < 1 || bytes > (size_t(1) << 34)) throw Error(code::bad_argument, "bytes must be in [1, 2^34]");
+  HostBuffer host;
+  host.reserve(device_, bytes);
+  DeviceBuffer dev(device_, bytes);
+  std::fill_n(host.as<uint8_t>(), bytes, uint8_t(1));
+  return median_us(iters, [&] {
+    if (to_dev) {
+      to_device(dev.data(), host.as<void>(), bytes);
+      sync(device_);
+    } else {
+      to_host(host.as<void>(), dev.data(), bytes);
+    }
+  });
+}
+
+}  // namespace tdm

@@ -1,0 +1,256 @@
+// The cost model: predicted time of each subtask of a step (NEO's profiled tables with
+// linear and bilinear interpolation, APEX's per-subtask predictions), filled by the profiler
+// and refitted online from the phase times every StepResult carries.
+import { TandemError } from '../native/errors.js';
+import type { StepPlan, StepResult } from '../native/step-plan.js';
+import type { ModelHyperparams } from '../model/describe.js';
+import { Bilinear, PiecewiseLinear, type BilinearJson, type PiecewiseLinearJson } from './interp.js';
+
+/** What the step-time formulas need to know about the model besides the tables. */
+export interface CostShape {
+  nLayer: number;
+  /** Bytes of one token's q, k and v in one layer (f32), sent down for CPU attention. */
+  qkvBytesPerToken: number;
+  /** Bytes of one token's attention output in one layer (f32), sent back up. */
+  outBytesPerToken: number;
+  /** Bytes of one KV block (all layers, K and V): one swap copy. */
+  kvBlockBytes: number;
+}
+
+export function costShapeOf(hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHeadKv' | 'headDim' | 'headDimV'>, kvBlockBytes: number): CostShape {
+  const q = hp.nHead * hp.headDim;
+  const k = hp.nHeadKv * hp.headDim;
+  const v = hp.nHeadKv * hp.headDimV;
+  return { nLayer: hp.nLayer, qkvBytesPerToken: 4 * (q + k + v), outBytesPerToken: 4 * hp.nHead * hp.headDimV, kvBlockBytes };
+}
+
+/** Predicted subtask times of one step, in microseconds; attention figures cover all layers. */
+export interface CostModel {
+  readonly shape: CostShape;
+  /** The linear work of a step over `tokens` rows: embedding, every layer's projections and FFN, the LM head. */
+  linearUs(tokens: number): number;
+  /** Decode attention on the device: `requests` sequences with `context` cached tokens each. */
+  deviceAttentionUs(requests: number, context: number): number;
+  /** Prefill attention on the device: one sequence's chunk of `tokens` new tokens after `context` cached ones. */
+  prefillAttentionUs(tokens: number, context: number): number;
+  /** Decode attention on the CPU: `requests` sequences with `context` cached tokens each. */
+  cpuAttentionUs(requests: number, context: number): number;
+  /** Prefill attention on the CPU: one host-tier sequence's chunk of `tokens` after `context` cached. */
+  cpuPrefillAttentionUs(tokens: number, context: number): number;
+  /** One copy of `bytes` between host and device memory. */
+  copyUs(bytes: number): number;
+}
+
+/**
+ * A prefill chunk of n tokens after c cached ones does about n*(c + n/2) query-key products.
+ * Prefill tables are keyed by that count (their cost grows with it, quadratically in the
+ * prompt), so one profiled with c = 0 serves chunks after any context.
+ */
+export function prefillProducts(tokens: number, context: number): number {
+  return tokens * (context + tokens / 2);
+}
+
+
+export interface CostTablesJson {
+  version: 1;
+  shape: CostShape;
+  /** µs by tokens. */
+  linear: PiecewiseLinearJson;
+  /** µs by (requests, context per request). */
+  deviceAttention: BilinearJson;
+  /** µs by query-key products (prefillProducts). */
+  prefillAttention: PiecewiseLinearJson;
+  /** µs by (requests, context per request). */
+  cpuAttention: BilinearJson;
+  /** µs by query-key products on the CPU. */
+  cpuPrefillAttention: PiecewiseLinearJson;
+  /** µs by bytes of one copy. */
+  copy: PiecewiseLinearJson;
+}
+
+/** How the online refit treats a step's measured phases. */
+export interface ObserveOptions {
+  /** Fraction of each error taken into the tables (0..1). Default 0.1. */
+  rate?: number;
+  /**
+   * Whether the device's phases are wall times of finished work. False for an asynchronous
+   * device (a GPU): its driver-side phases time the queueing, so only CPU phases are refitted.
+   */
+  deviceSynchronous?: boolean;
+}
+
+/** Subtask measurements the online refit took from one step. */
+export interface StepObservation {
+  linear?: { tokens: number; us: number };
+  deviceAttention?: { requests: number; context: number; us: number };
+  cpuAttention?: { requests: number; context: number; us: number };
+  copy?: { bytes: number; us: number };
+}
+
+/** The subtasks a StepResult's phases measure: linear work of one-pass steps, attention of decode-only sides (prefill mixes two tables). */
+export function observationOf(plan: StepPlan, result: StepResult, blockBytes: number): StepObservation {
+  const ph = result.phaseUs ?? {};
+  const g = (k: string) => (Number.isFinite(ph[k]) ? ph[k]! : 0);
+  const obs: StepObservation = {};
+  const tokens = plan.sequences.reduce((n, s) => n + s.tokens.length, 0);
+  // A pipelined step makes two linear passes of different sizes: no one table point to credit.
+  if (tokens > 0 && 'linear' in ph && plan.strategy !== 'pipeline') {
+    obs.linear = { tokens, us: g('embed') + g('linear') + g('hostLinear') + g('transfer') + g('experts') + g('logits') };
+  }
+  for (const side of ['gpu', 'cpu'] as const) {
+    const seqs = plan.sequences.filter((s) => s.attention === side);
+    if (seqs.length === 0 || seqs.some((s) => s.tokens.length !== 1)) continue;
+    const context = seqs.reduce((n, s) => n + s.startPos, 0) / seqs.length;
+    const us = side === 'gpu' ? g('attention') : g('cpuAttention');
+    if (us > 0) obs[side === 'gpu' ? 'deviceAttention' : 'cpuAttention'] = { requests: seqs.length, context, us };
+  }
+  const crossing = plan.copies.filter((c) => c.fromTier !== c.toTier).length;
+  if (crossing > 0 && crossing === plan.copies.length && g('copies') > 0) obs.copy = { bytes: blockBytes, us: g('copies') / crossing };
+  return obs;
+}
+
+/** The cost model over profiled tables (see the profiler), refitted online. */
+export class TableCostModel implements CostModel {
+  readonly shape: CostShape;
+  readonly linear: PiecewiseLinear;
+  readonly deviceAttention: Bilinear;
+  readonly prefillAttention: PiecewiseLinear;
+  readonly cpuAttention: Bilinear;
+  readonly cpuPrefillAttention: PiecewiseLinear;
+  readonly copy: PiecewiseLinear;
+  /** Steps whose measurements were taken in. */
+  numObserved = 0;
+
+  constructor(t: CostTablesJson) {
+    if (t.version !== 1) throw new TandemError('TDM_BAD_ARGUMENT', `cost tables of version ${String(t.version)} are not supported (1 is)`);
+    this.shape = { ...t.shape };
+    this.linear = PiecewiseLinear.fromJSON(t.linear);
+    this.deviceAttention = Bilinear.fromJSON(t.deviceAttention);
+    this.prefillAttention = PiecewiseLinear.fromJSON(t.prefillAttention);
+    this.cpuAttention = Bilinear.fromJSON(t.cpuAttention);
+    this.cpuPrefillAttention = PiecewiseLinear.fromJSON(t.cpuPrefillAttention);
+    this.copy = PiecewiseLinear.fromJSON(t.copy);
+  }
+
+  linearUs(tokens: number): number {
+    return this.linear.at(tokens);
+  }
+
+  deviceAttentionUs(requests: number, context: number): number {
+    return requests > 0 ? this.deviceAttention.at(requests, context) : 0;
+  }
+
+  prefillAttentionUs(tokens: number, context: number): number {
+    return tokens > 0 ? this.prefillAttention.at(prefillProducts(tokens, context)) : 0;
+  }
+
+  cpuAttentionUs(requests: number, context: number): number {
+    return requests > 0 ? this.cpuAttention.at(requests, context) : 0;
+  }
+
+  cpuPrefillAttentionUs(tokens: number, context: number): number {
+    return tokens > 0 ? this.cpuPrefillAttention.at(prefillProducts(tokens, context)) : 0;
+  }
+
+  copyUs(bytes: number): number {
+    return bytes > 0 ? this.copy.at(bytes) : 0;
+  }
+
+  /** Takes a step's measured phases into the tables (see observationOf); returns what it took. */
+  observeStep(plan: StepPlan, result: StepResult, options: ObserveOptions = {}): StepObservation {
+    const rate = options.rate ?? 0.1;
+    const obs = observationOf(plan, result, this.shape.kvBlockBytes);
+    const device = options.deviceSynchronous ?? true;
+    if (obs.linear && device) this.linear.observe(obs.linear.tokens, obs.linear.us, rate);
+    if (obs.deviceAttention && device) this.deviceAttention.observe(obs.deviceAttention.requests, obs.deviceAttention.context, obs.deviceAttention.us, rate);
+    if (obs.cpuAttention) this.cpuAttention.observe(obs.cpuAttention.requests, obs.cpuAttention.context, obs.cpuAttention.us, rate);
+    if (obs.copy && device) this.copy.observe(obs.copy.bytes, obs.copy.us, rate);
+    this.numObserved++;
+    return obs;
+  }
+
+  toJSON(): CostTablesJson {
+    return {
+      version: 1,
+      shape: { ...this.shape },
+      linear: this.linear.toJSON(),
+      deviceAttention: this.deviceAttention.toJSON(),
+      prefillAttention: this.prefillAttention.toJSON(),
+      cpuAttention: this.cpuAttention.toJSON(),
+      cpuPrefillAttention: this.cpuPrefillAttention.toJSON(),
+      copy: this.copy.toJSON(),
+    };
+  }
+}
+
+/** One measured configuration of one subtask (what the profiler records). */
+export type Measurement =
+  | { kind: 'linear'; tokens: number; us: number }
+  | { kind: 'deviceAttention'; requests: number; context: number; us: number }
+  | { kind: 'prefillAttention'; tokens: number; us: number }
+  | { kind: 'cpuAttention'; requests: number; context: number; us: number }
+  | { kind: 'cpuPrefillAttention'; tokens: number; us: number }
+  | { kind: 'copy'; bytes: number; us: number };
+
+/** The model's prediction for a measured configuration. */
+export function predict(cost: CostModel, m: Measurement): number {
+  switch (m.kind) {
+    case 'linear': return cost.linearUs(m.tokens);
+    case 'deviceAttention': return cost.deviceAttentionUs(m.requests, m.context);
+    case 'prefillAttention': return cost.prefillAttentionUs(m.tokens, 0);
+    case 'cpuAttention': return cost.cpuAttentionUs(m.requests, m.context);
+    case 'cpuPrefillAttention': return cost.cpuPrefillAttentionUs(m.tokens, 0);
+    case 'copy': return cost.copyUs(m.bytes);
+  }
+}
+
+/** Prediction error per subtask over measurements the model was not fitted on: mean and worst |predicted - measured| / measured. */
+export interface PredictionError {
+  kind: Measurement['kind'];
+  samples: number;
+  meanAbsRelError: number;
+  maxAbsRelError: number;
+}
+
+export function predictionErrors(cost: CostModel, heldOut: readonly Measurement[]): PredictionError[] {
+  const by = new Map<Measurement['kind'], number[]>();
+  for (const m of heldOut) {
+    if (!(m.us > 0)) continue;
+    const e = Math.abs(predict(cost, m) - m.us) / m.us;
+    by.set(m.kind, [...(by.get(m.kind) ?? []), e]);
+  }
+  return [...by].map(([kind, es]) => ({
+    kind,
+    samples: es.length,
+    meanAbsRelError: es.reduce((a, b) => a + b, 0) / es.length,
+    maxAbsRelError: Math.max(...es),
+  }));
+}
+
+/** Tables fitted to grid measurements (each table's grid points from the measurements of its kind). */
+export function fitTables(shape: CostShape, grid: readonly Measurement[]): TableCostModel {
+  const of = <K extends Measurement['kind']>(k: K) => grid.filter((m): m is Extract<Measurement, { kind: K }> => m.kind === k);
+  const need = (k: Measurement['kind'], n: number) => {
+    if (n === 0) throw new TandemError('TDM_BAD_ARGUMENT', `no ${k} measurement to fit`);
+  };
+  const linear = of('linear');
+  const dev = of('deviceAttention');
+  const pre = of('prefillAttention');
+  const cpu = of('cpuAttention');
+  const cpuPre = of('cpuPrefillAttention');
+  const copy = of('copy');
+  for (const [k, n] of [
+    ['linear', linear.length], ['deviceAttention', dev.length], ['prefillAttention', pre.length], ['cpuAttention', cpu.length],
+    ['cpuPrefillAttention', cpuPre.length], ['copy', copy.length],
+  ] as const) need(k, n);
+  return new TableCostModel({
+    version: 1,
+    shape,
+    linear: PiecewiseLinear.fit(linear.map((m) => ({ x: m.tokens, y: m.us }))).toJSON(),
+    deviceAttention: Bilinear.fit(dev.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
+    prefillAttention: PiecewiseLinear.fit(pre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
+    cpuAttention: Bilinear.fit(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
+    cpuPrefillAttention: PiecewiseLinear.fit(cpuPre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
+    copy: PiecewiseLinear.fit(copy.map((m) => ({ x: m.bytes, y: m.us }))).toJSON(),
+  });
+}

@@ -1,0 +1,161 @@
+// Interpolated tables behind the cost model: NEO profiles each subtask on a grid and
+// interpolates linearly (1-D) or bilinearly (2-D); here each table can also be nudged toward
+// new measurements online, sharing the error between the knots by their interpolation weights.
+import { TandemError } from '../native/errors.js';
+
+function checkKnots(name: string, xs: readonly number[]): void {
+  if (xs.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${name} needs at least one knot`);
+  for (let i = 0; i < xs.length; i++) {
+    if (!Number.isFinite(xs[i]!)) throw new TandemError('TDM_BAD_ARGUMENT', `${name} knot ${i} is not finite`);
+    if (i > 0 && !(xs[i]! > xs[i - 1]!)) throw new TandemError('TDM_BAD_ARGUMENT', `${name} knots must increase strictly`);
+  }
+}
+
+/** The knot interval around x: index i (so x sits between xs[i] and xs[i+1]) and the weight t of xs[i+1], unclamped. */
+function bracket(xs: readonly number[], x: number): { i: number; t: number } {
+  if (xs.length === 1) return { i: 0, t: 0 };
+  let lo = 0;
+  let hi = xs.length - 1;
+  if (x <= xs[0]!) hi = 1;
+  else if (x >= xs[hi]!) lo = hi - 1;
+  else {
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (xs[mid]! <= x) lo = mid;
+      else hi = mid;
+    }
+  }
+  return { i: lo, t: (x - xs[lo]!) / (xs[lo + 1]! - xs[lo]!) };
+}
+
+const clamp01 = (t: number) => Math.min(1, Math.max(0, t));
+
+export interface PiecewiseLinearJson {
+  xs: number[];
+  ys: number[];
+}
+
+/** A 1-D table: values at increasing knots, linear between them and along the end segments beyond them (never below 0). */
+export class PiecewiseLinear {
+  readonly xs: number[];
+  readonly ys: number[];
+
+  constructor(xs: readonly number[], ys: readonly number[]) {
+    checkKnots('a piecewise-linear table', xs);
+    if (ys.length !== xs.length || !ys.every(Number.isFinite)) {
+      throw new TandemError('TDM_BAD_ARGUMENT', 'a piecewise-linear table needs one finite value per knot');
+    }
+    this.xs = [...xs];
+    this.ys = [...ys];
+  }
+
+  /** Knots at the distinct xs of the samples, each the mean of its samples' ys. */
+  static fit(samples: readonly { x: number; y: number }[]): PiecewiseLinear {
+    const by = new Map<number, number[]>();
+    for (const s of samples) by.set(s.x, [...(by.get(s.x) ?? []), s.y]);
+    const xs = [...by.keys()].sort((a, b) => a - b);
+    return new PiecewiseLinear(xs, xs.map((x) => mean(by.get(x)!)));
+  }
+
+  static fromJSON(j: PiecewiseLinearJson): PiecewiseLinear {
+    return new PiecewiseLinear(j.xs, j.ys);
+  }
+
+  at(x: number): number {
+    if (this.xs.length === 1) return Math.max(0, this.ys[0]!);
+    const { i, t } = bracket(this.xs, x);
+    return Math.max(0, this.ys[i]! + t * (this.ys[i + 1]! - this.ys[i]!));
+  }
+
+  /** Moves the knots around x toward the measurement y by `rate` (0..1) of the error, in proportion to their weights. */
+  observe(x: number, y: number, rate: number): void {
+    const err = y - this.at(x);
+    if (this.xs.length === 1) {
+      this.ys[0]! += rate * err;
+      return;
+    }
+    const { i, t } = bracket(this.xs, x);
+    const w = clamp01(t);
+    this.ys[i]! += rate * (1 - w) * err;
+    this.ys[i + 1]! += rate * w * err;
+  }
+
+  toJSON(): PiecewiseLinearJson {
+    return { xs: [...this.xs], ys: [...this.ys] };
+  }
+}
+
+export interface BilinearJson {
+  xs: number[];
+  ys: number[];
+  /** values[i][j] at (xs[i], ys[j]). */
+  values: number[][];
+}
+
+/** A 2-D table on a grid: bilinear inside, extended linearly beyond the edges (never below 0). */
+export class Bilinear {
+  readonly xs: number[];
+  readonly ys: number[];
+  readonly values: number[][];
+
+  constructor(xs: readonly number[], ys: readonly number[], values: readonly (readonly number[])[]) {
+    checkKnots('a bilinear table (x)', xs);
+    checkKnots('a bilinear table (y)', ys);
+    if (values.length !== xs.length || values.some((row) => row.length !== ys.length || !row.every(Number.isFinite))) {
+      throw new TandemError('TDM_BAD_ARGUMENT', `a bilinear table needs ${xs.length} x ${ys.length} finite values`);
+    }
+    this.xs = [...xs];
+    this.ys = [...ys];
+    this.values = values.map((r) => [...r]);
+  }
+
+  /** A grid over the distinct xs and ys of the samples; every grid point needs at least one sample (their mean). */
+  static fit(samples: readonly { x: number; y: number; z: number }[]): Bilinear {
+    const xs = [...new Set(samples.map((s) => s.x))].sort((a, b) => a - b);
+    const ys = [...new Set(samples.map((s) => s.y))].sort((a, b) => a - b);
+    const values = xs.map((x) =>
+      ys.map((y) => {
+        const zs = samples.filter((s) => s.x === x && s.y === y).map((s) => s.z);
+        if (zs.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', `a bilinear fit has no sample at (${x}, ${y})`);
+        return mean(zs);
+      }),
+    );
+    return new Bilinear(xs, ys, values);
+  }
+
+  static fromJSON(j: BilinearJson): Bilinear {
+    return new Bilinear(j.xs, j.ys, j.values);
+  }
+
+  at(x: number, y: number): number {
+    const a = this.axis(this.xs, x);
+    const b = this.axis(this.ys, y);
+    let z = 0;
+    for (const [i, wi] of a) for (const [j, wj] of b) z += wi * wj * this.values[i]![j]!;
+    return Math.max(0, z);
+  }
+
+  /** Moves the four grid points around (x, y) toward z by `rate` of the error, in proportion to their (clamped) weights. */
+  observe(x: number, y: number, z: number, rate: number): void {
+    const err = z - this.at(x, y);
+    const a = this.axis(this.xs, x, true);
+    const b = this.axis(this.ys, y, true);
+    for (const [i, wi] of a) for (const [j, wj] of b) this.values[i]![j]! += rate * wi * wj * err;
+  }
+
+  toJSON(): BilinearJson {
+    return { xs: [...this.xs], ys: [...this.ys], values: this.values.map((r) => [...r]) };
+  }
+
+  /** The knots along one axis with their weights (extrapolating unless `clamped`). */
+  private axis(knots: readonly number[], v: number, clamped = false): [number, number][] {
+    if (knots.length === 1) return [[0, 1]];
+    const { i, t } = bracket(knots, v);
+    const w = clamped ? clamp01(t) : t;
+    return [[i, 1 - w], [i + 1, w]];
+  }
+}
+
+export function mean(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}

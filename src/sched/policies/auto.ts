@@ -1,0 +1,125 @@
+// auto: predicts, every step, the time and throughput of each way to run it (GPU-only with
+// the host sequences waiting, APEX's overlap, NEO's pipelining with a load-aware split) with
+// 0..all of the host sequences included (those waiting too long first, then the cheapest
+// CPU attention), and takes the highest predicted throughput whose step meets the target,
+// or the shortest step when none does. GPU-only is one of the candidates, so by prediction
+// auto is never slower than it. New requests go to
+// the device tier while it has room, then to host RAM only while that raises the predicted
+// throughput within the target; host tables move back to the device as it frees up.
+import type { Strategy } from '../../native/step-plan.js';
+import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
+import {
+  admitInOrder, asHostDecode, candidate, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
+} from '../policy.js';
+import { hybridMoves } from './overlap.js';
+import { loadAwareSplit } from './pipeline.js';
+
+/** Host subsets weighed: all sizes up to this many, then an even spread of sizes. */
+const MAX_SUBSETS = 24;
+
+function subsetSizes(n: number): number[] {
+  if (n + 1 <= MAX_SUBSETS) return Array.from({ length: n + 1 }, (_, i) => i);
+  const sizes = new Set<number>([0, n]);
+  for (let i = 1; i < MAX_SUBSETS - 1; i++) sizes.add(Math.round((i * n) / (MAX_SUBSETS - 1)));
+  return [...sizes].sort((a, b) => a - b);
+}
+
+export function autoPolicy(input: PolicyInput): StepDecision {
+  const { running, waiting, kv, cost } = input;
+  const slo = input.options?.tpotSloUs;
+  const maxDefer = input.options?.maxDeferSteps ?? DEFAULT_MAX_DEFER_STEPS;
+  const headroom = input.options?.deviceHeadroom ?? DEFAULT_DEVICE_HEADROOM;
+  const { swapOut, swapIn } = hybridMoves(running, kv, headroom);
+  const dropped = new Set(swapOut.filter((s) => s.to === 'recompute').map((s) => s.seqId));
+  const live = running.filter((r) => !dropped.has(r.seqId));
+  const byId = new Map(live.map((r) => [r.seqId, r]));
+  const dev = live.filter((r) => naturalAttention(r) === 'gpu');
+  const host = live.filter((r) => naturalAttention(r) === 'cpu');
+  // Prefill chunks run now (their tables already cover the chunk). The rest join in order:
+  // first those another step out would push past the target (a token gap of about one step
+  // per step waited) or past maxDeferSteps, longest waiting first; then the cheapest CPU
+  // attention first. Joining stays a choice: one that would make the step slower than the
+  // device alone waits, as a swapped-out sequence does under gpu-only.
+  const devLoad = emptyLoad();
+  for (const r of dev) addWork(devLoad, work(r, 'gpu'), cost);
+  const shortest = predictLoads('gpu-only', devLoad, undefined, cost).stepUs;
+  const starving = (r: RequestView) => r.deferredSteps >= maxDefer || (slo !== undefined && r.deferredSteps >= 1 && (r.deferredSteps + 2) * shortest > slo);
+  const forced = host.filter((r) => r.newTokens > 1);
+  const optional = host
+    .filter((r) => r.newTokens === 1)
+    .sort((a, b) => Number(starving(b)) - Number(starving(a)) || (starving(a) ? b.deferredSteps - a.deferredSteps : 0) || a.context - b.context || a.arrival - b.arrival);
+  const tokensOf = (seqs: readonly SeqDecision[]) => seqs.reduce((n, s) => n + byId.get(s.seqId)!.newTokens, 0);
+  const candidates: Candidate[] = [];
+  const plans: { c: Candidate; strategy: Strategy; seqs: SeqDecision[] }[] = [];
+  const take = (strategy: Strategy, seqs: SeqDecision[], numHost: number, time: StepTime, tokens: number) => {
+    const c = candidate(strategy, numHost, time, tokens, slo);
+    candidates.push(c);
+    plans.push({ c, strategy, seqs });
+  };
+  const devSeqs: SeqDecision[] = dev.map((r) => ({ seqId: r.seqId, attention: 'gpu' }));
+  // The overlapped batch grows one host sequence at a time; sizes in `sizes` are priced.
+  const load = emptyLoad();
+  for (const r of dev) addWork(load, work(r, 'gpu'), cost);
+  for (const r of forced) addWork(load, work(r, 'cpu'), cost);
+  const sizes = new Set(subsetSizes(optional.length));
+  for (let k = 0; k <= optional.length; k++) {
+    if (k > 0) addWork(load, work(optional[k - 1]!, 'cpu'), cost);
+    if (!sizes.has(k) || load.tokens === 0) continue;
+    const included = [...forced, ...optional.slice(0, k)];
+    if (included.length === 0) {
+      take('gpu-only', devSeqs, 0, predictLoads('gpu-only', load, undefined, cost), load.tokens);
+      continue;
+    }
+    const overlapSeqs = [...devSeqs, ...included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }))];
+    take('overlap', overlapSeqs, included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
+    const split = loadAwareSplit(dev, included, cost);
+    take('pipeline', split, included.length, predictStep('pipeline', split.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost), load.tokens);
+  }
+  const meeting = plans.filter((p) => p.c.meetsSlo);
+  const pool = meeting.length > 0 ? meeting : plans;
+  const best = pool.reduce<(typeof plans)[number] | undefined>((a, p) => {
+    if (!a) return p;
+    if (meeting.length > 0) return p.c.tokensPerSecond > a.c.tokensPerSecond ? p : a;
+    return p.c.stepUs < a.c.stepUs ? p : a;
+  }, undefined);
+
+  const chosen = best?.seqs ?? [];
+  const picked = new Set(chosen.map((s) => s.seqId));
+  const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost);
+  // A new request goes to host RAM only if running it there raises the predicted throughput of a step with every
+  // host sequence (the better of overlap and pipelining, or GPU-only when none) and that step meets the target.
+  const stepWith = (hs: readonly RequestView[]): { stepUs: number; perUs: number } => {
+    const n = dev.length + hs.length;
+    if (hs.length === 0) return { stepUs: shortest, perUs: n / Math.max(shortest, 1e-9) };
+    const all = new Map([...live, ...hs].map((x) => [x.seqId, x]));
+    const over = predictStep('overlap', [...dev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))], cost).stepUs;
+    const split = loadAwareSplit(dev, hs, cost);
+    const pipe = predictStep('pipeline', split.map((s) => work(all.get(s.seqId)!, s.attention, s.subBatch)), cost).stepUs;
+    const stepUs = Math.min(over, pipe);
+    return { stepUs, perUs: n / stepUs };
+  };
+  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => {
+    const before = stepWith([...host, ...toHost.map(asHostDecode)]);
+    const after = stepWith([...host, ...[...toHost, r].map(asHostDecode)]);
+    return after.perUs > before.perUs && (slo === undefined || after.stepUs <= slo);
+  };
+  // While the host sequences' step misses the target (or, with none, does not hide the CPU), new requests leave the
+  // device room that moving a host table back needs.
+  const now = stepWith(host);
+  const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= shortest);
+  const reserve = growth(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
+  const admit = admitInOrder(waiting, kv, reserve, headroom, hostOk);
+  const tokens = tokensOf(chosen);
+  return {
+    policy: 'auto',
+    strategy: best?.strategy ?? 'gpu-only',
+    sequences: chosen,
+    deferred: running.filter((r) => !picked.has(r.seqId)).map((r) => r.seqId),
+    admit,
+    swapIn,
+    swapOut,
+    predicted: { stepUs: time.stepUs, tokens, tokensPerSecond: time.stepUs > 0 ? (tokens * 1e6) / time.stepUs : 0, time },
+    candidates,
+  };
+}

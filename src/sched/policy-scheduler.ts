@@ -1,0 +1,192 @@
+// The policies' seam with the engine: wraps the engine's Scheduler (vLLM's schedule/update
+// contract, unchanged) through its public surface. Before each step the policy decides which
+// waiting requests may be admitted (the rest are held back for that schedule() call); the
+// Scheduler then builds the plan (its own tier choice: device first, host when short; its
+// own swaps: the newest out when short, the oldest host table back when room frees); then
+// the policy shapes the plan: strategy, each sequence's attention device and pipeline
+// sub-batch, and the host-tier sequences that sit this step out. The policy's own tier and
+// swap choices are reported in its decision. After each step the cost model is refitted
+// from the measured phases and the prediction error is kept.
+import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
+import { TandemError } from '../native/errors.js';
+import type { Scheduler, SequenceEvent } from '../engine/scheduler.js';
+import type { Sequence } from '../engine/sequence.js';
+import { TableCostModel, type CostModel, type ObserveOptions } from './cost-model.js';
+import { POLICIES } from './policies/index.js';
+import type { KvView, PolicyName, PolicyOptions, RequestView, StepDecision } from './policy.js';
+
+/** A sequence plan with its pipeline sub-batch (native/addon/model_binding.cpp reads `subBatch`). */
+export type ShapedSequencePlan = SequencePlan & { subBatch?: 0 | 1 };
+
+/** The strategy the engine's Scheduler is configured with under a policy: gpu-only keeps host-tier tables as swap space; the others run both tiers. */
+export function schedulerStrategyFor(policy: PolicyName): Strategy {
+  return policy === 'gpu-only' ? 'gpu-only' : 'overlap';
+}
+
+export interface PolicySchedulerOptions extends PolicyOptions {
+  /** Online refit of a TableCostModel from each step's phases; false turns it off. Default: rate 0.1, synchronous device. */
+  refit?: false | ObserveOptions;
+}
+
+/** Running totals of what the policy did. */
+export interface PolicyStats {
+  steps: number;
+  /** Steps run under each strategy. */
+  strategies: Record<Strategy, number>;
+  /** Sequence-steps left out. */
+  deferrals: number;
+  /** Steps whose prediction was compared with a measured time. */
+  predictedSteps: number;
+  /** Sum of |predicted - measured| / measured step times. */
+  sumAbsRelError: number;
+}
+
+export class PolicyScheduler {
+  readonly scheduler: Scheduler;
+  readonly policy: PolicyName;
+  readonly cost: CostModel;
+  readonly options: PolicySchedulerOptions;
+  readonly stats: PolicyStats = {
+    steps: 0,
+    strategies: { cpu: 0, 'gpu-only': 0, pipeline: 0, overlap: 0 },
+    deferrals: 0,
+    predictedSteps: 0,
+    sumAbsRelError: 0,
+  };
+  /** The decision behind the plan in flight (or the last one). */
+  lastDecision: StepDecision | undefined;
+  /** Steps in a row each live sequence was left out. */
+  private readonly deferredSteps = new Map<number, number>();
+  /** Sequences added through add(), until they finish: the ones whose admission the policy controls. */
+  private readonly tracked = new Map<number, Sequence>();
+
+  constructor(scheduler: Scheduler, policy: PolicyName, cost: CostModel, options: PolicySchedulerOptions = {}) {
+    const want = schedulerStrategyFor(policy);
+    if (scheduler.config.strategy !== want) {
+      throw new TandemError('TDM_BAD_ARGUMENT', `policy '${policy}' needs a Scheduler configured with strategy '${want}', not '${scheduler.config.strategy}'`);
+    }
+    this.scheduler = scheduler;
+    this.policy = policy;
+    this.cost = cost;
+    this.options = options;
+  }
+
+  /** Mean |predicted - measured| / measured over the steps seen (NaN before any). */
+  get meanStepError(): number {
+    return this.stats.sumAbsRelError / this.stats.predictedSteps;
+  }
+
+  /** Queues a request (see Scheduler.add); its admission then follows the policy. */
+  add(seq: Sequence): void {
+    this.scheduler.add(seq);
+    this.tracked.set(seq.id, seq);
+  }
+
+  /** The Scheduler's next plan, admission gated and the plan shaped by the policy. */
+  schedule(): StepPlan {
+    const held = this.holdBack();
+    let plan: StepPlan;
+    try {
+      plan = this.scheduler.schedule();
+    } finally {
+      for (const seq of held) this.scheduler.setPaused(seq.id, false);
+    }
+    if (plan.sequences.length === 0) {
+      this.lastDecision = undefined;
+      return plan;
+    }
+    const running = plan.sequences.map((p) => this.view(p));
+    const decision = POLICIES[this.policy]({ running, waiting: [], kv: this.kvView(), cost: this.cost, options: this.options });
+    this.lastDecision = decision;
+    const how = new Map(decision.sequences.map((d) => [d.seqId, d]));
+    const sequences: ShapedSequencePlan[] = [];
+    for (const p of plan.sequences) {
+      const d = how.get(p.seqId);
+      if (!d) {
+        this.deferredSteps.set(p.seqId, (this.deferredSteps.get(p.seqId) ?? 0) + 1);
+        this.stats.deferrals++;
+        continue;
+      }
+      this.deferredSteps.delete(p.seqId);
+      const shaped: ShapedSequencePlan = { ...p, attention: d.attention };
+      if (decision.strategy === 'pipeline' && d.subBatch !== undefined) shaped.subBatch = d.subBatch;
+      sequences.push(shaped);
+    }
+    this.stats.steps++;
+    this.stats.strategies[decision.strategy]++;
+    return { strategy: decision.strategy, copies: plan.copies, sequences };
+  }
+
+  /** Applies a step's results (see Scheduler.update), refits the cost model and records the prediction error. */
+  update(plan: StepPlan, result: StepResult): SequenceEvent[] {
+    const events = this.scheduler.update(plan, result);
+    for (const e of events) if (e.finish || e.error) this.deferredSteps.delete(e.seqId);
+    const predicted = this.lastDecision?.predicted.stepUs;
+    if (predicted !== undefined && result.totalUs > 0 && plan.sequences.length > 0) {
+      this.stats.predictedSteps++;
+      this.stats.sumAbsRelError += Math.abs(predicted - result.totalUs) / result.totalUs;
+    }
+    if (this.options.refit !== false && this.cost instanceof TableCostModel && plan.sequences.length > 0) {
+      this.cost.observeStep(plan, result, this.options.refit);
+    }
+    return events;
+  }
+
+  /** The step failed (see Scheduler.fail). */
+  fail(plan: StepPlan, error: Error): SequenceEvent[] {
+    return this.scheduler.fail(plan, error);
+  }
+
+  /** Pauses, for one schedule() call, the waiting requests the policy does not admit now (first come, first served). */
+  private holdBack(): Sequence[] {
+    const waiting: Sequence[] = [];
+    const running: RequestView[] = [];
+    const chunk = this.scheduler.config.maxChunkTokens;
+    for (const [id, seq] of this.tracked) {
+      if (seq.status === 'finished') {
+        this.tracked.delete(id);
+        this.deferredSteps.delete(id);
+      } else if (seq.paused) {
+        continue;
+      } else if (seq.status === 'waiting') {
+        waiting.push(seq);
+      } else if (seq.kvTier) {
+        running.push({
+          seqId: id,
+          tier: seq.kvTier,
+          context: seq.numComputed,
+          newTokens: Math.max(1, Math.min(seq.numPending, chunk)),
+          numBlocks: seq.blockTable.length,
+          deferredSteps: this.deferredSteps.get(id) ?? 0,
+          arrival: id,
+        });
+      }
+    }
+    if (waiting.length === 0) return [];
+    waiting.sort((a, b) => a.id - b.id);
+    const views = waiting.map((s): RequestView => ({ seqId: s.id, tier: undefined, context: 0, newTokens: s.tokens.length, numBlocks: 0, deferredSteps: 0, arrival: s.id }));
+    const admitted = new Set(POLICIES[this.policy]({ running, waiting: views, kv: this.kvView(), cost: this.cost, options: this.options }).admit.map((a) => a.seqId));
+    const held = waiting.filter((s) => !admitted.has(s.id));
+    for (const seq of held) this.scheduler.setPaused(seq.id, true);
+    return held;
+  }
+
+  private view(p: SequencePlan): RequestView {
+    const seq = this.scheduler.get(p.seqId);
+    return {
+      seqId: p.seqId,
+      tier: p.kvTier,
+      context: p.startPos,
+      newTokens: p.tokens.length,
+      numBlocks: seq ? seq.blockTable.length : p.blockTable.length,
+      deferredSteps: this.deferredSteps.get(p.seqId) ?? 0,
+      arrival: p.seqId,
+    };
+  }
+
+  private kvView(): KvView {
+    const pools = this.scheduler.kv.pools;
+    const tier = (t: KvTier) => ({ numBlocks: pools[t].numBlocks, numFree: pools[t].numFree });
+    return { blockTokens: this.scheduler.config.blockTokens, device: tier('device'), host: tier('host') };
+  }
+}

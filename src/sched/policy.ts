@@ -1,0 +1,213 @@
+// The policies' common ground: what a policy sees (requests, KV state, the cost model),
+// what it decides for one step (strategy, where each sequence's attention runs, its
+// sub-batch, which host sequences sit this step out, where new requests' KV goes, which
+// tables move between tiers), and the memory rules they share. Policies are pure functions
+// of their input, so tests drive them with a fake cost model and hand-made requests.
+import type { AttentionDevice, KvTier, Strategy } from '../native/step-plan.js';
+import type { CostModel } from './cost-model.js';
+import { predictStep, type SeqWork, type StepTime } from './step-time.js';
+
+export const POLICY_NAMES = ['gpu-only', 'pipeline', 'overlap', 'auto'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+
+/** A live request as a policy sees it. */
+export interface RequestView {
+  seqId: number;
+  /** The tier holding its KV; undefined while it waits for admission. */
+  tier: KvTier | undefined;
+  /** Tokens whose KV is cached (positions [0, context)). */
+  context: number;
+  /** Tokens it would process this step: 1 for a decode, the chunk for a prefill (the whole prompt while waiting). */
+  newTokens: number;
+  /** KV blocks it holds. */
+  numBlocks: number;
+  /** Steps in a row it was left out of while it could have run. */
+  deferredSteps: number;
+  /** Admission order: smaller is older (the priority order of vLLM's preemption). */
+  arrival: number;
+}
+
+/** Block counts of one tier. */
+export interface TierView {
+  numBlocks: number;
+  /** Blocks that can be handed out now. */
+  numFree: number;
+}
+
+export interface KvView {
+  blockTokens: number;
+  device: TierView;
+  host: TierView;
+}
+
+export interface PolicyOptions {
+  /** Latency target per decode step (µs); auto keeps its predicted step under it when any choice can. */
+  tpotSloUs?: number;
+  /** Steps in a row a host-tier sequence may be left out before it must run. Default 4. */
+  maxDeferSteps?: number;
+  /** Fraction of device blocks kept free when admitting or moving tables in, for running sequences to grow. Default 0.02. */
+  deviceHeadroom?: number;
+}
+
+export interface PolicyInput {
+  /** Running requests (each in a tier), in the scheduler's order. */
+  running: readonly RequestView[];
+  /** Requests waiting for admission, in queue order. */
+  waiting: readonly RequestView[];
+  kv: KvView;
+  cost: CostModel;
+  options?: PolicyOptions;
+}
+
+/** How one running sequence takes part in the step. */
+export interface SeqDecision {
+  seqId: number;
+  attention: AttentionDevice;
+  /** Under 'pipeline': its sub-batch. */
+  subBatch?: 0 | 1;
+}
+
+/** One strategy and host subset a policy weighed. */
+export interface Candidate {
+  strategy: Strategy;
+  /** Host-tier sequences included. */
+  numHost: number;
+  stepUs: number;
+  tokens: number;
+  tokensPerSecond: number;
+  meetsSlo: boolean;
+}
+
+export interface StepDecision {
+  policy: PolicyName;
+  strategy: Strategy;
+  /** Running sequences that take part in the step, with their attention device and sub-batch. */
+  sequences: SeqDecision[];
+  /** Running sequences left out of this step (host-tier ones whose CPU attention would cost more than it brings, or, under gpu-only, tables swapped out). */
+  deferred: number[];
+  /** Tier for each waiting request admitted now (in queue order); requests not listed keep waiting. */
+  admit: { seqId: number; tier: KvTier }[];
+  /** Host-tier tables to move to the device tier before the step. */
+  swapIn: number[];
+  /** Device-tier tables to give up to make room: moved to the host tier, or dropped and recomputed later. */
+  swapOut: { seqId: number; to: KvTier | 'recompute' }[];
+  predicted: { stepUs: number; tokens: number; tokensPerSecond: number; time: StepTime };
+  /** What auto (and pipeline's load-aware split) compared, best last considered. */
+  candidates: Candidate[];
+}
+
+export const DEFAULT_MAX_DEFER_STEPS = 4;
+export const DEFAULT_DEVICE_HEADROOM = 0.02;
+
+export function blocksFor(tokens: number, blockTokens: number): number {
+  return Math.ceil(tokens / blockTokens);
+}
+
+/** Blocks each running request of `tier` needs added to run this step. */
+export function growth(reqs: readonly RequestView[], tier: KvTier, blockTokens: number): number {
+  let n = 0;
+  for (const r of reqs) if (r.tier === tier) n += Math.max(0, blocksFor(r.context + r.newTokens, blockTokens) - r.numBlocks);
+  return n;
+}
+
+export function work(r: RequestView, attention: AttentionDevice, subBatch?: 0 | 1): SeqWork {
+  return subBatch === undefined ? { tokens: r.newTokens, context: r.context, attention } : { tokens: r.newTokens, context: r.context, attention, subBatch };
+}
+
+/** Attention where the request's KV lives. */
+export function naturalAttention(r: RequestView): AttentionDevice {
+  return r.tier === 'device' ? 'gpu' : 'cpu';
+}
+
+export function candidate(strategy: Strategy, numHost: number, time: StepTime, tokens: number, slo: number | undefined): Candidate {
+  const tokensPerSecond = time.stepUs > 0 ? (tokens * 1e6) / time.stepUs : 0;
+  return { strategy, numHost, stepUs: time.stepUs, tokens, tokensPerSecond, meetsSlo: slo === undefined || time.stepUs <= slo };
+}
+
+/**
+ * Device tables to give up when the device tier cannot hold this step's growth: the newest
+ * first (vLLM's priority), each moved to the host tier when it has room (`toHost`), else
+ * dropped for recompute.
+ */
+export function makeDeviceRoom(running: readonly RequestView[], kv: KvView, toHost: boolean): { seqId: number; to: KvTier | 'recompute' }[] {
+  const out: { seqId: number; to: KvTier | 'recompute' }[] = [];
+  let need = growth(running, 'device', kv.blockTokens);
+  let free = kv.device.numFree;
+  let hostFree = kv.host.numFree;
+  const newestFirst = running.filter((r) => r.tier === 'device').sort((a, b) => b.arrival - a.arrival);
+  for (const victim of newestFirst) {
+    if (need <= free) break;
+    const own = Math.max(0, blocksFor(victim.context + victim.newTokens, kv.blockTokens) - victim.numBlocks);
+    const moveTo = toHost && hostFree >= victim.numBlocks + own ? 'host' : 'recompute';
+    if (moveTo === 'host') hostFree -= victim.numBlocks + own;
+    out.push({ seqId: victim.seqId, to: moveTo });
+    free += victim.numBlocks;
+    need -= own;
+  }
+  return out;
+}
+
+/**
+ * Where waiting requests go, in queue order: the device tier while it has room above the
+ * headroom and `reservedDevice`, then (if `host` allows the request beside those already
+ * sent there) the host tier; the first that fits nowhere holds back the rest (first come,
+ * first served).
+ */
+export function admitInOrder(
+  waiting: readonly RequestView[],
+  kv: KvView,
+  reservedDevice: number,
+  headroom: number,
+  host: (r: RequestView, toHost: readonly RequestView[]) => boolean,
+): { seqId: number; tier: KvTier }[] {
+  const out: { seqId: number; tier: KvTier }[] = [];
+  const toHost: RequestView[] = [];
+  let devFree = kv.device.numFree - reservedDevice;
+  let hostFree = kv.host.numFree;
+  const keep = Math.floor(headroom * kv.device.numBlocks);
+  for (const r of waiting) {
+    const need = blocksFor(r.context + r.newTokens + 1, kv.blockTokens);
+    if (kv.device.numBlocks > 0 && devFree - need >= keep) {
+      out.push({ seqId: r.seqId, tier: 'device' });
+      devFree -= need;
+    } else if (kv.host.numBlocks > 0 && hostFree >= need && host(r, toHost)) {
+      out.push({ seqId: r.seqId, tier: 'host' });
+      toHost.push(r);
+      hostFree -= need;
+    } else {
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Device blocks the engine's Scheduler wants free before it moves the oldest host-tier
+ * sequence back (its promote rule: that table, one block per device sequence, a 1%
+ * watermark). A hybrid policy keeps them from new requests while the CPU falls behind, so
+ * that freed device space goes to moving host sequences back.
+ */
+export function promoteReserve(running: readonly RequestView[], kv: KvView): number {
+  let oldest: RequestView | undefined;
+  let onDevice = 0;
+  for (const r of running) {
+    if (r.tier === 'device') onDevice++;
+    else if (r.tier === 'host' && (!oldest || r.arrival < oldest.arrival)) oldest = r;
+  }
+  if (!oldest) return 0;
+  return blocksFor(oldest.context + 1, kv.blockTokens) + onDevice + Math.floor(0.01 * kv.device.numBlocks);
+}
+
+/** A waiting request as it will run once admitted to the host tier and prefilled: a decode over its prompt. */
+export function asHostDecode(r: RequestView): RequestView {
+  return { ...r, tier: 'host', context: r.context + r.newTokens, newTokens: 1 };
+}
+
+/** The predicted step of running `reqs` with the given attention devices and sub-batches. */
+export function predictFor(strategy: Strategy, seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>, cost: CostModel): StepTime {
+  return predictStep(strategy, seqs.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost);
+}
+
+export function decisionTokens(seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>): number {
+  return seqs.reduce((n, s) => n + byId.get(s.seqId)!.newTokens, 0);
+}

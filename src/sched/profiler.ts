@@ -1,0 +1,246 @@
+// The profiler: times every subtask of a step on this machine through the model's native
+// timing entry points (NativeModel.profile) on a grid of sizes, fits the cost model's tables
+// to them, and reports its prediction error on sizes between the grid points that it was
+// not fitted on. Quick at first use (a small grid, a progress bar), then cached as JSON per
+// machine and model shape; the tables are refreshed online from each step's phase times
+// (TableCostModel.observeStep) and can be written back.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { TandemError } from '../native/errors.js';
+import type { NativeModel } from '../native/binding.js';
+import type { ModelHyperparams } from '../model/describe.js';
+import { createProgressBar } from '../cli/progress.js';
+import { fitTables, predict, predictionErrors, TableCostModel, type CostModel, type CostShape, type CostTablesJson, type Measurement, type PredictionError } from './cost-model.js';
+
+/** A configuration to time: a Measurement without its time. */
+export type Probe = Measurement extends infer M ? (M extends Measurement ? Omit<M, 'us'> : never) : never;
+
+/** Sizes to time, and the held-out sizes between them that measure the prediction error. */
+export interface ProfileGrid {
+  linearTokens: number[];
+  /** Requests per decode attention call. */
+  attentionRequests: number[];
+  /** Cached tokens per request. */
+  attentionContexts: number[];
+  prefillTokens: number[];
+  copyBytes: number[];
+  heldOut: Probe[];
+}
+
+/** The first-use grid for a real model: a few dozen timings. */
+export const DEFAULT_GRID: ProfileGrid = {
+  linearTokens: [1, 2, 4, 8, 16, 32, 64, 128],
+  attentionRequests: [1, 4, 16],
+  attentionContexts: [64, 256, 1024],
+  prefillTokens: [16, 64, 256],
+  copyBytes: [4096, 262144, 16777216],
+  heldOut: [
+    { kind: 'linear', tokens: 3 },
+    { kind: 'linear', tokens: 12 },
+    { kind: 'linear', tokens: 48 },
+    { kind: 'deviceAttention', requests: 2, context: 128 },
+    { kind: 'deviceAttention', requests: 8, context: 512 },
+    { kind: 'prefillAttention', tokens: 128 },
+    { kind: 'cpuPrefillAttention', tokens: 128 },
+    { kind: 'cpuAttention', requests: 2, context: 128 },
+    { kind: 'cpuAttention', requests: 8, context: 512 },
+    { kind: 'copy', bytes: 1048576 },
+  ],
+};
+
+/** The grid the simulator profiles its virtual machines on (wider: big batches, long contexts). */
+export const SIM_GRID: ProfileGrid = {
+  linearTokens: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+  attentionRequests: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+  attentionContexts: [16, 64, 256, 1024, 2048, 4096],
+  prefillTokens: [16, 64, 256, 1024, 2048],
+  copyBytes: [4096, 65536, 1048576, 16777216, 268435456],
+  heldOut: [
+    { kind: 'linear', tokens: 24 },
+    { kind: 'linear', tokens: 200 },
+    { kind: 'deviceAttention', requests: 12, context: 700 },
+    { kind: 'deviceAttention', requests: 100, context: 1500 },
+    { kind: 'prefillAttention', tokens: 700 },
+    { kind: 'cpuPrefillAttention', tokens: 700 },
+    { kind: 'cpuAttention', requests: 12, context: 700 },
+    { kind: 'cpuAttention', requests: 100, context: 1500 },
+    { kind: 'copy', bytes: 8388608 },
+  ],
+};
+
+/** Every configuration a grid times, in order. */
+export function gridProbes(grid: ProfileGrid): Probe[] {
+  const out: Probe[] = grid.linearTokens.map((tokens) => ({ kind: 'linear' as const, tokens }));
+  for (const kind of ['deviceAttention', 'cpuAttention'] as const) {
+    for (const requests of grid.attentionRequests) for (const context of grid.attentionContexts) out.push({ kind, requests, context });
+  }
+  for (const tokens of grid.prefillTokens) out.push({ kind: 'prefillAttention', tokens }, { kind: 'cpuPrefillAttention', tokens });
+  for (const bytes of grid.copyBytes) out.push({ kind: 'copy', bytes });
+  return out;
+}
+
+export interface ProfileResult {
+  model: TableCostModel;
+  /** The grid timings the tables were fitted to. */
+  measurements: Measurement[];
+  /** Prediction error on the held-out timings. */
+  errors: PredictionError[];
+}
+
+/** Fits the tables to grid timings and scores them on held-out ones. */
+export function fitProfile(shape: CostShape, measurements: Measurement[], heldOut: Measurement[]): ProfileResult {
+  const model = fitTables(shape, measurements);
+  return { model, measurements, errors: predictionErrors(model, heldOut) };
+}
+
+/** Profiles a model given by its cost model (the simulator's virtual machines): `measure` turns the true time into a measured one (noise). */
+export function measureGrid(grid: ProfileGrid, measure: (m: Measurement) => number, truth: CostModel): ProfileResult {
+  const time = (p: Probe): Measurement => {
+    const m = { ...p, us: predict(truth, { ...p, us: 0 } as Measurement) } as Measurement;
+    return { ...m, us: measure(m) } as Measurement;
+  };
+  return fitProfile(truth.shape, gridProbes(grid).map(time), grid.heldOut.map(time));
+}
+
+/** What the profiler needs of a loaded model: its timing entry points. */
+export type ProfileTarget = Pick<NativeModel, 'profile'>;
+
+/** The native op that times a probe. */
+export function nativeOp(p: Probe, iters: number): Parameters<NativeModel['profile']>[0] {
+  switch (p.kind) {
+    case 'linear': return { kind: 'linear', tokens: p.tokens, iters };
+    case 'deviceAttention': return { kind: 'attention', device: 'gpu', requests: p.requests, context: p.context, tokens: 1, iters };
+    case 'cpuAttention': return { kind: 'attention', device: 'cpu', requests: p.requests, context: p.context, tokens: 1, iters };
+    case 'prefillAttention': return { kind: 'attention', device: 'gpu', requests: 1, context: 0, tokens: p.tokens, iters };
+    case 'cpuPrefillAttention': return { kind: 'attention', device: 'cpu', requests: 1, context: 0, tokens: p.tokens, iters };
+    case 'copy': return { kind: 'copy', direction: 'h2d', bytes: p.bytes, iters };
+  }
+}
+
+export interface ProfileOptions {
+  grid?: ProfileGrid;
+  /** Timed runs per configuration (median taken). Default 3. */
+  iters?: number;
+  /** Called after each timing with the fraction done (0..1). */
+  onProgress?: (fraction: number) => void;
+}
+
+/** Times the grid and the held-out sizes on a loaded model, one native call at a time. */
+export async function profileModel(target: ProfileTarget, shape: CostShape, options: ProfileOptions = {}): Promise<ProfileResult> {
+  const grid = options.grid ?? DEFAULT_GRID;
+  const iters = options.iters ?? 3;
+  const probes = gridProbes(grid);
+  const total = probes.length + grid.heldOut.length;
+  let done = 0;
+  const time = async (p: Probe): Promise<Measurement> => {
+    const us = await target.profile(nativeOp(p, iters));
+    options.onProgress?.(++done / total);
+    return { ...p, us } as Measurement;
+  };
+  const measurements: Measurement[] = [];
+  for (const p of probes) measurements.push(await time(p));
+  const heldOut: Measurement[] = [];
+  for (const p of grid.heldOut) heldOut.push(await time(p));
+  return fitProfile(shape, measurements, heldOut);
+}
+
+/** What a cached profile is valid for: this machine (CPU, threads, device) and this model shape and placement. */
+export interface ProfileKey {
+  machine: string;
+  model: string;
+}
+
+export function profileKey(hp: ModelHyperparams, info: { threads: number; placement: NativeModel['placement']; kvBlockTokens: number }): ProfileKey {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const device = info.placement.device ? `${info.placement.device}: ${info.placement.deviceName}` : 'no device';
+  return {
+    machine: `${cpu} x${info.threads} threads | ${device}`,
+    model:
+      `${hp.architecture} L${hp.nLayer} E${hp.nEmbd} H${hp.nHead}/${hp.nHeadKv} d${hp.headDim}/${hp.headDimV} ff${hp.nFf} ` +
+      `x${hp.nExpert}/${hp.nExpertUsed} V${hp.nVocab} | weights ${info.placement.deviceBytes} on device, ${info.placement.hostBytes} in host RAM | block ${info.kvBlockTokens}`,
+  };
+}
+
+/** The cache folder: $TANDEM_CACHE, else ~/.cache/tandem (as the CLI's). */
+export function defaultCacheDir(): string {
+  return process.env.TANDEM_CACHE || path.join(os.homedir(), '.cache', 'tandem');
+}
+
+/** The file a profile with this key is cached in. */
+export function profileFile(cacheDir: string, key: ProfileKey): string {
+  const h = createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 16);
+  return path.join(cacheDir, 'profiles', `${h}.json`);
+}
+
+interface ProfileFileJson {
+  schema: 'tandem-profile/1';
+  key: ProfileKey;
+  createdAt: string;
+  tables: CostTablesJson;
+  errors: PredictionError[];
+}
+
+/** Writes tables (a fresh profile, or ones refitted online) to the cache file of `key`. */
+export function saveProfile(file: string, key: ProfileKey, model: TableCostModel, errors: PredictionError[]): void {
+  const body: ProfileFileJson = { schema: 'tandem-profile/1', key, createdAt: new Date().toISOString(), tables: model.toJSON(), errors };
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(body, null, 1));
+  fs.renameSync(tmp, file);
+}
+
+/** The cached profile of `key`, or undefined when there is none or it does not fit (another key, schema or a broken file). */
+export function loadProfile(file: string, key: ProfileKey): { model: TableCostModel; errors: PredictionError[] } | undefined {
+  let body: ProfileFileJson;
+  try {
+    body = JSON.parse(fs.readFileSync(file, 'utf8')) as ProfileFileJson;
+  } catch {
+    return undefined;
+  }
+  if (body?.schema !== 'tandem-profile/1' || body.key?.machine !== key.machine || body.key?.model !== key.model) return undefined;
+  try {
+    return { model: new TableCostModel(body.tables), errors: body.errors ?? [] };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LoadOrProfileOptions extends ProfileOptions {
+  /** Default defaultCacheDir(). */
+  cacheDir?: string;
+  /** Profile again even when a cached profile fits. */
+  refresh?: boolean;
+  /** Draw a progress bar on stderr while profiling (a TTY only). Default true. */
+  progressBar?: boolean;
+}
+
+/** The cost model of this machine and model: from the cache, or profiled now (with a progress bar) and cached. */
+export async function loadOrProfile(
+  target: ProfileTarget,
+  shape: CostShape,
+  key: ProfileKey,
+  options: LoadOrProfileOptions = {},
+): Promise<{ model: TableCostModel; errors: PredictionError[]; file: string; fromCache: boolean }> {
+  const file = profileFile(options.cacheDir ?? defaultCacheDir(), key);
+  if (!options.refresh) {
+    const cached = loadProfile(file, key);
+    if (cached) return { ...cached, file, fromCache: true };
+  }
+  const bar = options.progressBar === false ? undefined : createProgressBar({ label: 'profiling this machine' });
+  try {
+    const r = await profileModel(target, shape, {
+      ...options,
+      onProgress: (f) => {
+        bar?.update(f);
+        options.onProgress?.(f);
+      },
+    });
+    if (r.model.shape.nLayer !== shape.nLayer) throw new TandemError('TDM_INTERNAL', 'profiled tables for another model shape');
+    saveProfile(file, key, r.model, r.errors);
+    return { model: r.model, errors: r.errors, file, fromCache: false };
+  } finally {
+    bar?.done();
+  }
+}

@@ -1,0 +1,168 @@
+// `tandem simulate`: runs the real scheduler and policies against a virtual clock in APEX's
+// setting on machines tandem has not run on (T4, A10, MI210 profiles), and reports each
+// policy's throughput at equal latency. Every number it prints is labelled SIMULATED. The
+// bench can call runSimulate() for `tandem bench --simulate`.
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Command } from '../../cli/command.js';
+import { createProgressBar } from '../../cli/progress.js';
+import { native } from '../../native/binding.js';
+import { TandemError } from '../../native/errors.js';
+import { physicalCoreCount } from '../../api/threads.js';
+import { DEFAULT_CPU_ATTENTION_EFFICIENCY, HARDWARE, SIM_MODELS } from '../hardware.js';
+import { POLICY_NAMES, type PolicyName } from '../policy.js';
+import { formatReport } from './report.js';
+import { runScenario, type ScenarioResult } from './scenario.js';
+
+const HELP = `usage: tandem simulate [t4|a10|mi210|all] [options]
+
+Runs tandem's scheduler and policies (gpu-only, pipeline, overlap, auto) against a
+virtual clock on a hardware profile, with Llama-2-7B and Llama-3.1-8B shapes and a
+decode-heavy workload with Poisson arrivals, and reports throughput at equal latency.
+Every number is SIMULATED (datasheet rooflines; CPU attention scaled from this machine).
+
+      --model LIST          ${Object.keys(SIM_MODELS).join(',')} (default both)
+      --policies LIST       ${POLICY_NAMES.join(',')} (default all)
+      --requests N          requests per run (default 120; --quick 40)
+      --rates LIST          arrival rates in requests/s (default: multiples of gpu-only's capacity)
+      --slo-tpot MS         p90 TPOT target (default 3x a lone request's step)
+      --seed N              workload seed (default 1)
+      --cpu-efficiency F    fraction of host bandwidth CPU attention reaches (default: measured here)
+      --json FILE           also write the results as JSON
+      --quick               fewer requests per run
+  -h, --help`;
+
+const OPTIONS = {
+  model: { type: 'string' },
+  policies: { type: 'string' },
+  requests: { type: 'string' },
+  rates: { type: 'string' },
+  'slo-tpot': { type: 'string' },
+  seed: { type: 'string' },
+  'cpu-efficiency': { type: 'string' },
+  json: { type: 'string' },
+  quick: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function bad(msg: string): never {
+  throw new TandemError('TDM_BAD_ARGUMENT', `tandem simulate: ${msg}`);
+}
+
+function numberList(name: string, v: string | undefined): number[] | undefined {
+  if (v === undefined) return undefined;
+  const xs = v.split(',').map(Number);
+  if (xs.some((x) => !(x > 0) || !Number.isFinite(x))) bad(`--${name} must be a list of positive numbers, got '${v}'`);
+  return xs;
+}
+
+/**
+ * How fast CPU attention reads KV here, as a fraction of this machine's read bandwidth (same
+ * threads): decode attention over 8 sequences of 1024 f16 positions, Llama-3-8B's head layout.
+ */
+export async function measureCpuAttentionEfficiency(threads = physicalCoreCount()): Promise<{ efficiency: number; note: string }> {
+  const addon = native();
+  const ids = addon.backendOps.ids().filter((id) => id.startsWith('cpu:'));
+  const id = `${ids[ids.length - 1]}@${threads}`;
+  const opts = { kvType: 'f16' as const, blockTokens: 16, nKvHeads: 8, nHeads: 32, headDim: 128, nSeqs: 8, contextLen: 1024, nTokens: 1 };
+  const us = addon.backendOps.timeAttention(id, opts, 5);
+  const bytes = opts.nSeqs * (opts.contextLen + 1) * opts.nKvHeads * opts.headDim * 2 * 2;
+  const bw = await addon.measureReadBandwidth(256 * 2 ** 20, threads, 3);
+  const rate = bytes / (us / 1e6);
+  const efficiency = Math.min(1, rate / bw.bytesPerSecond);
+  return {
+    efficiency,
+    note: `CPU attention measured here (${id}): ${(rate / 1e9).toFixed(1)} GB/s of KV against ${(bw.bytesPerSecond / 1e9).toFixed(1)} GB/s read bandwidth on ${threads} threads = ${(100 * efficiency).toFixed(0)}%, applied to each profile's host bandwidth`,
+  };
+}
+
+export interface SimulateOptions {
+  hardware: string[];
+  models: string[];
+  policies: PolicyName[];
+  requests: number;
+  rates?: number[];
+  tpotSloUs?: number;
+  seed: number;
+  cpuEfficiency?: number;
+  progress?: boolean;
+}
+
+/** Runs the settings and returns the results with the report text. */
+export async function runSimulate(o: SimulateOptions): Promise<{ scenarios: ScenarioResult[]; notes: string[]; text: string }> {
+  const notes: string[] = [];
+  let eff = o.cpuEfficiency;
+  if (eff === undefined) {
+    try {
+      const m = await measureCpuAttentionEfficiency();
+      eff = m.efficiency;
+      notes.push(m.note);
+    } catch (err) {
+      eff = DEFAULT_CPU_ATTENTION_EFFICIENCY;
+      notes.push(`CPU attention efficiency could not be measured here (${(err as Error).message}); assumed ${eff}`);
+    }
+  } else {
+    notes.push(`CPU attention efficiency given: ${eff}`);
+  }
+  for (const h of o.hardware) notes.push(`${h}: ${HARDWARE[h]!.note}`);
+  const scenarios: ScenarioResult[] = [];
+  const settings = o.hardware.flatMap((h) => o.models.map((m) => [h, m] as const));
+  for (const [h, m] of settings) {
+    const bar = o.progress === false ? undefined : createProgressBar({ label: `simulating ${h} ${m}` });
+    try {
+      scenarios.push(
+        runScenario({
+          hardware: HARDWARE[h]!,
+          model: SIM_MODELS[m]!,
+          cpuAttentionEfficiency: eff,
+          requests: o.requests,
+          seed: o.seed,
+          rates: o.rates,
+          policies: o.policies,
+          tpotSloUs: o.tpotSloUs,
+          onRun: (done, total) => bar?.update(done / total),
+        }),
+      );
+    } finally {
+      bar?.done();
+    }
+  }
+  return { scenarios, notes, text: formatReport(scenarios, notes) };
+}
+
+export const command: Command = {
+  summary: 'simulate the scheduler on T4, A10 and MI210 profiles (SIMULATED throughput at equal latency)',
+  async run(argv) {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const which = positionals.length === 0 || positionals.includes('all') ? Object.keys(HARDWARE) : positionals;
+    for (const h of which) if (!HARDWARE[h]) bad(`unknown hardware '${h}' (known: ${Object.keys(HARDWARE).join(', ')}, all)`);
+    const models = values.model ? values.model.split(',') : Object.keys(SIM_MODELS);
+    for (const m of models) if (!SIM_MODELS[m]) bad(`unknown model '${m}' (known: ${Object.keys(SIM_MODELS).join(', ')})`);
+    const policies = (values.policies ? values.policies.split(',') : [...POLICY_NAMES]) as PolicyName[];
+    for (const p of policies) if (!POLICY_NAMES.includes(p)) bad(`unknown policy '${p}' (known: ${POLICY_NAMES.join(', ')})`);
+    const requests = values.requests !== undefined ? Number(values.requests) : values.quick ? 40 : 120;
+    if (!Number.isInteger(requests) || requests < 1) bad(`--requests must be a positive integer, got '${values.requests}'`);
+    const seed = values.seed !== undefined ? Number(values.seed) : 1;
+    if (!Number.isInteger(seed) || seed < 0) bad(`--seed must be a non-negative integer, got '${values.seed}'`);
+    const slo = numberList('slo-tpot', values['slo-tpot']);
+    const eff = numberList('cpu-efficiency', values['cpu-efficiency']);
+    if (eff && !(eff[0]! <= 1)) bad('--cpu-efficiency must be in (0, 1]');
+    const r = await runSimulate({
+      hardware: which,
+      models,
+      policies,
+      requests,
+      seed,
+      rates: numberList('rates', values.rates),
+      tpotSloUs: slo ? slo[0]! * 1000 : undefined,
+      cpuEfficiency: eff?.[0],
+    });
+    console.log(r.text);
+    if (values.json) fs.writeFileSync(values.json, JSON.stringify({ simulated: true, notes: r.notes, scenarios: r.scenarios }, null, 1));
+    return 0;
+  },
+};

@@ -1,0 +1,165 @@
+// Predicted wall time of one step under each strategy, from the cost model's subtask times,
+// following the executor's schedule (native/core/executor.cpp): in order ('cpu',
+// 'gpu-only'); one batch with CPU attention beside the device's and a join before o_proj
+// ('overlap', APEX); two sub-batches whose device and CPU work alternate ('pipeline', NEO).
+// Every layer is alike, so whole-step subtask times stand in for per-layer ones. A batch is
+// summarised as a load (sums over its sequences) so that policies can try placements in O(1).
+import type { AttentionDevice, Strategy } from '../native/step-plan.js';
+import type { CostModel } from './cost-model.js';
+
+/** One sequence's work in a step. */
+export interface SeqWork {
+  /** New tokens this step (1 for a decode, more for a prefill chunk). */
+  tokens: number;
+  /** Tokens cached before them. */
+  context: number;
+  attention: AttentionDevice;
+  /** Sub-batch under 'pipeline' (default: device-attention sequences in 0, the CPU's in 1). */
+  subBatch?: 0 | 1;
+}
+
+/** What a (sub-)batch asks of each device: sums over its sequences. */
+export interface Load {
+  /** Rows through the linear layers. */
+  tokens: number;
+  gpuDecodes: number;
+  /** Sum of the device decodes' cached tokens. */
+  gpuDecodeContext: number;
+  cpuDecodes: number;
+  cpuDecodeContext: number;
+  /** Prefill attention already priced (µs), per side. */
+  gpuPrefillUs: number;
+  cpuPrefillUs: number;
+  /** Rows whose q/k/v go down and outputs come up. */
+  cpuRows: number;
+}
+
+export function emptyLoad(): Load {
+  return { tokens: 0, gpuDecodes: 0, gpuDecodeContext: 0, cpuDecodes: 0, cpuDecodeContext: 0, gpuPrefillUs: 0, cpuPrefillUs: 0, cpuRows: 0 };
+}
+
+/** Adds one sequence's work to a load (in place) and returns it. */
+export function addWork(load: Load, w: SeqWork, cost: CostModel): Load {
+  load.tokens += w.tokens;
+  if (w.attention === 'cpu') load.cpuRows += w.tokens;
+  if (w.tokens === 1) {
+    if (w.attention === 'gpu') {
+      load.gpuDecodes++;
+      load.gpuDecodeContext += w.context;
+    } else {
+      load.cpuDecodes++;
+      load.cpuDecodeContext += w.context;
+    }
+  } else if (w.attention === 'gpu') {
+    load.gpuPrefillUs += cost.prefillAttentionUs(w.tokens, w.context);
+  } else {
+    load.cpuPrefillUs += cost.cpuPrefillAttentionUs(w.tokens, w.context);
+  }
+  return load;
+}
+
+interface SideTime {
+  tokens: number;
+  deviceUs: number;
+  cpuUs: number;
+  transferUs: number;
+}
+
+function sideTime(l: Load, cost: CostModel): SideTime {
+  const deviceUs = l.gpuPrefillUs + (l.gpuDecodes > 0 ? cost.deviceAttentionUs(l.gpuDecodes, l.gpuDecodeContext / l.gpuDecodes) : 0);
+  const cpuUs = l.cpuPrefillUs + (l.cpuDecodes > 0 ? cost.cpuAttentionUs(l.cpuDecodes, l.cpuDecodeContext / l.cpuDecodes) : 0);
+  const sh = cost.shape;
+  // Per layer: q, k and v down in three copies, the output up in one.
+  const transferUs = l.cpuRows > 0 ? sh.nLayer * (3 * cost.copyUs((l.cpuRows * sh.qkvBytesPerToken) / 3) + cost.copyUs(l.cpuRows * sh.outBytesPerToken)) : 0;
+  return { tokens: l.tokens, deviceUs, cpuUs, transferUs };
+}
+
+/** A predicted step, in microseconds. */
+export interface StepTime {
+  stepUs: number;
+  /** Linear work, summed over sub-batches. */
+  linearUs: number;
+  deviceAttentionUs: number;
+  cpuAttentionUs: number;
+  /** q/k/v down and outputs up for CPU attention. */
+  transferUs: number;
+  /** KV block copies (swaps) before the forward pass. */
+  copiesUs: number;
+  /** Time the device spent waiting for the CPU (CPU attention not hidden). */
+  exposedCpuUs: number;
+}
+
+/** The predicted step of one batch (`b1` absent or empty) or two pipelined sub-batches, with `copyBlocks` KV blocks swapped first. */
+export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined, cost: CostModel, copyBlocks = 0): StepTime {
+  const copiesUs = copyBlocks > 0 ? copyBlocks * cost.copyUs(cost.shape.kvBlockBytes) : 0;
+  if (strategy === 'pipeline' && b1 && b0.tokens > 0 && b1.tokens > 0) {
+    const s0 = sideTime(b0, cost);
+    const s1 = sideTime(b1, cost);
+    const lin0 = cost.linearUs(s0.tokens);
+    const lin1 = cost.linearUs(s1.tokens);
+    const dev0 = lin0 + s0.deviceUs;
+    const dev1 = lin1 + s1.deviceUs;
+    const cpu0 = s0.cpuUs + s0.transferUs;
+    const cpu1 = s1.cpuUs + s1.transferUs;
+    return {
+      stepUs: Math.max(dev0, cpu1) + Math.max(dev1, cpu0) + copiesUs,
+      linearUs: lin0 + lin1,
+      deviceAttentionUs: s0.deviceUs + s1.deviceUs,
+      cpuAttentionUs: s0.cpuUs + s1.cpuUs,
+      transferUs: s0.transferUs + s1.transferUs,
+      copiesUs,
+      exposedCpuUs: Math.max(0, cpu1 - dev0) + Math.max(0, cpu0 - dev1),
+    };
+  }
+  const all = b1 && b1.tokens > 0 ? merge(b0, b1) : b0;
+  if (all.tokens === 0) return { stepUs: copiesUs, linearUs: 0, deviceAttentionUs: 0, cpuAttentionUs: 0, transferUs: 0, copiesUs, exposedCpuUs: 0 };
+  const s = sideTime(all, cost);
+  const linearUs = cost.linearUs(s.tokens);
+  const cpu = s.cpuUs + s.transferUs;
+  const concurrent = strategy === 'overlap' || strategy === 'pipeline';
+  return {
+    stepUs: linearUs + (concurrent ? Math.max(s.deviceUs, cpu) : s.deviceUs + cpu) + copiesUs,
+    linearUs,
+    deviceAttentionUs: s.deviceUs,
+    cpuAttentionUs: s.cpuUs,
+    transferUs: s.transferUs,
+    copiesUs,
+    exposedCpuUs: concurrent ? Math.max(0, cpu - s.deviceUs) : cpu,
+  };
+}
+
+export function merge(a: Load, b: Load): Load {
+  return {
+    tokens: a.tokens + b.tokens,
+    gpuDecodes: a.gpuDecodes + b.gpuDecodes,
+    gpuDecodeContext: a.gpuDecodeContext + b.gpuDecodeContext,
+    cpuDecodes: a.cpuDecodes + b.cpuDecodes,
+    cpuDecodeContext: a.cpuDecodeContext + b.cpuDecodeContext,
+    gpuPrefillUs: a.gpuPrefillUs + b.gpuPrefillUs,
+    cpuPrefillUs: a.cpuPrefillUs + b.cpuPrefillUs,
+    cpuRows: a.cpuRows + b.cpuRows,
+  };
+}
+
+/** The executor's sub-batch of each sequence under 'pipeline' (plan-given, else device attention in 0, the CPU's in 1, or the CPU's halved by tokens when none is on the device). */
+export function pipelineSplit(seqs: readonly SeqWork[]): (0 | 1)[] {
+  const nDev = seqs.filter((s) => s.attention === 'gpu').length;
+  const cpuTokens = seqs.filter((s) => s.attention === 'cpu').reduce((n, s) => n + s.tokens, 0);
+  let seen = 0;
+  return seqs.map((s) => {
+    if (s.subBatch !== undefined) return s.subBatch;
+    if (s.attention === 'gpu') return 0;
+    const b: 0 | 1 = nDev > 0 || seen * 2 >= cpuTokens ? 1 : 0;
+    seen += s.tokens;
+    return b;
+  });
+}
+
+/** The predicted wall time of a step of `seqs` under `strategy`, with `copyBlocks` KV blocks swapped first. */
+export function predictStep(strategy: Strategy, seqs: readonly SeqWork[], cost: CostModel, copyBlocks = 0): StepTime {
+  const b0 = emptyLoad();
+  const b1 = emptyLoad();
+  const split = strategy === 'pipeline' ? pipelineSplit(seqs) : undefined;
+  seqs.forEach((s, i) => addWork(split?.[i] === 1 ? b1 : b0, s, cost));
+  return predictLoads(strategy, b0, b1, cost, copyBlocks);
+}

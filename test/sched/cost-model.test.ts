@@ -1,0 +1,110 @@
+// The cost model: interpolated tables, fitting on synthetic timings (noisy samples of a known
+// machine), prediction error on held-out sizes, online refit from StepResult phases.
+import t from 'tap';
+import { Bilinear, PiecewiseLinear } from '../../src/sched/interp.js';
+import { costShapeOf, fitTables, observationOf, predictionErrors, TableCostModel, type CostModel, type Measurement } from '../../src/sched/cost-model.js';
+import { gridProbes, measureGrid, SIM_GRID, type ProfileGrid } from '../../src/sched/profiler.js';
+import { HARDWARE, rooflineCostModel, SIM_MODELS } from '../../src/sched/hardware.js';
+import { Rng } from '../../src/sched/sim/workload.js';
+import type { SequencePlan, StepPlan } from '../../src/native/step-plan.js';
+
+t.test('piecewise-linear tables interpolate, extrapolate and fit', async (t) => {
+  const p = new PiecewiseLinear([1, 2, 4], [10, 20, 20]);
+  t.equal(p.at(1.5), 15);
+  t.equal(p.at(3), 20);
+  t.equal(p.at(0), 0, 'extends the first segment (clamped at 0)');
+  t.equal(p.at(6), 20, 'extends the last segment');
+  t.equal(new PiecewiseLinear([2], [7]).at(100), 7, 'one knot is a constant');
+  const f = PiecewiseLinear.fit([{ x: 2, y: 4 }, { x: 1, y: 1 }, { x: 2, y: 6 }]);
+  t.same(f.xs, [1, 2]);
+  t.same(f.ys, [1, 5], 'the mean of each knot\'s samples');
+  t.throws(() => new PiecewiseLinear([1, 1], [0, 0]), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => new PiecewiseLinear([1, 2], [0, NaN]), { code: 'TDM_BAD_ARGUMENT' });
+  // Online: repeated observations of a new truth pull the table to it.
+  const q = new PiecewiseLinear([0, 10, 20], [0, 10, 20]);
+  for (let i = 0; i < 400; i++) for (const x of [0, 5, 10, 15, 20]) q.observe(x, 3 * x + 1, 0.2);
+  for (const x of [2, 7, 13, 19]) t.ok(Math.abs(q.at(x) - (3 * x + 1)) < 0.5, `refit reaches 3x+1 at ${x} (${q.at(x).toFixed(2)})`);
+});
+
+t.test('bilinear tables are exact on bilinear functions and refit online', async (t) => {
+  const f = (x: number, y: number) => 3 + 2 * x + 0.5 * y + 0.25 * x * y;
+  const xs = [1, 4, 16];
+  const ys = [10, 100, 1000];
+  const b = new Bilinear(xs, ys, xs.map((x) => ys.map((y) => f(x, y))));
+  for (const [x, y] of [[2, 50], [10, 500], [16, 1000], [3, 10]] as const) t.ok(Math.abs(b.at(x, y) - f(x, y)) < 1e-9, `exact at (${x}, ${y})`);
+  t.ok(Math.abs(b.at(20, 50) - f(20, 50)) < 1e-6, 'extends linearly beyond the grid');
+  const fitted = Bilinear.fit(xs.flatMap((x) => ys.map((y) => ({ x, y, z: f(x, y) }))));
+  t.same(fitted.toJSON(), b.toJSON());
+  t.throws(() => Bilinear.fit([{ x: 1, y: 1, z: 1 }, { x: 2, y: 2, z: 2 }]), { code: 'TDM_BAD_ARGUMENT', message: /no sample/ });
+  const g = new Bilinear(xs, ys, xs.map(() => ys.map(() => 0)));
+  for (let i = 0; i < 300; i++) for (const x of xs) for (const y of ys) g.observe(x, y, f(x, y), 0.3);
+  t.ok(Math.abs(g.at(8, 300) - f(8, 300)) / f(8, 300) < 0.2, 'refit from zero approaches the function between grid points');
+});
+
+/** A machine whose subtasks follow known laws: the simulator's T4 roofline. */
+function machine(): CostModel {
+  return rooflineCostModel(HARDWARE.t4!, SIM_MODELS['llama2-7b']!, 0.5);
+}
+
+t.test('tables fitted to noisy synthetic timings predict held-out sizes within 10%', async (t) => {
+  const truth = machine();
+  const rng = new Rng(3);
+  const r = measureGrid(SIM_GRID, (m) => m.us * (1 + 0.02 * rng.normal()), truth);
+  t.equal(r.measurements.length, gridProbes(SIM_GRID).length);
+  const kinds = new Set(r.errors.map((e) => e.kind));
+  for (const k of ['linear', 'deviceAttention', 'prefillAttention', 'cpuAttention', 'cpuPrefillAttention', 'copy']) t.ok(kinds.has(k as Measurement['kind']), `error reported for ${k}`);
+  for (const e of r.errors) t.ok(e.meanAbsRelError < 0.1, `${e.kind}: mean held-out error ${(100 * e.meanAbsRelError).toFixed(1)}% over ${e.samples}`);
+  const json = JSON.parse(JSON.stringify(r.model.toJSON()));
+  const back = new TableCostModel(json);
+  t.equal(back.linearUs(77), r.model.linearUs(77), 'JSON round trip keeps predictions');
+  t.equal(back.cpuAttentionUs(5, 333), r.model.cpuAttentionUs(5, 333));
+  t.throws(() => new TableCostModel({ ...json, version: 2 }), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => fitTables(truth.shape, r.measurements.filter((m) => m.kind !== 'copy')), { code: 'TDM_BAD_ARGUMENT', message: /copy/ });
+  // A coarse grid predicts worse between its points than a fine one: the error measure sees it.
+  const coarse: ProfileGrid = { ...SIM_GRID, linearTokens: [1, 1024], attentionRequests: [1, 256], attentionContexts: [16, 4096] };
+  const c = measureGrid(coarse, (m) => m.us, truth);
+  const err = (k: string, errs: typeof r.errors) => errs.find((e) => e.kind === k)!.meanAbsRelError;
+  t.ok(err('linear', c.errors) > err('linear', r.errors), `a 2-point linear table errs more (${(100 * err('linear', c.errors)).toFixed(1)}% vs ${(100 * err('linear', r.errors)).toFixed(1)}%)`);
+  t.same(predictionErrors(r.model, []), [], 'no held-out timings, no error rows');
+});
+
+const seq = (seqId: number, startPos: number, tokens: number, attention: 'cpu' | 'gpu'): SequencePlan => ({
+  seqId, tokens: new Int32Array(tokens), startPos, blockTable: new Int32Array(1), kvTier: attention === 'gpu' ? 'device' : 'host', attention, sample: true,
+});
+
+t.test('a step\'s phases become subtask measurements; online refit follows a machine that changed', async (t) => {
+  const plan: StepPlan = { strategy: 'overlap', copies: [], sequences: [seq(1, 100, 1, 'gpu'), seq(2, 300, 1, 'gpu'), seq(3, 50, 1, 'cpu')] };
+  const obs = observationOf(plan, { sequences: [], phaseUs: { linear: 900, embed: 50, logits: 50, attention: 200, cpuAttention: 400 }, totalUs: 1500 }, 1000);
+  t.same(obs.linear, { tokens: 3, us: 1000 });
+  t.same(obs.deviceAttention, { requests: 2, context: 200, us: 200 });
+  t.same(obs.cpuAttention, { requests: 1, context: 50, us: 400 });
+  const withPrefill: StepPlan = { ...plan, sequences: [...plan.sequences, seq(4, 0, 30, 'gpu')] };
+  t.notOk(observationOf(withPrefill, { sequences: [], phaseUs: { linear: 1, attention: 1 }, totalUs: 2 }, 1000).deviceAttention, 'a side with a prefill chunk mixes tables: not measured');
+  t.notOk(observationOf({ ...plan, strategy: 'pipeline' }, { sequences: [], phaseUs: { linear: 900 }, totalUs: 900 }, 1000).linear, 'two pipelined linear passes are not one table point');
+  const swap: StepPlan = { strategy: 'overlap', copies: [{ fromTier: 'host', fromBlock: 0, toTier: 'device', toBlock: 1 }, { fromTier: 'host', fromBlock: 2, toTier: 'device', toBlock: 3 }], sequences: [] };
+  t.same(observationOf(swap, { sequences: [], phaseUs: { copies: 80 }, totalUs: 80 }, 4096).copy, { bytes: 4096, us: 40 });
+
+  // Profiled on one machine; the CPU then gets twice as slow. Steps measured there pull the CPU table over.
+  const truth = machine();
+  const model = measureGrid(SIM_GRID, (m) => m.us, truth).model;
+  const before = model.cpuAttentionUs(6, 500);
+  for (let i = 0; i < 200; i++) {
+    const n = 2 + (i % 8);
+    const ctx = 200 + 50 * (i % 13);
+    const p: StepPlan = { strategy: 'overlap', copies: [], sequences: Array.from({ length: n }, (_, k) => seq(k + 1, ctx, 1, 'cpu')) };
+    model.observeStep(p, { sequences: [], phaseUs: { cpuAttention: 2 * truth.cpuAttentionUs(n, ctx) }, totalUs: 1 });
+  }
+  const after = model.cpuAttentionUs(6, 500);
+  const want = 2 * truth.cpuAttentionUs(6, 500);
+  t.ok(Math.abs(after - want) / want < 0.1, `CPU attention at (6, 500): ${before.toFixed(0)} µs before, ${after.toFixed(0)} after, ${want.toFixed(0)} now true`);
+  t.equal(model.numObserved, 200);
+  const asyncModel = measureGrid(SIM_GRID, (m) => m.us, truth).model;
+  const lin = asyncModel.linearUs(3);
+  asyncModel.observeStep(plan, { sequences: [], phaseUs: { linear: 1e9, attention: 1e9, cpuAttention: 1 }, totalUs: 1 }, { deviceSynchronous: false });
+  t.equal(asyncModel.linearUs(3), lin, 'an asynchronous device\'s driver-side phases are not taken as device times');
+});
+
+t.test('costShapeOf reads the transfer sizes from the hyperparameters', async (t) => {
+  const s = costShapeOf({ nLayer: 2, nHead: 8, nHeadKv: 2, headDim: 16, headDimV: 16 }, 4096);
+  t.same(s, { nLayer: 2, qkvBytesPerToken: 4 * (128 + 32 + 32), outBytesPerToken: 4 * 128, kvBlockBytes: 4096 });
+});

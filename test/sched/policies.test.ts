@@ -1,0 +1,176 @@
+// The policies as pure functions, with a fake cost model: which strategy when, which
+// requests run on the CPU or sit a step out, where new requests go, what moves between tiers.
+import t from 'tap';
+import type { CostModel } from '../../src/sched/cost-model.js';
+import { autoPolicy, gpuOnlyPolicy, loadAwareSplit, overlapPolicy, pipelinePolicy } from '../../src/sched/policies/index.js';
+import type { KvView, PolicyInput, RequestView } from '../../src/sched/policy.js';
+import { predictStep } from '../../src/sched/step-time.js';
+import { Rng } from '../../src/sched/sim/workload.js';
+
+/** Costs in µs: linear work flat up to 64 rows (memory-bound), attention proportional to the KV read. */
+function fakeCost(o: { cpuPerToken?: number; devPerToken?: number; linearUs?: number } = {}): CostModel {
+  const lin = o.linearUs ?? 10_000;
+  const dev = o.devPerToken ?? 0.1;
+  const cpu = o.cpuPerToken ?? 1;
+  return {
+    shape: { nLayer: 1, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 1_000_000 },
+    linearUs: (n) => (n <= 0 ? 0 : lin + Math.max(0, n - 64) * 50),
+    deviceAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * dev : 0),
+    prefillAttentionUs: (n, c) => n * (c + n / 2) * dev * 0.01,
+    cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * cpu : 0),
+    cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * cpu * 0.01,
+    copyUs: (b) => (b > 0 ? 10 + b / 1000 : 0),
+  };
+}
+
+let nextId = 1;
+function req(tier: RequestView['tier'], context: number, o: Partial<RequestView> = {}): RequestView {
+  const seqId = o.seqId ?? nextId++;
+  return { seqId, tier, context, newTokens: 1, numBlocks: Math.ceil((context + 1) / 16), deferredSteps: 0, arrival: seqId, ...o };
+}
+
+function kv(device: [number, number], host: [number, number] = [1000, 1000]): KvView {
+  return { blockTokens: 16, device: { numBlocks: device[0], numFree: device[1] }, host: { numBlocks: host[0], numFree: host[1] } };
+}
+
+function input(running: RequestView[], cost: CostModel, o: Partial<PolicyInput> = {}): PolicyInput {
+  return { running, waiting: [], kv: kv([100, 50]), cost, ...o };
+}
+
+t.test('gpu-only: device sequences run on the device; swapped-out ones wait and come back oldest first', async (t) => {
+  const d1 = req('device', 100);
+  const d2 = req('device', 200);
+  const h1 = req('host', 300);
+  const h2 = req('host', 300);
+  const cost = fakeCost();
+  const a = gpuOnlyPolicy(input([d1, d2, h1, h2], cost, { kv: kv([100, 30]) }));
+  t.equal(a.strategy, 'gpu-only');
+  t.same(a.sequences, [{ seqId: d1.seqId, attention: 'gpu' }, { seqId: d2.seqId, attention: 'gpu' }]);
+  t.same(a.deferred, [h1.seqId, h2.seqId], 'host-tier tables are swapped out: they do not run');
+  t.same(a.swapIn, [h1.seqId], 'room for one table of 19 blocks: the oldest comes back');
+  const w = req(undefined, 0, { newTokens: 50 });
+  t.same(gpuOnlyPolicy(input([d1, h1], cost, { kv: kv([100, 10]), waiting: [w] })).admit, [], 'no admission while a swapped-out table cannot return');
+  t.same(gpuOnlyPolicy(input([d1], cost, { kv: kv([100, 30]), waiting: [w] })).admit, [{ seqId: w.seqId, tier: 'device' }], 'then new requests go to the device');
+  t.same(gpuOnlyPolicy(input([d1], cost, { kv: kv([100, 2]), waiting: [w] })).admit, [], 'never to host RAM');
+
+  // Two device sequences each cross into a new block this step, and the device has one free block.
+  const g1 = req('device', 32, { numBlocks: 2 });
+  const g2 = req('device', 48, { numBlocks: 3 });
+  const out = gpuOnlyPolicy(input([g1, g2], cost, { kv: kv([10, 1]) }));
+  t.same(out.swapOut, [{ seqId: g2.seqId, to: 'host' }], 'the newest is swapped out to make room (vLLM)');
+  t.same(out.sequences.map((s) => s.seqId), [g1.seqId]);
+  const full = gpuOnlyPolicy(input([g1, g2], cost, { kv: kv([10, 1], [10, 0]) }));
+  t.same(full.swapOut, [{ seqId: g2.seqId, to: 'recompute' }], 'with host RAM full it is dropped for recompute');
+});
+
+t.test('overlap: every sequence runs, host-tier ones on the CPU; host admission while it raises throughput', async (t) => {
+  const d = [req('device', 500), req('device', 500)];
+  const h = [req('host', 1000), req('host', 2000)];
+  const fast = fakeCost({ cpuPerToken: 1 });
+  const a = overlapPolicy(input([...d, ...h], fast));
+  t.equal(a.strategy, 'overlap');
+  t.same(a.deferred, []);
+  t.same(a.sequences.map((s) => s.attention), ['gpu', 'gpu', 'cpu', 'cpu']);
+  t.equal(a.predicted.time.exposedCpuUs, 3002 - 100.2, 'the CPU overlaps the device\'s own attention (100 µs), not its linear layers');
+  const waiting = [req(undefined, 0, { newTokens: 2000 }), req(undefined, 0, { newTokens: 2000 }), req(undefined, 0, { newTokens: 2000 }), req(undefined, 0, { newTokens: 2000 })];
+  const adm = overlapPolicy(input([...d, ...h], fast, { kv: kv([100, 0]), waiting })).admit;
+  t.same(adm.map((x) => x.tier), ['host', 'host', 'host', 'host'], 'device full: 2 ms of CPU per request buys a token in a 13 ms step, so all go to host RAM');
+  const slow = fakeCost({ cpuPerToken: 20 });
+  t.same(overlapPolicy(input([...d, ...h], slow, { kv: kv([100, 0]), waiting })).admit, [], 'a CPU already behind takes no more');
+  const back = overlapPolicy(input([...d, ...h], fast, { kv: kv([1000, 900]) }));
+  t.same(back.swapIn, [h[1]!.seqId], 'with device room the longest host table moves back first');
+});
+
+t.test('pipeline: load-aware split, GPU-only when pipelining does not pay, never for prefills or starved sequences', async (t) => {
+  const dev = [req('device', 100), req('device', 100)];
+  const host = [req('host', 4000), req('host', 3000), req('host', 2000), req('host', 1000)];
+  const cost = fakeCost({ cpuPerToken: 2 });
+  const split = loadAwareSplit(dev, host, cost);
+  const sub = new Map(split.map((s) => [s.seqId, s.subBatch]));
+  t.equal(sub.get(dev[0]!.seqId), 0);
+  const cpu = [0, 1].map((b) => host.filter((r) => sub.get(r.seqId) === b).reduce((n, r) => n + r.context, 0));
+  t.ok(cpu[0]! > 0 && cpu[1]! > 0, `host work is spread over both sub-batches (${cpu.join(' / ')} context tokens)`);
+  const balanced = predictStep('pipeline', split.map((s) => ({ tokens: 1, context: [...dev, ...host].find((r) => r.seqId === s.seqId)!.context, attention: s.attention, subBatch: s.subBatch })), cost).stepUs;
+  const lopsided = predictStep('pipeline', [...dev, ...host].map((r) => ({ tokens: 1, context: r.context, attention: r.tier === 'device' ? 'gpu' as const : 'cpu' as const, subBatch: r.tier === 'device' ? 0 as const : 1 as const })), cost).stepUs;
+  t.ok(balanced < lopsided, `the split predicts a shorter step than all host work in one sub-batch (${balanced.toFixed(0)} < ${lopsided.toFixed(0)} µs)`);
+
+  const p = pipelinePolicy(input([...dev, ...host], cost));
+  t.equal(p.strategy, 'pipeline');
+  t.same(p.deferred, []);
+  const verySlow = fakeCost({ cpuPerToken: 50 });
+  const g = pipelinePolicy(input([...dev, ...host], verySlow));
+  t.equal(g.strategy, 'gpu-only', 'a CPU this slow makes pipelining lose to the device alone');
+  t.same(g.deferred.sort(), host.map((r) => r.seqId).sort(), 'its host sequences wait this step');
+  const starved = pipelinePolicy(input([...dev, ...host.slice(0, 3), { ...host[3]!, deferredSteps: 4 }], verySlow));
+  t.equal(starved.strategy, 'pipeline', 'a host sequence left out 4 steps forces pipelining');
+  const prefill = pipelinePolicy(input([...dev, req('host', 0, { newTokens: 64 })], verySlow));
+  t.equal(prefill.strategy, 'pipeline', 'a host prefill chunk never waits');
+});
+
+t.test('auto: chooses the strategy and the host subset with the best predicted throughput', async (t) => {
+  const dev = [req('device', 500), req('device', 500), req('device', 500), req('device', 500)];
+  const host = Array.from({ length: 10 }, () => req('host', 1500));
+  const cpuSum = (d: ReturnType<typeof autoPolicy>) => d.sequences.filter((s) => s.attention === 'cpu').length;
+
+  const fast = autoPolicy(input([...dev, ...host], fakeCost({ cpuPerToken: 0.3 })));
+  t.equal(fast.strategy, 'overlap', 'a fast CPU hides all host attention behind one device batch');
+  t.equal(cpuSum(fast), 10);
+
+  // 1.5 ms of CPU per host sequence: 15 ms in all, more than the 10 ms device batch hides but less than two.
+  const mid = autoPolicy(input([...dev, ...host], fakeCost({ cpuPerToken: 1 })));
+  t.equal(mid.strategy, 'pipeline', 'CPU work between one and two device batches: pipelining wins');
+  t.equal(cpuSum(mid), 10);
+
+  const slow = autoPolicy(input([...dev, ...host], fakeCost({ cpuPerToken: 40 })));
+  t.equal(slow.strategy, 'gpu-only', 'a very slow CPU: the device runs alone');
+  t.equal(slow.deferred.length, 10);
+  t.ok(slow.candidates.some((c) => c.strategy === 'overlap') && slow.candidates.some((c) => c.strategy === 'pipeline'), 'all three were weighed');
+
+  // One device sequence, 6 ms of CPU per host sequence: two sub-batches hide one each; the best step takes four.
+  const some = autoPolicy(input([dev[0]!, ...host], fakeCost({ cpuPerToken: 4 })));
+  t.equal(some.strategy, 'pipeline');
+  t.ok(cpuSum(some) > 0 && cpuSum(some) < 10, `a middling CPU takes part of the host sequences (${cpuSum(some)} of 10)`);
+
+  const sloUs = 14_000;
+  const capped = autoPolicy(input([...dev, ...host], fakeCost({ cpuPerToken: 1 }), { options: { tpotSloUs: sloUs } }));
+  t.ok(capped.predicted.stepUs <= sloUs, `a TPOT target of 14 ms caps the step (${capped.predicted.stepUs.toFixed(0)} µs) by leaving host sequences out`);
+  t.ok(cpuSum(capped) < 10);
+
+  // Left out 4 steps, a long host sequence joins ahead of the cheap ones when some host sequences run.
+  const long = req('host', 2500, { deferredSteps: 4 });
+  const first = autoPolicy(input([dev[0]!, ...host.slice(1), long], fakeCost({ cpuPerToken: 4 })));
+  t.ok(first.sequences.some((s) => s.seqId === long.seqId), 'a host sequence left out 4 steps joins first');
+  const waitAtSlo = autoPolicy(input([dev[0]!, ...host.slice(1), { ...long, deferredSteps: 1 }], fakeCost({ cpuPerToken: 4 }), { options: { tpotSloUs: 25_000 } }));
+  t.ok(waitAtSlo.sequences.some((s) => s.seqId === long.seqId), 'and so does one whose next wait would push its token gap past the target');
+  const slowStarved = autoPolicy(input([...dev, ...host.slice(1), long], fakeCost({ cpuPerToken: 40 })));
+  t.notOk(slowStarved.sequences.some((s) => s.seqId === long.seqId), 'but when running it would make the step slower than the device alone, it waits as under gpu-only');
+});
+
+t.test('auto: new requests go to host RAM only when that raises predicted throughput', async (t) => {
+  const dev = [req('device', 500), req('device', 500)];
+  const waiting = [req(undefined, 0, { newTokens: 1000 }), req(undefined, 0, { newTokens: 1000 })];
+  const full = kv([100, 0]);
+  const fast = autoPolicy(input(dev, fakeCost({ cpuPerToken: 0.3 }), { kv: full, waiting }));
+  t.same(fast.admit.map((a) => a.tier), ['host', 'host'], 'a fast CPU: the device being full, both go to host RAM');
+  const slow = autoPolicy(input(dev, fakeCost({ cpuPerToken: 40 }), { kv: full, waiting }));
+  t.same(slow.admit, [], 'a slow CPU: they wait for device room');
+  const roomy = autoPolicy(input(dev, fakeCost({ cpuPerToken: 40 }), { kv: kv([1000, 900]), waiting }));
+  t.same(roomy.admit.map((a) => a.tier), ['device', 'device'], 'device room goes first');
+});
+
+t.test('auto is never predicted slower than gpu-only (200 random situations)', async (t) => {
+  const rng = new Rng(42);
+  let worse = 0;
+  for (let i = 0; i < 200; i++) {
+    const running = [
+      ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
+      ...Array.from({ length: rng.int(0, 20) }, () => req('host', rng.int(1, 3000), { deferredSteps: rng.int(0, 2) })),
+    ];
+    if (!running.some((r) => r.tier === 'device')) continue;
+    const cost = fakeCost({ cpuPerToken: 0.1 + 10 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() });
+    const a = autoPolicy(input(running, cost, { options: { maxDeferSteps: 1000 } }));
+    const g = a.candidates.find((c) => c.strategy === 'gpu-only')!;
+    if (a.predicted.tokensPerSecond < g.tokensPerSecond - 1e-9) worse++;
+  }
+  t.equal(worse, 0, 'the chosen step\'s predicted tokens/s is at least gpu-only\'s');
+});

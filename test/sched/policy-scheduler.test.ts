@@ -1,0 +1,112 @@
+// The policies driving the engine's real Scheduler through PolicyScheduler, with fake
+// StepResults: plans are shaped (strategy, attention where the KV is, sub-batches), host
+// sequences sit steps out without leaking blocks, admission follows the policy, and the cost
+// model is refitted from the phases the steps return.
+import t from 'tap';
+import { Scheduler, type SchedulerConfig } from '../../src/engine/scheduler.js';
+import { Sequence, type SequenceParams } from '../../src/engine/sequence.js';
+import type { StepPlan, StepResult } from '../../src/native/step-plan.js';
+import type { CostModel } from '../../src/sched/cost-model.js';
+import { measureGrid, SIM_GRID } from '../../src/sched/profiler.js';
+import { PolicyScheduler, schedulerStrategyFor, type ShapedSequencePlan } from '../../src/sched/policy-scheduler.js';
+import type { PolicyName } from '../../src/sched/policy.js';
+import { predictStep } from '../../src/sched/step-time.js';
+
+function fakeCost(cpuPerToken: number): CostModel {
+  return {
+    shape: { nLayer: 1, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 1_000_000 },
+    linearUs: (n) => (n <= 0 ? 0 : 10_000 + Math.max(0, n - 64) * 50),
+    deviceAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.1 : 0),
+    prefillAttentionUs: (n, c) => n * (c + n / 2) * 0.001,
+    cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * cpuPerToken : 0),
+    cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * cpuPerToken * 0.01,
+    copyUs: (b) => (b > 0 ? 10 + b / 1000 : 0),
+  };
+}
+
+const PARAMS: SequenceParams = {
+  maxTokens: 40,
+  sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 },
+  stopTokens: new Set(),
+  penaltyWindow: 0,
+  returnPromptLogits: false,
+};
+
+function config(policy: PolicyName): SchedulerConfig {
+  return {
+    contextSize: 160,
+    blockTokens: 16,
+    numBlocks: { device: 24, host: 96 },
+    maxRunning: 10,
+    maxChunkTokens: 64,
+    maxStepTokens: 74,
+    strategy: schedulerStrategyFor(policy),
+    prefixCaching: false,
+  };
+}
+
+interface Trace {
+  plans: StepPlan[];
+  firstTier: Map<number, string>;
+  finished: number;
+}
+
+/** Serves 10 requests to the end: fake tokens for every sampled sequence, phases from the cost model. */
+function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler): { ps: PolicyScheduler; trace: Trace } {
+  const scheduler = new Scheduler(config(policy));
+  ps ??= new PolicyScheduler(scheduler, policy, measureGrid(SIM_GRID, (m) => m.us, truth).model);
+  const trace: Trace = { plans: [], firstTier: new Map(), finished: 0 };
+  for (let i = 0; i < 10; i++) ps.add(new Sequence(i + 1, Array.from({ length: 20 + 7 * i }, (_, k) => 3 + ((k * 31 + i) % 400)), PARAMS));
+  for (let step = 0; step < 2000 && ps.scheduler.hasWork; step++) {
+    const plan = ps.schedule();
+    trace.plans.push(plan);
+    for (const s of plan.sequences) if (s.startPos === 0) trace.firstTier.set(s.seqId, s.kvTier);
+    const t0 = predictStep(plan.strategy, plan.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention, subBatch: (s as ShapedSequencePlan).subBatch })), truth);
+    const result: StepResult = {
+      sequences: plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 5 : -1 })),
+      phaseUs: { linear: t0.linearUs, attention: t0.deviceAttentionUs, cpuAttention: t0.cpuAttentionUs },
+      totalUs: t0.stepUs,
+    };
+    for (const e of ps.update(plan, result)) if (e.finish) trace.finished++;
+    ps.scheduler.audit();
+  }
+  return { ps, trace };
+}
+
+t.test('the policy must match the Scheduler it drives', async (t) => {
+  t.throws(() => new PolicyScheduler(new Scheduler(config('gpu-only')), 'auto', fakeCost(1)), { code: 'TDM_BAD_ARGUMENT', message: /overlap/ });
+  t.equal(schedulerStrategyFor('gpu-only'), 'gpu-only');
+  t.equal(schedulerStrategyFor('pipeline'), 'overlap');
+});
+
+for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
+  t.test(`${policy}: every request finishes, plans are shaped, no block leaks`, async (t) => {
+    const { ps, trace } = serve(policy, fakeCost(0.5));
+    t.equal(trace.finished, 10, 'all 10 requests finished');
+    let wrong = 0;
+    let subBatches = 0;
+    for (const p of trace.plans) {
+      for (const s of p.sequences as ShapedSequencePlan[]) {
+        if ((s.kvTier === 'host') !== (s.attention === 'cpu')) wrong++;
+        if (s.subBatch !== undefined) subBatches++;
+        if (policy === 'gpu-only' && s.kvTier !== 'device') wrong++;
+      }
+    }
+    t.equal(wrong, 0, 'attention runs where each sequence\'s KV is (and only on the device under gpu-only)');
+    if (policy === 'pipeline') t.ok(subBatches > 0, 'pipelined steps name each sequence\'s sub-batch');
+    t.ok(ps.stats.steps > 0 && ps.stats.predictedSteps === ps.stats.steps, 'every step was predicted and compared');
+    t.ok(ps.meanStepError < 0.2, `mean step prediction error ${(100 * ps.meanStepError).toFixed(1)}%`);
+    t.ok((ps.cost as { numObserved?: number }).numObserved! > 0, 'the tables were refitted online');
+    // Pipelining reads the weights twice a step: with a device batch this small it never pays, so pipeline keeps new requests on the device.
+    if (policy === 'overlap' || policy === 'auto') t.ok([...trace.firstTier.values()].includes('host'), 'with a fast CPU some requests start in host RAM');
+  });
+}
+
+t.test('auto with a slow CPU: host sequences sit steps out and new requests wait for the device', async (t) => {
+  const { ps, trace } = serve('auto', fakeCost(40));
+  t.equal(trace.finished, 10);
+  t.same([...new Set(trace.firstTier.values())], ['device'], 'no request is started in host RAM');
+  t.ok(ps.stats.strategies['gpu-only'] > 0, 'GPU-only steps were chosen');
+  const hostSteps = trace.plans.filter((p) => p.sequences.some((s) => s.kvTier === 'host')).length;
+  t.comment(`${ps.stats.deferrals} deferrals, ${hostSteps} steps with a host sequence, ${ps.scheduler.counters.numMoves} moves`);
+});

@@ -1,0 +1,107 @@
+// The profiler: grid timings through the native entry points (a fake target, then the real
+// model with the CPU standing in for the device), tables and held-out error, the per-machine
+// and per-shape cache, and writing back tables refitted online.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { native } from '../../src/native/binding.js';
+import { GgufFile } from '../../src/model/gguf.js';
+import { describeModel } from '../../src/model/describe.js';
+import { costShapeOf } from '../../src/sched/cost-model.js';
+import { gridProbes, loadOrProfile, loadProfile, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
+import { modelPath } from '../helpers.js';
+
+const SMALL: ProfileGrid = {
+  linearTokens: [1, 4, 16],
+  attentionRequests: [1, 4],
+  attentionContexts: [16, 64],
+  prefillTokens: [8, 32],
+  copyBytes: [1024, 65536],
+  heldOut: [
+    { kind: 'linear', tokens: 8 },
+    { kind: 'deviceAttention', requests: 2, context: 32 },
+    { kind: 'cpuAttention', requests: 2, context: 32 },
+    { kind: 'prefillAttention', tokens: 16 },
+    { kind: 'copy', bytes: 8192 },
+  ],
+};
+
+const SHAPE = { nLayer: 4, qkvBytesPerToken: 1024, outBytesPerToken: 512, kvBlockBytes: 4096 };
+
+/** A target whose timings follow simple laws, recording each op it was asked for. */
+function fakeTarget(): ProfileTarget & { ops: Parameters<ProfileTarget['profile']>[0][] } {
+  const ops: Parameters<ProfileTarget['profile']>[0][] = [];
+  return {
+    ops,
+    async profile(op) {
+      ops.push(op);
+      if (op.kind === 'linear') return 100 + 3 * op.tokens;
+      if (op.kind === 'copy') return 5 + op.bytes / 1000;
+      const rate = op.device === 'cpu' ? 0.5 : 0.05;
+      return 10 + rate * op.requests * (op.context + op.tokens) * op.tokens;
+    },
+  };
+}
+
+t.test('profileModel times every grid point and held-out size, with progress', async (t) => {
+  const target = fakeTarget();
+  const seen: number[] = [];
+  const r = await profileModel(target, SHAPE, { grid: SMALL, iters: 2, onProgress: (f) => seen.push(f) });
+  t.equal(target.ops.length, gridProbes(SMALL).length + SMALL.heldOut.length);
+  t.ok(target.ops.every((o) => o.iters === 2), 'iters reach the native call');
+  t.ok(target.ops.some((o) => o.kind === 'attention' && o.device === 'cpu' && o.tokens > 1), 'CPU prefill attention is timed');
+  t.equal(seen[seen.length - 1], 1);
+  t.ok(seen.every((f, i) => i === 0 || f > seen[i - 1]!), 'progress rises');
+  t.equal(r.model.linearUs(8), 124, 'linear laws are exact between grid points');
+  t.ok(r.errors.find((e) => e.kind === 'linear')!.meanAbsRelError < 1e-9);
+  t.equal(r.model.shape.nLayer, 4);
+});
+
+t.test('loadOrProfile caches per machine and model shape', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-profile-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const key = { machine: 'test CPU x2 | no device', model: 'llama L4 ...' };
+  const a = fakeTarget();
+  const first = await loadOrProfile(a, SHAPE, key, { cacheDir: dir, grid: SMALL, progressBar: false });
+  t.notOk(first.fromCache);
+  t.ok(fs.existsSync(first.file) && first.file.startsWith(dir), 'written to the cache folder');
+  const b = fakeTarget();
+  const second = await loadOrProfile(b, SHAPE, key, { cacheDir: dir, grid: SMALL, progressBar: false });
+  t.ok(second.fromCache && b.ops.length === 0, 'the second load reads the cache and times nothing');
+  t.equal(second.model.linearUs(9), first.model.linearUs(9));
+  const other = fakeTarget();
+  t.notOk((await loadOrProfile(other, SHAPE, { ...key, model: 'qwen2 L28 ...' }, { cacheDir: dir, grid: SMALL, progressBar: false })).fromCache, 'another shape profiles again');
+  t.ok(other.ops.length > 0);
+  t.notOk((await loadOrProfile(fakeTarget(), SHAPE, key, { cacheDir: dir, grid: SMALL, progressBar: false, refresh: true })).fromCache, 'refresh profiles again');
+  fs.writeFileSync(first.file, '{ not json');
+  t.notOk((await loadOrProfile(fakeTarget(), SHAPE, key, { cacheDir: dir, grid: SMALL, progressBar: false })).fromCache, 'a broken cache file is replaced');
+
+  // Tables refitted online can be written back and are what the next load reads.
+  const m = second.model;
+  for (let i = 0; i < 50; i++) m.linear.observe(4, 500, 0.5);
+  saveProfile(first.file, key, m, second.errors);
+  t.ok(Math.abs(loadProfile(first.file, key)!.model.linearUs(4) - m.linearUs(4)) < 1e-9, 'written-back tables reload');
+  t.equal(loadProfile(first.file, { ...key, machine: 'elsewhere' }), undefined, 'never read for another machine');
+  t.equal(profileFile(dir, key), first.file);
+});
+
+t.test('the real model: the CPU standing in for the device, profiled, cached and keyed by placement', async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const f = GgufFile.open(file);
+  const hp = describeModel(f).hparams;
+  f.close();
+  const m = await native().loadModel(file, { hparams: hp, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 8 }, device: 'cpu-standin' });
+  t.teardown(() => m.dispose());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-profile-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const key = profileKey(hp, { threads: 1, placement: m.placement, kvBlockTokens: 16 });
+  t.match(key.machine, /cpu-standin: CPU stand-in for a GPU/);
+  const r = await loadOrProfile(m, costShapeOf(hp, m.info.kvBlockBytes), key, { cacheDir: dir, grid: SMALL, iters: 1, progressBar: false });
+  t.ok(r.model.linearUs(2) > 0 && r.model.cpuAttentionUs(2, 40) > 0 && r.model.copyUs(4096) > 0, 'every table holds positive times');
+  t.equal(r.errors.length, 5, 'held-out error for each timed subtask');
+  t.ok((await loadOrProfile(m, costShapeOf(hp, m.info.kvBlockBytes), key, { cacheDir: dir, grid: SMALL, progressBar: false })).fromCache);
+  const half = await native().loadModel(file, { hparams: hp, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 8 }, device: 'cpu-standin', deviceWeightBytes: 1000 });
+  t.not(profileKey(hp, { threads: 1, placement: half.placement, kvBlockTokens: 16 }).model, key.model, 'another weight placement is another profile');
+  half.dispose();
+});

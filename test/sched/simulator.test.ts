@@ -1,0 +1,59 @@
+// The simulator: the real Scheduler and policies on a virtual clock. The same seed gives the
+// same run to the last number; every request completes; reports say SIMULATED.
+import t from 'tap';
+import { HARDWARE, rooflineCostModel, SIM_MODELS, deviceKvBlocks } from '../../src/sched/hardware.js';
+import { simulateRun, type SimRunConfig } from '../../src/sched/sim/simulator.js';
+import { equalLatency, runScenario } from '../../src/sched/sim/scenario.js';
+import { formatReport } from '../../src/sched/sim/report.js';
+import { makeWorkload } from '../../src/sched/sim/workload.js';
+
+const hw = HARDWARE.t4!;
+const model = SIM_MODELS['llama2-7b']!;
+const truth = rooflineCostModel(hw, model, 0.5);
+
+function cfg(policy: SimRunConfig['policy'], seed: number): SimRunConfig {
+  return { hardware: hw, model, policy, truth, workload: { requests: 12, ratePerSecond: 0.3, promptTokens: [32, 128], outputTokens: [32, 96], seed } };
+}
+
+t.test('workloads repeat by seed', async (t) => {
+  const spec = { requests: 20, ratePerSecond: 2, promptTokens: [10, 50] as [number, number], outputTokens: [5, 9] as [number, number], seed: 9 };
+  t.same(makeWorkload(spec), makeWorkload(spec));
+  t.notSame(makeWorkload(spec), makeWorkload({ ...spec, seed: 10 }));
+  const w = makeWorkload(spec);
+  t.ok(w.every((r, i) => r.prompt.length >= 10 && r.prompt.length <= 50 && r.maxTokens >= 5 && r.maxTokens <= 9 && (i === 0 || r.arrivalUs > w[i - 1]!.arrivalUs)));
+});
+
+t.test('a run is a pure function of its seed, and finishes every request', async (t) => {
+  for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
+    const a = simulateRun(cfg(policy, 5));
+    const b = simulateRun(cfg(policy, 5));
+    t.same(a, b, `${policy}: identical results from the same seed`);
+    const expected = makeWorkload(cfg(policy, 5).workload).reduce((n, r) => n + r.maxTokens, 0);
+    t.equal(a.generatedTokens, expected, `${policy}: every request generated all its tokens`);
+    t.ok(a.throughput > 0 && a.tpotUs.p50 > 0 && a.steps > 0);
+    t.notSame(simulateRun(cfg(policy, 6)).durationUs, a.durationUs, `${policy}: another seed, another run`);
+  }
+  t.equal(simulateRun(cfg('gpu-only', 5)).kvBlocks.device, deviceKvBlocks(hw, model, 16), 'the device tier is what the weights leave on a T4');
+});
+
+t.test('a scenario compares policies at equal latency and labels every number SIMULATED', async (t) => {
+  const s = runScenario({ hardware: hw, model, cpuAttentionEfficiency: 0.5, requests: 10, seed: 2, rates: [0.05, 0.2], policies: ['gpu-only', 'auto'] });
+  t.equal(s.simulated, true);
+  t.equal(s.runs.length, 4);
+  t.equal(s.equalLatency.length, 2);
+  const again = runScenario({ hardware: hw, model, cpuAttentionEfficiency: 0.5, requests: 10, seed: 2, rates: [0.05, 0.2], policies: ['gpu-only', 'auto'] });
+  t.same(again.runs, s.runs, 'deterministic');
+  const text = formatReport([s], ['a note']);
+  t.match(text, /SIMULATED/);
+  t.ok(text.split('\n').filter((l) => l.startsWith('| policy')).every((l) => l.includes('SIMULATED')), 'every table header says SIMULATED');
+  const skipped = runScenario({ hardware: hw, model: SIM_MODELS['llama3.1-8b']!, cpuAttentionEfficiency: 0.5, requests: 4, seed: 1 });
+  t.match(skipped.skipped, /room for 0 KV tokens/, 'an F16 8B model does not fit a T4: reported, not run');
+  t.match(formatReport([skipped], []), /not run/);
+});
+
+t.test('equal latency takes the highest rate served inside both targets', async (t) => {
+  const run = (policy: 'gpu-only' | 'auto', rate: number, throughput: number, tpot: number, ttft: number) =>
+    ({ policy, ratePerSecond: rate, throughput, tpotUs: { p50: tpot, p90: tpot, p99: tpot, mean: tpot }, ttftUs: { p50: ttft, p90: ttft, p99: ttft, mean: ttft } }) as Parameters<typeof equalLatency>[0][number];
+  const e = equalLatency([run('gpu-only', 1, 10, 50, 100), run('gpu-only', 2, 15, 200, 100), run('auto', 1, 10, 50, 100), run('auto', 2, 19, 90, 100), run('auto', 3, 22, 90, 1e9)], ['gpu-only', 'auto'], 100, 1000);
+  t.same(e.map((x) => [x.policy, x.ratePerSecond, x.throughput, x.vsGpuOnly]), [['gpu-only', 1, 10, 1], ['auto', 2, 19, 1.9]], 'too slow a TPOT, or a queue that grows (TTFT), disqualifies a rate');
+});
