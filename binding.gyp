@@ -26,15 +26,18 @@
         "native/cpu/thread_pool.cpp",
         "native/cpu/kernels_ref.cpp",
         "native/cpu/cpu_backend.cpp",
+        "native/cpu/packed_weights.cpp",
         "native/core/hparams.cpp",
         "native/core/model_weights.cpp",
         "native/core/kv_pool.cpp",
         "native/core/model.cpp",
         "native/core/executor.cpp",
+        "native/core/cpu_worker.cpp",
+        "native/core/profile.cpp",
         "native/cpu/membw.cpp"
       ],
       "conditions": [
-        ["target_arch=='x64'", {"defines": ["TDM_HAVE_AVX2"], "dependencies": ["tandem_cpu_avx2"]}]
+        ["target_arch=='x64'", {"defines": ["TDM_HAVE_AVX2", "TDM_HAVE_AVX512"], "dependencies": ["tandem_cpu_avx2", "tandem_cpu_avx512"]}]
       ]
     },
     {
@@ -43,6 +46,13 @@
       "cflags": ["-fPIC"],
       "sources": ["native/cpu/avx2/kernels_avx2.cpp"],
       "conditions": [["target_arch=='x64'", {"cflags": ["-mavx2", "-mfma", "-mf16c"]}]]
+    },
+    {
+      "target_name": "tandem_cpu_avx512",
+      "type": "static_library",
+      "cflags": ["-fPIC", "-ffp-contract=off", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+      "sources": ["native/cpu/avx512/kernels_avx512.cpp"],
+      "conditions": [["target_arch=='x64'", {"cflags": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mavx2", "-mfma", "-mf16c"]}]]
     },
     {
       "target_name": "tandem",

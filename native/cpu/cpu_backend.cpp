@@ -1,6 +1,9 @@
 // The CPU backend: implements the backend table (backend/backend.h) on host memory with the
 // kernel table of the best instruction set (or a forced one, for tests) and the thread pool.
-// Every op is written once here; the kernels it calls decide scalar versus SIMD.
+// Every op is written once here; the kernels it calls decide scalar versus SIMD. A matmul
+// runs on weights packed for the kernels where the table has packed kernels and the weights
+// are a file mapping (packed once, shared: packed_weights.h), else on the stored layout;
+// activations are converted once per matmul, then row blocks go out to the pool.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,12 +14,15 @@
 #include <numeric>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
+#include "cpu/packed_weights.h"
 #include "cpu/quants.h"
 #include "cpu/thread_pool.h"
 
@@ -24,20 +30,58 @@ namespace tdm::cpu {
 
 namespace {
 
-constexpr int64_t kRowBlock = 16;    // weight rows per matmul task
-constexpr int64_t kTokenBlock = 32;  // activation rows kept hot while a row block streams past
+constexpr int64_t kRowBlock = kPackRows;  // weight rows per unit of matmul work (one packed group)
+constexpr int64_t kTokenBlock = 32;        // activation rows kept hot while a row block streams past
+
+// A 64-byte aligned scratch buffer that only grows.
+class Scratch {
+ public:
+  Scratch() = default;
+  ~Scratch() { std::free(p_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  uint8_t* get(size_t n) {
+    if (n > n_) {
+      std::free(p_);
+      p_ = nullptr;
+      n_ = 0;
+      const size_t rounded = (std::max<size_t>(n, 64) + 63) / 64 * 64;
+      p_ = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
+      if (p_ == nullptr) throw Error(code::oom, "cannot allocate " + std::to_string(n) + " bytes of CPU scratch");
+      n_ = rounded;
+    }
+    return p_;
+  }
+  template <typename T>
+  T* as(size_t count) { return reinterpret_cast<T*>(get(count * sizeof(T))); }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// How matmul weights are packed (kernels.h, PackedOps).
+enum class PackPolicy {
+  mapped,  // weights in read-only file mappings, once, shared (packed_weights.h)
+  always,  // every weight on every call, into scratch (the "+pack" variants the tests use)
+};
 
 struct CpuContext {
   std::string name;
   std::string last_error;
   const Kernels* k = nullptr;
+  PackPolicy pack = PackPolicy::mapped;
   std::unique_ptr<ThreadPool> pool;
-  std::vector<uint8_t> act;   // activations converted to a dot type
-  std::vector<uint8_t> act2;  // a second conversion (MoE up projection of another type than gate)
+  Scratch act, act2;                    // activations converted for a matmul (MoE: gate, up)
+  Scratch moe_x, moe_act_down;          // MoE: slot-ordered inputs, converted hidden rows
+  Scratch packed_tmp[3];                // weights packed for one call (PackPolicy::always)
   std::vector<float> moe_gate, moe_up, moe_out;
-  std::vector<uint8_t> moe_act_gate, moe_act_up, moe_act_down;  // expert activations in slot order
-  std::vector<std::vector<float>> thread_f32;    // per-thread float scratch (attention)
-  std::vector<std::vector<uint8_t>> thread_u8;   // per-thread byte scratch (converted q)
+  std::vector<std::vector<float>> thread_f32;            // per-thread float scratch (rope)
+  std::vector<std::unique_ptr<Scratch>> thread_scratch;  // per-thread attention scratch
+  std::vector<std::vector<const uint8_t*>> thread_blocks;  // per-thread K/V block pointers
+  // Packed copies this context has used, by weight address, and addresses found ineligible.
+  std::unordered_map<const void*, std::shared_ptr<const PackedWeight>> packed;
+  std::unordered_set<const void*> unpackable;
 };
 
 CpuContext& cx(tdm_backend_ctx* c) { return *reinterpret_cast<CpuContext*>(c); }
@@ -91,7 +135,7 @@ void check_weight(const tdm_weight* w) {
   if (w->row_bytes < row_bytes(t, uint64_t(w->n_cols))) bad("weight row_bytes is smaller than a row");
 }
 
-// The activation type and kernels a matmul with weight type `type` uses.
+// The activation type and kernels a matmul with weight type `type` uses on the stored layout.
 struct DotPlan {
   GgmlType act_type;
   VecDotFn dot;
@@ -118,16 +162,6 @@ DotPlan dot_plan(const Kernels& k, uint32_t type, int64_t n_cols) {
   return p;
 }
 
-// Converts n_tokens rows of x into `buf` for plan p; returns the rows' base.
-const uint8_t* convert_rows(CpuContext& c, const DotPlan& p, const float* x, int64_t n_tokens, int64_t n_cols,
-                            std::vector<uint8_t>& buf) {
-  if (p.convert == nullptr) return reinterpret_cast<const uint8_t*>(x);
-  uint8_t* out = grow(buf, p.act_row_bytes * size_t(n_tokens));
-  c.pool->run(n_tokens, [&](int64_t t, int) { p.convert(x + t * n_cols, out + size_t(t) * p.act_row_bytes, n_cols); },
-              double(n_tokens) * double(n_cols));
-  return out;
-}
-
 // y[t][r] (row stride y_stride) = dot(W[r], act[t]) for rows [r0, r1) and all tokens.
 inline void dot_rows(const DotPlan& p, const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* act,
                      int64_t n_tokens, int64_t r0, int64_t r1, float* y, int64_t y_stride) {
@@ -146,6 +180,145 @@ inline void dot_rows(const DotPlan& p, const uint8_t* w, size_t w_row_bytes, int
       for (; t < t1; ++t) y[t * y_stride + r] = p.dot(wr, act + size_t(t) * p.act_row_bytes, n_cols);
     }
   }
+}
+
+// How one weight (stack) is multiplied: packed groups, float rows, or dot products on the
+// stored layout; and the activation format that goes with it.
+struct MatPlan {
+  enum class Kind { packed, rows, dots } kind = Kind::dots;
+  const tdm_weight* w = nullptr;
+  const PackedOps* po = nullptr;  // packed
+  PackedView pv;
+  std::shared_ptr<const PackedWeight> hold;
+  RowsFn rows = nullptr;  // rows
+  RoundFn round = nullptr;
+  DotPlan dp{};  // dots
+  size_t act_row_bytes = 0;
+
+  // True when activations converted for `o` can be used as they are for this plan.
+  bool same_activations(const MatPlan& o) const {
+    if (kind != o.kind || act_row_bytes != o.act_row_bytes) return false;
+    if (kind == Kind::packed) return po->quantize_act == o.po->quantize_act;
+    if (kind == Kind::rows) return round == o.round;
+    return dp.act_type == o.dp.act_type;
+  }
+};
+
+// The packed copy of matrix stack w for ops under the context's policy, or an empty view.
+PackedView packed_view(CpuContext& c, const tdm_weight& w, const PackedOps& ops, int slot, MatPlan* plan) {
+  if (c.pack == PackPolicy::always) {
+    const size_t mb = packed_matrix_bytes(w, ops);
+    uint8_t* dst = c.packed_tmp[slot].get(mb * size_t(w.n_mats));
+    for (int64_t m = 0; m < w.n_mats; ++m) pack_matrix(w, m, ops, dst + size_t(m) * mb, *c.pool);
+    return PackedView{dst, mb, ops.group_bytes(w.n_cols)};
+  }
+  auto it = c.packed.find(w.data);
+  if (it != c.packed.end()) {
+    if (it->second->matches(w, ops)) {
+      plan->hold = it->second;
+      return it->second->view();
+    }
+    c.packed.erase(it);
+  }
+  if (c.unpackable.count(w.data) != 0) return PackedView{};
+  std::shared_ptr<const PackedWeight> p = shared_packed_weight(w, ops, *c.pool);
+  if (!p) {
+    c.unpackable.insert(w.data);
+    return PackedView{};
+  }
+  c.packed[w.data] = p;
+  plan->hold = p;
+  return p->view();
+}
+
+MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot) {
+  MatPlan p;
+  p.w = &w;
+  const Kernels& k = *c.k;
+  if (w.type < uint32_t(kNumTypes) && k.packed[w.type].gemm != nullptr) {
+    const PackedOps& ops = k.packed[w.type];
+    p.pv = packed_view(c, w, ops, slot, &p);
+    if (p.pv.data != nullptr) {
+      p.kind = MatPlan::Kind::packed;
+      p.po = &ops;
+      p.act_row_bytes = ops.act_bytes(w.n_cols);
+      return p;
+    }
+  }
+  if (w.type < uint32_t(kNumTypes) && k.rows[w.type] != nullptr) {
+    p.kind = MatPlan::Kind::rows;
+    p.rows = k.rows[w.type];
+    p.round = k.round[w.type];
+    p.act_row_bytes = size_t(w.n_cols) * sizeof(float);
+    return p;
+  }
+  p.kind = MatPlan::Kind::dots;
+  p.dp = dot_plan(k, w.type, w.n_cols);
+  p.act_row_bytes = p.dp.act_row_bytes;
+  return p;
+}
+
+// Converts n_tokens rows of x (n_cols floats each, x_stride apart) for plan p into buf;
+// returns the converted rows (act_row_bytes apart). f32 rows that need no conversion are
+// returned in place when they are contiguous.
+const uint8_t* prepare_act(CpuContext& c, const MatPlan& p, const float* x, int64_t n_tokens, int64_t x_stride, Scratch& buf) {
+  const int64_t n = p.w->n_cols;
+  const double work = double(n_tokens) * double(n) * 4;
+  switch (p.kind) {
+    case MatPlan::Kind::packed: {
+      uint8_t* out = buf.get(p.act_row_bytes * size_t(n_tokens));
+      c.pool->run(n_tokens, [&](int64_t t, int) { p.po->quantize_act(x + t * x_stride, n, out + size_t(t) * p.act_row_bytes); }, work);
+      return out;
+    }
+    case MatPlan::Kind::rows: {
+      if (p.round == nullptr && x_stride == n) return reinterpret_cast<const uint8_t*>(x);
+      float* out = buf.as<float>(size_t(n_tokens * n));
+      c.pool->run(n_tokens, [&](int64_t t, int) {
+        if (p.round != nullptr) p.round(x + t * x_stride, out + t * n, n);
+        else std::memcpy(out + t * n, x + t * x_stride, size_t(n) * sizeof(float));
+      }, work);
+      return reinterpret_cast<const uint8_t*>(out);
+    }
+    case MatPlan::Kind::dots:
+      break;
+  }
+  if (p.dp.convert == nullptr && x_stride == n) return reinterpret_cast<const uint8_t*>(x);
+  uint8_t* out = buf.get(p.act_row_bytes * size_t(n_tokens));
+  c.pool->run(n_tokens, [&](int64_t t, int) {
+    if (p.dp.convert != nullptr) p.dp.convert(x + t * x_stride, out + size_t(t) * p.act_row_bytes, n);
+    else std::memcpy(out + size_t(t) * p.act_row_bytes, x + t * x_stride, size_t(n) * sizeof(float));
+  }, work);
+  return out;
+}
+
+// y[t * y_stride + r] for rows [r0, r1) of matrix m (r0 a multiple of kRowBlock) and n_tokens
+// converted activation rows.
+void compute_rows(const MatPlan& p, int64_t m, const uint8_t* act, int64_t n_tokens, int64_t r0, int64_t r1, float* y,
+                  int64_t y_stride) {
+  const tdm_weight& w = *p.w;
+  switch (p.kind) {
+    case MatPlan::Kind::packed: {
+      const int64_t g0 = r0 / kPackRows, g1 = (r1 + kPackRows - 1) / kPackRows;
+      p.po->gemm(p.pv.data + size_t(m) * p.pv.mat_bytes + size_t(g0) * p.pv.group_bytes, p.pv.group_bytes, g1 - g0, r1 - r0,
+                 w.n_cols, act, p.act_row_bytes, n_tokens, y + r0, y_stride);
+      return;
+    }
+    case MatPlan::Kind::rows:
+      p.rows(static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes, w.row_bytes, r0, r1, w.n_cols,
+             reinterpret_cast<const float*>(act), int64_t(p.act_row_bytes / sizeof(float)), n_tokens, y, y_stride);
+      return;
+    case MatPlan::Kind::dots:
+      dot_rows(p.dp, static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes, w.row_bytes, w.n_cols, act, n_tokens, r0,
+               r1, y, y_stride);
+      return;
+  }
+}
+
+// Row blocks per task: enough tasks to balance the pool, few enough that each task keeps
+// its token tile's activations hot across several row blocks.
+int64_t blocks_per_task(int64_t n_blocks, int n_threads) {
+  const int64_t want_tasks = int64_t(n_threads) * 8;
+  return std::clamp<int64_t>(n_blocks / std::max<int64_t>(want_tasks, 1), 1, 4);
 }
 
 // ---- device
@@ -204,13 +377,13 @@ tdm_status cpu_matmul(tdm_backend_ctx* c, const tdm_weight* w, int64_t m, const 
     if (m < 0 || m >= w->n_mats) bad("matmul matrix index out of range");
     if (n_tokens <= 0) return;
     if (x == nullptr || y == nullptr) bad("matmul with a null pointer");
-    const DotPlan p = dot_plan(*ctx.k, w->type, w->n_cols);
-    const uint8_t* act = convert_rows(ctx, p, x, n_tokens, w->n_cols, ctx.act);
-    const uint8_t* base = static_cast<const uint8_t*>(w->data) + size_t(m) * w->mat_bytes;
+    const MatPlan p = mat_plan(ctx, *w, 0);
+    const uint8_t* act = prepare_act(ctx, p, x, n_tokens, w->n_cols, ctx.act);
     const int64_t n_blocks = (w->n_rows + kRowBlock - 1) / kRowBlock;
-    ctx.pool->run(n_blocks, [&](int64_t b, int) {
-      const int64_t r0 = b * kRowBlock, r1 = std::min(w->n_rows, r0 + kRowBlock);
-      dot_rows(p, base, w->row_bytes, w->n_cols, act, n_tokens, r0, r1, y, w->n_rows);
+    const int64_t bpt = blocks_per_task(n_blocks, ctx.pool->size());
+    ctx.pool->run((n_blocks + bpt - 1) / bpt, [&](int64_t task, int) {
+      const int64_t r0 = task * bpt * kRowBlock, r1 = std::min(w->n_rows, r0 + bpt * kRowBlock);
+      compute_rows(p, m, act, n_tokens, r0, r1, y, w->n_rows);
     }, double(w->n_rows) * double(w->n_cols) * double(n_tokens));
   });
 }
@@ -408,6 +581,10 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
   });
 }
 
+// Query rows per attention task (tokens x heads of one KV head): enough to amortize widening
+// each K/V tile to f32, few enough that a long prompt splits into many tasks.
+constexpr int64_t kAttnRowsPerTask = 256;
+
 tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
                          int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
@@ -420,58 +597,51 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
     const int32_t group = n_heads / kv->n_kv_heads;
     const int32_t dk = kv->head_dim_k, dv = kv->head_dim_v;
     const int64_t q_row = int64_t(n_heads) * dk, o_row = int64_t(n_heads) * dv;
-    const bool f16 = kv->type == uint32_t(GgmlType::F16);
-    const VecDotFn dot = ctx.k->vec_dot[kv->type];
-    const FromFloatFn conv_q = ctx.k->from_float[kv->type];
+    const int64_t tok_per_task = std::max<int64_t>(1, kAttnRowsPerTask / group);
 
-    // One task per (sequence, new token, KV head): the group's query heads share each K and V row read.
-    std::vector<int64_t> first_task(size_t(n_seqs) + 1, 0);
+    // Tasks: (sequence, KV head, run of tokens); the group's query heads share each K/V read.
+    struct Task {
+      int32_t seq, kvh, t0, n;
+    };
+    std::vector<Task> tasks;
     double work = 0;
     for (int32_t i = 0; i < n_seqs; ++i) {
-      first_task[size_t(i) + 1] = first_task[size_t(i)] + int64_t(seqs[i].n_tokens) * kv->n_kv_heads;
+      for (int32_t h = 0; h < kv->n_kv_heads; ++h)
+        for (int32_t t0 = 0; t0 < seqs[i].n_tokens; t0 += int32_t(tok_per_task))
+          tasks.push_back(Task{i, h, t0, int32_t(std::min<int64_t>(tok_per_task, seqs[i].n_tokens - t0))});
       work += double(seqs[i].n_tokens) * double(seqs[i].start_pos + seqs[i].n_tokens) * double(n_heads) * double(dk + dv);
     }
-    ctx.pool->run(first_task.back(), [&](int64_t task, int th) {
-      const int32_t si = int32_t(std::upper_bound(first_task.begin(), first_task.end(), task) - first_task.begin()) - 1;
-      const tdm_attn_seq& s = seqs[si];
-      const int64_t local = task - first_task[size_t(si)];
-      const int64_t i = local / kv->n_kv_heads;
-      const int32_t kvh = int32_t(local % kv->n_kv_heads);
-      const int64_t row = s.first_row + i;
-      const int64_t n_ctx = s.start_pos + i + 1;  // causal: positions [0, start_pos + i]
-
-      std::vector<float>& fs = ctx.thread_f32[size_t(th)];
-      float* scores = grow(fs, size_t(group) * size_t(n_ctx + dv));
-      float* acc = scores + size_t(group) * size_t(n_ctx);
-      uint8_t* qc = grow(ctx.thread_u8[size_t(th)], size_t(group) * size_t(dk) * elt);
-      // Queries go to the K type first (f16 for an f16 cache), as llama.cpp's vec_dot_type does.
-      for (int32_t g = 0; g < group; ++g)
-        conv_q(q + row * q_row + int64_t(kvh * group + g) * dk, qc + size_t(g) * size_t(dk) * elt, dk);
-
-      for (int64_t j = 0; j < n_ctx; ++j) {
-        const uint8_t* kr = kv_at(*kv, kv->k, s.block_table, j, kvh, dk, elt);
-        for (int32_t g = 0; g < group; ++g) scores[size_t(g) * size_t(n_ctx) + size_t(j)] = dot(kr, qc + size_t(g) * size_t(dk) * elt, dk) * scale;
+    ctx.pool->run(int64_t(tasks.size()), [&](int64_t ti, int th) {
+      const Task& tk = tasks[size_t(ti)];
+      const tdm_attn_seq& s = seqs[tk.seq];
+      const int64_t first_pos = int64_t(s.start_pos) + tk.t0, n_ctx = first_pos + tk.n;
+      // The head's first row in each block this task reads.
+      const int64_t n_blk = (n_ctx + kv->block_tokens - 1) / kv->block_tokens;
+      std::vector<const uint8_t*>& blocks = ctx.thread_blocks[size_t(th)];
+      if (blocks.size() < size_t(2 * n_blk)) blocks.resize(size_t(2 * n_blk));
+      for (int64_t b = 0; b < n_blk; ++b) {
+        blocks[size_t(b)] = kv_at(*kv, kv->k, s.block_table, b * kv->block_tokens, tk.kvh, dk, elt);
+        blocks[size_t(n_blk + b)] = kv_at(*kv, kv->v, s.block_table, b * kv->block_tokens, tk.kvh, dv, elt);
       }
-      for (int32_t g = 0; g < group; ++g) {
-        float* sg = scores + size_t(g) * size_t(n_ctx);
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n_ctx; ++j) mx = std::max(mx, sg[j]);
-        double sum = 0.0;
-        for (int64_t j = 0; j < n_ctx; ++j) {
-          sg[j] = std::exp(sg[j] - mx);
-          sum += sg[j];
-        }
-        float* ag = acc;
-        std::fill(ag, ag + dv, 0.0f);
-        for (int64_t j = 0; j < n_ctx; ++j) {
-          const uint8_t* vr = kv_at(*kv, kv->v, s.block_table, j, kvh, dv, elt);
-          if (f16) ctx.k->axpy_f16(ag, reinterpret_cast<const uint16_t*>(vr), sg[j], dv);
-          else ctx.k->axpy_f32(ag, reinterpret_cast<const float*>(vr), sg[j], dv);
-        }
-        const float inv = float(1.0 / sum);
-        float* o = out + row * o_row + int64_t(kvh * group + g) * dv;
-        for (int32_t d = 0; d < dv; ++d) o[d] = ag[d] * inv;
-      }
+      AttnTask a{};
+      a.q = q + (int64_t(s.first_row) + tk.t0) * q_row + int64_t(tk.kvh) * group * dk;
+      a.q_stride = q_row;
+      a.out = out + (int64_t(s.first_row) + tk.t0) * o_row + int64_t(tk.kvh) * group * dv;
+      a.out_stride = o_row;
+      a.n_tok = tk.n;
+      a.group = group;
+      a.dk = dk;
+      a.dv = dv;
+      a.first_pos = first_pos;
+      a.k_blocks = blocks.data();
+      a.v_blocks = blocks.data() + n_blk;
+      a.block_tokens = kv->block_tokens;
+      a.k_row_bytes = size_t(dk) * elt;
+      a.v_row_bytes = size_t(dv) * elt;
+      a.f16 = kv->type == uint32_t(GgmlType::F16);
+      a.scale = scale;
+      a.scratch = ctx.thread_scratch[size_t(th)]->as<float>(attn_scratch_floats(int64_t(tk.n) * group, dk, dv));
+      ctx.k->attention(a);
     }, work);
   });
 }
@@ -558,20 +728,19 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
       if (count[size_t(e) + 1] > count[size_t(e)]) active.push_back(int32_t(e));
 
     // Activations are converted once per token, then gathered in slot order so that each
-    // expert's rows are contiguous and the 4-token kernels apply (results do not change:
-    // the kernels are batch-invariant).
-    const DotPlan pg = dot_plan(*ctx.k, gate->type, n_embd);
-    const DotPlan pu = dot_plan(*ctx.k, up->type, n_embd);
-    const DotPlan pd = dot_plan(*ctx.k, down->type, n_ff);
-    auto gather = [&](const DotPlan& p, std::vector<uint8_t>& tokens_buf, std::vector<uint8_t>& out) {
-      const uint8_t* rows = convert_rows(ctx, p, x, n_tokens, n_embd, tokens_buf);
-      uint8_t* g = grow(out, p.act_row_bytes * size_t(n_slots));
+    // expert's rows are contiguous (results do not change: the kernels are batch-invariant).
+    const MatPlan pg = mat_plan(ctx, *gate, 0);
+    const MatPlan pu = mat_plan(ctx, *up, 1);
+    const MatPlan pd = mat_plan(ctx, *down, 2);
+    uint8_t* gathered = ctx.moe_x.get((pg.act_row_bytes + pu.act_row_bytes) * size_t(n_slots));
+    auto gather = [&](const MatPlan& p, Scratch& tokens_buf, uint8_t* out) {
+      const uint8_t* rows = prepare_act(ctx, p, x, n_tokens, n_embd, tokens_buf);
       for (int64_t si = 0; si < n_slots; ++si)
-        std::memcpy(g + size_t(si) * p.act_row_bytes, rows + size_t(slots[size_t(si)] / n_used) * p.act_row_bytes, p.act_row_bytes);
-      return static_cast<const uint8_t*>(g);
+        std::memcpy(out + size_t(si) * p.act_row_bytes, rows + size_t(slots[size_t(si)] / n_used) * p.act_row_bytes, p.act_row_bytes);
+      return static_cast<const uint8_t*>(out);
     };
-    const uint8_t* xg = gather(pg, ctx.act, ctx.moe_act_gate);
-    const uint8_t* xu = pu.act_type == pg.act_type ? xg : gather(pu, ctx.act2, ctx.moe_act_up);
+    const uint8_t* xg = gather(pg, ctx.act, gathered);
+    const uint8_t* xu = pu.same_activations(pg) ? xg : gather(pu, ctx.act2, gathered + pg.act_row_bytes * size_t(n_slots));
 
     // Hidden and output rows are all in slot order (position in `slots`).
     float* hg = grow(ctx.moe_gate, size_t(n_slots * n_ff));
@@ -580,31 +749,32 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
     std::vector<int64_t> position(static_cast<size_t>(n_slots));
     for (int64_t si = 0; si < n_slots; ++si) position[size_t(slots[size_t(si)])] = si;
 
-    // Gate and up projections: tasks are (active expert, row block) for both matrices.
+    // Gate and up projections: tasks are (active expert, row chunk) for both matrices.
     const int64_t ff_blocks = (n_ff + kRowBlock - 1) / kRowBlock;
-    ctx.pool->run(int64_t(active.size()) * ff_blocks * 2, [&](int64_t task, int) {
+    const int64_t ff_bpt = blocks_per_task(ff_blocks * int64_t(active.size()) * 2, ctx.pool->size());
+    const int64_t ff_tasks = (ff_blocks + ff_bpt - 1) / ff_bpt;
+    ctx.pool->run(int64_t(active.size()) * ff_tasks * 2, [&](int64_t task, int) {
       const bool is_up = task % 2 == 1;
-      const int64_t eb = task / 2;
-      const int32_t e = active[size_t(eb / ff_blocks)];
-      const int64_t r0 = (eb % ff_blocks) * kRowBlock, r1 = std::min(n_ff, r0 + kRowBlock);
-      const tdm_weight& w = is_up ? *up : *gate;
-      const DotPlan& p = is_up ? pu : pg;
+      const int64_t et = task / 2;
+      const int32_t e = active[size_t(et / ff_tasks)];
+      const int64_t r0 = (et % ff_tasks) * ff_bpt * kRowBlock, r1 = std::min(n_ff, r0 + ff_bpt * kRowBlock);
+      const MatPlan& p = is_up ? pu : pg;
       const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
       const uint8_t* act = (is_up ? xu : xg) + size_t(first) * p.act_row_bytes;
-      const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(e) * w.mat_bytes;
-      dot_rows(p, base, w.row_bytes, n_embd, act, n, r0, r1, (is_up ? hu : hg) + first * n_ff, n_ff);
+      compute_rows(p, e, act, n, r0, r1, (is_up ? hu : hg) + first * n_ff, n_ff);
     }, 2.0 * double(n_slots) * double(n_ff) * double(n_embd));
     ctx.pool->run(n_slots, [&](int64_t si, int) { ctx.k->swiglu_f32(hg + si * n_ff, hu + si * n_ff, hg + si * n_ff, n_ff); },
                   8.0 * double(n_slots) * double(n_ff));
-    const uint8_t* hq = convert_rows(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
+    const uint8_t* hq = prepare_act(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
 
     const int64_t embd_blocks = (n_embd + kRowBlock - 1) / kRowBlock;
-    ctx.pool->run(int64_t(active.size()) * embd_blocks, [&](int64_t task, int) {
-      const int32_t e = active[size_t(task / embd_blocks)];
-      const int64_t r0 = (task % embd_blocks) * kRowBlock, r1 = std::min(n_embd, r0 + kRowBlock);
+    const int64_t embd_bpt = blocks_per_task(embd_blocks * int64_t(active.size()), ctx.pool->size());
+    const int64_t embd_tasks = (embd_blocks + embd_bpt - 1) / embd_bpt;
+    ctx.pool->run(int64_t(active.size()) * embd_tasks, [&](int64_t task, int) {
+      const int32_t e = active[size_t(task / embd_tasks)];
+      const int64_t r0 = (task % embd_tasks) * embd_bpt * kRowBlock, r1 = std::min(n_embd, r0 + embd_bpt * kRowBlock);
       const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
-      const uint8_t* base = static_cast<const uint8_t*>(down->data) + size_t(e) * down->mat_bytes;
-      dot_rows(pd, base, down->row_bytes, n_ff, hq + size_t(first) * pd.act_row_bytes, n, r0, r1, ho + first * n_embd, n_embd);
+      compute_rows(pd, e, hq + size_t(first) * pd.act_row_bytes, n, r0, r1, ho + first * n_embd, n_embd);
     }, double(n_slots) * double(n_ff) * double(n_embd));
 
     // Weighted sum in choice order, each product rounded before it is added (as llama.cpp's
@@ -705,17 +875,27 @@ extern "C" tdm_status tdm_cpu_backend_create(const tdm_backend_params* params, t
     return fail(TDM_STATUS_UNSUPPORTED, "backend ABI version " + std::to_string(params->abi_version) + " requested, CPU backend has " +
                                             std::to_string(TDM_BACKEND_ABI_VERSION));
   try {
-    const Kernels* k = kernels_for(params->variant);
+    // "<isa>+pack" packs every matmul weight on every call (see kernels.h, kernel_variants).
+    std::string variant = params->variant != nullptr ? params->variant : "";
+    PackPolicy pack = PackPolicy::mapped;
+    const std::string suffix = "+pack";
+    if (variant.size() > suffix.size() && variant.compare(variant.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      variant.resize(variant.size() - suffix.size());
+      pack = PackPolicy::always;
+    }
+    const Kernels* k = kernels_for(variant.c_str());
     if (k == nullptr)
       return fail(TDM_STATUS_UNSUPPORTED, std::string("CPU kernel variant '") + params->variant + "' is not available on this processor or build");
     int n = params->n_threads;
     if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
     auto ctx = std::make_unique<CpuContext>();
     ctx->k = k;
-    ctx->name = cpu_model_name() + " (" + k->isa + ", " + std::to_string(n) + " threads)";
+    ctx->pack = pack;
+    ctx->name = cpu_model_name() + " (" + k->isa + (pack == PackPolicy::always ? "+pack" : "") + ", " + std::to_string(n) + " threads)";
     ctx->pool = std::make_unique<ThreadPool>(n);
     ctx->thread_f32.resize(size_t(n));
-    ctx->thread_u8.resize(size_t(n));
+    ctx->thread_blocks.resize(size_t(n));
+    for (int i = 0; i < n; ++i) ctx->thread_scratch.push_back(std::make_unique<Scratch>());
     out->iface = &kCpuIface;
     out->ctx = reinterpret_cast<tdm_backend_ctx*>(ctx.release());
     return TDM_STATUS_OK;

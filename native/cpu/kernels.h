@@ -1,8 +1,9 @@
 // The CPU kernel table: one set of function pointers per instruction set (scalar reference,
-// AVX2), filled at start-up and chosen at run time from what the processor reports.
-// The CPU backend's ops are written once against this table, so the same op runs with the
-// reference kernels or the SIMD ones, and the tests compare the two.
+// AVX2, AVX-512 VNNI), filled at start-up and chosen at run time from what the processor
+// reports. The CPU backend's ops are written once against this table, so the same op runs
+// with the reference kernels or the SIMD ones, and the tests compare the two.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace tdm::cpu {
@@ -19,35 +20,113 @@ using FromFloatFn = void (*)(const float* src, void* dst, int64_t n);
 // Converts n elements of a type back to floats.
 using ToFloatFn = void (*)(const void* src, float* dst, int64_t n);
 
+// Float weight rows (f32, f16, bf16) in their stored layout against float activations:
+// y[t * y_stride + r] = dot(W[r], x[t * x_stride ..]) for r in [r0, r1), t < n_tokens. The
+// activations already hold the values of the weight's dot type (rounded to f16 or bf16 as
+// llama.cpp converts them), so each product equals the reference's. Each output is summed
+// in one fixed order whatever the tile, so a token's row does not depend on the batch.
+using RowsFn = void (*)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_cols, const float* x,
+                        int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride);
+// Rounds n floats to the precision of a float type (f16 or bf16) and back, in place semantics
+// allowed (dst may equal src).
+using RoundFn = void (*)(const float* src, float* dst, int64_t n);
+
+// Rows interleaved for one instruction set: a quantized matrix repacked in groups of
+// kPackRows rows so that one vector holds the same few elements of every row of a group
+// (llama.cpp's repack idea; see avx512/ for the layouts). Same bytes per block as the file,
+// so a packed copy replaces the mapping rather than adding to it. Activations are quantized
+// once per matmul into the type's packed activation format.
+constexpr int64_t kPackRows = 16;
+
+struct PackedOps {
+  // Bytes of one packed group of kPackRows rows of n_cols elements (a multiple of 64).
+  size_t (*group_bytes)(int64_t n_cols);
+  // Packs rows [0, n_rows) (n_rows <= kPackRows; missing rows become zeros) of the stored
+  // layout, `row_bytes` apart, into one group at dst.
+  void (*pack_group)(const uint8_t* src, size_t row_bytes, int64_t n_rows, int64_t n_cols, uint8_t* dst);
+  // Bytes of one token's packed activation row (a multiple of 64).
+  size_t (*act_bytes)(int64_t n_cols);
+  // Quantizes one token's n_cols floats into the packed activation format: the same quants
+  // and scales as the type's dot-type converter of this instruction set.
+  void (*quantize_act)(const float* x, int64_t n_cols, uint8_t* act);
+  // For n_groups consecutive groups at `groups` (group_bytes apart) and n_tokens activation
+  // rows at `act` (act_stride bytes apart): y[t * y_stride + r] for rows r < n_rows counted
+  // from the first group's first row (the last group may be partial).
+  void (*gemm)(const uint8_t* groups, size_t group_bytes, int64_t n_groups, int64_t n_rows, int64_t n_cols,
+               const uint8_t* act, size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride);
+};
+
+// One task of causal attention: n_tok consecutive query tokens of one sequence, each with
+// `group` query heads that share one KV head (GQA). Positions are visited in tiles of
+// kAttnTile from position 0 with an online softmax (as llama.cpp's tiled CPU flash
+// attention does); queries stay f32, K and V rows (f16 or f32, given by pointers since the
+// cache is paged) are widened to f32. Every score and output element is summed in one
+// fixed order, so a query row's result does not depend on how many rows share the task.
+constexpr int64_t kAttnTile = 64;
+
+struct AttnTask {
+  const float* q;          // token t, head g: q + t * q_stride + g * dk
+  int64_t q_stride;        // floats between tokens
+  float* out;              // token t, head g: out + t * out_stride + g * dv
+  int64_t out_stride;
+  int32_t n_tok;           // query tokens
+  int32_t group;           // query heads per KV head
+  int32_t dk, dv;          // head sizes
+  int64_t first_pos;       // position of token 0; token t sees positions [0, first_pos + t]
+  // K row of position j: k_blocks[j / block_tokens] + (j % block_tokens) * k_row_bytes (the
+  // paged cache's blocks for this KV head); V likewise. Positions [0, first_pos + n_tok).
+  const uint8_t* const* k_blocks;
+  const uint8_t* const* v_blocks;
+  int32_t block_tokens;
+  size_t k_row_bytes, v_row_bytes;
+  bool f16;                // K and V are f16 (else f32)
+  float scale;             // applied to q.k before the softmax
+  float* scratch;          // attn_scratch_floats(...) floats, 64-byte aligned
+};
+using AttnFn = void (*)(const AttnTask& task);
+
+inline const void* attn_k_row(const AttnTask& a, int64_t j) {
+  return a.k_blocks[j / a.block_tokens] + size_t(j % a.block_tokens) * a.k_row_bytes;
+}
+inline const void* attn_v_row(const AttnTask& a, int64_t j) {
+  return a.v_blocks[j / a.block_tokens] + size_t(j % a.block_tokens) * a.v_row_bytes;
+}
+
+// Floats of scratch an AttnTask with these sizes needs.
+size_t attn_scratch_floats(int64_t n_rows, int32_t dk, int32_t dv);
+
 struct Kernels {
-  const char* isa;                  // "ref", "avx2"
-  VecDotFn vec_dot[kNumTypes];      // by weight type; null where the type is not computable
-  VecDot4Fn vec_dot4[kNumTypes];    // (optional) by weight type; null falls back to vec_dot
+  const char* isa;                    // "ref", "avx2", "avx512"
+  VecDotFn vec_dot[kNumTypes];        // by weight type; null where the type is not computable
+  VecDot4Fn vec_dot4[kNumTypes];      // (optional) by weight type; null falls back to vec_dot
   FromFloatFn from_float[kNumTypes];  // by activation type (q8_0, q8_1, q8_K, f16, bf16)
-  ToFloatFn to_float[kNumTypes];    // by stored type
-  // y[i] += a * x[i] for n elements of fp16 x (attention's V accumulation).
-  void (*axpy_f16)(float* y, const uint16_t* x, float a, int64_t n);
-  // y[i] += a * x[i] for n floats.
-  void (*axpy_f32)(float* y, const float* x, float a, int64_t n);
+  ToFloatFn to_float[kNumTypes];      // by stored type
+  RowsFn rows[kNumTypes];             // (optional) by float weight type; null uses vec_dot
+  RoundFn round[kNumTypes];           // (optional) by float type, for rows[]: f16, bf16
+  PackedOps packed[kNumTypes];        // (optional) by weight type; members null where absent
+  AttnFn attention;                   // one AttnTask
   // y[i] = silu(g[i]) * u[i] for n floats.
   void (*swiglu_f32)(const float* g, const float* u, float* y, int64_t n);
 };
 
 // The scalar reference table (always available).
 const Kernels& kernels_ref();
-// The table for a variant name ("ref", "avx2"), or nullptr when this build or this processor
-// lacks it. A null or empty name picks the best one the processor supports.
+// The table for a variant name ("ref", "avx2", "avx512"), or nullptr when this build or this
+// processor lacks it. A null or empty name picks the best one the processor supports.
 const Kernels* kernels_for(const char* variant);
-// Variant names usable on this machine, best last (e.g. {"ref", "avx2"}).
+// Variant names usable on this machine, best last (e.g. {"ref", "avx2", "avx512+pack",
+// "avx512"}). "<isa>+pack" is the <isa> table with every matmul weight packed on each call
+// (the backend otherwise packs only weights in read-only file mappings, once), so the tests
+// hold the packed kernels against the reference on weights they build in memory.
 const char* const* kernel_variants(int* count);
 
-// Fills the SIMD entries of a table; defined in the ISA library (avx2/), which is compiled
-// with its own flags, so it is called only after the processor check.
+// Fill the SIMD entries of a table; each is defined in its ISA library (avx2/, avx512/),
+// compiled with its own flags, so it is called only after the processor check.
 void fill_kernels_avx2(Kernels& k);
+void fill_kernels_avx512(Kernels& k);
 
 // Scalar reference kernels for the entries above (<op>_<dtype>_ref).
-void axpy_f16_ref(float* y, const uint16_t* x, float a, int64_t n);
-void axpy_f32_ref(float* y, const float* x, float a, int64_t n);
+void attention_ref(const AttnTask& task);
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
 
 }  // namespace tdm::cpu

@@ -1,6 +1,7 @@
 // Scalar reference kernels and the run-time choice of kernel table (see kernels.h). The
 // quant dot products and converters come from quants_ref.cpp; this file adds the float
-// row converters, the attention and FFN helpers, and the processor check.
+// row converters, the attention and FFN helpers, and the processor checks.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -61,8 +62,7 @@ Kernels make_ref() {
   set(GgmlType::Q5_K, vec_dot_q5_K_q8_K_ref, quantize_row_q5_K_ref, dequantize_row_q5_K_ref);
   set(GgmlType::Q6_K, vec_dot_q6_K_q8_K_ref, quantize_row_q6_K_ref, dequantize_row_q6_K_ref);
   set(GgmlType::Q8_K, vec_dot_q8_K_q8_K_ref, quantize_row_q8_K_ref, dequantize_row_q8_K_ref);
-  k.axpy_f16 = axpy_f16_ref;
-  k.axpy_f32 = axpy_f32_ref;
+  k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
   return k;
 }
@@ -76,14 +76,28 @@ bool has_avx2() {
 #endif
 }
 
+// The AVX-512 table needs F, BW, VL and VNNI (Cascade Lake, Ice Lake, Zen 4 and later);
+// libgcc's check includes the OS saving the zmm state.
+bool has_avx512() {
+#if defined(__x86_64__) && defined(TDM_HAVE_AVX512)
+  __builtin_cpu_init();
+  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 struct Tables {
   Kernels ref;
   Kernels avx2;
+  Kernels avx512;
   bool avx2_ok;
-  const char* names[2];
+  bool avx512_ok;
+  const char* names[5];
   int n_names;
 
-  Tables() : ref(make_ref()), avx2(ref), avx2_ok(has_avx2()) {
+  Tables() : ref(make_ref()), avx2(ref), avx512(ref), avx2_ok(has_avx2()), avx512_ok(has_avx512()) {
     n_names = 0;
     names[n_names++] = "ref";
 #if defined(TDM_HAVE_AVX2)
@@ -91,6 +105,16 @@ struct Tables {
       avx2.isa = "avx2";
       fill_kernels_avx2(avx2);
       names[n_names++] = "avx2";
+    }
+#endif
+#if defined(TDM_HAVE_AVX512)
+    if (avx512_ok) {
+      // AVX-512 adds to AVX2: types without an AVX-512 kernel keep the AVX2 one.
+      avx512 = avx2;
+      avx512.isa = "avx512";
+      fill_kernels_avx512(avx512);
+      names[n_names++] = "avx512+pack";
+      names[n_names++] = "avx512";
     }
 #endif
   }
@@ -103,12 +127,58 @@ const Tables& tables() {
 
 }  // namespace
 
-void axpy_f16_ref(float* y, const uint16_t* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
+size_t attn_scratch_floats(int64_t n_rows, int32_t dk, int32_t dv) {
+  // Transposed queries, scores, the K and V tiles, accumulators, and the max and sum per row,
+  // with rows and head sizes padded to 16 floats (one 64-byte line).
+  const int64_t rows = (n_rows + 15) / 16 * 16;
+  const int64_t dkp = (dk + 15) / 16 * 16, dvp = (dv + 15) / 16 * 16;
+  return size_t(rows * dkp + kAttnTile * rows + kAttnTile * (dkp + dvp) + rows * dvp + 2 * rows + 16 * 16);
 }
 
-void axpy_f32_ref(float* y, const float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+namespace {
+inline float kv_elt(const void* row, int64_t i, bool f16) {
+  if (!f16) return static_cast<const float*>(row)[i];
+  uint16_t h;
+  std::memcpy(&h, static_cast<const uint8_t*>(row) + 2 * i, 2);
+  return fp16_to_fp32(h);
+}
+}  // namespace
+
+void attention_ref(const AttnTask& a) {
+  for (int32_t t = 0; t < a.n_tok; ++t) {
+    const int64_t n_ctx = a.first_pos + t + 1;
+    for (int32_t g = 0; g < a.group; ++g) {
+      const float* q = a.q + t * a.q_stride + int64_t(g) * a.dk;
+      float* out = a.out + t * a.out_stride + int64_t(g) * a.dv;
+      float* acc = a.scratch;
+      float* s = a.scratch + a.dv;
+      std::fill(acc, acc + a.dv, 0.0f);
+      float m = -INFINITY, sum = 0.0f;
+      for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+        const int64_t n = std::min(kAttnTile, n_ctx - j0);
+        float tmax = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          float dot = 0.0f;
+          for (int32_t e = 0; e < a.dk; ++e) dot += q[e] * kv_elt(attn_k_row(a, j0 + j), e, a.f16);
+          s[j] = dot * a.scale;
+          tmax = std::max(tmax, s[j]);
+        }
+        if (tmax > m) {
+          const float ms = std::exp(m - tmax);
+          for (int32_t e = 0; e < a.dv; ++e) acc[e] *= ms;
+          sum *= ms;
+          m = tmax;
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const float p = std::exp(s[j] - m);
+          sum += p;
+          for (int32_t e = 0; e < a.dv; ++e) acc[e] += p * kv_elt(attn_v_row(a, j0 + j), e, a.f16);
+        }
+      }
+      const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+      for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[e] * inv;
+    }
+  }
 }
 
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n) {
@@ -120,11 +190,13 @@ const Kernels& kernels_ref() { return tables().ref; }
 const Kernels* kernels_for(const char* variant) {
   const Tables& t = tables();
   if (variant == nullptr || *variant == '\0') {
+    if (t.avx512_ok) return &t.avx512;
     if (t.avx2_ok) return &t.avx2;
     return &t.ref;
   }
   if (std::strcmp(variant, "ref") == 0) return &t.ref;
   if (std::strcmp(variant, "avx2") == 0) return t.avx2_ok ? &t.avx2 : nullptr;
+  if (std::strcmp(variant, "avx512") == 0) return t.avx512_ok ? &t.avx512 : nullptr;
   return nullptr;
 }
 

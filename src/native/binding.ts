@@ -55,6 +55,9 @@ export interface NativeModelConfig {
   onProgress?: (fraction: number) => void;
   /** Tests and bench only: force a CPU kernel variant ('ref', 'avx2'; default: the best). */
   cpuVariant?: string;
+  /** The device beside the CPU: 'none' (default), 'auto' (a usable GPU, else none), 'gpu' (or TDM_BACKEND_UNAVAILABLE), 'cpu-standin' (a second CPU backend posing as one; never GPU numbers). */ device?: 'none' | 'auto' | 'gpu' | 'cpu-standin';
+  /** Threads of the 'cpu-standin' device (default 1). */ deviceThreads?: number;
+  /** Device memory for weights in bytes (default: all that fits); the rest stay in host RAM and their matmuls run on the CPU. */ deviceWeightBytes?: number;
 }
 
 /** A loaded model. step() runs on a worker thread; one step at a time; rejects with {code, message}. */
@@ -65,6 +68,8 @@ export interface NativeModel {
   dispose(): void;
   /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
   readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
+  /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number }): Promise<number>;
+  /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM. */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number };
 }
 
 /** Test-only: one CPU backend op on typed arrays with a forced kernel variant (native/addon/cpu_ops_binding.cpp). */
@@ -109,7 +114,7 @@ export interface NativeBackendInfo {
   detail: string;
 }
 
-/** Test and bench only: one op of any backend, named by id ('cpu:ref', 'cpu:avx2', 'cuda:0'), on host typed arrays (native/addon/backend_ops_binding.cpp). */
+/** Test and bench only: one op of any backend, named by id ('cpu:ref', 'cpu:avx2', 'cpu:avx2@16' for 16 threads, 'cuda:0'), on host typed arrays (native/addon/backend_ops_binding.cpp). */
 export interface NativeBackendOps {
   /** Backend ids this machine can run: every CPU kernel variant (reference first), then each usable GPU device. */
   ids(): string[];

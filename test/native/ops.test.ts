@@ -53,12 +53,17 @@ function colsFor(type: string): number[] {
   return [256, 768];
 }
 
-// SIMD vs reference, by weight type: float types only reorder sums; the q8_0 family also
-// quantizes activations as llama.cpp's x86 code does (scale 127/max, round half to even),
-// which can move a quant by one step where the reference rounds half away from zero.
+// SIMD vs reference, by weight type: float types only reorder sums; the q8_0 and q8_1 families
+// also quantize activations as llama.cpp's x86 code does (scale 127/max, round half to even),
+// which can move a quant by one step where the reference rounds half away from zero. The K
+// types use the reference q8_K quantizer (llama.cpp's x86 build does too).
 const SIMD_MATMUL_NMSE: Record<string, number> = {
-  f32: 1e-11, f16: 1e-11, bf16: 1e-11, q8_0: 1e-4, q4_0: 1e-4, q4_1: 1e-11, q5_0: 1e-4, q5_1: 1e-11, q4_K: 1e-11, q5_K: 1e-11, q6_K: 1e-11,
+  f32: 1e-11, f16: 1e-11, bf16: 1e-11, q8_0: 1e-4, q4_0: 1e-4, q4_1: 1e-4, q5_0: 1e-4, q5_1: 1e-4, q4_K: 1e-11, q5_K: 1e-11, q6_K: 1e-11,
 };
+
+/** Row counts around the packed kernels' 16-row groups and token counts around their tiles
+ * (8 tokens for the 32-element types, q4_K and q5_K, 6 for q6_K and the float kernels). */
+const SIMD_SHAPES: [number, number][] = [[1, 1], [17, 1], [16, 2], [33, 3], [15, 5], [31, 7], [130, 13], [48, 25], [257, 37]];
 
 t.test('matmul: reference equals the per-row reference dot product with quantized activations', async (t) => {
   for (const type of WEIGHT_TYPES) {
@@ -95,7 +100,7 @@ t.test('matmul: SIMD variants against the reference', { skip: SIMD.length === 0 
   for (const v of SIMD) {
     for (const type of WEIGHT_TYPES) {
       for (const nCols of colsFor(type)) {
-        for (const [nRows, nTokens] of [[1, 1], [17, 1], [33, 3], [130, 37]]) {
+        for (const [nRows, nTokens] of SIMD_SHAPES) {
           const w = rand(nRows * nCols, nRows * 7 + nCols, 0.3);
           const x = rand(nTokens * nCols, nTokens * 13 + nCols, 2);
           const ref = ops().matmul('ref', type, w, nRows, nCols, x, nTokens);
@@ -105,6 +110,40 @@ t.test('matmul: SIMD variants against the reference', { skip: SIMD.length === 0 
         }
       }
     }
+  }
+});
+
+t.test('matmul: a token computes the same bits alone as inside any batch, in every variant', { skip: SIMD.length === 0 && 'no SIMD kernel variant on this machine' }, async (t) => {
+  for (const v of ['ref', ...SIMD]) {
+    for (const type of WEIGHT_TYPES) {
+      const nCols = colsFor(type)[1];
+      const nRows = 35;
+      const nTokens = 14;
+      const w = rand(nRows * nCols, 3 + nCols, 0.4);
+      const x = rand(nTokens * nCols, 5 + nCols, 1.5);
+      const batch = ops().matmul(v, type, w, nRows, nCols, x, nTokens);
+      let same = true;
+      for (const tk of [0, 5, 11, 13]) {
+        const alone = ops().matmul(v, type, w, nRows, nCols, x.subarray(tk * nCols, (tk + 1) * nCols), 1);
+        if (!exactlyEqual(alone, batch.subarray(tk * nRows, (tk + 1) * nRows))) same = false;
+      }
+      t.ok(same, `${v} ${type}: rows of tokens 0, 5, 11, 13 alone = in a batch of ${nTokens}`);
+    }
+  }
+});
+
+t.test("SIMD q8_0 and q8_1 activations round half to even, as llama.cpp's x86 quantizer does", { skip: SIMD.length === 0 && 'no SIMD kernel variant on this machine' }, async (t) => {
+  // Weights pick one activation each (row r is 1 at column r), so y shows the activation
+  // quants: with amax 127 the scale is 1 and x = 2.5, -3.5, 0.5 are exact ties.
+  const nCols = 32;
+  const w = new Float32Array(nCols * nCols);
+  for (let r = 0; r < nCols; r++) w[r * nCols + r] = 1;
+  const x = new Float32Array(nCols);
+  x.set([127, 2.5, -3.5, 0.5, -0.5, 1.5, 6.25]);
+  for (const type of ['q8_0', 'q4_1']) {
+    const level = (y: Float32Array) => Array.from(y.subarray(1, 6), (v) => Math.round(v / y[0] * 127));
+    t.same(level(ops().matmul('ref', type, w, nCols, nCols, x, 1)), [3, -4, 1, -1, 2], `ref ${type}: half away from zero`);
+    for (const v of SIMD) t.same(level(ops().matmul(v, type, w, nCols, nCols, x, 1)), [2, -4, 0, 0, 2], `${v} ${type}: half to even`);
   }
 });
 
@@ -200,14 +239,15 @@ interface AttnCase {
   seqs: { startPos: number; nTokens: number }[];
 }
 
-/** Paged causal attention in float64 over f16-rounded K, V and queries. */
+/** Paged causal attention in float64 over f16-rounded K and V (as the cache stores them); queries
+ * stay f32, as llama.cpp's tiled CPU flash attention keeps them. */
 function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number): Float32Array {
   const out: number[] = [];
   const group = c.nHeads / c.nKvHeads;
   c.seqs.forEach((s, si) => {
     const k = f16(data[si].k);
     const v = f16(data[si].v);
-    const q = f16(data[si].q);
+    const q = data[si].q;
     for (let i = 0; i < s.nTokens; i++) {
       const n = s.startPos + i + 1;
       for (let h = 0; h < c.nHeads; h++) {
@@ -239,6 +279,9 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
     { nHeads: 4, nKvHeads: 1, headDim: 64, headDimV: 64, blockTokens: 5, seqs: [{ startPos: 3, nTokens: 9 }, { startPos: 0, nTokens: 2 }, { startPos: 11, nTokens: 1 }] },
     { nHeads: 6, nKvHeads: 2, headDim: 80, headDimV: 48, blockTokens: 7, seqs: [{ startPos: 30, nTokens: 4 }] },
     { nHeads: 2, nKvHeads: 2, headDim: 7, headDimV: 9, blockTokens: 3, seqs: [{ startPos: 1, nTokens: 6 }] },
+    // Past one 64-position tile: a long prefill with 8 heads per KV head, decode deep in the context.
+    { nHeads: 16, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 70 }, { startPos: 150, nTokens: 1 }] },
+    { nHeads: 3, nKvHeads: 1, headDim: 128, headDimV: 40, blockTokens: 32, seqs: [{ startPos: 60, nTokens: 9 }, { startPos: 127, nTokens: 2 }] },
   ];
   cases.forEach((c, ci) => {
     const scale = 1 / Math.sqrt(c.headDim);
@@ -270,6 +313,27 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
       }
     }
   });
+  // A query row gives the same bits whether its token is decoded alone or inside a prefill.
+  {
+    const c = { nHeads: 8, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16 };
+    const n = 90;
+    const k = rand(n * c.nKvHeads * c.headDim, 7, 2);
+    const vv = rand(n * c.nKvHeads * c.headDimV, 8);
+    const q = rand(n * c.nHeads * c.headDim, 9, 2);
+    const table = Int32Array.from({ length: Math.ceil(n / c.blockTokens) }, (_, i) => i);
+    const base = { kvType: 'f16' as const, ...c, nBlocks: table.length, scale: 0.125 };
+    const row = c.nHeads * c.headDimV;
+    for (const v of ['ref', ...SIMD]) {
+      const all = ops().attention(v, { ...base, seqs: [{ startPos: 0, nTokens: n, blockTable: table, k, v: vv, q }] });
+      let same = true;
+      for (const i of [0, 63, 64, 89]) {
+        const one = ops().attention(v, { ...base, seqs: [{ startPos: i, nTokens: 1, blockTable: table, k: k.subarray(0, (i + 1) * c.nKvHeads * c.headDim),
+          v: vv.subarray(0, (i + 1) * c.nKvHeads * c.headDimV), q: q.subarray(i * c.nHeads * c.headDim, (i + 1) * c.nHeads * c.headDim) }] });
+        if (!exactlyEqual(one, all.subarray(i * row, (i + 1) * row))) same = false;
+      }
+      t.ok(same, `${v}: tokens 0, 63, 64, 89 decoded alone = in a 90-token prefill`);
+    }
+  }
   const bad = { kvType: 'f16' as const, blockTokens: 4, nBlocks: 2, nKvHeads: 1, nHeads: 1, headDim: 4, headDimV: 4, scale: 1,
     seqs: [{ startPos: 0, nTokens: 1, blockTable: Int32Array.of(2), k: rand(4, 1), v: rand(4, 2), q: rand(4, 3) }] };
   t.throws(() => ops().attention('ref', bad), { code: 'TDM_BAD_ARGUMENT', message: /block id 2/ });
@@ -333,7 +397,7 @@ function moeJs(gd: Float32Array, ud: Float32Array, dd: Float32Array, nEmbd: numb
 }
 
 t.test('expert FFN against JS, reading only the chosen experts', async (t) => {
-  for (const type of ['f32', 'f16', 'q8_0', 'q4_0', 'q4_K', 'q6_K']) {
+  for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K']) {
     const bs = typeInfo(type).blockSize;
     const nEmbd = bs === 256 ? 256 : 64;
     const nFf = bs === 256 ? 256 : 96;
@@ -342,7 +406,7 @@ t.test('expert FFN against JS, reading only the chosen experts', async (t) => {
     const u = rand(nExp * nFf * nEmbd, 2, 0.2);
     const d = rand(nExp * nEmbd * nFf, 3, 0.1);
     const [gd, ud, dd] = [g, u, d].map((w) => dequantize(type, quantize(type, w), w.length));
-    for (const [nTokens, nUsed] of [[1, 2], [5, 2], [7, 3]]) {
+    for (const [nTokens, nUsed] of [[1, 2], [5, 2], [7, 3], [19, 2]]) {
       const x = rand(nTokens * nEmbd, 4 + nTokens);
       const r = rng(5 + nTokens);
       const ids = new Int32Array(nTokens * nUsed);

@@ -1,12 +1,16 @@
 // AVX2 + FMA + F16C kernels for the CPU kernel table (kernels.h). Compiled on their own
 // with -mavx2 -mfma -mf16c (binding.gyp target tandem_cpu_avx2) and installed only after
 // the processor reports those features. Each matches its *_ref twin up to float rounding;
-// the activation quantizer follows llama.cpp's x86 one (scale 127/max, round to even).
+// the q8_0 and q8_1 activation quantizers follow llama.cpp's x86 ones (scale 127/max, round
+// half to even), where the references round half away from zero.
 // On other architectures the file compiles to nothing and the table keeps its references.
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
@@ -87,21 +91,42 @@ float vec_dot_f32_avx2(const void* w, const void* a, int64_t n) {
 
 inline __m256 load_f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
-float vec_dot_f16_avx2(const void* w, const void* a, int64_t n) {
+// bf16 is the top half of an f32: widen and shift.
+inline __m256 load_bf16x8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline float bf16_scalar(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct HalfF16 {
+  static __m256 load8(const uint16_t* p) { return load_f16x8(p); }
+  static float one(uint16_t h) { return _cvtsh_ss(h); }
+};
+struct HalfBF16 {
+  static __m256 load8(const uint16_t* p) { return load_bf16x8(p); }
+  static float one(uint16_t h) { return bf16_scalar(h); }
+};
+
+template <typename H>
+float vec_dot_half_avx2(const void* w, const void* a, int64_t n) {
   const uint16_t* x = static_cast<const uint16_t*>(w);
   const uint16_t* y = static_cast<const uint16_t*>(a);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), acc0);
-    acc1 = _mm256_fmadd_ps(load_f16x8(x + i + 8), load_f16x8(y + i + 8), acc1);
+    acc0 = _mm256_fmadd_ps(H::load8(x + i), H::load8(y + i), acc0);
+    acc1 = _mm256_fmadd_ps(H::load8(x + i + 8), H::load8(y + i + 8), acc1);
   }
   if (i + 8 <= n) {
-    acc0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), acc0);
+    acc0 = _mm256_fmadd_ps(H::load8(x + i), H::load8(y + i), acc0);
     i += 8;
   }
   float s = hsum(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) s += _cvtsh_ss(x[i]) * _cvtsh_ss(y[i]);
+  for (; i < n; ++i) s += H::one(x[i]) * H::one(y[i]);
   return s;
 }
 
@@ -238,7 +263,8 @@ void vec_dot4_f32_avx2(const void* w, const void* a, size_t stride, int64_t n, f
   }
 }
 
-void vec_dot4_f16_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+template <typename H>
+void vec_dot4_half_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
   const uint16_t* x = static_cast<const uint16_t*>(w);
   const uint16_t* y[4];
   for (int j = 0; j < 4; ++j) y[j] = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(a) + j * stride);
@@ -246,20 +272,20 @@ void vec_dot4_f16_avx2(const void* w, const void* a, size_t stride, int64_t n, f
   for (int j = 0; j < 4; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m256 x0 = load_f16x8(x + i), x1 = load_f16x8(x + i + 8);
+    const __m256 x0 = H::load8(x + i), x1 = H::load8(x + i + 8);
     for (int j = 0; j < 4; ++j) {
-      acc0[j] = _mm256_fmadd_ps(x0, load_f16x8(y[j] + i), acc0[j]);
-      acc1[j] = _mm256_fmadd_ps(x1, load_f16x8(y[j] + i + 8), acc1[j]);
+      acc0[j] = _mm256_fmadd_ps(x0, H::load8(y[j] + i), acc0[j]);
+      acc1[j] = _mm256_fmadd_ps(x1, H::load8(y[j] + i + 8), acc1[j]);
     }
   }
   if (i + 8 <= n) {
-    const __m256 x0 = load_f16x8(x + i);
-    for (int j = 0; j < 4; ++j) acc0[j] = _mm256_fmadd_ps(x0, load_f16x8(y[j] + i), acc0[j]);
+    const __m256 x0 = H::load8(x + i);
+    for (int j = 0; j < 4; ++j) acc0[j] = _mm256_fmadd_ps(x0, H::load8(y[j] + i), acc0[j]);
     i += 8;
   }
   for (int j = 0; j < 4; ++j) {
     float s = hsum(_mm256_add_ps(acc0[j], acc1[j]));
-    for (int64_t k = i; k < n; ++k) s += _cvtsh_ss(x[k]) * _cvtsh_ss(y[j][k]);
+    for (int64_t k = i; k < n; ++k) s += H::one(x[k]) * H::one(y[j][k]);
     out[j] = s;
   }
 }
@@ -377,6 +403,202 @@ void vec_dot4_q6_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) - acc_off[j];
 }
 
+// ---- q5_0, q4_1, q5_1, q5_K: the fifth bit of element j of a 32-element block is bit j of a
+// little-endian u32; spread to one 0x00/0xFF byte per element.
+inline __m256i bits_to_bytes(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  // Byte i takes byte i/8 of the word (every 128-bit lane holds all four), then keeps bit i%8.
+  const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  const __m256i spread = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(bits)), pick), bit);
+  return _mm256_cmpeq_epi8(spread, bit);
+}
+
+// The 32 nibbles of a block in element order: byte j's low nibble, then the high ones.
+inline __m256i nibbles32(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4), _mm_and_si128(packed, low4));
+}
+
+// Unsigned 5-bit levels: nibble plus 16 where the fifth bit is set.
+inline __m256i levels5(const uint8_t* qh, const uint8_t* qs) {
+  return _mm256_or_si256(nibbles32(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+}
+
+float vec_dot_q5_0_q8_0_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK;
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ5_0), y += sizeof(BlockQ8_0)) {
+    const __m256 d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+    const __m256i q = _mm256_sub_epi8(levels5(x + 2, x + 6), sixteen);
+    acc = _mm256_fmadd_ps(d, dot_i8(q, load256(y + 2)), acc);
+  }
+  return hsum(acc);
+}
+
+void vec_dot4_q5_0_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  dot4_q8_0_act(static_cast<const uint8_t*>(w), sizeof(BlockQ5_0), static_cast<const uint8_t*>(a), stride, n, out,
+                [&](const uint8_t* x) { return _mm256_sub_epi8(levels5(x + 2, x + 6), sixteen); });
+}
+
+// Unsigned levels with a min (q4_1, q5_1) against q8_1: d_x d_y sum(q p) + m_x s_y per block.
+inline __m256 dot_u8(__m256i q, __m256i p) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, p), _mm256_set1_epi16(1)));
+}
+
+template <typename Unpack>
+float dot_min_q8_1(const uint8_t* x, size_t x_block, const uint8_t* y, int64_t n, Unpack unpack) {
+  const int64_t nb = n / kQK;
+  __m256 acc = _mm256_setzero_ps();
+  float acc_m = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, x += x_block, y += sizeof(BlockQ8_1)) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), dot_u8(unpack(x), load256(y + 4)), acc);
+    acc_m += f16_at(x + 2) * f16_at(y + 2);
+  }
+  return hsum(acc) + acc_m;
+}
+
+template <typename Unpack>
+void dot4_min_q8_1(const uint8_t* x, size_t x_block, const uint8_t* a, size_t stride, int64_t n, float* out, Unpack unpack) {
+  const int64_t nb = n / kQK;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float acc_m[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b, x += x_block) {
+    const float dx = f16_at(x), mx = f16_at(x + 2);
+    const __m256i q = unpack(x);
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* yb = a + j * stride + size_t(b) * sizeof(BlockQ8_1);
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(yb)), dot_u8(q, load256(yb + 4)), acc[j]);
+      acc_m[j] += mx * f16_at(yb + 2);
+    }
+  }
+  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) + acc_m[j];
+}
+
+float vec_dot_q4_1_q8_1_avx2(const void* w, const void* a, int64_t n) {
+  return dot_min_q8_1(static_cast<const uint8_t*>(w), sizeof(BlockQ4_1), static_cast<const uint8_t*>(a), n,
+                      [](const uint8_t* x) { return nibbles32(x + 4); });
+}
+void vec_dot4_q4_1_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  dot4_min_q8_1(static_cast<const uint8_t*>(w), sizeof(BlockQ4_1), static_cast<const uint8_t*>(a), stride, n, out,
+                [](const uint8_t* x) { return nibbles32(x + 4); });
+}
+float vec_dot_q5_1_q8_1_avx2(const void* w, const void* a, int64_t n) {
+  return dot_min_q8_1(static_cast<const uint8_t*>(w), sizeof(BlockQ5_1), static_cast<const uint8_t*>(a), n,
+                      [](const uint8_t* x) { return levels5(x + 4, x + 8); });
+}
+void vec_dot4_q5_1_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  dot4_min_q8_1(static_cast<const uint8_t*>(w), sizeof(BlockQ5_1), static_cast<const uint8_t*>(a), stride, n, out,
+                [](const uint8_t* x) { return levels5(x + 4, x + 8); });
+}
+
+// q5_K: q4_K's nibbles plus bit 2c (low half) or 2c+1 (high half) of qh[l] for chunk c.
+struct Q5KLevels {
+  __m256i q[8];  // 32 unsigned levels each, elements 32k..32k+31
+  __m256i s[8];  // the sub-block scale in every int16 lane
+};
+
+inline void q5k_levels(const uint8_t* x, const uint8_t* sc, Q5KLevels* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  const __m256i qh = load256(x + 16);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i q4 = load256(x + 48 + 32 * c);
+    const __m256i b_lo = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+    const __m256i b_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+    out->q[2 * c] = _mm256_or_si256(_mm256_and_si256(q4, low4), b_lo);
+    out->q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low4), b_hi);
+    out->s[2 * c] = _mm256_set1_epi16(sc[2 * c]);
+    out->s[2 * c + 1] = _mm256_set1_epi16(sc[2 * c + 1]);
+  }
+}
+
+float vec_dot_q5_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  __m256 acc = _mm256_setzero_ps();
+  float acc_min = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ5_K), y += sizeof(BlockQ8_K)) {
+    const float dy = f32_at(y);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
+    acc_min += f16_at(x + 2) * dy * float(bsum_dot(y, q4k_mins16(mn)));
+    Q5KLevels lv;
+    q5k_levels(x, sc, &lv);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k)
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(lv.q[k], load256(y + 4 + 32 * k)), lv.s[k]));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * dy), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - acc_min;
+}
+
+void vec_dot4_q5_K_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* ab = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float acc_min[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ5_K)) {
+    const float d = f16_at(x), dmin = f16_at(x + 2);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
+    const __m256i mins = q4k_mins16(mn);
+    Q5KLevels lv;
+    q5k_levels(x, sc, &lv);
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
+      const float dy = f32_at(y);
+      acc_min[j] += dmin * dy * float(bsum_dot(y, mins));
+      __m256i sumi = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k)
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(lv.q[k], load256(y + 4 + 32 * k)), lv.s[k]));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[j]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) - acc_min[j];
+}
+
+// llama.cpp's x86 quantize_row_q8_1: as q8_0 below, plus s = fp16(d * sum of the quants).
+void quantize_row_q8_1_avx2(const float* src, void* dst, int64_t n) {
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / kQK;
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < nb; ++b, src += kQK, out += sizeof(BlockQ8_1)) {
+    const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
+    const __m256 v2 = _mm256_loadu_ps(src + 16), v3 = _mm256_loadu_ps(src + 24);
+    const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign_bit, v0), _mm256_andnot_ps(sign_bit, v1)),
+                                   _mm256_max_ps(_mm256_andnot_ps(sign_bit, v2), _mm256_andnot_ps(sign_bit, v3)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float d = amax / 127.0f;
+    const uint16_t dh = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    std::memcpy(out, &dh, 2);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const int r = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), r));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), r));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), r));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), r));
+    const int32_t sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    const uint16_t sh = _cvtss_sh(d * float(sum), _MM_FROUND_TO_NEAREST_INT);
+    std::memcpy(out + 2, &sh, 2);
+    i0 = _mm256_packs_epi32(i0, i1);
+    i2 = _mm256_packs_epi32(i2, i3);
+    i0 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), i0);
+  }
+}
+
 void quantize_row_q8_0_avx2(const float* src, void* dst, int64_t n) {
   uint8_t* out = static_cast<uint8_t*>(dst);
   const int64_t nb = n / kQK;
@@ -424,40 +646,202 @@ void to_float_f16_avx2(const void* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(s[i]);
 }
 
-void axpy_f16_avx2(float* y, const uint16_t* x, float a, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16x8(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * _cvtsh_ss(x[i]);
+
+// ---- attention (kernels.h, AttnTask): 8 query rows per vector, as the AVX-512 version does
+// with 16: Q transposed once per task, scores and the online softmax down the positions,
+// then V added row by row.
+
+// e^x: x = n ln2 + r, e^r by its Taylor series to r^7, 2^n built in the exponent bits.
+inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440054690583e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // 2^n for n in [-126, 127]: (n + 127) << 23; below that the clamp already gives ~0.
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 two_n = _mm256_castsi256_ps(_mm256_max_epi32(e, _mm256_setzero_si256()));
+  return _mm256_mul_ps(p, two_n);
 }
 
-void axpy_f32_avx2(float* y, const float* x, float a, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
+inline void widen_row_avx2(const void* src, bool f16, int32_t d, float* dst) {
+  int32_t e = 0;
+  if (f16) {
+    const uint16_t* h = static_cast<const uint16_t*>(src);
+    for (; e + 8 <= d; e += 8) _mm256_store_ps(dst + e, load_f16x8(h + e));
+    for (; e < d; ++e) dst[e] = _cvtsh_ss(h[e]);
+  } else {
+    const float* f = static_cast<const float*>(src);
+    for (; e + 8 <= d; e += 8) _mm256_store_ps(dst + e, _mm256_loadu_ps(f + e));
+    for (; e < d; ++e) dst[e] = f[e];
+  }
+  for (int32_t z = d; z % 8 != 0; ++z) dst[z] = 0.0f;
+}
+
+template <int J>
+inline void scores_block_avx2(const float* qt, int64_t R, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
+  __m256 acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = _mm256_setzero_ps();
+  for (int32_t e = 0; e < dk; ++e) {
+    const __m256 qv = _mm256_load_ps(qt + e * R);
+    for (int j = 0; j < J; ++j) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(kf + j * dkp + e), qv, acc[j]);
+  }
+  const __m256 sv = _mm256_set1_ps(scale);
+  for (int j = 0; j < J; ++j) _mm256_store_ps(st + j * R, _mm256_mul_ps(acc[j], sv));
+}
+
+template <int RR>
+inline void values_rows_avx2(const float* st, int64_t R, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  for (int64_t c0 = 0; c0 < dvp; c0 += 32) {
+    const int nc = int(std::min<int64_t>(4, (dvp - c0) / 8));
+    __m256 a[RR][4];
+    for (int r = 0; r < RR; ++r)
+      for (int c = 0; c < 4; ++c) a[r][c] = c < nc ? _mm256_load_ps(acc + (r0 + r) * dvp + c0 + 8 * c) : _mm256_setzero_ps();
+    for (int64_t j = 0; j < nk; ++j) {
+      __m256 v[4];
+      for (int c = 0; c < 4; ++c) v[c] = c < nc ? _mm256_load_ps(vf + j * dvp + c0 + 8 * c) : _mm256_setzero_ps();
+      for (int r = 0; r < RR; ++r) {
+        const __m256 p = _mm256_broadcast_ss(st + j * R + r0 + r);
+        for (int c = 0; c < 4; ++c) a[r][c] = _mm256_fmadd_ps(p, v[c], a[r][c]);
+      }
+    }
+    for (int r = 0; r < RR; ++r)
+      for (int c = 0; c < nc; ++c) _mm256_store_ps(acc + (r0 + r) * dvp + c0 + 8 * c, a[r][c]);
+  }
+}
+
+void attention_avx2(const AttnTask& a) {
+  const int64_t n_rows = int64_t(a.n_tok) * a.group;
+  const int64_t nb = (n_rows + 7) / 8, R = (nb * 8 + 15) / 16 * 16;
+  const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
+  float* qt = a.scratch;
+  float* st = qt + R * dkp;
+  float* kf = st + kAttnTile * R;
+  float* vf = kf + kAttnTile * dkp;
+  float* acc = vf + kAttnTile * dvp;
+  float* mrow = acc + R * dvp;
+  float* srow = mrow + R;
+
+  for (int64_t r = 0; r < R; ++r) {
+    const float* q = r < n_rows ? a.q + (r / a.group) * a.q_stride + (r % a.group) * a.dk : nullptr;
+    for (int32_t e = 0; e < a.dk; ++e) qt[e * R + r] = q != nullptr ? q[e] : 0.0f;
+    mrow[r] = -std::numeric_limits<float>::infinity();
+    srow[r] = 0.0f;
+  }
+  std::fill(acc, acc + R * dvp, 0.0f);
+
+  const int64_t n_ctx = a.first_pos + a.n_tok;
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+    const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    for (int64_t j = 0; j < nk; ++j) {
+      widen_row_avx2(attn_k_row(a, j0 + j), a.f16, a.dk, kf + j * dkp);
+      widen_row_avx2(attn_v_row(a, j0 + j), a.f16, a.dv, vf + j * dvp);
+    }
+    const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 8;
+    for (int64_t b = b_first; b < nb; ++b) {
+      float* sb = st + b * 8;
+      int64_t j = 0;
+      for (; j + 8 <= nk; j += 8) scores_block_avx2<8>(qt + b * 8, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      for (; j < nk; ++j) scores_block_avx2<1>(qt + b * 8, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      alignas(32) int32_t lim_l[8];
+      for (int l = 0; l < 8; ++l) {
+        const int64_t r = b * 8 + l;
+        lim_l[l] = r < n_rows ? int32_t(a.first_pos + r / a.group - j0) : -1;
+      }
+      const __m256i lim = _mm256_load_si256(reinterpret_cast<const __m256i*>(lim_l));
+      const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      __m256 tmax = ninf;
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_set1_epi32(int32_t(jj) - 1)));
+        tmax = _mm256_max_ps(tmax, _mm256_blendv_ps(ninf, _mm256_load_ps(sb + jj * R), valid));
+      }
+      const __m256 mold = _mm256_load_ps(mrow + b * 8);
+      const __m256 mnew = _mm256_max_ps(mold, tmax);
+      const int grew = _mm256_movemask_ps(_mm256_cmp_ps(mnew, mold, _CMP_GT_OQ));
+      if (grew != 0) {
+        alignas(32) float msv[8];
+        _mm256_store_ps(msv, exp256(_mm256_sub_ps(mold, mnew)));
+        for (int l = 0; l < 8; ++l) {
+          if (((grew >> l) & 1) == 0) continue;
+          srow[b * 8 + l] *= msv[l];
+          float* ar = acc + (b * 8 + l) * dvp;
+          const __m256 f = _mm256_set1_ps(msv[l]);
+          for (int64_t e = 0; e < dvp; e += 8) _mm256_store_ps(ar + e, _mm256_mul_ps(_mm256_load_ps(ar + e), f));
+        }
+        _mm256_store_ps(mrow + b * 8, mnew);
+      }
+      __m256 tsum = _mm256_setzero_ps();
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_set1_epi32(int32_t(jj) - 1)));
+        const __m256 p = _mm256_and_ps(valid, exp256(_mm256_sub_ps(_mm256_load_ps(sb + jj * R), mnew)));
+        _mm256_store_ps(sb + jj * R, p);
+        tsum = _mm256_add_ps(tsum, p);
+      }
+      _mm256_store_ps(srow + b * 8, _mm256_add_ps(_mm256_load_ps(srow + b * 8), tsum));
+      const int64_t r_end = std::min<int64_t>(8, n_rows - b * 8);
+      int64_t r = 0;
+      for (; r + 4 <= r_end; r += 4) values_rows_avx2<4>(st, R, b * 8 + r, nk, vf, dvp, acc);
+      for (; r < r_end; ++r) values_rows_avx2<1>(st, R, b * 8 + r, nk, vf, dvp, acc);
+    }
+  }
+
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
+    float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
+    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+  }
+}
+
+// silu(g) * u = g / (1 + e^-g) * u, with exp256.
+void swiglu_avx2(const float* g, const float* u, float* y, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
 }  // namespace
 
 void fill_kernels_avx2(Kernels& k) {
   k.vec_dot[int(GgmlType::F32)] = vec_dot_f32_avx2;
-  k.vec_dot[int(GgmlType::F16)] = vec_dot_f16_avx2;
+  k.vec_dot[int(GgmlType::F16)] = vec_dot_half_avx2<HalfF16>;
+  k.vec_dot[int(GgmlType::BF16)] = vec_dot_half_avx2<HalfBF16>;
   k.vec_dot[int(GgmlType::Q8_0)] = vec_dot_q8_0_q8_0_avx2;
   k.vec_dot[int(GgmlType::Q4_0)] = vec_dot_q4_0_q8_0_avx2;
+  k.vec_dot[int(GgmlType::Q5_0)] = vec_dot_q5_0_q8_0_avx2;
+  k.vec_dot[int(GgmlType::Q4_1)] = vec_dot_q4_1_q8_1_avx2;
+  k.vec_dot[int(GgmlType::Q5_1)] = vec_dot_q5_1_q8_1_avx2;
   k.vec_dot[int(GgmlType::Q4_K)] = vec_dot_q4_K_q8_K_avx2;
+  k.vec_dot[int(GgmlType::Q5_K)] = vec_dot_q5_K_q8_K_avx2;
   k.vec_dot[int(GgmlType::Q6_K)] = vec_dot_q6_K_q8_K_avx2;
   k.vec_dot4[int(GgmlType::F32)] = vec_dot4_f32_avx2;
-  k.vec_dot4[int(GgmlType::F16)] = vec_dot4_f16_avx2;
+  k.vec_dot4[int(GgmlType::F16)] = vec_dot4_half_avx2<HalfF16>;
+  k.vec_dot4[int(GgmlType::BF16)] = vec_dot4_half_avx2<HalfBF16>;
   k.vec_dot4[int(GgmlType::Q8_0)] = vec_dot4_q8_0_avx2;
   k.vec_dot4[int(GgmlType::Q4_0)] = vec_dot4_q4_0_avx2;
+  k.vec_dot4[int(GgmlType::Q5_0)] = vec_dot4_q5_0_avx2;
+  k.vec_dot4[int(GgmlType::Q4_1)] = vec_dot4_q4_1_avx2;
+  k.vec_dot4[int(GgmlType::Q5_1)] = vec_dot4_q5_1_avx2;
   k.vec_dot4[int(GgmlType::Q4_K)] = vec_dot4_q4_K_avx2;
+  k.vec_dot4[int(GgmlType::Q5_K)] = vec_dot4_q5_K_avx2;
   k.vec_dot4[int(GgmlType::Q6_K)] = vec_dot4_q6_K_avx2;
   k.from_float[int(GgmlType::Q8_0)] = quantize_row_q8_0_avx2;
+  k.from_float[int(GgmlType::Q8_1)] = quantize_row_q8_1_avx2;
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;
   k.to_float[int(GgmlType::F16)] = to_float_f16_avx2;
-  k.axpy_f16 = axpy_f16_avx2;
-  k.axpy_f32 = axpy_f32_avx2;
+  k.attention = attention_avx2;
+  k.swiglu_f32 = swiglu_avx2;
 }
 
 }  // namespace tdm::cpu

@@ -1,0 +1,1045 @@
+// AVX-512 (F, BW, VL, VNNI) kernels for the CPU kernel table (kernels.h): packed-row matmuls
+// on int8 activations with VPDPBUSD for the quantized types, and register-tiled float
+// matmuls for f32/f16/bf16. Compiled on their own (binding.gyp target tandem_cpu_avx512)
+// and installed only after the processor check; types without a kernel here keep AVX2's.
+//
+// Packed layout (kPackRows = 16 rows per group): every 64-byte vector holds 4 consecutive
+// weight bytes of each of the 16 rows, so VPDPBUSD against 4 activation bytes broadcast to
+// all lanes gives 16 rows' partial dots at once, one row per lane, with no horizontal sums.
+// 4-bit types hold two such 4-element chunks per byte (low and high nibble); fifth bits are
+// 64-bit masks, one bit per byte of a vector; q6_K's top two bits are a plane of 2-bit
+// fields. Scales and mins are stored per block for the 16 rows side by side. Each part of
+// a group (quants, bits, scales) is its own contiguous plane, so every load is aligned and
+// a group takes exactly the bytes its 16 rows take in the file.
+//
+// VPDPBUSD multiplies unsigned by signed bytes, so weights are kept unsigned (q8_0 with its
+// sign bit flipped, the others as their stored levels) and the offset comes back through
+// the activation's block sums: sum((q - o) * a) = sum(q * a) - o * sum(a). Each output
+// lane follows one fixed sequence of operations whatever the number of tokens in a tile,
+// so a token's result does not depend on its batch.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "core/ggml_types.h"
+#include "cpu/kernels.h"
+#include "cpu/quants.h"
+
+namespace tdm::cpu {
+
+namespace {
+
+constexpr int64_t G = kPackRows;
+// How far ahead a one-token tile prefetches its quants: decode streams every weight once, so
+// it pays to have the next lines on the way while this block computes.
+constexpr int64_t kPrefetchBytes = 4096;
+
+inline size_t round64(size_t n) { return (n + 63) & ~size_t(63); }
+
+inline int32_t load_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float load_f32(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+
+// Four activation bytes broadcast to every lane (a pure load on these cores).
+inline __m512i bcast4(const uint8_t* p) { return _mm512_set1_epi32(load_i32(p)); }
+
+// Horizontal reductions in one fixed order (halves, then quarters, then within 128 bits).
+inline __m128 fold128(__m512 v, __m512 (*op)(__m512, __m512)) {
+  const __m512 a = op(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m512 b = op(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_castps512_ps128(b);
+}
+inline __m512 add_ps(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+inline __m512 max_ps(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+inline float hsum512(__m512 v) {
+  __m128 c = fold128(v, add_ps);
+  c = _mm_add_ps(c, _mm_movehl_ps(c, c));
+  c = _mm_add_ss(c, _mm_movehdup_ps(c));
+  return _mm_cvtss_f32(c);
+}
+inline float hmax512(__m512 v) {
+  __m128 c = fold128(v, max_ps);
+  c = _mm_max_ps(c, _mm_movehl_ps(c, c));
+  c = _mm_max_ss(c, _mm_movehdup_ps(c));
+  return _mm_cvtss_f32(c);
+}
+inline int32_t hsum512_i32(__m512i v) {
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline __m512i load512(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
+inline __m512 load_f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p))); }
+
+// Stores a group's 16 lanes for one token; a partial last group stores only its rows.
+inline void store_rows(float* y, __m512 v, int64_t valid) {
+  if (valid >= G) _mm512_storeu_ps(y, v);
+  else _mm512_mask_storeu_ps(y, __mmask16((1u << valid) - 1), v);
+}
+
+// Independent integer accumulators per token: a tile of few tokens has few independent
+// VPDPBUSD chains, so each token's sum is split over P partials (exact: integers add the same
+// in any order) to keep the units busy.
+template <int T>
+constexpr int partials() {
+  return T <= 2 ? 4 : (T <= 4 ? 2 : 1);
+}
+
+template <int T, int P>
+inline void sum_partials(__m512i (&ia)[T][P]) {
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t) {
+    if constexpr (P == 4) {
+      ia[t][0] = _mm512_add_epi32(_mm512_add_epi32(ia[t][0], ia[t][1]), _mm512_add_epi32(ia[t][2], ia[t][3]));
+    } else if constexpr (P == 2) {
+      ia[t][0] = _mm512_add_epi32(ia[t][0], ia[t][1]);
+    }
+  }
+}
+
+template <int T, int P>
+inline void zero_partials(__m512i (&ia)[T][P]) {
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) ia[t][p] = _mm512_setzero_si512();
+}
+
+// ---- tile dispatch: a kernel's tile<T> for T = 1..MaxT tokens, chosen at run time.
+
+template <typename K, int T>
+struct TileTable {
+  static void run(int nt, const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    if (nt == T) K::template tile<T>(g, n, act, as, y, ys, valid);
+    else TileTable<K, T - 1>::run(nt, g, n, act, as, y, ys, valid);
+  }
+};
+template <typename K>
+struct TileTable<K, 0> {
+  static void run(int, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t) {}
+};
+
+// Token tiles outside, groups inside: a tile's activations stay in L1 while the task's
+// groups (a few tens of KB) stream from L2.
+template <typename K>
+void gemm_packed(const uint8_t* groups, size_t gb, int64_t n_groups, int64_t n_rows, int64_t n_cols, const uint8_t* act,
+                 size_t as, int64_t n_tokens, float* y, int64_t ys) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += K::kMaxT) {
+    const int nt = int(std::min<int64_t>(K::kMaxT, n_tokens - t0));
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t valid = std::min<int64_t>(G, n_rows - g * G);
+      TileTable<K, K::kMaxT>::run(nt, groups + size_t(g) * gb, n_cols, act + size_t(t0) * as, as, y + t0 * ys + g * G, ys,
+                                  valid);
+    }
+  }
+}
+
+// ==== activations
+
+// q8_0 family (weights q8_0, q4_0, q5_0): quants as llama.cpp's x86 quantize_row_q8_0 makes
+// them (scale 127/amax, round half to even), d as the fp16 it stores, and each block's sum.
+//   [qs: n int8][d: nb float][sum: nb int32]
+struct ActQ8_0 {
+  static size_t off_d(int64_t n) { return round64(size_t(n)); }
+  static size_t off_s(int64_t n) { return off_d(n) + round64(size_t(n / kQK) * 4); }
+  static size_t bytes(int64_t n) { return off_s(n) + round64(size_t(n / kQK) * 4); }
+};
+
+// One 32-element block the x86 way: the quants in 32 bytes, d (amax / 127, unrounded), d
+// rounded through fp16, and the sum of the quants.
+struct BlockQ8x86 {
+  __m256i qs;
+  float d;
+  float d16;
+  int32_t sum;
+};
+
+inline BlockQ8x86 quant_block_x86(const float* x) {
+  const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  const float amax = hmax512(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+  BlockQ8x86 b;
+  b.d = amax / 127.0f;
+  b.d16 = _cvtsh_ss(_cvtss_sh(b.d, _MM_FROUND_TO_NEAREST_INT));
+  const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+  const __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  b.sum = hsum512_i32(_mm512_add_epi32(i0, i1));
+  b.qs = _mm256_set_m128i(_mm512_cvtsepi32_epi8(i1), _mm512_cvtsepi32_epi8(i0));
+  return b;
+}
+
+void quantize_act_q8_0(const float* x, int64_t n, uint8_t* act) {
+  const int64_t nb = n / kQK;
+  float* d = reinterpret_cast<float*>(act + ActQ8_0::off_d(n));
+  int32_t* s = reinterpret_cast<int32_t*>(act + ActQ8_0::off_s(n));
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ8x86 q = quant_block_x86(x + b * kQK);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * kQK), q.qs);
+    d[b] = q.d16;
+    s[b] = q.sum;
+  }
+}
+
+// q8_1 family (weights q4_1, q5_1): x86 quantize_row_q8_1, s = fp16(d * sum) with d unrounded.
+//   [qs: n int8][d: nb float][s: nb float]
+using ActQ8_1 = ActQ8_0;
+
+void quantize_act_q8_1(const float* x, int64_t n, uint8_t* act) {
+  const int64_t nb = n / kQK;
+  float* d = reinterpret_cast<float*>(act + ActQ8_1::off_d(n));
+  float* s = reinterpret_cast<float*>(act + ActQ8_1::off_s(n));
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ8x86 q = quant_block_x86(x + b * kQK);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * kQK), q.qs);
+    d[b] = q.d16;
+    s[b] = _cvtsh_ss(_cvtss_sh(q.d * float(q.sum), _MM_FROUND_TO_NEAREST_INT));
+  }
+}
+
+// q8_K (weights q4_K, q5_K, q6_K): exactly quantize_row_q8_K_ref (llama.cpp's x86 build uses
+// the reference), plus what the packed kernels read per super-block:
+//   [qs: n int8][d: nbk float][msum: 4 nbk int32][off: 16 nbk int32]
+// msum[p] packs the 32-element sums of sub-blocks 2p and 2p+1 as two int16 (for the q4_K and
+// q5_K mins, through VPDPWSSD); off[g] = -32 * (sum of group g of 16), q6_K's offset.
+struct ActQ8_K {
+  static size_t off_d(int64_t n) { return round64(size_t(n)); }
+  static size_t off_m(int64_t n) { return off_d(n) + round64(size_t(n / kQK_K) * 4); }
+  static size_t off_o(int64_t n) { return off_m(n) + round64(size_t(n / kQK_K) * 16); }
+  static size_t bytes(int64_t n) { return off_o(n) + round64(size_t(n / kQK_K) * 64); }
+};
+
+// One super-block as the reference quantizes it; writes 256 quants, returns d, and fills the
+// 16 group sums.
+inline float quant_superblock_q8_K(const float* x, int8_t* qs, int32_t* bsum) {
+  __m512 amax_v = _mm512_setzero_ps();
+  for (int c = 0; c < 16; ++c) amax_v = _mm512_max_ps(amax_v, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)));
+  const float amax = hmax512(amax_v);
+  if (!(amax > 0.0f)) {
+    std::memset(qs, 0, kQK_K);
+    for (int g = 0; g < 16; ++g) bsum[g] = 0;
+    return 0.0f;
+  }
+  // The first element of largest magnitude gives the sign, as the reference's argmax does.
+  float max = 0.0f;
+  for (int c = 0; c < 16; ++c) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+    if (m != 0) {
+      max = x[16 * c + __builtin_ctz(m)];
+      break;
+    }
+  }
+  const float iscale = -127.0f / max;
+  const __m512 is = _mm512_set1_ps(iscale);
+  const __m512i hi = _mm512_set1_epi32(127);
+  for (int g = 0; g < 16; ++g) {
+    __m512i q = _mm512_cvt_roundps_epi32(_mm512_mul_ps(is, _mm512_loadu_ps(x + 16 * g)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_min_epi32(q, hi);
+    bsum[g] = hsum512_i32(q);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 16 * g), _mm512_cvtsepi32_epi8(q));
+  }
+  return 1.0f / iscale;
+}
+
+void quantize_act_q8_K(const float* x, int64_t n, uint8_t* act) {
+  const int64_t nbk = n / kQK_K;
+  float* d = reinterpret_cast<float*>(act + ActQ8_K::off_d(n));
+  int32_t* msum = reinterpret_cast<int32_t*>(act + ActQ8_K::off_m(n));
+  int32_t* off = reinterpret_cast<int32_t*>(act + ActQ8_K::off_o(n));
+  for (int64_t b = 0; b < nbk; ++b) {
+    int32_t bsum[16];
+    d[b] = quant_superblock_q8_K(x + b * kQK_K, reinterpret_cast<int8_t*>(act + b * kQK_K), bsum);
+    for (int p = 0; p < 4; ++p) {
+      const int32_t s0 = bsum[4 * p] + bsum[4 * p + 1], s1 = bsum[4 * p + 2] + bsum[4 * p + 3];
+      msum[4 * b + p] = int32_t((uint32_t(s0) & 0xFFFFu) | (uint32_t(s1) << 16));
+    }
+    for (int g = 0; g < 16; ++g) off[16 * b + g] = -32 * bsum[g];
+  }
+}
+
+// The GGUF-layout q8_K converter for the dot products, same arithmetic as above.
+void quantize_row_q8_K_avx512(const float* src, void* dst, int64_t n) {
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / kQK_K; ++b, out += sizeof(BlockQ8_K)) {
+    int32_t bsum[16];
+    alignas(64) int8_t qs[kQK_K];
+    const float d = quant_superblock_q8_K(src + b * kQK_K, qs, bsum);
+    std::memcpy(out, &d, 4);
+    std::memcpy(out + 4, qs, kQK_K);
+    for (int g = 0; g < 16; ++g) {
+      const int16_t s = int16_t(bsum[g]);
+      std::memcpy(out + 4 + kQK_K + 2 * g, &s, 2);
+    }
+  }
+}
+
+// ==== q8_0: quants [nb][8][64] (sign bit flipped), d [nb][16] fp16.
+
+size_t group_bytes_q8_0(int64_t n) { return round64(size_t(n / kQK) * (512 + 32)); }
+
+void pack_group_q8_0(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+  const int64_t nb = n / kQK;
+  std::memset(dst, 0, group_bytes_q8_0(n));
+  uint8_t* sc = dst + nb * 512;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = src + size_t(r) * rb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + b * sizeof(BlockQ8_0);
+      std::memcpy(sc + (b * G + r) * 2, blk, 2);
+      for (int c = 0; c < 8; ++c) store_u32(dst + (b * 8 + c) * 64 + r * 4, load_u32(blk + 2 + 4 * c) ^ 0x80808080u);
+    }
+  }
+  // Rows past n_rows hold zero scales, so whatever their quants they add nothing.
+}
+
+struct KQ8_0 {
+  static constexpr int kMaxT = 8;
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const uint8_t* sc = g + nb * 512;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    constexpr int P = partials<T>();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i ia[T][P];
+      zero_partials(ia);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-128 * load_i32(act + t * as + os + 4 * b));
+      const uint8_t* wq = g + b * 512;
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c) {
+        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i w = load512(wq + 64 * c);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) ia[t][c % P] = _mm512_dpbusd_epi32(ia[t][c % P], w, bcast4(act + t * as + b * kQK + 4 * c));
+      }
+      sum_partials(ia);
+      const __m512 dw = load_f16x16(sc + b * 32);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
+                                 acc[t]);
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+};
+
+// ==== q4_0 / q5_0 / q4_1 / q5_1: quants [nb][4][64]: vector i holds elements 4i..4i+3 in
+// the low nibbles and 16+4i..16+4i+3 in the high ones (the file's own nibble order, so the
+// bytes are copied as they are); fifth bits [nb][8] uint64 (vector i low, then high); d
+// [nb][16] fp16; min (q4_1, q5_1) [nb][16] fp16.
+
+template <bool kHigh, bool kMin>
+struct Q4Layout {
+  static constexpr size_t kBlockSrc = kHigh ? (kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0)) : (kMin ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
+  static constexpr size_t kQsAt = 2 + (kMin ? 2 : 0) + (kHigh ? 4 : 0);
+  static size_t off_bits(int64_t nb) { return size_t(nb) * 256; }
+  static size_t off_d(int64_t nb) { return off_bits(nb) + (kHigh ? size_t(nb) * 64 : 0); }
+  static size_t off_m(int64_t nb) { return off_d(nb) + size_t(nb) * 32; }
+  static size_t bytes(int64_t n) {
+    const int64_t nb = n / kQK;
+    return round64(off_m(nb) + (kMin ? size_t(nb) * 32 : 0));
+  }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nb = n / kQK;
+    std::memset(dst, 0, bytes(n));
+    uint64_t* bits = reinterpret_cast<uint64_t*>(dst + off_bits(nb));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = row + b * kBlockSrc;
+        std::memcpy(dst + off_d(nb) + (b * G + r) * 2, blk, 2);
+        if (kMin) std::memcpy(dst + off_m(nb) + (b * G + r) * 2, blk + 2, 2);
+        for (int i = 0; i < 4; ++i) store_u32(dst + (b * 4 + i) * 64 + r * 4, load_u32(blk + kQsAt + 4 * i));
+        if (kHigh) {
+          const uint32_t qh = load_u32(blk + 2 + (kMin ? 2 : 0));
+          for (int i = 0; i < 4; ++i) {
+            bits[b * 8 + 2 * i] |= uint64_t((qh >> (4 * i)) & 0xF) << (4 * r);
+            bits[b * 8 + 2 * i + 1] |= uint64_t((qh >> (16 + 4 * i)) & 0xF) << (4 * r);
+          }
+        }
+      }
+    }
+  }
+};
+
+template <bool kHigh, bool kMin>
+struct KQ4 {
+  using L = Q4Layout<kHigh, kMin>;
+  static constexpr int kMaxT = 8;
+  // Offset of the stored levels: 8 (q4_0), 16 (q5_0); the min types have none.
+  static constexpr int kOffset = kMin ? 0 : (kHigh ? 16 : 8);
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nb));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    constexpr int P = partials<T>();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i ia[T][P];
+      zero_partials(ia);
+      if (!kMin) {
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i v = load512(g + (b * 4 + i) * 64);
+        __m512i lo = _mm512_and_si512(v, m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if (kHigh) {
+          // Levels are below 16 here, so adding 16 sets the fifth bit.
+          lo = _mm512_mask_add_epi8(lo, bits[b * 8 + 2 * i], lo, b5);
+          hi = _mm512_mask_add_epi8(hi, bits[b * 8 + 2 * i + 1], hi, b5);
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(act + t * as + b * kQK + 4 * i));
+          ia[t][(2 * i + 1) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i + 1) % P], hi, bcast4(act + t * as + b * kQK + 16 + 4 * i));
+        }
+      }
+      sum_partials(ia);
+      const __m512 dw = load_f16x16(g + L::off_d(nb) + b * 32);
+      if (kMin) {
+        const __m512 mw = load_f16x16(g + L::off_m(nb) + b * 32);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
+                                   acc[t]);
+          acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(load_f32(act + t * as + os + 4 * b)), acc[t]);
+        }
+      } else {
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t)
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
+                                   acc[t]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+};
+
+// ==== q4_K / q5_K: per super-block, quants [8 sub-blocks][4][64] (vector (j, i): elements
+// 32j+4i.. in the low nibbles, 32j+16+4i.. in the high ones); fifth bits (q5_K) [8][8]
+// uint64; d and dmin [32] fp16; the 12 packed scale bytes [12][16] (byte k of every row).
+// Planes: quants for all super-blocks, then bits, then d/dmin, then scales.
+
+// The unsigned 4-bit level of element e of a q4_K/q5_K super-block (without the fifth bit).
+inline uint32_t k4_nibbles4(const uint8_t* qs, int e) {
+  // Four consecutive elements e..e+3 (e % 4 == 0, inside one 32-element half) as four bytes.
+  const uint32_t w = load_u32(qs + 32 * (e / 64) + (e % 32));
+  return (e % 64) < 32 ? (w & 0x0F0F0F0Fu) : ((w >> 4) & 0x0F0F0F0Fu);
+}
+
+template <bool kHigh>
+struct K4Layout {
+  static constexpr size_t kBlockSrc = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  static constexpr size_t kQsAt = kHigh ? 48 : 16;
+  static size_t off_bits(int64_t nbk) { return size_t(nbk) * 2048; }
+  static size_t off_d(int64_t nbk) { return off_bits(nbk) + (kHigh ? size_t(nbk) * 512 : 0); }
+  static size_t off_sc(int64_t nbk) { return off_d(nbk) + size_t(nbk) * 64; }
+  static size_t bytes(int64_t n) { return round64(off_sc(n / kQK_K) + size_t(n / kQK_K) * 192); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    uint64_t* bits = reinterpret_cast<uint64_t*>(dst + off_bits(nbk));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = row + s * kBlockSrc;
+        std::memcpy(dst + off_d(nbk) + s * 64 + r * 2, blk, 2);
+        std::memcpy(dst + off_d(nbk) + s * 64 + 32 + r * 2, blk + 2, 2);
+        for (int k = 0; k < 12; ++k) dst[off_sc(nbk) + s * 192 + k * 16 + r] = blk[4 + k];
+        const uint8_t* qs = blk + kQsAt;
+        for (int j = 0; j < 8; ++j) {
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t lo = k4_nibbles4(qs, 32 * j + 4 * i), hi = k4_nibbles4(qs, 32 * j + 16 + 4 * i);
+            store_u32(dst + ((s * 8 + j) * 4 + i) * 64 + r * 4, lo | (hi << 4));
+            if (kHigh) {
+              const uint8_t* qh = blk + 16;
+              uint64_t blo = 0, bhi = 0;
+              for (int m = 0; m < 4; ++m) {
+                blo |= uint64_t((qh[4 * i + m] >> j) & 1) << m;
+                bhi |= uint64_t((qh[16 + 4 * i + m] >> j) & 1) << m;
+              }
+              bits[(s * 8 + j) * 8 + 2 * i] |= blo << (4 * r);
+              bits[(s * 8 + j) * 8 + 2 * i + 1] |= bhi << (4 * r);
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+template <bool kHigh>
+struct KK4 {
+  using L = K4Layout<kHigh>;
+  static constexpr int kMaxT = 8;
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nbk));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      const uint8_t* scp = g + L::off_sc(nbk) + s * 192;
+      auto B = [&](int k) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * k)); };
+      __m512i isb[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+      for (int j = 0; j < 8; ++j) {
+        // Sub-block j's 6-bit scale for the 16 rows (see unpack_scale_min_k4).
+        const __m128i sc8 = j < 4 ? _mm_and_si128(B(j), m6)
+                                  : _mm_or_si128(_mm_and_si128(B(j + 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j - 4), 2), m30));
+        const __m512i scv = _mm512_cvtepu8_epi32(sc8);
+        constexpr int P = partials<T>();
+        __m512i ia[T][P];
+        zero_partials(ia);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+          const __m512i v = load512(g + ((s * 8 + j) * 4 + i) * 64);
+          __m512i lo = _mm512_and_si512(v, m4);
+          __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          if (kHigh) {
+            lo = _mm512_mask_add_epi8(lo, bits[(s * 8 + j) * 8 + 2 * i], lo, b5);
+            hi = _mm512_mask_add_epi8(hi, bits[(s * 8 + j) * 8 + 2 * i + 1], hi, b5);
+          }
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+            ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(a + 4 * i));
+            ia[t][(2 * i + 1) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i + 1) % P], hi, bcast4(a + 16 + 4 * i));
+          }
+        }
+        sum_partials(ia);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(ia[t][0], scv));
+      }
+      // Mins of sub-blocks (2p, 2p+1) as int16 pairs, against the activation's pair sums.
+      __m512i mp[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        auto mins = [&](int j) {
+          return j < 4 ? _mm_and_si128(B(j + 4), m6)
+                       : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j), 2), m30));
+        };
+        mp[p] = _mm512_or_si512(_mm512_cvtepu8_epi32(mins(2 * p)), _mm512_slli_epi32(_mm512_cvtepu8_epi32(mins(2 * p + 1)), 16));
+      }
+      const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
+      const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* at = act + t * as;
+        __m512i im = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) im = _mm512_dpwssd_epi32(im, mp[p], _mm512_set1_epi32(load_i32(at + om + 16 * s + 4 * p)));
+        const __m512 da = _mm512_set1_ps(load_f32(at + od + 4 * s));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, da), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(dmv, da), acc[t]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+};
+
+// ==== q6_K: per super-block, low nibbles [8][4][64] as q4_K's; top two bits [8][2][64]:
+// vector (j, 0) holds, at bits 2c..2c+1 of byte (row, m), element 32j+4c+m (c < 4), and
+// vector (j, 1) element 32j+16+4c+m; scales [16 groups][16] int8; d [16] fp16.
+
+struct K6Layout {
+  static size_t off_hb(int64_t nbk) { return size_t(nbk) * 2048; }
+  static size_t off_sc(int64_t nbk) { return off_hb(nbk) + size_t(nbk) * 1024; }
+  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 256; }
+  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = row + s * sizeof(BlockQ6_K);
+        const uint8_t* ql = blk;
+        const uint8_t* qh = blk + 128;
+        uint8_t q[kQK_K];
+        for (int h = 0; h < 2; ++h) {
+          for (int l = 0; l < 32; ++l) {
+            q[128 * h + l] = uint8_t((ql[64 * h + l] & 0x0F) | (((qh[32 * h + l] >> 0) & 3) << 4));
+            q[128 * h + l + 32] = uint8_t((ql[64 * h + l + 32] & 0x0F) | (((qh[32 * h + l] >> 2) & 3) << 4));
+            q[128 * h + l + 64] = uint8_t((ql[64 * h + l] >> 4) | (((qh[32 * h + l] >> 4) & 3) << 4));
+            q[128 * h + l + 96] = uint8_t((ql[64 * h + l + 32] >> 4) | (((qh[32 * h + l] >> 6) & 3) << 4));
+          }
+        }
+        for (int j = 0; j < 8; ++j) {
+          for (int i = 0; i < 4; ++i) {
+            uint8_t* o = dst + ((s * 8 + j) * 4 + i) * 64 + r * 4;
+            for (int m = 0; m < 4; ++m) o[m] = uint8_t((q[32 * j + 4 * i + m] & 0x0F) | ((q[32 * j + 16 + 4 * i + m] & 0x0F) << 4));
+          }
+          for (int h = 0; h < 2; ++h) {
+            uint8_t* o = dst + off_hb(nbk) + ((s * 8 + j) * 2 + h) * 64 + r * 4;
+            for (int m = 0; m < 4; ++m) {
+              uint8_t v = 0;
+              for (int c = 0; c < 4; ++c) v = uint8_t(v | (((q[32 * j + 16 * h + 4 * c + m] >> 4) & 3) << (2 * c)));
+              o[m] = v;
+            }
+          }
+        }
+        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[192 + grp];
+        std::memcpy(dst + off_d(nbk) + s * 32 + r * 2, blk + 208, 2);
+      }
+    }
+  }
+};
+
+// Top two bits of chunk c (of 4) moved to bits 4..5 of every byte.
+template <int C>
+inline __m512i q6_top(__m512i hb) {
+  const __m512i m30 = _mm512_set1_epi8(0x30);
+  if constexpr (C == 0) return _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30);
+  else if constexpr (C == 1) return _mm512_and_si512(_mm512_slli_epi16(hb, 2), m30);
+  else if constexpr (C == 2) return _mm512_and_si512(hb, m30);
+  else return _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30);
+}
+
+struct KQ6_K {
+  using L = K6Layout;
+  static constexpr int kMaxT = 6;
+
+  // One 16-element group: 4 chunks from the low (kHi false) or high nibbles of vectors
+  // (j, 0..3) with the top bits of hb, into ia (which starts at the -32 offset).
+  template <int T, bool kHi, int P>
+  static void group(const uint8_t* q, __m512i hb, const uint8_t* act, size_t as, size_t a_off, __m512i (&ia)[T][P]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    auto chunk = [&](auto cc) {
+      constexpr int C = decltype(cc)::value;
+      if (T <= 2 && !kHi) _mm_prefetch(reinterpret_cast<const char*>(q + 64 * C + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i v = load512(q + 64 * C);
+      const __m512i nib = kHi ? _mm512_srli_epi16(v, 4) : v;
+      // (nib & 0x0F) | top
+      const __m512i w = _mm512_ternarylogic_epi32(nib, q6_top<C>(hb), m4, 0xEC);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) ia[t][C % P] = _mm512_dpbusd_epi32(ia[t][C % P], w, bcast4(act + t * as + a_off + 4 * C));
+    };
+    chunk(std::integral_constant<int, 0>{});
+    chunk(std::integral_constant<int, 1>{});
+    chunk(std::integral_constant<int, 2>{});
+    chunk(std::integral_constant<int, 3>{});
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), oo = ActQ8_K::off_o(n);
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      __m512i isb[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* q = g + (s * 8 + j) * 256;
+        const uint8_t* hb = g + L::off_hb(nbk) + (s * 8 + j) * 128;
+        const uint8_t* sc = g + L::off_sc(nbk) + s * 256 + 2 * j * 16;
+        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(hb + kPrefetchBytes / 2), _MM_HINT_T0);
+        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(hb + kPrefetchBytes / 2 + 64), _MM_HINT_T0);
+        for (int h = 0; h < 2; ++h) {
+          constexpr int P = partials<T>();
+          __m512i ia[T][P];
+          zero_partials(ia);
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(load_i32(act + t * as + oo + 4 * (16 * s + 2 * j + h)));
+          const size_t a_off = size_t(s * kQK_K + 32 * j + 16 * h);
+          if (h == 0) group<T, false, P>(q, load512(hb), act, as, a_off, ia);
+          else group<T, true, P>(q, load512(hb + 64), act, as, a_off, ia);
+          sum_partials(ia);
+          const __m512i scv = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc + 16 * h)));
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(ia[t][0], scv));
+        }
+      }
+      const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 32);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, _mm512_set1_ps(load_f32(act + t * as + od + 4 * s))),
+                                 acc[t]);
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+};
+
+// ==== float weights: register tiles of R rows x T tokens, one accumulator per output over
+// 16-element chunks (the last one masked), then a fixed horizontal sum.
+
+struct LoadF32 {
+  static __m512 load(const uint8_t* p, int64_t k) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + k); }
+  static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + k);
+  }
+};
+struct LoadF16 {
+  static __m512 load(const uint8_t* p, int64_t k) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k)));
+  }
+  static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * k));
+  }
+};
+struct LoadBF16 {
+  static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static __m512 load(const uint8_t* p, int64_t k) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k))); }
+  static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p + 2 * k)); }
+};
+
+template <typename L, int R, int T>
+void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+  __m512 acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m512 wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) wv[r] = L::load(w + size_t(r) * rb, k);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * xs + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  if (k < n) {
+    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    __m512 wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) wv[r] = L::load_mask(w + size_t(r) * rb, k, m);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * xs + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) y[t * ys + r] = hsum512(acc[r][t]);
+}
+
+// Tiles of T tokens, then one tile of the remaining 1..T-1.
+template <typename L, int R, int T>
+struct RowsTail {
+  static void run(int64_t left, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    if (left == T) rows_tile<L, R, T>(w, rb, n, x, xs, y, ys);
+    else RowsTail<L, R, T - 1>::run(left, w, rb, n, x, xs, y, ys);
+  }
+};
+template <typename L, int R>
+struct RowsTail<L, R, 0> {
+  static void run(int64_t, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
+};
+
+template <typename L, int R, int T>
+void rows_tokens(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, int64_t n_tokens, float* y, int64_t ys) {
+  int64_t t = 0;
+  for (; t + T <= n_tokens; t += T) rows_tile<L, R, T>(w, rb, n, x + t * xs, xs, y + t * ys, ys);
+  if (t < n_tokens) RowsTail<L, R, T - 1>::run(n_tokens - t, w, rb, n, x + t * xs, xs, y + t * ys, ys);
+}
+
+template <typename L>
+void rows_float(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
+                float* y, int64_t ys) {
+  int64_t r = r0;
+  if (n_tokens == 1) {
+    // One token: more rows per tile so enough independent sums are in flight.
+    for (; r + 8 <= r1; r += 8) rows_tile<L, 8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    for (; r < r1; ++r) rows_tile<L, 1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    return;
+  }
+  // Four rows by six tokens: 24 accumulators, and each weight chunk widened once for six
+  // products (larger tiles spill registers with this compiler).
+  for (; r + 4 <= r1; r += 4) rows_tokens<L, 4, 6>(w + size_t(r) * rb, rb, n, x, xs, n_tokens, y + r, ys);
+  for (; r < r1; ++r) rows_tokens<L, 1, 6>(w + size_t(r) * rb, rb, n, x, xs, n_tokens, y + r, ys);
+}
+
+void round_f16_avx512(const float* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT)));
+  for (; i < n; ++i) dst[i] = _cvtsh_ss(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT));
+}
+
+// Round to nearest even on the top 16 bits; NaN stays NaN, made quiet (ggml's rule).
+void round_bf16_avx512(const float* src, float* dst, int64_t n) {
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
+  const __m512i top = _mm512_set1_epi32(int32_t(0xFFFF0000u));
+  int64_t i = 0;
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __m512i out = _mm512_mask_or_epi32(_mm512_and_si512(r, top), nan, _mm512_and_si512(u, top), quiet);
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_castsi512_ps(out));
+  }
+}
+
+// ==== attention (kernels.h, AttnTask): "vertical" tiles with one query row per lane. Q is
+// transposed once per task so that a score vector covers 16 rows against one position; the
+// softmax then runs down the positions, lane by lane, and V is added row by row.
+
+// e^x: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7, scaled by 2^n.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440054690583e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// One K or V row to f32 (d elements, the tail of the last 16 zeroed).
+inline void widen_row(const void* src, bool f16, int32_t d, float* dst) {
+  for (int32_t e = 0; e < d; e += 16) {
+    const __mmask16 m = d - e >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (d - e)) - 1);
+    const __m512 v = f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(src) + e))
+                         : _mm512_maskz_loadu_ps(m, static_cast<const float*>(src) + e);
+    _mm512_store_ps(dst + e, v);
+  }
+}
+
+// Scores of one block of 16 rows against J consecutive positions: st[j * R] lanes.
+template <int J>
+inline void scores_block(const float* qt, int64_t R, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
+  __m512 acc[J];
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+  for (int32_t e = 0; e < dk; ++e) {
+    const __m512 qv = _mm512_load_ps(qt + e * R);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(kf[j * dkp + e]), qv, acc[j]);
+  }
+  const __m512 sv = _mm512_set1_ps(scale);
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) _mm512_store_ps(st + j * R, _mm512_mul_ps(acc[j], sv));
+}
+
+// acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[j][r] * vf[j], four 16-float chunks at a time.
+template <int RR>
+inline void values_rows(const float* st, int64_t R, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  for (int64_t c0 = 0; c0 < dvp; c0 += 64) {
+    const int nc = int(std::min<int64_t>(4, (dvp - c0) / 16));
+    __m512 a[RR][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) a[r][c] = c < nc ? _mm512_load_ps(acc + (r0 + r) * dvp + c0 + 16 * c) : _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; ++j) {
+      __m512 v[4];
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) v[c] = c < nc ? _mm512_load_ps(vf + j * dvp + c0 + 16 * c) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+      for (int r = 0; r < RR; ++r) {
+        const __m512 p = _mm512_set1_ps(st[j * R + r0 + r]);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) a[r][c] = _mm512_fmadd_ps(p, v[c], a[r][c]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c)
+        if (c < nc) _mm512_store_ps(acc + (r0 + r) * dvp + c0 + 16 * c, a[r][c]);
+  }
+}
+
+void attention_avx512(const AttnTask& a) {
+  const int64_t n_rows = int64_t(a.n_tok) * a.group;
+  const int64_t nb = (n_rows + 15) / 16, R = nb * 16;
+  const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
+  float* qt = a.scratch;
+  float* st = qt + R * dkp;
+  float* kf = st + kAttnTile * R;
+  float* vf = kf + kAttnTile * dkp;
+  float* acc = vf + kAttnTile * dvp;
+  float* mrow = acc + R * dvp;
+  float* srow = mrow + R;
+
+  for (int64_t r = 0; r < R; ++r) {
+    const float* q = r < n_rows ? a.q + (r / a.group) * a.q_stride + (r % a.group) * a.dk : nullptr;
+    for (int32_t e = 0; e < a.dk; ++e) qt[e * R + r] = q != nullptr ? q[e] : 0.0f;
+    mrow[r] = -INFINITY;
+    srow[r] = 0.0f;
+  }
+  std::fill(acc, acc + R * dvp, 0.0f);
+
+  const int64_t n_ctx = a.first_pos + a.n_tok;
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+    const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    for (int64_t j = 0; j < nk; ++j) {
+      widen_row(attn_k_row(a, j0 + j), a.f16, a.dk, kf + j * dkp);
+      widen_row(attn_v_row(a, j0 + j), a.f16, a.dv, vf + j * dvp);
+    }
+    // Rows before b_first end before this tile.
+    const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 16;
+    for (int64_t b = b_first; b < nb; ++b) {
+      float* sb = st + b * 16;
+      int64_t j = 0;
+      for (; j + 8 <= nk; j += 8) scores_block<8>(qt + b * 16, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      for (; j < nk; ++j) scores_block<1>(qt + b * 16, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      // Last visible position of each lane, relative to j0 (-1 for padding rows).
+      alignas(64) int32_t lim_l[16];
+      for (int l = 0; l < 16; ++l) {
+        const int64_t r = b * 16 + l;
+        lim_l[l] = r < n_rows ? int32_t(a.first_pos + r / a.group - j0) : -1;
+      }
+      const __m512i lim = _mm512_load_si512(lim_l);
+      __m512 tmax = _mm512_set1_ps(-INFINITY);
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const __mmask16 valid = _mm512_cmple_epi32_mask(_mm512_set1_epi32(int32_t(jj)), lim);
+        tmax = _mm512_mask_max_ps(tmax, valid, tmax, _mm512_load_ps(sb + jj * R));
+      }
+      const __m512 mold = _mm512_load_ps(mrow + b * 16);
+      const __m512 mnew = _mm512_max_ps(mold, tmax);
+      const __mmask16 grew = _mm512_cmp_ps_mask(mnew, mold, _CMP_GT_OQ);
+      if (grew != 0) {
+        const __m512 ms = exp512(_mm512_sub_ps(mold, mnew));
+        _mm512_store_ps(srow + b * 16, _mm512_mask_mul_ps(_mm512_load_ps(srow + b * 16), grew, _mm512_load_ps(srow + b * 16), ms));
+        alignas(64) float msv[16];
+        _mm512_store_ps(msv, ms);
+        for (int l = 0; l < 16; ++l) {
+          if (((grew >> l) & 1) == 0) continue;
+          float* ar = acc + (b * 16 + l) * dvp;
+          const __m512 f = _mm512_set1_ps(msv[l]);
+          for (int64_t e = 0; e < dvp; e += 16) _mm512_store_ps(ar + e, _mm512_mul_ps(_mm512_load_ps(ar + e), f));
+        }
+        _mm512_store_ps(mrow + b * 16, mnew);
+      }
+      __m512 tsum = _mm512_setzero_ps();
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const __mmask16 valid = _mm512_cmple_epi32_mask(_mm512_set1_epi32(int32_t(jj)), lim);
+        const __m512 p = _mm512_maskz_mov_ps(valid, exp512(_mm512_sub_ps(_mm512_load_ps(sb + jj * R), mnew)));
+        _mm512_store_ps(sb + jj * R, p);
+        tsum = _mm512_add_ps(tsum, p);
+      }
+      _mm512_store_ps(srow + b * 16, _mm512_add_ps(_mm512_load_ps(srow + b * 16), tsum));
+      const int64_t r_end = std::min<int64_t>(16, n_rows - b * 16);
+      int64_t r = 0;
+      for (; r + 4 <= r_end; r += 4) values_rows<4>(st, R, b * 16 + r, nk, vf, dvp, acc);
+      for (; r < r_end; ++r) values_rows<1>(st, R, b * 16 + r, nk, vf, dvp, acc);
+    }
+  }
+
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
+    float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
+    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+  }
+}
+
+// silu(g) * u = g / (1 + e^-g) * u, with exp512.
+void swiglu_avx512(const float* g, const float* u, float* y, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
+template <typename K, typename Layout>
+PackedOps packed_ops(size_t (*act_bytes)(int64_t), void (*quantize)(const float*, int64_t, uint8_t*)) {
+  PackedOps p{};
+  p.group_bytes = Layout::bytes;
+  p.pack_group = Layout::pack;
+  p.act_bytes = act_bytes;
+  p.quantize_act = quantize;
+  p.gemm = gemm_packed<K>;
+  return p;
+}
+
+struct Q8_0Layout {
+  static size_t bytes(int64_t n) { return group_bytes_q8_0(n); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) { pack_group_q8_0(src, rb, n_rows, n, dst); }
+};
+
+}  // namespace
+
+void fill_kernels_avx512(Kernels& k) {
+  k.rows[int(GgmlType::F32)] = rows_float<LoadF32>;
+  k.rows[int(GgmlType::F16)] = rows_float<LoadF16>;
+  k.rows[int(GgmlType::BF16)] = rows_float<LoadBF16>;
+  k.round[int(GgmlType::F16)] = round_f16_avx512;
+  k.round[int(GgmlType::BF16)] = round_bf16_avx512;
+  k.from_float[int(GgmlType::Q8_K)] = quantize_row_q8_K_avx512;
+
+  k.packed[int(GgmlType::Q8_0)] = packed_ops<KQ8_0, Q8_0Layout>(ActQ8_0::bytes, quantize_act_q8_0);
+  k.packed[int(GgmlType::Q4_0)] = packed_ops<KQ4<false, false>, Q4Layout<false, false>>(ActQ8_0::bytes, quantize_act_q8_0);
+  k.packed[int(GgmlType::Q5_0)] = packed_ops<KQ4<true, false>, Q4Layout<true, false>>(ActQ8_0::bytes, quantize_act_q8_0);
+  k.packed[int(GgmlType::Q4_1)] = packed_ops<KQ4<false, true>, Q4Layout<false, true>>(ActQ8_1::bytes, quantize_act_q8_1);
+  k.packed[int(GgmlType::Q5_1)] = packed_ops<KQ4<true, true>, Q4Layout<true, true>>(ActQ8_1::bytes, quantize_act_q8_1);
+  k.packed[int(GgmlType::Q4_K)] = packed_ops<KK4<false>, K4Layout<false>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::Q5_K)] = packed_ops<KK4<true>, K4Layout<true>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::Q6_K)] = packed_ops<KQ6_K, K6Layout>(ActQ8_K::bytes, quantize_act_q8_K);
+
+  k.attention = attention_avx512;
+  k.swiglu_f32 = swiglu_avx512;
+}
+
+}  // namespace tdm::cpu
+
+#endif  // AVX-512 F, BW, VL, VNNI
