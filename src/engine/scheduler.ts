@@ -428,7 +428,8 @@ export class Scheduler {
   }
 
   private move(seq: Sequence, to: KvTier, draft: StepDraft): void {
-    const copies = this.kv.move(seq, to)!;
+    const copies = this.kv.move(seq, to);
+    if (!copies) throw new TandemError('TDM_INTERNAL', `no room to move sequence ${seq.id} to the ${to} tier after checking for it`);
     draft.copies.push(...copies);
     draft.moved.add(seq);
     seq.metrics.numMoves++;
@@ -445,7 +446,9 @@ export class Scheduler {
     const seq = this.running.find((s) => s.kvTier === 'host' && !s.paused);
     if (!seq) return;
     const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length;
-    const need = this.kv.blocksFor(seq.numComputed + 1) + deviceActive + this.watermark('device');
+    // The move copies the whole table, which a prefill chunk may have grown past numComputed.
+    const tableBlocks = Math.max(seq.blockTable.length, this.kv.blocksFor(seq.numComputed + 1));
+    const need = tableBlocks + deviceActive + this.watermark('device');
     if (!this.runsIn('host')) {
       // A swapped-out sequence cannot run at all: paused device sequences make way for it.
       for (let v = this.pickVictim('device', draft); v && !this.kv.hasRoom('device', need); v = this.pickVictim('device', draft)) {

@@ -52,6 +52,8 @@ export interface SequencePlan {
   returnAllLogits?: boolean;
   /** Return the logits of the last token. */
   returnLogits?: boolean;
+  /** Under 'pipeline', the sub-batch this sequence runs in (the executor splits when absent). */
+  subBatch?: 0 | 1;
 }
 
 /** Copies whole KV blocks between tiers (swap out/in) or within one (copy on write). */

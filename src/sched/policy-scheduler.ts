@@ -16,7 +16,7 @@ import { POLICIES } from './policies/index.js';
 import type { KvView, PolicyName, PolicyOptions, RequestView, StepDecision } from './policy.js';
 
 /** A sequence plan with its pipeline sub-batch (native/addon/model_binding.cpp reads `subBatch`). */
-export type ShapedSequencePlan = SequencePlan & { subBatch?: 0 | 1 };
+export type ShapedSequencePlan = SequencePlan;
 
 /** The strategy the engine's Scheduler is configured with under a policy: gpu-only keeps host-tier tables as swap space; the others run both tiers. */
 export function schedulerStrategyFor(policy: PolicyName): Strategy {

@@ -199,8 +199,8 @@ t.test('bad strategy plans and devices reject with typed errors', async (t) => {
   const m = await load(STORIES, { device: 'cpu-standin' });
   const s: SequencePlan = { seqId: 1, tokens: Int32Array.from([1, 403]), startPos: 0, blockTable: Int32Array.from([0]), kvTier: 'host', attention: 'cpu', sample: true };
   await t.rejects(m.step({ strategy: 'gpu-only', copies: [], sequences: [s] }), { code: 'TDM_BAD_ARGUMENT', message: /gpu-only/ });
-  await t.rejects(m.step({ strategy: 'pipeline', copies: [], sequences: [{ ...s, subBatch: 2 } as SequencePlan] }), { code: 'TDM_BAD_ARGUMENT', message: /subBatch/ });
-  const ok = await m.step({ strategy: 'pipeline', copies: [], sequences: [{ ...s, subBatch: 1 } as SequencePlan] });
+  await t.rejects(m.step({ strategy: 'pipeline', copies: [], sequences: [{ ...s, subBatch: 2 } as unknown as SequencePlan] }), { code: 'TDM_BAD_ARGUMENT', message: /subBatch/ });
+  const ok = await m.step({ strategy: 'pipeline', copies: [], sequences: [{ ...s, subBatch: 1 }] });
   t.ok(ok.sequences[0]!.token >= 0, 'a pipeline step with one sub-batch runs');
   await t.rejects(m.profile({ kind: 'attention', device: 'gpu', requests: 0, context: 1, tokens: 1 }), { code: 'TDM_BAD_ARGUMENT' });
   m.dispose();
