@@ -4,7 +4,14 @@ import { TandemError } from '../native/errors.js';
 import type { Command } from './command.js';
 
 // Each subcommand lives in ./commands/<name>.js and exports `command: Command`.
-const commands: Record<string, () => Promise<Command>> = {};
+const commands: Record<string, () => Promise<Command>> = {
+  inspect: async () => (await import('./commands/inspect.js')).command,
+  'make-model': async () => (await import('./commands/make-model.js')).command,
+  generate: async () => (await import('./commands/generate.js')).command,
+  chat: async () => (await import('./commands/chat.js')).command,
+  demo: async () => (await import('./commands/demo.js')).command,
+  simulate: async () => (await import('../sched/sim/command.js')).command,
+};
 
 function usage(): string {
   const lines = Object.keys(commands)
