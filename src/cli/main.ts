@@ -10,6 +10,7 @@ const commands: Record<string, () => Promise<Command>> = {
   generate: async () => (await import('./commands/generate.js')).command,
   chat: async () => (await import('./commands/chat.js')).command,
   demo: async () => (await import('./commands/demo.js')).command,
+  bench: async () => (await import('./commands/bench.js')).command,
   simulate: async () => (await import('../sched/sim/command.js')).command,
 };
 
