@@ -184,7 +184,8 @@ export const command: Command = {
     const started = new Date();
     const out = values.out ?? path.join('bench-results', `${started.toISOString().slice(0, 10)}-${os.hostname()}`);
 
-    console.error(`tandem bench: measuring the machine (read bandwidth at ${[...new Set([1, ...threads])].join(', ')} threads)`);
+    const probed = [...new Set([1, ...threads])];
+    console.error(`tandem bench: measuring the machine (read bandwidth at ${probed.join(', ')} thread${probed.length > 1 || probed[0] !== 1 ? 's' : ''})`);
     const machine = await describeMachine(threads);
     const progress = new BenchProgress();
     // Every run as it finishes, one JSON object a line: what a bench cut short still measured.
