@@ -2,8 +2,11 @@
 // backend registry sees its own environment (the CPU side runs with TANDEM_GPU=0): loads a
 // GGUF through the executor, prefills a fixed prompt with every logit returned, decodes greedily,
 // and, with --timing, times a long prefill and decode steps. Writes a JSON report.
-// Usage: node e2e-child.js <model.gguf> <gpu|cpu> <out.json> [--timing]
-import { writeFileSync } from 'node:fs';
+// Modes: gpu (every weight, the KV and attention on the device), split (half the weight bytes on
+// the device: the rest, routed experts first, computed on the CPU), host-kv (weights on the
+// device, KV in host RAM and attention on the CPU, under 'overlap'), cpu (no device).
+// Usage: node e2e-child.js <model.gguf> <mode> <out.json> [--timing] [--standin]
+import { statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { native, type NativeModel } from '../../src/native/binding.js';
 import type { SamplingParams, SequencePlan, StepPlan } from '../../src/native/step-plan.js';
@@ -13,9 +16,14 @@ import { describeModel } from '../../src/model/describe.js';
 const BLOCK_TOKENS = 16;
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 1 };
 
+export type E2eMode = 'gpu' | 'split' | 'host-kv' | 'cpu';
+const MODES: readonly E2eMode[] = ['gpu', 'split', 'host-kv', 'cpu'];
+
 export interface ChildReport {
-  mode: 'gpu' | 'cpu';
+  mode: E2eMode;
   backends: string[];
+  /** Where the weights went (NativeModel.placement). */
+  placement: NativeModel['placement'];
   nVocab: number;
   /** Logits of every prompt token, row after row. */
   promptLogits: number[];
@@ -25,22 +33,25 @@ export interface ChildReport {
   timing?: { prefillTokens: number; prefillMs: number; decodeSteps: number; decodeMsPerToken: number; phaseUs: Record<string, number> };
 }
 
-function seq(mode: 'gpu' | 'cpu', tokens: number[], startPos: number, blocks: number, extra: Partial<SequencePlan>): SequencePlan {
+function seq(mode: E2eMode, tokens: number[], startPos: number, blocks: number, extra: Partial<SequencePlan>): SequencePlan {
+  const onDevice = mode === 'gpu' || mode === 'split';
   return {
     seqId: 1,
     tokens: Int32Array.from(tokens),
     startPos,
     blockTable: Int32Array.from({ length: blocks }, (_, i) => i),
-    kvTier: mode === 'gpu' ? 'device' : 'host',
-    attention: mode,
+    kvTier: onDevice ? 'device' : 'host',
+    attention: onDevice ? 'gpu' : 'cpu',
     sample: true,
     sampling: GREEDY,
     ...extra,
   };
 }
 
-function plan(mode: 'gpu' | 'cpu', s: SequencePlan): StepPlan {
-  return { strategy: mode === 'gpu' ? 'gpu-only' : 'cpu', copies: [], sequences: [s] };
+const STRATEGY: Record<E2eMode, StepPlan['strategy']> = { gpu: 'gpu-only', split: 'overlap', 'host-kv': 'overlap', cpu: 'cpu' };
+
+function plan(mode: E2eMode, s: SequencePlan): StepPlan {
+  return { strategy: STRATEGY[mode], copies: [], sequences: [s] };
 }
 
 /** A fixed pseudo-random prompt of n token ids in [1, nVocab). */
@@ -54,18 +65,21 @@ function prompt(n: number, nVocab: number): number[] {
 
 async function main(): Promise<void> {
   const [file, modeArg, out] = process.argv.slice(2);
-  const mode = modeArg === 'gpu' ? 'gpu' : 'cpu';
+  const mode = MODES.find((m) => m === modeArg);
+  if (!mode) throw new Error(`mode must be one of ${MODES.join(', ')}, got '${modeArg}'`);
   const timing = process.argv.includes('--timing');
+  const device = mode === 'cpu' ? 'none' : process.argv.includes('--standin') ? 'cpu-standin' : 'gpu';
   const g = GgufFile.open(file);
   const hparams = describeModel(g).hparams;
   g.close();
   const maxTokens = timing ? 512 + 40 : 48 + 20;
   const blocks = Math.ceil(maxTokens / BLOCK_TOKENS) + 1;
   const model: NativeModel = await native().loadModel(file, {
-    hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: blocks, host: blocks },
+    hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: blocks, host: blocks }, device,
+    ...(mode === 'split' ? { deviceWeightBytes: Math.floor(statSync(file).size / 2) } : {}),
   });
   const nVocab = model.info.nVocab;
-  const report: ChildReport = { mode, backends: model.info.backends, nVocab, promptLogits: [], tokens: [], decodeLogits: [] };
+  const report: ChildReport = { mode, backends: model.info.backends, placement: model.placement, nVocab, promptLogits: [], tokens: [], decodeLogits: [] };
 
   const p = prompt(48, nVocab);
   const first = await model.step(plan(mode, seq(mode, p, 0, blocks, { returnAllLogits: true })));

@@ -16,6 +16,10 @@ npx tsc -p bench/device/tsconfig.json
 mkdir -p .device/js/build/Release .device/js/build/kernels
 cp build/Release/tandem.node .device/js/build/Release/
 cp build/kernels/libtandem_cuda.so .device/js/build/kernels/
+# The runtime packages the API imports (the tokenizer pool, chat templates); node_modules does not travel.
+mkdir -p .device/js/node_modules/@huggingface
+cp -r node_modules/piscina .device/js/node_modules/
+cp -r node_modules/@huggingface/jinja .device/js/node_modules/@huggingface/
 # The compiled files are ES modules.
 printf '{ "type": "module", "private": true }\n' > .device/js/package.json
 du -sh .device

@@ -16,5 +16,5 @@ if [ -f .device/node.xz ]; then
   xz -dc .device/node.xz > /tmp/tandem-node && chmod +x /tmp/tandem-node && node=/tmp/tandem-node
 fi
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not available" > "$out/nvidia-smi.txt"
-"$node" .device/js/bench/device/gpu-check.js --out "$out" 2>&1 | tee "$out/log.txt"
+UV_THREADPOOL_SIZE=16 "$node" .device/js/bench/device/gpu-check.js --out "$out" 2>&1 | tee "$out/log.txt"
 exit "${PIPESTATUS[0]}"
