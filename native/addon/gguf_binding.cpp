@@ -172,7 +172,8 @@ class GgufHandle : public Napi::ObjectWrap<GgufHandle> {
     });
   }
 
-  // tensorData(name): a Uint8Array over the mapped bytes; it keeps the mapping alive.
+  // tensorData(name): a Uint8Array over the mapped bytes that keeps the mapping alive; where the
+  // runtime forbids external buffers (Electron's V8 memory cage) it is a copy instead.
   Napi::Value tensor_data(const Napi::CallbackInfo& info) {
     return guarded(info, [&]() -> Napi::Value {
       Napi::Env env = info.Env();
@@ -182,8 +183,9 @@ class GgufHandle : public Napi::ObjectWrap<GgufHandle> {
       if (!t) throw Error(code::bad_argument, f.path() + ": no tensor named '" + name + "'");
       auto* keep = new std::shared_ptr<FileMapping>(f.mapping());
       uint8_t* p = const_cast<uint8_t*>(f.tensor_data(*t));
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, p, t->n_bytes, [](Napi::Env, void*, std::shared_ptr<FileMapping>* k) { delete k; }, keep);
-      return Napi::Uint8Array::New(env, t->n_bytes, ab, 0);
+      auto release = [](Napi::Env, uint8_t*, std::shared_ptr<FileMapping>* k) { delete k; };
+      Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(env, p, t->n_bytes, release, keep);
+      return Napi::Uint8Array::New(env, t->n_bytes, buf.ArrayBuffer(), buf.ByteOffset());
     });
   }
 
