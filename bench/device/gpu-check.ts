@@ -8,7 +8,7 @@
 // --simulate-gpu <backend id> --quick runs every section with a CPU backend standing in for the
 // GPU and small shapes, to exercise this script where there is no GPU.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,7 @@ import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseResult, type OpCase } from '../../test/backend/op-cases.js';
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
+import type { PolicyRun, PolicyWorkload } from './policy-child.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const started = performance.now();
@@ -263,6 +264,31 @@ function strategyTable(model: string, report: StrategyReport | string): string[]
   return [...lines, ''];
 }
 
+interface PolicyReport {
+  workload: PolicyWorkload;
+  runs: (PolicyRun | { policy: string; error: string })[];
+  error?: string;
+}
+
+function policyTable(model: string, report: PolicyReport | string): string[] {
+  const lines = [`## Policies serving concurrent requests, device KV capped (${model})`, ''];
+  if (typeof report === 'string') return [...lines, report, ''];
+  const w = report.workload;
+  lines.push(`${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
+    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | moves | preemptions | step prediction error |', '|---|---|---|---|---|---|---|---|---|---|');
+  const base = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r))?.tokensPerS;
+  for (const r of report.runs) {
+    if ('error' in r) {
+      lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | |`);
+      continue;
+    }
+    const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+    const err = r.meanStepError === undefined || Number.isNaN(r.meanStepError) ? '-' : `${(r.meanStepError * 100).toFixed(0)}%`;
+    lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.moves} | ${r.preemptions} | ${err} |`);
+  }
+  return [...lines, ''];
+}
+
 function fmtUs(us: number): string {
   return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
 }
@@ -361,6 +387,7 @@ async function main(): Promise<void> {
   timeAttention(ops, gpuId, cpuId, rows);
   let e2eTiming: Record<string, unknown> | string = 'not run (out of time)';
   let strategies: StrategyReport | string = 'not run (out of time)';
+  let policies: PolicyReport | string = 'not run (out of time)';
   const bigName = QUICK ? 'tiny llama q8_0' : `Llama-3-8B shapes, ${BIG_LAYERS} of 32 layers, q8_0`;
   const bigError = await bigReady;
   if (bigError) {
@@ -379,16 +406,32 @@ async function main(): Promise<void> {
     const err = await startChild('strategy-child.js', [bigFile, outFile, JSON.stringify(regimes), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
     strategies = err ?? (JSON.parse(readFileSync(outFile, 'utf8')) as StrategyReport);
     log(`strategies: ${typeof strategies === 'string' ? strategies : 'done'}`);
+    if (elapsedS() < BUDGET_S) {
+      // The policies serving one batch of requests through the public API, device KV capped to a third of them.
+      const kvPerToken = QUICK ? 2 * 2 * 64 * 4 : BIG_LAYERS * 8 * 128 * 4;
+      const w: PolicyWorkload = QUICK
+        ? { policies: ['gpu-only', 'overlap', 'auto'], requests: 6, promptTokens: 32, maxTokens: 16, kvDeviceBytes: 0, kvHostBytes: 0 }
+        : { policies: ['gpu-only', 'pipeline', 'overlap', 'auto'], requests: 48, promptTokens: 512, maxTokens: 128, kvDeviceBytes: 0, kvHostBytes: 0 };
+      const perRequest = (w.promptTokens + w.maxTokens + 32) * kvPerToken;
+      w.kvDeviceBytes = Math.ceil(w.requests / 3) * perRequest;
+      w.kvHostBytes = w.requests * perRequest;
+      const policyFile = path.join(work, 'policies.json');
+      const err = await startChild('policy-child.js', [bigFile, policyFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
+      policies = existsSync(policyFile) ? (JSON.parse(readFileSync(policyFile, 'utf8')) as PolicyReport) : (err ?? 'no report');
+      if (err && typeof policies !== 'string') policies.error = err;
+      log(`policies: ${err ?? 'done'}`);
+    }
   }
   rmSync(work, { recursive: true, force: true });
   results.timings = { matmulAndAttention: rows, estimates, endToEnd: e2eTiming };
   results.strategies = strategies;
+  results.policies = policies;
   md.push(`## Timings (${gpu.deviceName} vs ${cpuId}, same machine, same run)`, '', '| op | type | rows | GPU | CPU | GPU speed-up |', '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.what} | ${r.type} | ${r.tokens} | ${fmtUs(r.gpuUs)} | ${fmtUs(r.cpuUs)} | ${(r.cpuUs / r.gpuUs).toFixed(1)}x |`), '',
     '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
     ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
   md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
-  md.push(...strategyTable(bigName, strategies));
+  md.push(...strategyTable(bigName, strategies), ...policyTable(bigName, policies));
 
   writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
   writeFileSync(path.join(outDir, 'results.md'), md.join('\n'));

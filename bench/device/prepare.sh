@@ -8,9 +8,8 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 bash ../shared/device/pack-node.sh
 [ -f build/Release/tandem.node ] || { echo "prepare: build the addon first (npx node-gyp build)" >&2; exit 1; }
-if [ ! -f build/kernels/libtandem_cuda.so ]; then
-  flock /tmp/tandem-gpu-build.lock env TANDEM_GPU_KINDS=cuda node kernels/build.mjs --require
-fi
+# The lent machines are Hopper (H100/H200): sm_90 alone builds in a fraction of the time.
+flock /tmp/tandem-gpu-build.lock env TANDEM_GPU_KINDS=cuda TANDEM_CUDA_ARCHS="${TANDEM_CUDA_ARCHS:-90}" node kernels/build.mjs --require
 rm -rf .device/js
 npx tsc -p bench/device/tsconfig.json
 mkdir -p .device/js/build/Release .device/js/build/kernels

@@ -1,0 +1,100 @@
+// The device check's serving comparison of tandem's policies, in its own process: for each policy
+// (gpu-only, pipeline, overlap, auto) loads the model through the public API with the device's KV
+// capped, submits the same batch of concurrent requests, and measures completion throughput,
+// TPOT percentiles and which strategies the policy ran. Writes a JSON report.
+// Usage: node policy-child.js <model.gguf> <out.json> <workload JSON> [--device gpu|cpu-standin]
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel, type GenerationResult } from '../../src/api/index.js';
+
+export interface PolicyWorkload {
+  policies: ('gpu-only' | 'pipeline' | 'overlap' | 'auto')[];
+  requests: number;
+  promptTokens: number;
+  maxTokens: number;
+  /** Device-tier KV in bytes (the cap that makes memory pressure real). */
+  kvDeviceBytes: number;
+  /** Host-tier KV in bytes. */
+  kvHostBytes: number;
+}
+
+export interface PolicyRun {
+  policy: string;
+  /** Completion tokens of all requests over the time from the first submission to the last result, tokens/s. */
+  tokensPerS: number;
+  makespanMs: number;
+  tpotMsP50: number;
+  tpotMsP90: number;
+  ttftMsP50: number;
+  steps: number;
+  strategies: Record<string, number>;
+  /** Mean |predicted - measured| / measured step time, where the policy predicted. */
+  meanStepError?: number;
+  moves: number;
+  preemptions: number;
+  kvBlocks: { device: number; host: number };
+  profileSource: string;
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+}
+
+async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: PolicyWorkload['policies'][number], w: PolicyWorkload, cacheDir: string): Promise<PolicyRun> {
+  const model = await loadModel(file, {
+    threads: os.availableParallelism(), device, policy, contextSize: w.promptTokens + w.maxTokens + 16,
+    maxSequences: w.requests, kvDeviceBytes: w.kvDeviceBytes, kvHostBytes: w.kvHostBytes, profileCacheDir: cacheDir,
+  });
+  try {
+    const nVocab = model.info.nVocab;
+    const prompts = Array.from({ length: w.requests }, (_, r) => Array.from({ length: w.promptTokens }, (_, k) => 1 + ((r * 7919 + k * 104729) % (nVocab - 1))));
+    const t0 = performance.now();
+    const results: GenerationResult[] = await Promise.all(
+      prompts.map((p) => model.generate(p, { maxTokens: w.maxTokens, temperature: 0, ignoreEos: true }).result),
+    );
+    const makespanMs = performance.now() - t0;
+    const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);
+    const stats = model.stats;
+    return {
+      policy,
+      tokensPerS: (completion * 1000) / makespanMs,
+      makespanMs,
+      tpotMsP50: percentile(results.map((r) => r.metrics?.tpotMs ?? NaN), 0.5),
+      tpotMsP90: percentile(results.map((r) => r.metrics?.tpotMs ?? NaN), 0.9),
+      ttftMsP50: percentile(results.map((r) => r.metrics?.ttftMs ?? NaN), 0.5),
+      steps: stats.policy?.steps ?? 0,
+      strategies: { ...(stats.policy?.strategies ?? {}) },
+      meanStepError: stats.policy?.meanStepError,
+      moves: stats.numMoves,
+      preemptions: stats.numPreemptions,
+      kvBlocks: { ...model.info.kvBlocks },
+      profileSource: model.info.profile?.source ?? 'none',
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function main(): Promise<void> {
+  const [file, out, workloadJson] = process.argv.slice(2);
+  const deviceArg = process.argv.indexOf('--device');
+  const device = deviceArg > 0 && process.argv[deviceArg + 1] === 'cpu-standin' ? 'cpu-standin' : 'gpu';
+  const w = JSON.parse(workloadJson!) as PolicyWorkload;
+  const cacheDir = path.join(path.dirname(out!), 'profiles');
+  const runs: (PolicyRun | { policy: string; error: string })[] = [];
+  for (const policy of w.policies) {
+    try {
+      runs.push(await runPolicy(file!, device, policy, w, cacheDir));
+    } catch (err) {
+      runs.push({ policy, error: (err as Error).message });
+    }
+    writeFileSync(out!, JSON.stringify({ workload: w, runs }));
+  }
+}
+
+main().catch((err) => {
+  console.error(`policy-child: ${(err as Error).stack ?? String(err)}`);
+  process.exit(1);
+});
