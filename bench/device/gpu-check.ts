@@ -8,7 +8,7 @@
 // --simulate-gpu <backend id> --quick runs every section with a CPU backend standing in for the
 // GPU and small shapes, to exercise this script where there is no GPU.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,8 @@ import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseRe
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
+import type { ExpertRun } from './experts-child.js';
+import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const started = performance.now();
@@ -138,13 +140,17 @@ function runChild(model: string, mode: E2eMode, out: string, timing: boolean, si
 }
 
 /** Runs one of this folder's scripts in the background; resolves to null, or to why it failed. */
-function startChild(script: string, args: string[]): Promise<string | null> {
+function startChild(script: string, args: string[], timeoutS = 240): Promise<string | null> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
     child.on('error', (err) => resolve(`${script}: ${err.message}`));
-    child.on('exit', (code) => resolve(code === 0 ? null : `${script} exited with ${code}: ${stderr.slice(-800)}`));
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve(code === 0 ? null : `${script} exited with ${code ?? signal}${signal === 'SIGKILL' ? ` (killed after ${timeoutS} s)` : ''}: ${stderr.slice(-800)}`);
+    });
   });
 }
 
@@ -289,6 +295,33 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
   return [...lines, ''];
 }
 
+interface ExpertsReport {
+  budgetBytes: number;
+  nStar: number;
+  runs: ExpertRun[];
+  error?: string;
+}
+
+function expertsTable(model: string, report: ExpertsReport | string): string[] {
+  const lines = [`## MoE expert offload (${model})`, ''];
+  if (typeof report === 'string') return [...lines, report, ''];
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'; n* = ${report.nStar} routed rows. Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
+    '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
+    const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
+    for (const r of report.runs.filter((x) => x.batch === batch)) {
+      const x = r.result;
+      if (!x) {
+        lines.push(`| ${batch} | ${r.policy} | error: ${r.error ?? '?'} | | | | | | | | |`);
+        continue;
+      }
+      const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(0)}%`);
+      lines.push(`| ${batch} | ${r.policy} | ${x.slots} | ${(x.deviceBytes / 2 ** 20).toFixed(0)} | ${x.decodeTokensPerS.toFixed(1)} | ${base ? (x.decodeTokensPerS / base).toFixed(2) + 'x' : '-'} | ${x.prefillTokensPerS.toFixed(0)} | ${pct(x.hitRate)} | ${pct(x.cpuExpertShare)} | ${(x.copyBytesPerToken / 1024).toFixed(0)} | ${(x.activationBytesPerToken / 1024).toFixed(1)} |`);
+    }
+  }
+  return [...lines, ''];
+}
+
 function fmtUs(us: number): string {
   return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
 }
@@ -329,6 +362,9 @@ async function main(): Promise<void> {
   const bigSpec: ModelSpec = QUICK ? { preset: 'tiny', type: 'q8_0', seed: 8 } : { preset: 'llama3-8b', nLayer: BIG_LAYERS, type: 'q8_0', seed: 8 };
   const bigFile = path.join(work, 'big.gguf');
   const bigReady = startChild('make-child.js', [JSON.stringify(bigSpec), bigFile]);
+  const moeSpec: ModelSpec = QUICK ? { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } : { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 };
+  const moeFile = path.join(work, 'moe.gguf');
+  const moeReady = startChild('make-child.js', [JSON.stringify(moeSpec), moeFile]);
 
   // 1. Every op case, then larger shapes.
   const small = runCases(ops, gpuId, opCases());
@@ -422,6 +458,24 @@ async function main(): Promise<void> {
       log(`policies: ${err ?? 'done'}`);
     }
   }
+  // MoE expert offload: the same file and device budget under each expert policy.
+  let experts: ExpertsReport | string = 'not run (out of time, or the executor put no work on the GPU)';
+  const moeName = QUICK ? 'tiny qwen2moe q8_0' : 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0';
+  const moeError = await moeReady;
+  if (moeError) experts = `model not written: ${moeError}`;
+  else if (executorOnGpu && elapsedS() < BUDGET_S) {
+    // Dense weights plus about a third of the experts fit the budget; n* from DESIGN.md's formula
+    // with a PCIe-class link (25 GB/s) and the CPU's expert rate (50 GFLOP/s a core).
+    const budget = Math.floor(statSync(moeFile).size * 0.4);
+    const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
+    const outFile = path.join(work, 'experts.json');
+    const err = await startChild('experts-child.js', [moeFile, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
+    experts = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertsReport) : (err ?? 'no report');
+    if (err && typeof experts !== 'string') experts.error = err;
+    log(`experts: ${err ?? 'done'}`);
+  }
+  results.experts = experts;
+
   rmSync(work, { recursive: true, force: true });
   results.timings = { matmulAndAttention: rows, estimates, endToEnd: e2eTiming };
   results.strategies = strategies;
@@ -431,7 +485,7 @@ async function main(): Promise<void> {
     '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
     ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
   md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
-  md.push(...strategyTable(bigName, strategies), ...policyTable(bigName, policies));
+  md.push(...strategyTable(bigName, strategies), ...policyTable(bigName, policies), ...expertsTable(moeName, experts));
 
   writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
   writeFileSync(path.join(outDir, 'results.md'), md.join('\n'));
