@@ -8,6 +8,7 @@ export { describeModel, type ModelDescription, type ModelHyperparams } from '../
 export type {
   ChatMessage,
   ChatOptions,
+  DeviceOption,
   GenerateOptions,
   Generation,
   GenerationChunk,
@@ -16,6 +17,10 @@ export type {
   LoadModelOptions,
   ModelInfo,
   ModelStats,
+  PolicyName,
+  PolicyStatsView,
+  StepInfo,
   StopReason,
+  Strategy,
   TokenizeOptions,
 } from './types.js';

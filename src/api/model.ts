@@ -1,17 +1,23 @@
 // loadModel() and Model: the public surface over the engine, the native model and the
 // tokenizer. Every request goes through the engine's queue, so concurrent generate()
-// and chat() calls share decode steps.
+// and chat() calls share decode steps. With a device beside the CPU every step runs under
+// a policy (src/sched) whose cost model is profiled at first use and cached.
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { GgufFile } from '../model/gguf.js';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
 import type { ChatTemplate } from '../model/chat-template.js';
-import { native, type NativeModel } from '../native/binding.js';
+import { native, type NativeModel, type NativeModelConfig } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
-import { Engine } from '../engine/engine.js';
+import type { StepPlan, StepResult } from '../native/step-plan.js';
+import { Engine, type EnginePolicy } from '../engine/engine.js';
 import { checkSchedulerConfig, PreemptionMode, type SchedulerConfig } from '../engine/scheduler.js';
-import { planKvBudget } from '../engine/kv-budget.js';
+import { planKvBudget, planTierBudget, type KvBudget } from '../engine/kv-budget.js';
+import { costShapeOf } from '../sched/cost-model.js';
+import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
+import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
+import { loadOrProfile, profileKey, profileModel, QUICK_GRID } from '../sched/profiler.js';
 import type { SequenceParams } from '../engine/sequence.js';
 import { GenerationStream } from './generation.js';
 import { checkKnownKeys, checkNumber, checkTokenIds, resolveGenerateOptions, SAMPLING_DEFAULTS } from './options.js';
@@ -21,9 +27,11 @@ import type {
   ChatOptions,
   GenerateOptions,
   Generation,
+  DeviceOption,
   LoadModelOptions,
   ModelInfo,
   ModelStats,
+  StepInfo,
   TokenizeOptions,
 } from './types.js';
 
@@ -40,7 +48,117 @@ const DEFAULT_OUTPUT_BUFFER = 256;
 const LOAD_OPTIONS = new Set([
   'threads', 'contextSize', 'kvBlockTokens', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
+  'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
 ]);
+
+const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
+const PROFILE_MODES = ['cached', 'refresh', 'quick'] as const;
+/** Options that only mean something with a device. */
+const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir'] as const;
+/** Share of a GPU's free memory (less the weights) the default device KV tier may take. */
+const GPU_KV_SHARE = 0.9;
+/** Device share of a kvCacheBytes/kvCacheFraction budget when a device is present and kvDeviceFraction is not given. */
+const DEFAULT_DEVICE_FRACTION = 0.5;
+
+/** The device options, checked: what the native load gets and which policy runs. */
+interface DevicePlan {
+  device: DeviceOption;
+  /** A device is expected (for 'auto': a usable GPU was found by the backend scan). */
+  present: boolean;
+  policy: PolicyName;
+  /** The GPU's free memory at scan time, bytes (undefined for the stand-in or when unknown). */
+  gpuFreeBytes: number | undefined;
+}
+
+function planDevice(where: string, options: LoadModelOptions): DevicePlan {
+  const device = options.device ?? 'none';
+  if (!DEVICES.includes(device)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: device must be one of ${DEVICES.map((d) => `'${d}'`).join(', ')}, got ${String(device)}`);
+  }
+  if (device === 'none') {
+    for (const key of DEVICE_ONLY_OPTIONS) {
+      if (options[key] !== undefined) {
+        throw new TandemError('TDM_BAD_ARGUMENT', `${where}: ${key} needs a device beside the CPU (device 'auto', 'gpu' or 'cpu-standin'); device is 'none'`);
+      }
+    }
+  }
+  if (options.deviceThreads !== undefined && device !== 'cpu-standin') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: deviceThreads is for device 'cpu-standin' only, device is '${device}'`);
+  }
+  checkNumber(where, 'deviceThreads', options.deviceThreads, 1, { min: 1, max: 1024, integer: true });
+  checkNumber(where, 'deviceWeightBytes', options.deviceWeightBytes, 0, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+  if (options.policy !== undefined && !(POLICY_NAMES as readonly string[]).includes(options.policy)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: policy must be one of ${POLICY_NAMES.map((p) => `'${p}'`).join(', ')}, got ${String(options.policy)}`);
+  }
+  const slo = checkNumber(where, 'tpotSloMs', options.tpotSloMs, 1, { min: 0 });
+  if (slo <= 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: tpotSloMs must be a number > 0, got ${slo}`);
+  if (options.profile !== undefined && !(PROFILE_MODES as readonly string[]).includes(options.profile)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: profile must be one of ${PROFILE_MODES.map((p) => `'${p}'`).join(', ')}, got ${String(options.profile)}`);
+  }
+  if (options.profileCacheDir !== undefined && (typeof options.profileCacheDir !== 'string' || options.profileCacheDir.length === 0)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: profileCacheDir must be a non-empty string`);
+  }
+  let present = device !== 'none';
+  let gpuFreeBytes: number | undefined;
+  if (device === 'auto' || device === 'gpu') {
+    const gpu = native().backends().find((b) => b.kind !== 'cpu' && b.status === 'selected');
+    if (device === 'auto') present = gpu !== undefined;
+    if (gpu && gpu.freeBytes > 0) gpuFreeBytes = gpu.freeBytes;
+  }
+  return { device, present, policy: options.policy ?? 'auto', gpuFreeBytes };
+}
+
+/** The KV pools' sizes: per-tier bytes, or the one budget split between the tiers. */
+function planKv(
+  where: string,
+  options: LoadModelOptions,
+  dev: DevicePlan,
+  req: { blockBytes: number; blockTokens: number; contextSize: number; maxSequences: number; weightBytes: number },
+): KvBudget {
+  const { blockBytes, blockTokens, contextSize } = req;
+  const defaultBytes = Math.ceil(contextSize / blockTokens) * req.maxSequences * blockBytes;
+  const deviceOnly = dev.present && dev.policy === 'gpu-only';
+  const perTier = options.kvDeviceBytes !== undefined || options.kvHostBytes !== undefined;
+  if (perTier) {
+    for (const key of ['kvCacheBytes', 'kvCacheFraction', 'kvDeviceFraction'] as const) {
+      if (options[key] !== undefined) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: give either kvDeviceBytes/kvHostBytes or ${key}, not both`);
+    }
+  }
+  const deviceBytes = checkNumber(where, 'kvDeviceBytes', options.kvDeviceBytes, -1, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+  const hostBytes = checkNumber(where, 'kvHostBytes', options.kvHostBytes, -1, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+  if (perTier || (dev.present && options.kvCacheBytes === undefined && options.kvCacheFraction === undefined)) {
+    let defaultDevice = dev.present ? defaultBytes : 0;
+    if (dev.gpuFreeBytes !== undefined) {
+      const weights = Math.min(options.deviceWeightBytes ?? req.weightBytes, req.weightBytes);
+      defaultDevice = Math.max(0, Math.min(defaultDevice, Math.floor(GPU_KV_SHARE * (dev.gpuFreeBytes - weights))));
+    }
+    return planTierBudget({
+      blockBytes,
+      blockTokens,
+      contextSize,
+      deviceBytes: deviceBytes >= 0 ? deviceBytes : defaultDevice,
+      hostBytes: hostBytes >= 0 ? hostBytes : defaultBytes,
+      deviceOnly,
+    });
+  }
+  const kvCacheBytes = options.kvCacheBytes === undefined ? undefined : checkNumber(where, 'kvCacheBytes', options.kvCacheBytes, 0, { min: 1 });
+  const kvCacheFraction =
+    options.kvCacheFraction === undefined ? undefined : checkNumber(where, 'kvCacheFraction', options.kvCacheFraction, 0, { min: 0, max: 1 });
+  if (kvCacheFraction === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvCacheFraction must be greater than 0`);
+  const kvDeviceFraction = checkNumber(where, 'kvDeviceFraction', options.kvDeviceFraction, dev.present ? DEFAULT_DEVICE_FRACTION : 0, { min: 0, max: 1 });
+  // With no GPU both tiers are host RAM, so a fractional budget is a share of os.freemem().
+  return planKvBudget({
+    blockBytes,
+    blockTokens,
+    contextSize,
+    bytes: kvCacheBytes,
+    fraction: kvCacheFraction,
+    freeBytes: os.freemem(),
+    defaultBytes,
+    deviceFraction: kvDeviceFraction,
+    deviceOnly,
+  });
+}
 
 /**
  * Loads a GGUF model for inference. Throws TandemError: TDM_NOT_FOUND or TDM_BAD_GGUF for
@@ -61,11 +179,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: onProgress must be a function`);
   }
-  const kvCacheBytes = options.kvCacheBytes === undefined ? undefined : checkNumber(where, 'kvCacheBytes', options.kvCacheBytes, 0, { min: 1 });
-  const kvCacheFraction =
-    options.kvCacheFraction === undefined ? undefined : checkNumber(where, 'kvCacheFraction', options.kvCacheFraction, 0, { min: 0, max: 1 });
-  if (kvCacheFraction === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvCacheFraction must be greater than 0`);
-  const kvDeviceFraction = checkNumber(where, 'kvDeviceFraction', options.kvDeviceFraction, 0, { min: 0, max: 1 });
+  const dev = planDevice(where, options);
   const maxQueued = checkNumber(where, 'maxQueuedRequests', options.maxQueuedRequests, DEFAULT_MAX_QUEUED, { min: 0, integer: true, infinite: true });
   const outputBuffer = checkNumber(where, 'outputBufferTokens', options.outputBufferTokens, DEFAULT_OUTPUT_BUFFER, { min: 1, integer: true, infinite: true });
   if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
@@ -94,17 +208,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     integer: true,
   });
   const blockBytes = description.kvBytesPerToken * kvBlockTokens;
-  // With no GPU both tiers are host RAM, so a fractional budget is a share of os.freemem().
-  const budget = planKvBudget({
-    blockBytes,
-    blockTokens: kvBlockTokens,
-    contextSize,
-    bytes: kvCacheBytes,
-    fraction: kvCacheFraction,
-    freeBytes: os.freemem(),
-    defaultBytes: Math.ceil(contextSize / kvBlockTokens) * maxSequences * blockBytes,
-    deviceFraction: kvDeviceFraction,
-  });
+  const budget = planKv(where, options, dev, { blockBytes, blockTokens: kvBlockTokens, contextSize, maxSequences, weightBytes: description.weightBytes });
   const schedulerConfig: SchedulerConfig = {
     contextSize,
     blockTokens: kvBlockTokens,
@@ -113,7 +217,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     maxChunkTokens: prefillChunk,
     // One step holds a full prefill chunk beside a decode token for every other sequence.
     maxStepTokens: prefillChunk + maxSequences,
-    strategy: 'cpu',
+    strategy: dev.present ? schedulerStrategyFor(dev.policy) : 'cpu',
     maxWaiting: maxQueued,
     prefixCaching: options.prefixCaching ?? true,
     preemption: options.preemption ?? PreemptionMode.Swap,
@@ -125,11 +229,16 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   let progressError: unknown;
   let nativeModel: NativeModel;
   try {
+    const deviceConfig: Partial<NativeModelConfig> = {};
+    if (dev.device !== 'none') deviceConfig.device = dev.device;
+    if (options.deviceThreads !== undefined) deviceConfig.deviceThreads = options.deviceThreads;
+    if (options.deviceWeightBytes !== undefined) deviceConfig.deviceWeightBytes = options.deviceWeightBytes;
     nativeModel = await native().loadModel(path, {
       hparams: hp,
       threads,
       kvBlockTokens,
       kvBlocks: schedulerConfig.numBlocks,
+      ...deviceConfig,
       // A throwing callback must not unwind through native code; its error fails the load instead.
       onProgress: userProgress && ((fraction: number) => {
         if (progressError !== undefined) return;
@@ -147,7 +256,32 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     nativeModel.dispose();
     throw progressError;
   }
-  const engine = new Engine(nativeModel, schedulerConfig);
+  const placement = nativeModel.placement;
+  let policy: EnginePolicy | undefined;
+  let profile: ModelInfo['profile'];
+  if (placement.device !== null) {
+    try {
+      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
+      if (options.profile === 'quick') {
+        const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1 });
+        policy = { name: dev.policy, cost: r.model };
+        profile = { source: 'quick', errors: r.errors };
+      } else {
+        const key = profileKey(hp, { threads, placement, kvBlockTokens, deviceThreads: options.deviceThreads });
+        const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
+        policy = { name: dev.policy, cost: r.model };
+        profile = { source: r.fromCache ? 'cache' : 'profiled', file: r.file, errors: r.errors };
+      }
+    } catch (err) {
+      nativeModel.dispose();
+      throw asTandemError(err);
+    }
+    if (options.tpotSloMs !== undefined) policy.options = { tpotSloUs: options.tpotSloMs * 1000 };
+  } else {
+    // device 'auto' found no GPU: the single-device CPU path.
+    schedulerConfig.strategy = 'cpu';
+  }
+  const engine = new Engine(nativeModel, schedulerConfig, { policy });
   const info: ModelInfo = {
     architecture: hp.architecture,
     nVocab: nativeModel.info.nVocab,
@@ -160,7 +294,16 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvBlocks: { ...budget.numBlocks },
     kvBlockBytes: nativeModel.info.kvBlockBytes,
     kvBytesPerToken: description.kvBytesPerToken,
+    device: placement.device,
+    deviceName: placement.deviceName,
+    // With no device every weight is in host RAM, whatever the native split says.
+    placement: placement.device === null
+      ? { deviceBytes: 0, hostBytes: placement.deviceBytes + placement.hostBytes, deviceTensors: 0, hostTensors: placement.deviceTensors + placement.hostTensors }
+      : { deviceBytes: placement.deviceBytes, hostBytes: placement.hostBytes, deviceTensors: placement.deviceTensors, hostTensors: placement.hostTensors },
+    policy: policy ? policy.name : 'cpu',
   };
+  if (policy && options.tpotSloMs !== undefined) info.tpotSloMs = options.tpotSloMs;
+  if (profile) info.profile = profile;
   return new Model(path, info, nativeModel, engine, tokenizer, template, outputBuffer);
 }
 
@@ -176,6 +319,9 @@ export class Model {
   private disposed: Promise<void> | undefined;
   /** Unread streamed tokens that pause a request. */
   private readonly outputBufferTokens: number;
+  private readonly stepListeners = new Set<(step: StepInfo) => void>();
+  /** Steps since load, counted while a listener is subscribed (and before, from the engine's stats). */
+  private stepCount = 0;
 
   /** Use loadModel(). */
   constructor(
@@ -199,7 +345,7 @@ export class Model {
   /** Queue and KV cache state, and running totals since load. */
   get stats(): ModelStats {
     const s = this.engine.stats;
-    return {
+    const stats: ModelStats = {
       numWaiting: s.numWaiting,
       numRunning: s.numRunning,
       numPaused: s.numPaused,
@@ -221,6 +367,71 @@ export class Model {
       stepUs: s.stepUs,
       phaseUs: s.phaseUs,
     };
+    const policy = this.engine.policy;
+    if (policy) {
+      const p = policy.stats;
+      stats.policy = {
+        name: policy.policy,
+        steps: p.steps,
+        strategies: { ...p.strategies },
+        deferrals: p.deferrals,
+        predictedSteps: p.predictedSteps,
+        unshapedSteps: p.unshapedSteps,
+      };
+      if (p.predictedSteps > 0) stats.policy.meanStepError = policy.meanStepError;
+    }
+    return stats;
+  }
+
+  /**
+   * Calls `listener` after every engine step with what the step did: its strategy, the
+   * sequences per KV tier, phase times and the policy's prediction beside the measured time.
+   * Called on the event loop; a listener that throws is unsubscribed. Returns the unsubscribe.
+   */
+  onStep(listener: (step: StepInfo) => void): () => void {
+    if (typeof listener !== 'function') throw new TandemError('TDM_BAD_ARGUMENT', 'onStep(): listener must be a function');
+    if (this.stepListeners.size === 0) {
+      this.stepCount = this.engine.stats.numSteps;
+      this.engine.onStep = (plan, result, decision) => this.emitStep(plan, result, decision);
+    }
+    this.stepListeners.add(listener);
+    return () => {
+      this.stepListeners.delete(listener);
+      if (this.stepListeners.size === 0) this.engine.onStep = undefined;
+    };
+  }
+
+  private emitStep(plan: StepPlan, result: StepResult, decision: StepDecision | undefined): void {
+    let device = 0;
+    let host = 0;
+    let cpuAttention = 0;
+    let tokens = 0;
+    for (const p of plan.sequences) {
+      if (p.kvTier === 'device') device++;
+      else host++;
+      if (p.attention === 'cpu') cpuAttention++;
+      tokens += p.tokens.length;
+    }
+    const info: StepInfo = {
+      step: ++this.stepCount,
+      policy: this.info.policy,
+      strategy: plan.strategy,
+      sequences: { device, host, deferred: decision ? decision.deferred.length : 0 },
+      cpuAttention,
+      tokens,
+      copies: plan.copies.length,
+      phaseUs: { ...result.phaseUs },
+      totalUs: result.totalUs,
+    };
+    if (decision) info.predictedUs = decision.predicted.stepUs;
+    for (const listener of [...this.stepListeners]) {
+      try {
+        listener(info);
+      } catch {
+        this.stepListeners.delete(listener);
+        if (this.stepListeners.size === 0) this.engine.onStep = undefined;
+      }
+    }
   }
 
   /** The ids that end a generation (EOS, EOT, ...), unless ignoreEos is set. */

@@ -1,8 +1,14 @@
 // The public types of tandem's API: options of loadModel(), generate() and chat(), and
 // what a generation streams and returns.
 import type { StopReason } from '../engine/sequence.js';
+import type { Strategy } from '../native/step-plan.js';
+import type { PredictionError } from '../sched/cost-model.js';
+import type { PolicyName } from '../sched/policy.js';
 
-export type { StopReason };
+export type { StopReason, Strategy, PolicyName };
+
+/** The device beside the CPU: 'none', 'auto' (a usable GPU, else none), 'gpu' (or TDM_BACKEND_UNAVAILABLE), 'cpu-standin' (a second CPU backend posing as a GPU: for tests, never GPU numbers). */
+export type DeviceOption = 'none' | 'auto' | 'gpu' | 'cpu-standin';
 
 export interface LoadModelOptions {
   /** CPU threads for compute. Default: the machine's physical cores. */
@@ -21,7 +27,7 @@ export interface LoadModelOptions {
   kvCacheFraction?: number;
   /**
    * Share of the KV cache in the device tier, [0, 1]. With no GPU both tiers are host RAM
-   * and the split only exercises placement and moves; default 0 there.
+   * and the split only exercises placement and moves; default 0 there, 0.5 with a device.
    */
   kvDeviceFraction?: number;
   /** Share KV blocks between requests with a common prompt prefix (system prompts, multi-turn chats). Default true. */
@@ -38,6 +44,33 @@ export interface LoadModelOptions {
   outputBufferTokens?: number;
   /** Called with the fraction of weights loaded, 0 to 1. */
   onProgress?: (fraction: number) => void;
+  /** The device beside the CPU. Default 'none': the single-device CPU path. */
+  device?: DeviceOption;
+  /** Threads of the 'cpu-standin' device (only with it). Default 1. */
+  deviceThreads?: number;
+  /** Device memory for weights, bytes (needs a device). Default: all that fits; the rest stay in host RAM and their matmuls run on the CPU. */
+  deviceWeightBytes?: number;
+  /**
+   * Bytes of KV cache in the device tier (device memory with a GPU): a cap that makes
+   * device-KV pressure real. With kvHostBytes it replaces kvCacheBytes, kvCacheFraction and
+   * kvDeviceFraction. Default with a device: room for maxSequences full contexts, within
+   * 90% of the GPU's free memory less the weights.
+   */
+  kvDeviceBytes?: number;
+  /** Bytes of KV cache in the host tier (host RAM). Default with a device: room for maxSequences full contexts; with none, see kvCacheBytes. */
+  kvHostBytes?: number;
+  /** What decides every step with a device (needs one): 'auto' (default) picks per step; 'gpu-only', 'pipeline' (NEO) and 'overlap' (APEX) always run that strategy. */
+  policy?: PolicyName;
+  /** Target time per output token, milliseconds, that 'auto' keeps its predicted step under when it can (needs a device). */
+  tpotSloMs?: number;
+  /**
+   * The cost model's timings (needs a device): 'cached' (default) reads this machine's and
+   * model's profile from the cache or profiles once (a few seconds to a minute) and caches
+   * it; 'refresh' profiles again; 'quick' times a dozen sizes and caches nothing (tests).
+   */
+  profile?: 'cached' | 'refresh' | 'quick';
+  /** Where profiles are cached. Default $TANDEM_CACHE, else ~/.cache/tandem. */
+  profileCacheDir?: string;
 }
 
 export interface GenerateOptions {
@@ -163,6 +196,57 @@ export interface ModelInfo {
   kvBlockBytes: number;
   /** Bytes of KV cache per token. */
   kvBytesPerToken: number;
+  /** The device in use beside the CPU: its kind ('cuda', 'hip', 'cpu-standin'), or null on the single-device CPU path. */
+  device: string | null;
+  /** The device's name ('' with none). */
+  deviceName: string;
+  /** Where the weights went: bytes and matrices on the device and in host RAM. */
+  placement: { deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number };
+  /** The policy every step runs under; 'cpu' on the single-device path. */
+  policy: PolicyName | 'cpu';
+  /** The TPOT target given to the policy, milliseconds. */
+  tpotSloMs?: number;
+  /** With a policy: where its cost model came from (the cache file, a fresh profile, a quick one) and its error on held-out sizes. */
+  profile?: { source: 'cache' | 'profiled' | 'quick'; file?: string; errors: PredictionError[] };
+}
+
+/** What one engine step did, for Model.onStep (the bench's and a user's view of the scheduler). */
+export interface StepInfo {
+  /** Steps since load, this one included. */
+  step: number;
+  /** The policy that shaped the step; 'cpu' on the single-device path. */
+  policy: PolicyName | 'cpu';
+  strategy: Strategy;
+  /** Sequences in the step by KV tier, and running ones the policy left out of it. */
+  sequences: { device: number; host: number; deferred: number };
+  /** Sequences whose attention ran on the CPU while the device did the rest (host-tier KV). */
+  cpuAttention: number;
+  /** Tokens processed (prefill chunks and decodes). */
+  tokens: number;
+  /** KV block copies before the forward pass (swaps, copy on write). */
+  copies: number;
+  /** Measured time per phase, microseconds. */
+  phaseUs: Record<string, number>;
+  /** Measured wall time of the step, microseconds. */
+  totalUs: number;
+  /** The policy's predicted step time, microseconds (absent on the single-device path). */
+  predictedUs?: number;
+}
+
+/** Running totals of the policy (Model.stats.policy). */
+export interface PolicyStatsView {
+  name: PolicyName;
+  steps: number;
+  /** Steps run under each strategy. */
+  strategies: Record<Strategy, number>;
+  /** Sequence-steps left out (host-tier sequences sitting a step out). */
+  deferrals: number;
+  /** Steps whose prediction was compared with the measured time. */
+  predictedSteps: number;
+  /** Mean |predicted - measured| / measured step time (undefined before any). */
+  meanStepError?: number;
+  /** Steps the policy would have left wholly out, run unshaped instead (attention where the KV is). */
+  unshapedSteps: number;
 }
 
 /** Load, queue and KV cache state, and running totals since load, for monitoring and the bench. */
@@ -195,4 +279,6 @@ export interface ModelStats {
   /** Summed step wall time and per-phase time, microseconds. */
   stepUs: number;
   phaseUs: Record<string, number>;
+  /** With a device: what the policy did. */
+  policy?: PolicyStatsView;
 }

@@ -443,7 +443,8 @@ export class BenchRunner {
     let lastDraw = 0;
     const memory = new PeakMemory();
     const monitor = new CpuLoadMonitor();
-    const device = instance.backends.some((b) => b !== 'cpu') ? new DeviceMemorySampler() : undefined;
+    // A GPU backend makes the bench sample device memory; the CPU stand-in for a device has none.
+    const device = instance.backends.some((b) => b !== 'cpu' && b !== 'cpu-standin') ? new DeviceMemorySampler() : undefined;
     const counters0 = instance.counters?.();
     memory.reset();
     device?.start();

@@ -1,10 +1,14 @@
 // The decode loop: owns the request queue (through the Scheduler) and runs one step at a
 // time on an executor (the native model, or a fake in tests). Concurrent requests share
-// steps; the loop awaits each native step, so compute never blocks the event loop.
+// steps; the loop awaits each native step, so compute never blocks the event loop. With a
+// device beside the CPU a policy (src/sched) gates admission and shapes every plan.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import type { KvTier, StepPlan, StepResult } from '../native/step-plan.js';
 import { asTandemError, TandemError } from '../native/errors.js';
+import type { CostModel } from '../sched/cost-model.js';
+import type { PolicyName, StepDecision } from '../sched/policy.js';
+import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions } from '../sched/policy-scheduler.js';
 import { Scheduler, type SchedulerConfig, type SchedulerCounters, type SequenceEvent } from './scheduler.js';
 import { Sequence, type SequenceMetrics, type SequenceParams, type StopReason } from './sequence.js';
 
@@ -61,6 +65,21 @@ export interface EngineStats extends SchedulerCounters {
   phaseUs: Record<string, number>;
 }
 
+/** The policy the engine runs every step under (a device beside the CPU). */
+export interface EnginePolicy {
+  name: PolicyName;
+  /** Predicted subtask times (the profiler's tables); refitted online from each step's phases. */
+  cost: CostModel;
+  options?: PolicySchedulerOptions;
+}
+
+export interface EngineOptions {
+  /** The clock of the metrics, milliseconds. Default performance.now. */
+  now?: () => number;
+  /** Run under a policy; the Scheduler's strategy is set to match it. Default: none (the plain single-device path). */
+  policy?: EnginePolicy;
+}
+
 interface Live {
   seq: Sequence;
   observer: SequenceObserver;
@@ -68,8 +87,10 @@ interface Live {
 
 export class Engine {
   readonly scheduler: Scheduler;
-  /** Called after every step with its plan and result (metrics, the cost model's online fit). */
-  onStep: ((plan: StepPlan, result: StepResult) => void) | undefined;
+  /** The policy wrapping `scheduler`, when the engine runs under one. */
+  readonly policy: PolicyScheduler | undefined;
+  /** Called after every step with its plan, result and (under a policy) the decision behind the plan. */
+  onStep: ((plan: StepPlan, result: StepResult, decision: StepDecision | undefined) => void) | undefined;
   private readonly executor: StepExecutor;
   /** The clock of the metrics, milliseconds (performance.now by default). */
   private readonly now: () => number;
@@ -83,9 +104,11 @@ export class Engine {
   private looping = false;
   private closed = false;
 
-  constructor(executor: StepExecutor, config: SchedulerConfig, options: { now?: () => number } = {}) {
+  constructor(executor: StepExecutor, config: SchedulerConfig, options: EngineOptions = {}) {
     this.executor = executor;
-    this.scheduler = new Scheduler(config);
+    const policy = options.policy;
+    this.scheduler = new Scheduler(policy ? { ...config, strategy: schedulerStrategyFor(policy.name) } : config);
+    this.policy = policy && new PolicyScheduler(this.scheduler, policy.name, policy.cost, policy.options);
     this.now = options.now ?? (() => performance.now());
   }
 
@@ -96,7 +119,8 @@ export class Engine {
   submit(prompt: readonly number[], params: SequenceParams, observer: SequenceObserver): number {
     if (this.closed) throw new TandemError('TDM_DISPOSED', 'the model was disposed');
     const seq = new Sequence(this.nextSeqId++, prompt, params, this.now());
-    this.scheduler.add(seq);
+    if (this.policy) this.policy.add(seq);
+    else this.scheduler.add(seq);
     this.live.set(seq.id, { seq, observer });
     this.totals.numRequests++;
     this.kick();
@@ -180,13 +204,14 @@ export class Engine {
   }
 
   private async run(): Promise<void> {
+    const planner = this.policy ?? this.scheduler;
     try {
       // Paused requests alone do not keep the loop going; setPaused(id, false) restarts it.
       while (this.scheduler.hasRunnableWork && !this.closed) {
         // One turn of the event loop between steps: abort signals, timers and I/O get their turn.
         await nextTurn();
         if (this.closed) break;
-        const plan = this.scheduler.schedule();
+        const plan = planner.schedule();
         if (plan.sequences.length === 0 && plan.copies.length === 0) {
           if (!this.scheduler.hasRunnableWork) break;
           throw new TandemError('TDM_INTERNAL', `the scheduler planned nothing for ${this.scheduler.numWaiting} waiting and ${this.scheduler.numRunning} running requests`);
@@ -200,13 +225,14 @@ export class Engine {
         try {
           result = await this.executor.step(plan);
         } catch (err) {
-          for (const event of this.scheduler.fail(plan, asTandemError(err))) this.dispatch(event);
+          for (const event of planner.fail(plan, asTandemError(err))) this.dispatch(event);
           continue;
         }
         this.numSteps++;
         this.account(result);
-        const events = this.scheduler.update(plan, result);
-        this.onStep?.(plan, result);
+        const decision = this.policy?.lastDecision;
+        const events = planner.update(plan, result);
+        this.onStep?.(plan, result, decision);
         for (const event of events) this.dispatch(event);
       }
     } catch (err) {

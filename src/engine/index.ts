@@ -2,7 +2,7 @@
 // accounting with prefix caching, and the memory budget that sizes it.
 export { BlockPool } from './block-pool.js';
 export { KvBlockManager, otherTier, TIERS, type KvOwner } from './kv-blocks.js';
-export { planKvBudget, type KvBudget, type KvBudgetRequest } from './kv-budget.js';
+export { planKvBudget, planTierBudget, type KvBudget, type KvBudgetRequest, type TierBudgetRequest } from './kv-budget.js';
 export { blockHash, extendBlockHashes } from './prefix-hash.js';
 export { Sequence, type SequenceMetrics, type SequenceParams, type SequenceStatus, type StopReason } from './sequence.js';
 export {
@@ -13,4 +13,4 @@ export {
   type SchedulerCounters,
   type SequenceEvent,
 } from './scheduler.js';
-export { Engine, type EngineStats, type SequenceObserver, type StepExecutor, type TierStats } from './engine.js';
+export { Engine, type EngineOptions, type EnginePolicy, type EngineStats, type SequenceObserver, type StepExecutor, type TierStats } from './engine.js';

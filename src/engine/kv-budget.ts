@@ -64,3 +64,34 @@ export function planKvBudget(req: KvBudgetRequest): KvBudget {
   }
   return { bytes: (device + host) * blockBytes, numBlocks: { device, host } };
 }
+
+export interface TierBudgetRequest {
+  blockBytes: number;
+  blockTokens: number;
+  contextSize: number;
+  /** Bytes of KV in the device tier (device memory with a GPU). */
+  deviceBytes: number;
+  /** Bytes of KV in the host tier (host RAM). */
+  hostBytes: number;
+  /** Only the device tier runs sequences ('gpu-only'; the host tier is swap space): it alone must fit a full context. */
+  deviceOnly: boolean;
+}
+
+/** Block counts from a byte budget per tier; TDM_BAD_ARGUMENT when no runnable tier fits one full context. */
+export function planTierBudget(req: TierBudgetRequest): KvBudget {
+  const { blockBytes, blockTokens, contextSize } = req;
+  const device = Math.min(Math.floor(req.deviceBytes / blockBytes), MAX_BLOCKS);
+  const host = Math.min(Math.floor(req.hostBytes / blockBytes), MAX_BLOCKS);
+  const perSequence = Math.ceil(contextSize / blockTokens);
+  const largest = req.deviceOnly ? device : Math.max(device, host);
+  if (largest < perSequence) {
+    throw new TandemError(
+      'TDM_BAD_ARGUMENT',
+      `kvDeviceBytes ${req.deviceBytes} and kvHostBytes ${req.hostBytes} give ${device} device and ${host} host KV blocks of ${blockBytes} bytes ` +
+        `(${blockTokens} tokens each), but one sequence of contextSize ${contextSize} needs ${perSequence} in ` +
+        `${req.deviceOnly ? 'the device tier (policy gpu-only runs sequences there only)' : 'one tier'}; ` +
+        'give the KV cache more memory or load the model with a smaller contextSize',
+    );
+  }
+  return { bytes: (device + host) * blockBytes, numBlocks: { device, host } };
+}

@@ -39,6 +39,8 @@ export interface PolicyStats {
   predictedSteps: number;
   /** Sum of |predicted - measured| / measured step times. */
   sumAbsRelError: number;
+  /** Steps the policy would have left wholly out, run as the Scheduler planned them instead. */
+  unshapedSteps: number;
 }
 
 export class PolicyScheduler {
@@ -52,6 +54,7 @@ export class PolicyScheduler {
     deferrals: 0,
     predictedSteps: 0,
     sumAbsRelError: 0,
+    unshapedSteps: 0,
   };
   /** The decision behind the plan in flight (or the last one). */
   lastDecision: StepDecision | undefined;
@@ -97,6 +100,7 @@ export class PolicyScheduler {
     }
     const running = plan.sequences.map((p) => this.view(p));
     const decision = POLICIES[this.policy]({ running, waiting: [], kv: this.kvView(), cost: this.cost, options: this.options });
+    if (decision.sequences.length === 0 && plan.copies.length === 0) return this.unshaped(plan);
     this.lastDecision = decision;
     const how = new Map(decision.sequences.map((d) => [d.seqId, d]));
     const sequences: ShapedSequencePlan[] = [];
@@ -115,6 +119,22 @@ export class PolicyScheduler {
     this.stats.steps++;
     this.stats.strategies[decision.strategy]++;
     return { strategy: decision.strategy, copies: plan.copies, sequences };
+  }
+
+  /**
+   * The Scheduler's plan as it is, each sequence's attention where its KV lives: for a step
+   * the policy would leave wholly out, so that the engine always has work to run and deferral
+   * can never stall it. No decision and no prediction go with it.
+   */
+  private unshaped(plan: StepPlan): StepPlan {
+    this.lastDecision = undefined;
+    const sequences = plan.sequences.map((p): ShapedSequencePlan => ({ ...p, attention: p.kvTier === 'device' ? 'gpu' : 'cpu' }));
+    for (const p of sequences) this.deferredSteps.delete(p.seqId);
+    const strategy: Strategy = sequences.some((p) => p.kvTier === 'host') ? 'overlap' : 'gpu-only';
+    this.stats.steps++;
+    this.stats.strategies[strategy]++;
+    this.stats.unshapedSteps++;
+    return { strategy, copies: plan.copies, sequences };
   }
 
   /** Applies a step's results (see Scheduler.update), refits the cost model and records the prediction error. */

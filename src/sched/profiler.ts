@@ -50,6 +50,19 @@ export const DEFAULT_GRID: ProfileGrid = {
   ],
 };
 
+/** A grid of a dozen-odd timings for tests and quick runs: coarse tables, fitted in a moment on a small model. */
+export const QUICK_GRID: ProfileGrid = {
+  linearTokens: [1, 4, 16],
+  attentionRequests: [1, 4],
+  attentionContexts: [16, 128],
+  prefillTokens: [16, 64],
+  copyBytes: [4096, 262144],
+  heldOut: [
+    { kind: 'linear', tokens: 8 },
+    { kind: 'cpuAttention', requests: 2, context: 64 },
+  ],
+};
+
 /** The grid the simulator profiles its virtual machines on (wider: big batches, long contexts). */
 export const SIM_GRID: ProfileGrid = {
   linearTokens: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
@@ -152,9 +165,10 @@ export interface ProfileKey {
   model: string;
 }
 
-export function profileKey(hp: ModelHyperparams, info: { threads: number; placement: NativeModel['placement']; kvBlockTokens: number }): ProfileKey {
+export function profileKey(hp: ModelHyperparams, info: { threads: number; placement: NativeModel['placement']; kvBlockTokens: number; deviceThreads?: number }): ProfileKey {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  const device = info.placement.device ? `${info.placement.device}: ${info.placement.deviceName}` : 'no device';
+  const threads = info.deviceThreads === undefined ? '' : ` x${info.deviceThreads} threads`;
+  const device = info.placement.device ? `${info.placement.device}: ${info.placement.deviceName}${threads}` : 'no device';
   return {
     machine: `${cpu} x${info.threads} threads | ${device}`,
     model:

@@ -1,17 +1,18 @@
 // tandem as a bench system, through the public API only (loadModel / generate): what a
-// user's service would see. `extra` load options name a policy, so that tandem's policies
-// (gpu-only, auto, ...) become one registry entry each.
+// user's service would see. `extra` load options name a policy and a device and its KV
+// budget, so that tandem's policies (gpu-only, auto, ...) become one registry entry each.
 import { loadModel, type LoadModelOptions } from '../../api/index.js';
 import type { BenchSystem, LoadedSystem, SystemConfig } from './system.js';
 
 /** Load options a system entry may add (a policy, a memory budget) on top of the bench's config. */
 export type TandemExtraOptions = Omit<LoadModelOptions, 'threads' | 'contextSize' | 'maxSequences' | 'prefillChunkTokens' | 'onProgress'>;
 
-export function tandemSystem(name: string, about: string, extra: TandemExtraOptions = {}): BenchSystem {
+/** `baseline`: ratios in reports are against it (tandem:gpu-only, when policies are compared). */
+export function tandemSystem(name: string, about: string, extra: TandemExtraOptions = {}, baseline = false): BenchSystem {
   return {
     name,
     about,
-    baseline: false,
+    baseline,
     async load(modelPath: string, config: SystemConfig): Promise<LoadedSystem> {
       const model = await loadModel(modelPath, {
         ...extra,
@@ -20,12 +21,27 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         maxSequences: config.maxSequences,
         prefillChunkTokens: config.batchTokens,
       });
-      const details: Record<string, string | number | boolean> = {
-        backends: model.info.backends.join(','),
-        kvBlockTokens: model.info.kvBlockTokens,
-        numKvBlocks: model.info.numKvBlocks,
-      };
+      const info = model.info;
+      // The options as given first; what the model reports it runs on wins (device 'auto' names the GPU found).
+      const details: Record<string, string | number | boolean> = {};
       for (const [k, v] of Object.entries(extra)) details[k] = typeof v === 'object' ? JSON.stringify(v) : String(v);
+      Object.assign(details, {
+        backends: info.backends.join(','),
+        kvBlockTokens: info.kvBlockTokens,
+        numKvBlocks: info.numKvBlocks,
+        kvBlocksDevice: info.kvBlocks.device,
+        kvBlocksHost: info.kvBlocks.host,
+        policy: info.policy,
+        device: info.device === null ? 'none' : `${info.device}: ${info.deviceName}`,
+        weightBytesDevice: info.placement.deviceBytes,
+        weightBytesHost: info.placement.hostBytes,
+      });
+      // The stand-in runs on the CPU: whatever it measures is never a GPU number.
+      if (info.device === 'cpu-standin') details.simulatedDevice = 'cpu-standin (CPU posing as the device; not GPU numbers)';
+      if (info.profile) {
+        details.profile = info.profile.source;
+        for (const e of info.profile.errors) details[`profileError.${e.kind}`] = Number(e.meanAbsRelError.toFixed(3));
+      }
       return {
         details,
         backends: model.info.backends,
@@ -37,7 +53,18 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
           }
           await gen.result;
         },
-        counters: () => ({ steps: model.stats.numSteps }),
+        counters: () => {
+          const st = model.stats;
+          const c: Record<string, number> = { steps: st.numSteps, moves: st.numMoves, preemptions: st.numPreemptions };
+          if (st.policy) {
+            for (const [strategy, n] of Object.entries(st.policy.strategies)) if (n > 0) c[`steps.${strategy}`] = n;
+            c.deferrals = st.policy.deferrals;
+            // A run's mean step prediction error is the change of the sum over the change of the count.
+            c.predictedSteps = st.policy.predictedSteps;
+            c.stepErrorSum = st.policy.predictedSteps > 0 ? st.policy.meanStepError! * st.policy.predictedSteps : 0;
+          }
+          return c;
+        },
         dispose: () => model.dispose(),
       };
     },

@@ -11,7 +11,8 @@ import { describeMachine } from '../../bench/machine.js';
 import { BENCH_MODELS } from '../../bench/models.js';
 import { REPORT_SCHEMA, writeReports, fmt, type BenchReport } from '../../bench/report.js';
 import { BenchRunner, type BenchPlan } from '../../bench/runner.js';
-import { DEFAULT_SYSTEMS, SYSTEMS, systemsByName } from '../../bench/systems/index.js';
+import { DEFAULT_SYSTEMS, SYSTEMS, systemRegistry, systemsByName, type TandemExtraOptions } from '../../bench/systems/index.js';
+import type { DeviceOption } from '../../api/types.js';
 import { ONLINE_LENGTHS, WORKLOAD_KINDS, type WorkloadKind } from '../../bench/workloads.js';
 import type { Command } from '../command.js';
 import { createProgressBar, type ProgressBar } from '../progress.js';
@@ -38,6 +39,14 @@ const OPTIONS = {
   seed: { type: 'string' },
   out: { type: 'string', short: 'o' },
   cache: { type: 'string' },
+  device: { type: 'string' },
+  'device-threads': { type: 'string' },
+  'device-weight-mib': { type: 'string' },
+  'kv-device-mib': { type: 'string' },
+  'kv-host-mib': { type: 'string' },
+  'policy-tpot-ms': { type: 'string' },
+  profile: { type: 'string' },
+  'profile-dir': { type: 'string' },
   quick: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
@@ -52,7 +61,9 @@ and SVG plots to --out.
                             (default tinyllama-q4_K_M; --quick: quick). Bench models,
                             written once to the cache with random weights:
 ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${k.padEnd(18)}${v.about}`).join('\n')}
-      --systems LIST        ${SYSTEMS.map((s) => s.name).join(', ')} (default all)
+      --systems LIST        ${SYSTEMS.map((s) => s.name).join(', ')}
+                            (default ${DEFAULT_SYSTEMS.join(',')}; tandem:POLICY needs --device;
+                            ratios are against llama.cpp or tandem:gpu-only, the first listed)
   -t, --threads LIST        CPU thread counts, e.g. 1,2 (default: physical cores)
       --workloads LIST      ${WORKLOAD_KINDS.join(',')} (default all)
       --pp LIST             prompt lengths (default 512; --quick 128)
@@ -74,7 +85,18 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
       --cache DIR           synthetic model cache (default $TANDEM_CACHE/models or
                             ~/.cache/tandem/models)
       --quick               a small model and short workloads: under two minutes
-  -h, --help                this help`;
+  -h, --help                this help
+
+  tandem's device beside the CPU (applies to every tandem system):
+      --device KIND         none, auto, gpu, cpu-standin (a CPU posing as the device:
+                            tests only, never GPU numbers) (default none)
+      --device-threads N    threads of the cpu-standin device (default 1)
+      --device-weight-mib N device memory for weights (default: all that fits)
+      --kv-device-mib N     KV cache in device memory: cap it to make memory pressure real
+      --kv-host-mib N       KV cache in host RAM
+      --policy-tpot-ms MS   TPOT target the auto policy keeps to when it can
+      --profile MODE        cost-model timings: cached (default), refresh, quick
+      --profile-dir DIR     profile cache (default $TANDEM_CACHE or ~/.cache/tandem)`;
 
 function list(flag: string, value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
@@ -107,6 +129,44 @@ function packageVersion(): string {
   } catch {
     return 'unknown';
   }
+}
+
+const MIB = 1024 * 1024;
+const DEVICE_KINDS: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
+const PROFILE_MODES = ['cached', 'refresh', 'quick'] as const;
+
+/** tandem's load options from the device flags (each tandem system gets them). */
+export function tandemOptionsFromFlags(values: Record<string, unknown>): TandemExtraOptions {
+  const v = values as Partial<Record<keyof typeof OPTIONS, string>>;
+  const out: TandemExtraOptions = {};
+  const device = v.device as DeviceOption | undefined;
+  if (device !== undefined && !DEVICE_KINDS.includes(device)) throw usageError(`--device: unknown '${device}' (known: ${DEVICE_KINDS.join(', ')})`);
+  if (device !== undefined && device !== 'none') out.device = device;
+  const needsDevice = ['device-threads', 'device-weight-mib', 'policy-tpot-ms', 'profile', 'profile-dir'] as const;
+  for (const flag of needsDevice) if (v[flag] !== undefined && !out.device) throw usageError(`--${flag} needs --device (auto, gpu or cpu-standin)`);
+  const threads = one('device-threads', v['device-threads']);
+  if (threads !== undefined) {
+    if (out.device !== 'cpu-standin') throw usageError('--device-threads is for --device cpu-standin only');
+    out.deviceThreads = threads;
+  }
+  const mib = (flag: 'device-weight-mib' | 'kv-device-mib' | 'kv-host-mib') => {
+    const n = one(flag, v[flag], false, 0);
+    return n === undefined ? undefined : Math.floor(n * MIB);
+  };
+  const weights = mib('device-weight-mib');
+  if (weights !== undefined) out.deviceWeightBytes = weights;
+  const kvDevice = mib('kv-device-mib');
+  if (kvDevice !== undefined) out.kvDeviceBytes = kvDevice;
+  const kvHost = mib('kv-host-mib');
+  if (kvHost !== undefined) out.kvHostBytes = kvHost;
+  const slo = one('policy-tpot-ms', v['policy-tpot-ms'], false);
+  if (slo !== undefined) out.tpotSloMs = slo;
+  if (v.profile !== undefined) {
+    if (!(PROFILE_MODES as readonly string[]).includes(v.profile)) throw usageError(`--profile: unknown '${v.profile}' (known: ${PROFILE_MODES.join(', ')})`);
+    out.profile = v.profile as (typeof PROFILE_MODES)[number];
+  }
+  if (v['profile-dir'] !== undefined) out.profileCacheDir = v['profile-dir'];
+  return out;
 }
 
 /** The run's plan from the flags; --quick changes the defaults, explicit flags still win. */
@@ -179,7 +239,8 @@ export const command: Command = {
     const plan = planFromFlags(values);
     const models = (values.model ?? []).flatMap((m) => list('model', m) ?? []);
     if (models.length === 0) models.push(values.quick ? 'quick' : 'tinyllama-q4_K_M');
-    const systems = systemsByName(list('systems', values.systems) ?? [...DEFAULT_SYSTEMS]);
+    const tandemOptions = tandemOptionsFromFlags(values);
+    const systems = systemsByName(list('systems', values.systems) ?? [...DEFAULT_SYSTEMS], systemRegistry(tandemOptions));
     const threads = numbers('threads', values.threads) ?? [physicalCoreCount()];
     const started = new Date();
     const out = values.out ?? path.join('bench-results', `${started.toISOString().slice(0, 10)}-${os.hostname()}`);
@@ -226,7 +287,7 @@ export const command: Command = {
     for (const row of report.summary) {
       const ratio = row.ratio !== undefined ? `  ${fmt(row.ratio)}x ${row.baseline}` : '';
       const floor = row.floorFraction !== undefined ? `  ${(row.floorFraction * 100).toFixed(0)}% of floor` : '';
-      console.log(`${row.model} ${row.threads}t ${row.workload.padEnd(16)} ${row.system.padEnd(10)} ${fmt(row.value).padStart(8)} ${row.metric}${ratio}${floor}`);
+      console.log(`${row.model} ${row.threads}t ${row.workload.padEnd(16)} ${row.system.padEnd(16)} ${fmt(row.value).padStart(8)} ${row.metric}${ratio}${floor}`);
     }
     for (const w of report.warnings) console.error(`warning: ${w}`);
     console.error(`tandem bench: reports in ${out}`);

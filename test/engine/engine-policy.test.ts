@@ -1,0 +1,98 @@
+// The engine under each policy, with a fake executor that keeps real KV data (no addon): a
+// queue that overflows the device tier finishes with the tokens that correct block handling
+// gives, plans are shaped by the policy (attention where the KV is), host sequences that sit
+// steps out never reach the executor as an empty plan, and the step hook sees each decision.
+import t from 'tap';
+import { Engine, type SchedulerConfig, type SequenceParams, type StopReason } from '../../src/engine/index.js';
+import type { CostModel } from '../../src/sched/cost-model.js';
+import type { StepDecision } from '../../src/sched/policy.js';
+import { expectedContinuation, FakeKvModel } from './fake-kv-model.js';
+
+const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
+const PARAMS: SequenceParams = { maxTokens: 12, sampling: GREEDY, stopTokens: new Set(), penaltyWindow: 0, returnPromptLogits: false };
+
+/** Device work flat per step; CPU attention `cpuPerToken` µs per cached token (a fast or a slow CPU). */
+function fakeCost(cpuPerToken: number): CostModel {
+  return {
+    shape: { nLayer: 1, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 1000 },
+    linearUs: (n) => (n <= 0 ? 0 : 10_000 + Math.max(0, n - 64) * 50),
+    deviceAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.1 : 0),
+    prefillAttentionUs: (n, c) => n * (c + n / 2) * 0.001,
+    cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * cpuPerToken : 0),
+    cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * cpuPerToken * 0.01,
+    copyUs: (b) => (b > 0 ? 10 + b / 1000 : 0),
+  };
+}
+
+const CONFIG: SchedulerConfig = {
+  contextSize: 48,
+  blockTokens: 4,
+  // The device tier holds about three of the twelve requests at once.
+  numBlocks: { device: 24, host: 80 },
+  maxRunning: 8,
+  maxChunkTokens: 8,
+  maxStepTokens: 32,
+  strategy: 'cpu',
+};
+
+const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 6 + 2 * i }, (_, k) => 5 + ((k * 17 + i * 3) % 200)));
+
+const ps0 = (engine: Engine) => engine.policy!.stats;
+
+async function serve(engine: Engine): Promise<{ tokens: number[][]; reasons: StopReason[] }> {
+  const tokens: number[][] = prompts.map(() => []);
+  const reasons: StopReason[] = [];
+  await Promise.all(
+    prompts.map(
+      (p, i) =>
+        new Promise<void>((resolve, reject) => {
+          engine.submit(p, PARAMS, {
+            onToken: (tok) => tokens[i]!.push(tok),
+            onFinish: (reason) => (reasons.push(reason), resolve()),
+            onError: reject,
+          });
+        }),
+    ),
+  );
+  return { tokens, reasons };
+}
+
+for (const [policy, cpu] of [['gpu-only', 0.5], ['pipeline', 0.5], ['overlap', 0.5], ['auto', 0.5], ['auto', 40]] as const) {
+  t.test(`${policy}${policy === 'auto' ? (cpu > 1 ? ' (slow CPU)' : ' (fast CPU)') : ''}: every request finishes with the right tokens`, async (t) => {
+    const model = new FakeKvModel(CONFIG.blockTokens, CONFIG.numBlocks);
+    model.record = true;
+    const engine = new Engine(model, CONFIG, { policy: { name: policy, cost: fakeCost(cpu) } });
+    t.equal(engine.scheduler.config.strategy, policy === 'gpu-only' ? 'gpu-only' : 'overlap', "the Scheduler's strategy follows the policy");
+    const decisions: (StepDecision | undefined)[] = [];
+    engine.onStep = (_plan, _result, decision) => decisions.push(decision);
+    const { tokens, reasons } = await serve(engine);
+    t.same(reasons, prompts.map(() => 'maxTokens'));
+    t.same(tokens, prompts.map((p) => expectedContinuation(p, PARAMS.maxTokens)), 'the tokens of correct block handling');
+    t.equal(model.plans.filter((p) => p.sequences.length === 0 && p.copies.length === 0).length, 0, 'no empty plan reached the executor');
+    t.equal(model.plans.filter((p) => p.sequences.some((s) => (s.kvTier === 'host') !== (s.attention === 'cpu'))).length, 0, 'attention runs where the KV is');
+    if (policy === 'gpu-only') t.ok(model.plans.every((p) => p.sequences.every((s) => s.kvTier === 'device')), 'gpu-only runs device-tier sequences only');
+    t.equal(decisions.length, engine.stats.numSteps);
+    t.equal(ps0(engine).steps, engine.stats.numSteps, 'the policy shaped every step the engine ran');
+    t.equal(decisions.filter((d) => d === undefined).length, ps0(engine).unshapedSteps, 'each shaped step came with its decision');
+    t.ok(decisions.every((d) => d === undefined || d.policy === policy));
+    const ps = engine.policy!.stats;
+    t.equal(ps.strategies.cpu, 0, 'no step ran the single-device strategy');
+    const hostSteps = model.plans.filter((p) => p.sequences.some((s) => s.kvTier === 'host')).length;
+    t.comment(`${JSON.stringify(ps.strategies)}; ${hostSteps} steps with host sequences, ${ps.deferrals} deferrals, ${engine.stats.numMoves} moves, ${ps.unshapedSteps} unshaped`);
+    await engine.close();
+  });
+}
+
+t.test('no policy: the single-device path, plans as before', async (t) => {
+  const model = new FakeKvModel(CONFIG.blockTokens, CONFIG.numBlocks);
+  model.record = true;
+  const engine = new Engine(model, CONFIG);
+  t.equal(engine.policy, undefined);
+  const decisions: (StepDecision | undefined)[] = [];
+  engine.onStep = (_plan, _result, decision) => decisions.push(decision);
+  const { tokens } = await serve(engine);
+  t.same(tokens, prompts.map((p) => expectedContinuation(p, PARAMS.maxTokens)));
+  t.ok(model.plans.every((p) => p.strategy === 'cpu'));
+  t.ok(decisions.length > 0 && decisions.every((d) => d === undefined));
+  await engine.close();
+});
