@@ -15,16 +15,23 @@ const POSITIONS = 128;
  * Tolerances, by the kind of weights.
  * - float (f32, f16, bf16): both sides round the same values (f16 KV cache, f16/bf16
  *   activations for f16/bf16 weights); only summation order differs.
- * - quantized: both quantize activations (q8_0/q8_1/q8_K) before the dot products, but
- *   ggml's x86 paths compute the scale as 127/amax and round half to even where the
- *   reference rounds half away from zero, so a few activation quanta differ: logits move
- *   by up to about 0.07 on these models (KL up to about 3e-4).
+ * - quantized: both quantize activations the same way (q8_0/q8_1 as ggml's x86
+ *   quantize_row_q8_0/q8_1, scale 127/amax and round half to even; q8_K as its reference),
+ *   but tandem's packed AVX-512 matmuls sum the int8 block products in another float order
+ *   than ggml's vec_dot (eight lanes, one fma per block) and its repacked q4_0/q4_K gemms. A
+ *   last-bit difference in one layer's output moves the next layer's activations across a
+ *   rounding boundary of their 8-bit quantization now and then, a whole quantum instead of
+ *   an ulp: mean KL about 2e-5 where kernels that sum in ggml's order give about 1e-8 on the
+ *   same files. The runs then part at near ties only: every miss measured is at a llama.cpp
+ *   top-1 margin below 0.026 logits.
  * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
- * which the two runs may legitimately pick different tokens.
+ * which the two runs may legitimately pick different tokens (about twice the largest margin
+ * measured); `minTop1` is the raw top-1 agreement over all positions (measured: float 127 of
+ * 128 or better, quantized 123 of 128 or better).
  */
 const TOLERANCE = {
-  float: { maxKl: 1e-4, nearTie: 0.02 },
-  quantized: { maxKl: 2e-3, nearTie: 0.1 },
+  float: { maxKl: 1e-4, nearTie: 0.02, minTop1: 0.99 },
+  quantized: { maxKl: 2e-3, nearTie: 0.05, minTop1: 0.95 },
 } as const;
 
 /**
@@ -133,6 +140,7 @@ for (const c of cases) {
       if (c.moe) t.ok(flips <= MOE_ROUTING_FLIPS * ids.length, `${flips} positions above KL ${tol.maxKl} (routing flips) within ${MOE_ROUTING_FLIPS * 100}%`);
       else t.equal(flips, 0, `every position within KL ${tol.maxKl} (max ${maxKl.toExponential(2)})`);
       t.ok(decisiveAgree >= MIN_TOP1 * decisive, `top-1 agrees at ${decisiveAgree} of ${decisive} decisive positions`);
+      t.ok(rawAgree >= tol.minTop1 * ids.length, `top-1 agrees at ${rawAgree} of ${ids.length} positions (at least ${tol.minTop1 * 100}%)`);
       t.ok(decisive >= ids.length / 3, 'at least a third of the positions are decisive, so the agreement means something');
     } finally {
       await model.dispose();
