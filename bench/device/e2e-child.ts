@@ -1,6 +1,6 @@
 // One side of the device check's end-to-end comparison, run in its own process so that the
 // backend registry sees its own environment (the CPU side runs with TANDEM_GPU=0): loads a
-// GGUF through the executor, prefills a fixed prompt with every logit returned, decodes greedily,
+// GGUF through the executor, prefills a fixed prompt with every logit returned, decodes fixed tokens,
 // and, with --timing, times a long prefill and decode steps. Writes a JSON report.
 // Modes: gpu (every weight, the KV and attention on the device), split (half the weight bytes on
 // the device: the rest, routed experts first, computed on the CPU), host-kv (weights on the
@@ -27,7 +27,7 @@ export interface ChildReport {
   nVocab: number;
   /** Logits of every prompt token, row after row. */
   promptLogits: number[];
-  /** Greedy continuation and the logits each decode step returned. */
+  /** The greedy token after the prompt and after each teacher-forced decode step, and each decode step's logits. */
   tokens: number[];
   decodeLogits: number[][];
   timing?: { prefillTokens: number; prefillMs: number; decodeSteps: number; decodeMsPerToken: number; phaseUs: Record<string, number> };
@@ -84,13 +84,15 @@ async function main(): Promise<void> {
   const p = prompt(48, nVocab);
   const first = await model.step(plan(mode, seq(mode, p, 0, blocks, { returnAllLogits: true })));
   report.promptLogits = Array.from(first.sequences[0].allLogits ?? []);
-  let tok = first.sequences[0].token;
+  // Decode steps fed fixed tokens (teacher forcing), so that both processes see the same
+  // context at every step and each step's greedy token and logits can be compared.
+  const forced = prompt(64, nVocab).slice(48);
+  report.tokens.push(first.sequences[0].token);
   let pos = p.length;
-  for (let i = 0; i < 16; i++) {
-    report.tokens.push(tok);
+  for (const tok of forced) {
     const r = await model.step(plan(mode, seq(mode, [tok], pos, blocks, { returnLogits: true })));
     report.decodeLogits.push(Array.from(r.sequences[0].logits ?? []));
-    tok = r.sequences[0].token;
+    report.tokens.push(r.sequences[0].token);
     pos += 1;
   }
 

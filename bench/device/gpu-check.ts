@@ -169,15 +169,15 @@ function compareE2e(name: string, dev: ChildReport, cpu: ChildReport): E2eResult
   let agree = 0;
   for (let r = 0; r < rows; r++) if (top1(dev.promptLogits, dev.nVocab, r) === top1(cpu.promptLogits, cpu.nVocab, r)) agree++;
   const same = dev.tokens.filter((t, i) => t === cpu.tokens[i]).length;
-  // Greedy continuations may part after a near-tie; the teacher-forced prompt logits may not.
-  const ok = promptNmse <= E2E_NMSE_TOLERANCE;
+  // Both sides are teacher-forced, so greedy tokens may part only at near-ties.
+  const ok = promptNmse <= E2E_NMSE_TOLERANCE && decodeNmse <= E2E_NMSE_TOLERANCE;
   const p = dev.placement;
   return {
     model: name,
     mode: dev.mode,
     status: ok ? 'agree' : 'disagree',
     detail: `${p.deviceTensors} matrices on ${p.device ?? 'no device'}, ${p.hostTensors} in host RAM; prompt logits nmse ${promptNmse.toExponential(2)}, ` +
-      `top-1 ${agree}/${rows}; decode logits nmse ${decodeNmse.toExponential(2)}, ${same}/${dev.tokens.length} greedy tokens equal`,
+      `top-1 ${agree}/${rows}; teacher-forced decode logits nmse ${decodeNmse.toExponential(2)}, ${same}/${dev.tokens.length} greedy tokens equal`,
     promptLogitsNmse: promptNmse,
     promptTop1Agree: agree / rows,
     decodeLogitsNmse: decodeNmse,
@@ -411,7 +411,7 @@ async function main(): Promise<void> {
     }
   }
   results.endToEnd = e2e;
-  md.push(`## End to end (executor), device against CPU (tolerance: prompt logits nmse <= ${E2E_NMSE_TOLERANCE})`, '',
+  md.push(`## End to end (executor), device against CPU (tolerance: prompt and teacher-forced decode logits nmse <= ${E2E_NMSE_TOLERANCE})`, '',
     'Modes: gpu = every weight, KV and attention on the device; split = half the weight bytes on the device, the rest (routed experts first) computed on the CPU; host-kv = weights on the device, KV in host RAM and attention on the CPU (overlap).', '',
     '| model | mode | result | detail |', '|---|---|---|---|', ...e2e.map((r) => `| ${r.model} | ${r.mode} | ${r.status} | ${r.detail} |`), '');
   if (e2e.some((r) => r.status !== 'agree' && r.status !== 'skipped')) process.exitCode = 1;
@@ -439,7 +439,7 @@ async function main(): Promise<void> {
       ? [{ context: 64, deviceSeqs: 2, hostSeqs: 2 }]
       : [{ context: 1024, deviceSeqs: 16, hostSeqs: 16 }, { context: 2048, deviceSeqs: 8, hostSeqs: 24 }, { context: 512, deviceSeqs: 32, hostSeqs: 8 }];
     const outFile = path.join(work, 'strategies.json');
-    const err = await startChild('strategy-child.js', [bigFile, outFile, JSON.stringify(regimes), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
+    const err = await startChild('strategy-child.js', [bigFile, outFile, JSON.stringify(regimes), ...(simulate ? ['--device', 'cpu-standin'] : [])], 120);
     strategies = err ?? (JSON.parse(readFileSync(outFile, 'utf8')) as StrategyReport);
     log(`strategies: ${typeof strategies === 'string' ? strategies : 'done'}`);
     if (elapsedS() < BUDGET_S) {
@@ -452,7 +452,7 @@ async function main(): Promise<void> {
       w.kvDeviceBytes = Math.ceil(w.requests / 3) * perRequest;
       w.kvHostBytes = w.requests * perRequest;
       const policyFile = path.join(work, 'policies.json');
-      const err = await startChild('policy-child.js', [bigFile, policyFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
+      const err = await startChild('policy-child.js', [bigFile, policyFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
       policies = existsSync(policyFile) ? (JSON.parse(readFileSync(policyFile, 'utf8')) as PolicyReport) : (err ?? 'no report');
       if (err && typeof policies !== 'string') policies.error = err;
       log(`policies: ${err ?? 'done'}`);
@@ -469,7 +469,7 @@ async function main(): Promise<void> {
     const budget = Math.floor(statSync(moeFile).size * 0.4);
     const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
     const outFile = path.join(work, 'experts.json');
-    const err = await startChild('experts-child.js', [moeFile, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])]);
+    const err = await startChild('experts-child.js', [moeFile, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
     experts = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertsReport) : (err ?? 'no report');
     if (err && typeof experts !== 'string') experts.error = err;
     log(`experts: ${err ?? 'done'}`);

@@ -200,8 +200,11 @@ function attentionCases(): OpCase[] {
     let next = 0;
     const perSeq = s.seqs.map(([start, n]) => Math.ceil((start + n) / s.blockTokens));
     const nBlocks = perSeq.reduce((a, b) => a + b, 0) + 3;
-    // Block ids handed out in a scrambled order, as a long-running pool would.
-    const order = Array.from({ length: nBlocks }, (_, i) => (i * 7 + 3) % nBlocks);
+    // Block ids handed out in a scrambled order, as a long-running pool would. The stride must
+    // be coprime with nBlocks: otherwise sequences share blocks and their writes race on a GPU.
+    const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+    const stride = [7, 11, 13, 17].find((k) => gcd(k, nBlocks) === 1)!;
+    const order = Array.from({ length: nBlocks }, (_, i) => (i * stride + 3) % nBlocks);
     const seqs = s.seqs.map(([startPos, nTokens], i) => {
       const blockTable = Int32Array.from({ length: perSeq[i] }, () => order[next++]);
       const len = startPos + nTokens;
