@@ -61,3 +61,12 @@ t.test('usage errors say what is wrong', async (t) => {
   t.equal(help.code, 0);
   t.match(help.stdout, /usage: tandem generate -m FILE/);
 });
+
+t.test('--device and --policy reach loadModel (the CPU stand-in plays the device)', async (t) => {
+  const r = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--device', 'cpu-standin', '--policy', 'overlap', 'Once upon a time']);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(CONTINUATION.startsWith(r.stdout.trimEnd()) && r.stdout.length > 30, `the stand-in gives the CPU path's greedy text: ${JSON.stringify(r.stdout)}`);
+  await t.rejects(run(['-m', STORIES, '--device', 'tpu', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /device/ });
+  await t.rejects(run(['-m', STORIES, '--device', 'cpu-standin', '--policy', 'fastest', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /policy/ });
+  await t.rejects(run(['-m', STORIES, '--device-weight-mib', 'lots', 'x']), { message: /--device-weight-mib expects a number/ });
+});

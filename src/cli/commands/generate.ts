@@ -13,6 +13,9 @@ export const SHARED_OPTIONS = {
   model: { type: 'string', short: 'm' },
   threads: { type: 'string', short: 't' },
   'ctx-size': { type: 'string', short: 'c' },
+  device: { type: 'string' },
+  policy: { type: 'string' },
+  'device-weight-mib': { type: 'string' },
   'max-tokens': { type: 'string', short: 'n' },
   temp: { type: 'string' },
   'top-k': { type: 'string' },
@@ -30,6 +33,10 @@ export const SHARED_OPTIONS = {
 export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -t, --threads N           CPU threads (default: physical cores)
   -c, --ctx-size N          tokens of context per sequence (default: the model's, at most 4096)
+      --device D            none (default), auto (a usable GPU, else none), gpu, or cpu-standin
+                            (a second CPU backend posing as a GPU: for testing, never GPU numbers)
+      --policy P            with a device: auto (default), gpu-only, pipeline or overlap
+      --device-weight-mib N device memory for weights (default: all that fits; the rest run on the CPU)
   -n, --max-tokens N        tokens to generate at most (default 256; 0 = until the end or a full context)
       --temp T              temperature; 0 is greedy (default 0.8)
       --top-k K             (default 40; 0 = off)
@@ -78,8 +85,13 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   const options: LoadModelOptions = {};
   const threads = toNumber('threads', values.threads);
   const contextSize = toNumber('ctx-size', values['ctx-size']);
+  const deviceWeightMib = toNumber('device-weight-mib', values['device-weight-mib']);
   if (threads !== undefined) options.threads = threads;
   if (contextSize !== undefined) options.contextSize = contextSize;
+  // Device and policy names are checked by loadModel, with its messages.
+  if (values.device !== undefined) options.device = values.device as LoadModelOptions['device'];
+  if (values.policy !== undefined) options.policy = values.policy as LoadModelOptions['policy'];
+  if (deviceWeightMib !== undefined) options.deviceWeightBytes = Math.floor(deviceWeightMib * 2 ** 20);
   return options;
 }
 
