@@ -276,7 +276,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       nativeModel.dispose();
       throw asTandemError(err);
     }
-    if (options.tpotSloMs !== undefined) policy.options = { tpotSloUs: options.tpotSloMs * 1000 };
+    // A GPU's driver-side phase times are queueing, not work: its tables are refitted from whole steps only.
+    policy.options = { refit: { deviceSynchronous: placement.device === 'cpu-standin' } };
+    if (options.tpotSloMs !== undefined) policy.options.tpotSloUs = options.tpotSloMs * 1000;
   } else {
     // device 'auto' found no GPU: the single-device CPU path.
     schedulerConfig.strategy = 'cpu';

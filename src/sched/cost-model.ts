@@ -1,10 +1,12 @@
 // The cost model: predicted time of each subtask of a step (NEO's profiled tables with
 // linear and bilinear interpolation, APEX's per-subtask predictions), filled by the profiler
-// and refitted online from the phase times every StepResult carries.
+// and refitted online from the phase times every StepResult carries (on a GPU, whose phases
+// time only the queueing, from whole steps: per-sequence sampling and a factor per strategy).
 import { TandemError } from '../native/errors.js';
-import type { StepPlan, StepResult } from '../native/step-plan.js';
+import type { StepPlan, StepResult, Strategy } from '../native/step-plan.js';
 import type { ModelHyperparams } from '../model/describe.js';
 import { Bilinear, PiecewiseLinear, type BilinearJson, type PiecewiseLinearJson } from './interp.js';
+import { predictStep, type SeqWork } from './step-time.js';
 
 /** What the step-time formulas need to know about the model besides the tables. */
 export interface CostShape {
@@ -39,6 +41,10 @@ export interface CostModel {
   cpuPrefillAttentionUs(tokens: number, context: number): number;
   /** One copy of `bytes` between host and device memory. */
   copyUs(bytes: number): number;
+  /** Host time after the pass to read and sample the next token of `seqs` sequences (absent: 0). */
+  samplingUs?(seqs: number): number;
+  /** Measured over predicted time of a step's forward pass under `strategy` (absent or unknown: 1). */
+  strategyFactor?(strategy: Strategy): number;
 }
 
 /**
@@ -66,6 +72,10 @@ export interface CostTablesJson {
   cpuPrefillAttention: PiecewiseLinearJson;
   /** µs by bytes of one copy. */
   copy: PiecewiseLinearJson;
+  /** Learned online: host sampling µs per sampled sequence (absent: 0). */
+  samplingPerSeqUs?: number;
+  /** Learned online: measured over predicted forward pass per strategy (absent: 1). */
+  strategyFactors?: Partial<Record<Strategy, number>>;
 }
 
 /** How the online refit treats a step's measured phases. */
@@ -85,6 +95,19 @@ export interface StepObservation {
   deviceAttention?: { requests: number; context: number; us: number };
   cpuAttention?: { requests: number; context: number; us: number };
   copy?: { bytes: number; us: number };
+  /** Host sampling of `seqs` sampled sequences. */
+  sampling?: { seqs: number; us: number };
+  /** The forward pass of a decode-only step: the step less its swaps and sampling (µs), for the strategy factor. */
+  pass?: { strategy: Strategy; us: number };
+}
+
+/** The work of a plan's sequences, as the step-time formulas take it. */
+export function planWork(plan: StepPlan): SeqWork[] {
+  return plan.sequences.map((s) => {
+    const w: SeqWork = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
+    if (s.subBatch !== undefined) w.subBatch = s.subBatch;
+    return w;
+  });
 }
 
 /** The subtasks a StepResult's phases measure: linear work of one-pass steps, attention of decode-only sides (prefill mixes two tables). */
@@ -106,8 +129,23 @@ export function observationOf(plan: StepPlan, result: StepResult, blockBytes: nu
   }
   const crossing = plan.copies.filter((c) => c.fromTier !== c.toTier).length;
   if (crossing > 0 && crossing === plan.copies.length && g('copies') > 0) obs.copy = { bytes: blockBytes, us: g('copies') / crossing };
+  const sampled = plan.sequences.filter((s) => s.sample).length;
+  if (sampled > 0 && 'sampling' in ph) obs.sampling = { seqs: sampled, us: g('sampling') };
+  // The whole step is the one time an asynchronous device reports truly; decode-only steps
+  // only, as prefill chunks price logits for every row where a step reads one per sequence.
+  const pass = result.totalUs - g('copies') - g('sampling');
+  if (tokens > 0 && tokens === plan.sequences.length && Number.isFinite(pass) && pass > 0) obs.pass = { strategy: plan.strategy, us: pass };
   return obs;
 }
+
+/** Weight of a new sample in a running estimate: the mean over the first ones, then `rate`. */
+function blend(old: number, x: number, n: number, rate: number): number {
+  return old + (x - old) * Math.max(rate, 1 / (n + 1));
+}
+
+/** Strategy factors stay in this range: a bad step cannot make a strategy look free or hopeless. */
+const FACTOR_MIN = 0.25;
+const FACTOR_MAX = 4;
 
 /** The cost model over profiled tables (see the profiler), refitted online. */
 export class TableCostModel implements CostModel {
@@ -120,6 +158,10 @@ export class TableCostModel implements CostModel {
   readonly copy: PiecewiseLinear;
   /** Steps whose measurements were taken in. */
   numObserved = 0;
+  /** Host sampling µs per sampled sequence, and the steps it was measured on. */
+  private samplingPerSeq: { us: number; n: number };
+  /** Measured over predicted forward pass by strategy, and the steps behind each. */
+  private readonly factors = new Map<Strategy, { f: number; n: number }>();
 
   constructor(t: CostTablesJson) {
     if (t.version !== 1) throw new TandemError('TDM_BAD_ARGUMENT', `cost tables of version ${String(t.version)} are not supported (1 is)`);
@@ -130,6 +172,12 @@ export class TableCostModel implements CostModel {
     this.cpuAttention = Bilinear.fromJSON(t.cpuAttention);
     this.cpuPrefillAttention = PiecewiseLinear.fromJSON(t.cpuPrefillAttention);
     this.copy = PiecewiseLinear.fromJSON(t.copy);
+    const perSeq = t.samplingPerSeqUs;
+    this.samplingPerSeq = { us: typeof perSeq === 'number' && Number.isFinite(perSeq) && perSeq >= 0 ? perSeq : 0, n: 0 };
+    for (const [k, f] of Object.entries(t.strategyFactors ?? {})) {
+      // Saved factors are a starting point: they count as one step, so this run's steps soon outweigh them.
+      if (typeof f === 'number' && Number.isFinite(f) && f > 0) this.factors.set(k as Strategy, { f: Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, f)), n: 1 });
+    }
   }
 
   linearUs(tokens: number): number {
@@ -156,7 +204,27 @@ export class TableCostModel implements CostModel {
     return bytes > 0 ? this.copy.at(bytes) : 0;
   }
 
-  /** Takes a step's measured phases into the tables (see observationOf); returns what it took. */
+  samplingUs(seqs: number): number {
+    return seqs > 0 ? seqs * this.samplingPerSeq.us : 0;
+  }
+
+  /**
+   * The strategy's own factor once one of its steps was measured, else the tables' word (1)
+   * or, where every strategy tried so far ran faster than its tables, the least of those
+   * factors (a bias they share). Optimistic on purpose: a policy that chooses by prediction
+   * then tries the strategy once and learns its own factor.
+   */
+  strategyFactor(strategy: Strategy): number {
+    const own = this.factors.get(strategy);
+    if (own) return own.f;
+    return Math.min(1, ...[...this.factors.values()].map((x) => x.f));
+  }
+
+  /**
+   * Takes a step's measured phases into the tables (see observationOf); returns what it took.
+   * The strategy factor compares the measured pass with the tables' prediction after their
+   * refit, so it keeps only what the tables cannot express (on a GPU: waits, launch gaps).
+   */
   observeStep(plan: StepPlan, result: StepResult, options: ObserveOptions = {}): StepObservation {
     const rate = options.rate ?? 0.1;
     const obs = observationOf(plan, result, this.shape.kvBlockBytes);
@@ -165,6 +233,19 @@ export class TableCostModel implements CostModel {
     if (obs.deviceAttention && device) this.deviceAttention.observe(obs.deviceAttention.requests, obs.deviceAttention.context, obs.deviceAttention.us, rate);
     if (obs.cpuAttention) this.cpuAttention.observe(obs.cpuAttention.requests, obs.cpuAttention.context, obs.cpuAttention.us, rate);
     if (obs.copy && device) this.copy.observe(obs.copy.bytes, obs.copy.us, rate);
+    if (obs.sampling) {
+      const s = this.samplingPerSeq;
+      s.us = blend(s.us, obs.sampling.us / obs.sampling.seqs, s.n++, rate);
+    }
+    if (obs.pass) {
+      const predicted = predictStep(obs.pass.strategy, planWork(plan), this).passUs;
+      if (predicted > 0) {
+        const x = Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, obs.pass.us / predicted));
+        const f = this.factors.get(obs.pass.strategy);
+        if (f) f.f = blend(f.f, x, f.n++, rate);
+        else this.factors.set(obs.pass.strategy, { f: x, n: 1 });
+      }
+    }
     this.numObserved++;
     return obs;
   }
@@ -179,6 +260,8 @@ export class TableCostModel implements CostModel {
       cpuAttention: this.cpuAttention.toJSON(),
       cpuPrefillAttention: this.cpuPrefillAttention.toJSON(),
       copy: this.copy.toJSON(),
+      samplingPerSeqUs: this.samplingPerSeq.us,
+      strategyFactors: Object.fromEntries([...this.factors].map(([k, v]) => [k, v.f])),
     };
   }
 }

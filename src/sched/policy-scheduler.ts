@@ -24,7 +24,7 @@ export function schedulerStrategyFor(policy: PolicyName): Strategy {
 }
 
 export interface PolicySchedulerOptions extends PolicyOptions {
-  /** Online refit of a TableCostModel from each step's phases; false turns it off. Default: rate 0.1, synchronous device. */
+  /** Online refit of a TableCostModel from each step's phases and total; false turns it off. Default: rate 0.1, synchronous device (say deviceSynchronous: false for a GPU). */
   refit?: false | ObserveOptions;
 }
 
@@ -184,7 +184,10 @@ export class PolicyScheduler {
     }
     if (waiting.length === 0) return [];
     waiting.sort((a, b) => a.id - b.id);
-    const views = waiting.map((s): RequestView => ({ seqId: s.id, tier: undefined, context: 0, newTokens: s.tokens.length, numBlocks: 0, deferredSteps: 0, arrival: s.id }));
+    const views = waiting.map((s): RequestView => ({
+      seqId: s.id, tier: undefined, context: 0, newTokens: s.tokens.length, numBlocks: 0, deferredSteps: 0, arrival: s.id,
+      remainingTokens: Math.max(0, s.params.maxTokens - s.numGenerated),
+    }));
     const admitted = new Set(POLICIES[this.policy]({ running, waiting: views, kv: this.kvView(), cost: this.cost, options: this.options }).admit.map((a) => a.seqId));
     const held = waiting.filter((s) => !admitted.has(s.id));
     for (const seq of held) this.scheduler.setPaused(seq.id, true);

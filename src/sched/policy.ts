@@ -25,6 +25,8 @@ export interface RequestView {
   deferredSteps: number;
   /** Admission order: smaller is older (the priority order of vLLM's preemption). */
   arrival: number;
+  /** Tokens it may still generate (its maxTokens less those generated), when known. */
+  remainingTokens?: number;
 }
 
 /** Block counts of one tier. */

@@ -32,7 +32,7 @@ export interface ProfileGrid {
 /** The first-use grid for a real model: a few dozen timings. */
 export const DEFAULT_GRID: ProfileGrid = {
   linearTokens: [1, 2, 4, 8, 16, 32, 64, 128],
-  attentionRequests: [1, 4, 16],
+  attentionRequests: [1, 4, 16, 64],
   attentionContexts: [64, 256, 1024],
   prefillTokens: [16, 64, 256],
   copyBytes: [4096, 262144, 16777216],

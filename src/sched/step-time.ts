@@ -2,8 +2,11 @@
 // following the executor's schedule (native/core/executor.cpp): in order ('cpu',
 // 'gpu-only'); one batch with CPU attention beside the device's and a join before o_proj
 // ('overlap', APEX); two sub-batches whose device and CPU work alternate ('pipeline', NEO).
-// Every layer is alike, so whole-step subtask times stand in for per-layer ones. A batch is
-// summarised as a load (sums over its sequences) so that policies can try placements in O(1).
+// Every layer is alike, so whole-step subtask times stand in for per-layer ones. Around the
+// forward pass: the swaps before it, and the host's per-sequence sampling after it; the
+// forward pass is scaled by the strategy's measured-over-predicted factor (learned online:
+// on a GPU, waits and launch gaps no profiled subtask shows). A batch is summarised as a load
+// (sums over its sequences) so that policies can try placements in O(1).
 import type { AttentionDevice, Strategy } from '../native/step-plan.js';
 import type { CostModel } from './cost-model.js';
 
@@ -32,15 +35,18 @@ export interface Load {
   cpuPrefillUs: number;
   /** Rows whose q/k/v go down and outputs come up. */
   cpuRows: number;
+  /** Sequences, each sampled once after the pass. */
+  seqs: number;
 }
 
 export function emptyLoad(): Load {
-  return { tokens: 0, gpuDecodes: 0, gpuDecodeContext: 0, cpuDecodes: 0, cpuDecodeContext: 0, gpuPrefillUs: 0, cpuPrefillUs: 0, cpuRows: 0 };
+  return { tokens: 0, gpuDecodes: 0, gpuDecodeContext: 0, cpuDecodes: 0, cpuDecodeContext: 0, gpuPrefillUs: 0, cpuPrefillUs: 0, cpuRows: 0, seqs: 0 };
 }
 
 /** Adds one sequence's work to a load (in place) and returns it. */
 export function addWork(load: Load, w: SeqWork, cost: CostModel): Load {
   load.tokens += w.tokens;
+  load.seqs++;
   if (w.attention === 'cpu') load.cpuRows += w.tokens;
   if (w.tokens === 1) {
     if (w.attention === 'gpu') {
@@ -87,6 +93,25 @@ export interface StepTime {
   copiesUs: number;
   /** Time the device spent waiting for the CPU (CPU attention not hidden). */
   exposedCpuUs: number;
+  /** The forward pass as the subtask tables put it, before `factor`. */
+  passUs: number;
+  /** The strategy's measured-over-predicted factor applied to passUs (1 when none is known). */
+  factor: number;
+  /** Host sampling of every sequence after the pass. */
+  samplingUs: number;
+}
+
+/** The cost model's strategy factor, 1 without one (or a non-finite or non-positive one). */
+function factorOf(cost: CostModel, strategy: Strategy): number {
+  const f = cost.strategyFactor?.(strategy) ?? 1;
+  return Number.isFinite(f) && f > 0 ? f : 1;
+}
+
+/** Completes a prediction: the pass scaled by the strategy's factor, then sampling and swaps added. */
+function finish(strategy: Strategy, t: Omit<StepTime, 'stepUs' | 'factor' | 'samplingUs'>, seqs: number, cost: CostModel): StepTime {
+  const factor = t.passUs > 0 ? factorOf(cost, strategy) : 1;
+  const samplingUs = seqs > 0 ? (cost.samplingUs?.(seqs) ?? 0) : 0;
+  return { ...t, stepUs: factor * t.passUs + samplingUs + t.copiesUs, factor, samplingUs };
 }
 
 /** The predicted step of one batch (`b1` absent or empty) or two pipelined sub-batches, with `copyBlocks` KV blocks swapped first. */
@@ -101,31 +126,31 @@ export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined,
     const dev1 = lin1 + s1.deviceUs;
     const cpu0 = s0.cpuUs + s0.transferUs;
     const cpu1 = s1.cpuUs + s1.transferUs;
-    return {
-      stepUs: Math.max(dev0, cpu1) + Math.max(dev1, cpu0) + copiesUs,
+    return finish(strategy, {
+      passUs: Math.max(dev0, cpu1) + Math.max(dev1, cpu0),
       linearUs: lin0 + lin1,
       deviceAttentionUs: s0.deviceUs + s1.deviceUs,
       cpuAttentionUs: s0.cpuUs + s1.cpuUs,
       transferUs: s0.transferUs + s1.transferUs,
       copiesUs,
       exposedCpuUs: Math.max(0, cpu1 - dev0) + Math.max(0, cpu0 - dev1),
-    };
+    }, b0.seqs + b1.seqs, cost);
   }
   const all = b1 && b1.tokens > 0 ? merge(b0, b1) : b0;
-  if (all.tokens === 0) return { stepUs: copiesUs, linearUs: 0, deviceAttentionUs: 0, cpuAttentionUs: 0, transferUs: 0, copiesUs, exposedCpuUs: 0 };
+  if (all.tokens === 0) return finish(strategy, { passUs: 0, linearUs: 0, deviceAttentionUs: 0, cpuAttentionUs: 0, transferUs: 0, copiesUs, exposedCpuUs: 0 }, 0, cost);
   const s = sideTime(all, cost);
   const linearUs = cost.linearUs(s.tokens);
   const cpu = s.cpuUs + s.transferUs;
   const concurrent = strategy === 'overlap' || strategy === 'pipeline';
-  return {
-    stepUs: linearUs + (concurrent ? Math.max(s.deviceUs, cpu) : s.deviceUs + cpu) + copiesUs,
+  return finish(strategy, {
+    passUs: linearUs + (concurrent ? Math.max(s.deviceUs, cpu) : s.deviceUs + cpu),
     linearUs,
     deviceAttentionUs: s.deviceUs,
     cpuAttentionUs: s.cpuUs,
     transferUs: s.transferUs,
     copiesUs,
     exposedCpuUs: concurrent ? Math.max(0, cpu - s.deviceUs) : cpu,
-  };
+  }, all.seqs, cost);
 }
 
 export function merge(a: Load, b: Load): Load {
@@ -138,6 +163,7 @@ export function merge(a: Load, b: Load): Load {
     gpuPrefillUs: a.gpuPrefillUs + b.gpuPrefillUs,
     cpuPrefillUs: a.cpuPrefillUs + b.cpuPrefillUs,
     cpuRows: a.cpuRows + b.cpuRows,
+    seqs: a.seqs + b.seqs,
   };
 }
 

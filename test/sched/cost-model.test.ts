@@ -6,7 +6,8 @@ import { costShapeOf, fitTables, observationOf, predictionErrors, TableCostModel
 import { gridProbes, measureGrid, SIM_GRID, type ProfileGrid } from '../../src/sched/profiler.js';
 import { HARDWARE, rooflineCostModel, SIM_MODELS } from '../../src/sched/hardware.js';
 import { Rng } from '../../src/sched/sim/workload.js';
-import type { SequencePlan, StepPlan } from '../../src/native/step-plan.js';
+import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
+import { predictStep } from '../../src/sched/step-time.js';
 
 t.test('piecewise-linear tables interpolate, extrapolate and fit', async (t) => {
   const p = new PiecewiseLinear([1, 2, 4], [10, 20, 20]);
@@ -102,6 +103,65 @@ t.test('a step\'s phases become subtask measurements; online refit follows a mac
   const lin = asyncModel.linearUs(3);
   asyncModel.observeStep(plan, { sequences: [], phaseUs: { linear: 1e9, attention: 1e9, cpuAttention: 1 }, totalUs: 1 }, { deviceSynchronous: false });
   t.equal(asyncModel.linearUs(3), lin, 'an asynchronous device\'s driver-side phases are not taken as device times');
+});
+
+t.test('an asynchronous device: sampling from its phase, each strategy\'s pass from the step total', async (t) => {
+  const truth = machine();
+  const model = measureGrid(SIM_GRID, (m) => m.us, truth).model;
+  const plan = (strategy: Strategy, nDev: number, nCpu: number): StepPlan => ({
+    strategy,
+    copies: [],
+    sequences: [...Array.from({ length: nDev }, (_, k) => seq(k + 1, 500, 1, 'gpu')), ...Array.from({ length: nCpu }, (_, k) => seq(nDev + k + 1, 500, 1, 'cpu'))],
+  });
+  const work = (p: StepPlan) => p.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention }));
+  // A GPU as the run measured it: projections and attention only queued (a few µs), the wait
+  // lands in 'logits'; sampling 350 µs a sequence on the host; overlap loses 40% to its
+  // per-layer waits, gpu-only matches the tables.
+  const slow: Partial<Record<Strategy, number>> = { 'gpu-only': 1, overlap: 1.4 };
+  const gpuStep = (p: StepPlan) => {
+    const pass = (slow[p.strategy] ?? 1) * predictStep(p.strategy, work(p), truth).passUs;
+    const sampling = 350 * p.sequences.length;
+    return { sequences: [], phaseUs: { embed: 20, linear: 800, attention: 150, logits: pass - 970, sampling, copies: 0 }, totalUs: pass + sampling };
+  };
+  const obs = observationOf(plan('overlap', 4, 2), gpuStep(plan('overlap', 4, 2)), 1000);
+  t.same(obs.sampling, { seqs: 6, us: 2100 }, 'sampling: the phase over the sampled sequences');
+  t.equal(obs.pass?.strategy, 'overlap');
+  t.ok(Math.abs(obs.pass!.us - 1.4 * predictStep('overlap', work(plan('overlap', 4, 2)), truth).passUs) < 1e-6, 'the pass: the step total less sampling and swaps');
+  const prefill: StepPlan = { ...plan('gpu-only', 2, 0), sequences: [...plan('gpu-only', 2, 0).sequences, seq(9, 0, 40, 'gpu')] };
+  t.notOk(observationOf(prefill, gpuStep(prefill), 1000).pass, 'no pass from a step with a prefill chunk');
+
+  const lin = model.linearUs(8);
+  const dev = model.deviceAttentionUs(8, 500);
+  const before = model.toJSON();
+  for (let i = 0; i < 40; i++) {
+    const p = i % 2 === 0 ? plan('gpu-only', 8, 0) : plan('overlap', 8, 1 + (i % 5));
+    model.observeStep(p, gpuStep(p), { deviceSynchronous: false });
+  }
+  t.equal(model.linearUs(8), lin, 'queue times do not become linear times');
+  t.equal(model.deviceAttentionUs(8, 500), dev, 'nor device attention times');
+  t.ok(Math.abs(model.samplingUs(10) - 3500) < 1, `sampling learned: ${model.samplingUs(10).toFixed(0)} µs for 10 sequences`);
+  t.ok(Math.abs(model.strategyFactor('overlap') - 1.4) < 0.05, `overlap factor ${model.strategyFactor('overlap').toFixed(3)}`);
+  t.ok(Math.abs(model.strategyFactor('gpu-only') - 1) < 0.05, `gpu-only factor ${model.strategyFactor('gpu-only').toFixed(3)}`);
+  t.equal(model.strategyFactor('pipeline'), Math.min(1, model.strategyFactor('overlap'), model.strategyFactor('gpu-only')), 'a strategy not yet run: the tables\' word, or the least factor below it');
+  const untried = new TableCostModel({ ...model.toJSON(), strategyFactors: { overlap: 1.8 } });
+  t.equal(untried.strategyFactor('pipeline'), 1, 'one strategy slower than its tables does not make the untried ones look slower');
+  t.equal(new TableCostModel({ ...model.toJSON(), strategyFactors: { overlap: 0.7 } }).strategyFactor('pipeline'), 0.7, 'one faster than its tables makes them look as fast');
+  for (const p of [plan('gpu-only', 12, 0), plan('overlap', 6, 3)]) {
+    const predicted = predictStep(p.strategy, work(p), model).stepUs;
+    const measured = gpuStep(p).totalUs;
+    t.ok(Math.abs(predicted - measured) / measured < 0.1, `${p.strategy} ${p.sequences.length} seqs: predicted ${predicted.toFixed(0)} µs, measured ${measured.toFixed(0)}`);
+  }
+  const fresh = measureGrid(SIM_GRID, (m) => m.us, truth).model;
+  const p = plan('overlap', 6, 3);
+  t.ok(Math.abs(predictStep('overlap', work(p), fresh).stepUs - gpuStep(p).totalUs) / gpuStep(p).totalUs > 0.3, 'the tables alone were far off');
+
+  const back = new TableCostModel(JSON.parse(JSON.stringify(model.toJSON())) as ReturnType<TableCostModel['toJSON']>);
+  t.equal(back.samplingUs(3), model.samplingUs(3), 'sampling survives the JSON round trip');
+  t.equal(back.strategyFactor('overlap'), model.strategyFactor('overlap'), 'factors too');
+  const old = new TableCostModel({ ...before, samplingPerSeqUs: undefined, strategyFactors: undefined });
+  t.equal(old.samplingUs(5), 0, 'tables saved without them: no sampling time');
+  t.equal(old.strategyFactor('pipeline'), 1, 'and factor 1');
+  t.equal(new TableCostModel({ ...before, strategyFactors: { overlap: 1e9 } }).strategyFactor('overlap'), 4, 'a saved factor is kept in range');
 });
 
 t.test('costShapeOf reads the transfer sizes from the hyperparameters', async (t) => {

@@ -174,3 +174,63 @@ t.test('auto is never predicted slower than gpu-only (200 random situations)', a
   }
   t.equal(worse, 0, 'the chosen step\'s predicted tokens/s is at least gpu-only\'s');
 });
+
+t.test('auto weighs the learned strategy factors and sampling: never predicted below any fixed policy', async (t) => {
+  const rng = new Rng(7);
+  let below = 0;
+  let unpriced = 0;
+  const picks = new Map<string, number>();
+  for (let i = 0; i < 200; i++) {
+    const running = [
+      ...Array.from({ length: rng.int(1, 12) }, () => req('device', rng.int(1, 3000))),
+      ...Array.from({ length: rng.int(1, 20) }, () => req('host', rng.int(1, 3000))),
+    ];
+    const base = fakeCost({ cpuPerToken: 0.1 + 3 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() });
+    const factors: Record<string, number> = { 'gpu-only': 0.8 + rng.next(), overlap: 0.8 + rng.next(), pipeline: 0.8 + rng.next() };
+    const perSeq = 500 * rng.next();
+    const cost: CostModel = { ...base, samplingUs: (n) => n * perSeq, strategyFactor: (s) => factors[s] ?? 1 };
+    const a = autoPolicy(input(running, cost, { options: { maxDeferSteps: 1000 } }));
+    picks.set(a.strategy, (picks.get(a.strategy) ?? 0) + 1);
+    for (const fixed of [gpuOnlyPolicy, overlapPolicy, pipelinePolicy]) {
+      const d = fixed(input(running, cost, { options: { maxDeferSteps: 1000 } }));
+      if (a.predicted.tokensPerSecond < d.predicted.tokensPerSecond * (1 - 1e-9)) below++;
+    }
+    if (Math.abs(a.predicted.time.samplingUs - a.sequences.length * perSeq) > 1e-6 || a.predicted.time.factor !== factors[a.strategy]) unpriced++;
+  }
+  t.equal(unpriced, 0, 'each chosen step carries every sequence\'s sampling and its strategy\'s factor');
+  t.equal(below, 0, 'auto\'s chosen step is predicted at least as fast as each fixed policy\'s');
+  t.ok(picks.size === 3, `every strategy wins somewhere: ${JSON.stringify(Object.fromEntries(picks))}`);
+});
+
+t.test('a strategy measured slower than its tables loses auto\'s choice', async (t) => {
+  const running = [...Array.from({ length: 8 }, () => req('device', 500)), ...Array.from({ length: 6 }, () => req('host', 500))];
+  const base = fakeCost({ cpuPerToken: 0.5, linearUs: 10_000 });
+  const first = autoPolicy(input(running, base));
+  t.not(first.strategy, 'gpu-only', `the tables alone run the host sequences (${first.strategy})`);
+  const slower: CostModel = { ...base, strategyFactor: (s) => (s === first.strategy ? 3 : 1) };
+  const second = autoPolicy(input(running, slower));
+  t.not(second.strategy, first.strategy, `three times slower than predicted, ${first.strategy} gives way to ${second.strategy}`);
+  const allSlow: CostModel = { ...base, strategyFactor: (s) => (s === 'gpu-only' ? 1 : 3) };
+  const third = autoPolicy(input(running, allSlow));
+  t.equal(third.strategy, 'gpu-only', 'with both hybrids that slow, the host sequences wait');
+  t.equal(third.deferred.length, 6);
+});
+
+t.test('auto sends a new request to host RAM only if it pays for its CPU prefill and beats the device alone', async (t) => {
+  const dev = Array.from({ length: 8 }, () => req('device', 500));
+  const full = kv([100, 0]);
+  const waiting = (o: Partial<RequestView> = {}) => [req(undefined, 0, { newTokens: 512, numBlocks: 0, ...o })];
+  // CPU decode attention is cheap and hidden; the CPU prefill of a 512-token prompt is not (1 s).
+  const cost: CostModel = { ...fakeCost({ cpuPerToken: 0.5 }), cpuPrefillAttentionUs: (n) => (n > 0 ? 1e6 : 0) };
+  const admitted = (o: Partial<RequestView>) => autoPolicy(input(dev, cost, { waiting: waiting(o), kv: full })).admit;
+  t.same(admitted({ remainingTokens: 128 }).map((a) => a.tier), [], '128 tokens to go do not repay a 1 s CPU prefill');
+  t.same(admitted({ remainingTokens: 100_000 }).map((a) => a.tier), ['host'], '100k tokens do');
+  t.same(admitted({}).map((a) => a.tier), ['host'], 'with its length unknown, the step rate alone decides');
+  // Four long host sequences already make the step slower per token than the device alone: one more short one
+  // would raise that step's rate, but auto would defer them all, so it waits instead.
+  const host = Array.from({ length: 4 }, () => req('host', 3000));
+  const slowCpu = fakeCost({ cpuPerToken: 1 });
+  const running = [...dev, ...host];
+  t.same(autoPolicy(input(running, slowCpu, { waiting: waiting(), kv: full })).admit, [], 'auto: not to host');
+  t.same(overlapPolicy(input(running, slowCpu, { waiting: waiting(), kv: full })).admit.map((a) => a.tier), ['host'], 'overlap (the marginal rule alone) would');
+});

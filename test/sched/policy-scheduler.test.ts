@@ -8,7 +8,7 @@ import { Sequence, type SequenceParams } from '../../src/engine/sequence.js';
 import type { StepPlan, StepResult } from '../../src/native/step-plan.js';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { measureGrid, SIM_GRID } from '../../src/sched/profiler.js';
-import { PolicyScheduler, schedulerStrategyFor, type ShapedSequencePlan } from '../../src/sched/policy-scheduler.js';
+import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions, type ShapedSequencePlan } from '../../src/sched/policy-scheduler.js';
 import type { PolicyName } from '../../src/sched/policy.js';
 import { predictStep } from '../../src/sched/step-time.js';
 
@@ -51,26 +51,40 @@ interface Trace {
   finished: number;
 }
 
-/** Serves 10 requests to the end: fake tokens for every sampled sequence, phases from the cost model. */
-function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler): { ps: PolicyScheduler; trace: Trace } {
+/** A step as a GPU reports it: projections and attention only queued, the wait in 'logits', host sampling per sequence; each strategy's pass `slow` times its tables'. */
+function gpuStep(plan: StepPlan, truth: CostModel, slow: Partial<Record<string, number>>, samplingPerSeqUs: number): StepResult {
+  const t0 = predictStep(plan.strategy, plan.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention, subBatch: (s as ShapedSequencePlan).subBatch })), truth);
+  const pass = (slow[plan.strategy] ?? 1) * t0.passUs;
+  const sampling = samplingPerSeqUs * plan.sequences.filter((s) => s.sample).length;
+  return {
+    sequences: plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 5 : -1 })),
+    phaseUs: { copies: t0.copiesUs, embed: 10, linear: 300, attention: 40, cpuAttention: t0.cpuAttentionUs, attentionTransfer: 0.5 * pass, logits: 0.4 * pass, sampling },
+    totalUs: pass + sampling + t0.copiesUs,
+  };
+}
+
+/** Serves 10 requests to the end: fake tokens for every sampled sequence, phases from the cost model (or from `measure`). */
+function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
   const scheduler = new Scheduler(config(policy));
   ps ??= new PolicyScheduler(scheduler, policy, measureGrid(SIM_GRID, (m) => m.us, truth).model);
   const trace: Trace = { plans: [], firstTier: new Map(), finished: 0 };
+  let totalUs = 0;
   for (let i = 0; i < 10; i++) ps.add(new Sequence(i + 1, Array.from({ length: 20 + 7 * i }, (_, k) => 3 + ((k * 31 + i) % 400)), PARAMS));
   for (let step = 0; step < 2000 && ps.scheduler.hasWork; step++) {
     const plan = ps.schedule();
     trace.plans.push(plan);
     for (const s of plan.sequences) if (s.startPos === 0) trace.firstTier.set(s.seqId, s.kvTier);
     const t0 = predictStep(plan.strategy, plan.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention, subBatch: (s as ShapedSequencePlan).subBatch })), truth);
-    const result: StepResult = {
+    const result: StepResult = measure?.(plan) ?? {
       sequences: plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 5 : -1 })),
       phaseUs: { linear: t0.linearUs, attention: t0.deviceAttentionUs, cpuAttention: t0.cpuAttentionUs },
       totalUs: t0.stepUs,
     };
+    totalUs += result.totalUs;
     for (const e of ps.update(plan, result)) if (e.finish) trace.finished++;
     ps.scheduler.audit();
   }
-  return { ps, trace };
+  return { ps, trace, totalUs };
 }
 
 t.test('the policy must match the Scheduler it drives', async (t) => {
@@ -109,4 +123,34 @@ t.test('auto with a slow CPU: host sequences sit steps out and new requests wait
   t.ok(ps.stats.strategies['gpu-only'] > 0, 'GPU-only steps were chosen');
   const hostSteps = trace.plans.filter((p) => p.sequences.some((s) => s.kvTier === 'host')).length;
   t.comment(`${ps.stats.deferrals} deferrals, ${hostSteps} steps with a host sequence, ${ps.scheduler.counters.numMoves} moves`);
+});
+
+t.test('on a GPU-like device the refit learns sampling and each strategy\'s pass: predictions hold, auto keeps up with the best fixed policy', async (t) => {
+  const truth = fakeCost(0.3);
+  // Pipelining loses most to its waits, overlap some; sampling 300 µs a sequence.
+  const slow = { 'gpu-only': 1.1, overlap: 1.3, pipeline: 2 };
+  const step = (plan: StepPlan) => gpuStep(plan, truth, slow, 300);
+  const run = (policy: PolicyName, refit: PolicySchedulerOptions['refit']) => {
+    const ps = new PolicyScheduler(new Scheduler(config(policy)), policy, measureGrid(SIM_GRID, (m) => m.us, truth).model, { refit });
+    return serve(policy, truth, ps, step);
+  };
+  const rates = new Map<PolicyName, number>();
+  let autoError = NaN;
+  for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
+    const { ps, trace, totalUs } = run(policy, { deviceSynchronous: false });
+    t.equal(trace.finished, 10, `${policy}: all 10 requests finished`);
+    t.ok(ps.meanStepError < 0.15, `${policy}: mean step prediction error ${(100 * ps.meanStepError).toFixed(1)}%`);
+    rates.set(policy, (10 * 40) / totalUs);
+    if (policy === 'auto') {
+      autoError = ps.meanStepError;
+      t.ok(ps.stats.strategies.pipeline <= 3, `auto tried pipelining (twice its tables' time) ${ps.stats.strategies.pipeline} time(s), then left it`);
+    }
+    t.comment(`${policy}: ${JSON.stringify(ps.stats.strategies)}, ${((10 * 40 * 1e6) / totalUs).toFixed(1)} tokens/s`);
+  }
+  const best = Math.max(rates.get('gpu-only')!, rates.get('pipeline')!, rates.get('overlap')!);
+  t.ok(rates.get('auto')! >= 0.97 * best, `auto ${(rates.get('auto')! / best).toFixed(3)}x the best fixed policy`);
+  t.ok(rates.get('auto')! >= rates.get('gpu-only')!, 'and not below gpu-only');
+  // The same steps taken as a synchronous device's: queue times become subtask times, and the predictions drift.
+  const naive = run('auto', { deviceSynchronous: true });
+  t.ok(naive.ps.meanStepError > 2 * autoError, `a GPU's phases taken as device times: ${(100 * naive.ps.meanStepError).toFixed(1)}% error`);
 });

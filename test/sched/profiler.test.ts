@@ -8,7 +8,9 @@ import path from 'node:path';
 import { native } from '../../src/native/binding.js';
 import { GgufFile } from '../../src/model/gguf.js';
 import { describeModel } from '../../src/model/describe.js';
-import { costShapeOf } from '../../src/sched/cost-model.js';
+import { costShapeOf, planWork } from '../../src/sched/cost-model.js';
+import { predictStep } from '../../src/sched/step-time.js';
+import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
 import { gridProbes, loadOrProfile, loadProfile, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
 import { modelPath } from '../helpers.js';
 
@@ -104,4 +106,44 @@ t.test('the real model: the CPU standing in for the device, profiled, cached and
   const half = await native().loadModel(file, { hparams: hp, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 8 }, device: 'cpu-standin', deviceWeightBytes: 1000 });
   t.not(profileKey(hp, { threads: 1, placement: half.placement, kvBlockTokens: 16 }).model, key.model, 'another weight placement is another profile');
   half.dispose();
+});
+
+t.test('the real model: real steps refit sampling and each strategy\'s factor, as on an asynchronous device', async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const f = GgufFile.open(file);
+  const hp = describeModel(f).hparams;
+  f.close();
+  const m = await native().loadModel(file, { hparams: hp, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 8 }, device: 'cpu-standin' });
+  t.teardown(() => m.dispose());
+  const { model } = await profileModel(m, costShapeOf(hp, m.info.kvBlockBytes), { grid: SMALL, iters: 1 });
+  const lin = model.linearUs(4);
+  t.equal(model.samplingUs(4), 0, 'a fresh profile knows no sampling time');
+  t.equal(model.strategyFactor('overlap'), 1, 'nor any factor');
+  const seq = (id: number, block: number, tier: 'device' | 'host', startPos: number, n: number): SequencePlan => ({
+    seqId: id, tokens: Int32Array.from({ length: n }, (_, k) => 1 + ((id * 13 + k) % 200)), startPos, blockTable: Int32Array.of(block),
+    kvTier: tier, attention: tier === 'device' ? 'gpu' : 'cpu', sample: true,
+    sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 },
+  });
+  const prompt: StepPlan = { strategy: 'overlap', copies: [], sequences: [seq(1, 0, 'device', 0, 8), seq(2, 1, 'device', 0, 8), seq(3, 0, 'host', 0, 8)] };
+  await m.step(prompt);
+  const seen = new Set<Strategy>();
+  for (let i = 0; i < 6; i++) {
+    const strategy: Strategy = i % 2 === 0 ? 'overlap' : 'gpu-only';
+    // The host sequence runs under overlap only (it sits gpu-only steps out), so its position advances every other step.
+    const seqs = [seq(1, 0, 'device', 8 + i, 1), seq(2, 1, 'device', 8 + i, 1)];
+    if (strategy === 'overlap') seqs.push(seq(3, 0, 'host', 8 + i / 2, 1));
+    const plan: StepPlan = { strategy, copies: [], sequences: seqs };
+    const result = await m.step(plan);
+    const obs = model.observeStep(plan, result, { deviceSynchronous: false });
+    t.ok(obs.sampling && obs.sampling.seqs === plan.sequences.length, `${strategy}: sampling of ${plan.sequences.length} sequences observed`);
+    t.ok(obs.pass && obs.pass.us > 0 && obs.pass.us < result.totalUs, `${strategy}: the pass is the step less its sampling`);
+    t.ok(predictStep(strategy, planWork(plan), model).passUs > 0, 'the tables price the plan');
+    seen.add(strategy);
+  }
+  t.equal(model.linearUs(4), lin, 'an asynchronous device\'s linear table is left alone');
+  t.ok(model.samplingUs(4) > 0, 'sampling time learned from the real phase');
+  for (const s of seen) {
+    const x = model.strategyFactor(s);
+    t.ok(Number.isFinite(x) && x >= 0.25 && x <= 4, `${s} factor ${x.toFixed(2)}, in range`);
+  }
 });

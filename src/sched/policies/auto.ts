@@ -5,7 +5,8 @@
 // or the shortest step when none does. GPU-only is one of the candidates, so by prediction
 // auto is never slower than it. New requests go to
 // the device tier while it has room, then to host RAM only while that raises the predicted
-// throughput within the target; host tables move back to the device as it frees up.
+// throughput within the target, by more over the tokens it has left than its CPU prefill
+// costs the others; host tables move back to the device as it frees up.
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
@@ -99,10 +100,24 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const stepUs = Math.min(over, pipe);
     return { stepUs, perUs: n / stepUs };
   };
+  // Its prompt is prefilled first, with attention on the CPU: where that step outlasts the
+  // same prefill on the device, the tokens the others lose meanwhile must be won back by the
+  // faster steps over the tokens it has left to generate.
+  const prefillLossTokens = (r: RequestView, hs: readonly RequestView[], before: { stepUs: number; perUs: number }): number => {
+    const rest = [...dev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))];
+    const prompt = { tokens: r.newTokens, context: r.context };
+    const onCpu = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
+    const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
+    return before.perUs * Math.max(0, onCpu - onDevice);
+  };
   const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => {
-    const before = stepWith([...host, ...toHost.map(asHostDecode)]);
-    const after = stepWith([...host, ...[...toHost, r].map(asHostDecode)]);
-    return after.perUs > before.perUs && (slo === undefined || after.stepUs <= slo);
+    const hs = [...host, ...toHost.map(asHostDecode)];
+    const before = stepWith(hs);
+    const after = stepWith([...hs, asHostDecode(r)]);
+    // Better than without it, and better than the device alone: else its steps would be deferred ones.
+    if (!(after.perUs > before.perUs) || !(after.perUs > dev.length / Math.max(shortest, 1e-9)) || (slo !== undefined && after.stepUs > slo)) return false;
+    if (r.remainingTokens === undefined) return true;
+    return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > prefillLossTokens(r, hs, before);
   };
   // While the host sequences' step misses the target (or, with none, does not hide the CPU), new requests leave the
   // device room that moving a host table back needs.

@@ -207,6 +207,7 @@ function simulatedStep(plan: StepPlan, truth: CostModel, factor: number): StepRe
       cpuAttention: t.cpuAttentionUs * factor,
       attentionTransfer: t.transferUs * factor,
       cpuWait: t.exposedCpuUs * factor,
+      sampling: t.samplingUs * factor,
     },
     totalUs: t.stepUs * factor,
   };
