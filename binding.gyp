@@ -32,6 +32,7 @@
         "native/core/kv_pool.cpp",
         "native/core/model.cpp",
         "native/core/executor.cpp",
+        "native/core/experts.cpp",
         "native/core/cpu_worker.cpp",
         "native/core/profile.cpp",
         "native/cpu/membw.cpp"

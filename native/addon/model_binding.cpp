@@ -104,6 +104,73 @@ Hparams parse_hparams(const Napi::Object& o) {
   return hp;
 }
 
+ExpertConfig parse_experts(const Napi::Object& o) {
+  const std::string w = "config.experts";
+  ExpertConfig x;
+  x.enabled = true;
+  if (!o.Get("policy").IsUndefined()) {
+    const std::string p = str(o, "policy", w);
+    if (p == "dynamic") x.policy = ExpertPolicy::dynamic;
+    else if (p == "cpu-all") x.policy = ExpertPolicy::cpu_all;
+    else if (p == "cpu-first-layers") x.policy = ExpertPolicy::cpu_first_layers;
+    else bad_arg(w + ".policy must be 'dynamic', 'cpu-all' or 'cpu-first-layers'");
+  }
+  if (!o.Get("cpuLayers").IsUndefined()) x.cpu_layers = int32_t(integer(o, "cpuLayers", w, 0, 1 << 20));
+  Napi::Value ns = o.Get("nStar");
+  if (!ns.IsUndefined()) {
+    if (!ns.IsNumber()) bad_arg(w + ".nStar must be a number");
+    const double d = ns.As<Napi::Number>().DoubleValue();
+    if (std::isnan(d) || d < 0) bad_arg(w + ".nStar must be a non-negative number or Infinity");
+    x.n_star = d;
+  }
+  if (!o.Get("cost").IsUndefined()) {
+    Napi::Object c = obj(o.Get("cost"), w + ".cost");
+    const std::string wc = w + ".cost";
+    x.has_cost = true;
+    x.cost.cpu_fixed_us = num(c, "cpuFixedUs", wc);
+    x.cost.cpu_us_per_token = num(c, "cpuUsPerToken", wc);
+    x.cost.gpu_fixed_us = num(c, "gpuFixedUs", wc);
+    x.cost.gpu_us_per_token = num(c, "gpuUsPerToken", wc);
+    x.cost.link_latency_us = num(c, "linkLatencyUs", wc);
+    x.cost.link_bytes_per_us = num(c, "linkBytesPerUs", wc);
+  }
+  if (!o.Get("scoring").IsUndefined()) {
+    const std::string sc = str(o, "scoring", w);
+    if (sc == "decayed-probability") x.scoring = ExpertScoring::decayed_probability;
+    else if (sc == "frequency-lru") x.scoring = ExpertScoring::frequency_lru;
+    else bad_arg(w + ".scoring must be 'decayed-probability' or 'frequency-lru'");
+  }
+  if (!o.Get("decay").IsUndefined()) x.decay = num(o, "decay", w);
+  if (!o.Get("maxSlots").IsUndefined()) x.max_slots = integer(o, "maxSlots", w, 0, kMaxSafeInteger);
+  if (!o.Get("admitPerLayer").IsUndefined()) x.admit_per_layer = int32_t(integer(o, "admitPerLayer", w, 0, 1 << 20));
+  if (!o.Get("prefetchPerLayer").IsUndefined()) x.prefetch_per_layer = int32_t(integer(o, "prefetchPerLayer", w, 0, 1 << 20));
+  if (!o.Get("admitMargin").IsUndefined()) x.admit_margin = num(o, "admitMargin", w);
+  if (!o.Get("cpuWeights").IsUndefined()) {
+    const std::string cw = str(o, "cpuWeights", w);
+    if (cw != "mapping" && cw != "slabs") bad_arg(w + ".cpuWeights must be 'mapping' or 'slabs'");
+    x.cpu_reads_mapping = cw == "mapping";
+  }
+  Napi::Value is = o.Get("initialScores");
+  if (!is.IsUndefined()) {
+    if (is.IsTypedArray() && is.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array) {
+      Napi::Float64Array a = is.As<Napi::Float64Array>();
+      x.initial_scores.assign(a.Data(), a.Data() + a.ElementLength());
+    } else if (is.IsArray()) {
+      Napi::Array a = is.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        Napi::Value e = a.Get(i);
+        if (!e.IsNumber()) bad_arg(w + ".initialScores must hold numbers");
+        x.initial_scores.push_back(e.As<Napi::Number>().DoubleValue());
+      }
+    } else {
+      bad_arg(w + ".initialScores must be a Float64Array or an array of numbers");
+    }
+    for (double d : x.initial_scores)
+      if (!std::isfinite(d)) bad_arg(w + ".initialScores must be finite");
+  }
+  return x;
+}
+
 ModelConfig parse_config(const Napi::Value& v) {
   Napi::Object o = obj(v, "config");
   ModelConfig cfg;
@@ -126,6 +193,7 @@ ModelConfig parse_config(const Napi::Value& v) {
   if (!o.Get("deviceThreads").IsUndefined()) cfg.device_threads = int(integer(o, "deviceThreads", "config", 1, 1024));
   if (!o.Get("deviceWeightBytes").IsUndefined())
     cfg.device_weight_bytes = integer(o, "deviceWeightBytes", "config", 0, kMaxSafeInteger);
+  if (!o.Get("experts").IsUndefined()) cfg.experts = parse_experts(obj(o.Get("experts"), "config.experts"));
   return cfg;
 }
 
@@ -236,6 +304,25 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
   for (const auto& kv : r.phase_us) phases.Set(kv.first, Napi::Number::New(env, kv.second));
   out.Set("phaseUs", phases);
   out.Set("totalUs", Napi::Number::New(env, r.total_us));
+  if (r.has_experts) {
+    const ExpertStats& x = r.experts;
+    Napi::Object e = Napi::Object::New(env);
+    const std::pair<const char*, int64_t> fields[] = {
+        {"hits", x.hits},
+        {"misses", x.misses},
+        {"copies", x.copies},
+        {"admissions", x.admissions},
+        {"prefetches", x.prefetches},
+        {"evictions", x.evictions},
+        {"deviceExperts", x.device_experts},
+        {"cpuExperts", x.cpu_experts},
+        {"deviceRows", x.device_rows},
+        {"cpuRows", x.cpu_rows},
+        {"copyBytes", x.copy_bytes},
+        {"activationBytes", x.activation_bytes}};
+    for (const auto& f : fields) e.Set(f.first, Napi::Number::New(env, double(f.second)));
+    out.Set("experts", e);
+  }
   return out;
 }
 
@@ -297,6 +384,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     pl.Set("hostBytes", double(wp.host_bytes));
     pl.Set("deviceTensors", wp.device_tensors);
     pl.Set("hostTensors", wp.host_tensors);
+    if (const ExpertOffload* x = model_->experts()) {
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("policy", x->policy_name());
+      e.Set("slots", double(x->n_slots()));
+      e.Set("slotBytes", double(x->slot_bytes()));
+      e.Set("resident", double(x->resident()));
+      e.Set("hostSlabBytes", double(x->host_bytes()));
+      e.Set("nStar", Napi::Number::New(env, x->n_star(0)));
+      pl.Set("experts", e);
+    }
     pl.Freeze();
     placement_ = Napi::Persistent(pl);
   }

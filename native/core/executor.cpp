@@ -11,7 +11,9 @@
 // its sigmoid gate), so one layer serves all, in llama.cpp's order of operations
 // (src/models/*.cpp) so that results track it. Every op runs the same code wherever the
 // batch is split, so all strategies give bit-identical logits when both sides are CPU
-// backends with the same kernels.
+// backends with the same kernels. Under expert offload (experts.h) each active routed expert
+// of a layer runs resident, copied or on the CPU, and the rows are combined in one order
+// whichever side ran them (routed_experts).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -43,6 +45,9 @@ void timed(double* acc, F&& f) {
 }
 
 [[noreturn]] void bad(const std::string& what) { throw Error(code::bad_argument, what); }
+
+// Regions of BatchBuffers::h_up: index and weight arrays one layer uploads.
+constexpr int kExpertUploads = 5;
 
 const char* tier_name(KvTier t) { return t == KvTier::device ? "device" : "host"; }
 
@@ -357,12 +362,26 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
   });
   if (!hp_.is_moe()) return;
   const int32_t k_used = int32_t(hp_.n_expert_used);
-  if (!has_device() || placement_.on_device(lw.gate_exps)) {
+  auto shared_expert = [&] {
+    if (!present(lw.gate_shexp)) return;
+    timed_linear(&ph_.linear, ph_, [&] {
+      float* S = b.shared.as<float>();
+      ffn(lw.gate_shexp, lw.up_shexp, lw.down_shexp, S);
+      if (present(lw.gate_inp_shexp)) {
+        matmul(lw.gate_inp_shexp, Xn, T, b.shared_gate.as<float>());
+        device_->check(f.scale_rows(c, S, b.shared_gate.as<float>(), T, E, TDM_ROW_FN_SIGMOID, nullptr), "scale_rows");
+      }
+    });
+  };
+  if (experts_) {
+    routed_experts(b, T, l, O, shared_expert);
+  } else if (!has_device() || placement_.on_device(lw.gate_exps)) {
     timed(&ph_.experts, [&] {
       device_->check(f.moe_ffn(c, Xn, T, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), k_used, &lw.gate_exps,
                                &lw.up_exps, &lw.down_exps, O, nullptr),
                      "moe_ffn");
     });
+    shared_expert();
   } else {
     // Experts in host RAM: their tokens' activations and routing go down, outputs come back.
     const size_t xb = size_t(T * E) * sizeof(float), rb = size_t(T * k_used) * sizeof(float);
@@ -382,19 +401,328 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
                   "moe_ffn");
     });
     timed(&ph_.transfer, [&] { to_device(O, stage_y_.as<float>(), xb); });
+    shared_expert();
   }
   timed_linear(&ph_.linear, ph_, [&] {
-    if (present(lw.gate_shexp)) {
-      float* S = b.shared.as<float>();
-      ffn(lw.gate_shexp, lw.up_shexp, lw.down_shexp, S);
-      if (present(lw.gate_inp_shexp)) {
-        matmul(lw.gate_inp_shexp, Xn, T, b.shared_gate.as<float>());
-        device_->check(f.scale_rows(c, S, b.shared_gate.as<float>(), T, E, TDM_ROW_FN_SIGMOID, nullptr), "scale_rows");
-      }
-      add_to(O, S, E, E);
-    }
+    if (present(lw.gate_shexp)) add_to(O, b.shared.as<float>(), E, E);
     add_to(X, O, E, E);
   });
+}
+
+void Model::ensure_expert_buffers(BatchBuffers& w, int64_t n_slots, int64_t n_tokens) {
+  const size_t f = sizeof(float);
+  const int64_t E = hp_.n_embd;
+  if (n_slots > w.cap_slots) {
+    const int64_t S = std::max(n_slots, std::min<int64_t>(w.cap_slots * 2, n_slots + 512));
+    Backend* d = device_;
+    // Earlier copies from the staging being replaced may still be queued.
+    if (device_async_) d->check(d->fn().stream_sync(d->ctx(), nullptr), "stream_sync");
+    for (DeviceBuffer* x : {&w.ex_x, &w.ex_z, &w.ex_p}) *x = DeviceBuffer(d, size_t(S * E) * f);
+    w.ex_ones = DeviceBuffer(d, size_t(S) * 4);
+    w.ex_meta = DeviceBuffer(d, size_t(S) * 4 * kExpertUploads);
+    for (HostBuffer* x : {&w.h_xc, &w.h_yc}) x->reserve(d, size_t(S * E) * f);
+    for (HostBuffer* x : {&w.h_ids, &w.h_w, &w.h_cids, &w.h_ones}) x->reserve(d, size_t(S) * 4);
+    w.h_up.reserve(d, size_t(S) * 4 * kExpertUploads);
+    w.h_defer.reserve(d, size_t(S) * 4 * size_t(hp_.n_layer));
+    std::fill(w.h_ones.as<float>(), w.h_ones.as<float>() + S, 1.0f);
+    to_device(w.ex_ones.data(), w.h_ones.data(), size_t(S) * f);
+    w.cap_slots = S;
+  }
+  w.h_x.reserve(device_, size_t(std::max<int64_t>(n_tokens, 1) * E) * f);
+}
+
+void Model::finish_expert_counts() {
+  if (ex_deferred_.empty()) return;
+  if (device_async_) device_->check(device_->fn().stream_sync(device_->ctx(), nullptr), "stream_sync");
+  std::vector<uint8_t> seen(size_t(hp_.n_expert));
+  for (const DeferredCount& d : ex_deferred_) {
+    std::fill(seen.begin(), seen.end(), uint8_t(0));
+    int64_t active = 0;
+    for (int64_t i = 0; i < d.n; ++i) {
+      const int32_t e = d.ids[i];
+      if (e < 0 || e >= hp_.n_expert || seen[size_t(e)]) continue;
+      seen[size_t(e)] = 1;
+      active++;
+    }
+    ex_stats_.hits += active;
+    ex_stats_.device_experts += active;
+    ex_stats_.device_rows += d.n;
+  }
+  ex_deferred_.clear();
+}
+
+void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, const std::function<void()>& beside) {
+  ExpertOffload& xo = *experts_;
+  ExpertStats& st = ex_stats_;
+  const tdm_backend_iface& f = device_->fn();
+  tdm_backend_ctx* c = device_->ctx();
+  const int32_t k = int32_t(hp_.n_expert_used);
+  const int64_t E = hp_.n_embd, n_exp = hp_.n_expert, S = T * k;
+  const size_t row = size_t(E) * sizeof(float);
+  float* Xn = b.xn.as<float>();
+  ensure_expert_buffers(b, S, T);
+
+  // A whole layer resident in consecutive slots, with no scores to keep: the device runs it on
+  // its own routing without the host stopping for it; the counters read the routing after the step.
+  const int32_t base = xo.contiguous_base(l);
+  if (base >= 0 && !xo.needs_scores()) {
+    timed(&ph_.experts, [&] {
+      int32_t* ids_copy = b.h_defer.as<int32_t>() + size_t(l) * size_t(b.cap_slots);
+      device_->check(f.copy_d2h(c, ids_copy, b.expert_ids.data(), size_t(S) * 4, nullptr), "copy_d2h");
+      ex_deferred_.push_back(DeferredCount{ids_copy, S});
+      const ExpertViews dv = xo.device_views(l, base, n_exp);
+      device_->check(f.moe_ffn(c, Xn, T, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, O, nullptr),
+                     "moe_ffn");
+    });
+    beside();
+    return;
+  }
+  // The small index and weight arrays this layer uploads: regions of S entries, staged in
+  // pinned memory and sent in one copy (the last region stays on the host).
+  auto up_region = [&](int i) { return b.h_up.as<int32_t>() + size_t(i) * size_t(S); };
+  auto dev_region = [&](int i) { return b.ex_meta.as<int32_t>() + size_t(i) * size_t(S); };
+
+  // The routing comes down, and unless the whole layer is resident the hidden states with it
+  // (a CPU expert may need any row), under one synchronisation.
+  const bool need_x = !xo.layer_resident(l);
+  timed(&ph_.transfer, [&] {
+    device_->check(f.copy_d2h(c, b.h_ids.data(), b.expert_ids.data(), size_t(S) * 4, nullptr), "copy_d2h");
+    device_->check(f.copy_d2h(c, b.h_w.data(), b.expert_weights.data(), size_t(S) * 4, nullptr), "copy_d2h");
+    if (need_x) device_->check(f.copy_d2h(c, b.h_x.data(), Xn, size_t(T) * row, nullptr), "copy_d2h");
+    if (device_async_) device_->check(f.stream_sync(c, nullptr), "stream_sync");
+  });
+  if (need_x) st.activation_bytes += T * int64_t(row);
+  const int32_t* ids = b.h_ids.as<int32_t>();
+  const float* wts = b.h_w.as<float>();
+  std::vector<int32_t> rows(size_t(n_exp), 0);
+  std::vector<double> prob(size_t(n_exp), 0.0);
+  for (int64_t i = 0; i < S; ++i) {
+    if (ids[i] < 0 || ids[i] >= n_exp) throw Error("TDM_INTERNAL", "the router chose expert " + std::to_string(ids[i]));
+    rows[size_t(ids[i])]++;
+    prob[size_t(ids[i])] += double(wts[i]);
+  }
+  xo.next_layer();
+  xo.record(l, rows, prob);
+
+  // Where each active expert runs: its cache slot (>= 0) or the CPU (-1).
+  std::vector<int32_t> site(size_t(n_exp), -1);
+  std::vector<int32_t> missing;
+  bool wait_admitted = false;
+  for (int64_t e = 0; e < n_exp; ++e) {
+    if (rows[size_t(e)] == 0) continue;
+    const int32_t s = xo.slot_of(l, e);
+    if (s >= 0) {
+      site[size_t(e)] = s;
+      xo.protect(s);
+      wait_admitted = wait_admitted || xo.pending(s);
+      st.hits++;
+    } else {
+      st.misses++;
+      missing.push_back(int32_t(e));
+    }
+  }
+  // Which missing experts are copied (n* threshold or makespan); the heaviest claim slots first.
+  std::stable_sort(missing.begin(), missing.end(), [&](int32_t x, int32_t y) { return rows[size_t(x)] > rows[size_t(y)]; });
+  double resident_us = 0;
+  for (int64_t e = 0; e < n_exp; ++e)
+    if (site[size_t(e)] >= 0) resident_us += xo.device_us(rows[size_t(e)]);
+  const std::vector<uint8_t> copy = xo.copy_choice(l, missing, rows, resident_us);
+  const bool will_copy = std::find(copy.begin(), copy.end(), uint8_t(1)) != copy.end();
+  // A slot an admission copy (expert stream) fills is read, or refilled, only after that copy.
+  if (xo.any_pending() && (wait_admitted || will_copy)) {
+    device_->check(f.stream_wait(c, nullptr, expert_copied_), "stream_wait");
+    xo.clear_pending();
+  }
+  for (size_t i = 0; i < missing.size() && will_copy; ++i) {
+    if (!copy[i]) continue;
+    const int32_t e = missing[i];
+    const int32_t s = xo.take_slot(l, e, 0.0, &st);  // forced: the copy is needed now
+    if (s < 0) break;
+    timed(&ph_.expert_copies, [&] { to_device(xo.slot_data(s), xo.host_slab(l, e), xo.slab_bytes(l)); });
+    xo.protect(s);
+    site[size_t(e)] = s;
+    st.copies++;
+    st.copy_bytes += int64_t(xo.slab_bytes(l));
+  }
+  int64_t n_dev = 0, n_cpu = 0;
+  for (int64_t e = 0; e < n_exp; ++e) {
+    if (rows[size_t(e)] == 0) continue;
+    if (site[size_t(e)] >= 0) {
+      st.device_experts++;
+      n_dev += rows[size_t(e)];
+    } else {
+      st.cpu_experts++;
+      n_cpu += rows[size_t(e)];
+    }
+  }
+  st.device_rows += n_dev;
+  st.cpu_rows += n_cpu;
+
+  if (n_cpu == 0) {
+    // Every active expert on the device: one grouped FFN over the slot ids, combining as it goes.
+    timed(&ph_.experts, [&] {
+      int32_t* slot_ids = up_region(0);
+      for (int64_t i = 0; i < S; ++i) slot_ids[i] = site[size_t(ids[i])];
+      to_device(dev_region(0), slot_ids, size_t(S) * 4);
+      const ExpertViews dv = xo.device_views(l);
+      device_->check(f.moe_ffn(c, Xn, T, dev_region(0), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, O, nullptr),
+                     "moe_ffn");
+    });
+    beside();
+  } else {
+    // Row lists: output rows of device-run choices first, then the CPU's, each in (token, choice) order.
+    std::vector<int32_t> pos(static_cast<size_t>(S));
+    int32_t* dev_rows = up_region(0);
+    int32_t* dev_ids = up_region(1);
+    int32_t* cpu_rows = up_region(kExpertUploads - 1);
+    int32_t* cids = b.h_cids.as<int32_t>();
+    int64_t nd = 0, nc = 0;
+    for (int64_t i = 0; i < S; ++i) {
+      const int32_t s = site[size_t(ids[i])];
+      if (s < 0) continue;
+      pos[size_t(i)] = int32_t(nd);
+      dev_rows[nd] = int32_t(i / k);
+      dev_ids[nd++] = s;
+    }
+    for (int64_t i = 0; i < S; ++i) {
+      if (site[size_t(ids[i])] >= 0) continue;
+      pos[size_t(i)] = int32_t(nd + nc);
+      cids[nc] = ids[i];
+      cpu_rows[nc++] = int32_t(i / k);
+    }
+    const tdm_weight xrows = f32_rows(Xn, T, E);
+    // With no device expert the CPU combines too (moe_ffn over the tokens with their weights).
+    const bool cpu_only = n_dev == 0;
+    const float* hx = b.h_x.as<float>();
+    float* hxc = b.h_xc.as<float>();
+    if (!cpu_only) {
+      for (int64_t r = 0; r < n_cpu; ++r) std::memcpy(hxc + r * E, hx + int64_t(cpu_rows[r]) * E, row);
+      // Choice-major output rows and weights for the combination: row pos[t][j] of the outputs for choice j of token t.
+      int32_t* pos_t = up_region(2);
+      float* w_t = reinterpret_cast<float*>(up_region(3));
+      for (int64_t t = 0; t < T; ++t)
+        for (int32_t j = 0; j < k; ++j) {
+          pos_t[j * T + t] = pos[size_t(t * k + j)];
+          w_t[j * T + t] = wts[t * k + j];
+        }
+    }
+    double cpu_us = 0;
+    const ExpertViews hv = xo.host_views(l);
+    auto cpu_experts = [this, hv, hx, hxc, n_cpu, cpu_only, T, k, &b, &cpu_us] {
+      std::lock_guard<std::mutex> lock(cpu_mu_);
+      const Clock::time_point t0 = Clock::now();
+      if (cpu_only)
+        cpu_->check(cpu_->fn().moe_ffn(cpu_->ctx(), hx, T, b.h_ids.as<int32_t>(), b.h_w.as<float>(), k, &hv.gate, &hv.up, &hv.down,
+                                       b.h_yc.as<float>(), nullptr),
+                    "moe_ffn");
+      else
+        cpu_->check(cpu_->fn().moe_ffn(cpu_->ctx(), hxc, n_cpu, b.h_cids.as<int32_t>(), b.h_ones.as<float>(), 1, &hv.gate, &hv.up,
+                                       &hv.down, b.h_yc.as<float>(), nullptr),
+                    "moe_ffn");
+      cpu_us = us_since(t0);
+    };
+    auto device_experts = [&] {
+      if (cpu_only) return;
+      timed(&ph_.experts, [&] {
+        const ExpertViews dv = xo.device_views(l);
+        to_device(dev_region(0), up_region(0), size_t(S) * 4 * (kExpertUploads - 1));
+        device_->check(f.get_rows(c, &xrows, dev_region(0), n_dev, b.ex_x.as<float>(), nullptr), "get_rows");
+        device_->check(f.moe_ffn(c, b.ex_x.as<float>(), n_dev, dev_region(1), b.ex_ones.as<float>(), 1, &dv.gate, &dv.up,
+                                 &dv.down, b.ex_z.as<float>(), nullptr),
+                       "moe_ffn");
+      });
+    };
+    if (device_async_ || !worker_) {
+      // The device's work is queued first and runs while this thread does the CPU experts.
+      device_experts();
+      beside();
+      cpu_experts();
+    } else {
+      // A synchronous device blocks this thread: the CPU experts go to the worker beside it.
+      const CpuWorker::Ticket ticket = worker_->submit(cpu_experts);
+      try {
+        device_experts();
+        beside();
+      } catch (...) {
+        worker_->drain();
+        throw;
+      }
+      timed(&ph_.expert_wait, [&] { worker_->wait(ticket); });
+    }
+    ph_.cpu_experts += cpu_us;
+    const int64_t up_rows = cpu_only ? T : n_cpu;
+    timed(&ph_.transfer, [&] { to_device(cpu_only ? O : b.ex_z.as<float>() + n_dev * E, b.h_yc.data(), size_t(up_rows) * row); });
+    st.activation_bytes += up_rows * int64_t(row);
+
+    // O = sum over choices j, in j order, of weight * output row: each product rounded, then
+    // added, as moe_ffn combines, so the result does not depend on where a row ran.
+    if (!cpu_only) {
+      timed(&ph_.experts, [&] {
+        const int32_t* pos_d = dev_region(2);
+        const float* w_d = reinterpret_cast<const float*>(dev_region(3));
+        const tdm_weight zrows = f32_rows(b.ex_z.as<float>(), S, E);
+        for (int32_t j = 0; j < k; ++j) {
+          float* dst = j == 0 ? O : b.ex_p.as<float>();
+          device_->check(f.get_rows(c, &zrows, pos_d + j * T, T, dst, nullptr), "get_rows");
+          device_->check(f.scale_rows(c, dst, w_d + j * T, T, E, TDM_ROW_FN_IDENTITY, nullptr), "scale_rows");
+          if (j > 0) device_->check(f.add(c, O, dst, O, T, E, E, nullptr), "add");
+        }
+      });
+    }
+  }
+
+  // Copies for later use run beside the compute: on an async device on the expert stream, after
+  // the work queued so far (which may still read the slot), marked pending until waited for.
+  auto background_copy = [&](int64_t layer, int32_t e, int32_t s) {
+    timed(&ph_.expert_copies, [&] {
+      if (!device_async_) {
+        to_device(xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer));
+        return;
+      }
+      device_->check(f.event_record(c, expert_queued_, nullptr), "event_record");
+      device_->check(f.stream_wait(c, expert_stream_, expert_queued_), "stream_wait");
+      device_->check(f.copy_h2d(c, xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer), expert_stream_), "copy_h2d");
+      device_->check(f.event_record(c, expert_copied_, expert_stream_), "event_record");
+      xo.set_pending(s);
+    });
+    xo.protect(s);
+    st.copy_bytes += int64_t(xo.slab_bytes(layer));
+  };
+  const ExpertConfig& cfg = xo.config();
+  if (!xo.may_copy()) return;
+  // CPU-run experts that now outscore a resident one (by the margin) take its slot for later steps.
+  if (cfg.admit_per_layer > 0) {
+    std::vector<int32_t> cand;
+    for (int32_t e : missing)
+      if (site[size_t(e)] < 0) cand.push_back(e);
+    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) { return xo.score(l, x) > xo.score(l, y); });
+    int32_t admitted = 0;
+    for (int32_t e : cand) {
+      if (admitted >= cfg.admit_per_layer) break;
+      const int32_t s = xo.take_slot(l, e, cfg.admit_margin, &st);
+      if (s < 0) break;
+      background_copy(l, e, s);
+      st.admissions++;
+      admitted++;
+    }
+  }
+  // Prefetch: the next layer's highest-scored missing experts, when this layer copied nothing
+  // for its own compute (the link would otherwise idle while the device works).
+  if (cfg.prefetch_per_layer > 0 && l + 1 < hp_.n_layer && !will_copy) {
+    std::vector<int32_t> cand;
+    for (int64_t e = 0; e < n_exp; ++e)
+      if (xo.slot_of(l + 1, e) < 0 && xo.score(l + 1, e) > 0) cand.push_back(int32_t(e));
+    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) { return xo.score(l + 1, x) > xo.score(l + 1, y); });
+    int32_t fetched = 0;
+    for (int32_t e : cand) {
+      if (fetched >= cfg.prefetch_per_layer) break;
+      const int32_t s = xo.take_slot(l + 1, e, cfg.admit_margin, &st);
+      if (s < 0) break;
+      background_copy(l + 1, e, s);
+      st.prefetches++;
+      fetched++;
+    }
+  }
 }
 
 void Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, float* host_logits) {
@@ -693,12 +1021,16 @@ StepResult Model::step(const StepPlan& plan) {
   const Clock::time_point t_start = Clock::now();
   validate(plan);
   ph_ = Phases{};
+  ex_stats_ = ExpertStats{};
+  ex_deferred_.clear();
+  if (experts_ && !plan.seqs.empty()) experts_->tick();
   StepResult result;
   timed(&ph_.copies, [&] { run_copies(plan.copies); });
   if (!plan.seqs.empty()) {
     StepRun run(*this, plan);
     run.run(&result);
   }
+  if (experts_) finish_expert_counts();
   result.phase_us = {{"copies", ph_.copies},       {"embed", ph_.embed},
                      {"linear", ph_.linear},       {"hostLinear", ph_.host_linear},
                      {"transfer", ph_.transfer},   {"attentionTransfer", ph_.attn_transfer},
@@ -706,6 +1038,13 @@ StepResult Model::step(const StepPlan& plan) {
                      {"cpuAttention", ph_.cpu_attention}, {"cpuWait", ph_.cpu_wait},
                      {"experts", ph_.experts},     {"logits", ph_.logits},
                      {"sampling", ph_.sampling}};
+  if (experts_) {
+    result.phase_us.insert(result.phase_us.end(), {{"expertCopies", ph_.expert_copies},
+                                                   {"cpuExperts", ph_.cpu_experts},
+                                                   {"expertWait", ph_.expert_wait}});
+    result.has_experts = true;
+    result.experts = ex_stats_;
+  }
   result.total_us = us_since(t_start);
   return result;
 }

@@ -118,7 +118,16 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
     const int64_t reserve = std::max<int64_t>(int64_t(256) << 20, int64_t(free_bytes / 16));
     budget = std::max<int64_t>(0, int64_t(free_bytes) - reserve);
   }
-  m->placement_ = place_weights(m->weights_, dev, budget);
+  if (cfg.experts.enabled && m->hp_.is_moe()) {
+    // Routed experts at their turn in the placement order: host slabs and a slot cache in what is left.
+    Model* mp = m.get();
+    m->placement_ = place_weights(m->weights_, dev, budget, [&](int64_t left) {
+      mp->experts_ = std::make_unique<ExpertOffload>(cfg.experts, mp->hp_, mp->weights_, dev, left);
+      return uint64_t(mp->experts_->n_slots()) * uint64_t(mp->experts_->slot_bytes());
+    });
+  } else {
+    m->placement_ = place_weights(m->weights_, dev, budget);
+  }
   if (m->device_async_) {
     const tdm_backend_iface& f = dev->fn();
     if (f.stream_create == nullptr || f.event_create == nullptr || f.event_record == nullptr || f.stream_wait == nullptr ||
@@ -127,6 +136,11 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
     dev->check(f.stream_create(dev->ctx(), &m->copy_stream_), "stream_create");
     dev->check(f.event_create(dev->ctx(), &m->compute_done_), "event_create");
     dev->check(f.event_create(dev->ctx(), &m->copy_done_), "event_create");
+    if (m->experts_) {
+      dev->check(f.stream_create(dev->ctx(), &m->expert_stream_), "stream_create");
+      dev->check(f.event_create(dev->ctx(), &m->expert_queued_), "event_create");
+      dev->check(f.event_create(dev->ctx(), &m->expert_copied_), "event_create");
+    }
   }
   m->worker_ = std::make_unique<CpuWorker>();
   return m;
@@ -141,10 +155,15 @@ Model::~Model() {
     if (compute_done_ != nullptr) f.event_destroy(c, compute_done_);
     if (copy_done_ != nullptr) f.event_destroy(c, copy_done_);
     if (copy_stream_ != nullptr) f.stream_destroy(c, copy_stream_);
+    if (expert_queued_ != nullptr) f.event_destroy(c, expert_queued_);
+    if (expert_copied_ != nullptr) f.event_destroy(c, expert_copied_);
+    if (expert_stream_ != nullptr) f.stream_destroy(c, expert_stream_);
   }
+  // After the device's queues drained: copies may read the host slabs until then.
+  experts_.reset();
   // Staging memory may belong to the device's allocator: free it while the device lives.
   for (BatchBuffers& b : batches_)
-    for (HostBuffer* h : {&b.hq, &b.hk, &b.hv, &b.hout}) h->reset();
+    for (HostBuffer* h : {&b.hq, &b.hk, &b.hv, &b.hout, &b.h_ids, &b.h_w, &b.h_x, &b.h_xc, &b.h_yc, &b.h_cids, &b.h_ones, &b.h_up, &b.h_defer}) h->reset();
   for (HostBuffer* h : {&stage_x_, &stage_y_, &stage_ids_, &stage_w_}) h->reset();
 }
 

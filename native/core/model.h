@@ -11,6 +11,7 @@
 
 #include "backend/backend_handle.h"
 #include "core/cpu_worker.h"
+#include "core/experts.h"
 #include "core/hparams.h"
 #include "core/kv_pool.h"
 #include "core/model_weights.h"
@@ -33,6 +34,7 @@ struct ModelConfig {
   std::string device = "none";
   int device_threads = 0;            // threads of the cpu-standin device (<= 0: 1)
   int64_t device_weight_bytes = -1;  // device memory for weights (bytes); < 0: all that fits
+  ExpertConfig experts;              // MoE expert offload (used only with a device and a MoE model)
 };
 
 // Host memory for activations crossing between devices: page-locked through the device's
@@ -65,6 +67,14 @@ struct BatchBuffers {
   DeviceBuffer x, xn, q, k, v, attn, o, gate, up, shared, router_logits, expert_ids, expert_weights, shared_gate;
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
   HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
+  // Expert offload, per routed row (token, choice): device-run rows' inputs, every row's
+  // output (device rows first, then CPU rows), one choice's products, unit weights, and the
+  // uploaded index and weight arrays (ex_meta, staged in h_up); on the host the routing, the
+  // hidden states, the CPU rows' inputs and outputs.
+  int64_t cap_slots = 0;
+  DeviceBuffer ex_x, ex_z, ex_p, ex_ones, ex_meta;
+  HostBuffer h_ids, h_w, h_x, h_xc, h_yc, h_cids, h_ones, h_up;
+  HostBuffer h_defer;  // routing of whole-resident layers, read after the step (n_layer regions of cap_slots)
 };
 
 // Measured time per phase (microseconds), summed over layers.
@@ -78,7 +88,11 @@ struct Phases {
   double attention = 0;     // KV stores and attention on the device
   double cpu_attention = 0; // KV stores and attention on the CPU (worker thread, overlapped)
   double cpu_wait = 0;      // the driver waiting for CPU attention (what overlap did not hide)
-  double experts = 0;
+  double experts = 0;        // routed experts on the device and the combination of all rows
+  double expert_copies = 0;  // expert slabs copied into cache slots (driver thread)
+  double cpu_experts = 0;    // routed experts on the CPU (worker thread beside a synchronous device; the driver
+                             // thread, after queuing the device's work, beside an asynchronous one)
+  double expert_wait = 0;    // the driver waiting for the worker's CPU experts (what overlap did not hide)
   double logits = 0;
   double sampling = 0;
 };
@@ -117,6 +131,8 @@ class Model {
   const WeightPlacement& placement() const { return placement_; }
   // The device's name ("" with no device).
   std::string device_name() const;
+  // Expert offload state, or null when the model runs without it.
+  const ExpertOffload* experts() const { return experts_.get(); }
 
  private:
   friend class StepRun;
@@ -133,6 +149,13 @@ class Model {
   void embed(BatchBuffers& b, const int32_t* host_tokens, int64_t n_tokens);
   void pre_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);
   void post_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);
+  // Layer l's routed experts into O under expert offload, each active expert where the
+  // policy says, with beside() (the shared expert) run on the device meanwhile; O gets the
+  // same sum, in the same order, as moe_ffn over all experts on one device.
+  void routed_experts(BatchBuffers& b, int64_t n_tokens, int64_t layer, float* O, const std::function<void()>& beside);
+  void ensure_expert_buffers(BatchBuffers& b, int64_t n_slots, int64_t n_tokens);
+  // Counts, once the device has finished, the routing of layers that ran without stopping for it.
+  void finish_expert_counts();
   void lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, float* host_logits);
   // Device memory -> host memory, complete on return.
   void to_host(void* dst, const void* src, size_t bytes);
@@ -148,7 +171,10 @@ class Model {
   bool device_async_ = false;              // the device has TDM_CAP_ASYNC (streams, events)
   tdm_stream* copy_stream_ = nullptr;      // async devices: activations to the host beside compute
   tdm_event* compute_done_ = nullptr;      // recorded after a sub-batch's q/k/v are computed
-  tdm_event* copy_done_ = nullptr;         // recorded after they reach host memory
+  tdm_event* copy_done_ = nullptr;
+  tdm_stream* expert_stream_ = nullptr;    // async devices with expert offload: admission copies beside compute
+  tdm_event* expert_queued_ = nullptr;     // compute queued before an admission copy
+  tdm_event* expert_copied_ = nullptr;     // the last admission copy         // recorded after they reach host memory
   WeightPlacement placement_;
   KvLayout layout_;
   KvPool pools_[2];                        // indexed by KvTier
@@ -157,7 +183,14 @@ class Model {
   Phases ph_;                              // the running step's phase times (driver thread)
   SamplerScratch sampler_;
   std::mutex cpu_mu_;                      // one caller at a time on the CPU backend
-  std::unique_ptr<CpuWorker> worker_;      // CPU attention beside the device; null with no device
+  std::unique_ptr<CpuWorker> worker_;      // CPU attention and CPU experts beside the device; null with no device
+  std::unique_ptr<ExpertOffload> experts_; // null without expert offload
+  ExpertStats ex_stats_;                   // the running step's expert counters
+  struct DeferredCount {
+    const int32_t* ids;  // host copy of the routing, valid once the device has finished
+    int64_t n;           // routed rows (tokens x choices)
+  };
+  std::vector<DeferredCount> ex_deferred_;  // layers of this step whose counters wait for the device
 };
 
 }  // namespace tdm

@@ -3,6 +3,7 @@
 // placement of the bound tensors on a device under a memory budget.
 #include "core/model_weights.h"
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 
@@ -175,6 +176,10 @@ class Placer {
   }
 
   uint64_t used() const { return used_; }
+  // Budget left (bytes), or -1 when unlimited.
+  int64_t left() const { return budget_ < 0 ? -1 : std::max<int64_t>(0, budget_ - int64_t(used_)); }
+  // Counts `bytes` allocated elsewhere against the budget.
+  void charge(uint64_t bytes) { used_ += bytes; }
 
  private:
   const void* copy(const void* src, size_t bytes) {
@@ -198,7 +203,8 @@ class Placer {
 
 }  // namespace
 
-WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes) {
+WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes,
+                              const std::function<uint64_t(int64_t)>& routed_experts) {
   WeightPlacement p;
   p.exec = w;
   ModelWeights& e = p.exec;
@@ -213,7 +219,9 @@ WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t bu
     placer.matrices({&L.gate_shexp, &L.up_shexp, &L.down_shexp});
   }
   placer.matrices({&e.output});
-  for (LayerWeights& L : e.layers) placer.matrices({&L.gate_exps, &L.up_exps, &L.down_exps});
+  if (routed_experts) placer.charge(routed_experts(placer.left()));
+  else
+    for (LayerWeights& L : e.layers) placer.matrices({&L.gate_exps, &L.up_exps, &L.down_exps});
   placer.matrices({&e.tok_embd});
   // Tied embeddings: one tensor under two names; whichever was placed, both use the copy.
   if (w.output.data == w.tok_embd.data) {

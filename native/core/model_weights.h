@@ -3,6 +3,7 @@
 // hyperparameters' shapes when the model loads, so a step never meets a bad tensor; and
 // their placement on a device under a memory budget.
 #pragma once
+#include <functional>
 #include <memory>
 #include <unordered_set>
 #include <vector>
@@ -75,7 +76,11 @@ struct WeightPlacement {
 // fit): norms and biases, then each layer's attention projections, then dense FFNs and MoE
 // routers and shared experts, then the output projection, then routed experts (one
 // layer's three stacks together), then the token embeddings. budget_bytes < 0 places
-// everything. Throws tdm::Error(TDM_OOM) when a device allocation fails.
-WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes);
+// everything. With `routed_experts`, the routed experts are not placed as stacks: it is
+// called at their turn with the budget left (bytes, -1 unlimited) and returns the device
+// bytes it took for them (the expert cache, experts.h). Throws tdm::Error(TDM_OOM) when a
+// device allocation fails.
+WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t budget_bytes,
+                              const std::function<uint64_t(int64_t)>& routed_experts = nullptr);
 
 }  // namespace tdm

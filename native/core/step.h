@@ -55,8 +55,26 @@ struct SeqResult {
   std::vector<float> all_logits;   // tokens x n_vocab, when asked for
 };
 
+// Expert offload counters of one step (issue 9; native/core/experts.h).
+struct ExpertStats {
+  int64_t hits = 0;              // active (layer, expert) pairs found resident on the device
+  int64_t misses = 0;            // active pairs not resident
+  int64_t copies = 0;            // misses copied to a cache slot and run on the device
+  int64_t admissions = 0;        // CPU-run misses copied into the cache afterwards (their score won)
+  int64_t prefetches = 0;        // the next layer's missing experts copied ahead by score
+  int64_t evictions = 0;         // resident experts replaced
+  int64_t device_experts = 0;    // active pairs run on the device (hits + copies)
+  int64_t cpu_experts = 0;       // active pairs run on the CPU
+  int64_t device_rows = 0;       // routed rows (token, choice) run on the device
+  int64_t cpu_rows = 0;          // routed rows run on the CPU
+  int64_t copy_bytes = 0;        // expert slabs moved host -> device
+  int64_t activation_bytes = 0;  // hidden states down and expert outputs up for CPU experts
+};
+
 struct StepResult {
   std::vector<SeqResult> seqs;
+  bool has_experts = false;  // the model runs with expert offload: `experts` is filled
+  ExpertStats experts;
   std::vector<std::pair<std::string, double>> phase_us;  // microseconds per phase, in run order
   double total_us = 0;
 };

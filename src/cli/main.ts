@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./commands/demo.js')).command,
   bench: async () => (await import('./commands/bench.js')).command,
   simulate: async () => (await import('../sched/sim/command.js')).command,
+  experts: async () => (await import('../sched/experts/command.js')).command,
 };
 
 function usage(): string {

@@ -58,6 +58,35 @@ export interface NativeModelConfig {
   /** The device beside the CPU: 'none' (default), 'auto' (a usable GPU, else none), 'gpu' (or TDM_BACKEND_UNAVAILABLE), 'cpu-standin' (a second CPU backend posing as one; never GPU numbers). */ device?: 'none' | 'auto' | 'gpu' | 'cpu-standin';
   /** Threads of the 'cpu-standin' device (default 1). */ deviceThreads?: number;
   /** Device memory for weights in bytes (default: all that fits); the rest stay in host RAM and their matmuls run on the CPU. */ deviceWeightBytes?: number;
+  /** MoE expert offload (issue 9; needs a device): routed experts as host slabs plus a device slot cache in the budget left after the dense weights, and a per-expert choice each step. Absent: experts are placed as whole stacks like other weights. */ experts?: NativeExpertConfig;
+}
+
+/** Expert offload settings (native/core/experts.h); src/sched/experts/native.ts builds them from a cost model. */
+export interface NativeExpertConfig {
+  /** 'dynamic' (default): cache by score, and each missing expert copied (>= nStar routed rows) or run on the CPU; 'cpu-all': every routed expert on the CPU (llama.cpp --cpu-moe); 'cpu-first-layers': layers [0, cpuLayers) on the CPU, the rest resident while the budget lasts, never copied (llama.cpp --n-cpu-moe). */
+  policy?: 'dynamic' | 'cpu-all' | 'cpu-first-layers';
+  /** 'cpu-first-layers': how many leading layers keep their experts on the CPU. */
+  cpuLayers?: number;
+  /** Copy a missing expert to the device when it has at least this many routed rows this step (Infinity: never). Given, it overrides `cost`'s makespan rule. Default: the makespan rule with `cost`, else Infinity. */
+  nStar?: number;
+  /** Calibrated linear costs (µs; bytes/µs). Without nStar: the makespan rule, each missing expert, heaviest first, to the side (copy + device, or CPU with its activations moved) that finishes it first, the device already busy with the resident experts; placement.experts.nStar then reports the crossover of cost.ts for information. */
+  cost?: { cpuFixedUs: number; cpuUsPerToken: number; gpuFixedUs: number; gpuUsPerToken: number; linkLatencyUs: number; linkBytesPerUs: number };
+  /** Cache scoring (src/sched/experts/cache.ts); default 'decayed-probability'. */
+  scoring?: 'decayed-probability' | 'frequency-lru';
+  /** Per-step decay of 'decayed-probability', in (0, 1]; default 0.9. */
+  decay?: number;
+  /** At most this many cache slots (default: all the budget holds). */
+  maxSlots?: number;
+  /** 'dynamic': CPU-run experts per layer and step that may take the slot of a lower-scored resident expert (default 1; 0 freezes the cache apart from copies). */
+  admitPerLayer?: number;
+  /** 'dynamic': the next layer's highest-scored missing experts copied per layer and step on the expert stream, when the layer copied nothing for itself (default 0: off); admitMargin applies. */
+  prefetchPerLayer?: number;
+  /** ...only when its score exceeds the resident one's times this (>= 1; default 2): damps churn under uniform routing. */
+  admitMargin?: number;
+  /** Where CPU-run experts read weights: 'mapping' (default: the file mapping, repacked once by the CPU backend for its packed kernels; under 'dynamic' the pinned slabs for copies sit beside it, twice the host RAM; the static policies keep no slabs) or 'slabs' (the pinned slabs only: half the host RAM, slower CPU kernels). */
+  cpuWeights?: 'mapping' | 'slabs';
+  /** nLayer × nExpert starting scores (layer-major) for the first fill; default: an even share of every layer. */
+  initialScores?: Float64Array | number[];
 }
 
 /** A loaded model. step() runs on a worker thread; one step at a time; rejects with {code, message}. */
@@ -69,7 +98,7 @@ export interface NativeModel {
   /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
   readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
   /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number }): Promise<number>;
-  /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM. */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number };
+  /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM; `experts` under expert offload (slots and slotBytes of the device cache, resident experts at load, bytes of host slabs, layer 0's n*). */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number; experts?: { policy: string; slots: number; slotBytes: number; resident: number; hostSlabBytes: number; nStar: number } };
 }
 
 /** Test-only: one CPU backend op on typed arrays with a forced kernel variant (native/addon/cpu_ops_binding.cpp). */

@@ -87,4 +87,32 @@ export interface StepResult {
   phaseUs: Record<string, number>;
   /** Wall time of the whole step in microseconds. */
   totalUs: number;
+  /** Expert offload counters of this step, when the model was loaded with `experts`. */
+  experts?: ExpertStepStats;
+}
+
+/** What expert offload did in one step, summed over layers; an active expert is one (layer, expert) pair with routed rows. */
+export interface ExpertStepStats {
+  /** Active experts found resident on the device. */
+  hits: number;
+  /** Active experts not resident. */
+  misses: number;
+  /** Misses copied to a cache slot and run on the device. */
+  copies: number;
+  /** CPU-run misses copied into the cache afterwards because their score beat a resident one's. */
+  admissions: number;
+  /** The next layer's missing experts copied ahead of it by score (prefetchPerLayer). */
+  prefetches: number;
+  /** Resident experts replaced. */
+  evictions: number;
+  /** Active experts run on the device (hits + copies) and on the CPU. */
+  deviceExperts: number;
+  cpuExperts: number;
+  /** Routed rows (token, choice) run on each side. */
+  deviceRows: number;
+  cpuRows: number;
+  /** Bytes of expert slabs copied host -> device. */
+  copyBytes: number;
+  /** Bytes of hidden states down and expert outputs up for CPU experts. */
+  activationBytes: number;
 }

@@ -1,0 +1,178 @@
+// MoE expert offload (issue 9): routed experts kept as one contiguous slab per expert
+// (gate, up, down) in host RAM, a device expert cache of N slab-sized slots filled by score,
+// and the per-step choice for every active expert of where it runs: resident on the device,
+// copied to a cache slot and run there, or run on the CPU (its activations move, not its
+// weights). This file holds the state and the decisions; the execution is the executor's
+// Model::routed_experts (executor.cpp).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend_handle.h"
+#include "core/hparams.h"
+#include "core/model_weights.h"
+#include "core/step.h"
+
+namespace tdm {
+
+// How experts are placed and chosen. dynamic: the cache (filled by score) plus the per-expert
+// copy-or-CPU choice; cpu_all: every routed expert on the CPU (llama.cpp --cpu-moe);
+// cpu_first_layers: the first cpu_layers layers' experts on the CPU, the others resident
+// while the budget lasts, never copied (llama.cpp --n-cpu-moe N).
+enum class ExpertPolicy { dynamic, cpu_all, cpu_first_layers };
+enum class ExpertScoring { decayed_probability, frequency_lru };
+
+// Calibrated costs of one expert (the TypeScript ExpertCostModel as linear fits).
+struct ExpertCost {
+  double cpu_fixed_us = 0;       // CPU expert FFN: fixed part (weight streaming), µs
+  double cpu_us_per_token = 0;   // CPU expert FFN: per routed row, µs
+  double gpu_fixed_us = 0;       // device expert FFN, weights resident: fixed part, µs
+  double gpu_us_per_token = 0;   // device expert FFN: per routed row, µs
+  double link_latency_us = 0;    // one host<->device copy: latency, µs
+  double link_bytes_per_us = 0;  // one host<->device copy: bandwidth, bytes/µs
+};
+
+struct ExpertConfig {
+  bool enabled = false;  // false: routed experts are placed as whole stacks like other weights
+  ExpertPolicy policy = ExpertPolicy::dynamic;
+  int32_t cpu_layers = 0;        // cpu_first_layers: layers [0, cpu_layers) on the CPU
+  double n_star = -1;            // copy a missing expert when it has >= n_star routed rows; < 0: from cost
+  bool has_cost = false;
+  ExpertCost cost;
+  ExpertScoring scoring = ExpertScoring::decayed_probability;
+  double decay = 0.9;            // per-step decay of decayed_probability, in (0, 1]
+  int64_t max_slots = -1;        // cap on cache slots (< 0: all the budget holds)
+  int32_t admit_per_layer = 1;   // dynamic: CPU-run experts per layer and step that may replace a lower-scored resident one
+  int32_t prefetch_per_layer = 0;  // dynamic: the next layer's highest-scored missing experts copied per layer and step
+  double admit_margin = 2.0;     // ... when their score exceeds the resident one's times this (2 halved the copies of
+                                 // 1 for about the same hit rate on the synthetic test MoEs)
+  std::vector<double> initial_scores;  // n_layer * n_expert scores for the first fill (empty: round-robin over layers)
+  // Where CPU-run experts read their weights: the file mapping (true: the CPU backend repacks
+  // it once, on first use, for its packed kernels; about 1.8x faster per decode layer than the
+  // slabs on the H200 host, and fair to the llama.cpp baselines, which repack too; under the
+  // dynamic policy host RAM then holds both), or the slabs (false: half the host RAM).
+  bool cpu_reads_mapping = true;
+};
+
+// Where one layer's experts are, as op-ready matrix stacks: expert (or slot) m of the stack
+// is at data + m * mat_bytes, gate, up and down of one slab mat_bytes apart from the next.
+struct ExpertViews {
+  tdm_weight gate{}, up{}, down{};
+};
+
+class ExpertOffload {
+ public:
+  // Copies every routed expert into host slabs (pinned through `device` when it can; not for a
+  // static policy whose CPU reads the mapping) and, unless the CPU reads the mapping, releases
+  // the mapping's pages of the stacks; allocates up to `budget_bytes` of slots on
+  // the device (< 0: room for every expert) and fills them. Throws tdm::Error.
+  ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const ModelWeights& w, Backend* device, int64_t budget_bytes);
+  ~ExpertOffload();
+  ExpertOffload(const ExpertOffload&) = delete;
+  ExpertOffload& operator=(const ExpertOffload&) = delete;
+
+  const ExpertConfig& config() const { return cfg_; }
+  int64_t n_slots() const { return n_slots_; }
+  size_t slot_bytes() const { return slot_bytes_; }
+  uint64_t host_bytes() const { return host_bytes_; }
+  int64_t resident() const;
+  // True when every expert of layer l is resident (no expert of it can run on the CPU).
+  bool layer_resident(int64_t l) const { return per_layer_[size_t(l)] == n_expert_; }
+  // Copy threshold of layer l in routed rows (+inf: never copy).
+  double n_star(int64_t l) const { return n_star_[size_t(l)]; }
+  const char* policy_name() const;
+
+  ExpertViews device_views(int64_t l) const;
+  // Layer l's views over the n slots from `base` (its experts in order when contiguous_base(l) gave base).
+  ExpertViews device_views(int64_t l, int32_t base, int64_t n) const;
+  // The first of n_expert consecutive slots holding layer l's experts in order, or -1.
+  int32_t contiguous_base(int64_t l) const;
+  // Whether routing must be recorded as it happens: the dynamic policy with fewer slots than experts.
+  bool needs_scores() const { return cfg_.policy == ExpertPolicy::dynamic && n_slots_ < n_layer_ * n_expert_; }
+  ExpertViews host_views(int64_t l) const;
+  // Device memory of cache slot s.
+  void* slot_data(int32_t s) const { return cache_.as<uint8_t>() + size_t(s) * slot_bytes_; }
+  // Host slab of expert e of layer l, and its size (slabs exist under the dynamic policy, or when
+  // the CPU reads the slabs).
+  const void* host_slab(int64_t l, int64_t e) const;
+  size_t slab_bytes(int64_t l) const { return layers_[size_t(l)].slab; }
+
+  // ---- per step
+  void tick() { step_++; }
+  // Records this step's routing of layer l: rows[e] rows with router probabilities summing to prob[e].
+  void record(int64_t l, const std::vector<int32_t>& rows, const std::vector<double>& prob);
+  double score(int64_t l, int64_t e) const;
+  // The slot holding (l, e), or -1.
+  int32_t slot_of(int64_t l, int64_t e) const { return slot_of_[size_t(l * n_expert_ + e)]; }
+  // Marks a slot as read by the layer being run: it is not evicted until the next layer.
+  void protect(int32_t slot) { guard_[size_t(slot)] = stamp_; }
+  // Starts a new layer: earlier protections lapse.
+  void next_layer() { stamp_++; }
+  // A slot for (l, e), freeing the lowest-scored unprotected resident one when all are taken:
+  // -1 when none can be had, or when margin > 0 and (l, e) does not score above margin times
+  // the victim's score. Updates the maps (the caller copies the slab) and counts an eviction in *st.
+  int32_t take_slot(int64_t l, int64_t e, double margin, ExpertStats* st);
+  // Slots whose fill is still in flight on the expert stream (async devices).
+  void set_pending(int32_t s) { pending_[size_t(s)] = 1; n_pending_++; }
+  bool pending(int32_t s) const { return pending_[size_t(s)] != 0; }
+  bool any_pending() const { return n_pending_ > 0; }
+  void clear_pending() {
+    std::fill(pending_.begin(), pending_.end(), uint8_t(0));
+    n_pending_ = 0;
+  }
+  bool may_copy() const { return cfg_.policy == ExpertPolicy::dynamic; }
+  // Which of layer l's missing experts (`missing`, heaviest first; rows[e] routed rows each)
+  // to copy and run on the device: from n* rows on under a threshold; under the makespan rule
+  // (calibrated costs and no n* given) each, heaviest first, to the side that finishes it
+  // first, the device already busy for device_us (resident experts) and the CPU free.
+  std::vector<uint8_t> copy_choice(int64_t l, const std::vector<int32_t>& missing, const std::vector<int32_t>& rows,
+                                   double device_us) const;
+  // Predicted device time of a resident expert with `rows` routed rows (0 without costs).
+  double device_us(int64_t rows) const {
+    return cfg_.has_cost ? cfg_.cost.gpu_fixed_us + cfg_.cost.gpu_us_per_token * double(rows) : 0.0;
+  }
+  // True when copies follow the makespan rule rather than the n* threshold.
+  bool makespan() const { return cfg_.has_cost && cfg_.n_star < 0; }
+
+ private:
+  void fill();
+  void free_slabs();
+  void assign(int32_t slot, int64_t key);
+  // A number ordered as the keys' scores are now, cheaper to compute (victim searches).
+  double rank(int64_t key) const;
+
+  struct Layer {
+    tdm_weight gate{}, up{}, down{};  // the bound stacks (types and shapes)
+    size_t off_up = 0, off_down = 0;  // offsets inside a slab
+    size_t slab = 0;                  // bytes of one slab (the host stride)
+    uint8_t* host = nullptr;          // n_expert slabs
+    bool pinned = false;              // host came from the device's host_alloc
+  };
+
+  ExpertConfig cfg_;
+  int64_t n_layer_ = 0, n_expert_ = 0;
+  Backend* device_ = nullptr;
+  std::vector<Layer> layers_;
+  bool slabs_ = false;               // host slabs were made
+  uint64_t host_bytes_ = 0;
+  size_t slot_bytes_ = 0;
+  int64_t n_slots_ = 0;
+  DeviceBuffer cache_;
+  std::vector<int64_t> key_of_slot_;  // layer * n_expert + expert, or -1
+  std::vector<int32_t> slot_of_;      // per key: slot or -1
+  std::vector<int64_t> per_layer_;    // resident experts per layer
+  std::vector<uint64_t> guard_;       // per slot: stamp of the layer that reads it
+  std::vector<uint8_t> pending_;      // per slot: filled by a copy still in flight
+  int64_t n_pending_ = 0;
+  uint64_t stamp_ = 1;
+  std::vector<double> n_star_;
+  double act_bytes_per_row_ = 0;     // hidden state of one row (f32), each way for a CPU expert
+  // Scores, per key.
+  int64_t step_ = 0;
+  std::vector<double> mass_, uses_;
+  std::vector<int64_t> mass_step_, last_use_;
+};
+
+}  // namespace tdm
