@@ -2,6 +2,7 @@
 // plain JS values, and view tensor bytes in place (an external buffer over the mmap).
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "addon/napi_util.h"
 #include "core/gguf.h"
@@ -85,6 +86,14 @@ class ValueReader {
       *size = h + n * fixed;
       return out;
     }
+    if (et == GgufValueType::STRING) {
+      Napi::Value packed = packed_strings(off + h, n, size);
+      if (!packed.IsUndefined()) {
+        out.Set("packed", packed);
+        *size += h;
+        return out;
+      }
+    }
     Napi::Array arr = Napi::Array::New(env_, n);
     uint64_t pos = off + h;
     for (uint64_t i = 0; i < n; i++) {
@@ -99,6 +108,58 @@ class ValueReader {
     out.Set("value", arr);
     *size = pos - off;
     return out;
+  }
+
+  // A string array as one JS string and the UTF-16 offset where each element starts (n + 1
+  // of them): setting a vocabulary's 100k+ strings one by one costs far more than splitting
+  // one string in JS. Undefined (the caller converts element by element) when an element is
+  // not valid UTF-8, whose replacement characters would shift the offsets.
+  Napi::Value packed_strings(uint64_t off, uint64_t n, uint64_t* size) const {
+    std::string all;
+    Napi::Uint32Array starts = Napi::Uint32Array::New(env_, size_t(n) + 1);
+    uint64_t pos = off;
+    uint32_t units = 0;
+    for (uint64_t i = 0; i < n; i++) {
+      uint64_t len; uint64_t h = count_at(pos, &len);
+      const auto* p = reinterpret_cast<const unsigned char*>(f_.at(pos + h));
+      starts[size_t(i)] = units;
+      uint32_t u = 0;
+      if (!utf16_units(p, len, &u)) return env_.Undefined();
+      units += u;
+      all.append(reinterpret_cast<const char*>(p), size_t(len));
+      pos += h + len;
+    }
+    starts[size_t(n)] = units;
+    *size = pos - off;
+    Napi::Object packed = Napi::Object::New(env_);
+    packed.Set("text", Napi::String::New(env_, all));
+    packed.Set("starts", starts);
+    return packed;
+  }
+
+  // UTF-16 code units of a strictly valid UTF-8 string; false for anything V8 would replace.
+  static bool utf16_units(const unsigned char* p, uint64_t n, uint32_t* units) {
+    uint64_t i = 0;
+    while (i < n) {
+      const unsigned char b = p[i];
+      int extra;
+      uint32_t cp;
+      if (b < 0x80) { extra = 0; cp = b; }
+      else if ((b & 0xE0) == 0xC0) { extra = 1; cp = b & 0x1F; }
+      else if ((b & 0xF0) == 0xE0) { extra = 2; cp = b & 0x0F; }
+      else if ((b & 0xF8) == 0xF0) { extra = 3; cp = b & 0x07; }
+      else return false;
+      if (i + uint64_t(extra) >= n) return false;
+      for (int k = 1; k <= extra; k++) {
+        if ((p[i + k] & 0xC0) != 0x80) return false;
+        cp = (cp << 6) | (p[i + k] & 0x3F);
+      }
+      static const uint32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
+      if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+      *units += cp >= 0x10000 ? 2 : 1;
+      i += uint64_t(extra) + 1;
+    }
+    return true;
   }
 
  private:

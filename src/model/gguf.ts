@@ -34,6 +34,24 @@ export interface GgufTensorInfo {
   nBytes: number;
 }
 
+type WireArray = { elementType: GgufValueType; value?: ArrayLike<unknown>; packed?: { text: string; starts: Uint32Array } };
+
+/** String arrays arrive packed (one string and each element's UTF-16 start, see native/addon/gguf_binding.cpp): split them, nested ones too. */
+function unpackArray(arr: WireArray): GgufArray {
+  if (arr.packed) {
+    const { text, starts } = arr.packed;
+    const value = new Array<string>(starts.length - 1);
+    for (let i = 0; i < value.length; i++) value[i] = text.slice(starts[i], starts[i + 1]);
+    return { elementType: arr.elementType, value };
+  }
+  if (arr.elementType === 'array') return { elementType: 'array', value: Array.from(arr.value as ArrayLike<WireArray>, unpackArray) };
+  return arr as GgufArray;
+}
+
+function unpack(e: GgufMetadataEntry): GgufMetadataEntry {
+  return e.type === 'array' ? { ...e, value: unpackArray(e.value as WireArray) } : e;
+}
+
 export class GgufFile {
   readonly path: string;
   readonly version: number;
@@ -53,7 +71,7 @@ export class GgufFile {
     this.alignment = info.alignment;
     this.dataOffset = info.dataOffset;
     this.fileSize = info.fileSize;
-    this.metadata = new Map(info.metadata.map((e) => [e.key, e as GgufMetadataEntry]));
+    this.metadata = new Map(info.metadata.map((e) => [e.key, unpack(e as GgufMetadataEntry)]));
     this.tensors = info.tensors;
   }
 

@@ -19,6 +19,7 @@ export interface NativeGgufInfo {
   alignment: number;
   dataOffset: number;
   fileSize: number;
+  /** Metadata in file order; string arrays come as {elementType, packed: {text, starts}} (split by src/model/gguf.ts). */
   metadata: { key: string; type: string; value: unknown }[];
   tensors: { name: string; typeId: number; type: string; shape: number[]; offset: number; nBytes: number }[];
 }
