@@ -66,6 +66,11 @@ enum class PackPolicy {
   always,  // every weight on every call, into scratch (the "+pack" variants the tests use)
 };
 
+// One task of a matmul: row blocks [b0, b1) of segment `seg` (one matrix, or one expert's).
+struct RowTask {
+  int64_t seg, b0, b1;
+};
+
 struct CpuContext {
   std::string name;
   std::string last_error;
@@ -82,6 +87,8 @@ struct CpuContext {
   // Packed copies this context has used, by weight address, and addresses found ineligible.
   std::unordered_map<const void*, std::shared_ptr<const PackedWeight>> packed;
   std::unordered_set<const void*> unpackable;
+  std::vector<int64_t> seg_blocks;  // matmul task planning (plan_tasks), reused across calls
+  std::vector<RowTask> tasks;
 };
 
 CpuContext& cx(tdm_backend_ctx* c) { return *reinterpret_cast<CpuContext*>(c); }
@@ -314,11 +321,37 @@ void compute_rows(const MatPlan& p, int64_t m, const uint8_t* act, int64_t n_tok
   }
 }
 
-// Row blocks per task: enough tasks to balance the pool, few enough that each task keeps
-// its token tile's activations hot across several row blocks.
+// Row blocks per task with many tokens: enough tasks to balance the pool, few enough that
+// each task streams a contiguous stretch of weights (the prefetchers ramp up once per task)
+// and keeps its token tile's activations hot across its blocks.
 int64_t blocks_per_task(int64_t n_blocks, int n_threads) {
   const int64_t want_tasks = int64_t(n_threads) * 8;
   return std::clamp<int64_t>(n_blocks / std::max<int64_t>(want_tasks, 1), 1, 4);
+}
+
+// Up to this many tokens a matmul is one token tile of every kernel: each weight is read
+// once, so a task's length only matters to the prefetchers and to the pool's balance.
+constexpr int64_t kStreamTokens = 6;
+
+// Splits segments of seg_blocks[i] row blocks into tasks, handed out in order by the pool.
+// Task sizes follow the work left (guided scheduling): long contiguous stretches first, then
+// shrinking to one block, so that the threads finish within about a block of each other
+// instead of waiting at the op's end for a long last task. With many tokens a task also stays
+// within blocks_per_task, so its weights stay hot across the token tiles.
+void plan_tasks(const std::vector<int64_t>& seg_blocks, int64_t n_tokens, int n_threads, std::vector<RowTask>& out) {
+  out.clear();
+  int64_t left = 0;
+  for (int64_t b : seg_blocks) left += b;
+  const int64_t cap = n_tokens <= kStreamTokens ? left : blocks_per_task(left, n_threads);
+  const int64_t share = 2 * int64_t(n_threads);
+  for (size_t seg = 0; seg < seg_blocks.size(); ++seg) {
+    for (int64_t b = 0; b < seg_blocks[seg];) {
+      const int64_t size = std::min({std::clamp<int64_t>((left + share - 1) / share, 1, cap), seg_blocks[seg] - b});
+      out.push_back(RowTask{int64_t(seg), b, b + size});
+      b += size;
+      left -= size;
+    }
+  }
 }
 
 // ---- device
@@ -379,11 +412,11 @@ tdm_status cpu_matmul(tdm_backend_ctx* c, const tdm_weight* w, int64_t m, const 
     if (x == nullptr || y == nullptr) bad("matmul with a null pointer");
     const MatPlan p = mat_plan(ctx, *w, 0);
     const uint8_t* act = prepare_act(ctx, p, x, n_tokens, w->n_cols, ctx.act);
-    const int64_t n_blocks = (w->n_rows + kRowBlock - 1) / kRowBlock;
-    const int64_t bpt = blocks_per_task(n_blocks, ctx.pool->size());
-    ctx.pool->run((n_blocks + bpt - 1) / bpt, [&](int64_t task, int) {
-      const int64_t r0 = task * bpt * kRowBlock, r1 = std::min(w->n_rows, r0 + bpt * kRowBlock);
-      compute_rows(p, m, act, n_tokens, r0, r1, y, w->n_rows);
+    ctx.seg_blocks.assign(1, (w->n_rows + kRowBlock - 1) / kRowBlock);
+    plan_tasks(ctx.seg_blocks, n_tokens, ctx.pool->size(), ctx.tasks);
+    ctx.pool->run(int64_t(ctx.tasks.size()), [&](int64_t task, int) {
+      const RowTask& tk = ctx.tasks[size_t(task)];
+      compute_rows(p, m, act, n_tokens, tk.b0 * kRowBlock, std::min(w->n_rows, tk.b1 * kRowBlock), y, w->n_rows);
     }, double(w->n_rows) * double(w->n_cols) * double(n_tokens));
   });
 }
@@ -749,32 +782,44 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
     std::vector<int64_t> position(static_cast<size_t>(n_slots));
     for (int64_t si = 0; si < n_slots; ++si) position[size_t(slots[size_t(si)])] = si;
 
-    // Gate and up projections: tasks are (active expert, row chunk) for both matrices.
+    // Gate and up projections: segments are (active expert, gate or up), split into row chunks.
     const int64_t ff_blocks = (n_ff + kRowBlock - 1) / kRowBlock;
-    const int64_t ff_bpt = blocks_per_task(ff_blocks * int64_t(active.size()) * 2, ctx.pool->size());
-    const int64_t ff_tasks = (ff_blocks + ff_bpt - 1) / ff_bpt;
-    ctx.pool->run(int64_t(active.size()) * ff_tasks * 2, [&](int64_t task, int) {
-      const bool is_up = task % 2 == 1;
-      const int64_t et = task / 2;
-      const int32_t e = active[size_t(et / ff_tasks)];
-      const int64_t r0 = (et % ff_tasks) * ff_bpt * kRowBlock, r1 = std::min(n_ff, r0 + ff_bpt * kRowBlock);
+    ctx.seg_blocks.assign(active.size() * 2, ff_blocks);
+    plan_tasks(ctx.seg_blocks, n_tokens, ctx.pool->size(), ctx.tasks);
+    ctx.pool->run(int64_t(ctx.tasks.size()), [&](int64_t task, int) {
+      const RowTask& tk = ctx.tasks[size_t(task)];
+      const bool is_up = tk.seg % 2 == 1;
+      const int32_t e = active[size_t(tk.seg / 2)];
       const MatPlan& p = is_up ? pu : pg;
       const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
       const uint8_t* act = (is_up ? xu : xg) + size_t(first) * p.act_row_bytes;
-      compute_rows(p, e, act, n, r0, r1, (is_up ? hu : hg) + first * n_ff, n_ff);
+      compute_rows(p, e, act, n, tk.b0 * kRowBlock, std::min(n_ff, tk.b1 * kRowBlock), (is_up ? hu : hg) + first * n_ff, n_ff);
     }, 2.0 * double(n_slots) * double(n_ff) * double(n_embd));
-    ctx.pool->run(n_slots, [&](int64_t si, int) { ctx.k->swiglu_f32(hg + si * n_ff, hu + si * n_ff, hg + si * n_ff, n_ff); },
-                  8.0 * double(n_slots) * double(n_ff));
-    const uint8_t* hq = prepare_act(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
+    // SwiGLU, then the hidden rows converted for the down projection, in one pass per slot.
+    const uint8_t* hq = nullptr;
+    if (pd.kind == MatPlan::Kind::packed) {
+      uint8_t* out = ctx.moe_act_down.get(pd.act_row_bytes * size_t(n_slots));
+      ctx.pool->run(n_slots, [&](int64_t si, int) {
+        float* h = hg + si * n_ff;
+        ctx.k->swiglu_f32(h, hu + si * n_ff, h, n_ff);
+        pd.po->quantize_act(h, n_ff, out + size_t(si) * pd.act_row_bytes);
+      }, 12.0 * double(n_slots) * double(n_ff));
+      hq = out;
+    } else {
+      ctx.pool->run(n_slots, [&](int64_t si, int) { ctx.k->swiglu_f32(hg + si * n_ff, hu + si * n_ff, hg + si * n_ff, n_ff); },
+                    8.0 * double(n_slots) * double(n_ff));
+      hq = prepare_act(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
+    }
 
     const int64_t embd_blocks = (n_embd + kRowBlock - 1) / kRowBlock;
-    const int64_t embd_bpt = blocks_per_task(embd_blocks * int64_t(active.size()), ctx.pool->size());
-    const int64_t embd_tasks = (embd_blocks + embd_bpt - 1) / embd_bpt;
-    ctx.pool->run(int64_t(active.size()) * embd_tasks, [&](int64_t task, int) {
-      const int32_t e = active[size_t(task / embd_tasks)];
-      const int64_t r0 = (task % embd_tasks) * embd_bpt * kRowBlock, r1 = std::min(n_embd, r0 + embd_bpt * kRowBlock);
+    ctx.seg_blocks.assign(active.size(), embd_blocks);
+    plan_tasks(ctx.seg_blocks, n_tokens, ctx.pool->size(), ctx.tasks);
+    ctx.pool->run(int64_t(ctx.tasks.size()), [&](int64_t task, int) {
+      const RowTask& tk = ctx.tasks[size_t(task)];
+      const int32_t e = active[size_t(tk.seg)];
       const int64_t first = count[size_t(e)], n = count[size_t(e) + 1] - first;
-      compute_rows(pd, e, hq + size_t(first) * pd.act_row_bytes, n, r0, r1, ho + first * n_embd, n_embd);
+      compute_rows(pd, e, hq + size_t(first) * pd.act_row_bytes, n, tk.b0 * kRowBlock, std::min(n_embd, tk.b1 * kRowBlock),
+                   ho + first * n_embd, n_embd);
     }, double(n_slots) * double(n_ff) * double(n_embd));
 
     // Weighted sum in choice order, each product rounded before it is added (as llama.cpp's

@@ -43,7 +43,8 @@ class PackedWeight {
   size_t head_len_ = 0;
   size_t group_bytes_ = 0;
   size_t mat_bytes_ = 0;
-  uint8_t* data_ = nullptr;
+  uint8_t* data_ = nullptr;  // an anonymous mapping of mapped_bytes_ (2 MiB aligned)
+  size_t mapped_bytes_ = 0;
 };
 
 // True when all bytes of `w` lie in one read-only, file-backed mapping of this process.

@@ -771,40 +771,41 @@ void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t x
     for (int t = 0; t < T; ++t) y[t * ys + r] = hsum512(acc[r][t]);
 }
 
-// Tiles of T tokens, then one tile of the remaining 1..T-1.
+// One tile of `nt` tokens (1..T) with R rows.
 template <typename L, int R, int T>
-struct RowsTail {
-  static void run(int64_t left, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
-    if (left == T) rows_tile<L, R, T>(w, rb, n, x, xs, y, ys);
-    else RowsTail<L, R, T - 1>::run(left, w, rb, n, x, xs, y, ys);
+struct RowsTile {
+  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    if (nt == T) rows_tile<L, R, T>(w, rb, n, x, xs, y, ys);
+    else RowsTile<L, R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
   }
 };
 template <typename L, int R>
-struct RowsTail<L, R, 0> {
-  static void run(int64_t, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
+struct RowsTile<L, R, 0> {
+  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
 };
-
-template <typename L, int R, int T>
-void rows_tokens(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, int64_t n_tokens, float* y, int64_t ys) {
-  int64_t t = 0;
-  for (; t + T <= n_tokens; t += T) rows_tile<L, R, T>(w, rb, n, x + t * xs, xs, y + t * ys, ys);
-  if (t < n_tokens) RowsTail<L, R, T - 1>::run(n_tokens - t, w, rb, n, x + t * xs, xs, y + t * ys, ys);
-}
 
 template <typename L>
 void rows_float(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
                 float* y, int64_t ys) {
-  int64_t r = r0;
   if (n_tokens == 1) {
     // One token: more rows per tile so enough independent sums are in flight.
+    int64_t r = r0;
     for (; r + 8 <= r1; r += 8) rows_tile<L, 8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
     for (; r < r1; ++r) rows_tile<L, 1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
     return;
   }
-  // Four rows by six tokens: 24 accumulators, and each weight chunk widened once for six
-  // products (larger tiles spill registers with this compiler).
-  for (; r + 4 <= r1; r += 4) rows_tokens<L, 4, 6>(w + size_t(r) * rb, rb, n, x, xs, n_tokens, y + r, ys);
-  for (; r < r1; ++r) rows_tokens<L, 1, 6>(w + size_t(r) * rb, rb, n, x, xs, n_tokens, y + r, ys);
+  // Tiles of four rows by six tokens (24 accumulators; larger tiles spill registers with
+  // this compiler). Token tiles outside, rows inside: a tile's activations stay in L2 while
+  // the task's rows pass, instead of every row tile streaming all tokens from L3.
+  constexpr int kT = 6;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
+    const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
+    const float* xt = x + t0 * xs;
+    float* yt = y + t0 * ys;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) RowsTile<L, 4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+    for (; r < r1; ++r) RowsTile<L, 1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+  }
 }
 
 void round_f16_avx512(const float* src, float* dst, int64_t n) {
