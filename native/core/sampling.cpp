@@ -82,6 +82,29 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
       bad("recent token " + std::to_string(recent[i]) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
   }
   const size_t n = size_t(n_vocab);
+  const bool penalise = n_recent > 0 && (cfg.repeat_penalty != 1.0f || cfg.frequency_penalty != 0.0f || cfg.presence_penalty != 0.0f);
+
+  // Plain greedy (no bias, no penalty) is one pass over the logits: building the candidate
+  // list first costs as much again on a large vocabulary, for every sequence of every step.
+  if (cfg.temperature == 0.0f && cfg.logit_bias.empty() && !penalise) {
+    // A branch-free first pass: the maximum, and whether every logit is below
+    // +Infinity (false for NaN too). Then the first id holding the maximum.
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    float max_v = -kInf;
+    bool below_inf = true;
+    for (size_t i = 0; i < n; i++) {
+      below_inf &= logits[i] < kInf;
+      max_v = logits[i] > max_v ? logits[i] : max_v;
+    }
+    if (!below_inf) {
+      for (size_t i = 0; i < n; i++)
+        if (std::isnan(logits[i]) || logits[i] == kInf) bad("logit of token " + std::to_string(i) + " is " + (std::isnan(logits[i]) ? "NaN" : "+Infinity"));
+    }
+    if (max_v == -kInf) bad("every token is banned (all logits are -Infinity)");
+    size_t best = 0;
+    while (logits[best] != max_v) best++;
+    return int32_t(best);
+  }
 
   // Candidates in id order (cands[i].id == i until the first filter), bias added:
   // llama.cpp adds every entry, repeats included.
@@ -101,7 +124,6 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
   // Penalties, as llama.cpp's penalties sampler: each distinct recent token once, with
   // its count: the repeat penalty scales towards less likely (divide a positive logit,
   // multiply a non-positive one), then count * frequency + presence is subtracted.
-  bool penalise = n_recent > 0 && (cfg.repeat_penalty != 1.0f || cfg.frequency_penalty != 0.0f || cfg.presence_penalty != 0.0f);
   if (penalise) {
     if (s.counts.size() < n) s.counts.resize(n, 0);
     for (int32_t i = 0; i < n_recent; i++) s.counts[size_t(recent[i])]++;

@@ -304,3 +304,20 @@ t.test('bad parameters and inputs give typed errors', async (t) => {
   t.throws(() => n.sampleLogits(new Float32Array(3), base, new Int32Array(), -1), { code: 'TDM_BAD_ARGUMENT', message: /position/ });
   t.throws(() => n.sampleLogits(new Float32Array(3), null as unknown as SamplingParams, new Int32Array(), 0), { code: 'TDM_BAD_ARGUMENT' });
 });
+
+t.test('plain greedy (its own one-pass path) keeps the full path\'s choices and errors', async (t) => {
+  const greedy = { temperature: 0 };
+  // A zero bias on a token that is not the winner sends the same row down the full path.
+  const full = (logits: number[]) => sample(logits, { temperature: 0, logitBias: [{ token: logits.length - 1, bias: 0 }] });
+  const rand = lcg(19);
+  for (let row = 0; row < 100; row++) {
+    const logits = Array.from({ length: 1 + Math.floor(rand() * 300) }, () => Math.round((rand() * 8 - 4) * 4) / 4);
+    if (rand() < 0.3) logits[Math.floor(rand() * logits.length)] = -Infinity;
+    if (sample(logits, greedy) !== full(logits)) t.fail(`row ${row}: the paths differ`);
+  }
+  t.equal(sample([3, 7, 7, 1], greedy), 1, 'ties go to the lowest id');
+  t.equal(sample([-Infinity, -Infinity, -5], greedy), 2);
+  t.throws(() => sample([-Infinity, -Infinity], greedy), { code: 'TDM_BAD_ARGUMENT', message: /banned/ });
+  t.throws(() => sample([1, NaN, 2], greedy), { code: 'TDM_BAD_ARGUMENT', message: /token 1 is NaN/ });
+  t.throws(() => sample([1, 2, Infinity], greedy), { code: 'TDM_BAD_ARGUMENT', message: /token 2 is \+Infinity/ });
+});
