@@ -65,7 +65,6 @@
         "native/addon/synth_binding.cpp",
         "native/addon/sampling_binding.cpp",
         "native/addon/model_binding.cpp",
-        "native/addon/cpu_ops_binding.cpp",
         "native/addon/membw_binding.cpp",
         "native/backend/registry.cpp",
         "native/addon/backend_binding.cpp",

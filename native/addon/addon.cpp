@@ -7,7 +7,6 @@ void register_quants(Napi::Env env, Napi::Object exports);
 void register_synth(Napi::Env env, Napi::Object exports);
 void register_sampling(Napi::Env env, Napi::Object exports);
 void register_model(Napi::Env env, Napi::Object exports);
-void register_cpu_ops(Napi::Env env, Napi::Object exports);
 void register_membw(Napi::Env env, Napi::Object exports);
 void register_backends(Napi::Env env, Napi::Object exports);
 void register_backend_ops(Napi::Env env, Napi::Object exports);
@@ -19,7 +18,6 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   tdm::addon::register_synth(env, exports);
   tdm::addon::register_sampling(env, exports);
   tdm::addon::register_model(env, exports);
-  tdm::addon::register_cpu_ops(env, exports);
   tdm::addon::register_membw(env, exports);
   tdm::addon::register_backends(env, exports);
   tdm::addon::register_backend_ops(env, exports);

@@ -102,28 +102,6 @@ export interface NativeModel {
   /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM; `experts` under expert offload (slots and slotBytes of the device cache, resident experts at load, bytes of host slabs, layer 0's n*). */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number; experts?: { policy: string; slots: number; slotBytes: number; resident: number; hostSlabBytes: number; nStar: number } };
 }
 
-/** Test-only: one CPU backend op on typed arrays with a forced kernel variant (native/addon/cpu_ops_binding.cpp). */
-export interface NativeCpuOps {
-  /** Kernel variants this machine runs, scalar reference first. */
-  variants(): string[];
-  matmul(variant: string, type: string, w: Float32Array, nRows: number, nCols: number, x: Float32Array, nTokens: number): Float32Array;
-  getRows(variant: string, type: string, w: Float32Array, nRows: number, nCols: number, ids: Int32Array): Float32Array;
-  rmsNorm(variant: string, x: Float32Array, w: Float32Array | null, nRows: number, nCols: number, eps: number): Float32Array;
-  rope(variant: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number): Float32Array;
-  add(variant: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
-  mul(variant: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
-  swiglu(variant: string, gate: Float32Array, up: Float32Array): Float32Array;
-  scaleRows(variant: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
-  attention(variant: string, opts: {
-    kvType: 'f16' | 'f32'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
-    seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
-  }): Float32Array;
-  router(variant: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
-  moeFfn(variant: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
-    x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number): Float32Array;
-  copyBlocks(variant: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
-}
-
 /** One backend the registry knows (native/backend/registry.h): the CPU, or a GPU library or device. */
 export interface NativeBackendInfo {
   /** 'cpu', 'cuda' or 'hip'. */
@@ -196,8 +174,6 @@ export interface NativeAddon {
   loadModel(path: string, config: NativeModelConfig): Promise<NativeModel>;
   /** Read bandwidth of a `bytes` buffer over `threads` threads, best of `passes` (native/cpu/membw.h); on a worker thread. */
   measureReadBandwidth(bytes: number, threads: number, passes: number): Promise<{ bytesPerSecond: number; bestSeconds: number; bytes: number; threads: number; passes: number }>;
-  /** Test-only CPU op runner. */
-  cpuOps: NativeCpuOps;
   /** The CPU backend, then every GPU library or device with its status and the reason; rescan probes again. */
   backends(rescan?: boolean): NativeBackendInfo[];
   /** The folder searched for libtandem_cuda.so and libtandem_hip.so. */

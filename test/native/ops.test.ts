@@ -1,11 +1,25 @@
-// Every CPU backend op: the scalar reference against an independent JS computation, and
-// every SIMD variant this machine runs against the scalar reference, over many shapes with
-// odd sizes, tolerances per op and type as normalised squared error (ggml's test-backend-ops).
+// Every CPU backend op, through the backend-ops binding: the scalar reference against an
+// independent JS computation, and every SIMD variant this machine runs against the scalar
+// reference, over many shapes with odd sizes, tolerances per op and type as normalised
+// squared error (ggml's test-backend-ops).
 import t from 'tap';
-import { native, type NativeCpuOps } from '../../src/native/binding.js';
+import { native, type NativeBackendOps } from '../../src/native/binding.js';
 import { dequantize, quantize, typeInfo, vecDotF32 } from '../../src/model/quant.js';
 
-const ops = (): NativeCpuOps => native().cpuOps;
+/** The backend ops with a CPU kernel variant ('ref', 'avx2', ...) in place of the backend id. */
+type CpuOps = { [K in Exclude<keyof NativeBackendOps, 'ids' | 'timeMatmul' | 'timeAttention'>]: NativeBackendOps[K] } & { variants(): string[] };
+
+/** The CPU backend's variants through the generic backend-ops binding, on 2 threads so that the ops' task splits run. */
+function cpuOps(): CpuOps {
+  const b = native().backendOps;
+  const variants = () => b.ids().filter((id) => id.startsWith('cpu:')).map((id) => id.slice('cpu:'.length));
+  return new Proxy({ variants } as CpuOps, {
+    get: (target, op: string) =>
+      op === 'variants' ? target.variants : (variant: string, ...rest: unknown[]) => Reflect.apply(b[op as keyof NativeBackendOps], b, [`cpu:${variant}@2`, ...rest]),
+  });
+}
+
+const ops = cpuOps;
 const SIMD = ops().variants().filter((v) => v !== 'ref');
 
 /** Seeded uniform generator in [-1, 1) (LCG; the tests need reproducible, not good, noise). */
