@@ -77,7 +77,7 @@ function resultRows(rows: SummaryRow[]): string[][] {
     pct(r.floorFraction),
     fmt(r.ttftP50Ms),
     fmt(r.tpotP50Ms),
-    mib(r.peakRssBytes),
+    r.peakDeviceBytes !== undefined ? `${mib(r.peakRssBytes)} + ${mib(r.peakDeviceBytes)} on the device` : mib(r.peakRssBytes),
     `${r.loadWarnings}/${r.runs} (${r.otherCpus.toFixed(2)} CPUs)`,
   ]);
 }
@@ -145,7 +145,7 @@ export function markdownReport(r: BenchReport, plots: string[] = []): string {
       'pp: prompt tokens over the time to the first token (one sampled token included). tg: tokens after the first over the time they took. ' +
       'parallel: tokens of all sequences while every one of them was decoding, over that window. ' +
       'The floor is the decode rate the measured read bandwidth allows for the bytes a step reads (weights, active experts only, KV cache at the mean context); ' +
-      'for parallel runs it assumes one pass over the weights per step. Peak RSS counts every system loaded in the process. ' +
+      'for parallel runs it assumes one pass over the weights per step. Peak RSS counts every system loaded in the process; with a GPU, the device memory in use is added. ' +
       "'Runs under load' counts runs during which other processes used more than 10% of the machine, with the mean CPUs they kept busy.",
     '',
   );

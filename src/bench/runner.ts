@@ -147,6 +147,8 @@ export interface SummaryRow {
   tpotP50Ms: number;
   e2eP90Ms: number;
   peakRssBytes: number;
+  /** Peak device memory in use over the runs, bytes, where a GPU backend ran. */
+  peakDeviceBytes?: number;
   /** Runs flagged for CPU used by other processes. */
   loadWarnings: number;
   /** Mean over the runs of the CPUs other processes kept busy (0 on a quiet machine). */
@@ -523,6 +525,7 @@ export class BenchRunner {
         tpotP50Ms: median(mine.map((r) => r.serving.tpotMs.p50)),
         e2eP90Ms: median(mine.map((r) => r.serving.e2eMs.p90)),
         peakRssBytes: Math.max(...mine.map((r) => r.peakRssBytes)),
+        ...(mine.some((r) => r.peakDeviceBytes !== undefined) ? { peakDeviceBytes: Math.max(...mine.map((r) => r.peakDeviceBytes ?? 0)) } : {}),
         loadWarnings: mine.filter((r) => r.warning).length,
         otherCpus: mean(mine.map((r) => r.load.otherCpus)),
       };

@@ -154,6 +154,9 @@ t.test('markdown tables: one cell per header in every row, pipes escaped', async
   t.match(md, /- \*\*tg8\*\*: decode 8 tokens after 4/);
   t.match(md, /!\[m-decode\.svg\]\(m-decode\.svg\)/);
   t.match(md, /highest rate with ≥90% within SLO/);
+  const gpu = fakeReport();
+  gpu.summary[0] = { ...gpu.summary[0]!, peakDeviceBytes: 3 * 2 ** 30 };
+  t.match(markdownReport(gpu, []), /\| 95 MiB \+ 3072 MiB on the device \|/, 'device memory beside host RSS where a GPU ran');
 });
 
 t.test('writeReports writes parseable JSON, the markdown and well-formed plots', async (t) => {
