@@ -58,7 +58,8 @@ export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return num / Math.max(den, 1e-30);
 }
 
-function identical(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+/** Element by element the same numbers (NaN equals NaN, 0 and -0 differ). */
+export function identical(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
   return true;

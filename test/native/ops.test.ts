@@ -5,6 +5,7 @@
 import t from 'tap';
 import { native, type NativeBackendOps } from '../../src/native/binding.js';
 import { dequantize, quantize, typeInfo, vecDotF32 } from '../../src/model/quant.js';
+import { identical, nmse, rand } from '../backend/op-cases.js';
 
 /** The backend ops with a CPU kernel variant ('ref', 'avx2', ...) in place of the backend id. */
 type CpuOps = { [K in Exclude<keyof NativeBackendOps, 'ids' | 'timeMatmul' | 'timeAttention'>]: NativeBackendOps[K] } & { variants(): string[] };
@@ -29,29 +30,6 @@ function rng(seed: number): () => number {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return s / 2 ** 31 - 1;
   };
-}
-
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => r() * scale);
-}
-
-/** sum (a - b)^2 / sum b^2: 0 for equal arrays; NaN anywhere makes it NaN (and the test fail). */
-function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return num / Math.max(den, 1e-30);
-}
-
-function exactlyEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
-  return true;
 }
 
 /** Values as stored in f16 (to mirror what the KV cache keeps). */
@@ -94,7 +72,7 @@ t.test('matmul: reference equals the per-row reference dot product with quantize
       for (let tk = 0; tk < nTokens; tk++) {
         for (let r = 0; r < nRows; r++) expected[tk * nRows + r] = vecDotF32(type, wq.subarray(r * rb, (r + 1) * rb), x.subarray(tk * nCols, (tk + 1) * nCols));
       }
-      t.ok(exactlyEqual(y, expected), `${type} ${nRows}x${nCols} x ${nTokens} tokens`);
+      t.ok(identical(y, expected), `${type} ${nRows}x${nCols} x ${nTokens} tokens`);
       // And close to plain float math on the dequantized weights (activation quantization error only).
       const wd = dequantize(type, wq, w.length);
       const plain = new Float64Array(nTokens * nRows);
@@ -140,7 +118,7 @@ t.test('matmul: a token computes the same bits alone as inside any batch, in eve
       let same = true;
       for (const tk of [0, 5, 11, 13]) {
         const alone = ops().matmul(v, type, w, nRows, nCols, x.subarray(tk * nCols, (tk + 1) * nCols), 1);
-        if (!exactlyEqual(alone, batch.subarray(tk * nRows, (tk + 1) * nRows))) same = false;
+        if (!identical(alone, batch.subarray(tk * nRows, (tk + 1) * nRows))) same = false;
       }
       t.ok(same, `${v} ${type}: rows of tokens 0, 5, 11, 13 alone = in a batch of ${nTokens}`);
     }
@@ -170,7 +148,7 @@ t.test('get_rows dequantizes exactly, in every variant', async (t) => {
     const ids = Int32Array.from([8, 0, 3, 3, 7]);
     const all = dequantize(type, quantize(type, w), w.length);
     const expected = Float32Array.from(Array.from(ids).flatMap((id) => Array.from(all.subarray(id * nCols, (id + 1) * nCols))));
-    for (const v of ['ref', ...SIMD]) t.ok(exactlyEqual(ops().getRows(v, type, w, nRows, nCols, ids), expected), `${v} ${type}`);
+    for (const v of ['ref', ...SIMD]) t.ok(identical(ops().getRows(v, type, w, nRows, nCols, ids), expected), `${v} ${type}`);
   }
   t.throws(() => ops().getRows('ref', 'f32', rand(8, 1), 2, 4, Int32Array.of(2)), { code: 'TDM_BAD_ARGUMENT', message: /row id 2/ });
 });
@@ -193,9 +171,9 @@ t.test('rms_norm, add, mul, swiglu and scale_rows against JS', async (t) => {
 
       const bias = rand(nCols, 3);
       const full = rand(nRows * nCols, 4);
-      t.ok(exactlyEqual(ops().add(v, x, bias, nRows, nCols, 0), x.map((a, i) => Math.fround(a + bias[i % nCols]))), `${v} add broadcast ${nRows}x${nCols}`);
-      t.ok(exactlyEqual(ops().add(v, x, full, nRows, nCols, nCols), x.map((a, i) => Math.fround(a + full[i]))), `${v} add ${nRows}x${nCols}`);
-      t.ok(exactlyEqual(ops().mul(v, x, bias, nRows, nCols, 0), x.map((a, i) => Math.fround(a * bias[i % nCols]))), `${v} mul broadcast`);
+      t.ok(identical(ops().add(v, x, bias, nRows, nCols, 0), x.map((a, i) => Math.fround(a + bias[i % nCols]))), `${v} add broadcast ${nRows}x${nCols}`);
+      t.ok(identical(ops().add(v, x, full, nRows, nCols, nCols), x.map((a, i) => Math.fround(a + full[i]))), `${v} add ${nRows}x${nCols}`);
+      t.ok(identical(ops().mul(v, x, bias, nRows, nCols, 0), x.map((a, i) => Math.fround(a * bias[i % nCols]))), `${v} mul broadcast`);
 
       const g = rand(nRows * nCols, 6, 6);
       const sw = ops().swiglu(v, g, x);
@@ -204,7 +182,7 @@ t.test('rms_norm, add, mul, swiglu and scale_rows against JS', async (t) => {
       const s = rand(nRows, 8, 4);
       const sig = ops().scaleRows(v, x, s, nRows, nCols, 'sigmoid');
       t.ok(nmse(sig, x.map((a, i) => a / (1 + Math.exp(-s[Math.floor(i / nCols)])))) < 1e-12, `${v} scale_rows sigmoid`);
-      t.ok(exactlyEqual(ops().scaleRows(v, x, s, nRows, nCols, 'identity'), x.map((a, i) => Math.fround(a * s[Math.floor(i / nCols)]))), `${v} scale_rows`);
+      t.ok(identical(ops().scaleRows(v, x, s, nRows, nCols, 'identity'), x.map((a, i) => Math.fround(a * s[Math.floor(i / nCols)]))), `${v} scale_rows`);
     }
   }
 });
@@ -239,7 +217,7 @@ t.test('rope (norm and neox, partial rotary dims) against JS', async (t) => {
         // The angle is built by repeated float multiplication as in ggml, so large positions drift slightly.
         const e = nmse(got, expected);
         t.ok(e < 1e-9, `${v} ${mode} heads ${c.nHeads} dim ${c.headDim} rope ${c.ropeDim}: nmse ${e.toExponential(2)}`);
-        t.ok(exactlyEqual(got, ops().rope('ref', x, pos, c.nHeads, c.headDim, c.ropeDim, mode, base, scale)), `${v} ${mode} equals the reference`);
+        t.ok(identical(got, ops().rope('ref', x, pos, c.nHeads, c.headDim, c.ropeDim, mode, base, scale)), `${v} ${mode} equals the reference`);
       }
     }
   }
@@ -344,7 +322,7 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
       for (const i of [0, 63, 64, 89]) {
         const one = ops().attention(v, { ...base, seqs: [{ startPos: i, nTokens: 1, blockTable: table, k: k.subarray(0, (i + 1) * c.nKvHeads * c.headDim),
           v: vv.subarray(0, (i + 1) * c.nKvHeads * c.headDimV), q: q.subarray(i * c.nHeads * c.headDim, (i + 1) * c.nHeads * c.headDim) }] });
-        if (!exactlyEqual(one, all.subarray(i * row, (i + 1) * row))) same = false;
+        if (!identical(one, all.subarray(i * row, (i + 1) * row))) same = false;
       }
       t.ok(same, `${v}: tokens 0, 63, 64, 89 decoded alone = in a 90-token prefill`);
     }
