@@ -5,24 +5,14 @@
 import t from 'tap';
 import { Engine, type SchedulerConfig, type SequenceParams, type StopReason } from '../../src/engine/index.js';
 import type { CostModel } from '../../src/sched/cost-model.js';
+import { flatDeviceCost } from '../sched/fake-cost.js';
 import type { StepDecision } from '../../src/sched/policy.js';
 import { expectedContinuation, FakeKvModel } from './fake-kv-model.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const PARAMS: SequenceParams = { maxTokens: 12, sampling: GREEDY, stopTokens: new Set(), penaltyWindow: 0, returnPromptLogits: false };
 
-/** Device work flat per step; CPU attention `cpuPerToken` µs per cached token (a fast or a slow CPU). */
-function fakeCost(cpuPerToken: number): CostModel {
-  return {
-    shape: { nLayer: 1, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 1000 },
-    linearUs: (n) => (n <= 0 ? 0 : 10_000 + Math.max(0, n - 64) * 50),
-    deviceAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.1 : 0),
-    prefillAttentionUs: (n, c) => n * (c + n / 2) * 0.001,
-    cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * cpuPerToken : 0),
-    cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * cpuPerToken * 0.01,
-    copyUs: (b) => (b > 0 ? 10 + b / 1000 : 0),
-  };
-}
+const fakeCost = (cpuPerToken: number): CostModel => flatDeviceCost(cpuPerToken, 1000);
 
 const CONFIG: SchedulerConfig = {
   contextSize: 48,

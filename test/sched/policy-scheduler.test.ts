@@ -7,22 +7,13 @@ import { Scheduler, type SchedulerConfig } from '../../src/engine/scheduler.js';
 import { Sequence, type SequenceParams } from '../../src/engine/sequence.js';
 import type { StepPlan, StepResult } from '../../src/native/step-plan.js';
 import type { CostModel } from '../../src/sched/cost-model.js';
+import { flatDeviceCost } from './fake-cost.js';
 import { measureGrid, SIM_GRID } from '../../src/sched/profiler.js';
 import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions, type ShapedSequencePlan } from '../../src/sched/policy-scheduler.js';
 import type { PolicyName } from '../../src/sched/policy.js';
 import { predictStep } from '../../src/sched/step-time.js';
 
-function fakeCost(cpuPerToken: number): CostModel {
-  return {
-    shape: { nLayer: 1, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 1_000_000 },
-    linearUs: (n) => (n <= 0 ? 0 : 10_000 + Math.max(0, n - 64) * 50),
-    deviceAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.1 : 0),
-    prefillAttentionUs: (n, c) => n * (c + n / 2) * 0.001,
-    cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * cpuPerToken : 0),
-    cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * cpuPerToken * 0.01,
-    copyUs: (b) => (b > 0 ? 10 + b / 1000 : 0),
-  };
-}
+const fakeCost = (cpuPerToken: number): CostModel => flatDeviceCost(cpuPerToken, 1_000_000);
 
 const PARAMS: SequenceParams = {
   maxTokens: 40,
