@@ -17,21 +17,22 @@ const POSITIONS = 128;
  *   activations for f16/bf16 weights); only summation order differs.
  * - quantized: both quantize activations the same way (q8_0/q8_1 as ggml's x86
  *   quantize_row_q8_0/q8_1, scale 127/amax and round half to even; q8_K as its reference),
- *   but tandem's packed AVX-512 matmuls sum the int8 block products in another float order
- *   than ggml's vec_dot (eight lanes, one fma per block) and its repacked q4_0/q4_K gemms. A
- *   last-bit difference in one layer's output moves the next layer's activations across a
- *   rounding boundary of their 8-bit quantization now and then, a whole quantum instead of
- *   an ulp: mean KL about 2e-5 where kernels that sum in ggml's order give about 1e-8 on the
- *   same files. The runs then part at near ties only: every miss measured is at a llama.cpp
- *   top-1 margin below 0.026 logits.
+ *   and tandem's matmuls sum in the float order llama.cpp's x86 build uses for each type
+ *   (ops.test.ts: eight lanes for q8_0, q5_0, q4_1, q5_1, q5_K and q6_K, whole blocks for
+ *   its repacked q4_0, pairs of sub-blocks for its repacked q4_K gemm). Dense q8_0, q4_K_M,
+ *   q6_K, q4_1 and q5_1 then agree to a mean KL of about 2e-7, the float models' level. What
+ *   is left comes from llama.cpp itself: it runs its repacked q4_0/q4_K as a gemm over groups
+ *   of 4 tokens but as a gemv, in another order, for the rest of a batch and for MoE experts
+ *   with few rows, and its attention and norms reduce in their own order (measured mean KL
+ *   up to 5e-6, max 6e-5, on the q4_K MoE models).
  * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
- * which the two runs may legitimately pick different tokens (about twice the largest margin
- * measured); `minTop1` is the raw top-1 agreement over all positions (measured: float 127 of
- * 128 or better, quantized 123 of 128 or better).
+ * which the two runs may legitimately pick different tokens; `minTop1` is the raw top-1
+ * agreement over all positions (measured: 127 or 128 of 128 for every case, float and
+ * quantized).
  */
 const TOLERANCE = {
   float: { maxKl: 1e-4, nearTie: 0.02, minTop1: 0.99 },
-  quantized: { maxKl: 2e-3, nearTie: 0.05, minTop1: 0.95 },
+  quantized: { maxKl: 3e-4, nearTie: 0.05, minTop1: 0.99 },
 } as const;
 
 /**

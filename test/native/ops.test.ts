@@ -106,6 +106,29 @@ t.test('matmul: SIMD variants against the reference', { skip: SIMD.length === 0 
   }
 });
 
+// llama.cpp's x86 CPU build sums each weight type in one fixed float order: eight fma lanes per
+// row for the types it dot-products as stored (q8_0, q5_0, q4_1, q5_1, q5_K, q6_K), whole
+// blocks for its repacked q4_0, and pairs of sub-blocks for its repacked q4_K. Both SIMD
+// variants follow that order, packed or not, so they agree to the last bit (the scalar
+// reference sums in plain order and is checked by tolerance above).
+t.test('matmul: every SIMD variant, packed or not, gives the AVX2 bits for every quantized type', {
+  skip: !(SIMD.includes('avx2') && SIMD.length > 1) && 'needs the avx2 variant and another one',
+}, async (t) => {
+  for (const v of SIMD.filter((id) => id !== 'avx2')) {
+    for (const type of WEIGHT_TYPES.filter((ty) => typeInfo(ty).blockSize > 1)) {
+      for (const nCols of colsFor(type)) {
+        for (const [nRows, nTokens] of [[17, 1], [33, 3], [130, 13]] as const) {
+          const w = rand(nRows * nCols, nRows * 5 + nCols, 0.3);
+          const x = rand(nTokens * nCols, nTokens * 11 + nCols, 2);
+          const a = ops().matmul('avx2', type, w, nRows, nCols, x, nTokens);
+          const b = ops().matmul(v, type, w, nRows, nCols, x, nTokens);
+          t.ok(identical(a, b), `${type} ${nRows}x${nCols} x ${nTokens}: avx2 = ${v} (nmse ${nmse(a, b).toExponential(2)})`);
+        }
+      }
+    }
+  }
+});
+
 t.test('matmul: a token computes the same bits alone as inside any batch, in every variant', { skip: SIMD.length === 0 && 'no SIMD kernel variant on this machine' }, async (t) => {
   for (const v of ['ref', ...SIMD]) {
     for (const type of WEIGHT_TYPES) {

@@ -2,7 +2,9 @@
 // with -mavx2 -mfma -mf16c (binding.gyp target tandem_cpu_avx2) and installed only after
 // the processor reports those features. Each matches its *_ref twin up to float rounding;
 // the q8_0 and q8_1 activation quantizers follow llama.cpp's x86 ones (scale 127/max, round
-// half to even), where the references round half away from zero.
+// half to even), where the references round half away from zero. The quantized dot
+// products sum in llama.cpp's x86 float order for each type (eight lanes, whole q4_0 blocks,
+// q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed AVX-512 kernels.
 // On other architectures the file compiles to nothing and the table keeps its references.
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -53,6 +55,21 @@ inline int32_t bsum_dot(const uint8_t* q8k, __m256i coef) {
   return hsum_i32(_mm256_madd_epi16(load256(q8k + 4 + kQK_K), coef));
 }
 
+// q4_K mins of sub-blocks 2c and 2c+1 against their activation sums (q8_K group sums 4c..4c+3),
+// one term per pair as llama.cpp's repacked q4_K gemm takes them.
+inline int32_t q4k_pair_mins(const uint8_t* q8k, const uint8_t* mn, int c) {
+  int16_t g[4];
+  std::memcpy(g, q8k + 4 + kQK_K + 8 * c, sizeof g);
+  return int32_t(mn[2 * c]) * (g[0] + g[1]) + int32_t(mn[2 * c + 1]) * (g[2] + g[3]);
+}
+
+// q6_K's offset of 32 per lane, as llama.cpp's vec_dot takes it: lane k starts at
+// -32 * (scale[2k] * sum[2k] + scale[2k+1] * sum[2k+1]) over the q8_K group sums.
+inline __m256i q6k_offset_lanes(const uint8_t* x, const uint8_t* q8k) {
+  const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 192)));
+  return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(load256(q8k + 4 + kQK_K), sc16), 5));
+}
+
 // A Q4_K block's 8 sub-block mins, each repeated for the two 16-element groups it spans.
 inline __m256i q4k_mins16(const uint8_t* mn) {
   alignas(32) int16_t m[16];
@@ -61,12 +78,12 @@ inline __m256i q4k_mins16(const uint8_t* mn) {
 }
 
 // 32 signed int8 products summed in pairs of pairs: 8 int32 lanes, as floats.
-inline __m256 dot_i8(__m256i x, __m256i y) {
+inline __m256i dot_i8_lanes(__m256i x, __m256i y) {
   const __m256i ax = _mm256_sign_epi8(x, x);
   const __m256i sy = _mm256_sign_epi8(y, x);
-  const __m256i p16 = _mm256_maddubs_epi16(ax, sy);
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
 }
+inline __m256 dot_i8(__m256i x, __m256i y) { return _mm256_cvtepi32_ps(dot_i8_lanes(x, y)); }
 
 // The float dot products keep two 8-lane accumulators (even and odd groups of 8) and a
 // scalar tail, exactly as their 4-row versions below do, so a row's result does not depend
@@ -148,17 +165,16 @@ float vec_dot_q4_0_q8_0_avx2(const void* w, const void* a, int64_t n) {
   const int64_t nb = n / kQK;
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m256i eight = _mm256_set1_epi8(8);
-  __m256 acc = _mm256_setzero_ps();
+  float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ4_0), y += sizeof(BlockQ8_0)) {
-    const __m256 d = _mm256_set1_ps(f16_at(x) * f16_at(y));
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2));
     // Element j is the low nibble of byte j, element j+16 the high nibble.
     const __m128i lo = _mm_and_si128(packed, low4);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
     const __m256i q = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight);
-    acc = _mm256_fmadd_ps(d, dot_i8(q, load256(y + 2)), acc);
+    acc = std::fma(float(hsum_i32(dot_i8_lanes(q, load256(y + 2)))), f16_at(x) * f16_at(y), acc);
   }
-  return hsum(acc);
+  return acc;
 }
 
 float vec_dot_q4_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
@@ -166,31 +182,28 @@ float vec_dot_q4_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
   const uint8_t* y = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK_K;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps();
-  float acc_min = 0.0f;
+  float acc = 0.0f, acc_min = 0.0f;
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ4_K), y += sizeof(BlockQ8_K)) {
     const float dy = f32_at(y);
     const float d = f16_at(x) * dy;
     const float dmin = f16_at(x + 2) * dy;
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
-    acc_min += dmin * float(bsum_dot(y, q4k_mins16(mn)));
-
     const uint8_t* qs = x + 16;
     const uint8_t* q8 = y + 4;
-    __m256i sumi = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i q4 = load256(qs + 32 * c);
       const __m256i lo = _mm256_and_si256(q4, low4);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
       const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(q8 + 64 * c));
       const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(q8 + 64 * c + 32));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+      const __m256i sumi = _mm256_add_epi32(_mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])),
+                                            _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+      acc = std::fma(float(hsum_i32(sumi)), d, acc);
+      acc_min = std::fma(float(q4k_pair_mins(y, mn, c)), dmin, acc_min);
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
-  return hsum(acc) - acc_min;
+  return acc - acc_min;
 }
 
 float vec_dot_q6_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
@@ -200,15 +213,11 @@ float vec_dot_q6_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i two = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
-  float acc_off = 0.0f;
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ6_K), y += sizeof(BlockQ8_K)) {
     const float d = f16_at(x + 208) * f32_at(y);
     int8_t sc[16];
     std::memcpy(sc, x + 192, sizeof sc);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 192)));
-    acc_off += d * 32.0f * float(bsum_dot(y, sc16));  // the -32 offset of every quant, through the group sums
-
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi = q6k_offset_lanes(x, y);
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = x + 64 * h;
       const __m256i qh = load256(x + 128 + 32 * h);
@@ -231,7 +240,7 @@ float vec_dot_q6_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
-  return hsum(acc) - acc_off;
+  return hsum(acc);
 }
 
 // ---- one weight row against four activation rows (prefill): each weight block is loaded
@@ -290,11 +299,13 @@ void vec_dot4_half_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   }
 }
 
-// q8_0 and q4_0 share the tail: a block of 32 signed weights against four q8_0 blocks.
-template <typename Unpack>
+// q8_0, q4_0 and q5_0 share the tail: a block of 32 signed weights against four q8_0 blocks,
+// in eight lanes (q8_0, q5_0) or with each block summed whole (q4_0), as the scalar versions.
+template <bool kWholeBlocks, typename Unpack>
 void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t stride, int64_t n, float* out, Unpack unpack) {
   const int64_t nb = n / kQK;
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float acc_blocks[4] = {0, 0, 0, 0};
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, x += x_block) {
     const float dx = f16_at(x);
@@ -303,22 +314,23 @@ void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t st
     for (int j = 0; j < 4; ++j) {
       const uint8_t* yb = a + j * stride + size_t(b) * sizeof(BlockQ8_0);
       const __m256i sy = _mm256_sign_epi8(load256(yb + 2), q);
-      const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), ones));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(yb)), p, acc[j]);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), ones);
+      if (kWholeBlocks) acc_blocks[j] = std::fma(float(hsum_i32(p)), dx * f16_at(yb), acc_blocks[j]);
+      else acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(yb)), _mm256_cvtepi32_ps(p), acc[j]);
     }
   }
-  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]);
+  for (int j = 0; j < 4; ++j) out[j] = kWholeBlocks ? acc_blocks[j] : hsum(acc[j]);
 }
 
 void vec_dot4_q8_0_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
-  dot4_q8_0_act(static_cast<const uint8_t*>(w), sizeof(BlockQ8_0), static_cast<const uint8_t*>(a), stride, n, out,
+  dot4_q8_0_act<false>(static_cast<const uint8_t*>(w), sizeof(BlockQ8_0), static_cast<const uint8_t*>(a), stride, n, out,
                 [](const uint8_t* x) { return load256(x + 2); });
 }
 
 void vec_dot4_q4_0_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m256i eight = _mm256_set1_epi8(8);
-  dot4_q8_0_act(static_cast<const uint8_t*>(w), sizeof(BlockQ4_0), static_cast<const uint8_t*>(a), stride, n, out,
+  dot4_q8_0_act<true>(static_cast<const uint8_t*>(w), sizeof(BlockQ4_0), static_cast<const uint8_t*>(a), stride, n, out,
                 [&](const uint8_t* x) {
                   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2));
                   const __m128i lo = _mm_and_si128(packed, low4);
@@ -332,13 +344,11 @@ void vec_dot4_q4_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   const uint8_t* ab = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK_K;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float acc_min[4] = {0, 0, 0, 0};
+  float acc[4] = {0, 0, 0, 0}, acc_min[4] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ4_K)) {
     const float d = f16_at(x), dmin = f16_at(x + 2);
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
-    const __m256i mins = q4k_mins16(mn);
     __m256i q[8], s[8];
     for (int c = 0; c < 4; ++c) {
       const __m256i q4 = load256(x + 16 + 32 * c);
@@ -350,14 +360,15 @@ void vec_dot4_q4_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
     for (int j = 0; j < 4; ++j) {
       const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
       const float dy = f32_at(y);
-      acc_min[j] += dmin * dy * float(bsum_dot(y, mins));
-      __m256i sumi = _mm256_setzero_si256();
-      for (int k = 0; k < 8; ++k)
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(y + 4 + 32 * k)), s[k]));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[j]);
+      for (int c = 0; c < 4; ++c) {
+        const __m256i sumi = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c], load256(y + 4 + 64 * c)), s[2 * c]),
+                                              _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c + 1], load256(y + 36 + 64 * c)), s[2 * c + 1]));
+        acc[j] = std::fma(float(hsum_i32(sumi)), d * dy, acc[j]);
+        acc_min[j] = std::fma(float(q4k_pair_mins(y, mn, c)), dmin * dy, acc_min[j]);
+      }
     }
   }
-  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) - acc_min[j];
+  for (int j = 0; j < 4; ++j) out[j] = acc[j] - acc_min[j];
 }
 
 void vec_dot4_q6_K_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
@@ -367,12 +378,10 @@ void vec_dot4_q6_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i two = _mm256_set1_epi8(3);
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float acc_off[4] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ6_K)) {
     const float d = f16_at(x + 208);
     int8_t sc[16];
     std::memcpy(sc, x + 192, sizeof sc);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 192)));
     __m256i q[8], s[8];
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = x + 64 * h;
@@ -393,14 +402,13 @@ void vec_dot4_q6_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
     for (int j = 0; j < 4; ++j) {
       const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
       const float dd = d * f32_at(y);
-      acc_off[j] += dd * 32.0f * float(bsum_dot(y, sc16));
-      __m256i sumi = _mm256_setzero_si256();
+      __m256i sumi = q6k_offset_lanes(x, y);
       for (int k = 0; k < 8; ++k)
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(y + 4 + 32 * k)), s[k]));
       acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(sumi), acc[j]);
     }
   }
-  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) - acc_off[j];
+  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]);
 }
 
 // ---- q5_0, q4_1, q5_1, q5_K: the fifth bit of element j of a 32-element block is bit j of a
@@ -443,7 +451,7 @@ float vec_dot_q5_0_q8_0_avx2(const void* w, const void* a, int64_t n) {
 
 void vec_dot4_q5_0_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
   const __m256i sixteen = _mm256_set1_epi8(16);
-  dot4_q8_0_act(static_cast<const uint8_t*>(w), sizeof(BlockQ5_0), static_cast<const uint8_t*>(a), stride, n, out,
+  dot4_q8_0_act<false>(static_cast<const uint8_t*>(w), sizeof(BlockQ5_0), static_cast<const uint8_t*>(a), stride, n, out,
                 [&](const uint8_t* x) { return _mm256_sub_epi8(levels5(x + 2, x + 6), sixteen); });
 }
 

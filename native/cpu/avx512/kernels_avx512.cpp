@@ -14,9 +14,11 @@
 //
 // VPDPBUSD multiplies unsigned by signed bytes, so weights are kept unsigned (q8_0 with its
 // sign bit flipped, the others as their stored levels) and the offset comes back through
-// the activation's block sums: sum((q - o) * a) = sum(q * a) - o * sum(a). Each output
-// lane follows one fixed sequence of operations whatever the number of tokens in a tile,
-// so a token's result does not depend on its batch.
+// the activation's block or lane sums: sum((q - o) * a) = sum(q * a) - o * sum(a). Each
+// output follows one fixed sequence of float operations whatever the number of tokens in a
+// tile, so a token's result does not depend on its batch, and that sequence is the one
+// llama.cpp's x86 build uses for the type (lanes_sum and the kernels' notes), so both round
+// alike and agree token for token.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 
@@ -32,6 +34,9 @@
 namespace tdm::cpu {
 
 namespace {
+
+// The kernels' small helpers must inline: a call would pass vectors through memory.
+#define TDM_INLINE __attribute__((always_inline)) inline
 
 constexpr int64_t G = kPackRows;
 // How far ahead a one-token tile prefetches its quants: decode streams every weight once, so
@@ -102,6 +107,24 @@ inline void store_rows(float* y, __m512 v, int64_t valid) {
   else _mm512_mask_storeu_ps(y, __mmask16((1u << valid) - 1), v);
 }
 
+// llama.cpp's x86 dot products for the types it does not repack (vec_dot and llamafile's
+// tinyBLAS alike) keep eight float lanes per output: lane k takes the integer dot of elements
+// 4k..4k+3 of every 32-element block, times the block's scale, one fma per block; the result
+// is its hsum_float_8, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The lane kernels
+// below keep those eight lanes for 16 rows at once, so they round exactly as llama.cpp does.
+inline __m512 lanes_sum(const __m512 (&l)[8]) {
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(l[0], l[4]), _mm512_add_ps(l[2], l[6])),
+                       _mm512_add_ps(_mm512_add_ps(l[1], l[5]), _mm512_add_ps(l[3], l[7])));
+}
+
+template <int T>
+inline void zero_lanes(__m512 (&acc)[T][8]) {
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_setzero_ps();
+}
+
 // Independent integer accumulators per token: a tile of few tokens has few independent
 // VPDPBUSD chains, so each token's sum is split over P partials (exact: integers add the same
 // in any order) to keep the units busy.
@@ -162,12 +185,16 @@ void gemm_packed(const uint8_t* groups, size_t gb, int64_t n_groups, int64_t n_r
 // ==== activations
 
 // q8_0 family (weights q8_0, q4_0, q5_0): quants as llama.cpp's x86 quantize_row_q8_0 makes
-// them (scale 127/amax, round half to even), d as the fp16 it stores, and each block's sum.
-//   [qs: n int8][d: nb float][sum: nb int32]
+// them (scale 127/amax, round half to even), d as the fp16 it stores, each block's sum, and
+// for the lane kernels (q8_0, q5_0) per lane (4 quants, see lanes_sum) the sum times minus
+// the weight type's offset; q4_0 leaves that plane out to keep a tile's activations in L1.
+//   [qs: n int8][d: nb float][sum: nb int32]([lane: 8 nb int32])
 struct ActQ8_0 {
   static size_t off_d(int64_t n) { return round64(size_t(n)); }
   static size_t off_s(int64_t n) { return off_d(n) + round64(size_t(n / kQK) * 4); }
-  static size_t bytes(int64_t n) { return off_s(n) + round64(size_t(n / kQK) * 4); }
+  static size_t off_l(int64_t n) { return off_s(n) + round64(size_t(n / kQK) * 4); }
+  static size_t bytes(int64_t n) { return off_l(n); }
+  static size_t bytes_with_lanes(int64_t n) { return off_l(n) + round64(size_t(n / kQK) * 32); }
 };
 
 // One 32-element block the x86 way: the quants in 32 bytes, d (amax / 127, unrounded), d
@@ -193,6 +220,9 @@ inline BlockQ8x86 quant_block_x86(const float* x) {
   return b;
 }
 
+// kLaneOffset: the stored level offset of the weight type whose kernel reads the lane plane
+// (128 for q8_0's flipped sign bit, 16 for q5_0); 0 leaves the plane unwritten.
+template <int kLaneOffset>
 void quantize_act_q8_0(const float* x, int64_t n, uint8_t* act) {
   const int64_t nb = n / kQK;
   float* d = reinterpret_cast<float*>(act + ActQ8_0::off_d(n));
@@ -202,6 +232,11 @@ void quantize_act_q8_0(const float* x, int64_t n, uint8_t* act) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * kQK), q.qs);
     d[b] = q.d16;
     s[b] = q.sum;
+    if (kLaneOffset != 0) {
+      const __m256i lane = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q.qs);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + ActQ8_0::off_l(n) + 32 * b),
+                          _mm256_mullo_epi32(lane, _mm256_set1_epi32(-kLaneOffset)));
+    }
   }
 }
 
@@ -223,14 +258,15 @@ void quantize_act_q8_1(const float* x, int64_t n, uint8_t* act) {
 
 // q8_K (weights q4_K, q5_K, q6_K): exactly quantize_row_q8_K_ref (llama.cpp's x86 build uses
 // the reference), plus what the packed kernels read per super-block:
-//   [qs: n int8][d: nbk float][msum: 4 nbk int32][off: 16 nbk int32]
+//   [qs: n int8][d: nbk float][msum: 4 nbk int32][gsum: 8 nbk int32]
 // msum[p] packs the 32-element sums of sub-blocks 2p and 2p+1 as two int16 (for the q4_K and
-// q5_K mins, through VPDPWSSD); off[g] = -32 * (sum of group g of 16), q6_K's offset.
+// q5_K mins, through VPDPWSSD); gsum[k] packs the 16-element group sums 2k and 2k+1 the same
+// way (q6_K's offset of 32, taken per lane as llama.cpp takes it).
 struct ActQ8_K {
   static size_t off_d(int64_t n) { return round64(size_t(n)); }
   static size_t off_m(int64_t n) { return off_d(n) + round64(size_t(n / kQK_K) * 4); }
-  static size_t off_o(int64_t n) { return off_m(n) + round64(size_t(n / kQK_K) * 16); }
-  static size_t bytes(int64_t n) { return off_o(n) + round64(size_t(n / kQK_K) * 64); }
+  static size_t off_g(int64_t n) { return off_m(n) + round64(size_t(n / kQK_K) * 16); }
+  static size_t bytes(int64_t n) { return off_g(n) + round64(size_t(n / kQK_K) * 32); }
 };
 
 // One super-block as the reference quantizes it; writes 256 quants, returns d, and fills the
@@ -269,7 +305,7 @@ void quantize_act_q8_K(const float* x, int64_t n, uint8_t* act) {
   const int64_t nbk = n / kQK_K;
   float* d = reinterpret_cast<float*>(act + ActQ8_K::off_d(n));
   int32_t* msum = reinterpret_cast<int32_t*>(act + ActQ8_K::off_m(n));
-  int32_t* off = reinterpret_cast<int32_t*>(act + ActQ8_K::off_o(n));
+  int32_t* gsum = reinterpret_cast<int32_t*>(act + ActQ8_K::off_g(n));
   for (int64_t b = 0; b < nbk; ++b) {
     int32_t bsum[16];
     d[b] = quant_superblock_q8_K(x + b * kQK_K, reinterpret_cast<int8_t*>(act + b * kQK_K), bsum);
@@ -277,7 +313,7 @@ void quantize_act_q8_K(const float* x, int64_t n, uint8_t* act) {
       const int32_t s0 = bsum[4 * p] + bsum[4 * p + 1], s1 = bsum[4 * p + 2] + bsum[4 * p + 3];
       msum[4 * b + p] = int32_t((uint32_t(s0) & 0xFFFFu) | (uint32_t(s1) << 16));
     }
-    for (int g = 0; g < 16; ++g) off[16 * b + g] = -32 * bsum[g];
+    for (int k = 0; k < 8; ++k) gsum[8 * b + k] = int32_t((uint32_t(bsum[2 * k]) & 0xFFFFu) | (uint32_t(bsum[2 * k + 1]) << 16));
   }
 }
 
@@ -316,39 +352,37 @@ void pack_group_q8_0(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, u
   // Rows past n_rows hold zero scales, so whatever their quants they add nothing.
 }
 
+// In llama.cpp's lane order (lanes_sum): vector c of a block is lane c, its offset comes from
+// the activation's lane plane.
 struct KQ8_0 {
-  static constexpr int kMaxT = 8;
+  static constexpr int kMaxT = 2;
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const uint8_t* sc = g + nb * 512;
-    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
-    __m512 acc[T];
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    constexpr int P = partials<T>();
+    const size_t od = ActQ8_0::off_d(n), ol = ActQ8_0::off_l(n);
+    __m512 acc[T][8];
+    zero_lanes(acc);
     for (int64_t b = 0; b < nb; ++b) {
-      __m512i ia[T][P];
-      zero_partials(ia);
+      const __m512 dw = load_f16x16(sc + b * 32);
+      __m512 d[T];
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-128 * load_i32(act + t * as + os + 4 * b));
+      for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b)));
       const uint8_t* wq = g + b * 512;
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
-        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPrefetchBytes), _MM_HINT_T0);
         const __m512i w = load512(wq + 64 * c);
 #pragma GCC unroll 16
-        for (int t = 0; t < T; ++t) ia[t][c % P] = _mm512_dpbusd_epi32(ia[t][c % P], w, bcast4(act + t * as + b * kQK + 4 * c));
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* at = act + t * as;
+          const __m512i dot = _mm512_dpbusd_epi32(bcast4(at + ol + 32 * b + 4 * c), w, bcast4(at + b * kQK + 4 * c));
+          acc[t][c] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(dot), acc[t][c]);
+        }
       }
-      sum_partials(ia);
-      const __m512 dw = load_f16x16(sc + b * 32);
-#pragma GCC unroll 16
-      for (int t = 0; t < T; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
-                                 acc[t]);
     }
 #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, lanes_sum(acc[t]), valid);
   }
 };
 
@@ -391,18 +425,41 @@ struct Q4Layout {
   }
 };
 
+// q4_0 sums each block whole, one fma per block, as llama.cpp's repacked q4_0 (x86) does;
+// q5_0, q4_1 and q5_1, which llama.cpp does not repack, keep its eight lanes (lanes_sum):
+// vector i's low nibbles are lane i, its high ones lane 4 + i. The min types add m * s per
+// block in a separate accumulator, as its scalar summs.
 template <bool kHigh, bool kMin>
 struct KQ4 {
   using L = Q4Layout<kHigh, kMin>;
-  static constexpr int kMaxT = 8;
-  // Offset of the stored levels: 8 (q4_0), 16 (q5_0); the min types have none.
+  static constexpr bool kLanes = kHigh || kMin;
+  static constexpr int kMaxT = kLanes ? 2 : 8;
   static constexpr int kOffset = kMin ? 0 : (kHigh ? 16 : 8);
+
+  // The unsigned levels of vector i of block b: low and high nibbles, with the fifth bits.
+  TDM_INLINE static void levels(const uint8_t* g, const uint64_t* bits, int64_t b, int i, __m512i* lo, __m512i* hi) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
+    const __m512i v = load512(g + (b * 4 + i) * 64);
+    *lo = _mm512_and_si512(v, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if (kHigh) {
+      // Levels are below 16 here, so adding 16 sets the fifth bit.
+      *lo = _mm512_mask_add_epi8(*lo, bits[b * 8 + 2 * i], *lo, b5);
+      *hi = _mm512_mask_add_epi8(*hi, bits[b * 8 + 2 * i + 1], *hi, b5);
+    }
+  }
+
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    if constexpr (kLanes) tile_lanes<T>(g, n, act, as, y, ys, valid);
+    else tile_blocks<T>(g, n, act, as, y, ys, valid);
+  }
+
+  template <int T>
+  static void tile_blocks(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
     const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nb));
-    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
     __m512 acc[T];
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -410,21 +467,13 @@ struct KQ4 {
     for (int64_t b = 0; b < nb; ++b) {
       __m512i ia[T][P];
       zero_partials(ia);
-      if (!kMin) {
 #pragma GCC unroll 16
-        for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
-      }
+      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
-        const __m512i v = load512(g + (b * 4 + i) * 64);
-        __m512i lo = _mm512_and_si512(v, m4);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        if (kHigh) {
-          // Levels are below 16 here, so adding 16 sets the fifth bit.
-          lo = _mm512_mask_add_epi8(lo, bits[b * 8 + 2 * i], lo, b5);
-          hi = _mm512_mask_add_epi8(hi, bits[b * 8 + 2 * i + 1], hi, b5);
-        }
+        __m512i lo, hi;
+        levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
           ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(act + t * as + b * kQK + 4 * i));
@@ -433,23 +482,53 @@ struct KQ4 {
       }
       sum_partials(ia);
       const __m512 dw = load_f16x16(g + L::off_d(nb) + b * 32);
-      if (kMin) {
-        const __m512 mw = load_f16x16(g + L::off_m(nb) + b * 32);
 #pragma GCC unroll 16
-        for (int t = 0; t < T; ++t) {
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
-                                   acc[t]);
-          acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(load_f32(act + t * as + os + 4 * b)), acc[t]);
-        }
-      } else {
-#pragma GCC unroll 16
-        for (int t = 0; t < T; ++t)
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
-                                   acc[t]);
-      }
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
+                                 acc[t]);
     }
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+
+  template <int T>
+  static void tile_lanes(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n), ol = ActQ8_0::off_l(n);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nb));
+    __m512 acc[T][8], accm[T];
+    zero_lanes(acc);
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m512 dw = load_f16x16(g + L::off_d(nb) + b * 32);
+      __m512 d[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b)));
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        __m512i lo, hi;
+        levels(g, bits, b, i, &lo, &hi);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* at = act + t * as;
+          const __m512i z_lo = kMin ? _mm512_setzero_si512() : bcast4(at + ol + 32 * b + 4 * i);
+          const __m512i z_hi = kMin ? _mm512_setzero_si512() : bcast4(at + ol + 32 * b + 16 + 4 * i);
+          const __m512i dl = _mm512_dpbusd_epi32(z_lo, lo, bcast4(at + b * kQK + 4 * i));
+          const __m512i dh = _mm512_dpbusd_epi32(z_hi, hi, bcast4(at + b * kQK + 16 + 4 * i));
+          acc[t][i] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(dl), acc[t][i]);
+          acc[t][4 + i] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(dh), acc[t][4 + i]);
+        }
+      }
+      if (kMin) {
+        const __m512 mw = load_f16x16(g + L::off_m(nb) + b * 32);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) accm[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(load_f32(act + t * as + os + 4 * b)), accm[t]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, kMin ? _mm512_add_ps(lanes_sum(acc[t]), accm[t]) : lanes_sum(acc[t]), valid);
   }
 };
 
@@ -506,81 +585,163 @@ struct K4Layout {
   }
 };
 
+// q4_K in the order of llama.cpp's repacked q4_K gemm (x86): per pair of sub-blocks one fma
+// of the scaled integer dot and one of the mins, into two accumulators subtracted at the end.
+// q5_K, which llama.cpp does not repack, in its vec_dot order: eight lanes (lanes_sum) per
+// super-block, lane i the low nibbles of vector (j, i) over the sub-blocks j, lane 4 + i the
+// high ones, and the mins of the super-block in a separate accumulator.
 template <bool kHigh>
 struct KK4 {
   using L = K4Layout<kHigh>;
-  static constexpr int kMaxT = 8;
+  // q4_K's second accumulator (the mins) takes registers that a tile of 8 tokens would spill.
+  static constexpr int kMaxT = kHigh ? 2 : 4;
+
+  // Packed scale byte plane k (of 12) of super-block s, for the 16 rows.
+  TDM_INLINE static __m128i scale_bytes(const uint8_t* g, int64_t nbk, int64_t s, int k) {
+    return _mm_load_si128(reinterpret_cast<const __m128i*>(g + L::off_sc(nbk) + s * 192 + 16 * k));
+  }
+  // Sub-block j's 6-bit scale for the 16 rows, one per int32 lane (see unpack_scale_min_k4).
+  TDM_INLINE static __m512i sub_scale(const uint8_t* g, int64_t nbk, int64_t s, int j) {
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    auto B = [&](int k) { return scale_bytes(g, nbk, s, k); };
+    const __m128i sc8 = j < 4 ? _mm_and_si128(B(j), m6) : _mm_or_si128(_mm_and_si128(B(j + 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j - 4), 2), m30));
+    return _mm512_cvtepu8_epi32(sc8);
+  }
+  // Mins of sub-blocks 2p and 2p+1 as int16 pairs, against the activation's msum[p].
+  TDM_INLINE static __m512i min_pair(const uint8_t* g, int64_t nbk, int64_t s, int p) {
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    auto B = [&](int k) { return scale_bytes(g, nbk, s, k); };
+    auto mins = [&](int j) {
+      return j < 4 ? _mm_and_si128(B(j + 4), m6) : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j), 2), m30));
+    };
+    return _mm512_or_si512(_mm512_cvtepu8_epi32(mins(2 * p)), _mm512_slli_epi32(_mm512_cvtepu8_epi32(mins(2 * p + 1)), 16));
+  }
+  // The unsigned levels of vector (j, i) of super-block s: low and high nibbles, fifth bits.
+  TDM_INLINE static void levels(const uint8_t* g, const uint64_t* bits, int64_t s, int j, int i, __m512i* lo, __m512i* hi) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
+    const __m512i v = load512(g + ((s * 8 + j) * 4 + i) * 64);
+    *lo = _mm512_and_si512(v, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if (kHigh) {
+      *lo = _mm512_mask_add_epi8(*lo, bits[(s * 8 + j) * 8 + 2 * i], *lo, b5);
+      *hi = _mm512_mask_add_epi8(*hi, bits[(s * 8 + j) * 8 + 2 * i + 1], *hi, b5);
+    }
+  }
+
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    if constexpr (kHigh) tile_lanes<T>(g, n, act, as, y, ys, valid);
+    else tile_pairs<T>(g, n, act, as, y, ys, valid);
+  }
+
+  template <int T>
+  static void tile_pairs(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
     const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
     const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nbk));
-    const __m512i m4 = _mm512_set1_epi8(0x0F), b5 = _mm512_set1_epi8(0x10);
-    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
-    __m512 acc[T];
+    __m512 acc[T], accm[T];
 #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[t] = accm[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nbk; ++s) {
-      const uint8_t* scp = g + L::off_sc(nbk) + s * 192;
-      auto B = [&](int k) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * k)); };
-      __m512i isb[T];
+      const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
+      const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
+#pragma GCC unroll 1
+      for (int p = 0; p < 4; ++p) {
+        __m512i isb[T];
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
+        for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int j = 2 * p; j < 2 * p + 2; ++j) {
+          const __m512i scv = sub_scale(g, nbk, s, j);
+          constexpr int P = partials<T>();
+          __m512i ia[T][P];
+          zero_partials(ia);
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) {
+            if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+            __m512i lo, hi;
+            levels(g, bits, s, j, i, &lo, &hi);
+#pragma GCC unroll 16
+            for (int t = 0; t < T; ++t) {
+              const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+              ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(a + 4 * i));
+              ia[t][(2 * i + 1) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i + 1) % P], hi, bcast4(a + 16 + 4 * i));
+            }
+          }
+          sum_partials(ia);
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(ia[t][0], scv));
+        }
+        const __m512i mp = min_pair(g, nbk, s, p);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* at = act + t * as;
+          const __m512 da = _mm512_set1_ps(load_f32(at + od + 4 * s));
+          const __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp, _mm512_set1_epi32(load_i32(at + om + 16 * s + 4 * p)));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, da), acc[t]);
+          accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(dmv, da), accm[t]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, _mm512_sub_ps(acc[t], accm[t]), valid);
+  }
+
+  template <int T>
+  static void tile_lanes(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nbk));
+    __m512 acc[T][8], accm[T];
+    zero_lanes(acc);
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      __m512i lane[T][8];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) lane[t][k] = _mm512_setzero_si512();
 #pragma GCC unroll 1
       for (int j = 0; j < 8; ++j) {
-        // Sub-block j's 6-bit scale for the 16 rows (see unpack_scale_min_k4).
-        const __m128i sc8 = j < 4 ? _mm_and_si128(B(j), m6)
-                                  : _mm_or_si128(_mm_and_si128(B(j + 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j - 4), 2), m30));
-        const __m512i scv = _mm512_cvtepu8_epi32(sc8);
-        constexpr int P = partials<T>();
-        __m512i ia[T][P];
-        zero_partials(ia);
+        // The scale in both int16 halves of each row's lane, for VPDPWSSD after VPMADDUBSW.
+        const __m512i scv = sub_scale(g, nbk, s, j);
+        const __m512i sc16 = _mm512_or_si512(scv, _mm512_slli_epi32(scv, 16));
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
-          const __m512i v = load512(g + ((s * 8 + j) * 4 + i) * 64);
-          __m512i lo = _mm512_and_si512(v, m4);
-          __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-          if (kHigh) {
-            lo = _mm512_mask_add_epi8(lo, bits[(s * 8 + j) * 8 + 2 * i], lo, b5);
-            hi = _mm512_mask_add_epi8(hi, bits[(s * 8 + j) * 8 + 2 * i + 1], hi, b5);
-          }
+          _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+          __m512i lo, hi;
+          levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
           for (int t = 0; t < T; ++t) {
             const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
-            ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(a + 4 * i));
-            ia[t][(2 * i + 1) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i + 1) % P], hi, bcast4(a + 16 + 4 * i));
+            lane[t][i] = _mm512_dpwssd_epi32(lane[t][i], _mm512_maddubs_epi16(lo, bcast4(a + 4 * i)), sc16);
+            lane[t][4 + i] = _mm512_dpwssd_epi32(lane[t][4 + i], _mm512_maddubs_epi16(hi, bcast4(a + 16 + 4 * i)), sc16);
           }
         }
-        sum_partials(ia);
-#pragma GCC unroll 16
-        for (int t = 0; t < T; ++t) isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(ia[t][0], scv));
       }
-      // Mins of sub-blocks (2p, 2p+1) as int16 pairs, against the activation's pair sums.
-      __m512i mp[4];
+      __m512i im[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) im[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int p = 0; p < 4; ++p) {
-        auto mins = [&](int j) {
-          return j < 4 ? _mm_and_si128(B(j + 4), m6)
-                       : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j), 2), m30));
-        };
-        mp[p] = _mm512_or_si512(_mm512_cvtepu8_epi32(mins(2 * p)), _mm512_slli_epi32(_mm512_cvtepu8_epi32(mins(2 * p + 1)), 16));
+        const __m512i mp = min_pair(g, nbk, s, p);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) im[t] = _mm512_dpwssd_epi32(im[t], mp, _mm512_set1_epi32(load_i32(act + t * as + om + 16 * s + 4 * p)));
       }
       const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
       const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
-        const uint8_t* at = act + t * as;
-        __m512i im = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) im = _mm512_dpwssd_epi32(im, mp[p], _mm512_set1_epi32(load_i32(at + om + 16 * s + 4 * p)));
-        const __m512 da = _mm512_set1_ps(load_f32(at + od + 4 * s));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, da), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(dmv, da), acc[t]);
+        const __m512 da = _mm512_set1_ps(load_f32(act + t * as + od + 4 * s));
+        const __m512 d = _mm512_mul_ps(dv, da);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lane[t][k]), acc[t][k]);
+        accm[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmv, da), _mm512_cvtepi32_ps(im[t]), accm[t]);
       }
     }
 #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, _mm512_add_ps(lanes_sum(acc[t]), accm[t]), valid);
   }
 };
 
@@ -642,72 +803,81 @@ inline __m512i q6_top(__m512i hb) {
   else return _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30);
 }
 
+// In llama.cpp's q6_K vec_dot order (q6_K is not repacked on x86): eight lanes per
+// super-block (lanes_sum), lane c the low-nibble chunk c of each 32-element part j, lane 4 + c
+// the high one, each scaled by its 16-element group; the offset of 32 comes off lane k as
+// 32 * (scale[2k] * sum[2k] + scale[2k+1] * sum[2k+1]) over the activation's group sums.
 struct KQ6_K {
   using L = K6Layout;
-  static constexpr int kMaxT = 6;
+  static constexpr int kMaxT = 2;
 
-  // One 16-element group: 4 chunks from the low (kHi false) or high nibbles of vectors
-  // (j, 0..3) with the top bits of hb, into ia (which starts at the -32 offset).
-  template <int T, bool kHi, int P>
-  static void group(const uint8_t* q, __m512i hb, const uint8_t* act, size_t as, size_t a_off, __m512i (&ia)[T][P]) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    auto chunk = [&](auto cc) {
-      constexpr int C = decltype(cc)::value;
-      if (T <= 2 && !kHi) _mm_prefetch(reinterpret_cast<const char*>(q + 64 * C + kPrefetchBytes), _MM_HINT_T0);
-      const __m512i v = load512(q + 64 * C);
-      const __m512i nib = kHi ? _mm512_srli_epi16(v, 4) : v;
-      // (nib & 0x0F) | top
-      const __m512i w = _mm512_ternarylogic_epi32(nib, q6_top<C>(hb), m4, 0xEC);
-#pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) ia[t][C % P] = _mm512_dpbusd_epi32(ia[t][C % P], w, bcast4(act + t * as + a_off + 4 * C));
-    };
-    chunk(std::integral_constant<int, 0>{});
-    chunk(std::integral_constant<int, 1>{});
-    chunk(std::integral_constant<int, 2>{});
-    chunk(std::integral_constant<int, 3>{});
+  // Group scales of the 16 rows, sign-extended to int16 pairs: (a, a) per row, or (a, b).
+  TDM_INLINE static __m512i scale_pairs(__m128i a, __m128i b) {
+    return _mm512_cvtepi8_epi16(_mm256_set_m128i(_mm_unpackhi_epi8(a, b), _mm_unpacklo_epi8(a, b)));
   }
 
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
-    const size_t od = ActQ8_K::off_d(n), oo = ActQ8_K::off_o(n);
-    __m512 acc[T];
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[T][8];
+    zero_lanes(acc);
     for (int64_t s = 0; s < nbk; ++s) {
-      __m512i isb[T];
+      const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
+      auto group_scales = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
+      __m512i lane[T][8];
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) lane[t][k] = _mm512_setzero_si512();
 #pragma GCC unroll 1
       for (int j = 0; j < 8; ++j) {
         const uint8_t* q = g + (s * 8 + j) * 256;
-        const uint8_t* hb = g + L::off_hb(nbk) + (s * 8 + j) * 128;
-        const uint8_t* sc = g + L::off_sc(nbk) + s * 256 + 2 * j * 16;
-        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(hb + kPrefetchBytes / 2), _MM_HINT_T0);
-        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(hb + kPrefetchBytes / 2 + 64), _MM_HINT_T0);
-        for (int h = 0; h < 2; ++h) {
-          constexpr int P = partials<T>();
-          __m512i ia[T][P];
-          zero_partials(ia);
+        const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128;
+        _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2 + 64), _MM_HINT_T0);
+        const __m512i hb0 = load512(hbp), hb1 = load512(hbp + 64);
+        const __m512i sc_lo = scale_pairs(group_scales(2 * j), group_scales(2 * j));
+        const __m512i sc_hi = scale_pairs(group_scales(2 * j + 1), group_scales(2 * j + 1));
+        auto chunk = [&](auto cc) {
+          constexpr int C = decltype(cc)::value;
+          _mm_prefetch(reinterpret_cast<const char*>(q + 64 * C + kPrefetchBytes), _MM_HINT_T0);
+          const __m512i v = load512(q + 64 * C);
+          // (nibble & 0x0F) | top bits
+          const __m512i wl = _mm512_ternarylogic_epi32(v, q6_top<C>(hb0), m4, 0xEC);
+          const __m512i wh = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 4), q6_top<C>(hb1), m4, 0xEC);
 #pragma GCC unroll 16
-          for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(load_i32(act + t * as + oo + 4 * (16 * s + 2 * j + h)));
-          const size_t a_off = size_t(s * kQK_K + 32 * j + 16 * h);
-          if (h == 0) group<T, false, P>(q, load512(hb), act, as, a_off, ia);
-          else group<T, true, P>(q, load512(hb + 64), act, as, a_off, ia);
-          sum_partials(ia);
-          const __m512i scv = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc + 16 * h)));
-#pragma GCC unroll 16
-          for (int t = 0; t < T; ++t) isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(ia[t][0], scv));
-        }
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+            lane[t][C] = _mm512_dpwssd_epi32(lane[t][C], _mm512_maddubs_epi16(wl, bcast4(a + 4 * C)), sc_lo);
+            lane[t][4 + C] = _mm512_dpwssd_epi32(lane[t][4 + C], _mm512_maddubs_epi16(wh, bcast4(a + 16 + 4 * C)), sc_hi);
+          }
+        };
+        chunk(std::integral_constant<int, 0>{});
+        chunk(std::integral_constant<int, 1>{});
+        chunk(std::integral_constant<int, 2>{});
+        chunk(std::integral_constant<int, 3>{});
       }
       const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 32);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m512i sp = scale_pairs(group_scales(2 * k), group_scales(2 * k + 1));
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, _mm512_set1_ps(load_f32(act + t * as + od + 4 * s))),
-                                 acc[t]);
+        for (int t = 0; t < T; ++t) {
+          const __m512i off = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sp, _mm512_set1_epi32(load_i32(act + t * as + og + 32 * s + 4 * k)));
+          lane[t][k] = _mm512_sub_epi32(lane[t][k], _mm512_slli_epi32(off, 5));
+        }
+      }
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512 d = _mm512_mul_ps(dv, _mm512_set1_ps(load_f32(act + t * as + od + 4 * s)));
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lane[t][k]), acc[t][k]);
+      }
     }
 #pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, lanes_sum(acc[t]), valid);
   }
 };
 
@@ -1028,9 +1198,9 @@ void fill_kernels_avx512(Kernels& k) {
   k.round[int(GgmlType::BF16)] = round_bf16_avx512;
   k.from_float[int(GgmlType::Q8_K)] = quantize_row_q8_K_avx512;
 
-  k.packed[int(GgmlType::Q8_0)] = packed_ops<KQ8_0, Q8_0Layout>(ActQ8_0::bytes, quantize_act_q8_0);
-  k.packed[int(GgmlType::Q4_0)] = packed_ops<KQ4<false, false>, Q4Layout<false, false>>(ActQ8_0::bytes, quantize_act_q8_0);
-  k.packed[int(GgmlType::Q5_0)] = packed_ops<KQ4<true, false>, Q4Layout<true, false>>(ActQ8_0::bytes, quantize_act_q8_0);
+  k.packed[int(GgmlType::Q8_0)] = packed_ops<KQ8_0, Q8_0Layout>(ActQ8_0::bytes_with_lanes, quantize_act_q8_0<128>);
+  k.packed[int(GgmlType::Q4_0)] = packed_ops<KQ4<false, false>, Q4Layout<false, false>>(ActQ8_0::bytes, quantize_act_q8_0<0>);
+  k.packed[int(GgmlType::Q5_0)] = packed_ops<KQ4<true, false>, Q4Layout<true, false>>(ActQ8_0::bytes_with_lanes, quantize_act_q8_0<16>);
   k.packed[int(GgmlType::Q4_1)] = packed_ops<KQ4<false, true>, Q4Layout<false, true>>(ActQ8_1::bytes, quantize_act_q8_1);
   k.packed[int(GgmlType::Q5_1)] = packed_ops<KQ4<true, true>, Q4Layout<true, true>>(ActQ8_1::bytes, quantize_act_q8_1);
   k.packed[int(GgmlType::Q4_K)] = packed_ops<KK4<false>, K4Layout<false>>(ActQ8_K::bytes, quantize_act_q8_K);
