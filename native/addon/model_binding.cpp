@@ -319,7 +319,10 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
         {"deviceRows", x.device_rows},
         {"cpuRows", x.cpu_rows},
         {"copyBytes", x.copy_bytes},
-        {"activationBytes", x.activation_bytes}};
+        {"activationBytes", x.activation_bytes},
+        {"prefillCopies", x.prefill_copies},
+        {"prefillCopyBytes", x.prefill_copy_bytes},
+        {"overlappedCopies", x.overlapped_copies}};
     for (const auto& f : fields) e.Set(f.first, Napi::Number::New(env, double(f.second)));
     out.Set("experts", e);
   }

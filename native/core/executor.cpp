@@ -533,16 +533,48 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     device_->check(f.stream_wait(c, nullptr, expert_copied_), "stream_wait");
     xo.clear_pending();
   }
-  for (size_t i = 0; i < missing.size() && will_copy; ++i) {
-    if (!copy[i]) continue;
-    const int32_t e = missing[i];
-    const int32_t s = xo.take_slot(l, e, 0.0, &st);  // forced: the copy is needed now
-    if (s < 0) break;
-    timed(&ph_.expert_copies, [&] { to_device(xo.slot_data(s), xo.host_slab(l, e), xo.slab_bytes(l)); });
-    xo.protect(s);
-    site[size_t(e)] = s;
-    st.copies++;
-    st.copy_bytes += int64_t(xo.slab_bytes(l));
+  // Steps of several tokens (prefill) stream their copies through two of the cache's slots
+  // (SlabStream): the next expert's slab moves while the device runs the one before, each
+  // expert waits only for its own slab, and a small cache does not cap how many experts reach
+  // the device. Lightest first, so that the heaviest stay cached. One-token steps copy in place.
+  std::vector<int32_t> streamed;                // copied experts in compute order
+  std::vector<int32_t> sq(size_t(n_exp), -1);   // each expert's index in `streamed`
+  int32_t ring[SlabStream::kBuffers] = {};
+  size_t n_ring = 0;
+  if (will_copy && T > 1) {
+    for (size_t i = missing.size(); i-- > 0;)
+      if (copy[i]) streamed.push_back(missing[i]);
+    for (int32_t e : streamed) {
+      if (n_ring == size_t(SlabStream::kBuffers)) break;
+      const int32_t s = xo.take_slot(l, e, 0.0, &st);  // forced: the copy is needed now
+      if (s < 0) break;
+      xo.protect(s);
+      ring[n_ring++] = s;
+    }
+    if (n_ring == 0) streamed.clear();
+    for (size_t q = 0; q < streamed.size(); ++q) {
+      const int32_t e = streamed[q];
+      const int32_t s = ring[q % n_ring];
+      if (q >= n_ring) xo.retake(s, l, e, &st);
+      site[size_t(e)] = s;
+      sq[size_t(e)] = int32_t(q);
+      st.copies++;
+      st.prefill_copies++;
+      st.copy_bytes += int64_t(xo.slab_bytes(l));
+      st.prefill_copy_bytes += int64_t(xo.slab_bytes(l));
+    }
+  } else {
+    for (size_t i = 0; i < missing.size() && will_copy; ++i) {
+      if (!copy[i]) continue;
+      const int32_t e = missing[i];
+      const int32_t s = xo.take_slot(l, e, 0.0, &st);  // forced: the copy is needed now
+      if (s < 0) break;
+      timed(&ph_.expert_copies, [&] { to_device(xo.slot_data(s), xo.host_slab(l, e), xo.slab_bytes(l)); });
+      xo.protect(s);
+      site[size_t(e)] = s;
+      st.copies++;
+      st.copy_bytes += int64_t(xo.slab_bytes(l));
+    }
   }
   int64_t n_dev = 0, n_cpu = 0;
   for (int64_t e = 0; e < n_exp; ++e) {
@@ -558,7 +590,26 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   st.device_rows += n_dev;
   st.cpu_rows += n_cpu;
 
-  if (n_cpu == 0) {
+  // The first fills start now, beside the host's bookkeeping and the resident experts' compute.
+  SlabStream* ss = streamed.empty() ? nullptr : &xo.slab_stream(expert_stream_);
+  auto fill = [&](size_t q) {
+    ss->issue(int(q % n_ring), xo.slot_data(ring[q % n_ring]), xo.host_slab(l, streamed[q]), xo.slab_bytes(l));
+  };
+  // Fills in flight read the slabs and write the slots: a failed layer waits for them.
+  struct DrainOnThrow {
+    SlabStream* s;
+    ~DrainOnThrow() {
+      if (s != nullptr) s->drain();
+    }
+  } drain_on_throw{ss};
+  if (ss != nullptr) {
+    timed(&ph_.expert_copies, [&] {
+      ss->begin();
+      for (size_t q = 0; q < n_ring; ++q) fill(q);
+    });
+  }
+
+  if (n_cpu == 0 && streamed.empty()) {
     // Every active expert on the device: one grouped FFN over the slot ids, combining as it goes.
     timed(&ph_.experts, [&] {
       int32_t* slot_ids = up_region(0);
@@ -577,13 +628,33 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     int32_t* cpu_rows = up_region(kExpertUploads - 1);
     int32_t* cids = b.h_cids.as<int32_t>();
     int64_t nd = 0, nc = 0;
+    // Device rows: the resident experts' first, then each streamed expert's, in stream order
+    // (rows first[q] to first[q + 1] run once its slab is in).
+    std::vector<int64_t> first(streamed.size() + 1, 0);
     for (int64_t i = 0; i < S; ++i) {
       const int32_t s = site[size_t(ids[i])];
       if (s < 0) continue;
+      if (sq[size_t(ids[i])] >= 0) {
+        first[size_t(sq[size_t(ids[i])]) + 1]++;
+        continue;
+      }
       pos[size_t(i)] = int32_t(nd);
       dev_rows[nd] = int32_t(i / k);
       dev_ids[nd++] = s;
     }
+    const int64_t n_res = nd;
+    first[0] = n_res;
+    for (size_t q = 0; q < streamed.size(); ++q) first[q + 1] += first[q];
+    std::vector<int64_t> next(first.begin(), first.end() - 1);
+    for (int64_t i = 0; i < S && !streamed.empty(); ++i) {
+      const int32_t q = sq[size_t(ids[i])];
+      if (q < 0) continue;
+      const int64_t p = next[size_t(q)]++;
+      pos[size_t(i)] = int32_t(p);
+      dev_rows[p] = int32_t(i / k);
+      dev_ids[p] = site[size_t(ids[i])];
+    }
+    nd = first.back();
     for (int64_t i = 0; i < S; ++i) {
       if (site[size_t(ids[i])] >= 0) continue;
       pos[size_t(i)] = int32_t(nd + nc);
@@ -609,6 +680,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     double cpu_us = 0;
     const ExpertViews hv = xo.host_views(l);
     auto cpu_experts = [this, hv, hx, hxc, n_cpu, cpu_only, T, k, &b, &cpu_us] {
+      if (n_cpu == 0) return;
       std::lock_guard<std::mutex> lock(cpu_mu_);
       const Clock::time_point t0 = Clock::now();
       if (cpu_only)
@@ -623,14 +695,36 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     };
     auto device_experts = [&] {
       if (cpu_only) return;
+      double copy_us = 0;  // waiting for fills and queuing refills, counted as copies
       timed(&ph_.experts, [&] {
         const ExpertViews dv = xo.device_views(l);
         to_device(dev_region(0), up_region(0), size_t(S) * 4 * (kExpertUploads - 1));
         device_->check(f.get_rows(c, &xrows, dev_region(0), n_dev, b.ex_x.as<float>(), nullptr), "get_rows");
-        device_->check(f.moe_ffn(c, b.ex_x.as<float>(), n_dev, dev_region(1), b.ex_ones.as<float>(), 1, &dv.gate, &dv.up,
-                                 &dv.down, b.ex_z.as<float>(), nullptr),
-                       "moe_ffn");
+        // Gathered rows [r0, r0 + n), one choice each, through the slots their ids name.
+        auto run_rows = [&](int64_t r0, int64_t n) {
+          if (n == 0) return;
+          device_->check(f.moe_ffn(c, b.ex_x.as<float>() + r0 * E, n, dev_region(1) + r0, b.ex_ones.as<float>(), 1, &dv.gate,
+                                   &dv.up, &dv.down, b.ex_z.as<float>() + r0 * E, nullptr),
+                         "moe_ffn");
+          if (ss != nullptr) ss->computed();
+        };
+        run_rows(0, n_res);
+        for (size_t q = 0; q < streamed.size(); ++q) {
+          const int buf = int(q % n_ring);
+          Clock::time_point t0 = Clock::now();
+          if (ss->acquire(buf)) st.overlapped_copies++;
+          copy_us += us_since(t0);
+          run_rows(first[q], first[q + 1] - first[q]);
+          ss->release(buf);
+          if (q + n_ring < streamed.size()) {
+            t0 = Clock::now();
+            fill(q + n_ring);
+            copy_us += us_since(t0);
+          }
+        }
       });
+      ph_.experts -= copy_us;
+      ph_.expert_copies += copy_us;
     };
     if (device_async_ || !worker_) {
       // The device's work is queued first and runs while this thread does the CPU experts.
@@ -670,6 +764,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       });
     }
   }
+  drain_on_throw.s = nullptr;  // every fill was waited for before its expert ran
 
   // Copies for later use run beside the compute: on an async device on the expert stream, after
   // the work queued so far (which may still read the slot), marked pending until waited for.

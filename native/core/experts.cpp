@@ -1,5 +1,6 @@
 // Expert offload state (see experts.h): host slabs, the device slot cache, scores mirroring
-// src/sched/experts/cache.ts, and the copy threshold n* from calibrated costs (cost.ts).
+// src/sched/experts/cache.ts, the copy threshold n* from calibrated costs (cost.ts), and the
+// slab streamer that fills slots beside the device's compute in steps of several tokens.
 #include "core/experts.h"
 
 #include <sys/mman.h>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <numeric>
 
@@ -138,7 +140,10 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
   }
 }
 
-ExpertOffload::~ExpertOffload() { free_slabs(); }
+ExpertOffload::~ExpertOffload() {
+  stream_.reset();
+  free_slabs();
+}
 
 void ExpertOffload::free_slabs() {
   for (Layer& y : layers_) {
@@ -343,6 +348,149 @@ int32_t ExpertOffload::take_slot(int64_t l, int64_t e, double margin, ExpertStat
   assign(best, key);
   st->evictions++;
   return best;
+}
+
+SlabStream::SlabStream(Backend* device, tdm_stream* lane) : device_(device), lane_(lane) {
+  const tdm_backend_iface& f = device->fn();
+  async_ = (f.caps(device->ctx()) & TDM_CAP_ASYNC) != 0;
+  if (async_) {
+    if (lane == nullptr || f.event_create == nullptr || f.event_record == nullptr || f.stream_wait == nullptr || f.stream_sync == nullptr)
+      throw Error(code::unsupported, std::string("the ") + device->kind() + " backend lacks the streams or events expert streaming needs");
+    try {
+      device->check(f.event_create(device->ctx(), &queued_), "event_create");
+      for (int b = 0; b < kBuffers; ++b) {
+        device->check(f.event_create(device->ctx(), &filled_[b]), "event_create");
+        device->check(f.event_create(device->ctx(), &read_[b]), "event_create");
+      }
+    } catch (...) {
+      for (tdm_event* e : {queued_, filled_[0], filled_[1], read_[0], read_[1]})
+        if (e != nullptr) f.event_destroy(device->ctx(), e);
+      throw;
+    }
+  } else if (device->host_memory()) {
+    copier_ = std::make_unique<HostCopier>(kBuffers);
+  }
+}
+
+SlabStream::~SlabStream() {
+  drain();
+  copier_.reset();
+  if (!async_) return;
+  const tdm_backend_iface& f = device_->fn();
+  for (tdm_event* e : {queued_, filled_[0], filled_[1], read_[0], read_[1]})
+    if (e != nullptr) f.event_destroy(device_->ctx(), e);
+}
+
+void SlabStream::begin() {
+  std::fill(std::begin(released_), std::end(released_), false);
+  if (!async_) return;
+  const tdm_backend_iface& f = device_->fn();
+  device_->check(f.event_record(device_->ctx(), queued_, nullptr), "event_record");
+  device_->check(f.stream_wait(device_->ctx(), lane_, queued_), "stream_wait");
+}
+
+void SlabStream::issue(int b, void* dst, const void* src, size_t bytes) {
+  issued_at_[b] = computes_;
+  const tdm_backend_iface& f = device_->fn();
+  tdm_backend_ctx* c = device_->ctx();
+  if (async_) {
+    if (released_[b]) device_->check(f.stream_wait(c, lane_, read_[b]), "stream_wait");
+    device_->check(f.copy_h2d(c, dst, src, bytes, lane_), "copy_h2d");
+    device_->check(f.event_record(c, filled_[b], lane_), "event_record");
+  } else if (copier_) {
+    // Host memory on both sides: a plain memcpy on the copier thread, beside the driver's compute.
+    copier_->fill(b, dst, src, bytes);
+  } else {
+    device_->check(f.copy_h2d(c, dst, src, bytes, nullptr), "copy_h2d");
+  }
+}
+
+bool SlabStream::acquire(int b) {
+  if (async_) device_->check(device_->fn().stream_wait(device_->ctx(), nullptr, filled_[b]), "stream_wait");
+  else if (copier_) copier_->wait(b);
+  return computes_ > issued_at_[b];
+}
+
+void SlabStream::release(int b) {
+  if (!async_) return;
+  device_->check(device_->fn().event_record(device_->ctx(), read_[b], nullptr), "event_record");
+  released_[b] = true;
+}
+
+void SlabStream::drain() noexcept {
+  if (async_) {
+    (void)device_->fn().stream_sync(device_->ctx(), lane_);
+  } else if (copier_) {
+    try {
+      copier_->finish();
+    } catch (...) {
+      // Only a failing mutex could throw here; the step has failed already.
+    }
+  }
+}
+
+HostCopier::HostCopier(int n_buffers) : jobs_(size_t(n_buffers)), thread_([this] { main(); }) {}
+
+HostCopier::~HostCopier() {
+  finish();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_.notify_all();
+  thread_.join();
+}
+
+void HostCopier::fill(int b, void* dst, const void* src, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Job& j = jobs_[size_t(b)];
+    j.dst = dst;
+    j.src = src;
+    j.bytes = bytes;
+    j.state = State::queued;
+    j.order = next_order_++;
+  }
+  work_.notify_one();
+}
+
+void HostCopier::wait(int b) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Job& j = jobs_[size_t(b)];
+  if (j.state == State::queued) {
+    j.state = State::running;
+    lock.unlock();
+    std::memcpy(j.dst, j.src, j.bytes);
+    lock.lock();
+    j.state = State::idle;
+    done_.notify_all();
+    return;
+  }
+  done_.wait(lock, [&] { return j.state == State::idle; });
+}
+
+void HostCopier::finish() {
+  for (int b = 0; b < int(jobs_.size()); ++b) wait(b);
+}
+
+void HostCopier::main() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    Job* next = nullptr;
+    work_.wait(lock, [&] {
+      next = nullptr;
+      for (Job& j : jobs_)
+        if (j.state == State::queued && (next == nullptr || j.order < next->order)) next = &j;
+      return stop_ || next != nullptr;
+    });
+    if (next == nullptr) return;  // stop_ with nothing queued
+    next->state = State::running;
+    lock.unlock();
+    std::memcpy(next->dst, next->src, next->bytes);
+    lock.lock();
+    next->state = State::idle;
+    done_.notify_all();
+  }
 }
 
 }  // namespace tdm

@@ -2,12 +2,17 @@
 // (gate, up, down) in host RAM, a device expert cache of N slab-sized slots filled by score,
 // and the per-step choice for every active expert of where it runs: resident on the device,
 // copied to a cache slot and run there, or run on the CPU (its activations move, not its
-// weights). This file holds the state and the decisions; the execution is the executor's
-// Model::routed_experts (executor.cpp).
+// weights). Steps of several tokens stream their copies through two slots beside the device's
+// compute (SlabStream). This file holds the state and the decisions; the execution is the
+// executor's Model::routed_experts (executor.cpp).
 #pragma once
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/backend_handle.h"
@@ -62,6 +67,88 @@ struct ExpertViews {
   tdm_weight gate{}, up{}, down{};
 };
 
+// Host-to-host fills for a synchronous device whose memory is host memory (the CPU stand-in):
+// a thread copies while the driver computes, one fill per buffer at a time, in issue order. A
+// fill the thread has not started when the driver needs it is copied by the driver itself, so
+// that waiting for a thread that has no core (a busy host) never costs more than the copy.
+class HostCopier {
+ public:
+  explicit HostCopier(int n_buffers);
+  // Finishes the fills queued, then joins the thread.
+  ~HostCopier();
+  HostCopier(const HostCopier&) = delete;
+  HostCopier& operator=(const HostCopier&) = delete;
+
+  // Queues a copy of `bytes` from src to dst as buffer b's fill (b must have none in flight).
+  void fill(int b, void* dst, const void* src, size_t bytes);
+  // Returns once buffer b's fill (if any) is done, copying it here if the thread has not begun it.
+  void wait(int b);
+  // Every fill in flight done.
+  void finish();
+
+ private:
+  enum class State { idle, queued, running };
+  struct Job {
+    void* dst = nullptr;
+    const void* src = nullptr;
+    size_t bytes = 0;
+    State state = State::idle;
+    uint64_t order = 0;  // issue order among queued fills
+  };
+  void main();
+
+  std::mutex mu_;
+  std::condition_variable work_, done_;
+  std::vector<Job> jobs_;  // per buffer
+  uint64_t next_order_ = 0;
+  bool stop_ = false;
+  std::thread thread_;     // last: started once the state above exists
+};
+
+// Streams expert slabs into cache slots beside the device's compute, through kBuffers
+// buffers (double buffering, issue 9 item 5): fill b, run the expert that reads it, release b,
+// refill it. On an async device the fills go on a copy stream and the compute stream waits on
+// an event per buffer only before the expert that reads it; on a synchronous device whose
+// memory is host memory (the CPU stand-in) a HostCopier fills while the driver computes;
+// on any other device each fill is a plain copy.
+class SlabStream {
+ public:
+  static constexpr int kBuffers = 2;
+  // lane: the async device's copy stream (unused otherwise). Throws tdm::Error.
+  SlabStream(Backend* device, tdm_stream* lane);
+  // Waits for the fills in flight, then frees the events and the copier thread.
+  ~SlabStream();
+  SlabStream(const SlabStream&) = delete;
+  SlabStream& operator=(const SlabStream&) = delete;
+
+  // Starts a layer's fills: they wait for the device work queued so far (it may read the slots they fill).
+  void begin();
+  // Queues `bytes` from host `src` into device `dst` as buffer b's next fill, after b's last reader.
+  void issue(int b, void* dst, const void* src, size_t bytes);
+  // Device work queued after this reads buffer b's fill (async: the compute stream waits for it;
+  // otherwise this returns once the fill is done). Returns whether device compute was queued
+  // between the fill's issue and now, so that the fill could run beside it.
+  bool acquire(int b);
+  // Buffer b's reader is queued: its next fill waits for that reader.
+  void release(int b);
+  // Counts one piece of device compute queued (for acquire's answer).
+  void computed() { computes_++; }
+  // Waits for every fill in flight, ignoring errors (cleanup after a failed step).
+  void drain() noexcept;
+
+ private:
+  Backend* device_;
+  tdm_stream* lane_;
+  bool async_ = false;
+  std::unique_ptr<HostCopier> copier_;  // synchronous host-memory devices
+  tdm_event* queued_ = nullptr;        // async: compute queued before a layer's fills
+  tdm_event* filled_[kBuffers] = {};   // async: each buffer's last fill
+  tdm_event* read_[kBuffers] = {};     // async: each buffer's last reader
+  bool released_[kBuffers] = {};       // read_[b] was recorded since begin()
+  uint64_t issued_at_[kBuffers] = {};  // computes_ when each buffer's last fill was issued
+  uint64_t computes_ = 0;
+};
+
 class ExpertOffload {
  public:
   // Copies every routed expert into host slabs (pinned through `device` when it can; not for a
@@ -114,6 +201,17 @@ class ExpertOffload {
   // -1 when none can be had, or when margin > 0 and (l, e) does not score above margin times
   // the victim's score. Updates the maps (the caller copies the slab) and counts an eviction in *st.
   int32_t take_slot(int64_t l, int64_t e, double margin, ExpertStats* st);
+  // Hands slot s (held by layer l's expert just run from it) to (l, e), counting an eviction.
+  void retake(int32_t s, int64_t l, int64_t e, ExpertStats* st) {
+    assign(s, l * n_expert_ + e);
+    protect(s);
+    st->evictions++;
+  }
+  // The slab streamer of this device (created on first use; lane: the async device's copy stream).
+  SlabStream& slab_stream(tdm_stream* lane) {
+    if (!stream_) stream_ = std::make_unique<SlabStream>(device_, lane);
+    return *stream_;
+  }
   // Slots whose fill is still in flight on the expert stream (async devices).
   void set_pending(int32_t s) { pending_[size_t(s)] = 1; n_pending_++; }
   bool pending(int32_t s) const { return pending_[size_t(s)] != 0; }
@@ -173,6 +271,7 @@ class ExpertOffload {
   int64_t step_ = 0;
   std::vector<double> mass_, uses_;
   std::vector<int64_t> mass_step_, last_use_;
+  std::unique_ptr<SlabStream> stream_;  // destroyed first (~ExpertOffload): its fills read the slabs, write the slots
 };
 
 }  // namespace tdm

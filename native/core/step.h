@@ -69,6 +69,9 @@ struct ExpertStats {
   int64_t cpu_rows = 0;          // routed rows run on the CPU
   int64_t copy_bytes = 0;        // expert slabs moved host -> device
   int64_t activation_bytes = 0;  // hidden states down and expert outputs up for CPU experts
+  int64_t prefill_copies = 0;      // copies of steps of several tokens, streamed through the double buffer
+  int64_t prefill_copy_bytes = 0;  // their slab bytes (also in copy_bytes)
+  int64_t overlapped_copies = 0;   // streamed copies queued ahead of device compute that ran before their use
 };
 
 struct StepResult {

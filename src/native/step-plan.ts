@@ -115,4 +115,9 @@ export interface ExpertStepStats {
   copyBytes: number;
   /** Bytes of hidden states down and expert outputs up for CPU experts. */
   activationBytes: number;
+  /** Copies of steps of several tokens (prefill), streamed through the double buffer, and their slab bytes (also in copies, copyBytes). */
+  prefillCopies: number;
+  prefillCopyBytes: number;
+  /** Streamed copies queued ahead of device compute that ran before their use (the copy could hide behind it). */
+  overlappedCopies: number;
 }

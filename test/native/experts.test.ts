@@ -5,7 +5,8 @@
 // scalar reference kernels the same code computes every expert row wherever it runs and the
 // rows are combined in one order, so the tolerance is zero; with the fast kernels the CPU
 // reference repacks its mapped weights while slabs and slots hold the stored layout
-// (native/cpu/packed_weights.h), so a tolerance.
+// (native/cpu/packed_weights.h), so a tolerance. A prefill on a router that never picks half
+// the experts streams exactly the routed, missing ones through the double buffer.
 import t, { type Test } from 'tap';
 import { mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -177,8 +178,8 @@ const CASES: { name: string; experts: NativeExpertConfig; deviceWeightBytes?: 'd
     expect: (t, s) => t.ok(sum(s, 'copies') > 0 && sum(s, 'cpuExperts') > 0, 'copies and CPU experts in one run'),
   },
   {
-    name: "3 slots, n* = 1, CPU experts read the slabs ('slabs') instead of the mapping",
-    experts: { maxSlots: 3, nStar: 1, cpuWeights: 'slabs' },
+    name: "3 slots, n* = 2, CPU experts read the slabs ('slabs') instead of the mapping",
+    experts: { maxSlots: 3, nStar: 2, cpuWeights: 'slabs' },
     expect: (t, s) => t.ok(sum(s, 'copies') > 0 && sum(s, 'cpuExperts') > 0, 'copies and CPU experts in one run'),
   },
   {
@@ -267,7 +268,7 @@ async function decodeStats(file: string, experts: NativeExpertConfig, steps: num
   const table = Int32Array.from({ length: 8 }, (_, i) => i);
   let tokens = [1, 300, 301, 302, 303, 304, 305, 306];
   let pos = 0;
-  const total: ExpertStepStats = { hits: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, copyBytes: 0, activationBytes: 0 };
+  const total: ExpertStepStats = { hits: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
   for (let s = 0; s <= steps; s++) {
     const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true }] });
     pos += tokens.length;
@@ -318,4 +319,73 @@ t.test('the makespan rule copies single-row experts over a fast link and keeps t
   t.ok(slow.copies === 0 && slow.cpuExperts > 0, `slow link: misses on the CPU (${slow.cpuExperts})`);
   const fixed = await decodeStats(file, { maxSlots: 6, admitPerLayer: 0, nStar: Infinity, cost: { ...cpuSlow, linkBytesPerUs: 50000 } }, 10);
   t.equal(fixed.copies, 0, 'an explicit n* overrides the makespan rule');
+});
+
+/**
+ * A qwen2moe whose router can only choose experts 0 to 3: expert 1's router row is expert 0's
+ * negated and expert 3's expert 2's, so each pair always has a positive logit, and experts 4 to 7
+ * have zero rows (logit 0), so they never make a token's top two.
+ */
+function routedSubsetSpec(): ModelSpec {
+  const data: Record<string, Float32Array> = {};
+  for (let l = 0; l < N_LAYER; l++) {
+    const rows = routerRows(300 + l, N_EXPERT, 256, []);
+    const E = 256;
+    for (const [neg, pos] of [[1, 0], [3, 2]] as const) for (let i = 0; i < E; i++) rows[neg * E + i] = -rows[pos * E + i]!;
+    rows.fill(0, 4 * E);
+    data[`blk.${l}.ffn_gate_inp.weight`] = rows;
+  }
+  return { ...SHAPE, architecture: 'qwen2moe', type: 'q8_0', seed: 24, tensorData: data };
+}
+
+/** One sequence: a prefill of `prompt` in one step, then `decode` teacher-forced decode steps; logits and counters of each step. */
+async function prefillRun(m: NativeModel, prompt: number[], decode: number, forced: number[]): Promise<Run> {
+  const table = Int32Array.from({ length: 8 }, (_, i) => i);
+  const out: Run = { logits: [], tokens: [], stats: [], phases: [] };
+  let tokens = prompt;
+  let pos = 0;
+  for (let s = 0; s <= decode; s++) {
+    const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true, returnLogits: true }] });
+    out.logits.push([r.sequences[0]!.logits!]);
+    out.tokens.push([r.sequences[0]!.token]);
+    if (r.experts) out.stats.push(r.experts);
+    out.phases.push(r.phaseUs);
+    pos += tokens.length;
+    tokens = [forced[s] ?? r.sequences[0]!.token];
+  }
+  return out;
+}
+
+t.test('prefill streams only the routed experts through the double buffer, bit for bit', async (t) => {
+  const file = await modelFile('qwen2moe-routed-subset', routedSubsetSpec());
+  const prompt = Array.from({ length: 48 }, (_, i) => 1 + ((i * 37 + 11) % 400));
+  const ref = await load(file, { cpuVariant: 'ref' });
+  const refRun = await prefillRun(ref, prompt, 2, []);
+  ref.dispose();
+  const forced = refRun.tokens.map((x) => x[0]!);
+  const resident = await load(file, { device: 'cpu-standin', cpuVariant: 'ref', experts: {} });
+  const residentRun = await prefillRun(resident, prompt, 2, forced);
+  resident.dispose();
+  t.equal(maxAbsDiff(residentRun.logits, refRun.logits), 0, 'every expert resident on the stand-in: the CPU-only logits');
+  t.equal(residentRun.stats[0]!.prefillCopies, 0, 'nothing resident is copied');
+
+  // Two slots, first filled with layer 1's never-routed experts 4 and 5; every miss copied (n* = 1), no admissions.
+  const scores = Array.from({ length: N_LAYER * N_EXPERT }, (_, k) => (k === N_EXPERT + 4 || k === N_EXPERT + 5 ? 1 : 0));
+  const m = await load(file, { device: 'cpu-standin', cpuVariant: 'ref', experts: { maxSlots: 2, nStar: 1, admitPerLayer: 0, initialScores: scores } });
+  const slab = m.placement.experts!.slotBytes;
+  const got = await prefillRun(m, prompt, 2, forced);
+  m.dispose();
+  t.equal(maxAbsDiff(got.logits, refRun.logits), 0, 'streamed prefill and decode: logits equal the CPU-only run bit for bit');
+  const pre = got.stats[0]!;
+  t.ok(pre.hits + pre.misses <= 4 * N_LAYER, `the router chose only experts 0-3 (${pre.hits + pre.misses} active pairs)`);
+  t.equal(pre.hits, 0, "the slots held only experts no token routes to");
+  t.equal(pre.cpuExperts, 0, 'every routed expert ran on the device');
+  t.equal(pre.prefillCopies, pre.misses, 'each routed, missing expert copied once');
+  t.ok(pre.prefillCopies > 2 * N_LAYER, `more copies (${pre.prefillCopies}) than two slots per layer: buffers refilled`);
+  // An unrouted expert copied would add a slab to the bytes without a miss to match it.
+  t.equal(pre.prefillCopyBytes, pre.misses * slab, 'bytes moved: one slab per routed, missing expert, no more');
+  t.equal(pre.copyBytes, pre.prefillCopyBytes, 'no other copies in the prefill step');
+  // With nothing resident a layer's first copy has no compute to hide behind; every later one has the expert before it.
+  t.equal(pre.overlappedCopies, pre.prefillCopies - N_LAYER, `${pre.overlappedCopies} of ${pre.prefillCopies} copies queued ahead of compute`);
+  for (const s of got.stats.slice(1)) t.equal(s.prefillCopies, 0, 'one-token decode steps copy in place, not streamed');
 });
