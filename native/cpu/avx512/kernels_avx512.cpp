@@ -645,7 +645,14 @@ struct KK4 {
     for (int64_t s = 0; s < nbk; ++s) {
       const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
       const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
-#pragma GCC unroll 1
+      __m512 dd[T], dm[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512 da = _mm512_set1_ps(load_f32(act + t * as + od + 4 * s));
+        dd[t] = _mm512_mul_ps(dv, da);
+        dm[t] = _mm512_mul_ps(dmv, da);
+      }
+#pragma GCC unroll 4
       for (int p = 0; p < 4; ++p) {
         __m512i isb[T];
 #pragma GCC unroll 16
@@ -675,11 +682,9 @@ struct KK4 {
         const __m512i mp = min_pair(g, nbk, s, p);
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
-          const uint8_t* at = act + t * as;
-          const __m512 da = _mm512_set1_ps(load_f32(at + od + 4 * s));
-          const __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp, _mm512_set1_epi32(load_i32(at + om + 16 * s + 4 * p)));
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), _mm512_mul_ps(dv, da), acc[t]);
-          accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(dmv, da), accm[t]);
+          const __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp, _mm512_set1_epi32(load_i32(act + t * as + om + 16 * s + 4 * p)));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isb[t]), dd[t], acc[t]);
+          accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), dm[t], accm[t]);
         }
       }
     }
