@@ -652,12 +652,12 @@ struct KK4 {
         dd[t] = _mm512_mul_ps(dv, da);
         dm[t] = _mm512_mul_ps(dmv, da);
       }
-#pragma GCC unroll 4
+#pragma GCC unroll 1
       for (int p = 0; p < 4; ++p) {
         __m512i isb[T];
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) isb[t] = _mm512_setzero_si512();
-#pragma GCC unroll 2
+#pragma GCC unroll 1
         for (int j = 2 * p; j < 2 * p + 2; ++j) {
           const __m512i scv = sub_scale(g, nbk, s, j);
           constexpr int P = partials<T>();
