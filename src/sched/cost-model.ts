@@ -1,7 +1,8 @@
 // The cost model: predicted time of each subtask of a step (NEO's profiled tables with
 // linear and bilinear interpolation, APEX's per-subtask predictions), filled by the profiler
 // and refitted online from the phase times every StepResult carries (on a GPU, whose phases
-// time only the queueing, from whole steps: per-sequence sampling and a factor per strategy).
+// time only the queueing, from whole steps: per-sequence sampling, a scale on each device
+// table fitted to gpu-only steps, and a factor per strategy).
 import { TandemError } from '../native/errors.js';
 import type { StepPlan, StepResult, Strategy } from '../native/step-plan.js';
 import type { ModelHyperparams } from '../model/describe.js';
@@ -76,6 +77,8 @@ export interface CostTablesJson {
   samplingPerSeqUs?: number;
   /** Learned online: measured over predicted forward pass per strategy (absent: 1). */
   strategyFactors?: Partial<Record<Strategy, number>>;
+  /** Learned online on an asynchronous device: factors on the linear and device-attention tables (absent: 1). */
+  deviceScales?: { linear: number; attention: number };
 }
 
 /** How the online refit treats a step's measured phases. */
@@ -147,6 +150,69 @@ function blend(old: number, x: number, n: number, rate: number): number {
 const FACTOR_MIN = 0.25;
 const FACTOR_MAX = 4;
 
+const clampFactor = (f: number) => Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, f));
+
+/**
+ * Scales on the device's linear and attention tables, fitted by recursive least squares to
+ * the passes of gpu-only decode steps (pass = a * linear + b * attention): on an asynchronous
+ * device the only device times are whole steps, and one factor per strategy cannot correct
+ * one table against the other, so a wrong attention table would misprice every step whose
+ * device attention differs from the steps the factor was learned on, and with it how much
+ * CPU attention an overlapped step hides. Steps differ in their attention share as contexts
+ * grow and requests come and go, which separates the two.
+ */
+class DeviceScales {
+  /** [linear, attention]. */
+  theta: [number, number] = [1, 1];
+  /** Prior variance: weak, as the steps' mixes differ little and the data must move the estimate far. */
+  private static readonly PRIOR = 100;
+  /** Forgetting factor: the fit follows a machine whose speed drifts (about the last 200 steps). */
+  private static readonly LAMBDA = 0.995;
+  /** Covariance cap: without new information, forgetting would blow it up. */
+  private static readonly MAX_TRACE = 2 * DeviceScales.PRIOR;
+  /** Steps observed before the scales take effect: a few whole steps (warm-up, launch jitter) should not re-price the tables. */
+  static readonly MIN_STEPS = 16;
+  /** The estimate's covariance (symmetric 2x2: p00, p01, p11). */
+  private p = [DeviceScales.PRIOR, 0, DeviceScales.PRIOR];
+  /** Steps taken in (saved scales count as enough). */
+  private n = 0;
+
+  constructor(saved?: { linear: number; attention: number }) {
+    if (saved && Number.isFinite(saved.linear) && Number.isFinite(saved.attention) && saved.linear > 0 && saved.attention > 0) {
+      this.theta = [clampFactor(saved.linear), clampFactor(saved.attention)];
+      this.n = DeviceScales.MIN_STEPS;
+    }
+  }
+
+  get linear(): number {
+    return this.n < DeviceScales.MIN_STEPS ? 1 : clampFactor(this.theta[0]);
+  }
+
+  get attention(): number {
+    return this.n < DeviceScales.MIN_STEPS ? 1 : clampFactor(this.theta[1]);
+  }
+
+  /** One pass of `us` whose tables predict `linearUs` and `attentionUs`; each term taken relative to the pass. */
+  observe(linearUs: number, attentionUs: number, us: number): void {
+    if (!(us > 0) || !(linearUs >= 0) || !(attentionUs >= 0) || linearUs + attentionUs <= 0) return;
+    const a0 = linearUs / us;
+    const a1 = attentionUs / us;
+    const [p00, p01, p11] = this.p as [number, number, number];
+    const pa0 = p00 * a0 + p01 * a1;
+    const pa1 = p01 * a0 + p11 * a1;
+    const lambda = DeviceScales.LAMBDA;
+    const denom = lambda + a0 * pa0 + a1 * pa1;
+    const k0 = pa0 / denom;
+    const k1 = pa1 / denom;
+    const err = 1 - (a0 * this.theta[0] + a1 * this.theta[1]);
+    this.theta = [this.theta[0] + k0 * err, this.theta[1] + k1 * err];
+    this.n++;
+    let next = [p00 - k0 * pa0, p01 - k0 * pa1, p11 - k1 * pa1];
+    if (next[0]! + next[2]! < DeviceScales.MAX_TRACE) next = next.map((x) => x / lambda);
+    this.p = next;
+  }
+}
+
 /** The cost model over profiled tables (see the profiler), refitted online. */
 export class TableCostModel implements CostModel {
   readonly shape: CostShape;
@@ -162,6 +228,8 @@ export class TableCostModel implements CostModel {
   private samplingPerSeq: { us: number; n: number };
   /** Measured over predicted forward pass by strategy, and the steps behind each. */
   private readonly factors = new Map<Strategy, { f: number; n: number }>();
+  /** Factors on the linear and device-attention tables (1 unless learned from an asynchronous device's steps). */
+  private readonly scales: DeviceScales;
 
   constructor(t: CostTablesJson) {
     if (t.version !== 1) throw new TandemError('TDM_BAD_ARGUMENT', `cost tables of version ${String(t.version)} are not supported (1 is)`);
@@ -174,6 +242,7 @@ export class TableCostModel implements CostModel {
     this.copy = PiecewiseLinear.fromJSON(t.copy);
     const perSeq = t.samplingPerSeqUs;
     this.samplingPerSeq = { us: typeof perSeq === 'number' && Number.isFinite(perSeq) && perSeq >= 0 ? perSeq : 0, n: 0 };
+    this.scales = new DeviceScales(t.deviceScales);
     for (const [k, f] of Object.entries(t.strategyFactors ?? {})) {
       // Saved factors are a starting point: they count as one step, so this run's steps soon outweigh them.
       if (typeof f === 'number' && Number.isFinite(f) && f > 0) this.factors.set(k as Strategy, { f: Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, f)), n: 1 });
@@ -181,15 +250,20 @@ export class TableCostModel implements CostModel {
   }
 
   linearUs(tokens: number): number {
-    return this.linear.at(tokens);
+    return this.scales.linear * this.linear.at(tokens);
   }
 
   deviceAttentionUs(requests: number, context: number): number {
-    return requests > 0 ? this.deviceAttention.at(requests, context) : 0;
+    return requests > 0 ? this.scales.attention * this.deviceAttention.at(requests, context) : 0;
   }
 
   prefillAttentionUs(tokens: number, context: number): number {
     return tokens > 0 ? this.prefillAttention.at(prefillProducts(tokens, context)) : 0;
+  }
+
+  /** The learned factors on the linear and device-attention tables (1 and 1 until an asynchronous device's gpu-only steps were seen). */
+  get deviceScales(): { linear: number; attention: number } {
+    return { linear: this.scales.linear, attention: this.scales.attention };
   }
 
   cpuAttentionUs(requests: number, context: number): number {
@@ -237,6 +311,14 @@ export class TableCostModel implements CostModel {
       const s = this.samplingPerSeq;
       s.us = blend(s.us, obs.sampling.us / obs.sampling.seqs, s.n++, rate);
     }
+    if (obs.pass && !device && obs.pass.strategy === 'gpu-only') {
+      const work = planWork(plan);
+      const tokens = work.reduce((n, w) => n + w.tokens, 0);
+      const gpu = work.filter((w) => w.attention === 'gpu');
+      const context = gpu.reduce((n, w) => n + w.context, 0) / Math.max(1, gpu.length);
+      // Only device attention in a gpu-only decode step: the pass is linear work plus it.
+      if (gpu.length === work.length) this.scales.observe(this.linear.at(tokens), gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
+    }
     if (obs.pass) {
       const predicted = predictStep(obs.pass.strategy, planWork(plan), this).passUs;
       if (predicted > 0) {
@@ -262,6 +344,7 @@ export class TableCostModel implements CostModel {
       copy: this.copy.toJSON(),
       samplingPerSeqUs: this.samplingPerSeq.us,
       strategyFactors: Object.fromEntries([...this.factors].map(([k, v]) => [k, v.f])),
+      deviceScales: this.deviceScales,
     };
   }
 }

@@ -2,16 +2,17 @@
 // serve a seeded Poisson workload on a virtual clock. Each step takes the time the hardware
 // profile's cost model predicts for the plan actually chosen (with seeded noise); the policy
 // itself sees only tables profiled from that model on a grid, refitted online from each
-// step's phases, as it would on a real machine. Every number it produces is SIMULATED.
+// step's phases as the engine refits them on a GPU (device phases are not wall times there:
+// whole steps only). Every number it produces is SIMULATED.
 import { Scheduler } from '../../engine/scheduler.js';
 import { Sequence, type SequenceParams } from '../../engine/sequence.js';
 import { TandemError } from '../../native/errors.js';
 import type { SequenceResult, StepPlan, StepResult } from '../../native/step-plan.js';
-import type { CostModel } from '../cost-model.js';
+import type { CostModel, Measurement } from '../cost-model.js';
 import type { HardwareProfile, ModelShapeSpec } from '../hardware.js';
 import { deviceKvBlocks, kvBytesPerToken } from '../hardware.js';
 import type { PolicyName } from '../policy.js';
-import { PolicyScheduler, schedulerStrategyFor } from '../policy-scheduler.js';
+import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions } from '../policy-scheduler.js';
 import { measureGrid, SIM_GRID } from '../profiler.js';
 import { predictStep } from '../step-time.js';
 import { makeWorkload, Rng, type WorkloadSpec } from './workload.js';
@@ -33,6 +34,10 @@ export interface SimRunConfig {
   maxRunning?: number;
   /** Prompt tokens of one sequence per step (chunked prefill). Default 512. */
   maxChunkTokens?: number;
+  /** Factor on the policy's profiled timings of each subtask kind (a mis-profiled table; the clock is unchanged). Default 1. */
+  profileBias?: Partial<Record<Measurement['kind'], number>>;
+  /** The policy's online refit (see PolicySchedulerOptions); default as the engine refits on a GPU: rate 0.1, the device's phases not taken as wall times (whole steps only). */
+  refit?: PolicySchedulerOptions['refit'];
 }
 
 /** Percentiles of a sample (µs). */
@@ -107,8 +112,10 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
     prefixCaching: false,
   });
   const rng = new Rng(cfg.workload.seed ^ 0x5bd1e995);
-  const policyCost = measureGrid(SIM_GRID, (m) => m.us * (1 + noise * rng.normal()), cfg.truth).model;
-  const ps = new PolicyScheduler(scheduler, cfg.policy, policyCost, cfg.tpotSloUs === undefined ? {} : { tpotSloUs: cfg.tpotSloUs });
+  const policyCost = measureGrid(SIM_GRID, (m) => m.us * (cfg.profileBias?.[m.kind] ?? 1) * (1 + noise * rng.normal()), cfg.truth).model;
+  const options: PolicySchedulerOptions = { refit: cfg.refit ?? { deviceSynchronous: false } };
+  if (cfg.tpotSloUs !== undefined) options.tpotSloUs = cfg.tpotSloUs;
+  const ps = new PolicyScheduler(scheduler, cfg.policy, policyCost, options);
 
   const arrival = new Map<number, number>();
   const first = new Map<number, number>();
