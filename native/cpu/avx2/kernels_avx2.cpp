@@ -77,7 +77,7 @@ inline __m256i q4k_mins16(const uint8_t* mn) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
 }
 
-// 32 signed int8 products summed in pairs of pairs: 8 int32 lanes, as floats.
+// 32 signed int8 products summed in pairs of pairs: 8 int32 lanes (dot_i8: as floats).
 inline __m256i dot_i8_lanes(__m256i x, __m256i y) {
   const __m256i ax = _mm256_sign_epi8(x, x);
   const __m256i sy = _mm256_sign_epi8(y, x);
