@@ -196,6 +196,12 @@ typedef struct tdm_backend_iface {
    * block src_ids[i] of src_pool, block_bytes each (ids are host arrays of n entries). */
   tdm_status (*copy_blocks)(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
                             const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s);
+
+  /* ---- loading */
+  /* (optional) Readies matrix stack w for this backend's matmuls ahead of the first one (the
+   * CPU backend repacks a weight in a file mapping into its kernels' layout, once per process)
+   * so that the first step does not pay for it; NULL on a backend with nothing to ready. */
+  tdm_status (*prepare_weight)(tdm_backend_ctx* ctx, const tdm_weight* w);
 } tdm_backend_iface;
 
 /* A live backend: its table and its context. */

@@ -421,6 +421,14 @@ tdm_status cpu_matmul(tdm_backend_ctx* c, const tdm_weight* w, int64_t m, const 
   });
 }
 
+// Packs w now (see packed_view) when its type has packed kernels and it lies in a file mapping.
+tdm_status cpu_prepare_weight(tdm_backend_ctx* c, const tdm_weight* w) {
+  return guard(c, [&](CpuContext& ctx) {
+    check_weight(w);
+    if (ctx.pack == PackPolicy::mapped) (void)mat_plan(ctx, *w, 0);
+  });
+}
+
 tdm_status cpu_get_rows(tdm_backend_ctx* c, const tdm_weight* w, const int32_t* ids, int64_t n_ids, float* y,
                         tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
@@ -899,6 +907,7 @@ const tdm_backend_iface kCpuIface = [] {
   t.router = cpu_router;
   t.moe_ffn = cpu_moe_ffn;
   t.copy_blocks = cpu_copy_blocks;
+  t.prepare_weight = cpu_prepare_weight;
   return t;
 }();
 
