@@ -42,6 +42,12 @@ export interface SchedulerConfig {
   admissionWatermark?: number;
 }
 
+/** Requests for one schedule() call. */
+export interface ScheduleOptions {
+  /** Device-tier sequences to move to the host tier before the step (those whose prompt is computed and that fit there). */
+  demote?: readonly number[];
+}
+
 /** What one step did to one sequence. */
 export interface SequenceEvent {
   seqId: number;
@@ -234,10 +240,11 @@ export class Scheduler {
 
   /**
    * The next step. A failed step of several sequences is followed by steps of one each;
-   * otherwise: at most one table moves back to the device tier, then running decodes, then
-   * running prefill chunks (oldest first), then newly admitted sequences, within the token budget.
+   * otherwise: the tables in `demote` move to the host tier, at most one table moves back to
+   * the device tier, then running decodes, then running prefill chunks (oldest first), then
+   * newly admitted sequences, within the token budget.
    */
-  schedule(): StepPlan {
+  schedule(options: ScheduleOptions = {}): StepPlan {
     if (this.planOutstanding) throw new TandemError('TDM_INTERNAL', 'schedule() called before update() of the previous plan');
     const draft: StepDraft = { plans: [], copies: [], scheduled: new Set(), moved: new Set(), budget: this.config.maxStepTokens };
 
@@ -252,6 +259,7 @@ export class Scheduler {
     }
     if (draft.plans.length > 0) return this.finalize(draft);
 
+    if (options.demote) this.demote(options.demote, draft);
     this.promote(draft);
     const active = this.running.filter((s) => !s.paused && this.runsIn(s.kvTier!));
     const order = [...active.filter((s) => !s.isPrefilling), ...active.filter((s) => s.isPrefilling)];
@@ -437,13 +445,29 @@ export class Scheduler {
   }
 
   /**
+   * Moves each listed device-tier sequence whose prompt is computed to the host tier, by the
+   * same copies as a swap, when the host has room for its table and its next token; the rest
+   * are left where they are. A prefill still under way is not moved: its copy would grow.
+   */
+  private demote(seqIds: readonly number[], draft: StepDraft): void {
+    if (this.config.preemption !== PreemptionMode.Swap || !this.runsIn('host')) return;
+    for (const id of seqIds) {
+      const seq = this.live.get(id);
+      if (!seq || seq.status !== 'running' || seq.paused || seq.kvTier !== 'device' || seq.isPrefilling) continue;
+      const tableBlocks = Math.max(seq.blockTable.length, this.kv.blocksFor(seq.numComputed + 1));
+      if (this.canMove(seq, 'host', tableBlocks, draft)) this.move(seq, 'host', draft);
+    }
+  }
+
+  /**
    * Moves the oldest running sequence in the host tier back to the device tier when the
    * device has room for it with headroom for the device sequences' growth (one per step,
    * so copies stay short). Under 'gpu-only' it is how a swapped-out sequence resumes.
    */
   private promote(draft: StepDraft): void {
     if (this.config.preemption !== PreemptionMode.Swap || this.kv.pools.device.numBlocks === 0) return;
-    const seq = this.running.find((s) => s.kvTier === 'host' && !s.paused);
+    // A table demoted in this plan does not come straight back.
+    const seq = this.running.find((s) => s.kvTier === 'host' && !s.paused && !draft.moved.has(s));
     if (!seq) return;
     const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length;
     // The move copies the whole table, which a prefill chunk may have grown past numComputed.

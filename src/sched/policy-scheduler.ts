@@ -4,7 +4,9 @@
 // Scheduler then builds the plan (its own tier choice: device first, host when short; its
 // own swaps: the newest out when short, the oldest host table back when room frees); then
 // the policy shapes the plan: strategy, each sequence's attention device and pipeline
-// sub-batch, and the host-tier sequences that sit this step out. The policy's own tier and
+// sub-batch, and the host-tier sequences that sit this step out. A request the policy
+// admits to be demoted after its prefill is handed to the Scheduler as a `demote` request
+// (a swap's copies) in the first plan after its prompt is computed. The policy's own tier and
 // swap choices are reported in its decision. After each step the cost model is refitted
 // from the measured phases and the prediction error is kept.
 import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
@@ -41,6 +43,10 @@ export interface PolicyStats {
   sumAbsRelError: number;
   /** Steps the policy would have left wholly out, run as the Scheduler planned them instead. */
   unshapedSteps: number;
+  /** Requests admitted to be prefilled in the device tier and then demoted to the host tier. */
+  stagedAdmissions: number;
+  /** Of those, tables the Scheduler moved to the host tier after their prefill. */
+  demotions: number;
 }
 
 export class PolicyScheduler {
@@ -55,6 +61,8 @@ export class PolicyScheduler {
     predictedSteps: 0,
     sumAbsRelError: 0,
     unshapedSteps: 0,
+    stagedAdmissions: 0,
+    demotions: 0,
   };
   /** The decision behind the plan in flight (or the last one). */
   lastDecision: StepDecision | undefined;
@@ -62,6 +70,8 @@ export class PolicyScheduler {
   private readonly deferredSteps = new Map<number, number>();
   /** Sequences added through add(), until they finish: the ones whose admission the policy controls. */
   private readonly tracked = new Map<number, Sequence>();
+  /** Requests the policy admitted to be demoted to the host tier once their prompt is computed. */
+  private readonly staged = new Set<number>();
 
   constructor(scheduler: Scheduler, policy: PolicyName, cost: CostModel, options: PolicySchedulerOptions = {}) {
     const want = schedulerStrategyFor(policy);
@@ -87,13 +97,15 @@ export class PolicyScheduler {
 
   /** The Scheduler's next plan, admission gated and the plan shaped by the policy. */
   schedule(): StepPlan {
+    const demote = this.dueDemotions();
     const held = this.holdBack();
     let plan: StepPlan;
     try {
-      plan = this.scheduler.schedule();
+      plan = this.scheduler.schedule(demote.length > 0 ? { demote } : {});
     } finally {
       for (const seq of held) this.scheduler.setPaused(seq.id, false);
     }
+    for (const id of demote) if (this.scheduler.get(id)?.kvTier === 'host') this.stats.demotions++;
     if (plan.sequences.length === 0) {
       this.lastDecision = undefined;
       return plan;
@@ -157,6 +169,25 @@ export class PolicyScheduler {
     return this.scheduler.fail(plan, error);
   }
 
+  /**
+   * Staged requests whose prompt is computed, to be demoted in the next plan (one try: one
+   * the host cannot take then stays on the device). A staged request the Scheduler placed in
+   * the host tier, or that was preempted, is no longer staged.
+   */
+  private dueDemotions(): number[] {
+    const due: number[] = [];
+    for (const id of this.staged) {
+      const seq = this.tracked.get(id);
+      if (!seq || seq.status !== 'running' || seq.kvTier !== 'device') {
+        this.staged.delete(id);
+      } else if (!seq.isPrefilling && !seq.paused) {
+        due.push(id);
+        this.staged.delete(id);
+      }
+    }
+    return due;
+  }
+
   /** Pauses, for one schedule() call, the waiting requests the policy does not admit now (first come, first served). */
   private holdBack(): Sequence[] {
     const waiting: Sequence[] = [];
@@ -188,7 +219,13 @@ export class PolicyScheduler {
       seqId: s.id, tier: undefined, context: 0, newTokens: s.tokens.length, numBlocks: 0, deferredSteps: 0, arrival: s.id,
       remainingTokens: Math.max(0, s.params.maxTokens - s.numGenerated),
     }));
-    const admitted = new Set(POLICIES[this.policy]({ running, waiting: views, kv: this.kvView(), cost: this.cost, options: this.options }).admit.map((a) => a.seqId));
+    const admit = POLICIES[this.policy]({ running, waiting: views, kv: this.kvView(), cost: this.cost, options: this.options }).admit;
+    const admitted = new Set(admit.map((a) => a.seqId));
+    for (const a of admit) {
+      if (!a.demoteAfterPrefill) continue;
+      this.staged.add(a.seqId);
+      this.stats.stagedAdmissions++;
+    }
     const held = waiting.filter((s) => !admitted.has(s.id));
     for (const seq of held) this.scheduler.setPaused(seq.id, true);
     return held;

@@ -69,6 +69,14 @@ export interface SeqDecision {
   subBatch?: 0 | 1;
 }
 
+/** Where a waiting request's KV goes when it is admitted. */
+export interface Admission {
+  seqId: number;
+  tier: KvTier;
+  /** Prefilled in the device tier, then its table moves to the host tier (one copy of its prompt's blocks) to decode there. */
+  demoteAfterPrefill?: boolean;
+}
+
 /** One strategy and host subset a policy weighed. */
 export interface Candidate {
   strategy: Strategy;
@@ -88,7 +96,7 @@ export interface StepDecision {
   /** Running sequences left out of this step (host-tier ones whose CPU attention would cost more than it brings, or, under gpu-only, tables swapped out). */
   deferred: number[];
   /** Tier for each waiting request admitted now (in queue order); requests not listed keep waiting. */
-  admit: { seqId: number; tier: KvTier }[];
+  admit: Admission[];
   /** Host-tier tables to move to the device tier before the step. */
   swapIn: number[];
   /** Device-tier tables to give up to make room: moved to the host tier, or dropped and recomputed later. */
@@ -149,9 +157,19 @@ export function makeDeviceRoom(running: readonly RequestView[], kv: KvView, toHo
   return out;
 }
 
+/** Admission by a device prefill and a demotion (see admitInOrder). */
+export interface StagedAdmission {
+  /** Whether the request, beside those already sent to the host, should go this way. */
+  allows: (r: RequestView, toHost: readonly RequestView[]) => boolean;
+  /** Device blocks a prefill may borrow for one step (its table is demoted in the next plan, before any promotion). */
+  lendable: number;
+}
+
 /**
  * Where waiting requests go, in queue order: the device tier while it has room above the
- * headroom and `reservedDevice`, then (if `host` allows the request beside those already
+ * headroom and `reservedDevice`; then, when `staged` allows it and the device can lend the
+ * prompt's blocks for one step, the device tier to be demoted to the host after the
+ * prefill; then (if `host` allows the request beside those already
  * sent there) the host tier; the first that fits nowhere holds back the rest (first come,
  * first served).
  */
@@ -161,10 +179,12 @@ export function admitInOrder(
   reservedDevice: number,
   headroom: number,
   host: (r: RequestView, toHost: readonly RequestView[]) => boolean,
-): { seqId: number; tier: KvTier }[] {
-  const out: { seqId: number; tier: KvTier }[] = [];
+  staged?: StagedAdmission,
+): Admission[] {
+  const out: Admission[] = [];
   const toHost: RequestView[] = [];
   let devFree = kv.device.numFree - reservedDevice;
+  let lendable = staged?.lendable ?? 0;
   let hostFree = kv.host.numFree;
   const keep = Math.floor(headroom * kv.device.numBlocks);
   for (const r of waiting) {
@@ -172,6 +192,13 @@ export function admitInOrder(
     if (kv.device.numBlocks > 0 && devFree - need >= keep) {
       out.push({ seqId: r.seqId, tier: 'device' });
       devFree -= need;
+      lendable -= need;
+    } else if (staged && kv.host.numBlocks > 0 && hostFree >= need && lendable - need >= 0 && staged.allows(r, toHost)) {
+      out.push({ seqId: r.seqId, tier: 'device', demoteAfterPrefill: true });
+      toHost.push(r);
+      hostFree -= need;
+      devFree -= need;
+      lendable -= need;
     } else if (kv.host.numBlocks > 0 && hostFree >= need && host(r, toHost)) {
       out.push({ seqId: r.seqId, tier: 'host' });
       toHost.push(r);
@@ -198,6 +225,11 @@ export function promoteReserve(running: readonly RequestView[], kv: KvView): num
   }
   if (!oldest) return 0;
   return blocksFor(oldest.context + 1, kv.blockTokens) + onDevice + Math.floor(0.01 * kv.device.numBlocks);
+}
+
+/** The predicted time of moving a request's prompt table from the device to the host tier (µs): one copy per block. */
+export function demoteCopyUs(r: RequestView, kv: KvView, cost: CostModel): number {
+  return blocksFor(r.context + r.newTokens, kv.blockTokens) * cost.copyUs(cost.shape.kvBlockBytes);
 }
 
 /** A waiting request as it will run once admitted to the host tier and prefilled: a decode over its prompt. */

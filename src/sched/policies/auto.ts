@@ -5,12 +5,14 @@
 // or the shortest step when none does. GPU-only is one of the candidates, so by prediction
 // auto is never slower than it. New requests go to
 // the device tier while it has room, then to host RAM only while that raises the predicted
-// throughput within the target, by more over the tokens it has left than its CPU prefill
-// costs the others; host tables move back to the device as it frees up.
+// throughput within the target, by more over the tokens it has left than getting there costs
+// the others: the copy of its prompt's table when it can be prefilled on the device (in the
+// device's headroom) and then demoted, else its CPU prefill; host tables move back to the
+// device as it frees up.
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
-  admitInOrder, asHostDecode, candidate, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  admitInOrder, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
@@ -110,21 +112,29 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
     return before.perUs * Math.max(0, onCpu - onDevice);
   };
-  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => {
+  // Whether decoding `r` in host RAM pays for getting it there: `lossTokens` is what the batch loses meanwhile.
+  type Rate = { stepUs: number; perUs: number };
+  const hostPays = (r: RequestView, toHost: readonly RequestView[], lossTokens: (hs: readonly RequestView[], before: Rate, after: Rate) => number): boolean => {
     const hs = [...host, ...toHost.map(asHostDecode)];
     const before = stepWith(hs);
     const after = stepWith([...hs, asHostDecode(r)]);
     // Better than without it, and better than the device alone: else its steps would be deferred ones.
     if (!(after.perUs > before.perUs) || !(after.perUs > dev.length / Math.max(shortest, 1e-9)) || (slo !== undefined && after.stepUs > slo)) return false;
     if (r.remainingTokens === undefined) return true;
-    return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > prefillLossTokens(r, hs, before);
+    return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > lossTokens(hs, before, after);
   };
+  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (hs, before) => prefillLossTokens(r, hs, before));
+  // Prefilled on the device and then demoted: the step that copies its table out, its own
+  // first decode among them, is longer by the copy.
+  const stagedOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_hs, _before, after) => after.perUs * demoteCopyUs(r, kv, cost));
   // While the host sequences' step misses the target (or, with none, does not hide the CPU), new requests leave the
   // device room that moving a host table back needs.
   const now = stepWith(host);
   const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= shortest);
   const reserve = growth(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
-  const admit = admitInOrder(waiting, kv, reserve, headroom, hostOk);
+  // A staged prefill borrows only device room that new requests could have had.
+  const staged = { allows: stagedOk, lendable: kv.device.numFree - reserve };
+  const admit = admitInOrder(waiting, kv, reserve, headroom, hostOk, staged);
   const tokens = tokensOf(chosen);
   return {
     policy: 'auto',

@@ -3,13 +3,14 @@
 // own attention, and the device waits for it just before o_proj. No batch splitting: every
 // sequence runs every step. New requests go to the device tier while it has room (less,
 // while host sequences cost more than they bring, what moving a host table back needs),
-// then to host RAM while each raises the predicted throughput. When the device is short,
-// the newest device tables move to the host; a host table moves back when the device has
-// room, the longest first (it frees the most CPU work).
+// then to host RAM while each raises the predicted throughput: prefilled on the device and
+// demoted when the copy is quicker than its CPU prefill, else prefilled on the CPU. When the
+// device is short, the newest device tables move to the host; a host table moves back when
+// the device has room, the longest first (it frees the most CPU work).
 import type { CostModel } from '../cost-model.js';
 import { addWork, emptyLoad, predictLoads, type Load } from '../step-time.js';
 import {
-  admitInOrder, asHostDecode, blocksFor, candidate, decisionTokens, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
+  admitInOrder, asHostDecode, blocksFor, candidate, decisionTokens, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
   naturalAttention, predictFor, promoteReserve, work, type KvView, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 
@@ -55,13 +56,22 @@ export function overlapPolicy(input: PolicyInput): StepDecision {
   const nDev = sequences.filter((s) => s.attention === 'gpu').length;
   const keepsUp = nDev === live.length || overlapRate(load, live.length, cost) >= overlapRate(devLoad, nDev, cost);
   const reserve = growth(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
-  const admit = admitInOrder(waiting, kv, reserve, headroom, (r, toHost) => {
+  const raisesRate = (r: RequestView, toHost: readonly RequestView[]): boolean => {
     const before = { ...load };
     for (const x of toHost) addWork(before, work(asHostDecode(x), 'cpu'), cost);
     const after = addWork({ ...before }, work(asHostDecode(r), 'cpu'), cost);
     const n = live.length + toHost.length;
     return overlapRate(after, n + 1, cost) > overlapRate(before, n, cost);
-  });
+  };
+  // Prefilled on the device and then demoted, when copying its prompt's table out is quicker than its CPU prefill.
+  const staged = (r: RequestView, toHost: readonly RequestView[]): boolean => {
+    if (!raisesRate(r, toHost)) return false;
+    const prompt = { tokens: r.newTokens, context: r.context };
+    const onCpu = predictLoads('overlap', addWork({ ...load }, { ...prompt, attention: 'cpu' }, cost), undefined, cost).stepUs;
+    const onDevice = predictLoads('overlap', addWork({ ...load }, { ...prompt, attention: 'gpu' }, cost), undefined, cost).stepUs;
+    return demoteCopyUs(r, kv, cost) < onCpu - onDevice;
+  };
+  const admit = admitInOrder(waiting, kv, reserve, headroom, raisesRate, { allows: staged, lendable: kv.device.numFree - reserve });
   const byId = new Map(running.map((r) => [r.seqId, r]));
   const time = predictFor('overlap', sequences, byId, cost);
   const tokens = decisionTokens(sequences, byId);

@@ -27,12 +27,12 @@ export function formatScenario(s: ScenarioResult): string {
     lines.push(`| ${e.policy} | ${e.ratePerSecond ?? 'none met the target'} | ${e.throughput.toFixed(1)} | ${Number.isFinite(e.vsGpuOnly) ? `${e.vsGpuOnly.toFixed(2)}x` : '-'} |`);
   }
   lines.push('');
-  lines.push('| policy | rate | tok/s (SIMULATED): offered / while arriving / whole run | p50 / p90 TPOT ms | p90 TTFT ms | steps by strategy | deferrals | moves | preemptions | step prediction error |');
+  lines.push('| policy | rate | tok/s (SIMULATED): offered / while arriving / whole run | p50 / p90 TPOT ms | p90 TTFT ms | steps by strategy | deferrals | moves (demotions) | preemptions | step prediction error |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of s.runs) {
     const strategies = Object.entries(r.strategies).map(([k, n]) => `${k} ${n}`).join(', ');
     lines.push(
-      `| ${r.policy} | ${r.ratePerSecond} | ${r.offeredThroughput.toFixed(1)} / ${r.windowThroughput.toFixed(1)} / ${r.throughput.toFixed(1)} | ${ms(r.tpotUs.p50)} / ${ms(r.tpotUs.p90)} | ${ms(r.ttftUs.p90)} | ${strategies} | ${r.deferrals} | ${r.moves} | ${r.preemptions} | ${(100 * r.meanStepError).toFixed(1)}% |`,
+      `| ${r.policy} | ${r.ratePerSecond} | ${r.offeredThroughput.toFixed(1)} / ${r.windowThroughput.toFixed(1)} / ${r.throughput.toFixed(1)} | ${ms(r.tpotUs.p50)} / ${ms(r.tpotUs.p90)} | ${ms(r.ttftUs.p90)} | ${strategies} | ${r.deferrals} | ${r.moves} (${r.demotions}) | ${r.preemptions} | ${(100 * r.meanStepError).toFixed(1)}% |`,
     );
   }
   return lines.join('\n');

@@ -36,6 +36,8 @@ export interface SimRunConfig {
   maxChunkTokens?: number;
   /** Factor on the policy's profiled timings of each subtask kind (a mis-profiled table; the clock is unchanged). Default 1. */
   profileBias?: Partial<Record<Measurement['kind'], number>>;
+  /** Fraction of device blocks the policy keeps free when admitting (see PolicyOptions.deviceHeadroom; it is also the room a staged prefill borrows). Default the policy's. */
+  deviceHeadroom?: number;
   /** The policy's online refit (see PolicySchedulerOptions); default as the engine refits on a GPU: rate 0.1, the device's phases not taken as wall times (whole steps only). */
   refit?: PolicySchedulerOptions['refit'];
 }
@@ -69,6 +71,8 @@ export interface SimRunResult {
   deferrals: number;
   preemptions: number;
   moves: number;
+  /** Of the moves, tables demoted to the host tier after a device prefill (the policy's staged admissions). */
+  demotions: number;
   /** Mean |predicted - simulated| / simulated step time of the policy's cost model. */
   meanStepError: number;
   kvBlocks: { device: number; host: number };
@@ -115,6 +119,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
   const policyCost = measureGrid(SIM_GRID, (m) => m.us * (cfg.profileBias?.[m.kind] ?? 1) * (1 + noise * rng.normal()), cfg.truth).model;
   const options: PolicySchedulerOptions = { refit: cfg.refit ?? { deviceSynchronous: false } };
   if (cfg.tpotSloUs !== undefined) options.tpotSloUs = cfg.tpotSloUs;
+  if (cfg.deviceHeadroom !== undefined) options.deviceHeadroom = cfg.deviceHeadroom;
   const ps = new PolicyScheduler(scheduler, cfg.policy, policyCost, options);
 
   const arrival = new Map<number, number>();
@@ -189,6 +194,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
     deferrals: ps.stats.deferrals,
     preemptions: scheduler.counters.numPreemptions,
     moves: scheduler.counters.numMoves,
+    demotions: ps.stats.demotions,
     meanStepError: ps.meanStepError,
     kvBlocks: numBlocks,
   };
