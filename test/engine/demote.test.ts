@@ -3,12 +3,12 @@
 // when the predicted gain pays for the copy; served through the engine with the fake
 // executor that keeps real KV data, demoted requests produce the tokens they would anywhere.
 import t from 'tap';
-import { Engine, Scheduler, Sequence, type SchedulerConfig, type SequenceParams } from '../../src/engine/index.js';
+import { Engine, Scheduler, Sequence, type SequenceParams } from '../../src/engine/index.js';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { autoPolicy, overlapPolicy } from '../../src/sched/policies/index.js';
 import type { KvView, RequestView } from '../../src/sched/policy.js';
 import { flatDeviceCost } from '../sched/fake-cost.js';
-import { expectedContinuation, FakeKvModel } from './fake-kv-model.js';
+import { expectedContinuation, fakePrompt, FakeKvModel, TIERED_CONFIG, tieredPrompts } from './fake-kv-model.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const PARAMS: SequenceParams = { maxTokens: 12, sampling: GREEDY, stopTokens: new Set(), penaltyWindow: 0, returnPromptLogits: false };
@@ -18,7 +18,7 @@ const CHEAP_COPY = 1_000;
 const DEAR_COPY = 10_000_000_000;
 const cost = (blockBytes: number): CostModel => ({ ...flatDeviceCost(0.5, blockBytes), cpuPrefillAttentionUs: (n, c) => n * (c + n / 2) * 0.5 });
 
-const prompt = (n: number, salt: number) => Array.from({ length: n }, (_, k) => 5 + ((k * 17 + salt * 3) % 200));
+const prompt = fakePrompt;
 
 t.test('Scheduler: a demoted table moves to the host tier by copies once its prompt is computed, not before', async (t) => {
   const s = new Scheduler({ contextSize: 32, blockTokens: 4, numBlocks: { device: 16, host: 16 }, maxRunning: 4, maxChunkTokens: 4, maxStepTokens: 8, strategy: 'overlap' });
@@ -67,16 +67,8 @@ t.test('auto and overlap: staged admission only when the gain pays for the copy'
   t.notOk(autoPolicy({ running, waiting: soon, kv, cost: cost(CHEAP_COPY * 10_000), options }).admit.some((a) => a.demoteAfterPrefill), 'auto: one token left does not pay for a 10 ms copy');
 });
 
-const CONFIG: SchedulerConfig = {
-  contextSize: 48,
-  blockTokens: 4,
-  numBlocks: { device: 24, host: 80 },
-  maxRunning: 8,
-  maxChunkTokens: 8,
-  maxStepTokens: 32,
-  strategy: 'cpu',
-};
-const prompts = Array.from({ length: 12 }, (_, i) => prompt(6 + 2 * i, i));
+const CONFIG = TIERED_CONFIG;
+const prompts = tieredPrompts();
 
 async function serve(engine: Engine): Promise<number[][]> {
   const tokens: number[][] = prompts.map(() => []);

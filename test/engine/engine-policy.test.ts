@@ -3,29 +3,20 @@
 // gives, plans are shaped by the policy (attention where the KV is), host sequences that sit
 // steps out never reach the executor as an empty plan, and the step hook sees each decision.
 import t from 'tap';
-import { Engine, type SchedulerConfig, type SequenceParams, type StopReason } from '../../src/engine/index.js';
+import { Engine, type SequenceParams, type StopReason } from '../../src/engine/index.js';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { flatDeviceCost } from '../sched/fake-cost.js';
 import type { StepDecision } from '../../src/sched/policy.js';
-import { expectedContinuation, FakeKvModel } from './fake-kv-model.js';
+import { expectedContinuation, FakeKvModel, TIERED_CONFIG, tieredPrompts } from './fake-kv-model.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const PARAMS: SequenceParams = { maxTokens: 12, sampling: GREEDY, stopTokens: new Set(), penaltyWindow: 0, returnPromptLogits: false };
 
 const fakeCost = (cpuPerToken: number): CostModel => flatDeviceCost(cpuPerToken, 1000);
 
-const CONFIG: SchedulerConfig = {
-  contextSize: 48,
-  blockTokens: 4,
-  // The device tier holds about three of the twelve requests at once.
-  numBlocks: { device: 24, host: 80 },
-  maxRunning: 8,
-  maxChunkTokens: 8,
-  maxStepTokens: 32,
-  strategy: 'cpu',
-};
+const CONFIG = TIERED_CONFIG;
 
-const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 6 + 2 * i }, (_, k) => 5 + ((k * 17 + i * 3) % 200)));
+const prompts = tieredPrompts();
 
 const ps0 = (engine: Engine) => engine.policy!.stats;
 

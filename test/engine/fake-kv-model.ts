@@ -3,7 +3,25 @@
 // and the "model" samples a token that hashes the whole context. A wrong block, a missed or
 // misordered copy, or a block overwritten while shared changes the tokens, so outputs equal
 // to expectedContinuation() prove the scheduler's block accounting, with no addon.
+import type { SchedulerConfig } from '../../src/engine/index.js';
 import type { KvTier, StepPlan, StepResult } from '../../src/native/step-plan.js';
+
+/** Two tiers where the device holds about three of tieredPrompts' twelve requests at once. */
+export const TIERED_CONFIG: SchedulerConfig = {
+  contextSize: 48,
+  blockTokens: 4,
+  numBlocks: { device: 24, host: 80 },
+  maxRunning: 8,
+  maxChunkTokens: 8,
+  maxStepTokens: 32,
+  strategy: 'cpu',
+};
+
+/** A prompt of n tokens, different per salt. */
+export const fakePrompt = (n: number, salt: number): number[] => Array.from({ length: n }, (_, k) => 5 + ((k * 17 + salt * 3) % 200));
+
+/** Twelve prompts of 6 to 28 tokens. */
+export const tieredPrompts = (): number[][] => Array.from({ length: 12 }, (_, i) => fakePrompt(6 + 2 * i, i));
 
 /** Tokens the fake model samples from: [FIRST_TOKEN, FIRST_TOKEN + VOCAB). */
 const FIRST_TOKEN = 3;
