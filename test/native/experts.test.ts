@@ -17,6 +17,7 @@ import { GgufFile } from '../../src/model/gguf.js';
 import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
 import type { ModelSpec } from '../../src/model/synthetic/spec.js';
+import { maxAbsDiff } from '../helpers.js';
 
 const N_EXPERT = 8;
 const N_LAYER = 2;
@@ -110,18 +111,6 @@ async function run(m: NativeModel, forced: number[][], strategy: 'overlap' | 'pi
     for (let i = 0; i < pos.length; i++) pos[i]!++;
   }
   return out;
-}
-
-function maxAbsDiff(a: Float32Array[][], b: Float32Array[][]): number {
-  let m = 0;
-  for (let s = 0; s < a.length; s++) {
-    for (let q = 0; q < a[s]!.length; q++) {
-      const x = a[s]![q]!, y = b[s]![q]!;
-      if (x.length !== y.length) return Infinity;
-      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-    }
-  }
-  return m;
 }
 
 function sum(stats: ExpertStepStats[], key: keyof ExpertStepStats): number {

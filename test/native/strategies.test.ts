@@ -15,7 +15,7 @@ import type { KvTier, SequencePlan, StepPlan, Strategy } from '../../src/native/
 import { GgufFile } from '../../src/model/gguf.js';
 import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
-import { modelPath } from '../helpers.js';
+import { maxAbsDiff, modelPath } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
 const BLOCK_TOKENS = 16;
@@ -85,18 +85,6 @@ async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ 
     for (let i = 0; i < pos.length; i++) pos[i]!++;
   }
   return { logits, tokens, phases };
-}
-
-function maxAbsDiff(a: Float32Array[][], b: Float32Array[][]): number {
-  let m = 0;
-  for (let s = 0; s < a.length; s++) {
-    for (let q = 0; q < a[s]!.length; q++) {
-      const x = a[s]![q]!, y = b[s]![q]!;
-      if (x.length !== y.length) return Infinity;
-      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-    }
-  }
-  return m;
 }
 
 const byTier = (id: number): KvTier => (id % 2 === 1 ? 'device' : 'host');
