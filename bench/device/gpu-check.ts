@@ -305,7 +305,7 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'; n* = ${report.nStar} routed rows. Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below); 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
     '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
@@ -318,6 +318,13 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
       const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(0)}%`);
       lines.push(`| ${batch} | ${r.policy} | ${x.slots} | ${(x.deviceBytes / 2 ** 20).toFixed(0)} | ${x.decodeTokensPerS.toFixed(1)} | ${base ? (x.decodeTokensPerS / base).toFixed(2) + 'x' : '-'} | ${x.prefillTokensPerS.toFixed(0)} | ${pct(x.hitRate)} | ${pct(x.cpuExpertShare)} | ${(x.copyBytesPerToken / 1024).toFixed(0)} | ${(x.activationBytesPerToken / 1024).toFixed(1)} |`);
     }
+  }
+  const cal = report.runs.filter((r) => r.result?.calibration);
+  if (cal.length > 0) lines.push('', 'Calibrated expert costs (one expert FFN by routed rows, the host->device link):', '');
+  for (const r of cal) {
+    const c = r.result!.calibration!.cost;
+    const err = r.result!.calibration!.errors.map((e) => `${e.side} at ${e.rows} rows ${(100 * e.relError).toFixed(0)}%`).join(', ');
+    lines.push(`- batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row; device ${c.gpuFixedUs.toFixed(1)} µs + ${c.gpuUsPerToken.toFixed(2)} µs/row; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}`);
   }
   return [...lines, ''];
 }

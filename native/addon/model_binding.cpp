@@ -104,6 +104,18 @@ Hparams parse_hparams(const Napi::Object& o) {
   return hp;
 }
 
+ExpertCost parse_expert_cost(const Napi::Value& v, const std::string& w) {
+  Napi::Object c = obj(v, w);
+  ExpertCost x;
+  x.cpu_fixed_us = num(c, "cpuFixedUs", w);
+  x.cpu_us_per_token = num(c, "cpuUsPerToken", w);
+  x.gpu_fixed_us = num(c, "gpuFixedUs", w);
+  x.gpu_us_per_token = num(c, "gpuUsPerToken", w);
+  x.link_latency_us = num(c, "linkLatencyUs", w);
+  x.link_bytes_per_us = num(c, "linkBytesPerUs", w);
+  return x;
+}
+
 ExpertConfig parse_experts(const Napi::Object& o) {
   const std::string w = "config.experts";
   ExpertConfig x;
@@ -124,15 +136,8 @@ ExpertConfig parse_experts(const Napi::Object& o) {
     x.n_star = d;
   }
   if (!o.Get("cost").IsUndefined()) {
-    Napi::Object c = obj(o.Get("cost"), w + ".cost");
-    const std::string wc = w + ".cost";
     x.has_cost = true;
-    x.cost.cpu_fixed_us = num(c, "cpuFixedUs", wc);
-    x.cost.cpu_us_per_token = num(c, "cpuUsPerToken", wc);
-    x.cost.gpu_fixed_us = num(c, "gpuFixedUs", wc);
-    x.cost.gpu_us_per_token = num(c, "gpuUsPerToken", wc);
-    x.cost.link_latency_us = num(c, "linkLatencyUs", wc);
-    x.cost.link_bytes_per_us = num(c, "linkBytesPerUs", wc);
+    x.cost = parse_expert_cost(o.Get("cost"), w + ".cost");
   }
   if (!o.Get("scoring").IsUndefined()) {
     const std::string sc = str(o, "scoring", w);
@@ -360,6 +365,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::step>("step"), InstanceMethod<&NativeModel::profile>("profile"),
+                        InstanceMethod<&NativeModel::setExpertCost>("setExpertCost"),
                         InstanceMethod<&NativeModel::dispose>("dispose"), InstanceAccessor<&NativeModel::info>("info"),
                         InstanceAccessor<&NativeModel::placement>("placement")});
   }
@@ -406,6 +412,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  private:
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value profile(const Napi::CallbackInfo& info);
+  Napi::Value setExpertCost(const Napi::CallbackInfo& info);
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     // A running step keeps its own reference; the model is freed when it finishes.
@@ -488,7 +495,7 @@ Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
 
 // One profiler measurement: which subtask and its size.
 struct ProfileOp {
-  std::string kind;  // "linear", "attention", "copy"
+  std::string kind;  // "linear", "attention", "copy", "expert"
   int64_t tokens = 1;
   bool on_cpu = false;
   int32_t requests = 1;
@@ -518,8 +525,13 @@ ProfileOp parse_profile(const Napi::Value& v) {
     if (dir != "h2d" && dir != "d2h") bad_arg("op.direction must be 'h2d' or 'd2h'");
     p.to_device = dir == "h2d";
     p.bytes = integer(o, "bytes", w, 1, 17179869184.0);
+  } else if (p.kind == "expert") {
+    const std::string dev = str(o, "device", w);
+    if (dev != "cpu" && dev != "gpu") bad_arg("op.device must be 'cpu' or 'gpu'");
+    p.on_cpu = dev == "cpu";
+    p.tokens = integer(o, "tokens", w, 1, 65535);
   } else {
-    bad_arg("op.kind must be 'linear', 'attention' or 'copy'");
+    bad_arg("op.kind must be 'linear', 'attention', 'copy' or 'expert'");
   }
   return p;
 }
@@ -540,6 +552,7 @@ class ProfileWorker : public Napi::AsyncWorker {
     capture(&code_, &message_, [&] {
       if (op_.kind == "linear") us_ = model_->time_linear(op_.tokens, op_.iters);
       else if (op_.kind == "attention") us_ = model_->time_attention(op_.on_cpu, op_.requests, op_.context, int32_t(op_.tokens), op_.iters);
+      else if (op_.kind == "expert") us_ = model_->time_expert(op_.on_cpu, op_.tokens, op_.iters);
       else us_ = model_->time_copy(op_.to_device, size_t(op_.bytes), op_.iters);
     });
   }
@@ -581,6 +594,20 @@ Napi::Value NativeModel::profile(const Napi::CallbackInfo& info) {
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;
+}
+
+// Synchronous: it only swaps numbers the next step reads, and no step runs while it does.
+Napi::Value NativeModel::setExpertCost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!model_) throw to_js_error(env, kDisposed, "setExpertCost() on a disposed model");
+  if (busy_) throw to_js_error(env, code::bad_argument, "setExpertCost() while a step or a profile() of this model is running");
+  std::string code, message;
+  capture(&code, &message, [&] {
+    if (info.Length() < 1) bad_arg("setExpertCost(cost) needs a cost");
+    model_->set_expert_cost(parse_expert_cost(info[0], "cost"));
+  });
+  if (!code.empty()) throw to_js_error(env, code.c_str(), message);
+  return env.Undefined();
 }
 
 // ---- loadModel

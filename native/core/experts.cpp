@@ -263,6 +263,30 @@ ExpertViews ExpertOffload::host_views(int64_t l) const {
   return v;
 }
 
+ExpertViews ExpertOffload::views_at(int64_t l, const void* slab) const {
+  const Layer& y = layers_[size_t(l)];
+  ExpertViews v{y.gate, y.up, y.down};
+  const uint8_t* base = static_cast<const uint8_t*>(slab);
+  v.gate.data = base;
+  v.up.data = base + y.off_up;
+  v.down.data = base + y.off_down;
+  for (tdm_weight* x : {&v.gate, &v.up, &v.down}) {
+    x->n_mats = 1;
+    x->mat_bytes = y.slab;
+  }
+  return v;
+}
+
+void ExpertOffload::set_cost(const ExpertCost& c) {
+  if (!(c.link_bytes_per_us > 0)) throw Error(code::bad_argument, "expert cost: the link bandwidth must be positive");
+  for (double x : {c.cpu_fixed_us, c.cpu_us_per_token, c.gpu_fixed_us, c.gpu_us_per_token, c.link_latency_us})
+    if (!(x >= 0) || !std::isfinite(x)) throw Error(code::bad_argument, "expert cost: every time must be a finite non-negative number");
+  cfg_.cost = c;
+  cfg_.has_cost = true;
+  cfg_.n_star = -1;
+  for (int64_t l = 0; l < n_layer_; ++l) n_star_[size_t(l)] = crossover(c, double(layers_[size_t(l)].slab), act_bytes_per_row_);
+}
+
 const void* ExpertOffload::host_slab(int64_t l, int64_t e) const {
   const Layer& y = layers_[size_t(l)];
   return y.host + size_t(e) * y.slab;

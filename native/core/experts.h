@@ -179,6 +179,11 @@ class ExpertOffload {
   // Whether routing must be recorded as it happens: the dynamic policy with fewer slots than experts.
   bool needs_scores() const { return cfg_.policy == ExpertPolicy::dynamic && n_slots_ < n_layer_ * n_expert_; }
   ExpertViews host_views(int64_t l) const;
+  // Layer l's views over the one slab at `slab` (device memory holding layer l's slab layout).
+  ExpertViews views_at(int64_t l, const void* slab) const;
+  // New calibrated costs: copies follow the makespan rule from the next step on, and n_star
+  // reports their crossover. Not while a step runs. Throws tdm::Error for a bad link bandwidth.
+  void set_cost(const ExpertCost& c);
   // Device memory of cache slot s.
   void* slot_data(int32_t s) const { return cache_.as<uint8_t>() + size_t(s) * slot_bytes_; }
   // Host slab of expert e of layer l, and its size (slabs exist under the dynamic policy, or when

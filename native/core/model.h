@@ -122,6 +122,11 @@ class Model {
   // Microseconds to copy `bytes` host->device (to_device) or device->host through staging
   // memory, median of `iters`.
   double time_copy(bool to_device, size_t bytes, int iters);
+  // Median µs of one routed expert's FFN over `rows` rows (one choice each), on the CPU with
+  // the weights it reads in host RAM or on the device from cache slots; needs expert offload.
+  double time_expert(bool on_cpu, int64_t rows, int iters);
+  // Calibrated expert costs for the copy-or-CPU choice from the next step on (makespan rule).
+  void set_expert_cost(const ExpertCost& c);
 
   const Hparams& hparams() const { return hp_; }
   size_t kv_block_bytes() const { return layout_.block_bytes; }

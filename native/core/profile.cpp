@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/experts.h"
 #include "core/model.h"
 
 namespace tdm {
@@ -123,6 +124,57 @@ double Model::time_copy(bool to_dev, size_t bytes, int iters) {
       to_host(host.as<void>(), dev.data(), bytes);
     }
   });
+}
+
+double Model::time_expert(bool on_cpu, int64_t rows, int iters) {
+  if (!experts_) throw Error(code::bad_argument, "expert timing needs a MoE model loaded with expert offload");
+  if (rows < 1 || rows > 65535) throw Error(code::bad_argument, "rows must be in [1, 65535]");
+  const ExpertOffload& xo = *experts_;
+  Backend* be = on_cpu ? cpu_.get() : device_;
+  const int64_t E = hp_.n_embd;
+  // Each run reads another expert's weights, as a decode step does, so that no cache holds them:
+  // every expert in turn on the CPU; on the device, the cache slots in turn (up to kSlots of them).
+  constexpr size_t kSlots = 16;
+  struct Target {
+    ExpertViews views;
+    int32_t id;
+  };
+  std::vector<Target> targets;
+  for (int64_t l = 0; l < hp_.n_layer; ++l)
+    for (int64_t e = 0; e < hp_.n_expert; ++e) {
+      if (on_cpu) {
+        targets.push_back(Target{xo.host_views(l), int32_t(e)});
+      } else if (targets.size() < kSlots && xo.slot_of(l, e) >= 0) {
+        targets.push_back(Target{xo.device_views(l), xo.slot_of(l, e)});
+      }
+    }
+  if (targets.empty()) throw Error(code::unsupported, "no expert is in a device cache slot to time");
+  const size_t n_ids = on_cpu ? size_t(hp_.n_expert) : targets.size();
+  std::vector<int32_t> ids(n_ids * size_t(rows));
+  for (size_t j = 0; j < n_ids; ++j) std::fill_n(ids.begin() + std::ptrdiff_t(j * size_t(rows)), rows, on_cpu ? int32_t(j) : targets[j].id);
+  std::vector<float> x(size_t(rows * E)), ones(size_t(rows), 1.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) * 0.03f;
+  DeviceBuffer dx(be, x.size() * sizeof(float)), dy(be, x.size() * sizeof(float));
+  DeviceBuffer dids(be, ids.size() * sizeof(int32_t)), dw(be, ones.size() * sizeof(float));
+  upload(be, dx.data(), x.data(), dx.size());
+  upload(be, dids.data(), ids.data(), dids.size());
+  upload(be, dw.data(), ones.data(), dw.size());
+  std::unique_lock<std::mutex> lock(cpu_mu_, std::defer_lock);
+  if (on_cpu) lock.lock();
+  size_t next = 0;
+  return median_us(iters, [&] {
+    const Target& t = targets[next++ % targets.size()];
+    const int32_t* run_ids = dids.as<int32_t>() + (on_cpu ? size_t(t.id) : (next - 1) % targets.size()) * size_t(rows);
+    be->check(be->fn().moe_ffn(be->ctx(), dx.as<float>(), rows, run_ids, dw.as<float>(), 1, &t.views.gate, &t.views.up, &t.views.down,
+                               dy.as<float>(), nullptr),
+              "moe_ffn");
+    sync(be);
+  });
+}
+
+void Model::set_expert_cost(const ExpertCost& c) {
+  if (!experts_) throw Error(code::bad_argument, "expert costs need a MoE model loaded with expert offload");
+  experts_->set_cost(c);
 }
 
 }  // namespace tdm

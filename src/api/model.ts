@@ -18,6 +18,9 @@ import { costShapeOf } from '../sched/cost-model.js';
 import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
 import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
 import { loadOrProfile, profileKey, profileModel, QUICK_GRID } from '../sched/profiler.js';
+import { nativeExpertConfig, type NativeExpertPolicy } from '../sched/experts/native.js';
+import { calibrateExperts, loadOrCalibrateExperts, QUICK_EXPERT_GRID, type ExpertCalibration } from '../sched/experts/calibrate.js';
+import { createProgressBar } from '../cli/progress.js';
 import type { SequenceParams } from '../engine/sequence.js';
 import { GenerationStream } from './generation.js';
 import { checkKnownKeys, checkNumber, checkTokenIds, resolveGenerateOptions, SAMPLING_DEFAULTS } from './options.js';
@@ -49,12 +52,13 @@ const LOAD_OPTIONS = new Set([
   'threads', 'contextSize', 'kvBlockTokens', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
+  'experts',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
 const PROFILE_MODES = ['cached', 'refresh', 'quick'] as const;
 /** Options that only mean something with a device. */
-const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir'] as const;
+const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir', 'experts'] as const;
 /** Share of a GPU's free memory (less the weights) the default device KV tier may take. */
 const GPU_KV_SHARE = 0.9;
 /** Device share of a kvCacheBytes/kvCacheFraction budget when a device is present and kvDeviceFraction is not given. */
@@ -180,6 +184,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: onProgress must be a function`);
   }
   const dev = planDevice(where, options);
+  const experts = options.experts ?? 'stacks';
+  if (typeof experts !== 'string' || !/^(stacks|dynamic|cpu-all|cpu-first-layers:\d+)$/.test(experts)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: experts must be 'stacks', 'dynamic', 'cpu-all' or 'cpu-first-layers:N', got ${String(experts)}`);
+  }
   const maxQueued = checkNumber(where, 'maxQueuedRequests', options.maxQueuedRequests, DEFAULT_MAX_QUEUED, { min: 0, integer: true, infinite: true });
   const outputBuffer = checkNumber(where, 'outputBufferTokens', options.outputBufferTokens, DEFAULT_OUTPUT_BUFFER, { min: 1, integer: true, infinite: true });
   if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
@@ -202,6 +210,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     file.close();
   }
   const hp = description.hparams;
+  if (experts !== 'stacks' && !(hp.nExpert > 0)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: experts '${experts}' needs a MoE model; ${path} (${hp.architecture}) has no routed experts`);
+  }
   const contextSize = checkNumber(where, 'contextSize', options.contextSize, Math.min(hp.nCtxTrain, DEFAULT_MAX_CONTEXT), {
     min: 2,
     max: 1 << 24,
@@ -233,6 +244,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (dev.device !== 'none') deviceConfig.device = dev.device;
     if (options.deviceThreads !== undefined) deviceConfig.deviceThreads = options.deviceThreads;
     if (options.deviceWeightBytes !== undefined) deviceConfig.deviceWeightBytes = options.deviceWeightBytes;
+    const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy });
+    if (expertConfig) deviceConfig.experts = expertConfig;
     nativeModel = await native().loadModel(path, {
       hparams: hp,
       threads,
@@ -259,6 +272,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const placement = nativeModel.placement;
   let policy: EnginePolicy | undefined;
   let profile: ModelInfo['profile'];
+  let expertsInfo: ModelInfo['experts'];
   if (placement.device !== null) {
     try {
       const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
@@ -275,6 +289,24 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     } catch (err) {
       nativeModel.dispose();
       throw asTandemError(err);
+    }
+    const ex = placement.experts;
+    if (ex) {
+      expertsInfo = { policy: ex.policy, slots: ex.slots, slotBytes: ex.slotBytes, hostSlabBytes: ex.hostSlabBytes };
+      if (experts === 'dynamic') {
+        try {
+          const c = options.profile === 'quick'
+            ? { ...(await calibrateExperts(nativeModel, QUICK_EXPERT_GRID)), source: 'quick' as const }
+            : await calibrateCached(nativeModel, hp, { threads, kvBlockTokens, deviceThreads: options.deviceThreads }, options);
+          nativeModel.setExpertCost(c.cost);
+          expertsInfo.calibration = { source: c.source, cost: c.cost, errors: c.errors };
+          if ('file' in c) expertsInfo.calibration.file = c.file;
+          if (c.deviceNote !== undefined) expertsInfo.calibration.deviceNote = c.deviceNote;
+        } catch (err) {
+          nativeModel.dispose();
+          throw asTandemError(err);
+        }
+      }
     }
     // A GPU's driver-side phase times are queueing, not work: its tables are refitted from whole steps only.
     policy.options = { refit: { deviceSynchronous: placement.device === 'cpu-standin' } };
@@ -306,7 +338,27 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   };
   if (policy && options.tpotSloMs !== undefined) info.tpotSloMs = options.tpotSloMs;
   if (profile) info.profile = profile;
+  if (expertsInfo) info.experts = expertsInfo;
   return new Model(path, info, nativeModel, engine, tokenizer, template, outputBuffer);
+}
+
+/** The expert calibration of this machine and model: cached beside the profiles (a first use times it once, with a progress bar). */
+async function calibrateCached(
+  nativeModel: NativeModel,
+  hp: ModelDescription['hparams'],
+  run: { threads: number; kvBlockTokens: number; deviceThreads: number | undefined },
+  options: LoadModelOptions,
+): Promise<ExpertCalibration & { source: 'cache' | 'calibrated'; file: string }> {
+  const base = profileKey(hp, { ...run, placement: nativeModel.placement });
+  const ex = nativeModel.placement.experts!;
+  const key = { machine: base.machine, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots of ${ex.slotBytes}` };
+  const bar = createProgressBar({ label: 'calibrating experts' });
+  try {
+    const r = await loadOrCalibrateExperts(nativeModel, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh', onProgress: (f) => bar.update(f) });
+    return { ...r, source: r.fromCache ? 'cache' : 'calibrated' };
+  } finally {
+    bar.done();
+  }
 }
 
 export class Model {
@@ -426,6 +478,7 @@ export class Model {
       totalUs: result.totalUs,
     };
     if (decision) info.predictedUs = decision.predicted.stepUs;
+    if (result.experts) info.experts = { ...result.experts };
     for (const listener of [...this.stepListeners]) {
       try {
         listener(info);

@@ -1,7 +1,9 @@
 // The public types of tandem's API: options of loadModel(), generate() and chat(), and
 // what a generation streams and returns.
 import type { StopReason } from '../engine/sequence.js';
-import type { Strategy } from '../native/step-plan.js';
+import type { ExpertStepStats, Strategy } from '../native/step-plan.js';
+import type { NativeExpertCost } from '../native/binding.js';
+import type { ExpertCalibrationError } from '../sched/experts/calibrate.js';
 import type { PredictionError } from '../sched/cost-model.js';
 import type { PolicyName } from '../sched/policy.js';
 
@@ -71,7 +73,20 @@ export interface LoadModelOptions {
   profile?: 'cached' | 'refresh' | 'quick';
   /** Where profiles are cached. Default $TANDEM_CACHE, else ~/.cache/tandem. */
   profileCacheDir?: string;
+  /**
+   * MoE models with a device: where the routed experts live (needs one). 'stacks' (default):
+   * placed like other weights; stacks that do not fit stay in host RAM and run on the CPU.
+   * 'dynamic': every expert in host RAM as one slab, a device expert cache filled by score in
+   * the memory the dense weights leave, and each step each missing expert either copied and
+   * run on the device or run on the CPU, whichever finishes first by costs calibrated on this
+   * machine (at first use, cached like the profile). 'cpu-all' and 'cpu-first-layers:N' are
+   * llama.cpp's --cpu-moe and --n-cpu-moe N.
+   */
+  experts?: ExpertsOption;
 }
+
+/** Where a MoE model's routed experts live with a device (LoadModelOptions.experts). */
+export type ExpertsOption = 'stacks' | 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}`;
 
 export interface GenerateOptions {
   /** Tokens to generate at most. Default: until end of generation or a full context. */
@@ -208,6 +223,18 @@ export interface ModelInfo {
   tpotSloMs?: number;
   /** With a policy: where its cost model came from (the cache file, a fresh profile, a quick one) and its error on held-out sizes. */
   profile?: { source: 'cache' | 'profiled' | 'quick'; file?: string; errors: PredictionError[] };
+  /**
+   * With expert offload (experts other than 'stacks'): the policy, the device cache's slots and
+   * slot bytes, host slab bytes, and for 'dynamic' the calibrated expert costs (µs; bytes/µs),
+   * where they came from and their error at row counts they were not fitted on.
+   */
+  experts?: {
+    policy: string;
+    slots: number;
+    slotBytes: number;
+    hostSlabBytes: number;
+    calibration?: { source: 'cache' | 'calibrated' | 'quick'; file?: string; cost: NativeExpertCost; errors: ExpertCalibrationError[]; deviceNote?: string };
+  };
 }
 
 /** What one engine step did, for Model.onStep (the bench's and a user's view of the scheduler). */
@@ -231,6 +258,8 @@ export interface StepInfo {
   totalUs: number;
   /** The policy's predicted step time, microseconds (absent on the single-device path). */
   predictedUs?: number;
+  /** With expert offload: what it did this step (hits, copies, CPU experts, bytes moved). */
+  experts?: ExpertStepStats;
 }
 
 /** Running totals of the policy (Model.stats.policy). */

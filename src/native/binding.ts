@@ -62,6 +62,9 @@ export interface NativeModelConfig {
   /** MoE expert offload (issue 9; needs a device): routed experts as host slabs plus a device slot cache in the budget left after the dense weights, and a per-expert choice each step. Absent: experts are placed as whole stacks like other weights. */ experts?: NativeExpertConfig;
 }
 
+/** Linear costs of one routed expert (native/core/experts.h ExpertCost): FFN time on each side by routed rows (µs), and the link (µs; bytes/µs). */
+export interface NativeExpertCost { cpuFixedUs: number; cpuUsPerToken: number; gpuFixedUs: number; gpuUsPerToken: number; linkLatencyUs: number; linkBytesPerUs: number }
+
 /** Expert offload settings (native/core/experts.h); src/sched/experts/native.ts builds them from a cost model. */
 export interface NativeExpertConfig {
   /** 'dynamic' (default): cache by score, and each missing expert copied (>= nStar routed rows) or run on the CPU; 'cpu-all': every routed expert on the CPU (llama.cpp --cpu-moe); 'cpu-first-layers': layers [0, cpuLayers) on the CPU, the rest resident while the budget lasts, never copied (llama.cpp --n-cpu-moe). */
@@ -71,7 +74,7 @@ export interface NativeExpertConfig {
   /** Copy a missing expert to the device when it has at least this many routed rows this step (Infinity: never). Given, it overrides `cost`'s makespan rule. Default: the makespan rule with `cost`, else Infinity. */
   nStar?: number;
   /** Calibrated linear costs (µs; bytes/µs). Without nStar: the makespan rule, each missing expert, heaviest first, to the side (copy + device, or CPU with its activations moved) that finishes it first, the device already busy with the resident experts; placement.experts.nStar then reports the crossover of cost.ts for information. */
-  cost?: { cpuFixedUs: number; cpuUsPerToken: number; gpuFixedUs: number; gpuUsPerToken: number; linkLatencyUs: number; linkBytesPerUs: number };
+  cost?: NativeExpertCost;
   /** Cache scoring (src/sched/experts/cache.ts); default 'decayed-probability'. */
   scoring?: 'decayed-probability' | 'frequency-lru';
   /** Per-step decay of 'decayed-probability', in (0, 1]; default 0.9. */
@@ -98,7 +101,9 @@ export interface NativeModel {
   dispose(): void;
   /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
   readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
-  /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number }): Promise<number>;
+  /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number } | { kind: 'expert'; device: 'cpu' | 'gpu'; tokens: number; iters?: number }): Promise<number>;
+  /** Expert offload only: calibrated costs for the copy-or-CPU choice from the next step on (the makespan rule; placement.experts.nStar keeps its load-time value). Throws TDM_BAD_ARGUMENT without expert offload, for bad numbers or while a step runs; TDM_DISPOSED after dispose(). */
+  setExpertCost(cost: NativeExpertCost): void;
   /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM; `experts` under expert offload (slots and slotBytes of the device cache, resident experts at load, bytes of host slabs, layer 0's n*). */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number; experts?: { policy: string; slots: number; slotBytes: number; resident: number; hostSlabBytes: number; nStar: number } };
 }
 
@@ -141,6 +146,8 @@ export interface NativeBackendOps {
   router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
   moeFfn(id: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
     x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number): Float32Array;
+  /** y[t] = sum over j < nUsed of weights[j*nTokens+t] * rows[pos[j*nTokens+t]] (choice-major), nCols floats per row. */
+  moeCombine(id: string, rows: Float32Array, nRows: number, pos: Int32Array, weights: Float32Array, nTokens: number, nUsed: number, nCols: number): Float32Array;
   copyBlocks(id: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
   /** Microseconds per matmul with weights and activations already in the backend's memory (two warm-up calls first). */
   timeMatmul(id: string, type: string, nRows: number, nCols: number, nTokens: number, iters: number): number;

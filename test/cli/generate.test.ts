@@ -69,4 +69,5 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   await t.rejects(run(['-m', STORIES, '--device', 'tpu', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /device/ });
   await t.rejects(run(['-m', STORIES, '--device', 'cpu-standin', '--policy', 'fastest', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /policy/ });
   await t.rejects(run(['-m', STORIES, '--device-weight-mib', 'lots', 'x']), { message: /--device-weight-mib expects a number/ });
+  await t.rejects(run(['-m', STORIES, '--device', 'cpu-standin', '--experts', 'dynamic', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /needs a MoE model/ }, '--experts reaches loadModel');
 });

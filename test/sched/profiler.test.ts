@@ -40,6 +40,7 @@ function fakeTarget(): ProfileTarget & { ops: Parameters<ProfileTarget['profile'
       ops.push(op);
       if (op.kind === 'linear') return 100 + 3 * op.tokens;
       if (op.kind === 'copy') return 5 + op.bytes / 1000;
+      if (op.kind === 'expert') throw new Error('the profiler times no experts');
       const rate = op.device === 'cpu' ? 0.5 : 0.05;
       return 10 + rate * op.requests * (op.context + op.tokens) * op.tokens;
     },

@@ -16,6 +16,7 @@ export const SHARED_OPTIONS = {
   device: { type: 'string' },
   policy: { type: 'string' },
   'device-weight-mib': { type: 'string' },
+  experts: { type: 'string' },
   'max-tokens': { type: 'string', short: 'n' },
   temp: { type: 'string' },
   'top-k': { type: 'string' },
@@ -37,6 +38,9 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
                             (a second CPU backend posing as a GPU: for testing, never GPU numbers)
       --policy P            with a device: auto (default), gpu-only, pipeline or overlap
       --device-weight-mib N device memory for weights (default: all that fits; the rest run on the CPU)
+      --experts E           MoE with a device: stacks (default), dynamic (host RAM experts, a device
+                            expert cache, each missing expert copied or run on the CPU by calibrated
+                            costs), cpu-all or cpu-first-layers:N (llama.cpp's --cpu-moe, --n-cpu-moe N)
   -n, --max-tokens N        tokens to generate at most (default 256; 0 = until the end or a full context)
       --temp T              temperature; 0 is greedy (default 0.8)
       --top-k K             (default 40; 0 = off)
@@ -91,6 +95,7 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   // Device and policy names are checked by loadModel, with its messages.
   if (values.device !== undefined) options.device = values.device as LoadModelOptions['device'];
   if (values.policy !== undefined) options.policy = values.policy as LoadModelOptions['policy'];
+  if (values.experts !== undefined) options.experts = values.experts as LoadModelOptions['experts'];
   if (deviceWeightMib !== undefined) options.deviceWeightBytes = Math.floor(deviceWeightMib * 2 ** 20);
   return options;
 }

@@ -22,7 +22,8 @@ were queued ahead of device compute (overlap: overlapped/streamed).
       --device D            gpu (default) or cpu-standin (the CPU posing as the device; not GPU numbers)
       --budget-mib N        device memory for weights, MiB (default: all that fits)
       --policies LIST       dynamic, cpu-all, cpu-first-layers:N, stacks (default dynamic,cpu-all)
-      --n-star N            copy a missing expert from N routed rows (default: from --link-gbs/--cpu-gflops, else never)
+      --n-star N            copy a missing expert from N routed rows (default: the makespan rule with
+                            expert costs calibrated on the loaded model; --link-gbs/--cpu-gflops give n* instead)
       --cost A,B,C,D,E,F    makespan rule instead of n*: cpuFixedUs,cpuUsPerToken,gpuFixedUs,gpuUsPerToken,linkLatencyUs,linkBytesPerUs
       --link-gbs G          host->device bandwidth, GB/s, for n* = (bits/8)·F_cpu/(2·B_link)
       --cpu-gflops G        CPU expert FLOP/s, GFLOP/s, for n*
@@ -142,6 +143,7 @@ export const command: Command = {
       ...(budget === undefined ? {} : { deviceWeightBytes: Math.floor(budget * 2 ** 20) }),
       ...(nStar === undefined ? {} : { nStar }),
       ...(linearCost === undefined ? {} : { linearCost }),
+      calibrate: nStar === undefined && linearCost === undefined,
     };
     const results: ExpertMeasurement[] = [];
     console.log(`${'policy'.padEnd(20)} ${'slots'.padStart(6)} ${'dev MiB'.padStart(9)} ${'decode t/s'.padStart(10)} ${'prefill t/s'.padStart(11)} ${'hits'.padStart(7)} ${'cpu exp'.padStart(8)} ${'copy KiB/t'.padStart(10)} ${'act KiB/t'.padStart(10)} ${'pf copy MiB'.padStart(11)} ${'overlap'.padStart(9)}`);
@@ -150,7 +152,13 @@ export const command: Command = {
       results.push(r);
       console.log(row(r));
     }
-    if (results[0]) console.log(`device: ${results[0].device} ${results[0].deviceName}; n* = ${String(results[0].nStar)}${device === 'cpu-standin' ? ' (stand-in: CPU numbers, not GPU; its copies are memcpys, not PCIe)' : ''}`);
+    if (results[0]) console.log(`device: ${results[0].device} ${results[0].deviceName}; n* = ${results[0].nStar === null ? 'none (the makespan rule)' : String(results[0].nStar)}${device === 'cpu-standin' ? ' (stand-in: CPU numbers, not GPU; its copies are memcpys, not PCIe)' : ''}`);
+    for (const r of results) {
+      if (!r.calibration) continue;
+      const c = r.calibration.cost;
+      const err = r.calibration.errors.map((e) => `${e.side}@${e.rows} ${(100 * e.relError).toFixed(0)}%`).join(', ');
+      console.log(`${r.policy}: calibrated expert costs: CPU ${c.cpuFixedUs.toFixed(1)} + ${c.cpuUsPerToken.toFixed(2)}/row µs, device ${c.gpuFixedUs.toFixed(1)} + ${c.gpuUsPerToken.toFixed(2)}/row µs, link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(2)} GB/s; held-out error ${err}${r.calibration.deviceNote ? ` (${r.calibration.deviceNote})` : ''}`);
+    }
     if (values.json) fs.writeFileSync(values.json, JSON.stringify({ model, options: base, results }, null, 2));
     return 0;
   },

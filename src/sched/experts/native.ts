@@ -9,6 +9,7 @@ import { GgufFile } from '../../model/gguf.js';
 import { describeModel } from '../../model/describe.js';
 import { crossoverTokens, type ExpertCostModel } from './cost.js';
 import { ExpertScoring } from './cache.js';
+import { calibrateExperts, type ExpertCalibration } from './calibrate.js';
 
 /** A policy of the native engine: 'dynamic' (cache plus per-expert choice), llama.cpp's 'cpu-all' and 'cpu-first-layers:N', or 'stacks' (no offload: whole expert stacks placed like other weights). */
 export type NativeExpertPolicy = 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}` | 'stacks';
@@ -89,6 +90,8 @@ export interface ExpertMeasureOptions extends NativeExpertOptions {
   decodeSteps: number;
   warmupSteps: number;
   cpuVariant?: string;
+  /** 'dynamic' with neither nStar nor costs given: calibrate the expert costs on the loaded model first (calibrate.ts) and choose by the makespan rule. */
+  calibrate?: boolean;
 }
 
 export interface ExpertMeasurement {
@@ -112,6 +115,8 @@ export interface ExpertMeasurement {
   decode: ExpertStepStats | null;
   /** Mean µs per measured decode step, by phase. */
   decodePhaseUs: Record<string, number>;
+  /** With `calibrate`: the calibrated costs the choice used. */
+  calibration?: ExpertCalibration;
 }
 
 function addStats(a: ExpertStepStats | null, b: ExpertStepStats | undefined): ExpertStepStats | null {
@@ -142,6 +147,11 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
   if (experts) cfg.experts = experts;
   const m = await native().loadModel(modelPath, cfg);
   try {
+    let calibration: ExpertCalibration | undefined;
+    if (o.calibrate && o.policy === 'dynamic' && o.nStar === undefined && !o.linearCost && !o.cost) {
+      calibration = await calibrateExperts(m);
+      m.setExpertCost(calibration.cost);
+    }
     const nVocab = m.info.nVocab;
     const pos: number[] = [];
     const seq = (i: number, tokens: number[]): SequencePlan => ({
@@ -180,7 +190,8 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
       hostBytes: m.placement.hostBytes,
       slots: ex?.slots ?? 0,
       slotBytes: ex?.slotBytes ?? 0,
-      nStar: ex ? ex.nStar : null,
+      // A calibrated choice follows the makespan rule, not a threshold.
+      nStar: ex && !calibration ? ex.nStar : null,
       prefillTokensPerS: (o.batch * o.promptTokens) / (prefillUs / 1e6),
       decodeTokensPerS: tokens / (decodeUs / 1e6),
       hitRate: decode && decode.hits + decode.misses > 0 ? decode.hits / (decode.hits + decode.misses) : null,
@@ -190,6 +201,7 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
       prefill: pre.experts ?? null,
       decode,
       decodePhaseUs: phases,
+      ...(calibration ? { calibration } : {}),
     };
   } finally {
     m.dispose();

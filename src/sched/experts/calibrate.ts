@@ -1,0 +1,153 @@
+// Calibrates the expert cost model on the machine at hand (issue 9 item 2): times one routed
+// expert's FFN on the CPU and on the device at a few routed-row counts and host->device copies
+// of a slab, fits the linear costs the native makespan rule reads, and reports the fit's error
+// at row counts it was not fitted on. Cached per machine and model like the profiler's tables.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { NativeExpertCost, NativeModel } from '../../native/binding.js';
+import { TandemError } from '../../native/errors.js';
+import { defaultCacheDir, type ProfileKey } from '../profiler.js';
+
+/** Routed-row counts to time, and those between them that measure the error. */
+export interface ExpertGrid {
+  rows: number[];
+  heldOutRows: number[];
+  /** Copy sizes as fractions of one slab (the link's latency and bandwidth from two sizes or more). */
+  copySlabFractions: number[];
+  iters: number;
+}
+
+export const EXPERT_GRID: ExpertGrid = { rows: [1, 2, 8, 32], heldOutRows: [4, 16], copySlabFractions: [1 / 16, 1], iters: 5 };
+/** A few timings, one run each: tests and profile 'quick'. */
+export const QUICK_EXPERT_GRID: ExpertGrid = { rows: [1, 8], heldOutRows: [4], copySlabFractions: [1 / 16, 1], iters: 1 };
+
+export interface ExpertPoint {
+  side: 'cpu' | 'gpu' | 'link';
+  /** Routed rows (cpu, gpu) or bytes (link). */
+  x: number;
+  us: number;
+}
+
+export interface ExpertCalibrationError {
+  side: 'cpu' | 'gpu';
+  rows: number;
+  measuredUs: number;
+  predictedUs: number;
+  /** |predicted - measured| / measured. */
+  relError: number;
+}
+
+export interface ExpertCalibration {
+  cost: NativeExpertCost;
+  points: ExpertPoint[];
+  errors: ExpertCalibrationError[];
+  /** Why the device side was not timed (no expert in a device slot): copying is then priced as never paying. */
+  deviceNote?: string;
+}
+
+/** Least-squares line us = a + b·x through the points, both parts clamped at zero. */
+export function fitLine(points: readonly { x: number; us: number }[]): { fixed: number; perUnit: number } {
+  if (points.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', 'a line needs at least one point');
+  const n = points.length;
+  const mx = points.reduce((s, p) => s + p.x, 0) / n;
+  const my = points.reduce((s, p) => s + p.us, 0) / n;
+  const sxx = points.reduce((s, p) => s + (p.x - mx) ** 2, 0);
+  const sxy = points.reduce((s, p) => s + (p.x - mx) * (p.us - my), 0);
+  const slope = sxx > 0 ? Math.max(0, sxy / sxx) : 0;
+  const fixed = Math.max(0, my - slope * mx);
+  return { fixed, perUnit: slope };
+}
+
+/** Times the grid on `model` (loaded with expert offload) and fits the costs. Rejects TDM_BAD_ARGUMENT without expert offload. */
+export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'placement'>, grid: ExpertGrid = EXPERT_GRID, onProgress?: (fraction: number) => void): Promise<ExpertCalibration> {
+  const ex = model.placement.experts;
+  if (!ex) throw new TandemError('TDM_BAD_ARGUMENT', 'expert calibration needs a MoE model loaded with expert offload');
+  const total = 2 * (grid.rows.length + grid.heldOutRows.length) + grid.copySlabFractions.length;
+  let done = 0;
+  const tick = () => onProgress?.(++done / total);
+  const time = async (side: 'cpu' | 'gpu', rows: number) => {
+    const us = await model.profile({ kind: 'expert', device: side, tokens: rows, iters: grid.iters });
+    tick();
+    return us;
+  };
+  const points: ExpertPoint[] = [];
+  const heldOut: ExpertPoint[] = [];
+  for (const rows of grid.rows) points.push({ side: 'cpu', x: rows, us: await time('cpu', rows) });
+  for (const rows of grid.heldOutRows) heldOut.push({ side: 'cpu', x: rows, us: await time('cpu', rows) });
+  let deviceNote: string | undefined;
+  try {
+    for (const rows of grid.rows) points.push({ side: 'gpu', x: rows, us: await time('gpu', rows) });
+    for (const rows of grid.heldOutRows) heldOut.push({ side: 'gpu', x: rows, us: await time('gpu', rows) });
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'TDM_UNSUPPORTED') throw err;
+    deviceNote = (err as Error).message;
+    done = 2 * (grid.rows.length + grid.heldOutRows.length);
+  }
+  for (const f of grid.copySlabFractions) {
+    const bytes = Math.max(1, Math.round(f * ex.slotBytes));
+    points.push({ side: 'link', x: bytes, us: await model.profile({ kind: 'copy', direction: 'h2d', bytes, iters: grid.iters }) });
+    tick();
+  }
+  const cpu = fitLine(points.filter((p) => p.side === 'cpu'));
+  const gpuPoints = points.filter((p) => p.side === 'gpu');
+  // With no device timing a copied expert would never pay: an infinite-looking device cost.
+  const gpu = gpuPoints.length > 0 ? fitLine(gpuPoints) : { fixed: 1e12, perUnit: 0 };
+  const link = fitLine(points.filter((p) => p.side === 'link'));
+  const cost: NativeExpertCost = {
+    cpuFixedUs: cpu.fixed, cpuUsPerToken: cpu.perUnit, gpuFixedUs: gpu.fixed, gpuUsPerToken: gpu.perUnit,
+    linkLatencyUs: link.fixed, linkBytesPerUs: link.perUnit > 0 ? 1 / link.perUnit : Number.MAX_VALUE,
+  };
+  const errors = heldOut.map((p): ExpertCalibrationError => {
+    const side = p.side as 'cpu' | 'gpu';
+    const predictedUs = side === 'cpu' ? cost.cpuFixedUs + cost.cpuUsPerToken * p.x : cost.gpuFixedUs + cost.gpuUsPerToken * p.x;
+    return { side, rows: p.x, measuredUs: p.us, predictedUs, relError: Math.abs(predictedUs - p.us) / p.us };
+  });
+  return { cost, points, errors, ...(deviceNote === undefined ? {} : { deviceNote }) };
+}
+
+/** The file an expert calibration with this key is cached in. */
+export function calibrationFile(cacheDir: string, key: ProfileKey): string {
+  const h = createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 16);
+  return path.join(cacheDir, 'profiles', `experts-${h}.json`);
+}
+
+interface CalibrationFileJson {
+  schema: 'tandem-expert-calibration/1';
+  key: ProfileKey;
+  createdAt: string;
+  calibration: ExpertCalibration;
+}
+
+function validCost(c: unknown): c is NativeExpertCost {
+  if (c === null || typeof c !== 'object') return false;
+  const o = c as Record<string, unknown>;
+  const keys = ['cpuFixedUs', 'cpuUsPerToken', 'gpuFixedUs', 'gpuUsPerToken', 'linkLatencyUs', 'linkBytesPerUs'];
+  return keys.every((k) => typeof o[k] === 'number' && Number.isFinite(o[k]) && (o[k] as number) >= 0) && (o.linkBytesPerUs as number) > 0;
+}
+
+/** The calibration of `key`: from the cache, or measured now and cached. */
+export async function loadOrCalibrateExperts(
+  model: Pick<NativeModel, 'profile' | 'placement'>,
+  key: ProfileKey,
+  options: { cacheDir?: string; refresh?: boolean; grid?: ExpertGrid; onProgress?: (fraction: number) => void } = {},
+): Promise<ExpertCalibration & { file: string; fromCache: boolean }> {
+  const file = calibrationFile(options.cacheDir ?? defaultCacheDir(), key);
+  if (!options.refresh) {
+    try {
+      const body = JSON.parse(fs.readFileSync(file, 'utf8')) as CalibrationFileJson;
+      if (body?.schema === 'tandem-expert-calibration/1' && body.key?.machine === key.machine && body.key?.model === key.model && validCost(body.calibration?.cost)) {
+        return { ...body.calibration, file, fromCache: true };
+      }
+    } catch {
+      // No cache or a broken one: calibrate.
+    }
+  }
+  const calibration = await calibrateExperts(model, options.grid, options.onProgress);
+  const body: CalibrationFileJson = { schema: 'tandem-expert-calibration/1', key, createdAt: new Date().toISOString(), calibration };
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(body, null, 1));
+  fs.renameSync(tmp, file);
+  return { ...calibration, file, fromCache: false };
+}
