@@ -49,3 +49,24 @@ t.test('the suite covers policies per setting and labels its numbers', async (t)
   t.throws(() => runExpertSuite({ hardware: ['h100'] }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => simulateExperts({ hardware: HARDWARE.t4!, model, policy: ExpertPolicyName.CpuMoe, routing: { kind: 'zipf', seed: 1 }, batch: 0, steps: 1 }), { code: 'TDM_BAD_ARGUMENT' });
 });
+
+t.test('tandem simulate --moe runs the suite and checks its flags', async (t) => {
+  const { command } = await import('../../src/sched/sim/command.js');
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (s: string) => out.push(s);
+  let code: number;
+  try {
+    code = await command.run(['--moe', 't4', '--moe-model', 'moe-8x-top2', '--routing', 'uniform', '--batch', '2', '--steps', '2']);
+  } finally {
+    console.log = log;
+  }
+  t.equal(code, 0);
+  t.match(out.join('\n'), /MoE expert offload \[SIMULATED\]/);
+  t.equal(out.join('\n').split('\n').filter((l) => l.startsWith('| t4 | moe-8x-top2 |')).length, 2 * EXPERT_POLICY_NAMES.length, 'device and capped budgets, every policy');
+  await t.rejects(command.run(['--moe', 't4', '--moe-model', 'gpt-5']), { code: 'TDM_BAD_ARGUMENT' });
+  await t.rejects(command.run(['--moe', 't4', '--routing', 'zipf,skewed']), { code: 'TDM_BAD_ARGUMENT' });
+  await t.rejects(command.run(['--moe', 't4', '--batch', '1.5']), { code: 'TDM_BAD_ARGUMENT' });
+  await t.rejects(command.run(['--moe', 't4', '--policies', 'auto']), { code: 'TDM_BAD_ARGUMENT' });
+  await t.rejects(command.run(['t4', '--batch', '4']), { code: 'TDM_BAD_ARGUMENT' }, '--batch is for --moe');
+});

@@ -205,7 +205,7 @@ export interface ExpertSetting {
   results: ExpertSimResult[];
 }
 
-/** Every policy on every requested setting; what `tandem bench --simulate-moe` would print. SIMULATED. */
+/** Every policy on every requested setting; what `tandem simulate --moe` prints. SIMULATED. */
 export function runExpertSuite(opt: ExpertSuiteOptions = {}): ExpertSetting[] {
   const hws = opt.hardware ?? ['t4', 'a10'];
   const models = opt.models ?? Object.keys(MOE_MODELS);

@@ -13,13 +13,20 @@ import { DEFAULT_CPU_ATTENTION_EFFICIENCY, HARDWARE, SIM_MODELS } from '../hardw
 import { POLICY_NAMES, type PolicyName } from '../policy.js';
 import { formatReport } from './report.js';
 import { runScenario, type ScenarioResult } from './scenario.js';
+import { formatExpertSuite, MOE_MODELS, ROUTING_KINDS, runExpertSuite, type RoutingKind } from '../experts/sim.js';
 
 const HELP = `usage: tandem simulate [t4|a10|mi210|all] [options]
+       tandem simulate --moe [t4|a10|mi210|all] [options]
 
 Runs tandem's scheduler and policies (gpu-only, pipeline, overlap, auto) against a
 virtual clock on a hardware profile, with Llama-2-7B and Llama-3.1-8B shapes and a
 decode-heavy workload with Poisson arrivals, and reports throughput at equal latency.
 Every number is SIMULATED (datasheet rooflines; CPU attention scaled from this machine).
+
+With --moe it runs the MoE expert policies instead (tandem's dynamic cache and per-expert
+choice against llama.cpp's --cpu-moe, --n-cpu-moe N and 32-token copy rule) on seeded
+routing traces, decode tokens/s per policy at the device's memory (and, for a model that
+fits, a budget capped to a quarter of its experts). SIMULATED too.
 
       --model LIST          ${Object.keys(SIM_MODELS).join(',')} (default both)
       --policies LIST       ${POLICY_NAMES.join(',')} (default all)
@@ -29,7 +36,12 @@ Every number is SIMULATED (datasheet rooflines; CPU attention scaled from this m
       --seed N              workload seed (default 1)
       --cpu-efficiency F    fraction of host bandwidth CPU attention reaches (default: measured here)
       --json FILE           also write the results as JSON
-      --quick               fewer requests per run
+      --quick               fewer requests per run (--moe: fewer steps)
+  --moe only:
+      --moe-model LIST      ${Object.keys(MOE_MODELS).join(',')} (default all)
+      --batch LIST          sequences decoded together (default 1,16)
+      --routing LIST        ${ROUTING_KINDS.join(',')} (default all)
+      --steps N             measured decode steps per run (default 64; --quick 16)
   -h, --help`;
 
 const OPTIONS = {
@@ -42,6 +54,11 @@ const OPTIONS = {
   'cpu-efficiency': { type: 'string' },
   json: { type: 'string' },
   quick: { type: 'boolean' },
+  moe: { type: 'boolean' },
+  'moe-model': { type: 'string' },
+  batch: { type: 'string' },
+  routing: { type: 'string' },
+  steps: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -130,6 +147,24 @@ export async function runSimulate(o: SimulateOptions): Promise<{ scenarios: Scen
   return { scenarios, notes, text: formatReport(scenarios, notes) };
 }
 
+/** `tandem simulate --moe`: every expert policy on every setting, one markdown table. SIMULATED. */
+function runMoe(hardware: string[], values: { 'moe-model'?: string; batch?: string; routing?: string; steps?: string; quick?: boolean; json?: string; model?: string; policies?: string }, seed: number): number {
+  if (values.model !== undefined || values.policies !== undefined) bad('with --moe, name models with --moe-model; every expert policy runs');
+  if (!Number.isInteger(seed) || seed < 0) bad(`--seed must be a non-negative integer`);
+  const models = values['moe-model'] ? values['moe-model'].split(',') : Object.keys(MOE_MODELS);
+  for (const m of models) if (!MOE_MODELS[m]) bad(`unknown MoE model '${m}' (known: ${Object.keys(MOE_MODELS).join(', ')})`);
+  const routings = (values.routing ? values.routing.split(',') : [...ROUTING_KINDS]) as RoutingKind[];
+  for (const r of routings) if (!ROUTING_KINDS.includes(r)) bad(`unknown routing '${r}' (known: ${ROUTING_KINDS.join(', ')})`);
+  const batches = numberList('batch', values.batch) ?? [1, 16];
+  if (batches.some((b) => !Number.isInteger(b))) bad(`--batch must be a list of positive integers, got '${values.batch}'`);
+  const steps = values.steps !== undefined ? Number(values.steps) : values.quick ? 16 : 64;
+  if (!Number.isInteger(steps) || steps < 1) bad(`--steps must be a positive integer, got '${values.steps}'`);
+  const settings = runExpertSuite({ hardware, models, routings, batches, steps, seed });
+  console.log(formatExpertSuite(settings));
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify({ simulated: true, seed, steps, settings }, null, 1));
+  return 0;
+}
+
 export const command: Command = {
   summary: 'simulate the scheduler on T4, A10 and MI210 profiles (SIMULATED throughput at equal latency)',
   async run(argv) {
@@ -140,6 +175,9 @@ export const command: Command = {
     }
     const which = positionals.length === 0 || positionals.includes('all') ? Object.keys(HARDWARE) : positionals;
     for (const h of which) if (!HARDWARE[h]) bad(`unknown hardware '${h}' (known: ${Object.keys(HARDWARE).join(', ')}, all)`);
+    const seedValue = values.seed !== undefined ? Number(values.seed) : 1;
+    if (values.moe) return runMoe(which, values, seedValue);
+    for (const flag of ['moe-model', 'batch', 'routing', 'steps'] as const) if (values[flag] !== undefined) bad(`--${flag} is for --moe`);
     const models = values.model ? values.model.split(',') : Object.keys(SIM_MODELS);
     for (const m of models) if (!SIM_MODELS[m]) bad(`unknown model '${m}' (known: ${Object.keys(SIM_MODELS).join(', ')})`);
     const policies = (values.policies ? values.policies.split(',') : [...POLICY_NAMES]) as PolicyName[];
