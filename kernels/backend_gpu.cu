@@ -11,6 +11,10 @@
 
 namespace tdm::gpu {
 
+// moe.cu (declared here rather than beside the other ops in gpu_context.h).
+tdm_status op_moe_combine(tdm_backend_ctx*, const float*, int64_t, const int32_t*, const float*, int64_t, int32_t, int64_t,
+                          float*, tdm_stream*);
+
 namespace {
 
 __global__ void probe_kernel(uint32_t* word) {
@@ -108,7 +112,7 @@ void collect_faults(GpuContext& c) {
   std::string what;
   auto add = [&](const char* s) { what += (what.empty() ? "" : ", ") + std::string(s); };
   if (bits & kFaultKvBlock) add("a KV block id outside the pool");
-  if (bits & kFaultRowId) add("a get_rows id outside the matrix");
+  if (bits & kFaultRowId) add("a get_rows id or moe_combine position outside the rows");
   if (bits & kFaultExpertId) add("an expert id outside the expert count");
   bad("a kernel met bad device-side data (" + what + "); the outputs of the calls since the last synchronisation are undefined");
 }
@@ -225,6 +229,7 @@ const tdm_backend_iface kGpuIface = [] {
   t.attention = op_attention;
   t.router = op_router;
   t.moe_ffn = op_moe_ffn;
+  t.moe_combine = op_moe_combine;
   t.copy_blocks = op_copy_blocks;
   return t;
 }();

@@ -2,7 +2,8 @@
 // exact order of the CPU reference's std::partial_sort plus ggml_top_k's swap of the first
 // two, so expert weights are summed in llama.cpp's order) and the grouped expert FFN. The
 // FFN groups token slots by expert on the device (no host round trip), then runs gate, up
-// and down as grouped matmuls whose blocks for unused experts exit before reading a weight.
+// and down as grouped matmuls whose blocks for unused experts exit before reading a weight;
+// moe_combine sums expert outputs computed elsewhere (a layer split between devices).
 #include <math.h>
 
 #include <string>
@@ -113,7 +114,41 @@ __global__ void moe_combine_kernel(const float* out, const float* weights, int32
   y[t * n_embd + i] = acc;
 }
 
+// moe_combine: as moe_combine_kernel, but with rows found through choice-major positions (the
+// device's gathered expert outputs of a split layer). A position outside the rows sets a fault bit.
+__global__ void moe_combine_rows_kernel(const float* rows, int64_t n_rows, const int32_t* pos, const float* weights,
+                                        int64_t n_tokens, int32_t n_used, int64_t n_cols, float* y, uint32_t* faults) {
+  const int64_t t = blockIdx.y;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_cols) return;
+  float acc = 0.0f;
+  for (int32_t j = 0; j < n_used; ++j) {
+    const int32_t p = pos[int64_t(j) * n_tokens + t];
+    if (p < 0 || p >= n_rows) {
+      if (i == 0) atomicOr(faults, uint32_t(kFaultRowId));
+      return;
+    }
+    const float prod = mul_rn(rows[int64_t(p) * n_cols + i], weights[int64_t(j) * n_tokens + t]);
+    acc = j == 0 ? prod : add_rn(acc, prod);
+  }
+  y[t * n_cols + i] = acc;
+}
+
 }  // namespace
+
+tdm_status op_moe_combine(tdm_backend_ctx* ctx, const float* rows, int64_t n_rows, const int32_t* pos, const float* weights,
+                          int64_t n_tokens, int32_t n_used, int64_t n_cols, float* y, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n_tokens <= 0 || n_cols <= 0) return;
+    if (rows == nullptr || pos == nullptr || weights == nullptr || y == nullptr) bad("moe_combine with a null pointer");
+    if (n_used <= 0) bad("moe_combine needs n_used > 0");
+    if (n_tokens > 65535) unsupported("moe_combine with more than 65535 tokens in one call");
+    const dim3 grid(unsigned((n_cols + 255) / 256), unsigned(n_tokens));
+    TDM_LAUNCH(moe_combine_rows_kernel, grid, 256, 0, stream_of(c, s).stream)(rows, n_rows, pos, weights, n_tokens, n_used,
+                                                                              n_cols, y, c.faults);
+    check_launch("moe_combine_rows_kernel");
+  });
+}
 
 tdm_status op_router(tdm_backend_ctx* ctx, const float* logits, int64_t n_tokens, int32_t n_experts, int32_t n_used,
                      int32_t gating, int32_t norm, float scale, int32_t* ids, float* weights, tdm_stream* s) {

@@ -457,6 +457,28 @@ Napi::Value moe_ffn(const Napi::CallbackInfo& info) {
   });
 }
 
+// moeCombine(id, rows[nRows*nCols], nRows, pos[nUsed*nTokens], weights[nUsed*nTokens], nTokens, nUsed, nCols)
+//   -> y[nTokens*nCols]
+Napi::Value moe_combine(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const int64_t n_rows = int_arg(info, 2, "nRows"), n_tokens = int_arg(info, 5, "nTokens");
+    const int64_t n_used = int_arg(info, 6, "nUsed"), n_cols = int_arg(info, 7, "nCols");
+    Napi::Float32Array rows = f32_arg(info, 1, "rows", size_t(n_rows * n_cols));
+    Napi::Int32Array pos = i32_arg(info, 3, "pos", size_t(n_tokens * n_used));
+    Napi::Float32Array wts = f32_arg(info, 4, "weights", size_t(n_tokens * n_used));
+    const float* dr = sc.upload(rows.Data(), rows.ElementLength());
+    const int32_t* dp = sc.upload(pos.Data(), pos.ElementLength());
+    const float* dw = sc.upload(wts.Data(), wts.ElementLength());
+    std::vector<float> y(size_t(n_tokens * n_cols));
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().moe_combine(b.ctx(), dr, n_rows, dp, dw, n_tokens, int32_t(n_used), n_cols, dy, nullptr), "moe_combine");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
 // copyBlocks(id, pool: Uint8Array, blockBytes, srcIds, dstIds) -> the pool after the copies
 Napi::Value copy_blocks(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -588,6 +610,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("attention", Napi::Function::New(env, attention, "attention"));
   ops.Set("router", Napi::Function::New(env, router, "router"));
   ops.Set("moeFfn", Napi::Function::New(env, moe_ffn, "moeFfn"));
+  ops.Set("moeCombine", Napi::Function::New(env, moe_combine, "moeCombine"));
   ops.Set("copyBlocks", Napi::Function::New(env, copy_blocks, "copyBlocks"));
   ops.Set("timeMatmul", Napi::Function::New(env, time_matmul, "timeMatmul"));
   ops.Set("timeAttention", Napi::Function::New(env, time_attention, "timeAttention"));

@@ -13,7 +13,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 1u
+#define TDM_BACKEND_ABI_VERSION 2u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -202,6 +202,16 @@ typedef struct tdm_backend_iface {
    * CPU backend repacks a weight in a file mapping into its kernels' layout, once per process)
    * so that the first step does not pay for it; NULL on a backend with nothing to ready. */
   tdm_status (*prepare_weight)(tdm_backend_ctx* ctx, const tdm_weight* w);
+
+  /* ---- ops appended in ABI 2 */
+  /* Combines per-choice expert outputs computed elsewhere (a layer split between devices):
+   * y[t] = sum over j < n_used, in j order, of weights[j*n_tokens + t] * rows[pos[j*n_tokens + t]],
+   * each product rounded to float before it is added (no fused multiply-add), so the bits equal
+   * moe_ffn's own combine. rows holds n_rows rows of n_cols floats, y n_tokens rows (not
+   * overlapping rows); pos and weights are choice-major, and every pos must be in [0, n_rows). */
+  tdm_status (*moe_combine)(tdm_backend_ctx* ctx, const float* rows, int64_t n_rows, const int32_t* pos,
+                            const float* weights, int64_t n_tokens, int32_t n_used, int64_t n_cols, float* y,
+                            tdm_stream* s);
 } tdm_backend_iface;
 
 /* A live backend: its table and its context. */

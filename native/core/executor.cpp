@@ -417,7 +417,7 @@ void Model::ensure_expert_buffers(BatchBuffers& w, int64_t n_slots, int64_t n_to
     Backend* d = device_;
     // Earlier copies from the staging being replaced may still be queued.
     if (device_async_) d->check(d->fn().stream_sync(d->ctx(), nullptr), "stream_sync");
-    for (DeviceBuffer* x : {&w.ex_x, &w.ex_z, &w.ex_p}) *x = DeviceBuffer(d, size_t(S * E) * f);
+    for (DeviceBuffer* x : {&w.ex_x, &w.ex_z}) *x = DeviceBuffer(d, size_t(S * E) * f);
     w.ex_ones = DeviceBuffer(d, size_t(S) * 4);
     w.ex_meta = DeviceBuffer(d, size_t(S) * 4 * kExpertUploads);
     for (HostBuffer* x : {&w.h_xc, &w.h_yc}) x->reserve(d, size_t(S * E) * f);
@@ -754,13 +754,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       timed(&ph_.experts, [&] {
         const int32_t* pos_d = dev_region(2);
         const float* w_d = reinterpret_cast<const float*>(dev_region(3));
-        const tdm_weight zrows = f32_rows(b.ex_z.as<float>(), S, E);
-        for (int32_t j = 0; j < k; ++j) {
-          float* dst = j == 0 ? O : b.ex_p.as<float>();
-          device_->check(f.get_rows(c, &zrows, pos_d + j * T, T, dst, nullptr), "get_rows");
-          device_->check(f.scale_rows(c, dst, w_d + j * T, T, E, TDM_ROW_FN_IDENTITY, nullptr), "scale_rows");
-          if (j > 0) device_->check(f.add(c, O, dst, O, T, E, E, nullptr), "add");
-        }
+        device_->check(f.moe_combine(c, b.ex_z.as<float>(), S, pos_d, w_d, T, k, E, O, nullptr), "moe_combine");
       });
     }
   }

@@ -68,11 +68,11 @@ struct BatchBuffers {
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
   HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
   // Expert offload, per routed row (token, choice): device-run rows' inputs, every row's
-  // output (device rows first, then CPU rows), one choice's products, unit weights, and the
-  // uploaded index and weight arrays (ex_meta, staged in h_up); on the host the routing, the
-  // hidden states, the CPU rows' inputs and outputs.
+  // output (device rows first, then CPU rows), unit weights, and the uploaded index and
+  // weight arrays (ex_meta, staged in h_up); on the host the routing, the hidden states, the
+  // CPU rows' inputs and outputs.
   int64_t cap_slots = 0;
-  DeviceBuffer ex_x, ex_z, ex_p, ex_ones, ex_meta;
+  DeviceBuffer ex_x, ex_z, ex_ones, ex_meta;
   HostBuffer h_ids, h_w, h_x, h_xc, h_yc, h_cids, h_ones, h_up;
   HostBuffer h_defer;  // routing of whole-resident layers, read after the step (n_layer regions of cap_slots)
 };

@@ -850,6 +850,35 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
   });
 }
 
+tdm_status cpu_moe_combine(tdm_backend_ctx* c, const float* rows, int64_t n_rows, const int32_t* pos, const float* weights,
+                           int64_t n_tokens, int32_t n_used, int64_t n_cols, float* y, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n_tokens <= 0 || n_cols <= 0) return;
+    if (rows == nullptr || pos == nullptr || weights == nullptr || y == nullptr) bad("moe_combine with a null pointer");
+    if (n_used <= 0) bad("moe_combine needs n_used > 0");
+    const int64_t n_slots = n_tokens * n_used;
+    for (int64_t i = 0; i < n_slots; ++i)
+      if (pos[i] < 0 || pos[i] >= n_rows) bad("row position " + std::to_string(pos[i]) + " is outside [0, " + std::to_string(n_rows) + ")");
+    // The same arithmetic as moe_ffn's combine: the first product, then each rounded product added.
+    ctx.pool->run(n_tokens, [&](int64_t t, int) {
+      float* yt = y + t * n_cols;
+      for (int32_t j = 0; j < n_used; ++j) {
+        const int64_t slot = int64_t(j) * n_tokens + t;
+        const float wj = weights[slot];
+        const float* o = rows + int64_t(pos[slot]) * n_cols;
+        if (j == 0) {
+          for (int64_t i = 0; i < n_cols; ++i) yt[i] = o[i] * wj;
+        } else {
+          for (int64_t i = 0; i < n_cols; ++i) {
+            const float prod = o[i] * wj;
+            yt[i] = yt[i] + prod;
+          }
+        }
+      }
+    }, double(n_slots) * double(n_cols));
+  });
+}
+
 tdm_status cpu_copy_blocks(tdm_backend_ctx* c, void* dst_pool, const void* src_pool, size_t block_bytes,
                            const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
@@ -906,6 +935,7 @@ const tdm_backend_iface kCpuIface = [] {
   t.attention = cpu_attention;
   t.router = cpu_router;
   t.moe_ffn = cpu_moe_ffn;
+  t.moe_combine = cpu_moe_combine;
   t.copy_blocks = cpu_copy_blocks;
   t.prepare_weight = cpu_prepare_weight;
   return t;

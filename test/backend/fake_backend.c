@@ -44,7 +44,7 @@ __attribute__((visibility("default"))) tdm_status tdm_backend_create(const tdm_b
   tdm_backend_ctx* c = (tdm_backend_ctx*)calloc(1, sizeof *c);
   c->device = p->device;
   snprintf(c->name, sizeof c->name, "Fake GPU %d", p->device);
-  fake_iface.abi_version = FAKE_MODE == FAKE_BAD_ABI ? TDM_BACKEND_ABI_VERSION + 100 : TDM_BACKEND_ABI_VERSION;
+  fake_iface.abi_version = FAKE_MODE == FAKE_BAD_ABI ? 101u : TDM_BACKEND_ABI_VERSION; /* the test looks for "ABI 101" */
   fake_iface.struct_size = sizeof(tdm_backend_iface);
   fake_iface.kind = "cuda";
   fake_iface.device_name = fake_name;

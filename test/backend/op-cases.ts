@@ -280,6 +280,42 @@ function moeCases(): OpCase[] {
   return cases;
 }
 
+/**
+ * moe_combine: shapes [nTokens, nUsed, nCols, nRows]; positions repeat (rows shared between
+ * tokens and choices) wherever nRows < nTokens * nUsed. On every backend the result must also be
+ * bit for bit the chain the executor ran before the op existed (get_rows, scale_rows, add per choice).
+ */
+function combineCases(): OpCase[] {
+  const specs: [number, number, number, number][] = [
+    [1, 1, 33, 1],
+    [3, 2, 257, 6],
+    [5, 8, 96, 13],
+    [17, 8, 1001, 40],
+    [2, 3, 7, 2],
+  ];
+  return specs.map(([nTokens, nUsed, nCols, nRows], i) => {
+    const rows = rand(nRows * nCols, 91 + i, 4);
+    const pos = Int32Array.from({ length: nTokens * nUsed }, (_, s) => (s * 7 + (s % 3)) % nRows);
+    const weights = rand(nTokens * nUsed, 97 + i, 1.5);
+    return {
+      op: 'moe_combine',
+      name: `moe_combine ${nTokens} tokens x top-${nUsed}, ${nCols} columns from ${nRows} rows`,
+      run: (ops, id) => {
+        const y = ops.moeCombine(id, rows, nRows, pos, weights, nTokens, nUsed, nCols);
+        let chain: Float32Array = new Float32Array(0);
+        for (let j = 0; j < nUsed; j++) {
+          const sel = pos.subarray(j * nTokens, (j + 1) * nTokens);
+          const part = ops.scaleRows(id, ops.getRows(id, 'f32', rows, nRows, nCols, sel), weights.subarray(j * nTokens, (j + 1) * nTokens), nTokens, nCols, 'identity');
+          chain = j === 0 ? part : ops.add(id, chain, part, nTokens, nCols, nCols);
+        }
+        if (!identical(y, chain)) throw new Error(`moe_combine on ${id} differs from get_rows + scale_rows + add`);
+        return { y };
+      },
+      tolerance: () => 0,
+    };
+  });
+}
+
 function copyCases(): OpCase[] {
   return [48, 37].map((blockBytes) => {
     const pool = Uint8Array.from({ length: blockBytes * 6 }, (_, i) => (i * 31 + 7) & 255);
@@ -296,7 +332,7 @@ function copyCases(): OpCase[] {
 
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
-  return [...matmulCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...copyCases()];
+  return [...matmulCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...copyCases()];
 }
 
 /** Runs one case on `id` and compares it with `reference` (the same case on cpu:ref). */
@@ -347,5 +383,9 @@ export function badDataChecks(ops: NativeBackendOps, id: string): { name: string
     expectBad(`${id}: KV block id past the pool`, () => ops.attention(id, kv)),
     expectBad(`${id}: expert id past the expert count`, () =>
       ops.moeFfn(id, 'f32', rand(2 * 4 * 8, 1), rand(2 * 4 * 8, 2), rand(2 * 8 * 4, 3), 2, 8, 4, rand(8, 4), 1, Int32Array.of(0, 5), Float32Array.of(0.5, 0.5), 2)),
+    expectBad(`${id}: moe_combine position past the rows`, () =>
+      ops.moeCombine(id, rand(3 * 5, 1), 3, Int32Array.of(0, 2, 1, 3), Float32Array.of(1, 2, 3, 4), 2, 2, 5)),
+    expectBad(`${id}: negative moe_combine position`, () =>
+      ops.moeCombine(id, rand(3 * 5, 1), 3, Int32Array.of(0, -1), Float32Array.of(1, 2), 1, 2, 5)),
   ];
 }
