@@ -322,9 +322,11 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const cal = report.runs.filter((r) => r.result?.calibration);
   if (cal.length > 0) lines.push('', 'Calibrated expert costs (one expert FFN by routed rows, the host->device link):', '');
   for (const r of cal) {
-    const c = r.result!.calibration!.cost;
-    const err = r.result!.calibration!.errors.map((e) => `${e.side} at ${e.rows} rows ${(100 * e.relError).toFixed(0)}%`).join(', ');
-    lines.push(`- batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row; device ${c.gpuFixedUs.toFixed(1)} µs + ${c.gpuUsPerToken.toFixed(2)} µs/row; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}`);
+    const cal = r.result!.calibration!;
+    const c = cal.cost;
+    const err = cal.errors.map((e) => `${e.side} at ${e.rows} rows ${(100 * e.relError).toFixed(0)}%`).join(', ');
+    const dev = cal.deviceNote ? `device not timed (${cal.deviceNote})` : `device ${c.gpuFixedUs.toFixed(1)} µs + ${c.gpuUsPerToken.toFixed(2)} µs/row`;
+    lines.push(`- batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row; ${dev}; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}`);
   }
   return [...lines, ''];
 }

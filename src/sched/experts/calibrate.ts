@@ -46,17 +46,21 @@ export interface ExpertCalibration {
   deviceNote?: string;
 }
 
-/** Least-squares line us = a + b·x through the points, both parts clamped at zero. */
+/**
+ * Line us = a + b·x through the points by least squares on relative error (weights 1/us²):
+ * a slow outlier (a thread pool waking on a busy host) pulls the line less than a plain fit,
+ * and small and large row counts are fitted alike. Both parts clamped at zero.
+ */
 export function fitLine(points: readonly { x: number; us: number }[]): { fixed: number; perUnit: number } {
   if (points.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', 'a line needs at least one point');
-  const n = points.length;
-  const mx = points.reduce((s, p) => s + p.x, 0) / n;
-  const my = points.reduce((s, p) => s + p.us, 0) / n;
-  const sxx = points.reduce((s, p) => s + (p.x - mx) ** 2, 0);
-  const sxy = points.reduce((s, p) => s + (p.x - mx) * (p.us - my), 0);
+  const w = points.map((p) => 1 / Math.max(p.us, 1e-9) ** 2);
+  const sw = w.reduce((s, x) => s + x, 0);
+  const mx = points.reduce((s, p, i) => s + w[i]! * p.x, 0) / sw;
+  const my = points.reduce((s, p, i) => s + w[i]! * p.us, 0) / sw;
+  const sxx = points.reduce((s, p, i) => s + w[i]! * (p.x - mx) ** 2, 0);
+  const sxy = points.reduce((s, p, i) => s + w[i]! * (p.x - mx) * (p.us - my), 0);
   const slope = sxx > 0 ? Math.max(0, sxy / sxx) : 0;
-  const fixed = Math.max(0, my - slope * mx);
-  return { fixed, perUnit: slope };
+  return { fixed: Math.max(0, my - slope * mx), perUnit: slope };
 }
 
 /** Times the grid on `model` (loaded with expert offload) and fits the costs. Rejects TDM_BAD_ARGUMENT without expert offload. */

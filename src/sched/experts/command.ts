@@ -157,7 +157,7 @@ export const command: Command = {
       if (!r.calibration) continue;
       const c = r.calibration.cost;
       const err = r.calibration.errors.map((e) => `${e.side}@${e.rows} ${(100 * e.relError).toFixed(0)}%`).join(', ');
-      console.log(`${r.policy}: calibrated expert costs: CPU ${c.cpuFixedUs.toFixed(1)} + ${c.cpuUsPerToken.toFixed(2)}/row µs, device ${c.gpuFixedUs.toFixed(1)} + ${c.gpuUsPerToken.toFixed(2)}/row µs, link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(2)} GB/s; held-out error ${err}${r.calibration.deviceNote ? ` (${r.calibration.deviceNote})` : ''}`);
+      console.log(`${r.policy}: calibrated expert costs: CPU ${c.cpuFixedUs.toFixed(1)} + ${c.cpuUsPerToken.toFixed(2)}/row µs, ${r.calibration.deviceNote ? 'device not timed' : `device ${c.gpuFixedUs.toFixed(1)} + ${c.gpuUsPerToken.toFixed(2)}/row µs`}, link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(2)} GB/s; held-out error ${err}${r.calibration.deviceNote ? ` (${r.calibration.deviceNote})` : ''}`);
     }
     if (values.json) fs.writeFileSync(values.json, JSON.stringify({ model, options: base, results }, null, 2));
     return 0;
