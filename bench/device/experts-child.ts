@@ -1,6 +1,6 @@
 // The device check's MoE expert offload, in its own process: one MoE file measured under each
-// expert policy at the same device weight budget (dynamic cache with the per-expert choice by
-// costs calibrated on the loaded model, and by a fixed n* threshold; llama.cpp's static
+// expert policy at the same device weight budget (dynamic cache with the per-expert choice and
+// idle-link prefetch by costs calibrated on the loaded model, and by a fixed n* threshold; llama.cpp's static
 // all-experts-on-CPU and first-N-layers-on-CPU; whole stacks placed like other weights), plus
 // every weight on the device as the ceiling. Decode at batch 1 and 16, prefill of 128-token
 // prompts. Writes a JSON report after every run. Usage: node experts-child.js <moe.gguf>
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
     try {
       run.result = await measureExpertOffload(file!, {
         policy: policy === 'all on device' ? 'stacks' : policy === 'dynamic n*' ? 'dynamic' : policy, device, threads, batch, promptTokens: 128, decodeSteps: 24, warmupSteps: 4,
-        ...(policy === 'dynamic' ? { calibrate: true } : { nStar }),
+        ...(policy === 'dynamic' ? { calibrate: true, prefetchWhenIdle: true } : { nStar }),
         ...(policy === 'all on device' ? {} : { deviceWeightBytes: budget }),
       });
     } catch (err) {

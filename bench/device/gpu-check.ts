@@ -305,7 +305,7 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below); 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
     '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;

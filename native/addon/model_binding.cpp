@@ -149,6 +149,7 @@ ExpertConfig parse_experts(const Napi::Object& o) {
   if (!o.Get("maxSlots").IsUndefined()) x.max_slots = integer(o, "maxSlots", w, 0, kMaxSafeInteger);
   if (!o.Get("admitPerLayer").IsUndefined()) x.admit_per_layer = int32_t(integer(o, "admitPerLayer", w, 0, 1 << 20));
   if (!o.Get("prefetchPerLayer").IsUndefined()) x.prefetch_per_layer = int32_t(integer(o, "prefetchPerLayer", w, 0, 1 << 20));
+  x.prefetch_when_idle = boolean(o, "prefetchWhenIdle", w, true);
   if (!o.Get("admitMargin").IsUndefined()) x.admit_margin = num(o, "admitMargin", w);
   if (!o.Get("cpuWeights").IsUndefined()) {
     const std::string cw = str(o, "cpuWeights", w);

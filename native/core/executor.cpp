@@ -577,6 +577,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     }
   }
   int64_t n_dev = 0, n_cpu = 0;
+  double cpu_pred_us = 0;  // the CPU experts' predicted time (0 without costs)
   for (int64_t e = 0; e < n_exp; ++e) {
     if (rows[size_t(e)] == 0) continue;
     if (site[size_t(e)] >= 0) {
@@ -585,6 +586,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     } else {
       st.cpu_experts++;
       n_cpu += rows[size_t(e)];
+      cpu_pred_us += xo.cpu_us(rows[size_t(e)]);
     }
   }
   st.device_rows += n_dev;
@@ -797,14 +799,16 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   }
   // Prefetch: the next layer's highest-scored missing experts, when this layer copied nothing
   // for its own compute (the link would otherwise idle while the device works).
-  if (cfg.prefetch_per_layer > 0 && l + 1 < hp_.n_layer && !will_copy) {
+  // Prefetch only while this layer copies nothing, so that the link would otherwise idle.
+  const int32_t n_prefetch = l + 1 < hp_.n_layer && !will_copy ? xo.prefetch_count(l + 1, resident_us, cpu_pred_us) : 0;
+  if (n_prefetch > 0) {
     std::vector<int32_t> cand;
     for (int64_t e = 0; e < n_exp; ++e)
       if (xo.slot_of(l + 1, e) < 0 && xo.score(l + 1, e) > 0) cand.push_back(int32_t(e));
     std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) { return xo.score(l + 1, x) > xo.score(l + 1, y); });
     int32_t fetched = 0;
     for (int32_t e : cand) {
-      if (fetched >= cfg.prefetch_per_layer) break;
+      if (fetched >= n_prefetch) break;
       const int32_t s = xo.take_slot(l + 1, e, cfg.admit_margin, &st);
       if (s < 0) break;
       background_copy(l + 1, e, s);

@@ -277,6 +277,15 @@ ExpertViews ExpertOffload::views_at(int64_t l, const void* slab) const {
   return v;
 }
 
+int32_t ExpertOffload::prefetch_count(int64_t next_layer, double device_us, double cpu_us) const {
+  const int32_t cap = cfg_.prefetch_per_layer;
+  if (!cfg_.prefetch_when_idle || !cfg_.has_cost) return cap;
+  const double window = std::max(device_us, cpu_us);
+  const double fit = std::floor(window / copy_us(next_layer));
+  const int32_t n = fit >= double(n_expert_) ? int32_t(n_expert_) : int32_t(std::max(0.0, fit));
+  return cap > 0 ? std::min(cap, n) : n;
+}
+
 void ExpertOffload::set_cost(const ExpertCost& c) {
   if (!(c.link_bytes_per_us > 0)) throw Error(code::bad_argument, "expert cost: the link bandwidth must be positive");
   for (double x : {c.cpu_fixed_us, c.cpu_us_per_token, c.gpu_fixed_us, c.gpu_us_per_token, c.link_latency_us})

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,6 +52,9 @@ struct ExpertConfig {
   int64_t max_slots = -1;        // cap on cache slots (< 0: all the budget holds)
   int32_t admit_per_layer = 1;   // dynamic: CPU-run experts per layer and step that may replace a lower-scored resident one
   int32_t prefetch_per_layer = 0;  // dynamic: the next layer's highest-scored missing experts copied per layer and step
+  // dynamic with costs: prefetch while the link would idle, as many slabs as copy in the
+  // predicted time of the layer's own experts (at most prefetch_per_layer when that is > 0).
+  bool prefetch_when_idle = false;
   double admit_margin = 2.0;     // ... when their score exceeds the resident one's times this (2 halved the copies of
                                  // 1 for about the same hit rate on the synthetic test MoEs)
   std::vector<double> initial_scores;  // n_layer * n_expert scores for the first fill (empty: round-robin over layers)
@@ -236,6 +240,19 @@ class ExpertOffload {
   double device_us(int64_t rows) const {
     return cfg_.has_cost ? cfg_.cost.gpu_fixed_us + cfg_.cost.gpu_us_per_token * double(rows) : 0.0;
   }
+  // Predicted CPU compute time of an expert with `rows` routed rows (0 without costs); its
+  // activations' trips use the link, so they are not link idle time.
+  double cpu_us(int64_t rows) const {
+    return cfg_.has_cost ? cfg_.cost.cpu_fixed_us + cfg_.cost.cpu_us_per_token * double(rows) : 0.0;
+  }
+  // Predicted time of one slab copy of layer l (+inf without costs).
+  double copy_us(int64_t l) const {
+    return cfg_.has_cost ? cfg_.cost.link_latency_us + double(layers_[size_t(l)].slab) / cfg_.cost.link_bytes_per_us
+                         : std::numeric_limits<double>::infinity();
+  }
+  // How many of the next layer's experts to prefetch after a layer whose experts are predicted
+  // to keep the device busy for device_us and the CPU for cpu_us, the link idle meanwhile.
+  int32_t prefetch_count(int64_t next_layer, double device_us, double cpu_us) const;
   // True when copies follow the makespan rule rather than the n* threshold.
   bool makespan() const { return cfg_.has_cost && cfg_.n_star < 0; }
 

@@ -244,7 +244,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (dev.device !== 'none') deviceConfig.device = dev.device;
     if (options.deviceThreads !== undefined) deviceConfig.deviceThreads = options.deviceThreads;
     if (options.deviceWeightBytes !== undefined) deviceConfig.deviceWeightBytes = options.deviceWeightBytes;
-    const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy });
+    // 'dynamic' prefetches by its calibrated costs (set once loaded) while the link idles.
+    const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...(experts === 'dynamic' ? { prefetchWhenIdle: true } : {}) });
     if (expertConfig) deviceConfig.experts = expertConfig;
     nativeModel = await native().loadModel(path, {
       hparams: hp,

@@ -101,20 +101,21 @@ const g = GgufFile.open(moeFile);
 const hparams = describeModel(g).hparams;
 g.close();
 
-async function loadStandin(maxSlots: number): Promise<NativeModel> {
+async function loadStandin(maxSlots: number, extra: { prefetchWhenIdle?: boolean; prefetchPerLayer?: number } = {}): Promise<NativeModel> {
   return native().loadModel(moeFile, {
     hparams, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 1 }, device: 'cpu-standin', deviceThreads: 1, cpuVariant: 'ref',
-    experts: { policy: 'dynamic', maxSlots, admitPerLayer: 0 },
+    experts: { policy: 'dynamic', maxSlots, admitPerLayer: 0, ...extra },
   });
 }
 
 /** One 12-token prefill, then 3 decode steps; the logits and the summed expert counters. */
-async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: number; cpuExperts: number }> {
+async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: number; cpuExperts: number; prefetches: number }> {
   const table = Int32Array.from({ length: 4 }, (_, i) => i);
   const prompt = Array.from({ length: 12 }, (_, i) => 1 + ((i * 37) % (m.info.nVocab - 1)));
   const logits: Float32Array[] = [];
   let copies = 0;
   let cpuExperts = 0;
+  let prefetches = 0;
   let pos = 0;
   let tokens = prompt;
   for (let s = 0; s < 4; s++) {
@@ -125,8 +126,9 @@ async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: nu
     tokens = [r.sequences[0]!.token];
     copies += r.experts!.copies;
     cpuExperts += r.experts!.cpuExperts;
+    prefetches += r.experts!.prefetches;
   }
-  return { logits, copies, cpuExperts };
+  return { logits, copies, cpuExperts, prefetches };
 }
 
 t.test('on the stand-in: experts are timed on both sides, and the costs steer the choice', async (t) => {
@@ -157,6 +159,29 @@ t.test('on the stand-in: experts are timed on both sides, and the costs steer th
   t.throws(() => m.setExpertCost({ ...TRUTH, cpuUsPerToken: Number.NaN }), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(m.profile({ kind: 'expert', device: 'cpu', tokens: 0 }), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(m.profile({ kind: 'expert', device: 'npu' as 'cpu', tokens: 1 }), { code: 'TDM_BAD_ARGUMENT' });
+});
+
+t.test('prefetch while the link idles: as many as the predicted window holds', async (t) => {
+  // A device expert is priced far above a CPU one, so no layer copies for itself and the link
+  // idles while the layer's experts run (a resident one for its predicted 1e9 µs): a fast link
+  // leaves room for prefetches; a link so slow that one slab outlasts any layer's window, none.
+  const roomy = { cpuFixedUs: 5000, cpuUsPerToken: 0, gpuFixedUs: 1e9, gpuUsPerToken: 0, linkLatencyUs: 1, linkBytesPerUs: 1e6 };
+  const cramped = { ...roomy, linkBytesPerUs: 1e-6 };
+  const base = await run(await loadStandin(4));
+  const cases: [string, { prefetchWhenIdle?: boolean; prefetchPerLayer?: number }, NativeExpertCost | undefined, (n: number) => boolean][] = [
+    ['a roomy window prefetches', { prefetchWhenIdle: true }, roomy, (n) => n > 0],
+    ['a window shorter than one copy prefetches nothing', { prefetchWhenIdle: true }, cramped, (n) => n === 0],
+    ['without costs nothing is predicted, so nothing is prefetched', { prefetchWhenIdle: true }, undefined, (n) => n === 0],
+    ['prefetchPerLayer caps the count', { prefetchWhenIdle: true, prefetchPerLayer: 1 }, roomy, (n) => n > 0 && n <= 3 * (hparams.nLayer - 1)],
+  ];
+  for (const [name, extra, cost, ok] of cases) {
+    const m = await loadStandin(4, extra);
+    if (cost) m.setExpertCost(cost);
+    const r = await run(m);
+    m.dispose();
+    t.ok(ok(r.prefetches), `${name} (${r.prefetches} prefetches)`);
+    for (let i = 0; i < r.logits.length; i++) t.same(r.logits[i], base.logits[i], `${name}: step ${i} logits unchanged`);
+  }
 });
 
 t.test('without expert offload there is nothing to time or steer', async (t) => {

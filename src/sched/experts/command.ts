@@ -30,7 +30,9 @@ were queued ahead of device compute (overlap: overlapped/streamed).
       --bits B              bits per expert weight for n* (default 4.5)
       --scoring S           ${EXPERT_SCORINGS.join(' or ')} (default decayed-probability)
       --admit N             CPU-run experts per layer and step that may displace a lower-scored one (default 1)
-      --prefetch N          next-layer experts copied ahead per layer by score (default 0)
+      --prefetch N|idle     next-layer experts copied ahead per layer by score: N a layer, or 'idle':
+                            as many as the calibrated costs say copy while the link would idle
+                            (default: idle with calibrated costs, else 0)
       --admit-margin F      ...only when its score exceeds the resident one's times F (default 2)
       --max-slots N         at most N expert cache slots (default: all the budget holds)
       --cpu-weights W       CPU experts read the repacked file 'mapping' (default) or the pinned 'slabs' (half the host RAM)
@@ -136,7 +138,8 @@ export const command: Command = {
       warmupSteps: int('warmup', values.warmup, 4, 0),
       scoring,
       admitPerLayer: int('admit', values.admit, 1, 0),
-      prefetchPerLayer: int('prefetch', values.prefetch, 0, 0),
+      prefetchPerLayer: values.prefetch === 'idle' ? 0 : int('prefetch', values.prefetch, 0, 0),
+      prefetchWhenIdle: values.prefetch === 'idle' || (values.prefetch === undefined && nStar === undefined && linearCost === undefined),
       cpuWeights: cpuWeights as 'slabs' | 'mapping',
       ...(values['admit-margin'] === undefined ? {} : { admitMargin: pos('admit-margin', values['admit-margin']) }),
       ...(values['max-slots'] === undefined ? {} : { maxSlots: int('max-slots', values['max-slots'], 0, 0) }),

@@ -30,6 +30,7 @@ export interface NativeExpertOptions {
   admitPerLayer?: number;
   admitMargin?: number;
   prefetchPerLayer?: number;
+  prefetchWhenIdle?: boolean;
   /** Where CPU-run experts read weights (NativeExpertConfig.cpuWeights). */
   cpuWeights?: 'mapping' | 'slabs';
 }
@@ -68,6 +69,7 @@ export function nativeExpertConfig(o: NativeExpertOptions): NativeExpertConfig |
     if (o.admitPerLayer !== undefined) out.admitPerLayer = o.admitPerLayer;
     if (o.admitMargin !== undefined) out.admitMargin = o.admitMargin;
     if (o.prefetchPerLayer !== undefined) out.prefetchPerLayer = o.prefetchPerLayer;
+    if (o.prefetchWhenIdle !== undefined) out.prefetchWhenIdle = o.prefetchWhenIdle;
   } else {
     throw new TandemError('TDM_BAD_ARGUMENT', `unknown expert policy '${String(o.policy)}' (dynamic, cpu-all, cpu-first-layers:N, stacks)`);
   }
