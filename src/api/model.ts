@@ -275,22 +275,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   let profile: ModelInfo['profile'];
   let expertsInfo: ModelInfo['experts'];
   if (placement.device !== null) {
-    try {
-      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
-      if (options.profile === 'quick') {
-        const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1 });
-        policy = { name: dev.policy, cost: r.model };
-        profile = { source: 'quick', errors: r.errors };
-      } else {
-        const key = profileKey(hp, { threads, placement, kvBlockTokens, deviceThreads: options.deviceThreads });
-        const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
-        policy = { name: dev.policy, cost: r.model };
-        profile = { source: r.fromCache ? 'cache' : 'profiled', file: r.file, errors: r.errors };
-      }
-    } catch (err) {
-      nativeModel.dispose();
-      throw asTandemError(err);
-    }
+    // Expert costs first: the profile below then times the steps as they will run.
     const ex = placement.experts;
     if (ex) {
       expertsInfo = { policy: ex.policy, slots: ex.slots, slotBytes: ex.slotBytes, hostSlabBytes: ex.hostSlabBytes };
@@ -308,6 +293,24 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
           throw asTandemError(err);
         }
       }
+    }
+    try {
+      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
+      if (options.profile === 'quick') {
+        const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1 });
+        policy = { name: dev.policy, cost: r.model };
+        profile = { source: 'quick', errors: r.errors };
+      } else {
+        const base = profileKey(hp, { threads, placement, kvBlockTokens, deviceThreads: options.deviceThreads });
+        // Expert policies with the same device bytes still run their steps differently.
+        const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
+        const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
+        policy = { name: dev.policy, cost: r.model };
+        profile = { source: r.fromCache ? 'cache' : 'profiled', file: r.file, errors: r.errors };
+      }
+    } catch (err) {
+      nativeModel.dispose();
+      throw asTandemError(err);
     }
     // A GPU's driver-side phase times are queueing, not work: its tables are refitted from whole steps only.
     policy.options = { refit: { deviceSynchronous: placement.device === 'cpu-standin' } };
