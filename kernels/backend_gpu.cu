@@ -2,6 +2,7 @@
 // compat.h: device queries, memory, async copies, streams and events, and the exported
 // tdm_backend_create. The ops live in matmul.cu, elementwise.cu, attention.cu and moe.cu.
 // With no GPU or no driver, creation returns TDM_STATUS_DEVICE and a reason; nothing aborts.
+// Pinned host memory prefers the GPU's NUMA node where the OS allows (host_numa.h).
 #include <stdio.h>
 
 #include <memory>
@@ -69,11 +70,37 @@ void gpu_free(tdm_backend_ctx* ctx, void* p) {
   (void)cudaFree(p);
 }
 
+// Pinned memory whose pages prefer the context's NUMA node (mapped there, then registered with
+// the runtime), or null when no node is known or any step fails, so that cudaHostAlloc serves.
+void* host_alloc_on_node(GpuContext& c, size_t bytes) {
+  if (c.numa_node < 0) return nullptr;
+  void* p = numa::map_on_node(bytes, c.numa_node);
+  if (p == nullptr) return nullptr;
+  if (cudaHostRegister(p, bytes, cudaHostRegisterPortable) != cudaSuccess) {
+    (void)cudaGetLastError();
+    numa::unmap_pages(p, bytes);
+    return nullptr;
+  }
+  try {
+    std::lock_guard<std::mutex> lock(c.host_mu);
+    c.host_mapped.emplace(p, bytes);
+  } catch (...) {
+    (void)cudaHostUnregister(p);
+    numa::unmap_pages(p, bytes);
+    throw;
+  }
+  return p;
+}
+
 tdm_status gpu_host_alloc(tdm_backend_ctx* ctx, size_t bytes, void** out) {
-  return guard(ctx, [&](GpuContext&) {
+  return guard(ctx, [&](GpuContext& c) {
     if (out == nullptr) bad("host_alloc with a null out pointer");
     *out = nullptr;
-    void* p = nullptr;
+    void* p = host_alloc_on_node(c, bytes > 0 ? bytes : 1);
+    if (p != nullptr) {
+      *out = p;
+      return;
+    }
     const cudaError_t e = cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocPortable);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
@@ -85,8 +112,23 @@ tdm_status gpu_host_alloc(tdm_backend_ctx* ctx, size_t bytes, void** out) {
 
 void gpu_host_free(tdm_backend_ctx* ctx, void* p) {
   if (p == nullptr) return;
-  (void)cudaSetDevice(cx(ctx).device);
-  (void)cudaFreeHost(p);
+  GpuContext& c = cx(ctx);
+  size_t mapped = 0;
+  {
+    std::lock_guard<std::mutex> lock(c.host_mu);
+    const auto it = c.host_mapped.find(p);
+    if (it != c.host_mapped.end()) {
+      mapped = it->second;
+      c.host_mapped.erase(it);
+    }
+  }
+  (void)cudaSetDevice(c.device);
+  if (mapped > 0) {
+    (void)cudaHostUnregister(p);
+    numa::unmap_pages(p, mapped);
+  } else {
+    (void)cudaFreeHost(p);
+  }
 }
 
 // ---- copies
@@ -306,6 +348,10 @@ extern "C" __attribute__((visibility("default"))) tdm_status tdm_backend_create(
     auto c = std::make_unique<GpuContext>();
     c->device = params->device;
     check_cuda(cudaSetDevice(c->device), "cudaSetDevice");
+    char bus_id[64] = {};
+    const bool have_bus_id = cudaDeviceGetPCIBusId(bus_id, int(sizeof bus_id), c->device) == cudaSuccess;
+    if (!have_bus_id) (void)cudaGetLastError();
+    c->numa_node = tdm::numa::pinned_host_node(have_bus_id ? bus_id : nullptr);
     cudaDeviceProp prop;
     check_cuda(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties");
     c->name = describe_device(prop);

@@ -39,6 +39,10 @@ inline T tdm_shfl_xor(T v, int mask, int width = TDM_WARP) {
 #define cudaHostAlloc hipHostMalloc
 #define cudaHostAllocPortable hipHostMallocPortable
 #define cudaFreeHost hipHostFree
+#define cudaHostRegister hipHostRegister
+#define cudaHostUnregister hipHostUnregister
+#define cudaHostRegisterPortable hipHostRegisterPortable
+#define cudaDeviceGetPCIBusId hipDeviceGetPCIBusId
 #define cudaMemcpy hipMemcpy
 #define cudaMemset hipMemset
 #define cudaMemcpyAsync hipMemcpyAsync

@@ -220,6 +220,13 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { return cudaMalloc(p, n); }
 cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+cudaError_t cudaHostRegister(void* p, size_t, unsigned) { return p != nullptr ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostUnregister(void* p) { return p != nullptr ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaDeviceGetPCIBusId(char* out, int len, int device) {
+  if (out == nullptr || len <= 0 || device != 0) return cudaErrorInvalidValue;
+  std::snprintf(out, size_t(len), "%s", "ffff:ff:1f.7");
+  return cudaSuccess;
+}
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
   std::memmove(dst, src, n);
   return cudaSuccess;

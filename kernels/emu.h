@@ -136,7 +136,8 @@ enum cudaError_t {
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
-constexpr unsigned cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocPortable = 1;
+constexpr unsigned cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocPortable = 1,
+                   cudaHostRegisterPortable = 1;
 
 struct cudaDeviceProp {
   char name[256];
@@ -155,6 +156,12 @@ cudaError_t cudaMalloc(void** p, size_t n);
 cudaError_t cudaFree(void* p);
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags);
 cudaError_t cudaFreeHost(void* p);
+// Host memory is already host memory: registering it succeeds and changes nothing.
+cudaError_t cudaHostRegister(void* p, size_t n, unsigned flags);
+cudaError_t cudaHostUnregister(void* p);
+// A fixed bus id in a PCI domain no machine uses, so the emulated device has no NUMA node of
+// its own (TANDEM_PIN_NUMA_NODE can still give it one).
+cudaError_t cudaDeviceGetPCIBusId(char* out, int len, int device);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s);
 cudaError_t cudaMemset(void* p, int v, size_t n);

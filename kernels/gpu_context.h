@@ -6,10 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
 
 #include "backend/backend.h"
+#include "host_numa.h"
 #include "compat.h"
 
 namespace tdm::gpu {
@@ -66,6 +69,9 @@ struct GpuContext {
   int n_sm = 1;
   GpuStream main;                 // the queue a NULL tdm_stream means
   uint32_t* faults = nullptr;     // device word of DeviceFault bits
+  int numa_node = -1;             // node host_alloc's pages prefer (host_numa.h); -1: no placement
+  std::mutex host_mu;             // guards host_mapped (host_alloc may run on any thread)
+  std::unordered_map<void*, size_t> host_mapped;  // host_alloc pointers from map_on_node, to their bytes
 };
 
 inline GpuContext& cx(tdm_backend_ctx* c) { return *reinterpret_cast<GpuContext*>(c); }

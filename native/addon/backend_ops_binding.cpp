@@ -7,10 +7,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "addon/napi_util.h"
 #include "backend/backend_handle.h"
@@ -594,6 +601,58 @@ Napi::Value time_attention(const Napi::CallbackInfo& info) {
   });
 }
 
+// The node a page-preferring policy on the mapping holding p names; -1 for any other policy or
+// when the kernel does not say (no NUMA support, not Linux).
+int preferred_node_of(const void* p) {
+#ifdef __linux__
+  constexpr int kGetByAddress = 2, kPreferred = 1;  // MPOL_F_ADDR, MPOL_PREFERRED
+  constexpr int kBits = int(8 * sizeof(unsigned long));
+  unsigned long mask[1024 / kBits] = {};
+  int mode = -1;
+  // The kernel handles maxnode - 1 bits of the mask.
+  if (syscall(SYS_get_mempolicy, &mode, mask, 1024ul + 1, p, kGetByAddress) != 0) return -1;
+  if ((mode & 0xff) != kPreferred) return -1;
+  for (int n = 0; n < 1024; ++n)
+    if (mask[n / kBits] & (1ul << (n % kBits))) return n;
+#else
+  (void)p;
+#endif
+  return -1;
+}
+
+// hostRoundTrip(id, bytes) -> {intact, node}: a pattern written into the backend's pinned host
+// memory (host_alloc), copied to the device and back into a second such buffer; intact says the
+// bytes came back unchanged, node is the NUMA node the first buffer's pages prefer (-1: none).
+Napi::Value host_round_trip(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const size_t bytes = size_t(int_arg(info, 1, "bytes"));
+    if (bytes == 0) bad_arg("hostRoundTrip needs bytes > 0");
+    if (b.fn().host_alloc == nullptr || b.fn().host_free == nullptr)
+      throw Error(code::unsupported, std::string(b.kind()) + " backend has no pinned host memory");
+    auto host = [&b](size_t n) {
+      void* p = nullptr;
+      b.check(b.fn().host_alloc(b.ctx(), n, &p), "host_alloc");
+      return std::unique_ptr<void, std::function<void(void*)>>(p, [&b](void* q) { b.fn().host_free(b.ctx(), q); });
+    };
+    auto src = host(bytes);
+    auto back = host(bytes);
+    auto* s = static_cast<uint8_t*>(src.get());
+    for (size_t i = 0; i < bytes; ++i) s[i] = uint8_t((i * 131 + 7) ^ (i >> 8));
+    std::memset(back.get(), 0, bytes);
+    void* dev = sc.alloc(bytes);
+    b.check(b.fn().copy_h2d(b.ctx(), dev, src.get(), bytes, nullptr), "copy_h2d");
+    sc.sync();
+    b.check(b.fn().copy_d2h(b.ctx(), back.get(), dev, bytes, nullptr), "copy_d2h");
+    sc.sync();
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("intact", Napi::Boolean::New(info.Env(), std::memcmp(src.get(), back.get(), bytes) == 0));
+    out.Set("node", Napi::Number::New(info.Env(), preferred_node_of(src.get())));
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_backend_ops(Napi::Env env, Napi::Object exports) {
@@ -614,6 +673,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("copyBlocks", Napi::Function::New(env, copy_blocks, "copyBlocks"));
   ops.Set("timeMatmul", Napi::Function::New(env, time_matmul, "timeMatmul"));
   ops.Set("timeAttention", Napi::Function::New(env, time_attention, "timeAttention"));
+  ops.Set("hostRoundTrip", Napi::Function::New(env, host_round_trip, "hostRoundTrip"));
   exports.Set("backendOps", ops);
 }
 

@@ -155,6 +155,8 @@ export interface NativeBackendOps {
   timeMatmul(id: string, type: string, nRows: number, nCols: number, nTokens: number, iters: number): number;
   /** Microseconds per attention call over nSeqs sequences of contextLen cached positions and nTokens new ones each. */
   timeAttention(id: string, opts: { kvType: 'f16' | 'f32'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;
+  /** Pinned host memory (host_alloc) round trip of `bytes` bytes through the device: intact when they come back unchanged; node: the NUMA node its pages prefer, -1 none. */
+  hostRoundTrip(id: string, bytes: number): { intact: boolean; node: number };
 }
 
 export interface NativeAddon {

@@ -4,69 +4,14 @@
 // HIP libraries; every op case and bad-data check then runs on both against the CPU reference.
 // The build is cached in the temporary folder under a hash of the sources and flags.
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/binding.js';
+import { emulatedLibDir, noCompiler } from './emulated-build.js';
 import { REFERENCE_ID, badDataChecks, checkCase, opCases } from './op-cases.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cxx = process.env.CXX ?? 'c++';
-const version = spawnSync(cxx, ['--version'], { encoding: 'utf8' });
-const KERNELS = ['backend_gpu', 'matmul', 'elementwise', 'attention', 'moe'];
-const HEADERS = ['kernels/compat.h', 'kernels/emu.h', 'kernels/gpu_context.h', 'kernels/quant_math.h', 'native/backend/backend.h'];
-
-/** Runs a command; resolves with its exit status and stderr. */
-function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (status) => resolve({ status, stderr }));
-  });
-}
-
-/** Builds (or finds cached) dir/libtandem_<kind>.so for both warp widths; returns errors, '' when fine. */
-async function buildEmulated(dir: string): Promise<string> {
-  const variants = [
-    { kind: 'cuda', warp: 32 },
-    { kind: 'hip', warp: 64 },
-  ];
-  const jobs: { args: string[]; obj: string }[] = [];
-  for (const v of variants) {
-    const flags = ['-std=c++17', '-O1', '-fPIC', '-fvisibility=hidden', '-w', '-DTDM_EMU', `-DTDM_EMU_WARP=${v.warp}`,
-      '-I', path.join(root, 'native'), '-I', path.join(root, 'kernels')];
-    for (const n of KERNELS) jobs.push({ obj: path.join(dir, `${v.kind}-${n}.o`), args: [...flags, '-x', 'c++', '-c', path.join(root, 'kernels', `${n}.cu`)] });
-    jobs.push({ obj: path.join(dir, `${v.kind}-emu.o`), args: [...flags, '-c', path.join(root, 'kernels', 'emu.cpp')] });
-  }
-  for (let i = 0; i < jobs.length; i += 2) {
-    const batch = jobs.slice(i, i + 2).map((j) => run(cxx, [...j.args, '-o', j.obj]));
-    for (const r of await Promise.all(batch)) if (r.status !== 0) return r.stderr.slice(0, 3000);
-  }
-  for (const v of variants) {
-    const objs = jobs.map((j) => j.obj).filter((o) => path.basename(o).startsWith(`${v.kind}-`));
-    const tmp = path.join(dir, `libtandem_${v.kind}.so.tmp`);
-    const link = await run(cxx, ['-shared', ...objs, '-o', tmp]);
-    if (link.status !== 0) return link.stderr.slice(0, 3000);
-    renameSync(tmp, path.join(dir, `libtandem_${v.kind}.so`));
-  }
-  return '';
-}
-
-t.test('GPU kernels emulated on the host pass every op case', { skip: version.status !== 0 && `no C++ compiler (${cxx})` }, async (t) => {
-  const hash = createHash('sha1').update(version.stdout);
-  for (const f of [...KERNELS.map((n) => `kernels/${n}.cu`), 'kernels/emu.cpp', ...HEADERS]) hash.update(readFileSync(path.join(root, f)));
-  const dir = path.join(tmpdir(), `tandem-emu-${hash.digest('hex').slice(0, 16)}`);
-  if (!existsSync(path.join(dir, 'libtandem_hip.so'))) {
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    const err = await buildEmulated(dir);
-    t.equal(err, '', 'the kernel sources compile for the emulation');
-    if (err) return;
-  }
+t.test('GPU kernels emulated on the host pass every op case', { skip: noCompiler }, async (t) => {
+  const { dir, error } = await emulatedLibDir();
+  t.equal(error, '', 'the kernel sources compile for the emulation');
+  if (error) return;
 
   const saved = process.env.TANDEM_GPU_LIB_DIR;
   process.env.TANDEM_GPU_LIB_DIR = dir;
