@@ -1,0 +1,169 @@
+// The executor's GPU paths with no GPU: the kernel sources built for the host emulation
+// (emulated-build.ts) load through the backend registry as a CUDA device that reports
+// asynchronous streams and events, so the code a real GPU runs (copy streams and events for
+// CPU attention, weights left in host RAM, the expert cache's copies, prefill streaming through
+// the double buffer, admissions and prefetches on the expert stream, the fused combine, expert
+// timing) runs end to end here. Logits are checked against the plain CPU path; the emulation
+// runs work at once in queue order, so this checks the logic, not the GPU's concurrency.
+import t from 'tap';
+import { existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { native, type NativeExpertConfig, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
+import type { ExpertStepStats, KvTier, SequencePlan, Strategy } from '../../src/native/step-plan.js';
+import { GgufFile } from '../../src/model/gguf.js';
+import { describeModel } from '../../src/model/describe.js';
+import { makeModel } from '../../src/model/synthetic.js';
+import { calibrateExperts, QUICK_EXPERT_GRID } from '../../src/sched/experts/calibrate.js';
+import { emulatedLibDir, noCompiler } from './emulated-build.js';
+import { modelPath } from '../helpers.js';
+
+/**
+ * Largest |logit difference| relative to the largest |logit| between the emulated GPU kernels
+ * and the CPU's packed kernels (the same products summed in other orders); the device script's
+ * NMSE bound is the same idea.
+ */
+const TOLERANCE = 2e-2;
+
+const built = noCompiler ? { dir: '', error: noCompiler } : await emulatedLibDir();
+// Before the first registry scan of this process: the emulated libraries stand in for the GPU's.
+process.env.TANDEM_GPU_LIB_DIR = built.dir;
+const skip = noCompiler || (built.error ? `the emulation did not build: ${built.error.slice(0, 200)}` : false);
+
+function hparamsOf(file: string) {
+  const f = GgufFile.open(file);
+  try {
+    return describeModel(f).hparams;
+  } finally {
+    f.close();
+  }
+}
+
+async function load(file: string, extra: Partial<NativeModelConfig> = {}): Promise<NativeModel> {
+  return native().loadModel(file, { hparams: hparamsOf(file), threads: 1, kvBlockTokens: 16, kvBlocks: { device: 16, host: 16 }, ...extra });
+}
+
+const PROMPTS = [
+  [1, 403, 407, 261, 378],
+  [1, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426],
+  [1, 300, 301, 302],
+];
+const DECODE_STEPS = 3;
+
+interface Shape {
+  strategy: Strategy;
+  tier: (id: number) => KvTier;
+}
+
+/** A prefill of every prompt in one step, then teacher-forced decode steps: each step's logits, tokens and expert counters. */
+async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ logits: Float32Array[][]; tokens: number[][]; experts: ExpertStepStats[] }> {
+  const ids = PROMPTS.map((_, i) => i + 1);
+  const seq = (id: number, tokens: number[], startPos: number): SequencePlan => {
+    const tier = shape.tier(id);
+    return {
+      seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: tier,
+      attention: tier === 'device' ? 'gpu' : 'cpu', sample: true, returnLogits: true,
+    };
+  };
+  const out = { logits: [] as Float32Array[][], tokens: [] as number[][], experts: [] as ExpertStepStats[] };
+  const pos = PROMPTS.map((p) => p.length);
+  let sequences = ids.map((id) => seq(id, PROMPTS[id - 1]!, 0));
+  for (let step = 0; step <= DECODE_STEPS; step++) {
+    const r = await m.step({ strategy: shape.strategy, copies: [], sequences });
+    out.logits.push(r.sequences.map((s) => s.logits!));
+    out.tokens.push(r.sequences.map((s) => s.token));
+    if (r.experts) out.experts.push(r.experts);
+    const next = forced[step] ?? out.tokens[step]!;
+    sequences = ids.map((id, i) => seq(id, [next[i]!], pos[i]!));
+    for (let i = 0; i < pos.length; i++) pos[i]!++;
+  }
+  return out;
+}
+
+/** The largest |difference| over every logit, relative to the largest |logit| of `want`. */
+function relDiff(got: Float32Array[][], want: Float32Array[][]): number {
+  let d = 0;
+  let scale = 0;
+  want.forEach((rows, i) => rows.forEach((w, j) => {
+    const g = got[i]![j]!;
+    for (let k = 0; k < w.length; k++) {
+      d = Math.max(d, Math.abs(g[k]! - w[k]!));
+      scale = Math.max(scale, Math.abs(w[k]!));
+    }
+  }));
+  return d / scale;
+}
+
+const sum = (xs: ExpertStepStats[], k: keyof ExpertStepStats) => xs.reduce((n, x) => n + x[k], 0);
+const odd = (id: number): KvTier => (id % 2 === 1 ? 'device' : 'host');
+
+t.test('dense: every strategy and a split placement on the emulated GPU give the CPU path\'s logits', { skip }, async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const ref = await load(file);
+  const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
+  ref.dispose();
+  const probe = await load(file, { device: 'gpu' });
+  t.match(probe.placement.deviceName, /emulated on the host/, 'the emulated library is the device');
+  const total = probe.placement.deviceBytes;
+  probe.dispose();
+  const cases: { name: string; config: Partial<NativeModelConfig>; shape: Shape }[] = [
+    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } },
+    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } },
+    { name: 'pipeline', config: {}, shape: { strategy: 'pipeline', tier: odd } },
+    { name: 'overlap, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'overlap', tier: odd } },
+  ];
+  for (const c of cases) {
+    const m = await load(file, { device: 'gpu', ...c.config });
+    const got = await run(m, c.shape, want.tokens);
+    m.dispose();
+    const d = relDiff(got.logits, want.logits);
+    t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
+  }
+});
+
+t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the counters of the async paths', { skip }, async (t) => {
+  const dir = path.join(tmpdir(), 'tandem-test-models');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'emulated-executor-v1-qwen2moe.gguf');
+  if (!existsSync(file)) await makeModel({ preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', nExpert: 8, nExpertUsed: 2, seed: 41 }, file);
+  const ref = await load(file);
+  const want = await run(ref, { strategy: 'cpu', tier: () => 'device' }, []);
+  ref.dispose();
+  const gpuOnly: Shape = { strategy: 'gpu-only', tier: () => 'device' };
+  const budget = 3 << 20;
+  const policies: { name: string; experts: NativeExpertConfig; calibrate?: boolean }[] = [
+    { name: 'dynamic, n* = 2', experts: { policy: 'dynamic', maxSlots: 4, nStar: 2, admitPerLayer: 1, admitMargin: 1 } },
+    { name: 'dynamic, calibrated, idle-link prefetch', experts: { policy: 'dynamic', maxSlots: 6, prefetchWhenIdle: true }, calibrate: true },
+    { name: 'cpu-all', experts: { policy: 'cpu-all' } },
+    { name: 'cpu-first-layers:1', experts: { policy: 'cpu-first-layers', cpuLayers: 1 } },
+  ];
+  for (const p of policies) {
+    const m = await load(file, { device: 'gpu', deviceWeightBytes: budget, experts: p.experts });
+    if (p.calibrate) {
+      const c = await calibrateExperts(m, QUICK_EXPERT_GRID);
+      t.equal(c.deviceNote, undefined, `${p.name}: the device side is timed from the cache slots`);
+      t.ok(c.points.every((x) => x.us > 0), `${p.name}: every timing is positive`);
+      m.setExpertCost(c.cost);
+    }
+    const got = await run(m, gpuOnly, want.tokens);
+    m.dispose();
+    const d = relDiff(got.logits, want.logits);
+    t.ok(d <= TOLERANCE, `${p.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
+    const e = got.experts;
+    t.equal(e.length, DECODE_STEPS + 1, `${p.name}: every step reports its experts`);
+    if (p.experts.policy === 'cpu-all') {
+      t.equal(sum(e, 'deviceExperts'), 0, `${p.name}: no expert on the device`);
+    } else {
+      t.ok(sum(e, 'deviceExperts') > 0 && sum(e, 'cpuExperts') > 0, `${p.name}: experts ran on both sides`);
+    }
+    if (p.name === 'dynamic, n* = 2') {
+      t.ok(e[0]!.prefillCopies > 0, `${p.name}: the prefill streams missing experts (${e[0]!.prefillCopies} copies)`);
+      t.ok(e[0]!.overlappedCopies > 0, `${p.name}: fills queued ahead of device compute on the copy stream`);
+      t.ok(sum(e, 'admissions') > 0, `${p.name}: CPU-run experts are admitted to the cache on the expert stream`);
+    }
+    if (p.calibrate) {
+      // The emulated device is far slower than the CPU, so its resident experts leave the link a long idle window.
+      t.ok(sum(e, 'prefetches') > 0, `${p.name}: next-layer experts prefetched on the expert stream (${sum(e, 'prefetches')})`);
+    }
+  }
+});
