@@ -3,7 +3,8 @@
 // asynchronous streams and events, so the code a real GPU runs (copy streams and events for
 // CPU attention, weights left in host RAM, the expert cache's copies, prefill streaming through
 // the double buffer, admissions and prefetches on the expert stream, the fused combine, expert
-// timing) runs end to end here. Logits are checked against the plain CPU path; the emulation
+// timing) runs end to end here, and so do loadModel's policies and expert offload through the
+// public API. Logits are checked against the plain CPU path; the emulation
 // runs work at once in queue order, so this checks the logic, not the GPU's concurrency.
 import t from 'tap';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
 import { calibrateExperts, QUICK_EXPERT_GRID } from '../../src/sched/experts/calibrate.js';
 import { emulatedLibDir, noCompiler } from './emulated-build.js';
+import { loadModel } from '../../src/api/index.js';
 import { modelPath } from '../helpers.js';
 
 /**
@@ -166,4 +168,38 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
       t.ok(sum(e, 'prefetches') > 0, `${p.name}: next-layer experts prefetched on the expert stream (${sum(e, 'prefetches')})`);
     }
   }
+});
+
+t.test('the public API on the emulated GPU: policies under a capped device KV, and dynamic experts', { skip }, async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const opts = { threads: 1, contextSize: 128, maxSequences: 4 };
+  const plain = await loadModel(file, opts);
+  t.teardown(() => plain.dispose());
+  const prompt = plain.tokenize('Once upon a time');
+  const want = (await plain.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }).result).tokens;
+  for (const policy of ['auto', 'overlap'] as const) {
+    // A device KV tier of two blocks: the three requests cannot all keep their KV on the device.
+    const m = await loadModel(file, { ...opts, device: 'gpu', policy, profile: 'quick', kvDeviceBytes: 2 * plain.info.kvBlockBytes });
+    t.match(m.info.deviceName, /emulated on the host/);
+    let hostSeqSteps = 0;
+    const stop = m.onStep((s) => (hostSeqSteps += s.sequences.host > 0 ? 1 : 0));
+    const got = await Promise.all([0, 1, 2].map(() => m.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }).result));
+    stop();
+    const strategies = m.stats.policy!.strategies;
+    m.dispose();
+    for (const g of got) t.same(g.tokens, want, `${policy}: the CPU path's greedy tokens`);
+    t.ok(hostSeqSteps > 0, `${policy}: ${hostSeqSteps} steps ran sequences whose KV is in host RAM (${JSON.stringify(strategies)})`);
+  }
+  const moe = path.join(tmpdir(), 'tandem-test-models', 'emulated-executor-v1-qwen2moe.gguf');
+  const m = await loadModel(moe, { threads: 1, contextSize: 64, maxSequences: 2, device: 'gpu', experts: 'dynamic', deviceWeightBytes: 3 << 20, profile: 'quick' });
+  t.teardown(() => m.dispose());
+  const cal = m.info.experts!.calibration!;
+  t.equal(cal.deviceNote, undefined, 'the emulated device times its experts');
+  t.ok(cal.cost.gpuFixedUs > 0 && cal.cost.linkBytesPerUs > 0, 'device and link costs calibrated');
+  const steps: number[] = [];
+  const stop = m.onStep((s) => steps.push(s.experts ? s.experts.hits + s.experts.misses : -1));
+  const r = await m.generate([1, 5, 9, 13, 17, 21], { maxTokens: 6, temperature: 0, ignoreEos: true }).result;
+  stop();
+  t.equal(r.tokens.length, 6);
+  t.ok(steps.length > 0 && steps.every((n) => n > 0), 'every step routed experts');
 });
