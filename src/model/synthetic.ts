@@ -94,6 +94,7 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
   w.setUint32('general.file_type', FILE_TYPE_IDS[s.type]);
   w.setUint32('general.quantization_version', 2);
   w.setUint64('tandem.synthetic.seed', BigInt(s.seed));
+  if (s.routerSkew > 0) w.setFloat32('tandem.synthetic.router_skew', s.routerSkew);
   u32('vocab_size', vocab.nVocab);
   u32('context_length', s.nCtx);
   u32('embedding_length', s.nEmbd);
@@ -113,6 +114,65 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
     if (a === 'qwen2moe') u32('expert_shared_feed_forward_length', s.nFfShared);
   }
   for (const e of vocab.entries) w.set(e.key, e.type, e.value);
+}
+
+/** Mean of every token embedding's elements under routerSkew: a direction every hidden state keeps. */
+const SKEW_EMBEDDING_MEAN = 0.15;
+/**
+ * Router row offset of the expert of rank r: -routerSkew · ln(r + 1) · SKEW_LOGIT_SCALE / nEmbd
+ * along the shared direction. Chosen by measurement on the moe-8x-top2 shape (4 layers, q8_0,
+ * batch 16, CPU stand-in): 7.67, 7.44 and 6.58 distinct experts of 8 per layer and step at
+ * routerSkew 0.5, 1.1 and 2, where the simulator's Zipf traces (src/sched/experts/sim.ts) give
+ * 7.85, 7.51 and 6.30 at exponents 0.5, 1.1 and 2. A larger embedding mean couples the random
+ * parts of the hidden states across tokens and skews routing whatever routerSkew says.
+ */
+const SKEW_LOGIT_SCALE = 4;
+
+/**
+ * routerSkew: every token embedding gets a shared component, and each layer's router row of the
+ * expert of rank r (a seeded order per layer) an offset along it, in proportion to -ln(r + 1).
+ */
+function skewRouting(s: ResolvedSpec, t: TensorPlan, values: Float32Array, offset: number): void {
+  if (t.name === 'token_embd.weight') {
+    for (let i = 0; i < values.length; i++) values[i]! += SKEW_EMBEDDING_MEAN;
+    return;
+  }
+  const m = /^blk\.(\d+)\.ffn_gate_inp\.weight$/.exec(t.name);
+  if (!m) return;
+  const layer = Number(m[1]);
+  const rank = expertRanks(s.seed, layer, s.nExpert);
+  const n = s.nEmbd;
+  // Chunks hold whole rows. Each row loses its mean first, so that the random rows do not
+  // meet the shared direction themselves: only the offsets below order the experts.
+  for (let r0 = 0; r0 < values.length; r0 += n) {
+    const e = Math.floor((offset + r0) / n);
+    let mean = 0;
+    for (let i = r0; i < r0 + n; i++) mean += values[i]!;
+    mean /= n;
+    const shift = (-s.routerSkew * Math.log(rank[e]! + 1) * SKEW_LOGIT_SCALE) / n - mean;
+    for (let i = r0; i < r0 + n; i++) values[i]! += shift;
+  }
+}
+
+/** A seeded permutation: the popularity rank of each expert of one layer. */
+function expertRanks(seed: number, layer: number, nExpert: number): number[] {
+  let x = (seed * 2654435761 + layer * 40503 + 1) >>> 0;
+  const next = () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 4294967296;
+  };
+  const order = Array.from({ length: nExpert }, (_, i) => i);
+  for (let i = nExpert - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  const rank = new Array<number>(nExpert);
+  order.forEach((e, r) => (rank[e] = r));
+  return rank;
 }
 
 /** Rows per chunk: whole rows (a quantized block never straddles chunks), about CHUNK_ELEMENTS values. */
@@ -157,6 +217,7 @@ export async function makeModel(spec: ModelSpec, path: string, options: MakeMode
       for (let offset = 0; offset < nElements; offset += step) {
         const count = Math.min(step, nElements - offset);
         const values = given ? given.slice(offset, offset + count) : await tensorValues(s.seed, t.name, t.mean, t.std, offset, count);
+        if (!given && s.routerSkew > 0) skewRouting(s, t, values, offset);
         const bytes = t.type === 'f32' ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength) : await quantizeAsync(t.type, values);
         await stream.write(t.name, bytes);
         options.onProgress?.({ tensor: t.name, tensorIndex: i, nTensors: plan.length, bytesWritten: stream.progress.bytesWritten, bytesTotal });

@@ -248,9 +248,33 @@ t.test('bad specs give typed errors naming the problem', async (t) => {
   await bad({ architecture: 'qwen3moe', nFfShared: 64 }, /only in qwen2moe/);
   await bad({ nVocab: 100 }, /at least 259 tokens/);
   await bad({ nLayer: 0 }, /nLayer must be an integer/);
+  await bad({ nExpert: 8, nExpertUsed: 2, routerSkew: -1 }, /routerSkew must be a number from 0 to 4/);
+  await bad({ nExpert: 8, nExpertUsed: 2, routerSkew: 5 }, /routerSkew must be a number from 0 to 4/);
+  await bad({ routerSkew: 1 }, /routerSkew needs a MoE model/);
   await bad({ seed: -1 }, /seed must be an integer/);
   await bad({ tensorTypes: { 'blk.9.attn_q.weight': 'q8_0' } }, /no tensor 'blk.9.attn_q.weight'/);
   await bad({ tensorData: { 'output_norm.weight': new Float32Array(3) } }, /has 3 values; the tensor has 256/);
   await bad({ vocab: modelPath('vocab/ggml-vocab-llama-spm.gguf'), nVocab: 100 }, /disagrees with the 32000 tokens/);
   await bad({ vocab: path.join(dir, 'missing.gguf') }, /vocab file: .*no such file/, 'TDM_NOT_FOUND');
+});
+
+t.test('routerSkew concentrates routing on fewer experts, and is written down', async (t) => {
+  // Batch 16 on the CPU stand-in with every expert on the CPU: the distinct experts each layer
+  // runs per decode step (7.9 of 8 when 32 routed rows fall uniformly; fewer when skewed).
+  const { measureExpertOffload } = await import('../../src/sched/experts/native.js');
+  const distinct = async (routerSkew: number) => {
+    const file = tmpFile();
+    await makeModel({ preset: 'tiny', architecture: 'qwen2moe', nExpert: 8, nExpertUsed: 2, nLayer: 2, type: 'q8_0', seed: 21, routerSkew }, file);
+    if (routerSkew > 0) {
+      const g = GgufFile.open(file);
+      t.equal(g.getNumber('tandem.synthetic.router_skew'), routerSkew, 'the skew is in the metadata');
+      g.close();
+    }
+    const r = await measureExpertOffload(file, { policy: 'cpu-all', device: 'cpu-standin', threads: 1, batch: 16, promptTokens: 8, decodeSteps: 6, warmupSteps: 1, cpuVariant: 'ref' });
+    return r.decode!.cpuExperts / (6 * 2);
+  };
+  const flat = await distinct(0);
+  const skewed = await distinct(4);
+  t.ok(flat > 7, `unskewed: ${flat.toFixed(2)} distinct experts of 8 per layer and step`);
+  t.ok(skewed < flat - 0.5, `routerSkew 4: ${skewed.toFixed(2)}`);
 });

@@ -107,6 +107,14 @@ export interface ModelSpec extends Partial<ModelShape> {
   tensorTypes?: Record<string, WeightType>;
   /** Per-tensor values (all nElements of them, as f32) instead of random ones. */
   tensorData?: Record<string, Float32Array>;
+  /**
+   * MoE only: skews each layer's routing toward a seeded order of its experts, roughly as a
+   * Zipf popularity of this exponent would (the expert of rank r about (r + 1)^-routerSkew as
+   * popular; calibrated on the moe-8x-top2 shape in synthetic.ts, weaker on much smaller
+   * shapes), as trained routers are skewed; 0 (default) leaves the random routers, which route
+   * nearly uniformly. Up to 4.
+   */
+  routerSkew?: number;
 }
 
 /** A spec with every field settled and checked. */
@@ -119,6 +127,7 @@ export interface ResolvedSpec extends ModelShape {
   name: string;
   tensorTypes: Record<string, WeightType>;
   tensorData: Record<string, Float32Array>;
+  routerSkew: number;
 }
 
 export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe';
@@ -230,6 +239,9 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   for (const [name, d] of Object.entries(spec.tensorData ?? {})) {
     if (!(d instanceof Float32Array)) throw bad(`tensorData['${name}'] must be a Float32Array`);
   }
+  const routerSkew = spec.routerSkew ?? 0;
+  if (!(routerSkew >= 0 && routerSkew <= 4)) throw bad(`routerSkew must be a number from 0 to 4, got ${String(spec.routerSkew)}`);
+  if (routerSkew > 0 && shape.nExpert === 0) throw bad('routerSkew needs a MoE model (nExpert > 0)');
   const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
   return {
     ...shape,
@@ -241,5 +253,6 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     name,
     tensorTypes: { ...spec.tensorTypes },
     tensorData: { ...spec.tensorData },
+    routerSkew,
   };
 }
