@@ -305,7 +305,7 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so hit rates sit near the cached share of experts (a real MoE is skewed).${report.error ? ` Error: ${report.error}` : ''}`, '',
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others.${report.error ? ` Error: ${report.error}` : ''}`, '',
     '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
@@ -371,9 +371,14 @@ async function main(): Promise<void> {
   const bigSpec: ModelSpec = QUICK ? { preset: 'tiny', type: 'q8_0', seed: 8 } : { preset: 'llama3-8b', nLayer: BIG_LAYERS, type: 'q8_0', seed: 8 };
   const bigFile = path.join(work, 'big.gguf');
   const bigReady = startChild('make-child.js', [JSON.stringify(bigSpec), bigFile]);
-  const moeSpec: ModelSpec = QUICK ? { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } : { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 };
-  const moeFile = path.join(work, 'moe.gguf');
-  const moeReady = startChild('make-child.js', [JSON.stringify(moeSpec), moeFile]);
+  // The expert section's models: random routers (nearly uniform routing), and the same shape
+  // with routing skewed as trained routers are (routerSkew 1.1, the simulator's Zipf exponent).
+  const moeBase: ModelSpec = QUICK ? { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } : { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 };
+  const moeLabel = QUICK ? 'tiny qwen2moe q8_0' : 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0';
+  const moeModels = [
+    { name: `${moeLabel}, random routers`, spec: moeBase, file: path.join(work, 'moe.gguf') },
+    { name: `${moeLabel}, routing skewed (routerSkew 1.1)`, spec: { ...moeBase, routerSkew: 1.1 }, file: path.join(work, 'moe-skewed.gguf') },
+  ].map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
 
   // 1. Every op case, then larger shapes.
   const small = runCases(ops, gpuId, opCases());
@@ -474,21 +479,24 @@ async function main(): Promise<void> {
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
     }
   }
-  // MoE expert offload: the same file and device budget under each expert policy.
-  let experts: ExpertsReport | string = 'not run (out of time, or the executor put no work on the GPU)';
-  const moeName = QUICK ? 'tiny qwen2moe q8_0' : 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0';
-  const moeError = await moeReady;
-  if (moeError) experts = `model not written: ${moeError}`;
-  else if (executorOnGpu && elapsedS() < BUDGET_S) {
-    // Dense weights plus about a third of the experts fit the budget; n* from DESIGN.md's formula
-    // with a PCIe-class link (25 GB/s) and the CPU's expert rate (50 GFLOP/s a core).
-    const budget = Math.floor(statSync(moeFile).size * 0.4);
-    const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
-    const outFile = path.join(work, 'experts.json');
-    const err = await startChild('experts-child.js', [moeFile, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
-    experts = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertsReport) : (err ?? 'no report');
-    if (err && typeof experts !== 'string') experts.error = err;
-    log(`experts: ${err ?? 'done'}`);
+  // MoE expert offload: each file under each expert policy at the same device budget.
+  const experts: { name: string; report: ExpertsReport | string }[] = [];
+  for (const [i, moe] of moeModels.entries()) {
+    let report: ExpertsReport | string = 'not run (out of time, or the executor put no work on the GPU)';
+    const moeError = await moe.ready;
+    if (moeError) report = `model not written: ${moeError}`;
+    else if (executorOnGpu && elapsedS() < BUDGET_S) {
+      // Dense weights plus about a third of the experts fit the budget; n* from DESIGN.md's formula
+      // with a PCIe-class link (25 GB/s) and the CPU's expert rate (50 GFLOP/s a core).
+      const budget = Math.floor(statSync(moe.file).size * 0.4);
+      const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
+      const outFile = path.join(work, `experts-${i}.json`);
+      const err = await startChild('experts-child.js', [moe.file, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
+      report = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertsReport) : (err ?? 'no report');
+      if (err && typeof report !== 'string') report.error = err;
+      log(`experts (${moe.name}): ${err ?? 'done'}`);
+    }
+    experts.push({ name: moe.name, report });
   }
   results.experts = experts;
 
@@ -501,7 +509,7 @@ async function main(): Promise<void> {
     '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
     ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
   md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
-  md.push(...strategyTable(bigName, strategies), ...(typeof policies === 'string' ? policyTable(bigName, policies) : policies.flatMap((p) => policyTable(bigName, p))), ...expertsTable(moeName, experts));
+  md.push(...strategyTable(bigName, strategies), ...(typeof policies === 'string' ? policyTable(bigName, policies) : policies.flatMap((p) => policyTable(bigName, p))), ...experts.flatMap((x) => expertsTable(x.name, x.report)));
 
   writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
   writeFileSync(path.join(outDir, 'results.md'), md.join('\n'));
