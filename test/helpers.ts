@@ -1,6 +1,8 @@
 // Paths and small utilities shared by the tests.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GgufFile } from '../src/model/gguf.js';
+import { describeModel, type ModelHyperparams } from '../src/model/describe.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** ../shared/models beside the checkout (TANDEM_SHARED_MODELS overrides). */
@@ -18,4 +20,14 @@ export function maxAbsDiff(a: Float32Array[][], b: Float32Array[][]): number {
     }
   }
   return m;
+}
+
+/** A GGUF file's hyperparameters, as the native loader takes them. */
+export function hparamsOf(file: string): ModelHyperparams {
+  const f = GgufFile.open(file);
+  try {
+    return describeModel(f).hparams;
+  } finally {
+    f.close();
+  }
 }

@@ -12,13 +12,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native, type NativeExpertConfig, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
 import type { ExpertStepStats, KvTier, SequencePlan, Strategy } from '../../src/native/step-plan.js';
-import { GgufFile } from '../../src/model/gguf.js';
-import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
 import { calibrateExperts, QUICK_EXPERT_GRID } from '../../src/sched/experts/calibrate.js';
 import { emulatedLibDir, noCompiler } from './emulated-build.js';
 import { loadModel } from '../../src/api/index.js';
-import { modelPath } from '../helpers.js';
+import { hparamsOf, maxAbsDiff, modelPath } from '../helpers.js';
 
 /**
  * Largest |logit difference| relative to the largest |logit| between the emulated GPU kernels
@@ -32,14 +30,6 @@ const built = noCompiler ? { dir: '', error: noCompiler } : await emulatedLibDir
 process.env.TANDEM_GPU_LIB_DIR = built.dir;
 const skip = noCompiler || (built.error ? `the emulation did not build: ${built.error.slice(0, 200)}` : false);
 
-function hparamsOf(file: string) {
-  const f = GgufFile.open(file);
-  try {
-    return describeModel(f).hparams;
-  } finally {
-    f.close();
-  }
-}
 
 async function load(file: string, extra: Partial<NativeModelConfig> = {}): Promise<NativeModel> {
   return native().loadModel(file, { hparams: hparamsOf(file), threads: 1, kvBlockTokens: 16, kvBlocks: { device: 16, host: 16 }, ...extra });
@@ -82,18 +72,10 @@ async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ 
   return out;
 }
 
-/** The largest |difference| over every logit, relative to the largest |logit| of `want`. */
+/** The largest |logit difference|, relative to the largest |logit| of `want`. */
 function relDiff(got: Float32Array[][], want: Float32Array[][]): number {
-  let d = 0;
-  let scale = 0;
-  want.forEach((rows, i) => rows.forEach((w, j) => {
-    const g = got[i]![j]!;
-    for (let k = 0; k < w.length; k++) {
-      d = Math.max(d, Math.abs(g[k]! - w[k]!));
-      scale = Math.max(scale, Math.abs(w[k]!));
-    }
-  }));
-  return d / scale;
+  const scale = Math.max(...want.flat().map((l) => Math.max(...l.map(Math.abs))));
+  return maxAbsDiff(got, want) / scale;
 }
 
 const sum = (xs: ExpertStepStats[], k: keyof ExpertStepStats) => xs.reduce((n, x) => n + x[k], 0);

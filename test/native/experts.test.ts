@@ -13,24 +13,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native, type NativeExpertConfig, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
 import type { ExpertStepStats, SequencePlan, StepPlan } from '../../src/native/step-plan.js';
-import { GgufFile } from '../../src/model/gguf.js';
-import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
 import type { ModelSpec } from '../../src/model/synthetic/spec.js';
-import { maxAbsDiff } from '../helpers.js';
+import { maxAbsDiff, hparamsOf } from '../helpers.js';
 
 const N_EXPERT = 8;
 const N_LAYER = 2;
 const DECODE_STEPS = 5;
 
-function hparamsOf(file: string) {
-  const f = GgufFile.open(file);
-  try {
-    return describeModel(f).hparams;
-  } finally {
-    f.close();
-  }
-}
 
 /** A deterministic normal-ish stream (sum of uniforms) for router weights. */
 function routerRows(seed: number, nExpert: number, nEmbd: number, boost: number[]): Float32Array {

@@ -6,22 +6,12 @@ import t from 'tap';
 import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
 import { native, type NativeModel } from '../../src/native/binding.js';
 import type { SequencePlan, StepPlan } from '../../src/native/step-plan.js';
-import { GgufFile } from '../../src/model/gguf.js';
-import { describeModel } from '../../src/model/describe.js';
-import { modelPath } from '../helpers.js';
+import { modelPath, hparamsOf } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
 const BOS = 1;
 const BLOCK_TOKENS = 16;
 
-function hparamsOf(path: string) {
-  const f = GgufFile.open(path);
-  try {
-    return describeModel(f).hparams;
-  } finally {
-    f.close();
-  }
-}
 
 async function load(path: string, blocks = { device: 16, host: 64 }): Promise<NativeModel> {
   return native().loadModel(path, { hparams: hparamsOf(path), threads: 2, kvBlockTokens: BLOCK_TOKENS, kvBlocks: blocks });

@@ -12,23 +12,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
 import type { KvTier, SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
-import { GgufFile } from '../../src/model/gguf.js';
-import { describeModel } from '../../src/model/describe.js';
 import { makeModel } from '../../src/model/synthetic.js';
-import { maxAbsDiff, modelPath } from '../helpers.js';
+import { maxAbsDiff, modelPath, hparamsOf } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
 const BLOCK_TOKENS = 16;
 const DECODE_STEPS = 6;
 
-function hparamsOf(file: string) {
-  const f = GgufFile.open(file);
-  try {
-    return describeModel(f).hparams;
-  } finally {
-    f.close();
-  }
-}
 
 async function moeFile(): Promise<string> {
   const dir = path.join(tmpdir(), 'tandem-test-models');
