@@ -738,6 +738,19 @@ tdm_status cpu_router(tdm_backend_ctx* c, const float* logits, int64_t n_tokens,
   });
 }
 
+// One choice's term of an expert combination: y = o * w for the first choice, else y + o * w with
+// the product rounded before the add (llama.cpp's ggml_mul then ggml_add), never fused.
+void add_weighted_row(float* y, const float* o, float w, bool first, int64_t n) {
+  if (first) {
+    for (int64_t i = 0; i < n; ++i) y[i] = o[i] * w;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const float prod = o[i] * w;
+    y[i] = y[i] + prod;
+  }
+}
+
 tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, const int32_t* ids, const float* weights,
                        int32_t n_used, const tdm_weight* gate, const tdm_weight* up, const tdm_weight* down, float* y,
                        tdm_stream*) {
@@ -836,15 +849,7 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
       float* yt = y + t * n_embd;
       for (int32_t j = 0; j < n_used; ++j) {
         const float wj = weights[t * n_used + j];
-        const float* o = ho + position[size_t(t * n_used + j)] * n_embd;
-        if (j == 0) {
-          for (int64_t i = 0; i < n_embd; ++i) yt[i] = o[i] * wj;
-        } else {
-          for (int64_t i = 0; i < n_embd; ++i) {
-            const float prod = o[i] * wj;
-            yt[i] = yt[i] + prod;
-          }
-        }
+        add_weighted_row(yt, ho + position[size_t(t * n_used + j)] * n_embd, wj, j == 0, n_embd);
       }
     }, double(n_slots) * double(n_embd));
   });
@@ -865,15 +870,7 @@ tdm_status cpu_moe_combine(tdm_backend_ctx* c, const float* rows, int64_t n_rows
       for (int32_t j = 0; j < n_used; ++j) {
         const int64_t slot = int64_t(j) * n_tokens + t;
         const float wj = weights[slot];
-        const float* o = rows + int64_t(pos[slot]) * n_cols;
-        if (j == 0) {
-          for (int64_t i = 0; i < n_cols; ++i) yt[i] = o[i] * wj;
-        } else {
-          for (int64_t i = 0; i < n_cols; ++i) {
-            const float prod = o[i] * wj;
-            yt[i] = yt[i] + prod;
-          }
-        }
+        add_weighted_row(yt, rows + int64_t(pos[slot]) * n_cols, wj, j == 0, n_cols);
       }
     }, double(n_slots) * double(n_cols));
   });
