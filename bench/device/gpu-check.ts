@@ -344,9 +344,12 @@ async function main(): Promise<void> {
   const gpu = simulate
     ? { ...m.backends[0], kind: simulate.split(':')[0], device: 0, deviceName: `${simulate} standing in for a GPU` }
     : m.backends.find((b) => b.status === 'selected');
-  const results: Record<string, unknown> = { machine: m };
+  // The host's read bandwidth on all its cores: what CPU experts and CPU attention stream at,
+  // and what the simulators' host profiles assume for the machines we do not have.
+  const hostBw = await native().measureReadBandwidth(512 * 2 ** 20, m.cpuCores, 3);
+  const results: Record<string, unknown> = { machine: { ...m, hostReadBytesPerSecond: hostBw.bytesPerSecond } };
   const md: string[] = [`# tandem GPU device check`, '', `- date: ${m.date}`, `- card: ${m.card ?? '-'} (driver ${m.driver ?? '-'}, ${m.gpuMemory ?? '-'})`,
-    `- CPU: ${m.cpuCores} x ${m.cpu}; node ${m.node}`, ''];
+    `- CPU: ${m.cpuCores} x ${m.cpu}; host read bandwidth ${(hostBw.bytesPerSecond / 1e9).toFixed(1)} GB/s on ${m.cpuCores} threads; node ${m.node}`, ''];
 
   if (!gpu) {
     const why = m.backends.filter((b) => b.kind !== 'cpu').map((b) => `${b.kind}: ${b.reason}${b.detail ? ` (${b.detail})` : ''}`);
