@@ -315,6 +315,7 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
     Napi::Object e = Napi::Object::New(env);
     const std::pair<const char*, int64_t> fields[] = {
         {"hits", x.hits},
+        {"hitRows", x.hit_rows},
         {"misses", x.misses},
         {"copies", x.copies},
         {"admissions", x.admissions},

@@ -445,6 +445,7 @@ void Model::finish_expert_counts() {
       active++;
     }
     ex_stats_.hits += active;
+    ex_stats_.hit_rows += d.n;
     ex_stats_.device_experts += active;
     ex_stats_.device_rows += d.n;
   }
@@ -516,6 +517,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       xo.protect(s);
       wait_admitted = wait_admitted || xo.pending(s);
       st.hits++;
+      st.hit_rows += rows[size_t(e)];
     } else {
       st.misses++;
       missing.push_back(int32_t(e));

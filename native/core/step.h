@@ -58,6 +58,7 @@ struct SeqResult {
 // Expert offload counters of one step (issue 9; native/core/experts.h).
 struct ExpertStats {
   int64_t hits = 0;              // active (layer, expert) pairs found resident on the device
+  int64_t hit_rows = 0;          // routed rows (token, choice) of those pairs
   int64_t misses = 0;            // active pairs not resident
   int64_t copies = 0;            // misses copied to a cache slot and run on the device
   int64_t admissions = 0;        // CPU-run misses copied into the cache afterwards (their score won)

@@ -95,6 +95,8 @@ export interface StepResult {
 export interface ExpertStepStats {
   /** Active experts found resident on the device. */
   hits: number;
+  /** Routed rows (token, choice) of those experts. */
+  hitRows: number;
   /** Active experts not resident. */
   misses: number;
   /** Misses copied to a cache slot and run on the device. */

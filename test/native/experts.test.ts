@@ -247,7 +247,7 @@ async function decodeStats(file: string, experts: NativeExpertConfig, steps: num
   const table = Int32Array.from({ length: 8 }, (_, i) => i);
   let tokens = [1, 300, 301, 302, 303, 304, 305, 306];
   let pos = 0;
-  const total: ExpertStepStats = { hits: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
+  const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
   for (let s = 0; s <= steps; s++) {
     const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true }] });
     pos += tokens.length;
@@ -268,6 +268,7 @@ t.test('cache behaviour: skewed routing hits more, admissions follow the routing
   const s0 = await decodeStats(skewed, frozen, 40);
   t.ok(rate(s0) > rate(u0), `6 of 16 slots, no admissions: skewed hit rate ${rate(s0).toFixed(2)} > uniform ${rate(u0).toFixed(2)}`);
   t.equal(u0.copyBytes + s0.copyBytes, 0, 'a frozen cache moves no slabs');
+  t.ok(s0.hitRows === s0.deviceRows && s0.hitRows >= s0.hits, `with no copies every device row is a hit's row (${s0.hitRows} rows of ${s0.hits} hits)`);
   const u1 = await decodeStats(uniform, { maxSlots: 6, nStar: Infinity, admitPerLayer: 1, admitMargin: 1 }, 40);
   t.ok(u1.admissions > 0 && rate(u1) > rate(u0), `uniform routing: admissions (${u1.admissions}) raise the hit rate to ${rate(u1).toFixed(2)}`);
   t.equal(u1.copyBytes, u1.admissions * u1.slotBytes, 'each admission moves one slab (one q8_0 layout: slab = slot)');

@@ -15,7 +15,8 @@ const HELP = `usage: tandem experts MODEL.gguf [options]
 
 Loads a MoE model once per policy with routed experts in host RAM and a device expert cache
 in the budget left after the dense weights, prefills --batch prompts, decodes greedily, and
-reports decode and prefill tokens/s, cache hit rate and bytes moved per token, and the
+reports decode and prefill tokens/s, cache hit rate (of active experts, and of routed rows)
+and bytes moved per token, and the
 prefill's expert copies: slab MiB streamed through the double buffer, and how many of them
 were queued ahead of device compute (overlap: overlapped/streamed).
 
@@ -91,7 +92,7 @@ function row(r: ExpertMeasurement): string {
   const kib = (b: number) => (b / 1024).toFixed(1);
   return [
     r.policy.padEnd(20), String(r.slots).padStart(6), (r.deviceBytes / 2 ** 20).toFixed(0).padStart(9),
-    r.decodeTokensPerS.toFixed(2).padStart(10), r.prefillTokensPerS.toFixed(1).padStart(11), pct(r.hitRate).padStart(7),
+    r.decodeTokensPerS.toFixed(2).padStart(10), r.prefillTokensPerS.toFixed(1).padStart(11), pct(r.hitRate).padStart(7), pct(r.rowHitRate).padStart(9),
     pct(r.cpuExpertShare).padStart(8), kib(r.copyBytesPerToken).padStart(10), kib(r.activationBytesPerToken).padStart(10),
     (r.prefill ? (r.prefill.prefillCopyBytes / 2 ** 20).toFixed(1) : '-').padStart(11),
     (r.prefill ? `${r.prefill.overlappedCopies}/${r.prefill.prefillCopies}` : '-').padStart(9),
@@ -149,7 +150,7 @@ export const command: Command = {
       calibrate: nStar === undefined && linearCost === undefined,
     };
     const results: ExpertMeasurement[] = [];
-    console.log(`${'policy'.padEnd(20)} ${'slots'.padStart(6)} ${'dev MiB'.padStart(9)} ${'decode t/s'.padStart(10)} ${'prefill t/s'.padStart(11)} ${'hits'.padStart(7)} ${'cpu exp'.padStart(8)} ${'copy KiB/t'.padStart(10)} ${'act KiB/t'.padStart(10)} ${'pf copy MiB'.padStart(11)} ${'overlap'.padStart(9)}`);
+    console.log(`${'policy'.padEnd(20)} ${'slots'.padStart(6)} ${'dev MiB'.padStart(9)} ${'decode t/s'.padStart(10)} ${'prefill t/s'.padStart(11)} ${'hits'.padStart(7)} ${'row hits'.padStart(9)} ${'cpu exp'.padStart(8)} ${'copy KiB/t'.padStart(10)} ${'act KiB/t'.padStart(10)} ${'pf copy MiB'.padStart(11)} ${'overlap'.padStart(9)}`);
     for (const policy of policies) {
       const r = await measureExpertOffload(model, { ...base, policy });
       results.push(r);

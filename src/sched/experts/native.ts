@@ -109,6 +109,8 @@ export interface ExpertMeasurement {
   decodeTokensPerS: number;
   /** Over the measured decode steps: hits / (hits + misses) of active experts. */
   hitRate: number | null;
+  /** Over the measured decode steps: the share of routed rows whose expert was resident. */
+  rowHitRate: number | null;
   /** Over the measured decode steps, per generated token. */
   copyBytesPerToken: number;
   activationBytesPerToken: number;
@@ -197,6 +199,7 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
       prefillTokensPerS: (o.batch * o.promptTokens) / (prefillUs / 1e6),
       decodeTokensPerS: tokens / (decodeUs / 1e6),
       hitRate: decode && decode.hits + decode.misses > 0 ? decode.hits / (decode.hits + decode.misses) : null,
+      rowHitRate: decode && decode.deviceRows + decode.cpuRows > 0 ? decode.hitRows / (decode.deviceRows + decode.cpuRows) : null,
       copyBytesPerToken: decode ? (decode.copyBytes) / tokens : 0,
       activationBytesPerToken: decode ? decode.activationBytes / tokens : 0,
       cpuExpertShare: decode && decode.cpuExperts + decode.deviceExperts > 0 ? decode.cpuExperts / (decode.cpuExperts + decode.deviceExperts) : null,
