@@ -92,6 +92,20 @@ inline const void* attn_v_row(const AttnTask& a, int64_t j) {
   return a.v_blocks[j / a.block_tokens] + size_t(j % a.block_tokens) * a.v_row_bytes;
 }
 
+// rows[j] = the K (or V) row of position j0 + j for j < nk, walking the block table once:
+// attn_k_row's division per row costs more than widening the row.
+inline void attn_tile_rows(const uint8_t* const* blocks, int32_t block_tokens, size_t row_bytes, int64_t j0, int64_t nk,
+                           const uint8_t** rows) {
+  int64_t b = j0 / block_tokens, off = j0 % block_tokens;
+  for (int64_t j = 0; j < nk; ++j) {
+    rows[j] = blocks[b] + size_t(off) * row_bytes;
+    if (++off == block_tokens) {
+      off = 0;
+      ++b;
+    }
+  }
+}
+
 // Floats of scratch an AttnTask with these sizes needs.
 size_t attn_scratch_floats(int64_t n_rows, int32_t dk, int32_t dv);
 

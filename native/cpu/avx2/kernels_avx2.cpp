@@ -725,7 +725,244 @@ inline void values_rows_avx2(const float* st, int64_t R, int64_t r0, int64_t nk,
   }
 }
 
+// ---- attention for a few query rows (decode, short chunks), one position per lane: the AVX2
+// form of attention_few_rows_avx512 (see there), 8 positions per vector. A row gets the same
+// bits here as from the vertical kernel below.
+constexpr int64_t kFewRows = 8;
+
+// r[i] (8 floats) becomes column i of the 8 x 8 matrix whose rows were r[0..7].
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // u[4g + k] holds, in 128-bit lane L, column 4L + k of rows 4g..4g+3.
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+    r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+  }
+}
+
+// 8 elements from e0 of a stored row (f16 or f32) as f32; e0 + 8 <= the row's length.
+template <bool F16>
+inline __m256 load_kv8(const uint8_t* row, int64_t e0) {
+  if constexpr (F16) return load_f16x8(reinterpret_cast<const uint16_t*>(row) + e0);
+  else return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + e0);
+}
+
+// The same for the last, partial 8 of a row of d elements (zeros past d).
+template <bool F16>
+__attribute__((noinline)) __m256 load_kv8_tail(const uint8_t* row, int64_t e0, int32_t d) {
+  alignas(32) float tail[8] = {};
+  for (int64_t e = e0; e < d; ++e) {
+    if constexpr (F16) tail[e - e0] = _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
+    else tail[e - e0] = reinterpret_cast<const float*>(row)[e];
+  }
+  return _mm256_load_ps(tail);
+}
+
+template <bool F16>
+inline __m256 load_kv8(const uint8_t* row, int64_t e0, int32_t d) {
+  return e0 + 8 <= d ? load_kv8<F16>(row, e0) : e0 < d ? load_kv8_tail<F16>(row, e0, d) : _mm256_setzero_ps();
+}
+
+inline void prefetch_rows_avx2(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
+  for (int64_t i = from; i < std::min(to, n); ++i)
+    for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(rows[i] + off, 0, 2);
+}
+
+// kt[e * kAttnTile + j] = K[j0 + j][e]; prefetches this tile's V rows and the next tile's K
+// rows into L2 a few at a time as it goes (as transpose_k_tile in the AVX-512 file does).
+template <bool F16>
+void transpose_k_tile_avx2(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
+                           const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* kt) {
+  const int64_t n_chunks = dkp / 8, per_chunk = (8 + n_chunks - 1) / n_chunks;
+  for (int64_t s = 0; s < nk; s += 8) {
+    const int64_t ns = std::min<int64_t>(8, nk - s);
+    for (int64_t e0 = 0; e0 < dkp; e0 += 8) {
+      const int64_t pf = s + e0 / 8 * per_chunk;
+      prefetch_rows_avx2(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+      prefetch_rows_avx2(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      __m256 r[8];
+      if (ns == 8 && e0 + 8 <= a.dk) {
+        for (int i = 0; i < 8; ++i) r[i] = load_kv8<F16>(k_rows[s + i], e0);
+      } else {
+        for (int i = 0; i < 8; ++i) r[i] = i < ns ? load_kv8<F16>(k_rows[s + i], e0, a.dk) : _mm256_setzero_ps();
+      }
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (e0 + i) * kAttnTile + s, r[i]);
+    }
+  }
+}
+
+// p[r * kAttnTile + j] = scale * q_r . K[j0 + j] for RR rows from r0 and NS 8-position blocks
+// from s0, one FMA chain per lane down the head.
+template <int RR, int NS>
+inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t s0, const float* kt, float* p) {
+  const float* q[RR];
+  for (int r = 0; r < RR; ++r) q[r] = a.q + ((r0 + r) / a.group) * a.q_stride + ((r0 + r) % a.group) * a.dk;
+  __m256 acc[RR][NS];
+  for (int r = 0; r < RR; ++r)
+    for (int s = 0; s < NS; ++s) acc[r][s] = _mm256_setzero_ps();
+  for (int32_t e = 0; e < a.dk; ++e) {
+    __m256 k[NS];
+    for (int s = 0; s < NS; ++s) k[s] = _mm256_load_ps(kt + e * kAttnTile + (s0 + s) * 8);
+    for (int r = 0; r < RR; ++r) {
+      const __m256 qv = _mm256_broadcast_ss(q[r] + e);
+      for (int s = 0; s < NS; ++s) acc[r][s] = _mm256_fmadd_ps(k[s], qv, acc[r][s]);
+    }
+  }
+  const __m256 sv = _mm256_set1_ps(a.scale);
+  for (int r = 0; r < RR; ++r)
+    for (int s = 0; s < NS; ++s) _mm256_store_ps(p + (r0 + r) * kAttnTile + (s0 + s) * 8, _mm256_mul_ps(acc[r][s], sv));
+}
+
+template <int RR>
+void scores_few_rows_avx2(const AttnTask& a, int64_t r0, int64_t n_blocks, const float* kt, float* p) {
+  int64_t s0 = 0;
+  for (; s0 + 2 <= n_blocks; s0 += 2) scores_few_avx2<RR, 2>(a, r0, s0, kt, p);
+  if (s0 < n_blocks) scores_few_avx2<RR, 1>(a, r0, s0, kt, p);
+}
+
+// acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], 16 floats at a time,
+// V widened on the fly.
+template <bool F16, bool FULL, int RR>
+inline void values_few_chunk_avx2(const AttnTask& a, int64_t r0, int64_t c0, const uint8_t* const* v_rows, int64_t nk, const float* p,
+                                  int64_t dvp, float* acc) {
+  __m256 acc_v[RR][2];
+  for (int r = 0; r < RR; ++r)
+    for (int c = 0; c < 2; ++c) acc_v[r][c] = _mm256_load_ps(acc + (r0 + r) * dvp + c0 + 8 * c);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m256 v[2];
+    for (int c = 0; c < 2; ++c) v[c] = FULL ? load_kv8<F16>(v_rows[j], c0 + 8 * c) : load_kv8<F16>(v_rows[j], c0 + 8 * c, a.dv);
+    for (int r = 0; r < RR; ++r) {
+      const __m256 pv = _mm256_broadcast_ss(p + (r0 + r) * kAttnTile + j);
+      for (int c = 0; c < 2; ++c) acc_v[r][c] = _mm256_fmadd_ps(pv, v[c], acc_v[r][c]);
+    }
+  }
+  for (int r = 0; r < RR; ++r)
+    for (int c = 0; c < 2; ++c) _mm256_store_ps(acc + (r0 + r) * dvp + c0 + 8 * c, acc_v[r][c]);
+}
+
+template <bool F16, int RR>
+void values_few_avx2(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows, int64_t nk, const float* p, int64_t dvp, float* acc) {
+  for (int64_t c0 = 0; c0 < dvp; c0 += 16) {
+    if (c0 + 16 <= a.dv) values_few_chunk_avx2<F16, true, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
+    else values_few_chunk_avx2<F16, false, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
+  }
+}
+
+// sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1], added left to right, RR rows interleaved.
+template <int RR>
+inline void add_rows_in_order_avx2(const float* p, int64_t nk, float* sums) {
+  float t[RR];
+  for (int r = 0; r < RR; ++r) t[r] = 0.0f;
+  for (int64_t j = 0; j < nk; ++j)
+    for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
+  for (int r = 0; r < RR; ++r) sums[r] += t[r];
+}
+
+template <bool F16>
+void attention_few_rows_avx2(const AttnTask& a) {
+  const int64_t n_rows = int64_t(a.n_tok) * a.group;
+  const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
+  float* kt = a.scratch;                  // dkp x kAttnTile
+  float* p = kt + dkp * kAttnTile;        // kFewRows x kAttnTile
+  float* acc = p + kFewRows * kAttnTile;  // kFewRows x dvp
+  float mrow[kFewRows], srow[kFewRows];
+  for (int64_t r = 0; r < kFewRows; ++r) {
+    mrow[r] = -std::numeric_limits<float>::infinity();
+    srow[r] = 0.0f;
+  }
+  // Rows past n_rows are summed with the others (add_rows_in_order_avx2) and must read zeros.
+  std::fill(p + n_rows * kAttnTile, p + kFewRows * kAttnTile, 0.0f);
+  std::fill(acc, acc + n_rows * dvp, 0.0f);
+
+  const int64_t n_ctx = a.first_pos + a.n_tok;
+  const uint8_t* row_ptrs[2][kAttnTile];
+  const uint8_t** k_rows = row_ptrs[0];
+  const uint8_t** next_k_rows = row_ptrs[1];
+  attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, 0, std::min(kAttnTile, n_ctx), k_rows);
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+    const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    const int64_t n_next = std::clamp<int64_t>(n_ctx - j0 - kAttnTile, 0, kAttnTile);
+    const uint8_t* v_rows[kAttnTile];
+    attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
+    attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
+    transpose_k_tile_avx2<F16>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
+    std::swap(k_rows, next_k_rows);
+    const int64_t n_blocks = (nk + 7) / 8;
+    int64_t r0 = 0;
+    for (; r0 + 4 <= n_rows; r0 += 4) scores_few_rows_avx2<4>(a, r0, n_blocks, kt, p);
+    switch (n_rows - r0) {
+      case 3: scores_few_rows_avx2<3>(a, r0, n_blocks, kt, p); break;
+      case 2: scores_few_rows_avx2<2>(a, r0, n_blocks, kt, p); break;
+      case 1: scores_few_rows_avx2<1>(a, r0, n_blocks, kt, p); break;
+      default: break;
+    }
+    for (int64_t r = 0; r < n_rows; ++r) {
+      float* pr = p + r * kAttnTile;
+      // Positions past last are not visible to this row (causal); their weight is zero.
+      const int64_t last = std::min<int64_t>(nk - 1, a.first_pos + r / a.group - j0);
+      if (last < 0) {
+        std::fill(pr, pr + nk, 0.0f);
+        continue;
+      }
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      __m256 tmax_v = ninf;
+      for (int64_t j = 0; j <= last; j += 8) {
+        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(last + 1 - j)), lane));
+        tmax_v = _mm256_max_ps(tmax_v, _mm256_blendv_ps(ninf, _mm256_load_ps(pr + j), valid));
+      }
+      alignas(32) float tmax_l[8];
+      _mm256_store_ps(tmax_l, tmax_v);
+      float tmax = tmax_l[0];
+      for (int l = 1; l < 8; ++l) tmax = std::max(tmax, tmax_l[l]);
+      const float mold = mrow[r], mnew = std::max(mold, tmax);
+      if (mnew > mold) {
+        alignas(32) float msv[8];
+        _mm256_store_ps(msv, exp256(_mm256_sub_ps(_mm256_set1_ps(mold), _mm256_set1_ps(mnew))));
+        srow[r] *= msv[0];
+        float* ar = acc + r * dvp;
+        const __m256 f = _mm256_set1_ps(msv[0]);
+        for (int64_t e = 0; e < dvp; e += 8) _mm256_store_ps(ar + e, _mm256_mul_ps(_mm256_load_ps(ar + e), f));
+        mrow[r] = mnew;
+      }
+      const __m256 mv = _mm256_set1_ps(mnew);
+      for (int64_t j = 0; j < nk; j += 8) {
+        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(last + 1 - j)), lane));
+        _mm256_store_ps(pr + j, _mm256_and_ps(valid, exp256(_mm256_sub_ps(_mm256_load_ps(pr + j), mv))));
+      }
+    }
+    if (n_rows <= 4) add_rows_in_order_avx2<4>(p, nk, srow);
+    else add_rows_in_order_avx2<kFewRows>(p, nk, srow);
+    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few_avx2<F16, 4>(a, r0, v_rows, nk, p, dvp, acc);
+    switch (n_rows - r0) {
+      case 3: values_few_avx2<F16, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 2: values_few_avx2<F16, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 1: values_few_avx2<F16, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
+      default: break;
+    }
+  }
+
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
+    float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
+    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+  }
+}
+
 void attention_avx2(const AttnTask& a) {
+  if (int64_t(a.n_tok) * a.group <= kFewRows) return a.f16 ? attention_few_rows_avx2<true>(a) : attention_few_rows_avx2<false>(a);
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
   const int64_t nb = (n_rows + 7) / 8, R = (nb * 8 + 15) / 16 * 16;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
@@ -748,9 +985,13 @@ void attention_avx2(const AttnTask& a) {
   const int64_t n_ctx = a.first_pos + a.n_tok;
   for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
     const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    const uint8_t* k_rows[kAttnTile];
+    const uint8_t* v_rows[kAttnTile];
+    attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0, nk, k_rows);
+    attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     for (int64_t j = 0; j < nk; ++j) {
-      widen_row_avx2(attn_k_row(a, j0 + j), a.f16, a.dk, kf + j * dkp);
-      widen_row_avx2(attn_v_row(a, j0 + j), a.f16, a.dv, vf + j * dvp);
+      widen_row_avx2(k_rows[j], a.f16, a.dk, kf + j * dkp);
+      widen_row_avx2(v_rows[j], a.f16, a.dv, vf + j * dvp);
     }
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 8;
     for (int64_t b = b_first; b < nb; ++b) {

@@ -1082,8 +1082,264 @@ inline void values_rows(const float* st, int64_t R, int64_t r0, int64_t nk, cons
   }
 }
 
+// ---- attention for a few query rows (decode: one token, or a short chunk, times the GQA
+// group). The vertical tiles above would leave most lanes empty, so here a lane holds one
+// position instead: each 16-position block of K is widened and transposed in registers, and a
+// row's scores against 16 positions are one chain of FMAs down the head. Every lane still
+// computes fma(k[e], q[e], acc) for e = 0, 1, ... and every softmax and V step runs in the same
+// order as the vertical kernel, so a row gets the same bits from either kernel (decode and
+// prefill of one token agree exactly).
+constexpr int64_t kFewRows = 8;
+
+// r[i] (16 floats) becomes column i of the 16 x 16 matrix whose rows were r[0..15].
+TDM_INLINE void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // r[4g + k] now holds, in 128-bit lane L, column 4L + k of rows 4g..4g+3; two rounds of
+  // 128-bit shuffles gather the four row groups of each column into one vector.
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], _MM_SHUFFLE(2, 0, 2, 0));
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], _MM_SHUFFLE(3, 1, 3, 1));
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], _MM_SHUFFLE(2, 0, 2, 0));
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], _MM_SHUFFLE(2, 0, 2, 0));
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], _MM_SHUFFLE(3, 1, 3, 1));
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// 16 K or V elements from e0 of a stored row (f16 or f32) as f32; lanes off m read as zero.
+template <bool F16>
+TDM_INLINE __m512 load_kv16(const uint8_t* row, int64_t e0, __mmask16 m) {
+  if constexpr (F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + e0));
+  else return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + e0);
+}
+
+TDM_INLINE __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// Prefetches (into L2) every line of rows[i] for i in [from, to) that exist (i < n).
+TDM_INLINE void prefetch_rows(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
+  for (int64_t i = from; i < std::min(to, n); ++i)
+    for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(rows[i] + off, 0, 2);
+}
+
+// kt[e * kAttnTile + j] = K[j0 + j][e] for the tile's nk positions (zero past nk and past dk).
+// While it reads K, it prefetches the rows the next steps read from memory: this tile's V rows
+// (read after the scores) and the next tile's K rows (n_next of them), a few rows per 16
+// columns so that the requests spread over the work instead of queueing at once.
+template <bool F16>
+void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
+                      const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* kt) {
+  const int64_t n_chunks = dkp / 16, per_chunk = (16 + n_chunks - 1) / n_chunks;
+  for (int64_t s = 0; s < nk; s += 16) {
+    const int64_t ns = std::min<int64_t>(16, nk - s);
+    for (int64_t e0 = 0; e0 < dkp; e0 += 16) {
+      const int64_t pf = s + e0 / 16 * per_chunk;
+      prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+      prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      const __mmask16 m = first_lanes(a.dk - e0);
+      __m512 r[16];
+      if (ns == 16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = load_kv16<F16>(k_rows[s + i], e0, m);
+      } else {
+        for (int i = 0; i < 16; ++i) r[i] = i < ns ? load_kv16<F16>(k_rows[s + i], e0, m) : _mm512_setzero_ps();
+      }
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (e0 + i) * kAttnTile + s, r[i]);
+    }
+  }
+}
+
+// p[r * kAttnTile + j] = scale * q_r . K[j0 + j] for RR rows from r0 and NS 16-position blocks
+// from s0: RR * NS independent FMA chains down the head.
+template <int RR, int NS>
+TDM_INLINE void scores_few(const AttnTask& a, int64_t r0, int64_t s0, const float* kt, float* p) {
+  const float* q[RR];
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r) q[r] = a.q + ((r0 + r) / a.group) * a.q_stride + ((r0 + r) % a.group) * a.dk;
+  __m512 acc[RR][NS];
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int s = 0; s < NS; ++s) acc[r][s] = _mm512_setzero_ps();
+  for (int32_t e = 0; e < a.dk; ++e) {
+    __m512 k[NS];
+#pragma GCC unroll 4
+    for (int s = 0; s < NS; ++s) k[s] = _mm512_load_ps(kt + e * kAttnTile + (s0 + s) * 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r) {
+      const __m512 qv = _mm512_set1_ps(q[r][e]);
+#pragma GCC unroll 4
+      for (int s = 0; s < NS; ++s) acc[r][s] = _mm512_fmadd_ps(k[s], qv, acc[r][s]);
+    }
+  }
+  const __m512 sv = _mm512_set1_ps(a.scale);
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int s = 0; s < NS; ++s) _mm512_store_ps(p + (r0 + r) * kAttnTile + (s0 + s) * 16, _mm512_mul_ps(acc[r][s], sv));
+}
+
+template <int RR>
+void scores_few_rows(const AttnTask& a, int64_t r0, int64_t n_blocks, const float* kt, float* p) {
+  int64_t s0 = 0;
+  for (; s0 + 2 <= n_blocks; s0 += 2) scores_few<RR, 2>(a, r0, s0, kt, p);
+  if (s0 < n_blocks) scores_few<RR, 1>(a, r0, s0, kt, p);
+}
+
+// acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], V widened on the fly,
+// NC 16-float chunks from c0.
+template <bool F16, int RR, int NC>
+TDM_INLINE void values_few_chunks(const AttnTask& a, int64_t r0, int64_t c0, const uint8_t* const* v_rows, int64_t nk, const float* p,
+                                  int64_t dvp, float* acc) {
+  __mmask16 m[NC];
+#pragma GCC unroll 4
+  for (int c = 0; c < NC; ++c) m[c] = first_lanes(a.dv - (c0 + 16 * c));
+  __m512 acc_v[RR][NC];
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) acc_v[r][c] = _mm512_load_ps(acc + (r0 + r) * dvp + c0 + 16 * c);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 v[NC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) v[c] = load_kv16<F16>(v_rows[j], c0 + 16 * c, m[c]);
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r) {
+      const __m512 pv = _mm512_set1_ps(p[(r0 + r) * kAttnTile + j]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NC; ++c) acc_v[r][c] = _mm512_fmadd_ps(pv, v[c], acc_v[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) _mm512_store_ps(acc + (r0 + r) * dvp + c0 + 16 * c, acc_v[r][c]);
+}
+
+template <bool F16, int RR>
+void values_few(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows, int64_t nk, const float* p, int64_t dvp, float* acc) {
+  int64_t c0 = 0;
+  for (; c0 + 64 <= dvp; c0 += 64) values_few_chunks<F16, RR, 4>(a, r0, c0, v_rows, nk, p, dvp, acc);
+  for (; c0 < dvp; c0 += 16) values_few_chunks<F16, RR, 1>(a, r0, c0, v_rows, nk, p, dvp, acc);
+}
+
+// sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1], added left to right, for RR rows.
+template <int RR>
+TDM_INLINE void add_rows_in_order(const float* p, int64_t nk, float* sums) {
+  float t[RR];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r) t[r] = 0.0f;
+  for (int64_t j = 0; j < nk; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r) sums[r] += t[r];
+}
+
+template <bool F16>
+void attention_few_rows_avx512(const AttnTask& a) {
+  static_assert(kFewRows == 8, "add_rows_in_order covers up to 8 rows");
+  const int64_t n_rows = int64_t(a.n_tok) * a.group;
+  const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
+  float* kt = a.scratch;             // dkp x kAttnTile
+  float* p = kt + dkp * kAttnTile;   // kFewRows x kAttnTile
+  float* acc = p + kFewRows * kAttnTile;  // kFewRows x dvp
+  float mrow[kFewRows], srow[kFewRows];
+  for (int64_t r = 0; r < kFewRows; ++r) {
+    mrow[r] = -INFINITY;
+    srow[r] = 0.0f;
+  }
+  // Rows past n_rows are summed with the others (add_rows_in_order) and must read zeros.
+  std::fill(p + n_rows * kAttnTile, p + kFewRows * kAttnTile, 0.0f);
+  std::fill(acc, acc + n_rows * dvp, 0.0f);
+
+  const int64_t n_ctx = a.first_pos + a.n_tok;
+  const uint8_t* row_ptrs[2][kAttnTile];
+  const uint8_t** k_rows = row_ptrs[0];
+  const uint8_t** next_k_rows = row_ptrs[1];
+  attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, 0, std::min(kAttnTile, n_ctx), k_rows);
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+    const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    const int64_t n_next = std::clamp<int64_t>(n_ctx - j0 - kAttnTile, 0, kAttnTile);
+    const uint8_t* v_rows[kAttnTile];
+    attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
+    attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
+    transpose_k_tile<F16>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
+    std::swap(k_rows, next_k_rows);
+    const int64_t n_blocks = (nk + 15) / 16;
+    int64_t r0 = 0;
+    for (; r0 + 4 <= n_rows; r0 += 4) scores_few_rows<4>(a, r0, n_blocks, kt, p);
+    switch (n_rows - r0) {
+      case 3: scores_few_rows<3>(a, r0, n_blocks, kt, p); break;
+      case 2: scores_few_rows<2>(a, r0, n_blocks, kt, p); break;
+      case 1: scores_few_rows<1>(a, r0, n_blocks, kt, p); break;
+      default: break;
+    }
+    for (int64_t r = 0; r < n_rows; ++r) {
+      float* pr = p + r * kAttnTile;
+      // Positions past last are not visible to this row (causal); their weight is zero.
+      const int64_t last = std::min<int64_t>(nk - 1, a.first_pos + r / a.group - j0);
+      if (last < 0) {
+        std::fill(pr, pr + nk, 0.0f);
+        continue;
+      }
+      __m512 tmax_v = _mm512_set1_ps(-INFINITY);
+      for (int64_t j = 0; j <= last; j += 16) tmax_v = _mm512_mask_max_ps(tmax_v, first_lanes(last + 1 - j), tmax_v, _mm512_load_ps(pr + j));
+      const float tmax = _mm512_reduce_max_ps(tmax_v);
+      const float mold = mrow[r], mnew = std::max(mold, tmax);
+      if (mnew > mold) {
+        alignas(64) float msv[16];
+        _mm512_store_ps(msv, exp512(_mm512_sub_ps(_mm512_set1_ps(mold), _mm512_set1_ps(mnew))));
+        srow[r] *= msv[0];
+        float* ar = acc + r * dvp;
+        const __m512 f = _mm512_set1_ps(msv[0]);
+        for (int64_t e = 0; e < dvp; e += 16) _mm512_store_ps(ar + e, _mm512_mul_ps(_mm512_load_ps(ar + e), f));
+        mrow[r] = mnew;
+      }
+      const __m512 mv = _mm512_set1_ps(mnew);
+      for (int64_t j = 0; j < nk; j += 16)
+        _mm512_store_ps(pr + j, _mm512_maskz_mov_ps(first_lanes(last + 1 - j), exp512(_mm512_sub_ps(_mm512_load_ps(pr + j), mv))));
+    }
+    // Each row's weights summed in position order (zeros past its last position add nothing);
+    // the rows' chains interleave so that they overlap.
+    if (n_rows <= 4) add_rows_in_order<4>(p, nk, srow);
+    else add_rows_in_order<kFewRows>(p, nk, srow);
+    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few<F16, 4>(a, r0, v_rows, nk, p, dvp, acc);
+    switch (n_rows - r0) {
+      case 3: values_few<F16, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 2: values_few<F16, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 1: values_few<F16, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
+      default: break;
+    }
+  }
+
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
+    float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
+    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+  }
+}
+
 void attention_avx512(const AttnTask& a) {
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
+  if (n_rows <= kFewRows) return a.f16 ? attention_few_rows_avx512<true>(a) : attention_few_rows_avx512<false>(a);
   const int64_t nb = (n_rows + 15) / 16, R = nb * 16;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
   float* qt = a.scratch;
@@ -1105,9 +1361,13 @@ void attention_avx512(const AttnTask& a) {
   const int64_t n_ctx = a.first_pos + a.n_tok;
   for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
     const int64_t nk = std::min(kAttnTile, n_ctx - j0);
+    const uint8_t* k_rows[kAttnTile];
+    const uint8_t* v_rows[kAttnTile];
+    attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0, nk, k_rows);
+    attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     for (int64_t j = 0; j < nk; ++j) {
-      widen_row(attn_k_row(a, j0 + j), a.f16, a.dk, kf + j * dkp);
-      widen_row(attn_v_row(a, j0 + j), a.f16, a.dv, vf + j * dvp);
+      widen_row(k_rows[j], a.f16, a.dk, kf + j * dkp);
+      widen_row(v_rows[j], a.f16, a.dv, vf + j * dvp);
     }
     // Rows before b_first end before this tile.
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 16;
