@@ -23,6 +23,7 @@ import {
   ONLINE_LENGTHS,
   describeWorkload,
   planRequests,
+  parseTgKey,
   workloadContext,
   workloadKey,
   type PlannedRequest,
@@ -35,8 +36,9 @@ export interface BenchPlan {
   pp: number[];
   /** Decode lengths of the tg workloads (tokens). */
   tg: number[];
-  /** Prompt before a tg decode (tokens, BOS included). */
-  tgPrompt: number;
+  /** Prompts before a tg decode (tokens, BOS included): each tg length runs after each. A long
+   * one measures decode deep in a context, where attention reads the whole KV cache (llama-bench -d). */
+  tgPrompts: number[];
   /** Sequence counts of the parallel workloads. */
   parallel: number[];
   parallelPrompt: number;
@@ -303,8 +305,8 @@ export class BenchRunner {
   private unitsPerCombination(): number {
     const p = this.input.plan;
     const systems = this.input.systems.length;
-    const groups = (p.pp.length + p.tg.length > 0 ? 1 : 0) + p.parallel.length + (p.online ? p.online.lengths.length : 0);
-    const runs = (p.pp.length + p.tg.length + p.parallel.length) * p.repeats;
+    const groups = (p.pp.length + p.tg.length * p.tgPrompts.length > 0 ? 1 : 0) + p.parallel.length + (p.online ? p.online.lengths.length : 0);
+    const runs = (p.pp.length + p.tg.length * p.tgPrompts.length + p.parallel.length) * p.repeats;
     const rates = p.online ? (p.online.rates.length || p.online.rateFractions.length) * p.online.lengths.length * p.onlineRepeats : 0;
     return systems * (groups + runs + rates);
   }
@@ -314,7 +316,7 @@ export class BenchRunner {
     const groups: Group[] = [];
     const single: Workload[] = [
       ...p.pp.map((n): Workload => ({ kind: 'pp', promptTokens: n })),
-      ...p.tg.map((n): Workload => ({ kind: 'tg', promptTokens: p.tgPrompt, outputTokens: n })),
+      ...p.tgPrompts.flatMap((prompt) => p.tg.map((n): Workload => ({ kind: 'tg', promptTokens: prompt, outputTokens: n }))),
     ];
     if (single.length > 0) groups.push({ sequences: 1, workloads: single });
     for (const n of p.parallel) {
@@ -544,9 +546,10 @@ export class BenchRunner {
       const bw = bandwidthAt(this.input.machine, first.threads);
       if (bw && (first.kind === 'tg' || first.kind === 'parallel')) {
         const p = this.input.plan;
-        const seqs = first.kind === 'tg' ? 1 : Number(first.workload.slice('parallel'.length));
-        const out = first.kind === 'tg' ? Number(first.workload.slice(2)) : p.parallelOutput;
-        const prompt = first.kind === 'tg' ? p.tgPrompt : p.parallelPrompt;
+        const tg = first.kind === 'tg' ? parseTgKey(first.workload) : undefined;
+        const seqs = tg ? 1 : Number(first.workload.slice('parallel'.length));
+        const out = tg ? tg.outputTokens : p.parallelOutput;
+        const prompt = tg ? tg.promptTokens : p.parallelPrompt;
         row.floorTokPerS = decodeFloorTokPerS(model.decode, bw.bytesPerSecond, seqs, prompt + out / 2);
         row.floorFraction = row.value / row.floorTokPerS;
       }

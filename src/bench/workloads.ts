@@ -3,6 +3,7 @@
 // fixed, uniform or chat-like long-tailed lengths. Requests are drawn from a seeded RNG,
 // so every system of a run serves the very same token ids at the very same times.
 import { describeLength, maxLength, poissonArrivals, Rng, sampleLength, type LengthDistribution } from './stats.js';
+import { TandemError } from '../native/errors.js';
 
 export type WorkloadKind = 'pp' | 'tg' | 'parallel' | 'online';
 export const WORKLOAD_KINDS: readonly WorkloadKind[] = ['pp', 'tg', 'parallel', 'online'];
@@ -30,18 +31,28 @@ export const ONLINE_LENGTHS: Record<string, { input: LengthDistribution; output:
   small: { input: { kind: 'uniform', min: 8, max: 48 }, output: { kind: 'uniform', min: 4, max: 24 }, about: 'in uniform 8-48, out uniform 4-24' },
 };
 
-/** Short stable name, e.g. 'pp512', 'tg128', 'parallel8', 'online-chat@0.5'. */
+/** The short prompt before a plain tg decode (tokens, BOS included). */
+export const TG_PROMPT_TOKENS = 16;
+
+/** Short stable name, e.g. 'pp512', 'tg128', 'tg128@d4096' (after a 4096-token prompt), 'parallel8', 'online-chat@0.5'. */
 export function workloadKey(w: Workload): string {
   switch (w.kind) {
     case 'pp':
       return `pp${w.promptTokens}`;
     case 'tg':
-      return `tg${w.outputTokens}`;
+      return w.promptTokens === TG_PROMPT_TOKENS ? `tg${w.outputTokens}` : `tg${w.outputTokens}@d${w.promptTokens}`;
     case 'parallel':
       return `parallel${w.sequences}`;
     case 'online':
       return `online-${w.lengths}@${formatRate(w.rate)}`;
   }
+}
+
+/** The lengths of a tg workload from its key ('tg128', 'tg128@d4096'). */
+export function parseTgKey(key: string): { outputTokens: number; promptTokens: number } {
+  const m = /^tg(\d+)(?:@d(\d+))?$/.exec(key);
+  if (!m) throw new TandemError('TDM_INTERNAL', `not a tg workload key: '${key}'`);
+  return { outputTokens: Number(m[1]), promptTokens: m[2] === undefined ? TG_PROMPT_TOKENS : Number(m[2]) };
 }
 
 /** A rate with three significant digits, e.g. 0.125, 1.5, 12. */

@@ -33,6 +33,8 @@ t.test('flags: --quick sets short defaults, explicit flags win, bad values are u
   t.same([full.pp, full.tg, full.parallel, full.repeats, full.online?.lengths], [[512], [128], [4, 8, 16, 32], 3, ['chat']]);
   const some = planFromFlags({ quick: true, workloads: 'tg,online', tg: '64', rates: '0.5,2', repeats: '2' });
   t.same([some.pp, some.tg, some.parallel, some.repeats, some.online?.rates], [[], [64], [], 2, [0.5, 2]]);
+  t.same([full.tgPrompts, planFromFlags({ 'tg-depth': '16,4096' }).tgPrompts], [[16], [16, 4096]], '--tg-depth lists the prompts before tg');
+  t.throws(() => planFromFlags({ 'tg-depth': '0' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => planFromFlags({ workloads: 'pp,bogus' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => planFromFlags({ pp: '12,x' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => planFromFlags({ lengths: 'long' }), { code: 'TDM_BAD_ARGUMENT' });

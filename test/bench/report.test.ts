@@ -115,7 +115,7 @@ function fakeReport(): BenchReport {
     schema: REPORT_SCHEMA, tandemVersion: '0.0.0', startedAt: '2026-01-02T03:04:05.000Z', finishedAt: '2026-01-02T03:05:05.000Z', durationS: 60,
     command: 'tandem bench --quick', systems: [{ name: 'tandem', about: 'x', baseline: false }, { name: 'llama.cpp', about: 'y', baseline: true }],
     threads: [1],
-    plan: { pp: [8], tg: [8], tgPrompt: 4, parallel: [2], parallelPrompt: 4, parallelOutput: 4, online: undefined, repeats: 1, onlineRepeats: 1, batchTokens: 64, slo: { ttftMs: 100, tpotMs: 10 }, seed: 1 },
+    plan: { pp: [8], tg: [8], tgPrompts: [4], parallel: [2], parallelPrompt: 4, parallelOutput: 4, online: undefined, repeats: 1, onlineRepeats: 1, batchTokens: 64, slo: { ttftMs: 100, tpotMs: 10 }, seed: 1 },
     machine,
     models: [{
       path: '/m.gguf', label: 'm', name: 'm', architecture: 'llama', parameterCount: 1e6, weightBytes: 2e6, types: 'q8_0 100%', nVocab: 10, nCtxTrain: 64, bosId: 1, synthetic: undefined,

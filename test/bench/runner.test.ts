@@ -43,7 +43,7 @@ const machine: MachineInfo = {
 };
 
 const plan: BenchPlan = {
-  pp: [12], tg: [5], tgPrompt: 4, parallel: [3], parallelPrompt: 4, parallelOutput: 4,
+  pp: [12], tg: [5], tgPrompts: [4], parallel: [3], parallelPrompt: 4, parallelOutput: 4,
   online: { lengths: ['small'], rates: [200], rateFractions: [], requests: 5, concurrency: 2 },
   repeats: 2, onlineRepeats: 1, batchTokens: 64, slo: { ttftMs: 1e6, tpotMs: 1e6 }, seed: 5,
 };
@@ -60,22 +60,22 @@ t.test('every workload runs on every system, alternating which goes first', asyn
   t.equal(seen.length, result.runs.length, 'onRun saw every run as it finished');
   t.same(result.runs.filter((r) => r.error), []);
   const keys = (s: string) => result.runs.filter((r) => r.system === s).map((r) => `${r.workload}#${r.repeat}`);
-  const expected = ['pp12#0', 'tg5#0', 'pp12#1', 'tg5#1', 'parallel3#0', 'parallel3#1', 'online-small@200#0'];
+  const expected = ['pp12#0', 'tg5@d4#0', 'pp12#1', 'tg5@d4#1', 'parallel3#0', 'parallel3#1', 'online-small@200#0'];
   t.same(keys('a'), expected);
   t.same(keys('b'), expected);
   const firsts = result.runs.filter((r) => r.order === 0).map((r) => r.system);
   t.same(firsts, ['a', 'b', 'b', 'a', 'a', 'b', 'a'], 'the first system alternates run by run');
   t.same(a.loads, [1, 3, 2], 'loaded once per group, with the group\'s sequences');
-  const tg = result.runs.find((r) => r.system === 'a' && r.workload === 'tg5')!;
+  const tg = result.runs.find((r) => r.system === 'a' && r.workload === 'tg5@d4')!;
   t.equal(tg.counters?.steps, 5, 'counters are the change over the run');
   t.equal(result.runs.find((r) => r.workload === 'parallel3')!.serving.requests, 3);
   t.equal(result.runs.find((r) => r.workload.startsWith('online'))!.serving.requests, 5);
-  const row = result.summary.find((r) => r.system === 'a' && r.workload === 'tg5')!;
+  const row = result.summary.find((r) => r.system === 'a' && r.workload === 'tg5@d4')!;
   t.equal(row.runs, 2);
   t.equal(row.baseline, 'b');
   t.ok(row.ratio! > 0);
   t.ok(row.floorTokPerS! > 0, 'decode rows carry the floor');
-  t.equal(result.summary.find((r) => r.system === 'b' && r.workload === 'tg5')!.ratio, undefined, 'no ratio for the baseline itself');
+  t.equal(result.summary.find((r) => r.system === 'b' && r.workload === 'tg5@d4')!.ratio, undefined, 'no ratio for the baseline itself');
   t.same(result.summary.map((r) => r.system).slice(0, 2), ['a', 'b'], 'rows in the order the systems were given');
   t.equal(result.sweeps.length, 2);
   t.ok(fractions.every((f, i) => f >= 0 && f <= 1 && (i === 0 || f >= fractions[i - 1]! - 1e-9)), 'progress only moves forward');
@@ -88,10 +88,10 @@ t.test('a failing run and a failing load are recorded; the rest of the bench goe
   const result = await new BenchRunner(
     { models: [modelPath('stories260K.gguf')], systems: [a, broken], threads: [1], plan: { ...plan, online: undefined, parallel: [], repeats: 1 }, machine },
   ).run();
-  t.same(result.runs.map((r) => [r.workload, r.error !== undefined]), [['pp12', true], ['tg5', false]]);
+  t.same(result.runs.map((r) => [r.workload, r.error !== undefined]), [['pp12', true], ['tg5@d4', false]]);
   t.match(result.runs[0]!.error, /boom/);
   t.ok(result.loads.some((l) => l.system === 'broken' && /cannot load/.test(l.error ?? '')));
   t.ok(result.warnings.some((w) => /broken did not load/.test(w)));
   t.ok(result.warnings.some((w) => /a failed pp12/.test(w)));
-  t.same(result.summary.map((r) => r.workload), ['tg5'], 'a workload with no successful run has no summary row');
+  t.same(result.summary.map((r) => r.workload), ['tg5@d4'], 'a workload with no successful run has no summary row');
 });

@@ -16,7 +16,7 @@ import {
   type RequestTrace,
 } from '../../src/bench/metrics.js';
 import { mean, median, percentile, poissonArrivals, Rng, sampleLength, summarize } from '../../src/bench/stats.js';
-import { makePrompt, planRequests, workloadKey, type Workload } from '../../src/bench/workloads.js';
+import { makePrompt, parseTgKey, planRequests, TG_PROMPT_TOKENS, workloadKey, type Workload } from '../../src/bench/workloads.js';
 
 t.test('percentiles interpolate between closest ranks, as numpy.percentile does', async (t) => {
   const oneToTen = [10, 1, 9, 2, 8, 3, 7, 4, 6, 5];
@@ -95,6 +95,11 @@ t.test('prompts and request plans are seeded and shaped as asked', async (t) => 
   t.same(par.map((r) => [r.arrivalMs, r.prompt.length, r.maxTokens]), [[0, 4, 2], [0, 4, 2], [0, 4, 2]]);
   t.equal(workloadKey(w), 'online-x@2');
   t.equal(workloadKey({ kind: 'pp', promptTokens: 512 }), 'pp512');
+  t.equal(workloadKey({ kind: 'tg', promptTokens: TG_PROMPT_TOKENS, outputTokens: 128 }), 'tg128', 'the short default prompt keeps the plain key');
+  t.equal(workloadKey({ kind: 'tg', promptTokens: 4096, outputTokens: 128 }), 'tg128@d4096');
+  t.same(parseTgKey('tg128@d4096'), { outputTokens: 128, promptTokens: 4096 });
+  t.same(parseTgKey('tg32'), { outputTokens: 32, promptTokens: TG_PROMPT_TOKENS });
+  t.throws(() => parseTgKey('pp512'), { code: 'TDM_INTERNAL' });
 });
 
 const trace = (arrivalMs: number, promptTokens: number, tokenTimesMs: number[]): RequestTrace => ({ arrivalMs, promptTokens, tokenTimesMs });

@@ -13,7 +13,7 @@ import { REPORT_SCHEMA, writeReports, fmt, type BenchReport } from '../../bench/
 import { BenchRunner, type BenchPlan } from '../../bench/runner.js';
 import { DEFAULT_SYSTEMS, SYSTEMS, systemRegistry, systemsByName, type TandemExtraOptions } from '../../bench/systems/index.js';
 import type { DeviceOption } from '../../api/types.js';
-import { ONLINE_LENGTHS, WORKLOAD_KINDS, type WorkloadKind } from '../../bench/workloads.js';
+import { ONLINE_LENGTHS, TG_PROMPT_TOKENS, WORKLOAD_KINDS, type WorkloadKind } from '../../bench/workloads.js';
 import type { Command } from '../command.js';
 import { createProgressBar, type ProgressBar } from '../progress.js';
 import { parseFlags, usageError } from './generate.js';
@@ -25,6 +25,7 @@ const OPTIONS = {
   workloads: { type: 'string' },
   pp: { type: 'string' },
   tg: { type: 'string' },
+  'tg-depth': { type: 'string' },
   parallel: { type: 'string' },
   'parallel-tokens': { type: 'string' },
   lengths: { type: 'string' },
@@ -68,6 +69,8 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
       --workloads LIST      ${WORKLOAD_KINDS.join(',')} (default all)
       --pp LIST             prompt lengths (default 512; --quick 128)
       --tg LIST             decode lengths (default 128; --quick 32)
+      --tg-depth LIST       prompt tokens before each tg decode (default 16); a deep one,
+                            e.g. 4096, times decode that reads a long KV cache
       --parallel LIST       sequences decoded together (default 4,8,16,32; --quick 4)
       --parallel-tokens I,O prompt and output tokens of each parallel sequence (default 32,64)
       --lengths LIST        online request lengths: ${Object.keys(ONLINE_LENGTHS).join(', ')} (default chat)
@@ -182,7 +185,7 @@ export function planFromFlags(values: Record<string, unknown>): BenchPlan {
   return {
     pp: kinds.includes('pp') ? numbers('pp', v.pp) ?? [quick ? 128 : 512] : [],
     tg: kinds.includes('tg') ? numbers('tg', v.tg, true, 2) ?? [quick ? 32 : 128] : [],
-    tgPrompt: 16,
+    tgPrompts: numbers('tg-depth', v['tg-depth']) ?? [TG_PROMPT_TOKENS],
     parallel: kinds.includes('parallel') ? numbers('parallel', v.parallel) ?? (quick ? [4] : [4, 8, 16, 32]) : [],
     parallelPrompt: parallelPrompt!,
     parallelOutput,
