@@ -24,6 +24,8 @@ export interface HostSpec {
   bandwidth: number;
   /** Peak FP32 rate of those cores (FLOP/s): cores x clock x SIMD FMA width. */
   flops: number;
+  /** Widest SIMD the cores have: which of tandem's CPU kernels would run there. */
+  simd: 'avx2' | 'avx512';
   /** RAM given to the host KV tier (bytes). */
   kvBytes: number;
 }
@@ -52,7 +54,7 @@ export const HARDWARE: Record<string, HardwareProfile> = {
     id: 't4',
     label: 'NVIDIA T4 16 GB + 8-core Xeon Platinum 8259CL (g4dn.4xlarge)',
     gpu: { name: 'NVIDIA T4', memoryBytes: 15360 * 2 ** 20, bandwidth: 320 * GB, fp16Flops: 65e12 },
-    host: { name: 'Xeon Platinum 8259CL, 8 cores', cores: 8, bandwidth: 60 * GB, flops: 8 * 2.5e9 * 64, kvBytes: 32 * GB },
+    host: { name: 'Xeon Platinum 8259CL, 8 cores', cores: 8, bandwidth: 60 * GB, flops: 8 * 2.5e9 * 64, simd: 'avx512', kvBytes: 32 * GB },
     link: { bandwidth: 11 * GB, latencyUs: 10 },
     note: 'T4 datasheet (320 GB/s, 65 TFLOPS FP16, 16 GB); PCIe 3.0 x16 at 11 GB/s pinned (DESIGN.md: 8.9-9.2 GB/s measured, ~12 typical); host bandwidth of 8 Cascade Lake cores assumed 60 GB/s (6-channel DDR4-2933 socket: 140.8 GB/s for 24 cores); 2.5 GHz x 2 AVX-512 FMA units',
   },
@@ -60,7 +62,7 @@ export const HARDWARE: Record<string, HardwareProfile> = {
     id: 'a10',
     label: 'NVIDIA A10 24 GB + 8-core EPYC 7R32 (g5.4xlarge)',
     gpu: { name: 'NVIDIA A10', memoryBytes: 23028 * 2 ** 20, bandwidth: 600 * GB, fp16Flops: 125e12 },
-    host: { name: 'EPYC 7R32, 8 cores', cores: 8, bandwidth: 70 * GB, flops: 8 * 2.8e9 * 32, kvBytes: 32 * GB },
+    host: { name: 'EPYC 7R32, 8 cores', cores: 8, bandwidth: 70 * GB, flops: 8 * 2.8e9 * 32, simd: 'avx2', kvBytes: 32 * GB },
     link: { bandwidth: 19.5 * GB, latencyUs: 10 },
     note: 'A10 datasheet (600 GB/s, 125 TFLOPS FP16 dense, 24 GB); PCIe 4.0 x16 at 19.5 GB/s (DESIGN.md: 19.4-19.7 measured, NUMA-local); host bandwidth of 8 Zen 2 cores assumed 70 GB/s (8-channel DDR4-3200 socket: 204.8 GB/s for 48 cores); 2.8 GHz x 2 AVX2 FMA units',
   },
@@ -68,7 +70,7 @@ export const HARDWARE: Record<string, HardwareProfile> = {
     id: 'mi210',
     label: 'AMD Instinct MI210 64 GB + 16 CPU cores',
     gpu: { name: 'AMD Instinct MI210', memoryBytes: 64 * 2 ** 30, bandwidth: 1600 * GB, fp16Flops: 181e12 },
-    host: { name: '16 server cores', cores: 16, bandwidth: 110 * GB, flops: 16 * 3.0e9 * 32, kvBytes: 48 * GB },
+    host: { name: '16 server cores', cores: 16, bandwidth: 110 * GB, flops: 16 * 3.0e9 * 32, simd: 'avx2', kvBytes: 48 * GB },
     link: { bandwidth: 22 * GB, latencyUs: 10 },
     note: 'MI210 datasheet (1.6 TB/s, 181 TFLOPS FP16, 64 GB); PCIe 4.0 x16 at 22 GB/s assumed; host bandwidth of 16 cores assumed 110 GB/s; 3.0 GHz x 2 AVX2 FMA units',
   },

@@ -6,6 +6,8 @@ import { simulateRun, type SimRunConfig } from '../../src/sched/sim/simulator.js
 import { equalLatency, runScenario } from '../../src/sched/sim/scenario.js';
 import { formatReport } from '../../src/sched/sim/report.js';
 import { makeWorkload } from '../../src/sched/sim/workload.js';
+import { measureCpuAttentionEfficiency } from '../../src/sched/sim/command.js';
+import { native } from '../../src/native/binding.js';
 
 const hw = HARDWARE.t4!;
 const model = SIM_MODELS['llama2-7b']!;
@@ -56,4 +58,19 @@ t.test('equal latency takes the highest rate served inside both targets', async 
     ({ policy, ratePerSecond: rate, throughput, tpotUs: { p50: tpot, p90: tpot, p99: tpot, mean: tpot }, ttftUs: { p50: ttft, p90: ttft, p99: ttft, mean: ttft } }) as Parameters<typeof equalLatency>[0][number];
   const e = equalLatency([run('gpu-only', 1, 10, 50, 100), run('gpu-only', 2, 15, 200, 100), run('auto', 1, 10, 50, 100), run('auto', 2, 19, 90, 100), run('auto', 3, 22, 90, 1e9)], ['gpu-only', 'auto'], 100, 1000);
   t.same(e.map((x) => [x.policy, x.ratePerSecond, x.throughput, x.vsGpuOnly]), [['gpu-only', 1, 10, 1], ['auto', 2, 19, 1.9]], 'too slow a TPOT, or a queue that grows (TTFT), disqualifies a rate');
+});
+
+t.test('CPU attention efficiency is measured with the kernels of the profile host', async (t) => {
+  t.same(
+    Object.values(HARDWARE).map((h) => [h.id, h.host.simd]),
+    [['t4', 'avx512'], ['a10', 'avx2'], ['mi210', 'avx2']],
+    'the T4 host (Cascade Lake) has AVX-512; the Zen 2 and MI210 hosts run the AVX2 kernels',
+  );
+  const ids = native().backendOps.ids();
+  for (const simd of ['avx2', 'avx512'] as const) {
+    const m = await measureCpuAttentionEfficiency(1, simd, 1);
+    t.ok(m.efficiency > 0 && m.efficiency <= 1, `${simd}: efficiency ${m.efficiency.toFixed(2)} in (0, 1]`);
+    if (ids.includes(`cpu:${simd}`)) t.match(m.note, `cpu:${simd}@1):`, `${simd}: measured with its own kernels`);
+    else t.match(m.note, `no ${simd}`, `${simd}: the note says another kernel stood in`);
+  }
 });
