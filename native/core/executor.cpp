@@ -484,14 +484,25 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   auto dev_region = [&](int i) { return b.ex_meta.as<int32_t>() + size_t(i) * size_t(S); };
 
   // The routing comes down, and unless the whole layer is resident the hidden states with it
-  // (a CPU expert may need any row), under one synchronisation.
+  // (a CPU expert may need any row), under one synchronisation. On an async device the shared
+  // expert (it reads only the hidden states) is queued behind the copies, so that the device
+  // computes it while the host waits for the routing and plans the layer.
   const bool need_x = !xo.layer_resident(l);
   timed(&ph_.transfer, [&] {
     device_->check(f.copy_d2h(c, b.h_ids.data(), b.expert_ids.data(), size_t(S) * 4, nullptr), "copy_d2h");
     device_->check(f.copy_d2h(c, b.h_w.data(), b.expert_weights.data(), size_t(S) * 4, nullptr), "copy_d2h");
     if (need_x) device_->check(f.copy_d2h(c, b.h_x.data(), Xn, size_t(T) * row, nullptr), "copy_d2h");
-    if (device_async_) device_->check(f.stream_sync(c, nullptr), "stream_sync");
+    if (device_async_) device_->check(f.event_record(c, routing_copied_, nullptr), "event_record");
   });
+  bool beside_queued = false;
+  if (device_async_) {
+    beside();
+    beside_queued = true;
+    timed(&ph_.transfer, [&] { device_->check(f.event_sync(c, routing_copied_), "event_sync"); });
+  }
+  auto run_beside = [&] {
+    if (!beside_queued) beside();
+  };
   if (need_x) st.activation_bytes += T * int64_t(row);
   const int32_t* ids = b.h_ids.as<int32_t>();
   const float* wts = b.h_w.as<float>();
@@ -623,7 +634,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       device_->check(f.moe_ffn(c, Xn, T, dev_region(0), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, O, nullptr),
                      "moe_ffn");
     });
-    beside();
+    run_beside();
   } else {
     // Row lists: output rows of device-run choices first, then the CPU's, each in (token, choice) order.
     std::vector<int32_t> pos(static_cast<size_t>(S));
@@ -733,14 +744,14 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
     if (device_async_ || !worker_) {
       // The device's work is queued first and runs while this thread does the CPU experts.
       device_experts();
-      beside();
+      run_beside();
       cpu_experts();
     } else {
       // A synchronous device blocks this thread: the CPU experts go to the worker beside it.
       const CpuWorker::Ticket ticket = worker_->submit(cpu_experts);
       try {
         device_experts();
-        beside();
+        run_beside();
       } catch (...) {
         worker_->drain();
         throw;

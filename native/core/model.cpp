@@ -178,6 +178,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
       dev->check(f.stream_create(dev->ctx(), &m->expert_stream_), "stream_create");
       dev->check(f.event_create(dev->ctx(), &m->expert_queued_), "event_create");
       dev->check(f.event_create(dev->ctx(), &m->expert_copied_), "event_create");
+      dev->check(f.event_create(dev->ctx(), &m->routing_copied_), "event_create");
     }
   }
   prepare_host_weights(*m->cpu_, m->placement_.exec, &m->placement_, m->experts_ != nullptr, prepare_progress);
@@ -196,6 +197,7 @@ Model::~Model() {
     if (copy_stream_ != nullptr) f.stream_destroy(c, copy_stream_);
     if (expert_queued_ != nullptr) f.event_destroy(c, expert_queued_);
     if (expert_copied_ != nullptr) f.event_destroy(c, expert_copied_);
+    if (routing_copied_ != nullptr) f.event_destroy(c, routing_copied_);
     if (expert_stream_ != nullptr) f.stream_destroy(c, expert_stream_);
   }
   // After the device's queues drained: copies may read the host slabs until then.

@@ -179,7 +179,8 @@ class Model {
   tdm_event* copy_done_ = nullptr;
   tdm_stream* expert_stream_ = nullptr;    // async devices with expert offload: admission copies beside compute
   tdm_event* expert_queued_ = nullptr;     // compute queued before an admission copy
-  tdm_event* expert_copied_ = nullptr;     // the last admission copy         // recorded after they reach host memory
+  tdm_event* expert_copied_ = nullptr;     // the last admission copy
+  tdm_event* routing_copied_ = nullptr;    // a layer's routing (and hidden states) reached host memory
   WeightPlacement placement_;
   KvLayout layout_;
   KvPool pools_[2];                        // indexed by KvTier
