@@ -27,6 +27,7 @@
         "native/cpu/kernels_ref.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/cpu/packed_weights.cpp",
+        "native/cpu/huge_pages.cpp",
         "native/core/hparams.cpp",
         "native/core/model_weights.cpp",
         "native/core/kv_pool.cpp",

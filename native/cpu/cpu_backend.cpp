@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/ggml_types.h"
+#include "cpu/huge_pages.h"
 #include "cpu/kernels.h"
 #include "cpu/packed_weights.h"
 #include "cpu/quants.h"
@@ -89,6 +91,10 @@ struct CpuContext {
   std::unordered_set<const void*> unpackable;
   std::vector<int64_t> seg_blocks;  // matmul task planning (plan_tasks), reused across calls
   std::vector<RowTask> tasks;
+  // Buffers of kHugePage or more come from map_huge (the host KV pool, expert slabs): their
+  // lengths, for cpu_free. Allocation may come from any thread.
+  std::mutex huge_mu;
+  std::unordered_map<void*, size_t> huge;
 };
 
 CpuContext& cx(tdm_backend_ctx* c) { return *reinterpret_cast<CpuContext*>(c); }
@@ -381,15 +387,38 @@ void cpu_destroy(tdm_backend_ctx* c) { delete &cx(c); }
 // ---- memory
 
 tdm_status cpu_alloc(tdm_backend_ctx* c, size_t bytes, void** out) {
-  return guard(c, [&](CpuContext&) {
+  return guard(c, [&](CpuContext& ctx) {
     *out = nullptr;
+    if (bytes >= kHugePage) {
+      // Large buffers (the KV pool) are read in scattered 4 KiB runs: 2 MiB pages spare a page
+      // walk per run.
+      size_t len = 0;
+      uint8_t* p = map_huge(bytes, &len);
+      std::lock_guard<std::mutex> lock(ctx.huge_mu);
+      ctx.huge.emplace(p, len);
+      *out = p;
+      return;
+    }
     size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     if (p == nullptr) throw Error(code::oom, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
     *out = p;
   });
 }
-void cpu_free(tdm_backend_ctx*, void* p) { std::free(p); }
+void cpu_free(tdm_backend_ctx* c, void* p) {
+  if (p == nullptr) return;
+  CpuContext& ctx = cx(c);
+  {
+    std::lock_guard<std::mutex> lock(ctx.huge_mu);
+    const auto it = ctx.huge.find(p);
+    if (it != ctx.huge.end()) {
+      unmap_huge(p, it->second);
+      ctx.huge.erase(it);
+      return;
+    }
+  }
+  std::free(p);
+}
 
 tdm_status cpu_copy(tdm_backend_ctx* c, void* dst, const void* src, size_t bytes, tdm_stream*) {
   return guard(c, [&](CpuContext&) {

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "cpu/huge_pages.h"
 
 namespace tdm::cpu {
 
@@ -37,30 +38,6 @@ struct Registry {
   std::mutex mu;
   std::map<Key, std::weak_ptr<const PackedWeight>> entries;
 };
-
-// Packed copies are streamed end to end once per decoded token. Backing them with 2 MiB
-// pages (where the kernel grants them) spares a TLB miss and page walk per 4 KiB read, which
-// nested paging in a VM makes dear; the 4 KiB pages at either end stay as they are.
-constexpr size_t kHugePage = size_t(2) << 20;
-
-// Anonymous memory of at least `bytes`, 2 MiB aligned; *len gets the length to munmap.
-uint8_t* map_packed(size_t bytes, size_t* len) {
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  const size_t want = (bytes + page - 1) / page * page;
-  const size_t span = want + kHugePage;
-  void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw Error(code::oom, "cannot allocate " + std::to_string(bytes) + " bytes for packed weights");
-  const uintptr_t base = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t start = (base + kHugePage - 1) / kHugePage * kHugePage;
-  if (start > base) munmap(p, start - base);
-  const uintptr_t end = start + want, span_end = base + span;
-  if (span_end > end) munmap(reinterpret_cast<void*>(end), span_end - end);
-#ifdef MADV_HUGEPAGE
-  (void)madvise(reinterpret_cast<void*>(start), want, MADV_HUGEPAGE);
-#endif
-  *len = want;
-  return reinterpret_cast<uint8_t*>(start);
-}
 
 Registry& registry() {
   static Registry* r = new Registry();  // never destroyed: contexts may outlive static teardown order
@@ -88,10 +65,11 @@ PackedWeight::PackedWeight(const tdm_weight& w, const PackedOps& ops) : w_(w), o
   group_bytes_ = ops.group_bytes(w.n_cols);
   mat_bytes_ = packed_matrix_bytes(w, ops);
   const size_t bytes = std::max<size_t>(mat_bytes_ * size_t(w.n_mats), 64);
-  data_ = map_packed(bytes, &mapped_bytes_);
+  // Streamed end to end once per decoded token: on 2 MiB pages where the kernel grants them.
+  data_ = map_huge(bytes, &mapped_bytes_);
 }
 
-PackedWeight::~PackedWeight() { munmap(data_, mapped_bytes_); }
+PackedWeight::~PackedWeight() { unmap_huge(data_, mapped_bytes_); }
 
 void PackedWeight::pack_from(const tdm_weight& w, ThreadPool& pool) {
   for (int64_t m = 0; m < w.n_mats; ++m) pack_matrix(w, m, *ops_, data_ + size_t(m) * mat_bytes_, pool);
