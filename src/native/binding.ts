@@ -201,11 +201,16 @@ const packageRoot = path.resolve(here, '..', '..');
 
 let cached: NativeAddon | undefined;
 
+/** Where the addon is built. */
+export function addonFile(): string {
+  return path.join(packageRoot, 'build', 'Release', 'tandem.node');
+}
+
 /** Loads the addon once; a missing build is a clear error, not a crash. */
 export function native(): NativeAddon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  const file = path.join(packageRoot, 'build', 'Release', 'tandem.node');
+  const file = addonFile();
   try {
     cached = require(file) as NativeAddon;
   } catch (err) {

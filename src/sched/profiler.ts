@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TandemError } from '../native/errors.js';
-import type { NativeModel } from '../native/binding.js';
+import { addonFile, native, type NativeModel } from '../native/binding.js';
 import type { ModelHyperparams } from '../model/describe.js';
 import { createProgressBar } from '../cli/progress.js';
 import { fitTables, predict, predictionErrors, TableCostModel, type CostModel, type CostShape, type CostTablesJson, type Measurement, type PredictionError } from './cost-model.js';
@@ -159,7 +159,32 @@ export async function profileModel(target: ProfileTarget, shape: CostShape, opti
   return fitProfile(shape, measurements, heldOut);
 }
 
-/** What a cached profile is valid for: this machine (CPU, threads, device) and this model shape and placement. */
+let buildId: string | undefined;
+
+/**
+ * A short content hash of the native code whose speed profiles record: the addon (CPU kernels)
+ * and the GPU library in use. A rebuilt tandem (new kernels) then profiles again instead of
+ * trusting tables timed on the old code.
+ */
+export function nativeBuildId(): string {
+  if (buildId !== undefined) return buildId;
+  const h = createHash('sha256');
+  const gpu = native()
+    .backends()
+    .filter((b) => b.status === 'selected' && b.library !== null)
+    .map((b) => b.library!);
+  for (const file of [addonFile(), ...gpu]) {
+    try {
+      h.update(fs.readFileSync(file));
+    } catch {
+      h.update(file);
+    }
+  }
+  buildId = h.digest('hex').slice(0, 12);
+  return buildId;
+}
+
+/** What a cached profile is valid for: this machine (CPU, threads, device), this build of the native code, and this model shape and placement. */
 export interface ProfileKey {
   machine: string;
   model: string;
@@ -170,7 +195,7 @@ export function profileKey(hp: ModelHyperparams, info: { threads: number; placem
   const threads = info.deviceThreads === undefined ? '' : ` x${info.deviceThreads} threads`;
   const device = info.placement.device ? `${info.placement.device}: ${info.placement.deviceName}${threads}` : 'no device';
   return {
-    machine: `${cpu} x${info.threads} threads | ${device}`,
+    machine: `${cpu} x${info.threads} threads | ${device} | build ${nativeBuildId()}`,
     model:
       `${hp.architecture} L${hp.nLayer} E${hp.nEmbd} H${hp.nHead}/${hp.nHeadKv} d${hp.headDim}/${hp.headDimV} ff${hp.nFf} ` +
       `x${hp.nExpert}/${hp.nExpertUsed} V${hp.nVocab} | weights ${info.placement.deviceBytes} on device, ${info.placement.hostBytes} in host RAM | block ${info.kvBlockTokens}`,

@@ -11,7 +11,7 @@ import { describeModel } from '../../src/model/describe.js';
 import { costShapeOf, planWork } from '../../src/sched/cost-model.js';
 import { predictStep } from '../../src/sched/step-time.js';
 import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
-import { gridProbes, loadOrProfile, loadProfile, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
+import { gridProbes, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
 import { modelPath } from '../helpers.js';
 
 const SMALL: ProfileGrid = {
@@ -100,6 +100,8 @@ t.test('the real model: the CPU standing in for the device, profiled, cached and
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const key = profileKey(hp, { threads: 1, placement: m.placement, kvBlockTokens: 16 });
   t.match(key.machine, /cpu-standin: CPU stand-in for a GPU/);
+  t.match(key.machine, new RegExp(`\\| build ${nativeBuildId()}$`), 'the key names the build of the native code, so that new kernels profile again');
+  t.match(nativeBuildId(), /^[0-9a-f]{12}$/);
   const r = await loadOrProfile(m, costShapeOf(hp, m.info.kvBlockBytes), key, { cacheDir: dir, grid: SMALL, iters: 1, progressBar: false });
   t.ok(r.model.linearUs(2) > 0 && r.model.cpuAttentionUs(2, 40) > 0 && r.model.copyUs(4096) > 0, 'every table holds positive times');
   t.equal(r.errors.length, 5, 'held-out error for each timed subtask');
