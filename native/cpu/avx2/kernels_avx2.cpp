@@ -828,8 +828,9 @@ inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t s0, const flo
 template <int RR>
 void scores_few_rows_avx2(const AttnTask& a, int64_t r0, int64_t n_blocks, const float* kt, float* p) {
   int64_t s0 = 0;
-  for (; s0 + 2 <= n_blocks; s0 += 2) scores_few_avx2<RR, 2>(a, r0, s0, kt, p);
-  if (s0 < n_blocks) scores_few_avx2<RR, 1>(a, r0, s0, kt, p);
+  for (; s0 + 3 <= n_blocks; s0 += 3) scores_few_avx2<RR, 3>(a, r0, s0, kt, p);
+  if (n_blocks - s0 == 2) scores_few_avx2<RR, 2>(a, r0, s0, kt, p);
+  if (n_blocks - s0 == 1) scores_few_avx2<RR, 1>(a, r0, s0, kt, p);
 }
 
 // acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], 16 floats at a time,
