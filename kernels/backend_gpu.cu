@@ -272,6 +272,7 @@ const tdm_backend_iface kGpuIface = [] {
   t.router = op_router;
   t.moe_ffn = op_moe_ffn;
   t.moe_combine = op_moe_combine;
+  t.matmul_group = op_matmul_group;
   t.copy_blocks = op_copy_blocks;
   return t;
 }();

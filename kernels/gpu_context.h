@@ -126,6 +126,7 @@ enum ScratchSlot : int {
 
 // Op entry points (backend.h has each contract).
 tdm_status op_matmul(tdm_backend_ctx*, const tdm_weight*, int64_t, const float*, int64_t, float*, tdm_stream*);
+tdm_status op_matmul_group(tdm_backend_ctx*, const tdm_weight* const*, int32_t, const float*, int64_t, float* const*, tdm_stream*);
 tdm_status op_get_rows(tdm_backend_ctx*, const tdm_weight*, const int32_t*, int64_t, float*, tdm_stream*);
 tdm_status op_rms_norm(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, float, tdm_stream*);
 tdm_status op_rope(tdm_backend_ctx*, float*, const int32_t*, int64_t, int32_t, int32_t, int32_t, int32_t, float, float,

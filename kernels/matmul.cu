@@ -146,18 +146,12 @@ __device__ __forceinline__ void load_w8(const uint8_t* row, int64_t k, float* ou
 
 // ---- matrix-vector kernels (decode)
 
+// One warp: y[out_row(i)][r] = weight row `row` (row r of its matrix) . act[in_row(i)] for
+// list entries [begin, end), up to kMmvRows activation rows per pass over the weight row.
 template <uint32_t T>
-__global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
-                                                            int64_t n_rows, ActView act, GroupMap map, float* y,
-                                                            int64_t y_stride) {
-  constexpr int kWarps = kMmvThreads / TDM_WARP;
-  const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
-  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
-  int64_t begin, end;
-  group_range(map, blockIdx.y, &begin, &end);
-  if (r >= n_rows || begin >= end) return;
+__device__ __forceinline__ void mmv_q_warp(const uint8_t* row, int64_t r, const ActView& act, const GroupMap& map,
+                                           int64_t begin, int64_t end, float* y, int64_t y_stride, int lane) {
   const int64_t n_chunks = act.n_cols / 32;
-  const uint8_t* row = base + blockIdx.y * mat_bytes + r * row_bytes;
   for (int64_t i0 = begin; i0 < end; i0 += kMmvRows) {
     const int nt = int(min(int64_t(kMmvRows), end - i0));
     int64_t src[kMmvRows];
@@ -187,17 +181,23 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base,
 }
 
 template <uint32_t T>
-__global__ void __launch_bounds__(kMmvThreads) mmv_f_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
+__global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
-                                                            int64_t y_stride, bool vec8) {
+                                                            int64_t y_stride) {
   constexpr int kWarps = kMmvThreads / TDM_WARP;
   const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
   const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
   int64_t begin, end;
   group_range(map, blockIdx.y, &begin, &end);
   if (r >= n_rows || begin >= end) return;
+  mmv_q_warp<T>(base + blockIdx.y * mat_bytes + r * row_bytes, r, act, map, begin, end, y, y_stride, lane);
+}
+
+// The float-weight form of mmv_q_warp; vec8: 8 elements a load (aligned rows and activations).
+template <uint32_t T>
+__device__ __forceinline__ void mmv_f_warp(const uint8_t* row, int64_t r, const ActView& act, const GroupMap& map,
+                                           int64_t begin, int64_t end, float* y, int64_t y_stride, bool vec8, int lane) {
   const int64_t n = act.n_cols;
-  const uint8_t* row = base + blockIdx.y * mat_bytes + r * row_bytes;
   for (int64_t i0 = begin; i0 < end; i0 += kMmvRows) {
     const int nt = int(min(int64_t(kMmvRows), end - i0));
     const float* xr[kMmvRows];
@@ -232,6 +232,43 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_f_kernel(const uint8_t* base,
       }
     }
   }
+}
+
+template <uint32_t T>
+__global__ void __launch_bounds__(kMmvThreads) mmv_f_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
+                                                            int64_t n_rows, ActView act, GroupMap map, float* y,
+                                                            int64_t y_stride, bool vec8) {
+  constexpr int kWarps = kMmvThreads / TDM_WARP;
+  const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
+  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
+  int64_t begin, end;
+  group_range(map, blockIdx.y, &begin, &end);
+  if (r >= n_rows || begin >= end) return;
+  mmv_f_warp<T>(base + blockIdx.y * mat_bytes + r * row_bytes, r, act, map, begin, end, y, y_stride, vec8, lane);
+}
+
+// Up to kMaxListMats matrices of one type that read the same activations (a layer's q/k/v or
+// gate/up), one launch: blockIdx.y picks the matrix; blocks past its rows return at once.
+constexpr int kMaxListMats = 4;
+struct MatList {
+  const uint8_t* base[kMaxListMats];
+  size_t row_bytes[kMaxListMats];
+  int64_t n_rows[kMaxListMats];
+  float* y[kMaxListMats];  // n_tokens x n_rows[i]
+  bool vec8[kMaxListMats];  // float types: mmv_f_warp's vec8 for this matrix
+};
+
+template <uint32_t T, bool kFloat>
+__global__ void __launch_bounds__(kMmvThreads) mmv_list_kernel(MatList m, ActView act, int32_t n_tokens) {
+  constexpr int kWarps = kMmvThreads / TDM_WARP;
+  const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
+  const int i = int(blockIdx.y);
+  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
+  if (r >= m.n_rows[i]) return;
+  const GroupMap map{nullptr, nullptr, n_tokens, 1, false, false};
+  const uint8_t* row = m.base[i] + r * m.row_bytes[i];
+  if constexpr (kFloat) mmv_f_warp<T>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], m.vec8[i], lane);
+  else mmv_q_warp<T>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], lane);
 }
 
 // ---- tiled kernels (prefill): 64 weight rows x 64 activation rows per block; activation
@@ -573,6 +610,49 @@ tdm_status op_matmul(tdm_backend_ctx* ctx, const tdm_weight* w, int64_t m, const
     const GroupMap map{nullptr, nullptr, int32_t(n_tokens), 1, false, false};
     const uint8_t* base = static_cast<const uint8_t*>(w->data) + size_t(m) * w->mat_bytes;
     grouped_matmul(c, st, *w, base, 1, act, map, n_tokens, y, w->n_rows);
+  });
+}
+
+tdm_status op_matmul_group(tdm_backend_ctx* ctx, const tdm_weight* const* w, int32_t n, const float* x, int64_t n_tokens,
+                           float* const* y, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (w == nullptr || y == nullptr) bad("matmul_group with a null pointer");
+    if (n < 1 || n > kMaxListMats) bad("matmul_group takes 1 to " + std::to_string(kMaxListMats) + " matrices");
+    for (int32_t i = 0; i < n; ++i) {
+      check_weight(w[i]);
+      if (y[i] == nullptr) bad("matmul_group with a null output");
+      if (w[i]->type != w[0]->type || w[i]->n_cols != w[0]->n_cols) bad("matmul_group matrices must share their type and width");
+    }
+    if (n_tokens <= 0) return;
+    if (x == nullptr) bad("matmul_group with a null pointer");
+    if (n_tokens > INT32_MAX) bad("matmul_group with too many rows");
+    GpuStream& st = stream_of(c, s);
+    const ActView act = convert_activations(c, st, w[0]->type, x, n_tokens, w[0]->n_cols, kSlotActQ);
+    if (n_tokens > kMmvRows) {
+      // Prefill: the tiled kernel per matrix, on the one conversion.
+      const GroupMap map{nullptr, nullptr, int32_t(n_tokens), 1, false, false};
+      for (int32_t i = 0; i < n; ++i)
+        grouped_matmul(c, st, *w[i], static_cast<const uint8_t*>(w[i]->data), 1, act, map, n_tokens, y[i], w[i]->n_rows);
+      return;
+    }
+    MatList m{};
+    int64_t max_rows = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      m.base[i] = static_cast<const uint8_t*>(w[i]->data);
+      m.row_bytes[i] = w[i]->row_bytes;
+      m.n_rows[i] = w[i]->n_rows;
+      m.y[i] = y[i];
+      m.vec8[i] = act.n_cols % 8 == 0 && aligned16(m.base[i]) && w[i]->row_bytes % 16 == 0 && aligned16(act.f);
+      if (w[i]->n_rows > max_rows) max_rows = w[i]->n_rows;
+    }
+    with_type(w[0]->type, [&](auto tc) {
+      constexpr uint32_t T = decltype(tc)::value;
+      constexpr bool kFloat = is_float_type(T);
+      void (*kernel)(MatList, ActView, int32_t) = mmv_list_kernel<T, kFloat>;
+      const dim3 grid(blocks_for(max_rows, kMmvThreads / TDM_WARP), unsigned(n));
+      TDM_LAUNCH(kernel, grid, kMmvThreads, 0, st.stream)(m, act, int32_t(n_tokens));
+      check_launch("matrix-vector list kernel");
+    });
   });
 }
 

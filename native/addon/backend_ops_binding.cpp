@@ -204,6 +204,50 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   });
 }
 
+// matmulGroup(id, type, ws: Float32Array[], rows: number[], nCols, x[nTokens*nCols], nTokens)
+// -> { grouped, ys }: ys[i] = W_i x through the backend's matmul_group (grouped true), or null
+// ys when the backend has no such op.
+Napi::Value matmul_group(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const uint32_t type = type_arg(info, 1);
+    if (info.Length() < 4 || !info[2].IsArray() || !info[3].IsArray()) bad_arg("matmulGroup needs arrays of weights and row counts");
+    Napi::Array ws = info[2].As<Napi::Array>(), rows = info[3].As<Napi::Array>();
+    if (ws.Length() != rows.Length()) bad_arg("matmulGroup needs one row count per weight");
+    const int64_t n_cols = int_arg(info, 4, "nCols"), n_tokens = int_arg(info, 6, "nTokens");
+    Napi::Float32Array x = f32_arg(info, 5, "x", size_t(n_tokens * n_cols));
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("grouped", Napi::Boolean::New(info.Env(), b.fn().matmul_group != nullptr));
+    if (b.fn().matmul_group == nullptr) {
+      out.Set("ys", info.Env().Null());
+      return out;
+    }
+    std::vector<tdm_weight> wts;
+    std::vector<float*> dys;
+    for (uint32_t i = 0; i < ws.Length(); ++i) {
+      const int64_t n_rows = int64_t(rows.Get(i).As<Napi::Number>().Int64Value());
+      if (n_rows <= 0 || !ws.Get(i).IsTypedArray()) bad_arg("matmulGroup: weight " + std::to_string(i) + " needs rows and a Float32Array");
+      Napi::Float32Array w = ws.Get(i).As<Napi::Float32Array>();
+      if (w.ElementLength() != size_t(n_rows * n_cols)) bad_arg("matmulGroup: weight " + std::to_string(i) + " has the wrong length");
+      wts.push_back(upload_weight(sc, type, w.Data(), 1, n_rows, n_cols));
+      dys.push_back(sc.alloc_n<float>(size_t(n_tokens * n_rows)));
+    }
+    std::vector<const tdm_weight*> pw;
+    for (const tdm_weight& w : wts) pw.push_back(&w);
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    b.check(b.fn().matmul_group(b.ctx(), pw.data(), int32_t(pw.size()), dx, n_tokens, dys.data(), nullptr), "matmul_group");
+    Napi::Array ys = Napi::Array::New(info.Env(), wts.size());
+    for (size_t i = 0; i < wts.size(); ++i) {
+      std::vector<float> y(size_t(n_tokens * wts[i].n_rows));
+      sc.download(y.data(), dys[i], y.size());
+      ys.Set(uint32_t(i), out_f32(info.Env(), y));
+    }
+    out.Set("ys", ys);
+    return out;
+  });
+}
+
 // getRows(id, type, w[nRows*nCols], nRows, nCols, ids) -> rows[ids.length*nCols]
 Napi::Value get_rows(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -659,6 +703,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   Napi::Object ops = Napi::Object::New(env);
   ops.Set("ids", Napi::Function::New(env, ids, "ids"));
   ops.Set("matmul", Napi::Function::New(env, matmul, "matmul"));
+  ops.Set("matmulGroup", Napi::Function::New(env, matmul_group, "matmulGroup"));
   ops.Set("getRows", Napi::Function::New(env, get_rows, "getRows"));
   ops.Set("rmsNorm", Napi::Function::New(env, rms_norm, "rmsNorm"));
   ops.Set("rope", Napi::Function::New(env, rope, "rope"));

@@ -13,7 +13,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 2u
+#define TDM_BACKEND_ABI_VERSION 3u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -212,6 +212,15 @@ typedef struct tdm_backend_iface {
   tdm_status (*moe_combine)(tdm_backend_ctx* ctx, const float* rows, int64_t n_rows, const int32_t* pos,
                             const float* weights, int64_t n_tokens, int32_t n_used, int64_t n_cols, float* y,
                             tdm_stream* s);
+
+  /* ---- ops appended in ABI 3 */
+  /* (optional) y[i] = W_i x for n (1 to 4) matrices (matrix 0 of each stack) that read the same
+   * x, n_tokens rows of n_cols floats: a layer's q/k/v or gate/up. x is converted to the dot type
+   * once and, where the backend can, the products run as one launch; each y[i] (n_tokens x
+   * W_i.n_rows floats) gets the bits a matmul call would give. Every W_i has the same type and
+   * n_cols. NULL: the caller makes n matmul calls. */
+  tdm_status (*matmul_group)(tdm_backend_ctx* ctx, const tdm_weight* const* w, int32_t n, const float* x,
+                             int64_t n_tokens, float* const* y, tdm_stream* s);
 } tdm_backend_iface;
 
 /* A live backend: its table and its context. */

@@ -263,6 +263,27 @@ void Model::matmul(const tdm_weight& w, const float* x, int64_t n_tokens, float*
   timed(&ph_.transfer, [&] { to_device(y, stage_y_.as<float>(), yb); });
 }
 
+void Model::matmuls(std::initializer_list<MatmulOut> outs, const float* x, int64_t n_tokens) {
+  const tdm_backend_iface& f = device_->fn();
+  const tdm_weight* w[4];
+  float* y[4];
+  int32_t n = 0;
+  bool grouped = f.matmul_group != nullptr && outs.size() <= 4;
+  for (const MatmulOut& o : outs) {
+    const tdm_weight& first = *outs.begin()->w;
+    grouped = grouped && (!has_device() || placement_.on_device(*o.w)) && o.w->type == first.type && o.w->n_cols == first.n_cols;
+    if (n < 4) {
+      w[n] = o.w;
+      y[n++] = o.y;
+    }
+  }
+  if (!grouped) {
+    for (const MatmulOut& o : outs) matmul(*o.w, x, n_tokens, o.y);
+    return;
+  }
+  device_->check(f.matmul_group(device_->ctx(), w, n, x, n_tokens, y, nullptr), "matmul_group");
+}
+
 void Model::embed(BatchBuffers& b, const int32_t* host_tokens, int64_t n_tokens) {
   const tdm_weight& te = placement_.exec.tok_embd;
   float* X = b.x.as<float>();
@@ -303,9 +324,7 @@ void Model::pre_attention(BatchBuffers& b, int64_t T, int64_t l) {
   };
   timed_linear(&ph_.linear, ph_, [&] {
     norm(X, lw.attn_norm, Xn, T, E);
-    matmul(lw.wq, Xn, T, Q);
-    matmul(lw.wk, Xn, T, K);
-    matmul(lw.wv, Xn, T, V);
+    matmuls({{&lw.wq, Q}, {&lw.wk, K}, {&lw.wv, V}}, Xn, T);
     if (lw.bq) add_bias(Q, lw.bq, q_dim);
     if (lw.bk) add_bias(K, lw.bk, k_dim);
     if (lw.bv) add_bias(V, lw.bv, v_dim);
@@ -340,8 +359,7 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
     device_->check(f.add(c, y, a, y, T, cols, stride, nullptr), "add");
   };
   auto ffn = [&](const tdm_weight& g, const tdm_weight& u, const tdm_weight& d, float* out) {
-    matmul(g, Xn, T, G);
-    matmul(u, Xn, T, U);
+    matmuls({{&g, G}, {&u, U}}, Xn, T);
     device_->check(f.swiglu(c, G, U, G, T * g.n_rows, nullptr), "swiglu");
     matmul(d, G, T, out);
   };

@@ -4,6 +4,7 @@
 // with one of the strategies of step.h. Timing entry points for the profiler: profile.cpp.
 #pragma once
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -151,6 +152,13 @@ class Model {
 
   // ---- layer pieces (executor.cpp), on the device with host fallbacks per weight placement
   void matmul(const tdm_weight& w, const float* x, int64_t n_tokens, float* y);
+  // y_i = W_i x for up to 4 weights that read the same x (q/k/v, gate/up): one matmul_group call
+  // where the device has the op and holds them all with one type and width, else matmul each.
+  struct MatmulOut {
+    const tdm_weight* w;
+    float* y;
+  };
+  void matmuls(std::initializer_list<MatmulOut> outs, const float* x, int64_t n_tokens);
   void embed(BatchBuffers& b, const int32_t* host_tokens, int64_t n_tokens);
   void pre_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);
   void post_attention(BatchBuffers& b, int64_t n_tokens, int64_t layer);

@@ -134,6 +134,8 @@ export interface NativeBackendOps {
   /** Backend ids this machine can run: every CPU kernel variant (reference first), then each usable GPU device. */
   ids(): string[];
   matmul(id: string, type: string, w: Float32Array, nRows: number, nCols: number, x: Float32Array, nTokens: number): Float32Array;
+  /** W_i x for each weight through the backend's matmul_group (one conversion of x, one launch where it can); ys null when the backend has no such op. */
+  matmulGroup(id: string, type: string, ws: Float32Array[], rows: number[], nCols: number, x: Float32Array, nTokens: number): { grouped: boolean; ys: Float32Array[] | null };
   getRows(id: string, type: string, w: Float32Array, nRows: number, nCols: number, ids: Int32Array): Float32Array;
   rmsNorm(id: string, x: Float32Array, w: Float32Array | null, nRows: number, nCols: number, eps: number): Float32Array;
   rope(id: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number): Float32Array;

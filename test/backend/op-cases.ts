@@ -109,6 +109,37 @@ function matmulCases(): OpCase[] {
   return cases;
 }
 
+/**
+ * matmul_group: q/k/v-like (three matrices, the last two smaller) and gate/up-like (two) products
+ * of one input. Where a backend has the op, its outputs must equal its own separate matmuls bit
+ * for bit; where it has none, the case runs the matmuls (the executor's fallback).
+ */
+function matmulGroupCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const type of ['f16', 'q8_0', 'q4_K', 'q6_K'] as const) {
+    const nCols = colsFor(type)[1];
+    for (const [rows, nTokens] of [[[48, 17, 17], 1], [[33, 33], 3], [[48, 17, 17], 8], [[40, 9], 11]] as [number[], number][]) {
+      const ws = rows.map((n, i) => rand(n * nCols, 31 * n + i + nCols, 0.3));
+      const x = rand(nTokens * nCols, nTokens * 17 + nCols, 2);
+      cases.push({
+        op: 'matmul_group',
+        name: `matmul_group ${type} ${rows.join('+')}x${nCols} x ${nTokens} tokens`,
+        run: (ops, id) => {
+          const separate = ws.map((w, i) => ops.matmul(id, type, w, rows[i]!, nCols, x, nTokens));
+          const g = ops.matmulGroup(id, type, ws, rows, nCols, x, nTokens);
+          const ys = g.ys ?? separate;
+          ys.forEach((y, i) => {
+            if (!identical(y, separate[i]!)) throw new Error(`matmul_group output ${i} on ${id} differs from its own matmul`);
+          });
+          return Object.fromEntries(ys.map((y, i) => [`y${i}`, y]));
+        },
+        tolerance: (id) => matmulTolerance(type, id),
+      });
+    }
+  }
+  return cases;
+}
+
 function getRowsCases(): OpCase[] {
   return WEIGHT_TYPES.map((type) => {
     const nCols = colsFor(type)[1];
@@ -332,7 +363,7 @@ function copyCases(): OpCase[] {
 
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
-  return [...matmulCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...copyCases()];
+  return [...matmulCases(), ...matmulGroupCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...copyCases()];
 }
 
 /** Runs one case on `id` and compares it with `reference` (the same case on cpu:ref). */
