@@ -86,6 +86,7 @@ struct CpuContext {
   std::vector<std::vector<float>> thread_f32;            // per-thread float scratch (rope)
   std::vector<std::unique_ptr<Scratch>> thread_scratch;  // per-thread attention scratch
   std::vector<std::vector<const uint8_t*>> thread_blocks;  // per-thread K/V block pointers
+  std::vector<float> attn_acc, attn_max, attn_sum;         // attention segment states (cpu_attention)
   // Packed copies this context has used, by weight address, and addresses found ineligible.
   std::unordered_map<const void*, std::shared_ptr<const PackedWeight>> packed;
   std::unordered_set<const void*> unpackable;
@@ -669,40 +670,73 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
     const int64_t q_row = int64_t(n_heads) * dk, o_row = int64_t(n_heads) * dv;
     const int64_t tok_per_task = std::max<int64_t>(1, kAttnRowsPerTask / group);
 
-    // Tasks: (sequence, KV head, run of tokens); the group's query heads share each K/V read.
-    struct Task {
-      int32_t seq, kvh, t0, n;
+    // Groups: (sequence, KV head, run of tokens); the group's query heads share each K/V read.
+    // A group whose context passes kAttnSegment positions splits into one task per segment
+    // (so that one long sequence still keeps every thread busy); its rows' segment states are
+    // folded in position order afterwards. A one-segment group writes straight into out.
+    struct Group {
+      int32_t seq, kvh, t0, n, n_seg;
+      int64_t rows;   // n * group
+      int64_t state;  // multi-segment groups: first float of their segments' weighted sums in ctx.attn_acc
+      int64_t stats;  // first entry of their segments' row maxima and sums in ctx.attn_max / attn_sum
     };
+    struct Task {
+      int32_t group, seg;
+    };
+    std::vector<Group> groups;
     std::vector<Task> tasks;
     double work = 0;
+    int64_t n_state = 0, n_stats = 0;
     for (int32_t i = 0; i < n_seqs; ++i) {
       for (int32_t h = 0; h < kv->n_kv_heads; ++h)
-        for (int32_t t0 = 0; t0 < seqs[i].n_tokens; t0 += int32_t(tok_per_task))
-          tasks.push_back(Task{i, h, t0, int32_t(std::min<int64_t>(tok_per_task, seqs[i].n_tokens - t0))});
+        for (int32_t t0 = 0; t0 < seqs[i].n_tokens; t0 += int32_t(tok_per_task)) {
+          const int32_t n = int32_t(std::min<int64_t>(tok_per_task, seqs[i].n_tokens - t0));
+          const int64_t n_ctx = int64_t(seqs[i].start_pos) + t0 + n;
+          const int32_t n_seg = int32_t((n_ctx + kAttnSegment - 1) / kAttnSegment);
+          const int64_t rows = int64_t(n) * group;
+          groups.push_back(Group{i, h, t0, n, n_seg, rows, n_seg > 1 ? n_state : -1, n_stats});
+          if (n_seg > 1) n_state += rows * dv * n_seg;
+          n_stats += rows * n_seg;
+          for (int32_t g = 0; g < n_seg; ++g) tasks.push_back(Task{int32_t(groups.size() - 1), g});
+        }
       work += double(seqs[i].n_tokens) * double(seqs[i].start_pos + seqs[i].n_tokens) * double(n_heads) * double(dk + dv);
+    }
+    if (ctx.attn_acc.size() < size_t(n_state)) ctx.attn_acc.resize(size_t(n_state));
+    if (ctx.attn_max.size() < size_t(n_stats)) {
+      ctx.attn_max.resize(size_t(n_stats));
+      ctx.attn_sum.resize(size_t(n_stats));
     }
     ctx.pool->run(int64_t(tasks.size()), [&](int64_t ti, int th) {
       const Task& tk = tasks[size_t(ti)];
-      const tdm_attn_seq& s = seqs[tk.seq];
-      const int64_t first_pos = int64_t(s.start_pos) + tk.t0, n_ctx = first_pos + tk.n;
-      // The head's first row in each block this task reads.
-      const int64_t n_blk = (n_ctx + kv->block_tokens - 1) / kv->block_tokens;
+      const Group& gr = groups[size_t(tk.group)];
+      const tdm_attn_seq& s = seqs[gr.seq];
+      const int64_t first_pos = int64_t(s.start_pos) + gr.t0, n_ctx = first_pos + gr.n;
+      const int64_t pos_begin = int64_t(tk.seg) * kAttnSegment, pos_end = std::min(n_ctx, pos_begin + kAttnSegment);
+      // The head's first row in each block this task reads (block ids from 0, as kernels index them).
+      const int64_t n_blk = (pos_end + kv->block_tokens - 1) / kv->block_tokens;
       std::vector<const uint8_t*>& blocks = ctx.thread_blocks[size_t(th)];
       if (blocks.size() < size_t(2 * n_blk)) blocks.resize(size_t(2 * n_blk));
-      for (int64_t b = 0; b < n_blk; ++b) {
-        blocks[size_t(b)] = kv_at(*kv, kv->k, s.block_table, b * kv->block_tokens, tk.kvh, dk, elt);
-        blocks[size_t(n_blk + b)] = kv_at(*kv, kv->v, s.block_table, b * kv->block_tokens, tk.kvh, dv, elt);
+      for (int64_t b = pos_begin / kv->block_tokens; b < n_blk; ++b) {
+        blocks[size_t(b)] = kv_at(*kv, kv->k, s.block_table, b * kv->block_tokens, gr.kvh, dk, elt);
+        blocks[size_t(n_blk + b)] = kv_at(*kv, kv->v, s.block_table, b * kv->block_tokens, gr.kvh, dv, elt);
       }
       AttnTask a{};
-      a.q = q + (int64_t(s.first_row) + tk.t0) * q_row + int64_t(tk.kvh) * group * dk;
+      a.q = q + (int64_t(s.first_row) + gr.t0) * q_row + int64_t(gr.kvh) * group * dk;
       a.q_stride = q_row;
-      a.out = out + (int64_t(s.first_row) + tk.t0) * o_row + int64_t(tk.kvh) * group * dv;
-      a.out_stride = o_row;
-      a.n_tok = tk.n;
+      if (gr.n_seg == 1) {
+        a.out = out + (int64_t(s.first_row) + gr.t0) * o_row + int64_t(gr.kvh) * group * dv;
+        a.out_stride = o_row;
+      } else {
+        a.out = ctx.attn_acc.data() + gr.state + int64_t(tk.seg) * gr.rows * dv;
+        a.out_stride = int64_t(group) * dv;
+      }
+      a.n_tok = gr.n;
       a.group = group;
       a.dk = dk;
       a.dv = dv;
       a.first_pos = first_pos;
+      a.pos_begin = pos_begin;
+      a.pos_end = pos_end;
       a.k_blocks = blocks.data();
       a.v_blocks = blocks.data() + n_blk;
       a.block_tokens = kv->block_tokens;
@@ -710,9 +744,31 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
       a.v_row_bytes = size_t(dv) * elt;
       a.f16 = kv->type == uint32_t(GgmlType::F16);
       a.scale = scale;
-      a.scratch = ctx.thread_scratch[size_t(th)]->as<float>(attn_scratch_floats(int64_t(tk.n) * group, dk, dv));
+      a.scratch = ctx.thread_scratch[size_t(th)]->as<float>(attn_scratch_floats(int64_t(gr.n) * group, dk, dv));
+      a.row_max = ctx.attn_max.data() + gr.stats + int64_t(tk.seg) * gr.rows;
+      a.row_sum = ctx.attn_sum.data() + gr.stats + int64_t(tk.seg) * gr.rows;
       ctx.k->attention(a);
     }, work);
+
+    // Each row: its segments folded in position order, then divided by the sum of weights.
+    ctx.pool->run(int64_t(groups.size()), [&](int64_t gi, int) {
+      const Group& gr = groups[size_t(gi)];
+      const tdm_attn_seq& s = seqs[gr.seq];
+      for (int64_t r = 0; r < gr.rows; ++r) {
+        float* o = out + (int64_t(s.first_row) + gr.t0 + r / group) * o_row + (int64_t(gr.kvh) * group + r % group) * dv;
+        float m = ctx.attn_max[size_t(gr.stats + r)], sum = ctx.attn_sum[size_t(gr.stats + r)];
+        if (gr.n_seg > 1) {
+          std::copy_n(ctx.attn_acc.data() + gr.state + r * dv, dv, o);
+          for (int32_t g = 1; g < gr.n_seg; ++g) {
+            const int64_t at = gr.stats + int64_t(g) * gr.rows + r;
+            attn_fold(&m, &sum, o, ctx.attn_max[size_t(at)], ctx.attn_sum[size_t(at)],
+                      ctx.attn_acc.data() + gr.state + (int64_t(g) * gr.rows + r) * dv, dv);
+          }
+        }
+        const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+        for (int32_t e = 0; e < dv; ++e) o[e] *= inv;
+      }
+    }, double(n_stats) * double(dv));
   });
 }
 

@@ -3,6 +3,8 @@
 // reports. The CPU backend's ops are written once against this table, so the same op runs
 // with the reference kernels or the SIMD ones, and the tests compare the two.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -57,12 +59,18 @@ struct PackedOps {
 };
 
 // One task of causal attention: n_tok consecutive query tokens of one sequence, each with
-// `group` query heads that share one KV head (GQA). Positions are visited in tiles of
-// kAttnTile from position 0 with an online softmax (as llama.cpp's tiled CPU flash
-// attention does); queries stay f32, K and V rows (f16 or f32, given by pointers since the
-// cache is paged) are widened to f32. Every score and output element is summed in one
-// fixed order, so a query row's result does not depend on how many rows share the task.
+// `group` query heads that share one KV head (GQA), over one segment of the positions.
+// Positions are visited in tiles of kAttnTile from the segment's start with an online softmax
+// (as llama.cpp's tiled CPU flash attention does); queries stay f32, K and V rows (f16 or f32,
+// given by pointers since the cache is paged) are widened to f32. A task leaves each row's
+// unnormalised state (running max, sum of weights, weighted sum of V rows); the backend folds
+// the segments of a row in position order (attn_fold). Every score and output element is
+// summed in one fixed order, so a query row's result does not depend on how many rows share
+// the task, nor on whether a segment ran alone or beside others.
 constexpr int64_t kAttnTile = 64;
+// Positions per segment: a long context splits into segments that run as separate tasks
+// (parallel decode of one sequence), at the same absolute boundaries for every kernel.
+constexpr int64_t kAttnSegment = 1024;
 
 struct AttnTask {
   const float* q;          // token t, head g: q + t * q_stride + g * dk
@@ -73,6 +81,8 @@ struct AttnTask {
   int32_t group;           // query heads per KV head
   int32_t dk, dv;          // head sizes
   int64_t first_pos;       // position of token 0; token t sees positions [0, first_pos + t]
+  int64_t pos_begin;       // this segment: positions [pos_begin, pos_end) of those (a multiple of kAttnTile)
+  int64_t pos_end;
   // K row of position j: k_blocks[j / block_tokens] + (j % block_tokens) * k_row_bytes (the
   // paged cache's blocks for this KV head); V likewise. Positions [0, first_pos + n_tok).
   const uint8_t* const* k_blocks;
@@ -82,6 +92,11 @@ struct AttnTask {
   bool f16;                // K and V are f16 (else f32)
   float scale;             // applied to q.k before the softmax
   float* scratch;          // attn_scratch_floats(...) floats, 64-byte aligned
+  // Out: row r = t * group + g gets its weighted sum of V rows at out (unnormalised), its
+  // largest score in row_max[r] (-inf when it sees no position here) and its sum of
+  // exp(score - max) in row_sum[r].
+  float* row_max;
+  float* row_sum;
 };
 using AttnFn = void (*)(const AttnTask& task);
 
@@ -104,6 +119,18 @@ inline void attn_tile_rows(const uint8_t* const* blocks, int32_t block_tokens, s
       ++b;
     }
   }
+}
+
+// Folds segment states of one row, in position order, into (max, sum, acc): the first
+// segment's state is taken as it is, each later one rescaled to the common max. The fold is
+// shared by every kernel table, so the bits do not depend on the instruction set.
+inline void attn_fold(float* max, float* sum, float* acc, float seg_max, float seg_sum, const float* seg_acc, int32_t dv) {
+  const float m = std::max(*max, seg_max);
+  if (m == -INFINITY) return;  // neither has seen a position
+  const float a = std::exp(*max - m), b = std::exp(seg_max - m);
+  *sum = *sum * a + seg_sum * b;
+  for (int32_t e = 0; e < dv; ++e) acc[e] = acc[e] * a + seg_acc[e] * b;
+  *max = m;
 }
 
 // Floats of scratch an AttnTask with these sizes needs.

@@ -146,7 +146,7 @@ inline float kv_elt(const void* row, int64_t i, bool f16) {
 
 void attention_ref(const AttnTask& a) {
   for (int32_t t = 0; t < a.n_tok; ++t) {
-    const int64_t n_ctx = a.first_pos + t + 1;
+    const int64_t n_ctx = std::min(a.first_pos + t + 1, a.pos_end);
     for (int32_t g = 0; g < a.group; ++g) {
       const float* q = a.q + t * a.q_stride + int64_t(g) * a.dk;
       float* out = a.out + t * a.out_stride + int64_t(g) * a.dv;
@@ -154,7 +154,7 @@ void attention_ref(const AttnTask& a) {
       float* s = a.scratch + a.dv;
       std::fill(acc, acc + a.dv, 0.0f);
       float m = -INFINITY, sum = 0.0f;
-      for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+      for (int64_t j0 = a.pos_begin; j0 < n_ctx; j0 += kAttnTile) {
         const int64_t n = std::min(kAttnTile, n_ctx - j0);
         float tmax = -INFINITY;
         for (int64_t j = 0; j < n; ++j) {
@@ -175,8 +175,9 @@ void attention_ref(const AttnTask& a) {
           for (int32_t e = 0; e < a.dv; ++e) acc[e] += p * kv_elt(attn_v_row(a, j0 + j), e, a.f16);
         }
       }
-      const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
-      for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[e] * inv;
+      std::copy(acc, acc + a.dv, out);
+      a.row_max[t * a.group + g] = m;
+      a.row_sum[t * a.group + g] = sum;
     }
   }
 }

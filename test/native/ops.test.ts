@@ -298,6 +298,8 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
     // Past one 64-position tile: a long prefill with 8 heads per KV head, decode deep in the context.
     { nHeads: 16, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 70 }, { startPos: 150, nTokens: 1 }] },
     { nHeads: 3, nKvHeads: 1, headDim: 128, headDimV: 40, blockTokens: 32, seqs: [{ startPos: 60, nTokens: 9 }, { startPos: 127, nTokens: 2 }] },
+    // Past one segment (1024 positions): decode over three, and a chunk whose rows straddle the edge.
+    { nHeads: 4, nKvHeads: 2, headDim: 32, headDimV: 32, blockTokens: 16, seqs: [{ startPos: 2100, nTokens: 1 }, { startPos: 1000, nTokens: 40 }] },
   ];
   cases.forEach((c, ci) => {
     const scale = 1 / Math.sqrt(c.headDim);
@@ -332,14 +334,15 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
   // A query row gives the same bits whether its token is decoded alone, in a short chunk or
   // inside a prefill: the SIMD kernels switch between a few-rows layout (decode, chunks up to 8
   // rows) and a many-rows one, and both must add in the same order.
+  // The last layout passes one segment (1024 positions): its rows fold several segments' states.
   const layouts = [
-    { kvType: 'f16' as const, nHeads: 8, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16 },
-    { kvType: 'f32' as const, nHeads: 6, nKvHeads: 2, headDim: 80, headDimV: 48, blockTokens: 7 },
-    { kvType: 'f16' as const, nHeads: 2, nKvHeads: 2, headDim: 7, headDimV: 9, blockTokens: 3 },
-    { kvType: 'f16' as const, nHeads: 8, nKvHeads: 1, headDim: 128, headDimV: 128, blockTokens: 32 },
+    { kvType: 'f16' as const, nHeads: 8, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, n: 150, probes: [0, 63, 64, 89, 149] },
+    { kvType: 'f32' as const, nHeads: 6, nKvHeads: 2, headDim: 80, headDimV: 48, blockTokens: 7, n: 150, probes: [0, 63, 64, 89, 149] },
+    { kvType: 'f16' as const, nHeads: 2, nKvHeads: 2, headDim: 7, headDimV: 9, blockTokens: 3, n: 150, probes: [0, 63, 64, 89, 149] },
+    { kvType: 'f16' as const, nHeads: 8, nKvHeads: 1, headDim: 128, headDimV: 128, blockTokens: 32, n: 150, probes: [0, 63, 64, 89, 149] },
+    { kvType: 'f16' as const, nHeads: 2, nKvHeads: 1, headDim: 16, headDimV: 16, blockTokens: 16, n: 1100, probes: [0, 1023, 1024, 1099] },
   ];
-  for (const [li, c] of layouts.entries()) {
-    const n = 150;
+  for (const [li, { n, probes, ...c }] of layouts.entries()) {
     const k = rand(n * c.nKvHeads * c.headDim, 7 + li, 2);
     const vv = rand(n * c.nKvHeads * c.headDimV, 8 + li);
     const q = rand(n * c.nHeads * c.headDim, 9 + li, 2);
@@ -355,12 +358,12 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
     for (const v of ['ref', ...SIMD]) {
       const all = ops().attention(v, { ...base, seqs: [part(0, n)] });
       const differ: string[] = [];
-      for (const i of [0, 63, 64, 89, 149]) {
+      for (const i of probes) {
         if (!identical(ops().attention(v, { ...base, seqs: [part(i, 1)] }), all.subarray(i * row, (i + 1) * row))) differ.push(`token ${i}`);
       }
       // A chunk of as many tokens as stay within 8 query rows, across the tile edge at 64.
       const chunk = Math.max(1, Math.floor(8 / (c.nHeads / c.nKvHeads)));
-      const from = 64 - Math.floor(chunk / 2);
+      const from = (n > 1024 ? 1024 : 64) - Math.floor(chunk / 2);
       if (!identical(ops().attention(v, { ...base, seqs: [part(from, chunk)] }), all.subarray(from * row, (from + chunk) * row))) {
         differ.push(`chunk of ${chunk} from ${from}`);
       }

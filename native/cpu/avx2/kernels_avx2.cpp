@@ -887,12 +887,12 @@ void attention_few_rows_avx2(const AttnTask& a) {
   std::fill(p + n_rows * kAttnTile, p + kFewRows * kAttnTile, 0.0f);
   std::fill(acc, acc + n_rows * dvp, 0.0f);
 
-  const int64_t n_ctx = a.first_pos + a.n_tok;
+  const int64_t n_ctx = std::min(a.first_pos + a.n_tok, a.pos_end);
   const uint8_t* row_ptrs[2][kAttnTile];
   const uint8_t** k_rows = row_ptrs[0];
   const uint8_t** next_k_rows = row_ptrs[1];
-  attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, 0, std::min(kAttnTile, n_ctx), k_rows);
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+  attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, a.pos_begin, std::clamp<int64_t>(n_ctx - a.pos_begin, 0, kAttnTile), k_rows);
+  for (int64_t j0 = a.pos_begin; j0 < n_ctx; j0 += kAttnTile) {
     const int64_t nk = std::min(kAttnTile, n_ctx - j0);
     const int64_t n_next = std::clamp<int64_t>(n_ctx - j0 - kAttnTile, 0, kAttnTile);
     const uint8_t* v_rows[kAttnTile];
@@ -956,9 +956,10 @@ void attention_few_rows_avx2(const AttnTask& a) {
   }
 
   for (int64_t r = 0; r < n_rows; ++r) {
-    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
     float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
-    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+    std::copy(acc + r * dvp, acc + r * dvp + a.dv, out);
+    a.row_max[r] = mrow[r];
+    a.row_sum[r] = srow[r];
   }
 }
 
@@ -983,8 +984,8 @@ void attention_avx2(const AttnTask& a) {
   }
   std::fill(acc, acc + R * dvp, 0.0f);
 
-  const int64_t n_ctx = a.first_pos + a.n_tok;
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnTile) {
+  const int64_t n_ctx = std::min(a.first_pos + a.n_tok, a.pos_end);
+  for (int64_t j0 = a.pos_begin; j0 < n_ctx; j0 += kAttnTile) {
     const int64_t nk = std::min(kAttnTile, n_ctx - j0);
     const uint8_t* k_rows[kAttnTile];
     const uint8_t* v_rows[kAttnTile];
@@ -1043,9 +1044,10 @@ void attention_avx2(const AttnTask& a) {
   }
 
   for (int64_t r = 0; r < n_rows; ++r) {
-    const float inv = srow[r] == 0.0f ? 0.0f : 1.0f / srow[r];
     float* out = a.out + (r / a.group) * a.out_stride + (r % a.group) * a.dv;
-    for (int32_t e = 0; e < a.dv; ++e) out[e] = acc[r * dvp + e] * inv;
+    std::copy(acc + r * dvp, acc + r * dvp + a.dv, out);
+    a.row_max[r] = mrow[r];
+    a.row_sum[r] = srow[r];
   }
 }
 
