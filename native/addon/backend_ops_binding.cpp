@@ -372,23 +372,24 @@ Napi::Value scale_rows(const Napi::CallbackInfo& info) {
 // of the second layer so that block strides and layer offsets both matter.
 struct KvPool {
   tdm_kv_layer kv{};
-  size_t elt = 2;
 };
 
 KvPool make_pool(Scope& sc, const std::string& kv_type, int32_t block_tokens, int32_t n_blocks, int32_t n_kv_heads,
                  int32_t dk, int32_t dv) {
-  if (kv_type != "f16" && kv_type != "f32") bad_arg("kvType must be 'f16' or 'f32'");
+  if (kv_type != "f16" && kv_type != "f32" && kv_type != "q8_0") bad_arg("kvType must be 'f16', 'f32' or 'q8_0'");
   if (n_blocks <= 0 || block_tokens <= 0 || n_kv_heads <= 0 || dk <= 0 || dv <= 0) bad_arg("attention geometry must be positive");
+  if (kv_type == "q8_0" && (dk % 32 != 0 || dv % 32 != 0)) bad_arg("a q8_0 KV cache needs head sizes that are multiples of 32");
   KvPool p;
-  p.elt = kv_type == "f32" ? 4 : 2;
-  p.kv.type = kv_type == "f32" ? uint32_t(GgmlType::F32) : uint32_t(GgmlType::F16);
+  p.kv.type = kv_type == "f32" ? uint32_t(GgmlType::F32) : kv_type == "q8_0" ? uint32_t(GgmlType::Q8_0) : uint32_t(GgmlType::F16);
+  // Bytes of a row of d elements (q8_0: blocks of 32 elements in 34 bytes).
+  auto row = [&](int32_t d) { return kv_type == "f32" ? 4 * size_t(d) : kv_type == "q8_0" ? size_t(d / 32) * 34 : 2 * size_t(d); };
   p.kv.block_tokens = block_tokens;
   p.kv.n_blocks = n_blocks;
   p.kv.n_kv_heads = n_kv_heads;
   p.kv.head_dim_k = dk;
   p.kv.head_dim_v = dv;
-  const size_t layer_k = size_t(n_kv_heads) * size_t(block_tokens) * size_t(dk) * p.elt;
-  const size_t layer_v = size_t(n_kv_heads) * size_t(block_tokens) * size_t(dv) * p.elt;
+  const size_t layer_k = size_t(n_kv_heads) * size_t(block_tokens) * row(dk);
+  const size_t layer_v = size_t(n_kv_heads) * size_t(block_tokens) * row(dv);
   p.kv.block_bytes = 2 * (layer_k + layer_v);
   const std::vector<uint8_t> pattern(p.kv.block_bytes * size_t(n_blocks), 0xAB);
   uint8_t* pool = sc.upload(pattern.data(), pattern.size());
@@ -407,7 +408,7 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
     Backend& b = sc.backend();
     if (info.Length() < 2 || !info[1].IsObject()) bad_arg("attention needs an options object");
     Napi::Object o = info[1].As<Napi::Object>();
-    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16' or 'f32'");
+    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16', 'f32' or 'q8_0'");
     const int32_t n_heads = int32_t(num_field(o, "nHeads"));
     KvPool pool = make_pool(sc, o.Get("kvType").As<Napi::String>().Utf8Value(), int32_t(num_field(o, "blockTokens")),
                             int32_t(num_field(o, "nBlocks")), int32_t(num_field(o, "nKvHeads")), int32_t(num_field(o, "headDim")),
@@ -620,7 +621,7 @@ Napi::Value time_attention(const Napi::CallbackInfo& info) {
     Backend& b = sc.backend();
     if (info.Length() < 2 || !info[1].IsObject()) bad_arg("timeAttention needs an options object");
     Napi::Object o = info[1].As<Napi::Object>();
-    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16' or 'f32'");
+    if (!o.Get("kvType").IsString()) bad_arg("kvType must be 'f16', 'f32' or 'q8_0'");
     const int32_t bt = int32_t(num_field(o, "blockTokens")), n_kv = int32_t(num_field(o, "nKvHeads"));
     const int32_t n_heads = int32_t(num_field(o, "nHeads")), hd = int32_t(num_field(o, "headDim"));
     const int32_t n_seqs = int32_t(num_field(o, "nSeqs")), ctx_len = int32_t(num_field(o, "contextLen"));

@@ -594,15 +594,25 @@ tdm_status cpu_scale_rows(tdm_backend_ctx* c, float* x, const float* scale, int6
   });
 }
 
-size_t kv_elt_bytes(uint32_t type) {
-  if (type == uint32_t(GgmlType::F16)) return 2;
-  if (type == uint32_t(GgmlType::F32)) return 4;
-  throw Error(code::unsupported, "KV blocks must be f16 or f32");
+// Bytes of one K or V row of head_dim elements in the cache's type.
+size_t kv_row_bytes(uint32_t type, int32_t head_dim) {
+  if (type == uint32_t(GgmlType::F16)) return 2 * size_t(head_dim);
+  if (type == uint32_t(GgmlType::F32)) return 4 * size_t(head_dim);
+  if (type == uint32_t(GgmlType::Q8_0)) {
+    if (head_dim % kKvQ8Block != 0) throw Error(code::unsupported, "a q8_0 KV cache needs head sizes that are multiples of 32");
+    return size_t(head_dim / kKvQ8Block) * kKvQ8BlockBytes;
+  }
+  throw Error(code::unsupported, "KV blocks must be f16, f32 or q8_0");
+}
+
+AttnKv attn_kv_of(uint32_t type) {
+  return type == uint32_t(GgmlType::F32) ? AttnKv::f32 : type == uint32_t(GgmlType::F16) ? AttnKv::f16 : AttnKv::q8_0;
 }
 
 void check_kv(const tdm_kv_layer* kv) {
   if (kv == nullptr || kv->k == nullptr || kv->v == nullptr) bad("KV view is null");
-  kv_elt_bytes(kv->type);
+  kv_row_bytes(kv->type, kv->head_dim_k);
+  kv_row_bytes(kv->type, kv->head_dim_v);
   if (kv->block_tokens <= 0 || kv->n_kv_heads <= 0 || kv->head_dim_k <= 0 || kv->head_dim_v <= 0 || kv->n_blocks <= 0)
     bad("KV view has an empty dimension");
 }
@@ -620,11 +630,11 @@ void check_seq(const tdm_kv_layer& kv, const tdm_attn_seq& s) {
 
 // Address of element 0 of (position, kv head) in K or V of a layer view.
 inline uint8_t* kv_at(const tdm_kv_layer& kv, void* base, const int32_t* table, int64_t pos, int32_t head,
-                      int32_t head_dim, size_t elt) {
+                      size_t row_bytes) {
   const int64_t block = table[pos / kv.block_tokens];
   const int64_t off = pos % kv.block_tokens;
   return static_cast<uint8_t*>(base) + size_t(block) * kv.block_bytes +
-         (size_t(head) * size_t(kv.block_tokens) + size_t(off)) * size_t(head_dim) * elt;
+         (size_t(head) * size_t(kv.block_tokens) + size_t(off)) * row_bytes;
 }
 
 tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* k, const float* v,
@@ -634,7 +644,7 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
     if (n_seqs <= 0) return;
     if (k == nullptr || v == nullptr || seqs == nullptr) bad("kv_store with a null pointer");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
-    const size_t elt = kv_elt_bytes(kv->type);
+    const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
     const int64_t k_row = int64_t(kv->n_kv_heads) * kv->head_dim_k, v_row = int64_t(kv->n_kv_heads) * kv->head_dim_v;
     FromFloatFn conv = ctx.k->from_float[kv->type];
     for (int32_t si = 0; si < n_seqs; ++si) {
@@ -642,9 +652,9 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
       ctx.pool->run(s.n_tokens, [&](int64_t i, int) {
         const int64_t pos = s.start_pos + i, row = s.first_row + i;
         for (int32_t h = 0; h < kv->n_kv_heads; ++h) {
-          conv(k + row * k_row + int64_t(h) * kv->head_dim_k, kv_at(*kv, kv->k, s.block_table, pos, h, kv->head_dim_k, elt),
+          conv(k + row * k_row + int64_t(h) * kv->head_dim_k, kv_at(*kv, kv->k, s.block_table, pos, h, kb),
                kv->head_dim_k);
-          conv(v + row * v_row + int64_t(h) * kv->head_dim_v, kv_at(*kv, kv->v, s.block_table, pos, h, kv->head_dim_v, elt),
+          conv(v + row * v_row + int64_t(h) * kv->head_dim_v, kv_at(*kv, kv->v, s.block_table, pos, h, vb),
                kv->head_dim_v);
         }
       }, double(s.n_tokens) * double(k_row + v_row));
@@ -664,7 +674,7 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
-    const size_t elt = kv_elt_bytes(kv->type);
+    const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
     const int32_t group = n_heads / kv->n_kv_heads;
     const int32_t dk = kv->head_dim_k, dv = kv->head_dim_v;
     const int64_t q_row = int64_t(n_heads) * dk, o_row = int64_t(n_heads) * dv;
@@ -717,8 +727,8 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
       std::vector<const uint8_t*>& blocks = ctx.thread_blocks[size_t(th)];
       if (blocks.size() < size_t(2 * n_blk)) blocks.resize(size_t(2 * n_blk));
       for (int64_t b = pos_begin / kv->block_tokens; b < n_blk; ++b) {
-        blocks[size_t(b)] = kv_at(*kv, kv->k, s.block_table, b * kv->block_tokens, gr.kvh, dk, elt);
-        blocks[size_t(n_blk + b)] = kv_at(*kv, kv->v, s.block_table, b * kv->block_tokens, gr.kvh, dv, elt);
+        blocks[size_t(b)] = kv_at(*kv, kv->k, s.block_table, b * kv->block_tokens, gr.kvh, kb);
+        blocks[size_t(n_blk + b)] = kv_at(*kv, kv->v, s.block_table, b * kv->block_tokens, gr.kvh, vb);
       }
       AttnTask a{};
       a.q = q + (int64_t(s.first_row) + gr.t0) * q_row + int64_t(gr.kvh) * group * dk;
@@ -740,9 +750,9 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
       a.k_blocks = blocks.data();
       a.v_blocks = blocks.data() + n_blk;
       a.block_tokens = kv->block_tokens;
-      a.k_row_bytes = size_t(dk) * elt;
-      a.v_row_bytes = size_t(dv) * elt;
-      a.f16 = kv->type == uint32_t(GgmlType::F16);
+      a.k_row_bytes = kb;
+      a.v_row_bytes = vb;
+      a.kv = attn_kv_of(kv->type);
       a.scale = scale;
       a.scratch = ctx.thread_scratch[size_t(th)]->as<float>(attn_scratch_floats(int64_t(gr.n) * group, dk, dv));
       a.row_max = ctx.attn_max.data() + gr.stats + int64_t(tk.seg) * gr.rows;

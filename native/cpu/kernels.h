@@ -68,6 +68,11 @@ struct PackedOps {
 // summed in one fixed order, so a query row's result does not depend on how many rows share
 // the task, nor on whether a segment ran alone or beside others.
 constexpr int64_t kAttnTile = 64;
+
+// How the cache stores K and V rows: f32, f16, or q8_0 (blocks of 32: an f16 scale d, then 32
+// int8 levels q; an element is float(q) * d, one rounding, in every kernel).
+enum class AttnKv : uint8_t { f32, f16, q8_0 };
+constexpr int64_t kKvQ8Block = 32, kKvQ8BlockBytes = 34;
 // Positions per segment: a long context splits into segments that run as separate tasks
 // (parallel decode of one sequence), at the same absolute boundaries for every kernel.
 constexpr int64_t kAttnSegment = 1024;
@@ -89,7 +94,7 @@ struct AttnTask {
   const uint8_t* const* v_blocks;
   int32_t block_tokens;
   size_t k_row_bytes, v_row_bytes;
-  bool f16;                // K and V are f16 (else f32)
+  AttnKv kv;               // how K and V rows are stored
   float scale;             // applied to q.k before the softmax
   float* scratch;          // attn_scratch_floats(...) floats, 64-byte aligned
   // Out: row r = t * group + g gets its weighted sum of V rows at out (unnormalised), its

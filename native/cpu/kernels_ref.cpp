@@ -136,11 +136,19 @@ size_t attn_scratch_floats(int64_t n_rows, int32_t dk, int32_t dv) {
 }
 
 namespace {
-inline float kv_elt(const void* row, int64_t i, bool f16) {
-  if (!f16) return static_cast<const float*>(row)[i];
+inline float kv_elt(const void* row, int64_t i, AttnKv kv) {
+  const uint8_t* r = static_cast<const uint8_t*>(row);
   uint16_t h;
-  std::memcpy(&h, static_cast<const uint8_t*>(row) + 2 * i, 2);
-  return fp16_to_fp32(h);
+  switch (kv) {
+    case AttnKv::f32: return static_cast<const float*>(row)[i];
+    case AttnKv::f16: std::memcpy(&h, r + 2 * i, 2); return fp16_to_fp32(h);
+    case AttnKv::q8_0: {
+      const uint8_t* b = r + (i / kKvQ8Block) * kKvQ8BlockBytes;
+      std::memcpy(&h, b, 2);
+      return float(int8_t(b[2 + i % kKvQ8Block])) * fp16_to_fp32(h);
+    }
+  }
+  return 0.0f;
 }
 }  // namespace
 
@@ -159,7 +167,7 @@ void attention_ref(const AttnTask& a) {
         float tmax = -INFINITY;
         for (int64_t j = 0; j < n; ++j) {
           float dot = 0.0f;
-          for (int32_t e = 0; e < a.dk; ++e) dot += q[e] * kv_elt(attn_k_row(a, j0 + j), e, a.f16);
+          for (int32_t e = 0; e < a.dk; ++e) dot += q[e] * kv_elt(attn_k_row(a, j0 + j), e, a.kv);
           s[j] = dot * a.scale;
           tmax = std::max(tmax, s[j]);
         }
@@ -172,7 +180,7 @@ void attention_ref(const AttnTask& a) {
         for (int64_t j = 0; j < n; ++j) {
           const float p = std::exp(s[j] - m);
           sum += p;
-          for (int32_t e = 0; e < a.dv; ++e) acc[e] += p * kv_elt(attn_v_row(a, j0 + j), e, a.f16);
+          for (int32_t e = 0; e < a.dv; ++e) acc[e] += p * kv_elt(attn_v_row(a, j0 + j), e, a.kv);
         }
       }
       std::copy(acc, acc + a.dv, out);

@@ -144,7 +144,7 @@ export interface NativeBackendOps {
   swiglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
   scaleRows(id: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
   attention(id: string, opts: {
-    kvType: 'f16' | 'f32'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
+    kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
     seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
   }): Float32Array;
   router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
@@ -156,7 +156,7 @@ export interface NativeBackendOps {
   /** Microseconds per matmul with weights and activations already in the backend's memory (two warm-up calls first). */
   timeMatmul(id: string, type: string, nRows: number, nCols: number, nTokens: number, iters: number): number;
   /** Microseconds per attention call over nSeqs sequences of contextLen cached positions and nTokens new ones each. */
-  timeAttention(id: string, opts: { kvType: 'f16' | 'f32'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;
+  timeAttention(id: string, opts: { kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;
   /** Pinned host memory (host_alloc) round trip of `bytes` bytes through the device: intact when they come back unchanged; node: the NUMA node its pages prefer, -1 none. */
   hostRoundTrip(id: string, bytes: number): { intact: boolean; node: number };
 }

@@ -34,6 +34,7 @@ function rng(seed: number): () => number {
 
 /** Values as stored in f16 (to mirror what the KV cache keeps). */
 const f16 = (x: Float32Array) => dequantize('f16', quantize('f16', x), x.length);
+const q8 = (x: Float32Array) => dequantize('q8_0', quantize('q8_0', x), x.length);
 
 const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'];
 
@@ -255,14 +256,14 @@ interface AttnCase {
   seqs: { startPos: number; nTokens: number }[];
 }
 
-/** Paged causal attention in float64 over f16-rounded K and V (as the cache stores them); queries
- * stay f32, as llama.cpp's tiled CPU flash attention keeps them. */
-function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number): Float32Array {
+/** Paged causal attention in float64 over K and V rounded as the cache stores them (f16 by
+ * default); queries stay f32, as llama.cpp's tiled CPU flash attention keeps them. */
+function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number, round = f16): Float32Array {
   const out: number[] = [];
   const group = c.nHeads / c.nKvHeads;
   c.seqs.forEach((s, si) => {
-    const k = f16(data[si].k);
-    const v = f16(data[si].v);
+    const k = round(data[si].k);
+    const v = round(data[si].v);
     const q = data[si].q;
     for (let i = 0; i < s.nTokens; i++) {
       const n = s.startPos + i + 1;
@@ -319,15 +320,20 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
       };
     });
     const expected = attentionJs(c, data, scale);
-    for (const kvType of ['f16', 'f32'] as const) {
+    // q8_0 needs head sizes that are whole blocks of 32.
+    const q8ok = c.headDim % 32 === 0 && c.headDimV % 32 === 0;
+    const expectedQ8 = q8ok ? attentionJs(c, data, scale, q8) : undefined;
+    for (const kvType of q8ok ? (['f16', 'f32', 'q8_0'] as const) : (['f16', 'f32'] as const)) {
       const opts = { kvType, blockTokens: c.blockTokens, nBlocks, nKvHeads: c.nKvHeads, nHeads: c.nHeads, headDim: c.headDim, headDimV: c.headDimV, scale, seqs: data };
       const ref = ops().attention('ref', opts);
       // With f32 K/V the JS reference (f16-rounded) differs by the f16 rounding itself.
-      const tol = kvType === 'f16' ? 1e-10 : 1e-5;
-      t.ok(nmse(ref, expected) < tol, `case ${ci} ${kvType}: reference vs JS nmse ${nmse(ref, expected).toExponential(2)}`);
+      const tol = kvType === 'f16' ? 1e-10 : kvType === 'q8_0' ? 1e-9 : 1e-5;
+      const want = kvType === 'q8_0' ? expectedQ8! : expected;
+      t.ok(nmse(ref, want) < tol, `case ${ci} ${kvType}: reference vs JS nmse ${nmse(ref, want).toExponential(2)}`);
       for (const v of SIMD) {
         const e = nmse(ops().attention(v, opts), ref);
-        t.ok(e < 1e-11, `case ${ci} ${kvType}: ${v} vs reference nmse ${e.toExponential(2)}`);
+        // SIMD q8_0 quantization rounds ties to even where the reference rounds them away from zero.
+        t.ok(e < (kvType === 'q8_0' ? 1e-8 : 1e-11), `case ${ci} ${kvType}: ${v} vs reference nmse ${e.toExponential(2)}`);
       }
     }
   });
@@ -341,6 +347,8 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
     { kvType: 'f16' as const, nHeads: 2, nKvHeads: 2, headDim: 7, headDimV: 9, blockTokens: 3, n: 150, probes: [0, 63, 64, 89, 149] },
     { kvType: 'f16' as const, nHeads: 8, nKvHeads: 1, headDim: 128, headDimV: 128, blockTokens: 32, n: 150, probes: [0, 63, 64, 89, 149] },
     { kvType: 'f16' as const, nHeads: 2, nKvHeads: 1, headDim: 16, headDimV: 16, blockTokens: 16, n: 1100, probes: [0, 1023, 1024, 1099] },
+    { kvType: 'q8_0' as const, nHeads: 8, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, n: 150, probes: [0, 63, 64, 89, 149] },
+    { kvType: 'q8_0' as const, nHeads: 4, nKvHeads: 1, headDim: 32, headDimV: 32, blockTokens: 16, n: 1100, probes: [0, 1023, 1024, 1099] },
   ];
   for (const [li, { n, probes, ...c }] of layouts.entries()) {
     const k = rand(n * c.nKvHeads * c.headDim, 7 + li, 2);

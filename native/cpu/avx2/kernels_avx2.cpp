@@ -679,9 +679,20 @@ inline __m256 exp256(__m256 x) {
   return _mm256_mul_ps(p, two_n);
 }
 
-inline void widen_row_avx2(const void* src, bool f16, int32_t d, float* dst) {
+// 8 q8_0 elements from e0 (a multiple of 8) of a row: float(q) * d.
+inline __m256 load_q8_8(const uint8_t* row, int64_t e0) {
+  const uint8_t* b = row + (e0 / kKvQ8Block) * kKvQ8BlockBytes;
+  uint16_t h;
+  std::memcpy(&h, b, 2);
+  const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + e0 % kKvQ8Block));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(_cvtsh_ss(h)));
+}
+
+inline void widen_row_avx2(const void* src, AttnKv kv, int32_t d, float* dst) {
   int32_t e = 0;
-  if (f16) {
+  if (kv == AttnKv::q8_0) {
+    for (; e < d; e += 8) _mm256_store_ps(dst + e, load_q8_8(static_cast<const uint8_t*>(src), e));
+  } else if (kv == AttnKv::f16) {
     const uint16_t* h = static_cast<const uint16_t*>(src);
     for (; e + 8 <= d; e += 8) _mm256_store_ps(dst + e, load_f16x8(h + e));
     for (; e < d; ++e) dst[e] = _cvtsh_ss(h[e]);
@@ -751,27 +762,28 @@ inline void transpose8(__m256 r[8]) {
   }
 }
 
-// 8 elements from e0 of a stored row (f16 or f32) as f32; e0 + 8 <= the row's length.
-template <bool F16>
+// 8 elements from e0 of a stored row as f32; e0 + 8 <= the row's length.
+template <AttnKv KV>
 inline __m256 load_kv8(const uint8_t* row, int64_t e0) {
-  if constexpr (F16) return load_f16x8(reinterpret_cast<const uint16_t*>(row) + e0);
+  if constexpr (KV == AttnKv::q8_0) return load_q8_8(row, e0);
+  else if constexpr (KV == AttnKv::f16) return load_f16x8(reinterpret_cast<const uint16_t*>(row) + e0);
   else return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + e0);
 }
 
-// The same for the last, partial 8 of a row of d elements (zeros past d).
-template <bool F16>
+// The same for the last, partial 8 of a row of d elements (zeros past d; q8_0 rows have none).
+template <AttnKv KV>
 __attribute__((noinline)) __m256 load_kv8_tail(const uint8_t* row, int64_t e0, int32_t d) {
   alignas(32) float tail[8] = {};
   for (int64_t e = e0; e < d; ++e) {
-    if constexpr (F16) tail[e - e0] = _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
+    if constexpr (KV == AttnKv::f16) tail[e - e0] = _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
     else tail[e - e0] = reinterpret_cast<const float*>(row)[e];
   }
   return _mm256_load_ps(tail);
 }
 
-template <bool F16>
+template <AttnKv KV>
 inline __m256 load_kv8(const uint8_t* row, int64_t e0, int32_t d) {
-  return e0 + 8 <= d ? load_kv8<F16>(row, e0) : e0 < d ? load_kv8_tail<F16>(row, e0, d) : _mm256_setzero_ps();
+  return e0 + 8 <= d ? load_kv8<KV>(row, e0) : e0 < d ? load_kv8_tail<KV>(row, e0, d) : _mm256_setzero_ps();
 }
 
 inline void prefetch_rows_avx2(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
@@ -781,7 +793,7 @@ inline void prefetch_rows_avx2(const uint8_t* const* rows, int64_t n, int64_t fr
 
 // kt[e * kAttnTile + j] = K[j0 + j][e]; prefetches this tile's V rows and the next tile's K
 // rows into L2 a few at a time as it goes (as transpose_k_tile in the AVX-512 file does).
-template <bool F16>
+template <AttnKv KV>
 void transpose_k_tile_avx2(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
                            const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* kt) {
   const int64_t n_chunks = dkp / 8, per_chunk = (8 + n_chunks - 1) / n_chunks;
@@ -793,9 +805,9 @@ void transpose_k_tile_avx2(const AttnTask& a, const uint8_t* const* k_rows, cons
       prefetch_rows_avx2(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
       __m256 r[8];
       if (ns == 8 && e0 + 8 <= a.dk) {
-        for (int i = 0; i < 8; ++i) r[i] = load_kv8<F16>(k_rows[s + i], e0);
+        for (int i = 0; i < 8; ++i) r[i] = load_kv8<KV>(k_rows[s + i], e0);
       } else {
-        for (int i = 0; i < 8; ++i) r[i] = i < ns ? load_kv8<F16>(k_rows[s + i], e0, a.dk) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; ++i) r[i] = i < ns ? load_kv8<KV>(k_rows[s + i], e0, a.dk) : _mm256_setzero_ps();
       }
       transpose8(r);
       for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (e0 + i) * kAttnTile + s, r[i]);
@@ -835,7 +847,7 @@ void scores_few_rows_avx2(const AttnTask& a, int64_t r0, int64_t n_blocks, const
 
 // acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], 16 floats at a time,
 // V widened on the fly.
-template <bool F16, bool FULL, int RR>
+template <AttnKv KV, bool FULL, int RR>
 inline void values_few_chunk_avx2(const AttnTask& a, int64_t r0, int64_t c0, const uint8_t* const* v_rows, int64_t nk, const float* p,
                                   int64_t dvp, float* acc) {
   __m256 acc_v[RR][2];
@@ -843,7 +855,7 @@ inline void values_few_chunk_avx2(const AttnTask& a, int64_t r0, int64_t c0, con
     for (int c = 0; c < 2; ++c) acc_v[r][c] = _mm256_load_ps(acc + (r0 + r) * dvp + c0 + 8 * c);
   for (int64_t j = 0; j < nk; ++j) {
     __m256 v[2];
-    for (int c = 0; c < 2; ++c) v[c] = FULL ? load_kv8<F16>(v_rows[j], c0 + 8 * c) : load_kv8<F16>(v_rows[j], c0 + 8 * c, a.dv);
+    for (int c = 0; c < 2; ++c) v[c] = FULL ? load_kv8<KV>(v_rows[j], c0 + 8 * c) : load_kv8<KV>(v_rows[j], c0 + 8 * c, a.dv);
     for (int r = 0; r < RR; ++r) {
       const __m256 pv = _mm256_broadcast_ss(p + (r0 + r) * kAttnTile + j);
       for (int c = 0; c < 2; ++c) acc_v[r][c] = _mm256_fmadd_ps(pv, v[c], acc_v[r][c]);
@@ -853,11 +865,11 @@ inline void values_few_chunk_avx2(const AttnTask& a, int64_t r0, int64_t c0, con
     for (int c = 0; c < 2; ++c) _mm256_store_ps(acc + (r0 + r) * dvp + c0 + 8 * c, acc_v[r][c]);
 }
 
-template <bool F16, int RR>
+template <AttnKv KV, int RR>
 void values_few_avx2(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows, int64_t nk, const float* p, int64_t dvp, float* acc) {
   for (int64_t c0 = 0; c0 < dvp; c0 += 16) {
-    if (c0 + 16 <= a.dv) values_few_chunk_avx2<F16, true, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
-    else values_few_chunk_avx2<F16, false, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
+    if (c0 + 16 <= a.dv) values_few_chunk_avx2<KV, true, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
+    else values_few_chunk_avx2<KV, false, RR>(a, r0, c0, v_rows, nk, p, dvp, acc);
   }
 }
 
@@ -871,7 +883,7 @@ inline void add_rows_in_order_avx2(const float* p, int64_t nk, float* sums) {
   for (int r = 0; r < RR; ++r) sums[r] += t[r];
 }
 
-template <bool F16>
+template <AttnKv KV>
 void attention_few_rows_avx2(const AttnTask& a) {
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
@@ -898,7 +910,7 @@ void attention_few_rows_avx2(const AttnTask& a) {
     const uint8_t* v_rows[kAttnTile];
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
-    transpose_k_tile_avx2<F16>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
+    transpose_k_tile_avx2<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
     std::swap(k_rows, next_k_rows);
     const int64_t n_blocks = (nk + 7) / 8;
     int64_t r0 = 0;
@@ -946,11 +958,11 @@ void attention_few_rows_avx2(const AttnTask& a) {
     }
     if (n_rows <= 4) add_rows_in_order_avx2<4>(p, nk, srow);
     else add_rows_in_order_avx2<kFewRows>(p, nk, srow);
-    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few_avx2<F16, 4>(a, r0, v_rows, nk, p, dvp, acc);
+    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few_avx2<KV, 4>(a, r0, v_rows, nk, p, dvp, acc);
     switch (n_rows - r0) {
-      case 3: values_few_avx2<F16, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
-      case 2: values_few_avx2<F16, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
-      case 1: values_few_avx2<F16, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 3: values_few_avx2<KV, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 2: values_few_avx2<KV, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 1: values_few_avx2<KV, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
       default: break;
     }
   }
@@ -964,7 +976,13 @@ void attention_few_rows_avx2(const AttnTask& a) {
 }
 
 void attention_avx2(const AttnTask& a) {
-  if (int64_t(a.n_tok) * a.group <= kFewRows) return a.f16 ? attention_few_rows_avx2<true>(a) : attention_few_rows_avx2<false>(a);
+  if (int64_t(a.n_tok) * a.group <= kFewRows) {
+    switch (a.kv) {
+      case AttnKv::f32: return attention_few_rows_avx2<AttnKv::f32>(a);
+      case AttnKv::f16: return attention_few_rows_avx2<AttnKv::f16>(a);
+      case AttnKv::q8_0: return attention_few_rows_avx2<AttnKv::q8_0>(a);
+    }
+  }
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
   const int64_t nb = (n_rows + 7) / 8, R = (nb * 8 + 15) / 16 * 16;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
@@ -992,8 +1010,8 @@ void attention_avx2(const AttnTask& a) {
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0, nk, k_rows);
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     for (int64_t j = 0; j < nk; ++j) {
-      widen_row_avx2(k_rows[j], a.f16, a.dk, kf + j * dkp);
-      widen_row_avx2(v_rows[j], a.f16, a.dv, vf + j * dvp);
+      widen_row_avx2(k_rows[j], a.kv, a.dk, kf + j * dkp);
+      widen_row_avx2(v_rows[j], a.kv, a.dv, vf + j * dvp);
     }
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 8;
     for (int64_t b = b_first; b < nb; ++b) {

@@ -1027,12 +1027,22 @@ inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// One K or V row to f32 (d elements, the tail of the last 16 zeroed).
-inline void widen_row(const void* src, bool f16, int32_t d, float* dst) {
+// 16 q8_0 elements from e0 (a multiple of 16) of a row: float(q) * d.
+TDM_INLINE __m512 load_q8_16(const uint8_t* row, int64_t e0) {
+  const uint8_t* b = row + (e0 / kKvQ8Block) * kKvQ8BlockBytes;
+  uint16_t h;
+  std::memcpy(&h, b, 2);
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + e0 % kKvQ8Block));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(_cvtsh_ss(h)));
+}
+
+// One K or V row to f32 (d elements, the tail of the last 16 zeroed; q8_0 rows have no tail).
+inline void widen_row(const void* src, AttnKv kv, int32_t d, float* dst) {
   for (int32_t e = 0; e < d; e += 16) {
     const __mmask16 m = d - e >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (d - e)) - 1);
-    const __m512 v = f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(src) + e))
-                         : _mm512_maskz_loadu_ps(m, static_cast<const float*>(src) + e);
+    const __m512 v = kv == AttnKv::q8_0 ? load_q8_16(static_cast<const uint8_t*>(src), e)
+                     : kv == AttnKv::f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(src) + e))
+                                         : _mm512_maskz_loadu_ps(m, static_cast<const float*>(src) + e);
     _mm512_store_ps(dst + e, v);
   }
 }
@@ -1120,10 +1130,12 @@ TDM_INLINE void transpose16(__m512 r[16]) {
   }
 }
 
-// 16 K or V elements from e0 of a stored row (f16 or f32) as f32; lanes off m read as zero.
-template <bool F16>
+// 16 K or V elements from e0 of a stored row as f32; lanes off m read as zero (q8_0 rows,
+// whole blocks, need no mask).
+template <AttnKv KV>
 TDM_INLINE __m512 load_kv16(const uint8_t* row, int64_t e0, __mmask16 m) {
-  if constexpr (F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + e0));
+  if constexpr (KV == AttnKv::q8_0) return load_q8_16(row, e0);
+  else if constexpr (KV == AttnKv::f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + e0));
   else return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + e0);
 }
 
@@ -1141,7 +1153,7 @@ TDM_INLINE void prefetch_rows(const uint8_t* const* rows, int64_t n, int64_t fro
 // While it reads K, it prefetches the rows the next steps read from memory: this tile's V rows
 // (read after the scores) and the next tile's K rows (n_next of them), a few rows per 16
 // columns so that the requests spread over the work instead of queueing at once.
-template <bool F16>
+template <AttnKv KV>
 void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
                       const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* kt) {
   const int64_t n_chunks = dkp / 16, per_chunk = (16 + n_chunks - 1) / n_chunks;
@@ -1155,9 +1167,9 @@ void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uin
       __m512 r[16];
       if (ns == 16) {
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = load_kv16<F16>(k_rows[s + i], e0, m);
+        for (int i = 0; i < 16; ++i) r[i] = load_kv16<KV>(k_rows[s + i], e0, m);
       } else {
-        for (int i = 0; i < 16; ++i) r[i] = i < ns ? load_kv16<F16>(k_rows[s + i], e0, m) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; ++i) r[i] = i < ns ? load_kv16<KV>(k_rows[s + i], e0, m) : _mm512_setzero_ps();
       }
       transpose16(r);
 #pragma GCC unroll 16
@@ -1205,7 +1217,7 @@ void scores_few_rows(const AttnTask& a, int64_t r0, int64_t n_blocks, const floa
 
 // acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], V widened on the fly,
 // NC 16-float chunks from c0.
-template <bool F16, int RR, int NC>
+template <AttnKv KV, int RR, int NC>
 TDM_INLINE void values_few_chunks(const AttnTask& a, int64_t r0, int64_t c0, const uint8_t* const* v_rows, int64_t nk, const float* p,
                                   int64_t dvp, float* acc) {
   __mmask16 m[NC];
@@ -1219,7 +1231,7 @@ TDM_INLINE void values_few_chunks(const AttnTask& a, int64_t r0, int64_t c0, con
   for (int64_t j = 0; j < nk; ++j) {
     __m512 v[NC];
 #pragma GCC unroll 4
-    for (int c = 0; c < NC; ++c) v[c] = load_kv16<F16>(v_rows[j], c0 + 16 * c, m[c]);
+    for (int c = 0; c < NC; ++c) v[c] = load_kv16<KV>(v_rows[j], c0 + 16 * c, m[c]);
 #pragma GCC unroll 4
     for (int r = 0; r < RR; ++r) {
       const __m512 pv = _mm512_set1_ps(p[(r0 + r) * kAttnTile + j]);
@@ -1233,11 +1245,11 @@ TDM_INLINE void values_few_chunks(const AttnTask& a, int64_t r0, int64_t c0, con
     for (int c = 0; c < NC; ++c) _mm512_store_ps(acc + (r0 + r) * dvp + c0 + 16 * c, acc_v[r][c]);
 }
 
-template <bool F16, int RR>
+template <AttnKv KV, int RR>
 void values_few(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows, int64_t nk, const float* p, int64_t dvp, float* acc) {
   int64_t c0 = 0;
-  for (; c0 + 64 <= dvp; c0 += 64) values_few_chunks<F16, RR, 4>(a, r0, c0, v_rows, nk, p, dvp, acc);
-  for (; c0 < dvp; c0 += 16) values_few_chunks<F16, RR, 1>(a, r0, c0, v_rows, nk, p, dvp, acc);
+  for (; c0 + 64 <= dvp; c0 += 64) values_few_chunks<KV, RR, 4>(a, r0, c0, v_rows, nk, p, dvp, acc);
+  for (; c0 < dvp; c0 += 16) values_few_chunks<KV, RR, 1>(a, r0, c0, v_rows, nk, p, dvp, acc);
 }
 
 // sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1], added left to right, for RR rows.
@@ -1253,7 +1265,7 @@ TDM_INLINE void add_rows_in_order(const float* p, int64_t nk, float* sums) {
   for (int r = 0; r < RR; ++r) sums[r] += t[r];
 }
 
-template <bool F16>
+template <AttnKv KV>
 void attention_few_rows_avx512(const AttnTask& a) {
   static_assert(kFewRows == 8, "add_rows_in_order covers up to 8 rows");
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
@@ -1281,7 +1293,7 @@ void attention_few_rows_avx512(const AttnTask& a) {
     const uint8_t* v_rows[kAttnTile];
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
-    transpose_k_tile<F16>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
+    transpose_k_tile<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
     std::swap(k_rows, next_k_rows);
     const int64_t n_blocks = (nk + 15) / 16;
     int64_t r0 = 0;
@@ -1321,11 +1333,11 @@ void attention_few_rows_avx512(const AttnTask& a) {
     // the rows' chains interleave so that they overlap.
     if (n_rows <= 4) add_rows_in_order<4>(p, nk, srow);
     else add_rows_in_order<kFewRows>(p, nk, srow);
-    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few<F16, 4>(a, r0, v_rows, nk, p, dvp, acc);
+    for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few<KV, 4>(a, r0, v_rows, nk, p, dvp, acc);
     switch (n_rows - r0) {
-      case 3: values_few<F16, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
-      case 2: values_few<F16, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
-      case 1: values_few<F16, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 3: values_few<KV, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 2: values_few<KV, 2>(a, r0, v_rows, nk, p, dvp, acc); break;
+      case 1: values_few<KV, 1>(a, r0, v_rows, nk, p, dvp, acc); break;
       default: break;
     }
   }
@@ -1340,7 +1352,13 @@ void attention_few_rows_avx512(const AttnTask& a) {
 
 void attention_avx512(const AttnTask& a) {
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
-  if (n_rows <= kFewRows) return a.f16 ? attention_few_rows_avx512<true>(a) : attention_few_rows_avx512<false>(a);
+  if (n_rows <= kFewRows) {
+    switch (a.kv) {
+      case AttnKv::f32: return attention_few_rows_avx512<AttnKv::f32>(a);
+      case AttnKv::f16: return attention_few_rows_avx512<AttnKv::f16>(a);
+      case AttnKv::q8_0: return attention_few_rows_avx512<AttnKv::q8_0>(a);
+    }
+  }
   const int64_t nb = (n_rows + 15) / 16, R = nb * 16;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
   float* qt = a.scratch;
@@ -1367,8 +1385,8 @@ void attention_avx512(const AttnTask& a) {
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0, nk, k_rows);
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     for (int64_t j = 0; j < nk; ++j) {
-      widen_row(k_rows[j], a.f16, a.dk, kf + j * dkp);
-      widen_row(v_rows[j], a.f16, a.dv, vf + j * dvp);
+      widen_row(k_rows[j], a.kv, a.dk, kf + j * dkp);
+      widen_row(v_rows[j], a.kv, a.dv, vf + j * dvp);
     }
     // Rows before b_first end before this tile.
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 16;
