@@ -183,6 +183,10 @@ ModelConfig parse_config(const Napi::Value& v) {
   cfg.hp = parse_hparams(obj(o.Get("hparams"), "config.hparams"));
   cfg.threads = int(integer(o, "threads", "config", 1, 1024));
   cfg.kv_block_tokens = int32_t(integer(o, "kvBlockTokens", "config", 1, 4096));
+  if (!o.Get("kvType").IsUndefined()) {
+    cfg.kv_type = str(o, "kvType", "config");
+    if (cfg.kv_type != "f16" && cfg.kv_type != "q8_0") bad_arg("config.kvType must be 'f16' or 'q8_0'");
+  }
   Napi::Object blocks = obj(o.Get("kvBlocks"), "config.kvBlocks");
   cfg.kv_blocks_device = int32_t(integer(blocks, "device", "config.kvBlocks", 0, 2147483647.0));
   cfg.kv_blocks_host = int32_t(integer(blocks, "host", "config.kvBlocks", 0, 2147483647.0));

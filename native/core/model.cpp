@@ -135,8 +135,12 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   }
   m->device_ = m->device_owned_ ? m->device_owned_.get() : m->cpu_.get();
 
-  // f16 K and V, as llama.cpp's default cache type, so attention tracks llama.cpp.
-  m->layout_ = KvLayout::make(m->hp_, cfg.kv_block_tokens, uint32_t(GgmlType::F16));
+  // f16 K and V by default, as llama.cpp's default cache type, so attention tracks llama.cpp.
+  if (cfg.kv_type == "q8_0" && m->device_owned_ && m->device_kind_ != "cpu-standin")
+    throw Error(code::unsupported, "a q8_0 KV cache runs on the CPU kernels only; the " + m->device_kind_ +
+                                       " kernels read f16 K and V (use kvType 'f16' with a GPU)");
+  const uint32_t kv_type = cfg.kv_type == "q8_0" ? uint32_t(GgmlType::Q8_0) : uint32_t(GgmlType::F16);
+  m->layout_ = KvLayout::make(m->hp_, cfg.kv_block_tokens, kv_type);
   m->pools_[int(KvTier::device)] = KvPool(m->device_, m->layout_, cfg.kv_blocks_device);
   m->pools_[int(KvTier::host)] = KvPool(m->cpu_.get(), m->layout_, cfg.kv_blocks_host);
 

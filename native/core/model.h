@@ -25,6 +25,9 @@ struct ModelConfig {
   Hparams hp;
   int threads = 0;               // CPU threads incl. the caller; <= 0 picks the hardware count
   int32_t kv_block_tokens = 16;  // positions per KV block
+  // K and V element type, both tiers: "f16" (llama.cpp's default) or "q8_0" (half the memory;
+  // the CPU kernels only, so no GPU device; head sizes in whole blocks of 32).
+  std::string kv_type = "f16";
   int32_t kv_blocks_device = 0;  // blocks in the device tier (host RAM when there is no device)
   int32_t kv_blocks_host = 0;    // blocks in the host tier
   std::string cpu_variant;       // "" for the best kernels; "ref" or "avx2" to force one

@@ -49,7 +49,7 @@ const DEFAULT_MAX_QUEUED = 1024;
 const DEFAULT_OUTPUT_BUFFER = 256;
 
 const LOAD_OPTIONS = new Set([
-  'threads', 'contextSize', 'kvBlockTokens', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
+  'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
   'experts',
@@ -178,6 +178,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   checkKnownKeys(where, options, LOAD_OPTIONS);
   const threads = checkNumber(where, 'threads', options.threads, physicalCoreCount(), { min: 1, max: 1024, integer: true });
   const kvBlockTokens = checkNumber(where, 'kvBlockTokens', options.kvBlockTokens, 16, { min: 1, max: 4096, integer: true });
+  const kvType = options.kvType ?? 'f16';
+  if (kvType !== 'f16' && kvType !== 'q8_0') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvType must be 'f16' or 'q8_0', got ${String(kvType)}`);
+  }
   const maxSequences = checkNumber(where, 'maxSequences', options.maxSequences, 4, { min: 1, max: 4096, integer: true });
   const prefillChunk = checkNumber(where, 'prefillChunkTokens', options.prefillChunkTokens, DEFAULT_PREFILL_CHUNK, { min: 1, integer: true });
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
@@ -218,7 +222,15 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     max: 1 << 24,
     integer: true,
   });
-  const blockBytes = description.kvBytesPerToken * kvBlockTokens;
+  if (kvType === 'q8_0' && (hp.headDim % 32 !== 0 || hp.headDimV % 32 !== 0)) {
+    throw new TandemError('TDM_UNSUPPORTED', `${where}: kvType 'q8_0' needs head sizes that are multiples of 32; ${path} has ${hp.headDim} and ${hp.headDimV}`);
+  }
+  if (kvType === 'q8_0' && dev.device === 'gpu') {
+    throw new TandemError('TDM_UNSUPPORTED', `${where}: kvType 'q8_0' runs on the CPU kernels only; the GPU kernels read f16 K and V (use kvType 'f16' with a GPU)`);
+  }
+  // q8_0 stores 32 elements in 34 bytes where f16 takes 64.
+  const kvBytesPerToken = kvType === 'q8_0' ? (description.kvBytesPerToken / 2) * (34 / 32) : description.kvBytesPerToken;
+  const blockBytes = kvBytesPerToken * kvBlockTokens;
   const budget = planKv(where, options, dev, { blockBytes, blockTokens: kvBlockTokens, contextSize, maxSequences, weightBytes: description.weightBytes });
   const schedulerConfig: SchedulerConfig = {
     contextSize,
@@ -251,6 +263,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       hparams: hp,
       threads,
       kvBlockTokens,
+      kvType,
       kvBlocks: schedulerConfig.numBlocks,
       ...deviceConfig,
       // A throwing callback must not unwind through native code; its error fails the load instead.
@@ -301,7 +314,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         policy = { name: dev.policy, cost: r.model };
         profile = { source: 'quick', errors: r.errors };
       } else {
-        const base = profileKey(hp, { threads, placement, kvBlockTokens, deviceThreads: options.deviceThreads });
+        const base = profileKey(hp, { threads, placement, kvBlockTokens, kvType, deviceThreads: options.deviceThreads });
         // Expert policies with the same device bytes still run their steps differently.
         const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
         const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
@@ -331,7 +344,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     numKvBlocks: budget.numBlocks.device + budget.numBlocks.host,
     kvBlocks: { ...budget.numBlocks },
     kvBlockBytes: nativeModel.info.kvBlockBytes,
-    kvBytesPerToken: description.kvBytesPerToken,
+    kvType,
+    kvBytesPerToken,
     device: placement.device,
     deviceName: placement.deviceName,
     // With no device every weight is in host RAM, whatever the native split says.

@@ -19,6 +19,13 @@ export interface LoadModelOptions {
   contextSize?: number;
   /** Tokens per KV cache block. Default 16. */
   kvBlockTokens?: number;
+  /**
+   * How K and V are stored: 'f16' (default, as llama.cpp) or 'q8_0' (blocks of 32 int8 levels
+   * with an f16 scale: 47% less KV memory, so about twice the context or sequences in the same
+   * kvCacheBytes; logits move by the quantization, as llama.cpp's `-ctk q8_0 -ctv q8_0`). q8_0
+   * runs on the CPU kernels only (no GPU device) and needs head sizes in multiples of 32.
+   */
+  kvType?: 'f16' | 'q8_0';
   /** Sequences decoded together at most (one step holds at most this many). Default 4. */
   maxSequences?: number;
   /** Prompt tokens of one sequence processed per step (the prefill chunk); longer prompts take several steps. Default 256. */
@@ -209,6 +216,8 @@ export interface ModelInfo {
   kvBlocks: { device: number; host: number };
   /** Bytes of one KV block (all layers, K and V). */
   kvBlockBytes: number;
+  /** How K and V are stored ('f16' or 'q8_0'). */
+  kvType: 'f16' | 'q8_0';
   /** Bytes of KV cache per token. */
   kvBytesPerToken: number;
   /** The device in use beside the CPU: its kind ('cuda', 'hip', 'cpu-standin'), or null on the single-device CPU path. */

@@ -61,6 +61,8 @@ export interface BenchPlan {
   onlineRepeats: number;
   /** Prompt tokens per step / batch. */
   batchTokens: number;
+  /** K and V cache type of every system (default f16). */
+  kvType?: 'f16' | 'q8_0';
   slo: LatencySlo;
   seed: number;
 }
@@ -360,7 +362,7 @@ export class BenchRunner {
   private async runGroup(model: BenchModelInfo, threads: number, group: Group, repeats: number): Promise<void> {
     const p = this.input.plan;
     const contextSize = roundUp(Math.max(...group.workloads.map(workloadContext)) + 16, 256);
-    const config: SystemConfig = { threads, maxSequences: group.sequences, contextSize, batchTokens: p.batchTokens };
+    const config: SystemConfig = { threads, maxSequences: group.sequences, contextSize, batchTokens: p.batchTokens, ...(p.kvType ? { kvType: p.kvType } : {}) };
     const loaded: { system: BenchSystem; instance: LoadedSystem }[] = [];
     try {
       for (const system of this.input.systems) {

@@ -50,6 +50,8 @@ export interface NativeModelConfig {
   threads: number;
   /** Positions per KV block. */
   kvBlockTokens: number;
+  /** K and V element type (default 'f16'); 'q8_0' only on the CPU kernels (native/core/model.h). */
+  kvType?: 'f16' | 'q8_0';
   /** KV blocks per tier; with no GPU backend loaded the device tier is host RAM too. */
   kvBlocks: { device: number; host: number };
   /** Called on the main thread with the fraction of weight bytes paged in, ending with 1. */

@@ -40,9 +40,10 @@ export class LlamaRef {
     }
   }
 
-  /** Next-token probabilities after each of `tokens` (softmax of the raw logits), one row of nVocab per token. */
-  async probabilities(tokens: readonly number[], nVocab: number): Promise<Float64Array[]> {
-    const ctx = await this.model.createContext({ contextSize: Math.max(256, tokens.length + 1), threads: 1, sequences: 1, batchSize: 512 });
+  /** Next-token probabilities after each of `tokens` (softmax of the raw logits), one row of nVocab per token; kvType 'q8_0' quantizes llama.cpp's K and V cache (-ctk/-ctv q8_0). */
+  async probabilities(tokens: readonly number[], nVocab: number, options: { kvType?: 'f16' | 'q8_0' } = {}): Promise<Float64Array[]> {
+    const kv = options.kvType === 'q8_0' ? { experimentalKvCacheKeyType: 'Q8_0' as const, experimentalKvCacheValueType: 'Q8_0' as const } : {};
+    const ctx = await this.model.createContext({ contextSize: Math.max(256, tokens.length + 1), threads: 1, sequences: 1, batchSize: 512, ...kv });
     try {
       const out = await ctx.getSequence().controlledEvaluate(tokens.map((t) => [t as Token, { generateNext: { probabilities: true } }]));
       return out.map((item, i) => {

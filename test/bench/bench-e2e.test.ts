@@ -35,6 +35,8 @@ t.test('flags: --quick sets short defaults, explicit flags win, bad values are u
   t.same([some.pp, some.tg, some.parallel, some.repeats, some.online?.rates], [[], [64], [], 2, [0.5, 2]]);
   t.same([full.tgPrompts, planFromFlags({ 'tg-depth': '16,4096' }).tgPrompts], [[16], [16, 4096]], '--tg-depth lists the prompts before tg');
   t.throws(() => planFromFlags({ 'tg-depth': '0' }), { code: 'TDM_BAD_ARGUMENT' });
+  t.same([full.kvType, planFromFlags({ 'kv-type': 'q8_0' }).kvType], [undefined, 'q8_0'], '--kv-type sets every system\'s cache type');
+  t.throws(() => planFromFlags({ 'kv-type': 'q4_0' }), { code: 'TDM_BAD_ARGUMENT', message: /--kv-type/ });
   t.throws(() => planFromFlags({ workloads: 'pp,bogus' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => planFromFlags({ pp: '12,x' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => planFromFlags({ lengths: 'long' }), { code: 'TDM_BAD_ARGUMENT' });

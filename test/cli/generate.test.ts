@@ -70,4 +70,7 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   await t.rejects(run(['-m', STORIES, '--device', 'cpu-standin', '--policy', 'fastest', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /policy/ });
   await t.rejects(run(['-m', STORIES, '--device-weight-mib', 'lots', 'x']), { message: /--device-weight-mib expects a number/ });
   await t.rejects(run(['-m', STORIES, '--device', 'cpu-standin', '--experts', 'dynamic', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /needs a MoE model/ }, '--experts reaches loadModel');
+  // stories260K's heads of 8 are not whole q8_0 blocks: the refusal shows that the flag arrives.
+  await t.rejects(run(['-m', STORIES, '--kv-type', 'q8_0', 'x']), { code: 'TDM_UNSUPPORTED', message: /q8_0/ }, '--kv-type reaches loadModel');
+  await t.rejects(run(['-m', STORIES, '--kv-type', 'q4', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /kvType/ });
 });

@@ -95,6 +95,7 @@ export function llamaCppSystem(): BenchSystem {
           contextSize: config.contextSize,
           batchSize: config.batchTokens,
           threads: { ideal: config.threads, min: config.threads },
+          ...(config.kvType === 'q8_0' ? { experimentalKvCacheKeyType: 'Q8_0' as const, experimentalKvCacheValueType: 'Q8_0' as const } : {}),
         });
       } catch (err) {
         await model.dispose();
@@ -113,6 +114,7 @@ export function llamaCppSystem(): BenchSystem {
           flashAttention: context.flashAttention,
           contextSize: context.contextSize,
           batchSize: context.batchSize,
+          kvType: config.kvType ?? 'f16',
         },
         backends: ['cpu'],
         async generate(req, onToken) {

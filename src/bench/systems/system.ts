@@ -12,6 +12,8 @@ export interface SystemConfig {
   contextSize: number;
   /** Prompt tokens processed in one step (tandem's prefill chunk, llama.cpp's batch size). */
   batchTokens: number;
+  /** K and V cache type (default f16; q8_0 is llama.cpp's -ctk q8_0 -ctv q8_0). */
+  kvType?: 'f16' | 'q8_0';
 }
 
 export interface GenerateRequest {

@@ -20,6 +20,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         contextSize: config.contextSize,
         maxSequences: config.maxSequences,
         prefillChunkTokens: config.batchTokens,
+        ...(config.kvType ? { kvType: config.kvType } : {}),
       });
       const info = model.info;
       // The options as given first; what the model reports it runs on wins (device 'auto' names the GPU found).
@@ -28,6 +29,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
       Object.assign(details, {
         backends: info.backends.join(','),
         kvBlockTokens: info.kvBlockTokens,
+        kvType: info.kvType,
         numKvBlocks: info.numKvBlocks,
         kvBlocksDevice: info.kvBlocks.device,
         kvBlocksHost: info.kvBlocks.host,

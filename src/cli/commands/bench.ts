@@ -26,6 +26,7 @@ const OPTIONS = {
   pp: { type: 'string' },
   tg: { type: 'string' },
   'tg-depth': { type: 'string' },
+  'kv-type': { type: 'string' },
   parallel: { type: 'string' },
   'parallel-tokens': { type: 'string' },
   lengths: { type: 'string' },
@@ -83,6 +84,8 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
       --slo-ttft MS         goodput SLO on time to first token (default 5000)
       --slo-tpot MS         goodput SLO on time per output token (default 250)
       --batch N             prompt tokens per step (default 512)
+      --kv-type T           KV cache of every system: f16 (default) or q8_0 (tandem's kvType,
+                            llama.cpp's -ctk q8_0 -ctv q8_0)
       --seed N              seed of the prompts and arrivals (default 1)
   -o, --out DIR             where the reports go (default bench-results/<date>-<host>)
       --cache DIR           synthetic model cache (default $TANDEM_CACHE/models or
@@ -100,6 +103,12 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
       --policy-tpot-ms MS   TPOT target the auto policy keeps to when it can
       --profile MODE        cost-model timings: cached (default), refresh, quick
       --profile-dir DIR     profile cache (default $TANDEM_CACHE or ~/.cache/tandem)`;
+
+function kvTypeFlag(value: string | undefined): { kvType?: 'f16' | 'q8_0' } {
+  if (value === undefined) return {};
+  if (value !== 'f16' && value !== 'q8_0') throw usageError(`--kv-type must be f16 or q8_0, got '${value}'`);
+  return { kvType: value };
+}
 
 function list(flag: string, value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
@@ -201,6 +210,7 @@ export function planFromFlags(values: Record<string, unknown>): BenchPlan {
     repeats: one('repeats', v.repeats) ?? (quick ? 1 : 3),
     onlineRepeats: one('online-repeats', v['online-repeats']) ?? 1,
     batchTokens: one('batch', v.batch) ?? 512,
+    ...kvTypeFlag(v['kv-type']),
     slo: { ttftMs: one('slo-ttft', v['slo-ttft'], false) ?? 5000, tpotMs: one('slo-tpot', v['slo-tpot'], false) ?? 250 },
     seed: one('seed', v.seed, true, 0) ?? 1,
   };

@@ -13,6 +13,7 @@ export const SHARED_OPTIONS = {
   model: { type: 'string', short: 'm' },
   threads: { type: 'string', short: 't' },
   'ctx-size': { type: 'string', short: 'c' },
+  'kv-type': { type: 'string' },
   device: { type: 'string' },
   policy: { type: 'string' },
   'device-weight-mib': { type: 'string' },
@@ -34,6 +35,8 @@ export const SHARED_OPTIONS = {
 export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -t, --threads N           CPU threads (default: physical cores)
   -c, --ctx-size N          tokens of context per sequence (default: the model's, at most 4096)
+      --kv-type T           KV cache: f16 (default) or q8_0 (47% less memory; CPU only, as
+                            llama.cpp's -ctk q8_0 -ctv q8_0)
       --device D            none (default), auto (a usable GPU, else none), gpu, or cpu-standin
                             (a second CPU backend posing as a GPU: for testing, never GPU numbers)
       --policy P            with a device: auto (default), gpu-only, pipeline or overlap
@@ -96,6 +99,7 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   if (values.device !== undefined) options.device = values.device as LoadModelOptions['device'];
   if (values.policy !== undefined) options.policy = values.policy as LoadModelOptions['policy'];
   if (values.experts !== undefined) options.experts = values.experts as LoadModelOptions['experts'];
+  if (values['kv-type'] !== undefined) options.kvType = values['kv-type'] as LoadModelOptions['kvType'];
   if (deviceWeightMib !== undefined) options.deviceWeightBytes = Math.floor(deviceWeightMib * 2 ** 20);
   return options;
 }
