@@ -378,11 +378,9 @@ KvPool make_pool(Scope& sc, const std::string& kv_type, int32_t block_tokens, in
                  int32_t dk, int32_t dv) {
   if (kv_type != "f16" && kv_type != "f32" && kv_type != "q8_0") bad_arg("kvType must be 'f16', 'f32' or 'q8_0'");
   if (n_blocks <= 0 || block_tokens <= 0 || n_kv_heads <= 0 || dk <= 0 || dv <= 0) bad_arg("attention geometry must be positive");
-  if (kv_type == "q8_0" && (dk % 32 != 0 || dv % 32 != 0)) bad_arg("a q8_0 KV cache needs head sizes that are multiples of 32");
   KvPool p;
   p.kv.type = kv_type == "f32" ? uint32_t(GgmlType::F32) : kv_type == "q8_0" ? uint32_t(GgmlType::Q8_0) : uint32_t(GgmlType::F16);
-  // Bytes of a row of d elements (q8_0: blocks of 32 elements in 34 bytes).
-  auto row = [&](int32_t d) { return kv_type == "f32" ? 4 * size_t(d) : kv_type == "q8_0" ? size_t(d / 32) * 34 : 2 * size_t(d); };
+  auto row = [&](int32_t d) { return kv_row_bytes(p.kv.type, d); };
   p.kv.block_tokens = block_tokens;
   p.kv.n_blocks = n_blocks;
   p.kv.n_kv_heads = n_kv_heads;

@@ -2,6 +2,9 @@
 #include "core/ggml_types.h"
 
 #include <cctype>
+#include <string>
+
+#include "core/error.h"
 
 namespace tdm {
 
@@ -73,6 +76,17 @@ int64_t type_id_by_name(const std::string& name) {
     if (kTable.known[id] && lower(kTable.entries[id].name) == want) return id;
   }
   return -1;
+}
+
+size_t kv_row_bytes(uint32_t type, int64_t head_dim) {
+  if (type == uint32_t(GgmlType::F32) || type == uint32_t(GgmlType::F16) || type == uint32_t(GgmlType::Q8_0)) {
+    const TypeTraits& t = *type_traits(type);
+    if (head_dim % t.block_size != 0)
+      throw Error(code::unsupported, std::string("a ") + t.name + " KV cache needs head sizes that are multiples of " +
+                                         std::to_string(t.block_size) + ", got " + std::to_string(head_dim));
+    return row_bytes(t, uint64_t(head_dim));
+  }
+  throw Error(code::unsupported, "KV caches are f16, f32 or q8_0, not ggml type " + std::to_string(type));
 }
 
 }  // namespace tdm

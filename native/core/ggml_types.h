@@ -58,4 +58,8 @@ int64_t type_id_by_name(const std::string& name);
 // Bytes a row of n elements takes; n must be a multiple of the block size.
 inline size_t row_bytes(const TypeTraits& t, uint64_t n) { return size_t(n / t.block_size) * t.type_size; }
 
+// Bytes of one K or V row of head_dim elements in a KV cache of type f32, f16 or q8_0 (whole
+// blocks of 32 only). Throws tdm::Error (TDM_UNSUPPORTED) for any other type or head size.
+size_t kv_row_bytes(uint32_t type, int64_t head_dim);
+
 }  // namespace tdm

@@ -20,20 +20,8 @@ KvLayout KvLayout::make(const Hparams& hp, int32_t block_tokens, uint32_t type) 
   l.n_kv_heads = int32_t(hp.n_head_kv);
   l.head_dim_k = int32_t(hp.head_dim);
   l.head_dim_v = int32_t(hp.head_dim_v);
-  // Bytes of a row of d elements: q8_0 stores blocks of 32 elements in 34 bytes.
-  auto row = [&](int32_t d) -> size_t {
-    if (type == uint32_t(GgmlType::F32)) return 4 * size_t(d);
-    if (type == uint32_t(GgmlType::F16)) return 2 * size_t(d);
-    if (type == uint32_t(GgmlType::Q8_0)) {
-      if (d % 32 != 0)
-        throw Error(code::unsupported, "a q8_0 KV cache needs head sizes that are multiples of 32; this model's are " +
-                                           std::to_string(l.head_dim_k) + " and " + std::to_string(l.head_dim_v));
-      return size_t(d / 32) * 34;
-    }
-    throw Error(code::unsupported, "KV cache type " + std::to_string(type) + " is not supported");
-  };
-  l.layer_k_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * row(l.head_dim_k);
-  l.layer_v_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * row(l.head_dim_v);
+  l.layer_k_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * kv_row_bytes(type, l.head_dim_k);
+  l.layer_v_bytes = size_t(l.n_kv_heads) * size_t(block_tokens) * kv_row_bytes(type, l.head_dim_v);
   l.block_bytes = size_t(l.n_layer) * (l.layer_k_bytes + l.layer_v_bytes);
   return l;
 }

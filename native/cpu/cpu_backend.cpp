@@ -595,16 +595,6 @@ tdm_status cpu_scale_rows(tdm_backend_ctx* c, float* x, const float* scale, int6
 }
 
 // Bytes of one K or V row of head_dim elements in the cache's type.
-size_t kv_row_bytes(uint32_t type, int32_t head_dim) {
-  if (type == uint32_t(GgmlType::F16)) return 2 * size_t(head_dim);
-  if (type == uint32_t(GgmlType::F32)) return 4 * size_t(head_dim);
-  if (type == uint32_t(GgmlType::Q8_0)) {
-    if (head_dim % kKvQ8Block != 0) throw Error(code::unsupported, "a q8_0 KV cache needs head sizes that are multiples of 32");
-    return size_t(head_dim / kKvQ8Block) * kKvQ8BlockBytes;
-  }
-  throw Error(code::unsupported, "KV blocks must be f16, f32 or q8_0");
-}
-
 AttnKv attn_kv_of(uint32_t type) {
   return type == uint32_t(GgmlType::F32) ? AttnKv::f32 : type == uint32_t(GgmlType::F16) ? AttnKv::f16 : AttnKv::q8_0;
 }

@@ -126,6 +126,25 @@ inline void attn_tile_rows(const uint8_t* const* blocks, int32_t block_tokens, s
   }
 }
 
+// Asks for every line of rows[i], i in [from, min(to, n)), to be brought into L2 (prefetcht1):
+// the few-rows kernels spread these requests over a tile's work so that the next reads overlap it.
+inline void attn_prefetch_rows(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
+  for (int64_t i = from; i < std::min(to, n); ++i)
+    for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(rows[i] + off, 0, 2);
+}
+
+// sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1] (rows kAttnTile floats apart), added left to
+// right for RR rows at once, so that their dependent chains overlap; every few-rows kernel sums
+// its softmax weights this way, in the order the prefill kernels do per lane.
+template <int RR>
+inline void attn_add_rows_in_order(const float* p, int64_t nk, float* sums) {
+  float t[RR];
+  for (int r = 0; r < RR; ++r) t[r] = 0.0f;
+  for (int64_t j = 0; j < nk; ++j)
+    for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
+  for (int r = 0; r < RR; ++r) sums[r] += t[r];
+}
+
 // Folds segment states of one row, in position order, into (max, sum, acc): the first
 // segment's state is taken as it is, each later one rescaled to the common max. The fold is
 // shared by every kernel table, so the bits do not depend on the instruction set.

@@ -786,11 +786,6 @@ inline __m256 load_kv8(const uint8_t* row, int64_t e0, int32_t d) {
   return e0 + 8 <= d ? load_kv8<KV>(row, e0) : e0 < d ? load_kv8_tail<KV>(row, e0, d) : _mm256_setzero_ps();
 }
 
-inline void prefetch_rows_avx2(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
-  for (int64_t i = from; i < std::min(to, n); ++i)
-    for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(rows[i] + off, 0, 2);
-}
-
 // kt[e * kAttnTile + j] = K[j0 + j][e]; prefetches this tile's V rows and the next tile's K
 // rows into L2 a few at a time as it goes (as transpose_k_tile in the AVX-512 file does).
 template <AttnKv KV>
@@ -801,8 +796,8 @@ void transpose_k_tile_avx2(const AttnTask& a, const uint8_t* const* k_rows, cons
     const int64_t ns = std::min<int64_t>(8, nk - s);
     for (int64_t e0 = 0; e0 < dkp; e0 += 8) {
       const int64_t pf = s + e0 / 8 * per_chunk;
-      prefetch_rows_avx2(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
-      prefetch_rows_avx2(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
       __m256 r[8];
       if (ns == 8 && e0 + 8 <= a.dk) {
         for (int i = 0; i < 8; ++i) r[i] = load_kv8<KV>(k_rows[s + i], e0);
@@ -873,16 +868,6 @@ void values_few_avx2(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows
   }
 }
 
-// sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1], added left to right, RR rows interleaved.
-template <int RR>
-inline void add_rows_in_order_avx2(const float* p, int64_t nk, float* sums) {
-  float t[RR];
-  for (int r = 0; r < RR; ++r) t[r] = 0.0f;
-  for (int64_t j = 0; j < nk; ++j)
-    for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
-  for (int r = 0; r < RR; ++r) sums[r] += t[r];
-}
-
 template <AttnKv KV>
 void attention_few_rows_avx2(const AttnTask& a) {
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
@@ -895,7 +880,7 @@ void attention_few_rows_avx2(const AttnTask& a) {
     mrow[r] = -std::numeric_limits<float>::infinity();
     srow[r] = 0.0f;
   }
-  // Rows past n_rows are summed with the others (add_rows_in_order_avx2) and must read zeros.
+  // Rows past n_rows are summed with the others (attn_add_rows_in_order) and must read zeros.
   std::fill(p + n_rows * kAttnTile, p + kFewRows * kAttnTile, 0.0f);
   std::fill(acc, acc + n_rows * dvp, 0.0f);
 
@@ -956,8 +941,8 @@ void attention_few_rows_avx2(const AttnTask& a) {
         _mm256_store_ps(pr + j, _mm256_and_ps(valid, exp256(_mm256_sub_ps(_mm256_load_ps(pr + j), mv))));
       }
     }
-    if (n_rows <= 4) add_rows_in_order_avx2<4>(p, nk, srow);
-    else add_rows_in_order_avx2<kFewRows>(p, nk, srow);
+    if (n_rows <= 4) attn_add_rows_in_order<4>(p, nk, srow);
+    else attn_add_rows_in_order<kFewRows>(p, nk, srow);
     for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few_avx2<KV, 4>(a, r0, v_rows, nk, p, dvp, acc);
     switch (n_rows - r0) {
       case 3: values_few_avx2<KV, 3>(a, r0, v_rows, nk, p, dvp, acc); break;

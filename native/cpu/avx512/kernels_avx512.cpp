@@ -1143,12 +1143,6 @@ TDM_INLINE __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// Prefetches (into L2) every line of rows[i] for i in [from, to) that exist (i < n).
-TDM_INLINE void prefetch_rows(const uint8_t* const* rows, int64_t n, int64_t from, int64_t to, size_t row_bytes) {
-  for (int64_t i = from; i < std::min(to, n); ++i)
-    for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(rows[i] + off, 0, 2);
-}
-
 // kt[e * kAttnTile + j] = K[j0 + j][e] for the tile's nk positions (zero past nk and past dk).
 // While it reads K, it prefetches the rows the next steps read from memory: this tile's V rows
 // (read after the scores) and the next tile's K rows (n_next of them), a few rows per 16
@@ -1161,8 +1155,8 @@ void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uin
     const int64_t ns = std::min<int64_t>(16, nk - s);
     for (int64_t e0 = 0; e0 < dkp; e0 += 16) {
       const int64_t pf = s + e0 / 16 * per_chunk;
-      prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
-      prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
       const __mmask16 m = first_lanes(a.dk - e0);
       __m512 r[16];
       if (ns == 16) {
@@ -1252,23 +1246,9 @@ void values_few(const AttnTask& a, int64_t r0, const uint8_t* const* v_rows, int
   for (; c0 < dvp; c0 += 16) values_few_chunks<KV, RR, 1>(a, r0, c0, v_rows, nk, p, dvp, acc);
 }
 
-// sums[r] += p[r][0] + p[r][1] + ... + p[r][nk - 1], added left to right, for RR rows.
-template <int RR>
-TDM_INLINE void add_rows_in_order(const float* p, int64_t nk, float* sums) {
-  float t[RR];
-#pragma GCC unroll 8
-  for (int r = 0; r < RR; ++r) t[r] = 0.0f;
-  for (int64_t j = 0; j < nk; ++j)
-#pragma GCC unroll 8
-    for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
-#pragma GCC unroll 8
-  for (int r = 0; r < RR; ++r) sums[r] += t[r];
-}
-
 template <AttnKv KV>
 void attention_few_rows_avx512(const AttnTask& a) {
-  static_assert(kFewRows == 8, "add_rows_in_order covers up to 8 rows");
-  const int64_t n_rows = int64_t(a.n_tok) * a.group;
+    const int64_t n_rows = int64_t(a.n_tok) * a.group;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
   float* kt = a.scratch;             // dkp x kAttnTile
   float* p = kt + dkp * kAttnTile;   // kFewRows x kAttnTile
@@ -1278,7 +1258,7 @@ void attention_few_rows_avx512(const AttnTask& a) {
     mrow[r] = -INFINITY;
     srow[r] = 0.0f;
   }
-  // Rows past n_rows are summed with the others (add_rows_in_order) and must read zeros.
+  // Rows past n_rows are summed with the others (attn_add_rows_in_order) and must read zeros.
   std::fill(p + n_rows * kAttnTile, p + kFewRows * kAttnTile, 0.0f);
   std::fill(acc, acc + n_rows * dvp, 0.0f);
 
@@ -1331,8 +1311,8 @@ void attention_few_rows_avx512(const AttnTask& a) {
     }
     // Each row's weights summed in position order (zeros past its last position add nothing);
     // the rows' chains interleave so that they overlap.
-    if (n_rows <= 4) add_rows_in_order<4>(p, nk, srow);
-    else add_rows_in_order<kFewRows>(p, nk, srow);
+    if (n_rows <= 4) attn_add_rows_in_order<4>(p, nk, srow);
+    else attn_add_rows_in_order<kFewRows>(p, nk, srow);
     for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) values_few<KV, 4>(a, r0, v_rows, nk, p, dvp, acc);
     switch (n_rows - r0) {
       case 3: values_few<KV, 3>(a, r0, v_rows, nk, p, dvp, acc); break;
