@@ -268,9 +268,9 @@ void Model::matmuls(std::initializer_list<MatmulOut> outs, const float* x, int64
   const tdm_weight* w[4];
   float* y[4];
   int32_t n = 0;
+  const tdm_weight& first = *outs.begin()->w;
   bool grouped = f.matmul_group != nullptr && outs.size() <= 4;
   for (const MatmulOut& o : outs) {
-    const tdm_weight& first = *outs.begin()->w;
     grouped = grouped && (!has_device() || placement_.on_device(*o.w)) && o.w->type == first.type && o.w->n_cols == first.n_cols;
     if (n < 4) {
       w[n] = o.w;
