@@ -1172,6 +1172,66 @@ void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uin
   }
 }
 
+// For up to 4 rows (one row group) the transposed K is used as it comes out of the registers
+// instead of going through kt: scores of rows 0..RR-1 against NB (1 or 2) 16-position blocks
+// from s, each lane's FMA chain down the head in the same order as scores_few. Prefetches as
+// transpose_k_tile does.
+template <AttnKv KV, int RR, int NB>
+TDM_INLINE void scores_fused(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
+                             const uint8_t* const* next_k_rows, int64_t n_next, int64_t s, int64_t dkp, float* p) {
+  const int64_t n_chunks = dkp / 16, per_chunk = (16 + n_chunks - 1) / n_chunks;
+  const float* q[RR];
+#pragma GCC unroll 4
+  for (int r = 0; r < RR; ++r) q[r] = a.q + (r / a.group) * a.q_stride + (r % a.group) * a.dk;
+  __m512 acc[NB][RR];
+#pragma GCC unroll 2
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r) acc[b][r] = _mm512_setzero_ps();
+  for (int64_t e0 = 0; e0 < dkp; e0 += 16) {
+    const __mmask16 m = first_lanes(a.dk - e0);
+    const int n_e = int(std::min<int64_t>(16, a.dk - e0));
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; ++b) {
+      const int64_t sb = s + 16 * b, ns = std::min<int64_t>(16, nk - sb);
+      const int64_t pf = sb + e0 / 16 * per_chunk;
+      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      __m512 k[16];
+      if (ns == 16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) k[i] = load_kv16<KV>(k_rows[sb + i], e0, m);
+      } else {
+        for (int i = 0; i < 16; ++i) k[i] = i < ns ? load_kv16<KV>(k_rows[sb + i], e0, m) : _mm512_setzero_ps();
+      }
+      transpose16(k);
+      if (n_e == 16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+#pragma GCC unroll 4
+          for (int r = 0; r < RR; ++r) acc[b][r] = _mm512_fmadd_ps(k[i], _mm512_set1_ps(q[r][e0 + i]), acc[b][r]);
+      } else {
+        for (int i = 0; i < n_e; ++i)
+#pragma GCC unroll 4
+          for (int r = 0; r < RR; ++r) acc[b][r] = _mm512_fmadd_ps(k[i], _mm512_set1_ps(q[r][e0 + i]), acc[b][r]);
+      }
+    }
+  }
+  const __m512 sv = _mm512_set1_ps(a.scale);
+#pragma GCC unroll 2
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; ++r) _mm512_store_ps(p + r * kAttnTile + s + 16 * b, _mm512_mul_ps(acc[b][r], sv));
+}
+
+template <AttnKv KV, int RR>
+void scores_fused_tile(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
+                       const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* p) {
+  int64_t s = 0;
+  for (; s + 32 <= (nk + 15) / 16 * 16; s += 32) scores_fused<KV, RR, 2>(a, k_rows, v_rows, nk, next_k_rows, n_next, s, dkp, p);
+  if (s < nk) scores_fused<KV, RR, 1>(a, k_rows, v_rows, nk, next_k_rows, n_next, s, dkp, p);
+}
+
 // p[r * kAttnTile + j] = scale * q_r . K[j0 + j] for RR rows from r0 and NS 16-position blocks
 // from s0: RR * NS independent FMA chains down the head.
 template <int RR, int NS>
@@ -1273,16 +1333,28 @@ void attention_few_rows_avx512(const AttnTask& a) {
     const uint8_t* v_rows[kAttnTile];
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
-    transpose_k_tile<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
-    std::swap(k_rows, next_k_rows);
-    const int64_t n_blocks = (nk + 15) / 16;
     int64_t r0 = 0;
-    for (; r0 + 4 <= n_rows; r0 += 4) scores_few_rows<4>(a, r0, n_blocks, kt, p);
-    switch (n_rows - r0) {
-      case 3: scores_few_rows<3>(a, r0, n_blocks, kt, p); break;
-      case 2: scores_few_rows<2>(a, r0, n_blocks, kt, p); break;
-      case 1: scores_few_rows<1>(a, r0, n_blocks, kt, p); break;
-      default: break;
+    if (n_rows <= 4) {
+      // One row group: K goes from the transposes straight into the FMAs.
+      switch (n_rows) {
+        case 4: scores_fused_tile<KV, 4>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, p); break;
+        case 3: scores_fused_tile<KV, 3>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, p); break;
+        case 2: scores_fused_tile<KV, 2>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, p); break;
+        default: scores_fused_tile<KV, 1>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, p); break;
+      }
+      std::swap(k_rows, next_k_rows);
+    } else {
+      // Two row groups read each transposed K block: it is stored once in kt.
+      transpose_k_tile<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
+      std::swap(k_rows, next_k_rows);
+      const int64_t n_blocks = (nk + 15) / 16;
+      for (; r0 + 4 <= n_rows; r0 += 4) scores_few_rows<4>(a, r0, n_blocks, kt, p);
+      switch (n_rows - r0) {
+        case 3: scores_few_rows<3>(a, r0, n_blocks, kt, p); break;
+        case 2: scores_few_rows<2>(a, r0, n_blocks, kt, p); break;
+        case 1: scores_few_rows<1>(a, r0, n_blocks, kt, p); break;
+        default: break;
+      }
     }
     for (int64_t r = 0; r < n_rows; ++r) {
       float* pr = p + r * kAttnTile;
