@@ -1143,6 +1143,26 @@ TDM_INLINE __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
+// Columns e0..e0+15 of the 16-position block from s, one vector per column (k[i] holds
+// K[s + j][e0 + i] in lane j; positions past ns and elements past dk read as zero), prefetching
+// a few of this tile's V rows and the next tile's K rows on the way (see transpose_k_tile).
+template <AttnKv KV>
+TDM_INLINE void k_columns16(const AttnTask& a, const uint8_t* const* k_rows, int64_t s, int64_t ns, int64_t e0,
+                            const uint8_t* const* v_rows, int64_t nk, const uint8_t* const* next_k_rows, int64_t n_next,
+                            int64_t per_chunk, __m512 k[16]) {
+  const int64_t pf = s + e0 / 16 * per_chunk;
+  attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
+  attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+  const __mmask16 m = first_lanes(a.dk - e0);
+  if (ns == 16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) k[i] = load_kv16<KV>(k_rows[s + i], e0, m);
+  } else {
+    for (int i = 0; i < 16; ++i) k[i] = i < ns ? load_kv16<KV>(k_rows[s + i], e0, m) : _mm512_setzero_ps();
+  }
+  transpose16(k);
+}
+
 // kt[e * kAttnTile + j] = K[j0 + j][e] for the tile's nk positions (zero past nk and past dk).
 // While it reads K, it prefetches the rows the next steps read from memory: this tile's V rows
 // (read after the scores) and the next tile's K rows (n_next of them), a few rows per 16
@@ -1154,18 +1174,8 @@ void transpose_k_tile(const AttnTask& a, const uint8_t* const* k_rows, const uin
   for (int64_t s = 0; s < nk; s += 16) {
     const int64_t ns = std::min<int64_t>(16, nk - s);
     for (int64_t e0 = 0; e0 < dkp; e0 += 16) {
-      const int64_t pf = s + e0 / 16 * per_chunk;
-      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
-      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
-      const __mmask16 m = first_lanes(a.dk - e0);
       __m512 r[16];
-      if (ns == 16) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = load_kv16<KV>(k_rows[s + i], e0, m);
-      } else {
-        for (int i = 0; i < 16; ++i) r[i] = i < ns ? load_kv16<KV>(k_rows[s + i], e0, m) : _mm512_setzero_ps();
-      }
-      transpose16(r);
+      k_columns16<KV>(a, k_rows, s, ns, e0, v_rows, nk, next_k_rows, n_next, per_chunk, r);
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (e0 + i) * kAttnTile + s, r[i]);
     }
@@ -1189,22 +1199,12 @@ TDM_INLINE void scores_fused(const AttnTask& a, const uint8_t* const* k_rows, co
 #pragma GCC unroll 4
     for (int r = 0; r < RR; ++r) acc[b][r] = _mm512_setzero_ps();
   for (int64_t e0 = 0; e0 < dkp; e0 += 16) {
-    const __mmask16 m = first_lanes(a.dk - e0);
     const int n_e = int(std::min<int64_t>(16, a.dk - e0));
 #pragma GCC unroll 2
     for (int b = 0; b < NB; ++b) {
-      const int64_t sb = s + 16 * b, ns = std::min<int64_t>(16, nk - sb);
-      const int64_t pf = sb + e0 / 16 * per_chunk;
-      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
-      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      const int64_t sb = s + 16 * b;
       __m512 k[16];
-      if (ns == 16) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) k[i] = load_kv16<KV>(k_rows[sb + i], e0, m);
-      } else {
-        for (int i = 0; i < 16; ++i) k[i] = i < ns ? load_kv16<KV>(k_rows[sb + i], e0, m) : _mm512_setzero_ps();
-      }
-      transpose16(k);
+      k_columns16<KV>(a, k_rows, sb, std::min<int64_t>(16, nk - sb), e0, v_rows, nk, next_k_rows, n_next, per_chunk, k);
       if (n_e == 16) {
 #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i)
