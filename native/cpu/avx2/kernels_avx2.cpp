@@ -704,36 +704,62 @@ inline void widen_row_avx2(const void* src, AttnKv kv, int32_t d, float* dst) {
   for (int32_t z = d; z % 8 != 0; ++z) dst[z] = 0.0f;
 }
 
-template <int J>
-inline void scores_block_avx2(const float* qt, int64_t R, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
-  __m256 acc[J];
-  for (int j = 0; j < J; ++j) acc[j] = _mm256_setzero_ps();
+// The vertical kernel's pieces (as attention_avx512's, 8 rows a block): queries and scores
+// stored block by block, block i's query element e at qt[i * 8 * dkp + e * 8 + lane] and its
+// score for position j at st[i * 8 * kAttnTile + j * 8 + lane]. Scores of NB blocks against J
+// positions at once: NB * J chains (at most 8 of the 16 registers).
+template <int NB, int J>
+inline void scores_blocks_avx2(const float* qt, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
+  __m256 acc[NB][J];
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = _mm256_setzero_ps();
   for (int32_t e = 0; e < dk; ++e) {
-    const __m256 qv = _mm256_load_ps(qt + e * R);
-    for (int j = 0; j < J; ++j) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(kf + j * dkp + e), qv, acc[j]);
+    __m256 qv[NB];
+    for (int i = 0; i < NB; ++i) qv[i] = _mm256_load_ps(qt + i * 8 * dkp + e * 8);
+    for (int j = 0; j < J; ++j) {
+      const __m256 kv = _mm256_broadcast_ss(kf + j * dkp + e);
+      for (int i = 0; i < NB; ++i) acc[i][j] = _mm256_fmadd_ps(kv, qv[i], acc[i][j]);
+    }
   }
   const __m256 sv = _mm256_set1_ps(scale);
-  for (int j = 0; j < J; ++j) _mm256_store_ps(st + j * R, _mm256_mul_ps(acc[j], sv));
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < J; ++j) _mm256_store_ps(st + i * 8 * kAttnTile + j * 8, _mm256_mul_ps(acc[i][j], sv));
 }
 
-template <int RR>
-inline void values_rows_avx2(const float* st, int64_t R, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
-  for (int64_t c0 = 0; c0 < dvp; c0 += 32) {
-    const int nc = int(std::min<int64_t>(4, (dvp - c0) / 8));
-    __m256 a[RR][4];
-    for (int r = 0; r < RR; ++r)
-      for (int c = 0; c < 4; ++c) a[r][c] = c < nc ? _mm256_load_ps(acc + (r0 + r) * dvp + c0 + 8 * c) : _mm256_setzero_ps();
-    for (int64_t j = 0; j < nk; ++j) {
-      __m256 v[4];
-      for (int c = 0; c < 4; ++c) v[c] = c < nc ? _mm256_load_ps(vf + j * dvp + c0 + 8 * c) : _mm256_setzero_ps();
-      for (int r = 0; r < RR; ++r) {
-        const __m256 p = _mm256_broadcast_ss(st + j * R + r0 + r);
-        for (int c = 0; c < 4; ++c) a[r][c] = _mm256_fmadd_ps(p, v[c], a[r][c]);
-      }
+template <int NB>
+inline void scores_tile_avx2(const float* qt, const float* kf, int64_t nk, int64_t dkp, int32_t dk, float scale, float* st) {
+  constexpr int J = 8 / NB;
+  int64_t j = 0;
+  for (; j + J <= nk; j += J) scores_blocks_avx2<NB, J>(qt, kf + j * dkp, dkp, dk, scale, st + j * 8);
+  for (; j < nk; ++j) scores_blocks_avx2<NB, 1>(qt, kf + j * dkp, dkp, dk, scale, st + j * 8);
+}
+
+// acc rows r0..r0+RR-1 of a block (dvp floats apart), NC 8-float chunks from acc and vf (dvp
+// floats apart) += sum_j p[j * 8 + r] * vf[j]: RR * NC chains (at most 8 registers).
+template <int RR, int NC>
+inline void values_chunks_avx2(const float* p, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  __m256 a[RR][NC];
+  for (int r = 0; r < RR; ++r)
+    for (int c = 0; c < NC; ++c) a[r][c] = _mm256_load_ps(acc + (r0 + r) * dvp + 8 * c);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m256 v[NC];
+    for (int c = 0; c < NC; ++c) v[c] = _mm256_load_ps(vf + j * dvp + 8 * c);
+    for (int r = 0; r < RR; ++r) {
+      const __m256 pr = _mm256_broadcast_ss(p + j * 8 + r0 + r);
+      for (int c = 0; c < NC; ++c) a[r][c] = _mm256_fmadd_ps(pr, v[c], a[r][c]);
     }
-    for (int r = 0; r < RR; ++r)
-      for (int c = 0; c < nc; ++c) _mm256_store_ps(acc + (r0 + r) * dvp + c0 + 8 * c, a[r][c]);
   }
+  for (int r = 0; r < RR; ++r)
+    for (int c = 0; c < NC; ++c) _mm256_store_ps(acc + (r0 + r) * dvp + 8 * c, a[r][c]);
+}
+
+// acc rows r0..r0+RR-1 of a block (RR <= 2) += sum_j p[j * 8 + r] * vf[j], four chunks at a time.
+template <int RR>
+inline void values_rows_avx2(const float* p, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  constexpr int NC = 4;
+  int64_t c0 = 0;
+  for (; c0 + 8 * NC <= dvp; c0 += 8 * NC) values_chunks_avx2<RR, NC>(p, r0, nk, vf + c0, dvp, acc + c0);
+  for (; c0 < dvp; c0 += 8) values_chunks_avx2<RR, 1>(p, r0, nk, vf + c0, dvp, acc + c0);
 }
 
 // ---- attention for a few query rows (decode, short chunks), one position per lane: the AVX2
@@ -981,7 +1007,8 @@ void attention_avx2(const AttnTask& a) {
 
   for (int64_t r = 0; r < R; ++r) {
     const float* q = r < n_rows ? a.q + (r / a.group) * a.q_stride + (r % a.group) * a.dk : nullptr;
-    for (int32_t e = 0; e < a.dk; ++e) qt[e * R + r] = q != nullptr ? q[e] : 0.0f;
+    float* qb = qt + (r / 8) * 8 * dkp + r % 8;
+    for (int32_t e = 0; e < a.dk; ++e) qb[e * 8] = q != nullptr ? q[e] : 0.0f;
     mrow[r] = -std::numeric_limits<float>::infinity();
     srow[r] = 0.0f;
   }
@@ -1000,10 +1027,12 @@ void attention_avx2(const AttnTask& a) {
     }
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 8;
     for (int64_t b = b_first; b < nb; ++b) {
-      float* sb = st + b * 8;
-      int64_t j = 0;
-      for (; j + 8 <= nk; j += 8) scores_block_avx2<8>(qt + b * 8, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
-      for (; j < nk; ++j) scores_block_avx2<1>(qt + b * 8, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      float* sb = st + b * 8 * kAttnTile;
+      // Scores for this block and the next together (the next one's softmax follows on its turn).
+      if ((b - b_first) % 2 == 0) {
+        if (b + 1 < nb) scores_tile_avx2<2>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
+        else scores_tile_avx2<1>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
+      }
       alignas(32) int32_t lim_l[8];
       for (int l = 0; l < 8; ++l) {
         const int64_t r = b * 8 + l;
@@ -1014,7 +1043,7 @@ void attention_avx2(const AttnTask& a) {
       __m256 tmax = ninf;
       for (int64_t jj = 0; jj < nk; ++jj) {
         const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_set1_epi32(int32_t(jj) - 1)));
-        tmax = _mm256_max_ps(tmax, _mm256_blendv_ps(ninf, _mm256_load_ps(sb + jj * R), valid));
+        tmax = _mm256_max_ps(tmax, _mm256_blendv_ps(ninf, _mm256_load_ps(sb + jj * 8), valid));
       }
       const __m256 mold = _mm256_load_ps(mrow + b * 8);
       const __m256 mnew = _mm256_max_ps(mold, tmax);
@@ -1034,15 +1063,15 @@ void attention_avx2(const AttnTask& a) {
       __m256 tsum = _mm256_setzero_ps();
       for (int64_t jj = 0; jj < nk; ++jj) {
         const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_set1_epi32(int32_t(jj) - 1)));
-        const __m256 p = _mm256_and_ps(valid, exp256(_mm256_sub_ps(_mm256_load_ps(sb + jj * R), mnew)));
-        _mm256_store_ps(sb + jj * R, p);
+        const __m256 p = _mm256_and_ps(valid, exp256(_mm256_sub_ps(_mm256_load_ps(sb + jj * 8), mnew)));
+        _mm256_store_ps(sb + jj * 8, p);
         tsum = _mm256_add_ps(tsum, p);
       }
       _mm256_store_ps(srow + b * 8, _mm256_add_ps(_mm256_load_ps(srow + b * 8), tsum));
       const int64_t r_end = std::min<int64_t>(8, n_rows - b * 8);
       int64_t r = 0;
-      for (; r + 4 <= r_end; r += 4) values_rows_avx2<4>(st, R, b * 8 + r, nk, vf, dvp, acc);
-      for (; r < r_end; ++r) values_rows_avx2<1>(st, R, b * 8 + r, nk, vf, dvp, acc);
+      for (; r + 2 <= r_end; r += 2) values_rows_avx2<2>(sb, r, nk, vf, dvp, acc + b * 8 * dvp);
+      for (; r < r_end; ++r) values_rows_avx2<1>(sb, r, nk, vf, dvp, acc + b * 8 * dvp);
     }
   }
 

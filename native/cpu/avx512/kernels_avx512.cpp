@@ -1008,7 +1008,10 @@ void round_bf16_avx512(const float* src, float* dst, int64_t n) {
 
 // ==== attention (kernels.h, AttnTask): "vertical" tiles with one query row per lane. Q is
 // transposed once per task so that a score vector covers 16 rows against one position; the
-// softmax then runs down the positions, lane by lane, and V is added row by row.
+// softmax then runs down the positions, lane by lane, and V is added row by row. The
+// transposed queries and the scores are stored block by block (16 rows' lanes contiguous):
+// with rows as the inner dimension, a power-of-two row count put every element of a block's
+// column at the same L1 set.
 
 // e^x: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7, scaled by 2^n.
 inline __m512 exp512(__m512 x) {
@@ -1047,48 +1050,79 @@ inline void widen_row(const void* src, AttnKv kv, int32_t d, float* dst) {
   }
 }
 
-// Scores of one block of 16 rows against J consecutive positions: st[j * R] lanes.
-template <int J>
-inline void scores_block(const float* qt, int64_t R, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
-  __m512 acc[J];
+// Scores of NB consecutive blocks of 16 rows (block i's queries at qt + i * 16 * dkp, element e
+// at [e * 16 + lane]) against J consecutive positions: block i's at st + i * 16 * kAttnTile,
+// position j at [j * 16 + lane]. Two blocks share each broadcast K element, so the loop issues
+// fewer loads than FMAs and has 16 chains to cover the FMA latency.
+template <int NB, int J>
+inline void scores_blocks(const float* qt, const float* kf, int64_t dkp, int32_t dk, float scale, float* st) {
+  __m512 acc[NB][J];
+#pragma GCC unroll 2
+  for (int i = 0; i < NB; ++i)
 #pragma GCC unroll 8
-  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+    for (int j = 0; j < J; ++j) acc[i][j] = _mm512_setzero_ps();
   for (int32_t e = 0; e < dk; ++e) {
-    const __m512 qv = _mm512_load_ps(qt + e * R);
+    __m512 qv[NB];
+#pragma GCC unroll 2
+    for (int i = 0; i < NB; ++i) qv[i] = _mm512_load_ps(qt + i * 16 * dkp + e * 16);
 #pragma GCC unroll 8
-    for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(kf[j * dkp + e]), qv, acc[j]);
+    for (int j = 0; j < J; ++j) {
+      const __m512 kv = _mm512_set1_ps(kf[j * dkp + e]);
+#pragma GCC unroll 2
+      for (int i = 0; i < NB; ++i) acc[i][j] = _mm512_fmadd_ps(kv, qv[i], acc[i][j]);
+    }
   }
   const __m512 sv = _mm512_set1_ps(scale);
+#pragma GCC unroll 2
+  for (int i = 0; i < NB; ++i)
 #pragma GCC unroll 8
-  for (int j = 0; j < J; ++j) _mm512_store_ps(st + j * R, _mm512_mul_ps(acc[j], sv));
+    for (int j = 0; j < J; ++j) _mm512_store_ps(st + i * 16 * kAttnTile + j * 16, _mm512_mul_ps(acc[i][j], sv));
 }
 
-// acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[j][r] * vf[j], four 16-float chunks at a time.
-template <int RR>
-inline void values_rows(const float* st, int64_t R, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
-  for (int64_t c0 = 0; c0 < dvp; c0 += 64) {
-    const int nc = int(std::min<int64_t>(4, (dvp - c0) / 16));
-    __m512 a[RR][4];
+// A tile's scores for NB blocks from qt (as scores_blocks), eight positions at a time.
+template <int NB>
+inline void scores_tile(const float* qt, const float* kf, int64_t nk, int64_t dkp, int32_t dk, float scale, float* st) {
+  int64_t j = 0;
+  for (; j + 8 <= nk; j += 8) scores_blocks<NB, 8>(qt, kf + j * dkp, dkp, dk, scale, st + j * 16);
+  for (; j < nk; ++j) scores_blocks<NB, 1>(qt, kf + j * dkp, dkp, dk, scale, st + j * 16);
+}
+
+// acc rows r0..r0+RR-1 of a block (dvp floats apart), NC 16-float chunks from acc and vf
+// (dvp floats apart) += sum_j p[j * 16 + r] * vf[j].
+template <int RR, int NC>
+inline void values_chunks(const float* p, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  __m512 a[RR][NC];
 #pragma GCC unroll 4
-    for (int r = 0; r < RR; ++r)
+  for (int r = 0; r < RR; ++r)
 #pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) a[r][c] = c < nc ? _mm512_load_ps(acc + (r0 + r) * dvp + c0 + 16 * c) : _mm512_setzero_ps();
-    for (int64_t j = 0; j < nk; ++j) {
-      __m512 v[4];
+    for (int c = 0; c < NC; ++c) a[r][c] = _mm512_load_ps(acc + (r0 + r) * dvp + 16 * c);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 v[NC];
 #pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) v[c] = c < nc ? _mm512_load_ps(vf + j * dvp + c0 + 16 * c) : _mm512_setzero_ps();
+    for (int c = 0; c < NC; ++c) v[c] = _mm512_load_ps(vf + j * dvp + 16 * c);
 #pragma GCC unroll 4
-      for (int r = 0; r < RR; ++r) {
-        const __m512 p = _mm512_set1_ps(st[j * R + r0 + r]);
+    for (int r = 0; r < RR; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[j * 16 + r0 + r]);
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; ++c) a[r][c] = _mm512_fmadd_ps(p, v[c], a[r][c]);
-      }
+      for (int c = 0; c < NC; ++c) a[r][c] = _mm512_fmadd_ps(pr, v[c], a[r][c]);
     }
+  }
 #pragma GCC unroll 4
-    for (int r = 0; r < RR; ++r)
+  for (int r = 0; r < RR; ++r)
 #pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c)
-        if (c < nc) _mm512_store_ps(acc + (r0 + r) * dvp + c0 + 16 * c, a[r][c]);
+    for (int c = 0; c < NC; ++c) _mm512_store_ps(acc + (r0 + r) * dvp + 16 * c, a[r][c]);
+}
+
+// acc rows r0..r0+RR-1 of a block += sum_j p[j * 16 + r] * vf[j], four 16-float chunks at a time.
+template <int RR>
+inline void values_rows(const float* p, int64_t r0, int64_t nk, const float* vf, int64_t dvp, float* acc) {
+  int64_t c0 = 0;
+  for (; c0 + 64 <= dvp; c0 += 64) values_chunks<RR, 4>(p, r0, nk, vf + c0, dvp, acc + c0);
+  switch ((dvp - c0) / 16) {
+    case 3: return values_chunks<RR, 3>(p, r0, nk, vf + c0, dvp, acc + c0);
+    case 2: return values_chunks<RR, 2>(p, r0, nk, vf + c0, dvp, acc + c0);
+    case 1: return values_chunks<RR, 1>(p, r0, nk, vf + c0, dvp, acc + c0);
+    default: return;
   }
 }
 
@@ -1423,7 +1457,8 @@ void attention_avx512(const AttnTask& a) {
 
   for (int64_t r = 0; r < R; ++r) {
     const float* q = r < n_rows ? a.q + (r / a.group) * a.q_stride + (r % a.group) * a.dk : nullptr;
-    for (int32_t e = 0; e < a.dk; ++e) qt[e * R + r] = q != nullptr ? q[e] : 0.0f;
+    float* qb = qt + (r / 16) * 16 * dkp + r % 16;
+    for (int32_t e = 0; e < a.dk; ++e) qb[e * 16] = q != nullptr ? q[e] : 0.0f;
     mrow[r] = -INFINITY;
     srow[r] = 0.0f;
   }
@@ -1443,10 +1478,12 @@ void attention_avx512(const AttnTask& a) {
     // Rows before b_first end before this tile.
     const int64_t b_first = std::max<int64_t>(0, (j0 - a.first_pos) * a.group) / 16;
     for (int64_t b = b_first; b < nb; ++b) {
-      float* sb = st + b * 16;
-      int64_t j = 0;
-      for (; j + 8 <= nk; j += 8) scores_block<8>(qt + b * 16, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
-      for (; j < nk; ++j) scores_block<1>(qt + b * 16, R, kf + j * dkp, dkp, a.dk, a.scale, sb + j * R);
+      float* sb = st + b * 16 * kAttnTile;
+      // Scores for this block and the next together (the next one's softmax follows on its turn).
+      if ((b - b_first) % 2 == 0) {
+        if (b + 1 < nb) scores_tile<2>(qt + b * 16 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
+        else scores_tile<1>(qt + b * 16 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
+      }
       // Last visible position of each lane, relative to j0 (-1 for padding rows).
       alignas(64) int32_t lim_l[16];
       for (int l = 0; l < 16; ++l) {
@@ -1457,7 +1494,7 @@ void attention_avx512(const AttnTask& a) {
       __m512 tmax = _mm512_set1_ps(-INFINITY);
       for (int64_t jj = 0; jj < nk; ++jj) {
         const __mmask16 valid = _mm512_cmple_epi32_mask(_mm512_set1_epi32(int32_t(jj)), lim);
-        tmax = _mm512_mask_max_ps(tmax, valid, tmax, _mm512_load_ps(sb + jj * R));
+        tmax = _mm512_mask_max_ps(tmax, valid, tmax, _mm512_load_ps(sb + jj * 16));
       }
       const __m512 mold = _mm512_load_ps(mrow + b * 16);
       const __m512 mnew = _mm512_max_ps(mold, tmax);
@@ -1478,15 +1515,15 @@ void attention_avx512(const AttnTask& a) {
       __m512 tsum = _mm512_setzero_ps();
       for (int64_t jj = 0; jj < nk; ++jj) {
         const __mmask16 valid = _mm512_cmple_epi32_mask(_mm512_set1_epi32(int32_t(jj)), lim);
-        const __m512 p = _mm512_maskz_mov_ps(valid, exp512(_mm512_sub_ps(_mm512_load_ps(sb + jj * R), mnew)));
-        _mm512_store_ps(sb + jj * R, p);
+        const __m512 p = _mm512_maskz_mov_ps(valid, exp512(_mm512_sub_ps(_mm512_load_ps(sb + jj * 16), mnew)));
+        _mm512_store_ps(sb + jj * 16, p);
         tsum = _mm512_add_ps(tsum, p);
       }
       _mm512_store_ps(srow + b * 16, _mm512_add_ps(_mm512_load_ps(srow + b * 16), tsum));
       const int64_t r_end = std::min<int64_t>(16, n_rows - b * 16);
       int64_t r = 0;
-      for (; r + 4 <= r_end; r += 4) values_rows<4>(st, R, b * 16 + r, nk, vf, dvp, acc);
-      for (; r < r_end; ++r) values_rows<1>(st, R, b * 16 + r, nk, vf, dvp, acc);
+      for (; r + 4 <= r_end; r += 4) values_rows<4>(sb, r, nk, vf, dvp, acc + b * 16 * dvp);
+      for (; r < r_end; ++r) values_rows<1>(sb, r, nk, vf, dvp, acc + b * 16 * dvp);
     }
   }
 
