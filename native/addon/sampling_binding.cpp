@@ -66,7 +66,8 @@ Napi::Value sample_logits(const Napi::CallbackInfo& info) {
     Napi::Int32Array recent = info[2].As<Napi::Int32Array>();
     if (recent.ElementLength() > 2147483647u) bad_arg("recent tokens must hold at most 2^31-1 ids");
     uint64_t position = safe_uint(arg_number(info, 3, "position"), "position");
-    SamplerScratch scratch;
+    // Kept between calls, as the executor keeps its own, so that timing it here times sampling.
+    static thread_local SamplerScratch scratch;
     int32_t token = sample_token(logits.Data(), int32_t(logits.ElementLength()), cfg, recent.Data(),
                                  int32_t(recent.ElementLength()), position, scratch);
     return Napi::Number::New(info.Env(), token);

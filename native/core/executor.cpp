@@ -864,6 +864,28 @@ void Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, float* host_logit
   ph_.logits += us_since(t0) - (ph_.host_linear + ph_.transfer - other);
 }
 
+void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
+  auto draw = [&](const Draw& d, SamplerScratch& scratch) {
+    const SeqPlan& s = *d.seq;
+    const uint64_t position = uint64_t(s.start_pos) + uint64_t(s.tokens.size());
+    d.result->token = sample_token(d.logits, int32_t(n_vocab), s.sampling, s.recent.data(), int32_t(s.recent.size()), position, scratch);
+  };
+  // One sequence, or one thread: no hand-off. Otherwise the sequences are spread over a pool
+  // that sleeps between steps (each draw is a pure function of its row, seed and position, so
+  // the tokens do not depend on which thread draws them).
+  if (draws.size() < 2 || sample_threads_ < 2) {
+    for (const Draw& d : draws) draw(d, sampler_);
+    return;
+  }
+  if (!sample_pool_) {
+    sample_pool_ = std::make_unique<cpu::ThreadPool>(sample_threads_, /*spin=*/false);
+    samplers_.resize(size_t(sample_pool_->size()));
+  }
+  // A few passes over the row each: about 8 units of the pool's work measure per logit.
+  sample_pool_->run(int64_t(draws.size()), [&](int64_t i, int th) { draw(draws[size_t(i)], samplers_[size_t(th)]); },
+                    8.0 * double(n_vocab) * double(draws.size()));
+}
+
 // One step in flight: its sub-batches and the CPU attention jobs that run beside the device.
 class StepRun {
  public:
@@ -1114,6 +1136,7 @@ void StepRun::run(StepResult* result) {
 
   timed(&m.ph_.sampling, [&] {
     result->seqs.resize(plan_.seqs.size());
+    std::vector<Model::Draw> draws;
     for (Batch& b : batches_) {
       for (size_t j = 0; j < b.seqs.size(); ++j) {
         const SeqPlan& s = plan_.seqs[b.seqs[j]];
@@ -1132,12 +1155,10 @@ void StepRun::run(StepResult* result) {
           r.has_logits = true;
           r.logits.assign(last, last + V);
         }
-        if (s.sample) {
-          const uint64_t position = uint64_t(s.start_pos) + uint64_t(n);
-          r.token = sample_token(last, int32_t(V), s.sampling, s.recent.data(), int32_t(s.recent.size()), position, m.sampler_);
-        }
+        if (s.sample) draws.push_back(Model::Draw{&s, &r, last});
       }
     }
+    m.sample_all(draws, V);
   });
 }
 

@@ -2,6 +2,7 @@
 // the weights, allocate KV; and the host staging buffers.
 #include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "backend/registry.h"
 #include "core/error.h"
@@ -120,6 +121,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
 
   const char* variant = cfg.cpu_variant.empty() ? nullptr : cfg.cpu_variant.c_str();
   m->cpu_ = Backend::create_cpu(cfg.threads, variant);
+  m->sample_threads_ = cfg.threads > 0 ? cfg.threads : std::max(1, int(std::thread::hardware_concurrency()));
   if (cfg.device == "cpu-standin") {
     // The same kernels as the host side, so that results are bit-identical wherever an op runs.
     m->device_owned_ = Backend::create_cpu(cfg.device_threads > 0 ? cfg.device_threads : 1, variant);

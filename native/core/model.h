@@ -18,6 +18,7 @@
 #include "core/model_weights.h"
 #include "core/sampling.h"
 #include "core/step.h"
+#include "cpu/thread_pool.h"
 
 namespace tdm {
 
@@ -173,6 +174,14 @@ class Model {
   // Counts, once the device has finished, the routing of layers that ran without stopping for it.
   void finish_expert_counts();
   void lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, float* host_logits);
+  // One sequence's token to draw: its plan, where the token goes, its row of logits.
+  struct Draw {
+    const SeqPlan* seq;
+    SeqResult* result;
+    const float* logits;
+  };
+  // Draws every sequence's token, across sample_pool_ when there are several.
+  void sample_all(const std::vector<Draw>& draws, int64_t n_vocab);
   // Device memory -> host memory, complete on return.
   void to_host(void* dst, const void* src, size_t bytes);
   // Host memory -> device memory, ordered before later device work.
@@ -199,6 +208,9 @@ class Model {
   HostBuffer stage_x_, stage_y_, stage_ids_, stage_w_;  // activations of host-resident weights
   Phases ph_;                              // the running step's phase times (driver thread)
   SamplerScratch sampler_;
+  int sample_threads_ = 1;                 // threads that draw the step's tokens (the CPU backend's count)
+  std::unique_ptr<cpu::ThreadPool> sample_pool_;  // created at the first step that samples two sequences
+  std::vector<SamplerScratch> samplers_;   // one per sample_pool_ thread
   std::mutex cpu_mu_;                      // one caller at a time on the CPU backend
   std::unique_ptr<CpuWorker> worker_;      // CPU attention and CPU experts beside the device; null with no device
   std::unique_ptr<ExpertOffload> experts_; // null without expert offload

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -46,6 +47,160 @@ size_t prefix_reaching(const std::vector<Candidate>& c, size_t lo, size_t hi, do
   return hi;
 }
 
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Four floats as one value, for the passes over a whole vocabulary: GCC's vector extensions
+// give SSE2 on x86-64 and NEON on arm64, both baseline, so no processor check is needed.
+typedef float F4 __attribute__((vector_size(16)));
+typedef int32_t I4 __attribute__((vector_size(16)));
+
+inline F4 load4(const float* p) {
+  F4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline bool any4(I4 m) { return (m[0] | m[1] | m[2] | m[3]) != 0; }
+
+// e^x for x <= 0, within about 2e-7 relative: Cody-Waite reduction to |r| <= ln2/2 and
+// Taylor terms to r^7, scaled by 2^n through the exponent bits. Below -87 (e^-87 is about
+// 1.6e-38, which no sum over a vocabulary notices) it is 0, so that a banned token
+// (-Infinity) weighs nothing.
+inline F4 exp_nonpos(F4 x) {
+  const I4 kept = x >= -87.0f;
+  x = kept ? x : F4{} - 87.0f;
+  const F4 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  F4 r = x - n * 0.693359375f;
+  r = r - n * -2.12194440054690583e-4f;
+  F4 p = F4{} + 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I4 bits = (__builtin_convertvector(n, I4) + 127) << 23;
+  return kept ? p * (F4)bits : F4{};
+}
+
+inline float exp_nonpos(float x) { return exp_nonpos(F4{} + x)[0]; }
+
+// Weights in blocks of this many tokens, each with its sum, so that the draw over a whole
+// vocabulary skips a block with one comparison.
+constexpr size_t kWeightBlock = 64;
+
+// w[i] = e^((x[i] - max) * inv_t) for i < n, and block_sum[b] = the sum of block b's weights
+// (four interleaved double sums, added pairwise); returns the blocks' sums added in order.
+double weights(const float* x, size_t n, float max, float inv_t, float* w, std::vector<double>& block_sum) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const F4 v = exp_nonpos((load4(x + i) - max) * inv_t);
+    std::memcpy(w + i, &v, sizeof v);
+  }
+  for (; i < n; i++) w[i] = exp_nonpos((x[i] - max) * inv_t);
+  block_sum.resize((n + kWeightBlock - 1) / kWeightBlock);
+  double total = 0;
+  for (size_t b = 0; b < block_sum.size(); b++) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    const size_t end = std::min(n, (b + 1) * kWeightBlock);
+    size_t j = b * kWeightBlock;
+    for (; j + 4 <= end; j += 4) {
+      a0 += double(w[j]);
+      a1 += double(w[j + 1]);
+      a2 += double(w[j + 2]);
+      a3 += double(w[j + 3]);
+    }
+    for (; j < end; j++) a0 += double(w[j]);
+    block_sum[b] = (a0 + a1) + (a2 + a3);
+    total += block_sum[b];
+  }
+  return total;
+}
+
+// The largest value of x[0, n), its first index, and whether every value is below +Infinity
+// (false for NaN), in one pass: each lane keeps its first maximum (it moves only to a larger
+// value), and the lowest index among the lanes that hold the maximum wins.
+float scan_max(const float* x, size_t n, size_t* first, bool* all_below_inf) {
+  F4 m0 = F4{} - kInf, m1 = m0;
+  I4 at0 = I4{} + 0, at1 = at0;
+  const I4 lane = {0, 1, 2, 3};
+  I4 ok = I4{} - 1;
+  size_t i = 0;
+  for (; i + 8 <= n && i + 8 <= size_t(INT32_MAX); i += 8) {
+    const F4 a = load4(x + i), b = load4(x + i + 4);
+    const I4 ga = a > m0, gb = b > m1;
+    m0 = ga ? a : m0;
+    m1 = gb ? b : m1;
+    at0 = ga ? lane + int32_t(i) : at0;
+    at1 = gb ? lane + int32_t(i + 4) : at1;
+    ok &= (a < kInf) & (b < kInf);
+  }
+  float max_v = -kInf;
+  for (int k = 0; k < 4; k++) max_v = std::max({max_v, m0[k], m1[k]});
+  size_t best = n;
+  for (int k = 0; k < 4; k++) {
+    if (m0[k] == max_v) best = std::min(best, size_t(at0[k]));
+    if (m1[k] == max_v) best = std::min(best, size_t(at1[k]));
+  }
+  bool below = ok[0] && ok[1] && ok[2] && ok[3];
+  for (; i < n; i++) {
+    if (x[i] > max_v) {
+      max_v = x[i];
+      best = i;
+    }
+    below = below && x[i] < kInf;
+  }
+  *first = best == n ? 0 : best;  // all -Infinity (or NaN): the caller rejects the row
+  *all_below_inf = below;
+  return max_v;
+}
+
+// Larger logit first; equal logits by id, so results never depend on sort internals.
+inline bool before(const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
+
+// The k best of x[0, n) (k < n) by `before`, best first: a heap of the k best so far whose
+// worst is the bar; blocks of 16 with nothing above the bar are skipped after one vector test
+// (later ids lose ties, so only a larger logit enters).
+void top_k(const float* x, size_t n, size_t k, std::vector<Candidate>& out) {
+  out.resize(k);
+  for (size_t i = 0; i < k; i++) out[i] = Candidate{x[i], int32_t(i)};
+  std::make_heap(out.begin(), out.end(), before);  // out.front() is the worst kept
+  float bar = out.front().logit;
+  constexpr size_t L = 16;
+  auto offer = [&](size_t i) {
+    if (!(x[i] > bar)) return;
+    std::pop_heap(out.begin(), out.end(), before);
+    out.back() = Candidate{x[i], int32_t(i)};
+    std::push_heap(out.begin(), out.end(), before);
+    bar = out.front().logit;
+  };
+  size_t i = k;
+  for (; i + L <= n; i += L) {
+    const I4 above = (load4(x + i) > bar) | (load4(x + i + 4) > bar) | (load4(x + i + 8) > bar) | (load4(x + i + 12) > bar);
+    if (any4(above))
+      for (size_t j = 0; j < L; j++) offer(i + j);
+  }
+  for (; i < n; i++) offer(i);
+  std::sort_heap(out.begin(), out.end(), before);
+}
+
+// The tokens with x >= floor, in id order; blocks of 16 with none are skipped after one vector test.
+void collect_above(const float* x, size_t n, float floor, std::vector<Candidate>& out) {
+  out.clear();
+  constexpr size_t L = 16;
+  size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const I4 hit = (load4(x + i) >= floor) | (load4(x + i + 4) >= floor) | (load4(x + i + 8) >= floor) | (load4(x + i + 12) >= floor);
+    if (any4(hit))
+      for (size_t j = i; j < i + L; j++)
+        if (x[j] >= floor) out.push_back(Candidate{x[j], int32_t(j)});
+  }
+  for (; i < n; i++)
+    if (x[i] >= floor) out.push_back(Candidate{x[i], int32_t(i)});
+}
+
 }  // namespace
 
 double sampling_uniform(uint64_t seed, uint64_t position) {
@@ -84,94 +239,103 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
   const size_t n = size_t(n_vocab);
   const bool penalise = n_recent > 0 && (cfg.repeat_penalty != 1.0f || cfg.frequency_penalty != 0.0f || cfg.presence_penalty != 0.0f);
 
-  // Plain greedy (no bias, no penalty) is one pass over the logits: building the candidate
-  // list first costs as much again on a large vocabulary, for every sequence of every step.
-  if (cfg.temperature == 0.0f && cfg.logit_bias.empty() && !penalise) {
-    // A branch-free first pass: the maximum, and whether every logit is below
-    // +Infinity (false for NaN too). Then the first id holding the maximum.
-    constexpr float kInf = std::numeric_limits<float>::infinity();
-    float max_v = -kInf;
-    bool below_inf = true;
-    for (size_t i = 0; i < n; i++) {
-      below_inf &= logits[i] < kInf;
-      max_v = logits[i] > max_v ? logits[i] : max_v;
-    }
-    if (!below_inf) {
-      for (size_t i = 0; i < n; i++)
-        if (std::isnan(logits[i]) || logits[i] == kInf) bad("logit of token " + std::to_string(i) + " is " + (std::isnan(logits[i]) ? "NaN" : "+Infinity"));
-    }
-    if (max_v == -kInf) bad("every token is banned (all logits are -Infinity)");
-    size_t best = 0;
-    while (logits[best] != max_v) best++;
-    return int32_t(best);
+  bool below_inf = true;
+  size_t best = 0;
+  float max_v = scan_max(logits, n, &best, &below_inf);
+  if (!below_inf) {
+    for (size_t i = 0; i < n; i++)
+      if (std::isnan(logits[i]) || logits[i] == kInf) bad("logit of token " + std::to_string(i) + " is " + (std::isnan(logits[i]) ? "NaN" : "+Infinity"));
   }
 
-  // Candidates in id order (cands[i].id == i until the first filter), bias added:
-  // llama.cpp adds every entry, repeats included.
-  std::vector<Candidate>& c = s.cands;
-  c.resize(n);
-  for (size_t i = 0; i < n; i++) {
-    float v = logits[i];
-    if (std::isnan(v) || v == std::numeric_limits<float>::infinity())
-      bad("logit of token " + std::to_string(i) + " is " + (std::isnan(v) ? "NaN" : "+Infinity"));
-    c[i] = Candidate{v, int32_t(i)};
-  }
-  for (const LogitBias& b : cfg.logit_bias) {
-    float& l = c[size_t(b.token)].logit;
-    l = std::min(l + b.bias, std::numeric_limits<float>::max());  // a finite sum may still overflow
-  }
-
-  // Penalties, as llama.cpp's penalties sampler: each distinct recent token once, with
-  // its count: the repeat penalty scales towards less likely (divide a positive logit,
-  // multiply a non-positive one), then count * frequency + presence is subtracted.
-  if (penalise) {
-    if (s.counts.size() < n) s.counts.resize(n, 0);
-    for (int32_t i = 0; i < n_recent; i++) s.counts[size_t(recent[i])]++;
-    for (int32_t i = 0; i < n_recent; i++) {
-      size_t t = size_t(recent[i]);
-      int32_t count = s.counts[t];
-      if (count == 0) continue;  // already applied for an earlier repeat of this token
-      s.counts[t] = 0;
-      float& l = c[t].logit;
-      l = l <= 0 ? l * cfg.repeat_penalty : l / cfg.repeat_penalty;
-      l -= float(count) * cfg.frequency_penalty + cfg.presence_penalty;
+  // The logits every stage sees: the row itself, or a copy with the bias and penalties applied.
+  const float* x = logits;
+  if (!cfg.logit_bias.empty() || penalise) {
+    s.work.assign(logits, logits + n);
+    // llama.cpp adds every bias entry, repeats included.
+    for (const LogitBias& b : cfg.logit_bias) {
+      float& l = s.work[size_t(b.token)];
+      l = std::min(l + b.bias, std::numeric_limits<float>::max());  // a finite sum may still overflow
     }
+    // Penalties, as llama.cpp's penalties sampler: each distinct recent token once, with its
+    // count: the repeat penalty scales towards less likely (divide a positive logit, multiply a
+    // non-positive one), then count * frequency + presence is subtracted.
+    if (penalise) {
+      if (s.counts.size() < n) s.counts.resize(n, 0);
+      for (int32_t i = 0; i < n_recent; i++) s.counts[size_t(recent[i])]++;
+      for (int32_t i = 0; i < n_recent; i++) {
+        const size_t t = size_t(recent[i]);
+        const int32_t count = s.counts[t];
+        if (count == 0) continue;  // already applied for an earlier repeat of this token
+        s.counts[t] = 0;
+        float& l = s.work[t];
+        l = l <= 0 ? l * cfg.repeat_penalty : l / cfg.repeat_penalty;
+        l -= float(count) * cfg.frequency_penalty + cfg.presence_penalty;
+      }
+    }
+    x = s.work.data();
+    max_v = scan_max(x, n, &best, &below_inf);
   }
+  if (max_v == -kInf) bad("every token is banned (all logits are -Infinity)");
 
   // Greedy: the first (lowest id) maximum, as llama.cpp's temperature-0 path keeps.
-  size_t best = 0;
-  for (size_t i = 1; i < n; i++)
-    if (c[i].logit > c[best].logit) best = i;
-  const double max_l = c[best].logit;  // every stage below keeps this token
-  if (c[best].logit == -std::numeric_limits<float>::infinity()) bad("every token is banned (all logits are -Infinity)");
   if (cfg.temperature == 0.0f) return int32_t(best);
 
-  // Larger logit first; equal logits by id, so results never depend on sort internals.
-  auto before = [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
-  bool sorted = false;
-
-  // top-k
-  if (cfg.top_k > 0 && size_t(cfg.top_k) < c.size()) {
-    std::partial_sort(c.begin(), c.begin() + cfg.top_k, c.end(), before);
-    c.resize(size_t(cfg.top_k));
-    sorted = true;
-  }
-
-  // top-p over the temperature-1 softmax of what is left: the smallest best-first prefix
-  // whose mass reaches p (at least one token).
-  if (cfg.top_p < 1.0f) {
-    auto weight = [max_l](const Candidate& x) { return std::exp(double(x.logit) - max_l); };
-    double sum = 0;
-    for (const Candidate& x : c) sum += weight(x);
-    const double target = double(cfg.top_p) * sum;
-    size_t keep;
-    if (sorted) {
-      keep = prefix_reaching(c, 0, c.size(), 0.0, target, weight);
-    } else {
-      // Weighted quickselect: find the cut without sorting the whole vocabulary, so a flat
-      // distribution (a large kept set) costs O(n_vocab), not a full sort. [0, lo) is kept
-      // (unordered) with mass `acc`; the cut lies in [lo, hi).
-      size_t lo = 0, hi = c.size();
+  // The candidates each stage leaves, with (where a stage needs them) their temperature-1
+  // weights e^(logit - max) in s.probs, same order. Every stage keeps the maximum.
+  std::vector<Candidate>& c = s.cands;
+  const bool by_k = cfg.top_k > 0 && size_t(cfg.top_k) < n;
+  const float floor_l = cfg.min_p > 0.0f ? float(double(max_v) + std::log(double(cfg.min_p))) : -kInf;
+  if (by_k) {
+    top_k(x, n, size_t(cfg.top_k), c);
+    // top-p over the temperature-1 softmax of the k: the shortest best-first prefix whose mass
+    // reaches p (at least one token).
+    if (cfg.top_p < 1.0f) {
+      s.probs.resize(c.size());
+      double sum = 0;
+      for (size_t i = 0; i < c.size(); i++) sum += (s.probs[i] = exp_nonpos(c[i].logit - max_v));
+      const double target = double(cfg.top_p) * sum;
+      double acc = 0;
+      size_t keep = c.size();
+      for (size_t i = 0; i < c.size(); i++) {
+        acc += s.probs[i];
+        if (acc >= target) {
+          keep = i + 1;
+          break;
+        }
+      }
+      c.resize(keep);
+    }
+  } else if (cfg.top_p < 1.0f) {
+    // top-p over the whole vocabulary: its mass target needs every weight, its cut only the
+    // best-first order down to it.
+    s.weights.resize(n);
+    const double target = double(cfg.top_p) * weights(x, n, max_v, 1.0f, s.weights.data(), s.block_sums);
+    const float* w = s.weights.data();
+    // min-p comes next and keeps only logits >= floor, a best-first prefix too, so the kept
+    // set is the shorter of the two prefixes: only the tokens above the floor are searched
+    // (all of them stay when their mass falls short of the target). Likewise, when the tokens
+    // within a factor 1e-4 of the top weight already hold the target mass, the cut lies among them.
+    float search_floor = floor_l;
+    const float tail = max_v - 9.21034037f;  // ln(1e-4)
+    if (tail > floor_l) {
+      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      size_t i = 0;
+      for (; i + 4 <= n; i += 4) {
+        a0 += x[i] >= tail ? double(w[i]) : 0.0;
+        a1 += x[i + 1] >= tail ? double(w[i + 1]) : 0.0;
+        a2 += x[i + 2] >= tail ? double(w[i + 2]) : 0.0;
+        a3 += x[i + 3] >= tail ? double(w[i + 3]) : 0.0;
+      }
+      for (; i < n; i++) a0 += x[i] >= tail ? double(w[i]) : 0.0;
+      if ((a0 + a1) + (a2 + a3) >= target) search_floor = tail;
+    }
+    collect_above(x, n, search_floor, c);
+    {
+      // Weighted quickselect: the cut without sorting the candidates, so a flat distribution
+      // (a large kept set) costs O(n_vocab), not a full sort. [0, lo) is kept (unordered) with
+      // mass `acc`; the cut lies in [lo, hi).
+      auto weight = [w](const Candidate& a) { return double(w[a.id]); };
+      size_t lo = 0, hi = c.size(), keep = 0;
       double acc = 0;
       bool found = false;
       while (hi - lo > kTopPPrefix) {
@@ -182,7 +346,7 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
         if (before(c[hi - 1], c[mid])) std::swap(c[hi - 1], c[mid]);
         std::swap(c[lo], c[mid]);
         const Candidate pivot = c[lo];
-        auto split = std::partition(c.begin() + lo + 1, c.begin() + hi, [&](const Candidate& x) { return before(x, pivot); });
+        auto split = std::partition(c.begin() + lo + 1, c.begin() + hi, [&](const Candidate& a) { return before(a, pivot); });
         size_t p = size_t(split - c.begin()) - 1;
         std::swap(c[lo], c[p]);  // [lo, p) before the pivot, c[p] the pivot, (p, hi) after it
         double upper = 0;
@@ -202,29 +366,52 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
         std::sort(c.begin() + lo, c.begin() + hi, before);
         keep = prefix_reaching(c, lo, hi, acc, target, weight);
       }
+      c.resize(keep);
     }
-    c.resize(keep);
+  } else if (cfg.min_p > 0.0f) {
+    collect_above(x, n, floor_l, c);
+  } else {
+    // Temperature alone: every token, in id order, without a candidate list. The draw adds
+    // whole blocks' sums until the block holding u * total, then its weights one by one.
+    s.weights.resize(n);
+    const float* w = s.weights.data();
+    const double total = weights(x, n, max_v, float(1.0 / double(cfg.temperature)), s.weights.data(), s.block_sums);
+    const double target = sampling_uniform(cfg.seed, position) * total;
+    double cum = 0;
+    for (size_t b = 0; b < s.block_sums.size(); b++) {
+      if (cum + s.block_sums[b] <= target) {
+        cum += s.block_sums[b];
+        continue;
+      }
+      double in = cum;
+      const size_t end = std::min(n, (b + 1) * kWeightBlock);
+      for (size_t i = b * kWeightBlock; i < end; i++) {
+        in += double(w[i]);
+        if (w[i] > 0 && in > target) return int32_t(i);
+      }
+      cum += s.block_sums[b];  // the block's own sum and its running sum differ in rounding
+    }
+    // u * total rounded up to total: the last token with a weight.
+    size_t last = n - 1;
+    while (last > 0 && w[last] <= 0) last--;
+    return int32_t(last);
   }
 
-  // min-p: keep p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p).
-  if (cfg.min_p > 0.0f) {
-    float floor_l = float(max_l + std::log(double(cfg.min_p)));
+  // min-p: keep p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p) (never empty: the
+  // maximum passes). Already applied above where top-p ran over the whole vocabulary.
+  if (cfg.min_p > 0.0f && by_k) {
     size_t out = 0;
     for (size_t i = 0; i < c.size(); i++)
       if (c[i].logit >= floor_l) c[out++] = c[i];
-    c.resize(out);  // never empty: the maximum passes
+    c.resize(out);
   }
 
-  // temperature, then the draw: the first candidate whose running weight exceeds u * total.
-  double inv_t = 1.0 / double(cfg.temperature);
+  // Temperature, then the draw: the first candidate whose running weight exceeds u * total.
+  const float inv_t = float(1.0 / double(cfg.temperature));
   s.probs.resize(c.size());
   double total = 0;
-  for (size_t i = 0; i < c.size(); i++) {
-    double w = std::exp((double(c[i].logit) - max_l) * inv_t);
-    s.probs[i] = w;
-    total += w;
-  }
-  double target = sampling_uniform(cfg.seed, position) * total;
+  for (size_t i = 0; i < c.size(); i++) total += (s.probs[i] = exp_nonpos((c[i].logit - max_v) * inv_t));
+  const double target = sampling_uniform(cfg.seed, position) * total;
   double cum = 0;
   size_t last_positive = 0;
   for (size_t i = 0; i < c.size(); i++) {

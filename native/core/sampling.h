@@ -37,6 +37,9 @@ struct Candidate {
 struct SamplerScratch {
   std::vector<Candidate> cands;  // surviving candidates (contiguous: sorting them is cache-friendly)
   std::vector<double> probs;     // unnormalised weight per surviving candidate, same order
+  std::vector<float> work;       // the logits with bias and penalties applied, when there are any
+  std::vector<float> weights;    // unnormalised weight per token id, where a stage needs them all
+  std::vector<double> block_sums;  // sums of consecutive blocks of those weights
   std::vector<int32_t> counts;   // occurrences in the recent tokens, by token id (kept all-zero between calls)
 };
 

@@ -17,8 +17,10 @@ class ThreadPool {
   // Task body: (task index in [0, n_tasks), thread index in [0, size())).
   using TaskFn = std::function<void(int64_t task, int thread)>;
 
-  // n_threads >= 1 counts the calling thread; n_threads - 1 workers are started.
-  explicit ThreadPool(int n_threads);
+  // n_threads >= 1 counts the calling thread; n_threads - 1 workers are started. Workers that
+  // do not spin sleep as soon as a job ends: for jobs that come once per step (sampling), so
+  // that they never compete with the kernels' pool for the cores.
+  explicit ThreadPool(int n_threads, bool spin = true);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -40,6 +42,7 @@ class ThreadPool {
   void work(int thread);
 
   int n_threads_;
+  int spin_iterations_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_;

@@ -196,6 +196,83 @@ t.test('top-p keeps exactly the right set over large vocabularies', async (t) =>
   }
 });
 
+t.test('top-p then min-p over large vocabularies keep the shorter prefix', async (t) => {
+  // Without top-k the sampler searches only the tokens above min-p's floor, or those within
+  // 1e-4 of the top weight when they hold the mass; the set must still be exactly llama.cpp's.
+  const rand = lcg(91);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const cases = [
+    { vocab: 6000, scale: 4, p: 0.95, minP: 0.05 }, // peaked: min-p is the tighter cut
+    { vocab: 6000, scale: 4, p: 0.3, minP: 0.001 }, // top-p is the tighter cut
+    { vocab: 4000, scale: 1, p: 0.95, minP: 0.05 }, // flat: hundreds above the floor
+    { vocab: 4000, scale: 0.3, p: 0.5, minP: 0.01 }, // nearly uniform: top-p cuts inside the floor's set
+    { vocab: 5000, scale: 6, p: 0.999, minP: 0 }, // the top weights hold the mass: only they are searched
+    { vocab: 5000, scale: 0.5, p: 0.999, minP: 0 }, // they do not: every token is searched
+  ];
+  for (const [i, c] of cases.entries()) {
+    const logits = Float32Array.from({ length: c.vocab }, () => gauss() * c.scale);
+    const max = Math.max(...logits);
+    const floor = c.minP > 0 ? Math.fround(max + Math.log(c.minP)) : -Infinity;
+    const expected = new Set([...topPSet(logits, c.p)].filter((id) => logits[id] >= floor));
+    const draws = Math.min(1500, Math.max(300, 15 * expected.size));
+    const seen = new Set<number>();
+    for (let pos = 0; pos < draws; pos++) seen.add(sample(logits, { topP: c.p, minP: c.minP, temperature: 1e6, seed: i }, [], pos));
+    const outside = [...seen].filter((x) => !expected.has(x));
+    t.equal(outside.length, 0, `case ${i}: no token outside the ${expected.size} kept`);
+    if (15 * expected.size <= draws) t.equal(seen.size, expected.size, `case ${i}: every kept token is drawn`);
+    else t.ok(seen.size > Math.min(expected.size, draws) * 0.5, `case ${i}: draws spread over the ${expected.size} kept (${seen.size} seen)`);
+  }
+});
+
+t.test('top-k over a large vocabulary, ties included, keeps the k best by (logit, lowest id)', async (t) => {
+  const rand = lcg(12);
+  const logits = Float32Array.from({ length: 3001 }, () => Math.round(rand() * 50) / 10); // many equal values
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  for (const k of [1, 40, 333]) {
+    const expected = new Set(order.slice(0, k));
+    const seen = new Set<number>();
+    for (let pos = 0; pos < Math.min(3000, 20 * k); pos++) seen.add(sample(logits, { topK: k, temperature: 1e6, seed: k }, [], pos));
+    t.same([...seen].filter((x) => !expected.has(x)), [], `k=${k}: nothing outside the k best`);
+    if (k <= 40) t.equal(seen.size, k, `k=${k}: every kept token is drawn`);
+  }
+  const flat = new Float32Array(1000);
+  const draws = new Set(Array.from({ length: 800 }, (_, pos) => sample(flat, { topK: 40, seed: 3 }, [], pos)));
+  t.ok(Math.max(...draws) < 40 && draws.size === 40, 'all equal: the 40 lowest ids');
+});
+
+t.test('temperature alone over a large vocabulary follows the softmax, banned tokens never drawn', async (t) => {
+  // More than a few blocks of 64 weights, so that the draw skips whole blocks.
+  const rand = lcg(3);
+  const logits = Array.from({ length: 300 }, () => -8 + rand() * 3);
+  for (const [id, l] of [[7, 1.0], [70, 1.5], [150, 0.5], [299, 1.2], [64, 0.8], [128, 0.9]] as const) logits[id] = l;
+  const counts = histogram(logits, { temperature: 0.7, seed: 21 }, 20000);
+  // Cells with tiny probabilities are pooled: the 6 large ones against the rest.
+  const probs = softmax(logits, 0.7);
+  const big = [7, 70, 150, 299, 64, 128];
+  const pooledCounts = [...big.map((id) => counts[id]), counts.reduce((a, c, id) => (big.includes(id) ? a : a + c), 0)];
+  const pooledProbs = [...big.map((id) => probs[id]), probs.reduce((a, p, id) => (big.includes(id) ? a : a + p), 0)];
+  const x = chiSquare(pooledCounts, pooledProbs);
+  t.ok(x < 60, `chi-square ${x.toFixed(1)} over 6 df; counts ${pooledCounts.join(' ')}`);
+  // Banned tokens, the last ones included, are never drawn.
+  const banned = Float32Array.from(logits);
+  for (const id of [299, 298, 7, 0]) banned[id] = -Infinity;
+  const seen = new Set(Array.from({ length: 3000 }, (_, pos) => sample(banned, { temperature: 0.7, seed: 2 }, [], pos)));
+  t.same([299, 298, 7, 0].filter((id) => seen.has(id)), [], 'no banned token is drawn');
+});
+
+t.test('greedy finds the first maximum wherever it lies', async (t) => {
+  // Vector lanes of 4 in two accumulators and a scalar tail: the first maximum must win
+  // whichever lane or the tail holds the copies.
+  for (const n of [1, 3, 7, 8, 9, 17, 64, 1001]) {
+    for (const first of [0, n - 1, Math.floor(n / 2), Math.min(n - 1, 5)]) {
+      const logits = Float32Array.from({ length: n }, (_, i) => -((i * 7919) % 13) / 7);
+      logits[first] = 5;
+      for (let j = first + 1; j < n; j += 3) logits[j] = 5; // later copies in other lanes
+      t.equal(sample(logits, { temperature: 0 }), first, `n=${n}: first maximum at ${first}`);
+    }
+  }
+});
+
 t.test('min-p drops tokens below min_p * p_max', async (t) => {
   const counts = histogram(fourLogits, { minP: 0.25, seed: 8 }, 12000);
   t.equal(counts[3], 0, 'p = 0.05 < 0.25 * 0.5 is dropped');
