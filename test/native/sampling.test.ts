@@ -1,6 +1,6 @@
 // Native sampling (native/core/sampling.cpp) through its test-only binding: greedy,
 // the llama.cpp chain order, seeded determinism, distributions, penalties, errors.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { native } from '../../src/native/binding.js';
 import type { SamplingParams } from '../../src/native/step-plan.js';
 
@@ -170,6 +170,19 @@ function topPSet(logits: Float32Array, p: number, k = 0): Set<number> {
   return kept;
 }
 
+/** Draws at a huge temperature, which makes every kept token about equally likely, so that
+ * the draws reveal the kept set: none may fall outside `expected`, and (when there are enough
+ * draws) every kept token must appear. */
+function checkKeptSet(t: Test, logits: Float32Array, params: Partial<SamplingParams>, expected: Set<number>, label: string, maxDraws: number): void {
+  const draws = Math.min(maxDraws, Math.max(300, 15 * expected.size));
+  const seen = new Set<number>();
+  for (let pos = 0; pos < draws; pos++) seen.add(sample(logits, { ...params, temperature: 1e6 }, [], pos));
+  const outside = [...seen].filter((x) => !expected.has(x));
+  t.equal(outside.length, 0, `${label}: no token outside the ${expected.size} kept`);
+  if (15 * expected.size <= draws) t.equal(seen.size, expected.size, `${label}: every kept token is drawn`);
+  else t.ok(seen.size > Math.min(expected.size, draws) * 0.5, `${label}: draws spread over the ${expected.size} kept (${seen.size} seen)`);
+}
+
 t.test('top-p keeps exactly the right set over large vocabularies', async (t) => {
   const rand = lcg(77);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
@@ -184,15 +197,7 @@ t.test('top-p keeps exactly the right set over large vocabularies', async (t) =>
   ];
   for (const [i, c] of cases.entries()) {
     const logits = Float32Array.from({ length: c.vocab }, () => gauss() * c.scale);
-    const expected = topPSet(logits, c.p, c.k);
-    // A huge temperature makes every kept token about equally likely, so draws reveal the set.
-    const draws = Math.min(1200, Math.max(300, 15 * expected.size));
-    const seen = new Set<number>();
-    for (let pos = 0; pos < draws; pos++) seen.add(sample(logits, { topP: c.p, topK: c.k, temperature: 1e6, seed: i }, [], pos));
-    const outside = [...seen].filter((x) => !expected.has(x));
-    t.equal(outside.length, 0, `case ${i}: no token outside the ${expected.size} kept`);
-    if (15 * expected.size <= draws) t.equal(seen.size, expected.size, `case ${i}: every kept token is drawn`);
-    else t.ok(seen.size > Math.min(expected.size, draws) * 0.5, `case ${i}: draws spread over the ${expected.size} kept (${seen.size} seen)`);
+    checkKeptSet(t, logits, { topP: c.p, topK: c.k, seed: i }, topPSet(logits, c.p, c.k), `case ${i}`, 1200);
   }
 });
 
@@ -214,13 +219,7 @@ t.test('top-p then min-p over large vocabularies keep the shorter prefix', async
     const max = Math.max(...logits);
     const floor = c.minP > 0 ? Math.fround(max + Math.log(c.minP)) : -Infinity;
     const expected = new Set([...topPSet(logits, c.p)].filter((id) => logits[id] >= floor));
-    const draws = Math.min(1500, Math.max(300, 15 * expected.size));
-    const seen = new Set<number>();
-    for (let pos = 0; pos < draws; pos++) seen.add(sample(logits, { topP: c.p, minP: c.minP, temperature: 1e6, seed: i }, [], pos));
-    const outside = [...seen].filter((x) => !expected.has(x));
-    t.equal(outside.length, 0, `case ${i}: no token outside the ${expected.size} kept`);
-    if (15 * expected.size <= draws) t.equal(seen.size, expected.size, `case ${i}: every kept token is drawn`);
-    else t.ok(seen.size > Math.min(expected.size, draws) * 0.5, `case ${i}: draws spread over the ${expected.size} kept (${seen.size} seen)`);
+    checkKeptSet(t, logits, { topP: c.p, minP: c.minP, seed: i }, expected, `case ${i}`, 1500);
   }
 });
 
