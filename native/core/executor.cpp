@@ -849,7 +849,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   }
 }
 
-void Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, float* host_logits) {
+const float* Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out) {
   const tdm_backend_iface& f = device_->fn();
   tdm_backend_ctx* c = device_->ctx();
   const int64_t E = hp_.n_embd;
@@ -860,8 +860,19 @@ void Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, float* host_logit
   device_->check(f.get_rows(c, &xrows, b.out_rows.as<int32_t>(), n_out, XO, nullptr), "get_rows");
   device_->check(f.rms_norm(c, XO, placement_.exec.output_norm.data, XO, n_out, E, hp_.rms_eps, nullptr), "rms_norm");
   matmul(placement_.exec.output, XO, n_out, b.logits.as<float>());
-  to_host(host_logits, b.logits.data(), size_t(n_out * hp_.n_vocab) * sizeof(float));
+  const float* host_logits = b.logits.as<float>();
+  if (device_->host_memory()) {
+    // Read where they were written: copying 16 rows of a 128k vocabulary costs a millisecond.
+    if (device_async_) device_->check(device_->fn().stream_sync(device_->ctx(), nullptr), "stream_sync");
+  } else {
+    // Page-locked, so that the copy runs at the link's speed rather than through staging.
+    const size_t bytes = size_t(n_out * hp_.n_vocab) * sizeof(float);
+    b.h_logits.reserve(device_, bytes);
+    to_host(b.h_logits.data(), b.logits.data(), bytes);
+    host_logits = b.h_logits.as<float>();
+  }
   ph_.logits += us_since(t0) - (ph_.host_linear + ph_.transfer - other);
+  return host_logits;
 }
 
 void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
@@ -916,7 +927,7 @@ class StepRun {
     std::vector<int32_t> cpu_tables;   // read by the CPU where they are
     std::vector<Group> dev_groups, cpu_groups;
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
-    std::vector<float> logits;         // host, rows x n_vocab
+    const float* logits = nullptr;     // host-readable, rows x n_vocab (lm_head's; valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
     double cpu_us = 0;                 // CPU attention time, written by its jobs
   };
@@ -1130,8 +1141,7 @@ void StepRun::run(StepResult* result) {
   for (Batch& b : batches_) {
     const int64_t n_out = int64_t(b.out_rows.size());
     if (n_out == 0) continue;
-    b.logits.resize(size_t(n_out * V));
-    m.lm_head(*b.buf, b.n_rows, n_out, b.logits.data());
+    b.logits = m.lm_head(*b.buf, b.n_rows, n_out);
   }
 
   timed(&m.ph_.sampling, [&] {
@@ -1145,7 +1155,7 @@ void StepRun::run(StepResult* result) {
         if (b.out_first[j] < 0) continue;
         const int64_t n = int64_t(s.tokens.size());
         const int64_t rows = s.return_all_logits ? n : 1;
-        const float* first = b.logits.data() + b.out_first[j] * V;
+        const float* first = b.logits + b.out_first[j] * V;
         const float* last = first + (rows - 1) * V;
         if (s.return_all_logits) {
           r.has_all_logits = true;

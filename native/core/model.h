@@ -72,6 +72,7 @@ struct BatchBuffers {
   DeviceBuffer x, xn, q, k, v, attn, o, gate, up, shared, router_logits, expert_ids, expert_weights, shared_gate;
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
   HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
+  HostBuffer h_logits;          // the logits copied from a device whose memory is not the host's
   // Expert offload, per routed row (token, choice): device-run rows' inputs, every row's
   // output (device rows first, then CPU rows), unit weights, and the uploaded index and
   // weight arrays (ex_meta, staged in h_up); on the host the routing, the hidden states, the
@@ -173,7 +174,9 @@ class Model {
   void ensure_expert_buffers(BatchBuffers& b, int64_t n_slots, int64_t n_tokens);
   // Counts, once the device has finished, the routing of layers that ran without stopping for it.
   void finish_expert_counts();
-  void lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, float* host_logits);
+  // The logits of the n_out rows in b.out_rows, readable on the host: the device buffer itself
+  // when the device's memory is host memory, else a page-locked copy (b.h_logits).
+  const float* lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out);
   // One sequence's token to draw: its plan, where the token goes, its row of logits.
   struct Draw {
     const SeqPlan* seq;

@@ -56,7 +56,6 @@ double Model::time_linear(int64_t n_tokens, int iters) {
   to_device(b.out_rows.data(), positions.data(), positions.size() * sizeof(int32_t));
   // Attention output stands at zero: this times everything around attention, not attention.
   const std::vector<float> zeros(size_t(n_tokens * hp_.n_head * hp_.head_dim_v), 0.0f);
-  std::vector<float> logits(size_t(n_tokens * hp_.n_vocab));
   ph_ = Phases{};
   return median_us(iters, [&] {
     embed(b, tokens.data(), n_tokens);
@@ -65,7 +64,7 @@ double Model::time_linear(int64_t n_tokens, int iters) {
       to_device(b.attn.data(), zeros.data(), zeros.size() * sizeof(float));
       post_attention(b, n_tokens, l);
     }
-    lm_head(b, n_tokens, n_tokens, logits.data());
+    lm_head(b, n_tokens, n_tokens);
   });
 }
 
