@@ -201,6 +201,55 @@ void collect_above(const float* x, size_t n, float floor, std::vector<Candidate>
     if (x[i] >= floor) out.push_back(Candidate{x[i], int32_t(i)});
 }
 
+// The length of the shortest best-first prefix of c whose weights (w by token id) reach
+// target, c.size() when none does; c[0, that length) then holds that prefix, in no particular
+// order. A weighted quickselect: the cut without sorting, so that a flat distribution (a large
+// kept set) costs O(c.size()), not a sort.
+size_t top_p_cut(std::vector<Candidate>& c, const float* w, double target) {
+  // [0, lo) is kept (unordered) with mass `acc`; the cut lies in [lo, hi).
+  auto weight = [w](const Candidate& a) { return double(w[a.id]); };
+  size_t lo = 0, hi = c.size();
+  double acc = 0;
+  while (hi - lo > kTopPPrefix) {
+    // Median of three as the pivot, moved to lo.
+    size_t mid = lo + (hi - lo) / 2;
+    if (before(c[mid], c[lo])) std::swap(c[mid], c[lo]);
+    if (before(c[hi - 1], c[lo])) std::swap(c[hi - 1], c[lo]);
+    if (before(c[hi - 1], c[mid])) std::swap(c[hi - 1], c[mid]);
+    std::swap(c[lo], c[mid]);
+    const Candidate pivot = c[lo];
+    auto split = std::partition(c.begin() + lo + 1, c.begin() + hi, [&](const Candidate& a) { return before(a, pivot); });
+    size_t p = size_t(split - c.begin()) - 1;
+    std::swap(c[lo], c[p]);  // [lo, p) before the pivot, c[p] the pivot, (p, hi) after it
+    double upper = 0;
+    for (size_t i = lo; i < p; i++) upper += weight(c[i]);
+    if (acc + upper >= target) {
+      hi = p;
+    } else if (acc + upper + weight(c[p]) >= target) {
+      return p + 1;
+    } else {
+      acc += upper + weight(c[p]);
+      lo = p + 1;
+    }
+  }
+  std::sort(c.begin() + lo, c.begin() + hi, before);
+  return prefix_reaching(c, lo, hi, acc, target, weight);
+}
+
+// The sum of w[i] over the tokens with x[i] >= floor, in four interleaved double sums.
+double mass_above(const float* x, const float* w, size_t n, float floor) {
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a0 += x[i] >= floor ? double(w[i]) : 0.0;
+    a1 += x[i + 1] >= floor ? double(w[i + 1]) : 0.0;
+    a2 += x[i + 2] >= floor ? double(w[i + 2]) : 0.0;
+    a3 += x[i + 3] >= floor ? double(w[i + 3]) : 0.0;
+  }
+  for (; i < n; i++) a0 += x[i] >= floor ? double(w[i]) : 0.0;
+  return (a0 + a1) + (a2 + a3);
+}
+
 }  // namespace
 
 double sampling_uniform(uint64_t seed, uint64_t position) {
@@ -317,57 +366,9 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
     // within a factor 1e-4 of the top weight already hold the target mass, the cut lies among them.
     float search_floor = floor_l;
     const float tail = max_v - 9.21034037f;  // ln(1e-4)
-    if (tail > floor_l) {
-      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      size_t i = 0;
-      for (; i + 4 <= n; i += 4) {
-        a0 += x[i] >= tail ? double(w[i]) : 0.0;
-        a1 += x[i + 1] >= tail ? double(w[i + 1]) : 0.0;
-        a2 += x[i + 2] >= tail ? double(w[i + 2]) : 0.0;
-        a3 += x[i + 3] >= tail ? double(w[i + 3]) : 0.0;
-      }
-      for (; i < n; i++) a0 += x[i] >= tail ? double(w[i]) : 0.0;
-      if ((a0 + a1) + (a2 + a3) >= target) search_floor = tail;
-    }
+    if (tail > floor_l && mass_above(x, w, n, tail) >= target) search_floor = tail;
     collect_above(x, n, search_floor, c);
-    {
-      // Weighted quickselect: the cut without sorting the candidates, so a flat distribution
-      // (a large kept set) costs O(n_vocab), not a full sort. [0, lo) is kept (unordered) with
-      // mass `acc`; the cut lies in [lo, hi).
-      auto weight = [w](const Candidate& a) { return double(w[a.id]); };
-      size_t lo = 0, hi = c.size(), keep = 0;
-      double acc = 0;
-      bool found = false;
-      while (hi - lo > kTopPPrefix) {
-        // Median of three as the pivot, moved to lo.
-        size_t mid = lo + (hi - lo) / 2;
-        if (before(c[mid], c[lo])) std::swap(c[mid], c[lo]);
-        if (before(c[hi - 1], c[lo])) std::swap(c[hi - 1], c[lo]);
-        if (before(c[hi - 1], c[mid])) std::swap(c[hi - 1], c[mid]);
-        std::swap(c[lo], c[mid]);
-        const Candidate pivot = c[lo];
-        auto split = std::partition(c.begin() + lo + 1, c.begin() + hi, [&](const Candidate& a) { return before(a, pivot); });
-        size_t p = size_t(split - c.begin()) - 1;
-        std::swap(c[lo], c[p]);  // [lo, p) before the pivot, c[p] the pivot, (p, hi) after it
-        double upper = 0;
-        for (size_t i = lo; i < p; i++) upper += weight(c[i]);
-        if (acc + upper >= target) {
-          hi = p;
-        } else if (acc + upper + weight(c[p]) >= target) {
-          keep = p + 1;
-          found = true;
-          break;
-        } else {
-          acc += upper + weight(c[p]);
-          lo = p + 1;
-        }
-      }
-      if (!found) {
-        std::sort(c.begin() + lo, c.begin() + hi, before);
-        keep = prefix_reaching(c, lo, hi, acc, target, weight);
-      }
-      c.resize(keep);
-    }
+    c.resize(top_p_cut(c, w, target));
   } else if (cfg.min_p > 0.0f) {
     collect_above(x, n, floor_l, c);
   } else {
