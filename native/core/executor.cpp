@@ -884,8 +884,9 @@ void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
   // One sequence, or one thread: no hand-off. Otherwise the sequences are spread over a pool
   // that sleeps between steps (each draw is a pure function of its row, seed and position, so
   // the tokens do not depend on which thread draws them).
+  if (samplers_.empty()) samplers_.resize(1);
   if (draws.size() < 2 || sample_threads_ < 2) {
-    for (const Draw& d : draws) draw(d, sampler_);
+    for (const Draw& d : draws) draw(d, samplers_[0]);
     return;
   }
   if (!sample_pool_) {

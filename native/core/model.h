@@ -210,10 +210,9 @@ class Model {
   BatchBuffers batches_[2];                // one per pipeline sub-batch
   HostBuffer stage_x_, stage_y_, stage_ids_, stage_w_;  // activations of host-resident weights
   Phases ph_;                              // the running step's phase times (driver thread)
-  SamplerScratch sampler_;
   int sample_threads_ = 1;                 // threads that draw the step's tokens (the CPU backend's count)
   std::unique_ptr<cpu::ThreadPool> sample_pool_;  // created at the first step that samples two sequences
-  std::vector<SamplerScratch> samplers_;   // one per sample_pool_ thread
+  std::vector<SamplerScratch> samplers_;   // one per drawing thread (the first also for serial draws)
   std::mutex cpu_mu_;                      // one caller at a time on the CPU backend
   std::unique_ptr<CpuWorker> worker_;      // CPU attention and CPU experts beside the device; null with no device
   std::unique_ptr<ExpertOffload> experts_; // null without expert offload
