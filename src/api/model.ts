@@ -311,6 +311,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
       if (options.profile === 'quick') {
         const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1 });
+        r.model.samplingThreads = threads;
         policy = { name: dev.policy, cost: r.model };
         profile = { source: 'quick', errors: r.errors };
       } else {
@@ -318,6 +319,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         // Expert policies with the same device bytes still run their steps differently.
         const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
         const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
+        // The executor draws the step's tokens on the model's CPU threads.
+        r.model.samplingThreads = threads;
         policy = { name: dev.policy, cost: r.model };
         profile = { source: r.fromCache ? 'cache' : 'profiled', file: r.file, errors: r.errors };
       }

@@ -73,8 +73,10 @@ export interface CostTablesJson {
   cpuPrefillAttention: PiecewiseLinearJson;
   /** µs by bytes of one copy. */
   copy: PiecewiseLinearJson;
-  /** Learned online: host sampling µs per sampled sequence (absent: 0). */
-  samplingPerSeqUs?: number;
+  /** Learned online: host µs per round of draws, one draw per sampling thread (absent: 0). */
+  samplingRoundUs?: number;
+  /** Threads that draw a step's tokens side by side (absent: 1): a step of n sampled sequences takes ceil(n / threads) rounds. */
+  samplingThreads?: number;
   /** Learned online: measured over predicted forward pass per strategy (absent: 1). */
   strategyFactors?: Partial<Record<Strategy, number>>;
   /** Learned online on an asynchronous device: factors on the linear and device-attention tables (absent: 1). */
@@ -224,8 +226,9 @@ export class TableCostModel implements CostModel {
   readonly copy: PiecewiseLinear;
   /** Steps whose measurements were taken in. */
   numObserved = 0;
-  /** Host sampling µs per sampled sequence, and the steps it was measured on. */
-  private samplingPerSeq: { us: number; n: number };
+  /** Host µs per round of draws, and the steps it was measured on. */
+  private samplingRound: { us: number; n: number };
+  private drawThreads: number;
   /** Measured over predicted forward pass by strategy, and the steps behind each. */
   private readonly factors = new Map<Strategy, { f: number; n: number }>();
   /** Factors on the linear and device-attention tables (1 unless learned from an asynchronous device's steps). */
@@ -240,8 +243,10 @@ export class TableCostModel implements CostModel {
     this.cpuAttention = Bilinear.fromJSON(t.cpuAttention);
     this.cpuPrefillAttention = PiecewiseLinear.fromJSON(t.cpuPrefillAttention);
     this.copy = PiecewiseLinear.fromJSON(t.copy);
-    const perSeq = t.samplingPerSeqUs;
-    this.samplingPerSeq = { us: typeof perSeq === 'number' && Number.isFinite(perSeq) && perSeq >= 0 ? perSeq : 0, n: 0 };
+    const round = t.samplingRoundUs;
+    this.samplingRound = { us: typeof round === 'number' && Number.isFinite(round) && round >= 0 ? round : 0, n: 0 };
+    const threads = t.samplingThreads;
+    this.drawThreads = typeof threads === 'number' && Number.isInteger(threads) && threads >= 1 ? threads : 1;
     this.scales = new DeviceScales(t.deviceScales);
     for (const [k, f] of Object.entries(t.strategyFactors ?? {})) {
       // Saved factors are a starting point: they count as one step, so this run's steps soon outweigh them.
@@ -279,7 +284,25 @@ export class TableCostModel implements CostModel {
   }
 
   samplingUs(seqs: number): number {
-    return seqs > 0 ? seqs * this.samplingPerSeq.us : 0;
+    return seqs > 0 ? this.samplingRounds(seqs) * this.samplingRound.us : 0;
+  }
+
+  /**
+   * Threads that draw a step's tokens side by side (the native executor spreads the draws
+   * over the model's CPU threads): n sampled sequences take ceil(n / samplingThreads) rounds.
+   */
+  get samplingThreads(): number {
+    return this.drawThreads;
+  }
+
+  set samplingThreads(n: number) {
+    if (!Number.isInteger(n) || n < 1) throw new TandemError('TDM_BAD_ARGUMENT', `samplingThreads must be a whole number >= 1, got ${String(n)}`);
+    this.drawThreads = n;
+  }
+
+  /** Rounds of draws for `seqs` sampled sequences (seqs > 0). */
+  private samplingRounds(seqs: number): number {
+    return Math.ceil(seqs / this.drawThreads);
   }
 
   /**
@@ -308,8 +331,8 @@ export class TableCostModel implements CostModel {
     if (obs.cpuAttention) this.cpuAttention.observe(obs.cpuAttention.requests, obs.cpuAttention.context, obs.cpuAttention.us, rate);
     if (obs.copy && device) this.copy.observe(obs.copy.bytes, obs.copy.us, rate);
     if (obs.sampling) {
-      const s = this.samplingPerSeq;
-      s.us = blend(s.us, obs.sampling.us / obs.sampling.seqs, s.n++, rate);
+      const s = this.samplingRound;
+      s.us = blend(s.us, obs.sampling.us / this.samplingRounds(obs.sampling.seqs), s.n++, rate);
     }
     if (obs.pass && !device && obs.pass.strategy === 'gpu-only') {
       const work = planWork(plan);
@@ -342,7 +365,8 @@ export class TableCostModel implements CostModel {
       cpuAttention: this.cpuAttention.toJSON(),
       cpuPrefillAttention: this.cpuPrefillAttention.toJSON(),
       copy: this.copy.toJSON(),
-      samplingPerSeqUs: this.samplingPerSeq.us,
+      samplingRoundUs: this.samplingRound.us,
+      samplingThreads: this.samplingThreads,
       strategyFactors: Object.fromEntries([...this.factors].map(([k, v]) => [k, v.f])),
       deviceScales: this.deviceScales,
     };

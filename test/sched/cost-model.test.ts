@@ -105,6 +105,32 @@ t.test('a step\'s phases become subtask measurements; online refit follows a mac
   t.equal(asyncModel.linearUs(3), lin, 'an asynchronous device\'s driver-side phases are not taken as device times');
 });
 
+t.test('sampling on several threads: a step takes ceil(sequences / threads) rounds of draws', async (t) => {
+  const model = measureGrid(SIM_GRID, (m) => m.us, machine()).model;
+  t.equal(model.samplingThreads, 1, 'one thread unless told');
+  model.samplingThreads = 4;
+  // The executor draws 4 at a time, 120 µs a draw: 1-4 sequences 120 µs, 5-8 240, ...
+  for (let i = 0; i < 60; i++) {
+    const n = 1 + (i % 13);
+    const p: StepPlan = { strategy: 'gpu-only', copies: [], sequences: Array.from({ length: n }, (_, k) => seq(k + 1, 100, 1, 'gpu')) };
+    model.observeStep(p, { sequences: [], phaseUs: { sampling: 120 * Math.ceil(n / 4) }, totalUs: 1 });
+  }
+  for (const n of [1, 3, 4, 5, 13, 32]) t.ok(Math.abs(model.samplingUs(n) - 120 * Math.ceil(n / 4)) < 1, `${n} sequences: ${model.samplingUs(n).toFixed(1)} µs`);
+  const back = new TableCostModel(JSON.parse(JSON.stringify(model.toJSON())) as ReturnType<TableCostModel['toJSON']>);
+  t.equal(back.samplingUs(9), model.samplingUs(9), 'threads and the round time survive the JSON round trip');
+  // Taken per sequence, as one thread would, the same steps mispredict small and large batches.
+  const serial = measureGrid(SIM_GRID, (m) => m.us, machine()).model;
+  for (let i = 0; i < 60; i++) {
+    const n = 1 + (i % 13);
+    const p: StepPlan = { strategy: 'gpu-only', copies: [], sequences: Array.from({ length: n }, (_, k) => seq(k + 1, 100, 1, 'gpu')) };
+    serial.observeStep(p, { sequences: [], phaseUs: { sampling: 120 * Math.ceil(n / 4) }, totalUs: 1 });
+  }
+  t.ok(Math.abs(serial.samplingUs(32) - 960) > 300, `one thread assumed: ${serial.samplingUs(32).toFixed(0)} µs predicted for 32 sequences, 960 true`);
+  t.throws(() => {
+    model.samplingThreads = 0;
+  }, { code: 'TDM_BAD_ARGUMENT' });
+});
+
 t.test('an asynchronous device: sampling from its phase, each strategy\'s pass from the step total', async (t) => {
   const truth = machine();
   const model = measureGrid(SIM_GRID, (m) => m.us, truth).model;
@@ -158,7 +184,7 @@ t.test('an asynchronous device: sampling from its phase, each strategy\'s pass f
   const back = new TableCostModel(JSON.parse(JSON.stringify(model.toJSON())) as ReturnType<TableCostModel['toJSON']>);
   t.equal(back.samplingUs(3), model.samplingUs(3), 'sampling survives the JSON round trip');
   t.equal(back.strategyFactor('overlap'), model.strategyFactor('overlap'), 'factors too');
-  const old = new TableCostModel({ ...before, samplingPerSeqUs: undefined, strategyFactors: undefined });
+  const old = new TableCostModel({ ...before, samplingRoundUs: undefined, strategyFactors: undefined });
   t.equal(old.samplingUs(5), 0, 'tables saved without them: no sampling time');
   t.equal(old.strategyFactor('pipeline'), 1, 'and factor 1');
   t.equal(new TableCostModel({ ...before, strategyFactors: { overlap: 1e9 } }).strategyFactor('overlap'), 4, 'a saved factor is kept in range');
