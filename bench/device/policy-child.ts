@@ -35,6 +35,9 @@ export interface PolicyRun {
   preemptions: number;
   kvBlocks: { device: number; host: number };
   profileSource: string;
+  /** Mean step time and its phases (µs per step, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
+  stepUsMean: number;
+  phaseUsMean: Record<string, number>;
 }
 
 function percentile(xs: number[], p: number): number {
@@ -49,12 +52,20 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
   });
   try {
     const nVocab = model.info.nVocab;
+    let numSteps = 0, totalUs = 0;
+    const phaseUs: Record<string, number> = {};
+    const off = model.onStep((s) => {
+      numSteps++;
+      totalUs += s.totalUs;
+      for (const [k, v] of Object.entries(s.phaseUs)) phaseUs[k] = (phaseUs[k] ?? 0) + v;
+    });
     const prompts = Array.from({ length: w.requests }, (_, r) => Array.from({ length: w.promptTokens }, (_, k) => 1 + ((r * 7919 + k * 104729) % (nVocab - 1))));
     const t0 = performance.now();
     const results: GenerationResult[] = await Promise.all(
       prompts.map((p) => model.generate(p, { maxTokens: w.maxTokens, temperature: 0, ignoreEos: true }).result),
     );
     const makespanMs = performance.now() - t0;
+    off();
     const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);
     const stats = model.stats;
     return {
@@ -71,6 +82,8 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       preemptions: stats.numPreemptions,
       kvBlocks: { ...model.info.kvBlocks },
       profileSource: model.info.profile?.source ?? 'none',
+      stepUsMean: numSteps > 0 ? totalUs / numSteps : 0,
+      phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numSteps > 0 ? v / numSteps : 0])),
     };
   } finally {
     await model.dispose();
