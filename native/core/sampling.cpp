@@ -47,7 +47,6 @@ size_t prefix_reaching(const std::vector<Candidate>& c, size_t lo, size_t hi, do
   return hi;
 }
 
-
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Four floats as one value, for the passes over a whole vocabulary: GCC's vector extensions
