@@ -35,6 +35,20 @@ __device__ __forceinline__ void group_range(const GroupMap& m, int g, int64_t* b
     *end = m.offsets[g + 1];
   }
 }
+// A matrix-vector warp's work: its row (one per warp) and lane, and the token range of the
+// block's matrix (blockIdx.y) in the group map.
+struct MmvSlot {
+  int64_t r, begin, end;
+  int lane;
+};
+// False when the warp has no row or the matrix no tokens.
+__device__ __forceinline__ bool mmv_slot(const GroupMap& map, int64_t n_rows, MmvSlot* w) {
+  constexpr int kWarps = kMmvThreads / TDM_WARP;
+  w->lane = threadIdx.x % TDM_WARP;
+  w->r = int64_t(blockIdx.x) * kWarps + threadIdx.x / TDM_WARP;
+  group_range(map, blockIdx.y, &w->begin, &w->end);
+  return w->r < n_rows && w->begin < w->end;
+}
 __device__ __forceinline__ int64_t in_row(const GroupMap& m, int64_t i) { return m.in_list ? m.list[i] / m.in_div : i; }
 __device__ __forceinline__ int64_t out_row(const GroupMap& m, int64_t i) { return m.out_list ? m.list[i] : i; }
 
@@ -184,13 +198,9 @@ template <uint32_t T>
 __global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
                                                             int64_t y_stride) {
-  constexpr int kWarps = kMmvThreads / TDM_WARP;
-  const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
-  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
-  int64_t begin, end;
-  group_range(map, blockIdx.y, &begin, &end);
-  if (r >= n_rows || begin >= end) return;
-  mmv_q_warp<T>(base + blockIdx.y * mat_bytes + r * row_bytes, r, act, map, begin, end, y, y_stride, lane);
+  MmvSlot w;
+  if (!mmv_slot(map, n_rows, &w)) return;
+  mmv_q_warp<T>(base + blockIdx.y * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, w.lane);
 }
 
 // The float-weight form of mmv_q_warp; vec8: 8 elements a load (aligned rows and activations).
@@ -238,13 +248,9 @@ template <uint32_t T>
 __global__ void __launch_bounds__(kMmvThreads) mmv_f_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
                                                             int64_t y_stride, bool vec8) {
-  constexpr int kWarps = kMmvThreads / TDM_WARP;
-  const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
-  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
-  int64_t begin, end;
-  group_range(map, blockIdx.y, &begin, &end);
-  if (r >= n_rows || begin >= end) return;
-  mmv_f_warp<T>(base + blockIdx.y * mat_bytes + r * row_bytes, r, act, map, begin, end, y, y_stride, vec8, lane);
+  MmvSlot w;
+  if (!mmv_slot(map, n_rows, &w)) return;
+  mmv_f_warp<T>(base + blockIdx.y * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, vec8, w.lane);
 }
 
 // Up to kMaxListMats matrices of one type that read the same activations (a layer's q/k/v or
