@@ -812,34 +812,40 @@ inline __m256 load_kv8(const uint8_t* row, int64_t e0, int32_t d) {
   return e0 + 8 <= d ? load_kv8<KV>(row, e0) : e0 < d ? load_kv8_tail<KV>(row, e0, d) : _mm256_setzero_ps();
 }
 
-// kt[e * kAttnTile + j] = K[j0 + j][e]; prefetches this tile's V rows and the next tile's K
-// rows into L2 a few at a time as it goes (as transpose_k_tile in the AVX-512 file does).
+// The few-rows kernel transposes and scores a tile's positions kFewSub at a time: their K
+// columns (16 KiB for 128-wide heads) then stay in L1 beside the scores, the accumulators and
+// the queries, where a whole tile's (32 KiB) spilled to L2 between the transpose and the scores.
+constexpr int64_t kFewSub = 32;
+
+// kt[e * kFewSub + j] = K[j0 + sub + j][e] for j < ns; prefetches this tile's V rows and the next
+// tile's K rows into L2 a few at a time as it goes (as transpose_k_tile in the AVX-512 file does).
 template <AttnKv KV>
-void transpose_k_tile_avx2(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
-                           const uint8_t* const* next_k_rows, int64_t n_next, int64_t dkp, float* kt) {
+void transpose_k_sub_avx2(const AttnTask& a, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t nk,
+                          const uint8_t* const* next_k_rows, int64_t n_next, int64_t sub, int64_t ns, int64_t dkp, float* kt) {
+  // The block's 8 rows spread over its chunks: per_chunk rows each, from the first chunk on.
   const int64_t n_chunks = dkp / 8, per_chunk = (8 + n_chunks - 1) / n_chunks;
-  for (int64_t s = 0; s < nk; s += 8) {
-    const int64_t ns = std::min<int64_t>(8, nk - s);
+  for (int64_t s = sub; s < sub + ns; s += 8) {
+    const int64_t nb = std::min<int64_t>(8, sub + ns - s);
     for (int64_t e0 = 0; e0 < dkp; e0 += 8) {
-      const int64_t pf = s + e0 / 8 * per_chunk;
-      attn_prefetch_rows(v_rows, nk, pf, pf + per_chunk, a.v_row_bytes);
-      attn_prefetch_rows(next_k_rows, n_next, pf, pf + per_chunk, a.k_row_bytes);
+      const int64_t pf = s + e0 / 8 * per_chunk, pf_end = std::min(pf + per_chunk, s + 8);
+      attn_prefetch_rows(v_rows, nk, pf, pf_end, a.v_row_bytes);
+      attn_prefetch_rows(next_k_rows, n_next, pf, pf_end, a.k_row_bytes);
       __m256 r[8];
-      if (ns == 8 && e0 + 8 <= a.dk) {
+      if (nb == 8 && e0 + 8 <= a.dk) {
         for (int i = 0; i < 8; ++i) r[i] = load_kv8<KV>(k_rows[s + i], e0);
       } else {
-        for (int i = 0; i < 8; ++i) r[i] = i < ns ? load_kv8<KV>(k_rows[s + i], e0, a.dk) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; ++i) r[i] = i < nb ? load_kv8<KV>(k_rows[s + i], e0, a.dk) : _mm256_setzero_ps();
       }
       transpose8(r);
-      for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (e0 + i) * kAttnTile + s, r[i]);
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (e0 + i) * kFewSub + (s - sub), r[i]);
     }
   }
 }
 
-// p[r * kAttnTile + j] = scale * q_r . K[j0 + j] for RR rows from r0 and NS 8-position blocks
-// from s0, one FMA chain per lane down the head.
+// p[r * kAttnTile + sub + j] = scale * q_r . K[j0 + sub + j] for RR rows from r0 and NS
+// 8-position blocks from block s0 of the sub-tile, one FMA chain per lane down the head.
 template <int RR, int NS>
-inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t s0, const float* kt, float* p) {
+inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t sub, int64_t s0, const float* kt, float* p) {
   const float* q[RR];
   for (int r = 0; r < RR; ++r) q[r] = a.q + ((r0 + r) / a.group) * a.q_stride + ((r0 + r) % a.group) * a.dk;
   __m256 acc[RR][NS];
@@ -847,7 +853,7 @@ inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t s0, const flo
     for (int s = 0; s < NS; ++s) acc[r][s] = _mm256_setzero_ps();
   for (int32_t e = 0; e < a.dk; ++e) {
     __m256 k[NS];
-    for (int s = 0; s < NS; ++s) k[s] = _mm256_load_ps(kt + e * kAttnTile + (s0 + s) * 8);
+    for (int s = 0; s < NS; ++s) k[s] = _mm256_load_ps(kt + e * kFewSub + (s0 + s) * 8);
     for (int r = 0; r < RR; ++r) {
       const __m256 qv = _mm256_broadcast_ss(q[r] + e);
       for (int s = 0; s < NS; ++s) acc[r][s] = _mm256_fmadd_ps(k[s], qv, acc[r][s]);
@@ -855,15 +861,17 @@ inline void scores_few_avx2(const AttnTask& a, int64_t r0, int64_t s0, const flo
   }
   const __m256 sv = _mm256_set1_ps(a.scale);
   for (int r = 0; r < RR; ++r)
-    for (int s = 0; s < NS; ++s) _mm256_store_ps(p + (r0 + r) * kAttnTile + (s0 + s) * 8, _mm256_mul_ps(acc[r][s], sv));
+    for (int s = 0; s < NS; ++s) _mm256_store_ps(p + (r0 + r) * kAttnTile + sub + (s0 + s) * 8, _mm256_mul_ps(acc[r][s], sv));
 }
 
+// The scores of RR rows for a sub-tile's n_blocks 8-position blocks, in as many chains as the
+// registers hold (RR * NS <= 8).
 template <int RR>
-void scores_few_rows_avx2(const AttnTask& a, int64_t r0, int64_t n_blocks, const float* kt, float* p) {
+void scores_few_rows_avx2(const AttnTask& a, int64_t r0, int64_t sub, int64_t n_blocks, const float* kt, float* p) {
+  constexpr int NS = RR <= 2 ? 4 : 2;
   int64_t s0 = 0;
-  for (; s0 + 3 <= n_blocks; s0 += 3) scores_few_avx2<RR, 3>(a, r0, s0, kt, p);
-  if (n_blocks - s0 == 2) scores_few_avx2<RR, 2>(a, r0, s0, kt, p);
-  if (n_blocks - s0 == 1) scores_few_avx2<RR, 1>(a, r0, s0, kt, p);
+  for (; s0 + NS <= n_blocks; s0 += NS) scores_few_avx2<RR, NS>(a, r0, sub, s0, kt, p);
+  for (; s0 < n_blocks; ++s0) scores_few_avx2<RR, 1>(a, r0, sub, s0, kt, p);
 }
 
 // acc rows r0..r0+RR-1 (dvp floats each) += sum_j p[r][j] * V[j0 + j], 16 floats at a time,
@@ -898,7 +906,7 @@ template <AttnKv KV>
 void attention_few_rows_avx2(const AttnTask& a) {
   const int64_t n_rows = int64_t(a.n_tok) * a.group;
   const int64_t dkp = (a.dk + 15) / 16 * 16, dvp = (a.dv + 15) / 16 * 16;
-  float* kt = a.scratch;                  // dkp x kAttnTile
+  float* kt = a.scratch;                  // dkp x kFewSub
   float* p = kt + dkp * kAttnTile;        // kFewRows x kAttnTile
   float* acc = p + kFewRows * kAttnTile;  // kFewRows x dvp
   float mrow[kFewRows], srow[kFewRows];
@@ -921,17 +929,19 @@ void attention_few_rows_avx2(const AttnTask& a) {
     const uint8_t* v_rows[kAttnTile];
     attn_tile_rows(a.v_blocks, a.block_tokens, a.v_row_bytes, j0, nk, v_rows);
     attn_tile_rows(a.k_blocks, a.block_tokens, a.k_row_bytes, j0 + kAttnTile, n_next, next_k_rows);
-    transpose_k_tile_avx2<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, dkp, kt);
-    std::swap(k_rows, next_k_rows);
-    const int64_t n_blocks = (nk + 7) / 8;
     int64_t r0 = 0;
-    for (; r0 + 4 <= n_rows; r0 += 4) scores_few_rows_avx2<4>(a, r0, n_blocks, kt, p);
-    switch (n_rows - r0) {
-      case 3: scores_few_rows_avx2<3>(a, r0, n_blocks, kt, p); break;
-      case 2: scores_few_rows_avx2<2>(a, r0, n_blocks, kt, p); break;
-      case 1: scores_few_rows_avx2<1>(a, r0, n_blocks, kt, p); break;
-      default: break;
+    for (int64_t sub = 0; sub < nk; sub += kFewSub) {
+      const int64_t ns = std::min(kFewSub, nk - sub), n_blocks = (ns + 7) / 8;
+      transpose_k_sub_avx2<KV>(a, k_rows, v_rows, nk, next_k_rows, n_next, sub, ns, dkp, kt);
+      for (r0 = 0; r0 + 4 <= n_rows; r0 += 4) scores_few_rows_avx2<4>(a, r0, sub, n_blocks, kt, p);
+      switch (n_rows - r0) {
+        case 3: scores_few_rows_avx2<3>(a, r0, sub, n_blocks, kt, p); break;
+        case 2: scores_few_rows_avx2<2>(a, r0, sub, n_blocks, kt, p); break;
+        case 1: scores_few_rows_avx2<1>(a, r0, sub, n_blocks, kt, p); break;
+        default: break;
+      }
     }
+    std::swap(k_rows, next_k_rows);
     for (int64_t r = 0; r < n_rows; ++r) {
       float* pr = p + r * kAttnTile;
       // Positions past last are not visible to this row (causal); their weight is zero.
