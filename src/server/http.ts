@@ -1,0 +1,255 @@
+// An OpenAI-compatible HTTP server over one loaded model: /v1/completions and
+// /v1/chat/completions (whole responses or server-sent events), /v1/models and /health.
+// Concurrent requests share the model's decode steps like concurrent generate() calls; a
+// client that disconnects aborts its generations, which frees their KV at the next step.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { TandemError, type GenerateOptions, type Generation, type GenerationResult, type Model } from '../api/index.js';
+import { parseChatRequest, parseCompletionRequest, RequestError, ResponseShape, type SamplingRequest } from './openai.js';
+
+export interface ServerOptions {
+  /** Interface to listen on. Default '127.0.0.1' (this machine only). */
+  host?: string;
+  /** Port; 0 picks a free one. Default 8080. */
+  port?: number;
+  /** The model id /v1/models lists and responses carry. Default 'tandem'. */
+  modelName?: string;
+  /** Largest request body, bytes. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** Sampling options a request's fields override (e.g. the CLI's --temp). */
+  defaults?: GenerateOptions;
+}
+
+export interface TandemServer {
+  /** http://host:port */
+  readonly url: string;
+  readonly port: number;
+  /** Stops accepting, aborts the generations in flight and closes every connection (the model stays loaded). */
+  close(): Promise<void>;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** The HTTP status and OpenAI error of anything a handler threw. */
+function asRequestError(err: unknown): RequestError {
+  if (err instanceof RequestError) return err;
+  if (err instanceof TandemError) {
+    switch (err.code) {
+      case 'TDM_BAD_ARGUMENT':
+      case 'TDM_UNSUPPORTED':
+        return new RequestError(400, err.message, null, err.code);
+      case 'TDM_CONTEXT_FULL':
+        return new RequestError(400, err.message, null, 'context_length_exceeded');
+      case 'TDM_QUEUE_FULL':
+        return new RequestError(503, err.message, null, 'server_busy');
+      case 'TDM_DISPOSED':
+        return new RequestError(503, err.message, null, 'model_unloaded');
+      default:
+        return new RequestError(500, err.message, null, err.code);
+    }
+  }
+  return new RequestError(500, err instanceof Error ? err.message : String(err));
+}
+
+function errorBody(e: RequestError) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { ...JSON_HEADERS, ...headers });
+  res.end(JSON.stringify(body));
+}
+
+function sendError(res: http.ServerResponse, err: unknown): void {
+  const e = asRequestError(err);
+  sendJson(res, e.status, errorBody(e), e.status === 503 ? { 'retry-after': '1' } : {});
+}
+
+/** The request body as JSON; a body over `limit` bytes is refused with 413 (and no more of it kept). */
+function readJson(req: http.IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) return Promise.reject(new RequestError(413, `request body of ${declared} bytes is over the limit of ${limit}`, null, 'body_too_large'));
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const onData = (part: Buffer) => {
+      size += part.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.pause();
+        reject(new RequestError(413, `request body is over the limit of ${limit} bytes`, null, 'body_too_large'));
+        return;
+      }
+      parts.push(part);
+    };
+    req.on('data', onData);
+    req.once('error', reject);
+    req.once('end', () => {
+      let body: unknown;
+      try {
+        body = JSON.parse(Buffer.concat(parts).toString('utf8'));
+      } catch (err) {
+        reject(new RequestError(400, `the body is not JSON: ${(err as Error).message}`, null, 'invalid_json'));
+        return;
+      }
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) reject(new RequestError(400, 'the body must be a JSON object', null, 'invalid_json'));
+      else resolve(body as Record<string, unknown>);
+    });
+  });
+}
+
+/** Writes one server-sent event; waits while the socket's buffer is full (or until it closes). */
+async function sendEvent(res: http.ServerResponse, data: unknown): Promise<void> {
+  if (res.destroyed || res.writableEnded) return;
+  if (res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/** Starts listening; resolves once the port is bound. */
+export async function startServer(model: Model, options: ServerOptions = {}): Promise<TandemServer> {
+  const modelName = options.modelName ?? 'tandem';
+  const maxBody = options.maxBodyBytes ?? 2 ** 20;
+  const defaults = options.defaults ?? {};
+  const inFlight = new Set<AbortController>();
+  const created = Math.floor(Date.now() / 1000);
+
+  /**
+   * Runs the n choices of each of nPrompts prompts (choice i is prompt floor(i / n)); streams
+   * them as events or answers with the whole response.
+   */
+  async function generateAll(
+    res: http.ServerResponse,
+    shape: ResponseShape,
+    req: SamplingRequest,
+    nPrompts: number,
+    start: (options: GenerateOptions, choice: number) => Generation,
+  ) {
+    const controller = new AbortController();
+    inFlight.add(controller);
+    // A client that goes away before its answer is complete aborts its generations.
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort();
+    };
+    res.on('close', onClose);
+    const gens: Generation[] = [];
+    try {
+      for (let i = 0; i < nPrompts * req.n; i++) {
+        // n choices of one prompt differ: each gets its own seed when a seed is given.
+        const seed = req.options.seed === undefined ? undefined : req.options.seed + (i % req.n);
+        gens.push(start({ ...req.options, ...(seed === undefined ? {} : { seed }), signal: controller.signal }, i));
+      }
+      // Prompt tokens count once per prompt, not once per choice.
+      const promptTokens = (results: GenerationResult[]) => results.filter((_, i) => i % req.n === 0).reduce((a, r) => a + r.usage.promptTokens, 0);
+      if (!req.stream) {
+        const results = await Promise.all(gens.map((g) => g.result));
+        if (!controller.signal.aborted) sendJson(res, 200, shape.response(results, promptTokens(results)));
+        return;
+      }
+      // The stream starts only once every prompt is accepted, so that a bad one is an HTTP error.
+      const results = await Promise.all(
+        gens.map(async (g, i) => {
+          const it = g[Symbol.asyncIterator]();
+          const first = await it.next();
+          return { g, i, it, first };
+        }),
+      );
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      const finished = await Promise.all(
+        results.map(async ({ g, i, it, first }) => {
+          if (shape.endpoint === 'chat') await sendEvent(res, shape.chunk(i, { role: true, text: '' }));
+          for (let step = first; !step.done; step = await it.next()) {
+            if (step.value.text) await sendEvent(res, shape.chunk(i, { text: step.value.text }));
+          }
+          const result = await g.result;
+          await sendEvent(res, shape.chunk(i, { finish: result.stopReason }));
+          return result;
+        }),
+      );
+      if (req.includeUsage) {
+        await sendEvent(res, shape.usageChunk(promptTokens(finished), finished.reduce((a, r) => a + r.usage.completionTokens, 0)));
+      }
+      await sendEvent(res, '[DONE]');
+      res.end();
+    } catch (err) {
+      for (const g of gens) g.abort();
+      if (!res.headersSent) sendError(res, err);
+      else if (!res.destroyed) {
+        // Already streaming: the error goes out as one last event.
+        await sendEvent(res, errorBody(asRequestError(err)));
+        res.end();
+      }
+    } finally {
+      res.off('close', onClose);
+      inFlight.delete(controller);
+    }
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const routes: Record<string, string> = {
+      '/health': 'GET',
+      '/v1/models': 'GET',
+      '/v1/completions': 'POST',
+      '/v1/chat/completions': 'POST',
+    };
+    const method = routes[path];
+    if (method === undefined) throw new RequestError(404, `no route ${req.method} ${path}`, null, 'not_found');
+    if (req.method !== method) {
+      res.setHeader('allow', method);
+      throw new RequestError(405, `${path} takes ${method}, not ${req.method}`, null, 'method_not_allowed');
+    }
+    if (path === '/health') {
+      const s = model.stats;
+      sendJson(res, 200, { status: 'ok', model: modelName, running: s.numRunning, waiting: s.numWaiting, free_kv_blocks: s.numFreeKvBlocks });
+      return;
+    }
+    if (path === '/v1/models') {
+      sendJson(res, 200, { object: 'list', data: [{ id: modelName, object: 'model', created, owned_by: 'tandem' }] });
+      return;
+    }
+    const body = await readJson(req, maxBody);
+    if (path === '/v1/completions') {
+      const r = parseCompletionRequest(body, defaults);
+      await generateAll(res, new ResponseShape('completion', modelName), r, r.prompts.length, (o, i) => model.generate(r.prompts[Math.floor(i / r.n)]!, o));
+    } else {
+      const r = parseChatRequest(body, defaults);
+      await generateAll(res, new ResponseShape('chat', modelName), r, 1, (o) => model.chat(r.messages, o));
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    // A refused body may still be arriving: once the answer is sent, Node discards the rest.
+    handle(req, res).catch((err: unknown) => sendError(res, err));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const c of inFlight) c.abort();
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,257 @@
+// The OpenAI wire format, without HTTP: request bodies of /v1/completions and
+// /v1/chat/completions checked and turned into tandem's generate() and chat() calls, and
+// the response objects and stream chunks built from what those return. Fields are
+// snake_case as OpenAI's; tandem's own sampling options (top_k, min_p, repeat_penalty,
+// ignore_eos) are accepted as the extensions llama.cpp's server also takes.
+import { randomUUID } from 'node:crypto';
+import type { ChatMessage, GenerateOptions, GenerationResult, StopReason } from '../api/index.js';
+
+/** A request the server refuses: HTTP status, OpenAI error type and code, and the field at fault. */
+export class RequestError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly type = status >= 500 ? 'server_error' : 'invalid_request_error',
+  ) {
+    super(message);
+    this.name = 'RequestError';
+  }
+}
+
+function bad(param: string, message: string): RequestError {
+  return new RequestError(400, `${param}: ${message}`, param);
+}
+
+/** Most choices (prompts x n) one request may ask for. */
+export const MAX_CHOICES = 64;
+
+type Body = Record<string, unknown>;
+
+function numberField(body: Body, name: string, rule: { min?: number; max?: number; integer?: boolean } = {}): number | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(name, `must be a number, got ${JSON.stringify(v)}`);
+  if (rule.integer && !Number.isInteger(v)) throw bad(name, `must be an integer, got ${v}`);
+  if (rule.min !== undefined && v < rule.min) throw bad(name, `must be at least ${rule.min}, got ${v}`);
+  if (rule.max !== undefined && v > rule.max) throw bad(name, `must be at most ${rule.max}, got ${v}`);
+  return v;
+}
+
+function booleanField(body: Body, name: string): boolean | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw bad(name, `must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Fields that would change what comes back in ways tandem does not do: refused, not ignored. */
+function refuseUnsupported(body: Body, fields: Record<string, (v: unknown) => boolean>): void {
+  for (const [name, used] of Object.entries(fields)) {
+    const v = body[name];
+    if (v !== undefined && v !== null && used(v)) throw new RequestError(400, `${name} is not supported by tandem's server`, name, 'unsupported_parameter');
+  }
+}
+
+export interface SamplingRequest {
+  /** Options for generate()/chat() (no signal yet); the server's defaults lie under them. */
+  options: GenerateOptions;
+  /** Choices per prompt. */
+  n: number;
+  stream: boolean;
+  /** stream_options.include_usage: a last chunk with the usage. */
+  includeUsage: boolean;
+}
+
+/** The sampling and streaming fields both endpoints share, over the server's defaults. */
+function samplingFrom(body: Body, defaults: GenerateOptions, maxTokensNames: string[]): SamplingRequest {
+  const options: GenerateOptions = { ...defaults };
+  for (const name of maxTokensNames) {
+    const v = numberField(body, name, { min: 1, integer: true });
+    if (v !== undefined) options.maxTokens = v;
+  }
+  const set = <K extends keyof GenerateOptions>(key: K, name: string, rule?: { min?: number; max?: number; integer?: boolean }) => {
+    const v = numberField(body, name, rule);
+    if (v !== undefined) options[key] = v as GenerateOptions[K];
+  };
+  set('temperature', 'temperature', { min: 0, max: 2 });
+  set('topP', 'top_p', { min: 0, max: 1 });
+  set('topK', 'top_k', { min: 0, integer: true });
+  set('minP', 'min_p', { min: 0, max: 1 });
+  set('presencePenalty', 'presence_penalty', { min: -2, max: 2 });
+  set('frequencyPenalty', 'frequency_penalty', { min: -2, max: 2 });
+  set('repeatPenalty', 'repeat_penalty', { min: 0 });
+  set('seed', 'seed', { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+  const ignoreEos = booleanField(body, 'ignore_eos');
+  if (ignoreEos !== undefined) options.ignoreEos = ignoreEos;
+
+  const stop = body.stop;
+  if (stop !== undefined && stop !== null) {
+    const list = typeof stop === 'string' ? [stop] : stop;
+    if (!Array.isArray(list) || list.length > 16 || !list.every((s) => typeof s === 'string' && s.length > 0)) {
+      throw bad('stop', 'must be a non-empty string or an array of at most 16 of them');
+    }
+    if (list.length > 0) options.stop = list as string[];
+  }
+
+  const bias = body.logit_bias;
+  if (bias !== undefined && bias !== null) {
+    if (typeof bias !== 'object' || Array.isArray(bias)) throw bad('logit_bias', 'must be an object of token id to bias');
+    const map = new Map<number, number>();
+    for (const [key, value] of Object.entries(bias)) {
+      const id = Number(key);
+      if (!/^\d+$/.test(key) || !Number.isSafeInteger(id)) throw bad('logit_bias', `keys must be token ids, got '${key}'`);
+      if (typeof value !== 'number' || !Number.isFinite(value) || value < -100 || value > 100) {
+        throw bad('logit_bias', `values must be numbers from -100 to 100, got ${JSON.stringify(value)} for token ${key}`);
+      }
+      // As OpenAI documents it: -100 bans the token.
+      map.set(id, value <= -100 ? -Infinity : value);
+    }
+    if (map.size > 0) options.logitBias = map;
+  }
+
+  const n = numberField(body, 'n', { min: 1, max: MAX_CHOICES, integer: true }) ?? 1;
+  const stream = booleanField(body, 'stream') ?? false;
+  const so = body.stream_options;
+  let includeUsage = false;
+  if (so !== undefined && so !== null) {
+    if (typeof so !== 'object' || Array.isArray(so)) throw bad('stream_options', 'must be an object');
+    if (!stream) throw bad('stream_options', 'is only allowed with stream: true');
+    includeUsage = booleanField(so as Body, 'include_usage') ?? false;
+  }
+  return { options, n, stream, includeUsage };
+}
+
+export interface CompletionRequest extends SamplingRequest {
+  /** Each prompt: text, or token ids used as given. */
+  prompts: (string | number[])[];
+}
+
+function isTokenArray(v: unknown): v is number[] {
+  return Array.isArray(v) && v.length > 0 && v.every((t) => typeof t === 'number' && Number.isInteger(t) && t >= 0);
+}
+
+/** A /v1/completions body: prompt as text, token ids, or a list of either (one choice set each). */
+export function parseCompletionRequest(body: Body, defaults: GenerateOptions): CompletionRequest {
+  refuseUnsupported(body, {
+    echo: (v) => v === true,
+    logprobs: (v) => v !== false && v !== 0,
+    suffix: (v) => v !== '',
+    best_of: (v) => v !== 1,
+  });
+  const p = body.prompt;
+  let prompts: (string | number[])[];
+  if (typeof p === 'string') prompts = [p];
+  else if (isTokenArray(p)) prompts = [p];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isTokenArray(x))) prompts = p as (string | number[])[];
+  else throw bad('prompt', 'must be a string, an array of token ids, or a non-empty array of those');
+  if (prompts.some((x) => x.length === 0)) throw bad('prompt', 'must not be empty');
+  const sampling = samplingFrom(body, defaults, ['max_tokens']);
+  if (prompts.length * sampling.n > MAX_CHOICES) throw bad('n', `prompts x n must be at most ${MAX_CHOICES}, got ${prompts.length * sampling.n}`);
+  return { ...sampling, prompts };
+}
+
+export interface ChatRequest extends SamplingRequest {
+  messages: ChatMessage[];
+}
+
+/** A /v1/chat/completions body: messages whose content is text or a list of text parts. */
+export function parseChatRequest(body: Body, defaults: GenerateOptions): ChatRequest {
+  refuseUnsupported(body, {
+    logprobs: (v) => v === true,
+    top_logprobs: () => true,
+    tools: (v) => !Array.isArray(v) || v.length > 0,
+    functions: () => true,
+    tool_choice: (v) => v !== 'none',
+    response_format: (v) => typeof v !== 'object' || (v as Body).type !== 'text',
+  });
+  const list = body.messages;
+  if (!Array.isArray(list) || list.length === 0) throw bad('messages', 'must be a non-empty array of {role, content}');
+  const messages = list.map((m: unknown, i): ChatMessage => {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw bad(`messages[${i}]`, 'must be an object {role, content}');
+    const { role, content, ...rest } = m as Body;
+    if (typeof role !== 'string' || role.length === 0) throw bad(`messages[${i}].role`, 'must be a non-empty string');
+    return { ...rest, role, content: messageText(content, i) };
+  });
+  const sampling = samplingFrom(body, defaults, ['max_tokens', 'max_completion_tokens']);
+  return { ...sampling, messages };
+}
+
+/** A message's content as text: a string, null (an assistant turn with none), or text parts joined. */
+function messageText(content: unknown, i: number): string {
+  if (typeof content === 'string') return content;
+  if (content === null || content === undefined) return '';
+  if (Array.isArray(content)) {
+    return content
+      .map((part: unknown, j) => {
+        const p = part as Body;
+        if (typeof p !== 'object' || p === null || p.type !== 'text' || typeof p.text !== 'string') {
+          throw new RequestError(400, `messages[${i}].content[${j}]: only text parts are supported`, `messages[${i}].content`, 'unsupported_content');
+        }
+        return p.text;
+      })
+      .join('');
+  }
+  throw bad(`messages[${i}].content`, 'must be a string or an array of text parts');
+}
+
+/** OpenAI's finish_reason for how a generation ended. */
+export function finishReason(reason: StopReason): 'stop' | 'length' {
+  return reason === 'maxTokens' || reason === 'contextFull' ? 'length' : 'stop';
+}
+
+export type Endpoint = 'completion' | 'chat';
+
+/** The id, object names and creation time every response and chunk of one request share. */
+export class ResponseShape {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(
+    readonly endpoint: Endpoint,
+    readonly model: string,
+  ) {
+    this.id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
+  }
+
+  private head(object: string) {
+    return { id: this.id, object, created: this.created, model: this.model };
+  }
+
+  /** The whole response: one choice per result, in order, and the usage over all of them. */
+  response(results: GenerationResult[], promptTokens: number) {
+    const completionTokens = results.reduce((a, r) => a + r.usage.completionTokens, 0);
+    const choices = results.map((r, index) =>
+      this.endpoint === 'chat'
+        ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.stopReason) }
+        : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.stopReason) },
+    );
+    return {
+      ...this.head(this.endpoint === 'chat' ? 'chat.completion' : 'text_completion'),
+      choices,
+      usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+    };
+  }
+
+  /** A stream chunk for choice `index`: text, a chat turn's opening (role), or its end (finish). */
+  chunk(index: number, part: { text?: string; role?: boolean; finish?: StopReason }) {
+    const finish_reason = part.finish === undefined ? null : finishReason(part.finish);
+    if (this.endpoint === 'chat') {
+      const delta: Record<string, string> = {};
+      if (part.role) delta.role = 'assistant';
+      if (part.text !== undefined) delta.content = part.text;
+      return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs: null, finish_reason }] };
+    }
+    return { ...this.head('text_completion'), choices: [{ index, text: part.text ?? '', logprobs: null, finish_reason }] };
+  }
+
+  /** The last chunk of a stream that asked for usage: no choices. */
+  usageChunk(promptTokens: number, completionTokens: number) {
+    return {
+      ...this.head(this.endpoint === 'chat' ? 'chat.completion.chunk' : 'text_completion'),
+      choices: [],
+      usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+    };
+  }
+}
