@@ -49,6 +49,8 @@ t.test('sampling flags and --stop', async (t) => {
   const a = await run(['-m', STORIES, '-t', '1', '-n', '12', '--temp', '1', '--top-k', '0', '--seed', '5', 'The dog']);
   const b = await run(['-m', STORIES, '-t', '1', '-n', '12', '--temp', '1', '--top-k', '0', '--seed', '5', 'The dog']);
   t.equal(a.stdout, b.stdout, '--seed makes sampling repeatable');
+  const p = await run(['-m', STORIES, '-t', '1', '-n', '12', '--temp', '0', '-p', 'Once upon a time']);
+  t.equal(p.stdout, ', there was a little girl named Lily. She\n', '-p gives the prompt, as llama.cpp takes it');
 });
 
 t.test('usage errors say what is wrong', async (t) => {
@@ -57,6 +59,7 @@ t.test('usage errors say what is wrong', async (t) => {
   await t.rejects(run(['-m', STORIES, '--temp', 'hot', 'x']), { message: /--temp expects a number, got 'hot'/ });
   await t.rejects(run(['-m', STORIES, '-t', '1', '--temp=-2', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /temperature must be a number >= 0/ });
   await t.rejects(run(['-m', '/no/such.gguf', 'x']), { code: 'TDM_NOT_FOUND' });
+  await t.rejects(run(['-m', STORIES, '-p', 'x', 'y']), { code: 'TDM_BAD_ARGUMENT', message: /either with -p or as the argument/ });
   const help = await run(['--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /usage: tandem generate -m FILE/);

@@ -57,11 +57,17 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
       --ignore-eos          keep going after end-of-generation tokens
   -h, --help                this help`;
 
+const OPTIONS = {
+  ...SHARED_OPTIONS,
+  prompt: { type: 'string', short: 'p' },
+} as const satisfies ParseArgsConfig['options'];
+
 const HELP = `usage: tandem generate -m FILE [options] "prompt"
 
 Streams the model's continuation of the prompt to stdout. With no prompt
 argument, the prompt is read from stdin. Ctrl-C stops the generation.
 
+  -p, --prompt TEXT         the prompt (as llama.cpp's -p; or give it as the argument)
 ${SHARED_HELP}`;
 
 type SharedValues = { [K in keyof typeof SHARED_OPTIONS]?: (typeof SHARED_OPTIONS)[K] extends { multiple: true } ? string[] : (typeof SHARED_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -185,13 +191,14 @@ async function readStdin(): Promise<string> {
 export const command: Command = {
   summary: 'generate text from a prompt, streaming to stdout',
   async run(argv) {
-    const { values, positionals } = parseFlags('generate', { args: argv, options: SHARED_OPTIONS, allowPositionals: true, strict: true });
+    const { values, positionals } = parseFlags('generate', { args: argv, options: OPTIONS, allowPositionals: true, strict: true });
     if (values.help) {
       console.log(HELP);
       return 0;
     }
     if (!values.model) throw usageError('generate: -m FILE is required (see `tandem generate --help`)');
-    let prompt = positionals.join(' ');
+    if (values.prompt !== undefined && positionals.length > 0) throw usageError('generate: give the prompt either with -p or as the argument, not both');
+    let prompt = values.prompt ?? positionals.join(' ');
     if (!prompt && !process.stdin.isTTY) prompt = await readStdin();
     if (!prompt) throw usageError('generate: give a prompt as an argument or on stdin');
     const genOptions = generateOptionsFrom(values);

@@ -11,7 +11,7 @@ const OPTIONS = {
   host: { type: 'string' },
   port: { type: 'string' },
   name: { type: 'string' },
-  parallel: { type: 'string', short: 'p' },
+  parallel: { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const HELP = `usage: tandem serve -m FILE [options]
@@ -26,7 +26,7 @@ no max_tokens a reply runs to its end or the context's. Ctrl-C stops the server.
       --host H              interface to listen on (default 127.0.0.1; 0.0.0.0 for every one)
       --port N              port (default 8080; 0 picks a free one)
       --name ID             model id in /v1/models and responses (default: the file's name)
-  -p, --parallel N          sequences decoded together at most (default 4)
+      --parallel N          sequences decoded together at most (default 4)
 ${SHARED_HELP}`;
 
 function integerFlag(flag: string, value: string | undefined, min: number, max: number): number | undefined {
