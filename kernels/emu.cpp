@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -150,8 +151,11 @@ uint64_t shfl_xor_bits(uint64_t bits, int mask, int width) {
 struct NullKernels {
   bool on = std::getenv("TDM_EMU_NULL_KERNELS") != nullptr;
   unsigned long long launches = 0;
+  std::map<std::string, unsigned long long> by_name;
   ~NullKernels() {
-    if (on) std::fprintf(stderr, "tandem emu: %llu kernel launches (null kernels)\n", launches);
+    if (!on) return;
+    std::fprintf(stderr, "tandem emu: %llu kernel launches (null kernels)\n", launches);
+    for (const auto& [name, n] : by_name) std::fprintf(stderr, "  %8llu %s\n", n, name.c_str());
   }
 } g_null;
 
@@ -165,6 +169,7 @@ bool launch(dim3 grid, dim3 block, size_t shared_bytes, const char* name, Kernel
   }
   if (g_null.on) {
     g_null.launches++;
+    g_null.by_name[name]++;
     return true;
   }
   g_kernel = &k;
