@@ -18,6 +18,11 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Sampling options a request's fields override (e.g. the CLI's --temp). */
   defaults?: GenerateOptions;
+  /**
+   * Web origin allowed to call the server from a browser (CORS), e.g. 'http://localhost:3000',
+   * or '*' for any. Default none: a page on another origin cannot read the answers.
+   */
+  corsOrigin?: string;
 }
 
 export interface TandemServer {
@@ -226,7 +231,22 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
     }
   }
 
+  const cors = options.corsOrigin;
   const server = http.createServer((req, res) => {
+    if (cors !== undefined) {
+      res.setHeader('access-control-allow-origin', cors);
+      if (cors !== '*') res.setHeader('vary', 'origin');
+      if (req.method === 'OPTIONS') {
+        // A browser's preflight before a JSON POST.
+        res.writeHead(204, {
+          'access-control-allow-methods': 'GET, POST, OPTIONS',
+          'access-control-allow-headers': req.headers['access-control-request-headers'] ?? 'content-type, authorization',
+          'access-control-max-age': '600',
+        });
+        res.end();
+        return;
+      }
+    }
     // A refused body may still be arriving: once the answer is sent, Node discards the rest.
     handle(req, res).catch((err: unknown) => sendError(res, err));
   });

@@ -257,6 +257,29 @@ t.test('request parsing without HTTP', async (t) => {
   t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 5 }] }, {}), RequestError);
 });
 
+t.test('CORS only when asked for, with the preflight a browser sends', async (t) => {
+  const plain = await fetch(server.url + '/v1/models', { headers: { origin: 'http://app.example' } });
+  t.equal(plain.headers.get('access-control-allow-origin'), null, 'no CORS by default');
+  const preflightPlain = await fetch(server.url + '/v1/chat/completions', { method: 'OPTIONS' });
+  t.equal(preflightPlain.status, 405, 'and no preflight');
+
+  const open = await startServer(model, { port: 0, corsOrigin: 'http://app.example' });
+  t.teardown(() => open.close());
+  const preflight = await fetch(open.url + '/v1/chat/completions', {
+    method: 'OPTIONS',
+    headers: { origin: 'http://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+  });
+  t.equal(preflight.status, 204);
+  t.equal(preflight.headers.get('access-control-allow-origin'), 'http://app.example');
+  t.match(preflight.headers.get('access-control-allow-methods'), /POST/);
+  t.equal(preflight.headers.get('access-control-allow-headers'), 'content-type');
+  const r = await fetch(open.url + '/v1/completions', { method: 'POST', headers: { origin: 'http://app.example' }, body: JSON.stringify({ prompt: 'Hi', max_tokens: 2 }) });
+  t.equal(r.status, 200);
+  t.equal(r.headers.get('access-control-allow-origin'), 'http://app.example');
+  const e = await fetch(open.url + '/nope');
+  t.equal(e.headers.get('access-control-allow-origin'), 'http://app.example', 'errors carry it too, so a page can read them');
+});
+
 t.test('close() stops the server', async (t) => {
   const other = await startServer(model, { port: 0 });
   t.equal((await fetch(other.url + '/health')).status, 200);

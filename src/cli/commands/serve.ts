@@ -12,6 +12,7 @@ const OPTIONS = {
   port: { type: 'string' },
   name: { type: 'string' },
   parallel: { type: 'string' },
+  cors: { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const HELP = `usage: tandem serve -m FILE [options]
@@ -27,6 +28,7 @@ no max_tokens a reply runs to its end or the context's. Ctrl-C stops the server.
       --port N              port (default 8080; 0 picks a free one)
       --name ID             model id in /v1/models and responses (default: the file's name)
       --parallel N          sequences decoded together at most (default 4)
+      --cors ORIGIN         let web pages from ORIGIN (or * for any) call the server; default none
 ${SHARED_HELP}`;
 
 function integerFlag(flag: string, value: string | undefined, min: number, max: number): number | undefined {
@@ -53,7 +55,7 @@ export const command: Command = {
     const name = values.name ?? path.basename(values.model).replace(/\.gguf$/i, '');
     let server;
     try {
-      server = await startServer(model, { host: values.host ?? '127.0.0.1', port, modelName: name, defaults });
+      server = await startServer(model, { host: values.host ?? '127.0.0.1', port, modelName: name, defaults, ...(values.cors ? { corsOrigin: values.cors } : {}) });
     } catch (err) {
       await model.dispose();
       throw err;
