@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TandemError, type GenerateOptions, type Generation, type GenerationResult, type Model } from '../api/index.js';
+import { checkNumber, resolveGenerateOptions } from '../api/options.js';
 import { parseChatRequest, parseCompletionRequest, RequestError, ResponseShape, type SamplingRequest } from './openai.js';
 
 export interface ServerOptions {
@@ -119,11 +120,22 @@ async function sendEvent(res: http.ServerResponse, data: unknown): Promise<void>
   });
 }
 
-/** Starts listening; resolves once the port is bound. */
+/**
+ * Starts listening; resolves once the port is bound. Bad options reject with
+ * TDM_BAD_ARGUMENT, a port that cannot be bound with TDM_IO.
+ */
 export async function startServer(model: Model, options: ServerOptions = {}): Promise<TandemServer> {
+  const where = 'startServer()';
+  const port = checkNumber(where, 'port', options.port, 8080, { min: 0, max: 65535, integer: true });
+  const maxBody = checkNumber(where, 'maxBodyBytes', options.maxBodyBytes, 2 ** 20, { min: 1, integer: true });
+  const host = options.host ?? '127.0.0.1';
   const modelName = options.modelName ?? 'tandem';
-  const maxBody = options.maxBodyBytes ?? 2 ** 20;
+  for (const [name, v] of Object.entries({ host, modelName, corsOrigin: options.corsOrigin ?? '*' })) {
+    if (typeof v !== 'string' || v.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: ${name} must be a non-empty string`);
+  }
   const defaults = options.defaults ?? {};
+  // The defaults are checked once here, so that a bad one fails the start, not every request.
+  resolveGenerateOptions(`${where} defaults`, defaults, model.info.nVocab, new Set(model.eogTokens));
   const inFlight = new Set<AbortController>();
   const created = Math.floor(Date.now() / 1000);
 
@@ -251,17 +263,18 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
     handle(req, res).catch((err: unknown) => sendError(res, err));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
+    const fail = (err: Error) => reject(new TandemError('TDM_IO', `${where}: cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    server.once('error', fail);
+    server.listen(port, host, () => {
+      server.off('error', fail);
       resolve();
     });
   });
   const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const bound = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host}:${address.port}`,
+    url: `http://${bound}:${address.port}`,
     port: address.port,
     close() {
       closing ??= new Promise<void>((resolve) => {

@@ -280,6 +280,15 @@ t.test('CORS only when asked for, with the preflight a browser sends', async (t)
   t.equal(e.headers.get('access-control-allow-origin'), 'http://app.example', 'errors carry it too, so a page can read them');
 });
 
+t.test('bad server options are typed errors', async (t) => {
+  await t.rejects(startServer(model, { port: 70000 }), { code: 'TDM_BAD_ARGUMENT', message: /port/ });
+  await t.rejects(startServer(model, { port: 0, maxBodyBytes: 0 }), { code: 'TDM_BAD_ARGUMENT', message: /maxBodyBytes/ });
+  await t.rejects(startServer(model, { port: 0, host: '' }), { code: 'TDM_BAD_ARGUMENT', message: /host/ });
+  await t.rejects(startServer(model, { port: 0, defaults: { temperature: -1 } }), { code: 'TDM_BAD_ARGUMENT', message: /defaults: temperature/ });
+  const port = Number(new URL(server.url).port);
+  await t.rejects(startServer(model, { port }), { code: 'TDM_IO', message: /cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/ });
+});
+
 t.test('close() stops the server', async (t) => {
   const other = await startServer(model, { port: 0 });
   t.equal((await fetch(other.url + '/health')).status, 200);
