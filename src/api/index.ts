@@ -8,6 +8,7 @@ export { describeModel, type ModelDescription, type ModelHyperparams } from '../
 export type {
   ChatMessage,
   ChatOptions,
+  CpuKernelsOption,
   DeviceOption,
   GenerateOptions,
   Generation,

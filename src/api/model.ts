@@ -28,6 +28,7 @@ import { physicalCoreCount } from './threads.js';
 import type {
   ChatMessage,
   ChatOptions,
+  CpuKernelsOption,
   GenerateOptions,
   Generation,
   DeviceOption,
@@ -49,7 +50,7 @@ const DEFAULT_MAX_QUEUED = 1024;
 const DEFAULT_OUTPUT_BUFFER = 256;
 
 const LOAD_OPTIONS = new Set([
-  'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
+  'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
   'experts',
@@ -63,6 +64,26 @@ const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'policy', 'tp
 const GPU_KV_SHARE = 0.9;
 /** Device share of a kvCacheBytes/kvCacheFraction budget when a device is present and kvDeviceFraction is not given. */
 const DEFAULT_DEVICE_FRACTION = 0.5;
+
+const CPU_KERNELS: readonly CpuKernelsOption[] = ['auto', 'avx512', 'avx2', 'ref'];
+
+/** The CPU kernel set a load runs: the one asked for, or for 'auto' the best this processor has. */
+function resolveCpuKernels(where: string, requested: unknown): Exclude<CpuKernelsOption, 'auto'> {
+  const kernels = requested ?? 'auto';
+  if (!(CPU_KERNELS as readonly unknown[]).includes(kernels)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: cpuKernels must be one of ${CPU_KERNELS.map((k) => `'${k}'`).join(', ')}, got ${String(requested)}`);
+  }
+  // Ascending: 'ref', then the instruction sets this build and processor run.
+  const available = native()
+    .backendOps.ids()
+    .filter((id) => id.startsWith('cpu:') && !id.includes('+'))
+    .map((id) => id.slice('cpu:'.length)) as Exclude<CpuKernelsOption, 'auto'>[];
+  if (kernels === 'auto') return available[available.length - 1] ?? 'ref';
+  if (!available.includes(kernels as Exclude<CpuKernelsOption, 'auto'>)) {
+    throw new TandemError('TDM_UNSUPPORTED', `${where}: cpuKernels '${String(kernels)}' are not available on this processor or build (it runs ${available.join(', ')})`);
+  }
+  return kernels as Exclude<CpuKernelsOption, 'auto'>;
+}
 
 /** The device options, checked: what the native load gets and which policy runs. */
 interface DevicePlan {
@@ -182,6 +203,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (kvType !== 'f16' && kvType !== 'q8_0') {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvType must be 'f16' or 'q8_0', got ${String(kvType)}`);
   }
+  const cpuKernels = resolveCpuKernels(where, options.cpuKernels);
   const maxSequences = checkNumber(where, 'maxSequences', options.maxSequences, 4, { min: 1, max: 4096, integer: true });
   const prefillChunk = checkNumber(where, 'prefillChunkTokens', options.prefillChunkTokens, DEFAULT_PREFILL_CHUNK, { min: 1, integer: true });
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
@@ -262,6 +284,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     nativeModel = await native().loadModel(path, {
       hparams: hp,
       threads,
+      ...(options.cpuKernels !== undefined && options.cpuKernels !== 'auto' ? { cpuVariant: cpuKernels } : {}),
       kvBlockTokens,
       kvType,
       kvBlocks: schedulerConfig.numBlocks,
@@ -296,7 +319,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         try {
           const c = options.profile === 'quick'
             ? { ...(await calibrateExperts(nativeModel, QUICK_EXPERT_GRID)), source: 'quick' as const }
-            : await calibrateCached(nativeModel, hp, { threads, kvBlockTokens, deviceThreads: options.deviceThreads }, options);
+            : await calibrateCached(nativeModel, hp, { threads, cpuKernels, kvBlockTokens, deviceThreads: options.deviceThreads }, options);
           nativeModel.setExpertCost(c.cost);
           expertsInfo.calibration = { source: c.source, cost: c.cost, errors: c.errors };
           if ('file' in c) expertsInfo.calibration.file = c.file;
@@ -315,7 +338,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         policy = { name: dev.policy, cost: r.model };
         profile = { source: 'quick', errors: r.errors };
       } else {
-        const base = profileKey(hp, { threads, placement, kvBlockTokens, kvType, deviceThreads: options.deviceThreads });
+        const base = profileKey(hp, { threads, cpuKernels, placement, kvBlockTokens, kvType, deviceThreads: options.deviceThreads });
         // Expert policies with the same device bytes still run their steps differently.
         const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
         const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
@@ -342,6 +365,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     contextSize,
     trainContextSize: hp.nCtxTrain,
     threads,
+    cpuKernels,
     backends: [...nativeModel.info.backends],
     kvBlockTokens,
     numKvBlocks: budget.numBlocks.device + budget.numBlocks.host,
@@ -367,7 +391,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 async function calibrateCached(
   nativeModel: NativeModel,
   hp: ModelDescription['hparams'],
-  run: { threads: number; kvBlockTokens: number; deviceThreads: number | undefined },
+  run: { threads: number; cpuKernels: string; kvBlockTokens: number; deviceThreads: number | undefined },
   options: LoadModelOptions,
 ): Promise<ExpertCalibration & { source: 'cache' | 'calibrated'; file: string }> {
   const base = profileKey(hp, { ...run, placement: nativeModel.placement });

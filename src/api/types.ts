@@ -53,6 +53,12 @@ export interface LoadModelOptions {
   outputBufferTokens?: number;
   /** Called with the fraction of weights loaded, 0 to 1. */
   onProgress?: (fraction: number) => void;
+  /**
+   * The CPU kernels: 'auto' (default) runs the best set this processor supports; 'avx512',
+   * 'avx2' or 'ref' (scalar reference) pick one, to compare them or to work around a problem.
+   * A set the processor lacks is TDM_UNSUPPORTED. Results agree across sets to float rounding.
+   */
+  cpuKernels?: CpuKernelsOption;
   /** The device beside the CPU. Default 'none': the single-device CPU path. */
   device?: DeviceOption;
   /** Threads of the 'cpu-standin' device (only with it). Default 1. */
@@ -91,6 +97,9 @@ export interface LoadModelOptions {
    */
   experts?: ExpertsOption;
 }
+
+/** The CPU kernel sets (LoadModelOptions.cpuKernels). */
+export type CpuKernelsOption = 'auto' | 'avx512' | 'avx2' | 'ref';
 
 /** Where a MoE model's routed experts live with a device (LoadModelOptions.experts). */
 export type ExpertsOption = 'stacks' | 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}`;
@@ -207,6 +216,8 @@ export interface ModelInfo {
   /** Context the model was trained with. */
   trainContextSize: number;
   threads: number;
+  /** The CPU kernel set in use: 'avx512', 'avx2' or 'ref'. */
+  cpuKernels: Exclude<CpuKernelsOption, 'auto'>;
   /** Compute backends the native model uses, e.g. ['cpu']. */
   backends: string[];
   kvBlockTokens: number;

@@ -190,12 +190,16 @@ export interface ProfileKey {
   model: string;
 }
 
-export function profileKey(hp: ModelHyperparams, info: { threads: number; placement: NativeModel['placement']; kvBlockTokens: number; kvType?: 'f16' | 'q8_0'; deviceThreads?: number }): ProfileKey {
+export function profileKey(
+  hp: ModelHyperparams,
+  info: { threads: number; cpuKernels?: string; placement: NativeModel['placement']; kvBlockTokens: number; kvType?: 'f16' | 'q8_0'; deviceThreads?: number },
+): ProfileKey {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const threads = info.deviceThreads === undefined ? '' : ` x${info.deviceThreads} threads`;
   const device = info.placement.device ? `${info.placement.device}: ${info.placement.deviceName}${threads}` : 'no device';
+  const kernels = info.cpuKernels === undefined ? '' : ` ${info.cpuKernels}`;
   return {
-    machine: `${cpu} x${info.threads} threads | ${device} | build ${nativeBuildId()}`,
+    machine: `${cpu} x${info.threads} threads${kernels} | ${device} | build ${nativeBuildId()}`,
     model:
       `${hp.architecture} L${hp.nLayer} E${hp.nEmbd} H${hp.nHead}/${hp.nHeadKv} d${hp.headDim}/${hp.headDimV} ff${hp.nFf} ` +
       `x${hp.nExpert}/${hp.nExpertUsed} V${hp.nVocab} | weights ${info.placement.deviceBytes} on device, ${info.placement.hostBytes} in host RAM | block ${info.kvBlockTokens} kv ${info.kvType ?? 'f16'}`,

@@ -76,4 +76,7 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   // stories260K's heads of 8 are not whole q8_0 blocks: the refusal shows that the flag arrives.
   await t.rejects(run(['-m', STORIES, '--kv-type', 'q8_0', 'x']), { code: 'TDM_UNSUPPORTED', message: /q8_0/ }, '--kv-type reaches loadModel');
   await t.rejects(run(['-m', STORIES, '--kv-type', 'q4', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /kvType/ });
+  const ref = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--cpu-kernels', 'ref', 'Once upon a time']);
+  t.ok(CONTINUATION.startsWith(ref.stdout.trimEnd()) && ref.stdout.length > 30, `--cpu-kernels ref gives the same text: ${JSON.stringify(ref.stdout)}`);
+  await t.rejects(run(['-m', STORIES, '--cpu-kernels', 'neon', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /cpuKernels/ }, '--cpu-kernels reaches loadModel');
 });

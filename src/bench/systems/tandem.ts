@@ -28,6 +28,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
       for (const [k, v] of Object.entries(extra)) details[k] = typeof v === 'object' ? JSON.stringify(v) : String(v);
       Object.assign(details, {
         backends: info.backends.join(','),
+        cpuKernels: info.cpuKernels,
         kvBlockTokens: info.kvBlockTokens,
         kvType: info.kvType,
         numKvBlocks: info.numKvBlocks,

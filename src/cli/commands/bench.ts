@@ -42,6 +42,7 @@ const OPTIONS = {
   out: { type: 'string', short: 'o' },
   cache: { type: 'string' },
   device: { type: 'string' },
+  'cpu-kernels': { type: 'string' },
   'device-threads': { type: 'string' },
   'device-weight-mib': { type: 'string' },
   'kv-device-mib': { type: 'string' },
@@ -92,6 +93,9 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
                             ~/.cache/tandem/models)
       --quick               a small model and short workloads: under two minutes
   -h, --help                this help
+
+      --cpu-kernels K       tandem's CPU kernels: auto (default), avx512, avx2 or ref
+                            (llama.cpp keeps its own choice)
 
   tandem's device beside the CPU (applies to every tandem system):
       --device KIND         none, auto, gpu, cpu-standin (a CPU posing as the device:
@@ -178,6 +182,11 @@ export function tandemOptionsFromFlags(values: Record<string, unknown>): TandemE
     out.profile = v.profile as (typeof PROFILE_MODES)[number];
   }
   if (v['profile-dir'] !== undefined) out.profileCacheDir = v['profile-dir'];
+  const kernels = v['cpu-kernels'];
+  if (kernels !== undefined) {
+    if (!['auto', 'avx512', 'avx2', 'ref'].includes(kernels)) throw usageError(`--cpu-kernels: unknown '${kernels}' (known: auto, avx512, avx2, ref)`);
+    out.cpuKernels = kernels as TandemExtraOptions['cpuKernels'];
+  }
   return out;
 }
 

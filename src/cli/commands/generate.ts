@@ -12,6 +12,7 @@ import { createProgressBar } from '../progress.js';
 export const SHARED_OPTIONS = {
   model: { type: 'string', short: 'm' },
   threads: { type: 'string', short: 't' },
+  'cpu-kernels': { type: 'string' },
   'ctx-size': { type: 'string', short: 'c' },
   'kv-type': { type: 'string' },
   device: { type: 'string' },
@@ -34,6 +35,7 @@ export const SHARED_OPTIONS = {
 
 export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -t, --threads N           CPU threads (default: physical cores)
+      --cpu-kernels K       auto (default: the best this processor runs), avx512, avx2 or ref
   -c, --ctx-size N          tokens of context per sequence (default: the model's, at most 4096)
       --kv-type T           KV cache: f16 (default) or q8_0 (47% less memory; CPU only, as
                             llama.cpp's -ctk q8_0 -ctv q8_0)
@@ -101,8 +103,9 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   const deviceWeightMib = toNumber('device-weight-mib', values['device-weight-mib']);
   if (threads !== undefined) options.threads = threads;
   if (contextSize !== undefined) options.contextSize = contextSize;
-  // Device and policy names are checked by loadModel, with its messages.
+  // Device, policy and kernel names are checked by loadModel, with its messages.
   if (values.device !== undefined) options.device = values.device as LoadModelOptions['device'];
+  if (values['cpu-kernels'] !== undefined) options.cpuKernels = values['cpu-kernels'] as LoadModelOptions['cpuKernels'];
   if (values.policy !== undefined) options.policy = values.policy as LoadModelOptions['policy'];
   if (values.experts !== undefined) options.experts = values.experts as LoadModelOptions['experts'];
   if (values['kv-type'] !== undefined) options.kvType = values['kv-type'] as LoadModelOptions['kvType'];
