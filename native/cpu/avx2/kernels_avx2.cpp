@@ -55,14 +55,6 @@ inline int32_t bsum_dot(const uint8_t* q8k, __m256i coef) {
   return hsum_i32(_mm256_madd_epi16(load256(q8k + 4 + kQK_K), coef));
 }
 
-// q4_K mins of sub-blocks 2c and 2c+1 against their activation sums (q8_K group sums 4c..4c+3),
-// one term per pair as llama.cpp's repacked q4_K gemm takes them.
-inline int32_t q4k_pair_mins(const uint8_t* q8k, const uint8_t* mn, int c) {
-  int16_t g[4];
-  std::memcpy(g, q8k + 4 + kQK_K + 8 * c, sizeof g);
-  return int32_t(mn[2 * c]) * (g[0] + g[1]) + int32_t(mn[2 * c + 1]) * (g[2] + g[3]);
-}
-
 // q6_K's offset of 32 per lane, as llama.cpp's vec_dot takes it: lane k starts at
 // -32 * (scale[2k] * sum[2k] + scale[2k+1] * sum[2k+1]) over the q8_K group sums.
 inline __m256i q6k_offset_lanes(const uint8_t* x, const uint8_t* q8k) {
@@ -75,6 +67,74 @@ inline __m256i q4k_mins16(const uint8_t* mn) {
   alignas(32) int16_t m[16];
   for (int j = 0; j < 8; ++j) m[2 * j] = m[2 * j + 1] = int16_t(mn[j]);
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+// A Q4_K block's 8 sub-block scales (sm[0..7]) and mins (sm[8..15]) from its 12 packed bytes,
+// all at once with 32-bit masks (as llama.cpp's vec_dot unpacks them): the same values as
+// unpack_scale_min_k4, in a dozen integer operations instead of a few per sub-block.
+inline void q4k_scales_mins(const uint8_t* packed, uint8_t sm[16]) {
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins_lo = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins_lo;
+  u[0] &= kLow6;
+  std::memcpy(sm, u, 16);
+}
+
+// Lane i: the sum of v_i's 8 int32 lanes (integer sums: exact in any order).
+inline __m128i hsum4_i32(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+// q4_K sub-block pairs c = 0..3 of a block against one q8_K block, as floats in lanes c: the
+// scaled pair sums, and the mins of sub-blocks 2c and 2c+1 against their activation sums (q8_K
+// group sums 4c..4c+3), one term per pair as llama.cpp's repacked q4_K gemm takes them.
+struct Q4KPairs {
+  __m128 sums, mins;
+};
+inline Q4KPairs q4k_pairs(const __m256i (&q)[8], const __m256i (&s)[8], const uint8_t* q8k, __m256i mins16) {
+  const uint8_t* q8 = q8k + 4;
+  __m256i sumi[4];
+  for (int c = 0; c < 4; ++c)
+    sumi[c] = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c], load256(q8 + 64 * c)), s[2 * c]),
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c + 1], load256(q8 + 64 * c + 32)), s[2 * c + 1]));
+  // Lane j of m: min j times its two group sums; adjacent lanes add to the pair's term.
+  const __m256i m = _mm256_madd_epi16(load256(q8k + 4 + kQK_K), mins16);
+  const __m256i pm = _mm256_hadd_epi32(m, m);  // pairs 0, 1 in the low half, 2, 3 in the high
+  const __m128i pairs_min = _mm_unpacklo_epi64(_mm256_castsi256_si128(pm), _mm256_extracti128_si256(pm, 1));
+  return {_mm_cvtepi32_ps(hsum4_i32(sumi[0], sumi[1], sumi[2], sumi[3])), _mm_cvtepi32_ps(pairs_min)};
+}
+
+// The block's unpacked levels (low and high nibbles per 32-byte chunk) and scale vectors.
+struct Q4KBlock {
+  __m256i q[8], s[8];
+  __m256i mins16;
+};
+inline void q4k_block(const uint8_t* x, Q4KBlock* b) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  alignas(16) uint8_t sm[16];
+  q4k_scales_mins(x + 4, sm);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i q4 = load256(x + 16 + 32 * c);
+    b->q[2 * c] = _mm256_and_si256(q4, low4);
+    b->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
+    b->s[2 * c] = _mm256_set1_epi16(sm[2 * c]);
+    b->s[2 * c + 1] = _mm256_set1_epi16(sm[2 * c + 1]);
+  }
+  const __m128i mins8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8));
+  b->mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
+}
+
+// acc = fma(pair c, d, acc) for c = 0..3 in order, one rounding each (llama.cpp's order).
+inline float fma_lanes_in_order(__m128 v, float d, float acc) {
+  alignas(16) float f[4];
+  _mm_store_ps(f, v);
+  for (int c = 0; c < 4; ++c) acc = std::fma(f[c], d, acc);
+  return acc;
 }
 
 // 32 signed int8 products summed in pairs of pairs: 8 int32 lanes (dot_i8: as floats).
@@ -181,27 +241,16 @@ float vec_dot_q4_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
   const uint8_t* x = static_cast<const uint8_t*>(w);
   const uint8_t* y = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK_K;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   float acc = 0.0f, acc_min = 0.0f;
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ4_K), y += sizeof(BlockQ8_K)) {
     const float dy = f32_at(y);
     const float d = f16_at(x) * dy;
     const float dmin = f16_at(x + 2) * dy;
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
-    const uint8_t* qs = x + 16;
-    const uint8_t* q8 = y + 4;
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q4 = load256(qs + 32 * c);
-      const __m256i lo = _mm256_and_si256(q4, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(q8 + 64 * c));
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(q8 + 64 * c + 32));
-      const __m256i sumi = _mm256_add_epi32(_mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])),
-                                            _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
-      acc = std::fma(float(hsum_i32(sumi)), d, acc);
-      acc_min = std::fma(float(q4k_pair_mins(y, mn, c)), dmin, acc_min);
-    }
+    Q4KBlock blk;
+    q4k_block(x, &blk);
+    const Q4KPairs p = q4k_pairs(blk.q, blk.s, y, blk.mins16);
+    acc = fma_lanes_in_order(p.sums, d, acc);
+    acc_min = fma_lanes_in_order(p.mins, dmin, acc_min);
   }
   return acc - acc_min;
 }
@@ -343,29 +392,17 @@ void vec_dot4_q4_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   const uint8_t* x = static_cast<const uint8_t*>(w);
   const uint8_t* ab = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK_K;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   float acc[4] = {0, 0, 0, 0}, acc_min[4] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ4_K)) {
     const float d = f16_at(x), dmin = f16_at(x + 2);
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, x + 4, &sc[j], &mn[j]);
-    __m256i q[8], s[8];
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q4 = load256(x + 16 + 32 * c);
-      q[2 * c] = _mm256_and_si256(q4, low4);
-      q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
-      s[2 * c] = _mm256_set1_epi16(sc[2 * c]);
-      s[2 * c + 1] = _mm256_set1_epi16(sc[2 * c + 1]);
-    }
+    Q4KBlock blk;
+    q4k_block(x, &blk);
     for (int j = 0; j < 4; ++j) {
       const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
       const float dy = f32_at(y);
-      for (int c = 0; c < 4; ++c) {
-        const __m256i sumi = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c], load256(y + 4 + 64 * c)), s[2 * c]),
-                                              _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * c + 1], load256(y + 36 + 64 * c)), s[2 * c + 1]));
-        acc[j] = std::fma(float(hsum_i32(sumi)), d * dy, acc[j]);
-        acc_min[j] = std::fma(float(q4k_pair_mins(y, mn, c)), dmin * dy, acc_min[j]);
-      }
+      const Q4KPairs p = q4k_pairs(blk.q, blk.s, y, blk.mins16);
+      acc[j] = fma_lanes_in_order(p.sums, d * dy, acc[j]);
+      acc_min[j] = fma_lanes_in_order(p.mins, dmin * dy, acc_min[j]);
     }
   }
   for (int j = 0; j < 4; ++j) out[j] = acc[j] - acc_min[j];
