@@ -42,4 +42,5 @@ t.test('usage errors', async (t) => {
   await t.rejects(command.run(['-m', STORIES, '--parallel', '0']), { code: 'TDM_BAD_ARGUMENT', message: /--parallel/ });
   await t.rejects(command.run(['-m', STORIES, 'extra']), { code: 'TDM_BAD_ARGUMENT', message: /unexpected argument 'extra'/ });
   await t.rejects(command.run(['-m', STORIES, '--bogus']), { code: 'TDM_BAD_ARGUMENT', message: /Unknown option/ });
+  await t.rejects(command.run(['-m', '/no/such.gguf', '--temp=-2']), { code: 'TDM_BAD_ARGUMENT', message: /temperature/ }, 'sampling flags are checked before the model loads');
 });

@@ -2,6 +2,7 @@
 // or SIGTERM. The sampling flags set the defaults a request's fields override.
 import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
+import { resolveGenerateOptions } from '../../api/options.js';
 import { startServer } from '../../server/index.js';
 import type { Command } from '../command.js';
 import { generateOptionsFrom, loadOptionsFrom, loadWithProgress, parseFlags, SHARED_HELP, SHARED_OPTIONS, usageError } from './generate.js';
@@ -51,6 +52,8 @@ export const command: Command = {
     const port = integerFlag('port', values.port, 0, 65535) ?? 8080;
     const parallel = integerFlag('parallel', values.parallel, 1, 1024);
     const defaults = generateOptionsFrom(values, 0);
+    // Checked before the load, which can take a while (no flag sets token ids, so any vocabulary will do).
+    resolveGenerateOptions('serve', defaults, Number.MAX_SAFE_INTEGER, new Set());
     const model = await loadWithProgress(values.model, { ...loadOptionsFrom(values), ...(parallel ? { maxSequences: parallel } : {}) });
     const name = values.name ?? path.basename(values.model).replace(/\.gguf$/i, '');
     let server;
