@@ -179,7 +179,7 @@ const Kernels& kernels_ref();
 // The table for a variant name ("ref", "avx2", "avx512"), or nullptr when this build or this
 // processor lacks it. A null or empty name picks the best one the processor supports.
 const Kernels* kernels_for(const char* variant);
-// Variant names usable on this machine, best last (e.g. {"ref", "avx2", "avx512+pack",
+// Variant names usable on this machine, best last (e.g. {"ref", "avx2+pack", "avx2", "avx512+pack",
 // "avx512"}). "<isa>+pack" is the <isa> table with every matmul weight packed on each call
 // (the backend otherwise packs only weights in read-only file mappings, once), so the tests
 // hold the packed kernels against the reference on weights they build in memory.

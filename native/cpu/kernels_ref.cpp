@@ -104,6 +104,7 @@ struct Tables {
     if (avx2_ok) {
       avx2.isa = "avx2";
       fill_kernels_avx2(avx2);
+      names[n_names++] = "avx2+pack";
       names[n_names++] = "avx2";
     }
 #endif

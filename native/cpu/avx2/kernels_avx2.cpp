@@ -16,6 +16,7 @@
 
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
+#include "cpu/packed_common.h"
 #include "cpu/quants.h"
 
 namespace tdm::cpu {
@@ -692,6 +693,117 @@ void to_float_f16_avx2(const void* src, float* dst, int64_t n) {
 }
 
 
+// ---- packed q4_K (kernels.h PackedOps; the group layout in packed_common.h): the AVX-512
+// kernel's arithmetic (KK4 in that file) on each 8-row half of a group's 64-byte vectors.
+// VPDPBUSD becomes VPMADDUBSW into int16 (a sub-block's 32 products of 4-bit levels and int8
+// activations stay within 8 * 2 * 15 * 128 = 30720) and one VPMADDWD by the sub-block scale;
+// the integers are the same, and so are the float operations, so both kernels give the same
+// bits as llama.cpp's repacked q4_K gemm order.
+
+// q8_K activations in the packed format (ActQ8_K): the reference quants, then the sums.
+void quantize_act_q8_K_avx2(const float* x, int64_t n, uint8_t* act) {
+  const int64_t nbk = n / kQK_K;
+  float* d = reinterpret_cast<float*>(act + ActQ8_K::off_d(n));
+  int32_t* msum = reinterpret_cast<int32_t*>(act + ActQ8_K::off_m(n));
+  int32_t* gsum = reinterpret_cast<int32_t*>(act + ActQ8_K::off_g(n));
+  for (int64_t b = 0; b < nbk; ++b) {
+    BlockQ8_K q;
+    quantize_row_q8_K_ref(x + b * kQK_K, &q, kQK_K);
+    std::memcpy(act + b * kQK_K, q.qs, kQK_K);
+    d[b] = q.d;
+    const int16_t* bs = q.bsums;
+    for (int p = 0; p < 4; ++p) {
+      const int32_t s0 = bs[4 * p] + bs[4 * p + 1], s1 = bs[4 * p + 2] + bs[4 * p + 3];
+      msum[4 * b + p] = int32_t((uint32_t(s0) & 0xFFFFu) | (uint32_t(s1) << 16));
+    }
+    for (int k = 0; k < 8; ++k) gsum[8 * b + k] = int32_t((uint32_t(int32_t(bs[2 * k])) & 0xFFFFu) | (uint32_t(int32_t(bs[2 * k + 1])) << 16));
+  }
+}
+
+struct KK4Avx2 {
+  using L = K4Layout<false>;
+  static constexpr int kMaxT = 2;
+
+  // Packed scale byte plane k (of 12) of super-block s, for the 8 rows of half h.
+  static __m128i scale_bytes(const uint8_t* g, int64_t nbk, int64_t s, int k, int h) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + L::off_sc(nbk) + s * 192 + 16 * k + 8 * h));
+  }
+  // Sub-block j's 6-bit scale in both int16 halves of each row's int32 lane.
+  static __m256i sub_scale16(const uint8_t* g, int64_t nbk, int64_t s, int j, int h) {
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    auto B = [&](int k) { return scale_bytes(g, nbk, s, k, h); };
+    const __m128i sc8 = j < 4 ? _mm_and_si128(B(j), m6) : _mm_or_si128(_mm_and_si128(B(j + 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j - 4), 2), m30));
+    const __m256i sc = _mm256_cvtepu8_epi32(sc8);
+    return _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+  }
+  // Mins of sub-blocks 2p and 2p+1 as int16 pairs, against the activation's msum[p].
+  static __m256i min_pair(const uint8_t* g, int64_t nbk, int64_t s, int p, int h) {
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    auto B = [&](int k) { return scale_bytes(g, nbk, s, k, h); };
+    auto mins = [&](int j) {
+      return j < 4 ? _mm_and_si128(B(j + 4), m6) : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j), 2), m30));
+    };
+    return _mm256_or_si256(_mm256_cvtepu8_epi32(mins(2 * p)), _mm256_slli_epi32(_mm256_cvtepu8_epi32(mins(2 * p + 1)), 16));
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
+      __m256 acc[T], accm[T];
+      for (int t = 0; t < T; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
+      for (int64_t s = 0; s < nbk; ++s) {
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 16 * h)));
+        const __m256 dmv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 32 + 16 * h)));
+        __m256 dd[T], dm[T];
+        for (int t = 0; t < T; ++t) {
+          const __m256 da = _mm256_set1_ps(f32_at(act + t * as + od + 4 * s));
+          dd[t] = _mm256_mul_ps(dv, da);
+          dm[t] = _mm256_mul_ps(dmv, da);
+        }
+        for (int p = 0; p < 4; ++p) {
+          __m256i isb[T];
+          for (int t = 0; t < T; ++t) isb[t] = _mm256_setzero_si256();
+          for (int j = 2 * p; j < 2 * p + 2; ++j) {
+            __m256i sum16[T];
+            for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+            for (int i = 0; i < 4; ++i) {
+              const __m256i v = load256(g + ((s * 8 + j) * 4 + i) * 64 + 32 * h);
+              const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+              for (int t = 0; t < T; ++t) {
+                const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+                int32_t a_lo, a_hi;
+                std::memcpy(&a_lo, a + 4 * i, 4);
+                std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+                sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
+                sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+              }
+            }
+            const __m256i scv = sub_scale16(g, nbk, s, j, h);
+            for (int t = 0; t < T; ++t) isb[t] = _mm256_add_epi32(isb[t], _mm256_madd_epi16(sum16[t], scv));
+          }
+          const __m256i mp = min_pair(g, nbk, s, p, h);
+          for (int t = 0; t < T; ++t) {
+            int32_t ms;
+            std::memcpy(&ms, act + t * as + om + 16 * s + 4 * p, 4);
+            const __m256i im = _mm256_madd_epi16(mp, _mm256_set1_epi32(ms));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isb[t]), dd[t], acc[t]);
+            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm[t], accm[t]);
+          }
+        }
+      }
+      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
+      for (int t = 0; t < T; ++t) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, _mm256_sub_ps(acc[t], accm[t]));
+        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
+      }
+    }
+  }
+};
+
 // ---- attention (kernels.h, AttnTask): 8 query rows per vector, as the AVX-512 version does
 // with 16: Q transposed once per task, scores and the online softmax down the positions,
 // then V added row by row.
@@ -1172,6 +1284,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;
   k.to_float[int(GgmlType::F16)] = to_float_f16_avx2;
   k.attention = attention_avx2;
+  k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2>};
   k.swiglu_f32 = swiglu_avx2;
 }
 

@@ -1,0 +1,122 @@
+// What the instruction sets' packed-weight kernels share (see kernels.h, PackedOps): the q4_K /
+// q5_K group layout, the packed q8_K activation row and the tile dispatch. Each kernel file
+// includes it and compiles its own copy with its own flags (internal linkage), so that no
+// AVX-512 code reaches a processor through the AVX2 table.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/kernels.h"
+#include "cpu/quants.h"
+
+namespace tdm::cpu {
+namespace {
+
+constexpr int64_t G = kPackRows;
+
+inline size_t round64(size_t n) { return (n + 63) & ~size_t(63); }
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+
+// ---- tile dispatch: a kernel's tile<T> for T = 1..MaxT tokens, chosen at run time.
+
+template <typename K, int T>
+struct TileTable {
+  static void run(int nt, const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    if (nt == T) K::template tile<T>(g, n, act, as, y, ys, valid);
+    else TileTable<K, T - 1>::run(nt, g, n, act, as, y, ys, valid);
+  }
+};
+template <typename K>
+struct TileTable<K, 0> {
+  static void run(int, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t) {}
+};
+
+// Token tiles outside, groups inside: a tile's activations stay in L1 while the task's
+// groups (a few tens of KB) stream from L2.
+template <typename K>
+void gemm_packed(const uint8_t* groups, size_t gb, int64_t n_groups, int64_t n_rows, int64_t n_cols, const uint8_t* act,
+                 size_t as, int64_t n_tokens, float* y, int64_t ys) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += K::kMaxT) {
+    const int nt = int(std::min<int64_t>(K::kMaxT, n_tokens - t0));
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t valid = std::min<int64_t>(G, n_rows - g * G);
+      TileTable<K, K::kMaxT>::run(nt, groups + size_t(g) * gb, n_cols, act + size_t(t0) * as, as, y + t0 * ys + g * G, ys,
+                                  valid);
+    }
+  }
+}
+
+// q8_K (weights q4_K, q5_K, q6_K): exactly quantize_row_q8_K_ref (llama.cpp's x86 build uses
+// the reference), plus what the packed kernels read per super-block:
+//   [qs: n int8][d: nbk float][msum: 4 nbk int32][gsum: 8 nbk int32]
+// msum[p] packs the 32-element sums of sub-blocks 2p and 2p+1 as two int16 (for the q4_K and
+// q5_K mins, through VPDPWSSD); gsum[k] packs the 16-element group sums 2k and 2k+1 the same
+// way (q6_K's offset of 32, taken per lane as llama.cpp takes it).
+struct ActQ8_K {
+  static size_t off_d(int64_t n) { return round64(size_t(n)); }
+  static size_t off_m(int64_t n) { return off_d(n) + round64(size_t(n / kQK_K) * 4); }
+  static size_t off_g(int64_t n) { return off_m(n) + round64(size_t(n / kQK_K) * 16); }
+  static size_t bytes(int64_t n) { return off_g(n) + round64(size_t(n / kQK_K) * 32); }
+};
+
+// ==== q4_K / q5_K: per super-block, quants [8 sub-blocks][4][64] (vector (j, i): elements
+// 32j+4i.. in the low nibbles, 32j+16+4i.. in the high ones); fifth bits (q5_K) [8][8]
+// uint64; d and dmin [32] fp16; the 12 packed scale bytes [12][16] (byte k of every row).
+// Planes: quants for all super-blocks, then bits, then d/dmin, then scales.
+
+// The unsigned 4-bit level of element e of a q4_K/q5_K super-block (without the fifth bit).
+inline uint32_t k4_nibbles4(const uint8_t* qs, int e) {
+  // Four consecutive elements e..e+3 (e % 4 == 0, inside one 32-element half) as four bytes.
+  const uint32_t w = load_u32(qs + 32 * (e / 64) + (e % 32));
+  return (e % 64) < 32 ? (w & 0x0F0F0F0Fu) : ((w >> 4) & 0x0F0F0F0Fu);
+}
+
+template <bool kHigh>
+struct K4Layout {
+  static constexpr size_t kBlockSrc = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  static constexpr size_t kQsAt = kHigh ? 48 : 16;
+  static size_t off_bits(int64_t nbk) { return size_t(nbk) * 2048; }
+  static size_t off_d(int64_t nbk) { return off_bits(nbk) + (kHigh ? size_t(nbk) * 512 : 0); }
+  static size_t off_sc(int64_t nbk) { return off_d(nbk) + size_t(nbk) * 64; }
+  static size_t bytes(int64_t n) { return round64(off_sc(n / kQK_K) + size_t(n / kQK_K) * 192); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    uint64_t* bits = reinterpret_cast<uint64_t*>(dst + off_bits(nbk));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = row + s * kBlockSrc;
+        std::memcpy(dst + off_d(nbk) + s * 64 + r * 2, blk, 2);
+        std::memcpy(dst + off_d(nbk) + s * 64 + 32 + r * 2, blk + 2, 2);
+        for (int k = 0; k < 12; ++k) dst[off_sc(nbk) + s * 192 + k * 16 + r] = blk[4 + k];
+        const uint8_t* qs = blk + kQsAt;
+        for (int j = 0; j < 8; ++j) {
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t lo = k4_nibbles4(qs, 32 * j + 4 * i), hi = k4_nibbles4(qs, 32 * j + 16 + 4 * i);
+            store_u32(dst + ((s * 8 + j) * 4 + i) * 64 + r * 4, lo | (hi << 4));
+            if (kHigh) {
+              const uint8_t* qh = blk + 16;
+              uint64_t blo = 0, bhi = 0;
+              for (int m = 0; m < 4; ++m) {
+                blo |= uint64_t((qh[4 * i + m] >> j) & 1) << m;
+                bhi |= uint64_t((qh[16 + 4 * i + m] >> j) & 1) << m;
+              }
+              bits[(s * 8 + j) * 8 + 2 * i] |= blo << (4 * r);
+              bits[(s * 8 + j) * 8 + 2 * i + 1] |= bhi << (4 * r);
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace tdm::cpu
