@@ -720,6 +720,9 @@ void quantize_act_q8_K_avx2(const float* x, int64_t n, uint8_t* act) {
   }
 }
 
+// How far ahead the packed kernels prefetch a group's quants (as the AVX-512 kernels do).
+constexpr int64_t kPackedPrefetchBytes = 4096;
+
 struct KK4Avx2 {
   using L = K4Layout<false>;
   static constexpr int kMaxT = 2;
@@ -770,6 +773,8 @@ struct KK4Avx2 {
             __m256i sum16[T];
             for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
             for (int i = 0; i < 4; ++i) {
+              // Decode streams each group once: the first half's pass asks for the lines ahead.
+              if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPackedPrefetchBytes), _MM_HINT_T0);
               const __m256i v = load256(g + ((s * 8 + j) * 4 + i) * 64 + 32 * h);
               const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
               for (int t = 0; t < T; ++t) {
@@ -798,6 +803,98 @@ struct KK4Avx2 {
       for (int t = 0; t < T; ++t) {
         alignas(32) float out[8];
         _mm256_store_ps(out, _mm256_sub_ps(acc[t], accm[t]));
+        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
+      }
+    }
+  }
+};
+
+// ---- packed q6_K (layout K6Layout): the AVX-512 kernel's arithmetic (KQ6_K there, llama.cpp's
+// q6_K vec_dot order: eight int lanes per super-block, each scaled by its 16-element group,
+// the offset of 32 taken per lane) on 8-row halves. The loops run chunk by chunk (c outer, the
+// eight 32-element parts inside), so that only the two int lanes of chunk c live in registers;
+// the order of the integer sums does not matter and the float operations are unchanged.
+struct KQ6Avx2 {
+  using L = K6Layout;
+  static constexpr int kMaxT = 4;
+
+  // Group grp's int8 scales of the half's 8 rows.
+  static __m128i group_scales(const uint8_t* g, int64_t nbk, int64_t s, int grp, int h) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + L::off_sc(nbk) + s * 256 + 16 * grp + 8 * h));
+  }
+  // Scales a and b of each row as an int16 pair in its int32 lane.
+  static __m256i scale_pairs(__m128i a, __m128i b) { return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b)); }
+  // Top two bits of chunk c moved to bits 4..5 of every byte.
+  static __m256i top(__m256i hb, int c) {
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    switch (c) {
+      case 0: return _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30);
+      case 1: return _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30);
+      case 2: return _mm256_and_si256(hb, m30);
+      default: return _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30);
+    }
+  }
+  // 8 float lanes of one output in the fixed order of lanes_sum in the AVX-512 file.
+  static __m256 lanes_sum(const __m256 (&l)[8]) {
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6])),
+                         _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7])));
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
+      __m256 acc[T][8];
+      for (int t = 0; t < T; ++t)
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
+      for (int64_t s = 0; s < nbk; ++s) {
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h)));
+        __m256 d[T];
+        for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
+        for (int c = 0; c < 4; ++c) {
+          __m256i lane_lo[T], lane_hi[T];
+          for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
+          for (int j = 0; j < 8; ++j) {
+            if (h == 0 && c == 0) {
+              _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + kPackedPrefetchBytes), _MM_HINT_T0);
+              _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + 128 + kPackedPrefetchBytes), _MM_HINT_T0);
+              _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+            }
+            const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128 + 32 * h;
+            const __m256i v = load256(g + (s * 8 + j) * 256 + 64 * c + 32 * h);
+            const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(load256(hbp), c));
+            const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(load256(hbp + 64), c));
+            const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
+            const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
+            for (int t = 0; t < T; ++t) {
+              const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+              int32_t a_lo, a_hi;
+              std::memcpy(&a_lo, a + 4 * c, 4);
+              std::memcpy(&a_hi, a + 16 + 4 * c, 4);
+              lane_lo[t] = _mm256_add_epi32(lane_lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
+              lane_hi[t] = _mm256_add_epi32(lane_hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
+            }
+          }
+          // The offset of 32 of lanes c and 4 + c, then their floats.
+          const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
+          const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
+          for (int t = 0; t < T; ++t) {
+            int32_t g_lo, g_hi;
+            std::memcpy(&g_lo, act + t * as + og + 32 * s + 4 * c, 4);
+            std::memcpy(&g_hi, act + t * as + og + 32 * s + 4 * (4 + c), 4);
+            const __m256i il = _mm256_sub_epi32(lane_lo[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
+            const __m256i ih = _mm256_sub_epi32(lane_hi[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
+            acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(il), acc[t][c]);
+            acc[t][4 + c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(ih), acc[t][4 + c]);
+          }
+        }
+      }
+      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
+      for (int t = 0; t < T; ++t) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, lanes_sum(acc[t]));
         std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
       }
     }
@@ -1285,6 +1382,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.to_float[int(GgmlType::F16)] = to_float_f16_avx2;
   k.attention = attention_avx2;
   k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2>};
+  k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.swiglu_f32 = swiglu_avx2;
 }
 

@@ -649,54 +649,6 @@ struct KK4 {
   }
 };
 
-// ==== q6_K: per super-block, low nibbles [8][4][64] as q4_K's; top two bits [8][2][64]:
-// vector (j, 0) holds, at bits 2c..2c+1 of byte (row, m), element 32j+4c+m (c < 4), and
-// vector (j, 1) element 32j+16+4c+m; scales [16 groups][16] int8; d [16] fp16.
-
-struct K6Layout {
-  static size_t off_hb(int64_t nbk) { return size_t(nbk) * 2048; }
-  static size_t off_sc(int64_t nbk) { return off_hb(nbk) + size_t(nbk) * 1024; }
-  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 256; }
-  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
-  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
-    const int64_t nbk = n / kQK_K;
-    std::memset(dst, 0, bytes(n));
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const uint8_t* row = src + size_t(r) * rb;
-      for (int64_t s = 0; s < nbk; ++s) {
-        const uint8_t* blk = row + s * sizeof(BlockQ6_K);
-        const uint8_t* ql = blk;
-        const uint8_t* qh = blk + 128;
-        uint8_t q[kQK_K];
-        for (int h = 0; h < 2; ++h) {
-          for (int l = 0; l < 32; ++l) {
-            q[128 * h + l] = uint8_t((ql[64 * h + l] & 0x0F) | (((qh[32 * h + l] >> 0) & 3) << 4));
-            q[128 * h + l + 32] = uint8_t((ql[64 * h + l + 32] & 0x0F) | (((qh[32 * h + l] >> 2) & 3) << 4));
-            q[128 * h + l + 64] = uint8_t((ql[64 * h + l] >> 4) | (((qh[32 * h + l] >> 4) & 3) << 4));
-            q[128 * h + l + 96] = uint8_t((ql[64 * h + l + 32] >> 4) | (((qh[32 * h + l] >> 6) & 3) << 4));
-          }
-        }
-        for (int j = 0; j < 8; ++j) {
-          for (int i = 0; i < 4; ++i) {
-            uint8_t* o = dst + ((s * 8 + j) * 4 + i) * 64 + r * 4;
-            for (int m = 0; m < 4; ++m) o[m] = uint8_t((q[32 * j + 4 * i + m] & 0x0F) | ((q[32 * j + 16 + 4 * i + m] & 0x0F) << 4));
-          }
-          for (int h = 0; h < 2; ++h) {
-            uint8_t* o = dst + off_hb(nbk) + ((s * 8 + j) * 2 + h) * 64 + r * 4;
-            for (int m = 0; m < 4; ++m) {
-              uint8_t v = 0;
-              for (int c = 0; c < 4; ++c) v = uint8_t(v | (((q[32 * j + 16 * h + 4 * c + m] >> 4) & 3) << (2 * c)));
-              o[m] = v;
-            }
-          }
-        }
-        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[192 + grp];
-        std::memcpy(dst + off_d(nbk) + s * 32 + r * 2, blk + 208, 2);
-      }
-    }
-  }
-};
-
 // Top two bits of chunk c (of 4) moved to bits 4..5 of every byte.
 template <int C>
 inline __m512i q6_top(__m512i hb) {
