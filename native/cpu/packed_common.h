@@ -166,5 +166,29 @@ struct K6Layout {
   }
 };
 
+// ==== q8_0: quants [nb][8][64] (sign bit flipped), d [nb][16] fp16.
+
+inline size_t group_bytes_q8_0(int64_t n) { return round64(size_t(n / kQK) * (512 + 32)); }
+
+inline void pack_group_q8_0(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+  const int64_t nb = n / kQK;
+  std::memset(dst, 0, group_bytes_q8_0(n));
+  uint8_t* sc = dst + nb * 512;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = src + size_t(r) * rb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + b * sizeof(BlockQ8_0);
+      std::memcpy(sc + (b * G + r) * 2, blk, 2);
+      for (int c = 0; c < 8; ++c) store_u32(dst + (b * 8 + c) * 64 + r * 4, load_u32(blk + 2 + 4 * c) ^ 0x80808080u);
+    }
+  }
+  // Rows past n_rows hold zero scales, so whatever their quants they add nothing.
+}
+
+struct Q8_0Layout {
+  static size_t bytes(int64_t n) { return group_bytes_q8_0(n); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) { pack_group_q8_0(src, rb, n_rows, n, dst); }
+};
+
 }  // namespace
 }  // namespace tdm::cpu

@@ -901,6 +901,54 @@ struct KQ6Avx2 {
   }
 };
 
+// ---- packed q8_0 (layout Q8_0Layout: sign bits flipped, 16 rows per 64-byte vector): the
+// AVX-512 kernel's arithmetic (KQ8_0 there, llama.cpp's eight lanes per row) on 8-row halves.
+// The activations stay in llama.cpp's q8_0 blocks (this file's quantize_row_q8_0_avx2), and
+// the weights get their sign back so that VPMADDUBSW can take |q| against a with q's sign
+// (both within +-127: no saturation), the integer dot the AVX-512 kernel gets with an offset.
+size_t act_bytes_q8_0_avx2(int64_t n) { return round64(size_t(n / kQK) * sizeof(BlockQ8_0)); }
+void quantize_act_q8_0_avx2(const float* x, int64_t n, uint8_t* act) { quantize_row_q8_0_avx2(x, act, n); }
+
+struct KQ8_0Avx2 {
+  static constexpr int kMaxT = 2;
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const uint8_t* sc = g + nb * 512;
+    const __m256i flip = _mm256_set1_epi8(char(0x80));
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
+      __m256 acc[T][8];
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < 8; ++c) acc[t][c] = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h)));
+        __m256 d[T];
+        for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(act + t * as + b * sizeof(BlockQ8_0))));
+        const uint8_t* wq = g + b * 512;
+        for (int c = 0; c < 8; ++c) {
+          if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPackedPrefetchBytes), _MM_HINT_T0);
+          const __m256i q = _mm256_xor_si256(load256(wq + 64 * c + 32 * h), flip);
+          const __m256i aq = _mm256_sign_epi8(q, q);
+          for (int t = 0; t < T; ++t) {
+            int32_t a4;
+            std::memcpy(&a4, act + t * as + b * sizeof(BlockQ8_0) + 2 + 4 * c, 4);
+            const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(_mm256_set1_epi32(a4), q)), ones);
+            acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dot), acc[t][c]);
+          }
+        }
+      }
+      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
+      for (int t = 0; t < T; ++t) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, KQ6Avx2::lanes_sum(acc[t]));
+        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
+      }
+    }
+  }
+};
+
 // ---- attention (kernels.h, AttnTask): 8 query rows per vector, as the AVX-512 version does
 // with 16: Q transposed once per task, scores and the online softmax down the positions,
 // then V added row by row.
@@ -1383,6 +1431,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.attention = attention_avx2;
   k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
+  k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.swiglu_f32 = swiglu_avx2;
 }
 
