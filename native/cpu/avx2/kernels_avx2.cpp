@@ -723,6 +723,13 @@ void quantize_act_q8_K_avx2(const float* x, int64_t n, uint8_t* act) {
 // How far ahead the packed kernels prefetch a group's quants (as the AVX-512 kernels do).
 constexpr int64_t kPackedPrefetchBytes = 4096;
 
+// Stores half h (rows 8h..8h+7) of a group's outputs for one token; only the group's valid rows.
+inline void store_half(float* y, int h, __m256 v, int64_t valid) {
+  alignas(32) float out[8];
+  _mm256_store_ps(out, v);
+  std::memcpy(y + 8 * h, out, size_t(std::min<int64_t>(8, valid - 8 * h)) * sizeof(float));
+}
+
 struct KK4Avx2 {
   using L = K4Layout<false>;
   static constexpr int kMaxT = 2;
@@ -799,12 +806,7 @@ struct KK4Avx2 {
           }
         }
       }
-      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
-      for (int t = 0; t < T; ++t) {
-        alignas(32) float out[8];
-        _mm256_store_ps(out, _mm256_sub_ps(acc[t], accm[t]));
-        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
-      }
+      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, _mm256_sub_ps(acc[t], accm[t]), valid);
     }
   }
 };
@@ -891,12 +893,7 @@ struct KQ6Avx2 {
           }
         }
       }
-      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
-      for (int t = 0; t < T; ++t) {
-        alignas(32) float out[8];
-        _mm256_store_ps(out, lanes_sum(acc[t]));
-        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
-      }
+      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, lanes_sum(acc[t]), valid);
     }
   }
 };
@@ -939,12 +936,7 @@ struct KQ8_0Avx2 {
           }
         }
       }
-      const int64_t rows = std::min<int64_t>(8, valid - 8 * h);
-      for (int t = 0; t < T; ++t) {
-        alignas(32) float out[8];
-        _mm256_store_ps(out, KQ6Avx2::lanes_sum(acc[t]));
-        std::memcpy(y + t * ys + 8 * h, out, size_t(rows) * sizeof(float));
-      }
+      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, KQ6Avx2::lanes_sum(acc[t]), valid);
     }
   }
 };
