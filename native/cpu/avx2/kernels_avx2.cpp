@@ -723,6 +723,13 @@ void quantize_act_q8_K_avx2(const float* x, int64_t n, uint8_t* act) {
 // How far ahead the packed kernels prefetch a group's quants (as the AVX-512 kernels do).
 constexpr int64_t kPackedPrefetchBytes = 4096;
 
+// Eight float lanes of 8 rows' outputs added in the fixed order of lanes_sum in the AVX-512
+// file (llama.cpp's hsum_float_8 order).
+inline __m256 lanes_sum(const __m256 (&l)[8]) {
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6])),
+                       _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7])));
+}
+
 // Stores half h (rows 8h..8h+7) of a group's outputs for one token; only the group's valid rows.
 inline void store_half(float* y, int h, __m256 v, int64_t valid) {
   alignas(32) float out[8];
@@ -836,11 +843,6 @@ struct KQ6Avx2 {
       default: return _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30);
     }
   }
-  // 8 float lanes of one output in the fixed order of lanes_sum in the AVX-512 file.
-  static __m256 lanes_sum(const __m256 (&l)[8]) {
-    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6])),
-                         _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7])));
-  }
 
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
@@ -936,7 +938,7 @@ struct KQ8_0Avx2 {
           }
         }
       }
-      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, KQ6Avx2::lanes_sum(acc[t]), valid);
+      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, lanes_sum(acc[t]), valid);
     }
   }
 };
