@@ -69,7 +69,8 @@
         "native/addon/membw_binding.cpp",
         "native/backend/registry.cpp",
         "native/addon/backend_binding.cpp",
-        "native/addon/backend_ops_binding.cpp"
+        "native/addon/backend_ops_binding.cpp",
+        "native/addon/crash_trace.cpp"
       ]
     }
   ]

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -256,32 +257,79 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, n, kind);
-}
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   std::memset(p, v, n);
   return cudaSuccess;
 }
-// Work runs when it is queued, so streams and events only need to exist.
+// Work runs when it is queued, so streams and events only need to exist. A real driver may crash
+// on a stream or event used after it was destroyed (it did, in SlabStream's drain on an H200),
+// so the emulation tracks the live handles and aborts with a message on such a use.
+namespace {
+std::mutex g_handle_mu;
+std::set<const void*> g_live_handles;
+
+void* new_handle() {
+  void* h = new char(0);
+  std::lock_guard<std::mutex> lock(g_handle_mu);
+  g_live_handles.insert(h);
+  return h;
+}
+
+// Aborts when h is not live; a null stream is the default stream and always valid.
+void check_handle(const void* h, const char* what, bool null_ok) {
+  if (h == nullptr && null_ok) return;
+  std::lock_guard<std::mutex> lock(g_handle_mu);
+  if (g_live_handles.count(h) != 0) return;
+  std::fprintf(stderr, "tandem emu: %s on a %s handle %p\n", what, h == nullptr ? "null" : "destroyed or unknown", h);
+  std::abort();
+}
+
+void delete_handle(void* h, const char* what) {
+  check_handle(h, what, false);
+  {
+    std::lock_guard<std::mutex> lock(g_handle_mu);
+    g_live_handles.erase(h);
+  }
+  delete static_cast<char*>(h);
+}
+}  // namespace
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  check_handle(s, "cudaMemcpyAsync", true);
+  return cudaMemcpy(dst, src, n, kind);
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = reinterpret_cast<cudaStream_t>(new char(0));
+  *s = reinterpret_cast<cudaStream_t>(new_handle());
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
+  delete_handle(s, "cudaStreamDestroy");
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  check_handle(s, "cudaStreamSynchronize", true);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  check_handle(s, "cudaStreamWaitEvent (stream)", true);
+  check_handle(e, "cudaStreamWaitEvent (event)", false);
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = reinterpret_cast<cudaEvent_t>(new char(0));
+  *e = reinterpret_cast<cudaEvent_t>(new_handle());
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<char*>(e);
+  delete_handle(e, "cudaEventDestroy");
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  check_handle(e, "cudaEventRecord (event)", false);
+  check_handle(s, "cudaEventRecord (stream)", true);
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  check_handle(e, "cudaEventSynchronize", false);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }

@@ -8,7 +8,7 @@
 // --simulate-gpu <backend id> --quick runs every section with a CPU backend standing in for the
 // GPU and small shapes, to exercise this script where there is no GPU.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,7 @@ import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseRe
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
-import type { ExpertRun } from './experts-child.js';
+import { EXPERT_RUN_POLICIES, type ExpertRun } from './experts-child.js';
 import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,6 +28,11 @@ const elapsedS = () => (performance.now() - started) / 1000;
 const BUDGET_S = Number(process.env.TANDEM_DEVICE_BUDGET_S ?? 420);
 /** Layers of the Llama-3-8B-shaped model the strategies are timed on (of 32: the file must be written on the device in seconds). */
 const BIG_LAYERS = 8;
+/** The sections to run (TANDEM_DEVICE_SECTIONS, comma-separated; default all), so that a second device run can repeat only what needs it. */
+const SECTIONS = ['ops', 'e2e', 'timing', 'strategies', 'policies', 'experts'] as const;
+const chosen = (process.env.TANDEM_DEVICE_SECTIONS ?? SECTIONS.join(',')).split(',').map((x) => x.trim());
+for (const c of chosen) if (!(SECTIONS as readonly string[]).includes(c)) throw new Error(`TANDEM_DEVICE_SECTIONS: unknown section '${c}' (${SECTIONS.join(', ')})`);
+const want = (section: (typeof SECTIONS)[number]) => chosen.includes(section);
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
@@ -149,7 +154,7 @@ function startChild(script: string, args: string[], timeoutS = 240): Promise<str
     child.on('error', (err) => resolve(`${script}: ${err.message}`));
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve(code === 0 ? null : `${script} exited with ${code ?? signal}${signal === 'SIGKILL' ? ` (killed after ${timeoutS} s)` : ''}: ${stderr.slice(-800)}`);
+      resolve(code === 0 ? null : `${script} exited with ${code ?? signal}${signal === 'SIGKILL' ? ` (killed after ${timeoutS} s)` : ''}: ${stderr.slice(-4000)}`);
     });
   });
 }
@@ -305,7 +310,7 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others.${report.error ? ` Error: ${report.error}` : ''}`, '',
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others. 'dynamic, no prefetch' is 'dynamic' without the prefetch; 'dynamic, cudaHostAlloc' is 'dynamic' with its pinned slabs from cudaHostAlloc rather than mapped on the GPU's NUMA node. Each policy runs in its own process.`, '',
     '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | row hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
@@ -328,6 +333,7 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
     const dev = cal.deviceNote ? `device not timed (${cal.deviceNote})` : `device ${c.gpuFixedUs.toFixed(1)} µs + ${c.gpuUsPerToken.toFixed(2)} µs/row`;
     lines.push(`- batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row; ${dev}; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}`);
   }
+  if (report.error) lines.push('', 'Processes that failed (stderr tail):', '', '```', report.error, '```');
   return [...lines, ''];
 }
 
@@ -373,7 +379,7 @@ async function main(): Promise<void> {
   // The strategy section's model is written in the background while the op cases run.
   const bigSpec: ModelSpec = QUICK ? { preset: 'tiny', type: 'q8_0', seed: 8 } : { preset: 'llama3-8b', nLayer: BIG_LAYERS, type: 'q8_0', seed: 8 };
   const bigFile = path.join(work, 'big.gguf');
-  const bigReady = startChild('make-child.js', [JSON.stringify(bigSpec), bigFile]);
+  const bigReady = want('timing') || want('strategies') || want('policies') ? startChild('make-child.js', [JSON.stringify(bigSpec), bigFile]) : Promise.resolve(null);
   // The expert section's models: random routers (nearly uniform routing), and the same shape
   // with routing skewed as trained routers are (routerSkew 1.1, the simulator's Zipf exponent).
   const moeBase: ModelSpec = QUICK ? { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } : { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 };
@@ -381,12 +387,12 @@ async function main(): Promise<void> {
   const moeModels = [
     { name: `${moeLabel}, random routers`, spec: moeBase, file: path.join(work, 'moe.gguf') },
     { name: `${moeLabel}, routing skewed (routerSkew 1.1)`, spec: { ...moeBase, routerSkew: 1.1 }, file: path.join(work, 'moe-skewed.gguf') },
-  ].map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
+  ].filter(() => want('experts')).map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
 
   // 1. Every op case, then larger shapes.
-  const small = runCases(ops, gpuId, opCases());
+  const small = want('ops') ? runCases(ops, gpuId, opCases()) : [];
   log(`op cases: ${small.filter((r) => r.pass).length}/${small.length} pass`);
-  const large = QUICK ? [] : runCases(ops, gpuId, largeCases());
+  const large = QUICK || !want('ops') ? [] : runCases(ops, gpuId, largeCases());
   log(`large op cases: ${large.filter((r) => r.pass).length}/${large.length} pass`);
   results.opCases = small;
   results.largeOpCases = large;
@@ -403,13 +409,15 @@ async function main(): Promise<void> {
     ['tiny mixtral-style llama MoE q4_0', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'q4_0', seed: 7 }],
   ];
   let executorOnGpu = false;
+  // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.
+  if (!want('e2e')) specs.splice(1);
   for (const [name, spec] of specs) {
     if (elapsedS() > BUDGET_S) break;
     const file = path.join(work, `${name.replace(/\s+/g, '-')}.gguf`);
     try {
       await makeModel(spec, file);
       const c = runChild(file, 'cpu', path.join(work, 'cpu.json'), false, false);
-      for (const mode of ['gpu', 'split', 'host-kv'] as const) {
+      for (const mode of want('e2e') ? (['gpu', 'split', 'host-kv'] as const) : (['gpu'] as const)) {
         const g = runChild(file, mode, path.join(work, `${mode}.json`), false, Boolean(simulate));
         if (typeof g === 'string' || typeof c === 'string') {
           e2e.push({ model: name, mode, status: 'error', detail: typeof g === 'string' ? g : (c as string) });
@@ -436,29 +444,36 @@ async function main(): Promise<void> {
   // 3. Timings, GPU against CPU on this machine in this run.
   const rows: TimingRow[] = [];
   const estimates: Record<string, unknown>[] = [];
-  timeMatmuls(ops, gpuId, cpuId, rows, estimates);
-  timeAttention(ops, gpuId, cpuId, rows);
-  let e2eTiming: Record<string, unknown> | string = 'not run (out of time)';
-  let strategies: StrategyReport | string = 'not run (out of time)';
-  let policies: PolicyReport[] | string = 'not run (out of time)';
+  if (want('timing')) {
+    timeMatmuls(ops, gpuId, cpuId, rows, estimates);
+    timeAttention(ops, gpuId, cpuId, rows);
+  }
+  const notRun = (section: (typeof SECTIONS)[number]) => (want(section) ? 'not run (out of time)' : 'not chosen (TANDEM_DEVICE_SECTIONS)');
+  let e2eTiming: Record<string, unknown> | string = notRun('timing');
+  let strategies: StrategyReport | string = notRun('strategies');
+  let policies: PolicyReport[] | string = notRun('policies');
   const bigName = QUICK ? 'tiny llama q8_0' : `Llama-3-8B shapes, ${BIG_LAYERS} of 32 layers, q8_0`;
   const bigError = await bigReady;
   if (bigError) {
     e2eTiming = strategies = `model not written: ${bigError}`;
   } else if (executorOnGpu && elapsedS() < BUDGET_S) {
     // Whole model on the device against the CPU alone: a long prefill and decode steps.
-    const g = runChild(bigFile, 'gpu', path.join(work, 'gpu-t.json'), true, Boolean(simulate));
-    const c = runChild(bigFile, 'cpu', path.join(work, 'cpu-t.json'), true, false);
-    e2eTiming = { model: bigName, gpu: typeof g === 'string' ? g : g.timing, cpu: typeof c === 'string' ? c : c.timing };
-    log(`e2e timing done`);
+    if (want('timing')) {
+      const g = runChild(bigFile, 'gpu', path.join(work, 'gpu-t.json'), true, Boolean(simulate));
+      const c = runChild(bigFile, 'cpu', path.join(work, 'cpu-t.json'), true, false);
+      e2eTiming = { model: bigName, gpu: typeof g === 'string' ? g : g.timing, cpu: typeof c === 'string' ? c : c.timing };
+      log(`e2e timing done`);
+    }
     // The strategies under a capped device KV: the device holds deviceSeqs' KV, the host the rest.
     const regimes: Regime[] = QUICK
       ? [{ context: 64, deviceSeqs: 2, hostSeqs: 2 }]
       : [{ context: 1024, deviceSeqs: 16, hostSeqs: 16 }, { context: 2048, deviceSeqs: 8, hostSeqs: 24 }, { context: 512, deviceSeqs: 32, hostSeqs: 8 }];
     const outFile = path.join(work, 'strategies.json');
-    const err = await startChild('strategy-child.js', [bigFile, outFile, JSON.stringify(regimes), ...(simulate ? ['--device', 'cpu-standin'] : [])], 120);
-    strategies = err ?? (JSON.parse(readFileSync(outFile, 'utf8')) as StrategyReport);
-    log(`strategies: ${typeof strategies === 'string' ? strategies : 'done'}`);
+    if (want('strategies')) {
+      const err = await startChild('strategy-child.js', [bigFile, outFile, JSON.stringify(regimes), ...(simulate ? ['--device', 'cpu-standin'] : [])], 120);
+      strategies = err ?? (JSON.parse(readFileSync(outFile, 'utf8')) as StrategyReport);
+      log(`strategies: ${typeof strategies === 'string' ? strategies : 'done'}`);
+    }
     // The policies serving one batch of requests through the public API, device KV capped to a
     // third of them: decode-heavy (APEX's regime), then long prompts where CPU attention is dear.
     const kvPerToken = QUICK ? 2 * 2 * 64 * 4 : BIG_LAYERS * 8 * 128 * 4;
@@ -468,8 +483,8 @@ async function main(): Promise<void> {
           { policies: ['gpu-only', 'pipeline', 'overlap', 'auto'], requests: 48, promptTokens: 512, maxTokens: 128, kvDeviceBytes: 0, kvHostBytes: 0 },
           { policies: ['gpu-only', 'overlap', 'auto'], requests: 32, promptTokens: 1536, maxTokens: 64, kvDeviceBytes: 0, kvHostBytes: 0 },
         ];
-    policies = [];
-    for (const [i, w] of workloads.entries()) {
+    if (want('policies')) policies = [];
+    for (const [i, w] of want('policies') ? workloads.entries() : []) {
       if (elapsedS() > BUDGET_S) break;
       const perRequest = (w.promptTokens + w.maxTokens + 32) * kvPerToken;
       w.kvDeviceBytes = Math.ceil(w.requests / 3) * perRequest;
@@ -478,7 +493,7 @@ async function main(): Promise<void> {
       const err = await startChild('policy-child.js', [bigFile, policyFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
       const report: PolicyReport = existsSync(policyFile) ? (JSON.parse(readFileSync(policyFile, 'utf8')) as PolicyReport) : { workload: w, runs: [], error: err ?? 'no report' };
       if (err) report.error = err;
-      policies.push(report);
+      (policies as PolicyReport[]).push(report);
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
     }
   }
@@ -493,16 +508,30 @@ async function main(): Promise<void> {
       // with a PCIe-class link (25 GB/s) and the CPU's expert rate (50 GFLOP/s a core).
       const budget = Math.floor(statSync(moe.file).size * 0.4);
       const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
-      const outFile = path.join(work, `experts-${i}.json`);
-      const err = await startChild('experts-child.js', [moe.file, outFile, String(budget), String(nStar), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
-      report = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertsReport) : (err ?? 'no report');
-      if (err && typeof report !== 'string') report.error = err;
-      log(`experts (${moe.name}): ${err ?? 'done'}`);
+      // One process per policy: a crash costs that policy's numbers, and its stderr says where.
+      const runs: ExpertRun[] = [];
+      const errors: string[] = [];
+      for (const policy of EXPERT_RUN_POLICIES) {
+        if (elapsedS() > BUDGET_S) break;
+        const outFile = path.join(work, `experts-${i}.json`);
+        rmSync(outFile, { force: true });
+        const err = await startChild('experts-child.js', [moe.file, outFile, String(budget), String(nStar), policy, ...(simulate ? ['--device', 'cpu-standin'] : [])], 90);
+        const got: ExpertRun[] = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertRun[]) : [];
+        runs.push(...got);
+        for (const batch of [1, 16]) {
+          if (err && !got.some((r) => r.batch === batch)) runs.push({ policy, batch, budgetBytes: budget, error: err.split('\n')[0]!.slice(0, 120) });
+        }
+        if (err) errors.push(`${policy}: ${err}`);
+        log(`experts (${moe.name}) ${policy}: ${err ?? 'done'}`);
+      }
+      report = { budgetBytes: budget, nStar, runs, ...(errors.length > 0 ? { error: errors.join('\n') } : {}) };
     }
     experts.push({ name: moe.name, report });
   }
   results.experts = experts;
 
+  // The profiles the policies were fitted on, for the cost model's later study.
+  if (existsSync(path.join(work, 'profiles'))) cpSync(path.join(work, 'profiles'), path.join(outDir, 'profiles'), { recursive: true });
   rmSync(work, { recursive: true, force: true });
   results.timings = { matmulAndAttention: rows, estimates, endToEnd: e2eTiming };
   results.strategies = strategies;

@@ -38,6 +38,8 @@ export interface PolicyRun {
   /** Mean step time and its phases (µs per step, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
   stepUsMean: number;
   phaseUsMean: Record<string, number>;
+  /** Every step: [strategy, device-KV seqs, host-KV seqs, seqs with CPU attention, tokens, measured µs, predicted µs or -1], to see where predictions miss. */
+  stepTrace: [string, number, number, number, number, number, number][];
 }
 
 function percentile(xs: number[], p: number): number {
@@ -54,8 +56,10 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
     const nVocab = model.info.nVocab;
     let numSteps = 0, totalUs = 0;
     const phaseUs: Record<string, number> = {};
+    const stepTrace: PolicyRun['stepTrace'] = [];
     const off = model.onStep((s) => {
       numSteps++;
+      stepTrace.push([s.strategy, s.sequences.device, s.sequences.host, s.cpuAttention, s.tokens, Math.round(s.totalUs), Math.round(s.predictedUs ?? -1)]);
       totalUs += s.totalUs;
       for (const [k, v] of Object.entries(s.phaseUs)) phaseUs[k] = (phaseUs[k] ?? 0) + v;
     });
@@ -84,6 +88,7 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       profileSource: model.info.profile?.source ?? 'none',
       stepUsMean: numSteps > 0 ? totalUs / numSteps : 0,
       phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numSteps > 0 ? v / numSteps : 0])),
+      stepTrace,
     };
   } finally {
     await model.dispose();

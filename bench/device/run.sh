@@ -15,6 +15,8 @@ node=node
 if [ -f .device/node.xz ]; then
   xz -dc .device/node.xz > /tmp/tandem-node && chmod +x /tmp/tandem-node && node=/tmp/tandem-node
 fi
+# A native crash in any child prints its stack (module+offset) into the log (native/addon/crash_trace.cpp).
+export TANDEM_CRASH_TRACE=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not available" > "$out/nvidia-smi.txt"
 UV_THREADPOOL_SIZE=16 "$node" .device/js/bench/device/gpu-check.js --out "$out" 2>&1 | tee "$out/log.txt"
 exit "${PIPESTATUS[0]}"

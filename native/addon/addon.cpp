@@ -10,6 +10,7 @@ void register_model(Napi::Env env, Napi::Object exports);
 void register_membw(Napi::Env env, Napi::Object exports);
 void register_backends(Napi::Env env, Napi::Object exports);
 void register_backend_ops(Napi::Env env, Napi::Object exports);
+void register_crash_trace(Napi::Env env, Napi::Object exports);
 }  // namespace tdm::addon
 
 static Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -21,6 +22,7 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   tdm::addon::register_membw(env, exports);
   tdm::addon::register_backends(env, exports);
   tdm::addon::register_backend_ops(env, exports);
+  tdm::addon::register_crash_trace(env, exports);
   return exports;
 }
 

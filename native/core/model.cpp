@@ -198,6 +198,9 @@ Model::~Model() {
     const tdm_backend_iface& f = device_owned_->fn();
     tdm_backend_ctx* c = device_owned_->ctx();
     if (f.synchronize != nullptr) (void)f.synchronize(c);
+    // The expert offload goes once the queues have drained (copies read its host slabs until
+    // then) and before the streams and events below: its slab stream drains on expert_stream_.
+    experts_.reset();
     if (compute_done_ != nullptr) f.event_destroy(c, compute_done_);
     if (copy_done_ != nullptr) f.event_destroy(c, copy_done_);
     if (copy_stream_ != nullptr) f.stream_destroy(c, copy_stream_);
@@ -206,8 +209,7 @@ Model::~Model() {
     if (routing_copied_ != nullptr) f.event_destroy(c, routing_copied_);
     if (expert_stream_ != nullptr) f.stream_destroy(c, expert_stream_);
   }
-  // After the device's queues drained: copies may read the host slabs until then.
-  experts_.reset();
+  experts_.reset();  // with no device (nothing above ran)
   // Staging memory may belong to the device's allocator: free it while the device lives.
   for (BatchBuffers& b : batches_)
     for (HostBuffer* h : {&b.hq, &b.hk, &b.hv, &b.hout, &b.h_ids, &b.h_w, &b.h_x, &b.h_xc, &b.h_yc, &b.h_cids, &b.h_ones, &b.h_up, &b.h_defer}) h->reset();

@@ -94,6 +94,8 @@ export interface ExpertMeasureOptions extends NativeExpertOptions {
   cpuVariant?: string;
   /** 'dynamic' with neither nStar nor costs given: calibrate the expert costs on the loaded model first (calibrate.ts) and choose by the makespan rule. */
   calibrate?: boolean;
+  /** Called as the measurement passes each stage (loaded, calibrated, prefill, decode step n): where a crash happened. */
+  onStage?: (stage: string) => void;
 }
 
 export interface ExpertMeasurement {
@@ -149,12 +151,15 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
   if (o.cpuVariant !== undefined) cfg.cpuVariant = o.cpuVariant;
   const experts = nativeExpertConfig(o);
   if (experts) cfg.experts = experts;
+  const stage = o.onStage ?? (() => {});
   const m = await native().loadModel(modelPath, cfg);
+  stage('loaded');
   try {
     let calibration: ExpertCalibration | undefined;
     if (o.calibrate && o.policy === 'dynamic' && o.nStar === undefined && !o.linearCost && !o.cost) {
-      calibration = await calibrateExperts(m);
+      calibration = await calibrateExperts(m, undefined, (f) => stage(`calibrating ${(100 * f).toFixed(0)}%`));
       m.setExpertCost(calibration.cost);
+      stage('calibrated');
     }
     const nVocab = m.info.nVocab;
     const pos: number[] = [];
@@ -166,8 +171,10 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
     for (let i = 0; i <= o.batch; i++) pos.push(0);
     const warm = Array.from({ length: o.promptTokens }, (_, t) => 1 + ((t * 7727) % (nVocab - 1)));
     await m.step({ strategy: 'gpu-only', copies: [], sequences: [seq(o.batch, warm)] });
+    stage('warm-up prefill');
     let plan: StepPlan = { strategy: 'gpu-only', copies: [], sequences: prompts.map((p, i) => seq(i, p)) };
     const pre = await m.step(plan);
+    stage('prefill');
     const prefillUs = pre.totalUs;
     let last = pre.sequences.map((s) => s.token);
     for (let i = 0; i < o.batch; i++) pos[i] = o.promptTokens;
@@ -177,6 +184,7 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
     for (let step = 0; step < o.warmupSteps + o.decodeSteps; step++) {
       plan = { strategy: 'gpu-only', copies: [], sequences: last.map((tok, i) => seq(i, [tok])) };
       const r = await m.step(plan);
+      stage(`decode step ${step}`);
       last = r.sequences.map((s) => s.token);
       for (let i = 0; i < o.batch; i++) pos[i]!++;
       if (step < o.warmupSteps) continue;
