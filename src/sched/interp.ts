@@ -11,9 +11,8 @@ function checkKnots(name: string, xs: readonly number[]): void {
   }
 }
 
-/** The knot interval around x: index i (so x sits between xs[i] and xs[i+1]) and the weight t of xs[i+1], unclamped. */
-function bracket(xs: readonly number[], x: number): { i: number; t: number } {
-  if (xs.length === 1) return { i: 0, t: 0 };
+/** The knot interval around x (two knots or more): i such that x sits between xs[i] and xs[i+1], the end intervals beyond them. */
+function bracketIndex(xs: readonly number[], x: number): number {
   let lo = 0;
   let hi = xs.length - 1;
   if (x <= xs[0]!) hi = 1;
@@ -25,7 +24,19 @@ function bracket(xs: readonly number[], x: number): { i: number; t: number } {
       else hi = mid;
     }
   }
-  return { i: lo, t: (x - xs[lo]!) / (xs[lo + 1]! - xs[lo]!) };
+  return lo;
+}
+
+/** The weight of xs[i+1] at x in interval i, unclamped. */
+function weightIn(xs: readonly number[], i: number, x: number): number {
+  return (x - xs[i]!) / (xs[i + 1]! - xs[i]!);
+}
+
+/** The knot interval around x: index i (so x sits between xs[i] and xs[i+1]) and the weight t of xs[i+1], unclamped. */
+function bracket(xs: readonly number[], x: number): { i: number; t: number } {
+  if (xs.length === 1) return { i: 0, t: 0 };
+  const i = bracketIndex(xs, x);
+  return { i, t: weightIn(xs, i, x) };
 }
 
 const clamp01 = (t: number) => Math.min(1, Math.max(0, t));
@@ -63,7 +74,8 @@ export class PiecewiseLinear {
 
   at(x: number): number {
     if (this.xs.length === 1) return Math.max(0, this.ys[0]!);
-    const { i, t } = bracket(this.xs, x);
+    const i = bracketIndex(this.xs, x);
+    const t = weightIn(this.xs, i, x);
     return Math.max(0, this.ys[i]! + t * (this.ys[i + 1]! - this.ys[i]!));
   }
 
@@ -127,11 +139,25 @@ export class Bilinear {
     return new Bilinear(j.xs, j.ys, j.values);
   }
 
+  // Policies price many placements a step: this allocates nothing (the sum in observe's order of knots).
   at(x: number, y: number): number {
-    const a = this.axis(this.xs, x);
-    const b = this.axis(this.ys, y);
+    const twoX = this.xs.length > 1;
+    const twoY = this.ys.length > 1;
+    const i = twoX ? bracketIndex(this.xs, x) : 0;
+    const j = twoY ? bracketIndex(this.ys, y) : 0;
+    const tx = twoX ? weightIn(this.xs, i, x) : 0;
+    const ty = twoY ? weightIn(this.ys, j, y) : 0;
+    const wx0 = twoX ? 1 - tx : 1;
+    const wy0 = twoY ? 1 - ty : 1;
+    const row0 = this.values[i]!;
     let z = 0;
-    for (const [i, wi] of a) for (const [j, wj] of b) z += wi * wj * this.values[i]![j]!;
+    z += wx0 * wy0 * row0[j]!;
+    if (twoY) z += wx0 * ty * row0[j + 1]!;
+    if (twoX) {
+      const row1 = this.values[i + 1]!;
+      z += tx * wy0 * row1[j]!;
+      if (twoY) z += tx * ty * row1[j + 1]!;
+    }
     return Math.max(0, z);
   }
 

@@ -71,13 +71,50 @@ interface SideTime {
   transferUs: number;
 }
 
-function sideTime(l: Load, cost: CostModel): SideTime {
-  const deviceUs = l.gpuPrefillUs + (l.gpuDecodes > 0 ? cost.deviceAttentionUs(l.gpuDecodes, l.gpuDecodeContext / l.gpuDecodes) : 0);
-  const cpuUs = l.cpuPrefillUs + (l.cpuDecodes > 0 ? cost.cpuAttentionUs(l.cpuDecodes, l.cpuDecodeContext / l.cpuDecodes) : 0);
+function deviceSideUs(l: Load, cost: CostModel): number {
+  return l.gpuPrefillUs + (l.gpuDecodes > 0 ? cost.deviceAttentionUs(l.gpuDecodes, l.gpuDecodeContext / l.gpuDecodes) : 0);
+}
+
+function cpuSideUs(l: Load, cost: CostModel): number {
+  return l.cpuPrefillUs + (l.cpuDecodes > 0 ? cost.cpuAttentionUs(l.cpuDecodes, l.cpuDecodeContext / l.cpuDecodes) : 0);
+}
+
+function transferSideUs(l: Load, cost: CostModel): number {
   const sh = cost.shape;
   // Per layer: q, k and v down in three copies, the output up in one.
-  const transferUs = l.cpuRows > 0 ? sh.nLayer * (3 * cost.copyUs((l.cpuRows * sh.qkvBytesPerToken) / 3) + cost.copyUs(l.cpuRows * sh.outBytesPerToken)) : 0;
-  return { tokens: l.tokens, deviceUs, cpuUs, transferUs };
+  return l.cpuRows > 0 ? sh.nLayer * (3 * cost.copyUs((l.cpuRows * sh.qkvBytesPerToken) / 3) + cost.copyUs(l.cpuRows * sh.outBytesPerToken)) : 0;
+}
+
+function sideTime(l: Load, cost: CostModel): SideTime {
+  return { tokens: l.tokens, deviceUs: deviceSideUs(l, cost), cpuUs: cpuSideUs(l, cost), transferUs: transferSideUs(l, cost) };
+}
+
+/**
+ * The forward pass of predictLoads('pipeline', b0, b1) alone, allocating nothing: what the
+ * load-aware split compares for each host decode (the strategy's factor, sampling and swaps
+ * are the same on both sides of that comparison).
+ */
+export function pipelinePassUs(b0: Load, b1: Load, cost: CostModel): number {
+  if (b0.tokens > 0 && b1.tokens > 0) {
+    const dev0 = cost.linearUs(b0.tokens) + deviceSideUs(b0, cost);
+    const dev1 = cost.linearUs(b1.tokens) + deviceSideUs(b1, cost);
+    const cpu0 = cpuSideUs(b0, cost) + transferSideUs(b0, cost);
+    const cpu1 = cpuSideUs(b1, cost) + transferSideUs(b1, cost);
+    return Math.max(dev0, cpu1) + Math.max(dev1, cpu0);
+  }
+  // One side empty: predictLoads merges them, and the merge is the other side.
+  const l = b0.tokens > 0 ? b0 : b1;
+  if (l.tokens === 0) return 0;
+  return cost.linearUs(l.tokens) + Math.max(deviceSideUs(l, cost), cpuSideUs(l, cost) + transferSideUs(l, cost));
+}
+
+/** Adds (sign 1) or takes back (sign -1) one host decode at `context` in a load, in place: exact, as every term is a whole number. */
+export function shiftCpuDecode(load: Load, context: number, sign: 1 | -1): void {
+  load.tokens += sign;
+  load.seqs += sign;
+  load.cpuRows += sign;
+  load.cpuDecodes += sign;
+  load.cpuDecodeContext += sign * context;
 }
 
 /** A predicted step, in microseconds. */
@@ -111,7 +148,11 @@ function factorOf(cost: CostModel, strategy: Strategy): number {
 function finish(strategy: Strategy, t: Omit<StepTime, 'stepUs' | 'factor' | 'samplingUs'>, seqs: number, cost: CostModel): StepTime {
   const factor = t.passUs > 0 ? factorOf(cost, strategy) : 1;
   const samplingUs = seqs > 0 ? (cost.samplingUs?.(seqs) ?? 0) : 0;
-  return { ...t, stepUs: factor * t.passUs + samplingUs + t.copiesUs, factor, samplingUs };
+  // Fields listed, not spread: policies make thousands of these a step.
+  return {
+    stepUs: factor * t.passUs + samplingUs + t.copiesUs, linearUs: t.linearUs, deviceAttentionUs: t.deviceAttentionUs, cpuAttentionUs: t.cpuAttentionUs,
+    transferUs: t.transferUs, copiesUs: t.copiesUs, exposedCpuUs: t.exposedCpuUs, passUs: t.passUs, factor, samplingUs,
+  };
 }
 
 /** The predicted step of one batch (`b1` absent or empty) or two pipelined sub-batches, with `copyBlocks` KV blocks swapped first. */

@@ -3,8 +3,10 @@
 import t from 'tap';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { autoPolicy, gpuOnlyPolicy, loadAwareSplit, overlapPolicy, pipelinePolicy } from '../../src/sched/policies/index.js';
-import type { KvView, PolicyInput, RequestView } from '../../src/sched/policy.js';
-import { predictStep } from '../../src/sched/step-time.js';
+import { loadAwareLoads } from '../../src/sched/policies/pipeline.js';
+import { work, type KvView, type PolicyInput, type RequestView } from '../../src/sched/policy.js';
+import { flatDeviceCost } from './fake-cost.js';
+import { pipelinePassUs, predictLoads, predictStep } from '../../src/sched/step-time.js';
 import { Rng } from '../../src/sched/sim/workload.js';
 
 /** Costs in µs: linear work flat up to 64 rows (memory-bound), attention proportional to the KV read. */
@@ -233,4 +235,25 @@ t.test('auto sends a new request to host RAM only if it pays for its CPU prefill
   const running = [...dev, ...host];
   t.same(autoPolicy(input(running, slowCpu, { waiting: waiting(), kv: full })).admit, [], 'auto: not to host');
   t.same(overlapPolicy(input(running, slowCpu, { waiting: waiting(), kv: full })).admit.map((a) => a.tier), ['host'], 'overlap (the marginal rule alone) would');
+});
+
+t.test('the load-aware split prices its sub-batches as predictStep does the split it returns (200 random situations)', async (t) => {
+  const rng = new Rng(17);
+  const cost = flatDeviceCost(0.05, 1 << 16);
+  let checked = 0;
+  for (let i = 0; i < 200; i++) {
+    const req = (seqId: number, tier: 'device' | 'host'): RequestView => ({
+      seqId, tier, context: 1 + Math.floor(rng.next() * 3000), newTokens: rng.next() < 0.1 ? 1 + Math.floor(rng.next() * 300) : 1,
+      numBlocks: 1, deferredSteps: 0, arrival: seqId,
+    });
+    const dev = Array.from({ length: Math.floor(rng.next() * 12) }, (_, k) => req(k, 'device'));
+    const host = Array.from({ length: Math.floor(rng.next() * 20) }, (_, k) => req(100 + k, 'host'));
+    const byId = new Map([...dev, ...host].map((r) => [r.seqId, r]));
+    const { split, b0, b1 } = loadAwareLoads(dev, host, cost);
+    const viaSeqs = predictStep('pipeline', split.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost).stepUs;
+    if (predictLoads('pipeline', b0, b1, cost).stepUs !== viaSeqs) t.fail(`situation ${i}: ${predictLoads('pipeline', b0, b1, cost).stepUs} != ${viaSeqs}`);
+    if (Math.abs(pipelinePassUs(b0, b1, cost) - predictLoads('pipeline', b0, b1, cost).passUs) > 1e-9) t.fail(`situation ${i}: pass times differ`);
+    checked++;
+  }
+  t.equal(checked, 200);
 });

@@ -16,7 +16,7 @@ import {
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
-import { loadAwareSplit } from './pipeline.js';
+import { loadAwareLoads } from './pipeline.js';
 
 /** Host subsets weighed: all sizes up to this many, then an even spread of sizes. */
 const MAX_SUBSETS = 24;
@@ -76,8 +76,8 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     }
     const overlapSeqs = [...devSeqs, ...included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }))];
     take('overlap', overlapSeqs, included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
-    const split = loadAwareSplit(dev, included, cost);
-    take('pipeline', split, included.length, predictStep('pipeline', split.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost), load.tokens);
+    const split = loadAwareLoads(dev, included, cost);
+    take('pipeline', split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
   }
   const meeting = plans.filter((p) => p.c.meetsSlo);
   const pool = meeting.length > 0 ? meeting : plans;
@@ -95,10 +95,9 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const stepWith = (hs: readonly RequestView[]): { stepUs: number; perUs: number } => {
     const n = dev.length + hs.length;
     if (hs.length === 0) return { stepUs: shortest, perUs: n / Math.max(shortest, 1e-9) };
-    const all = new Map([...live, ...hs].map((x) => [x.seqId, x]));
     const over = predictStep('overlap', [...dev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))], cost).stepUs;
-    const split = loadAwareSplit(dev, hs, cost);
-    const pipe = predictStep('pipeline', split.map((s) => work(all.get(s.seqId)!, s.attention, s.subBatch)), cost).stepUs;
+    const split = loadAwareLoads(dev, hs, cost);
+    const pipe = predictLoads('pipeline', split.b0, split.b1, cost).stepUs;
     const stepUs = Math.min(over, pipe);
     return { stepUs, perUs: n / stepUs };
   };

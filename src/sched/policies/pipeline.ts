@@ -8,7 +8,7 @@
 // sequences alone, the step runs GPU-only and the host sequences wait (NEO's mode choice),
 // for a few steps at most.
 import type { CostModel } from '../cost-model.js';
-import { addWork, emptyLoad, predictLoads, predictStep } from '../step-time.js';
+import { addWork, emptyLoad, pipelinePassUs, predictLoads, predictStep, shiftCpuDecode, type Load } from '../step-time.js';
 import {
   admitInOrder, asHostDecode, candidate, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
@@ -17,6 +17,11 @@ import { hybridMoves } from './overlap.js';
 
 /** Load-aware split of `host` sequences beside the device-side sequences `dev`: host prefills in 0, each host decode (longest first) in the sub-batch that predicts the shorter step. */
 export function loadAwareSplit(dev: readonly RequestView[], host: readonly RequestView[], cost: CostModel): SeqDecision[] {
+  return loadAwareLoads(dev, host, cost).split;
+}
+
+/** loadAwareSplit with its sub-batches' loads, which predictLoads prices as predictStep would the split. */
+export function loadAwareLoads(dev: readonly RequestView[], host: readonly RequestView[], cost: CostModel): { split: SeqDecision[]; b0: Load; b1: Load } {
   const out: SeqDecision[] = dev.map((r) => ({ seqId: r.seqId, attention: 'gpu', subBatch: 0 }));
   const b0 = emptyLoad();
   const b1 = emptyLoad();
@@ -26,15 +31,19 @@ export function loadAwareSplit(dev: readonly RequestView[], host: readonly Reque
     out.push({ seqId: r.seqId, attention: 'cpu', subBatch: 0 });
   }
   const decodes = host.filter((r) => r.newTokens === 1).sort((a, b) => b.context - a.context || a.arrival - b.arrival);
+  // auto prices many host subsets a step: the comparison runs on pass times, in place.
   for (const r of decodes) {
-    const w = work(r, 'cpu');
-    const t0 = predictLoads('pipeline', addWork({ ...b0 }, w, cost), b1, cost).stepUs;
-    const t1 = predictLoads('pipeline', b0, addWork({ ...b1 }, w, cost), cost).stepUs;
+    shiftCpuDecode(b0, r.context, 1);
+    const t0 = pipelinePassUs(b0, b1, cost);
+    shiftCpuDecode(b0, r.context, -1);
+    shiftCpuDecode(b1, r.context, 1);
+    const t1 = pipelinePassUs(b0, b1, cost);
+    shiftCpuDecode(b1, r.context, -1);
     const sub: 0 | 1 = t1 <= t0 ? 1 : 0;
-    addWork(sub === 0 ? b0 : b1, w, cost);
+    shiftCpuDecode(sub === 0 ? b0 : b1, r.context, 1);
     out.push({ seqId: r.seqId, attention: 'cpu', subBatch: sub });
   }
-  return out;
+  return { split: out, b0, b1 };
 }
 
 export function pipelinePolicy(input: PolicyInput): StepDecision {
