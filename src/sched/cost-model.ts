@@ -215,6 +215,18 @@ class DeviceScales {
   }
 }
 
+/**
+ * A prefill attention table at x query-key products: beyond the last knot, no less than the
+ * last knot's time per product (attention work grows with the products, and the profiled
+ * prompts are shorter than the chunks a long prompt's prefill runs at its later positions).
+ */
+function atLeastProportional(t: PiecewiseLinear, x: number): number {
+  const last = t.xs.length - 1;
+  const y = t.at(x);
+  const xl = t.xs[last]!;
+  return x > xl && xl > 0 ? Math.max(y, (t.ys[last]! * x) / xl) : y;
+}
+
 /** The cost model over profiled tables (see the profiler), refitted online. */
 export class TableCostModel implements CostModel {
   readonly shape: CostShape;
@@ -263,7 +275,7 @@ export class TableCostModel implements CostModel {
   }
 
   prefillAttentionUs(tokens: number, context: number): number {
-    return tokens > 0 ? this.prefillAttention.at(prefillProducts(tokens, context)) : 0;
+    return tokens > 0 ? atLeastProportional(this.prefillAttention, prefillProducts(tokens, context)) : 0;
   }
 
   /** The learned factors on the linear and device-attention tables (1 and 1 until an asynchronous device's gpu-only steps were seen). */
@@ -276,7 +288,7 @@ export class TableCostModel implements CostModel {
   }
 
   cpuPrefillAttentionUs(tokens: number, context: number): number {
-    return tokens > 0 ? this.cpuPrefillAttention.at(prefillProducts(tokens, context)) : 0;
+    return tokens > 0 ? atLeastProportional(this.cpuPrefillAttention, prefillProducts(tokens, context)) : 0;
   }
 
   copyUs(bytes: number): number {
@@ -438,9 +450,9 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
     shape,
     linear: PiecewiseLinear.fit(linear.map((m) => ({ x: m.tokens, y: m.us }))).toJSON(),
     deviceAttention: Bilinear.fit(dev.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
-    prefillAttention: PiecewiseLinear.fit(pre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
+    prefillAttention: PiecewiseLinear.fitNondecreasing(pre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
     cpuAttention: Bilinear.fit(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
-    cpuPrefillAttention: PiecewiseLinear.fit(cpuPre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
-    copy: PiecewiseLinear.fit(copy.map((m) => ({ x: m.bytes, y: m.us }))).toJSON(),
+    cpuPrefillAttention: PiecewiseLinear.fitNondecreasing(cpuPre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
+    copy: PiecewiseLinear.fitNondecreasing(copy.map((m) => ({ x: m.bytes, y: m.us }))).toJSON(),
   });
 }

@@ -68,6 +68,30 @@ export class PiecewiseLinear {
     return new PiecewiseLinear(xs, xs.map((x) => mean(by.get(x)!)));
   }
 
+  /**
+   * fit for a quantity that cannot shrink as x grows (work by size): the knots' means pooled
+   * where they decrease (pool-adjacent-violators, weighted by samples), so that one noisy
+   * timing cannot bend the table, or its extension beyond the last knot, downward.
+   */
+  static fitNondecreasing(samples: readonly { x: number; y: number }[]): PiecewiseLinear {
+    const by = new Map<number, number[]>();
+    for (const s of samples) by.set(s.x, [...(by.get(s.x) ?? []), s.y]);
+    const xs = [...by.keys()].sort((a, b) => a - b);
+    const blocks: { sum: number; n: number; knots: number }[] = [];
+    for (const x of xs) {
+      const ys = by.get(x)!;
+      blocks.push({ sum: ys.reduce((a, b) => a + b, 0), n: ys.length, knots: 1 });
+      while (blocks.length > 1 && blocks[blocks.length - 2]!.sum / blocks[blocks.length - 2]!.n > blocks[blocks.length - 1]!.sum / blocks[blocks.length - 1]!.n) {
+        const b = blocks.pop()!;
+        const a = blocks[blocks.length - 1]!;
+        a.sum += b.sum;
+        a.n += b.n;
+        a.knots += b.knots;
+      }
+    }
+    return new PiecewiseLinear(xs, blocks.flatMap((b) => Array<number>(b.knots).fill(b.sum / b.n)));
+  }
+
   static fromJSON(j: PiecewiseLinearJson): PiecewiseLinear {
     return new PiecewiseLinear(j.xs, j.ys);
   }

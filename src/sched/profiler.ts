@@ -34,7 +34,8 @@ export const DEFAULT_GRID: ProfileGrid = {
   linearTokens: [1, 2, 4, 8, 16, 32, 64, 128],
   attentionRequests: [1, 4, 16, 64],
   attentionContexts: [64, 256, 1024],
-  prefillTokens: [16, 64, 256],
+  // Up to 1024: a long prompt's later chunks reach hundreds of thousands of products.
+  prefillTokens: [16, 64, 256, 1024],
   copyBytes: [4096, 262144, 16777216],
   heldOut: [
     { kind: 'linear', tokens: 3 },

@@ -194,3 +194,24 @@ t.test('costShapeOf reads the transfer sizes from the hyperparameters', async (t
   const s = costShapeOf({ nLayer: 2, nHead: 8, nHeadKv: 2, headDim: 16, headDimV: 16 }, 4096);
   t.same(s, { nLayer: 2, qkvBytesPerToken: 4 * (128 + 32 + 32), outBytesPerToken: 4 * 128, kvBlockBytes: 4096 });
 });
+
+t.test('prefill and copy tables never shrink with size, and a prefill beyond the profiled prompts costs at least its share', async (t) => {
+  t.same(PiecewiseLinear.fitNondecreasing([{ x: 1, y: 1 }, { x: 2, y: 10 }, { x: 3, y: 6 }]).ys, [1, 8, 8], 'a dip pools with the knot before it');
+  t.same(PiecewiseLinear.fitNondecreasing([{ x: 1, y: 2 }, { x: 1, y: 4 }, { x: 2, y: 1 }, { x: 3, y: 5 }]).ys, [7 / 3, 7 / 3, 5], 'pooled by samples');
+  t.same(PiecewiseLinear.fitNondecreasing([{ x: 1, y: 1 }, { x: 2, y: 2 }]).ys, [1, 2], 'increasing tables stay as measured');
+  // The H200 profile of 2026-11-27: CPU prefill attention timed slower at 64 tokens than at 256.
+  const shape = { nLayer: 8, qkvBytesPerToken: 24576, outBytesPerToken: 16384, kvBlockBytes: 524288 };
+  const grid: Measurement[] = [
+    { kind: 'linear', tokens: 1, us: 1740 }, { kind: 'linear', tokens: 128, us: 19927 },
+    { kind: 'deviceAttention', requests: 1, context: 64, us: 1052 }, { kind: 'cpuAttention', requests: 1, context: 64, us: 908 },
+    { kind: 'prefillAttention', tokens: 16, us: 486 }, { kind: 'prefillAttention', tokens: 64, us: 961 }, { kind: 'prefillAttention', tokens: 256, us: 2006 },
+    { kind: 'cpuPrefillAttention', tokens: 16, us: 1254 }, { kind: 'cpuPrefillAttention', tokens: 64, us: 13360 }, { kind: 'cpuPrefillAttention', tokens: 256, us: 8276 },
+    { kind: 'copy', bytes: 4096, us: 17.7 }, { kind: 'copy', bytes: 16777216, us: 324 },
+  ];
+  const m = fitTables(shape, grid);
+  t.ok(m.cpuPrefillAttentionUs(256, 0) >= m.cpuPrefillAttentionUs(64, 0), 'no dip between the knots');
+  // A 290-token chunk at position 1500 has 15 times the products of the largest profiled prompt.
+  const big = m.cpuPrefillAttentionUs(290, 1500);
+  t.ok(big >= (m.cpuPrefillAttentionUs(256, 0) * (290 * (1500 + 145))) / (256 * 128) - 1e-6, `beyond the table, at least proportional (${big.toFixed(0)} µs)`);
+  t.ok(m.prefillAttentionUs(290, 1500) > m.prefillAttentionUs(256, 0), 'the device table extends upward too');
+});
