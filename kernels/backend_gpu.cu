@@ -353,6 +353,11 @@ extern "C" __attribute__((visibility("default"))) tdm_status tdm_backend_create(
     const bool have_bus_id = cudaDeviceGetPCIBusId(bus_id, int(sizeof bus_id), c->device) == cudaSuccess;
     if (!have_bus_id) (void)cudaGetLastError();
     c->numa_node = tdm::numa::pinned_host_node(have_bus_id ? bus_id : nullptr);
+    if (const char* mmv = getenv("TANDEM_GPU_MMV_MAX_TOKENS"); mmv != nullptr && *mmv != '\0') {
+      char* end = nullptr;
+      const long v = strtol(mmv, &end, 10);
+      if (*end == '\0' && v >= 1 && v <= 256) c->mmv_max_tokens = int(v);
+    }
     cudaDeviceProp prop;
     check_cuda(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties");
     c->name = describe_device(prop);

@@ -266,7 +266,9 @@ cudaError_t cudaMemset(void* p, int v, size_t n) {
 // so the emulation tracks the live handles and aborts with a message on such a use.
 namespace {
 std::mutex g_handle_mu;
-std::set<const void*> g_live_handles;
+// Never destroyed: backends cached in the addon's statics destroy their streams at exit, after
+// this library's own statics are gone.
+std::set<const void*>& g_live_handles = *new std::set<const void*>;
 
 void* new_handle() {
   void* h = new char(0);

@@ -62,6 +62,11 @@ struct GpuEvent {
   cudaEvent_t event = nullptr;
 };
 
+// Above this many activation rows a matmul runs the tiled kernel, else the matrix-vector ones
+// (a warp per weight row, 8 rows a pass). TANDEM_GPU_MMV_MAX_TOKENS (1-256) overrides it, so
+// that the device check can time both sides of the switch.
+constexpr int kDefaultMmvMaxTokens = 8;
+
 struct GpuContext {
   int device = 0;
   std::string name;
@@ -70,6 +75,7 @@ struct GpuContext {
   GpuStream main;                 // the queue a NULL tdm_stream means
   uint32_t* faults = nullptr;     // device word of DeviceFault bits
   int numa_node = -1;             // node host_alloc's pages prefer (host_numa.h); -1: no placement
+  int mmv_max_tokens = kDefaultMmvMaxTokens;  // activation rows up to which matmuls run the matrix-vector kernels
   std::mutex host_mu;             // guards host_mapped (host_alloc may run on any thread)
   std::unordered_map<void*, size_t> host_mapped;  // host_alloc pointers from map_on_node, to their bytes
 };

@@ -575,12 +575,12 @@ ActView convert_activations(GpuContext&, GpuStream& s, uint32_t type, const floa
   return a;
 }
 
-void grouped_matmul(GpuContext&, GpuStream& s, const tdm_weight& w, const uint8_t* base, int64_t n_groups,
+void grouped_matmul(GpuContext& c, GpuStream& s, const tdm_weight& w, const uint8_t* base, int64_t n_groups,
                     const ActView& act, const GroupMap& map, int64_t max_rows_per_group, float* y, int64_t y_stride) {
   if (n_groups > 65535) unsupported("more than 65535 experts");
   with_type(w.type, [&](auto tc) {
     constexpr uint32_t T = decltype(tc)::value;
-    if (max_rows_per_group <= kMmvRows) {
+    if (max_rows_per_group <= c.mmv_max_tokens) {
       const dim3 grid(blocks_for(w.n_rows, kMmvThreads / TDM_WARP), unsigned(n_groups));
       if constexpr (is_float_type(T)) {
         const bool vec8 = act.n_cols % 8 == 0 && aligned16(base) && w.row_bytes % 16 == 0 &&
@@ -634,7 +634,7 @@ tdm_status op_matmul_group(tdm_backend_ctx* ctx, const tdm_weight* const* w, int
     if (n_tokens > INT32_MAX) bad("matmul_group with too many rows");
     GpuStream& st = stream_of(c, s);
     const ActView act = convert_activations(c, st, w[0]->type, x, n_tokens, w[0]->n_cols, kSlotActQ);
-    if (n_tokens > kMmvRows) {
+    if (n_tokens > c.mmv_max_tokens) {
       // Prefill: the tiled kernel per matrix, on the one conversion.
       const GroupMap map{nullptr, nullptr, int32_t(n_tokens), 1, false, false};
       for (int32_t i = 0; i < n; ++i)

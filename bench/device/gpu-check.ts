@@ -17,6 +17,7 @@ import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseResult, type OpCase } from '../../test/backend/op-cases.js';
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
+import { MMV_TOKENS, type MmvReport } from './mmv-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
 import { EXPERT_RUN_POLICIES, type ExpertRun } from './experts-child.js';
 import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
@@ -29,7 +30,9 @@ const BUDGET_S = Number(process.env.TANDEM_DEVICE_BUDGET_S ?? 420);
 /** Layers of the Llama-3-8B-shaped model the strategies are timed on (of 32: the file must be written on the device in seconds). */
 const BIG_LAYERS = 8;
 /** The sections to run (TANDEM_DEVICE_SECTIONS, comma-separated; default all), so that a second device run can repeat only what needs it. */
-const SECTIONS = ['ops', 'e2e', 'timing', 'strategies', 'policies', 'experts'] as const;
+const SECTIONS = ['ops', 'e2e', 'timing', 'mmv', 'strategies', 'policies', 'experts'] as const;
+/** The raised matrix-vector row limit the mmv section and a second run of the first policy workload try (TANDEM_DEVICE_MMV_ALT; empty: none). */
+const MMV_ALT = process.env.TANDEM_DEVICE_MMV_ALT ?? '64';
 const chosen = (process.env.TANDEM_DEVICE_SECTIONS ?? SECTIONS.join(',')).split(',').map((x) => x.trim());
 for (const c of chosen) if (!(SECTIONS as readonly string[]).includes(c)) throw new Error(`TANDEM_DEVICE_SECTIONS: unknown section '${c}' (${SECTIONS.join(', ')})`);
 const want = (section: (typeof SECTIONS)[number]) => chosen.includes(section);
@@ -145,9 +148,9 @@ function runChild(model: string, mode: E2eMode, out: string, timing: boolean, si
 }
 
 /** Runs one of this folder's scripts in the background; resolves to null, or to why it failed. */
-function startChild(script: string, args: string[], timeoutS = 240): Promise<string | null> {
+function startChild(script: string, args: string[], timeoutS = 240, env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
@@ -277,6 +280,8 @@ function strategyTable(model: string, report: StrategyReport | string): string[]
 
 interface PolicyReport {
   workload: PolicyWorkload;
+  /** What differs from the default configuration, if anything. */
+  label?: string;
   runs: (PolicyRun | { policy: string; error: string })[];
   error?: string;
 }
@@ -285,7 +290,7 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
   const lines = [`## Policies serving concurrent requests, device KV capped (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
   const w = report.workload;
-  lines.push(`${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
+  lines.push(`${report.label ? `With ${report.label}: ` : ''}${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
     '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | moves | preemptions | step prediction error |', '|---|---|---|---|---|---|---|---|---|---|');
   const base = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r))?.tokensPerS;
   for (const r of report.runs) {
@@ -335,6 +340,24 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
   }
   if (report.error) lines.push('', 'Processes that failed (stderr tail):', '', '```', report.error, '```');
   return [...lines, ''];
+}
+
+function mmvTable(reports: MmvReport[]): string[] {
+  if (reports.length === 0) return [];
+  const [base, alt] = reports;
+  const lines = ['## Matrix-vector kernels past 8 rows (Llama-3-8B matrices)', '',
+    ...reports.map((r) => `- limit ${r.limit}: ${r.casesPassed}/${r.cases} matmul, matmul_group and expert op cases pass on ${r.device}${r.failures.length ? ` (failed: ${r.failures.join('; ')})` : ''}`), ''];
+  if (!base || !alt) return lines;
+  lines.push(`| type | matrix | ${MMV_TOKENS.map((n) => `${n} rows`).join(' | ')} |`, `|---|---|${MMV_TOKENS.map(() => '---').join('|')}|`);
+  for (const t of base.timings.filter((x) => x.tokens === MMV_TOKENS[0])) {
+    const cell = (n: number) => {
+      const b = base.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
+      const a = alt.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
+      return b && a ? `${fmtUs(b)} / ${fmtUs(a)}` : '-';
+    };
+    lines.push(`| ${t.type} | ${t.shape} | ${MMV_TOKENS.map(cell).join(' | ')} |`);
+  }
+  return [...lines, '', `Each cell: default limit / limit ${alt.limit} (µs per matmul, same process each; equal where both run the same kernel).`, ''];
 }
 
 function fmtUs(us: number): string {
@@ -448,6 +471,18 @@ async function main(): Promise<void> {
     timeMatmuls(ops, gpuId, cpuId, rows, estimates);
     timeAttention(ops, gpuId, cpuId, rows);
   }
+  // The matrix-vector kernels against the tiled one between 9 and 64 rows: a process per limit.
+  const mmv: MmvReport[] = [];
+  if (want('mmv') && MMV_ALT && elapsedS() < BUDGET_S) {
+    for (const limit of ['', MMV_ALT]) {
+      const outFile = path.join(work, `mmv-${limit || 'default'}.json`);
+      const env = limit ? { ...process.env, TANDEM_GPU_MMV_MAX_TOKENS: limit } : process.env;
+      const err = await startChild('mmv-child.js', [outFile, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, env);
+      if (existsSync(outFile)) mmv.push(JSON.parse(readFileSync(outFile, 'utf8')) as MmvReport);
+      log(`mmv (limit ${limit || 'default'}): ${err ?? 'done'}`);
+    }
+  }
+  results.mmv = mmv;
   const notRun = (section: (typeof SECTIONS)[number]) => (want(section) ? 'not run (out of time)' : 'not chosen (TANDEM_DEVICE_SECTIONS)');
   let e2eTiming: Record<string, unknown> | string = notRun('timing');
   let strategies: StrategyReport | string = notRun('strategies');
@@ -495,6 +530,17 @@ async function main(): Promise<void> {
       if (err) report.error = err;
       (policies as PolicyReport[]).push(report);
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
+      // The decode-heavy workload again with the matrix-vector kernels up to MMV_ALT rows.
+      if (i === 0 && MMV_ALT && want('mmv') && elapsedS() < BUDGET_S) {
+        const altFile = path.join(work, 'policies-alt.json');
+        const altErr = await startChild('policy-child.js', [bigFile, altFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150,
+          { ...process.env, TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT });
+        const alt: PolicyReport = existsSync(altFile) ? (JSON.parse(readFileSync(altFile, 'utf8')) as PolicyReport) : { workload: w, runs: [], error: altErr ?? 'no report' };
+        if (altErr) alt.error = altErr;
+        alt.label = `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`;
+        (policies as PolicyReport[]).push(alt);
+        log(`policies (workload 1, mmv ${MMV_ALT}): ${altErr ?? 'done'}`);
+      }
     }
   }
   // MoE expert offload: each file under each expert policy at the same device budget.
@@ -540,6 +586,7 @@ async function main(): Promise<void> {
     ...rows.map((r) => `| ${r.what} | ${r.type} | ${r.tokens} | ${fmtUs(r.gpuUs)} | ${fmtUs(r.cpuUs)} | ${(r.cpuUs / r.gpuUs).toFixed(1)}x |`), '',
     '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
     ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
+  md.push(...mmvTable(mmv));
   md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
   md.push(...strategyTable(bigName, strategies), ...(typeof policies === 'string' ? policyTable(bigName, policies) : policies.flatMap((p) => policyTable(bigName, p))), ...experts.flatMap((x) => expertsTable(x.name, x.report)));
 
