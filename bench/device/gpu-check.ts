@@ -360,6 +360,11 @@ function mmvTable(reports: MmvReport[]): string[] {
   return [...lines, '', `Each cell: default limit / limit ${alt.limit} (µs per matmul, same process each; equal where both run the same kernel).`, ''];
 }
 
+/** What a run has so far, in case the device's time runs out before results.json is written. */
+function savePartial(outDir: string, parts: Record<string, unknown>): void {
+  writeFileSync(path.join(outDir, 'results.partial.json'), JSON.stringify(parts));
+}
+
 function fmtUs(us: number): string {
   return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
 }
@@ -529,6 +534,7 @@ async function main(): Promise<void> {
       const report: PolicyReport = existsSync(policyFile) ? (JSON.parse(readFileSync(policyFile, 'utf8')) as PolicyReport) : { workload: w, runs: [], error: err ?? 'no report' };
       if (err) report.error = err;
       (policies as PolicyReport[]).push(report);
+      savePartial(outDir, { policies });
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
       // The decode-heavy workload again with the matrix-vector kernels up to MMV_ALT rows.
       if (i === 0 && MMV_ALT && want('mmv') && elapsedS() < BUDGET_S) {
@@ -573,6 +579,7 @@ async function main(): Promise<void> {
       report = { budgetBytes: budget, nStar, runs, ...(errors.length > 0 ? { error: errors.join('\n') } : {}) };
     }
     experts.push({ name: moe.name, report });
+    savePartial(outDir, { policies, experts });
   }
   results.experts = experts;
 

@@ -257,3 +257,18 @@ t.test('the load-aware split prices its sub-batches as predictStep does the spli
   }
   t.equal(checked, 200);
 });
+
+t.test('auto admits no new request to host RAM while host decodes sit the step out', async (t) => {
+  const cost = fakeCost({ cpuPerToken: 0.3 });
+  const dev = [req('device', 500), req('device', 500)];
+  const host = [req('host', 200), req('host', 200)];
+  const waiting = [req(undefined, 0, { newTokens: 100, remainingTokens: 500 })];
+  const all = autoPolicy(input([...dev, ...host], cost, { kv: kv([100, 0]), waiting }));
+  t.equal(all.deferred.length, 0, 'control: every host decode runs');
+  t.same(all.admit.map((a) => a.tier), ['host'], 'control: the new request goes to host RAM');
+  // A host decode over a context so long that its CPU attention would slow the step: it waits.
+  const long = req('host', 60_000);
+  const some = autoPolicy(input([...dev, ...host, long], cost, { kv: kv([100, 0]), waiting }));
+  t.ok(some.deferred.includes(long.seqId), 'the long host decode sits out');
+  t.same(some.admit, [], 'and the new request waits for the device');
+});

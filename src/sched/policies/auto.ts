@@ -113,7 +113,12 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   };
   // Whether decoding `r` in host RAM pays for getting it there: `lossTokens` is what the batch loses meanwhile.
   type Rate = { stepUs: number; perUs: number };
+  // While host decodes sit this step out, more of them would sit out too: their prefill (on the
+  // CPU, or a copy out) would buy nothing. On the H200 with a busy host, auto paid for CPU
+  // prefills of requests whose decodes then waited for the device.
+  const hostSittingOut = optional.some((r) => !picked.has(r.seqId));
   const hostPays = (r: RequestView, toHost: readonly RequestView[], lossTokens: (hs: readonly RequestView[], before: Rate, after: Rate) => number): boolean => {
+    if (hostSittingOut) return false;
     const hs = [...host, ...toHost.map(asHostDecode)];
     const before = stepWith(hs);
     const after = stepWith([...hs, asHostDecode(r)]);
