@@ -233,6 +233,11 @@ export function demoteCopyUs(r: RequestView, kv: KvView, cost: CostModel): numbe
 }
 
 /** A waiting request as it will run once admitted to the host tier and prefilled: a decode over its prompt. */
+/** The request once its prompt is in: decoding in the tier it holds. */
+export function asDecode(r: RequestView): RequestView {
+  return r.newTokens === 1 ? r : { ...r, context: r.context + r.newTokens, newTokens: 1 };
+}
+
 export function asHostDecode(r: RequestView): RequestView {
   return { ...r, tier: 'host', context: r.context + r.newTokens, newTokens: 1 };
 }

@@ -272,3 +272,15 @@ t.test('auto admits no new request to host RAM while host decodes sit the step o
   t.ok(some.deferred.includes(long.seqId), 'the long host decode sits out');
   t.same(some.admit, [], 'and the new request waits for the device');
 });
+
+t.test('auto prices a host admission on the decode steps to come, not on a step of long prefill chunks', async (t) => {
+  const waiting = [req(undefined, 0, { newTokens: 1536, remainingTokens: 64 })];
+  // Ten device sequences in the middle of their prompts: a host decode would join their long step almost for free,
+  // but once they decode, its CPU attention (at a 1536-token context, 2 µs a token) outlasts the device's.
+  const prefilling = Array.from({ length: 10 }, () => req('device', 1000, { newTokens: 256 }));
+  const d = autoPolicy(input(prefilling, fakeCost({ cpuPerToken: 2 }), { kv: kv([1000, 0]), waiting }));
+  t.same(d.admit, [], 'a slowish CPU: it waits for device room');
+  const decoding = Array.from({ length: 10 }, () => req('device', 1256));
+  const fast = autoPolicy(input(decoding, fakeCost({ cpuPerToken: 0.5 }), { kv: kv([1000, 0]), waiting }));
+  t.same(fast.admit.map((a) => a.tier), ['host'], 'control: a CPU fast enough to hide its attention takes it in host RAM');
+});

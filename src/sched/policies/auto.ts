@@ -12,7 +12,7 @@
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
-  admitInOrder, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  admitInOrder, asDecode, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
@@ -92,11 +92,19 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost);
   // A new request goes to host RAM only if running it there raises the predicted throughput of a step with every
   // host sequence (the better of overlap and pipelining, or GPU-only when none) and that step meets the target.
+  // That step is priced with every running prompt already in (each sequence decoding), as the new request's
+  // decodes will be: a host decode joins a step of long prefill chunks almost for free, and on the H200
+  // requests admitted on that ground then sat out the decode steps, their CPU prefills paid for nothing.
+  const steadyDev = dev.map(asDecode);
+  const steadyHost = host.map(asHostDecode);
+  const steadyLoad = emptyLoad();
+  for (const r of steadyDev) addWork(steadyLoad, work(r, 'gpu'), cost);
+  const steadyShortest = predictLoads('gpu-only', steadyLoad, undefined, cost).stepUs;
   const stepWith = (hs: readonly RequestView[]): { stepUs: number; perUs: number } => {
-    const n = dev.length + hs.length;
-    if (hs.length === 0) return { stepUs: shortest, perUs: n / Math.max(shortest, 1e-9) };
-    const over = predictStep('overlap', [...dev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))], cost).stepUs;
-    const split = loadAwareLoads(dev, hs, cost);
+    const n = steadyDev.length + hs.length;
+    if (hs.length === 0) return { stepUs: steadyShortest, perUs: n / Math.max(steadyShortest, 1e-9) };
+    const over = predictStep('overlap', [...steadyDev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))], cost).stepUs;
+    const split = loadAwareLoads(steadyDev, hs, cost);
     const pipe = predictLoads('pipeline', split.b0, split.b1, cost).stepUs;
     const stepUs = Math.min(over, pipe);
     return { stepUs, perUs: n / stepUs };
@@ -104,8 +112,8 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // Its prompt is prefilled first, with attention on the CPU: where that step outlasts the
   // same prefill on the device, the tokens the others lose meanwhile must be won back by the
   // faster steps over the tokens it has left to generate.
-  const prefillLossTokens = (r: RequestView, hs: readonly RequestView[], before: { stepUs: number; perUs: number }): number => {
-    const rest = [...dev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))];
+  const prefillLossTokens = (r: RequestView, before: { stepUs: number; perUs: number }): number => {
+    const rest = [...dev.map((x) => work(x, 'gpu')), ...host.map((x) => work(x, 'cpu'))];
     const prompt = { tokens: r.newTokens, context: r.context };
     const onCpu = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
@@ -119,22 +127,22 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const hostSittingOut = optional.some((r) => !picked.has(r.seqId));
   const hostPays = (r: RequestView, toHost: readonly RequestView[], lossTokens: (hs: readonly RequestView[], before: Rate, after: Rate) => number): boolean => {
     if (hostSittingOut) return false;
-    const hs = [...host, ...toHost.map(asHostDecode)];
+    const hs = [...steadyHost, ...toHost.map(asHostDecode)];
     const before = stepWith(hs);
     const after = stepWith([...hs, asHostDecode(r)]);
     // Better than without it, and better than the device alone: else its steps would be deferred ones.
-    if (!(after.perUs > before.perUs) || !(after.perUs > dev.length / Math.max(shortest, 1e-9)) || (slo !== undefined && after.stepUs > slo)) return false;
+    if (!(after.perUs > before.perUs) || !(after.perUs > steadyDev.length / Math.max(steadyShortest, 1e-9)) || (slo !== undefined && after.stepUs > slo)) return false;
     if (r.remainingTokens === undefined) return true;
     return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > lossTokens(hs, before, after);
   };
-  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (hs, before) => prefillLossTokens(r, hs, before));
+  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_hs, before) => prefillLossTokens(r, before));
   // Prefilled on the device and then demoted: the step that copies its table out, its own
   // first decode among them, is longer by the copy.
   const stagedOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_hs, _before, after) => after.perUs * demoteCopyUs(r, kv, cost));
   // While the host sequences' step misses the target (or, with none, does not hide the CPU), new requests leave the
   // device room that moving a host table back needs.
-  const now = stepWith(host);
-  const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= shortest);
+  const now = stepWith(steadyHost);
+  const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= steadyShortest);
   const reserve = growth(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
   // A staged prefill borrows only device room that new requests could have had.
   const staged = { allows: stagedOk, lendable: kv.device.numFree - reserve };
