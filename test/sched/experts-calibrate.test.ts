@@ -244,3 +244,25 @@ t.test("loadModel's experts option", async (t) => {
   await t.rejects(loadModel(moeFile, { threads: 1, experts: 'dynamic' }), { code: 'TDM_BAD_ARGUMENT' }, 'needs a device');
   await t.rejects(loadModel(modelPath('stories260K.gguf'), { ...base, experts: 'dynamic' }), { code: 'TDM_BAD_ARGUMENT' }, 'needs a MoE model');
 });
+
+t.test('a spell of slow CPU timings spoils one pass of the calibration, not the fit', async (t) => {
+  // The CPU is 10x slower for six expert timings in a row, starting at the second.
+  const spell = () => {
+    const target = fakeTarget();
+    let calls = 0;
+    const inner = target.profile.bind(target);
+    target.profile = async (op) => {
+      const us = await inner(op);
+      if (op.kind !== 'expert' || op.device !== 'cpu') return us;
+      calls++;
+      return calls >= 2 && calls < 8 ? 10 * us : us;
+    };
+    return target;
+  };
+  const one = await calibrateExperts(spell(), { ...EXPERT_GRID, rounds: 1 });
+  const three = await calibrateExperts(spell(), EXPERT_GRID);
+  t.equal(EXPERT_GRID.rounds, 3, 'the default grid takes three passes');
+  const off = (c: typeof one) => Math.abs(c.cost.cpuUsPerToken - TRUTH.cpuUsPerToken) / TRUTH.cpuUsPerToken + Math.abs(c.cost.cpuFixedUs - TRUTH.cpuFixedUs) / TRUTH.cpuFixedUs;
+  t.ok(off(one) > 1, `one pass: the spell bends the CPU line (${one.cost.cpuFixedUs.toFixed(0)} µs + ${one.cost.cpuUsPerToken.toFixed(1)} µs/row)`);
+  t.ok(off(three) < 1e-6, `three passes: the median keeps it (${three.cost.cpuFixedUs.toFixed(0)} µs + ${three.cost.cpuUsPerToken.toFixed(1)} µs/row)`);
+});

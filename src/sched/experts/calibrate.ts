@@ -16,9 +16,16 @@ export interface ExpertGrid {
   /** Copy sizes as fractions of one slab (the link's latency and bandwidth from two sizes or more). */
   copySlabFractions: number[];
   iters: number;
+  /**
+   * Passes over the row counts, each point's time the median over the passes (default 1). A
+   * busy host slows the CPU for seconds at a time; spread over passes, such a spell spoils one
+   * pass of a point rather than every timing of one (on the H200's host, single passes gave
+   * CPU fits whose held-out errors reached 180%).
+   */
+  rounds?: number;
 }
 
-export const EXPERT_GRID: ExpertGrid = { rows: [1, 2, 8, 32], heldOutRows: [4, 16], copySlabFractions: [1 / 16, 1], iters: 5 };
+export const EXPERT_GRID: ExpertGrid = { rows: [1, 2, 8, 32], heldOutRows: [4, 16], copySlabFractions: [1 / 16, 1], iters: 5, rounds: 3 };
 /** A few timings, one run each: tests and profile 'quick'. */
 export const QUICK_EXPERT_GRID: ExpertGrid = { rows: [1, 8], heldOutRows: [4], copySlabFractions: [1 / 16, 1], iters: 1 };
 
@@ -67,7 +74,9 @@ export function fitLine(points: readonly { x: number; us: number }[]): { fixed: 
 export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'placement'>, grid: ExpertGrid = EXPERT_GRID, onProgress?: (fraction: number) => void): Promise<ExpertCalibration> {
   const ex = model.placement.experts;
   if (!ex) throw new TandemError('TDM_BAD_ARGUMENT', 'expert calibration needs a MoE model loaded with expert offload');
-  const total = 2 * (grid.rows.length + grid.heldOutRows.length) + grid.copySlabFractions.length;
+  const rounds = Math.max(1, Math.floor(grid.rounds ?? 1));
+  const perSide = rounds * (grid.rows.length + grid.heldOutRows.length);
+  const total = 2 * perSide + grid.copySlabFractions.length;
   let done = 0;
   const tick = () => onProgress?.(++done / total);
   const time = async (side: 'cpu' | 'gpu', rows: number) => {
@@ -75,18 +84,28 @@ export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'pla
     tick();
     return us;
   };
+  // Every row count once per pass; each point the median of its passes.
+  const side = async (s: 'cpu' | 'gpu'): Promise<{ fit: ExpertPoint[]; held: ExpertPoint[] }> => {
+    const all = [...grid.rows, ...grid.heldOutRows];
+    const times = all.map(() => [] as number[]);
+    for (let r = 0; r < rounds; r++) for (const [i, rows] of all.entries()) times[i]!.push(await time(s, rows));
+    const pts = all.map((rows, i): ExpertPoint => ({ side: s, x: rows, us: median(times[i]!) }));
+    return { fit: pts.slice(0, grid.rows.length), held: pts.slice(grid.rows.length) };
+  };
   const points: ExpertPoint[] = [];
   const heldOut: ExpertPoint[] = [];
-  for (const rows of grid.rows) points.push({ side: 'cpu', x: rows, us: await time('cpu', rows) });
-  for (const rows of grid.heldOutRows) heldOut.push({ side: 'cpu', x: rows, us: await time('cpu', rows) });
+  const cpuSide = await side('cpu');
+  points.push(...cpuSide.fit);
+  heldOut.push(...cpuSide.held);
   let deviceNote: string | undefined;
   try {
-    for (const rows of grid.rows) points.push({ side: 'gpu', x: rows, us: await time('gpu', rows) });
-    for (const rows of grid.heldOutRows) heldOut.push({ side: 'gpu', x: rows, us: await time('gpu', rows) });
+    const gpuSide = await side('gpu');
+    points.push(...gpuSide.fit);
+    heldOut.push(...gpuSide.held);
   } catch (err) {
     if ((err as { code?: string }).code !== 'TDM_UNSUPPORTED') throw err;
     deviceNote = (err as Error).message;
-    done = 2 * (grid.rows.length + grid.heldOutRows.length);
+    done = 2 * perSide;
   }
   for (const f of grid.copySlabFractions) {
     const bytes = Math.max(1, Math.round(f * ex.slotBytes));
@@ -108,6 +127,12 @@ export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'pla
     return { side, rows: p.x, measuredUs: p.us, predictedUs, relError: Math.abs(predictedUs - p.us) / p.us };
   });
   return { cost, points, errors, ...(deviceNote === undefined ? {} : { deviceNote }) };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** The file an expert calibration with this key is cached in. */
