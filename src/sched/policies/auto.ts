@@ -125,7 +125,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // CPU, or a copy out) would buy nothing. On the H200 with a busy host, auto paid for CPU
   // prefills of requests whose decodes then waited for the device.
   const hostSittingOut = optional.some((r) => !picked.has(r.seqId));
-  const hostPays = (r: RequestView, toHost: readonly RequestView[], lossTokens: (hs: readonly RequestView[], before: Rate, after: Rate) => number): boolean => {
+  const hostPays = (r: RequestView, toHost: readonly RequestView[], lossTokens: (before: Rate, after: Rate) => number): boolean => {
     if (hostSittingOut) return false;
     const hs = [...steadyHost, ...toHost.map(asHostDecode)];
     const before = stepWith(hs);
@@ -133,12 +133,12 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     // Better than without it, and better than the device alone: else its steps would be deferred ones.
     if (!(after.perUs > before.perUs) || !(after.perUs > steadyDev.length / Math.max(steadyShortest, 1e-9)) || (slo !== undefined && after.stepUs > slo)) return false;
     if (r.remainingTokens === undefined) return true;
-    return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > lossTokens(hs, before, after);
+    return r.remainingTokens * after.stepUs * (after.perUs - before.perUs) > lossTokens(before, after);
   };
-  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_hs, before) => prefillLossTokens(r, before));
+  const hostOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (before) => prefillLossTokens(r, before));
   // Prefilled on the device and then demoted: the step that copies its table out, its own
   // first decode among them, is longer by the copy.
-  const stagedOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_hs, _before, after) => after.perUs * demoteCopyUs(r, kv, cost));
+  const stagedOk = (r: RequestView, toHost: readonly RequestView[]): boolean => hostPays(r, toHost, (_before, after) => after.perUs * demoteCopyUs(r, kv, cost));
   // While the host sequences' step misses the target (or, with none, does not hide the CPU), new requests leave the
   // device room that moving a host table back needs.
   const now = stepWith(steadyHost);
