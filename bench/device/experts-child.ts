@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { measureExpertOffload, type ExpertMeasureOptions, type ExpertMeasurement, type NativeExpertPolicy } from '../../src/sched/experts/native.js';
 
 export type ExpertRunPolicy = NativeExpertPolicy | 'all on device' | 'dynamic n*' | 'dynamic, no prefetch' | 'dynamic, cudaHostAlloc';
-export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['all on device', 'cpu-all', 'cpu-first-layers:8', 'stacks', 'dynamic n*', 'dynamic, no prefetch', 'dynamic', 'dynamic, cudaHostAlloc'];
+// The baseline and tandem's policy first: a run short of device time still compares them.
+export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['cpu-all', 'dynamic', 'all on device', 'stacks', 'cpu-first-layers:8', 'dynamic n*', 'dynamic, no prefetch', 'dynamic, cudaHostAlloc'];
 
 export interface ExpertRun {
   policy: ExpertRunPolicy | string;
