@@ -109,6 +109,7 @@ ExpertCost parse_expert_cost(const Napi::Value& v, const std::string& w) {
   ExpertCost x;
   x.cpu_fixed_us = num(c, "cpuFixedUs", w);
   x.cpu_us_per_token = num(c, "cpuUsPerToken", w);
+  if (!c.Get("cpuCallUs").IsUndefined()) x.cpu_call_us = num(c, "cpuCallUs", w);
   x.gpu_fixed_us = num(c, "gpuFixedUs", w);
   x.gpu_us_per_token = num(c, "gpuUsPerToken", w);
   x.link_latency_us = num(c, "linkLatencyUs", w);
@@ -329,6 +330,7 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
         {"cpuExperts", x.cpu_experts},
         {"deviceRows", x.device_rows},
         {"cpuRows", x.cpu_rows},
+        {"cpuCalls", x.cpu_calls},
         {"copyBytes", x.copy_bytes},
         {"activationBytes", x.activation_bytes},
         {"prefillCopies", x.prefill_copies},
@@ -336,6 +338,9 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
         {"overlappedCopies", x.overlapped_copies}};
     for (const auto& f : fields) e.Set(f.first, Napi::Number::New(env, double(f.second)));
     out.Set("experts", e);
+    Napi::Float64Array calls = Napi::Float64Array::New(env, r.cpu_expert_calls.size());
+    std::copy(r.cpu_expert_calls.begin(), r.cpu_expert_calls.end(), calls.Data());
+    out.Set("cpuExpertCalls", calls);
   }
   return out;
 }
@@ -509,6 +514,7 @@ struct ProfileOp {
   bool to_device = true;
   int64_t bytes = 0;
   int iters = 3;
+  int32_t idle_us = 0;  // expert: the pool sleeps this long before each timed run
 };
 
 ProfileOp parse_profile(const Napi::Value& v) {
@@ -536,6 +542,7 @@ ProfileOp parse_profile(const Napi::Value& v) {
     if (dev != "cpu" && dev != "gpu") bad_arg("op.device must be 'cpu' or 'gpu'");
     p.on_cpu = dev == "cpu";
     p.tokens = integer(o, "tokens", w, 1, 65535);
+    if (!o.Get("idleUs").IsUndefined()) p.idle_us = int32_t(integer(o, "idleUs", w, 0, 100000));
   } else {
     bad_arg("op.kind must be 'linear', 'attention', 'copy' or 'expert'");
   }
@@ -558,7 +565,7 @@ class ProfileWorker : public Napi::AsyncWorker {
     capture(&code_, &message_, [&] {
       if (op_.kind == "linear") us_ = model_->time_linear(op_.tokens, op_.iters);
       else if (op_.kind == "attention") us_ = model_->time_attention(op_.on_cpu, op_.requests, op_.context, int32_t(op_.tokens), op_.iters);
-      else if (op_.kind == "expert") us_ = model_->time_expert(op_.on_cpu, op_.tokens, op_.iters);
+      else if (op_.kind == "expert") us_ = model_->time_expert(op_.on_cpu, op_.tokens, op_.iters, op_.idle_us);
       else us_ = model_->time_copy(op_.to_device, size_t(op_.bytes), op_.iters);
     });
   }

@@ -607,7 +607,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       st.copy_bytes += int64_t(xo.slab_bytes(l));
     }
   }
-  int64_t n_dev = 0, n_cpu = 0;
+  int64_t n_dev = 0, n_cpu = 0, e_cpu = 0;
   double cpu_pred_us = 0;  // the CPU experts' predicted time (0 without costs)
   for (int64_t e = 0; e < n_exp; ++e) {
     if (rows[size_t(e)] == 0) continue;
@@ -616,12 +616,17 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       n_dev += rows[size_t(e)];
     } else {
       st.cpu_experts++;
+      e_cpu++;
       n_cpu += rows[size_t(e)];
       cpu_pred_us += xo.cpu_us(rows[size_t(e)]);
     }
   }
   st.device_rows += n_dev;
   st.cpu_rows += n_cpu;
+  if (n_cpu > 0) {
+    st.cpu_calls++;
+    cpu_pred_us += xo.cpu_call_us();
+  }
 
   // The first fills start now, beside the host's bookkeeping and the resident experts' compute.
   SlabStream* ss = streamed.empty() ? nullptr : &xo.slab_stream(expert_stream_);
@@ -777,6 +782,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       timed(&ph_.expert_wait, [&] { worker_->wait(ticket); });
     }
     ph_.cpu_experts += cpu_us;
+    if (n_cpu > 0) ex_cpu_calls_.insert(ex_cpu_calls_.end(), {double(e_cpu), double(n_cpu), cpu_us});
     const int64_t up_rows = cpu_only ? T : n_cpu;
     timed(&ph_.transfer, [&] { to_device(cpu_only ? O : b.ex_z.as<float>() + n_dev * E, b.h_yc.data(), size_t(up_rows) * row); });
     st.activation_bytes += up_rows * int64_t(row);
@@ -1178,6 +1184,7 @@ StepResult Model::step(const StepPlan& plan) {
   validate(plan);
   ph_ = Phases{};
   ex_stats_ = ExpertStats{};
+  ex_cpu_calls_.clear();
   ex_deferred_.clear();
   if (experts_ && !plan.seqs.empty()) experts_->tick();
   StepResult result;
@@ -1200,6 +1207,7 @@ StepResult Model::step(const StepPlan& plan) {
                                                    {"expertWait", ph_.expert_wait}});
     result.has_experts = true;
     result.experts = ex_stats_;
+    result.cpu_expert_calls = ex_cpu_calls_;
   }
   result.total_us = us_since(t_start);
   return result;

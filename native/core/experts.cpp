@@ -42,11 +42,18 @@ void release_pages(const void* p, size_t n) {
 // (cost.ts crossoverTokens, solved in closed form for linear costs).
 double crossover(const ExpertCost& c, double slab, double act_bytes_per_row) {
   const double bw = c.link_bytes_per_us;
-  const double r = slab / bw + c.gpu_fixed_us - c.cpu_fixed_us - c.link_latency_us;
+  const double r = slab / bw + c.gpu_fixed_us - c.cpu_fixed_us - c.cpu_call_us - c.link_latency_us;
   const double d = c.cpu_us_per_token + 2.0 * act_bytes_per_row / bw - c.gpu_us_per_token;
   if (r < 0) return 1;
   if (d <= 0) return std::numeric_limits<double>::infinity();
   return std::floor(r / d) + 1;
+}
+
+void validate_cost(const ExpertCost& c) {
+  if (!(c.link_bytes_per_us > 0) || !std::isfinite(c.link_bytes_per_us))
+    throw Error(code::bad_argument, "expert cost: the link bandwidth must be a finite positive number");
+  for (double x : {c.cpu_fixed_us, c.cpu_us_per_token, c.cpu_call_us, c.gpu_fixed_us, c.gpu_us_per_token, c.link_latency_us})
+    if (!(x >= 0) || !std::isfinite(x)) throw Error(code::bad_argument, "expert cost: every time must be a finite non-negative number");
 }
 
 }  // namespace
@@ -57,8 +64,7 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
   if (!(cfg.decay > 0 && cfg.decay <= 1)) throw Error(code::bad_argument, "experts.decay must be in (0, 1]");
   if (!(cfg.admit_margin >= 1)) throw Error(code::bad_argument, "experts.admitMargin must be at least 1");
   if (cfg.cpu_layers < 0) throw Error(code::bad_argument, "experts.cpuLayers must not be negative");
-  if (cfg.has_cost && !(cfg.cost.link_bytes_per_us > 0))
-    throw Error(code::bad_argument, "experts.cost.linkBytesPerUs must be positive");
+  if (cfg.has_cost) validate_cost(cfg.cost);
   const int64_t n_keys = n_layer_ * n_expert_;
   if (!cfg.initial_scores.empty() && int64_t(cfg.initial_scores.size()) != n_keys)
     throw Error(code::bad_argument, "experts.initialScores must hold nLayer * nExpert = " + std::to_string(n_keys) + " scores");
@@ -287,9 +293,7 @@ int32_t ExpertOffload::prefetch_count(int64_t next_layer, double device_us, doub
 }
 
 void ExpertOffload::set_cost(const ExpertCost& c) {
-  if (!(c.link_bytes_per_us > 0)) throw Error(code::bad_argument, "expert cost: the link bandwidth must be positive");
-  for (double x : {c.cpu_fixed_us, c.cpu_us_per_token, c.gpu_fixed_us, c.gpu_us_per_token, c.link_latency_us})
-    if (!(x >= 0) || !std::isfinite(x)) throw Error(code::bad_argument, "expert cost: every time must be a finite non-negative number");
+  validate_cost(c);
   cfg_.cost = c;
   cfg_.has_cost = true;
   cfg_.n_star = -1;
@@ -329,17 +333,19 @@ std::vector<uint8_t> ExpertOffload::copy_choice(int64_t l, const std::vector<int
   const ExpertCost& c = cfg_.cost;
   const double slab_us = c.link_latency_us + double(layers_[size_t(l)].slab) / c.link_bytes_per_us;
   double link = 0, dev = device_us, cpu = 0;
+  bool cpu_called = false;  // the layer's CPU call is paid once, by its first CPU expert
   for (size_t i = 0; i < missing.size(); ++i) {
     const double n = double(rows[size_t(missing[i])]);
     const double dev_done = std::max(link + slab_us, dev) + c.gpu_fixed_us + c.gpu_us_per_token * n;
-    const double cpu_done =
-        cpu + c.cpu_fixed_us + c.cpu_us_per_token * n + 2.0 * (c.link_latency_us + n * act_bytes_per_row_ / c.link_bytes_per_us);
+    const double cpu_done = cpu + (cpu_called ? 0.0 : c.cpu_call_us) + c.cpu_fixed_us + c.cpu_us_per_token * n +
+                            2.0 * (c.link_latency_us + n * act_bytes_per_row_ / c.link_bytes_per_us);
     if (dev_done < cpu_done) {
       copy[i] = 1;
       link += slab_us;
       dev = dev_done;
     } else {
       cpu = cpu_done;
+      cpu_called = true;
     }
   }
   return copy;

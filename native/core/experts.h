@@ -34,6 +34,9 @@ enum class ExpertScoring { decayed_probability, frequency_lru };
 struct ExpertCost {
   double cpu_fixed_us = 0;       // CPU expert FFN: fixed part (weight streaming), µs
   double cpu_us_per_token = 0;   // CPU expert FFN: per routed row, µs
+  // Once per layer that runs any expert on the CPU, µs: what a step pays beyond the experts'
+  // own times (waking the thread pool after it slept through the device's work, the call).
+  double cpu_call_us = 0;
   double gpu_fixed_us = 0;       // device expert FFN, weights resident: fixed part, µs
   double gpu_us_per_token = 0;   // device expert FFN: per routed row, µs
   double link_latency_us = 0;    // one host<->device copy: latency, µs
@@ -244,6 +247,10 @@ class ExpertOffload {
   // activations' trips use the link, so they are not link idle time.
   double cpu_us(int64_t rows) const {
     return cfg_.has_cost ? cfg_.cost.cpu_fixed_us + cfg_.cost.cpu_us_per_token * double(rows) : 0.0;
+  }
+  // Predicted cost of a layer's CPU experts beyond their own times (0 without costs).
+  double cpu_call_us() const {
+    return cfg_.has_cost ? cfg_.cost.cpu_call_us : 0.0;
   }
   // Predicted time of one slab copy of layer l (+inf without costs).
   double copy_us(int64_t l) const {

@@ -130,7 +130,7 @@ class Model {
   double time_copy(bool to_device, size_t bytes, int iters);
   // Median µs of one routed expert's FFN over `rows` rows (one choice each), on the CPU with
   // the weights it reads in host RAM or on the device from cache slots; needs expert offload.
-  double time_expert(bool on_cpu, int64_t rows, int iters);
+  double time_expert(bool on_cpu, int64_t rows, int iters, int32_t idle_us = 0);
   // Calibrated expert costs for the copy-or-CPU choice from the next step on (makespan rule).
   void set_expert_cost(const ExpertCost& c);
 
@@ -214,9 +214,11 @@ class Model {
   std::unique_ptr<cpu::ThreadPool> sample_pool_;  // created at the first step that samples two sequences
   std::vector<SamplerScratch> samplers_;   // one per drawing thread (the first also for serial draws)
   std::mutex cpu_mu_;                      // one caller at a time on the CPU backend
+  size_t expert_time_cursor_[2] = {0, 0};  // time_expert's next target, CPU and device (see there)
   std::unique_ptr<CpuWorker> worker_;      // CPU attention and CPU experts beside the device; null with no device
   std::unique_ptr<ExpertOffload> experts_; // null without expert offload
   ExpertStats ex_stats_;                   // the running step's expert counters
+  std::vector<double> ex_cpu_calls_;       // the running step's CPU expert calls (see StepResult)
   struct DeferredCount {
     const int32_t* ids;  // host copy of the routing, valid once the device has finished
     int64_t n;           // routed rows (tokens x choices)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -16,19 +17,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median microseconds of `iters` runs of f after one warm-up run.
-template <typename F>
-double median_us(int iters, F&& f) {
+// Median microseconds of `iters` runs of f after one warm-up run, `before` untimed ahead of each.
+template <typename F, typename G>
+double median_us_after(int iters, F&& f, G&& before) {
   if (iters < 1 || iters > 1000) throw Error(code::bad_argument, "iters must be in [1, 1000]");
   f();
   std::vector<double> us;
   for (int i = 0; i < iters; ++i) {
+    before();
     const Clock::time_point t0 = Clock::now();
     f();
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
   std::sort(us.begin(), us.end());
   return us[us.size() / 2];
+}
+
+template <typename F>
+double median_us(int iters, F&& f) {
+  return median_us_after(iters, std::forward<F>(f), [] {});
 }
 
 void sync(Backend* b) {
@@ -125,7 +132,7 @@ double Model::time_copy(bool to_dev, size_t bytes, int iters) {
   });
 }
 
-double Model::time_expert(bool on_cpu, int64_t rows, int iters) {
+double Model::time_expert(bool on_cpu, int64_t rows, int iters, int32_t idle_us) {
   if (!experts_) throw Error(code::bad_argument, "expert timing needs a MoE model loaded with expert offload");
   if (rows < 1 || rows > 65535) throw Error(code::bad_argument, "rows must be in [1, 65535]");
   const ExpertOffload& xo = *experts_;
@@ -160,15 +167,24 @@ double Model::time_expert(bool on_cpu, int64_t rows, int iters) {
   upload(be, dw.data(), ones.data(), dw.size());
   std::unique_lock<std::mutex> lock(cpu_mu_, std::defer_lock);
   if (on_cpu) lock.lock();
-  size_t next = 0;
-  return median_us(iters, [&] {
-    const Target& t = targets[next++ % targets.size()];
-    const int32_t* run_ids = dids.as<int32_t>() + (on_cpu ? size_t(t.id) : (next - 1) % targets.size()) * size_t(rows);
+  // The turn goes on from where the last timing left it: restarting at the first expert, a
+  // calibration's dozens of timings read the same few slabs, and a last-level cache as large
+  // as theirs (tens of MiB on a server) times them warm, several times faster than a step.
+  size_t& next = on_cpu ? expert_time_cursor_[0] : expert_time_cursor_[1];
+  // With idle_us the workers have gone to sleep before each run, as between the layers of a
+  // step whose device work outlasts their spin: the run then pays their wake-up.
+  const auto idle = [idle_us] {
+    if (idle_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(idle_us));
+  };
+  return median_us_after(iters, [&] {
+    const size_t i = next++ % targets.size();
+    const Target& t = targets[i];
+    const int32_t* run_ids = dids.as<int32_t>() + (on_cpu ? size_t(t.id) : i) * size_t(rows);
     be->check(be->fn().moe_ffn(be->ctx(), dx.as<float>(), rows, run_ids, dw.as<float>(), 1, &t.views.gate, &t.views.up, &t.views.down,
                                dy.as<float>(), nullptr),
               "moe_ffn");
     sync(be);
-  });
+  }, idle);
 }
 
 void Model::set_expert_cost(const ExpertCost& c) {

@@ -68,6 +68,7 @@ struct ExpertStats {
   int64_t cpu_experts = 0;       // active pairs run on the CPU
   int64_t device_rows = 0;       // routed rows (token, choice) run on the device
   int64_t cpu_rows = 0;          // routed rows run on the CPU
+  int64_t cpu_calls = 0;         // layers that ran experts on the CPU (one CPU call each)
   int64_t copy_bytes = 0;        // expert slabs moved host -> device
   int64_t activation_bytes = 0;  // hidden states down and expert outputs up for CPU experts
   int64_t prefill_copies = 0;      // copies of steps of several tokens, streamed through the double buffer
@@ -79,6 +80,9 @@ struct StepResult {
   std::vector<SeqResult> seqs;
   bool has_experts = false;  // the model runs with expert offload: `experts` is filled
   ExpertStats experts;
+  // Each layer's CPU expert call: (experts, routed rows, measured µs), flattened; what the
+  // expert costs are refitted from online (src/sched/experts/refit.ts).
+  std::vector<double> cpu_expert_calls;
   std::vector<std::pair<std::string, double>> phase_us;  // microseconds per phase, in run order
   double total_us = 0;
 };

@@ -64,8 +64,8 @@ export interface NativeModelConfig {
   /** MoE expert offload (issue 9; needs a device): routed experts as host slabs plus a device slot cache in the budget left after the dense weights, and a per-expert choice each step. Absent: experts are placed as whole stacks like other weights. */ experts?: NativeExpertConfig;
 }
 
-/** Linear costs of one routed expert (native/core/experts.h ExpertCost): FFN time on each side by routed rows (µs), and the link (µs; bytes/µs). */
-export interface NativeExpertCost { cpuFixedUs: number; cpuUsPerToken: number; gpuFixedUs: number; gpuUsPerToken: number; linkLatencyUs: number; linkBytesPerUs: number }
+/** Linear costs of one routed expert (native/core/experts.h ExpertCost): FFN time on each side by routed rows (µs), the link (µs; bytes/µs), and `cpuCallUs` once per layer that runs any expert on the CPU (default 0). */
+export interface NativeExpertCost { cpuFixedUs: number; cpuUsPerToken: number; cpuCallUs?: number; gpuFixedUs: number; gpuUsPerToken: number; linkLatencyUs: number; linkBytesPerUs: number }
 
 /** Expert offload settings (native/core/experts.h); src/sched/experts/native.ts builds them from a cost model. */
 export interface NativeExpertConfig {
@@ -105,7 +105,7 @@ export interface NativeModel {
   dispose(): void;
   /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
   readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
-  /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number } | { kind: 'expert'; device: 'cpu' | 'gpu'; tokens: number; iters?: number }): Promise<number>;
+  /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number } | { kind: 'expert'; device: 'cpu' | 'gpu'; tokens: number; iters?: number; idleUs?: number }): Promise<number>;
   /** Expert offload only: calibrated costs for the copy-or-CPU choice from the next step on (the makespan rule; placement.experts.nStar keeps its load-time value). Throws TDM_BAD_ARGUMENT without expert offload, for bad numbers or while a step runs; TDM_DISPOSED after dispose(). */
   setExpertCost(cost: NativeExpertCost): void;
   /** Where the weights went: the device kind (null with none) and name, bytes and matrices on it and left in host RAM; `experts` under expert offload (slots and slotBytes of the device cache, resident experts at load, bytes of host slabs, layer 0's n*). */ readonly placement: { device: string | null; deviceName: string; deviceBytes: number; hostBytes: number; deviceTensors: number; hostTensors: number; experts?: { policy: string; slots: number; slotBytes: number; resident: number; hostSlabBytes: number; nStar: number } };

@@ -89,6 +89,8 @@ export interface StepResult {
   totalUs: number;
   /** Expert offload counters of this step, when the model was loaded with `experts`. */
   experts?: ExpertStepStats;
+  /** With `experts`: each layer's CPU expert call as (experts, routed rows, measured µs), flattened; what the expert costs are refitted from (src/sched/experts/refit.ts). */
+  cpuExpertCalls?: Float64Array;
 }
 
 /** What expert offload did in one step, summed over layers; an active expert is one (layer, expert) pair with routed rows. */
@@ -113,6 +115,8 @@ export interface ExpertStepStats {
   /** Routed rows (token, choice) run on each side. */
   deviceRows: number;
   cpuRows: number;
+  /** Layers that ran experts on the CPU: one CPU call each. */
+  cpuCalls: number;
   /** Bytes of expert slabs copied host -> device. */
   copyBytes: number;
   /** Bytes of hidden states down and expert outputs up for CPU experts. */

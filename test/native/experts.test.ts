@@ -247,7 +247,7 @@ async function decodeStats(file: string, experts: NativeExpertConfig, steps: num
   const table = Int32Array.from({ length: 8 }, (_, i) => i);
   let tokens = [1, 300, 301, 302, 303, 304, 305, 306];
   let pos = 0;
-  const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
+  const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, cpuCalls: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
   for (let s = 0; s <= steps; s++) {
     const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true }] });
     pos += tokens.length;

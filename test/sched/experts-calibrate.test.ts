@@ -16,7 +16,7 @@ import { loadModel, type StepInfo } from '../../src/api/index.js';
 import { modelPath } from '../helpers.js';
 
 const SLOT = 1 << 20;
-const TRUTH: NativeExpertCost = { cpuFixedUs: 200, cpuUsPerToken: 30, gpuFixedUs: 20, gpuUsPerToken: 2, linkLatencyUs: 10, linkBytesPerUs: 16000 };
+const TRUTH: Required<NativeExpertCost> = { cpuFixedUs: 200, cpuUsPerToken: 30, cpuCallUs: 150, gpuFixedUs: 20, gpuUsPerToken: 2, linkLatencyUs: 10, linkBytesPerUs: 16000 };
 
 /** A model whose experts cost exactly TRUTH (or whose device has no expert in a slot). */
 function fakeTarget(opts: { noDevice?: boolean } = {}) {
@@ -29,7 +29,9 @@ function fakeTarget(opts: { noDevice?: boolean } = {}) {
       if (op.kind === 'copy') return TRUTH.linkLatencyUs + op.bytes / TRUTH.linkBytesPerUs;
       if (op.kind !== 'expert') throw new Error(`unexpected op ${op.kind}`);
       if (op.device === 'gpu' && opts.noDevice) throw Object.assign(new Error('no expert is in a device cache slot to time'), { code: 'TDM_UNSUPPORTED' });
-      return op.device === 'cpu' ? TRUTH.cpuFixedUs + TRUTH.cpuUsPerToken * op.tokens : TRUTH.gpuFixedUs + TRUTH.gpuUsPerToken * op.tokens;
+      // After an idle spell the CPU pays its call cost (waking the pool) on top of the line.
+      const woken = (op.idleUs ?? 0) > 0 ? TRUTH.cpuCallUs : 0;
+      return op.device === 'cpu' ? woken + TRUTH.cpuFixedUs + TRUTH.cpuUsPerToken * op.tokens : TRUTH.gpuFixedUs + TRUTH.gpuUsPerToken * op.tokens;
     },
   };
   return target;
@@ -51,7 +53,7 @@ t.test('calibration recovers known linear costs and measures its held-out error'
   const fractions: number[] = [];
   const c = await calibrateExperts(target, EXPERT_GRID, (f) => fractions.push(f));
   for (const k of Object.keys(TRUTH) as (keyof NativeExpertCost)[]) {
-    t.ok(Math.abs(c.cost[k] - TRUTH[k]) <= 1e-6 * TRUTH[k], `${k}: ${c.cost[k]} = ${TRUTH[k]}`);
+    t.ok(Math.abs(c.cost[k]! - TRUTH[k]) <= 1e-6 * TRUTH[k], `${k}: ${c.cost[k]} = ${TRUTH[k]}`);
   }
   t.same(c.errors.map((e) => [e.side, e.rows]), [['cpu', 4], ['cpu', 16], ['gpu', 4], ['gpu', 16]], 'held-out rows on both sides');
   t.ok(c.errors.every((e) => e.relError < 1e-9), 'no error on a linear truth');
@@ -89,7 +91,7 @@ t.test('the calibration is cached per key, refreshed on request, remade when bro
   const other = await loadOrCalibrateExperts(fakeTarget(), { ...key, model: 'another model' }, { cacheDir: dir, grid: QUICK_EXPERT_GRID });
   t.equal(other.fromCache, false, 'another key calibrates');
   t.equal((await loadOrCalibrateExperts(fakeTarget(), key, { cacheDir: dir, grid: QUICK_EXPERT_GRID, refresh: true })).fromCache, false, 'refresh calibrates');
-  fs.writeFileSync(first.file, '{"schema":"tandem-expert-calibration/1","key":{"machine":"test machine","model":"test model"},"calibration":{"cost":{"cpuFixedUs":-1}}}');
+  fs.writeFileSync(first.file, '{"schema":"tandem-expert-calibration/2","key":{"machine":"test machine","model":"test model"},"calibration":{"cost":{"cpuFixedUs":-1}}}');
   t.equal((await loadOrCalibrateExperts(fakeTarget(), key, { cacheDir: dir, grid: QUICK_EXPERT_GRID })).fromCache, false, 'a broken cache calibrates');
 });
 
@@ -109,13 +111,15 @@ async function loadStandin(maxSlots: number, extra: { prefetchWhenIdle?: boolean
 }
 
 /** One 12-token prefill, then 3 decode steps; the logits and the summed expert counters. */
-async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: number; cpuExperts: number; prefetches: number }> {
+async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: number; cpuExperts: number; prefetches: number; cpuCalls: number; callsAgree: boolean }> {
   const table = Int32Array.from({ length: 4 }, (_, i) => i);
   const prompt = Array.from({ length: 12 }, (_, i) => 1 + ((i * 37) % (m.info.nVocab - 1)));
   const logits: Float32Array[] = [];
   let copies = 0;
   let cpuExperts = 0;
   let prefetches = 0;
+  let cpuCalls = 0;
+  let callsAgree = true;
   let pos = 0;
   let tokens = prompt;
   for (let s = 0; s < 4; s++) {
@@ -127,8 +131,20 @@ async function run(m: NativeModel): Promise<{ logits: Float32Array[]; copies: nu
     copies += r.experts!.copies;
     cpuExperts += r.experts!.cpuExperts;
     prefetches += r.experts!.prefetches;
+    cpuCalls += r.experts!.cpuCalls;
+    // The per-call samples add up to the step's counters, and every call took time.
+    const calls = r.cpuExpertCalls!;
+    let experts = 0;
+    let rows = 0;
+    for (let i = 0; i < calls.length; i += 3) {
+      experts += calls[i]!;
+      rows += calls[i + 1]!;
+      if (!(calls[i + 2]! > 0)) callsAgree = false;
+    }
+    if (calls.length !== 3 * r.experts!.cpuCalls || experts !== r.experts!.cpuExperts || rows !== r.experts!.cpuRows) callsAgree = false;
+    if (r.experts!.cpuCalls > hparams.nLayer || (r.experts!.cpuExperts > 0) !== (r.experts!.cpuCalls > 0)) callsAgree = false;
   }
-  return { logits, copies, cpuExperts, prefetches };
+  return { logits, copies, cpuExperts, prefetches, cpuCalls, callsAgree };
 }
 
 t.test('on the stand-in: experts are timed on both sides, and the costs steer the choice', async (t) => {
@@ -157,8 +173,33 @@ t.test('on the stand-in: experts are timed on both sides, and the costs steer th
   t.throws(() => m.setExpertCost({ ...TRUTH, linkBytesPerUs: 0 }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => m.setExpertCost({ ...TRUTH, cpuFixedUs: -1 }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => m.setExpertCost({ ...TRUTH, cpuUsPerToken: Number.NaN }), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => m.setExpertCost({ ...TRUTH, cpuCallUs: -1 }), { code: 'TDM_BAD_ARGUMENT' });
+  t.ok(a.callsAgree && b.callsAgree, 'the CPU calls of each step add up to its CPU experts and rows');
   await t.rejects(m.profile({ kind: 'expert', device: 'cpu', tokens: 0 }), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(m.profile({ kind: 'expert', device: 'npu' as 'cpu', tokens: 1 }), { code: 'TDM_BAD_ARGUMENT' });
+});
+
+t.test('the CPU call cost is paid once per layer: it sends one-row experts to copies', async (t) => {
+  // A CPU expert takes 10 µs and a copy 100: without a call cost every missing expert runs on
+  // the CPU (a layer has at most 8, 80 µs). A 550 µs call makes the first CPU expert of a layer
+  // cost 560, so a layer's first five missing experts are copied (the fifth done at 500) and a
+  // prefill layer's later ones go to the CPU; a decode layer's two are both copied.
+  const free = await loadStandin(4);
+  t.teardown(() => free.dispose());
+  const slab = free.placement.experts!.slotBytes;
+  const cost: NativeExpertCost = { cpuFixedUs: 10, cpuUsPerToken: 0, gpuFixedUs: 0, gpuUsPerToken: 0, linkLatencyUs: 0, linkBytesPerUs: slab / 100 };
+  free.setExpertCost(cost);
+  const called = await loadStandin(4);
+  t.teardown(() => called.dispose());
+  called.setExpertCost({ ...cost, cpuCallUs: 550 });
+  const a = await run(free);
+  const b = await run(called);
+  t.equal(a.copies, 0, 'no call cost: nothing is copied');
+  t.ok(a.cpuCalls > 0, `so the CPU is called (${a.cpuCalls} calls)`);
+  t.ok(b.copies > 0, `a call cost: missing experts are copied (${b.copies})`);
+  t.ok(b.cpuCalls < a.cpuCalls, `and fewer layers call the CPU (${b.cpuCalls} < ${a.cpuCalls})`);
+  t.ok(a.callsAgree && b.callsAgree, 'the per-call samples add up to the counters');
+  for (let i = 0; i < a.logits.length; i++) t.same(b.logits[i], a.logits[i], `step ${i}: the same logits`);
 });
 
 t.test('prefetch while the link idles: as many as the predicted window holds', async (t) => {

@@ -23,15 +23,23 @@ export interface ExpertGrid {
    * CPU fits whose held-out errors reached 180%).
    */
   rounds?: number;
+  /**
+   * With a value above 0: a 1-row CPU expert is also timed after the CPU sat idle this long
+   * (µs), as between the layers of a step whose device work outlasts the thread pool's spin;
+   * what it takes beyond the warm line is the call cost (cpuCallUs), paid once per layer with
+   * CPU experts. Default 0: not measured.
+   */
+  callIdleUs?: number;
 }
 
-export const EXPERT_GRID: ExpertGrid = { rows: [1, 2, 8, 32], heldOutRows: [4, 16], copySlabFractions: [1 / 16, 1], iters: 5, rounds: 3 };
+export const EXPERT_GRID: ExpertGrid = { rows: [1, 2, 8, 32], heldOutRows: [4, 16], copySlabFractions: [1 / 16, 1], iters: 5, rounds: 3, callIdleUs: 2000 };
 /** A few timings, one run each: tests and profile 'quick'. */
-export const QUICK_EXPERT_GRID: ExpertGrid = { rows: [1, 8], heldOutRows: [4], copySlabFractions: [1 / 16, 1], iters: 1 };
+export const QUICK_EXPERT_GRID: ExpertGrid = { rows: [1, 8], heldOutRows: [4], copySlabFractions: [1 / 16, 1], iters: 1, callIdleUs: 2000 };
 
 export interface ExpertPoint {
-  side: 'cpu' | 'gpu' | 'link';
-  /** Routed rows (cpu, gpu) or bytes (link). */
+  /** 'cpu-idle': a CPU expert timed after the CPU sat idle (ExpertGrid.callIdleUs). */
+  side: 'cpu' | 'cpu-idle' | 'gpu' | 'link';
+  /** Routed rows (cpu, cpu-idle, gpu) or bytes (link). */
   x: number;
   us: number;
 }
@@ -75,27 +83,31 @@ export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'pla
   const ex = model.placement.experts;
   if (!ex) throw new TandemError('TDM_BAD_ARGUMENT', 'expert calibration needs a MoE model loaded with expert offload');
   const rounds = Math.max(1, Math.floor(grid.rounds ?? 1));
+  const idleUs = Math.max(0, Math.floor(grid.callIdleUs ?? 0));
   const perSide = rounds * (grid.rows.length + grid.heldOutRows.length);
-  const total = 2 * perSide + grid.copySlabFractions.length;
+  const idleTimings = idleUs > 0 ? rounds : 0;
+  const total = 2 * perSide + idleTimings + grid.copySlabFractions.length;
   let done = 0;
   const tick = () => onProgress?.(++done / total);
-  const time = async (side: 'cpu' | 'gpu', rows: number) => {
-    const us = await model.profile({ kind: 'expert', device: side, tokens: rows, iters: grid.iters });
+  const time = async (side: 'cpu' | 'gpu', rows: number, idle: boolean) => {
+    const us = await model.profile({ kind: 'expert', device: side, tokens: rows, iters: grid.iters, ...(idle ? { idleUs } : {}) });
     tick();
     return us;
   };
-  // Every row count once per pass; each point the median of its passes.
-  const side = async (s: 'cpu' | 'gpu'): Promise<{ fit: ExpertPoint[]; held: ExpertPoint[] }> => {
-    const all = [...grid.rows, ...grid.heldOutRows];
+  // Every row count once per pass (on the CPU, the idle timing too); each point the median of its passes.
+  const side = async (s: 'cpu' | 'gpu'): Promise<{ fit: ExpertPoint[]; held: ExpertPoint[]; idle: ExpertPoint[] }> => {
+    const all = [...grid.rows, ...grid.heldOutRows].map((rows) => ({ rows, idle: false }));
+    if (s === 'cpu' && idleUs > 0) all.push({ rows: 1, idle: true });
     const times = all.map(() => [] as number[]);
-    for (let r = 0; r < rounds; r++) for (const [i, rows] of all.entries()) times[i]!.push(await time(s, rows));
-    const pts = all.map((rows, i): ExpertPoint => ({ side: s, x: rows, us: median(times[i]!) }));
-    return { fit: pts.slice(0, grid.rows.length), held: pts.slice(grid.rows.length) };
+    for (let r = 0; r < rounds; r++) for (const [i, p] of all.entries()) times[i]!.push(await time(s, p.rows, p.idle));
+    const pts = all.map((p, i): ExpertPoint => ({ side: p.idle ? 'cpu-idle' : s, x: p.rows, us: median(times[i]!) }));
+    const n = grid.rows.length;
+    return { fit: pts.slice(0, n), held: pts.slice(n, n + grid.heldOutRows.length), idle: pts.slice(n + grid.heldOutRows.length) };
   };
   const points: ExpertPoint[] = [];
   const heldOut: ExpertPoint[] = [];
   const cpuSide = await side('cpu');
-  points.push(...cpuSide.fit);
+  points.push(...cpuSide.fit, ...cpuSide.idle);
   heldOut.push(...cpuSide.held);
   let deviceNote: string | undefined;
   try {
@@ -105,7 +117,7 @@ export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'pla
   } catch (err) {
     if ((err as { code?: string }).code !== 'TDM_UNSUPPORTED') throw err;
     deviceNote = (err as Error).message;
-    done = 2 * perSide;
+    done = 2 * perSide + idleTimings;
   }
   for (const f of grid.copySlabFractions) {
     const bytes = Math.max(1, Math.round(f * ex.slotBytes));
@@ -117,8 +129,11 @@ export async function calibrateExperts(model: Pick<NativeModel, 'profile' | 'pla
   // With no device timing a copied expert would never pay: an infinite-looking device cost.
   const gpu = gpuPoints.length > 0 ? fitLine(gpuPoints) : { fixed: 1e12, perUnit: 0 };
   const link = fitLine(points.filter((p) => p.side === 'link'));
+  // The call cost: how much longer a CPU expert takes after the CPU sat idle than the warm line says.
+  const idle = points.find((p) => p.side === 'cpu-idle');
+  const cpuCallUs = idle ? Math.max(0, idle.us - (cpu.fixed + cpu.perUnit * idle.x)) : 0;
   const cost: NativeExpertCost = {
-    cpuFixedUs: cpu.fixed, cpuUsPerToken: cpu.perUnit, gpuFixedUs: gpu.fixed, gpuUsPerToken: gpu.perUnit,
+    cpuFixedUs: cpu.fixed, cpuUsPerToken: cpu.perUnit, cpuCallUs, gpuFixedUs: gpu.fixed, gpuUsPerToken: gpu.perUnit,
     linkLatencyUs: link.fixed, linkBytesPerUs: link.perUnit > 0 ? 1 / link.perUnit : Number.MAX_VALUE,
   };
   const errors = heldOut.map((p): ExpertCalibrationError => {
@@ -141,8 +156,9 @@ export function calibrationFile(cacheDir: string, key: ProfileKey): string {
   return path.join(cacheDir, 'profiles', `experts-${h}.json`);
 }
 
+/** Schema 2: timings that read cold weights, and the call cost; files of schema 1 timed a few warm slabs and are measured again. */
 interface CalibrationFileJson {
-  schema: 'tandem-expert-calibration/1';
+  schema: 'tandem-expert-calibration/2';
   key: ProfileKey;
   createdAt: string;
   calibration: ExpertCalibration;
@@ -151,7 +167,7 @@ interface CalibrationFileJson {
 function validCost(c: unknown): c is NativeExpertCost {
   if (c === null || typeof c !== 'object') return false;
   const o = c as Record<string, unknown>;
-  const keys = ['cpuFixedUs', 'cpuUsPerToken', 'gpuFixedUs', 'gpuUsPerToken', 'linkLatencyUs', 'linkBytesPerUs'];
+  const keys = ['cpuFixedUs', 'cpuUsPerToken', 'cpuCallUs', 'gpuFixedUs', 'gpuUsPerToken', 'linkLatencyUs', 'linkBytesPerUs'];
   return keys.every((k) => typeof o[k] === 'number' && Number.isFinite(o[k]) && (o[k] as number) >= 0) && (o.linkBytesPerUs as number) > 0;
 }
 
@@ -165,7 +181,7 @@ export async function loadOrCalibrateExperts(
   if (!options.refresh) {
     try {
       const body = JSON.parse(fs.readFileSync(file, 'utf8')) as CalibrationFileJson;
-      if (body?.schema === 'tandem-expert-calibration/1' && body.key?.machine === key.machine && body.key?.model === key.model && validCost(body.calibration?.cost)) {
+      if (body?.schema === 'tandem-expert-calibration/2' && body.key?.machine === key.machine && body.key?.model === key.model && validCost(body.calibration?.cost)) {
         return { ...body.calibration, file, fromCache: true };
       }
     } catch {
@@ -173,7 +189,7 @@ export async function loadOrCalibrateExperts(
     }
   }
   const calibration = await calibrateExperts(model, options.grid, options.onProgress);
-  const body: CalibrationFileJson = { schema: 'tandem-expert-calibration/1', key, createdAt: new Date().toISOString(), calibration };
+  const body: CalibrationFileJson = { schema: 'tandem-expert-calibration/2', key, createdAt: new Date().toISOString(), calibration };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(body, null, 1));
