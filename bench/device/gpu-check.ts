@@ -315,7 +315,7 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others. 'dynamic, no prefetch' is 'dynamic' without the prefetch; 'dynamic, cudaHostAlloc' is 'dynamic' with its pinned slabs from cudaHostAlloc rather than mapped on the GPU's NUMA node. Each policy runs in its own process.`, '',
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others. 'dynamic, no refit' is 'dynamic' on its calibration alone, its CPU costs not refitted online from the steps; 'dynamic, no prefetch' is 'dynamic' without the prefetch; 'dynamic, cudaHostAlloc' is 'dynamic' with its pinned slabs from cudaHostAlloc rather than mapped on the GPU's NUMA node. Each policy runs in its own process.`, '',
     '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | row hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
@@ -330,13 +330,18 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
     }
   }
   const cal = report.runs.filter((r) => r.result?.calibration);
-  if (cal.length > 0) lines.push('', 'Calibrated expert costs (one expert FFN by routed rows, the host->device link):', '');
+  if (cal.length > 0) lines.push('', 'Calibrated expert costs (one expert FFN by routed rows, plus a call cost once per layer with CPU experts; the host->device link), what the CPU calls took in the measured decode steps against the calibrated prediction, and where the online refit ended:', '');
   for (const r of cal) {
-    const cal = r.result!.calibration!;
+    const x = r.result!;
+    const cal = x.calibration!;
     const c = cal.cost;
     const err = cal.errors.map((e) => `${e.side} at ${e.rows} rows ${(100 * e.relError).toFixed(0)}%`).join(', ');
     const dev = cal.deviceNote ? `device not timed (${cal.deviceNote})` : `device ${c.gpuFixedUs.toFixed(1)} µs + ${c.gpuUsPerToken.toFixed(2)} µs/row`;
-    lines.push(`- batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row; ${dev}; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}`);
+    const k = x.decodeCpuCalls;
+    const predicted = k ? (c.cpuCallUs ?? 0) + c.cpuFixedUs * k.expertsPerCall + c.cpuUsPerToken * k.rowsPerCall : 0;
+    const steps = k ? `; in steps ${k.calls} CPU calls of ${k.expertsPerCall.toFixed(2)} experts, ${k.rowsPerCall.toFixed(1)} rows: ${k.meanUs.toFixed(0)} µs each, calibrated ${predicted.toFixed(0)}` : '; no CPU call in the measured steps';
+    const refit = x.refit ? `; refit: call ${x.refit.callUs.toFixed(0)} µs, scale ${x.refit.scale.toFixed(2)} (${x.refit.calls} calls, ${x.refit.updates} updates)` : '; no online refit';
+    lines.push(`- ${r.policy}, batch ${r.batch}: CPU ${c.cpuFixedUs.toFixed(1)} µs + ${c.cpuUsPerToken.toFixed(2)} µs/row, call ${(c.cpuCallUs ?? 0).toFixed(1)} µs; ${dev}; link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(1)} GB/s; held-out error: ${err}${steps}${refit}`);
   }
   if (report.error) lines.push('', 'Processes that failed (stderr tail):', '', '```', report.error, '```');
   return [...lines, ''];

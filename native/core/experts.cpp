@@ -49,11 +49,12 @@ double crossover(const ExpertCost& c, double slab, double act_bytes_per_row) {
   return std::floor(r / d) + 1;
 }
 
-void validate_cost(const ExpertCost& c) {
+// `what` names the costs in the message: experts.cost at load, the expert cost later.
+void validate_cost(const ExpertCost& c, const char* what) {
   if (!(c.link_bytes_per_us > 0) || !std::isfinite(c.link_bytes_per_us))
-    throw Error(code::bad_argument, "expert cost: the link bandwidth must be a finite positive number");
+    throw Error(code::bad_argument, std::string(what) + ": linkBytesPerUs must be a finite positive number");
   for (double x : {c.cpu_fixed_us, c.cpu_us_per_token, c.cpu_call_us, c.gpu_fixed_us, c.gpu_us_per_token, c.link_latency_us})
-    if (!(x >= 0) || !std::isfinite(x)) throw Error(code::bad_argument, "expert cost: every time must be a finite non-negative number");
+    if (!(x >= 0) || !std::isfinite(x)) throw Error(code::bad_argument, std::string(what) + ": every time must be a finite non-negative number");
 }
 
 }  // namespace
@@ -64,7 +65,7 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
   if (!(cfg.decay > 0 && cfg.decay <= 1)) throw Error(code::bad_argument, "experts.decay must be in (0, 1]");
   if (!(cfg.admit_margin >= 1)) throw Error(code::bad_argument, "experts.admitMargin must be at least 1");
   if (cfg.cpu_layers < 0) throw Error(code::bad_argument, "experts.cpuLayers must not be negative");
-  if (cfg.has_cost) validate_cost(cfg.cost);
+  if (cfg.has_cost) validate_cost(cfg.cost, "experts.cost");
   const int64_t n_keys = n_layer_ * n_expert_;
   if (!cfg.initial_scores.empty() && int64_t(cfg.initial_scores.size()) != n_keys)
     throw Error(code::bad_argument, "experts.initialScores must hold nLayer * nExpert = " + std::to_string(n_keys) + " scores");
@@ -293,7 +294,7 @@ int32_t ExpertOffload::prefetch_count(int64_t next_layer, double device_us, doub
 }
 
 void ExpertOffload::set_cost(const ExpertCost& c) {
-  validate_cost(c);
+  validate_cost(c, "expert cost");
   cfg_.cost = c;
   cfg_.has_cost = true;
   cfg_.n_star = -1;

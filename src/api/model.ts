@@ -20,6 +20,7 @@ import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
 import { loadOrProfile, profileKey, profileModel, QUICK_GRID } from '../sched/profiler.js';
 import { nativeExpertConfig, type NativeExpertPolicy } from '../sched/experts/native.js';
 import { calibrateExperts, loadOrCalibrateExperts, QUICK_EXPERT_GRID, type ExpertCalibration } from '../sched/experts/calibrate.js';
+import { ExpertCostRefit, refittingExecutor } from '../sched/experts/refit.js';
 import { createProgressBar } from '../cli/progress.js';
 import type { SequenceParams } from '../engine/sequence.js';
 import { GenerationStream } from './generation.js';
@@ -310,6 +311,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   let policy: EnginePolicy | undefined;
   let profile: ModelInfo['profile'];
   let expertsInfo: ModelInfo['experts'];
+  // 'dynamic' with calibrated costs: refitted online from every step's CPU expert calls.
+  let expertRefit: ExpertCostRefit | undefined;
   if (placement.device !== null) {
     // Expert costs first: the profile below then times the steps as they will run.
     const ex = placement.experts;
@@ -321,6 +324,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
             ? { ...(await calibrateExperts(nativeModel, QUICK_EXPERT_GRID)), source: 'quick' as const }
             : await calibrateCached(nativeModel, hp, { threads, cpuKernels, kvBlockTokens, deviceThreads: options.deviceThreads }, options);
           nativeModel.setExpertCost(c.cost);
+          expertRefit = new ExpertCostRefit(c.cost);
           expertsInfo.calibration = { source: c.source, cost: c.cost, errors: c.errors };
           if ('file' in c) expertsInfo.calibration.file = c.file;
           if (c.deviceNote !== undefined) expertsInfo.calibration.deviceNote = c.deviceNote;
@@ -358,7 +362,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     // device 'auto' found no GPU: the single-device CPU path.
     schedulerConfig.strategy = 'cpu';
   }
-  const engine = new Engine(nativeModel, schedulerConfig, { policy });
+  const engine = new Engine(expertRefit ? refittingExecutor(nativeModel, expertRefit) : nativeModel, schedulerConfig, { policy });
   const info: ModelInfo = {
     architecture: hp.architecture,
     nVocab: nativeModel.info.nVocab,
@@ -384,7 +388,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (policy && options.tpotSloMs !== undefined) info.tpotSloMs = options.tpotSloMs;
   if (profile) info.profile = profile;
   if (expertsInfo) info.experts = expertsInfo;
-  return new Model(path, info, nativeModel, engine, tokenizer, template, outputBuffer);
+  return new Model(path, info, nativeModel, engine, tokenizer, template, outputBuffer, expertRefit);
 }
 
 /** The expert calibration of this machine and model: cached beside the profiles (a first use times it once, with a progress bar). */
@@ -419,6 +423,7 @@ export class Model {
   /** Unread streamed tokens that pause a request. */
   private readonly outputBufferTokens: number;
   private readonly stepListeners = new Set<(step: StepInfo) => void>();
+  private readonly expertRefit: ExpertCostRefit | undefined;
   /** Steps since load, counted while a listener is subscribed (and before, from the engine's stats). */
   private stepCount = 0;
 
@@ -431,8 +436,10 @@ export class Model {
     tokenizer: Tokenizer,
     template: string | undefined,
     outputBufferTokens = DEFAULT_OUTPUT_BUFFER,
+    expertRefit?: ExpertCostRefit,
   ) {
     this.outputBufferTokens = outputBufferTokens;
+    this.expertRefit = expertRefit;
     this.path = path;
     this.info = info;
     this.nativeModel = nativeModel;
@@ -479,6 +486,7 @@ export class Model {
       };
       if (p.predictedSteps > 0) stats.policy.meanStepError = policy.meanStepError;
     }
+    if (this.expertRefit) stats.expertCosts = this.expertRefit.state;
     return stats;
   }
 

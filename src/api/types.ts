@@ -4,6 +4,7 @@ import type { StopReason } from '../engine/sequence.js';
 import type { ExpertStepStats, Strategy } from '../native/step-plan.js';
 import type { NativeExpertCost } from '../native/binding.js';
 import type { ExpertCalibrationError } from '../sched/experts/calibrate.js';
+import type { ExpertRefitState } from '../sched/experts/refit.js';
 import type { PredictionError } from '../sched/cost-model.js';
 import type { PolicyName } from '../sched/policy.js';
 
@@ -330,4 +331,6 @@ export interface ModelStats {
   phaseUs: Record<string, number>;
   /** With a device: what the policy did. */
   policy?: PolicyStatsView;
+  /** With 'dynamic' expert offload: the CPU expert costs in force, refitted online from the steps' CPU calls (call cost, scale of the calibrated line, calls seen, updates). */
+  expertCosts?: ExpertRefitState;
 }

@@ -261,6 +261,11 @@ t.test("loadModel's experts option", async (t) => {
   t.equal(got.length, want.length);
   t.ok(steps.length > 0 && steps.every((s) => s.experts !== undefined), 'every step reports its experts');
   t.ok(steps.reduce((n, s) => n + s.experts!.hits + s.experts!.misses, 0) > 0, 'experts were routed');
+  const cpuCalls = steps.reduce((n, s) => n + s.experts!.cpuCalls, 0);
+  const refit = m.stats.expertCosts!;
+  t.equal(refit.calls, cpuCalls, `the online refit saw every CPU call of the steps (${cpuCalls})`);
+  if (refit.calls >= 16) t.ok(refit.updates >= 1 && refit.cost.cpuCallUs === refit.callUs, 'and once it had enough, its costs are in force');
+  t.equal(plain.stats.expertCosts, undefined, 'no expert offload: no refit');
   // The stand-in's device kernels sum in another order than the CPU's packed ones: greedy paths
   // may part at a near tie only, so the first token (from the same prompt logits) must agree.
   t.equal(got[0], want[0], 'the first greedy token matches the plain CPU path');

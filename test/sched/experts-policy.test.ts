@@ -54,6 +54,20 @@ t.test('heaviest experts go to the GPU, lightest to the CPU, and the split beats
   t.equal(c.bytesMoved, copies * cost.expertBytes, 'bytes moved are the copied slabs');
 });
 
+t.test('a CPU call cost is paid once per layer: the first CPU expert carries it, later ones do not', async (t) => {
+  // A copy takes 100 µs; a one-token CPU expert 10. With a 250 µs call, copying wins for the
+  // first two experts (done at 100 and 200, against 260), then the call is worth paying once.
+  const base = { ...fakeCost(), cpuExpertUs: (n: number) => 10 * n, copyUs: (b: number) => (b > 0 ? 100 : 0) };
+  const called: ExpertCostModel = { ...base, cpuCallUs: 250 };
+  const c = chooseLayer({ routed: routed([1, 1, 1, 1, 1]), resident: () => false, cost: called, gpuStartUs: 0, cpuStartUs: 0, linkStartUs: 0 });
+  t.same(c.assignments.map((a) => a.site), ['copy-gpu', 'copy-gpu', 'cpu', 'cpu', 'cpu'], 'two copies, then the CPU');
+  t.same(c.assignments.filter((a) => a.site === 'cpu').map((a) => a.finishUs), [260, 270, 280], 'the call is paid by the first CPU expert alone');
+  const free = chooseLayer({ routed: routed([1, 1, 1, 1, 1]), resident: () => false, cost: base, gpuStartUs: 0, cpuStartUs: 0, linkStartUs: 0 });
+  t.ok(free.assignments.every((a) => a.site === 'cpu'), 'without it every expert stays on the CPU');
+  t.equal(crossoverTokens(base), 11, 'n* on idle devices: 100 µs of copy pays above 10 tokens at 10 µs each');
+  t.equal(crossoverTokens(called), 1, 'with the call, a single token already pays for a copy');
+});
+
 t.test('resident experts run on the GPU; a busy link sends work to the CPU', async (t) => {
   const cost = fakeCost();
   const c = chooseLayer({ routed: routed([1, 50]), resident: (e) => e === 0, cost, gpuStartUs: 0, cpuStartUs: 0, linkStartUs: 0 });

@@ -51,6 +51,8 @@ export interface ExpertCostModel {
   gpuExpertUs(tokens: number): number;
   /** One expert's FFN over `tokens` routed rows on the CPU, weights in host RAM (µs). */
   cpuExpertUs(tokens: number): number;
+  /** Paid once per layer that runs any expert on the CPU, beyond the experts' own times (µs; default 0). */
+  readonly cpuCallUs?: number;
   /** One host<->device copy of `bytes` (µs); the hybrid scheduler's CostModel.copyUs. */
   copyUs: CostModel['copyUs'];
   /** The GPU's per-layer work that is not a routed expert (attention over `context` cached tokens per row, projections, router, shared expert) for `tokens` rows (µs). */
@@ -64,7 +66,7 @@ export interface ExpertCostModel {
  * up to `maxTokens`.
  */
 export function crossoverTokens(cost: ExpertCostModel, maxTokens = 1 << 16): number {
-  const pays = (n: number) => cost.copyUs(cost.expertBytes) + cost.gpuExpertUs(n) < cost.cpuExpertUs(n) + cpuActivationUs(cost, n);
+  const pays = (n: number) => cost.copyUs(cost.expertBytes) + cost.gpuExpertUs(n) < (cost.cpuCallUs ?? 0) + cost.cpuExpertUs(n) + cpuActivationUs(cost, n);
   if (pays(1)) return 1;
   let hi = 2;
   while (hi <= maxTokens && !pays(hi)) hi *= 2;

@@ -10,6 +10,7 @@ import { describeModel } from '../../model/describe.js';
 import { crossoverTokens, type ExpertCostModel } from './cost.js';
 import { ExpertScoring } from './cache.js';
 import { calibrateExperts, type ExpertCalibration } from './calibrate.js';
+import { ExpertCostRefit, type ExpertRefitState } from './refit.js';
 
 /** A policy of the native engine: 'dynamic' (cache plus per-expert choice), llama.cpp's 'cpu-all' and 'cpu-first-layers:N', or 'stacks' (no offload: whole expert stacks placed like other weights). */
 export type NativeExpertPolicy = 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}` | 'stacks';
@@ -43,7 +44,7 @@ export function nativeLinearCost(cost: ExpertCostModel, rows = 64): NonNullable<
   const b = Math.max(1, cost.expertBytes);
   const perByte = (cost.copyUs(2 * b) - cost.copyUs(b)) / b;
   return {
-    cpuFixedUs: cost.cpuExpertUs(1) - cpu, cpuUsPerToken: cpu, gpuFixedUs: cost.gpuExpertUs(1) - gpu, gpuUsPerToken: gpu,
+    cpuFixedUs: cost.cpuExpertUs(1) - cpu, cpuUsPerToken: cpu, cpuCallUs: cost.cpuCallUs ?? 0, gpuFixedUs: cost.gpuExpertUs(1) - gpu, gpuUsPerToken: gpu,
     linkLatencyUs: Math.max(0, cost.copyUs(b) - perByte * b), linkBytesPerUs: 1 / perByte,
   };
 }
@@ -96,6 +97,8 @@ export interface ExpertMeasureOptions extends NativeExpertOptions {
   calibrate?: boolean;
   /** Called as the measurement passes each stage (loaded, calibrated, prefill, decode step n): where a crash happened. */
   onStage?: (stage: string) => void;
+  /** 'dynamic' choosing by the makespan rule: refit the CPU costs online from the steps' CPU calls (refit.ts). Default true. */
+  refit?: boolean;
 }
 
 export interface ExpertMeasurement {
@@ -121,8 +124,12 @@ export interface ExpertMeasurement {
   decode: ExpertStepStats | null;
   /** Mean µs per measured decode step, by phase. */
   decodePhaseUs: Record<string, number>;
-  /** With `calibrate`: the calibrated costs the choice used. */
+  /** Over the measured decode steps: the CPU expert calls (one per layer with CPU experts), their mean measured time (µs), experts and rows; null without any. */
+  decodeCpuCalls: { calls: number; meanUs: number; expertsPerCall: number; rowsPerCall: number } | null;
+  /** With `calibrate`: the calibrated costs the choice started from. */
   calibration?: ExpertCalibration;
+  /** With the online refit: where it ended (call cost, scale, calls seen, updates, the costs in force). */
+  refit?: ExpertRefitState;
 }
 
 function addStats(a: ExpertStepStats | null, b: ExpertStepStats | undefined): ExpertStepStats | null {
@@ -161,6 +168,15 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
       m.setExpertCost(calibration.cost);
       stage('calibrated');
     }
+    // The costs the makespan rule runs on, refitted from every step that follows (the warm-up's too).
+    const inForce = calibration?.cost ?? (experts?.nStar === undefined ? experts?.cost : undefined);
+    const refit = o.refit !== false && inForce ? new ExpertCostRefit(inForce) : undefined;
+    const step = async (p: StepPlan) => {
+      const r = await m.step(p);
+      const c = refit?.observe(r.cpuExpertCalls);
+      if (c) m.setExpertCost(c);
+      return r;
+    };
     const nVocab = m.info.nVocab;
     const pos: number[] = [];
     const seq = (i: number, tokens: number[]): SequencePlan => ({
@@ -170,10 +186,10 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
     const prompts = Array.from({ length: o.batch }, (_, i) => Array.from({ length: o.promptTokens }, (_, t) => (1 + ((i * 7919 + t * 104729) % (nVocab - 1)))));
     for (let i = 0; i <= o.batch; i++) pos.push(0);
     const warm = Array.from({ length: o.promptTokens }, (_, t) => 1 + ((t * 7727) % (nVocab - 1)));
-    await m.step({ strategy: 'gpu-only', copies: [], sequences: [seq(o.batch, warm)] });
+    await step({ strategy: 'gpu-only', copies: [], sequences: [seq(o.batch, warm)] });
     stage('warm-up prefill');
     let plan: StepPlan = { strategy: 'gpu-only', copies: [], sequences: prompts.map((p, i) => seq(i, p)) };
-    const pre = await m.step(plan);
+    const pre = await step(plan);
     stage('prefill');
     const prefillUs = pre.totalUs;
     let last = pre.sequences.map((s) => s.token);
@@ -181,15 +197,23 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
     let decode: ExpertStepStats | null = null;
     let decodeUs = 0;
     const phases: Record<string, number> = {};
-    for (let step = 0; step < o.warmupSteps + o.decodeSteps; step++) {
+    const calls = { calls: 0, us: 0, experts: 0, rows: 0 };
+    for (let i = 0; i < o.warmupSteps + o.decodeSteps; i++) {
       plan = { strategy: 'gpu-only', copies: [], sequences: last.map((tok, i) => seq(i, [tok])) };
-      const r = await m.step(plan);
-      stage(`decode step ${step}`);
+      const r = await step(plan);
+      stage(`decode step ${i}`);
       last = r.sequences.map((s) => s.token);
       for (let i = 0; i < o.batch; i++) pos[i]!++;
-      if (step < o.warmupSteps) continue;
+      if (i < o.warmupSteps) continue;
       decodeUs += r.totalUs;
       decode = addStats(decode, r.experts);
+      const c = r.cpuExpertCalls ?? new Float64Array(0);
+      for (let j = 0; j + 2 < c.length; j += 3) {
+        calls.calls++;
+        calls.experts += c[j]!;
+        calls.rows += c[j + 1]!;
+        calls.us += c[j + 2]!;
+      }
       for (const [k, v] of Object.entries(r.phaseUs)) phases[k] = (phases[k] ?? 0) + v / o.decodeSteps;
     }
     const tokens = o.batch * o.decodeSteps;
@@ -214,7 +238,9 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
       prefill: pre.experts ?? null,
       decode,
       decodePhaseUs: phases,
+      decodeCpuCalls: calls.calls > 0 ? { calls: calls.calls, meanUs: calls.us / calls.calls, expertsPerCall: calls.experts / calls.calls, rowsPerCall: calls.rows / calls.calls } : null,
       ...(calibration ? { calibration } : {}),
+      ...(refit ? { refit: refit.state } : {}),
     };
   } finally {
     m.dispose();

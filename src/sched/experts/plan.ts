@@ -163,6 +163,7 @@ export function chooseLayer(input: LayerChoiceInput): LayerChoice {
   let gpu = input.gpuStartUs;
   let cpu = Math.max(input.cpuStartUs, input.gpuStartUs);
   let cpuEnd = cpu;
+  let cpuCall = cost.cpuCallUs ?? 0;  // paid by the layer's first CPU expert
   let link = input.linkStartUs;
   let bytes = 0;
   const out: ExpertAssignment[] = [];
@@ -174,7 +175,7 @@ export function chooseLayer(input: LayerChoiceInput): LayerChoice {
   for (const r of order) {
     if (input.resident(r.expert)) continue;
     const copied = Math.max(gpu, link + cost.copyUs(cost.expertBytes)) + cost.gpuExpertUs(r.tokens);
-    const cpuDone = cpu + cost.cpuExpertUs(r.tokens);
+    const cpuDone = cpu + cpuCall + cost.cpuExpertUs(r.tokens);
     const cpuFinish = cpuDone + cpuActivationUs(cost, r.tokens);
     if (allowCopy && (!allowCpu || copied < cpuFinish)) {
       link += cost.copyUs(cost.expertBytes);
@@ -183,6 +184,7 @@ export function chooseLayer(input: LayerChoiceInput): LayerChoice {
       out.push({ expert: r.expert, tokens: r.tokens, site: 'copy-gpu', slot: null, finishUs: copied });
     } else {
       cpu = cpuDone;
+      cpuCall = 0;
       cpuEnd = Math.max(cpuEnd, cpuFinish);
       bytes += 2 * r.tokens * cost.activationBytesPerToken;
       out.push({ expert: r.expert, tokens: r.tokens, site: 'cpu', slot: null, finishUs: cpuFinish });
