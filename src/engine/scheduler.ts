@@ -461,8 +461,9 @@ export class Scheduler {
 
   /**
    * Moves the oldest running sequence in the host tier back to the device tier when the
-   * device has room for it with headroom for the device sequences' growth (one per step,
-   * so copies stay short). Under 'gpu-only' it is how a swapped-out sequence resumes.
+   * device has room for it with headroom for the device sequences' growth and the rest of
+   * the prompts they are prefilling (one per step, so copies stay short). Under 'gpu-only'
+   * it is how a swapped-out sequence resumes.
    */
   private promote(draft: StepDraft): void {
     if (this.config.preemption !== PreemptionMode.Swap || this.kv.pools.device.numBlocks === 0) return;
@@ -472,7 +473,12 @@ export class Scheduler {
     const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length;
     // The move copies the whole table, which a prefill chunk may have grown past numComputed.
     const tableBlocks = Math.max(seq.blockTable.length, this.kv.blocksFor(seq.numComputed + 1));
-    const need = tableBlocks + deviceActive + this.watermark('device');
+    // Blocks promised to device prefills under way: taking them, the move would push one out half done.
+    let promised = 0;
+    for (const s of this.running) {
+      if (s.kvTier === 'device' && !s.paused && s.isPrefilling) promised += Math.max(0, this.kv.blocksFor(s.tokens.length + 1) - s.blockTable.length);
+    }
+    const need = tableBlocks + deviceActive + promised + this.watermark('device');
     if (!this.runsIn('host')) {
       // A swapped-out sequence cannot run at all: paused device sequences make way for it.
       for (let v = this.pickVictim('device', draft); v && !this.kv.hasRoom('device', need); v = this.pickVictim('device', draft)) {

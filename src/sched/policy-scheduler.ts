@@ -210,6 +210,7 @@ export class PolicyScheduler {
           numBlocks: seq.blockTable.length,
           deferredSteps: this.deferredSteps.get(id) ?? 0,
           arrival: id,
+          pendingTokens: Math.max(1, seq.numPending),
         });
       }
     }
@@ -241,6 +242,7 @@ export class PolicyScheduler {
       numBlocks: seq ? seq.blockTable.length : p.blockTable.length,
       deferredSteps: this.deferredSteps.get(p.seqId) ?? 0,
       arrival: p.seqId,
+      pendingTokens: Math.max(p.tokens.length, seq ? seq.numPending : 1),
     };
   }
 

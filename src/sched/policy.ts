@@ -27,6 +27,8 @@ export interface RequestView {
   arrival: number;
   /** Tokens it may still generate (its maxTokens less those generated), when known. */
   remainingTokens?: number;
+  /** Running requests: tokens it has still to process before it decodes (the rest of its prompt, this step's chunk included; 1 for a decode), when known. */
+  pendingTokens?: number;
 }
 
 /** Block counts of one tier. */
@@ -117,6 +119,22 @@ export function blocksFor(tokens: number, blockTokens: number): number {
 export function growth(reqs: readonly RequestView[], tier: KvTier, blockTokens: number): number {
   let n = 0;
   for (const r of reqs) if (r.tier === tier) n += Math.max(0, blocksFor(r.context + r.newTokens, blockTokens) - r.numBlocks);
+  return n;
+}
+
+/**
+ * Blocks the prefills running in `tier` will still take for the rest of their prompts and
+ * their first token, beyond this step's growth: promised to them, since a chunked prefill
+ * holds its blocks chunk by chunk. Admissions and moves back that count them as free
+ * over-commit the tier, and a prefill is then swapped out half done.
+ */
+export function committedPrompt(reqs: readonly RequestView[], tier: KvTier, blockTokens: number): number {
+  let n = 0;
+  for (const r of reqs) {
+    if (r.tier !== tier || r.pendingTokens === undefined || r.pendingTokens <= r.newTokens) continue;
+    const thisStep = Math.max(r.numBlocks, blocksFor(r.context + r.newTokens, blockTokens));
+    n += Math.max(0, blocksFor(r.context + r.pendingTokens + 1, blockTokens) - thisStep);
+  }
   return n;
 }
 

@@ -42,6 +42,30 @@ t.test('Scheduler: a demoted table moves to the host tier by copies once its pro
   t.equal(plan.sequences[0]!.kvTier, 'device', 'with the device free, it is promoted back in the next plan as any host table is');
 });
 
+t.test('Scheduler: a host table does not move back into blocks promised to a device prefill under way', async (t) => {
+  // 12 device blocks of 4 tokens. Sequence 1 is demoted to the host tier (3 blocks); sequence 2,
+  // a 40-token prompt (11 blocks with its first token), prefills on the device 4 tokens a step.
+  // Both do not fit: moved back early, sequence 1 would push the prefill out half done.
+  const s = new Scheduler({ contextSize: 64, blockTokens: 4, numBlocks: { device: 12, host: 16 }, maxRunning: 4, maxChunkTokens: 4, maxStepTokens: 8, strategy: 'overlap' });
+  s.add(new Sequence(1, prompt(8, 1), PARAMS));
+  for (let i = 0; i < 2; i++) {
+    const plan = s.schedule({ demote: [1] });
+    s.update(plan, { sequences: plan.sequences.map((p) => ({ seqId: p.seqId, token: p.startPos + p.tokens.length >= 8 ? 9 : -1 })), phaseUs: {}, totalUs: 1 });
+  }
+  s.add(new Sequence(2, prompt(40, 2), PARAMS));
+  let plan = s.schedule({ demote: [1] });
+  t.equal(s.get(1)!.kvTier, 'host', 'sequence 1 is demoted');
+  const homes: string[] = [];
+  while (s.get(2)!.isPrefilling) {
+    s.update(plan, { sequences: plan.sequences.map((p) => ({ seqId: p.seqId, token: p.sample ? 9 : -1 })), phaseUs: {}, totalUs: 1 });
+    plan = s.schedule();
+    homes.push(`${s.get(1)!.kvTier}/${s.get(2)!.kvTier}`);
+    s.audit();
+  }
+  t.ok(homes.length >= 8 && homes.every((h) => h === 'host/device'), `sequence 1 stays in host RAM and sequence 2 on the device while it prefills (${homes.join(' ')})`);
+  t.equal(s.counters.numMoves, 1, 'no table was moved back, nor the prefill out');
+});
+
 function waitingReq(seqId: number, promptTokens: number, remainingTokens: number): RequestView {
   return { seqId, tier: undefined, context: 0, newTokens: promptTokens, numBlocks: 0, deferredSteps: 0, arrival: seqId, remainingTokens };
 }

@@ -4,7 +4,7 @@ import t from 'tap';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { autoPolicy, gpuOnlyPolicy, loadAwareSplit, overlapPolicy, pipelinePolicy } from '../../src/sched/policies/index.js';
 import { loadAwareLoads } from '../../src/sched/policies/pipeline.js';
-import { work, type KvView, type PolicyInput, type RequestView } from '../../src/sched/policy.js';
+import { committedPrompt, work, type KvView, type PolicyInput, type RequestView } from '../../src/sched/policy.js';
 import { flatDeviceCost } from './fake-cost.js';
 import { pipelinePassUs, predictLoads, predictStep } from '../../src/sched/step-time.js';
 import { Rng } from '../../src/sched/sim/workload.js';
@@ -283,4 +283,27 @@ t.test('auto prices a host admission on the decode steps to come, not on a step 
   const decoding = Array.from({ length: 10 }, () => req('device', 1256));
   const fast = autoPolicy(input(decoding, fakeCost({ cpuPerToken: 0.5 }), { kv: kv([1000, 0]), waiting }));
   t.same(fast.admit.map((a) => a.tier), ['host'], 'control: a CPU fast enough to hide its attention takes it in host RAM');
+});
+
+t.test('the rest of a running prefill\'s prompt is promised: no admission or move back takes those blocks', async (t) => {
+  const cost = fakeCost();
+  // A device prefill of a 1600-token prompt has computed 256 tokens (17 blocks held, 32 once
+  // this step's chunk is in): 69 more blocks are promised to it. The device has 100 free blocks
+  // of 200: a 640-token request (41 blocks) fits what is free, not what is free and unpromised.
+  const prefilling = req('device', 256, { newTokens: 256, numBlocks: 17, pendingTokens: 1344 });
+  t.equal(committedPrompt([prefilling], 'device', 16), Math.ceil(1601 / 16) - 32, 'promised: the blocks of its whole prompt and first token, less those this step grows to');
+  t.equal(committedPrompt([req('device', 100)], 'device', 16), 0, 'a decode has nothing promised');
+  t.equal(committedPrompt([{ ...prefilling, pendingTokens: undefined }], 'device', 16), 0, 'nor a request whose pending prompt is not known');
+  const w = req(undefined, 0, { newTokens: 640 });
+  const roomy = kv([200, 100]);
+  t.same(gpuOnlyPolicy(input([{ ...prefilling, pendingTokens: undefined }], cost, { kv: roomy, waiting: [w] })).admit.map((a) => a.tier), ['device'], 'control: counting the promised blocks as free, it is admitted');
+  for (const [name, policy] of [['gpu-only', gpuOnlyPolicy], ['pipeline', pipelinePolicy], ['overlap', overlapPolicy], ['auto', autoPolicy]] as const) {
+    const a = policy(input([prefilling], cost, { kv: roomy, waiting: [w] })).admit;
+    t.notOk(a.some((x) => x.tier === 'device' && !x.demoteAfterPrefill), `${name}: it does not go to the device beside the prefill`);
+  }
+  // A host table of 45 blocks fits the free blocks, not once the prefill's 69 promised ones are kept.
+  const back = req('host', 700, { numBlocks: 45 });
+  t.same(overlapPolicy(input([{ ...prefilling, pendingTokens: undefined }, back], cost, { kv: roomy })).swapIn, [back.seqId], 'control: it would come back');
+  t.same(overlapPolicy(input([prefilling, back], cost, { kv: roomy })).swapIn, [], 'it stays in host RAM until the prefill has its blocks');
+  t.same(gpuOnlyPolicy(input([prefilling, back], cost, { kv: roomy })).swapIn, [], 'gpu-only: the swapped-out table waits too');
 });

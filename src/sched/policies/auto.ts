@@ -12,7 +12,7 @@
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
-  admitInOrder, asDecode, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  admitInOrder, committedPrompt, asDecode, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
@@ -143,7 +143,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // device room that moving a host table back needs.
   const now = stepWith(steadyHost);
   const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= steadyShortest);
-  const reserve = growth(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
+  const reserve = growth(running, 'device', kv.blockTokens) + committedPrompt(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
   // A staged prefill borrows only device room that new requests could have had.
   const staged = { allows: stagedOk, lendable: kv.device.numFree - reserve };
   const admit = admitInOrder(waiting, kv, reserve, headroom, hostOk, staged);

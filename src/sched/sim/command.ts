@@ -14,9 +14,11 @@ import { POLICY_NAMES, type PolicyName } from '../policy.js';
 import { formatReport } from './report.js';
 import { runScenario, type ScenarioResult } from './scenario.js';
 import { formatExpertSuite, MOE_MODELS, ROUTING_KINDS, runExpertSuite, type RoutingKind } from '../experts/sim.js';
+import { formatReplay, readProfileTables, runReplay } from './replay.js';
 
 const HELP = `usage: tandem simulate [t4|a10|mi210|all] [options]
        tandem simulate --moe [t4|a10|mi210|all] [options]
+       tandem simulate --replay PROFILE.json --closed N:PROMPT:OUTPUT --kv-blocks DEVICE:HOST [options]
 
 Runs tandem's scheduler and policies (gpu-only, pipeline, overlap, auto) against a
 virtual clock on a hardware profile, with Llama-2-7B and Llama-3.1-8B shapes and a
@@ -37,6 +39,13 @@ fits, a budget capped to a quarter of its experts). SIMULATED too.
       --cpu-efficiency F    fraction of host bandwidth CPU attention reaches (default: measured here)
       --json FILE           also write the results as JSON
       --quick               fewer requests per run (--moe: fewer steps)
+  --replay only: a measured run replayed on its profiled tables (a profile cache file, as
+  the device check saves under profiles/): the closed batch of N requests at once with
+  PROMPT-token prompts and OUTPUT tokens each, the KV blocks of each tier the run had.
+      --closed N:PROMPT:OUTPUT
+      --kv-blocks DEVICE:HOST
+      --block-tokens N      (default 16)
+      --prefill-chunk N     prompt tokens per step of one sequence (default 256, loadModel's)
   --moe only:
       --moe-model LIST      ${Object.keys(MOE_MODELS).join(',')} (default all)
       --batch LIST          sequences decoded together (default 1,16)
@@ -59,6 +68,11 @@ const OPTIONS = {
   batch: { type: 'string' },
   routing: { type: 'string' },
   steps: { type: 'string' },
+  replay: { type: 'string' },
+  closed: { type: 'string' },
+  'kv-blocks': { type: 'string' },
+  'block-tokens': { type: 'string' },
+  'prefill-chunk': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -181,6 +195,27 @@ function runMoe(hardware: string[], values: { 'moe-model'?: string; batch?: stri
   return 0;
 }
 
+/** `tandem simulate --replay`: the policies on a measured run's tables. SIMULATED. */
+function runReplayCommand(values: { replay?: string; closed?: string; 'kv-blocks'?: string; 'block-tokens'?: string; 'prefill-chunk'?: string; policies?: string; seed?: string; json?: string }): number {
+  const ints = (name: string, v: string | undefined, parts: number): number[] => {
+    const xs = (v ?? '').split(':').map(Number);
+    if (v === undefined || xs.length !== parts || xs.some((x) => !Number.isSafeInteger(x) || x < 0)) bad(`--${name} needs ${parts} non-negative integers separated by ':', got '${v ?? ''}'`);
+    return xs;
+  };
+  const [requests, promptTokens, outputTokens] = ints('closed', values.closed, 3) as [number, number, number];
+  const [device, host] = ints('kv-blocks', values['kv-blocks'], 2) as [number, number];
+  const blockTokens = values['block-tokens'] !== undefined ? ints('block-tokens', values['block-tokens'], 1)[0]! : 16;
+  const chunk = values['prefill-chunk'] !== undefined ? ints('prefill-chunk', values['prefill-chunk'], 1)[0]! : 256;
+  const policies = (values.policies ? values.policies.split(',') : [...POLICY_NAMES]) as PolicyName[];
+  for (const p of policies) if (!POLICY_NAMES.includes(p)) bad(`unknown policy '${p}' (known: ${POLICY_NAMES.join(', ')})`);
+  const seed = values.seed !== undefined ? Number(values.seed) : 1;
+  if (!Number.isInteger(seed) || seed < 0) bad(`--seed must be a non-negative integer, got '${values.seed}'`);
+  const r = runReplay({ tables: readProfileTables(values.replay!), kvBlocks: { device, host }, blockTokens, requests, promptTokens, outputTokens, maxChunkTokens: chunk, policies, seed });
+  console.log(formatReplay(r, values.replay!));
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify({ ...r, profile: values.replay }, null, 1));
+  return 0;
+}
+
 export const command: Command = {
   summary: 'simulate the scheduler on T4, A10 and MI210 profiles (SIMULATED throughput at equal latency)',
   async run(argv) {
@@ -189,6 +224,11 @@ export const command: Command = {
       console.log(HELP);
       return 0;
     }
+    if (values.replay !== undefined) {
+      if (positionals.length > 0 || values.moe) bad('--replay runs on the profile it is given: no hardware name, no --moe');
+      return runReplayCommand(values);
+    }
+    for (const flag of ['closed', 'kv-blocks', 'block-tokens', 'prefill-chunk'] as const) if (values[flag] !== undefined) bad(`--${flag} is for --replay`);
     const which = positionals.length === 0 || positionals.includes('all') ? Object.keys(HARDWARE) : positionals;
     for (const h of which) if (!HARDWARE[h]) bad(`unknown hardware '${h}' (known: ${Object.keys(HARDWARE).join(', ')}, all)`);
     const seedValue = values.seed !== undefined ? Number(values.seed) : 1;

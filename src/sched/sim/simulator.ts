@@ -18,12 +18,17 @@ import { predictStep } from '../step-time.js';
 import { makeWorkload, Rng, type WorkloadSpec } from './workload.js';
 
 export interface SimRunConfig {
-  hardware: HardwareProfile;
-  model: ModelShapeSpec;
+  /** The machine and model whose KV tiers the run gets; not needed with `kvBlocks`. */
+  hardware?: HardwareProfile;
+  model?: ModelShapeSpec;
+  /** KV blocks of each tier, given directly (a replay of a measured run). */
+  kvBlocks?: { device: number; host: number };
   policy: PolicyName;
   workload: WorkloadSpec;
   /** The machine's cost model: the virtual clock's ground truth. */
   truth: CostModel;
+  /** The policy's cost model as given (a replay: the tables the measured run's policy had); default profiled from `truth` on the simulator's grid with noise. Refitted online, so give each run its own. */
+  policyCost?: CostModel;
   /** Relative noise (standard deviation) on each step's time and each profiled point. Default 0.03. */
   noise?: number;
   /** TPOT target given to the policies (µs). */
@@ -40,6 +45,8 @@ export interface SimRunConfig {
   deviceHeadroom?: number;
   /** The policy's online refit (see PolicySchedulerOptions); default as the engine refits on a GPU: rate 0.1, the device's phases not taken as wall times (whole steps only). */
   refit?: PolicySchedulerOptions['refit'];
+  /** Called after each step with the virtual time it ended at (µs), its plan and its result: a trace of where a policy spends its time. */
+  onStep?: (nowUs: number, plan: StepPlan, result: StepResult) => void;
 }
 
 /** Percentiles of a sample (µs). */
@@ -101,10 +108,10 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
   const chunk = cfg.maxChunkTokens ?? 512;
   const reqs = makeWorkload(cfg.workload);
   const contextSize = cfg.workload.promptTokens[1] + cfg.workload.outputTokens[1] + 1;
-  const numBlocks = {
-    device: deviceKvBlocks(cfg.hardware, cfg.model, bt),
-    host: Math.floor(cfg.hardware.host.kvBytes / (kvBytesPerToken(cfg.model) * bt)),
-  };
+  const numBlocks = cfg.kvBlocks ?? (cfg.hardware && cfg.model
+    ? { device: deviceKvBlocks(cfg.hardware, cfg.model, bt), host: Math.floor(cfg.hardware.host.kvBytes / (kvBytesPerToken(cfg.model) * bt)) }
+    : undefined);
+  if (!numBlocks) throw new TandemError('TDM_BAD_ARGUMENT', 'a simulated run needs kvBlocks, or a hardware profile and a model to size them');
   const scheduler = new Scheduler({
     contextSize,
     blockTokens: bt,
@@ -116,7 +123,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
     prefixCaching: false,
   });
   const rng = new Rng(cfg.workload.seed ^ 0x5bd1e995);
-  const policyCost = measureGrid(SIM_GRID, (m) => m.us * (cfg.profileBias?.[m.kind] ?? 1) * (1 + noise * rng.normal()), cfg.truth).model;
+  const policyCost = cfg.policyCost ?? measureGrid(SIM_GRID, (m) => m.us * (cfg.profileBias?.[m.kind] ?? 1) * (1 + noise * rng.normal()), cfg.truth).model;
   const options: PolicySchedulerOptions = { refit: cfg.refit ?? { deviceSynchronous: false } };
   if (cfg.tpotSloUs !== undefined) options.tpotSloUs = cfg.tpotSloUs;
   if (cfg.deviceHeadroom !== undefined) options.deviceHeadroom = cfg.deviceHeadroom;
@@ -155,6 +162,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
     const result = simulatedStep(plan, cfg.truth, Math.max(0.5, 1 + noise * rng.normal()));
     now += result.totalUs;
     steps++;
+    cfg.onStep?.(now, plan, result);
     for (const e of ps.update(plan, result)) {
       if (e.token !== undefined) {
         generated++;
