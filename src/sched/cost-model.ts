@@ -216,9 +216,12 @@ class DeviceScales {
 }
 
 /**
- * A prefill attention table at x query-key products: beyond the last knot, no less than the
- * last knot's time per product (attention work grows with the products, and the profiled
- * prompts are shorter than the chunks a long prompt's prefill runs at its later positions).
+ * A table of work by size beyond its last knot: no less than the last knot's time per unit.
+ * Prefill attention by query-key products (the profiled prompts are shorter than the chunks a
+ * long prompt's prefill runs at its later positions); the linear layers by tokens (a step of
+ * a prefill chunk and decodes outgrows the profiled sizes, and a tiled matmul's time grows
+ * with its row tiles: on the H200, 288 tokens took 2.5x the 128-token time, where the last
+ * segment's slope said 1.7x).
  */
 function atLeastProportional(t: PiecewiseLinear, x: number): number {
   const last = t.xs.length - 1;
@@ -267,7 +270,7 @@ export class TableCostModel implements CostModel {
   }
 
   linearUs(tokens: number): number {
-    return this.scales.linear * this.linear.at(tokens);
+    return tokens > 0 ? this.scales.linear * atLeastProportional(this.linear, tokens) : 0;
   }
 
   deviceAttentionUs(requests: number, context: number): number {
@@ -448,10 +451,10 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
   return new TableCostModel({
     version: 1,
     shape,
-    linear: PiecewiseLinear.fit(linear.map((m) => ({ x: m.tokens, y: m.us }))).toJSON(),
-    deviceAttention: Bilinear.fit(dev.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
+    linear: PiecewiseLinear.fitNondecreasing(linear.map((m) => ({ x: m.tokens, y: m.us }))).toJSON(),
+    deviceAttention: Bilinear.fitNondecreasing(dev.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
     prefillAttention: PiecewiseLinear.fitNondecreasing(pre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
-    cpuAttention: Bilinear.fit(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
+    cpuAttention: Bilinear.fitNondecreasing(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
     cpuPrefillAttention: PiecewiseLinear.fitNondecreasing(cpuPre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
     copy: PiecewiseLinear.fitNondecreasing(copy.map((m) => ({ x: m.bytes, y: m.us }))).toJSON(),
   });

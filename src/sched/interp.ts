@@ -159,6 +159,25 @@ export class Bilinear {
     return new Bilinear(xs, ys, values);
   }
 
+  /**
+   * fit for a quantity that cannot shrink as either size grows (attention by requests and
+   * context): each grid point keeps the least of its own value and those of every point at
+   * least as large in both sizes. A busy host's spell only adds time, so a point slower than
+   * a larger one is the spell's; on the H200's host one CPU timing of 1 request over 64
+   * tokens came out at 5.9 ms, above 1 request over 1024 (1.0 ms).
+   */
+  static fitNondecreasing(samples: readonly { x: number; y: number; z: number }[]): Bilinear {
+    const t = Bilinear.fit(samples);
+    const v = t.values;
+    for (let i = v.length - 1; i >= 0; i--) {
+      for (let j = v[i]!.length - 1; j >= 0; j--) {
+        if (i + 1 < v.length) v[i]![j] = Math.min(v[i]![j]!, v[i + 1]![j]!);
+        if (j + 1 < v[i]!.length) v[i]![j] = Math.min(v[i]![j]!, v[i]![j + 1]!);
+      }
+    }
+    return t;
+  }
+
   static fromJSON(j: BilinearJson): Bilinear {
     return new Bilinear(j.xs, j.ys, j.values);
   }

@@ -31,7 +31,8 @@ export interface ProfileGrid {
 
 /** The first-use grid for a real model: a few dozen timings. */
 export const DEFAULT_GRID: ProfileGrid = {
-  linearTokens: [1, 2, 4, 8, 16, 32, 64, 128],
+  // Up to 512: a step holds a prefill chunk (256 by default) beside the decodes.
+  linearTokens: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
   attentionRequests: [1, 4, 16, 64],
   attentionContexts: [64, 256, 1024],
   // Up to 1024: a long prompt's later chunks reach hundreds of thousands of products.
@@ -41,6 +42,7 @@ export const DEFAULT_GRID: ProfileGrid = {
     { kind: 'linear', tokens: 3 },
     { kind: 'linear', tokens: 12 },
     { kind: 'linear', tokens: 48 },
+    { kind: 'linear', tokens: 288 },
     { kind: 'deviceAttention', requests: 2, context: 128 },
     { kind: 'deviceAttention', requests: 8, context: 512 },
     { kind: 'prefillAttention', tokens: 128 },

@@ -215,3 +215,36 @@ t.test('prefill and copy tables never shrink with size, and a prefill beyond the
   t.ok(big >= (m.cpuPrefillAttentionUs(256, 0) * (290 * (1500 + 145))) / (256 * 128) - 1e-6, `beyond the table, at least proportional (${big.toFixed(0)} µs)`);
   t.ok(m.prefillAttentionUs(290, 1500) > m.prefillAttentionUs(256, 0), 'the device table extends upward too');
 });
+
+t.test('attention tables never shrink with requests or context; linear layers beyond the profiled sizes cost at least their share', async (t) => {
+  // The CPU attention the H200 run 4 profiled: a busy spell made 1 request over 64 tokens slower than over 1024.
+  const xs = [1, 4, 16, 64];
+  const ys = [64, 256, 1024];
+  const measured = [[5877, 8602, 1022], [295, 657, 9313], [13553, 11244, 14826], [12120, 16910, 37512]];
+  const samples = xs.flatMap((x, i) => ys.map((y, j) => ({ x, y, z: measured[i]![j]! })));
+  const b = Bilinear.fitNondecreasing(samples);
+  t.same(b.values, [[295, 657, 1022], [295, 657, 9313], [11244, 11244, 14826], [12120, 16910, 37512]], 'each point the least of those at least as large in both sizes');
+  for (let i = 0; i < xs.length; i++) {
+    for (let j = 0; j < ys.length; j++) {
+      if (i > 0) t.ok(b.values[i]![j]! >= b.values[i - 1]![j]!, `nondecreasing in requests at (${xs[i]}, ${ys[j]})`);
+      if (j > 0) t.ok(b.values[i]![j]! >= b.values[i]![j - 1]!, `nondecreasing in context at (${xs[i]}, ${ys[j]})`);
+    }
+  }
+  const monotone = [[1, 2], [3, 4]];
+  t.same(Bilinear.fitNondecreasing([0, 1].flatMap((i) => [0, 1].map((j) => ({ x: i, y: j, z: monotone[i]![j]! })))).values, monotone, 'a monotone table stays as measured');
+
+  // The H200's linear layers: 128 tokens 19.8 ms; a 288-token step took about 52 ms (five 64-row tiles against two).
+  const shape = { nLayer: 8, qkvBytesPerToken: 24576, outBytesPerToken: 16384, kvBlockBytes: 524288 };
+  const grid: Measurement[] = [
+    { kind: 'linear', tokens: 1, us: 1730 }, { kind: 'linear', tokens: 64, us: 14131 }, { kind: 'linear', tokens: 128, us: 19840 },
+    { kind: 'deviceAttention', requests: 1, context: 64, us: 1052 }, { kind: 'cpuAttention', requests: 1, context: 64, us: 908 },
+    { kind: 'prefillAttention', tokens: 16, us: 486 }, { kind: 'cpuPrefillAttention', tokens: 16, us: 1254 },
+    { kind: 'copy', bytes: 4096, us: 17.7 },
+  ];
+  const m = fitTables(shape, grid);
+  t.equal(m.linearUs(128), 19840, 'at a knot: as measured');
+  t.ok(m.linearUs(288) >= (19840 * 288) / 128 - 1e-6, `288 tokens: at least 288/128 of the 128-token time (${m.linearUs(288).toFixed(0)} µs)`);
+  t.equal(m.linearUs(0), 0, 'no tokens: no time');
+  const dip = fitTables(shape, [...grid, { kind: 'linear', tokens: 96, us: 9000 }]);
+  t.ok(dip.linearUs(96) >= dip.linearUs(64), 'a timing below a smaller size\'s is pooled, not a dip');
+});
