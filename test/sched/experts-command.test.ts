@@ -32,7 +32,9 @@ t.test('measures each policy and prints the calibrated costs', async (t) => {
   t.equal(r.code, 0);
   t.ok(r.lines.some((l) => /^dynamic\s+\d+/.test(l)) && r.lines.some((l) => /^cpu-all\s+0\s/.test(l)), 'a row per policy');
   t.ok(r.lines.some((l) => /n\* = none \(the makespan rule\)/.test(l)), 'no n* given: the makespan rule');
-  t.ok(r.lines.some((l) => /^dynamic: calibrated expert costs: CPU [\d.]+ \+ [\d.]+\/row µs, device [\d.]+ \+ [\d.]+\/row µs, link/.test(l)), 'the costs it calibrated');
+  t.ok(r.lines.some((l) => /^dynamic: calibrated expert costs: CPU [\d.]+ \+ [\d.]+\/row µs, call [\d.]+ µs, device [\d.]+ \+ [\d.]+\/row µs, link/.test(l)), 'the costs it calibrated');
+  t.ok(r.lines.some((l) => /^cpu-all: \d+ CPU expert calls in the measured decode steps/.test(l)), 'what the CPU calls took');
+  t.ok(r.lines.some((l) => /^dynamic: online refit of the CPU costs: call [\d.]+ µs, scale [\d.]+/.test(l)), 'where the online refit ended');
   const report = JSON.parse(readFileSync(json, 'utf8')) as { results: { policy: string; calibration?: unknown; rowHitRate: number | null }[] };
   t.same(report.results.map((x) => x.policy), ['dynamic', 'cpu-all']);
   t.ok(report.results[0]!.calibration !== undefined && report.results[1]!.calibration === undefined, 'only the dynamic policy calibrates');

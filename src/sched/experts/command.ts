@@ -161,7 +161,12 @@ export const command: Command = {
       if (!r.calibration) continue;
       const c = r.calibration.cost;
       const err = r.calibration.errors.map((e) => `${e.side}@${e.rows} ${(100 * e.relError).toFixed(0)}%`).join(', ');
-      console.log(`${r.policy}: calibrated expert costs: CPU ${c.cpuFixedUs.toFixed(1)} + ${c.cpuUsPerToken.toFixed(2)}/row µs, ${r.calibration.deviceNote ? 'device not timed' : `device ${c.gpuFixedUs.toFixed(1)} + ${c.gpuUsPerToken.toFixed(2)}/row µs`}, link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(2)} GB/s; held-out error ${err}${r.calibration.deviceNote ? ` (${r.calibration.deviceNote})` : ''}`);
+      console.log(`${r.policy}: calibrated expert costs: CPU ${c.cpuFixedUs.toFixed(1)} + ${c.cpuUsPerToken.toFixed(2)}/row µs, call ${(c.cpuCallUs ?? 0).toFixed(1)} µs, ${r.calibration.deviceNote ? 'device not timed' : `device ${c.gpuFixedUs.toFixed(1)} + ${c.gpuUsPerToken.toFixed(2)}/row µs`}, link ${c.linkLatencyUs.toFixed(1)} µs + ${(c.linkBytesPerUs / 1e3).toFixed(2)} GB/s; held-out error ${err}${r.calibration.deviceNote ? ` (${r.calibration.deviceNote})` : ''}`);
+    }
+    for (const r of results) {
+      const k = r.decodeCpuCalls;
+      if (k) console.log(`${r.policy}: ${k.calls} CPU expert calls in the measured decode steps, ${k.expertsPerCall.toFixed(2)} experts and ${k.rowsPerCall.toFixed(1)} rows each, ${k.meanUs.toFixed(0)} µs each`);
+      if (r.refit) console.log(`${r.policy}: online refit of the CPU costs: call ${r.refit.callUs.toFixed(1)} µs, scale ${r.refit.scale.toFixed(2)} of the calibrated line (${r.refit.calls} calls, ${r.refit.updates} updates)`);
     }
     if (values.json) fs.writeFileSync(values.json, JSON.stringify({ model, options: base, results }, null, 2));
     return 0;
