@@ -21,6 +21,7 @@ import { MMV_TOKENS, type MmvReport } from './mmv-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
 import { EXPERT_RUN_POLICIES, type ExpertRun } from './experts-child.js';
 import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
+import { readProfileTables, runReplay } from '../../src/sched/sim/replay.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const started = performance.now();
@@ -284,6 +285,21 @@ interface PolicyReport {
   label?: string;
   runs: (PolicyRun | { policy: string; error: string })[];
   error?: string;
+  /** The same batch replayed on the tables gpu-only's run profiled (SIMULATED): tokens/s by policy, or why not. */
+  replay?: Record<string, number> | string;
+}
+
+/** Replays a policy report's workload on the tables its gpu-only run profiled: how far the tables are from the measured run. SIMULATED. */
+function replayOf(report: PolicyReport): PolicyReport['replay'] {
+  const gpu = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r));
+  if (!gpu?.profileFile) return 'no gpu-only run with a profile file';
+  try {
+    const w = report.workload;
+    const r = runReplay({ tables: readProfileTables(gpu.profileFile), kvBlocks: gpu.kvBlocks, blockTokens: gpu.kvBlockTokens, requests: w.requests, promptTokens: w.promptTokens, outputTokens: w.maxTokens, policies: w.policies });
+    return Object.fromEntries(r.runs.map((x) => [x.policy, x.throughput]));
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 function policyTable(model: string, report: PolicyReport | string): string[] {
@@ -291,17 +307,20 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
   if (typeof report === 'string') return [...lines, report, ''];
   const w = report.workload;
   lines.push(`${report.label ? `With ${report.label}: ` : ''}${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
-    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | moves | preemptions | step prediction error |', '|---|---|---|---|---|---|---|---|---|---|');
+    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | moves | preemptions | step prediction error | replayed on its tables (SIMULATED) |', '|---|---|---|---|---|---|---|---|---|---|---|');
   const base = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r))?.tokensPerS;
   for (const r of report.runs) {
     if ('error' in r) {
-      lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | |`);
+      lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | | |`);
       continue;
     }
     const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
     const err = r.meanStepError === undefined || Number.isNaN(r.meanStepError) ? '-' : `${(r.meanStepError * 100).toFixed(0)}%`;
-    lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.moves} | ${r.preemptions} | ${err} |`);
+    const replayed = typeof report.replay === 'object' ? report.replay[r.policy] : undefined;
+    lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.moves} | ${r.preemptions} | ${err} | ${replayed === undefined ? '-' : replayed.toFixed(1)} |`);
   }
+  if (typeof report.replay === 'string') lines.push('', `Replay: ${report.replay}`);
+  else if (report.replay) lines.push('', 'The last column replays the same batch on the cost tables gpu-only\'s run profiled (tandem simulate --replay; SIMULATED): where it parts from the measured column, the tables miss the machine.');
   return [...lines, ''];
 }
 
@@ -538,6 +557,7 @@ async function main(): Promise<void> {
       const err = await startChild('policy-child.js', [bigFile, policyFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150);
       const report: PolicyReport = existsSync(policyFile) ? (JSON.parse(readFileSync(policyFile, 'utf8')) as PolicyReport) : { workload: w, runs: [], error: err ?? 'no report' };
       if (err) report.error = err;
+      report.replay = replayOf(report);
       (policies as PolicyReport[]).push(report);
       savePartial(outDir, { policies });
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);

@@ -34,7 +34,10 @@ export interface PolicyRun {
   moves: number;
   preemptions: number;
   kvBlocks: { device: number; host: number };
+  kvBlockTokens: number;
   profileSource: string;
+  /** The profile cache file the policy's tables came from (what gpu-check replays them from). */
+  profileFile?: string;
   /** Mean step time and its phases (µs per step, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
   stepUsMean: number;
   phaseUsMean: Record<string, number>;
@@ -85,7 +88,9 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       moves: stats.numMoves,
       preemptions: stats.numPreemptions,
       kvBlocks: { ...model.info.kvBlocks },
+      kvBlockTokens: model.info.kvBlockTokens,
       profileSource: model.info.profile?.source ?? 'none',
+      ...(model.info.profile?.file ? { profileFile: model.info.profile.file } : {}),
       stepUsMean: numSteps > 0 ? totalUs / numSteps : 0,
       phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numSteps > 0 ? v / numSteps : 0])),
       stepTrace,
