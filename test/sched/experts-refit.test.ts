@@ -81,6 +81,22 @@ t.test('follows a host that slows down: old calls fade', async (t) => {
   t.ok(near(refit.state.scale, 1, 0.1), `and back (scale ${refit.state.scale.toFixed(2)})`);
 });
 
+t.test('steps without CPU calls age the fit back toward the calibration, so the CPU is tried again', async (t) => {
+  const refit = new ExpertCostRefit(CALIBRATED);
+  for (let s = 0; s < 30; s++) refit.observe(calls(s, 16, { callUs: 10, scale: 4 }));
+  t.ok(near(refit.state.scale, 4, 0.1), `a slow CPU: scale ${refit.state.scale.toFixed(2)}`);
+  let given: NativeExpertCost | undefined;
+  for (let s = 0; s < 100; s++) given = refit.observe(new Float64Array(0)) ?? given;
+  t.ok(refit.state.scale > 3, `a hundred steps without CPU calls keep most of it (scale ${refit.state.scale.toFixed(2)})`);
+  for (let s = 0; s < 900; s++) given = refit.observe(new Float64Array(0)) ?? given;
+  t.ok(refit.state.scale < 1.5, `a thousand bring it back near the calibration (scale ${refit.state.scale.toFixed(2)})`);
+  t.ok(given && given.cpuFixedUs < 1.5 * CALIBRATED.cpuFixedUs, 'and the model is given those costs');
+  refit.observe(calls(0, 16, { callUs: 10, scale: 4 }));
+  refit.observe(calls(1, 16, { callUs: 10, scale: 4 }));
+  t.ok(refit.state.scale > 3, `one or two steps of the CPU tried again bring the slow scale back (${refit.state.scale.toFixed(2)})`);
+  t.equal(new ExpertCostRefit(CALIBRATED).observe([]), undefined, 'before any call: nothing to age');
+});
+
 t.test('a CPU faster than calibrated: the scale falls, never below its floor, and the call cost never below 0', async (t) => {
   const refit = new ExpertCostRefit(CALIBRATED);
   for (let s = 0; s < 30; s++) refit.observe(calls(s, 16, { callUs: 0, scale: 0.5 }));
@@ -100,6 +116,8 @@ t.test('bad samples are skipped; bad options are typed errors', async (t) => {
   t.throws(() => new ExpertCostRefit(CALIBRATED, { halfLifeCalls: 0 }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => new ExpertCostRefit(CALIBRATED, { tolerance: -1 }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => new ExpertCostRefit(CALIBRATED, { priorCalls: Number.NaN }), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => new ExpertCostRefit(CALIBRATED, { scalePriorCalls: -1 }), { code: 'TDM_BAD_ARGUMENT' });
+  t.throws(() => new ExpertCostRefit(CALIBRATED, { halfLifeIdleSteps: 0 }), { code: 'TDM_BAD_ARGUMENT' });
 });
 
 t.test('the refitting executor gives the model each new cost after its step', async (t) => {

@@ -11,8 +11,11 @@
 // weighing less (exponential forgetting). A weak prior holds a at its calibrated value, so that
 // when the calls do not tell a and s apart (every call the same size) the scale takes the
 // difference: a CPU slower than calibrated, the cautious reading, since it prices every CPU
-// expert and not only a layer's first. The device side is not refitted: on a GPU the
-// driver-side phase times are queueing, not work.
+// expert and not only a layer's first. Another weak prior, a pseudo-call the calibration
+// prices, holds s near 1 when the calls fade: steps without CPU calls (every missing expert
+// copied, say) age the calls too, so that costs refitted up drift back to the calibration and
+// the CPU is tried again; a host that has become faster is then seen. The device side is not
+// refitted: on a GPU the driver-side phase times are queueing, not work.
 import type { NativeExpertCost } from '../../native/binding.js';
 import type { StepPlan, StepResult } from '../../native/step-plan.js';
 import { TandemError } from '../../native/errors.js';
@@ -24,8 +27,12 @@ export interface ExpertRefitOptions {
   minCalls?: number;
   /** Relative change of a typical call's predicted time that gives new costs. Default 0.1. */
   tolerance?: number;
-  /** Weight of the calibration as a prior, in calls. Default 2. */
+  /** Weight of the calibrated call cost as a prior, in calls. Default 2. */
   priorCalls?: number;
+  /** Weight of the calibrated line as a prior on the scale, in calls: small, so that it biases a fit of a few hundred calls by about 1%, and decides only once they fade. Default 0.25. */
+  scalePriorCalls?: number;
+  /** Steps without a CPU call over which the calls' weight halves (they drift back to the calibration). Default 64. */
+  halfLifeIdleSteps?: number;
 }
 
 /** The refit's state: the fitted call cost and scale, and how many calls and updates it took. */
@@ -51,15 +58,18 @@ export class ExpertCostRefit {
   private readonly minCalls: number;
   private readonly tolerance: number;
   private readonly prior: number;
+  private readonly scalePrior: number;
+  private readonly idleDecay: number;
   // Weighted sums of 1, p, p², m, p·m over the calls, weights 1/m² (relative error).
   private sw = 0;
   private sp = 0;
   private spp = 0;
   private sm = 0;
   private spm = 0;
-  // Decayed plain sums: the typical call's experts, rows and measured time.
+  // Decayed plain sums: the typical call's experts, rows, calibrated line and measured time.
   private se = 0;
   private sr = 0;
+  private sLine = 0;
   private sMeasured = 0;
   private sn = 0;
   private calls = 0;
@@ -69,14 +79,20 @@ export class ExpertCostRefit {
 
   constructor(calibrated: NativeExpertCost, options: ExpertRefitOptions = {}) {
     const halfLife = options.halfLifeCalls ?? 128;
+    const idleHalfLife = options.halfLifeIdleSteps ?? 64;
     const ok = (x: number | undefined) => x === undefined || (Number.isFinite(x) && x >= 0);
     if (!(halfLife > 0) || !Number.isFinite(halfLife)) throw new TandemError('TDM_BAD_ARGUMENT', `halfLifeCalls must be a positive number, got ${halfLife}`);
-    if (!ok(options.minCalls) || !ok(options.tolerance) || !ok(options.priorCalls)) throw new TandemError('TDM_BAD_ARGUMENT', 'minCalls, tolerance and priorCalls must be non-negative numbers');
+    if (!(idleHalfLife > 0)) throw new TandemError('TDM_BAD_ARGUMENT', `halfLifeIdleSteps must be a positive number, got ${idleHalfLife}`);
+    if (!ok(options.minCalls) || !ok(options.tolerance) || !ok(options.priorCalls) || !ok(options.scalePriorCalls)) {
+      throw new TandemError('TDM_BAD_ARGUMENT', 'minCalls, tolerance, priorCalls and scalePriorCalls must be non-negative numbers');
+    }
     this.calibrated = { ...calibrated, cpuCallUs: calibrated.cpuCallUs ?? 0 };
     this.decay = 2 ** (-1 / halfLife);
+    this.idleDecay = 2 ** (-1 / idleHalfLife);
     this.minCalls = options.minCalls ?? 16;
     this.tolerance = options.tolerance ?? 0.1;
     this.prior = options.priorCalls ?? 2;
+    this.scalePrior = options.scalePriorCalls ?? 0.25;
     this.current = { ...this.calibrated };
     this.fitted = { callUs: this.calibrated.cpuCallUs!, scale: 1 };
   }
@@ -92,8 +108,13 @@ export class ExpertCostRefit {
    * typical call's predicted time by more than the tolerance; undefined otherwise.
    */
   observe(calls: Float64Array | readonly number[] | undefined): NativeExpertCost | undefined {
-    if (!calls || calls.length < 3) return undefined;
     const c = this.calibrated;
+    if (!calls || calls.length < 3) {
+      // A step without CPU calls ages the ones seen; the fit then leans toward the calibration.
+      if (this.calls < this.minCalls) return undefined;
+      this.age(this.idleDecay);
+      return this.refit();
+    }
     for (let i = 0; i + 2 < calls.length; i += 3) {
       const e = calls[i]!;
       const r = calls[i + 1]!;
@@ -101,19 +122,40 @@ export class ExpertCostRefit {
       if (!(e > 0 && r > 0 && m > 0) || !Number.isFinite(m)) continue;
       const p = c.cpuFixedUs * e + c.cpuUsPerToken * r;
       const w = 1 / (m * m);
-      const d = this.decay;
-      this.sw = d * this.sw + w;
-      this.sp = d * this.sp + w * p;
-      this.spp = d * this.spp + w * p * p;
-      this.sm = d * this.sm + w * m;
-      this.spm = d * this.spm + w * p * m;
-      this.se = d * this.se + e;
-      this.sr = d * this.sr + r;
-      this.sMeasured = d * this.sMeasured + m;
-      this.sn = d * this.sn + 1;
+      this.age(this.decay);
+      this.sw += w;
+      this.sp += w * p;
+      this.spp += w * p * p;
+      this.sm += w * m;
+      this.spm += w * p * m;
+      this.se += e;
+      this.sr += r;
+      this.sLine += p;
+      this.sMeasured += m;
+      this.sn += 1;
       this.calls++;
     }
     if (this.calls < this.minCalls) return undefined;
+    return this.refit();
+  }
+
+  /** Multiplies the weight of every call seen by d. */
+  private age(d: number): void {
+    this.sw *= d;
+    this.sp *= d;
+    this.spp *= d;
+    this.sm *= d;
+    this.spm *= d;
+    this.se *= d;
+    this.sr *= d;
+    this.sLine *= d;
+    this.sMeasured *= d;
+    this.sn *= d;
+  }
+
+  /** Fits, and gives the costs when a typical call's prediction moved by more than the tolerance. */
+  private refit(): NativeExpertCost | undefined {
+    const c = this.calibrated;
     this.fitted = this.solve();
     const next: NativeExpertCost = {
       ...c,
@@ -130,17 +172,20 @@ export class ExpertCostRefit {
     return { ...next };
   }
 
-  /** Least squares for (a, s) with the prior, a >= 0 and s >= MIN_SCALE. */
+  /** Least squares for (a, s) with the priors, a >= 0 and s >= MIN_SCALE. */
   private solve(): { callUs: number; scale: number } {
-    // The prior on a is relative to the measured typical call, as the calls' errors are.
+    // The priors are relative to the measured typical call, as the calls' errors are: one
+    // holds a at a0; the other is a pseudo-call of the typical line p, priced a0 + p.
     const a0 = this.calibrated.cpuCallUs!;
     const measured = this.sMeasured / this.sn;
+    const line = this.sLine / this.sn;
     const w = this.prior / (measured * measured);
-    const A11 = this.sw + w;
-    const A12 = this.sp;
-    const A22 = this.spp;
-    const b1 = this.sm + w * a0;
-    const b2 = this.spm;
+    const v = this.scalePrior / (measured * measured);
+    const A11 = this.sw + w + v;
+    const A12 = this.sp + v * line;
+    const A22 = this.spp + v * line * line;
+    const b1 = this.sm + w * a0 + v * (a0 + line);
+    const b2 = this.spm + v * line * (a0 + line);
     const det = A11 * A22 - A12 * A12;
     // No line to scale (a calibration of zeros): the call cost takes it all.
     if (!(A22 > 0) || !(det > 1e-12 * A11 * A22)) return { callUs: Math.max(0, (b1 - A12) / A11), scale: 1 };
