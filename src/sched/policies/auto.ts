@@ -12,7 +12,7 @@
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
-  admitInOrder, committedPrompt, asDecode, asHostDecode, candidate, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  admitInOrder, asDecode, asHostDecode, candidate, committedPrompt, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';

@@ -10,7 +10,7 @@
 import type { CostModel } from '../cost-model.js';
 import { addWork, emptyLoad, predictLoads, type Load } from '../step-time.js';
 import {
-  admitInOrder, committedPrompt, asHostDecode, blocksFor, candidate, decisionTokens, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
+  admitInOrder, asHostDecode, blocksFor, candidate, committedPrompt, decisionTokens, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
   naturalAttention, predictFor, promoteReserve, work, type KvView, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 

@@ -10,7 +10,7 @@
 import type { CostModel } from '../cost-model.js';
 import { addWork, emptyLoad, pipelinePassUs, predictLoads, predictStep, shiftCpuDecode, type Load } from '../step-time.js';
 import {
-  admitInOrder, committedPrompt, asHostDecode, candidate, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
+  admitInOrder, asHostDecode, candidate, committedPrompt, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
