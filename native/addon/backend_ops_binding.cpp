@@ -4,6 +4,7 @@
 // every loaded backend against the CPU reference (ggml's test-backend-ops idea). The same
 // calls with cpu ids run here with no GPU; timing helpers serve the device bench.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -11,7 +12,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifdef __linux__
@@ -25,6 +28,7 @@
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
 #include "cpu/quants.h"
+#include "cpu/thread_pool.h"
 
 namespace tdm::addon {
 
@@ -696,6 +700,66 @@ Napi::Value host_round_trip(const Napi::CallbackInfo& info) {
   });
 }
 
+// poolCheck(threads, runs, idleUs) -> {runs, missed, doubled, thrown, rethrown, idleRunUs}: the
+// CPU thread pool under stress. Runs of 2..97 tasks; every fourth after idleUs of sleep, so that
+// the workers sleep and some wake after their job has ended; every seventh with one throwing
+// task. Every task of a run that throws nothing must run exactly once (missed, doubled count
+// the ones that did not); a throwing run runs no task twice and rethrows. idleRunUs: the median
+// µs of a job of one short task per thread started right after an idle spell, which is how
+// long a run takes once the pool has slept through a device's work.
+Napi::Value pool_check(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const int threads = int(int_arg(info, 0, "threads"));
+    const int64_t runs = int_arg(info, 1, "runs");
+    const int64_t idle_us = int_arg(info, 2, "idleUs");
+    if (threads < 1 || threads > 256 || runs < 1 || runs > 100000 || idle_us < 0 || idle_us > 100000) bad_arg("poolCheck(threads 1-256, runs 1-100000, idleUs 0-100000)");
+    cpu::ThreadPool pool(threads);
+    int64_t missed = 0, doubled = 0, thrown = 0, rethrown = 0;
+    std::vector<double> idle_run_us;
+    for (int64_t r = 0; r < runs; ++r) {
+      if (r % 4 == 0 && idle_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(idle_us));
+      const int64_t n = 2 + (r * 37) % 96;
+      const bool throws = r % 7 == 3;
+      std::vector<std::atomic<int>> count(static_cast<size_t>(n));
+      for (auto& c : count) c.store(0);
+      try {
+        pool.run(n, [&](int64_t t, int) {
+          count[size_t(t)].fetch_add(1);
+          if (throws && t == n / 2) throw std::runtime_error("pool check");
+        }, cpu::ThreadPool::kMinParallelWork);
+      } catch (const std::runtime_error&) {
+        rethrown++;
+      }
+      if (throws) thrown++;
+      for (auto& c : count) {
+        const int k = c.load();
+        if (k > 1) doubled++;
+        if (k == 0 && !throws) missed++;
+      }
+      if (r % 4 == 0 && idle_us > 0) {
+        // One short task a thread, right after the pool slept.
+        std::this_thread::sleep_for(std::chrono::microseconds(idle_us));
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.run(threads, [](int64_t, int) {
+          volatile double x = 1;
+          for (int i = 0; i < 2000; ++i) x = x * 1.0000001 + 1e-9;
+        }, cpu::ThreadPool::kMinParallelWork);
+        idle_run_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      }
+    }
+    std::sort(idle_run_us.begin(), idle_run_us.end());
+    Napi::Env env = info.Env();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("runs", Napi::Number::New(env, double(runs)));
+    out.Set("missed", Napi::Number::New(env, double(missed)));
+    out.Set("doubled", Napi::Number::New(env, double(doubled)));
+    out.Set("thrown", Napi::Number::New(env, double(thrown)));
+    out.Set("rethrown", Napi::Number::New(env, double(rethrown)));
+    out.Set("idleRunUs", idle_run_us.empty() ? env.Null() : Napi::Number::New(env, idle_run_us[idle_run_us.size() / 2]));
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_backend_ops(Napi::Env env, Napi::Object exports) {
@@ -718,6 +782,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("timeMatmul", Napi::Function::New(env, time_matmul, "timeMatmul"));
   ops.Set("timeAttention", Napi::Function::New(env, time_attention, "timeAttention"));
   ops.Set("hostRoundTrip", Napi::Function::New(env, host_round_trip, "hostRoundTrip"));
+  ops.Set("poolCheck", Napi::Function::New(env, pool_check, "poolCheck"));
   exports.Set("backendOps", ops);
 }
 

@@ -2,6 +2,7 @@
 #include "cpu/thread_pool.h"
 
 #include <chrono>
+#include <stdexcept>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -34,18 +35,24 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::work(int thread) {
+void ThreadPool::work(int thread, uint32_t job) {
   for (;;) {
-    if (failed_.load(std::memory_order_relaxed)) return;
-    int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) return;
-    try {
-      (*fn_)(task, thread);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!failed_.exchange(true)) error_ = std::current_exception();
-      return;
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    if (uint32_t(c >> 32) != job) return;  // that job has ended; another may be under way
+    const int64_t task = int64_t(c & 0xffffffffu);
+    // Read before the claim: if the claim succeeds the job was still this one, so was n.
+    if (task >= n_tasks_.load(std::memory_order_relaxed)) return;
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    // The job cannot end before this task is counted done: fn_ stays valid until then.
+    if (!failed_.load(std::memory_order_relaxed)) {
+      try {
+        (*fn_.load(std::memory_order_relaxed))(task, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!failed_.exchange(true)) error_ = std::current_exception();
+      }
     }
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
@@ -66,8 +73,7 @@ void ThreadPool::worker_main(int thread) {
     }
     seen = gen;
     if (stop_.load()) return;
-    work(thread);
-    active_.fetch_sub(1, std::memory_order_acq_rel);
+    work(thread, uint32_t(gen));
   }
 }
 
@@ -77,24 +83,26 @@ void ThreadPool::run(int64_t n_tasks, const TaskFn& fn, double cost) {
     for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
     return;
   }
-  fn_ = &fn;
-  n_tasks_ = n_tasks;
-  next_.store(0, std::memory_order_relaxed);
+  if (n_tasks > int64_t(0xffffffffu)) throw std::length_error("ThreadPool::run: more than 2^32 - 1 tasks");
   failed_.store(false, std::memory_order_relaxed);
   error_ = nullptr;
-  active_.store(n_threads_ - 1, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  fn_.store(&fn, std::memory_order_relaxed);
+  n_tasks_.store(n_tasks, std::memory_order_relaxed);
+  uint32_t job;
   {
     // Bumping under the lock pairs with the sleepers' predicate check, so no wake-up is lost.
     std::lock_guard<std::mutex> lock(mu_);
+    job = uint32_t(generation_.load(std::memory_order_relaxed) + 1);
+    claim_.store(uint64_t(job) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   if (sleeping_.load() > 0) wake_.notify_all();
-  work(0);
-  for (int spin = 0; active_.load(std::memory_order_acquire) != 0; ++spin) {
+  work(0, job);
+  for (int spin = 0; done_.load(std::memory_order_acquire) != n_tasks; ++spin) {
     // A worker may have lost its core to another process: stop burning ours after a while.
     if (spin < kSpinIterations) TDM_CPU_RELAX(); else std::this_thread::yield();
   }
-  fn_ = nullptr;
   if (failed_.load()) std::rethrow_exception(error_);
 }
 

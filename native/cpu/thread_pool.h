@@ -1,6 +1,9 @@
 // A fixed pool of worker threads for the CPU kernels: the caller and n-1 workers split a
 // task range (matmul row blocks, attention heads) through one atomic counter. Workers spin
-// briefly after each job, since the next op follows within microseconds, then sleep.
+// briefly after each job, since the next op follows within microseconds, then sleep. A run
+// ends when its tasks are done, not when every worker has checked in: after the pool slept
+// through a device's work (a hybrid step's layer), the caller and the workers that woke in
+// time finish a small job without waiting for the slowest wake-up.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -39,7 +42,8 @@ class ThreadPool {
 
  private:
   void worker_main(int thread);
-  void work(int thread);
+
+  void work(int thread, uint32_t job);
 
   int n_threads_;
   int spin_iterations_;
@@ -50,11 +54,14 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   std::atomic<int> sleeping_{0};
 
-  // The job of the current generation; written before generation_ is bumped.
-  const TaskFn* fn_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> active_{0};        // workers still inside the current job
+  // The current job. A task is claimed by a compare-and-swap on claim_, which holds the job's
+  // number (the low 32 bits of its generation) above the next task index: a worker that wakes
+  // after its job ended finds another number there and claims nothing, so it never reads a
+  // job that is gone. fn_ and n_tasks_ are written before claim_ is published.
+  std::atomic<const TaskFn*> fn_{nullptr};
+  std::atomic<int64_t> n_tasks_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};      // tasks of the current job finished (or skipped after a failure)
   std::atomic<bool> failed_{false};
   std::exception_ptr error_;          // first exception, guarded by mu_
 };

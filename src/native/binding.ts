@@ -161,6 +161,8 @@ export interface NativeBackendOps {
   timeAttention(id: string, opts: { kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;
   /** Pinned host memory (host_alloc) round trip of `bytes` bytes through the device: intact when they come back unchanged; node: the NUMA node its pages prefer, -1 none. */
   hostRoundTrip(id: string, bytes: number): { intact: boolean; node: number };
+  /** The CPU thread pool under stress (native/addon/backend_ops_binding.cpp pool_check): tasks missed or run twice, throwing runs and rethrows, and the median µs of a short job right after the pool slept `idleUs`. */
+  poolCheck(threads: number, runs: number, idleUs: number): { runs: number; missed: number; doubled: number; thrown: number; rethrown: number; idleRunUs: number | null };
 }
 
 export interface NativeAddon {
