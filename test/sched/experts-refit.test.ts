@@ -10,8 +10,7 @@ import { ExpertCostRefit, refittingExecutor } from '../../src/sched/experts/refi
 import { native, type NativeExpertCost } from '../../src/native/binding.js';
 import type { StepPlan, StepResult } from '../../src/native/step-plan.js';
 import { makeModel } from '../../src/model/synthetic.js';
-import { GgufFile } from '../../src/model/gguf.js';
-import { describeModel } from '../../src/model/describe.js';
+import { hparamsOf } from '../helpers.js';
 
 const CALIBRATED: NativeExpertCost = { cpuFixedUs: 50, cpuUsPerToken: 8, cpuCallUs: 0, gpuFixedUs: 60, gpuUsPerToken: 4, linkLatencyUs: 20, linkBytesPerUs: 55000 };
 
@@ -145,9 +144,7 @@ t.test('on the CPU stand-in: a calibration 100x too cheap is refitted from the s
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'experts-refit-v1-qwen2moe.gguf');
   if (!fs.existsSync(file)) await makeModel({ preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', nExpert: 8, nExpertUsed: 2, seed: 41 }, file);
-  const g = GgufFile.open(file);
-  const hparams = describeModel(g).hparams;
-  g.close();
+  const hparams = hparamsOf(file);
   const m = await native().loadModel(file, {
     hparams, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 1 }, device: 'cpu-standin', deviceThreads: 1, cpuVariant: 'ref',
     experts: { policy: 'dynamic', maxSlots: 2, admitPerLayer: 0 },

@@ -10,7 +10,7 @@ import { describeModel } from '../../model/describe.js';
 import { crossoverTokens, type ExpertCostModel } from './cost.js';
 import { ExpertScoring } from './cache.js';
 import { calibrateExperts, type ExpertCalibration } from './calibrate.js';
-import { ExpertCostRefit, type ExpertRefitState } from './refit.js';
+import { ExpertCostRefit, refittingExecutor, type ExpertRefitState } from './refit.js';
 
 /** A policy of the native engine: 'dynamic' (cache plus per-expert choice), llama.cpp's 'cpu-all' and 'cpu-first-layers:N', or 'stacks' (no offload: whole expert stacks placed like other weights). */
 export type NativeExpertPolicy = 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}` | 'stacks';
@@ -171,12 +171,8 @@ export async function measureExpertOffload(modelPath: string, o: ExpertMeasureOp
     // The costs the makespan rule runs on, refitted from every step that follows (the warm-up's too).
     const inForce = calibration?.cost ?? (experts?.nStar === undefined ? experts?.cost : undefined);
     const refit = o.refit !== false && inForce ? new ExpertCostRefit(inForce) : undefined;
-    const step = async (p: StepPlan) => {
-      const r = await m.step(p);
-      const c = refit?.observe(r.cpuExpertCalls);
-      if (c) m.setExpertCost(c);
-      return r;
-    };
+    const executor = refit ? refittingExecutor(m, refit) : m;
+    const step = (p: StepPlan) => executor.step(p);
     const nVocab = m.info.nVocab;
     const pos: number[] = [];
     const seq = (i: number, tokens: number[]): SequencePlan => ({
