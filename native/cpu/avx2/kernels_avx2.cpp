@@ -451,14 +451,18 @@ void vec_dot4_q6_K_avx2(const void* w, const void* a, size_t stride, int64_t n, 
 
 // ---- q5_0, q4_1, q5_1, q5_K: the fifth bit of element j of a 32-element block is bit j of a
 // little-endian u32; spread to one 0x00/0xFF byte per element.
-inline __m256i bits_to_bytes(const uint8_t* p) {
-  uint32_t bits;
-  std::memcpy(&bits, p, 4);
+inline __m256i mask_to_bytes(uint32_t bits) {
   // Byte i takes byte i/8 of the word (every 128-bit lane holds all four), then keeps bit i%8.
   const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
   const __m256i spread = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(bits)), pick), bit);
   return _mm256_cmpeq_epi8(spread, bit);
+}
+
+inline __m256i bits_to_bytes(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  return mask_to_bytes(bits);
 }
 
 // The 32 nibbles of a block in element order: byte j's low nibble, then the high ones.
@@ -737,8 +741,12 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
   std::memcpy(y + 8 * h, out, size_t(std::min<int64_t>(8, valid - 8 * h)) * sizeof(float));
 }
 
+// kHigh: q5_K, whose fifth bits (one per byte of a vector, in 64-bit masks) add 16 to the
+// levels; it sums in llama.cpp's q5_K vec_dot order (eight int lanes per super-block, as
+// tile_lanes in the AVX-512 file), where q4_K takes sub-block pairs.
+template <bool kHigh>
 struct KK4Avx2 {
-  using L = K4Layout<false>;
+  using L = K4Layout<kHigh>;
   static constexpr int kMaxT = 2;
 
   // Packed scale byte plane k (of 12) of super-block s, for the 8 rows of half h.
@@ -763,57 +771,223 @@ struct KK4Avx2 {
     return _mm256_or_si256(_mm256_cvtepu8_epi32(mins(2 * p)), _mm256_slli_epi32(_mm256_cvtepu8_epi32(mins(2 * p + 1)), 16));
   }
 
+  // Super-block s of half h (rows 8h..8h+7) added into acc (scaled sums) and accm (mins).
   template <int T>
-  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
-    const int64_t nbk = n / kQK_K;
-    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+  __attribute__((always_inline)) static inline void superblock(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act, size_t as,
+                                                                size_t od, size_t om, __m256 (&acc)[T], __m256 (&accm)[T]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
-      __m256 acc[T], accm[T];
-      for (int t = 0; t < T; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
-      for (int64_t s = 0; s < nbk; ++s) {
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 16 * h)));
-        const __m256 dmv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 32 + 16 * h)));
-        __m256 dd[T], dm[T];
-        for (int t = 0; t < T; ++t) {
-          const __m256 da = _mm256_set1_ps(f32_at(act + t * as + od + 4 * s));
-          dd[t] = _mm256_mul_ps(dv, da);
-          dm[t] = _mm256_mul_ps(dmv, da);
-        }
-        for (int p = 0; p < 4; ++p) {
-          __m256i isb[T];
-          for (int t = 0; t < T; ++t) isb[t] = _mm256_setzero_si256();
-          for (int j = 2 * p; j < 2 * p + 2; ++j) {
-            __m256i sum16[T];
-            for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
-            for (int i = 0; i < 4; ++i) {
-              // Decode streams each group once: the first half's pass asks for the lines ahead.
-              if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPackedPrefetchBytes), _MM_HINT_T0);
-              const __m256i v = load256(g + ((s * 8 + j) * 4 + i) * 64 + 32 * h);
-              const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-              for (int t = 0; t < T; ++t) {
-                const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
-                int32_t a_lo, a_hi;
-                std::memcpy(&a_lo, a + 4 * i, 4);
-                std::memcpy(&a_hi, a + 16 + 4 * i, 4);
-                sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
-                sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
-              }
-            }
-            const __m256i scv = sub_scale16(g, nbk, s, j, h);
-            for (int t = 0; t < T; ++t) isb[t] = _mm256_add_epi32(isb[t], _mm256_madd_epi16(sum16[t], scv));
-          }
-          const __m256i mp = min_pair(g, nbk, s, p, h);
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 16 * h)));
+    const __m256 dmv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 32 + 16 * h)));
+    __m256 dd[T], dm[T];
+    for (int t = 0; t < T; ++t) {
+      const __m256 da = _mm256_set1_ps(f32_at(act + t * as + od + 4 * s));
+      dd[t] = _mm256_mul_ps(dv, da);
+      dm[t] = _mm256_mul_ps(dmv, da);
+    }
+    for (int p = 0; p < 4; ++p) {
+      __m256i isb[T];
+      for (int t = 0; t < T; ++t) isb[t] = _mm256_setzero_si256();
+      for (int j = 2 * p; j < 2 * p + 2; ++j) {
+        __m256i sum16[T];
+        for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+        for (int i = 0; i < 4; ++i) {
+          // Each line is read from memory once, by half 0: it asks for the lines ahead.
+          if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPackedPrefetchBytes), _MM_HINT_T0);
+          const __m256i v = load256(g + ((s * 8 + j) * 4 + i) * 64 + 32 * h);
+          const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
           for (int t = 0; t < T; ++t) {
-            int32_t ms;
-            std::memcpy(&ms, act + t * as + om + 16 * s + 4 * p, 4);
-            const __m256i im = _mm256_madd_epi16(mp, _mm256_set1_epi32(ms));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isb[t]), dd[t], acc[t]);
-            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm[t], accm[t]);
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+            int32_t a_lo, a_hi;
+            std::memcpy(&a_lo, a + 4 * i, 4);
+            std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+            sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
+            sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
           }
+        }
+        const __m256i scv = sub_scale16(g, nbk, s, j, h);
+        for (int t = 0; t < T; ++t) isb[t] = _mm256_add_epi32(isb[t], _mm256_madd_epi16(sum16[t], scv));
+      }
+      const __m256i mp = min_pair(g, nbk, s, p, h);
+      for (int t = 0; t < T; ++t) {
+        int32_t ms;
+        std::memcpy(&ms, act + t * as + om + 16 * s + 4 * p, 4);
+        const __m256i im = _mm256_madd_epi16(mp, _mm256_set1_epi32(ms));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isb[t]), dd[t], acc[t]);
+        accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm[t], accm[t]);
+      }
+    }
+  }
+
+  // Both halves' byte k of the packed scales (rows 0..15).
+  static __m128i scale_bytes16(const uint8_t* g, int64_t nbk, int64_t s, int k) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_sc(nbk) + s * 192 + 16 * k));
+  }
+  // Sub-block j's 6-bit scale (kMin: min) of rows 0..15, one byte each.
+  template <bool kMin>
+  static __m128i sub_bytes16(const uint8_t* g, int64_t nbk, int64_t s, int j) {
+    const __m128i m6 = _mm_set1_epi8(63), m4x = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30);
+    auto B = [&](int k) { return scale_bytes16(g, nbk, s, k); };
+    if constexpr (!kMin) return j < 4 ? _mm_and_si128(B(j), m6) : _mm_or_si128(_mm_and_si128(B(j + 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j - 4), 2), m30));
+    else return j < 4 ? _mm_and_si128(B(j + 4), m6) : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4x), _mm_and_si128(_mm_srli_epi16(B(j), 2), m30));
+  }
+  // Bytes lo (and hi) of rows 8h..8h+7 as the int16 halves of each row's int32 lane.
+  static __m256i pair16(__m128i lo, __m128i hi, int h) {
+    if (h == 1) {
+      lo = _mm_srli_si128(lo, 8);
+      hi = _mm_srli_si128(hi, 8);
+    }
+    return _mm256_or_si256(_mm256_cvtepu8_epi32(lo), _mm256_slli_epi32(_mm256_cvtepu8_epi32(hi), 16));
+  }
+
+  // One token (decode) over all 16 rows of a super-block: each 64-byte line is loaded once as
+  // its two halves, the activation broadcasts and the scale bytes serve both, and the lanes get
+  // the same integers and float operations as superblock's.
+  __attribute__((always_inline)) static inline void superblock_both(const uint8_t* g, int64_t nbk, int64_t s, const uint8_t* act, size_t od,
+                                                                     size_t om, __m256 (&acc)[2], __m256 (&accm)[2]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256 da = _mm256_set1_ps(f32_at(act + od + 4 * s));
+    __m256 dd[2], dm[2];
+    for (int h = 0; h < 2; ++h) {
+      dd[h] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 16 * h))), da);
+      dm[h] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 32 + 16 * h))), da);
+    }
+    for (int p = 0; p < 4; ++p) {
+      __m256i isb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int j = 2 * p; j < 2 * p + 2; ++j) {
+        __m256i sum16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        const uint8_t* a = act + s * kQK_K + 32 * j;
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
+          _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
+          int32_t a_lo, a_hi;
+          std::memcpy(&a_lo, a + 4 * i, 4);
+          std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+          const __m256i b_lo = _mm256_set1_epi32(a_lo), b_hi = _mm256_set1_epi32(a_hi);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = load256(line + 32 * h);
+            sum16[h] = _mm256_add_epi16(sum16[h], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), b_lo));
+            sum16[h] = _mm256_add_epi16(sum16[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), b_hi));
+          }
+        }
+        const __m128i sc = sub_bytes16<false>(g, nbk, s, j);
+        for (int h = 0; h < 2; ++h) isb[h] = _mm256_add_epi32(isb[h], _mm256_madd_epi16(sum16[h], pair16(sc, sc, h)));
+      }
+      const __m128i mn0 = sub_bytes16<true>(g, nbk, s, 2 * p), mn1 = sub_bytes16<true>(g, nbk, s, 2 * p + 1);
+      int32_t ms;
+      std::memcpy(&ms, act + om + 16 * s + 4 * p, 4);
+      const __m256i msv = _mm256_set1_epi32(ms);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i im = _mm256_madd_epi16(pair16(mn0, mn1, h), msv);
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isb[h]), dd[h], acc[h]);
+        accm[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm[h], accm[h]);
+      }
+    }
+  }
+
+  // Both halves go through each super-block together, so that every line is used by both
+  // while it is in L1 and the prefetches run ahead at an even pace (a pass per half left the
+  // memory idle through the second).
+  // q5_K: super-block s of half h into the eight lane accumulators acc and the mins' accm.
+  template <int T>
+  __attribute__((always_inline)) static inline void superblock_lanes(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
+                                                                      size_t as, size_t od, size_t om, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nbk));
+    __m256i lane[T][8];
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < 8; ++k) lane[t][k] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i sc16 = sub_scale16(g, nbk, s, j, h);
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
+        if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
+        const __m256i v = load256(line + 32 * h);
+        const uint64_t* bv = bits + (s * 8 + j) * 8 + 2 * i;
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(mask_to_bytes(uint32_t(bv[0] >> (32 * h))), b5));
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(mask_to_bytes(uint32_t(bv[1] >> (32 * h))), b5));
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+          int32_t a_lo, a_hi;
+          std::memcpy(&a_lo, a + 4 * i, 4);
+          std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+          lane[t][i] = _mm256_add_epi32(lane[t][i], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)), sc16));
+          lane[t][4 + i] = _mm256_add_epi32(lane[t][4 + i], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)), sc16));
         }
       }
-      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, _mm256_sub_ps(acc[t], accm[t]), valid);
+    }
+    __m256i im[T];
+    for (int t = 0; t < T; ++t) im[t] = _mm256_setzero_si256();
+    for (int p = 0; p < 4; ++p) {
+      const __m256i mp = min_pair(g, nbk, s, p, h);
+      for (int t = 0; t < T; ++t) {
+        int32_t ms;
+        std::memcpy(&ms, act + t * as + om + 16 * s + 4 * p, 4);
+        im[t] = _mm256_add_epi32(im[t], _mm256_madd_epi16(mp, _mm256_set1_epi32(ms)));
+      }
+    }
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 16 * h)));
+    const __m256 dmv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 64 + 32 + 16 * h)));
+    for (int t = 0; t < T; ++t) {
+      const __m256 da = _mm256_set1_ps(f32_at(act + t * as + od + 4 * s));
+      const __m256 d = _mm256_mul_ps(dv, da);
+      for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lane[t][k]), acc[t][k]);
+      accm[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmv, da), _mm256_cvtepi32_ps(im[t]), accm[t]);
+    }
+  }
+
+  template <int T>
+  static void tile_lanes(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+    __m256 acc0[T][8], acc1[T][8], accm0[T], accm1[T];
+    for (int t = 0; t < T; ++t) {
+      accm0[t] = accm1[t] = _mm256_setzero_ps();
+      for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
+    }
+    // One token: both halves through each super-block (see tile); several: a pass per half.
+    if (T == 1 && valid > 8) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+        superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+      }
+    } else {
+      for (int64_t s = 0; s < nbk; ++s) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+      if (valid > 8)
+        for (int64_t s = 0; s < nbk; ++s) superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, _mm256_add_ps(lanes_sum(acc0[t]), accm0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, _mm256_add_ps(lanes_sum(acc1[t]), accm1[t]), valid);
+    }
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    if constexpr (kHigh) {
+      tile_lanes<T>(g, n, act, as, y, ys, valid);
+      return;
+    }
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+    __m256 acc0[T], accm0[T], acc1[T], accm1[T];
+    for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
+    if constexpr (T == 1) {
+      if (valid > 8) {
+        __m256 acc[2] = {acc0[0], acc1[0]}, accm[2] = {accm0[0], accm1[0]};
+        for (int64_t s = 0; s < nbk; ++s) superblock_both(g, nbk, s, act, od, om, acc, accm);
+        store_half(y, 0, _mm256_sub_ps(acc[0], accm[0]), valid);
+        store_half(y, 1, _mm256_sub_ps(acc[1], accm[1]), valid);
+        return;
+      }
+    }
+    // Several tokens: a pass per half, whose accumulators the registers hold (both halves at
+    // once spill and run slower).
+    for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+    if (valid > 8)
+      for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, _mm256_sub_ps(acc0[t], accm0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, _mm256_sub_ps(acc1[t], accm1[t]), valid);
     }
   }
 };
@@ -844,58 +1018,127 @@ struct KQ6Avx2 {
     }
   }
 
+  // Super-block s of half h (rows 8h..8h+7) added into the eight lane accumulators acc.
+  template <int T>
+  __attribute__((always_inline)) static inline void superblock(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act, size_t as,
+                                                                size_t od, size_t og, __m256 (&acc)[T][8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h)));
+    __m256 d[T];
+    for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
+    for (int c = 0; c < 4; ++c) {
+      __m256i lane_lo[T], lane_hi[T];
+      for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        // Each line is read from memory once, by half 0: it asks for the lines ahead.
+        if (h == 0 && c == 0) {
+          for (int k = 0; k < 4; ++k) _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + 64 * k + kPackedPrefetchBytes), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + 64 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+        }
+        const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128 + 32 * h;
+        const __m256i v = load256(g + (s * 8 + j) * 256 + 64 * c + 32 * h);
+        const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(load256(hbp), c));
+        const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(load256(hbp + 64), c));
+        const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
+        const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
+          int32_t a_lo, a_hi;
+          std::memcpy(&a_lo, a + 4 * c, 4);
+          std::memcpy(&a_hi, a + 16 + 4 * c, 4);
+          lane_lo[t] = _mm256_add_epi32(lane_lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
+          lane_hi[t] = _mm256_add_epi32(lane_hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
+        }
+      }
+      // The offset of 32 of lanes c and 4 + c, then their floats.
+      const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
+      const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
+      for (int t = 0; t < T; ++t) {
+        int32_t g_lo, g_hi;
+        std::memcpy(&g_lo, act + t * as + og + 32 * s + 4 * c, 4);
+        std::memcpy(&g_hi, act + t * as + og + 32 * s + 4 * (4 + c), 4);
+        const __m256i il = _mm256_sub_epi32(lane_lo[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
+        const __m256i ih = _mm256_sub_epi32(lane_hi[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
+        acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(il), acc[t][c]);
+        acc[t][4 + c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(ih), acc[t][4 + c]);
+      }
+    }
+  }
+
+  // One token (decode): part j outside and its four chunks inside, so that a part's high bits
+  // and scales are loaded and widened once, not once per chunk; the lanes' integers are the
+  // same sums as superblock's, added in another order (exact).
+  __attribute__((always_inline)) static inline void superblock_one(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
+                                                                    size_t od, size_t og, __m256 (&acc)[1][8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h))),
+                                   _mm256_set1_ps(f32_at(act + od + 4 * s)));
+    __m256i lane_lo[4], lane_hi[4];
+    for (int c = 0; c < 4; ++c) lane_lo[c] = lane_hi[c] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t* q = g + (s * 8 + j) * 256;
+      const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128;
+      if (h == 0) {
+        for (int k = 0; k < 4; ++k) _mm_prefetch(reinterpret_cast<const char*>(q + 64 * k + kPackedPrefetchBytes), _MM_HINT_T0);
+        for (int k = 0; k < 2; ++k) _mm_prefetch(reinterpret_cast<const char*>(hbp + 64 * k + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+      }
+      const __m256i hb_lo = load256(hbp + 32 * h), hb_hi = load256(hbp + 64 + 32 * h);
+      const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
+      const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
+      const uint8_t* a = act + s * kQK_K + 32 * j;
+      for (int c = 0; c < 4; ++c) {
+        const __m256i v = load256(q + 64 * c + 32 * h);
+        const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(hb_lo, c));
+        const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(hb_hi, c));
+        int32_t a_lo, a_hi;
+        std::memcpy(&a_lo, a + 4 * c, 4);
+        std::memcpy(&a_hi, a + 16 + 4 * c, 4);
+        lane_lo[c] = _mm256_add_epi32(lane_lo[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
+        lane_hi[c] = _mm256_add_epi32(lane_hi[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
+      }
+    }
+    for (int c = 0; c < 4; ++c) {
+      const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
+      const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
+      int32_t g_lo, g_hi;
+      std::memcpy(&g_lo, act + og + 32 * s + 4 * c, 4);
+      std::memcpy(&g_hi, act + og + 32 * s + 4 * (4 + c), 4);
+      const __m256i il = _mm256_sub_epi32(lane_lo[c], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
+      const __m256i ih = _mm256_sub_epi32(lane_hi[c], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
+      acc[0][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(il), acc[0][c]);
+      acc[0][4 + c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ih), acc[0][4 + c]);
+    }
+  }
+
+  // Both halves go through each super-block together, as in KK4Avx2::tile.
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
     const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
-      __m256 acc[T][8];
-      for (int t = 0; t < T; ++t)
-        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
-      for (int64_t s = 0; s < nbk; ++s) {
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h)));
-        __m256 d[T];
-        for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
-        for (int c = 0; c < 4; ++c) {
-          __m256i lane_lo[T], lane_hi[T];
-          for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
-          for (int j = 0; j < 8; ++j) {
-            if (h == 0 && c == 0) {
-              _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + kPackedPrefetchBytes), _MM_HINT_T0);
-              _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + 128 + kPackedPrefetchBytes), _MM_HINT_T0);
-              _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
-            }
-            const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128 + 32 * h;
-            const __m256i v = load256(g + (s * 8 + j) * 256 + 64 * c + 32 * h);
-            const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(load256(hbp), c));
-            const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(load256(hbp + 64), c));
-            const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
-            const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
-            for (int t = 0; t < T; ++t) {
-              const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
-              int32_t a_lo, a_hi;
-              std::memcpy(&a_lo, a + 4 * c, 4);
-              std::memcpy(&a_hi, a + 16 + 4 * c, 4);
-              lane_lo[t] = _mm256_add_epi32(lane_lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
-              lane_hi[t] = _mm256_add_epi32(lane_hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
-            }
-          }
-          // The offset of 32 of lanes c and 4 + c, then their floats.
-          const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
-          const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
-          for (int t = 0; t < T; ++t) {
-            int32_t g_lo, g_hi;
-            std::memcpy(&g_lo, act + t * as + og + 32 * s + 4 * c, 4);
-            std::memcpy(&g_hi, act + t * as + og + 32 * s + 4 * (4 + c), 4);
-            const __m256i il = _mm256_sub_epi32(lane_lo[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
-            const __m256i ih = _mm256_sub_epi32(lane_hi[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
-            acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(il), acc[t][c]);
-            acc[t][4 + c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(ih), acc[t][4 + c]);
-          }
+    __m256 acc0[T][8], acc1[T][8];
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
+    if constexpr (T == 1) {
+      if (valid > 8) {
+        for (int64_t s = 0; s < nbk; ++s) {
+          superblock_one(g, nbk, s, 0, act, od, og, acc0);
+          superblock_one(g, nbk, s, 1, act, od, og, acc1);
         }
+      } else {
+        for (int64_t s = 0; s < nbk; ++s) superblock_one(g, nbk, s, 0, act, od, og, acc0);
       }
-      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, lanes_sum(acc[t]), valid);
+    } else if (valid > 8) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        superblock<T>(g, nbk, s, 0, act, as, od, og, acc0);
+        superblock<T>(g, nbk, s, 1, act, as, od, og, acc1);
+      }
+    } else {
+      for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 0, act, as, od, og, acc0);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, lanes_sum(acc0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, lanes_sum(acc1[t]), valid);
     }
   }
 };
@@ -911,34 +1154,48 @@ void quantize_act_q8_0_avx2(const float* x, int64_t n, uint8_t* act) { quantize_
 struct KQ8_0Avx2 {
   static constexpr int kMaxT = 2;
 
+  // Block b of half h (rows 8h..8h+7) added into the eight lane accumulators acc.
+  template <int T>
+  __attribute__((always_inline)) static inline void block(const uint8_t* g, const uint8_t* sc, int64_t b, int h, const uint8_t* act, size_t as,
+                                                           __m256 (&acc)[T][8]) {
+    const __m256i flip = _mm256_set1_epi8(char(0x80));
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h)));
+    __m256 d[T];
+    for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(act + t * as + b * sizeof(BlockQ8_0))));
+    const uint8_t* wq = g + b * 512;
+    for (int c = 0; c < 8; ++c) {
+      if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPackedPrefetchBytes), _MM_HINT_T0);
+      const __m256i q = _mm256_xor_si256(load256(wq + 64 * c + 32 * h), flip);
+      const __m256i aq = _mm256_sign_epi8(q, q);
+      for (int t = 0; t < T; ++t) {
+        int32_t a4;
+        std::memcpy(&a4, act + t * as + b * sizeof(BlockQ8_0) + 2 + 4 * c, 4);
+        const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(_mm256_set1_epi32(a4), q)), ones);
+        acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dot), acc[t][c]);
+      }
+    }
+  }
+
+  // Both halves go through each block together, as in KK4Avx2.
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const uint8_t* sc = g + nb * 512;
-    const __m256i flip = _mm256_set1_epi8(char(0x80));
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int h = 0; h < 2 && 8 * h < valid; ++h) {
-      __m256 acc[T][8];
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < 8; ++c) acc[t][c] = _mm256_setzero_ps();
+    __m256 acc0[T][8], acc1[T][8];
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < 8; ++c) acc0[t][c] = acc1[t][c] = _mm256_setzero_ps();
+    if (valid > 8) {
       for (int64_t b = 0; b < nb; ++b) {
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h)));
-        __m256 d[T];
-        for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(act + t * as + b * sizeof(BlockQ8_0))));
-        const uint8_t* wq = g + b * 512;
-        for (int c = 0; c < 8; ++c) {
-          if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPackedPrefetchBytes), _MM_HINT_T0);
-          const __m256i q = _mm256_xor_si256(load256(wq + 64 * c + 32 * h), flip);
-          const __m256i aq = _mm256_sign_epi8(q, q);
-          for (int t = 0; t < T; ++t) {
-            int32_t a4;
-            std::memcpy(&a4, act + t * as + b * sizeof(BlockQ8_0) + 2 + 4 * c, 4);
-            const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(_mm256_set1_epi32(a4), q)), ones);
-            acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dot), acc[t][c]);
-          }
-        }
+        block<T>(g, sc, b, 0, act, as, acc0);
+        block<T>(g, sc, b, 1, act, as, acc1);
       }
-      for (int t = 0; t < T; ++t) store_half(y + t * ys, h, lanes_sum(acc[t]), valid);
+    } else {
+      for (int64_t b = 0; b < nb; ++b) block<T>(g, sc, b, 0, act, as, acc0);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, lanes_sum(acc0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, lanes_sum(acc1[t]), valid);
     }
   }
 };
@@ -1423,7 +1680,8 @@ void fill_kernels_avx2(Kernels& k) {
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;
   k.to_float[int(GgmlType::F16)] = to_float_f16_avx2;
   k.attention = attention_avx2;
-  k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2>};
+  k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<false>>};
+  k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, K4Layout<true>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.swiglu_f32 = swiglu_avx2;
