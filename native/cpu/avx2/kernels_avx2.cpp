@@ -1143,6 +1143,81 @@ struct KQ6Avx2 {
   }
 };
 
+// ---- packed q4_0 (layout Q4Layout<false, false>): the AVX-512 kernel's arithmetic (KQ4's
+// tile_blocks there, llama.cpp's repacked q4_0 order: a block's integer dot whole, offset
+// included, then one fma). The activations (ActQ8_0 without lanes) hold this file's q8_0
+// quants, their fp16 d as a float and each block's sum.
+void quantize_act_q8_0_sums_avx2(const float* x, int64_t n, uint8_t* act) {
+  const int64_t nb = n / kQK;
+  float* d = reinterpret_cast<float*>(act + ActQ8_0::off_d(n));
+  int32_t* sum = reinterpret_cast<int32_t*>(act + ActQ8_0::off_s(n));
+  for (int64_t b = 0; b < nb; ++b) {
+    BlockQ8_0 q;
+    quantize_row_q8_0_avx2(x + b * kQK, &q, kQK);
+    std::memcpy(act + b * kQK, q.qs, kQK);
+    d[b] = _cvtsh_ss(q.d);
+    sum[b] = hsum_i32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), load256(q.qs)), _mm256_set1_epi16(1)));
+  }
+}
+
+struct KQ4_0Avx2 {
+  using L = Q4Layout<false, false>;
+  static constexpr int kMaxT = 4;
+
+  // Block b of half h (rows 8h..8h+7) added into acc.
+  template <int T>
+  __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
+                                                           size_t od, size_t os, __m256 (&acc)[T]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    // Four vectors' products of 4-bit levels and int8 quants fit int16: 8 * 2 * 15 * 127 < 2^15.
+    __m256i sum16[T];
+    for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t* line = g + (b * 4 + i) * 64;
+      if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
+      const __m256i v = load256(line + 32 * h);
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* a = act + t * as + b * kQK;
+        int32_t a_lo, a_hi;
+        std::memcpy(&a_lo, a + 4 * i, 4);
+        std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+        sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
+        sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
+    for (int t = 0; t < T; ++t) {
+      const uint8_t* at = act + t * as;
+      const __m256i ia = _mm256_add_epi32(_mm256_madd_epi16(sum16[t], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * reinterpret_cast<const int32_t*>(at + os)[b]));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(at + od)[b])), acc[t]);
+    }
+  }
+
+  // One token: both halves through each block (see KK4Avx2::tile); several: a pass per half.
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+    __m256 acc0[T], acc1[T];
+    for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    if (T == 1 && valid > 8) {
+      for (int64_t b = 0; b < nb; ++b) {
+        block<T>(g, nb, b, 0, act, as, od, os, acc0);
+        block<T>(g, nb, b, 1, act, as, od, os, acc1);
+      }
+    } else {
+      for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 0, act, as, od, os, acc0);
+      if (valid > 8)
+        for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 1, act, as, od, os, acc1);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, acc0[t], valid);
+      if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
+    }
+  }
+};
+
 // ---- packed q8_0 (layout Q8_0Layout: sign bits flipped, 16 rows per 64-byte vector): the
 // AVX-512 kernel's arithmetic (KQ8_0 there, llama.cpp's eight lanes per row) on 8-row halves.
 // The activations stay in llama.cpp's q8_0 blocks (this file's quantize_row_q8_0_avx2), and
@@ -1681,6 +1756,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.to_float[int(GgmlType::F16)] = to_float_f16_avx2;
   k.attention = attention_avx2;
   k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<false>>};
+  k.packed[int(GgmlType::Q4_0)] = PackedOps{Q4Layout<false, false>::bytes, Q4Layout<false, false>::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KQ4_0Avx2>};
   k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, K4Layout<true>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};

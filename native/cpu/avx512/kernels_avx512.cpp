@@ -148,18 +148,6 @@ inline void zero_partials(__m512i (&ia)[T][P]) {
 
 // ==== activations
 
-// q8_0 family (weights q8_0, q4_0, q5_0): quants as llama.cpp's x86 quantize_row_q8_0 makes
-// them (scale 127/amax, round half to even), d as the fp16 it stores, each block's sum, and
-// for the lane kernels (q8_0, q5_0) per lane (4 quants, see lanes_sum) the sum times minus
-// the weight type's offset; q4_0 leaves that plane out to keep a tile's activations in L1.
-//   [qs: n int8][d: nb float][sum: nb int32]([lane: 8 nb int32])
-struct ActQ8_0 {
-  static size_t off_d(int64_t n) { return round64(size_t(n)); }
-  static size_t off_s(int64_t n) { return off_d(n) + round64(size_t(n / kQK) * 4); }
-  static size_t off_l(int64_t n) { return off_s(n) + round64(size_t(n / kQK) * 4); }
-  static size_t bytes(int64_t n) { return off_l(n); }
-  static size_t bytes_with_lanes(int64_t n) { return off_l(n) + round64(size_t(n / kQK) * 32); }
-};
 
 // One 32-element block the x86 way: the quants in 32 bytes, d (amax / 127, unrounded), d
 // rounded through fp16, and the sum of the quants.
@@ -320,44 +308,6 @@ struct KQ8_0 {
   }
 };
 
-// ==== q4_0 / q5_0 / q4_1 / q5_1: quants [nb][4][64]: vector i holds elements 4i..4i+3 in
-// the low nibbles and 16+4i..16+4i+3 in the high ones (the file's own nibble order, so the
-// bytes are copied as they are); fifth bits [nb][8] uint64 (vector i low, then high); d
-// [nb][16] fp16; min (q4_1, q5_1) [nb][16] fp16.
-
-template <bool kHigh, bool kMin>
-struct Q4Layout {
-  static constexpr size_t kBlockSrc = kHigh ? (kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0)) : (kMin ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
-  static constexpr size_t kQsAt = 2 + (kMin ? 2 : 0) + (kHigh ? 4 : 0);
-  static size_t off_bits(int64_t nb) { return size_t(nb) * 256; }
-  static size_t off_d(int64_t nb) { return off_bits(nb) + (kHigh ? size_t(nb) * 64 : 0); }
-  static size_t off_m(int64_t nb) { return off_d(nb) + size_t(nb) * 32; }
-  static size_t bytes(int64_t n) {
-    const int64_t nb = n / kQK;
-    return round64(off_m(nb) + (kMin ? size_t(nb) * 32 : 0));
-  }
-  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
-    const int64_t nb = n / kQK;
-    std::memset(dst, 0, bytes(n));
-    uint64_t* bits = reinterpret_cast<uint64_t*>(dst + off_bits(nb));
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const uint8_t* row = src + size_t(r) * rb;
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = row + b * kBlockSrc;
-        std::memcpy(dst + off_d(nb) + (b * G + r) * 2, blk, 2);
-        if (kMin) std::memcpy(dst + off_m(nb) + (b * G + r) * 2, blk + 2, 2);
-        for (int i = 0; i < 4; ++i) store_u32(dst + (b * 4 + i) * 64 + r * 4, load_u32(blk + kQsAt + 4 * i));
-        if (kHigh) {
-          const uint32_t qh = load_u32(blk + 2 + (kMin ? 2 : 0));
-          for (int i = 0; i < 4; ++i) {
-            bits[b * 8 + 2 * i] |= uint64_t((qh >> (4 * i)) & 0xF) << (4 * r);
-            bits[b * 8 + 2 * i + 1] |= uint64_t((qh >> (16 + 4 * i)) & 0xF) << (4 * r);
-          }
-        }
-      }
-    }
-  }
-};
 
 // q4_0 sums each block whole, one fma per block, as llama.cpp's repacked q4_0 (x86) does;
 // q5_0, q4_1 and q5_1, which llama.cpp does not repack, keep its eight lanes (lanes_sum):
