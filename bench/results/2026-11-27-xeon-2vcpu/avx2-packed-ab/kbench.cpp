@@ -1,6 +1,8 @@
 // Build: g++ -std=c++17 -O3 -mavx2 -mfma -mf16c -I native with native/cpu/{kernels_ref,quants_ref}.cpp,
 // native/core/ggml_types.cpp and both kernel files (AVX-512 with its binding.gyp flags).
 // Run: ./kb <avx2|avx512> <q4_0|q4_K|q5_K|q6_K|q8_0> <rows> <cols> <matrices> <iters> [tokens]
+// (the matvec table of the README ran before the tasks of 8 groups below were added; one
+// token streams every group once either way)
 // Packed matvec (one token) over matrices larger than the LLC: GB/s of packed weights read.
 #include <chrono>
 #include <cstdio>
@@ -50,7 +52,14 @@ int main(int argc, char** argv) {
   std::vector<double> rates;
   for (int64_t it = 0; it < iters; ++it) {
     auto t0 = std::chrono::steady_clock::now();
-    for (int64_t m = 0; m < M; ++m) po.gemm(mats[m], gb, ng, R, C, act, po.act_bytes(C), NT, y.data(), R);
+    for (int64_t m = 0; m < M; ++m) {
+      // Tasks of 8 groups, as the backend hands out row blocks: a task's groups stay in L2
+      // while its token tiles pass over them.
+      for (int64_t g0 = 0; g0 < ng; g0 += 8) {
+        const int64_t n_g = std::min<int64_t>(8, ng - g0);
+        po.gemm(mats[m] + g0 * gb, gb, n_g, std::min<int64_t>(n_g * 16, R - g0 * 16), C, act, po.act_bytes(C), NT, y.data() + g0 * 16, R);
+      }
+    }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rates.push_back(NT > 1 ? double(2 * R * C * NT * M) / s / 1e9 : double(gb * ng * M) / s / 1e9);
   }
