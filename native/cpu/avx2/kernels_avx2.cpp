@@ -1221,6 +1221,105 @@ struct KQ4_0Avx2 {
   }
 };
 
+// ---- packed q5_0, q4_1, q5_1 (layouts Q4Layout<kHigh, kMin>): the AVX-512 kernel's
+// arithmetic (KQ4's tile_lanes there, llama.cpp's eight lanes per row: vector i's low nibbles
+// are lane i, its high ones lane 4 + i). q5_0 takes its offset of 16 from the activation's
+// lane plane; q4_1 and q5_1 add m * s per block in a separate accumulator.
+
+// q5_0's activations: as quantize_act_q8_0_sums_avx2, plus each lane's sum times -16.
+void quantize_act_q8_0_lanes_avx2(const float* x, int64_t n, uint8_t* act) {
+  quantize_act_q8_0_sums_avx2(x, n, act);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const __m256i lane = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), load256(act + b * kQK)), _mm256_set1_epi16(1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + ActQ8_0::off_l(n) + 32 * b), _mm256_mullo_epi32(lane, _mm256_set1_epi32(-16)));
+  }
+}
+
+// q4_1's and q5_1's (ActQ8_1 = ActQ8_0's layout): llama.cpp's q8_1 quants, d and s as floats.
+void quantize_act_q8_1_packed_avx2(const float* x, int64_t n, uint8_t* act) {
+  float* d = reinterpret_cast<float*>(act + ActQ8_0::off_d(n));
+  float* sum = reinterpret_cast<float*>(act + ActQ8_0::off_s(n));
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    BlockQ8_1 q;
+    quantize_row_q8_1_avx2(x + b * kQK, &q, kQK);
+    std::memcpy(act + b * kQK, q.qs, kQK);
+    d[b] = _cvtsh_ss(q.d);
+    sum[b] = _cvtsh_ss(q.s);
+  }
+}
+
+template <bool kHigh, bool kMin>
+struct KQ4LanesAvx2 {
+  using L = Q4Layout<kHigh, kMin>;
+  static constexpr int kMaxT = 2;
+
+  // Block b of half h (rows 8h..8h+7) added into the eight lane accumulators acc (and accm).
+  template <int T>
+  __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
+                                                           int64_t n, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nb));
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n), ol = ActQ8_0::off_l(n);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
+    __m256 d[T];
+    for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(act + t * as + od)[b]));
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t* line = g + (b * 4 + i) * 64;
+      if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
+      const __m256i v = load256(line + 32 * h);
+      __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if constexpr (kHigh) {
+        lo = _mm256_or_si256(lo, _mm256_and_si256(mask_to_bytes(uint32_t(bits[b * 8 + 2 * i] >> (32 * h))), b5));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(mask_to_bytes(uint32_t(bits[b * 8 + 2 * i + 1] >> (32 * h))), b5));
+      }
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* at = act + t * as;
+        int32_t a_lo, a_hi;
+        std::memcpy(&a_lo, at + b * kQK + 4 * i, 4);
+        std::memcpy(&a_hi, at + b * kQK + 16 + 4 * i, 4);
+        __m256i dl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)), ones);
+        __m256i dh = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)), ones);
+        if constexpr (!kMin) {
+          const int32_t* lanes = reinterpret_cast<const int32_t*>(at + ol + 32 * b);
+          dl = _mm256_add_epi32(dl, _mm256_set1_epi32(lanes[i]));
+          dh = _mm256_add_epi32(dh, _mm256_set1_epi32(lanes[4 + i]));
+        }
+        acc[t][i] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dl), acc[t][i]);
+        acc[t][4 + i] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dh), acc[t][4 + i]);
+      }
+    }
+    if constexpr (kMin) {
+      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_m(nb) + b * 32 + 16 * h)));
+      for (int t = 0; t < T; ++t) accm[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(reinterpret_cast<const float*>(act + t * as + os)[b]), accm[t]);
+    }
+  }
+
+  // One token: both halves through each block (see KK4Avx2::tile); several: a pass per half.
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    __m256 acc0[T][8], acc1[T][8], accm0[T], accm1[T];
+    for (int t = 0; t < T; ++t) {
+      accm0[t] = accm1[t] = _mm256_setzero_ps();
+      for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
+    }
+    if (T == 1 && valid > 8) {
+      for (int64_t b = 0; b < nb; ++b) {
+        block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
+        block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
+      }
+    } else {
+      for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
+      if (valid > 8)
+        for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, kMin ? _mm256_add_ps(lanes_sum(acc0[t]), accm0[t]) : lanes_sum(acc0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, kMin ? _mm256_add_ps(lanes_sum(acc1[t]), accm1[t]) : lanes_sum(acc1[t]), valid);
+    }
+  }
+};
+
 // ---- packed q8_0 (layout Q8_0Layout: sign bits flipped, 16 rows per 64-byte vector): the
 // AVX-512 kernel's arithmetic (KQ8_0 there, llama.cpp's eight lanes per row) on 8-row halves.
 // The activations stay in llama.cpp's q8_0 blocks (this file's quantize_row_q8_0_avx2), and
@@ -1760,6 +1859,9 @@ void fill_kernels_avx2(Kernels& k) {
   k.attention = attention_avx2;
   k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<false>>};
   k.packed[int(GgmlType::Q4_0)] = PackedOps{Q4Layout<false, false>::bytes, Q4Layout<false, false>::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KQ4_0Avx2>};
+  k.packed[int(GgmlType::Q5_0)] = PackedOps{Q4Layout<true, false>::bytes, Q4Layout<true, false>::pack, ActQ8_0::bytes_with_lanes, quantize_act_q8_0_lanes_avx2, gemm_packed<KQ4LanesAvx2<true, false>>};
+  k.packed[int(GgmlType::Q4_1)] = PackedOps{Q4Layout<false, true>::bytes, Q4Layout<false, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<false, true>>};
+  k.packed[int(GgmlType::Q5_1)] = PackedOps{Q4Layout<true, true>::bytes, Q4Layout<true, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<true, true>>};
   k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, K4Layout<true>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
