@@ -465,6 +465,42 @@ inline __m256i bits_to_bytes(const uint8_t* p) {
   return mask_to_bytes(bits);
 }
 
+// ---- fifth bits of the packed 5-bit types, sliced for AVX2. The group layouts hold them as
+// the AVX-512 kernels mask with them: per unit (a q5_K sub-block j, a q5_0/q5_1 block), eight
+// 64-bit masks k = 2i (vector i's low nibbles) and 2i + 1 (its high ones), bit 4r + m for byte
+// m of row r. AVX2 has no masked byte add, and spreading a mask to bytes takes a broadcast, a
+// shuffle, a compare and two logic operations per vector. The AVX2 packs therefore rewrite each
+// unit's 64 bytes as two 32-byte slices, one per 8-row half: byte p of slice h holds in bit k
+// the bit of byte p of mask k's half h. Vector k's bits are then one shift and one AND away.
+inline void slice_fifth_bits(uint8_t* plane, int64_t units) {
+  for (int64_t u = 0; u < units; ++u) {
+    uint8_t* unit = plane + u * 64;
+    uint64_t masks[8];
+    std::memcpy(masks, unit, sizeof masks);
+    for (int h = 0; h < 2; ++h)
+      for (int p = 0; p < 32; ++p) {
+        uint8_t b = 0;
+        for (int k = 0; k < 8; ++k) b = uint8_t(b | (((masks[k] >> (32 * h + p)) & 1u) << k));
+        unit[32 * h + p] = b;
+      }
+  }
+}
+
+// 0x10 in the bytes of vector k whose fifth bit is set, from its unit's slice.
+inline __m256i fifth_bits(__m256i slice, int k) {
+  const __m256i b5 = _mm256_set1_epi8(0x10);
+  switch (k) {
+    case 0: return _mm256_and_si256(_mm256_slli_epi16(slice, 4), b5);
+    case 1: return _mm256_and_si256(_mm256_slli_epi16(slice, 3), b5);
+    case 2: return _mm256_and_si256(_mm256_slli_epi16(slice, 2), b5);
+    case 3: return _mm256_and_si256(_mm256_slli_epi16(slice, 1), b5);
+    case 4: return _mm256_and_si256(slice, b5);
+    case 5: return _mm256_and_si256(_mm256_srli_epi16(slice, 1), b5);
+    case 6: return _mm256_and_si256(_mm256_srli_epi16(slice, 2), b5);
+    default: return _mm256_and_si256(_mm256_srli_epi16(slice, 3), b5);
+  }
+}
+
 // The 32 nibbles of a block in element order: byte j's low nibble, then the high ones.
 inline __m256i nibbles32(const uint8_t* qs) {
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -741,7 +777,13 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
   std::memcpy(y + 8 * h, out, size_t(std::min<int64_t>(8, valid - 8 * h)) * sizeof(float));
 }
 
-// kHigh: q5_K, whose fifth bits (one per byte of a vector, in 64-bit masks) add 16 to the
+// q5_K's group layout (K4Layout<true>), with the fifth bits sliced for AVX2.
+void pack_q5_K_avx2(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+  K4Layout<true>::pack(src, rb, n_rows, n, dst);
+  slice_fifth_bits(dst + K4Layout<true>::off_bits(n / kQK_K), n / kQK_K * 8);
+}
+
+// kHigh: q5_K, whose fifth bits (sliced, see slice_fifth_bits) add 16 to the
 // levels; it sums in llama.cpp's q5_K vec_dot order (eight int lanes per super-block, as
 // tile_lanes in the AVX-512 file), where q4_K takes sub-block pairs.
 template <bool kHigh>
@@ -894,20 +936,20 @@ struct KK4Avx2 {
   template <int T>
   __attribute__((always_inline)) static inline void superblock_lanes(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
                                                                       size_t as, size_t od, size_t om, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10);
-    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nbk));
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const uint8_t* bits = g + L::off_bits(nbk);
     __m256i lane[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) lane[t][k] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
       const __m256i sc16 = sub_scale16(g, nbk, s, j, h);
+      const __m256i slice = load256(bits + (s * 8 + j) * 64 + 32 * h);
       for (int i = 0; i < 4; ++i) {
         const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
         if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
         const __m256i v = load256(line + 32 * h);
-        const uint64_t* bv = bits + (s * 8 + j) * 8 + 2 * i;
-        const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(mask_to_bytes(uint32_t(bv[0] >> (32 * h))), b5));
-        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(mask_to_bytes(uint32_t(bv[1] >> (32 * h))), b5));
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), fifth_bits(slice, 2 * i));
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), fifth_bits(slice, 2 * i + 1));
         for (int t = 0; t < T; ++t) {
           const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
           int32_t a_lo, a_hi;
@@ -1248,6 +1290,13 @@ void quantize_act_q8_1_packed_avx2(const float* x, int64_t n, uint8_t* act) {
   }
 }
 
+// Q4Layout<kHigh, kMin>'s pack, with q5_0's and q5_1's fifth bits sliced for AVX2.
+template <bool kHigh, bool kMin>
+void pack_q4_avx2(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+  Q4Layout<kHigh, kMin>::pack(src, rb, n_rows, n, dst);
+  if (kHigh) slice_fifth_bits(dst + Q4Layout<kHigh, kMin>::off_bits(n / kQK), n / kQK);
+}
+
 template <bool kHigh, bool kMin>
 struct KQ4LanesAvx2 {
   using L = Q4Layout<kHigh, kMin>;
@@ -1257,8 +1306,8 @@ struct KQ4LanesAvx2 {
   template <int T>
   __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
                                                            int64_t n, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
-    const uint64_t* bits = reinterpret_cast<const uint64_t*>(g + L::off_bits(nb));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i slice = kHigh ? load256(g + L::off_bits(nb) + b * 64 + 32 * h) : _mm256_setzero_si256();
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n), ol = ActQ8_0::off_l(n);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
     __m256 d[T];
@@ -1269,8 +1318,8 @@ struct KQ4LanesAvx2 {
       const __m256i v = load256(line + 32 * h);
       __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       if constexpr (kHigh) {
-        lo = _mm256_or_si256(lo, _mm256_and_si256(mask_to_bytes(uint32_t(bits[b * 8 + 2 * i] >> (32 * h))), b5));
-        hi = _mm256_or_si256(hi, _mm256_and_si256(mask_to_bytes(uint32_t(bits[b * 8 + 2 * i + 1] >> (32 * h))), b5));
+        lo = _mm256_or_si256(lo, fifth_bits(slice, 2 * i));
+        hi = _mm256_or_si256(hi, fifth_bits(slice, 2 * i + 1));
       }
       for (int t = 0; t < T; ++t) {
         const uint8_t* at = act + t * as;
@@ -1859,10 +1908,10 @@ void fill_kernels_avx2(Kernels& k) {
   k.attention = attention_avx2;
   k.packed[int(GgmlType::Q4_K)] = PackedOps{K4Layout<false>::bytes, K4Layout<false>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<false>>};
   k.packed[int(GgmlType::Q4_0)] = PackedOps{Q4Layout<false, false>::bytes, Q4Layout<false, false>::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KQ4_0Avx2>};
-  k.packed[int(GgmlType::Q5_0)] = PackedOps{Q4Layout<true, false>::bytes, Q4Layout<true, false>::pack, ActQ8_0::bytes_with_lanes, quantize_act_q8_0_lanes_avx2, gemm_packed<KQ4LanesAvx2<true, false>>};
+  k.packed[int(GgmlType::Q5_0)] = PackedOps{Q4Layout<true, false>::bytes, pack_q4_avx2<true, false>, ActQ8_0::bytes_with_lanes, quantize_act_q8_0_lanes_avx2, gemm_packed<KQ4LanesAvx2<true, false>>};
   k.packed[int(GgmlType::Q4_1)] = PackedOps{Q4Layout<false, true>::bytes, Q4Layout<false, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<false, true>>};
-  k.packed[int(GgmlType::Q5_1)] = PackedOps{Q4Layout<true, true>::bytes, Q4Layout<true, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<true, true>>};
-  k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, K4Layout<true>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
+  k.packed[int(GgmlType::Q5_1)] = PackedOps{Q4Layout<true, true>::bytes, pack_q4_avx2<true, true>, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<true, true>>};
+  k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, pack_q5_K_avx2, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.swiglu_f32 = swiglu_avx2;
