@@ -929,9 +929,6 @@ struct KK4Avx2 {
     }
   }
 
-  // Both halves go through each super-block together, so that every line is used by both
-  // while it is in L1 and the prefetches run ahead at an even pace (a pass per half left the
-  // memory idle through the second).
   // q5_K: super-block s of half h into the eight lane accumulators acc and the mins' accm.
   template <int T>
   __attribute__((always_inline)) static inline void superblock_lanes(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
@@ -1006,6 +1003,9 @@ struct KK4Avx2 {
     }
   }
 
+  // Both halves go through each super-block together, so that every line is used by both
+  // while it is in L1 and the prefetches run ahead at an even pace (a pass per half left the
+  // memory idle through the second).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     if constexpr (kHigh) {
