@@ -777,6 +777,26 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
   std::memcpy(y + 8 * h, out, size_t(std::min<int64_t>(8, valid - 8 * h)) * sizeof(float));
 }
 
+// The order in which a tile runs its units (super-blocks or blocks) over the two 8-row halves
+// of a group: step(u, h) runs unit u for half h (the second half only when the group has more
+// than 8 valid rows). Interleaved, both halves run each unit in turn, so that each line is used
+// by both while it is in L1 and the prefetches (issued by half 0) keep an even pace; a pass per
+// half left memory idle through the second pass. Kernels whose several-token tiles spill with
+// both halves' accumulators live run those as a pass per half instead.
+template <typename Step>
+__attribute__((always_inline)) inline void run_halves(bool interleave, int64_t units, int64_t valid, Step&& step) {
+  if (interleave && valid > 8) {
+    for (int64_t u = 0; u < units; ++u) {
+      step(u, 0);
+      step(u, 1);
+    }
+    return;
+  }
+  for (int64_t u = 0; u < units; ++u) step(u, 0);
+  if (valid > 8)
+    for (int64_t u = 0; u < units; ++u) step(u, 1);
+}
+
 // q5_K's group layout (K4Layout<true>), with the fifth bits sliced for AVX2.
 void pack_q5_K_avx2(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
   K4Layout<true>::pack(src, rb, n_rows, n, dst);
@@ -986,26 +1006,17 @@ struct KK4Avx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    // One token: both halves through each super-block (see tile); several: a pass per half.
-    if (T == 1 && valid > 8) {
-      for (int64_t s = 0; s < nbk; ++s) {
-        superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
-        superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
-      }
-    } else {
-      for (int64_t s = 0; s < nbk; ++s) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
-      if (valid > 8)
-        for (int64_t s = 0; s < nbk; ++s) superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
-    }
+    run_halves(T == 1, nbk, valid, [&](int64_t s, int h) {
+      if (h == 0) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+      else superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, _mm256_add_ps(lanes_sum(acc0[t]), accm0[t]), valid);
       if (valid > 8) store_half(y + t * ys, 1, _mm256_add_ps(lanes_sum(acc1[t]), accm1[t]), valid);
     }
   }
 
-  // Both halves go through each super-block together, so that every line is used by both
-  // while it is in L1 and the prefetches run ahead at an even pace (a pass per half left the
-  // memory idle through the second).
+  // One token: superblock_both; several: a pass per half (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     if constexpr (kHigh) {
@@ -1025,11 +1036,11 @@ struct KK4Avx2 {
         return;
       }
     }
-    // Several tokens: a pass per half, whose accumulators the registers hold (both halves at
-    // once spill and run slower).
-    for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
-    if (valid > 8)
-      for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+    // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
+    run_halves(false, nbk, valid, [&](int64_t s, int h) {
+      if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+      else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, _mm256_sub_ps(acc0[t], accm0[t]), valid);
       if (valid > 8) store_half(y + t * ys, 1, _mm256_sub_ps(acc1[t], accm1[t]), valid);
@@ -1156,7 +1167,7 @@ struct KQ6Avx2 {
     }
   }
 
-  // Both halves go through each super-block together, as in KK4Avx2::tile.
+  // Both halves interleaved for any number of tokens (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
@@ -1164,23 +1175,15 @@ struct KQ6Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
-    if constexpr (T == 1) {
-      if (valid > 8) {
-        for (int64_t s = 0; s < nbk; ++s) {
-          superblock_one(g, nbk, s, 0, act, od, og, acc0);
-          superblock_one(g, nbk, s, 1, act, od, og, acc1);
-        }
+    run_halves(true, nbk, valid, [&](int64_t s, int h) {
+      if constexpr (T == 1) {
+        if (h == 0) superblock_one(g, nbk, s, 0, act, od, og, acc0);
+        else superblock_one(g, nbk, s, 1, act, od, og, acc1);
       } else {
-        for (int64_t s = 0; s < nbk; ++s) superblock_one(g, nbk, s, 0, act, od, og, acc0);
+        if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, og, acc0);
+        else superblock<T>(g, nbk, s, 1, act, as, od, og, acc1);
       }
-    } else if (valid > 8) {
-      for (int64_t s = 0; s < nbk; ++s) {
-        superblock<T>(g, nbk, s, 0, act, as, od, og, acc0);
-        superblock<T>(g, nbk, s, 1, act, as, od, og, acc1);
-      }
-    } else {
-      for (int64_t s = 0; s < nbk; ++s) superblock<T>(g, nbk, s, 0, act, as, od, og, acc0);
-    }
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, lanes_sum(acc0[t]), valid);
       if (valid > 8) store_half(y + t * ys, 1, lanes_sum(acc1[t]), valid);
@@ -1239,23 +1242,17 @@ struct KQ4_0Avx2 {
     }
   }
 
-  // One token: both halves through each block (see KK4Avx2::tile); several: a pass per half.
+  // One token: both halves interleaved; several: a pass per half (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
     __m256 acc0[T], acc1[T];
     for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-    if (T == 1 && valid > 8) {
-      for (int64_t b = 0; b < nb; ++b) {
-        block<T>(g, nb, b, 0, act, as, od, os, acc0);
-        block<T>(g, nb, b, 1, act, as, od, os, acc1);
-      }
-    } else {
-      for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 0, act, as, od, os, acc0);
-      if (valid > 8)
-        for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 1, act, as, od, os, acc1);
-    }
+    run_halves(T == 1, nb, valid, [&](int64_t b, int h) {
+      if (h == 0) block<T>(g, nb, b, 0, act, as, od, os, acc0);
+      else block<T>(g, nb, b, 1, act, as, od, os, acc1);
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, acc0[t], valid);
       if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
@@ -1343,7 +1340,7 @@ struct KQ4LanesAvx2 {
     }
   }
 
-  // One token: both halves through each block (see KK4Avx2::tile); several: a pass per half.
+  // One token: both halves interleaved; several: a pass per half (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
@@ -1352,16 +1349,10 @@ struct KQ4LanesAvx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    if (T == 1 && valid > 8) {
-      for (int64_t b = 0; b < nb; ++b) {
-        block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
-        block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
-      }
-    } else {
-      for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
-      if (valid > 8)
-        for (int64_t b = 0; b < nb; ++b) block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
-    }
+    run_halves(T == 1, nb, valid, [&](int64_t b, int h) {
+      if (h == 0) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
+      else block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, kMin ? _mm256_add_ps(lanes_sum(acc0[t]), accm0[t]) : lanes_sum(acc0[t]), valid);
       if (valid > 8) store_half(y + t * ys, 1, kMin ? _mm256_add_ps(lanes_sum(acc1[t]), accm1[t]) : lanes_sum(acc1[t]), valid);
@@ -1403,7 +1394,7 @@ struct KQ8_0Avx2 {
     }
   }
 
-  // Both halves go through each block together, as in KK4Avx2.
+  // Both halves interleaved for any number of tokens (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
@@ -1411,14 +1402,10 @@ struct KQ8_0Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < 8; ++c) acc0[t][c] = acc1[t][c] = _mm256_setzero_ps();
-    if (valid > 8) {
-      for (int64_t b = 0; b < nb; ++b) {
-        block<T>(g, sc, b, 0, act, as, acc0);
-        block<T>(g, sc, b, 1, act, as, acc1);
-      }
-    } else {
-      for (int64_t b = 0; b < nb; ++b) block<T>(g, sc, b, 0, act, as, acc0);
-    }
+    run_halves(true, nb, valid, [&](int64_t b, int h) {
+      if (h == 0) block<T>(g, sc, b, 0, act, as, acc0);
+      else block<T>(g, sc, b, 1, act, as, acc1);
+    });
     for (int t = 0; t < T; ++t) {
       store_half(y + t * ys, 0, lanes_sum(acc0[t]), valid);
       if (valid > 8) store_half(y + t * ys, 1, lanes_sum(acc1[t]), valid);
