@@ -783,9 +783,9 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
 // by both while it is in L1 and the prefetches (issued by half 0) keep an even pace; a pass per
 // half left memory idle through the second pass. Kernels whose several-token tiles spill with
 // both halves' accumulators live run those as a pass per half instead.
-template <typename Step>
-__attribute__((always_inline)) inline void run_halves(bool interleave, int64_t units, int64_t valid, Step&& step) {
-  if (interleave && valid > 8) {
+template <bool kInterleave, typename Step>
+__attribute__((always_inline)) inline void run_halves(int64_t units, int64_t valid, Step&& step) {
+  if (kInterleave && valid > 8) {
     for (int64_t u = 0; u < units; ++u) {
       step(u, 0);
       step(u, 1);
@@ -1006,7 +1006,7 @@ struct KK4Avx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves(T == 1, nbk, valid, [&](int64_t s, int h) {
+    run_halves<T == 1>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if (h == 0) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
       else superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
     });
@@ -1037,7 +1037,7 @@ struct KK4Avx2 {
       }
     }
     // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
-    run_halves(false, nbk, valid, [&](int64_t s, int h) {
+    run_halves<false>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
       else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
     });
@@ -1175,7 +1175,7 @@ struct KQ6Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
-    run_halves(true, nbk, valid, [&](int64_t s, int h) {
+    run_halves<true>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if constexpr (T == 1) {
         if (h == 0) superblock_one(g, nbk, s, 0, act, od, og, acc0);
         else superblock_one(g, nbk, s, 1, act, od, og, acc1);
@@ -1249,7 +1249,7 @@ struct KQ4_0Avx2 {
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
     __m256 acc0[T], acc1[T];
     for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-    run_halves(T == 1, nb, valid, [&](int64_t b, int h) {
+    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, nb, b, 0, act, as, od, os, acc0);
       else block<T>(g, nb, b, 1, act, as, od, os, acc1);
     });
@@ -1349,7 +1349,7 @@ struct KQ4LanesAvx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves(T == 1, nb, valid, [&](int64_t b, int h) {
+    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
       else block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
     });
@@ -1402,7 +1402,7 @@ struct KQ8_0Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < 8; ++c) acc0[t][c] = acc1[t][c] = _mm256_setzero_ps();
-    run_halves(true, nb, valid, [&](int64_t b, int h) {
+    run_halves<true>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, sc, b, 0, act, as, acc0);
       else block<T>(g, sc, b, 1, act, as, acc1);
     });
