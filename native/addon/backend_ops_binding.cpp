@@ -716,12 +716,14 @@ Napi::Value pool_check(const Napi::CallbackInfo& info) {
     cpu::ThreadPool pool(threads);
     int64_t missed = 0, doubled = 0, thrown = 0, rethrown = 0;
     std::vector<double> idle_run_us;
+    // Small and large runs alternate, so that a worker still in a small run's loop meets a
+    // larger count; the counts are reused, so that back-to-back runs follow each other closely.
+    std::vector<std::atomic<int>> count(160);
     for (int64_t r = 0; r < runs; ++r) {
       if (r % 4 == 0 && idle_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(idle_us));
-      const int64_t n = 2 + (r * 37) % 96;
+      const int64_t n = r % 2 == 0 ? 2 + (r / 2) % 5 : 60 + (r * 37) % 96;
       const bool throws = r % 7 == 3;
-      std::vector<std::atomic<int>> count(static_cast<size_t>(n));
-      for (auto& c : count) c.store(0);
+      for (int64_t i = 0; i < n; ++i) count[size_t(i)].store(0);
       try {
         pool.run(n, [&](int64_t t, int) {
           count[size_t(t)].fetch_add(1);
@@ -731,8 +733,8 @@ Napi::Value pool_check(const Napi::CallbackInfo& info) {
         rethrown++;
       }
       if (throws) thrown++;
-      for (auto& c : count) {
-        const int k = c.load();
+      for (int64_t i = 0; i < n; ++i) {
+        const int k = count[size_t(i)].load();
         if (k > 1) doubled++;
         if (k == 0 && !throws) missed++;
       }

@@ -40,8 +40,9 @@ void ThreadPool::work(int thread, uint32_t job) {
     uint64_t c = claim_.load(std::memory_order_acquire);
     if (uint32_t(c >> 32) != job) return;  // that job has ended; another may be under way
     const int64_t task = int64_t(c & 0xffffffffu);
-    // Read before the claim: if the claim succeeds the job was still this one, so was n.
-    if (task >= n_tasks_.load(std::memory_order_relaxed)) return;
+    // Read before the claim. Acquire: if this reads a later job's count, the later job's
+    // run() closed this job's claim word first (see run), and the claim below fails.
+    if (task >= n_tasks_.load(std::memory_order_acquire)) return;
     if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
     // The job cannot end before this task is counted done: fn_ stays valid until then.
     if (!failed_.load(std::memory_order_relaxed)) {
@@ -84,11 +85,17 @@ void ThreadPool::run(int64_t n_tasks, const TaskFn& fn, double cost) {
     return;
   }
   if (n_tasks > int64_t(0xffffffffu)) throw std::length_error("ThreadPool::run: more than 2^32 - 1 tasks");
+  // Close the last job's claim word (its task index set past any count) before this job's
+  // count and function are published. A worker still looping in the last job, its tasks all
+  // claimed, could otherwise read this job's larger count, claim the index one past the last
+  // job's tasks, and run it with this job's function and done count: a task twice, a run that
+  // returns before its tasks finish, or a done count that passes n and never ends.
+  claim_.store(claim_.load(std::memory_order_relaxed) | 0xffffffffu, std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   error_ = nullptr;
   done_.store(0, std::memory_order_relaxed);
   fn_.store(&fn, std::memory_order_relaxed);
-  n_tasks_.store(n_tasks, std::memory_order_relaxed);
+  n_tasks_.store(n_tasks, std::memory_order_release);  // after the claim word's closing (see work)
   uint32_t job;
   {
     // Bumping under the lock pairs with the sleepers' predicate check, so no wake-up is lost.
