@@ -1,7 +1,8 @@
 // BPE pre-tokenizers: split text into words before merging, exactly as llama.cpp does for each
 // tokenizer.ggml.pre. llama.cpp runs hand-written scanners for the common regexes (gpt-2, llama3,
-// qwen2) and std::regex over "collapsed" text for the rest; both are reproduced here over a code
-// point array, with the Unicode classes of llama.cpp's tables (unicode.ts), not JS RegExp's.
+// qwen2) and std::regex over "collapsed" text for the rest (gpt-4o among them); both are reproduced
+// here over a code point array, with the Unicode classes of llama.cpp's tables (unicode.ts), not
+// JS RegExp's.
 import {
   CAT_LETTER, CAT_MASK, CAT_NUMBER, CAT_PUNCTUATION, WHITESPACE, codePointClasses,
 } from './unicode.js';
@@ -13,8 +14,12 @@ import {
  * - qwen2:     as llama3 with \p{N} (one digit per word)
  * - starcoder: \p{N} isolated, then gpt2
  * - default:   [\p{P}$+<=>^~|]+ isolated, then gpt2, then \p{N}+, then [0-9]{3}
+ * - gpt4o:     [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|
+ *              [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|...|'[dD])?|
+ *              \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *              (llama.cpp's stand-in for o200k's \p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M} / \p{Ll}\p{Lm}\p{Lo}\p{M} classes)
  */
-export type PreTokenizerKind = 'default' | 'gpt2' | 'llama3' | 'qwen2' | 'starcoder';
+export type PreTokenizerKind = 'default' | 'gpt2' | 'gpt4o' | 'llama3' | 'qwen2' | 'starcoder';
 
 export interface PreTokenizerSpec {
   kind: PreTokenizerKind;
@@ -63,6 +68,11 @@ const PRE_TOKENIZERS: Record<string, PreTokenizerSpec> = {
   exaone4: spec('gpt2'),
   trillion: spec('gpt2', false),
   'granite-docling': spec('gpt2', false),
+  'gpt-4o': spec('gpt4o', false),
+  llama4: spec('gpt4o', false),
+  kanana2: spec('gpt4o', false),
+  talkie: spec('gpt4o', false),
+  'minimax-m2': spec('gpt4o', false),
   starcoder: spec('starcoder'),
   refact: spec('starcoder'),
   'command-r': spec('starcoder', false),
@@ -111,7 +121,7 @@ function decode(text: string): CodePoints {
   return { cps, cls, offsets, n };
 }
 
-const CR = 0x0d, LF = 0x0a, SPACE = 0x20, APOSTROPHE = 0x27;
+const CR = 0x0d, LF = 0x0a, SPACE = 0x20, APOSTROPHE = 0x27, SLASH = 0x2f;
 
 const isLetter = (c: number): boolean => (c & CAT_MASK) === CAT_LETTER;
 const isNumber = (c: number): boolean => (c & CAT_MASK) === CAT_NUMBER;
@@ -235,6 +245,76 @@ function splitLlama3(p: CodePoints, start: number, end: number, maxDigits: numbe
   }
 }
 
+/**
+ * End of the letter word that starts at `s` (a letter) in the gpt-4o regex. llama.cpp matches it
+ * on collapsed text, where every non-ASCII letter is one byte that is neither a-z nor A-Z, so it
+ * counts as both upper case and lower case; only ASCII letters have a case. The regex engine
+ * backtracks in ECMAScript order: U*W+ with U* as long as possible, else U+W*.
+ */
+function gpt4oLetterWordEnd(cps: Int32Array, cls: Uint8Array, s: number, end: number): number {
+  const isLower = (c: number): boolean => c >= 0x61 && c <= 0x7a;
+  const isUpper = (c: number): boolean => c >= 0x41 && c <= 0x5a;
+  let runEnd = s;
+  while (runEnd < end && isLetter(cls[runEnd]!)) runEnd++;
+  // the longest "upper" prefix: everything but a-z
+  let upperEnd = s;
+  while (upperEnd < runEnd && !isLower(cps[upperEnd]!)) upperEnd++;
+  // U*W+: W+ starts at the last place within that prefix (or just after it) that is not A-Z
+  let w = upperEnd < runEnd ? upperEnd : upperEnd - 1;
+  while (w >= s && isUpper(cps[w]!)) w--;
+  if (w < s) return runEnd; // U+W*: only A-Z up to the end of the letters
+  while (w < runEnd && !isUpper(cps[w]!)) w++;
+  return w;
+}
+
+/** The gpt-4o regex over [start, end), as llama.cpp's std::regex runs it on collapsed text. */
+function splitGpt4o(p: CodePoints, start: number, end: number, out: number[]): void {
+  const { cps, cls } = p;
+  let pos = start;
+  while (pos < end) {
+    const from = pos;
+    const c = cps[pos]!;
+    const f = cls[pos]!;
+    // [^\r\n\p{L}\p{N}]? before letters, then the letter word and an optional contraction
+    let s = pos;
+    if (!isLetter(f) && !isNumber(f) && c !== CR && c !== LF && pos + 1 < end && isLetter(cls[pos + 1]!)) s = pos + 1;
+    if (isLetter(cls[s]!)) {
+      pos = gpt4oLetterWordEnd(cps, cls, s, end);
+      pos += contraction(cps, pos, end, true);
+      out.push(pos - from);
+      continue;
+    }
+    // \p{N}{1,3}
+    if (isNumber(f)) {
+      pos++;
+      while (pos < end && pos - from < 3 && isNumber(cls[pos]!)) pos++;
+      out.push(pos - from);
+      continue;
+    }
+    // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
+    const o = c === SPACE && pos + 1 < end && isOther(cls[pos + 1]!) ? pos + 1 : pos;
+    if (isOther(cls[o]!)) {
+      pos = o + 1;
+      while (pos < end && isOther(cls[pos]!)) pos++;
+      while (pos < end && (cps[pos] === CR || cps[pos] === LF || cps[pos] === SLASH)) pos++;
+      out.push(pos - from);
+      continue;
+    }
+    // whitespace: \s*[\r\n]+ up to the last newline, else \s+(?!\S), else \s+
+    let ws = 0;
+    let afterLastNewline = 0;
+    while (pos + ws < end && (cls[pos + ws]! & WHITESPACE) !== 0) {
+      const w = cps[pos + ws];
+      if (w === CR || w === LF) afterLastNewline = pos + ws + 1;
+      ws++;
+    }
+    if (afterLastNewline > 0) pos = afterLastNewline;
+    else if (ws > 1 && pos + ws < end) pos += ws - 1;
+    else pos += ws;
+    out.push(pos - from);
+  }
+}
+
 /** Refines each segment: runs of code points matching `match` become their own segments. */
 function isolateRuns(segments: number[], match: (i: number) => boolean, singly: boolean): number[] {
   const out: number[] = [];
@@ -329,6 +409,9 @@ export function preTokenize(text: string, kind: PreTokenizerKind, word: (start: 
       break;
     case 'qwen2':
       segments = refine(segments, (s, e, out) => splitLlama3(p, s, e, 1, out));
+      break;
+    case 'gpt4o':
+      segments = refine(segments, (s, e, out) => splitGpt4o(p, s, e, out));
       break;
     case 'starcoder':
       segments = isolateRuns(segments, number, true);

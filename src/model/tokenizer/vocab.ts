@@ -107,7 +107,7 @@ export class Vocab {
       if (!pre) {
         throw new TandemError('TDM_UNSUPPORTED',
           `${file.path}: pre-tokenizer '${this.preName}' (tokenizer.ggml.pre) is not supported; ` +
-          'supported: default, llama3/llama-bpe, qwen2, gpt-2, starcoder and their aliases');
+          'supported: default, llama3/llama-bpe, qwen2, gpt-2, gpt-4o, starcoder and their aliases');
       }
       this.preTokenizer = pre.kind;
       cleanSpaces = pre.cleanSpaces;
