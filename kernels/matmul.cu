@@ -458,6 +458,7 @@ const char* type_name(uint32_t t) {
     case kQ4_K: return "q4_K";
     case kQ5_K: return "q5_K";
     case kQ6_K: return "q6_K";
+    case kMXFP4: return "mxfp4";
     default: return nullptr;
   }
 }
@@ -481,6 +482,7 @@ size_t row_size(uint32_t t, int64_t n_cols) {
     case kQ4_K: return size_t(n_cols / 256) * 144;
     case kQ5_K: return size_t(n_cols / 256) * 176;
     case kQ6_K: return size_t(n_cols / 256) * 210;
+    case kMXFP4: return size_t(n_cols / 32) * 17;
     default: return 0;
   }
 }
@@ -500,6 +502,7 @@ void with_type(uint32_t t, F&& f) {
     case kQ4_K: f(std::integral_constant<uint32_t, kQ4_K>()); return;
     case kQ5_K: f(std::integral_constant<uint32_t, kQ5_K>()); return;
     case kQ6_K: f(std::integral_constant<uint32_t, kQ6_K>()); return;
+    case kMXFP4: f(std::integral_constant<uint32_t, kMXFP4>()); return;
     default: unsupported("weights of ggml type " + std::to_string(t) + " are not supported on " TDM_BACKEND_KIND);
   }
 }
@@ -519,7 +522,8 @@ int act_type_of(uint32_t t) {
     case kBF16: return kActBF16;
     case kQ4_0:
     case kQ5_0:
-    case kQ8_0: return kActQ8_0;
+    case kQ8_0:
+    case kMXFP4: return kActQ8_0;
     case kQ4_1:
     case kQ5_1: return kActQ8_1;
     case kQ4_K:
@@ -537,8 +541,10 @@ void check_weight(const tdm_weight* w) {
   if (w->n_cols % block_size_of(w->type) != 0)
     bad(std::string("weight rows of ") + std::to_string(w->n_cols) + " elements are not whole " + name + " blocks");
   if (w->row_bytes < row_size(w->type, w->n_cols)) bad("weight row_bytes is smaller than a row");
-  if ((reinterpret_cast<uintptr_t>(w->data) | w->row_bytes | (w->n_mats > 1 ? w->mat_bytes : 0)) & (w->type == kF32 ? 3u : 1u))
-    bad(std::string("weight data and strides must be ") + (w->type == kF32 ? "4" : "2") + "-byte aligned on " TDM_BACKEND_KIND);
+  // MXFP4's 17-byte blocks are read a byte at a time; other types' fields are 2 or 4 bytes wide.
+  const uintptr_t align = w->type == kF32 ? 4u : w->type == kMXFP4 ? 1u : 2u;
+  if ((reinterpret_cast<uintptr_t>(w->data) | w->row_bytes | (w->n_mats > 1 ? w->mat_bytes : 0)) & (align - 1u))
+    bad(std::string("weight data and strides must be ") + std::to_string(align) + "-byte aligned on " TDM_BACKEND_KIND);
 }
 
 ActView convert_activations(GpuContext&, GpuStream& s, uint32_t type, const float* x, int64_t n_rows, int64_t n_cols,

@@ -29,6 +29,7 @@ enum WeightType : uint32_t {
   kQ5_K = 13,
   kQ6_K = 14,
   kBF16 = 30,
+  kMXFP4 = 39,
 };
 
 // Activation (dot) types, as llama.cpp's vec_dot_type picks them for each weight type.
@@ -92,6 +93,27 @@ TDM_HD float round_to_act(float x, int act) {
 // Loads from 2-byte aligned block fields (GGUF blocks sit at any even offset).
 TDM_HD uint16_t ld16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 TDM_HD uint32_t ld32(const uint8_t* p) { return uint32_t(ld16(p)) | (uint32_t(ld16(p + 2)) << 16); }
+// A byte at a time, for MXFP4's 17-byte blocks (any offset).
+TDM_HD uint32_t ld32_u8(const uint8_t* p) {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+
+// MXFP4: 2^(e - 128), E8M0 exponent e halved, as ggml builds it (e < 2: float subnormals).
+TDM_HD float e8m0_half(uint8_t e) { return bits_float(e < 2 ? (0x00200000u << e) : (uint32_t(e - 1) << 23)); }
+
+// Four MXFP4 codes (one per byte, 0..15) to their int8 levels, twice the FP4 E2M1 values, in
+// byte-parallel integer steps (no table in device memory, no carries between bytes): bits 0-2
+// give the magnitude m -> 0 1 2 3 4 6 8 12, that is m + max(m - 4, 0) + 2 * max(m - 6, 0);
+// bit 3 the sign.
+TDM_HD int32_t mxfp4_levels4(uint32_t codes) {
+  constexpr uint32_t kOnes = 0x01010101u, kHigh = 0x80808080u;
+  const uint32_t m = codes & 0x07070707u;
+  const uint32_t ge4 = ((m >> 2) & kOnes) * 0xFFu;             // 0xFF in bytes with m >= 4
+  const uint32_t ge6 = ((m >> 2) & (m >> 1) & kOnes) * 0xFFu;  // m >= 6
+  const uint32_t mag = m + (m & 0x03030303u & ge4) + ((m & kOnes & ge6) << 1);
+  const uint32_t neg = ((codes >> 3) & kOnes) * 0xFFu;
+  return int32_t((mag & ~neg) | (((kHigh - mag) ^ kHigh) & neg));  // 0x80 - mag never borrows
+}
 
 // Four int8 lanes: byte-wise x - 8, x - 16, x - 32 for bytes known to be below 16, 32, 64.
 TDM_HD int32_t minus8(uint32_t x) { return int32_t((x + 0x78787878u) ^ 0x80808080u); }
@@ -154,6 +176,8 @@ template <>
 struct BlockInfo<kQ5_K> { static constexpr int kBytes = 176, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = true; };
 template <>
 struct BlockInfo<kQ6_K> { static constexpr int kBytes = 210, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kMXFP4> { static constexpr int kBytes = 17, kChunks = 1, kAct = kActQ8_0; static constexpr bool kMin = false; };
 
 // Decodes chunk c (elements 32c..32c+31) of a row of type T.
 template <uint32_t T>
@@ -220,6 +244,14 @@ TDM_HD WChunk decode_chunk(const uint8_t* row, int64_t c) {
     w.sc0 = scales[8 * h + 2 * quarter];
     w.sc1 = scales[8 * h + 2 * quarter + 1];
     w.d = half_to_float(ld16(b + 208));
+  } else if constexpr (T == kMXFP4) {
+    const uint8_t* b = row + c * BlockInfo<T>::kBytes;
+    w.d = e8m0_half(b[0]);
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t v = ld32_u8(b + 1 + 4 * i);
+      w.q[i] = mxfp4_levels4(v & 0x0F0F0F0Fu);
+      w.q[4 + i] = mxfp4_levels4((v >> 4) & 0x0F0F0F0Fu);
+    }
   }
   return w;
 }

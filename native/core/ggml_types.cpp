@@ -53,7 +53,7 @@ constexpr Table make_table() {
   set(GgmlType::BF16, "bf16", 1, 2, true);
   set(GgmlType::TQ1_0, "tq1_0", 256, 54, false);
   set(GgmlType::TQ2_0, "tq2_0", 256, 66, false);
-  set(GgmlType::MXFP4, "mxfp4", 32, 17, false);
+  set(GgmlType::MXFP4, "mxfp4", 32, 17, true);
   return t;
 }
 

@@ -62,6 +62,7 @@ Kernels make_ref() {
   set(GgmlType::Q5_K, vec_dot_q5_K_q8_K_ref, quantize_row_q5_K_ref, dequantize_row_q5_K_ref);
   set(GgmlType::Q6_K, vec_dot_q6_K_q8_K_ref, quantize_row_q6_K_ref, dequantize_row_q6_K_ref);
   set(GgmlType::Q8_K, vec_dot_q8_K_q8_K_ref, quantize_row_q8_K_ref, dequantize_row_q8_K_ref);
+  set(GgmlType::MXFP4, vec_dot_mxfp4_q8_0_ref, quantize_row_mxfp4_ref, dequantize_row_mxfp4_ref);
   k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
   return k;

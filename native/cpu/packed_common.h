@@ -242,5 +242,31 @@ struct Q4Layout {
   }
 };
 
+// ==== mxfp4: codes [nb][4][64] as Q4Layout's (the file's nibble order, bytes copied as they
+// are), then the E8M0 exponents [nb][16]: the file's 17 bytes per block and row. Rows past
+// n_rows hold code 0 (+0) under exponent 0 and add nothing.
+
+struct Mxfp4Layout {
+  static size_t off_e(int64_t nb) { return size_t(nb) * 256; }
+  static size_t bytes(int64_t n) { return round64(off_e(n / kQK) + size_t(n / kQK) * 16); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nb = n / kQK;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = row + b * sizeof(BlockMXFP4);
+        dst[off_e(nb) + b * G + r] = blk[0];
+        for (int i = 0; i < 4; ++i) store_u32(dst + (b * 4 + i) * 64 + r * 4, load_u32(blk + 1 + 4 * i));
+      }
+    }
+  }
+};
+
+// The doubled E2M1 values plus 12, by code: unsigned levels (0..24) for the byte products of
+// VPMADDUBSW and VPDPBUSD; the kernels take 12 * (block sum of the activations) back.
+constexpr int kMxfp4Offset = 12;
+alignas(16) constexpr uint8_t kMxfp4Levels[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
+
 }  // namespace
 }  // namespace tdm::cpu

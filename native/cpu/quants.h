@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "core/ggml_types.h"
 
@@ -89,12 +90,31 @@ struct BlockQ8_K {
   int8_t qs[kQK_K];
   int16_t bsums[kQK_K / 16];
 };
+// MXFP4 (OCP microscaling, FP4 E2M1 elements with an E8M0 block scale): x = kMxfp4Values[q]
+// * e8m0_half(e), q a 4-bit code; nibbles as Q4_0. The table holds twice the E2M1 values, so
+// the scale is half the E8M0 one (ggml's kvalues_mxfp4 and GGML_E8M0_TO_FP32_HALF).
+struct BlockMXFP4 {
+  uint8_t e;
+  uint8_t qs[kQK / 2];
+};
 
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "q4 block size");
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "q5 block size");
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36, "q8 block size");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176, "q4_K/q5_K block size");
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292, "q6_K/q8_K block size");
+static_assert(sizeof(BlockMXFP4) == 17, "mxfp4 block size");
+
+constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// 2^(e - 128), the value of E8M0 exponent e halved, exactly as ggml builds it (e < 2 gives the
+// float subnormals 2^-128 and 2^-127; e = 255 is 2^127, not NaN).
+inline float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? (0x00200000u << e) : (uint32_t(e - 1) << 23);
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 // Sub-block j's (0..7) 6-bit scale and min from a Q4_K/Q5_K `scales` array: for j < 4 the
 // low 6 bits of bytes j and j+4; for j >= 4 the nibbles of byte j+4 plus the top 2 bits
@@ -112,7 +132,7 @@ inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* sc, uint8
 // ---- Type-generic entry points.
 
 // The activation type a weight type's dot product takes (llama.cpp's vec_dot_type):
-// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0->Q8_0, Q4_1/Q5_1->Q8_1, K types->Q8_K,
+// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0/MXFP4->Q8_0, Q4_1/Q5_1->Q8_1, K types->Q8_K,
 // Q8_1->Q8_1, Q8_K->Q8_K. Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot compute with.
 GgmlType vec_dot_type(GgmlType weight_type);
 
@@ -144,6 +164,7 @@ void quantize_row_q4_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q5_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q6_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q8_K_ref(const float* src, void* dst, int64_t n);
+void quantize_row_mxfp4_ref(const float* src, void* dst, int64_t n);
 
 void dequantize_row_q4_0_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_1_ref(const void* src, float* dst, int64_t n);
@@ -155,6 +176,7 @@ void dequantize_row_q4_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q5_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q6_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q8_K_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_mxfp4_ref(const void* src, float* dst, int64_t n);
 
 float vec_dot_f32_ref(const void* w, const void* a, int64_t n);
 float vec_dot_f16_ref(const void* w, const void* a, int64_t n);
@@ -169,6 +191,7 @@ float vec_dot_q4_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q5_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q6_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q8_K_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_mxfp4_q8_0_ref(const void* w, const void* a, int64_t n);
 
 // fp16 / bf16 scalar conversions (round to nearest even, as ggml does). fp16: values
 // that round past 65504 become infinity; NaN becomes a quiet NaN of the same sign.

@@ -620,6 +620,40 @@ void quantize_row_q8_K_ref(const float* src, void* dst, int64_t n) {
   }
 }
 
+namespace {
+// The code whose value (kMxfp4Values[q] * d) is nearest to x, the first of equals (so +0
+// wins over -0), with ggml's float arithmetic.
+inline uint8_t nearest_mxfp4(float x, float d) {
+  uint8_t best = 0;
+  float best_err = std::fabs(kMxfp4Values[0] * d - x);
+  for (uint8_t q = 1; q < 16; q++) {
+    const float err = std::fabs(kMxfp4Values[q] * d - x);
+    if (err < best_err) {
+      best = q;
+      best_err = err;
+    }
+  }
+  return best;
+}
+}  // namespace
+
+void quantize_row_mxfp4_ref(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const float* x = src + i * kQK;
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; j++) amax = std::fabs(x[j]) > amax ? std::fabs(x[j]) : amax;
+    // The largest element's binade minus 2: it lands on level 8 or 12 (E2M1's 4 or 6) of the
+    // halved scale. Through int32 to uint8 as x86 converts it: below 2^-125 the exponent
+    // wraps, as it does in ggml.
+    const uint8_t e = amax > 0.0f ? uint8_t(int32_t(std::floor(std::log2(amax)) - 2 + 127)) : 0;
+    const float d = e8m0_half(e);
+    BlockMXFP4 b;
+    b.e = e;
+    for (int j = 0; j < kQK / 2; j++) b.qs[j] = uint8_t(nearest_mxfp4(x[j], d) | (nearest_mxfp4(x[j + kQK / 2], d) << 4));
+    store_block(dst, i, b);
+  }
+}
+
 // ---- Dequantizers (same arithmetic, in the same order, as ggml's dequantize_row_*)
 
 void dequantize_row_q4_0_ref(const void* src, float* dst, int64_t n) {
@@ -762,6 +796,18 @@ void dequantize_row_q8_K_ref(const void* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; i++) {
     const auto b = load_block<BlockQ8_K>(src, i);
     for (int j = 0; j < kQK_K; j++) dst[i * kQK_K + j] = b.d * b.qs[j];
+  }
+}
+
+void dequantize_row_mxfp4_ref(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const auto b = load_block<BlockMXFP4>(src, i);
+    const float d = e8m0_half(b.e);
+    float* y = dst + i * kQK;
+    for (int j = 0; j < kQK / 2; j++) {
+      y[j] = kMxfp4Values[b.qs[j] & 0x0F] * d;
+      y[j + kQK / 2] = kMxfp4Values[b.qs[j] >> 4] * d;
+    }
   }
 }
 
@@ -978,6 +1024,21 @@ float vec_dot_q8_K_q8_K_ref(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
+float vec_dot_mxfp4_q8_0_ref(const void* w, const void* a, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const auto x = load_block<BlockMXFP4>(w, i);
+    const auto y = load_block<BlockQ8_0>(a, i);
+    int isum = 0;
+    for (int j = 0; j < kQK / 2; j++) {
+      isum += kMxfp4Values[x.qs[j] & 0x0F] * y.qs[j];
+      isum += kMxfp4Values[x.qs[j] >> 4] * y.qs[j + kQK / 2];
+    }
+    sum += isum * (fp16_to_fp32(y.d) * e8m0_half(x.e));
+  }
+  return sum;
+}
+
 // ---- Type-generic entry points
 
 GgmlType vec_dot_type(GgmlType weight_type) {
@@ -991,6 +1052,7 @@ GgmlType vec_dot_type(GgmlType weight_type) {
     case GgmlType::Q4_0:
     case GgmlType::Q5_0:
     case GgmlType::Q8_0:
+    case GgmlType::MXFP4:
       return GgmlType::Q8_0;
     case GgmlType::Q4_1:
     case GgmlType::Q5_1:
@@ -1039,6 +1101,7 @@ void quantize_row_ref(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::Q5_K: kernel = quantize_row_q5_K_ref; break;
     case GgmlType::Q6_K: kernel = quantize_row_q6_K_ref; break;
     case GgmlType::Q8_K: kernel = quantize_row_q8_K_ref; break;
+    case GgmlType::MXFP4: kernel = quantize_row_mxfp4_ref; break;
     default: unsupported(t, "quantization");
   }
   // Block scales are computed from the data: a NaN or infinity would silently poison a
@@ -1082,6 +1145,7 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q5_K: dequantize_row_q5_K_ref(src, dst, n); return;
     case GgmlType::Q6_K: dequantize_row_q6_K_ref(src, dst, n); return;
     case GgmlType::Q8_K: dequantize_row_q8_K_ref(src, dst, n); return;
+    case GgmlType::MXFP4: dequantize_row_mxfp4_ref(src, dst, n); return;
     default: unsupported(t, "dequantization");
   }
 }
@@ -1103,6 +1167,7 @@ float vec_dot_ref(GgmlType type, const void* w, const void* a, int64_t n) {
     case GgmlType::Q5_K: return vec_dot_q5_K_q8_K_ref(w, a, n);
     case GgmlType::Q6_K: return vec_dot_q6_K_q8_K_ref(w, a, n);
     case GgmlType::Q8_K: return vec_dot_q8_K_q8_K_ref(w, a, n);
+    case GgmlType::MXFP4: return vec_dot_mxfp4_q8_0_ref(w, a, n);
     default: unsupported(t, "dot product");
   }
 }

@@ -191,6 +191,38 @@ void check_top_k() {
   report(ok, "router top-k order equals std::partial_sort (ties included)", detail);
 }
 
+// MXFP4's code table and E8M0 scales, every value: the GPU computes them without tables.
+void check_mxfp4_values() {
+  bool ok = true;
+  std::string detail;
+  for (uint32_t c = 0; c < 16; ++c) {
+    const int8_t got = int8_t(uint32_t(g::mxfp4_levels4(c << 16)) >> 16);
+    if (got != tdm::kMxfp4Values[c] || g::mxfp4_levels4(c) != int32_t(uint8_t(tdm::kMxfp4Values[c]))) {
+      ok = false;
+      detail = "code " + std::to_string(c);
+    }
+  }
+  // Every code in every byte, beside random neighbours (the lookup works on whole words).
+  std::mt19937 rng(39);
+  for (int i = 0; i < 100000; ++i) {
+    const uint32_t codes = rng() & 0x0F0F0F0Fu;
+    const uint32_t got = uint32_t(g::mxfp4_levels4(codes));
+    for (int k = 0; k < 4; ++k) {
+      if (int8_t(got >> (8 * k)) != tdm::kMxfp4Values[(codes >> (8 * k)) & 0xFu]) {
+        ok = false;
+        detail = "codes " + std::to_string(codes) + " byte " + std::to_string(k);
+      }
+    }
+  }
+  for (uint32_t e = 0; e < 256; ++e) {
+    if (!same_bits(g::e8m0_half(uint8_t(e)), tdm::e8m0_half(uint8_t(e)))) {
+      ok = false;
+      detail = "e8m0 " + std::to_string(e);
+    }
+  }
+  report(ok, "mxfp4 code levels and E8M0 scales match the CPU tables", detail);
+}
+
 }  // namespace
 
 int main() {
@@ -203,6 +235,8 @@ int main() {
   check_type<g::kQ4_K>("q4_K", tdm::GgmlType::Q4_K);
   check_type<g::kQ5_K>("q5_K", tdm::GgmlType::Q5_K);
   check_type<g::kQ6_K>("q6_K", tdm::GgmlType::Q6_K);
+  check_type<g::kMXFP4>("mxfp4", tdm::GgmlType::MXFP4);
+  check_mxfp4_values();
   check_q8_activations();
   check_top_k();
   return failures == 0 ? 0 : 1;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { native } from '../../src/native/binding.js';
 import { GgufFile, type GgufArray } from '../../src/model/gguf.js';
 import {
-  makeModel, planTensors, resolveSpec, streamId, syntheticVocab, tensorValues,
+  FILE_TYPE_IDS, makeModel, planTensors, resolveSpec, streamId, syntheticVocab, tensorValues,
   type ModelSpec, type SyntheticArchitecture,
 } from '../../src/model/synthetic.js';
 import { modelPath } from '../helpers.js';
@@ -196,6 +196,24 @@ t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
   t.same(count(pure), { q5_1: 16, f32: 5 }, 'a pure type: every quantizable tensor, embeddings and output included');
 });
 
+t.test('the MXFP4_MOE mix follows llama.cpp', async (t) => {
+  const types = (plan: { name: string; type: string }[]) => Object.fromEntries(plan.filter((p) => p.name.startsWith('blk.0.') || !p.name.startsWith('blk.')).map((p) => [p.name, p.type]));
+  // Stacks of experts in MXFP4, every other quantizable tensor (embeddings and output too) in Q8_0.
+  const moe = types(planTensors(resolveSpec({ architecture: 'qwen2moe', type: 'mxfp4_moe' })));
+  t.same(
+    Object.entries(moe).filter(([, ty]) => ty === 'mxfp4').map(([n]) => n).sort(),
+    ['blk.0.ffn_down_exps.weight', 'blk.0.ffn_gate_exps.weight', 'blk.0.ffn_up_exps.weight'],
+    'experts only',
+  );
+  for (const n of ['token_embd.weight', 'output.weight', 'blk.0.attn_q.weight', 'blk.0.ffn_gate_shexp.weight']) t.equal(moe[n], 'q8_0', `${n}: q8_0`);
+  t.equal(moe['blk.0.ffn_gate_inp.weight'], 'f32', 'router stays f32');
+  // Pure MXFP4 (llama-quantize --pure): every quantizable tensor; rows that fill no block fall back to f16.
+  const pure = types(planTensors(resolveSpec({ type: 'mxfp4' })));
+  t.same([...new Set(Object.values(pure))].sort(), ['f32', 'mxfp4']);
+  t.equal(types(planTensors(resolveSpec({ nEmbd: 200, nHead: 4, type: 'mxfp4' })))['blk.0.attn_q.weight'], 'f16');
+  t.equal(FILE_TYPE_IDS.mxfp4_moe, 38, 'general.file_type: LLAMA_FTYPE_MOSTLY_MXFP4_MOE');
+});
+
 t.test('preset sizes', async (t) => {
   const params = (preset: ModelSpec['preset']) =>
     planTensors(resolveSpec({ preset })).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
@@ -251,11 +269,31 @@ t.test('bad specs give typed errors naming the problem', async (t) => {
   await bad({ nExpert: 8, nExpertUsed: 2, routerSkew: -1 }, /routerSkew must be a number from 0 to 4/);
   await bad({ nExpert: 8, nExpertUsed: 2, routerSkew: 5 }, /routerSkew must be a number from 0 to 4/);
   await bad({ routerSkew: 1 }, /routerSkew needs a MoE model/);
+  await bad({ ropeScaling: { type: 'yarn', factor: 0.5 } }, /ropeScaling\.factor must be a number of at least 1/);
+  await bad({ ropeScaling: { type: 'ntk' as never, factor: 2 } }, /ropeScaling\.type must be 'linear' or 'yarn'/);
+  await bad({ ropeScaling: { type: 'linear', factor: 2, originalContext: 64 } }, /originalContext must be .*for YaRN only/);
+  await bad({ ropeScaling: { type: 'yarn', factor: 2, originalContext: 0 } }, /originalContext must be an integer/);
+  await bad({ ropeScaling: { type: 'yarn', factor: 2, attnFactor: 0 } }, /attnFactor must be a positive number/);
   await bad({ seed: -1 }, /seed must be an integer/);
   await bad({ tensorTypes: { 'blk.9.attn_q.weight': 'q8_0' } }, /no tensor 'blk.9.attn_q.weight'/);
   await bad({ tensorData: { 'output_norm.weight': new Float32Array(3) } }, /has 3 values; the tensor has 256/);
   await bad({ vocab: modelPath('vocab/ggml-vocab-llama-spm.gguf'), nVocab: 100 }, /disagrees with the 32000 tokens/);
   await bad({ vocab: path.join(dir, 'missing.gguf') }, /vocab file: .*no such file/, 'TDM_NOT_FOUND');
+});
+
+t.test('ropeScaling is written to the rope.scaling keys', async (t) => {
+  const p = tmpFile();
+  await makeModel({ architecture: 'qwen2', nLayer: 1, ropeScaling: { type: 'yarn', factor: 4, originalContext: 64, attnFactor: 0.5 } }, p);
+  const f = GgufFile.open(p);
+  t.equal(f.metadata.get('qwen2.rope.scaling.type')?.value, 'yarn');
+  t.same(['factor', 'original_context_length', 'attn_factor'].map((k) => f.getNumber(`qwen2.rope.scaling.${k}`)), [4, 64, 0.5]);
+  f.close();
+  const q = tmpFile();
+  await makeModel({ nLayer: 1, ropeScaling: { type: 'linear', factor: 2 } }, q);
+  const g = GgufFile.open(q);
+  t.equal(g.getNumber('llama.rope.scaling.factor'), 2);
+  t.notOk(g.has('llama.rope.scaling.original_context_length') || g.has('llama.rope.scaling.attn_factor'), 'no YaRN keys for linear scaling');
+  g.close();
 });
 
 t.test('routerSkew concentrates routing on fewer experts, and is written down', async (t) => {

@@ -21,11 +21,12 @@ import {
 } from '../../src/model/quant.js';
 import { repoRoot } from '../helpers.js';
 
-const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1'];
+const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1', 'mxfp4'];
 
 // Normalised RMS error, sqrt(sum (x - y)^2 / sum x^2), bounds for standard normal data.
 // Measured on this data: f16 2.1e-4, bf16 1.6e-3, q8_0 5.3e-3, q8_K 7.0e-3, q6_K 1.8e-2,
-// q5_K 3.6e-2, q5_1 3.8e-2, q5_0 4.3e-2, q4_K 7.2e-2, q4_1 7.8e-2, q4_0 8.5e-2.
+// q5_K 3.6e-2, q5_1 3.8e-2, q5_0 4.3e-2, q4_K 7.2e-2, q4_1 7.8e-2, q4_0 8.5e-2, mxfp4 1.15e-1
+// (a power-of-two scale and FP4's uneven levels).
 const NRMSE_BOUND: Record<QuantType, number> = {
   f32: 0,
   f16: 3e-4,
@@ -40,6 +41,7 @@ const NRMSE_BOUND: Record<QuantType, number> = {
   q4_K: 9e-2,
   q4_1: 1e-1,
   q4_0: 1.05e-1,
+  mxfp4: 1.4e-1,
 };
 
 // A small seeded generator for test inputs.
@@ -105,6 +107,7 @@ t.test('type table: ids, block geometry, activation types', async (t) => {
     ['q6_K', 14, 256, 210, 'q8_K'],
     ['q8_K', 15, 256, 292, 'q8_K'],
     ['bf16', 30, 1, 2, 'bf16'],
+    ['mxfp4', 39, 32, 17, 'q8_0'],
   ];
   for (const [name, id, blockSize, typeSize, vdt] of expected) {
     t.same(typeInfo(name), { id, name, blockSize, typeSize, computable: true, vecDotType: vdt }, name);
@@ -212,7 +215,8 @@ t.test('dequantize(quantize(x)) is a fixed point where the format guarantees it'
   const x = gaussian(256 * 16, 5);
   // Exact by construction: float types, and the symmetric types whose largest element maps
   // to the extreme level (its value fixes d exactly); q4_1/q5_1 for zero-mean data like this.
-  for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q8_1', 'q4_0', 'q5_0', 'q4_1', 'q5_1'] as QuantType[]) {
+  // mxfp4: the largest value lands on code 8 or 12 of the same power-of-two scale.
+  for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q8_1', 'q4_0', 'q5_0', 'q4_1', 'q5_1', 'mxfp4'] as QuantType[]) {
     const y = dequantize(type, quantize(type, x), x.length);
     const y2 = dequantize(type, quantize(type, y), x.length);
     t.ok(sameFloats(y, y2), `${type}: exact fixed point`);
@@ -337,6 +341,18 @@ t.test('hand-built 32-element blocks decode as the format says', async (t) => {
   t.same([y80[0], y80[31], y80[5]], [-128, 127, 0]);
   const q81 = bytesOf(36, { 1: 0x38, 3: 0x7c, 9: 0xfd }); // d = 0.5, s = inf (ignored), q5 = -3
   t.equal(dequantize('q8_1', q81, 32)[5], -1.5);
+
+  // MXFP4 {e: E8M0, qs[16]}: x = v[q] * 2^(e - 128), v = twice the FP4 E2M1 values, indexed
+  // by code (bit 3 the sign); nibbles as Q4_0.
+  const v = [0, 1, 2, 3, 4, 6, 8, 12, -0, -1, -2, -3, -4, -6, -8, -12];
+  const mx = bytesOf(17, { 0: 130, 1: 0x7f, 2: 0x9a, 16: 0x08 }); // scale 4; codes (15, 7), (10, 9), (8, 0)
+  const ymx = dequantize('mxfp4', mx, 32);
+  t.same([ymx[0], ymx[16], ymx[1], ymx[17], ymx[15], ymx[31], ymx[2]], [v[15] * 4, v[7] * 4, v[10] * 4, v[9] * 4, 0, 0, 0]);
+  t.ok(Object.is(ymx[15], 0) && Object.is(ymx[31], 0), 'codes 0 and 8 (-0) both give +0');
+  // e = 0 and 1 are float subnormals (2^-128, 2^-127), e = 255 is 2^127 (not NaN).
+  for (const [e, scale] of [[0, 2 ** -128], [1, 2 ** -127], [127, 0.5], [255, 2 ** 127]]) {
+    t.equal(dequantize('mxfp4', bytesOf(17, { 0: e, 1: 0x01 }), 32)[0], f32(scale), `e = ${e}: scale ${scale}`);
+  }
 });
 
 // Q4_K/Q5_K scales: 12 bytes holding eight 6-bit scales and mins. Sub-blocks 0..3: low 6
@@ -507,7 +523,7 @@ int main(int argc, char** argv) {
   std::mt19937 gen(1234);
   std::normal_distribution<float> normal(0, 1);
   std::uniform_real_distribution<float> unit(0, 1);
-  for (int type : {1, 30, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}) {
+  for (int type : {1, 30, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 39}) {
     const GgmlTraits* tr = traits(type);
     long q_bad = 0, d_bad = 0, blocks = 0;
     for (int rep = 0; rep < 140; rep++) {
@@ -590,7 +606,7 @@ t.test('quantizer bytes and dequantized values match llama.cpp (node-llama-cpp 3
       t.equal(qBad, '0', `${name}: quantized bytes identical to llama.cpp's`);
       t.equal(dBad, '0', `${name}: dequantized values bit-identical (its bytes and random bytes)`);
     }
-    t.same([...seen].sort(), ['bf16', 'f16', 'q4_0', 'q4_1', 'q4_K', 'q5_0', 'q5_1', 'q5_K', 'q6_K', 'q8_0', 'q8_1', 'q8_K']);
+    t.same([...seen].sort(), ['bf16', 'f16', 'mxfp4', 'q4_0', 'q4_1', 'q4_K', 'q5_0', 'q5_1', 'q5_K', 'q6_K', 'q8_0', 'q8_1', 'q8_K']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

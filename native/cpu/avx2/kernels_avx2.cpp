@@ -3,8 +3,9 @@
 // the processor reports those features. Each matches its *_ref twin up to float rounding;
 // the q8_0 and q8_1 activation quantizers follow llama.cpp's x86 ones (scale 127/max, round
 // half to even), where the references round half away from zero. The quantized dot
-// products sum in llama.cpp's x86 float order for each type (eight lanes, whole q4_0 blocks,
-// q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed AVX-512 kernels.
+// products sum in llama.cpp's x86 float order for each type (eight lanes, whole q4_0 and
+// mxfp4 blocks, q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed
+// AVX-512 kernels.
 // On other architectures the file compiles to nothing and the table keeps its references.
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -349,16 +350,23 @@ void vec_dot4_half_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   }
 }
 
-// q8_0, q4_0 and q5_0 share the tail: a block of 32 signed weights against four q8_0 blocks,
-// in eight lanes (q8_0, q5_0) or with each block summed whole (q4_0), as the scalar versions.
-template <bool kWholeBlocks, typename Unpack>
-void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t stride, int64_t n, float* out, Unpack unpack) {
+// The fp16 scale at the start of a block (q8_0, q4_0, q5_0).
+struct F16Scale {
+  float operator()(const uint8_t* x) const { return f16_at(x); }
+};
+
+// q8_0, q4_0, q5_0 and mxfp4 share the tail: a block of 32 signed weights against four q8_0
+// blocks, in eight lanes (q8_0, q5_0) or with each block summed whole (q4_0, mxfp4), as the
+// scalar versions.
+template <bool kWholeBlocks, typename Unpack, typename Scale = F16Scale>
+void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t stride, int64_t n, float* out, Unpack unpack,
+                   Scale scale = Scale()) {
   const int64_t nb = n / kQK;
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   float acc_blocks[4] = {0, 0, 0, 0};
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, x += x_block) {
-    const float dx = f16_at(x);
+    const float dx = scale(x);
     const __m256i q = unpack(x);
     const __m256i aq = _mm256_sign_epi8(q, q);
     for (int j = 0; j < 4; ++j) {
@@ -531,6 +539,33 @@ void vec_dot4_q5_0_avx2(const void* w, const void* a, size_t stride, int64_t n, 
   const __m256i sixteen = _mm256_set1_epi8(16);
   dot4_q8_0_act<false>(static_cast<const uint8_t*>(w), sizeof(BlockQ5_0), static_cast<const uint8_t*>(a), stride, n, out,
                 [&](const uint8_t* x) { return _mm256_sub_epi8(levels5(x + 2, x + 6), sixteen); });
+}
+
+// ---- mxfp4: the codes through a byte table to their signed levels (twice the E2M1 values),
+// then q4_0's arithmetic with the block scale e8m0_half(e): each block's integer dot whole and
+// one fma, the order of llama.cpp's repacked mxfp4 (gemv/gemm_q4_b32_8x8_q8_0_lut_avx).
+inline __m256i mxfp4_levels(const uint8_t* qs) {
+  const __m256i values = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kMxfp4Values)));
+  return _mm256_shuffle_epi8(values, nibbles32(qs));
+}
+
+struct E8M0Scale {
+  float operator()(const uint8_t* x) const { return e8m0_half(x[0]); }
+};
+
+float vec_dot_mxfp4_q8_0_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK;
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockMXFP4), y += sizeof(BlockQ8_0))
+    acc = std::fma(float(hsum_i32(dot_i8_lanes(mxfp4_levels(x + 1), load256(y + 2)))), e8m0_half(x[0]) * f16_at(y), acc);
+  return acc;
+}
+
+void vec_dot4_mxfp4_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  dot4_q8_0_act<true>(static_cast<const uint8_t*>(w), sizeof(BlockMXFP4), static_cast<const uint8_t*>(a), stride, n, out,
+                      [](const uint8_t* x) { return mxfp4_levels(x + 1); }, E8M0Scale());
 }
 
 // Unsigned levels with a min (q4_1, q5_1) against q8_1: d_x d_y sum(q p) + m_x s_y per block.
@@ -1260,6 +1295,72 @@ struct KQ4_0Avx2 {
   }
 };
 
+// ---- packed mxfp4 (Mxfp4Layout): KQ4_0Avx2's arithmetic with levels from kMxfp4Levels (the
+// AVX-512 kernel's KMxfp4). Levels reach 24, so a block's sixteen products per int16 lane could
+// overflow (16 * 24 * 127 > 2^15): each half of the block (two vectors) is widened on its own.
+struct KMxfp4Avx2 {
+  using L = Mxfp4Layout;
+  static constexpr int kMaxT = 4;
+
+  // Eight exponents (rows 8h..8h+7 of block b) as the floats e8m0_half gives; the subnormal
+  // scales of e < 2 (weights below 2^-124) take a branch that is almost never taken.
+  __attribute__((always_inline)) static inline __m256 scales(const uint8_t* e) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(e)));
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(v, _mm256_set1_epi32(1)), 23);
+    const __m256i tiny = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), v);
+    if (__builtin_expect(_mm256_movemask_epi8(tiny) == 0, 1)) return _mm256_castsi256_ps(normal);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), v), tiny));
+  }
+
+  template <int T>
+  __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
+                                                           size_t od, size_t os, __m256 (&acc)[T]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kMxfp4Levels)));
+    __m256i sum32[T];
+    for (int t = 0; t < T; ++t) sum32[t] = _mm256_set1_epi32(-kMxfp4Offset * reinterpret_cast<const int32_t*>(act + t * as + os)[b]);
+    for (int pair = 0; pair < 2; ++pair) {
+      __m256i sum16[T];
+      for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+      for (int i = 2 * pair; i < 2 * pair + 2; ++i) {
+        const uint8_t* line = g + (b * 4 + i) * 64;
+        if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
+        const __m256i v = load256(line + 32 * h);
+        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m4));
+        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* a = act + t * as + b * kQK;
+          int32_t a_lo, a_hi;
+          std::memcpy(&a_lo, a + 4 * i, 4);
+          std::memcpy(&a_hi, a + 16 + 4 * i, 4);
+          sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
+          sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+        }
+      }
+      for (int t = 0; t < T; ++t) sum32[t] = _mm256_add_epi32(sum32[t], _mm256_madd_epi16(sum16[t], ones));
+    }
+    const __m256 dw = scales(g + L::off_e(nb) + b * G + 8 * h);
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum32[t]), _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(act + t * as + od)[b])), acc[t]);
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+    __m256 acc0[T], acc1[T];
+    for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+      if (h == 0) block<T>(g, nb, b, 0, act, as, od, os, acc0);
+      else block<T>(g, nb, b, 1, act, as, od, os, acc1);
+    });
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, acc0[t], valid);
+      if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
+    }
+  }
+};
+
 // ---- packed q5_0, q4_1, q5_1 (layouts Q4Layout<kHigh, kMin>): the AVX-512 kernel's
 // arithmetic (KQ4's tile_lanes there, llama.cpp's eight lanes per row: vector i's low nibbles
 // are lane i, its high ones lane 4 + i). q5_0 takes its offset of 16 from the activation's
@@ -1877,6 +1978,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot[int(GgmlType::Q4_K)] = vec_dot_q4_K_q8_K_avx2;
   k.vec_dot[int(GgmlType::Q5_K)] = vec_dot_q5_K_q8_K_avx2;
   k.vec_dot[int(GgmlType::Q6_K)] = vec_dot_q6_K_q8_K_avx2;
+  k.vec_dot[int(GgmlType::MXFP4)] = vec_dot_mxfp4_q8_0_avx2;
   k.vec_dot4[int(GgmlType::F32)] = vec_dot4_f32_avx2;
   k.vec_dot4[int(GgmlType::F16)] = vec_dot4_half_avx2<HalfF16>;
   k.vec_dot4[int(GgmlType::BF16)] = vec_dot4_half_avx2<HalfBF16>;
@@ -1888,6 +1990,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot4[int(GgmlType::Q4_K)] = vec_dot4_q4_K_avx2;
   k.vec_dot4[int(GgmlType::Q5_K)] = vec_dot4_q5_K_avx2;
   k.vec_dot4[int(GgmlType::Q6_K)] = vec_dot4_q6_K_avx2;
+  k.vec_dot4[int(GgmlType::MXFP4)] = vec_dot4_mxfp4_avx2;
   k.from_float[int(GgmlType::Q8_0)] = quantize_row_q8_0_avx2;
   k.from_float[int(GgmlType::Q8_1)] = quantize_row_q8_1_avx2;
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;
@@ -1901,6 +2004,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, pack_q5_K_avx2, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
+  k.packed[int(GgmlType::MXFP4)] = PackedOps{Mxfp4Layout::bytes, Mxfp4Layout::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KMxfp4Avx2>};
   k.swiglu_f32 = swiglu_avx2;
 }
 

@@ -416,6 +416,61 @@ struct KQ4 {
   }
 };
 
+// mxfp4 in llama.cpp's repacked order (gemv/gemm_q4_b32_8x8_q8_0_lut_avx, as its q4_0): each
+// block's integer dot whole, then one fma by e8m0_half(e) * d. VPDPBUSD takes unsigned weights,
+// so codes map through kMxfp4Levels (levels plus 12) and 12 times the activation's block sum
+// comes back off, as q4_0's offset of 8 does.
+struct KMxfp4 {
+  using L = Mxfp4Layout;
+  static constexpr int kMaxT = 8;
+
+  // The 16 rows' exponents of block b as the floats e8m0_half gives.
+  TDM_INLINE static __m512 scales(const uint8_t* e) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(e)));
+    const __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(v, _mm512_set1_epi32(1)), 23);
+    const __m512i tiny = _mm512_sllv_epi32(_mm512_set1_epi32(0x00200000), v);
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(2)), normal, tiny));
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nb = n / kQK;
+    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kMxfp4Levels)));
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    constexpr int P = partials<T>();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i ia[T][P];
+      zero_partials(ia);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kMxfp4Offset * load_i32(act + t * as + os + 4 * b));
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i v = load512(g + (b * 4 + i) * 64);
+        const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+        const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          ia[t][(2 * i) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i) % P], lo, bcast4(act + t * as + b * kQK + 4 * i));
+          ia[t][(2 * i + 1) % P] = _mm512_dpbusd_epi32(ia[t][(2 * i + 1) % P], hi, bcast4(act + t * as + b * kQK + 16 + 4 * i));
+        }
+      }
+      sum_partials(ia);
+      const __m512 dw = scales(g + L::off_e(nb) + b * G);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
+                                 acc[t]);
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, acc[t], valid);
+  }
+};
+
 // q4_K in the order of llama.cpp's repacked q4_K gemm (x86): per pair of sub-blocks one fma
 // of the scaled integer dot and one of the mins, into two accumulators subtracted at the end.
 // q5_K, which llama.cpp does not repack, in its vec_dot order: eight lanes (lanes_sum) per
@@ -1359,6 +1414,7 @@ void fill_kernels_avx512(Kernels& k) {
   k.packed[int(GgmlType::Q4_K)] = packed_ops<KK4<false>, K4Layout<false>>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::Q5_K)] = packed_ops<KK4<true>, K4Layout<true>>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::Q6_K)] = packed_ops<KQ6_K, K6Layout>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::MXFP4)] = packed_ops<KMxfp4, Mxfp4Layout>(ActQ8_0::bytes, quantize_act_q8_0<0>);
 
   k.attention = attention_avx512;
   k.swiglu_f32 = swiglu_avx512;
