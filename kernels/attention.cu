@@ -3,7 +3,8 @@
 // query rows (token x query head of one KV head, so GQA groups share every K/V tile read),
 // walks K/V tiles staged in shared memory with an online softmax (FlashAttention-2 style),
 // and when there are too few blocks to fill the device it also splits positions across
-// blocks and merges the partial results (flash-decoding). copy_blocks is here too.
+// blocks and merges the partial results (flash-decoding). A sliding window narrows each row's
+// positions; a head's sink logit joins the softmax's max and sum at the end. copy_blocks is here too.
 // Sequence descriptors travel as kernel parameters, so no op waits on a host copy.
 #include <math.h>
 
@@ -102,7 +103,19 @@ struct AttnParams {
   float* partial;  // n_splits > 1: per (row, head, split) m, l and dv accumulators
   int32_t n_heads, group, n_splits;
   float scale;
+  const float* sinks;  // n_heads logits, or null
+  int32_t window;      // > 0: a row at position p sees only positions > p - window
 };
+
+// The final 1/sum of a row, with head h's sink logit (if any) folded into the max and the sum
+// (it adds no value row), as the CPU backend folds it.
+__device__ __forceinline__ float softmax_inv(float m, float l, const float* sinks, int32_t h) {
+  if (sinks == nullptr) return 1.0f / l;
+  const float sk = sinks[h];
+  const float m2 = fmaxf(m, sk);
+  const float keep = expf(m - m2);
+  return keep / (l * keep + expf(sk - m2));
+}
 
 // D: the head-size class (64, 128, 256). Each query row is served by D/32 adjacent threads,
 // each holding 32 of its dimensions (d = sub + (D/32) * i) of q and of the output.
@@ -127,13 +140,15 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   const int32_t t = valid ? myrow / p.group : 0;
   const int32_t h = kvh * p.group + (valid ? myrow % p.group : 0);
   const int32_t limit = valid ? sd.start_pos + t : -1;  // last position this row attends to
+  const int32_t first = p.window > 0 ? limit - p.window + 1 : 0;  // first position it attends to
 
+  // The block's positions: from its first row's window start to its last row's position.
   const int32_t last_row = min(rows_in_seq, (item + 1) * kRows) - 1;
+  const int32_t block_begin = p.window > 0 ? max(0, sd.start_pos + item * kRows / p.group - p.window + 1) : 0;
   const int32_t block_end = sd.start_pos + last_row / p.group + 1;
-  const int32_t seq_len = sd.start_pos + sd.n_tokens;
-  int32_t span = (seq_len + p.n_splits - 1) / p.n_splits;
+  int32_t span = (block_end - block_begin + p.n_splits - 1) / p.n_splits;
   span = (span + kTileN - 1) / kTileN * kTileN;
-  const int32_t lo = split * span;
+  const int32_t lo = block_begin + split * span;
   const int32_t hi = min(lo + span, block_end);
 
   // Queries stay f32 against the stored K values, as in the CPU reference.
@@ -190,7 +205,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
         }
         for (int o = kTpr / 2; o > 0; o >>= 1) part += tdm_shfl_xor(part, o, kTpr);
         const int32_t pos = p0 + j;
-        s[jj] = (pos < hi && pos <= limit) ? part * p.scale : -INFINITY;
+        s[jj] = (pos < hi && pos >= first && pos <= limit) ? part * p.scale : -INFINITY;
         group_max = fmaxf(group_max, s[jj]);
       }
       const float m_new = fmaxf(m, group_max);
@@ -216,7 +231,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   if (!valid) return;
   const int64_t orow = int64_t(sd.first_row) + t;
   if (p.n_splits == 1) {
-    const float inv = 1.0f / l;
+    const float inv = softmax_inv(m, l, p.sinks, h);
     float* o = p.out + orow * p.n_heads * dv + int64_t(h) * dv;
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
@@ -238,8 +253,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
 }
 
 // Merges the splits of one (token, head): rescale each split's sums to the common maximum.
-__global__ void attention_combine_kernel(const float* partial, float* out, SeqBatch b, int32_t n_heads, int32_t dv,
-                                         int32_t n_splits) {
+__global__ void attention_combine_kernel(const float* partial, const float* sinks, float* out, SeqBatch b, int32_t n_heads,
+                                         int32_t dv, int32_t n_splits) {
   const int si = find_seq(b, blockIdx.x);
   const int64_t orow = int64_t(b.seq[si].first_row) + (int32_t(blockIdx.x) - b.item_start[si]);
   const int32_t h = blockIdx.y;
@@ -251,7 +266,7 @@ __global__ void attention_combine_kernel(const float* partial, float* out, SeqBa
     const float ms = base[s * (dv + 2)];
     if (ms != -INFINITY) total += base[s * (dv + 2) + 1] * expf(ms - mx);
   }
-  const float inv = 1.0f / total;
+  const float inv = softmax_inv(mx, total, sinks, h);
   for (int d = threadIdx.x; d < dv; d += blockDim.x) {
     float a = 0.0f;
     for (int s = 0; s < n_splits; ++s) {
@@ -313,7 +328,7 @@ SeqBatch make_batch(const tdm_attn_seq* seqs, int32_t first, int32_t n, Items it
 
 template <int D>
 void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const float* q, const tdm_attn_seq* seqs, int32_t first,
-                      int32_t n, int32_t n_heads, float scale, float* out) {
+                      int32_t n, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out) {
   constexpr int kRows = kAttnThreads / (D / 32);
   constexpr int kTileN = D <= 128 ? 32 : 16;
   const int32_t group = n_heads / kv.n_kv_heads;
@@ -331,10 +346,11 @@ void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const floa
   int32_t splits = 1;
   if (blocks < 2 * int64_t(c.n_sm)) {
     const int64_t want = (2 * int64_t(c.n_sm) + blocks - 1) / blocks;
-    const int64_t useful = std::max<int64_t>(1, max_len / (2 * kTileN));
+    const int64_t span = window > 0 ? std::min<int64_t>(max_len, window) : max_len;
+    const int64_t useful = std::max<int64_t>(1, span / (2 * kTileN));
     splits = int32_t(std::min<int64_t>({want, useful, int64_t(kMaxSplits)}));
   }
-  AttnParams p{kv, q, out, nullptr, n_heads, group, splits, scale};
+  AttnParams p{kv, q, out, nullptr, n_heads, group, splits, scale, sinks, window};
   if (splits > 1) p.partial = scratch_as<float>(st, kSlotAttn, size_t(max_row) * size_t(n_heads) * size_t(splits) * size_t(kv.head_dim_v + 2));
   const dim3 grid(unsigned(n_items), unsigned(kv.n_kv_heads), unsigned(splits));
   TDM_LAUNCH(attention_kernel<D>, grid, kAttnThreads, 0, st.stream)(p, items, c.faults);
@@ -342,7 +358,7 @@ void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const floa
   if (splits > 1) {
     const SeqBatch rows = make_batch(seqs, first, n, [](const tdm_attn_seq& s) { return int64_t(s.n_tokens); });
     const dim3 cgrid(unsigned(rows.item_start[n]), unsigned(n_heads));
-    TDM_LAUNCH(attention_combine_kernel, cgrid, 128, 0, st.stream)(p.partial, out, rows, n_heads, kv.head_dim_v, splits);
+    TDM_LAUNCH(attention_combine_kernel, cgrid, 128, 0, st.stream)(p.partial, sinks, out, rows, n_heads, kv.head_dim_v, splits);
     check_launch("attention_combine_kernel");
   }
 }
@@ -391,11 +407,13 @@ tdm_status op_kv_store(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float
 }
 
 tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                        int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream* s) {
+                        int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
+                        tdm_stream* s) {
   return guard(ctx, [&](GpuContext& c) {
     const KvView view = view_of(kv);
     if (n_seqs <= 0) return;
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
+    if (window < 0) bad("attention window must not be negative");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
     const int32_t d = std::max(kv->head_dim_k, kv->head_dim_v);
@@ -403,9 +421,9 @@ tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const floa
     GpuStream& st = stream_of(c, s);
     for (int32_t first = 0; first < n_seqs; first += kMaxSeqs) {
       const int32_t n = std::min(kMaxSeqs, n_seqs - first);
-      if (d <= 64) launch_attention<64>(c, st, view, q, seqs, first, n, n_heads, scale, out);
-      else if (d <= 128) launch_attention<128>(c, st, view, q, seqs, first, n, n_heads, scale, out);
-      else launch_attention<256>(c, st, view, q, seqs, first, n, n_heads, scale, out);
+      if (d <= 64) launch_attention<64>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
+      else if (d <= 128) launch_attention<128>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
+      else launch_attention<256>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
     }
   });
 }

@@ -1,7 +1,7 @@
 // Row and element ops on the GPU: RMSNorm (double-precision sum of squares, as the CPU
-// backend and ggml compute it), RoPE in both pair layouts (angles advanced by repeated float
-// multiplication from a host-computed theta scale, as ggml's rope cache does), add and mul
-// with row broadcast, SwiGLU and row scaling.
+// backend and ggml compute it), RoPE in both pair layouts, plain or YaRN (angles advanced
+// by repeated float multiplication from a host-computed theta scale, as ggml's rope cache
+// does), add and mul with row broadcast, SwiGLU and row scaling.
 #include <math.h>
 
 #include "gpu_context.h"
@@ -39,33 +39,45 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
   }
 }
 
+// Per-call RoPE constants the host derives once (tdm_rope_params, tdm_rope_yarn_consts).
+struct RopeConsts {
+  int32_t mode;
+  float theta_scale, freq_scale, ext_factor;
+  tdm_rope_yarn yarn;
+};
+
 // A block per token: the angle table first (a serial chain of multiplications, so one thread
 // builds it), then every (head, pair) rotation.
-__global__ void rope_kernel(float* x, const int32_t* pos, int32_t n_heads, int32_t head_dim, int32_t rope_dim, int32_t mode,
-                            float theta_scale, float freq_scale) {
+__global__ void rope_kernel(float* x, const int32_t* pos, int32_t n_heads, int32_t head_dim, int32_t rope_dim, RopeConsts k) {
   TDM_DYNAMIC_SHARED(float, cs);  // cos, sin per pair
   const int64_t t = blockIdx.x;
   const int half = rope_dim / 2;
   if (threadIdx.x == 0) {
     float theta = float(pos[t]);
     for (int i = 0; i < half; ++i) {
-      cs[2 * i] = mul_rn(freq_scale, theta);
-      theta = mul_rn(theta, theta_scale);
+      cs[2 * i] = theta;
+      theta = mul_rn(theta, k.theta_scale);
     }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const float a = cs[2 * i];
-    cs[2 * i] = cosf(a);
-    cs[2 * i + 1] = sinf(a);
+    const float theta = cs[2 * i];
+    float a = mul_rn(k.freq_scale, theta);
+    if (k.ext_factor != 0.0f) {  // YaRN, as the CPU backend (ggml's rope_yarn)
+      const float y = (float(i) - k.yarn.low) / fmaxf(0.001f, k.yarn.high - k.yarn.low);
+      const float mix = mul_rn(1.0f - fminf(1.0f, fmaxf(0.0f, y)), k.ext_factor);
+      a = add_rn(mul_rn(a, 1.0f - mix), mul_rn(theta, mix));
+    }
+    cs[2 * i] = mul_rn(cosf(a), k.yarn.mscale);
+    cs[2 * i + 1] = mul_rn(sinf(a), k.yarn.mscale);
   }
   __syncthreads();
   float* row = x + t * int64_t(n_heads) * head_dim;
-  for (int k = threadIdx.x; k < n_heads * half; k += blockDim.x) {
-    const int h = k / half, i = k % half;
+  for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+    const int h = j / half, i = j % half;
     float* xh = row + int64_t(h) * head_dim;
-    const int a = mode == TDM_ROPE_NEOX ? i : 2 * i;
-    const int b = mode == TDM_ROPE_NEOX ? i + half : 2 * i + 1;
+    const int a = k.mode == TDM_ROPE_NEOX ? i : 2 * i;
+    const int b = k.mode == TDM_ROPE_NEOX ? i + half : 2 * i + 1;
     const float c = cs[2 * i], s = cs[2 * i + 1];
     const float x0 = xh[a], x1 = xh[b];
     xh[a] = add_rn(mul_rn(x0, c), -mul_rn(x1, s));
@@ -117,19 +129,21 @@ tdm_status op_rms_norm(tdm_backend_ctx* ctx, const float* x, const float* w, flo
 }
 
 tdm_status op_rope(tdm_backend_ctx* ctx, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads, int32_t head_dim,
-                   int32_t rope_dim, int32_t mode, float freq_base, float freq_scale, tdm_stream* s) {
+                   int32_t rope_dim, const tdm_rope_params* p, tdm_stream* s) {
   return guard(ctx, [&](GpuContext& c) {
     if (n_tokens <= 0) return;
-    if (x == nullptr || pos == nullptr) bad("rope with a null pointer");
+    if (x == nullptr || pos == nullptr || p == nullptr) bad("rope with a null pointer");
     if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) bad("rope_dim must be even and at most head_dim");
     if (n_heads <= 0) bad("rope needs n_heads > 0");
-    if (mode != TDM_ROPE_NORM && mode != TDM_ROPE_NEOX) unsupported("unknown rope mode");
+    if (p->mode != TDM_ROPE_NORM && p->mode != TDM_ROPE_NEOX) unsupported("unknown rope mode");
+    if (p->ext_factor != 0.0f && p->n_ctx_orig <= 0) bad("YaRN rope needs n_ctx_orig > 0");
     if (n_tokens > INT32_MAX) bad("rope with too many tokens");
-    // The host's powf, so the scale is the very float the CPU backend uses.
-    const float theta_scale = powf(freq_base, -2.0f / float(rope_dim));
+    // The host's powf and logf, so the constants are the very floats the CPU backend uses.
+    const RopeConsts k{p->mode, powf(p->freq_base, -2.0f / float(rope_dim)), p->freq_scale, p->ext_factor,
+                       tdm_rope_yarn_consts(p, rope_dim)};
     const int threads = n_heads * (rope_dim / 2) >= 256 ? 256 : 64;
     TDM_LAUNCH(rope_kernel, unsigned(n_tokens), threads, size_t(rope_dim) * sizeof(float), stream_of(c, s).stream)(
-        x, pos, n_heads, head_dim, rope_dim, mode, theta_scale, freq_scale);
+        x, pos, n_heads, head_dim, rope_dim, k);
     check_launch("rope_kernel");
   });
 }

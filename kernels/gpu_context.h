@@ -137,7 +137,7 @@ tdm_status op_matmul(tdm_backend_ctx*, const tdm_weight*, int64_t, const float*,
 tdm_status op_matmul_group(tdm_backend_ctx*, const tdm_weight* const*, int32_t, const float*, int64_t, float* const*, tdm_stream*);
 tdm_status op_get_rows(tdm_backend_ctx*, const tdm_weight*, const int32_t*, int64_t, float*, tdm_stream*);
 tdm_status op_rms_norm(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, float, tdm_stream*);
-tdm_status op_rope(tdm_backend_ctx*, float*, const int32_t*, int64_t, int32_t, int32_t, int32_t, int32_t, float, float,
+tdm_status op_rope(tdm_backend_ctx*, float*, const int32_t*, int64_t, int32_t, int32_t, int32_t, const tdm_rope_params*,
                    tdm_stream*);
 tdm_status op_add(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, int64_t, tdm_stream*);
 tdm_status op_mul(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, int64_t, tdm_stream*);
@@ -146,11 +146,11 @@ tdm_status op_scale_rows(tdm_backend_ctx*, float*, const float*, int64_t, int64_
 tdm_status op_kv_store(tdm_backend_ctx*, const tdm_kv_layer*, const float*, const float*, const tdm_attn_seq*, int32_t,
                        tdm_stream*);
 tdm_status op_attention(tdm_backend_ctx*, const tdm_kv_layer*, const float*, const tdm_attn_seq*, int32_t, int32_t, float,
-                        float*, tdm_stream*);
+                        const float*, int32_t, float*, tdm_stream*);
 tdm_status op_router(tdm_backend_ctx*, const float*, int64_t, int32_t, int32_t, int32_t, int32_t, float, int32_t*, float*,
                      tdm_stream*);
 tdm_status op_moe_ffn(tdm_backend_ctx*, const float*, int64_t, const int32_t*, const float*, int32_t, const tdm_weight*,
-                      const tdm_weight*, const tdm_weight*, float*, tdm_stream*);
+                      const tdm_weight*, const tdm_weight*, const tdm_moe_opts*, float*, tdm_stream*);
 tdm_status op_copy_blocks(tdm_backend_ctx*, void*, const void*, size_t, const int32_t*, const int32_t*, int32_t,
                           tdm_stream*);
 

@@ -292,7 +292,8 @@ Napi::Value rms_norm(const Napi::CallbackInfo& info) {
   });
 }
 
-// rope(id, x, pos, nHeads, headDim, ropeDim, mode 'norm'|'neox', freqBase, freqScale) -> rotated copy of x
+// rope(id, x, pos, nHeads, headDim, ropeDim, mode 'norm'|'neox', freqBase, freqScale,
+//   yarn? {extFactor, attnFactor, betaFast, betaSlow, nCtxOrig}) -> rotated copy of x
 Napi::Value rope(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Scope sc(backend_for(arg_string(info, 0, "id")));
@@ -303,11 +304,28 @@ Napi::Value rope(const Napi::CallbackInfo& info) {
     Napi::Float32Array x = f32_arg(info, 1, "x", size_t(n_tokens * n_heads * head_dim));
     const std::string mode = arg_string(info, 6, "mode");
     if (mode != "norm" && mode != "neox") bad_arg("mode must be 'norm' or 'neox'");
+    tdm_rope_params p{};
+    p.mode = mode == "neox" ? TDM_ROPE_NEOX : TDM_ROPE_NORM;
+    p.freq_base = float(arg_number(info, 7, "freqBase"));
+    p.freq_scale = float(arg_number(info, 8, "freqScale"));
+    p.attn_factor = 1.0f;
+    p.beta_fast = 32.0f;
+    p.beta_slow = 1.0f;
+    if (info.Length() > 9 && !info[9].IsUndefined()) {
+      if (!info[9].IsObject()) bad_arg("yarn must be an object");
+      Napi::Object o = info[9].As<Napi::Object>();
+      p.ext_factor = float(num_field(o, "extFactor"));
+      p.attn_factor = float(num_field(o, "attnFactor"));
+      p.beta_fast = float(num_field(o, "betaFast"));
+      p.beta_slow = float(num_field(o, "betaSlow"));
+      const double n_ctx_orig = num_field(o, "nCtxOrig");
+      if (!(n_ctx_orig >= 0 && n_ctx_orig <= INT32_MAX) || n_ctx_orig != double(int64_t(n_ctx_orig)))
+        bad_arg("nCtxOrig must be a non-negative 32-bit integer");
+      p.n_ctx_orig = int32_t(n_ctx_orig);
+    }
     float* dx = sc.upload(x.Data(), x.ElementLength());
     const int32_t* dp = sc.upload(pos.Data(), pos.ElementLength());
-    b.check(b.fn().rope(b.ctx(), dx, dp, n_tokens, int32_t(n_heads), int32_t(head_dim), int32_t(rope_dim),
-                        mode == "neox" ? TDM_ROPE_NEOX : TDM_ROPE_NORM, float(arg_number(info, 7, "freqBase")),
-                        float(arg_number(info, 8, "freqScale")), nullptr),
+    b.check(b.fn().rope(b.ctx(), dx, dp, n_tokens, int32_t(n_heads), int32_t(head_dim), int32_t(rope_dim), &p, nullptr),
             "rope");
     std::vector<float> y(x.ElementLength());
     sc.download(y.data(), dx, y.size());
@@ -400,7 +418,7 @@ KvPool make_pool(Scope& sc, const std::string& kv_type, int32_t block_tokens, in
   return p;
 }
 
-// attention(id, {kvType, blockTokens, nBlocks, nKvHeads, nHeads, headDim, headDimV, scale,
+// attention(id, {kvType, blockTokens, nBlocks, nKvHeads, nHeads, headDim, headDimV, scale, sinks?, window?,
 //   seqs: [{startPos, nTokens, blockTable, k, v, q}]}) -> out rows of every sequence's new tokens,
 // back to back. Each sequence's k/v hold all its positions; they are stored through its block
 // table with kv_store, then attention runs for the new tokens.
@@ -447,9 +465,18 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
       row += n;
     }
     const float* dq = sc.upload(q_all.data(), q_all.size());
+    const float* dsinks = nullptr;
+    if (!o.Get("sinks").IsUndefined()) {
+      Napi::Float32Array sinks = f32_field(o, "sinks");
+      if (sinks.ElementLength() != size_t(n_heads)) bad_arg("sinks must hold nHeads floats");
+      dsinks = sc.upload(sinks.Data(), sinks.ElementLength());
+    }
+    const int32_t window = o.Get("window").IsUndefined() ? 0 : int32_t(num_field(o, "window"));
+    if (window < 0) bad_arg("window must be >= 0");
     std::vector<float> out(size_t(row) * size_t(o_row));
     float* dout = sc.alloc_n<float>(out.size());
-    b.check(b.fn().attention(b.ctx(), &kv, dq, aseq.data(), int32_t(aseq.size()), n_heads, scale, dout, nullptr), "attention");
+    b.check(b.fn().attention(b.ctx(), &kv, dq, aseq.data(), int32_t(aseq.size()), n_heads, scale, dsinks, window, dout, nullptr),
+            "attention");
     sc.download(out.data(), dout, out.size());
     return out_f32(info.Env(), out);
   });
@@ -468,8 +495,11 @@ Napi::Value router(const Napi::CallbackInfo& info) {
     const float* dl = sc.upload(logits.Data(), logits.ElementLength());
     int32_t* did = sc.alloc_n<int32_t>(size_t(n_tokens * n_used));
     float* dw = sc.alloc_n<float>(size_t(n_tokens * n_used));
-    b.check(b.fn().router(b.ctx(), dl, n_tokens, int32_t(n_experts), int32_t(n_used),
-                          gating == "sigmoid" ? TDM_GATING_SIGMOID : TDM_GATING_SOFTMAX, norm ? 1 : 0, scale, did, dw, nullptr),
+    int32_t g = TDM_GATING_SOFTMAX;
+    if (gating == "sigmoid") g = TDM_GATING_SIGMOID;
+    else if (gating == "softmax_weight") g = TDM_GATING_SOFTMAX_WEIGHT;
+    else if (gating != "softmax") bad_arg("gating must be 'softmax', 'sigmoid' or 'softmax_weight'");
+    b.check(b.fn().router(b.ctx(), dl, n_tokens, int32_t(n_experts), int32_t(n_used), g, norm ? 1 : 0, scale, did, dw, nullptr),
             "router");
     Napi::Int32Array ids_out = Napi::Int32Array::New(info.Env(), size_t(n_tokens * n_used));
     Napi::Float32Array w_out = Napi::Float32Array::New(info.Env(), size_t(n_tokens * n_used));
@@ -483,7 +513,9 @@ Napi::Value router(const Napi::CallbackInfo& info) {
 }
 
 // moeFfn(id, type, gate[nExp*nFf*nEmbd], up, down[nExp*nEmbd*nFf], nExp, nEmbd, nFf,
-//   x[nTokens*nEmbd], nTokens, ids[nTokens*nUsed], weights, nUsed) -> y[nTokens*nEmbd]
+//   x[nTokens*nEmbd], nTokens, ids[nTokens*nUsed], weights, nUsed,
+//   opts? {glu: 'swiglu' | 'swiglu_oai', alpha, limit, gateBias[nExp*nFf], upBias, downBias[nExp*nEmbd]})
+//   -> y[nTokens*nEmbd]
 Napi::Value moe_ffn(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Scope sc(backend_for(arg_string(info, 0, "id")));
@@ -503,9 +535,29 @@ Napi::Value moe_ffn(const Napi::CallbackInfo& info) {
     const float* dx = sc.upload(x.Data(), x.ElementLength());
     const int32_t* dids = sc.upload(eid.Data(), eid.ElementLength());
     const float* dw = sc.upload(wts.Data(), wts.ElementLength());
+    tdm_moe_opts opts{};
+    const bool has_opts = info.Length() > 13 && info[13].IsObject();
+    if (has_opts) {
+      Napi::Object o = info[13].As<Napi::Object>();
+      const std::string glu = o.Get("glu").IsString() ? o.Get("glu").As<Napi::String>().Utf8Value() : "swiglu";
+      if (glu == "swiglu_oai") opts.glu = TDM_GLU_SWIGLU_OAI;
+      else if (glu != "swiglu") bad_arg("glu must be 'swiglu' or 'swiglu_oai'");
+      opts.alpha = o.Get("alpha").IsUndefined() ? 0.0f : float(num_field(o, "alpha"));
+      opts.limit = o.Get("limit").IsUndefined() ? 0.0f : float(num_field(o, "limit"));
+      auto bias = [&](const char* name, int64_t n_cols) {
+        if (o.Get(name).IsUndefined()) return tdm_weight{};
+        Napi::Float32Array a = f32_field(o, name);
+        if (a.ElementLength() != size_t(n_exp * n_cols)) bad_arg(std::string(name) + " has the wrong length");
+        return upload_weight(sc, uint32_t(GgmlType::F32), a.Data(), n_exp, 1, n_cols);
+      };
+      opts.gate_bias = bias("gateBias", n_ff);
+      opts.up_bias = bias("upBias", n_ff);
+      opts.down_bias = bias("downBias", n_embd);
+    }
     std::vector<float> y(size_t(n_tokens * n_embd));
     float* dy = sc.alloc_n<float>(y.size());
-    b.check(b.fn().moe_ffn(b.ctx(), dx, n_tokens, dids, dw, int32_t(n_used), &wg, &wu, &wd, dy, nullptr), "moe_ffn");
+    b.check(b.fn().moe_ffn(b.ctx(), dx, n_tokens, dids, dw, int32_t(n_used), &wg, &wu, &wd, has_opts ? &opts : nullptr, dy, nullptr),
+            "moe_ffn");
     sc.download(y.data(), dy, y.size());
     return out_f32(info.Env(), y);
   });
@@ -643,7 +695,7 @@ Napi::Value time_attention(const Napi::CallbackInfo& info) {
     float* dout = sc.alloc_n<float>(q.size());
     const float scale = 1.0f / std::sqrt(float(hd));
     return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {
-      b.check(b.fn().attention(b.ctx(), &pool.kv, dq, seqs.data(), n_seqs, n_heads, scale, dout, nullptr), "attention");
+      b.check(b.fn().attention(b.ctx(), &pool.kv, dq, seqs.data(), n_seqs, n_heads, scale, nullptr, 0, dout, nullptr), "attention");
     }));
   });
 }

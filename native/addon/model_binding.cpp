@@ -69,10 +69,12 @@ Hparams parse_hparams(const Napi::Object& o) {
   hp.arch_name = str(o, "architecture", w);
   if (hp.arch_name == "llama") hp.arch = Arch::llama;
   else if (hp.arch_name == "qwen2") hp.arch = Arch::qwen2;
+  else if (hp.arch_name == "qwen3") hp.arch = Arch::qwen3;
   else if (hp.arch_name == "qwen2moe") hp.arch = Arch::qwen2moe;
   else if (hp.arch_name == "qwen3moe") hp.arch = Arch::qwen3moe;
   else if (hp.arch_name == "olmoe") hp.arch = Arch::olmoe;
-  else throw Error(code::unsupported, "architecture '" + hp.arch_name + "' is not supported (llama, qwen2, qwen2moe, qwen3moe, olmoe are)");
+  else if (hp.arch_name == "gpt-oss") hp.arch = Arch::gpt_oss;
+  else throw Error(code::unsupported, "architecture '" + hp.arch_name + "' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss are)");
   hp.n_vocab = integer(o, "nVocab", w, 1, big);
   hp.n_ctx_train = integer(o, "nCtxTrain", w, 0, kMaxSafeInteger);
   hp.n_embd = integer(o, "nEmbd", w, 1, big);
@@ -92,15 +94,28 @@ Hparams parse_hparams(const Napi::Object& o) {
   hp.rope_dim = integer(o, "ropeDim", w, 1, big);
   hp.rope_freq_base = float(num(o, "ropeFreqBase", w));
   hp.rope_freq_scale = float(num(o, "ropeFreqScale", w));
+  hp.rope_attn_factor = float(num(o, "ropeAttnFactor", w));
+  hp.yarn_ext_factor = float(num(o, "yarnExtFactor", w));
+  hp.yarn_beta_fast = float(num(o, "yarnBetaFast", w));
+  hp.yarn_beta_slow = float(num(o, "yarnBetaSlow", w));
+  hp.yarn_orig_ctx = integer(o, "yarnOrigCtx", w, 0, big);
   hp.rms_eps = float(num(o, "rmsEps", w));
   hp.expert_weights_norm = boolean(o, "expertWeightsNorm", w, false);
   const std::string gating = str(o, "expertGating", w);
-  if (gating != "softmax" && gating != "sigmoid") bad_arg(w + ".expertGating must be 'softmax' or 'sigmoid'");
-  hp.expert_gating = gating == "sigmoid" ? ExpertGating::sigmoid : ExpertGating::softmax;
+  if (gating == "softmax") hp.expert_gating = ExpertGating::softmax;
+  else if (gating == "sigmoid") hp.expert_gating = ExpertGating::sigmoid;
+  else if (gating == "softmax_weight") hp.expert_gating = ExpertGating::softmax_weight;
+  else bad_arg(w + ".expertGating must be 'softmax', 'sigmoid' or 'softmax_weight'");
   hp.has_qkv_bias = boolean(o, "hasQkvBias", w, false);
   hp.has_qk_norm = boolean(o, "hasQkNorm", w, false);
   hp.has_shared_expert = boolean(o, "hasSharedExpert", w, false);
   hp.tied_embeddings = boolean(o, "tiedEmbeddings", w, false);
+  if (o.Has("slidingWindow")) hp.n_swa = integer(o, "slidingWindow", w, 0, big);
+  if (o.Has("slidingWindowPeriod")) hp.swa_period = integer(o, "slidingWindowPeriod", w, 0, big);
+  hp.rope_freq_base_swa = o.Has("ropeFreqBaseSwa") ? float(num(o, "ropeFreqBaseSwa", w)) : hp.rope_freq_base;
+  hp.has_attn_sinks = boolean(o, "hasAttnSinks", w, true);
+  hp.has_expert_bias = boolean(o, "hasExpertBias", w, true);
+  hp.swiglu_oai = boolean(o, "swigluOai", w, true);
   return hp;
 }
 

@@ -5,6 +5,7 @@
 #ifndef TDM_BACKEND_H
 #define TDM_BACKEND_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,7 +14,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 3u
+#define TDM_BACKEND_ABI_VERSION 4u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -36,10 +37,55 @@ typedef enum tdm_rope_mode {
   TDM_ROPE_NEOX = 2  /* rotates (x[i], x[i + rope_dim/2]): qwen2, qwen*moe, olmoe */
 } tdm_rope_mode;
 
+/* RoPE's settings, those of ggml_rope_ext. ext_factor 0 with attn_factor 1 is plain (or, with
+ * freq_scale < 1, linearly scaled) RoPE; ext_factor != 0 is YaRN (arXiv 2309.00071). */
+typedef struct tdm_rope_params {
+  int32_t mode;       /* tdm_rope_mode */
+  int32_t n_ctx_orig; /* YaRN: context the frequencies were trained for (tokens); > 0 when ext_factor != 0 */
+  float freq_base;    /* theta base */
+  float freq_scale;   /* angle scale: 1 / the scaling factor */
+  float ext_factor;   /* YaRN: weight of the unscaled angle on the pairs its ramp selects; 0 = off */
+  float attn_factor;  /* multiplies every cos and sin */
+  float beta_fast;    /* YaRN ramp: pairs turning more than beta_fast times over n_ctx_orig keep their angle, */
+  float beta_slow;    /* those turning fewer than beta_slow times are fully scaled */
+} tdm_rope_params;
+
+/* YaRN's per-call constants, derived as ggml does (ggml.c ggml_rope_yarn_corr_dims, ggml-cpu
+ * ops.cpp rope_yarn): the pair range [low, high] over which the ramp falls from 1 to 0, and the
+ * factor on cos and sin. One definition, so that every backend computes the same floats. */
+typedef struct tdm_rope_yarn {
+  float low, high, mscale;
+} tdm_rope_yarn;
+
+/* Pair index whose angle turns n_rot times over n_ctx_orig positions (ggml_rope_yarn_corr_dim). */
+static inline float tdm_rope_yarn_corr_dim(int32_t rope_dim, int32_t n_ctx_orig, float n_rot, float base) {
+  return (float)rope_dim * logf((float)n_ctx_orig / (n_rot * 2.0f * 3.14159265358979323846f)) / (2.0f * logf(base));
+}
+
+/* low and high from beta_fast and beta_slow, clamped to [0, rope_dim - 1]; mscale = attn_factor,
+ * times 1 + 0.1 ln(1 / freq_scale) under YaRN. */
+static inline tdm_rope_yarn tdm_rope_yarn_consts(const tdm_rope_params* p, int32_t rope_dim) {
+  tdm_rope_yarn y;
+  const float start = floorf(tdm_rope_yarn_corr_dim(rope_dim, p->n_ctx_orig, p->beta_fast, p->freq_base));
+  const float end = ceilf(tdm_rope_yarn_corr_dim(rope_dim, p->n_ctx_orig, p->beta_slow, p->freq_base));
+  y.low = 0 > start ? 0 : start;
+  y.high = (float)(rope_dim - 1) < end ? (float)(rope_dim - 1) : end;
+  y.mscale = p->attn_factor;
+  if (p->ext_factor != 0.0f) y.mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+  return y;
+}
+
 typedef enum tdm_gating {
-  TDM_GATING_SOFTMAX = 0, /* router probabilities: softmax over all experts */
-  TDM_GATING_SIGMOID = 1  /* router probabilities: sigmoid of each logit */
+  TDM_GATING_SOFTMAX = 0,       /* router probabilities: softmax over all experts */
+  TDM_GATING_SIGMOID = 1,       /* router probabilities: sigmoid of each logit */
+  TDM_GATING_SOFTMAX_WEIGHT = 2 /* choose by raw logit, weights = softmax over the chosen (gpt-oss) */
 } tdm_gating;
+
+/* The gated activation of an expert FFN's hidden rows (moe_ffn). */
+typedef enum tdm_glu {
+  TDM_GLU_SWIGLU = 0,    /* silu(gate) * up */
+  TDM_GLU_SWIGLU_OAI = 1 /* gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), g * sigmoid(alpha g) * (u + 1) */
+} tdm_glu;
 
 typedef enum tdm_row_fn {
   TDM_ROW_FN_IDENTITY = 0,
@@ -57,6 +103,16 @@ typedef struct tdm_weight {
   size_t row_bytes;  /* bytes from one row to the next */
   size_t mat_bytes;  /* bytes from one matrix to the next */
 } tdm_weight;
+
+/* moe_ffn's activation and per-expert biases. A bias is an f32 stack viewed like a weight:
+ * expert (or cache slot) m's bias row of n_cols floats at data + m*mat_bytes (n_rows 1); data
+ * NULL for none. n_cols is n_ff for the gate and up biases, n_embd for the down bias, added to
+ * each projection's output before the activation (gate, up) or the weighting (down). */
+typedef struct tdm_moe_opts {
+  int32_t glu;        /* tdm_glu */
+  float alpha, limit; /* TDM_GLU_SWIGLU_OAI's constants (gpt-oss: 1.702, 7) */
+  tdm_weight gate_bias, up_bias, down_bias;
+} tdm_moe_opts;
 
 /* One layer's view of a paged KV pool. A block holds block_tokens positions of every layer;
  * inside a block, layer l's K is [n_kv_heads][block_tokens][head_dim_k] and its V
@@ -150,11 +206,14 @@ typedef struct tdm_backend_iface {
   tdm_status (*rms_norm)(tdm_backend_ctx* ctx, const float* x, const float* w, float* y, int64_t n_rows,
                          int64_t n_cols, float eps, tdm_stream* s);
   /* In place on x (n_tokens rows of n_heads*head_dim floats): rotates the first rope_dim
-   * elements of each head by angle pos[t] * freq_scale * freq_base^(-2i/rope_dim) for pair i,
-   * pairs chosen by mode (tdm_rope_mode); elements past rope_dim are left as they are. */
+   * elements of each head, pairs chosen by p->mode, as ggml_rope_ext. Pair i at token t has
+   * theta = pos[t] * freq_base^(-2i/rope_dim) (a running float product over i) and angle
+   * a = freq_scale * theta; with ext_factor != 0, r = ramp(i) * ext_factor, ramp(i) =
+   * 1 - clamp((i - low) / max(0.001, high - low), 0, 1), and a = a * (1 - r) + theta * r. It
+   * rotates by a with cos and sin times mscale (low, high, mscale: tdm_rope_yarn_consts).
+   * Elements past rope_dim are left as they are. */
   tdm_status (*rope)(tdm_backend_ctx* ctx, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads,
-                     int32_t head_dim, int32_t rope_dim, int32_t mode, float freq_base, float freq_scale,
-                     tdm_stream* s);
+                     int32_t head_dim, int32_t rope_dim, const tdm_rope_params* p, tdm_stream* s);
   /* y[r][c] = a[r][c] + b[r*b_row_stride + c] over n_rows x n_cols; b_row_stride 0 adds one
    * row (a bias) to every row; y may equal a. */
   tdm_status (*add)(tdm_backend_ctx* ctx, const float* a, const float* b, float* y, int64_t n_rows, int64_t n_cols,
@@ -176,22 +235,28 @@ typedef struct tdm_backend_iface {
   /* Causal paged attention: for new token i of a sequence (row first_row+i of q, n_heads*head_dim_k
    * floats), out row = softmax_j(scale * q_h . K_j) V_j over positions j <= start_pos+i read
    * through the block table, head h using KV head h / (n_heads / n_kv_heads) (GQA). The new
-   * tokens' K and V must already be stored. out rows hold n_heads*head_dim_v floats. */
+   * tokens' K and V must already be stored. out rows hold n_heads*head_dim_v floats.
+   * window > 0: a sliding window, token at position p sees only positions j > p - window.
+   * sinks (n_heads floats, may be NULL): head h's sink logit joins the softmax's denominator
+   * (max and sum) but adds no value (gpt-oss's attention sinks). */
   tdm_status (*attention)(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                          int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream* s);
-  /* MoE router for n_tokens rows of n_experts logits, as llama.cpp's build_moe_ffn: p = gating(logits);
-   * ids[t] = the n_used largest p (std::partial_sort order, then the first two swapped, as ggml_top_k);
-   * weights[t][j] = p[ids[t][j]], divided by their sum (clamped below at 2^-14) when norm != 0,
-   * then times scale. ids and weights are n_tokens x n_used. */
+                          int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
+                          tdm_stream* s);
+  /* MoE router for n_tokens rows of n_experts logits, as llama.cpp's build_moe_ffn: p = gating(logits)
+   * (the logits themselves for TDM_GATING_SOFTMAX_WEIGHT); ids[t] = the n_used largest p
+   * (std::partial_sort order, then the first two swapped, as ggml_top_k); weights[t][j] =
+   * p[ids[t][j]] (SOFTMAX_WEIGHT: their softmax), divided by their sum (clamped below at 2^-14)
+   * when norm != 0, then times scale. ids and weights are n_tokens x n_used. */
   tdm_status (*router)(tdm_backend_ctx* ctx, const float* logits, int64_t n_tokens, int32_t n_experts,
                        int32_t n_used, int32_t gating, int32_t norm, float scale, int32_t* ids, float* weights,
                        tdm_stream* s);
   /* Expert FFN: y[t] = sum over j < n_used, in j order, of weights[t][j] * down_e(silu(gate_e x[t]) *
    * up_e x[t]) with e = ids[t][j]; x and y are n_tokens x n_embd floats; gate/up are stacks of
-   * n_ff x n_embd matrices, down n_embd x n_ff. Reads only the rows of experts some token uses. */
+   * n_ff x n_embd matrices, down n_embd x n_ff. Reads only the rows of experts some token uses.
+   * opts (may be NULL: SwiGLU, no biases) gives another activation and per-expert biases. */
   tdm_status (*moe_ffn)(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, const int32_t* ids,
                         const float* weights, int32_t n_used, const tdm_weight* gate, const tdm_weight* up,
-                        const tdm_weight* down, float* y, tdm_stream* s);
+                        const tdm_weight* down, const tdm_moe_opts* opts, float* y, tdm_stream* s);
   /* Copies whole KV blocks inside this backend's memory: block dst_ids[i] of dst_pool from
    * block src_ids[i] of src_pool, block_bytes each (ids are host arrays of n entries). */
   tdm_status (*copy_blocks)(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,

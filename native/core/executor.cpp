@@ -53,15 +53,29 @@ const char* tier_name(KvTier t) { return t == KvTier::device ? "device" : "host"
 
 // The hyperparameters that become op arguments rather than optional weights.
 struct Recipe {
-  int32_t rope_mode;  // tdm_rope_mode
+  tdm_rope_params rope;  // sliding layers swap in their own base
   int32_t gating;     // tdm_gating
 };
 
 Recipe recipe_for(const Hparams& hp) {
   Recipe r{};
-  r.rope_mode = hp.rope_type == RopeType::neox ? TDM_ROPE_NEOX : TDM_ROPE_NORM;
-  r.gating = hp.expert_gating == ExpertGating::sigmoid ? TDM_GATING_SIGMOID : TDM_GATING_SOFTMAX;
+  r.rope = rope_params(hp);
+  r.gating = hp.expert_gating == ExpertGating::sigmoid          ? TDM_GATING_SIGMOID
+             : hp.expert_gating == ExpertGating::softmax_weight ? TDM_GATING_SOFTMAX_WEIGHT
+                                                                : TDM_GATING_SOFTMAX;
   return r;
+}
+
+// moe_ffn's options for layer weights `lw` (the device's copies or the host's).
+tdm_moe_opts moe_opts(const Hparams& hp, const LayerWeights& lw) {
+  tdm_moe_opts o{};
+  o.glu = hp.swiglu_oai ? TDM_GLU_SWIGLU_OAI : TDM_GLU_SWIGLU;
+  o.alpha = hp.swiglu_oai_alpha;
+  o.limit = hp.swiglu_oai_limit;
+  o.gate_bias = bias_stack(lw.gate_exps_b, hp.n_ff_expert);
+  o.up_bias = bias_stack(lw.up_exps_b, hp.n_ff_expert);
+  o.down_bias = bias_stack(lw.down_exps_b, hp.n_embd);
+  return o;
 }
 
 // A matrix view over an activation buffer (rows of n_cols floats), for get_rows gathers.
@@ -316,6 +330,7 @@ void Model::pre_attention(BatchBuffers& b, int64_t T, int64_t l) {
   float* K = b.k.as<float>();
   float* V = b.v.as<float>();
   const int32_t* pos = b.positions.as<int32_t>();
+  const float rope_base = hp_.is_swa(l) ? hp_.rope_freq_base_swa : hp_.rope_freq_base;
   auto norm = [&](const float* x, const VecF32& wt, float* y, int64_t rows, int64_t cols) {
     device_->check(f.rms_norm(c, x, wt.data, y, rows, cols, hp_.rms_eps, nullptr), "rms_norm");
   };
@@ -337,10 +352,11 @@ void Model::pre_attention(BatchBuffers& b, int64_t T, int64_t l) {
         norm(K, lw.k_norm, K, T, k_dim);
       }
     }
-    device_->check(f.rope(c, Q, pos, T, int32_t(hp_.n_head), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), rc.rope_mode,
-                          hp_.rope_freq_base, hp_.rope_freq_scale, nullptr), "rope");
-    device_->check(f.rope(c, K, pos, T, int32_t(hp_.n_head_kv), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), rc.rope_mode,
-                          hp_.rope_freq_base, hp_.rope_freq_scale, nullptr), "rope");
+    tdm_rope_params rope = rc.rope;
+    rope.freq_base = rope_base;
+    device_->check(f.rope(c, Q, pos, T, int32_t(hp_.n_head), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), &rope, nullptr), "rope");
+    device_->check(f.rope(c, K, pos, T, int32_t(hp_.n_head_kv), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), &rope, nullptr),
+                   "rope");
   });
 }
 
@@ -374,6 +390,7 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
       return;
     }
     matmul(lw.gate_inp, Xn, T, b.router_logits.as<float>());
+    if (lw.gate_inp_b) add_to(b.router_logits.as<float>(), lw.gate_inp_b.data, hp_.n_expert, 0);
     device_->check(f.router(c, b.router_logits.as<float>(), T, int32_t(hp_.n_expert), int32_t(hp_.n_expert_used), rc.gating,
                             hp_.expert_weights_norm ? 1 : 0, 1.0f, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), nullptr),
                    "router");
@@ -395,8 +412,9 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
     routed_experts(b, T, l, O, shared_expert);
   } else if (!has_device() || placement_.on_device(lw.gate_exps)) {
     timed(&ph_.experts, [&] {
+      const tdm_moe_opts mo = moe_opts(hp_, lw);
       device_->check(f.moe_ffn(c, Xn, T, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), k_used, &lw.gate_exps,
-                               &lw.up_exps, &lw.down_exps, O, nullptr),
+                               &lw.up_exps, &lw.down_exps, &mo, O, nullptr),
                      "moe_ffn");
     });
     shared_expert();
@@ -414,8 +432,10 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
     });
     timed(&ph_.experts, [&] {
       std::lock_guard<std::mutex> lock(cpu_mu_);
+      // The biases the host reads are the file's (lw's are the device's copies).
+      const tdm_moe_opts mo = moe_opts(hp_, weights_.layers[size_t(l)]);
       cpu_->check(cpu_->fn().moe_ffn(cpu_->ctx(), stage_x_.as<float>(), T, stage_ids_.as<int32_t>(), stage_w_.as<float>(), k_used,
-                                     &lw.gate_exps, &lw.up_exps, &lw.down_exps, stage_y_.as<float>(), nullptr),
+                                     &lw.gate_exps, &lw.up_exps, &lw.down_exps, &mo, stage_y_.as<float>(), nullptr),
                   "moe_ffn");
     });
     timed(&ph_.transfer, [&] { to_device(O, stage_y_.as<float>(), xb); });
@@ -490,7 +510,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       device_->check(f.copy_d2h(c, ids_copy, b.expert_ids.data(), size_t(S) * 4, nullptr), "copy_d2h");
       ex_deferred_.push_back(DeferredCount{ids_copy, S});
       const ExpertViews dv = xo.device_views(l, base, n_exp);
-      device_->check(f.moe_ffn(c, Xn, T, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, O, nullptr),
+      device_->check(f.moe_ffn(c, Xn, T, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, &dv.opts, O, nullptr),
                      "moe_ffn");
     });
     beside();
@@ -654,7 +674,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       for (int64_t i = 0; i < S; ++i) slot_ids[i] = site[size_t(ids[i])];
       to_device(dev_region(0), slot_ids, size_t(S) * 4);
       const ExpertViews dv = xo.device_views(l);
-      device_->check(f.moe_ffn(c, Xn, T, dev_region(0), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, O, nullptr),
+      device_->check(f.moe_ffn(c, Xn, T, dev_region(0), b.expert_weights.as<float>(), k, &dv.gate, &dv.up, &dv.down, &dv.opts, O, nullptr),
                      "moe_ffn");
     });
     run_beside();
@@ -723,11 +743,11 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       const Clock::time_point t0 = Clock::now();
       if (cpu_only)
         cpu_->check(cpu_->fn().moe_ffn(cpu_->ctx(), hx, T, b.h_ids.as<int32_t>(), b.h_w.as<float>(), k, &hv.gate, &hv.up, &hv.down,
-                                       b.h_yc.as<float>(), nullptr),
+                                       &hv.opts, b.h_yc.as<float>(), nullptr),
                     "moe_ffn");
       else
         cpu_->check(cpu_->fn().moe_ffn(cpu_->ctx(), hxc, n_cpu, b.h_cids.as<int32_t>(), b.h_ones.as<float>(), 1, &hv.gate, &hv.up,
-                                       &hv.down, b.h_yc.as<float>(), nullptr),
+                                       &hv.down, &hv.opts, b.h_yc.as<float>(), nullptr),
                     "moe_ffn");
       cpu_us = us_since(t0);
     };
@@ -742,7 +762,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
         auto run_rows = [&](int64_t r0, int64_t n) {
           if (n == 0) return;
           device_->check(f.moe_ffn(c, b.ex_x.as<float>() + r0 * E, n, dev_region(1) + r0, b.ex_ones.as<float>(), 1, &dv.gate,
-                                   &dv.up, &dv.down, b.ex_z.as<float>() + r0 * E, nullptr),
+                                   &dv.up, &dv.down, &dv.opts, b.ex_z.as<float>() + r0 * E, nullptr),
                          "moe_ffn");
           if (ss != nullptr) ss->computed();
         };
@@ -1042,8 +1062,9 @@ void StepRun::cpu_attention(Batch& b, int64_t l) {
     const tdm_kv_layer kv = m_.pool(g.tier).layer(int32_t(l));
     const int32_t ns = int32_t(g.seqs.size());
     cpu.check(cpu.fn().kv_store(cpu.ctx(), &kv, w.hk.as<float>(), w.hv.as<float>(), g.seqs.data(), ns, nullptr), "kv_store");
+    // The host reads the file's sinks (the placement's may be device copies).
     cpu.check(cpu.fn().attention(cpu.ctx(), &kv, w.hq.as<float>(), g.seqs.data(), ns, int32_t(m_.hp_.n_head), scale,
-                                 w.hout.as<float>(), nullptr),
+                                 m_.weights_.layers[size_t(l)].attn_sinks.data, m_.window(l), w.hout.as<float>(), nullptr),
               "attention");
   }
   b.cpu_us += us_since(t0);
@@ -1094,7 +1115,7 @@ void StepRun::start_attention(Batch& b, int64_t l) {
       const int32_t ns = int32_t(g.seqs.size());
       dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), g.seqs.data(), ns, nullptr), "kv_store");
       dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), g.seqs.data(), ns, int32_t(m.hp_.n_head), scale,
-                                   w.attn.as<float>(), nullptr),
+                                   m.placement_.exec.layers[size_t(l)].attn_sinks.data, m.window(l), w.attn.as<float>(), nullptr),
                 "attention");
     }
   });

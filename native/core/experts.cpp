@@ -66,6 +66,9 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
   if (!(cfg.admit_margin >= 1)) throw Error(code::bad_argument, "experts.admitMargin must be at least 1");
   if (cfg.cpu_layers < 0) throw Error(code::bad_argument, "experts.cpuLayers must not be negative");
   if (cfg.has_cost) validate_cost(cfg.cost, "experts.cost");
+  act_.glu = hp.swiglu_oai ? TDM_GLU_SWIGLU_OAI : TDM_GLU_SWIGLU;
+  act_.alpha = hp.swiglu_oai_alpha;
+  act_.limit = hp.swiglu_oai_limit;
   const int64_t n_keys = n_layer_ * n_expert_;
   if (!cfg.initial_scores.empty() && int64_t(cfg.initial_scores.size()) != n_keys)
     throw Error(code::bad_argument, "experts.initialScores must hold nLayer * nExpert = " + std::to_string(n_keys) + " scores");
@@ -81,12 +84,16 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
     for (int64_t l = 0; l < n_layer_; ++l) {
       const LayerWeights& L = w.layers[size_t(l)];
       Layer& y = layers_[size_t(l)];
-      y.gate = L.gate_exps;
-      y.up = L.up_exps;
-      y.down = L.down_exps;
-      y.off_up = round_up(L.gate_exps.mat_bytes, kSlabAlign);
-      y.off_down = y.off_up + round_up(L.up_exps.mat_bytes, kSlabAlign);
-      y.slab = y.off_down + round_up(L.down_exps.mat_bytes, kSlabAlign);
+      y.part[kGate] = L.gate_exps;
+      y.part[kUp] = L.up_exps;
+      y.part[kDown] = L.down_exps;
+      y.part[kGateBias] = bias_stack(L.gate_exps_b, hp.n_ff_expert);
+      y.part[kUpBias] = bias_stack(L.up_exps_b, hp.n_ff_expert);
+      y.part[kDownBias] = bias_stack(L.down_exps_b, hp.n_embd);
+      for (int i = 0; i < kParts; ++i) {
+        y.off[i] = y.slab;
+        if (present(y.part[i])) y.slab += round_up(y.part[i].mat_bytes, kSlabAlign);
+      }
       slot_bytes_ = std::max(slot_bytes_, y.slab);
       if (!slabs_) continue;
       const size_t total = y.slab * size_t(n_expert_);
@@ -99,15 +106,13 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
         if (p == nullptr) throw Error(code::oom, "cannot allocate " + std::to_string(total) + " bytes of host memory for expert slabs");
       }
       y.host = static_cast<uint8_t*>(p);
-      for (int64_t e = 0; e < n_expert_; ++e) {
-        uint8_t* s = y.host + size_t(e) * y.slab;
-        std::memcpy(s, static_cast<const uint8_t*>(L.gate_exps.data) + size_t(e) * L.gate_exps.mat_bytes, L.gate_exps.mat_bytes);
-        std::memcpy(s + y.off_up, static_cast<const uint8_t*>(L.up_exps.data) + size_t(e) * L.up_exps.mat_bytes, L.up_exps.mat_bytes);
-        std::memcpy(s + y.off_down, static_cast<const uint8_t*>(L.down_exps.data) + size_t(e) * L.down_exps.mat_bytes,
-                    L.down_exps.mat_bytes);
-      }
+      for (int64_t e = 0; e < n_expert_; ++e)
+        for (int i = 0; i < kParts; ++i)
+          if (present(y.part[i]))
+            std::memcpy(y.host + size_t(e) * y.slab + y.off[i], static_cast<const uint8_t*>(y.part[i].data) + size_t(e) * y.part[i].mat_bytes,
+                        y.part[i].mat_bytes);
       if (!cfg.cpu_reads_mapping)
-        for (const tdm_weight* x : {&L.gate_exps, &L.up_exps, &L.down_exps}) release_pages(x->data, x->mat_bytes * size_t(x->n_mats));
+        for (int i = kGate; i <= kDown; ++i) release_pages(y.part[i].data, y.part[i].mat_bytes * size_t(y.part[i].n_mats));
       host_bytes_ += total;
     }
 
@@ -199,13 +204,15 @@ void ExpertOffload::fill() {
       device_->check(device_->fn().copy_h2d(device_->ctx(), slot, host_slab(l, e), layers_[size_t(l)].slab, nullptr), "copy_h2d");
       continue;
     }
-    // No slabs: gate, up and down from their stacks in the mapping, to their places in the slot.
+    // No slabs: each part from its stack in the mapping, to its place in the slot.
     const Layer& y = layers_[size_t(l)];
-    const std::pair<const tdm_weight*, size_t> parts[] = {{&y.gate, 0}, {&y.up, y.off_up}, {&y.down, y.off_down}};
-    for (const auto& [m, off] : parts)
-      device_->check(device_->fn().copy_h2d(device_->ctx(), slot + off, static_cast<const uint8_t*>(m->data) + size_t(e) * m->mat_bytes,
-                                            m->mat_bytes, nullptr),
+    for (int i = 0; i < kParts; ++i) {
+      const tdm_weight& m = y.part[i];
+      if (!present(m)) continue;
+      device_->check(device_->fn().copy_h2d(device_->ctx(), slot + y.off[i], static_cast<const uint8_t*>(m.data) + size_t(e) * m.mat_bytes,
+                                            m.mat_bytes, nullptr),
                      "copy_h2d");
+    }
   }
   if (device_->fn().synchronize != nullptr) device_->check(device_->fn().synchronize(device_->ctx()), "synchronize");
 }
@@ -227,28 +234,26 @@ int64_t ExpertOffload::resident() const {
   return n;
 }
 
-ExpertViews ExpertOffload::device_views(int64_t l) const {
-  const Layer& y = layers_[size_t(l)];
-  ExpertViews v{y.gate, y.up, y.down};
-  uint8_t* base = cache_.as<uint8_t>();
-  v.gate.data = base;
-  v.up.data = base + y.off_up;
-  v.down.data = base + y.off_down;
-  for (tdm_weight* x : {&v.gate, &v.up, &v.down}) {
-    x->n_mats = n_slots_;
-    x->mat_bytes = slot_bytes_;
+ExpertViews ExpertOffload::views(const Layer& y, const uint8_t* base, size_t stride, int64_t n_mats) const {
+  ExpertViews v{};
+  v.opts = act_;
+  tdm_weight* dst[kParts] = {&v.gate, &v.up, &v.down, &v.opts.gate_bias, &v.opts.up_bias, &v.opts.down_bias};
+  for (int i = 0; i < kParts; ++i) {
+    if (!present(y.part[i])) continue;
+    *dst[i] = y.part[i];
+    dst[i]->data = base + y.off[i];
+    dst[i]->mat_bytes = stride;
+    dst[i]->n_mats = n_mats;
   }
   return v;
 }
 
+ExpertViews ExpertOffload::device_views(int64_t l) const {
+  return views(layers_[size_t(l)], cache_.as<uint8_t>(), slot_bytes_, n_slots_);
+}
+
 ExpertViews ExpertOffload::device_views(int64_t l, int32_t base, int64_t n) const {
-  ExpertViews v = device_views(l);
-  const size_t off = size_t(base) * slot_bytes_;
-  for (tdm_weight* x : {&v.gate, &v.up, &v.down}) {
-    x->data = static_cast<const uint8_t*>(x->data) + off;
-    x->n_mats = n;
-  }
-  return v;
+  return views(layers_[size_t(l)], cache_.as<uint8_t>() + size_t(base) * slot_bytes_, slot_bytes_, n);
 }
 
 int32_t ExpertOffload::contiguous_base(int64_t l) const {
@@ -261,27 +266,15 @@ int32_t ExpertOffload::contiguous_base(int64_t l) const {
 
 ExpertViews ExpertOffload::host_views(int64_t l) const {
   const Layer& y = layers_[size_t(l)];
-  ExpertViews v{y.gate, y.up, y.down};
-  if (cfg_.cpu_reads_mapping) return v;
-  v.gate.data = y.host;
-  v.up.data = y.host + y.off_up;
-  v.down.data = y.host + y.off_down;
-  for (tdm_weight* x : {&v.gate, &v.up, &v.down}) x->mat_bytes = y.slab;
-  return v;
+  if (!cfg_.cpu_reads_mapping) return views(y, y.host, y.slab, n_expert_);
+  // The mapping's stacks as they are.
+  return ExpertViews{y.part[kGate], y.part[kUp], y.part[kDown],
+                     tdm_moe_opts{act_.glu, act_.alpha, act_.limit, y.part[kGateBias], y.part[kUpBias], y.part[kDownBias]}};
 }
 
 ExpertViews ExpertOffload::views_at(int64_t l, const void* slab) const {
   const Layer& y = layers_[size_t(l)];
-  ExpertViews v{y.gate, y.up, y.down};
-  const uint8_t* base = static_cast<const uint8_t*>(slab);
-  v.gate.data = base;
-  v.up.data = base + y.off_up;
-  v.down.data = base + y.off_down;
-  for (tdm_weight* x : {&v.gate, &v.up, &v.down}) {
-    x->n_mats = 1;
-    x->mat_bytes = y.slab;
-  }
-  return v;
+  return views(y, static_cast<const uint8_t*>(slab), y.slab, 1);
 }
 
 int32_t ExpertOffload::prefetch_count(int64_t next_layer, double device_us, double cpu_us) const {

@@ -72,6 +72,7 @@ struct ExpertConfig {
 // is at data + m * mat_bytes, gate, up and down of one slab mat_bytes apart from the next.
 struct ExpertViews {
   tdm_weight gate{}, up{}, down{};
+  tdm_moe_opts opts{};  // the activation, and the biases viewed like the matrices
 };
 
 // Host-to-host fills for a synchronous device whose memory is host memory (the CPU stand-in):
@@ -270,18 +271,24 @@ class ExpertOffload {
   // A number ordered as the keys' scores are now, cheaper to compute (victim searches).
   double rank(int64_t key) const;
 
+  // A slab's parts, in slab order: the three matrices, then the biases (gpt-oss; absent parts
+  // take no room).
+  enum Part { kGate, kUp, kDown, kGateBias, kUpBias, kDownBias, kParts };
   struct Layer {
-    tdm_weight gate{}, up{}, down{};  // the bound stacks (types and shapes)
-    size_t off_up = 0, off_down = 0;  // offsets inside a slab
-    size_t slab = 0;                  // bytes of one slab (the host stride)
-    uint8_t* host = nullptr;          // n_expert slabs
-    bool pinned = false;              // host came from the device's host_alloc
+    tdm_weight part[kParts]{};  // the bound stacks (types and shapes; biases as f32 stacks)
+    size_t off[kParts]{};       // offsets inside a slab
+    size_t slab = 0;            // bytes of one slab (the host stride)
+    uint8_t* host = nullptr;    // n_expert slabs
+    bool pinned = false;        // host came from the device's host_alloc
   };
+  // The views of layer l's parts whose expert (or slot) m starts at base + m * stride.
+  ExpertViews views(const Layer& y, const uint8_t* base, size_t stride, int64_t n_mats) const;
 
   ExpertConfig cfg_;
   int64_t n_layer_ = 0, n_expert_ = 0;
   Backend* device_ = nullptr;
   std::vector<Layer> layers_;
+  tdm_moe_opts act_{};               // every view's activation (its biases are set per view)
   bool slabs_ = false;               // host slabs were made
   uint64_t host_bytes_ = 0;
   size_t slot_bytes_ = 0;

@@ -3,6 +3,8 @@
 // one), one paged KV pool per tier, and the executor that runs a StepPlan (executor.cpp)
 // with one of the strategies of step.h. Timing entry points for the profiler: profile.cpp.
 #pragma once
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -138,6 +140,8 @@ class Model {
   size_t kv_block_bytes() const { return layout_.block_bytes; }
   // Backends in use: "cpu" first, then the device's kind ("cuda", "hip", "cpu-standin").
   std::vector<std::string> backends() const;
+  // Layer l's attention window for the attention op (0: none).
+  int32_t window(int64_t l) const { return hp_.is_swa(l) ? int32_t(std::min<int64_t>(hp_.n_swa, INT32_MAX)) : 0; }
   uint64_t weight_bytes() const { return weights_.bytes; }
   const WeightPlacement& placement() const { return placement_; }
   // The device's name ("" with no device).

@@ -63,14 +63,17 @@ class Binder {
     return w;
   }
 
-  VecF32 vec(const std::string& name, uint64_t n, bool required = true) {
+  VecF32 vec(const std::string& name, uint64_t n, bool required = true) { return vec2(name, n, 1, required); }
+
+  // An f32 tensor of n_rows rows of n floats (per-expert biases), as one flat vector.
+  VecF32 vec2(const std::string& name, uint64_t n, uint64_t n_rows, bool required = true) {
     VecF32 v;
-    const GgufTensor* t = find(name, {n}, required);
+    const GgufTensor* t = find(name, {n, n_rows}, required);
     if (t == nullptr) return v;
     if (t->type != uint32_t(GgmlType::F32))
       throw Error(code::unsupported, "tensor '" + name + "' must be f32 (norm weights and biases are f32 in GGUF files)");
     v.data = reinterpret_cast<const float*>(f_.tensor_data(*t));
-    v.n = int64_t(n);
+    v.n = int64_t(n * n_rows);
     return v;
   }
 
@@ -112,12 +115,14 @@ ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
       L.bv = b.vec(blk(i, "attn_v.bias"), v_dim);
     }
     if (hp.has_qk_norm) {
-      // olmoe normalises the whole Q and K projections; qwen3moe each head.
+      // olmoe normalises the whole Q and K projections; qwen3 and qwen3moe each head.
       L.qk_norm_per_head = hp.arch != Arch::olmoe;
       L.q_norm = b.vec(blk(i, "attn_q_norm.weight"), L.qk_norm_per_head ? uint64_t(hp.head_dim) : q_dim);
       L.k_norm = b.vec(blk(i, "attn_k_norm.weight"), L.qk_norm_per_head ? uint64_t(hp.head_dim) : k_dim);
     }
-    L.ffn_norm = b.vec(blk(i, "ffn_norm.weight"), E);
+    // gpt-oss calls the norm before its experts post_attention_norm.
+    L.ffn_norm = b.vec(blk(i, hp.arch == Arch::gpt_oss ? "post_attention_norm.weight" : "ffn_norm.weight"), E);
+    if (hp.has_attn_sinks) L.attn_sinks = b.vec(blk(i, "attn_sinks.weight"), uint64_t(hp.n_head));
     if (!hp.is_moe()) {
       L.ffn_gate = b.matrix(blk(i, "ffn_gate.weight"), {E, uint64_t(hp.n_ff)});
       L.ffn_up = b.matrix(blk(i, "ffn_up.weight"), {E, uint64_t(hp.n_ff)});
@@ -132,6 +137,12 @@ ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
     L.gate_exps = b.matrix(blk(i, "ffn_gate_exps.weight"), {E, F, X});
     L.up_exps = b.matrix(blk(i, "ffn_up_exps.weight"), {E, F, X});
     L.down_exps = b.matrix(blk(i, "ffn_down_exps.weight"), {F, E, X});
+    if (hp.has_expert_bias) {
+      L.gate_inp_b = b.vec(blk(i, "ffn_gate_inp.bias"), X);
+      L.gate_exps_b = b.vec2(blk(i, "ffn_gate_exps.bias"), F, X);
+      L.up_exps_b = b.vec2(blk(i, "ffn_up_exps.bias"), F, X);
+      L.down_exps_b = b.vec2(blk(i, "ffn_down_exps.bias"), E, X);
+    }
     if (hp.has_shared_expert) {
       const uint64_t S = uint64_t(hp.n_ff_shared);
       L.gate_inp_shexp = b.matrix(blk(i, "ffn_gate_inp_shexp.weight"), {E, 1}, hp.arch == Arch::qwen2moe);
@@ -146,6 +157,18 @@ ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
 }  // namespace tdm
 
 namespace tdm {
+
+tdm_weight bias_stack(const VecF32& v, int64_t n_cols) {
+  tdm_weight w{};
+  if (!v) return w;
+  w.data = v.data;
+  w.type = uint32_t(GgmlType::F32);
+  w.n_cols = n_cols;
+  w.n_rows = 1;
+  w.n_mats = v.n / n_cols;
+  w.row_bytes = w.mat_bytes = size_t(n_cols) * sizeof(float);
+  return w;
+}
 
 namespace {
 
@@ -211,7 +234,9 @@ WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t bu
   Placer placer(device, budget_bytes, &p);
   placer.vec(e.output_norm);
   for (LayerWeights& L : e.layers)
-    for (VecF32* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.ffn_norm}) placer.vec(*v);
+    for (VecF32* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.ffn_norm, &L.attn_sinks, &L.gate_inp_b,
+                      &L.gate_exps_b, &L.up_exps_b, &L.down_exps_b})
+      placer.vec(*v);
   for (LayerWeights& L : e.layers) placer.matrices({&L.wq, &L.wk, &L.wv, &L.wo});
   for (LayerWeights& L : e.layers) {
     placer.matrices({&L.ffn_gate, &L.ffn_up, &L.ffn_down});

@@ -37,6 +37,9 @@ struct LayerWeights {
   tdm_weight gate_exps{}, up_exps{}, down_exps{};       // stacked experts
   tdm_weight gate_inp_shexp{};                          // shared expert gate: 1 x n_embd
   tdm_weight gate_shexp{}, up_shexp{}, down_shexp{};    // shared expert FFN
+  VecF32 attn_sinks;                                    // gpt-oss: one sink logit per head
+  VecF32 gate_inp_b;                                    // router bias (n_expert)
+  VecF32 gate_exps_b, up_exps_b, down_exps_b;           // expert biases: n_expert rows of n_ff (down: n_embd)
 };
 
 struct ModelWeights {
@@ -47,6 +50,10 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   uint64_t bytes = 0;              // total bytes of the bound tensors
 };
+
+// An f32 vector of rows of n_cols floats (per-expert biases) as a moe_ffn bias stack
+// (tdm_moe_opts); absent when v is.
+tdm_weight bias_stack(const VecF32& v, int64_t n_cols);
 
 // Binds every tensor the architecture needs; throws tdm::Error (TDM_BAD_GGUF for a missing
 // or misshapen tensor, TDM_UNSUPPORTED for a type tandem cannot compute with) naming it.

@@ -107,13 +107,20 @@ double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32
   const float scale = 1.0f / std::sqrt(float(hp_.head_dim));
   std::unique_lock<std::mutex> lock(cpu_mu_, std::defer_lock);
   if (on_cpu) lock.lock();
-  const double per_layer = median_us(iters, [&] {
-    be->check(be->fn().kv_store(be->ctx(), &kv, k.as<float>(), v.as<float>(), seqs.data(), n_seqs, nullptr), "kv_store");
-    be->check(be->fn().attention(be->ctx(), &kv, q.as<float>(), seqs.data(), n_seqs, int32_t(hp_.n_head), scale, out.as<float>(), nullptr),
-              "attention");
-    sync(be);
-  });
-  return per_layer * double(hp_.n_layer);
+  auto layer_us = [&](int32_t window) {
+    return median_us(iters, [&] {
+      be->check(be->fn().kv_store(be->ctx(), &kv, k.as<float>(), v.as<float>(), seqs.data(), n_seqs, nullptr), "kv_store");
+      be->check(be->fn().attention(be->ctx(), &kv, q.as<float>(), seqs.data(), n_seqs, int32_t(hp_.n_head), scale, nullptr, window,
+                                   out.as<float>(), nullptr),
+                "attention");
+      sync(be);
+    });
+  };
+  // Sliding layers (gpt-oss) read at most their window: timed apart from the full ones.
+  int64_t n_sliding = 0;
+  for (int64_t l = 0; l < hp_.n_layer; ++l) n_sliding += hp_.is_swa(l) ? 1 : 0;
+  const double full = n_sliding < hp_.n_layer ? layer_us(0) * double(hp_.n_layer - n_sliding) : 0.0;
+  return full + (n_sliding > 0 ? layer_us(int32_t(std::min<int64_t>(hp_.n_swa, INT32_MAX))) * double(n_sliding) : 0.0);
 }
 
 double Model::time_copy(bool to_dev, size_t bytes, int iters) {
@@ -181,7 +188,7 @@ double Model::time_expert(bool on_cpu, int64_t rows, int iters, int32_t idle_us)
     const Target& t = targets[i];
     const int32_t* run_ids = dids.as<int32_t>() + (on_cpu ? size_t(t.id) : i) * size_t(rows);
     be->check(be->fn().moe_ffn(be->ctx(), dx.as<float>(), rows, run_ids, dw.as<float>(), 1, &t.views.gate, &t.views.up, &t.views.down,
-                               dy.as<float>(), nullptr),
+                               &t.views.opts, dy.as<float>(), nullptr),
               "moe_ffn");
     sync(be);
   }, idle);

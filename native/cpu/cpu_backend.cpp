@@ -504,13 +504,17 @@ tdm_status cpu_rms_norm(tdm_backend_ctx* c, const float* x, const float* w, floa
 }
 
 tdm_status cpu_rope(tdm_backend_ctx* c, float* x, const int32_t* pos, int64_t n_tokens, int32_t n_heads,
-                    int32_t head_dim, int32_t rope_dim, int32_t mode, float freq_base, float freq_scale, tdm_stream*) {
+                    int32_t head_dim, int32_t rope_dim, const tdm_rope_params* p, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
     if (n_tokens <= 0) return;
-    if (x == nullptr || pos == nullptr) bad("rope with a null pointer");
+    if (x == nullptr || pos == nullptr || p == nullptr) bad("rope with a null pointer");
     if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) bad("rope_dim must be even and at most head_dim");
-    if (mode != TDM_ROPE_NORM && mode != TDM_ROPE_NEOX) throw Error(code::unsupported, "unknown rope mode");
-    const float theta_scale = std::pow(freq_base, -2.0f / float(rope_dim));
+    if (p->mode != TDM_ROPE_NORM && p->mode != TDM_ROPE_NEOX) throw Error(code::unsupported, "unknown rope mode");
+    if (p->ext_factor != 0.0f && p->n_ctx_orig <= 0) bad("YaRN rope needs n_ctx_orig > 0");
+    const int32_t mode = p->mode;
+    const float freq_scale = p->freq_scale, ext_factor = p->ext_factor;
+    const float theta_scale = std::pow(p->freq_base, -2.0f / float(rope_dim));
+    const tdm_rope_yarn yarn = tdm_rope_yarn_consts(p, rope_dim);
     const int64_t row_len = int64_t(n_heads) * head_dim;
     const int32_t half = rope_dim / 2;
     ctx.pool->run(n_tokens, [&](int64_t t, int th) {
@@ -518,9 +522,14 @@ tdm_status cpu_rope(tdm_backend_ctx* c, float* x, const int32_t* pos, int64_t n_
       // The angle advances by repeated float multiplication, as ggml's rope cache does.
       float theta = float(pos[t]);
       for (int32_t i0 = 0; i0 < rope_dim; i0 += 2) {
-        const float th_i = freq_scale * theta;
-        cache[i0] = std::cos(th_i);
-        cache[i0 + 1] = std::sin(th_i);
+        float th_i = freq_scale * theta;
+        if (ext_factor != 0.0f) {  // YaRN (ggml's rope_yarn): fast pairs keep the unscaled angle, slow ones are scaled
+          const float y = (float(i0 / 2) - yarn.low) / std::max(0.001f, yarn.high - yarn.low);
+          const float mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * ext_factor;
+          th_i = th_i * (1.0f - mix) + theta * mix;
+        }
+        cache[i0] = std::cos(th_i) * yarn.mscale;
+        cache[i0 + 1] = std::sin(th_i) * yarn.mscale;
         theta *= theta_scale;
       }
       for (int32_t h = 0; h < n_heads; ++h) {
@@ -657,18 +666,22 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
 constexpr int64_t kAttnRowsPerTask = 256;
 
 tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                         int32_t n_seqs, int32_t n_heads, float scale, float* out, tdm_stream*) {
+                         int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
+                         tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
     check_kv(kv);
     if (n_seqs <= 0) return;
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
+    if (window < 0) bad("attention window must not be negative");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
     const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
     const int32_t group = n_heads / kv->n_kv_heads;
     const int32_t dk = kv->head_dim_k, dv = kv->head_dim_v;
     const int64_t q_row = int64_t(n_heads) * dk, o_row = int64_t(n_heads) * dv;
-    const int64_t tok_per_task = std::max<int64_t>(1, kAttnRowsPerTask / group);
+    // A sliding window gives each token its own first position: one token per group, so that
+    // a group's rows all start where their window does (prefill then sums as decode does).
+    const int64_t tok_per_task = window > 0 ? 1 : std::max<int64_t>(1, kAttnRowsPerTask / group);
 
     // Groups: (sequence, KV head, run of tokens); the group's query heads share each K/V read.
     // A group whose context passes kAttnSegment positions splits into one task per segment
@@ -676,6 +689,7 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
     // folded in position order afterwards. A one-segment group writes straight into out.
     struct Group {
       int32_t seq, kvh, t0, n, n_seg;
+      int64_t lo;     // first position any row sees (> 0 only under a sliding window)
       int64_t rows;   // n * group
       int64_t state;  // multi-segment groups: first float of their segments' weighted sums in ctx.attn_acc
       int64_t stats;  // first entry of their segments' row maxima and sums in ctx.attn_max / attn_sum
@@ -692,14 +706,16 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
         for (int32_t t0 = 0; t0 < seqs[i].n_tokens; t0 += int32_t(tok_per_task)) {
           const int32_t n = int32_t(std::min<int64_t>(tok_per_task, seqs[i].n_tokens - t0));
           const int64_t n_ctx = int64_t(seqs[i].start_pos) + t0 + n;
-          const int32_t n_seg = int32_t((n_ctx + kAttnSegment - 1) / kAttnSegment);
+          const int64_t lo = window > 0 ? std::max<int64_t>(0, n_ctx - window) : 0;
+          const int32_t n_seg = int32_t((n_ctx - lo + kAttnSegment - 1) / kAttnSegment);
           const int64_t rows = int64_t(n) * group;
-          groups.push_back(Group{i, h, t0, n, n_seg, rows, n_seg > 1 ? n_state : -1, n_stats});
+          groups.push_back(Group{i, h, t0, n, n_seg, lo, rows, n_seg > 1 ? n_state : -1, n_stats});
           if (n_seg > 1) n_state += rows * dv * n_seg;
           n_stats += rows * n_seg;
           for (int32_t g = 0; g < n_seg; ++g) tasks.push_back(Task{int32_t(groups.size() - 1), g});
         }
-      work += double(seqs[i].n_tokens) * double(seqs[i].start_pos + seqs[i].n_tokens) * double(n_heads) * double(dk + dv);
+      const double seen = window > 0 ? std::min<double>(window, seqs[i].start_pos + seqs[i].n_tokens) : seqs[i].start_pos + seqs[i].n_tokens;
+      work += double(seqs[i].n_tokens) * seen * double(n_heads) * double(dk + dv);
     }
     if (ctx.attn_acc.size() < size_t(n_state)) ctx.attn_acc.resize(size_t(n_state));
     if (ctx.attn_max.size() < size_t(n_stats)) {
@@ -711,7 +727,7 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
       const Group& gr = groups[size_t(tk.group)];
       const tdm_attn_seq& s = seqs[gr.seq];
       const int64_t first_pos = int64_t(s.start_pos) + gr.t0, n_ctx = first_pos + gr.n;
-      const int64_t pos_begin = int64_t(tk.seg) * kAttnSegment, pos_end = std::min(n_ctx, pos_begin + kAttnSegment);
+      const int64_t pos_begin = gr.lo + int64_t(tk.seg) * kAttnSegment, pos_end = std::min(n_ctx, pos_begin + kAttnSegment);
       // The head's first row in each block this task reads (block ids from 0, as kernels index them).
       const int64_t n_blk = (pos_end + kv->block_tokens - 1) / kv->block_tokens;
       std::vector<const uint8_t*>& blocks = ctx.thread_blocks[size_t(th)];
@@ -765,11 +781,31 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
                       ctx.attn_acc.data() + gr.state + (int64_t(g) * gr.rows + r) * dv, dv);
           }
         }
-        const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+        if (sinks != nullptr) {
+          // The sink's logit joins the max and the sum, and brings no value.
+          const float sk = sinks[int64_t(gr.kvh) * group + r % group];
+          const float m2 = std::max(m, sk);
+          const float keep = std::exp(m - m2);
+          inv = keep / (sum * keep + std::exp(sk - m2));
+        }
         for (int32_t e = 0; e < dv; ++e) o[e] *= inv;
       }
     }, double(n_stats) * double(dv));
   });
+}
+
+// ggml_soft_max of one row in place: exp(x - max) in float, summed in double, scaled by float(1/sum).
+void ggml_soft_max_row(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t e = 0; e < n; ++e) mx = std::max(mx, x[e]);
+  double sum = 0.0;
+  for (int64_t e = 0; e < n; ++e) {
+    x[e] = std::exp(x[e] - mx);
+    sum += double(x[e]);
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t e = 0; e < n; ++e) x[e] *= inv;
 }
 
 tdm_status cpu_router(tdm_backend_ctx* c, const float* logits, int64_t n_tokens, int32_t n_experts, int32_t n_used,
@@ -778,24 +814,19 @@ tdm_status cpu_router(tdm_backend_ctx* c, const float* logits, int64_t n_tokens,
     if (n_tokens <= 0) return;
     if (logits == nullptr || ids == nullptr || weights == nullptr) bad("router with a null pointer");
     if (n_experts <= 0 || n_used <= 0 || n_used > n_experts) bad("router needs 0 < n_used <= n_experts");
-    if (gating != TDM_GATING_SOFTMAX && gating != TDM_GATING_SIGMOID) throw Error(code::unsupported, "unknown gating function");
+    if (gating != TDM_GATING_SOFTMAX && gating != TDM_GATING_SIGMOID && gating != TDM_GATING_SOFTMAX_WEIGHT)
+      throw Error(code::unsupported, "unknown gating function");
     std::vector<float> p(static_cast<size_t>(n_experts));
     std::vector<int32_t> order(static_cast<size_t>(n_experts));
     for (int64_t t = 0; t < n_tokens; ++t) {
       const float* l = logits + t * n_experts;
       if (gating == TDM_GATING_SOFTMAX) {
-        // ggml_soft_max: exp(x - max) in float, summed in double, scaled by float(1/sum).
-        float mx = -INFINITY;
-        for (int32_t e = 0; e < n_experts; ++e) mx = std::max(mx, l[e]);
-        double sum = 0.0;
-        for (int32_t e = 0; e < n_experts; ++e) {
-          p[size_t(e)] = std::exp(l[e] - mx);
-          sum += double(p[size_t(e)]);
-        }
-        const float inv = float(1.0 / sum);
-        for (int32_t e = 0; e < n_experts; ++e) p[size_t(e)] *= inv;
-      } else {
+        std::copy_n(l, n_experts, p.data());
+        ggml_soft_max_row(p.data(), n_experts);
+      } else if (gating == TDM_GATING_SIGMOID) {
         for (int32_t e = 0; e < n_experts; ++e) p[size_t(e)] = 1.0f / (1.0f + std::exp(-l[e]));
+      } else {
+        std::copy_n(l, n_experts, p.data());
       }
       // ggml_top_k on the CPU: partial_sort of the indices by descending value, then the
       // first two swapped. Same algorithm and input order give the same ties as llama.cpp.
@@ -810,6 +841,7 @@ tdm_status cpu_router(tdm_backend_ctx* c, const float* logits, int64_t n_tokens,
         it[j] = order[size_t(j)];
         wt[j] = p[size_t(order[size_t(j)])];
       }
+      if (gating == TDM_GATING_SOFTMAX_WEIGHT) ggml_soft_max_row(wt, n_used);
       if (norm) {
         double sum = 0.0;
         for (int32_t j = 0; j < n_used; ++j) sum += double(wt[j]);
@@ -836,13 +868,41 @@ void add_weighted_row(float* y, const float* o, float w, bool first, int64_t n) 
   }
 }
 
+// A per-expert bias stack of moe_ffn (tdm_moe_opts): expert m's row, or null when there is none.
+const float* bias_row(const tdm_weight& b, int64_t m) {
+  return b.data == nullptr ? nullptr
+                           : reinterpret_cast<const float*>(static_cast<const uint8_t*>(b.data) + size_t(m) * b.mat_bytes);
+}
+
+void check_bias(const tdm_weight& b, int64_t n_cols, int64_t n_mats, const char* what) {
+  if (b.data == nullptr) return;
+  if (b.type != uint32_t(GgmlType::F32) || b.n_cols != n_cols || b.n_mats < n_mats || b.mat_bytes < size_t(n_cols) * sizeof(float))
+    bad(std::string("moe_ffn: the ") + what + " bias must be an f32 stack of " + std::to_string(n_mats) + " rows of " +
+        std::to_string(n_cols));
+}
+
+// ggml_swiglu_oai: the gate clamped above and the up clamped both ways at limit, then
+// g * sigmoid(alpha g) * (u + 1).
+void swiglu_oai_f32(const float* g, const float* u, float* y, int64_t n, float alpha, float limit) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = std::min(g[i], limit);
+    const float v = std::clamp(u[i], -limit, limit);
+    y[i] = x / (1.0f + std::exp(alpha * (-x))) * (v + 1.0f);
+  }
+}
+
 tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, const int32_t* ids, const float* weights,
-                       int32_t n_used, const tdm_weight* gate, const tdm_weight* up, const tdm_weight* down, float* y,
-                       tdm_stream*) {
+                       int32_t n_used, const tdm_weight* gate, const tdm_weight* up, const tdm_weight* down,
+                       const tdm_moe_opts* opts, float* y, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
     check_weight(gate);
     check_weight(up);
     check_weight(down);
+    const tdm_moe_opts o = opts != nullptr ? *opts : tdm_moe_opts{};
+    if (o.glu != TDM_GLU_SWIGLU && o.glu != TDM_GLU_SWIGLU_OAI) throw Error(code::unsupported, "unknown moe_ffn activation");
+    check_bias(o.gate_bias, gate->n_rows, gate->n_mats, "gate");
+    check_bias(o.up_bias, gate->n_rows, gate->n_mats, "up");
+    check_bias(o.down_bias, down->n_rows, gate->n_mats, "down");
     if (n_tokens <= 0) return;
     if (x == nullptr || ids == nullptr || weights == nullptr || y == nullptr) bad("moe_ffn with a null pointer");
     const int64_t n_embd = gate->n_cols, n_ff = gate->n_rows, n_exp = gate->n_mats;
@@ -901,19 +961,31 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
       const uint8_t* act = (is_up ? xu : xg) + size_t(first) * p.act_row_bytes;
       compute_rows(p, e, act, n, tk.b0 * kRowBlock, std::min(n_ff, tk.b1 * kRowBlock), (is_up ? hu : hg) + first * n_ff, n_ff);
     }, 2.0 * double(n_slots) * double(n_ff) * double(n_embd));
-    // SwiGLU, then the hidden rows converted for the down projection, in one pass per slot.
+    // The biases of slot si's expert are added to its projections (each sum rounded, as ggml_add_id).
+    auto add_bias = [](float* row, const float* bias, int64_t n) {
+      if (bias != nullptr)
+        for (int64_t i = 0; i < n; ++i) row[i] += bias[i];
+    };
+    auto expert_of = [&](int64_t si) { return int64_t(ids[slots[size_t(si)]]); };
+    // Biases, the activation, then the hidden rows converted for the down projection, in one pass per slot.
+    auto activate = [&](int64_t si) {
+      float* h = hg + si * n_ff;
+      float* u = hu + si * n_ff;
+      add_bias(h, bias_row(o.gate_bias, expert_of(si)), n_ff);
+      add_bias(u, bias_row(o.up_bias, expert_of(si)), n_ff);
+      if (o.glu == TDM_GLU_SWIGLU_OAI) swiglu_oai_f32(h, u, h, n_ff, o.alpha, o.limit);
+      else ctx.k->swiglu_f32(h, u, h, n_ff);
+    };
     const uint8_t* hq = nullptr;
     if (pd.kind == MatPlan::Kind::packed) {
       uint8_t* out = ctx.moe_act_down.get(pd.act_row_bytes * size_t(n_slots));
       ctx.pool->run(n_slots, [&](int64_t si, int) {
-        float* h = hg + si * n_ff;
-        ctx.k->swiglu_f32(h, hu + si * n_ff, h, n_ff);
-        pd.po->quantize_act(h, n_ff, out + size_t(si) * pd.act_row_bytes);
+        activate(si);
+        pd.po->quantize_act(hg + si * n_ff, n_ff, out + size_t(si) * pd.act_row_bytes);
       }, 12.0 * double(n_slots) * double(n_ff));
       hq = out;
     } else {
-      ctx.pool->run(n_slots, [&](int64_t si, int) { ctx.k->swiglu_f32(hg + si * n_ff, hu + si * n_ff, hg + si * n_ff, n_ff); },
-                    8.0 * double(n_slots) * double(n_ff));
+      ctx.pool->run(n_slots, [&](int64_t si, int) { activate(si); }, 8.0 * double(n_slots) * double(n_ff));
       hq = prepare_act(ctx, pd, hg, n_slots, n_ff, ctx.moe_act_down);
     }
 
@@ -927,6 +999,9 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
       compute_rows(pd, e, hq + size_t(first) * pd.act_row_bytes, n, tk.b0 * kRowBlock, std::min(n_embd, tk.b1 * kRowBlock),
                    ho + first * n_embd, n_embd);
     }, double(n_slots) * double(n_ff) * double(n_embd));
+    if (o.down_bias.data != nullptr)
+      ctx.pool->run(n_slots, [&](int64_t si, int) { add_bias(ho + si * n_embd, bias_row(o.down_bias, expert_of(si)), n_embd); },
+                    double(n_slots) * double(n_embd));
 
     // Weighted sum in choice order, each product rounded before it is added (as llama.cpp's
     // ggml_mul then a chain of ggml_add).

@@ -17,6 +17,10 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
   'tinyllama-q8_0': { spec: { preset: 'tinyllama-1.1b', type: 'q8_0' }, about: 'TinyLlama-1.1B shape, Q8_0 (1.2 GB)' },
   'tinyllama-q4_K_M': { spec: { preset: 'tinyllama-1.1b', type: 'q4_K_M' }, about: 'TinyLlama-1.1B shape, Q4_K_M (0.7 GB)' },
   'moe-q8_0': { spec: { preset: 'moe-8x-top2', type: 'q8_0' }, about: 'Mixtral-style 8 experts top-2, 0.9B parameters, Q8_0 (1 GB)' },
+  'gpt-oss-4l': {
+    spec: { preset: 'gpt-oss-20b', nLayer: 4, type: 'mxfp4_moe', ropeScaling: { type: 'yarn', factor: 32, originalContext: 4096 } },
+    about: "gpt-oss-20b's shape and YaRN, 4 of its 24 layers, MXFP4 experts and Q8_0 elsewhere (3 GB)",
+  },
   quick: {
     spec: { preset: 'tiny', nEmbd: 512, nLayer: 4, nHead: 8, nHeadKv: 4, nFf: 1408, nVocab: 4096, nCtx: 1024, type: 'q8_0' },
     about: 'a small llama for --quick: 512 wide, 4 layers, Q8_0 (about 20 MB)',

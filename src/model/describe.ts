@@ -5,9 +5,9 @@ import path from 'node:path';
 import { TandemError } from '../native/errors.js';
 import type { GgufFile, GgufMetadataEntry, GgufTensorInfo } from './gguf.js';
 
-export type Architecture = 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe';
+export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss';
 
-export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen2moe', 'qwen3moe', 'olmoe'];
+export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss'];
 
 /** Hyperparameters as plain data; the native forward pass receives exactly these fields. */
 export interface ModelHyperparams {
@@ -43,22 +43,48 @@ export interface ModelHyperparams {
   ropeDim: number;
   /** RoPE theta (rope.freq_base, default 10000). */
   ropeFreqBase: number;
-  /** Position scale: 1 / rope.scaling.factor for linear scaling, else 1. */
+  /** rope.scaling.type: 'linear' scales every angle; 'yarn' (arXiv 2309.00071) scales the slow pairs only and cos and sin by 1 + 0.1 ln(factor). */
+  ropeScaling: 'none' | 'linear' | 'yarn';
+  /** Angle scale: 1 / rope.scaling.factor for linear and YaRN scaling, else 1. */
   ropeFreqScale: number;
+  /** rope.scaling.attn_factor (default 1): multiplies cos and sin, whatever the scaling. */
+  ropeAttnFactor: number;
+  /** YaRN's mix weight of the unscaled angle: 1 for 'yarn', else 0 (llama.cpp reads no key for it on these architectures). */
+  yarnExtFactor: number;
+  /** YaRN's ramp ends, in turns over yarnOrigCtx: faster pairs keep their angle, slower ones are fully scaled (llama.cpp's 32 and 1; it ignores the files' yarn_beta_* keys on these architectures). */
+  yarnBetaFast: number;
+  yarnBetaSlow: number;
+  /** Context the rotary frequencies were trained for (rope.scaling.original_context_length, default nCtxTrain). */
+  yarnOrigCtx: number;
   /** Epsilon of every RMSNorm. */
   rmsEps: number;
   /** Whether the selected experts' weights are renormalised to sum to 1 (false when dense). */
   expertWeightsNorm: boolean;
-  /** Router probability function applied to the router logits before top-k. */
-  expertGating: 'softmax' | 'sigmoid';
+  /**
+   * Router probability function applied to the router logits before top-k; 'softmax_weight'
+   * (gpt-oss) chooses by raw logit and takes the softmax of the chosen ones as weights.
+   */
+  expertGating: 'softmax' | 'sigmoid' | 'softmax_weight';
   /** Q, K and V projections carry biases (every layer). */
   hasQkvBias: boolean;
-  /** RMSNorm on Q and K before RoPE: per head for qwen3moe, over the whole projection for olmoe. */
+  /** RMSNorm on Q and K before RoPE: per head for qwen3 and qwen3moe, over the whole projection for olmoe. */
   hasQkNorm: boolean;
   /** A shared expert runs beside the routed ones, scaled by sigmoid(ffn_gate_inp_shexp · x). */
   hasSharedExpert: boolean;
   /** No output.weight: the output projection reuses token_embd.weight. */
   tiedEmbeddings: boolean;
+  /** Sliding-window attention (gpt-oss): positions a sliding layer sees; 0 when none. */
+  slidingWindow: number;
+  /** Layer l slides when l % slidingWindowPeriod < slidingWindowPeriod - 1 (0 when none). */
+  slidingWindowPeriod: number;
+  /** RoPE theta of the sliding layers (rope.freq_base_swa, default ropeFreqBase). */
+  ropeFreqBaseSwa: number;
+  /** A learned sink logit per head joins every attention softmax (gpt-oss). */
+  hasAttnSinks: boolean;
+  /** The router and every expert projection carry biases (gpt-oss). */
+  hasExpertBias: boolean;
+  /** Experts use gpt-oss's clamped SwiGLU (alpha 1.702, limit 7) instead of SwiGLU. */
+  swigluOai: boolean;
 }
 
 /** Tensors and bytes of one ggml type in a file. */
@@ -120,9 +146,11 @@ interface ArchRules {
 const RULES: Record<Architecture, ArchRules> = {
   llama: { ropeType: 'norm', experts: 'optional', expertWeightsNorm: true, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
   qwen2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  qwen3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
   qwen2moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: true, outputOptional: false, readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
   qwen3moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: true, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
   olmoe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'whole', sharedExpert: false, outputOptional: false, readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  'gpt-oss': { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: false, readsExpertFf: true, defaultExpertFf: (ff) => ff },
 };
 
 const INTEGER_TYPES = new Set(['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'uint64', 'int64']);
@@ -293,11 +321,32 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
   const ropeFreqBase = m.float('rope.freq_base', 10000);
   if (!(ropeFreqBase > 0)) throw bad(`rope.freq_base is ${ropeFreqBase}, expected a positive number`);
   const scalingType = m.string(m.key('rope.scaling.type')) ?? 'linear';
-  if (scalingType === 'yarn' || scalingType === 'longrope') throw unsupported(`rope scaling '${scalingType}' is not supported (linear or none only)`);
-  if (scalingType !== 'linear' && scalingType !== 'none') throw bad(`unknown rope scaling type '${scalingType}'`);
+  if (scalingType === 'longrope') throw unsupported(`rope scaling 'longrope' is not supported (none, linear and yarn are)`);
+  if (scalingType !== 'linear' && scalingType !== 'none' && scalingType !== 'yarn') throw bad(`unknown rope scaling type '${scalingType}'`);
   const factor = file.metadata.has(m.key('rope.scaling.factor')) ? m.float('rope.scaling.factor', 0) : m.float('rope.scale_linear', 0);
   if (factor < 0) throw bad(`rope scaling factor is ${factor}, expected a positive number`);
+  const yarn = scalingType === 'yarn';
+  // A factor of 0 (or none) means no scaling, as in llama.cpp; YaRN's magnitude term needs one of at least 1.
+  if (yarn && factor !== 0 && factor < 1) throw bad(`rope.scaling.factor is ${factor}; YaRN stretches the context, so it must be at least 1`);
   const ropeFreqScale = scalingType === 'none' || factor === 0 ? 1 : 1 / factor;
+  const ropeAttnFactor = m.float('rope.scaling.attn_factor', 1);
+  if (!(ropeAttnFactor > 0)) throw bad(`rope.scaling.attn_factor is ${ropeAttnFactor}, expected a positive number`);
+  // Read for YaRN only, the one scaling that uses it; 0 means the training context, as in llama.cpp.
+  const origCtx = yarn ? (m.uint('rope.scaling.original_context_length', false) ?? 0) : 0;
+  const yarnOrigCtx = origCtx === 0 ? nCtxTrain : inRange(m.key('rope.scaling.original_context_length'), origCtx, 1, LIMITS.nCtxTrain);
+
+  // gpt-oss (llama_model_openai_moe::load_arch_hparams): a sliding window on layers l with
+  // l % period < period - 1 (period 2 unless sliding_window_pattern says), RoPE theta
+  // rope.freq_base_swa on those layers (default the others').
+  const gptOss = arch === 'gpt-oss';
+  const slidingWindow = () => {
+    if (!gptOss) return { slidingWindow: 0, slidingWindowPeriod: 0, ropeFreqBaseSwa: ropeFreqBase };
+    const window = inRange(m.key('attention.sliding_window'), m.uint('attention.sliding_window', true), 1, LIMITS.nCtxTrain);
+    const period = inRange(m.key('attention.sliding_window_pattern'), m.uint('attention.sliding_window_pattern', false) ?? 2, 1, LIMITS.nLayer);
+    const baseSwa = m.float('rope.freq_base_swa', ropeFreqBase);
+    if (!(baseSwa > 0)) throw bad(`rope.freq_base_swa is ${baseSwa}, expected a positive number`);
+    return { slidingWindow: window, slidingWindowPeriod: period, ropeFreqBaseSwa: baseSwa };
+  };
 
   const nVocab = m.uint('vocab_size', false) ?? m.arrayLength('tokenizer.ggml.tokens') ?? file.tensor('token_embd.weight')?.shape[1];
   if (nVocab === undefined) throw bad('cannot tell the vocabulary size: no tokenizer.ggml.tokens, vocab_size or token_embd.weight');
@@ -321,14 +370,25 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
     ropeType: rules.ropeType,
     ropeDim,
     ropeFreqBase,
+    ropeScaling: scalingType,
     ropeFreqScale,
+    ropeAttnFactor,
+    yarnExtFactor: yarn ? 1 : 0,
+    yarnBetaFast: 32,
+    yarnBetaSlow: 1,
+    yarnOrigCtx,
     rmsEps,
     expertWeightsNorm: nExpert > 0 && rules.expertWeightsNorm,
-    expertGating: 'softmax', // every supported architecture routes with a softmax in llama.cpp
+    // llama.cpp routes every supported architecture with a softmax, gpt-oss with LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT.
+    expertGating: gptOss ? 'softmax_weight' : 'softmax',
     hasQkvBias: file.tensor('blk.0.attn_q.bias') !== undefined,
     hasQkNorm: rules.qkNorm !== 'none',
     hasSharedExpert: rules.sharedExpert,
     tiedEmbeddings: file.tensor('output.weight') === undefined,
+    ...slidingWindow(),
+    hasAttnSinks: gptOss,
+    hasExpertBias: gptOss,
+    swigluOai: gptOss,
   };
 }
 
@@ -361,7 +421,16 @@ function expectedTensors(h: ModelHyperparams): Map<string, number[]> {
       out.set(`${b}attn_q_norm.weight`, [qDim]);
       out.set(`${b}attn_k_norm.weight`, [kDim]);
     }
-    out.set(`${b}ffn_norm.weight`, [h.nEmbd]);
+    // gpt-oss names the norm before its experts post_attention_norm.
+    out.set(h.architecture === 'gpt-oss' ? `${b}post_attention_norm.weight` : `${b}ffn_norm.weight`, [h.nEmbd]);
+    if (h.hasAttnSinks) out.set(`${b}attn_sinks.weight`, [h.nHead]);
+    if (h.architecture === 'gpt-oss') out.set(`${b}attn_output.bias`, [h.nEmbd]);
+    if (h.hasExpertBias) {
+      out.set(`${b}ffn_gate_inp.bias`, [h.nExpert]);
+      out.set(`${b}ffn_gate_exps.bias`, [h.nFfExpert, h.nExpert]);
+      out.set(`${b}ffn_up_exps.bias`, [h.nFfExpert, h.nExpert]);
+      out.set(`${b}ffn_down_exps.bias`, [h.nEmbd, h.nExpert]);
+    }
     if (h.nExpert === 0) {
       out.set(`${b}ffn_gate.weight`, [h.nEmbd, h.nFf]);
       out.set(`${b}ffn_up.weight`, [h.nEmbd, h.nFf]);

@@ -106,11 +106,18 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
   u32('attention.value_length', s.headDim);
   u32('rope.dimension_count', s.headDim);
   w.setFloat32(`${a}.rope.freq_base`, s.ropeFreqBase);
+  if (s.ropeScaling) {
+    w.setString(`${a}.rope.scaling.type`, s.ropeScaling.type);
+    w.setFloat32(`${a}.rope.scaling.factor`, s.ropeScaling.factor);
+    if (s.ropeScaling.type === 'yarn') u32('rope.scaling.original_context_length', s.ropeScaling.originalContext);
+    if (s.ropeScaling.attnFactor !== 1) w.setFloat32(`${a}.rope.scaling.attn_factor`, s.ropeScaling.attnFactor);
+  }
   w.setFloat32(`${a}.attention.layer_norm_rms_epsilon`, s.rmsEps);
+  if (a === 'gpt-oss') u32('attention.sliding_window', s.slidingWindow);
   if (s.nExpert > 0) {
     u32('expert_count', s.nExpert);
     u32('expert_used_count', s.nExpertUsed);
-    if (a === 'qwen2moe' || a === 'qwen3moe') u32('expert_feed_forward_length', s.nFfExpert);
+    if (a === 'qwen2moe' || a === 'qwen3moe' || a === 'gpt-oss') u32('expert_feed_forward_length', s.nFfExpert);
     if (a === 'qwen2moe') u32('expert_shared_feed_forward_length', s.nFfShared);
   }
   for (const e of vocab.entries) w.set(e.key, e.type, e.value);

@@ -140,18 +140,24 @@ export interface NativeBackendOps {
   matmulGroup(id: string, type: string, ws: Float32Array[], rows: number[], nCols: number, x: Float32Array, nTokens: number): { grouped: boolean; ys: Float32Array[] | null };
   getRows(id: string, type: string, w: Float32Array, nRows: number, nCols: number, ids: Int32Array): Float32Array;
   rmsNorm(id: string, x: Float32Array, w: Float32Array | null, nRows: number, nCols: number, eps: number): Float32Array;
-  rope(id: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number): Float32Array;
+  /** yarn: ggml_rope_ext's YaRN settings (backend.h tdm_rope_params); omitted: ext 0, attn 1. */
+  rope(id: string, x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', freqBase: number, freqScale: number,
+    yarn?: { extFactor: number; attnFactor: number; betaFast: number; betaSlow: number; nCtxOrig: number }): Float32Array;
   add(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
   mul(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
   swiglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
   scaleRows(id: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
   attention(id: string, opts: {
     kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
+    /** sinks: nHeads sink logits (gpt-oss); window > 0: a position p sees only positions > p - window. */
+    sinks?: Float32Array; window?: number;
     seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
   }): Float32Array;
-  router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
+  router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid' | 'softmax_weight', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
   moeFfn(id: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
-    x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number): Float32Array;
+    x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number,
+    /** Activation and per-expert biases (gateBias/upBias nExp*nFf floats, downBias nExp*nEmbd); omitted: SwiGLU, no biases. */
+    opts?: { glu?: 'swiglu' | 'swiglu_oai'; alpha?: number; limit?: number; gateBias?: Float32Array; upBias?: Float32Array; downBias?: Float32Array }): Float32Array;
   /** y[t] = sum over j < nUsed of weights[j*nTokens+t] * rows[pos[j*nTokens+t]] (choice-major), nCols floats per row. */
   moeCombine(id: string, rows: Float32Array, nRows: number, pos: Int32Array, weights: Float32Array, nTokens: number, nUsed: number, nCols: number): Float32Array;
   copyBlocks(id: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;

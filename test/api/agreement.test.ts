@@ -47,13 +47,31 @@ const MIN_TOP1 = 0.99;
 
 type Case = { name: string; spec: ModelSpec; moe: boolean };
 
+/**
+ * YaRN scaling, factor 4 from 64 positions: the 128 positions run past the original context,
+ * and at head size 64 (theta 10000) the ramp spans pairs 0 to 9, so pairs are kept, mixed and
+ * fully scaled, and cos and sin carry llama.cpp's magnitude factor (on qwen2 times a
+ * rope.scaling.attn_factor of 0.8).
+ */
+const YARN = { type: 'yarn', factor: 4, originalContext: 64 } as const;
+
 const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
   llama: { spec: { architecture: 'llama' }, moe: false },
   'llama-moe (Mixtral)': { spec: { architecture: 'llama', nExpert: 4, nExpertUsed: 2 }, moe: true },
   qwen2: { spec: { architecture: 'qwen2' }, moe: false },
+  // Heads wider than nEmbd / nHead, as Qwen3-0.6B's 16 x 128 over 1024.
+  qwen3: { spec: { architecture: 'qwen3', nHead: 4, nHeadKv: 2, headDim: 128 }, moe: false },
   qwen2moe: { spec: { architecture: 'qwen2moe' }, moe: true },
   qwen3moe: { spec: { architecture: 'qwen3moe' }, moe: true },
   olmoe: { spec: { architecture: 'olmoe' }, moe: true },
+  'llama YaRN': { spec: { architecture: 'llama', ropeScaling: YARN }, moe: false },
+  'qwen2 YaRN': { spec: { architecture: 'qwen2', ropeScaling: { ...YARN, attnFactor: 0.8 } }, moe: false },
+  // A window of 16 so that 128 positions slide, heads that do not tile nEmbd, and YaRN as
+  // gpt-oss-20b has it (factor 32) from 16 positions so that 128 reach the scaled region.
+  'gpt-oss': {
+    spec: { architecture: 'gpt-oss', slidingWindow: 16, nHead: 8, nHeadKv: 2, headDim: 64, ropeScaling: { type: 'yarn', factor: 32, originalContext: 16 } },
+    moe: true,
+  },
 };
 /**
  * Every architecture in f32 (the forward pass itself) and in quantized types; every weight
@@ -61,12 +79,16 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
  * minutes and adds no kernel the per-type cases do not run).
  */
 const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
-  llama: ['f32', 'f16', 'q8_0', 'q4_K_M'],
-  'llama-moe (Mixtral)': ['f32', 'q4_K'],
+  llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4'],
+  'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe'],
   qwen2: ['f32', 'q4_0', 'q6_K'],
+  qwen3: ['f32', 'q4_K_M'],
   qwen2moe: ['f32', 'q5_0', 'q8_0'],
   qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K'],
   olmoe: ['f32', 'q5_1', 'q5_K'],
+  'llama YaRN': ['f32'],
+  'qwen2 YaRN': ['f16'],
+  'gpt-oss': ['f32', 'q8_0', 'mxfp4_moe'],
 };
 
 const cases: Case[] = Object.entries(TYPES_BY_ARCHITECTURE).flatMap(([name, types]) =>

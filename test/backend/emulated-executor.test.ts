@@ -155,6 +155,27 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
   }
 });
 
+t.test('MXFP4 experts (gpt-oss\'s type) on the emulated GPU: on the device and offloaded, the CPU path\'s logits', { skip }, async (t) => {
+  const dir = path.join(tmpdir(), 'tandem-test-models');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'emulated-executor-v1-qwen2moe-mxfp4_moe.gguf');
+  if (!existsSync(file)) await makeModel({ preset: 'tiny', architecture: 'qwen2moe', type: 'mxfp4_moe', nExpert: 8, nExpertUsed: 2, seed: 41 }, file);
+  const ref = await load(file);
+  const want = await run(ref, { strategy: 'cpu', tier: () => 'device' }, []);
+  ref.dispose();
+  for (const c of [
+    { name: 'every weight on the device', config: {} },
+    { name: 'dynamic expert offload, n* = 2', config: { deviceWeightBytes: 3 << 20, experts: { policy: 'dynamic', maxSlots: 4, nStar: 2 } as NativeExpertConfig } },
+  ]) {
+    const m = await load(file, { device: 'gpu', ...c.config });
+    const got = await run(m, { strategy: 'gpu-only', tier: () => 'device' }, want.tokens);
+    m.dispose();
+    const d = relDiff(got.logits, want.logits);
+    t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
+    if (c.config.experts) t.ok(sum(got.experts, 'deviceExperts') > 0 && sum(got.experts, 'cpuExperts') > 0, `${c.name}: experts ran on both sides`);
+  }
+});
+
 t.test('the public API on the emulated GPU: policies under a capped device KV, and dynamic experts', { skip }, async (t) => {
   const file = modelPath('stories260K.gguf');
   const opts = { threads: 1, contextSize: 128, maxSequences: 4 };

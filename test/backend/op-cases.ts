@@ -8,7 +8,7 @@ import type { NativeBackendOps } from '../../src/native/binding.js';
 
 export const REFERENCE_ID = 'cpu:ref';
 
-export const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'] as const;
+export const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4'] as const;
 export type WeightTypeName = (typeof WEIGHT_TYPES)[number];
 
 type Outputs = Record<string, Float32Array | Int32Array | Uint8Array>;
@@ -86,7 +86,7 @@ function colsFor(type: string): [number, number] {
  * (and the GPU kernels) round half away from zero, which can move a level by one.
  */
 function matmulTolerance(type: string, id: string): number {
-  const q8_0Family = type === 'q8_0' || type === 'q4_0' || type === 'q5_0';
+  const q8_0Family = type === 'q8_0' || type === 'q4_0' || type === 'q5_0' || type === 'mxfp4';
   return isCpuSimd(id) && q8_0Family ? 1e-4 : 1e-9;
 }
 
@@ -204,6 +204,22 @@ function rowOpCases(): OpCase[] {
         tolerance: () => 1e-10,
       });
     }
+    // YaRN: gpt-oss's settings (factor 32 from 4096, theta 150000), then partial dims with half
+    // extrapolation and an attention factor.
+    const yarnCases = [
+      { nTokens: 6, nHeads: 3, headDim: 64, ropeDim: 64, maxPos: 20000, base: 150000, scale: 1 / 32, yarn: { extFactor: 1, attnFactor: 1, betaFast: 32, betaSlow: 1, nCtxOrig: 4096 } },
+      { nTokens: 5, nHeads: 2, headDim: 80, ropeDim: 32, maxPos: 300, base: 10000, scale: 0.25, yarn: { extFactor: 0.5, attnFactor: 0.8, betaFast: 16, betaSlow: 2, nCtxOrig: 48 } },
+    ];
+    for (const c of yarnCases) {
+      const x = rand(c.nTokens * c.nHeads * c.headDim, c.nTokens * 37 + c.headDim, 2);
+      const pos = Int32Array.from({ length: c.nTokens }, (_, i) => Math.floor((c.maxPos * (i + 1)) / c.nTokens));
+      cases.push({
+        op: 'rope',
+        name: `rope ${mode} YaRN ${c.nTokens} tokens x ${c.nHeads} heads x ${c.headDim} (rope ${c.ropeDim}, factor ${1 / c.scale} from ${c.yarn.nCtxOrig}, ext ${c.yarn.extFactor})`,
+        run: (ops, id) => ({ y: ops.rope(id, x, pos, c.nHeads, c.headDim, c.ropeDim, mode, c.base, c.scale, c.yarn) }),
+        tolerance: () => 1e-10,
+      });
+    }
   }
   return cases;
 }
@@ -217,6 +233,8 @@ interface AttnSpec {
   headDim: number;
   headDimV: number;
   seqs: [number, number][]; // [startPos, nTokens]
+  sinks?: boolean; // a sink logit per head (gpt-oss)
+  window?: number; // sliding window, in positions
 }
 
 function attentionCases(): OpCase[] {
@@ -227,6 +245,16 @@ function attentionCases(): OpCase[] {
     { label: 'MQA, K 96 wide and V 64', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[9, 2], [30, 1]] },
     { label: 'long decode (position splits on a GPU)', kvType: 'f16', blockTokens: 32, nKvHeads: 2, nHeads: 4, headDim: 64, headDimV: 64, seqs: [[1500, 1]] },
     { label: 'prefill, 70 tokens, GQA 8', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[3, 70]] },
+    // gpt-oss: sinks, sliding windows shorter than the context (rows of one GPU block then start
+    // at different positions), and both, in decode, prefill and mixed batches.
+    { label: 'decode with sinks, GQA 4, three sequences', kvType: 'f16', blockTokens: 16, nKvHeads: 2, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[37, 1], [0, 1], [100, 1]], sinks: true },
+    { label: 'decode, window 24, three sequences', kvType: 'f16', blockTokens: 16, nKvHeads: 2, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[37, 1], [5, 1], [100, 1]], window: 24 },
+    { label: 'long decode, window 128 (position splits on a GPU)', kvType: 'f16', blockTokens: 32, nKvHeads: 2, nHeads: 4, headDim: 64, headDimV: 64, seqs: [[1500, 1]], window: 128 },
+    { label: 'long decode, window 700, sinks (position splits on a GPU)', kvType: 'f16', blockTokens: 32, nKvHeads: 2, nHeads: 4, headDim: 64, headDimV: 64, seqs: [[1500, 1]], window: 700, sinks: true },
+    { label: 'prefill, odd blocks, window 6', kvType: 'f16', blockTokens: 5, nKvHeads: 2, nHeads: 4, headDim: 128, headDimV: 128, seqs: [[0, 20], [13, 7]], window: 6 },
+    { label: 'prefill, 70 tokens, GQA 8, window 16, sinks', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[3, 70]], window: 16, sinks: true },
+    { label: 'mixed batch, window 9, sinks', kvType: 'f32', blockTokens: 8, nKvHeads: 2, nHeads: 4, headDim: 256, headDimV: 256, seqs: [[40, 3], [0, 12], [6, 1], [2, 30]], window: 9, sinks: true },
+    { label: 'MQA, K 96 wide and V 64, window 4, sinks', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[9, 2], [30, 1], [0, 5]], window: 4, sinks: true },
   ];
   return specs.map((s, si) => {
     let next = 0;
@@ -247,7 +275,9 @@ function attentionCases(): OpCase[] {
         q: rand(nTokens * s.nHeads * s.headDim, 1000 * si + 10 * i + 3),
       };
     });
-    const opts = { ...s, nBlocks, scale: 1 / Math.sqrt(s.headDim), seqs };
+    // Sinks of either sign and larger than most scores, so that they move the result.
+    const sinks = s.sinks ? rand(s.nHeads, 500 + si, 3) : undefined;
+    const opts = { ...s, nBlocks, scale: 1 / Math.sqrt(s.headDim), seqs, sinks, window: s.window };
     return {
       op: 'attention',
       name: `kv_store + attention: ${s.label} (${s.kvType}, ${s.nHeads}/${s.nKvHeads} heads)`,
@@ -259,11 +289,14 @@ function attentionCases(): OpCase[] {
 
 function routerCases(): OpCase[] {
   const cases: OpCase[] = [];
-  const specs: [number, number, number, 'softmax' | 'sigmoid', boolean, number][] = [
+  const specs: [number, number, number, 'softmax' | 'sigmoid' | 'softmax_weight', boolean, number][] = [
     [5, 8, 2, 'softmax', true, 1],
     [3, 60, 4, 'softmax', false, 2.5],
     [4, 128, 8, 'sigmoid', true, 1],
     [9, 64, 6, 'softmax', true, 1],
+    [7, 32, 4, 'softmax_weight', false, 1],
+    [3, 128, 4, 'softmax_weight', true, 2.5],
+    [4, 5, 1, 'softmax_weight', false, 1],
   ];
   specs.forEach(([nTokens, nExperts, nUsed, gating, norm, scale], i) => {
     const logits = rand(nTokens * nExperts, 77 + i, 3);
@@ -284,7 +317,7 @@ function routerCases(): OpCase[] {
 
 function moeCases(): OpCase[] {
   const cases: OpCase[] = [];
-  for (const type of ['f16', 'q8_0', 'q4_1', 'q4_K', 'q6_K'] as const) {
+  for (const type of ['f16', 'q8_0', 'q4_1', 'q4_K', 'q6_K', 'mxfp4'] as const) {
     const k = type.endsWith('_K');
     const nExp = 4;
     const nEmbd = k ? 256 : 96;
@@ -305,6 +338,37 @@ function moeCases(): OpCase[] {
         // The SwiGLU output is quantized again for the down projection: a last-bit difference
         // upstream can move one level of one element (floats: only summation order differs).
         tolerance: () => (type === 'f16' ? 1e-9 : 1e-5),
+      });
+    }
+  }
+  // gpt-oss's expert FFN: per-expert biases on gate, up and down and the clamped SwiGLU, with a
+  // limit low enough here that both clamps bite. Expert 3 has no tokens.
+  for (const type of ['f32', 'q8_0', 'q4_K'] as const) {
+    const k = type.endsWith('_K');
+    const nExp = 4;
+    const nEmbd = k ? 256 : 96;
+    const nFf = k ? 256 : 64;
+    for (const nTokens of [1, 11]) {
+      const nUsed = 2;
+      const gate = rand(nExp * nFf * nEmbd, 21, 0.3);
+      const up = rand(nExp * nFf * nEmbd, 22, 0.3);
+      const down = rand(nExp * nEmbd * nFf, 23, 0.2);
+      const x = rand(nTokens * nEmbd, 24 + nTokens);
+      const ids = Int32Array.from({ length: nTokens * nUsed }, (_, i) => (i % 2 === 0 ? 2 : i % 3));
+      const weights = rand(nTokens * nUsed, 25).map((v) => 0.5 + Math.abs(v) / 2);
+      const opts = {
+        glu: 'swiglu_oai' as const, alpha: 1.702, limit: 1.5,
+        gateBias: rand(nExp * nFf, 26, 0.5), upBias: rand(nExp * nFf, 27, 0.5), downBias: rand(nExp * nEmbd, 28, 0.5),
+      };
+      cases.push({
+        op: 'moe_ffn',
+        name: `moe_ffn swiglu_oai with biases ${type} ${nExp} experts ${nEmbd}->${nFf}, ${nTokens} tokens top-${nUsed}`,
+        run: (ops, id) => ({
+          y: ops.moeFfn(id, type, gate, up, down, nExp, nEmbd, nFf, x, nTokens, ids, weights, nUsed, opts),
+          // Biases alone, with the plain SwiGLU.
+          plain: ops.moeFfn(id, type, gate, up, down, nExp, nEmbd, nFf, x, nTokens, ids, weights, nUsed, { ...opts, glu: 'swiglu' }),
+        }),
+        tolerance: () => (type === 'f32' ? 1e-9 : 1e-5),
       });
     }
   }

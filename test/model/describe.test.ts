@@ -41,7 +41,13 @@ t.test('stories260K', async (t) => {
     ropeType: 'norm',
     ropeDim: 8,
     ropeFreqBase: 10000,
+    ropeScaling: 'linear',
     ropeFreqScale: 1,
+    ropeAttnFactor: 1,
+    yarnExtFactor: 0,
+    yarnBetaFast: 32,
+    yarnBetaSlow: 1,
+    yarnOrigCtx: 2048,
     rmsEps: Math.fround(1e-5),
     expertWeightsNorm: false,
     expertGating: 'softmax',
@@ -49,6 +55,12 @@ t.test('stories260K', async (t) => {
     hasQkNorm: false,
     hasSharedExpert: false,
     tiedEmbeddings: false,
+    slidingWindow: 0,
+    slidingWindowPeriod: 0,
+    ropeFreqBaseSwa: 10000,
+    hasAttnSinks: false,
+    hasExpertBias: false,
+    swigluOai: false,
   };
   t.same(d.hparams, expected);
   const perLayer = 64 + 64 * 64 + 2 * 64 * 32 + 64 * 64 + 64 + 3 * 64 * 172;
@@ -126,6 +138,26 @@ t.test('optional keys and their defaults', async (t) => {
   }).hparams;
   t.equal(none.ropeFreqScale, 1, "scaling type 'none' never scales");
 
+  // YaRN as llama.cpp reads it for these architectures: type, factor, original context and
+  // attention factor; ext factor 1 and betas 32 and 1 are its defaults, whatever the file says.
+  const yarn = describeTiny({
+    arch: 'qwen2',
+    kvs: [
+      { key: 'qwen2.rope.scaling.type', type: 'string', value: 'yarn' },
+      { key: 'qwen2.rope.scaling.factor', type: 'float32', value: 4 },
+      u32('qwen2.rope.scaling.original_context_length', 64),
+      { key: 'qwen2.rope.scaling.yarn_beta_fast', type: 'float32', value: 16 },
+      { key: 'qwen2.rope.scaling.yarn_log_multiplier', type: 'float32', value: 0.1 },
+    ],
+  }).hparams;
+  t.match(yarn, { ropeScaling: 'yarn', ropeFreqScale: 0.25, ropeAttnFactor: 1, yarnExtFactor: 1, yarnBetaFast: 32, yarnBetaSlow: 1, yarnOrigCtx: 64 });
+  const yarnDefaults = describeTiny({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'yarn' }, u32('llama.rope.scaling.original_context_length', 0)] }).hparams;
+  t.match(yarnDefaults, { ropeScaling: 'yarn', ropeFreqScale: 1, yarnExtFactor: 1, yarnOrigCtx: yarnDefaults.nCtxTrain }, 'no factor: 1; original context 0 or none: the training context');
+  const attn = describeTiny({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.attn_factor', type: 'float32', value: 0.5 }] }).hparams;
+  t.match(attn, { ropeScaling: 'linear', ropeAttnFactor: 0.5, yarnExtFactor: 0 }, 'rope.scaling.attn_factor applies without YaRN too');
+  const stray = describeTiny({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.original_context_length', type: 'string', value: 'x' }] }).hparams;
+  t.equal(stray.yarnOrigCtx, stray.nCtxTrain, 'original_context_length is read for YaRN only');
+
   const wide = describeTiny({ arch: 'qwen3moe', headDim: 32 }).hparams;
   t.match(wide, { nEmbd: 64, nHead: 4, headDim: 32, headDimV: 32, ropeDim: 32 }, 'key_length may differ from nEmbd / nHead');
 
@@ -145,7 +177,7 @@ t.test('metadata errors name the file and the key', async (t) => {
   const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
     t.throws(() => describeTiny(opts), { code, message }, name);
   fails({ arch: 'llama', kvs: [{ key: 'general.architecture', type: 'string', value: 'mamba' }] }, 'TDM_UNSUPPORTED',
-    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen2moe, qwen3moe, olmoe\)/, 'unknown architecture');
+    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss\)/, 'unknown architecture');
   fails({ arch: 'llama', dropKeys: ['general.architecture'] }, 'TDM_BAD_GGUF', /general\.architecture/, 'no architecture');
   fails({ arch: 'llama', dropKeys: ['llama.embedding_length'] }, 'TDM_BAD_GGUF', /describe-\d+\.gguf: missing required metadata key 'llama\.embedding_length'/, 'missing key');
   fails({ arch: 'qwen2', dropKeys: ['qwen2.attention.layer_norm_rms_epsilon'] }, 'TDM_BAD_GGUF', /layer_norm_rms_epsilon/, 'missing eps');
@@ -163,7 +195,14 @@ t.test('metadata errors name the file and the key', async (t) => {
   fails({ arch: 'llama', kvs: [{ key: 'llama.attention.layer_norm_rms_epsilon', type: 'float32', value: 0 }] }, 'TDM_BAD_GGUF', /epsilon is 0/, 'zero eps');
   fails({ arch: 'llama', kvs: [{ key: 'llama.rope.freq_base', type: 'float32', value: -1 }] }, 'TDM_BAD_GGUF', /freq_base is -1/, 'negative theta');
   fails({ arch: 'llama', kvs: [{ key: 'llama.rope.freq_base', type: 'float64', value: NaN }] }, 'TDM_BAD_GGUF', /freq_base/, 'NaN theta');
-  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'yarn' }] }, 'TDM_UNSUPPORTED', /rope scaling 'yarn'/, 'yarn');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'longrope' }] }, 'TDM_UNSUPPORTED', /rope scaling 'longrope' is not supported/, 'longrope');
+  const yarnType: Kv = { key: 'llama.rope.scaling.type', type: 'string', value: 'yarn' };
+  fails({ arch: 'llama', kvs: [yarnType, { key: 'llama.rope.scaling.factor', type: 'float32', value: 0.5 }] }, 'TDM_BAD_GGUF', /rope\.scaling\.factor is 0\.5; YaRN stretches the context/, 'YaRN factor below 1');
+  fails({ arch: 'llama', kvs: [yarnType, { key: 'llama.rope.scaling.factor', type: 'float32', value: -4 }] }, 'TDM_BAD_GGUF', /rope scaling factor is -4/, 'negative YaRN factor');
+  fails({ arch: 'llama', kvs: [yarnType, { key: 'llama.rope.scaling.original_context_length', type: 'string', value: '64' }] }, 'TDM_BAD_GGUF', /original_context_length' is string/, 'original context of the wrong type');
+  fails({ arch: 'llama', kvs: [yarnType, { key: 'llama.rope.scaling.original_context_length', type: 'uint64', value: 1n << 40n }] }, 'TDM_BAD_GGUF', /original_context_length is 1099511627776, outside the plausible range/, 'absurd original context');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.attn_factor', type: 'float32', value: 0 }] }, 'TDM_BAD_GGUF', /rope\.scaling\.attn_factor is 0, expected a positive number/, 'zero attention factor');
+  fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.attn_factor', type: 'float64', value: Infinity }] }, 'TDM_BAD_GGUF', /attn_factor/, 'infinite attention factor');
   fails({ arch: 'llama', kvs: [{ key: 'llama.rope.scaling.type', type: 'string', value: 'weird' }] }, 'TDM_BAD_GGUF', /rope scaling type 'weird'/, 'unknown scaling');
   fails({ arch: 'qwen3moe', dropKeys: ['qwen3moe.expert_count'] }, 'TDM_BAD_GGUF', /mixture of experts but 'qwen3moe\.expert_count' is missing/, 'MoE without experts');
   fails({ arch: 'olmoe', kvs: [u32('olmoe.expert_used_count', 5)] }, 'TDM_BAD_GGUF', /expert_used_count is 5, expected 1 to expert_count \(4\)/, 'too many used experts');
@@ -196,4 +235,30 @@ t.test('vocabulary-only files are not models', async (t) => {
   const g = GgufFile.open(modelPath('vocab/ggml-vocab-gpt-2.gguf'));
   t.throws(() => describeModel(g), { code: 'TDM_UNSUPPORTED', message: /architecture 'gpt2' is not supported/ });
   g.close();
+});
+
+t.test('gpt-oss and qwen3 synthetic files: sliding window, sinks, expert biases, per-head QK norm', async (t) => {
+  const { makeModel } = await import('../../src/model/synthetic.js');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-describe-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const describeFile = (file: string) => {
+    const f = GgufFile.open(file);
+    try {
+      return describeModel(f);
+    } finally {
+      f.close();
+    }
+  };
+  await makeModel({ architecture: 'gpt-oss', type: 'f32', slidingWindow: 32, nHead: 8, headDim: 64 }, join(dir, 'oss.gguf'));
+  const oss = describeFile(join(dir, 'oss.gguf')).hparams;
+  t.match(oss, {
+    architecture: 'gpt-oss', ropeType: 'neox', expertGating: 'softmax_weight', expertWeightsNorm: false, hasQkvBias: true,
+    slidingWindow: 32, slidingWindowPeriod: 2, ropeFreqBaseSwa: oss.ropeFreqBase, hasAttnSinks: true, hasExpertBias: true, swigluOai: true,
+    nExpert: 4, nExpertUsed: 2, headDim: 64, nHead: 8,
+  });
+  await makeModel({ architecture: 'qwen3', type: 'f32', nHead: 4, headDim: 128 }, join(dir, 'qwen3.gguf'));
+  t.match(describeFile(join(dir, 'qwen3.gguf')).hparams, { architecture: 'qwen3', hasQkNorm: true, nExpert: 0, headDim: 128, slidingWindow: 0, hasAttnSinks: false });
 });

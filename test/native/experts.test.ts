@@ -58,9 +58,11 @@ const MODELS: { name: string; spec: () => ModelSpec }[] = [
       return { ...SHAPE, architecture: 'qwen2moe', type: 'q8_0', seed: 23, tensorData: data };
     },
   },
+  // Expert biases travel in the slabs; the clamped SwiGLU and softmax-of-chosen routing.
+  { name: 'gpt-oss (expert biases), q8_0', spec: () => ({ ...SHAPE, architecture: 'gpt-oss', type: 'q8_0', seed: 25, slidingWindow: 4 }) },
 ];
 
-const slugs = ['qwen2moe-q8_0', 'llama-moe-q4_K_M', 'qwen2moe-skewed'];
+const slugs = ['qwen2moe-q8_0', 'llama-moe-q4_K_M', 'qwen2moe-skewed', 'gpt-oss-q8_0'];
 
 async function load(file: string, extra: Partial<NativeModelConfig> = {}): Promise<NativeModel> {
   return native().loadModel(file, { hparams: hparamsOf(file), threads: 1, kvBlockTokens: 16, kvBlocks: { device: 16, host: 16 }, ...extra });

@@ -26,15 +26,19 @@ interface Case {
 const ARCHS: { name: string; spec: ModelSpec }[] = [
   { name: 'llama', spec: { architecture: 'llama' } },
   { name: 'qwen2', spec: { architecture: 'qwen2' } },
+  { name: 'qwen3', spec: { architecture: 'qwen3', nHead: 4, nHeadKv: 2, headDim: 128 } },
   { name: 'llama-moe', spec: { architecture: 'llama', nExpert: 4, nExpertUsed: 2 } },
   { name: 'qwen2moe', spec: { architecture: 'qwen2moe' } },
   { name: 'qwen3moe', spec: { architecture: 'qwen3moe' } },
   { name: 'olmoe', spec: { architecture: 'olmoe' } },
+  // Heads of 32 that do not tile nEmbd, a window shorter than the sequences: every gpt-oss feature.
+  { name: 'gpt-oss', spec: { architecture: 'gpt-oss', nHead: 4, nHeadKv: 2, headDim: 32, slidingWindow: 24 } },
 ];
 const CASES: Case[] = [
   ...ARCHS.flatMap((a) => (['f16', 'q8_0', 'q4_K_M'] as ModelFileType[]).map((type) => ({ ...a, type }))),
   ...(['f32', 'bf16', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'] as ModelFileType[]).map((type) => ({ ...ARCHS[0], type })),
-  ...(['f32', 'bf16', 'q4_0', 'q5_K', 'q6_K'] as ModelFileType[]).map((type) => ({ ...ARCHS[4], type })),
+  ...(['f32', 'bf16', 'q4_0', 'q5_K', 'q6_K'] as ModelFileType[]).map((type) => ({ ...ARCHS.find((a) => a.name === 'qwen3moe')!, type })),
+  { ...ARCHS.find((a) => a.name === 'gpt-oss')!, type: 'mxfp4_moe' },
 ];
 
 /** Builds (once) a tiny model whose output projection is 4x the default scale, so that its

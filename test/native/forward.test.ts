@@ -271,6 +271,8 @@ t.test('loadModel rejects bad configs and files with typed errors', async (t) =>
   await t.rejects(native().loadModel(STORIES, { ...cfg, hparams: { ...hp, nEmbd: 32 } }), { code: 'TDM_BAD_GGUF', message: /token_embd\.weight/ });
   await t.rejects(native().loadModel(STORIES, { ...cfg, hparams: { ...hp, architecture: 'gpt2' as 'llama' } }), { code: 'TDM_UNSUPPORTED', message: /gpt2/ });
   await t.rejects(native().loadModel(STORIES, { ...cfg, hparams: { ...hp, nHeadKv: 3 } }), { code: 'TDM_BAD_ARGUMENT', message: /multiple of nHeadKv/ });
+  await t.rejects(native().loadModel(STORIES, { ...cfg, hparams: { ...hp, yarnExtFactor: 1, yarnOrigCtx: 0 } }), { code: 'TDM_BAD_ARGUMENT', message: /yarnOrigCtx/ });
+  await t.rejects(native().loadModel(STORIES, { ...cfg, hparams: { ...hp, ropeAttnFactor: 0 } }), { code: 'TDM_BAD_ARGUMENT', message: /ropeAttnFactor/ });
   await t.rejects(native().loadModel(STORIES, { ...cfg, kvBlocks: { device: 0, host: 0 } }), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(native().loadModel(STORIES, { ...cfg, threads: 0 }), { code: 'TDM_BAD_ARGUMENT' });
   const fractions: number[] = [];

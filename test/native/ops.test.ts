@@ -36,7 +36,7 @@ function rng(seed: number): () => number {
 const f16 = (x: Float32Array) => dequantize('f16', quantize('f16', x), x.length);
 const q8 = (x: Float32Array) => dequantize('q8_0', quantize('q8_0', x), x.length);
 
-const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'];
+const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4'];
 
 /** Row lengths per block size: odd multiples of the block so SIMD tails and block loops both run. */
 function colsFor(type: string): number[] {
@@ -47,11 +47,12 @@ function colsFor(type: string): number[] {
 }
 
 // SIMD vs reference, by weight type: float types only reorder sums; the q8_0 and q8_1 families
-// also quantize activations as llama.cpp's x86 code does (scale 127/max, round half to even),
-// which can move a quant by one step where the reference rounds half away from zero. The K
-// types use the reference q8_K quantizer (llama.cpp's x86 build does too).
+// (mxfp4 takes q8_0) also quantize activations as llama.cpp's x86 code does (scale 127/max,
+// round half to even), which can move a quant by one step where the reference rounds half away
+// from zero. The K types use the reference q8_K quantizer (llama.cpp's x86 build does too).
 const SIMD_MATMUL_NMSE: Record<string, number> = {
   f32: 1e-11, f16: 1e-11, bf16: 1e-11, q8_0: 1e-4, q4_0: 1e-4, q4_1: 1e-4, q5_0: 1e-4, q5_1: 1e-4, q4_K: 1e-11, q5_K: 1e-11, q6_K: 1e-11,
+  mxfp4: 1e-4,
 };
 
 /** Row counts around the packed kernels' 16-row groups and token counts around their tiles
@@ -109,7 +110,7 @@ t.test('matmul: SIMD variants against the reference', { skip: SIMD.length === 0 
 
 // llama.cpp's x86 CPU build sums each weight type in one fixed float order: eight fma lanes per
 // row for the types it dot-products as stored (q8_0, q5_0, q4_1, q5_1, q5_K, q6_K), whole
-// blocks for its repacked q4_0, and pairs of sub-blocks for its repacked q4_K. Both SIMD
+// blocks for its repacked q4_0 and mxfp4, and pairs of sub-blocks for its repacked q4_K. Both SIMD
 // variants follow that order, packed or not, so they agree to the last bit (the scalar
 // reference sums in plain order and is checked by tolerance above).
 t.test('matmul: every SIMD variant, packed or not, gives the AVX2 bits for every quantized type', {
@@ -161,6 +162,31 @@ t.test("SIMD q8_0 and q8_1 activations round half to even, as llama.cpp's x86 qu
     const level = (y: Float32Array) => Array.from(y.subarray(1, 6), (v) => Math.round(v / y[0] * 127));
     t.same(level(ops().matmul('ref', type, w, nCols, nCols, x, 1)), [3, -4, 1, -1, 2], `ref ${type}: half away from zero`);
     for (const v of SIMD) t.same(level(ops().matmul(v, type, w, nCols, nCols, x, 1)), [2, -4, 0, 0, 2], `${v} ${type}: half to even`);
+  }
+});
+
+t.test('mxfp4: subnormal block scales (E8M0 exponents 0 and 1) in every variant, packed or not', { skip: SIMD.length === 0 && 'no SIMD kernel variant on this machine' }, async (t) => {
+  // Rows of largest magnitude in [2^-125, 2^-123) quantize to exponents 0 and 1, whose scales
+  // 2^-128 and 2^-127 are float subnormals; the other rows are ordinary.
+  const nCols = 96;
+  const nRows = 37;
+  const w = rand(nRows * nCols, 77, 1);
+  for (let r = 0; r < nRows; r++) {
+    const scale = r % 3 === 0 ? 1.5 * 2 ** -125 : r % 3 === 1 ? 1.5 * 2 ** -124 : 0.3;
+    for (let k = 0; k < nCols; k++) w[r * nCols + k] = Math.fround(w[r * nCols + k] * scale);
+  }
+  const q = quantize('mxfp4', w);
+  t.same([q[0], q[17 * 3], q[17 * 3 * 2]].map((e) => (e ?? -1) < 2), [true, true, false], 'exponents 0 and 1 in the tiny rows');
+  for (const nTokens of [1, 5]) {
+    const x = rand(nTokens * nCols, 78 + nTokens, 2);
+    const ref = ops().matmul('ref', 'mxfp4', w, nRows, nCols, x, nTokens);
+    const a = ops().matmul('avx2', 'mxfp4', w, nRows, nCols, x, nTokens);
+    // The tiny rows' outputs, scaled up for nmse (which floors its denominator at 1e-30).
+    const tiny = (y: Float32Array) => Array.from(y.filter((_, i) => (i % nRows) % 3 !== 2), (v) => v * 2 ** 120);
+    t.ok(tiny(a).every((v) => v !== 0 && Math.abs(v) < 2 ** 10), `${nTokens} tokens: the tiny rows give tiny non-zero outputs`);
+    const e = nmse(tiny(a), tiny(ref));
+    t.ok(e <= SIMD_MATMUL_NMSE.mxfp4, `${nTokens} tokens: avx2 vs reference on the tiny rows, nmse ${e.toExponential(2)}`);
+    for (const v of SIMD.filter((id) => id !== 'avx2')) t.ok(identical(ops().matmul(v, 'mxfp4', w, nRows, nCols, x, nTokens), a), `${nTokens} tokens: ${v} = avx2`);
   }
 });
 
@@ -247,6 +273,81 @@ t.test('rope (norm and neox, partial rotary dims) against JS', async (t) => {
   }
 });
 
+type Yarn = { extFactor: number; attnFactor: number; betaFast: number; betaSlow: number; nCtxOrig: number };
+
+/** ggml_rope_yarn_corr_dim: the pair index whose angle turns nRot times over nCtxOrig positions. */
+const yarnCorrDim = (ropeDim: number, nCtxOrig: number, nRot: number, base: number) => (ropeDim * Math.log(nCtxOrig / (nRot * 2 * Math.PI))) / (2 * Math.log(base));
+
+/** ggml_rope_ext in float64: rope_yarn's ramp between the corrected dims and its magnitude factor. */
+function ropeYarnJs(x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, ropeDim: number, mode: 'norm' | 'neox', base: number, scale: number, y: Yarn): Float64Array {
+  const low = Math.max(0, Math.floor(yarnCorrDim(ropeDim, y.nCtxOrig, y.betaFast, base)));
+  const high = Math.min(ropeDim - 1, Math.ceil(yarnCorrDim(ropeDim, y.nCtxOrig, y.betaSlow, base)));
+  const mscale = y.attnFactor * (y.extFactor !== 0 ? 1 + 0.1 * Math.log(1 / scale) : 1);
+  const out = Float64Array.from(x);
+  for (let tk = 0; tk < pos.length; tk++) {
+    for (let h = 0; h < nHeads; h++) {
+      const o = (tk * nHeads + h) * headDim;
+      for (let i = 0; i < ropeDim / 2; i++) {
+        const thetaExtrap = pos[tk]! * base ** ((-2 * i) / ropeDim);
+        const ramp = 1 - Math.min(1, Math.max(0, (i - low) / Math.max(0.001, high - low)));
+        const mix = ramp * y.extFactor;
+        const theta = scale * thetaExtrap * (1 - mix) + thetaExtrap * mix;
+        const [a, b] = mode === 'norm' ? [o + 2 * i, o + 2 * i + 1] : [o + i, o + i + ropeDim / 2];
+        out[a] = (x[a]! * Math.cos(theta) - x[b]! * Math.sin(theta)) * mscale;
+        out[b] = (x[a]! * Math.sin(theta) + x[b]! * Math.cos(theta)) * mscale;
+      }
+    }
+  }
+  return out;
+}
+
+t.test('rope with YaRN (ramp, magnitude, attention factor) against JS', async (t) => {
+  const cases = [
+    // gpt-oss: factor 32 from 4096 positions, theta 150000 (ramp over pairs 8 to 18).
+    { nHeads: 2, headDim: 64, ropeDim: 64, base: 150000, scale: 1 / 32, yarn: { extFactor: 1, attnFactor: 1, betaFast: 32, betaSlow: 1, nCtxOrig: 4096 } },
+    // The agreement test's model: factor 4 from 64 positions (ramp over pairs 0 to 9).
+    { nHeads: 3, headDim: 64, ropeDim: 64, base: 10000, scale: 1 / 4, yarn: { extFactor: 1, attnFactor: 1, betaFast: 32, betaSlow: 1, nCtxOrig: 64 } },
+    // Partial rotary dims, half extrapolation, other betas and an attention factor.
+    { nHeads: 4, headDim: 80, ropeDim: 32, base: 10000, scale: 0.25, yarn: { extFactor: 0.5, attnFactor: 0.8, betaFast: 16, betaSlow: 2, nCtxOrig: 300 } },
+    // No YaRN, only rope.scaling.attn_factor.
+    { nHeads: 1, headDim: 8, ropeDim: 8, base: 10000, scale: 1, yarn: { extFactor: 0, attnFactor: 1.25, betaFast: 32, betaSlow: 1, nCtxOrig: 0 } },
+  ];
+  for (const c of cases) {
+    for (const nRot of [c.yarn.betaFast, c.yarn.betaSlow]) {
+      if (c.yarn.extFactor === 0) continue;
+      const d = yarnCorrDim(c.ropeDim, c.yarn.nCtxOrig, nRot, c.base);
+      t.ok(Math.abs(d - Math.round(d)) > 1e-3, `corrected dim ${d.toFixed(4)} is not at an integer, so float and double round it alike`);
+    }
+  }
+  for (const v of ['ref', ...SIMD]) {
+    for (const mode of ['norm', 'neox'] as const) {
+      for (const c of cases) {
+        const pos = Int32Array.from([0, 1, 5, 63, 64, 130, 1000, 4097]);
+        const x = rand(pos.length * c.nHeads * c.headDim, c.headDim + c.nHeads);
+        const got = ops().rope(v, x, pos, c.nHeads, c.headDim, c.ropeDim, mode, c.base, c.scale, c.yarn);
+        const e = nmse(got, ropeYarnJs(x, pos, c.nHeads, c.headDim, c.ropeDim, mode, c.base, c.scale, c.yarn));
+        const what = `${v} ${mode} dim ${c.headDim} rope ${c.ropeDim} ext ${c.yarn.extFactor} attn ${c.yarn.attnFactor} from ${c.yarn.nCtxOrig}`;
+        t.ok(e < 1e-9, `${what}: nmse ${e.toExponential(2)}`);
+        t.ok(identical(got, ops().rope('ref', x, pos, c.nHeads, c.headDim, c.ropeDim, mode, c.base, c.scale, c.yarn)), `${what}: equals the reference`);
+      }
+    }
+  }
+});
+
+t.test('rope: YaRN off (ext 0, attn 1) is plain rope to the bit; YaRN needs its original context', async (t) => {
+  const pos = Int32Array.from([0, 3, 700, 4097]);
+  const x = rand(pos.length * 2 * 64, 17);
+  for (const v of ['ref', ...SIMD]) {
+    for (const mode of ['norm', 'neox'] as const) {
+      const off = { extFactor: 0, attnFactor: 1, betaFast: 32, betaSlow: 1, nCtxOrig: 64 };
+      t.ok(identical(ops().rope(v, x, pos, 2, 64, 64, mode, 10000, 0.25, off), ops().rope(v, x, pos, 2, 64, 64, mode, 10000, 0.25)), `${v} ${mode}`);
+    }
+  }
+  const noCtx = { extFactor: 1, attnFactor: 1, betaFast: 32, betaSlow: 1, nCtxOrig: 0 };
+  t.throws(() => ops().rope('ref', x, pos, 2, 64, 64, 'norm', 10000, 0.25, noCtx), { code: 'TDM_BAD_ARGUMENT', message: /n_ctx_orig/ });
+  t.throws(() => ops().rope('ref', x, pos, 2, 64, 64, 'norm', 10000, 0.25, { ...noCtx, nCtxOrig: 1.5 }), { code: 'TDM_BAD_ARGUMENT', message: /nCtxOrig/ });
+});
+
 interface AttnCase {
   nHeads: number;
   nKvHeads: number;
@@ -257,8 +358,10 @@ interface AttnCase {
 }
 
 /** Paged causal attention in float64 over K and V rounded as the cache stores them (f16 by
- * default); queries stay f32, as llama.cpp's tiled CPU flash attention keeps them. */
-function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number, round = f16): Float32Array {
+ * default); queries stay f32, as llama.cpp's tiled CPU flash attention keeps them. A window
+ * keeps the last `window` positions; a head's sink logit joins the max and the sum only. */
+function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number, round = f16,
+  extra: { window?: number; sinks?: Float32Array } = {}): Float32Array {
   const out: number[] = [];
   const group = c.nHeads / c.nKvHeads;
   c.seqs.forEach((s, si) => {
@@ -267,17 +370,20 @@ function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: F
     const q = data[si].q;
     for (let i = 0; i < s.nTokens; i++) {
       const n = s.startPos + i + 1;
+      const lo = extra.window ? Math.max(0, n - extra.window) : 0;
       for (let h = 0; h < c.nHeads; h++) {
         const kvh = Math.floor(h / group);
         const scores = new Float64Array(n);
-        for (let j = 0; j < n; j++) {
+        for (let j = lo; j < n; j++) {
           let d = 0;
           for (let e = 0; e < c.headDim; e++) d += q[(i * c.nHeads + h) * c.headDim + e] * k[(j * c.nKvHeads + kvh) * c.headDim + e];
           scores[j] = d * scale;
         }
-        const mx = Math.max(...scores);
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - mx);
+        const sink = extra.sinks ? extra.sinks[h] : -Infinity;
+        let mx = sink;
+        for (let j = lo; j < n; j++) mx = Math.max(mx, scores[j]);
+        let sum = Math.exp(sink - mx);
+        for (let j = 0; j < n; j++) sum += scores[j] = j < lo ? 0 : Math.exp(scores[j] - mx);
         for (let e = 0; e < c.headDimV; e++) {
           let acc = 0;
           for (let j = 0; j < n; j++) acc += scores[j] * v[(j * c.nKvHeads + kvh) * c.headDimV + e];
@@ -384,6 +490,70 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
   t.throws(() => ops().attention('ref', { ...bad, seqs: [{ ...bad.seqs[0], startPos: 4, k: rand(20, 1), v: rand(20, 2) }] }), { code: 'TDM_BAD_ARGUMENT', message: /does not cover/ });
 });
 
+t.test('paged attention with sliding windows and sinks (gpt-oss) against JS', async (t) => {
+  const cases: (AttnCase & { window: number; sinks: boolean })[] = [
+    { nHeads: 4, nKvHeads: 2, headDim: 32, headDimV: 32, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 1 }], window: 0, sinks: true },
+    { nHeads: 8, nKvHeads: 4, headDim: 8, headDimV: 8, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 20 }, { startPos: 37, nTokens: 1 }], window: 5, sinks: false },
+    { nHeads: 4, nKvHeads: 1, headDim: 64, headDimV: 64, blockTokens: 5, seqs: [{ startPos: 3, nTokens: 9 }, { startPos: 0, nTokens: 2 }, { startPos: 11, nTokens: 1 }], window: 4, sinks: true },
+    { nHeads: 6, nKvHeads: 2, headDim: 80, headDimV: 48, blockTokens: 7, seqs: [{ startPos: 30, nTokens: 4 }], window: 100, sinks: true },
+    { nHeads: 16, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 70 }, { startPos: 150, nTokens: 1 }], window: 33, sinks: true },
+    // Windows past one segment (1024 positions): segments start at the window, not at 0.
+    { nHeads: 4, nKvHeads: 2, headDim: 32, headDimV: 32, blockTokens: 16, seqs: [{ startPos: 2100, nTokens: 1 }, { startPos: 1000, nTokens: 40 }], window: 1100, sinks: true },
+    { nHeads: 4, nKvHeads: 2, headDim: 32, headDimV: 32, blockTokens: 16, seqs: [{ startPos: 2100, nTokens: 3 }], window: 128, sinks: false },
+  ];
+  cases.forEach((c, ci) => {
+    const scale = 1 / Math.sqrt(c.headDim);
+    const nBlocks = c.seqs.reduce((a, s) => a + Math.ceil((s.startPos + s.nTokens) / c.blockTokens), 0) + 1;
+    let next = 0;
+    const data = c.seqs.map((s, si) => {
+      const n = s.startPos + s.nTokens;
+      const table = Int32Array.from({ length: Math.ceil(n / c.blockTokens) }, () => (next++ * 5 + 1) % nBlocks);
+      return { ...s, blockTable: table, k: rand(n * c.nKvHeads * c.headDim, 400 * ci + si, 2), v: rand(n * c.nKvHeads * c.headDimV, 500 * ci + si), q: rand(s.nTokens * c.nHeads * c.headDim, 600 * ci + si, 2) };
+    });
+    // Sinks around the scores' size, so that they take a real share of the softmax.
+    const sinks = c.sinks ? rand(c.nHeads, 700 + ci, 3) : undefined;
+    const extra = { window: c.window, sinks };
+    const opts = { kvType: 'f16' as const, blockTokens: c.blockTokens, nBlocks, nKvHeads: c.nKvHeads, nHeads: c.nHeads, headDim: c.headDim, headDimV: c.headDimV, scale, seqs: data, ...extra };
+    const ref = ops().attention('ref', opts);
+    const e = nmse(ref, attentionJs(c, data, scale, f16, extra));
+    t.ok(e < 1e-10, `case ${ci} window ${c.window} sinks ${c.sinks}: reference vs JS nmse ${e.toExponential(2)}`);
+    const plain = attentionJs(c, data, scale);
+    t.ok(nmse(ref, plain) > 1e-6, `case ${ci}: the window or sinks change the result`);
+    for (const v of SIMD) {
+      const es = nmse(ops().attention(v, opts), ref);
+      t.ok(es < 1e-11, `case ${ci}: ${v} vs reference nmse ${es.toExponential(2)}`);
+    }
+  });
+  const base = { kvType: 'f16' as const, blockTokens: 4, nBlocks: 1, nKvHeads: 1, nHeads: 2, headDim: 4, headDimV: 4, scale: 1,
+    seqs: [{ startPos: 0, nTokens: 1, blockTable: Int32Array.of(0), k: rand(4, 1), v: rand(4, 2), q: rand(8, 3) }] };
+  t.throws(() => ops().attention('ref', { ...base, window: -1 }), { code: 'TDM_BAD_ARGUMENT' }, 'negative window');
+  t.throws(() => ops().attention('ref', { ...base, sinks: Float32Array.of(1) }), { code: 'TDM_BAD_ARGUMENT' }, 'sinks not nHeads long');
+});
+
+t.test("router: softmax_weight (gpt-oss) picks by raw logit and softmaxes the chosen ones", async (t) => {
+  for (const v of ['ref', ...SIMD]) {
+    for (const [nExperts, nUsed] of [[4, 1], [4, 2], [32, 4], [128, 8]]) {
+      for (const norm of [false, true]) {
+        const nTokens = 3;
+        const logits = rand(nTokens * nExperts, nExperts * 5 + nUsed, 4);
+        const r = ops().router(v, logits, nTokens, nExperts, nUsed, 'softmax_weight', norm, 1.5);
+        for (let tk = 0; tk < nTokens; tk++) {
+          const l = Array.from(logits.subarray(tk * nExperts, (tk + 1) * nExperts));
+          const order = l.map((_, i) => i).sort((a, b) => l[b] - l[a]).slice(0, nUsed);
+          if (nUsed > 1) [order[0], order[1]] = [order[1], order[0]];
+          const mx = Math.max(...order.map((i) => l[i]));
+          const e = order.map((i) => Math.exp(l[i] - mx));
+          const sum = e.reduce((a, b) => a + b, 0);
+          // Softmax weights already sum to 1: norm changes only rounding.
+          const expectW = e.map((x) => (x / sum) * 1.5);
+          t.same(Array.from(r.ids.subarray(tk * nUsed, (tk + 1) * nUsed)), order, `${v} ${nExperts}/${nUsed} norm=${norm} token ${tk}: ids`);
+          t.ok(nmse(r.weights.subarray(tk * nUsed, (tk + 1) * nUsed), expectW) < 1e-12, `${v} ${nExperts}/${nUsed} norm=${norm} token ${tk}: weights`);
+        }
+      }
+    }
+  }
+});
+
 t.test('router: softmax or sigmoid, top-k in ggml_top_k order, optional renormalisation and scale', async (t) => {
   for (const v of ['ref', ...SIMD]) {
     for (const [nExperts, nUsed] of [[4, 1], [4, 2], [8, 2], [60, 4], [128, 8]]) {
@@ -413,9 +583,19 @@ t.test('router: softmax or sigmoid, top-k in ggml_top_k order, optional renormal
   }
 });
 
-/** Mixture-of-experts FFN in float64 on (already dequantized) weights and unquantized activations. */
+interface MoeOpts {
+  glu: 'swiglu' | 'swiglu_oai';
+  alpha: number;
+  limit: number;
+  gateBias?: Float32Array;
+  upBias?: Float32Array;
+  downBias?: Float32Array;
+}
+
+/** Mixture-of-experts FFN in float64 on (already dequantized) weights and unquantized activations;
+ * o: per-expert biases and gpt-oss's clamped SwiGLU (ggml_swiglu_oai). */
 function moeJs(gd: Float32Array, ud: Float32Array, dd: Float32Array, nEmbd: number, nFf: number,
-  x: Float32Array, nTokens: number, ids: Int32Array, wts: Float32Array, nUsed: number): Float32Array {
+  x: Float32Array, nTokens: number, ids: Int32Array, wts: Float32Array, nUsed: number, o?: MoeOpts): Float32Array {
   const y = new Float32Array(nTokens * nEmbd);
   for (let tk = 0; tk < nTokens; tk++) {
     for (let j = 0; j < nUsed; j++) {
@@ -428,10 +608,18 @@ function moeJs(gd: Float32Array, ud: Float32Array, dd: Float32Array, nEmbd: numb
           a += gd[(e * nFf + r) * nEmbd + k] * x[tk * nEmbd + k];
           b += ud[(e * nFf + r) * nEmbd + k] * x[tk * nEmbd + k];
         }
-        h[r] = (a / (1 + Math.exp(-a))) * b;
+        if (o?.gateBias) a += o.gateBias[e * nFf + r];
+        if (o?.upBias) b += o.upBias[e * nFf + r];
+        if (o?.glu === 'swiglu_oai') {
+          const gc = Math.min(a, o.limit);
+          const uc = Math.min(Math.max(b, -o.limit), o.limit);
+          h[r] = (gc / (1 + Math.exp(-o.alpha * gc))) * (uc + 1);
+        } else {
+          h[r] = (a / (1 + Math.exp(-a))) * b;
+        }
       }
       for (let r = 0; r < nEmbd; r++) {
-        let s = 0;
+        let s = o?.downBias ? o.downBias[e * nEmbd + r] : 0;
         for (let k = 0; k < nFf; k++) s += dd[(e * nEmbd + r) * nFf + k] * h[k];
         y[tk * nEmbd + r] += wts[tk * nUsed + j] * s;
       }
@@ -441,7 +629,7 @@ function moeJs(gd: Float32Array, ud: Float32Array, dd: Float32Array, nEmbd: numb
 }
 
 t.test('expert FFN against JS, reading only the chosen experts', async (t) => {
-  for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K']) {
+  for (const type of WEIGHT_TYPES) {
     const bs = typeInfo(type).blockSize;
     const nEmbd = bs === 256 ? 256 : 64;
     const nFf = bs === 256 ? 256 : 96;
@@ -481,6 +669,46 @@ t.test('expert FFN against JS, reading only the chosen experts', async (t) => {
   const y = ops().moeFfn('ref', 'f32', g, u, d, 6, nEmbd, nFf, rand(2 * nEmbd, 4), 2, Int32Array.of(0, 4, 2, 1), Float32Array.of(0.5, 0.5, 0.3, 0.7), 2);
   t.ok(y.every(Number.isFinite), 'unchosen experts are not read');
   t.throws(() => ops().moeFfn('ref', 'f32', g, u, d, 6, nEmbd, nFf, rand(nEmbd, 4), 1, Int32Array.of(0, 6), Float32Array.of(1, 1), 2), { code: 'TDM_BAD_ARGUMENT', message: /expert id 6/ });
+});
+
+t.test('expert FFN with per-expert biases and the clamped SwiGLU (gpt-oss) against JS', async (t) => {
+  for (const type of ['f32', 'f16', 'q8_0', 'q4_K']) {
+    const bs = typeInfo(type).blockSize;
+    const nEmbd = bs === 256 ? 256 : 64;
+    const nFf = bs === 256 ? 256 : 96;
+    const nExp = 6;
+    const g = rand(nExp * nFf * nEmbd, 31, 0.3);
+    const u = rand(nExp * nFf * nEmbd, 32, 0.3);
+    const d = rand(nExp * nEmbd * nFf, 33, 0.1);
+    const [gd, ud, dd] = [g, u, d].map((w) => dequantize(type, quantize(type, w), w.length));
+    const biases = { gateBias: rand(nExp * nFf, 34, 0.5), upBias: rand(nExp * nFf, 35, 0.5), downBias: rand(nExp * nEmbd, 36, 0.5) };
+    // A limit low enough that both clamps bite, and gpt-oss's own constants.
+    const variants: MoeOpts[] = [
+      { glu: 'swiglu_oai', alpha: 1.702, limit: 1.5, ...biases },
+      { glu: 'swiglu_oai', alpha: 1.702, limit: 7 },
+      { glu: 'swiglu', alpha: 0, limit: 0, ...biases },
+      { glu: 'swiglu', alpha: 0, limit: 0, downBias: biases.downBias },
+    ];
+    for (const [nTokens, nUsed] of [[1, 2], [7, 3]]) {
+      const x = rand(nTokens * nEmbd, 37 + nTokens);
+      const ids = Int32Array.from({ length: nTokens * nUsed }, (_, i) => (i * 5 + 1) % (nExp - 1));
+      const wts = rand(nTokens * nUsed, 38).map((w) => 0.5 + Math.abs(w) / 2);
+      for (const o of variants) {
+        const label = `${type} ${nTokens} tokens ${o.glu} limit ${o.limit} biases ${['gateBias', 'upBias', 'downBias'].filter((b) => b in o).join('+') || 'none'}`;
+        const ref = ops().moeFfn('ref', type, g, u, d, nExp, nEmbd, nFf, x, nTokens, ids, wts, nUsed, o);
+        const tol = type === 'f32' ? 1e-12 : type === 'f16' ? 1e-6 : 2e-3;
+        const e = nmse(ref, moeJs(gd, ud, dd, nEmbd, nFf, x, nTokens, ids, wts, nUsed, o));
+        t.ok(e < tol, `${label}: reference vs JS nmse ${e.toExponential(2)}`);
+        for (const v of SIMD) {
+          const es = nmse(ops().moeFfn(v, type, g, u, d, nExp, nEmbd, nFf, x, nTokens, ids, wts, nUsed, o), ref);
+          t.ok(es <= (SIMD_MATMUL_NMSE[type] ?? 1e-11) * 10, `${label}: ${v} vs reference nmse ${es.toExponential(2)}`);
+        }
+      }
+    }
+  }
+  const args = [rand(2 * 4 * 8, 1), rand(2 * 4 * 8, 2), rand(2 * 8 * 4, 3), 2, 8, 4, rand(8, 4), 1, Int32Array.of(0, 1), Float32Array.of(0.5, 0.5), 2] as const;
+  t.throws(() => ops().moeFfn('ref', 'f32', ...args, { glu: 'swiglu', gateBias: rand(3, 5) }), { code: 'TDM_BAD_ARGUMENT' }, 'bias of the wrong length');
+  t.throws(() => ops().moeFfn('ref', 'f32', ...args, { glu: 'geglu' as 'swiglu' }), { code: 'TDM_BAD_ARGUMENT' }, 'unknown activation');
 });
 
 t.test('copy_blocks moves whole blocks', async (t) => {

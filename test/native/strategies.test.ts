@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
 import type { KvTier, SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
-import { makeModel } from '../../src/model/synthetic.js';
+import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { maxAbsDiff, modelPath, hparamsOf } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
@@ -20,11 +20,11 @@ const BLOCK_TOKENS = 16;
 const DECODE_STEPS = 6;
 
 
-async function moeFile(): Promise<string> {
+async function moeFile(spec: ModelSpec = { architecture: 'qwen2moe' }): Promise<string> {
   const dir = path.join(tmpdir(), 'tandem-test-models');
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'strategies-v1-qwen2moe-q8_0.gguf');
-  if (!existsSync(file)) await makeModel({ architecture: 'qwen2moe', type: 'q8_0', seed: 11 }, file);
+  const file = path.join(dir, `strategies-v1-${spec.architecture}-q8_0.gguf`);
+  if (!existsSync(file)) await makeModel({ ...spec, type: 'q8_0', seed: 11 }, file);
   return file;
 }
 
@@ -147,8 +147,12 @@ t.test('stories260K: every strategy and placement gives the CPU path\'s logits',
   await t.test('fast kernels: within tolerance', (t) => agreement(t, STORIES, budgets, undefined, FAST_TOLERANCE));
 });
 
-t.test('tiny qwen2moe (shared expert): every strategy and placement gives the CPU path\'s logits', async (t) => {
-  const file = await moeFile();
+for (const [label, spec] of [
+  ['tiny qwen2moe (shared expert)', { architecture: 'qwen2moe' }],
+  // Sliding layers and sinks in the CPU's attention of host-tier sequences, biased experts in host RAM.
+  ['tiny gpt-oss (window 4, sinks, expert biases)', { architecture: 'gpt-oss', slidingWindow: 4 }],
+] as [string, ModelSpec][]) t.test(`${label}: every strategy and placement gives the CPU path's logits`, async (t) => {
+  const file = await moeFile(spec);
   const probe = await load(file, { device: 'cpu-standin' });
   const total = probe.placement.deviceBytes;
   probe.dispose();

@@ -170,9 +170,20 @@ function hparamRows(h: ModelHyperparams): [string, string][] {
     ]);
   }
   if (h.hasSharedExpert) rows.push(['shared expert', `width ${h.nFfShared}, sigmoid-gated`]);
-  rows.push(['rope', `${h.ropeType}, ${h.ropeDim} dims, base ${h.ropeFreqBase}${h.ropeFreqScale !== 1 ? `, linear scale ${h.ropeFreqScale}` : ''}`]);
+  const ropeScaling =
+    h.ropeScaling === 'yarn' ? `, YaRN factor ${1 / h.ropeFreqScale} from ${h.yarnOrigCtx} tokens` : h.ropeFreqScale !== 1 ? `, linear scale ${h.ropeFreqScale}` : '';
+  const ropeAttn = h.ropeAttnFactor !== 1 ? `, attn factor ${h.ropeAttnFactor}` : '';
+  rows.push(['rope', `${h.ropeType}, ${h.ropeDim} dims, base ${h.ropeFreqBase}${ropeScaling}${ropeAttn}`]);
   rows.push(['rms norm eps', String(Number(h.rmsEps.toPrecision(6)))]);
-  const features = [h.hasQkvBias && 'QKV bias', h.hasQkNorm && 'QK norm', h.tiedEmbeddings && 'tied embeddings'].filter(Boolean);
+  const features = [
+    h.hasQkvBias && 'QKV bias',
+    h.hasQkNorm && 'QK norm',
+    h.tiedEmbeddings && 'tied embeddings',
+    h.slidingWindow > 0 && `sliding window ${h.slidingWindow} (${h.slidingWindowPeriod - 1} of every ${h.slidingWindowPeriod} layers)`,
+    h.hasAttnSinks && 'attention sinks',
+    h.hasExpertBias && 'expert biases',
+    h.swigluOai && 'clamped SwiGLU',
+  ].filter(Boolean);
   if (features.length) rows.push(['features', features.join(', ')]);
   return rows;
 }

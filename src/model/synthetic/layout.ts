@@ -1,6 +1,7 @@
 // The tensors of each architecture as llama.cpp loads them (names, shapes; see its
 // llama-arch.cpp and the per-model load_tensors), how each is initialised, and which
-// type each gets: pure types as llama-quantize --pure, 'q4_K_M' as llama_tensor_get_type.
+// type each gets: pure types as llama-quantize --pure, 'q4_K_M' and 'mxfp4_moe' as
+// llama_tensor_get_type.
 import type { ModelFileType, ResolvedSpec, WeightType } from './spec.js';
 import { typeInfo } from '../quant.js';
 
@@ -35,12 +36,12 @@ function entries(s: ResolvedSpec): Entry[] {
     b('attn_q.weight', [s.nEmbd, q]);
     b('attn_k.weight', [s.nEmbd, kv]);
     b('attn_v.weight', [s.nEmbd, kv]);
-    if (arch === 'qwen2' || arch === 'qwen2moe') {
+    if (arch === 'qwen2' || arch === 'qwen2moe' || arch === 'gpt-oss') {
       b('attn_q.bias', [q]);
       b('attn_k.bias', [kv]);
       b('attn_v.bias', [kv]);
     }
-    if (arch === 'qwen3moe') {
+    if (arch === 'qwen3' || arch === 'qwen3moe') {
       b('attn_q_norm.weight', [s.headDim]);
       b('attn_k_norm.weight', [s.headDim]);
     }
@@ -49,7 +50,13 @@ function entries(s: ResolvedSpec): Entry[] {
       b('attn_k_norm.weight', [kv]);
     }
     b('attn_output.weight', [q, s.nEmbd]);
-    b('ffn_norm.weight', [s.nEmbd]);
+    if (arch === 'gpt-oss') {
+      b('attn_output.bias', [s.nEmbd]);
+      b('attn_sinks.weight', [s.nHead]);
+      b('post_attention_norm.weight', [s.nEmbd]);
+    } else {
+      b('ffn_norm.weight', [s.nEmbd]);
+    }
     if (s.nExpert === 0) {
       b('ffn_gate.weight', [s.nEmbd, s.nFf]);
       b('ffn_down.weight', [s.nFf, s.nEmbd]);
@@ -59,6 +66,12 @@ function entries(s: ResolvedSpec): Entry[] {
       b('ffn_gate_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
       b('ffn_down_exps.weight', [s.nFfExpert, s.nEmbd, s.nExpert]);
       b('ffn_up_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
+      if (arch === 'gpt-oss') {
+        b('ffn_gate_inp.bias', [s.nExpert]);
+        b('ffn_gate_exps.bias', [s.nFfExpert, s.nExpert]);
+        b('ffn_down_exps.bias', [s.nEmbd, s.nExpert]);
+        b('ffn_up_exps.bias', [s.nFfExpert, s.nExpert]);
+      }
       if (arch === 'qwen2moe') {
         b('ffn_gate_inp_shexp.weight', [s.nEmbd]);
         b('ffn_gate_shexp.weight', [s.nEmbd, s.nFfShared]);
@@ -83,6 +96,8 @@ function init(e: Entry): { mean: number; std: number } {
   if (e.name === 'token_embd.weight') return { mean: 0, std: 1 };
   if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
   if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
+  // Sink logits of the size the scores have, so that a sink takes a real share of the softmax.
+  if (e.name.endsWith('attn_sinks.weight')) return { mean: 0, std: 1 };
   return { mean: 0, std: 1 / Math.sqrt(e.shape[0]) };
 }
 
@@ -129,9 +144,15 @@ function q4KMType(e: Entry, s: ResolvedSpec): WeightType {
   return fallbackType(t, e.shape[0]);
 }
 
+/** The type MXFP4_MOE gives a quantizable tensor: MXFP4 for stacks of experts, Q8_0 for the rest. */
+function mxfp4MoeType(e: Entry): WeightType {
+  return fallbackType(e.shape.length === 3 ? 'mxfp4' : 'q8_0', e.shape[0]);
+}
+
 function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec): WeightType {
   if (!isQuantizable(e.name, e.shape)) return 'f32';
   if (fileType === 'q4_K_M') return q4KMType(e, s);
+  if (fileType === 'mxfp4_moe') return mxfp4MoeType(e);
   return fallbackType(fileType, e.shape[0]);
 }
 
@@ -152,5 +173,5 @@ export function tensorNames(s: ResolvedSpec): string[] {
 /** general.file_type (llama.cpp's llama_ftype) for a file type. */
 export const FILE_TYPE_IDS: Record<ModelFileType, number> = {
   f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9,
-  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, bf16: 32,
+  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
 };

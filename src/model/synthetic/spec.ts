@@ -3,19 +3,20 @@
 // fail on later with a less helpful message.
 import { TandemError } from '../../native/errors.js';
 
-export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe';
-export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen2moe', 'qwen3moe', 'olmoe'];
+export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss';
+export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss'];
 
 /** Tensor types a synthetic model's weights can take. */
-export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_K' | 'q5_K' | 'q6_K';
-export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K'];
+export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_K' | 'q5_K' | 'q6_K' | 'mxfp4';
+export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4'];
 
 /**
- * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or
- * 'q4_K_M', llama.cpp's mix (Q6_K/Q5_K/Q8_0 for the sensitive tensors, Q4_K for the rest).
+ * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or one
+ * of llama.cpp's mixes: 'q4_K_M' (Q6_K/Q5_K/Q8_0 for the sensitive tensors, Q4_K for the
+ * rest), 'mxfp4_moe' (MXFP4 for routed experts, Q8_0 for every other tensor; gpt-oss's files).
  */
-export type ModelFileType = WeightType | 'q4_K_M';
-export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M'];
+export type ModelFileType = WeightType | 'q4_K_M' | 'mxfp4_moe';
+export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'mxfp4_moe'];
 
 export interface ModelShape {
   /** Width of the residual stream. */
@@ -45,9 +46,11 @@ export interface ModelShape {
   ropeFreqBase: number;
   /** Epsilon of every RMSNorm. */
   rmsEps: number;
+  /** gpt-oss: the sliding window of its even layers (positions; 0 for the other architectures). */
+  slidingWindow: number;
 }
 
-export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b';
+export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b';
 
 interface Preset {
   architecture: SyntheticArchitecture;
@@ -88,6 +91,14 @@ export const PRESETS: Record<PresetName, Preset> = {
     shape: { nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, nCtx: 8192, nVocab: 128256, ropeFreqBase: 500000, rmsEps: 1e-5 },
     about: 'Llama-3-8B: 4096 wide, 32 layers, 32 heads / 8 KV heads, FFN 14336, 128256 tokens',
   },
+  'gpt-oss-20b': {
+    architecture: 'gpt-oss',
+    shape: {
+      nEmbd: 2880, nLayer: 24, nHead: 64, nHeadKv: 8, headDim: 64, nFf: 2880, nExpert: 32, nExpertUsed: 4, nFfExpert: 2880,
+      nCtx: 131072, nVocab: 201088, ropeFreqBase: 150000, rmsEps: 1e-5, slidingWindow: 128,
+    },
+    about: 'gpt-oss-20b: 2880 wide, 24 layers, 64 heads of 64 / 8 KV heads, 32 experts top-4 of width 2880, window 128 on even layers, 201088 tokens',
+  },
 };
 
 export interface ModelSpec extends Partial<ModelShape> {
@@ -115,6 +126,17 @@ export interface ModelSpec extends Partial<ModelShape> {
    * nearly uniformly. Up to 4.
    */
   routerSkew?: number;
+  /** RoPE scaling written to rope.scaling.*: factor >= 1; originalContext (YaRN only) defaults to nCtx. Default none. */
+  ropeScaling?: RopeScalingSpec;
+}
+
+export interface RopeScalingSpec {
+  type: 'linear' | 'yarn';
+  factor: number;
+  /** Context the frequencies were trained for (tokens), rope.scaling.original_context_length. */
+  originalContext?: number;
+  /** rope.scaling.attn_factor: multiplies cos and sin (default 1, not written). */
+  attnFactor?: number;
 }
 
 /** A spec with every field settled and checked. */
@@ -128,9 +150,10 @@ export interface ResolvedSpec extends ModelShape {
   tensorTypes: Record<string, WeightType>;
   tensorData: Record<string, Float32Array>;
   routerSkew: number;
+  ropeScaling: Required<RopeScalingSpec> | undefined;
 }
 
-export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe';
+export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe' || a === 'gpt-oss';
 
 function bad(message: string): TandemError {
   return new TandemError('TDM_BAD_ARGUMENT', message);
@@ -143,7 +166,7 @@ export function parseFileType(s: string): ModelFileType | undefined {
 
 const SHAPE_KEYS: (keyof ModelShape)[] = [
   'nEmbd', 'nLayer', 'nHead', 'nHeadKv', 'headDim', 'nFf', 'nExpert', 'nExpertUsed', 'nFfExpert', 'nFfShared',
-  'nCtx', 'nVocab', 'ropeFreqBase', 'rmsEps',
+  'nCtx', 'nVocab', 'ropeFreqBase', 'rmsEps', 'slidingWindow',
 ];
 
 /** Fills a spec from its preset and defaults and checks it; throws TDM_BAD_ARGUMENT naming the field. */
@@ -181,6 +204,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   s.nHeadKv ??= s.nHead;
   s.ropeFreqBase ??= 10000;
   s.rmsEps ??= 1e-5;
+  s.slidingWindow ??= architecture === 'gpt-oss' ? 128 : 0;
 
   const shape = s as ModelShape;
   const positive = (k: keyof ModelShape, max: number) => {
@@ -198,7 +222,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`headDim must be an even integer from 2 to 1024, got ${shape.headDim} (nEmbd ${shape.nEmbd} / nHead ${shape.nHead})`);
   }
   if (shape.nHead % shape.nHeadKv !== 0) throw bad(`nHead (${shape.nHead}) must be a multiple of nHeadKv (${shape.nHeadKv})`);
-  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3moe';
+  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss';
   if (headsFixed && shape.headDim * shape.nHead !== shape.nEmbd) {
     throw bad(`${architecture} needs headDim × nHead = nEmbd (got ${shape.headDim} × ${shape.nHead} ≠ ${shape.nEmbd})`);
   }
@@ -206,11 +230,13 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`olmoe needs nHeadKv = nHead (its K norm spans all ${shape.nEmbd} elements); got ${shape.nHeadKv} and ${shape.nHead}`);
   }
   if (!(shape.ropeFreqBase > 0)) throw bad(`ropeFreqBase must be positive, got ${shape.ropeFreqBase}`);
+  if (architecture === 'gpt-oss') positive('slidingWindow', 1 << 24);
+  else if (shape.slidingWindow !== 0) throw bad(`slidingWindow exists only in gpt-oss, not ${architecture}`);
   if (!(shape.rmsEps > 0 && shape.rmsEps < 1)) throw bad(`rmsEps must be in (0, 1), got ${shape.rmsEps}`);
 
   if (moe && shape.nExpert === 0) throw bad(`${architecture} is a mixture of experts: nExpert must be at least 2`);
   if (shape.nExpert !== 0) {
-    if (architecture === 'qwen2') throw bad('qwen2 is dense; use qwen2moe for experts');
+    if (architecture === 'qwen2' || architecture === 'qwen3') throw bad(`${architecture} is dense; use ${architecture}moe for experts`);
     if (!Number.isSafeInteger(shape.nExpert) || shape.nExpert < 2 || shape.nExpert > 256) throw bad(`nExpert must be 0 (dense) or an integer from 2 to 256, got ${shape.nExpert}`);
     if (!Number.isSafeInteger(shape.nExpertUsed) || shape.nExpertUsed < 1 || shape.nExpertUsed > shape.nExpert) {
       throw bad(`nExpertUsed must be an integer from 1 to nExpert (${shape.nExpert}), got ${shape.nExpertUsed}`);
@@ -242,6 +268,15 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   const routerSkew = spec.routerSkew ?? 0;
   if (!(routerSkew >= 0 && routerSkew <= 4)) throw bad(`routerSkew must be a number from 0 to 4, got ${String(spec.routerSkew)}`);
   if (routerSkew > 0 && shape.nExpert === 0) throw bad('routerSkew needs a MoE model (nExpert > 0)');
+  const rs = spec.ropeScaling;
+  if (rs !== undefined) {
+    if (rs.type !== 'linear' && rs.type !== 'yarn') throw bad(`ropeScaling.type must be 'linear' or 'yarn', got ${String(rs.type)}`);
+    if (!(rs.factor >= 1 && Number.isFinite(rs.factor))) throw bad(`ropeScaling.factor must be a number of at least 1, got ${String(rs.factor)}`);
+    if (rs.originalContext !== undefined && (rs.type !== 'yarn' || !Number.isSafeInteger(rs.originalContext) || rs.originalContext < 1 || rs.originalContext > 1 << 24)) {
+      throw bad(`ropeScaling.originalContext must be an integer from 1 to ${1 << 24}, for YaRN only; got ${String(rs.originalContext)}`);
+    }
+    if (rs.attnFactor !== undefined && !(rs.attnFactor > 0 && Number.isFinite(rs.attnFactor))) throw bad(`ropeScaling.attnFactor must be a positive number, got ${String(rs.attnFactor)}`);
+  }
   const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
   return {
     ...shape,
@@ -254,5 +289,6 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     tensorTypes: { ...spec.tensorTypes },
     tensorData: { ...spec.tensorData },
     routerSkew,
+    ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
   };
 }

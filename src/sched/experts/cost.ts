@@ -25,6 +25,8 @@ export interface MoeShape {
   nVocab: number;
   /** Bits per weight of the expert and dense tensors (4.5 for Q4_K_M, 8.5 for Q8_0, 16 for F16). */
   bitsPerWeight: number;
+  /** Bits per weight of the dense tensors when they differ from the experts' (gpt-oss: MXFP4 experts only). */
+  denseBitsPerWeight?: number;
 }
 
 /** Bytes of one expert's gate, up and down matrices: the one contiguous slab a copy moves. */
@@ -38,7 +40,7 @@ export function denseBytes(m: MoeShape): number {
   const kv = m.nHeadKv * m.headDim;
   const attn = m.nEmbd * (q + 2 * kv) + q * m.nEmbd;
   const perLayer = attn + m.nEmbd * m.nExpert + 3 * m.nEmbd * m.nFfShared;
-  return Math.ceil(((m.nLayer * perLayer + 2 * m.nEmbd * m.nVocab) * m.bitsPerWeight) / 8);
+  return Math.ceil(((m.nLayer * perLayer + 2 * m.nEmbd * m.nVocab) * (m.denseBitsPerWeight ?? m.bitsPerWeight)) / 8);
 }
 
 /** Predicted times (µs) of the pieces of a MoE layer the expert scheduler moves between devices. */
