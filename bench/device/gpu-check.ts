@@ -459,6 +459,8 @@ async function main(): Promise<void> {
     ['tiny llama q4_K_M', { preset: 'tiny', type: 'q4_K_M', seed: 4 }],
     ['tiny qwen2moe q8_0', { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 5 }],
     ['tiny mixtral-style llama MoE q4_0', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'q4_0', seed: 7 }],
+    // Sliding window, sinks, YaRN, biased MXFP4 experts with the clamped SwiGLU: every gpt-oss op on the device.
+    ['tiny gpt-oss mxfp4_moe', { preset: 'tiny', architecture: 'gpt-oss', slidingWindow: 8, nHead: 8, nHeadKv: 2, headDim: 64, type: 'mxfp4_moe', seed: 10, ropeScaling: { type: 'yarn', factor: 32, originalContext: 16 } }],
   ];
   let executorOnGpu = false;
   // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.

@@ -155,11 +155,13 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
   }
 });
 
-t.test('MXFP4 experts (gpt-oss\'s type) on the emulated GPU: on the device and offloaded, the CPU path\'s logits', { skip }, async (t) => {
+t.test('gpt-oss with MXFP4 experts on the emulated GPU: on the device and offloaded, the CPU path\'s logits', { skip }, async (t) => {
   const dir = path.join(tmpdir(), 'tandem-test-models');
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'emulated-executor-v1-qwen2moe-mxfp4_moe.gguf');
-  if (!existsSync(file)) await makeModel({ preset: 'tiny', architecture: 'qwen2moe', type: 'mxfp4_moe', nExpert: 8, nExpertUsed: 2, seed: 41 }, file);
+  const file = path.join(dir, 'emulated-executor-v1-gpt-oss-mxfp4_moe.gguf');
+  // A window shorter than the prompts, sinks, YaRN, biased experts: every gpt-oss op runs on the device.
+  const spec = { preset: 'tiny', architecture: 'gpt-oss', type: 'mxfp4_moe', nExpert: 8, nExpertUsed: 2, seed: 41, slidingWindow: 4 } as const;
+  if (!existsSync(file)) await makeModel({ ...spec, ropeScaling: { type: 'yarn', factor: 4, originalContext: 8 } }, file);
   const ref = await load(file);
   const want = await run(ref, { strategy: 'cpu', tier: () => 'device' }, []);
   ref.dispose();
