@@ -832,6 +832,26 @@ __attribute__((always_inline)) inline void run_halves(int64_t units, int64_t val
     for (int64_t u = 0; u < units; ++u) step(u, 1);
 }
 
+// A tile of a q8_0-activation block kernel K (K::block<T>(g, nb, b, h, act, as, od, os, acc)
+// adds block b of half h into acc): one token runs both halves interleaved, several a pass
+// per half (see run_halves).
+template <typename K, int T>
+__attribute__((always_inline)) inline void block_tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y,
+                                                      int64_t ys, int64_t valid) {
+  const int64_t nb = n / kQK;
+  const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
+  __m256 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+    if (h == 0) K::template block<T>(g, nb, b, 0, act, as, od, os, acc0);
+    else K::template block<T>(g, nb, b, 1, act, as, od, os, acc1);
+  });
+  for (int t = 0; t < T; ++t) {
+    store_half(y + t * ys, 0, acc0[t], valid);
+    if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
+  }
+}
+
 // q5_K's group layout (K4Layout<true>), with the fifth bits sliced for AVX2.
 void pack_q5_K_avx2(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
   K4Layout<true>::pack(src, rb, n_rows, n, dst);
@@ -1277,21 +1297,9 @@ struct KQ4_0Avx2 {
     }
   }
 
-  // One token: both halves interleaved; several: a pass per half (see run_halves).
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
-    const int64_t nb = n / kQK;
-    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
-    __m256 acc0[T], acc1[T];
-    for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
-      if (h == 0) block<T>(g, nb, b, 0, act, as, od, os, acc0);
-      else block<T>(g, nb, b, 1, act, as, od, os, acc1);
-    });
-    for (int t = 0; t < T; ++t) {
-      store_half(y + t * ys, 0, acc0[t], valid);
-      if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
-    }
+    block_tile<KQ4_0Avx2, T>(g, n, act, as, y, ys, valid);
   }
 };
 
@@ -1346,18 +1354,7 @@ struct KMxfp4Avx2 {
 
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
-    const int64_t nb = n / kQK;
-    const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
-    __m256 acc0[T], acc1[T];
-    for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
-      if (h == 0) block<T>(g, nb, b, 0, act, as, od, os, acc0);
-      else block<T>(g, nb, b, 1, act, as, od, os, acc1);
-    });
-    for (int t = 0; t < T; ++t) {
-      store_half(y + t * ys, 0, acc0[t], valid);
-      if (valid > 8) store_half(y + t * ys, 1, acc1[t], valid);
-    }
+    block_tile<KMxfp4Avx2, T>(g, n, act, as, y, ys, valid);
   }
 };
 

@@ -223,24 +223,7 @@ function splitLlama3(p: CodePoints, start: number, end: number, maxDigits: numbe
       out.push(pos - from);
       continue;
     }
-    let ws = 0;
-    let afterLastNewline = 0;
-    while (pos + ws < end && (cls[pos + ws]! & WHITESPACE) !== 0) {
-      const w = cps[pos + ws];
-      if (w === CR || w === LF) afterLastNewline = pos + ws + 1;
-      ws++;
-    }
-    if (afterLastNewline > 0) {
-      // \s*[\r\n]+
-      pos = afterLastNewline;
-    } else if (ws > 1 && pos + ws < end) {
-      // \s+(?!\S)
-      pos += ws - 1;
-    } else if (ws > 0) {
-      pos += ws;
-    } else {
-      pos++;
-    }
+    pos = whitespaceEnd(cls, cps, pos, end);
     out.push(pos - from);
   }
 }
@@ -300,19 +283,27 @@ function splitGpt4o(p: CodePoints, start: number, end: number, out: number[]): v
       out.push(pos - from);
       continue;
     }
-    // whitespace: \s*[\r\n]+ up to the last newline, else \s+(?!\S), else \s+
-    let ws = 0;
-    let afterLastNewline = 0;
-    while (pos + ws < end && (cls[pos + ws]! & WHITESPACE) !== 0) {
-      const w = cps[pos + ws];
-      if (w === CR || w === LF) afterLastNewline = pos + ws + 1;
-      ws++;
-    }
-    if (afterLastNewline > 0) pos = afterLastNewline;
-    else if (ws > 1 && pos + ws < end) pos += ws - 1;
-    else pos += ws;
+    pos = whitespaceEnd(cls, cps, pos, end);
     out.push(pos - from);
   }
+}
+
+/**
+ * The end of the whitespace alternatives the llama3 and gpt-4o regexes share, from `pos`:
+ * \s*[\r\n]+ up to the last newline, else \s+(?!\S), else \s+; one code point when none
+ * matches (the caller's catch-all).
+ */
+function whitespaceEnd(cls: Uint8Array | number[], cps: ArrayLike<number>, pos: number, end: number): number {
+  let ws = 0;
+  let afterLastNewline = 0;
+  while (pos + ws < end && (cls[pos + ws]! & WHITESPACE) !== 0) {
+    const w = cps[pos + ws];
+    if (w === CR || w === LF) afterLastNewline = pos + ws + 1;
+    ws++;
+  }
+  if (afterLastNewline > 0) return afterLastNewline;
+  if (ws > 1 && pos + ws < end) return pos + ws - 1;
+  return pos + Math.max(ws, 1);
 }
 
 /** Refines each segment: runs of code points matching `match` become their own segments. */
