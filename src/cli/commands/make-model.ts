@@ -27,6 +27,7 @@ const SHAPE_FLAGS: { flag: string; field: keyof ModelShape; int: boolean; about:
   { flag: 'n-vocab', field: 'nVocab', int: true, about: 'tokens of the synthetic vocabulary' },
   { flag: 'rope-freq-base', field: 'ropeFreqBase', int: false, about: 'RoPE theta' },
   { flag: 'rms-eps', field: 'rmsEps', int: false, about: 'RMSNorm epsilon' },
+  { flag: 'sliding-window', field: 'slidingWindow', int: true, about: "gpt-oss: positions its sliding layers see" },
 ];
 
 const HELP = `usage: tandem make-model -o FILE [options]
@@ -47,6 +48,8 @@ ${Object.entries(PRESETS).map(([name, p]) => `                          ${name.p
   --vocab FILE          copy the tokenizer from this GGUF (a vocab-only file will
                         do); default: a synthetic SentencePiece vocabulary
   --name TEXT           general.name
+  --rope-scaling S      linear:FACTOR or yarn:FACTOR[:ORIGINAL_CONTEXT] (YaRN's original
+                        context defaults to --n-ctx), e.g. yarn:32:4096 as gpt-oss-20b
   --force               overwrite FILE if it exists
   --json                print the summary as one JSON object
 
@@ -79,6 +82,7 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
     seed: { type: 'string' },
     vocab: { type: 'string' },
     name: { type: 'string' },
+    'rope-scaling': { type: 'string' },
     force: { type: 'boolean' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -123,6 +127,16 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
     spec.vocab = vocab;
   }
   if (str('name') !== undefined) spec.name = str('name');
+  const scaling = str('rope-scaling');
+  if (scaling !== undefined) {
+    const m = /^(linear|yarn):([^:]+)(?::([^:]+))?$/.exec(scaling);
+    if (!m || (m[1] === 'linear' && m[3] !== undefined)) throw usageError(`--rope-scaling expects linear:FACTOR or yarn:FACTOR[:ORIGINAL_CONTEXT], got '${scaling}'`);
+    spec.ropeScaling = {
+      type: m[1] as 'linear' | 'yarn',
+      factor: parseNumber('rope-scaling', m[2]!, false),
+      ...(m[3] !== undefined ? { originalContext: parseNumber('rope-scaling', m[3], true) } : {}),
+    };
+  }
   for (const s of SHAPE_FLAGS) {
     const v = str(s.flag);
     if (v !== undefined) spec[s.field] = parseNumber(s.flag, v, s.int);
