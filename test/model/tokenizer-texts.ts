@@ -2,6 +2,8 @@
 // scripts, seeded random hostile texts, llama.cpp's test-vector inputs, and copies of a vocabulary
 // GGUF with metadata replaced.
 import fs from 'node:fs';
+import type { LlamaModel, Token } from 'node-llama-cpp';
+import type { Tokenizer } from '../../src/model/tokenizer/index.js';
 import { GgufFile } from '../../src/model/gguf.js';
 import { buildGguf, writeTemp, type Kv } from './gguf-test-writer.js';
 import { modelPath } from '../helpers.js';
@@ -146,4 +148,21 @@ export function readVectors(name: string): { input: string; ids: number[] }[] {
     input,
     ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(/\s+/).map(Number),
   }));
+}
+
+/**
+ * Tokenizes `text` with special tokens off and on, in tandem and in llama.cpp (a vocab-only
+ * model), and detokenizes llama.cpp's ids with both: a line naming the first difference, or
+ * undefined when ids and texts agree.
+ */
+export function llamaMismatch(tok: Tokenizer, ref: LlamaModel, text: string): string | undefined {
+  for (const special of [false, true]) {
+    const want = Array.from(ref.tokenize(text, special));
+    const got = tok.tokenize(text, { addBos: false, addEos: false, special });
+    const same = got.length === want.length && got.every((id, i) => id === want[i]);
+    if (!same || tok.detokenize(want, { special }) !== ref.detokenize(want as Token[], special)) {
+      return `special=${special}: ${same ? 'detokenize' : firstDiff(got, want)}; text ${JSON.stringify(text.slice(0, 200))}`;
+    }
+  }
+  return undefined;
 }
