@@ -5,6 +5,8 @@
 // Modes: gpu (every weight, the KV and attention on the device), split (half the weight bytes on
 // the device: the rest, routed experts first, computed on the CPU), host-kv (weights on the
 // device, KV in host RAM and attention on the CPU, under 'overlap'), cpu (no device).
+// A model with sliding-window layers keeps their KV in blocks of their own on the device side
+// (kvSplitSliding, as the API does by default), with the entries behind the window set to -1.
 // Usage: node e2e-child.js <model.gguf> <mode> <out.json> [--timing] [--standin]
 import { statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -33,13 +35,20 @@ export interface ChildReport {
   timing?: { prefillTokens: number; prefillMs: number; decodeSteps: number; decodeMsPerToken: number; phaseUs: Record<string, number> };
 }
 
+/** > 0: the loaded model keeps its sliding layers' KV apart, and they see this many positions. */
+let slidingWindow = 0;
+
 function seq(mode: E2eMode, tokens: number[], startPos: number, blocks: number, extra: Partial<SequencePlan>): SequencePlan {
   const onDevice = mode === 'gpu' || mode === 'split';
+  // Sliding blocks follow the full ones in the pool; those wholly behind the window are not read.
+  const behind = Math.floor(Math.max(0, startPos - slidingWindow + 1) / BLOCK_TOKENS);
+  const sliding = slidingWindow > 0 ? { slidingBlockTable: Int32Array.from({ length: blocks }, (_, i) => (i < behind ? -1 : blocks + i)) } : {};
   return {
     seqId: 1,
     tokens: Int32Array.from(tokens),
     startPos,
     blockTable: Int32Array.from({ length: blocks }, (_, i) => i),
+    ...sliding,
     kvTier: onDevice ? 'device' : 'host',
     attention: onDevice ? 'gpu' : 'cpu',
     sample: true,
@@ -74,10 +83,14 @@ async function main(): Promise<void> {
   g.close();
   const maxTokens = timing ? 512 + 40 : 48 + 20;
   const blocks = Math.ceil(maxTokens / BLOCK_TOKENS) + 1;
+  const split = mode !== 'cpu' && hparams.slidingWindow > 0;
+  const pool = split ? 2 * blocks : blocks;
   const model: NativeModel = await native().loadModel(file, {
-    hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: blocks, host: blocks }, device,
+    hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: pool, host: pool }, device,
+    ...(split ? { kvSplitSliding: true } : {}),
     ...(mode === 'split' ? { deviceWeightBytes: Math.floor(statSync(file).size / 2) } : {}),
   });
+  if (split) slidingWindow = hparams.slidingWindow;
   const nVocab = model.info.nVocab;
   const report: ChildReport = { mode, backends: model.info.backends, placement: model.placement, nVocab, promptLogits: [], tokens: [], decodeLogits: [] };
 

@@ -206,6 +206,7 @@ ModelConfig parse_config(const Napi::Value& v) {
   Napi::Object blocks = obj(o.Get("kvBlocks"), "config.kvBlocks");
   cfg.kv_blocks_device = int32_t(integer(blocks, "device", "config.kvBlocks", 0, 2147483647.0));
   cfg.kv_blocks_host = int32_t(integer(blocks, "host", "config.kvBlocks", 0, 2147483647.0));
+  cfg.kv_split_sliding = boolean(o, "kvSplitSliding", "config", true);
   Napi::Value variant = o.Get("cpuVariant");
   if (!variant.IsUndefined()) {
     if (!variant.IsString()) bad_arg("config.cpuVariant must be a string");
@@ -291,6 +292,7 @@ StepPlan parse_plan(const Napi::Value& v) {
     sp.tokens = int32s(s, "tokens", w, false);
     sp.start_pos = int32_t(integer(s, "startPos", w, 0, 2147483647.0));
     sp.block_table = int32s(s, "blockTable", w, false);
+    sp.sliding_block_table = int32s(s, "slidingBlockTable", w, true);
     sp.tier = tier(s, "kvTier", w);
     const std::string dev = str(s, "attention", w);
     if (dev != "cpu" && dev != "gpu") bad_arg(w + ".attention must be 'cpu' or 'gpu'");
@@ -405,6 +407,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Object o = Napi::Object::New(env);
     o.Set("nVocab", Napi::Number::New(env, double(model_->hparams().n_vocab)));
     o.Set("kvBlockBytes", Napi::Number::New(env, double(model_->kv_block_bytes())));
+    o.Set("kvGroups", Napi::Number::New(env, double(model_->kv_groups())));
     Napi::Array backends = Napi::Array::New(env);
     std::vector<std::string> names = model_->backends();
     for (size_t i = 0; i < names.size(); ++i) backends.Set(uint32_t(i), names[i]);

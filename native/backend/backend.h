@@ -135,7 +135,9 @@ typedef struct tdm_attn_seq {
   int32_t n_tokens;           /* new tokens this step */
   int32_t start_pos;          /* position of its first new token; KV of [0, start_pos) is cached */
   int32_t n_blocks;           /* entries in block_table; must cover start_pos + n_tokens positions */
-  const int32_t* block_table; /* block ids in position order (backend-visible) */
+  const int32_t* block_table; /* block ids in position order (backend-visible); entries wholly before
+                                 the first position an op touches (start_pos for kv_store, the
+                                 window's start for windowed attention) are not read */
 } tdm_attn_seq;
 
 typedef struct tdm_backend_ctx tdm_backend_ctx; /* backend-defined state */

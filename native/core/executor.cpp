@@ -136,20 +136,25 @@ void Model::validate(const StepPlan& plan) const {
       bad(at + "blockTable has " + std::to_string(s.block_table.size()) + " blocks but positions [0, " + std::to_string(end) +
           ") need " + std::to_string(needed) + " of " + std::to_string(bt) + " tokens");
     const KvPool& p = pool(s.tier);
-    for (int64_t b = 0; b < needed; ++b) {
-      const int32_t id = s.block_table[size_t(b)];
-      if (id < 0 || id >= p.n_blocks())
-        bad(at + "block id " + std::to_string(id) + " is outside the " + tier_name(s.tier) + " tier's " + std::to_string(p.n_blocks()) +
-            " blocks");
-    }
+    if (layout_.n_groups == 1 && !s.sliding_block_table.empty())
+      bad(at + "slidingBlockTable is given, but this model keeps every layer in the blockTable's blocks");
+    if (layout_.n_groups == 2 && int64_t(s.sliding_block_table.size()) < needed)
+      bad(at + "slidingBlockTable has " + std::to_string(s.sliding_block_table.size()) + " blocks but positions [0, " +
+          std::to_string(end) + ") need " + std::to_string(needed) + " of " + std::to_string(bt) + " tokens");
     std::unordered_set<int32_t> own;
-    for (int64_t b = 0; b < needed; ++b)
-      if (!own.insert(s.block_table[size_t(b)]).second)
-        bad(at + "blockTable lists block " + std::to_string(s.block_table[size_t(b)]) + " twice");
-    for (int64_t b = s.start_pos / bt; b < needed; ++b) {
-      if (!writer.emplace(key(s.tier, s.block_table[size_t(b)]), i).second)
-        bad(at + "writes KV block " + std::to_string(s.block_table[size_t(b)]) + " (" + tier_name(s.tier) +
-            " tier) that another sequence of this step also writes");
+    for (const LiveBlocks& t : live_blocks(s)) {
+      for (int64_t b = t.first; b < needed; ++b) {
+        const int32_t id = (*t.table)[size_t(b)];
+        if (id < 0 || id >= p.n_blocks())
+          bad(at + "block id " + std::to_string(id) + " is outside the " + tier_name(s.tier) + " tier's " + std::to_string(p.n_blocks()) +
+              " blocks");
+        if (!own.insert(id).second) bad(at + "lists KV block " + std::to_string(id) + " twice");
+      }
+      for (int64_t b = std::max<int64_t>(t.first, s.start_pos / bt); b < needed; ++b) {
+        if (!writer.emplace(key(s.tier, (*t.table)[size_t(b)]), i).second)
+          bad(at + "writes KV block " + std::to_string((*t.table)[size_t(b)]) + " (" + tier_name(s.tier) +
+              " tier) that another sequence of this step also writes");
+      }
     }
     Backend* ab = attention_backend(s.attention);
     if (ab != p.backend() && !(ab->host_memory() && p.backend()->host_memory()))
@@ -166,14 +171,26 @@ void Model::validate(const StepPlan& plan) const {
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const SeqPlan& s = plan.seqs[i];
     const int64_t read_end = s.start_pos / bt;  // blocks before the first one this sequence writes
-    for (int64_t b = 0; b < read_end; ++b) {
-      auto it = writer.find(key(s.tier, s.block_table[size_t(b)]));
-      if (it != writer.end() && it->second != i)
-        bad("sequences[" + std::to_string(i) + "] (seqId " + std::to_string(s.seq_id) + "): reads KV block " +
-            std::to_string(s.block_table[size_t(b)]) + " (" + tier_name(s.tier) + " tier) while sequences[" +
-            std::to_string(it->second) + "] writes it");
+    for (const LiveBlocks& t : live_blocks(s)) {
+      for (int64_t b = t.first; b < read_end; ++b) {
+        auto it = writer.find(key(s.tier, (*t.table)[size_t(b)]));
+        if (it != writer.end() && it->second != i)
+          bad("sequences[" + std::to_string(i) + "] (seqId " + std::to_string(s.seq_id) + "): reads KV block " +
+              std::to_string((*t.table)[size_t(b)]) + " (" + tier_name(s.tier) + " tier) while sequences[" +
+              std::to_string(it->second) + "] writes it");
+      }
     }
   }
+}
+
+std::vector<Model::LiveBlocks> Model::live_blocks(const SeqPlan& s) const {
+  std::vector<LiveBlocks> out{{&s.block_table, 0}};
+  if (layout_.n_groups == 2) {
+    // The first position tokens[0] sees: blocks wholly before it are never read again.
+    const int64_t first_pos = std::max<int64_t>(0, int64_t(s.start_pos) - hp_.n_swa + 1);
+    out.push_back({&s.sliding_block_table, first_pos / layout_.block_tokens});
+  }
+  return out;
 }
 
 void Model::run_copies(const std::vector<BlockCopy>& copies) {
@@ -943,6 +960,13 @@ class StepRun {
     KvTier tier;
     std::vector<tdm_attn_seq> seqs;    // first_row relative to the side's first row
     std::vector<int64_t> table_off;    // each sequence's table in the side's table array
+    // The same sequences with their sliding-layer tables (KvLayout::n_groups 2).
+    std::vector<tdm_attn_seq> sliding;
+    std::vector<int64_t> sliding_off;
+    // The sequences as layer l's KV group sees them.
+    const std::vector<tdm_attn_seq>& for_layer(const KvLayout& kl, int64_t l) const {
+      return kl.group_of[size_t(l)] == 1 ? sliding : seqs;
+    }
   };
   struct Batch {
     BatchBuffers* buf = nullptr;
@@ -1021,13 +1045,18 @@ void StepRun::lay_out(Batch& b) {
     std::vector<Group>& groups = cpu ? b.cpu_groups : b.dev_groups;
     auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.tier == s.tier; });
     if (g == groups.end()) {
-      groups.push_back(Group{s.tier, {}, {}});
+      groups.push_back(Group{s.tier, {}, {}, {}, {}});
       g = groups.end() - 1;
     }
     const int32_t first_row = int32_t(cpu ? b.n_rows - b.n_dev_rows : b.n_rows);
     g->seqs.push_back(tdm_attn_seq{first_row, n, s.start_pos, n_blocks, nullptr});
     g->table_off.push_back(int64_t(tables.size()));
     tables.insert(tables.end(), s.block_table.begin(), s.block_table.begin() + n_blocks);
+    if (m_.layout_.n_groups == 2) {
+      g->sliding.push_back(g->seqs.back());
+      g->sliding_off.push_back(int64_t(tables.size()));
+      tables.insert(tables.end(), s.sliding_block_table.begin(), s.sliding_block_table.begin() + n_blocks);
+    }
     if (s.return_all_logits || s.sample || s.return_logits) {
       b.out_first[j] = int64_t(b.out_rows.size());
       const int32_t first = s.return_all_logits ? 0 : n - 1;
@@ -1046,10 +1075,12 @@ void StepRun::lay_out(Batch& b) {
   up(w.positions, b.positions);
   up(w.tables, b.dev_tables);
   up(w.out_rows, b.out_rows);
-  for (Group& g : b.dev_groups)
-    for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = w.tables.as<int32_t>() + g.table_off[i];
-  for (Group& g : b.cpu_groups)
-    for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = b.cpu_tables.data() + g.table_off[i];
+  auto point = [](Group& g, const int32_t* tables) {
+    for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = tables + g.table_off[i];
+    for (size_t i = 0; i < g.sliding.size(); ++i) g.sliding[i].block_table = tables + g.sliding_off[i];
+  };
+  for (Group& g : b.dev_groups) point(g, w.tables.as<int32_t>());
+  for (Group& g : b.cpu_groups) point(g, b.cpu_tables.data());
 }
 
 void StepRun::cpu_attention(Batch& b, int64_t l) {
@@ -1060,10 +1091,11 @@ void StepRun::cpu_attention(Batch& b, int64_t l) {
   const Clock::time_point t0 = Clock::now();
   for (const Group& g : b.cpu_groups) {
     const tdm_kv_layer kv = m_.pool(g.tier).layer(int32_t(l));
-    const int32_t ns = int32_t(g.seqs.size());
-    cpu.check(cpu.fn().kv_store(cpu.ctx(), &kv, w.hk.as<float>(), w.hv.as<float>(), g.seqs.data(), ns, nullptr), "kv_store");
+    const std::vector<tdm_attn_seq>& seqs = g.for_layer(m_.layout_, l);
+    const int32_t ns = int32_t(seqs.size());
+    cpu.check(cpu.fn().kv_store(cpu.ctx(), &kv, w.hk.as<float>(), w.hv.as<float>(), seqs.data(), ns, nullptr), "kv_store");
     // The host reads the file's sinks (the placement's may be device copies).
-    cpu.check(cpu.fn().attention(cpu.ctx(), &kv, w.hq.as<float>(), g.seqs.data(), ns, int32_t(m_.hp_.n_head), scale,
+    cpu.check(cpu.fn().attention(cpu.ctx(), &kv, w.hq.as<float>(), seqs.data(), ns, int32_t(m_.hp_.n_head), scale,
                                  m_.weights_.layers[size_t(l)].attn_sinks.data, m_.window(l), w.hout.as<float>(), nullptr),
               "attention");
   }
@@ -1112,9 +1144,10 @@ void StepRun::start_attention(Batch& b, int64_t l) {
     const float scale = 1.0f / std::sqrt(float(m.hp_.head_dim));
     for (const Group& g : b.dev_groups) {
       const tdm_kv_layer kv = m.pool(g.tier).layer(int32_t(l));
-      const int32_t ns = int32_t(g.seqs.size());
-      dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), g.seqs.data(), ns, nullptr), "kv_store");
-      dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), g.seqs.data(), ns, int32_t(m.hp_.n_head), scale,
+      const std::vector<tdm_attn_seq>& seqs = g.for_layer(m.layout_, l);
+      const int32_t ns = int32_t(seqs.size());
+      dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), seqs.data(), ns, nullptr), "kv_store");
+      dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), seqs.data(), ns, int32_t(m.hp_.n_head), scale,
                                    m.placement_.exec.layers[size_t(l)].attn_sinks.data, m.window(l), w.attn.as<float>(), nullptr),
                 "attention");
     }

@@ -11,11 +11,20 @@
 
 namespace tdm {
 
-KvLayout KvLayout::make(const Hparams& hp, int32_t block_tokens, uint32_t type) {
+KvLayout KvLayout::make(const Hparams& hp, int32_t block_tokens, uint32_t type, bool split_sliding) {
   if (block_tokens <= 0 || block_tokens > 4096) throw Error(code::bad_argument, "kvBlockTokens must be in [1, 4096]");
   KvLayout l;
   l.type = type;
-  l.n_layer = int32_t(hp.n_layer);
+  int32_t n_sliding = 0;
+  for (int64_t i = 0; i < hp.n_layer; ++i) n_sliding += hp.is_swa(i) ? 1 : 0;
+  l.n_groups = split_sliding && n_sliding > 0 ? 2 : 1;
+  int32_t next[2] = {0, 0};
+  for (int64_t i = 0; i < hp.n_layer; ++i) {
+    const int8_t g = l.n_groups == 2 && hp.is_swa(i) ? 1 : 0;
+    l.group_of.push_back(g);
+    l.slot_of.push_back(next[g]++);
+  }
+  l.n_layer = std::max(next[0], next[1]);
   l.block_tokens = block_tokens;
   l.n_kv_heads = int32_t(hp.n_head_kv);
   l.head_dim_k = int32_t(hp.head_dim);
@@ -49,7 +58,8 @@ KvPool::KvPool(Backend* backend, const KvLayout& layout, int32_t n_blocks)
 
 tdm_kv_layer KvPool::layer(int32_t l) const {
   tdm_kv_layer v{};
-  uint8_t* base = static_cast<uint8_t*>(buf_.data()) + size_t(l) * (layout_.layer_k_bytes + layout_.layer_v_bytes);
+  const size_t slot = size_t(layout_.slot_of[size_t(l)]);
+  uint8_t* base = static_cast<uint8_t*>(buf_.data()) + slot * (layout_.layer_k_bytes + layout_.layer_v_bytes);
   v.k = base;
   v.v = base + layout_.layer_k_bytes;
   v.type = layout_.type;

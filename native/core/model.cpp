@@ -142,7 +142,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
     throw Error(code::unsupported, "a q8_0 KV cache runs on the CPU kernels only; the " + m->device_kind_ +
                                        " kernels read f16 K and V (use kvType 'f16' with a GPU)");
   const uint32_t kv_type = cfg.kv_type == "q8_0" ? uint32_t(GgmlType::Q8_0) : uint32_t(GgmlType::F16);
-  m->layout_ = KvLayout::make(m->hp_, cfg.kv_block_tokens, kv_type);
+  m->layout_ = KvLayout::make(m->hp_, cfg.kv_block_tokens, kv_type, cfg.kv_split_sliding);
   m->pools_[int(KvTier::device)] = KvPool(m->device_, m->layout_, cfg.kv_blocks_device);
   m->pools_[int(KvTier::host)] = KvPool(m->cpu_.get(), m->layout_, cfg.kv_blocks_host);
 

@@ -33,6 +33,9 @@ struct ModelConfig {
   std::string kv_type = "f16";
   int32_t kv_blocks_device = 0;  // blocks in the device tier (host RAM when there is no device)
   int32_t kv_blocks_host = 0;    // blocks in the host tier
+  // Sliding-window layers' KV in blocks of their own (a second block table per sequence),
+  // so that the engine can free what falls behind the window; ignored without such layers.
+  bool kv_split_sliding = false;
   std::string cpu_variant;       // "" for the best kernels; "ref" or "avx2" to force one
   // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
   // usable, else none), "gpu" (the registry's GPU, or TDM_BACKEND_UNAVAILABLE saying why not),
@@ -138,6 +141,7 @@ class Model {
 
   const Hparams& hparams() const { return hp_; }
   size_t kv_block_bytes() const { return layout_.block_bytes; }
+  int32_t kv_groups() const { return layout_.n_groups; }
   // Backends in use: "cpu" first, then the device's kind ("cuda", "hip", "cpu-standin").
   std::vector<std::string> backends() const;
   // Layer l's attention window for the attention op (0: none).
@@ -155,6 +159,12 @@ class Model {
   bool has_device() const { return device_ != cpu_.get(); }
   void validate(const StepPlan& plan) const;
   void run_copies(const std::vector<BlockCopy>& copies);
+  // A sequence's block tables, each with the first entry this step reads or writes.
+  struct LiveBlocks {
+    const std::vector<int32_t>* table;
+    int64_t first;
+  };
+  std::vector<LiveBlocks> live_blocks(const SeqPlan& s) const;
   void ensure_batch(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int64_t n_table, int64_t n_cpu_rows);
   const KvPool& pool(KvTier t) const { return pools_[int(t)]; }
   Backend* attention_backend(AttnDevice d) const { return d == AttnDevice::cpu ? cpu_.get() : device_; }

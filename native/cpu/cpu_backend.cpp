@@ -616,13 +616,15 @@ void check_kv(const tdm_kv_layer* kv) {
     bad("KV view has an empty dimension");
 }
 
-void check_seq(const tdm_kv_layer& kv, const tdm_attn_seq& s) {
+// `first_pos`: the first position the op touches; table entries wholly before it are not
+// read (a sliding layer's blocks behind the window may be freed, -1).
+void check_seq(const tdm_kv_layer& kv, const tdm_attn_seq& s, int64_t first_pos) {
   if (s.n_tokens <= 0 || s.start_pos < 0 || s.first_row < 0) bad("attention sequence with a bad range");
   const int64_t end = int64_t(s.start_pos) + s.n_tokens;
   const int64_t needed = (end + kv.block_tokens - 1) / kv.block_tokens;
   if (s.block_table == nullptr || s.n_blocks < needed)
     bad("block table of " + std::to_string(s.n_blocks) + " blocks does not cover " + std::to_string(end) + " positions");
-  for (int64_t i = 0; i < needed; ++i)
+  for (int64_t i = std::max<int64_t>(0, first_pos) / kv.block_tokens; i < needed; ++i)
     if (s.block_table[i] < 0 || s.block_table[i] >= kv.n_blocks)
       bad("KV block id " + std::to_string(s.block_table[i]) + " is outside [0, " + std::to_string(kv.n_blocks) + ")");
 }
@@ -642,7 +644,7 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
     check_kv(kv);
     if (n_seqs <= 0) return;
     if (k == nullptr || v == nullptr || seqs == nullptr) bad("kv_store with a null pointer");
-    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i], seqs[i].start_pos);
     const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
     const int64_t k_row = int64_t(kv->n_kv_heads) * kv->head_dim_k, v_row = int64_t(kv->n_kv_heads) * kv->head_dim_v;
     FromFloatFn conv = ctx.k->from_float[kv->type];
@@ -674,7 +676,7 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
     if (window < 0) bad("attention window must not be negative");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
-    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
+    for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i], window > 0 ? int64_t(seqs[i].start_pos) - window + 1 : 0);
     const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
     const int32_t group = n_heads / kv->n_kv_heads;
     const int32_t dk = kv->head_dim_k, dv = kv->head_dim_v;

@@ -14,6 +14,7 @@ import type { StepPlan, StepResult } from '../native/step-plan.js';
 import { Engine, type EnginePolicy } from '../engine/engine.js';
 import { checkSchedulerConfig, PreemptionMode, type SchedulerConfig } from '../engine/scheduler.js';
 import { planKvBudget, planTierBudget, type KvBudget } from '../engine/kv-budget.js';
+import { blocksPerSequence } from '../engine/kv-blocks.js';
 import { costShapeOf } from '../sched/cost-model.js';
 import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
 import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
@@ -54,7 +55,7 @@ const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
-  'experts',
+  'experts', 'slidingKv',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
@@ -134,15 +135,31 @@ function planDevice(where: string, options: LoadModelOptions): DevicePlan {
   return { device, present, policy: options.policy ?? 'auto', gpuFreeBytes };
 }
 
+/**
+ * How the KV blocks hold the layers. With slidingKv 'window' and sliding-window layers that
+ * see less than the context, those layers get blocks of their own (freed behind the window):
+ * a block then holds the larger of the two groups' layer counts. Otherwise every layer.
+ */
+function kvGroups(hp: ModelDescription['hparams'], slidingKv: 'window' | 'full', contextSize: number): { slidingWindow: number; layersPerBlock: number } {
+  const period = hp.slidingWindowPeriod;
+  if (slidingKv === 'full' || !(hp.slidingWindow > 0 && period > 0) || hp.slidingWindow >= contextSize) {
+    return { slidingWindow: 0, layersPerBlock: hp.nLayer };
+  }
+  let sliding = 0;
+  for (let l = 0; l < hp.nLayer; l++) if (l % period < period - 1) sliding++;
+  if (sliding === 0) return { slidingWindow: 0, layersPerBlock: hp.nLayer };
+  return { slidingWindow: hp.slidingWindow, layersPerBlock: Math.max(sliding, hp.nLayer - sliding) };
+}
+
 /** The KV pools' sizes: per-tier bytes, or the one budget split between the tiers. */
 function planKv(
   where: string,
   options: LoadModelOptions,
   dev: DevicePlan,
-  req: { blockBytes: number; blockTokens: number; contextSize: number; maxSequences: number; weightBytes: number },
+  req: { blockBytes: number; blockTokens: number; contextSize: number; blocksPerSequence: number; maxSequences: number; weightBytes: number },
 ): KvBudget {
-  const { blockBytes, blockTokens, contextSize } = req;
-  const defaultBytes = Math.ceil(contextSize / blockTokens) * req.maxSequences * blockBytes;
+  const { blockBytes, blockTokens, contextSize, blocksPerSequence } = req;
+  const defaultBytes = blocksPerSequence * req.maxSequences * blockBytes;
   const deviceOnly = dev.present && dev.policy === 'gpu-only';
   const perTier = options.kvDeviceBytes !== undefined || options.kvHostBytes !== undefined;
   if (perTier) {
@@ -162,6 +179,7 @@ function planKv(
       blockBytes,
       blockTokens,
       contextSize,
+      blocksPerSequence,
       deviceBytes: deviceBytes >= 0 ? deviceBytes : defaultDevice,
       hostBytes: hostBytes >= 0 ? hostBytes : defaultBytes,
       deviceOnly,
@@ -177,6 +195,7 @@ function planKv(
     blockBytes,
     blockTokens,
     contextSize,
+    blocksPerSequence,
     bytes: kvCacheBytes,
     fraction: kvCacheFraction,
     freeBytes: os.freemem(),
@@ -220,6 +239,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: prefixCaching must be a boolean`);
   }
+  const slidingKv = options.slidingKv ?? 'window';
+  if (slidingKv !== 'window' && slidingKv !== 'full') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: slidingKv must be 'window' or 'full', got ${String(slidingKv)}`);
+  }
   const modes = Object.values(PreemptionMode) as string[];
   if (options.preemption !== undefined && !modes.includes(options.preemption)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: preemption must be one of ${modes.map((m) => `'${m}'`).join(', ')}, got ${String(options.preemption)}`);
@@ -253,8 +276,17 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   }
   // q8_0 stores 32 elements in 34 bytes where f16 takes 64.
   const kvBytesPerToken = kvType === 'q8_0' ? (description.kvBytesPerToken / 2) * (34 / 32) : description.kvBytesPerToken;
-  const blockBytes = kvBytesPerToken * kvBlockTokens;
-  const budget = planKv(where, options, dev, { blockBytes, blockTokens: kvBlockTokens, contextSize, maxSequences, weightBytes: description.weightBytes });
+  const kv = kvGroups(hp, slidingKv, contextSize);
+  const blockBytes = (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * kvBlockTokens;
+  const blocksPerSeq = blocksPerSequence(contextSize, kvBlockTokens, kv.slidingWindow, prefillChunk);
+  const budget = planKv(where, options, dev, {
+    blockBytes,
+    blockTokens: kvBlockTokens,
+    contextSize,
+    blocksPerSequence: blocksPerSeq,
+    maxSequences,
+    weightBytes: description.weightBytes,
+  });
   const schedulerConfig: SchedulerConfig = {
     contextSize,
     blockTokens: kvBlockTokens,
@@ -267,6 +299,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     maxWaiting: maxQueued,
     prefixCaching: options.prefixCaching ?? true,
     preemption: options.preemption ?? PreemptionMode.Swap,
+    slidingWindow: kv.slidingWindow,
   };
   // Checked before any memory is committed.
   checkSchedulerConfig(schedulerConfig);
@@ -289,6 +322,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       kvBlockTokens,
       kvType,
       kvBlocks: schedulerConfig.numBlocks,
+      ...(kv.slidingWindow > 0 ? { kvSplitSliding: true } : {}),
       ...deviceConfig,
       // A throwing callback must not unwind through native code; its error fails the load instead.
       onProgress: userProgress && ((fraction: number) => {
@@ -375,6 +409,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     numKvBlocks: budget.numBlocks.device + budget.numBlocks.host,
     kvBlocks: { ...budget.numBlocks },
     kvBlockBytes: nativeModel.info.kvBlockBytes,
+    kvSlidingWindow: kv.slidingWindow,
     kvType,
     kvBytesPerToken,
     device: placement.device,

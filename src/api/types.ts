@@ -42,6 +42,13 @@ export interface LoadModelOptions {
   kvDeviceFraction?: number;
   /** Share KV blocks between requests with a common prompt prefix (system prompts, multi-turn chats). Default true. */
   prefixCaching?: boolean;
+  /**
+   * KV of sliding-window layers (gpt-oss): 'window' (default) keeps only the blocks their
+   * window still sees, in blocks of their own, so that their memory stops growing with the
+   * context; 'full' keeps every position for every layer (llama.cpp's --swa-full). Results
+   * are the same.
+   */
+  slidingKv?: 'window' | 'full';
   /** When KV memory runs short: 'swap' moves a request's blocks to the other tier when it has room, else recomputes; 'recompute' always recomputes. Default 'swap'. */
   preemption?: 'swap' | 'recompute';
   /** Requests waiting for a slot at most; more reject with TDM_QUEUE_FULL. Default 1024. */
@@ -226,8 +233,10 @@ export interface ModelInfo {
   numKvBlocks: number;
   /** KV cache blocks per tier. */
   kvBlocks: { device: number; host: number };
-  /** Bytes of one KV block (all layers, K and V). */
+  /** Bytes of one KV block (its layer group's layers, K and V). */
   kvBlockBytes: number;
+  /** > 0: sliding-window layers keep this many positions in blocks of their own (slidingKv 'window'); 0: one block table holds every layer. */
+  kvSlidingWindow: number;
   /** How K and V are stored ('f16' or 'q8_0'). */
   kvType: 'f16' | 'q8_0';
   /** Bytes of KV cache per token. */

@@ -1,6 +1,12 @@
 // KV block accounting across the two tiers (vLLM's paged KV cache): each sequence's block
 // table lives in one tier and grows a block at a time; full blocks are shared between
 // sequences through the prefix-cache index; a table moves between tiers whole, as block copies.
+//
+// A model with sliding-window layers may keep them in blocks of their own (vLLM's hybrid
+// allocator, with two layer groups of one block size drawn from the same pool): each
+// sequence then has a second, sliding table, whose blocks behind the window of the next
+// position to compute are freed (their entries become -1). Those freed blocks stay in the
+// prefix index, so a later prompt with the same prefix finds the window it needs.
 import type { BlockCopy, KvTier } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
 import { BlockPool } from './block-pool.js';
@@ -10,6 +16,10 @@ import { extendBlockHashes } from './prefix-hash.js';
 export interface KvOwner {
   /** Block ids in position order; block i holds positions [i*blockTokens, (i+1)*blockTokens). */
   blockTable: number[];
+  /** With sliding layers kept apart: their blocks for the same positions, -1 where freed behind the window; else empty. */
+  slidingTable: number[];
+  /** Positions whose KV is computed: [0, numComputed). */
+  readonly numComputed: number;
   /** The tier that holds every block of the table (undefined while the table is empty). */
   kvTier: KvTier | undefined;
   /** Leading blocks of the table already offered to kvTier's prefix index. */
@@ -26,6 +36,22 @@ export function otherTier(tier: KvTier): KvTier {
   return tier === 'device' ? 'host' : 'device';
 }
 
+/** The prefix-index key of a sliding-layer block (its full-layer twin is indexed under `hash`). */
+function slidingKey(hash: string): string {
+  return `w${hash}`;
+}
+
+/**
+ * Blocks one sequence of `contextSize` positions may hold at once: its full table, plus,
+ * with sliding layers kept apart (`window` > 0), the sliding blocks a chunk of up to
+ * `maxChunkTokens` positions and the window before it span.
+ */
+export function blocksPerSequence(contextSize: number, blockTokens: number, window: number, maxChunkTokens: number): number {
+  const full = Math.ceil(contextSize / blockTokens);
+  if (window <= 0) return full;
+  return full + Math.min(full, Math.ceil((window - 1 + maxChunkTokens) / blockTokens) + 1);
+}
+
 export class KvBlockManager {
   /** Tokens per block. */
   readonly blockTokens: number;
@@ -34,16 +60,53 @@ export class KvBlockManager {
   readonly prefixCaching: boolean;
   /** Blocks copied into each tier by move(), since the manager was made. */
   readonly numBlocksMovedTo: Record<KvTier, number> = { device: 0, host: 0 };
+  /** > 0: sliding layers are kept apart and see this many positions (each sequence has a sliding table). */
+  readonly slidingWindow: number;
 
-  constructor(blockTokens: number, numBlocks: { device: number; host: number }, prefixCaching = true) {
+  constructor(blockTokens: number, numBlocks: { device: number; host: number }, prefixCaching = true, slidingWindow = 0) {
     this.blockTokens = blockTokens;
     this.pools = { device: new BlockPool('device', numBlocks.device), host: new BlockPool('host', numBlocks.host) };
     this.prefixCaching = prefixCaching;
+    this.slidingWindow = slidingWindow;
   }
 
-  /** Blocks needed to hold `numTokens` positions. */
+  /** Blocks needed to hold `numTokens` positions (in one table). */
   blocksFor(numTokens: number): number {
     return Math.ceil(numTokens / this.blockTokens);
+  }
+
+  /** Block tables per sequence: 2 with sliding layers kept apart, else 1. */
+  get tablesPerSequence(): number {
+    return this.slidingWindow > 0 ? 2 : 1;
+  }
+
+  /** The first sliding-table entry a computation starting at position `pos` reads (earlier ones can go). */
+  slidingFirst(pos: number): number {
+    return Math.floor(Math.max(0, pos - this.slidingWindow + 1) / this.blockTokens);
+  }
+
+  /**
+   * Blocks `owner` holds once its tables cover `numTokens` positions and its sliding table
+   * is trimmed to the window of its next position (what a move copies, plus growth).
+   */
+  heldBlocks(owner: KvOwner, numTokens: number): number {
+    const n = Math.max(owner.blockTable.length, this.blocksFor(numTokens));
+    if (this.slidingWindow <= 0) return n;
+    let sliding = 0;
+    const first = this.slidingFirst(owner.numComputed);
+    for (let i = first; i < n; i++) if (i >= owner.slidingTable.length || owner.slidingTable[i]! >= 0) sliding++;
+    return n + sliding;
+  }
+
+  /** The cached sliding blocks a sequence starting at block `numHits` reads, or undefined when one is missing. */
+  private slidingHits(owner: KvOwner, pool: BlockPool, numHits: number): number[] | undefined {
+    const ids: number[] = [];
+    for (let i = this.slidingFirst(numHits * this.blockTokens); i < numHits; i++) {
+      const id = pool.lookup(slidingKey(owner.blockHashes[i]!));
+      if (id === undefined) return undefined;
+      ids.push(id);
+    }
+    return ids;
   }
 
   /** Blocks that can be handed out over both tiers (free or evictable). */
@@ -72,15 +135,19 @@ export class KvBlockManager {
       if (id === undefined) break;
       hits.push(id);
     }
+    // With sliding layers apart, a hit is usable only up to where the window before it is cached too.
+    if (this.slidingWindow > 0) while (hits.length > 0 && !this.slidingHits(owner, pool, hits.length)) hits.pop();
     return hits;
   }
 
-  /** Free blocks `tier` would use up to place a sequence there with `hits` covering `numTokens` positions. */
-  placementCost(tier: KvTier, hits: readonly number[], numTokens: number): number {
+  /** Free blocks `tier` would use up to place `owner` there with `hits` (from matchPrefix) covering `numTokens` positions. */
+  placementCost(tier: KvTier, hits: readonly number[], numTokens: number, owner?: KvOwner): number {
     const pool = this.pools[tier];
-    const fresh = Math.max(0, this.blocksFor(numTokens) - hits.length);
+    if (this.slidingWindow > 0 && !owner) throw new TandemError('TDM_INTERNAL', 'placementCost() with sliding tables needs the owner');
+    const fresh = Math.max(0, this.blocksFor(numTokens) - hits.length) * this.tablesPerSequence;
+    const reused = [...hits, ...(owner && this.slidingWindow > 0 ? this.slidingHits(owner, pool, hits.length)! : [])];
     // An unreferenced hit is counted as free, so taking it uses up free space too.
-    return fresh + hits.filter((id) => pool.refCount(id) === 0).length;
+    return fresh + reused.filter((id) => pool.refCount(id) === 0).length;
   }
 
   /**
@@ -90,30 +157,64 @@ export class KvBlockManager {
   place(owner: KvOwner, tier: KvTier, hits: readonly number[], numTokens: number): boolean {
     if (owner.blockTable.length > 0) throw new TandemError('TDM_INTERNAL', 'place() on a sequence that holds blocks');
     const pool = this.pools[tier];
-    if (pool.numFree < this.placementCost(tier, hits, numTokens)) return false;
-    for (const id of hits) pool.acquire(id);
-    const fresh = pool.allocate(Math.max(0, this.blocksFor(numTokens) - hits.length))!;
+    if (pool.numFree < this.placementCost(tier, hits, numTokens, owner)) return false;
+    const slidingHits = this.slidingWindow > 0 ? this.slidingHits(owner, pool, hits.length)! : [];
+    for (const id of [...hits, ...slidingHits]) pool.acquire(id);
+    const numFresh = Math.max(0, this.blocksFor(numTokens) - hits.length);
+    const fresh = pool.allocate(numFresh * this.tablesPerSequence)!;
     owner.kvTier = tier;
-    owner.blockTable = [...hits, ...fresh];
+    owner.blockTable = [...hits, ...fresh.slice(0, numFresh)];
+    owner.slidingTable = [];
+    if (this.slidingWindow > 0) {
+      const holes = hits.length - slidingHits.length;
+      owner.slidingTable = [...new Array<number>(holes).fill(-1), ...slidingHits, ...fresh.slice(numFresh)];
+    }
     owner.numIndexed = hits.length;
     return true;
+  }
+
+  /** Frees `owner`'s sliding blocks behind the window of its next position (they are never read again). */
+  trimWindow(owner: KvOwner): void {
+    if (this.slidingWindow <= 0 || !owner.kvTier) return;
+    const gone: number[] = [];
+    const first = Math.min(this.slidingFirst(owner.numComputed), owner.slidingTable.length);
+    for (let i = first - 1; i >= 0 && owner.slidingTable[i]! >= 0; i--) {
+      gone.push(owner.slidingTable[i]!);
+      owner.slidingTable[i] = -1;
+    }
+    // Newest first, so that the oldest cached ones are evicted first.
+    this.pools[owner.kvTier].release(gone.reverse());
   }
 
   /** Grows `owner`'s table in its tier to cover `numTokens` positions; false (and no change) when the tier is short. */
   grow(owner: KvOwner, numTokens: number): boolean {
     if (!owner.kvTier) throw new TandemError('TDM_INTERNAL', 'grow() on a sequence with no tier');
+    this.trimWindow(owner);
     const extra = this.blocksFor(numTokens) - owner.blockTable.length;
     if (extra <= 0) return true;
-    const ids = this.pools[owner.kvTier].allocate(extra);
+    const ids = this.pools[owner.kvTier].allocate(extra * this.tablesPerSequence);
     if (!ids) return false;
-    owner.blockTable.push(...ids);
+    owner.blockTable.push(...ids.slice(0, extra));
+    if (this.slidingWindow > 0) owner.slidingTable.push(...ids.slice(extra));
     return true;
+  }
+
+  /** `owner`'s blocks in both tables, tail first (so the shared head of a prefix is evicted last). */
+  private heldTailFirst(owner: KvOwner): number[] {
+    const ids: number[] = [];
+    for (let i = owner.blockTable.length - 1; i >= 0; i--) {
+      const sliding = owner.slidingTable[i];
+      if (sliding !== undefined && sliding >= 0) ids.push(sliding);
+      ids.push(owner.blockTable[i]!);
+    }
+    return ids;
   }
 
   /** Drops `owner`'s hold on its blocks, tail first (so the shared head of a prefix is evicted last). */
   release(owner: KvOwner): void {
-    if (owner.kvTier && owner.blockTable.length > 0) this.pools[owner.kvTier].release([...owner.blockTable].reverse());
+    if (owner.kvTier && owner.blockTable.length > 0) this.pools[owner.kvTier].release(this.heldTailFirst(owner));
     owner.blockTable = [];
+    owner.slidingTable = [];
     owner.kvTier = undefined;
     owner.numIndexed = 0;
   }
@@ -125,7 +226,11 @@ export class KvBlockManager {
     if (full <= owner.numIndexed) return;
     extendBlockHashes(owner.blockHashes, owner.tokens, this.blockTokens, full);
     const pool = this.pools[owner.kvTier];
-    for (let i = owner.numIndexed; i < full; i++) pool.insert(owner.blockTable[i]!, owner.blockHashes[i]!);
+    for (let i = owner.numIndexed; i < full; i++) {
+      pool.insert(owner.blockTable[i]!, owner.blockHashes[i]!);
+      const sliding = owner.slidingTable[i];
+      if (sliding !== undefined && sliding >= 0) pool.insert(sliding, slidingKey(owner.blockHashes[i]!));
+    }
     owner.numIndexed = full;
   }
 
@@ -144,11 +249,16 @@ export class KvBlockManager {
   move(owner: KvOwner, toTier: KvTier): BlockCopy[] | undefined {
     const fromTier = owner.kvTier;
     if (!fromTier || fromTier === toTier) throw new TandemError('TDM_INTERNAL', `move() of a sequence in tier ${fromTier} to ${toTier}`);
-    const ids = this.pools[toTier].allocate(owner.blockTable.length);
+    this.trimWindow(owner);
+    const live = owner.slidingTable.filter((id) => id >= 0);
+    const ids = this.pools[toTier].allocate(owner.blockTable.length + live.length);
     if (!ids) return undefined;
-    const copies = owner.blockTable.map((fromBlock, i) => ({ fromTier, fromBlock, toTier, toBlock: ids[i]! }));
-    this.pools[fromTier].release([...owner.blockTable].reverse());
-    owner.blockTable = ids;
+    const from = [...owner.blockTable, ...live];
+    const copies = from.map((fromBlock, i) => ({ fromTier, fromBlock, toTier, toBlock: ids[i]! }));
+    this.pools[fromTier].release(this.heldTailFirst(owner));
+    let next = owner.blockTable.length;
+    owner.slidingTable = owner.slidingTable.map((id) => (id >= 0 ? ids[next++]! : -1));
+    owner.blockTable = ids.slice(0, owner.blockTable.length);
     owner.kvTier = toTier;
     owner.numIndexed = 0;
     this.numBlocksMovedTo[toTier] += ids.length;
@@ -162,6 +272,7 @@ export class KvBlockManager {
       if (owner.blockTable.length === 0) continue;
       if (!owner.kvTier) throw new TandemError('TDM_INTERNAL', 'a block table with no tier');
       for (const id of owner.blockTable) expected[owner.kvTier][id]++;
+      for (const id of owner.slidingTable) if (id >= 0) expected[owner.kvTier][id]++;
     }
     for (const tier of TIERS) this.pools[tier].audit(expected[tier]);
   }

@@ -9,6 +9,8 @@ export interface KvBudgetRequest {
   blockTokens: number;
   /** Tokens one sequence may hold; the budget must fit one such sequence in a runnable tier. */
   contextSize: number;
+  /** Blocks such a sequence holds at most (more than its positions' when sliding layers have a table of their own). Default ceil(contextSize / blockTokens). */
+  blocksPerSequence?: number;
   /** Budget in bytes over both tiers (wins over `fraction`). */
   bytes?: number;
   /** Budget as a fraction (0, 1] of `freeBytes`. */
@@ -51,7 +53,7 @@ export function planKvBudget(req: KvBudgetRequest): KvBudget {
   const total = Math.min(Math.floor(bytes / blockBytes), MAX_BLOCKS);
   const device = Math.min(Math.floor(total * deviceFraction), MAX_BLOCKS);
   const host = total - device;
-  const perSequence = Math.ceil(contextSize / blockTokens);
+  const perSequence = req.blocksPerSequence ?? Math.ceil(contextSize / blockTokens);
   const largest = req.deviceOnly ? device : Math.max(device, host);
   if (largest < perSequence) {
     const need = perSequence * blockBytes;
@@ -69,6 +71,8 @@ export interface TierBudgetRequest {
   blockBytes: number;
   blockTokens: number;
   contextSize: number;
+  /** As in KvBudgetRequest. */
+  blocksPerSequence?: number;
   /** Bytes of KV in the device tier (device memory with a GPU). */
   deviceBytes: number;
   /** Bytes of KV in the host tier (host RAM). */
@@ -82,7 +86,7 @@ export function planTierBudget(req: TierBudgetRequest): KvBudget {
   const { blockBytes, blockTokens, contextSize } = req;
   const device = Math.min(Math.floor(req.deviceBytes / blockBytes), MAX_BLOCKS);
   const host = Math.min(Math.floor(req.hostBytes / blockBytes), MAX_BLOCKS);
-  const perSequence = Math.ceil(contextSize / blockTokens);
+  const perSequence = req.blocksPerSequence ?? Math.ceil(contextSize / blockTokens);
   const largest = req.deviceOnly ? device : Math.max(device, host);
   if (largest < perSequence) {
     throw new TandemError(

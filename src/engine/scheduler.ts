@@ -5,7 +5,7 @@
 import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
 import type { BlockCopy } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
-import { KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
+import { blocksPerSequence, KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
 import { Sequence, type StopReason } from './sequence.js';
 
 /** What the scheduler does with a sequence whose tier has no block left for it. */
@@ -40,6 +40,12 @@ export interface SchedulerConfig {
   preemption?: PreemptionMode;
   /** Fraction of a tier's blocks that admission leaves free for running sequences to grow into. Default 0.01. */
   admissionWatermark?: number;
+  /**
+   * > 0 when the model's sliding-window layers keep their KV in blocks of their own: the
+   * positions they see. Each sequence then has a sliding table whose blocks behind the
+   * window are freed. Default 0 (one table holds every layer).
+   */
+  slidingWindow?: number;
 }
 
 /** Requests for one schedule() call. */
@@ -93,7 +99,9 @@ export function checkSchedulerConfig(config: SchedulerConfig): void {
   if (!(w >= 0 && w < 1)) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler admissionWatermark must be in [0, 1), got ${w}`);
   const q = config.maxWaiting ?? Infinity;
   if (!(q >= 0) || (q !== Infinity && !Number.isInteger(q))) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler maxWaiting must be a non-negative integer, got ${q}`);
-  const perSequence = Math.ceil(config.contextSize / config.blockTokens);
+  const window = config.slidingWindow ?? 0;
+  if (!(Number.isInteger(window) && window >= 0)) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler slidingWindow must be a non-negative integer, got ${window}`);
+  const perSequence = blocksPerSequence(config.contextSize, config.blockTokens, window, config.maxChunkTokens);
   const runnable = config.strategy === 'gpu-only' ? ['device' as const] : TIERS;
   const largestTier = Math.max(...runnable.map((t) => config.numBlocks[t]));
   if (largestTier < perSequence) {
@@ -152,9 +160,10 @@ export class Scheduler {
       prefixCaching: true,
       preemption: PreemptionMode.Swap,
       admissionWatermark: 0.01,
+      slidingWindow: 0,
       ...config,
     };
-    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching);
+    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching, this.config.slidingWindow);
   }
 
   get numWaiting(): number {
@@ -344,7 +353,7 @@ export class Scheduler {
   /** Throws TDM_INTERNAL unless the pools' reference counts match the live block tables (tests call it after each step). */
   audit(): void {
     for (const seq of this.waiting) {
-      if (seq.blockTable.length > 0) throw new TandemError('TDM_INTERNAL', `waiting sequence ${seq.id} holds ${seq.blockTable.length} KV blocks`);
+      if (seq.blockTable.length + seq.slidingTable.length > 0) throw new TandemError('TDM_INTERNAL', `waiting sequence ${seq.id} holds ${seq.blockTable.length} KV blocks`);
     }
     for (const seq of this.running) {
       if (seq.blockTable.length < this.kv.blocksFor(seq.numComputed)) throw new TandemError('TDM_INTERNAL', `running sequence ${seq.id} has KV for ${seq.numComputed} tokens in ${seq.blockTable.length} blocks`);
@@ -395,7 +404,7 @@ export class Scheduler {
         continue;
       }
       const to = otherTier(seq.kvTier!);
-      if (this.canMove(seq, to, this.kv.blocksFor(numTokens), draft)) {
+      if (this.canMove(seq, to, this.kv.heldBlocks(seq, numTokens), draft)) {
         this.move(seq, to, draft);
         if (this.runsIn(to)) continue;
         return false;
@@ -427,7 +436,7 @@ export class Scheduler {
   /** Frees a victim's blocks in its tier: a move to the other tier if allowed and it fits, else preemption. */
   private reclaim(victim: Sequence, draft: StepDraft): void {
     const to = otherTier(victim.kvTier!);
-    if (this.canMove(victim, to, victim.blockTable.length, draft)) this.move(victim, to, draft);
+    if (this.canMove(victim, to, this.kv.heldBlocks(victim, 0), draft)) this.move(victim, to, draft);
     else this.preempt(victim);
   }
 
@@ -454,8 +463,7 @@ export class Scheduler {
     for (const id of seqIds) {
       const seq = this.live.get(id);
       if (!seq || seq.status !== 'running' || seq.paused || seq.kvTier !== 'device' || seq.isPrefilling) continue;
-      const tableBlocks = Math.max(seq.blockTable.length, this.kv.blocksFor(seq.numComputed + 1));
-      if (this.canMove(seq, 'host', tableBlocks, draft)) this.move(seq, 'host', draft);
+      if (this.canMove(seq, 'host', this.kv.heldBlocks(seq, seq.numComputed + 1), draft)) this.move(seq, 'host', draft);
     }
   }
 
@@ -470,13 +478,15 @@ export class Scheduler {
     // A table demoted in this plan does not come straight back.
     const seq = this.running.find((s) => s.kvTier === 'host' && !s.paused && !draft.moved.has(s));
     if (!seq) return;
-    const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length;
+    // Each device sequence may take a block per table next step.
+    const tables = this.kv.tablesPerSequence;
+    const deviceActive = this.running.filter((s) => s.kvTier === 'device' && !s.paused).length * tables;
     // The move copies the whole table, which a prefill chunk may have grown past numComputed.
-    const tableBlocks = Math.max(seq.blockTable.length, this.kv.blocksFor(seq.numComputed + 1));
+    const tableBlocks = this.kv.heldBlocks(seq, seq.numComputed + 1);
     // Blocks promised to device prefills under way: taking them, the move would push one out half done.
     let promised = 0;
     for (const s of this.running) {
-      if (s.kvTier === 'device' && !s.paused && s.isPrefilling) promised += Math.max(0, this.kv.blocksFor(s.tokens.length + 1) - s.blockTable.length);
+      if (s.kvTier === 'device' && !s.paused && s.isPrefilling) promised += Math.max(0, this.kv.blocksFor(s.tokens.length + 1) - s.blockTable.length) * tables;
     }
     const need = tableBlocks + deviceActive + promised + this.watermark('device');
     if (!this.runsIn('host')) {
@@ -530,7 +540,7 @@ export class Scheduler {
         if (!this.runsIn(tier) || this.kv.pools[tier].numBlocks === 0) continue;
         const hits = this.kv.matchPrefix(seq, tier, maxHits);
         const n = Math.min(seq.tokens.length - hits.length * bt, this.config.maxChunkTokens, draft.budget);
-        const cost = this.kv.placementCost(tier, hits, hits.length * bt + n);
+        const cost = this.kv.placementCost(tier, hits, hits.length * bt + n, seq);
         if (this.kv.pools[tier].numFree - cost < this.watermark(tier)) continue;
         if (!best || hits.length > best.hits.length) best = { tier, hits, n };
       }
@@ -576,6 +586,7 @@ export class Scheduler {
       tokens,
       startPos: start,
       blockTable: new Int32Array(seq.blockTable),
+      ...(this.kv.slidingWindow > 0 ? { slidingBlockTable: new Int32Array(seq.slidingTable) } : {}),
       kvTier: seq.kvTier!,
       attention: this.config.strategy === 'cpu' || seq.kvTier === 'host' ? 'cpu' : 'gpu',
       sample,

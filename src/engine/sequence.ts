@@ -54,6 +54,8 @@ export class Sequence implements KvOwner {
   /** Prompt positions whose logits were delivered (returnPromptLogits); survives preemption so none repeat. */
   numScored = 0;
   blockTable: number[] = [];
+  /** With sliding layers kept apart: their blocks, -1 behind the window (see KvBlockManager). */
+  slidingTable: number[] = [];
   kvTier: KvTier | undefined;
   /** Leading blocks of blockTable that are in kvTier's prefix index (prefix hits, or indexed after being computed). */
   numIndexed = 0;

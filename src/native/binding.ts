@@ -54,6 +54,8 @@ export interface NativeModelConfig {
   kvType?: 'f16' | 'q8_0';
   /** KV blocks per tier; with no GPU backend loaded the device tier is host RAM too. */
   kvBlocks: { device: number; host: number };
+  /** Sliding-window layers' KV in blocks of their own (a slidingBlockTable per sequence). */
+  kvSplitSliding?: boolean;
   /** Called on the main thread with the fraction of weight bytes paged in, ending with 1. */
   onProgress?: (fraction: number) => void;
   /** Tests and bench only: force a CPU kernel variant ('ref', 'avx2'; default: the best). */
@@ -103,8 +105,8 @@ export interface NativeModel {
   step(plan: StepPlan): Promise<StepResult>;
   /** Frees the weights' mapping and the KV pools (after a step in flight finishes). */
   dispose(): void;
-  /** kvBlockBytes: bytes of one KV block (all layers, K and V, f16); backends: loaded backend kinds, 'cpu' first. */
-  readonly info: { nVocab: number; kvBlockBytes: number; backends: string[] };
+  /** kvBlockBytes: bytes of one KV block (its layer group: all layers, or with kvSplitSliding the larger of the full and sliding groups); kvGroups: 1, or 2 with the sliding layers apart; backends: loaded backend kinds, 'cpu' first. */
+  readonly info: { nVocab: number; kvBlockBytes: number; kvGroups: number; backends: string[] };
   /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number } | { kind: 'expert'; device: 'cpu' | 'gpu'; tokens: number; iters?: number; idleUs?: number }): Promise<number>;
   /** Expert offload only: calibrated costs for the copy-or-CPU choice from the next step on (the makespan rule; placement.experts.nStar keeps its load-time value). Throws TDM_BAD_ARGUMENT without expert offload, for bad numbers or while a step runs; TDM_DISPOSED after dispose(). */
   setExpertCost(cost: NativeExpertCost): void;

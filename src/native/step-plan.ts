@@ -41,6 +41,8 @@ export interface SequencePlan {
   startPos: number;
   /** KV block ids, in order, covering positions [0, startPos + tokens.length). */
   blockTable: Int32Array;
+  /** With the sliding layers' KV kept apart: their blocks for the same positions; entries wholly behind the window of tokens[0] may be -1. */
+  slidingBlockTable?: Int32Array;
   kvTier: KvTier;
   attention: AttentionDevice;
   /** Sample a token after the last one (false for a prefill chunk that is not the last). */

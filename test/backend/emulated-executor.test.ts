@@ -45,6 +45,8 @@ const DECODE_STEPS = 3;
 interface Shape {
   strategy: Strategy;
   tier: (id: number) => KvTier;
+  /** The model keeps its sliding layers' KV apart (kvSplitSliding): give each sequence a sliding table too. */
+  sliding?: boolean;
 }
 
 /** A prefill of every prompt in one step, then teacher-forced decode steps: each step's logits, tokens and expert counters. */
@@ -55,6 +57,7 @@ async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ 
     return {
       seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: tier,
       attention: tier === 'device' ? 'gpu' : 'cpu', sample: true, returnLogits: true,
+      ...(shape.sliding ? { slidingBlockTable: Int32Array.from([15 - 2 * (id - 1), 14 - 2 * (id - 1)]) } : {}),
     };
   };
   const out = { logits: [] as Float32Array[][], tokens: [] as number[][], experts: [] as ExpertStepStats[] };
@@ -166,11 +169,12 @@ t.test('gpt-oss with MXFP4 experts on the emulated GPU: on the device and offloa
   const want = await run(ref, { strategy: 'cpu', tier: () => 'device' }, []);
   ref.dispose();
   for (const c of [
-    { name: 'every weight on the device', config: {} },
+    { name: 'every weight on the device', config: {} as Partial<NativeModelConfig> },
+    { name: 'the sliding layers\' KV in blocks of their own', config: { kvSplitSliding: true } as Partial<NativeModelConfig> },
     { name: 'dynamic expert offload, n* = 2', config: { deviceWeightBytes: 3 << 20, experts: { policy: 'dynamic', maxSlots: 4, nStar: 2 } as NativeExpertConfig } },
   ]) {
     const m = await load(file, { device: 'gpu', ...c.config });
-    const got = await run(m, { strategy: 'gpu-only', tier: () => 'device' }, want.tokens);
+    const got = await run(m, { strategy: 'gpu-only', tier: () => 'device', sliding: c.config.kvSplitSliding }, want.tokens);
     m.dispose();
     const d = relDiff(got.logits, want.logits);
     t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);

@@ -49,8 +49,8 @@ function firstMismatch(a: number[][], b: number[][]): string | undefined {
   return undefined;
 }
 
-async function check(t: Test, file: string, what: string, options: LoadModelOptions, countOf = 64) {
-  const reference = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1, prefixCaching: false });
+async function check(t: Test, file: string, what: string, options: LoadModelOptions, countOf = 64, referenceOptions: LoadModelOptions = {}) {
+  const reference = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1, prefixCaching: false, ...referenceOptions });
   const list = prompts(reference, countOf);
   const expected = await alone(reference, list);
   await reference.dispose();
@@ -97,4 +97,30 @@ t.test('a quantized synthetic model (q4_K_M): batched equals alone', async (t) =
   const file = path.join(dir, 'tiny-q4km.gguf');
   await makeModel({ type: 'q4_K_M', seed: 11, vocab: STORIES }, file);
   await check(t, file, 'q4_K_M batch of 16', { maxSequences: 16, prefixCaching: false }, 16);
+});
+
+t.test('gpt-oss with its sliding layers in blocks of their own: batched, squeezed and shared equals alone with every position kept', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-batch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'tiny-oss.gguf');
+  // A window of 8 over prompts of up to 120 tokens: most sliding blocks fall behind it.
+  await makeModel({ architecture: 'gpt-oss', slidingWindow: 8, seed: 12, vocab: STORIES }, file);
+  const probe = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1 });
+  t.equal(probe.info.kvSlidingWindow, 8, 'the sliding layers are kept apart by default');
+  const blockBytes = probe.info.kvBlockBytes;
+  await probe.dispose();
+  const full = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1, slidingKv: 'full' });
+  t.equal(full.info.kvSlidingWindow, 0);
+  t.equal(full.info.kvBlockBytes, 2 * blockBytes, "slidingKv 'full': one block holds both groups' layers");
+  await full.dispose();
+  const stats = await check(t, file, 'gpt-oss sliding blocks, tight two-tier cache', {
+    maxSequences: 16,
+    prefillChunkTokens: 24,
+    kvCacheBytes: 80 * blockBytes,
+    kvDeviceFraction: 0.4,
+    prefixCaching: true,
+  }, 32, { slidingKv: 'full' });
+  t.ok(stats.numMoves > 0, 'tables moved between tiers');
+  t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
+  t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
 });

@@ -3,9 +3,12 @@
 // memory budget that sizes the pools.
 import t from 'tap';
 import { BlockPool, KvBlockManager, planKvBudget, type KvOwner } from '../../src/engine/index.js';
+import { blocksPerSequence } from '../../src/engine/kv-blocks.js';
 
-function owner(tokens: number[]): KvOwner {
-  return { blockTable: [], kvTier: undefined, numIndexed: 0, blockHashes: [], tokens };
+type TestOwner = KvOwner & { numComputed: number };
+
+function owner(tokens: number[]): TestOwner {
+  return { blockTable: [], slidingTable: [], numComputed: 0, kvTier: undefined, numIndexed: 0, blockHashes: [], tokens };
 }
 
 t.test('a pool counts holders; a block is free only when the last lets go', async (t) => {
@@ -114,4 +117,81 @@ t.test('the KV budget: bytes or a fraction of free memory, split over the tiers'
   t.throws(() => planKvBudget({ ...base, fraction: 0.01 }), { code: 'TDM_OOM', message: /kvCacheFraction 0.01/ });
   t.throws(() => planKvBudget({ ...base, bytes: 100_000, deviceFraction: 0.5, deviceOnly: true, contextSize: 1024 }), { code: 'TDM_BAD_ARGUMENT' },
     'a device-only strategy needs the device tier to hold a full context');
+});
+
+t.test('sliding tables: blocks behind the window are freed, and stay findable for a later prefix', async (t) => {
+  // Blocks of 4 positions, a window of 6: computing from position p reads from p - 5.
+  const kv = new KvBlockManager(4, { device: 0, host: 32 }, true, 6);
+  t.equal(kv.tablesPerSequence, 2);
+  const tokens = Array.from({ length: 30 }, (_, i) => 100 + i);
+  const a = owner(tokens);
+  t.ok(kv.place(a, 'host', [], 8));
+  t.equal(a.blockTable.length, 2);
+  t.equal(a.slidingTable.length, 2, 'a sliding block beside every full one');
+  t.equal(kv.pools.host.numFree, 28);
+  a.numComputed = 8;
+  kv.indexComputed(a, 8);
+  t.equal(kv.pools.host.numCached, 4, 'both groups\' full blocks are indexed');
+  // Computing [8, 20) reads from position 3: block 0 of the sliding table is still needed.
+  t.ok(kv.grow(a, 20));
+  t.same(a.slidingTable.map((id) => id >= 0), [true, true, true, true, true]);
+  a.numComputed = 20;
+  kv.indexComputed(a, 20);
+  // Decoding position 20 reads from 15: sliding blocks 0 to 2 go.
+  t.ok(kv.grow(a, 21));
+  t.same(a.slidingTable.map((id) => id >= 0), [false, false, false, true, true, true]);
+  t.equal(a.blockTable.length, 6, 'the full table keeps every block');
+  t.equal(kv.heldBlocks(a, 21), 9);
+  t.equal(kv.pools.host.numFree, 32 - 9, 'the freed sliding blocks are free again');
+  t.equal(kv.pools.host.numEvictable, 3, 'and still in the prefix index');
+  kv.audit([a]);
+
+  // A prompt sharing 20 tokens: its last hit must leave the window before it cached.
+  const b = owner([...tokens.slice(0, 20), 7, 7, 7]);
+  const hits = kv.matchPrefix(b, 'host', 5);
+  t.same(hits, a.blockTable.slice(0, 5), 'five full blocks, and sliding blocks 3 and 4 for the window of position 20');
+  t.equal(kv.placementCost('host', hits, 23, b), 2, 'one fresh block per table; the referenced hits cost nothing');
+  t.ok(kv.place(b, 'host', hits, 23));
+  t.same(b.slidingTable.slice(0, 3), [-1, -1, -1], 'nothing before the window');
+  t.same(b.slidingTable.slice(3, 5), a.slidingTable.slice(3, 5), 'the window\'s sliding blocks are shared');
+  kv.audit([a, b]);
+
+  // Once the cached sliding blocks are evicted, the longest usable hit shrinks.
+  kv.release(b);
+  kv.release(a);
+  kv.audit([]);
+  t.equal(kv.numFree, 32);
+  const hog = owner(Array.from({ length: 80 }, (_, i) => 900 + i));
+  t.ok(kv.place(hog, 'host', [], 4 * 14), 'takes the free blocks, then the least recently freed cached ones');
+  const c = owner([...tokens.slice(0, 20), 5]);
+  const left = kv.matchPrefix(c, 'host', 5);
+  t.ok(left.length < 5, `a hit whose window was evicted is cut back (to ${left.length} blocks)`);
+  kv.release(hog);
+});
+
+t.test('sliding tables move between tiers with their live blocks only', async (t) => {
+  const kv = new KvBlockManager(4, { device: 16, host: 16 }, true, 6);
+  const a = owner(Array.from({ length: 24 }, (_, i) => i));
+  kv.place(a, 'device', [], 24);
+  a.numComputed = 24;
+  kv.indexComputed(a, 24);
+  const live = a.slidingTable.slice(kv.slidingFirst(24));
+  const copies = kv.move(a, 'host')!;
+  t.equal(copies.length, 6 + live.length, 'the full table and the window\'s sliding blocks');
+  t.same(copies.slice(6).map((c) => c.fromBlock), live);
+  t.same(a.slidingTable.slice(0, kv.slidingFirst(24)), new Array(kv.slidingFirst(24)).fill(-1), 'the trimmed part stays empty');
+  t.same(copies.slice(6).map((c) => c.toBlock), a.slidingTable.slice(kv.slidingFirst(24)));
+  t.equal(kv.pools.device.numFree, 16);
+  kv.audit([a]);
+  kv.release(a);
+  kv.audit([]);
+  t.throws(() => kv.placementCost('host', [], 4), { code: 'TDM_INTERNAL' }, 'with sliding tables the cost depends on the owner');
+});
+
+t.test('blocks per sequence: the full table, plus the window and a chunk for the sliding table', async (t) => {
+  t.equal(blocksPerSequence(256, 16, 0, 64), 16);
+  t.equal(blocksPerSequence(256, 16, 128, 64), 16 + 13, 'ceil((127 + 64) / 16) + 1');
+  t.equal(blocksPerSequence(64, 16, 128, 64), 8, 'never more than the full table twice');
+  const base = { blockBytes: 1000, blockTokens: 16, contextSize: 256, freeBytes: 1e6, defaultBytes: 64_000, deviceFraction: 0 };
+  t.throws(() => planKvBudget({ ...base, bytes: 20_000, blocksPerSequence: 29 }), { code: 'TDM_BAD_ARGUMENT', message: /needs 29/ });
 });

@@ -1,0 +1,129 @@
+// Sliding-window layers in KV blocks of their own (kvSplitSliding): the executor reads a
+// second block table for them, whose entries behind the window may be freed (-1) and their
+// blocks reused; results stay bit-identical to keeping every layer in one table. Through the
+// API, the same memory then holds more of a long sequence.
+import t, { type Test } from 'tap';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { native, type NativeModel } from '../../src/native/binding.js';
+import type { SequencePlan, StepPlan } from '../../src/native/step-plan.js';
+import { makeModel } from '../../src/model/synthetic.js';
+import { loadModel } from '../../src/api/index.js';
+import { hparamsOf, modelPath } from '../helpers.js';
+
+const BT = 4;
+const WINDOW = 6;
+
+async function ossModel(t: Test): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-sliding-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'oss.gguf');
+  await makeModel({ architecture: 'gpt-oss', slidingWindow: WINDOW, seed: 21 }, file);
+  return file;
+}
+
+function load(file: string, split: boolean, blocks = 64): Promise<NativeModel> {
+  return native().loadModel(file, { hparams: hparamsOf(file), threads: 2, kvBlockTokens: BT, kvBlocks: { device: 0, host: blocks }, kvSplitSliding: split });
+}
+
+function step(tokens: number[], startPos: number, blockTable: number[], sliding?: number[]): StepPlan {
+  const s: SequencePlan = {
+    seqId: 1,
+    tokens: Int32Array.from(tokens),
+    startPos,
+    blockTable: Int32Array.from(blockTable),
+    kvTier: 'host',
+    attention: 'cpu',
+    sample: false,
+    returnAllLogits: true,
+  };
+  if (sliding) s.slidingBlockTable = Int32Array.from(sliding);
+  return { strategy: 'cpu', copies: [], sequences: [s] };
+}
+
+t.test('sliding blocks freed behind the window and reused give the logits of one table for every layer', async (t) => {
+  const file = await ossModel(t);
+  const whole = await load(file, false);
+  const split = await load(file, true);
+  t.equal(whole.info.kvGroups, 1);
+  t.equal(split.info.kvGroups, 2);
+  t.equal(split.info.kvBlockBytes * 2, whole.info.kvBlockBytes, 'gpt-oss alternates: each group has half the layers');
+
+  // Chunks of 5, then one token at a time, to position 40.
+  const tokens = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37) % 200));
+  const chunks: [number, number][] = [[0, 5], [5, 10], [10, 15], [15, 20]];
+  for (let p = 20; p < 40; p++) chunks.push([p, p + 1]);
+  const full: number[] = [];
+  const sliding: number[] = [];
+  const spare: number[] = [];  // freed sliding blocks, reused first
+  let next = 0;
+  let mismatches = 0;
+  for (const [a, b] of chunks) {
+    while (full.length < Math.ceil(b / BT)) full.push(next++);
+    // Free what the window of position a no longer sees, then grow with reused blocks first.
+    const first = Math.floor(Math.max(0, a - WINDOW + 1) / BT);
+    for (let i = 0; i < first; i++) if (sliding[i]! >= 0) { spare.push(sliding[i]!); sliding[i] = -1; }
+    while (sliding.length < Math.ceil(b / BT)) sliding.push(spare.pop() ?? next++);
+    const ref = await whole.step(step(tokens.slice(a, b), a, full));
+    const got = await split.step(step(tokens.slice(a, b), a, full, sliding));
+    const x = ref.sequences[0]!.allLogits!, y = got.sequences[0]!.allLogits!;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) mismatches++;
+  }
+  t.ok(next - full.length < sliding.length, `freed sliding blocks were reused (${next - full.length} ids for ${sliding.length} blocks of positions)`);
+  t.equal(mismatches, 0, 'every logit of every position is bit-identical');
+  whole.dispose();
+  split.dispose();
+});
+
+t.test('sliding tables are checked like block tables', async (t) => {
+  const file = await ossModel(t);
+  const split = await load(file, true, 8);
+  const whole = await load(file, false, 8);
+  await t.rejects(whole.step(step([1, 2], 0, [0], [1])), { code: 'TDM_BAD_ARGUMENT', message: /keeps every layer/ });
+  await t.rejects(split.step(step([1, 2, 3, 4, 5], 0, [0, 1], [2])), { code: 'TDM_BAD_ARGUMENT', message: /slidingBlockTable has 1 blocks/ });
+  await t.rejects(split.step(step([1, 2], 0, [0], [0])), { code: 'TDM_BAD_ARGUMENT', message: /twice/ });
+  await t.rejects(split.step(step([1, 2], 0, [0], [8])), { code: 'TDM_BAD_ARGUMENT', message: /outside the host tier's 8 blocks/ });
+  // Position 10 sees from 5: block 1 (positions 4..7) must be there, block 0 may be freed.
+  await t.rejects(split.step(step([1], 10, [0, 1, 2], [-1, -1, 3])), { code: 'TDM_BAD_ARGUMENT', message: /block id -1/ });
+  const ok = await split.step(step([1], 10, [0, 1, 2], [-1, 4, 3]));
+  t.equal(ok.sequences.length, 1, 'a freed entry behind the window is not read');
+  const two = { strategy: 'cpu', copies: [], sequences: [
+    step([1], 10, [0, 1, 2], [-1, 4, 3]).sequences[0]!,
+    { ...step([1], 10, [5, 6, 7], [-1, 4, 3]).sequences[0]!, seqId: 2 },
+  ] } satisfies StepPlan;
+  await t.rejects(split.step(two), { code: 'TDM_BAD_ARGUMENT', message: /also writes|reads KV block/ }, 'a sliding block two sequences write is refused');
+  split.dispose();
+  whole.dispose();
+});
+
+t.test("through the API, slidingKv 'window' holds two long sequences where 'full' holds one", async (t) => {
+  const file = await ossModel(t);
+  const base = { threads: 1, contextSize: 160, maxSequences: 2, prefillChunkTokens: 16, kvBlockTokens: 16 } as const;
+  const probe = await loadModel(file, base);
+  const half = probe.info.kvBlockBytes;
+  t.equal(probe.info.kvSlidingWindow, WINDOW);
+  await probe.dispose();
+  // Per sequence of 160: 10 full-group blocks and at most 3 sliding ones (window 6, chunk 16).
+  const budget = { ...base, kvCacheBytes: 26 * half, prefixCaching: false };
+  const prompt = (k: number) => Array.from({ length: 100 }, (_, i) => 1 + ((i * 13 + k) % 200));
+  const run = async (slidingKv: 'window' | 'full') => {
+    const m = await loadModel(file, { ...budget, slidingKv });
+    const outs = await Promise.all([0, 1].map((k) => m.generate(prompt(k), { temperature: 0, maxTokens: 50, ignoreEos: true }).result));
+    const stats = m.stats;
+    await m.dispose();
+    return { tokens: outs.map((o) => o.tokens), preemptions: stats.numPreemptions, blocks: stats.numKvBlocks };
+  };
+  const window = await run('window');
+  const full = await run('full');
+  t.same(window.tokens, full.tokens, 'the same tokens');
+  t.equal(window.preemptions, 0, `'window': both fit (${window.blocks} blocks of ${half} bytes)`);
+  t.ok(full.preemptions > 0, `'full': the same bytes (${full.blocks} blocks of ${2 * half}) hold one, the other is recomputed (${full.preemptions} times)`);
+});
+
+t.test('models without sliding layers keep one table whatever slidingKv says', async (t) => {
+  const m = await loadModel(modelPath('stories260K.gguf'), { threads: 1, contextSize: 64, maxSequences: 1, slidingKv: 'window' });
+  t.equal(m.info.kvSlidingWindow, 0);
+  await m.dispose();
+  await t.rejects(loadModel(modelPath('stories260K.gguf'), { slidingKv: 'ring' as 'full' }), { code: 'TDM_BAD_ARGUMENT', message: /slidingKv/ });
+});
