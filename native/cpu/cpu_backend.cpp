@@ -245,7 +245,8 @@ PackedView packed_view(CpuContext& c, const tdm_weight& w, const PackedOps& ops,
   return p->view();
 }
 
-MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot) {
+// experts: the matrices of moe_ffn (routed experts), which may have their own row kernels.
+MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot, bool experts = false) {
   MatPlan p;
   p.w = &w;
   const Kernels& k = *c.k;
@@ -261,7 +262,7 @@ MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot) {
   }
   if (w.type < uint32_t(kNumTypes) && k.rows[w.type] != nullptr) {
     p.kind = MatPlan::Kind::rows;
-    p.rows = k.rows[w.type];
+    p.rows = experts && k.expert_rows[w.type] != nullptr ? k.expert_rows[w.type] : k.rows[w.type];
     p.round = k.round[w.type];
     p.act_row_bytes = size_t(w.n_cols) * sizeof(float);
     return p;
@@ -930,9 +931,9 @@ tdm_status cpu_moe_ffn(tdm_backend_ctx* c, const float* x, int64_t n_tokens, con
 
     // Activations are converted once per token, then gathered in slot order so that each
     // expert's rows are contiguous (results do not change: the kernels are batch-invariant).
-    const MatPlan pg = mat_plan(ctx, *gate, 0);
-    const MatPlan pu = mat_plan(ctx, *up, 1);
-    const MatPlan pd = mat_plan(ctx, *down, 2);
+    const MatPlan pg = mat_plan(ctx, *gate, 0, true);
+    const MatPlan pu = mat_plan(ctx, *up, 1, true);
+    const MatPlan pd = mat_plan(ctx, *down, 2, true);
     uint8_t* gathered = ctx.moe_x.get((pg.act_row_bytes + pu.act_row_bytes) * size_t(n_slots));
     auto gather = [&](const MatPlan& p, Scratch& tokens_buf, uint8_t* out) {
       const uint8_t* rows = prepare_act(ctx, p, x, n_tokens, n_embd, tokens_buf);

@@ -167,6 +167,9 @@ struct Kernels {
   FromFloatFn from_float[kNumTypes];  // by activation type (q8_0, q8_1, q8_K, f16, bf16)
   ToFloatFn to_float[kNumTypes];      // by stored type
   RowsFn rows[kNumTypes];             // (optional) by float weight type; null uses vec_dot
+  // (optional) rows for routed experts, where llama.cpp's mul_mat_id sums in its dot-product
+  // order rather than its tiled matmul's; null uses rows[]
+  RowsFn expert_rows[kNumTypes];
   RoundFn round[kNumTypes];           // (optional) by float type, for rows[]: f16, bf16
   PackedOps packed[kNumTypes];        // (optional) by weight type; members null where absent
   AttnFn attention;                   // one AttnTask

@@ -821,6 +821,155 @@ void rows_float(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, 
   }
 }
 
+// ==== bf16 weights on processors with AVX512_BF16: VDPBF16PS over chunks of 32 elements,
+// one accumulator per output (lane j adds elements 2j+1 then 2j of each chunk, with the
+// instruction's own rounding), then the same horizontal sum. That is the order llama.cpp's
+// tinyBLAS sums bf16 in on such processors, so both agree there; it also does twice the
+// multiply-adds per instruction. Rows whose length is not a multiple of 32 keep the FMA path
+// (tinyBLAS declines them too). The activations already hold bf16 values, so packing them
+// to bf16 is exact.
+
+inline __m512bh load_bf16x32(const uint8_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
+inline __m512bh pack_bf16x32(const float* x) { return _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x)); }
+
+template <int R, int T>
+void rows_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+  __m512 acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < n; k += 32) {
+    __m512bh wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512bh xv = pack_bf16x32(x + t * xs + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) y[t * ys + r] = hsum512(acc[r][t]);
+}
+
+template <int R, int T>
+struct RowsTileBf16 {
+  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    if (nt == T) rows_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
+    else RowsTileBf16<R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
+  }
+};
+template <int R>
+struct RowsTileBf16<R, 0> {
+  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
+};
+
+void rows_bf16_dp(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
+                  float* y, int64_t ys) {
+  if (n % 32 != 0) return rows_float<LoadBF16>(w, rb, r0, r1, n, x, xs, n_tokens, y, ys);
+  if (n_tokens == 1) {
+    int64_t r = r0;
+    for (; r + 8 <= r1; r += 8) rows_tile_bf16dp<8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    for (; r < r1; ++r) rows_tile_bf16dp<1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    return;
+  }
+  // The float kernels' tiles and loop order (see rows_float).
+  constexpr int kT = 6;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
+    const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
+    const float* xt = x + t0 * xs;
+    float* yt = y + t0 * ys;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) RowsTileBf16<4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+    for (; r < r1; ++r) RowsTileBf16<1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+  }
+}
+
+// bf16 expert rows with AVX512_BF16, in the order of llama.cpp's ggml_vec_dot_bf16 (what its
+// mul_mat_id runs): two accumulators over the halves of each 64-element chunk, each folded
+// and added in double, then the elements past the last chunk one by one in double.
+template <int R, int T>
+void expert_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+  __m512 acc[R][T][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 64 <= n; k += 64) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m512bh wv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k + 32 * h));
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512bh xv = pack_bf16x32(x + t * xs + k + 32 * h);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][t][h] = _mm512_dpbf16_ps(acc[r][t][h], wv[r], xv);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const uint16_t* wr = reinterpret_cast<const uint16_t*>(w + size_t(r) * rb);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      double sum = double(hsum512(acc[r][t][0]));
+      sum += double(hsum512(acc[r][t][1]));
+      const float* xt = x + t * xs;
+      for (int64_t i = k; i < n; ++i) {
+        float wf;
+        const uint32_t bits = uint32_t(wr[i]) << 16;
+        std::memcpy(&wf, &bits, sizeof wf);
+        sum += double(wf * xt[i]);
+      }
+      y[t * ys + r] = float(sum);
+    }
+  }
+}
+
+template <int R, int T>
+struct ExpertTileBf16 {
+  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    if (nt == T) expert_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
+    else ExpertTileBf16<R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
+  }
+};
+template <int R>
+struct ExpertTileBf16<R, 0> {
+  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
+};
+
+void expert_rows_bf16_dp(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs,
+                         int64_t n_tokens, float* y, int64_t ys) {
+  // Two accumulators per output: tiles of 4 rows by 3 tokens (8 rows for one token) keep them in registers.
+  if (n_tokens == 1) {
+    int64_t r = r0;
+    for (; r + 8 <= r1; r += 8) expert_tile_bf16dp<8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    for (; r < r1; ++r) expert_tile_bf16dp<1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    return;
+  }
+  constexpr int kT = 3;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
+    const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
+    const float* xt = x + t0 * xs;
+    float* yt = y + t0 * ys;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) ExpertTileBf16<4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+    for (; r < r1; ++r) ExpertTileBf16<1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+  }
+}
+
+bool has_avx512_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
 void round_f16_avx512(const float* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -1401,7 +1550,12 @@ PackedOps packed_ops(size_t (*act_bytes)(int64_t), void (*quantize)(const float*
 void fill_kernels_avx512(Kernels& k) {
   k.rows[int(GgmlType::F32)] = rows_float<LoadF32>;
   k.rows[int(GgmlType::F16)] = rows_float<LoadF16>;
-  k.rows[int(GgmlType::BF16)] = rows_float<LoadBF16>;
+  if (has_avx512_bf16()) {
+    k.rows[int(GgmlType::BF16)] = rows_bf16_dp;
+    k.expert_rows[int(GgmlType::BF16)] = expert_rows_bf16_dp;
+  } else {
+    k.rows[int(GgmlType::BF16)] = rows_float<LoadBF16>;
+  }
   k.round[int(GgmlType::F16)] = round_f16_avx512;
   k.round[int(GgmlType::BF16)] = round_bf16_avx512;
   k.from_float[int(GgmlType::Q8_K)] = quantize_row_q8_K_avx512;
