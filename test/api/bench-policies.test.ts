@@ -25,6 +25,8 @@ t.test('device flags become tandem load options; bad ones are usage errors', asy
   t.throws(() => tandemOptionsFromFlags({ device: 'gpu', 'kv-device-mib': '-1' }), { code: 'TDM_BAD_ARGUMENT' });
   t.same(tandemOptionsFromFlags({ 'cpu-kernels': 'avx2' }), { cpuKernels: 'avx2' }, '--cpu-kernels with no device');
   t.throws(() => tandemOptionsFromFlags({ 'cpu-kernels': 'sse' }), { code: 'TDM_BAD_ARGUMENT', message: /--cpu-kernels: unknown 'sse'/ });
+  t.same(tandemOptionsFromFlags({ 'sliding-kv': 'full' }), { slidingKv: 'full' }, '--sliding-kv');
+  t.throws(() => tandemOptionsFromFlags({ 'sliding-kv': 'ring' }), { code: 'TDM_BAD_ARGUMENT', message: /--sliding-kv: unknown 'ring'/ });
   const names = systemRegistry().map((s) => s.name);
   t.same(names, ['tandem', 'llama.cpp', 'tandem:gpu-only', 'tandem:pipeline', 'tandem:overlap', 'tandem:auto']);
   t.same(systemsByName(['tandem:auto', 'tandem:gpu-only']).map((s) => s.name), ['tandem:auto', 'tandem:gpu-only']);

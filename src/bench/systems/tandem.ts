@@ -31,6 +31,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         cpuKernels: info.cpuKernels,
         kvBlockTokens: info.kvBlockTokens,
         kvType: info.kvType,
+        kvSlidingWindow: info.kvSlidingWindow,
         numKvBlocks: info.numKvBlocks,
         kvBlocksDevice: info.kvBlocks.device,
         kvBlocksHost: info.kvBlocks.host,

@@ -43,6 +43,7 @@ const OPTIONS = {
   cache: { type: 'string' },
   device: { type: 'string' },
   'cpu-kernels': { type: 'string' },
+  'sliding-kv': { type: 'string' },
   'device-threads': { type: 'string' },
   'device-weight-mib': { type: 'string' },
   'kv-device-mib': { type: 'string' },
@@ -96,6 +97,8 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
 
       --cpu-kernels K       tandem's CPU kernels: auto (default), avx512, avx2 or ref
                             (llama.cpp keeps its own choice)
+      --sliding-kv M        tandem's KV of sliding-window layers: window (default: only
+                            what the window sees) or full (every position)
 
   tandem's device beside the CPU (applies to every tandem system):
       --device KIND         none, auto, gpu, cpu-standin (a CPU posing as the device:
@@ -186,6 +189,11 @@ export function tandemOptionsFromFlags(values: Record<string, unknown>): TandemE
   if (kernels !== undefined) {
     if (!['auto', 'avx512', 'avx2', 'ref'].includes(kernels)) throw usageError(`--cpu-kernels: unknown '${kernels}' (known: auto, avx512, avx2, ref)`);
     out.cpuKernels = kernels as TandemExtraOptions['cpuKernels'];
+  }
+  const sliding = v['sliding-kv'];
+  if (sliding !== undefined) {
+    if (sliding !== 'window' && sliding !== 'full') throw usageError(`--sliding-kv: unknown '${sliding}' (known: window, full)`);
+    out.slidingKv = sliding;
   }
   return out;
 }
