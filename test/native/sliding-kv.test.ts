@@ -121,6 +121,18 @@ t.test("through the API, slidingKv 'window' holds two long sequences where 'full
   t.ok(full.preemptions > 0, `'full': the same bytes (${full.blocks} blocks of ${2 * half}) hold one, the other is recomputed (${full.preemptions} times)`);
 });
 
+t.test("a q8_0 KV cache in sliding blocks gives the tokens of 'full'", async (t) => {
+  const file = await ossModel(t);
+  const prompt = Array.from({ length: 60 }, (_, i) => 1 + ((i * 29) % 200));
+  const tokens: number[][] = [];
+  for (const slidingKv of ['full', 'window'] as const) {
+    const m = await loadModel(file, { threads: 1, contextSize: 128, maxSequences: 1, kvBlockTokens: 4, kvType: 'q8_0', slidingKv });
+    tokens.push((await m.generate(prompt, { temperature: 0, maxTokens: 24, ignoreEos: true }).result).tokens);
+    await m.dispose();
+  }
+  t.same(tokens[1], tokens[0]);
+});
+
 t.test('models without sliding layers keep one table whatever slidingKv says', async (t) => {
   const m = await loadModel(modelPath('stories260K.gguf'), { threads: 1, contextSize: 64, maxSequences: 1, slidingKv: 'window' });
   t.equal(m.info.kvSlidingWindow, 0);

@@ -47,6 +47,10 @@ t.test('the suite covers policies per setting and labels its numbers', async (t)
   t.match(text, /SIMULATED/);
   t.equal(text.split('\n').filter((l) => l.startsWith('| t4 |')).length, 2 * EXPERT_POLICY_NAMES.length);
   t.throws(() => runExpertSuite({ hardware: ['h100'] }), { code: 'TDM_BAD_ARGUMENT' });
+  const given = runExpertSuite({ hardware: ['t4'], models: ['moe-8x-top2'], routings: ['uniform'], batches: [2], steps: 4, budgetBytes: [1.5e9] });
+  t.same(given.map((x) => [x.budget, x.gpuBudgetBytes]), [['device', 0.9 * HARDWARE.t4!.gpu.memoryBytes], ['capped', s[1]!.gpuBudgetBytes], ['given', 1.5e9]], 'a given budget runs besides them');
+  t.match(formatExpertSuite(given), /\| 1\.5 \(given\) \|/);
+  t.throws(() => runExpertSuite({ hardware: ['t4'], models: ['moe-8x-top2'], budgetBytes: [40e9] }), { code: 'TDM_BAD_ARGUMENT', message: /does not fit the t4 profile/ });
   t.throws(() => simulateExperts({ hardware: HARDWARE.t4!, model, policy: ExpertPolicyName.CpuMoe, routing: { kind: 'zipf', seed: 1 }, batch: 0, steps: 1 }), { code: 'TDM_BAD_ARGUMENT' });
 });
 
@@ -69,4 +73,6 @@ t.test('tandem simulate --moe runs the suite and checks its flags', async (t) =>
   await t.rejects(command.run(['--moe', 't4', '--batch', '1.5']), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(command.run(['--moe', 't4', '--policies', 'auto']), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(command.run(['t4', '--batch', '4']), { code: 'TDM_BAD_ARGUMENT' }, '--batch is for --moe');
+  await t.rejects(command.run(['t4', '--gpu-gb', '8']), { code: 'TDM_BAD_ARGUMENT' }, '--gpu-gb is for --moe');
+  await t.rejects(command.run(['--moe', 't4', '--gpu-gb', '0']), { code: 'TDM_BAD_ARGUMENT' });
 });

@@ -194,13 +194,16 @@ export interface ExpertSuiteOptions {
   seed?: number;
   /** When every expert fits the device, also run with the budget capped to the dense part, the reserve and this share of the experts. Default 0.25. */
   cappedExpertShare?: number;
+  /** Device memory budgets (bytes) to run at besides those, e.g. an 8 GB card's; each must not exceed the device's. */
+  budgetBytes?: readonly number[];
 }
 
 /** One (hardware, model, budget, routing, batch) setting with every policy on the same trace. */
 export interface ExpertSetting {
   hardware: string;
   model: string;
-  budget: 'device' | 'capped';
+  /** 'device': 90% of the device's memory; 'capped': a share of the experts (cappedExpertShare); 'given': one of budgetBytes. */
+  budget: 'device' | 'capped' | 'given';
   gpuBudgetBytes: number;
   routing: RoutingKind;
   batch: number;
@@ -227,9 +230,15 @@ export function runExpertSuite(opt: ExpertSuiteOptions = {}): ExpertSetting[] {
       for (const batch of batches) {
         const reserve = reserveBytes(model, batch, EXPERT_ROOFLINE.defaultContext);
         const device = 0.9 * hw.gpu.memoryBytes;
-        const budgets: { budget: 'device' | 'capped'; bytes: number }[] = [{ budget: 'device', bytes: device }];
+        const budgets: { budget: ExpertSetting['budget']; bytes: number }[] = [{ budget: 'device', bytes: device }];
         if (placeSafe(model, device, reserve)?.allExpertsFit) {
           budgets.push({ budget: 'capped', bytes: denseBytes(model) + reserve + share * model.nLayer * model.nExpert * expertBytes(model) });
+        }
+        for (const bytes of opt.budgetBytes ?? []) {
+          if (!(bytes > 0 && bytes <= hw.gpu.memoryBytes)) {
+            throw new TandemError('TDM_BAD_ARGUMENT', `a budget of ${(bytes / 1e9).toFixed(1)} GB does not fit the ${h} profile's ${(hw.gpu.memoryBytes / 1e9).toFixed(1)} GB`);
+          }
+          budgets.push({ budget: 'given', bytes });
         }
         for (const b of budgets) {
           if (!placeSafe(model, b.bytes, reserve)) continue;
@@ -269,7 +278,7 @@ export function formatExpertSuite(settings: readonly ExpertSetting[]): string {
     const base = s.results.find((r) => r.policy === ExpertPolicyName.CpuMoe)?.decodeTokPerS;
     for (const r of s.results) {
       const vs = base ? `${(r.decodeTokPerS / base).toFixed(2)}x` : '-';
-      lines.push(`| ${s.hardware} | ${s.model} | ${gb(s.gpuBudgetBytes)}${s.budget === 'capped' ? ' (capped)' : ''} | ${s.routing} | ${s.batch} | ${r.policy} | ${r.decodeTokPerS.toFixed(1)} | ${vs} | ${(100 * r.hitRate).toFixed(1)}% | ${(r.bytesPerToken / 1e6).toFixed(2)} | ${(100 * r.cpuShare).toFixed(0)}% | ${r.placement.numCacheSlots} | ${r.crossoverTokens} |`);
+      lines.push(`| ${s.hardware} | ${s.model} | ${gb(s.gpuBudgetBytes)}${s.budget === 'device' ? '' : ` (${s.budget})`} | ${s.routing} | ${s.batch} | ${r.policy} | ${r.decodeTokPerS.toFixed(1)} | ${vs} | ${(100 * r.hitRate).toFixed(1)}% | ${(r.bytesPerToken / 1e6).toFixed(2)} | ${(100 * r.cpuShare).toFixed(0)}% | ${r.placement.numCacheSlots} | ${r.crossoverTokens} |`);
     }
   }
   return lines.join('\n');
