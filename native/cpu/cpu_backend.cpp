@@ -202,7 +202,7 @@ struct MatPlan {
   enum class Kind { packed, rows, dots } kind = Kind::dots;
   const tdm_weight* w = nullptr;
   const PackedOps* po = nullptr;  // packed
-  PackedView pv;
+  PackedView pv;  // packed; rows: the copy on huge pages, if any (row_copy_ops)
   std::shared_ptr<const PackedWeight> hold;
   RowsFn rows = nullptr;  // rows
   RoundFn round = nullptr;
@@ -245,6 +245,33 @@ PackedView packed_view(CpuContext& c, const tdm_weight& w, const PackedOps& ops,
   return p->view();
 }
 
+// Float weights (f32, f16, bf16) keep their stored layout, but a matmul of one token streams
+// every row once: from a file mapping's 4 KiB pages that is a TLB miss per page, dear under a
+// VM's nested paging. So they get the packed weights' treatment with an identity "packing":
+// a copy on 2 MiB pages that replaces the mapped pages (packed_weights.h), rows as stored.
+template <GgmlType T>
+size_t row_copy_group_bytes(int64_t n_cols) {
+  return size_t(kPackRows) * row_bytes(*type_traits(uint32_t(T)), uint64_t(n_cols));
+}
+template <GgmlType T>
+void row_copy_group(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n_cols, uint8_t* dst) {
+  std::memcpy(dst, src, size_t(n_rows) * rb);
+  std::memset(dst + size_t(n_rows) * rb, 0, row_copy_group_bytes<T>(n_cols) - size_t(n_rows) * rb);
+}
+template <GgmlType T>
+constexpr PackedOps kRowCopy{row_copy_group_bytes<T>, row_copy_group<T>, nullptr, nullptr, nullptr};
+
+const PackedOps* row_copy_ops(const tdm_weight& w) {
+  // Only tight rows: the copy keeps the file's row stride, which the ops derive from n_cols.
+  if (w.type >= uint32_t(kNumTypes) || w.row_bytes != row_bytes(*type_traits(w.type), uint64_t(w.n_cols))) return nullptr;
+  switch (GgmlType(w.type)) {
+    case GgmlType::F32: return &kRowCopy<GgmlType::F32>;
+    case GgmlType::F16: return &kRowCopy<GgmlType::F16>;
+    case GgmlType::BF16: return &kRowCopy<GgmlType::BF16>;
+    default: return nullptr;
+  }
+}
+
 // experts: the matrices of moe_ffn (routed experts), which may have their own row kernels.
 MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot, bool experts = false) {
   MatPlan p;
@@ -265,6 +292,7 @@ MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot, bool experts = fa
     p.rows = experts && k.expert_rows[w.type] != nullptr ? k.expert_rows[w.type] : k.rows[w.type];
     p.round = k.round[w.type];
     p.act_row_bytes = size_t(w.n_cols) * sizeof(float);
+    if (const PackedOps* copy = row_copy_ops(w)) p.pv = packed_view(c, w, *copy, slot, &p);
     return p;
   }
   p.kind = MatPlan::Kind::dots;
@@ -319,7 +347,8 @@ void compute_rows(const MatPlan& p, int64_t m, const uint8_t* act, int64_t n_tok
       return;
     }
     case MatPlan::Kind::rows:
-      p.rows(static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes, w.row_bytes, r0, r1, w.n_cols,
+      p.rows(p.pv.data != nullptr ? p.pv.data + size_t(m) * p.pv.mat_bytes : static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes,
+             w.row_bytes, r0, r1, w.n_cols,
              reinterpret_cast<const float*>(act), int64_t(p.act_row_bytes / sizeof(float)), n_tokens, y, y_stride);
       return;
     case MatPlan::Kind::dots:

@@ -239,7 +239,7 @@ export interface ModelInfo {
   kvSlidingWindow: number;
   /** How K and V are stored ('f16' or 'q8_0'). */
   kvType: 'f16' | 'q8_0';
-  /** Bytes of KV cache per token. */
+  /** Bytes of KV cache per token over every layer (with kvSlidingWindow > 0 the sliding layers keep only their window, so a long context takes less). */
   kvBytesPerToken: number;
   /** The device in use beside the CPU: its kind ('cuda', 'hip', 'cpu-standin'), or null on the single-device CPU path. */
   device: string | null;

@@ -728,12 +728,14 @@ struct KQ6_K {
 // 16-element chunks (the last one masked), then a fixed horizontal sum.
 
 struct LoadF32 {
+  static constexpr int64_t kBytes = 4;  // per element
   static __m512 load(const uint8_t* p, int64_t k) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + k); }
   static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + k);
   }
 };
 struct LoadF16 {
+  static constexpr int64_t kBytes = 2;
   static __m512 load(const uint8_t* p, int64_t k) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k)));
   }
@@ -742,6 +744,7 @@ struct LoadF16 {
   }
 };
 struct LoadBF16 {
+  static constexpr int64_t kBytes = 2;
   static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
   static __m512 load(const uint8_t* p, int64_t k) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k))); }
   static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p + 2 * k)); }
@@ -758,7 +761,12 @@ void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t x
   for (; k + 16 <= n; k += 16) {
     __m512 wv[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = L::load(w + size_t(r) * rb, k);
+    for (int r = 0; r < R; ++r) {
+      // One token reads each weight once: keep the rows' next lines on the way (each row is
+      // its own stream, which the hardware prefetchers follow poorly).
+      if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w + size_t(r) * rb) + L::kBytes * k + kPrefetchBytes, _MM_HINT_T0);
+      wv[r] = L::load(w + size_t(r) * rb, k);
+    }
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512 xv = _mm512_loadu_ps(x + t * xs + k);
@@ -842,7 +850,10 @@ void rows_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, in
   for (int64_t k = 0; k < n; k += 32) {
     __m512bh wv[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k));
+    for (int r = 0; r < R; ++r) {
+      if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w + size_t(r) * rb + 2 * size_t(k)) + kPrefetchBytes, _MM_HINT_T0);
+      wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k));
+    }
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512bh xv = pack_bf16x32(x + t * xs + k);
@@ -905,7 +916,11 @@ void expert_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, 
     for (int h = 0; h < 2; ++h) {
       __m512bh wv[R];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k + 32 * h));
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* p = w + size_t(r) * rb + 2 * size_t(k + 32 * h);
+        if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+        wv[r] = load_bf16x32(p);
+      }
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m512bh xv = pack_bf16x32(x + t * xs + k + 32 * h);
