@@ -202,7 +202,7 @@ struct MatPlan {
   enum class Kind { packed, rows, dots } kind = Kind::dots;
   const tdm_weight* w = nullptr;
   const PackedOps* po = nullptr;  // packed
-  PackedView pv;  // packed; rows: the copy on huge pages, if any (row_copy_ops)
+  PackedView pv;  // packed; rows and dots: the float weights' copy on huge pages, if any (row_copy_ops)
   std::shared_ptr<const PackedWeight> hold;
   RowsFn rows = nullptr;  // rows
   RoundFn round = nullptr;
@@ -298,6 +298,7 @@ MatPlan mat_plan(CpuContext& c, const tdm_weight& w, int slot, bool experts = fa
   p.kind = MatPlan::Kind::dots;
   p.dp = dot_plan(k, w.type, w.n_cols);
   p.act_row_bytes = p.dp.act_row_bytes;
+  if (const PackedOps* copy = row_copy_ops(w)) p.pv = packed_view(c, w, *copy, slot, &p);
   return p;
 }
 
@@ -352,8 +353,8 @@ void compute_rows(const MatPlan& p, int64_t m, const uint8_t* act, int64_t n_tok
              reinterpret_cast<const float*>(act), int64_t(p.act_row_bytes / sizeof(float)), n_tokens, y, y_stride);
       return;
     case MatPlan::Kind::dots:
-      dot_rows(p.dp, static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes, w.row_bytes, w.n_cols, act, n_tokens, r0,
-               r1, y, y_stride);
+      dot_rows(p.dp, p.pv.data != nullptr ? p.pv.data + size_t(m) * p.pv.mat_bytes : static_cast<const uint8_t*>(w.data) + size_t(m) * w.mat_bytes,
+               w.row_bytes, w.n_cols, act, n_tokens, r0, r1, y, y_stride);
       return;
   }
 }
