@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <thread>
+#include <unordered_set>
 
 #include "backend/registry.h"
 #include "core/error.h"
@@ -14,10 +15,12 @@ namespace tdm {
 namespace {
 
 // Reads one byte per page of every tensor so the first step does not stall on page faults,
-// reporting the fraction of weight bytes touched.
-void page_in(const GgufFile& f, const std::function<void(double)>& progress) {
+// reporting the fraction of weight bytes touched. Tensors whose data is in `skip` are left
+// out: the CPU backend copies them (packed or onto huge pages), which reads them anyway.
+void page_in(const GgufFile& f, const std::unordered_set<const void*>& skip, const std::function<void(double)>& progress) {
   uint64_t total = 0;
-  for (const GgufTensor& t : f.tensors()) total += t.n_bytes;
+  for (const GgufTensor& t : f.tensors())
+    if (skip.count(f.tensor_data(t)) == 0) total += t.n_bytes;
   if (total == 0) {
     if (progress) progress(1.0);
     return;
@@ -27,6 +30,7 @@ void page_in(const GgufFile& f, const std::function<void(double)>& progress) {
   volatile uint8_t sink = 0;
   for (const GgufTensor& t : f.tensors()) {
     const uint8_t* p = f.tensor_data(t);
+    if (skip.count(p) != 0) continue;
     for (uint64_t off = 0; off < t.n_bytes; off += 4096) {
       sink ^= p[off];
       if (((off >> 12) & 1023) == 1023 && progress) {
@@ -47,10 +51,9 @@ void page_in(const GgufFile& f, const std::function<void(double)>& progress) {
 // them for its kernels) so that the first request does not wait for it, reporting the
 // fraction of those bytes done. Routed experts run from their own host slabs when expert
 // offload is on, so their stacks are left alone then.
-void prepare_host_weights(Backend& cpu, const ModelWeights& exec, const WeightPlacement* placement, bool expert_slabs,
-                          const std::function<void(double)>& progress) {
-  const auto prepare = cpu.fn().prepare_weight;
-  if (prepare == nullptr) return;
+// The matrices the CPU multiplies: those not on the device, and the routed experts' stacks
+// unless they run from their own host slabs.
+std::vector<const tdm_weight*> host_matrices(const ModelWeights& exec, const WeightPlacement* placement, bool expert_slabs) {
   std::vector<const tdm_weight*> ws;
   auto add = [&](const tdm_weight& w) {
     if (present(w) && (placement == nullptr || !placement->on_device(w))) ws.push_back(&w);
@@ -63,6 +66,14 @@ void prepare_host_weights(Backend& cpu, const ModelWeights& exec, const WeightPl
       for (const tdm_weight* w : {&l.gate_exps, &l.up_exps, &l.down_exps}) add(*w);
   }
   add(exec.output);
+  return ws;
+}
+
+void prepare_host_weights(Backend& cpu, const ModelWeights& exec, const WeightPlacement* placement, bool expert_slabs,
+                          const std::function<void(double)>& progress) {
+  const auto prepare = cpu.fn().prepare_weight;
+  if (prepare == nullptr) return;
+  const std::vector<const tdm_weight*> ws = host_matrices(exec, placement, expert_slabs);
   uint64_t total = 0, done = 0;
   for (const tdm_weight* w : ws) total += uint64_t(w->row_bytes) * uint64_t(w->n_rows) * uint64_t(w->n_mats);
   for (const tdm_weight* w : ws) {
@@ -112,9 +123,9 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   m->hp_ = cfg.hp;
   std::shared_ptr<GgufFile> file = GgufFile::open(path);
   m->weights_ = bind_weights(file, m->hp_);
-  page_in(*file, [&](double f) {
+  const auto page_in_progress = [&](double f) {
     if (progress) progress(kPageInShare * f);
-  });
+  };
   const auto prepare_progress = [&](double f) {
     if (progress) progress(kPageInShare + (1.0 - kPageInShare) * f);
   };
@@ -147,11 +158,17 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   m->pools_[int(KvTier::host)] = KvPool(m->cpu_.get(), m->layout_, cfg.kv_blocks_host);
 
   if (!m->has_device()) {
+    // The matrices are read once, by their copy; the rest (norms, embeddings) are paged in.
+    std::unordered_set<const void*> copied;
+    if (m->cpu_->fn().prepare_weight != nullptr)
+      for (const tdm_weight* w : host_matrices(m->weights_, nullptr, false)) copied.insert(w->data);
+    page_in(*file, copied, page_in_progress);
     m->placement_.exec = m->weights_;
     m->placement_.device_bytes = m->weights_.bytes;
     prepare_host_weights(*m->cpu_, m->placement_.exec, nullptr, false, prepare_progress);
     return m;
   }
+  page_in(*file, {}, page_in_progress);
   Backend* dev = m->device_;
   m->device_async_ = (dev->fn().caps(dev->ctx()) & TDM_CAP_ASYNC) != 0;
   int64_t budget = cfg.device_weight_bytes;
