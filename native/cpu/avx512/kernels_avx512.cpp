@@ -792,41 +792,55 @@ void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t x
     for (int t = 0; t < T; ++t) y[t * ys + r] = hsum512(acc[r][t]);
 }
 
-// One tile of `nt` tokens (1..T) with R rows.
-template <typename L, int R, int T>
-struct RowsTile {
-  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
-    if (nt == T) rows_tile<L, R, T>(w, rb, n, x, xs, y, ys);
-    else RowsTile<L, R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
+// A tile of `nt` tokens (1..T) with R rows of tile kernel K (K::tile<R, T>).
+template <typename K, int R, int T>
+void tile_upto(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+  if constexpr (T > 0) {
+    if (nt == T) K::template tile<R, T>(w, rb, n, x, xs, y, ys);
+    else tile_upto<K, R, T - 1>(nt, w, rb, n, x, xs, y, ys);
   }
-};
-template <typename L, int R>
-struct RowsTile<L, R, 0> {
-  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
-};
+}
 
-template <typename L>
-void rows_float(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
-                float* y, int64_t ys) {
+// Rows [r0, r1) by n_tokens in K's register tiles. One token: 8 rows per tile, so that enough
+// independent sums are in flight. More: tiles of 4 rows by K::kTokens tokens (as many
+// accumulators as fit in registers). Token tiles go outside and rows inside, so that a tile's
+// activations stay in L2 while the task's rows pass, instead of every row tile streaming
+// all tokens from L3.
+template <typename K>
+void run_row_tiles(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
+                   float* y, int64_t ys) {
   if (n_tokens == 1) {
-    // One token: more rows per tile so enough independent sums are in flight.
     int64_t r = r0;
-    for (; r + 8 <= r1; r += 8) rows_tile<L, 8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
-    for (; r < r1; ++r) rows_tile<L, 1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    for (; r + 8 <= r1; r += 8) K::template tile<8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
+    for (; r < r1; ++r) K::template tile<1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
     return;
   }
-  // Tiles of four rows by six tokens (24 accumulators; larger tiles spill registers with
-  // this compiler). Token tiles outside, rows inside: a tile's activations stay in L2 while
-  // the task's rows pass, instead of every row tile streaming all tokens from L3.
-  constexpr int kT = 6;
+  constexpr int kT = K::kTokens;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
     const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
     const float* xt = x + t0 * xs;
     float* yt = y + t0 * ys;
     int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) RowsTile<L, 4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
-    for (; r < r1; ++r) RowsTile<L, 1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+    for (; r + 4 <= r1; r += 4) tile_upto<K, 4, kT>(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
+    for (; r < r1; ++r) tile_upto<K, 1, kT>(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
   }
+}
+
+// Float rows with FMA: tiles of 4 rows by 6 tokens (24 accumulators; larger tiles spill
+// registers with this compiler).
+template <typename L>
+struct FloatRowTiles {
+  static constexpr int kTokens = 6;
+  template <int R, int T>
+  static void tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    rows_tile<L, R, T>(w, rb, n, x, xs, y, ys);
+  }
+};
+
+template <typename L>
+void rows_float(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
+                float* y, int64_t ys) {
+  run_row_tiles<FloatRowTiles<L>>(w, rb, r0, r1, n, x, xs, n_tokens, y, ys);
 }
 
 // ==== bf16 weights on processors with AVX512_BF16: VDPBF16PS over chunks of 32 elements,
@@ -867,37 +881,18 @@ void rows_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, in
     for (int t = 0; t < T; ++t) y[t * ys + r] = hsum512(acc[r][t]);
 }
 
-template <int R, int T>
-struct RowsTileBf16 {
-  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
-    if (nt == T) rows_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
-    else RowsTileBf16<R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
+struct Bf16DpRowTiles {
+  static constexpr int kTokens = 6;
+  template <int R, int T>
+  static void tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    rows_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
   }
-};
-template <int R>
-struct RowsTileBf16<R, 0> {
-  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
 };
 
 void rows_bf16_dp(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs, int64_t n_tokens,
                   float* y, int64_t ys) {
   if (n % 32 != 0) return rows_float<LoadBF16>(w, rb, r0, r1, n, x, xs, n_tokens, y, ys);
-  if (n_tokens == 1) {
-    int64_t r = r0;
-    for (; r + 8 <= r1; r += 8) rows_tile_bf16dp<8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
-    for (; r < r1; ++r) rows_tile_bf16dp<1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
-    return;
-  }
-  // The float kernels' tiles and loop order (see rows_float).
-  constexpr int kT = 6;
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
-    const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
-    const float* xt = x + t0 * xs;
-    float* yt = y + t0 * ys;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) RowsTileBf16<4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
-    for (; r < r1; ++r) RowsTileBf16<1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
-  }
+  run_row_tiles<Bf16DpRowTiles>(w, rb, r0, r1, n, x, xs, n_tokens, y, ys);
 }
 
 // bf16 expert rows with AVX512_BF16, in the order of llama.cpp's ggml_vec_dot_bf16 (what its
@@ -948,36 +943,18 @@ void expert_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, 
   }
 }
 
-template <int R, int T>
-struct ExpertTileBf16 {
-  static void run(int nt, const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
-    if (nt == T) expert_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
-    else ExpertTileBf16<R, T - 1>::run(nt, w, rb, n, x, xs, y, ys);
+// Two accumulators per output: 4 rows by 3 tokens keep them in registers.
+struct Bf16DpExpertTiles {
+  static constexpr int kTokens = 3;
+  template <int R, int T>
+  static void tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
+    expert_tile_bf16dp<R, T>(w, rb, n, x, xs, y, ys);
   }
-};
-template <int R>
-struct ExpertTileBf16<R, 0> {
-  static void run(int, const uint8_t*, size_t, int64_t, const float*, int64_t, float*, int64_t) {}
 };
 
 void expert_rows_bf16_dp(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t n, const float* x, int64_t xs,
                          int64_t n_tokens, float* y, int64_t ys) {
-  // Two accumulators per output: tiles of 4 rows by 3 tokens (8 rows for one token) keep them in registers.
-  if (n_tokens == 1) {
-    int64_t r = r0;
-    for (; r + 8 <= r1; r += 8) expert_tile_bf16dp<8, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
-    for (; r < r1; ++r) expert_tile_bf16dp<1, 1>(w + size_t(r) * rb, rb, n, x, xs, y + r, ys);
-    return;
-  }
-  constexpr int kT = 3;
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kT) {
-    const int nt = int(std::min<int64_t>(kT, n_tokens - t0));
-    const float* xt = x + t0 * xs;
-    float* yt = y + t0 * ys;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) ExpertTileBf16<4, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
-    for (; r < r1; ++r) ExpertTileBf16<1, kT>::run(nt, w + size_t(r) * rb, rb, n, xt, xs, yt + r, ys);
-  }
+  run_row_tiles<Bf16DpExpertTiles>(w, rb, r0, r1, n, x, xs, n_tokens, y, ys);
 }
 
 bool has_avx512_bf16() {
