@@ -98,6 +98,13 @@ export class KvBlockManager {
     return n + sliding;
   }
 
+  /** Blocks `owner` holds now, over both its tables. */
+  numHeld(owner: KvOwner): number {
+    let n = owner.blockTable.length;
+    for (const id of owner.slidingTable) if (id >= 0) n++;
+    return n;
+  }
+
   /** The cached sliding blocks a sequence starting at block `numHits` reads, or undefined when one is missing. */
   private slidingHits(owner: KvOwner, pool: BlockPool, numHits: number): number[] | undefined {
     const ids: number[] = [];

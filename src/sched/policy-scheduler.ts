@@ -207,7 +207,7 @@ export class PolicyScheduler {
           tier: seq.kvTier,
           context: seq.numComputed,
           newTokens: Math.max(1, Math.min(seq.numPending, chunk)),
-          numBlocks: seq.blockTable.length,
+          numBlocks: this.scheduler.kv.numHeld(seq),
           deferredSteps: this.deferredSteps.get(id) ?? 0,
           arrival: id,
           pendingTokens: Math.max(1, seq.numPending),
@@ -239,7 +239,7 @@ export class PolicyScheduler {
       tier: p.kvTier,
       context: p.startPos,
       newTokens: p.tokens.length,
-      numBlocks: seq ? seq.blockTable.length : p.blockTable.length,
+      numBlocks: seq ? this.scheduler.kv.numHeld(seq) : p.blockTable.length,
       deferredSteps: this.deferredSteps.get(p.seqId) ?? 0,
       arrival: p.seqId,
       pendingTokens: Math.max(p.tokens.length, seq ? seq.numPending : 1),
@@ -249,6 +249,7 @@ export class PolicyScheduler {
   private kvView(): KvView {
     const pools = this.scheduler.kv.pools;
     const tier = (t: KvTier) => ({ numBlocks: pools[t].numBlocks, numFree: pools[t].numFree });
-    return { blockTokens: this.scheduler.config.blockTokens, device: tier('device'), host: tier('host') };
+    const { blockTokens, maxChunkTokens } = this.scheduler.config;
+    return { blockTokens, slidingWindow: this.scheduler.kv.slidingWindow, maxChunkTokens, device: tier('device'), host: tier('host') };
   }
 }

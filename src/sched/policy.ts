@@ -19,7 +19,7 @@ export interface RequestView {
   context: number;
   /** Tokens it would process this step: 1 for a decode, the chunk for a prefill (the whole prompt while waiting). */
   newTokens: number;
-  /** KV blocks it holds. */
+  /** KV blocks it holds, over both its tables when sliding layers have their own (see KvView.slidingWindow). */
   numBlocks: number;
   /** Steps in a row it was left out of while it could have run. */
   deferredSteps: number;
@@ -40,6 +40,10 @@ export interface TierView {
 
 export interface KvView {
   blockTokens: number;
+  /** > 0: sliding layers keep a table of their own, which holds only this window's blocks (0 or absent: one table). */
+  slidingWindow?: number;
+  /** The longest prefill chunk (bounds a long prompt's sliding blocks); absent: prompts run whole. */
+  maxChunkTokens?: number;
   device: TierView;
   host: TierView;
 }
@@ -115,10 +119,23 @@ export function blocksFor(tokens: number, blockTokens: number): number {
   return Math.ceil(tokens / blockTokens);
 }
 
+/**
+ * Blocks a sequence's tables hold while it computes positions [context, end): its full
+ * table, and with sliding layers kept apart the sliding blocks from the window of
+ * `context` on (the engine frees those behind it; see KvBlockManager.slidingFirst).
+ */
+export function tableBlocks(kv: KvView, context: number, end: number): number {
+  const full = blocksFor(end, kv.blockTokens);
+  const window = kv.slidingWindow ?? 0;
+  if (window <= 0) return full;
+  const first = Math.floor(Math.max(0, context - window + 1) / kv.blockTokens);
+  return full + Math.max(0, full - first);
+}
+
 /** Blocks each running request of `tier` needs added to run this step. */
-export function growth(reqs: readonly RequestView[], tier: KvTier, blockTokens: number): number {
+export function growth(reqs: readonly RequestView[], tier: KvTier, kv: KvView): number {
   let n = 0;
-  for (const r of reqs) if (r.tier === tier) n += Math.max(0, blocksFor(r.context + r.newTokens, blockTokens) - r.numBlocks);
+  for (const r of reqs) if (r.tier === tier) n += Math.max(0, tableBlocks(kv, r.context, r.context + r.newTokens) - r.numBlocks);
   return n;
 }
 
@@ -128,12 +145,12 @@ export function growth(reqs: readonly RequestView[], tier: KvTier, blockTokens: 
  * holds its blocks chunk by chunk. Admissions and moves back that count them as free
  * over-commit the tier, and a prefill is then swapped out half done.
  */
-export function committedPrompt(reqs: readonly RequestView[], tier: KvTier, blockTokens: number): number {
+export function committedPrompt(reqs: readonly RequestView[], tier: KvTier, kv: KvView): number {
   let n = 0;
   for (const r of reqs) {
     if (r.tier !== tier || r.pendingTokens === undefined || r.pendingTokens <= r.newTokens) continue;
-    const thisStep = Math.max(r.numBlocks, blocksFor(r.context + r.newTokens, blockTokens));
-    n += Math.max(0, blocksFor(r.context + r.pendingTokens + 1, blockTokens) - thisStep);
+    const thisStep = Math.max(r.numBlocks, tableBlocks(kv, r.context, r.context + r.newTokens));
+    n += Math.max(0, promptBlocks(kv, r.context, r.pendingTokens) - thisStep);
   }
   return n;
 }
@@ -153,19 +170,33 @@ export function candidate(strategy: Strategy, numHost: number, time: StepTime, t
 }
 
 /**
+ * The most blocks a prompt of `tokens` positions from `context` holds at once, its first
+ * generated token included. One table holds all of it; a sliding table holds at most the
+ * window behind a chunk and the chunk (as engine/kv-blocks.ts's blocksPerSequence counts).
+ */
+export function promptBlocks(kv: KvView, context: number, tokens: number): number {
+  const end = context + tokens + 1;
+  const window = kv.slidingWindow ?? 0;
+  const chunk = kv.maxChunkTokens ?? tokens + 1;
+  if (window <= 0 || tokens + 1 <= chunk) return tableBlocks(kv, context, end);
+  const full = blocksFor(end, kv.blockTokens);
+  return full + Math.min(full, Math.ceil((window - 1 + chunk) / kv.blockTokens) + 1);
+}
+
+/**
  * Device tables to give up when the device tier cannot hold this step's growth: the newest
  * first (vLLM's priority), each moved to the host tier when it has room (`toHost`), else
  * dropped for recompute.
  */
 export function makeDeviceRoom(running: readonly RequestView[], kv: KvView, toHost: boolean): { seqId: number; to: KvTier | 'recompute' }[] {
   const out: { seqId: number; to: KvTier | 'recompute' }[] = [];
-  let need = growth(running, 'device', kv.blockTokens);
+  let need = growth(running, 'device', kv);
   let free = kv.device.numFree;
   let hostFree = kv.host.numFree;
   const newestFirst = running.filter((r) => r.tier === 'device').sort((a, b) => b.arrival - a.arrival);
   for (const victim of newestFirst) {
     if (need <= free) break;
-    const own = Math.max(0, blocksFor(victim.context + victim.newTokens, kv.blockTokens) - victim.numBlocks);
+    const own = Math.max(0, tableBlocks(kv, victim.context, victim.context + victim.newTokens) - victim.numBlocks);
     const moveTo = toHost && hostFree >= victim.numBlocks + own ? 'host' : 'recompute';
     if (moveTo === 'host') hostFree -= victim.numBlocks + own;
     out.push({ seqId: victim.seqId, to: moveTo });
@@ -206,7 +237,7 @@ export function admitInOrder(
   let hostFree = kv.host.numFree;
   const keep = Math.floor(headroom * kv.device.numBlocks);
   for (const r of waiting) {
-    const need = blocksFor(r.context + r.newTokens + 1, kv.blockTokens);
+    const need = promptBlocks(kv, r.context, r.newTokens);
     if (kv.device.numBlocks > 0 && devFree - need >= keep) {
       out.push({ seqId: r.seqId, tier: 'device' });
       devFree -= need;
@@ -242,12 +273,12 @@ export function promoteReserve(running: readonly RequestView[], kv: KvView): num
     else if (r.tier === 'host' && (!oldest || r.arrival < oldest.arrival)) oldest = r;
   }
   if (!oldest) return 0;
-  return blocksFor(oldest.context + 1, kv.blockTokens) + onDevice + Math.floor(0.01 * kv.device.numBlocks);
+  return tableBlocks(kv, oldest.context, oldest.context + 1) + onDevice + Math.floor(0.01 * kv.device.numBlocks);
 }
 
 /** The predicted time of moving a request's prompt table from the device to the host tier (µs): one copy per block. */
 export function demoteCopyUs(r: RequestView, kv: KvView, cost: CostModel): number {
-  return blocksFor(r.context + r.newTokens, kv.blockTokens) * cost.copyUs(cost.shape.kvBlockBytes);
+  return tableBlocks(kv, r.context + r.newTokens, r.context + r.newTokens) * cost.copyUs(cost.shape.kvBlockBytes);
 }
 
 /** A waiting request as it will run once admitted to the host tier and prefilled: a decode over its prompt. */

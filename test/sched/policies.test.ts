@@ -4,7 +4,8 @@ import t from 'tap';
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { autoPolicy, gpuOnlyPolicy, loadAwareSplit, overlapPolicy, pipelinePolicy } from '../../src/sched/policies/index.js';
 import { loadAwareLoads } from '../../src/sched/policies/pipeline.js';
-import { committedPrompt, work, type KvView, type PolicyInput, type RequestView } from '../../src/sched/policy.js';
+import { committedPrompt, growth, promptBlocks, tableBlocks, work, type KvView, type PolicyInput, type RequestView } from '../../src/sched/policy.js';
+import { KvBlockManager, type KvOwner } from '../../src/engine/kv-blocks.js';
 import { flatDeviceCost } from './fake-cost.js';
 import { pipelinePassUs, predictLoads, predictStep } from '../../src/sched/step-time.js';
 import { Rng } from '../../src/sched/sim/workload.js';
@@ -291,9 +292,9 @@ t.test('the rest of a running prefill\'s prompt is promised: no admission or mov
   // this step's chunk is in): 69 more blocks are promised to it. The device has 100 free blocks
   // of 200: a 640-token request (41 blocks) fits what is free, not what is free and unpromised.
   const prefilling = req('device', 256, { newTokens: 256, numBlocks: 17, pendingTokens: 1344 });
-  t.equal(committedPrompt([prefilling], 'device', 16), Math.ceil(1601 / 16) - 32, 'promised: the blocks of its whole prompt and first token, less those this step grows to');
-  t.equal(committedPrompt([req('device', 100)], 'device', 16), 0, 'a decode has nothing promised');
-  t.equal(committedPrompt([{ ...prefilling, pendingTokens: undefined }], 'device', 16), 0, 'nor a request whose pending prompt is not known');
+  t.equal(committedPrompt([prefilling], 'device', kv([100, 50])), Math.ceil(1601 / 16) - 32, 'promised: the blocks of its whole prompt and first token, less those this step grows to');
+  t.equal(committedPrompt([req('device', 100)], 'device', kv([100, 50])), 0, 'a decode has nothing promised');
+  t.equal(committedPrompt([{ ...prefilling, pendingTokens: undefined }], 'device', kv([100, 50])), 0, 'nor a request whose pending prompt is not known');
   const w = req(undefined, 0, { newTokens: 640 });
   const roomy = kv([200, 100]);
   t.same(gpuOnlyPolicy(input([{ ...prefilling, pendingTokens: undefined }], cost, { kv: roomy, waiting: [w] })).admit.map((a) => a.tier), ['device'], 'control: counting the promised blocks as free, it is admitted');
@@ -306,4 +307,47 @@ t.test('the rest of a running prefill\'s prompt is promised: no admission or mov
   t.same(overlapPolicy(input([{ ...prefilling, pendingTokens: undefined }, back], cost, { kv: roomy })).swapIn, [back.seqId], 'control: it would come back');
   t.same(overlapPolicy(input([prefilling, back], cost, { kv: roomy })).swapIn, [], 'it stays in host RAM until the prefill has its blocks');
   t.same(gpuOnlyPolicy(input([prefilling, back], cost, { kv: roomy })).swapIn, [], 'gpu-only: the swapped-out table waits too');
+});
+
+t.test('with sliding layers apart, the policies count both tables as the engine holds them', async (t) => {
+  const window = 128;
+  const chunk = 512;
+  const sliding: KvView = { ...kv([10_000, 10_000]), slidingWindow: window, maxChunkTokens: chunk };
+  // A decode at position 4096: 257 full blocks, and the sliding blocks from the window's first (248) on.
+  t.equal(tableBlocks(sliding, 4096, 4097), 257 + 9);
+  t.equal(tableBlocks(kv([1, 1]), 4096, 4097), 257, 'one table: the full blocks only');
+
+  // Against KvBlockManager: a 3000-token prompt in chunks, then 300 decodes. Before each step the
+  // policy's growth must be what the pool gives up, and no prompt chunk may hold more than promptBlocks.
+  const manager = new KvBlockManager(16, { device: 10_000, host: 0 }, false, window);
+  const tokens = Array.from({ length: 3300 }, (_, i) => i);
+  const owner: KvOwner = { blockTable: [], slidingTable: [], numComputed: 0, kvTier: undefined, numIndexed: 0, blockHashes: [], tokens };
+  const computed = (n: number) => Object.assign(owner, { numComputed: n });
+  manager.place(owner, 'device', [], chunk);
+  let peak = manager.numHeld(owner);
+  const mismatches: string[] = [];
+  for (let pos = 0; pos < 3300; ) {
+    const n = pos < 3000 ? Math.min(chunk, 3000 - pos) : 1;
+    const view: RequestView = { seqId: 1, tier: 'device', context: pos, newTokens: n, numBlocks: manager.numHeld(owner), deferredSteps: 0, arrival: 1 };
+    const predicted = growth([view], 'device', sliding);
+    const free = manager.pools.device.numFree;
+    if (!manager.grow(owner, pos + n)) throw new Error('pool too small');
+    // A step may free more sliding blocks than it takes; growth reserves nothing then.
+    const used = Math.max(0, free - manager.pools.device.numFree);
+    if (predicted !== used) mismatches.push(`at ${pos}+${n}: predicted ${predicted}, pool gave ${used}`);
+    if (pos < 3000) peak = Math.max(peak, manager.numHeld(owner));
+    pos += n;
+    computed(pos);
+  }
+  t.same(mismatches, [], 'growth matches the pool at every chunk and decode');
+  const bound = promptBlocks(sliding, 0, 3000);
+  t.ok(peak <= bound, `the prompt's peak (${peak}) is within promptBlocks (${bound})`);
+  t.ok(bound < 2 * Math.ceil(3001 / 16), 'and well under two whole tables');
+
+  // Admission: a 3000-token prompt needs its full table and a window and chunk of sliding blocks.
+  const w = req(undefined, 0, { newTokens: 3000 });
+  const room = (free: number): KvView => ({ ...sliding, device: { numBlocks: 1000, numFree: free + 20 } });
+  t.same(gpuOnlyPolicy(input([], fakeCost(), { kv: room(bound), waiting: [w] })).admit, [{ seqId: w.seqId, tier: 'device' }], 'admitted when both tables fit');
+  t.same(gpuOnlyPolicy(input([], fakeCost(), { kv: room(bound - 1), waiting: [w] })).admit, [], 'held back a block short');
+  t.same(gpuOnlyPolicy(input([], fakeCost(), { kv: { ...room(bound - 1), slidingWindow: 0 }, waiting: [w] })).admit, [{ seqId: w.seqId, tier: 'device' }], 'control: one table would fit');
 });

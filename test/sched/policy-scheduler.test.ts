@@ -55,8 +55,8 @@ function gpuStep(plan: StepPlan, truth: CostModel, slow: Partial<Record<string, 
 }
 
 /** Serves 10 requests to the end: fake tokens for every sampled sequence, phases from the cost model (or from `measure`). */
-function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
-  const scheduler = new Scheduler(config(policy));
+function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult, cfg = config(policy)): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
+  const scheduler = new Scheduler(cfg);
   ps ??= new PolicyScheduler(scheduler, policy, measureGrid(SIM_GRID, (m) => m.us, truth).model);
   const trace: Trace = { plans: [], firstTier: new Map(), finished: 0 };
   let totalUs = 0;
@@ -104,6 +104,15 @@ for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
     t.ok((ps.cost as { numObserved?: number }).numObserved! > 0, 'the tables were refitted online');
     // Pipelining reads the weights twice a step: with a device batch this small it never pays, so pipeline keeps new requests on the device.
     if (policy === 'overlap' || policy === 'auto') t.ok([...trace.firstTier.values()].includes('host'), 'with a fast CPU some requests start in host RAM');
+  });
+}
+
+for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
+  t.test(`${policy} with sliding layers apart: every request finishes over both tables, no block leaks`, async (t) => {
+    const cfg: SchedulerConfig = { ...config(policy), slidingWindow: 24, numBlocks: { device: 30, host: 120 } };
+    const { ps, trace } = serve(policy, fakeCost(0.5), undefined, undefined, cfg);
+    t.equal(trace.finished, 10, 'all 10 requests finished');
+    t.comment(`${policy}: ${ps.scheduler.counters.numMoves} moves, ${ps.scheduler.counters.numPreemptions} preemptions`);
   });
 }
 

@@ -143,7 +143,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // device room that moving a host table back needs.
   const now = stepWith(steadyHost);
   const keepsUp = host.length === 0 || (slo !== undefined ? now.stepUs <= slo : now.stepUs <= steadyShortest);
-  const reserve = growth(running, 'device', kv.blockTokens) + committedPrompt(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
+  const reserve = growth(running, 'device', kv) + committedPrompt(running, 'device', kv) + (keepsUp ? 0 : promoteReserve(running, kv));
   // A staged prefill borrows only device room that new requests could have had.
   const staged = { allows: stagedOk, lendable: kv.device.numFree - reserve };
   const admit = admitInOrder(waiting, kv, reserve, headroom, hostOk, staged);

@@ -2,7 +2,7 @@
 // the device tier cannot hold the step's growth, the newest tables are swapped out to host
 // RAM (or dropped for recompute); swapped-out sequences wait, and come back oldest first
 // before any new request is admitted.
-import { admitInOrder, blocksFor, committedPrompt, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom, predictFor, decisionTokens, candidate, type PolicyInput, type SeqDecision, type StepDecision } from '../policy.js';
+import { admitInOrder, committedPrompt, tableBlocks, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom, predictFor, decisionTokens, candidate, type PolicyInput, type SeqDecision, type StepDecision } from '../policy.js';
 
 export function gpuOnlyPolicy(input: PolicyInput): StepDecision {
   const { running, waiting, kv, cost } = input;
@@ -17,16 +17,16 @@ export function gpuOnlyPolicy(input: PolicyInput): StepDecision {
   const swapIn: number[] = [];
   let admit: StepDecision['admit'] = [];
   if (swapOut.length === 0) {
-    let free = kv.device.numFree - growth(onDevice, 'device', kv.blockTokens) - committedPrompt(onDevice, 'device', kv.blockTokens) - Math.floor(headroom * kv.device.numBlocks);
+    let free = kv.device.numFree - growth(onDevice, 'device', kv) - committedPrompt(onDevice, 'device', kv) - Math.floor(headroom * kv.device.numBlocks);
     const swapped = running.filter((r) => r.tier === 'host').sort((a, b) => a.arrival - b.arrival);
     for (const r of swapped) {
-      const need = Math.max(r.numBlocks, blocksFor(r.context + 1, kv.blockTokens));
+      const need = Math.max(r.numBlocks, tableBlocks(kv, r.context, r.context + 1));
       if (need > free) break;
       swapIn.push(r.seqId);
       free -= need;
     }
     if (swapIn.length === swapped.length) {
-      const reserved = growth(onDevice, 'device', kv.blockTokens) + committedPrompt(onDevice, 'device', kv.blockTokens) + swapped.reduce((n, r) => n + r.numBlocks, 0);
+      const reserved = growth(onDevice, 'device', kv) + committedPrompt(onDevice, 'device', kv) + swapped.reduce((n, r) => n + r.numBlocks, 0);
       admit = admitInOrder(waiting, kv, reserved, headroom, () => false);
     }
   }

@@ -10,7 +10,7 @@
 import type { CostModel } from '../cost-model.js';
 import { addWork, emptyLoad, predictLoads, type Load } from '../step-time.js';
 import {
-  admitInOrder, asHostDecode, blocksFor, candidate, committedPrompt, decisionTokens, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
+  admitInOrder, asHostDecode, candidate, tableBlocks, committedPrompt, decisionTokens, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, growth, makeDeviceRoom,
   naturalAttention, predictFor, promoteReserve, work, type KvView, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
 } from '../policy.js';
 
@@ -23,9 +23,9 @@ export function hybridMoves(running: readonly RequestView[], kv: KvView, headroo
   const swapOut = makeDeviceRoom(running, kv, true);
   const swapIn: number[] = [];
   if (swapOut.length === 0) {
-    const free = kv.device.numFree - growth(running, 'device', kv.blockTokens) - committedPrompt(running, 'device', kv.blockTokens) - Math.floor(headroom * kv.device.numBlocks);
+    const free = kv.device.numFree - growth(running, 'device', kv) - committedPrompt(running, 'device', kv) - Math.floor(headroom * kv.device.numBlocks);
     const back = running
-      .filter((r) => r.tier === 'host' && Math.max(r.numBlocks, blocksFor(r.context + r.newTokens, kv.blockTokens)) <= free)
+      .filter((r) => r.tier === 'host' && Math.max(r.numBlocks, tableBlocks(kv, r.context, r.context + r.newTokens)) <= free)
       .sort((a, b) => b.context - a.context || a.arrival - b.arrival)[0];
     if (back) swapIn.push(back.seqId);
   }
@@ -55,7 +55,7 @@ export function overlapPolicy(input: PolicyInput): StepDecision {
   }
   const nDev = sequences.filter((s) => s.attention === 'gpu').length;
   const keepsUp = nDev === live.length || overlapRate(load, live.length, cost) >= overlapRate(devLoad, nDev, cost);
-  const reserve = growth(running, 'device', kv.blockTokens) + committedPrompt(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
+  const reserve = growth(running, 'device', kv) + committedPrompt(running, 'device', kv) + (keepsUp ? 0 : promoteReserve(running, kv));
   const raisesRate = (r: RequestView, toHost: readonly RequestView[]): boolean => {
     const before = { ...load };
     for (const x of toHost) addWork(before, work(asHostDecode(x), 'cpu'), cost);

@@ -82,7 +82,7 @@ export function pipelinePolicy(input: PolicyInput): StepDecision {
   // To host RAM while pipelining with it beats GPU-only and each sub-batch's CPU attention stays hidden by the other's device work.
   const gpuRate = gpuOnly.length / Math.max(gpuTime.stepUs, 1e-9);
   const keepsUp = host.length === 0 || predictStep('pipeline', loadAwareSplit(dev, host, cost).map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost).exposedCpuUs <= 0;
-  const reserve = growth(running, 'device', kv.blockTokens) + committedPrompt(running, 'device', kv.blockTokens) + (keepsUp ? 0 : promoteReserve(running, kv));
+  const reserve = growth(running, 'device', kv) + committedPrompt(running, 'device', kv) + (keepsUp ? 0 : promoteReserve(running, kv));
   const admit = admitInOrder(waiting, kv, reserve, headroom, (r, toHost) => {
     const withThem = [...host, ...[...toHost, r].map(asHostDecode)];
     const split = loadAwareSplit(dev, withThem, cost);
