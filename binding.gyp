@@ -39,7 +39,7 @@
         "native/cpu/membw.cpp"
       ],
       "conditions": [
-        ["target_arch=='x64'", {"defines": ["TDM_HAVE_AVX2", "TDM_HAVE_AVX512"], "dependencies": ["tandem_cpu_avx2", "tandem_cpu_avx512"]}]
+        ["target_arch=='x64'", {"defines": ["TDM_HAVE_AVX2", "TDM_HAVE_AVXVNNI", "TDM_HAVE_AVX512"], "dependencies": ["tandem_cpu_avx2", "tandem_cpu_avxvnni", "tandem_cpu_avx512"]}]
       ]
     },
     {
@@ -48,6 +48,13 @@
       "cflags": ["-fPIC"],
       "sources": ["native/cpu/avx2/kernels_avx2.cpp"],
       "conditions": [["target_arch=='x64'", {"cflags": ["-mavx2", "-mfma", "-mf16c"]}]]
+    },
+    {
+      "target_name": "tandem_cpu_avxvnni",
+      "type": "static_library",
+      "cflags": ["-fPIC"],
+      "sources": ["native/cpu/avxvnni/kernels_avxvnni.cpp"],
+      "conditions": [["target_arch=='x64'", {"cflags": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"]}]]
     },
     {
       "target_name": "tandem_cpu_avx512",

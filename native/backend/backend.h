@@ -300,7 +300,7 @@ typedef struct tdm_backend_params {
   uint32_t abi_version; /* TDM_BACKEND_ABI_VERSION of the caller */
   int32_t device;       /* device index within the library (0 for the CPU) */
   int32_t n_threads;    /* host threads the backend may use (CPU: worker count incl. the caller); <= 0 picks */
-  const char* variant;  /* NULL for the best code path; the CPU backend also takes "ref" and "avx2" */
+  const char* variant;  /* NULL for the best code path; the CPU backend also takes "ref", "avx2", "avxvnni" and "avx512" */
 } tdm_backend_params;
 
 /* Creates a backend; on failure returns an error status and writes a message into err

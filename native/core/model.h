@@ -36,7 +36,7 @@ struct ModelConfig {
   // Sliding-window layers' KV in blocks of their own (a second block table per sequence),
   // so that the engine can free what falls behind the window; ignored without such layers.
   bool kv_split_sliding = false;
-  std::string cpu_variant;       // "" for the best kernels; "ref" or "avx2" to force one
+  std::string cpu_variant;       // "" for the best kernels; "ref", "avx2", "avxvnni" or "avx512" to force one
   // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
   // usable, else none), "gpu" (the registry's GPU, or TDM_BACKEND_UNAVAILABLE saying why not),
   // "cpu-standin" (a second CPU backend with its own threads posing as the device, so that the

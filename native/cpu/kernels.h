@@ -161,7 +161,7 @@ inline void attn_fold(float* max, float* sum, float* acc, float seg_max, float s
 size_t attn_scratch_floats(int64_t n_rows, int32_t dk, int32_t dv);
 
 struct Kernels {
-  const char* isa;                    // "ref", "avx2", "avx512"
+  const char* isa;                    // "ref", "avx2", "avxvnni", "avx512"
   VecDotFn vec_dot[kNumTypes];        // by weight type; null where the type is not computable
   VecDot4Fn vec_dot4[kNumTypes];      // (optional) by weight type; null falls back to vec_dot
   FromFloatFn from_float[kNumTypes];  // by activation type (q8_0, q8_1, q8_K, f16, bf16)
@@ -179,11 +179,11 @@ struct Kernels {
 
 // The scalar reference table (always available).
 const Kernels& kernels_ref();
-// The table for a variant name ("ref", "avx2", "avx512"), or nullptr when this build or this
+// The table for a variant name ("ref", "avx2", "avxvnni", "avx512"), or nullptr when this build or this
 // processor lacks it. A null or empty name picks the best one the processor supports.
 const Kernels* kernels_for(const char* variant);
-// Variant names usable on this machine, best last (e.g. {"ref", "avx2+pack", "avx2", "avx512+pack",
-// "avx512"}). "<isa>+pack" is the <isa> table with every matmul weight packed on each call
+// Variant names usable on this machine, best last (e.g. {"ref", "avx2+pack", "avx2", "avxvnni+pack",
+// "avxvnni", "avx512+pack", "avx512"}). "<isa>+pack" is the <isa> table with every matmul weight packed on each call
 // (the backend otherwise packs only weights in read-only file mappings, once), so the tests
 // hold the packed kernels against the reference on weights they build in memory.
 const char* const* kernel_variants(int* count);
@@ -191,6 +191,7 @@ const char* const* kernel_variants(int* count);
 // Fill the SIMD entries of a table; each is defined in its ISA library (avx2/, avx512/),
 // compiled with its own flags, so it is called only after the processor check.
 void fill_kernels_avx2(Kernels& k);
+void fill_kernels_avxvnni(Kernels& k);
 void fill_kernels_avx512(Kernels& k);
 
 // Scalar reference kernels for the entries above (<op>_<dtype>_ref).

@@ -77,6 +77,17 @@ bool has_avx2() {
 #endif
 }
 
+// AVX-VNNI: the VEX-encoded VPDPBUSD (Alder Lake, Zen 4 and later); the OS saves the ymm state
+// if has_avx2() holds.
+bool has_avxvnni() {
+#if defined(__x86_64__) && defined(TDM_HAVE_AVXVNNI)
+  __builtin_cpu_init();
+  return has_avx2() && __builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
 // The AVX-512 table needs F, BW, VL and VNNI (Cascade Lake, Ice Lake, Zen 4 and later);
 // libgcc's check includes the OS saving the zmm state.
 bool has_avx512() {
@@ -92,13 +103,16 @@ bool has_avx512() {
 struct Tables {
   Kernels ref;
   Kernels avx2;
+  Kernels avxvnni;
   Kernels avx512;
   bool avx2_ok;
+  bool avxvnni_ok;
   bool avx512_ok;
-  const char* names[5];
+  const char* names[7];
   int n_names;
 
-  Tables() : ref(make_ref()), avx2(ref), avx512(ref), avx2_ok(has_avx2()), avx512_ok(has_avx512()) {
+  Tables()
+      : ref(make_ref()), avx2(ref), avxvnni(ref), avx512(ref), avx2_ok(has_avx2()), avxvnni_ok(has_avxvnni()), avx512_ok(has_avx512()) {
     n_names = 0;
     names[n_names++] = "ref";
 #if defined(TDM_HAVE_AVX2)
@@ -109,10 +123,19 @@ struct Tables {
       names[n_names++] = "avx2";
     }
 #endif
+#if defined(TDM_HAVE_AVXVNNI)
+    if (avxvnni_ok) {
+      avxvnni.isa = "avxvnni";
+      fill_kernels_avxvnni(avxvnni);
+      names[n_names++] = "avxvnni+pack";
+      names[n_names++] = "avxvnni";
+    }
+#endif
 #if defined(TDM_HAVE_AVX512)
     if (avx512_ok) {
-      // AVX-512 adds to AVX2: types without an AVX-512 kernel keep the AVX2 one.
-      avx512 = avx2;
+      // AVX-512 adds to AVX2: types without an AVX-512 kernel keep the AVX2 one (its VNNI
+      // build where the processor has one: the same results).
+      avx512 = avxvnni_ok ? avxvnni : avx2;
       avx512.isa = "avx512";
       fill_kernels_avx512(avx512);
       names[n_names++] = "avx512+pack";
@@ -202,11 +225,13 @@ const Kernels* kernels_for(const char* variant) {
   const Tables& t = tables();
   if (variant == nullptr || *variant == '\0') {
     if (t.avx512_ok) return &t.avx512;
+    if (t.avxvnni_ok) return &t.avxvnni;
     if (t.avx2_ok) return &t.avx2;
     return &t.ref;
   }
   if (std::strcmp(variant, "ref") == 0) return &t.ref;
   if (std::strcmp(variant, "avx2") == 0) return t.avx2_ok ? &t.avx2 : nullptr;
+  if (std::strcmp(variant, "avxvnni") == 0) return t.avxvnni_ok ? &t.avxvnni : nullptr;
   if (std::strcmp(variant, "avx512") == 0) return t.avx512_ok ? &t.avx512 : nullptr;
   return nullptr;
 }

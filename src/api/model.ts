@@ -67,7 +67,7 @@ const GPU_KV_SHARE = 0.9;
 /** Device share of a kvCacheBytes/kvCacheFraction budget when a device is present and kvDeviceFraction is not given. */
 const DEFAULT_DEVICE_FRACTION = 0.5;
 
-const CPU_KERNELS: readonly CpuKernelsOption[] = ['auto', 'avx512', 'avx2', 'ref'];
+const CPU_KERNELS: readonly CpuKernelsOption[] = ['auto', 'avx512', 'avxvnni', 'avx2', 'ref'];
 
 /** The CPU kernel set a load runs: the one asked for, or for 'auto' the best this processor has. */
 function resolveCpuKernels(where: string, requested: unknown): Exclude<CpuKernelsOption, 'auto'> {

@@ -63,7 +63,8 @@ export interface LoadModelOptions {
   onProgress?: (fraction: number) => void;
   /**
    * The CPU kernels: 'auto' (default) runs the best set this processor supports; 'avx512',
-   * 'avx2' or 'ref' (scalar reference) pick one, to compare them or to work around a problem.
+   * 'avxvnni' (the AVX2 set with AVX-VNNI's integer dot products), 'avx2' or 'ref' (scalar
+   * reference) pick one, to compare them or to work around a problem.
    * A set the processor lacks is TDM_UNSUPPORTED. Results agree across sets to float rounding.
    */
   cpuKernels?: CpuKernelsOption;
@@ -107,7 +108,7 @@ export interface LoadModelOptions {
 }
 
 /** The CPU kernel sets (LoadModelOptions.cpuKernels). */
-export type CpuKernelsOption = 'auto' | 'avx512' | 'avx2' | 'ref';
+export type CpuKernelsOption = 'auto' | 'avx512' | 'avxvnni' | 'avx2' | 'ref';
 
 /** Where a MoE model's routed experts live with a device (LoadModelOptions.experts). */
 export type ExpertsOption = 'stacks' | 'dynamic' | 'cpu-all' | `cpu-first-layers:${number}`;
@@ -224,7 +225,7 @@ export interface ModelInfo {
   /** Context the model was trained with. */
   trainContextSize: number;
   threads: number;
-  /** The CPU kernel set in use: 'avx512', 'avx2' or 'ref'. */
+  /** The CPU kernel set in use: 'avx512', 'avxvnni', 'avx2' or 'ref'. */
   cpuKernels: Exclude<CpuKernelsOption, 'auto'>;
   /** Compute backends the native model uses, e.g. ['cpu']. */
   backends: string[];

@@ -58,7 +58,7 @@ export interface NativeModelConfig {
   kvSplitSliding?: boolean;
   /** Called on the main thread with the fraction of weight bytes paged in, ending with 1. */
   onProgress?: (fraction: number) => void;
-  /** Tests and bench only: force a CPU kernel variant ('ref', 'avx2'; default: the best). */
+  /** Tests and bench only: force a CPU kernel variant ('ref', 'avx2', 'avxvnni', 'avx512'; default: the best). */
   cpuVariant?: string;
   /** The device beside the CPU: 'none' (default), 'auto' (a usable GPU, else none), 'gpu' (or TDM_BACKEND_UNAVAILABLE), 'cpu-standin' (a second CPU backend posing as one; never GPU numbers). */ device?: 'none' | 'auto' | 'gpu' | 'cpu-standin';
   /** Threads of the 'cpu-standin' device (default 1). */ deviceThreads?: number;

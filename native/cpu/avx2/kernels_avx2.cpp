@@ -7,7 +7,10 @@
 // mxfp4 blocks, q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed
 // AVX-512 kernels.
 // On other architectures the file compiles to nothing and the table keeps its references.
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+// avxvnni/kernels_avxvnni.cpp compiles this file again with TDM_AVX_VNNI and -mavxvnni: the
+// integer dot products then take VPDPBUSD (dot_u8i8_add, DotAcc), the same integers in
+// fewer instructions, for processors with AVX-VNNI but no AVX-512 (Alder Lake and later).
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && (!defined(TDM_AVX_VNNI) || defined(__AVXVNNI__))
 #include <immintrin.h>
 
 #include <algorithm>
@@ -44,6 +47,47 @@ inline float f32_at(const uint8_t* p) {
 }
 
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// acc + the sum of the four u8 x s8 products in each 32-bit lane of u and s. With AVX-VNNI it
+// is one VPDPBUSD; without, VPMADDUBSW's int16 pairs, which these kernels' operands never
+// saturate, widened by VPMADDWD: the same integers either way.
+inline __m256i dot_u8i8_add(__m256i acc, __m256i u, __m256i s) {
+#if defined(TDM_AVX_VNNI)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+// Per-lane sums of u8 x s8 products over a few vectors (a sub-block or a block). Without VNNI
+// they gather as VPMADDUBSW's int16 pairs, widened once at the end, which the callers keep
+// within int16; with VNNI, VPDPBUSD sums them in int32 lanes directly.
+struct DotAcc {
+  __m256i v = _mm256_setzero_si256();
+  void add(__m256i u, __m256i s) {
+#if defined(TDM_AVX_VNNI)
+    v = _mm256_dpbusd_avx_epi32(v, u, s);
+#else
+    v = _mm256_add_epi16(v, _mm256_maddubs_epi16(u, s));
+#endif
+  }
+  // The int32 lane sums.
+  __m256i sums() const {
+#if defined(TDM_AVX_VNNI)
+    return v;
+#else
+    return _mm256_madd_epi16(v, _mm256_set1_epi16(1));
+#endif
+  }
+  // The lane sums times a scale given in both int16 halves of each lane (sc | sc << 16).
+  __m256i scaled(__m256i sc_pair) const {
+#if defined(TDM_AVX_VNNI)
+    return _mm256_mullo_epi32(v, _mm256_and_si256(sc_pair, _mm256_set1_epi32(0xFFFF)));
+#else
+    return _mm256_madd_epi16(v, sc_pair);
+#endif
+  }
+};
 
 inline int32_t hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -143,7 +187,7 @@ inline float fma_lanes_in_order(__m128 v, float d, float acc) {
 inline __m256i dot_i8_lanes(__m256i x, __m256i y) {
   const __m256i ax = _mm256_sign_epi8(x, x);
   const __m256i sy = _mm256_sign_epi8(y, x);
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+  return dot_u8i8_add(_mm256_setzero_si256(), ax, sy);
 }
 inline __m256 dot_i8(__m256i x, __m256i y) { return _mm256_cvtepi32_ps(dot_i8_lanes(x, y)); }
 
@@ -364,7 +408,6 @@ void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t st
   const int64_t nb = n / kQK;
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   float acc_blocks[4] = {0, 0, 0, 0};
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, x += x_block) {
     const float dx = scale(x);
     const __m256i q = unpack(x);
@@ -372,7 +415,7 @@ void dot4_q8_0_act(const uint8_t* x, size_t x_block, const uint8_t* a, size_t st
     for (int j = 0; j < 4; ++j) {
       const uint8_t* yb = a + j * stride + size_t(b) * sizeof(BlockQ8_0);
       const __m256i sy = _mm256_sign_epi8(load256(yb + 2), q);
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), ones);
+      const __m256i p = dot_u8i8_add(_mm256_setzero_si256(), aq, sy);
       if (kWholeBlocks) acc_blocks[j] = std::fma(float(hsum_i32(p)), dx * f16_at(yb), acc_blocks[j]);
       else acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(yb)), _mm256_cvtepi32_ps(p), acc[j]);
     }
@@ -570,7 +613,7 @@ void vec_dot4_mxfp4_avx2(const void* w, const void* a, size_t stride, int64_t n,
 
 // Unsigned levels with a min (q4_1, q5_1) against q8_1: d_x d_y sum(q p) + m_x s_y per block.
 inline __m256 dot_u8(__m256i q, __m256i p) {
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, p), _mm256_set1_epi16(1)));
+  return _mm256_cvtepi32_ps(dot_u8i8_add(_mm256_setzero_si256(), q, p));
 }
 
 template <typename Unpack>
@@ -908,8 +951,7 @@ struct KK4Avx2 {
       __m256i isb[T];
       for (int t = 0; t < T; ++t) isb[t] = _mm256_setzero_si256();
       for (int j = 2 * p; j < 2 * p + 2; ++j) {
-        __m256i sum16[T];
-        for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+        DotAcc sum[T];
         for (int i = 0; i < 4; ++i) {
           // Each line is read from memory once, by half 0: it asks for the lines ahead.
           if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPackedPrefetchBytes), _MM_HINT_T0);
@@ -920,12 +962,12 @@ struct KK4Avx2 {
             int32_t a_lo, a_hi;
             std::memcpy(&a_lo, a + 4 * i, 4);
             std::memcpy(&a_hi, a + 16 + 4 * i, 4);
-            sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
-            sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+            sum[t].add(lo, _mm256_set1_epi32(a_lo));
+            sum[t].add(hi, _mm256_set1_epi32(a_hi));
           }
         }
         const __m256i scv = sub_scale16(g, nbk, s, j, h);
-        for (int t = 0; t < T; ++t) isb[t] = _mm256_add_epi32(isb[t], _mm256_madd_epi16(sum16[t], scv));
+        for (int t = 0; t < T; ++t) isb[t] = _mm256_add_epi32(isb[t], sum[t].scaled(scv));
       }
       const __m256i mp = min_pair(g, nbk, s, p, h);
       for (int t = 0; t < T; ++t) {
@@ -974,7 +1016,7 @@ struct KK4Avx2 {
     for (int p = 0; p < 4; ++p) {
       __m256i isb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
       for (int j = 2 * p; j < 2 * p + 2; ++j) {
-        __m256i sum16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        DotAcc sum[2];
         const uint8_t* a = act + s * kQK_K + 32 * j;
         for (int i = 0; i < 4; ++i) {
           const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
@@ -985,12 +1027,12 @@ struct KK4Avx2 {
           const __m256i b_lo = _mm256_set1_epi32(a_lo), b_hi = _mm256_set1_epi32(a_hi);
           for (int h = 0; h < 2; ++h) {
             const __m256i v = load256(line + 32 * h);
-            sum16[h] = _mm256_add_epi16(sum16[h], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), b_lo));
-            sum16[h] = _mm256_add_epi16(sum16[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), b_hi));
+            sum[h].add(_mm256_and_si256(v, m4), b_lo);
+            sum[h].add(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), b_hi);
           }
         }
         const __m128i sc = sub_bytes16<false>(g, nbk, s, j);
-        for (int h = 0; h < 2; ++h) isb[h] = _mm256_add_epi32(isb[h], _mm256_madd_epi16(sum16[h], pair16(sc, sc, h)));
+        for (int h = 0; h < 2; ++h) isb[h] = _mm256_add_epi32(isb[h], sum[h].scaled(pair16(sc, sc, h)));
       }
       const __m128i mn0 = sub_bytes16<true>(g, nbk, s, 2 * p), mn1 = sub_bytes16<true>(g, nbk, s, 2 * p + 1);
       int32_t ms;
@@ -1273,8 +1315,7 @@ struct KQ4_0Avx2 {
                                                            size_t od, size_t os, __m256 (&acc)[T]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     // Four vectors' products of 4-bit levels and int8 quants fit int16: 8 * 2 * 15 * 127 < 2^15.
-    __m256i sum16[T];
-    for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+    DotAcc sum[T];
     for (int i = 0; i < 4; ++i) {
       const uint8_t* line = g + (b * 4 + i) * 64;
       if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
@@ -1285,14 +1326,14 @@ struct KQ4_0Avx2 {
         int32_t a_lo, a_hi;
         std::memcpy(&a_lo, a + 4 * i, 4);
         std::memcpy(&a_hi, a + 16 + 4 * i, 4);
-        sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
-        sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+        sum[t].add(lo, _mm256_set1_epi32(a_lo));
+        sum[t].add(hi, _mm256_set1_epi32(a_hi));
       }
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
     for (int t = 0; t < T; ++t) {
       const uint8_t* at = act + t * as;
-      const __m256i ia = _mm256_add_epi32(_mm256_madd_epi16(sum16[t], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * reinterpret_cast<const int32_t*>(at + os)[b]));
+      const __m256i ia = _mm256_add_epi32(sum[t].sums(), _mm256_set1_epi32(-8 * reinterpret_cast<const int32_t*>(at + os)[b]));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(at + od)[b])), acc[t]);
     }
   }
@@ -1323,13 +1364,12 @@ struct KMxfp4Avx2 {
   template <int T>
   __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
                                                            size_t od, size_t os, __m256 (&acc)[T]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kMxfp4Levels)));
     __m256i sum32[T];
     for (int t = 0; t < T; ++t) sum32[t] = _mm256_set1_epi32(-kMxfp4Offset * reinterpret_cast<const int32_t*>(act + t * as + os)[b]);
     for (int pair = 0; pair < 2; ++pair) {
-      __m256i sum16[T];
-      for (int t = 0; t < T; ++t) sum16[t] = _mm256_setzero_si256();
+      DotAcc sum[T];
       for (int i = 2 * pair; i < 2 * pair + 2; ++i) {
         const uint8_t* line = g + (b * 4 + i) * 64;
         if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(line + kPackedPrefetchBytes), _MM_HINT_T0);
@@ -1341,11 +1381,11 @@ struct KMxfp4Avx2 {
           int32_t a_lo, a_hi;
           std::memcpy(&a_lo, a + 4 * i, 4);
           std::memcpy(&a_hi, a + 16 + 4 * i, 4);
-          sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)));
-          sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)));
+          sum[t].add(lo, _mm256_set1_epi32(a_lo));
+          sum[t].add(hi, _mm256_set1_epi32(a_hi));
         }
       }
-      for (int t = 0; t < T; ++t) sum32[t] = _mm256_add_epi32(sum32[t], _mm256_madd_epi16(sum16[t], ones));
+      for (int t = 0; t < T; ++t) sum32[t] = _mm256_add_epi32(sum32[t], sum[t].sums());
     }
     const __m256 dw = scales(g + L::off_e(nb) + b * G + 8 * h);
     for (int t = 0; t < T; ++t)
@@ -1401,7 +1441,7 @@ struct KQ4LanesAvx2 {
   template <int T>
   __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
                                                            int64_t n, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i slice = kHigh ? load256(g + L::off_bits(nb) + b * 64 + 32 * h) : _mm256_setzero_si256();
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n), ol = ActQ8_0::off_l(n);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
@@ -1421,13 +1461,10 @@ struct KQ4LanesAvx2 {
         int32_t a_lo, a_hi;
         std::memcpy(&a_lo, at + b * kQK + 4 * i, 4);
         std::memcpy(&a_hi, at + b * kQK + 16 + 4 * i, 4);
-        __m256i dl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a_lo)), ones);
-        __m256i dh = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_set1_epi32(a_hi)), ones);
-        if constexpr (!kMin) {
-          const int32_t* lanes = reinterpret_cast<const int32_t*>(at + ol + 32 * b);
-          dl = _mm256_add_epi32(dl, _mm256_set1_epi32(lanes[i]));
-          dh = _mm256_add_epi32(dh, _mm256_set1_epi32(lanes[4 + i]));
-        }
+        // q5_0's lane offsets start the sums (q4_1, q5_1: zero).
+        const int32_t* lanes = reinterpret_cast<const int32_t*>(at + ol + 32 * b);
+        const __m256i dl = dot_u8i8_add(kMin ? _mm256_setzero_si256() : _mm256_set1_epi32(lanes[i]), lo, _mm256_set1_epi32(a_lo));
+        const __m256i dh = dot_u8i8_add(kMin ? _mm256_setzero_si256() : _mm256_set1_epi32(lanes[4 + i]), hi, _mm256_set1_epi32(a_hi));
         acc[t][i] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dl), acc[t][i]);
         acc[t][4 + i] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dh), acc[t][4 + i]);
       }
@@ -1474,7 +1511,6 @@ struct KQ8_0Avx2 {
   __attribute__((always_inline)) static inline void block(const uint8_t* g, const uint8_t* sc, int64_t b, int h, const uint8_t* act, size_t as,
                                                            __m256 (&acc)[T][8]) {
     const __m256i flip = _mm256_set1_epi8(char(0x80));
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h)));
     __m256 d[T];
     for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(act + t * as + b * sizeof(BlockQ8_0))));
@@ -1486,7 +1522,7 @@ struct KQ8_0Avx2 {
       for (int t = 0; t < T; ++t) {
         int32_t a4;
         std::memcpy(&a4, act + t * as + b * sizeof(BlockQ8_0) + 2 + 4 * c, 4);
-        const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(_mm256_set1_epi32(a4), q)), ones);
+        const __m256i dot = dot_u8i8_add(_mm256_setzero_si256(), aq, _mm256_sign_epi8(_mm256_set1_epi32(a4), q));
         acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(dot), acc[t][c]);
       }
     }
@@ -1963,7 +1999,11 @@ void swiglu_avx2(const float* g, const float* u, float* y, int64_t n) {
 
 }  // namespace
 
+#if defined(TDM_AVX_VNNI)
+void fill_kernels_avxvnni(Kernels& k) {
+#else
 void fill_kernels_avx2(Kernels& k) {
+#endif
   k.vec_dot[int(GgmlType::F32)] = vec_dot_f32_avx2;
   k.vec_dot[int(GgmlType::F16)] = vec_dot_half_avx2<HalfF16>;
   k.vec_dot[int(GgmlType::BF16)] = vec_dot_half_avx2<HalfBF16>;

@@ -95,7 +95,7 @@ ${Object.entries(BENCH_MODELS).map(([k, v]) => `                              ${
       --quick               a small model and short workloads: under two minutes
   -h, --help                this help
 
-      --cpu-kernels K       tandem's CPU kernels: auto (default), avx512, avx2 or ref
+      --cpu-kernels K       tandem's CPU kernels: auto (default), avx512, avxvnni, avx2 or ref
                             (llama.cpp keeps its own choice)
       --sliding-kv M        tandem's KV of sliding-window layers: window (default: only
                             what the window sees) or full (every position)
@@ -187,7 +187,7 @@ export function tandemOptionsFromFlags(values: Record<string, unknown>): TandemE
   if (v['profile-dir'] !== undefined) out.profileCacheDir = v['profile-dir'];
   const kernels = v['cpu-kernels'];
   if (kernels !== undefined) {
-    if (!['auto', 'avx512', 'avx2', 'ref'].includes(kernels)) throw usageError(`--cpu-kernels: unknown '${kernels}' (known: auto, avx512, avx2, ref)`);
+    if (!['auto', 'avx512', 'avxvnni', 'avx2', 'ref'].includes(kernels)) throw usageError(`--cpu-kernels: unknown '${kernels}' (known: auto, avx512, avxvnni, avx2, ref)`);
     out.cpuKernels = kernels as TandemExtraOptions['cpuKernels'];
   }
   const sliding = v['sliding-kv'];

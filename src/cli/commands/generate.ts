@@ -35,7 +35,7 @@ export const SHARED_OPTIONS = {
 
 export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -t, --threads N           CPU threads (default: physical cores)
-      --cpu-kernels K       auto (default: the best this processor runs), avx512, avx2 or ref
+      --cpu-kernels K       auto (default: the best this processor runs), avx512, avxvnni, avx2 or ref
   -c, --ctx-size N          tokens of context per sequence (default: the model's, at most 4096)
       --kv-type T           KV cache: f16 (default) or q8_0 (47% less memory; CPU only, as
                             llama.cpp's -ctk q8_0 -ctv q8_0)
