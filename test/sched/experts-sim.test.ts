@@ -2,7 +2,7 @@
 // llama.cpp namesakes; the report labels everything SIMULATED. Small shapes, few steps.
 import t from 'tap';
 import { HARDWARE } from '../../src/sched/hardware.js';
-import { denseBytes, expertBytes } from '../../src/sched/experts/cost.js';
+import { denseBytes, expertBytes, meanKvContext, rooflineExpertCost } from '../../src/sched/experts/cost.js';
 import { ExpertPolicyName, EXPERT_POLICY_NAMES } from '../../src/sched/experts/policies.js';
 import { formatExpertSuite, MOE_MODELS, reserveBytes, routingTrace, runExpertSuite, simulateExperts } from '../../src/sched/experts/sim.js';
 
@@ -75,4 +75,16 @@ t.test('tandem simulate --moe runs the suite and checks its flags', async (t) =>
   await t.rejects(command.run(['t4', '--batch', '4']), { code: 'TDM_BAD_ARGUMENT' }, '--batch is for --moe');
   await t.rejects(command.run(['t4', '--gpu-gb', '8']), { code: 'TDM_BAD_ARGUMENT' }, '--gpu-gb is for --moe');
   await t.rejects(command.run(['--moe', 't4', '--gpu-gb', '0']), { code: 'TDM_BAD_ARGUMENT' });
+});
+
+t.test('gpt-oss-20b\'s sliding layers hold only their window: its KV reserve and attention time', async (t) => {
+  const oss = MOE_MODELS['gpt-oss-20b']!;
+  const full = { ...oss, slidingLayers: 0 };
+  t.equal(meanKvContext(oss, 1024), (12 * 1024 + 12 * 128) / 24, 'half the layers at 1024 positions, half at 128');
+  t.equal(meanKvContext(oss, 100), 100, 'inside the window every layer holds the whole context');
+  const kv = (m: typeof oss) => reserveBytes(m, 16, 1024) - 0.5e9;
+  t.equal(kv(oss) / kv(full), 1152 / 2048, 'the KV reserve shrinks by the sliding layers\' share beyond the window');
+  const cost = (m: typeof oss) => rooflineExpertCost(HARDWARE.t4!, m).denseLayerUs(16, 8192);
+  t.ok(cost(oss) < cost(full), 'a long context\'s attention costs less with the window');
+  t.equal(rooflineExpertCost(HARDWARE.t4!, oss).denseLayerUs(16, 64), rooflineExpertCost(HARDWARE.t4!, full).denseLayerUs(16, 64), 'and the same inside it');
 });

@@ -27,6 +27,19 @@ export interface MoeShape {
   bitsPerWeight: number;
   /** Bits per weight of the dense tensors when they differ from the experts' (gpt-oss: MXFP4 experts only). */
   denseBitsPerWeight?: number;
+  /** Layers whose attention sees only the last `slidingWindow` positions (gpt-oss: every other one); absent: none. */
+  slidingLayers?: number;
+  slidingWindow?: number;
+}
+
+/**
+ * KV positions a layer holds and attention reads at `context`, averaged over the layers:
+ * sliding layers keep only their window, as the engine's sliding KV blocks do.
+ */
+export function meanKvContext(m: MoeShape, context: number): number {
+  const sliding = m.slidingLayers ?? 0;
+  if (sliding <= 0 || !(m.slidingWindow! > 0)) return context;
+  return ((m.nLayer - sliding) * context + sliding * Math.min(context, m.slidingWindow!)) / m.nLayer;
 }
 
 /** Bytes of one expert's gate, up and down matrices: the one contiguous slab a copy moves. */
@@ -135,7 +148,7 @@ export function rooflineExpertCost(hw: HardwareProfile, model: MoeShape): Expert
     denseLayerUs(tokens, context) {
       if (tokens <= 0) return 0;
       const weights = us(Math.max(denseLayerBytes / (hw.gpu.bandwidth * R.weightBandwidth), (denseFlopsPerToken * tokens) / (hw.gpu.fp16Flops * R.flops)));
-      const attention = us((tokens * (context + 1) * kvBytesPerTokenLayer) / (hw.gpu.bandwidth * R.attentionBandwidth));
+      const attention = us((tokens * (meanKvContext(model, context) + 1) * kvBytesPerTokenLayer) / (hw.gpu.bandwidth * R.attentionBandwidth));
       return weights + attention + R.kernelsPerLayer * R.launchUs;
     },
   };

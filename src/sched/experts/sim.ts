@@ -5,7 +5,7 @@ import { TandemError } from '../../native/errors.js';
 import { PRESETS } from '../../model/synthetic/spec.js';
 import { HARDWARE, type HardwareProfile } from '../hardware.js';
 import { Rng } from '../sim/workload.js';
-import { EXPERT_ROOFLINE, denseBytes, expertBytes, rooflineExpertCost, crossoverTokens, type MoeShape } from './cost.js';
+import { EXPERT_ROOFLINE, denseBytes, expertBytes, meanKvContext, rooflineExpertCost, crossoverTokens, type MoeShape } from './cost.js';
 import { placeExperts, type ExpertPlacement, type RoutedExpert } from './plan.js';
 import { EXPERT_POLICY_NAMES, ExpertPolicyName, makeExpertPolicy, nCpuMoeLayers, type StepRouting } from './policies.js';
 
@@ -16,7 +16,7 @@ export const MOE_MODELS: Record<string, MoeShape> = {
   'mixtral-8x7b': { id: 'mixtral-8x7b', label: 'Mixtral-8x7B (Q4_K_M)', nLayer: 32, nEmbd: 4096, nHead: 32, nHeadKv: 8, headDim: 128, nExpert: 8, nExpertUsed: 2, nFfExpert: 14336, nFfShared: 0, nVocab: 32000, bitsPerWeight: 4.5 },
   'qwen3-30b-a3b': { id: 'qwen3-30b-a3b', label: 'Qwen3-30B-A3B (Q4_K_M)', nLayer: 48, nEmbd: 2048, nHead: 32, nHeadKv: 4, headDim: 128, nExpert: 128, nExpertUsed: 8, nFfExpert: 768, nFfShared: 0, nVocab: 151936, bitsPerWeight: 4.5 },
   // MXFP4 experts (17 bytes per 32 weights), the other tensors at Q8_0 as in ggml-org's gpt-oss GGUFs' attention.
-  'gpt-oss-20b': { id: 'gpt-oss-20b', label: 'gpt-oss-20b (MXFP4 experts, Q8_0 rest)', nLayer: 24, nEmbd: 2880, nHead: 64, nHeadKv: 8, headDim: 64, nExpert: 32, nExpertUsed: 4, nFfExpert: 2880, nFfShared: 0, nVocab: 201088, bitsPerWeight: 4.25, denseBitsPerWeight: 8.5 },
+  'gpt-oss-20b': { id: 'gpt-oss-20b', label: 'gpt-oss-20b (MXFP4 experts, Q8_0 rest)', nLayer: 24, nEmbd: 2880, nHead: 64, nHeadKv: 8, headDim: 64, nExpert: 32, nExpertUsed: 4, nFfExpert: 2880, nFfShared: 0, nVocab: 201088, bitsPerWeight: 4.25, denseBitsPerWeight: 8.5, slidingLayers: 12, slidingWindow: 128 },
   'olmoe-1b-7b': { id: 'olmoe-1b-7b', label: 'OLMoE-1B-7B (Q4_K_M)', nLayer: 16, nEmbd: 2048, nHead: 16, nHeadKv: 16, headDim: 128, nExpert: 64, nExpertUsed: 8, nFfExpert: 1024, nFfShared: 0, nVocab: 50304, bitsPerWeight: 4.5 },
   'moe-8x-top2': {
     id: 'moe-8x-top2', label: 'moe-8x-top2 synthetic preset (Q8_0)', nLayer: moe8x.nLayer!, nEmbd: moe8x.nEmbd!, nHead: moe8x.nHead!, nHeadKv: moe8x.nHeadKv!,
@@ -130,9 +130,9 @@ export interface ExpertSimResult {
   cpuShare: number;
 }
 
-/** KV cache and activations kept beside the weights: f16 K and V for batch x context tokens, and 0.5 GB. */
+/** KV cache and activations kept beside the weights: f16 K and V for batch x context tokens (sliding layers: their window), and 0.5 GB. */
 export function reserveBytes(model: MoeShape, batch: number, context: number): number {
-  return 2 * model.nLayer * model.nHeadKv * model.headDim * 2 * batch * context + 0.5e9;
+  return 2 * model.nLayer * model.nHeadKv * model.headDim * 2 * batch * meanKvContext(model, context) + 0.5e9;
 }
 
 export function simulateExperts(cfg: ExpertSimConfig): ExpertSimResult {
