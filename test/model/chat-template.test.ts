@@ -56,6 +56,56 @@ t.test('a template with a tokenizer for its special tokens', async (t) => {
   t.equal(tpl.render([{ role: 'user', content: 'hi' }]), '<s>[INST] hi [/INST]</s>');
 });
 
+// gpt-oss files carry a "harmony" template: macros that call themselves to print JSON-schema
+// tool types, namespace() flags set inside loops, slices of the message list, membership tests
+// on messages, strftime_now, tojson and raise_exception. This template (written for the test)
+// uses each of those, so that an engine upgrade that drops one fails here.
+t.test('a harmony-style template (gpt-oss): recursive macros, namespaces, slices, strftime_now, raise_exception', async (t) => {
+  const source = [
+    '{%- macro ts(spec) -%}',
+    '{%- if spec.type is defined and spec.type is iterable and spec.type is not string and spec.type is not mapping -%}{{- spec.type | join(" | ") -}}',
+    '{%- elif spec.type == "array" and "items" in spec -%}{%- set inner = ts(spec["items"]) -%}{{- inner + "[]" -}}',
+    '{%- elif spec.type == "object" -%}{ {%- for k, v in spec.properties.items() -%}{{- k -}}{%- if k not in (spec.required or []) -%}?{%- endif -%}: {{ ts(v) }}{%- if not loop.last -%}, {% endif -%}{%- endfor -%} }',
+    '{%- else -%}{{- spec.type -}}{%- endif -%}',
+    '{%- endmacro -%}',
+    '{{- "<|start|>system<|message|>Current date: " + strftime_now("%Y-%m-%d") + "<|end|>" -}}',
+    '{%- if messages[0].role == "developer" %}{%- set rest = messages[1:] %}{{- "<|start|>developer<|message|>" + messages[0].content -}}',
+    '{%- if tools %}{{- " type " + tools[0].name + " = (_: " + ts(tools[0].parameters) + ") => any;" -}}{%- endif %}{{- "<|end|>" -}}',
+    '{%- else %}{%- set rest = messages %}{%- endif %}',
+    '{%- set last_call = namespace(name=none) %}',
+    '{%- for m in rest -%}',
+    '{%- if m.role == "assistant" and "tool_calls" in m -%}',
+    '{%- set later = namespace(final=false) %}{%- for f in rest[loop.index:] %}{%- if f.role == "assistant" and "tool_calls" not in f %}{%- set later.final = true %}{%- endif %}{%- endfor %}',
+    '{%- if "thinking" in m and not later.final %}{{- "<|start|>assistant<|channel|>analysis<|message|>" + m.thinking + "<|end|>" -}}{%- endif %}',
+    '{{- "<|start|>assistant to=functions." + m.tool_calls[0].name + "<|message|>" + m.tool_calls[0].arguments|tojson + "<|call|>" -}}',
+    '{%- set last_call.name = m.tool_calls[0].name -%}',
+    '{%- elif m.role == "tool" -%}',
+    '{%- if last_call.name is none %}{{- raise_exception("a tool message with no tool call before it") }}{%- endif %}',
+    '{{- "<|start|>functions." + last_call.name + " to=assistant<|message|>" + m.content|tojson + "<|end|>" -}}',
+    '{%- else -%}{{- "<|start|>" + m.role + "<|message|>" + m.content + "<|end|>" -}}{%- endif -%}',
+    '{%- endfor -%}',
+    '{%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}',
+  ].join('\n');
+  const tpl = new ChatTemplate(source);
+  const tools = [{ name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'string' }, n: { type: ['integer', 'null'] }, tags: { type: 'array', items: { type: 'string' } } }, required: ['q'] } }];
+  const text = tpl.render([
+    { role: 'developer', content: 'Be brief.' },
+    { role: 'user', content: 'Find x' },
+    { role: 'assistant', content: '', thinking: 'look it up', tool_calls: [{ name: 'lookup', arguments: { q: 'x' } }] },
+    { role: 'tool', content: { hit: 1 } },
+  ], { variables: { tools } });
+  const today = new Date();
+  const pad = (n: number) => String(n).padStart(2, '0');
+  t.equal(text,
+    `<|start|>system<|message|>Current date: ${today.getFullYear()}-${pad(today.getMonth() + 1)}-${pad(today.getDate())}<|end|>` +
+    '<|start|>developer<|message|>Be brief. type lookup = (_: {q: string, n?: integer | null, tags?: string[]}) => any;<|end|>' +
+    '<|start|>user<|message|>Find x<|end|>' +
+    '<|start|>assistant<|channel|>analysis<|message|>look it up<|end|>' +
+    '<|start|>assistant to=functions.lookup<|message|>{"q": "x"}<|call|>' +
+    '<|start|>functions.lookup to=assistant<|message|>{"hit": 1}<|end|><|start|>assistant');
+  t.throws(() => tpl.render([{ role: 'tool', content: 'orphan' }]), { code: 'TDM_BAD_ARGUMENT', message: /no tool call before it/ });
+});
+
 t.test('typed errors', async (t) => {
   t.throws(() => new ChatTemplate({ source: '{% for m in messages %}{{ m.content }' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => new ChatTemplate({ source: 42 as unknown as string }), { code: 'TDM_BAD_ARGUMENT' });
