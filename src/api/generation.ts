@@ -8,6 +8,12 @@ import type { SequenceMetrics, StopReason } from '../engine/sequence.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult } from './types.js';
 
+/** Splits a reply's text into what the user reads and the model's reasoning (e.g. model/harmony.ts). */
+export interface ReplySplitter {
+  push(text: string): { text: string; reasoning: string };
+  flush(): { text: string; reasoning: string };
+}
+
 /** Token-by-token detokenization: push returns the text that became complete. */
 export interface TokenTextStream {
   push(token: number): string;
@@ -31,6 +37,8 @@ export interface GenerationSetup {
   bufferTokens?: number;
   /** performance.now() when generate() was called, for the metrics. */
   startMs?: number;
+  /** Splits the text (after the stop strings) into the reply and the reasoning; absent: all of it is the reply. */
+  splitter?: ReplySplitter;
 }
 
 type Waiter = { resolve: (r: IteratorResult<GenerationChunk>) => void; reject: (e: unknown) => void };
@@ -43,6 +51,7 @@ export class GenerationStream implements Generation, SequenceObserver {
   private readonly waiters: Waiter[] = [];
   private readonly tokens: number[] = [];
   private text = '';
+  private reasoning = '';
   private promptTokens = 0;
   private finished = false;
   /** Tokens in `chunks` (emitted, not yet read). */
@@ -84,8 +93,7 @@ export class GenerationStream implements Generation, SequenceObserver {
   onToken(token: number): void {
     if (this.finished) return;
     this.tokens.push(token);
-    const text = this.stopper.push(this.setup.decoder.push(token));
-    this.emit({ text, tokens: [token] });
+    this.emit(this.stopper.push(this.setup.decoder.push(token)), [token]);
     if (this.stopper.stopped) this.setup.cancel('stop');
   }
 
@@ -94,9 +102,10 @@ export class GenerationStream implements Generation, SequenceObserver {
     if (reason !== 'stop' && reason !== 'aborted') {
       // The generation ended on its own: what the decoder and the stop matcher held back is final.
       const rest = this.stopper.push(this.setup.decoder.flush()) + (this.stopper.stopped ? '' : this.stopper.flush());
-      if (rest) this.emit({ text: rest, tokens: [] });
+      if (rest) this.emit(rest, []);
       if (this.stopper.stopped) reason = 'stop';
     }
+    if (this.setup.splitter) this.emitSplit(this.setup.splitter.flush(), []);
     this.end();
     const result: GenerationResult = {
       text: this.text,
@@ -104,6 +113,7 @@ export class GenerationStream implements Generation, SequenceObserver {
       stopReason: reason,
       usage: { promptTokens: this.promptTokens, completionTokens: this.tokens.length },
     };
+    if (this.setup.splitter) result.reasoning = this.reasoning;
     if (metrics) result.metrics = this.toMetrics(metrics);
     this.resolveResult(result);
   }
@@ -140,8 +150,20 @@ export class GenerationStream implements Generation, SequenceObserver {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  private emit(chunk: GenerationChunk): void {
+  /** Emits newly final text, through the splitter when there is one. */
+  private emit(text: string, tokens: number[]): void {
+    if (this.setup.splitter) this.emitSplit(this.setup.splitter.push(text), tokens);
+    else this.deliver({ text, tokens });
+  }
+
+  private emitSplit(part: { text: string; reasoning: string }, tokens: number[]): void {
+    if (!part.text && !part.reasoning && tokens.length === 0) return;
+    this.deliver(part.reasoning ? { text: part.text, reasoning: part.reasoning, tokens } : { text: part.text, tokens });
+  }
+
+  private deliver(chunk: GenerationChunk): void {
     this.text += chunk.text;
+    this.reasoning += chunk.reasoning ?? '';
     const waiter = this.waiters.shift();
     if (waiter) {
       waiter.resolve({ done: false, value: chunk });

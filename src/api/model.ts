@@ -8,6 +8,7 @@ import { GgufFile } from '../model/gguf.js';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
 import type { ChatTemplate } from '../model/chat-template.js';
+import { HarmonySplitter, isHarmonyVocab } from '../model/harmony.js';
 import { native, type NativeModel, type NativeModelConfig } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import type { StepPlan, StepResult } from '../native/step-plan.js';
@@ -24,7 +25,7 @@ import { calibrateExperts, loadOrCalibrateExperts, QUICK_EXPERT_GRID, type Exper
 import { ExpertCostRefit, refittingExecutor } from '../sched/experts/refit.js';
 import { createProgressBar } from '../cli/progress.js';
 import type { SequenceParams } from '../engine/sequence.js';
-import { GenerationStream } from './generation.js';
+import { GenerationStream, type ReplySplitter } from './generation.js';
 import { checkKnownKeys, checkNumber, checkTokenIds, resolveGenerateOptions, SAMPLING_DEFAULTS } from './options.js';
 import { physicalCoreCount } from './threads.js';
 import type {
@@ -452,6 +453,7 @@ export class Model {
   private readonly nativeModel: NativeModel;
   private readonly engine: Engine;
   private readonly tokenizer: Tokenizer;
+  private harmony: boolean | undefined;
   private readonly templateSource: string | undefined;
   private template: ChatTemplate | undefined;
   private disposed: Promise<void> | undefined;
@@ -616,16 +618,26 @@ export class Model {
         throw new TandemError('TDM_BAD_ARGUMENT', `${where}: message ${i} must be {role: string, content: string}`);
       }
     });
-    const { templateVariables, ...rest } = options ?? {};
+    const { templateVariables, reasoning, ...rest } = options ?? {};
     if (templateVariables !== undefined && (typeof templateVariables !== 'object' || templateVariables === null)) {
       throw new TandemError('TDM_BAD_ARGUMENT', `${where}: templateVariables must be an object`);
+    }
+    if (reasoning !== undefined && reasoning !== 'split' && reasoning !== 'raw') {
+      throw new TandemError('TDM_BAD_ARGUMENT', `${where}: reasoning must be 'split' or 'raw', got ${String(reasoning)}`);
     }
     const resolved = resolveGenerateOptions(where, rest, this.info.nVocab, this.tokenizer.vocab.eogIds);
     const tokens = this.renderChat(messages, templateVariables).then((text) =>
       // The template writes BOS itself where the model wants one; parse it as the special token.
       this.tokenizer.tokenizeAsync(text, { addBos: this.addBosForTemplate(text), special: true }),
     );
-    return this.start(tokens, resolved.params, resolved.stop, resolved.signal);
+    const split = reasoning !== 'raw' && this.repliesOnChannels();
+    return this.start(tokens, resolved.params, resolved.stop, resolved.signal, split ? new HarmonySplitter() : undefined);
+  }
+
+  /** Whether the model replies in harmony's channels (gpt-oss's vocabulary), checked once. */
+  private repliesOnChannels(): boolean {
+    this.harmony ??= isHarmonyVocab(this.tokenizer.vocab.tokens);
+    return this.harmony;
   }
 
   /** The prompt text chat() would generate from: `messages` through the chat template, opening the assistant's turn. */
@@ -691,12 +703,14 @@ export class Model {
     params: SequenceParams,
     stop: string[],
     signal: AbortSignal | undefined,
+    splitter?: ReplySplitter,
   ): Generation {
     let seqId: number | undefined;
     const gen: GenerationStream = new GenerationStream({
       decoder: this.continuationDecoder(),
       stop,
       signal,
+      ...(splitter ? { splitter } : {}),
       cancel: (reason) => {
         if (seqId === undefined) gen.onFinish(reason);
         else this.engine.cancel(seqId, reason);

@@ -155,6 +155,12 @@ export interface ChatMessage {
 export interface ChatOptions extends GenerateOptions {
   /** Variables passed to the chat template besides messages (e.g. enable_thinking). */
   templateVariables?: Record<string, unknown>;
+  /**
+   * For models that reply on channels (gpt-oss's harmony format): 'split' (default) puts the
+   * final channel in `text` and the others (analysis, commentary) in `reasoning`; 'raw' keeps
+   * the reply as generated, markers included. Stop strings match the raw text either way.
+   */
+  reasoning?: 'split' | 'raw';
 }
 
 export interface TokenizeOptions {
@@ -170,11 +176,15 @@ export interface GenerationChunk {
   text: string;
   /** Tokens generated since the previous chunk. */
   tokens: number[];
+  /** Reasoning that became final with this chunk (chat() with a split reply, see ChatOptions.reasoning). */
+  reasoning?: string;
 }
 
 export interface GenerationResult {
-  /** All emitted text: nothing from a stop string onward. */
+  /** All emitted text: nothing from a stop string onward (chat() with a split reply: the final channel only). */
   text: string;
+  /** chat() with a split reply (ChatOptions.reasoning): the reasoning channels' text. */
+  reasoning?: string;
   /** Every generated token, including an EOS token and the token that completed a stop string. */
   tokens: number[];
   stopReason: StopReason;

@@ -184,7 +184,8 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
         results.map(async ({ g, i, it, first }) => {
           if (shape.endpoint === 'chat') await sendEvent(res, shape.chunk(i, { role: true, text: '' }));
           for (let step = first; !step.done; step = await it.next()) {
-            if (step.value.text) await sendEvent(res, shape.chunk(i, { text: step.value.text }));
+            const { text, reasoning } = step.value;
+            if (text || reasoning) await sendEvent(res, shape.chunk(i, reasoning ? { text, reasoning } : { text }));
           }
           const result = await g.result;
           await sendEvent(res, shape.chunk(i, { finish: result.stopReason }));

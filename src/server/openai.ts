@@ -203,6 +203,11 @@ export function finishReason(reason: StopReason): 'stop' | 'length' {
 
 export type Endpoint = 'completion' | 'chat';
 
+/** A chat reply; a model that reasons on its own channel (gpt-oss) has it as reasoning_content, as llama.cpp's server gives it. */
+function assistantMessage(r: GenerationResult): { role: 'assistant'; content: string; reasoning_content?: string } {
+  return r.reasoning ? { role: 'assistant', content: r.text, reasoning_content: r.reasoning } : { role: 'assistant', content: r.text };
+}
+
 /** The id, object names and creation time every response and chunk of one request share. */
 export class ResponseShape {
   readonly id: string;
@@ -224,7 +229,7 @@ export class ResponseShape {
     const completionTokens = results.reduce((a, r) => a + r.usage.completionTokens, 0);
     const choices = results.map((r, index) =>
       this.endpoint === 'chat'
-        ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.stopReason) }
+        ? { index, message: assistantMessage(r), logprobs: null, finish_reason: finishReason(r.stopReason) }
         : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.stopReason) },
     );
     return {
@@ -234,13 +239,14 @@ export class ResponseShape {
     };
   }
 
-  /** A stream chunk for choice `index`: text, a chat turn's opening (role), or its end (finish). */
-  chunk(index: number, part: { text?: string; role?: boolean; finish?: StopReason }) {
+  /** A stream chunk for choice `index`: text (and reasoning), a chat turn's opening (role), or its end (finish). */
+  chunk(index: number, part: { text?: string; reasoning?: string; role?: boolean; finish?: StopReason }) {
     const finish_reason = part.finish === undefined ? null : finishReason(part.finish);
     if (this.endpoint === 'chat') {
       const delta: Record<string, string> = {};
       if (part.role) delta.role = 'assistant';
       if (part.text !== undefined) delta.content = part.text;
+      if (part.reasoning) delta.reasoning_content = part.reasoning;
       return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs: null, finish_reason }] };
     }
     return { ...this.head('text_completion'), choices: [{ index, text: part.text ?? '', logprobs: null, finish_reason }] };

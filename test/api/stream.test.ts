@@ -3,6 +3,7 @@
 import t from 'tap';
 import { StopStringMatcher } from '../../src/api/stop-strings.js';
 import { GenerationStream, type TokenTextStream } from '../../src/api/generation.js';
+import { HarmonySplitter } from '../../src/model/harmony.js';
 import { TandemError } from '../../src/native/errors.js';
 import type { StopReason } from '../../src/engine/sequence.js';
 
@@ -33,11 +34,12 @@ function tableDecoder(pieces: Record<number, string>): TokenTextStream {
   return { push: (id) => pieces[id] ?? '', flush: () => '' };
 }
 
-function stream(pieces: Record<number, string>, stop: string[] = []) {
+function stream(pieces: Record<number, string>, stop: string[] = [], split = false) {
   const cancelled: StopReason[] = [];
   const gen: GenerationStream = new GenerationStream({
     decoder: tableDecoder(pieces),
     stop,
+    ...(split ? { splitter: new HarmonySplitter() } : {}),
     cancel: (reason) => {
       cancelled.push(reason);
       gen.onFinish(reason);
@@ -115,4 +117,28 @@ t.test('an error rejects the result and the iteration after queued chunks', asyn
   t.same(await it.next(), { done: false, value: { text: 'x', tokens: [1] } });
   await t.rejects(it.next(), { code: 'TDM_INTERNAL' });
   await t.rejects(gen.result, { code: 'TDM_INTERNAL' });
+});
+
+t.test('a reply on channels (gpt-oss): chunks and the result carry the reply and the reasoning apart', async (t) => {
+  const pieces = { 1: '<|channel|>', 2: 'analysis', 3: '<|message|>', 4: 'Think.', 5: '<|end|>', 6: '<|start|>', 7: 'assistant', 8: 'final', 9: 'Hi', 10: ' STOP' };
+  const { gen } = stream(pieces, ['STOP'], true);
+  for (const id of [1, 2, 3, 4, 5, 6, 7, 1, 8, 3, 9, 10]) gen.onToken(id);
+  const chunks = [];
+  for await (const c of gen) chunks.push(c);
+  t.same(chunks.map((c) => c.tokens.length), Array(12).fill(1), 'one chunk per token, as without channels');
+  t.same(chunks.filter((c) => c.reasoning).map((c) => c.reasoning), ['Think.']);
+  t.equal(chunks.map((c) => c.text).join(''), 'Hi ');
+  const r = await gen.result;
+  t.equal(r.text, 'Hi ', 'the final channel, cut at the stop string');
+  t.equal(r.reasoning, 'Think.');
+  t.equal(r.stopReason, 'stop');
+
+  const plain = stream({ 1: 'no channels here' }, [], true).gen;
+  plain.onToken(1);
+  plain.onFinish('eos');
+  t.same(await plain.result.then((x) => [x.text, x.reasoning]), ['no channels here', ''], 'a reply that opens no message is passed through at the end');
+  const none = stream({ 1: 'x' }).gen;
+  none.onToken(1);
+  none.onFinish('eos');
+  t.notOk('reasoning' in (await none.result), 'no splitter, no reasoning field');
 });

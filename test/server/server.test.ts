@@ -5,7 +5,7 @@ import http from 'node:http';
 import t from 'tap';
 import { loadModel, type Model } from '../../src/api/index.js';
 import { startServer, type TandemServer } from '../../src/server/index.js';
-import { parseChatRequest, parseCompletionRequest, RequestError } from '../../src/server/openai.js';
+import { parseChatRequest, parseCompletionRequest, RequestError, ResponseShape } from '../../src/server/openai.js';
 import { modelPath } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
@@ -135,6 +135,19 @@ t.test('chat completions: whole and streamed equal chat()', async (t) => {
   t.equal(chunks.map((c) => c.choices[0].delta.content ?? '').join(''), want.text);
   t.same(chunks.at(-1).choices[0].delta, {});
   t.equal(chunks.at(-1).choices[0].finish_reason, 'length');
+});
+
+t.test('chat replies with reasoning (gpt-oss\'s channels) carry it as reasoning_content, whole and streamed', async (t) => {
+  const shape = new ResponseShape('chat', 'gpt-oss');
+  const result = { text: 'Hi!', reasoning: 'Greet back.', tokens: [1, 2], stopReason: 'eos' as const, usage: { promptTokens: 5, completionTokens: 2 } };
+  t.same(shape.response([result], 5).choices[0].message, { role: 'assistant', content: 'Hi!', reasoning_content: 'Greet back.' });
+  t.same(shape.response([{ ...result, reasoning: '' }], 5).choices[0].message, { role: 'assistant', content: 'Hi!' }, 'no reasoning, no field');
+  t.same(shape.chunk(0, { text: '', reasoning: 'Greet' }).choices[0].delta, { content: '', reasoning_content: 'Greet' });
+  t.same(shape.chunk(0, { text: 'Hi' }).choices[0].delta, { content: 'Hi' });
+  // stories260K's vocabulary has no channels: chat() leaves its reply whole and adds no reasoning.
+  const r = await model.chat([{ role: 'user', content: 'Hello' }], { maxTokens: 4, temperature: 0 }).result;
+  t.notOk('reasoning' in r);
+  t.throws(() => model.chat([{ role: 'user', content: 'Hello' }], { reasoning: 'hidden' as never }), { code: 'TDM_BAD_ARGUMENT', message: /reasoning must be 'split' or 'raw'/ });
 });
 
 t.test('errors: OpenAI error objects with the status a client can act on', async (t) => {
