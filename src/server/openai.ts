@@ -154,6 +154,8 @@ export function parseCompletionRequest(body: Body, defaults: GenerateOptions): C
 
 export interface ChatRequest extends SamplingRequest {
   messages: ChatMessage[];
+  /** chat_template_kwargs, and reasoning_effort (which gpt-oss's template reads), for the chat template. */
+  templateVariables?: Record<string, unknown>;
 }
 
 /** A /v1/chat/completions body: messages whose content is text or a list of text parts. */
@@ -175,7 +177,12 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions): ChatReq
     return { ...rest, role, content: messageText(content, i) };
   });
   const sampling = samplingFrom(body, defaults, ['max_tokens', 'max_completion_tokens']);
-  return { ...sampling, messages };
+  const kwargs = body.chat_template_kwargs;
+  if (kwargs !== undefined && (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs))) throw bad('chat_template_kwargs', 'must be an object');
+  const effort = body.reasoning_effort;
+  if (effort !== undefined && typeof effort !== 'string') throw bad('reasoning_effort', 'must be a string');
+  const templateVariables = { ...(kwargs as Body | undefined), ...(effort !== undefined ? { reasoning_effort: effort } : {}) };
+  return Object.keys(templateVariables).length > 0 ? { ...sampling, messages, templateVariables } : { ...sampling, messages };
 }
 
 /** A message's content as text: a string, null (an assistant turn with none), or text parts joined. */

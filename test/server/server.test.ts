@@ -142,8 +142,14 @@ t.test('chat replies with reasoning (gpt-oss\'s channels) carry it as reasoning_
   const result = { text: 'Hi!', reasoning: 'Greet back.', tokens: [1, 2], stopReason: 'eos' as const, usage: { promptTokens: 5, completionTokens: 2 } };
   t.same(shape.response([result], 5).choices[0].message, { role: 'assistant', content: 'Hi!', reasoning_content: 'Greet back.' });
   t.same(shape.response([{ ...result, reasoning: '' }], 5).choices[0].message, { role: 'assistant', content: 'Hi!' }, 'no reasoning, no field');
-  t.same(shape.chunk(0, { text: '', reasoning: 'Greet' }).choices[0].delta, { content: '', reasoning_content: 'Greet' });
-  t.same(shape.chunk(0, { text: 'Hi' }).choices[0].delta, { content: 'Hi' });
+  const delta = (part: { text?: string; reasoning?: string }) => (shape.chunk(0, part).choices[0] as { delta: unknown }).delta;
+  t.same(delta({ text: '', reasoning: 'Greet' }), { content: '', reasoning_content: 'Greet' });
+  t.same(delta({ text: 'Hi' }), { content: 'Hi' });
+  const parsed = parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_effort: 'high', chat_template_kwargs: { builtin_tools: ['python'] } }, {});
+  t.same(parsed.templateVariables, { builtin_tools: ['python'], reasoning_effort: 'high' }, 'reasoning_effort and chat_template_kwargs reach the template');
+  t.notOk('templateVariables' in parseChatRequest({ messages: [{ role: 'user', content: 'x' }] }, {}));
+  t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 'x' }], chat_template_kwargs: [1] }, {}), RequestError);
+  t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_effort: 3 }, {}), RequestError);
   // stories260K's vocabulary has no channels: chat() leaves its reply whole and adds no reasoning.
   const r = await model.chat([{ role: 'user', content: 'Hello' }], { maxTokens: 4, temperature: 0 }).result;
   t.notOk('reasoning' in r);
