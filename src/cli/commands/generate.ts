@@ -153,8 +153,12 @@ export interface StreamStats {
   decodeMs: number;
 }
 
-/** Writes a generation's text to `out` as it streams; Ctrl-C aborts it instead of exiting. */
+/**
+ * Writes a generation's text to `out` as it streams; Ctrl-C aborts it instead of exiting. A
+ * reply's reasoning (gpt-oss's analysis channel) goes dimmed to a terminal and nowhere else.
+ */
 export async function streamTo(gen: Generation, out: NodeJS.WritableStream): Promise<StreamStats> {
+  const showReasoning = (out as { isTTY?: boolean }).isTTY === true;
   const started = performance.now();
   let first = 0;
   let last = 0;
@@ -166,6 +170,7 @@ export async function streamTo(gen: Generation, out: NodeJS.WritableStream): Pro
         last = performance.now();
         if (!first) first = last;
       }
+      if (chunk.reasoning && showReasoning) out.write(`\x1b[2m${chunk.reasoning}\x1b[22m`);
       if (chunk.text) out.write(chunk.text);
     }
     const result = await gen.result;
