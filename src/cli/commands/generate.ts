@@ -159,6 +159,7 @@ export interface StreamStats {
  */
 export async function streamTo(gen: Generation, out: NodeJS.WritableStream): Promise<StreamStats> {
   const showReasoning = (out as { isTTY?: boolean }).isTTY === true;
+  let reasoned = false;
   const started = performance.now();
   let first = 0;
   let last = 0;
@@ -170,8 +171,16 @@ export async function streamTo(gen: Generation, out: NodeJS.WritableStream): Pro
         last = performance.now();
         if (!first) first = last;
       }
-      if (chunk.reasoning && showReasoning) out.write(`\x1b[2m${chunk.reasoning}\x1b[22m`);
-      if (chunk.text) out.write(chunk.text);
+      if (chunk.reasoning && showReasoning) {
+        out.write(`\x1b[2m${chunk.reasoning}\x1b[22m`);
+        reasoned = true;
+      }
+      if (chunk.text) {
+        // The reply starts on a line of its own after the reasoning.
+        if (reasoned) out.write('\n');
+        reasoned = false;
+        out.write(chunk.text);
+      }
     }
     const result = await gen.result;
     return { result, firstTokenMs: first ? first - started : 0, decodeMs: first ? last - first : 0 };
