@@ -8,10 +8,11 @@ import type { SequenceMetrics, StopReason } from '../engine/sequence.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult } from './types.js';
 
-/** Splits a reply's text into what the user reads and the model's reasoning (e.g. model/harmony.ts). */
+/** Splits a reply's text into what the user reads, the model's reasoning and its tool calls (e.g. model/harmony.ts). */
 export interface ReplySplitter {
   push(text: string): { text: string; reasoning: string };
   flush(): { text: string; reasoning: string };
+  toolCalls(): { name: string; arguments: string }[];
 }
 
 /** Token-by-token detokenization: push returns the text that became complete. */
@@ -113,7 +114,11 @@ export class GenerationStream implements Generation, SequenceObserver {
       stopReason: reason,
       usage: { promptTokens: this.promptTokens, completionTokens: this.tokens.length },
     };
-    if (this.setup.splitter) result.reasoning = this.reasoning;
+    if (this.setup.splitter) {
+      result.reasoning = this.reasoning;
+      const calls = this.setup.splitter.toolCalls();
+      if (calls.length > 0) result.toolCalls = calls;
+    }
     if (metrics) result.metrics = this.toMetrics(metrics);
     this.resolveResult(result);
   }

@@ -412,6 +412,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvBlockBytes: nativeModel.info.kvBlockBytes,
     kvSlidingWindow: kv.slidingWindow,
     kvType,
+    replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),
     kvBytesPerToken,
     device: placement.device,
     deviceName: placement.deviceName,
@@ -453,7 +454,6 @@ export class Model {
   private readonly nativeModel: NativeModel;
   private readonly engine: Engine;
   private readonly tokenizer: Tokenizer;
-  private harmony: boolean | undefined;
   private readonly templateSource: string | undefined;
   private template: ChatTemplate | undefined;
   private disposed: Promise<void> | undefined;
@@ -630,15 +630,10 @@ export class Model {
       // The template writes BOS itself where the model wants one; parse it as the special token.
       this.tokenizer.tokenizeAsync(text, { addBos: this.addBosForTemplate(text), special: true }),
     );
-    const split = reasoning !== 'raw' && this.repliesOnChannels();
+    const split = reasoning !== 'raw' && this.info.replyChannels;
     return this.start(tokens, resolved.params, resolved.stop, resolved.signal, split ? new HarmonySplitter() : undefined);
   }
 
-  /** Whether the model replies in harmony's channels (gpt-oss's vocabulary), checked once. */
-  private repliesOnChannels(): boolean {
-    this.harmony ??= isHarmonyVocab(this.tokenizer.vocab.tokens);
-    return this.harmony;
-  }
 
   /** The prompt text chat() would generate from: `messages` through the chat template, opening the assistant's turn. */
   async renderChat(messages: readonly ChatMessage[], templateVariables?: Record<string, unknown>): Promise<string> {

@@ -157,8 +157,9 @@ export interface ChatOptions extends GenerateOptions {
   templateVariables?: Record<string, unknown>;
   /**
    * For models that reply on channels (gpt-oss's harmony format): 'split' (default) puts the
-   * final channel in `text` and the others (analysis, commentary) in `reasoning`; 'raw' keeps
-   * the reply as generated, markers included. Stop strings match the raw text either way.
+   * final channel in `text`, the others (analysis, commentary) in `reasoning` and messages to
+   * functions in the result's `toolCalls`; 'raw' keeps the reply as generated, markers
+   * included. Stop strings match the raw text either way.
    */
   reasoning?: 'split' | 'raw';
 }
@@ -185,6 +186,8 @@ export interface GenerationResult {
   text: string;
   /** chat() with a split reply (ChatOptions.reasoning): the reasoning channels' text. */
   reasoning?: string;
+  /** chat() with a split reply: the tool calls it made (gpt-oss's messages to functions.NAME), when it made any. */
+  toolCalls?: { name: string; arguments: string }[];
   /** Every generated token, including an EOS token and the token that completed a stop string. */
   tokens: number[];
   stopReason: StopReason;
@@ -250,6 +253,8 @@ export interface ModelInfo {
   kvSlidingWindow: number;
   /** How K and V are stored ('f16' or 'q8_0'). */
   kvType: 'f16' | 'q8_0';
+  /** The model replies on harmony's channels (gpt-oss's vocabulary): chat() splits its replies into text, reasoning and tool calls. */
+  replyChannels: boolean;
   /** Bytes of KV cache per token over every layer (with kvSlidingWindow > 0 the sliding layers keep only their window, so a long context takes less). */
   kvBytesPerToken: number;
   /** The device in use beside the CPU: its kind ('cuda', 'hip', 'cpu-standin'), or null on the single-device CPU path. */

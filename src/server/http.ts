@@ -188,7 +188,7 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
             if (text || reasoning) await sendEvent(res, shape.chunk(i, reasoning ? { text, reasoning } : { text }));
           }
           const result = await g.result;
-          await sendEvent(res, shape.chunk(i, { finish: result.stopReason }));
+          await sendEvent(res, shape.chunk(i, { finish: result }));
           return result;
         }),
       );
@@ -239,7 +239,7 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
       const r = parseCompletionRequest(body, defaults);
       await generateAll(res, new ResponseShape('completion', modelName), r, r.prompts.length, (o, i) => model.generate(r.prompts[Math.floor(i / r.n)]!, o));
     } else {
-      const r = parseChatRequest(body, defaults);
+      const r = parseChatRequest(body, defaults, model.info.replyChannels);
       await generateAll(res, new ResponseShape('chat', modelName), r, 1, (o) => model.chat(r.messages, r.templateVariables ? { ...o, templateVariables: r.templateVariables } : o));
     }
   }

@@ -154,18 +154,21 @@ export function parseCompletionRequest(body: Body, defaults: GenerateOptions): C
 
 export interface ChatRequest extends SamplingRequest {
   messages: ChatMessage[];
-  /** chat_template_kwargs, and reasoning_effort (which gpt-oss's template reads), for the chat template. */
+  /** chat_template_kwargs, reasoning_effort (which gpt-oss's template reads) and tools, for the chat template. */
   templateVariables?: Record<string, unknown>;
 }
 
-/** A /v1/chat/completions body: messages whose content is text or a list of text parts. */
-export function parseChatRequest(body: Body, defaults: GenerateOptions): ChatRequest {
+/**
+ * A /v1/chat/completions body: messages whose content is text or a list of text parts.
+ * `tools` are taken only where the model's tool calls can be read back (`toolCalls`: a model
+ * that replies on harmony channels, gpt-oss); elsewhere they are refused.
+ */
+export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCalls = false): ChatRequest {
   refuseUnsupported(body, {
     logprobs: (v) => v === true,
     top_logprobs: () => true,
-    tools: (v) => !Array.isArray(v) || v.length > 0,
     functions: () => true,
-    tool_choice: (v) => v !== 'none',
+    tool_choice: (v) => v !== 'none' && v !== 'auto',
     response_format: (v) => typeof v !== 'object' || (v as Body).type !== 'text',
   });
   const list = body.messages;
@@ -174,6 +177,7 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions): ChatReq
     if (typeof m !== 'object' || m === null || Array.isArray(m)) throw bad(`messages[${i}]`, 'must be an object {role, content}');
     const { role, content, ...rest } = m as Body;
     if (typeof role !== 'string' || role.length === 0) throw bad(`messages[${i}].role`, 'must be a non-empty string');
+    if (rest.tool_calls !== undefined) rest.tool_calls = historyToolCalls(rest.tool_calls, i);
     return { ...rest, role, content: messageText(content, i) };
   });
   const sampling = samplingFrom(body, defaults, ['max_tokens', 'max_completion_tokens']);
@@ -181,8 +185,47 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions): ChatReq
   if (kwargs !== undefined && (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs))) throw bad('chat_template_kwargs', 'must be an object');
   const effort = body.reasoning_effort;
   if (effort !== undefined && typeof effort !== 'string') throw bad('reasoning_effort', 'must be a string');
-  const templateVariables = { ...(kwargs as Body | undefined), ...(effort !== undefined ? { reasoning_effort: effort } : {}) };
+  const tools = body.tool_choice === 'none' ? [] : checkTools(body.tools, toolCalls);
+  const templateVariables = {
+    ...(kwargs as Body | undefined),
+    ...(effort !== undefined ? { reasoning_effort: effort } : {}),
+    ...(tools.length > 0 ? { tools } : {}),
+  };
   return Object.keys(templateVariables).length > 0 ? { ...sampling, messages, templateVariables } : { ...sampling, messages };
+}
+
+/** `tools`: function definitions, {type: 'function', function: {name, description?, parameters?}}. */
+function checkTools(tools: unknown, supported: boolean): Body[] {
+  if (tools === undefined || tools === null || (Array.isArray(tools) && tools.length === 0)) return [];
+  if (!supported) {
+    throw new RequestError(400, 'tools is not supported by tandem\'s server for this model: tool calls are read back only from models that reply on harmony channels (gpt-oss)', 'tools', 'unsupported_parameter');
+  }
+  if (!Array.isArray(tools)) throw bad('tools', 'must be an array of {type: "function", function: {name, ...}}');
+  return tools.map((tool: unknown, i) => {
+    const f = (tool as Body | null)?.function as Body | undefined;
+    if ((tool as Body | null)?.type !== 'function' || typeof f !== 'object' || f === null || typeof f.name !== 'string' || f.name === '') {
+      throw bad(`tools[${i}]`, 'must be {type: "function", function: {name, ...}}');
+    }
+    return tool as Body;
+  });
+}
+
+/**
+ * An assistant turn's earlier tool calls, as a template reads them: OpenAI sends each call's
+ * arguments as a JSON string, and templates (gpt-oss's) write them out with tojson, so the
+ * string is parsed back into its object (left as it is when it is not JSON).
+ */
+function historyToolCalls(calls: unknown, i: number): unknown[] {
+  if (!Array.isArray(calls)) throw bad(`messages[${i}].tool_calls`, 'must be an array');
+  return calls.map((call: unknown) => {
+    const f = (call as Body | null)?.function as Body | undefined;
+    if (typeof f !== 'object' || f === null || typeof f.arguments !== 'string') return call;
+    try {
+      return { ...(call as Body), function: { ...f, arguments: JSON.parse(f.arguments) } };
+    } catch {
+      return call;
+    }
+  });
 }
 
 /** A message's content as text: a string, null (an assistant turn with none), or text parts joined. */
@@ -208,11 +251,28 @@ export function finishReason(reason: StopReason): 'stop' | 'length' {
   return reason === 'maxTokens' || reason === 'contextFull' ? 'length' : 'stop';
 }
 
+/** A chat result's finish reason: 'tool_calls' when the reply called tools. */
+function chatFinishReason(r: GenerationResult): 'stop' | 'length' | 'tool_calls' {
+  return r.toolCalls && r.toolCalls.length > 0 ? 'tool_calls' : finishReason(r.stopReason);
+}
+
+/** OpenAI's tool_calls entries for a reply's calls (ids unique within the response). */
+function toolCallsJson(calls: readonly { name: string; arguments: string }[], id: string) {
+  return calls.map((c, k) => ({ id: `call_${id.slice(-12)}_${k}`, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
+}
+
 export type Endpoint = 'completion' | 'chat';
 
-/** A chat reply; a model that reasons on its own channel (gpt-oss) has it as reasoning_content, as llama.cpp's server gives it. */
-function assistantMessage(r: GenerationResult): { role: 'assistant'; content: string; reasoning_content?: string } {
-  return r.reasoning ? { role: 'assistant', content: r.text, reasoning_content: r.reasoning } : { role: 'assistant', content: r.text };
+/**
+ * A chat reply; a model that reasons on its own channel (gpt-oss) has it as reasoning_content,
+ * as llama.cpp's server gives it, and its tool calls as tool_calls (content null when empty).
+ */
+function assistantMessage(r: GenerationResult, id: string): Record<string, unknown> {
+  const calls = r.toolCalls ?? [];
+  const message: Record<string, unknown> = { role: 'assistant', content: calls.length > 0 && !r.text ? null : r.text };
+  if (r.reasoning) message.reasoning_content = r.reasoning;
+  if (calls.length > 0) message.tool_calls = toolCallsJson(calls, id);
+  return message;
 }
 
 /** The id, object names and creation time every response and chunk of one request share. */
@@ -236,7 +296,7 @@ export class ResponseShape {
     const completionTokens = results.reduce((a, r) => a + r.usage.completionTokens, 0);
     const choices = results.map((r, index) =>
       this.endpoint === 'chat'
-        ? { index, message: assistantMessage(r), logprobs: null, finish_reason: finishReason(r.stopReason) }
+        ? { index, message: assistantMessage(r, `${this.id}${index}`), logprobs: null, finish_reason: chatFinishReason(r) }
         : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.stopReason) },
     );
     return {
@@ -246,16 +306,24 @@ export class ResponseShape {
     };
   }
 
-  /** A stream chunk for choice `index`: text (and reasoning), a chat turn's opening (role), or its end (finish). */
-  chunk(index: number, part: { text?: string; reasoning?: string; role?: boolean; finish?: StopReason }) {
-    const finish_reason = part.finish === undefined ? null : finishReason(part.finish);
+  /**
+   * A stream chunk for choice `index`: text (and reasoning), a chat turn's opening (role), or
+   * its end (finish: the result, whose tool calls, if any, come whole in this last delta).
+   */
+  chunk(index: number, part: { text?: string; reasoning?: string; role?: boolean; finish?: GenerationResult }) {
+    const end = part.finish;
     if (this.endpoint === 'chat') {
-      const delta: Record<string, string> = {};
+      const delta: Record<string, unknown> = {};
       if (part.role) delta.role = 'assistant';
       if (part.text !== undefined) delta.content = part.text;
       if (part.reasoning) delta.reasoning_content = part.reasoning;
+      if (end?.toolCalls && end.toolCalls.length > 0) {
+        delta.tool_calls = toolCallsJson(end.toolCalls, `${this.id}${index}`).map((c, k) => ({ index: k, ...c }));
+      }
+      const finish_reason = end === undefined ? null : chatFinishReason(end);
       return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs: null, finish_reason }] };
     }
+    const finish_reason = end === undefined ? null : finishReason(end.stopReason);
     return { ...this.head('text_completion'), choices: [{ index, text: part.text ?? '', logprobs: null, finish_reason }] };
   }
 

@@ -87,6 +87,7 @@ t.test('a vocabulary with harmony\'s tokens (gpt-oss): chat() splits the reply i
   const parts = [s.push(raw.text), s.flush()];
   t.equal(split.text, parts.map((p) => p.text).join(''), 'text: the raw reply\'s final (or unnamed) channels');
   t.equal(split.reasoning, parts.map((p) => p.reasoning).join(''), 'reasoning: its other channels');
+  t.same(split.toolCalls ?? [], s.toolCalls(), 'tool calls: its messages to functions');
   t.ok(split.text.length + split.reasoning!.length < raw.text.length, 'the markers and channel names are gone');
   t.comment(`raw: ${JSON.stringify(raw.text.slice(0, 120))}`);
 });

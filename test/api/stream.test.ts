@@ -133,6 +133,12 @@ t.test('a reply on channels (gpt-oss): chunks and the result carry the reply and
   t.equal(r.reasoning, 'Think.');
   t.equal(r.stopReason, 'stop');
 
+  const call = stream({ 1: '<|channel|>commentary to=functions.f <|message|>', 2: '{"a":', 3: '1}' }, [], true).gen;
+  for (const id of [1, 2, 3]) call.onToken(id);
+  call.onFinish('eos');
+  const c = await call.result;
+  t.same([c.text, c.reasoning, c.toolCalls], ['', '', [{ name: 'f', arguments: '{"a":1}' }]], 'a message to a function is a tool call on the result');
+
   const plain = stream({ 1: 'no channels here' }, [], true).gen;
   plain.onToken(1);
   plain.onFinish('eos');

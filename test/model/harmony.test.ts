@@ -41,10 +41,26 @@ t.test('a reply streams: the final text comes as it is generated, not at the end
   t.same(s.flush(), { text: '', reasoning: '' });
 });
 
-t.test('tool calls and preambles (commentary) are reasoning; a message without a channel is the reply', async (t) => {
-  t.same(split(['<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"q":"x"}']), { text: '', reasoning: '{"q":"x"}' });
-  t.same(split(['<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}']), { text: '', reasoning: '{}' });
-  t.same(split(['<|message|>plain']), { text: 'plain', reasoning: '' });
+t.test('a message to functions.NAME is a tool call; preambles (commentary) are reasoning; a message without a channel is the reply', async (t) => {
+  const calls = (reply: string, cut = 0) => {
+    const s = new HarmonySplitter();
+    const parts = cut > 0 ? [s.push(reply.slice(0, cut)), s.push(reply.slice(cut))] : [s.push(reply)];
+    parts.push(s.flush());
+    return { text: parts.map((p) => p.text).join(''), reasoning: parts.map((p) => p.reasoning).join(''), calls: s.toolCalls() };
+  };
+  // The recipient after the channel name, as gpt-oss writes it, and before it (in the header).
+  const after = '<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}';
+  t.same(calls(after), { text: '', reasoning: 'Need the weather.', calls: [{ name: 'get_weather', arguments: '{"city":"Paris"}' }] });
+  const cuts: number[] = [];
+  for (let i = 1; i < after.length; i++) if (JSON.stringify(calls(after, i)) !== JSON.stringify(calls(after))) cuts.push(i);
+  t.same(cuts, [], 'cut anywhere, the recipient included');
+  t.same(calls('<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}').calls, [{ name: 'f', arguments: '{}' }]);
+  t.same(calls('<|channel|>commentary<|message|>Checking two things.<|end|><|start|>assistant to=functions.a<|channel|>commentary<|message|>{"x":1}<|end|>' +
+    '<|start|>assistant to=functions.b<|channel|>commentary<|message|>{"y":2}'), {
+    text: '', reasoning: 'Checking two things.', calls: [{ name: 'a', arguments: '{"x":1}' }, { name: 'b', arguments: '{"y":2}' }],
+  }, 'a preamble, then two calls');
+  t.same(calls('<|channel|>commentary to=browser.search<|message|>{"q":1}'), { text: '', reasoning: '{"q":1}', calls: [] }, 'a built-in tool is not a function call');
+  t.same(calls('<|message|>plain'), { text: 'plain', reasoning: '', calls: [] });
 });
 
 t.test('text that never opens a message is not harmony: it comes back whole at the end', async (t) => {

@@ -156,6 +156,30 @@ t.test('chat replies with reasoning (gpt-oss\'s channels) carry it as reasoning_
   t.throws(() => model.chat([{ role: 'user', content: 'Hello' }], { reasoning: 'hidden' as never }), { code: 'TDM_BAD_ARGUMENT', message: /reasoning must be 'split' or 'raw'/ });
 });
 
+t.test('tools for a model that replies on channels (gpt-oss): to the template, and its calls back as tool_calls', async (t) => {
+  const weather = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+  const user = { role: 'user', content: 'Weather in Paris?' };
+  const r = parseChatRequest({ messages: [user], tools: [weather], tool_choice: 'auto' }, {}, true);
+  t.same(r.templateVariables, { tools: [weather] }, 'the tools reach the template');
+  t.notOk('templateVariables' in parseChatRequest({ messages: [user], tools: [weather], tool_choice: 'none' }, {}, true), 'tool_choice none: no tools offered');
+  t.throws(() => parseChatRequest({ messages: [user], tools: [weather] }, {}), { param: 'tools', code: 'unsupported_parameter' }, 'refused for a model whose calls cannot be read back');
+  t.throws(() => parseChatRequest({ messages: [user], tools: [{ type: 'function' }] }, {}, true), { param: 'tools[0]', message: /type: "function"/ });
+  t.throws(() => parseChatRequest({ messages: [user], tools: [weather], tool_choice: 'required' }, {}, true), { param: 'tool_choice', code: 'unsupported_parameter' });
+  // An earlier call in the history: its JSON arguments become the object a template writes out.
+  const history = parseChatRequest({ messages: [user, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] }, { role: 'tool', content: '18C' }] }, {}, true);
+  t.same((history.messages[1]!.tool_calls as { function: unknown }[])[0]!.function, { name: 'get_weather', arguments: { city: 'Paris' } });
+
+  const shape = new ResponseShape('chat', 'gpt-oss');
+  const called = { text: '', reasoning: 'Need the weather.', toolCalls: [{ name: 'get_weather', arguments: '{"city":"Paris"}' }], tokens: [1], stopReason: 'eos' as const, usage: { promptTokens: 5, completionTokens: 1 } };
+  const choice = shape.response([called], 5).choices[0] as { message: Record<string, unknown>; finish_reason: string };
+  t.equal(choice.finish_reason, 'tool_calls');
+  t.equal(choice.message.content, null, 'no text beside the call: content null, as OpenAI sends it');
+  t.match(choice.message.tool_calls, [{ id: /^call_/, type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }]);
+  const last = shape.chunk(0, { finish: called }).choices[0] as { delta: Record<string, unknown>; finish_reason: string };
+  t.equal(last.finish_reason, 'tool_calls');
+  t.match(last.delta.tool_calls, [{ index: 0, type: 'function', function: { name: 'get_weather' } }], 'a stream gets the calls whole in its last delta');
+});
+
 t.test('errors: OpenAI error objects with the status a client can act on', async (t) => {
   const bad = async (path: string, body: unknown, status: number, param: string | null, code?: string) => {
     const r = await post(path, body);
