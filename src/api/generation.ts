@@ -5,14 +5,15 @@
 import { asTandemError, type TandemError } from '../native/errors.js';
 import type { SequenceObserver } from '../engine/engine.js';
 import type { SequenceMetrics, StopReason } from '../engine/sequence.js';
+import type { ChannelText, ToolCall } from '../model/harmony.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult } from './types.js';
 
-/** Splits a reply's text into what the user reads, the model's reasoning and its tool calls (e.g. model/harmony.ts). */
+/** Splits a reply's text into what the user reads, the model's reasoning and its tool calls (model/harmony.ts's HarmonySplitter). */
 export interface ReplySplitter {
-  push(text: string): { text: string; reasoning: string };
-  flush(): { text: string; reasoning: string };
-  toolCalls(): { name: string; arguments: string }[];
+  push(text: string): ChannelText;
+  flush(): ChannelText;
+  toolCalls(): ToolCall[];
 }
 
 /** Token-by-token detokenization: push returns the text that became complete. */
@@ -161,7 +162,7 @@ export class GenerationStream implements Generation, SequenceObserver {
     else this.deliver({ text, tokens });
   }
 
-  private emitSplit(part: { text: string; reasoning: string }, tokens: number[]): void {
+  private emitSplit(part: ChannelText, tokens: number[]): void {
     if (!part.text && !part.reasoning && tokens.length === 0) return;
     this.deliver(part.reasoning ? { text: part.text, reasoning: part.reasoning, tokens } : { text: part.text, tokens });
   }

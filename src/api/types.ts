@@ -5,6 +5,7 @@ import type { ExpertStepStats, Strategy } from '../native/step-plan.js';
 import type { NativeExpertCost } from '../native/binding.js';
 import type { ExpertCalibrationError } from '../sched/experts/calibrate.js';
 import type { ExpertRefitState } from '../sched/experts/refit.js';
+import type { ToolCall } from '../model/harmony.js';
 import type { PredictionError } from '../sched/cost-model.js';
 import type { PolicyName } from '../sched/policy.js';
 
@@ -187,7 +188,7 @@ export interface GenerationResult {
   /** chat() with a split reply (ChatOptions.reasoning): the reasoning channels' text. */
   reasoning?: string;
   /** chat() with a split reply: the tool calls it made (gpt-oss's messages to functions.NAME), when it made any. */
-  toolCalls?: { name: string; arguments: string }[];
+  toolCalls?: ToolCall[];
   /** Every generated token, including an EOS token and the token that completed a stop string. */
   tokens: number[];
   stopReason: StopReason;

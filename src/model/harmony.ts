@@ -54,12 +54,12 @@ export class HarmonySplitter {
   private readonly calls: ToolCall[] = [];
   /** Text held because it may be the start of a marker. */
   private pending = '';
-  /** Everything pushed, for a reply that turns out not to be harmony. */
+  /** Everything pushed until a message opens, for a reply that turns out not to be harmony. */
   private raw = '';
   private sawMessage = false;
 
   push(piece: string): ChannelText {
-    this.raw += piece;
+    if (!this.sawMessage) this.raw += piece;
     const out: ChannelText = { text: '', reasoning: '' };
     let s = this.pending + piece;
     this.pending = '';
@@ -113,6 +113,7 @@ export class HarmonySplitter {
       this.inMessage = true;
       this.readingChannel = false;
       this.sawMessage = true;
+      this.raw = '';
       const to = /(?:^|\s)to=(\S+)/.exec(this.header)?.[1];
       if (to?.startsWith(FUNCTIONS)) this.call = { name: to.slice(FUNCTIONS.length), arguments: '' };
     } else {

@@ -5,6 +5,7 @@
 // ignore_eos) are accepted as the extensions llama.cpp's server also takes.
 import { randomUUID } from 'node:crypto';
 import type { ChatMessage, GenerateOptions, GenerationResult, StopReason } from '../api/index.js';
+import type { ToolCall } from '../model/harmony.js';
 
 /** A request the server refuses: HTTP status, OpenAI error type and code, and the field at fault. */
 export class RequestError extends Error {
@@ -256,9 +257,9 @@ function chatFinishReason(r: GenerationResult): 'stop' | 'length' | 'tool_calls'
   return r.toolCalls && r.toolCalls.length > 0 ? 'tool_calls' : finishReason(r.stopReason);
 }
 
-/** OpenAI's tool_calls entries for a reply's calls (ids unique within the response). */
-function toolCallsJson(calls: readonly { name: string; arguments: string }[], id: string) {
-  return calls.map((c, k) => ({ id: `call_${id.slice(-12)}_${k}`, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
+/** OpenAI's tool_calls entries for choice `index`'s calls: ids from the response's, unique within it. */
+function toolCallsJson(calls: readonly ToolCall[], responseId: string, index: number) {
+  return calls.map((c, k) => ({ id: `call_${responseId.slice(-8)}_${index}_${k}`, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
 }
 
 export type Endpoint = 'completion' | 'chat';
@@ -267,11 +268,11 @@ export type Endpoint = 'completion' | 'chat';
  * A chat reply; a model that reasons on its own channel (gpt-oss) has it as reasoning_content,
  * as llama.cpp's server gives it, and its tool calls as tool_calls (content null when empty).
  */
-function assistantMessage(r: GenerationResult, id: string): Record<string, unknown> {
+function assistantMessage(r: GenerationResult, responseId: string, index: number): Record<string, unknown> {
   const calls = r.toolCalls ?? [];
   const message: Record<string, unknown> = { role: 'assistant', content: calls.length > 0 && !r.text ? null : r.text };
   if (r.reasoning) message.reasoning_content = r.reasoning;
-  if (calls.length > 0) message.tool_calls = toolCallsJson(calls, id);
+  if (calls.length > 0) message.tool_calls = toolCallsJson(calls, responseId, index);
   return message;
 }
 
@@ -296,7 +297,7 @@ export class ResponseShape {
     const completionTokens = results.reduce((a, r) => a + r.usage.completionTokens, 0);
     const choices = results.map((r, index) =>
       this.endpoint === 'chat'
-        ? { index, message: assistantMessage(r, `${this.id}${index}`), logprobs: null, finish_reason: chatFinishReason(r) }
+        ? { index, message: assistantMessage(r, this.id, index), logprobs: null, finish_reason: chatFinishReason(r) }
         : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.stopReason) },
     );
     return {
@@ -318,7 +319,7 @@ export class ResponseShape {
       if (part.text !== undefined) delta.content = part.text;
       if (part.reasoning) delta.reasoning_content = part.reasoning;
       if (end?.toolCalls && end.toolCalls.length > 0) {
-        delta.tool_calls = toolCallsJson(end.toolCalls, `${this.id}${index}`).map((c, k) => ({ index: k, ...c }));
+        delta.tool_calls = toolCallsJson(end.toolCalls, this.id, index).map((c, k) => ({ index: k, ...c }));
       }
       const finish_reason = end === undefined ? null : chatFinishReason(end);
       return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs: null, finish_reason }] };
