@@ -25,7 +25,7 @@ export interface ExpertRun {
   error?: string;
 }
 
-function options(policy: ExpertRunPolicy, budget: number, nStar: number): Partial<ExpertMeasureOptions> & Pick<ExpertMeasureOptions, 'policy'> {
+function options(policy: ExpertRunPolicy | `cpu-first-layers:${number}`, budget: number, nStar: number): Partial<ExpertMeasureOptions> & Pick<ExpertMeasureOptions, 'policy'> {
   switch (policy) {
     case 'all on device': return { policy: 'stacks' };
     case 'dynamic':
@@ -43,8 +43,8 @@ async function main(): Promise<void> {
   const device = deviceArg > 0 && process.argv[deviceArg + 1] === 'cpu-standin' ? 'cpu-standin' : 'gpu';
   const budget = Number(budgetArg);
   const nStar = Number(nStarArg);
-  const policy = policyArg as ExpertRunPolicy;
-  if (!EXPERT_RUN_POLICIES.includes(policy)) throw new Error(`unknown policy '${policyArg}' (${EXPERT_RUN_POLICIES.join(', ')})`);
+  const policy = policyArg as ExpertRunPolicy | `cpu-first-layers:${number}`;
+  if (!EXPERT_RUN_POLICIES.includes(policy) && !/^cpu-first-layers:\d+$/.test(policy)) throw new Error(`unknown policy '${policyArg}' (${EXPERT_RUN_POLICIES.join(', ')})`);
   // Pinned slabs from the runtime's allocator instead of pages placed on the GPU's NUMA node.
   if (policy === 'dynamic, cudaHostAlloc') process.env.TANDEM_PIN_NUMA_NODE = 'off';
   const threads = os.availableParallelism();

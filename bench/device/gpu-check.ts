@@ -434,12 +434,20 @@ async function main(): Promise<void> {
   const bigReady = want('timing') || want('strategies') || want('policies') ? startChild('make-child.js', [JSON.stringify(bigSpec), bigFile]) : Promise.resolve(null);
   // The expert section's models: random routers (nearly uniform routing), and the same shape
   // with routing skewed as trained routers are (routerSkew 1.1, the simulator's Zipf exponent).
-  const moeBase: ModelSpec = QUICK ? { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } : { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 };
-  const moeLabel = QUICK ? 'tiny qwen2moe q8_0' : 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0';
-  const moeModels = [
-    { name: `${moeLabel}, random routers`, spec: moeBase, file: path.join(work, 'moe.gguf') },
-    { name: `${moeLabel}, routing skewed (routerSkew 1.1)`, spec: { ...moeBase, routerSkew: 1.1 }, file: path.join(work, 'moe-skewed.gguf') },
-  ].filter(() => want('experts')).map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
+  // Two shapes: small experts (moe-8x-top2: 6.4 MiB each, where launches and syncs dominate) and
+  // gpt-oss-20b's (13 MiB MXFP4 experts, 32 of them, top-4; 4 of 24 layers and a 32000-token
+  // vocabulary so that the file writes in seconds and the experts are most of it).
+  const moeShapes: { key: string; label: string; nLayer: number; spec: ModelSpec }[] = QUICK
+    ? [{ key: 'moe', label: 'tiny qwen2moe q8_0', nLayer: 2, spec: { preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', seed: 9 } }]
+    : [
+        { key: 'moe', label: 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0', nLayer: 16, spec: { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 } },
+        { key: 'oss', label: 'gpt-oss-20b shapes, 4 of 24 layers, 32000 tokens, mxfp4 experts', nLayer: 4, spec: { preset: 'gpt-oss-20b', nLayer: 4, nVocab: 32000, type: 'mxfp4_moe', seed: 11 } },
+      ];
+  const moeChosen = (process.env.TANDEM_DEVICE_MOE ?? moeShapes.map((x) => x.key).join(',')).split(',').map((x) => x.trim());
+  const moeModels = moeShapes.filter((x) => moeChosen.includes(x.key)).flatMap((x) => [
+    { name: `${x.label}, random routers`, nLayer: x.nLayer, spec: x.spec, file: path.join(work, `${x.key}.gguf`) },
+    { name: `${x.label}, routing skewed (routerSkew 1.1)`, nLayer: x.nLayer, spec: { ...x.spec, routerSkew: 1.1 }, file: path.join(work, `${x.key}-skewed.gguf`) },
+  ]).filter(() => want('experts')).map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
 
   // 1. Every op case, then larger shapes.
   const small = want('ops') ? runCases(ops, gpuId, opCases()) : [];
@@ -590,7 +598,9 @@ async function main(): Promise<void> {
       // One process per policy: a crash costs that policy's numbers, and its stderr says where.
       const runs: ExpertRun[] = [];
       const errors: string[] = [];
-      for (const policy of EXPERT_RUN_POLICIES) {
+      // llama.cpp's first-N-layers split with half of this file's layers on the CPU.
+      const moePolicies = EXPERT_RUN_POLICIES.map((p) => (p.startsWith('cpu-first-layers:') ? `cpu-first-layers:${Math.floor(moe.nLayer / 2)}` : p));
+      for (const policy of moePolicies) {
         if (elapsedS() > BUDGET_S) break;
         const outFile = path.join(work, `experts-${i}.json`);
         rmSync(outFile, { force: true });
