@@ -41,6 +41,7 @@ struct KvView {
   size_t block_bytes;
   int32_t n_blocks, block_tokens, n_kv_heads, head_dim_k, head_dim_v;
   bool f16;
+  bool vec8;  // f16 rows in whole 16-byte pieces: staged eight halves a load
 };
 
 __device__ __forceinline__ int find_seq(const SeqBatch& b, int32_t item) {
@@ -94,6 +95,42 @@ __global__ void kv_store_kernel(KvView kv, const float* k, const float* v, SeqBa
   const float* vs = v + row * kv.n_kv_heads * kv.head_dim_v + int64_t(h) * kv.head_dim_v;
   for (int d = threadIdx.x; d < kv.head_dim_k; d += blockDim.x) store_kv(kv, kd, d, ks[d]);
   for (int d = threadIdx.x; d < kv.head_dim_v; d += blockDim.x) store_kv(kv, vd, d, vs[d]);
+}
+
+// Stages positions [p0, p0 + kTileN) of one KV head (rows of d elements) into shared memory as
+// floats; blk[j] is position p0 + j's block, or -1 for none (a zero row). The loads of a tile
+// are independent and unrolled, so a thread has them all in flight at once rather than one
+// dependent table-then-row round trip per element.
+template <int kTileN, int D>
+__device__ __forceinline__ void stage_tile(const KvView& kv, const uint8_t* base, int32_t d, int32_t p0, int32_t kvh,
+                                           const int32_t* blk, float* sh) {
+  if (kv.vec8) {
+    const int per_row = d / 8;
+    constexpr int kIters = (kTileN * D / 8 + kAttnThreads - 1) / kAttnThreads;
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int idx = int(threadIdx.x) + it * kAttnThreads;
+      if (idx >= kTileN * per_row) break;
+      const int j = idx / per_row, c = idx % per_row;
+      float* dst = sh + j * d + c * 8;
+      if (blk[j] < 0) {
+        for (int e = 0; e < 8; ++e) dst[e] = 0.0f;
+        continue;
+      }
+      const uint4 u = *reinterpret_cast<const uint4*>(base + size_t(blk[j]) * kv.block_bytes +
+                                                     in_block(kv, (p0 + j) % kv.block_tokens, kvh, d) + size_t(c) * 16);
+      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+      for (int e = 0; e < 4; ++e) {
+        dst[2 * e] = half_to_float(uint16_t(w[e] & 0xffffu));
+        dst[2 * e + 1] = half_to_float(uint16_t(w[e] >> 16));
+      }
+    }
+    return;
+  }
+  for (int idx = threadIdx.x; idx < kTileN * d; idx += kAttnThreads) {
+    const int j = idx / d, e = idx % d;
+    sh[j * d + e] = blk[j] < 0 ? 0.0f : load_kv(kv, base + size_t(blk[j]) * kv.block_bytes + in_block(kv, (p0 + j) % kv.block_tokens, kvh, d), e);
+  }
 }
 
 struct AttnParams {
@@ -164,28 +201,17 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
 #pragma unroll
   for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
 
+  __shared__ int32_t tile_blk[kTileN];
   for (int32_t p0 = lo; p0 < hi; p0 += kTileN) {
     __syncthreads();
-    for (int idx = threadIdx.x; idx < kTileN * dk; idx += kAttnThreads) {
-      const int j = idx / dk, d = idx % dk;
-      const int32_t pos = p0 + j;
-      float x = 0.0f;
-      if (pos < hi) {
-        const int32_t blk = block_of(kv, sd.table, pos, faults);
-        if (blk >= 0) x = load_kv(kv, kv.k + size_t(blk) * kv.block_bytes + in_block(kv, pos % kv.block_tokens, kvh, dk), d);
-      }
-      ks[j * dk + d] = x;
+    // Each position's block once, then every K and V element of the tile from it.
+    if (int(threadIdx.x) < kTileN) {
+      const int32_t pos = p0 + int32_t(threadIdx.x);
+      tile_blk[threadIdx.x] = pos < hi ? block_of(kv, sd.table, pos, faults) : -1;
     }
-    for (int idx = threadIdx.x; idx < kTileN * dv; idx += kAttnThreads) {
-      const int j = idx / dv, d = idx % dv;
-      const int32_t pos = p0 + j;
-      float x = 0.0f;
-      if (pos < hi) {
-        const int32_t blk = block_of(kv, sd.table, pos, faults);
-        if (blk >= 0) x = load_kv(kv, kv.v + size_t(blk) * kv.block_bytes + in_block(kv, pos % kv.block_tokens, kvh, dv), d);
-      }
-      vs[j * dv + d] = x;
-    }
+    __syncthreads();
+    stage_tile<kTileN, D>(kv, kv.k, dk, p0, kvh, tile_blk, ks);
+    stage_tile<kTileN, D>(kv, kv.v, dv, p0, kvh, tile_blk, vs);
     __syncthreads();
 
     // Positions in groups of 8: one rescale of the accumulators per group keeps the register
@@ -298,6 +324,8 @@ KvView view_of(const tdm_kv_layer* kv) {
   v.head_dim_k = kv->head_dim_k;
   v.head_dim_v = kv->head_dim_v;
   v.f16 = kv->type == kF16;
+  v.vec8 = v.f16 && v.head_dim_k % 8 == 0 && v.head_dim_v % 8 == 0 && v.block_bytes % 16 == 0 &&
+           reinterpret_cast<uintptr_t>(v.k) % 16 == 0 && reinterpret_cast<uintptr_t>(v.v) % 16 == 0;
   return v;
 }
 

@@ -20,6 +20,8 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
   const int64_t r = blockIdx.x;
   const float* xr = x + r * n_cols;
   double sum = 0.0;
+  // Unrolled so that a thread's loads are in flight together (the sum's order is unchanged).
+#pragma unroll 4
   for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) sum += double(xr[i]) * double(xr[i]);
   for (int o = 16; o > 0; o >>= 1) sum += tdm_shfl_xor(sum, o, 32);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = sum;
@@ -33,6 +35,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
   __syncthreads();
   const float scale = s_scale;
   float* yr = y + r * n_cols;
+#pragma unroll 4
   for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) {
     const float v = mul_rn(xr[i], scale);
     yr[i] = w != nullptr ? mul_rn(v, w[i]) : v;
@@ -73,6 +76,7 @@ __global__ void rope_kernel(float* x, const int32_t* pos, int32_t n_heads, int32
   }
   __syncthreads();
   float* row = x + t * int64_t(n_heads) * head_dim;
+#pragma unroll 4
   for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     float* xh = row + int64_t(h) * head_dim;

@@ -165,6 +165,11 @@ struct GroupMap {
   int32_t in_div;          // list mode: input row = in_list ? list[i] / in_div : i
   bool in_list;
   bool out_list;           // output row = out_list ? list[i] : i
+  // Device, optional: active[0] groups have entries, listed in active[1..]; the matrix-vector
+  // kernels then launch max_active blocks of groups rather than one per group, so that the
+  // unrouted experts of a decode step cost no blocks.
+  const int32_t* active = nullptr;
+  int32_t max_active = 0;
 };
 
 // Activations converted for a weight type's dot product (see convert_activations).

@@ -39,6 +39,7 @@ __device__ __forceinline__ void group_range(const GroupMap& m, int g, int64_t* b
 // block's matrix (blockIdx.y) in the group map.
 struct MmvSlot {
   int64_t r, begin, end;
+  int64_t group;  // the block's matrix
   int lane;
 };
 // False when the warp has no row or the matrix no tokens.
@@ -46,7 +47,13 @@ __device__ __forceinline__ bool mmv_slot(const GroupMap& map, int64_t n_rows, Mm
   constexpr int kWarps = kMmvThreads / TDM_WARP;
   w->lane = threadIdx.x % TDM_WARP;
   w->r = int64_t(blockIdx.x) * kWarps + threadIdx.x / TDM_WARP;
-  group_range(map, blockIdx.y, &w->begin, &w->end);
+  int g = int(blockIdx.y);
+  if (map.active != nullptr) {
+    if (g >= map.active[0]) return false;
+    g = map.active[1 + g];
+  }
+  w->group = g;
+  group_range(map, g, &w->begin, &w->end);
   return w->r < n_rows && w->begin < w->end;
 }
 __device__ __forceinline__ int64_t in_row(const GroupMap& m, int64_t i) { return m.in_list ? m.list[i] / m.in_div : i; }
@@ -200,7 +207,7 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base,
                                                             int64_t y_stride) {
   MmvSlot w;
   if (!mmv_slot(map, n_rows, &w)) return;
-  mmv_q_warp<T>(base + blockIdx.y * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, w.lane);
+  mmv_q_warp<T>(base + w.group * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, w.lane);
 }
 
 // The float-weight form of mmv_q_warp; vec8: 8 elements a load (aligned rows and activations).
@@ -250,7 +257,7 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_f_kernel(const uint8_t* base,
                                                             int64_t y_stride, bool vec8) {
   MmvSlot w;
   if (!mmv_slot(map, n_rows, &w)) return;
-  mmv_f_warp<T>(base + blockIdx.y * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, vec8, w.lane);
+  mmv_f_warp<T>(base + w.group * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, vec8, w.lane);
 }
 
 // Up to kMaxListMats matrices of one type that read the same activations (a layer's q/k/v or
@@ -587,7 +594,8 @@ void grouped_matmul(GpuContext& c, GpuStream& s, const tdm_weight& w, const uint
   with_type(w.type, [&](auto tc) {
     constexpr uint32_t T = decltype(tc)::value;
     if (max_rows_per_group <= c.mmv_max_tokens) {
-      const dim3 grid(blocks_for(w.n_rows, kMmvThreads / TDM_WARP), unsigned(n_groups));
+      const int64_t groups = map.active != nullptr ? std::min<int64_t>(n_groups, map.max_active) : n_groups;
+      const dim3 grid(blocks_for(w.n_rows, kMmvThreads / TDM_WARP), unsigned(groups));
       if constexpr (is_float_type(T)) {
         const bool vec8 = act.n_cols % 8 == 0 && aligned16(base) && w.row_bytes % 16 == 0 &&
                           (n_groups == 1 || w.mat_bytes % 16 == 0) && aligned16(act.f);

@@ -84,7 +84,7 @@ __global__ void router_kernel(const float* logits, int32_t n_experts, int32_t n_
 // One block: counts slots per expert, then lists slot ids grouped by expert (order inside an
 // expert is free: every slot's result is independent of the others).
 __global__ void moe_group_kernel(const int32_t* ids, int32_t n_slots, int32_t n_exp, int32_t* offsets, int32_t* list,
-                                 uint32_t* faults) {
+                                 int32_t* active, uint32_t* faults) {
   TDM_DYNAMIC_SHARED(int32_t, counts);
   int32_t* cursor = counts + n_exp;
   for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
@@ -96,13 +96,15 @@ __global__ void moe_group_kernel(const int32_t* ids, int32_t n_slots, int32_t n_
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    int32_t run = 0;
+    int32_t run = 0, n_active = 0;
     for (int32_t e = 0; e < n_exp; ++e) {
       offsets[e] = run;
       cursor[e] = run;
       run += counts[e];
+      if (counts[e] > 0) active[1 + n_active++] = e;
     }
     offsets[n_exp] = run;
+    active[0] = n_active;
   }
   __syncthreads();
   for (int32_t i = threadIdx.x; i < n_slots; i += blockDim.x) {
@@ -266,11 +268,14 @@ tdm_status op_moe_ffn(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, co
     if (n_tokens > 65535) unsupported("moe_ffn with more than 65535 tokens in one call");
     GpuStream& st = stream_of(c, s);
 
-    int32_t* idx = scratch_as<int32_t>(st, kSlotMoeIdx, size_t(n_exp + 1 + n_slots));
+    // At most min(n_exp, n_slots) experts have slots: the matrix-vector kernels launch that many groups.
+    const int32_t max_active = int32_t(std::min<int64_t>(n_exp, n_slots));
+    int32_t* idx = scratch_as<int32_t>(st, kSlotMoeIdx, size_t(n_exp + 1 + n_slots + 1 + max_active));
     int32_t* offsets = idx;
     int32_t* list = idx + n_exp + 1;
+    int32_t* active = list + n_slots;
     TDM_LAUNCH(moe_group_kernel, 1, 1024, size_t(n_exp) * 2 * sizeof(int32_t), st.stream)(ids, int32_t(n_slots), int32_t(n_exp),
-                                                                                  offsets, list, c.faults);
+                                                                                  offsets, list, active, c.faults);
     check_launch("moe_group_kernel");
 
     // Gate and up read activations by token; their outputs, the activation and the down
@@ -279,7 +284,7 @@ tdm_status op_moe_ffn(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, co
     const ActView xu = act_type_of(up->type) == xg.act ? xg : convert_activations(c, st, up->type, x, n_tokens, n_embd, kSlotActQ2);
     float* hg = scratch_as<float>(st, kSlotMoeGate, size_t(n_slots * n_ff));
     float* hu = scratch_as<float>(st, kSlotMoeUp, size_t(n_slots * n_ff));
-    const GroupMap by_token{offsets, list, 0, n_used, true, false};
+    const GroupMap by_token{offsets, list, 0, n_used, true, false, active, max_active};
     grouped_matmul(c, st, *gate, static_cast<const uint8_t*>(gate->data), n_exp, xg, by_token, n_tokens, hg, n_ff);
     grouped_matmul(c, st, *up, static_cast<const uint8_t*>(up->data), n_exp, xu, by_token, n_tokens, hu, n_ff);
     const int64_t n_h = n_slots * n_ff;
@@ -289,7 +294,7 @@ tdm_status op_moe_ffn(tdm_backend_ctx* ctx, const float* x, int64_t n_tokens, co
 
     const ActView hd = convert_activations(c, st, down->type, hg, n_slots, n_ff, kSlotActQ2);
     float* ho = scratch_as<float>(st, kSlotMoeOut, size_t(n_slots * n_embd));
-    const GroupMap to_slot{offsets, list, 0, 1, false, true};
+    const GroupMap to_slot{offsets, list, 0, 1, false, true, active, max_active};
     grouped_matmul(c, st, *down, static_cast<const uint8_t*>(down->data), n_exp, hd, to_slot, n_tokens, ho, n_embd);
 
     const dim3 grid(unsigned((n_embd + 255) / 256), unsigned(n_tokens));
