@@ -98,9 +98,9 @@ __global__ void kv_store_kernel(KvView kv, const float* k, const float* v, SeqBa
 }
 
 // Stages positions [p0, p0 + kTileN) of one KV head (rows of d elements) into shared memory as
-// floats; blk[j] is position p0 + j's block, or -1 for none (a zero row). The loads of a tile
-// are independent and unrolled, so a thread has them all in flight at once rather than one
-// dependent table-then-row round trip per element.
+// floats, rows D apart; blk[j] is position p0 + j's block, or -1 for none (a zero row). The loads
+// of a tile are independent and unrolled, so a thread has them all in flight at once rather than
+// one dependent table-then-row round trip per element.
 template <int kTileN, int D>
 __device__ __forceinline__ void stage_tile(const KvView& kv, const uint8_t* base, int32_t d, int32_t p0, int32_t kvh,
                                            const int32_t* blk, float* sh) {
@@ -112,7 +112,7 @@ __device__ __forceinline__ void stage_tile(const KvView& kv, const uint8_t* base
       const int idx = int(threadIdx.x) + it * kAttnThreads;
       if (idx >= kTileN * per_row) break;
       const int j = idx / per_row, c = idx % per_row;
-      float* dst = sh + j * d + c * 8;
+      float* dst = sh + j * D + c * 8;
       if (blk[j] < 0) {
         for (int e = 0; e < 8; ++e) dst[e] = 0.0f;
         continue;
@@ -129,7 +129,7 @@ __device__ __forceinline__ void stage_tile(const KvView& kv, const uint8_t* base
   }
   for (int idx = threadIdx.x; idx < kTileN * d; idx += kAttnThreads) {
     const int j = idx / d, e = idx % d;
-    sh[j * d + e] = blk[j] < 0 ? 0.0f : load_kv(kv, base + size_t(blk[j]) * kv.block_bytes + in_block(kv, (p0 + j) % kv.block_tokens, kvh, d), e);
+    sh[j * D + e] = blk[j] < 0 ? 0.0f : load_kv(kv, base + size_t(blk[j]) * kv.block_bytes + in_block(kv, (p0 + j) % kv.block_tokens, kvh, d), e);
   }
 }
 
@@ -202,6 +202,15 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
 
   __shared__ int32_t tile_blk[kTileN];
+  // Shared K/V rows are D wide; the columns past a head's width stay zero (as q's do), so the
+  // loops below run all D columns without a per-element bound, which would cost a branch
+  // before every shared load.
+  if (dk < D || dv < D) {
+    for (int idx = threadIdx.x; idx < kTileN * D; idx += kAttnThreads) {
+      if (idx % D >= dk) ks[idx] = 0.0f;
+      if (idx % D >= dv) vs[idx] = 0.0f;
+    }
+  }
   for (int32_t p0 = lo; p0 < hi; p0 += kTileN) {
     __syncthreads();
     // Each position's block once, then every K and V element of the tile from it.
@@ -227,7 +236,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
           const int d = sub + kTpr * i;
-          if (d < dk) part += qv[i] * ks[j * dk + d];
+          part += qv[i] * ks[j * D + d];
         }
         for (int o = kTpr / 2; o > 0; o >>= 1) part += tdm_shfl_xor(part, o, kTpr);
         const int32_t pos = p0 + j;
@@ -244,11 +253,11 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
       for (int jj = 0; jj < 8; ++jj) {
         const float pj = expf(s[jj] - m_new);
         l += pj;
-        const float* vr = vs + (j0 + jj) * dv;
+        const float* vr = vs + (j0 + jj) * D;
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
           const int d = sub + kTpr * i;
-          if (d < dv) acc[i] += pj * vr[d];
+          acc[i] += pj * vr[d];
         }
       }
       m = m_new;
