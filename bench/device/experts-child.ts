@@ -1,7 +1,8 @@
 // The device check's MoE expert offload, in its own process: one MoE file under one expert
 // policy at a device weight budget, decode at batch 1 and 16 and prefill of 128-token prompts.
 // The policies: dynamic (cache plus the per-expert choice by costs calibrated on the loaded
-// model, with idle-link prefetch), the same without prefetch, dynamic by a fixed n* threshold,
+// model, with idle-link prefetch), the same with the prefetch ordered by the next layer's router
+// (the pregate), the same without prefetch, dynamic by a fixed n* threshold,
 // llama.cpp's static all-experts-on-CPU and first-N-layers-on-CPU, whole stacks placed like
 // other weights, and every weight on the device as the ceiling. gpu-check runs one process per
 // policy, so that a crash costs one policy's numbers. Writes its JSON runs after each batch and
@@ -12,9 +13,9 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measureExpertOffload, type ExpertMeasureOptions, type ExpertMeasurement, type NativeExpertPolicy } from '../../src/sched/experts/native.js';
 
-export type ExpertRunPolicy = NativeExpertPolicy | 'all on device' | 'dynamic n*' | 'dynamic, no refit' | 'dynamic, no prefetch' | 'dynamic, cudaHostAlloc';
+export type ExpertRunPolicy = NativeExpertPolicy | 'all on device' | 'dynamic n*' | 'dynamic, no refit' | 'dynamic, no prefetch' | 'dynamic, pregate' | 'dynamic, cudaHostAlloc';
 // The baseline and tandem's policy first: a run short of device time still compares them.
-export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['cpu-all', 'dynamic', 'dynamic, no refit', 'all on device', 'stacks', 'cpu-first-layers:8', 'dynamic n*', 'dynamic, no prefetch', 'dynamic, cudaHostAlloc'];
+export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['cpu-all', 'dynamic', 'dynamic, pregate', 'dynamic, no refit', 'all on device', 'stacks', 'cpu-first-layers:8', 'dynamic n*', 'dynamic, no prefetch', 'dynamic, cudaHostAlloc'];
 
 export interface ExpertRun {
   policy: ExpertRunPolicy | string;
@@ -32,6 +33,7 @@ function options(policy: ExpertRunPolicy | `cpu-first-layers:${number}`, budget:
     case 'dynamic, cudaHostAlloc': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, deviceWeightBytes: budget };
     case 'dynamic, no refit': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, refit: false, deviceWeightBytes: budget };
     case 'dynamic, no prefetch': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: false, deviceWeightBytes: budget };
+    case 'dynamic, pregate': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, pregate: true, deviceWeightBytes: budget };
     case 'dynamic n*': return { policy: 'dynamic', nStar, deviceWeightBytes: budget };
     default: return { policy, nStar, deviceWeightBytes: budget };
   }

@@ -334,18 +334,18 @@ interface ExpertsReport {
 function expertsTable(model: string, report: ExpertsReport | string): string[] {
   const lines = [`## MoE expert offload (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others. 'dynamic, no refit' is 'dynamic' on its calibration alone, its CPU costs not refitted online from the steps; 'dynamic, no prefetch' is 'dynamic' without the prefetch; 'dynamic, cudaHostAlloc' is 'dynamic' with its pinned slabs from cudaHostAlloc rather than mapped on the GPU's NUMA node. Each policy runs in its own process.`, '',
-    '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | row hit rate | CPU expert share | copied KiB/token | activations KiB/token |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push(`Device weight budget ${(report.budgetBytes / 2 ** 20).toFixed(0)} MiB for every policy but 'all on device'. 'dynamic' copies or runs on the CPU each missing expert by the makespan rule with expert costs calibrated on the loaded model (below), and prefetches the next layer's experts while the link would idle; 'dynamic n*' copies from n* = ${report.nStar} routed rows (DESIGN.md's formula with assumed rates). Random synthetic routers route nearly uniformly, so their hit rates sit near the cached share of experts; the skewed file routes as a trained MoE does, more to some experts than others. 'dynamic, no refit' is 'dynamic' on its calibration alone, its CPU costs not refitted online from the steps; 'dynamic, no prefetch' is 'dynamic' without the prefetch; 'dynamic, pregate' orders its prefetch by the next layer's router on this layer's hidden state (the 'prefetch hits' column counts prefetched experts routed to); 'dynamic, cudaHostAlloc' is 'dynamic' with its pinned slabs from cudaHostAlloc rather than mapped on the GPU's NUMA node. Each policy runs in its own process.`, '',
+    '| batch | policy | slots | device MiB | decode tok/s | vs cpu-all | prefill tok/s | hit rate | row hit rate | CPU expert share | copied KiB/token | activations KiB/token | prefetch hits |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const batch of [...new Set(report.runs.map((r) => r.batch))]) {
     const base = report.runs.find((r) => r.batch === batch && r.policy === 'cpu-all')?.result?.decodeTokensPerS;
     for (const r of report.runs.filter((x) => x.batch === batch)) {
       const x = r.result;
       if (!x) {
-        lines.push(`| ${batch} | ${r.policy} | error: ${r.error ?? '?'} | | | | | | | | | |`);
+        lines.push(`| ${batch} | ${r.policy} | error: ${r.error ?? '?'} | | | | | | | | | | |`);
         continue;
       }
       const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(0)}%`);
-      lines.push(`| ${batch} | ${r.policy} | ${x.slots} | ${(x.deviceBytes / 2 ** 20).toFixed(0)} | ${x.decodeTokensPerS.toFixed(1)} | ${base ? (x.decodeTokensPerS / base).toFixed(2) + 'x' : '-'} | ${x.prefillTokensPerS.toFixed(0)} | ${pct(x.hitRate)} | ${pct(x.rowHitRate ?? null)} | ${pct(x.cpuExpertShare)} | ${(x.copyBytesPerToken / 1024).toFixed(0)} | ${(x.activationBytesPerToken / 1024).toFixed(1)} |`);
+      lines.push(`| ${batch} | ${r.policy} | ${x.slots} | ${(x.deviceBytes / 2 ** 20).toFixed(0)} | ${x.decodeTokensPerS.toFixed(1)} | ${base ? (x.decodeTokensPerS / base).toFixed(2) + 'x' : '-'} | ${x.prefillTokensPerS.toFixed(0)} | ${pct(x.hitRate)} | ${pct(x.rowHitRate ?? null)} | ${pct(x.cpuExpertShare)} | ${(x.copyBytesPerToken / 1024).toFixed(0)} | ${(x.activationBytesPerToken / 1024).toFixed(1)} | ${x.decode ? `${x.decode.prefetchHits} of ${x.decode.prefetches}` : '-'} |`);
     }
   }
   const cal = report.runs.filter((r) => r.result?.calibration);

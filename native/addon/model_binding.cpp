@@ -166,6 +166,7 @@ ExpertConfig parse_experts(const Napi::Object& o) {
   if (!o.Get("admitPerLayer").IsUndefined()) x.admit_per_layer = int32_t(integer(o, "admitPerLayer", w, 0, 1 << 20));
   if (!o.Get("prefetchPerLayer").IsUndefined()) x.prefetch_per_layer = int32_t(integer(o, "prefetchPerLayer", w, 0, 1 << 20));
   x.prefetch_when_idle = boolean(o, "prefetchWhenIdle", w, true);
+  x.pregate = boolean(o, "pregate", w, true);
   if (!o.Get("admitMargin").IsUndefined()) x.admit_margin = num(o, "admitMargin", w);
   if (!o.Get("cpuWeights").IsUndefined()) {
     const std::string cw = str(o, "cpuWeights", w);
@@ -342,6 +343,7 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
         {"copies", x.copies},
         {"admissions", x.admissions},
         {"prefetches", x.prefetches},
+        {"prefetchHits", x.prefetch_hits},
         {"evictions", x.evictions},
         {"deviceExperts", x.device_experts},
         {"cpuExperts", x.cpu_experts},

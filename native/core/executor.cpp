@@ -15,6 +15,7 @@
 // of a layer runs resident, copied or on the CPU, and the rows are combined in one order
 // whichever side ran them (routed_experts).
 #include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -241,6 +242,10 @@ void Model::ensure_batch(BatchBuffers& w, int64_t n_tokens, int64_t n_out, int64
       w.expert_ids = DeviceBuffer(b, size_t(T * k_used) * sizeof(int32_t));
       w.expert_weights = DeviceBuffer(b, size_t(T * k_used) * f);
       w.shared_gate = DeviceBuffer(b, size_t(T) * f);
+      if (experts_ && experts_->config().pregate) {
+        w.pregate_x = DeviceBuffer(b, size_t(T * E) * f);
+        w.pregate_logits = DeviceBuffer(b, size_t(T * hp_.n_expert) * f);
+      }
     }
     w.tokens = DeviceBuffer(b, size_t(T) * sizeof(int32_t));
     w.positions = DeviceBuffer(b, size_t(T) * sizeof(int32_t));
@@ -411,6 +416,15 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
     device_->check(f.router(c, b.router_logits.as<float>(), T, int32_t(hp_.n_expert), int32_t(hp_.n_expert_used), rc.gating,
                             hp_.expert_weights_norm ? 1 : 0, 1.0f, b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), nullptr),
                    "router");
+    // The next layer's router on this hidden state, normed as the next layer will norm its own:
+    // its likely experts, read with this layer's routing (routed_experts) to order the prefetch.
+    if (experts_ && experts_->pregates(l, T)) {
+      const LayerWeights& nx = placement_.exec.layers[size_t(l + 1)];
+      float* PX = b.pregate_x.as<float>();
+      device_->check(f.rms_norm(c, X, nx.ffn_norm.data, PX, T, E, hp_.rms_eps, nullptr), "rms_norm");
+      matmul(nx.gate_inp, PX, T, b.pregate_logits.as<float>());
+      if (nx.gate_inp_b) add_to(b.pregate_logits.as<float>(), nx.gate_inp_b.data, hp_.n_expert, 0);
+    }
   });
   if (!hp_.is_moe()) return;
   const int32_t k_used = int32_t(hp_.n_expert_used);
@@ -484,6 +498,7 @@ void Model::ensure_expert_buffers(BatchBuffers& w, int64_t n_slots, int64_t n_to
     w.cap_slots = S;
   }
   w.h_x.reserve(device_, size_t(std::max<int64_t>(n_tokens, 1) * E) * f);
+  if (experts_->config().pregate) w.h_pregate.reserve(device_, size_t(std::max<int64_t>(n_tokens, 1) * hp_.n_expert) * f);
 }
 
 void Model::finish_expert_counts() {
@@ -543,10 +558,13 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   // expert (it reads only the hidden states) is queued behind the copies, so that the device
   // computes it while the host waits for the routing and plans the layer.
   const bool need_x = !xo.layer_resident(l);
+  const bool pregate = xo.pregates(l, T);
   timed(&ph_.transfer, [&] {
     device_->check(f.copy_d2h(c, b.h_ids.data(), b.expert_ids.data(), size_t(S) * 4, nullptr), "copy_d2h");
     device_->check(f.copy_d2h(c, b.h_w.data(), b.expert_weights.data(), size_t(S) * 4, nullptr), "copy_d2h");
     if (need_x) device_->check(f.copy_d2h(c, b.h_x.data(), Xn, size_t(T) * row, nullptr), "copy_d2h");
+    if (pregate)
+      device_->check(f.copy_d2h(c, b.h_pregate.data(), b.pregate_logits.data(), size_t(T * n_exp) * sizeof(float), nullptr), "copy_d2h");
     if (device_async_) device_->check(f.event_record(c, routing_copied_, nullptr), "event_record");
   });
   bool beside_queued = false;
@@ -582,6 +600,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       site[size_t(e)] = s;
       xo.protect(s);
       wait_admitted = wait_admitted || xo.pending(s);
+      if (xo.take_prefetched(s)) st.prefetch_hits++;
       st.hits++;
       st.hit_rows += rows[size_t(e)];
     } else {
@@ -871,24 +890,47 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       admitted++;
     }
   }
-  // Prefetch: the next layer's highest-scored missing experts, when this layer copied nothing
-  // for its own compute (the link would otherwise idle while the device works).
-  // Prefetch only while this layer copies nothing, so that the link would otherwise idle.
+  // Prefetch: the next layer's missing experts, when this layer copied nothing for its own
+  // compute (the link would otherwise idle while the device works). With the pregate, the ones
+  // its router picks on this layer's hidden state go first, taking the lowest-scored slot
+  // whatever its score (they are wanted now), then the highest-scored by the admission margin.
   const int32_t n_prefetch = l + 1 < hp_.n_layer && !will_copy ? xo.prefetch_count(l + 1, resident_us, cpu_pred_us) : 0;
   if (n_prefetch > 0) {
+    std::vector<int32_t> predicted(size_t(n_exp), 0);  // the pregate's top-k picks per expert, over the rows
+    if (pregate) predict_next(b.h_pregate.as<float>(), T, &predicted);
     std::vector<int32_t> cand;
-    for (int64_t e = 0; e < n_exp; ++e)
-      if (xo.slot_of(l + 1, e) < 0 && xo.score(l + 1, e) > 0) cand.push_back(int32_t(e));
-    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) { return xo.score(l + 1, x) > xo.score(l + 1, y); });
+    for (int64_t e = 0; e < n_exp; ++e) {
+      const int32_t s = xo.slot_of(l + 1, e);
+      if (s >= 0 && predicted[size_t(e)] > 0) xo.protect(s);  // wanted by the next layer: no victim
+      if (s < 0 && (predicted[size_t(e)] > 0 || xo.score(l + 1, e) > 0)) cand.push_back(int32_t(e));
+    }
+    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) {
+      if (predicted[size_t(x)] != predicted[size_t(y)]) return predicted[size_t(x)] > predicted[size_t(y)];
+      return xo.score(l + 1, x) > xo.score(l + 1, y);
+    });
     int32_t fetched = 0;
     for (int32_t e : cand) {
       if (fetched >= n_prefetch) break;
-      const int32_t s = xo.take_slot(l + 1, e, cfg.admit_margin, &st);
+      const bool wanted = predicted[size_t(e)] > 0;
+      const int32_t s = xo.take_slot(l + 1, e, wanted ? 0.0 : cfg.admit_margin, &st);
       if (s < 0) break;
       background_copy(l + 1, e, s);
+      xo.mark_prefetched(s);
       st.prefetches++;
       fetched++;
     }
+  }
+}
+
+void Model::predict_next(const float* logits, int64_t T, std::vector<int32_t>* predicted) const {
+  const int64_t n_exp = hp_.n_expert, k = hp_.n_expert_used;
+  std::vector<int32_t> order(static_cast<size_t>(n_exp));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* r = logits + t * n_exp;
+    std::iota(order.begin(), order.end(), 0);
+    // Gating functions are monotone, so the top-k logits are the top-k choices.
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [r](int32_t x, int32_t y) { return r[x] > r[y]; });
+    for (int64_t j = 0; j < k; ++j) (*predicted)[size_t(order[size_t(j)])]++;
   }
 }
 

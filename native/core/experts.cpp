@@ -139,6 +139,7 @@ ExpertOffload::ExpertOffload(const ExpertConfig& cfg, const Hparams& hp, const M
     per_layer_.assign(size_t(n_layer_), 0);
     guard_.assign(size_t(n_slots_), 0);
     pending_.assign(size_t(n_slots_), 0);
+    prefetched_.assign(size_t(n_slots_), 0);
     mass_.assign(size_t(n_keys), 0);
     uses_.assign(size_t(n_keys), 0);
     mass_step_.assign(size_t(n_keys), 0);
@@ -225,6 +226,7 @@ void ExpertOffload::assign(int32_t slot, int64_t key) {
   }
   key_of_slot_[size_t(slot)] = key;
   slot_of_[size_t(key)] = slot;
+  prefetched_[size_t(slot)] = 0;
   per_layer_[size_t(key / n_expert_)]++;
 }
 

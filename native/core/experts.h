@@ -58,6 +58,10 @@ struct ExpertConfig {
   // dynamic with costs: prefetch while the link would idle, as many slabs as copy in the
   // predicted time of the layer's own experts (at most prefetch_per_layer when that is > 0).
   bool prefetch_when_idle = false;
+  // dynamic with prefetch: rank the next layer's candidates by its router applied to this
+  // layer's hidden state (after attention, normed with the next layer's FFN norm) before their
+  // scores, so that the experts the next layer is likely to route to this step move first.
+  bool pregate = false;
   double admit_margin = 2.0;     // ... when their score exceeds the resident one's times this (2 halved the copies of
                                  // 1 for about the same hit rate on the synthetic test MoEs)
   std::vector<double> initial_scores;  // n_layer * n_expert scores for the first fill (empty: round-robin over layers)
@@ -227,6 +231,19 @@ class ExpertOffload {
   }
   // Slots whose fill is still in flight on the expert stream (async devices).
   void set_pending(int32_t s) { pending_[size_t(s)] = 1; n_pending_++; }
+  // Slot s was filled by a prefetch; take_prefetched says whether it was, once (its first use).
+  void mark_prefetched(int32_t s) { prefetched_[size_t(s)] = 1; }
+  bool take_prefetched(int32_t s) {
+    const bool was = prefetched_[size_t(s)] != 0;
+    prefetched_[size_t(s)] = 0;
+    return was;
+  }
+  // Whether layer l + 1's experts are predicted from layer l's hidden state for T rows.
+  bool pregates(int64_t l, int64_t T) const {
+    return cfg_.pregate && cfg_.policy == ExpertPolicy::dynamic && (cfg_.prefetch_when_idle || cfg_.prefetch_per_layer > 0) &&
+           l + 1 < n_layer_ && T <= kPregateMaxRows && needs_scores() && !layer_resident(l + 1);
+  }
+  static constexpr int64_t kPregateMaxRows = 256;  // decode batches; prefill streams its copies instead
   bool pending(int32_t s) const { return pending_[size_t(s)] != 0; }
   bool any_pending() const { return n_pending_ > 0; }
   void clear_pending() {
@@ -299,6 +316,7 @@ class ExpertOffload {
   std::vector<int64_t> per_layer_;    // resident experts per layer
   std::vector<uint64_t> guard_;       // per slot: stamp of the layer that reads it
   std::vector<uint8_t> pending_;      // per slot: filled by a copy still in flight
+  std::vector<uint8_t> prefetched_;   // per slot: filled by a prefetch and not used since
   int64_t n_pending_ = 0;
   uint64_t stamp_ = 1;
   std::vector<double> n_star_;

@@ -86,6 +86,10 @@ struct BatchBuffers {
   DeviceBuffer ex_x, ex_z, ex_ones, ex_meta;
   HostBuffer h_ids, h_w, h_x, h_xc, h_yc, h_cids, h_ones, h_up;
   HostBuffer h_defer;  // routing of whole-resident layers, read after the step (n_layer regions of cap_slots)
+  // The pregate (ExpertConfig::pregate): this layer's hidden state normed for the next layer,
+  // the next router's logits on it, and those logits on the host.
+  DeviceBuffer pregate_x, pregate_logits;
+  HostBuffer h_pregate;
 };
 
 // Measured time per phase (microseconds), summed over layers.
@@ -186,6 +190,8 @@ class Model {
   // same sum, in the same order, as moe_ffn over all experts on one device.
   void routed_experts(BatchBuffers& b, int64_t n_tokens, int64_t layer, float* O, const std::function<void()>& beside);
   void ensure_expert_buffers(BatchBuffers& b, int64_t n_slots, int64_t n_tokens);
+  // Adds to (*predicted)[e] the rows of T whose top n_expert_used pregate logits include e.
+  void predict_next(const float* logits, int64_t T, std::vector<int32_t>* predicted) const;
   // Counts, once the device has finished, the routing of layers that ran without stopping for it.
   void finish_expert_counts();
   // The logits of the n_out rows in b.out_rows, readable on the host: the device buffer itself

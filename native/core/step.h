@@ -65,7 +65,8 @@ struct ExpertStats {
   int64_t misses = 0;            // active pairs not resident
   int64_t copies = 0;            // misses copied to a cache slot and run on the device
   int64_t admissions = 0;        // CPU-run misses copied into the cache afterwards (their score won)
-  int64_t prefetches = 0;        // the next layer's missing experts copied ahead by score
+  int64_t prefetches = 0;        // the next layer's missing experts copied ahead (by score, or by the pregate first)
+  int64_t prefetch_hits = 0;     // prefetched experts routed to before they were evicted
   int64_t evictions = 0;         // resident experts replaced
   int64_t device_experts = 0;    // active pairs run on the device (hits + copies)
   int64_t cpu_experts = 0;       // active pairs run on the CPU

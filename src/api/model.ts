@@ -56,7 +56,7 @@ const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
-  'experts', 'slidingKv',
+  'experts', 'expertPrefetch', 'slidingKv',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
@@ -235,6 +235,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof experts !== 'string' || !/^(stacks|dynamic|cpu-all|cpu-first-layers:\d+)$/.test(experts)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: experts must be 'stacks', 'dynamic', 'cpu-all' or 'cpu-first-layers:N', got ${String(experts)}`);
   }
+  const expertPrefetch = options.expertPrefetch ?? 'score';
+  if (expertPrefetch !== 'score' && expertPrefetch !== 'router') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: expertPrefetch must be 'score' or 'router', got ${String(expertPrefetch)}`);
+  }
+  if (expertPrefetch === 'router' && experts !== 'dynamic') {
+    throw new TandemError('TDM_BAD_ARGUMENT', `${where}: expertPrefetch 'router' needs experts: 'dynamic' (got '${experts}')`);
+  }
   const maxQueued = checkNumber(where, 'maxQueuedRequests', options.maxQueuedRequests, DEFAULT_MAX_QUEUED, { min: 0, integer: true, infinite: true });
   const outputBuffer = checkNumber(where, 'outputBufferTokens', options.outputBufferTokens, DEFAULT_OUTPUT_BUFFER, { min: 1, integer: true, infinite: true });
   if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
@@ -314,7 +321,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (options.deviceThreads !== undefined) deviceConfig.deviceThreads = options.deviceThreads;
     if (options.deviceWeightBytes !== undefined) deviceConfig.deviceWeightBytes = options.deviceWeightBytes;
     // 'dynamic' prefetches by its calibrated costs (set once loaded) while the link idles.
-    const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...(experts === 'dynamic' ? { prefetchWhenIdle: true } : {}) });
+    const prefetch = experts === 'dynamic' ? { prefetchWhenIdle: true, ...(expertPrefetch === 'router' ? { pregate: true } : {}) } : {};
+    const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...prefetch });
     if (expertConfig) deviceConfig.experts = expertConfig;
     nativeModel = await native().loadModel(path, {
       hparams: hp,

@@ -106,6 +106,14 @@ export interface LoadModelOptions {
    * llama.cpp's --cpu-moe and --n-cpu-moe N.
    */
   experts?: ExpertsOption;
+  /**
+   * experts: 'dynamic': how it picks the next layer's experts to copy ahead while the link
+   * would idle. 'score' (default): the highest routing scores. 'router': first the experts the
+   * next layer's router picks on this layer's hidden state (one small matmul a layer on the
+   * device), then by score. On the CPU stand-in 'router' raised the one-sequence hit rate of a
+   * synthetic MoE from 48% to 77%; its speed on a GPU has not been measured yet.
+   */
+  expertPrefetch?: 'score' | 'router';
 }
 
 /** The CPU kernel sets (LoadModelOptions.cpuKernels). */

@@ -91,6 +91,8 @@ export interface NativeExpertConfig {
   prefetchPerLayer?: number;
   /** 'dynamic' with calibrated costs: prefetch as many of the next layer's experts as copy in the predicted time of the layer's own experts, while the link would idle (at most prefetchPerLayer when that is > 0). Default false. */
   prefetchWhenIdle?: boolean;
+  /** 'dynamic' with a prefetch: order the next layer's candidates by its router applied to this layer's hidden state (its top-k picks first, taking the lowest-scored slot whatever its score), then by score. Default false: by score alone. */
+  pregate?: boolean;
   /** ...only when its score exceeds the resident one's times this (>= 1; default 2): damps churn under uniform routing. */
   admitMargin?: number;
   /** Where CPU-run experts read weights: 'mapping' (default: the file mapping, repacked once by the CPU backend for its packed kernels; under 'dynamic' the pinned slabs for copies sit beside it, twice the host RAM; the static policies keep no slabs) or 'slabs' (the pinned slabs only: half the host RAM, slower CPU kernels). */

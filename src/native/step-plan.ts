@@ -107,8 +107,10 @@ export interface ExpertStepStats {
   copies: number;
   /** CPU-run misses copied into the cache afterwards because their score beat a resident one's. */
   admissions: number;
-  /** The next layer's missing experts copied ahead of it by score (prefetchPerLayer). */
+  /** The next layer's missing experts copied ahead of it (by score, or by the pregate first). */
   prefetches: number;
+  /** Prefetched experts routed to before they were evicted. */
+  prefetchHits: number;
   /** Resident experts replaced. */
   evictions: number;
   /** Active experts run on the device (hits + copies) and on the CPU. */

@@ -124,6 +124,8 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
     { name: 'dynamic, n* = 2, overlap with host-tier attention', experts: { policy: 'dynamic', maxSlots: 4, nStar: 2 }, shape: { strategy: 'overlap', tier: odd } },
     { name: 'cpu-all, pipeline with host-tier attention', experts: { policy: 'cpu-all' }, shape: { strategy: 'pipeline', tier: odd } },
     { name: 'dynamic, calibrated, idle-link prefetch', experts: { policy: 'dynamic', maxSlots: 6, prefetchWhenIdle: true }, calibrate: true },
+    // The next router on the device, its logits down with the routing, the prefetch it orders.
+    { name: 'dynamic, prefetch by the pregate', experts: { policy: 'dynamic', maxSlots: 4, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true } },
     { name: 'cpu-all', experts: { policy: 'cpu-all' } },
     { name: 'cpu-first-layers:1', experts: { policy: 'cpu-first-layers', cpuLayers: 1 } },
   ];
@@ -151,6 +153,10 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
       t.ok(e[0]!.overlappedCopies > 0, `${p.name}: fills queued ahead of device compute on the copy stream`);
       t.ok(sum(e, 'admissions') > 0, `${p.name}: CPU-run experts are admitted to the cache on the expert stream`);
     }
+    if (p.experts.pregate) {
+      const hits = sum(e, 'prefetchHits');
+      t.ok(hits > 0 && hits <= sum(e, 'prefetches'), `${p.name}: ${hits} of ${sum(e, 'prefetches')} prefetched experts were routed to`);
+    }
     if (p.calibrate) {
       // The emulated device is far slower than the CPU, so its resident experts leave the link a long idle window.
       t.ok(sum(e, 'prefetches') > 0, `${p.name}: next-layer experts prefetched on the expert stream (${sum(e, 'prefetches')})`);
@@ -172,6 +178,8 @@ t.test('gpt-oss with MXFP4 experts on the emulated GPU: on the device and offloa
     { name: 'every weight on the device', config: {} as Partial<NativeModelConfig> },
     { name: 'the sliding layers\' KV in blocks of their own', config: { kvSplitSliding: true } as Partial<NativeModelConfig> },
     { name: 'dynamic expert offload, n* = 2', config: { deviceWeightBytes: 3 << 20, experts: { policy: 'dynamic', maxSlots: 4, nStar: 2 } as NativeExpertConfig } },
+    // The next layer's router has a bias too.
+    { name: 'dynamic, prefetch by the pregate', config: { deviceWeightBytes: 3 << 20, experts: { policy: 'dynamic', maxSlots: 4, nStar: Infinity, prefetchPerLayer: 2, pregate: true } as NativeExpertConfig } },
   ]) {
     const m = await load(file, { device: 'gpu', ...c.config });
     const got = await run(m, { strategy: 'gpu-only', tier: () => 'device', sliding: c.config.kvSplitSliding }, want.tokens);

@@ -153,6 +153,15 @@ const CASES: { name: string; experts: NativeExpertConfig; deviceWeightBytes?: 'd
     },
   },
   {
+    name: '6 slots, never copy for compute, prefetch 2 per layer picked by the pregate',
+    experts: { maxSlots: 6, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true },
+    expect: (t, s) => {
+      t.ok(sum(s, 'prefetchHits') > 0, `prefetched experts were routed to (${sum(s, 'prefetchHits')} of ${sum(s, 'prefetches')})`);
+      t.ok(sum(s, 'prefetchHits') <= sum(s, 'prefetches'), 'no more prefetch hits than prefetches');
+      t.equal(sum(s, 'copies') + sum(s, 'admissions'), 0, 'no other copies');
+    },
+  },
+  {
     name: "3 slots, n* = 1, 'pipeline' (two sub-batches share the cache)",
     experts: { maxSlots: 3, nStar: 1 },
     strategy: 'pipeline',
@@ -249,7 +258,7 @@ async function decodeStats(file: string, experts: NativeExpertConfig, steps: num
   const table = Int32Array.from({ length: 8 }, (_, i) => i);
   let tokens = [1, 300, 301, 302, 303, 304, 305, 306];
   let pos = 0;
-  const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, cpuCalls: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
+  const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, prefetchHits: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, cpuCalls: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
   for (let s = 0; s <= steps; s++) {
     const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true }] });
     pos += tokens.length;
@@ -277,6 +286,19 @@ t.test('cache behaviour: skewed routing hits more, admissions follow the routing
   const u2 = await decodeStats(uniform, { maxSlots: 6, nStar: Infinity, admitPerLayer: 1, admitMargin: 2 }, 40);
   t.ok(u2.admissions < u1.admissions, `margin 2 admits fewer (${u2.admissions} < ${u1.admissions})`);
   for (const s of [u0, s0, u1, u2]) t.equal(s.copies, 0, 'decode rows never reach n* = Infinity');
+});
+
+t.test("the pregate: the next layer's router on this hidden state picks the prefetch, and more of it is used", async (t) => {
+  const rate = (s: ExpertStepStats) => s.hits / (s.hits + s.misses);
+  for (const [name, i] of [['uniform', 0], ['skewed', 2]] as const) {
+    const file = await modelFile(slugs[i]!, MODELS[i]!.spec());
+    const prefetch = { maxSlots: 6, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, admitMargin: 1 };
+    const byScore = await decodeStats(file, prefetch, 40);
+    const byRouter = await decodeStats(file, { ...prefetch, pregate: true }, 40);
+    t.ok(rate(byRouter) > rate(byScore), `${name}: hit rate ${rate(byRouter).toFixed(2)} with the pregate, ${rate(byScore).toFixed(2)} by score`);
+    const used = (s: ExpertStepStats) => (s.prefetches > 0 ? s.prefetchHits / s.prefetches : 0);
+    t.ok(used(byRouter) > used(byScore), `${name}: ${byRouter.prefetchHits} of ${byRouter.prefetches} prefetches used with the pregate, ${byScore.prefetchHits} of ${byScore.prefetches} by score`);
+  }
 });
 
 t.test('bad expert settings reject with TDM_BAD_ARGUMENT', async (t) => {

@@ -289,6 +289,20 @@ t.test("loadModel's experts option", async (t) => {
   await t.rejects(loadModel(moeFile, { ...base, experts: 'gpu-all' as 'cpu-all' }), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(loadModel(moeFile, { threads: 1, experts: 'dynamic' }), { code: 'TDM_BAD_ARGUMENT' }, 'needs a device');
   await t.rejects(loadModel(modelPath('stories260K.gguf'), { ...base, experts: 'dynamic' }), { code: 'TDM_BAD_ARGUMENT' }, 'needs a MoE model');
+
+  // expertPrefetch 'router': the same tokens from the first, prefetches counted with their hits.
+  const routed = await loadModel(moeFile, { ...base, experts: 'dynamic', expertPrefetch: 'router', deviceWeightBytes: 3 << 20, profile: 'quick' });
+  const routedSteps: StepInfo[] = [];
+  const stopRouted = routed.onStep((s) => routedSteps.push(s));
+  const routedTokens = (await routed.generate(prompt, { maxTokens: 8, temperature: 0, ignoreEos: true }).result).tokens;
+  stopRouted();
+  routed.dispose();
+  t.equal(routedTokens[0], want[0], "expertPrefetch 'router': the first greedy token matches the plain CPU path");
+  const hits = routedSteps.reduce((n, s) => n + s.experts!.prefetchHits, 0);
+  const fetched = routedSteps.reduce((n, s) => n + s.experts!.prefetches, 0);
+  t.ok(hits <= fetched, `prefetch hits (${hits}) never exceed prefetches (${fetched})`);
+  await t.rejects(loadModel(moeFile, { ...base, experts: 'cpu-all', expertPrefetch: 'router' }), { code: 'TDM_BAD_ARGUMENT', message: /expertPrefetch/ }, "'router' needs 'dynamic'");
+  await t.rejects(loadModel(moeFile, { ...base, experts: 'dynamic', expertPrefetch: 'next' as 'router' }), { code: 'TDM_BAD_ARGUMENT', message: /expertPrefetch/ }, 'an unknown prefetch');
 });
 
 t.test('a spell of slow CPU timings spoils one pass of the calibration, not the fit', async (t) => {

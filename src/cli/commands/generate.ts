@@ -19,6 +19,7 @@ export const SHARED_OPTIONS = {
   policy: { type: 'string' },
   'device-weight-mib': { type: 'string' },
   experts: { type: 'string' },
+  'expert-prefetch': { type: 'string' },
   'max-tokens': { type: 'string', short: 'n' },
   temp: { type: 'string' },
   'top-k': { type: 'string' },
@@ -46,6 +47,8 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
       --experts E           MoE with a device: stacks (default), dynamic (host RAM experts, a device
                             expert cache, each missing expert copied or run on the CPU by calibrated
                             costs), cpu-all or cpu-first-layers:N (llama.cpp's --cpu-moe, --n-cpu-moe N)
+      --expert-prefetch P   with --experts dynamic: score (default) or router (the next layer's
+                            router on this layer's hidden state picks the experts to copy ahead)
   -n, --max-tokens N        tokens to generate at most (default 256; 0 = until the end or a full context)
       --temp T              temperature; 0 is greedy (default 0.8)
       --top-k K             (default 40; 0 = off)
@@ -108,6 +111,7 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   if (values['cpu-kernels'] !== undefined) options.cpuKernels = values['cpu-kernels'] as LoadModelOptions['cpuKernels'];
   if (values.policy !== undefined) options.policy = values.policy as LoadModelOptions['policy'];
   if (values.experts !== undefined) options.experts = values.experts as LoadModelOptions['experts'];
+  if (values['expert-prefetch'] !== undefined) options.expertPrefetch = values['expert-prefetch'] as LoadModelOptions['expertPrefetch'];
   if (values['kv-type'] !== undefined) options.kvType = values['kv-type'] as LoadModelOptions['kvType'];
   if (deviceWeightMib !== undefined) options.deviceWeightBytes = Math.floor(deviceWeightMib * 2 ** 20);
   return options;

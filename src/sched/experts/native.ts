@@ -32,6 +32,8 @@ export interface NativeExpertOptions {
   admitMargin?: number;
   prefetchPerLayer?: number;
   prefetchWhenIdle?: boolean;
+  /** Order the prefetch by the next layer's router on this layer's hidden state (NativeExpertConfig.pregate). */
+  pregate?: boolean;
   /** Where CPU-run experts read weights (NativeExpertConfig.cpuWeights). */
   cpuWeights?: 'mapping' | 'slabs';
 }
@@ -71,6 +73,7 @@ export function nativeExpertConfig(o: NativeExpertOptions): NativeExpertConfig |
     if (o.admitMargin !== undefined) out.admitMargin = o.admitMargin;
     if (o.prefetchPerLayer !== undefined) out.prefetchPerLayer = o.prefetchPerLayer;
     if (o.prefetchWhenIdle !== undefined) out.prefetchWhenIdle = o.prefetchWhenIdle;
+    if (o.pregate !== undefined) out.pregate = o.pregate;
   } else {
     throw new TandemError('TDM_BAD_ARGUMENT', `unknown expert policy '${String(o.policy)}' (dynamic, cpu-all, cpu-first-layers:N, stacks)`);
   }
