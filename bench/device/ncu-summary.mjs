@@ -27,8 +27,12 @@ if (!file) {
 const rows = readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('"')).map(fields);
 const header = rows[0];
 const col = (name) => {
-  const i = header.indexOf(name);
-  if (i < 0) throw new Error(`${file}: no column '${name}'`);
+  const i = (header ?? []).indexOf(name);
+  if (i < 0) {
+    // ncu failed (no counters on this machine, a timeout): its log is not a CSV of kernels.
+    console.error(`ncu-summary: ${file} has no column '${name}': not an ncu --csv --page raw log`);
+    process.exit(1);
+  }
   return i;
 };
 const keep = ['ID', 'Kernel Name', 'Grid Size', 'Block Size', 'gpu__time_duration.sum'].map(col);
