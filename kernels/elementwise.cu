@@ -4,6 +4,8 @@
 // does), add and mul with row broadcast, SwiGLU and row scaling.
 #include <math.h>
 
+#include <algorithm>
+
 #include "gpu_context.h"
 #include "quant_math.h"
 
@@ -11,32 +13,36 @@ namespace tdm::gpu {
 
 namespace {
 
-constexpr int kNormThreads = 256;
+// A block per row, about four elements a thread (up to 1024 threads): a decode step's one-row
+// norms are then a single round of loads rather than a long loop on one multiprocessor.
+constexpr int kNormMaxThreads = 1024;
 
-__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const float* w, float* y, int64_t n_cols,
-                                                                float eps) {
-  __shared__ double partial[kNormThreads / 32];
+int norm_threads(int64_t n_cols) {
+  const int64_t t = ((n_cols + 3) / 4 + 31) / 32 * 32;
+  return int(t < 32 ? 32 : (t > kNormMaxThreads ? kNormMaxThreads : t));
+}
+
+__global__ void __launch_bounds__(kNormMaxThreads) rms_norm_kernel(const float* x, const float* w, float* y, int64_t n_cols,
+                                                                   float eps) {
+  __shared__ double partial[kNormMaxThreads / 32];
   __shared__ float s_scale;
   const int64_t r = blockIdx.x;
   const float* xr = x + r * n_cols;
   double sum = 0.0;
-  // Unrolled so that a thread's loads are in flight together (the sum's order is unchanged).
-#pragma unroll 4
-  for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) sum += double(xr[i]) * double(xr[i]);
+  for (int64_t i = threadIdx.x; i < n_cols; i += blockDim.x) sum += double(xr[i]) * double(xr[i]);
   for (int o = 16; o > 0; o >>= 1) sum += tdm_shfl_xor(sum, o, 32);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = sum;
   __syncthreads();
   if (threadIdx.x == 0) {
     double total = 0.0;
-    for (int g = 0; g < kNormThreads / 32; ++g) total += partial[g];
+    for (unsigned g = 0; g < blockDim.x / 32; ++g) total += partial[g];
     const float mean = float(total / double(n_cols));
     s_scale = 1.0f / sqrtf(mean + eps);
   }
   __syncthreads();
   const float scale = s_scale;
   float* yr = y + r * n_cols;
-#pragma unroll 4
-  for (int64_t i = threadIdx.x; i < n_cols; i += kNormThreads) {
+  for (int64_t i = threadIdx.x; i < n_cols; i += blockDim.x) {
     const float v = mul_rn(xr[i], scale);
     yr[i] = w != nullptr ? mul_rn(v, w[i]) : v;
   }
@@ -76,7 +82,6 @@ __global__ void rope_kernel(float* x, const int32_t* pos, int32_t n_heads, int32
   }
   __syncthreads();
   float* row = x + t * int64_t(n_heads) * head_dim;
-#pragma unroll 4
   for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
     const int h = j / half, i = j % half;
     float* xh = row + int64_t(h) * head_dim;
@@ -127,7 +132,7 @@ tdm_status op_rms_norm(tdm_backend_ctx* ctx, const float* x, const float* w, flo
     if (n_rows <= 0 || n_cols <= 0) return;
     if (x == nullptr || y == nullptr) bad("rms_norm with a null pointer");
     if (n_rows > INT32_MAX) bad("rms_norm with too many rows");
-    TDM_LAUNCH(rms_norm_kernel, unsigned(n_rows), kNormThreads, 0, stream_of(c, s).stream)(x, w, y, n_cols, eps);
+    TDM_LAUNCH(rms_norm_kernel, unsigned(n_rows), norm_threads(n_cols), 0, stream_of(c, s).stream)(x, w, y, n_cols, eps);
     check_launch("rms_norm_kernel");
   });
 }
@@ -145,7 +150,9 @@ tdm_status op_rope(tdm_backend_ctx* ctx, float* x, const int32_t* pos, int64_t n
     // The host's powf and logf, so the constants are the very floats the CPU backend uses.
     const RopeConsts k{p->mode, powf(p->freq_base, -2.0f / float(rope_dim)), p->freq_scale, p->ext_factor,
                        tdm_rope_yarn_consts(p, rope_dim)};
-    const int threads = n_heads * (rope_dim / 2) >= 256 ? 256 : 64;
+    // About two rotations a thread, up to 1024 threads: one token's rope is then one short round.
+    const int64_t pairs = int64_t(n_heads) * (rope_dim / 2);
+    const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(64, ((pairs + 1) / 2 + 63) / 64 * 64)));
     TDM_LAUNCH(rope_kernel, unsigned(n_tokens), threads, size_t(rope_dim) * sizeof(float), stream_of(c, s).stream)(
         x, pos, n_heads, head_dim, rope_dim, k);
     check_launch("rope_kernel");

@@ -437,17 +437,28 @@ __global__ void get_rows_q_kernel(const uint8_t* base, size_t row_bytes, int64_t
   }
 }
 
+// Float rows: a block per (row, piece of kGetRowsPiece columns), each thread's elements unrolled,
+// so that a row is many short copies in flight at once rather than one thread's long loop.
+constexpr int kGetRowsThreads = 128;
+constexpr int kGetRowsPerThread = 8;
+constexpr int kGetRowsPiece = kGetRowsThreads * kGetRowsPerThread;
+
 template <uint32_t T>
 __global__ void get_rows_f_kernel(const uint8_t* base, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                                   const int32_t* ids, float* y, uint32_t* faults) {
   const int64_t i = blockIdx.x;
   const int32_t id = ids[i];
   if (id < 0 || id >= n_rows) {
-    if (threadIdx.x == 0) atomicOr(faults, uint32_t(kFaultRowId));
+    if (threadIdx.x == 0 && blockIdx.y == 0) atomicOr(faults, uint32_t(kFaultRowId));
     return;
   }
   const uint8_t* row = base + int64_t(id) * row_bytes;
-  for (int64_t k = threadIdx.x; k < n_cols; k += blockDim.x) y[i * n_cols + k] = load_w1<T>(row, k);
+  const int64_t k0 = int64_t(blockIdx.y) * kGetRowsPiece + threadIdx.x;
+#pragma unroll
+  for (int j = 0; j < kGetRowsPerThread; ++j) {
+    const int64_t k = k0 + int64_t(j) * kGetRowsThreads;
+    if (k < n_cols) y[i * n_cols + k] = load_w1<T>(row, k);
+  }
 }
 
 // ---- dispatch
@@ -687,9 +698,12 @@ tdm_status op_get_rows(tdm_backend_ctx* ctx, const tdm_weight* w, const int32_t*
     const uint8_t* base = static_cast<const uint8_t*>(w->data);
     with_type(w->type, [&](auto tc) {
       constexpr uint32_t T = decltype(tc)::value;
-      if constexpr (is_float_type(T))
-        TDM_LAUNCH(get_rows_f_kernel<T>, unsigned(n_ids), 128, 0, st.stream)(base, w->row_bytes, w->n_rows, w->n_cols, ids, y, c.faults);
-      else
+      if constexpr (is_float_type(T)) {
+        const int64_t pieces = (w->n_cols + kGetRowsPiece - 1) / kGetRowsPiece;
+        if (pieces > 65535) unsupported("get_rows of rows wider than " + std::to_string(int64_t(65535) * kGetRowsPiece) + " columns");
+        const dim3 grid(static_cast<unsigned>(n_ids), static_cast<unsigned>(pieces));
+        TDM_LAUNCH(get_rows_f_kernel<T>, grid, kGetRowsThreads, 0, st.stream)(base, w->row_bytes, w->n_rows, w->n_cols, ids, y, c.faults);
+      } else
         TDM_LAUNCH(get_rows_q_kernel<T>, unsigned(n_ids), 128, 0, st.stream)(base, w->row_bytes, w->n_rows, w->n_cols, ids, y, c.faults);
       check_launch("get_rows kernel");
     });
