@@ -111,6 +111,30 @@ t.test('prefetch: best-scored non-resident experts of the target layer, as many 
   t.equal(prefetchTarget(0, 2, 1, 0, 0, 100), undefined);
 });
 
+t.test('prefetch: the margin holds back weak candidates; pregate names go first and take the lowest slot', async (t) => {
+  const cost = fakeCost();
+  const copy = cost.copyUs(cost.expertBytes);
+  const fresh = () => {
+    const cache = new ExpertCache({ nLayer: 2, nExpert: 4, numSlots: 2, scoring: ExpertScoring.DecayedProbability });
+    cache.record(cache.key(0, 0), 0.4);
+    cache.record(cache.key(1, 1), 0.3);
+    cache.record(cache.key(1, 2), 0.5);
+    cache.admit(cache.key(0, 0));
+    cache.admit(cache.key(1, 1));
+    return cache;
+  };
+  // Candidate (1, 2) scores 0.5 against the victim (1, 1) at 0.3: past margin 1, short of margin 2.
+  t.same(planPrefetch(fresh(), 1, 2 * copy, cost, new Set())!.experts, [2], 'margin 1: the better-scored candidate takes the slot');
+  t.equal(planPrefetch(fresh(), 1, 2 * copy, cost, new Set(), 2), undefined, 'margin 2: it is held back');
+  // The pregate names (1, 3), unscored, and (1, 1), resident: 3 goes first and takes the lowest
+  // slot that is not (1, 1), which the layer will use.
+  const cache = fresh();
+  const d = planPrefetch(cache, 1, 2 * copy, cost, new Set(), 2, new Set([3, 1]))!;
+  t.same(d.experts, [3], 'the named expert is prefetched, the margin held back the rest');
+  t.ok(cache.has(cache.key(1, 1)) && cache.has(cache.key(1, 3)), 'the named resident expert stays');
+  t.same(d.evicted, [cache.key(0, 0)], 'the victim is the other resident expert');
+});
+
 t.test('static baselines: cpu-moe, n-cpu-moe and the 32-token copy rule', async (t) => {
   const cost = fakeCost();
   const slab = expertBytes(MODEL);

@@ -88,3 +88,16 @@ t.test('gpt-oss-20b\'s sliding layers hold only their window: its KV reserve and
   t.ok(cost(oss) < cost(full), 'a long context\'s attention costs less with the window');
   t.equal(rooflineExpertCost(HARDWARE.t4!, oss).denseLayerUs(16, 64), rooflineExpertCost(HARDWARE.t4!, full).denseLayerUs(16, 64), 'and the same inside it');
 });
+
+t.test('the simulated pregate: dynamic-pregate hits at least as often as dynamic-decay on the same trace', async (t) => {
+  const model = MOE_MODELS['gpt-oss-20b']!;
+  const trace = routingTrace(model, { kind: 'uniform', seed: 3 }, 24, 1);
+  const run = (policy: ExpertPolicyName, prefetchMargin?: number) => simulateExperts({ hardware: HARDWARE.a10!, model, policy, routing: { kind: 'uniform', seed: 3 }, batch: 1, steps: 16, warmupSteps: 8,
+    gpuBudgetBytes: 8e9, trace, ...(prefetchMargin === undefined ? {} : { prefetchMargin }) });
+  for (const margin of [1, 2]) {
+    const plain = run(ExpertPolicyName.DynamicDecay, margin);
+    const pregate = run(ExpertPolicyName.DynamicPregate, margin);
+    t.ok(pregate.hitRate >= plain.hitRate, `margin ${margin}: hit rate ${pregate.hitRate.toFixed(3)} with the pregate, ${plain.hitRate.toFixed(3)} without`);
+    t.equal(pregate.simulated, true);
+  }
+});

@@ -198,22 +198,31 @@ export function chooseLayer(input: LayerChoiceInput): LayerChoice {
  * their copies fit in `linkIdleUs` and the cache admits them without evicting anything in
  * `protect` or anything scoring higher.
  */
-export function planPrefetch(cache: ExpertCache, layer: number, linkIdleUs: number, cost: ExpertCostModel, protect: ReadonlySet<ExpertKey>): PrefetchDecision | undefined {
+export function planPrefetch(cache: ExpertCache, layer: number, linkIdleUs: number, cost: ExpertCostModel, protect: ReadonlySet<ExpertKey>,
+  margin = 1, named?: ReadonlySet<number>): PrefetchDecision | undefined {
   if (!(linkIdleUs > 0) || cache.numSlots === 0) return undefined;
   const copyUs = cost.copyUs(cost.expertBytes);
+  const isNamed = (e: number) => named?.has(e) ?? false;
   const candidates: number[] = [];
+  const keep = new Set(protect);
   for (let e = 0; e < cache.nExpert; e++) {
     const k = cache.key(layer, e);
-    if (!cache.has(k) && cache.score(k) > 0) candidates.push(e);
+    if (cache.has(k)) {
+      if (isNamed(e)) keep.add(k);  // wanted by that layer: no victim
+    } else if (isNamed(e) || cache.score(k) > 0) candidates.push(e);
   }
-  candidates.sort((a, b) => cache.score(cache.key(layer, b)) - cache.score(cache.key(layer, a)) || a - b);
+  // The pregate's names first (as the native engine orders them), then by score.
+  const score = (e: number) => cache.score(cache.key(layer, e));
+  candidates.sort((a, b) => Number(isNamed(b)) - Number(isNamed(a)) || score(b) - score(a) || a - b);
   const d: PrefetchDecision = { layer, experts: [], slots: [], evicted: [], bytes: 0, linkIdleUs };
-  const keep = new Set(protect);
   let used = 0;
   for (const e of candidates) {
     if (used + copyUs > linkIdleUs) break;
     const k = cache.key(layer, e);
-    const a = cache.admit(k, keep);
+    // A named expert takes the lowest-scored slot; others only past the margin.
+    const victim = cache.numResident < cache.numSlots ? undefined : cache.victim(keep);
+    if (!isNamed(e) && victim !== undefined && !(cache.score(k) > margin * cache.score(victim))) break;
+    const a = cache.admit(k, keep, isNamed(e));
     if (a.slot === undefined) break;
     keep.add(k);
     d.experts.push(e);

@@ -4,6 +4,7 @@
 import { TandemError } from '../../native/errors.js';
 import { ExpertCache, ExpertScoring, type ExpertKey } from './cache.js';
 import type { ExpertCostModel, MoeShape } from './cost.js';
+import { Rng } from '../sim/workload.js';
 import { chooseLayer, planPrefetch, type ExpertPlacement, type ExpertStepPlan, type LayerExpertPlan, type PrefetchDecision, type RoutedExpert } from './plan.js';
 
 export enum ExpertPolicyName {
@@ -11,6 +12,12 @@ export enum ExpertPolicyName {
   DynamicDecay = 'dynamic-decay',
   /** Cache scored by frequency-weighted LRU, cost-model choice, prefetch. */
   DynamicLru = 'dynamic-lru',
+  /**
+   * DynamicDecay with the prefetch ordered by a simulated pregate (expertPrefetch 'router'):
+   * each expert the next layer routes to this step is named with probability PREGATE_PRECISION,
+   * else another expert is, and the named ones are copied first.
+   */
+  DynamicPregate = 'dynamic-pregate',
   /** llama.cpp --cpu-moe: every expert on the CPU. */
   CpuMoe = 'cpu-moe',
   /** llama.cpp --n-cpu-moe N: the first N layers' experts on the CPU, the rest resident; N the least that fits. */
@@ -32,7 +39,21 @@ export interface ExpertPolicyContext {
   context: number;
   /** Per-step decay of DecayedProbability. Default 0.9. */
   decay?: number;
+  /**
+   * A score-ordered prefetch takes a slot only from a resident expert scoring below its score
+   * divided by this. Default 1; the native engine's admitMargin is 2.
+   */
+  prefetchMargin?: number;
+  /** Seed of the simulated pregate's misses (DynamicPregate). Default 1. */
+  seed?: number;
 }
+
+/**
+ * Share of the pregate's prefetches that the next layer routed to, as measured on the CPU
+ * stand-in at one sequence (bench/results/2026-11-27-epyc-2vcpu/pregate: 135 of 188 and 92 of
+ * 136 on synthetic routers). Trained routers may do better or worse.
+ */
+export const PREGATE_PRECISION = 0.7;
 
 export interface ExpertPolicy {
   readonly name: ExpertPolicyName;
@@ -89,8 +110,10 @@ class DynamicPolicy implements ExpertPolicy {
   readonly cache: ExpertCache;
   /** Link time still owed to earlier copies when the next layer starts (µs); carried across steps. */
   private linkCarry = 0;
-  constructor(readonly name: ExpertPolicyName, private readonly ctx: ExpertPolicyContext, scoring: ExpertScoring) {
+  private readonly rng: Rng;
+  constructor(readonly name: ExpertPolicyName, private readonly ctx: ExpertPolicyContext, scoring: ExpertScoring, private readonly pregate = false) {
     const m = ctx.model;
+    this.rng = new Rng(ctx.seed ?? 1);
     this.cache = new ExpertCache({ nLayer: m.nLayer, nExpert: m.nExpert, numSlots: ctx.placement.numCacheSlots, scoring, ...(ctx.decay === undefined ? {} : { decay: ctx.decay }) });
     // With no routing seen yet any fill is as good as another: start from n-cpu-moe's (the last
     // layers whole), scored 0 so that the first experts seen in use replace them.
@@ -122,7 +145,9 @@ class DynamicPolicy implements ExpertPolicy {
       let bytes = c.bytesMoved;
       const target = prefetchTarget(layer, routing.length, c.layerEndUs, dense, c.linkEndUs, cost.copyUs(cost.expertBytes));
       if (target) {
-        prefetch = planPrefetch(cache, target.layer, target.windowUs - c.linkEndUs, cost, active) ?? null;
+        // The pregate sees this step's next layer only (not a wrap into the next step).
+        const named = this.pregate && target.layer === layer + 1 ? this.pregateNames(routing[layer + 1]!) : undefined;
+        prefetch = planPrefetch(cache, target.layer, target.windowUs - c.linkEndUs, cost, active, this.ctx.prefetchMargin ?? 1, named) ?? null;
         if (prefetch) {
           linkEnd += prefetch.experts.length * cost.copyUs(cost.expertBytes);
           bytes += prefetch.bytes;
@@ -133,6 +158,23 @@ class DynamicPolicy implements ExpertPolicy {
       total += c.layerEndUs;
     });
     return { layers, predictedUs: total };
+  }
+
+  /** The experts a pregate names for a layer routed to `routed`: each right with probability PREGATE_PRECISION, else a random other. */
+  private pregateNames(routed: readonly RoutedExpert[]): Set<number> {
+    const nExpert = this.ctx.model.nExpert;
+    const routedSet = new Set(routed.filter((r) => r.tokens > 0).map((r) => r.expert));
+    const named = new Set<number>();
+    for (const e of routedSet) {
+      if (this.rng.next() < PREGATE_PRECISION || routedSet.size >= nExpert) {
+        named.add(e);
+        continue;
+      }
+      let other = this.rng.int(0, nExpert - 1);
+      while (routedSet.has(other)) other = (other + 1) % nExpert;
+      named.add(other);
+    }
+    return named;
   }
 }
 
@@ -155,6 +197,8 @@ export function makeExpertPolicy(name: ExpertPolicyName, ctx: ExpertPolicyContex
       return new DynamicPolicy(name, ctx, ExpertScoring.DecayedProbability);
     case ExpertPolicyName.DynamicLru:
       return new DynamicPolicy(name, ctx, ExpertScoring.FrequencyLru);
+    case ExpertPolicyName.DynamicPregate:
+      return new DynamicPolicy(name, ctx, ExpertScoring.DecayedProbability, true);
     case ExpertPolicyName.CpuMoe:
       return new StaticPolicy(name, ctx, { resident: () => false, allowCpu: () => true, allowCopy: () => false });
     case ExpertPolicyName.NCpuMoe: {

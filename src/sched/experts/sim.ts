@@ -105,6 +105,8 @@ export interface ExpertSimConfig {
   context?: number;
   /** A trace to reuse (steps = warmup + measured), so that policies see the same routing. */
   trace?: StepRouting[];
+  /** The dynamic policies' prefetch margin (ExpertPolicyContext.prefetchMargin). Default 1. */
+  prefetchMargin?: number;
 }
 
 export interface ExpertSimResult {
@@ -144,7 +146,7 @@ export function simulateExperts(cfg: ExpertSimConfig): ExpertSimResult {
   const budget = cfg.gpuBudgetBytes ?? 0.9 * cfg.hardware.gpu.memoryBytes;
   const placement = placeExperts(cfg.model, budget, reserveBytes(cfg.model, cfg.batch, context));
   const cost = rooflineExpertCost(cfg.hardware, cfg.model);
-  const policy = makeExpertPolicy(cfg.policy, { model: cfg.model, placement, cost, context });
+  const policy = makeExpertPolicy(cfg.policy, { model: cfg.model, placement, cost, context, seed: cfg.routing.seed, ...(cfg.prefetchMargin === undefined ? {} : { prefetchMargin: cfg.prefetchMargin }) });
   const trace = cfg.trace ?? routingTrace(cfg.model, cfg.routing, warm + cfg.steps, cfg.batch);
   if (trace.length < warm + cfg.steps) throw new TandemError('TDM_BAD_ARGUMENT', `the trace has ${trace.length} steps, fewer than ${warm + cfg.steps}`);
   let us = 0;
@@ -196,6 +198,8 @@ export interface ExpertSuiteOptions {
   cappedExpertShare?: number;
   /** Device memory budgets (bytes) to run at besides those, e.g. an 8 GB card's; each must not exceed the device's. */
   budgetBytes?: readonly number[];
+  /** The dynamic policies' prefetch margin. Default 1. */
+  prefetchMargin?: number;
 }
 
 /** One (hardware, model, budget, routing, batch) setting with every policy on the same trace. */
@@ -245,7 +249,8 @@ export function runExpertSuite(opt: ExpertSuiteOptions = {}): ExpertSetting[] {
           for (const kind of routings) {
             const warm = Math.floor(steps / 4);
             const trace = routingTrace(model, { kind, seed }, warm + steps, batch);
-            const results = policies.map((policy) => simulateExperts({ hardware: hw, model, policy, routing: { kind, seed }, batch, steps, warmupSteps: warm, gpuBudgetBytes: b.bytes, trace }));
+            const results = policies.map((policy) => simulateExperts({ hardware: hw, model, policy, routing: { kind, seed }, batch, steps, warmupSteps: warm, gpuBudgetBytes: b.bytes, trace,
+              ...(opt.prefetchMargin === undefined ? {} : { prefetchMargin: opt.prefetchMargin }) }));
             out.push({ hardware: h, model: id, budget: b.budget, gpuBudgetBytes: b.bytes, routing: kind, batch, results });
           }
         }

@@ -51,6 +51,8 @@ fits, a budget capped to a quarter of its experts). SIMULATED too.
       --batch LIST          sequences decoded together (default 1,16)
       --routing LIST        ${ROUTING_KINDS.join(',')} (default all)
       --steps N             measured decode steps per run (default 64; --quick 16)
+      --prefetch-margin F   a score-ordered prefetch evicts only experts scoring under its
+                            score / F (default 1; the engine's admitMargin is 2)
   -h, --help`;
 
 const OPTIONS = {
@@ -69,6 +71,7 @@ const OPTIONS = {
   routing: { type: 'string' },
   'gpu-gb': { type: 'string' },
   steps: { type: 'string' },
+  'prefetch-margin': { type: 'string' },
   replay: { type: 'string' },
   closed: { type: 'string' },
   'kv-blocks': { type: 'string' },
@@ -179,7 +182,7 @@ export async function runSimulate(o: SimulateOptions): Promise<{ scenarios: Scen
 }
 
 /** `tandem simulate --moe`: every expert policy on every setting, one markdown table. SIMULATED. */
-function runMoe(hardware: string[], values: { 'moe-model'?: string; batch?: string; routing?: string; steps?: string; 'gpu-gb'?: string; quick?: boolean; json?: string; model?: string; policies?: string }, seed: number): number {
+function runMoe(hardware: string[], values: { 'moe-model'?: string; batch?: string; routing?: string; steps?: string; 'gpu-gb'?: string; 'prefetch-margin'?: string; quick?: boolean; json?: string; model?: string; policies?: string }, seed: number): number {
   if (values.model !== undefined || values.policies !== undefined) bad('with --moe, name models with --moe-model; every expert policy runs');
   if (!Number.isInteger(seed) || seed < 0) bad(`--seed must be a non-negative integer`);
   const models = values['moe-model'] ? values['moe-model'].split(',') : Object.keys(MOE_MODELS);
@@ -191,9 +194,11 @@ function runMoe(hardware: string[], values: { 'moe-model'?: string; batch?: stri
   const steps = values.steps !== undefined ? Number(values.steps) : values.quick ? 16 : 64;
   if (!Number.isInteger(steps) || steps < 1) bad(`--steps must be a positive integer, got '${values.steps}'`);
   const gpuGb = numberList('gpu-gb', values['gpu-gb']) ?? [];
-  const settings = runExpertSuite({ hardware, models, routings, batches, steps, seed, budgetBytes: gpuGb.map((g) => g * 1e9) });
+  const margin = values['prefetch-margin'] !== undefined ? Number(values['prefetch-margin']) : 1;
+  if (!(margin >= 1)) bad(`--prefetch-margin must be a number >= 1, got '${values['prefetch-margin']}'`);
+  const settings = runExpertSuite({ hardware, models, routings, batches, steps, seed, budgetBytes: gpuGb.map((g) => g * 1e9), prefetchMargin: margin });
   console.log(formatExpertSuite(settings));
-  if (values.json) fs.writeFileSync(values.json, JSON.stringify({ simulated: true, seed, steps, settings }, null, 1));
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify({ simulated: true, seed, steps, prefetchMargin: margin, settings }, null, 1));
   return 0;
 }
 
@@ -235,7 +240,7 @@ export const command: Command = {
     for (const h of which) if (!HARDWARE[h]) bad(`unknown hardware '${h}' (known: ${Object.keys(HARDWARE).join(', ')}, all)`);
     const seedValue = values.seed !== undefined ? Number(values.seed) : 1;
     if (values.moe) return runMoe(which, values, seedValue);
-    for (const flag of ['moe-model', 'batch', 'routing', 'steps', 'gpu-gb'] as const) if (values[flag] !== undefined) bad(`--${flag} is for --moe`);
+    for (const flag of ['moe-model', 'batch', 'routing', 'steps', 'gpu-gb', 'prefetch-margin'] as const) if (values[flag] !== undefined) bad(`--${flag} is for --moe`);
     const models = values.model ? values.model.split(',') : Object.keys(SIM_MODELS);
     for (const m of models) if (!SIM_MODELS[m]) bad(`unknown model '${m}' (known: ${Object.keys(SIM_MODELS).join(', ')})`);
     const policies = (values.policies ? values.policies.split(',') : [...POLICY_NAMES]) as PolicyName[];
