@@ -15,10 +15,10 @@
 // of a layer runs resident, copied or on the CPU, and the rows are combined in one order
 // whichever side ran them (routed_experts).
 #include <algorithm>
-#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>

@@ -362,6 +362,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (ex) {
       expertsInfo = { policy: ex.policy, slots: ex.slots, slotBytes: ex.slotBytes, hostSlabBytes: ex.hostSlabBytes };
       if (experts === 'dynamic') {
+        expertsInfo.prefetch = expertPrefetch;
         try {
           const c = options.profile === 'quick'
             ? { ...(await calibrateExperts(nativeModel, QUICK_EXPERT_GRID)), source: 'quick' as const }

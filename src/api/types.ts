@@ -285,6 +285,8 @@ export interface ModelInfo {
    */
   experts?: {
     policy: string;
+    /** 'dynamic': how it orders its prefetch (LoadModelOptions.expertPrefetch). */
+    prefetch?: 'score' | 'router';
     slots: number;
     slotBytes: number;
     hostSlabBytes: number;

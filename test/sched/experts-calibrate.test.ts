@@ -251,6 +251,7 @@ t.test("loadModel's experts option", async (t) => {
   t.teardown(() => m.dispose());
   const ex = m.info.experts!;
   t.equal(ex.policy, 'dynamic');
+  t.equal(ex.prefetch, 'score', "the prefetch is ordered by score unless asked otherwise");
   t.ok(ex.slots > 0 && ex.slots < hparams.nLayer * hparams.nExpert, `a partial cache: ${ex.slots} slots`);
   t.equal(ex.calibration?.source, 'quick');
   t.ok(ex.calibration!.cost.linkBytesPerUs > 0);
@@ -292,6 +293,7 @@ t.test("loadModel's experts option", async (t) => {
 
   // expertPrefetch 'router': the same tokens from the first, prefetches counted with their hits.
   const routed = await loadModel(moeFile, { ...base, experts: 'dynamic', expertPrefetch: 'router', deviceWeightBytes: 3 << 20, profile: 'quick' });
+  t.equal(routed.info.experts!.prefetch, 'router', 'model.info says how the prefetch is ordered');
   const routedSteps: StepInfo[] = [];
   const stopRouted = routed.onStep((s) => routedSteps.push(s));
   const routedTokens = (await routed.generate(prompt, { maxTokens: 8, temperature: 0, ignoreEos: true }).result).tokens;
