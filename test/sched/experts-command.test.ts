@@ -40,6 +40,10 @@ t.test('measures each policy and prints the calibrated costs', async (t) => {
   t.ok(report.results[0]!.calibration !== undefined && report.results[1]!.calibration === undefined, 'only the dynamic policy calibrates');
   const fixed = await run([...common, '--policies', 'dynamic', '--n-star', '4']);
   t.ok(fixed.lines.some((l) => /n\* = 4\b/.test(l)) && !fixed.lines.some((l) => /calibrated expert costs/.test(l)), '--n-star replaces the calibration');
+  const pregate = await run([...common, '--policies', 'dynamic', '--n-star', '1000', '--prefetch', '2', '--pregate', '--max-slots', '2']);
+  const dynRow = pregate.lines.find((l) => /^dynamic\s+\d+/.test(l)) ?? '';
+  const [used, fetched] = (/(\d+)\/(\d+)\s*$/.exec(dynRow) ?? []).slice(1).map(Number);
+  t.ok(fetched! > 0 && used! <= fetched!, `--pregate: the last column counts used and prefetched experts (${used}/${fetched})`);
 });
 
 t.test('bad flags reject with TDM_BAD_ARGUMENT', async (t) => {

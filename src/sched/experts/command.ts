@@ -18,7 +18,8 @@ in the budget left after the dense weights, prefills --batch prompts, decodes gr
 reports decode and prefill tokens/s, cache hit rate (of active experts, and of routed rows)
 and bytes moved per token, and the
 prefill's expert copies: slab MiB streamed through the double buffer, and how many of them
-were queued ahead of device compute (overlap: overlapped/streamed).
+were queued ahead of device compute (overlap: overlapped/streamed), and the decode's
+prefetches that were used before eviction (pf used: used/prefetched).
 
       --device D            gpu (default) or cpu-standin (the CPU posing as the device; not GPU numbers)
       --budget-mib N        device memory for weights, MiB (default: all that fits)
@@ -35,6 +36,8 @@ were queued ahead of device compute (overlap: overlapped/streamed).
                             as many as the calibrated costs say copy while the link would idle
                             (default: idle with calibrated costs, else 0)
       --admit-margin F      ...only when its score exceeds the resident one's times F (default 2)
+      --pregate             order the prefetch by the next layer's router on this layer's hidden
+                            state first (loadModel's expertPrefetch: 'router')
       --max-slots N         at most N expert cache slots (default: all the budget holds)
       --cpu-weights W       CPU experts read the repacked file 'mapping' (default) or the pinned 'slabs' (half the host RAM)
       --threads N           CPU threads (default: physical cores)
@@ -58,6 +61,7 @@ const OPTIONS = {
   admit: { type: 'string' },
   'admit-margin': { type: 'string' },
   prefetch: { type: 'string' },
+  pregate: { type: 'boolean' },
   'max-slots': { type: 'string' },
   'cpu-weights': { type: 'string' },
   threads: { type: 'string' },
@@ -96,6 +100,7 @@ function row(r: ExpertMeasurement): string {
     pct(r.cpuExpertShare).padStart(8), kib(r.copyBytesPerToken).padStart(10), kib(r.activationBytesPerToken).padStart(10),
     (r.prefill ? (r.prefill.prefillCopyBytes / 2 ** 20).toFixed(1) : '-').padStart(11),
     (r.prefill ? `${r.prefill.overlappedCopies}/${r.prefill.prefillCopies}` : '-').padStart(9),
+    (r.decode ? `${r.decode.prefetchHits}/${r.decode.prefetches}` : '-').padStart(9),
   ].join(' ');
 }
 
@@ -142,6 +147,7 @@ export const command: Command = {
       prefetchPerLayer: values.prefetch === 'idle' ? 0 : int('prefetch', values.prefetch, 0, 0),
       prefetchWhenIdle: values.prefetch === 'idle' || (values.prefetch === undefined && nStar === undefined && linearCost === undefined),
       cpuWeights: cpuWeights as 'slabs' | 'mapping',
+      ...(values.pregate ? { pregate: true } : {}),
       ...(values['admit-margin'] === undefined ? {} : { admitMargin: pos('admit-margin', values['admit-margin']) }),
       ...(values['max-slots'] === undefined ? {} : { maxSlots: int('max-slots', values['max-slots'], 0, 0) }),
       ...(budget === undefined ? {} : { deviceWeightBytes: Math.floor(budget * 2 ** 20) }),
@@ -150,7 +156,7 @@ export const command: Command = {
       calibrate: nStar === undefined && linearCost === undefined,
     };
     const results: ExpertMeasurement[] = [];
-    console.log(`${'policy'.padEnd(20)} ${'slots'.padStart(6)} ${'dev MiB'.padStart(9)} ${'decode t/s'.padStart(10)} ${'prefill t/s'.padStart(11)} ${'hits'.padStart(7)} ${'row hits'.padStart(9)} ${'cpu exp'.padStart(8)} ${'copy KiB/t'.padStart(10)} ${'act KiB/t'.padStart(10)} ${'pf copy MiB'.padStart(11)} ${'overlap'.padStart(9)}`);
+    console.log(`${'policy'.padEnd(20)} ${'slots'.padStart(6)} ${'dev MiB'.padStart(9)} ${'decode t/s'.padStart(10)} ${'prefill t/s'.padStart(11)} ${'hits'.padStart(7)} ${'row hits'.padStart(9)} ${'cpu exp'.padStart(8)} ${'copy KiB/t'.padStart(10)} ${'act KiB/t'.padStart(10)} ${'pf copy MiB'.padStart(11)} ${'overlap'.padStart(9)} ${'pf used'.padStart(9)}`);
     for (const policy of policies) {
       const r = await measureExpertOffload(model, { ...base, policy });
       results.push(r);
