@@ -4,6 +4,7 @@
 // With no GPU or no driver, creation returns TDM_STATUS_DEVICE and a reason; nothing aborts.
 // Pinned host memory prefers the GPU's NUMA node where the OS allows (host_numa.h).
 #include <stdio.h>
+#include <string.h>
 
 #include <memory>
 #include <string>
@@ -358,6 +359,8 @@ extern "C" __attribute__((visibility("default"))) tdm_status tdm_backend_create(
       const long v = strtol(mmv, &end, 10);
       if (*end == '\0' && v >= 1 && v <= 256) c->mmv_max_tokens = int(v);
     }
+    // TANDEM_GPU_MMV_STAGE=0: the matrix-vector kernels read weights straight from global memory.
+    if (const char* stage = getenv("TANDEM_GPU_MMV_STAGE"); stage != nullptr && strcmp(stage, "0") == 0) c->mmv_stage = false;
     cudaDeviceProp prop;
     check_cuda(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties");
     c->name = describe_device(prop);

@@ -15,6 +15,8 @@ template <typename T>
 inline T tdm_shfl_xor(T v, int mask, int width = TDM_WARP) {
   return ::tdm::emu::shfl_xor(v, mask, width);
 }
+// A barrier for the lanes of one warp (the emulation's shuffles are warp barriers).
+inline void tdm_syncwarp() { (void)::tdm::emu::shfl_xor_bits(0, 0, TDM_WARP); }
 
 #elif defined(TDM_HIP)
 #include <hip/hip_runtime.h>
@@ -73,6 +75,13 @@ template <typename T>
 __device__ inline T tdm_shfl_xor(T v, int mask, int width = TDM_WARP) {
   return __shfl_xor(v, mask, width);
 }
+// A wavefront runs in lockstep and its LDS operations in order: the fences stop the compiler
+// moving shared-memory accesses across the barrier.
+__device__ inline void tdm_syncwarp() {
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+  __builtin_amdgcn_wave_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+}
 
 #else
 #include <cuda_runtime.h>
@@ -85,6 +94,7 @@ template <typename T>
 __device__ inline T tdm_shfl_xor(T v, int mask, int width = TDM_WARP) {
   return __shfl_xor_sync(0xffffffffu, v, mask, width);
 }
+__device__ inline void tdm_syncwarp() { __syncwarp(); }
 
 #endif
 

@@ -167,29 +167,91 @@ __device__ __forceinline__ void load_w8(const uint8_t* row, int64_t k, float* ou
 
 // ---- matrix-vector kernels (decode)
 
+// Weight staging. Each lane decodes its own 17-34-byte block, and with 1- and 2-byte loads
+// from global memory every load instruction of the warp touches about nine cache lines: that
+// held the kernels to 1.4-2.2 TB/s of an H200's 4.8 (run 8 of 2026-11-27, ncu). Staged, the
+// warp copies a pass's bytes (the TDM_WARP chunks it sums at once) into shared memory with
+// 16-byte loads, the next pass's loads in flight while this one is summed, and each lane
+// decodes its chunk from there. Lanes keep the same chunks in the same order, so the sums are
+// the same bits. TANDEM_GPU_MMV_STAGE=0 reads global memory directly, to compare.
+constexpr int kStageVecs = 3;  // 16-byte loads per lane per pass
+
+template <uint32_t T>
+constexpr int64_t kPassBytes = int64_t(TDM_WARP) * BlockInfo<T>::kBytes / BlockInfo<T>::kChunks;
+
+// Where pass p's bytes lie: from the 16-byte boundary at or below them, `lead` bytes ahead.
+struct StageWindow {
+  const uint4* lo;
+  int lead;
+  int n_vec;  // 16-byte vectors covering lead + the pass's bytes
+};
+
+template <uint32_t T>
+__device__ __forceinline__ StageWindow stage_window(const uint8_t* row, int64_t pass, int64_t n_chunks) {
+  static_assert((kPassBytes<T> + 30) / 16 <= kStageVecs * TDM_WARP, "a pass must fit the lanes' staging loads");
+  const int64_t c0 = pass * TDM_WARP;  // a multiple of 8: K-quant passes start on a super-block
+  const int64_t chunks = min(int64_t(TDM_WARP), n_chunks - c0);
+  const uint8_t* start = row + c0 / BlockInfo<T>::kChunks * BlockInfo<T>::kBytes;
+  const int64_t bytes = chunks / BlockInfo<T>::kChunks * BlockInfo<T>::kBytes;
+  StageWindow w;
+  w.lead = int(reinterpret_cast<uintptr_t>(start) & 15);
+  w.lo = reinterpret_cast<const uint4*>(start - w.lead);  // pointer arithmetic keeps the global address space
+  w.n_vec = int((w.lead + bytes + 15) / 16);
+  return w;
+}
+
+// Adds weight chunk c (decoded in w) times chunk c of activation rows src[0..nt) into acc.
+__device__ __forceinline__ void dot_chunk_rows(const WChunk& w, int64_t c, int64_t n_chunks, const ActView& act,
+                                               const int64_t* src, int nt, float* acc) {
+#pragma unroll
+  for (int t = 0; t < kMmvRows; ++t) {
+    if (t < nt) {
+      const int64_t k = src[t] * n_chunks + c;
+      const int4* ap = reinterpret_cast<const int4*>(act.q + k * 32);
+      const int4 a0 = ap[0], a1 = ap[1];
+      const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      acc[t] += chunk_dot(w, a, act.d[k], act.s != nullptr ? act.s[k] : 0.0f);
+    }
+  }
+}
+
 // One warp: y[out_row(i)][r] = weight row `row` (row r of its matrix) . act[in_row(i)] for
 // list entries [begin, end), up to kMmvRows activation rows per pass over the weight row.
-template <uint32_t T>
+// kStage: through `stage`, this warp's kStageVecs * TDM_WARP vectors of shared memory.
+template <uint32_t T, bool kStage>
 __device__ __forceinline__ void mmv_q_warp(const uint8_t* row, int64_t r, const ActView& act, const GroupMap& map,
-                                           int64_t begin, int64_t end, float* y, int64_t y_stride, int lane) {
+                                           int64_t begin, int64_t end, float* y, int64_t y_stride, int lane, uint4* stage) {
   const int64_t n_chunks = act.n_cols / 32;
   for (int64_t i0 = begin; i0 < end; i0 += kMmvRows) {
     const int nt = int(min(int64_t(kMmvRows), end - i0));
     int64_t src[kMmvRows];
     for (int t = 0; t < kMmvRows; ++t) src[t] = in_row(map, i0 + (t < nt ? t : 0));
     float acc[kMmvRows] = {};
-    for (int64_t c = lane; c < n_chunks; c += TDM_WARP) {
-      const WChunk w = decode_chunk<T>(row, c);
+    if constexpr (kStage) {
+      const int64_t n_pass = (n_chunks + TDM_WARP - 1) / TDM_WARP;
+      StageWindow win = stage_window<T>(row, 0, n_chunks);
+      uint4 v[kStageVecs];
 #pragma unroll
-      for (int t = 0; t < kMmvRows; ++t) {
-        if (t < nt) {
-          const int64_t k = src[t] * n_chunks + c;
-          const int4* ap = reinterpret_cast<const int4*>(act.q + k * 32);
-          const int4 a0 = ap[0], a1 = ap[1];
-          const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-          acc[t] += chunk_dot(w, a, act.d[k], act.s != nullptr ? act.s[k] : 0.0f);
+      for (int j = 0; j < kStageVecs; ++j)
+        if (j * TDM_WARP + lane < win.n_vec) v[j] = win.lo[j * TDM_WARP + lane];
+      for (int64_t p = 0; p < n_pass; ++p) {
+#pragma unroll
+        for (int j = 0; j < kStageVecs; ++j)
+          if (j * TDM_WARP + lane < win.n_vec) stage[j * TDM_WARP + lane] = v[j];
+        const uint8_t* staged = reinterpret_cast<const uint8_t*>(stage) + win.lead;
+        tdm_syncwarp();
+        if (p + 1 < n_pass) {
+          win = stage_window<T>(row, p + 1, n_chunks);
+#pragma unroll
+          for (int j = 0; j < kStageVecs; ++j)
+            if (j * TDM_WARP + lane < win.n_vec) v[j] = win.lo[j * TDM_WARP + lane];
         }
+        const int64_t c = p * TDM_WARP + lane;
+        if (c < n_chunks) dot_chunk_rows(decode_chunk<T>(staged, lane), c, n_chunks, act, src, nt, acc);
+        tdm_syncwarp();  // this pass's bytes are read before the next overwrites them
       }
+    } else {
+      for (int64_t c = lane; c < n_chunks; c += TDM_WARP) dot_chunk_rows(decode_chunk<T>(row, c), c, n_chunks, act, src, nt, acc);
     }
 #pragma unroll
     for (int t = 0; t < kMmvRows; ++t) {
@@ -201,13 +263,22 @@ __device__ __forceinline__ void mmv_q_warp(const uint8_t* row, int64_t r, const 
   }
 }
 
-template <uint32_t T>
+// Shared memory for the staged form: kStageVecs vectors per lane of each warp of the block.
+#define TDM_MMV_STAGE(name) __shared__ uint4 name[kMmvThreads / TDM_WARP][kStageVecs * TDM_WARP]
+
+template <uint32_t T, bool kStage>
 __global__ void __launch_bounds__(kMmvThreads) mmv_q_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
                                                             int64_t y_stride) {
   MmvSlot w;
   if (!mmv_slot(map, n_rows, &w)) return;
-  mmv_q_warp<T>(base + w.group * mat_bytes + w.r * row_bytes, w.r, act, map, w.begin, w.end, y, y_stride, w.lane);
+  const uint8_t* row = base + w.group * mat_bytes + w.r * row_bytes;
+  if constexpr (kStage) {
+    TDM_MMV_STAGE(stage);
+    mmv_q_warp<T, true>(row, w.r, act, map, w.begin, w.end, y, y_stride, w.lane, stage[threadIdx.x / TDM_WARP]);
+  } else {
+    mmv_q_warp<T, false>(row, w.r, act, map, w.begin, w.end, y, y_stride, w.lane, nullptr);
+  }
 }
 
 // The float-weight form of mmv_q_warp; vec8: 8 elements a load (aligned rows and activations).
@@ -271,7 +342,7 @@ struct MatList {
   bool vec8[kMaxListMats];  // float types: mmv_f_warp's vec8 for this matrix
 };
 
-template <uint32_t T, bool kFloat>
+template <uint32_t T, bool kFloat, bool kStage>
 __global__ void __launch_bounds__(kMmvThreads) mmv_list_kernel(MatList m, ActView act, int32_t n_tokens) {
   constexpr int kWarps = kMmvThreads / TDM_WARP;
   const int lane = threadIdx.x % TDM_WARP, warp = threadIdx.x / TDM_WARP;
@@ -280,8 +351,14 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_list_kernel(MatList m, ActVie
   if (r >= m.n_rows[i]) return;
   const GroupMap map{nullptr, nullptr, n_tokens, 1, false, false};
   const uint8_t* row = m.base[i] + r * m.row_bytes[i];
-  if constexpr (kFloat) mmv_f_warp<T>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], m.vec8[i], lane);
-  else mmv_q_warp<T>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], lane);
+  if constexpr (kFloat) {
+    mmv_f_warp<T>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], m.vec8[i], lane);
+  } else if constexpr (kStage) {
+    TDM_MMV_STAGE(stage);
+    mmv_q_warp<T, true>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], lane, stage[warp]);
+  } else {
+    mmv_q_warp<T, false>(row, r, act, map, 0, n_tokens, m.y[i], m.n_rows[i], lane, nullptr);
+  }
 }
 
 // ---- tiled kernels (prefill): 64 weight rows x 64 activation rows per block; activation
@@ -612,7 +689,8 @@ void grouped_matmul(GpuContext& c, GpuStream& s, const tdm_weight& w, const uint
                           (n_groups == 1 || w.mat_bytes % 16 == 0) && aligned16(act.f);
         TDM_LAUNCH(mmv_f_kernel<T>, grid, kMmvThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride, vec8);
       } else {
-        TDM_LAUNCH(mmv_q_kernel<T>, grid, kMmvThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride);
+        auto kernel = c.mmv_stage ? mmv_q_kernel<T, true> : mmv_q_kernel<T, false>;
+        TDM_LAUNCH(kernel, grid, kMmvThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride);
       }
       check_launch("matrix-vector kernel");
     } else {
@@ -679,7 +757,10 @@ tdm_status op_matmul_group(tdm_backend_ctx* ctx, const tdm_weight* const* w, int
     with_type(w[0]->type, [&](auto tc) {
       constexpr uint32_t T = decltype(tc)::value;
       constexpr bool kFloat = is_float_type(T);
-      void (*kernel)(MatList, ActView, int32_t) = mmv_list_kernel<T, kFloat>;
+      void (*kernel)(MatList, ActView, int32_t) = mmv_list_kernel<T, kFloat, false>;
+      if constexpr (!kFloat) {
+        if (c.mmv_stage) kernel = mmv_list_kernel<T, false, true>;
+      }
       const dim3 grid(blocks_for(max_rows, kMmvThreads / TDM_WARP), unsigned(n));
       TDM_LAUNCH(kernel, grid, kMmvThreads, 0, st.stream)(m, act, int32_t(n_tokens));
       check_launch("matrix-vector list kernel");

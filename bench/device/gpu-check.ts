@@ -17,7 +17,7 @@ import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseResult, type OpCase } from '../../test/backend/op-cases.js';
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
-import { MMV_TOKENS, type MmvReport } from './mmv-child.js';
+import { MMV_TOKENS, mmvRowBytes, type MmvReport } from './mmv-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
 import { EXPERT_RUN_POLICIES, type ExpertRun } from './experts-child.js';
 import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
@@ -32,8 +32,21 @@ const BUDGET_S = Number(process.env.TANDEM_DEVICE_BUDGET_S ?? 420);
 const BIG_LAYERS = 8;
 /** The sections to run (TANDEM_DEVICE_SECTIONS, comma-separated; default all), so that a second device run can repeat only what needs it. */
 const SECTIONS = ['ops', 'e2e', 'timing', 'mmv', 'strategies', 'policies', 'experts'] as const;
-/** The raised matrix-vector row limit the mmv section and a second run of the first policy workload try (TANDEM_DEVICE_MMV_ALT; empty: none). */
-const MMV_ALT = process.env.TANDEM_DEVICE_MMV_ALT ?? '64';
+/** A raised matrix-vector row limit for the mmv section to try too (TANDEM_DEVICE_MMV_ALT; empty, the default: none). */
+const MMV_ALT = process.env.TANDEM_DEVICE_MMV_ALT ?? '';
+/** What the mmv section times beside the defaults, a process each; the first also reruns gpu-only on the first policy workload. */
+/**
+ * The expert policies each MoE file runs (TANDEM_DEVICE_EXPERT_POLICIES, separated by ';' since names hold commas; 'all':
+ * every one experts-child knows). The default leaves out the variants runs 5-8 of 2026-11-27
+ * settled ('dynamic, no refit', 'stacks', 'dynamic n*', 'dynamic, no prefetch', 'dynamic,
+ * cudaHostAlloc'), so that both MoE shapes fit one run.
+ */
+const expertPolicyList = process.env.TANDEM_DEVICE_EXPERT_POLICIES ?? 'cpu-all;dynamic;dynamic, pregate;all on device;cpu-first-layers:8';
+const EXPERT_POLICIES: string[] = expertPolicyList === 'all' ? [...EXPERT_RUN_POLICIES] : expertPolicyList.split(';').map((x) => x.trim());
+const MMV_VARIANTS: { label: string; env: Record<string, string> }[] = [
+  { label: 'direct weight reads (TANDEM_GPU_MMV_STAGE=0)', env: { TANDEM_GPU_MMV_STAGE: '0' } },
+  ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
+];
 const chosen = (process.env.TANDEM_DEVICE_SECTIONS ?? SECTIONS.join(',')).split(',').map((x) => x.trim());
 for (const c of chosen) if (!(SECTIONS as readonly string[]).includes(c)) throw new Error(`TANDEM_DEVICE_SECTIONS: unknown section '${c}' (${SECTIONS.join(', ')})`);
 const want = (section: (typeof SECTIONS)[number]) => chosen.includes(section);
@@ -368,20 +381,27 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
 
 function mmvTable(reports: MmvReport[]): string[] {
   if (reports.length === 0) return [];
-  const [base, alt] = reports;
-  const lines = ['## Matrix-vector kernels past 8 rows (Llama-3-8B matrices)', '',
-    ...reports.map((r) => `- limit ${r.limit}: ${r.casesPassed}/${r.cases} matmul, matmul_group and expert op cases pass on ${r.device}${r.failures.length ? ` (failed: ${r.failures.join('; ')})` : ''}`), ''];
-  if (!base || !alt) return lines;
-  lines.push(`| type | matrix | ${MMV_TOKENS.map((n) => `${n} rows`).join(' | ')} |`, `|---|---|${MMV_TOKENS.map(() => '---').join('|')}|`);
-  for (const t of base.timings.filter((x) => x.tokens === MMV_TOKENS[0])) {
-    const cell = (n: number) => {
-      const b = base.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
-      const a = alt.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
-      return b && a ? `${fmtUs(b)} / ${fmtUs(a)}` : '-';
-    };
-    lines.push(`| ${t.type} | ${t.shape} | ${MMV_TOKENS.map(cell).join(' | ')} |`);
+  const [base, ...alts] = reports;
+  const lines = ['## Matrix-vector kernels: the defaults against each variant', '',
+    ...reports.map((r) => `- ${r.variant}: ${r.casesPassed}/${r.cases} matmul, matmul_group and expert op cases pass on ${r.device}${r.failures.length ? ` (failed: ${r.failures.join('; ')})` : ''}`), ''];
+  for (const alt of alts) {
+    lines.push(`### default / ${alt.variant}`, '', `| type | matrix | 1 row GB/s | ${MMV_TOKENS.map((n) => `${n} rows`).join(' | ')} |`,
+      `|---|---|---|${MMV_TOKENS.map(() => '---').join('|')}|`);
+    for (const t of base!.timings.filter((x) => x.tokens === MMV_TOKENS[0])) {
+      const us = (r: MmvReport, n: number) => r.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
+      const cell = (n: number) => {
+        const b = us(base!, n), a = us(alt, n);
+        return b && a ? `${fmtUs(b)} / ${fmtUs(a)}` : '-';
+      };
+      // The matrix's rows x cols from its label ('q/o 4096x4096'): bytes read at one activation row.
+      const [rows, cols] = (/(\d+)x(\d+)/.exec(t.shape) ?? []).slice(1).map(Number);
+      const bytes = rows && cols ? rows * mmvRowBytes(t.type, cols) : 0;
+      const gbs = (r: MmvReport) => (bytes && us(r, 1) ? (bytes / us(r, 1)! / 1e3).toFixed(0) : '-');
+      lines.push(`| ${t.type} | ${t.shape} | ${gbs(base!)} / ${gbs(alt)} | ${MMV_TOKENS.map(cell).join(' | ')} |`);
+    }
+    lines.push('', 'Each cell: default / variant (µs per matmul, activation conversion included; equal where both run the same kernel).', '');
   }
-  return [...lines, '', `Each cell: default limit / limit ${alt.limit} (µs per matmul, same process each; equal where both run the same kernel).`, ''];
+  return lines;
 }
 
 /** What a run has so far, in case the device's time runs out before results.json is written. */
@@ -517,15 +537,14 @@ async function main(): Promise<void> {
     timeMatmuls(ops, gpuId, cpuId, rows, estimates);
     timeAttention(ops, gpuId, cpuId, rows);
   }
-  // The matrix-vector kernels against the tiled one between 9 and 64 rows: a process per limit.
+  // The matrix-vector kernels with the defaults and with each variant: a process each.
   const mmv: MmvReport[] = [];
-  if (want('mmv') && MMV_ALT && elapsedS() < BUDGET_S) {
-    for (const limit of ['', MMV_ALT]) {
-      const outFile = path.join(work, `mmv-${limit || 'default'}.json`);
-      const env = limit ? { ...process.env, TANDEM_GPU_MMV_MAX_TOKENS: limit } : process.env;
-      const err = await startChild('mmv-child.js', [outFile, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, env);
+  if (want('mmv') && elapsedS() < BUDGET_S) {
+    for (const [i, v] of [{ label: 'default', env: {} }, ...MMV_VARIANTS].entries()) {
+      const outFile = path.join(work, `mmv-${i}.json`);
+      const err = await startChild('mmv-child.js', [outFile, v.label, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, { ...process.env, ...v.env });
       if (existsSync(outFile)) mmv.push(JSON.parse(readFileSync(outFile, 'utf8')) as MmvReport);
-      log(`mmv (limit ${limit || 'default'}): ${err ?? 'done'}`);
+      log(`mmv (${v.label}): ${err ?? 'done'}`);
     }
   }
   results.mmv = mmv;
@@ -578,16 +597,18 @@ async function main(): Promise<void> {
       (policies as PolicyReport[]).push(report);
       savePartial(outDir, { policies });
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
-      // The decode-heavy workload again with the matrix-vector kernels up to MMV_ALT rows.
-      if (i === 0 && MMV_ALT && want('mmv') && elapsedS() < BUDGET_S) {
+      // The decode-heavy workload's gpu-only again under the first matrix-vector variant.
+      const variant = MMV_VARIANTS[0];
+      if (i === 0 && variant && want('mmv') && elapsedS() < BUDGET_S) {
         const altFile = path.join(work, 'policies-alt.json');
-        const altErr = await startChild('policy-child.js', [bigFile, altFile, JSON.stringify(w), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150,
-          { ...process.env, TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT });
-        const alt: PolicyReport = existsSync(altFile) ? (JSON.parse(readFileSync(altFile, 'utf8')) as PolicyReport) : { workload: w, runs: [], error: altErr ?? 'no report' };
+        const altWorkload: PolicyWorkload = { ...w, policies: ['gpu-only'] };
+        const altErr = await startChild('policy-child.js', [bigFile, altFile, JSON.stringify(altWorkload), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150,
+          { ...process.env, ...variant.env });
+        const alt: PolicyReport = existsSync(altFile) ? (JSON.parse(readFileSync(altFile, 'utf8')) as PolicyReport) : { workload: altWorkload, runs: [], error: altErr ?? 'no report' };
         if (altErr) alt.error = altErr;
-        alt.label = `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`;
+        alt.label = variant.label;
         (policies as PolicyReport[]).push(alt);
-        log(`policies (workload 1, mmv ${MMV_ALT}): ${altErr ?? 'done'}`);
+        log(`policies (workload 1, gpu-only, ${variant.label}): ${altErr ?? 'done'}`);
       }
     }
   }
@@ -606,7 +627,7 @@ async function main(): Promise<void> {
       const runs: ExpertRun[] = [];
       const errors: string[] = [];
       // llama.cpp's first-N-layers split with half of this file's layers on the CPU.
-      const moePolicies = EXPERT_RUN_POLICIES.map((p) => (p.startsWith('cpu-first-layers:') ? `cpu-first-layers:${Math.floor(moe.nLayer / 2)}` : p));
+      const moePolicies = EXPERT_POLICIES.map((p) => (p.startsWith('cpu-first-layers:') ? `cpu-first-layers:${Math.floor(moe.nLayer / 2)}` : p));
       for (const policy of moePolicies) {
         if (elapsedS() > BUDGET_S) break;
         const outFile = path.join(work, `experts-${i}.json`);
