@@ -9,6 +9,7 @@ import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import { HarmonySplitter, isHarmonyVocab } from '../model/harmony.js';
+import { detectReplyFormat, promptOpensThink, TaggedReplySplitter } from '../model/reply-format.js';
 import { native, type NativeModel, type NativeModelConfig } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import type { StepPlan, StepResult } from '../native/step-plan.js';
@@ -422,6 +423,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvSlidingWindow: kv.slidingWindow,
     kvType,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),
+    replyFormat: detectReplyFormat(tokenizer.vocab.tokens, template),
     kvBytesPerToken,
     device: placement.device,
     deviceName: placement.deviceName,
@@ -635,12 +637,27 @@ export class Model {
       throw new TandemError('TDM_BAD_ARGUMENT', `${where}: reasoning must be 'split' or 'raw', got ${String(reasoning)}`);
     }
     const resolved = resolveGenerateOptions(where, rest, this.info.nVocab, this.tokenizer.vocab.eogIds);
-    const tokens = this.renderChat(messages, templateVariables).then((text) =>
+    const splitter = reasoning === 'raw' ? undefined : this.replySplitter(templateVariables);
+    const tokens = this.renderChat(messages, templateVariables).then((text) => {
+      if (splitter instanceof TaggedReplySplitter && promptOpensThink(text)) splitter.startInReasoning();
       // The template writes BOS itself where the model wants one; parse it as the special token.
-      this.tokenizer.tokenizeAsync(text, { addBos: this.addBosForTemplate(text), special: true }),
-    );
-    const split = reasoning !== 'raw' && this.info.replyChannels;
-    return this.start(tokens, resolved.params, resolved.stop, resolved.signal, split ? new HarmonySplitter() : undefined);
+      return this.tokenizer.tokenizeAsync(text, { addBos: this.addBosForTemplate(text), special: true });
+    });
+    return this.start(tokens, resolved.params, resolved.stop, resolved.signal, splitter);
+  }
+
+  /**
+   * What takes a chat reply apart (info.replyFormat): harmony's channels; <think> reasoning;
+   * tool calls in the template's format when the request offers tools. Undefined: none.
+   */
+  private replySplitter(templateVariables: Record<string, unknown> | undefined): HarmonySplitter | TaggedReplySplitter | undefined {
+    const format = this.info.replyFormat;
+    if (format.reasoning === 'harmony') return new HarmonySplitter();
+    const tools = templateVariables?.tools;
+    const offered = Array.isArray(tools) && tools.length > 0;
+    const toolCalls = offered && format.toolCalls !== null && format.toolCalls !== 'harmony' ? format.toolCalls : null;
+    if (format.reasoning !== 'think' && toolCalls === null) return undefined;
+    return new TaggedReplySplitter({ think: format.reasoning === 'think', toolCalls });
   }
 
 

@@ -6,6 +6,7 @@ import type { NativeExpertCost } from '../native/binding.js';
 import type { ExpertCalibrationError } from '../sched/experts/calibrate.js';
 import type { ExpertRefitState } from '../sched/experts/refit.js';
 import type { ToolCall } from '../model/harmony.js';
+import type { ReplyFormat } from '../model/reply-format.js';
 import type { PredictionError } from '../sched/cost-model.js';
 import type { PolicyName } from '../sched/policy.js';
 
@@ -165,10 +166,11 @@ export interface ChatOptions extends GenerateOptions {
   /** Variables passed to the chat template besides messages (e.g. enable_thinking). */
   templateVariables?: Record<string, unknown>;
   /**
-   * For models that reply on channels (gpt-oss's harmony format): 'split' (default) puts the
-   * final channel in `text`, the others (analysis, commentary) in `reasoning` and messages to
-   * functions in the result's `toolCalls`; 'raw' keeps the reply as generated, markers
-   * included. Stop strings match the raw text either way.
+   * For models with a reply format (ModelInfo.replyFormat): 'split' (default) puts the reply
+   * in `text`, the reasoning (harmony's analysis and commentary channels, or <think> blocks)
+   * in `reasoning` and tool calls in the result's `toolCalls` (harmony's messages to functions
+   * always; the other formats when `templateVariables.tools` offers tools); 'raw' keeps the
+   * reply as generated, markers included. Stop strings match the raw text either way.
    */
   reasoning?: 'split' | 'raw';
 }
@@ -195,7 +197,7 @@ export interface GenerationResult {
   text: string;
   /** chat() with a split reply (ChatOptions.reasoning): the reasoning channels' text. */
   reasoning?: string;
-  /** chat() with a split reply: the tool calls it made (gpt-oss's messages to functions.NAME), when it made any. */
+  /** chat() with a split reply: the tool calls it made (ModelInfo.replyFormat.toolCalls), when it made any. */
   toolCalls?: ToolCall[];
   /** Every generated token, including an EOS token and the token that completed a stop string. */
   tokens: number[];
@@ -264,6 +266,13 @@ export interface ModelInfo {
   kvType: 'f16' | 'q8_0';
   /** The model replies on harmony's channels (gpt-oss's vocabulary): chat() splits its replies into text, reasoning and tool calls. */
   replyChannels: boolean;
+  /**
+   * How the model marks reasoning and tool calls, from its vocabulary and chat template
+   * (model/reply-format.ts): reasoning on harmony's channels or between <think> tags; tool calls
+   * on harmony's channels, in <tool_call> tags (Hermes, Qwen), as a Llama 3 JSON reply or after
+   * Mistral's [TOOL_CALLS]. null: none that chat() can read.
+   */
+  replyFormat: ReplyFormat;
   /** Bytes of KV cache per token over every layer (with kvSlidingWindow > 0 the sliding layers keep only their window, so a long context takes less). */
   kvBytesPerToken: number;
   /** The device in use beside the CPU: its kind ('cuda', 'hip', 'cpu-standin'), or null on the single-device CPU path. */

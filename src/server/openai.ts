@@ -161,8 +161,8 @@ export interface ChatRequest extends SamplingRequest {
 
 /**
  * A /v1/chat/completions body: messages whose content is text or a list of text parts.
- * `tools` are taken only where the model's tool calls can be read back (`toolCalls`: a model
- * that replies on harmony channels, gpt-oss); elsewhere they are refused.
+ * `tools` are taken only where the model's tool calls can be read back (`toolCalls`: the model
+ * has a tool-call format, ModelInfo.replyFormat); elsewhere they are refused.
  */
 export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCalls = false): ChatRequest {
   refuseUnsupported(body, {
@@ -199,7 +199,7 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCall
 function checkTools(tools: unknown, supported: boolean): Body[] {
   if (tools === undefined || tools === null || (Array.isArray(tools) && tools.length === 0)) return [];
   if (!supported) {
-    throw new RequestError(400, 'tools is not supported by tandem\'s server for this model: tool calls are read back only from models that reply on harmony channels (gpt-oss)', 'tools', 'unsupported_parameter');
+    throw new RequestError(400, 'tools is not supported by tandem\'s server for this model: its chat template has no tool-call format tandem reads back (harmony, <tool_call> tags, Llama 3 JSON, Mistral [TOOL_CALLS])', 'tools', 'unsupported_parameter');
   }
   if (!Array.isArray(tools)) throw bad('tools', 'must be an array of {type: "function", function: {name, ...}}');
   return tools.map((tool: unknown, i) => {

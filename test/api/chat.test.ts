@@ -8,6 +8,7 @@ import { loadModel, type ChatMessage } from '../../src/api/index.js';
 import { makeModel, syntheticVocab } from '../../src/model/synthetic.js';
 import { GgufWriter } from '../../src/model/gguf-writer.js';
 import { HarmonySplitter } from '../../src/model/harmony.js';
+import { startServer } from '../../src/server/index.js';
 import { modelPath } from '../helpers.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-chat-'));
@@ -90,4 +91,68 @@ t.test('a vocabulary with harmony\'s tokens (gpt-oss): chat() splits the reply i
   t.same(split.toolCalls ?? [], s.toolCalls(), 'tool calls: its messages to functions');
   t.ok(split.text.length + split.reasoning!.length < raw.text.length, 'the markers and channel names are gone');
   t.comment(`raw: ${JSON.stringify(raw.text.slice(0, 120))}`);
+});
+
+t.test('a template with <think> and <tool_call> tags (Qwen-style): reasoning split, calls read when tools are offered, and served as tool_calls', async (t) => {
+  // Whole tagged pieces as single user-defined tokens, so that a biased random model emits exactly them.
+  const template = [
+    '{%- if tools %}<|im_start|>system\nThink in <think></think>, then call tools as <tool_call>{"name": ..., "arguments": ...}</tool_call>:\n',
+    '{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}<|im_end|>\n{% endif %}',
+    '{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}',
+    '{%- if add_generation_prompt %}<|im_start|>assistant\n{% if open_think %}<think>\n{% endif %}{% endif %}',
+  ].join('');
+  const pieces = ['<think>weighing it</think>', '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>', 'pondering</think>'];
+  const vocab = syntheticVocab(400);
+  const entry = (key: string) => vocab.entries.find((e) => e.key === key)!;
+  const tokens = [...(entry('tokenizer.ggml.tokens').value as { value: string[] }).value];
+  const types = Int32Array.from((entry('tokenizer.ggml.token_type').value as { value: Int32Array }).value);
+  pieces.forEach((p, i) => {
+    tokens[390 + i] = p;
+    types[390 + i] = 4; // user-defined: text that decodes as written
+  });
+  const w = new GgufWriter();
+  for (const e of vocab.entries) w.set(e.key, e.type, e.value);
+  w.set('tokenizer.ggml.tokens', 'array', { elementType: 'string', value: tokens });
+  w.set('tokenizer.ggml.token_type', 'array', { elementType: 'int32', value: types });
+  w.set('tokenizer.chat_template', 'string', template);
+  const vocabFile = path.join(dir, 'tagged-vocab.gguf');
+  await (await w.create(vocabFile)).close();
+  const file = path.join(dir, 'tagged.gguf');
+  await makeModel({ architecture: 'llama', type: 'q8_0', vocab: vocabFile, seed: 9 }, file);
+  const model = await loadModel(file, { threads: 1, contextSize: 512 });
+  t.teardown(() => model.dispose());
+  t.same(model.info.replyFormat, { reasoning: 'think', toolCalls: 'hermes' }, 'the format is read from the template');
+
+  const weather = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+  t.match(await model.renderChat(CONVERSATION, { tools: [weather] }), /"name":\s*"get_weather"/, 'the tools reach the template');
+  // The two tagged pieces, each once (a large bias, then a larger penalty once used), in either order.
+  const options = { maxTokens: 2, temperature: 0, logitBias: { 390: 100, 391: 100 }, frequencyPenalty: 200 };
+  const withTools = await model.chat(CONVERSATION, { ...options, templateVariables: { tools: [weather] } }).result;
+  t.same(withTools.toolCalls, [{ name: 'get_weather', arguments: '{"city":"Paris"}' }], 'the call is read back');
+  t.equal(withTools.reasoning, 'weighing it', 'the think block is the reasoning');
+  t.equal(withTools.text, '', 'nothing else');
+  const noTools = await model.chat(CONVERSATION, options).result;
+  t.notOk(noTools.toolCalls, 'offered no tools: no calls read');
+  t.equal(noTools.text.trim(), pieces[1], 'the tags stay in the text');
+  t.equal(noTools.reasoning, 'weighing it');
+  const raw = await model.chat(CONVERSATION, { ...options, reasoning: 'raw', templateVariables: { tools: [weather] } }).result;
+  t.same(raw.tokens, withTools.tokens, 'raw: the same tokens');
+  t.ok(raw.text.includes(pieces[0]!) && raw.text.includes(pieces[1]!) && !('reasoning' in raw), 'raw: the reply as generated');
+  // A prompt that the template leaves inside <think>: the reply starts in the reasoning.
+  const opened = await model.chat(CONVERSATION, { maxTokens: 1, temperature: 0, logitBias: { 392: 100 }, templateVariables: { open_think: true } }).result;
+  t.same([opened.reasoning, opened.text], ['pondering', ''], 'reasoning up to </think>');
+
+  // The server takes tools for this model and answers with tool_calls.
+  const server = await startServer(model, { port: 0 });
+  t.teardown(() => server.close());
+  const res = await fetch(`${server.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: CONVERSATION, tools: [weather], max_tokens: 1, temperature: 0, logit_bias: { 391: 100 } }),
+  });
+  const body = await res.json() as { choices: { finish_reason: string; message: { content: string | null; reasoning_content?: string; tool_calls?: { function: { name: string; arguments: string } }[] } }[] };
+  t.equal(res.status, 200, JSON.stringify(body).slice(0, 300));
+  const choice = body.choices[0]!;
+  t.equal(choice.finish_reason, 'tool_calls');
+  t.equal(choice.message.content, null, 'no text besides the call');
+  t.match(choice.message.tool_calls, [{ function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }]);
 });
