@@ -20,6 +20,31 @@ const CONVERSATION: ChatMessage[] = [
   { role: 'user', content: 'Tell me a story.' },
 ];
 
+/**
+ * A synthetic llama whose 400-piece vocabulary has `pieces` at ids 390 and on, of token type
+ * `type` (3 control, 4 user-defined), and `template` as its chat template when given.
+ */
+async function modelWithPieces(name: string, pieces: string[], type: number, template?: string): Promise<string> {
+  const vocab = syntheticVocab(400);
+  const entry = (key: string) => vocab.entries.find((e) => e.key === key)!;
+  const tokens = [...(entry('tokenizer.ggml.tokens').value as { value: string[] }).value];
+  const types = Int32Array.from((entry('tokenizer.ggml.token_type').value as { value: Int32Array }).value);
+  pieces.forEach((p, i) => {
+    tokens[390 + i] = p;
+    types[390 + i] = type;
+  });
+  const w = new GgufWriter();
+  for (const e of vocab.entries) w.set(e.key, e.type, e.value);
+  w.set('tokenizer.ggml.tokens', 'array', { elementType: 'string', value: tokens });
+  w.set('tokenizer.ggml.token_type', 'array', { elementType: 'int32', value: types });
+  if (template !== undefined) w.set('tokenizer.chat_template', 'string', template);
+  const vocabFile = path.join(dir, `${name}-vocab.gguf`);
+  await (await w.create(vocabFile)).close();
+  const file = path.join(dir, `${name}.gguf`);
+  await makeModel({ architecture: 'llama', type: 'q8_0', vocab: vocabFile, seed: 9 }, file);
+  return file;
+}
+
 t.test('the file\'s template renders the history; chat() generates from exactly that prompt', async (t) => {
   const file = path.join(dir, 'phi3-vocab.gguf');
   await makeModel({ architecture: 'llama', type: 'q8_0', vocab: modelPath('vocab/ggml-vocab-phi-3.gguf'), seed: 5 }, file);
@@ -55,23 +80,7 @@ t.test('a file without a template chats through ChatML', async (t) => {
 
 t.test('a vocabulary with harmony\'s tokens (gpt-oss): chat() splits the reply into text and reasoning; \'raw\' keeps it whole', async (t) => {
   // A synthetic vocabulary with five pieces renamed to harmony's markers (control tokens).
-  const vocab = syntheticVocab(400);
-  const entry = (key: string) => vocab.entries.find((e) => e.key === key)!;
-  const tokens = [...(entry('tokenizer.ggml.tokens').value as { value: string[] }).value];
-  const types = Int32Array.from((entry('tokenizer.ggml.token_type').value as { value: Int32Array }).value);
-  const markers = ['<|start|>', '<|channel|>', '<|message|>', '<|end|>', '<|return|>'];
-  markers.forEach((m, i) => {
-    tokens[390 + i] = m;
-    types[390 + i] = 3;
-  });
-  const w = new GgufWriter();
-  for (const e of vocab.entries) w.set(e.key, e.type, e.value);
-  w.set('tokenizer.ggml.tokens', 'array', { elementType: 'string', value: tokens });
-  w.set('tokenizer.ggml.token_type', 'array', { elementType: 'int32', value: types });
-  const vocabFile = path.join(dir, 'harmony-vocab.gguf');
-  await (await w.create(vocabFile)).close();
-  const file = path.join(dir, 'harmony.gguf');
-  await makeModel({ architecture: 'llama', type: 'q8_0', vocab: vocabFile, seed: 9 }, file);
+  const file = await modelWithPieces('harmony', ['<|start|>', '<|channel|>', '<|message|>', '<|end|>', '<|return|>'], 3);
   const model = await loadModel(file, { threads: 1, contextSize: 256 });
   t.teardown(() => model.dispose());
 
@@ -102,23 +111,8 @@ t.test('a template with <think> and <tool_call> tags (Qwen-style): reasoning spl
     '{%- if add_generation_prompt %}<|im_start|>assistant\n{% if open_think %}<think>\n{% endif %}{% endif %}',
   ].join('');
   const pieces = ['<think>weighing it</think>', '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>', 'pondering</think>'];
-  const vocab = syntheticVocab(400);
-  const entry = (key: string) => vocab.entries.find((e) => e.key === key)!;
-  const tokens = [...(entry('tokenizer.ggml.tokens').value as { value: string[] }).value];
-  const types = Int32Array.from((entry('tokenizer.ggml.token_type').value as { value: Int32Array }).value);
-  pieces.forEach((p, i) => {
-    tokens[390 + i] = p;
-    types[390 + i] = 4; // user-defined: text that decodes as written
-  });
-  const w = new GgufWriter();
-  for (const e of vocab.entries) w.set(e.key, e.type, e.value);
-  w.set('tokenizer.ggml.tokens', 'array', { elementType: 'string', value: tokens });
-  w.set('tokenizer.ggml.token_type', 'array', { elementType: 'int32', value: types });
-  w.set('tokenizer.chat_template', 'string', template);
-  const vocabFile = path.join(dir, 'tagged-vocab.gguf');
-  await (await w.create(vocabFile)).close();
-  const file = path.join(dir, 'tagged.gguf');
-  await makeModel({ architecture: 'llama', type: 'q8_0', vocab: vocabFile, seed: 9 }, file);
+  // User-defined tokens (type 4): text that decodes as written.
+  const file = await modelWithPieces('tagged', pieces, 4, template);
   const model = await loadModel(file, { threads: 1, contextSize: 512 });
   t.teardown(() => model.dispose());
   t.same(model.info.replyFormat, { reasoning: 'think', toolCalls: 'hermes' }, 'the format is read from the template');
