@@ -156,13 +156,22 @@ __device__ __forceinline__ float softmax_inv(float m, float l, const float* sink
 
 // D: the head-size class (64, 128, 256). Each query row is served by D/32 adjacent threads,
 // each holding 32 of its dimensions (d = sub + (D/32) * i) of q and of the output.
-template <int D>
+// kWarpRows (decode, when an item's rows fit one warp): every warp serves the same rows and
+// takes its own share of each tile's positions, and the warps' softmax states merge at the
+// end. Otherwise the block's threads serve kAttnThreads / (D/32) rows and every warp walks
+// every position, which at decode leaves most warps computing rows that do not exist.
+template <int D, bool kWarpRows>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, SeqBatch b, uint32_t* faults) {
   constexpr int kTpr = D / 32;                 // threads per query row
-  constexpr int kRows = kAttnThreads / kTpr;   // query rows per block
+  constexpr int kWarps = kAttnThreads / TDM_WARP;
+  constexpr int kRows = (kWarpRows ? TDM_WARP : kAttnThreads) / kTpr;  // query rows per block
   constexpr int kTileN = D <= 128 ? 32 : 16;   // positions per K/V tile
-  __shared__ float ks[kTileN * D];
-  __shared__ float vs[kTileN * D];
+  // K and V tiles; after the last tile, kWarpRows merges the warps' accumulators here.
+  __shared__ float kvs[2 * kTileN * D];
+  float* const ks = kvs;
+  float* const vs = kvs + kTileN * D;
+  static_assert(!kWarpRows || (kWarps - 1) * TDM_WARP * 32 <= 2 * kTileN * D, "the merge must fit the tiles' memory");
+  const int warp = int(threadIdx.x) / TDM_WARP, lane = int(threadIdx.x) % TDM_WARP;
 
   const KvView& kv = p.kv;
   const int dk = kv.head_dim_k, dv = kv.head_dim_v;
@@ -171,7 +180,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   const int32_t item = int32_t(blockIdx.x) - b.item_start[si];
   const int32_t kvh = blockIdx.y, split = blockIdx.z;
   const int32_t rows_in_seq = sd.n_tokens * p.group;
-  const int32_t myrow = item * kRows + int32_t(threadIdx.x) / kTpr;
+  const int32_t myrow = item * kRows + (kWarpRows ? lane : int(threadIdx.x)) / kTpr;
   const int sub = int(threadIdx.x) % kTpr;
   const bool valid = myrow < rows_in_seq;
   const int32_t t = valid ? myrow / p.group : 0;
@@ -226,7 +235,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
     // Positions in groups of 8: one rescale of the accumulators per group keeps the register
     // count and the unrolled code small.
 #pragma unroll 1
-    for (int j0 = 0; j0 < kTileN; j0 += 8) {
+    for (int j0 = kWarpRows ? 8 * warp : 0; j0 < kTileN; j0 += kWarpRows ? 8 * kWarps : 8) {
       float s[8];
       float group_max = -INFINITY;
 #pragma unroll
@@ -261,6 +270,39 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
         }
       }
       m = m_new;
+    }
+  }
+  if constexpr (kWarpRows) {
+    // Warps 1.. leave their state in shared memory; warp 0 rescales every state to the common
+    // maximum and adds them (a warp that saw no position of a row adds nothing).
+    __shared__ float ml[2 * kAttnThreads];
+    __syncthreads();  // every warp is done with the last tile
+    if (warp > 0) {
+      float* a = kvs + ((warp - 1) * TDM_WARP + lane) * 32;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) a[i] = acc[i];
+      ml[2 * threadIdx.x] = m;
+      ml[2 * threadIdx.x + 1] = l;
+    }
+    __syncthreads();
+    if (warp > 0) return;
+    float mx = m;
+    for (int w = 1; w < kWarps; ++w) mx = fmaxf(mx, ml[2 * (w * TDM_WARP + lane)]);
+    if (mx != -INFINITY) {
+      const float own = m == -INFINITY ? 0.0f : expf(m - mx);
+      l *= own;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) acc[i] *= own;
+      for (int w = 1; w < kWarps; ++w) {
+        const float mw = ml[2 * (w * TDM_WARP + lane)];
+        if (mw == -INFINITY) continue;
+        const float c = expf(mw - mx);
+        l += ml[2 * (w * TDM_WARP + lane) + 1] * c;
+        const float* a = kvs + ((w - 1) * TDM_WARP + lane) * 32;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) acc[i] += a[i] * c;
+      }
+      m = mx;
     }
   }
   if (!valid) return;
@@ -366,17 +408,21 @@ SeqBatch make_batch(const tdm_attn_seq* seqs, int32_t first, int32_t n, Items it
 template <int D>
 void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const float* q, const tdm_attn_seq* seqs, int32_t first,
                       int32_t n, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out) {
-  constexpr int kRows = kAttnThreads / (D / 32);
   constexpr int kTileN = D <= 128 ? 32 : 16;
+  constexpr int kWarpRowsMax = TDM_WARP / (D / 32);  // rows one warp serves
   const int32_t group = n_heads / kv.n_kv_heads;
-  const SeqBatch items = make_batch(seqs, first, n, [&](const tdm_attn_seq& s) {
-    return (int64_t(s.n_tokens) * group + kRows - 1) / kRows;
-  });
-  int64_t max_len = 0, max_row = 0;
+  int64_t max_len = 0, max_row = 0, max_rows = 0;
   for (int32_t i = first; i < first + n; ++i) {
     max_len = std::max<int64_t>(max_len, int64_t(seqs[i].start_pos) + seqs[i].n_tokens);
     max_row = std::max<int64_t>(max_row, int64_t(seqs[i].first_row) + seqs[i].n_tokens);
+    max_rows = std::max<int64_t>(max_rows, int64_t(seqs[i].n_tokens) * group);
   }
+  // Decode (each sequence's rows fit one warp): the warps split the positions instead.
+  const bool warp_rows = c.attn_warp_rows && max_rows <= kWarpRowsMax;
+  const int kRows = warp_rows ? kWarpRowsMax : kAttnThreads / (D / 32);
+  const SeqBatch items = make_batch(seqs, first, n, [&](const tdm_attn_seq& s) {
+    return (int64_t(s.n_tokens) * group + kRows - 1) / kRows;
+  });
   const int64_t n_items = items.item_start[n];
   const int64_t blocks = n_items * kv.n_kv_heads;
   // Too few blocks for the device: split the positions too (about two blocks per SM).
@@ -390,7 +436,8 @@ void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const floa
   AttnParams p{kv, q, out, nullptr, n_heads, group, splits, scale, sinks, window};
   if (splits > 1) p.partial = scratch_as<float>(st, kSlotAttn, size_t(max_row) * size_t(n_heads) * size_t(splits) * size_t(kv.head_dim_v + 2));
   const dim3 grid(unsigned(n_items), unsigned(kv.n_kv_heads), unsigned(splits));
-  TDM_LAUNCH(attention_kernel<D>, grid, kAttnThreads, 0, st.stream)(p, items, c.faults);
+  auto kernel = warp_rows ? attention_kernel<D, true> : attention_kernel<D, false>;
+  TDM_LAUNCH(kernel, grid, kAttnThreads, 0, st.stream)(p, items, c.faults);
   check_launch("attention_kernel");
   if (splits > 1) {
     const SeqBatch rows = make_batch(seqs, first, n, [](const tdm_attn_seq& s) { return int64_t(s.n_tokens); });

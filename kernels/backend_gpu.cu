@@ -361,6 +361,8 @@ extern "C" __attribute__((visibility("default"))) tdm_status tdm_backend_create(
     }
     // TANDEM_GPU_MMV_STAGE=0: the matrix-vector kernels read weights straight from global memory.
     if (const char* stage = getenv("TANDEM_GPU_MMV_STAGE"); stage != nullptr && strcmp(stage, "0") == 0) c->mmv_stage = false;
+    // TANDEM_GPU_ATTN_WARP_ROWS=0: decode attention runs the prefill layout (every warp walks every position).
+    if (const char* wr = getenv("TANDEM_GPU_ATTN_WARP_ROWS"); wr != nullptr && strcmp(wr, "0") == 0) c->attn_warp_rows = false;
     cudaDeviceProp prop;
     check_cuda(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties");
     c->name = describe_device(prop);

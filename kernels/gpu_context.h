@@ -79,6 +79,7 @@ struct GpuContext {
   int numa_node = -1;             // node host_alloc's pages prefer (host_numa.h); -1: no placement
   int mmv_max_tokens = kDefaultMmvMaxTokens;  // activation rows up to which matmuls run the matrix-vector kernels
   bool mmv_stage = true;          // quantized matrix-vector kernels stage weights in shared memory (matmul.cu)
+  bool attn_warp_rows = true;     // decode attention splits positions over the warps (attention.cu)
   std::mutex host_mu;             // guards host_mapped (host_alloc may run on any thread)
   std::unordered_map<void*, size_t> host_mapped;  // host_alloc pointers from map_on_node, to their bytes
 };

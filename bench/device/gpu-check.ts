@@ -17,7 +17,7 @@ import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { REFERENCE_ID, WEIGHT_TYPES, checkCase, nmse, opCases, rand, type CaseResult, type OpCase } from '../../test/backend/op-cases.js';
 import type { ChildReport, E2eMode } from './e2e-child.js';
 import type { Regime, StrategyReport } from './strategy-child.js';
-import { MMV_TOKENS, mmvRowBytes, type MmvReport } from './mmv-child.js';
+import { MATMUL_TOKENS, rowBytes, type KernelReport } from './kernels-child.js';
 import type { PolicyRun, PolicyWorkload } from './policy-child.js';
 import { EXPERT_RUN_POLICIES, type ExpertRun } from './experts-child.js';
 import { crossoverFormula, EXPERT_ROOFLINE } from '../../src/sched/experts/cost.js';
@@ -31,22 +31,23 @@ const BUDGET_S = Number(process.env.TANDEM_DEVICE_BUDGET_S ?? 420);
 /** Layers of the Llama-3-8B-shaped model the strategies are timed on (of 32: the file must be written on the device in seconds). */
 const BIG_LAYERS = 8;
 /** The sections to run (TANDEM_DEVICE_SECTIONS, comma-separated; default all), so that a second device run can repeat only what needs it. */
-const SECTIONS = ['ops', 'e2e', 'timing', 'mmv', 'strategies', 'policies', 'experts'] as const;
-/** A raised matrix-vector row limit for the mmv section to try too (TANDEM_DEVICE_MMV_ALT; empty, the default: none). */
+const SECTIONS = ['ops', 'e2e', 'timing', 'kernels', 'strategies', 'policies', 'experts'] as const;
+/** A raised matrix-vector row limit for the kernels section to try too (TANDEM_DEVICE_MMV_ALT; empty, the default: none). */
 const MMV_ALT = process.env.TANDEM_DEVICE_MMV_ALT ?? '';
-/** What the mmv section times beside the defaults, a process each; the first also reruns gpu-only on the first policy workload. */
+/** What the kernels section runs beside the defaults, a process each; each also reruns gpu-only on the first policy workload. */
+const KERNEL_VARIANTS: { label: string; env: Record<string, string> }[] = [
+  { label: 'direct weight reads (TANDEM_GPU_MMV_STAGE=0)', env: { TANDEM_GPU_MMV_STAGE: '0' } },
+  { label: 'decode attention in the prefill layout (TANDEM_GPU_ATTN_WARP_ROWS=0)', env: { TANDEM_GPU_ATTN_WARP_ROWS: '0' } },
+  ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
+];
 /**
- * The expert policies each MoE file runs (TANDEM_DEVICE_EXPERT_POLICIES, separated by ';' since names hold commas; 'all':
- * every one experts-child knows). The default leaves out the variants runs 5-8 of 2026-11-27
- * settled ('dynamic, no refit', 'stacks', 'dynamic n*', 'dynamic, no prefetch', 'dynamic,
- * cudaHostAlloc'), so that both MoE shapes fit one run.
+ * The expert policies each MoE file runs (TANDEM_DEVICE_EXPERT_POLICIES, separated by ';' since
+ * names hold commas; 'all': every one experts-child knows). The default leaves out the variants
+ * runs 5-8 of 2026-11-27 settled ('dynamic, no refit', 'stacks', 'dynamic n*', 'dynamic, no
+ * prefetch', 'dynamic, cudaHostAlloc'), so that both MoE shapes fit one run.
  */
 const expertPolicyList = process.env.TANDEM_DEVICE_EXPERT_POLICIES ?? 'cpu-all;dynamic;dynamic, pregate;all on device;cpu-first-layers:8';
 const EXPERT_POLICIES: string[] = expertPolicyList === 'all' ? [...EXPERT_RUN_POLICIES] : expertPolicyList.split(';').map((x) => x.trim());
-const MMV_VARIANTS: { label: string; env: Record<string, string> }[] = [
-  { label: 'direct weight reads (TANDEM_GPU_MMV_STAGE=0)', env: { TANDEM_GPU_MMV_STAGE: '0' } },
-  ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
-];
 const chosen = (process.env.TANDEM_DEVICE_SECTIONS ?? SECTIONS.join(',')).split(',').map((x) => x.trim());
 for (const c of chosen) if (!(SECTIONS as readonly string[]).includes(c)) throw new Error(`TANDEM_DEVICE_SECTIONS: unknown section '${c}' (${SECTIONS.join(', ')})`);
 const want = (section: (typeof SECTIONS)[number]) => chosen.includes(section);
@@ -379,27 +380,34 @@ function expertsTable(model: string, report: ExpertsReport | string): string[] {
   return [...lines, ''];
 }
 
-function mmvTable(reports: MmvReport[]): string[] {
+function kernelTable(reports: KernelReport[]): string[] {
   if (reports.length === 0) return [];
   const [base, ...alts] = reports;
-  const lines = ['## Matrix-vector kernels: the defaults against each variant', '',
-    ...reports.map((r) => `- ${r.variant}: ${r.casesPassed}/${r.cases} matmul, matmul_group and expert op cases pass on ${r.device}${r.failures.length ? ` (failed: ${r.failures.join('; ')})` : ''}`), ''];
+  const lines = ['## Kernel variants: the defaults against each', '',
+    ...reports.map((r) => `- ${r.variant}: ${r.casesPassed}/${r.cases} matmul, matmul_group, expert and attention op cases pass on ${r.device}${r.failures.length ? ` (failed: ${r.failures.join('; ')})` : ''}`), ''];
   for (const alt of alts) {
-    lines.push(`### default / ${alt.variant}`, '', `| type | matrix | 1 row GB/s | ${MMV_TOKENS.map((n) => `${n} rows`).join(' | ')} |`,
-      `|---|---|---|${MMV_TOKENS.map(() => '---').join('|')}|`);
-    for (const t of base!.timings.filter((x) => x.tokens === MMV_TOKENS[0])) {
-      const us = (r: MmvReport, n: number) => r.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
+    lines.push(`### default / ${alt.variant}`, '', `| type | matrix | 1 row GB/s | ${MATMUL_TOKENS.map((n) => `${n} rows`).join(' | ')} |`,
+      `|---|---|---|${MATMUL_TOKENS.map(() => '---').join('|')}|`);
+    for (const t of base!.timings.filter((x) => x.tokens === MATMUL_TOKENS[0])) {
+      const us = (r: KernelReport, n: number) => r.timings.find((x) => x.type === t.type && x.shape === t.shape && x.tokens === n)?.us;
       const cell = (n: number) => {
         const b = us(base!, n), a = us(alt, n);
         return b && a ? `${fmtUs(b)} / ${fmtUs(a)}` : '-';
       };
       // The matrix's rows x cols from its label ('q/o 4096x4096'): bytes read at one activation row.
       const [rows, cols] = (/(\d+)x(\d+)/.exec(t.shape) ?? []).slice(1).map(Number);
-      const bytes = rows && cols ? rows * mmvRowBytes(t.type, cols) : 0;
-      const gbs = (r: MmvReport) => (bytes && us(r, 1) ? (bytes / us(r, 1)! / 1e3).toFixed(0) : '-');
-      lines.push(`| ${t.type} | ${t.shape} | ${gbs(base!)} / ${gbs(alt)} | ${MMV_TOKENS.map(cell).join(' | ')} |`);
+      const bytes = rows && cols ? rows * rowBytes(t.type, cols) : 0;
+      const gbs = (r: KernelReport) => (bytes && us(r, 1) ? (bytes / us(r, 1)! / 1e3).toFixed(0) : '-');
+      lines.push(`| ${t.type} | ${t.shape} | ${gbs(base!)} / ${gbs(alt)} | ${MATMUL_TOKENS.map(cell).join(' | ')} |`);
     }
-    lines.push('', 'Each cell: default / variant (µs per matmul, activation conversion included; equal where both run the same kernel).', '');
+    lines.push('', 'Each cell: default / variant (µs per matmul, activation conversion included; equal where both run the same kernel).', '',
+      '| decode attention (f16 KV) | default | variant | default GB/s | variant GB/s |', '|---|---|---|---|---|');
+    for (const a of base!.attention) {
+      const b = alt.attention.find((x) => x.shape === a.shape);
+      const gbs = (us: number | undefined) => (us ? (a.kvBytes / us / 1e3).toFixed(0) : '-');
+      lines.push(`| ${a.shape} | ${fmtUs(a.us)} | ${b ? fmtUs(b.us) : '-'} | ${gbs(a.us)} | ${gbs(b?.us)} |`);
+    }
+    lines.push('');
   }
   return lines;
 }
@@ -538,16 +546,16 @@ async function main(): Promise<void> {
     timeAttention(ops, gpuId, cpuId, rows);
   }
   // The matrix-vector kernels with the defaults and with each variant: a process each.
-  const mmv: MmvReport[] = [];
-  if (want('mmv') && elapsedS() < BUDGET_S) {
-    for (const [i, v] of [{ label: 'default', env: {} }, ...MMV_VARIANTS].entries()) {
-      const outFile = path.join(work, `mmv-${i}.json`);
-      const err = await startChild('mmv-child.js', [outFile, v.label, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, { ...process.env, ...v.env });
-      if (existsSync(outFile)) mmv.push(JSON.parse(readFileSync(outFile, 'utf8')) as MmvReport);
-      log(`mmv (${v.label}): ${err ?? 'done'}`);
+  const kernels: KernelReport[] = [];
+  if (want('kernels') && elapsedS() < BUDGET_S) {
+    for (const [i, v] of [{ label: 'default', env: {} }, ...KERNEL_VARIANTS].entries()) {
+      const outFile = path.join(work, `kernels-${i}.json`);
+      const err = await startChild('kernels-child.js', [outFile, v.label, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, { ...process.env, ...v.env });
+      if (existsSync(outFile)) kernels.push(JSON.parse(readFileSync(outFile, 'utf8')) as KernelReport);
+      log(`kernels (${v.label}): ${err ?? 'done'}`);
     }
   }
-  results.mmv = mmv;
+  results.kernels = kernels;
   const notRun = (section: (typeof SECTIONS)[number]) => (want(section) ? 'not run (out of time)' : 'not chosen (TANDEM_DEVICE_SECTIONS)');
   let e2eTiming: Record<string, unknown> | string = notRun('timing');
   let strategies: StrategyReport | string = notRun('strategies');
@@ -597,10 +605,10 @@ async function main(): Promise<void> {
       (policies as PolicyReport[]).push(report);
       savePartial(outDir, { policies });
       log(`policies (workload ${i + 1}): ${err ?? 'done'}`);
-      // The decode-heavy workload's gpu-only again under the first matrix-vector variant.
-      const variant = MMV_VARIANTS[0];
-      if (i === 0 && variant && want('mmv') && elapsedS() < BUDGET_S) {
-        const altFile = path.join(work, 'policies-alt.json');
+      // The decode-heavy workload's gpu-only again under each kernel variant.
+      for (const [vi, variant] of (i === 0 && want('kernels') ? KERNEL_VARIANTS : []).entries()) {
+        if (elapsedS() > BUDGET_S) break;
+        const altFile = path.join(work, `policies-alt-${vi}.json`);
         const altWorkload: PolicyWorkload = { ...w, policies: ['gpu-only'] };
         const altErr = await startChild('policy-child.js', [bigFile, altFile, JSON.stringify(altWorkload), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150,
           { ...process.env, ...variant.env });
@@ -658,7 +666,7 @@ async function main(): Promise<void> {
     ...rows.map((r) => `| ${r.what} | ${r.type} | ${r.tokens} | ${fmtUs(r.gpuUs)} | ${fmtUs(r.cpuUs)} | ${(r.cpuUs / r.gpuUs).toFixed(1)}x |`), '',
     '| model | type | estimate (sum of op timings) | GPU | CPU |', '|---|---|---|---|---|',
     ...estimates.map((e) => `| ${e.model} | ${e.type} | ${e.what} | ${(e.gpu as number).toFixed(1)} | ${(e.cpu as number).toFixed(1)} |`), '');
-  md.push(...mmvTable(mmv));
+  md.push(...kernelTable(kernels));
   md.push('End-to-end timing (executor):', '', '```', JSON.stringify(e2eTiming, null, 1), '```', '');
   md.push(...strategyTable(bigName, strategies), ...(typeof policies === 'string' ? policyTable(bigName, policies) : policies.flatMap((p) => policyTable(bigName, p))), ...experts.flatMap((x) => expertsTable(x.name, x.report)));
 

@@ -255,6 +255,11 @@ function attentionCases(): OpCase[] {
     { label: 'prefill, 70 tokens, GQA 8, window 16, sinks', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[3, 70]], window: 16, sinks: true },
     { label: 'mixed batch, window 9, sinks', kvType: 'f32', blockTokens: 8, nKvHeads: 2, nHeads: 4, headDim: 256, headDimV: 256, seqs: [[40, 3], [0, 12], [6, 1], [2, 30]], window: 9, sinks: true },
     { label: 'MQA, K 96 wide and V 64, window 4, sinks', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[9, 2], [30, 1], [0, 5]], window: 4, sinks: true },
+    // Decode whose rows fit one warp (the GPU's warps then split the positions), per head-size class.
+    { label: 'decode, 128-wide heads, GQA 4, two sequences', kvType: 'f16', blockTokens: 16, nKvHeads: 2, nHeads: 8, headDim: 128, headDimV: 128, seqs: [[200, 1], [33, 1]] },
+    { label: 'decode, GQA 8, window 24, sinks (gpt-oss)', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[90, 1], [3, 1]], window: 24, sinks: true },
+    { label: 'decode, MQA, K 96 wide and V 64', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[50, 1], [0, 1]] },
+    { label: 'decode, f32 cache, 256-wide heads, two tokens', kvType: 'f32', blockTokens: 8, nKvHeads: 2, nHeads: 4, headDim: 256, headDimV: 256, seqs: [[61, 2]] },
   ];
   return specs.map((s, si) => {
     let next = 0;
