@@ -21,6 +21,10 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
     spec: { preset: 'gpt-oss-20b', nLayer: 4, type: 'mxfp4_moe', ropeScaling: { type: 'yarn', factor: 32, originalContext: 4096 } },
     about: "gpt-oss-20b's shape and YaRN, 4 of its 24 layers, MXFP4 experts and Q8_0 elsewhere (3 GB)",
   },
+  'qwen3moe-4l': {
+    spec: { preset: 'qwen3-30b-a3b', nLayer: 4, type: 'q4_K_M' },
+    about: "Qwen3-30B-A3B's shape, 4 of its 48 layers: 128 small experts top-8, Q4_K_M (1.6 GB)",
+  },
   quick: {
     spec: { preset: 'tiny', nEmbd: 512, nLayer: 4, nHead: 8, nHeadKv: 4, nFf: 1408, nVocab: 4096, nCtx: 1024, type: 'q8_0' },
     about: 'a small llama for --quick: 512 wide, 4 layers, Q8_0 (about 20 MB)',

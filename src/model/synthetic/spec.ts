@@ -50,7 +50,7 @@ export interface ModelShape {
   slidingWindow: number;
 }
 
-export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b';
+export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b' | 'qwen3-30b-a3b';
 
 interface Preset {
   architecture: SyntheticArchitecture;
@@ -98,6 +98,14 @@ export const PRESETS: Record<PresetName, Preset> = {
       nCtx: 131072, nVocab: 201088, ropeFreqBase: 150000, rmsEps: 1e-5, slidingWindow: 128,
     },
     about: 'gpt-oss-20b: 2880 wide, 24 layers, 64 heads of 64 / 8 KV heads, 32 experts top-4 of width 2880, window 128 on even layers, 201088 tokens',
+  },
+  'qwen3-30b-a3b': {
+    architecture: 'qwen3moe',
+    shape: {
+      nEmbd: 2048, nLayer: 48, nHead: 32, nHeadKv: 4, headDim: 128, nFf: 6144, nExpert: 128, nExpertUsed: 8, nFfExpert: 768,
+      nCtx: 40960, nVocab: 151936, ropeFreqBase: 1000000, rmsEps: 1e-6,
+    },
+    about: 'Qwen3-30B-A3B: 2048 wide, 48 layers, 32 heads of 128 / 4 KV heads, 128 experts top-8 of width 768, 151936 tokens',
   },
 };
 
