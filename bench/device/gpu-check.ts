@@ -550,7 +550,7 @@ async function main(): Promise<void> {
   if (want('kernels') && elapsedS() < BUDGET_S) {
     for (const [i, v] of [{ label: 'default', env: {} }, ...KERNEL_VARIANTS].entries()) {
       const outFile = path.join(work, `kernels-${i}.json`);
-      const err = await startChild('kernels-child.js', [outFile, v.label, ...(simulate ? ['--device', 'cpu-standin'] : [])], 120, { ...process.env, ...v.env });
+      const err = await startChild('kernels-child.js', [outFile, v.label, ...(simulate ? ['--device', 'cpu-standin'] : []), ...(QUICK ? ['--quick'] : [])], 120, { ...process.env, ...v.env });
       if (existsSync(outFile)) kernels.push(JSON.parse(readFileSync(outFile, 'utf8')) as KernelReport);
       log(`kernels (${v.label}): ${err ?? 'done'}`);
     }

@@ -4,7 +4,8 @@
 // attention op cases against the CPU reference, then Llama-3-8B and gpt-oss matrix shapes timed
 // at 1 to 64 activation rows and decode attention at 1 to 32 sequences. gpu-check runs it with
 // the defaults and with each variant's environment, and tabulates them side by side.
-// Usage: node kernels-child.js <out.json> <variant label> [--device cpu-standin]
+// Usage: node kernels-child.js <out.json> <variant label> [--device cpu-standin] [--quick]
+// (--quick, and the stand-in: one small shape each, for dry runs on emulated or CPU kernels)
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/binding.js';
@@ -55,6 +56,7 @@ export function rowBytes(type: string, cols: number): number {
 function main(): void {
   const out = process.argv[2]!;
   const standin = process.argv.includes('cpu-standin');
+  const small = standin || process.argv.includes('--quick');
   const ops = native().backendOps;
   const id = standin ? ops.ids().filter((i) => i.startsWith('cpu:')).pop()! : native().backends(true).filter((b) => b.status === 'selected').map((b) => `${b.kind}:${b.device}`)[0]!;
   const cases = opCases().filter((c) => ['matmul', 'matmul_group', 'moe_ffn', 'attention'].includes(c.op));
@@ -68,18 +70,18 @@ function main(): void {
     timings: [],
     attention: [],
   };
-  const shapes: [string, string, number, number][] = standin
-    ? [['q8_0', '256x256 (stand-in)', 256, 256]]
+  const shapes: [string, string, number, number][] = small
+    ? [['q8_0', '256x256 (dry run)', 256, 256]]
     : [...['q8_0', 'q4_K', 'f16'].flatMap((type) => MATMUL_SHAPES.map(([shape, rows, cols]) => [type, shape, rows, cols] as [string, string, number, number])), ...MATMUL_OSS_SHAPES];
   for (const [type, shape, rows, cols] of shapes) {
-    for (const tokens of MATMUL_TOKENS) report.timings.push({ type, shape, tokens, us: ops.timeMatmul(id, type, rows, cols, tokens, standin ? 2 : 20) });
+    for (const tokens of small ? [1, 16] : MATMUL_TOKENS) report.timings.push({ type, shape, tokens, us: ops.timeMatmul(id, type, rows, cols, tokens, small ? 2 : 20) });
   }
-  for (const [nHeads, nKvHeads, headDim, nSeqs, ctx] of standin ? [[8, 2, 64, 2, 256]] : ATTENTION_SHAPES) {
+  for (const [nHeads, nKvHeads, headDim, nSeqs, ctx] of small ? [[8, 2, 64, 2, 256]] : ATTENTION_SHAPES) {
     const opts = { kvType: 'f16' as const, blockTokens: 16, nKvHeads, nHeads, headDim, nSeqs, contextLen: ctx, nTokens: 1 };
     report.attention.push({
       shape: `${nHeads}/${nKvHeads} heads d${headDim}, ${nSeqs} seq x ${ctx}`,
       kvBytes: 2 * nSeqs * (ctx + 1) * nKvHeads * headDim * 2,
-      us: ops.timeAttention(id, opts, standin ? 2 : 20),
+      us: ops.timeAttention(id, opts, small ? 2 : 20),
     });
   }
   writeFileSync(out, JSON.stringify(report));

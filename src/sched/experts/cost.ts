@@ -113,6 +113,12 @@ export const EXPERT_ROOFLINE = {
   cpuBandwidth: 0.6,
   /** Kernel launches of one expert on the GPU (gate, up, down). */
   gpuLaunches: 3,
+  /**
+   * A layer's round trip to the CPU beyond its experts' own time (µs): the hidden rows down,
+   * the wait, waking the CPU pool, the outputs back up. The H200's calibrations measured 40-90
+   * µs (bench/results/2026-11-27-h200) and the CPU stand-in 37; this takes the low end.
+   */
+  cpuCallUs: 40,
   /** Decode context each row attends over when the simulator prices a layer (tokens). */
   defaultContext: 1024,
 };
@@ -134,6 +140,7 @@ export function rooflineExpertCost(hw: HardwareProfile, model: MoeShape): Expert
   return {
     expertBytes: bytes,
     activationBytesPerToken: 4 * model.nEmbd,
+    cpuCallUs: E.cpuCallUs,
     gpuExpertUs(tokens) {
       if (tokens <= 0) return 0;
       return us(Math.max(bytes / (hw.gpu.bandwidth * R.weightBandwidth), (flopsPerToken * tokens) / (hw.gpu.fp16Flops * R.flops))) + E.gpuLaunches * R.launchUs;
