@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   __shared__ float kvs[2 * kTileN * D];
   float* const ks = kvs;
   float* const vs = kvs + kTileN * D;
-  static_assert(!kWarpRows || (kWarps - 1) * TDM_WARP * 32 <= 2 * kTileN * D, "the merge must fit the tiles' memory");
+  static_assert(!kWarpRows || (kWarps - 1) * TDM_WARP * 32 + 2 * kAttnThreads <= 2 * kTileN * D, "the merge must fit the tiles' memory");
   const int warp = int(threadIdx.x) / TDM_WARP, lane = int(threadIdx.x) % TDM_WARP;
 
   const KvView& kv = p.kv;
@@ -273,9 +273,11 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
     }
   }
   if constexpr (kWarpRows) {
-    // Warps 1.. leave their state in shared memory; warp 0 rescales every state to the common
-    // maximum and adds them (a warp that saw no position of a row adds nothing).
-    __shared__ float ml[2 * kAttnThreads];
+    // Warps 1.. leave their state in the tiles' memory (no more shared memory than the tiles
+    // take: on an A10's 100 KB a kilobyte more per block fits two blocks instead of three);
+    // warp 0 rescales every state to the common maximum and adds them (a warp that saw no
+    // position of a row adds nothing).
+    float* const ml = kvs + (kWarps - 1) * TDM_WARP * 32;  // m and l of every thread
     __syncthreads();  // every warp is done with the last tile
     if (warp > 0) {
       float* a = kvs + ((warp - 1) * TDM_WARP + lane) * 32;
