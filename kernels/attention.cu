@@ -23,6 +23,18 @@ constexpr int kMaxSeqs = 64;  // sequences per launch (the descriptors are kerne
 constexpr int kAttnThreads = 128;
 constexpr int kMaxSplits = 64;
 
+// Positions per K/V tile (f32 rows of D in shared memory, K and V). Turing and CDNA have 64 KB
+// of shared memory per SM or CU, where 32-position tiles of 128-wide heads (32.9 KB a block)
+// leave room for one block; half-size tiles there fit three. (The emulation's wavefronts of 64
+// run the CDNA sizes, so that the tests cover both.)
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 750) || defined(__HIP_DEVICE_COMPILE__) || (defined(TDM_EMU) && TDM_EMU_WARP == 64)
+constexpr int kSmallSharedMemory = 1;
+#else
+constexpr int kSmallSharedMemory = 0;
+#endif
+template <int D>
+constexpr int kAttnTile = D <= 64 ? 32 : ((D <= 128 ? 32 : 16) >> kSmallSharedMemory);
+
 struct SeqDesc {
   const int32_t* table;
   int32_t first_row, n_tokens, start_pos, pad;
@@ -165,7 +177,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   constexpr int kTpr = D / 32;                 // threads per query row
   constexpr int kWarps = kAttnThreads / TDM_WARP;
   constexpr int kRows = (kWarpRows ? TDM_WARP : kAttnThreads) / kTpr;  // query rows per block
-  constexpr int kTileN = D <= 128 ? 32 : 16;   // positions per K/V tile
+  constexpr int kTileN = kAttnTile<D>;         // positions per K/V tile
   // K and V tiles; after the last tile, kWarpRows merges the warps' accumulators here.
   __shared__ float kvs[2 * kTileN * D];
   float* const ks = kvs;
@@ -410,7 +422,7 @@ SeqBatch make_batch(const tdm_attn_seq* seqs, int32_t first, int32_t n, Items it
 template <int D>
 void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const float* q, const tdm_attn_seq* seqs, int32_t first,
                       int32_t n, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out) {
-  constexpr int kTileN = D <= 128 ? 32 : 16;
+  constexpr int kTileN = kAttnTile<D>;  // the host pass's value (for the split count only)
   constexpr int kWarpRowsMax = TDM_WARP / (D / 32);  // rows one warp serves
   const int32_t group = n_heads / kv.n_kv_heads;
   int64_t max_len = 0, max_row = 0, max_rows = 0;
