@@ -433,9 +433,9 @@ void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const floa
   }
   // Decode (each sequence's rows fit one warp): the warps split the positions instead.
   const bool warp_rows = c.attn_warp_rows && max_rows <= kWarpRowsMax;
-  const int kRows = warp_rows ? kWarpRowsMax : kAttnThreads / (D / 32);
+  const int rows_per_item = warp_rows ? kWarpRowsMax : kAttnThreads / (D / 32);
   const SeqBatch items = make_batch(seqs, first, n, [&](const tdm_attn_seq& s) {
-    return (int64_t(s.n_tokens) * group + kRows - 1) / kRows;
+    return (int64_t(s.n_tokens) * group + rows_per_item - 1) / rows_per_item;
   });
   const int64_t n_items = items.item_start[n];
   const int64_t blocks = n_items * kv.n_kv_heads;

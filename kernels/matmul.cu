@@ -168,8 +168,8 @@ __device__ __forceinline__ void load_w8(const uint8_t* row, int64_t k, float* ou
 // ---- matrix-vector kernels (decode)
 
 // Weight staging. Each lane decodes its own 17-34-byte block, and with 1- and 2-byte loads
-// from global memory every load instruction of the warp touches about nine cache lines: that
-// held the kernels to 1.4-2.2 TB/s of an H200's 4.8 (run 8 of 2026-11-27, ncu). Staged, the
+// from global memory every load instruction of the warp touches about nine cache lines: the
+// likely limit of the 1.4-2.2 TB/s an H200 measured of its 4.8 (run 8 of 2026-11-27, ncu). Staged, the
 // warp copies a pass's bytes (the TDM_WARP chunks it sums at once) into shared memory with
 // 16-byte loads, the next pass's loads in flight while this one is summed, and each lane
 // decodes its chunk from there. Lanes keep the same chunks in the same order, so the sums are
