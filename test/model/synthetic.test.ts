@@ -220,6 +220,8 @@ t.test('preset sizes', async (t) => {
   t.equal(params('tinyllama-1.1b'), 1_100_048_384, 'TinyLlama-1.1B exactly');
   t.equal(params('llama2-7b'), 6_738_415_616, 'Llama-2-7B exactly');
   t.equal(params('llama3-8b'), 8_030_261_248, 'Llama-3-8B exactly');
+  // 48 layers of 623,120,640 (attention, QK norms, router, 128 experts of 3 x 2048 x 768) and untied embeddings.
+  t.equal(params('qwen3-30b-a3b'), 30_532_122_624, "Qwen3-30B-A3B's 30.5B");
   const moe = params('moe-8x-top2');
   t.ok(moe > 900e6 && moe < 950e6, `8x top-2 MoE: ${moe} parameters (about 928M)`);
 });
