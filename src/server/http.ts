@@ -240,7 +240,8 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
       await generateAll(res, new ResponseShape('completion', modelName), r, r.prompts.length, (o, i) => model.generate(r.prompts[Math.floor(i / r.n)]!, o));
     } else {
       const r = parseChatRequest(body, defaults, model.info.replyFormat.toolCalls !== null);
-      await generateAll(res, new ResponseShape('chat', modelName), r, 1, (o) => model.chat(r.messages, r.templateVariables ? { ...o, templateVariables: r.templateVariables } : o));
+      const chatOptions = { ...(r.templateVariables ? { templateVariables: r.templateVariables } : {}), ...(r.reasoning ? { reasoning: r.reasoning } : {}) };
+      await generateAll(res, new ResponseShape('chat', modelName), r, 1, (o) => model.chat(r.messages, { ...o, ...chatOptions }));
     }
   }
 

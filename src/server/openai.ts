@@ -157,6 +157,8 @@ export interface ChatRequest extends SamplingRequest {
   messages: ChatMessage[];
   /** chat_template_kwargs, reasoning_effort (which gpt-oss's template reads) and tools, for the chat template. */
   templateVariables?: Record<string, unknown>;
+  /** reasoning_format 'none' (llama.cpp's name): the reply as generated, reasoning and call markers in the content. */
+  reasoning?: 'raw';
 }
 
 /**
@@ -192,7 +194,15 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCall
     ...(effort !== undefined ? { reasoning_effort: effort } : {}),
     ...(tools.length > 0 ? { tools } : {}),
   };
-  return Object.keys(templateVariables).length > 0 ? { ...sampling, messages, templateVariables } : { ...sampling, messages };
+  // llama.cpp's reasoning_format: 'none' leaves the reply whole; 'auto' and 'deepseek' split it (the default).
+  const format = body.reasoning_format;
+  if (format !== undefined && format !== 'none' && format !== 'auto' && format !== 'deepseek') throw bad('reasoning_format', "must be 'auto', 'deepseek' or 'none'");
+  return {
+    ...sampling,
+    messages,
+    ...(Object.keys(templateVariables).length > 0 ? { templateVariables } : {}),
+    ...(format === 'none' ? { reasoning: 'raw' as const } : {}),
+  };
 }
 
 /** `tools`: function definitions, {type: 'function', function: {name, description?, parameters?}}. */

@@ -149,4 +149,11 @@ t.test('a template with <think> and <tool_call> tags (Qwen-style): reasoning spl
   t.equal(choice.finish_reason, 'tool_calls');
   t.equal(choice.message.content, null, 'no text besides the call');
   t.match(choice.message.tool_calls, [{ function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }]);
+  // reasoning_format 'none' (llama.cpp's): the reply as generated, think tags in the content.
+  const whole = await fetch(`${server.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: CONVERSATION, max_tokens: 1, temperature: 0, logit_bias: { 390: 100 }, reasoning_format: 'none' }),
+  });
+  const wholeBody = await whole.json() as typeof body;
+  t.same(wholeBody.choices[0]!.message, { role: 'assistant', content: pieces[0] }, 'no reasoning_content');
 });

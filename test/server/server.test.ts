@@ -150,6 +150,10 @@ t.test('chat replies with reasoning (gpt-oss\'s channels) carry it as reasoning_
   t.notOk('templateVariables' in parseChatRequest({ messages: [{ role: 'user', content: 'x' }] }, {}));
   t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 'x' }], chat_template_kwargs: [1] }, {}), RequestError);
   t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_effort: 3 }, {}), RequestError);
+  // llama.cpp's reasoning_format: 'none' keeps the reply whole; 'auto' and 'deepseek' split it.
+  t.equal(parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_format: 'none' }, {}).reasoning, 'raw');
+  for (const format of ['auto', 'deepseek']) t.notOk('reasoning' in parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_format: format }, {}), format);
+  t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 'x' }], reasoning_format: 'hidden' }, {}), { param: 'reasoning_format', message: /reasoning_format/ });
   // stories260K's vocabulary has no channels: chat() leaves its reply whole and adds no reasoning.
   const r = await model.chat([{ role: 'user', content: 'Hello' }], { maxTokens: 4, temperature: 0 }).result;
   t.notOk('reasoning' in r);
