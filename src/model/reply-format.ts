@@ -224,8 +224,8 @@ export class TaggedReplySplitter {
       this.trimNext = false;
     }
     if (!text) return;
-    if (this.mode === 'call' && !raw) {
-      this.body += text;
+    if (this.mode === 'call') {
+      this.body += text; // markers inside a call's JSON belong to it
     } else if (this.mode === 'think') {
       out.reasoning += text;
     } else if (!raw && !this.textStarted && this.options.toolCalls === 'llama3-json' && /^\s*\{/.test(text)) {

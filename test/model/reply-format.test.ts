@@ -73,6 +73,8 @@ t.test('<tool_call> tags (Hermes, Qwen)', async (t) => {
     { text: 'Try <tool_call>{oops}</tool_call> again', reasoning: '', calls: [] });
   check(t, 'a call left open at the end is kept when whole', '<tool_call>{"name": "f", "arguments": {"a": [1, 2]}}', HERMES,
     { text: '', reasoning: '', calls: [{ name: 'f', arguments: '{"a":[1,2]}' }] });
+  check(t, 'a think tag inside a call\'s JSON is the call\'s', '<tool_call>{"name": "f", "arguments": {"q": "<think> tags"}}</tool_call>', HERMES,
+    { text: '', reasoning: '', calls: [{ name: 'f', arguments: '{"q":"<think> tags"}' }] });
   check(t, 'no tools offered: the tags stay text', '<tool_call>{"name": "f", "arguments": {}}</tool_call>', THINK,
     { text: '<tool_call>{"name": "f", "arguments": {}}</tool_call>', reasoning: '', calls: [] });
 });
