@@ -46,13 +46,6 @@ export const ATTENTION_SHAPES: [number, number, number, number, number][] = [
   [32, 8, 128, 1, 1024], [32, 8, 128, 1, 4096], [32, 8, 128, 16, 1024], [32, 8, 128, 32, 4096], [64, 8, 64, 16, 2048],
 ];
 
-/** Bytes of one weight row of `cols` elements, for the bandwidth column. */
-export function rowBytes(type: string, cols: number): number {
-  const perBlock: Record<string, [number, number]> = { q8_0: [34, 32], q4_K: [144, 256], f16: [2, 1], mxfp4: [17, 32] };
-  const [bytes, block] = perBlock[type] ?? [4, 1];
-  return (cols / block) * bytes;
-}
-
 function main(): void {
   const out = process.argv[2]!;
   const standin = process.argv.includes('cpu-standin');
