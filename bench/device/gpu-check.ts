@@ -395,10 +395,8 @@ function kernelTable(reports: KernelReport[]): string[] {
         const b = us(base!, n), a = us(alt, n);
         return b && a ? `${fmtUs(b)} / ${fmtUs(a)}` : '-';
       };
-      // The matrix's rows x cols from its label ('q/o 4096x4096'): bytes read at one activation row.
-      const [rows, cols] = (/(\d+)x(\d+)/.exec(t.shape) ?? []).slice(1).map(Number);
-      const bytes = rows && cols ? rows * rowBytes(t.type, cols) : 0;
-      const gbs = (r: KernelReport) => (bytes && us(r, 1) ? (bytes / us(r, 1)! / 1e3).toFixed(0) : '-');
+      const bytes = t.rows * rowBytes(t.type, t.cols);  // read at one activation row
+      const gbs = (r: KernelReport) => (us(r, 1) ? (bytes / us(r, 1)! / 1e3).toFixed(0) : '-');
       lines.push(`| ${t.type} | ${t.shape} | ${gbs(base!)} / ${gbs(alt)} | ${MATMUL_TOKENS.map(cell).join(' | ')} |`);
     }
     lines.push('', 'Each cell: default / variant (µs per matmul, activation conversion included; equal where both run the same kernel).', '',
@@ -546,7 +544,7 @@ async function main(): Promise<void> {
     timeMatmuls(ops, gpuId, cpuId, rows, estimates);
     timeAttention(ops, gpuId, cpuId, rows);
   }
-  // The matrix-vector kernels with the defaults and with each variant: a process each.
+  // Matrix-vector products and decode attention with the defaults and with each kernel variant: a process each.
   const kernels: KernelReport[] = [];
   if (want('kernels') && elapsedS() < BUDGET_S) {
     for (const [i, v] of [{ label: 'default', env: {} }, ...KERNEL_VARIANTS].entries()) {

@@ -14,6 +14,9 @@ import { REFERENCE_ID, checkCase, opCases } from '../../test/backend/op-cases.js
 export interface MatmulTiming {
   type: string;
   shape: string;
+  /** The weight matrix: rows x cols. */
+  rows: number;
+  cols: number;
   tokens: number;
   us: number;
 }
@@ -67,7 +70,7 @@ function main(): void {
     ? [['q8_0', '256x256 (dry run)', 256, 256]]
     : [...['q8_0', 'q4_K', 'f16'].flatMap((type) => MATMUL_SHAPES.map(([shape, rows, cols]) => [type, shape, rows, cols] as [string, string, number, number])), ...MATMUL_OSS_SHAPES];
   for (const [type, shape, rows, cols] of shapes) {
-    for (const tokens of small ? [1, 16] : MATMUL_TOKENS) report.timings.push({ type, shape, tokens, us: ops.timeMatmul(id, type, rows, cols, tokens, small ? 2 : 20) });
+    for (const tokens of small ? [1, 16] : MATMUL_TOKENS) report.timings.push({ type, shape, rows, cols, tokens, us: ops.timeMatmul(id, type, rows, cols, tokens, small ? 2 : 20) });
   }
   for (const [nHeads, nKvHeads, headDim, nSeqs, ctx] of small ? [[8, 2, 64, 2, 256]] : ATTENTION_SHAPES) {
     const opts = { kvType: 'f16' as const, blockTokens: 16, nKvHeads, nHeads, headDim, nSeqs, contextLen: ctx, nTokens: 1 };
