@@ -23,6 +23,18 @@ inline uint32_t load_u32(const uint8_t* p) {
 }
 inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
+// ---- prefetch of a decode tile's weights.
+
+// Decode reads each packed group once, front to back: its quant plane, then its small planes
+// (scales, fifth bits), then the next group. Before reading quant vector v (64 bytes of the
+// quant plane), a one-token tile asks for the line `distance` bytes ahead of its position in
+// that stream, v * stream_step, where stream_step is the layout's group bytes per quant vector
+// (kStreamStep). Counted in the quant plane alone, the small planes' worth of each next
+// group's first quants was never asked for (q4_K: 2 KB of an 18 KB group).
+inline void prefetch_group_stream(const uint8_t* g, size_t stream_step, int64_t v, int64_t distance) {
+  __builtin_prefetch(g + distance + size_t(v) * stream_step, 0, 3);
+}
+
 // ---- tile dispatch: a kernel's tile<T> for T = 1..MaxT tokens, chosen at run time.
 
 template <typename K, int T>
@@ -81,6 +93,9 @@ template <bool kHigh>
 struct K4Layout {
   static constexpr size_t kBlockSrc = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
   static constexpr size_t kQsAt = kHigh ? 48 : 16;
+  // Group bytes per 64-byte quant vector (prefetch_group_stream): a super-block's 32 vectors
+  // with its fifth bits, d and dmin, and scales.
+  static constexpr size_t kStreamStep = (2048 + (kHigh ? 512 : 0) + 64 + 192) / 32;
   static size_t off_bits(int64_t nbk) { return size_t(nbk) * 2048; }
   static size_t off_d(int64_t nbk) { return off_bits(nbk) + (kHigh ? size_t(nbk) * 512 : 0); }
   static size_t off_sc(int64_t nbk) { return off_d(nbk) + size_t(nbk) * 64; }
@@ -186,6 +201,7 @@ inline void pack_group_q8_0(const uint8_t* src, size_t rb, int64_t n_rows, int64
 }
 
 struct Q8_0Layout {
+  static constexpr size_t kStreamStep = (512 + 32) / 8;  // a block's 8 vectors and its scales
   static size_t bytes(int64_t n) { return group_bytes_q8_0(n); }
   static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) { pack_group_q8_0(src, rb, n_rows, n, dst); }
 };
@@ -212,6 +228,8 @@ template <bool kHigh, bool kMin>
 struct Q4Layout {
   static constexpr size_t kBlockSrc = kHigh ? (kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0)) : (kMin ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
   static constexpr size_t kQsAt = 2 + (kMin ? 2 : 0) + (kHigh ? 4 : 0);
+  // A block's 4 vectors with its fifth bits, d and min (prefetch_group_stream).
+  static constexpr size_t kStreamStep = (256 + (kHigh ? 64 : 0) + 32 + (kMin ? 32 : 0)) / 4;
   static size_t off_bits(int64_t nb) { return size_t(nb) * 256; }
   static size_t off_d(int64_t nb) { return off_bits(nb) + (kHigh ? size_t(nb) * 64 : 0); }
   static size_t off_m(int64_t nb) { return off_d(nb) + size_t(nb) * 32; }
@@ -247,6 +265,7 @@ struct Q4Layout {
 // n_rows hold code 0 (+0) under exponent 0 and add nothing.
 
 struct Mxfp4Layout {
+  static constexpr size_t kStreamStep = (256 + 16) / 4;  // a block's 4 vectors and its exponents
   static size_t off_e(int64_t nb) { return size_t(nb) * 256; }
   static size_t bytes(int64_t n) { return round64(off_e(n / kQK) + size_t(n / kQK) * 16); }
   static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {

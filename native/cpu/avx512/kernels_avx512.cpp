@@ -39,8 +39,9 @@ namespace {
 // The kernels' small helpers must inline: a call would pass vectors through memory.
 #define TDM_INLINE __attribute__((always_inline)) inline
 
-// How far ahead a one-token tile prefetches its quants: decode streams every weight once, so
-// it pays to have the next lines on the way while this block computes.
+// How far ahead of its place in a group's stream a one-token tile prefetches
+// (prefetch_group_stream): decode streams every weight once, so it pays to have the next
+// lines on the way while this block computes.
 constexpr int64_t kPrefetchBytes = 4096;
 
 
@@ -293,7 +294,7 @@ struct KQ8_0 {
       const uint8_t* wq = g + b * 512;
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq + 64 * c + kPrefetchBytes), _MM_HINT_T0);
+        prefetch_group_stream(g, Q8_0Layout::kStreamStep, b * 8 + c, kPrefetchBytes);
         const __m512i w = load512(wq + 64 * c);
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
@@ -355,7 +356,7 @@ struct KQ4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        if (T <= 2) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
         __m512i lo, hi;
         levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -391,7 +392,7 @@ struct KQ4 {
       for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b)));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
         __m512i lo, hi;
         levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -449,7 +450,7 @@ struct KMxfp4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kMxfp4Offset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + (b * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+        if (T <= 2) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
         const __m512i v = load512(g + (b * 4 + i) * 64);
         const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
         const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
@@ -551,7 +552,7 @@ struct KK4 {
           zero_partials(ia);
 #pragma GCC unroll 4
           for (int i = 0; i < 4; ++i) {
-            if (T <= 2) _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+            if (T <= 2) prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPrefetchBytes);
             __m512i lo, hi;
             levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -600,7 +601,7 @@ struct KK4 {
         const __m512i sc16 = _mm512_or_si512(scv, _mm512_slli_epi32(scv, 16));
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          _mm_prefetch(reinterpret_cast<const char*>(g + ((s * 8 + j) * 4 + i) * 64 + kPrefetchBytes), _MM_HINT_T0);
+          prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPrefetchBytes);
           __m512i lo, hi;
           levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -659,6 +660,18 @@ struct KQ6_K {
     return _mm512_cvtepi8_epi16(_mm256_set_m128i(_mm_unpackhi_epi8(a, b), _mm_unpacklo_epi8(a, b)));
   }
 
+  // Group scales 2j and 2j + 1 of the 16 rows, each in both int16 halves of its row's lane:
+  // one broadcast load and one byte shuffle duplicate each scale byte, then the sign extension.
+  TDM_INLINE static void part_scales(const uint8_t* scp, int j, __m512i* sc_lo, __m512i* sc_hi) {
+    const __m256i dup = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    auto pairs = [&](int grp) {
+      const __m256i b = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)));
+      return _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(b, dup));
+    };
+    *sc_lo = pairs(2 * j);
+    *sc_hi = pairs(2 * j + 1);
+  }
+
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
@@ -681,8 +694,8 @@ struct KQ6_K {
         _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2 + 64), _MM_HINT_T0);
         const __m512i hb0 = load512(hbp), hb1 = load512(hbp + 64);
-        const __m512i sc_lo = scale_pairs(group_scales(2 * j), group_scales(2 * j));
-        const __m512i sc_hi = scale_pairs(group_scales(2 * j + 1), group_scales(2 * j + 1));
+        __m512i sc_lo, sc_hi;
+        part_scales(scp, j, &sc_lo, &sc_hi);
         auto chunk = [&](auto cc) {
           constexpr int C = decltype(cc)::value;
           _mm_prefetch(reinterpret_cast<const char*>(q + 64 * C + kPrefetchBytes), _MM_HINT_T0);
