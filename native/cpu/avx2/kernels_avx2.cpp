@@ -955,7 +955,7 @@ struct KK4Avx2 {
         DotAcc sum[T];
         for (int i = 0; i < 4; ++i) {
           // Each line is read from memory once, by half 0: it asks for the lines ahead.
-          if (h == 0) prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
+          if (h == 0) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
           const __m256i v = load256(g + ((s * 8 + j) * 4 + i) * 64 + 32 * h);
           const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
           for (int t = 0; t < T; ++t) {
@@ -1021,7 +1021,7 @@ struct KK4Avx2 {
         const uint8_t* a = act + s * kQK_K + 32 * j;
         for (int i = 0; i < 4; ++i) {
           const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
-          prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
+          prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
           int32_t a_lo, a_hi;
           std::memcpy(&a_lo, a + 4 * i, 4);
           std::memcpy(&a_hi, a + 16 + 4 * i, 4);
@@ -1061,7 +1061,7 @@ struct KK4Avx2 {
       const __m256i slice = load256(bits + (s * 8 + j) * 64 + 32 * h);
       for (int i = 0; i < 4; ++i) {
         const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
-        if (h == 0) prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
+        if (h == 0) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
         const __m256i v = load256(line + 32 * h);
         const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), fifth_bits(slice, 2 * i));
         const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), fifth_bits(slice, 2 * i + 1));
@@ -1319,7 +1319,7 @@ struct KQ4_0Avx2 {
     DotAcc sum[T];
     for (int i = 0; i < 4; ++i) {
       const uint8_t* line = g + (b * 4 + i) * 64;
-      if (h == 0) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPackedPrefetchBytes);
+      if (h == 0) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPackedPrefetchBytes);
       const __m256i v = load256(line + 32 * h);
       const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       for (int t = 0; t < T; ++t) {
@@ -1373,7 +1373,7 @@ struct KMxfp4Avx2 {
       DotAcc sum[T];
       for (int i = 2 * pair; i < 2 * pair + 2; ++i) {
         const uint8_t* line = g + (b * 4 + i) * 64;
-        if (h == 0) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPackedPrefetchBytes);
+        if (h == 0) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPackedPrefetchBytes);
         const __m256i v = load256(line + 32 * h);
         const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m4));
         const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
@@ -1450,7 +1450,7 @@ struct KQ4LanesAvx2 {
     for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(act + t * as + od)[b]));
     for (int i = 0; i < 4; ++i) {
       const uint8_t* line = g + (b * 4 + i) * 64;
-      if (h == 0) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPackedPrefetchBytes);
+      if (h == 0) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPackedPrefetchBytes);
       const __m256i v = load256(line + 32 * h);
       __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       if constexpr (kHigh) {
@@ -1517,7 +1517,7 @@ struct KQ8_0Avx2 {
     for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(act + t * as + b * sizeof(BlockQ8_0))));
     const uint8_t* wq = g + b * 512;
     for (int c = 0; c < 8; ++c) {
-      if (h == 0) prefetch_group_stream(g, Q8_0Layout::kStreamStep, b * 8 + c, kPackedPrefetchBytes);
+      if (h == 0) prefetch_group_stream<Q8_0Layout::kStreamStep>(g, b * 8 + c, kPackedPrefetchBytes);
       const __m256i q = _mm256_xor_si256(load256(wq + 64 * c + 32 * h), flip);
       const __m256i aq = _mm256_sign_epi8(q, q);
       for (int t = 0; t < T; ++t) {

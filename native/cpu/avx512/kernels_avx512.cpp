@@ -294,7 +294,7 @@ struct KQ8_0 {
       const uint8_t* wq = g + b * 512;
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
-        prefetch_group_stream(g, Q8_0Layout::kStreamStep, b * 8 + c, kPrefetchBytes);
+        prefetch_group_stream<Q8_0Layout::kStreamStep>(g, b * 8 + c, kPrefetchBytes);
         const __m512i w = load512(wq + 64 * c);
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
@@ -356,7 +356,7 @@ struct KQ4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
+        if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
         __m512i lo, hi;
         levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -392,7 +392,7 @@ struct KQ4 {
       for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b)));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
+        prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
         __m512i lo, hi;
         levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -450,7 +450,7 @@ struct KMxfp4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kMxfp4Offset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) prefetch_group_stream(g, L::kStreamStep, b * 4 + i, kPrefetchBytes);
+        if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
         const __m512i v = load512(g + (b * 4 + i) * 64);
         const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
         const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
@@ -552,7 +552,7 @@ struct KK4 {
           zero_partials(ia);
 #pragma GCC unroll 4
           for (int i = 0; i < 4; ++i) {
-            if (T <= 2) prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPrefetchBytes);
+            if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPrefetchBytes);
             __m512i lo, hi;
             levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -601,7 +601,7 @@ struct KK4 {
         const __m512i sc16 = _mm512_or_si512(scv, _mm512_slli_epi32(scv, 16));
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          prefetch_group_stream(g, L::kStreamStep, (s * 8 + j) * 4 + i, kPrefetchBytes);
+          prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPrefetchBytes);
           __m512i lo, hi;
           levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
