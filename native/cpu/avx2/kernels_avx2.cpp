@@ -1186,9 +1186,7 @@ struct KQ6Avx2 {
       for (int j = 0; j < 8; ++j) {
         // Each line is read from memory once, by half 0: it asks for the lines ahead.
         if (h == 0 && c == 0) {
-          for (int k = 0; k < 4; ++k) _mm_prefetch(reinterpret_cast<const char*>(g + (s * 8 + j) * 256 + 64 * k + kPackedPrefetchBytes), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(g + L::off_hb(nbk) + (s * 8 + j) * 128 + 64 + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+          for (int k = 0; k < 4; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + k, kPackedPrefetchBytes);
         }
         const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128 + 32 * h;
         const __m256i v = load256(g + (s * 8 + j) * 256 + 64 * c + 32 * h);
@@ -1234,8 +1232,7 @@ struct KQ6Avx2 {
       const uint8_t* q = g + (s * 8 + j) * 256;
       const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128;
       if (h == 0) {
-        for (int k = 0; k < 4; ++k) _mm_prefetch(reinterpret_cast<const char*>(q + 64 * k + kPackedPrefetchBytes), _MM_HINT_T0);
-        for (int k = 0; k < 2; ++k) _mm_prefetch(reinterpret_cast<const char*>(hbp + 64 * k + kPackedPrefetchBytes / 2), _MM_HINT_T0);
+        for (int k = 0; k < 4; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + k, kPackedPrefetchBytes);
       }
       const __m256i hb_lo = load256(hbp + 32 * h), hb_hi = load256(hbp + 64 + 32 * h);
       const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);

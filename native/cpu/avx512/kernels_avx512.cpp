@@ -691,14 +691,12 @@ struct KQ6_K {
       for (int j = 0; j < 8; ++j) {
         const uint8_t* q = g + (s * 8 + j) * 256;
         const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128;
-        _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(hbp + kPrefetchBytes / 2 + 64), _MM_HINT_T0);
         const __m512i hb0 = load512(hbp), hb1 = load512(hbp + 64);
         __m512i sc_lo, sc_hi;
         part_scales(scp, j, &sc_lo, &sc_hi);
         auto chunk = [&](auto cc) {
           constexpr int C = decltype(cc)::value;
-          _mm_prefetch(reinterpret_cast<const char*>(q + 64 * C + kPrefetchBytes), _MM_HINT_T0);
+          prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + C, kPrefetchBytes);
           const __m512i v = load512(q + 64 * C);
           // (nibble & 0x0F) | top bits
           const __m512i wl = _mm512_ternarylogic_epi32(v, q6_top<C>(hb0), m4, 0xEC);
