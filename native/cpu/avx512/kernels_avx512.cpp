@@ -761,6 +761,17 @@ struct LoadBF16 {
   static __m512 load_mask(const uint8_t* p, int64_t k, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p + 2 * k)); }
 };
 
+// One token reads each float weight once. A row tile reads its R rows side by side, so the
+// stream goes on both further along each row and in the next tile's rows: each row asks for
+// its line kPrefetchBytes ahead (into L1) and for the same column R rows on, the next tile's
+// row (into L2). Rows of kPrefetchBytes or less (f16 with 2048 columns) put the near request
+// in a row this tile is reading already; there the far one keeps the stream fed.
+template <int R>
+TDM_INLINE void prefetch_row(const uint8_t* row, size_t rb, size_t at) {
+  _mm_prefetch(reinterpret_cast<const char*>(row + at) + kPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(row + size_t(R) * rb + at), _MM_HINT_T1);
+}
+
 template <typename L, int R, int T>
 void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t xs, float* y, int64_t ys) {
   __m512 acc[R][T];
@@ -773,9 +784,7 @@ void rows_tile(const uint8_t* w, size_t rb, int64_t n, const float* x, int64_t x
     __m512 wv[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      // One token reads each weight once: keep the rows' next lines on the way (each row is
-      // its own stream, which the hardware prefetchers follow poorly).
-      if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w + size_t(r) * rb) + L::kBytes * k + kPrefetchBytes, _MM_HINT_T0);
+      if (T == 1) prefetch_row<R>(w + size_t(r) * rb, rb, size_t(L::kBytes * k));
       wv[r] = L::load(w + size_t(r) * rb, k);
     }
 #pragma GCC unroll 8
@@ -876,7 +885,7 @@ void rows_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, in
     __m512bh wv[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w + size_t(r) * rb + 2 * size_t(k)) + kPrefetchBytes, _MM_HINT_T0);
+      if (T == 1) prefetch_row<R>(w + size_t(r) * rb, rb, 2 * size_t(k));
       wv[r] = load_bf16x32(w + size_t(r) * rb + 2 * size_t(k));
     }
 #pragma GCC unroll 8
@@ -924,7 +933,7 @@ void expert_tile_bf16dp(const uint8_t* w, size_t rb, int64_t n, const float* x, 
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const uint8_t* p = w + size_t(r) * rb + 2 * size_t(k + 32 * h);
-        if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+        if (T == 1) prefetch_row<R>(w + size_t(r) * rb, rb, 2 * size_t(k + 32 * h));
         wv[r] = load_bf16x32(p);
       }
 #pragma GCC unroll 8
