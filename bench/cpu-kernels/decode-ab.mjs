@@ -1,7 +1,8 @@
 // Decode speed of two builds of tandem, alternated in fresh processes on the same model:
 // what a kernel change gives a whole decode step (ab.sh times the kernels alone).
 //
-//   node bench/cpu-kernels/decode-ab.mjs --model FILE [--threads 1] [--rounds 5] [--tokens 48] DIST_A DIST_B
+//   node bench/cpu-kernels/decode-ab.mjs --model FILE [--threads 1] [--rounds 5] [--tokens 48]
+//                                        [--cpu-kernels avx2] DIST_A DIST_B
 //
 // DIST_A and DIST_B are built dist/ folders (e.g. a `git worktree` of the old revision after
 // `npm install`, and this checkout's dist/). Each round runs A then B: one process each, a
@@ -12,9 +13,9 @@ import { pathToFileURL } from 'node:url';
 
 const args = process.argv.slice(2);
 if (args[0] === '--child') {
-  const [, dist, model, threads, tokens] = args;
+  const [, dist, model, threads, tokens, cpuKernels] = args;
   const { loadModel } = await import(pathToFileURL(resolve(dist, 'api/index.js')).href);
-  const m = await loadModel(model, { threads: Number(threads) });
+  const m = await loadModel(model, { threads: Number(threads), ...(cpuKernels !== 'auto' ? { cpuKernels } : {}) });
   const run = async () => {
     const gen = m.generate('Once upon a time there was', { maxTokens: Number(tokens), temperature: 0, ignoreEos: true });
     let n = 0;
@@ -27,7 +28,7 @@ if (args[0] === '--child') {
   m.dispose();
   console.log(r[1]);
 } else {
-  const opt = { model: '', threads: '1', rounds: '5', tokens: '48' };
+  const opt = { model: '', threads: '1', rounds: '5', tokens: '48', 'cpu-kernels': 'auto' };
   const dists = [];
   for (let i = 0; i < args.length; i++) {
     const key = args[i].startsWith('--') ? args[i].slice(2) : null;
@@ -35,19 +36,19 @@ if (args[0] === '--child') {
     else dists.push(args[i]);
   }
   if (!opt.model || dists.length !== 2) {
-    console.error('usage: decode-ab.mjs --model FILE [--threads N] [--rounds N] [--tokens N] DIST_A DIST_B');
+    console.error('usage: decode-ab.mjs --model FILE [--threads N] [--rounds N] [--tokens N] [--cpu-kernels K] DIST_A DIST_B');
     process.exit(2);
   }
   const me = new URL(import.meta.url).pathname;
   const speeds = [[], []];
   for (let r = 0; r < Number(opt.rounds); r++) {
     for (const [i, dist] of dists.entries()) {
-      const out = spawnSync(process.execPath, [me, '--child', dist, opt.model, opt.threads, opt.tokens], { encoding: 'utf8' });
+      const out = spawnSync(process.execPath, [me, '--child', dist, opt.model, opt.threads, opt.tokens, opt['cpu-kernels']], { encoding: 'utf8' });
       if (out.status !== 0) throw new Error(`${dist}: ${out.stderr}`);
       speeds[i].push(Number(out.stdout.trim()));
     }
   }
   const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   for (const [i, dist] of dists.entries()) console.log(`${dist}: ${speeds[i].map((s) => s.toFixed(1)).join(' ')} decode tok/s, median ${median(speeds[i]).toFixed(1)}`);
-  console.log(`B/A: ${(median(speeds[1]) / median(speeds[0])).toFixed(3)}x (${opt.threads} threads)`);
+  console.log(`B/A: ${(median(speeds[1]) / median(speeds[0])).toFixed(3)}x (${opt.threads} threads, ${opt['cpu-kernels']} kernels)`);
 }
