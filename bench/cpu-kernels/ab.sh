@@ -3,14 +3,14 @@
 # (packed-stream.cpp): each revision's kernel file is compiled from that revision's native/
 # with the flags binding.gyp gives it, and the tables alternate in one process.
 #
-#   bash bench/cpu-kernels/ab.sh [--isa avx512|avx2] [--types "12 14"] [--rows N] [--cols N]
+#   bash bench/cpu-kernels/ab.sh [--isa avx512|avx2] [--types "q4_K q6_K"] [--rows N] [--cols N]
 #                                [--rounds N] [--copies N] REV...
 #
 # Needs the addon built (npm install: build/Release/obj.target/*.a) and revisions whose
 # native/cpu/kernels.h matches this checkout's.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
-isa=avx512 types="12 13 14 8 39 2 3 6 7" rows=65536 cols=2048 rounds=12 copies=1 revs=()
+isa=avx512 types="q4_K q5_K q6_K q8_0 mxfp4 q4_0 q4_1 q5_0 q5_1" rows=65536 cols=2048 rounds=12 copies=1 revs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --isa) isa=$2; shift 2 ;;

@@ -4,8 +4,8 @@
 //
 //   packed-stream TYPE ROWS COLS ROUNDS [COPIES]
 //
-// TYPE is a ggml type id (2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0, 12 q4_K, 13 q5_K, 14 q6_K,
-// 39 mxfp4). COPIES matrices are laid end to end and multiplied in turn, so that small matrices
+// TYPE is a ggml type name or id with packed kernels (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
+// q6_K, mxfp4). COPIES matrices are laid end to end and multiplied in turn, so that small matrices
 // stream from memory as a model's layers do. Prints each table's median GB/s of packed bytes
 // and fails when two tables' outputs differ in any bit.
 #include <sys/mman.h>
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/ggml_types.h"
 #include "cpu/kernels.h"
 
 using namespace tdm::cpu;
@@ -34,22 +35,6 @@ struct Table {
   std::string name;
   Kernels k;
 };
-
-// Bytes and elements of one stored block, for the types with packed kernels.
-bool block_of(int type, size_t* bytes, size_t* elems) {
-  switch (type) {
-    case 2: *bytes = 18, *elems = 32; return true;
-    case 3: *bytes = 20, *elems = 32; return true;
-    case 6: *bytes = 22, *elems = 32; return true;
-    case 7: *bytes = 24, *elems = 32; return true;
-    case 8: *bytes = 34, *elems = 32; return true;
-    case 12: *bytes = 144, *elems = 256; return true;
-    case 13: *bytes = 176, *elems = 256; return true;
-    case 14: *bytes = 210, *elems = 256; return true;
-    case 39: *bytes = 17, *elems = 32; return true;
-    default: return false;
-  }
-}
 
 // Random quants with a small finite fp16 scale where each type keeps it: timing only needs
 // finite values, and every table reads the same bytes.
@@ -76,13 +61,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: packed-stream TYPE ROWS COLS ROUNDS [COPIES]\n");
     return 2;
   }
-  const int type = std::atoi(argv[1]);
+  const int64_t by_name = tdm::type_id_by_name(argv[1]);
+  const int type = int(by_name >= 0 ? by_name : std::atoi(argv[1]));
+  const tdm::TypeTraits* tt = type >= 0 && type < kNumTypes ? tdm::type_traits(uint32_t(type)) : nullptr;
   const int64_t rows = std::atoll(argv[2]), cols = std::atoll(argv[3]);
   const int rounds = std::atoi(argv[4]);
   const int copies = argc > 5 ? std::atoi(argv[5]) : 1;
   const char* base = std::getenv("BASE_ISA") ? std::getenv("BASE_ISA") : "avx512";
-  size_t bb = 0, be = 0;
-  if (!block_of(type, &bb, &be) || cols % int64_t(be) != 0 || rows <= 0 || rounds <= 0 || copies <= 0) {
+  if (tt == nullptr || cols % int64_t(tt->block_size) != 0 || rows <= 0 || rounds <= 0 || copies <= 0) {
     std::fprintf(stderr, "packed-stream: bad type or sizes\n");
     return 2;
   }
@@ -101,8 +87,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::mt19937 rng(1);
-  const size_t rb = size_t(cols) / be * bb;
-  const std::vector<uint8_t> src = random_rows(type, rb, bb, rng);
+  const size_t rb = tdm::row_bytes(*tt, uint64_t(cols));
+  const std::vector<uint8_t> src = random_rows(type, rb, tt->type_size, rng);
   const size_t gb = ops0.group_bytes(cols);
   const int64_t ng = (rows + kPackRows - 1) / kPackRows;
   const size_t mat = gb * size_t(ng);
@@ -139,7 +125,7 @@ int main(int argc, char** argv) {
   for (size_t v = 0; v < tables.size(); ++v) {
     std::sort(secs[v].begin(), secs[v].end());
     const double med = secs[v][secs[v].size() / 2];
-    std::printf("type %2d  %6lld x %-6lld x%-3d  %-12s %8.3f ms  %5.1f GB/s\n", type, static_cast<long long>(rows),
+    std::printf("%-6s %6lld x %-6lld x%-3d  %-12s %8.3f ms  %5.1f GB/s\n", tt->name, static_cast<long long>(rows),
                 static_cast<long long>(cols), copies, tables[v].name.c_str(), med * 1e3, double(mat) / med / 1e9);
   }
   return status;
