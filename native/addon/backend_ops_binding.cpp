@@ -18,6 +18,7 @@
 #include <vector>
 
 #ifdef __linux__
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -27,6 +28,7 @@
 #include "backend/registry.h"
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
+#include "cpu/packed_weights.h"
 #include "cpu/quants.h"
 #include "cpu/thread_pool.h"
 
@@ -36,12 +38,8 @@ namespace {
 
 constexpr int kCpuThreads = 2;
 
-// One live backend per id, made on first use and kept (a GPU context or thread pool per call
-// would dominate the tests).
-Backend& backend_for(const std::string& id) {
-  static std::map<std::string, std::unique_ptr<Backend>> cache;
-  auto it = cache.find(id);
-  if (it != cache.end()) return *it->second;
+// A new backend for id ("cpu:avx2@16", "cuda:0", ...).
+std::unique_ptr<Backend> make_backend(const std::string& id) {
   const size_t colon = id.find(':');
   if (colon == std::string::npos) bad_arg("backend id '" + id + "' is not of the form kind:device (e.g. cpu:ref, cuda:0)");
   const std::string kind = id.substr(0, colon), rest = id.substr(colon + 1);
@@ -61,7 +59,16 @@ Backend& backend_for(const std::string& id) {
     if (rest.empty() || *end != '\0' || dev < 0) bad_arg("backend id '" + id + "' needs a device number after the colon");
     b = BackendRegistry::instance().open(kind, int32_t(dev));
   }
-  return *cache.emplace(id, std::move(b)).first->second;
+  return b;
+}
+
+// One live backend per id, made on first use and kept (a GPU context or thread pool per call
+// would dominate the tests).
+Backend& backend_for(const std::string& id) {
+  static std::map<std::string, std::unique_ptr<Backend>> cache;
+  auto it = cache.find(id);
+  if (it != cache.end()) return *it->second;
+  return *cache.emplace(id, make_backend(id)).first->second;
 }
 
 // Backend memory for one call, freed when the call ends (after the backend has finished).
@@ -186,6 +193,18 @@ Napi::Value ids(const Napi::CallbackInfo& info) {
     Napi::Array a = Napi::Array::New(info.Env(), out.size());
     for (size_t i = 0; i < out.size(); ++i) a.Set(uint32_t(i), out[i]);
     return a;
+  });
+}
+
+// packedWeightStats() -> { made, live }: packed copies of CPU weights made in this process, and
+// those some CPU context still holds.
+Napi::Value packed_weight_stats(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const cpu::PackedWeightStats st = cpu::packed_weight_stats();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("made", Napi::Number::New(info.Env(), double(st.made)));
+    o.Set("live", Napi::Number::New(info.Env(), double(st.live)));
+    return o;
   });
 }
 
@@ -630,11 +649,61 @@ std::vector<float> pseudo_random(size_t n, uint32_t seed, float scale) {
   return v;
 }
 
-// timeMatmul(id, type, nRows, nCols, nTokens, iters) -> microseconds per matmul (weights and
-// activations resident in the backend's memory).
+// Bytes in a read-only file mapping (an anonymous memory file), where a loaded model's weights
+// lie in its mapped GGUF. Empty where the OS has no memory files.
+class ReadOnlyFileBytes {
+ public:
+  explicit ReadOnlyFileBytes(const std::vector<uint8_t>& bytes) {
+#ifdef __linux__
+    const int fd = int(syscall(SYS_memfd_create, "tandem-timed-weight", 1u /* MFD_CLOEXEC */));
+    if (fd < 0) return;
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) break;
+      done += size_t(n);
+    }
+    if (done == bytes.size()) {
+      void* p = ::mmap(nullptr, bytes.size(), PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p != MAP_FAILED) {
+        data_ = static_cast<const uint8_t*>(p);
+        size_ = bytes.size();
+      }
+    }
+    ::close(fd);
+#else
+    (void)bytes;
+#endif
+  }
+  ~ReadOnlyFileBytes() {
+#ifdef __linux__
+    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+#endif
+  }
+  ReadOnlyFileBytes(const ReadOnlyFileBytes&) = delete;
+  ReadOnlyFileBytes& operator=(const ReadOnlyFileBytes&) = delete;
+  const uint8_t* data() const { return data_; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// timeMatmul(id, type, nRows, nCols, nTokens, iters) -> microseconds per matmul of weights as a
+// loaded model holds them: in the device's memory, or, on a host-memory backend, in a read-only
+// file mapping readied by prepare_weight (the CPU backend runs its packed kernels on those).
 Napi::Value time_matmul(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    Scope sc(backend_for(arg_string(info, 0, "id")));
+    const std::string id = arg_string(info, 0, "id");
+    // A host-memory backend keeps what it readied for a weight (a packed copy) for its context's
+    // life: a context of its own for this call drops it afterwards.
+    std::unique_ptr<Backend> own;
+    Backend* bp = &backend_for(id);
+    if (bp->host_memory() && bp->fn().prepare_weight != nullptr) {
+      own = make_backend(id);
+      bp = own.get();
+    }
+    Scope sc(*bp);
     Backend& b = sc.backend();
     const uint32_t type = type_arg(info, 1);
     const int64_t n_rows = int_arg(info, 2, "nRows"), n_cols = int_arg(info, 3, "nCols"), n_tokens = int_arg(info, 4, "nTokens");
@@ -650,14 +719,17 @@ Napi::Value time_matmul(const Napi::CallbackInfo& info) {
     for (int64_t r = 0; r < distinct; ++r) quantize_row_ref(GgmlType(type), w0.data() + r * n_cols, rows0.data() + size_t(r) * rb, n_cols);
     for (int64_t r = 0; r < n_rows; ++r) std::copy_n(rows0.data() + size_t(r % distinct) * rb, rb, bytes.data() + size_t(r) * rb);
     const std::vector<float> x = pseudo_random(size_t(n_tokens * n_cols), 2, 1.0f);
+    std::unique_ptr<ReadOnlyFileBytes> mapped;
+    if (own) mapped = std::make_unique<ReadOnlyFileBytes>(bytes);
     tdm_weight wt{};
-    wt.data = sc.upload(bytes.data(), bytes.size());
+    wt.data = mapped && mapped->data() ? mapped->data() : sc.upload(bytes.data(), bytes.size());
     wt.type = type;
     wt.n_cols = n_cols;
     wt.n_rows = n_rows;
     wt.n_mats = 1;
     wt.row_bytes = rb;
     wt.mat_bytes = rb * size_t(n_rows);
+    if (b.fn().prepare_weight != nullptr) b.check(b.fn().prepare_weight(b.ctx(), &wt), "prepare_weight");
     const float* dx = sc.upload(x.data(), x.size());
     float* dy = sc.alloc_n<float>(size_t(n_tokens * n_rows));
     return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {
@@ -819,6 +891,7 @@ Napi::Value pool_check(const Napi::CallbackInfo& info) {
 void register_backend_ops(Napi::Env env, Napi::Object exports) {
   Napi::Object ops = Napi::Object::New(env);
   ops.Set("ids", Napi::Function::New(env, ids, "ids"));
+  ops.Set("packedWeightStats", Napi::Function::New(env, packed_weight_stats, "packedWeightStats"));
   ops.Set("matmul", Napi::Function::New(env, matmul, "matmul"));
   ops.Set("matmulGroup", Napi::Function::New(env, matmul_group, "matmulGroup"));
   ops.Set("getRows", Napi::Function::New(env, get_rows, "getRows"));

@@ -37,6 +37,7 @@ Key key_of(const tdm_weight& w, const PackedOps& ops) {
 struct Registry {
   std::mutex mu;
   std::map<Key, std::weak_ptr<const PackedWeight>> entries;
+  uint64_t made = 0;
 };
 
 Registry& registry() {
@@ -123,7 +124,17 @@ std::shared_ptr<const PackedWeight> shared_packed_weight(const tdm_weight& w, co
   p->pack_from(w, pool);
   std::lock_guard<std::mutex> lock(r.mu);
   r.entries[k] = p;
+  ++r.made;
   return p;
+}
+
+PackedWeightStats packed_weight_stats() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  PackedWeightStats st;
+  st.made = r.made;
+  for (const auto& [k, p] : r.entries) st.live += p.expired() ? 0 : 1;
+  return st;
 }
 
 }  // namespace tdm::cpu

@@ -55,6 +55,13 @@ bool in_read_only_file_mapping(const tdm_weight& w);
 // cannot be allocated.
 std::shared_ptr<const PackedWeight> shared_packed_weight(const tdm_weight& w, const PackedOps& ops, ThreadPool& pool);
 
+// Packed copies made in this process so far, and those still held by some context.
+struct PackedWeightStats {
+  uint64_t made = 0;
+  uint64_t live = 0;
+};
+PackedWeightStats packed_weight_stats();
+
 // Bytes of one packed matrix of `w` for `ops`.
 size_t packed_matrix_bytes(const tdm_weight& w, const PackedOps& ops);
 

@@ -165,7 +165,9 @@ export interface NativeBackendOps {
   /** y[t] = sum over j < nUsed of weights[j*nTokens+t] * rows[pos[j*nTokens+t]] (choice-major), nCols floats per row. */
   moeCombine(id: string, rows: Float32Array, nRows: number, pos: Int32Array, weights: Float32Array, nTokens: number, nUsed: number, nCols: number): Float32Array;
   copyBlocks(id: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
-  /** Microseconds per matmul with weights and activations already in the backend's memory (two warm-up calls first). */
+  /** Packed copies of CPU weights made in this process so far, and those some CPU context still holds. */
+  packedWeightStats(): { made: number; live: number };
+  /** Microseconds per matmul with weights held as a loaded model holds them (on a CPU backend: a read-only file mapping, so its packed kernels run) and activations in the backend's memory (two warm-up calls first). */
   timeMatmul(id: string, type: string, nRows: number, nCols: number, nTokens: number, iters: number): number;
   /** Microseconds per attention call over nSeqs sequences of contextLen cached positions and nTokens new ones each. */
   timeAttention(id: string, opts: { kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nKvHeads: number; nHeads: number; headDim: number; nSeqs: number; contextLen: number; nTokens: number }, iters: number): number;

@@ -8,7 +8,7 @@ import { dequantize, quantize, typeInfo, vecDotF32 } from '../../src/model/quant
 import { identical, nmse, rand } from '../backend/op-cases.js';
 
 /** The backend ops with a CPU kernel variant ('ref', 'avx2', ...) in place of the backend id. */
-type CpuOps = { [K in Exclude<keyof NativeBackendOps, 'ids' | 'timeMatmul' | 'timeAttention'>]: NativeBackendOps[K] } & { variants(): string[] };
+type CpuOps = { [K in Exclude<keyof NativeBackendOps, 'ids' | 'packedWeightStats' | 'timeMatmul' | 'timeAttention'>]: NativeBackendOps[K] } & { variants(): string[] };
 
 /** The CPU backend's variants through the generic backend-ops binding, on 2 threads so that the ops' task splits run. */
 function cpuOps(): CpuOps {
