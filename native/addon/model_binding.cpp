@@ -248,6 +248,7 @@ SamplingConfig parse_sampling(const Napi::Object& o, const std::string& w) {
       c.logit_bias.push_back(LogitBias{token, float(b.As<Napi::Number>().DoubleValue())});
     }
   }
+  c.allowed = allowed_mask(o.Get("allowed"), w + ".allowed");
   return c;
 }
 

@@ -3,7 +3,9 @@
 #pragma once
 #include <napi.h>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -59,6 +61,16 @@ inline ByteView arg_bytes(const Napi::CallbackInfo& info, size_t i, const char* 
   Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
   Napi::ArrayBuffer ab = ta.ArrayBuffer();
   return ByteView{static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset(), ta.ByteLength()};
+}
+
+// An optional Uint8Array of sampling's allowed-token bits (SamplingConfig::allowed), copied:
+// undefined gives an empty mask (every token allowed).
+inline std::vector<uint8_t> allowed_mask(const Napi::Value& v, const std::string& what) {
+  if (v.IsUndefined()) return {};
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) bad_arg(what + " must be a Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  if (a.ElementLength() == 0) bad_arg(what + " must not be empty");
+  return std::vector<uint8_t>(a.Data(), a.Data() + a.ElementLength());
 }
 
 }  // namespace tdm::addon

@@ -51,6 +51,7 @@ SamplingConfig parse_params(const Napi::Value& value) {
       c.logit_bias.push_back(LogitBias{int32_t(token), float(field_number(eo, "bias"))});
     }
   }
+  c.allowed = allowed_mask(o.Get("allowed"), "sampling params.allowed");
   return c;
 }
 

@@ -267,6 +267,9 @@ void validate_sampling_config(const SamplingConfig& cfg, int32_t n_vocab) {
     bad("repeatPenalty must be a finite number > 0, got " + num(cfg.repeat_penalty));
   if (!std::isfinite(cfg.presence_penalty)) bad("presencePenalty must be finite");
   if (!std::isfinite(cfg.frequency_penalty)) bad("frequencyPenalty must be finite");
+  if (!cfg.allowed.empty() && cfg.allowed.size() != (size_t(n_vocab) + 7) / 8)
+    bad("the allowed-token mask has " + std::to_string(cfg.allowed.size()) + " bytes; a vocabulary of " + std::to_string(n_vocab) +
+        " needs " + std::to_string((size_t(n_vocab) + 7) / 8));
   for (const LogitBias& b : cfg.logit_bias) {
     if (b.token < 0 || b.token >= n_vocab)
       bad("logitBias token " + std::to_string(b.token) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
@@ -297,7 +300,7 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
 
   // The logits every stage sees: the row itself, or a copy with the bias and penalties applied.
   const float* x = logits;
-  if (!cfg.logit_bias.empty() || penalise) {
+  if (!cfg.logit_bias.empty() || penalise || !cfg.allowed.empty()) {
     s.work.assign(logits, logits + n);
     // llama.cpp adds every bias entry, repeats included.
     for (const LogitBias& b : cfg.logit_bias) {
@@ -320,10 +323,17 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
         l -= float(count) * cfg.frequency_penalty + cfg.presence_penalty;
       }
     }
+    for (size_t i = 0; i < cfg.allowed.size(); i++) {
+      const uint8_t bits = cfg.allowed[i];
+      if (bits == 0xff) continue;
+      for (size_t t = i * 8; t < std::min(n, i * 8 + 8); t++)
+        if ((bits >> (t - i * 8) & 1) == 0) s.work[t] = -kInf;
+    }
     x = s.work.data();
     max_v = scan_max(x, n, &best, &below_inf);
   }
-  if (max_v == -kInf) bad("every token is banned (all logits are -Infinity)");
+  if (max_v == -kInf) bad(cfg.allowed.empty() ? "every token is banned (all logits are -Infinity)"
+                                              : "no allowed token has a finite logit");
 
   // Greedy: the first (lowest id) maximum, as llama.cpp's temperature-0 path keeps.
   if (cfg.temperature == 0.0f) return int32_t(best);

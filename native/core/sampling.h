@@ -1,7 +1,8 @@
 // Token sampling from one row of logits, next to where the logits are computed.
 // Order, as llama.cpp's default chain (common/sampling.cpp) minus the samplers tandem does
-// not offer (DRY, top-n-sigma, typical, XTC): logit bias -> penalties -> top-k -> top-p ->
-// min-p -> temperature -> draw. Temperature 0 is greedy: the argmax after bias and penalties.
+// not offer (DRY, top-n-sigma, typical, XTC): logit bias -> penalties -> allowed set (a
+// constraint such as JSON mode, as llama.cpp's grammar) -> top-k -> top-p -> min-p ->
+// temperature -> draw. Temperature 0 is greedy: the argmax after bias and penalties.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -24,6 +25,9 @@ struct SamplingConfig {
   float presence_penalty = 0.0f;   // subtracted once from each recent token's logit; 0 disables
   float frequency_penalty = 0.0f;  // subtracted per occurrence in the recent tokens; 0 disables
   std::vector<LogitBias> logit_bias;
+  // Bit t (byte t / 8, bit t % 8) set: token t may be drawn; empty: every token may. When set,
+  // it covers the whole vocabulary.
+  std::vector<uint8_t> allowed;
   uint64_t seed = 0;               // with the position, fixes the draw: no hidden RNG state
 };
 

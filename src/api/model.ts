@@ -9,6 +9,7 @@ import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import { HarmonySplitter, isHarmonyVocab } from '../model/harmony.js';
+import { JsonConstraint, JsonVocabulary } from '../model/json-mode.js';
 import { detectReplyFormat, promptOpensThink, TaggedReplySplitter } from '../model/reply-format.js';
 import { native, type NativeModel, type NativeModelConfig } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
@@ -467,6 +468,8 @@ export class Model {
   private readonly tokenizer: Tokenizer;
   private readonly templateSource: string | undefined;
   private template: ChatTemplate | undefined;
+  /** The vocabulary as JSON mode reads it, built at the first JSON request. */
+  private jsonVocab: JsonVocabulary | undefined;
   private disposed: Promise<void> | undefined;
   /** Unread streamed tokens that pause a request. */
   private readonly outputBufferTokens: number;
@@ -607,6 +610,7 @@ export class Model {
     const where = 'generate()';
     this.checkLive(where);
     const resolved = resolveGenerateOptions(where, options, this.info.nVocab, this.tokenizer.vocab.eogIds);
+    if (resolved.json) resolved.params.constraint = this.jsonConstraint(resolved.params);
     const tokens =
       typeof prompt === 'string'
         ? this.tokenizer.tokenizeAsync(prompt, { special: true })
@@ -637,13 +641,27 @@ export class Model {
       throw new TandemError('TDM_BAD_ARGUMENT', `${where}: reasoning must be 'split' or 'raw', got ${String(reasoning)}`);
     }
     const resolved = resolveGenerateOptions(where, rest, this.info.nVocab, this.tokenizer.vocab.eogIds);
-    const splitter = reasoning === 'raw' ? undefined : this.replySplitter(templateVariables);
+    if (resolved.json) {
+      // Harmony's reply opens with channel markers (control tokens) that JSON mode cannot draw.
+      if (this.info.replyFormat.reasoning === 'harmony') {
+        throw new TandemError('TDM_UNSUPPORTED', `${where}: responseFormat 'json_object' is not offered for harmony-format models (gpt-oss): their replies open with channel markers`);
+      }
+      resolved.params.constraint = this.jsonConstraint(resolved.params);
+    }
+    // A JSON reply holds no reasoning or tool-call markers to take apart.
+    const splitter = reasoning === 'raw' || resolved.json ? undefined : this.replySplitter(templateVariables);
     const tokens = this.renderChat(messages, templateVariables).then((text) => {
       if (splitter instanceof TaggedReplySplitter && promptOpensThink(text)) splitter.startInReasoning();
       // The template writes BOS itself where the model wants one; parse it as the special token.
       return this.tokenizer.tokenizeAsync(text, { addBos: this.addBosForTemplate(text), special: true });
     });
     return this.start(tokens, resolved.params, resolved.stop, resolved.signal, splitter);
+  }
+
+  /** JSON mode for one request: the vocabulary's side is built at the first such request and kept. */
+  private jsonConstraint(params: SequenceParams): JsonConstraint {
+    this.jsonVocab ??= new JsonVocabulary(this.info.nVocab, (id) => this.tokenizer.tokenBytes(id));
+    return new JsonConstraint(this.jsonVocab, (id) => this.tokenizer.tokenBytes(id), [...params.stopTokens]);
   }
 
   /**

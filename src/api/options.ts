@@ -58,7 +58,7 @@ function describe(value: unknown): string {
 
 const KNOWN_GENERATE_OPTIONS = new Set([
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'penaltyLastN', 'presencePenalty',
-  'frequencyPenalty', 'logitBias', 'seed', 'stop', 'ignoreEos', 'signal',
+  'frequencyPenalty', 'logitBias', 'seed', 'stop', 'ignoreEos', 'responseFormat', 'signal',
 ]);
 
 /** Rejects misspelt option names (a silently ignored `max_tokens` is a common bug). */
@@ -74,6 +74,8 @@ export interface ResolvedGenerate {
   params: SequenceParams;
   stop: string[];
   signal: AbortSignal | undefined;
+  /** JSON mode asked for (responseFormat json_object); the caller attaches the constraint. */
+  json: boolean;
 }
 
 /** Checks generate()/chat() options against the model's vocabulary and end-of-generation ids. */
@@ -108,6 +110,8 @@ export function resolveGenerateOptions(
   if (options.ignoreEos !== undefined && typeof options.ignoreEos !== 'boolean') {
     throw badArgument(where, `ignoreEos must be a boolean, got ${describe(options.ignoreEos)}`);
   }
+  const json = resolveResponseFormat(where, options.responseFormat);
+  if (json && options.ignoreEos) throw badArgument(where, "responseFormat 'json_object' ends the reply with an end-of-generation token: it cannot be combined with ignoreEos");
   const stop = resolveStop(where, options.stop);
   const signal = options.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -123,7 +127,16 @@ export function resolveGenerateOptions(
     },
     stop,
     signal,
+    json,
   };
+}
+
+function resolveResponseFormat(where: string, format: unknown): boolean {
+  if (format === undefined) return false;
+  const type = typeof format === 'object' && format !== null ? (format as { type?: unknown }).type : undefined;
+  if (type === 'text') return false;
+  if (type === 'json_object') return true;
+  throw badArgument(where, `responseFormat must be { type: 'text' } or { type: 'json_object' }, got ${describe(format)}${type !== undefined ? ` of type ${describe(type)}` : ''}`);
 }
 
 function resolveStop(where: string, stop: unknown): string[] {

@@ -150,6 +150,12 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** Keep generating after end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
+  /**
+   * `{ type: 'json_object' }`: the reply is one JSON object (OpenAI's JSON mode). Only tokens
+   * that keep the text a valid prefix of one are drawn, and it ends once the object closes.
+   * Default `{ type: 'text' }`.
+   */
+  responseFormat?: { type: 'text' | 'json_object' };
   /** Aborting it ends the generation with stopReason 'aborted' and frees its memory at the next step. */
   signal?: AbortSignal;
 }

@@ -4,7 +4,7 @@
 // Memory: paged KV in two tiers, prefix sharing, moves between tiers, recompute.
 import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
 import type { BlockCopy } from '../native/step-plan.js';
-import { TandemError } from '../native/errors.js';
+import { asTandemError, TandemError } from '../native/errors.js';
 import { blocksPerSequence, KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
 import { Sequence, type StopReason } from './sequence.js';
 
@@ -307,6 +307,13 @@ export class Scheduler {
       if (entry.returnAllLogits && r.allLogits) event.promptLogits = this.newPromptLogits(seq, entry, r.allLogits);
       let reason: StopReason | undefined;
       if (entry.sample) {
+        try {
+          seq.params.constraint?.accept(r.token);
+        } catch (err) {
+          this.retire(seq, undefined);
+          events.push({ seqId: seq.id, error: asTandemError(err) });
+          continue;
+        }
         seq.tokens.push(r.token);
         this.counters.numGeneratedTokens++;
         event.token = r.token;
@@ -592,7 +599,7 @@ export class Scheduler {
       sample,
     };
     if (sample) {
-      plan.sampling = p;
+      plan.sampling = seq.params.constraint ? { ...p, allowed: seq.params.constraint.allowed() } : p;
       const penalised = p.repeatPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
       if (penalised && seq.params.penaltyWindow > 0) {
         plan.recentTokens = Int32Array.from(seq.tokens.slice(-seq.params.penaltyWindow));

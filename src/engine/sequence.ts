@@ -8,6 +8,14 @@ export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'aborted
 
 export type SequenceStatus = 'waiting' | 'running' | 'finished';
 
+/** Limits the tokens a sequence may draw (JSON mode): asked before each draw, told each token drawn. */
+export interface TokenConstraint {
+  /** The tokens the next draw may take, as SamplingParams.allowed bits. */
+  allowed(): Uint8Array;
+  /** The token drawn; throws a TandemError when it was not allowed. */
+  accept(token: number): void;
+}
+
 export interface SequenceParams {
   /** Tokens to generate at most (0: only process the prompt, e.g. to score it). */
   maxTokens: number;
@@ -19,6 +27,8 @@ export interface SequenceParams {
   penaltyWindow: number;
   /** Return the logits of every prompt position (teacher forcing); costs n_vocab floats per token. Disables prefix-cache hits. */
   returnPromptLogits: boolean;
+  /** Limits what the sequence may draw (one per sequence: it follows the sequence's tokens). */
+  constraint?: TokenConstraint;
 }
 
 /** Per-request times (performance.now() milliseconds) and counts, for TTFT/TPOT and the bench. */

@@ -28,6 +28,8 @@ export interface SamplingParams {
   frequencyPenalty: number;
   /** Added to the logit of the token id before sampling; -Infinity bans it. */
   logitBias?: { token: number; bias: number }[];
+  /** Bit t (byte t >> 3, bit t & 7) set: token t may be drawn (a constraint such as JSON mode); ceil(n_vocab / 8) bytes. Absent: any token. */
+  allowed?: Uint8Array;
   /** Seed of the sequence's RNG; a draw is a pure function of (seed, position), so the same seed gives the same output. */
   seed: number;
 }

@@ -96,6 +96,17 @@ function samplingFrom(body: Body, defaults: GenerateOptions, maxTokensNames: str
     if (list.length > 0) options.stop = list as string[];
   }
 
+  // OpenAI's JSON mode; a schema would need a grammar of it, which tandem does not build.
+  const format = body.response_format;
+  if (format !== undefined && format !== null) {
+    const type = typeof format === 'object' && !Array.isArray(format) ? (format as Body).type : undefined;
+    if (type === 'json_schema') {
+      throw new RequestError(400, "response_format 'json_schema' is not supported by tandem's server ('json_object' is)", 'response_format', 'unsupported_parameter');
+    }
+    if (type === 'json_object') options.responseFormat = { type: 'json_object' };
+    else if (type !== 'text') throw bad('response_format', "must be {type: 'text'} or {type: 'json_object'}");
+  }
+
   const bias = body.logit_bias;
   if (bias !== undefined && bias !== null) {
     if (typeof bias !== 'object' || Array.isArray(bias)) throw bad('logit_bias', 'must be an object of token id to bias');
@@ -172,7 +183,6 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCall
     top_logprobs: () => true,
     functions: () => true,
     tool_choice: (v) => v !== 'none' && v !== 'auto',
-    response_format: (v) => typeof v !== 'object' || (v as Body).type !== 'text',
   });
   const list = body.messages;
   if (!Array.isArray(list) || list.length === 0) throw bad('messages', 'must be a non-empty array of {role, content}');

@@ -100,6 +100,8 @@ t.test('a vocabulary with harmony\'s tokens (gpt-oss): chat() splits the reply i
   t.same(split.toolCalls ?? [], s.toolCalls(), 'tool calls: its messages to functions');
   t.ok(split.text.length + split.reasoning!.length < raw.text.length, 'the markers and channel names are gone');
   t.comment(`raw: ${JSON.stringify(raw.text.slice(0, 120))}`);
+  // JSON mode cannot draw the channel markers a harmony reply opens with.
+  t.throws(() => model.chat(CONVERSATION, { responseFormat: { type: 'json_object' } }), { code: 'TDM_UNSUPPORTED', message: /harmony/ });
 });
 
 t.test('a template with <think> and <tool_call> tags (Qwen-style): reasoning split, calls read when tools are offered, and served as tool_calls', async (t) => {

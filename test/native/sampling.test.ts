@@ -397,3 +397,35 @@ t.test('plain greedy (its own one-pass path) keeps the full path\'s choices and 
   t.throws(() => sample([1, NaN, 2], greedy), { code: 'TDM_BAD_ARGUMENT', message: /token 1 is NaN/ });
   t.throws(() => sample([1, 2, Infinity], greedy), { code: 'TDM_BAD_ARGUMENT', message: /token 2 is \+Infinity/ });
 });
+
+t.test('an allowed-token mask: only allowed tokens are drawn, greedy takes the best of them', async (t) => {
+  const rnd = lcg(7);
+  const logits = Array.from({ length: 1000 }, () => rnd() * 8);
+  const allowed = new Uint8Array(125);
+  const ok = new Set<number>();
+  for (let id = 3; id < 1000; id += 37) {
+    allowed[id >> 3]! |= 1 << (id & 7);
+    ok.add(id);
+  }
+  const best = [...ok].reduce((a, b) => (logits[b]! > logits[a]! ? b : a));
+  t.equal(sample(logits, { temperature: 0, allowed }), best, 'greedy');
+  t.not(argmax(logits), best, 'the unmasked argmax is another token');
+  for (let position = 0; position < 300; position++) {
+    const id = sample(logits, { temperature: 1.5, topK: 40, allowed }, [], position);
+    if (!ok.has(id)) {
+      t.fail(`drew ${id}, which the mask excludes`);
+      return;
+    }
+  }
+  t.pass('300 draws, all allowed');
+  // The mask applies after the bias: a banned token stays banned however it is biased.
+  t.equal(sample(logits, { temperature: 0, allowed, logitBias: [{ token: 1, bias: 100 }] }), best, 'bias on an excluded token');
+});
+
+t.test('a bad allowed-token mask is a typed error', async (t) => {
+  const logits = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+  t.throws(() => sample(logits, { allowed: new Uint8Array(1) }), { code: 'TDM_BAD_ARGUMENT', message: /needs 2/ });
+  t.throws(() => sample(logits, { allowed: new Uint8Array(2) }), { code: 'TDM_BAD_ARGUMENT', message: /no allowed token/ });
+  t.throws(() => sample(logits, { allowed: [255, 255] as unknown as Uint8Array }), { code: 'TDM_BAD_ARGUMENT', message: /Uint8Array/ });
+  t.equal(sample(logits, { temperature: 0, allowed: Uint8Array.of(0, 1) }), 8, 'bit 0 of byte 1 is token 8');
+});

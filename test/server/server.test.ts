@@ -137,6 +137,21 @@ t.test('chat completions: whole and streamed equal chat()', async (t) => {
   t.equal(chunks.at(-1).choices[0].finish_reason, 'length');
 });
 
+t.test('response_format json_object: the reply is (a prefix of) one JSON object, whole and streamed', async (t) => {
+  const messages = [{ role: 'user', content: 'Reply in JSON.' }];
+  const want = await model.chat(messages, { maxTokens: 24, temperature: 0, responseFormat: { type: 'json_object' } }).result;
+  t.match(want.text, /^\s?\{/);
+  const { status, json } = await post('/v1/chat/completions', { messages, max_tokens: 24, temperature: 0, response_format: { type: 'json_object' } });
+  t.equal(status, 200);
+  t.equal(json.choices[0].message.content, want.text, 'as chat() in JSON mode');
+  const s = await events('/v1/chat/completions', { messages, max_tokens: 24, temperature: 0, stream: true, response_format: { type: 'json_object' } });
+  t.equal(s.data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content ?? '').join(''), want.text);
+  const c = await post('/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0, response_format: { type: 'json_object' } });
+  t.equal(c.json.choices[0].text, (await model.generate('Once upon a time', { maxTokens: 24, temperature: 0, responseFormat: { type: 'json_object' } }).result).text);
+  const text = await post('/v1/chat/completions', { messages, max_tokens: 24, temperature: 0, response_format: { type: 'text' } });
+  t.equal(text.json.choices[0].message.content, (await model.chat(messages, { maxTokens: 24, temperature: 0 }).result).text, "{type: 'text'} is the default");
+});
+
 t.test('chat replies with reasoning (gpt-oss\'s channels) carry it as reasoning_content, whole and streamed', async (t) => {
   const shape = new ResponseShape('chat', 'gpt-oss');
   const result = { text: 'Hi!', reasoning: 'Greet back.', tokens: [1, 2], stopReason: 'eos' as const, usage: { promptTokens: 5, completionTokens: 2 } };
@@ -213,6 +228,10 @@ t.test('errors: OpenAI error objects with the status a client can act on', async
   await bad('/v1/chat/completions', { messages: [{ content: 'hi' }] }, 400, 'messages[0].role');
   await bad('/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: {} }] }] }, 400, 'messages[0].content', 'unsupported_content');
   await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function' }] }, 400, 'tools', 'unsupported_parameter');
+  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { schema: {} } } }, 400, 'response_format', 'unsupported_parameter');
+  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'yaml' } }, 400, 'response_format');
+  await bad('/v1/completions', { prompt: 'x', response_format: 'json_object' }, 400, 'response_format');
+  await bad('/v1/completions', { prompt: 'x', response_format: { type: 'json_object' }, ignore_eos: true }, 400, null, 'TDM_BAD_ARGUMENT');
   // The context holds 128 tokens.
   await bad('/v1/completions', { prompt: 'Once upon a time '.repeat(40) }, 400, null, 'context_length_exceeded');
   await bad('/v1/completions', { prompt: 'x'.repeat(5000) }, 413, null, 'body_too_large');

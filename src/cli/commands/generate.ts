@@ -31,6 +31,7 @@ export const SHARED_OPTIONS = {
   seed: { type: 'string', short: 's' },
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
+  json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -60,6 +61,7 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -s, --seed N              RNG seed (default: random)
       --stop TEXT           stop before TEXT (repeatable)
       --ignore-eos          keep going after end-of-generation tokens
+      --json                JSON mode: the reply is one JSON object, ended once it closes
   -h, --help                this help`;
 
 const OPTIONS = {
@@ -136,6 +138,7 @@ export function generateOptionsFrom(values: SharedValues, defaultMaxTokens = 256
   set('seed', 'seed');
   if (values.stop) options.stop = values.stop;
   if (values['ignore-eos']) options.ignoreEos = true;
+  if (values.json) options.responseFormat = { type: 'json_object' };
   return options;
 }
 

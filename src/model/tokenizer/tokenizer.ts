@@ -60,6 +60,12 @@ export class Tokenizer {
     return this.vocab.tokens[id]!;
   }
 
+  /** The bytes token `id` adds to generated text; empty for control and unknown tokens (which render as nothing). */
+  tokenBytes(id: number): Uint8Array {
+    this.checkId(id);
+    return this.pieces.get(id, false);
+  }
+
   /** Text -> token ids. */
   tokenize(text: string, options: TokenizeOptions = {}): number[] {
     if (typeof text !== 'string') {
