@@ -2,7 +2,8 @@
 // Order, as llama.cpp's default chain (common/sampling.cpp) minus the samplers tandem does
 // not offer (DRY, top-n-sigma, typical, XTC): logit bias -> penalties -> allowed set (a
 // constraint such as JSON mode, as llama.cpp's grammar) -> top-k -> top-p -> min-p ->
-// temperature -> draw. Temperature 0 is greedy: the argmax after bias and penalties.
+// temperature -> draw. Temperature 0 is greedy: the argmax after bias, penalties and the
+// allowed set.
 #pragma once
 #include <cstdint>
 #include <vector>

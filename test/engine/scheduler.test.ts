@@ -3,6 +3,7 @@
 import t from 'tap';
 import { Engine, Scheduler, Sequence, type SchedulerConfig, type SequenceParams, type StopReason } from '../../src/engine/index.js';
 import type { StepPlan, StepResult } from '../../src/native/step-plan.js';
+import { TandemError } from '../../src/native/errors.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const EOS = 2;
@@ -299,4 +300,33 @@ t.test('a request submitted while the loop winds down still runs', async (t) => 
   });
   for (let i = 0; i < 1000 && !second; i++) await new Promise((r) => setImmediate(r));
   t.equal(second, 'maxTokens');
+});
+
+t.test('a token constraint: its mask goes with each draw, it sees each token drawn, and a token it refuses fails only that sequence', async (t) => {
+  const s = new Scheduler(config());
+  const seen: number[] = [];
+  const masks: (Uint8Array | undefined)[] = [];
+  const constraint = {
+    allowed: () => Uint8Array.of(seen.length),
+    accept: (token: number) => {
+      if (token === 123) throw new TandemError('TDM_INTERNAL', 'refused');
+      seen.push(token);
+    },
+  };
+  const constrained = new Sequence(1, prompt(20), params({ maxTokens: 10, constraint }));
+  const free = new Sequence(2, prompt(20, 50), params({ maxTokens: 10 }));
+  s.add(constrained);
+  s.add(free);
+  const errors: string[] = [];
+  while (s.hasWork) {
+    const plan = s.schedule();
+    for (const p of plan.sequences) if (p.seqId === 1 && p.sample) masks.push(p.sampling?.allowed);
+    for (const p of plan.sequences) if (p.seqId === 2) t.equal(p.sampling?.allowed, undefined, 'no mask without a constraint');
+    for (const e of s.update(plan, fakeResult(plan))) if (e.error) errors.push(`${e.seqId}: ${e.error.message}`);
+  }
+  t.same(seen, [120, 121, 122], 'each drawn token, in order');
+  t.same(masks.map((m) => m?.[0]), [0, 1, 2, 3], 'a mask from the state before each draw');
+  t.same(errors, ['1: refused'], 'the refused token fails its sequence');
+  t.same(constrained.tokens.slice(20), [120, 121, 122], 'and is not appended');
+  t.equal(free.tokens.length - 20, 10, 'the other sequence runs to its end');
 });
