@@ -9,7 +9,8 @@ import { describeModel, type ModelDescription } from '../model/describe.js';
 import { tokenizerFromGguf, type Tokenizer } from '../model/tokenizer/index.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import { HarmonySplitter, isHarmonyVocab } from '../model/harmony.js';
-import { JsonConstraint, JsonVocabulary } from '../model/json-mode.js';
+import { JSON_START, JsonConstraint, JsonVocabulary, startState, type JsonState } from '../model/json-mode.js';
+import { compileSchema } from '../model/json-schema.js';
 import { detectReplyFormat, promptOpensThink, TaggedReplySplitter } from '../model/reply-format.js';
 import { native, type NativeModel, type NativeModelConfig } from '../native/binding.js';
 import { asTandemError, TandemError } from '../native/errors.js';
@@ -53,6 +54,8 @@ const DEFAULT_MAX_CONTEXT = 4096;
 const DEFAULT_MAX_QUEUED = 1024;
 /** Unread streamed tokens that pause a request when options do not say. */
 const DEFAULT_OUTPUT_BUFFER = 256;
+/** JSON schemas whose start states (and so cached masks) a model keeps. */
+const SCHEMAS_KEPT = 16;
 
 const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
@@ -470,6 +473,8 @@ export class Model {
   private template: ChatTemplate | undefined;
   /** The vocabulary as JSON mode reads it, built at the first JSON request. */
   private jsonVocab: JsonVocabulary | undefined;
+  /** Start states of the schemas asked for lately, by their JSON text, least recent first. */
+  private readonly schemaStarts = new Map<string, JsonState>();
   private disposed: Promise<void> | undefined;
   /** Unread streamed tokens that pause a request. */
   private readonly outputBufferTokens: number;
@@ -610,7 +615,7 @@ export class Model {
     const where = 'generate()';
     this.checkLive(where);
     const resolved = resolveGenerateOptions(where, options, this.info.nVocab, this.tokenizer.vocab.eogIds);
-    if (resolved.json) resolved.params.constraint = this.jsonConstraint(resolved.params);
+    if (resolved.json) resolved.params.constraint = this.jsonConstraint(resolved.params, resolved.json.schema);
     const tokens =
       typeof prompt === 'string'
         ? this.tokenizer.tokenizeAsync(prompt, { special: true })
@@ -644,9 +649,9 @@ export class Model {
     if (resolved.json) {
       // Harmony's reply opens with channel markers (control tokens) that JSON mode cannot draw.
       if (this.info.replyFormat.reasoning === 'harmony') {
-        throw new TandemError('TDM_UNSUPPORTED', `${where}: responseFormat 'json_object' is not offered for harmony-format models (gpt-oss): their replies open with channel markers`);
+        throw new TandemError('TDM_UNSUPPORTED', `${where}: a JSON responseFormat is not offered for harmony-format models (gpt-oss): their replies open with channel markers`);
       }
-      resolved.params.constraint = this.jsonConstraint(resolved.params);
+      resolved.params.constraint = this.jsonConstraint(resolved.params, resolved.json.schema);
     }
     // A JSON reply holds no reasoning or tool-call markers to take apart.
     const splitter = reasoning === 'raw' || resolved.json ? undefined : this.replySplitter(templateVariables);
@@ -658,10 +663,22 @@ export class Model {
     return this.start(tokens, resolved.params, resolved.stop, resolved.signal, splitter);
   }
 
-  /** JSON mode for one request: the vocabulary's side is built at the first such request and kept. */
-  private jsonConstraint(params: SequenceParams): JsonConstraint {
+  /**
+   * JSON mode for one request. The vocabulary's side is built at the first such request and
+   * kept; a schema's start state is kept too (by its text), so that a schema sent again reuses
+   * the masks cached for it.
+   */
+  private jsonConstraint(params: SequenceParams, schema: object | undefined): JsonConstraint {
+    let start = JSON_START;
+    if (schema) {
+      const text = JSON.stringify(schema);
+      start = this.schemaStarts.get(text) ?? startState(compileSchema(schema));
+      this.schemaStarts.delete(text);
+      this.schemaStarts.set(text, start);
+      if (this.schemaStarts.size > SCHEMAS_KEPT) this.schemaStarts.delete(this.schemaStarts.keys().next().value!);
+    }
     this.jsonVocab ??= new JsonVocabulary(this.info.nVocab, (id) => this.tokenizer.tokenBytes(id));
-    return new JsonConstraint(this.jsonVocab, (id) => this.tokenizer.tokenBytes(id), [...params.stopTokens]);
+    return new JsonConstraint(this.jsonVocab, (id) => this.tokenizer.tokenBytes(id), [...params.stopTokens], start);
   }
 
   /**

@@ -74,8 +74,8 @@ export interface ResolvedGenerate {
   params: SequenceParams;
   stop: string[];
   signal: AbortSignal | undefined;
-  /** JSON mode asked for (responseFormat json_object); the caller attaches the constraint. */
-  json: boolean;
+  /** JSON mode asked for (responseFormat json_object, or json_schema with its schema); the caller attaches the constraint. */
+  json: { schema?: object } | undefined;
 }
 
 /** Checks generate()/chat() options against the model's vocabulary and end-of-generation ids. */
@@ -111,7 +111,7 @@ export function resolveGenerateOptions(
     throw badArgument(where, `ignoreEos must be a boolean, got ${describe(options.ignoreEos)}`);
   }
   const json = resolveResponseFormat(where, options.responseFormat);
-  if (json && options.ignoreEos) throw badArgument(where, "responseFormat 'json_object' ends the reply with an end-of-generation token: it cannot be combined with ignoreEos");
+  if (json && options.ignoreEos) throw badArgument(where, 'a JSON responseFormat ends the reply with an end-of-generation token: it cannot be combined with ignoreEos');
   const stop = resolveStop(where, options.stop);
   const signal = options.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -131,12 +131,16 @@ export function resolveGenerateOptions(
   };
 }
 
-function resolveResponseFormat(where: string, format: unknown): boolean {
-  if (format === undefined) return false;
-  const type = typeof format === 'object' && format !== null ? (format as { type?: unknown }).type : undefined;
-  if (type === 'text') return false;
-  if (type === 'json_object') return true;
-  throw badArgument(where, `responseFormat must be { type: 'text' } or { type: 'json_object' }, got ${describe(format)}${type !== undefined ? ` of type ${describe(type)}` : ''}`);
+function resolveResponseFormat(where: string, format: unknown): { schema?: object } | undefined {
+  if (format === undefined) return undefined;
+  const f = typeof format === 'object' && format !== null ? (format as { type?: unknown; schema?: unknown }) : undefined;
+  if (f?.type === 'text') return undefined;
+  if (f?.type === 'json_object') return {};
+  if (f?.type === 'json_schema') {
+    if (typeof f.schema !== 'object' || f.schema === null || Array.isArray(f.schema)) throw badArgument(where, "responseFormat 'json_schema' needs its schema as an object: { type: 'json_schema', schema }");
+    return { schema: f.schema };
+  }
+  throw badArgument(where, `responseFormat must be { type: 'text' }, { type: 'json_object' } or { type: 'json_schema', schema }, got ${describe(format)}${f?.type !== undefined ? ` of type ${describe(f.type)}` : ''}`);
 }
 
 function resolveStop(where: string, stop: unknown): string[] {

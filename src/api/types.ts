@@ -151,11 +151,12 @@ export interface GenerateOptions {
   /** Keep generating after end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
   /**
-   * `{ type: 'json_object' }`: the reply is one JSON object (OpenAI's JSON mode). Only tokens
-   * that keep the text a valid prefix of one are drawn, and it ends once the object closes.
-   * Default `{ type: 'text' }`.
+   * `{ type: 'json_object' }`: the reply is one JSON object (OpenAI's JSON mode). `{ type:
+   * 'json_schema', schema }`: one value of that JSON Schema (the subset src/model/json-schema.ts
+   * describes; other keywords are refused). Only tokens that keep the text a valid prefix are
+   * drawn, and the reply ends once the value closes. Default `{ type: 'text' }`.
    */
-  responseFormat?: { type: 'text' | 'json_object' };
+  responseFormat?: { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; schema: object };
   /** Aborting it ends the generation with stopReason 'aborted' and frees its memory at the next step. */
   signal?: AbortSignal;
 }

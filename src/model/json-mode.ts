@@ -1,23 +1,57 @@
-// JSON mode (OpenAI's response_format json_object): the reply is one JSON object. A byte-level
-// recognizer of RFC 8259 text says which bytes may come next; from it, the tokens of the
-// vocabulary whose bytes all may come next form the set the sampler draws from
-// (SamplingParams.allowed, as llama.cpp's grammar sampler), and once the object closes only
-// the end-of-generation tokens remain, so the reply ends there.
+// JSON mode (OpenAI's response_format json_object and json_schema): the reply is one JSON
+// object, or one value of a schema (json-schema.ts compiles a schema into the value nodes
+// below). A byte-level recognizer of RFC 8259 text, guided by those nodes, says which bytes may
+// come next; from it, the tokens of the vocabulary whose bytes all may come next form the set
+// the sampler draws from (SamplingParams.allowed, as llama.cpp's grammar sampler), and once the
+// value closes only the end-of-generation tokens remain, so the reply ends there.
 import { TandemError } from '../native/errors.js';
+
+/** What a value may be. Node ids are unique in the process: masks are cached by them. */
+export type ValueNode =
+  | { kind: 'any'; id: number }
+  /** props: the keys in the order they are written (each at most once); null: any keys, each value a `values`. */
+  | { kind: 'object'; id: number; props: PropNode[] | null; values: ValueNode }
+  | { kind: 'array'; id: number; items: ValueNode; minItems: number; maxItems: number }
+  | { kind: 'string'; id: number }
+  | { kind: 'number'; id: number; integer: boolean }
+  /** One of these JSON texts (enum, const, booleans, null). */
+  | { kind: 'literals'; id: number; texts: Uint8Array[] }
+  /** One of these, told apart by their first byte (json-schema.ts checks that they can be). */
+  | { kind: 'union'; id: number; options: ValueNode[] };
+
+export interface PropNode {
+  /** The key as JSON text, quotes included. */
+  key: Uint8Array;
+  value: ValueNode;
+  required: boolean;
+}
+
+let lastNodeId = 0;
+/** A fresh id for a value node. */
+export const nodeId = () => ++lastNodeId;
+
+const utf8 = (s: string) => new TextEncoder().encode(s);
+const ANY: ValueNode = { kind: 'any', id: nodeId() };
+/** Any object: JSON mode's reply. */
+export const ANY_OBJECT: ValueNode = { kind: 'object', id: nodeId(), props: null, values: ANY };
+const ANY_ARRAY: ValueNode = { kind: 'array', id: nodeId(), items: ANY, minItems: 0, maxItems: Infinity };
+const ANY_STRING: ValueNode = { kind: 'string', id: nodeId() };
+const ANY_NUMBER: ValueNode = { kind: 'number', id: nodeId(), integer: false };
+const TRUE_FALSE_NULL: ValueNode = { kind: 'literals', id: nodeId(), texts: ['true', 'false', 'null'].map(utf8) };
 
 // Recognizer modes. "Structural" modes (START to AFTER) wait for punctuation or a value and
 // keep the whitespace run in `aux` (WS_*); the others are inside a string, number or literal.
-const START = 0; // before the top-level object
+const START = 0; // before the reply's value (node: the root)
 const OBJ_OPEN = 1; // after '{': a key or '}'
 const KEY_NEXT = 2; // after ',' in an object: a key
-const COLON = 3; // after a key
-const VALUE = 4; // a value
-const ARR_OPEN = 5; // after '[': a value or ']'
+const COLON = 3; // after a key (node: its value)
+const VALUE = 4; // a value (node)
+const ARR_OPEN = 5; // after '[': an item or ']'
 const AFTER = 6; // after a value: ',' or the container's closer
-const STR = 7; // in a string; aux 1 for a key
+const STR = 7; // in a string; aux 1 for a key of a free-keyed object
 const STR_ESC = 8; // after '\'
 const STR_HEX = 9; // in \uXXXX; aux = key + 2 * hex digits still to come
-const NUM_MINUS = 10;
+const NUM_MINUS = 10; // numbers: aux 1 for an integer
 const NUM_ZERO = 11;
 const NUM_INT = 12;
 const NUM_DOT = 13;
@@ -25,10 +59,9 @@ const NUM_FRAC = 14;
 const NUM_E = 15;
 const NUM_E_SIGN = 16;
 const NUM_EXP = 17;
-const LITERAL = 18; // aux = literal * 8 + bytes matched
-const DONE = 19; // the top-level object closed
+const LITERAL = 18; // matching one of several JSON texts (lit)
+const DONE = 19; // the reply's value closed
 
-const LITERALS = ['true', 'false', 'null'];
 // Whitespace between the text's tokens, as llama.cpp's JSON grammar allows it: one space, or a
 // newline and an indent of up to MAX_INDENT spaces or tabs. Enough for any layout, and a model
 // cannot spend its reply on blanks.
@@ -39,26 +72,60 @@ const MAX_INDENT = 20;
 /** Nesting depth: deeper objects and arrays are not offered (and the masks' cache stays small). */
 const MAX_DEPTH = 64;
 
+/** An open object or array: for an object, the index of the first property still to come; for an array, the items so far. */
+class Frame {
+  readonly key: string;
+  readonly depth: number;
+  constructor(
+    readonly parent: Frame | null,
+    readonly node: Extract<ValueNode, { kind: 'object' | 'array' }>,
+    readonly index: number,
+  ) {
+    this.depth = parent ? parent.depth + 1 : 1;
+    this.key = `${parent ? parent.key : ''}/${node.id}:${index}`;
+  }
+}
+
+/** Matching one of several JSON texts: the candidates still possible (indices into `texts`) after `pos` bytes. */
+interface LiteralMatch {
+  texts: Uint8Array[];
+  alive: number[];
+  pos: number;
+  /** Matching an object's key (the candidates index its props). */
+  forKey: boolean;
+}
+
 /** Where the recognizer is: immutable, so a state can be shared by every token that reaches it. */
 export class JsonState {
+  private keyText: string | undefined;
   constructor(
     readonly mode: number,
-    /** Open containers, outermost first: '{' and '['. */
-    readonly stack: string,
     readonly aux: number,
+    readonly frames: Frame | null,
+    /** START, VALUE, COLON: the value expected; LITERAL of a value: its literals node. */
+    readonly node: ValueNode | null = null,
+    readonly lit: LiteralMatch | null = null,
   ) {}
 
   get done(): boolean {
     return this.mode === DONE;
   }
 
+  /** Equal for states that accept the same continuations (the masks' cache key). */
   get key(): string {
-    return `${this.mode},${this.aux},${this.stack}`;
+    this.keyText ??= `${this.mode}|${this.aux}|${this.node?.id ?? 0}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}`;
+    return this.keyText;
   }
 }
 
-export const JSON_START = new JsonState(START, '', 0);
-const JSON_DONE = new JsonState(DONE, '', 0);
+/** The state before a reply whose value is `root` (an object or array node, or a union of them). */
+export function startState(root: ValueNode): JsonState {
+  return new JsonState(START, WS_NONE, null, root);
+}
+
+/** JSON mode's start: any one object. */
+export const JSON_START = startState(ANY_OBJECT);
+const JSON_DONE = new JsonState(DONE, 0, null);
 
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
@@ -71,112 +138,182 @@ function whitespace(ws: number, b: number): number {
   return -1;
 }
 
-function open(stack: string, c: '{' | '['): JsonState | null {
-  if (stack.length >= MAX_DEPTH) return null;
-  return new JsonState(c === '{' ? OBJ_OPEN : ARR_OPEN, stack + c, 0);
+function open(frames: Frame | null, node: Extract<ValueNode, { kind: 'object' | 'array' }>): JsonState | null {
+  if (frames && frames.depth >= MAX_DEPTH) return null;
+  return new JsonState(node.kind === 'object' ? OBJ_OPEN : ARR_OPEN, WS_NONE, new Frame(frames, node, 0));
 }
 
-function close(stack: string): JsonState {
-  const rest = stack.slice(0, -1);
-  return rest === '' ? JSON_DONE : new JsonState(AFTER, rest, 0);
+/**
+ * After a complete value in the innermost container. An array counts its items only as far as
+ * its bounds need (to maxItems, or with none to minItems): an unbounded array's states, and so
+ * their masks, are the same at every item.
+ */
+function afterValue(frames: Frame): JsonState {
+  const node = frames.node;
+  if (node.kind !== 'array') return new JsonState(AFTER, WS_NONE, frames);
+  const cap = Number.isFinite(node.maxItems) ? node.maxItems : node.minItems;
+  const count = Math.min(frames.index + 1, cap);
+  return new JsonState(AFTER, WS_NONE, count === frames.index ? frames : new Frame(frames.parent, node, count));
 }
 
-function afterValue(stack: string): JsonState {
-  return new JsonState(AFTER, stack, 0);
+function close(frames: Frame): JsonState {
+  return frames.parent ? afterValue(frames.parent) : JSON_DONE;
 }
 
-function valueStart(stack: string, b: number): JsonState | null {
-  switch (b) {
-    case 0x7b: return open(stack, '{');
-    case 0x5b: return open(stack, '[');
-    case 0x22: return new JsonState(STR, stack, 0);
-    case 0x2d: return new JsonState(NUM_MINUS, stack, 0);
-    case 0x30: return new JsonState(NUM_ZERO, stack, 0);
-    case 0x74: return new JsonState(LITERAL, stack, 0 * 8 + 1);
-    case 0x66: return new JsonState(LITERAL, stack, 1 * 8 + 1);
-    case 0x6e: return new JsonState(LITERAL, stack, 2 * 8 + 1);
-    default: return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, stack, 0) : null;
+/** Whether the innermost object still needs a property. */
+function requiredLeft(f: Frame): boolean {
+  const props = f.node.kind === 'object' ? f.node.props : null;
+  if (!props) return false;
+  for (let i = f.index; i < props.length; i++) if (props[i]!.required) return true;
+  return false;
+}
+
+/** A key starts ('"' read): a free one, or the object's next properties up to its next required one. */
+function keyStart(frames: Frame): JsonState | null {
+  const node = frames.node as Extract<ValueNode, { kind: 'object' }>;
+  if (!node.props) return new JsonState(STR, 1, frames);
+  const alive: number[] = [];
+  for (let i = frames.index; i < node.props.length; i++) {
+    alive.push(i);
+    if (node.props[i]!.required) break;
+  }
+  if (alive.length === 0) return null;
+  return new JsonState(LITERAL, 0, frames, null, { texts: node.props.map((p) => p.key), alive, pos: 1, forKey: true });
+}
+
+function literalStep(st: JsonState, b: number): JsonState | null {
+  const { texts, alive, pos, forKey } = st.lit!;
+  const next = alive.filter((i) => texts[i]!.length > pos && texts[i]![pos] === b);
+  if (next.length > 0) {
+    const lit = { texts, alive: next, pos: pos + 1, forKey };
+    // Complete when no candidate is longer (JSON texts that are numbers can prefix each other: 1, 12).
+    if (next.every((i) => texts[i]!.length === pos + 1)) return literalDone(st, next[0]!);
+    return new JsonState(LITERAL, 0, st.frames, st.node, lit);
+  }
+  const complete = alive.find((i) => texts[i]!.length === pos);
+  return complete === undefined ? null : step(literalDone(st, complete), b);
+}
+
+function literalDone(st: JsonState, i: number): JsonState {
+  const frames = st.frames!;
+  if (!st.lit!.forKey) return afterValue(frames);
+  const node = frames.node as Extract<ValueNode, { kind: 'object' }>;
+  return new JsonState(COLON, WS_NONE, new Frame(frames.parent, node, i + 1), node.props![i]!.value);
+}
+
+function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState | null {
+  switch (node.kind) {
+    case 'any':
+      if (b === 0x7b) return open(frames, ANY_OBJECT as Extract<ValueNode, { kind: 'object' }>);
+      if (b === 0x5b) return open(frames, ANY_ARRAY as Extract<ValueNode, { kind: 'array' }>);
+      if (b === 0x22) return valueStart(frames, ANY_STRING, b);
+      if (b === 0x2d || isDigit(b)) return valueStart(frames, ANY_NUMBER, b);
+      return valueStart(frames, TRUE_FALSE_NULL, b);
+    case 'object':
+      return b === 0x7b ? open(frames, node) : null;
+    case 'array':
+      return b === 0x5b ? open(frames, node) : null;
+    case 'string':
+      return b === 0x22 && frames ? new JsonState(STR, 0, frames) : null;
+    case 'number': {
+      if (!frames) return null;
+      const integer = node.integer ? 1 : 0;
+      if (b === 0x2d) return new JsonState(NUM_MINUS, integer, frames);
+      if (b === 0x30) return new JsonState(NUM_ZERO, integer, frames);
+      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, integer, frames) : null;
+    }
+    case 'literals': {
+      if (!frames) return null;
+      const start = new JsonState(LITERAL, 0, frames, node, { texts: node.texts, alive: node.texts.map((_, i) => i), pos: 0, forKey: false });
+      return literalStep(start, b);
+    }
+    case 'union':
+      for (const option of node.options) {
+        const st = valueStart(frames, option, b);
+        if (st) return st;
+      }
+      return null;
   }
 }
 
-/** The state after byte `b`, or null when no JSON object text continues that way. */
-export function jsonStep(st: JsonState, b: number): JsonState | null {
-  const { mode, stack, aux } = st;
+/** The state after byte `b`, or null when no reply continues that way. */
+export function step(st: JsonState, b: number): JsonState | null {
+  const { mode, aux, frames } = st;
   switch (mode) {
     case STR:
-      if (b === 0x22) return aux === 1 ? new JsonState(COLON, stack, 0) : afterValue(stack);
-      if (b === 0x5c) return new JsonState(STR_ESC, stack, aux);
+      if (b === 0x22) return aux === 1 ? new JsonState(COLON, WS_NONE, frames, (frames!.node as Extract<ValueNode, { kind: 'object' }>).values) : afterValue(frames!);
+      if (b === 0x5c) return new JsonState(STR_ESC, aux, frames);
       return b < 0x20 ? null : st; // any other byte, UTF-8 included; control characters must be escaped
     case STR_ESC:
-      if (b === 0x75) return new JsonState(STR_HEX, stack, aux + 8);
+      if (b === 0x75) return new JsonState(STR_HEX, aux + 8, frames);
       return b === 0x22 || b === 0x5c || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74
-        ? new JsonState(STR, stack, aux)
+        ? new JsonState(STR, aux, frames)
         : null;
     case STR_HEX:
       if (!isHex(b)) return null;
-      return aux >= 4 ? new JsonState(STR_HEX, stack, aux - 2) : new JsonState(STR, stack, aux & 1);
-    case LITERAL: {
-      const word = LITERALS[aux >> 3]!;
-      const at = aux & 7;
-      if (b !== word.charCodeAt(at)) return null;
-      return at + 1 === word.length ? afterValue(stack) : new JsonState(LITERAL, stack, aux + 1);
-    }
+      return aux >= 4 ? new JsonState(STR_HEX, aux - 2, frames) : new JsonState(STR, aux & 1, frames);
+    case LITERAL:
+      return literalStep(st, b);
     case NUM_MINUS:
-      if (b === 0x30) return new JsonState(NUM_ZERO, stack, 0);
-      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, stack, 0) : null;
+      if (b === 0x30) return new JsonState(NUM_ZERO, aux, frames);
+      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, aux, frames) : null;
     case NUM_DOT:
-      return isDigit(b) ? new JsonState(NUM_FRAC, stack, 0) : null;
+      return isDigit(b) ? new JsonState(NUM_FRAC, aux, frames) : null;
     case NUM_E:
-      if (b === 0x2b || b === 0x2d) return new JsonState(NUM_E_SIGN, stack, 0);
-      return isDigit(b) ? new JsonState(NUM_EXP, stack, 0) : null;
+      if (b === 0x2b || b === 0x2d) return new JsonState(NUM_E_SIGN, aux, frames);
+      return isDigit(b) ? new JsonState(NUM_EXP, aux, frames) : null;
     case NUM_E_SIGN:
-      return isDigit(b) ? new JsonState(NUM_EXP, stack, 0) : null;
+      return isDigit(b) ? new JsonState(NUM_EXP, aux, frames) : null;
     case NUM_ZERO:
     case NUM_INT:
     case NUM_FRAC:
     case NUM_EXP:
       if (isDigit(b) && mode !== NUM_ZERO) return st;
-      if (b === 0x2e && (mode === NUM_ZERO || mode === NUM_INT)) return new JsonState(NUM_DOT, stack, 0);
-      if ((b === 0x65 || b === 0x45) && mode !== NUM_EXP) return new JsonState(NUM_E, stack, 0);
+      if (aux === 0 && b === 0x2e && (mode === NUM_ZERO || mode === NUM_INT)) return new JsonState(NUM_DOT, aux, frames);
+      if (aux === 0 && (b === 0x65 || b === 0x45) && mode !== NUM_EXP) return new JsonState(NUM_E, aux, frames);
       // A complete number ends at the first byte that cannot continue it, which then counts after it.
-      return jsonStep(afterValue(stack), b);
+      return step(afterValue(frames!), b);
     case DONE:
       return null;
   }
   // Structural modes.
   if (b === 0x20 || b === 0x0a || b === 0x09 || b === 0x0d) {
     const ws = whitespace(aux, b);
-    return ws < 0 ? null : new JsonState(mode, stack, ws);
+    return ws < 0 ? null : new JsonState(mode, ws, frames, st.node);
   }
   switch (mode) {
     case START:
-      return b === 0x7b ? open(stack, '{') : null;
-    case OBJ_OPEN:
-      if (b === 0x7d) return close(stack);
-      return b === 0x22 ? new JsonState(STR, stack, 1) : null;
-    case KEY_NEXT:
-      return b === 0x22 ? new JsonState(STR, stack, 1) : null;
-    case COLON:
-      return b === 0x3a ? new JsonState(VALUE, stack, 0) : null;
-    case ARR_OPEN:
-      if (b === 0x5d) return close(stack);
-      return valueStart(stack, b);
     case VALUE:
-      return valueStart(stack, b);
+      return valueStart(frames, st.node!, b);
+    case COLON:
+      return b === 0x3a ? new JsonState(VALUE, WS_NONE, frames, st.node) : null;
+    case OBJ_OPEN:
+      if (b === 0x7d) return requiredLeft(frames!) ? null : close(frames!);
+      return b === 0x22 ? keyStart(frames!) : null;
+    case KEY_NEXT:
+      return b === 0x22 ? keyStart(frames!) : null;
+    case ARR_OPEN: {
+      const node = frames!.node as Extract<ValueNode, { kind: 'array' }>;
+      if (b === 0x5d) return node.minItems === 0 ? close(frames!) : null;
+      return node.maxItems > 0 ? valueStart(frames, node.items, b) : null;
+    }
     case AFTER: {
-      const top = stack[stack.length - 1];
-      if (b === 0x2c) return new JsonState(top === '{' ? KEY_NEXT : VALUE, stack, 0);
-      if ((b === 0x7d && top === '{') || (b === 0x5d && top === '[')) return close(stack);
-      return null;
+      const f = frames!;
+      if (f.node.kind === 'object') {
+        if (b === 0x2c) return !f.node.props || f.index < f.node.props.length ? new JsonState(KEY_NEXT, WS_NONE, f) : null;
+        return b === 0x7d && !requiredLeft(f) ? close(f) : null;
+      }
+      if (b === 0x2c) return f.index < f.node.maxItems ? new JsonState(VALUE, WS_NONE, f, f.node.items) : null;
+      return b === 0x5d && f.index >= f.node.minItems ? close(f) : null;
     }
   }
   return null;
 }
 
 /** The state after `bytes`, or null. */
-export function jsonStepBytes(st: JsonState, bytes: Uint8Array): JsonState | null {
+export function stepBytes(st: JsonState, bytes: Uint8Array): JsonState | null {
   let s: JsonState | null = st;
-  for (let i = 0; i < bytes.length && s; i++) s = jsonStep(s, bytes[i]!);
+  for (let i = 0; i < bytes.length && s; i++) s = step(s, bytes[i]!);
   return s;
 }
 
@@ -271,7 +408,7 @@ export class JsonVocabulary {
       let s = states[common]!;
       let k = common;
       for (; k < len; k++) {
-        const next = jsonStep(s, bytes[begin + k]!);
+        const next = step(s, bytes[begin + k]!);
         if (!next) break;
         s = next;
         states[k + 1] = next;
@@ -302,19 +439,21 @@ function commonPrefix(a: Uint8Array, b: Uint8Array): number {
 
 /** One reply's JSON mode (an engine TokenConstraint): asked for the allowed tokens before each draw, told each token drawn. */
 export class JsonConstraint {
-  private state = JSON_START;
+  private state: JsonState;
   private readonly vocab: JsonVocabulary;
   private readonly endTokens: readonly number[];
   private readonly pieces: (id: number) => Uint8Array;
 
-  constructor(vocab: JsonVocabulary, pieces: (id: number) => Uint8Array, endTokens: readonly number[]) {
+  /** `start`: JSON_START for JSON mode, startState(compileSchema(schema)) for a schema. */
+  constructor(vocab: JsonVocabulary, pieces: (id: number) => Uint8Array, endTokens: readonly number[], start: JsonState = JSON_START) {
     if (endTokens.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', 'JSON mode needs end-of-generation tokens to end the reply (it cannot be combined with ignoreEos)');
     this.vocab = vocab;
     this.pieces = pieces;
     this.endTokens = endTokens;
+    this.state = start;
   }
 
-  /** True once the object closed. */
+  /** True once the reply's value closed. */
   get complete(): boolean {
     return this.state.done;
   }
@@ -326,7 +465,7 @@ export class JsonConstraint {
   accept(token: number): void {
     if (this.state.done && this.endTokens.includes(token)) return;
     const bytes = this.pieces(token);
-    const next = bytes.length > 0 ? jsonStepBytes(this.state, bytes) : null;
+    const next = bytes.length > 0 ? stepBytes(this.state, bytes) : null;
     if (!next) throw new TandemError('TDM_INTERNAL', `JSON mode: token ${token} does not continue the reply's JSON`);
     this.state = next;
   }

@@ -96,15 +96,19 @@ function samplingFrom(body: Body, defaults: GenerateOptions, maxTokensNames: str
     if (list.length > 0) options.stop = list as string[];
   }
 
-  // OpenAI's JSON mode; a schema would need a grammar of it, which tandem does not build.
+  // OpenAI's JSON mode and structured outputs ({type: 'json_schema', json_schema: {name, schema, strict}}).
   const format = body.response_format;
   if (format !== undefined && format !== null) {
-    const type = typeof format === 'object' && !Array.isArray(format) ? (format as Body).type : undefined;
-    if (type === 'json_schema') {
-      throw new RequestError(400, "response_format 'json_schema' is not supported by tandem's server ('json_object' is)", 'response_format', 'unsupported_parameter');
+    const f = typeof format === 'object' && !Array.isArray(format) ? (format as Body) : undefined;
+    if (f?.type === 'json_schema') {
+      const schema = (f.json_schema as Body | undefined)?.schema;
+      if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw bad('response_format', 'json_schema.schema must be a JSON Schema object');
+      options.responseFormat = { type: 'json_schema', schema };
+    } else if (f?.type === 'json_object') {
+      options.responseFormat = { type: 'json_object' };
+    } else if (f?.type !== 'text') {
+      throw bad('response_format', "must be {type: 'text'}, {type: 'json_object'} or {type: 'json_schema', json_schema: {schema}}");
     }
-    if (type === 'json_object') options.responseFormat = { type: 'json_object' };
-    else if (type !== 'text') throw bad('response_format', "must be {type: 'text'} or {type: 'json_object'}");
   }
 
   const bias = body.logit_bias;

@@ -4,7 +4,7 @@
 // typed errors.
 import t from 'tap';
 import { loadModel } from '../../src/api/index.js';
-import { JSON_START, jsonStepBytes } from '../../src/model/json-mode.js';
+import { JSON_START, stepBytes } from '../../src/model/json-mode.js';
 import { loadTokenizer } from '../../src/model/tokenizer/index.js';
 import { modelPath } from '../helpers.js';
 
@@ -15,7 +15,7 @@ const tokenizer = loadTokenizer(STORIES);
 const JSON_MODE = { responseFormat: { type: 'json_object' as const } };
 
 /** Whether `text` can begin a JSON object reply (test/model/json-mode.test.ts holds the recognizer to JSON.parse). */
-const isPrefix = (text: string) => jsonStepBytes(JSON_START, new TextEncoder().encode(text)) !== null;
+const isPrefix = (text: string) => stepBytes(JSON_START, new TextEncoder().encode(text)) !== null;
 
 /** The token whose text is exactly `ch`. */
 function tokenOf(ch: string): number {
@@ -65,8 +65,31 @@ t.test('JSON requests batched with a plain one leave it as it is alone', async (
   t.equal(model.stats.numRunning, 0);
 });
 
+const SCHEMA = {
+  type: 'object',
+  properties: { mood: { enum: ['happy', 'sad'] }, n: { type: 'integer' }, ok: { type: 'boolean' }, tags: { type: 'array', items: { enum: ['a', 'b'] }, maxItems: 2 } },
+  required: ['mood', 'n', 'ok', 'tags'],
+  additionalProperties: false,
+};
+
+t.test('a JSON schema: every reply ends as one value of it', async (t) => {
+  for (const [temperature, seed] of [[0, 0], [1, 1], [1, 2], [1, 3]] as const) {
+    const r = await model.generate('Once upon a time', { responseFormat: { type: 'json_schema', schema: SCHEMA }, maxTokens: 200, temperature, seed }).result;
+    t.equal(r.stopReason, 'eos', JSON.stringify(r.text));
+    const v = JSON.parse(r.text) as { mood: string; n: number; ok: boolean; tags: string[] };
+    t.same(Object.keys(v), ['mood', 'n', 'ok', 'tags'], 'every property, in the schema\'s order');
+    t.ok(['happy', 'sad'].includes(v.mood) && Number.isInteger(v.n) && typeof v.ok === 'boolean', 'types and enum');
+    t.ok(v.tags.length <= 2 && v.tags.every((x) => x === 'a' || x === 'b'), 'items and maxItems');
+  }
+  const chat = await model.chat([{ role: 'user', content: 'How do you feel?' }], { responseFormat: { type: 'json_schema', schema: SCHEMA }, maxTokens: 200, temperature: 0 }).result;
+  t.equal(chat.stopReason, 'eos');
+  t.same(Object.keys(JSON.parse(chat.text) as object), ['mood', 'n', 'ok', 'tags'], 'chat() too');
+});
+
 t.test('bad JSON-mode options are typed errors', async (t) => {
-  t.throws(() => model.generate('x', { responseFormat: { type: 'json_schema' } as never }), { code: 'TDM_BAD_ARGUMENT', message: /responseFormat/ });
+  t.throws(() => model.generate('x', { responseFormat: { type: 'json_schema', schema: { type: 'object', properties: { s: { type: 'string', format: 'email' } } } } }), { code: 'TDM_BAD_ARGUMENT', message: /'format'/ });
+  t.throws(() => model.generate('x', { responseFormat: { type: 'json_schema' } as never }), { code: 'TDM_BAD_ARGUMENT', message: /schema/ });
+  t.throws(() => model.generate('x', { responseFormat: { type: 'yaml' } as never }), { code: 'TDM_BAD_ARGUMENT', message: /responseFormat/ });
   t.throws(() => model.generate('x', { responseFormat: 'json' as never }), { code: 'TDM_BAD_ARGUMENT', message: /responseFormat/ });
   t.throws(() => model.generate('x', { ...JSON_MODE, ignoreEos: true }), { code: 'TDM_BAD_ARGUMENT', message: /ignoreEos/ });
   const text = await model.generate('Once upon a time', { responseFormat: { type: 'text' }, maxTokens: 8, temperature: 0 }).result;

@@ -1,7 +1,7 @@
 // JSON mode's recognizer against JSON.parse, and its token masks against stepping every token
 // of a real vocabulary one by one.
 import t, { type Test } from 'tap';
-import { JSON_START, JsonConstraint, JsonVocabulary, jsonStepBytes, type JsonState } from '../../src/model/json-mode.js';
+import { JSON_START, JsonConstraint, JsonVocabulary, stepBytes, type JsonState } from '../../src/model/json-mode.js';
 import { loadTokenizer } from '../../src/model/tokenizer/index.js';
 import { modelPath } from '../helpers.js';
 
@@ -18,7 +18,7 @@ function checkComplete(t: Test, text: string): void {
       t.fail(`${show(text)}: closed before byte ${i}`);
       return;
     }
-    st = jsonStepBytes(st!, bytes.subarray(i, i + 1));
+    st = stepBytes(st!, bytes.subarray(i, i + 1));
     if (!st) {
       t.fail(`${show(text)}: rejected byte ${i} (${show(String.fromCharCode(bytes[i]!))})`);
       return;
@@ -28,7 +28,7 @@ function checkComplete(t: Test, text: string): void {
 }
 
 /** Rejected somewhere, or never closed. */
-const accepts = (text: string) => jsonStepBytes(JSON_START, utf8(text))?.done === true;
+const accepts = (text: string) => stepBytes(JSON_START, utf8(text))?.done === true;
 
 const VALUES: unknown[] = [
   {},
@@ -118,7 +118,7 @@ for (const file of ['stories260K.gguf', 'llama-2-tiny-random.gguf']) {
     const states: JsonState[] = [];
     for (const prefix of ['', ' ', '{', '{"', '{"k', '{"k\\', '{"k\\u0', '{"k"', '{"k":', '{"k":-', '{"k":0', '{"k":12', '{"k":1.', '{"k":1.5', '{"k":1e', '{"k":1e-',
       '{"k":t', '{"k":fal', '{"k":n', '{"k":[', '{"k":[1', '{"k":[{"a":[[', '{"k":"v"', '{"k":"v",', '{"k":"v"\n  ', '{"k":"v"}']) {
-      const st = jsonStepBytes(JSON_START, utf8(prefix));
+      const st = stepBytes(JSON_START, utf8(prefix));
       t.ok(st, `prefix ${show(prefix)}`);
       states.push(st!);
     }
@@ -130,7 +130,7 @@ for (const file of ['stories260K.gguf', 'llama-2-tiny-random.gguf']) {
       for (let id = 0; id < tok.numTokens; id++) {
         const bit = (mask[id >> 3]! >> (id & 7)) & 1;
         const p = pieces(id);
-        const expected = st.done ? ends.includes(id) : p.length > 0 && jsonStepBytes(st, p) !== null;
+        const expected = st.done ? ends.includes(id) : p.length > 0 && stepBytes(st, p) !== null;
         if (bit !== (expected ? 1 : 0)) wrong.push(id);
         allowed += bit;
       }

@@ -137,7 +137,7 @@ t.test('chat completions: whole and streamed equal chat()', async (t) => {
   t.equal(chunks.at(-1).choices[0].finish_reason, 'length');
 });
 
-t.test('response_format json_object: the reply is (a prefix of) one JSON object, whole and streamed', async (t) => {
+t.test('response_format json_object and json_schema: the reply is (a prefix of) one JSON object, whole and streamed', async (t) => {
   const messages = [{ role: 'user', content: 'Reply in JSON.' }];
   const want = await model.chat(messages, { maxTokens: 24, temperature: 0, responseFormat: { type: 'json_object' } }).result;
   t.match(want.text, /^\s?\{/);
@@ -148,6 +148,10 @@ t.test('response_format json_object: the reply is (a prefix of) one JSON object,
   t.equal(s.data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content ?? '').join(''), want.text);
   const c = await post('/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0, response_format: { type: 'json_object' } });
   t.equal(c.json.choices[0].text, (await model.generate('Once upon a time', { maxTokens: 24, temperature: 0, responseFormat: { type: 'json_object' } }).result).text);
+  const schema = { type: 'object', properties: { mood: { enum: ['happy', 'sad'] }, ok: { type: 'boolean' } }, required: ['mood', 'ok'], additionalProperties: false };
+  const structured = await post('/v1/chat/completions', { messages, max_tokens: 100, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'feeling', strict: true, schema } } });
+  t.equal(structured.json.choices[0].finish_reason, 'stop');
+  t.same(Object.keys(JSON.parse(structured.json.choices[0].message.content) as object), ['mood', 'ok'], 'json_schema: a value of the schema');
   const text = await post('/v1/chat/completions', { messages, max_tokens: 24, temperature: 0, response_format: { type: 'text' } });
   t.equal(text.json.choices[0].message.content, (await model.chat(messages, { maxTokens: 24, temperature: 0 }).result).text, "{type: 'text'} is the default");
 });
@@ -228,7 +232,8 @@ t.test('errors: OpenAI error objects with the status a client can act on', async
   await bad('/v1/chat/completions', { messages: [{ content: 'hi' }] }, 400, 'messages[0].role');
   await bad('/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: {} }] }] }, 400, 'messages[0].content', 'unsupported_content');
   await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function' }] }, 400, 'tools', 'unsupported_parameter');
-  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { schema: {} } } }, 400, 'response_format', 'unsupported_parameter');
+  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x' } } }, 400, 'response_format');
+  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { s: { type: 'string', pattern: 'a+' } } } } } }, 400, null, 'TDM_BAD_ARGUMENT');
   await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'yaml' } }, 400, 'response_format');
   await bad('/v1/completions', { prompt: 'x', response_format: 'json_object' }, 400, 'response_format');
   await bad('/v1/completions', { prompt: 'x', response_format: { type: 'json_object' }, ignore_eos: true }, 400, null, 'TDM_BAD_ARGUMENT');

@@ -32,6 +32,7 @@ export const SHARED_OPTIONS = {
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
   json: { type: 'boolean' },
+  'json-schema': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -62,6 +63,7 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
       --stop TEXT           stop before TEXT (repeatable)
       --ignore-eos          keep going after end-of-generation tokens
       --json                JSON mode: the reply is one JSON object, ended once it closes
+      --json-schema SCHEMA  the reply is one value of this JSON Schema (JSON text, as llama.cpp's -j)
   -h, --help                this help`;
 
 const OPTIONS = {
@@ -139,6 +141,15 @@ export function generateOptionsFrom(values: SharedValues, defaultMaxTokens = 256
   if (values.stop) options.stop = values.stop;
   if (values['ignore-eos']) options.ignoreEos = true;
   if (values.json) options.responseFormat = { type: 'json_object' };
+  if (values['json-schema'] !== undefined) {
+    let schema: unknown;
+    try {
+      schema = JSON.parse(values['json-schema']);
+    } catch (err) {
+      throw usageError(`--json-schema expects a JSON Schema as JSON text: ${(err as Error).message}`);
+    }
+    options.responseFormat = { type: 'json_schema', schema: schema as object };
+  }
   return options;
 }
 
