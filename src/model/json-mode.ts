@@ -396,7 +396,8 @@ export class JsonVocabulary {
   private compute(start: JsonState): Uint8Array {
     const m = new Uint8Array((this.nVocab + 7) >> 3);
     const { order, bytes, starts, shared } = this;
-    // states[k]: the state after the current token's first k bytes (valid up to `valid`).
+    // states[k]: the state after the current token's first k bytes, set up to where the last walk
+    // stopped, which a token sharing `common` bytes with the one before never passes.
     const states: (JsonState | null)[] = [start];
     // The previous tokens' bytes [0, failedAt] do not continue the text: neither does a token sharing them.
     let failedAt = -1;
