@@ -5,6 +5,7 @@
 // the sampler draws from (SamplingParams.allowed, as llama.cpp's grammar sampler), and once the
 // value closes only the end-of-generation tokens remain, so the reply ends there.
 import { TandemError } from '../native/errors.js';
+import { utf8Encode } from './tokenizer/unicode.js';
 
 /** What a value may be. Node ids are unique in the process: masks are cached by them. */
 export type ValueNode =
@@ -30,14 +31,13 @@ let lastNodeId = 0;
 /** A fresh id for a value node. */
 export const nodeId = () => ++lastNodeId;
 
-const utf8 = (s: string) => new TextEncoder().encode(s);
 const ANY: ValueNode = { kind: 'any', id: nodeId() };
 /** Any object: JSON mode's reply. */
 export const ANY_OBJECT: ValueNode = { kind: 'object', id: nodeId(), props: null, values: ANY };
 const ANY_ARRAY: ValueNode = { kind: 'array', id: nodeId(), items: ANY, minItems: 0, maxItems: Infinity };
 const ANY_STRING: ValueNode = { kind: 'string', id: nodeId() };
 const ANY_NUMBER: ValueNode = { kind: 'number', id: nodeId(), integer: false };
-const TRUE_FALSE_NULL: ValueNode = { kind: 'literals', id: nodeId(), texts: ['true', 'false', 'null'].map(utf8) };
+const TRUE_FALSE_NULL: ValueNode = { kind: 'literals', id: nodeId(), texts: ['true', 'false', 'null'].map(utf8Encode) };
 
 // Recognizer modes. "Structural" modes (START to AFTER) wait for punctuation or a value and
 // keep the whitespace run in `aux` (WS_*); the others are inside a string, number or literal.

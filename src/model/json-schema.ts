@@ -11,6 +11,7 @@
 // $ref reaches $defs and definitions in the same schema, recursively.
 import { TandemError } from '../native/errors.js';
 import { nodeId, type PropNode, type ValueNode } from './json-mode.js';
+import { utf8Encode } from './tokenizer/unicode.js';
 
 /** Keywords that describe without constraining. */
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
@@ -18,7 +19,6 @@ const HANDLED = new Set(['type', 'properties', 'required', 'additionalProperties
 
 type Schema = Record<string, unknown>;
 
-const utf8 = (s: string) => new TextEncoder().encode(s);
 
 function fail(path: string, message: string): never {
   throw new TandemError('TDM_BAD_ARGUMENT', `JSON schema at ${path}: ${message}`);
@@ -113,7 +113,7 @@ export function compileSchema(schema: unknown): ValueNode {
       return { kind: 'object', id: nodeId(), props: null, values: extra === undefined || extra === true ? { kind: 'any', id: nodeId() } : compile(extra, `${path}/additionalProperties`) };
     }
     const props: PropNode[] = names.map((name) => ({
-      key: utf8(JSON.stringify(name)),
+      key: utf8Encode(JSON.stringify(name)),
       value: compile((properties as Schema)[name], `${path}/properties/${name}`),
       required: (required as string[]).includes(name),
     }));
@@ -134,7 +134,7 @@ function count(v: unknown, fallback: number, path: string): number {
 }
 
 function literals(values: unknown[]): ValueNode {
-  return { kind: 'literals', id: nodeId(), texts: values.map((v) => utf8(JSON.stringify(v))) };
+  return { kind: 'literals', id: nodeId(), texts: values.map((v) => utf8Encode(JSON.stringify(v))) };
 }
 
 /** The bytes a value of `node` may start with. */
