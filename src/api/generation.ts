@@ -4,10 +4,14 @@
 // chunks a reader has not taken are bounded: past the bound the request pauses.
 import { asTandemError, type TandemError } from '../native/errors.js';
 import type { SequenceObserver } from '../engine/engine.js';
+import type { TokenLogprobs } from '../engine/logprobs.js';
 import type { SequenceMetrics, StopReason } from '../engine/sequence.js';
 import type { ChannelText, ToolCall } from '../model/harmony.js';
 import { StopStringMatcher } from './stop-strings.js';
-import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult } from './types.js';
+import type { Generation, GenerationChunk, GenerationMetrics, GenerationResult, LogprobToken, TokenLogprob } from './types.js';
+
+/** Token bytes as text in logprobs entries: a partial UTF-8 character shows as U+FFFD. */
+const utf8Decoder = new TextDecoder();
 
 /** Splits a reply's text into what the user reads, the model's reasoning and its tool calls (model/harmony.ts's HarmonySplitter). */
 export interface ReplySplitter {
@@ -41,6 +45,8 @@ export interface GenerationSetup {
   startMs?: number;
   /** Splits the text (after the stop strings) into the reply and the reasoning; absent: all of it is the reply. */
   splitter?: ReplySplitter;
+  /** A token's bytes, for the logprobs entries (the engine reports logprobs only when asked). */
+  tokenBytes?: (token: number) => Uint8Array;
 }
 
 type Waiter = { resolve: (r: IteratorResult<GenerationChunk>) => void; reject: (e: unknown) => void };
@@ -52,6 +58,8 @@ export class GenerationStream implements Generation, SequenceObserver {
   private readonly chunks: GenerationChunk[] = [];
   private readonly waiters: Waiter[] = [];
   private readonly tokens: number[] = [];
+  /** Per token, when the engine reports logprobs. */
+  private readonly logprobs: TokenLogprob[] = [];
   private text = '';
   private reasoning = '';
   private promptTokens = 0;
@@ -92,11 +100,21 @@ export class GenerationStream implements Generation, SequenceObserver {
     if (!this.finished) this.setup.cancel('aborted');
   }
 
-  onToken(token: number): void {
+  onToken(token: number, logprobs?: TokenLogprobs): void {
     if (this.finished) return;
     this.tokens.push(token);
-    this.emit(this.stopper.push(this.setup.decoder.push(token)), [token]);
+    const lp = logprobs && this.logprobEntry(token, logprobs);
+    if (lp) this.logprobs.push(lp);
+    this.emit(this.stopper.push(this.setup.decoder.push(token)), [token], lp && [lp]);
     if (this.stopper.stopped) this.setup.cancel('stop');
+  }
+
+  private logprobEntry(token: number, lp: TokenLogprobs): TokenLogprob {
+    const entry = (t: number, logprob: number): LogprobToken => {
+      const bytes = this.setup.tokenBytes?.(t) ?? new Uint8Array(0);
+      return { token: t, text: utf8Decoder.decode(bytes), bytes: [...bytes], logprob };
+    };
+    return { ...entry(token, lp.logprob), top: lp.top.map((x) => entry(x.token, x.logprob)) };
   }
 
   onFinish(reason: StopReason, metrics?: Readonly<SequenceMetrics>): void {
@@ -112,6 +130,7 @@ export class GenerationStream implements Generation, SequenceObserver {
     const result: GenerationResult = {
       text: this.text,
       tokens: this.tokens,
+      ...(this.logprobs.length > 0 ? { logprobs: this.logprobs } : {}),
       stopReason: reason,
       usage: { promptTokens: this.promptTokens, completionTokens: this.tokens.length },
     };
@@ -157,14 +176,16 @@ export class GenerationStream implements Generation, SequenceObserver {
   }
 
   /** Emits newly final text, through the splitter when there is one. */
-  private emit(text: string, tokens: number[]): void {
-    if (this.setup.splitter) this.emitSplit(this.setup.splitter.push(text), tokens);
-    else this.deliver({ text, tokens });
+  private emit(text: string, tokens: number[], logprobs?: TokenLogprob[]): void {
+    if (this.setup.splitter) this.emitSplit(this.setup.splitter.push(text), tokens, logprobs);
+    else this.deliver(logprobs ? { text, tokens, logprobs } : { text, tokens });
   }
 
-  private emitSplit(part: ChannelText, tokens: number[]): void {
+  private emitSplit(part: ChannelText, tokens: number[], logprobs?: TokenLogprob[]): void {
     if (!part.text && !part.reasoning && tokens.length === 0) return;
-    this.deliver(part.reasoning ? { text: part.text, reasoning: part.reasoning, tokens } : { text: part.text, tokens });
+    const chunk: GenerationChunk = part.reasoning ? { text: part.text, reasoning: part.reasoning, tokens } : { text: part.text, tokens };
+    if (logprobs) chunk.logprobs = logprobs;
+    this.deliver(chunk);
   }
 
   private deliver(chunk: GenerationChunk): void {

@@ -16,6 +16,7 @@ export type {
   GenerationMetrics,
   GenerationResult,
   LoadModelOptions,
+  LogprobToken,
   ModelInfo,
   ModelStats,
   PolicyName,
@@ -24,4 +25,5 @@ export type {
   StopReason,
   Strategy,
   TokenizeOptions,
+  TokenLogprob,
 } from './types.js';

@@ -767,6 +767,7 @@ export class Model {
       stop,
       signal,
       ...(splitter ? { splitter } : {}),
+      tokenBytes: (token) => this.tokenizer.tokenBytes(token),
       cancel: (reason) => {
         if (seqId === undefined) gen.onFinish(reason);
         else this.engine.cancel(seqId, reason);

@@ -58,7 +58,7 @@ function describe(value: unknown): string {
 
 const KNOWN_GENERATE_OPTIONS = new Set([
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'penaltyLastN', 'presencePenalty',
-  'frequencyPenalty', 'logitBias', 'seed', 'stop', 'ignoreEos', 'responseFormat', 'signal',
+  'frequencyPenalty', 'logitBias', 'seed', 'stop', 'ignoreEos', 'responseFormat', 'logprobs', 'signal',
 ]);
 
 /** Rejects misspelt option names (a silently ignored `max_tokens` is a common bug). */
@@ -106,6 +106,7 @@ export function resolveGenerateOptions(
   if (logitBias.length > 0) sampling.logitBias = logitBias;
 
   const maxTokens = num('maxTokens', Infinity, { min: 0, integer: true, infinite: true });
+  const logprobs = options.logprobs === undefined ? undefined : num('logprobs', 0, { min: 0, max: 20, integer: true });
   const penaltyWindow = num('penaltyLastN', d.penaltyLastN, { min: 0, integer: true });
   if (options.ignoreEos !== undefined && typeof options.ignoreEos !== 'boolean') {
     throw badArgument(where, `ignoreEos must be a boolean, got ${describe(options.ignoreEos)}`);
@@ -124,6 +125,7 @@ export function resolveGenerateOptions(
       stopTokens: options.ignoreEos ? new Set() : eogTokens,
       penaltyWindow,
       returnPromptLogits: false,
+      ...(logprobs !== undefined ? { logprobs } : {}),
     },
     stop,
     signal,

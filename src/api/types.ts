@@ -157,6 +157,12 @@ export interface GenerateOptions {
    * drawn, and the reply ends once the value closes. Default `{ type: 'text' }`.
    */
   responseFormat?: { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; schema: object };
+  /**
+   * Report each generated token's log-probability under the model (the log-softmax of its
+   * logits, before temperature, penalties, bias and constraints) and this many most likely
+   * tokens at its place, 0 to 20 (GenerationChunk.logprobs, GenerationResult.logprobs).
+   */
+  logprobs?: number;
   /** Aborting it ends the generation with stopReason 'aborted' and frees its memory at the next step. */
   signal?: AbortSignal;
 }
@@ -190,11 +196,26 @@ export interface TokenizeOptions {
 }
 
 /** A piece of a streamed generation. */
+/** A token as logprobs report it: its id, its bytes, and those bytes as text (a partial UTF-8 character shows as U+FFFD). */
+export interface LogprobToken {
+  token: number;
+  text: string;
+  bytes: number[];
+  logprob: number;
+}
+
+/** A generated token's log-probability, and the most likely tokens at its place (most likely first). */
+export interface TokenLogprob extends LogprobToken {
+  top: LogprobToken[];
+}
+
 export interface GenerationChunk {
   /** Text that became final with this chunk ('' while a character or a possible stop string is incomplete). */
   text: string;
   /** Tokens generated since the previous chunk. */
   tokens: number[];
+  /** With GenerateOptions.logprobs: one entry per token of `tokens`. */
+  logprobs?: TokenLogprob[];
   /** Reasoning that became final with this chunk (chat() with a split reply, see ChatOptions.reasoning). */
   reasoning?: string;
 }
@@ -208,6 +229,8 @@ export interface GenerationResult {
   toolCalls?: ToolCall[];
   /** Every generated token, including an EOS token and the token that completed a stop string. */
   tokens: number[];
+  /** With GenerateOptions.logprobs: one entry per token of `tokens`. */
+  logprobs?: TokenLogprob[];
   stopReason: StopReason;
   usage: { promptTokens: number; completionTokens: number };
   /** Times and counts of the request inside the engine (absent if it never reached it). */

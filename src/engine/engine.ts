@@ -9,6 +9,7 @@ import { asTandemError, TandemError } from '../native/errors.js';
 import type { CostModel } from '../sched/cost-model.js';
 import type { PolicyName, StepDecision } from '../sched/policy.js';
 import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions } from '../sched/policy-scheduler.js';
+import type { TokenLogprobs } from './logprobs.js';
 import { Scheduler, type SchedulerConfig, type SchedulerCounters, type SequenceEvent } from './scheduler.js';
 import { Sequence, type SequenceMetrics, type SequenceParams, type StopReason } from './sequence.js';
 
@@ -19,8 +20,8 @@ export interface StepExecutor {
 
 /** How the engine reports a sequence's progress; called on the event loop, never re-entrantly. */
 export interface SequenceObserver {
-  /** A token was sampled for the sequence (before onFinish when it is the last). */
-  onToken?(token: number): void;
+  /** A token was sampled for the sequence (before onFinish when it is the last), with its logprobs when they were asked for. */
+  onToken?(token: number, logprobs?: TokenLogprobs): void;
   /** Logits of prompt positions [startPos, startPos + count), position-major (count × n_vocab). */
   onPromptLogits?(startPos: number, count: number, logits: Float32Array): void;
   /** The sequence ended; called once, and nothing follows it. `metrics` are its times and counts. */
@@ -263,7 +264,7 @@ export class Engine {
         const t = this.now();
         seq.metrics.firstTokenMs ??= t;
         seq.metrics.lastTokenMs = t;
-        observer.onToken?.(event.token);
+        observer.onToken?.(event.token, event.logprobs);
       }
     } catch (err) {
       // A failing consumer ends its own request, never the loop or the other requests.

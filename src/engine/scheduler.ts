@@ -6,6 +6,7 @@ import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../na
 import type { BlockCopy } from '../native/step-plan.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import { blocksPerSequence, KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
+import { logprobsOf, type TokenLogprobs } from './logprobs.js';
 import { Sequence, type StopReason } from './sequence.js';
 
 /** What the scheduler does with a sequence whose tier has no block left for it. */
@@ -61,6 +62,8 @@ export interface SequenceEvent {
   token?: number;
   /** Logits of prompt positions [startPos, startPos + count) that were asked for, position-major (count × n_vocab). */
   promptLogits?: { startPos: number; count: number; logits: Float32Array };
+  /** The drawn token's logprobs, when the sequence asked for them. */
+  logprobs?: TokenLogprobs;
   /** Set when the sequence ended with this step. */
   finish?: StopReason;
   /** Set when the step failed; the sequence is gone. */
@@ -317,6 +320,7 @@ export class Scheduler {
         seq.tokens.push(r.token);
         this.counters.numGeneratedTokens++;
         event.token = r.token;
+        if (seq.params.logprobs !== undefined && r.logits) event.logprobs = logprobsOf(r.logits, r.token, seq.params.logprobs);
         if (seq.params.stopTokens.has(r.token)) reason = 'eos';
         else if (seq.numGenerated >= seq.params.maxTokens) reason = 'maxTokens';
         else if (seq.tokens.length >= this.config.contextSize) reason = 'contextFull';
@@ -606,6 +610,7 @@ export class Scheduler {
       }
     }
     if (seq.params.returnPromptLogits && start < seq.promptLength) plan.returnAllLogits = true;
+    if (sample && seq.params.logprobs !== undefined) plan.returnLogits = true;
     return plan;
   }
 

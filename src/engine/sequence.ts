@@ -29,6 +29,8 @@ export interface SequenceParams {
   returnPromptLogits: boolean;
   /** Limits what the sequence may draw (one per sequence: it follows the sequence's tokens). */
   constraint?: TokenConstraint;
+  /** Report each drawn token's logprob and this many most likely alternatives (costs the step's logits row per token). */
+  logprobs?: number;
 }
 
 /** Per-request times (performance.now() milliseconds) and counts, for TTFT/TPOT and the bench. */

@@ -184,8 +184,8 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
         results.map(async ({ g, i, it, first }) => {
           if (shape.endpoint === 'chat') await sendEvent(res, shape.chunk(i, { role: true, text: '' }));
           for (let step = first; !step.done; step = await it.next()) {
-            const { text, reasoning } = step.value;
-            if (text || reasoning) await sendEvent(res, shape.chunk(i, reasoning ? { text, reasoning } : { text }));
+            const { text, reasoning, logprobs } = step.value;
+            if (text || reasoning || logprobs) await sendEvent(res, shape.chunk(i, { text, ...(reasoning ? { reasoning } : {}), ...(logprobs ? { logprobs } : {}) }));
           }
           const result = await g.result;
           await sendEvent(res, shape.chunk(i, { finish: result }));

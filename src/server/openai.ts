@@ -4,7 +4,7 @@
 // snake_case as OpenAI's; tandem's own sampling options (top_k, min_p, repeat_penalty,
 // ignore_eos) are accepted as the extensions llama.cpp's server also takes.
 import { randomUUID } from 'node:crypto';
-import type { ChatMessage, GenerateOptions, GenerationResult, StopReason } from '../api/index.js';
+import type { ChatMessage, GenerateOptions, GenerationResult, LogprobToken, StopReason, TokenLogprob } from '../api/index.js';
 import type { ToolCall } from '../model/harmony.js';
 
 /** A request the server refuses: HTTP status, OpenAI error type and code, and the field at fault. */
@@ -152,7 +152,6 @@ function isTokenArray(v: unknown): v is number[] {
 export function parseCompletionRequest(body: Body, defaults: GenerateOptions): CompletionRequest {
   refuseUnsupported(body, {
     echo: (v) => v === true,
-    logprobs: (v) => v !== false && v !== 0,
     suffix: (v) => v !== '',
     best_of: (v) => v !== 1,
   });
@@ -164,6 +163,9 @@ export function parseCompletionRequest(body: Body, defaults: GenerateOptions): C
   else throw bad('prompt', 'must be a string, an array of token ids, or a non-empty array of those');
   if (prompts.some((x) => x.length === 0)) throw bad('prompt', 'must not be empty');
   const sampling = samplingFrom(body, defaults, ['max_tokens']);
+  // The legacy endpoint's logprobs: how many alternatives per token (0: the drawn token's only).
+  const logprobs = numberField(body, 'logprobs', { min: 0, max: 20, integer: true });
+  if (logprobs !== undefined) sampling.options.logprobs = logprobs;
   if (prompts.length * sampling.n > MAX_CHOICES) throw bad('n', `prompts x n must be at most ${MAX_CHOICES}, got ${prompts.length * sampling.n}`);
   return { ...sampling, prompts };
 }
@@ -183,8 +185,6 @@ export interface ChatRequest extends SamplingRequest {
  */
 export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCalls = false): ChatRequest {
   refuseUnsupported(body, {
-    logprobs: (v) => v === true,
-    top_logprobs: () => true,
     functions: () => true,
     tool_choice: (v) => v !== 'none' && v !== 'auto',
   });
@@ -198,6 +198,10 @@ export function parseChatRequest(body: Body, defaults: GenerateOptions, toolCall
     return { ...rest, role, content: messageText(content, i) };
   });
   const sampling = samplingFrom(body, defaults, ['max_tokens', 'max_completion_tokens']);
+  const logprobs = booleanField(body, 'logprobs');
+  const top = numberField(body, 'top_logprobs', { min: 0, max: 20, integer: true });
+  if (top !== undefined && logprobs !== true) throw bad('top_logprobs', 'needs logprobs: true');
+  if (logprobs) sampling.options.logprobs = top ?? 0;
   const kwargs = body.chat_template_kwargs;
   if (kwargs !== undefined && (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs))) throw bad('chat_template_kwargs', 'must be an object');
   const effort = body.reasoning_effort;
@@ -316,13 +320,38 @@ export class ResponseShape {
     return { id: this.id, object, created: this.created, model: this.model };
   }
 
+  /** Text offsets of the completion endpoint's logprobs, per choice, across a stream's chunks. */
+  private readonly textOffsets = new Map<number, number>();
+
+  /** OpenAI's logprobs object for these tokens' entries (null when none were asked for). */
+  private logprobsJson(index: number, entries: readonly TokenLogprob[] | undefined) {
+    if (!entries) return null;
+    if (this.endpoint === 'chat') {
+      const entry = (e: LogprobToken) => ({ token: e.text, logprob: e.logprob, bytes: e.bytes });
+      return { content: entries.map((e) => ({ ...entry(e), top_logprobs: e.top.map(entry) })), refusal: null };
+    }
+    let offset = this.textOffsets.get(index) ?? 0;
+    const textOffset = entries.map((e) => {
+      const at = offset;
+      offset += e.text.length;
+      return at;
+    });
+    this.textOffsets.set(index, offset);
+    return {
+      tokens: entries.map((e) => e.text),
+      token_logprobs: entries.map((e) => e.logprob),
+      top_logprobs: entries.map((e) => Object.fromEntries(e.top.map((x) => [x.text, x.logprob]))),
+      text_offset: textOffset,
+    };
+  }
+
   /** The whole response: one choice per result, in order, and the usage over all of them. */
   response(results: GenerationResult[], promptTokens: number) {
     const completionTokens = results.reduce((a, r) => a + r.usage.completionTokens, 0);
     const choices = results.map((r, index) =>
       this.endpoint === 'chat'
-        ? { index, message: assistantMessage(r, this.id, index), logprobs: null, finish_reason: chatFinishReason(r) }
-        : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.stopReason) },
+        ? { index, message: assistantMessage(r, this.id, index), logprobs: this.logprobsJson(index, r.logprobs), finish_reason: chatFinishReason(r) }
+        : { index, text: r.text, logprobs: this.logprobsJson(index, r.logprobs), finish_reason: finishReason(r.stopReason) },
     );
     return {
       ...this.head(this.endpoint === 'chat' ? 'chat.completion' : 'text_completion'),
@@ -335,8 +364,9 @@ export class ResponseShape {
    * A stream chunk for choice `index`: text (and reasoning), a chat turn's opening (role), or
    * its end (finish: the result, whose tool calls, if any, come whole in this last delta).
    */
-  chunk(index: number, part: { text?: string; reasoning?: string; role?: boolean; finish?: GenerationResult }) {
+  chunk(index: number, part: { text?: string; reasoning?: string; role?: boolean; finish?: GenerationResult; logprobs?: TokenLogprob[] }) {
     const end = part.finish;
+    const logprobs = this.logprobsJson(index, part.logprobs);
     if (this.endpoint === 'chat') {
       const delta: Record<string, unknown> = {};
       if (part.role) delta.role = 'assistant';
@@ -346,10 +376,10 @@ export class ResponseShape {
         delta.tool_calls = toolCallsJson(end.toolCalls, this.id, index).map((c, k) => ({ index: k, ...c }));
       }
       const finish_reason = end === undefined ? null : chatFinishReason(end);
-      return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs: null, finish_reason }] };
+      return { ...this.head('chat.completion.chunk'), choices: [{ index, delta, logprobs, finish_reason }] };
     }
     const finish_reason = end === undefined ? null : finishReason(end.stopReason);
-    return { ...this.head('text_completion'), choices: [{ index, text: part.text ?? '', logprobs: null, finish_reason }] };
+    return { ...this.head('text_completion'), choices: [{ index, text: part.text ?? '', logprobs, finish_reason }] };
   }
 
   /** The last chunk of a stream that asked for usage: no choices. */

@@ -137,6 +137,29 @@ t.test('chat completions: whole and streamed equal chat()', async (t) => {
   t.equal(chunks.at(-1).choices[0].finish_reason, 'length');
 });
 
+t.test('logprobs: OpenAI\'s objects on both endpoints, whole and streamed, as generate() reports them', async (t) => {
+  const want = await model.generate('Once upon a time', { maxTokens: 6, temperature: 0, logprobs: 2 }).result;
+  const c = await post('/v1/completions', { prompt: 'Once upon a time', max_tokens: 6, temperature: 0, logprobs: 2 });
+  const lp = c.json.choices[0].logprobs;
+  t.same(lp.tokens, want.logprobs!.map((e) => e.text));
+  t.same(lp.token_logprobs, want.logprobs!.map((e) => e.logprob));
+  t.same(lp.top_logprobs[0], Object.fromEntries(want.logprobs![0]!.top.map((x) => [x.text, x.logprob])));
+  t.same(lp.text_offset.slice(0, 2), [0, want.logprobs![0]!.text.length]);
+
+  const messages = [{ role: 'user', content: 'Tell me a story.' }];
+  const chatWant = await model.chat(messages, { maxTokens: 6, temperature: 0, logprobs: 3 }).result;
+  const whole = await post('/v1/chat/completions', { messages, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3 });
+  const content = whole.json.choices[0].logprobs.content;
+  t.equal(content.length, chatWant.tokens.length);
+  t.same(content[0], { token: chatWant.logprobs![0]!.text, logprob: chatWant.logprobs![0]!.logprob, bytes: chatWant.logprobs![0]!.bytes, top_logprobs: chatWant.logprobs![0]!.top.map((x) => ({ token: x.text, logprob: x.logprob, bytes: x.bytes })) });
+  const s = await events('/v1/chat/completions', { messages, max_tokens: 6, temperature: 0, stream: true, logprobs: true });
+  const streamed = s.data.slice(0, -1).flatMap((d) => JSON.parse(d).choices[0].logprobs?.content ?? []);
+  t.same(streamed.map((e: { logprob: number }) => e.logprob), chatWant.logprobs!.map((e) => e.logprob), 'streamed entries, in order');
+  t.ok(streamed.every((e: { top_logprobs: unknown[] }) => e.top_logprobs.length === 0), 'no alternatives unless top_logprobs');
+  const none = await post('/v1/chat/completions', { messages, max_tokens: 4, temperature: 0 });
+  t.equal(none.json.choices[0].logprobs, null);
+});
+
 t.test('response_format json_object and json_schema: the reply is (a prefix of) one JSON object, whole and streamed', async (t) => {
   const messages = [{ role: 'user', content: 'Reply in JSON.' }];
   const want = await model.chat(messages, { maxTokens: 24, temperature: 0, responseFormat: { type: 'json_object' } }).result;
@@ -226,7 +249,8 @@ t.test('errors: OpenAI error objects with the status a client can act on', async
   await bad('/v1/completions', { prompt: 'x', logit_bias: { 5: 101 } }, 400, 'logit_bias');
   await bad('/v1/completions', { prompt: 'x', stream_options: { include_usage: true } }, 400, 'stream_options');
   await bad('/v1/completions', { prompt: 'x', echo: true }, 400, 'echo', 'unsupported_parameter');
-  await bad('/v1/completions', { prompt: 'x', logprobs: 2 }, 400, 'logprobs', 'unsupported_parameter');
+  await bad('/v1/completions', { prompt: 'x', logprobs: 21 }, 400, 'logprobs');
+  await bad('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], top_logprobs: 2 }, 400, 'top_logprobs');
   await bad('/v1/completions', { prompt: 'x', logit_bias: { 999999: 1 } }, 400, null, 'TDM_BAD_ARGUMENT');
   await bad('/v1/chat/completions', { messages: [] }, 400, 'messages');
   await bad('/v1/chat/completions', { messages: [{ content: 'hi' }] }, 400, 'messages[0].role');
