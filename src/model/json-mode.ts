@@ -51,7 +51,7 @@ const AFTER = 6; // after a value: ',' or the container's closer
 const STR = 7; // in a string; aux 1 for a key of a free-keyed object
 const STR_ESC = 8; // after '\'
 const STR_HEX = 9; // in \uXXXX; aux = key + 2 * hex digits still to come
-const NUM_MINUS = 10; // numbers: aux 1 for an integer
+const NUM_MINUS = 10; // numbers: aux = integer (1) + 2 * digits so far in the part being read
 const NUM_ZERO = 11;
 const NUM_INT = 12;
 const NUM_DOT = 13;
@@ -69,6 +69,8 @@ const WS_NONE = 0;
 const WS_SPACE = 1;
 const WS_NEWLINE = 2; // + the indent so far
 const MAX_INDENT = 20;
+/** Digits in a number's integer part, fraction and exponent, each (llama.cpp's JSON grammar: 16). */
+const MAX_DIGITS = 16;
 /** Nesting depth: deeper objects and arrays are not offered (and the masks' cache stays small). */
 const MAX_DEPTH = 64;
 
@@ -220,7 +222,7 @@ function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState
       const integer = node.integer ? 1 : 0;
       if (b === 0x2d) return new JsonState(NUM_MINUS, integer, frames);
       if (b === 0x30) return new JsonState(NUM_ZERO, integer, frames);
-      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, integer, frames) : null;
+      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, integer + 2, frames) : null;
     }
     case 'literals': {
       if (!frames) return null;
@@ -256,23 +258,25 @@ export function step(st: JsonState, b: number): JsonState | null {
       return literalStep(st, b);
     case NUM_MINUS:
       if (b === 0x30) return new JsonState(NUM_ZERO, aux, frames);
-      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, aux, frames) : null;
+      return b >= 0x31 && b <= 0x39 ? new JsonState(NUM_INT, aux + 2, frames) : null;
     case NUM_DOT:
-      return isDigit(b) ? new JsonState(NUM_FRAC, aux, frames) : null;
+      return isDigit(b) ? new JsonState(NUM_FRAC, 2, frames) : null;
     case NUM_E:
-      if (b === 0x2b || b === 0x2d) return new JsonState(NUM_E_SIGN, aux, frames);
-      return isDigit(b) ? new JsonState(NUM_EXP, aux, frames) : null;
+      if (b === 0x2b || b === 0x2d) return new JsonState(NUM_E_SIGN, 0, frames);
+      return isDigit(b) ? new JsonState(NUM_EXP, 2, frames) : null;
     case NUM_E_SIGN:
-      return isDigit(b) ? new JsonState(NUM_EXP, aux, frames) : null;
+      return isDigit(b) ? new JsonState(NUM_EXP, 2, frames) : null;
     case NUM_ZERO:
     case NUM_INT:
     case NUM_FRAC:
-    case NUM_EXP:
-      if (isDigit(b) && mode !== NUM_ZERO) return st;
-      if (aux === 0 && b === 0x2e && (mode === NUM_ZERO || mode === NUM_INT)) return new JsonState(NUM_DOT, aux, frames);
-      if (aux === 0 && (b === 0x65 || b === 0x45) && mode !== NUM_EXP) return new JsonState(NUM_E, aux, frames);
+    case NUM_EXP: {
+      if (isDigit(b) && mode !== NUM_ZERO && aux >> 1 < MAX_DIGITS) return new JsonState(mode, aux + 2, frames);
+      const integer = aux & 1;
+      if (!integer && b === 0x2e && (mode === NUM_ZERO || mode === NUM_INT)) return new JsonState(NUM_DOT, 0, frames);
+      if (!integer && (b === 0x65 || b === 0x45) && mode !== NUM_EXP) return new JsonState(NUM_E, 0, frames);
       // A complete number ends at the first byte that cannot continue it, which then counts after it.
       return step(afterValue(frames!), b);
+    }
     case DONE:
       return null;
   }

@@ -91,6 +91,12 @@ for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
     else if (policy === 'pipeline') t.ok(steps.every((s) => s.strategy === 'pipeline' || s.strategy === 'gpu-only'));
     else if (policy === 'overlap') t.ok(steps.every((s) => s.strategy === 'overlap'), 'every step ran overlap');
     t.comment(`${policy}: strategies ${JSON.stringify(stats.strategies)}, mean step error ${((stats.meanStepError ?? NaN) * 100).toFixed(0)}% (stand-in, not GPU numbers)`);
+    // The allowed-token mask and the logits row go through every strategy's step.
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer' } }, required: ['ok', 'n'], additionalProperties: false };
+    const json = await model.generate(prompts[1]!, { maxTokens: 60, temperature: 0, responseFormat: { type: 'json_schema', schema }, logprobs: 1 }).result;
+    t.equal(json.stopReason, 'eos', JSON.stringify(json.text));
+    t.same(Object.keys(JSON.parse(json.text) as object), ['ok', 'n'], 'a JSON schema reply');
+    t.equal(json.logprobs?.length, json.tokens.length, 'with logprobs');
   });
 }
 
