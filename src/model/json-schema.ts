@@ -7,7 +7,8 @@
 // unless it requires more properties than it lists). Arrays take items, minItems and maxItems;
 // strings are free text (no pattern, format or lengths); numbers and integers have no bounds.
 // enum and const take any JSON values; anyOf, oneOf and lists of types need options that start
-// differently (an object, an array, a string, a number, or literals with distinct first bytes).
+// differently (an object, an array, a string, a number; their enum, const, boolean and null
+// options count as one).
 // $ref reaches $defs and definitions in the same schema, recursively.
 import { TandemError } from '../native/errors.js';
 import { nodeId, type PropNode, type ValueNode } from './json-mode.js';
@@ -158,6 +159,11 @@ function firstBytes(node: ValueNode): Set<number> {
 }
 
 function union(options: ValueNode[], path: string): ValueNode {
+  // Literal options (consts, enums, booleans, null) are one set of texts, however many there are.
+  const texts = options.flatMap((o) => (o.kind === 'literals' ? o.texts : []));
+  if (texts.length > 0 && options.filter((o) => o.kind === 'literals').length > 1) {
+    options = [...options.filter((o) => o.kind !== 'literals'), { kind: 'literals', id: nodeId(), texts }];
+  }
   if (options.length === 1) return options[0]!;
   const seen = new Set<number>();
   for (const o of options) {

@@ -152,6 +152,9 @@ t.test('what cannot be enforced is refused by name', async (t) => {
   ];
   for (const [schema, message] of refused) t.throws(() => compileSchema(schema), { code: 'TDM_BAD_ARGUMENT', message }, JSON.stringify(schema));
   t.ok(accepts(startState(compileSchema({})), '[1,{"a":null}]'), 'an empty schema: any object or array');
+  const consts = startState(compileSchema({ type: 'array', items: { anyOf: [{ const: 'a' }, { const: 'b' }, { type: 'boolean' }, { type: 'integer' }] } }));
+  t.ok(accepts(consts, '["a","b",true,7]'), 'literal options of anyOf are one set');
+  t.notOk(accepts(consts, '["c"]'));
   t.ok(accepts(startState(compileSchema({ type: 'object', additionalProperties: { type: 'integer' } })), '{"a":1,"b":2}'), 'free keys with typed values');
   t.notOk(accepts(startState(compileSchema({ type: 'object', additionalProperties: { type: 'integer' } })), '{"a":"1"}'));
 });
