@@ -50,7 +50,7 @@ const ARR_OPEN = 5; // after '[': an item or ']'
 const AFTER = 6; // after a value: ',' or the container's closer
 const STR = 7; // in a string; aux 1 for a key of a free-keyed object
 const STR_ESC = 8; // after '\'
-const STR_HEX = 9; // in \uXXXX; aux = key + 2 * hex digits still to come
+const STR_HEX = 9; // in a \u escape; aux = key + 2 * hex digits still to come
 const NUM_MINUS = 10; // numbers: aux = integer (1) + 2 * digits so far in the part being read
 const NUM_ZERO = 11;
 const NUM_INT = 12;

@@ -69,7 +69,7 @@ export function compileSchema(schema: unknown): ValueNode {
     const defs = m ? (root[m[1]!] as Schema | undefined) : undefined;
     const target = m && defs && typeof defs === 'object' ? defs[decodeURIComponent(m[2]!).replace(/~1/g, '/').replace(/~0/g, '~')] : undefined;
     if (target === undefined) fail(path, `$ref '${ref}' does not name a schema in this schema's $defs or definitions`);
-    // A placeholder first, filled in place: a schema may refer to itself (a tree).
+    // The node is registered before its schema is compiled, then filled in: a schema may refer to itself (a tree).
     const node = { kind: 'any', id: nodeId() } as ValueNode;
     refs.set(ref, node);
     Object.assign(node, compile(target, ref), { id: node.id });
