@@ -13,7 +13,8 @@ export type ValueNode =
   /** props: the keys in the order they are written (each at most once); null: any keys, each value a `values`. */
   | { kind: 'object'; id: number; props: PropNode[] | null; values: ValueNode }
   | { kind: 'array'; id: number; items: ValueNode; minItems: number; maxItems: number }
-  | { kind: 'string'; id: number }
+  /** Lengths count characters, an escape as one. */
+  | { kind: 'string'; id: number; minLength: number; maxLength: number }
   | { kind: 'number'; id: number; integer: boolean }
   /** One of these JSON texts (enum, const, booleans, null). */
   | { kind: 'literals'; id: number; texts: Uint8Array[] }
@@ -35,7 +36,7 @@ const ANY: ValueNode = { kind: 'any', id: nodeId() };
 /** Any object: JSON mode's reply. */
 export const ANY_OBJECT: ValueNode = { kind: 'object', id: nodeId(), props: null, values: ANY };
 const ANY_ARRAY: ValueNode = { kind: 'array', id: nodeId(), items: ANY, minItems: 0, maxItems: Infinity };
-const ANY_STRING: ValueNode = { kind: 'string', id: nodeId() };
+const ANY_STRING: ValueNode = { kind: 'string', id: nodeId(), minLength: 0, maxLength: Infinity };
 const ANY_NUMBER: ValueNode = { kind: 'number', id: nodeId(), integer: false };
 const TRUE_FALSE_NULL: ValueNode = { kind: 'literals', id: nodeId(), texts: ['true', 'false', 'null'].map(utf8Encode) };
 
@@ -48,9 +49,11 @@ const COLON = 3; // after a key (node: its value)
 const VALUE = 4; // a value (node)
 const ARR_OPEN = 5; // after '[': an item or ']'
 const AFTER = 6; // after a value: ',' or the container's closer
-const STR = 7; // in a string; aux 1 for a key of a free-keyed object
+// Strings (node: the string's node): aux = a free key (1) + 2 * hex digits still to come in a \u
+// escape + 16 * characters so far (counted only as far as the node's lengths need).
+const STR = 7;
 const STR_ESC = 8; // after '\'
-const STR_HEX = 9; // in a \u escape; aux = key + 2 * hex digits still to come
+const STR_HEX = 9; // in a \u escape
 const NUM_MINUS = 10; // numbers: aux = integer (1) + 2 * digits so far in the part being read
 const NUM_ZERO = 11;
 const NUM_INT = 12;
@@ -115,7 +118,9 @@ export class JsonState {
 
   /** Equal for states that accept the same continuations (the masks' cache key). */
   get key(): string {
-    this.keyText ??= `${this.mode}|${this.aux}|${this.node?.id ?? 0}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}`;
+    // Strings with the same lengths continue alike, whichever node they are.
+    const node = this.node?.kind === 'string' ? `s${this.node.minLength}:${this.node.maxLength}` : (this.node?.id ?? 0);
+    this.keyText ??= `${this.mode}|${this.aux}|${node}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}`;
     return this.keyText;
   }
 }
@@ -173,7 +178,7 @@ function requiredLeft(f: Frame): boolean {
 /** A key starts ('"' read): a free one, or the object's next properties up to its next required one. */
 function keyStart(frames: Frame): JsonState | null {
   const node = frames.node as Extract<ValueNode, { kind: 'object' }>;
-  if (!node.props) return new JsonState(STR, 1, frames);
+  if (!node.props) return new JsonState(STR, 1, frames, ANY_STRING);
   const alive: number[] = [];
   for (let i = frames.index; i < node.props.length; i++) {
     alive.push(i);
@@ -216,7 +221,7 @@ function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState
     case 'array':
       return b === 0x5b ? open(frames, node) : null;
     case 'string':
-      return b === 0x22 && frames ? new JsonState(STR, 0, frames) : null;
+      return b === 0x22 && frames ? new JsonState(STR, 0, frames, node) : null;
     case 'number': {
       if (!frames) return null;
       const integer = node.integer ? 1 : 0;
@@ -242,18 +247,30 @@ function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState
 export function step(st: JsonState, b: number): JsonState | null {
   const { mode, aux, frames } = st;
   switch (mode) {
-    case STR:
-      if (b === 0x22) return aux === 1 ? new JsonState(COLON, WS_NONE, frames, (frames!.node as Extract<ValueNode, { kind: 'object' }>).values) : afterValue(frames!);
-      if (b === 0x5c) return new JsonState(STR_ESC, aux, frames);
-      return b < 0x20 ? null : st; // any other byte, UTF-8 included; control characters must be escaped
+    case STR: {
+      const node = st.node as Extract<ValueNode, { kind: 'string' }>;
+      const chars = aux >> 4;
+      if (b === 0x22) {
+        if (chars < node.minLength) return null;
+        return aux & 1 ? new JsonState(COLON, WS_NONE, frames, (frames!.node as Extract<ValueNode, { kind: 'object' }>).values) : afterValue(frames!);
+      }
+      if (b < 0x20) return null; // control characters must be escaped
+      if (b >= 0x80 && b < 0xc0) return st; // the rest of a UTF-8 character already counted
+      // A character begins (an escape counts as one).
+      if (chars >= node.maxLength) return null;
+      const cap = Number.isFinite(node.maxLength) ? node.maxLength : node.minLength;
+      const next = (aux & 15) | (Math.min(chars + 1, cap) << 4);
+      if (b === 0x5c) return new JsonState(STR_ESC, next, frames, node);
+      return next === aux ? st : new JsonState(STR, next, frames, node);
+    }
     case STR_ESC:
-      if (b === 0x75) return new JsonState(STR_HEX, aux + 8, frames);
+      if (b === 0x75) return new JsonState(STR_HEX, aux | (4 << 1), frames, st.node);
       return b === 0x22 || b === 0x5c || b === 0x2f || b === 0x62 || b === 0x66 || b === 0x6e || b === 0x72 || b === 0x74
-        ? new JsonState(STR, aux, frames)
+        ? new JsonState(STR, aux, frames, st.node)
         : null;
     case STR_HEX:
       if (!isHex(b)) return null;
-      return aux >= 4 ? new JsonState(STR_HEX, aux - 2, frames) : new JsonState(STR, aux & 1, frames);
+      return new JsonState(((aux >> 1) & 7) > 1 ? STR_HEX : STR, aux - 2, frames, st.node);
     case LITERAL:
       return literalStep(st, b);
     case NUM_MINUS:

@@ -5,18 +5,18 @@
 // Objects write their properties in the schema's order, each at most once, the required ones
 // always (properties a schema does not list are never written, which every schema allows
 // unless it requires more properties than it lists). Arrays take items, minItems and maxItems;
-// strings are free text (no pattern, format or lengths); numbers and integers have no bounds.
-// enum and const take any JSON values; anyOf, oneOf and lists of types need options that start
+// strings take minLength and maxLength (characters, an escape counting as one) but no pattern
+// or format; numbers and integers have no bounds. enum and const take any JSON values;
+// OpenAPI's nullable adds null. anyOf, oneOf and lists of types need options that start
 // differently (an object, an array, a string, a number; their enum, const, boolean and null
-// options count as one).
-// $ref reaches $defs and definitions in the same schema, recursively.
+// options count as one). $ref reaches $defs and definitions in the same schema, recursively.
 import { TandemError } from '../native/errors.js';
 import { nodeId, type PropNode, type ValueNode } from './json-mode.js';
 import { utf8Encode } from './tokenizer/unicode.js';
 
 /** Keywords that describe without constraining. */
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const HANDLED = new Set(['type', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'enum', 'const', 'anyOf', 'oneOf', '$ref']);
+const HANDLED = new Set(['type', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'enum', 'const', 'anyOf', 'oneOf', 'nullable', '$ref']);
 
 type Schema = Record<string, unknown>;
 
@@ -32,6 +32,12 @@ export function compileSchema(schema: unknown): ValueNode {
   const refs = new Map<string, ValueNode>();
 
   const compile = (s: unknown, path: string): ValueNode => {
+    const node = compileOne(s, path);
+    // OpenAPI's nullable: the value or null.
+    return (s as Schema | null)?.nullable === true ? union([node, literals([null])], path) : node;
+  };
+
+  const compileOne = (s: unknown, path: string): ValueNode => {
     if (s === true || (typeof s === 'object' && s !== null && !Array.isArray(s) && Object.keys(s).every((k) => ANNOTATIONS.has(k)))) {
       return { kind: 'any', id: nodeId() };
     }
@@ -86,8 +92,12 @@ export function compileSchema(schema: unknown): ValueNode {
         if (min > max) fail(path, 'minItems is above maxItems');
         return { kind: 'array', id: nodeId(), items: o.items === undefined ? { kind: 'any', id: nodeId() } : compile(o.items, `${path}/items`), minItems: min, maxItems: max };
       }
-      case 'string':
-        return { kind: 'string', id: nodeId() };
+      case 'string': {
+        const min = count(o.minLength, 0, `${path}/minLength`);
+        const max = count(o.maxLength, Infinity, `${path}/maxLength`);
+        if (min > max) fail(path, 'minLength is above maxLength');
+        return { kind: 'string', id: nodeId(), minLength: min, maxLength: max };
+      }
       case 'number':
       case 'integer':
         return { kind: 'number', id: nodeId(), integer: type === 'integer' };

@@ -15,7 +15,7 @@ const accepts = (start: JsonState, text: string) => stepBytes(start, utf8(text))
 const PERSON: Schema = {
   type: 'object',
   properties: {
-    name: { type: 'string' },
+    name: { type: 'string', minLength: 1, maxLength: 12 },
     age: { type: 'integer' },
     height: { type: 'number' },
     mood: { enum: ['happy', 'sad', 1, 12, null] },
@@ -40,6 +40,7 @@ function valid(schema: Schema, value: unknown, root: Schema = schema): boolean {
   if ('const' in schema) return JSON.stringify(schema.const) === JSON.stringify(value);
   if (schema.enum) return schema.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(value));
   if (schema.anyOf) return schema.anyOf.some((s: Schema) => valid(s, value, root));
+  if (schema.nullable === true && value === null) return true;
   if (Array.isArray(schema.type)) return schema.type.some((ty: string) => valid({ ...schema, type: ty }, value, root));
   switch (schema.type) {
     case 'object': {
@@ -52,7 +53,7 @@ function valid(schema: Schema, value: unknown, root: Schema = schema): boolean {
     }
     case 'array':
       return Array.isArray(value) && value.length >= (schema.minItems ?? 0) && value.length <= (schema.maxItems ?? Infinity) && value.every((v) => valid(schema.items ?? {}, v, root));
-    case 'string': return typeof value === 'string';
+    case 'string': return typeof value === 'string' && [...value].length >= (schema.minLength ?? 0) && [...value].length <= (schema.maxLength ?? Infinity);
     case 'integer': return Number.isInteger(value);
     case 'number': return typeof value === 'number';
     case 'boolean': return typeof value === 'boolean';
@@ -66,7 +67,7 @@ t.test('instances in the schema\'s property order are accepted; what the schema 
   const good = [
     { name: 'Ann', age: 30, mood: 'happy', tags: ['a'], pet: null, alive: true },
     { name: 'Bo "B" \\ é', age: -0, height: 1.5e3, mood: 12, tags: ['x', 'y', 'z'], pet: { kind: 'cat', legs: 4 }, alive: false, note: null },
-    { name: '', age: 7, height: -0.25, mood: null, tags: [''], pet: { kind: 'cat' }, alive: true, note: 'n' },
+    { name: 'é', age: 7, height: -0.25, mood: null, tags: [''], pet: { kind: 'cat' }, alive: true, note: 'n' },
     { name: 'x', age: 1, mood: 1, tags: ['t'], pet: null, alive: false },
   ];
   for (const v of good) {
@@ -89,9 +90,18 @@ t.test('instances in the schema\'s property order are accepted; what the schema 
     '{"name":"Ann","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":"yes"}',
     '{"age":30,"name":"Ann","mood":"happy","tags":["a"],"pet":null,"alive":true}', // valid JSON Schema, but out of the schema's order
     '{"name":"Ann","name":"Bo","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}',
+    '{"name":"","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // minLength
+    '{"name":"Annabel Leeann","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // maxLength
     '[]',
   ];
   for (const text of bad) t.notOk(accepts(start, text), show(text));
+});
+
+t.test('string lengths count characters (an escape as one), and nullable adds null', async (t) => {
+  const start = startState(compileSchema({ type: 'object', properties: { s: { type: 'string', minLength: 2, maxLength: 3 }, t: { type: 'string', nullable: true } }, required: ['s', 't'] }));
+  for (const text of ['{"s":"ab","t":null}', '{"s":"abc","t":"x"}', '{"s":"é中","t":""}', '{"s":"\\n\\u0041","t":null}', '{"s":"😀😀😀","t":null}']) t.ok(accepts(start, text), show(text));
+  for (const text of ['{"s":"a","t":null}', '{"s":"abcd","t":null}', '{"s":"é中文😀","t":null}', '{"s":"\\n\\n\\n\\n","t":null}', '{"s":"ab","t":1}']) t.notOk(accepts(start, text), show(text));
+  t.throws(() => compileSchema({ type: 'object', properties: { s: { type: 'string', minLength: 3, maxLength: 2 } } }), { code: 'TDM_BAD_ARGUMENT', message: /minLength is above maxLength/ });
 });
 
 t.test('recursive $ref: a tree', async (t) => {
@@ -165,7 +175,7 @@ t.test('masks under a schema equal stepping each token of stories260K', async (t
   const vocab = new JsonVocabulary(tok.numTokens, pieces);
   const start = startState(compileSchema(PERSON));
   for (const prefix of ['', '{', '{"', '{"na', '{"name":', '{"name":"a","age":1', '{"name":"a","age":1,"', '{"name":"a","age":1,"mood":', '{"name":"a","age":1,"mood":1',
-    '{"name":"a","age":1,"mood":"h', '{"name":"a","age":1,"mood":null,"tags":["x"', '{"name":"a","age":1,"mood":null,"tags":["x"],"pet":', '{"name":"a","age":1,"mood":null,"tags":["x"],"pet":null,"alive":true']) {
+    '{"name":"a","age":1,"mood":"h', '{"name":"ab', '{"name":"' + 'x'.repeat(12), '{"name":"a","age":1,"mood":null,"tags":["x"', '{"name":"a","age":1,"mood":null,"tags":["x"],"pet":', '{"name":"a","age":1,"mood":null,"tags":["x"],"pet":null,"alive":true']) {
     const st = stepBytes(start, utf8(prefix));
     t.ok(st, `prefix ${show(prefix)}`);
     const mask = vocab.mask(st!, [tok.eosId]);
