@@ -15,7 +15,8 @@ export type ValueNode =
   | { kind: 'array'; id: number; items: ValueNode; minItems: number; maxItems: number }
   /** Lengths count characters, an escape as one. */
   | { kind: 'string'; id: number; minLength: number; maxLength: number }
-  | { kind: 'number'; id: number; integer: boolean }
+  /** min and max: bounds of an integer (inclusive), when the schema gives them. */
+  | { kind: 'number'; id: number; integer: boolean; min?: bigint; max?: bigint }
   /** One of these JSON texts (enum, const, booleans, null). */
   | { kind: 'literals'; id: number; texts: Uint8Array[] }
   /** One of these, told apart by their first byte (json-schema.ts checks that they can be). */
@@ -64,6 +65,7 @@ const NUM_E_SIGN = 16;
 const NUM_EXP = 17;
 const LITERAL = 18; // matching one of several JSON texts (lit)
 const DONE = 19; // the reply's value closed
+const INT_BOUNDED = 20; // in an integer with bounds (node; digits: the sign and digits so far)
 
 // Whitespace between the text's tokens, as llama.cpp's JSON grammar allows it: one space, or a
 // newline and an indent of up to MAX_INDENT spaces or tabs. Enough for any layout, and a model
@@ -110,6 +112,7 @@ export class JsonState {
     /** START, VALUE, COLON: the value expected; LITERAL of a value: its literals node. */
     readonly node: ValueNode | null = null,
     readonly lit: LiteralMatch | null = null,
+    readonly digits = '',
   ) {}
 
   get done(): boolean {
@@ -120,7 +123,7 @@ export class JsonState {
   get key(): string {
     // Strings with the same lengths continue alike, whichever node they are.
     const node = this.node?.kind === 'string' ? `s${this.node.minLength}:${this.node.maxLength}` : (this.node?.id ?? 0);
-    this.keyText ??= `${this.mode}|${this.aux}|${node}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}`;
+    this.keyText ??= `${this.mode}|${this.aux}|${node}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}|${this.digits}`;
     return this.keyText;
   }
 }
@@ -224,6 +227,7 @@ function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState
       return b === 0x22 && frames ? new JsonState(STR, 0, frames, node) : null;
     case 'number': {
       if (!frames) return null;
+      if (node.min !== undefined || node.max !== undefined) return b === 0x2d || isDigit(b) ? boundedInteger(frames, node, String.fromCharCode(b)) : null;
       const integer = node.integer ? 1 : 0;
       if (b === 0x2d) return new JsonState(NUM_MINUS, integer, frames);
       if (b === 0x30) return new JsonState(NUM_ZERO, integer, frames);
@@ -241,6 +245,26 @@ function valueStart(frames: Frame | null, node: ValueNode, b: number): JsonState
       }
       return null;
   }
+}
+
+const within = (node: { min?: bigint; max?: bigint }, v: bigint) => (node.min === undefined || v >= node.min) && (node.max === undefined || v <= node.max);
+
+/** An integer with bounds after `digits` (a sign, digits), or null when no integer of at most MAX_DIGITS digits that starts so is within them. */
+function boundedInteger(frames: Frame, node: Extract<ValueNode, { kind: 'number' }>, digits: string): JsonState | null {
+  const negative = digits.startsWith('-');
+  const d = negative ? digits.slice(1) : digits;
+  // The integers it can still become, by their digit count: one interval of magnitudes each.
+  for (let length = Math.max(d.length, 1); length <= MAX_DIGITS; length++) {
+    if (d.startsWith('0') && length > 1) break;
+    const spare = 10n ** BigInt(length - d.length);
+    const low = d === '' ? (length === 1 ? 0n : 10n ** BigInt(length - 1)) : BigInt(d) * spare;
+    const high = d === '' ? 10n ** BigInt(length) - 1n : low + spare - 1n;
+    const [a, b] = negative ? [-high, -low] : [low, high];
+    if ((node.max === undefined || a <= node.max) && (node.min === undefined || b >= node.min)) {
+      return new JsonState(INT_BOUNDED, 0, frames, node, null, digits);
+    }
+  }
+  return null;
 }
 
 /** The state after byte `b`, or null when no reply continues that way. */
@@ -292,6 +316,14 @@ export function step(st: JsonState, b: number): JsonState | null {
       if (!integer && b === 0x2e && (mode === NUM_ZERO || mode === NUM_INT)) return new JsonState(NUM_DOT, 0, frames);
       if (!integer && (b === 0x65 || b === 0x45) && mode !== NUM_EXP) return new JsonState(NUM_E, 0, frames);
       // A complete number ends at the first byte that cannot continue it, which then counts after it.
+      return step(afterValue(frames!), b);
+    }
+    case INT_BOUNDED: {
+      const node = st.node as Extract<ValueNode, { kind: 'number' }>;
+      const magnitude = st.digits.replace('-', '');
+      if (isDigit(b)) return magnitude === '0' || magnitude.length >= MAX_DIGITS ? null : boundedInteger(frames!, node, st.digits + String.fromCharCode(b));
+      // The integer ends here: it must be whole and in bounds.
+      if (magnitude === '' || !within(node, BigInt(st.digits))) return null;
       return step(afterValue(frames!), b);
     }
     case DONE:

@@ -6,7 +6,8 @@
 // always (properties a schema does not list are never written, which every schema allows
 // unless it requires more properties than it lists). Arrays take items, minItems and maxItems;
 // strings take minLength and maxLength (characters, an escape counting as one) but no pattern
-// or format; numbers and integers have no bounds. enum and const take any JSON values;
+// or format; integers take minimum, maximum and the exclusive bounds, numbers no bounds. enum
+// and const take any JSON values;
 // OpenAPI's nullable adds null. anyOf, oneOf and lists of types need options that start
 // differently (an object, an array, a string, a number; their enum, const, boolean and null
 // options count as one). $ref reaches $defs and definitions in the same schema, recursively.
@@ -16,7 +17,7 @@ import { utf8Encode } from './tokenizer/unicode.js';
 
 /** Keywords that describe without constraining. */
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const HANDLED = new Set(['type', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'enum', 'const', 'anyOf', 'oneOf', 'nullable', '$ref']);
+const HANDLED = new Set(['type', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'enum', 'const', 'anyOf', 'oneOf', 'nullable', '$ref']);
 
 type Schema = Record<string, unknown>;
 
@@ -100,7 +101,7 @@ export function compileSchema(schema: unknown): ValueNode {
       }
       case 'number':
       case 'integer':
-        return { kind: 'number', id: nodeId(), integer: type === 'integer' };
+        return number(o, type === 'integer', path);
       case 'boolean':
         return literals([true, false]);
       case 'null':
@@ -136,6 +137,22 @@ export function compileSchema(schema: unknown): ValueNode {
   if (!top.every((n) => n.kind === 'object' || n.kind === 'array' || n.kind === 'any')) fail('#', 'the reply must be an object or an array');
   // A root with no type is any value; a reply is still one object or array.
   return node.kind === 'any' ? { kind: 'union', id: nodeId(), options: [compileSchema({ type: 'object' }), compileSchema({ type: 'array' })] } : node;
+}
+
+const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
+
+/** A number node; an integer may have bounds (a number's cannot be kept exactly byte by byte). */
+function number(o: Schema, integer: boolean, path: string): ValueNode {
+  const given = BOUNDS.filter((k) => o[k] !== undefined);
+  if (given.length === 0) return { kind: 'number', id: nodeId(), integer };
+  if (!integer) fail(path, `${given.map((k) => `'${k}'`).join(', ')} cannot be enforced by tandem's JSON mode on a number (on an integer it can)`);
+  for (const k of given) if (typeof o[k] !== 'number' || !Number.isFinite(o[k])) fail(`${path}/${k}`, 'must be a finite number');
+  const lows = [o.minimum === undefined ? undefined : BigInt(Math.ceil(o.minimum as number)), o.exclusiveMinimum === undefined ? undefined : BigInt(Math.floor(o.exclusiveMinimum as number)) + 1n];
+  const highs = [o.maximum === undefined ? undefined : BigInt(Math.floor(o.maximum as number)), o.exclusiveMaximum === undefined ? undefined : BigInt(Math.ceil(o.exclusiveMaximum as number)) - 1n];
+  const min = lows.reduce<bigint | undefined>((a, v) => (v === undefined ? a : a === undefined || v > a ? v : a), undefined);
+  const max = highs.reduce<bigint | undefined>((a, v) => (v === undefined ? a : a === undefined || v < a ? v : a), undefined);
+  if (min !== undefined && max !== undefined && min > max) fail(path, 'no integer lies within its bounds');
+  return { kind: 'number', id: nodeId(), integer, ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}) };
 }
 
 function count(v: unknown, fallback: number, path: string): number {

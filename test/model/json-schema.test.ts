@@ -5,10 +5,11 @@ import t from 'tap';
 import { JsonVocabulary, startState, stepBytes, type JsonState } from '../../src/model/json-mode.js';
 import { compileSchema } from '../../src/model/json-schema.js';
 import { loadTokenizer } from '../../src/model/tokenizer/index.js';
+import { utf8Encode } from '../../src/model/tokenizer/unicode.js';
 import { modelPath } from '../helpers.js';
 
 type Schema = Record<string, any>;
-const utf8 = (s: string) => new TextEncoder().encode(s);
+const utf8 = utf8Encode;
 const show = (s: string) => JSON.stringify(s).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 const accepts = (start: JsonState, text: string) => stepBytes(start, utf8(text))?.done === true;
 
@@ -16,7 +17,7 @@ const PERSON: Schema = {
   type: 'object',
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 12 },
-    age: { type: 'integer' },
+    age: { type: 'integer', minimum: 0, maximum: 150 },
     height: { type: 'number' },
     mood: { enum: ['happy', 'sad', 1, 12, null] },
     tags: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 3 },
@@ -54,7 +55,7 @@ function valid(schema: Schema, value: unknown, root: Schema = schema): boolean {
     case 'array':
       return Array.isArray(value) && value.length >= (schema.minItems ?? 0) && value.length <= (schema.maxItems ?? Infinity) && value.every((v) => valid(schema.items ?? {}, v, root));
     case 'string': return typeof value === 'string' && [...value].length >= (schema.minLength ?? 0) && [...value].length <= (schema.maxLength ?? Infinity);
-    case 'integer': return Number.isInteger(value);
+    case 'integer': return Number.isInteger(value) && (value as number) >= (schema.minimum ?? -Infinity) && (value as number) <= (schema.maximum ?? Infinity);
     case 'number': return typeof value === 'number';
     case 'boolean': return typeof value === 'boolean';
     case 'null': return value === null;
@@ -66,7 +67,7 @@ t.test('instances in the schema\'s property order are accepted; what the schema 
   const start = startState(compileSchema(PERSON));
   const good = [
     { name: 'Ann', age: 30, mood: 'happy', tags: ['a'], pet: null, alive: true },
-    { name: 'Bo "B" \\ é', age: -0, height: 1.5e3, mood: 12, tags: ['x', 'y', 'z'], pet: { kind: 'cat', legs: 4 }, alive: false, note: null },
+    { name: 'Bo "B" \\ é', age: 0, height: 1.5e3, mood: 12, tags: ['x', 'y', 'z'], pet: { kind: 'cat', legs: 4 }, alive: false, note: null },
     { name: 'é', age: 7, height: -0.25, mood: null, tags: [''], pet: { kind: 'cat' }, alive: true, note: 'n' },
     { name: 'x', age: 1, mood: 1, tags: ['t'], pet: null, alive: false },
   ];
@@ -91,6 +92,8 @@ t.test('instances in the schema\'s property order are accepted; what the schema 
     '{"age":30,"name":"Ann","mood":"happy","tags":["a"],"pet":null,"alive":true}', // valid JSON Schema, but out of the schema's order
     '{"name":"Ann","name":"Bo","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}',
     '{"name":"","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // minLength
+    '{"name":"Ann","age":151,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // maximum
+    '{"name":"Ann","age":-1,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // minimum
     '{"name":"Annabel Leeann","age":30,"mood":"happy","tags":["a"],"pet":null,"alive":true}', // maxLength
     '[]',
   ];
@@ -102,6 +105,27 @@ t.test('string lengths count characters (an escape as one), and nullable adds nu
   for (const text of ['{"s":"ab","t":null}', '{"s":"abc","t":"x"}', '{"s":"é中","t":""}', '{"s":"\\n\\u0041","t":null}', '{"s":"😀😀😀","t":null}']) t.ok(accepts(start, text), show(text));
   for (const text of ['{"s":"a","t":null}', '{"s":"abcd","t":null}', '{"s":"é中文😀","t":null}', '{"s":"\\n\\n\\n\\n","t":null}', '{"s":"ab","t":1}']) t.notOk(accepts(start, text), show(text));
   t.throws(() => compileSchema({ type: 'object', properties: { s: { type: 'string', minLength: 3, maxLength: 2 } } }), { code: 'TDM_BAD_ARGUMENT', message: /minLength is above maxLength/ });
+});
+
+t.test('integer bounds: inclusive and exclusive, with only what can still land within them offered', async (t) => {
+  const cases: [Record<string, number>, string[], string[]][] = [
+    [{ minimum: 1, maximum: 12 }, ['1', '7', '12'], ['0', '13', '-1', '012', '1.0', '100', '-']],
+    [{ minimum: -5, exclusiveMaximum: 3 }, ['-5', '-0', '0', '2'], ['-6', '3', '-10', '30']],
+    [{ exclusiveMinimum: 999.5 }, ['1000', '99999', '9999999999999999'], ['999', '-1000', '99999999999999999']],
+    [{ maximum: -10 }, ['-10', '-123'], ['-9', '0', '5']],
+  ];
+  for (const [bounds, good, bad] of cases) {
+    const start = startState(compileSchema({ type: 'object', properties: { n: { type: 'integer', ...bounds } }, required: ['n'] }));
+    for (const n of good) t.ok(accepts(start, `{"n":${n}}`), `${JSON.stringify(bounds)}: ${n}`);
+    for (const n of bad) t.notOk(accepts(start, `{"n":${n}}`), `${JSON.stringify(bounds)}: not ${n}`);
+  }
+  // A prefix is offered only if some integer it can become is within the bounds.
+  const start = startState(compileSchema({ type: 'object', properties: { n: { type: 'integer', minimum: 10, maximum: 12 } }, required: ['n'] }));
+  t.ok(stepBytes(start, utf8Encode('{"n":1')), '1 can become 10-12');
+  t.notOk(stepBytes(start, utf8Encode('{"n":2')), '2 cannot');
+  t.notOk(stepBytes(start, utf8Encode('{"n":13')), '13 cannot');
+  t.throws(() => compileSchema({ type: 'object', properties: { x: { type: 'number', minimum: 0 } } }), { code: 'TDM_BAD_ARGUMENT', message: /'minimum'.*on a number/ });
+  t.throws(() => compileSchema({ type: 'object', properties: { x: { type: 'integer', minimum: 2.5, maximum: 2.9 } } }), { code: 'TDM_BAD_ARGUMENT', message: /no integer/ });
 });
 
 t.test('recursive $ref: a tree', async (t) => {
@@ -149,7 +173,7 @@ t.test('what cannot be enforced is refused by name', async (t) => {
   const refused: [Schema, RegExp][] = [
     [{ type: 'object', properties: { s: { type: 'string', pattern: '^a' } } }, /'pattern'/],
     [{ type: 'object', properties: { s: { type: 'string', format: 'date-time' } } }, /'format'/],
-    [{ type: 'object', properties: { n: { type: 'integer', minimum: 0 } } }, /'minimum'/],
+    [{ type: 'object', properties: { n: { type: 'number', minimum: 0 } } }, /'minimum'/],
     [{ type: 'object', allOf: [] }, /'allOf'/],
     [{ type: 'object', properties: { x: { anyOf: [{ type: 'string' }, { enum: ['a'] }] } } }, /start differently/],
     [{ type: 'object', properties: { x: { anyOf: [{ type: 'object' }, { type: 'object' }] } } }, /start differently/],
