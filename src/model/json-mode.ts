@@ -121,9 +121,12 @@ export class JsonState {
 
   /** Equal for states that accept the same continuations (the masks' cache key). */
   get key(): string {
-    // Strings with the same lengths continue alike, whichever node they are.
-    const node = this.node?.kind === 'string' ? `s${this.node.minLength}:${this.node.maxLength}` : (this.node?.id ?? 0);
-    this.keyText ??= `${this.mode}|${this.aux}|${node}|${this.frames?.key ?? ''}|${this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : ''}|${this.digits}`;
+    if (this.keyText === undefined) {
+      // Strings with the same lengths continue alike, whichever node they are.
+      const node = this.node?.kind === 'string' ? `s${this.node.minLength}:${this.node.maxLength}` : (this.node?.id ?? 0);
+      const lit = this.lit ? `${this.lit.alive.join('.')}@${this.lit.pos}` : '';
+      this.keyText = `${this.mode}|${this.aux}|${node}|${this.frames?.key ?? ''}|${lit}|${this.digits}`;
+    }
     return this.keyText;
   }
 }

@@ -106,7 +106,10 @@ function samplingFrom(body: Body, defaults: GenerateOptions, maxTokensNames: str
       options.responseFormat = { type: 'json_schema', schema };
     } else if (f?.type === 'json_object') {
       options.responseFormat = { type: 'json_object' };
-    } else if (f?.type !== 'text') {
+    } else if (f?.type === 'text') {
+      // Plain text, whatever the server's defaults say (tandem serve --json).
+      delete options.responseFormat;
+    } else {
       throw bad('response_format', "must be {type: 'text'}, {type: 'json_object'} or {type: 'json_schema', json_schema: {schema}}");
     }
   }

@@ -352,6 +352,11 @@ t.test('request parsing without HTTP', async (t) => {
   t.same(chat.messages, [{ role: 'assistant', content: '', name: 'a' }], 'null content is empty; other fields pass to the template');
   t.equal(chat.options.maxTokens, 7, 'max_completion_tokens wins over the older max_tokens');
   t.throws(() => parseChatRequest({ messages: [{ role: 'user', content: 5 }] }, {}), RequestError);
+  const jsonDefault = { responseFormat: { type: 'json_object' as const } };
+  t.same(parseChatRequest({ messages: [{ role: 'user', content: 'x' }] }, jsonDefault).options.responseFormat, { type: 'json_object' }, 'a JSON default (serve --json) holds');
+  t.equal(parseChatRequest({ messages: [{ role: 'user', content: 'x' }], response_format: { type: 'text' } }, jsonDefault).options.responseFormat, undefined, "{type: 'text'} overrides it");
+  t.same(parseCompletionRequest({ prompt: 'x', logprobs: 3 }, {}).options.logprobs, 3);
+  t.same(parseChatRequest({ messages: [{ role: 'user', content: 'x' }], logprobs: true }, {}).options.logprobs, 0, 'logprobs without top_logprobs: the drawn token only');
 });
 
 t.test('CORS only when asked for, with the preflight a browser sends', async (t) => {
