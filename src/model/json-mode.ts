@@ -181,6 +181,9 @@ function requiredLeft(f: Frame): boolean {
   return false;
 }
 
+/** Each object node's keys as literal texts, made once (a key starts at every '"' a mask walk tries). */
+const keyTexts = new WeakMap<PropNode[], Uint8Array[]>();
+
 /** A key starts ('"' read): a free one, or the object's next properties up to its next required one. */
 function keyStart(frames: Frame): JsonState | null {
   const node = frames.node as Extract<ValueNode, { kind: 'object' }>;
@@ -191,7 +194,9 @@ function keyStart(frames: Frame): JsonState | null {
     if (node.props[i]!.required) break;
   }
   if (alive.length === 0) return null;
-  return new JsonState(LITERAL, 0, frames, null, { texts: node.props.map((p) => p.key), alive, pos: 1, forKey: true });
+  let texts = keyTexts.get(node.props);
+  if (!texts) keyTexts.set(node.props, (texts = node.props.map((p) => p.key)));
+  return new JsonState(LITERAL, 0, frames, null, { texts, alive, pos: 1, forKey: true });
 }
 
 function literalStep(st: JsonState, b: number): JsonState | null {
