@@ -2,33 +2,42 @@
 // what a kernel change gives a whole decode step (ab.sh times the kernels alone).
 //
 //   node bench/cpu-kernels/decode-ab.mjs --model FILE [--threads 1] [--rounds 5] [--tokens 48]
-//                                        [--cpu-kernels avx2] DIST_A DIST_B
+//                                        [--cpu-kernels avx2] [--parallel N] DIST_A DIST_B
 //
 // DIST_A and DIST_B are built dist/ folders (e.g. a `git worktree` of the old revision after
 // `npm install`, and this checkout's dist/). Each round runs A then B: one process each, a
-// warm-up generation, then the median of three greedy 48-token decodes.
+// warm-up generation, then the median of three greedy 48-token decodes. With --parallel N,
+// N requests with different prompts decode together, and the speed is their tokens after the
+// first over the time from the last first token to the last token (aggregate tok/s).
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const args = process.argv.slice(2);
 if (args[0] === '--child') {
-  const [, dist, model, threads, tokens, cpuKernels] = args;
+  const [, dist, model, threads, tokens, cpuKernels, parallel] = args;
   const { loadModel } = await import(pathToFileURL(resolve(dist, 'api/index.js')).href);
-  const m = await loadModel(model, { threads: Number(threads), ...(cpuKernels !== 'auto' ? { cpuKernels } : {}) });
+  const n = Number(parallel);
+  const m = await loadModel(model, { threads: Number(threads), maxSequences: Math.max(n, 1), ...(cpuKernels !== 'auto' ? { cpuKernels } : {}) });
+  const prompts = ['Once upon a time there was', 'The weather today is', 'In the beginning', 'My favourite food is', 'A long way from home',
+    'She opened the door and', 'Numbers: one two three', 'Dear friend, I write'];
   const run = async () => {
-    const gen = m.generate('Once upon a time there was', { maxTokens: Number(tokens), temperature: 0, ignoreEos: true });
-    let n = 0;
-    let t1 = 0;
-    for await (const _ of gen) if (++n === 1) t1 = performance.now();
-    return (n - 1) / ((performance.now() - t1) / 1000);
+    const firsts = [];
+    let count = 0;
+    await Promise.all(Array.from({ length: n }, async (_, i) => {
+      const gen = m.generate(prompts[i % prompts.length], { maxTokens: Number(tokens), temperature: 0, ignoreEos: true });
+      let k = 0;
+      for await (const _c of gen) if (++k === 1) firsts.push(performance.now());
+      count += k - 1;
+    }));
+    return count / ((performance.now() - Math.max(...firsts)) / 1000);
   };
   await run();
   const r = [await run(), await run(), await run()].sort((a, b) => a - b);
   m.dispose();
   console.log(r[1]);
 } else {
-  const opt = { model: '', threads: '1', rounds: '5', tokens: '48', 'cpu-kernels': 'auto' };
+  const opt = { model: '', threads: '1', rounds: '5', tokens: '48', 'cpu-kernels': 'auto', parallel: '1' };
   const dists = [];
   for (let i = 0; i < args.length; i++) {
     const key = args[i].startsWith('--') ? args[i].slice(2) : null;
@@ -36,19 +45,19 @@ if (args[0] === '--child') {
     else dists.push(args[i]);
   }
   if (!opt.model || dists.length !== 2) {
-    console.error('usage: decode-ab.mjs --model FILE [--threads N] [--rounds N] [--tokens N] [--cpu-kernels K] DIST_A DIST_B');
+    console.error('usage: decode-ab.mjs --model FILE [--threads N] [--rounds N] [--tokens N] [--cpu-kernels K] [--parallel N] DIST_A DIST_B');
     process.exit(2);
   }
   const me = new URL(import.meta.url).pathname;
   const speeds = [[], []];
   for (let r = 0; r < Number(opt.rounds); r++) {
     for (const [i, dist] of dists.entries()) {
-      const out = spawnSync(process.execPath, [me, '--child', dist, opt.model, opt.threads, opt.tokens, opt['cpu-kernels']], { encoding: 'utf8' });
+      const out = spawnSync(process.execPath, [me, '--child', dist, opt.model, opt.threads, opt.tokens, opt['cpu-kernels'], opt.parallel], { encoding: 'utf8' });
       if (out.status !== 0) throw new Error(`${dist}: ${out.stderr}`);
       speeds[i].push(Number(out.stdout.trim()));
     }
   }
   const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   for (const [i, dist] of dists.entries()) console.log(`${dist}: ${speeds[i].map((s) => s.toFixed(1)).join(' ')} decode tok/s, median ${median(speeds[i]).toFixed(1)}`);
-  console.log(`B/A: ${(median(speeds[1]) / median(speeds[0])).toFixed(3)}x (${opt.threads} threads, ${opt['cpu-kernels']} kernels)`);
+  console.log(`B/A: ${(median(speeds[1]) / median(speeds[0])).toFixed(3)}x (${opt.threads} threads, ${opt['cpu-kernels']} kernels, ${opt.parallel} sequences)`);
 }

@@ -319,6 +319,7 @@ struct KQ4 {
   using L = Q4Layout<kHigh, kMin>;
   static constexpr bool kLanes = kHigh || kMin;
   static constexpr int kMaxT = kLanes ? 2 : 8;
+  static constexpr bool kStreamTiles = true;  // tile<T, true> prefetches at any T (gemm_packed)
   static constexpr int kOffset = kMin ? 0 : (kHigh ? 16 : 8);
 
   // The unsigned levels of vector i of block b: low and high nibbles, with the fifth bits.
@@ -334,13 +335,13 @@ struct KQ4 {
     }
   }
 
-  template <int T>
+  template <int T, bool kStream = false>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     if constexpr (kLanes) tile_lanes<T>(g, n, act, as, y, ys, valid);
-    else tile_blocks<T>(g, n, act, as, y, ys, valid);
+    else tile_blocks<T, kStream>(g, n, act, as, y, ys, valid);
   }
 
-  template <int T>
+  template <int T, bool kStream>
   static void tile_blocks(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
@@ -356,7 +357,7 @@ struct KQ4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kOffset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
+        if (T <= 2 || kStream) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
         __m512i lo, hi;
         levels(g, bits, b, i, &lo, &hi);
 #pragma GCC unroll 16
@@ -424,6 +425,7 @@ struct KQ4 {
 struct KMxfp4 {
   using L = Mxfp4Layout;
   static constexpr int kMaxT = 8;
+  static constexpr bool kStreamTiles = true;  // tile<T, true> prefetches at any T (gemm_packed)
 
   // The 16 rows' exponents of block b as the floats e8m0_half gives.
   TDM_INLINE static __m512 scales(const uint8_t* e) {
@@ -433,7 +435,7 @@ struct KMxfp4 {
     return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(2)), normal, tiny));
   }
 
-  template <int T>
+  template <int T, bool kStream = false>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
@@ -450,7 +452,7 @@ struct KMxfp4 {
       for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kMxfp4Offset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
+        if (T <= 2 || kStream) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
         const __m512i v = load512(g + (b * 4 + i) * 64);
         const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
         const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
@@ -482,6 +484,7 @@ struct KK4 {
   using L = K4Layout<kHigh>;
   // q4_K's second accumulator (the mins) takes registers that a tile of 8 tokens would spill.
   static constexpr int kMaxT = kHigh ? 2 : 4;
+  static constexpr bool kStreamTiles = true;  // tile<T, true> prefetches at any T (gemm_packed)
 
   // Packed scale byte plane k (of 12) of super-block s, for the 16 rows.
   TDM_INLINE static __m128i scale_bytes(const uint8_t* g, int64_t nbk, int64_t s, int k) {
@@ -515,13 +518,13 @@ struct KK4 {
     }
   }
 
-  template <int T>
+  template <int T, bool kStream = false>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     if constexpr (kHigh) tile_lanes<T>(g, n, act, as, y, ys, valid);
-    else tile_pairs<T>(g, n, act, as, y, ys, valid);
+    else tile_pairs<T, kStream>(g, n, act, as, y, ys, valid);
   }
 
-  template <int T>
+  template <int T, bool kStream>
   static void tile_pairs(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nbk = n / kQK_K;
     const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
@@ -552,7 +555,7 @@ struct KK4 {
           zero_partials(ia);
 #pragma GCC unroll 4
           for (int i = 0; i < 4; ++i) {
-            if (T <= 2) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPrefetchBytes);
+            if (T <= 2 || kStream) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPrefetchBytes);
             __m512i lo, hi;
             levels(g, bits, s, j, i, &lo, &hi);
 #pragma GCC unroll 16
