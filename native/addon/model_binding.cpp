@@ -306,6 +306,8 @@ StepPlan parse_plan(const Napi::Value& v) {
     sp.return_all_logits = boolean(s, "returnAllLogits", w, true);
     sp.return_logits = boolean(s, "returnLogits", w, true);
     if (!s.Get("subBatch").IsUndefined()) sp.sub_batch = int32_t(integer(s, "subBatch", w, 0, 1));
+    if (!s.Get("numDraft").IsUndefined()) sp.n_draft = int32_t(integer(s, "numDraft", w, 0, 2147483647.0));
+    if (!s.Get("penaltyWindow").IsUndefined()) sp.penalty_window = int32_t(integer(s, "penaltyWindow", w, 0, 2147483647.0));
     p.seqs.push_back(std::move(sp));
   }
   return p;
@@ -327,6 +329,11 @@ Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
     o.Set("token", Napi::Number::New(env, s.token));
     if (s.has_logits) o.Set("logits", to_f32(env, s.logits));
     if (s.has_all_logits) o.Set("allLogits", to_f32(env, s.all_logits));
+    if (!s.tokens.empty()) {
+      Napi::Int32Array t = Napi::Int32Array::New(env, s.tokens.size());
+      std::memcpy(t.Data(), s.tokens.data(), s.tokens.size() * sizeof(int32_t));
+      o.Set("tokens", t);
+    }
     seqs.Set(uint32_t(i), o);
   }
   out.Set("sequences", seqs);

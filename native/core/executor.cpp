@@ -166,6 +166,14 @@ void Model::validate(const StepPlan& plan) const {
       bad(at + "strategy 'gpu-only' runs every attention on the device, but this sequence asks for the CPU");
     if (s.sub_batch < -1 || s.sub_batch > 1) bad(at + "subBatch must be 0 or 1");
     if (s.sample) validate_sampling_config(s.sampling, int32_t(hp_.n_vocab));
+    if (s.n_draft < 0 || s.n_draft >= int64_t(s.tokens.size()))
+      bad(at + "numDraft must be in [0, " + std::to_string(s.tokens.size()) + "): the tokens hold the drafts and the one before them");
+    if (s.n_draft > 0) {
+      if (!s.sample) bad(at + "drafts are verified by sampling, so numDraft needs sample");
+      if (s.return_all_logits || s.return_logits) bad(at + "numDraft cannot be combined with returned logits");
+      if (!s.sampling.allowed.empty()) bad(at + "numDraft cannot be combined with an allowed-token mask (it holds for one draw only)");
+      if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with drafts");
+    }
     for (int32_t t : s.recent)
       if (t < 0 || t >= hp_.n_vocab) bad(at + "recentTokens holds " + std::to_string(t) + ", outside [0, " + std::to_string(hp_.n_vocab) + ")");
   }
@@ -964,7 +972,23 @@ void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
   auto draw = [&](const Draw& d, SamplerScratch& scratch) {
     const SeqPlan& s = *d.seq;
     const uint64_t position = uint64_t(s.start_pos) + uint64_t(s.tokens.size());
-    d.result->token = sample_token(d.logits, int32_t(n_vocab), s.sampling, s.recent.data(), int32_t(s.recent.size()), position, scratch);
+    if (s.n_draft == 0) {
+      d.result->token = sample_token(d.logits, int32_t(n_vocab), s.sampling, s.recent.data(), int32_t(s.recent.size()), position, scratch);
+      return;
+    }
+    // Row j draws the token at position - n_draft + j, with the penalties over the window that
+    // ends at guess j - 1; a draw that differs from its guess ends the run.
+    const size_t guesses = s.tokens.size() - size_t(s.n_draft);
+    std::vector<int32_t> window(s.recent);
+    for (int32_t j = 0; j <= s.n_draft; ++j) {
+      const size_t cut = window.size() > size_t(s.penalty_window) ? window.size() - size_t(s.penalty_window) : 0;
+      const int32_t tok = sample_token(d.logits + int64_t(j) * n_vocab, int32_t(n_vocab), s.sampling, window.data() + cut,
+                                       int32_t(window.size() - cut), position - uint64_t(s.n_draft) + uint64_t(j), scratch);
+      d.result->tokens.push_back(tok);
+      if (j == s.n_draft || tok != s.tokens[guesses + size_t(j)]) break;
+      if (s.penalty_window > 0) window.push_back(tok);
+    }
+    d.result->token = d.result->tokens.back();
   };
   // One sequence, or one thread: no hand-off. Otherwise the sequences are spread over a pool
   // that sleeps between steps (each draw is a pure function of its row, seed and position, so
@@ -1101,7 +1125,7 @@ void StepRun::lay_out(Batch& b) {
     }
     if (s.return_all_logits || s.sample || s.return_logits) {
       b.out_first[j] = int64_t(b.out_rows.size());
-      const int32_t first = s.return_all_logits ? 0 : n - 1;
+      const int32_t first = s.return_all_logits ? 0 : n - 1 - s.n_draft;
       for (int32_t t = first; t < n; ++t) b.out_rows.push_back(int32_t(b.n_rows) + t);
     }
     for (int32_t t = 0; t < n; ++t) {
@@ -1257,7 +1281,7 @@ void StepRun::run(StepResult* result) {
         r.seq_id = s.seq_id;
         if (b.out_first[j] < 0) continue;
         const int64_t n = int64_t(s.tokens.size());
-        const int64_t rows = s.return_all_logits ? n : 1;
+        const int64_t rows = s.return_all_logits ? n : 1 + s.n_draft;
         const float* first = b.logits + b.out_first[j] * V;
         const float* last = first + (rows - 1) * V;
         if (s.return_all_logits) {
@@ -1268,7 +1292,7 @@ void StepRun::run(StepResult* result) {
           r.has_logits = true;
           r.logits.assign(last, last + V);
         }
-        if (s.sample) draws.push_back(Model::Draw{&s, &r, last});
+        if (s.sample) draws.push_back(Model::Draw{&s, &r, s.n_draft > 0 ? first : last});
       }
     }
     m.sample_all(draws, V);

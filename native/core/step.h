@@ -34,6 +34,12 @@ struct SeqPlan {
   bool return_all_logits = false;
   bool return_logits = false;
   int32_t sub_batch = -1;            // pipeline only: 0 or 1, or -1 to let the executor split
+  // Speculative decoding: the last n_draft tokens are guesses to verify. The rows of the token
+  // before them and of each guess are drawn in order, each as the step that had taken the
+  // guesses before it would have drawn it (same position, same penalty window), while the draws
+  // equal the guesses; SeqResult::tokens holds the accepted guesses and the draw after them.
+  int32_t n_draft = 0;
+  int32_t penalty_window = 0;        // with drafts: the window `recent` was cut to (a draft row's penalties see its last this many)
 };
 
 struct BlockCopy {
@@ -56,6 +62,7 @@ struct SeqResult {
   std::vector<float> logits;       // n_vocab, when asked for
   bool has_all_logits = false;
   std::vector<float> all_logits;   // tokens x n_vocab, when asked for
+  std::vector<int32_t> tokens;     // with drafts: the accepted drafts, then the token drawn after them (token is the last)
 };
 
 // Expert offload counters of one step (issue 9; native/core/experts.h).

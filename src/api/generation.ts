@@ -222,6 +222,8 @@ export class GenerationStream implements Generation, SequenceObserver {
       cachedPromptTokens: m.numCachedTokens,
       preemptions: m.numPreemptions,
       moves: m.numMoves,
+      draftedTokens: m.numDrafted,
+      acceptedDrafts: m.numAccepted,
     };
     if (m.scheduledMs !== undefined) out.scheduledMs = m.scheduledMs;
     if (m.firstTokenMs !== undefined) {

@@ -56,12 +56,20 @@ const DEFAULT_MAX_QUEUED = 1024;
 const DEFAULT_OUTPUT_BUFFER = 256;
 /** JSON schemas whose start states (and so cached masks) a model keeps. */
 const SCHEMAS_KEPT = 16;
+/** Guesses per sequence and step at most (draftTokens). */
+const MAX_DRAFT_TOKENS = 16;
+/**
+ * Tokens a step may hold with its guesses: a CPU step reads each weight once for all of them,
+ * so a few more tokens cost it little (AVX-512 here, tinyllama Q4_K_M: 4 tokens 1.1-1.3x the
+ * time of 1, 8 tokens 1.9-2.3x; bench/results/2026-11-28-epyc-2vcpu/speculative).
+ */
+const DRAFT_STEP_TOKENS = 4;
 
 const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
-  'experts', 'expertPrefetch', 'slidingKv',
+  'experts', 'expertPrefetch', 'slidingKv', 'draftTokens',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
@@ -236,6 +244,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: onProgress must be a function`);
   }
   const dev = planDevice(where, options);
+  const draftTokens = checkNumber(where, 'draftTokens', options.draftTokens, 0, { min: 0, max: MAX_DRAFT_TOKENS, integer: true });
+  if (draftTokens > 0 && dev.present) {
+    throw new TandemError('TDM_UNSUPPORTED', `${where}: draftTokens (speculative decoding) runs on the CPU path only for now; load with device: 'none', or without draftTokens`);
+  }
   const experts = options.experts ?? 'stacks';
   if (typeof experts !== 'string' || !/^(stacks|dynamic|cpu-all|cpu-first-layers:\d+)$/.test(experts)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: experts must be 'stacks', 'dynamic', 'cpu-all' or 'cpu-first-layers:N', got ${String(experts)}`);
@@ -313,6 +325,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     prefixCaching: options.prefixCaching ?? true,
     preemption: options.preemption ?? PreemptionMode.Swap,
     slidingWindow: kv.slidingWindow,
+    speculation: { maxDraft: draftTokens, stepTokens: DRAFT_STEP_TOKENS },
   };
   // Checked before any memory is committed.
   checkSchedulerConfig(schedulerConfig);
@@ -426,6 +439,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvBlockBytes: nativeModel.info.kvBlockBytes,
     kvSlidingWindow: kv.slidingWindow,
     kvType,
+    draftTokens,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),
     replyFormat: detectReplyFormat(tokenizer.vocab.tokens, template),
     kvBytesPerToken,
@@ -526,6 +540,8 @@ export class Model {
       numGeneratedTokens: s.numGeneratedTokens,
       numPreemptions: s.numPreemptions,
       numMoves: s.numMoves,
+      numDraftTokens: s.numDraftTokens,
+      numAcceptedDrafts: s.numAcceptedDrafts,
       stepUs: s.stepUs,
       phaseUs: s.phaseUs,
     };

@@ -51,6 +51,16 @@ export interface LoadModelOptions {
    * are the same.
    */
   slidingKv?: 'window' | 'full';
+  /**
+   * Speculative decoding with prompt-lookup drafts: in steps where every request decodes, each
+   * may add up to this many tokens guessed from its own prompt and reply (what followed the
+   * last time its latest few tokens occurred), which the step verifies by drawing each position
+   * as plain decoding would. The tokens are the same as without it, seeded sampling and
+   * penalties included; a step of a few tokens costs little more than one on the CPU, so each
+   * accepted guess saves most of a step. Requests with responseFormat or logprobs decode
+   * without guesses. CPU path only (no device). Default 0 (off).
+   */
+  draftTokens?: number;
   /** When KV memory runs short: 'swap' moves a request's blocks to the other tier when it has room, else recomputes; 'recompute' always recomputes. Default 'swap'. */
   preemption?: 'swap' | 'recompute';
   /** Requests waiting for a slot at most; more reject with TDM_QUEUE_FULL. Default 1024. */
@@ -261,6 +271,9 @@ export interface GenerationMetrics {
   preemptions: number;
   /** Times its KV moved between tiers. */
   moves: number;
+  /** Speculative decoding (draftTokens): guessed tokens its steps verified, and how many were right (each saved a step). */
+  draftedTokens: number;
+  acceptedDrafts: number;
 }
 
 /** A running generation: iterate it for chunks; `result` settles when it ends (a failure rejects both). */
@@ -294,6 +307,8 @@ export interface ModelInfo {
   kvSlidingWindow: number;
   /** How K and V are stored ('f16' or 'q8_0'). */
   kvType: 'f16' | 'q8_0';
+  /** Guesses per request and step at most (speculative decoding, loadModel's draftTokens); 0: off. */
+  draftTokens: number;
   /** The model replies on harmony's channels (gpt-oss's vocabulary): chat() splits its replies into text, reasoning and tool calls. */
   replyChannels: boolean;
   /**
@@ -401,6 +416,9 @@ export interface ModelStats {
   /** Sequences recomputed, and block tables moved between tiers. */
   numPreemptions: number;
   numMoves: number;
+  /** Speculative decoding (draftTokens): guessed tokens verified, and those accepted. */
+  numDraftTokens: number;
+  numAcceptedDrafts: number;
   /** Summed step wall time and per-phase time, microseconds. */
   stepUs: number;
   phaseUs: Record<string, number>;

@@ -264,6 +264,11 @@ export class Engine {
         const t = this.now();
         seq.metrics.firstTokenMs ??= t;
         seq.metrics.lastTokenMs = t;
+        for (const token of event.drafted ?? []) {
+          observer.onToken?.(token);
+          // The consumer may have cancelled the request (a stop string): what follows is not its.
+          if (this.live.get(event.seqId) !== entry) return;
+        }
         observer.onToken?.(event.token, event.logprobs);
       }
     } catch (err) {

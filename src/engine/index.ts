@@ -5,8 +5,10 @@ export { KvBlockManager, otherTier, TIERS, type KvOwner } from './kv-blocks.js';
 export { planKvBudget, planTierBudget, type KvBudget, type KvBudgetRequest, type TierBudgetRequest } from './kv-budget.js';
 export { blockHash, extendBlockHashes } from './prefix-hash.js';
 export { Sequence, type SequenceMetrics, type SequenceParams, type SequenceStatus, type StopReason } from './sequence.js';
+export { NgramIndex, NGRAM_MAX, NGRAM_MIN } from './ngram-draft.js';
 export {
   checkSchedulerConfig,
+  DRAFT_RETRY_TOKENS,
   PreemptionMode,
   Scheduler,
   type SchedulerConfig,

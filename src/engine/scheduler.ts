@@ -2,11 +2,12 @@
 // and waiting sequences into a StepPlan (plain data); update(plan, result) applies what
 // the step produced. It never runs the model, so tests drive it with fake StepResults.
 // Memory: paged KV in two tiers, prefix sharing, moves between tiers, recompute.
-import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
+import type { KvTier, SequencePlan, SequenceResult, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
 import type { BlockCopy } from '../native/step-plan.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import { blocksPerSequence, KvBlockManager, otherTier, TIERS } from './kv-blocks.js';
 import { logprobsOf, type TokenLogprobs } from './logprobs.js';
+import { NgramIndex } from './ngram-draft.js';
 import { Sequence, type StopReason } from './sequence.js';
 
 /** What the scheduler does with a sequence whose tier has no block left for it. */
@@ -47,7 +48,16 @@ export interface SchedulerConfig {
    * window are freed. Default 0 (one table holds every layer).
    */
   slidingWindow?: number;
+  /**
+   * Speculative decoding with prompt-lookup drafts (NgramIndex): in a step where every
+   * sequence decodes, each may add up to maxDraft guessed tokens, verified by the model, while
+   * the step holds at most stepTokens tokens. maxDraft 0 (the default) turns it off.
+   */
+  speculation?: { maxDraft: number; stepTokens: number };
 }
+
+/** Tokens a request whose guesses kept missing generates without guesses before it tries one again. */
+export const DRAFT_RETRY_TOKENS = 16;
 
 /** Requests for one schedule() call. */
 export interface ScheduleOptions {
@@ -60,6 +70,8 @@ export interface SequenceEvent {
   seqId: number;
   /** The token sampled this step, if the step sampled. */
   token?: number;
+  /** Guesses the step accepted, drawn before `token` (speculative decoding), in order. */
+  drafted?: number[];
   /** Logits of prompt positions [startPos, startPos + count) that were asked for, position-major (count × n_vocab). */
   promptLogits?: { startPos: number; count: number; logits: Float32Array };
   /** The drawn token's logprobs, when the sequence asked for them. */
@@ -88,6 +100,9 @@ export interface SchedulerCounters {
   numRejected: number;
   /** Failed steps of several sequences whose sequences were retried one by one. */
   numIsolations: number;
+  /** Speculative decoding: guessed tokens verified, and those accepted (each saved a step). */
+  numDraftTokens: number;
+  numAcceptedDrafts: number;
 }
 
 /** Throws TDM_BAD_ARGUMENT for a configuration the scheduler cannot run (e.g. a pool too small for one sequence). */
@@ -104,6 +119,10 @@ export function checkSchedulerConfig(config: SchedulerConfig): void {
   if (!(q >= 0) || (q !== Infinity && !Number.isInteger(q))) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler maxWaiting must be a non-negative integer, got ${q}`);
   const window = config.slidingWindow ?? 0;
   if (!(Number.isInteger(window) && window >= 0)) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler slidingWindow must be a non-negative integer, got ${window}`);
+  const spec = config.speculation ?? { maxDraft: 0, stepTokens: 1 };
+  if (!(Number.isInteger(spec.maxDraft) && spec.maxDraft >= 0) || !(Number.isInteger(spec.stepTokens) && spec.stepTokens >= 1)) {
+    throw new TandemError('TDM_BAD_ARGUMENT', `scheduler speculation needs a non-negative integer maxDraft and a positive integer stepTokens, got ${spec.maxDraft} and ${spec.stepTokens}`);
+  }
   const perSequence = blocksPerSequence(config.contextSize, config.blockTokens, window, config.maxChunkTokens);
   const runnable = config.strategy === 'gpu-only' ? ['device' as const] : TIERS;
   const largestTier = Math.max(...runnable.map((t) => config.numBlocks[t]));
@@ -139,6 +158,8 @@ export class Scheduler {
     numMoves: 0,
     numRejected: 0,
     numIsolations: 0,
+    numDraftTokens: 0,
+    numAcceptedDrafts: 0,
   };
   /** Live sequences (waiting or running) by id. */
   private readonly live = new Map<number, Sequence>();
@@ -164,6 +185,7 @@ export class Scheduler {
       preemption: PreemptionMode.Swap,
       admissionWatermark: 0.01,
       slidingWindow: 0,
+      speculation: { maxDraft: 0, stepTokens: 1 },
       ...config,
     };
     this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching, this.config.slidingWindow);
@@ -282,6 +304,7 @@ export class Scheduler {
       this.scheduleRunning(seq, draft);
     }
     this.admit(draft);
+    this.addDrafts(draft);
     return this.finalize(draft);
   }
 
@@ -300,33 +323,51 @@ export class Scheduler {
         events.push({ seqId: seq.id, error });
         continue;
       }
+      const numDraft = entry.numDraft ?? 0;
+      const drawn = numDraft > 0 ? this.verifiedDraws(entry, r) : [r.token];
+      if (!drawn) {
+        this.retire(seq, undefined);
+        events.push({ seqId: seq.id, error: new TandemError('TDM_INTERNAL', `the step returned no valid draws of its ${numDraft} drafts for sequence ${seq.id}`) });
+        continue;
+      }
       const event: SequenceEvent = { seqId: seq.id };
-      const end = entry.startPos + entry.tokens.length;
-      seq.numComputed = end;
+      // Positions whose KV holds tokens of the sequence: the guesses drawn past were written over nothing it keeps.
+      const end = entry.startPos + entry.tokens.length - numDraft + (drawn.length - 1);
       seq.metrics.numSteps++;
-      // A decode feeds back one generated token; anything else is a prompt chunk or a recompute.
-      if (entry.tokens.length > 1 || entry.startPos < seq.promptLength) this.counters.numPrefillTokens += entry.tokens.length;
-      this.kv.indexComputed(seq, end);
+      // A decode feeds back one generated token (and its guesses); anything else is a prompt chunk or a recompute.
+      if (entry.tokens.length - numDraft > 1 || entry.startPos < seq.promptLength) this.counters.numPrefillTokens += entry.tokens.length;
       if (entry.returnAllLogits && r.allLogits) event.promptLogits = this.newPromptLogits(seq, entry, r.allLogits);
       let reason: StopReason | undefined;
       if (entry.sample) {
-        try {
-          seq.params.constraint?.accept(r.token);
-        } catch (err) {
+        if (numDraft > 0) this.countDrafts(seq, numDraft, drawn.length - 1);
+        for (const token of drawn) {
+          try {
+            seq.params.constraint?.accept(token);
+          } catch (err) {
+            event.error = asTandemError(err);
+            break;
+          }
+          seq.tokens.push(token);
+          this.counters.numGeneratedTokens++;
+          if (event.token !== undefined) (event.drafted ??= []).push(event.token);
+          event.token = token;
+          if (seq.params.stopTokens.has(token)) reason = 'eos';
+          else if (seq.numGenerated >= seq.params.maxTokens) reason = 'maxTokens';
+          else if (seq.tokens.length >= this.config.contextSize) reason = 'contextFull';
+          if (reason) break;
+        }
+        if (event.error) {
           this.retire(seq, undefined);
-          events.push({ seqId: seq.id, error: asTandemError(err) });
+          events.push({ seqId: seq.id, error: event.error });
           continue;
         }
-        seq.tokens.push(r.token);
-        this.counters.numGeneratedTokens++;
-        event.token = r.token;
-        if (seq.params.logprobs !== undefined && r.logits) event.logprobs = logprobsOf(r.logits, r.token, seq.params.logprobs);
-        if (seq.params.stopTokens.has(r.token)) reason = 'eos';
-        else if (seq.numGenerated >= seq.params.maxTokens) reason = 'maxTokens';
-        else if (seq.tokens.length >= this.config.contextSize) reason = 'contextFull';
+        if (seq.params.logprobs !== undefined && r.logits && event.token !== undefined) event.logprobs = logprobsOf(r.logits, event.token, seq.params.logprobs);
       } else if (end === seq.tokens.length && seq.params.maxTokens === 0) {
         reason = 'maxTokens';
       }
+      // A stop on an accepted guess leaves the KV of the guesses after it unused.
+      seq.numComputed = Math.min(end, seq.tokens.length);
+      this.kv.indexComputed(seq, seq.numComputed);
       if (reason) {
         this.retire(seq, reason);
         event.finish = reason;
@@ -585,13 +626,15 @@ export class Scheduler {
     this.waiting.unshift(seq);
   }
 
-  private planFor(seq: Sequence, n: number): SequencePlan {
+  /** The plan of seq's next n tokens, and of `guesses` after them (speculative decoding). */
+  private planFor(seq: Sequence, n: number, guesses: readonly number[] = []): SequencePlan {
     const start = seq.numComputed;
     const sample = start + n === seq.tokens.length && seq.numGenerated < seq.params.maxTokens;
     const p = seq.params.sampling;
     // Typed-array copies built directly: this runs for every sequence of every step.
-    const tokens = new Int32Array(n);
+    const tokens = new Int32Array(n + guesses.length);
     for (let i = 0; i < n; i++) tokens[i] = seq.tokens[start + i]!;
+    tokens.set(guesses, n);
     const plan: SequencePlan = {
       seqId: seq.id,
       tokens,
@@ -611,7 +654,70 @@ export class Scheduler {
     }
     if (seq.params.returnPromptLogits && start < seq.promptLength) plan.returnAllLogits = true;
     if (sample && seq.params.logprobs !== undefined) plan.returnLogits = true;
+    if (guesses.length > 0) {
+      plan.numDraft = guesses.length;
+      if (plan.recentTokens) plan.penaltyWindow = seq.params.penaltyWindow;
+    }
     return plan;
+  }
+
+  /**
+   * Speculative decoding: in a step where every sequence decodes, each adds the guesses its
+   * prompt lookup gives, while the step stays within speculation.stepTokens (a few tokens more
+   * cost a CPU step little: it reads each weight once either way) and its token budget. Guesses
+   * never take blocks from other sequences.
+   */
+  private addDrafts(draft: StepDraft): void {
+    const { maxDraft, stepTokens } = this.config.speculation;
+    if (maxDraft === 0 || draft.plans.some((p) => p.tokens.length !== 1 || !p.sample)) return;
+    let total = draft.plans.length;
+    for (let i = 0; i < draft.plans.length && total < stepTokens && draft.budget > 0; i++) {
+      const seq = this.live.get(draft.plans[i]!.seqId)!;
+      const room = Math.min(this.draftRoom(seq), stepTokens - total, draft.budget);
+      if (room <= 0) continue;
+      seq.drafter ??= new NgramIndex();
+      const guesses = seq.drafter.propose(seq.tokens, room);
+      if (guesses.length === 0 || !this.kv.grow(seq, seq.numComputed + 1 + guesses.length)) continue;
+      draft.plans[i] = this.planFor(seq, 1, guesses);
+      total += guesses.length;
+      draft.budget -= guesses.length;
+    }
+  }
+
+  /**
+   * Guesses seq may take this step: its limit (maxDraft at first, one more after a step that
+   * accepted all, one fewer after one that accepted none; at 0 it rests for
+   * DRAFT_RETRY_TOKENS tokens, then tries one), within maxTokens and the context. None for
+   * draws a guess cannot be verified for: a constraint's mask, logprobs, prompt logits.
+   */
+  private draftRoom(seq: Sequence): number {
+    const p = seq.params;
+    if (p.constraint || p.logprobs !== undefined || p.returnPromptLogits) return 0;
+    if (seq.draftLimit === undefined) seq.draftLimit = this.config.speculation.maxDraft;
+    if (seq.draftLimit === 0 && seq.numGenerated - seq.draftPausedAt >= DRAFT_RETRY_TOKENS) seq.draftLimit = 1;
+    return Math.min(seq.draftLimit, p.maxTokens - seq.numGenerated - 1, this.config.contextSize - seq.tokens.length - 1);
+  }
+
+  /** Counts a verified step's guesses and moves seq's limit (see draftRoom). */
+  private countDrafts(seq: Sequence, guessed: number, accepted: number): void {
+    seq.metrics.numDrafted += guessed;
+    seq.metrics.numAccepted += accepted;
+    this.counters.numDraftTokens += guessed;
+    this.counters.numAcceptedDrafts += accepted;
+    const limit = seq.draftLimit ?? this.config.speculation.maxDraft;
+    if (accepted === guessed) seq.draftLimit = Math.min(this.config.speculation.maxDraft, limit + 1);
+    else if (accepted === 0) seq.draftLimit = Math.max(0, limit - 1);
+    if (seq.draftLimit === 0) seq.draftPausedAt = seq.numGenerated;
+  }
+
+  /** A draft step's draws (accepted guesses, then the next draw), or undefined when the result does not fit its plan. */
+  private verifiedDraws(entry: SequencePlan, r: SequenceResult): number[] | undefined {
+    const numDraft = entry.numDraft ?? 0;
+    const t = r.tokens;
+    if (!t || t.length < 1 || t.length > numDraft + 1 || t[t.length - 1] !== r.token) return undefined;
+    const first = entry.tokens.length - numDraft;
+    for (let i = 0; i + 1 < t.length; i++) if (t[i] !== entry.tokens[first + i]) return undefined;
+    return Array.from(t);
   }
 
   /** The part of a chunk's logits not delivered before (a recompute after preemption repeats positions). */

@@ -2,6 +2,7 @@
 // of them are in the KV cache, its block table and tier, and why it stopped.
 import type { KvTier, SamplingParams } from '../native/step-plan.js';
 import type { KvOwner } from './kv-blocks.js';
+import type { NgramIndex } from './ngram-draft.js';
 
 /** Why a generation ended. */
 export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'aborted';
@@ -53,6 +54,9 @@ export interface SequenceMetrics {
   numMoves: number;
   /** Steps it was part of. */
   numSteps: number;
+  /** Speculative decoding: draft tokens verified, and how many of them were accepted. */
+  numDrafted: number;
+  numAccepted: number;
 }
 
 export class Sequence implements KvOwner {
@@ -78,13 +82,18 @@ export class Sequence implements KvOwner {
   paused = false;
   stopReason: StopReason | undefined;
   readonly metrics: SequenceMetrics;
+  /** Speculative decoding: the index its drafts are looked up in, and how many it may take per step (see Scheduler). */
+  drafter: NgramIndex | undefined;
+  draftLimit: number | undefined;
+  /** Tokens generated when drafting was last turned off for lack of hits. */
+  draftPausedAt = 0;
 
   constructor(id: number, prompt: readonly number[], params: SequenceParams, queuedMs = 0) {
     this.id = id;
     this.tokens = [...prompt];
     this.promptLength = prompt.length;
     this.params = params;
-    this.metrics = { queuedMs, numCachedTokens: 0, numPreemptions: 0, numMoves: 0, numSteps: 0 };
+    this.metrics = { queuedMs, numCachedTokens: 0, numPreemptions: 0, numMoves: 0, numSteps: 0, numDrafted: 0, numAccepted: 0 };
   }
 
   /** Times the sequence lost its KV to make room for others and was recomputed. */

@@ -58,6 +58,16 @@ export interface SequencePlan {
   returnLogits?: boolean;
   /** Under 'pipeline', the sub-batch this sequence runs in (the executor splits when absent). */
   subBatch?: 0 | 1;
+  /**
+   * Speculative decoding: the last numDraft tokens are guesses (drafts) to verify. The rows of
+   * the token before them and of each guess are drawn in order, each as a step that had taken
+   * the guesses before it would have drawn it (same position and penalty window), while the
+   * draws equal the guesses; SequenceResult.tokens says how far they got. Needs `sample`; not
+   * with returned logits or an `allowed` mask.
+   */
+  numDraft?: number;
+  /** With drafts and recentTokens: the penalty window recentTokens was cut to (a draft row's penalties see the last this many tokens). */
+  penaltyWindow?: number;
 }
 
 /** Copies whole KV blocks between tiers (swap out/in) or within one (copy on write). */
@@ -83,6 +93,8 @@ export interface SequenceResult {
   logits?: Float32Array;
   /** Logits of every processed token (tokens.length × n_vocab) when asked for. */
   allLogits?: Float32Array;
+  /** With drafts: the guesses accepted, then the token drawn after them (`token` is the last). */
+  tokens?: Int32Array;
 }
 
 export interface StepResult {

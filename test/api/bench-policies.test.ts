@@ -28,7 +28,7 @@ t.test('device flags become tandem load options; bad ones are usage errors', asy
   t.same(tandemOptionsFromFlags({ 'sliding-kv': 'full' }), { slidingKv: 'full' }, '--sliding-kv');
   t.throws(() => tandemOptionsFromFlags({ 'sliding-kv': 'ring' }), { code: 'TDM_BAD_ARGUMENT', message: /--sliding-kv: unknown 'ring'/ });
   const names = systemRegistry().map((s) => s.name);
-  t.same(names, ['tandem', 'llama.cpp', 'tandem:gpu-only', 'tandem:pipeline', 'tandem:overlap', 'tandem:auto']);
+  t.same(names, ['tandem', 'llama.cpp', 'tandem:draft', 'tandem:gpu-only', 'tandem:pipeline', 'tandem:overlap', 'tandem:auto']);
   t.same(systemsByName(['tandem:auto', 'tandem:gpu-only']).map((s) => s.name), ['tandem:auto', 'tandem:gpu-only']);
 });
 

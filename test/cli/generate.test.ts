@@ -79,4 +79,7 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   const ref = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--cpu-kernels', 'ref', 'Once upon a time']);
   t.ok(CONTINUATION.startsWith(ref.stdout.trimEnd()) && ref.stdout.length > 30, `--cpu-kernels ref gives the same text: ${JSON.stringify(ref.stdout)}`);
   await t.rejects(run(['-m', STORIES, '--cpu-kernels', 'neon', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /cpuKernels/ }, '--cpu-kernels reaches loadModel');
+  const drafted = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--draft', '3', 'Once upon a time']);
+  t.equal(drafted.stdout, ref.stdout, '--draft: the same text');
+  await t.rejects(run(['-m', STORIES, '--draft', '99', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /draftTokens/ }, '--draft reaches loadModel');
 });

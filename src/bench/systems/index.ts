@@ -26,10 +26,15 @@ export function systemRegistry(tandem: TandemExtraOptions = {}): BenchSystem[] {
   return [
     tandemSystem('tandem', 'tandem with its default policy (auto with a device, else the CPU path)', tandem),
     llamaCppSystem(),
+    tandemSystem('tandem:draft', `tandem with speculative decoding: up to ${BENCH_DRAFT_TOKENS} tokens a step guessed by prompt lookup and verified (the same tokens; CPU path only)`,
+      { ...tandem, draftTokens: BENCH_DRAFT_TOKENS }),
     // GPU-only is what the hybrid policies must beat: the baseline of a policy comparison (ratios are against the first baseline given).
     ...POLICY_NAMES.map((p) => tandemSystem(`tandem:${p}`, `tandem, policy ${p}: ${POLICY_ABOUT[p]}`, { ...tandem, policy: p }, p === 'gpu-only')),
   ];
 }
+
+/** draftTokens of the tandem:draft entry. */
+const BENCH_DRAFT_TOKENS = 3;
 
 export const SYSTEMS: readonly BenchSystem[] = systemRegistry();
 

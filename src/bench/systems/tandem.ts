@@ -31,6 +31,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         cpuKernels: info.cpuKernels,
         kvBlockTokens: info.kvBlockTokens,
         kvType: info.kvType,
+        ...(info.draftTokens > 0 ? { draftTokens: info.draftTokens } : {}),
         kvSlidingWindow: info.kvSlidingWindow,
         numKvBlocks: info.numKvBlocks,
         kvBlocksDevice: info.kvBlocks.device,
@@ -60,6 +61,7 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         counters: () => {
           const st = model.stats;
           const c: Record<string, number> = { steps: st.numSteps, moves: st.numMoves, preemptions: st.numPreemptions };
+          if (info.draftTokens > 0) Object.assign(c, { draftTokens: st.numDraftTokens, acceptedDrafts: st.numAcceptedDrafts });
           if (st.policy) {
             for (const [strategy, n] of Object.entries(st.policy.strategies)) if (n > 0) c[`steps.${strategy}`] = n;
             c.deferrals = st.policy.deferrals;

@@ -15,6 +15,7 @@ export const SHARED_OPTIONS = {
   'cpu-kernels': { type: 'string' },
   'ctx-size': { type: 'string', short: 'c' },
   'kv-type': { type: 'string' },
+  draft: { type: 'string' },
   device: { type: 'string' },
   policy: { type: 'string' },
   'device-weight-mib': { type: 'string' },
@@ -42,6 +43,9 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
   -c, --ctx-size N          tokens of context per sequence (default: the model's, at most 4096)
       --kv-type T           KV cache: f16 (default) or q8_0 (47% less memory; CPU only, as
                             llama.cpp's -ctk q8_0 -ctv q8_0)
+      --draft N             speculative decoding: up to N tokens a step guessed from the prompt
+                            and reply (prompt lookup) and verified; the same tokens, fewer steps
+                            when the reply repeats what came before (default 0 = off; CPU only)
       --device D            none (default), auto (a usable GPU, else none), gpu, or cpu-standin
                             (a second CPU backend posing as a GPU: for testing, never GPU numbers)
       --policy P            with a device: auto (default), gpu-only, pipeline or overlap
@@ -108,6 +112,8 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   const threads = toNumber('threads', values.threads);
   const contextSize = toNumber('ctx-size', values['ctx-size']);
   const deviceWeightMib = toNumber('device-weight-mib', values['device-weight-mib']);
+  const draft = toNumber('draft', values.draft);
+  if (draft !== undefined) options.draftTokens = draft;
   if (threads !== undefined) options.threads = threads;
   if (contextSize !== undefined) options.contextSize = contextSize;
   // Device, policy and kernel names are checked by loadModel, with its messages.
