@@ -278,7 +278,7 @@ void quantize_row_q8_K_avx512(const float* src, void* dst, int64_t n) {
 // In llama.cpp's lane order (lanes_sum): vector c of a block is lane c, its offset comes from
 // the activation's lane plane.
 struct KQ8_0 {
-  static constexpr int kMaxT = 2;
+  static constexpr int kMaxT = 3;
   template <int T>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
