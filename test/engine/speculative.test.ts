@@ -234,3 +234,17 @@ t.test('a bad speculation config is refused', async (t) => {
   t.throws(() => new Scheduler(config({ speculation: { maxDraft: -1, stepTokens: 4 } })), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => new Scheduler(config({ speculation: { maxDraft: 2, stepTokens: 0 } })), { code: 'TDM_BAD_ARGUMENT' });
 });
+
+t.test('with sliding-window tables, guesses grow both tables and leave the window consistent', async (t) => {
+  const prompts = [[10, 11, 12, 13, 14, 10, 11], [20, 21, 22, 23, 20, 21]];
+  const next = cycle(5);
+  const cfg = { numBlocks: { device: 0, host: 64 }, slidingWindow: 6 };
+  const plain = run(config(cfg), prompts, { maxTokens: 60 }, next);
+  const spec = run(config({ ...cfg, speculation: { maxDraft: 3, stepTokens: 8 } }), prompts, { maxTokens: 60 }, next);
+  t.same(spec.tokens, plain.tokens);
+  t.ok(spec.scheduler.counters.numAcceptedDrafts > 0, `accepted ${spec.scheduler.counters.numAcceptedDrafts}`);
+  for (const s of spec.plans.flatMap((p) => p.sequences).filter((q) => (q.numDraft ?? 0) > 0)) {
+    t.equal(s.slidingBlockTable?.length, s.blockTable.length, 'the sliding table covers the guesses too');
+  }
+  t.equal(spec.scheduler.kv.numFree, 64, 'every block comes back');
+});
