@@ -4,18 +4,19 @@
 // yields k + 1 tokens); both are timed, and the second must give the same tokens.
 //
 //   node bench/speculative/ceiling.mjs --model FILE [--threads 1] [--tokens 64] [--draft 1,2,3] [--rounds 3]
+//                                      [--cpu-kernels avx2]
 //
 // Needs a build (dist/). Prompt lookup reaches this only where its guesses are all right.
 import { native } from '../../dist/native/binding.js';
 import { GgufFile } from '../../dist/model/gguf.js';
 import { describeModel } from '../../dist/model/describe.js';
 
-const opt = { model: '', threads: '1', tokens: '64', draft: '1,2,3', rounds: '3' };
+const opt = { model: '', threads: '1', tokens: '64', draft: '1,2,3', rounds: '3', 'cpu-kernels': 'auto' };
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i++) {
   const key = args[i].replace(/^--/, '');
   if (!(key in opt) || i + 1 >= args.length) {
-    console.error('usage: ceiling.mjs --model FILE [--threads N] [--tokens N] [--draft LIST] [--rounds N]');
+    console.error('usage: ceiling.mjs --model FILE [--threads N] [--tokens N] [--draft LIST] [--rounds N] [--cpu-kernels K]');
     process.exit(2);
   }
   opt[key] = args[++i];
@@ -27,7 +28,8 @@ const BLOCK = 16;
 const n = Number(opt.tokens);
 const prompt = Array.from({ length: 16 }, (_, i) => 100 + 37 * i);
 const blocks = Math.ceil((prompt.length + n + 16) / BLOCK);
-const m = await native().loadModel(opt.model, { hparams: hp, threads: Number(opt.threads), kvBlockTokens: BLOCK, kvBlocks: { device: 0, host: blocks } });
+const m = await native().loadModel(opt.model, { hparams: hp, threads: Number(opt.threads), kvBlockTokens: BLOCK, kvBlocks: { device: 0, host: blocks },
+  ...(opt['cpu-kernels'] !== 'auto' ? { cpuVariant: opt['cpu-kernels'] } : {}) });
 const table = Int32Array.from({ length: blocks }, (_, i) => i);
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const step = (tokens, startPos, numDraft) => m.step({
@@ -61,7 +63,7 @@ for (let r = 0; r < Number(opt.rounds); r++) {
 m.dispose();
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const plain = median(speeds.get(0));
-console.log(`model ${opt.model.split('/').pop()}, ${opt.threads} threads, ${n} greedy tokens, ${opt.rounds} rounds (medians)`);
+console.log(`model ${opt.model.split('/').pop()}, ${opt.threads} threads, ${opt['cpu-kernels']} kernels, ${n} greedy tokens, ${opt.rounds} rounds (medians)`);
 console.log(`one-token steps: ${plain.toFixed(1)} tok/s`);
 for (const k of drafts) console.log(`${k} right guesses a step: ${median(speeds.get(k)).toFixed(1)} tok/s (${(median(speeds.get(k)) / plain).toFixed(2)}x)`);
 console.log(`same tokens: ${same}`);

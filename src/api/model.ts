@@ -59,11 +59,16 @@ const SCHEMAS_KEPT = 16;
 /** Guesses per sequence and step at most (draftTokens). */
 const MAX_DRAFT_TOKENS = 16;
 /**
- * Tokens a step may hold with its guesses: a CPU step reads each weight once for all of them,
- * so a few more tokens cost it little (AVX-512 here, tinyllama Q4_K_M: 4 tokens 1.1-1.3x the
- * time of 1, 8 tokens 1.9-2.3x; bench/results/2026-11-28-epyc-2vcpu/speculative).
+ * Tokens a step may hold with its guesses, by CPU kernel set. A step reads each weight once for
+ * all of its tokens, so with the AVX-512 kernels a few more cost little (tinyllama Q4_K_M: 4
+ * tokens 1.1-1.4x the time of 1). The AVX2 kernels are bound by their own instructions from two
+ * tokens on (2 tokens 1.1-1.6x, 4 tokens 2.2-2.7x; every guess right gave 1.27x at one guess a
+ * step, 1.49x at three), so there a step takes one guess, which pays back sooner when it misses.
+ * bench/results/2026-11-28-epyc-2vcpu/small-batch and speculative.
  */
-const DRAFT_STEP_TOKENS = 4;
+function draftStepTokens(kernels: string): number {
+  return kernels === 'avx512' ? 4 : 2;
+}
 
 const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
@@ -325,7 +330,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     prefixCaching: options.prefixCaching ?? true,
     preemption: options.preemption ?? PreemptionMode.Swap,
     slidingWindow: kv.slidingWindow,
-    speculation: { maxDraft: draftTokens, stepTokens: DRAFT_STEP_TOKENS },
+    speculation: { maxDraft: draftTokens, stepTokens: draftStepTokens(cpuKernels) },
   };
   // Checked before any memory is committed.
   checkSchedulerConfig(schedulerConfig);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadModel, type GenerateOptions, type Model } from '../../src/api/index.js';
 import { makeModel } from '../../src/model/synthetic.js';
+import { native } from '../../src/native/binding.js';
 import { modelPath } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
@@ -117,4 +118,25 @@ t.test('a sliding-window model (gpt-oss) gives the same tokens with guesses', as
     accepted += y.metrics?.acceptedDrafts ?? 0;
   }
   t.ok(accepted > 0, `guesses were accepted (${accepted}): the run crossed the window with guesses`);
+});
+
+const SIMD_KERNELS = (['avx512', 'avx2'] as const).filter((k) => native().backendOps.ids().includes(`cpu:${k}`));
+
+t.test('a step holds 4 tokens with guesses on the AVX-512 kernels, 2 on the others', { skip: SIMD_KERNELS.length === 0 && 'neither AVX-512 nor AVX2 kernels on this processor' }, async (t) => {
+  const kernels = SIMD_KERNELS;
+  const prompt = PROMPTS[0]!;
+  const want = await reply(plainModel, prompt, { maxTokens: 48, temperature: 0 });
+  for (const cpuKernels of kernels) {
+    const m = await loadModel(STORIES, { threads: 1, contextSize: 256, maxSequences: 4, draftTokens: 3, cpuKernels });
+    let most = 0;
+    const off = m.onStep((s) => {
+      if (s.step > 1) most = Math.max(most, s.tokens);
+    });
+    const got = await reply(m, prompt, { maxTokens: 48, temperature: 0 });
+    off();
+    m.dispose();
+    t.same(got.tokens, want.tokens, `${cpuKernels}: the same tokens`);
+    t.ok(most > 1, `${cpuKernels}: some step held guesses (${most} tokens)`);
+    t.ok(most <= (cpuKernels === 'avx512' ? 4 : 2), `${cpuKernels}: at most ${cpuKernels === 'avx512' ? 4 : 2} tokens a step (${most})`);
+  }
 });
