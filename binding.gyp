@@ -7,7 +7,10 @@
     "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     "cflags!": ["-fno-exceptions"],
     "include_dirs": ["native", "<!(node -p \"require('node-addon-api').include_dir\")"],
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a promise settled while a worker thread's
+    # environment shuts down (worker.terminate() during a step) would otherwise throw out of
+    # node-addon-api's callback and abort the whole process.
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "xcode_settings": {"GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17"},
     "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1}}
   },
