@@ -85,7 +85,7 @@ struct TileTable<K, 0, kStream> {
 // inside: each group's first tile streams it from memory, prefetching ahead, and the later
 // tiles find it in L1/L2. With token tiles outside, every tile would stream every group from
 // memory, and the larger tiles, which do not prefetch, wait on it (tinyllama Q4_K_M, a step of
-// 3 tokens took 1.8-2.0x the time of one before this).
+// 3 tokens took 1.7-2.1x the time of one before this).
 constexpr int64_t kGroupOuterTokens = 16;
 
 // Past that, token tiles outside, groups inside: a tile's activations stay in L1 while the

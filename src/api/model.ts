@@ -66,7 +66,7 @@ const MAX_DRAFT_TOKENS = 16;
  * step, 1.49x at three), so there a step takes one guess, which pays back sooner when it misses.
  * bench/results/2026-11-28-epyc-2vcpu/small-batch and speculative.
  */
-function draftStepTokens(kernels: string): number {
+function draftStepTokens(kernels: ModelInfo['cpuKernels']): number {
   return kernels === 'avx512' ? 4 : 2;
 }
 
