@@ -30,8 +30,8 @@ constexpr Table make_table() {
   set(GgmlType::Q5_1, "q5_1", 32, 24, true);
   set(GgmlType::Q8_0, "q8_0", 32, 34, true);
   set(GgmlType::Q8_1, "q8_1", 32, 36, true);
-  set(GgmlType::Q2_K, "q2_K", 256, 84, false);
-  set(GgmlType::Q3_K, "q3_K", 256, 110, false);
+  set(GgmlType::Q2_K, "q2_K", 256, 84, true);
+  set(GgmlType::Q3_K, "q3_K", 256, 110, true);
   set(GgmlType::Q4_K, "q4_K", 256, 144, true);
   set(GgmlType::Q5_K, "q5_K", 256, 176, true);
   set(GgmlType::Q6_K, "q6_K", 256, 210, true);
@@ -40,10 +40,10 @@ constexpr Table make_table() {
   set(GgmlType::IQ2_XS, "iq2_xs", 256, 74, false);
   set(GgmlType::IQ3_XXS, "iq3_xxs", 256, 98, false);
   set(GgmlType::IQ1_S, "iq1_s", 256, 50, false);
-  set(GgmlType::IQ4_NL, "iq4_nl", 32, 18, false);
+  set(GgmlType::IQ4_NL, "iq4_nl", 32, 18, true);
   set(GgmlType::IQ3_S, "iq3_s", 256, 110, false);
   set(GgmlType::IQ2_S, "iq2_s", 256, 82, false);
-  set(GgmlType::IQ4_XS, "iq4_xs", 256, 136, false);
+  set(GgmlType::IQ4_XS, "iq4_xs", 256, 136, true);
   set(GgmlType::I8, "i8", 1, 1, false);
   set(GgmlType::I16, "i16", 1, 2, false);
   set(GgmlType::I32, "i32", 1, 4, false);

@@ -63,6 +63,10 @@ Kernels make_ref() {
   set(GgmlType::Q6_K, vec_dot_q6_K_q8_K_ref, quantize_row_q6_K_ref, dequantize_row_q6_K_ref);
   set(GgmlType::Q8_K, vec_dot_q8_K_q8_K_ref, quantize_row_q8_K_ref, dequantize_row_q8_K_ref);
   set(GgmlType::MXFP4, vec_dot_mxfp4_q8_0_ref, quantize_row_mxfp4_ref, dequantize_row_mxfp4_ref);
+  set(GgmlType::Q2_K, vec_dot_q2_K_q8_K_ref, quantize_row_q2_K_ref, dequantize_row_q2_K_ref);
+  set(GgmlType::Q3_K, vec_dot_q3_K_q8_K_ref, quantize_row_q3_K_ref, dequantize_row_q3_K_ref);
+  set(GgmlType::IQ4_NL, vec_dot_iq4_nl_q8_0_ref, quantize_row_iq4_nl_ref, dequantize_row_iq4_nl_ref);
+  set(GgmlType::IQ4_XS, vec_dot_iq4_xs_q8_K_ref, quantize_row_iq4_xs_ref, dequantize_row_iq4_xs_ref);
   k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
   return k;

@@ -98,12 +98,61 @@ struct BlockMXFP4 {
   uint8_t qs[kQK / 2];
 };
 
+// Q2_K: 16 groups of 16, x = d * (sc_g & 15) * q - dmin * (sc_g >> 4), q in 0..3. Element
+// 128h + 32j + l (h < 2, j < 4, l < 32) is bits 2j..2j+1 of qs[32h + l]; its group is e / 16.
+struct BlockQ2_K {
+  uint8_t scales[kQK_K / 16];
+  uint8_t qs[kQK_K / 4];
+  uint16_t d;
+  uint16_t dmin;
+};
+// Q3_K: 16 groups of 16 with signed 6-bit scales (unpack_scale_q3_K), x = d * s_g * (q - 4),
+// q in 0..7. The low two bits sit as Q2_K's; the third is bit 4h + j of hmask[l].
+struct BlockQ3_K {
+  uint8_t hmask[kQK_K / 8];
+  uint8_t qs[kQK_K / 4];
+  uint8_t scales[12];
+  uint16_t d;
+};
+// IQ4_NL: x = d * kIq4nlValues[q], q a 4-bit code; nibbles as Q4_0.
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+// IQ4_XS: 8 sub-blocks of 32, x = d * (ls_j - 32) * kIq4nlValues[q]; ls_j's low 4 bits are
+// nibble j % 2 of scales_l[j / 2], its top 2 bits bits 2j..2j+1 of scales_h. Sub-block j's
+// codes are qs[16j..16j+15], nibbles as Q4_0.
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[kQK_K / 64];
+  uint8_t qs[kQK_K / 2];
+};
+
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "q4 block size");
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "q5 block size");
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36, "q8 block size");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176, "q4_K/q5_K block size");
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292, "q6_K/q8_K block size");
 static_assert(sizeof(BlockMXFP4) == 17, "mxfp4 block size");
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "q2_K/q3_K block size");
+static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136, "iq4 block size");
+
+// IQ4_NL/IQ4_XS levels: a non-uniform 4-bit grid (ggml's kvalues_iq4nl).
+constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// Q3_K group g's (0..15) scale, as stored plus 32: low 4 bits from nibble g / 8 of byte g % 8,
+// top 2 bits from bits 2(g / 4) of byte 8 + g % 4.
+inline int unpack_scale_q3_K(int g, const uint8_t* scales) {
+  const int low = (scales[g % 8] >> (4 * (g / 8))) & 0x0F;
+  const int high = (scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// IQ4_XS sub-block j's (0..7) scale, as stored plus 32.
+inline int unpack_scale_iq4_xs(int j, const uint8_t* scales_l, uint16_t scales_h) {
+  return (((scales_l[j / 2] >> (4 * (j % 2))) & 0x0F) | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
 
 constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -132,7 +181,8 @@ inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* sc, uint8
 // ---- Type-generic entry points.
 
 // The activation type a weight type's dot product takes (llama.cpp's vec_dot_type):
-// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0/MXFP4->Q8_0, Q4_1/Q5_1->Q8_1, K types->Q8_K,
+// F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0/MXFP4/IQ4_NL->Q8_0, Q4_1/Q5_1->Q8_1, K types and
+// IQ4_XS->Q8_K,
 // Q8_1->Q8_1, Q8_K->Q8_K. Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot compute with.
 GgmlType vec_dot_type(GgmlType weight_type);
 
@@ -160,11 +210,15 @@ void quantize_row_q5_0_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q5_1_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q8_0_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q8_1_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q2_K_ref(const float* src, void* dst, int64_t n);
+void quantize_row_q3_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q4_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q5_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q6_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_q8_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_mxfp4_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq4_nl_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq4_xs_ref(const float* src, void* dst, int64_t n);
 
 void dequantize_row_q4_0_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_1_ref(const void* src, float* dst, int64_t n);
@@ -172,11 +226,15 @@ void dequantize_row_q5_0_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q5_1_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q8_0_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q8_1_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q2_K_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_q3_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q5_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q6_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q8_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_mxfp4_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq4_nl_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq4_xs_ref(const void* src, float* dst, int64_t n);
 
 float vec_dot_f32_ref(const void* w, const void* a, int64_t n);
 float vec_dot_f16_ref(const void* w, const void* a, int64_t n);
@@ -187,11 +245,15 @@ float vec_dot_q5_0_q8_0_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q5_1_q8_1_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q8_0_q8_0_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q8_1_q8_1_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q2_K_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_q3_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q4_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q5_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q6_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_q8_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_mxfp4_q8_0_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq4_nl_q8_0_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq4_xs_q8_K_ref(const void* w, const void* a, int64_t n);
 
 // fp16 / bf16 scalar conversions (round to nearest even, as ggml does). fp16: values
 // that round past 65504 become infinity; NaN becomes a quiet NaN of the same sign.

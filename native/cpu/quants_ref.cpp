@@ -4,6 +4,7 @@
 // that the bytes match llama.cpp's; dequantizers match its arithmetic exactly.
 #include "cpu/quants.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -1039,6 +1040,420 @@ float vec_dot_mxfp4_q8_0_ref(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
+// ---- Q2_K, Q3_K, IQ4_NL, IQ4_XS (llama.cpp's Q2_K/Q3_K_* and IQ4_* files)
+
+namespace {
+
+// Fits x ~ scale * L - min_out (L in 0..nmax, min_out >= 0) for one Q2_K group, minimising the
+// weighted absolute error: ggml's make_qkx2_quants with use_mad, in its float order.
+float fit_scale_min_mad(int n, int nmax, const float* x, const float* w, uint8_t* L, float* min_out, float rmin,
+                        float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = w[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; i++) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; i++) L[i] = 0;
+    *min_out = -min;
+    return 0.0f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; i++) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = uint8_t(std::max(0, std::min(nmax, l)));
+    best_error += w[i] * std::fabs(scale * L[i] + min - x[i]);
+  }
+  uint8_t trial[32];
+  for (int step = 0; step <= nstep; step++) {
+    iscale = (rmin + rdelta * step + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; i++) {
+      const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+      trial[i] = uint8_t(l);
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(D > 0)) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    if (this_min > 0) {
+      this_min = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float err = 0;
+    for (int i = 0; i < n; i++) err += w[i] * std::fabs(this_scale * trial[i] + this_min - x[i]);
+    if (err < best_error) {
+      std::memcpy(L, trial, size_t(n));
+      best_error = err;
+      scale = this_scale;
+      min = this_min;
+    }
+  }
+  *min_out = -min;
+  return scale;
+}
+
+// Fits x ~ scale * l (l in -nmax..nmax-1) for one Q3_K group with weights x^2: start from the
+// scale that maps the largest-magnitude element to -nmax, then move single levels while the
+// fit improves (ggml's make_q3_quants with do_rmse). Writes L = l + nmax (0 for an all-zero group).
+float fit_scale_q3(int n, int nmax, const float* x, int8_t* L) {
+  const int at = argmax_abs(x, n);
+  const float max = x[at];
+  if (std::fabs(max) < 1e-15f) {
+    for (int i = 0; i < n; i++) L[i] = 0;
+    return 0.0f;
+  }
+  const float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; i++) {
+    const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+    L[i] = int8_t(l);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  for (int round = 0; round < 5; round++) {
+    int changed = 0;
+    for (int i = 0; i < n; i++) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * L[i];
+      if (!(slx > 0)) continue;
+      float sl2 = suml2 - w * L[i] * L[i];
+      const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(x[i] * sl2 / slx)));
+      if (l == L[i]) continue;
+      slx += w * x[i] * l;
+      sl2 += w * l * l;
+      if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+        L[i] = int8_t(l);
+        sumlx = slx;
+        suml2 = sl2;
+        ++changed;
+      }
+    }
+    if (!changed) break;
+  }
+  for (int i = 0; i < n; i++) L[i] = int8_t(L[i] + nmax);
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+// Q2_K and Q3_K store 2-bit planes alike: element 128h + 32j + l in bits 2j of qs[32h + l].
+void pack_2bit_planes(const uint8_t* L, uint8_t* qs) {
+  for (int h = 0; h < 2; h++)
+    for (int l = 0; l < 32; l++) {
+      const uint8_t* Lh = L + 128 * h + l;
+      qs[32 * h + l] = uint8_t(Lh[0] | (Lh[32] << 2) | (Lh[64] << 4) | (Lh[96] << 6));
+    }
+}
+inline int level_2bit(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
+inline bool q3_high_bit(const uint8_t* hmask, int e) { return (hmask[e % 32] >> (e / 32)) & 1; }
+
+// Index of the IQ4_NL level nearest x (the lower of two equally near), as ggml's best_index_int8.
+int nearest_iq4nl(float x) {
+  const int8_t* v = kIq4nlValues;
+  if (x <= v[0]) return 0;
+  if (x >= v[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (x < v[mid]) hi = mid;
+    else lo = mid;
+  }
+  return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+}
+
+// One 32-element IQ4 block's scale, with weights x^2: the scale mapping the largest-magnitude
+// element to the grid's end, then 15 nearby inverse scales, keeping the best weighted
+// least-squares fit (ggml's quantize_row_iq4_nl_impl without an importance matrix, ntry 7, as
+// its quantize_iq4_nl/iq4_xs and llama-quantize run it). Writes L; 0 for an all-zero block.
+float fit_scale_iq4(const float* x, uint8_t* L) {
+  constexpr int kTries = 7;
+  const int at = argmax_abs(x, 32);
+  const float max = x[at];
+  if (std::fabs(max) < 1e-15f) return 0.0f;
+  float d = -max / kIq4nlValues[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; j++) {
+    const int l = nearest_iq4nl(id * x[j]);
+    L[j] = uint8_t(l);
+    const float q = kIq4nlValues[l], w = x[j] * x[j];
+    sumqx += w * q * x[j];
+    sumq2 += w * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.0f;
+  float best = d * sumqx;
+  for (int t = -kTries; t <= kTries; t++) {
+    id = (t + kIq4nlValues[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; j++) {
+      const float q = kIq4nlValues[nearest_iq4nl(id * x[j])], w = x[j] * x[j];
+      sumqx += w * q * x[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+
+void pack_iq4_nibbles(const uint8_t* L, uint8_t* qs) {
+  for (int j = 0; j < 16; j++) qs[j] = uint8_t(L[j] | (L[16 + j] << 4));
+}
+
+}  // namespace
+
+void quantize_row_q2_K_ref(const float* src, void* dst, int64_t n) {
+  uint8_t L[kQK_K];
+  float w[16], mins[16], scales[16];
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const float* x = src + i * kQK_K;
+    BlockQ2_K b;
+    std::memset(&b, 0, sizeof b);
+    float max_scale = 0, max_min = 0;
+    for (int g = 0; g < 16; g++) {
+      for (int l = 0; l < 16; l++) w[l] = std::fabs(x[16 * g + l]);
+      scales[g] = fit_scale_min_mad(16, 3, x + 16 * g, w, L + 16 * g, &mins[g], -0.5f, 0.1f, 15);
+      max_scale = std::max(max_scale, scales[g]);
+      max_min = std::max(max_min, mins[g]);
+    }
+    if (max_scale > 0) {
+      const float iscale = 15.0f / max_scale;
+      for (int g = 0; g < 16; g++) b.scales[g] = uint8_t(nearest_int(iscale * scales[g]));
+      b.d = fp32_to_fp16(max_scale / 15.0f);
+    }
+    if (max_min > 0) {
+      const float iscale = 15.0f / max_min;
+      for (int g = 0; g < 16; g++) b.scales[g] = uint8_t(b.scales[g] | (nearest_int(iscale * mins[g]) << 4));
+      b.dmin = fp32_to_fp16(max_min / 15.0f);
+    }
+    // Levels again against the stored scales and mins.
+    for (int g = 0; g < 16; g++) {
+      const float d = fp16_to_fp32(b.d) * (b.scales[g] & 0x0F);
+      if (d == 0.0f) continue;
+      const float dm = fp16_to_fp32(b.dmin) * (b.scales[g] >> 4);
+      for (int l = 0; l < 16; l++) L[16 * g + l] = uint8_t(std::max(0, std::min(3, nearest_int((x[16 * g + l] + dm) / d))));
+    }
+    pack_2bit_planes(L, b.qs);
+    store_block(dst, i, b);
+  }
+}
+
+void quantize_row_q3_K_ref(const float* src, void* dst, int64_t n) {
+  int8_t L[kQK_K];
+  float scales[16];
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const float* x = src + i * kQK_K;
+    BlockQ3_K b;
+    std::memset(&b, 0, sizeof b);
+    float max_scale = 0, amax = 0;
+    for (int g = 0; g < 16; g++) {
+      scales[g] = fit_scale_q3(16, 4, x + 16 * g, L + 16 * g);
+      if (std::fabs(scales[g]) > amax) {
+        amax = std::fabs(scales[g]);
+        max_scale = scales[g];
+      }
+    }
+    if (max_scale != 0.0f) {
+      const float iscale = -32.0f / max_scale;
+      for (int g = 0; g < 16; g++) {
+        const int l = std::max(-32, std::min(31, int(int8_t(nearest_int(iscale * scales[g]))))) + 32;
+        b.scales[g % 8] = uint8_t(b.scales[g % 8] | ((l & 0x0F) << (4 * (g / 8))));
+        b.scales[8 + g % 4] = uint8_t(b.scales[8 + g % 4] | ((l >> 4) << (2 * (g / 4))));
+      }
+      b.d = fp32_to_fp16(1 / iscale);
+    }
+    for (int g = 0; g < 16; g++) {
+      const float d = fp16_to_fp32(b.d) * unpack_scale_q3_K(g, b.scales);
+      if (d == 0.0f) continue;
+      for (int l = 0; l < 16; l++) L[16 * g + l] = int8_t(std::max(-4, std::min(3, nearest_int(x[16 * g + l] / d))) + 4);
+    }
+    uint8_t low[kQK_K];
+    for (int e = 0; e < kQK_K; e++) {
+      if (L[e] > 3) b.hmask[e % 32] = uint8_t(b.hmask[e % 32] | (1 << (e / 32)));
+      low[e] = uint8_t(L[e] & 3);
+    }
+    pack_2bit_planes(low, b.qs);
+    store_block(dst, i, b);
+  }
+}
+
+void quantize_row_iq4_nl_ref(const float* src, void* dst, int64_t n) {
+  uint8_t L[kQK];
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const float* x = src + i * kQK;
+    BlockIQ4_NL b;
+    const float d = fit_scale_iq4(x, L);
+    b.d = fp32_to_fp16(d);
+    const float id = d != 0.0f ? 1 / d : 0.0f;
+    for (int j = 0; j < kQK; j++) L[j] = uint8_t(nearest_iq4nl(id * x[j]));
+    pack_iq4_nibbles(L, b.qs);
+    store_block(dst, i, b);
+  }
+}
+
+void quantize_row_iq4_xs_ref(const float* src, void* dst, int64_t n) {
+  uint8_t L[32];
+  float scales[8];
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const float* x = src + i * kQK_K;
+    BlockIQ4_XS b;
+    std::memset(&b, 0, sizeof b);
+    float max_scale = 0, amax = 0;
+    for (int j = 0; j < 8; j++) {
+      scales[j] = fit_scale_iq4(x + 32 * j, L);
+      if (std::fabs(scales[j]) > amax) {
+        amax = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    // The super-block scale before its fp16 rounding sets the sub-block scales, as in ggml.
+    const float d = -max_scale / 32;
+    b.d = fp32_to_fp16(d);
+    const float id = d != 0.0f ? 1 / d : 0.0f;
+    for (int j = 0; j < 8; j++) {
+      const int l = std::max(-32, std::min(31, nearest_int(id * scales[j])));
+      const float dl = d * l;
+      const float idl = dl != 0.0f ? 1 / dl : 0.0f;
+      for (int e = 0; e < 32; e++) L[e] = uint8_t(nearest_iq4nl(idl * x[32 * j + e]));
+      pack_iq4_nibbles(L, b.qs + 16 * j);
+      b.scales_l[j / 2] = uint8_t(b.scales_l[j / 2] | (((l + 32) & 0x0F) << (4 * (j % 2))));
+      b.scales_h = uint16_t(b.scales_h | (((l + 32) >> 4) << (2 * j)));
+    }
+    store_block(dst, i, b);
+  }
+}
+
+void dequantize_row_q2_K_ref(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto b = load_block<BlockQ2_K>(src, i);
+    const float d = fp16_to_fp32(b.d), dmin = fp16_to_fp32(b.dmin);
+    for (int e = 0; e < kQK_K; e++) {
+      const uint8_t sc = b.scales[e / 16];
+      const float dl = d * (sc & 0x0F), ml = dmin * (sc >> 4);
+      dst[i * kQK_K + e] = dl * level_2bit(b.qs, e) - ml;
+    }
+  }
+}
+
+void dequantize_row_q3_K_ref(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto b = load_block<BlockQ3_K>(src, i);
+    const float d = fp16_to_fp32(b.d);
+    for (int e = 0; e < kQK_K; e++) {
+      const float dl = d * unpack_scale_q3_K(e / 16, b.scales);
+      dst[i * kQK_K + e] = dl * (level_2bit(b.qs, e) - (q3_high_bit(b.hmask, e) ? 0 : 4));
+    }
+  }
+}
+
+void dequantize_row_iq4_nl_ref(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const auto b = load_block<BlockIQ4_NL>(src, i);
+    const float d = fp16_to_fp32(b.d);
+    for (int j = 0; j < kQK / 2; j++) {
+      dst[i * kQK + j] = d * kIq4nlValues[b.qs[j] & 0x0F];
+      dst[i * kQK + j + kQK / 2] = d * kIq4nlValues[b.qs[j] >> 4];
+    }
+  }
+}
+
+void dequantize_row_iq4_xs_ref(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto b = load_block<BlockIQ4_XS>(src, i);
+    const float d = fp16_to_fp32(b.d);
+    for (int j = 0; j < 8; j++) {
+      const float dl = d * unpack_scale_iq4_xs(j, b.scales_l, b.scales_h);
+      float* y = dst + i * kQK_K + 32 * j;
+      for (int l = 0; l < 16; l++) {
+        y[l] = dl * kIq4nlValues[b.qs[16 * j + l] & 0x0F];
+        y[l + 16] = dl * kIq4nlValues[b.qs[16 * j + l] >> 4];
+      }
+    }
+  }
+}
+
+float vec_dot_q2_K_q8_K_ref(const void* w, const void* a, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto x = load_block<BlockQ2_K>(w, i);
+    const auto y = load_block<BlockQ8_K>(a, i);
+    int scaled = 0, mins = 0;
+    for (int g = 0; g < 16; g++) {
+      int isum = 0;
+      for (int l = 0; l < 16; l++) isum += level_2bit(x.qs, 16 * g + l) * y.qs[16 * g + l];
+      scaled += (x.scales[g] & 0x0F) * isum;
+      mins += (x.scales[g] >> 4) * y.bsums[g];
+    }
+    sum += y.d * fp16_to_fp32(x.d) * scaled - y.d * fp16_to_fp32(x.dmin) * mins;
+  }
+  return sum;
+}
+
+float vec_dot_q3_K_q8_K_ref(const void* w, const void* a, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto x = load_block<BlockQ3_K>(w, i);
+    const auto y = load_block<BlockQ8_K>(a, i);
+    int scaled = 0;
+    for (int g = 0; g < 16; g++) {
+      int isum = 0;
+      for (int l = 0; l < 16; l++) {
+        const int e = 16 * g + l;
+        isum += (level_2bit(x.qs, e) - (q3_high_bit(x.hmask, e) ? 0 : 4)) * y.qs[e];
+      }
+      scaled += unpack_scale_q3_K(g, x.scales) * isum;
+    }
+    sum += fp16_to_fp32(x.d) * y.d * scaled;
+  }
+  return sum;
+}
+
+float vec_dot_iq4_nl_q8_0_ref(const void* w, const void* a, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK; i++) {
+    const auto x = load_block<BlockIQ4_NL>(w, i);
+    const auto y = load_block<BlockQ8_0>(a, i);
+    int isum = 0;
+    for (int j = 0; j < kQK / 2; j++) {
+      isum += kIq4nlValues[x.qs[j] & 0x0F] * y.qs[j];
+      isum += kIq4nlValues[x.qs[j] >> 4] * y.qs[j + kQK / 2];
+    }
+    sum += fp16_to_fp32(x.d) * fp16_to_fp32(y.d) * isum;
+  }
+  return sum;
+}
+
+float vec_dot_iq4_xs_q8_K_ref(const void* w, const void* a, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK_K; i++) {
+    const auto x = load_block<BlockIQ4_XS>(w, i);
+    const auto y = load_block<BlockQ8_K>(a, i);
+    int scaled = 0;
+    for (int j = 0; j < 8; j++) {
+      int isum = 0;
+      for (int l = 0; l < 16; l++) {
+        isum += kIq4nlValues[x.qs[16 * j + l] & 0x0F] * y.qs[32 * j + l];
+        isum += kIq4nlValues[x.qs[16 * j + l] >> 4] * y.qs[32 * j + l + 16];
+      }
+      scaled += unpack_scale_iq4_xs(j, x.scales_l, x.scales_h) * isum;
+    }
+    sum += fp16_to_fp32(x.d) * y.d * scaled;
+  }
+  return sum;
+}
+
 // ---- Type-generic entry points
 
 GgmlType vec_dot_type(GgmlType weight_type) {
@@ -1053,13 +1468,17 @@ GgmlType vec_dot_type(GgmlType weight_type) {
     case GgmlType::Q5_0:
     case GgmlType::Q8_0:
     case GgmlType::MXFP4:
+    case GgmlType::IQ4_NL:
       return GgmlType::Q8_0;
     case GgmlType::Q4_1:
     case GgmlType::Q5_1:
       return GgmlType::Q8_1;
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
       return GgmlType::Q8_K;
     default:
       unsupported(traits_of(weight_type), "dot product");
@@ -1102,6 +1521,10 @@ void quantize_row_ref(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::Q6_K: kernel = quantize_row_q6_K_ref; break;
     case GgmlType::Q8_K: kernel = quantize_row_q8_K_ref; break;
     case GgmlType::MXFP4: kernel = quantize_row_mxfp4_ref; break;
+    case GgmlType::Q2_K: kernel = quantize_row_q2_K_ref; break;
+    case GgmlType::Q3_K: kernel = quantize_row_q3_K_ref; break;
+    case GgmlType::IQ4_NL: kernel = quantize_row_iq4_nl_ref; break;
+    case GgmlType::IQ4_XS: kernel = quantize_row_iq4_xs_ref; break;
     default: unsupported(t, "quantization");
   }
   // Block scales are computed from the data: a NaN or infinity would silently poison a
@@ -1146,6 +1569,10 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q6_K: dequantize_row_q6_K_ref(src, dst, n); return;
     case GgmlType::Q8_K: dequantize_row_q8_K_ref(src, dst, n); return;
     case GgmlType::MXFP4: dequantize_row_mxfp4_ref(src, dst, n); return;
+    case GgmlType::Q2_K: dequantize_row_q2_K_ref(src, dst, n); return;
+    case GgmlType::Q3_K: dequantize_row_q3_K_ref(src, dst, n); return;
+    case GgmlType::IQ4_NL: dequantize_row_iq4_nl_ref(src, dst, n); return;
+    case GgmlType::IQ4_XS: dequantize_row_iq4_xs_ref(src, dst, n); return;
     default: unsupported(t, "dequantization");
   }
 }
@@ -1168,6 +1595,10 @@ float vec_dot_ref(GgmlType type, const void* w, const void* a, int64_t n) {
     case GgmlType::Q6_K: return vec_dot_q6_K_q8_K_ref(w, a, n);
     case GgmlType::Q8_K: return vec_dot_q8_K_q8_K_ref(w, a, n);
     case GgmlType::MXFP4: return vec_dot_mxfp4_q8_0_ref(w, a, n);
+    case GgmlType::Q2_K: return vec_dot_q2_K_q8_K_ref(w, a, n);
+    case GgmlType::Q3_K: return vec_dot_q3_K_q8_K_ref(w, a, n);
+    case GgmlType::IQ4_NL: return vec_dot_iq4_nl_q8_0_ref(w, a, n);
+    case GgmlType::IQ4_XS: return vec_dot_iq4_xs_q8_K_ref(w, a, n);
     default: unsupported(t, "dot product");
   }
 }

@@ -7,7 +7,7 @@ import { asTandemError, TandemError } from '../native/errors.js';
 export type QuantType =
   | 'f32' | 'f16' | 'bf16'
   | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1'
-  | 'q4_K' | 'q5_K' | 'q6_K' | 'q8_K' | 'q8_1' | 'mxfp4';
+  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'q8_K' | 'q8_1' | 'mxfp4' | 'iq4_nl' | 'iq4_xs';
 
 /** A type by ggml name (case-insensitive, e.g. 'q4_K' or 'Q4_K') or by GGUF type id. */
 export type QuantTypeRef = QuantType | string | number;

@@ -21,12 +21,13 @@ import {
 } from '../../src/model/quant.js';
 import { repoRoot } from '../helpers.js';
 
-const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1', 'mxfp4'];
+const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1', 'mxfp4', 'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs'];
 
 // Normalised RMS error, sqrt(sum (x - y)^2 / sum x^2), bounds for standard normal data.
 // Measured on this data: f16 2.1e-4, bf16 1.6e-3, q8_0 5.3e-3, q8_K 7.0e-3, q6_K 1.8e-2,
 // q5_K 3.6e-2, q5_1 3.8e-2, q5_0 4.3e-2, q4_K 7.2e-2, q4_1 7.8e-2, q4_0 8.5e-2, mxfp4 1.15e-1
-// (a power-of-two scale and FP4's uneven levels).
+// (a power-of-two scale and FP4's uneven levels), iq4_nl 7.7e-2, iq4_xs 7.7e-2, q3_K 1.5e-1, q2_K
+// 3.0e-1.
 const NRMSE_BOUND: Record<QuantType, number> = {
   f32: 0,
   f16: 3e-4,
@@ -42,6 +43,10 @@ const NRMSE_BOUND: Record<QuantType, number> = {
   q4_1: 1e-1,
   q4_0: 1.05e-1,
   mxfp4: 1.4e-1,
+  iq4_xs: 9e-2,
+  iq4_nl: 9e-2,
+  q3_K: 1.8e-1,
+  q2_K: 3.5e-1,
 };
 
 // A small seeded generator for test inputs.
@@ -108,6 +113,10 @@ t.test('type table: ids, block geometry, activation types', async (t) => {
     ['q8_K', 15, 256, 292, 'q8_K'],
     ['bf16', 30, 1, 2, 'bf16'],
     ['mxfp4', 39, 32, 17, 'q8_0'],
+    ['q2_K', 10, 256, 84, 'q8_K'],
+    ['q3_K', 11, 256, 110, 'q8_K'],
+    ['iq4_nl', 20, 32, 18, 'q8_0'],
+    ['iq4_xs', 23, 256, 136, 'q8_K'],
   ];
   for (const [name, id, blockSize, typeSize, vdt] of expected) {
     t.same(typeInfo(name), { id, name, blockSize, typeSize, computable: true, vecDotType: vdt }, name);
@@ -115,7 +124,7 @@ t.test('type table: ids, block geometry, activation types', async (t) => {
   }
   t.same([...quantTypes()].sort(), [...ALL].sort(), 'quantTypes lists exactly the computable types');
   t.equal(typeInfo('Q4_K').name, 'q4_K', 'names are case-insensitive');
-  t.same(typeInfo('q2_K'), { id: 10, name: 'q2_K', blockSize: 256, typeSize: 84, computable: false, vecDotType: null });
+  t.same(typeInfo('iq2_xxs'), { id: 16, name: 'iq2_xxs', blockSize: 256, typeSize: 66, computable: false, vecDotType: null });
   t.equal(rowBytes('q4_K', 4096), 16 * 144);
   t.equal(rowBytes('q8_0', 64), 68);
 });
@@ -280,7 +289,7 @@ t.test('bad arguments are typed errors', async (t) => {
   t.throws(() => quantize('q8_0', new Float64Array(32) as unknown as Float32Array), bad, 'src must be a Float32Array');
   t.throws(() => quantize('q8_0', Float32Array.from({ length: 32 }, (_, i) => (i === 5 ? NaN : 1))), bad, 'NaN input');
   t.throws(() => quantize('q6_K', Float32Array.from({ length: 256 }, (_, i) => (i === 9 ? -Infinity : 1))), bad, 'infinite input');
-  t.throws(() => quantize('q2_K', new Float32Array(256)), { code: 'TDM_UNSUPPORTED' }, 'known but not computable');
+  t.throws(() => quantize('iq2_xxs', new Float32Array(256)), { code: 'TDM_UNSUPPORTED' }, 'known but not computable');
   t.throws(() => typeInfo('q9_9'), bad);
   t.throws(() => rowBytes('q8_0', 33), bad);
 
@@ -523,7 +532,7 @@ int main(int argc, char** argv) {
   std::mt19937 gen(1234);
   std::normal_distribution<float> normal(0, 1);
   std::uniform_real_distribution<float> unit(0, 1);
-  for (int type : {1, 30, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 39}) {
+  for (int type : {1, 30, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20, 23, 39}) {
     const GgmlTraits* tr = traits(type);
     long q_bad = 0, d_bad = 0, blocks = 0;
     for (int rep = 0; rep < 140; rep++) {
@@ -606,7 +615,7 @@ t.test('quantizer bytes and dequantized values match llama.cpp (node-llama-cpp 3
       t.equal(qBad, '0', `${name}: quantized bytes identical to llama.cpp's`);
       t.equal(dBad, '0', `${name}: dequantized values bit-identical (its bytes and random bytes)`);
     }
-    t.same([...seen].sort(), ['bf16', 'f16', 'mxfp4', 'q4_0', 'q4_1', 'q4_K', 'q5_0', 'q5_1', 'q5_K', 'q6_K', 'q8_0', 'q8_1', 'q8_K']);
+    t.same([...seen].sort(), ['bf16', 'f16', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q2_K', 'q3_K', 'q4_0', 'q4_1', 'q4_K', 'q5_0', 'q5_1', 'q5_K', 'q6_K', 'q8_0', 'q8_1', 'q8_K']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
