@@ -196,6 +196,45 @@ t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
   t.same(count(pure), { q5_1: 16, f32: 5 }, 'a pure type: every quantizable tensor, embeddings and output included');
 });
 
+t.test('the Q3_K_M, Q2_K and IQ4_XS mixes follow llama.cpp', async (t) => {
+  const count = (plan: { type: string }[]) => {
+    const c: Record<string, number> = {};
+    for (const p of plan) c[p.type] = (c[p.type] ?? 0) + 1;
+    return c;
+  };
+  const type = (plan: { name: string; type: string }[], n: string) => plan.find((p) => p.name === n)!.type;
+  // TinyLlama-1.1B (22 layers, 8 query heads per KV head) as llama-quantize's rules type it.
+  const q3 = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'q3_K_M' }));
+  t.same(count(q3), { q3_K: 89, q4_K: 63, q5_K: 3, q6_K: 1, f32: 45 });
+  t.equal(type(q3, 'blk.1.attn_v.weight'), 'q5_K', 'Q3_K_M: the first two attn_v in q5_K');
+  t.equal(type(q3, 'blk.2.attn_v.weight'), 'q4_K');
+  t.equal(type(q3, 'blk.0.ffn_down.weight'), 'q5_K', 'Q3_K_M: ffn_down of the first sixteenth in q5_K');
+  t.equal(type(q3, 'blk.1.ffn_down.weight'), 'q4_K');
+  t.equal(type(q3, 'blk.5.attn_output.weight'), 'q4_K');
+  t.equal(type(q3, 'token_embd.weight'), 'q3_K');
+
+  const q2 = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'q2_K_mix' }));
+  t.same(count(q2), { q2_K: 89, q3_K: 44, q4_K: 22, q6_K: 1, f32: 45 });
+  t.equal(type(q2, 'blk.7.attn_v.weight'), 'q4_K', 'Q2_K: attn_v in q4_K with 4 or more query heads per KV head');
+  const q2mha = planTensors(resolveSpec({ nHead: 4, nHeadKv: 4, type: 'q2_K_mix' }));
+  t.equal(type(q2mha, 'blk.0.attn_v.weight'), 'q3_K', 'Q2_K: attn_v in q3_K without grouped queries');
+
+  const iq4 = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'iq4_xs_mix' }));
+  t.same(count(iq4), { iq4_xs: 131, q5_K: 24, q6_K: 1, f32: 45 });
+  t.equal(type(iq4, 'blk.1.ffn_down.weight'), 'q5_K', 'IQ4_XS: ffn_down of the first eighth in q5_K');
+  t.equal(type(iq4, 'blk.2.ffn_down.weight'), 'iq4_xs');
+
+  const moe = planTensors(resolveSpec({ preset: 'moe-8x-top2', type: 'q3_K_M' }));
+  t.equal(type(moe, 'blk.3.attn_v.weight'), 'q8_0', '8 experts: attn_v in q8_0');
+  t.equal(type(moe, 'blk.3.attn_output.weight'), 'q5_K', '8 experts: attn_output in q5_K');
+
+  // Rows that do not fill 256-element blocks: q2_K and q3_K fall back to q4_0, iq4_xs to iq4_nl.
+  const odd = planTensors(resolveSpec({ nEmbd: 288, nHead: 4, nFf: 512, type: 'iq4_xs' }));
+  t.equal(type(odd, 'blk.0.attn_q.weight'), 'iq4_nl');
+  const odd3 = planTensors(resolveSpec({ nEmbd: 288, nHead: 4, nFf: 512, type: 'q3_K' }));
+  t.equal(type(odd3, 'blk.0.attn_q.weight'), 'q4_0');
+});
+
 t.test('the MXFP4_MOE mix follows llama.cpp', async (t) => {
   const types = (plan: { name: string; type: string }[]) => Object.fromEntries(plan.filter((p) => p.name.startsWith('blk.0.') || !p.name.startsWith('blk.')).map((p) => [p.name, p.type]));
   // Stacks of experts in MXFP4, every other quantizable tensor (embeddings and output too) in Q8_0.
@@ -257,7 +296,7 @@ t.test('bad specs give typed errors naming the problem', async (t) => {
     await t.rejects(makeModel(spec, tmpFile()), { code, message: match }, match.source);
   };
   await bad({ architecture: 'gpt2' as never }, /unknown architecture 'gpt2'/);
-  await bad({ type: 'q3_K' as never }, /unknown type 'q3_K'/);
+  await bad({ type: 'iq2_xxs' as never }, /unknown type 'iq2_xxs'/);
   await bad({ preset: 'huge' as never }, /unknown preset 'huge'/);
   await bad({ nHead: 4, nHeadKv: 3 }, /multiple of nHeadKv/);
   await bad({ nEmbd: 250, nHead: 4 }, /headDim must be an even integer/);

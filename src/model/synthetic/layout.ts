@@ -115,7 +115,7 @@ function useMoreBits(layer: number, nLayer: number): boolean {
 /** llama.cpp's tensor_type_fallback: a compatible type when the row does not fill the type's blocks. */
 export function fallbackType(type: WeightType, rowLength: number): WeightType {
   if (rowLength % typeInfo(type).blockSize === 0) return type;
-  const next: Partial<Record<WeightType, WeightType>> = { q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0' };
+  const next: Partial<Record<WeightType, WeightType>> = { q2_K: 'q4_0', q3_K: 'q4_0', q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0', iq4_xs: 'iq4_nl' };
   const t = next[type];
   return t && rowLength % typeInfo(t).blockSize === 0 ? t : 'f16';
 }
@@ -144,6 +144,90 @@ function q4KMType(e: Entry, s: ResolvedSpec): WeightType {
   return fallbackType(t, e.shape[0]);
 }
 
+/** The mixes below as llama_tensor_get_type sees a tensor. */
+interface MixContext {
+  output: boolean;
+  eightExperts: boolean;
+  /** n_head / n_head_kv */
+  gqa: number;
+  /** llama.cpp's LLM_TYPE_70B: 80 llama layers with GQA. */
+  llama70b: boolean;
+}
+
+function mixContext(e: Entry, s: ResolvedSpec): MixContext {
+  return {
+    output: e.name === 'output.weight',
+    eightExperts: s.nExpert === 8,
+    gqa: s.nHead / s.nHeadKv,
+    llama70b: s.architecture === 'llama' && s.nExpert === 0 && s.nLayer === 80 && s.nHead !== s.nHeadKv,
+  };
+}
+
+/** The output matrix of every K and IQ mix: Q6_K where its rows fill 256-element blocks. */
+function mixOutputType(e: Entry): WeightType {
+  return e.shape[0] % 256 === 0 ? 'q6_K' : 'q8_0';
+}
+
+/** The type Q3_K_M gives a quantizable tensor (llama_tensor_get_type, ftype MOSTLY_Q3_K_M). */
+function q3KMType(e: Entry, s: ResolvedSpec): WeightType {
+  const c = mixContext(e, s);
+  const n = e.name;
+  let t: WeightType = 'q3_K';
+  if (c.output) return mixOutputType(e);
+  if (n.includes('attn_v.weight')) {
+    // The first two attention V matrices get Q5_K.
+    t = e.layer < 2 ? 'q5_K' : 'q4_K';
+    if (c.llama70b) t = 'q5_K';
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('attn_k.weight')) {
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('ffn_down')) {
+    t = e.layer < Math.trunc(s.nLayer / 16) ? 'q5_K' : 'q4_K';
+  } else if (n.includes('attn_output.weight')) {
+    t = c.eightExperts ? 'q5_K' : 'q4_K';
+  }
+  return fallbackType(t, e.shape[0]);
+}
+
+/** The type llama-quantize's Q2_K gives a quantizable tensor (ftype MOSTLY_Q2_K). */
+function q2KMixType(e: Entry, s: ResolvedSpec): WeightType {
+  const c = mixContext(e, s);
+  const n = e.name;
+  let t: WeightType = 'q2_K';
+  if (c.output) return mixOutputType(e);
+  if (n.includes('attn_v.weight')) {
+    t = c.gqa >= 4 ? 'q4_K' : 'q3_K';
+    if (c.llama70b) t = 'q5_K';
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('attn_k.weight')) {
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('ffn_down')) {
+    t = 'q3_K';
+  } else if (n.includes('attn_output.weight')) {
+    t = c.eightExperts ? 'q5_K' : 'q3_K';
+  }
+  return fallbackType(t, e.shape[0]);
+}
+
+/** The type llama-quantize's IQ4_XS gives a quantizable tensor without an importance matrix. */
+function iq4XsMixType(e: Entry, s: ResolvedSpec): WeightType {
+  const c = mixContext(e, s);
+  const n = e.name;
+  let t: WeightType = 'iq4_xs';
+  if (c.output) return mixOutputType(e);
+  if (n.includes('attn_v.weight')) {
+    if (c.gqa >= 4) t = 'q5_K';
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('attn_k.weight')) {
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('ffn_down')) {
+    if (e.layer < Math.trunc(s.nLayer / 8)) t = 'q5_K';
+  } else if (n.includes('attn_output.weight')) {
+    if (c.eightExperts) t = 'q5_K';
+  }
+  return fallbackType(t, e.shape[0]);
+}
+
 /** The type MXFP4_MOE gives a quantizable tensor: MXFP4 for stacks of experts, Q8_0 for the rest. */
 function mxfp4MoeType(e: Entry): WeightType {
   return fallbackType(e.shape.length === 3 ? 'mxfp4' : 'q8_0', e.shape[0]);
@@ -152,6 +236,9 @@ function mxfp4MoeType(e: Entry): WeightType {
 function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec): WeightType {
   if (!isQuantizable(e.name, e.shape)) return 'f32';
   if (fileType === 'q4_K_M') return q4KMType(e, s);
+  if (fileType === 'q3_K_M') return q3KMType(e, s);
+  if (fileType === 'q2_K_mix') return q2KMixType(e, s);
+  if (fileType === 'iq4_xs_mix') return iq4XsMixType(e, s);
   if (fileType === 'mxfp4_moe') return mxfp4MoeType(e);
   return fallbackType(fileType, e.shape[0]);
 }
@@ -172,6 +259,6 @@ export function tensorNames(s: ResolvedSpec): string[] {
 
 /** general.file_type (llama.cpp's llama_ftype) for a file type. */
 export const FILE_TYPE_IDS: Record<ModelFileType, number> = {
-  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9,
-  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
+  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9, q2_K: 10, q2_K_mix: 10, q3_K: 11, q3_K_M: 12,
+  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, iq4_nl: 25, iq4_xs: 30, iq4_xs_mix: 30, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
 };

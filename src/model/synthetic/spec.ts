@@ -7,16 +7,24 @@ export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | '
 export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss'];
 
 /** Tensor types a synthetic model's weights can take. */
-export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_K' | 'q5_K' | 'q6_K' | 'mxfp4';
-export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4'];
+export type WeightType =
+  | 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1'
+  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'mxfp4' | 'iq4_nl' | 'iq4_xs';
+export const WEIGHT_TYPES: readonly WeightType[] = [
+  'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs',
+];
 
 /**
  * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or one
- * of llama.cpp's mixes: 'q4_K_M' (Q6_K/Q5_K/Q8_0 for the sensitive tensors, Q4_K for the
- * rest), 'mxfp4_moe' (MXFP4 for routed experts, Q8_0 for every other tensor; gpt-oss's files).
+ * of llama.cpp's mixes, each choosing more bits for the sensitive tensors as llama-quantize
+ * does (without an importance matrix): 'q4_K_M' (Q4_K with Q6_K/Q5_K/Q8_0), 'q3_K_M' (Q3_K
+ * with Q4_K/Q5_K/Q6_K), 'q2_K_mix' (llama-quantize's Q2_K: Q2_K with Q3_K/Q4_K/Q6_K),
+ * 'iq4_xs_mix' (its IQ4_XS: IQ4_XS with Q5_K/Q6_K), 'mxfp4_moe' (MXFP4 for routed experts,
+ * Q8_0 for every other tensor; gpt-oss's files). The two '_mix' names keep the pure types'
+ * names free.
  */
-export type ModelFileType = WeightType | 'q4_K_M' | 'mxfp4_moe';
-export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'mxfp4_moe'];
+export type ModelFileType = WeightType | 'q4_K_M' | 'q3_K_M' | 'q2_K_mix' | 'iq4_xs_mix' | 'mxfp4_moe';
+export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix', 'mxfp4_moe'];
 
 export interface ModelShape {
   /** Width of the residual stream. */
