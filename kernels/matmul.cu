@@ -201,6 +201,7 @@ __device__ __forceinline__ StageWindow stage_window(const uint8_t* row, int64_t 
 }
 
 // Adds weight chunk c (decoded in w) times chunk c of activation rows src[0..nt) into acc.
+template <uint32_t T>
 __device__ __forceinline__ void dot_chunk_rows(const WChunk& w, int64_t c, int64_t n_chunks, const ActView& act,
                                                const int64_t* src, int nt, float* acc) {
 #pragma unroll
@@ -210,7 +211,7 @@ __device__ __forceinline__ void dot_chunk_rows(const WChunk& w, int64_t c, int64
       const int4* ap = reinterpret_cast<const int4*>(act.q + k * 32);
       const int4 a0 = ap[0], a1 = ap[1];
       const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      acc[t] += chunk_dot(w, a, act.d[k], act.s != nullptr ? act.s[k] : 0.0f);
+      acc[t] += chunk_dot<T>(w, a, act.d[k], act.s != nullptr ? act.s[k] : 0.0f);
     }
   }
 }
@@ -247,11 +248,11 @@ __device__ __forceinline__ void mmv_q_warp(const uint8_t* row, int64_t r, const 
             if (j * TDM_WARP + lane < win.n_vec) v[j] = win.lo[j * TDM_WARP + lane];
         }
         const int64_t c = p * TDM_WARP + lane;
-        if (c < n_chunks) dot_chunk_rows(decode_chunk<T>(staged, lane), c, n_chunks, act, src, nt, acc);
+        if (c < n_chunks) dot_chunk_rows<T>(decode_chunk<T>(staged, lane), c, n_chunks, act, src, nt, acc);
         tdm_syncwarp();  // this pass's bytes are read before the next overwrites them
       }
     } else {
-      for (int64_t c = lane; c < n_chunks; c += TDM_WARP) dot_chunk_rows(decode_chunk<T>(row, c), c, n_chunks, act, src, nt, acc);
+      for (int64_t c = lane; c < n_chunks; c += TDM_WARP) dot_chunk_rows<T>(decode_chunk<T>(row, c), c, n_chunks, act, src, nt, acc);
     }
 #pragma unroll
     for (int t = 0; t < kMmvRows; ++t) {
@@ -372,6 +373,7 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
   __shared__ int32_t wq[kTileChunks][kTile][9];
   __shared__ float wd[kTileChunks][kTile], wm[kTileChunks][kTile];
   __shared__ int32_t wsc[kTileChunks][kTile][2];
+  __shared__ int32_t wmn[kMinPer16<T> ? kTileChunks : 1][kTile][2];  // per-16 min levels (q2_K)
   __shared__ int32_t aq[kTileChunks][kTile][9];
   __shared__ float ad[kTileChunks][kTile], as[kTileChunks][kTile];
 
@@ -399,11 +401,16 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
         wm[lk][lr] = w.m;
         wsc[lk][lr][0] = w.sc0;
         wsc[lk][lr][1] = w.sc1;
+        if constexpr (kMinPer16<T>) {
+          wmn[lk][lr][0] = w.mn0;
+          wmn[lk][lr][1] = w.mn1;
+        }
       } else {
         for (int e = 0; e < 8; ++e) wq[lk][lr][e] = 0;
         wd[lk][lr] = 0.0f;
         wm[lk][lr] = 0.0f;
         wsc[lk][lr][0] = wsc[lk][lr][1] = 0;
+        if constexpr (kMinPer16<T>) wmn[lk][lr][0] = wmn[lk][lr][1] = 0;
       }
       if (a_ok && c < n_chunks) {
         const int64_t k = arow * n_chunks + c;
@@ -432,7 +439,11 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
           w.m = wm[kc][rr];
           w.sc0 = wsc[kc][rr][0];
           w.sc1 = wsc[kc][rr][1];
-          for (int j = 0; j < 4; ++j) acc[i][j] += chunk_dot(w, a[j], ad[kc][tx + 16 * j], as[kc][tx + 16 * j]);
+          if constexpr (kMinPer16<T>) {
+            w.mn0 = wmn[kc][rr][0];
+            w.mn1 = wmn[kc][rr][1];
+          }
+          for (int j = 0; j < 4; ++j) acc[i][j] += chunk_dot<T>(w, a[j], ad[kc][tx + 16 * j], as[kc][tx + 16 * j]);
         }
       }
       __syncthreads();
@@ -550,17 +561,21 @@ const char* type_name(uint32_t t) {
     case kQ5_0: return "q5_0";
     case kQ5_1: return "q5_1";
     case kQ8_0: return "q8_0";
+    case kQ2_K: return "q2_K";
+    case kQ3_K: return "q3_K";
     case kQ4_K: return "q4_K";
     case kQ5_K: return "q5_K";
     case kQ6_K: return "q6_K";
     case kMXFP4: return "mxfp4";
+    case kIQ4_NL: return "iq4_nl";
+    case kIQ4_XS: return "iq4_xs";
     default: return nullptr;
   }
 }
 
 int block_size_of(uint32_t t) {
   if (t == kF32 || t == kF16 || t == kBF16) return 1;
-  if (t == kQ4_K || t == kQ5_K || t == kQ6_K) return 256;
+  if (t == kQ2_K || t == kQ3_K || t == kQ4_K || t == kQ5_K || t == kQ6_K || t == kIQ4_XS) return 256;
   return 32;
 }
 
@@ -574,10 +589,14 @@ size_t row_size(uint32_t t, int64_t n_cols) {
     case kQ5_0: return size_t(n_cols / 32) * 22;
     case kQ5_1: return size_t(n_cols / 32) * 24;
     case kQ8_0: return size_t(n_cols / 32) * 34;
+    case kQ2_K: return size_t(n_cols / 256) * 84;
+    case kQ3_K: return size_t(n_cols / 256) * 110;
     case kQ4_K: return size_t(n_cols / 256) * 144;
     case kQ5_K: return size_t(n_cols / 256) * 176;
     case kQ6_K: return size_t(n_cols / 256) * 210;
     case kMXFP4: return size_t(n_cols / 32) * 17;
+    case kIQ4_NL: return size_t(n_cols / 32) * 18;
+    case kIQ4_XS: return size_t(n_cols / 256) * 136;
     default: return 0;
   }
 }
@@ -594,10 +613,14 @@ void with_type(uint32_t t, F&& f) {
     case kQ5_0: f(std::integral_constant<uint32_t, kQ5_0>()); return;
     case kQ5_1: f(std::integral_constant<uint32_t, kQ5_1>()); return;
     case kQ8_0: f(std::integral_constant<uint32_t, kQ8_0>()); return;
+    case kQ2_K: f(std::integral_constant<uint32_t, kQ2_K>()); return;
+    case kQ3_K: f(std::integral_constant<uint32_t, kQ3_K>()); return;
     case kQ4_K: f(std::integral_constant<uint32_t, kQ4_K>()); return;
     case kQ5_K: f(std::integral_constant<uint32_t, kQ5_K>()); return;
     case kQ6_K: f(std::integral_constant<uint32_t, kQ6_K>()); return;
     case kMXFP4: f(std::integral_constant<uint32_t, kMXFP4>()); return;
+    case kIQ4_NL: f(std::integral_constant<uint32_t, kIQ4_NL>()); return;
+    case kIQ4_XS: f(std::integral_constant<uint32_t, kIQ4_XS>()); return;
     default: unsupported("weights of ggml type " + std::to_string(t) + " are not supported on " TDM_BACKEND_KIND);
   }
 }
@@ -618,12 +641,16 @@ int act_type_of(uint32_t t) {
     case kQ4_0:
     case kQ5_0:
     case kQ8_0:
-    case kMXFP4: return kActQ8_0;
+    case kMXFP4:
+    case kIQ4_NL: return kActQ8_0;
     case kQ4_1:
     case kQ5_1: return kActQ8_1;
+    case kQ2_K:
+    case kQ3_K:
     case kQ4_K:
     case kQ5_K:
-    case kQ6_K: return kActQ8_K;
+    case kQ6_K:
+    case kIQ4_XS: return kActQ8_K;
     default: unsupported("weights of ggml type " + std::to_string(t) + " are not supported on " TDM_BACKEND_KIND);
   }
 }

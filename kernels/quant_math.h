@@ -25,9 +25,13 @@ enum WeightType : uint32_t {
   kQ5_0 = 6,
   kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ2_K = 10,
+  kQ3_K = 11,
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
+  kIQ4_NL = 20,
+  kIQ4_XS = 23,
   kBF16 = 30,
   kMXFP4 = 39,
 };
@@ -115,10 +119,38 @@ TDM_HD int32_t mxfp4_levels4(uint32_t codes) {
   return int32_t((mag & ~neg) | (((kHigh - mag) ^ kHigh) & neg));  // 0x80 - mag never borrows
 }
 
-// Four int8 lanes: byte-wise x - 8, x - 16, x - 32 for bytes known to be below 16, 32, 64.
+// Four int8 lanes: byte-wise x - 4, x - 8, x - 16, x - 32 for bytes known to be below 8, 16, 32, 64.
+TDM_HD int32_t minus4(uint32_t x) { return int32_t((x + 0x7c7c7c7cu) ^ 0x80808080u); }
 TDM_HD int32_t minus8(uint32_t x) { return int32_t((x + 0x78787878u) ^ 0x80808080u); }
 TDM_HD int32_t minus16(uint32_t x) { return int32_t((x + 0x70707070u) ^ 0x80808080u); }
 TDM_HD int32_t minus32(uint32_t x) { return int32_t((x + 0x60606060u) ^ 0x80808080u); }
+
+// Byte k of the result is byte sel_k (0..7, byte k of sel) of the 8 bytes hi:lo.
+TDM_HD uint32_t select_bytes(uint32_t lo, uint32_t hi, uint32_t sel) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t pairs = sel | (sel >> 4);  // __byte_perm takes the selectors as nibbles
+  return __byte_perm(lo, hi, (pairs & 0xFFu) | ((pairs >> 8) & 0xFF00u));
+#elif defined(__HIP_DEVICE_COMPILE__)
+  return __builtin_amdgcn_perm(hi, lo, sel);
+#else
+  uint32_t out = 0;
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t s = (sel >> (8 * k)) & 7u;
+    out |= (((s < 4 ? lo : hi) >> (8 * (s & 3u))) & 0xFFu) << (8 * k);
+  }
+  return out;
+#endif
+}
+
+// Four IQ4_NL/IQ4_XS codes (one per byte, 0..15) to their int8 levels, the grid of ggml's
+// kvalues_iq4nl, looked up in registers: codes 0..7 in one byte selection, 8..15 in another.
+TDM_HD int32_t iq4nl_levels4(uint32_t codes) {
+  constexpr uint32_t kGrid[4] = {0xBFAD9881u, 0xF6EADDCFu, 0x26190D01u, 0x71594535u};  // -127 -104 ... 113, low byte first
+  const uint32_t sel = codes & 0x07070707u;
+  const uint32_t neg = select_bytes(kGrid[0], kGrid[1], sel), pos = select_bytes(kGrid[2], kGrid[3], sel);
+  const uint32_t high = ((codes >> 3) & 0x01010101u) * 0xFFu;  // 0xFF in bytes with code >= 8
+  return int32_t((neg & ~high) | (pos & high));
+}
 
 // Bits 0..3 of b moved to bit 4 of bytes 0..3.
 TDM_HD uint32_t bits_to_bit4(uint32_t b) {
@@ -149,13 +181,22 @@ TDM_HD void scale_min_k4(int j, const uint8_t* s, int* sc, int* m) {
   }
 }
 
+// Q3_K group g's (0..15) signed 6-bit scale from the block's 12 scale bytes: low 4 bits from
+// nibble g / 8 of byte g % 8, top 2 bits from bits 2 (g / 4) of byte 8 + g % 4.
+TDM_HD int scale_q3_k(int g, const uint8_t* s) {
+  return (((s[g & 7] >> (4 * (g >> 3))) & 0x0F) | (((s[8 + (g & 3)] >> (2 * (g >> 2))) & 3) << 4)) - 32;
+}
+
 // 32 consecutive weights of a row as int8 levels q (byte e of q[e/4] is element e), with the
 // affine map that gives their values: element e = d * sc(e) * q_e + m, sc(e) = sc0 for e < 16,
-// sc1 above. Symmetric types have m = 0, the 32-element types sc0 = sc1 = 1.
+// sc1 above. Symmetric types have m = 0, the 32-element types sc0 = sc1 = 1. Q2_K alone
+// (kMinPer16) has a min per 16 elements: element e = d * sc(e) * q_e + m * mn(e), with m = -dmin
+// and mn(e) = mn0 for e < 16, mn1 above (4-bit min levels); other types leave mn0 = mn1 = 0.
 struct WChunk {
   int32_t q[8];
   int32_t sc0, sc1;
   float d, m;
+  int32_t mn0, mn1;
 };
 
 template <uint32_t T>
@@ -178,6 +219,18 @@ template <>
 struct BlockInfo<kQ6_K> { static constexpr int kBytes = 210, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
 template <>
 struct BlockInfo<kMXFP4> { static constexpr int kBytes = 17, kChunks = 1, kAct = kActQ8_0; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kQ2_K> { static constexpr int kBytes = 84, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = true; };
+template <>
+struct BlockInfo<kQ3_K> { static constexpr int kBytes = 110, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ4_NL> { static constexpr int kBytes = 18, kChunks = 1, kAct = kActQ8_0; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ4_XS> { static constexpr int kBytes = 136, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+
+// Types whose min is per 16 elements (WChunk's mn0, mn1) rather than one m per chunk.
+template <uint32_t T>
+constexpr bool kMinPer16 = T == kQ2_K;
 
 // Decodes chunk c (elements 32c..32c+31) of a row of type T.
 template <uint32_t T>
@@ -185,6 +238,7 @@ TDM_HD WChunk decode_chunk(const uint8_t* row, int64_t c) {
   WChunk w;
   w.sc0 = w.sc1 = 1;
   w.m = 0.0f;
+  w.mn0 = w.mn1 = 0;
   if constexpr (T == kQ4_0 || T == kQ4_1) {
     const uint8_t* b = row + c * BlockInfo<T>::kBytes;
     const uint8_t* qs = b + (T == kQ4_0 ? 2 : 4);
@@ -252,6 +306,53 @@ TDM_HD WChunk decode_chunk(const uint8_t* row, int64_t c) {
       w.q[i] = mxfp4_levels4(v & 0x0F0F0F0Fu);
       w.q[4 + i] = mxfp4_levels4((v >> 4) & 0x0F0F0F0Fu);
     }
+  } else if constexpr (T == kQ2_K || T == kQ3_K) {
+    // Chunk j (elements 32j..32j+31) of a super-block: bits 2(j % 4).. of qs[32(j / 4) + l];
+    // Q3_K's third bit is bit j of hmask[l], set meaning no -4 offset.
+    const uint8_t* b = row + (c >> 3) * BlockInfo<T>::kBytes;
+    const int j = int(c & 7);
+    const uint8_t* qs = b + (T == kQ2_K ? 16 : 32) + 32 * (j >> 2);
+    const int shift = 2 * (j & 3);
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t v = (ld32(qs + 4 * i) >> shift) & 0x03030303u;
+      if constexpr (T == kQ2_K) {
+        w.q[i] = int32_t(v);
+      } else {
+        w.q[i] = minus4(v | (((ld32(b + 4 * i) >> j) & 0x01010101u) << 2));
+      }
+    }
+    if constexpr (T == kQ2_K) {
+      w.sc0 = b[2 * j] & 0x0F;
+      w.sc1 = b[2 * j + 1] & 0x0F;
+      w.mn0 = b[2 * j] >> 4;
+      w.mn1 = b[2 * j + 1] >> 4;
+      w.d = half_to_float(ld16(b + 80));
+      w.m = -half_to_float(ld16(b + 82));
+    } else {
+      w.sc0 = scale_q3_k(2 * j, b + 96);
+      w.sc1 = scale_q3_k(2 * j + 1, b + 96);
+      w.d = half_to_float(ld16(b + 108));
+    }
+  } else if constexpr (T == kIQ4_NL) {
+    const uint8_t* b = row + c * BlockInfo<T>::kBytes;
+    w.d = half_to_float(ld16(b));
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t v = ld32(b + 2 + 4 * i);
+      w.q[i] = iq4nl_levels4(v & 0x0F0F0F0Fu);
+      w.q[4 + i] = iq4nl_levels4((v >> 4) & 0x0F0F0F0Fu);
+    }
+  } else if constexpr (T == kIQ4_XS) {
+    // Sub-block j's 6-bit scale: nibble j % 2 of scales_l[j / 2] (byte 4 on), bits 2j of scales_h.
+    const uint8_t* b = row + (c >> 3) * BlockInfo<T>::kBytes;
+    const int j = int(c & 7);
+    w.d = half_to_float(ld16(b));
+    w.sc0 = w.sc1 = (((b[4 + (j >> 1)] >> (4 * (j & 1))) & 0x0F) | (((ld16(b + 2) >> (2 * j)) & 3) << 4)) - 32;
+    const uint8_t* qs = b + 8 + 16 * j;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t v = ld32(qs + 4 * i);
+      w.q[i] = iq4nl_levels4(v & 0x0F0F0F0Fu);
+      w.q[4 + i] = iq4nl_levels4((v >> 4) & 0x0F0F0F0Fu);
+    }
   }
   return w;
 }
@@ -280,16 +381,27 @@ template <uint32_t T>
 TDM_HD float dequant_elem(const WChunk& w, int e) {
   const float scaled = BlockInfo<T>::kChunks == 1 ? mul_rn(float(level(w, e)), w.d)
                                                    : mul_rn(mul_rn(w.d, float(e < 16 ? w.sc0 : w.sc1)), float(level(w, e)));
+  if constexpr (kMinPer16<T>) return add_rn(scaled, mul_rn(w.m, float(e < 16 ? w.mn0 : w.mn1)));
   if constexpr (BlockInfo<T>::kMin) return add_rn(scaled, w.m);
   return scaled;
 }
 
 // One chunk of a quantized activation row: 32 int8 values (8 words), the chunk's scale d and
 // s (q8_1: the block's stored d * sum; q8_K: d * the chunk's sum of levels; q8_0: unused).
+// A per-16 min (kMinPer16) is summed from the levels instead: mn(e) * a_e, dp4a against the
+// min level repeated in each byte, as the CPU sums mins times the q8_K group sums.
+template <uint32_t T>
 TDM_HD float chunk_dot(const WChunk& w, const int32_t* a, float da, float sa) {
   int32_t lo = 0, hi = 0;
   for (int i = 0; i < 4; ++i) lo = dot4(w.q[i], a[i], lo);
   for (int i = 4; i < 8; ++i) hi = dot4(w.q[i], a[i], hi);
+  if constexpr (kMinPer16<T>) {
+    const int32_t m0 = w.mn0 * 0x01010101, m1 = w.mn1 * 0x01010101;
+    int32_t mins = 0;
+    for (int i = 0; i < 4; ++i) mins = dot4(m0, a[i], mins);
+    for (int i = 4; i < 8; ++i) mins = dot4(m1, a[i], mins);
+    return (w.d * da) * float(w.sc0 * lo + w.sc1 * hi) + (w.m * da) * float(mins);
+  }
   return (w.d * da) * float(w.sc0 * lo + w.sc1 * hi) + w.m * sa;
 }
 

@@ -29,7 +29,7 @@ t.test('GPU kernel arithmetic against the CPU reference (host build)', { skip: p
   if (build.status !== 0) return;
   const run = spawnSync(exe, [], { encoding: 'utf8' });
   const lines = run.stdout.split('\n').filter((l) => l.length > 0);
-  t.ok(lines.length >= 21, `ran every check (${lines.length} lines)`);
+  t.ok(lines.length >= 34, `ran every check (${lines.length} lines)`);
   for (const line of lines) t.ok(line.startsWith('ok '), line);
   t.equal(run.status, 0, 'exit status');
 });

@@ -122,7 +122,7 @@ void check_type(const char* name, tdm::GgmlType type) {
     const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
     int32_t a[8];
     std::memcpy(a, q.data() + c * 32, 32);
-    got += g::chunk_dot(ch, a, d[size_t(c)], s[size_t(c)]);
+    got += g::chunk_dot<T>(ch, a, d[size_t(c)], s[size_t(c)]);
   }
   const double err = std::fabs(got - double(want)) / std::max(1e-6, std::fabs(double(want)));
   report(err < 1e-5, std::string(name) + ": chunk dot products match vec_dot_ref",
@@ -223,6 +223,36 @@ void check_mxfp4_values() {
   report(ok, "mxfp4 code levels and E8M0 scales match the CPU tables", detail);
 }
 
+// IQ4_NL's grid through the byte-selection lookup, every code in every byte.
+void check_iq4nl_values() {
+  bool ok = true;
+  std::string detail;
+  std::mt19937 rng(20);
+  for (int i = 0; i < 100000 + 16; ++i) {
+    const uint32_t codes = i < 16 ? uint32_t(i) * 0x01010101u : rng() & 0x0F0F0F0Fu;
+    const uint32_t got = uint32_t(g::iq4nl_levels4(codes));
+    for (int k = 0; k < 4; ++k) {
+      if (int8_t(got >> (8 * k)) != tdm::kIq4nlValues[(codes >> (8 * k)) & 0xFu]) {
+        ok = false;
+        detail = "codes " + std::to_string(codes) + " byte " + std::to_string(k);
+      }
+    }
+  }
+  report(ok, "iq4_nl code levels match the CPU table", detail);
+}
+
+// Q3_K's packed 6-bit scales, every group of random scale bytes.
+void check_q3k_scales() {
+  bool ok = true;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 2000; ++i) {
+    uint8_t s[12];
+    for (auto& b : s) b = uint8_t(rng());
+    for (int grp = 0; grp < 16; ++grp) ok = ok && g::scale_q3_k(grp, s) == tdm::unpack_scale_q3_K(grp, s);
+  }
+  report(ok, "q3_K scales match unpack_scale_q3_K");
+}
+
 }  // namespace
 
 int main() {
@@ -236,7 +266,13 @@ int main() {
   check_type<g::kQ5_K>("q5_K", tdm::GgmlType::Q5_K);
   check_type<g::kQ6_K>("q6_K", tdm::GgmlType::Q6_K);
   check_type<g::kMXFP4>("mxfp4", tdm::GgmlType::MXFP4);
+  check_type<g::kQ2_K>("q2_K", tdm::GgmlType::Q2_K);
+  check_type<g::kQ3_K>("q3_K", tdm::GgmlType::Q3_K);
+  check_type<g::kIQ4_NL>("iq4_nl", tdm::GgmlType::IQ4_NL);
+  check_type<g::kIQ4_XS>("iq4_xs", tdm::GgmlType::IQ4_XS);
   check_mxfp4_values();
+  check_iq4nl_values();
+  check_q3k_scales();
   check_q8_activations();
   check_top_k();
   return failures == 0 ? 0 : 1;

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { NativeBackendOps } from '../../src/native/binding.js';
 import { native } from '../../src/native/binding.js';
-import { rand } from './op-cases.js';
+import { blockSize, rand } from './op-cases.js';
 
 export const STAGE_DEVICES = ['cuda:0', 'hip:0'];
 
@@ -18,14 +18,14 @@ export interface StageCase {
 
 /**
  * Every quantized type at widths of 130 and 136 chunks: 5 passes of 32 lanes (3 of 64), the
- * last one partial; q8_0's and q6_K's rows are not 16-byte aligned, so windows start mid-vector.
+ * last one partial; rows of q8_0, q6_K, q2_K, q3_K, q4_0 and iq4_nl are not 16-byte aligned, so windows start mid-vector.
  * 9 activation rows take two passes over the weight row (8 + 1); matmul_group runs the list kernel.
  */
 export function stageCases(): StageCase[] {
   const cases: StageCase[] = [];
-  const types = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'mxfp4', 'q4_K', 'q5_K', 'q6_K'];
+  const types = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'mxfp4', 'iq4_nl', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'iq4_xs'];
   for (const type of types) {
-    const nCols = type.endsWith('_K') ? 136 * 32 : 130 * 32;
+    const nCols = blockSize(type) === 256 ? 136 * 32 : 130 * 32;
     for (const [nRows, nTokens] of [[5, 1], [3, 9]]) {
       const w = rand(nRows * nCols, 11 * nRows + nCols, 0.3);
       const x = rand(nTokens * nCols, 3 * nTokens + nCols, 2);

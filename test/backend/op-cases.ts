@@ -8,7 +8,9 @@ import type { NativeBackendOps } from '../../src/native/binding.js';
 
 export const REFERENCE_ID = 'cpu:ref';
 
-export const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4'] as const;
+export const WEIGHT_TYPES = [
+  'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs',
+] as const;
 export type WeightTypeName = (typeof WEIGHT_TYPES)[number];
 
 type Outputs = Record<string, Float32Array | Int32Array | Uint8Array>;
@@ -67,9 +69,10 @@ export function identical(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 
 const isCpuSimd = (id: string) => id.startsWith('cpu:') && id !== REFERENCE_ID;
 
-function blockSize(type: string): number {
+/** Elements per block: 256 for the K types and IQ4_XS (super-blocks), 32 for the rest. */
+export function blockSize(type: string): number {
   if (type === 'f32' || type === 'f16' || type === 'bf16') return 1;
-  return type.endsWith('_K') ? 256 : 32;
+  return type.endsWith('_K') || type === 'iq4_xs' ? 256 : 32;
 }
 
 /** Row lengths for a type: an exact block and an odd number of blocks (SIMD tails, partial tiles). */
@@ -86,7 +89,7 @@ function colsFor(type: string): [number, number] {
  * (and the GPU kernels) round half away from zero, which can move a level by one.
  */
 function matmulTolerance(type: string, id: string): number {
-  const q8_0Family = type === 'q8_0' || type === 'q4_0' || type === 'q5_0' || type === 'mxfp4';
+  const q8_0Family = type === 'q8_0' || type === 'q4_0' || type === 'q5_0' || type === 'mxfp4' || type === 'iq4_nl';
   return isCpuSimd(id) && q8_0Family ? 1e-4 : 1e-9;
 }
 
