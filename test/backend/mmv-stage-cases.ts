@@ -18,7 +18,8 @@ export interface StageCase {
 
 /**
  * Every quantized type at widths of 130 and 136 chunks: 5 passes of 32 lanes (3 of 64), the
- * last one partial; rows of q8_0, q6_K, q2_K, q3_K, q4_0 and iq4_nl are not 16-byte aligned, so windows start mid-vector.
+ * last one partial; rows of q8_0, q6_K, q2_K, q3_K, q4_0 and iq4_nl are not 16-byte aligned, so
+ * windows start mid-vector.
  * 9 activation rows take two passes over the weight row (8 + 1); matmul_group runs the list kernel.
  */
 export function stageCases(): StageCase[] {
