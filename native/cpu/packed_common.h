@@ -1,5 +1,5 @@
-// What the instruction sets' packed-weight kernels share (see kernels.h, PackedOps): the q4_K /
-// q5_K group layout, the packed q8_K activation row and the tile dispatch. Each kernel file
+// What the instruction sets' packed-weight kernels share (see kernels.h, PackedOps): the group
+// layouts, the packed q8_K activation row and the tile dispatch. Each kernel file
 // includes it and compiles its own copy with its own flags (internal linkage), so that no
 // AVX-512 code reaches a processor through the AVX2 table.
 #pragma once
@@ -335,10 +335,122 @@ struct Mxfp4Layout {
   }
 };
 
+// ==== q3_K and iq4_xs, for kernels that keep llama.cpp's eight vec_dot lanes (lane c < 4: the
+// elements 32p + 4c + m, m < 4, of every 32-element part p; lane 4 + c: 32p + 16 + 4c + m).
+
+// iq4_xs: codes [nbk][8 parts][4 chunks][64]: byte (row, m) of vector (p, c) is the file's
+// qs[16p + 4c + m] (low nibble: lane c's element, high: lane 4 + c's), copied as it is; then
+// the scale bytes scales_l [nbk][4][16] and scales_h [nbk][16] uint16, and d [nbk][16] fp16:
+// the file's 136 bytes per super-block and row. Rows past n_rows hold d = 0 and add nothing.
+struct IQ4XSLayout {
+  static constexpr size_t kStreamStep = 2176 / 32;  // a super-block's 32 vectors and its scales and d
+  static size_t off_sl(int64_t nbk) { return size_t(nbk) * 2048; }
+  static size_t off_sh(int64_t nbk) { return off_sl(nbk) + size_t(nbk) * 64; }
+  static size_t off_d(int64_t nbk) { return off_sh(nbk) + size_t(nbk) * 32; }
+  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockIQ4_XS);
+        std::memcpy(dst + off_d(nbk) + (s * G + r) * 2, blk, 2);
+        std::memcpy(dst + off_sh(nbk) + (s * G + r) * 2, blk + 2, 2);
+        for (int k = 0; k < 4; ++k) dst[off_sl(nbk) + s * 64 + k * 16 + r] = blk[4 + k];
+        for (int p = 0; p < 8; ++p)
+          for (int c = 0; c < 4; ++c) store_u32(dst + ((s * 8 + p) * 4 + c) * 64 + r * 4, load_u32(blk + 8 + 16 * p + 4 * c));
+      }
+    }
+  }
+};
+
+// The two low bits of a q2_K/q3_K super-block's elements (qs: element 128h + 32j + l at bits 2j
+// of qs[32h + l]) for row r into its [8 parts][2][64] plane at dst: vector (p, half) holds at
+// bits 2c..2c+1 of byte (r, m) those of element 32p + 16 half + 4c + m.
+inline void pack_low2_plane(const uint8_t* qs, int64_t r, uint8_t* dst) {
+  for (int p = 0; p < 8; ++p) {
+    for (int half = 0; half < 2; ++half) {
+      for (int m = 0; m < 4; ++m) {
+        uint8_t v = 0;
+        for (int c = 0; c < 4; ++c) {
+          const int e = 32 * p + 16 * half + 4 * c + m;
+          v = uint8_t(v | (((qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) << (2 * c)));
+        }
+        dst[(p * 2 + half) * 64 + r * 4 + m] = v;
+      }
+    }
+  }
+}
+
+// q2_K: low-bit plane [nbk][8 parts][2][64] (pack_low2_plane); the file's scale bytes [nbk][16
+// groups][16] (scale low nibble, min high); d [nbk][16] and dmin [nbk][16] fp16: the file's 84
+// bytes per super-block and row. Rows past n_rows have d = dmin = 0.
+struct Q2KLayout {
+  static constexpr size_t kStreamStep = 1344 / 16;  // a super-block's 16 vectors, scales, d and dmin
+  static size_t off_sc(int64_t nbk) { return size_t(nbk) * 1024; }
+  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 256; }
+  static size_t off_dmin(int64_t nbk) { return off_d(nbk) + size_t(nbk) * 32; }
+  static size_t bytes(int64_t n) { return round64(off_dmin(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockQ2_K);
+        pack_low2_plane(blk + 16, r, dst + s * 1024);
+        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[grp];
+        std::memcpy(dst + off_d(nbk) + (s * G + r) * 2, blk + 80, 2);
+        std::memcpy(dst + off_dmin(nbk) + (s * G + r) * 2, blk + 82, 2);
+      }
+    }
+  }
+};
+
+// q3_K: low-bit plane [nbk][8 parts][2][64] (pack_low2_plane); third bits [nbk][8 parts][64]:
+// bit 4 half + c of byte (row, m) is element 32p + 16 half + 4c + m's; the 12 scale bytes
+// [nbk][12][16]; d [nbk][16] fp16: the file's 110 bytes per super-block and row. Rows past
+// n_rows have d = 0.
+struct Q3KLayout {
+  static constexpr size_t kStreamStep = 1760 / 16;  // a super-block's 16 low-bit vectors and the rest
+  static size_t off_hb(int64_t nbk) { return size_t(nbk) * 1024; }
+  static size_t off_sc(int64_t nbk) { return off_hb(nbk) + size_t(nbk) * 512; }
+  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 192; }
+  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockQ3_K);
+        pack_low2_plane(blk + 32, r, dst + s * 1024);
+        const uint8_t* hmask = blk;
+        for (int p = 0; p < 8; ++p) {
+          for (int m = 0; m < 4; ++m) {
+            uint8_t hb = 0;
+            for (int half = 0; half < 2; ++half) {
+              for (int c = 0; c < 4; ++c) {
+                const int e = 32 * p + 16 * half + 4 * c + m;
+                hb = uint8_t(hb | (((hmask[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1) << (4 * half + c)));
+              }
+            }
+            dst[off_hb(nbk) + (s * 8 + p) * 64 + r * 4 + m] = hb;
+          }
+        }
+        for (int k = 0; k < 12; ++k) dst[off_sc(nbk) + s * 192 + k * 16 + r] = blk[96 + k];
+        std::memcpy(dst + off_d(nbk) + (s * G + r) * 2, blk + 108, 2);
+      }
+    }
+  }
+};
+
 // The doubled E2M1 values plus 12, by code: unsigned levels (0..24) for the byte products of
 // VPMADDUBSW and VPDPBUSD; the kernels take 12 * (block sum of the activations) back.
 constexpr int kMxfp4Offset = 12;
 alignas(16) constexpr uint8_t kMxfp4Levels[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
+
+// The iq4_nl grid plus 128 (kIq4nlValues), by code: unsigned levels 1..241 for VPDPBUSD.
+constexpr int kIq4nlOffset = 128;
+alignas(16) constexpr uint8_t kIq4nlLevels[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
 
 }  // namespace
 }  // namespace tdm::cpu

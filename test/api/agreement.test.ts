@@ -24,7 +24,12 @@ const POSITIONS = 128;
  *   is left comes from llama.cpp itself: it runs its repacked q4_0/q4_K as a gemm over groups
  *   of 4 tokens but as a gemv, in another order, for the rest of a batch and for MoE experts
  *   with few rows, and its attention and norms reduce in their own order (measured mean KL
- *   up to 5e-6, max 6e-5, on the q4_K MoE models).
+ *   up to 5e-6, max 6e-5, on the q4_K MoE models). q2_K (its AVX-512 repacked order) and
+ *   iq4_nl (its repacked order) agree at 2e-7 too; q3_K and iq4_xs give llama.cpp's vec_dot
+ *   bits, but llama.cpp runs iq4_xs batches of 8 or more through its IQ panel gemm, in
+ *   another order (mean KL 2e-6 to 3e-5). Files that mix q3_K with q4_K or q5_K (Q3_K_M)
+ *   measured a mean KL of 4e-5 and 125-126 of 128 raw top-1, every decisive position
+ *   agreeing; the same q3_K tensors beside q6_K or q8_0 weights agree at 2e-7.
  * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
  * which the two runs may legitimately pick different tokens; `minTop1` is the raw top-1
  * agreement over all positions (measured: 127 or 128 of 128 for every case, float and
@@ -79,13 +84,13 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
  * minutes and adds no kernel the per-type cases do not run).
  */
 const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
-  llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4'],
-  'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe'],
-  qwen2: ['f32', 'q4_0', 'q6_K'],
+  llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4', 'q3_K', 'iq4_xs_mix'],
+  'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe', 'q2_K_mix'],
+  qwen2: ['f32', 'q4_0', 'q6_K', 'q2_K_mix'],
   qwen3: ['f32', 'q4_K_M'],
   qwen2moe: ['f32', 'q5_0', 'q8_0'],
-  qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K'],
-  olmoe: ['f32', 'q5_1', 'q5_K'],
+  qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K', 'iq4_xs'],
+  olmoe: ['f32', 'q5_1', 'q5_K', 'iq4_nl'],
   'llama YaRN': ['f32'],
   'qwen2 YaRN': ['f16'],
   'gpt-oss': ['f32', 'q8_0', 'mxfp4_moe'],

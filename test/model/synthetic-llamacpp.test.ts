@@ -26,7 +26,10 @@ const ARCHS: { label: string; spec: ModelSpec }[] = [
   { label: 'olmoe', spec: { architecture: 'olmoe' } },
 ];
 // Every architecture gets f16 and q4_K_M; the other types go round the architectures.
-const OTHER_TYPES: ModelFileType[] = ['f32', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'mxfp4_moe'];
+const OTHER_TYPES: ModelFileType[] = [
+  'f32', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'mxfp4_moe',
+  'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix',
+];
 const CASES: { label: string; spec: ModelSpec; type: ModelFileType }[] = [];
 ARCHS.forEach((a, i) => {
   const types: ModelFileType[] = ['f16', 'q4_K_M', ...OTHER_TYPES.filter((_, k) => k % ARCHS.length === i)];

@@ -5,7 +5,8 @@
 // half to even), where the references round half away from zero. The quantized dot
 // products sum in llama.cpp's x86 float order for each type (eight lanes, whole q4_0 and
 // mxfp4 blocks, q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed
-// AVX-512 kernels.
+// AVX-512 kernels. q2_K and iq4_nl sum as llama.cpp's repacked kernels do (whole
+// super-blocks, whole blocks), q3_K and iq4_xs in its vec_dot lanes.
 // On other architectures the file compiles to nothing and the table keeps its references.
 // avxvnni/kernels_avxvnni.cpp compiles this file again with TDM_AVX_VNNI and -mavxvnni: the
 // integer dot products then take VPDPBUSD (dot_u8i8_add, DotAcc), the same integers in
@@ -609,6 +610,201 @@ float vec_dot_mxfp4_q8_0_avx2(const void* w, const void* a, int64_t n) {
 void vec_dot4_mxfp4_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
   dot4_q8_0_act<true>(static_cast<const uint8_t*>(w), sizeof(BlockMXFP4), static_cast<const uint8_t*>(a), stride, n, out,
                       [](const uint8_t* x) { return mxfp4_levels(x + 1); }, E8M0Scale());
+}
+
+// ---- iq4_nl: mxfp4's arithmetic with the iq4 grid and an fp16 block scale. llama.cpp's x86
+// build repacks iq4_nl (gemv/gemm_q4_b32_8x8_q8_0_lut_avx, as mxfp4), so each block's integer
+// dot is taken whole with one fma.
+inline __m256i iq4_levels(const uint8_t* qs) {
+  const __m256i values = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  return _mm256_shuffle_epi8(values, nibbles32(qs));
+}
+
+float vec_dot_iq4_nl_q8_0_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK;
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockIQ4_NL), y += sizeof(BlockQ8_0))
+    acc = std::fma(float(hsum_i32(dot_i8_lanes(iq4_levels(x + 2), load256(y + 2)))), f16_at(x) * f16_at(y), acc);
+  return acc;
+}
+
+void vec_dot4_iq4_nl_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  dot4_q8_0_act<true>(static_cast<const uint8_t*>(w), sizeof(BlockIQ4_NL), static_cast<const uint8_t*>(a), stride, n, out,
+                      [](const uint8_t* x) { return iq4_levels(x + 2); });
+}
+
+// ---- q3_K and iq4_xs: llama.cpp's x86 vec_dot order, as q6_K's: eight int32 lanes per
+// super-block (lane k takes bytes 4k..4k+3 of every 32-byte part), one fma of the lanes by
+// d_x d_y, the eight lanes added at the end (hsum). Each part is signed levels times int8
+// activations (VPMADDUBSW through the sign trick: |levels| <= 127, activations within
+// +-127, so no pair saturates) scaled per 16 (q3_K) or 32 (iq4_xs) elements by VPMADDWD.
+
+// Eight parts of 32 signed levels and their scale pairs (the scale of each 16-byte half of a
+// part in all int16 lanes of that half), as the unpackers below leave them.
+struct LanesBlock {
+  __m256i q[8], s[8];
+};
+
+// The int32 lanes of a LanesBlock against one q8_K block's quants.
+inline __m256i lanes_dot(const LanesBlock& b, const uint8_t* q8) {
+  __m256i sumi = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(b.q[k], b.q[k]), _mm256_sign_epi8(load256(q8 + 32 * k), b.q[k]));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, b.s[k]));
+  }
+  return sumi;
+}
+
+inline __m256i scale_pair(int lo, int hi) { return _mm256_set_m128i(_mm_set1_epi16(int16_t(hi)), _mm_set1_epi16(int16_t(lo))); }
+
+// Q3_K's 16 group scales (minus 32, as unpack_scale_q3_K gives them) from its 12 bytes, as
+// int16: low nibbles of bytes 0..7 (groups 0..7), then their high nibbles (8..15); top bits
+// from bytes 8..11, bits 2(g / 4) for group g. In registers throughout (a round trip through
+// memory stalled store forwarding and took longer than the dot product).
+inline __m256i q3k_scales16(const uint8_t* packed) {
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i b07 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed));
+  const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(b07, low4), _mm_and_si128(_mm_srli_epi16(b07, 4), low4));
+  const __m128i top = _mm_srlv_epi32(_mm_set1_epi32(int32_t(load_u32(packed + 8))), _mm_setr_epi32(0, 2, 4, 6));
+  const __m128i high = _mm_slli_epi16(_mm_and_si128(top, _mm_set1_epi8(3)), 4);
+  return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(low, high), _mm_set1_epi8(32)));
+}
+
+// Groups 2k and 2k + 1 of 16 int16 scales, in every int16 lane of the low and the high half.
+inline __m256i scale_pair_of(__m256i scales16, int k) {
+  const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+  return _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(scales16, _mm256_set1_epi32(k)), spread);
+}
+
+// Part 4h + j holds elements 128h + 32j + l (l < 32): two low bits from bits 2j of qs[32h + l],
+// the third from bit 4h + j of hmask[l]; level = bits - 4.
+inline void q3k_block(const uint8_t* x, LanesBlock* b) {
+  const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+  const __m256i hmask = load256(x);
+  const __m256i sc16 = q3k_scales16(x + 96);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i bits = load256(x + 32 + 32 * h);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bit = _mm256_set1_epi8(int8_t(1 << (4 * h + j)));
+      const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), four);
+      const __m256i low = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
+      b->q[4 * h + j] = _mm256_sub_epi8(_mm256_or_si256(low, high), four);
+      b->s[4 * h + j] = scale_pair_of(sc16, 4 * h + j);
+    }
+  }
+}
+
+// Part j is sub-block j: elements 32j..32j+15 from the low nibbles of qs[16j..], the rest from
+// the high ones, through the grid; one scale for the whole part.
+inline void iq4xs_block(const uint8_t* x, LanesBlock* b) {
+  uint16_t scales_h;
+  std::memcpy(&scales_h, x + 2, 2);
+  for (int j = 0; j < 8; ++j) {
+    b->q[j] = iq4_levels(x + 8 + 16 * j);
+    const int ls = unpack_scale_iq4_xs(j, x + 4, scales_h);
+    b->s[j] = scale_pair(ls, ls);
+  }
+}
+
+template <size_t kBlockBytes, size_t kDAt, void (*Unpack)(const uint8_t*, LanesBlock*)>
+float vec_dot_lanes_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, x += kBlockBytes, y += sizeof(BlockQ8_K)) {
+    LanesBlock blk;
+    Unpack(x, &blk);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x + kDAt) * f32_at(y)), _mm256_cvtepi32_ps(lanes_dot(blk, y + 4)), acc);
+  }
+  return hsum(acc);
+}
+
+template <size_t kBlockBytes, size_t kDAt, void (*Unpack)(const uint8_t*, LanesBlock*)>
+void vec_dot4_lanes_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* ab = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; ++b, x += kBlockBytes) {
+    LanesBlock blk;
+    Unpack(x, &blk);
+    const float dx = f16_at(x + kDAt);
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f32_at(y)), _mm256_cvtepi32_ps(lanes_dot(blk, y + 4)), acc[j]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]);
+}
+
+constexpr size_t kQ3KDAt = offsetof(BlockQ3_K, d), kIq4xsDAt = offsetof(BlockIQ4_XS, d);
+
+// ---- q2_K: llama.cpp's repacked q2_K order (gemv/gemm_q2_K_8x8_q8_K, which its AVX-512
+// builds take; see the AVX-512 file): per super-block the whole scaled integer dot and the
+// whole min term, each with one fma into its own accumulator, their difference at the end.
+// Part 4h + j holds elements 128h + 32j + l, bits 2j of qs[32h + l]; levels 0..3 are unsigned,
+// so VPMADDUBSW takes them as they are.
+struct Q2KBlock {
+  __m256i q[8], s[8];
+  __m256i mins16;  // the 16 group mins as int16, against the q8_K group sums
+};
+inline void q2k_block(const uint8_t* x, Q2KBlock* b) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i bits = load256(x + 16 + 32 * h);
+    for (int j = 0; j < 4; ++j) {
+      const int g = 8 * h + 2 * j;
+      b->q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
+      b->s[4 * h + j] = scale_pair(x[g] & 0x0F, x[g + 1] & 0x0F);
+    }
+  }
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
+  b->mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F)));
+}
+
+// The block's scaled integer dot against one q8_K block (exact: below 2^24 in magnitude).
+inline int32_t q2k_dot(const Q2KBlock& b, const uint8_t* q8k) {
+  __m256i sumi = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k)
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(b.q[k], load256(q8k + 4 + 32 * k)), b.s[k]));
+  return hsum_i32(sumi);
+}
+
+float vec_dot_q2_K_q8_K_avx2(const void* w, const void* a, int64_t n) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* y = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  float acc = 0.0f, acc_min = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ2_K), y += sizeof(BlockQ8_K)) {
+    Q2KBlock blk;
+    q2k_block(x, &blk);
+    const float dy = f32_at(y);
+    acc = std::fma(float(q2k_dot(blk, y)), f16_at(x + offsetof(BlockQ2_K, d)) * dy, acc);
+    acc_min = std::fma(float(bsum_dot(y, blk.mins16)), f16_at(x + offsetof(BlockQ2_K, dmin)) * dy, acc_min);
+  }
+  return acc - acc_min;
+}
+
+void vec_dot4_q2_K_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  const uint8_t* x = static_cast<const uint8_t*>(w);
+  const uint8_t* ab = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQK_K;
+  float acc[4] = {0, 0, 0, 0}, acc_min[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b, x += sizeof(BlockQ2_K)) {
+    Q2KBlock blk;
+    q2k_block(x, &blk);
+    const float d = f16_at(x + offsetof(BlockQ2_K, d)), dmin = f16_at(x + offsetof(BlockQ2_K, dmin));
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* y = ab + j * stride + size_t(b) * sizeof(BlockQ8_K);
+      const float dy = f32_at(y);
+      acc[j] = std::fma(float(q2k_dot(blk, y)), d * dy, acc[j]);
+      acc_min[j] = std::fma(float(bsum_dot(y, blk.mins16)), dmin * dy, acc_min[j]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) out[j] = acc[j] - acc_min[j];
 }
 
 // Unsigned levels with a min (q4_1, q5_1) against q8_1: d_x d_y sum(q p) + m_x s_y per block.
@@ -2014,6 +2210,10 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot[int(GgmlType::Q5_K)] = vec_dot_q5_K_q8_K_avx2;
   k.vec_dot[int(GgmlType::Q6_K)] = vec_dot_q6_K_q8_K_avx2;
   k.vec_dot[int(GgmlType::MXFP4)] = vec_dot_mxfp4_q8_0_avx2;
+  k.vec_dot[int(GgmlType::Q2_K)] = vec_dot_q2_K_q8_K_avx2;
+  k.vec_dot[int(GgmlType::Q3_K)] = vec_dot_lanes_avx2<sizeof(BlockQ3_K), kQ3KDAt, q3k_block>;
+  k.vec_dot[int(GgmlType::IQ4_NL)] = vec_dot_iq4_nl_q8_0_avx2;
+  k.vec_dot[int(GgmlType::IQ4_XS)] = vec_dot_lanes_avx2<sizeof(BlockIQ4_XS), kIq4xsDAt, iq4xs_block>;
   k.vec_dot4[int(GgmlType::F32)] = vec_dot4_f32_avx2;
   k.vec_dot4[int(GgmlType::F16)] = vec_dot4_half_avx2<HalfF16>;
   k.vec_dot4[int(GgmlType::BF16)] = vec_dot4_half_avx2<HalfBF16>;
@@ -2026,6 +2226,10 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot4[int(GgmlType::Q5_K)] = vec_dot4_q5_K_avx2;
   k.vec_dot4[int(GgmlType::Q6_K)] = vec_dot4_q6_K_avx2;
   k.vec_dot4[int(GgmlType::MXFP4)] = vec_dot4_mxfp4_avx2;
+  k.vec_dot4[int(GgmlType::Q2_K)] = vec_dot4_q2_K_avx2;
+  k.vec_dot4[int(GgmlType::Q3_K)] = vec_dot4_lanes_avx2<sizeof(BlockQ3_K), kQ3KDAt, q3k_block>;
+  k.vec_dot4[int(GgmlType::IQ4_NL)] = vec_dot4_iq4_nl_avx2;
+  k.vec_dot4[int(GgmlType::IQ4_XS)] = vec_dot4_lanes_avx2<sizeof(BlockIQ4_XS), kIq4xsDAt, iq4xs_block>;
   k.from_float[int(GgmlType::Q8_0)] = quantize_row_q8_0_avx2;
   k.from_float[int(GgmlType::Q8_1)] = quantize_row_q8_1_avx2;
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;

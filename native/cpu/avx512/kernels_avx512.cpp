@@ -418,29 +418,43 @@ struct KQ4 {
   }
 };
 
-// mxfp4 in llama.cpp's repacked order (gemv/gemm_q4_b32_8x8_q8_0_lut_avx, as its q4_0): each
-// block's integer dot whole, then one fma by e8m0_half(e) * d. VPDPBUSD takes unsigned weights,
-// so codes map through kMxfp4Levels (levels plus 12) and 12 times the activation's block sum
-// comes back off, as q4_0's offset of 8 does.
-struct KMxfp4 {
+// mxfp4 and iq4_nl in llama.cpp's repacked order (gemv/gemm_q4_b32_8x8_q8_0_lut_avx, as its
+// q4_0): each block's integer dot whole, then one fma by the block scale times d. VPDPBUSD
+// takes unsigned weights, so codes map through a grid's levels plus an offset (kMxfp4Levels:
+// 12, kIq4nlLevels: 128; VPDPBUSD sums in int32, so levels up to 241 do not saturate) and
+// the offset times the activation's block sum comes back off, as q4_0's offset of 8 does.
+struct Mxfp4Grid {
   using L = Mxfp4Layout;
-  static constexpr int kMaxT = 8;
-  static constexpr bool kStreamTiles = true;  // tile<T, true> prefetches at any T (gemm_packed)
-
+  static constexpr const uint8_t* kLevels = kMxfp4Levels;
+  static constexpr int kOffset = kMxfp4Offset;
   // The 16 rows' exponents of block b as the floats e8m0_half gives.
-  TDM_INLINE static __m512 scales(const uint8_t* e) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(e)));
+  TDM_INLINE static __m512 scales(const uint8_t* g, int64_t nb, int64_t b) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_e(nb) + b * G)));
     const __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(v, _mm512_set1_epi32(1)), 23);
     const __m512i tiny = _mm512_sllv_epi32(_mm512_set1_epi32(0x00200000), v);
     return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(2)), normal, tiny));
   }
+};
+
+struct Iq4nlGrid {
+  using L = Q4Layout<false, false>;  // iq4_nl blocks are laid out as q4_0's
+  static constexpr const uint8_t* kLevels = kIq4nlLevels;
+  static constexpr int kOffset = kIq4nlOffset;
+  TDM_INLINE static __m512 scales(const uint8_t* g, int64_t nb, int64_t b) { return load_f16x16(g + L::off_d(nb) + b * 32); }
+};
+
+template <typename Grid>
+struct KLut4 {
+  using L = typename Grid::L;
+  static constexpr int kMaxT = 8;
+  static constexpr bool kStreamTiles = true;  // tile<T, true> prefetches at any T (gemm_packed)
 
   template <int T, bool kStream = false>
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     const int64_t nb = n / kQK;
     const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kMxfp4Levels)));
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(Grid::kLevels)));
     __m512 acc[T];
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -449,7 +463,7 @@ struct KMxfp4 {
       __m512i ia[T][P];
       zero_partials(ia);
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-kMxfp4Offset * load_i32(act + t * as + os + 4 * b));
+      for (int t = 0; t < T; ++t) ia[t][0] = _mm512_set1_epi32(-Grid::kOffset * load_i32(act + t * as + os + 4 * b));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         if (T <= 2 || kStream) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPrefetchBytes);
@@ -463,7 +477,7 @@ struct KMxfp4 {
         }
       }
       sum_partials(ia);
-      const __m512 dw = scales(g + L::off_e(nb) + b * G);
+      const __m512 dw = Grid::scales(g, nb, b);
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][0]), _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(act + t * as + od + 4 * b))),
@@ -735,6 +749,212 @@ struct KQ6_K {
     }
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) store_rows(y + t * ys, lanes_sum(acc[t]), valid);
+  }
+};
+
+// ==== q3_K and iq4_xs (IQ4XSLayout, Q3KLayout): llama.cpp's vec_dot order for them (neither
+// is repacked on x86), the eight lanes of KQ6_K: lane c < 4 takes the low-nibble chunk c of
+// each 32-element part p, lane 4 + c the high one, each times its part's (iq4_xs) or 16-element
+// group's (q3_K) scale, one fma per super-block, lanes_sum at the end. The levels are signed
+// (iq4_xs -127..113, q3_K -4..3), so each chunk goes through VPMADDUBSW as |level| against the
+// activations negated where the level is negative (pairs of |products| <= 2 * 127 * 127 fit
+// int16), then VPDPWSSD by the scale pairs; the same integers as the AVX2 vec_dot's sign trick.
+// A Levels policy gives a chunk's |levels| and negative mask and a part's scale pairs.
+
+// Sixteen int8 scales (one per row) as (s, s) int16 pairs in each row's lane.
+TDM_INLINE __m512i row_scale_pairs(__m128i s8) {
+  const __m256i dup = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+  return _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s8), dup));
+}
+
+struct IQ4XSLevels {
+  using L = IQ4XSLayout;
+  // The grid's magnitudes by code; codes 0..7 are the negative levels.
+  alignas(16) static constexpr uint8_t kAbs[16] = {127, 104, 83, 65, 49, 35, 22, 10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+  TDM_INLINE static void part_scales(const uint8_t* g, int64_t nbk, int64_t s, int p, __m512i* sc_lo, __m512i* sc_hi) {
+    const __m128i sl = _mm_load_si128(reinterpret_cast<const __m128i*>(g + L::off_sl(nbk) + s * 64 + 16 * (p / 2)));
+    const __m128i low = _mm_and_si128(_mm_srli_epi16(sl, 4 * (p % 2)), _mm_set1_epi8(0x0F));
+    const __m256i sh = _mm256_load_si256(reinterpret_cast<const __m256i*>(g + L::off_sh(nbk) + s * 32));
+    const __m128i high = _mm256_cvtepi16_epi8(_mm256_and_si256(_mm256_srli_epi16(sh, 2 * p), _mm256_set1_epi16(3)));
+    *sc_lo = *sc_hi = row_scale_pairs(_mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32)));
+  }
+
+  // Chunk c of part p: |levels| and negative masks, low-nibble elements (lo) and high (hi).
+  // The codes lead the group, so their place does not depend on the group's length.
+  template <int C>
+  TDM_INLINE static void chunk(const uint8_t* g, int64_t /*nbk*/, int64_t s, int p, __m512i* abs_lo, __mmask64* neg_lo, __m512i* abs_hi,
+                               __mmask64* neg_hi) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kAbs)));
+    const __m512i v = load512(g + ((s * 8 + p) * 4 + C) * 64);
+    const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    *abs_lo = _mm512_shuffle_epi8(lut, lo);
+    *abs_hi = _mm512_shuffle_epi8(lut, hi);
+    *neg_lo = _mm512_testn_epi8_mask(lo, eight);
+    *neg_hi = _mm512_testn_epi8_mask(hi, eight);
+  }
+  // Index of chunk c of part p in the stream of 64-byte vectors (prefetch_group_stream).
+  static int64_t vector_index(int64_t s, int p, int c) { return (s * 8 + p) * 4 + c; }
+};
+
+struct Q3KLevels {
+  using L = Q3KLayout;
+
+  // Group grp's (0..15) scales of the 16 rows, minus 32, as int8.
+  TDM_INLINE static __m128i group_scales(const uint8_t* sc, int grp) {
+    const __m128i lb = _mm_load_si128(reinterpret_cast<const __m128i*>(sc + 16 * (grp % 8)));
+    const __m128i hb = _mm_load_si128(reinterpret_cast<const __m128i*>(sc + 16 * (8 + grp % 4)));
+    const __m128i low = _mm_and_si128(_mm_srli_epi16(lb, 4 * (grp / 8)), _mm_set1_epi8(0x0F));
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(hb, 2 * (grp / 4)), _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+  }
+  TDM_INLINE static void part_scales(const uint8_t* g, int64_t nbk, int64_t s, int p, __m512i* sc_lo, __m512i* sc_hi) {
+    const uint8_t* sc = g + L::off_sc(nbk) + s * 192;
+    *sc_lo = row_scale_pairs(group_scales(sc, 2 * p));
+    *sc_hi = row_scale_pairs(group_scales(sc, 2 * p + 1));
+  }
+
+  // A level is low2 + 4 * bit - 4: negative exactly where the third bit is clear, with
+  // magnitude 4 - low2 there.
+  template <int C>
+  TDM_INLINE static void chunk(const uint8_t* g, int64_t nbk, int64_t s, int p, __m512i* abs_lo, __mmask64* neg_lo, __m512i* abs_hi,
+                               __mmask64* neg_hi) {
+    const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const uint8_t* lowp = g + (s * 8 + p) * 128;
+    const __m512i hb = load512(g + L::off_hb(nbk) + (s * 8 + p) * 64);
+    const __m512i l0 = _mm512_and_si512(_mm512_srli_epi16(load512(lowp), 2 * C), m3);
+    const __m512i l1 = _mm512_and_si512(_mm512_srli_epi16(load512(lowp + 64), 2 * C), m3);
+    *neg_lo = _mm512_testn_epi8_mask(hb, _mm512_set1_epi8(int8_t(1 << C)));
+    *neg_hi = _mm512_testn_epi8_mask(hb, _mm512_set1_epi8(int8_t(1 << (4 + C))));
+    *abs_lo = _mm512_mask_sub_epi8(l0, *neg_lo, four, l0);
+    *abs_hi = _mm512_mask_sub_epi8(l1, *neg_hi, four, l1);
+  }
+  // Two low-bit vectors per part: chunk c's request walks them at half a vector per chunk.
+  static int64_t vector_index(int64_t s, int p, int c) { return (s * 8 + p) * 2 + c / 2; }
+};
+
+template <typename Lv>
+struct KLanes {
+  using L = typename Lv::L;
+  static constexpr int kMaxT = 2;
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[T][8];
+    zero_lanes(acc);
+    for (int64_t s = 0; s < nbk; ++s) {
+      __m512i lane[T][8];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) lane[t][k] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+      for (int p = 0; p < 8; ++p) {
+        __m512i sc_lo, sc_hi;
+        Lv::part_scales(g, nbk, s, p, &sc_lo, &sc_hi);
+        auto chunk = [&](auto cc) {
+          constexpr int C = decltype(cc)::value;
+          if (C % 2 == 0 || Lv::vector_index(s, p, C) != Lv::vector_index(s, p, C - 1))
+            prefetch_group_stream<L::kStreamStep>(g, Lv::vector_index(s, p, C), kPrefetchBytes);
+          __m512i abs_lo, abs_hi;
+          __mmask64 neg_lo, neg_hi;
+          Lv::template chunk<C>(g, nbk, s, p, &abs_lo, &neg_lo, &abs_hi, &neg_hi);
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
+            const __m512i a_lo = bcast4(a + 4 * C), a_hi = bcast4(a + 16 + 4 * C);
+            lane[t][C] = _mm512_dpwssd_epi32(lane[t][C], _mm512_maddubs_epi16(abs_lo, _mm512_mask_sub_epi8(a_lo, neg_lo, zero, a_lo)), sc_lo);
+            lane[t][4 + C] = _mm512_dpwssd_epi32(lane[t][4 + C], _mm512_maddubs_epi16(abs_hi, _mm512_mask_sub_epi8(a_hi, neg_hi, zero, a_hi)), sc_hi);
+          }
+        };
+        chunk(std::integral_constant<int, 0>{});
+        chunk(std::integral_constant<int, 1>{});
+        chunk(std::integral_constant<int, 2>{});
+        chunk(std::integral_constant<int, 3>{});
+      }
+      const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 32);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512 d = _mm512_mul_ps(dv, _mm512_set1_ps(load_f32(act + t * as + od + 4 * s)));
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lane[t][k]), acc[t][k]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, lanes_sum(acc[t]), valid);
+  }
+};
+
+// q2_K (Q2KLayout) in llama.cpp's repacked q2_K order (gemv/gemm_q2_K_8x8_q8_K, which its AVX-512
+// builds take): per super-block the whole scaled integer dot with one fma by d, and the whole
+// min term (mins against the activation's group sums) with one fma by dmin into a second
+// accumulator, subtracted at the end. Levels 0..3 are unsigned: VPMADDUBSW, then VPDPWSSD by
+// the 16-element group's scale.
+struct KQ2_K {
+  using L = Q2KLayout;
+  static constexpr int kMaxT = 4;
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 acc[T], acc_min[T];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
+      auto group_bytes = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
+      __m512i isum[T], imin[T];
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) isum[t] = imin[t] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+      for (int p = 0; p < 8; ++p) {
+        const __m512i sc_lo = row_scale_pairs(_mm_and_si128(group_bytes(2 * p), _mm_set1_epi8(0x0F)));
+        const __m512i sc_hi = row_scale_pairs(_mm_and_si128(group_bytes(2 * p + 1), _mm_set1_epi8(0x0F)));
+        const uint8_t* lowp = g + (s * 8 + p) * 128;
+        prefetch_group_stream<L::kStreamStep>(g, (s * 8 + p) * 2, kPrefetchBytes);
+        prefetch_group_stream<L::kStreamStep>(g, (s * 8 + p) * 2 + 1, kPrefetchBytes);
+        const __m512i v0 = load512(lowp), v1 = load512(lowp + 64);
+        auto chunk = [&](auto cc) {
+          constexpr int C = decltype(cc)::value;
+          const __m512i wl = _mm512_and_si512(_mm512_srli_epi16(v0, 2 * C), m3);
+          const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(v1, 2 * C), m3);
+#pragma GCC unroll 16
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
+            isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_maddubs_epi16(wl, bcast4(a + 4 * C)), sc_lo);
+            isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_maddubs_epi16(wh, bcast4(a + 16 + 4 * C)), sc_hi);
+          }
+        };
+        chunk(std::integral_constant<int, 0>{});
+        chunk(std::integral_constant<int, 1>{});
+        chunk(std::integral_constant<int, 2>{});
+        chunk(std::integral_constant<int, 3>{});
+      }
+      // Mins of groups 2k and 2k + 1 as an int16 pair per row, against the pair of group sums.
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m128i m0 = _mm_and_si128(_mm_srli_epi16(group_bytes(2 * k), 4), _mm_set1_epi8(0x0F));
+        const __m128i m1 = _mm_and_si128(_mm_srli_epi16(group_bytes(2 * k + 1), 4), _mm_set1_epi8(0x0F));
+        const __m512i mp = _mm512_cvtepu8_epi16(_mm256_set_m128i(_mm_unpackhi_epi8(m0, m1), _mm_unpacklo_epi8(m0, m1)));
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) imin[t] = _mm512_dpwssd_epi32(imin[t], mp, _mm512_set1_epi32(load_i32(act + t * as + og + 32 * s + 4 * k)));
+      }
+      const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 32), dminv = load_f16x16(g + L::off_dmin(nbk) + s * 32);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        const __m512 dy = _mm512_set1_ps(load_f32(act + t * as + od + 4 * s));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, dy), acc[t]);
+        acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin[t]), _mm512_mul_ps(dminv, dy), acc_min[t]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) store_rows(y + t * ys, _mm512_sub_ps(acc[t], acc_min[t]), valid);
   }
 };
 
@@ -1594,7 +1814,11 @@ void fill_kernels_avx512(Kernels& k) {
   k.packed[int(GgmlType::Q4_K)] = packed_ops<KK4<false>, K4Layout<false>>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::Q5_K)] = packed_ops<KK4<true>, K4Layout<true>>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::Q6_K)] = packed_ops<KQ6_K, K6Layout>(ActQ8_K::bytes, quantize_act_q8_K);
-  k.packed[int(GgmlType::MXFP4)] = packed_ops<KMxfp4, Mxfp4Layout>(ActQ8_0::bytes, quantize_act_q8_0<0>);
+  k.packed[int(GgmlType::MXFP4)] = packed_ops<KLut4<Mxfp4Grid>, Mxfp4Layout>(ActQ8_0::bytes, quantize_act_q8_0<0>);
+  k.packed[int(GgmlType::IQ4_NL)] = packed_ops<KLut4<Iq4nlGrid>, Q4Layout<false, false>>(ActQ8_0::bytes, quantize_act_q8_0<0>);
+  k.packed[int(GgmlType::Q2_K)] = packed_ops<KQ2_K, Q2KLayout>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::Q3_K)] = packed_ops<KLanes<Q3KLevels>, Q3KLayout>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ4_XS)] = packed_ops<KLanes<IQ4XSLevels>, IQ4XSLayout>(ActQ8_K::bytes, quantize_act_q8_K);
 
   k.attention = attention_avx512;
   k.swiglu_f32 = swiglu_avx512;
