@@ -496,6 +496,9 @@ async function main(): Promise<void> {
     ['tiny mixtral-style llama MoE q4_0', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'q4_0', seed: 7 }],
     // Sliding window, sinks, YaRN, biased MXFP4 experts with the clamped SwiGLU: every gpt-oss op on the device.
     ['tiny gpt-oss mxfp4_moe', { preset: 'tiny', architecture: 'gpt-oss', slidingWindow: 8, nHead: 8, nHeadKv: 2, headDim: 64, type: 'mxfp4_moe', seed: 10, ropeScaling: { type: 'yarn', factor: 32, originalContext: 16 } }],
+    // The low-bit K and IQ4 types: q2_K, q3_K, q4_K, q6_K (Q2_K mix) and iq4_xs, q5_K (IQ4_XS mix).
+    ['tiny llama q2_K_mix', { preset: 'tiny', type: 'q2_K_mix', seed: 11 }],
+    ['tiny mixtral-style llama MoE iq4_xs_mix', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'iq4_xs_mix', seed: 12 }],
   ];
   let executorOnGpu = false;
   // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.
