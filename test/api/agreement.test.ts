@@ -27,9 +27,11 @@ const POSITIONS = 128;
  *   up to 5e-6, max 6e-5, on the q4_K MoE models). q2_K (its AVX-512 repacked order) and
  *   iq4_nl (its repacked order) agree at 2e-7 too; q3_K and iq4_xs give llama.cpp's vec_dot
  *   bits, but llama.cpp runs iq4_xs batches of 8 or more through its IQ panel gemm, in
- *   another order (mean KL 2e-6 to 3e-5). Files that mix q3_K with q4_K or q5_K (Q3_K_M)
- *   measured a mean KL of 4e-5 and 125-126 of 128 raw top-1, every decisive position
- *   agreeing; the same q3_K tensors beside q6_K or q8_0 weights agree at 2e-7.
+ *   another order (mean KL 2e-6 to 3e-5). Files whose q, k and v projections differ in type
+ *   agree less well, and not for the new types alone: a q4_K llama with a q5_K or q8_0 attn_q
+ *   measured 2e-6 to 4e-6, with a q3_K attn_q 3.5e-5, with an iq4_xs one 2e-7. Q3_K_M (q3_K
+ *   q and k beside a q4_K or q5_K v) measured 4e-5 and 125-126 of 128 raw top-1, every
+ *   decisive position agreeing, so it is left out of the list below; pure q3_K is in it.
  * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
  * which the two runs may legitimately pick different tokens; `minTop1` is the raw top-1
  * agreement over all positions (measured: 127 or 128 of 128 for every case, float and
