@@ -1,12 +1,17 @@
 // Times the dot-product kernels of one weight type in every kernel table (reference, AVX2,
-// AVX-VNNI, AVX-512, and the AVX-512 packed gemm where the type has one) on one thread: a
-// matvec (one token) and a matmul of N tokens, alternated round by round so that a noisy
-// machine's slow spells hit every variant alike; prints each one's median milliseconds. With
+// AVX-VNNI, AVX-512) and each table's packed gemm where it has one, on one thread: a matvec
+// (one token) and a matmul of N tokens, alternated round by round so that a noisy machine's
+// slow spells hit every variant alike; prints each one's median milliseconds. The packed
+// gemms run in the tasks the CPU backend gives one thread; the dot products (and llama.cpp's)
+// run token by token over all rows, so with many tokens they stream the weights once per
+// token where llama.cpp's mul_mat would tile them. With
 // GGML_CPU_LIB (a llama.cpp CPU backend library, e.g. node-llama-cpp's libggml-cpu-zen4.so) it
 // also times llama.cpp's ggml_vec_dot for the type (its dot-product path, not its repacked
 // gemv) and checks which tandem variants give its bits.
 //
-//   dot-types TYPE ROWS COLS TOKENS ROUNDS      (TYPE: q2_K, q3_K, iq4_nl, iq4_xs, or a ggml id)
+//   dot-types TYPE ROWS COLS TOKENS ROUNDS [TABLES]
+// TYPE: q2_K, q3_K, iq4_nl, iq4_xs, q4_K, q6_K. TABLES (default ref,avx2,avxvnni,avx512): the
+// tables to time, comma-separated; the AVX2 dot products always run (the bits' baseline).
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -90,34 +95,40 @@ int main(int argc, char** argv) {
   }
   for (auto& v : x) v = nd(rng);
 
+  const std::string wanted = "," + std::string(argc > 6 ? argv[6] : "ref,avx2,avxvnni,avx512") + ",avx2,";
   std::vector<Variant> vs;
   std::vector<const Kernels*> tables;
   for (const char* isa : {"ref", "avx2", "avxvnni", "avx512"}) {
     const Kernels* k = kernels_for(isa);
-    if (k == nullptr) continue;
+    if (k == nullptr || wanted.find("," + std::string(isa) + ",") == std::string::npos) continue;
     tables.push_back(k);
     vs.push_back({isa, {}, {}, {}, {}});
   }
-  const Kernels* k512 = kernels_for("avx512");
-  const bool packed = k512 != nullptr && k512->packed[int(wt)].gemm != nullptr;
-  // The packed kernels load whole aligned vectors: groups and activations on 64-byte lines.
-  std::vector<uint8_t> group_buf, act_buf;
-  uint8_t* groups = nullptr;
-  uint8_t* pact = nullptr;
+  // Each table's packed gemm (where it has one) on its own copy of the groups. The packed
+  // kernels load whole aligned vectors: groups and activations on 64-byte lines.
+  struct Packed {
+    const PackedOps* po;
+    std::vector<uint8_t> group_buf, act_buf;
+    uint8_t* groups;
+    uint8_t* act;
+    size_t gb, ab;
+  };
+  std::vector<Packed> packs;
   auto align64 = [](std::vector<uint8_t>& b) { return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63)); };
-  size_t gb = 0, pab = 0;
   const int64_t n_groups = (rows + kPackRows - 1) / kPackRows;
-  if (packed) {
-    const PackedOps& po = k512->packed[int(wt)];
-    gb = po.group_bytes(cols);
-    group_buf.resize(gb * size_t(n_groups) + 64);
-    groups = align64(group_buf);
+  const size_t n_tables = tables.size();
+  for (size_t i = 0; i < n_tables; ++i) {
+    const PackedOps& po = tables[i]->packed[int(wt)];
+    if (po.gemm == nullptr) continue;
+    Packed p{&po, {}, {}, nullptr, nullptr, po.group_bytes(cols), po.act_bytes(cols)};
+    p.group_buf.resize(p.gb * size_t(n_groups) + 64);
+    p.groups = align64(p.group_buf);
     for (int64_t g = 0; g < n_groups; ++g)
-      po.pack_group(w.data() + size_t(g * kPackRows) * wrb, wrb, std::min<int64_t>(kPackRows, rows - g * kPackRows), cols, groups + size_t(g) * gb);
-    pab = po.act_bytes(cols);
-    act_buf.resize(pab * size_t(tokens) + 64);
-    pact = align64(act_buf);
-    vs.push_back({"avx512 packed", {}, {}, {}, {}});
+      po.pack_group(w.data() + size_t(g * kPackRows) * wrb, wrb, std::min<int64_t>(kPackRows, rows - g * kPackRows), cols, p.groups + size_t(g) * p.gb);
+    p.act_buf.resize(p.ab * size_t(tokens) + 64);
+    p.act = align64(p.act_buf);
+    packs.push_back(std::move(p));
+    vs.push_back({vs[i].name + " packed", {}, {}, {}, {}});
   }
 
   GgmlVecDot ggml_dot = nullptr;
@@ -153,10 +164,18 @@ int main(int argc, char** argv) {
         }
         for (; t < n; ++t) y[size_t(t * rows + r)] = k.vec_dot[int(wt)](wr, act.data() + size_t(t) * arb, cols);
       }
-    } else if (packed && i == tables.size()) {
-      const PackedOps& po = k512->packed[int(wt)];
-      for (int64_t t = 0; t < n; ++t) po.quantize_act(x.data() + t * cols, cols, pact + size_t(t) * pab);
-      po.gemm(groups, gb, n_groups, rows, cols, pact, pab, n, y.data(), rows);
+    } else if (i < tables.size() + packs.size()) {
+      const Packed& p = packs[i - tables.size()];
+      for (int64_t t = 0; t < n; ++t) p.po->quantize_act(x.data() + t * cols, cols, p.act + size_t(t) * p.ab);
+      // As the CPU backend plans one thread's tasks (cpu_backend.cpp, plan_tasks): up to 6
+      // tokens one stretch of all groups, past that tasks of 4 groups, whose weights stay in
+      // the caches across the token tiles.
+      const int64_t step = n <= 6 ? n_groups : 4;
+      for (int64_t g0 = 0; g0 < n_groups; g0 += step) {
+        const int64_t ng = std::min(step, n_groups - g0);
+        p.po->gemm(p.groups + size_t(g0) * p.gb, p.gb, ng, std::min(ng * kPackRows, rows - g0 * kPackRows), cols, p.act, p.ab, n,
+                   y.data() + g0 * kPackRows, rows);
+      }
     } else {
       for (int64_t t = 0; t < n; ++t) ggml_quant(x.data() + t * cols, act.data() + size_t(t) * arb, cols);
       for (int64_t t = 0; t < n; ++t)
@@ -178,7 +197,7 @@ int main(int argc, char** argv) {
   const double gb_w = double(wrb) * double(rows) / 1e9;
   std::printf("%s %lldx%lld (%.1f MB), %lld tokens, %d rounds, 1 thread\n", tn->name, (long long)rows, (long long)cols, gb_w * 1e3,
               (long long)tokens, rounds);
-  const Variant& base = vs[tables.size() > 1 ? 1 : 0];  // avx2
+  const Variant& base = *std::find_if(vs.begin(), vs.end(), [](const Variant& v) { return v.name == "avx2"; });
   for (const auto& v : vs) {
     const double one = median(v.ms_one), many = median(v.ms_many);
     const bool same_one = v.y_one == base.y_one, same_many = v.y_many == base.y_many;

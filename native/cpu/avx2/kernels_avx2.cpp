@@ -1741,6 +1741,427 @@ struct KQ8_0Avx2 {
   }
 };
 
+// ---- packed q3_K and iq4_xs (layouts Q3KLayout, IQ4XSLayout): the AVX-512 kernel's
+// arithmetic (KLanes there, llama.cpp's vec_dot order for both: eight int lanes per
+// super-block, lane c < 4 the low chunk c of every 32-element part and lane 4 + c the high
+// one, each times its part's or 16-element group's scale; one fma of each lane by d per
+// super-block, lanes_sum at the end) on 8-row halves. The integers are the per-row vec_dot's
+// (lanes_dot): iq4_xs takes VPMADDUBSW of |level| against the activations with the level's
+// sign (|levels| <= 127, activations within +-127, so no int16 pair saturates), then VPMADDWD
+// by the scale pairs, and so does q3_K for several tokens. For one token, q3_K's levels plus 4
+// (0..7) go to VPMADDUBSW as they are, and each int16 pair gets 4 times its two activations'
+// sum back off before the scale (offset_pairs): the same pairs, one operation fewer per
+// vector (decode -6%; with more tokens the offsets' loads and subtractions cost more than the
+// shared operation saves). A Levels policy gives the scale pairs and a chunk's levels (signed,
+// or with kPlus4 and where the type has kOffset, plus 4).
+
+// acc + VPMADDWD(p, sc): with AVX-VNNI one VPDPWSSD, whose int32 adds wrap as VPADDD's do.
+inline __m256i madd16_add(__m256i acc, __m256i p, __m256i sc) {
+#if defined(TDM_AVX_VNNI)
+  return _mm256_dpwssd_avx_epi32(acc, p, sc);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+#endif
+}
+
+// acc + the scaled products of signed levels q (|q| = abs_q) and four activation bytes a.
+inline __m256i signed_dot_add(__m256i acc, __m256i abs_q, __m256i q, __m256i a, __m256i sc) {
+  return madd16_add(acc, _mm256_maddubs_epi16(abs_q, _mm256_sign_epi8(a, q)), sc);
+}
+
+// Calls f(std::integral_constant<int, C>) for the four chunks C of a part in order, so that
+// each chunk's shifts are immediates.
+template <typename F>
+__attribute__((always_inline)) inline void for_chunks(F&& f) {
+  f(std::integral_constant<int, 0>{});
+  f(std::integral_constant<int, 1>{});
+  f(std::integral_constant<int, 2>{});
+  f(std::integral_constant<int, 3>{});
+}
+
+// Eight int8 values per row (one 16-byte half of a 16-row plane, rh = 0 or 1) as (v, v) int16
+// pairs in each row's int32 lane.
+inline __m256i row_pairs_i8(__m128i v16, int rh) {
+  return _mm256_cvtepi8_epi16(rh == 0 ? _mm_unpacklo_epi8(v16, v16) : _mm_unpackhi_epi8(v16, v16));
+}
+
+struct Q3KLevelsAvx2 {
+  using L = Q3KLayout;
+  static constexpr int kVectorsPerPart = 2;  // low-bit vectors (prefetch_group_stream's walk)
+  static constexpr bool kOffset = true;
+
+  // sp[rh][grp]: group grp's scale minus 32 of rows 8rh..8rh+7, as (s, s) pairs. Groups 2k and
+  // 2k + 1 take their low nibbles from planes 2k % 8 and 2k % 8 + 1 (nibble k / 4), their top
+  // bits from planes 8 + 2k % 4 and 9 + 2k % 4 (bits 2(k / 2)): one 32-byte load each.
+  __attribute__((always_inline)) static inline void scale_pairs(const uint8_t* g, int64_t nbk, int64_t s, __m256i (&sp)[2][16]) {
+    const uint8_t* sc = g + L::off_sc(nbk) + s * 192;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+    const __m256i top[2] = {load256(sc + 128), load256(sc + 160)};
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m256i lv = load256(sc + 16 * (2 * k % 8));
+      const __m256i low = _mm256_and_si256(k < 4 ? lv : _mm256_srli_epi16(lv, 4), m4);
+      const __m256i tv = top[k % 2];
+      __m256i high;
+      switch (k / 2) {
+        case 0: high = _mm256_slli_epi16(tv, 4); break;
+        case 1: high = _mm256_slli_epi16(tv, 2); break;
+        case 2: high = tv; break;
+        default: high = _mm256_srli_epi16(tv, 2); break;
+      }
+      const __m256i s8 = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(high, m30)), k32);
+      const __m128i s_lo = _mm256_castsi256_si128(s8), s_hi = _mm256_extracti128_si256(s8, 1);
+      for (int rh = 0; rh < 2; ++rh) {
+        sp[rh][2 * k] = row_pairs_i8(s_lo, rh);
+        sp[rh][2 * k + 1] = row_pairs_i8(s_hi, rh);
+      }
+    }
+  }
+
+  // Part p of half rh: its two low-bit vectors and its third bits.
+  struct Part {
+    __m256i v0, v1, hb;
+  };
+  __attribute__((always_inline)) static inline Part part(const uint8_t* g, int64_t nbk, int64_t s, int p, int rh) {
+    const uint8_t* lowp = g + (s * 8 + p) * 128 + 32 * rh;
+    return {load256(lowp), load256(lowp + 64), load256(g + L::off_hb(nbk) + (s * 8 + p) * 64 + 32 * rh)};
+  }
+  // Chunk C's levels low2 + 4 * bit - 4 (kPlus4: low2 + 4 * bit).
+  template <int C, bool kPlus4>
+  __attribute__((always_inline)) static inline void chunk(const Part& pt, __m256i* w_lo, __m256i* w_hi) {
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i l0 = _mm256_and_si256(C == 0 ? pt.v0 : _mm256_srli_epi16(pt.v0, 2 * C), m3);
+    const __m256i l1 = _mm256_and_si256(C == 0 ? pt.v1 : _mm256_srli_epi16(pt.v1, 2 * C), m3);
+    // Bits C (low chunk) and 4 + C (high chunk) of the third-bit bytes moved to bit 2.
+    __m256i b_lo;
+    if constexpr (C < 2) b_lo = _mm256_slli_epi16(pt.hb, 2 - C);
+    else if constexpr (C == 2) b_lo = pt.hb;
+    else b_lo = _mm256_srli_epi16(pt.hb, 1);
+    const __m256i b_hi = _mm256_srli_epi16(pt.hb, 2 + C);
+    if constexpr (kPlus4) {
+      *w_lo = _mm256_or_si256(l0, _mm256_and_si256(b_lo, four));
+      *w_hi = _mm256_or_si256(l1, _mm256_and_si256(b_hi, four));
+    } else {
+      *w_lo = _mm256_sub_epi8(l0, _mm256_andnot_si256(b_lo, four));
+      *w_hi = _mm256_sub_epi8(l1, _mm256_andnot_si256(b_hi, four));
+    }
+  }
+};
+
+struct IQ4XSLevelsAvx2 {
+  using L = IQ4XSLayout;
+  static constexpr int kVectorsPerPart = 4;
+  static constexpr bool kOffset = false;
+
+  // sp[rh][2p] = sp[rh][2p + 1]: part p's scale minus 32 of rows 8rh..8rh+7, as (s, s) pairs.
+  __attribute__((always_inline)) static inline void scale_pairs(const uint8_t* g, int64_t nbk, int64_t s, __m256i (&sp)[2][16]) {
+    const __m256i sh = load256(g + L::off_sh(nbk) + s * 32);  // 16 rows' scales_h
+    const __m256i m3 = _mm256_set1_epi16(3), k32 = _mm256_set1_epi16(32);
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p) {
+      const __m128i sl = _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_sl(nbk) + s * 64 + 16 * (p / 2)));
+      const __m128i low = _mm_and_si128(p % 2 == 0 ? sl : _mm_srli_epi16(sl, 4), _mm_set1_epi8(0x0F));
+      const __m256i high = _mm256_and_si256(_mm256_srli_epi16(sh, 2 * p), m3);
+      const __m256i s16 = _mm256_sub_epi16(_mm256_or_si256(_mm256_cvtepu8_epi16(low), _mm256_slli_epi16(high, 4)), k32);
+      for (int rh = 0; rh < 2; ++rh) {
+        const __m128i x = rh == 0 ? _mm256_castsi256_si128(s16) : _mm256_extracti128_si256(s16, 1);
+        sp[rh][2 * p] = sp[rh][2 * p + 1] = _mm256_set_m128i(_mm_unpackhi_epi16(x, x), _mm_unpacklo_epi16(x, x));
+      }
+    }
+  }
+
+  struct Part {
+    const uint8_t* v;  // chunk 0's vector, this half
+  };
+  __attribute__((always_inline)) static inline Part part(const uint8_t* g, int64_t, int64_t s, int p, int rh) {
+    return {g + (s * 8 + p) * 256 + 32 * rh};
+  }
+  // Chunk C's codes through the grid (kIq4nlValues): low nibbles, then high.
+  template <int C, bool>
+  __attribute__((always_inline)) static inline void chunk(const Part& pt, __m256i* q_lo, __m256i* q_hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    const __m256i v = load256(pt.v + 64 * C);
+    *q_lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, m4));
+    *q_hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+  }
+};
+
+// 4 (a_2j + a_2j+1) for the 128 pairs of a super-block's activations, as int16 in element
+// order: the pairs of the four bytes at offset o of the activations are the four bytes at o.
+__attribute__((always_inline)) inline void offset_pairs(const uint8_t* a, uint8_t (&out)[kQK_K]) {
+  for (int k = 0; k < 8; ++k)
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out + 32 * k), _mm256_maddubs_epi16(_mm256_set1_epi8(4), load256(a + 32 * k)));
+}
+
+template <typename Lv>
+struct KLanesAvx2 {
+  using L = typename Lv::L;
+  static constexpr int kMaxT = 4;
+
+  // One token takes q3_K's levels plus 4 (see above).
+  static constexpr bool kPlus4One = Lv::kOffset;
+
+  // lane + the scaled pairs of chunk levels w against the activations at a (kPlus4: w plus 4,
+  // the offset pairs at o); abs_w = |w| (signed levels only).
+  template <bool kPlus4>
+  __attribute__((always_inline)) static inline __m256i chunk_add(__m256i lane, __m256i abs_w, __m256i w, const uint8_t* a, const uint8_t* o,
+                                                                  __m256i sc) {
+    const __m256i av = _mm256_set1_epi32(int32_t(load_u32(a)));
+    if constexpr (kPlus4) return madd16_add(lane, _mm256_sub_epi16(_mm256_maddubs_epi16(w, av), _mm256_set1_epi32(int32_t(load_u32(o)))), sc);
+    else return signed_dot_add(lane, abs_w, w, av, sc);
+  }
+  template <bool kPlus4>
+  static __m256i abs_levels(__m256i w) { return kPlus4 ? w : _mm256_sign_epi8(w, w); }
+
+  __attribute__((always_inline)) static inline void prefetch_part(const uint8_t* g, int64_t s, int p) {
+    for (int i = 0; i < Lv::kVectorsPerPart; ++i)
+      prefetch_group_stream<L::kStreamStep>(g, (s * 8 + p) * Lv::kVectorsPerPart + i, kPackedPrefetchBytes);
+  }
+  static __m256 half_d(const uint8_t* g, int64_t nbk, int64_t s, int rh) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * rh)));
+  }
+
+  // One token: part p outside, its four chunks inside, the eight int lanes in registers.
+  __attribute__((always_inline)) static inline void superblock_one(const uint8_t* g, int64_t nbk, int64_t s, int rh, const uint8_t* act, size_t od,
+                                                                    const uint8_t* off, const __m256i (&sp)[16], __m256 (&acc)[8]) {
+    __m256i lane[8];
+    for (int k = 0; k < 8; ++k) lane[k] = _mm256_setzero_si256();
+    for (int p = 0; p < 8; ++p) {
+      // Each line is read from memory once, by half 0: it asks for the lines ahead.
+      if (rh == 0) prefetch_part(g, s, p);
+      const typename Lv::Part pt = Lv::part(g, nbk, s, p, rh);
+      const uint8_t* a = act + s * kQK_K + 32 * p;
+      const uint8_t* o = off + 32 * p;
+      for_chunks([&](auto cc) __attribute__((always_inline)) {
+        constexpr int C = decltype(cc)::value;
+        __m256i w_lo, w_hi;
+        Lv::template chunk<C, kPlus4One>(pt, &w_lo, &w_hi);
+        lane[C] = chunk_add<kPlus4One>(lane[C], abs_levels<kPlus4One>(w_lo), w_lo, a + 4 * C, o + 4 * C, sp[2 * p]);
+        lane[4 + C] = chunk_add<kPlus4One>(lane[4 + C], abs_levels<kPlus4One>(w_hi), w_hi, a + 16 + 4 * C, o + 16 + 4 * C, sp[2 * p + 1]);
+      });
+    }
+    const __m256 d = _mm256_mul_ps(half_d(g, nbk, s, rh), _mm256_set1_ps(f32_at(act + od + 4 * s)));
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lane[k]), acc[k]);
+  }
+
+  // Several tokens: chunk C outside and the parts inside, so that only lanes C and 4 + C of
+  // each token live in registers (the integers are superblock_one's, summed in another order).
+  template <int T>
+  __attribute__((always_inline)) static inline void superblock(const uint8_t* g, int64_t nbk, int64_t s, int rh, const uint8_t* act, size_t as,
+                                                                size_t od, const __m256i (&sp)[16], __m256 (&acc)[T][8]) {
+    const __m256 dv = half_d(g, nbk, s, rh);
+    __m256 d[T];
+    for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
+    for_chunks([&](auto cc) __attribute__((always_inline)) {
+      constexpr int C = decltype(cc)::value;
+      __m256i lane_lo[T], lane_hi[T];
+      for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
+      for (int p = 0; p < 8; ++p) {
+        if (rh == 0 && C == 0) prefetch_part(g, s, p);
+        __m256i w_lo, w_hi;
+        Lv::template chunk<C, false>(Lv::part(g, nbk, s, p, rh), &w_lo, &w_hi);
+        const __m256i abs_lo = _mm256_sign_epi8(w_lo, w_lo), abs_hi = _mm256_sign_epi8(w_hi, w_hi);
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
+          lane_lo[t] = signed_dot_add(lane_lo[t], abs_lo, w_lo, _mm256_set1_epi32(int32_t(load_u32(a + 4 * C))), sp[2 * p]);
+          lane_hi[t] = signed_dot_add(lane_hi[t], abs_hi, w_hi, _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * C))), sp[2 * p + 1]);
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        acc[t][C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_lo[t]), acc[t][C]);
+        acc[t][4 + C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_hi[t]), acc[t][4 + C]);
+      }
+    });
+  }
+
+  // Both halves of each super-block in turn (see run_halves), its scales unpacked once for both.
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n);
+    __m256 acc0[T][8], acc1[T][8];
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      __m256i sp[2][16];
+      Lv::scale_pairs(g, nbk, s, sp);
+      if constexpr (T == 1) {
+        alignas(32) uint8_t off[kQK_K];
+        if constexpr (kPlus4One) offset_pairs(act + s * kQK_K, off);
+        superblock_one(g, nbk, s, 0, act, od, off, sp[0], acc0[0]);
+        if (valid > 8) superblock_one(g, nbk, s, 1, act, od, off, sp[1], acc1[0]);
+      } else {
+        superblock<T>(g, nbk, s, 0, act, as, od, sp[0], acc0);
+        if (valid > 8) superblock<T>(g, nbk, s, 1, act, as, od, sp[1], acc1);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, lanes_sum(acc0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, lanes_sum(acc1[t]), valid);
+    }
+  }
+};
+
+// ---- packed q2_K (layout Q2KLayout): the AVX-512 kernel's arithmetic (KQ2_K there, llama.cpp's
+// repacked q2_K order, as the per-row vec_dot: per super-block the whole scaled integer dot
+// with one fma by d and the whole min term with one fma by dmin into a second accumulator,
+// subtracted at the end) on 8-row halves. Levels 0..3 are unsigned: a part's four chunks of
+// products gather in int16 (4 * 2 * 3 * 127 < 2^15) before its group scales.
+
+// Products of unsigned levels and int8 activations gathered as VPMADDUBSW's int16 pairs, then
+// scaled by VPMADDWD (VPDPWSSD with AVX-VNNI). One token's VPDPBUSD chains (DotAcc) would wait
+// on their latency; its int16 adds do not.
+struct Sum16 {
+  __m256i v = _mm256_setzero_si256();
+  void add(__m256i u, __m256i s) { v = _mm256_add_epi16(v, _mm256_maddubs_epi16(u, s)); }
+  __m256i scaled_add(__m256i acc, __m256i sc_pair) const { return madd16_add(acc, v, sc_pair); }
+};
+// DotAcc with Sum16's interface (several tokens: VPDPBUSD's chains are independent).
+struct DotAccScaled : DotAcc {
+  __m256i scaled_add(__m256i acc, __m256i sc_pair) const { return _mm256_add_epi32(acc, scaled(sc_pair)); }
+};
+
+struct KQ2KAvx2 {
+  using L = Q2KLayout;
+  static constexpr int kMaxT = 4;
+
+  // A super-block's scales for both halves: sc[rh][grp] as (s, s) pairs, mn[rh][k] the mins of
+  // groups 2k and 2k + 1 as a pair (against the activation's gsum[k]).
+  struct Scales {
+    __m256i sc[2][16], mn[2][8];
+  };
+  __attribute__((always_inline)) static inline void scales(const uint8_t* g, int64_t nbk, int64_t s, Scales* out) {
+    const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m256i y = load256(scp + 32 * k);  // groups 2k and 2k + 1, rows 0..15 each
+      const __m256i sc = _mm256_and_si256(y, m4), mn = _mm256_and_si256(_mm256_srli_epi16(y, 4), m4);
+      const __m128i s0 = _mm256_castsi256_si128(sc), s1 = _mm256_extracti128_si256(sc, 1);
+      const __m128i m0 = _mm256_castsi256_si128(mn), m1 = _mm256_extracti128_si256(mn, 1);
+      for (int rh = 0; rh < 2; ++rh) {
+        out->sc[rh][2 * k] = row_pairs_i8(s0, rh);
+        out->sc[rh][2 * k + 1] = row_pairs_i8(s1, rh);
+        out->mn[rh][k] = _mm256_cvtepu8_epi16(rh == 0 ? _mm_unpacklo_epi8(m0, m1) : _mm_unpackhi_epi8(m0, m1));
+      }
+    }
+  }
+
+  template <int T>
+  __attribute__((always_inline)) static inline void superblock(const uint8_t* g, int64_t nbk, int64_t s, int rh, const uint8_t* act, size_t as,
+                                                                size_t od, size_t og, const Scales& sc, __m256 (&acc)[T], __m256 (&accm)[T]) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i isum[T], imin[T];
+    for (int t = 0; t < T; ++t) isum[t] = imin[t] = _mm256_setzero_si256();
+    for (int p = 0; p < 8; ++p) {
+      if (rh == 0) {
+        prefetch_group_stream<L::kStreamStep>(g, (s * 8 + p) * 2, kPackedPrefetchBytes);
+        prefetch_group_stream<L::kStreamStep>(g, (s * 8 + p) * 2 + 1, kPackedPrefetchBytes);
+      }
+      const uint8_t* lowp = g + (s * 8 + p) * 128 + 32 * rh;
+      const __m256i v0 = load256(lowp), v1 = load256(lowp + 64);
+      std::conditional_t<T == 1, Sum16, DotAccScaled> lo[T], hi[T];
+      for_chunks([&](auto cc) __attribute__((always_inline)) {
+        constexpr int C = decltype(cc)::value;
+        const __m256i wl = _mm256_and_si256(C == 0 ? v0 : _mm256_srli_epi16(v0, 2 * C), m3);
+        const __m256i wh = _mm256_and_si256(C == 0 ? v1 : _mm256_srli_epi16(v1, 2 * C), m3);
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
+          lo[t].add(wl, _mm256_set1_epi32(int32_t(load_u32(a + 4 * C))));
+          hi[t].add(wh, _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * C))));
+        }
+      });
+      for (int t = 0; t < T; ++t)
+        isum[t] = hi[t].scaled_add(lo[t].scaled_add(isum[t], sc.sc[rh][2 * p]), sc.sc[rh][2 * p + 1]);
+    }
+    for (int k = 0; k < 8; ++k)
+      for (int t = 0; t < T; ++t)
+        imin[t] = madd16_add(imin[t], sc.mn[rh][k], _mm256_set1_epi32(int32_t(load_u32(act + t * as + og + 32 * s + 4 * k))));
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * rh)));
+    const __m256 dminv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_dmin(nbk) + s * 32 + 16 * rh)));
+    for (int t = 0; t < T; ++t) {
+      const __m256 dy = _mm256_set1_ps(f32_at(act + t * as + od + 4 * s));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, dy), acc[t]);
+      accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[t]), _mm256_mul_ps(dminv, dy), accm[t]);
+    }
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const int64_t nbk = n / kQK_K;
+    const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
+    __m256 acc0[T], accm0[T], acc1[T], accm1[T];
+    for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nbk; ++s) {
+      Scales sc;
+      scales(g, nbk, s, &sc);
+      superblock<T>(g, nbk, s, 0, act, as, od, og, sc, acc0, accm0);
+      if (valid > 8) superblock<T>(g, nbk, s, 1, act, as, od, og, sc, acc1, accm1);
+    }
+    for (int t = 0; t < T; ++t) {
+      store_half(y + t * ys, 0, _mm256_sub_ps(acc0[t], accm0[t]), valid);
+      if (valid > 8) store_half(y + t * ys, 1, _mm256_sub_ps(acc1[t], accm1[t]), valid);
+    }
+  }
+};
+
+// ---- packed iq4_nl (layout Q4Layout<false, false>, as the AVX-512 kernel's KLut4<Iq4nlGrid>):
+// llama.cpp's repacked order, as the per-row vec_dot (each block's integer dot whole, one fma
+// by d). Without VNNI the codes go through the grid to signed levels and the products through
+// the sign trick (VPMADDUBSW pairs of |levels| <= 127 fit int16; each is widened at once, as
+// two would not); with AVX-VNNI the levels plus 128 (kIq4nlLevels) go to VPDPBUSD, which sums
+// in int32, and 128 times the block sum comes back off: the same integers.
+struct KIq4nlAvx2 {
+  using L = Q4Layout<false, false>;
+  static constexpr int kMaxT = 4;
+
+  template <int T>
+  __attribute__((always_inline)) static inline void block(const uint8_t* g, int64_t nb, int64_t b, int h, const uint8_t* act, size_t as,
+                                                           size_t od, size_t os, __m256 (&acc)[T]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    // Low and high nibbles' sums apart (exact), two dependency chains per token.
+    __m256i sum[T], sum_hi[T];
+#if defined(TDM_AVX_VNNI)
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4nlLevels)));
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_set1_epi32(-kIq4nlOffset * reinterpret_cast<const int32_t*>(act + t * as + os)[b]);
+#else
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
+#endif
+    for (int t = 0; t < T; ++t) sum_hi[t] = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      if (h == 0) prefetch_group_stream<L::kStreamStep>(g, b * 4 + i, kPackedPrefetchBytes);
+      const __m256i v = load256(g + (b * 4 + i) * 64 + 32 * h);
+      const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m4));
+      const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+#if !defined(TDM_AVX_VNNI)
+      const __m256i abs_lo = _mm256_sign_epi8(lo, lo), abs_hi = _mm256_sign_epi8(hi, hi);
+#endif
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* a = act + t * as + b * kQK;
+        const __m256i a_lo = _mm256_set1_epi32(int32_t(load_u32(a + 4 * i))), a_hi = _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * i)));
+#if defined(TDM_AVX_VNNI)
+        sum[t] = _mm256_dpbusd_avx_epi32(sum[t], lo, a_lo);
+        sum_hi[t] = _mm256_dpbusd_avx_epi32(sum_hi[t], hi, a_hi);
+#else
+        sum[t] = dot_u8i8_add(sum[t], abs_lo, _mm256_sign_epi8(a_lo, lo));
+        sum_hi[t] = dot_u8i8_add(sum_hi[t], abs_hi, _mm256_sign_epi8(a_hi, hi));
+#endif
+      }
+    }
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_add_epi32(sum[t], sum_hi[t]);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nb) + b * 32 + 16 * h)));
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(reinterpret_cast<const float*>(act + t * as + od)[b])), acc[t]);
+  }
+
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    block_tile<KIq4nlAvx2, T>(g, n, act, as, y, ys, valid);
+  }
+};
+
 // ---- attention (kernels.h, AttnTask): 8 query rows per vector, as the AVX-512 version does
 // with 16: Q transposed once per task, scores and the online softmax down the positions,
 // then V added row by row.
@@ -2244,6 +2665,10 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.packed[int(GgmlType::MXFP4)] = PackedOps{Mxfp4Layout::bytes, Mxfp4Layout::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KMxfp4Avx2>};
+  k.packed[int(GgmlType::Q3_K)] = PackedOps{Q3KLayout::bytes, Q3KLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KLanesAvx2<Q3KLevelsAvx2>>};
+  k.packed[int(GgmlType::IQ4_XS)] = PackedOps{IQ4XSLayout::bytes, IQ4XSLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KLanesAvx2<IQ4XSLevelsAvx2>>};
+  k.packed[int(GgmlType::Q2_K)] = PackedOps{Q2KLayout::bytes, Q2KLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ2KAvx2>};
+  k.packed[int(GgmlType::IQ4_NL)] = PackedOps{Q4Layout<false, false>::bytes, Q4Layout<false, false>::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KIq4nlAvx2>};
   k.swiglu_f32 = swiglu_avx2;
 }
 
