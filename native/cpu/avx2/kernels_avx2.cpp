@@ -1789,6 +1789,8 @@ struct Q3KLevelsAvx2 {
   using L = Q3KLayout;
   static constexpr int kVectorsPerPart = 2;  // low-bit vectors (prefetch_group_stream's walk)
   static constexpr bool kOffset = true;
+  static constexpr int kMaxT = 4;
+  static constexpr bool kLaneAtATime = false;
 
   // sp[rh][grp]: group grp's scale minus 32 of rows 8rh..8rh+7, as (s, s) pairs. Groups 2k and
   // 2k + 1 take their low nibbles from planes 2k % 8 and 2k % 8 + 1 (nibble k / 4), their top
@@ -1852,6 +1854,10 @@ struct IQ4XSLevelsAvx2 {
   using L = IQ4XSLayout;
   static constexpr int kVectorsPerPart = 4;
   static constexpr bool kOffset = false;
+  // Tiles of up to 8 tokens, one lane of each token in registers at a time (a chunk's low or
+  // high nibbles through the grid: two operations more per vector, shared by the tile's tokens).
+  static constexpr int kMaxT = 8;
+  static constexpr bool kLaneAtATime = true;
 
   // sp[rh][2p] = sp[rh][2p + 1]: part p's scale minus 32 of rows 8rh..8rh+7, as (s, s) pairs.
   __attribute__((always_inline)) static inline void scale_pairs(const uint8_t* g, int64_t nbk, int64_t s, __m256i (&sp)[2][16]) {
@@ -1876,6 +1882,14 @@ struct IQ4XSLevelsAvx2 {
   __attribute__((always_inline)) static inline Part part(const uint8_t* g, int64_t, int64_t s, int p, int rh) {
     return {g + (s * 8 + p) * 256 + 32 * rh};
   }
+  // Chunk C's codes through the grid (kIq4nlValues), low nibbles (kHigh false) or high.
+  template <int C, bool kHigh>
+  __attribute__((always_inline)) static inline __m256i chunk_half(const Part& pt) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    const __m256i v = load256(pt.v + 64 * C);
+    return _mm256_shuffle_epi8(grid, _mm256_and_si256(kHigh ? _mm256_srli_epi16(v, 4) : v, m4));
+  }
   // Chunk C's codes through the grid (kIq4nlValues): low nibbles, then high.
   template <int C, bool>
   __attribute__((always_inline)) static inline void chunk(const Part& pt, __m256i* q_lo, __m256i* q_hi) {
@@ -1897,7 +1911,7 @@ __attribute__((always_inline)) inline void offset_pairs(const uint8_t* a, uint8_
 template <typename Lv>
 struct KLanesAvx2 {
   using L = typename Lv::L;
-  static constexpr int kMaxT = 4;
+  static constexpr int kMaxT = Lv::kMaxT;
 
   // One token takes q3_K's levels plus 4 (see above).
   static constexpr bool kPlus4One = Lv::kOffset;
@@ -1945,6 +1959,27 @@ struct KLanesAvx2 {
     for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lane[k]), acc[k]);
   }
 
+  // Lane C + 4 kHigh of T tokens over the super-block's eight parts, fma'd into acc. Unrolled,
+  // GCC kept the 8 T products of the parts on the stack to sum them as a tree (1.8x slower).
+  template <int T, int C, bool kHigh>
+  __attribute__((always_inline)) static inline void lane_at_a_time(const uint8_t* g, int64_t nbk, int64_t s, int rh, const uint8_t* act,
+                                                                    size_t as, const __m256i (&sp)[16], const __m256 (&d)[T],
+                                                                    __m256 (&acc)[T][8]) {
+    constexpr int k = C + 4 * kHigh;
+    __m256i lane[T];
+    for (int t = 0; t < T; ++t) lane[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int p = 0; p < 8; ++p) {
+      if (rh == 0 && k == 0) prefetch_part(g, s, p);
+      const __m256i w = Lv::template chunk_half<C, kHigh>(Lv::part(g, nbk, s, p, rh));
+      const __m256i abs_w = _mm256_sign_epi8(w, w);
+      const uint8_t* a = act + s * kQK_K + 32 * p + 16 * kHigh + 4 * C;
+      for (int t = 0; t < T; ++t)
+        lane[t] = signed_dot_add(lane[t], abs_w, w, _mm256_set1_epi32(int32_t(load_u32(a + t * as))), sp[2 * p + kHigh]);
+    }
+    for (int t = 0; t < T; ++t) acc[t][k] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane[t]), acc[t][k]);
+  }
+
   // Several tokens: chunk C outside and the parts inside, so that only lanes C and 4 + C of
   // each token live in registers (the integers are superblock_one's, summed in another order).
   template <int T>
@@ -1953,26 +1988,36 @@ struct KLanesAvx2 {
     const __m256 dv = half_d(g, nbk, s, rh);
     __m256 d[T];
     for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
-    for_chunks([&](auto cc) __attribute__((always_inline)) {
-      constexpr int C = decltype(cc)::value;
-      __m256i lane_lo[T], lane_hi[T];
-      for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
-      for (int p = 0; p < 8; ++p) {
-        if (rh == 0 && C == 0) prefetch_part(g, s, p);
-        __m256i w_lo, w_hi;
-        Lv::template chunk<C, false>(Lv::part(g, nbk, s, p, rh), &w_lo, &w_hi);
-        const __m256i abs_lo = _mm256_sign_epi8(w_lo, w_lo), abs_hi = _mm256_sign_epi8(w_hi, w_hi);
-        for (int t = 0; t < T; ++t) {
-          const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
-          lane_lo[t] = signed_dot_add(lane_lo[t], abs_lo, w_lo, _mm256_set1_epi32(int32_t(load_u32(a + 4 * C))), sp[2 * p]);
-          lane_hi[t] = signed_dot_add(lane_hi[t], abs_hi, w_hi, _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * C))), sp[2 * p + 1]);
+    if constexpr (Lv::kLaneAtATime) {
+      // Lane k = C (low nibbles) or 4 + C (high) of every token in registers: T lanes, not 2 T,
+      // so 8 tokens fit. Each chunk vector is read twice, once per nibble.
+      for_chunks([&](auto cc) __attribute__((always_inline)) {
+        constexpr int C = decltype(cc)::value;
+        lane_at_a_time<T, C, false>(g, nbk, s, rh, act, as, sp, d, acc);
+        lane_at_a_time<T, C, true>(g, nbk, s, rh, act, as, sp, d, acc);
+      });
+    } else {
+      for_chunks([&](auto cc) __attribute__((always_inline)) {
+        constexpr int C = decltype(cc)::value;
+        __m256i lane_lo[T], lane_hi[T];
+        for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 8; ++p) {
+          if (rh == 0 && C == 0) prefetch_part(g, s, p);
+          __m256i w_lo, w_hi;
+          Lv::template chunk<C, false>(Lv::part(g, nbk, s, p, rh), &w_lo, &w_hi);
+          const __m256i abs_lo = _mm256_sign_epi8(w_lo, w_lo), abs_hi = _mm256_sign_epi8(w_hi, w_hi);
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* a = act + t * as + s * kQK_K + 32 * p;
+            lane_lo[t] = signed_dot_add(lane_lo[t], abs_lo, w_lo, _mm256_set1_epi32(int32_t(load_u32(a + 4 * C))), sp[2 * p]);
+            lane_hi[t] = signed_dot_add(lane_hi[t], abs_hi, w_hi, _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * C))), sp[2 * p + 1]);
+          }
         }
-      }
-      for (int t = 0; t < T; ++t) {
-        acc[t][C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_lo[t]), acc[t][C]);
-        acc[t][4 + C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_hi[t]), acc[t][4 + C]);
-      }
-    });
+        for (int t = 0; t < T; ++t) {
+          acc[t][C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_lo[t]), acc[t][C]);
+          acc[t][4 + C] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane_hi[t]), acc[t][4 + C]);
+        }
+      });
+    }
   }
 
   // Both halves of each super-block in turn (see run_halves), its scales unpacked once for both.
