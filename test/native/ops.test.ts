@@ -57,8 +57,7 @@ const SIMD_MATMUL_NMSE: Record<string, number> = {
 };
 
 /** Row counts around the packed kernels' 16-row groups and token counts around their tiles
- * (8 tokens for the 32-element types, q4_K and q5_K, 6 for q6_K and the float kernels, 4 for
- * q2_K, 2 for q3_K and iq4_xs) and
+ * (2 to 8 tokens, by kernel set and type: each kernel's kMaxT) and
  * around the 16 tokens up to which packed kernels take a group's tiles together (gemm_packed),
  * and one decode-sized matmul of many groups, which the pool splits into shrinking tasks. */
 const SIMD_SHAPES: [number, number][] = [[1, 1], [17, 1], [16, 2], [33, 3], [15, 5], [31, 7], [130, 13], [47, 16], [47, 17], [48, 25], [257, 37], [257, 1]];
