@@ -24,6 +24,7 @@
         "native/core/ggml_types.cpp",
         "native/core/sampling.cpp",
         "native/cpu/quants_ref.cpp",
+        "native/cpu/quants_iq_ref.cpp",
         "native/cpu/rng.cpp",
         "native/backend/backend_handle.cpp",
         "native/cpu/thread_pool.cpp",

@@ -36,13 +36,13 @@ constexpr Table make_table() {
   set(GgmlType::Q5_K, "q5_K", 256, 176, true);
   set(GgmlType::Q6_K, "q6_K", 256, 210, true);
   set(GgmlType::Q8_K, "q8_K", 256, 292, true);
-  set(GgmlType::IQ2_XXS, "iq2_xxs", 256, 66, false);
-  set(GgmlType::IQ2_XS, "iq2_xs", 256, 74, false);
-  set(GgmlType::IQ3_XXS, "iq3_xxs", 256, 98, false);
+  set(GgmlType::IQ2_XXS, "iq2_xxs", 256, 66, true);
+  set(GgmlType::IQ2_XS, "iq2_xs", 256, 74, true);
+  set(GgmlType::IQ3_XXS, "iq3_xxs", 256, 98, true);
   set(GgmlType::IQ1_S, "iq1_s", 256, 50, false);
   set(GgmlType::IQ4_NL, "iq4_nl", 32, 18, true);
-  set(GgmlType::IQ3_S, "iq3_s", 256, 110, false);
-  set(GgmlType::IQ2_S, "iq2_s", 256, 82, false);
+  set(GgmlType::IQ3_S, "iq3_s", 256, 110, true);
+  set(GgmlType::IQ2_S, "iq2_s", 256, 82, true);
   set(GgmlType::IQ4_XS, "iq4_xs", 256, 136, true);
   set(GgmlType::I8, "i8", 1, 1, false);
   set(GgmlType::I16, "i16", 1, 2, false);

@@ -67,6 +67,11 @@ Kernels make_ref() {
   set(GgmlType::Q3_K, vec_dot_q3_K_q8_K_ref, quantize_row_q3_K_ref, dequantize_row_q3_K_ref);
   set(GgmlType::IQ4_NL, vec_dot_iq4_nl_q8_0_ref, quantize_row_iq4_nl_ref, dequantize_row_iq4_nl_ref);
   set(GgmlType::IQ4_XS, vec_dot_iq4_xs_q8_K_ref, quantize_row_iq4_xs_ref, dequantize_row_iq4_xs_ref);
+  set(GgmlType::IQ2_XXS, vec_dot_iq2_xxs_q8_K_ref, quantize_row_iq2_xxs_ref, dequantize_row_iq2_xxs_ref);
+  set(GgmlType::IQ2_XS, vec_dot_iq2_xs_q8_K_ref, quantize_row_iq2_xs_ref, dequantize_row_iq2_xs_ref);
+  set(GgmlType::IQ2_S, vec_dot_iq2_s_q8_K_ref, quantize_row_iq2_s_ref, dequantize_row_iq2_s_ref);
+  set(GgmlType::IQ3_XXS, vec_dot_iq3_xxs_q8_K_ref, quantize_row_iq3_xxs_ref, dequantize_row_iq3_xxs_ref);
+  set(GgmlType::IQ3_S, vec_dot_iq3_s_q8_K_ref, quantize_row_iq3_s_ref, dequantize_row_iq3_s_ref);
   k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
   return k;

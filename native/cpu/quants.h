@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/ggml_types.h"
+#include "core/iq_grids.h"
 
 namespace tdm {
 
@@ -129,6 +130,50 @@ struct BlockIQ4_XS {
   uint8_t qs[kQK_K / 2];
 };
 
+// The IQ2/IQ3 grid types: every 8 weights (IQ2) or 4 (IQ3) are one entry of a codebook
+// (core/iq_grids.h) times a sign each and a per-16 or per-32 scale. Element 32b + 8l + j
+// (sub-block b < 8, group l < 4, j < 8) is byte j of group l's entry (IQ3: of entry 2l for
+// j < 4, 2l + 1 for j >= 4), negated where bit j of the group's sign byte is set.
+//
+// IQ2_XXS: per sub-block b, qs[4b..4b+3] hold (as two little-endian words a0, a1) the four
+// 8-bit grid indices in a0's bytes, four 7-bit sign codes in bits 7l.. of a1 (kSignsIq2), and
+// the 4-bit scale s in a1's top bits: x = d * (0.5 + s) / 4 * grid * sign.
+struct BlockIQ2_XXS {
+  uint16_t d;
+  uint16_t qs[kQK_K / 8];
+};
+// IQ2_XS: qs[4b + l] = 9-bit grid index | 7-bit sign code << 9; scales[b]'s low nibble scales
+// groups 0-1, the high nibble groups 2-3: x = d * (0.5 + s) / 4 * grid * sign.
+struct BlockIQ2_XS {
+  uint16_t d;
+  uint16_t qs[kQK_K / 8];
+  uint8_t scales[kQK_K / 32];
+};
+// IQ2_S: qs[4b + l] is the low 8 bits of a 10-bit grid index, bits 2l..2l+1 of qh[b] the top
+// two; qs[32 + 4b + l] is group l's full sign byte; scales as IQ2_XS.
+struct BlockIQ2_S {
+  uint16_t d;
+  uint8_t qs[kQK_K / 4];
+  uint8_t qh[kQK_K / 32];
+  uint8_t scales[kQK_K / 32];
+};
+// IQ3_XXS: qs[8b + 2l], qs[8b + 2l + 1] are group l's two 8-bit grid indices; qs[64 + 4b..]
+// is a little-endian word with IQ2_XXS's sign codes and scale: x = d * (0.5 + s) / 2 * grid * sign.
+struct BlockIQ3_XXS {
+  uint16_t d;
+  uint8_t qs[3 * kQK_K / 8];
+};
+// IQ3_S: qs[8b + 2l + h] is the low 8 bits of a 9-bit grid index, bit 2l + h of qh[b] the top
+// one; signs[4b + l] is group l's sign byte; nibble b % 2 of scales[b / 2] is s:
+// x = d * (1 + 2s) * grid * sign.
+struct BlockIQ3_S {
+  uint16_t d;
+  uint8_t qs[kQK_K / 4];
+  uint8_t qh[kQK_K / 32];
+  uint8_t signs[kQK_K / 8];
+  uint8_t scales[kQK_K / 64];
+};
+
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "q4 block size");
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "q5 block size");
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36, "q8 block size");
@@ -137,6 +182,8 @@ static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292, "q6_K/q8_K b
 static_assert(sizeof(BlockMXFP4) == 17, "mxfp4 block size");
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "q2_K/q3_K block size");
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136, "iq4 block size");
+static_assert(sizeof(BlockIQ2_XXS) == 66 && sizeof(BlockIQ2_XS) == 74 && sizeof(BlockIQ2_S) == 82, "iq2 block size");
+static_assert(sizeof(BlockIQ3_XXS) == 98 && sizeof(BlockIQ3_S) == 110, "iq3 block size");
 
 // IQ4_NL/IQ4_XS levels: a non-uniform 4-bit grid (ggml's kvalues_iq4nl).
 constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -152,6 +199,22 @@ inline int unpack_scale_q3_K(int g, const uint8_t* scales) {
 // IQ4_XS sub-block j's (0..7) scale, as stored plus 32.
 inline int unpack_scale_iq4_xs(int j, const uint8_t* scales_l, uint16_t scales_h) {
   return (((scales_l[j / 2] >> (4 * (j % 2))) & 0x0F) | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
+// The IQ2/IQ3 codebooks (core/iq_grids.h).
+alignas(64) inline constexpr uint64_t kIq2xxsGrid[256] = {TDM_IQ2XXS_GRID};
+alignas(64) inline constexpr uint64_t kIq2xsGrid[512] = {TDM_IQ2XS_GRID};
+alignas(64) inline constexpr uint64_t kIq2sGrid[1024] = {TDM_IQ2S_GRID};
+alignas(64) inline constexpr uint32_t kIq3xxsGrid[256] = {TDM_IQ3XXS_GRID};
+alignas(64) inline constexpr uint32_t kIq3sGrid[512] = {TDM_IQ3S_GRID};
+
+// A 7-bit sign code (IQ2_XXS, IQ2_XS, IQ3_XXS) as its 8 sign bits: the eighth makes the
+// number of negatives even (ggml's ksigns_iq2xs).
+constexpr uint8_t iq2_sign_byte(uint32_t code7) {
+  uint32_t parity = code7 ^ (code7 >> 4);
+  parity ^= parity >> 2;
+  parity ^= parity >> 1;
+  return uint8_t((code7 & 127) | ((parity & 1) << 7));
 }
 
 constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -182,15 +245,16 @@ inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* sc, uint8
 
 // The activation type a weight type's dot product takes (llama.cpp's vec_dot_type):
 // F32->F32, F16->F16, BF16->BF16, Q4_0/Q5_0/Q8_0/MXFP4/IQ4_NL->Q8_0, Q4_1/Q5_1->Q8_1, K types and
-// IQ4_XS->Q8_K,
-// Q8_1->Q8_1, Q8_K->Q8_K. Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot compute with.
+// IQ4_XS and the IQ2/IQ3 types->Q8_K, Q8_1->Q8_1, Q8_K->Q8_K. Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot compute with.
 GgmlType vec_dot_type(GgmlType weight_type);
 
 // Converts n floats (n a multiple of the type's block size) to the type's blocks.
 // Throws tdm::Error(TDM_UNSUPPORTED) for a type tandem cannot quantize, and
 // tdm::Error(TDM_BAD_ARGUMENT) for a bad n or, for block types, a NaN or infinite input.
 // Same algorithms as llama.cpp's quantize_row_*_ref (no importance matrix), so the same
-// input gives the same bytes. `src` needs float alignment; `dst` any alignment.
+// input gives the same bytes, except for the IQ2/IQ3 grid types: llama.cpp quantizes some of
+// them only with an importance matrix, so tandem's own search writes them (valid blocks that
+// llama.cpp reads alike, not its bytes). `src` needs float alignment; `dst` any alignment.
 void quantize_row_ref(GgmlType type, const float* src, void* dst, int64_t n);
 
 // Converts n elements of the type's blocks back to floats (exactly as llama.cpp's
@@ -219,6 +283,11 @@ void quantize_row_q8_K_ref(const float* src, void* dst, int64_t n);
 void quantize_row_mxfp4_ref(const float* src, void* dst, int64_t n);
 void quantize_row_iq4_nl_ref(const float* src, void* dst, int64_t n);
 void quantize_row_iq4_xs_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq2_xxs_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq2_xs_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq2_s_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq3_xxs_ref(const float* src, void* dst, int64_t n);
+void quantize_row_iq3_s_ref(const float* src, void* dst, int64_t n);
 
 void dequantize_row_q4_0_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_1_ref(const void* src, float* dst, int64_t n);
@@ -235,6 +304,11 @@ void dequantize_row_q8_K_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_mxfp4_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_iq4_nl_ref(const void* src, float* dst, int64_t n);
 void dequantize_row_iq4_xs_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq2_xxs_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq2_xs_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq2_s_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq3_xxs_ref(const void* src, float* dst, int64_t n);
+void dequantize_row_iq3_s_ref(const void* src, float* dst, int64_t n);
 
 float vec_dot_f32_ref(const void* w, const void* a, int64_t n);
 float vec_dot_f16_ref(const void* w, const void* a, int64_t n);
@@ -254,6 +328,11 @@ float vec_dot_q8_K_q8_K_ref(const void* w, const void* a, int64_t n);
 float vec_dot_mxfp4_q8_0_ref(const void* w, const void* a, int64_t n);
 float vec_dot_iq4_nl_q8_0_ref(const void* w, const void* a, int64_t n);
 float vec_dot_iq4_xs_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq2_xxs_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq2_xs_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq2_s_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq3_xxs_q8_K_ref(const void* w, const void* a, int64_t n);
+float vec_dot_iq3_s_q8_K_ref(const void* w, const void* a, int64_t n);
 
 // fp16 / bf16 scalar conversions (round to nearest even, as ggml does). fp16: values
 // that round past 65504 become infinity; NaN becomes a quiet NaN of the same sign.

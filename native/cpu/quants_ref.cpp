@@ -1477,6 +1477,11 @@ GgmlType vec_dot_type(GgmlType weight_type) {
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
     case GgmlType::IQ4_XS:
+    case GgmlType::IQ2_XXS:
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S:
+    case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S:
       return GgmlType::Q8_K;
     default:
       unsupported(traits_of(weight_type), "dot product");
@@ -1523,6 +1528,11 @@ void quantize_row_ref(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::Q3_K: kernel = quantize_row_q3_K_ref; break;
     case GgmlType::IQ4_NL: kernel = quantize_row_iq4_nl_ref; break;
     case GgmlType::IQ4_XS: kernel = quantize_row_iq4_xs_ref; break;
+    case GgmlType::IQ2_XXS: kernel = quantize_row_iq2_xxs_ref; break;
+    case GgmlType::IQ2_XS: kernel = quantize_row_iq2_xs_ref; break;
+    case GgmlType::IQ2_S: kernel = quantize_row_iq2_s_ref; break;
+    case GgmlType::IQ3_XXS: kernel = quantize_row_iq3_xxs_ref; break;
+    case GgmlType::IQ3_S: kernel = quantize_row_iq3_s_ref; break;
     default: unsupported(t, "quantization");
   }
   // Block scales are computed from the data: a NaN or infinity would silently poison a
@@ -1571,6 +1581,11 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q3_K: dequantize_row_q3_K_ref(src, dst, n); return;
     case GgmlType::IQ4_NL: dequantize_row_iq4_nl_ref(src, dst, n); return;
     case GgmlType::IQ4_XS: dequantize_row_iq4_xs_ref(src, dst, n); return;
+    case GgmlType::IQ2_XXS: dequantize_row_iq2_xxs_ref(src, dst, n); return;
+    case GgmlType::IQ2_XS: dequantize_row_iq2_xs_ref(src, dst, n); return;
+    case GgmlType::IQ2_S: dequantize_row_iq2_s_ref(src, dst, n); return;
+    case GgmlType::IQ3_XXS: dequantize_row_iq3_xxs_ref(src, dst, n); return;
+    case GgmlType::IQ3_S: dequantize_row_iq3_s_ref(src, dst, n); return;
     default: unsupported(t, "dequantization");
   }
 }
@@ -1597,6 +1612,11 @@ float vec_dot_ref(GgmlType type, const void* w, const void* a, int64_t n) {
     case GgmlType::Q3_K: return vec_dot_q3_K_q8_K_ref(w, a, n);
     case GgmlType::IQ4_NL: return vec_dot_iq4_nl_q8_0_ref(w, a, n);
     case GgmlType::IQ4_XS: return vec_dot_iq4_xs_q8_K_ref(w, a, n);
+    case GgmlType::IQ2_XXS: return vec_dot_iq2_xxs_q8_K_ref(w, a, n);
+    case GgmlType::IQ2_XS: return vec_dot_iq2_xs_q8_K_ref(w, a, n);
+    case GgmlType::IQ2_S: return vec_dot_iq2_s_q8_K_ref(w, a, n);
+    case GgmlType::IQ3_XXS: return vec_dot_iq3_xxs_q8_K_ref(w, a, n);
+    case GgmlType::IQ3_S: return vec_dot_iq3_s_q8_K_ref(w, a, n);
     default: unsupported(t, "dot product");
   }
 }

@@ -7,7 +7,8 @@ import { asTandemError, TandemError } from '../native/errors.js';
 export type QuantType =
   | 'f32' | 'f16' | 'bf16'
   | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1'
-  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'q8_K' | 'q8_1' | 'mxfp4' | 'iq4_nl' | 'iq4_xs';
+  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'q8_K' | 'q8_1' | 'mxfp4' | 'iq4_nl' | 'iq4_xs'
+  | 'iq2_xxs' | 'iq2_xs' | 'iq2_s' | 'iq3_xxs' | 'iq3_s';
 
 /** A type by ggml name (case-insensitive, e.g. 'q4_K' or 'Q4_K') or by GGUF type id. */
 export type QuantTypeRef = QuantType | string | number;

@@ -20,7 +20,7 @@ t.test('GPU kernel arithmetic against the CPU reference (host build)', { skip: p
     cxx,
     [
       '-std=c++17', '-O1', '-I', path.join(root, 'native'), '-I', path.join(root, 'kernels'),
-      path.join(root, 'test/backend/kernel_math_check.cpp'), path.join(root, 'native/cpu/quants_ref.cpp'),
+      path.join(root, 'test/backend/kernel_math_check.cpp'), path.join(root, 'native/cpu/quants_ref.cpp'), path.join(root, 'native/cpu/quants_iq_ref.cpp'),
       path.join(root, 'native/core/ggml_types.cpp'), '-o', exe,
     ],
     { encoding: 'utf8' },
@@ -29,7 +29,7 @@ t.test('GPU kernel arithmetic against the CPU reference (host build)', { skip: p
   if (build.status !== 0) return;
   const run = spawnSync(exe, [], { encoding: 'utf8' });
   const lines = run.stdout.split('\n').filter((l) => l.length > 0);
-  t.ok(lines.length >= 34, `ran every check (${lines.length} lines)`);
+  t.ok(lines.length >= 50, `ran every check (${lines.length} lines)`);
   for (const line of lines) t.ok(line.startsWith('ok '), line);
   t.equal(run.status, 0, 'exit status');
 });

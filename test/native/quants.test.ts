@@ -21,13 +21,14 @@ import {
 } from '../../src/model/quant.js';
 import { repoRoot } from '../helpers.js';
 
-const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1', 'mxfp4', 'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs'];
+const ALL: QuantType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'q8_K', 'q8_1', 'mxfp4', 'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs', 'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s'];
 
 // Normalised RMS error, sqrt(sum (x - y)^2 / sum x^2), bounds for standard normal data.
 // Measured on this data: f16 2.1e-4, bf16 1.6e-3, q8_0 5.3e-3, q8_K 7.0e-3, q6_K 1.8e-2,
 // q5_K 3.6e-2, q5_1 3.8e-2, q5_0 4.3e-2, q4_K 7.2e-2, q4_1 7.8e-2, q4_0 8.5e-2, mxfp4 1.15e-1
 // (a power-of-two scale and FP4's uneven levels), iq4_nl 7.7e-2, iq4_xs 7.7e-2, q3_K 1.5e-1, q2_K
-// 3.0e-1.
+// 3.0e-1, iq3_s 1.4e-1, iq3_xxs 1.8e-1, iq2_s 2.5e-1, iq2_xs 3.0e-1, iq2_xxs 3.5e-1 (the grid
+// types' values are codebook entries: 2-3 bits a weight with a sign each).
 const NRMSE_BOUND: Record<QuantType, number> = {
   f32: 0,
   f16: 3e-4,
@@ -47,6 +48,11 @@ const NRMSE_BOUND: Record<QuantType, number> = {
   iq4_nl: 9e-2,
   q3_K: 1.8e-1,
   q2_K: 3.5e-1,
+  iq3_s: 1.65e-1,
+  iq3_xxs: 2.1e-1,
+  iq2_s: 2.9e-1,
+  iq2_xs: 3.5e-1,
+  iq2_xxs: 4e-1,
 };
 
 // A small seeded generator for test inputs.
@@ -117,6 +123,11 @@ t.test('type table: ids, block geometry, activation types', async (t) => {
     ['q3_K', 11, 256, 110, 'q8_K'],
     ['iq4_nl', 20, 32, 18, 'q8_0'],
     ['iq4_xs', 23, 256, 136, 'q8_K'],
+    ['iq2_xxs', 16, 256, 66, 'q8_K'],
+    ['iq2_xs', 17, 256, 74, 'q8_K'],
+    ['iq3_xxs', 18, 256, 98, 'q8_K'],
+    ['iq3_s', 21, 256, 110, 'q8_K'],
+    ['iq2_s', 22, 256, 82, 'q8_K'],
   ];
   for (const [name, id, blockSize, typeSize, vdt] of expected) {
     t.same(typeInfo(name), { id, name, blockSize, typeSize, computable: true, vecDotType: vdt }, name);
@@ -124,7 +135,7 @@ t.test('type table: ids, block geometry, activation types', async (t) => {
   }
   t.same([...quantTypes()].sort(), [...ALL].sort(), 'quantTypes lists exactly the computable types');
   t.equal(typeInfo('Q4_K').name, 'q4_K', 'names are case-insensitive');
-  t.same(typeInfo('iq2_xxs'), { id: 16, name: 'iq2_xxs', blockSize: 256, typeSize: 66, computable: false, vecDotType: null });
+  t.same(typeInfo('iq1_s'), { id: 19, name: 'iq1_s', blockSize: 256, typeSize: 50, computable: false, vecDotType: null });
   t.equal(rowBytes('q4_K', 4096), 16 * 144);
   t.equal(rowBytes('q8_0', 64), 68);
 });
@@ -289,7 +300,7 @@ t.test('bad arguments are typed errors', async (t) => {
   t.throws(() => quantize('q8_0', new Float64Array(32) as unknown as Float32Array), bad, 'src must be a Float32Array');
   t.throws(() => quantize('q8_0', Float32Array.from({ length: 32 }, (_, i) => (i === 5 ? NaN : 1))), bad, 'NaN input');
   t.throws(() => quantize('q6_K', Float32Array.from({ length: 256 }, (_, i) => (i === 9 ? -Infinity : 1))), bad, 'infinite input');
-  t.throws(() => quantize('iq2_xxs', new Float32Array(256)), { code: 'TDM_UNSUPPORTED' }, 'known but not computable');
+  t.throws(() => quantize('iq1_s', new Float32Array(256)), { code: 'TDM_UNSUPPORTED' }, 'known but not computable');
   t.throws(() => typeInfo('q9_9'), bad);
   t.throws(() => rowBytes('q8_0', 33), bad);
 
@@ -575,6 +586,35 @@ int main(int argc, char** argv) {
     }
     printf("type %s %ld %ld %ld\n", tr->name, blocks, q_bad, d_bad);
   }
+  // The grid types: tandem's quantizer is its own, so its bytes are not compared; its error is,
+  // against llama.cpp's quantizer given a uniform importance matrix (which IQ2_XXS/IQ2_XS need).
+  // Dequantized values must be bit-identical for llama.cpp's bytes, tandem's and random bytes
+  // (2048 random blocks reach every codebook entry).
+  for (int type : {16, 17, 22, 18, 21}) {
+    const GgmlTraits* tr = traits(type);
+    const int64_t rows = 64, cols = 4096, n = rows * cols;
+    std::vector<float> x(n), ones(cols, 1.0f);
+    for (int64_t i = 0; i < n; i++) x[i] = (i / cols) % 4 == 3 ? normal(gen) * normal(gen) * normal(gen) : normal(gen);
+    const size_t bytes = size_t(n / 256) * tr->size;
+    std::vector<uint8_t> ours(bytes), theirs(bytes), raw(2048 * tr->size);
+    quantize_row_ref(GgmlType(type), x.data(), ours.data(), n);
+    chunk(type, x.data(), theirs.data(), 0, rows, cols, ones.data());
+    for (auto& v : raw) v = uint8_t(gen());
+    for (size_t b = 0; b < 2048; b++) raw[b * tr->size + 1] = (raw[b * tr->size + 1] & 0x83) | (uint8_t(gen() % 24) << 2);
+    long d_bad = 0;
+    double err_ours = 0, err_theirs = 0;
+    for (const std::vector<uint8_t>* src : {&ours, &theirs, &raw}) {
+      const int64_t m = int64_t(src->size() / tr->size) * 256;
+      std::vector<float> a(m), b(m);
+      dequantize_row_ref(GgmlType(type), src->data(), a.data(), m);
+      tr->to_float(src->data(), b.data(), m);
+      for (int64_t i = 0; i < m; i++) d_bad += memcmp(&a[i], &b[i], 4) != 0;
+      if (src == &raw) continue;
+      double& err = src == &ours ? err_ours : err_theirs;
+      for (int64_t i = 0; i < m; i++) err += double(x[i] - a[i]) * (x[i] - a[i]);
+    }
+    printf("grid %s %ld %ld %.4f\n", tr->name, long(n / 256 * 2 + 2048), d_bad, std::sqrt(err_ours / err_theirs));
+  }
   return 0;
 }
 `;
@@ -593,7 +633,7 @@ t.test('quantizer bytes and dequantized values match llama.cpp (node-llama-cpp 3
     try {
       execFileSync(
         process.env.CXX ?? 'c++',
-        ['-std=c++17', '-O1', `-I${native}`, path.join(dir, 'harness.cpp'), path.join(native, 'cpu/quants_ref.cpp'), path.join(native, 'core/ggml_types.cpp'), '-ldl', '-o', exe],
+        ['-std=c++17', '-O1', `-I${native}`, path.join(dir, 'harness.cpp'), path.join(native, 'cpu/quants_ref.cpp'), path.join(native, 'cpu/quants_iq_ref.cpp'), path.join(native, 'core/ggml_types.cpp'), '-ldl', '-o', exe],
         { stdio: 'pipe', timeout: 180_000 },
       );
     } catch (err) {
@@ -608,7 +648,16 @@ t.test('quantizer bytes and dequantized values match llama.cpp (node-llama-cpp 3
     const lines = out.trim().split('\n');
     t.equal(lines[0], 'conv fp16/bf16 0', 'fp32 -> fp16/bf16 conversions agree on 65k bit patterns (NaN included)');
     const seen = new Set<string>();
+    const grid = new Set<string>();
     for (const line of lines.slice(1)) {
+      if (line.startsWith('grid ')) {
+        const [, name, blocks, dBad, ratio] = line.split(' ');
+        grid.add(name);
+        t.equal(dBad, '0', `${name}: dequantized values bit-identical to llama.cpp's (${blocks} blocks: its bytes, tandem's, random)`);
+        // Measured 0.94-0.98 on this data (a quarter of the rows heavy-tailed).
+        t.ok(Number(ratio) <= 1.05, `${name}: tandem's quantization error ${ratio}x llama.cpp's (<= 1.05)`);
+        continue;
+      }
       const [, name, blocks, qBad, dBad] = line.split(' ');
       seen.add(name);
       t.ok(Number(blocks) > 0, `${name}: ${blocks} blocks compared`);
@@ -616,6 +665,7 @@ t.test('quantizer bytes and dequantized values match llama.cpp (node-llama-cpp 3
       t.equal(dBad, '0', `${name}: dequantized values bit-identical (its bytes and random bytes)`);
     }
     t.same([...seen].sort(), ['bf16', 'f16', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q2_K', 'q3_K', 'q4_0', 'q4_1', 'q4_K', 'q5_0', 'q5_1', 'q5_K', 'q6_K', 'q8_0', 'q8_1', 'q8_K']);
+    t.same([...grid].sort(), ['iq2_s', 'iq2_xs', 'iq2_xxs', 'iq3_s', 'iq3_xxs']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
