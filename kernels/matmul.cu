@@ -569,13 +569,20 @@ const char* type_name(uint32_t t) {
     case kMXFP4: return "mxfp4";
     case kIQ4_NL: return "iq4_nl";
     case kIQ4_XS: return "iq4_xs";
+    case kIQ2_XXS: return "iq2_xxs";
+    case kIQ2_XS: return "iq2_xs";
+    case kIQ2_S: return "iq2_s";
+    case kIQ3_XXS: return "iq3_xxs";
+    case kIQ3_S: return "iq3_s";
     default: return nullptr;
   }
 }
 
 int block_size_of(uint32_t t) {
   if (t == kF32 || t == kF16 || t == kBF16) return 1;
-  if (t == kQ2_K || t == kQ3_K || t == kQ4_K || t == kQ5_K || t == kQ6_K || t == kIQ4_XS) return 256;
+  if (t == kQ2_K || t == kQ3_K || t == kQ4_K || t == kQ5_K || t == kQ6_K || t == kIQ4_XS || t == kIQ2_XXS ||
+      t == kIQ2_XS || t == kIQ2_S || t == kIQ3_XXS || t == kIQ3_S)
+    return 256;
   return 32;
 }
 
@@ -597,6 +604,11 @@ size_t row_size(uint32_t t, int64_t n_cols) {
     case kMXFP4: return size_t(n_cols / 32) * 17;
     case kIQ4_NL: return size_t(n_cols / 32) * 18;
     case kIQ4_XS: return size_t(n_cols / 256) * 136;
+    case kIQ2_XXS: return size_t(n_cols / 256) * 66;
+    case kIQ2_XS: return size_t(n_cols / 256) * 74;
+    case kIQ2_S: return size_t(n_cols / 256) * 82;
+    case kIQ3_XXS: return size_t(n_cols / 256) * 98;
+    case kIQ3_S: return size_t(n_cols / 256) * 110;
     default: return 0;
   }
 }
@@ -621,6 +633,11 @@ void with_type(uint32_t t, F&& f) {
     case kMXFP4: f(std::integral_constant<uint32_t, kMXFP4>()); return;
     case kIQ4_NL: f(std::integral_constant<uint32_t, kIQ4_NL>()); return;
     case kIQ4_XS: f(std::integral_constant<uint32_t, kIQ4_XS>()); return;
+    case kIQ2_XXS: f(std::integral_constant<uint32_t, kIQ2_XXS>()); return;
+    case kIQ2_XS: f(std::integral_constant<uint32_t, kIQ2_XS>()); return;
+    case kIQ2_S: f(std::integral_constant<uint32_t, kIQ2_S>()); return;
+    case kIQ3_XXS: f(std::integral_constant<uint32_t, kIQ3_XXS>()); return;
+    case kIQ3_S: f(std::integral_constant<uint32_t, kIQ3_S>()); return;
     default: unsupported("weights of ggml type " + std::to_string(t) + " are not supported on " TDM_BACKEND_KIND);
   }
 }
@@ -650,7 +667,12 @@ int act_type_of(uint32_t t) {
     case kQ4_K:
     case kQ5_K:
     case kQ6_K:
-    case kIQ4_XS: return kActQ8_K;
+    case kIQ4_XS:
+    case kIQ2_XXS:
+    case kIQ2_XS:
+    case kIQ2_S:
+    case kIQ3_XXS:
+    case kIQ3_S: return kActQ8_K;
     default: unsupported("weights of ggml type " + std::to_string(t) + " are not supported on " TDM_BACKEND_KIND);
   }
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/iq_grids.h"
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define TDM_HD __host__ __device__ __forceinline__
 #else
@@ -30,7 +32,12 @@ enum WeightType : uint32_t {
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
+  kIQ2_XXS = 16,
+  kIQ2_XS = 17,
+  kIQ3_XXS = 18,
   kIQ4_NL = 20,
+  kIQ3_S = 21,
+  kIQ2_S = 22,
   kIQ4_XS = 23,
   kBF16 = 30,
   kMXFP4 = 39,
@@ -152,6 +159,39 @@ TDM_HD int32_t iq4nl_levels4(uint32_t codes) {
   return int32_t((neg & ~high) | (pos & high));
 }
 
+// The IQ2/IQ3 codebooks (core/iq_grids.h): each entry packs 8 (IQ2) or 4 (IQ3) magnitudes, one
+// per byte, all in 1..62. In device memory on the GPU (each lane gathers its own entries, so
+// constant memory would serialise them); plain arrays in the host builds (emulation, checks).
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define TDM_GRID_TABLE static __device__ const
+#else
+#define TDM_GRID_TABLE static const
+#endif
+TDM_GRID_TABLE uint64_t kIq2xxsGrid[256] = {TDM_IQ2XXS_GRID};
+TDM_GRID_TABLE uint64_t kIq2xsGrid[512] = {TDM_IQ2XS_GRID};
+TDM_GRID_TABLE uint64_t kIq2sGrid[1024] = {TDM_IQ2S_GRID};
+TDM_GRID_TABLE uint32_t kIq3xxsGrid[256] = {TDM_IQ3XXS_GRID};
+TDM_GRID_TABLE uint32_t kIq3sGrid[512] = {TDM_IQ3S_GRID};
+#undef TDM_GRID_TABLE
+
+// A 7-bit sign code (IQ2_XXS, IQ2_XS, IQ3_XXS) as its 8 sign bits: the eighth makes the number
+// of negatives even (ggml's ksigns_iq2xs).
+TDM_HD uint32_t iq_sign_byte(uint32_t code7) {
+  code7 &= 127u;
+  uint32_t parity = code7 ^ (code7 >> 4);
+  parity ^= parity >> 2;
+  parity ^= parity >> 1;
+  return code7 | ((parity & 1u) << 7);
+}
+
+// Four grid magnitudes (one per byte, 1..128) as int8 levels, byte k negated where bit k of
+// signs (0..15) is set: 0xFF bytes where negated (the bits spread by a carry-free multiply),
+// then -m = (m ^ 0xFF) + 1, which stays inside the byte for m >= 1.
+TDM_HD int32_t apply_signs4(uint32_t mag, uint32_t signs) {
+  const uint32_t neg = ((signs * 0x00204081u) & 0x01010101u) * 0xFFu;
+  return int32_t((mag ^ neg) + (neg & 0x01010101u));
+}
+
 // Bits 0..3 of b moved to bit 4 of bytes 0..3.
 TDM_HD uint32_t bits_to_bit4(uint32_t b) {
   return ((b & 1u) << 4) | ((b & 2u) << 11) | ((b & 4u) << 18) | ((b & 8u) << 25);
@@ -192,6 +232,8 @@ TDM_HD int scale_q3_k(int g, const uint8_t* s) {
 // sc1 above. Symmetric types have m = 0, the 32-element types sc0 = sc1 = 1. Q2_K alone
 // (kMinPer16) has a min per 16 elements: element e = d * sc(e) * q_e + m * mn(e), with m = -dmin
 // and mn(e) = mn0 for e < 16, mn1 above (4-bit min levels); other types leave mn0 = mn1 = 0.
+// The IQ2/IQ3 grid types keep signed grid magnitudes in q, the odd scale 2s + 1 in sc and
+// their constant (1/8, 1/4 or 1) in d, so that d * sc is exactly the CPU's group multiplier.
 struct WChunk {
   int32_t q[8];
   int32_t sc0, sc1;
@@ -227,10 +269,31 @@ template <>
 struct BlockInfo<kIQ4_NL> { static constexpr int kBytes = 18, kChunks = 1, kAct = kActQ8_0; static constexpr bool kMin = false; };
 template <>
 struct BlockInfo<kIQ4_XS> { static constexpr int kBytes = 136, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ2_XXS> { static constexpr int kBytes = 66, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ2_XS> { static constexpr int kBytes = 74, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ2_S> { static constexpr int kBytes = 82, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ3_XXS> { static constexpr int kBytes = 98, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
+template <>
+struct BlockInfo<kIQ3_S> { static constexpr int kBytes = 110, kChunks = 8, kAct = kActQ8_K; static constexpr bool kMin = false; };
 
 // Types whose min is per 16 elements (WChunk's mn0, mn1) rather than one m per chunk.
 template <uint32_t T>
 constexpr bool kMinPer16 = T == kQ2_K;
+
+// Grid entry i of type T's codebook: 8 magnitudes (IQ2 types) or 4 (IQ3 types), low byte first.
+template <uint32_t T>
+TDM_HD uint64_t iq_grid_entry(uint32_t i) {
+  if constexpr (T == kIQ2_XXS) return kIq2xxsGrid[i];
+  if constexpr (T == kIQ2_XS) return kIq2xsGrid[i];
+  if constexpr (T == kIQ2_S) return kIq2sGrid[i];
+  if constexpr (T == kIQ3_XXS) return kIq3xxsGrid[i];
+  if constexpr (T == kIQ3_S) return kIq3sGrid[i];
+  return 0;
+}
 
 // Decodes chunk c (elements 32c..32c+31) of a row of type T.
 template <uint32_t T>
@@ -353,6 +416,74 @@ TDM_HD WChunk decode_chunk(const uint8_t* row, int64_t c) {
       w.q[i] = iq4nl_levels4(v & 0x0F0F0F0Fu);
       w.q[4 + i] = iq4nl_levels4((v >> 4) & 0x0F0F0F0Fu);
     }
+  } else if constexpr (T == kIQ2_XXS || T == kIQ2_XS || T == kIQ2_S) {
+    // Chunk j of a super-block is sub-block j: four groups l of 8 elements, each one grid entry
+    // (words 2l, 2l + 1 of q) and a sign byte; a 4-bit scale s per 32 (IQ2_XXS) or per 16
+    // elements. Values are d * (0.5 + s) / 4 * level = (d / 8) * (2s + 1) * level.
+    const uint8_t* b = row + (c >> 3) * BlockInfo<T>::kBytes;
+    const int j = int(c & 7);
+    uint32_t idx[4], sign[4], scales;
+    if constexpr (T == kIQ2_XXS) {
+      // qs[4j..4j+3] as two words: the four 8-bit indices, then four 7-bit sign codes and s.
+      const uint32_t a0 = ld32(b + 2 + 8 * j), a1 = ld32(b + 6 + 8 * j);
+      for (int l = 0; l < 4; ++l) {
+        idx[l] = (a0 >> (8 * l)) & 0xFFu;
+        sign[l] = iq_sign_byte(a1 >> (7 * l));
+      }
+      scales = (a1 >> 28) * 0x11u;  // one scale for both halves
+    } else if constexpr (T == kIQ2_XS) {
+      // qs[4j + l]: a 9-bit index and a 7-bit sign code; scales[j] (byte 66 on): a nibble per 16.
+      for (int l = 0; l < 4; ++l) {
+        const uint32_t v = ld16(b + 2 + 8 * j + 2 * l);
+        idx[l] = v & 511u;
+        sign[l] = iq_sign_byte(v >> 9);
+      }
+      scales = b[66 + j];
+    } else {
+      // qs[4j + l]: the low 8 bits of a 10-bit index, bits 2l of qh[j] (byte 66 on) the top two;
+      // qs[32 + 4j + l]: the sign byte; scales[j] (byte 74 on): a nibble per 16.
+      const uint32_t lo = ld32(b + 2 + 4 * j), signs = ld32(b + 34 + 4 * j), qh = b[66 + j];
+      for (int l = 0; l < 4; ++l) {
+        idx[l] = ((lo >> (8 * l)) & 0xFFu) | (((qh >> (2 * l)) & 3u) << 8);
+        sign[l] = (signs >> (8 * l)) & 0xFFu;
+      }
+      scales = b[74 + j];
+    }
+    for (int l = 0; l < 4; ++l) {
+      const uint64_t g = iq_grid_entry<T>(idx[l]);
+      w.q[2 * l] = apply_signs4(uint32_t(g), sign[l] & 15u);
+      w.q[2 * l + 1] = apply_signs4(uint32_t(g >> 32), sign[l] >> 4);
+    }
+    w.sc0 = 2 * int(scales & 15u) + 1;
+    w.sc1 = 2 * int(scales >> 4) + 1;
+    w.d = half_to_float(ld16(b)) * 0.125f;  // a power of two: exact
+  } else if constexpr (T == kIQ3_XXS || T == kIQ3_S) {
+    // Chunk j of a super-block is sub-block j: eight grid entries k of 4 magnitudes (word k of
+    // q), indices in qs[8j + k], a sign byte per 8 elements and one 4-bit scale s. Values are
+    // d * (0.5 + s) / 2 * level = (d / 4) * (2s + 1) * level (IQ3_XXS), d * (2s + 1) * level (IQ3_S).
+    const uint8_t* b = row + (c >> 3) * BlockInfo<T>::kBytes;
+    const int j = int(c & 7);
+    const uint32_t q_lo = ld32(b + 2 + 8 * j), q_hi = ld32(b + 6 + 8 * j);
+    uint32_t signs, qh = 0, s;
+    if constexpr (T == kIQ3_XXS) {
+      // The word at byte 66 + 4j: four 7-bit sign codes and s.
+      const uint32_t aux = ld32(b + 66 + 4 * j);
+      signs = 0;
+      for (int l = 0; l < 4; ++l) signs |= iq_sign_byte(aux >> (7 * l)) << (8 * l);
+      s = aux >> 28;
+      w.d = half_to_float(ld16(b)) * 0.25f;  // a power of two: exact
+    } else {
+      // Bit k of qh[j] (byte 66 on) is index k's ninth bit; signs from byte 74, scales from 106.
+      qh = b[66 + j];
+      signs = ld32(b + 74 + 4 * j);
+      s = (b[106 + (j >> 1)] >> (4 * (j & 1))) & 15u;
+      w.d = half_to_float(ld16(b));
+    }
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t i = (((k < 4 ? q_lo : q_hi) >> (8 * (k & 3))) & 0xFFu) | (((qh >> k) & 1u) << 8);
+      w.q[k] = apply_signs4(uint32_t(iq_grid_entry<T>(i)), (signs >> (4 * k)) & 15u);
+    }
+    w.sc0 = w.sc1 = 2 * int(s) + 1;
   }
   return w;
 }

@@ -14,7 +14,7 @@ const cxx = process.env.CXX ?? 'c++';
 const version = spawnSync(cxx, ['--version'], { encoding: 'utf8' });
 const KERNELS = ['backend_gpu', 'matmul', 'elementwise', 'attention', 'moe'];
 const HEADERS = ['kernels/compat.h', 'kernels/emu.h', 'kernels/gpu_context.h', 'kernels/host_numa.h', 'kernels/quant_math.h',
-  'native/backend/backend.h'];
+  'native/backend/backend.h', 'native/core/iq_grids.h'];
 
 /** Why the emulation cannot be built here (no C++ compiler), or false when it can. */
 export const noCompiler: string | false = version.status !== 0 && `no C++ compiler (${cxx})`;

@@ -1,5 +1,5 @@
 // Host check of the GPU kernels' shared arithmetic (kernels/quant_math.h) against the CPU
-// reference (native/cpu/quants_ref.cpp), built and run by kernel-math.test.ts: it proves on a
+// reference (native/cpu/quants_ref.cpp, quants_iq_ref.cpp), built and run by kernel-math.test.ts: it proves on a
 // machine with no GPU that block decoding, dequantization and activation quantization are
 // bit-exact, chunk dot products agree, and the router's top-k order equals std::partial_sort's.
 // Prints one line per check: "ok <name>" or "FAIL <name>: <detail>".
@@ -253,6 +253,99 @@ void check_q3k_scales() {
   report(ok, "q3_K scales match unpack_scale_q3_K");
 }
 
+// The IQ2/IQ3 codebooks and sign codes: every entry of every grid through apply_signs4, with
+// every sign nibble, against the CPU's arrays; every 7-bit sign code against iq2_sign_byte.
+void check_iq_grids() {
+  bool ok = true;
+  std::string detail;
+  auto check_word = [&](uint32_t mags, const char* grid, int entry) {
+    for (uint32_t signs = 0; signs < 16; ++signs) {
+      const uint32_t got = uint32_t(g::apply_signs4(mags, signs));
+      for (int k = 0; k < 4; ++k) {
+        const int m = int((mags >> (8 * k)) & 0xFFu);
+        if (int8_t(got >> (8 * k)) != ((signs >> k) & 1u ? -m : m)) {
+          ok = false;
+          detail = std::string(grid) + " entry " + std::to_string(entry) + " signs " + std::to_string(signs);
+        }
+      }
+    }
+  };
+  for (int i = 0; i < 256; ++i) {
+    ok = ok && g::kIq2xxsGrid[i] == tdm::kIq2xxsGrid[i] && g::kIq3xxsGrid[i] == tdm::kIq3xxsGrid[i];
+    check_word(uint32_t(g::kIq2xxsGrid[i]), "iq2_xxs", i);
+    check_word(uint32_t(g::kIq2xxsGrid[i] >> 32), "iq2_xxs", i);
+    check_word(g::kIq3xxsGrid[i], "iq3_xxs", i);
+  }
+  for (int i = 0; i < 512; ++i) {
+    ok = ok && g::kIq2xsGrid[i] == tdm::kIq2xsGrid[i] && g::kIq3sGrid[i] == tdm::kIq3sGrid[i];
+    check_word(uint32_t(g::kIq2xsGrid[i]), "iq2_xs", i);
+    check_word(uint32_t(g::kIq2xsGrid[i] >> 32), "iq2_xs", i);
+    check_word(g::kIq3sGrid[i], "iq3_s", i);
+  }
+  for (int i = 0; i < 1024; ++i) {
+    ok = ok && g::kIq2sGrid[i] == tdm::kIq2sGrid[i];
+    check_word(uint32_t(g::kIq2sGrid[i]), "iq2_s", i);
+    check_word(uint32_t(g::kIq2sGrid[i] >> 32), "iq2_s", i);
+  }
+  for (uint32_t code = 0; code < 128; ++code) {
+    // Bits above the code are ignored, as the packed fields hold their neighbours there.
+    if (g::iq_sign_byte(code | 0xABCD00u) != tdm::iq2_sign_byte(code)) {
+      ok = false;
+      detail = "sign code " + std::to_string(code);
+    }
+  }
+  report(ok, "iq2/iq3 grids and sign codes match the CPU tables", detail);
+}
+
+// The IQ2/IQ3 types from random block bytes (every index, sign and scale bit pattern, not only
+// those tandem's quantizer writes), with a random finite fp16 d: dequantization is bit-exact and
+// chunk dot products agree with vec_dot_ref.
+template <uint32_t T>
+void check_raw_blocks(const char* name, tdm::GgmlType type) {
+  constexpr int kBytes = g::BlockInfo<T>::kBytes;
+  const int64_t n_blocks = 64, n = n_blocks * 256;
+  std::mt19937 rng(300 + T);
+  std::vector<uint8_t> wq(size_t(n_blocks * kBytes));
+  for (auto& b : wq) b = uint8_t(rng());
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    const float d = std::ldexp(float(rng() % 1000 + 1) / 1000.0f, -int(rng() % 12)) * (rng() % 8 == 0 ? -1.0f : 1.0f);
+    const uint16_t h = tdm::fp32_to_fp16(d);
+    std::memcpy(wq.data() + i * kBytes, &h, 2);
+  }
+  std::vector<float> ref(static_cast<size_t>(n));
+  tdm::dequantize_row_ref(type, wq.data(), ref.data(), n);
+  bool exact = true;
+  std::string detail;
+  for (int64_t c = 0; c < n / 32 && exact; ++c) {
+    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
+    for (int e = 0; e < 32; ++e) {
+      const float got = g::dequant_elem<T>(ch, e);
+      if (!same_bits(got, ref[size_t(c * 32 + e)])) {
+        exact = false;
+        detail = "element " + std::to_string(c * 32 + e) + ": " + std::to_string(got) + " vs " + std::to_string(ref[size_t(c * 32 + e)]);
+        break;
+      }
+    }
+  }
+  const std::vector<float> x = random_floats(size_t(n), 400 + T, 1.3f);
+  std::vector<tdm::BlockQ8_K> xq(size_t(n / 256));
+  tdm::quantize_row_q8_K_ref(x.data(), xq.data(), n);
+  const float want = tdm::vec_dot_ref(type, wq.data(), xq.data(), n);
+  double got = 0.0;
+  for (int64_t c = 0; c < n / 32; ++c) {
+    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
+    int32_t a[8];
+    std::memcpy(a, xq[size_t(c / 8)].qs + (c % 8) * 32, 32);
+    got += g::chunk_dot<T>(ch, a, xq[size_t(c / 8)].d, 0.0f);
+  }
+  // Signed terms cancel here, so the error is measured against the sum of magnitudes.
+  double scale = 0.0;
+  for (int64_t e = 0; e < n; ++e) scale += std::fabs(double(ref[size_t(e)]) * double(xq[size_t(e / 256)].qs[e % 256]) * xq[size_t(e / 256)].d);
+  const double err = std::fabs(got - double(want)) / std::max(1e-6, scale);
+  if (exact && err >= 1e-5) detail = "dot got " + std::to_string(got) + " want " + std::to_string(want);
+  report(exact && err < 1e-5, std::string(name) + ": random blocks dequantize exactly and dot products match", detail);
+}
+
 }  // namespace
 
 int main() {
@@ -270,6 +363,17 @@ int main() {
   check_type<g::kQ3_K>("q3_K", tdm::GgmlType::Q3_K);
   check_type<g::kIQ4_NL>("iq4_nl", tdm::GgmlType::IQ4_NL);
   check_type<g::kIQ4_XS>("iq4_xs", tdm::GgmlType::IQ4_XS);
+  check_type<g::kIQ2_XXS>("iq2_xxs", tdm::GgmlType::IQ2_XXS);
+  check_type<g::kIQ2_XS>("iq2_xs", tdm::GgmlType::IQ2_XS);
+  check_type<g::kIQ2_S>("iq2_s", tdm::GgmlType::IQ2_S);
+  check_type<g::kIQ3_XXS>("iq3_xxs", tdm::GgmlType::IQ3_XXS);
+  check_type<g::kIQ3_S>("iq3_s", tdm::GgmlType::IQ3_S);
+  check_raw_blocks<g::kIQ2_XXS>("iq2_xxs", tdm::GgmlType::IQ2_XXS);
+  check_raw_blocks<g::kIQ2_XS>("iq2_xs", tdm::GgmlType::IQ2_XS);
+  check_raw_blocks<g::kIQ2_S>("iq2_s", tdm::GgmlType::IQ2_S);
+  check_raw_blocks<g::kIQ3_XXS>("iq3_xxs", tdm::GgmlType::IQ3_XXS);
+  check_raw_blocks<g::kIQ3_S>("iq3_s", tdm::GgmlType::IQ3_S);
+  check_iq_grids();
   check_mxfp4_values();
   check_iq4nl_values();
   check_q3k_scales();

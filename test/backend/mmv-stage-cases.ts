@@ -18,13 +18,14 @@ export interface StageCase {
 
 /**
  * Every quantized type at widths of 130 and 136 chunks: 5 passes of 32 lanes (3 of 64), the
- * last one partial; rows of q8_0, q6_K, q2_K, q3_K, q4_0 and iq4_nl are not 16-byte aligned, so
- * windows start mid-vector.
+ * last one partial; rows of q8_0, q6_K, q2_K, q3_K, q4_0, iq4_nl and the IQ2/IQ3 types are not
+ * 16-byte aligned, so windows start mid-vector.
  * 9 activation rows take two passes over the weight row (8 + 1); matmul_group runs the list kernel.
  */
 export function stageCases(): StageCase[] {
   const cases: StageCase[] = [];
-  const types = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'mxfp4', 'iq4_nl', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'iq4_xs'];
+  const types = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'mxfp4', 'iq4_nl', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'iq4_xs',
+    'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s'];
   for (const type of types) {
     const nCols = blockSize(type) === 256 ? 136 * 32 : 130 * 32;
     for (const [nRows, nTokens] of [[5, 1], [3, 9]]) {

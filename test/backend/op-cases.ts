@@ -10,6 +10,7 @@ export const REFERENCE_ID = 'cpu:ref';
 
 export const WEIGHT_TYPES = [
   'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs',
+  'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s',
 ] as const;
 export type WeightTypeName = (typeof WEIGHT_TYPES)[number];
 
@@ -69,10 +70,10 @@ export function identical(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 
 const isCpuSimd = (id: string) => id.startsWith('cpu:') && id !== REFERENCE_ID;
 
-/** Elements per block: 256 for the K types and IQ4_XS (super-blocks), 32 for the rest. */
+/** Elements per block: 256 for the K types, IQ4_XS and the IQ2/IQ3 types (super-blocks), 32 for the rest. */
 export function blockSize(type: string): number {
   if (type === 'f32' || type === 'f16' || type === 'bf16') return 1;
-  return type.endsWith('_K') || type === 'iq4_xs' ? 256 : 32;
+  return type.endsWith('_K') || (type.startsWith('iq') && type !== 'iq4_nl') ? 256 : 32;
 }
 
 /** Row lengths for a type: an exact block and an odd number of blocks (SIMD tails, partial tiles). */
