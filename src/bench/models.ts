@@ -19,6 +19,9 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
   'tinyllama-q3_K_M': { spec: { preset: 'tinyllama-1.1b', type: 'q3_K_M' }, about: 'TinyLlama-1.1B shape, Q3_K_M (0.55 GB)' },
   'tinyllama-q2_K': { spec: { preset: 'tinyllama-1.1b', type: 'q2_K_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's Q2_K mix (0.45 GB)" },
   'tinyllama-iq4_xs': { spec: { preset: 'tinyllama-1.1b', type: 'iq4_xs_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's IQ4_XS mix (0.6 GB)" },
+  'tinyllama-iq3_m': { spec: { preset: 'tinyllama-1.1b', type: 'iq3_m' }, about: 'TinyLlama-1.1B shape, IQ3_M (0.5 GB)' },
+  'tinyllama-iq3_xxs': { spec: { preset: 'tinyllama-1.1b', type: 'iq3_xxs_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's IQ3_XXS mix (0.45 GB)" },
+  'tinyllama-iq2_xxs': { spec: { preset: 'tinyllama-1.1b', type: 'iq2_xxs_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's IQ2_XXS mix (0.3 GB)" },
   'moe-q8_0': { spec: { preset: 'moe-8x-top2', type: 'q8_0' }, about: 'Mixtral-style 8 experts top-2, 0.9B parameters, Q8_0 (1 GB)' },
   'gpt-oss-4l': {
     spec: { preset: 'gpt-oss-20b', nLayer: 4, type: 'mxfp4_moe', ropeScaling: { type: 'yarn', factor: 32, originalContext: 4096 } },

@@ -12,7 +12,10 @@ import { GgufFile } from '../../src/model/gguf.js';
 import { dequantize } from '../../src/model/quant.js';
 import { makeModel, type ModelSpec, type WeightType } from '../../src/model/synthetic.js';
 
-const TYPES: WeightType[] = ['f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs'];
+const TYPES: WeightType[] = [
+  'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs',
+  'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s',
+];
 // Row length 256 fills every type's blocks; F32 elsewhere keeps the rest of the graph identical.
 const BASE: ModelSpec = { architecture: 'llama', nEmbd: 256, nLayer: 1, nHead: 4, nHeadKv: 2, nFf: 512, nVocab: 512, nCtx: 256, type: 'f32', seed: 7 };
 // Distinct prompt tokens (rows of token_embd): control, byte and piece tokens alike.

@@ -69,7 +69,7 @@ t.test('bad options are usage errors', async (t) => {
   const cases: [string[], RegExp][] = [
     [['--arch', 'gpt2', '-o', 'x'], /unknown --arch 'gpt2'/],
     [['--preset', 'giant', '-o', 'x'], /unknown --preset 'giant'/],
-    [['--type', 'iq2_xxs', '-o', 'x'], /unknown --type 'iq2_xxs'/],
+    [['--type', 'iq1_s', '-o', 'x'], /unknown --type 'iq1_s'/],
     [['--seed', 'abc', '-o', 'x'], /--seed expects a non-negative integer/],
     [['--n-layer=-2', '-o', 'x'], /--n-layer expects a non-negative integer/],
     [['--rms-eps', 'tiny', '-o', 'x'], /--rms-eps expects a number/],

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { getLlama, type Llama } from 'node-llama-cpp';
-import { makeModel, type ModelFileType, type ModelSpec, type SyntheticArchitecture } from '../../src/model/synthetic.js';
+import { IQ_MIX_TYPES, makeModel, type ModelFileType, type ModelSpec, type SyntheticArchitecture } from '../../src/model/synthetic.js';
 import { modelPath } from '../helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tandem-synthetic-llamacpp-'));
@@ -29,6 +29,7 @@ const ARCHS: { label: string; spec: ModelSpec }[] = [
 const OTHER_TYPES: ModelFileType[] = [
   'f32', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'mxfp4_moe',
   'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix',
+  'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s', ...IQ_MIX_TYPES,
 ];
 const CASES: { label: string; spec: ModelSpec; type: ModelFileType }[] = [];
 ARCHS.forEach((a, i) => {

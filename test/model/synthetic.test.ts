@@ -1,6 +1,6 @@
 // Synthetic models without llama.cpp: reproducible bytes, values that depend only on
 // (seed, tensor name), sane value scales, each architecture's tensors and metadata, the
-// Q4_K_M mix, parameter counts of the presets, and typed errors for bad specs.
+// K and IQ mixes, parameter counts of the presets, and typed errors for bad specs.
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -235,6 +235,79 @@ t.test('the Q3_K_M, Q2_K and IQ4_XS mixes follow llama.cpp', async (t) => {
   t.equal(type(odd3, 'blk.0.attn_q.weight'), 'q4_0');
 });
 
+t.test('the IQ2 and IQ3 mixes follow llama.cpp', async (t) => {
+  const count = (plan: { type: string }[]) => {
+    const c: Record<string, number> = {};
+    for (const p of plan) c[p.type] = (c[p.type] ?? 0) + 1;
+    return c;
+  };
+  const type = (plan: { name: string; type: string }[], n: string) => plan.find((p) => p.name === n)!.type;
+  const plan = (spec: ModelSpec) => planTensors(resolveSpec(spec));
+  // TinyLlama-1.1B (22 layers, 8 query heads per KV head) as llama-quantize types it without an
+  // importance matrix. These counts, and the per-tensor types of MHA, GQA-2, 8-expert llama,
+  // qwen2moe, qwen3moe and odd-width shapes, were checked against llama_model_quantize's
+  // --dry-run in node-llama-cpp's libllama.
+  const tiny = (type: ModelSpec['type']) => plan({ preset: 'tinyllama-1.1b', type });
+  const counts = {
+    iq2_xxs_mix: { iq2_xxs: 130, q2_K: 3, q4_K: 22, q5_K: 1, f32: 45 },
+    iq2_xs_mix: { iq2_xs: 130, q2_K: 3, q4_K: 22, q5_K: 1, f32: 45 },
+    iq2_s_mix: { iq2_xs: 108, iq3_s: 25, q4_K: 22, q5_K: 1, f32: 45 },
+    iq2_m: { iq2_s: 108, iq3_s: 25, q4_K: 22, q5_K: 1, f32: 45 },
+    iq3_xxs_mix: { iq3_xxs: 44, iq2_s: 44, iq3_s: 23, q3_K: 20, q4_K: 24, q5_K: 1, f32: 45 },
+    iq3_xs: { iq3_xxs: 78, iq3_s: 55, q4_K: 22, q6_K: 1, f32: 45 },
+    iq3_s_mix: { iq3_s: 133, q4_K: 22, q6_K: 1, f32: 45 },
+    iq3_m: { iq3_s: 109, q4_K: 46, q6_K: 1, f32: 45 },
+  } as const;
+  for (const [mix, c] of Object.entries(counts)) t.same(count(tiny(mix as keyof typeof counts)), c, mix);
+  t.equal(FILE_TYPE_IDS.iq2_xxs_mix, 19);
+  t.equal(FILE_TYPE_IDS.iq3_m, 27);
+
+  const iq2 = tiny('iq2_xxs_mix');
+  t.equal(type(iq2, 'token_embd.weight'), 'q2_K', 'IQ2_XXS: token_embd in q2_K');
+  t.equal(type(iq2, 'output.weight'), 'q5_K', 'IQ2_XXS: output in q5_K');
+  t.equal(type(iq2, 'blk.9.attn_v.weight'), 'q4_K', 'IQ2_XXS: attn_v in q4_K with 4 or more query heads per KV head');
+  t.equal(type(iq2, 'blk.1.ffn_down.weight'), 'q2_K', 'IQ2_XXS: ffn_down of the first eighth in q2_K');
+  t.equal(type(iq2, 'blk.2.ffn_down.weight'), 'iq2_xxs');
+  const iq2m = tiny('iq2_m');
+  t.equal(type(iq2m, 'blk.0.ffn_down.weight'), 'iq3_s', 'IQ2_M: raised tensors in iq3_s');
+  t.equal(type(iq2m, 'blk.5.attn_output.weight'), 'iq3_s');
+  t.equal(type(iq2m, 'blk.5.ffn_up.weight'), 'iq2_s');
+  t.equal(type(tiny('iq2_s_mix'), 'blk.5.ffn_up.weight'), 'iq2_xs', "IQ2_S: llama.cpp's IQ2_S files start from iq2_xs");
+  const mha = plan({ nHead: 4, nHeadKv: 4, type: 'iq2_xxs_mix' });
+  t.equal(type(mha, 'blk.0.attn_v.weight'), 'q2_K', 'IQ2_XXS: attn_v in q2_K without grouped queries');
+  // qwen2moe: the IQ2 rule counts ffn_down matrices (routed and shared) in llama.cpp's order,
+  // so the first eighth of 24 layers is three matrices, not three layers.
+  const qmoe = plan({ architecture: 'qwen2moe', nLayer: 24, nHead: 4, nHeadKv: 4, type: 'iq2_xxs_mix' });
+  t.same(['blk.0.ffn_down_exps.weight', 'blk.0.ffn_down_shexp.weight', 'blk.1.ffn_down_exps.weight', 'blk.1.ffn_down_shexp.weight'].map((n) => type(qmoe, n)), ['q2_K', 'q2_K', 'q2_K', 'iq2_xxs']);
+  t.equal(type(qmoe, 'blk.3.attn_v.weight'), 'q4_K', 'IQ2 mixes: attn_v in q4_K with 4 or more experts');
+
+  const iq3 = tiny('iq3_xxs_mix');
+  t.equal(type(iq3, 'token_embd.weight'), 'iq3_s');
+  t.equal(type(iq3, 'blk.4.attn_q.weight'), 'iq2_s', 'IQ3_XXS: attn_q and attn_k in iq2_s');
+  t.equal(type(iq3, 'blk.4.attn_k.weight'), 'iq2_s');
+  t.equal(type(iq3, 'blk.4.attn_output.weight'), 'iq3_s');
+  t.equal(type(iq3, 'blk.1.ffn_down.weight'), 'q4_K', 'IQ3_XXS without an importance matrix: ffn_down in q4_K, then q3_K');
+  t.equal(type(iq3, 'blk.2.ffn_down.weight'), 'q3_K');
+  t.equal(type(plan({ nHead: 4, nHeadKv: 4, type: 'iq3_xxs_mix' }), 'blk.1.attn_v.weight'), 'iq3_s', 'IQ3_XXS: attn_v in iq3_s without grouped queries');
+  const iq3xs = tiny('iq3_xs');
+  t.same([1, 2, 18, 19].map((l) => type(iq3xs, `blk.${l}.ffn_gate.weight`)), ['iq3_s', 'iq3_xxs', 'iq3_xxs', 'iq3_s'], 'IQ3_XS: iq3_xxs gate and up between the first and last eighth');
+  const iq3m = tiny('iq3_m');
+  t.equal(type(iq3m, 'blk.7.attn_output.weight'), 'q4_K');
+  t.equal(type(iq3m, 'blk.1.ffn_down.weight'), 'q4_K');
+  t.equal(type(iq3m, 'blk.2.ffn_down.weight'), 'iq3_s');
+  const moe = plan({ preset: 'moe-8x-top2', type: 'iq3_m' });
+  t.same([1, 2, 4, 14].map((l) => type(moe, `blk.${l}.ffn_down_exps.weight`)), ['q4_K', 'iq3_s', 'q4_K', 'q4_K'], 'IQ3_M, 8 experts: ffn_down in q4_K on the more-bits layers');
+  t.equal(type(moe, 'blk.3.attn_v.weight'), 'q8_0');
+  t.equal(type(plan({ preset: 'moe-8x-top2', type: 'iq2_xxs_mix' }), 'blk.3.attn_k.weight'), 'q4_K', 'IQ2 mixes, 8 experts: attn_k in q4_K');
+
+  // Rows that do not fill 256-element blocks: the grid types fall back to iq4_nl, q2_K/q3_K to
+  // q4_0, q4_K to q5_0; rows that do not fill 32 to f16 (output included).
+  const odd = plan({ nEmbd: 288, nHead: 4, nFf: 544, type: 'iq3_xxs_mix' });
+  t.same(['blk.0.attn_q.weight', 'blk.0.ffn_down.weight', 'blk.0.attn_v.weight', 'output.weight'].map((n) => type(odd, n)), ['iq4_nl', 'q4_0', 'iq4_nl', 'q8_0']);
+  t.same(count(plan({ architecture: 'qwen2', nEmbd: 272, nHead: 4, nHeadKv: 4, nFf: 720, nLayer: 1, type: 'iq2_m' })), { f16: 9, f32: 6 });
+  t.equal(type(plan({ nEmbd: 288, nHead: 4, nFf: 544, type: 'iq2_xs' }), 'blk.0.ffn_up.weight'), 'iq4_nl');
+});
+
 t.test('the MXFP4_MOE mix follows llama.cpp', async (t) => {
   const types = (plan: { name: string; type: string }[]) => Object.fromEntries(plan.filter((p) => p.name.startsWith('blk.0.') || !p.name.startsWith('blk.')).map((p) => [p.name, p.type]));
   // Stacks of experts in MXFP4, every other quantizable tensor (embeddings and output too) in Q8_0.
@@ -296,7 +369,7 @@ t.test('bad specs give typed errors naming the problem', async (t) => {
     await t.rejects(makeModel(spec, tmpFile()), { code, message: match }, match.source);
   };
   await bad({ architecture: 'gpt2' as never }, /unknown architecture 'gpt2'/);
-  await bad({ type: 'iq2_xxs' as never }, /unknown type 'iq2_xxs'/);
+  await bad({ type: 'iq1_s' as never }, /unknown type 'iq1_s'/);
   await bad({ preset: 'huge' as never }, /unknown preset 'huge'/);
   await bad({ nHead: 4, nHeadKv: 3 }, /multiple of nHeadKv/);
   await bad({ nEmbd: 250, nHead: 4 }, /headDim must be an even integer/);

@@ -1,8 +1,8 @@
 // The tensors of each architecture as llama.cpp loads them (names, shapes; see its
 // llama-arch.cpp and the per-model load_tensors), how each is initialised, and which
-// type each gets: pure types as llama-quantize --pure, 'q4_K_M' and 'mxfp4_moe' as
-// llama_tensor_get_type.
-import type { ModelFileType, ResolvedSpec, WeightType } from './spec.js';
+// type each gets: pure types as llama-quantize --pure, the mixes as llama.cpp's
+// llama_tensor_get_type (src/llama-quant.cpp).
+import { IQ_MIX_TYPES, type IqMixType, type ModelFileType, type ResolvedSpec, type WeightType } from './spec.js';
 import { typeInfo } from '../quant.js';
 
 export interface TensorPlan {
@@ -115,7 +115,10 @@ function useMoreBits(layer: number, nLayer: number): boolean {
 /** llama.cpp's tensor_type_fallback: a compatible type when the row does not fill the type's blocks. */
 export function fallbackType(type: WeightType, rowLength: number): WeightType {
   if (rowLength % typeInfo(type).blockSize === 0) return type;
-  const next: Partial<Record<WeightType, WeightType>> = { q2_K: 'q4_0', q3_K: 'q4_0', q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0', iq4_xs: 'iq4_nl' };
+  const next: Partial<Record<WeightType, WeightType>> = {
+    q2_K: 'q4_0', q3_K: 'q4_0', q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0',
+    iq2_xxs: 'iq4_nl', iq2_xs: 'iq4_nl', iq2_s: 'iq4_nl', iq3_xxs: 'iq4_nl', iq3_s: 'iq4_nl', iq4_xs: 'iq4_nl',
+  };
   const t = next[type];
   return t && rowLength % typeInfo(t).blockSize === 0 ? t : 'f16';
 }
@@ -163,9 +166,12 @@ function mixContext(e: Entry, s: ResolvedSpec): MixContext {
   };
 }
 
-/** The output matrix of every K and IQ mix: Q6_K where its rows fill 256-element blocks. */
-function mixOutputType(e: Entry): WeightType {
-  return e.shape[0] % 256 === 0 ? 'q6_K' : 'q8_0';
+/**
+ * The output matrix of every K and IQ mix: Q6_K (the IQ1/IQ2 files and IQ3_XXS: Q5_K) where its
+ * rows fill 256-element blocks, else Q8_0, else F16 (rows that do not fill 32).
+ */
+function mixOutputType(e: Entry, type: WeightType = 'q6_K'): WeightType {
+  return fallbackType(e.shape[0] % 256 === 0 ? type : 'q8_0', e.shape[0]);
 }
 
 /** The type Q3_K_M gives a quantizable tensor (llama_tensor_get_type, ftype MOSTLY_Q3_K_M). */
@@ -228,26 +234,96 @@ function iq4XsMixType(e: Entry, s: ResolvedSpec): WeightType {
   return fallbackType(t, e.shape[0]);
 }
 
+/** The type each IQ2/IQ3 file type starts every tensor from (llama.cpp's default type of the ftype: IQ2_S's is IQ2_XS). */
+const IQ_MIX_BASE: Record<IqMixType, WeightType> = {
+  iq2_xxs_mix: 'iq2_xxs', iq2_xs_mix: 'iq2_xs', iq2_s_mix: 'iq2_xs', iq2_m: 'iq2_s',
+  iq3_xxs_mix: 'iq3_xxs', iq3_xs: 'iq3_s', iq3_s_mix: 'iq3_s', iq3_m: 'iq3_s',
+};
+
+/**
+ * The type llama-quantize's IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M
+ * give a quantizable tensor without an importance matrix (llama_tensor_get_type_impl; with
+ * one, IQ3_XXS keeps IQ3_XXS in ffn_down and, below 4 query heads per KV head, attn_v).
+ * `ffnDownRank` is the tensor's index among the file's ffn_down matrices in llama.cpp's order
+ * (by layer, then name): the IQ2 rule counts those, not layers.
+ */
+function iqMixType(e: Entry, s: ResolvedSpec, mix: IqMixType, ffnDownRank: number): WeightType {
+  const c = mixContext(e, s);
+  const n = e.name;
+  const iq2 = mix === 'iq2_xxs_mix' || mix === 'iq2_xs_mix' || mix === 'iq2_s_mix' || mix === 'iq2_m';
+  // What IQ2 files give their sensitive tensors: IQ3_S in IQ2_S and IQ2_M, Q2_K in the others.
+  const iq2Raised: WeightType = mix === 'iq2_s_mix' || mix === 'iq2_m' ? 'iq3_s' : 'q2_K';
+  const firstEighth = e.layer < Math.trunc(s.nLayer / 8);
+  let t = IQ_MIX_BASE[mix];
+  if (c.output) return mixOutputType(e, iq2 || mix === 'iq3_xxs_mix' ? 'q5_K' : 'q6_K');
+  if (n === 'token_embd.weight') {
+    if (mix === 'iq2_xxs_mix' || mix === 'iq2_xs_mix') t = 'q2_K';
+    else if (mix === 'iq2_s_mix' || mix === 'iq2_m' || mix === 'iq3_xxs_mix') t = 'iq3_s';
+  } else if (iq2) {
+    if (n.includes('attn_v.weight')) {
+      t = c.gqa >= 4 || s.nExpert >= 4 ? 'q4_K' : iq2Raised;
+    } else if (n.includes('attn_k.weight')) {
+      if (c.eightExperts) t = 'q4_K';
+    } else if (n.includes('ffn_down')) {
+      if (ffnDownRank < Math.trunc(s.nLayer / 8)) t = iq2Raised;
+    } else if (n.includes('attn_output.weight')) {
+      if (c.eightExperts) t = 'q5_K';
+      else if (iq2Raised === 'iq3_s') t = 'iq3_s';
+    }
+  } else if (n.includes('attn_v.weight')) {
+    if (mix === 'iq3_xxs_mix') t = c.gqa >= 4 ? 'q4_K' : 'iq3_s';
+    else if (mix === 'iq3_m' || c.gqa >= 4) t = 'q4_K';
+    if (c.llama70b && t === 'q4_K') t = 'q5_K';
+    if (c.eightExperts) t = 'q8_0';
+  } else if (n.includes('attn_k.weight') || n.includes('attn_q.weight')) {
+    if (c.eightExperts && n.includes('attn_k.weight')) t = 'q8_0';
+    else if (mix === 'iq3_xs') t = 'iq3_xxs';
+    else if (mix === 'iq3_xxs_mix') t = 'iq2_s';
+  } else if (n.includes('ffn_down')) {
+    if (mix === 'iq3_xxs_mix') t = firstEighth ? 'q4_K' : 'q3_K';
+    else if (mix === 'iq3_m' && (firstEighth || (c.eightExperts && useMoreBits(e.layer, s.nLayer)))) t = 'q4_K';
+  } else if (n.includes('attn_output.weight')) {
+    if (c.eightExperts) t = 'q5_K';
+    else if (mix === 'iq3_xxs_mix') t = 'iq3_s';
+    else if (mix === 'iq3_m') t = 'q4_K';
+  } else if (n.includes('ffn_up') || n.includes('ffn_gate')) {
+    if (mix === 'iq3_xs' && !firstEighth && e.layer < Math.trunc((7 * s.nLayer) / 8)) t = 'iq3_xxs';
+  }
+  return fallbackType(t, e.shape[0]);
+}
+
+/** Each quantizable ffn_down matrix's index among them in llama.cpp's tensor order: by layer, then name. */
+function ffnDownRanks(list: Entry[]): Map<string, number> {
+  const downs = list.filter((e) => e.name.includes('ffn_down') && isQuantizable(e.name, e.shape));
+  downs.sort((a, b) => a.layer - b.layer || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return new Map(downs.map((e, i) => [e.name, i]));
+}
+
 /** The type MXFP4_MOE gives a quantizable tensor: MXFP4 for stacks of experts, Q8_0 for the rest. */
 function mxfp4MoeType(e: Entry): WeightType {
   return fallbackType(e.shape.length === 3 ? 'mxfp4' : 'q8_0', e.shape[0]);
 }
 
-function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec): WeightType {
+const isIqMix = (t: ModelFileType): t is IqMixType => (IQ_MIX_TYPES as readonly ModelFileType[]).includes(t);
+
+function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec, ffnDownRank: Map<string, number>): WeightType {
   if (!isQuantizable(e.name, e.shape)) return 'f32';
   if (fileType === 'q4_K_M') return q4KMType(e, s);
   if (fileType === 'q3_K_M') return q3KMType(e, s);
   if (fileType === 'q2_K_mix') return q2KMixType(e, s);
   if (fileType === 'iq4_xs_mix') return iq4XsMixType(e, s);
   if (fileType === 'mxfp4_moe') return mxfp4MoeType(e);
+  if (isIqMix(fileType)) return iqMixType(e, s, fileType, ffnDownRank.get(e.name) ?? -1);
   return fallbackType(fileType, e.shape[0]);
 }
 
 /** Every tensor of the model, in file order, with its type and initialisation. */
 export function planTensors(s: ResolvedSpec): TensorPlan[] {
-  return entries(s).map((e) => {
+  const list = entries(s);
+  const downRanks = ffnDownRanks(list);
+  return list.map((e) => {
     const override = s.tensorTypes[e.name];
-    const type = override ? fallbackType(override, e.shape[0]) : chooseType(e, s.type, s);
+    const type = override ? fallbackType(override, e.shape[0]) : chooseType(e, s.type, s, downRanks);
     return { name: e.name, shape: e.shape, type, ...init(e) };
   });
 }
@@ -260,5 +336,7 @@ export function tensorNames(s: ResolvedSpec): string[] {
 /** general.file_type (llama.cpp's llama_ftype) for a file type. */
 export const FILE_TYPE_IDS: Record<ModelFileType, number> = {
   f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9, q2_K: 10, q2_K_mix: 10, q3_K: 11, q3_K_M: 12,
-  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, iq4_nl: 25, iq4_xs: 30, iq4_xs_mix: 30, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
+  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, iq2_xxs: 19, iq2_xxs_mix: 19, iq2_xs: 20, iq2_xs_mix: 20,
+  iq3_xs: 22, iq3_xxs: 23, iq3_xxs_mix: 23, iq4_nl: 25, iq3_s: 26, iq3_s_mix: 26, iq3_m: 27, iq2_s: 28, iq2_s_mix: 28,
+  iq2_m: 29, iq4_xs: 30, iq4_xs_mix: 30, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
 };

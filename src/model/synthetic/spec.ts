@@ -9,22 +9,30 @@ export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama
 /** Tensor types a synthetic model's weights can take. */
 export type WeightType =
   | 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1'
-  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'mxfp4' | 'iq4_nl' | 'iq4_xs';
+  | 'q2_K' | 'q3_K' | 'q4_K' | 'q5_K' | 'q6_K' | 'mxfp4' | 'iq4_nl' | 'iq4_xs'
+  | 'iq2_xxs' | 'iq2_xs' | 'iq2_s' | 'iq3_xxs' | 'iq3_s';
 export const WEIGHT_TYPES: readonly WeightType[] = [
   'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'iq4_nl', 'iq4_xs',
+  'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s',
 ];
+
+/** llama-quantize's IQ2 and IQ3 file types (llama_ftype MOSTLY_IQ2_XXS ... MOSTLY_IQ3_M) by tandem's names. */
+export type IqMixType = 'iq2_xxs_mix' | 'iq2_xs_mix' | 'iq2_s_mix' | 'iq2_m' | 'iq3_xxs_mix' | 'iq3_xs' | 'iq3_s_mix' | 'iq3_m';
+export const IQ_MIX_TYPES: readonly IqMixType[] = ['iq2_xxs_mix', 'iq2_xs_mix', 'iq2_s_mix', 'iq2_m', 'iq3_xxs_mix', 'iq3_xs', 'iq3_s_mix', 'iq3_m'];
 
 /**
  * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or one
  * of llama.cpp's mixes, each choosing more bits for the sensitive tensors as llama-quantize
  * does (without an importance matrix): 'q4_K_M' (Q4_K with Q6_K/Q5_K/Q8_0), 'q3_K_M' (Q3_K
  * with Q4_K/Q5_K/Q6_K), 'q2_K_mix' (llama-quantize's Q2_K: Q2_K with Q3_K/Q4_K/Q6_K),
- * 'iq4_xs_mix' (its IQ4_XS: IQ4_XS with Q5_K/Q6_K), 'mxfp4_moe' (MXFP4 for routed experts,
- * Q8_0 for every other tensor; gpt-oss's files). The two '_mix' names keep the pure types'
- * names free.
+ * 'iq4_xs_mix' (its IQ4_XS: IQ4_XS with Q5_K/Q6_K), the IQ2 and IQ3 mixes (IqMixType: its
+ * IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M: a grid type, with K types
+ * and other grid types where llama.cpp puts them), 'mxfp4_moe' (MXFP4 for routed experts,
+ * Q8_0 for every other tensor; gpt-oss's files). The '_mix' names keep the pure types' names
+ * free.
  */
-export type ModelFileType = WeightType | 'q4_K_M' | 'q3_K_M' | 'q2_K_mix' | 'iq4_xs_mix' | 'mxfp4_moe';
-export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix', 'mxfp4_moe'];
+export type ModelFileType = WeightType | 'q4_K_M' | 'q3_K_M' | 'q2_K_mix' | 'iq4_xs_mix' | IqMixType | 'mxfp4_moe';
+export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix', ...IQ_MIX_TYPES, 'mxfp4_moe'];
 
 export interface ModelShape {
   /** Width of the residual stream. */
