@@ -91,8 +91,12 @@ function machine(): Machine {
 /** Larger shapes than the test list: full-size decode rows, prefill tiles, long contexts. */
 function largeCases(): OpCase[] {
   const cases: OpCase[] = [];
+  // The IQ2/IQ3 grid types skip the 4096x4096 shape: their reference quantizer takes 3-5x
+  // q4_K's time, and the device budget is minutes.
+  const gridTypes = new Set(['iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s']);
   for (const type of WEIGHT_TYPES) {
-    for (const [nRows, nCols, nTokens] of [[4096, 4096, 1], [1000, 2048, 5], [1030, 1024, 300]]) {
+    const shapes = [[4096, 4096, 1], [1000, 2048, 5], [1030, 1024, 300]].filter(([nRows]) => !gridTypes.has(type) || nRows !== 4096);
+    for (const [nRows, nCols, nTokens] of shapes) {
       const w = rand(nRows * nCols, nRows + nCols, 0.05);
       const x = rand(nTokens * nCols, nTokens + 7, 1);
       cases.push({
@@ -499,6 +503,9 @@ async function main(): Promise<void> {
     // The low-bit K and IQ4 types: q2_K, q3_K, q4_K, q6_K (Q2_K mix) and iq4_xs, q5_K (IQ4_XS mix).
     ['tiny llama q2_K_mix', { preset: 'tiny', type: 'q2_K_mix', seed: 11 }],
     ['tiny mixtral-style llama MoE iq4_xs_mix', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'iq4_xs_mix', seed: 12 }],
+    // The IQ2/IQ3 grid types: iq2_xxs, q2_K (IQ2_XXS mix); iq3_xxs, iq3_s, iq2_s, q3_K (IQ3_XXS mix).
+    ['tiny llama iq2_xxs_mix', { preset: 'tiny', type: 'iq2_xxs_mix', seed: 13 }],
+    ['tiny mixtral-style llama MoE iq3_xxs_mix', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'iq3_xxs_mix', seed: 14 }],
   ];
   let executorOnGpu = false;
   // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.
