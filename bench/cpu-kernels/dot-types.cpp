@@ -10,8 +10,9 @@
 // gemv) and checks which tandem variants give its bits.
 //
 //   dot-types TYPE ROWS COLS TOKENS ROUNDS [TABLES]
-// TYPE: q2_K, q3_K, iq4_nl, iq4_xs, q4_K, q6_K. TABLES (default ref,avx2,avxvnni,avx512): the
-// tables to time, comma-separated; the AVX2 dot products always run (the bits' baseline).
+// TYPE: q2_K, q3_K, iq4_nl, iq4_xs, q4_K, q6_K, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s (the IQ2/IQ3
+// weights from tandem's own quantizer). TABLES (default ref,avx2,avxvnni,avx512): the tables to
+// time, comma-separated; the AVX2 dot products always run (the bits' baseline).
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -49,6 +50,11 @@ constexpr TypeName kTypes[] = {
     {"iq4_xs", GgmlType::IQ4_XS, "ggml_vec_dot_iq4_xs_q8_K", "quantize_row_q8_K"},
     {"q4_K", GgmlType::Q4_K, "ggml_vec_dot_q4_K_q8_K", "quantize_row_q8_K"},
     {"q6_K", GgmlType::Q6_K, "ggml_vec_dot_q6_K_q8_K", "quantize_row_q8_K"},
+    {"iq2_xxs", GgmlType::IQ2_XXS, "ggml_vec_dot_iq2_xxs_q8_K", "quantize_row_q8_K"},
+    {"iq2_xs", GgmlType::IQ2_XS, "ggml_vec_dot_iq2_xs_q8_K", "quantize_row_q8_K"},
+    {"iq2_s", GgmlType::IQ2_S, "ggml_vec_dot_iq2_s_q8_K", "quantize_row_q8_K"},
+    {"iq3_xxs", GgmlType::IQ3_XXS, "ggml_vec_dot_iq3_xxs_q8_K", "quantize_row_q8_K"},
+    {"iq3_s", GgmlType::IQ3_S, "ggml_vec_dot_iq3_s_q8_K", "quantize_row_q8_K"},
 };
 
 double now_ms() { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); }

@@ -443,6 +443,22 @@ struct Q3KLayout {
   }
 };
 
+// ==== the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s): the group's 16 rows as
+// stored, end to end (a codebook entry spans 4 or 8 elements of one row, so interleaving rows
+// would not spare a lookup). Their kernels decode each super-block once per tile of tokens,
+// where the dot products decode it once per 4 tokens; the copy also moves the rows onto the
+// packed weights' pages.
+template <size_t kBlockBytes>
+struct IqRowsLayout {
+  static size_t row_bytes(int64_t n) { return size_t(n / kQK_K) * kBlockBytes; }
+  static size_t bytes(int64_t n) { return round64(size_t(G) * row_bytes(n)); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const size_t r = row_bytes(n);
+    for (int64_t i = 0; i < n_rows; ++i) std::memcpy(dst + size_t(i) * r, src + size_t(i) * rb, r);
+    std::memset(dst + size_t(n_rows) * r, 0, bytes(n) - size_t(n_rows) * r);
+  }
+};
+
 // The doubled E2M1 values plus 12, by code: unsigned levels (0..24) for the byte products of
 // VPMADDUBSW and VPDPBUSD; the kernels take 12 * (block sum of the activations) back.
 constexpr int kMxfp4Offset = 12;

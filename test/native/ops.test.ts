@@ -36,7 +36,8 @@ function rng(seed: number): () => number {
 const f16 = (x: Float32Array) => dequantize('f16', quantize('f16', x), x.length);
 const q8 = (x: Float32Array) => dequantize('q8_0', quantize('q8_0', x), x.length);
 
-const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs'];
+const WEIGHT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_K', 'q5_K', 'q6_K', 'mxfp4', 'q2_K', 'q3_K', 'iq4_nl', 'iq4_xs',
+  'iq2_xxs', 'iq2_xs', 'iq2_s', 'iq3_xxs', 'iq3_s'];
 
 /** Row lengths per block size: odd multiples of the block so SIMD tails and block loops both run. */
 function colsFor(type: string): number[] {
@@ -49,15 +50,17 @@ function colsFor(type: string): number[] {
 // SIMD vs reference, by weight type: float types only reorder sums; the q8_0 and q8_1 families
 // (mxfp4 and iq4_nl take q8_0) also quantize activations as llama.cpp's x86 code does (scale
 // 127/max, round half to even), which can move a quant by one step where the reference rounds
-// half away from zero. The K types and iq4_xs use the reference q8_K quantizer (llama.cpp's x86
-// build does too), so only the float order differs (measured below 1e-14).
+// half away from zero. The K types, iq4_xs and the IQ2/IQ3 grid types use the reference q8_K
+// quantizer (llama.cpp's x86 build does too), so only the float order differs (measured below
+// 1e-14).
 const SIMD_MATMUL_NMSE: Record<string, number> = {
   f32: 1e-11, f16: 1e-11, bf16: 1e-11, q8_0: 1e-4, q4_0: 1e-4, q4_1: 1e-4, q5_0: 1e-4, q5_1: 1e-4, q4_K: 1e-11, q5_K: 1e-11, q6_K: 1e-11,
   mxfp4: 1e-4, q2_K: 1e-11, q3_K: 1e-11, iq4_nl: 1e-4, iq4_xs: 1e-11,
+  iq2_xxs: 1e-11, iq2_xs: 1e-11, iq2_s: 1e-11, iq3_xxs: 1e-11, iq3_s: 1e-11,
 };
 
 /** Row counts around the packed kernels' 16-row groups and token counts around their tiles
- * (2 to 8 tokens, by kernel set and type: each kernel's kMaxT) and
+ * (2 to 16 tokens, by kernel set and type: each kernel's kMaxT) and
  * around the 16 tokens up to which packed kernels take a group's tiles together (gemm_packed),
  * and one decode-sized matmul of many groups, which the pool splits into shrinking tasks. */
 const SIMD_SHAPES: [number, number][] = [[1, 1], [17, 1], [16, 2], [33, 3], [15, 5], [31, 7], [130, 13], [47, 16], [47, 17], [48, 25], [257, 37], [257, 1]];
@@ -112,7 +115,7 @@ t.test('matmul: SIMD variants against the reference', { skip: SIMD.length === 0 
 
 // llama.cpp's x86 CPU build sums each weight type in one fixed float order: eight fma lanes per
 // row for the types it dot-products as stored (q8_0, q5_0, q4_1, q5_1, q5_K, q6_K, q3_K,
-// iq4_xs), whole blocks for its repacked q4_0, mxfp4 and iq4_nl, whole super-blocks for its
+// iq4_xs, the IQ2/IQ3 grid types), whole blocks for its repacked q4_0, mxfp4 and iq4_nl, whole super-blocks for its
 // repacked q2_K (AVX-512 builds), and pairs of sub-blocks for its repacked q4_K. Both SIMD
 // variants follow that order, packed or not, so they agree to the last bit (the scalar
 // reference sums in plain order and is checked by tolerance above).

@@ -6,7 +6,7 @@
 // products sum in llama.cpp's x86 float order for each type (eight lanes, whole q4_0 and
 // mxfp4 blocks, q4_K sub-block pairs; see the AVX-512 file), the same bits as the packed
 // AVX-512 kernels. q2_K and iq4_nl sum as llama.cpp's repacked kernels do (whole
-// super-blocks, whole blocks), q3_K and iq4_xs in its vec_dot lanes.
+// super-blocks, whole blocks), q3_K, iq4_xs and the IQ2/IQ3 grid types in its vec_dot lanes.
 // On other architectures the file compiles to nothing and the table keeps its references.
 // avxvnni/kernels_avxvnni.cpp compiles this file again with TDM_AVX_VNNI and -mavxvnni: the
 // integer dot products then take VPDPBUSD (dot_u8i8_add, DotAcc), the same integers in
@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "core/ggml_types.h"
+#include "cpu/iq_grids_x86.h"
 #include "cpu/kernels.h"
 #include "cpu/packed_common.h"
 #include "cpu/quants.h"
@@ -741,6 +742,93 @@ void vec_dot4_lanes_avx2(const void* w, const void* a, size_t stride, int64_t n,
 }
 
 constexpr size_t kQ3KDAt = offsetof(BlockQ3_K, d), kIq4xsDAt = offsetof(BlockIQ4_XS, d);
+
+// ---- the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s; super-blocks unpacked by
+// iq_grids_x86.h): llama.cpp's AVX2 vec_dot order, as q3_K's: eight int32 lanes per super-block
+// (lane k takes elements 4k..4k+3 of every 32-element sub-block, each 16-element group times its
+// 2s + 1), one fma of the lanes by d_x d_y, the eight lanes added at the end (hsum), then the
+// type's constant (0.125 for IQ2, 0.25 for iq3_xxs, none for iq3_s). The signs go onto the
+// activations (VPSIGNB), so VPMADDUBSW takes the unsigned magnitudes as they are (at most 62,
+// against activations within +-127: no int16 pair saturates).
+
+// Sub-block j: 32 magnitudes, 32 signs (+1 or -1 bytes, VPSIGNB's operand), and the 2s + 1 of
+// each 16-element half in all the int16 lanes of that half.
+struct IqPart {
+  __m256i mag, sgn, sc;
+};
+
+// Four sign bytes (byte l for elements 8l..8l+7), in every dword of `dw`, as 32 bytes of +1 / -1.
+inline __m256i spread_signs(__m256i dw) {
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+  const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(dw, spread), bit);
+  return _mm256_or_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(1));
+}
+
+template <typename S>
+inline IqPart iq_part(const S& s, int j) {
+  return {s.mag(j), spread_signs(s.signs4(j)), s.scale_halves(j)};
+}
+
+// A sub-block against its 32 q8_K quants: eight int32 lanes.
+inline __m256i iq_part_dot(const IqPart& p, const uint8_t* q8) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(p.mag, _mm256_sign_epi8(load256(q8), p.sgn)), p.sc);
+}
+
+// One row (its nb super-blocks at x) against T tokens' activations: out[t * out_stride]. Each
+// super-block is decoded once for the T tokens; the sums follow one order whatever T (one fma
+// per super-block and token), so a token's result does not depend on its tile. Out of line: inlined
+// into the tile dispatch, the decoder's indices spilled to vector registers.
+template <typename S, int T>
+__attribute__((noinline)) void iq_dot_tokens_avx2(const uint8_t* x, int64_t nb, const IqActs& a, float* out, int64_t out_stride) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, x += S::kBytes) {
+    const float dx = f16_at(x);
+    if constexpr (T == 1) {  // each sub-block decoded as it is used: none held in memory
+      const S s(x);
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) sumi = _mm256_add_epi32(sumi, iq_part_dot(iq_part(s, j), a.q8(0, b) + 32 * j));
+      acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d(0, b)), _mm256_cvtepi32_ps(sumi), acc[0]);
+    } else {
+      IqPart parts[8];
+      {
+        const S s(x);
+        for (int j = 0; j < 8; ++j) parts[j] = iq_part(s, j);
+      }
+      for (int t = 0; t < T; ++t) {
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j) sumi = _mm256_add_epi32(sumi, iq_part_dot(parts[j], a.q8(t, b) + 32 * j));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d(t, b)), _mm256_cvtepi32_ps(sumi), acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t * out_stride] = S::kScale * hsum(acc[t]);
+}
+
+template <typename S>
+float vec_dot_iq_avx2(const void* w, const void* a, int64_t n) {
+  float out;
+  iq_dot_tokens_avx2<S, 1>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, 0), &out, 0);
+  return out;
+}
+
+template <typename S>
+void vec_dot4_iq_avx2(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  iq_dot_tokens_avx2<S, 4>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, stride), out, 1);
+}
+
+// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens.
+template <typename S>
+struct KIqAvx2 {
+  static constexpr int kMaxT = 16;
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const size_t rb = IqRowsLayout<S::kBytes>::row_bytes(n);
+    const IqActs a{act, as, 0, kQK_K, ActQ8_K::off_d(n), 4};
+    for (int64_t r = 0; r < valid; ++r) iq_dot_tokens_avx2<S, T>(g + size_t(r) * rb, n / kQK_K, a, y + r, ys);
+  }
+};
 
 // ---- q2_K: llama.cpp's repacked q2_K order (gemv/gemm_q2_K_8x8_q8_K, which its AVX-512
 // builds take; see the AVX-512 file): per super-block the whole scaled integer dot and the
@@ -2680,6 +2768,11 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot[int(GgmlType::Q3_K)] = vec_dot_lanes_avx2<sizeof(BlockQ3_K), kQ3KDAt, q3k_block>;
   k.vec_dot[int(GgmlType::IQ4_NL)] = vec_dot_iq4_nl_q8_0_avx2;
   k.vec_dot[int(GgmlType::IQ4_XS)] = vec_dot_lanes_avx2<sizeof(BlockIQ4_XS), kIq4xsDAt, iq4xs_block>;
+  k.vec_dot[int(GgmlType::IQ2_XXS)] = vec_dot_iq_avx2<Iq2xxsShared>;
+  k.vec_dot[int(GgmlType::IQ2_XS)] = vec_dot_iq_avx2<Iq2xsShared>;
+  k.vec_dot[int(GgmlType::IQ2_S)] = vec_dot_iq_avx2<Iq2sShared>;
+  k.vec_dot[int(GgmlType::IQ3_XXS)] = vec_dot_iq_avx2<Iq3xxsShared>;
+  k.vec_dot[int(GgmlType::IQ3_S)] = vec_dot_iq_avx2<Iq3sShared>;
   k.vec_dot4[int(GgmlType::F32)] = vec_dot4_f32_avx2;
   k.vec_dot4[int(GgmlType::F16)] = vec_dot4_half_avx2<HalfF16>;
   k.vec_dot4[int(GgmlType::BF16)] = vec_dot4_half_avx2<HalfBF16>;
@@ -2696,6 +2789,11 @@ void fill_kernels_avx2(Kernels& k) {
   k.vec_dot4[int(GgmlType::Q3_K)] = vec_dot4_lanes_avx2<sizeof(BlockQ3_K), kQ3KDAt, q3k_block>;
   k.vec_dot4[int(GgmlType::IQ4_NL)] = vec_dot4_iq4_nl_avx2;
   k.vec_dot4[int(GgmlType::IQ4_XS)] = vec_dot4_lanes_avx2<sizeof(BlockIQ4_XS), kIq4xsDAt, iq4xs_block>;
+  k.vec_dot4[int(GgmlType::IQ2_XXS)] = vec_dot4_iq_avx2<Iq2xxsShared>;
+  k.vec_dot4[int(GgmlType::IQ2_XS)] = vec_dot4_iq_avx2<Iq2xsShared>;
+  k.vec_dot4[int(GgmlType::IQ2_S)] = vec_dot4_iq_avx2<Iq2sShared>;
+  k.vec_dot4[int(GgmlType::IQ3_XXS)] = vec_dot4_iq_avx2<Iq3xxsShared>;
+  k.vec_dot4[int(GgmlType::IQ3_S)] = vec_dot4_iq_avx2<Iq3sShared>;
   k.from_float[int(GgmlType::Q8_0)] = quantize_row_q8_0_avx2;
   k.from_float[int(GgmlType::Q8_1)] = quantize_row_q8_1_avx2;
   k.from_float[int(GgmlType::F16)] = from_float_f16_avx2;
@@ -2714,6 +2812,11 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::IQ4_XS)] = PackedOps{IQ4XSLayout::bytes, IQ4XSLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KLanesAvx2<IQ4XSLevelsAvx2>>};
   k.packed[int(GgmlType::Q2_K)] = PackedOps{Q2KLayout::bytes, Q2KLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ2KAvx2>};
   k.packed[int(GgmlType::IQ4_NL)] = PackedOps{Q4Layout<false, false>::bytes, Q4Layout<false, false>::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KIq4nlAvx2>};
+  k.packed[int(GgmlType::IQ2_XXS)] = PackedOps{IqRowsLayout<Iq2xxsShared::kBytes>::bytes, IqRowsLayout<Iq2xxsShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq2xxsShared>>};
+  k.packed[int(GgmlType::IQ2_XS)] = PackedOps{IqRowsLayout<Iq2xsShared::kBytes>::bytes, IqRowsLayout<Iq2xsShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq2xsShared>>};
+  k.packed[int(GgmlType::IQ2_S)] = PackedOps{IqRowsLayout<Iq2sShared::kBytes>::bytes, IqRowsLayout<Iq2sShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq2sShared>>};
+  k.packed[int(GgmlType::IQ3_XXS)] = PackedOps{IqRowsLayout<Iq3xxsShared::kBytes>::bytes, IqRowsLayout<Iq3xxsShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq3xxsShared>>};
+  k.packed[int(GgmlType::IQ3_S)] = PackedOps{IqRowsLayout<Iq3sShared::kBytes>::bytes, IqRowsLayout<Iq3sShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq3sShared>>};
   k.swiglu_f32 = swiglu_avx2;
 }
 

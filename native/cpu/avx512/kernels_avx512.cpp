@@ -1,7 +1,10 @@
 // AVX-512 (F, BW, VL, VNNI) kernels for the CPU kernel table (kernels.h): packed-row matmuls
 // on int8 activations with VPDPBUSD for the quantized types, and register-tiled float
-// matmuls for f32/f16/bf16. Compiled on their own (binding.gyp target tandem_cpu_avx512)
-// and installed only after the processor check; types without a kernel here keep AVX2's.
+// matmuls for f32/f16/bf16, and for the IQ2/IQ3 grid types, whose codebook entries span
+// several elements of one row, dot products of rows as stored (two sub-blocks per vector) and
+// gemms that decode each row's super-blocks once per tile of tokens. Compiled on their own
+// (binding.gyp target tandem_cpu_avx512) and installed only after the processor check; types
+// without a kernel here keep AVX2's.
 //
 // Packed layout (kPackRows = 16 rows per group): every 64-byte vector holds 4 consecutive
 // weight bytes of each of the 16 rows, so VPDPBUSD against 4 activation bytes broadcast to
@@ -28,6 +31,7 @@
 #include <type_traits>
 
 #include "core/ggml_types.h"
+#include "cpu/iq_grids_x86.h"
 #include "cpu/kernels.h"
 #include "cpu/packed_common.h"
 #include "cpu/quants.h"
@@ -1779,6 +1783,107 @@ void swiglu_avx512(const float* g, const float* u, float* y, int64_t n) {
   }
 }
 
+// ---- the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s; super-blocks unpacked by
+// iq_grids_x86.h), two 32-element sub-blocks per vector. The integers are the AVX2 kernels'
+// (llama.cpp's AVX2 vec_dot lanes: lane k takes elements 4k..4k+3 of every sub-block, each
+// 16-element group times its 2s + 1), and so is the float order: one fma of the eight lanes by
+// d_x d_y per super-block, hsum_float_8 at the end, then the type's constant. The sign bits
+// negate activation bytes through a mask (AVX-512 has no VPSIGNB), and VPDPWSSD adds the
+// scaled int16 pairs in one instruction.
+
+// Sub-blocks 2p and 2p + 1: their magnitudes, 2s + 1 of each 16-element group in the int16
+// lanes of its quarter, and the 64 sign bits (bit i negates element i).
+struct IqPair {
+  __m512i mag, sc;
+  __mmask64 neg;
+};
+
+template <typename S>
+TDM_INLINE IqPair iq_pair(const S& s, int p) {
+  // int16 lane l takes group 4p + l / 8 of scales16.
+  const __m512i quarter = _mm512_cvtepu8_epi16(_mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m512i groups = _mm512_add_epi16(quarter, _mm512_set1_epi16(int16_t(4 * p)));
+  return {_mm512_inserti64x4(_mm512_castsi256_si512(s.mag(2 * p)), s.mag(2 * p + 1), 1),
+          _mm512_permutexvar_epi16(groups, _mm512_castsi256_si512(s.scales16)), _cvtu64_mask64(s.signs8(p))};
+}
+
+// acc + the scaled lanes of a pair against its 64 q8_K quants.
+TDM_INLINE __m512i iq_pair_dot(__m512i acc, const IqPair& p, const uint8_t* q8) {
+  const __m512i a = _mm512_loadu_si512(q8);
+  const __m512i signed_a = _mm512_mask_sub_epi8(a, p.neg, _mm512_setzero_si512(), a);
+  return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(p.mag, signed_a), p.sc);
+}
+
+// The eight lanes of a super-block: each pair's two sub-blocks' lanes added.
+TDM_INLINE __m256 iq_lanes(__m512i sumi) {
+  return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)));
+}
+
+// hsum_float_8's order, as the AVX2 kernels' hsum.
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16_at(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+
+// One row (its nb super-blocks at x) against T tokens' activations: out[t * out_stride]. Each
+// super-block is decoded once for the T tokens; the sums follow one order whatever T (one fma
+// per super-block and token), so a token's result does not depend on its tile. Out of line: inlined
+// into the tile dispatch, the decoder's indices spilled to vector registers (a third slower).
+template <typename S, int T>
+__attribute__((noinline)) void iq_dot_tokens_avx512(const uint8_t* x, int64_t nb, const IqActs& a, float* out, int64_t out_stride) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, x += S::kBytes) {
+    const float dx = f16_at(x);
+    if constexpr (T == 1) {  // each pair decoded as it is used: none held in memory
+      const S s(x);
+      __m512i sumi = _mm512_setzero_si512();
+      for (int p = 0; p < 4; ++p) sumi = iq_pair_dot(sumi, iq_pair(s, p), a.q8(0, b) + 64 * p);
+      acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d(0, b)), iq_lanes(sumi), acc[0]);
+    } else {
+      IqPair pairs[4];
+      {
+        const S s(x);
+        for (int p = 0; p < 4; ++p) pairs[p] = iq_pair(s, p);
+      }
+      for (int t = 0; t < T; ++t) {
+        __m512i sumi = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) sumi = iq_pair_dot(sumi, pairs[p], a.q8(t, b) + 64 * p);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d(t, b)), iq_lanes(sumi), acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t * out_stride] = S::kScale * hsum8(acc[t]);
+}
+
+template <typename S>
+float vec_dot_iq_avx512(const void* w, const void* a, int64_t n) {
+  float out;
+  iq_dot_tokens_avx512<S, 1>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, 0), &out, 0);
+  return out;
+}
+
+template <typename S>
+void vec_dot4_iq_avx512(const void* w, const void* a, size_t stride, int64_t n, float* out) {
+  iq_dot_tokens_avx512<S, 4>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, stride), out, 1);
+}
+
+// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens.
+template <typename S>
+struct KIq {
+  static constexpr int kMaxT = 16;
+  template <int T>
+  static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
+    const size_t rb = IqRowsLayout<S::kBytes>::row_bytes(n);
+    const IqActs a{act, as, 0, kQK_K, ActQ8_K::off_d(n), 4};
+    for (int64_t r = 0; r < valid; ++r) iq_dot_tokens_avx512<S, T>(g + size_t(r) * rb, n / kQK_K, a, y + r, ys);
+  }
+};
+
 template <typename K, typename Layout>
 PackedOps packed_ops(size_t (*act_bytes)(int64_t), void (*quantize)(const float*, int64_t, uint8_t*)) {
   PackedOps p{};
@@ -1805,6 +1910,16 @@ void fill_kernels_avx512(Kernels& k) {
   k.round[int(GgmlType::F16)] = round_f16_avx512;
   k.round[int(GgmlType::BF16)] = round_bf16_avx512;
   k.from_float[int(GgmlType::Q8_K)] = quantize_row_q8_K_avx512;
+  k.vec_dot[int(GgmlType::IQ2_XXS)] = vec_dot_iq_avx512<Iq2xxsShared>;
+  k.vec_dot4[int(GgmlType::IQ2_XXS)] = vec_dot4_iq_avx512<Iq2xxsShared>;
+  k.vec_dot[int(GgmlType::IQ2_XS)] = vec_dot_iq_avx512<Iq2xsShared>;
+  k.vec_dot4[int(GgmlType::IQ2_XS)] = vec_dot4_iq_avx512<Iq2xsShared>;
+  k.vec_dot[int(GgmlType::IQ2_S)] = vec_dot_iq_avx512<Iq2sShared>;
+  k.vec_dot4[int(GgmlType::IQ2_S)] = vec_dot4_iq_avx512<Iq2sShared>;
+  k.vec_dot[int(GgmlType::IQ3_XXS)] = vec_dot_iq_avx512<Iq3xxsShared>;
+  k.vec_dot4[int(GgmlType::IQ3_XXS)] = vec_dot4_iq_avx512<Iq3xxsShared>;
+  k.vec_dot[int(GgmlType::IQ3_S)] = vec_dot_iq_avx512<Iq3sShared>;
+  k.vec_dot4[int(GgmlType::IQ3_S)] = vec_dot4_iq_avx512<Iq3sShared>;
 
   k.packed[int(GgmlType::Q8_0)] = packed_ops<KQ8_0, Q8_0Layout>(ActQ8_0::bytes_with_lanes, quantize_act_q8_0<128>);
   k.packed[int(GgmlType::Q4_0)] = packed_ops<KQ4<false, false>, Q4Layout<false, false>>(ActQ8_0::bytes, quantize_act_q8_0<0>);
@@ -1819,6 +1934,11 @@ void fill_kernels_avx512(Kernels& k) {
   k.packed[int(GgmlType::Q2_K)] = packed_ops<KQ2_K, Q2KLayout>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::Q3_K)] = packed_ops<KLanes<Q3KLevels>, Q3KLayout>(ActQ8_K::bytes, quantize_act_q8_K);
   k.packed[int(GgmlType::IQ4_XS)] = packed_ops<KLanes<IQ4XSLevels>, IQ4XSLayout>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ2_XXS)] = packed_ops<KIq<Iq2xxsShared>, IqRowsLayout<Iq2xxsShared::kBytes>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ2_XS)] = packed_ops<KIq<Iq2xsShared>, IqRowsLayout<Iq2xsShared::kBytes>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ2_S)] = packed_ops<KIq<Iq2sShared>, IqRowsLayout<Iq2sShared::kBytes>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ3_XXS)] = packed_ops<KIq<Iq3xxsShared>, IqRowsLayout<Iq3xxsShared::kBytes>>(ActQ8_K::bytes, quantize_act_q8_K);
+  k.packed[int(GgmlType::IQ3_S)] = packed_ops<KIq<Iq3sShared>, IqRowsLayout<Iq3sShared::kBytes>>(ActQ8_K::bytes, quantize_act_q8_K);
 
   k.attention = attention_avx512;
   k.swiglu_f32 = swiglu_avx512;
