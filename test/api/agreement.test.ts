@@ -32,10 +32,15 @@ const POSITIONS = 128;
  *   measured 2e-6 to 4e-6, with a q3_K attn_q 3.5e-5, with an iq4_xs one 2e-7. Q3_K_M (q3_K
  *   q and k beside a q4_K or q5_K v) measured 4e-5 and 125-126 of 128 raw top-1, every
  *   decisive position agreeing, so it is left out of the list below; pure q3_K is in it.
+ * - the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s) and their mixes, whose
+ *   dot products give llama.cpp's x86 vec_dot bits: mean KL 1.7e-7 to 6e-7 for pure iq2_xxs,
+ *   iq2_s, qwen2moe iq2_xs, Mixtral IQ3_XS and qwen2 IQ2_M; 4e-6 for the IQ2_XXS mix; 1.2e-5
+ *   to 4.2e-5 for iq3_xxs, iq3_s (Mixtral, qwen3moe) and IQ3_M, with 127 or 128 of 128 raw
+ *   top-1 and every decisive position agreeing.
  * `maxKl` bounds every position; `nearTie` (in logits) is the llama.cpp top-1 margin below
  * which the two runs may legitimately pick different tokens; `minTop1` is the raw top-1
- * agreement over all positions (measured: 127 or 128 of 128 for every case, float and
- * quantized).
+ * agreement over all positions (measured: 127 or 128 of 128 for every float and quantized
+ * case).
  */
 const TOLERANCE = {
   float: { maxKl: 1e-4, nearTie: 0.02, minTop1: 0.99 },
@@ -86,12 +91,12 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
  * minutes and adds no kernel the per-type cases do not run).
  */
 const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
-  llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4', 'q3_K', 'iq4_xs_mix'],
-  'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe', 'q2_K_mix'],
-  qwen2: ['f32', 'q4_0', 'q6_K', 'q2_K_mix'],
+  llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4', 'q3_K', 'iq4_xs_mix', 'iq3_xxs', 'iq2_xxs', 'iq2_s', 'iq2_xxs_mix', 'iq3_m'],
+  'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe', 'q2_K_mix', 'iq3_xs', 'iq3_s'],
+  qwen2: ['f32', 'q4_0', 'q6_K', 'q2_K_mix', 'iq2_m'],
   qwen3: ['f32', 'q4_K_M'],
-  qwen2moe: ['f32', 'q5_0', 'q8_0'],
-  qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K', 'iq4_xs'],
+  qwen2moe: ['f32', 'q5_0', 'q8_0', 'iq2_xs'],
+  qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K', 'iq4_xs', 'iq3_s'],
   olmoe: ['f32', 'q5_1', 'q5_K', 'iq4_nl'],
   'llama YaRN': ['f32'],
   'qwen2 YaRN': ['f16'],
