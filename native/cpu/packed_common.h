@@ -88,11 +88,28 @@ struct TileTable<K, 0, kStream> {
 // 3 tokens took 1.7-2.1x the time of one before this).
 constexpr int64_t kGroupOuterTokens = 16;
 
+// (optional) K::group_tokens(g, n, act, as, n_tokens, y, ys, valid): one group against
+// n_tokens > kMaxT tokens at once, for kernels whose tiles spend most of their time decoding
+// the group (the IQ2/IQ3 grid types): it decodes the group once and runs every token tile over
+// the decoded rows, with the bits its tiles give.
+template <typename K, typename = void>
+struct HasGroupTokens : std::false_type {};
+template <typename K>
+struct HasGroupTokens<K, std::void_t<decltype(&K::group_tokens)>> : std::true_type {};
+
 // Past that, token tiles outside, groups inside: a tile's activations stay in L1 while the
-// task's groups (a few tens of KB) stream from L2.
+// task's groups (a few tens of KB) stream from L2. Kernels with group_tokens take more than one
+// tile's tokens a group at a time.
 template <typename K>
 void gemm_packed(const uint8_t* groups, size_t gb, int64_t n_groups, int64_t n_rows, int64_t n_cols, const uint8_t* act,
                  size_t as, int64_t n_tokens, float* y, int64_t ys) {
+  if constexpr (HasGroupTokens<K>::value) {
+    if (n_tokens > K::kMaxT) {
+      for (int64_t g = 0; g < n_groups; ++g)
+        K::group_tokens(groups + size_t(g) * gb, n_cols, act, as, n_tokens, y + g * G, ys, std::min<int64_t>(G, n_rows - g * G));
+      return;
+    }
+  }
   if (n_tokens <= kGroupOuterTokens) {
     const int first = int(std::min<int64_t>(K::kMaxT, n_tokens));
     for (int64_t g = 0; g < n_groups; ++g) {

@@ -138,20 +138,24 @@ t.test('matmul: every SIMD variant, packed or not, gives the AVX2 bits for every
 });
 
 t.test('matmul: a token computes the same bits alone as inside any batch, in every variant', { skip: SIMD.length === 0 && 'no SIMD kernel variant on this machine' }, async (t) => {
+  // 14 tokens: one tile of a group at a time; 37 over longer rows: past one tile, where some
+  // kernels take a group's tiles together (gemm_packed's group_tokens), with a short last tile.
+  const cases = [{ nTokens: 14, colsScale: 1, tokens: [0, 5, 11, 13] }, { nTokens: 37, colsScale: 9, tokens: [0, 5, 17, 36] }];
   for (const v of ['ref', ...SIMD]) {
     for (const type of WEIGHT_TYPES) {
-      const nCols = colsFor(type)[1];
-      const nRows = 35;
-      const nTokens = 14;
-      const w = rand(nRows * nCols, 3 + nCols, 0.4);
-      const x = rand(nTokens * nCols, 5 + nCols, 1.5);
-      const batch = ops().matmul(v, type, w, nRows, nCols, x, nTokens);
-      let same = true;
-      for (const tk of [0, 5, 11, 13]) {
-        const alone = ops().matmul(v, type, w, nRows, nCols, x.subarray(tk * nCols, (tk + 1) * nCols), 1);
-        if (!identical(alone, batch.subarray(tk * nRows, (tk + 1) * nRows))) same = false;
+      for (const { nTokens, colsScale, tokens } of cases) {
+        const nCols = colsFor(type)[1] * colsScale;
+        const nRows = 35;
+        const w = rand(nRows * nCols, 3 + nCols, 0.4);
+        const x = rand(nTokens * nCols, 5 + nCols, 1.5);
+        const batch = ops().matmul(v, type, w, nRows, nCols, x, nTokens);
+        let same = true;
+        for (const tk of tokens) {
+          const alone = ops().matmul(v, type, w, nRows, nCols, x.subarray(tk * nCols, (tk + 1) * nCols), 1);
+          if (!identical(alone, batch.subarray(tk * nRows, (tk + 1) * nRows))) same = false;
+        }
+        t.ok(same, `${v} ${type} x ${nCols}: rows of tokens ${tokens.join(', ')} alone = in a batch of ${nTokens}`);
       }
-      t.ok(same, `${v} ${type}: rows of tokens 0, 5, 11, 13 alone = in a batch of ${nTokens}`);
     }
   }
 });

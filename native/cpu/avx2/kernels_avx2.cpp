@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "core/ggml_types.h"
 #include "cpu/iq_grids_x86.h"
@@ -818,7 +819,70 @@ void vec_dot4_iq_avx2(const void* w, const void* a, size_t stride, int64_t n, fl
   iq_dot_tokens_avx2<S, 4>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, stride), out, 1);
 }
 
-// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens.
+// ---- many tokens (KIqAvx2::group_tokens): the group's rows decoded once into IqParts, then
+// every tile of up to 16 tokens run over them. The integers and the float order are
+// iq_dot_tokens_avx2's, so a token's result does not depend on how many tokens came with it.
+
+// Thread-local scratch of group_tokens.
+struct IqScratchAvx2 {
+  std::vector<IqPart> parts;  // row r's super-block b: its eight sub-blocks at (r * nb + b) * 8
+  std::vector<float> dx;      // its fp16 d as a float, at r * nb + b
+  std::vector<float> held;    // row r's sums of token t between passes, 8 lanes at (r * 16 + t) * 8
+};
+inline IqScratchAvx2& iq_scratch_avx2() {
+  static thread_local IqScratchAvx2 s;
+  return s;
+}
+
+template <typename S>
+void iq_decode_rows_avx2(const uint8_t* g, int64_t nb, int64_t valid, IqPart* out, float* dx) {
+  for (int64_t i = 0; i < valid * nb; ++i, g += S::kBytes) {
+    const S s(g);
+    for (int j = 0; j < 8; ++j) out[i * 8 + j] = iq_part(s, j);
+    dx[i] = f16_at(g);
+  }
+}
+
+// Super-blocks of the decoded rows per pass over a tile's rows: the tokens' activations of one
+// pass (16 KB) stay in L1 across the rows; each row's float sums wait in memory between passes.
+constexpr int64_t kIqPassBlocksAvx2 = 4;
+
+// T tokens against the decoded rows (group_tokens' scratch).
+template <typename S, int T>
+__attribute__((noinline)) void iq_decoded_tile_avx2(const IqPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a,
+                                                    float* y, int64_t ys, float* held) {
+  for (int64_t b0 = 0; b0 < nb; b0 += kIqPassBlocksAvx2) {
+    const int64_t b1 = std::min(nb, b0 + kIqPassBlocksAvx2);
+    for (int64_t r = 0; r < valid; ++r) {
+      __m256 acc[T];
+      for (int t = 0; t < T; ++t) acc[t] = b0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(held + (r * 16 + t) * 8);
+      for (int64_t b = b0; b < b1; ++b) {
+        const IqPart* parts = w + (r * nb + b) * 8;
+        const float d = dx[r * nb + b];
+        for (int t = 0; t < T; ++t) {
+          __m256i sumi = _mm256_setzero_si256();
+          for (int j = 0; j < 8; ++j) sumi = _mm256_add_epi32(sumi, iq_part_dot(parts[j], a.q8(t, b) + 32 * j));
+          acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d(t, b)), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+      }
+      if (b1 < nb) {
+        for (int t = 0; t < T; ++t) _mm256_storeu_ps(held + (r * 16 + t) * 8, acc[t]);
+        continue;
+      }
+      for (int t = 0; t < T; ++t) y[t * ys + r] = S::kScale * hsum(acc[t]);
+    }
+  }
+}
+
+template <typename S, int T>
+void iq_decoded_tiles_avx2(int nt, const IqPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a, float* y, int64_t ys,
+                           float* held) {
+  if (nt == T) iq_decoded_tile_avx2<S, T>(w, dx, nb, valid, a, y, ys, held);
+  else if constexpr (T > 1) iq_decoded_tiles_avx2<S, T - 1>(nt, w, dx, nb, valid, a, y, ys, held);
+}
+
+// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens; past
+// one tile of tokens, group_tokens.
 template <typename S>
 struct KIqAvx2 {
   static constexpr int kMaxT = 16;
@@ -827,6 +891,21 @@ struct KIqAvx2 {
     const size_t rb = IqRowsLayout<S::kBytes>::row_bytes(n);
     const IqActs a{act, as, 0, kQK_K, ActQ8_K::off_d(n), 4};
     for (int64_t r = 0; r < valid; ++r) iq_dot_tokens_avx2<S, T>(g + size_t(r) * rb, n / kQK_K, a, y + r, ys);
+  }
+
+  static void group_tokens(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, int64_t n_tokens, float* y, int64_t ys,
+                           int64_t valid) {
+    const int64_t nb = n / kQK_K;
+    IqScratchAvx2& s = iq_scratch_avx2();
+    if (s.parts.size() < size_t(G * nb * 8)) s.parts.resize(size_t(G * nb * 8));
+    if (s.dx.size() < size_t(G * nb)) s.dx.resize(size_t(G * nb));
+    if (s.held.size() < size_t(G * 16 * 8)) s.held.resize(size_t(G * 16 * 8));
+    iq_decode_rows_avx2<S>(g, nb, valid, s.parts.data(), s.dx.data());
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxT) {
+      const IqActs a{act + size_t(t0) * as, as, 0, kQK_K, ActQ8_K::off_d(n), 4};
+      iq_decoded_tiles_avx2<S, kMaxT>(int(std::min<int64_t>(kMaxT, n_tokens - t0)), s.parts.data(), s.dx.data(), nb, valid, a, y + t0 * ys,
+                                      ys, s.held.data());
+    }
   }
 };
 

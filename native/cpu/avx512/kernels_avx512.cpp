@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "core/ggml_types.h"
 #include "cpu/iq_grids_x86.h"
@@ -1798,13 +1799,21 @@ struct IqPair {
   __mmask64 neg;
 };
 
-template <typename S>
-TDM_INLINE IqPair iq_pair(const S& s, int p) {
-  // int16 lane l takes group 4p + l / 8 of scales16.
+// Pair p's 2s + 1 per int16 lane: lane l takes group 4p + l / 8 of scales16.
+TDM_INLINE __m512i iq_pair_scales(__m256i scales16, int p) {
   const __m512i quarter = _mm512_cvtepu8_epi16(_mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
   const __m512i groups = _mm512_add_epi16(quarter, _mm512_set1_epi16(int16_t(4 * p)));
-  return {_mm512_inserti64x4(_mm512_castsi256_si512(s.mag(2 * p)), s.mag(2 * p + 1), 1),
-          _mm512_permutexvar_epi16(groups, _mm512_castsi256_si512(s.scales16)), _cvtu64_mask64(s.signs8(p))};
+  return _mm512_permutexvar_epi16(groups, _mm512_castsi256_si512(scales16));
+}
+
+template <typename S>
+TDM_INLINE __m512i iq_pair_mag(const S& s, int p) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(s.mag(2 * p)), s.mag(2 * p + 1), 1);
+}
+
+template <typename S>
+TDM_INLINE IqPair iq_pair(const S& s, int p) {
+  return {iq_pair_mag(s, p), iq_pair_scales(s.scales16, p), _cvtu64_mask64(s.signs8(p))};
 }
 
 // acc + the scaled lanes of a pair against its 64 q8_K quants.
@@ -1872,7 +1881,96 @@ void vec_dot4_iq_avx512(const void* w, const void* a, size_t stride, int64_t n, 
   iq_dot_tokens_avx512<S, 4>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, stride), out, 1);
 }
 
-// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens.
+// ---- many tokens (KIq::group_tokens): the group's rows decoded once into IqDecoded blocks,
+// then every tile of 16 tokens run over them. The integers and the float order are
+// iq_dot_tokens_avx512's, so a token's result does not depend on how many tokens came with it.
+
+// One row's super-block as iq_pair gives it, the scales still packed: 320 bytes, 40 KB for a
+// group of 2048-element rows (the tiles read it from L2).
+struct alignas(64) IqDecoded {
+  __m512i mag[4];   // pair p's magnitudes
+  uint64_t neg[4];  // pair p's sign bits
+  __m256i scales16;
+};
+
+// Sixteen floats: a token pair's d_y (eight lanes each), or a row's float sums for one pair.
+struct alignas(64) IqF32x16 {
+  float v[16];
+};
+
+// Thread-local scratch of group_tokens: the decoded group and a tile's scales d_y.
+struct IqScratch {
+  std::vector<IqDecoded> blocks;  // row r's super-block b at r * nb + b
+  std::vector<float> dx;          // its fp16 d as a float, likewise
+  std::vector<IqF32x16> dy;       // tile: super-block b, token pair i at b * 8 + i
+  std::vector<IqF32x16> held;     // row r's sums of pair i between passes, at r * 8 + i
+};
+inline IqScratch& iq_scratch() {
+  static thread_local IqScratch s;
+  return s;
+}
+
+template <typename S>
+void iq_decode_rows(const uint8_t* g, int64_t nb, int64_t valid, IqDecoded* out, float* dx) {
+  for (int64_t i = 0; i < valid * nb; ++i, g += S::kBytes) {
+    const S s(g);
+    for (int p = 0; p < 4; ++p) {
+      out[i].mag[p] = iq_pair_mag(s, p);
+      out[i].neg[p] = s.signs8(p);
+    }
+    out[i].scales16 = s.scales16;
+    dx[i] = f16_at(g);
+  }
+}
+
+// Super-blocks of the decoded rows per pass over a tile's rows: the 16 tokens' activations of
+// one pass (16 KB) stay in L1 across the rows; each row's float sums wait in memory between
+// passes.
+constexpr int64_t kIqPassBlocks = 4;
+
+// NP pairs of tokens (2i, 2i + 1 in the low and high halves of acc[i]) against the decoded rows;
+// tokens past nt read token nt - 1 and are not written. dy: iq_scratch's tile scales.
+template <typename S, int NP>
+__attribute__((noinline)) void iq_decoded_tile_avx512(const IqDecoded* w, const float* dx, int64_t nb, int64_t valid, const uint8_t* act,
+                                                      size_t as, const IqF32x16* dy, int nt, float* y, int64_t ys, IqF32x16* held) {
+  const uint8_t* q8[2 * NP];
+  for (int t = 0; t < 2 * NP; ++t) q8[t] = act + size_t(std::min(t, nt - 1)) * as;
+  for (int64_t b0 = 0; b0 < nb; b0 += kIqPassBlocks) {
+    const int64_t b1 = std::min(nb, b0 + kIqPassBlocks);
+    for (int64_t r = 0; r < valid; ++r) {
+      __m512 acc[NP];
+      for (int i = 0; i < NP; ++i) acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(held[r * 8 + i].v);
+      for (int64_t b = b0; b < b1; ++b) {
+        const IqDecoded& d = w[r * nb + b];
+        IqPair pairs[4];
+        for (int p = 0; p < 4; ++p) pairs[p] = {d.mag[p], iq_pair_scales(d.scales16, p), _cvtu64_mask64(d.neg[p])};
+        const __m512 dxv = _mm512_set1_ps(dx[r * nb + b]);
+        for (int i = 0; i < NP; ++i) {
+          __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+          for (int p = 0; p < 4; ++p) {
+            s0 = iq_pair_dot(s0, pairs[p], q8[2 * i] + b * kQK_K + 64 * p);
+            s1 = iq_pair_dot(s1, pairs[p], q8[2 * i + 1] + b * kQK_K + 64 * p);
+          }
+          // iq_lanes of both tokens: low halves plus high halves.
+          const __m512i lanes = _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                                 _mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(3, 2, 3, 2)));
+          acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(dxv, _mm512_load_ps(dy[b * 8 + i].v)), _mm512_cvtepi32_ps(lanes), acc[i]);
+        }
+      }
+      if (b1 < nb) {
+        for (int i = 0; i < NP; ++i) _mm512_store_ps(held[r * 8 + i].v, acc[i]);
+        continue;
+      }
+      for (int t = 0; t < nt; ++t) {
+        const __m512 v = acc[t / 2];
+        y[t * ys + r] = S::kScale * hsum8(t % 2 == 0 ? _mm512_castps512_ps256(v) : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+      }
+    }
+  }
+}
+
+// Packed (IqRowsLayout): a group's rows one at a time, each against the tile's T tokens; past
+// one tile of tokens, group_tokens.
 template <typename S>
 struct KIq {
   static constexpr int kMaxT = 16;
@@ -1881,6 +1979,41 @@ struct KIq {
     const size_t rb = IqRowsLayout<S::kBytes>::row_bytes(n);
     const IqActs a{act, as, 0, kQK_K, ActQ8_K::off_d(n), 4};
     for (int64_t r = 0; r < valid; ++r) iq_dot_tokens_avx512<S, T>(g + size_t(r) * rb, n / kQK_K, a, y + r, ys);
+  }
+
+  static void group_tokens(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, int64_t n_tokens, float* y, int64_t ys,
+                           int64_t valid) {
+    const int64_t nb = n / kQK_K;
+    IqScratch& s = iq_scratch();
+    if (s.blocks.size() < size_t(G * nb)) s.blocks.resize(size_t(G * nb));
+    if (s.dx.size() < size_t(G * nb)) s.dx.resize(size_t(G * nb));
+    if (s.dy.size() < size_t(8 * nb)) s.dy.resize(size_t(8 * nb));
+    if (s.held.size() < size_t(G * 8)) s.held.resize(size_t(G * 8));
+    iq_decode_rows<S>(g, nb, valid, s.blocks.data(), s.dx.data());
+    const size_t off_d = ActQ8_K::off_d(n);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxT) {
+      const int nt = int(std::min<int64_t>(kMaxT, n_tokens - t0));
+      const uint8_t* a = act + size_t(t0) * as;
+      const int np = (nt + 1) / 2;
+      for (int64_t b = 0; b < nb; ++b)
+        for (int i = 0; i < np; ++i) {
+          float d0, d1;
+          std::memcpy(&d0, a + size_t(2 * i) * as + off_d + 4 * b, 4);
+          std::memcpy(&d1, a + size_t(std::min(2 * i + 1, nt - 1)) * as + off_d + 4 * b, 4);
+          _mm512_store_ps(s.dy[size_t(b * 8 + i)].v, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(d0)), _mm256_castps_pd(_mm256_set1_ps(d1)), 1)));
+        }
+      float* yt = y + t0 * ys;
+      switch (np) {
+        case 1: iq_decoded_tile_avx512<S, 1>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 2: iq_decoded_tile_avx512<S, 2>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 3: iq_decoded_tile_avx512<S, 3>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 4: iq_decoded_tile_avx512<S, 4>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 5: iq_decoded_tile_avx512<S, 5>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 6: iq_decoded_tile_avx512<S, 6>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        case 7: iq_decoded_tile_avx512<S, 7>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+        default: iq_decoded_tile_avx512<S, 8>(s.blocks.data(), s.dx.data(), nb, valid, a, as, s.dy.data(), nt, yt, ys, s.held.data()); break;
+      }
+    }
   }
 };
 
