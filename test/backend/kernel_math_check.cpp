@@ -66,6 +66,22 @@ void check_halves() {
   report(ok_bf, "bf16 conversions match the CPU reference");
 }
 
+// The first element whose value through decode_chunk differs from the reference's bits, as
+// text; empty when every element of the n = ref.size() matches.
+template <uint32_t T>
+std::string first_inexact_chunk(const std::vector<uint8_t>& wq, const std::vector<float>& ref) {
+  for (int64_t c = 0; c < int64_t(ref.size()) / 32; ++c) {
+    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
+    for (int e = 0; e < 32; ++e) {
+      const float got = g::dequant_elem<T>(ch, e);
+      if (!same_bits(got, ref[size_t(c * 32 + e)])) {
+        return "element " + std::to_string(c * 32 + e) + ": " + std::to_string(got) + " vs " + std::to_string(ref[size_t(c * 32 + e)]);
+      }
+    }
+  }
+  return "";
+}
+
 template <uint32_t T>
 void check_type(const char* name, tdm::GgmlType type) {
   constexpr int kBlockElems = g::BlockInfo<T>::kChunks * 32;
@@ -77,19 +93,8 @@ void check_type(const char* name, tdm::GgmlType type) {
   // Dequantization through decoded chunks equals the reference bit for bit.
   std::vector<float> ref(static_cast<size_t>(n));
   tdm::dequantize_row_ref(type, wq.data(), ref.data(), n);
-  bool exact = true;
-  std::string detail;
-  for (int64_t c = 0; c < n / 32 && exact; ++c) {
-    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
-    for (int e = 0; e < 32; ++e) {
-      const float got = g::dequant_elem<T>(ch, e);
-      if (!same_bits(got, ref[size_t(c * 32 + e)])) {
-        exact = false;
-        detail = "element " + std::to_string(c * 32 + e) + ": " + std::to_string(got) + " vs " + std::to_string(ref[size_t(c * 32 + e)]);
-        break;
-      }
-    }
-  }
+  std::string detail = first_inexact_chunk<T>(wq, ref);
+  const bool exact = detail.empty();
   report(exact, std::string(name) + ": decoded chunks dequantize exactly", detail);
 
   // Row dot products from chunk_dot agree with the reference dot product.
@@ -314,19 +319,8 @@ void check_raw_blocks(const char* name, tdm::GgmlType type) {
   }
   std::vector<float> ref(static_cast<size_t>(n));
   tdm::dequantize_row_ref(type, wq.data(), ref.data(), n);
-  bool exact = true;
-  std::string detail;
-  for (int64_t c = 0; c < n / 32 && exact; ++c) {
-    const g::WChunk ch = g::decode_chunk<T>(wq.data(), c);
-    for (int e = 0; e < 32; ++e) {
-      const float got = g::dequant_elem<T>(ch, e);
-      if (!same_bits(got, ref[size_t(c * 32 + e)])) {
-        exact = false;
-        detail = "element " + std::to_string(c * 32 + e) + ": " + std::to_string(got) + " vs " + std::to_string(ref[size_t(c * 32 + e)]);
-        break;
-      }
-    }
-  }
+  std::string detail = first_inexact_chunk<T>(wq, ref);
+  const bool exact = detail.empty();
   const std::vector<float> x = random_floats(size_t(n), 400 + T, 1.3f);
   std::vector<tdm::BlockQ8_K> xq(size_t(n / 256));
   tdm::quantize_row_q8_K_ref(x.data(), xq.data(), n);
