@@ -27,6 +27,7 @@ struct IqFormat {
   int scale_group;    // elements per 4-bit scale: 16 or 32
   bool parity_signs;  // 7-bit sign codes whose eighth bit is implied (kSignsIq2 rule)
   float k;            // x = d * (2s + 1) * k * grid * sign
+  int id;             // 0..4, this format's slot in lattice_of's cache
   uint8_t magnitude(int entry, int j) const {
     return entry_len == 8 ? uint8_t(grid64[entry] >> (8 * j)) : uint8_t(grid32[entry] >> (8 * j));
   }
@@ -34,11 +35,11 @@ struct IqFormat {
   const uint32_t* grid32;
 };
 
-constexpr IqFormat kIq2xxs{8, 256, 32, true, 0.125f, kIq2xxsGrid, nullptr};
-constexpr IqFormat kIq2xs{8, 512, 16, true, 0.125f, kIq2xsGrid, nullptr};
-constexpr IqFormat kIq2s{8, 1024, 16, false, 0.125f, kIq2sGrid, nullptr};
-constexpr IqFormat kIq3xxs{4, 256, 32, true, 0.25f, nullptr, kIq3xxsGrid};
-constexpr IqFormat kIq3s{4, 512, 32, false, 1.0f, nullptr, kIq3sGrid};
+constexpr IqFormat kIq2xxs{8, 256, 32, true, 0.125f, 0, kIq2xxsGrid, nullptr};
+constexpr IqFormat kIq2xs{8, 512, 16, true, 0.125f, 1, kIq2xsGrid, nullptr};
+constexpr IqFormat kIq2s{8, 1024, 16, false, 0.125f, 2, kIq2sGrid, nullptr};
+constexpr IqFormat kIq3xxs{4, 256, 32, true, 0.25f, 3, nullptr, kIq3xxsGrid};
+constexpr IqFormat kIq3s{4, 512, 32, false, 1.0f, 4, nullptr, kIq3sGrid};
 
 // One super-block, unpacked: entry e covers elements entry_len*e.., sign byte g elements
 // 8g..8g+7 (bit j negates element 8g + j), scale[c] the 4-bit scale of scale group c.
@@ -275,9 +276,8 @@ LatticeIndex build_lattice(const IqFormat& f) {
 const LatticeIndex& lattice_of(const IqFormat& f) {
   static std::once_flag once[5];
   static LatticeIndex ix[5];
-  const int slot = &f == &kIq2xxs ? 0 : &f == &kIq2xs ? 1 : &f == &kIq2s ? 2 : &f == &kIq3xxs ? 3 : 4;
-  std::call_once(once[slot], [&] { ix[slot] = build_lattice(f); });
-  return ix[slot];
+  std::call_once(once[f.id], [&] { ix[f.id] = build_lattice(f); });
+  return ix[f.id];
 }
 
 // The grid entry closest to a[0..entry_len) / m (a may hold negative targets: an element whose
