@@ -744,6 +744,20 @@ void vec_dot4_lanes_avx2(const void* w, const void* a, size_t stride, int64_t n,
 
 constexpr size_t kQ3KDAt = offsetof(BlockQ3_K, d), kIq4xsDAt = offsetof(BlockIQ4_XS, d);
 
+// acc + VPMADDWD(p, sc): with AVX-VNNI one VPDPWSSD, whose int32 adds wrap as VPADDD's do.
+inline __m256i madd16_add(__m256i acc, __m256i p, __m256i sc) {
+#if defined(TDM_AVX_VNNI)
+  return _mm256_dpwssd_avx_epi32(acc, p, sc);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+#endif
+}
+
+// acc + the scaled products of signed levels q (|q| = abs_q) and four activation bytes a.
+inline __m256i signed_dot_add(__m256i acc, __m256i abs_q, __m256i q, __m256i a, __m256i sc) {
+  return madd16_add(acc, _mm256_maddubs_epi16(abs_q, _mm256_sign_epi8(a, q)), sc);
+}
+
 // ---- the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s; super-blocks unpacked by
 // iq_grids_x86.h): llama.cpp's AVX2 vec_dot order, as q3_K's: eight int32 lanes per super-block
 // (lane k takes elements 4k..4k+3 of every 32-element sub-block, each 16-element group times its
@@ -819,15 +833,24 @@ void vec_dot4_iq_avx2(const void* w, const void* a, size_t stride, int64_t n, fl
   iq_dot_tokens_avx2<S, 4>(static_cast<const uint8_t*>(w), n / kQK_K, IqActs::blocks(a, stride), out, 1);
 }
 
-// ---- many tokens (KIqAvx2::group_tokens): the group's rows decoded once into IqParts, then
-// every tile of up to 16 tokens run over them. The integers and the float order are
-// iq_dot_tokens_avx2's, so a token's result does not depend on how many tokens came with it.
+// ---- many tokens (KIqAvx2::group_tokens): the group's rows decoded once, then every tile of up
+// to 16 tokens run over them. The integers and the float order are iq_dot_tokens_avx2's, so a
+// token's result does not depend on how many tokens came with it.
+
+// Sub-block j of a decoded super-block: its 32 weights with their signs on (magnitudes at most 62,
+// so VPABSB gives the magnitudes back, and VPSIGNB by a weight negates or keeps an activation as
+// VPSIGNB by its +1 / -1 sign byte does, -128 wrapping alike; a zero weight zeroes the
+// activation, whose product is 0 either way), and the 2s + 1 of each 16-element half in all the
+// int16 lanes of that half. 512 bytes per super-block where the IqParts take 768.
+struct IqSignedPart {
+  __m256i w, sc;
+};
 
 // Thread-local scratch of group_tokens.
 struct IqScratchAvx2 {
-  std::vector<IqPart> parts;  // row r's super-block b: its eight sub-blocks at (r * nb + b) * 8
-  std::vector<float> dx;      // its fp16 d as a float, at r * nb + b
-  std::vector<float> held;    // row r's sums of token t between passes, 8 lanes at (r * 16 + t) * 8
+  std::vector<IqSignedPart> parts;  // row r's super-block b: its eight sub-blocks at (r * nb + b) * 8
+  std::vector<float> dx;            // its fp16 d as a float, at r * nb + b
+  std::vector<float> held;          // row r's sums of token t between passes, 8 lanes at (r * 16 + t) * 8
 };
 inline IqScratchAvx2& iq_scratch_avx2() {
   static thread_local IqScratchAvx2 s;
@@ -835,10 +858,13 @@ inline IqScratchAvx2& iq_scratch_avx2() {
 }
 
 template <typename S>
-void iq_decode_rows_avx2(const uint8_t* g, int64_t nb, int64_t valid, IqPart* out, float* dx) {
+void iq_decode_rows_avx2(const uint8_t* g, int64_t nb, int64_t valid, IqSignedPart* out, float* dx) {
   for (int64_t i = 0; i < valid * nb; ++i, g += S::kBytes) {
     const S s(g);
-    for (int j = 0; j < 8; ++j) out[i * 8 + j] = iq_part(s, j);
+    for (int j = 0; j < 8; ++j) {
+      const IqPart p = iq_part(s, j);
+      out[i * 8 + j] = {_mm256_sign_epi8(p.mag, p.sgn), p.sc};
+    }
     dx[i] = f16_at(g);
   }
 }
@@ -847,36 +873,65 @@ void iq_decode_rows_avx2(const uint8_t* g, int64_t nb, int64_t valid, IqPart* ou
 // pass (16 KB) stay in L1 across the rows; each row's float sums wait in memory between passes.
 constexpr int64_t kIqPassBlocksAvx2 = 4;
 
+// U tokens (t0..t0 + U - 1) against one decoded row's super-blocks b0..b1 - 1 (w, dx: the row's):
+// acc[u] += d_x d_y times each super-block's lanes, in order. Each part is loaded once for the U
+// tokens; the sums stay in registers across the pass.
+template <int U>
+__attribute__((always_inline)) inline void iq_decoded_tokens_avx2(const IqSignedPart* w, const float* dx, int64_t b0, int64_t b1,
+                                                                  const IqActs& a, int t0, __m256* acc) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const IqSignedPart* p = w + b * 8;
+    __m256i sumi[U];
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) sumi[u] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m256i wj = _mm256_load_si256(&p[j].w), sc = _mm256_load_si256(&p[j].sc), mag = _mm256_abs_epi8(wj);
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) {
+        sumi[u] = signed_dot_add(sumi[u], mag, wj, load256(a.q8(t0 + u, b) + 32 * j), sc);
+        // Held in a register as it is: left alone, GCC reassociates the 32 VPADDDs of the
+        // block, spilling each product to the stack and adding them after (5% slower).
+        __asm__("" : "+x"(sumi[u]));
+      }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * a.d(t0 + u, b)), _mm256_cvtepi32_ps(sumi[u]), acc[u]);
+  }
+}
+
+// Tokens T0..T - 1 of a tile, four at a time, against one decoded row over one pass (b0..b1 - 1):
+// the sums come from held (row r's, held_r) and go back there, or after the last pass to y
+// (row r's, y_r).
+template <typename S, int T, int T0>
+__attribute__((always_inline)) inline void iq_decoded_row_avx2(const IqSignedPart* w, const float* dx, int64_t nb, int64_t b0, int64_t b1,
+                                                               const IqActs& a, float* y_r, int64_t ys, float* held_r) {
+  constexpr int U = T - T0 < 4 ? T - T0 : 4;
+  __m256 acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = b0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(held_r + (T0 + u) * 8);
+  iq_decoded_tokens_avx2<U>(w, dx, b0, b1, a, T0, acc);
+  if (b1 < nb) {
+    for (int u = 0; u < U; ++u) _mm256_storeu_ps(held_r + (T0 + u) * 8, acc[u]);
+  } else {
+    for (int u = 0; u < U; ++u) y_r[(T0 + u) * ys] = S::kScale * hsum(acc[u]);
+  }
+  if constexpr (T0 + U < T) iq_decoded_row_avx2<S, T, T0 + U>(w, dx, nb, b0, b1, a, y_r, ys, held_r);
+}
+
 // T tokens against the decoded rows (group_tokens' scratch).
 template <typename S, int T>
-__attribute__((noinline)) void iq_decoded_tile_avx2(const IqPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a,
+__attribute__((noinline)) void iq_decoded_tile_avx2(const IqSignedPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a,
                                                     float* y, int64_t ys, float* held) {
   for (int64_t b0 = 0; b0 < nb; b0 += kIqPassBlocksAvx2) {
     const int64_t b1 = std::min(nb, b0 + kIqPassBlocksAvx2);
-    for (int64_t r = 0; r < valid; ++r) {
-      __m256 acc[T];
-      for (int t = 0; t < T; ++t) acc[t] = b0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(held + (r * 16 + t) * 8);
-      for (int64_t b = b0; b < b1; ++b) {
-        const IqPart* parts = w + (r * nb + b) * 8;
-        const float d = dx[r * nb + b];
-        for (int t = 0; t < T; ++t) {
-          __m256i sumi = _mm256_setzero_si256();
-          for (int j = 0; j < 8; ++j) sumi = _mm256_add_epi32(sumi, iq_part_dot(parts[j], a.q8(t, b) + 32 * j));
-          acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d(t, b)), _mm256_cvtepi32_ps(sumi), acc[t]);
-        }
-      }
-      if (b1 < nb) {
-        for (int t = 0; t < T; ++t) _mm256_storeu_ps(held + (r * 16 + t) * 8, acc[t]);
-        continue;
-      }
-      for (int t = 0; t < T; ++t) y[t * ys + r] = S::kScale * hsum(acc[t]);
-    }
+    for (int64_t r = 0; r < valid; ++r)
+      iq_decoded_row_avx2<S, T, 0>(w + r * nb * 8, dx + r * nb, nb, b0, b1, a, y + r, ys, held + r * 16 * 8);
   }
 }
 
 template <typename S, int T>
-void iq_decoded_tiles_avx2(int nt, const IqPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a, float* y, int64_t ys,
-                           float* held) {
+void iq_decoded_tiles_avx2(int nt, const IqSignedPart* w, const float* dx, int64_t nb, int64_t valid, const IqActs& a, float* y,
+                           int64_t ys, float* held) {
   if (nt == T) iq_decoded_tile_avx2<S, T>(w, dx, nb, valid, a, y, ys, held);
   else if constexpr (T > 1) iq_decoded_tiles_avx2<S, T - 1>(nt, w, dx, nb, valid, a, y, ys, held);
 }
@@ -1921,20 +1976,6 @@ struct KQ8_0Avx2 {
 // vector (decode -6%; with more tokens the offsets' loads and subtractions cost more than the
 // shared operation saves). A Levels policy gives the scale pairs and a chunk's levels (signed,
 // or with kPlus4 and where the type has kOffset, plus 4).
-
-// acc + VPMADDWD(p, sc): with AVX-VNNI one VPDPWSSD, whose int32 adds wrap as VPADDD's do.
-inline __m256i madd16_add(__m256i acc, __m256i p, __m256i sc) {
-#if defined(TDM_AVX_VNNI)
-  return _mm256_dpwssd_avx_epi32(acc, p, sc);
-#else
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
-#endif
-}
-
-// acc + the scaled products of signed levels q (|q| = abs_q) and four activation bytes a.
-inline __m256i signed_dot_add(__m256i acc, __m256i abs_q, __m256i q, __m256i a, __m256i sc) {
-  return madd16_add(acc, _mm256_maddubs_epi16(abs_q, _mm256_sign_epi8(a, q)), sc);
-}
 
 // Calls f(std::integral_constant<int, C>) for the four chunks C of a part in order, so that
 // each chunk's shifts are immediates.
