@@ -363,6 +363,12 @@ extern "C" __attribute__((visibility("default"))) tdm_status tdm_backend_create(
     if (const char* stage = getenv("TANDEM_GPU_MMV_STAGE"); stage != nullptr && strcmp(stage, "0") == 0) c->mmv_stage = false;
     // TANDEM_GPU_ATTN_WARP_ROWS=0: decode attention runs the prefill layout (every warp walks every position).
     if (const char* wr = getenv("TANDEM_GPU_ATTN_WARP_ROWS"); wr != nullptr && strcmp(wr, "0") == 0) c->attn_warp_rows = false;
+    // TANDEM_GPU_MM_SPLIT=N (1-16): the tiled matmuls cut their k range into N parts (1: never), not as the grid needs.
+    if (const char* sp = getenv("TANDEM_GPU_MM_SPLIT"); sp != nullptr && *sp != '\0') {
+      char* end = nullptr;
+      const long v = strtol(sp, &end, 10);
+      if (*end == '\0' && v >= 1 && v <= 16) c->mm_split = int(v);
+    }
     cudaDeviceProp prop;
     check_cuda(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties");
     c->name = describe_device(prop);

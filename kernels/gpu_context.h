@@ -80,6 +80,7 @@ struct GpuContext {
   int mmv_max_tokens = kDefaultMmvMaxTokens;  // activation rows up to which matmuls run the matrix-vector kernels
   bool mmv_stage = true;          // quantized matrix-vector kernels stage weights in shared memory (matmul.cu)
   bool attn_warp_rows = true;     // decode attention splits positions over the warps (attention.cu)
+  int mm_split = 0;               // tiled matmuls' k split (matmul.cu, SplitK): 0 as the grid needs, N: N parts
   std::mutex host_mu;             // guards host_mapped (host_alloc may run on any thread)
   std::unordered_map<void*, size_t> host_mapped;  // host_alloc pointers from map_on_node, to their bytes
 };
@@ -126,6 +127,7 @@ void free_scratch(Scratch& sc);
 // q + 2 (chunk s).
 enum ScratchSlot : int {
   kSlotActQ = 0,     // converted activations (slots 0, 1, 2)
+  kSlotSplit = 3,    // tiled matmul split-K partial sums
   kSlotAttn = 4,     // attention split partials
   kSlotMoeIdx = 5,   // MoE: expert offsets and slots by expert
   kSlotMoeGate = 6,  // MoE: gate projections, then the SwiGLU product

@@ -364,11 +364,33 @@ __global__ void __launch_bounds__(kMmvThreads) mmv_list_kernel(MatList m, ActVie
 
 // ---- tiled kernels (prefill): 64 weight rows x 64 activation rows per block; activation
 // tiles walk the group's list with a grid stride, so any group size is covered.
+//
+// Split-K. A grid of fewer tiles than the device runs at once leaves SMs idle: Llama-3-8B's
+// 4096-row matrices make 64 tiles up to 64 rows, on an H200's 132 SMs, and q/o took 117 µs
+// and down 443 µs whatever the rows from 32 to 64 (2026-11-28). Then each tile's k range is cut
+// into parts, blockIdx.x / row_tiles picks the part, each part writes its sums to scratch, and
+// split_sum_kernel adds the parts in order, so the result does not depend on scheduling.
+struct SplitK {
+  int64_t row_tiles;    // blocks along the weight rows; blockIdx.x / row_tiles is the part
+  int64_t per;          // k steps per part: 32-element chunks (quantized) or kTileK elements (float)
+  float* partial;       // null: one part, written to y
+  int64_t part_stride;  // floats per part in `partial`
+};
+
+__global__ void split_sum_kernel(const float* partial, int parts, int64_t part_stride, int64_t n_rows, int64_t n_out,
+                                 float* y, int64_t y_stride) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_out * n_rows) return;
+  const int64_t t = i / n_rows, r = i % n_rows;
+  float v = partial[t * y_stride + r];
+  for (int p = 1; p < parts; ++p) v += partial[p * part_stride + t * y_stride + r];
+  y[t * y_stride + r] = v;
+}
 
 template <uint32_t T>
 __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
-                                                            int64_t y_stride) {
+                                                            int64_t y_stride, SplitK split) {
   // Rows padded to 9 words so that 16 consecutive rows fall in distinct banks.
   __shared__ int32_t wq[kTileChunks][kTile][9];
   __shared__ float wd[kTileChunks][kTile], wm[kTileChunks][kTile];
@@ -379,9 +401,12 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
 
   int64_t begin, end;
   group_range(map, blockIdx.z, &begin, &end);
-  const int64_t r0 = int64_t(blockIdx.x) * kTile;
+  const int64_t r0 = int64_t(blockIdx.x % split.row_tiles) * kTile;
   if (begin >= end || r0 >= n_rows) return;
   const int64_t n_chunks = act.n_cols / 32;
+  const int64_t part = blockIdx.x / split.row_tiles;
+  const int64_t c_begin = part * split.per, c_end = min(n_chunks, c_begin + split.per);
+  float* out = split.partial != nullptr ? split.partial + part * split.part_stride : y;
   const uint8_t* wbase = base + blockIdx.z * mat_bytes;
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int lr = tid >> 2, lk = tid & 3;  // loader: tile row and chunk
@@ -392,9 +417,9 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
     const bool a_ok = li < end;
     const int64_t arow = a_ok ? in_row(map, li) : 0;
     float acc[4][4] = {};
-    for (int64_t c0 = 0; c0 < n_chunks; c0 += kTileChunks) {
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileChunks) {
       const int64_t c = c0 + lk;
-      if (wr < n_rows && c < n_chunks) {
+      if (wr < n_rows && c < c_end) {
         const WChunk w = decode_chunk<T>(wbase + wr * row_bytes, c);
         for (int e = 0; e < 8; ++e) wq[lk][lr][e] = w.q[e];
         wd[lk][lr] = w.d;
@@ -412,7 +437,7 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
         wsc[lk][lr][0] = wsc[lk][lr][1] = 0;
         if constexpr (kMinPer16<T>) wmn[lk][lr][0] = wmn[lk][lr][1] = 0;
       }
-      if (a_ok && c < n_chunks) {
+      if (a_ok && c < c_end) {
         const int64_t k = arow * n_chunks + c;
         const int4* ap = reinterpret_cast<const int4*>(act.q + k * 32);
         const int4 a0 = ap[0], a1 = ap[1];
@@ -453,7 +478,7 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
       if (r >= n_rows) continue;
       for (int j = 0; j < 4; ++j) {
         const int64_t li2 = n0 + tx + 16 * j;
-        if (li2 < end) y[out_row(map, li2) * y_stride + r] = acc[i][j];
+        if (li2 < end) out[out_row(map, li2) * y_stride + r] = acc[i][j];
       }
     }
   }
@@ -462,28 +487,32 @@ __global__ void __launch_bounds__(kTileThreads) mm_q_kernel(const uint8_t* base,
 template <uint32_t T>
 __global__ void __launch_bounds__(kTileThreads) mm_f_kernel(const uint8_t* base, size_t row_bytes, size_t mat_bytes,
                                                             int64_t n_rows, ActView act, GroupMap map, float* y,
-                                                            int64_t y_stride) {
+                                                            int64_t y_stride, SplitK split) {
   __shared__ float ws[kTileK][kTile + 1];
   __shared__ float xs[kTileK][kTile + 1];
   int64_t begin, end;
   group_range(map, blockIdx.z, &begin, &end);
-  const int64_t r0 = int64_t(blockIdx.x) * kTile;
+  const int64_t r0 = int64_t(blockIdx.x % split.row_tiles) * kTile;
   if (begin >= end || r0 >= n_rows) return;
   const int64_t n = act.n_cols;
+  // A split's range, in elements: split.per counts kTileK-element steps.
+  const int64_t part = blockIdx.x / split.row_tiles;
+  const int64_t k_begin = part * split.per * kTileK, k_end = min(n, k_begin + split.per * kTileK);
+  float* out = split.partial != nullptr ? split.partial + part * split.part_stride : y;
   const uint8_t* wbase = base + blockIdx.z * mat_bytes;
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
 
   for (int64_t n0 = begin + int64_t(blockIdx.y) * kTile; n0 < end; n0 += int64_t(gridDim.y) * kTile) {
     float acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < n; k0 += kTileK) {
+    for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
       for (int p = 0; p < kTile * kTileK / kTileThreads; ++p) {
         const int e = tid + kTileThreads * p;
         const int rr = e / kTileK, kk = e % kTileK;
         const int64_t k = k0 + kk;
         const int64_t wr = r0 + rr;
-        ws[kk][rr] = (wr < n_rows && k < n) ? load_w1<T>(wbase + wr * row_bytes, k) : 0.0f;
+        ws[kk][rr] = (wr < n_rows && k < k_end) ? load_w1<T>(wbase + wr * row_bytes, k) : 0.0f;
         const int64_t li = n0 + rr;
-        xs[kk][rr] = (li < end && k < n) ? act.f[in_row(map, li) * n + k] : 0.0f;
+        xs[kk][rr] = (li < end && k < k_end) ? act.f[in_row(map, li) * n + k] : 0.0f;
       }
       __syncthreads();
 #pragma unroll 8
@@ -501,7 +530,7 @@ __global__ void __launch_bounds__(kTileThreads) mm_f_kernel(const uint8_t* base,
       if (r >= n_rows) continue;
       for (int j = 0; j < 4; ++j) {
         const int64_t li = n0 + tx + 16 * j;
-        if (li < end) y[out_row(map, li) * y_stride + r] = acc[i][j];
+        if (li < end) out[out_row(map, li) * y_stride + r] = acc[i][j];
       }
     }
   }
@@ -725,6 +754,19 @@ ActView convert_activations(GpuContext&, GpuStream& s, uint32_t type, const floa
   return a;
 }
 
+// How many parts a dense tiled matmul of `blocks` tiles and `steps` k steps is cut into (SplitK):
+// as many as keep the grid within one wave of two blocks per SM (the tiled kernels' registers
+// allow two), each part at least kMinSplitSteps steps so that the partial sums stay a small
+// share of the traffic. TANDEM_GPU_MM_SPLIT (GpuContext::mm_split) sets it instead: 1 never splits.
+constexpr int64_t kMinSplitSteps = 4 * kTileChunks;
+constexpr int64_t kMaxSplitParts = 16;
+int split_parts(const GpuContext& c, int64_t blocks, int64_t steps) {
+  const int64_t most = std::max<int64_t>(1, std::min(kMaxSplitParts, steps / kMinSplitSteps));
+  if (c.mm_split > 0) return int(std::min<int64_t>(c.mm_split, std::max<int64_t>(1, steps / kTileChunks)));
+  const int64_t fit = 2 * int64_t(c.n_sm) / blocks;
+  return int(std::max<int64_t>(1, std::min(fit, most)));
+}
+
 void grouped_matmul(GpuContext& c, GpuStream& s, const tdm_weight& w, const uint8_t* base, int64_t n_groups,
                     const ActView& act, const GroupMap& map, int64_t max_rows_per_group, float* y, int64_t y_stride) {
   if (n_groups > 65535) unsupported("more than 65535 experts");
@@ -743,14 +785,34 @@ void grouped_matmul(GpuContext& c, GpuStream& s, const tdm_weight& w, const uint
       }
       check_launch("matrix-vector kernel");
     } else {
-      const int64_t tiles = (max_rows_per_group + kTile - 1) / kTile;
-      const dim3 grid(blocks_for(w.n_rows, kTile), unsigned(tiles < 65535 ? tiles : 65535), unsigned(n_groups));
+      const int64_t tiles = std::min<int64_t>((max_rows_per_group + kTile - 1) / kTile, 65535);
+      const int64_t row_tiles = blocks_for(w.n_rows, kTile);
+      // k steps of the row: 32-element chunks for quantized weights, kTileK elements for floats.
+      const int64_t steps = is_float_type(T) ? (act.n_cols + kTileK - 1) / kTileK : act.n_cols / 32;
+      const bool dense = n_groups == 1 && map.offsets == nullptr && !map.out_list;
+      const int parts = dense ? split_parts(c, row_tiles * tiles, steps) : 1;
+      SplitK split{row_tiles, steps, nullptr, 0};
+      if (parts > 1) {
+        // Whole kTileChunks groups per part, so that no part but the last loads past its range.
+        split.per = (steps + parts - 1) / parts;
+        split.per = (split.per + kTileChunks - 1) / kTileChunks * kTileChunks;
+        split.part_stride = max_rows_per_group * y_stride;
+        split.partial = scratch_as<float>(s, kSlotSplit, size_t(split.part_stride) * size_t(parts));
+      }
+      const int64_t n_parts = (steps + split.per - 1) / split.per;
+      const dim3 grid(unsigned(row_tiles * n_parts), unsigned(tiles), unsigned(n_groups));
       if constexpr (is_float_type(T)) {
-        TDM_LAUNCH(mm_f_kernel<T>, grid, kTileThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride);
+        TDM_LAUNCH(mm_f_kernel<T>, grid, kTileThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride, split);
       } else {
-        TDM_LAUNCH(mm_q_kernel<T>, grid, kTileThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride);
+        TDM_LAUNCH(mm_q_kernel<T>, grid, kTileThreads, 0, s.stream)(base, w.row_bytes, w.mat_bytes, w.n_rows, act, map, y, y_stride, split);
       }
       check_launch("tiled matmul kernel");
+      if (n_parts > 1) {
+        const int64_t n = max_rows_per_group * w.n_rows;
+        TDM_LAUNCH(split_sum_kernel, blocks_for(n, 256), 256, 0, s.stream)(split.partial, int(n_parts), split.part_stride,
+                                                                          w.n_rows, max_rows_per_group, y, y_stride);
+        check_launch("split_sum_kernel");
+      }
     }
   });
 }

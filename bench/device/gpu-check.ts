@@ -36,11 +36,22 @@ const SECTIONS = ['ops', 'e2e', 'timing', 'kernels', 'strategies', 'policies', '
 /** A raised matrix-vector row limit for the kernels section to try too (TANDEM_DEVICE_MMV_ALT; empty, the default: none). */
 const MMV_ALT = process.env.TANDEM_DEVICE_MMV_ALT ?? '';
 /** What the kernels section runs beside the defaults, a process each; each also reruns gpu-only on the first policy workload. */
-const KERNEL_VARIANTS: { label: string; env: Record<string, string> }[] = [
+interface KernelVariant { label: string; env: Record<string, string> }
+const KERNEL_VARIANTS: KernelVariant[] = ([
   { label: 'direct weight reads (TANDEM_GPU_MMV_STAGE=0)', env: { TANDEM_GPU_MMV_STAGE: '0' } },
   { label: 'decode attention in the prefill layout (TANDEM_GPU_ATTN_WARP_ROWS=0)', env: { TANDEM_GPU_ATTN_WARP_ROWS: '0' } },
+  { label: 'tiled matmuls with their k range whole (TANDEM_GPU_MM_SPLIT=1)', env: { TANDEM_GPU_MM_SPLIT: '1' } },
+  { label: 'tiled matmuls in four k parts whatever the grid (TANDEM_GPU_MM_SPLIT=4)', env: { TANDEM_GPU_MM_SPLIT: '4' } },
   ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
-];
+] as KernelVariant[]).filter((v) => {
+  // TANDEM_DEVICE_KERNEL_VARIANTS: which variants run, as text of their labels (comma-separated,
+  // e.g. TANDEM_GPU_MM_SPLIT=1); default all.
+  const only = process.env.TANDEM_DEVICE_KERNEL_VARIANTS;
+  return only === undefined || only.split(',').some((x) => x.trim() !== '' && v.label.includes(x.trim()));
+});
+/** The MoE files' device weight budget as a share of the file (TANDEM_DEVICE_EXPERT_BUDGET; default 0.4). */
+const EXPERT_BUDGET_SHARE = Number(process.env.TANDEM_DEVICE_EXPERT_BUDGET ?? 0.4);
+if (!(EXPERT_BUDGET_SHARE > 0 && EXPERT_BUDGET_SHARE <= 1)) throw new Error(`TANDEM_DEVICE_EXPERT_BUDGET: a share of the file in (0, 1], not '${process.env.TANDEM_DEVICE_EXPERT_BUDGET}'`);
 /**
  * The expert policies each MoE file runs (TANDEM_DEVICE_EXPERT_POLICIES, separated by ';' since
  * names hold commas; 'all': every one experts-child knows). The default leaves out the variants
@@ -636,9 +647,10 @@ async function main(): Promise<void> {
     const moeError = await moe.ready;
     if (moeError) report = `model not written: ${moeError}`;
     else if (executorOnGpu && elapsedS() < BUDGET_S) {
-      // Dense weights plus about a third of the experts fit the budget; n* from DESIGN.md's formula
-      // with a PCIe-class link (25 GB/s) and the CPU's expert rate (50 GFLOP/s a core).
-      const budget = Math.floor(statSync(moe.file).size * 0.4);
+      // By default dense weights plus about a third of the experts fit the budget (40% of the
+      // file); n* from DESIGN.md's formula with a PCIe-class link (25 GB/s) and the CPU's expert
+      // rate (50 GFLOP/s a core).
+      const budget = Math.floor(statSync(moe.file).size * EXPERT_BUDGET_SHARE);
       const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
       // One process per policy: a crash costs that policy's numbers, and its stderr says where.
       const runs: ExpertRun[] = [];

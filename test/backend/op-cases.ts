@@ -98,8 +98,10 @@ function matmulCases(): OpCase[] {
   const cases: OpCase[] = [];
   for (const type of WEIGHT_TYPES) {
     const [c0, c1] = colsFor(type);
-    // Up to 24 rows run the matrix-vector kernel by default (in passes of 8); 70 rows the tiled one.
-    for (const [nRows, nCols, nTokens] of [[17, c0, 1], [33, c1, 3], [130, c0, 9], [67, c1, 70]]) {
+    // Up to 24 rows run the matrix-vector kernel by default (in passes of 8); 70 rows the tiled
+    // one. 40x1024 x 37 is one tile over long rows: a GPU with SMs to spare cuts its k range
+    // into parts (matmul.cu's split-K), the emulated device's four SMs too.
+    for (const [nRows, nCols, nTokens] of [[17, c0, 1], [33, c1, 3], [130, c0, 9], [67, c1, 70], [40, 1024, 37]]) {
       const w = rand(nRows * nCols, nRows * 7 + nCols, 0.3);
       const x = rand(nTokens * nCols, nTokens * 13 + nCols, 2);
       cases.push({
