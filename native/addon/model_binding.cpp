@@ -543,6 +543,7 @@ struct ProfileOp {
   int64_t bytes = 0;
   int iters = 3;
   int32_t idle_us = 0;  // expert: the pool sleeps this long before each timed run
+  int64_t logits_rows = -1;  // linear: rows through the LM head (-1: every row)
 };
 
 ProfileOp parse_profile(const Napi::Value& v) {
@@ -553,6 +554,9 @@ ProfileOp parse_profile(const Napi::Value& v) {
   if (!o.Get("iters").IsUndefined()) p.iters = int(integer(o, "iters", w, 1, 1000));
   if (p.kind == "linear") {
     p.tokens = integer(o, "tokens", w, 1, 65536);
+    if (!o.Get("logitsRows").IsUndefined()) p.logits_rows = integer(o, "logitsRows", w, 0, double(p.tokens));
+  } else if (p.kind == "head") {
+    p.tokens = integer(o, "rows", w, 1, 65536);
   } else if (p.kind == "attention") {
     const std::string dev = str(o, "device", w);
     if (dev != "cpu" && dev != "gpu") bad_arg("op.device must be 'cpu' or 'gpu'");
@@ -572,7 +576,7 @@ ProfileOp parse_profile(const Napi::Value& v) {
     p.tokens = integer(o, "tokens", w, 1, 65535);
     if (!o.Get("idleUs").IsUndefined()) p.idle_us = int32_t(integer(o, "idleUs", w, 0, 100000));
   } else {
-    bad_arg("op.kind must be 'linear', 'attention', 'copy' or 'expert'");
+    bad_arg("op.kind must be 'linear', 'head', 'attention', 'copy' or 'expert'");
   }
   return p;
 }
@@ -591,7 +595,8 @@ class ProfileWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     capture(&code_, &message_, [&] {
-      if (op_.kind == "linear") us_ = model_->time_linear(op_.tokens, op_.iters);
+      if (op_.kind == "linear") us_ = model_->time_linear(op_.tokens, op_.logits_rows < 0 ? op_.tokens : op_.logits_rows, op_.iters);
+      else if (op_.kind == "head") us_ = model_->time_head(op_.tokens, op_.iters);
       else if (op_.kind == "attention") us_ = model_->time_attention(op_.on_cpu, op_.requests, op_.context, int32_t(op_.tokens), op_.iters);
       else if (op_.kind == "expert") us_ = model_->time_expert(op_.on_cpu, op_.tokens, op_.iters, op_.idle_us);
       else us_ = model_->time_copy(op_.to_device, size_t(op_.bytes), op_.iters);

@@ -129,7 +129,8 @@ class Model {
   // ---- timing entry points for the profiler (profile.cpp); not while a step runs.
   // Microseconds of the linear work of a whole step of n_tokens rows (embedding, every
   // layer's projections and FFN, the LM head on every row), median of `iters` runs.
-  double time_linear(int64_t n_tokens, int iters);
+  double time_linear(int64_t n_tokens, int64_t n_logits, int iters);
+  double time_head(int64_t n_rows, int iters);
   // Microseconds of every layer's KV store and attention for n_seqs sequences of n_new new
   // tokens after `context` cached positions each, on the device (on_cpu false) or the CPU,
   // over a scratch pool; median of `iters`.

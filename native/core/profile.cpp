@@ -49,8 +49,12 @@ void upload(Backend* b, void* dst, const void* src, size_t bytes) {
 
 }  // namespace
 
-double Model::time_linear(int64_t n_tokens, int iters) {
+// The step's work around attention for n_tokens rows, of which n_logits (0..n_tokens) go
+// through the LM head: a step computes logits only for the rows it samples (decodes, a
+// prompt's last token), so a prefill chunk's rows skip the head (time_head times it alone).
+double Model::time_linear(int64_t n_tokens, int64_t n_logits, int iters) {
   if (n_tokens < 1 || n_tokens > 65536) throw Error(code::bad_argument, "tokens must be in [1, 65536]");
+  if (n_logits < 0 || n_logits > n_tokens) throw Error(code::bad_argument, "logits rows must be in [0, tokens]");
   BatchBuffers& b = batches_[0];
   ensure_batch(b, n_tokens, n_tokens, 0, 0);
   std::vector<int32_t> tokens(static_cast<size_t>(n_tokens)), positions(static_cast<size_t>(n_tokens));
@@ -71,8 +75,23 @@ double Model::time_linear(int64_t n_tokens, int iters) {
       to_device(b.attn.data(), zeros.data(), zeros.size() * sizeof(float));
       post_attention(b, n_tokens, l);
     }
-    lm_head(b, n_tokens, n_tokens);
+    if (n_logits > 0) lm_head(b, n_tokens, n_logits);
+    else sync(device_);  // the head's copy of the logits would have waited for the device
   });
+}
+
+// The LM head alone for n_rows rows: final norm, output matmul and the logits to the host.
+double Model::time_head(int64_t n_rows, int iters) {
+  if (n_rows < 1 || n_rows > 65536) throw Error(code::bad_argument, "rows must be in [1, 65536]");
+  BatchBuffers& b = batches_[0];
+  ensure_batch(b, n_rows, n_rows, 0, 0);
+  std::vector<int32_t> rows(static_cast<size_t>(n_rows));
+  for (int64_t i = 0; i < n_rows; ++i) rows[size_t(i)] = int32_t(i);
+  to_device(b.out_rows.data(), rows.data(), rows.size() * sizeof(int32_t));
+  const std::vector<float> x(size_t(n_rows * hp_.n_embd), 0.01f);
+  to_device(b.x.data(), x.data(), x.size() * sizeof(float));
+  ph_ = Phases{};
+  return median_us(iters, [&] { lm_head(b, n_rows, n_rows); });
 }
 
 double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32_t n_new, int iters) {

@@ -30,8 +30,13 @@ export function costShapeOf(hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHe
 /** Predicted subtask times of one step, in microseconds; attention figures cover all layers. */
 export interface CostModel {
   readonly shape: CostShape;
-  /** The linear work of a step over `tokens` rows: embedding, every layer's projections and FFN, the LM head. */
+  /**
+   * The linear work of a step over `tokens` rows: embedding, every layer's projections and FFN,
+   * and the LM head for every row unless headUs prices it apart.
+   */
   linearUs(tokens: number): number;
+  /** The LM head for `rows` sampled rows (final norm, output matmul, logits to the host), where the tables price it apart from linearUs (absent: linearUs includes it). */
+  headUs?(rows: number): number;
   /** Decode attention on the device: `requests` sequences with `context` cached tokens each. */
   deviceAttentionUs(requests: number, context: number): number;
   /** Prefill attention on the device: one sequence's chunk of `tokens` new tokens after `context` cached ones. */
@@ -61,8 +66,10 @@ export function prefillProducts(tokens: number, context: number): number {
 export interface CostTablesJson {
   version: 1;
   shape: CostShape;
-  /** µs by tokens. */
+  /** µs by tokens: the whole step's work around attention, with the LM head for every row where `head` is absent. */
   linear: PiecewiseLinearJson;
+  /** µs by sampled rows: the LM head alone (absent in profiles made before it was timed apart). */
+  head?: PiecewiseLinearJson;
   /** µs by (requests, context per request). */
   deviceAttention: BilinearJson;
   /** µs by query-key products (prefillProducts). */
@@ -97,6 +104,8 @@ export interface ObserveOptions {
 /** Subtask measurements the online refit took from one step. */
 export interface StepObservation {
   linear?: { tokens: number; us: number };
+  /** The LM head over the step's sampled rows (tables with a head table only). */
+  head?: { rows: number; us: number };
   deviceAttention?: { requests: number; context: number; us: number };
   cpuAttention?: { requests: number; context: number; us: number };
   copy?: { bytes: number; us: number };
@@ -115,16 +124,23 @@ export function planWork(plan: StepPlan): SeqWork[] {
   });
 }
 
-/** The subtasks a StepResult's phases measure: linear work of one-pass steps, attention of decode-only sides (prefill mixes two tables). */
-export function observationOf(plan: StepPlan, result: StepResult, blockBytes: number): StepObservation {
+/**
+ * The subtasks a StepResult's phases measure: linear work of one-pass steps, attention of
+ * decode-only sides (prefill mixes two tables). With `headApart` (tables with a head table) the
+ * logits phase is the head's, over the rows that returned logits, and not part of the linear work.
+ */
+export function observationOf(plan: StepPlan, result: StepResult, blockBytes: number, headApart = false): StepObservation {
   const ph = result.phaseUs ?? {};
   const g = (k: string) => (Number.isFinite(ph[k]) ? ph[k]! : 0);
   const obs: StepObservation = {};
   const tokens = plan.sequences.reduce((n, s) => n + s.tokens.length, 0);
   // A pipelined step makes two linear passes of different sizes: no one table point to credit.
   if (tokens > 0 && 'linear' in ph && plan.strategy !== 'pipeline') {
-    obs.linear = { tokens, us: g('embed') + g('linear') + g('hostLinear') + g('transfer') + g('experts') + g('logits') };
+    const body = g('embed') + g('linear') + g('hostLinear') + g('transfer') + g('experts');
+    obs.linear = { tokens, us: headApart ? body : body + g('logits') };
   }
+  const headRows = plan.sequences.filter((s) => s.sample || s.returnLogits).length;
+  if (headApart && headRows > 0 && 'logits' in ph && plan.strategy !== 'pipeline') obs.head = { rows: headRows, us: g('logits') };
   for (const side of ['gpu', 'cpu'] as const) {
     const seqs = plan.sequences.filter((s) => s.attention === side);
     if (seqs.length === 0 || seqs.some((s) => s.tokens.length !== 1)) continue;
@@ -234,6 +250,8 @@ function atLeastProportional(t: PiecewiseLinear, x: number): number {
 export class TableCostModel implements CostModel {
   readonly shape: CostShape;
   readonly linear: PiecewiseLinear;
+  /** The LM head by sampled rows, when profiled apart (linear then leaves it out). */
+  readonly head?: PiecewiseLinear;
   readonly deviceAttention: Bilinear;
   readonly prefillAttention: PiecewiseLinear;
   readonly cpuAttention: Bilinear;
@@ -253,6 +271,7 @@ export class TableCostModel implements CostModel {
     if (t.version !== 1) throw new TandemError('TDM_BAD_ARGUMENT', `cost tables of version ${String(t.version)} are not supported (1 is)`);
     this.shape = { ...t.shape };
     this.linear = PiecewiseLinear.fromJSON(t.linear);
+    if (t.head !== undefined) this.head = PiecewiseLinear.fromJSON(t.head);
     this.deviceAttention = Bilinear.fromJSON(t.deviceAttention);
     this.prefillAttention = PiecewiseLinear.fromJSON(t.prefillAttention);
     this.cpuAttention = Bilinear.fromJSON(t.cpuAttention);
@@ -271,6 +290,10 @@ export class TableCostModel implements CostModel {
 
   linearUs(tokens: number): number {
     return tokens > 0 ? this.scales.linear * atLeastProportional(this.linear, tokens) : 0;
+  }
+
+  headUs(rows: number): number {
+    return rows > 0 && this.head ? this.scales.linear * atLeastProportional(this.head, rows) : 0;
   }
 
   deviceAttentionUs(requests: number, context: number): number {
@@ -339,9 +362,10 @@ export class TableCostModel implements CostModel {
    */
   observeStep(plan: StepPlan, result: StepResult, options: ObserveOptions = {}): StepObservation {
     const rate = options.rate ?? 0.1;
-    const obs = observationOf(plan, result, this.shape.kvBlockBytes);
+    const obs = observationOf(plan, result, this.shape.kvBlockBytes, this.head !== undefined);
     const device = options.deviceSynchronous ?? true;
     if (obs.linear && device) this.linear.observe(obs.linear.tokens, obs.linear.us, rate);
+    if (obs.head && device && this.head) this.head.observe(obs.head.rows, obs.head.us, rate);
     if (obs.deviceAttention && device) this.deviceAttention.observe(obs.deviceAttention.requests, obs.deviceAttention.context, obs.deviceAttention.us, rate);
     if (obs.cpuAttention) this.cpuAttention.observe(obs.cpuAttention.requests, obs.cpuAttention.context, obs.cpuAttention.us, rate);
     if (obs.copy && device) this.copy.observe(obs.copy.bytes, obs.copy.us, rate);
@@ -355,7 +379,8 @@ export class TableCostModel implements CostModel {
       const gpu = work.filter((w) => w.attention === 'gpu');
       const context = gpu.reduce((n, w) => n + w.context, 0) / Math.max(1, gpu.length);
       // Only device attention in a gpu-only decode step: the pass is linear work plus it.
-      if (gpu.length === work.length) this.scales.observe(this.linear.at(tokens), gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
+      const linear = this.linear.at(tokens) + (this.head ? this.head.at(work.length) : 0);
+      if (gpu.length === work.length) this.scales.observe(linear, gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
     }
     if (obs.pass) {
       const predicted = predictStep(obs.pass.strategy, planWork(plan), this).passUs;
@@ -375,6 +400,7 @@ export class TableCostModel implements CostModel {
       version: 1,
       shape: { ...this.shape },
       linear: this.linear.toJSON(),
+      ...(this.head ? { head: this.head.toJSON() } : {}),
       deviceAttention: this.deviceAttention.toJSON(),
       prefillAttention: this.prefillAttention.toJSON(),
       cpuAttention: this.cpuAttention.toJSON(),
@@ -391,6 +417,7 @@ export class TableCostModel implements CostModel {
 /** One measured configuration of one subtask (what the profiler records). */
 export type Measurement =
   | { kind: 'linear'; tokens: number; us: number }
+  | { kind: 'head'; rows: number; us: number }
   | { kind: 'deviceAttention'; requests: number; context: number; us: number }
   | { kind: 'prefillAttention'; tokens: number; us: number }
   | { kind: 'cpuAttention'; requests: number; context: number; us: number }
@@ -401,6 +428,7 @@ export type Measurement =
 export function predict(cost: CostModel, m: Measurement): number {
   switch (m.kind) {
     case 'linear': return cost.linearUs(m.tokens);
+    case 'head': return cost.headUs?.(m.rows) ?? 0;
     case 'deviceAttention': return cost.deviceAttentionUs(m.requests, m.context);
     case 'prefillAttention': return cost.prefillAttentionUs(m.tokens, 0);
     case 'cpuAttention': return cost.cpuAttentionUs(m.requests, m.context);
@@ -444,6 +472,7 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
   const cpu = of('cpuAttention');
   const cpuPre = of('cpuPrefillAttention');
   const copy = of('copy');
+  const head = of('head');
   for (const [k, n] of [
     ['linear', linear.length], ['deviceAttention', dev.length], ['prefillAttention', pre.length], ['cpuAttention', cpu.length],
     ['cpuPrefillAttention', cpuPre.length], ['copy', copy.length],
@@ -452,6 +481,8 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
     version: 1,
     shape,
     linear: PiecewiseLinear.fitNondecreasing(linear.map((m) => ({ x: m.tokens, y: m.us }))).toJSON(),
+    // With head measurements the linear ones left the head out (the profiler's grid says which).
+    ...(head.length > 0 ? { head: PiecewiseLinear.fitNondecreasing(head.map((m) => ({ x: m.rows, y: m.us }))).toJSON() } : {}),
     deviceAttention: Bilinear.fitNondecreasing(dev.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
     prefillAttention: PiecewiseLinear.fitNondecreasing(pre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
     cpuAttention: Bilinear.fitNondecreasing(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),

@@ -20,6 +20,12 @@ export type Probe = Measurement extends infer M ? (M extends Measurement ? Omit<
 /** Sizes to time, and the held-out sizes between them that measure the prediction error. */
 export interface ProfileGrid {
   linearTokens: number[];
+  /**
+   * Sampled rows to time the LM head at, apart from the linear work (which then leaves it
+   * out: a step computes logits for the rows it samples, not for a prefill chunk's every
+   * token). Absent: the linear timings include the head for every row.
+   */
+  headRows?: number[];
   /** Requests per decode attention call. */
   attentionRequests: number[];
   /** Cached tokens per request. */
@@ -33,6 +39,9 @@ export interface ProfileGrid {
 export const DEFAULT_GRID: ProfileGrid = {
   // Up to 512: a step holds a prefill chunk (256 by default) beside the decodes.
   linearTokens: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+  // Up to a decode batch of 256; an H200 step of 256 prefill rows and 40 decodes took 36 ms
+  // where a head over all 296 rows priced it at 42-50 (2026-11-28).
+  headRows: [1, 8, 32, 128, 256],
   attentionRequests: [1, 4, 16, 64],
   attentionContexts: [64, 256, 1024],
   // Up to 1024: a long prompt's later chunks reach hundreds of thousands of products.
@@ -43,6 +52,7 @@ export const DEFAULT_GRID: ProfileGrid = {
     { kind: 'linear', tokens: 12 },
     { kind: 'linear', tokens: 48 },
     { kind: 'linear', tokens: 288 },
+    { kind: 'head', rows: 16 },
     { kind: 'deviceAttention', requests: 2, context: 128 },
     { kind: 'deviceAttention', requests: 8, context: 512 },
     { kind: 'prefillAttention', tokens: 128 },
@@ -56,6 +66,7 @@ export const DEFAULT_GRID: ProfileGrid = {
 /** A grid of a dozen-odd timings for tests and quick runs: coarse tables, fitted in a moment on a small model. */
 export const QUICK_GRID: ProfileGrid = {
   linearTokens: [1, 4, 16],
+  headRows: [1, 16],
   attentionRequests: [1, 4],
   attentionContexts: [16, 128],
   prefillTokens: [16, 64],
@@ -89,6 +100,7 @@ export const SIM_GRID: ProfileGrid = {
 /** Every configuration a grid times, in order. */
 export function gridProbes(grid: ProfileGrid): Probe[] {
   const out: Probe[] = grid.linearTokens.map((tokens) => ({ kind: 'linear' as const, tokens }));
+  for (const rows of grid.headRows ?? []) out.push({ kind: 'head', rows });
   for (const kind of ['deviceAttention', 'cpuAttention'] as const) {
     for (const requests of grid.attentionRequests) for (const context of grid.attentionContexts) out.push({ kind, requests, context });
   }
@@ -123,10 +135,11 @@ export function measureGrid(grid: ProfileGrid, measure: (m: Measurement) => numb
 /** What the profiler needs of a loaded model: its timing entry points. */
 export type ProfileTarget = Pick<NativeModel, 'profile'>;
 
-/** The native op that times a probe. */
-export function nativeOp(p: Probe, iters: number): Parameters<NativeModel['profile']>[0] {
+/** The native op that times a probe; `headApart`: linear work without the LM head (the grid times it alone). */
+export function nativeOp(p: Probe, iters: number, headApart = false): Parameters<NativeModel['profile']>[0] {
   switch (p.kind) {
-    case 'linear': return { kind: 'linear', tokens: p.tokens, iters };
+    case 'linear': return headApart ? { kind: 'linear', tokens: p.tokens, logitsRows: 0, iters } : { kind: 'linear', tokens: p.tokens, iters };
+    case 'head': return { kind: 'head', rows: p.rows, iters };
     case 'deviceAttention': return { kind: 'attention', device: 'gpu', requests: p.requests, context: p.context, tokens: 1, iters };
     case 'cpuAttention': return { kind: 'attention', device: 'cpu', requests: p.requests, context: p.context, tokens: 1, iters };
     case 'prefillAttention': return { kind: 'attention', device: 'gpu', requests: 1, context: 0, tokens: p.tokens, iters };
@@ -151,7 +164,7 @@ export async function profileModel(target: ProfileTarget, shape: CostShape, opti
   const total = probes.length + grid.heldOut.length;
   let done = 0;
   const time = async (p: Probe): Promise<Measurement> => {
-    const us = await target.profile(nativeOp(p, iters));
+    const us = await target.profile(nativeOp(p, iters, (grid.headRows ?? []).length > 0));
     options.onProgress?.(++done / total);
     return { ...p, us } as Measurement;
   };

@@ -71,6 +71,11 @@ interface SideTime {
   transferUs: number;
 }
 
+/** The linear work of a pass over `tokens` rows that samples `seqs` sequences: the head (where the tables price it apart) runs for the sampled rows only. */
+function linearPassUs(tokens: number, seqs: number, cost: CostModel): number {
+  return cost.linearUs(tokens) + (seqs > 0 ? (cost.headUs?.(seqs) ?? 0) : 0);
+}
+
 function deviceSideUs(l: Load, cost: CostModel): number {
   return l.gpuPrefillUs + (l.gpuDecodes > 0 ? cost.deviceAttentionUs(l.gpuDecodes, l.gpuDecodeContext / l.gpuDecodes) : 0);
 }
@@ -96,8 +101,8 @@ function sideTime(l: Load, cost: CostModel): SideTime {
  */
 export function pipelinePassUs(b0: Load, b1: Load, cost: CostModel): number {
   if (b0.tokens > 0 && b1.tokens > 0) {
-    const dev0 = cost.linearUs(b0.tokens) + deviceSideUs(b0, cost);
-    const dev1 = cost.linearUs(b1.tokens) + deviceSideUs(b1, cost);
+    const dev0 = linearPassUs(b0.tokens, b0.seqs, cost) + deviceSideUs(b0, cost);
+    const dev1 = linearPassUs(b1.tokens, b1.seqs, cost) + deviceSideUs(b1, cost);
     const cpu0 = cpuSideUs(b0, cost) + transferSideUs(b0, cost);
     const cpu1 = cpuSideUs(b1, cost) + transferSideUs(b1, cost);
     return Math.max(dev0, cpu1) + Math.max(dev1, cpu0);
@@ -105,7 +110,7 @@ export function pipelinePassUs(b0: Load, b1: Load, cost: CostModel): number {
   // One side empty: predictLoads merges them, and the merge is the other side.
   const l = b0.tokens > 0 ? b0 : b1;
   if (l.tokens === 0) return 0;
-  return cost.linearUs(l.tokens) + Math.max(deviceSideUs(l, cost), cpuSideUs(l, cost) + transferSideUs(l, cost));
+  return linearPassUs(l.tokens, l.seqs, cost) + Math.max(deviceSideUs(l, cost), cpuSideUs(l, cost) + transferSideUs(l, cost));
 }
 
 /** Adds (sign 1) or takes back (sign -1) one host decode at `context` in a load, in place: exact, as every term is a whole number. */
@@ -161,8 +166,8 @@ export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined,
   if (strategy === 'pipeline' && b1 && b0.tokens > 0 && b1.tokens > 0) {
     const s0 = sideTime(b0, cost);
     const s1 = sideTime(b1, cost);
-    const lin0 = cost.linearUs(s0.tokens);
-    const lin1 = cost.linearUs(s1.tokens);
+    const lin0 = linearPassUs(s0.tokens, b0.seqs, cost);
+    const lin1 = linearPassUs(s1.tokens, b1.seqs, cost);
     const dev0 = lin0 + s0.deviceUs;
     const dev1 = lin1 + s1.deviceUs;
     const cpu0 = s0.cpuUs + s0.transferUs;
@@ -180,7 +185,7 @@ export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined,
   const all = b1 && b1.tokens > 0 ? merge(b0, b1) : b0;
   if (all.tokens === 0) return finish(strategy, { passUs: 0, linearUs: 0, deviceAttentionUs: 0, cpuAttentionUs: 0, transferUs: 0, copiesUs, exposedCpuUs: 0 }, 0, cost);
   const s = sideTime(all, cost);
-  const linearUs = cost.linearUs(s.tokens);
+  const linearUs = linearPassUs(s.tokens, all.seqs, cost);
   const cpu = s.cpuUs + s.transferUs;
   const concurrent = strategy === 'overlap' || strategy === 'pipeline';
   return finish(strategy, {

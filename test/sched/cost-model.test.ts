@@ -82,6 +82,12 @@ t.test('a step\'s phases become subtask measurements; online refit follows a mac
   const withPrefill: StepPlan = { ...plan, sequences: [...plan.sequences, seq(4, 0, 30, 'gpu')] };
   t.notOk(observationOf(withPrefill, { sequences: [], phaseUs: { linear: 1, attention: 1 }, totalUs: 2 }, 1000).deviceAttention, 'a side with a prefill chunk mixes tables: not measured');
   t.notOk(observationOf({ ...plan, strategy: 'pipeline' }, { sequences: [], phaseUs: { linear: 900 }, totalUs: 900 }, 1000).linear, 'two pipelined linear passes are not one table point');
+  // Tables with the head apart: the logits phase is the head's, over the rows that sampled.
+  const chunk: StepPlan = { ...plan, sequences: [...plan.sequences, { ...seq(4, 0, 30, 'gpu'), sample: false }] };
+  const apart = observationOf(chunk, { sequences: [], phaseUs: { linear: 900, embed: 50, logits: 50 }, totalUs: 1000 }, 1000, true);
+  t.same(apart.linear, { tokens: 33, us: 950 }, 'linear work without the head');
+  t.same(apart.head, { rows: 3, us: 50 }, 'the head over the three sampled rows, not the chunk\'s 30');
+  t.notOk(observationOf(chunk, { sequences: [], phaseUs: { linear: 900, logits: 50 }, totalUs: 1000 }, 1000).head, 'tables without a head table take no head measurement');
   const swap: StepPlan = { strategy: 'overlap', copies: [{ fromTier: 'host', fromBlock: 0, toTier: 'device', toBlock: 1 }, { fromTier: 'host', fromBlock: 2, toTier: 'device', toBlock: 3 }], sequences: [] };
   t.same(observationOf(swap, { sequences: [], phaseUs: { copies: 80 }, totalUs: 80 }, 4096).copy, { bytes: 4096, us: 40 });
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { native } from '../../src/native/binding.js';
 import { GgufFile } from '../../src/model/gguf.js';
 import { describeModel } from '../../src/model/describe.js';
-import { costShapeOf, planWork } from '../../src/sched/cost-model.js';
+import { costShapeOf, planWork, TableCostModel } from '../../src/sched/cost-model.js';
 import { predictStep } from '../../src/sched/step-time.js';
 import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
 import { gridProbes, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
@@ -38,7 +38,9 @@ function fakeTarget(): ProfileTarget & { ops: Parameters<ProfileTarget['profile'
     ops,
     async profile(op) {
       ops.push(op);
-      if (op.kind === 'linear') return 100 + 3 * op.tokens;
+      // The LM head costs 2 µs a row, inside the linear work unless logitsRows says fewer.
+      if (op.kind === 'linear') return 100 + 3 * op.tokens + 2 * (op.logitsRows ?? op.tokens);
+      if (op.kind === 'head') return 5 + 2 * op.rows;
       if (op.kind === 'copy') return 5 + op.bytes / 1000;
       if (op.kind === 'expert') throw new Error('the profiler times no experts');
       const rate = op.device === 'cpu' ? 0.5 : 0.05;
@@ -56,9 +58,29 @@ t.test('profileModel times every grid point and held-out size, with progress', a
   t.ok(target.ops.some((o) => o.kind === 'attention' && o.device === 'cpu' && o.tokens > 1), 'CPU prefill attention is timed');
   t.equal(seen[seen.length - 1], 1);
   t.ok(seen.every((f, i) => i === 0 || f > seen[i - 1]!), 'progress rises');
-  t.equal(r.model.linearUs(8), 124, 'linear laws are exact between grid points');
+  t.equal(r.model.linearUs(8), 140, 'linear laws are exact between grid points');
   t.ok(r.errors.find((e) => e.kind === 'linear')!.meanAbsRelError < 1e-9);
   t.equal(r.model.shape.nLayer, 4);
+  t.equal(r.model.head, undefined, 'a grid without head rows prices the head inside the linear work');
+  t.equal(r.model.headUs(4), 0);
+});
+
+t.test('a grid with head rows times the LM head apart, and a step prices it for its sampled rows only', async (t) => {
+  const target = fakeTarget();
+  const grid: ProfileGrid = { ...SMALL, linearTokens: [1, 16, 512], headRows: [1, 8, 32], heldOut: [...SMALL.heldOut, { kind: 'head', rows: 4 }] };
+  const r = await profileModel(target, SHAPE, { grid, iters: 1 });
+  const linearOps = target.ops.filter((o) => o.kind === 'linear');
+  t.ok(linearOps.length > 0 && linearOps.every((o) => o.kind === 'linear' && o.logitsRows === 0), 'linear work is timed without the head');
+  t.equal(target.ops.filter((o) => o.kind === 'head').length, 4, 'the head at each grid row count and the held-out one');
+  t.equal(r.model.linearUs(136), 100 + 3 * 136, 'linear work leaves the head out');
+  t.equal(r.model.headUs(20), 5 + 2 * 20, 'the head between grid points');
+  t.ok(r.errors.find((e) => e.kind === 'head')!.meanAbsRelError < 1e-9, 'held-out error for the head');
+  // A prefill chunk of 256 tokens beside 4 decodes samples 5 rows: the head for 5, not for 260.
+  const seqs = [{ tokens: 256, context: 256, attention: 'gpu' as const }, ...Array.from({ length: 4 }, () => ({ tokens: 1, context: 300, attention: 'gpu' as const }))];
+  const step = predictStep('gpu-only', seqs, r.model);
+  t.equal(step.linearUs, 100 + 3 * 260 + 5 + 2 * 5, 'linear work of 260 rows plus the head of 5');
+  const reloaded = new TableCostModel(r.model.toJSON());
+  t.equal(reloaded.headUs(20), r.model.headUs(20), 'the head table round-trips through JSON');
 });
 
 t.test('loadOrProfile caches per machine and model shape', async (t) => {
@@ -106,6 +128,11 @@ t.test('the real model: the CPU standing in for the device, profiled, cached and
   t.ok(r.model.linearUs(2) > 0 && r.model.cpuAttentionUs(2, 40) > 0 && r.model.copyUs(4096) > 0, 'every table holds positive times');
   t.equal(r.errors.length, 5, 'held-out error for each timed subtask');
   t.ok((await loadOrProfile(m, costShapeOf(hp, m.info.kvBlockBytes), key, { cacheDir: dir, grid: SMALL, progressBar: false })).fromCache);
+  // The head apart: the native ops behind DEFAULT_GRID's headRows.
+  t.ok((await m.profile({ kind: 'head', rows: 4, iters: 1 })) > 0, 'the LM head alone is timed');
+  t.ok((await m.profile({ kind: 'linear', tokens: 16, logitsRows: 0, iters: 1 })) > 0, 'linear work without the head is timed');
+  await t.rejects(m.profile({ kind: 'linear', tokens: 4, logitsRows: 5 }), { code: 'TDM_BAD_ARGUMENT' }, 'more logits rows than tokens is refused');
+  await t.rejects(m.profile({ kind: 'head', rows: 0 }), { code: 'TDM_BAD_ARGUMENT' }, 'a head of no rows is refused');
   const half = await native().loadModel(file, { hparams: hp, threads: 1, kvBlockTokens: 16, kvBlocks: { device: 8, host: 8 }, device: 'cpu-standin', deviceWeightBytes: 1000 });
   t.not(profileKey(hp, { threads: 1, placement: half.placement, kvBlockTokens: 16 }).model, key.model, 'another weight placement is another profile');
   half.dispose();
