@@ -49,9 +49,9 @@ const KERNEL_VARIANTS: KernelVariant[] = ([
   const only = process.env.TANDEM_DEVICE_KERNEL_VARIANTS;
   return only === undefined || only.split(',').some((x) => x.trim() !== '' && v.label.includes(x.trim()));
 });
-/** The MoE files' device weight budget as a share of the file (TANDEM_DEVICE_EXPERT_BUDGET; default 0.4). */
-const EXPERT_BUDGET_SHARE = Number(process.env.TANDEM_DEVICE_EXPERT_BUDGET ?? 0.4);
-if (!(EXPERT_BUDGET_SHARE > 0 && EXPERT_BUDGET_SHARE <= 1)) throw new Error(`TANDEM_DEVICE_EXPERT_BUDGET: a share of the file in (0, 1], not '${process.env.TANDEM_DEVICE_EXPERT_BUDGET}'`);
+/** The MoE files' device weight budgets as shares of the file (TANDEM_DEVICE_EXPERT_BUDGET, comma-separated; default 0.4): each file runs its policies at each. */
+const EXPERT_BUDGET_SHARES = (process.env.TANDEM_DEVICE_EXPERT_BUDGET ?? '0.4').split(',').map((x) => Number(x.trim()));
+if (!EXPERT_BUDGET_SHARES.every((x) => x > 0 && x <= 1)) throw new Error(`TANDEM_DEVICE_EXPERT_BUDGET: shares of the file in (0, 1], not '${process.env.TANDEM_DEVICE_EXPERT_BUDGET}'`);
 /**
  * The expert policies each MoE file runs (TANDEM_DEVICE_EXPERT_POLICIES, separated by ';' since
  * names hold commas; 'all': every one experts-child knows). The default leaves out the variants
@@ -651,7 +651,8 @@ async function main(): Promise<void> {
   }
   // MoE expert offload: each file under each expert policy at the same device budget.
   const experts: { name: string; report: ExpertsReport | string }[] = [];
-  for (const [i, moe] of moeModels.entries()) {
+  for (const [i, moe] of moeModels.entries()) for (const share of EXPERT_BUDGET_SHARES) {
+    const name = EXPERT_BUDGET_SHARES.length > 1 ? `${moe.name}, ${Math.round(share * 100)}% of the file on the device` : moe.name;
     let report: ExpertsReport | string = 'not run (out of time, or the executor put no work on the GPU)';
     const moeError = await moe.ready;
     if (moeError) report = `model not written: ${moeError}`;
@@ -659,7 +660,7 @@ async function main(): Promise<void> {
       // By default dense weights plus about a third of the experts fit the budget (40% of the
       // file); n* from DESIGN.md's formula with a PCIe-class link (25 GB/s) and the CPU's expert
       // rate (50 GFLOP/s a core).
-      const budget = Math.floor(statSync(moe.file).size * EXPERT_BUDGET_SHARE);
+      const budget = Math.floor(statSync(moe.file).size * share);
       const nStar = Math.max(1, Math.ceil(crossoverFormula(8.5, EXPERT_ROOFLINE.cpuFlopsPerCore * m.cpuCores, 25e9)));
       // One process per policy: a crash costs that policy's numbers, and its stderr says where.
       const runs: ExpertRun[] = [];
@@ -677,11 +678,11 @@ async function main(): Promise<void> {
           if (err && !got.some((r) => r.batch === batch)) runs.push({ policy, batch, budgetBytes: budget, error: err.split('\n')[0]!.slice(0, 120) });
         }
         if (err) errors.push(`${policy}: ${err}`);
-        log(`experts (${moe.name}) ${policy}: ${err ?? 'done'}`);
+        log(`experts (${name}) ${policy}: ${err ?? 'done'}`);
       }
       report = { budgetBytes: budget, nStar, runs, ...(errors.length > 0 ? { error: errors.join('\n') } : {}) };
     }
-    experts.push({ name: moe.name, report });
+    experts.push({ name, report });
     savePartial(outDir, { policies, experts });
   }
   results.experts = experts;
