@@ -755,9 +755,10 @@ ActView convert_activations(GpuContext&, GpuStream& s, uint32_t type, const floa
 }
 
 // How many parts a dense tiled matmul of `blocks` tiles and `steps` k steps is cut into (SplitK):
-// as many as keep the grid within one wave of two blocks per SM (the tiled kernels' registers
-// allow two), each part at least kMinSplitSteps steps so that the partial sums stay a small
-// share of the traffic. TANDEM_GPU_MM_SPLIT (GpuContext::mm_split) sets it instead: 1 never splits.
+// as many as keep the grid within one wave of two blocks per SM (an assumption about the tiled
+// kernels' occupancy, not read from the compiler), each part at least kMinSplitSteps steps so
+// that the partial sums stay a small share of the traffic. TANDEM_GPU_MM_SPLIT
+// (GpuContext::mm_split) sets it instead: 1 never splits.
 constexpr int64_t kMinSplitSteps = 4 * kTileChunks;
 constexpr int64_t kMaxSplitParts = 16;
 int split_parts(const GpuContext& c, int64_t blocks, int64_t steps) {
