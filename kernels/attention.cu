@@ -22,6 +22,9 @@ namespace {
 constexpr int kMaxSeqs = 64;  // sequences per launch (the descriptors are kernel parameters)
 constexpr int kAttnThreads = 128;
 constexpr int kMaxSplits = 64;
+// Blocks of the attention kernel an SM must hold (so 128 registers a thread on NVIDIA), the
+// occupancy of the form measured on 2026-11-28; left free, nvcc takes 143 and an SM holds three.
+constexpr int kAttnBlocksPerSm = 4;
 
 // Positions per K/V tile (f32 rows of D in shared memory, K and V). Turing and CDNA have 64 KB
 // of shared memory per SM or CU, where 32-position tiles of 128-wide heads (32.9 KB a block)
@@ -126,16 +129,18 @@ __device__ __forceinline__ void stage_tile(const KvView& kv, const uint8_t* base
       const int j = idx / per_row, c = idx % per_row;
       float* dst = sh + j * D + c * 8;
       if (blk[j] < 0) {
-        for (int e = 0; e < 8; ++e) dst[e] = 0.0f;
+        reinterpret_cast<float4*>(dst)[0] = float4{0.0f, 0.0f, 0.0f, 0.0f};
+        reinterpret_cast<float4*>(dst)[1] = float4{0.0f, 0.0f, 0.0f, 0.0f};
         continue;
       }
       const uint4 u = *reinterpret_cast<const uint4*>(base + size_t(blk[j]) * kv.block_bytes +
                                                      in_block(kv, (p0 + j) % kv.block_tokens, kvh, d) + size_t(c) * 16);
-      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-      for (int e = 0; e < 4; ++e) {
-        dst[2 * e] = half_to_float(uint16_t(w[e] & 0xffffu));
-        dst[2 * e + 1] = half_to_float(uint16_t(w[e] >> 16));
-      }
+      // Two 16-byte stores: eight 4-byte stores a row piece 32 bytes apart hit the same banks.
+      float4* d4 = reinterpret_cast<float4*>(dst);
+      d4[0] = float4{half_to_float(uint16_t(u.x & 0xffffu)), half_to_float(uint16_t(u.x >> 16)),
+                     half_to_float(uint16_t(u.y & 0xffffu)), half_to_float(uint16_t(u.y >> 16))};
+      d4[1] = float4{half_to_float(uint16_t(u.z & 0xffffu)), half_to_float(uint16_t(u.z >> 16)),
+                     half_to_float(uint16_t(u.w & 0xffffu)), half_to_float(uint16_t(u.w >> 16))};
     }
     return;
   }
@@ -166,20 +171,27 @@ __device__ __forceinline__ float softmax_inv(float m, float l, const float* sink
   return keep / (l * keep + expf(sk - m2));
 }
 
+// Dimension i (0..31) of the thread at sub (0..kTpr-1) in its query row: runs of four, so that a
+// row's kTpr threads read a K or V row as adjacent 16-byte pieces.
+template <int kTpr>
+__device__ __forceinline__ int dim_of(int sub, int i) {
+  return 4 * (sub + kTpr * (i >> 2)) + (i & 3);
+}
+
 // D: the head-size class (64, 128, 256). Each query row is served by D/32 adjacent threads,
-// each holding 32 of its dimensions (d = sub + (D/32) * i) of q and of the output.
+// each holding 32 of its dimensions (dim_of) of q and of the output.
 // kWarpRows (decode, when an item's rows fit one warp): every warp serves the same rows and
 // takes its own share of each tile's positions, and the warps' softmax states merge at the
 // end. Otherwise the block's threads serve kAttnThreads / (D/32) rows and every warp walks
 // every position, which at decode leaves most warps computing rows that do not exist.
 template <int D, bool kWarpRows>
-__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, SeqBatch b, uint32_t* faults) {
+__global__ void __launch_bounds__(kAttnThreads, kAttnBlocksPerSm) attention_kernel(AttnParams p, SeqBatch b, uint32_t* faults) {
   constexpr int kTpr = D / 32;                 // threads per query row
   constexpr int kWarps = kAttnThreads / TDM_WARP;
   constexpr int kRows = (kWarpRows ? TDM_WARP : kAttnThreads) / kTpr;  // query rows per block
   constexpr int kTileN = kAttnTile<D>;         // positions per K/V tile
   // K and V tiles; after the last tile, kWarpRows merges the warps' accumulators here.
-  __shared__ float kvs[2 * kTileN * D];
+  alignas(16) __shared__ float kvs[2 * kTileN * D];
   float* const ks = kvs;
   float* const vs = kvs + kTileN * D;
   static_assert(!kWarpRows || (kWarps - 1) * TDM_WARP * 32 + 2 * kAttnThreads <= 2 * kTileN * D, "the merge must fit the tiles' memory");
@@ -214,7 +226,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
   const float* qr = p.q + (int64_t(sd.first_row) + t) * p.n_heads * dk + int64_t(h) * dk;
 #pragma unroll
   for (int i = 0; i < 32; ++i) {
-    const int d = sub + kTpr * i;
+    const int d = dim_of<kTpr>(sub, i);
     qv[i] = (valid && d < dk) ? qr[d] : 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
@@ -248,19 +260,29 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
     // count and the unrolled code small.
 #pragma unroll 1
     for (int j0 = kWarpRows ? 8 * warp : 0; j0 < kTileN; j0 += kWarpRows ? 8 * kWarps : 8) {
+      // Chunk by chunk over the group's positions: a 16-byte piece of K or V is used as soon as
+      // it is read, which keeps the registers for the eight positions' sums.
+      const float4* kt = reinterpret_cast<const float4*>(ks + j0 * D) + sub;
       float s[8];
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) s[jj] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          const float4 k4 = kt[jj * (D / 4) + kTpr * c];
+          s[jj] += qv[4 * c] * k4.x;
+          s[jj] += qv[4 * c + 1] * k4.y;
+          s[jj] += qv[4 * c + 2] * k4.z;
+          s[jj] += qv[4 * c + 3] * k4.w;
+        }
+      }
       float group_max = -INFINITY;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj) {
-        const int j = j0 + jj;
-        float part = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          const int d = sub + kTpr * i;
-          part += qv[i] * ks[j * D + d];
-        }
+        float part = s[jj];
         for (int o = kTpr / 2; o > 0; o >>= 1) part += tdm_shfl_xor(part, o, kTpr);
-        const int32_t pos = p0 + j;
+        const int32_t pos = p0 + j0 + jj;
         s[jj] = (pos < hi && pos >= first && pos <= limit) ? part * p.scale : -INFINITY;
         group_max = fmaxf(group_max, s[jj]);
       }
@@ -272,13 +294,19 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
       for (int i = 0; i < 32; ++i) acc[i] *= corr;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj) {
-        const float pj = expf(s[jj] - m_new);
-        l += pj;
-        const float* vr = vs + (j0 + jj) * D;
+        s[jj] = expf(s[jj] - m_new);
+        l += s[jj];
+      }
+      const float4* vt = reinterpret_cast<const float4*>(vs + j0 * D) + sub;
 #pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          const int d = sub + kTpr * i;
-          acc[i] += pj * vr[d];
+      for (int c = 0; c < 8; ++c) {
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          const float4 v4 = vt[jj * (D / 4) + kTpr * c];
+          acc[4 * c] += s[jj] * v4.x;
+          acc[4 * c + 1] += s[jj] * v4.y;
+          acc[4 * c + 2] += s[jj] * v4.z;
+          acc[4 * c + 3] += s[jj] * v4.w;
         }
       }
       m = m_new;
@@ -326,7 +354,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
     float* o = p.out + orow * p.n_heads * dv + int64_t(h) * dv;
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
-      const int d = sub + kTpr * i;
+      const int d = dim_of<kTpr>(sub, i);
       if (d < dv) o[d] = acc[i] * inv;
     }
   } else {
@@ -337,7 +365,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p, S
     }
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
-      const int d = sub + kTpr * i;
+      const int d = dim_of<kTpr>(sub, i);
       if (d < dv) part[2 + d] = acc[i];
     }
   }
