@@ -53,15 +53,6 @@ Napi::Object obj(const Napi::Value& v, const std::string& where) {
   return v.As<Napi::Object>();
 }
 
-std::vector<int32_t> int32s(const Napi::Object& o, const char* name, const std::string& where, bool optional) {
-  Napi::Value v = o.Get(name);
-  if (optional && v.IsUndefined()) return {};
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    bad_arg(where + "." + name + " must be an Int32Array");
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
-}
-
 Hparams parse_hparams(const Napi::Object& o) {
   const std::string w = "config.hparams";
   const double big = 2147483647.0;
@@ -225,89 +216,210 @@ ModelConfig parse_config(const Napi::Value& v) {
   return cfg;
 }
 
-SamplingConfig parse_sampling(const Napi::Object& o, const std::string& w) {
+// ---- the step plan and result (main thread, every step)
+//
+// A step's plan has about thirty properties a sequence. Looking one up by a C string makes and
+// internalizes a JS string each time, which at 48 sequences cost about 0.2 ms a step on this
+// path (the GPU waits for it), so the names are JS strings made once per model (StepNames).
+
+enum class Nm : uint8_t {
+  strategy, copies, sequences, fromTier, fromBlock, toTier, toBlock,
+  seqId, tokens, startPos, blockTable, slidingBlockTable, kvTier, attention, sample, sampling, recentTokens,
+  returnAllLogits, returnLogits, subBatch, numDraft, penaltyWindow,
+  temperature, topK, topP, minP, repeatPenalty, presencePenalty, frequencyPenalty, seed, logitBias, token, bias, allowed,
+  logits, allLogits,
+  // string values
+  device, host, cpu, gpu, gpuOnly, pipeline, overlap,
+  count
+};
+
+constexpr const char* kNameText[] = {
+    "strategy", "copies", "sequences", "fromTier", "fromBlock", "toTier", "toBlock",
+    "seqId", "tokens", "startPos", "blockTable", "slidingBlockTable", "kvTier", "attention", "sample", "sampling", "recentTokens",
+    "returnAllLogits", "returnLogits", "subBatch", "numDraft", "penaltyWindow",
+    "temperature", "topK", "topP", "minP", "repeatPenalty", "presencePenalty", "frequencyPenalty", "seed", "logitBias", "token", "bias", "allowed",
+    "logits", "allLogits",
+    "device", "host", "cpu", "gpu", "gpu-only", "pipeline", "overlap"};
+static_assert(sizeof(kNameText) / sizeof(kNameText[0]) == size_t(Nm::count), "one text per name");
+
+// The names as JS strings, kept in an array (Node 20 keeps references to objects only).
+class StepNames {
+ public:
+  explicit StepNames(Napi::Env env) {
+    Napi::Array a = Napi::Array::New(env, size_t(Nm::count));
+    for (size_t i = 0; i < size_t(Nm::count); ++i) a.Set(uint32_t(i), Napi::String::New(env, kNameText[i]));
+    table_ = Napi::Persistent(a.As<Napi::Object>());
+  }
+
+  // The strings as handles of the current call.
+  class Scope {
+   public:
+    explicit Scope(const StepNames& names) {
+      Napi::Object a = names.table_.Value();
+      for (size_t i = 0; i < size_t(Nm::count); ++i) v_[i] = a.Get(uint32_t(i));
+    }
+    Napi::Value operator[](Nm n) const { return v_[size_t(n)]; }
+
+   private:
+    Napi::Value v_[size_t(Nm::count)];
+  };
+
+ private:
+  Napi::ObjectReference table_;
+};
+using Names = StepNames::Scope;
+
+// Where a plan field sits, for messages: "plan.sequences[3].sampling". Built only on error.
+struct Where {
+  const char* prefix;
+  int64_t index = -1;
+  const char* suffix = "";
+  std::string str() const {
+    return index < 0 ? std::string(prefix) + suffix : std::string(prefix) + "[" + std::to_string(index) + "]" + suffix;
+  }
+};
+
+// Reads the fields of one plan object with the checks and messages of the helpers above.
+class Fields {
+ public:
+  Fields(const Names& names, const Napi::Value& v, Where where) : names_(names), where_(where) {
+    if (!v.IsObject() || v.IsArray()) bad_arg(where.str() + " must be an object");
+    o_ = v.As<Napi::Object>();
+  }
+  Napi::Value get(Nm n) const { return o_.Get(names_[n]); }
+  bool has(Nm n) const { return !get(n).IsUndefined(); }
+  [[noreturn]] void fail(Nm n, const std::string& what) const { bad_arg(where_.str() + "." + kNameText[size_t(n)] + " " + what); }
+
+  double number(Nm n) const {
+    Napi::Value v = get(n);
+    if (!v.IsNumber()) fail(n, "must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail(n, "must be finite");
+    return d;
+  }
+  int64_t integer(Nm n, double lo, double hi) const {
+    const double d = number(n);
+    if (d != std::floor(d) || d < lo || d > hi)
+      fail(n, "must be an integer in [" + std::to_string(int64_t(lo)) + ", " + std::to_string(int64_t(hi)) + "]");
+    return int64_t(d);
+  }
+  bool flag(Nm n, bool optional) const {
+    Napi::Value v = get(n);
+    if (optional && v.IsUndefined()) return false;
+    if (!v.IsBoolean()) fail(n, "must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  std::vector<int32_t> int32s(Nm n, bool optional) const {
+    Napi::Value v = get(n);
+    if (optional && v.IsUndefined()) return {};
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) fail(n, "must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+  }
+  // Which of `choices` a string field holds (JS strings compared without converting them), or -1.
+  int choice(Nm n, std::initializer_list<Nm> choices) const {
+    Napi::Value v = get(n);
+    if (!v.IsString()) fail(n, "must be a string");
+    int i = 0;
+    for (Nm c : choices) {
+      if (v.StrictEquals(names_[c])) return i;
+      ++i;
+    }
+    return -1;
+  }
+  const Where& where() const { return where_; }
+  const Names& names() const { return names_; }
+
+ private:
+  const Names& names_;
+  Napi::Object o_;
+  Where where_;
+};
+
+SamplingConfig parse_sampling(const Fields& f) {
   SamplingConfig c;
-  c.temperature = float(num(o, "temperature", w));
-  c.top_k = int32_t(integer(o, "topK", w, 0, 2147483647.0));
-  c.top_p = float(num(o, "topP", w));
-  c.min_p = float(num(o, "minP", w));
-  c.repeat_penalty = float(num(o, "repeatPenalty", w));
-  c.presence_penalty = float(num(o, "presencePenalty", w));
-  c.frequency_penalty = float(num(o, "frequencyPenalty", w));
-  c.seed = uint64_t(integer(o, "seed", w, 0, kMaxSafeInteger));
-  Napi::Value bias = o.Get("logitBias");
+  c.temperature = float(f.number(Nm::temperature));
+  c.top_k = int32_t(f.integer(Nm::topK, 0, 2147483647.0));
+  c.top_p = float(f.number(Nm::topP));
+  c.min_p = float(f.number(Nm::minP));
+  c.repeat_penalty = float(f.number(Nm::repeatPenalty));
+  c.presence_penalty = float(f.number(Nm::presencePenalty));
+  c.frequency_penalty = float(f.number(Nm::frequencyPenalty));
+  c.seed = uint64_t(f.integer(Nm::seed, 0, kMaxSafeInteger));
+  Napi::Value bias = f.get(Nm::logitBias);
   if (!bias.IsUndefined()) {
-    if (!bias.IsArray()) bad_arg(w + ".logitBias must be an array of {token, bias}");
+    if (!bias.IsArray()) f.fail(Nm::logitBias, "must be an array of {token, bias}");
     Napi::Array arr = bias.As<Napi::Array>();
+    const std::string at = f.where().str() + ".logitBias";
     for (uint32_t i = 0; i < arr.Length(); ++i) {
-      const std::string at = w + ".logitBias[" + std::to_string(i) + "]";
-      Napi::Object e = obj(arr.Get(i), at);
-      const int32_t token = int32_t(integer(e, "token", at, -2147483648.0, 2147483647.0));
-      Napi::Value b = e.Get("bias");
-      if (!b.IsNumber()) bad_arg(at + ".bias must be a number");
+      const Fields e(f.names(), arr.Get(i), Where{at.c_str(), i});
+      const int32_t token = int32_t(e.integer(Nm::token, -2147483648.0, 2147483647.0));
+      Napi::Value b = e.get(Nm::bias);
+      if (!b.IsNumber()) e.fail(Nm::bias, "must be a number");
       c.logit_bias.push_back(LogitBias{token, float(b.As<Napi::Number>().DoubleValue())});
     }
   }
-  c.allowed = allowed_mask(o.Get("allowed"), w + ".allowed");
+  Napi::Value allowed = f.get(Nm::allowed);
+  if (!allowed.IsUndefined()) c.allowed = allowed_mask(allowed, f.where().str() + ".allowed");
   return c;
 }
 
-KvTier tier(const Napi::Object& o, const char* name, const std::string& w) {
-  const std::string s = str(o, name, w);
-  if (s == "device") return KvTier::device;
-  if (s == "host") return KvTier::host;
-  bad_arg(w + "." + name + " must be 'device' or 'host'");
+KvTier tier(const Fields& f, Nm n) {
+  const int i = f.choice(n, {Nm::device, Nm::host});
+  if (i < 0) f.fail(n, "must be 'device' or 'host'");
+  return i == 0 ? KvTier::device : KvTier::host;
 }
 
-StepPlan parse_plan(const Napi::Value& v) {
-  Napi::Object o = obj(v, "plan");
+StepPlan parse_plan(const StepNames& table, const Napi::Value& v) {
+  const Names names(table);
+  const Fields o(names, v, Where{"plan"});
   StepPlan p;
-  const std::string strategy = str(o, "strategy", "plan");
-  if (strategy == "cpu") p.strategy = Strategy::cpu;
-  else if (strategy == "gpu-only") p.strategy = Strategy::gpu_only;
-  else if (strategy == "pipeline") p.strategy = Strategy::pipeline;
-  else if (strategy == "overlap") p.strategy = Strategy::overlap;
-  else bad_arg("plan.strategy must be 'cpu', 'gpu-only', 'pipeline' or 'overlap'");
+  switch (o.choice(Nm::strategy, {Nm::cpu, Nm::gpuOnly, Nm::pipeline, Nm::overlap})) {
+    case 0: p.strategy = Strategy::cpu; break;
+    case 1: p.strategy = Strategy::gpu_only; break;
+    case 2: p.strategy = Strategy::pipeline; break;
+    case 3: p.strategy = Strategy::overlap; break;
+    default: bad_arg("plan.strategy must be 'cpu', 'gpu-only', 'pipeline' or 'overlap'");
+  }
 
-  Napi::Value copies = o.Get("copies");
+  Napi::Value copies = o.get(Nm::copies);
   if (!copies.IsArray()) bad_arg("plan.copies must be an array");
   Napi::Array ca = copies.As<Napi::Array>();
   for (uint32_t i = 0; i < ca.Length(); ++i) {
-    const std::string w = "plan.copies[" + std::to_string(i) + "]";
-    Napi::Object c = obj(ca.Get(i), w);
+    const Fields c(names, ca.Get(i), Where{"plan.copies", i});
     BlockCopy bc;
-    bc.from_tier = tier(c, "fromTier", w);
-    bc.from_block = int32_t(integer(c, "fromBlock", w, -2147483648.0, 2147483647.0));
-    bc.to_tier = tier(c, "toTier", w);
-    bc.to_block = int32_t(integer(c, "toBlock", w, -2147483648.0, 2147483647.0));
+    bc.from_tier = tier(c, Nm::fromTier);
+    bc.from_block = int32_t(c.integer(Nm::fromBlock, -2147483648.0, 2147483647.0));
+    bc.to_tier = tier(c, Nm::toTier);
+    bc.to_block = int32_t(c.integer(Nm::toBlock, -2147483648.0, 2147483647.0));
     p.copies.push_back(bc);
   }
 
-  Napi::Value seqs = o.Get("sequences");
+  Napi::Value seqs = o.get(Nm::sequences);
   if (!seqs.IsArray()) bad_arg("plan.sequences must be an array");
   Napi::Array sa = seqs.As<Napi::Array>();
+  p.seqs.reserve(sa.Length());
   for (uint32_t i = 0; i < sa.Length(); ++i) {
-    const std::string w = "plan.sequences[" + std::to_string(i) + "]";
-    Napi::Object s = obj(sa.Get(i), w);
+    const Fields s(names, sa.Get(i), Where{"plan.sequences", i});
     SeqPlan sp;
-    sp.seq_id = integer(s, "seqId", w, -kMaxSafeInteger, kMaxSafeInteger);
-    sp.tokens = int32s(s, "tokens", w, false);
-    sp.start_pos = int32_t(integer(s, "startPos", w, 0, 2147483647.0));
-    sp.block_table = int32s(s, "blockTable", w, false);
-    sp.sliding_block_table = int32s(s, "slidingBlockTable", w, true);
-    sp.tier = tier(s, "kvTier", w);
-    const std::string dev = str(s, "attention", w);
-    if (dev != "cpu" && dev != "gpu") bad_arg(w + ".attention must be 'cpu' or 'gpu'");
-    sp.attention = dev == "gpu" ? AttnDevice::gpu : AttnDevice::cpu;
-    sp.sample = boolean(s, "sample", w, false);
-    Napi::Value sampling = s.Get("sampling");
-    if (!sampling.IsUndefined()) sp.sampling = parse_sampling(obj(sampling, w + ".sampling"), w + ".sampling");
-    sp.recent = int32s(s, "recentTokens", w, true);
-    sp.return_all_logits = boolean(s, "returnAllLogits", w, true);
-    sp.return_logits = boolean(s, "returnLogits", w, true);
-    if (!s.Get("subBatch").IsUndefined()) sp.sub_batch = int32_t(integer(s, "subBatch", w, 0, 1));
-    if (!s.Get("numDraft").IsUndefined()) sp.n_draft = int32_t(integer(s, "numDraft", w, 0, 2147483647.0));
-    if (!s.Get("penaltyWindow").IsUndefined()) sp.penalty_window = int32_t(integer(s, "penaltyWindow", w, 0, 2147483647.0));
+    sp.seq_id = s.integer(Nm::seqId, -kMaxSafeInteger, kMaxSafeInteger);
+    sp.tokens = s.int32s(Nm::tokens, false);
+    sp.start_pos = int32_t(s.integer(Nm::startPos, 0, 2147483647.0));
+    sp.block_table = s.int32s(Nm::blockTable, false);
+    sp.sliding_block_table = s.int32s(Nm::slidingBlockTable, true);
+    sp.tier = tier(s, Nm::kvTier);
+    const int dev = s.choice(Nm::attention, {Nm::cpu, Nm::gpu});
+    if (dev < 0) s.fail(Nm::attention, "must be 'cpu' or 'gpu'");
+    sp.attention = dev == 1 ? AttnDevice::gpu : AttnDevice::cpu;
+    sp.sample = s.flag(Nm::sample, false);
+    Napi::Value sampling = s.get(Nm::sampling);
+    if (!sampling.IsUndefined()) sp.sampling = parse_sampling(Fields(names, sampling, Where{"plan.sequences", i, ".sampling"}));
+    sp.recent = s.int32s(Nm::recentTokens, true);
+    sp.return_all_logits = s.flag(Nm::returnAllLogits, true);
+    sp.return_logits = s.flag(Nm::returnLogits, true);
+    if (s.has(Nm::subBatch)) sp.sub_batch = int32_t(s.integer(Nm::subBatch, 0, 1));
+    if (s.has(Nm::numDraft)) sp.n_draft = int32_t(s.integer(Nm::numDraft, 0, 2147483647.0));
+    if (s.has(Nm::penaltyWindow)) sp.penalty_window = int32_t(s.integer(Nm::penaltyWindow, 0, 2147483647.0));
     p.seqs.push_back(std::move(sp));
   }
   return p;
@@ -319,24 +431,26 @@ Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
   return a;
 }
 
-Napi::Object result_to_js(Napi::Env env, const StepResult& r) {
+Napi::Object result_to_js(Napi::Env env, const StepNames& table, const StepResult& r) {
+  const Names names(table);
   Napi::Object out = Napi::Object::New(env);
   Napi::Array seqs = Napi::Array::New(env, r.seqs.size());
+  const Napi::Value seq_id = names[Nm::seqId], token = names[Nm::token];
   for (size_t i = 0; i < r.seqs.size(); ++i) {
     const SeqResult& s = r.seqs[i];
     Napi::Object o = Napi::Object::New(env);
-    o.Set("seqId", Napi::Number::New(env, double(s.seq_id)));
-    o.Set("token", Napi::Number::New(env, s.token));
-    if (s.has_logits) o.Set("logits", to_f32(env, s.logits));
-    if (s.has_all_logits) o.Set("allLogits", to_f32(env, s.all_logits));
+    o.Set(seq_id, Napi::Number::New(env, double(s.seq_id)));
+    o.Set(token, Napi::Number::New(env, s.token));
+    if (s.has_logits) o.Set(names[Nm::logits], to_f32(env, s.logits));
+    if (s.has_all_logits) o.Set(names[Nm::allLogits], to_f32(env, s.all_logits));
     if (!s.tokens.empty()) {
       Napi::Int32Array t = Napi::Int32Array::New(env, s.tokens.size());
       std::memcpy(t.Data(), s.tokens.data(), s.tokens.size() * sizeof(int32_t));
-      o.Set("tokens", t);
+      o.Set(names[Nm::tokens], t);
     }
     seqs.Set(uint32_t(i), o);
   }
-  out.Set("sequences", seqs);
+  out.Set(names[Nm::sequences], seqs);
   Napi::Object phases = Napi::Object::New(env);
   for (const auto& kv : r.phase_us) phases.Set(kv.first, Napi::Number::New(env, kv.second));
   out.Set("phaseUs", phases);
@@ -409,7 +523,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   // Built only by loadModel, which passes the loaded model as an External.
-  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info), names_(info.Env()) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw to_js_error(info.Env(), code::bad_argument, "NativeModel is created by loadModel(), not with new");
     model_ = *info[0].As<Napi::External<std::shared_ptr<Model>>>().Data();
@@ -447,6 +561,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   void finish_step() { busy_ = false; }
+  const StepNames& names() const { return names_; }
 
  private:
   Napi::Value step(const Napi::CallbackInfo& info);
@@ -463,6 +578,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value placement(const Napi::CallbackInfo&) { return placement_.Value(); }
 
   std::shared_ptr<Model> model_;
+  StepNames names_;
   bool busy_ = false;  // a step or a profile run is in flight
   Napi::ObjectReference info_;
   Napi::ObjectReference placement_;
@@ -493,7 +609,7 @@ class StepWorker : public Napi::AsyncWorker {
     }
     std::string code, message;
     Napi::Value out;
-    capture(&code, &message, [&] { out = result_to_js(env, result_); });
+    capture(&code, &message, [&] { out = result_to_js(env, owner_->names(), result_); });
     if (!code.empty()) deferred_.Reject(to_js_error(env, code.c_str(), message).Value());
     else deferred_.Resolve(out);
   }
@@ -522,7 +638,7 @@ Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
   std::string code, message;
   capture(&code, &message, [&] {
     if (info.Length() < 1) bad_arg("step(plan) needs a plan");
-    plan = parse_plan(info[0]);
+    plan = parse_plan(names_, info[0]);
   });
   if (!code.empty()) return rejected(env, code.c_str(), message);
   busy_ = true;

@@ -250,6 +250,18 @@ t.test('bad plans reject with a typed error and leave the model usable', async (
   await t.rejects(m.step(plan([], [{ fromTier: 'host', fromBlock: 0, toTier: 'device', toBlock: 7 }])), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(m.step({ strategy: 'fast', copies: [], sequences: [] } as unknown as StepPlan), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(m.step({ ...good, sequences: [{ ...good.sequences[0], tokens: [1, 2] as unknown as Int32Array }] }), { code: 'TDM_BAD_ARGUMENT', message: /Int32Array/ });
+  // The messages name the field's place in the plan.
+  const bad = (s: object) => m.step({ ...good, sequences: [good.sequences[0], { ...good.sequences[0], seqId: 9, ...s }] } as unknown as StepPlan);
+  await t.rejects(bad({ kvTier: 'gpu' }), { code: 'TDM_BAD_ARGUMENT', message: "plan.sequences[1].kvTier must be 'device' or 'host'" });
+  await t.rejects(bad({ attention: 7 }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].attention must be a string' });
+  await t.rejects(bad({ startPos: 1.5 }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].startPos must be an integer in [0, 2147483647]' });
+  await t.rejects(bad({ sample: 1 }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].sample must be a boolean' });
+  const sampling = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 1 };
+  await t.rejects(bad({ sampling: { ...sampling, topP: 'x' } }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].sampling.topP must be a number' });
+  await t.rejects(bad({ sampling: { ...sampling, logitBias: [{ token: 1, bias: 0 }, { token: 2 }] } }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].sampling.logitBias[1].bias must be a number' });
+  await t.rejects(bad({ sampling: { ...sampling, allowed: [1] } }), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[1].sampling.allowed must be a Uint8Array' });
+  await t.rejects(m.step({ ...good, copies: [{ fromTier: 'host', fromBlock: 0, toTier: 'disk', toBlock: 1 }] } as unknown as StepPlan), { code: 'TDM_BAD_ARGUMENT', message: "plan.copies[0].toTier must be 'device' or 'host'" });
+  await t.rejects(m.step({ ...good, sequences: [null] } as unknown as StepPlan), { code: 'TDM_BAD_ARGUMENT', message: 'plan.sequences[0] must be an object' });
   await t.rejects(m.step({ ...good, sequences: [{ ...good.sequences[0], sampling: { temperature: -1, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 1 } }] }), { code: 'TDM_BAD_ARGUMENT' });
   const ok = await m.step(good);
   t.ok(ok.sequences[0].token >= 0, 'the model still runs after rejected plans');
