@@ -337,17 +337,17 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
   if (typeof report === 'string') return [...lines, report, ''];
   const w = report.workload;
   lines.push(`${report.label ? `With ${report.label}: ` : ''}${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
-    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | moves | preemptions | step prediction error | replayed on its tables (SIMULATED) |', '|---|---|---|---|---|---|---|---|---|---|---|');
+    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | mean step / host between µs | moves | preemptions | step prediction error | replayed on its tables (SIMULATED) |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
   const base = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r))?.tokensPerS;
   for (const r of report.runs) {
     if ('error' in r) {
-      lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | | |`);
+      lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | | | |`);
       continue;
     }
     const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
     const err = r.meanStepError === undefined || Number.isNaN(r.meanStepError) ? '-' : `${(r.meanStepError * 100).toFixed(0)}%`;
     const replayed = typeof report.replay === 'object' ? report.replay[r.policy] : undefined;
-    lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.moves} | ${r.preemptions} | ${err} | ${replayed === undefined ? '-' : replayed.toFixed(1)} |`);
+    lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.stepUsMean.toFixed(0)} / ${r.hostUsMean === undefined ? '-' : r.hostUsMean.toFixed(0)} | ${r.moves} | ${r.preemptions} | ${err} | ${replayed === undefined ? '-' : replayed.toFixed(1)} |`);
   }
   if (typeof report.replay === 'string') lines.push('', `Replay: ${report.replay}`);
   else if (report.replay) lines.push('', 'The last column replays the same batch on the cost tables gpu-only\'s run profiled (tandem simulate --replay; SIMULATED): where it parts from the measured column, the tables miss the machine.');

@@ -41,6 +41,8 @@ export interface PolicyRun {
   /** Mean step time and its phases (µs per step, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
   stepUsMean: number;
   phaseUsMean: Record<string, number>;
+  /** Host time around each step (planning, the native call's way in and out, token delivery), µs: the device idles through it. */
+  hostUsMean: number;
   /** Every step: [strategy, device-KV seqs, host-KV seqs, seqs with CPU attention, tokens, measured µs, predicted µs or -1], to see where predictions miss. */
   stepTrace: [string, number, number, number, number, number, number][];
 }
@@ -92,6 +94,7 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       profileSource: model.info.profile?.source ?? 'none',
       ...(model.info.profile?.file ? { profileFile: model.info.profile.file } : {}),
       stepUsMean: numSteps > 0 ? totalUs / numSteps : 0,
+      hostUsMean: stats.numSteps > 0 ? stats.hostUs / stats.numSteps : 0,
       phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numSteps > 0 ? v / numSteps : 0])),
       stepTrace,
     };

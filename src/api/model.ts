@@ -548,6 +548,7 @@ export class Model {
       numDraftTokens: s.numDraftTokens,
       numAcceptedDrafts: s.numAcceptedDrafts,
       stepUs: s.stepUs,
+      hostUs: s.hostUs,
       phaseUs: s.phaseUs,
     };
     const policy = this.engine.policy;

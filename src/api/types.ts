@@ -421,6 +421,8 @@ export interface ModelStats {
   numAcceptedDrafts: number;
   /** Summed step wall time and per-phase time, microseconds. */
   stepUs: number;
+  /** Summed host time around the steps (planning, the native call's way in and out, token delivery), microseconds: a device idles through it. */
+  hostUs: number;
   phaseUs: Record<string, number>;
   /** With a device: what the policy did. */
   policy?: PolicyStatsView;

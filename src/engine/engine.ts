@@ -62,6 +62,11 @@ export interface EngineStats extends SchedulerCounters {
   numFailed: number;
   /** Sum of the steps' measured wall time, microseconds. */
   stepUs: number;
+  /**
+   * Host time of the loop around the steps, microseconds: planning, passing the plan to the
+   * native side and the result back, and delivering tokens. A device idles through it.
+   */
+  hostUs: number;
   /** Sum of the steps' measured time per phase, microseconds. */
   phaseUs: Record<string, number>;
 }
@@ -98,7 +103,7 @@ export class Engine {
   private readonly live = new Map<number, Live>();
   private nextSeqId = 1;
   private numSteps = 0;
-  private readonly totals = { numRequests: 0, numFinished: 0, numAborted: 0, numFailed: 0, stepUs: 0 };
+  private readonly totals = { numRequests: 0, numFinished: 0, numAborted: 0, numFailed: 0, stepUs: 0, hostUs: 0 };
   private readonly phaseUs: Record<string, number> = {};
   /** The running loop; `looping` says whether it is still going. */
   private loop: Promise<void> = Promise.resolve();
@@ -210,6 +215,7 @@ export class Engine {
       // Paused requests alone do not keep the loop going; setPaused(id, false) restarts it.
       while (this.scheduler.hasRunnableWork && !this.closed) {
         // One turn of the event loop between steps: abort signals, timers and I/O get their turn.
+        const begin = this.now();
         await nextTurn();
         if (this.closed) break;
         const plan = planner.schedule();
@@ -235,6 +241,7 @@ export class Engine {
         const events = planner.update(plan, result);
         this.onStep?.(plan, result, decision);
         for (const event of events) this.dispatch(event);
+        if (Number.isFinite(result.totalUs)) this.totals.hostUs += Math.max(0, (this.now() - begin) * 1000 - result.totalUs);
       }
     } catch (err) {
       this.failAll(asTandemError(err));

@@ -244,4 +244,6 @@ t.test('per-request metrics: queue, first token, last token and finish times, pr
   t.equal(s.numCachedTokens, 12);
   t.equal(s.numPrefillTokens, 13 + 1);
   t.equal(s.phaseUs.forward, s.numSteps, 'phase times are summed');
+  // The fake clock moves 10 ms inside each step, which reports 1 µs: the rest is the loop's.
+  t.equal(s.hostUs, s.numSteps * (10_000 - 1), 'host time is the loop\'s wall time less what the steps report');
 });
