@@ -125,6 +125,8 @@ export const ROOFLINE = {
   /** Kernel launches per layer and their cost (µs). */
   kernelsPerLayer: 12,
   launchUs: 5,
+  /** Kernel launches of the LM head: final norm and output matmul. */
+  headLaunches: 2,
   /** Host-side cost of one sequence's CPU attention per layer (µs): task setup, block-table walk. */
   cpuSeqOverheadUs: 2,
 };
@@ -134,7 +136,8 @@ export const DEFAULT_CPU_ATTENTION_EFFICIENCY = 0.5;
 
 /**
  * The roofline cost model of `model` on `hw`: linear work is the slower of reading the
- * weights and doing the FLOPs; decode attention reads the KV; CPU attention reads it at
+ * weights and doing the FLOPs (the LM head apart, for the sampled rows, with their logits
+ * copied to the host); decode attention reads the KV; CPU attention reads it at
  * `cpuAttentionEfficiency` of the host's bandwidth (measured here, see the simulate command).
  */
 export function rooflineCostModel(hw: HardwareProfile, model: ModelShapeSpec, cpuAttentionEfficiency: number, blockTokens = 16): CostModel {
@@ -155,13 +158,19 @@ export function rooflineCostModel(hw: HardwareProfile, model: ModelShapeSpec, cp
   };
   const us = (seconds: number) => seconds * 1e6;
   const launches = model.nLayer * R.kernelsPerLayer * R.launchUs;
+  // Reading `params` weights once for `rows` rows: the slower of the bytes and the FLOPs.
+  const matmulUs = (params: number, rows: number) =>
+    us(Math.max((params * wb) / (hw.gpu.bandwidth * R.weightBandwidth), (2 * params * rows) / (hw.gpu.fp16Flops * R.flops)));
   return {
     shape,
+    // The layers over every row; the LM head apart, over the rows a step samples (as the engine runs it).
     linearUs(tokens) {
-      if (tokens <= 0) return 0;
-      const bytes = (model.nLayer * p.perLayer + p.lmHead) * wb;
-      const flops = 2 * (model.nLayer * p.perLayer + p.lmHead) * tokens;
-      return us(Math.max(bytes / (hw.gpu.bandwidth * R.weightBandwidth), flops / (hw.gpu.fp16Flops * R.flops))) + launches;
+      return tokens > 0 ? matmulUs(model.nLayer * p.perLayer, tokens) + launches : 0;
+    },
+    headUs(rows) {
+      if (rows <= 0) return 0;
+      const logitsBytes = rows * model.nVocab * 4;  // f32 logits to the host for sampling
+      return matmulUs(p.lmHead, rows) + R.headLaunches * R.launchUs + us(logitsBytes / hw.link.bandwidth) + hw.link.latencyUs;
     },
     deviceAttentionUs(requests, context) {
       if (requests <= 0) return 0;

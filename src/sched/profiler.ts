@@ -83,6 +83,7 @@ export const SIM_GRID: ProfileGrid = {
   attentionRequests: [1, 2, 4, 8, 16, 32, 64, 128, 256],
   attentionContexts: [16, 64, 256, 1024, 2048, 4096],
   prefillTokens: [16, 64, 256, 1024, 2048],
+  headRows: [1, 8, 32, 128, 256],
   copyBytes: [4096, 65536, 1048576, 16777216, 268435456],
   heldOut: [
     { kind: 'linear', tokens: 24 },

@@ -169,8 +169,9 @@ t.test('an asynchronous device: sampling from its phase, each strategy\'s pass f
     const p = i % 2 === 0 ? plan('gpu-only', 8, 0) : plan('overlap', 8, 1 + (i % 5));
     model.observeStep(p, gpuStep(p), { deviceSynchronous: false });
   }
-  t.equal(model.linearUs(8), lin, 'queue times do not become linear times');
-  t.equal(model.deviceAttentionUs(8, 500), dev, 'nor device attention times');
+  // (Within rounding: the device scales fitted to the gpu-only passes stay at 1.)
+  t.ok(Math.abs(model.linearUs(8) / lin - 1) < 1e-9, 'queue times do not become linear times');
+  t.ok(Math.abs(model.deviceAttentionUs(8, 500) / dev - 1) < 1e-9, 'nor device attention times');
   t.ok(Math.abs(model.samplingUs(10) - 3500) < 1, `sampling learned: ${model.samplingUs(10).toFixed(0)} µs for 10 sequences`);
   t.ok(Math.abs(model.strategyFactor('overlap') - 1.4) < 0.05, `overlap factor ${model.strategyFactor('overlap').toFixed(3)}`);
   t.ok(Math.abs(model.strategyFactor('gpu-only') - 1) < 0.05, `gpu-only factor ${model.strategyFactor('gpu-only').toFixed(3)}`);

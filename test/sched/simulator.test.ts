@@ -74,3 +74,23 @@ t.test('CPU attention efficiency is measured with the kernels of the profile hos
     else t.match(m.note, `no ${simd}`, `${simd}: the note says another kernel stood in`);
   }
 });
+
+t.test('the roofline prices the LM head apart, over the rows a step samples, as the engine runs it', async (t) => {
+  const a10 = HARDWARE.a10!;
+  const llama3 = SIM_MODELS['llama3.1-8b']!;
+  const m = rooflineCostModel(a10, llama3, 0.5);
+  const bigVocab = rooflineCostModel(a10, { ...llama3, nVocab: 4 * llama3.nVocab }, 0.5);
+  t.equal(bigVocab.linearUs(512), m.linearUs(512), 'the layers do not depend on the vocabulary');
+  t.ok(bigVocab.headUs!(1) > m.headUs!(1), 'the head does');
+  t.equal(m.headUs!(0), 0);
+  // A 512-token prompt chunk samples one row: its head reads the output matrix once; the old
+  // roofline ran it over all 512 rows (1 GFLOP a row for this vocabulary).
+  const headBytes = llama3.nEmbd * llama3.nVocab * llama3.weightBytesPerParam;
+  const oneRow = headBytes / (a10.gpu.bandwidth * 0.8) * 1e6;
+  t.ok(m.headUs!(1) > oneRow && m.headUs!(1) < 1.2 * oneRow, `one row: about a read of the matrix (${m.headUs!(1).toFixed(0)} µs)`);
+  t.ok(m.headUs!(512) > 5 * m.headUs!(1), `512 rows: compute-bound (${m.headUs!(512).toFixed(0)} µs)`);
+  // The logits go to the host for sampling: 4 bytes a token of the vocabulary, over the link.
+  // (64 rows still read the matrix in the time of one: the difference is the copy of 63 rows.)
+  const copy = (63 * llama3.nVocab * 4) / a10.link.bandwidth * 1e6;
+  t.ok(Math.abs(m.headUs!(64) - m.headUs!(1) - copy) < 1e-6 * copy, 'each sampled row adds its logits\' copy');
+});

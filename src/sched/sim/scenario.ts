@@ -67,7 +67,7 @@ function mean(r: [number, number]): number {
 function gpuOnlyCapacity(truth: CostModel, deviceTokens: number, lengths: Pick<WorkloadSpec, 'promptTokens' | 'outputTokens'>): number {
   const footprint = mean(lengths.promptTokens) + mean(lengths.outputTokens) / 2;
   const batch = Math.max(1, Math.min(256, Math.floor(deviceTokens / footprint)));
-  const stepUs = truth.linearUs(batch) + truth.deviceAttentionUs(batch, footprint);
+  const stepUs = truth.linearUs(batch) + (truth.headUs?.(batch) ?? 0) + truth.deviceAttentionUs(batch, footprint);
   return (batch * 1e6) / stepUs;
 }
 
@@ -77,7 +77,7 @@ export function runScenario(cfg: ScenarioConfig): ScenarioResult {
   const host = Math.floor(cfg.hardware.host.kvBytes / (kvBytesPerToken(cfg.model) * BLOCK_TOKENS));
   const deviceTokens = device * BLOCK_TOKENS;
   const lengths = deviceTokens >= 2 * (DECODE_HEAVY.promptTokens[1] + DECODE_HEAVY.outputTokens[1]) ? DECODE_HEAVY : DECODE_HEAVY_SHORT;
-  const lone = truth.linearUs(1) + truth.deviceAttentionUs(1, mean(lengths.promptTokens) + mean(lengths.outputTokens) / 2);
+  const lone = truth.linearUs(1) + (truth.headUs?.(1) ?? 0) + truth.deviceAttentionUs(1, mean(lengths.promptTokens) + mean(lengths.outputTokens) / 2);
   const tpotSloUs = cfg.tpotSloUs ?? 3 * lone;
   const ttftSloUs = cfg.ttftSloUs ?? 10e6;
   const policies = cfg.policies ?? POLICY_NAMES;
