@@ -5,7 +5,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { command, planFromFlags } from '../../src/cli/commands/bench.js';
+import { command, planFromFlags, simulateArgs } from '../../src/cli/commands/bench.js';
 import { measureBandwidth } from '../../src/bench/machine.js';
 import { native } from '../../src/native/binding.js';
 import { systemsByName } from '../../src/bench/systems/index.js';
@@ -23,6 +23,15 @@ t.test('the read-bandwidth probe measures something and checks its arguments', a
   await t.rejects(measureBandwidth(1, 1, 1000), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(measureBandwidth(0, 1), { code: 'TDM_BAD_ARGUMENT' });
   await t.rejects(measureBandwidth(1, 0), { code: 'TDM_BAD_ARGUMENT' });
+});
+
+t.test('bench --simulate HW is tandem simulate HW with the other flags', async (t) => {
+  t.equal(simulateArgs(['-m', 'x.gguf']), null, 'without --simulate: a measured bench');
+  t.same(simulateArgs(['--simulate', 't4', '--quick']), ['t4', '--quick']);
+  t.same(simulateArgs(['--quick', '--simulate=a10', '--model', 'llama2-7b']), ['a10', '--quick', '--model', 'llama2-7b']);
+  t.throws(() => simulateArgs(['--simulate']), { code: 'TDM_BAD_ARGUMENT', message: /hardware profile/ });
+  t.throws(() => simulateArgs(['--simulate', '--quick']), { code: 'TDM_BAD_ARGUMENT', message: /hardware profile/ });
+  await t.rejects(command.run(['--simulate', 'h100']), { code: 'TDM_BAD_ARGUMENT' }, 'an unknown profile is the simulate command\'s usage error');
 });
 
 t.test('flags: --quick sets short defaults, explicit flags win, bad values are usage errors', async (t) => {

@@ -56,10 +56,14 @@ const OPTIONS = {
 } as const satisfies ParseArgsConfig['options'];
 
 const HELP = `usage: tandem bench [options]
+       tandem bench --simulate t4|a10|mi210|all [options of tandem simulate]
 
 Runs tandem and the baselines on the same GGUF file, threads and sequences,
 alternating systems run by run, and writes results.json, results.md, machine.json
 and SVG plots to --out.
+
+With --simulate it runs \`tandem simulate\` instead: the real scheduler and policies
+against a virtual clock on a hardware profile (tandem simulate --help). SIMULATED.
 
   -m, --model LIST          GGUF files or bench models, comma-separated or repeated
                             (default tinyllama-q4_K_M; --quick: quick). Bench models,
@@ -258,9 +262,21 @@ class BenchProgress {
   }
 }
 
+/** `bench --simulate HW ...` as `simulate HW ...`, or null without --simulate. */
+export function simulateArgs(argv: readonly string[]): string[] | null {
+  const i = argv.findIndex((a) => a === '--simulate' || a.startsWith('--simulate='));
+  if (i < 0) return null;
+  const inline = argv[i]!.startsWith('--simulate=');
+  const hw = inline ? argv[i]!.slice('--simulate='.length) : argv[i + 1];
+  if (hw === undefined || hw === '' || hw.startsWith('-')) throw usageError('bench: --simulate needs a hardware profile: t4, a10, mi210 or all');
+  return [hw, ...argv.slice(0, i), ...argv.slice(i + (inline ? 1 : 2))];
+}
+
 export const command: Command = {
   summary: 'benchmark tandem against llama.cpp on the same model, threads and sequences',
   async run(argv) {
+    const simulated = simulateArgs(argv);
+    if (simulated) return (await import('../../sched/sim/command.js')).command.run(simulated);
     const { values } = parseFlags('bench', { args: argv, options: OPTIONS, allowPositionals: false, strict: true });
     if (values.help) {
       console.log(HELP);
