@@ -275,6 +275,7 @@ const tdm_backend_iface kGpuIface = [] {
   t.moe_combine = op_moe_combine;
   t.matmul_group = op_matmul_group;
   t.copy_blocks = op_copy_blocks;
+  t.top_k_rows = op_top_k_rows;
   return t;
 }();
 

@@ -42,6 +42,7 @@ const KERNEL_VARIANTS: KernelVariant[] = ([
   { label: 'decode attention in the prefill layout (TANDEM_GPU_ATTN_WARP_ROWS=0)', env: { TANDEM_GPU_ATTN_WARP_ROWS: '0' } },
   { label: 'tiled matmuls with their k range whole (TANDEM_GPU_MM_SPLIT=1)', env: { TANDEM_GPU_MM_SPLIT: '1' } },
   { label: 'tiled matmuls in four k parts whatever the grid (TANDEM_GPU_MM_SPLIT=4)', env: { TANDEM_GPU_MM_SPLIT: '4' } },
+  { label: 'whole rows of logits to the host for sampling (TANDEM_DEVICE_TOP_K=0)', env: { TANDEM_DEVICE_TOP_K: '0' } },
   ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
 ] as KernelVariant[]).filter((v) => {
   // TANDEM_DEVICE_KERNEL_VARIANTS: which variants run, as text of their labels (comma-separated,

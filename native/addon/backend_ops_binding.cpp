@@ -501,6 +501,34 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   });
 }
 
+// topKRows(id, x[nRows*nCols], nRows, nCols, k) -> {vals, ids, flags}; unsupported where the
+// backend leaves top_k_rows out.
+Napi::Value top_k_rows(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    const int64_t n_rows = int_arg(info, 2, "nRows"), n_cols = int_arg(info, 3, "nCols"), k = int_arg(info, 4, "k");
+    Napi::Float32Array x = f32_arg(info, 1, "x", size_t(n_rows * n_cols));
+    if (b.fn().top_k_rows == nullptr) throw Error(code::unsupported, "this backend has no top_k_rows");
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    float* dv = sc.alloc_n<float>(size_t(n_rows * k));
+    int32_t* di = sc.alloc_n<int32_t>(size_t(n_rows * k));
+    int32_t* df = sc.alloc_n<int32_t>(size_t(n_rows));
+    b.check(b.fn().top_k_rows(b.ctx(), dx, n_rows, n_cols, int32_t(k), dv, di, df, nullptr), "top_k_rows");
+    Napi::Float32Array vals = Napi::Float32Array::New(info.Env(), size_t(n_rows * k));
+    Napi::Int32Array ids = Napi::Int32Array::New(info.Env(), size_t(n_rows * k));
+    Napi::Int32Array flags = Napi::Int32Array::New(info.Env(), size_t(n_rows));
+    sc.download(vals.Data(), dv, vals.ElementLength());
+    sc.download(ids.Data(), di, ids.ElementLength());
+    sc.download(flags.Data(), df, flags.ElementLength());
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("vals", vals);
+    out.Set("ids", ids);
+    out.Set("flags", flags);
+    return out;
+  });
+}
+
 // router(id, logits[nTokens*nExperts], nTokens, nExperts, nUsed, gating, norm, scale) -> {ids, weights}
 Napi::Value router(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -903,6 +931,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("scaleRows", Napi::Function::New(env, scale_rows, "scaleRows"));
   ops.Set("attention", Napi::Function::New(env, attention, "attention"));
   ops.Set("router", Napi::Function::New(env, router, "router"));
+  ops.Set("topKRows", Napi::Function::New(env, top_k_rows, "topKRows"));
   ops.Set("moeFfn", Napi::Function::New(env, moe_ffn, "moeFfn"));
   ops.Set("moeCombine", Napi::Function::New(env, moe_combine, "moeCombine"));
   ops.Set("copyBlocks", Napi::Function::New(env, copy_blocks, "copyBlocks"));

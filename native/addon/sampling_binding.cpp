@@ -1,7 +1,10 @@
 // Test-only JS face of native sampling: sampleLogits(logits, params, recent, position)
-// runs core/sampling.h on one row so tests can check it; the executor calls C++ directly.
+// runs core/sampling.h on one row so tests can check it, and sampleLogitsFromBest does the
+// same from the row's k best logits; the executor calls C++ directly.
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "addon/napi_util.h"
 #include "core/sampling.h"
@@ -55,12 +58,17 @@ SamplingConfig parse_params(const Napi::Value& value) {
   return c;
 }
 
+Napi::Float32Array arg_logits(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    bad_arg("logits must be a Float32Array");
+  Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
+  if (logits.ElementLength() == 0 || logits.ElementLength() > 2147483647u) bad_arg("logits must hold 1 to 2^31-1 values");
+  return logits;
+}
+
 Napi::Value sample_logits(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      bad_arg("logits must be a Float32Array");
-    Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
-    if (logits.ElementLength() == 0 || logits.ElementLength() > 2147483647u) bad_arg("logits must hold 1 to 2^31-1 values");
+    Napi::Float32Array logits = arg_logits(info);
     SamplingConfig cfg = parse_params(info.Length() > 1 ? info[1] : info.Env().Undefined());
     if (info.Length() < 3 || !info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       bad_arg("recent tokens must be an Int32Array");
@@ -75,10 +83,44 @@ Napi::Value sample_logits(const Napi::CallbackInfo& info) {
   });
 }
 
+// sampleLogitsFromBest(logits, params, position, k): the k best are picked here on the host,
+// standing in for a device's top_k_rows.
+Napi::Value sample_logits_from_best(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Float32Array logits = arg_logits(info);
+    SamplingConfig cfg = parse_params(info.Length() > 1 ? info[1] : info.Env().Undefined());
+    uint64_t position = safe_uint(arg_number(info, 2, "position"), "position");
+    const int32_t n_vocab = int32_t(logits.ElementLength());
+    const uint32_t k = arg_u32(info, 3, "k");
+    if (k < 1 || k > uint32_t(n_vocab)) bad_arg("k must be in [1, " + std::to_string(n_vocab) + "], got " + std::to_string(k));
+    Napi::Object out = Napi::Object::New(info.Env());
+    const int32_t needed = best_logits_needed(cfg, 0, n_vocab, int32_t(k));
+    int32_t token = -1;
+    if (needed > 0) {
+      std::vector<Candidate> row(logits.ElementLength());
+      for (int32_t i = 0; i < n_vocab; i++) {
+        const float l = logits[size_t(i)];
+        // (NaN has no place in the order; top_k_rows flags such a row for the caller.)
+        if (std::isnan(l) || l == INFINITY)
+          bad_arg("sampling: logit of token " + std::to_string(i) + " is " + (std::isnan(l) ? "NaN" : "+Infinity"));
+        row[size_t(i)] = Candidate{l, i};
+      }
+      std::partial_sort(row.begin(), row.begin() + k, row.end(),
+                        [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); });
+      static thread_local SamplerScratch scratch;
+      token = sample_from_best(row.data(), int32_t(k), cfg, position, scratch);
+    }
+    out.Set("token", Napi::Number::New(info.Env(), token));
+    out.Set("needed", Napi::Number::New(info.Env(), needed));
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_sampling(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleLogits", Napi::Function::New(env, sample_logits, "sampleLogits"));
+  exports.Set("sampleLogitsFromBest", Napi::Function::New(env, sample_logits_from_best, "sampleLogitsFromBest"));
 }
 
 }  // namespace tdm::addon

@@ -14,7 +14,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 4u
+#define TDM_BACKEND_ABI_VERSION 5u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -288,7 +288,20 @@ typedef struct tdm_backend_iface {
    * n_cols. NULL: the caller makes n matmul calls. */
   tdm_status (*matmul_group)(tdm_backend_ctx* ctx, const tdm_weight* const* w, int32_t n, const float* x,
                              int64_t n_tokens, float* const* y, tdm_stream* s);
+
+  /* ---- ops appended in ABI 5 */
+  /* (optional) The k best entries of each of n_rows rows of n_cols floats (x), best first: a
+   * larger value, then a lower column, goes first (sampling's order, so that a token sampler can
+   * run on the host from these alone). vals and ids are n_rows x k. flags[r] is 1 where row r
+   * holds a NaN or +Infinity or where its best value is -Infinity (the caller then reads the row
+   * itself), else 0; that row's vals and ids are then unspecified. 1 <= k <= TDM_TOP_K_MAX and
+   * k <= n_cols. NULL: the caller copies the rows to the host. */
+  tdm_status (*top_k_rows)(tdm_backend_ctx* ctx, const float* x, int64_t n_rows, int64_t n_cols, int32_t k,
+                           float* vals, int32_t* ids, int32_t* flags, tdm_stream* s);
 } tdm_backend_iface;
+
+/* The largest k of top_k_rows. */
+#define TDM_TOP_K_MAX 64
 
 /* A live backend: its table and its context. */
 typedef struct tdm_backend {

@@ -264,6 +264,7 @@ void Model::ensure_batch(BatchBuffers& w, int64_t n_tokens, int64_t n_out, int64
     w.out_rows = DeviceBuffer(b, size_t(N) * sizeof(int32_t));
     w.out_x = DeviceBuffer(b, size_t(N * hp_.n_embd) * f);
     w.logits = DeviceBuffer(b, size_t(N * hp_.n_vocab) * f);
+    if (best_on_device_) w.best = DeviceBuffer(b, size_t(N * (2 * TDM_TOP_K_MAX + 1)) * sizeof(int32_t));
     w.cap_out = N;
   }
   if (n_table > w.cap_table) {
@@ -942,7 +943,7 @@ void Model::predict_next(const float* logits, int64_t T, std::vector<int32_t>* p
   }
 }
 
-const float* Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out) {
+Model::HeadOut Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, int32_t best_k) {
   const tdm_backend_iface& f = device_->fn();
   tdm_backend_ctx* c = device_->ctx();
   const int64_t E = hp_.n_embd;
@@ -953,25 +954,54 @@ const float* Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out) {
   device_->check(f.get_rows(c, &xrows, b.out_rows.as<int32_t>(), n_out, XO, nullptr), "get_rows");
   device_->check(f.rms_norm(c, XO, placement_.exec.output_norm.data, XO, n_out, E, hp_.rms_eps, nullptr), "rms_norm");
   matmul(placement_.exec.output, XO, n_out, b.logits.as<float>());
-  const float* host_logits = b.logits.as<float>();
+  HeadOut out;
+  out.logits = b.logits.as<float>();
   if (device_->host_memory()) {
     // Read where they were written: copying 16 rows of a 128k vocabulary costs a millisecond.
     if (device_async_) device_->check(device_->fn().stream_sync(device_->ctx(), nullptr), "stream_sync");
   } else {
-    // Page-locked, so that the copy runs at the link's speed rather than through staging.
-    const size_t bytes = size_t(n_out * hp_.n_vocab) * sizeof(float);
-    b.h_logits.reserve(device_, bytes);
-    to_host(b.h_logits.data(), b.logits.data(), bytes);
-    host_logits = b.h_logits.as<float>();
+    bool whole_rows = best_k <= 0;
+    if (!whole_rows) {
+      // Each row's best and a flag (8 bytes a candidate, 4 a row) instead of the row.
+      float* vals = b.best.as<float>();
+      int32_t* ids = reinterpret_cast<int32_t*>(vals + n_out * best_k);
+      int32_t* flags = ids + n_out * best_k;
+      device_->check(f.top_k_rows(c, b.logits.as<float>(), n_out, hp_.n_vocab, best_k, vals, ids, flags, nullptr), "top_k_rows");
+      const size_t bytes = size_t(n_out * (2 * best_k + 1)) * sizeof(int32_t);
+      b.h_best.reserve(device_, bytes);
+      to_host(b.h_best.data(), vals, bytes);
+      out.best_vals = b.h_best.as<float>();
+      out.best_ids = reinterpret_cast<const int32_t*>(out.best_vals + n_out * best_k);
+      out.best_k = best_k;
+      out.logits = nullptr;
+      const int32_t* h_flags = out.best_ids + n_out * best_k;
+      // A NaN, +Infinity or an all -Infinity row: the sampler reads the rows and says which.
+      whole_rows = std::any_of(h_flags, h_flags + n_out, [](int32_t x) { return x != 0; });
+    }
+    if (whole_rows) {
+      // Page-locked, so that the copy runs at the link's speed rather than through staging.
+      const size_t bytes = size_t(n_out * hp_.n_vocab) * sizeof(float);
+      b.h_logits.reserve(device_, bytes);
+      to_host(b.h_logits.data(), b.logits.data(), bytes);
+      out = HeadOut{};
+      out.logits = b.h_logits.as<float>();
+    }
   }
   ph_.logits += us_since(t0) - (ph_.host_linear + ph_.transfer - other);
-  return host_logits;
+  return out;
 }
 
 void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
   auto draw = [&](const Draw& d, SamplerScratch& scratch) {
     const SeqPlan& s = *d.seq;
     const uint64_t position = uint64_t(s.start_pos) + uint64_t(s.tokens.size());
+    if (d.best_k > 0) {
+      std::vector<Candidate>& best = scratch.best;
+      best.resize(size_t(d.best_k));
+      for (int32_t j = 0; j < d.best_k; ++j) best[size_t(j)] = Candidate{d.best_vals[j], d.best_ids[j]};
+      d.result->token = sample_from_best(best.data(), d.best_k, s.sampling, position, scratch);
+      return;
+    }
     if (s.n_draft == 0) {
       d.result->token = sample_token(d.logits, int32_t(n_vocab), s.sampling, s.recent.data(), int32_t(s.recent.size()), position, scratch);
       return;
@@ -1002,9 +1032,10 @@ void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
     sample_pool_ = std::make_unique<cpu::ThreadPool>(sample_threads_, /*spin=*/false);
     samplers_.resize(size_t(sample_pool_->size()));
   }
-  // A few passes over the row each: about 8 units of the pool's work measure per logit.
-  sample_pool_->run(int64_t(draws.size()), [&](int64_t i, int th) { draw(draws[size_t(i)], samplers_[size_t(th)]); },
-                    8.0 * double(n_vocab) * double(draws.size()));
+  // A few passes over the row (or its best) each: about 8 units of the pool's work measure per logit.
+  double work = 0;
+  for (const Draw& d : draws) work += 8.0 * double(d.best_k > 0 ? d.best_k : n_vocab);
+  sample_pool_->run(int64_t(draws.size()), [&](int64_t i, int th) { draw(draws[size_t(i)], samplers_[size_t(th)]); }, work);
 }
 
 // One step in flight: its sub-batches and the CPU attention jobs that run beside the device.
@@ -1044,12 +1075,15 @@ class StepRun {
     std::vector<int32_t> cpu_tables;   // read by the CPU where they are
     std::vector<Group> dev_groups, cpu_groups;
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
-    const float* logits = nullptr;     // host-readable, rows x n_vocab (lm_head's; valid for the step)
+    Model::HeadOut head;               // lm_head's: host-readable logits or rows' best (valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
     double cpu_us = 0;                 // CPU attention time, written by its jobs
   };
 
   bool cpu_side(const SeqPlan& s) const { return m_.has_device() && s.attention == AttnDevice::cpu; }
+  // How many of each output row's best logits the batch's sampling needs, when the device can
+  // cut its rows to them and every row is one sampled row that needs no more; else 0.
+  int32_t best_needed(const Batch& b) const;
   void split();
   void lay_out(Batch& b);
   void start_attention(Batch& b, int64_t l);
@@ -1062,6 +1096,20 @@ class StepRun {
   bool concurrent_ = false;  // CPU attention runs on the worker, beside the device
   bool submitted_ = false;
 };
+
+int32_t StepRun::best_needed(const Batch& b) const {
+  if (!m_.best_on_device_) return 0;
+  int32_t k = 0;
+  for (size_t j = 0; j < b.seqs.size(); ++j) {
+    if (b.out_first[j] < 0) continue;
+    const SeqPlan& s = plan_.seqs[b.seqs[j]];
+    if (!s.sample || s.return_all_logits || s.return_logits || s.n_draft > 0) return 0;
+    const int32_t need = best_logits_needed(s.sampling, int32_t(s.recent.size()), int32_t(m_.hp_.n_vocab), TDM_TOP_K_MAX);
+    if (need == 0) return 0;
+    k = std::max(k, need);
+  }
+  return k;
+}
 
 void StepRun::split() {
   const size_t n = plan_.seqs.size();
@@ -1268,7 +1316,7 @@ void StepRun::run(StepResult* result) {
   for (Batch& b : batches_) {
     const int64_t n_out = int64_t(b.out_rows.size());
     if (n_out == 0) continue;
-    b.logits = m.lm_head(*b.buf, b.n_rows, n_out);
+    b.head = m.lm_head(*b.buf, b.n_rows, n_out, best_needed(b));
   }
 
   timed(&m.ph_.sampling, [&] {
@@ -1280,9 +1328,14 @@ void StepRun::run(StepResult* result) {
         SeqResult& r = result->seqs[b.seqs[j]];
         r.seq_id = s.seq_id;
         if (b.out_first[j] < 0) continue;
+        if (b.head.best_k > 0) {  // every row of the batch is one sampled row (best_needed)
+          const int64_t at = b.out_first[j] * b.head.best_k;
+          draws.push_back(Model::Draw{&s, &r, nullptr, b.head.best_vals + at, b.head.best_ids + at, b.head.best_k});
+          continue;
+        }
         const int64_t n = int64_t(s.tokens.size());
         const int64_t rows = s.return_all_logits ? n : 1 + s.n_draft;
-        const float* first = b.logits + b.out_first[j] * V;
+        const float* first = b.head.logits + b.out_first[j] * V;
         const float* last = first + (rows - 1) * V;
         if (s.return_all_logits) {
           r.has_all_logits = true;

@@ -171,6 +171,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   page_in(*file, {}, page_in_progress);
   Backend* dev = m->device_;
   m->device_async_ = (dev->fn().caps(dev->ctx()) & TDM_CAP_ASYNC) != 0;
+  const char* top_k_env = std::getenv("TANDEM_DEVICE_TOP_K");
+  m->best_on_device_ = !dev->host_memory() && dev->fn().top_k_rows != nullptr && !(top_k_env && std::string(top_k_env) == "0");
   int64_t budget = cfg.device_weight_bytes;
   if (budget < 0 && !dev->host_memory()) {
     // All that fits beside the KV pool, keeping room for activations and the runtime.

@@ -76,8 +76,10 @@ struct BatchBuffers {
   int64_t cap_table = 0;
   DeviceBuffer x, xn, q, k, v, attn, o, gate, up, shared, router_logits, expert_ids, expert_weights, shared_gate;
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
+  DeviceBuffer best;            // top_k_rows' output per row: TDM_TOP_K_MAX values, then as many ids, then a flag
   HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
   HostBuffer h_logits;          // the logits copied from a device whose memory is not the host's
+  HostBuffer h_best;            // `best` copied to the host
   // Expert offload, per routed row (token, choice): device-run rows' inputs, every row's
   // output (device rows first, then CPU rows), unit weights, and the uploaded index and
   // weight arrays (ex_meta, staged in h_up); on the host the routing, the hidden states, the
@@ -195,14 +197,26 @@ class Model {
   void predict_next(const float* logits, int64_t T, std::vector<int32_t>* predicted) const;
   // Counts, once the device has finished, the routing of layers that ran without stopping for it.
   void finish_expert_counts();
-  // The logits of the n_out rows in b.out_rows, readable on the host: the device buffer itself
-  // when the device's memory is host memory, else a page-locked copy (b.h_logits).
-  const float* lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out);
-  // One sequence's token to draw: its plan, where the token goes, its row of logits.
+  // What the sampler reads of the n_out rows in b.out_rows, on the host: the logits (the
+  // device buffer itself when the device's memory is host memory, else a page-locked copy in
+  // b.h_logits), or, with best_k > 0 and no row the device flags, only each row's best_k best
+  // logits (b.h_best), so that a device does not send whole rows over its link.
+  struct HeadOut {
+    const float* logits = nullptr;     // rows x n_vocab, or null
+    const float* best_vals = nullptr;  // rows x best_k, best first (top_k_rows' order)
+    const int32_t* best_ids = nullptr;
+    int32_t best_k = 0;
+  };
+  HeadOut lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int32_t best_k);
+  // One sequence's token to draw: its plan, where the token goes, its row of logits, or its
+  // row's best (best_k of them) when the head kept only those.
   struct Draw {
     const SeqPlan* seq;
     SeqResult* result;
     const float* logits;
+    const float* best_vals = nullptr;
+    const int32_t* best_ids = nullptr;
+    int32_t best_k = 0;
   };
   // Draws every sequence's token, across sample_pool_ when there are several.
   void sample_all(const std::vector<Draw>& draws, int64_t n_vocab);
@@ -218,6 +232,9 @@ class Model {
   Backend* device_ = nullptr;              // runs the linear layers; the CPU backend when there is no device
   std::string device_kind_;                // "cuda", "hip" or "cpu-standin" ("" with no device)
   bool device_async_ = false;              // the device has TDM_CAP_ASYNC (streams, events)
+  // Sampled rows leave the device as their best logits when the sampler needs no more (a device
+  // with top_k_rows whose memory is not the host's; TANDEM_DEVICE_TOP_K=0 copies whole rows).
+  bool best_on_device_ = false;
   tdm_stream* copy_stream_ = nullptr;      // async devices: activations to the host beside compute
   tdm_event* compute_done_ = nullptr;      // recorded after a sub-batch's q/k/v are computed
   tdm_event* copy_done_ = nullptr;

@@ -47,6 +47,10 @@ void upload(Backend* b, void* dst, const void* src, size_t bytes) {
   b->check(b->fn().copy_h2d(b->ctx(), dst, src, bytes, nullptr), "copy_h2d");
 }
 
+// The head is timed as the default sampling runs it: each row cut to its 40 best on a device
+// that can (llama.cpp's default top-k, which generate() takes over).
+constexpr int32_t kProfiledBestK = 40;
+
 }  // namespace
 
 // The step's work around attention for n_tokens rows, of which n_logits (0..n_tokens) go
@@ -75,12 +79,13 @@ double Model::time_linear(int64_t n_tokens, int64_t n_logits, int iters) {
       to_device(b.attn.data(), zeros.data(), zeros.size() * sizeof(float));
       post_attention(b, n_tokens, l);
     }
-    if (n_logits > 0) lm_head(b, n_tokens, n_logits);
+    if (n_logits > 0) lm_head(b, n_tokens, n_logits, best_on_device_ ? std::min<int32_t>(kProfiledBestK, int32_t(hp_.n_vocab)) : 0);
     else sync(device_);  // the head's copy of the logits would have waited for the device
   });
 }
 
-// The LM head alone for n_rows rows: final norm, output matmul and the logits to the host.
+// The LM head alone for n_rows rows: final norm, output matmul and what the sampler reads of
+// the logits (each row's best, where the device cuts them, else the rows) on the host.
 double Model::time_head(int64_t n_rows, int iters) {
   if (n_rows < 1 || n_rows > 65536) throw Error(code::bad_argument, "rows must be in [1, 65536]");
   BatchBuffers& b = batches_[0];
@@ -91,7 +96,7 @@ double Model::time_head(int64_t n_rows, int iters) {
   const std::vector<float> x(size_t(n_rows * hp_.n_embd), 0.01f);
   to_device(b.x.data(), x.data(), x.size() * sizeof(float));
   ph_ = Phases{};
-  return median_us(iters, [&] { lm_head(b, n_rows, n_rows); });
+  return median_us(iters, [&] { lm_head(b, n_rows, n_rows, best_on_device_ ? std::min<int32_t>(kProfiledBestK, int32_t(hp_.n_vocab)) : 0); });
 }
 
 double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32_t n_new, int iters) {

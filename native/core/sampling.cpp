@@ -249,6 +249,76 @@ double mass_above(const float* x, const float* w, size_t n, float floor) {
   return (a0 + a1) + (a2 + a3);
 }
 
+// sample_token's `penalise`: the penalties change some logit only with recent tokens and a
+// penalty that is not the identity.
+bool penalises(const SamplingConfig& cfg, int32_t n_recent) {
+  return n_recent > 0 && (cfg.repeat_penalty != 1.0f || cfg.frequency_penalty != 0.0f || cfg.presence_penalty != 0.0f);
+}
+
+// min-p's bar as a logit: p_i >= min_p * p_max is logit_i >= max + log(min_p); -Infinity when off.
+float min_p_floor(const SamplingConfig& cfg, float max_v) {
+  return cfg.min_p > 0.0f ? float(double(max_v) + std::log(double(cfg.min_p))) : -kInf;
+}
+
+// Temperature, then the draw from the candidates c (never empty), whose best logit is max_v:
+// the first candidate whose running weight exceeds u * total.
+int32_t draw(const std::vector<Candidate>& c, float max_v, const SamplingConfig& cfg, uint64_t position, std::vector<double>& probs) {
+  const float inv_t = float(1.0 / double(cfg.temperature));
+  probs.resize(c.size());
+  double total = 0;
+  for (size_t i = 0; i < c.size(); i++) total += (probs[i] = exp_nonpos((c[i].logit - max_v) * inv_t));
+  const double target = sampling_uniform(cfg.seed, position) * total;
+  double cum = 0;
+  size_t last_positive = 0;
+  for (size_t i = 0; i < c.size(); i++) {
+    if (probs[i] <= 0) continue;
+    cum += probs[i];
+    last_positive = i;
+    if (cum > target) return c[i].id;
+  }
+  return c[last_positive].id;  // u * total rounded up to total
+}
+
+// The stages after top-k, over its candidates c (best first) from a row whose largest logit is
+// max_v: top-p, min-p, temperature, the draw. sample_token and sample_from_best both end here,
+// so that they draw the same token.
+int32_t sample_after_top_k(std::vector<Candidate>& c, float max_v, const SamplingConfig& cfg, uint64_t position, SamplerScratch& s) {
+  // top-p over the temperature-1 softmax of the k: the shortest best-first prefix whose mass
+  // reaches p (at least one token).
+  if (cfg.top_p < 1.0f) {
+    s.probs.resize(c.size());
+    double sum = 0;
+    for (size_t i = 0; i < c.size(); i++) sum += (s.probs[i] = exp_nonpos(c[i].logit - max_v));
+    const double target = double(cfg.top_p) * sum;
+    double acc = 0;
+    size_t keep = c.size();
+    for (size_t i = 0; i < c.size(); i++) {
+      acc += s.probs[i];
+      if (acc >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+    c.resize(keep);
+  }
+  // min-p (never empty: the maximum passes).
+  if (cfg.min_p > 0.0f) {
+    const float floor_l = min_p_floor(cfg, max_v);
+    size_t out = 0;
+    for (size_t i = 0; i < c.size(); i++)
+      if (c[i].logit >= floor_l) c[out++] = c[i];
+    c.resize(out);
+  }
+  return draw(c, max_v, cfg, position, s.probs);
+}
+
+// How many best logits the chain needs before best_logits_needed's limits: 1 for greedy,
+// top_k for a top-k chain, 0 when a stage before top-k changes the row or there is no top-k.
+int32_t best_needed(const SamplingConfig& cfg, int32_t n_recent) {
+  if (!cfg.logit_bias.empty() || !cfg.allowed.empty() || penalises(cfg, n_recent)) return 0;
+  return cfg.temperature == 0.0f ? 1 : std::max(cfg.top_k, 0);
+}
+
 }  // namespace
 
 double sampling_uniform(uint64_t seed, uint64_t position) {
@@ -288,7 +358,7 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
       bad("recent token " + std::to_string(recent[i]) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
   }
   const size_t n = size_t(n_vocab);
-  const bool penalise = n_recent > 0 && (cfg.repeat_penalty != 1.0f || cfg.frequency_penalty != 0.0f || cfg.presence_penalty != 0.0f);
+  const bool penalise = penalises(cfg, n_recent);
 
   bool below_inf = true;
   size_t best = 0;
@@ -341,29 +411,12 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
   // The candidates each stage leaves, with (where a stage needs them) their temperature-1
   // weights e^(logit - max) in s.probs, same order. Every stage keeps the maximum.
   std::vector<Candidate>& c = s.cands;
-  const bool by_k = cfg.top_k > 0 && size_t(cfg.top_k) < n;
-  const float floor_l = cfg.min_p > 0.0f ? float(double(max_v) + std::log(double(cfg.min_p))) : -kInf;
-  if (by_k) {
+  if (cfg.top_k > 0 && size_t(cfg.top_k) < n) {
     top_k(x, n, size_t(cfg.top_k), c);
-    // top-p over the temperature-1 softmax of the k: the shortest best-first prefix whose mass
-    // reaches p (at least one token).
-    if (cfg.top_p < 1.0f) {
-      s.probs.resize(c.size());
-      double sum = 0;
-      for (size_t i = 0; i < c.size(); i++) sum += (s.probs[i] = exp_nonpos(c[i].logit - max_v));
-      const double target = double(cfg.top_p) * sum;
-      double acc = 0;
-      size_t keep = c.size();
-      for (size_t i = 0; i < c.size(); i++) {
-        acc += s.probs[i];
-        if (acc >= target) {
-          keep = i + 1;
-          break;
-        }
-      }
-      c.resize(keep);
-    }
-  } else if (cfg.top_p < 1.0f) {
+    return sample_after_top_k(c, max_v, cfg, position, s);
+  }
+  const float floor_l = min_p_floor(cfg, max_v);
+  if (cfg.top_p < 1.0f) {
     // top-p over the whole vocabulary: its mass target needs every weight, its cut only the
     // best-first order down to it.
     s.weights.resize(n);
@@ -407,30 +460,37 @@ int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig&
     return int32_t(last);
   }
 
-  // min-p: keep p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p) (never empty: the
-  // maximum passes). Already applied above where top-p ran over the whole vocabulary.
-  if (cfg.min_p > 0.0f && by_k) {
-    size_t out = 0;
-    for (size_t i = 0; i < c.size(); i++)
-      if (c[i].logit >= floor_l) c[out++] = c[i];
-    c.resize(out);
-  }
+  // min-p was applied above, by the floor the candidates were collected from.
+  return draw(c, max_v, cfg, position, s.probs);
+}
 
-  // Temperature, then the draw: the first candidate whose running weight exceeds u * total.
-  const float inv_t = float(1.0 / double(cfg.temperature));
-  s.probs.resize(c.size());
-  double total = 0;
-  for (size_t i = 0; i < c.size(); i++) total += (s.probs[i] = exp_nonpos((c[i].logit - max_v) * inv_t));
-  const double target = sampling_uniform(cfg.seed, position) * total;
-  double cum = 0;
-  size_t last_positive = 0;
-  for (size_t i = 0; i < c.size(); i++) {
-    if (s.probs[i] <= 0) continue;
-    cum += s.probs[i];
-    last_positive = i;
-    if (cum > target) return c[i].id;
+int32_t best_logits_needed(const SamplingConfig& cfg, int32_t n_recent, int32_t n_vocab, int32_t max_k) {
+  const int32_t needed = best_needed(cfg, n_recent);
+  // top_k >= n_vocab keeps every token: sample_token then takes a path over the whole row.
+  if (cfg.temperature != 0.0f && needed >= n_vocab) return 0;
+  return needed <= max_k ? needed : 0;
+}
+
+int32_t sample_from_best(const Candidate* best, int32_t k, const SamplingConfig& cfg, uint64_t position, SamplerScratch& s) {
+  if (!best) bad("the best logits are null");
+  if (!cfg.logit_bias.empty() || !cfg.allowed.empty())
+    bad("a logit bias or an allowed set changes the row before its best are picked: sample from the whole row");
+  validate_sampling_config(cfg, std::numeric_limits<int32_t>::max());  // with no bias or mask, nothing in it depends on the vocabulary
+  const int32_t needed = best_needed(cfg, 0);
+  if (needed == 0) bad("sampling at temperature > 0 without top-k needs the whole row, not its best logits");
+  if (k < needed) bad("this config needs the " + std::to_string(needed) + " best logits, got " + std::to_string(k));
+  // What sample_token rejects in the row, as far as the candidates show it (a device's
+  // top_k_rows flags such rows for the caller instead).
+  for (int32_t i = 0; i < needed; i++) {
+    if (std::isnan(best[i].logit) || best[i].logit == kInf)
+      bad("logit of token " + std::to_string(best[i].id) + " is " + (std::isnan(best[i].logit) ? "NaN" : "+Infinity"));
+    if (i > 0 && !before(best[i - 1], best[i])) bad("the best logits are not sorted best first at " + std::to_string(i));
   }
-  return c[last_positive].id;  // u * total rounded up to total
+  if (best[0].logit == -kInf) bad("every token is banned (all logits are -Infinity)");
+
+  if (cfg.temperature == 0.0f) return best[0].id;
+  s.cands.assign(best, best + needed);
+  return sample_after_top_k(s.cands, best[0].logit, cfg, position, s);
 }
 
 }  // namespace tdm

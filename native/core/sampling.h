@@ -46,6 +46,7 @@ struct SamplerScratch {
   std::vector<float> weights;    // unnormalised weight per token id, where a stage needs them all
   std::vector<double> block_sums;  // sums of consecutive blocks of those weights
   std::vector<int32_t> counts;   // occurrences in the recent tokens, by token id (kept all-zero between calls)
+  std::vector<Candidate> best;   // a row's best as a device picked them (the executor's, for sample_from_best)
 };
 
 // Throws tdm::Error(TDM_BAD_ARGUMENT) naming the first parameter out of range.
@@ -57,6 +58,20 @@ void validate_sampling_config(const SamplingConfig& cfg, int32_t n_vocab);
 // recent token, or when every token is banned.
 int32_t sample_token(const float* logits, int32_t n_vocab, const SamplingConfig& cfg, const int32_t* recent,
                      int32_t n_recent, uint64_t position, SamplerScratch& scratch);
+
+// How many of a row's best logits sample_token needs for this config, or 0 when it needs the
+// whole row: 1 for greedy, top_k for a top-k chain, in both cases only with no logit bias, no
+// active penalty over the n_recent recent tokens and no allowed set (they change the row
+// before its best are picked). At most max_k (0 above it).
+int32_t best_logits_needed(const SamplingConfig& cfg, int32_t n_recent, int32_t n_vocab, int32_t max_k);
+
+// sample_token's token for a row given only its k best logits (k >= best_logits_needed(cfg,
+// ...) > 0), best first by (larger logit, then lower id), as top_k_rows gives them: the same
+// token sample_token would draw from the whole row at (seed, position). It cannot see the
+// recent tokens: the caller rules out penalties through best_logits_needed. Throws
+// tdm::Error(TDM_BAD_ARGUMENT) for a config that needs the whole row, k below what it needs,
+// or candidates that are null, out of order, NaN, +Infinity or all -Infinity.
+int32_t sample_from_best(const Candidate* best, int32_t k, const SamplingConfig& cfg, uint64_t position, SamplerScratch& scratch);
 
 // The uniform variate in [0, 1) that the draw at (seed, position) uses: splitmix64's
 // finaliser over the pair, 53 bits of mantissa. Exposed for tests.

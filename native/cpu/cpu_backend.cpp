@@ -1069,6 +1069,39 @@ tdm_status cpu_moe_combine(tdm_backend_ctx* c, const float* rows, int64_t n_rows
   });
 }
 
+// The k best of each row by (larger value, lower column): a partial sort of the row's columns.
+// (On this backend the executor samples from the rows themselves; the op is the reference
+// for the GPU's.)
+tdm_status cpu_top_k_rows(tdm_backend_ctx* c, const float* x, int64_t n_rows, int64_t n_cols, int32_t k, float* vals,
+                          int32_t* ids, int32_t* flags, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n_rows <= 0) return;
+    if (x == nullptr || vals == nullptr || ids == nullptr || flags == nullptr) bad("top_k_rows with a null pointer");
+    if (k < 1 || k > TDM_TOP_K_MAX || int64_t(k) > n_cols)
+      bad("top_k_rows needs 1 <= k <= " + std::to_string(TDM_TOP_K_MAX) + " and k <= n_cols, got k " + std::to_string(k));
+    ctx.pool->run(n_rows, [&](int64_t r, int) {
+      const float* row = x + r * n_cols;
+      bool odd = false;
+      for (int64_t i = 0; i < n_cols; ++i) odd = odd || std::isnan(row[i]) || row[i] == INFINITY;
+      if (odd) {  // (a NaN has no place in the order: the caller reads the row)
+        flags[r] = 1;
+        std::fill(vals + r * k, vals + (r + 1) * k, 0.0f);
+        std::fill(ids + r * k, ids + (r + 1) * k, 0);
+        return;
+      }
+      std::vector<int32_t> order(static_cast<size_t>(n_cols));
+      std::iota(order.begin(), order.end(), 0);
+      const auto better = [row](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), better);
+      for (int32_t j = 0; j < k; ++j) {
+        vals[r * k + j] = row[order[size_t(j)]];
+        ids[r * k + j] = order[size_t(j)];
+      }
+      flags[r] = vals[r * k] == -INFINITY ? 1 : 0;
+    }, double(n_rows) * double(n_cols) * 4);
+  });
+}
+
 tdm_status cpu_copy_blocks(tdm_backend_ctx* c, void* dst_pool, const void* src_pool, size_t block_bytes,
                            const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
@@ -1128,6 +1161,7 @@ const tdm_backend_iface kCpuIface = [] {
   t.moe_combine = cpu_moe_combine;
   t.copy_blocks = cpu_copy_blocks;
   t.prepare_weight = cpu_prepare_weight;
+  t.top_k_rows = cpu_top_k_rows;
   return t;
 }();
 

@@ -158,6 +158,8 @@ export interface NativeBackendOps {
     seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
   }): Float32Array;
   router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid' | 'softmax_weight', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };
+  /** top_k_rows: each row's k best (larger value, then lower column), best first; flags[r] 1 for a row with NaN or +Infinity or a best of -Infinity. */
+  topKRows(id: string, x: Float32Array, nRows: number, nCols: number, k: number): { vals: Float32Array; ids: Int32Array; flags: Int32Array };
   moeFfn(id: string, type: string, gate: Float32Array, up: Float32Array, down: Float32Array, nExp: number, nEmbd: number, nFf: number,
     x: Float32Array, nTokens: number, ids: Int32Array, weights: Float32Array, nUsed: number,
     /** Activation and per-expert biases (gateBias/upBias nExp*nFf floats, downBias nExp*nEmbd); omitted: SwiGLU, no biases. */
@@ -185,6 +187,12 @@ export interface NativeAddon {
   fillNormalAsync(out: Float32Array, seed: number, stream: number, offset: number, mean: number, std: number): Promise<void>;
   /** Test-only: one token sampled natively from one row of logits; a pure function of (params.seed, position). */
   sampleLogits(logits: Float32Array, params: import('./step-plan.js').SamplingParams, recent: Int32Array, position: number): number;
+  /**
+   * Test-only: the token sampled from the row's k best logits alone (picked on the host, best
+   * first by larger logit then lower id, as a device's top_k_rows gives them), and how many of
+   * them the config needs (0: it needs the whole row, and no token is drawn: token -1).
+   */
+  sampleLogitsFromBest(logits: Float32Array, params: import('./step-plan.js').SamplingParams, position: number, k: number): { token: number; needed: number };
   /** Block geometry of a ggml type, by name (case-insensitive) or id; TDM_BAD_ARGUMENT if unknown. */
   typeInfo(type: string | number): NativeQuantTypeInfo;
   /** Names of the types tandem computes with, in id order. */

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cxx = process.env.CXX ?? 'c++';
 const version = spawnSync(cxx, ['--version'], { encoding: 'utf8' });
-const KERNELS = ['backend_gpu', 'matmul', 'elementwise', 'attention', 'moe'];
+const KERNELS = ['backend_gpu', 'matmul', 'elementwise', 'attention', 'moe', 'sampling'];
 const HEADERS = ['kernels/compat.h', 'kernels/emu.h', 'kernels/gpu_context.h', 'kernels/host_numa.h', 'kernels/quant_math.h',
   'native/backend/backend.h', 'native/core/iq_grids.h'];
 

@@ -223,3 +223,43 @@ t.test('the public API on the emulated GPU: policies under a capped device KV, a
   t.equal(r.tokens.length, 6);
   t.ok(steps.length > 0 && steps.every((n) => n > 0), 'every step routed experts');
 });
+
+t.test('sampling from each row\'s best logits, cut on the emulated GPU, draws the tokens whole rows give', { skip }, async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const best = await load(file, { device: 'gpu' });
+  t.teardown(() => best.dispose());
+  process.env.TANDEM_DEVICE_TOP_K = '0';
+  const whole = await load(file, { device: 'gpu' }).finally(() => delete process.env.TANDEM_DEVICE_TOP_K);
+  t.teardown(() => whole.dispose());
+  const base = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 7 };
+  const configs: { name: string; sampling: typeof base; recent?: boolean }[] = [
+    { name: 'greedy', sampling: { ...base, temperature: 0, topK: 0, topP: 1, minP: 0 } },
+    { name: 'the defaults (top-k 40, top-p, min-p)', sampling: base },
+    { name: 'top-k 5 at temperature 1.5', sampling: { ...base, temperature: 1.5, topK: 5, topP: 1, minP: 0, seed: 3 } },
+    { name: 'top-k 64', sampling: { ...base, topK: 64, minP: 0, seed: 11 } },
+    { name: 'top-p alone (whole rows)', sampling: { ...base, topK: 0 } },
+    { name: 'a repeat penalty (whole rows)', sampling: { ...base, repeatPenalty: 1.3 }, recent: true },
+  ];
+  const draw = async (m: NativeModel, c: (typeof configs)[number]) => {
+    const tokens = PROMPTS.map((p) => [...p]);
+    const drawn: number[][] = [];
+    for (let step = 0; step < 8; step++) {
+      const sequences: SequencePlan[] = tokens.map((all, i) => {
+        const start = step === 0 ? 0 : all.length - 1;
+        return {
+          seqId: i + 1, tokens: Int32Array.from(all.slice(start)), startPos: start, blockTable: Int32Array.from([2 * i, 2 * i + 1]),
+          kvTier: 'device', attention: 'gpu', sample: true, sampling: { ...c.sampling, seed: c.sampling.seed + i },
+          ...(c.recent ? { recentTokens: Int32Array.from(all.slice(-16)) } : {}),
+        };
+      });
+      const r = await m.step({ strategy: 'gpu-only', copies: [], sequences });
+      drawn.push(r.sequences.map((s) => s.token));
+      r.sequences.forEach((s, i) => tokens[i]!.push(s.token));
+    }
+    return drawn;
+  };
+  for (const c of configs) {
+    const got = await draw(best, c);
+    t.same(got, await draw(whole, c), `${c.name}: the same tokens (${got.flat().slice(0, 6).join(' ')} ...)`);
+  }
+});

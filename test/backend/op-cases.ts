@@ -422,6 +422,65 @@ function combineCases(): OpCase[] {
   });
 }
 
+/** The k best of each row by (larger value, lower column), as sampling orders its candidates. */
+function topKReference(x: Float32Array, nRows: number, nCols: number, k: number): { vals: Float32Array; ids: Int32Array; flags: Int32Array } {
+  const vals = new Float32Array(nRows * k), ids = new Int32Array(nRows * k), flags = new Int32Array(nRows);
+  for (let r = 0; r < nRows; r++) {
+    const row = x.subarray(r * nCols, (r + 1) * nCols);
+    if (row.some((v) => Number.isNaN(v) || v === Infinity)) {
+      flags[r] = 1;
+      continue;
+    }
+    const order = Array.from({ length: nCols }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b);
+    for (let j = 0; j < k; j++) {
+      vals[r * k + j] = row[order[j]!]!;
+      ids[r * k + j] = order[j]!;
+    }
+    if (vals[r * k] === -Infinity) {
+      flags[r] = 1;
+      vals.fill(0, r * k, (r + 1) * k);
+      ids.fill(0, r * k, (r + 1) * k);
+    }
+  }
+  return { vals, ids, flags };
+}
+
+/**
+ * top_k_rows: vocabulary-sized rows with ties (values on a coarse grid), k from 1 (greedy) to
+ * the limit, and rows the caller must read itself (NaN, +Infinity, all -Infinity), whose vals
+ * and ids are unspecified and zeroed here before comparing.
+ */
+function topKCases(): OpCase[] {
+  const specs: [number, number, number][] = [[1, 1000, 1], [3, 1000, 40], [4, 4097, 13], [2, 7, 7], [5, 32000, 64], [2, 128256, 64], [3, 50, 1]];
+  return specs.map(([nRows, nCols, k], i) => {
+    const x = rand(nRows * nCols, 131 + i, 8).map((v) => Math.round(v * 4) / 4);
+    if (nRows >= 3) {
+      x[nCols + 5] = NaN;  // row 1
+      x.fill(-Infinity, 2 * nCols, 3 * nCols);  // row 2
+    }
+    if (nRows >= 4) x[3 * nCols + nCols - 1] = Infinity;  // row 3
+    if (nRows >= 5) x.fill(-Infinity, 4 * nCols, 4 * nCols + Math.floor(nCols / 2));  // row 4: half -Infinity, not flagged
+    return {
+      op: 'top_k_rows',
+      name: `top_k_rows ${nRows} rows of ${nCols}, k ${k}`,
+      run: (ops, id) => {
+        const r = ops.topKRows(id, x, nRows, nCols, k);
+        for (let row = 0; row < nRows; row++) {
+          if (r.flags[row] === 0) continue;
+          r.vals.fill(0, row * k, (row + 1) * k);
+          r.ids.fill(0, row * k, (row + 1) * k);
+        }
+        const want = topKReference(x, nRows, nCols, k);
+        if (!identical(r.vals, want.vals) || !identical(r.ids, want.ids) || !identical(r.flags, want.flags)) {
+          throw new Error(`top_k_rows on ${id} differs from a sort of each row`);
+        }
+        return r;
+      },
+      tolerance: () => 0,
+    };
+  });
+}
+
 function copyCases(): OpCase[] {
   return [48, 37].map((blockBytes) => {
     const pool = Uint8Array.from({ length: blockBytes * 6 }, (_, i) => (i * 31 + 7) & 255);
@@ -438,7 +497,7 @@ function copyCases(): OpCase[] {
 
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
-  return [...matmulCases(), ...matmulGroupCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...copyCases()];
+  return [...matmulCases(), ...matmulGroupCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...topKCases(), ...copyCases()];
 }
 
 /** Runs one case on `id` and compares it with `reference` (the same case on cpu:ref). */
@@ -493,5 +552,7 @@ export function badDataChecks(ops: NativeBackendOps, id: string): { name: string
       ops.moeCombine(id, rand(3 * 5, 1), 3, Int32Array.of(0, 2, 1, 3), Float32Array.of(1, 2, 3, 4), 2, 2, 5)),
     expectBad(`${id}: negative moe_combine position`, () =>
       ops.moeCombine(id, rand(3 * 5, 1), 3, Int32Array.of(0, -1), Float32Array.of(1, 2), 1, 2, 5)),
+    expectBad(`${id}: top_k_rows k past the limit`, () => ops.topKRows(id, rand(2 * 100, 1), 2, 100, 65)),
+    expectBad(`${id}: top_k_rows k past the row`, () => ops.topKRows(id, rand(2 * 5, 1), 2, 5, 6)),
   ];
 }

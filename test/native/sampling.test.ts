@@ -429,3 +429,93 @@ t.test('a bad allowed-token mask is a typed error', async (t) => {
   t.throws(() => sample(logits, { allowed: [255, 255] as unknown as Uint8Array }), { code: 'TDM_BAD_ARGUMENT', message: /Uint8Array/ });
   t.equal(sample(logits, { temperature: 0, allowed: Uint8Array.of(0, 1) }), 8, 'bit 0 of byte 1 is token 8');
 });
+
+t.test('sampling from a row\'s k best logits gives the token the whole row gives', async (t) => {
+  const fromBest = (logits: Float32Array, params: Partial<SamplingParams>, position = 0, k = 64) =>
+    native().sampleLogitsFromBest(logits, { ...base, ...params }, position, k);
+  const rand = lcg(2024);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  // Kinds of row: smooth; coarse values, so that the k-th best falls inside a run of exact ties;
+  // mostly banned, so that the 64 best include -Infinity; a few finite amid -Infinity and ties.
+  const kinds: Record<string, (n: number) => Float32Array> = {
+    gauss: (n) => Float32Array.from({ length: n }, () => gauss() * 3),
+    tied: (n) => Float32Array.from({ length: n }, () => Math.round(gauss() * 2) / 2),
+    banned: (n) => Float32Array.from({ length: n }, () => (rand() < 0.99 ? -Infinity : gauss() * 2)),
+    flat: (n) => Float32Array.from({ length: n }, () => (rand() < 0.5 ? -Infinity : rand() < 0.1 ? 1 : 0)),
+  };
+  const configs: Partial<SamplingParams>[] = [{ temperature: 0 }, { temperature: 0, topK: 5, topP: 0.5, minP: 0.1 }];
+  for (const topK of [1, 5, 40, 64])
+    for (const topP of [1, 0.9, 0.5])
+      for (const minP of [0, 0.05, 0.3]) configs.push({ temperature: 0.8, topK, topP, minP });
+  let compared = 0;
+  let mismatches = 0;
+  let varied = 0;
+  for (const vocab of [1000, 32000]) {
+    for (const [kind, make] of Object.entries(kinds)) {
+      for (let r = 0; r < 2; r++) {
+        const row = make(vocab);
+        for (const [ci, cfg] of configs.entries()) {
+          const seen = new Set<number>();
+          for (const seed of [0, 99, 2 ** 53 - 1]) {
+            for (const position of [0, 1, 17, 4096, 123457]) {
+              const p = { ...cfg, seed };
+              const got = fromBest(row, p, position);
+              const want = sample(row, p, [], position);
+              compared++;
+              seen.add(want);
+              if (got.token !== want && mismatches++ < 5) t.fail(`${kind} ${vocab} row ${r} config ${ci} seed ${seed} position ${position}: ${got.token}, not ${want}`);
+              if (got.needed !== (cfg.temperature === 0 ? 1 : cfg.topK)) t.fail(`${kind} config ${ci}: needed ${got.needed}`);
+            }
+          }
+          if (seen.size > 1) varied++;
+        }
+      }
+    }
+  }
+  t.equal(mismatches, 0, `${compared} draws, each the same from the 64 best as from the whole row`);
+  t.ok(varied > 100, `the draws vary with seed and position (${varied} row-configs drew several tokens)`);
+});
+
+t.test('which configs sampling from the k best serves', async (t) => {
+  const needed = (params: Partial<SamplingParams>, k = 64, vocab = 1000) => {
+    const row = Float32Array.from({ length: vocab }, (_, i) => Math.sin(i));
+    const got = native().sampleLogitsFromBest(row, { ...base, ...params }, 3, k);
+    if (got.needed === 0) t.equal(got.token, -1, 'no token without the whole row');
+    return got.needed;
+  };
+  t.equal(needed({ temperature: 0 }), 1, 'greedy');
+  t.equal(needed({ temperature: 0, topK: 500, topP: 0.3 }), 1, 'greedy ignores the later stages');
+  t.equal(needed({ temperature: 0.8, topK: 40, topP: 0.9, minP: 0.05 }), 40, 'a top-k chain');
+  t.equal(needed({ temperature: 0.8, topK: 64 }), 64, 'top-k = k');
+  t.equal(needed({ temperature: 0.8, topK: 0 }), 0, 'no top-k');
+  t.equal(needed({ temperature: 0.8, topK: 65 }), 0, 'top-k above k');
+  t.equal(needed({ temperature: 0.8, topK: 50 }, 50, 50), 0, 'top-k = vocabulary keeps every token');
+  t.equal(needed({ temperature: 0.8, topK: 60 }, 50, 50), 0, 'top-k above the vocabulary');
+  t.equal(needed({ temperature: 0, logitBias: [{ token: 3, bias: 0 }] }), 0, 'a logit bias');
+  t.equal(needed({ temperature: 0.8, topK: 40, logitBias: [{ token: 3, bias: 1 }] }), 0, 'a logit bias on a top-k chain');
+  t.equal(needed({ temperature: 0, allowed: new Uint8Array(125).fill(255) }), 0, 'an allowed set');
+  t.equal(needed({ temperature: 0.8, topK: 40, allowed: new Uint8Array(125).fill(255) }), 0, 'an allowed set on a top-k chain');
+  // Penalties change nothing without recent tokens (the binding passes none).
+  const penalties = { repeatPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.2 };
+  t.equal(needed({ temperature: 0, ...penalties }), 1, 'greedy with penalties and no recent tokens');
+  t.equal(needed({ temperature: 0.8, topK: 40, ...penalties }), 40, 'a top-k chain with penalties and no recent tokens');
+  const row = Float32Array.from({ length: 1000 }, (_, i) => Math.cos(i * 0.37) * 4);
+  for (let position = 0; position < 50; position++) {
+    const p = { ...base, temperature: 0.8, topK: 40, minP: 0.02, ...penalties, seed: 5 };
+    if (native().sampleLogitsFromBest(row, p, position, 64).token !== sample(row, p, [], position)) t.fail(`position ${position}: the tokens differ`);
+  }
+});
+
+t.test('sampling from the k best: bad input gives typed errors', async (t) => {
+  const n = native();
+  const row = Float32Array.from({ length: 100 }, (_, i) => i % 7);
+  const greedy = { ...base, temperature: 0 };
+  t.throws(() => n.sampleLogitsFromBest(row, greedy, 0, 0), { code: 'TDM_BAD_ARGUMENT', message: /k must be/ });
+  t.throws(() => n.sampleLogitsFromBest(row, greedy, 0, 101), { code: 'TDM_BAD_ARGUMENT', message: /k must be/ });
+  t.throws(() => n.sampleLogitsFromBest(row, greedy, -1, 8), { code: 'TDM_BAD_ARGUMENT', message: /position/ });
+  t.throws(() => n.sampleLogitsFromBest(new Float64Array(4) as unknown as Float32Array, greedy, 0, 2), { code: 'TDM_BAD_ARGUMENT', message: /Float32Array/ });
+  t.throws(() => n.sampleLogitsFromBest(row, { ...base, temperature: 0.5, topK: 3, topP: 0 }, 0, 8), { code: 'TDM_BAD_ARGUMENT', message: /topP/ });
+  t.throws(() => n.sampleLogitsFromBest(row, { ...base, temperature: 0.5, topK: 3, seed: -1 }, 0, 8), { code: 'TDM_BAD_ARGUMENT', message: /seed/ });
+  t.throws(() => n.sampleLogitsFromBest(Float32Array.of(1, NaN, 2), greedy, 0, 2), { code: 'TDM_BAD_ARGUMENT', message: /token 1 is NaN/ });
+  t.throws(() => n.sampleLogitsFromBest(Float32Array.of(-Infinity, -Infinity), greedy, 0, 2), { code: 'TDM_BAD_ARGUMENT', message: /banned/ });
+});
