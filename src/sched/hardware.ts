@@ -125,8 +125,13 @@ export const ROOFLINE = {
   /** Kernel launches per layer and their cost (µs). */
   kernelsPerLayer: 12,
   launchUs: 5,
-  /** Kernel launches of the LM head: final norm and output matmul. */
-  headLaunches: 2,
+  /** Kernel launches of the LM head: final norm, output matmul, the cut to each row's best. */
+  headLaunches: 3,
+  /**
+   * What a sampled row sends to the host: the default sampling's 40 best logits (value and id)
+   * and a flag, as the engine cuts rows on a device (greedy sends less, a penalty the row).
+   */
+  sampledRowBytes: (2 * 40 + 1) * 4,
   /** Host-side cost of one sequence's CPU attention per layer (µs): task setup, block-table walk. */
   cpuSeqOverheadUs: 2,
 };
@@ -136,8 +141,8 @@ export const DEFAULT_CPU_ATTENTION_EFFICIENCY = 0.5;
 
 /**
  * The roofline cost model of `model` on `hw`: linear work is the slower of reading the
- * weights and doing the FLOPs (the LM head apart, for the sampled rows, with their logits
- * copied to the host); decode attention reads the KV; CPU attention reads it at
+ * weights and doing the FLOPs (the LM head apart, for the sampled rows, each cut to its best
+ * logits on the device for the host's sampler); decode attention reads the KV; CPU attention reads it at
  * `cpuAttentionEfficiency` of the host's bandwidth (measured here, see the simulate command).
  */
 export function rooflineCostModel(hw: HardwareProfile, model: ModelShapeSpec, cpuAttentionEfficiency: number, blockTokens = 16): CostModel {
@@ -169,8 +174,8 @@ export function rooflineCostModel(hw: HardwareProfile, model: ModelShapeSpec, cp
     },
     headUs(rows) {
       if (rows <= 0) return 0;
-      const logitsBytes = rows * model.nVocab * 4;  // f32 logits to the host for sampling
-      return matmulUs(p.lmHead, rows) + R.headLaunches * R.launchUs + us(logitsBytes / hw.link.bandwidth) + hw.link.latencyUs;
+      const cutUs = us((rows * model.nVocab * 4) / (hw.gpu.bandwidth * R.weightBandwidth));  // one read of the f32 logits
+      return matmulUs(p.lmHead, rows) + cutUs + R.headLaunches * R.launchUs + us((rows * R.sampledRowBytes) / hw.link.bandwidth) + hw.link.latencyUs;
     },
     deviceAttentionUs(requests, context) {
       if (requests <= 0) return 0;
