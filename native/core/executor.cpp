@@ -130,7 +130,10 @@ void Model::validate(const StepPlan& plan) const {
     for (int32_t t : s.tokens)
       if (t < 0 || t >= hp_.n_vocab) bad(at + "token id " + std::to_string(t) + " is outside [0, " + std::to_string(hp_.n_vocab) + ")");
     if (s.start_pos < 0) bad(at + "startPos must not be negative");
-    const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size());
+    if (s.decode_steps < 1 || s.decode_steps > kMaxDecodeSteps)
+      bad(at + "decodeSteps must be in [1, " + std::to_string(kMaxDecodeSteps) + "]");
+    // A burst writes the KV of each draw but the last, in the rounds after the first.
+    const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size()) + (s.decode_steps - 1);
     if (end > int64_t(INT32_MAX)) bad(at + "positions overflow");
     const int64_t needed = (end + bt - 1) / bt;
     if (int64_t(s.block_table.size()) < needed)
@@ -173,6 +176,14 @@ void Model::validate(const StepPlan& plan) const {
       if (s.return_all_logits || s.return_logits) bad(at + "numDraft cannot be combined with returned logits");
       if (!s.sampling.allowed.empty()) bad(at + "numDraft cannot be combined with an allowed-token mask (it holds for one draw only)");
       if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with drafts");
+    }
+    if (s.decode_steps > 1) {
+      if (!s.sample || s.tokens.size() != 1) bad(at + "decodeSteps above 1 needs a decode: one token, and sample");
+      if (s.n_draft > 0 || s.return_all_logits || s.return_logits)
+        bad(at + "decodeSteps above 1 cannot be combined with drafts or returned logits");
+      // The mask and the penalty window belong to one draw; the executor does not advance them.
+      if (!s.sampling.allowed.empty() || !s.recent.empty())
+        bad(at + "decodeSteps above 1 cannot be combined with an allowed-token mask or recentTokens");
     }
     for (int32_t t : s.recent)
       if (t < 0 || t >= hp_.n_vocab) bad(at + "recentTokens holds " + std::to_string(t) + ", outside [0, " + std::to_string(hp_.n_vocab) + ")");
@@ -1355,6 +1366,56 @@ void StepRun::run(StepResult* result) {
 StepResult Model::step(const StepPlan& plan) {
   const Clock::time_point t_start = Clock::now();
   validate(plan);
+  int32_t rounds = 1;
+  for (const SeqPlan& s : plan.seqs) rounds = std::max(rounds, s.decode_steps);
+  if (rounds == 1) return step_once(plan, t_start);
+  return step_burst(plan, rounds, t_start);
+}
+
+StepResult Model::step_burst(const StepPlan& plan, int32_t rounds, Clock::time_point t_start) {
+  // Round r runs the sequences with more than r draws, each on the token it drew in round r-1.
+  // A draw depends on (seed, position) only, so a burst draws what as many steps would.
+  StepResult out;
+  out.seqs.resize(plan.seqs.size());
+  std::vector<size_t> slot;  // round plan's row -> out.seqs index
+  StepPlan round{plan.strategy, plan.copies, plan.seqs};
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    out.seqs[i].seq_id = plan.seqs[i].seq_id;
+    slot.push_back(i);
+  }
+  for (int32_t r = 0; r < rounds && !round.seqs.empty(); ++r) {
+    StepResult one = step_once(round, Clock::now());
+    for (const auto& [phase, us] : one.phase_us) {
+      auto it = std::find_if(out.phase_us.begin(), out.phase_us.end(), [&](const auto& kv) { return kv.first == phase; });
+      if (it == out.phase_us.end()) out.phase_us.emplace_back(phase, us);
+      else it->second += us;
+    }
+    if (one.has_experts) {
+      out.has_experts = true;
+      out.experts += one.experts;
+      out.cpu_expert_calls.insert(out.cpu_expert_calls.end(), one.cpu_expert_calls.begin(), one.cpu_expert_calls.end());
+    }
+    StepPlan next{round.strategy, {}, {}};
+    std::vector<size_t> next_slot;
+    for (size_t k = 0; k < round.seqs.size(); ++k) {
+      SeqResult& res = out.seqs[slot[k]];
+      res.token = one.seqs[k].token;
+      res.tokens.push_back(res.token);
+      SeqPlan& s = round.seqs[k];
+      if (s.decode_steps <= r + 1) continue;
+      s.start_pos += int32_t(s.tokens.size());
+      s.tokens.assign(1, res.token);
+      next.seqs.push_back(std::move(s));
+      next_slot.push_back(slot[k]);
+    }
+    round = std::move(next);
+    slot = std::move(next_slot);
+  }
+  out.total_us = us_since(t_start);
+  return out;
+}
+
+StepResult Model::step_once(const StepPlan& plan, Clock::time_point t_start) {
   ph_ = Phases{};
   ex_stats_ = ExpertStats{};
   ex_cpu_calls_.clear();

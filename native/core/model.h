@@ -4,6 +4,7 @@
 // with one of the strategies of step.h. Timing entry points for the profiler: profile.cpp.
 #pragma once
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -165,6 +166,10 @@ class Model {
   Model() = default;
   bool has_device() const { return device_ != cpu_.get(); }
   void validate(const StepPlan& plan) const;
+  // One forward pass of a validated plan, timed from t_start; a burst (decode_steps > 1) is
+  // `rounds` of them with each draw fed back.
+  StepResult step_once(const StepPlan& plan, std::chrono::steady_clock::time_point t_start);
+  StepResult step_burst(const StepPlan& plan, int32_t rounds, std::chrono::steady_clock::time_point t_start);
   void run_copies(const std::vector<BlockCopy>& copies);
   // A sequence's block tables, each with the first entry this step reads or writes.
   struct LiveBlocks {

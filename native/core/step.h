@@ -18,6 +18,9 @@ enum class Strategy { cpu, gpu_only, pipeline, overlap };
 enum class KvTier { device = 0, host = 1 };
 enum class AttnDevice { cpu, gpu };
 
+// The most rounds of a decode burst (SeqPlan::decode_steps).
+constexpr int32_t kMaxDecodeSteps = 64;
+
 struct SeqPlan {
   int64_t seq_id = 0;
   std::vector<int32_t> tokens;       // token ids to process this step
@@ -40,6 +43,10 @@ struct SeqPlan {
   // equal the guesses; SeqResult::tokens holds the accepted guesses and the draw after them.
   int32_t n_draft = 0;
   int32_t penalty_window = 0;        // with drafts: the window `recent` was cut to (a draft row's penalties see its last this many)
+  // A decode burst: draw this many tokens in a row, each fed back as the next round's token at
+  // the next position, without a return to the scheduler in between (the host's time between
+  // steps is paid once a burst). SeqResult::tokens holds the draws in order.
+  int32_t decode_steps = 1;
 };
 
 struct BlockCopy {
@@ -62,7 +69,7 @@ struct SeqResult {
   std::vector<float> logits;       // n_vocab, when asked for
   bool has_all_logits = false;
   std::vector<float> all_logits;   // tokens x n_vocab, when asked for
-  std::vector<int32_t> tokens;     // with drafts: the accepted drafts, then the token drawn after them (token is the last)
+  std::vector<int32_t> tokens;     // with drafts: the accepted drafts, then the token drawn after them; with a burst: its draws (token is the last)
 };
 
 // Expert offload counters of one step (issue 9; native/core/experts.h).
@@ -85,6 +92,28 @@ struct ExpertStats {
   int64_t prefill_copies = 0;      // copies of steps of several tokens, streamed through the double buffer
   int64_t prefill_copy_bytes = 0;  // their slab bytes (also in copy_bytes)
   int64_t overlapped_copies = 0;   // streamed copies queued ahead of device compute that ran before their use
+
+  ExpertStats& operator+=(const ExpertStats& o) {
+    hits += o.hits;
+    hit_rows += o.hit_rows;
+    misses += o.misses;
+    copies += o.copies;
+    admissions += o.admissions;
+    prefetches += o.prefetches;
+    prefetch_hits += o.prefetch_hits;
+    evictions += o.evictions;
+    device_experts += o.device_experts;
+    cpu_experts += o.cpu_experts;
+    device_rows += o.device_rows;
+    cpu_rows += o.cpu_rows;
+    cpu_calls += o.cpu_calls;
+    copy_bytes += o.copy_bytes;
+    activation_bytes += o.activation_bytes;
+    prefill_copies += o.prefill_copies;
+    prefill_copy_bytes += o.prefill_copy_bytes;
+    overlapped_copies += o.overlapped_copies;
+    return *this;
+  }
 };
 
 struct StepResult {

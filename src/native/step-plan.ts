@@ -68,6 +68,15 @@ export interface SequencePlan {
   numDraft?: number;
   /** With drafts and recentTokens: the penalty window recentTokens was cut to (a draft row's penalties see the last this many tokens). */
   penaltyWindow?: number;
+  /**
+   * A decode burst (1 to 64; default 1): draw this many tokens in a row, each fed back as the
+   * next round's token at the next position, with no return to the scheduler in between, so the
+   * host's time between steps is paid once a burst. The draws equal those of as many steps
+   * (a draw depends on seed and position only); SequenceResult.tokens holds them. Needs a
+   * one-token decode that samples, without drafts, returned logits, `allowed` or recentTokens.
+   * blockTable covers the burst's positions.
+   */
+  decodeSteps?: number;
 }
 
 /** Copies whole KV blocks between tiers (swap out/in) or within one (copy on write). */
@@ -93,7 +102,7 @@ export interface SequenceResult {
   logits?: Float32Array;
   /** Logits of every processed token (tokens.length × n_vocab) when asked for. */
   allLogits?: Float32Array;
-  /** With drafts: the guesses accepted, then the token drawn after them (`token` is the last). */
+  /** With drafts: the guesses accepted, then the token drawn after them; with a burst: its draws in order (`token` is the last). */
   tokens?: Int32Array;
 }
 

@@ -1,0 +1,96 @@
+// Decode bursts (SequencePlan.decodeSteps) on a real model (stories260K): a step that draws k
+// tokens in a row for each sequence draws what k one-token steps would, greedy and sampled,
+// with sequences of different bursts in one step; plans a burst cannot run are refused.
+import t from 'tap';
+import { native, type NativeModel } from '../../src/native/binding.js';
+import type { SamplingParams, SequencePlan, StepPlan } from '../../src/native/step-plan.js';
+import { modelPath, hparamsOf } from '../helpers.js';
+
+const STORIES = modelPath('stories260K.gguf');
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
+const SAMPLED: SamplingParams = { temperature: 0.9, topK: 40, topP: 0.95, minP: 0.02, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 7, logitBias: [{ token: 13, bias: 2 }] };
+const PROMPTS = [
+  [1, 403, 407, 261, 378, 322, 419, 11],
+  [1, 365, 301, 268, 430],
+  [1, 411, 260, 277, 259, 370, 263],
+];
+const SAMPLINGS = [GREEDY, SAMPLED, { ...SAMPLED, seed: 99, temperature: 1.2 }];
+const BLOCKS_EACH = 4;
+
+async function load(): Promise<NativeModel> {
+  return native().loadModel(STORIES, { hparams: hparamsOf(STORIES), threads: 2, kvBlockTokens: 16, kvBlocks: { device: 0, host: 16 } });
+}
+
+function row(i: number, tokens: number[], startPos: number, extra: Partial<SequencePlan> = {}): SequencePlan {
+  return {
+    seqId: i + 1,
+    tokens: Int32Array.from(tokens),
+    startPos,
+    blockTable: Int32Array.from({ length: BLOCKS_EACH }, (_, b) => i * BLOCKS_EACH + b),
+    kvTier: 'host',
+    attention: 'cpu',
+    sample: true,
+    sampling: SAMPLINGS[i]!,
+    ...extra,
+  };
+}
+
+const step = (m: NativeModel, sequences: SequencePlan[]) => m.step({ strategy: 'cpu', copies: [], sequences } satisfies StepPlan);
+
+/** Each prompt's reply by one-token steps, all sequences in each step. */
+async function plain(m: NativeModel, n: number): Promise<number[][]> {
+  const all = PROMPTS.map((p) => [...p]);
+  let r = await step(m, PROMPTS.map((p, i) => row(i, p, 0)));
+  r.sequences.forEach((s, i) => all[i]!.push(s.token));
+  for (let k = 1; k < n; k++) {
+    r = await step(m, all.map((a, i) => row(i, [a[a.length - 1]!], a.length - 1)));
+    r.sequences.forEach((s, i) => all[i]!.push(s.token));
+  }
+  return all.map((a, i) => a.slice(PROMPTS[i]!.length));
+}
+
+t.test('a burst draws what as many one-token steps draw, sequences of different bursts together', async (t) => {
+  const m = await load();
+  const want = await plain(m, 20);
+  const all = PROMPTS.map((p) => [...p]);
+  const first = await step(m, PROMPTS.map((p, i) => row(i, p, 0)));
+  first.sequences.forEach((s, i) => all[i]!.push(s.token));
+  // Bursts of unequal length: shorter ones drop out of the later rounds.
+  for (const bursts of [[5, 3, 1], [4, 4, 4], [1, 6, 2], [3, 1, 5]]) {
+    const r = await step(m, all.map((a, i) => row(i, [a[a.length - 1]!], a.length - 1, { decodeSteps: bursts[i] })));
+    r.sequences.forEach((s, i) => {
+      const draws = bursts[i]! > 1 ? Array.from(s.tokens ?? []) : [s.token];
+      t.equal(draws.length, bursts[i], `sequence ${i + 1}: ${bursts[i]} draws`);
+      t.equal(s.token, draws[draws.length - 1], 'token is the last draw');
+      all[i]!.push(...draws);
+    });
+    t.ok(r.totalUs > 0 && r.phaseUs.linear! > 0, 'times summed over the rounds');
+  }
+  all.forEach((a, i) => t.same(a.slice(PROMPTS[i]!.length, PROMPTS[i]!.length + 20), want[i]!.slice(0, a.length - PROMPTS[i]!.length), `sequence ${i + 1} (${['greedy', 'sampled', 'sampled, other seed'][i]})`));
+  m.dispose();
+});
+
+t.test('plans a burst cannot run are refused with what is wrong', async (t) => {
+  const m = await load();
+  await step(m, [row(0, PROMPTS[0]!, 0, { sample: false })]);
+  const last = [PROMPTS[0]![PROMPTS[0]!.length - 1]!];
+  const at = PROMPTS[0]!.length - 1;
+  const cases: [string, Partial<SequencePlan>, RegExp][] = [
+    ['zero', { decodeSteps: 0 }, /decodeSteps/],
+    ['above the bound', { decodeSteps: 65 }, /decodeSteps/],
+    ['a fraction', { decodeSteps: 2.5 }, /decodeSteps/],
+    ['without sampling', { decodeSteps: 2, sample: false }, /decodeSteps above 1 needs a decode: one token, and sample/],
+    ['two tokens', { decodeSteps: 2, tokens: Int32Array.from([5, 6]) }, /decodeSteps above 1 needs a decode/],
+    ['returned logits', { decodeSteps: 2, returnLogits: true }, /drafts or returned logits/],
+    ['penalties', { decodeSteps: 2, recentTokens: Int32Array.from([5]) }, /allowed-token mask or recentTokens/],
+    ['a mask', { decodeSteps: 2, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /allowed-token mask or recentTokens/],
+    ['a table short of the burst', { decodeSteps: 60, blockTable: Int32Array.from([0, 1, 2, 3]) }, /blockTable has 4 blocks but positions \[0, 67\) need 5/],
+  ];
+  for (const [name, extra, message] of cases) {
+    await t.rejects(step(m, [row(0, last, at, extra)]), { code: 'TDM_BAD_ARGUMENT', message }, name);
+  }
+  // The KV of the positions a refused burst would have written was not touched: a plain step still draws.
+  const r = await step(m, [row(0, last, at, { decodeSteps: 2 })]);
+  t.equal(r.sequences[0]!.tokens?.length, 2);
+  m.dispose();
+});
