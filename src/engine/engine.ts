@@ -54,6 +54,8 @@ export interface EngineStats extends SchedulerCounters {
   tiers: Record<KvTier, TierStats>;
   /** Steps run since the engine started. */
   numSteps: number;
+  /** Forward passes those steps ran: a decode burst of k draws is one step of k rounds. */
+  numRounds: number;
   /** Requests accepted by submit(). */
   numRequests: number;
   /** Requests that ended normally (eos, maxTokens, stop, contextFull). */
@@ -82,13 +84,37 @@ export interface EnginePolicy {
 export interface EngineOptions {
   /** The clock of the metrics, milliseconds. Default performance.now. */
   now?: () => number;
+  /**
+   * Most draws a sequence takes in a row in one step when every sequence of the step decodes
+   * (a decode burst; the executor must run SequencePlan.decodeSteps). Each step's burst is the
+   * smallest that keeps the host's measured time between steps near HOST_SHARE of the rounds'
+   * time, so a slow device gets 1. Default 1: off.
+   */
+  maxDecodeSteps?: number;
   /** Run under a policy; the Scheduler's strategy is set to match it. Default: none (the plain single-device path). */
   policy?: EnginePolicy;
 }
 
+/**
+ * The host's time between steps the decode burst aims for, as a share of the device's time.
+ * A larger burst costs a request that arrives during it up to the burst's rounds of waiting.
+ */
+export const HOST_SHARE = 0.05;
+
+/** Weight of the newest sample in the host and round time averages that size the burst. */
+const BURST_EMA = 0.2;
+
 interface Live {
   seq: Sequence;
   observer: SequenceObserver;
+}
+
+/** A step handed to the executor and not yet applied. */
+interface InFlightStep {
+  plan: StepPlan;
+  /** The policy's decision behind the plan (under a policy). */
+  decision: StepDecision | undefined;
+  result: Promise<StepResult>;
 }
 
 export class Engine {
@@ -103,6 +129,11 @@ export class Engine {
   private readonly live = new Map<number, Live>();
   private nextSeqId = 1;
   private numSteps = 0;
+  private numRounds = 0;
+  private readonly maxDecodeSteps: number;
+  /** Moving averages of the host's time a step and of one round's time, µs (NaN before the first step). */
+  private hostEmaUs = NaN;
+  private roundEmaUs = NaN;
   private readonly totals = { numRequests: 0, numFinished: 0, numAborted: 0, numFailed: 0, stepUs: 0, hostUs: 0 };
   private readonly phaseUs: Record<string, number> = {};
   /** The running loop; `looping` says whether it is still going. */
@@ -116,6 +147,18 @@ export class Engine {
     this.scheduler = new Scheduler(policy ? { ...config, strategy: schedulerStrategyFor(policy.name) } : config);
     this.policy = policy && new PolicyScheduler(this.scheduler, policy.name, policy.cost, policy.options);
     this.now = options.now ?? (() => performance.now());
+    const maxSteps = options.maxDecodeSteps ?? 1;
+    if (!(Number.isInteger(maxSteps) && maxSteps >= 1 && maxSteps <= 64)) {
+      throw new TandemError('TDM_BAD_ARGUMENT', `engine maxDecodeSteps must be an integer in [1, 64], got ${maxSteps}`);
+    }
+    this.maxDecodeSteps = maxSteps;
+  }
+
+  /** The burst the next step may take (see EngineOptions.maxDecodeSteps). */
+  get decodeSteps(): number {
+    if (this.maxDecodeSteps === 1 || !(this.roundEmaUs > 0) || !(this.hostEmaUs >= 0)) return 1;
+    const k = Math.ceil(this.hostEmaUs / (HOST_SHARE * this.roundEmaUs));
+    return Math.max(1, Math.min(this.maxDecodeSteps, k));
   }
 
   /**
@@ -176,6 +219,7 @@ export class Engine {
       numBlocks: s.kv.numBlocks,
       tiers: { device: tier('device'), host: tier('host') },
       numSteps: this.numSteps,
+      numRounds: this.numRounds,
       phaseUs: { ...this.phaseUs },
     };
   }
@@ -209,46 +253,100 @@ export class Engine {
     }
   }
 
+  /**
+   * The loop: apply a step's result, deliver its tokens (observers run synchronously, so a stop
+   * string or a full stream buffer takes effect before the next plan), plan and launch the
+   * next step, and only then yield, so that consumers' continuations run while it does. The
+   * host's time between a result and the next launch is what decode bursts pay once a burst.
+   */
   private async run(): Promise<void> {
     const planner = this.policy ?? this.scheduler;
+    let inFlight: InFlightStep | undefined;
+    // When the executor last went idle: host time is what passes from then to its next result, less the step's own time.
+    let idleSinceMs = this.now();
     try {
       // Paused requests alone do not keep the loop going; setPaused(id, false) restarts it.
-      while (this.scheduler.hasRunnableWork && !this.closed) {
-        // One turn of the event loop between steps: abort signals, timers and I/O get their turn.
-        const begin = this.now();
-        await nextTurn();
-        if (this.closed) break;
-        const plan = planner.schedule();
-        if (plan.sequences.length === 0 && plan.copies.length === 0) {
-          if (!this.scheduler.hasRunnableWork) break;
-          throw new TandemError('TDM_INTERNAL', `the scheduler planned nothing for ${this.scheduler.numWaiting} waiting and ${this.scheduler.numRunning} running requests`);
+      // A step in flight is always applied, even after close(): its blocks are freed with it.
+      for (;;) {
+        if (!inFlight) {
+          if (this.closed || !this.scheduler.hasRunnableWork) break;
+          // One turn of the event loop before a step that follows none: submits of the same turn share it.
+          await nextTurn();
+          if (this.closed) break;
+          inFlight = this.launch(planner);
+          if (!inFlight) break;
         }
-        const t = this.now();
-        for (const p of plan.sequences) {
-          const m = this.live.get(p.seqId)?.seq.metrics;
-          if (m && m.scheduledMs === undefined) m.scheduledMs = t;
-        }
-        let result: StepResult | undefined;
+        const { plan, decision, result: pending } = inFlight;
+        inFlight = undefined;
+        let result: StepResult;
         try {
-          result = await this.executor.step(plan);
+          result = await pending;
         } catch (err) {
+          idleSinceMs = this.now();
           for (const event of planner.fail(plan, asTandemError(err))) this.dispatch(event);
           continue;
         }
+        const arrivedMs = this.now();
         this.numSteps++;
+        const rounds = Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1));
+        this.numRounds += rounds;
         this.account(result);
-        const decision = this.policy?.lastDecision;
+        if (Number.isFinite(result.totalUs)) {
+          const hostUs = Math.max(0, (arrivedMs - idleSinceMs) * 1000 - result.totalUs);
+          this.totals.hostUs += hostUs;
+          this.hostEmaUs = Number.isNaN(this.hostEmaUs) ? hostUs : this.hostEmaUs + BURST_EMA * (hostUs - this.hostEmaUs);
+          // Decode rounds only: a prompt chunk's time says nothing about the next burst's.
+          if (plan.sequences.every((p) => p.tokens.length === 1) && result.totalUs > 0) {
+            const roundUs = result.totalUs / rounds;
+            this.roundEmaUs = Number.isNaN(this.roundEmaUs) ? roundUs : this.roundEmaUs + BURST_EMA * (roundUs - this.roundEmaUs);
+          }
+        }
+        idleSinceMs = arrivedMs;
         const events = planner.update(plan, result);
         this.onStep?.(plan, result, decision);
+        // Delivery first: a stop string or a full stream buffer ends or pauses its request before the next plan.
         for (const event of events) this.dispatch(event);
-        if (Number.isFinite(result.totalUs)) this.totals.hostUs += Math.max(0, (this.now() - begin) * 1000 - result.totalUs);
+        if (this.closed || !this.scheduler.hasRunnableWork) continue;
+        inFlight = this.launch(planner);
+        // Consumers' continuations (the promises delivery resolved), abort signals, timers and
+        // I/O run here, while the next step does; an executor that answers at once would
+        // otherwise hold the event loop.
+        if (inFlight) await nextTurn();
       }
     } catch (err) {
       this.failAll(asTandemError(err));
     } finally {
+      // Whatever ended the loop, a step handed to the executor returns before the loop is done.
+      if (inFlight) await inFlight.result.catch(() => undefined);
       // Cleared in the same turn as the last check, so a submit() right after starts a new loop.
       this.looping = false;
     }
+  }
+
+  /** Plans a step and hands it to the executor; undefined when there is nothing to run. */
+  private launch(planner: Scheduler | PolicyScheduler): InFlightStep | undefined {
+    const steps = this.decodeSteps;
+    const plan = planner.schedule(steps > 1 ? { decodeSteps: steps } : {});
+    if (plan.sequences.length === 0 && plan.copies.length === 0) {
+      if (!this.scheduler.hasRunnableWork) return undefined;
+      throw new TandemError('TDM_INTERNAL', `the scheduler planned nothing for ${this.scheduler.numWaiting} waiting and ${this.scheduler.numRunning} running requests`);
+    }
+    const decision = this.policy?.lastDecision;
+    const t = this.now();
+    for (const p of plan.sequences) {
+      const m = this.live.get(p.seqId)?.seq.metrics;
+      if (m && m.scheduledMs === undefined) m.scheduledMs = t;
+    }
+    // An executor that throws instead of rejecting is treated as a failed step.
+    let result: Promise<StepResult>;
+    try {
+      result = this.executor.step(plan);
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    // Handled here, awaited later: a rejection must not count as unhandled while this step's predecessor's tokens are delivered.
+    result.catch(() => undefined);
+    return { plan, decision, result };
   }
 
   private account(result: StepResult): void {

@@ -63,6 +63,8 @@ export const DRAFT_RETRY_TOKENS = 16;
 export interface ScheduleOptions {
   /** Device-tier sequences to move to the host tier before the step (those whose prompt is computed and that fit there). */
   demote?: readonly number[];
+  /** Draws each sequence may take in a row when the whole step is plain decodes (a decode burst, SequencePlan.decodeSteps). Default 1. */
+  decodeSteps?: number;
 }
 
 /** What one step did to one sequence. */
@@ -305,6 +307,7 @@ export class Scheduler {
     }
     this.admit(draft);
     this.addDrafts(draft);
+    this.addBurst(draft, options.decodeSteps ?? 1);
     return this.finalize(draft);
   }
 
@@ -324,10 +327,11 @@ export class Scheduler {
         continue;
       }
       const numDraft = entry.numDraft ?? 0;
-      const drawn = numDraft > 0 ? this.verifiedDraws(entry, r) : [r.token];
+      const drawn = numDraft > 0 ? this.verifiedDraws(entry, r) : (entry.decodeSteps ?? 1) > 1 ? this.burstDraws(entry, r) : [r.token];
       if (!drawn) {
         this.retire(seq, undefined);
-        events.push({ seqId: seq.id, error: new TandemError('TDM_INTERNAL', `the step returned no valid draws of its ${numDraft} drafts for sequence ${seq.id}`) });
+        const asked = numDraft > 0 ? `its ${numDraft} drafts` : `its burst of ${entry.decodeSteps}`;
+        events.push({ seqId: seq.id, error: new TandemError('TDM_INTERNAL', `the step returned no valid draws of ${asked} for sequence ${seq.id}`) });
         continue;
       }
       const event: SequenceEvent = { seqId: seq.id };
@@ -685,6 +689,28 @@ export class Scheduler {
   }
 
   /**
+   * A decode burst: when every planned sequence decodes one token with nothing the host must do
+   * between draws (no guesses, constraint mask, penalty window or returned logits), each draws
+   * up to `steps` tokens in a row, within its maxTokens and the context, on blocks it can take
+   * without taking any from others. The step held no prompt chunk, so admit() found nothing
+   * it could admit: a request arriving during the burst waits for it.
+   */
+  private addBurst(draft: StepDraft, steps: number): void {
+    if (!(steps > 1) || draft.plans.length === 0) return;
+    const plain = (p: SequencePlan) =>
+      p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnLogits && !p.returnAllLogits && !p.recentTokens && !p.sampling?.allowed;
+    if (!draft.plans.every(plain)) return;
+    for (let i = 0; i < draft.plans.length; i++) {
+      const seq = this.live.get(draft.plans[i]!.seqId)!;
+      const k = Math.min(Math.floor(steps), 64, seq.params.maxTokens - seq.numGenerated, this.config.contextSize - seq.tokens.length);
+      if (k <= 1 || !this.kv.grow(seq, seq.numComputed + k)) continue;
+      const plan = this.planFor(seq, 1);
+      plan.decodeSteps = k;
+      draft.plans[i] = plan;
+    }
+  }
+
+  /**
    * Guesses seq may take this step: its limit (maxDraft at first, one more after a step that
    * accepted all, one fewer after one that accepted none; at 0 it rests for
    * DRAFT_RETRY_TOKENS tokens, then tries one), within maxTokens and the context. None for
@@ -717,6 +743,14 @@ export class Scheduler {
     if (!t || t.length < 1 || t.length > numDraft + 1 || t[t.length - 1] !== r.token) return undefined;
     const first = entry.tokens.length - numDraft;
     for (let i = 0; i + 1 < t.length; i++) if (t[i] !== entry.tokens[first + i]) return undefined;
+    return Array.from(t);
+  }
+
+  /** A burst's draws, or undefined when the result does not fit its plan (a burst may draw fewer than asked, never more). */
+  private burstDraws(entry: SequencePlan, r: SequenceResult): number[] | undefined {
+    const t = r.tokens;
+    if (!t || t.length < 1 || t.length > entry.decodeSteps! || t[t.length - 1] !== r.token) return undefined;
+    for (const token of t) if (!(Number.isInteger(token) && token >= 0)) return undefined;
     return Array.from(t);
   }
 

@@ -95,13 +95,13 @@ export class PolicyScheduler {
     this.tracked.set(seq.id, seq);
   }
 
-  /** The Scheduler's next plan, admission gated and the plan shaped by the policy. */
-  schedule(): StepPlan {
+  /** The Scheduler's next plan, admission gated and the plan shaped by the policy; `decodeSteps` as in Scheduler.schedule. */
+  schedule(options: { decodeSteps?: number } = {}): StepPlan {
     const demote = this.dueDemotions();
     const held = this.holdBack();
     let plan: StepPlan;
     try {
-      plan = this.scheduler.schedule(demote.length > 0 ? { demote } : {});
+      plan = this.scheduler.schedule(demote.length > 0 ? { ...options, demote } : options);
     } finally {
       for (const seq of held) this.scheduler.setPaused(seq.id, false);
     }
@@ -153,13 +153,18 @@ export class PolicyScheduler {
   update(plan: StepPlan, result: StepResult): SequenceEvent[] {
     const events = this.scheduler.update(plan, result);
     for (const e of events) if (e.finish || e.error) this.deferredSteps.delete(e.seqId);
+    // A decode burst is several steps of the planned shape; the cost model predicts and learns one.
+    const rounds = Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1));
+    const even = plan.sequences.every((p) => (p.decodeSteps ?? 1) === rounds);
+    const perStep = rounds === 1 ? result : burstRound(result, rounds);
     const predicted = this.lastDecision?.predicted.stepUs;
-    if (predicted !== undefined && result.totalUs > 0 && plan.sequences.length > 0) {
+    if (predicted !== undefined && result.totalUs > 0 && plan.sequences.length > 0 && even) {
       this.stats.predictedSteps++;
-      this.stats.sumAbsRelError += Math.abs(predicted - result.totalUs) / result.totalUs;
+      this.stats.sumAbsRelError += Math.abs(predicted - perStep.totalUs) / perStep.totalUs;
     }
-    if (this.options.refit !== false && this.cost instanceof TableCostModel && plan.sequences.length > 0) {
-      this.cost.observeStep(plan, result, this.options.refit);
+    // A burst whose sequences drew different counts ran smaller batches late: not one shape to learn from.
+    if (this.options.refit !== false && this.cost instanceof TableCostModel && plan.sequences.length > 0 && even) {
+      this.cost.observeStep(plan, perStep, this.options.refit);
     }
     return events;
   }
@@ -252,4 +257,11 @@ export class PolicyScheduler {
     const { blockTokens, maxChunkTokens } = this.scheduler.config;
     return { blockTokens, slidingWindow: this.scheduler.kv.slidingWindow, maxChunkTokens, device: tier('device'), host: tier('host') };
   }
+}
+
+/** One round of an even decode burst: its time and phases divided by the rounds. */
+function burstRound(result: StepResult, rounds: number): StepResult {
+  const phaseUs: Record<string, number> = {};
+  for (const [phase, us] of Object.entries(result.phaseUs)) phaseUs[phase] = us / rounds;
+  return { ...result, totalUs: result.totalUs / rounds, phaseUs };
 }

@@ -47,18 +47,21 @@ interface Outcome {
 }
 
 t.test('thousands of requests completed, aborted, paused, refused and failed leak no block', async (t) => {
-  const variants: [string, Partial<SchedulerConfig>][] = [
+  const variants: [string, Partial<SchedulerConfig>, number?][] = [
     ['two tiers, swap, prefix cache', {}],
     ['recompute only, prefix cache', { preemption: 'recompute', numBlocks: { device: 0, host: 40 } }],
     ['gpu-only with swap-in', { strategy: 'gpu-only', numBlocks: { device: 24, host: 24 } }],
     ['no prefix cache', { prefixCaching: false, maxWaiting: 40 }],
+    // The fake's steps take 1 µs, so every all-decode step bursts to the bound.
+    ['two tiers, swap, prefix cache, decode bursts of up to 5', {}, 5],
+    ['gpu-only with swap-in, decode bursts of up to 3', { strategy: 'gpu-only', numBlocks: { device: 24, host: 24 } }, 3],
   ];
-  for (const [name, over] of variants) {
+  for (const [name, over, maxDecodeSteps] of variants) {
     const cfg = config({ maxWaiting: 64, ...over });
     const model = new FakeKvModel(cfg.blockTokens, cfg.numBlocks);
     model.delay = () => new Promise((r) => setImmediate(r));
     model.failWhen = (plan) => plan.sequences.some((p) => p.seqId % 97 === 0);
-    const engine = new Engine(model, cfg);
+    const engine = new Engine(model, cfg, { maxDecodeSteps });
     let audits = 0;
     const auditErrors: string[] = [];
     engine.onStep = () => {
@@ -136,6 +139,8 @@ t.test('thousands of requests completed, aborted, paused, refused and failed lea
     engine.scheduler.audit();
     if (cfg.prefixCaching !== false) t.ok(stats.numCachedTokens > 0, `${name}: the shared prefixes were reused`);
     if (name.startsWith('two tiers') || name.startsWith('gpu-only')) t.ok(stats.numMoves > 0, `${name}: tables moved between tiers`);
+    if (maxDecodeSteps) t.ok(stats.numRounds > stats.numSteps * 1.1, `${name}: ${stats.numRounds} rounds in ${stats.numSteps} steps`);
+    else t.equal(stats.numRounds, stats.numSteps, `${name}: one round a step`);
   }
 });
 

@@ -70,11 +70,40 @@ export class FakeKvModel {
   readonly step = async (plan: StepPlan): Promise<StepResult> => {
     if (this.delay) await this.delay();
     if (this.record) this.plans.push(plan);
+    const rounds = Math.max(1, ...plan.sequences.map((s) => s.decodeSteps ?? 1));
+    if (rounds === 1) return this.once(plan);
+    // A decode burst, as the executor runs it: each round feeds back the token the last drew.
+    const draws = new Map<number, number[]>(plan.sequences.map((s) => [s.seqId, []]));
+    let round: StepPlan = plan;
+    let totalUs = 0;
+    for (let r = 0; r < rounds && round.sequences.length > 0; r++) {
+      const one = this.once(round);
+      totalUs += one.totalUs;
+      one.sequences.forEach((res) => draws.get(res.seqId)!.push(res.token));
+      round = {
+        strategy: plan.strategy,
+        copies: [],
+        sequences: round.sequences
+          .filter((s) => (s.decodeSteps ?? 1) > 1)
+          .map((s) => ({ ...s, startPos: s.startPos + s.tokens.length, tokens: Int32Array.of(draws.get(s.seqId)!.at(-1)!), decodeSteps: s.decodeSteps! - 1 })),
+      };
+    }
+    return {
+      sequences: plan.sequences.map((s) => {
+        const d = draws.get(s.seqId)!;
+        return { seqId: s.seqId, token: d.at(-1)!, ...((s.decodeSteps ?? 1) > 1 ? { tokens: Int32Array.from(d) } : {}) };
+      }),
+      phaseUs: { copies: plan.copies.length, forward: plan.sequences.length },
+      totalUs,
+    };
+  };
+
+  private once(plan: StepPlan): StepResult {
     const bt = this.blockTokens;
     const written = new Set<string>();
     for (const s of plan.sequences) {
       if (s.tokens.length === 0) throw new Error(`sequence ${s.seqId}: no tokens`);
-      const end = s.startPos + s.tokens.length;
+      const end = s.startPos + s.tokens.length + (s.decodeSteps ?? 1) - 1;
       if (s.blockTable.length < Math.ceil(end / bt)) throw new Error(`sequence ${s.seqId}: block table too short`);
       for (let b = Math.floor(s.startPos / bt); b < Math.ceil(end / bt); b++) {
         const key = `${s.kvTier}:${s.blockTable[b]}`;
@@ -113,5 +142,5 @@ export class FakeKvModel {
       phaseUs: { copies: plan.copies.length, forward: plan.sequences.length },
       totalUs: 1,
     };
-  };
+  }
 }
