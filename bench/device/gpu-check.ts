@@ -43,6 +43,7 @@ const KERNEL_VARIANTS: KernelVariant[] = ([
   { label: 'tiled matmuls with their k range whole (TANDEM_GPU_MM_SPLIT=1)', env: { TANDEM_GPU_MM_SPLIT: '1' } },
   { label: 'tiled matmuls in four k parts whatever the grid (TANDEM_GPU_MM_SPLIT=4)', env: { TANDEM_GPU_MM_SPLIT: '4' } },
   { label: 'whole rows of logits to the host for sampling (TANDEM_DEVICE_TOP_K=0)', env: { TANDEM_DEVICE_TOP_K: '0' } },
+  { label: 'a plan every step, no decode bursts (TANDEM_DECODE_BURST=1)', env: { TANDEM_DECODE_BURST: '1' } },
   ...(MMV_ALT ? [{ label: `matrix-vector kernels up to ${MMV_ALT} rows (TANDEM_GPU_MMV_MAX_TOKENS=${MMV_ALT})`, env: { TANDEM_GPU_MMV_MAX_TOKENS: MMV_ALT } }] : []),
 ] as KernelVariant[]).filter((v) => {
   // TANDEM_DEVICE_KERNEL_VARIANTS: which variants run, as text of their labels (comma-separated,
@@ -338,7 +339,7 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
   if (typeof report === 'string') return [...lines, report, ''];
   const w = report.workload;
   lines.push(`${report.label ? `With ${report.label}: ` : ''}${w.requests} requests at once, ${w.promptTokens}-token prompts, ${w.maxTokens} tokens each (greedy, EOS ignored); device KV ${(w.kvDeviceBytes / 2 ** 20).toFixed(1)} MiB, host KV ${(w.kvHostBytes / 2 ** 20).toFixed(1)} MiB.${report.error ? ` Error: ${report.error}` : ''}`, '',
-    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | mean step / host between µs | moves | preemptions | step prediction error | replayed on its tables (SIMULATED) |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+    '| policy | tokens/s | vs gpu-only | makespan s | TTFT p50 ms | TPOT p50 / p90 ms | steps by strategy | mean round / host between, per round µs | moves | preemptions | step prediction error | replayed on its tables (SIMULATED) |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
   const base = report.runs.find((r): r is PolicyRun => r.policy === 'gpu-only' && !('error' in r))?.tokensPerS;
   for (const r of report.runs) {
     if ('error' in r) {

@@ -38,10 +38,12 @@ export interface PolicyRun {
   profileSource: string;
   /** The profile cache file the policy's tables came from (what gpu-check replays them from). */
   profileFile?: string;
-  /** Mean step time and its phases (µs per step, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
+  /** Forward passes: steps, with each decode burst counted by its rounds. */
+  rounds: number;
+  /** Mean time of a forward pass and its phases (µs per round, from onStep), so that host-side work (logits, sampling) shows beside the device's. */
   stepUsMean: number;
   phaseUsMean: Record<string, number>;
-  /** Host time around each step (planning, the native call's way in and out, token delivery), µs: the device idles through it. */
+  /** Host time around the steps (planning, the native call's way in and out, token delivery) per round, µs: the device idles through it. */
   hostUsMean: number;
   /** Every step: [strategy, device-KV seqs, host-KV seqs, seqs with CPU attention, tokens, measured µs, predicted µs or -1], to see where predictions miss. */
   stepTrace: [string, number, number, number, number, number, number][];
@@ -59,11 +61,12 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
   });
   try {
     const nVocab = model.info.nVocab;
-    let numSteps = 0, totalUs = 0;
+    // Per forward pass: a decode burst is one step of several rounds.
+    let numRounds = 0, totalUs = 0;
     const phaseUs: Record<string, number> = {};
     const stepTrace: PolicyRun['stepTrace'] = [];
     const off = model.onStep((s) => {
-      numSteps++;
+      numRounds += s.rounds;
       stepTrace.push([s.strategy, s.sequences.device, s.sequences.host, s.cpuAttention, s.tokens, Math.round(s.totalUs), Math.round(s.predictedUs ?? -1)]);
       totalUs += s.totalUs;
       for (const [k, v] of Object.entries(s.phaseUs)) phaseUs[k] = (phaseUs[k] ?? 0) + v;
@@ -93,9 +96,10 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       kvBlockTokens: model.info.kvBlockTokens,
       profileSource: model.info.profile?.source ?? 'none',
       ...(model.info.profile?.file ? { profileFile: model.info.profile.file } : {}),
-      stepUsMean: numSteps > 0 ? totalUs / numSteps : 0,
-      hostUsMean: stats.numSteps > 0 ? stats.hostUs / stats.numSteps : 0,
-      phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numSteps > 0 ? v / numSteps : 0])),
+      rounds: numRounds,
+      stepUsMean: numRounds > 0 ? totalUs / numRounds : 0,
+      hostUsMean: stats.numRounds > 0 ? stats.hostUs / stats.numRounds : 0,
+      phaseUsMean: Object.fromEntries(Object.entries(phaseUs).map(([k, v]) => [k, numRounds > 0 ? v / numRounds : 0])),
       stepTrace,
     };
   } finally {

@@ -56,6 +56,21 @@ const DEFAULT_MAX_QUEUED = 1024;
 const DEFAULT_OUTPUT_BUFFER = 256;
 /** JSON schemas whose start states (and so cached masks) a model keeps. */
 const SCHEMAS_KEPT = 16;
+/**
+ * Draws a request may take in a row between two plans (decodeBurst). Eight keeps a request
+ * that arrives during a burst waiting at most seven decode rounds, where the burst is sized at all.
+ */
+const DEFAULT_DECODE_BURST = 8;
+
+/** TANDEM_DECODE_BURST, when set: decodeBurst's default (for the bench's runs with and without bursts). */
+function burstFromEnv(where: string): number | undefined {
+  const v = process.env.TANDEM_DECODE_BURST;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 1 && n <= 64)) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: TANDEM_DECODE_BURST must be an integer in [1, 64], got ${JSON.stringify(v)}`);
+  return n;
+}
+
 /** Guesses per sequence and step at most (draftTokens). */
 const MAX_DRAFT_TOKENS = 16;
 /**
@@ -74,7 +89,7 @@ const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
   'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
-  'experts', 'expertPrefetch', 'slidingKv', 'draftTokens',
+  'experts', 'expertPrefetch', 'slidingKv', 'draftTokens', 'decodeBurst',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
@@ -253,6 +268,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (draftTokens > 0 && dev.present) {
     throw new TandemError('TDM_UNSUPPORTED', `${where}: draftTokens (speculative decoding) runs on the CPU path only for now; load with device: 'none', or without draftTokens`);
   }
+  let decodeBurst = checkNumber(where, 'decodeBurst', options.decodeBurst ?? burstFromEnv(where), DEFAULT_DECODE_BURST, { min: 1, max: 64, integer: true });
+  // Bursts would take the all-decode steps speculation guesses in; with guesses, one or the other.
+  if (draftTokens > 0 && options.decodeBurst === undefined) decodeBurst = 1;
   const experts = options.experts ?? 'stacks';
   if (typeof experts !== 'string' || !/^(stacks|dynamic|cpu-all|cpu-first-layers:\d+)$/.test(experts)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: experts must be 'stacks', 'dynamic', 'cpu-all' or 'cpu-first-layers:N', got ${String(experts)}`);
@@ -429,7 +447,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     // device 'auto' found no GPU: the single-device CPU path.
     schedulerConfig.strategy = 'cpu';
   }
-  const engine = new Engine(expertRefit ? refittingExecutor(nativeModel, expertRefit) : nativeModel, schedulerConfig, { policy });
+  const engine = new Engine(expertRefit ? refittingExecutor(nativeModel, expertRefit) : nativeModel, schedulerConfig, { policy, maxDecodeSteps: decodeBurst });
   const info: ModelInfo = {
     architecture: hp.architecture,
     nVocab: nativeModel.info.nVocab,
@@ -445,6 +463,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvSlidingWindow: kv.slidingWindow,
     kvType,
     draftTokens,
+    decodeBurst,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),
     replyFormat: detectReplyFormat(tokenizer.vocab.tokens, template),
     kvBytesPerToken,
@@ -535,6 +554,7 @@ export class Model {
       numCachedKvBlocks: s.tiers.device.numCached + s.tiers.host.numCached,
       kvTiers: s.tiers,
       numSteps: s.numSteps,
+      numRounds: s.numRounds,
       numRequests: s.numRequests,
       numFinished: s.numFinished,
       numAborted: s.numAborted,
@@ -591,11 +611,14 @@ export class Model {
     let host = 0;
     let cpuAttention = 0;
     let tokens = 0;
+    let rounds = 1;
     for (const p of plan.sequences) {
       if (p.kvTier === 'device') device++;
       else host++;
       if (p.attention === 'cpu') cpuAttention++;
-      tokens += p.tokens.length;
+      const steps = p.decodeSteps ?? 1;
+      tokens += p.tokens.length + steps - 1;
+      rounds = Math.max(rounds, steps);
     }
     const info: StepInfo = {
       step: ++this.stepCount,
@@ -604,11 +627,12 @@ export class Model {
       sequences: { device, host, deferred: decision ? decision.deferred.length : 0 },
       cpuAttention,
       tokens,
+      rounds,
       copies: plan.copies.length,
       phaseUs: { ...result.phaseUs },
       totalUs: result.totalUs,
     };
-    if (decision) info.predictedUs = decision.predicted.stepUs;
+    if (decision) info.predictedUs = decision.predicted.stepUs * rounds;
     if (result.experts) info.experts = { ...result.experts };
     for (const listener of [...this.stepListeners]) {
       try {

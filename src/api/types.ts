@@ -61,6 +61,19 @@ export interface LoadModelOptions {
    * without guesses. CPU path only (no device). Default 0 (off).
    */
   draftTokens?: number;
+  /**
+   * Decode bursts: in steps where every request decodes with nothing the host must do between
+   * draws (no responseFormat, logprobs, penalties or guesses), each request may draw up to this
+   * many tokens in a row before the engine plans again, so that the host's time between steps
+   * (planning, passing the plan, delivering tokens; about a millisecond at 48 requests) is paid
+   * once a burst. Each step's burst is sized from measured times so that this host time stays
+   * near 5% of the device's, and is 1 when it already is: a fast GPU step gets a burst, a
+   * slow CPU step does not. Tokens are the same as without it. Tokens then reach the stream a
+   * burst at a time, a request that arrives during a burst waits for it, and a stream's buffer
+   * may hold up to a burst more than outputBufferTokens. 1 turns it off. Default 8, or the
+   * environment's TANDEM_DECODE_BURST; 1 with draftTokens (guesses take those steps instead).
+   */
+  decodeBurst?: number;
   /** When KV memory runs short: 'swap' moves a request's blocks to the other tier when it has room, else recomputes; 'recompute' always recomputes. Default 'swap'. */
   preemption?: 'swap' | 'recompute';
   /** Requests waiting for a slot at most; more reject with TDM_QUEUE_FULL. Default 1024. */
@@ -309,6 +322,8 @@ export interface ModelInfo {
   kvType: 'f16' | 'q8_0';
   /** Guesses per request and step at most (speculative decoding, loadModel's draftTokens); 0: off. */
   draftTokens: number;
+  /** Draws per request and step at most (loadModel's decodeBurst); 1: off. */
+  decodeBurst: number;
   /** The model replies on harmony's channels (gpt-oss's vocabulary): chat() splits its replies into text, reasoning and tool calls. */
   replyChannels: boolean;
   /**
@@ -359,15 +374,17 @@ export interface StepInfo {
   sequences: { device: number; host: number; deferred: number };
   /** Sequences whose attention ran on the CPU while the device did the rest (host-tier KV). */
   cpuAttention: number;
-  /** Tokens processed (prefill chunks and decodes). */
+  /** Tokens processed (prefill chunks and decodes, every round of a decode burst). */
   tokens: number;
+  /** Forward passes: the longest decode burst in the step (1 without one). */
+  rounds: number;
   /** KV block copies before the forward pass (swaps, copy on write). */
   copies: number;
   /** Measured time per phase, microseconds. */
   phaseUs: Record<string, number>;
   /** Measured wall time of the step, microseconds. */
   totalUs: number;
-  /** The policy's predicted step time, microseconds (absent on the single-device path). */
+  /** The policy's predicted step time, microseconds, times the rounds (absent on the single-device path). */
   predictedUs?: number;
   /** With expert offload: what it did this step (hits, copies, CPU experts, bytes moved). */
   experts?: ExpertStepStats;
@@ -403,6 +420,8 @@ export interface ModelStats {
   /** Per tier: blocks, free, cached, evicted (total), moved in (total). */
   kvTiers: Record<'device' | 'host', { numBlocks: number; numFree: number; numCached: number; numEvictions: number; numBlocksMovedIn: number }>;
   numSteps: number;
+  /** Forward passes of those steps: a decode burst of k draws is one step of k rounds. */
+  numRounds: number;
   /** Requests accepted, ended normally, aborted, failed, and refused with TDM_QUEUE_FULL. */
   numRequests: number;
   numFinished: number;

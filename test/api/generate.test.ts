@@ -121,11 +121,12 @@ t.test('abort and break stop the generation and free its blocks', async (t) => {
   let n = 0;
   for await (const c of gen) {
     n += c.tokens.length;
-    if (n === 5) controller.abort();
+    if (n >= 5 && !controller.signal.aborted) controller.abort();
   }
   const r = await gen.result;
   t.equal(r.stopReason, 'aborted');
-  t.equal(r.tokens.length, 5, 'nothing after the abort');
+  // The tokens drawn before the abort: the rest of a decode burst may have reached the stream unread.
+  t.ok(r.tokens.length >= 5 && r.tokens.length < 5 + model.info.decodeBurst, `nothing after the abort (${r.tokens.length} tokens)`);
 
   const broken = model.generate('The little dog', { temperature: 0, maxTokens: 200 });
   for await (const c of broken) if (c.tokens.length) break;

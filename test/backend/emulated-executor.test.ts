@@ -263,3 +263,36 @@ t.test('sampling from each row\'s best logits, cut on the emulated GPU, draws th
     t.same(got, await draw(whole, c), `${c.name}: the same tokens (${got.flat().slice(0, 6).join(' ')} ...)`);
   }
 });
+
+t.test('decode bursts on the emulated GPU draw what single steps draw, under every strategy', { skip }, async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const shapes: [string, Shape][] = [
+    ['gpu-only', { strategy: 'gpu-only', tier: () => 'device' }],
+    ['overlap, host-tier attention on the CPU', { strategy: 'overlap', tier: odd }],
+    ['pipeline', { strategy: 'pipeline', tier: odd }],
+  ];
+  const BURST = 4;
+  for (const [name, shape] of shapes) {
+    const m = await load(file, { device: 'gpu' });
+    const ids = PROMPTS.map((_, i) => i + 1);
+    const seq = (id: number, tokens: number[], startPos: number, decodeSteps?: number): SequencePlan => ({
+      seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: shape.tier(id),
+      attention: shape.tier(id) === 'device' ? 'gpu' : 'cpu', sample: true, ...(decodeSteps ? { decodeSteps } : {}),
+    });
+    const prefill = async () => (await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id) => seq(id, PROMPTS[id - 1]!, 0)) })).sequences.map((s) => s.token);
+    // Single steps.
+    const first = await prefill();
+    const single = ids.map(() => [] as number[]);
+    let last = first;
+    for (let k = 0; k < BURST; k++) {
+      const r = await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id, i) => seq(id, [last[i]!], PROMPTS[i]!.length + k)) });
+      last = r.sequences.map((s) => s.token);
+      last.forEach((tok, i) => single[i]!.push(tok));
+    }
+    // The same from a fresh prefill, as one burst.
+    t.same(await prefill(), first);
+    const r = await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id, i) => seq(id, [first[i]!], PROMPTS[i]!.length, BURST)) });
+    m.dispose();
+    t.same(r.sequences.map((s) => Array.from(s.tokens ?? [])), single, `${name}: ${BURST} draws each, as ${BURST} steps drew them`);
+  }
+});

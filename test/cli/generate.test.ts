@@ -82,4 +82,7 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   const drafted = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--draft', '3', 'Once upon a time']);
   t.equal(drafted.stdout, ref.stdout, '--draft: the same text');
   await t.rejects(run(['-m', STORIES, '--draft', '99', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /draftTokens/ }, '--draft reaches loadModel');
+  const single = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--decode-burst', '1', 'Once upon a time']);
+  t.equal(single.stdout, ref.stdout, '--decode-burst 1: the same text');
+  await t.rejects(run(['-m', STORIES, '--decode-burst', '0', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /decodeBurst/ }, '--decode-burst reaches loadModel');
 });

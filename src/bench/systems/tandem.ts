@@ -61,7 +61,8 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         counters: () => {
           const st = model.stats;
           // hostMs: the engine's time around its steps (a device idles through it); per step, the cost of the seam.
-          const c: Record<string, number> = { steps: st.numSteps, moves: st.numMoves, preemptions: st.numPreemptions, stepMs: st.stepUs / 1000, hostMs: st.hostUs / 1000 };
+          // rounds: forward passes (a decode burst is one step of several).
+          const c: Record<string, number> = { steps: st.numSteps, rounds: st.numRounds, moves: st.numMoves, preemptions: st.numPreemptions, stepMs: st.stepUs / 1000, hostMs: st.hostUs / 1000 };
           if (info.draftTokens > 0) Object.assign(c, { draftTokens: st.numDraftTokens, acceptedDrafts: st.numAcceptedDrafts });
           if (st.policy) {
             for (const [strategy, n] of Object.entries(st.policy.strategies)) if (n > 0) c[`steps.${strategy}`] = n;

@@ -16,6 +16,7 @@ export const SHARED_OPTIONS = {
   'ctx-size': { type: 'string', short: 'c' },
   'kv-type': { type: 'string' },
   draft: { type: 'string' },
+  'decode-burst': { type: 'string' },
   device: { type: 'string' },
   policy: { type: 'string' },
   'device-weight-mib': { type: 'string' },
@@ -46,6 +47,9 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
       --draft N             speculative decoding: up to N tokens a step guessed from the prompt
                             and reply (prompt lookup) and verified; the same tokens, fewer steps
                             when the reply repeats what came before (default 0 = off; CPU only)
+      --decode-burst N      requests decoding together draw up to N tokens a step between plans,
+                            where the host's time between steps is a large share of a step (fast
+                            GPU steps); the same tokens (default 8; 1 = off)
       --device D            none (default), auto (a usable GPU, else none), gpu, or cpu-standin
                             (a second CPU backend posing as a GPU: for testing, never GPU numbers)
       --policy P            with a device: auto (default), gpu-only, pipeline or overlap
@@ -114,6 +118,8 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   const deviceWeightMib = toNumber('device-weight-mib', values['device-weight-mib']);
   const draft = toNumber('draft', values.draft);
   if (draft !== undefined) options.draftTokens = draft;
+  const burst = toNumber('decode-burst', values['decode-burst']);
+  if (burst !== undefined) options.decodeBurst = burst;
   if (threads !== undefined) options.threads = threads;
   if (contextSize !== undefined) options.contextSize = contextSize;
   // Device, policy and kernel names are checked by loadModel, with its messages.
