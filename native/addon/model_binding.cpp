@@ -456,6 +456,7 @@ Napi::Object result_to_js(Napi::Env env, const StepNames& table, const StepResul
   for (const auto& kv : r.phase_us) phases.Set(kv.first, Napi::Number::New(env, kv.second));
   out.Set("phaseUs", phases);
   out.Set("totalUs", Napi::Number::New(env, r.total_us));
+  out.Set("rounds", Napi::Number::New(env, r.rounds));
   if (r.has_experts) {
     const ExpertStats& x = r.experts;
     Napi::Object e = Napi::Object::New(env);
@@ -519,6 +520,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::step>("step"), InstanceMethod<&NativeModel::profile>("profile"),
                         InstanceMethod<&NativeModel::setExpertCost>("setExpertCost"),
+                        InstanceMethod<&NativeModel::interruptBurst>("interruptBurst"),
                         InstanceMethod<&NativeModel::dispose>("dispose"), InstanceAccessor<&NativeModel::info>("info"),
                         InstanceAccessor<&NativeModel::placement>("placement")});
   }
@@ -568,6 +570,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value profile(const Napi::CallbackInfo& info);
   Napi::Value setExpertCost(const Napi::CallbackInfo& info);
+
+  Napi::Value interruptBurst(const Napi::CallbackInfo& info) {
+    if (model_) model_->interrupt_burst();
+    return info.Env().Undefined();
+  }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     // A running step keeps its own reference; the model is freed when it finishes.
@@ -643,6 +650,8 @@ Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
   });
   if (!code.empty()) return rejected(env, code.c_str(), message);
   busy_ = true;
+  // An interrupt belongs to the step it was sent during: this one starts clean.
+  model_->clear_burst_interrupt();
   auto* worker = new StepWorker(env, this, info.This().As<Napi::Object>(), model_, std::move(plan));
   Napi::Promise p = worker->promise();
   worker->Queue();

@@ -181,9 +181,9 @@ void Model::validate(const StepPlan& plan) const {
       if (!s.sample || s.tokens.size() != 1) bad(at + "decodeSteps above 1 needs a decode: one token, and sample");
       if (s.n_draft > 0 || s.return_all_logits || s.return_logits)
         bad(at + "decodeSteps above 1 cannot be combined with drafts or returned logits");
-      // The mask and the penalty window belong to one draw; the executor does not advance them.
-      if (!s.sampling.allowed.empty() || !s.recent.empty())
-        bad(at + "decodeSteps above 1 cannot be combined with an allowed-token mask or recentTokens");
+      // The mask belongs to one draw; the penalty window moves on with each draw.
+      if (!s.sampling.allowed.empty()) bad(at + "decodeSteps above 1 cannot be combined with an allowed-token mask");
+      if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with decodeSteps");
     }
     for (int32_t t : s.recent)
       if (t < 0 || t >= hp_.n_vocab) bad(at + "recentTokens holds " + std::to_string(t) + ", outside [0, " + std::to_string(hp_.n_vocab) + ")");
@@ -1383,7 +1383,10 @@ StepResult Model::step_burst(const StepPlan& plan, int32_t rounds, Clock::time_p
     out.seqs[i].seq_id = plan.seqs[i].seq_id;
     slot.push_back(i);
   }
-  for (int32_t r = 0; r < rounds && !round.seqs.empty(); ++r) {
+  int32_t r = 0;
+  for (; r < rounds && !round.seqs.empty(); ++r) {
+    // A round already drawn is a whole result: new work waiting is planned in after it.
+    if (r > 0 && burst_interrupt_.load(std::memory_order_relaxed)) break;
     StepResult one = step_once(round, Clock::now());
     for (const auto& [phase, us] : one.phase_us) {
       auto it = std::find_if(out.phase_us.begin(), out.phase_us.end(), [&](const auto& kv) { return kv.first == phase; });
@@ -1405,12 +1408,17 @@ StepResult Model::step_burst(const StepPlan& plan, int32_t rounds, Clock::time_p
       if (s.decode_steps <= r + 1) continue;
       s.start_pos += int32_t(s.tokens.size());
       s.tokens.assign(1, res.token);
+      if (!s.recent.empty() || s.penalty_window > 0) {
+        s.recent.push_back(res.token);
+        if (int64_t(s.recent.size()) > s.penalty_window) s.recent.erase(s.recent.begin());
+      }
       next.seqs.push_back(std::move(s));
       next_slot.push_back(slot[k]);
     }
     round = std::move(next);
     slot = std::move(next_slot);
   }
+  out.rounds = r;
   out.total_us = us_since(t_start);
   return out;
 }

@@ -4,6 +4,7 @@
 // with one of the strategies of step.h. Timing entry points for the profiler: profile.cpp.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -128,6 +129,10 @@ class Model {
   // any state; throws tdm::Error (TDM_BAD_ARGUMENT for a bad plan, TDM_UNSUPPORTED for
   // attention on a device that cannot read the sequence's KV tier). One step at a time.
   StepResult step(const StepPlan& plan);
+  // Ends a decode burst in flight after the round under way (new work is waiting); any thread.
+  // The flag is cleared by clear_burst_interrupt(), which the caller runs before each step.
+  void interrupt_burst() { burst_interrupt_.store(true, std::memory_order_relaxed); }
+  void clear_burst_interrupt() { burst_interrupt_.store(false, std::memory_order_relaxed); }
 
   // ---- timing entry points for the profiler (profile.cpp); not while a step runs.
   // Microseconds of the linear work of a whole step of n_tokens rows (embedding, every
@@ -240,6 +245,7 @@ class Model {
   // Sampled rows leave the device as their best logits when the sampler needs no more (a device
   // with top_k_rows whose memory is not the host's; TANDEM_DEVICE_TOP_K=0 copies whole rows).
   bool best_on_device_ = false;
+  std::atomic<bool> burst_interrupt_{false};
   tdm_stream* copy_stream_ = nullptr;      // async devices: activations to the host beside compute
   tdm_event* compute_done_ = nullptr;      // recorded after a sub-batch's q/k/v are computed
   tdm_event* copy_done_ = nullptr;

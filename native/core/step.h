@@ -45,7 +45,8 @@ struct SeqPlan {
   int32_t penalty_window = 0;        // with drafts: the window `recent` was cut to (a draft row's penalties see its last this many)
   // A decode burst: draw this many tokens in a row, each fed back as the next round's token at
   // the next position, without a return to the scheduler in between (the host's time between
-  // steps is paid once a burst). SeqResult::tokens holds the draws in order.
+  // steps is paid once a burst). SeqResult::tokens holds the draws in order; an interrupted
+  // burst draws fewer. With penalties, `recent` gains each draw (kept to penalty_window).
   int32_t decode_steps = 1;
 };
 
@@ -125,6 +126,7 @@ struct StepResult {
   std::vector<double> cpu_expert_calls;
   std::vector<std::pair<std::string, double>> phase_us;  // microseconds per phase, in run order
   double total_us = 0;
+  int32_t rounds = 1;  // forward passes run: a burst's, fewer than planned when interrupted
 };
 
 }  // namespace tdm

@@ -57,8 +57,8 @@ const DEFAULT_OUTPUT_BUFFER = 256;
 /** JSON schemas whose start states (and so cached masks) a model keeps. */
 const SCHEMAS_KEPT = 16;
 /**
- * Draws a request may take in a row between two plans (decodeBurst). Eight keeps a request
- * that arrives during a burst waiting at most seven decode rounds, where the burst is sized at all.
+ * Draws a request may take in a row between two plans (decodeBurst). Eight takes the host's
+ * time per token down eightfold at most; where it is that large, larger bursts gain little more.
  */
 const DEFAULT_DECODE_BURST = 8;
 

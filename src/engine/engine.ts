@@ -4,7 +4,7 @@
 // device beside the CPU a policy (src/sched) gates admission and shapes every plan.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
-import type { KvTier, StepPlan, StepResult } from '../native/step-plan.js';
+import { roundsOf, type KvTier, type StepPlan, type StepResult } from '../native/step-plan.js';
 import { asTandemError, TandemError } from '../native/errors.js';
 import type { CostModel } from '../sched/cost-model.js';
 import type { PolicyName, StepDecision } from '../sched/policy.js';
@@ -16,6 +16,8 @@ import { Sequence, type SequenceMetrics, type SequenceParams, type StopReason } 
 /** Runs one plan; one call at a time. The native model satisfies it. */
 export interface StepExecutor {
   step(plan: StepPlan): Promise<StepResult>;
+  /** Ends a decode burst in flight after its current round (new work is waiting). Optional: without it a burst runs to its end. */
+  interruptBurst?(): void;
 }
 
 /** How the engine reports a sequence's progress; called on the event loop, never re-entrantly. */
@@ -97,7 +99,8 @@ export interface EngineOptions {
 
 /**
  * The host's time between steps the decode burst aims for, as a share of the device's time.
- * A larger burst costs a request that arrives during it up to the burst's rounds of waiting.
+ * A larger burst makes tokens reach their streams in larger groups; a request that arrives
+ * during one waits a round (the executor's interruptBurst), or the whole burst without it.
  */
 export const HOST_SHARE = 0.05;
 
@@ -139,6 +142,8 @@ export class Engine {
   /** The running loop; `looping` says whether it is still going. */
   private loop: Promise<void> = Promise.resolve();
   private looping = false;
+  /** The step in flight is a decode burst: new work interrupts it after its current round. */
+  private burstInFlight = false;
   private closed = false;
 
   constructor(executor: StepExecutor, config: SchedulerConfig, options: EngineOptions = {}) {
@@ -172,6 +177,7 @@ export class Engine {
     else this.scheduler.add(seq);
     this.live.set(seq.id, { seq, observer });
     this.totals.numRequests++;
+    this.interruptBurst();
     this.kick();
     return seq.id;
   }
@@ -194,7 +200,10 @@ export class Engine {
    */
   setPaused(seqId: number, paused: boolean): void {
     if (!this.scheduler.setPaused(seqId, paused)) return;
-    if (!paused) this.kick();
+    if (!paused) {
+      this.interruptBurst();
+      this.kick();
+    }
   }
 
   get stats(): EngineStats {
@@ -236,6 +245,13 @@ export class Engine {
       this.failAll(new TandemError('TDM_DISPOSED', 'the model was disposed while this request was running'));
     }
     await this.idle();
+  }
+
+  /** A request waits for the burst in flight at most a round: it is planned in after it. */
+  private interruptBurst(): void {
+    if (!this.burstInFlight) return;
+    this.burstInFlight = false;
+    this.executor.interruptBurst?.();
   }
 
   private kick(): void {
@@ -282,13 +298,15 @@ export class Engine {
         try {
           result = await pending;
         } catch (err) {
+          this.burstInFlight = false;
           idleSinceMs = this.now();
           for (const event of planner.fail(plan, asTandemError(err))) this.dispatch(event);
           continue;
         }
         const arrivedMs = this.now();
+        this.burstInFlight = false;
         this.numSteps++;
-        const rounds = Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1));
+        const rounds = roundsOf(plan, result);
         this.numRounds += rounds;
         this.account(result);
         if (Number.isFinite(result.totalUs)) {
@@ -337,6 +355,7 @@ export class Engine {
       const m = this.live.get(p.seqId)?.seq.metrics;
       if (m && m.scheduledMs === undefined) m.scheduledMs = t;
     }
+    this.burstInFlight = plan.sequences.some((p) => (p.decodeSteps ?? 1) > 1);
     // An executor that throws instead of rejecting is treated as a failed step.
     let result: Promise<StepResult>;
     try {

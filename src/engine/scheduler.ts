@@ -690,15 +690,15 @@ export class Scheduler {
 
   /**
    * A decode burst: when every planned sequence decodes one token with nothing the host must do
-   * between draws (no guesses, constraint mask, penalty window or returned logits), each draws
+   * between draws (no guesses, constraint mask or returned logits), each draws
    * up to `steps` tokens in a row, within its maxTokens and the context, on blocks it can take
    * without taking any from others. The step held no prompt chunk, so admit() found nothing
-   * it could admit: a request arriving during the burst waits for it.
+   * it could admit; a request arriving during the burst is the engine's to let in (it
+   * interrupts the burst).
    */
   private addBurst(draft: StepDraft, steps: number): void {
     if (!(steps > 1) || draft.plans.length === 0) return;
-    const plain = (p: SequencePlan) =>
-      p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnLogits && !p.returnAllLogits && !p.recentTokens && !p.sampling?.allowed;
+    const plain = (p: SequencePlan) => p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnLogits && !p.returnAllLogits && !p.sampling?.allowed;
     if (!draft.plans.every(plain)) return;
     for (let i = 0; i < draft.plans.length; i++) {
       const seq = this.live.get(draft.plans[i]!.seqId)!;
@@ -706,6 +706,8 @@ export class Scheduler {
       if (k <= 1 || !this.kv.grow(seq, seq.numComputed + k)) continue;
       const plan = this.planFor(seq, 1);
       plan.decodeSteps = k;
+      // The executor moves the penalty window on with each draw.
+      if (plan.recentTokens) plan.penaltyWindow = seq.params.penaltyWindow;
       draft.plans[i] = plan;
     }
   }

@@ -105,6 +105,8 @@ export interface NativeExpertConfig {
 export interface NativeModel {
   /** Runs one plan; rejects TDM_BAD_ARGUMENT for a bad plan (nothing is run), TDM_DISPOSED after dispose(). */
   step(plan: StepPlan): Promise<StepResult>;
+  /** Ends a decode burst in flight after the round under way (its result then holds fewer draws); no effect on the next step. */
+  interruptBurst(): void;
   /** Frees the weights' mapping and the KV pools (after a step in flight finishes). */
   dispose(): void;
   /** kvBlockBytes: bytes of one KV block (its layer group: all layers, or with kvSplitSliding the larger of the full and sliding groups); kvGroups: 1, or 2 with the sliding layers apart; backends: loaded backend kinds, 'cpu' first. */

@@ -72,9 +72,10 @@ export interface SequencePlan {
    * A decode burst (1 to 64; default 1): draw this many tokens in a row, each fed back as the
    * next round's token at the next position, with no return to the scheduler in between, so the
    * host's time between steps is paid once a burst. The draws equal those of as many steps
-   * (a draw depends on seed and position only); SequenceResult.tokens holds them. Needs a
-   * one-token decode that samples, without drafts, returned logits, `allowed` or recentTokens.
-   * blockTable covers the burst's positions.
+   * (a draw depends on seed and position only); SequenceResult.tokens holds them, fewer when
+   * the burst was interrupted (NativeModel.interruptBurst). Needs a one-token decode that
+   * samples, without drafts, returned logits or `allowed`; with recentTokens, penaltyWindow
+   * (each draw joins the window). blockTable covers the burst's positions.
    */
   decodeSteps?: number;
 }
@@ -112,6 +113,8 @@ export interface StepResult {
   phaseUs: Record<string, number>;
   /** Wall time of the whole step in microseconds. */
   totalUs: number;
+  /** Forward passes run: above 1 for a decode burst (fewer than planned when interrupted). Absent: 1. */
+  rounds?: number;
   /** Expert offload counters of this step, when the model was loaded with `experts`. */
   experts?: ExpertStepStats;
   /** With `experts`: each layer's CPU expert call as (experts, routed rows, measured µs), flattened; what the expert costs are refitted from (src/sched/experts/refit.ts). */
@@ -153,4 +156,9 @@ export interface ExpertStepStats {
   prefillCopyBytes: number;
   /** Streamed copies queued ahead of device compute that ran before their use (the copy could hide behind it). */
   overlappedCopies: number;
+}
+
+/** Forward passes a step ran: the result's count, else the plan's longest decode burst. */
+export function roundsOf(plan: StepPlan, result: StepResult): number {
+  return result.rounds ?? Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1));
 }

@@ -9,7 +9,7 @@
 // (a swap's copies) in the first plan after its prompt is computed. The policy's own tier and
 // swap choices are reported in its decision. After each step the cost model is refitted
 // from the measured phases and the prediction error is kept.
-import type { KvTier, SequencePlan, StepPlan, StepResult, Strategy } from '../native/step-plan.js';
+import { roundsOf, type KvTier, type SequencePlan, type StepPlan, type StepResult, type Strategy } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
 import type { Scheduler, SequenceEvent } from '../engine/scheduler.js';
 import type { Sequence } from '../engine/sequence.js';
@@ -128,6 +128,8 @@ export class PolicyScheduler {
       if (decision.strategy === 'pipeline' && d.subBatch !== undefined) shaped.subBatch = d.subBatch;
       sequences.push(shaped);
     }
+    // A sequence the policy leaves out sits out one round, not a burst of them.
+    if (sequences.length < plan.sequences.length) for (const s of sequences) delete s.decodeSteps;
     this.stats.steps++;
     this.stats.strategies[decision.strategy]++;
     return { strategy: decision.strategy, copies: plan.copies, sequences };
@@ -154,8 +156,8 @@ export class PolicyScheduler {
     const events = this.scheduler.update(plan, result);
     for (const e of events) if (e.finish || e.error) this.deferredSteps.delete(e.seqId);
     // A decode burst is several steps of the planned shape; the cost model predicts and learns one.
-    const rounds = Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1));
-    const even = plan.sequences.every((p) => (p.decodeSteps ?? 1) === rounds);
+    const rounds = roundsOf(plan, result);
+    const even = rounds === 1 || result.sequences.every((r) => (r.tokens?.length ?? 1) === rounds);
     const perStep = rounds === 1 ? result : burstRound(result, rounds);
     const predicted = this.lastDecision?.predicted.stepUs;
     if (predicted !== undefined && result.totalUs > 0 && plan.sequences.length > 0 && even) {

@@ -54,7 +54,6 @@ t.test('all-decode steps burst within maxTokens and the context; prompt chunks n
 t.test('one request the host must see between draws keeps the whole step from bursting', async (t) => {
   const cases: [string, Partial<SequenceParams>][] = [
     ['logprobs', { logprobs: 2 }],
-    ['penalties', { sampling: { ...GREEDY, repeatPenalty: 1.2 }, penaltyWindow: 16 }],
     ['a constraint', { constraint: { allowed: () => new Uint8Array(32).fill(255), accept: () => undefined } }],
   ];
   for (const [name, over] of cases) {
@@ -136,4 +135,44 @@ t.test('the engine bursts only where the host time between steps is a large shar
   t.equal(slow.rounds, slow.steps, 'slow rounds: no burst');
   t.throws(() => new Engine(new FakeKvModel(4, { device: 0, host: 64 }), config(), { maxDecodeSteps: 0 }), { code: 'TDM_BAD_ARGUMENT', message: /maxDecodeSteps must be an integer in \[1, 64\], got 0/ });
   t.equal(nextToken([1]) >= 3, true);
+});
+
+t.test('penalties burst: each plan carries its window, which the executor moves on', async (t) => {
+  const s = new Scheduler(config());
+  const q = new Sequence(1, [5, 6, 7], params({ sampling: { ...GREEDY, repeatPenalty: 1.2 }, penaltyWindow: 16, maxTokens: 20 }));
+  s.add(q);
+  const { plans } = await drive(s, 4);
+  const bursts = plans.flatMap((p) => p.sequences).filter((p) => (p.decodeSteps ?? 1) > 1);
+  t.ok(bursts.length > 0, 'it bursts');
+  for (const p of bursts) {
+    t.equal(p.penaltyWindow, 16);
+    t.ok(p.recentTokens && p.recentTokens.length <= 16, 'the window it starts from');
+  }
+  t.same(q.tokens.slice(3), expectedContinuation([5, 6, 7], 20));
+});
+
+t.test('a request that arrives during a burst interrupts it after the round under way', async (t) => {
+  const model = new FakeKvModel(4, { device: 0, host: 64 });
+  model.roundDelay = () => new Promise((r) => setImmediate(r));
+  const engine = new Engine(model, config(), { maxDecodeSteps: 8 });
+  const seen: { planned: number; ran: number; seqs: number }[] = [];
+  engine.onStep = (plan, result) => seen.push({ planned: Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1)), ran: result.rounds ?? 1, seqs: plan.sequences.length });
+  const run = (p: number[], n: number) =>
+    new Promise<number[]>((resolve, reject) => {
+      const out: number[] = [];
+      engine.submit(p, params({ maxTokens: n }), { onToken: (x) => out.push(x), onFinish: () => resolve(out), onError: reject });
+    });
+  const first = run([5, 6, 7], 40);
+  // A burst has run, and the next one is in flight (launched right after it).
+  while (!seen.some((s) => s.planned > 1)) await new Promise((r) => setImmediate(r));
+  const before = seen.length;
+  const late = run([8, 9], 10);
+  t.same(await first, expectedContinuation([5, 6, 7], 40));
+  t.same(await late, expectedContinuation([8, 9], 10));
+  await engine.idle();
+  const cut = seen[before]!;
+  t.ok(cut.planned > 1 && cut.ran < cut.planned, `the burst in flight stopped early (${cut.ran} of ${cut.planned} rounds)`);
+  t.equal(seen[before + 1]!.seqs, 2, 'the next step took the new request in');
+  t.equal(engine.stats.numRounds, seen.reduce((n, s) => n + s.ran, 0), 'rounds are counted as run');
+  t.equal(engine.stats.numFreeBlocks, 64);
 });

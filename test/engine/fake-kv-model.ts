@@ -58,6 +58,15 @@ export class FakeKvModel {
   delay: (() => Promise<void>) | undefined;
   /** Keep every plan (for tests that inspect them). */
   record = false;
+  /** Awaited between the rounds of a decode burst (so that work can arrive during one). */
+  roundDelay: (() => Promise<void>) | undefined;
+  /** interruptBurst() was called during the step in flight. */
+  private interrupted = false;
+
+  /** Ends the burst in flight after its current round, as the executor does. */
+  readonly interruptBurst = (): void => {
+    this.interrupted = true;
+  };
 
   constructor(blockTokens: number, numBlocks: { device: number; host: number }) {
     this.blockTokens = blockTokens;
@@ -68,6 +77,7 @@ export class FakeKvModel {
   }
 
   readonly step = async (plan: StepPlan): Promise<StepResult> => {
+    this.interrupted = false;
     if (this.delay) await this.delay();
     if (this.record) this.plans.push(plan);
     const rounds = Math.max(1, ...plan.sequences.map((s) => s.decodeSteps ?? 1));
@@ -76,7 +86,10 @@ export class FakeKvModel {
     const draws = new Map<number, number[]>(plan.sequences.map((s) => [s.seqId, []]));
     let round: StepPlan = plan;
     let totalUs = 0;
-    for (let r = 0; r < rounds && round.sequences.length > 0; r++) {
+    let r = 0;
+    for (; r < rounds && round.sequences.length > 0; r++) {
+      if (r > 0 && this.roundDelay) await this.roundDelay();
+      if (r > 0 && this.interrupted) break;
       const one = this.once(round);
       totalUs += one.totalUs;
       one.sequences.forEach((res) => draws.get(res.seqId)!.push(res.token));
@@ -95,6 +108,7 @@ export class FakeKvModel {
       }),
       phaseUs: { copies: plan.copies.length, forward: plan.sequences.length },
       totalUs,
+      rounds: r,
     };
   };
 

@@ -1,6 +1,7 @@
 // Decode bursts (SequencePlan.decodeSteps) on a real model (stories260K): a step that draws k
-// tokens in a row for each sequence draws what k one-token steps would, greedy and sampled,
-// with sequences of different bursts in one step; plans a burst cannot run are refused.
+// tokens in a row for each sequence draws what k one-token steps would, greedy, sampled and
+// with penalties, with sequences of different bursts in one step; an interrupted burst stops
+// after its first round; plans a burst cannot run are refused.
 import t from 'tap';
 import { native, type NativeModel } from '../../src/native/binding.js';
 import type { SamplingParams, SequencePlan, StepPlan } from '../../src/native/step-plan.js';
@@ -82,8 +83,8 @@ t.test('plans a burst cannot run are refused with what is wrong', async (t) => {
     ['without sampling', { decodeSteps: 2, sample: false }, /decodeSteps above 1 needs a decode: one token, and sample/],
     ['two tokens', { decodeSteps: 2, tokens: Int32Array.from([5, 6]) }, /decodeSteps above 1 needs a decode/],
     ['returned logits', { decodeSteps: 2, returnLogits: true }, /drafts or returned logits/],
-    ['penalties', { decodeSteps: 2, recentTokens: Int32Array.from([5]) }, /allowed-token mask or recentTokens/],
-    ['a mask', { decodeSteps: 2, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /allowed-token mask or recentTokens/],
+    ['penalties without their window', { decodeSteps: 2, recentTokens: Int32Array.from([5, 6]), penaltyWindow: 1 }, /penaltyWindow must cover the recentTokens given with decodeSteps/],
+    ['a mask', { decodeSteps: 2, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /decodeSteps above 1 cannot be combined with an allowed-token mask/],
     ['a table short of the burst', { decodeSteps: 60, blockTable: Int32Array.from([0, 1, 2, 3]) }, /blockTable has 4 blocks but positions \[0, 67\) need 5/],
   ];
   for (const [name, extra, message] of cases) {
@@ -92,5 +93,54 @@ t.test('plans a burst cannot run are refused with what is wrong', async (t) => {
   // The KV of the positions a refused burst would have written was not touched: a plain step still draws.
   const r = await step(m, [row(0, last, at, { decodeSteps: 2 })]);
   t.equal(r.sequences[0]!.tokens?.length, 2);
+  m.dispose();
+});
+
+t.test('with penalties the window moves on with each draw, as one-token steps move it', async (t) => {
+  const m = await load();
+  const PEN: SamplingParams = { temperature: 0.9, topK: 40, topP: 0.95, minP: 0.02, repeatPenalty: 1.4, presencePenalty: 0.3, frequencyPenalty: 0.2, seed: 21 };
+  for (const window of [6, 64]) {
+    const prompt = PROMPTS[0]!;
+    const pen = (all: number[], extra: Partial<SequencePlan> = {}) => row(0, [all[all.length - 1]!], all.length - 1, { sampling: PEN, recentTokens: Int32Array.from(all.slice(-window)), ...extra });
+    // One-token steps.
+    const all = [...prompt];
+    all.push((await step(m, [row(0, prompt, 0, { sampling: PEN })])).sequences[0]!.token);
+    for (let k = 0; k < 12; k++) all.push((await step(m, [pen(all)])).sequences[0]!.token);
+    // The same from the first draw, in bursts of 5, 4 and 3.
+    const burst = all.slice(0, prompt.length + 1);
+    for (const k of [5, 4, 3]) {
+      const r = await step(m, [pen(burst, { decodeSteps: k, penaltyWindow: window })]);
+      burst.push(...Array.from(r.sequences[0]!.tokens ?? []));
+    }
+    t.same(burst, all, `window ${window}: the same draws`);
+  }
+  m.dispose();
+});
+
+t.test('an interrupted burst stops after a whole round, with the draws of that many steps; the next step is not interrupted', async (t) => {
+  const m = await native().loadModel(STORIES, { hparams: hparamsOf(STORIES), threads: 1, kvBlockTokens: 16, kvBlocks: { device: 0, host: 8 } });
+  const prompt = PROMPTS[1]!;
+  const long = (tokens: number[], startPos: number, extra: Partial<SequencePlan> = {}): SequencePlan => ({ ...row(1, tokens, startPos, extra), blockTable: Int32Array.from({ length: 8 }, (_, b) => b) });
+  const all = [...prompt];
+  all.push((await step(m, [long(prompt, 0)])).sequences[0]!.token);
+  for (let k = 0; k < 70; k++) all.push((await step(m, [long([all.at(-1)!], all.length - 1)])).sequences[0]!.token);
+  // A burst of 60 rounds takes milliseconds; the interrupt follows the call at once. The
+  // worker thread may still win the race on a loaded machine, hence three tries.
+  let stopped = 0;
+  for (let attempt = 0; attempt < 3 && stopped === 0; attempt++) {
+    const at = prompt.length;
+    const pending = step(m, [long([all[at]!], at, { decodeSteps: 60 })]);
+    m.interruptBurst();
+    const r = await pending;
+    const draws = Array.from(r.sequences[0]!.tokens ?? []);
+    t.equal(draws.length, r.rounds, 'a draw a round');
+    t.same(draws, all.slice(at + 1, at + 1 + draws.length), 'the draws of as many one-token steps');
+    if (r.rounds! < 60) stopped = r.rounds!;
+  }
+  t.ok(stopped >= 1, `the burst stopped after ${stopped} of 60 rounds`);
+  const at = prompt.length;
+  const whole = await step(m, [long([all[at]!], at, { decodeSteps: 60 })]);
+  t.equal(whole.rounds, 60, 'the next burst ran whole: an interrupt belongs to its step');
+  t.same(Array.from(whole.sequences[0]!.tokens ?? []), all.slice(at + 1, at + 61));
   m.dispose();
 });

@@ -40,6 +40,9 @@ interface Trace {
   plans: StepPlan[];
   firstTier: Map<number, string>;
   finished: number;
+  /** Steps that burst, and bursting steps that left a running sequence out (there must be none). */
+  bursts: number;
+  burstsWithDeferral: number;
 }
 
 /** A step as a GPU reports it: projections and attention only queued, the wait in 'logits', host sampling per sequence; each strategy's pass `slow` times its tables'. */
@@ -55,21 +58,27 @@ function gpuStep(plan: StepPlan, truth: CostModel, slow: Partial<Record<string, 
 }
 
 /** Serves 10 requests to the end: fake tokens for every sampled sequence, phases from the cost model (or from `measure`). */
-function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult, cfg = config(policy)): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
+function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult, cfg = config(policy), decodeSteps = 1): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
   const scheduler = new Scheduler(cfg);
   ps ??= new PolicyScheduler(scheduler, policy, measureGrid(SIM_GRID, (m) => m.us, truth).model);
-  const trace: Trace = { plans: [], firstTier: new Map(), finished: 0 };
+  const trace: Trace = { plans: [], firstTier: new Map(), finished: 0, bursts: 0, burstsWithDeferral: 0 };
   let totalUs = 0;
   for (let i = 0; i < 10; i++) ps.add(new Sequence(i + 1, Array.from({ length: 20 + 7 * i }, (_, k) => 3 + ((k * 31 + i) % 400)), PARAMS));
   for (let step = 0; step < 2000 && ps.scheduler.hasWork; step++) {
-    const plan = ps.schedule();
+    const deferrals = ps.stats.deferrals;
+    const plan = ps.schedule(decodeSteps > 1 ? { decodeSteps } : {});
     trace.plans.push(plan);
+    const rounds = Math.max(1, ...plan.sequences.map((s) => s.decodeSteps ?? 1));
+    if (rounds > 1) trace.bursts++;
+    if (rounds > 1 && ps.stats.deferrals > deferrals) trace.burstsWithDeferral++;
     for (const s of plan.sequences) if (s.startPos === 0) trace.firstTier.set(s.seqId, s.kvTier);
     const t0 = predictStep(plan.strategy, plan.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention, subBatch: (s as ShapedSequencePlan).subBatch })), truth);
+    // A burst of even rounds: each round as the tables say (contexts grow a token a round; close enough).
     const result: StepResult = measure?.(plan) ?? {
-      sequences: plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 5 : -1 })),
-      phaseUs: { linear: t0.linearUs, attention: t0.deviceAttentionUs, cpuAttention: t0.cpuAttentionUs },
-      totalUs: t0.stepUs,
+      sequences: plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 5 : -1, ...((s.decodeSteps ?? 1) > 1 ? { tokens: new Int32Array(s.decodeSteps!).fill(5) } : {}) })),
+      phaseUs: { linear: rounds * t0.linearUs, attention: rounds * t0.deviceAttentionUs, cpuAttention: rounds * t0.cpuAttentionUs },
+      totalUs: rounds * t0.stepUs,
+      rounds,
     };
     totalUs += result.totalUs;
     for (const e of ps.update(plan, result)) if (e.finish) trace.finished++;
@@ -113,6 +122,18 @@ for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
     const { ps, trace } = serve(policy, fakeCost(0.5), undefined, undefined, cfg);
     t.equal(trace.finished, 10, 'all 10 requests finished');
     t.comment(`${policy}: ${ps.scheduler.counters.numMoves} moves, ${ps.scheduler.counters.numPreemptions} preemptions`);
+  });
+}
+
+for (const policy of ['gpu-only', 'overlap', 'auto'] as const) {
+  t.test(`${policy} with decode bursts of 4: every request finishes, predictions hold per round, a left-out sequence sits out one round`, async (t) => {
+    for (const cpu of [0.5, 40]) {
+      const { ps, trace } = serve(policy, fakeCost(cpu), undefined, undefined, config(policy), 4);
+      t.equal(trace.finished, 10, `CPU ${cpu} µs a token: all 10 requests finished`);
+      t.ok(trace.bursts > 0, `${trace.bursts} of ${trace.plans.length} steps burst`);
+      t.equal(trace.burstsWithDeferral, 0, `no burst in a step that left a sequence out (${ps.stats.deferrals} left out)`);
+      t.ok(ps.meanStepError < 0.2, `mean step prediction error ${(100 * ps.meanStepError).toFixed(1)}% (per round)`);
+    }
   });
 }
 

@@ -206,12 +206,14 @@ export class ExpertCostRefit {
 /** The model a refitting executor steps and gives costs to. */
 export interface RefitTarget {
   step(plan: StepPlan): Promise<StepResult>;
+  interruptBurst?(): void;
   setExpertCost(cost: NativeExpertCost): void;
 }
 
 /** An executor that steps `model` and gives it the refitted expert costs after each step (the engine's StepExecutor). */
-export function refittingExecutor(model: RefitTarget, refit: ExpertCostRefit): { step(plan: StepPlan): Promise<StepResult> } {
+export function refittingExecutor(model: RefitTarget, refit: ExpertCostRefit): { step(plan: StepPlan): Promise<StepResult>; interruptBurst(): void } {
   return {
+    interruptBurst: () => model.interruptBurst?.(),
     async step(plan: StepPlan): Promise<StepResult> {
       const result = await model.step(plan);
       const cost = refit.observe(result.cpuExpertCalls);
