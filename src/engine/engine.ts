@@ -160,7 +160,7 @@ export class Engine {
   }
 
   /** The burst the next step may take (see EngineOptions.maxDecodeSteps). */
-  get decodeSteps(): number {
+  private burstSize(): number {
     if (this.maxDecodeSteps === 1 || !(this.roundEmaUs > 0) || !(this.hostEmaUs >= 0)) return 1;
     const k = Math.ceil(this.hostEmaUs / (HOST_SHARE * this.roundEmaUs));
     return Math.max(1, Math.min(this.maxDecodeSteps, k));
@@ -343,7 +343,7 @@ export class Engine {
 
   /** Plans a step and hands it to the executor; undefined when there is nothing to run. */
   private launch(planner: Scheduler | PolicyScheduler): InFlightStep | undefined {
-    const steps = this.decodeSteps;
+    const steps = this.burstSize();
     const plan = planner.schedule(steps > 1 ? { decodeSteps: steps } : {});
     if (plan.sequences.length === 0 && plan.copies.length === 0) {
       if (!this.scheduler.hasRunnableWork) return undefined;
