@@ -225,7 +225,7 @@ ModelConfig parse_config(const Napi::Value& v) {
 enum class Nm : uint8_t {
   strategy, copies, sequences, fromTier, fromBlock, toTier, toBlock,
   seqId, tokens, startPos, blockTable, slidingBlockTable, kvTier, attention, sample, sampling, recentTokens,
-  returnAllLogits, returnLogits, subBatch, numDraft, penaltyWindow, decodeSteps,
+  returnAllLogits, returnLogits, subBatch, numDraft, penaltyWindow, decodeSteps, stopTokens,
   temperature, topK, topP, minP, repeatPenalty, presencePenalty, frequencyPenalty, seed, logitBias, token, bias, allowed,
   logits, allLogits,
   // string values
@@ -236,7 +236,7 @@ enum class Nm : uint8_t {
 constexpr const char* kNameText[] = {
     "strategy", "copies", "sequences", "fromTier", "fromBlock", "toTier", "toBlock",
     "seqId", "tokens", "startPos", "blockTable", "slidingBlockTable", "kvTier", "attention", "sample", "sampling", "recentTokens",
-    "returnAllLogits", "returnLogits", "subBatch", "numDraft", "penaltyWindow", "decodeSteps",
+    "returnAllLogits", "returnLogits", "subBatch", "numDraft", "penaltyWindow", "decodeSteps", "stopTokens",
     "temperature", "topK", "topP", "minP", "repeatPenalty", "presencePenalty", "frequencyPenalty", "seed", "logitBias", "token", "bias", "allowed",
     "logits", "allLogits",
     "device", "host", "cpu", "gpu", "gpu-only", "pipeline", "overlap"};
@@ -421,6 +421,7 @@ StepPlan parse_plan(const StepNames& table, const Napi::Value& v) {
     if (s.has(Nm::numDraft)) sp.n_draft = int32_t(s.integer(Nm::numDraft, 0, 2147483647.0));
     if (s.has(Nm::penaltyWindow)) sp.penalty_window = int32_t(s.integer(Nm::penaltyWindow, 0, 2147483647.0));
     if (s.has(Nm::decodeSteps)) sp.decode_steps = int32_t(s.integer(Nm::decodeSteps, 1, double(kMaxDecodeSteps)));
+    sp.stop_tokens = s.int32s(Nm::stopTokens, true);
     p.seqs.push_back(std::move(sp));
   }
   return p;

@@ -1406,6 +1406,7 @@ StepResult Model::step_burst(const StepPlan& plan, int32_t rounds, Clock::time_p
       res.tokens.push_back(res.token);
       SeqPlan& s = round.seqs[k];
       if (s.decode_steps <= r + 1) continue;
+      if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), res.token) != s.stop_tokens.end()) continue;
       s.start_pos += int32_t(s.tokens.size());
       s.tokens.assign(1, res.token);
       if (!s.recent.empty() || s.penalty_window > 0) {

@@ -48,6 +48,7 @@ struct SeqPlan {
   // steps is paid once a burst). SeqResult::tokens holds the draws in order; an interrupted
   // burst draws fewer. With penalties, `recent` gains each draw (kept to penalty_window).
   int32_t decode_steps = 1;
+  std::vector<int32_t> stop_tokens;  // with decode_steps: a draw of one of these ends the sequence's burst
 };
 
 struct BlockCopy {

@@ -706,6 +706,7 @@ export class Scheduler {
       if (k <= 1 || !this.kv.grow(seq, seq.numComputed + k)) continue;
       const plan = this.planFor(seq, 1);
       plan.decodeSteps = k;
+      if (seq.params.stopTokens.size > 0) plan.stopTokens = seq.stopTokenArray;
       // The executor moves the penalty window on with each draw.
       if (plan.recentTokens) plan.penaltyWindow = seq.params.penaltyWindow;
       draft.plans[i] = plan;

@@ -87,6 +87,8 @@ export class Sequence implements KvOwner {
   draftLimit: number | undefined;
   /** Tokens generated when drafting was last turned off for lack of hits. */
   draftPausedAt = 0;
+  /** params.stopTokens as the plan of a decode burst carries them (made once). */
+  private stopTokenIds: Int32Array | undefined;
 
   constructor(id: number, prompt: readonly number[], params: SequenceParams, queuedMs = 0) {
     this.id = id;
@@ -94,6 +96,11 @@ export class Sequence implements KvOwner {
     this.promptLength = prompt.length;
     this.params = params;
     this.metrics = { queuedMs, numCachedTokens: 0, numPreemptions: 0, numMoves: 0, numSteps: 0, numDrafted: 0, numAccepted: 0 };
+  }
+
+  /** The stop tokens as an array, for the executor to end a burst on. */
+  get stopTokenArray(): Int32Array {
+    return (this.stopTokenIds ??= Int32Array.from(this.params.stopTokens));
   }
 
   /** Times the sequence lost its KV to make room for others and was recomputed. */

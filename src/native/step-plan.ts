@@ -78,6 +78,8 @@ export interface SequencePlan {
    * (each draw joins the window). blockTable covers the burst's positions.
    */
   decodeSteps?: number;
+  /** With decodeSteps: tokens that end the sequence; its burst stops at the round that draws one. */
+  stopTokens?: Int32Array;
 }
 
 /** Copies whole KV blocks between tiers (swap out/in) or within one (copy on write). */

@@ -73,9 +73,11 @@ t.test('a stop token inside a burst ends the request there; its blocks come back
   const s = new Scheduler(config());
   const q = new Sequence(1, prompt, params({ stopTokens: new Set([ref[5]!]) }));
   s.add(q);
-  const { events } = await drive(s, 8);
+  const { plans, events } = await drive(s, 8);
   t.same(q.tokens.slice(3), ref.slice(0, 6), 'tokens up to the stop, none after');
   t.equal(q.stopReason, 'eos');
+  const burst = plans.flatMap((p) => p.sequences).find((p) => (p.decodeSteps ?? 1) > 1);
+  t.same(Array.from(burst?.stopTokens ?? []), [ref[5]!], 'the burst carries the stop tokens, for the executor to end it there');
   const last = events.at(-1)!;
   t.equal(last.finish, 'eos');
   t.same([...(last.drafted ?? []), last.token], ref.slice(1, 6), 'one event carries the burst up to the stop');

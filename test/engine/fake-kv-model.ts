@@ -97,7 +97,7 @@ export class FakeKvModel {
         strategy: plan.strategy,
         copies: [],
         sequences: round.sequences
-          .filter((s) => (s.decodeSteps ?? 1) > 1)
+          .filter((s) => (s.decodeSteps ?? 1) > 1 && !s.stopTokens?.includes(draws.get(s.seqId)!.at(-1)!))
           .map((s) => ({ ...s, startPos: s.startPos + s.tokens.length, tokens: Int32Array.of(draws.get(s.seqId)!.at(-1)!), decodeSteps: s.decodeSteps! - 1 })),
       };
     }

@@ -144,3 +144,20 @@ t.test('an interrupted burst stops after a whole round, with the draws of that m
   t.same(Array.from(whole.sequences[0]!.tokens ?? []), all.slice(at + 1, at + 61));
   m.dispose();
 });
+
+t.test('a burst ends at a stop token for its sequence alone', async (t) => {
+  const m = await load();
+  const want = await plain(m, 10);
+  const all = PROMPTS.map((p) => [...p]);
+  (await step(m, PROMPTS.map((p, i) => row(i, p, 0)))).sequences.forEach((s, i) => all[i]!.push(s.token));
+  // Sequence 1 stops at its third draw of the burst; the others run on (their stop tokens are never drawn).
+  const stop = want[0]![3]!;
+  const stops = [Int32Array.of(stop), Int32Array.of(-5), new Int32Array(0)];
+  const r = await step(m, all.map((a, i) => row(i, [a[a.length - 1]!], a.length - 1, { decodeSteps: 6, stopTokens: stops[i] })));
+  t.same(Array.from(r.sequences[0]!.tokens ?? []), want[0]!.slice(1, 4), 'sequence 1: draws up to its stop token');
+  t.same(Array.from(r.sequences[1]!.tokens ?? []), want[1]!.slice(1, 7), 'sequence 2: the whole burst');
+  t.same(Array.from(r.sequences[2]!.tokens ?? []), want[2]!.slice(1, 7), 'sequence 3: the whole burst');
+  t.equal(r.rounds, 6);
+  await t.rejects(step(m, [row(0, [1], 40, { decodeSteps: 2, stopTokens: [2] as unknown as Int32Array })]), { code: 'TDM_BAD_ARGUMENT', message: /stopTokens must be an Int32Array/ });
+  m.dispose();
+});
