@@ -55,4 +55,11 @@ t.test('bad decodeBurst values are TDM_BAD_ARGUMENT', async (t) => {
   for (const v of [0, 65, 1.5, '4']) {
     await t.rejects(loadModel(STORIES, { decodeBurst: v as number }), { code: 'TDM_BAD_ARGUMENT', message: /decodeBurst/ }, String(v));
   }
+  process.env.TANDEM_DECODE_BURST = 'lots';
+  await t.rejects(loadModel(STORIES, {}), { code: 'TDM_BAD_ARGUMENT', message: /TANDEM_DECODE_BURST must be an integer in \[1, 64\], got "lots"/ });
+  process.env.TANDEM_DECODE_BURST = '3';
+  const fromEnv = await loadModel(STORIES, { threads: 1 });
+  t.equal(fromEnv.info.decodeBurst, 3, 'the environment sets the default');
+  fromEnv.dispose();
+  delete process.env.TANDEM_DECODE_BURST;
 });
