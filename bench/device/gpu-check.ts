@@ -346,7 +346,8 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
       lines.push(`| ${r.policy} | error: ${r.error} | | | | | | | | | | |`);
       continue;
     }
-    const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+    // Decode bursts run several rounds a step.
+    const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') + (r.rounds > r.steps ? `; ${r.rounds} rounds` : '');
     const err = r.meanStepError === undefined || Number.isNaN(r.meanStepError) ? '-' : `${(r.meanStepError * 100).toFixed(0)}%`;
     const replayed = typeof report.replay === 'object' ? report.replay[r.policy] : undefined;
     lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.stepUsMean.toFixed(0)} / ${r.hostUsMean === undefined ? '-' : r.hostUsMean.toFixed(0)} | ${r.moves} | ${r.preemptions} | ${err} | ${replayed === undefined ? '-' : replayed.toFixed(1)} |`);

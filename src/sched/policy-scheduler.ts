@@ -15,7 +15,7 @@ import type { Scheduler, SequenceEvent } from '../engine/scheduler.js';
 import type { Sequence } from '../engine/sequence.js';
 import { TableCostModel, type CostModel, type ObserveOptions } from './cost-model.js';
 import { POLICIES } from './policies/index.js';
-import type { KvView, PolicyName, PolicyOptions, RequestView, StepDecision } from './policy.js';
+import { DEFAULT_MAX_DEFER_STEPS, type KvView, type PolicyName, type PolicyOptions, type RequestView, type StepDecision } from './policy.js';
 
 /** A sequence plan with its pipeline sub-batch (native/addon/model_binding.cpp reads `subBatch`). */
 export type ShapedSequencePlan = SequencePlan;
@@ -72,6 +72,8 @@ export class PolicyScheduler {
   private readonly tracked = new Map<number, Sequence>();
   /** Requests the policy admitted to be demoted to the host tier once their prompt is computed. */
   private readonly staged = new Set<number>();
+  /** Sequences the plan in flight leaves out while the others burst: each round they sit out counts. */
+  private burstDeferred: number[] = [];
 
   constructor(scheduler: Scheduler, policy: PolicyName, cost: CostModel, options: PolicySchedulerOptions = {}) {
     const want = schedulerStrategyFor(policy);
@@ -128,8 +130,8 @@ export class PolicyScheduler {
       if (decision.strategy === 'pipeline' && d.subBatch !== undefined) shaped.subBatch = d.subBatch;
       sequences.push(shaped);
     }
-    // A sequence the policy leaves out sits out one round, not a burst of them.
-    if (sequences.length < plan.sequences.length) for (const s of sequences) delete s.decodeSteps;
+    this.burstDeferred = [];
+    if (sequences.length < plan.sequences.length) this.capBurst(sequences, plan.sequences.filter((p) => !how.has(p.seqId)).map((p) => p.seqId));
     this.stats.steps++;
     this.stats.strategies[decision.strategy]++;
     return { strategy: decision.strategy, copies: plan.copies, sequences };
@@ -151,12 +153,35 @@ export class PolicyScheduler {
     return { strategy, copies: plan.copies, sequences };
   }
 
+  /**
+   * A burst in a step that leaves sequences out: they sit out every round of it, so it is cut
+   * to the rounds the longest-waiting of them may still wait (maxDeferSteps counts rounds),
+   * and to one round under a latency target, whose checks reckon a step's wait.
+   */
+  private capBurst(sequences: ShapedSequencePlan[], deferred: number[]): void {
+    if (!sequences.some((s) => (s.decodeSteps ?? 1) > 1)) return;
+    const maxDefer = this.options.maxDeferSteps ?? DEFAULT_MAX_DEFER_STEPS;
+    const waited = Math.max(...deferred.map((id) => this.deferredSteps.get(id) ?? 0));
+    const cap = this.options.tpotSloUs !== undefined ? 1 : Math.max(1, maxDefer - waited + 1);
+    for (const s of sequences) {
+      if ((s.decodeSteps ?? 1) <= cap) continue;
+      if (cap === 1) delete s.decodeSteps;
+      else s.decodeSteps = cap;
+    }
+    if (cap > 1) this.burstDeferred = deferred;
+  }
+
   /** Applies a step's results (see Scheduler.update), refits the cost model and records the prediction error. */
   update(plan: StepPlan, result: StepResult): SequenceEvent[] {
     const events = this.scheduler.update(plan, result);
+    const rounds = roundsOf(plan, result);
+    for (const id of this.burstDeferred) {
+      const n = this.deferredSteps.get(id);
+      if (n !== undefined) this.deferredSteps.set(id, n + rounds - 1);
+    }
+    this.burstDeferred = [];
     for (const e of events) if (e.finish || e.error) this.deferredSteps.delete(e.seqId);
     // A decode burst is several steps of the planned shape; the cost model predicts and learns one.
-    const rounds = roundsOf(plan, result);
     const even = rounds === 1 || result.sequences.every((r) => (r.tokens?.length ?? 1) === rounds);
     const perStep = rounds === 1 ? result : burstRound(result, rounds);
     const predicted = this.lastDecision?.predicted.stepUs;

@@ -40,9 +40,14 @@ interface Trace {
   plans: StepPlan[];
   firstTier: Map<number, string>;
   finished: number;
-  /** Steps that burst, and bursting steps that left a running sequence out (there must be none). */
+  /** Steps that burst, those of them that left a running sequence out, and the most rounds such a step ran. */
   bursts: number;
   burstsWithDeferral: number;
+  deferredBurstRounds: number;
+  /** The most rounds in a row any sequence sat out between its first step and its last. */
+  longestWait: number;
+  /** Sequences left out of a burst whose wait the policy counted as fewer rounds than the burst ran. */
+  undercounted: number;
 }
 
 /** A step as a GPU reports it: projections and attention only queued, the wait in 'logits', host sampling per sequence; each strategy's pass `slow` times its tables'. */
@@ -61,7 +66,8 @@ function gpuStep(plan: StepPlan, truth: CostModel, slow: Partial<Record<string, 
 function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measure?: (plan: StepPlan) => StepResult, cfg = config(policy), decodeSteps = 1): { ps: PolicyScheduler; trace: Trace; totalUs: number } {
   const scheduler = new Scheduler(cfg);
   ps ??= new PolicyScheduler(scheduler, policy, measureGrid(SIM_GRID, (m) => m.us, truth).model);
-  const trace: Trace = { plans: [], firstTier: new Map(), finished: 0, bursts: 0, burstsWithDeferral: 0 };
+  const trace: Trace = { plans: [], firstTier: new Map(), finished: 0, bursts: 0, burstsWithDeferral: 0, deferredBurstRounds: 0, longestWait: 0, undercounted: 0 };
+  const waiting = new Map<number, number>();
   let totalUs = 0;
   for (let i = 0; i < 10; i++) ps.add(new Sequence(i + 1, Array.from({ length: 20 + 7 * i }, (_, k) => 3 + ((k * 31 + i) % 400)), PARAMS));
   for (let step = 0; step < 2000 && ps.scheduler.hasWork; step++) {
@@ -70,7 +76,14 @@ function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measu
     trace.plans.push(plan);
     const rounds = Math.max(1, ...plan.sequences.map((s) => s.decodeSteps ?? 1));
     if (rounds > 1) trace.bursts++;
-    if (rounds > 1 && ps.stats.deferrals > deferrals) trace.burstsWithDeferral++;
+    if (rounds > 1 && ps.stats.deferrals > deferrals) {
+      trace.burstsWithDeferral++;
+      trace.deferredBurstRounds = Math.max(trace.deferredBurstRounds, rounds);
+    }
+    // Rounds each started sequence sat out in a row (a finished one leaves the map below).
+    for (const id of waiting.keys()) waiting.set(id, plan.sequences.some((s) => s.seqId === id) ? 0 : waiting.get(id)! + rounds);
+    for (const s of plan.sequences) if (!waiting.has(s.seqId)) waiting.set(s.seqId, 0);
+    for (const n of waiting.values()) trace.longestWait = Math.max(trace.longestWait, n);
     for (const s of plan.sequences) if (s.startPos === 0) trace.firstTier.set(s.seqId, s.kvTier);
     const t0 = predictStep(plan.strategy, plan.sequences.map((s) => ({ tokens: s.tokens.length, context: s.startPos, attention: s.attention, subBatch: (s as ShapedSequencePlan).subBatch })), truth);
     // A burst of even rounds: each round as the tables say (contexts grow a token a round; close enough).
@@ -81,7 +94,14 @@ function serve(policy: PolicyName, truth: CostModel, ps?: PolicyScheduler, measu
       rounds,
     };
     totalUs += result.totalUs;
-    for (const e of ps.update(plan, result)) if (e.finish) trace.finished++;
+    for (const e of ps.update(plan, result)) {
+      if (e.finish) trace.finished++;
+      if (e.finish || e.error) waiting.delete(e.seqId);
+    }
+    if (rounds > 1 && ps.stats.deferrals > deferrals) {
+      const counts = (ps as unknown as { deferredSteps: Map<number, number> }).deferredSteps;
+      for (const [id, n] of counts) if (!plan.sequences.some((s) => s.seqId === id) && n < rounds) trace.undercounted++;
+    }
     ps.scheduler.audit();
   }
   return { ps, trace, totalUs };
@@ -126,14 +146,21 @@ for (const policy of ['gpu-only', 'pipeline', 'overlap', 'auto'] as const) {
 }
 
 for (const policy of ['gpu-only', 'overlap', 'auto'] as const) {
-  t.test(`${policy} with decode bursts of 4: every request finishes, predictions hold per round, a left-out sequence sits out one round`, async (t) => {
+  t.test(`${policy} with decode bursts of 8: every request finishes, predictions hold per round, a left-out sequence waits maxDeferSteps rounds at most`, async (t) => {
     for (const cpu of [0.5, 40]) {
-      const { ps, trace } = serve(policy, fakeCost(cpu), undefined, undefined, config(policy), 4);
+      const { ps, trace } = serve(policy, fakeCost(cpu), undefined, undefined, config(policy), 8);
       t.equal(trace.finished, 10, `CPU ${cpu} µs a token: all 10 requests finished`);
-      t.ok(trace.bursts > 0, `${trace.bursts} of ${trace.plans.length} steps burst`);
-      t.equal(trace.burstsWithDeferral, 0, `no burst in a step that left a sequence out (${ps.stats.deferrals} left out)`);
+      t.ok(trace.bursts > 0, `${trace.bursts} of ${trace.plans.length} steps burst, ${trace.burstsWithDeferral} of them leaving sequences out (${ps.stats.deferrals} left out)`);
+      t.ok(trace.deferredBurstRounds <= 4, `a burst that leaves sequences out runs 4 rounds at most (${trace.deferredBurstRounds})`);
+      t.equal(trace.undercounted, 0, 'a sequence left out of a burst has waited its rounds (maxDeferSteps counts rounds)');
+      // Swapped-out or recomputed sequences wait for memory, not for the policy.
+      if (ps.scheduler.counters.numPreemptions + ps.scheduler.counters.numMoves === 0) t.ok(trace.longestWait <= 4 + 8, `no sequence sat out more than a deferral's rounds and one burst (${trace.longestWait})`);
       t.ok(ps.meanStepError < 0.2, `mean step prediction error ${(100 * ps.meanStepError).toFixed(1)}% (per round)`);
     }
+    // Under a latency target the policy's checks reckon one step's wait: no burst leaves a sequence out.
+    const slo = serve(policy, fakeCost(40), new PolicyScheduler(new Scheduler(config(policy)), policy, measureGrid(SIM_GRID, (m) => m.us, fakeCost(40)).model, { tpotSloUs: 1e9 }), undefined, config(policy), 8);
+    t.equal(slo.trace.finished, 10);
+    t.equal(slo.trace.burstsWithDeferral, 0, `with tpotSloUs: no burst leaves a sequence out (${slo.ps.stats.deferrals} left out)`);
   });
 }
 
