@@ -21,7 +21,7 @@ export interface RequestView {
   newTokens: number;
   /** KV blocks it holds, over both its tables when sliding layers have their own (see KvView.slidingWindow). */
   numBlocks: number;
-  /** Steps in a row it was left out of while it could have run. */
+  /** Rounds in a row it was left out of while it could have run (each round of a decode burst it sat out counts). */
   deferredSteps: number;
   /** Admission order: smaller is older (the priority order of vLLM's preemption). */
   arrival: number;
@@ -51,7 +51,7 @@ export interface KvView {
 export interface PolicyOptions {
   /** Latency target per decode step (µs); auto keeps its predicted step under it when any choice can. */
   tpotSloUs?: number;
-  /** Steps in a row a host-tier sequence may be left out before it must run. Default 4. */
+  /** Rounds in a row a host-tier sequence may be left out before it must run (a step is one round, a decode burst one per draw). Default 4. */
   maxDeferSteps?: number;
   /** Fraction of device blocks kept free when admitting or moving tables in, for running sequences to grow. Default 0.02. */
   deviceHeadroom?: number;

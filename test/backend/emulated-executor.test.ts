@@ -264,16 +264,22 @@ t.test('sampling from each row\'s best logits, cut on the emulated GPU, draws th
   }
 });
 
-t.test('decode bursts on the emulated GPU draw what single steps draw, under every strategy', { skip }, async (t) => {
-  const file = modelPath('stories260K.gguf');
-  const shapes: [string, Shape][] = [
-    ['gpu-only', { strategy: 'gpu-only', tier: () => 'device' }],
-    ['overlap, host-tier attention on the CPU', { strategy: 'overlap', tier: odd }],
-    ['pipeline', { strategy: 'pipeline', tier: odd }],
+t.test('decode bursts on the emulated GPU draw what single steps draw, under every strategy and with expert offload', { skip }, async (t) => {
+  const dense = modelPath('stories260K.gguf');
+  const moe = path.join(tmpdir(), 'tandem-test-models', 'emulated-executor-v1-qwen2moe.gguf');
+  mkdirSync(path.dirname(moe), { recursive: true });
+  if (!existsSync(moe)) await makeModel({ preset: 'tiny', architecture: 'qwen2moe', type: 'q8_0', nExpert: 8, nExpertUsed: 2, seed: 41 }, moe);
+  const offload: Partial<NativeModelConfig> = { deviceWeightBytes: 3 << 20, experts: { policy: 'dynamic', maxSlots: 4, nStar: 2 } };
+  const shapes: [string, string, Partial<NativeModelConfig>, Shape][] = [
+    ['gpu-only', dense, {}, { strategy: 'gpu-only', tier: () => 'device' }],
+    ['overlap, host-tier attention on the CPU', dense, {}, { strategy: 'overlap', tier: odd }],
+    ['pipeline', dense, {}, { strategy: 'pipeline', tier: odd }],
+    ['MoE, dynamic experts, overlap', moe, offload, { strategy: 'overlap', tier: odd }],
   ];
   const BURST = 4;
-  for (const [name, shape] of shapes) {
-    const m = await load(file, { device: 'gpu' });
+  for (const [name, file, config, shape] of shapes) {
+    const m = await load(file, { device: 'gpu', ...config });
+    let routed = 0;
     const ids = PROMPTS.map((_, i) => i + 1);
     const seq = (id: number, tokens: number[], startPos: number, decodeSteps?: number): SequencePlan => ({
       seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: shape.tier(id),
@@ -286,6 +292,7 @@ t.test('decode bursts on the emulated GPU draw what single steps draw, under eve
     let last = first;
     for (let k = 0; k < BURST; k++) {
       const r = await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id, i) => seq(id, [last[i]!], PROMPTS[i]!.length + k)) });
+      routed += r.experts ? r.experts.hits + r.experts.misses : 0;
       last = r.sequences.map((s) => s.token);
       last.forEach((tok, i) => single[i]!.push(tok));
     }
@@ -294,5 +301,9 @@ t.test('decode bursts on the emulated GPU draw what single steps draw, under eve
     const r = await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id, i) => seq(id, [first[i]!], PROMPTS[i]!.length, BURST)) });
     m.dispose();
     t.same(r.sequences.map((s) => Array.from(s.tokens ?? [])), single, `${name}: ${BURST} draws each, as ${BURST} steps drew them`);
+    if (r.experts) {
+      t.equal(r.experts.hits + r.experts.misses, routed, `${name}: the burst's expert counters sum its rounds (${routed} active experts)`);
+      t.ok(r.experts.cpuExperts > 0 && r.cpuExpertCalls!.length > 0, `${name}: experts ran on the CPU in the burst`);
+    }
   }
 });
