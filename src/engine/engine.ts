@@ -242,6 +242,8 @@ export class Engine {
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      // Nobody is left to take a burst's remaining rounds.
+      this.interruptBurst();
       this.failAll(new TandemError('TDM_DISPOSED', 'the model was disposed while this request was running'));
     }
     await this.idle();

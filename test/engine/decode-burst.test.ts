@@ -178,3 +178,20 @@ t.test('a request that arrives during a burst interrupts it after the round unde
   t.equal(engine.stats.numRounds, seen.reduce((n, s) => n + s.ran, 0), 'rounds are counted as run');
   t.equal(engine.stats.numFreeBlocks, 64);
 });
+
+t.test('close() during a burst ends it after the round under way', async (t) => {
+  const model = new FakeKvModel(4, { device: 0, host: 64 });
+  model.roundDelay = () => new Promise((r) => setImmediate(r));
+  const engine = new Engine(model, config(), { maxDecodeSteps: 8 });
+  const seen: { planned: number; ran: number }[] = [];
+  engine.onStep = (plan, result) => seen.push({ planned: Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1)), ran: result.rounds ?? 1 });
+  const done = new Promise<string>((resolve) => engine.submit([5, 6, 7], params({ maxTokens: 40 }), { onFinish: (r) => resolve(r), onError: (e) => resolve(e.code) }));
+  while (!seen.some((s) => s.planned > 1)) await new Promise((r) => setImmediate(r));
+  const before = seen.length;
+  await engine.close();
+  t.equal(await done, 'TDM_DISPOSED');
+  const last = seen[before]!;
+  t.ok(last.planned > 1 && last.ran < last.planned, `the burst in flight stopped early (${last.ran} of ${last.planned} rounds)`);
+  t.equal(seen.length, before + 1, 'no step after it');
+  t.equal(engine.stats.numFreeBlocks, 64, 'its blocks came back');
+});
