@@ -179,8 +179,8 @@ void Model::validate(const StepPlan& plan) const {
     }
     if (s.decode_steps > 1) {
       if (!s.sample || s.tokens.size() != 1) bad(at + "decodeSteps above 1 needs a decode: one token, and sample");
-      if (s.n_draft > 0 || s.return_all_logits || s.return_logits)
-        bad(at + "decodeSteps above 1 cannot be combined with drafts or returned logits");
+      if (s.n_draft > 0 || s.return_all_logits)
+        bad(at + "decodeSteps above 1 cannot be combined with drafts or returnAllLogits");
       // The mask belongs to one draw; the penalty window moves on with each draw.
       if (!s.sampling.allowed.empty()) bad(at + "decodeSteps above 1 cannot be combined with an allowed-token mask");
       if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with decodeSteps");
@@ -1404,6 +1404,10 @@ StepResult Model::step_burst(const StepPlan& plan, int32_t rounds, Clock::time_p
       SeqResult& res = out.seqs[slot[k]];
       res.token = one.seqs[k].token;
       res.tokens.push_back(res.token);
+      if (one.seqs[k].has_logits) {
+        res.has_logits = true;
+        res.logits.insert(res.logits.end(), one.seqs[k].logits.begin(), one.seqs[k].logits.end());
+      }
       SeqPlan& s = round.seqs[k];
       if (s.decode_steps <= r + 1) continue;
       if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), res.token) != s.stop_tokens.end()) continue;

@@ -68,7 +68,7 @@ struct SeqResult {
   int64_t seq_id = 0;
   int32_t token = -1;              // -1 when the plan did not ask to sample
   bool has_logits = false;
-  std::vector<float> logits;       // n_vocab, when asked for
+  std::vector<float> logits;       // n_vocab, when asked for; with a burst, a row per draw
   bool has_all_logits = false;
   std::vector<float> all_logits;   // tokens x n_vocab, when asked for
   std::vector<int32_t> tokens;     // with drafts: the accepted drafts, then the token drawn after them; with a burst: its draws (token is the last)

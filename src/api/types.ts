@@ -63,13 +63,13 @@ export interface LoadModelOptions {
   draftTokens?: number;
   /**
    * Decode bursts: in steps where every request decodes with nothing the host must do between
-   * draws (no responseFormat, logprobs or guesses), each request may draw up to this many
+   * draws (no responseFormat or guesses), each request may draw up to this many
    * tokens in a row before the engine plans again, so that the host's time between steps
    * (planning, passing the plan, delivering tokens; about a millisecond at 48 requests) is paid
    * once a burst. Each step's burst is sized from measured times so that this host time stays
    * near 5% of the device's, and is 1 when it already is: a fast GPU step gets a burst, a
-   * slow CPU step does not. Tokens are the same as without it, penalties and seeded sampling
-   * included. Tokens reach the stream a burst at a time; a request that arrives (or resumes)
+   * slow CPU step does not. Tokens and logprobs are the same as without it, penalties and
+   * seeded sampling included. Tokens reach the stream a burst at a time; a request that arrives (or resumes)
    * during a burst ends it after the round under way; a stream's buffer may hold up to a burst
    * more than outputBufferTokens. 1 turns it off. Default 8, or the environment's
    * TANDEM_DECODE_BURST; 1 with draftTokens (guesses take those steps instead).

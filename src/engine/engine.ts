@@ -390,8 +390,8 @@ export class Engine {
         const t = this.now();
         seq.metrics.firstTokenMs ??= t;
         seq.metrics.lastTokenMs = t;
-        for (const token of event.drafted ?? []) {
-          observer.onToken?.(token);
+        for (const [i, token] of (event.drafted ?? []).entries()) {
+          observer.onToken?.(token, event.draftedLogprobs?.[i]);
           // The consumer may have cancelled the request (a stop string): what follows is not its.
           if (this.live.get(event.seqId) !== entry) return;
         }

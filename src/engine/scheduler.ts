@@ -72,8 +72,10 @@ export interface SequenceEvent {
   seqId: number;
   /** The token sampled this step, if the step sampled. */
   token?: number;
-  /** Guesses the step accepted, drawn before `token` (speculative decoding), in order. */
+  /** Guesses the step accepted, or a decode burst's draws, drawn before `token`, in order. */
   drafted?: number[];
+  /** With logprobs asked for: those of each `drafted` token (a decode burst's). */
+  draftedLogprobs?: TokenLogprobs[];
   /** Logits of prompt positions [startPos, startPos + count) that were asked for, position-major (count × n_vocab). */
   promptLogits?: { startPos: number; count: number; logits: Float32Array };
   /** The drawn token's logprobs, when the sequence asked for them. */
@@ -344,7 +346,14 @@ export class Scheduler {
       let reason: StopReason | undefined;
       if (entry.sample) {
         if (numDraft > 0) this.countDrafts(seq, numDraft, drawn.length - 1);
-        for (const token of drawn) {
+        // A burst returns a logits row per draw; other steps one, for their last draw.
+        const rowLogprobs = (j: number): TokenLogprobs | undefined => {
+          if (seq.params.logprobs === undefined || !r.logits) return undefined;
+          const nVocab = r.logits.length / (r.tokens && (entry.decodeSteps ?? 1) > 1 ? r.tokens.length : 1);
+          const row = (entry.decodeSteps ?? 1) > 1 ? j : 0;
+          return logprobsOf(r.logits.subarray(row * nVocab, (row + 1) * nVocab), drawn[j]!, seq.params.logprobs);
+        };
+        for (const [j, token] of drawn.entries()) {
           try {
             seq.params.constraint?.accept(token);
           } catch (err) {
@@ -353,8 +362,12 @@ export class Scheduler {
           }
           seq.tokens.push(token);
           this.counters.numGeneratedTokens++;
-          if (event.token !== undefined) (event.drafted ??= []).push(event.token);
+          if (event.token !== undefined) {
+            (event.drafted ??= []).push(event.token);
+            if (event.logprobs) (event.draftedLogprobs ??= []).push(event.logprobs);
+          }
           event.token = token;
+          if ((entry.decodeSteps ?? 1) > 1) event.logprobs = rowLogprobs(j);
           if (seq.params.stopTokens.has(token)) reason = 'eos';
           else if (seq.numGenerated >= seq.params.maxTokens) reason = 'maxTokens';
           else if (seq.tokens.length >= this.config.contextSize) reason = 'contextFull';
@@ -365,7 +378,7 @@ export class Scheduler {
           events.push({ seqId: seq.id, error: event.error });
           continue;
         }
-        if (seq.params.logprobs !== undefined && r.logits && event.token !== undefined) event.logprobs = logprobsOf(r.logits, event.token, seq.params.logprobs);
+        if ((entry.decodeSteps ?? 1) === 1 && event.token !== undefined) event.logprobs = rowLogprobs(0);
       } else if (end === seq.tokens.length && seq.params.maxTokens === 0) {
         reason = 'maxTokens';
       }
@@ -690,7 +703,7 @@ export class Scheduler {
 
   /**
    * A decode burst: when every planned sequence decodes one token with nothing the host must do
-   * between draws (no guesses, constraint mask or returned logits), each draws
+   * between draws (no guesses, constraint mask or prompt logits), each draws
    * up to `steps` tokens in a row, within its maxTokens and the context, on blocks it can take
    * without taking any from others. The step held no prompt chunk, so admit() found nothing
    * it could admit; a request arriving during the burst is the engine's to let in (it
@@ -698,7 +711,7 @@ export class Scheduler {
    */
   private addBurst(draft: StepDraft, steps: number): void {
     if (!(steps > 1) || draft.plans.length === 0) return;
-    const plain = (p: SequencePlan) => p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnLogits && !p.returnAllLogits && !p.sampling?.allowed;
+    const plain = (p: SequencePlan) => p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnAllLogits && !p.sampling?.allowed;
     if (!draft.plans.every(plain)) return;
     for (let i = 0; i < draft.plans.length; i++) {
       const seq = this.live.get(draft.plans[i]!.seqId)!;

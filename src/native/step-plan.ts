@@ -74,7 +74,7 @@ export interface SequencePlan {
    * host's time between steps is paid once a burst. The draws equal those of as many steps
    * (a draw depends on seed and position only); SequenceResult.tokens holds them, fewer when
    * the burst was interrupted (NativeModel.interruptBurst). Needs a one-token decode that
-   * samples, without drafts, returned logits or `allowed`; with recentTokens, penaltyWindow
+   * samples, without drafts, returnAllLogits or `allowed`; with recentTokens, penaltyWindow
    * (each draw joins the window). blockTable covers the burst's positions.
    */
   decodeSteps?: number;
@@ -101,7 +101,7 @@ export interface SequenceResult {
   seqId: number;
   /** The sampled token, or -1 when the plan did not ask to sample. */
   token: number;
-  /** Logits of the last token (n_vocab) when asked for. */
+  /** Logits of the last token (n_vocab) when asked for; with a decode burst, of each draw in order (draws × n_vocab). */
   logits?: Float32Array;
   /** Logits of every processed token (tokens.length × n_vocab) when asked for. */
   allLogits?: Float32Array;

@@ -22,7 +22,7 @@ async function replies(m: Model, options: GenerateOptions[]) {
     let streamed = '';
     for await (const chunk of gen) streamed += chunk.text;
     const r = await gen.result;
-    return { tokens: r.tokens, text: r.text, streamed, stopReason: r.stopReason };
+    return { tokens: r.tokens, text: r.text, streamed, stopReason: r.stopReason, logprobs: r.logprobs };
   }));
 }
 
@@ -34,6 +34,7 @@ t.test('requests decoding together burst, with the replies of single steps', asy
     ['seeded sampling', PROMPTS.map((_, i) => ({ maxTokens: 60, temperature: 0.9, topK: 40, topP: 0.95, seed: 5 + i }))],
     ['different lengths and a stop string', [{ maxTokens: 9, temperature: 0 }, { maxTokens: 70, temperature: 0.7, seed: 3, stop: ['park'] }, { maxTokens: 33, temperature: 0 }]],
     ['one request with penalties beside them', [{ maxTokens: 40, temperature: 0 }, { maxTokens: 40, temperature: 0.8, seed: 9, repeatPenalty: 1.3 }, { maxTokens: 40, temperature: 0 }]],
+    ['logprobs', PROMPTS.map((_, i) => ({ maxTokens: 30, temperature: 0.8, seed: 2 + i, logprobs: 3 }))],
   ];
   for (const [name, options] of settings) {
     const s0 = burst.stats;
@@ -42,7 +43,8 @@ t.test('requests decoding together burst, with the replies of single steps', asy
     const s1 = burst.stats;
     t.same(b, a, `${name}: the same replies`);
     for (const r of b) t.equal(r.streamed, r.text, 'the chunks add up to the text');
-    if (name !== 'one request with penalties beside them') {
+    if (name === 'logprobs') t.ok(b.every((r) => r.logprobs?.length === r.tokens.length), 'a logprob per token');
+    {
       t.ok(s1.numRounds - s0.numRounds > (s1.numSteps - s0.numSteps) * 1.5, `${name}: ${s1.numRounds - s0.numRounds} rounds in ${s1.numSteps - s0.numSteps} steps`);
     }
   }

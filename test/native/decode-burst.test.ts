@@ -82,7 +82,7 @@ t.test('plans a burst cannot run are refused with what is wrong', async (t) => {
     ['a fraction', { decodeSteps: 2.5 }, /decodeSteps/],
     ['without sampling', { decodeSteps: 2, sample: false }, /decodeSteps above 1 needs a decode: one token, and sample/],
     ['two tokens', { decodeSteps: 2, tokens: Int32Array.from([5, 6]) }, /decodeSteps above 1 needs a decode/],
-    ['returned logits', { decodeSteps: 2, returnLogits: true }, /drafts or returned logits/],
+    ['prompt logits', { decodeSteps: 2, returnAllLogits: true }, /drafts or returnAllLogits/],
     ['penalties without their window', { decodeSteps: 2, recentTokens: Int32Array.from([5, 6]), penaltyWindow: 1 }, /penaltyWindow must cover the recentTokens given with decodeSteps/],
     ['a mask', { decodeSteps: 2, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /decodeSteps above 1 cannot be combined with an allowed-token mask/],
     ['a table short of the burst', { decodeSteps: 60, blockTable: Int32Array.from([0, 1, 2, 3]) }, /blockTable has 4 blocks but positions \[0, 67\) need 5/],
@@ -159,5 +159,25 @@ t.test('a burst ends at a stop token for its sequence alone', async (t) => {
   t.same(Array.from(r.sequences[2]!.tokens ?? []), want[2]!.slice(1, 7), 'sequence 3: the whole burst');
   t.equal(r.rounds, 6);
   await t.rejects(step(m, [row(0, [1], 40, { decodeSteps: 2, stopTokens: [2] as unknown as Int32Array })]), { code: 'TDM_BAD_ARGUMENT', message: /stopTokens must be an Int32Array/ });
+  m.dispose();
+});
+
+t.test('a burst that returns logits returns a row for each draw, as single steps return them', async (t) => {
+  const m = await load();
+  const all = [...PROMPTS[1]!];
+  all.push((await step(m, [row(1, all, 0)])).sequences[0]!.token);
+  const at = all.length - 1;
+  const rows: Float32Array[] = [];
+  for (let k = 0; k < 4; k++) {
+    const r = (await step(m, [row(1, [all.at(-1)!], all.length - 1, { returnLogits: true })])).sequences[0]!;
+    rows.push(r.logits!);
+    all.push(r.token);
+  }
+  const b = (await step(m, [row(1, [all[at]!], at, { decodeSteps: 4, returnLogits: true })])).sequences[0]!;
+  t.same(Array.from(b.tokens ?? []), all.slice(at + 1));
+  t.equal(b.logits?.length, 4 * rows[0]!.length, 'a row per draw');
+  let diff = 0;
+  rows.forEach((r, i) => r.forEach((v, j) => (diff = Math.max(diff, Math.abs(v - b.logits![i * r.length + j]!)))));
+  t.equal(diff, 0, 'the rows single steps return, bit for bit');
   m.dispose();
 });
