@@ -4,7 +4,7 @@
 // walks K/V tiles staged in shared memory with an online softmax (FlashAttention-2 style),
 // and when there are too few blocks to fill the device it also splits positions across
 // blocks and merges the partial results (flash-decoding). A sliding window narrows each row's
-// positions; a head's sink logit joins the softmax's max and sum at the end. copy_blocks is here too.
+// positions; a head's sink logit joins the softmax's max and sum at the end. copy_blocks and copy_pieces are here too.
 // Sequence descriptors travel as kernel parameters, so no op waits on a host copy.
 #include <math.h>
 
@@ -498,12 +498,15 @@ struct BlockPairs {
 
 constexpr int64_t kCopyPiece = 64 * 1024;  // bytes of one block copied by one thread block
 
-__global__ void copy_blocks_kernel(uint8_t* dst, const uint8_t* src, size_t block_bytes, BlockPairs pairs, bool vec16) {
+// Piece i of a copy: dst + dst_id*dst_stride <- src + src_id*src_stride, piece_bytes, in
+// kCopyPiece parts along blockIdx.y. src may be mapped host memory (reads cross the link).
+__global__ void copy_pieces_kernel(uint8_t* dst, size_t dst_stride, const uint8_t* src, size_t src_stride, size_t piece_bytes,
+                                   BlockPairs pairs, bool vec16) {
   const int i = blockIdx.x;
   const size_t begin = size_t(blockIdx.y) * kCopyPiece;
-  const size_t end = begin + kCopyPiece < block_bytes ? begin + kCopyPiece : block_bytes;
-  uint8_t* d = dst + size_t(pairs.dst[i]) * block_bytes;
-  const uint8_t* s = src + size_t(pairs.src[i]) * block_bytes;
+  const size_t end = begin + kCopyPiece < piece_bytes ? begin + kCopyPiece : piece_bytes;
+  uint8_t* d = dst + size_t(pairs.dst[i]) * dst_stride;
+  const uint8_t* s = src + size_t(pairs.src[i]) * src_stride;
   if (vec16) {
     for (size_t k = begin + threadIdx.x * 16; k < end; k += size_t(blockDim.x) * 16)
       *reinterpret_cast<uint4*>(d + k) = *reinterpret_cast<const uint4*>(s + k);
@@ -554,17 +557,17 @@ tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const floa
   });
 }
 
-tdm_status op_copy_blocks(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
-                          const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
+tdm_status op_copy_pieces(tdm_backend_ctx* ctx, void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                          size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
   return guard(ctx, [&](GpuContext& c) {
-    if (n <= 0 || block_bytes == 0) return;
-    if (dst_pool == nullptr || src_pool == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy_blocks with a null pointer");
+    if (n <= 0 || piece_bytes == 0) return;
+    if (dst == nullptr || src == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy with a null pointer");
     for (int32_t i = 0; i < n; ++i)
       if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
-    const bool vec16 = block_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(dst_pool) & 15u) == 0 &&
-                       (reinterpret_cast<uintptr_t>(src_pool) & 15u) == 0;
-    const int64_t pieces = (int64_t(block_bytes) + kCopyPiece - 1) / kCopyPiece;
-    if (pieces > 65535) unsupported("KV blocks larger than 4 GiB");
+    const bool vec16 = piece_bytes % 16 == 0 && dst_stride % 16 == 0 && src_stride % 16 == 0 &&
+                       (reinterpret_cast<uintptr_t>(dst) & 15u) == 0 && (reinterpret_cast<uintptr_t>(src) & 15u) == 0;
+    const int64_t parts = (int64_t(piece_bytes) + kCopyPiece - 1) / kCopyPiece;
+    if (parts > 65535) unsupported("copies of more than 4 GiB in one piece");
     GpuStream& st = stream_of(c, s);
     for (int32_t first = 0; first < n; first += 256) {
       BlockPairs pairs{};
@@ -573,11 +576,16 @@ tdm_status op_copy_blocks(tdm_backend_ctx* ctx, void* dst_pool, const void* src_
         pairs.src[i] = src_ids[first + i];
         pairs.dst[i] = dst_ids[first + i];
       }
-      TDM_LAUNCH(copy_blocks_kernel, dim3(unsigned(pairs.n), unsigned(pieces)), 256, 0, st.stream)(
-          static_cast<uint8_t*>(dst_pool), static_cast<const uint8_t*>(src_pool), block_bytes, pairs, vec16);
-      check_launch("copy_blocks_kernel");
+      TDM_LAUNCH(copy_pieces_kernel, dim3(unsigned(pairs.n), unsigned(parts)), 256, 0, st.stream)(
+          static_cast<uint8_t*>(dst), dst_stride, static_cast<const uint8_t*>(src), src_stride, piece_bytes, pairs, vec16);
+      check_launch("copy_pieces_kernel");
     }
   });
+}
+
+tdm_status op_copy_blocks(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
+                          const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
+  return op_copy_pieces(ctx, dst_pool, block_bytes, src_pool, block_bytes, block_bytes, src_ids, dst_ids, n, s);
 }
 
 }  // namespace tdm::gpu

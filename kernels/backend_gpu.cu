@@ -132,6 +132,35 @@ void gpu_host_free(tdm_backend_ctx* ctx, void* p) {
   }
 }
 
+// Host memory allocated elsewhere (the host tier's KV pool), locked and mapped so that device
+// ops read it across the link at the address cudaHostGetDevicePointer gives.
+tdm_status gpu_host_register(tdm_backend_ctx* ctx, void* p, size_t bytes, void** device_ptr) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (p == nullptr || device_ptr == nullptr || bytes == 0) bad("host_register needs memory and an out pointer");
+    *device_ptr = nullptr;
+    const cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      fail(TDM_STATUS_OOM, "cannot page-lock " + std::to_string(bytes) + " bytes of host memory for the device: " + cudaGetErrorString(e));
+    }
+    void* d = nullptr;
+    const cudaError_t m = cudaHostGetDevicePointer(&d, p, 0);
+    if (m != cudaSuccess || d == nullptr) {
+      (void)cudaGetLastError();
+      (void)cudaHostUnregister(p);
+      fail(TDM_STATUS_UNSUPPORTED, std::string("the device cannot map page-locked host memory: ") + cudaGetErrorString(m));
+    }
+    (void)c;
+    *device_ptr = d;
+  });
+}
+
+void gpu_host_unregister(tdm_backend_ctx* ctx, void* p) {
+  if (p == nullptr) return;
+  (void)cudaSetDevice(cx(ctx).device);
+  (void)cudaHostUnregister(p);
+}
+
 // ---- copies
 
 template <int kKind>
@@ -276,6 +305,9 @@ const tdm_backend_iface kGpuIface = [] {
   t.matmul_group = op_matmul_group;
   t.copy_blocks = op_copy_blocks;
   t.top_k_rows = op_top_k_rows;
+  t.host_register = gpu_host_register;
+  t.host_unregister = gpu_host_unregister;
+  t.copy_pieces = op_copy_pieces;
   return t;
 }();
 

@@ -44,6 +44,8 @@ inline void tdm_syncwarp() { (void)::tdm::emu::shfl_xor_bits(0, 0, TDM_WARP); }
 #define cudaHostRegister hipHostRegister
 #define cudaHostUnregister hipHostUnregister
 #define cudaHostRegisterPortable hipHostRegisterPortable
+#define cudaHostRegisterMapped hipHostRegisterMapped
+#define cudaHostGetDevicePointer hipHostGetDevicePointer
 #define cudaDeviceGetPCIBusId hipDeviceGetPCIBusId
 #define cudaMemcpy hipMemcpy
 #define cudaMemset hipMemset

@@ -248,6 +248,11 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { return cudaMalloc(p, n
 cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
 cudaError_t cudaHostRegister(void* p, size_t, unsigned) { return p != nullptr ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaHostUnregister(void* p) { return p != nullptr ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* p, unsigned) {
+  if (device_ptr == nullptr || p == nullptr) return cudaErrorInvalidValue;
+  *device_ptr = p;
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceGetPCIBusId(char* out, int len, int device) {
   if (out == nullptr || len <= 0 || device != 0) return cudaErrorInvalidValue;
   std::snprintf(out, size_t(len), "%s", "ffff:ff:1f.7");

@@ -137,7 +137,7 @@ enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cu
 using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
 constexpr unsigned cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocPortable = 1,
-                   cudaHostRegisterPortable = 1;
+                   cudaHostRegisterPortable = 1, cudaHostRegisterMapped = 2;
 
 struct cudaDeviceProp {
   char name[256];
@@ -159,6 +159,8 @@ cudaError_t cudaFreeHost(void* p);
 // Host memory is already host memory: registering it succeeds and changes nothing.
 cudaError_t cudaHostRegister(void* p, size_t n, unsigned flags);
 cudaError_t cudaHostUnregister(void* p);
+// The emulated device reads host memory where it is.
+cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* p, unsigned flags);
 // A fixed bus id in a PCI domain no machine uses, so the emulated device has no NUMA node of
 // its own (TANDEM_PIN_NUMA_NODE can still give it one).
 cudaError_t cudaDeviceGetPCIBusId(char* out, int len, int device);

@@ -157,6 +157,8 @@ tdm_status op_moe_ffn(tdm_backend_ctx*, const float*, int64_t, const int32_t*, c
                       const tdm_weight*, const tdm_weight*, const tdm_moe_opts*, float*, tdm_stream*);
 tdm_status op_copy_blocks(tdm_backend_ctx*, void*, const void*, size_t, const int32_t*, const int32_t*, int32_t,
                           tdm_stream*);
+tdm_status op_copy_pieces(tdm_backend_ctx*, void*, size_t, const void*, size_t, size_t, const int32_t*, const int32_t*, int32_t,
+                          tdm_stream*);
 tdm_status op_top_k_rows(tdm_backend_ctx*, const float*, int64_t, int64_t, int32_t, float*, int32_t*, int32_t*, tdm_stream*);
 
 // ---- Matmul pieces shared with the MoE FFN (matmul.cu).

@@ -550,6 +550,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     pl.Set("hostBytes", double(wp.host_bytes));
     pl.Set("deviceTensors", wp.device_tensors);
     pl.Set("hostTensors", wp.host_tensors);
+    pl.Set("streamsHostKv", model_->streams_host_kv());
     if (const ExpertOffload* x = model_->experts()) {
       Napi::Object e = Napi::Object::New(env);
       e.Set("policy", x->policy_name());

@@ -14,7 +14,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 5u
+#define TDM_BACKEND_ABI_VERSION 6u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -298,6 +298,19 @@ typedef struct tdm_backend_iface {
    * k <= n_cols. NULL: the caller copies the rows to the host. */
   tdm_status (*top_k_rows)(tdm_backend_ctx* ctx, const float* x, int64_t n_rows, int64_t n_cols, int32_t k,
                            float* vals, int32_t* ids, int32_t* flags, tdm_stream* s);
+
+  /* ---- ops appended in ABI 6: host KV streamed to the device a layer at a time */
+  /* (optional) Page-locks `bytes` of host memory at p (allocated elsewhere) and maps it for the
+   * device: *device_ptr is the address the device's ops read it at. NULL: the device cannot read
+   * host memory, and host-tier KV is attended only where it lives. */
+  tdm_status (*host_register)(tdm_backend_ctx* ctx, void* p, size_t bytes, void** device_ptr);
+  /* (optional) Undoes host_register(p). */
+  void (*host_unregister)(tdm_backend_ctx* ctx, void* p);
+  /* (optional) n copies of piece_bytes: from src + src_ids[i]*src_stride to dst + dst_ids[i]*dst_stride
+   * (ids are host arrays of n entries, not negative). src may be host memory mapped by
+   * host_register (one layer's K and V of scattered host KV blocks, gathered into device memory). */
+  tdm_status (*copy_pieces)(tdm_backend_ctx* ctx, void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                            size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s);
 } tdm_backend_iface;
 
 /* The largest k of top_k_rows. */

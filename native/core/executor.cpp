@@ -161,7 +161,8 @@ void Model::validate(const StepPlan& plan) const {
       }
     }
     Backend* ab = attention_backend(s.attention);
-    if (ab != p.backend() && !(ab->host_memory() && p.backend()->host_memory()))
+    const bool streamed = s.tier == KvTier::host && s.attention == AttnDevice::gpu && streams_host_kv();
+    if (ab != p.backend() && !(ab->host_memory() && p.backend()->host_memory()) && !streamed)
       throw Error(code::unsupported, at + "attention on the " + (s.attention == AttnDevice::cpu ? "CPU" : device_kind_) +
                                          " cannot read KV blocks in the " + tier_name(s.tier) + " tier (" + p.backend()->kind() +
                                          " memory); move the blocks or run its attention where they live");
@@ -1054,9 +1055,11 @@ class StepRun {
  public:
   StepRun(Model& m, const StepPlan& plan) : m_(m), plan_(plan) {}
 
-  // A failed step must not return while a worker job still reads its buffers.
+  // A failed step must not return while a worker job still reads its buffers, or a gather
+  // still writes a staging buffer that the next step may replace.
   ~StepRun() {
     if (m_.worker_ && submitted_) m_.worker_->drain();
+    if (gathered_) (void)m_.device_->fn().stream_sync(m_.device_->ctx(), m_.stream_stream_);
   }
 
   void run(StepResult* result);
@@ -1071,6 +1074,11 @@ class StepRun {
     // The same sequences with their sliding-layer tables (KvLayout::n_groups 2).
     std::vector<tdm_attn_seq> sliding;
     std::vector<int64_t> sliding_off;
+    // Streamed host KV (a host-tier group on the device's side): `seqs` read the staging
+    // buffer's blocks, and these, the same sequences with their host blocks, store the new rows.
+    bool streamed = false;
+    std::vector<tdm_attn_seq> stored;
+    std::vector<int64_t> stored_off;
     // The sequences as layer l's KV group sees them.
     const std::vector<tdm_attn_seq>& for_layer(const KvLayout& kl, int64_t l) const {
       return kl.group_of[size_t(l)] == 1 ? sliding : seqs;
@@ -1086,6 +1094,8 @@ class StepRun {
     std::vector<int32_t> cpu_tables;   // read by the CPU where they are
     std::vector<Group> dev_groups, cpu_groups;
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
+    std::vector<int32_t> stream_src;   // streamed sequences' host blocks, in staging order
+    std::vector<int32_t> stream_dst;   // 0, 1, ...: their staging blocks
     Model::HeadOut head;               // lm_head's: host-readable logits or rows' best (valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
     double cpu_us = 0;                 // CPU attention time, written by its jobs
@@ -1100,12 +1110,18 @@ class StepRun {
   void start_attention(Batch& b, int64_t l);
   void cpu_attention(Batch& b, int64_t l);
   void finish_attention(Batch& b);
+  bool streamed(const SeqPlan& s) const { return s.tier == KvTier::host && !cpu_side(s) && m_.streams_host_kv(); }
+  // Layer l's K and V of the streamed blocks into staging slot l % 2, on the stream stream.
+  void gather(Batch& b, int64_t l);
+  // The staging slot that holds layer l, as a pool view of the streamed blocks.
+  tdm_kv_layer staging_view(const Batch& b, int64_t l) const;
 
   Model& m_;
   const StepPlan& plan_;
   std::vector<Batch> batches_;
   bool concurrent_ = false;  // CPU attention runs on the worker, beside the device
   bool submitted_ = false;
+  bool gathered_ = false;    // gathers were queued on the stream stream
 };
 
 int32_t StepRun::best_needed(const Batch& b) const {
@@ -1170,12 +1186,22 @@ void StepRun::lay_out(Batch& b) {
     std::vector<Group>& groups = cpu ? b.cpu_groups : b.dev_groups;
     auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.tier == s.tier; });
     if (g == groups.end()) {
-      groups.push_back(Group{s.tier, {}, {}, {}, {}});
+      groups.push_back(Group{s.tier, {}, {}, {}, {}, streamed(s), {}, {}});
       g = groups.end() - 1;
     }
     const int32_t first_row = int32_t(cpu ? b.n_rows - b.n_dev_rows : b.n_rows);
     g->seqs.push_back(tdm_attn_seq{first_row, n, s.start_pos, n_blocks, nullptr});
     g->table_off.push_back(int64_t(tables.size()));
+    if (g->streamed) {
+      // Attention reads staging blocks; the new rows are also stored in the host blocks.
+      for (int32_t k = 0; k < n_blocks; ++k) {
+        tables.push_back(int32_t(b.stream_src.size()));
+        b.stream_dst.push_back(int32_t(b.stream_src.size()));
+        b.stream_src.push_back(s.block_table[size_t(k)]);
+      }
+      g->stored.push_back(g->seqs.back());
+      g->stored_off.push_back(int64_t(tables.size()));
+    }
     tables.insert(tables.end(), s.block_table.begin(), s.block_table.begin() + n_blocks);
     if (m_.layout_.n_groups == 2) {
       g->sliding.push_back(g->seqs.back());
@@ -1203,7 +1229,14 @@ void StepRun::lay_out(Batch& b) {
   auto point = [](Group& g, const int32_t* tables) {
     for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = tables + g.table_off[i];
     for (size_t i = 0; i < g.sliding.size(); ++i) g.sliding[i].block_table = tables + g.sliding_off[i];
+    for (size_t i = 0; i < g.stored.size(); ++i) g.stored[i].block_table = tables + g.stored_off[i];
   };
+  const int64_t n_stream = int64_t(b.stream_src.size());
+  if (n_stream > w.cap_stream_blocks) {
+    const KvLayout& kl = m_.layout_;
+    w.staging = DeviceBuffer(m_.device_, size_t(2 * n_stream) * (kl.layer_k_bytes + kl.layer_v_bytes));
+    w.cap_stream_blocks = n_stream;
+  }
   for (Group& g : b.dev_groups) point(g, w.tables.as<int32_t>());
   for (Group& g : b.cpu_groups) point(g, b.cpu_tables.data());
 }
@@ -1225,6 +1258,33 @@ void StepRun::cpu_attention(Batch& b, int64_t l) {
               "attention");
   }
   b.cpu_us += us_since(t0);
+}
+
+tdm_kv_layer StepRun::staging_view(const Batch& b, int64_t l) const {
+  const KvLayout& kl = m_.layout_;
+  const size_t piece = kl.layer_k_bytes + kl.layer_v_bytes;
+  const int64_t n = int64_t(b.stream_src.size());
+  tdm_kv_layer kv = m_.pool(KvTier::host).layer(int32_t(l));
+  kv.k = b.buf->staging.as<uint8_t>() + size_t(l % 2) * size_t(n) * piece;
+  kv.v = static_cast<uint8_t*>(kv.k) + kl.layer_k_bytes;
+  kv.block_bytes = piece;
+  kv.n_blocks = int32_t(n);
+  return kv;
+}
+
+void StepRun::gather(Batch& b, int64_t l) {
+  Backend& dev = *m_.device_;
+  const KvLayout& kl = m_.layout_;
+  const KvPool& host = m_.pool(KvTier::host);
+  // Layer l's K and V, as the device addresses the mapped host pool.
+  const size_t at = size_t(static_cast<const uint8_t*>(host.layer(int32_t(l)).k) - static_cast<const uint8_t*>(host.base()));
+  const tdm_kv_layer dst = staging_view(b, l);
+  dev.check(dev.fn().copy_pieces(dev.ctx(), dst.k, dst.block_bytes, static_cast<const uint8_t*>(m_.host_kv_on_device_) + at,
+                                 kl.block_bytes, kl.layer_k_bytes + kl.layer_v_bytes, b.stream_src.data(), b.stream_dst.data(),
+                                 int32_t(b.stream_src.size()), m_.stream_stream_),
+            "copy_pieces");
+  dev.check(dev.fn().event_record(dev.ctx(), b.buf->staged[l % 2], m_.stream_stream_), "event_record");
+  gathered_ = true;
 }
 
 void StepRun::start_attention(Batch& b, int64_t l) {
@@ -1268,13 +1328,32 @@ void StepRun::start_attention(Batch& b, int64_t l) {
   timed(&m.ph_.attention, [&] {
     const float scale = 1.0f / std::sqrt(float(m.hp_.head_dim));
     for (const Group& g : b.dev_groups) {
-      const tdm_kv_layer kv = m.pool(g.tier).layer(int32_t(l));
       const std::vector<tdm_attn_seq>& seqs = g.for_layer(m.layout_, l);
       const int32_t ns = int32_t(seqs.size());
+      const tdm_kv_layer kv = g.streamed ? staging_view(b, l) : m.pool(g.tier).layer(int32_t(l));
+      if (g.streamed) {
+        // The staged layer has arrived; the new rows go into it and into the host blocks.
+        BatchBuffers& bb = *b.buf;
+        dev.check(dev.fn().stream_wait(dev.ctx(), nullptr, bb.staged[l % 2]), "stream_wait");
+        tdm_kv_layer host = m.pool(KvTier::host).layer(int32_t(l));
+        const ptrdiff_t shift = static_cast<uint8_t*>(m.host_kv_on_device_) - static_cast<uint8_t*>(m.pool(KvTier::host).base());
+        host.k = static_cast<uint8_t*>(host.k) + shift;
+        host.v = static_cast<uint8_t*>(host.v) + shift;
+        dev.check(dev.fn().kv_store(dev.ctx(), &host, w.k.as<float>(), w.v.as<float>(), g.stored.data(), ns, nullptr), "kv_store");
+      }
       dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), seqs.data(), ns, nullptr), "kv_store");
       dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), seqs.data(), ns, int32_t(m.hp_.n_head), scale,
                                    m.placement_.exec.layers[size_t(l)].attn_sinks.data, m.window(l), w.attn.as<float>(), nullptr),
                 "attention");
+      if (g.streamed) {
+        // The slot is free once this attention has read it: it takes layer l + 2 next.
+        BatchBuffers& bb = *b.buf;
+        dev.check(dev.fn().event_record(dev.ctx(), bb.staging_free[l % 2], nullptr), "event_record");
+        if (l + 2 < m.hp_.n_layer) {
+          dev.check(dev.fn().stream_wait(dev.ctx(), m.stream_stream_, bb.staging_free[l % 2]), "stream_wait");
+          gather(b, l + 2);
+        }
+      }
     }
   });
   if (n_cpu > 0 && m.device_async_) {
@@ -1302,6 +1381,10 @@ void StepRun::run(StepResult* result) {
   Model& m = m_;
   split();
   for (Batch& b : batches_) lay_out(b);
+  // Streamed host KV: the first two layers' gathers start now, beside the embedding and layer 0.
+  for (Batch& b : batches_)
+    if (!b.stream_src.empty())
+      for (int64_t l = 0; l < std::min<int64_t>(2, m.hp_.n_layer); ++l) gather(b, l);
   for (Batch& b : batches_) m.embed(*b.buf, b.tokens.data(), b.n_rows);
   const int64_t n_layer = m.hp_.n_layer;
   // Layer l of each sub-batch in turn: finish the previous layer (waiting for its CPU

@@ -206,6 +206,27 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
       dev->check(f.event_create(dev->ctx(), &m->routing_copied_), "event_create");
     }
   }
+  // The host tier mapped for the device, so that device attention can read host KV a layer at
+  // a time beside its other work (streamed). Off without the ops, with sliding-window groups,
+  // with TANDEM_KV_STREAM=0, or where the OS will not lock the pool (then nothing else changes).
+  const tdm_backend_iface& df = dev->fn();
+  const KvPool& host_pool = m->pools_[int(KvTier::host)];
+  const char* stream_env = std::getenv("TANDEM_KV_STREAM");
+  if (m->device_async_ && !dev->host_memory() && df.host_register != nullptr && df.host_unregister != nullptr &&
+      df.copy_pieces != nullptr && m->layout_.n_groups == 1 && host_pool.n_blocks() > 0 &&
+      !(stream_env != nullptr && std::string(stream_env) == "0")) {
+    void* mapped = nullptr;
+    const size_t bytes = m->layout_.block_bytes * size_t(host_pool.n_blocks());
+    if (df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) == TDM_STATUS_OK && mapped != nullptr) {
+      m->host_kv_on_device_ = mapped;
+      dev->check(df.stream_create(dev->ctx(), &m->stream_stream_), "stream_create");
+      for (BatchBuffers& b : m->batches_)
+        for (int slot = 0; slot < 2; ++slot) {
+          dev->check(df.event_create(dev->ctx(), &b.staged[slot]), "event_create");
+          dev->check(df.event_create(dev->ctx(), &b.staging_free[slot]), "event_create");
+        }
+    }
+  }
   prepare_host_weights(*m->cpu_, m->placement_.exec, &m->placement_, m->experts_ != nullptr, prepare_progress);
   m->worker_ = std::make_unique<CpuWorker>();
   return m;
@@ -227,6 +248,13 @@ Model::~Model() {
     if (expert_copied_ != nullptr) f.event_destroy(c, expert_copied_);
     if (routing_copied_ != nullptr) f.event_destroy(c, routing_copied_);
     if (expert_stream_ != nullptr) f.stream_destroy(c, expert_stream_);
+    for (BatchBuffers& b : batches_)
+      for (int slot = 0; slot < 2; ++slot) {
+        if (b.staged[slot] != nullptr) f.event_destroy(c, b.staged[slot]);
+        if (b.staging_free[slot] != nullptr) f.event_destroy(c, b.staging_free[slot]);
+      }
+    if (stream_stream_ != nullptr) f.stream_destroy(c, stream_stream_);
+    if (host_kv_on_device_ != nullptr) f.host_unregister(c, pools_[int(KvTier::host)].base());
   }
   experts_.reset();  // with no device (nothing above ran)
   // Staging memory may belong to the device's allocator: free it while the device lives.

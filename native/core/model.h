@@ -94,6 +94,13 @@ struct BatchBuffers {
   // the next router's logits on it, and those logits on the host.
   DeviceBuffer pregate_x, pregate_logits;
   HostBuffer h_pregate;
+  // Streamed host KV (Model::streams_host_kv): two layers' K and V of the streamed sequences'
+  // blocks, gathered from host memory on the stream stream while the device computes; slot
+  // l % 2 holds layer l. Events: a slot filled, and a slot's last reader queued.
+  int64_t cap_stream_blocks = 0;
+  DeviceBuffer staging;
+  tdm_event* staged[2] = {nullptr, nullptr};
+  tdm_event* staging_free[2] = {nullptr, nullptr};
 };
 
 // Measured time per phase (microseconds), summed over layers.
@@ -163,6 +170,9 @@ class Model {
   const WeightPlacement& placement() const { return placement_; }
   // The device's name ("" with no device).
   std::string device_name() const;
+  // The device attends host-tier KV by gathering each layer's blocks across the link beside its
+  // work (SeqPlan tier host, attention gpu): host_register mapped the host pool.
+  bool streams_host_kv() const { return host_kv_on_device_ != nullptr; }
   // Expert offload state, or null when the model runs without it.
   const ExpertOffload* experts() const { return experts_.get(); }
 
@@ -253,6 +263,8 @@ class Model {
   tdm_event* expert_queued_ = nullptr;     // compute queued before an admission copy
   tdm_event* expert_copied_ = nullptr;     // the last admission copy
   tdm_event* routing_copied_ = nullptr;    // a layer's routing (and hidden states) reached host memory
+  void* host_kv_on_device_ = nullptr;      // the host KV pool's address for the device (host_register), or null
+  tdm_stream* stream_stream_ = nullptr;    // streamed host KV: layer gathers beside compute
   WeightPlacement placement_;
   KvLayout layout_;
   KvPool pools_[2];                        // indexed by KvTier

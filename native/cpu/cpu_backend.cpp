@@ -1102,18 +1102,23 @@ tdm_status cpu_top_k_rows(tdm_backend_ctx* c, const float* x, int64_t n_rows, in
   });
 }
 
-tdm_status cpu_copy_blocks(tdm_backend_ctx* c, void* dst_pool, const void* src_pool, size_t block_bytes,
-                           const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream*) {
+tdm_status cpu_copy_pieces(tdm_backend_ctx* c, void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                           size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
-    if (n <= 0) return;
-    if (dst_pool == nullptr || src_pool == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy_blocks with a null pointer");
+    if (n <= 0 || piece_bytes == 0) return;
+    if (dst == nullptr || src == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy with a null pointer");
     for (int32_t i = 0; i < n; ++i)
       if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
     ctx.pool->run(n, [&](int64_t i, int) {
-      std::memmove(static_cast<uint8_t*>(dst_pool) + size_t(dst_ids[i]) * block_bytes,
-                   static_cast<const uint8_t*>(src_pool) + size_t(src_ids[i]) * block_bytes, block_bytes);
-    }, double(n) * double(block_bytes) / 4);
+      std::memmove(static_cast<uint8_t*>(dst) + size_t(dst_ids[i]) * dst_stride,
+                   static_cast<const uint8_t*>(src) + size_t(src_ids[i]) * src_stride, piece_bytes);
+    }, double(n) * double(piece_bytes) / 4);
   });
+}
+
+tdm_status cpu_copy_blocks(tdm_backend_ctx* c, void* dst_pool, const void* src_pool, size_t block_bytes,
+                           const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
+  return cpu_copy_pieces(c, dst_pool, block_bytes, src_pool, block_bytes, block_bytes, src_ids, dst_ids, n, s);
 }
 
 std::string cpu_model_name() {
@@ -1160,6 +1165,7 @@ const tdm_backend_iface kCpuIface = [] {
   t.moe_ffn = cpu_moe_ffn;
   t.moe_combine = cpu_moe_combine;
   t.copy_blocks = cpu_copy_blocks;
+  t.copy_pieces = cpu_copy_pieces;
   t.prepare_weight = cpu_prepare_weight;
   t.top_k_rows = cpu_top_k_rows;
   return t;

@@ -47,6 +47,8 @@ interface Shape {
   tier: (id: number) => KvTier;
   /** The model keeps its sliding layers' KV apart (kvSplitSliding): give each sequence a sliding table too. */
   sliding?: boolean;
+  /** Where host-tier sequence `id` attends (default the CPU; 'gpu' streams its KV to the device a layer at a time). */
+  hostAttention?: (id: number) => 'cpu' | 'gpu';
 }
 
 /** A prefill of every prompt in one step, then teacher-forced decode steps: each step's logits, tokens and expert counters. */
@@ -56,7 +58,7 @@ async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ 
     const tier = shape.tier(id);
     return {
       seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: tier,
-      attention: tier === 'device' ? 'gpu' : 'cpu', sample: true, returnLogits: true,
+      attention: tier === 'device' ? 'gpu' : (shape.hostAttention?.(id) ?? 'cpu'), sample: true, returnLogits: true,
       ...(shape.sliding ? { slidingBlockTable: Int32Array.from([15 - 2 * (id - 1), 14 - 2 * (id - 1)]) } : {}),
     };
   };
@@ -91,6 +93,7 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
   ref.dispose();
   const probe = await load(file, { device: 'gpu' });
   t.match(probe.placement.deviceName, /emulated on the host/, 'the emulated library is the device');
+  t.equal(probe.placement.streamsHostKv, true, 'the device maps the host tier');
   const total = probe.placement.deviceBytes;
   probe.dispose();
   const cases: { name: string; config: Partial<NativeModelConfig>; shape: Shape }[] = [
@@ -98,6 +101,10 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
     { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } },
     { name: 'pipeline', config: {}, shape: { strategy: 'pipeline', tier: odd } },
     { name: 'overlap, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'overlap', tier: odd } },
+    { name: 'gpu-only, host-tier KV streamed to the device', config: {}, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu' } },
+    { name: 'gpu-only, every sequence\'s KV streamed from the host', config: {}, shape: { strategy: 'gpu-only', tier: () => 'host', hostAttention: () => 'gpu' } },
+    { name: 'overlap, host KV: two sequences streamed, one attended on the CPU', config: {}, shape: { strategy: 'overlap', tier: () => 'host', hostAttention: (id) => (id === 2 ? 'cpu' : 'gpu') } },
+    { name: 'pipeline, host-tier KV streamed', config: {}, shape: { strategy: 'pipeline', tier: odd, hostAttention: () => 'gpu' } },
   ];
   for (const c of cases) {
     const m = await load(file, { device: 'gpu', ...c.config });
@@ -275,6 +282,7 @@ t.test('decode bursts on the emulated GPU draw what single steps draw, under eve
     ['overlap, host-tier attention on the CPU', dense, {}, { strategy: 'overlap', tier: odd }],
     ['pipeline', dense, {}, { strategy: 'pipeline', tier: odd }],
     ['MoE, dynamic experts, overlap', moe, offload, { strategy: 'overlap', tier: odd }],
+    ['gpu-only, host-tier KV streamed to the device', dense, {}, { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu' }],
   ];
   const BURST = 4;
   for (const [name, file, config, shape] of shapes) {
@@ -283,7 +291,7 @@ t.test('decode bursts on the emulated GPU draw what single steps draw, under eve
     const ids = PROMPTS.map((_, i) => i + 1);
     const seq = (id: number, tokens: number[], startPos: number, decodeSteps?: number): SequencePlan => ({
       seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: shape.tier(id),
-      attention: shape.tier(id) === 'device' ? 'gpu' : 'cpu', sample: true, ...(decodeSteps ? { decodeSteps } : {}),
+      attention: shape.tier(id) === 'device' ? 'gpu' : (shape.hostAttention?.(id) ?? 'cpu'), sample: true, ...(decodeSteps ? { decodeSteps } : {}),
     });
     const prefill = async () => (await m.step({ strategy: shape.strategy, copies: [], sequences: ids.map((id) => seq(id, PROMPTS[id - 1]!, 0)) })).sequences.map((s) => s.token);
     // Single steps.
