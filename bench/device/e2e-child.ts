@@ -4,7 +4,9 @@
 // and, with --timing, times a long prefill and decode steps. Writes a JSON report.
 // Modes: gpu (every weight, the KV and attention on the device), split (half the weight bytes on
 // the device: the rest, routed experts first, computed on the CPU), host-kv (weights on the
-// device, KV in host RAM and attention on the CPU, under 'overlap'), cpu (no device).
+// device, KV in host RAM and attention on the CPU, under 'overlap'), host-kv-stream (KV in host
+// RAM, attention on the device over each layer's blocks gathered across the link, gpu-only),
+// cpu (no device).
 // A model with sliding-window layers keeps their KV in blocks of their own on the device side
 // (kvSplitSliding, as the API does by default), with the entries behind the window set to -1.
 // Usage: node e2e-child.js <model.gguf> <mode> <out.json> [--timing] [--standin]
@@ -18,8 +20,8 @@ import { describeModel } from '../../src/model/describe.js';
 const BLOCK_TOKENS = 16;
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 1 };
 
-export type E2eMode = 'gpu' | 'split' | 'host-kv' | 'cpu';
-const MODES: readonly E2eMode[] = ['gpu', 'split', 'host-kv', 'cpu'];
+export type E2eMode = 'gpu' | 'split' | 'host-kv' | 'host-kv-stream' | 'cpu';
+const MODES: readonly E2eMode[] = ['gpu', 'split', 'host-kv', 'host-kv-stream', 'cpu'];
 
 export interface ChildReport {
   mode: E2eMode;
@@ -50,14 +52,14 @@ function seq(mode: E2eMode, tokens: number[], startPos: number, blocks: number, 
     blockTable: Int32Array.from({ length: blocks }, (_, i) => i),
     ...sliding,
     kvTier: onDevice ? 'device' : 'host',
-    attention: onDevice ? 'gpu' : 'cpu',
+    attention: onDevice || mode === 'host-kv-stream' ? 'gpu' : 'cpu',
     sample: true,
     sampling: GREEDY,
     ...extra,
   };
 }
 
-const STRATEGY: Record<E2eMode, StepPlan['strategy']> = { gpu: 'gpu-only', split: 'overlap', 'host-kv': 'overlap', cpu: 'cpu' };
+const STRATEGY: Record<E2eMode, StepPlan['strategy']> = { gpu: 'gpu-only', split: 'overlap', 'host-kv': 'overlap', 'host-kv-stream': 'gpu-only', cpu: 'cpu' };
 
 function plan(mode: E2eMode, s: SequencePlan): StepPlan {
   return { strategy: STRATEGY[mode], copies: [], sequences: [s] };
@@ -83,7 +85,8 @@ async function main(): Promise<void> {
   g.close();
   const maxTokens = timing ? 512 + 40 : 48 + 20;
   const blocks = Math.ceil(maxTokens / BLOCK_TOKENS) + 1;
-  const split = mode !== 'cpu' && hparams.slidingWindow > 0;
+  // Streamed host KV needs one KV group: the sliding layers stay in the full layers' blocks there.
+  const split = mode !== 'cpu' && mode !== 'host-kv-stream' && hparams.slidingWindow > 0;
   const pool = split ? 2 * blocks : blocks;
   const model: NativeModel = await native().loadModel(file, {
     hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: pool, host: pool }, device,
@@ -91,6 +94,10 @@ async function main(): Promise<void> {
     ...(mode === 'split' ? { deviceWeightBytes: Math.floor(statSync(file).size / 2) } : {}),
   });
   if (split) slidingWindow = hparams.slidingWindow;
+  if (mode === 'host-kv-stream' && device === 'gpu' && !model.placement.streamsHostKv) {
+    model.dispose();
+    throw new Error('the device does not stream host KV (placement.streamsHostKv is false: no host_register, or the OS would not lock the host tier)');
+  }
   const nVocab = model.info.nVocab;
   const report: ChildReport = { mode, backends: model.info.backends, placement: model.placement, nVocab, promptLogits: [], tokens: [], decodeLogits: [] };
 

@@ -300,12 +300,12 @@ function timeAttention(ops: NativeBackendOps, gpuId: string, cpuId: string, rows
 function strategyTable(model: string, report: StrategyReport | string): string[] {
   const lines = [`## Strategies under a capped device KV (${model})`, ''];
   if (typeof report === 'string') return [...lines, report, ''];
-  lines.push(`Decode steps of one batch; gpu-only runs the sequences whose KV fits on the device, overlap and pipeline add the host-KV sequences with attention on the CPU (${report.threads} threads). Device: ${report.device}.`, '',
+  lines.push(`Decode steps of one batch; gpu-only runs the sequences whose KV fits on the device, overlap and pipeline add the host-KV sequences with attention on the CPU (${report.threads} threads); 'gpu-only, host KV streamed' adds them with attention on the device over their KV gathered from host RAM a layer at a time. Device: ${report.device}.`, '',
     '| context | device-KV seqs | host-KV seqs | strategy | seqs in step | step ms | tokens/s | vs gpu-only |', '|---|---|---|---|---|---|---|---|');
   for (const { regime, timings } of report.regimes) {
-    const base = timings.find((t) => t.strategy === 'gpu-only')?.tokensPerS;
+    const base = timings.find((t) => t.strategy === 'gpu-only' && !t.streamed)?.tokensPerS;
     for (const t of timings) {
-      lines.push(`| ${regime.context} | ${regime.deviceSeqs} | ${regime.hostSeqs} | ${t.strategy} | ${t.sequences} | ${t.stepMs.toFixed(2)} | ${t.tokensPerS.toFixed(1)} | ${base ? (t.tokensPerS / base).toFixed(2) + 'x' : '-'} |`);
+      lines.push(`| ${regime.context} | ${regime.deviceSeqs} | ${regime.hostSeqs} | ${t.strategy}${t.streamed ? ', host KV streamed' : ''} | ${t.sequences} | ${t.stepMs.toFixed(2)} | ${t.tokensPerS.toFixed(1)} | ${base ? (t.tokensPerS / base).toFixed(2) + 'x' : '-'} |`);
     }
   }
   return [...lines, ''];
@@ -347,7 +347,7 @@ function policyTable(model: string, report: PolicyReport | string): string[] {
       continue;
     }
     // Decode bursts run several rounds a step.
-    const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') + (r.rounds > r.steps ? `; ${r.rounds} rounds` : '');
+    const strat = Object.entries(r.strategies).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') + (r.rounds > r.steps ? `; ${r.rounds} rounds` : '') + (r.streamed ? `; ${r.streamed} sequence-steps streamed` : '');
     const err = r.meanStepError === undefined || Number.isNaN(r.meanStepError) ? '-' : `${(r.meanStepError * 100).toFixed(0)}%`;
     const replayed = typeof report.replay === 'object' ? report.replay[r.policy] : undefined;
     lines.push(`| ${r.policy} | ${r.tokensPerS.toFixed(1)} | ${base ? (r.tokensPerS / base).toFixed(2) + 'x' : '-'} | ${(r.makespanMs / 1000).toFixed(2)} | ${r.ttftMsP50.toFixed(0)} | ${r.tpotMsP50.toFixed(1)} / ${r.tpotMsP90.toFixed(1)} | ${strat} | ${r.stepUsMean.toFixed(0)} / ${r.hostUsMean === undefined ? '-' : r.hostUsMean.toFixed(0)} | ${r.moves} | ${r.preemptions} | ${err} | ${replayed === undefined ? '-' : replayed.toFixed(1)} |`);
@@ -530,7 +530,7 @@ async function main(): Promise<void> {
     try {
       await makeModel(spec, file);
       const c = runChild(file, 'cpu', path.join(work, 'cpu.json'), false, false);
-      for (const mode of want('e2e') ? (['gpu', 'split', 'host-kv'] as const) : (['gpu'] as const)) {
+      for (const mode of want('e2e') ? (['gpu', 'split', 'host-kv', 'host-kv-stream'] as const) : (['gpu'] as const)) {
         const g = runChild(file, mode, path.join(work, `${mode}.json`), false, Boolean(simulate));
         if (typeof g === 'string' || typeof c === 'string') {
           e2e.push({ model: name, mode, status: 'error', detail: typeof g === 'string' ? g : (c as string) });
@@ -550,7 +550,7 @@ async function main(): Promise<void> {
   }
   results.endToEnd = e2e;
   md.push(`## End to end (executor), device against CPU (tolerance: prompt and teacher-forced decode logits nmse <= ${E2E_NMSE_TOLERANCE})`, '',
-    'Modes: gpu = every weight, KV and attention on the device; split = half the weight bytes on the device, the rest (routed experts first) computed on the CPU; host-kv = weights on the device, KV in host RAM and attention on the CPU (overlap).', '',
+    'Modes: gpu = every weight, KV and attention on the device; split = half the weight bytes on the device, the rest (routed experts first) computed on the CPU; host-kv = weights on the device, KV in host RAM and attention on the CPU (overlap); host-kv-stream = weights on the device, KV in host RAM, attention on the device over each layer\'s blocks gathered across the link (gpu-only).', '',
     '| model | mode | result | detail |', '|---|---|---|---|', ...e2e.map((r) => `| ${r.model} | ${r.mode} | ${r.status} | ${r.detail} |`), '');
   if (e2e.some((r) => r.status !== 'agree' && r.status !== 'skipped')) process.exitCode = 1;
 

@@ -29,6 +29,8 @@ export interface PolicyRun {
   ttftMsP50: number;
   steps: number;
   strategies: Record<string, number>;
+  /** Sequence-steps with host KV streamed to the device for its attention. */
+  streamed?: number;
   /** Mean |predicted - measured| / measured step time, where the policy predicted. */
   meanStepError?: number;
   moves: number;
@@ -89,6 +91,7 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
       ttftMsP50: percentile(results.map((r) => r.metrics?.ttftMs ?? NaN), 0.5),
       steps: stats.policy?.steps ?? 0,
       strategies: { ...(stats.policy?.strategies ?? {}) },
+      streamed: stats.policy?.streamed ?? 0,
       meanStepError: stats.policy?.meanStepError,
       moves: stats.numMoves,
       preemptions: stats.numPreemptions,

@@ -3,7 +3,8 @@
 // no time goes into prefilling each), and times decode steps of the three strategies on the same
 // batch shape: gpu-only with the device-tier sequences alone (what fits when the device's KV is
 // capped), then overlap and pipeline with the host-tier sequences added (their attention on the
-// CPU). Writes a JSON report. Usage: node strategy-child.js <model.gguf> <out.json> <regimes JSON>
+// CPU), and, where the device streams host KV, gpu-only with the host-tier sequences' attention
+// on the device over their KV gathered across the link. Writes a JSON report. Usage: node strategy-child.js <model.gguf> <out.json> <regimes JSON>
 // [--device gpu|cpu-standin]
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -30,6 +31,8 @@ export interface StrategyTiming {
   stepMs: number;
   /** Decode tokens per second over all the step's sequences. */
   tokensPerS: number;
+  /** The host-tier sequences ran device attention over their KV streamed from host RAM. */
+  streamed?: boolean;
   /** Mean phase times of the timed steps, µs. */
   phaseUs: Record<string, number>;
 }
@@ -55,9 +58,9 @@ async function timeRegime(model: NativeModel, regime: Regime): Promise<StrategyT
     const base = (tierOf(i) === 'device' ? i : i - regime.deviceSeqs) * perSeq;
     return Int32Array.from({ length: perSeq }, (_, j) => base + j);
   };
-  const seq = (i: number, tokens: number[], startPos: number, sample: boolean): SequencePlan => ({
+  const seq = (i: number, tokens: number[], startPos: number, sample: boolean, streamed = false): SequencePlan => ({
     seqId: i + 1, tokens: Int32Array.from(tokens), startPos, blockTable: table(i), kvTier: tierOf(i),
-    attention: tierOf(i) === 'device' ? 'gpu' : 'cpu', sample,
+    attention: tierOf(i) === 'device' || streamed ? 'gpu' : 'cpu', sample,
   });
   // Prefill sequence 0 on the device, then copy its context's blocks to every other sequence.
   const prompt = Array.from({ length: regime.context }, (_, k) => 1 + ((k * 7919) % (nVocab - 1)));
@@ -69,15 +72,16 @@ async function timeRegime(model: NativeModel, regime: Regime): Promise<StrategyT
   }
   await model.step({ strategy: 'overlap', copies, sequences: [] });
 
-  const runs: [Strategy, number][] = [['gpu-only', regime.deviceSeqs], ['overlap', n], ['pipeline', n]];
+  const runs: [Strategy, number, boolean][] = [['gpu-only', regime.deviceSeqs, false], ['overlap', n, false], ['pipeline', n, false]];
+  if (model.placement.streamsHostKv && regime.hostSeqs > 0) runs.push(['gpu-only', n, true]);
   const out: StrategyTiming[] = [];
-  for (const [strategy, count] of runs) {
+  for (const [strategy, count, streamed] of runs) {
     if (count === 0) continue;
     const ms: number[] = [];
     const phaseUs: Record<string, number> = {};
     for (let step = 0; step < WARMUP_STEPS + TIMED_STEPS; step++) {
       // Every run rewrites positions context.. from the same cached prefix.
-      const plan: StepPlan = { strategy, copies: [], sequences: Array.from({ length: count }, (_, i) => seq(i, [1 + ((i + step) % (nVocab - 1))], regime.context + step, true)) };
+      const plan: StepPlan = { strategy, copies: [], sequences: Array.from({ length: count }, (_, i) => seq(i, [1 + ((i + step) % (nVocab - 1))], regime.context + step, true, streamed)) };
       const t0 = performance.now();
       const r = await model.step(plan);
       if (step < WARMUP_STEPS) continue;
@@ -85,7 +89,7 @@ async function timeRegime(model: NativeModel, regime: Regime): Promise<StrategyT
       for (const [k, v] of Object.entries(r.phaseUs)) phaseUs[k] = (phaseUs[k] ?? 0) + v / TIMED_STEPS;
     }
     const stepMs = median(ms);
-    out.push({ strategy, sequences: count, stepMs, tokensPerS: (count * 1000) / stepMs, phaseUs });
+    out.push({ strategy, sequences: count, stepMs, tokensPerS: (count * 1000) / stepMs, phaseUs, ...(streamed ? { streamed } : {}) });
   }
   return out;
 }

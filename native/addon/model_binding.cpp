@@ -199,6 +199,7 @@ ModelConfig parse_config(const Napi::Value& v) {
   cfg.kv_blocks_device = int32_t(integer(blocks, "device", "config.kvBlocks", 0, 2147483647.0));
   cfg.kv_blocks_host = int32_t(integer(blocks, "host", "config.kvBlocks", 0, 2147483647.0));
   cfg.kv_split_sliding = boolean(o, "kvSplitSliding", "config", true);
+  cfg.kv_stream = o.Get("kvStream").IsUndefined() || boolean(o, "kvStream", "config", false);
   Napi::Value variant = o.Get("cpuVariant");
   if (!variant.IsUndefined()) {
     if (!variant.IsString()) bad_arg("config.cpuVariant must be a string");
@@ -662,7 +663,7 @@ Napi::Value NativeModel::step(const Napi::CallbackInfo& info) {
 
 // One profiler measurement: which subtask and its size.
 struct ProfileOp {
-  std::string kind;  // "linear", "attention", "copy", "expert"
+  std::string kind;  // "linear", "head", "attention", "copy", "stream", "expert"
   int64_t tokens = 1;
   bool on_cpu = false;
   int32_t requests = 1;
@@ -697,6 +698,8 @@ ProfileOp parse_profile(const Napi::Value& v) {
     if (dir != "h2d" && dir != "d2h") bad_arg("op.direction must be 'h2d' or 'd2h'");
     p.to_device = dir == "h2d";
     p.bytes = integer(o, "bytes", w, 1, 17179869184.0);
+  } else if (p.kind == "stream") {
+    p.tokens = integer(o, "blocks", w, 1, 1048576);
   } else if (p.kind == "expert") {
     const std::string dev = str(o, "device", w);
     if (dev != "cpu" && dev != "gpu") bad_arg("op.device must be 'cpu' or 'gpu'");
@@ -704,7 +707,7 @@ ProfileOp parse_profile(const Napi::Value& v) {
     p.tokens = integer(o, "tokens", w, 1, 65535);
     if (!o.Get("idleUs").IsUndefined()) p.idle_us = int32_t(integer(o, "idleUs", w, 0, 100000));
   } else {
-    bad_arg("op.kind must be 'linear', 'head', 'attention', 'copy' or 'expert'");
+    bad_arg("op.kind must be 'linear', 'head', 'attention', 'copy', 'stream' or 'expert'");
   }
   return p;
 }
@@ -727,6 +730,7 @@ class ProfileWorker : public Napi::AsyncWorker {
       else if (op_.kind == "head") us_ = model_->time_head(op_.tokens, op_.iters);
       else if (op_.kind == "attention") us_ = model_->time_attention(op_.on_cpu, op_.requests, op_.context, int32_t(op_.tokens), op_.iters);
       else if (op_.kind == "expert") us_ = model_->time_expert(op_.on_cpu, op_.tokens, op_.iters, op_.idle_us);
+      else if (op_.kind == "stream") us_ = model_->time_stream(int32_t(op_.tokens), op_.iters);
       else us_ = model_->time_copy(op_.to_device, size_t(op_.bytes), op_.iters);
     });
   }

@@ -212,7 +212,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   const tdm_backend_iface& df = dev->fn();
   const KvPool& host_pool = m->pools_[int(KvTier::host)];
   const char* stream_env = std::getenv("TANDEM_KV_STREAM");
-  if (m->device_async_ && !dev->host_memory() && df.host_register != nullptr && df.host_unregister != nullptr &&
+  if (cfg.kv_stream && m->device_async_ && !dev->host_memory() && df.host_register != nullptr && df.host_unregister != nullptr &&
       df.copy_pieces != nullptr && m->layout_.n_groups == 1 && host_pool.n_blocks() > 0 &&
       !(stream_env != nullptr && std::string(stream_env) == "0")) {
     void* mapped = nullptr;

@@ -38,6 +38,9 @@ struct ModelConfig {
   // Sliding-window layers' KV in blocks of their own (a second block table per sequence),
   // so that the engine can free what falls behind the window; ignored without such layers.
   bool kv_split_sliding = false;
+  // Map the host tier for the device (page-locked for its lifetime), so that device attention
+  // can read host KV a layer at a time (Model::streams_host_kv); also off with TANDEM_KV_STREAM=0.
+  bool kv_stream = true;
   std::string cpu_variant;       // "" for the best kernels; "ref", "avx2", "avxvnni" or "avx512" to force one
   // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
   // usable, else none), "gpu" (the registry's GPU, or TDM_BACKEND_UNAVAILABLE saying why not),
@@ -153,6 +156,9 @@ class Model {
   // Microseconds to copy `bytes` host->device (to_device) or device->host through staging
   // memory, median of `iters`.
   double time_copy(bool to_device, size_t bytes, int iters);
+  // Microseconds to stream n_blocks host KV blocks to the device (every layer's gather, as a
+  // step of streamed sequences queues them beside its work); needs streams_host_kv().
+  double time_stream(int32_t n_blocks, int iters);
   // Median µs of one routed expert's FFN over `rows` rows (one choice each), on the CPU with
   // the weights it reads in host RAM or on the device from cache slots; needs expert offload.
   double time_expert(bool on_cpu, int64_t rows, int iters, int32_t idle_us = 0);

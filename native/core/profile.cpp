@@ -163,6 +163,32 @@ double Model::time_copy(bool to_dev, size_t bytes, int iters) {
   });
 }
 
+double Model::time_stream(int32_t n_blocks, int iters) {
+  if (!streams_host_kv()) throw Error(code::unsupported, "this device does not stream host KV (no mapped host tier)");
+  if (n_blocks < 1 || n_blocks > (1 << 20)) throw Error(code::bad_argument, "blocks must be in [1, 2^20]");
+  const KvLayout& kl = layout_;
+  const KvPool& host = pool(KvTier::host);
+  // Distinct host blocks (a block read twice might come from the device's cache); beyond the
+  // tier's count the time is scaled by blocks.
+  const int32_t n = std::min(n_blocks, host.n_blocks());
+  const size_t piece = kl.layer_k_bytes + kl.layer_v_bytes;
+  DeviceBuffer staging(device_, size_t(n) * piece);
+  std::vector<int32_t> src(static_cast<size_t>(n)), dst(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) src[size_t(i)] = dst[size_t(i)] = i;
+  const tdm_backend_iface& f = device_->fn();
+  const double us = median_us(iters, [&] {
+    // Every layer's gather, back to back on the stream stream, as a step queues them.
+    for (int64_t l = 0; l < hp_.n_layer; ++l) {
+      const size_t at = size_t(static_cast<const uint8_t*>(host.layer(int32_t(l)).k) - static_cast<const uint8_t*>(host.base()));
+      device_->check(f.copy_pieces(device_->ctx(), staging.data(), piece, static_cast<const uint8_t*>(host_kv_on_device_) + at,
+                                   kl.block_bytes, piece, src.data(), dst.data(), n, stream_stream_),
+                     "copy_pieces");
+    }
+    device_->check(f.stream_sync(device_->ctx(), stream_stream_), "stream_sync");
+  });
+  return us * double(n_blocks) / double(n);
+}
+
 double Model::time_expert(bool on_cpu, int64_t rows, int iters, int32_t idle_us) {
   if (!experts_) throw Error(code::bad_argument, "expert timing needs a MoE model loaded with expert offload");
   if (rows < 1 || rows > 65535) throw Error(code::bad_argument, "rows must be in [1, 65535]");

@@ -88,7 +88,7 @@ function draftStepTokens(kernels: ModelInfo['cpuKernels']): number {
 const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
-  'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
+  'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'kvStream', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
   'experts', 'expertPrefetch', 'slidingKv', 'draftTokens', 'decodeBurst',
 ]);
 
@@ -361,6 +361,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (dev.device !== 'none') deviceConfig.device = dev.device;
     if (options.deviceThreads !== undefined) deviceConfig.deviceThreads = options.deviceThreads;
     if (options.deviceWeightBytes !== undefined) deviceConfig.deviceWeightBytes = options.deviceWeightBytes;
+    if (options.kvStream !== undefined) {
+      if (typeof options.kvStream !== 'boolean') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvStream must be a boolean, got ${String(options.kvStream)}`);
+      deviceConfig.kvStream = options.kvStream;
+    }
     // 'dynamic' prefetches by its calibrated costs (set once loaded) while the link idles.
     const prefetch = experts === 'dynamic' ? { prefetchWhenIdle: true, ...(expertPrefetch === 'router' ? { pregate: true } : {}) } : {};
     const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...prefetch });
@@ -420,9 +424,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       }
     }
     try {
-      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes);
+      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes, kvBlockTokens);
       if (options.profile === 'quick') {
-        const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1 });
+        const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1, streamsHostKv: placement.streamsHostKv });
         r.model.samplingThreads = threads;
         policy = { name: dev.policy, cost: r.model };
         profile = { source: 'quick', errors: r.errors };
@@ -430,7 +434,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         const base = profileKey(hp, { threads, cpuKernels, placement, kvBlockTokens, kvType, deviceThreads: options.deviceThreads });
         // Expert policies with the same device bytes still run their steps differently.
         const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
-        const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh' });
+        const r = await loadOrProfile(nativeModel, shape, key, { cacheDir: options.profileCacheDir, refresh: options.profile === 'refresh', streamsHostKv: placement.streamsHostKv });
         // The executor draws the step's tokens on the model's CPU threads.
         r.model.samplingThreads = threads;
         policy = { name: dev.policy, cost: r.model };
@@ -443,6 +447,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     // A GPU's driver-side phase times are queueing, not work: its tables are refitted from whole steps only.
     policy.options = { refit: { deviceSynchronous: placement.device === 'cpu-standin' } };
     if (options.tpotSloMs !== undefined) policy.options.tpotSloUs = options.tpotSloMs * 1000;
+    if (nativeModel.placement.streamsHostKv) policy.options.streamHostKv = true;
   } else {
     // device 'auto' found no GPU: the single-device CPU path.
     schedulerConfig.strategy = 'cpu';
@@ -462,6 +467,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvBlockBytes: nativeModel.info.kvBlockBytes,
     kvSlidingWindow: kv.slidingWindow,
     kvType,
+    kvStream: placement.streamsHostKv,
     draftTokens,
     decodeBurst,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),
@@ -581,6 +587,7 @@ export class Model {
         deferrals: p.deferrals,
         predictedSteps: p.predictedSteps,
         unshapedSteps: p.unshapedSteps,
+        streamed: p.streamed,
       };
       if (p.predictedSteps > 0) stats.policy.meanStepError = policy.meanStepError;
     }

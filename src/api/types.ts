@@ -109,6 +109,14 @@ export interface LoadModelOptions {
   kvDeviceBytes?: number;
   /** Bytes of KV cache in the host tier (host RAM). Default with a device: room for maxSequences full contexts; with none, see kvCacheBytes. */
   kvHostBytes?: number;
+  /**
+   * With a GPU that can read page-locked host memory: the host KV tier is locked and mapped at
+   * load, so that 'auto' may run attention for host-tier sequences on the GPU over their KV
+   * gathered across the link (beside the CPU's). Default true; false keeps the host tier
+   * ordinary pageable memory (less locked RAM, for a desktop app). Models whose sliding-window
+   * layers keep their KV apart (gpt-oss) do not stream. TANDEM_KV_STREAM=0 turns it off too.
+   */
+  kvStream?: boolean;
   /** What decides every step with a device (needs one): 'auto' (default) picks per step; 'gpu-only', 'pipeline' (NEO) and 'overlap' (APEX) always run that strategy. */
   policy?: PolicyName;
   /** Target time per output token, milliseconds, that 'auto' keeps its predicted step under when it can (needs a device). */
@@ -321,6 +329,8 @@ export interface ModelInfo {
   kvSlidingWindow: number;
   /** How K and V are stored ('f16' or 'q8_0'). */
   kvType: 'f16' | 'q8_0';
+  /** The GPU may attend host-tier KV streamed across the link (loadModel's kvStream, where the device can): auto then weighs it every step. */
+  kvStream: boolean;
   /** Guesses per request and step at most (speculative decoding, loadModel's draftTokens); 0: off. */
   draftTokens: number;
   /** Draws per request and step at most (loadModel's decodeBurst); 1: off. */
@@ -405,6 +415,8 @@ export interface PolicyStatsView {
   meanStepError?: number;
   /** Steps the policy would have left wholly out, run unshaped instead (attention where the KV is). */
   unshapedSteps: number;
+  /** Sequence-steps run with device attention over host-tier KV streamed across the link (auto, where the device streams). */
+  streamed: number;
 }
 
 /** Load, queue and KV cache state, and running totals since load, for monitoring and the bench. */

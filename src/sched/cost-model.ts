@@ -18,13 +18,17 @@ export interface CostShape {
   outBytesPerToken: number;
   /** Bytes of one KV block (all layers, K and V): one swap copy. */
   kvBlockBytes: number;
+  /** Positions in a KV block (absent: 16, the default), to count a streamed sequence's blocks. */
+  kvBlockTokens?: number;
 }
 
-export function costShapeOf(hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHeadKv' | 'headDim' | 'headDimV'>, kvBlockBytes: number): CostShape {
+export function costShapeOf(hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHeadKv' | 'headDim' | 'headDimV'>, kvBlockBytes: number, kvBlockTokens?: number): CostShape {
   const q = hp.nHead * hp.headDim;
   const k = hp.nHeadKv * hp.headDim;
   const v = hp.nHeadKv * hp.headDimV;
-  return { nLayer: hp.nLayer, qkvBytesPerToken: 4 * (q + k + v), outBytesPerToken: 4 * hp.nHead * hp.headDimV, kvBlockBytes };
+  const shape: CostShape = { nLayer: hp.nLayer, qkvBytesPerToken: 4 * (q + k + v), outBytesPerToken: 4 * hp.nHead * hp.headDimV, kvBlockBytes };
+  if (kvBlockTokens !== undefined) shape.kvBlockTokens = kvBlockTokens;
+  return shape;
 }
 
 /** Predicted subtask times of one step, in microseconds; attention figures cover all layers. */
@@ -47,6 +51,8 @@ export interface CostModel {
   cpuPrefillAttentionUs(tokens: number, context: number): number;
   /** One copy of `bytes` between host and device memory. */
   copyUs(bytes: number): number;
+  /** Host KV blocks streamed to the device for its attention, every layer's gather (absent: one copy of their bytes). */
+  streamUs?(blocks: number): number;
   /** Host time after the pass to read and sample the next token of `seqs` sequences (absent: 0). */
   samplingUs?(seqs: number): number;
   /** Measured over predicted time of a step's forward pass under `strategy` (absent or unknown: 1). */
@@ -80,6 +86,8 @@ export interface CostTablesJson {
   cpuPrefillAttention: PiecewiseLinearJson;
   /** µs by bytes of one copy. */
   copy: PiecewiseLinearJson;
+  /** µs by host KV blocks streamed to the device (absent where the device streams none, or in profiles made before). */
+  stream?: PiecewiseLinearJson;
   /** Learned online: host µs per round of draws, one draw per sampling thread (absent: 0). */
   samplingRoundUs?: number;
   /** Threads that draw a step's tokens side by side (absent: 1): a step of n sampled sequences takes ceil(n / threads) rounds. */
@@ -115,11 +123,13 @@ export interface StepObservation {
   pass?: { strategy: Strategy; us: number };
 }
 
-/** The work of a plan's sequences, as the step-time formulas take it. */
-export function planWork(plan: StepPlan): SeqWork[] {
+/** The work of a plan's sequences, as the step-time formulas take it (blocks of `blockTokens` positions). */
+export function planWork(plan: StepPlan, blockTokens = 16): SeqWork[] {
   return plan.sequences.map((s) => {
     const w: SeqWork = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
     if (s.subBatch !== undefined) w.subBatch = s.subBatch;
+    // Device attention over host-tier KV: its blocks cross the link (executor.cpp gathers them).
+    if (s.kvTier === 'host' && s.attention === 'gpu') w.streamedBlocks = Math.ceil((s.startPos + s.tokens.length) / blockTokens);
     return w;
   });
 }
@@ -257,6 +267,8 @@ export class TableCostModel implements CostModel {
   readonly cpuAttention: Bilinear;
   readonly cpuPrefillAttention: PiecewiseLinear;
   readonly copy: PiecewiseLinear;
+  /** Streamed host KV by blocks, where it was profiled. */
+  readonly stream?: PiecewiseLinear;
   /** Steps whose measurements were taken in. */
   numObserved = 0;
   /** Host µs per round of draws, and the steps it was measured on. */
@@ -277,6 +289,7 @@ export class TableCostModel implements CostModel {
     this.cpuAttention = Bilinear.fromJSON(t.cpuAttention);
     this.cpuPrefillAttention = PiecewiseLinear.fromJSON(t.cpuPrefillAttention);
     this.copy = PiecewiseLinear.fromJSON(t.copy);
+    if (t.stream !== undefined) this.stream = PiecewiseLinear.fromJSON(t.stream);
     const round = t.samplingRoundUs;
     this.samplingRound = { us: typeof round === 'number' && Number.isFinite(round) && round >= 0 ? round : 0, n: 0 };
     const threads = t.samplingThreads;
@@ -319,6 +332,11 @@ export class TableCostModel implements CostModel {
 
   copyUs(bytes: number): number {
     return bytes > 0 ? this.copy.at(bytes) : 0;
+  }
+
+  streamUs(blocks: number): number {
+    if (!(blocks > 0)) return 0;
+    return this.stream ? atLeastProportional(this.stream, blocks) : this.copyUs(blocks * this.shape.kvBlockBytes);
   }
 
   samplingUs(seqs: number): number {
@@ -374,16 +392,17 @@ export class TableCostModel implements CostModel {
       s.us = blend(s.us, obs.sampling.us / this.samplingRounds(obs.sampling.seqs), s.n++, rate);
     }
     if (obs.pass && !device && obs.pass.strategy === 'gpu-only') {
-      const work = planWork(plan);
+      const work = planWork(plan, this.shape.kvBlockTokens);
       const tokens = work.reduce((n, w) => n + w.tokens, 0);
       const gpu = work.filter((w) => w.attention === 'gpu');
       const context = gpu.reduce((n, w) => n + w.context, 0) / Math.max(1, gpu.length);
       // Only device attention in a gpu-only decode step: the pass is linear work plus it.
       const linear = this.linear.at(tokens) + (this.head ? this.head.at(work.length) : 0);
-      if (gpu.length === work.length) this.scales.observe(linear, gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
+      // A streamed step's pass may be the link's, not the device's work: not for these scales.
+      if (gpu.length === work.length && !work.some((w) => w.streamedBlocks)) this.scales.observe(linear, gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
     }
     if (obs.pass) {
-      const predicted = predictStep(obs.pass.strategy, planWork(plan), this).passUs;
+      const predicted = predictStep(obs.pass.strategy, planWork(plan, this.shape.kvBlockTokens), this).passUs;
       if (predicted > 0) {
         const x = Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, obs.pass.us / predicted));
         const f = this.factors.get(obs.pass.strategy);
@@ -406,6 +425,7 @@ export class TableCostModel implements CostModel {
       cpuAttention: this.cpuAttention.toJSON(),
       cpuPrefillAttention: this.cpuPrefillAttention.toJSON(),
       copy: this.copy.toJSON(),
+      ...(this.stream ? { stream: this.stream.toJSON() } : {}),
       samplingRoundUs: this.samplingRound.us,
       samplingThreads: this.samplingThreads,
       strategyFactors: Object.fromEntries([...this.factors].map(([k, v]) => [k, v.f])),
@@ -422,7 +442,8 @@ export type Measurement =
   | { kind: 'prefillAttention'; tokens: number; us: number }
   | { kind: 'cpuAttention'; requests: number; context: number; us: number }
   | { kind: 'cpuPrefillAttention'; tokens: number; us: number }
-  | { kind: 'copy'; bytes: number; us: number };
+  | { kind: 'copy'; bytes: number; us: number }
+  | { kind: 'stream'; blocks: number; us: number };
 
 /** The model's prediction for a measured configuration. */
 export function predict(cost: CostModel, m: Measurement): number {
@@ -434,6 +455,7 @@ export function predict(cost: CostModel, m: Measurement): number {
     case 'cpuAttention': return cost.cpuAttentionUs(m.requests, m.context);
     case 'cpuPrefillAttention': return cost.cpuPrefillAttentionUs(m.tokens, 0);
     case 'copy': return cost.copyUs(m.bytes);
+    case 'stream': return cost.streamUs?.(m.blocks) ?? 0;
   }
 }
 
@@ -473,6 +495,7 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
   const cpuPre = of('cpuPrefillAttention');
   const copy = of('copy');
   const head = of('head');
+  const stream = of('stream');
   for (const [k, n] of [
     ['linear', linear.length], ['deviceAttention', dev.length], ['prefillAttention', pre.length], ['cpuAttention', cpu.length],
     ['cpuPrefillAttention', cpuPre.length], ['copy', copy.length],
@@ -488,5 +511,6 @@ export function fitTables(shape: CostShape, grid: readonly Measurement[]): Table
     cpuAttention: Bilinear.fitNondecreasing(cpu.map((m) => ({ x: m.requests, y: m.context, z: m.us }))).toJSON(),
     cpuPrefillAttention: PiecewiseLinear.fitNondecreasing(cpuPre.map((m) => ({ x: prefillProducts(m.tokens, 0), y: m.us }))).toJSON(),
     copy: PiecewiseLinear.fitNondecreasing(copy.map((m) => ({ x: m.bytes, y: m.us }))).toJSON(),
+    ...(stream.length > 0 ? { stream: PiecewiseLinear.fitNondecreasing(stream.map((m) => ({ x: m.blocks, y: m.us }))).toJSON() } : {}),
   });
 }

@@ -160,6 +160,7 @@ export function rooflineCostModel(hw: HardwareProfile, model: ModelShapeSpec, cp
     qkvBytesPerToken: 4 * (q + 2 * kv),
     outBytesPerToken: 4 * q,
     kvBlockBytes: kvBytesPerToken(model) * blockTokens,
+    kvBlockTokens: blockTokens,
   };
   const us = (seconds: number) => seconds * 1e6;
   const launches = model.nLayer * R.kernelsPerLayer * R.launchUs;

@@ -47,6 +47,8 @@ export interface PolicyStats {
   stagedAdmissions: number;
   /** Of those, tables the Scheduler moved to the host tier after their prefill. */
   demotions: number;
+  /** Sequences run with device attention over their host-tier KV (streamed), summed over steps. */
+  streamed: number;
 }
 
 export class PolicyScheduler {
@@ -63,6 +65,7 @@ export class PolicyScheduler {
     unshapedSteps: 0,
     stagedAdmissions: 0,
     demotions: 0,
+    streamed: 0,
   };
   /** The decision behind the plan in flight (or the last one). */
   lastDecision: StepDecision | undefined;
@@ -127,6 +130,7 @@ export class PolicyScheduler {
       }
       this.deferredSteps.delete(p.seqId);
       const shaped: ShapedSequencePlan = { ...p, attention: d.attention };
+      if (p.kvTier === 'host' && d.attention === 'gpu') this.stats.streamed++;
       if (decision.strategy === 'pipeline' && d.subBatch !== undefined) shaped.subBatch = d.subBatch;
       sequences.push(shaped);
     }

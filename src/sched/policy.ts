@@ -55,6 +55,12 @@ export interface PolicyOptions {
   maxDeferSteps?: number;
   /** Fraction of device blocks kept free when admitting or moving tables in, for running sequences to grow. Default 0.02. */
   deviceHeadroom?: number;
+  /**
+   * The executor can run device attention over host-tier KV, gathering each layer's blocks
+   * across the link beside the device's work (NativeModel placement.streamsHostKv): auto may
+   * then stream host sequences that the CPU's attention cannot hide. Default false.
+   */
+  streamHostKv?: boolean;
 }
 
 export interface PolicyInput {
@@ -155,8 +161,11 @@ export function committedPrompt(reqs: readonly RequestView[], tier: KvTier, kv: 
   return n;
 }
 
-export function work(r: RequestView, attention: AttentionDevice, subBatch?: 0 | 1): SeqWork {
-  return subBatch === undefined ? { tokens: r.newTokens, context: r.context, attention } : { tokens: r.newTokens, context: r.context, attention, subBatch };
+/** A request's work this step; device attention over host-tier KV streams its blocks (`blockTokens` positions each). */
+export function work(r: RequestView, attention: AttentionDevice, subBatch?: 0 | 1, blockTokens = 16): SeqWork {
+  const w: SeqWork = subBatch === undefined ? { tokens: r.newTokens, context: r.context, attention } : { tokens: r.newTokens, context: r.context, attention, subBatch };
+  if (attention === 'gpu' && r.tier === 'host') w.streamedBlocks = Math.ceil((r.context + r.newTokens) / blockTokens);
+  return w;
 }
 
 /** Attention where the request's KV lives. */
@@ -293,7 +302,7 @@ export function asHostDecode(r: RequestView): RequestView {
 
 /** The predicted step of running `reqs` with the given attention devices and sub-batches. */
 export function predictFor(strategy: Strategy, seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>, cost: CostModel): StepTime {
-  return predictStep(strategy, seqs.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost);
+  return predictStep(strategy, seqs.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, cost.shape.kvBlockTokens)), cost);
 }
 
 export function decisionTokens(seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>): number {

@@ -32,6 +32,8 @@ export interface ProfileGrid {
   attentionContexts: number[];
   prefillTokens: number[];
   copyBytes: number[];
+  /** Host KV blocks to time streaming to the device at, where the device streams host KV (ProfileOptions.streamsHostKv). */
+  streamBlocks?: number[];
   heldOut: Probe[];
 }
 
@@ -47,6 +49,7 @@ export const DEFAULT_GRID: ProfileGrid = {
   // Up to 1024: a long prompt's later chunks reach hundreds of thousands of products.
   prefillTokens: [16, 64, 256, 1024],
   copyBytes: [4096, 262144, 16777216],
+  streamBlocks: [1, 16, 256],
   heldOut: [
     { kind: 'linear', tokens: 3 },
     { kind: 'linear', tokens: 12 },
@@ -60,6 +63,7 @@ export const DEFAULT_GRID: ProfileGrid = {
     { kind: 'cpuAttention', requests: 2, context: 128 },
     { kind: 'cpuAttention', requests: 8, context: 512 },
     { kind: 'copy', bytes: 1048576 },
+    { kind: 'stream', blocks: 64 },
   ],
 };
 
@@ -71,6 +75,7 @@ export const QUICK_GRID: ProfileGrid = {
   attentionContexts: [16, 128],
   prefillTokens: [16, 64],
   copyBytes: [4096, 262144],
+  streamBlocks: [1, 16],
   heldOut: [
     { kind: 'linear', tokens: 8 },
     { kind: 'cpuAttention', requests: 2, context: 64 },
@@ -98,8 +103,8 @@ export const SIM_GRID: ProfileGrid = {
   ],
 };
 
-/** Every configuration a grid times, in order. */
-export function gridProbes(grid: ProfileGrid): Probe[] {
+/** Every configuration a grid times, in order; streamed host KV only with `stream`. */
+export function gridProbes(grid: ProfileGrid, stream = false): Probe[] {
   const out: Probe[] = grid.linearTokens.map((tokens) => ({ kind: 'linear' as const, tokens }));
   for (const rows of grid.headRows ?? []) out.push({ kind: 'head', rows });
   for (const kind of ['deviceAttention', 'cpuAttention'] as const) {
@@ -107,6 +112,7 @@ export function gridProbes(grid: ProfileGrid): Probe[] {
   }
   for (const tokens of grid.prefillTokens) out.push({ kind: 'prefillAttention', tokens }, { kind: 'cpuPrefillAttention', tokens });
   for (const bytes of grid.copyBytes) out.push({ kind: 'copy', bytes });
+  if (stream) for (const blocks of grid.streamBlocks ?? []) out.push({ kind: 'stream', blocks });
   return out;
 }
 
@@ -130,7 +136,7 @@ export function measureGrid(grid: ProfileGrid, measure: (m: Measurement) => numb
     const m = { ...p, us: predict(truth, { ...p, us: 0 } as Measurement) } as Measurement;
     return { ...m, us: measure(m) } as Measurement;
   };
-  return fitProfile(truth.shape, gridProbes(grid).map(time), grid.heldOut.map(time));
+  return fitProfile(truth.shape, gridProbes(grid).map(time), grid.heldOut.filter((p) => p.kind !== 'stream').map(time));
 }
 
 /** What the profiler needs of a loaded model: its timing entry points. */
@@ -146,6 +152,7 @@ export function nativeOp(p: Probe, iters: number, headApart = false): Parameters
     case 'prefillAttention': return { kind: 'attention', device: 'gpu', requests: 1, context: 0, tokens: p.tokens, iters };
     case 'cpuPrefillAttention': return { kind: 'attention', device: 'cpu', requests: 1, context: 0, tokens: p.tokens, iters };
     case 'copy': return { kind: 'copy', direction: 'h2d', bytes: p.bytes, iters };
+    case 'stream': return { kind: 'stream', blocks: p.blocks, iters };
   }
 }
 
@@ -155,14 +162,18 @@ export interface ProfileOptions {
   iters?: number;
   /** Called after each timing with the fraction done (0..1). */
   onProgress?: (fraction: number) => void;
+  /** The device streams host KV (NativeModel placement.streamsHostKv): time it too. */
+  streamsHostKv?: boolean;
 }
 
 /** Times the grid and the held-out sizes on a loaded model, one native call at a time. */
 export async function profileModel(target: ProfileTarget, shape: CostShape, options: ProfileOptions = {}): Promise<ProfileResult> {
   const grid = options.grid ?? DEFAULT_GRID;
   const iters = options.iters ?? 3;
-  const probes = gridProbes(grid);
-  const total = probes.length + grid.heldOut.length;
+  const stream = options.streamsHostKv === true;
+  const probes = gridProbes(grid, stream);
+  const heldOutProbes = grid.heldOut.filter((p) => stream || p.kind !== 'stream');
+  const total = probes.length + heldOutProbes.length;
   let done = 0;
   const time = async (p: Probe): Promise<Measurement> => {
     const us = await target.profile(nativeOp(p, iters, (grid.headRows ?? []).length > 0));
@@ -172,7 +183,7 @@ export async function profileModel(target: ProfileTarget, shape: CostShape, opti
   const measurements: Measurement[] = [];
   for (const p of probes) measurements.push(await time(p));
   const heldOut: Measurement[] = [];
-  for (const p of grid.heldOut) heldOut.push(await time(p));
+  for (const p of heldOutProbes) heldOut.push(await time(p));
   return fitProfile(shape, measurements, heldOut);
 }
 

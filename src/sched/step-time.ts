@@ -2,7 +2,9 @@
 // following the executor's schedule (native/core/executor.cpp): in order ('cpu',
 // 'gpu-only'); one batch with CPU attention beside the device's and a join before o_proj
 // ('overlap', APEX); two sub-batches whose device and CPU work alternate ('pipeline', NEO).
-// Every layer is alike, so whole-step subtask times stand in for per-layer ones. Around the
+// Every layer is alike, so whole-step subtask times stand in for per-layer ones. Host-tier
+// sequences with device attention (streamed) are device decodes whose KV also crosses the link,
+// a layer at a time beside the pass: the pass lasts at least that copy and its last layer. Around the
 // forward pass: the swaps before it, and the host's per-sequence sampling after it; the
 // forward pass is scaled by the strategy's measured-over-predicted factor (learned online:
 // on a GPU, waits and launch gaps no profiled subtask shows). A batch is summarised as a load
@@ -19,6 +21,8 @@ export interface SeqWork {
   attention: AttentionDevice;
   /** Sub-batch under 'pipeline' (default: device-attention sequences in 0, the CPU's in 1). */
   subBatch?: 0 | 1;
+  /** Device attention over host-tier KV: this many KV blocks cross the link this step (native/core/executor.cpp gathers them a layer at a time). */
+  streamedBlocks?: number;
 }
 
 /** What a (sub-)batch asks of each device: sums over its sequences. */
@@ -37,10 +41,12 @@ export interface Load {
   cpuRows: number;
   /** Sequences, each sampled once after the pass. */
   seqs: number;
+  /** Host KV blocks streamed to the device for its attention. */
+  streamedBlocks: number;
 }
 
 export function emptyLoad(): Load {
-  return { tokens: 0, gpuDecodes: 0, gpuDecodeContext: 0, cpuDecodes: 0, cpuDecodeContext: 0, gpuPrefillUs: 0, cpuPrefillUs: 0, cpuRows: 0, seqs: 0 };
+  return { tokens: 0, gpuDecodes: 0, gpuDecodeContext: 0, cpuDecodes: 0, cpuDecodeContext: 0, gpuPrefillUs: 0, cpuPrefillUs: 0, cpuRows: 0, seqs: 0, streamedBlocks: 0 };
 }
 
 /** Adds one sequence's work to a load (in place) and returns it. */
@@ -48,6 +54,7 @@ export function addWork(load: Load, w: SeqWork, cost: CostModel): Load {
   load.tokens += w.tokens;
   load.seqs++;
   if (w.attention === 'cpu') load.cpuRows += w.tokens;
+  else if (w.streamedBlocks) load.streamedBlocks += w.streamedBlocks;
   if (w.tokens === 1) {
     if (w.attention === 'gpu') {
       load.gpuDecodes++;
@@ -141,6 +148,8 @@ export interface StepTime {
   factor: number;
   /** Host sampling of every sequence after the pass. */
   samplingUs: number;
+  /** Streamed host KV over the link, beside the pass (0 when none). */
+  streamUs: number;
 }
 
 /** The cost model's strategy factor, 1 without one (or a non-finite or non-positive one). */
@@ -149,14 +158,26 @@ function factorOf(cost: CostModel, strategy: Strategy): number {
   return Number.isFinite(f) && f > 0 ? f : 1;
 }
 
-/** Completes a prediction: the pass scaled by the strategy's factor, then sampling and swaps added. */
-function finish(strategy: Strategy, t: Omit<StepTime, 'stepUs' | 'factor' | 'samplingUs'>, seqs: number, cost: CostModel): StepTime {
-  const factor = t.passUs > 0 ? factorOf(cost, strategy) : 1;
+/** The link time of `blocks` streamed KV blocks: as profiled, else one copy's rate (the gathers run back to back on their own stream). */
+export function streamUs(blocks: number, cost: CostModel): number {
+  if (!(blocks > 0)) return 0;
+  return cost.streamUs?.(blocks) ?? cost.copyUs(blocks * cost.shape.kvBlockBytes);
+}
+
+/**
+ * Completes a prediction: the pass stretched to the streamed copy where that is longer (the
+ * last layer's gather must land before its attention, so the pass ends no sooner than the
+ * copy and one layer after it), scaled by the strategy's factor, then sampling and swaps added.
+ */
+function finish(strategy: Strategy, t: Omit<StepTime, 'stepUs' | 'factor' | 'samplingUs' | 'streamUs'>, seqs: number, cost: CostModel, streamedBlocks = 0): StepTime {
+  const stream = streamUs(streamedBlocks, cost);
+  const passUs = stream > 0 ? Math.max(t.passUs, stream + t.passUs / Math.max(1, cost.shape.nLayer)) : t.passUs;
+  const factor = passUs > 0 ? factorOf(cost, strategy) : 1;
   const samplingUs = seqs > 0 ? (cost.samplingUs?.(seqs) ?? 0) : 0;
   // Fields listed, not spread: policies make thousands of these a step.
   return {
-    stepUs: factor * t.passUs + samplingUs + t.copiesUs, linearUs: t.linearUs, deviceAttentionUs: t.deviceAttentionUs, cpuAttentionUs: t.cpuAttentionUs,
-    transferUs: t.transferUs, copiesUs: t.copiesUs, exposedCpuUs: t.exposedCpuUs, passUs: t.passUs, factor, samplingUs,
+    stepUs: factor * passUs + samplingUs + t.copiesUs, linearUs: t.linearUs, deviceAttentionUs: t.deviceAttentionUs, cpuAttentionUs: t.cpuAttentionUs,
+    transferUs: t.transferUs, copiesUs: t.copiesUs, exposedCpuUs: t.exposedCpuUs, passUs, factor, samplingUs, streamUs: stream,
   };
 }
 
@@ -180,7 +201,7 @@ export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined,
       transferUs: s0.transferUs + s1.transferUs,
       copiesUs,
       exposedCpuUs: Math.max(0, cpu1 - dev0) + Math.max(0, cpu0 - dev1),
-    }, b0.seqs + b1.seqs, cost);
+    }, b0.seqs + b1.seqs, cost, b0.streamedBlocks + b1.streamedBlocks);
   }
   const all = b1 && b1.tokens > 0 ? merge(b0, b1) : b0;
   if (all.tokens === 0) return finish(strategy, { passUs: 0, linearUs: 0, deviceAttentionUs: 0, cpuAttentionUs: 0, transferUs: 0, copiesUs, exposedCpuUs: 0 }, 0, cost);
@@ -196,7 +217,7 @@ export function predictLoads(strategy: Strategy, b0: Load, b1: Load | undefined,
     transferUs: s.transferUs,
     copiesUs,
     exposedCpuUs: concurrent ? Math.max(0, cpu - s.deviceUs) : cpu,
-  }, all.seqs, cost);
+  }, all.seqs, cost, all.streamedBlocks);
 }
 
 export function merge(a: Load, b: Load): Load {
@@ -210,6 +231,7 @@ export function merge(a: Load, b: Load): Load {
     cpuPrefillUs: a.cpuPrefillUs + b.cpuPrefillUs,
     cpuRows: a.cpuRows + b.cpuRows,
     seqs: a.seqs + b.seqs,
+    streamedBlocks: a.streamedBlocks + b.streamedBlocks,
   };
 }
 

@@ -90,10 +90,13 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
   const file = modelPath('stories260K.gguf');
   const ref = await load(file);
   const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
+  t.equal(ref.placement.streamsHostKv, false, 'no device, nothing to stream to');
+  await t.rejects(ref.profile({ kind: 'stream', blocks: 4, iters: 1 }), { code: 'TDM_UNSUPPORTED' }, 'and no streaming to time');
   ref.dispose();
   const probe = await load(file, { device: 'gpu' });
   t.match(probe.placement.deviceName, /emulated on the host/, 'the emulated library is the device');
   t.equal(probe.placement.streamsHostKv, true, 'the device maps the host tier');
+  t.ok((await probe.profile({ kind: 'stream', blocks: 4, iters: 1 })) > 0, 'the profiler can time streamed host KV');
   const total = probe.placement.deviceBytes;
   probe.dispose();
   const cases: { name: string; config: Partial<NativeModelConfig>; shape: Shape }[] = [
@@ -208,15 +211,21 @@ t.test('the public API on the emulated GPU: policies under a capped device KV, a
     // A device KV tier of two blocks: the three requests cannot all keep their KV on the device.
     const m = await loadModel(file, { ...opts, device: 'gpu', policy, profile: 'quick', kvDeviceBytes: 2 * plain.info.kvBlockBytes });
     t.match(m.info.deviceName, /emulated on the host/);
+    t.equal(m.info.kvStream, true, `${policy}: the emulated device maps the host tier`);
     let hostSeqSteps = 0;
     const stop = m.onStep((s) => (hostSeqSteps += s.sequences.host > 0 ? 1 : 0));
     const got = await Promise.all([0, 1, 2].map(() => m.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }).result));
     stop();
-    const strategies = m.stats.policy!.strategies;
+    const { strategies, streamed } = m.stats.policy!;
     m.dispose();
     for (const g of got) t.same(g.tokens, want, `${policy}: the CPU path's greedy tokens`);
-    t.ok(hostSeqSteps > 0, `${policy}: ${hostSeqSteps} steps ran sequences whose KV is in host RAM (${JSON.stringify(strategies)})`);
+    t.ok(hostSeqSteps > 0, `${policy}: ${hostSeqSteps} steps ran sequences whose KV is in host RAM (${JSON.stringify(strategies)}, ${streamed} sequence-steps streamed)`);
+    if (policy === 'overlap') t.equal(streamed, 0, 'the fixed APEX policy never streams');
   }
+  const pageable = await loadModel(file, { ...opts, device: 'gpu', profile: 'quick', kvStream: false });
+  t.equal(pageable.info.kvStream, false, 'kvStream: false leaves the host tier unmapped');
+  pageable.dispose();
+  await t.rejects(loadModel(file, { ...opts, device: 'gpu', kvStream: 'yes' as unknown as boolean }), { code: 'TDM_BAD_ARGUMENT' });
   const moe = path.join(tmpdir(), 'tandem-test-models', 'emulated-executor-v1-qwen2moe.gguf');
   const m = await loadModel(moe, { threads: 1, contextSize: 64, maxSequences: 2, device: 'gpu', experts: 'dynamic', deviceWeightBytes: 3 << 20, profile: 'quick' });
   t.teardown(() => m.dispose());

@@ -77,3 +77,18 @@ t.test('no policy: the single-device path, plans as before', async (t) => {
   t.ok(decisions.length > 0 && decisions.every((d) => d === undefined));
   await engine.close();
 });
+
+t.test('auto with host KV streamed: host-tier sequences attended on the device finish with the right tokens', async (t) => {
+  const model = new FakeKvModel(CONFIG.blockTokens, CONFIG.numBlocks);
+  model.record = true;
+  // A CPU too slow to hide any host attention, and a link that carries a block in 11 µs.
+  const engine = new Engine(model, CONFIG, { policy: { name: 'auto', cost: fakeCost(40), options: { streamHostKv: true } } });
+  const { tokens, reasons } = await serve(engine);
+  t.same(reasons, prompts.map(() => 'maxTokens'));
+  t.same(tokens, prompts.map((p) => expectedContinuation(p, PARAMS.maxTokens)), 'the tokens of correct block handling');
+  const streamedSeqs = model.plans.flatMap((p) => p.sequences).filter((s) => s.kvTier === 'host' && s.attention === 'gpu').length;
+  t.ok(streamedSeqs > 0, `${streamedSeqs} sequence-steps ran device attention over host KV`);
+  t.equal(engine.policy!.stats.streamed, streamedSeqs, 'the policy counts them');
+  t.equal(model.plans.filter((p) => p.sequences.some((s) => s.kvTier === 'device' && s.attention === 'cpu')).length, 0, 'device-tier KV is never attended on the CPU');
+  await engine.close();
+});

@@ -351,3 +351,67 @@ t.test('with sliding layers apart, the policies count both tables as the engine 
   t.same(gpuOnlyPolicy(input([], fakeCost(), { kv: room(bound - 1), waiting: [w] })).admit, [], 'held back a block short');
   t.same(gpuOnlyPolicy(input([], fakeCost(), { kv: { ...room(bound - 1), slidingWindow: 0 }, waiting: [w] })).admit, [{ seqId: w.seqId, tier: 'device' }], 'control: one table would fit');
 });
+
+t.test('auto with host KV streamed: the host decodes the CPU cannot hide run with device attention, as many as the link carries beside the pass', async (t) => {
+  const dev = [req('device', 500), req('device', 500), req('device', 500), req('device', 500)];
+  const host = Array.from({ length: 10 }, () => req('host', 1500));
+  // 32 layers, a link at 1 byte/ns and a 40 µs/token CPU: CPU attention never pays.
+  const linkCost = (kvBlockBytes: number): CostModel => ({ ...fakeCost({ cpuPerToken: 40 }), shape: { nLayer: 32, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes, kvBlockTokens: 16 } });
+  const streamed = (d: ReturnType<typeof autoPolicy>) => d.sequences.filter((s) => host.some((h) => h.seqId === s.seqId) && s.attention === 'gpu').length;
+
+  const off = autoPolicy(input([...dev, ...host], linkCost(10_000)));
+  t.equal(off.deferred.length, 10, 'without streamHostKv the host decodes wait, as before');
+
+  // 94 blocks of 10 kB a sequence: 0.95 ms of link each, ten beside a 10.2 ms pass.
+  const fast = autoPolicy(input([...dev, ...host], linkCost(10_000), { options: { streamHostKv: true } }));
+  t.equal(fast.strategy, 'gpu-only', 'every attention on the device');
+  t.equal(streamed(fast), 10, 'all ten host decodes streamed');
+  t.ok(fast.predicted.time.streamUs > 0 && fast.predicted.time.streamUs < fast.predicted.time.passUs, `the link (${fast.predicted.time.streamUs.toFixed(0)} µs) hides beside the pass (${fast.predicted.time.passUs.toFixed(0)} µs)`);
+  t.ok(fast.predicted.tokensPerSecond > off.predicted.tokensPerSecond, 'and the step yields more tokens/s than the device alone');
+
+  // 100 kB blocks: 9.4 ms of link a sequence, so one hides beside the pass and two would not.
+  const slow = autoPolicy(input([...dev, ...host], linkCost(100_000), { options: { streamHostKv: true } }));
+  t.equal(streamed(slow), 1, 'a slower link streams only what it carries within the pass');
+  t.equal(slow.deferred.length, 9);
+
+  // A fast CPU still takes host attention where it hides.
+  const cpu = autoPolicy(input([...dev, ...host], { ...linkCost(10_000), cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.01 : 0) }, { options: { streamHostKv: true } }));
+  t.equal(cpu.sequences.filter((s) => s.attention === 'cpu').length, 10, 'a CPU that hides every host attention keeps them');
+});
+
+t.test('auto with host KV streamed is never predicted slower than without (200 random situations)', async (t) => {
+  const rng = new Rng(7);
+  let worse = 0;
+  let streamedAny = 0;
+  for (let i = 0; i < 200; i++) {
+    const running = [
+      ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
+      ...Array.from({ length: rng.int(0, 20) }, () => req('host', rng.int(1, 3000), { deferredSteps: rng.int(0, 2) })),
+    ];
+    if (!running.some((r) => r.tier === 'device')) continue;
+    const base = fakeCost({ cpuPerToken: 0.1 + 10 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() });
+    const cost: CostModel = { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + 200_000 * rng.next()), kvBlockTokens: 16 } };
+    const options = { maxDeferSteps: 1000 };
+    const without = autoPolicy(input(running, cost, { options }));
+    const withStream = autoPolicy(input(running, cost, { options: { ...options, streamHostKv: true } }));
+    if (withStream.predicted.tokensPerSecond < without.predicted.tokensPerSecond - 1e-9) worse++;
+    if (withStream.sequences.some((s) => s.attention === 'gpu' && running.find((r) => r.seqId === s.seqId)!.tier === 'host')) streamedAny++;
+  }
+  t.equal(worse, 0, 'the streamed choices only add candidates');
+  t.ok(streamedAny > 10, `and some are taken (${streamedAny} of the situations)`);
+});
+
+t.test('a streamed sequence is a device decode whose blocks cross the link: the pass lasts at least the copy and one layer', async (t) => {
+  const cost: CostModel = { ...fakeCost(), shape: { nLayer: 4, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 100_000, kvBlockTokens: 16 } };
+  const plain = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }], cost);
+  t.equal(plain.streamUs, 0);
+  const hidden = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 159, attention: 'gpu', streamedBlocks: 10 }], cost);
+  t.equal(hidden.streamUs, cost.copyUs(10 * 100_000));
+  t.equal(hidden.passUs, predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 159, attention: 'gpu' }], cost).passUs, 'a copy shorter than the pass costs only its device attention');
+  const long = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 1599, attention: 'gpu', streamedBlocks: 100 }], cost);
+  const pass = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 1599, attention: 'gpu' }], cost).passUs;
+  t.equal(long.passUs, long.streamUs + pass / 4, 'a longer copy sets the pass: the copy, then the last layer');
+  t.same(work(req('host', 40), 'gpu', undefined, 16).streamedBlocks, 3, 'a host request with device attention streams the blocks of its positions and the new one');
+  t.equal(work(req('device', 40), 'gpu').streamedBlocks, undefined, 'a device-tier one streams nothing');
+  t.equal(work(req('host', 40), 'cpu').streamedBlocks, undefined);
+});

@@ -43,6 +43,7 @@ function fakeTarget(): ProfileTarget & { ops: Parameters<ProfileTarget['profile'
       if (op.kind === 'head') return 5 + 2 * op.rows;
       if (op.kind === 'copy') return 5 + op.bytes / 1000;
       if (op.kind === 'expert') throw new Error('the profiler times no experts');
+      if (op.kind === 'stream') return 20 + 30 * op.blocks;
       const rate = op.device === 'cpu' ? 0.5 : 0.05;
       return 10 + rate * op.requests * (op.context + op.tokens) * op.tokens;
     },
@@ -176,4 +177,27 @@ t.test('the real model: real steps refit sampling and each strategy\'s factor, a
     const x = model.strategyFactor(s);
     t.ok(Number.isFinite(x) && x >= 0.25 && x <= 4, `${s} factor ${x.toFixed(2)}, in range`);
   }
+});
+
+t.test('where the device streams host KV, the profiler times it and a step prices streamed blocks from that table', async (t) => {
+  const grid: ProfileGrid = { ...SMALL, streamBlocks: [1, 16, 256], heldOut: [...SMALL.heldOut, { kind: 'stream', blocks: 64 }] };
+  const plain = fakeTarget();
+  const without = await profileModel(plain, SHAPE, { grid, iters: 1 });
+  t.notOk(plain.ops.some((o) => o.kind === 'stream'), 'not asked: nothing streamed is timed (the held-out size neither)');
+  t.equal(without.model.stream, undefined);
+  t.equal(without.model.streamUs(10), without.model.copyUs(10 * SHAPE.kvBlockBytes), 'with no table a streamed block costs a copy of its bytes');
+  const target = fakeTarget();
+  const r = await profileModel(target, SHAPE, { grid, iters: 1, streamsHostKv: true });
+  t.same(target.ops.filter((o) => o.kind === 'stream').map((o) => (o.kind === 'stream' ? o.blocks : 0)), [1, 16, 256, 64], 'each grid size, then the held-out one');
+  t.equal(r.model.streamUs(64), 20 + 30 * 64, 'a straight law is exact between grid points');
+  t.ok(r.errors.find((e) => e.kind === 'stream')!.meanAbsRelError < 1e-9, 'and the held-out error says so');
+  const again = new TableCostModel(r.model.toJSON());
+  t.equal(again.streamUs(100), r.model.streamUs(100), 'the table survives the cache');
+  const step = predictStep('gpu-only', [{ tokens: 1, context: 100, attention: 'gpu', streamedBlocks: 7 }], r.model);
+  t.equal(step.streamUs, 20 + 30 * 7, 'predictStep takes the streamed blocks from it');
+  const seq = (kvTier: 'device' | 'host', attention: 'cpu' | 'gpu'): SequencePlan => ({ seqId: 1, tokens: Int32Array.from([5]), startPos: 40, blockTable: Int32Array.from([0, 1, 2]), kvTier, attention, sample: true });
+  const plan = (s: SequencePlan): StepPlan => ({ strategy: 'gpu-only', copies: [], sequences: [s] });
+  t.equal(planWork(plan(seq('host', 'gpu')), 16)[0]!.streamedBlocks, 3, 'the refit prices a plan\'s streamed sequence by the blocks of its positions');
+  t.equal(planWork(plan(seq('device', 'gpu')), 16)[0]!.streamedBlocks, undefined);
+  t.equal(planWork(plan(seq('host', 'cpu')), 16)[0]!.streamedBlocks, undefined);
 });

@@ -5,7 +5,7 @@ import { HARDWARE, rooflineCostModel, SIM_MODELS, deviceKvBlocks } from '../../s
 import { simulateRun, type SimRunConfig } from '../../src/sched/sim/simulator.js';
 import { equalLatency, runScenario } from '../../src/sched/sim/scenario.js';
 import { formatReport } from '../../src/sched/sim/report.js';
-import { makeWorkload } from '../../src/sched/sim/workload.js';
+import { DECODE_HEAVY, makeWorkload } from '../../src/sched/sim/workload.js';
 import { measureCpuAttentionEfficiency } from '../../src/sched/sim/command.js';
 import { native } from '../../src/native/binding.js';
 
@@ -94,4 +94,20 @@ t.test('the roofline prices the LM head apart, over the rows a step samples, as 
   // link. (64 rows still read the matrix in the time of one: the rest is 63 rows' cut and copy.)
   const perRow = (llama3.nVocab * 4) / (a10.gpu.bandwidth * 0.8) * 1e6 + ((2 * 40 + 1) * 4) / a10.link.bandwidth * 1e6;
   t.ok(Math.abs(m.headUs!(64) - m.headUs!(1) - 63 * perRow) < 1e-6 * perRow, 'each sampled row adds its cut and its best\'s copy');
+});
+
+t.test('on the A10 with Llama-3.1-8B under load, auto streams host KV to the device and serves more than without it (SIMULATED)', async (t) => {
+  const a10 = HARDWARE.a10!;
+  const llama3 = SIM_MODELS['llama3.1-8b']!;
+  const a10Truth = rooflineCostModel(a10, llama3, 0.5);
+  const run = (streamHostKv: boolean) => simulateRun({
+    hardware: a10, model: llama3, policy: 'auto', truth: a10Truth, streamHostKv,
+    workload: { requests: 120, ratePerSecond: 3, ...DECODE_HEAVY, seed: 3 },
+  });
+  const on = run(true);
+  const off = run(false);
+  t.equal(off.streamed, 0, 'without the option nothing is streamed');
+  t.ok(on.streamed > 0, `with it, ${on.streamed} sequence-steps ran device attention over host KV`);
+  t.ok(on.throughput > off.throughput, `and the run's tokens/s rose: ${off.throughput.toFixed(0)} -> ${on.throughput.toFixed(0)} (SIMULATED)`);
+  t.equal(on.generatedTokens, off.generatedTokens, 'every request finished either way');
 });

@@ -8,7 +8,11 @@
 // throughput within the target, by more over the tokens it has left than getting there costs
 // the others: the copy of its prompt's table when it can be prefilled on the device (in the
 // device's headroom) and then demoted, else its CPU prefill; host tables move back to the
-// device as it frees up.
+// device as it frees up. Where the executor can stream host KV to the device (streamHostKv),
+// the host sequences the CPU does not take may run with device attention over their KV,
+// gathered across the link a layer at a time beside the pass: the link works through the whole
+// step, not only behind the device's own attention as the CPU does, so more host sequences
+// fit in a step the device alone would take (each choice priced as the others are).
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
@@ -31,6 +35,8 @@ function subsetSizes(n: number): number[] {
 export function autoPolicy(input: PolicyInput): StepDecision {
   const { running, waiting, kv, cost } = input;
   const slo = input.options?.tpotSloUs;
+  const streams = input.options?.streamHostKv === true;
+  const bt = cost.shape.kvBlockTokens ?? kv.blockTokens;
   const maxDefer = input.options?.maxDeferSteps ?? DEFAULT_MAX_DEFER_STEPS;
   const headroom = input.options?.deviceHeadroom ?? DEFAULT_DEVICE_HEADROOM;
   const { swapOut, swapIn } = hybridMoves(running, kv, headroom);
@@ -68,16 +74,27 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const sizes = new Set(subsetSizes(optional.length));
   for (let k = 0; k <= optional.length; k++) {
     if (k > 0) addWork(load, work(optional[k - 1]!, 'cpu'), cost);
-    if (!sizes.has(k) || load.tokens === 0) continue;
+    if (!sizes.has(k)) continue;
     const included = [...forced, ...optional.slice(0, k)];
-    if (included.length === 0) {
-      take('gpu-only', devSeqs, 0, predictLoads('gpu-only', load, undefined, cost), load.tokens);
-      continue;
+    if (included.length === 0 && load.tokens > 0) take('gpu-only', devSeqs, 0, predictLoads('gpu-only', load, undefined, cost), load.tokens);
+    const cpuSeqs = included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }));
+    if (included.length > 0) {
+      take('overlap', [...devSeqs, ...cpuSeqs], included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
+      const split = loadAwareLoads(dev, included, cost);
+      take('pipeline', split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
     }
-    const overlapSeqs = [...devSeqs, ...included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }))];
-    take('overlap', overlapSeqs, included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
-    const split = loadAwareLoads(dev, included, cost);
-    take('pipeline', split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
+    // The host decodes the CPU does not take, streamed in the same order, `sizes` of them priced.
+    if (!streams || k === optional.length) continue;
+    const rest = optional.slice(k);
+    const streamSizes = new Set(subsetSizes(rest.length));
+    const streamed = { ...load };
+    const strategy: Strategy = included.length > 0 ? 'overlap' : 'gpu-only';
+    for (let j = 1; j <= rest.length; j++) {
+      addWork(streamed, work(rest[j - 1]!, 'gpu', undefined, bt), cost);
+      if (!streamSizes.has(j)) continue;
+      const streamSeqs = rest.slice(0, j).map((r): SeqDecision => ({ seqId: r.seqId, attention: 'gpu' }));
+      take(strategy, [...devSeqs, ...cpuSeqs, ...streamSeqs], included.length + j, predictLoads(strategy, streamed, undefined, cost), streamed.tokens);
+    }
   }
   const meeting = plans.filter((p) => p.c.meetsSlo);
   const pool = meeting.length > 0 ? meeting : plans;
@@ -89,7 +106,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
 
   const chosen = best?.seqs ?? [];
   const picked = new Set(chosen.map((s) => s.seqId));
-  const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch)), cost);
+  const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, bt)), cost);
   // A new request goes to host RAM only if running it there raises the predicted throughput of a step with every
   // host sequence (the better of overlap and pipelining, or GPU-only when none) and that step meets the target.
   // That step is priced with every running prompt already in (each sequence decoding), as the new request's
@@ -106,7 +123,16 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const over = predictStep('overlap', [...steadyDev.map((x) => work(x, 'gpu')), ...hs.map((x) => work(x, 'cpu'))], cost).stepUs;
     const split = loadAwareLoads(steadyDev, hs, cost);
     const pipe = predictLoads('pipeline', split.b0, split.b1, cost).stepUs;
-    const stepUs = Math.min(over, pipe);
+    let stepUs = Math.min(over, pipe);
+    if (streams) {
+      // The last j streamed and the rest on the CPU, `subsetSizes` of j priced.
+      for (const j of subsetSizes(hs.length)) {
+        if (j === 0) continue;
+        const l = { ...steadyLoad };
+        hs.forEach((x, i) => addWork(l, work(x, i >= hs.length - j ? 'gpu' : 'cpu', undefined, bt), cost));
+        stepUs = Math.min(stepUs, predictLoads(j < hs.length ? 'overlap' : 'gpu-only', l, undefined, cost).stepUs);
+      }
+    }
     return { stepUs, perUs: n / stepUs };
   };
   // Its prompt is prefilled first, with attention on the CPU: where that step outlasts the

@@ -37,6 +37,7 @@ fits, a budget capped to a quarter of its experts). SIMULATED too.
       --slo-tpot MS         p90 TPOT target (default 3x a lone request's step)
       --seed N              workload seed (default 1)
       --cpu-efficiency F    fraction of host bandwidth CPU attention reaches (default: measured here)
+      --no-kv-stream        auto does not stream host KV to the device (APEX's and NEO's choices only)
       --json FILE           also write the results as JSON
       --quick               fewer requests per run (--moe: fewer steps)
   --replay only: a measured run replayed on its profiled tables (a profile cache file, as
@@ -63,6 +64,7 @@ const OPTIONS = {
   'slo-tpot': { type: 'string' },
   seed: { type: 'string' },
   'cpu-efficiency': { type: 'string' },
+  'no-kv-stream': { type: 'boolean' },
   json: { type: 'string' },
   quick: { type: 'boolean' },
   moe: { type: 'boolean' },
@@ -133,6 +135,8 @@ export interface SimulateOptions {
   tpotSloUs?: number;
   seed: number;
   cpuEfficiency?: number;
+  /** Default true: auto may stream host KV to the device. */
+  streamHostKv?: boolean;
   progress?: boolean;
 }
 
@@ -171,6 +175,7 @@ export async function runSimulate(o: SimulateOptions): Promise<{ scenarios: Scen
           rates: o.rates,
           policies: o.policies,
           tpotSloUs: o.tpotSloUs,
+          streamHostKv: o.streamHostKv,
           onRun: (done, total) => bar?.update(done / total),
         }),
       );
@@ -261,6 +266,7 @@ export const command: Command = {
       rates: numberList('rates', values.rates),
       tpotSloUs: slo ? slo[0]! * 1000 : undefined,
       cpuEfficiency: eff?.[0],
+      streamHostKv: values['no-kv-stream'] !== true,
     });
     console.log(r.text);
     if (values.json) fs.writeFileSync(values.json, JSON.stringify({ simulated: true, notes: r.notes, scenarios: r.scenarios }, null, 1));

@@ -26,6 +26,8 @@ export interface ScenarioConfig {
   /** Latency targets; default TPOT 3x a lone request's step, TTFT 10 s. */
   tpotSloUs?: number;
   ttftSloUs?: number;
+  /** Host KV streamed to the device for its attention, where auto chooses it (SimRunConfig.streamHostKv). Default true. */
+  streamHostKv?: boolean;
   /** Called after each run. */
   onRun?: (done: number, total: number) => void;
 }
@@ -50,6 +52,8 @@ export interface ScenarioResult {
   kvBlocks: { device: number; host: number };
   blockTokens: number;
   cpuAttentionEfficiency: number;
+  /** Whether auto could stream host KV to the device. */
+  streamHostKv: boolean;
   tpotSloUs: number;
   ttftSloUs: number;
   rates: number[];
@@ -89,6 +93,7 @@ export function runScenario(cfg: ScenarioConfig): ScenarioResult {
     kvBlocks: { device, host },
     blockTokens: BLOCK_TOKENS,
     cpuAttentionEfficiency: cfg.cpuAttentionEfficiency,
+    streamHostKv: cfg.streamHostKv !== false,
     tpotSloUs,
     ttftSloUs,
     rates: [],
@@ -111,6 +116,7 @@ export function runScenario(cfg: ScenarioConfig): ScenarioResult {
           policy,
           truth,
           tpotSloUs,
+          streamHostKv: cfg.streamHostKv !== false,
           blockTokens: BLOCK_TOKENS,
           workload: { requests: cfg.requests, ratePerSecond: rate, seed: cfg.seed, ...lengths },
         }),

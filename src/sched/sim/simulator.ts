@@ -14,7 +14,7 @@ import { deviceKvBlocks, kvBytesPerToken } from '../hardware.js';
 import type { PolicyName } from '../policy.js';
 import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions } from '../policy-scheduler.js';
 import { measureGrid, SIM_GRID } from '../profiler.js';
-import { predictStep } from '../step-time.js';
+import { predictStep, type SeqWork } from '../step-time.js';
 import { makeWorkload, Rng, type WorkloadSpec } from './workload.js';
 
 export interface SimRunConfig {
@@ -33,6 +33,8 @@ export interface SimRunConfig {
   noise?: number;
   /** TPOT target given to the policies (µs). */
   tpotSloUs?: number;
+  /** The machine's executor streams host KV to the device for its attention (PolicyOptions.streamHostKv; auto uses it). Default true. */
+  streamHostKv?: boolean;
   /** Default 16. */
   blockTokens?: number;
   /** Sequences in a step at most. Default 256 (vLLM's max_num_seqs). */
@@ -80,6 +82,8 @@ export interface SimRunResult {
   moves: number;
   /** Of the moves, tables demoted to the host tier after a device prefill (the policy's staged admissions). */
   demotions: number;
+  /** Sequence-steps with host KV streamed to the device for its attention. */
+  streamed: number;
   /** Mean |predicted - simulated| / simulated step time of the policy's cost model. */
   meanStepError: number;
   kvBlocks: { device: number; host: number };
@@ -127,6 +131,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
   const options: PolicySchedulerOptions = { refit: cfg.refit ?? { deviceSynchronous: false } };
   if (cfg.tpotSloUs !== undefined) options.tpotSloUs = cfg.tpotSloUs;
   if (cfg.deviceHeadroom !== undefined) options.deviceHeadroom = cfg.deviceHeadroom;
+  if (cfg.streamHostKv !== false) options.streamHostKv = true;
   const ps = new PolicyScheduler(scheduler, cfg.policy, policyCost, options);
 
   const arrival = new Map<number, number>();
@@ -159,7 +164,7 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
       now = reqs[next]!.arrivalUs;
       continue;
     }
-    const result = simulatedStep(plan, cfg.truth, Math.max(0.5, 1 + noise * rng.normal()));
+    const result = simulatedStep(plan, cfg.truth, Math.max(0.5, 1 + noise * rng.normal()), bt);
     now += result.totalUs;
     steps++;
     cfg.onStep?.(now, plan, result);
@@ -203,18 +208,21 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
     preemptions: scheduler.counters.numPreemptions,
     moves: scheduler.counters.numMoves,
     demotions: ps.stats.demotions,
+    streamed: ps.stats.streamed,
     meanStepError: ps.meanStepError,
     kvBlocks: numBlocks,
   };
 }
 
 /** A StepResult as the simulated machine would return it: a token for every sampled sequence, phases from the cost model. */
-function simulatedStep(plan: StepPlan, truth: CostModel, factor: number): StepResult {
+function simulatedStep(plan: StepPlan, truth: CostModel, factor: number, blockTokens: number): StepResult {
   const crossing = plan.copies.filter((c) => c.fromTier !== c.toTier).length;
   const work = plan.sequences.map((s) => {
-    const w: { tokens: number; context: number; attention: 'cpu' | 'gpu'; subBatch?: 0 | 1 } = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
+    const w: SeqWork = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
     const sub = (s as { subBatch?: 0 | 1 }).subBatch;
     if (sub !== undefined) w.subBatch = sub;
+    // Device attention over host KV: the blocks its positions cover cross the link.
+    if (s.kvTier === 'host' && s.attention === 'gpu') w.streamedBlocks = Math.ceil((s.startPos + s.tokens.length) / blockTokens);
     return w;
   });
   const t = predictStep(plan.strategy, work, truth, crossing);
