@@ -498,21 +498,72 @@ struct BlockPairs {
 
 constexpr int64_t kCopyPiece = 64 * 1024;  // bytes of one block copied by one thread block
 
-// Piece i of a copy: dst + dst_id*dst_stride <- src + src_id*src_stride, piece_bytes, in
-// kCopyPiece parts along blockIdx.y. src may be mapped host memory (reads cross the link).
+// Item j of a copy is part j % parts of piece j / parts: dst + dst_id*dst_stride <- src +
+// src_id*src_stride, kCopyPiece bytes of piece_bytes. Each thread block takes items in turn, so
+// a small grid can carry a large copy (one whose source is mapped host memory waits on the link,
+// and holds few of the cores the compute beside it needs). Four 16-byte loads are in flight per
+// thread before their stores.
 __global__ void copy_pieces_kernel(uint8_t* dst, size_t dst_stride, const uint8_t* src, size_t src_stride, size_t piece_bytes,
-                                   BlockPairs pairs, bool vec16) {
-  const int i = blockIdx.x;
-  const size_t begin = size_t(blockIdx.y) * kCopyPiece;
-  const size_t end = begin + kCopyPiece < piece_bytes ? begin + kCopyPiece : piece_bytes;
-  uint8_t* d = dst + size_t(pairs.dst[i]) * dst_stride;
-  const uint8_t* s = src + size_t(pairs.src[i]) * src_stride;
-  if (vec16) {
-    for (size_t k = begin + threadIdx.x * 16; k < end; k += size_t(blockDim.x) * 16)
-      *reinterpret_cast<uint4*>(d + k) = *reinterpret_cast<const uint4*>(s + k);
-  } else {
-    for (size_t k = begin + threadIdx.x; k < end; k += blockDim.x) d[k] = s[k];
+                                   int parts, BlockPairs pairs, bool vec16) {
+  const int items = pairs.n * parts;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int i = item / parts;
+    const size_t begin = size_t(item % parts) * kCopyPiece;
+    const size_t end = begin + kCopyPiece < piece_bytes ? begin + kCopyPiece : piece_bytes;
+    uint8_t* d = dst + size_t(pairs.dst[i]) * dst_stride;
+    const uint8_t* s = src + size_t(pairs.src[i]) * src_stride;
+    if (vec16) {
+      const size_t step = size_t(blockDim.x) * 16;
+      size_t k = begin + threadIdx.x * 16;
+      for (; k + 3 * step < end; k += 4 * step) {
+        const uint4 a = *reinterpret_cast<const uint4*>(s + k);
+        const uint4 b = *reinterpret_cast<const uint4*>(s + k + step);
+        const uint4 c = *reinterpret_cast<const uint4*>(s + k + 2 * step);
+        const uint4 e = *reinterpret_cast<const uint4*>(s + k + 3 * step);
+        *reinterpret_cast<uint4*>(d + k) = a;
+        *reinterpret_cast<uint4*>(d + k + step) = b;
+        *reinterpret_cast<uint4*>(d + k + 2 * step) = c;
+        *reinterpret_cast<uint4*>(d + k + 3 * step) = e;
+      }
+      for (; k < end; k += step) *reinterpret_cast<uint4*>(d + k) = *reinterpret_cast<const uint4*>(s + k);
+    } else {
+      for (size_t k = begin + threadIdx.x; k < end; k += blockDim.x) d[k] = s[k];
+    }
   }
+}
+
+// Thread blocks per SM of a copy_pieces launch: enough 16-byte loads in flight to keep a PCIe
+// link busy (a few hundred KiB), few enough to leave the SMs to the compute stream.
+constexpr int kLinkCopyBlocksPerSm = 1;
+
+// copy_pieces (few_blocks: its source may be across the link) and copy_blocks (a thread block per item).
+tdm_status copy_pieces_with(tdm_backend_ctx* ctx, void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                            size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s,
+                            bool few_blocks) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0 || piece_bytes == 0) return;
+    if (dst == nullptr || src == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy with a null pointer");
+    for (int32_t i = 0; i < n; ++i)
+      if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
+    const bool vec16 = piece_bytes % 16 == 0 && dst_stride % 16 == 0 && src_stride % 16 == 0 &&
+                       (reinterpret_cast<uintptr_t>(dst) & 15u) == 0 && (reinterpret_cast<uintptr_t>(src) & 15u) == 0;
+    const int64_t parts = (int64_t(piece_bytes) + kCopyPiece - 1) / kCopyPiece;
+    if (parts > 65535) unsupported("copies of more than 4 GiB in one piece");
+    GpuStream& st = stream_of(c, s);
+    for (int32_t first = 0; first < n; first += 256) {
+      BlockPairs pairs{};
+      pairs.n = std::min(256, n - first);
+      for (int32_t i = 0; i < pairs.n; ++i) {
+        pairs.src[i] = src_ids[first + i];
+        pairs.dst[i] = dst_ids[first + i];
+      }
+      const int64_t items = int64_t(pairs.n) * parts;
+      const int64_t grid = few_blocks ? std::min<int64_t>(items, int64_t(kLinkCopyBlocksPerSm) * c.n_sm) : items;
+      TDM_LAUNCH(copy_pieces_kernel, dim3(unsigned(grid)), 256, 0, st.stream)(
+          static_cast<uint8_t*>(dst), dst_stride, static_cast<const uint8_t*>(src), src_stride, piece_bytes, int(parts), pairs, vec16);
+      check_launch("copy_pieces_kernel");
+    }
+  });
 }
 
 }  // namespace
@@ -559,33 +610,12 @@ tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const floa
 
 tdm_status op_copy_pieces(tdm_backend_ctx* ctx, void* dst, size_t dst_stride, const void* src, size_t src_stride,
                           size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
-  return guard(ctx, [&](GpuContext& c) {
-    if (n <= 0 || piece_bytes == 0) return;
-    if (dst == nullptr || src == nullptr || src_ids == nullptr || dst_ids == nullptr) bad("copy with a null pointer");
-    for (int32_t i = 0; i < n; ++i)
-      if (src_ids[i] < 0 || dst_ids[i] < 0) bad("negative block id");
-    const bool vec16 = piece_bytes % 16 == 0 && dst_stride % 16 == 0 && src_stride % 16 == 0 &&
-                       (reinterpret_cast<uintptr_t>(dst) & 15u) == 0 && (reinterpret_cast<uintptr_t>(src) & 15u) == 0;
-    const int64_t parts = (int64_t(piece_bytes) + kCopyPiece - 1) / kCopyPiece;
-    if (parts > 65535) unsupported("copies of more than 4 GiB in one piece");
-    GpuStream& st = stream_of(c, s);
-    for (int32_t first = 0; first < n; first += 256) {
-      BlockPairs pairs{};
-      pairs.n = std::min(256, n - first);
-      for (int32_t i = 0; i < pairs.n; ++i) {
-        pairs.src[i] = src_ids[first + i];
-        pairs.dst[i] = dst_ids[first + i];
-      }
-      TDM_LAUNCH(copy_pieces_kernel, dim3(unsigned(pairs.n), unsigned(parts)), 256, 0, st.stream)(
-          static_cast<uint8_t*>(dst), dst_stride, static_cast<const uint8_t*>(src), src_stride, piece_bytes, pairs, vec16);
-      check_launch("copy_pieces_kernel");
-    }
-  });
+  return copy_pieces_with(ctx, dst, dst_stride, src, src_stride, piece_bytes, src_ids, dst_ids, n, s, true);
 }
 
 tdm_status op_copy_blocks(tdm_backend_ctx* ctx, void* dst_pool, const void* src_pool, size_t block_bytes,
                           const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s) {
-  return op_copy_pieces(ctx, dst_pool, block_bytes, src_pool, block_bytes, block_bytes, src_ids, dst_ids, n, s);
+  return copy_pieces_with(ctx, dst_pool, block_bytes, src_pool, block_bytes, block_bytes, src_ids, dst_ids, n, s, false);
 }
 
 }  // namespace tdm::gpu

@@ -653,6 +653,61 @@ Napi::Value copy_blocks(const Napi::CallbackInfo& info) {
   });
 }
 
+// copyPieces(id, src: Uint8Array, srcStride, pieceBytes, srcIds, dstIds, dstBytes, dstStride, mapped)
+// -> dstBytes bytes after the copies (zeros elsewhere). mapped: the source stays in host memory,
+// page-locked and mapped with host_register, as streamed host KV is read (a backend without
+// host_register, or whose memory is the host's, reads it where it is).
+Napi::Value copy_pieces(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    if (b.fn().copy_pieces == nullptr) throw Error(code::unsupported, "this backend has no copy_pieces");
+    ByteView src = arg_bytes(info, 1, "src");
+    const int64_t src_stride = int_arg(info, 2, "srcStride");
+    const int64_t piece = int_arg(info, 3, "pieceBytes");
+    Napi::Int32Array src_ids = i32_arg(info, 4, "srcIds");
+    Napi::Int32Array dst_ids = i32_arg(info, 5, "dstIds", src_ids.ElementLength());
+    const int64_t dst_bytes = int_arg(info, 6, "dstBytes");
+    const int64_t dst_stride = int_arg(info, 7, "dstStride");
+    const bool mapped = info.Length() > 8 && info[8].ToBoolean().Value();
+    if (piece < 1 || src_stride < 0 || dst_stride < 0 || dst_bytes < 0) bad_arg("sizes must not be negative, pieceBytes at least 1");
+    for (size_t i = 0; i < src_ids.ElementLength(); ++i) {
+      if (src_ids[i] < 0 || int64_t(src_ids[i]) * src_stride + piece > int64_t(src.size)) bad_arg("a source piece past src");
+      if (dst_ids[i] < 0 || int64_t(dst_ids[i]) * dst_stride + piece > dst_bytes) bad_arg("a destination piece past dstBytes");
+    }
+    const void* from = nullptr;
+    std::vector<uint8_t> zeros(size_t(dst_bytes), 0);
+    uint8_t* to = sc.upload(zeros.data(), zeros.size());
+    // The mapped source: 64-byte aligned host memory, locked for the call.
+    struct Locked {
+      Backend& b;
+      void* p = nullptr;
+      bool registered = false;
+      ~Locked() {
+        if (registered) b.fn().host_unregister(b.ctx(), p);
+        std::free(p);
+      }
+    } host{b};
+    if (mapped && b.fn().host_register != nullptr && !b.host_memory()) {
+      host.p = std::aligned_alloc(64, (src.size + 63) / 64 * 64 + 64);
+      if (host.p == nullptr) throw Error(code::oom, "cannot allocate the host source");
+      std::memcpy(host.p, src.data, src.size);
+      void* dev = nullptr;
+      b.check(b.fn().host_register(b.ctx(), host.p, (src.size + 63) / 64 * 64 + 64, &dev), "host_register");
+      host.registered = true;
+      from = dev;
+    } else {
+      from = sc.upload(src.data, src.size);
+    }
+    b.check(b.fn().copy_pieces(b.ctx(), to, size_t(dst_stride), from, size_t(src_stride), size_t(piece), src_ids.Data(), dst_ids.Data(),
+                               int32_t(src_ids.ElementLength()), nullptr),
+            "copy_pieces");
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), size_t(dst_bytes));
+    sc.download(out.Data(), to, size_t(dst_bytes));
+    return out;
+  });
+}
+
 // Microseconds per call of `op` over `iters` calls, after two warm-up calls, the backend
 // synchronised before and after.
 template <typename F>
@@ -935,6 +990,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("moeFfn", Napi::Function::New(env, moe_ffn, "moeFfn"));
   ops.Set("moeCombine", Napi::Function::New(env, moe_combine, "moeCombine"));
   ops.Set("copyBlocks", Napi::Function::New(env, copy_blocks, "copyBlocks"));
+  ops.Set("copyPieces", Napi::Function::New(env, copy_pieces, "copyPieces"));
   ops.Set("timeMatmul", Napi::Function::New(env, time_matmul, "timeMatmul"));
   ops.Set("timeAttention", Napi::Function::New(env, time_attention, "timeAttention"));
   ops.Set("hostRoundTrip", Napi::Function::New(env, host_round_trip, "hostRoundTrip"));

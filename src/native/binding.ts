@@ -171,6 +171,8 @@ export interface NativeBackendOps {
   /** y[t] = sum over j < nUsed of weights[j*nTokens+t] * rows[pos[j*nTokens+t]] (choice-major), nCols floats per row. */
   moeCombine(id: string, rows: Float32Array, nRows: number, pos: Int32Array, weights: Float32Array, nTokens: number, nUsed: number, nCols: number): Float32Array;
   copyBlocks(id: string, pool: Uint8Array, blockBytes: number, srcIds: Int32Array, dstIds: Int32Array): Uint8Array;
+  /** copy_pieces: dstBytes bytes, piece i from src at srcIds[i]*srcStride to dstIds[i]*dstStride (zeros elsewhere); `mapped`: the source stays in page-locked host memory the device reads across the link (host_register), where the backend can. */
+  copyPieces(id: string, src: Uint8Array, srcStride: number, pieceBytes: number, srcIds: Int32Array, dstIds: Int32Array, dstBytes: number, dstStride: number, mapped?: boolean): Uint8Array;
   /** Packed copies of CPU weights made in this process so far, and those some CPU context still holds. */
   packedWeightStats(): { made: number; live: number };
   /** Microseconds per matmul with weights held as a loaded model holds them (on a CPU backend: a read-only file mapping, so its packed kernels run) and activations in the backend's memory (two warm-up calls first). */

@@ -495,9 +495,36 @@ function copyCases(): OpCase[] {
   });
 }
 
+/**
+ * copy_pieces as streamed host KV uses it: one layer's piece of scattered blocks (a stride
+ * larger than the piece) gathered into consecutive ones, with the source in mapped host memory
+ * where the backend maps it. Pieces of an odd size, of more than one 64 KiB part, and more
+ * pieces than one launch carries (256).
+ */
+function copyPiecesCases(): OpCase[] {
+  const shapes: { piece: number; stride: number; n: number }[] = [
+    { piece: 48, stride: 160, n: 5 },
+    { piece: 37, stride: 100, n: 4 },
+    { piece: 70_000, stride: 70_016, n: 3 },
+    { piece: 64, stride: 192, n: 300 },
+  ];
+  return shapes.flatMap(({ piece, stride, n }) => [false, true].map((mapped): OpCase => {
+    const blocks = n + 3;
+    const src = Uint8Array.from({ length: blocks * stride }, (_, i) => (i * 131 + 17) & 255);
+    const srcIds = Int32Array.from({ length: n }, (_, i) => (i * 7 + 2) % blocks);
+    const dstIds = Int32Array.from({ length: n }, (_, i) => n - 1 - i);
+    return {
+      op: 'copy_pieces',
+      name: `copy_pieces ${n} pieces of ${piece} bytes, stride ${stride}${mapped ? ', mapped host source' : ''}`,
+      run: (ops, id) => ({ out: ops.copyPieces(id, src, stride, piece, srcIds, dstIds, n * piece, piece, mapped) }),
+      tolerance: () => 0,
+    };
+  }));
+}
+
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
-  return [...matmulCases(), ...matmulGroupCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...topKCases(), ...copyCases()];
+  return [...matmulCases(), ...matmulGroupCases(), ...getRowsCases(), ...rowOpCases(), ...attentionCases(), ...routerCases(), ...moeCases(), ...combineCases(), ...topKCases(), ...copyCases(), ...copyPiecesCases()];
 }
 
 /** Runs one case on `id` and compares it with `reference` (the same case on cpu:ref). */

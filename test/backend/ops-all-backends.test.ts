@@ -38,7 +38,7 @@ t.test('the op runner rejects bad input with typed errors', async (t) => {
 
 t.test('the case list covers every op of the backend table and every weight type', async (t) => {
   const opsCovered = new Set(cases.map((c) => c.op));
-  for (const op of ['matmul', 'get_rows', 'rms_norm', 'rope', 'add/mul', 'swiglu/scale_rows', 'attention', 'router', 'moe_ffn', 'copy_blocks'])
+  for (const op of ['matmul', 'get_rows', 'rms_norm', 'rope', 'add/mul', 'swiglu/scale_rows', 'attention', 'router', 'moe_ffn', 'copy_blocks', 'copy_pieces'])
     t.ok(opsCovered.has(op), op);
   const matmulTypes = new Set(cases.filter((c) => c.op === 'matmul').map((c) => c.name.split(' ')[1]));
   t.equal(matmulTypes.size, WEIGHT_TYPES.length, [...matmulTypes].join(' '));
