@@ -161,16 +161,23 @@ t.test('auto: new requests go to host RAM only when that raises predicted throug
   t.same(roomy.admit.map((a) => a.tier), ['device', 'device'], 'device room goes first');
 });
 
+/** Up to 12 device and 20 host requests at random contexts, and a random fake cost; undefined when no request is on the device. */
+function randomSituation(rng: Rng): { running: RequestView[]; cost: CostModel } | undefined {
+  const running = [
+    ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
+    ...Array.from({ length: rng.int(0, 20) }, () => req('host', rng.int(1, 3000), { deferredSteps: rng.int(0, 2) })),
+  ];
+  if (!running.some((r) => r.tier === 'device')) return undefined;
+  return { running, cost: fakeCost({ cpuPerToken: 0.1 + 10 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() }) };
+}
+
 t.test('auto is never predicted slower than gpu-only (200 random situations)', async (t) => {
   const rng = new Rng(42);
   let worse = 0;
   for (let i = 0; i < 200; i++) {
-    const running = [
-      ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
-      ...Array.from({ length: rng.int(0, 20) }, () => req('host', rng.int(1, 3000), { deferredSteps: rng.int(0, 2) })),
-    ];
-    if (!running.some((r) => r.tier === 'device')) continue;
-    const cost = fakeCost({ cpuPerToken: 0.1 + 10 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() });
+    const situation = randomSituation(rng);
+    if (!situation) continue;
+    const { running, cost } = situation;
     const a = autoPolicy(input(running, cost, { options: { maxDeferSteps: 1000 } }));
     const g = a.candidates.find((c) => c.strategy === 'gpu-only')!;
     if (a.predicted.tokensPerSecond < g.tokensPerSecond - 1e-9) worse++;
@@ -384,12 +391,9 @@ t.test('auto with host KV streamed is never predicted slower than without (200 r
   let worse = 0;
   let streamedAny = 0;
   for (let i = 0; i < 200; i++) {
-    const running = [
-      ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
-      ...Array.from({ length: rng.int(0, 20) }, () => req('host', rng.int(1, 3000), { deferredSteps: rng.int(0, 2) })),
-    ];
-    if (!running.some((r) => r.tier === 'device')) continue;
-    const base = fakeCost({ cpuPerToken: 0.1 + 10 * rng.next(), devPerToken: 0.05 + 0.5 * rng.next(), linearUs: 2000 + 20000 * rng.next() });
+    const situation = randomSituation(rng);
+    if (!situation) continue;
+    const { running, cost: base } = situation;
     const cost: CostModel = { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + 200_000 * rng.next()), kvBlockTokens: 16 } };
     const options = { maxDeferSteps: 1000 };
     const without = autoPolicy(input(running, cost, { options }));
