@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import t from 'tap';
-import { command } from '../../src/cli/commands/generate.js';
+import { command, loadOptionsFrom } from '../../src/cli/commands/generate.js';
 import { modelPath, repoRoot } from '../helpers.js';
 
 const STORIES = modelPath('stories260K.gguf');
@@ -85,4 +85,11 @@ t.test('--device and --policy reach loadModel (the CPU stand-in plays the device
   const single = await run(['-m', STORIES, '-t', '1', '-n', '16', '--temp', '0', '--decode-burst', '1', 'Once upon a time']);
   t.equal(single.stdout, ref.stdout, '--decode-burst 1: the same text');
   await t.rejects(run(['-m', STORIES, '--decode-burst', '0', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /decodeBurst/ }, '--decode-burst reaches loadModel');
+});
+
+t.test('--no-kv-stream keeps the host KV tier pageable (loadModel kvStream: false)', async (t) => {
+  t.equal(loadOptionsFrom({ 'no-kv-stream': true }).kvStream, false);
+  t.equal(loadOptionsFrom({}).kvStream, undefined, 'by default loadModel decides');
+  const r = await run(['-m', STORIES, '-t', '1', '-n', '4', '--temp', '0', '--no-kv-stream', 'Once upon a time']);
+  t.equal(r.code, 0, 'the CPU path ignores it');
 });

@@ -22,6 +22,7 @@ export const SHARED_OPTIONS = {
   'device-weight-mib': { type: 'string' },
   experts: { type: 'string' },
   'expert-prefetch': { type: 'string' },
+  'no-kv-stream': { type: 'boolean' },
   'max-tokens': { type: 'string', short: 'n' },
   temp: { type: 'string' },
   'top-k': { type: 'string' },
@@ -59,6 +60,8 @@ export const SHARED_HELP = `  -m, --model FILE          GGUF model file
                             costs), cpu-all or cpu-first-layers:N (llama.cpp's --cpu-moe, --n-cpu-moe N)
       --expert-prefetch P   with --experts dynamic: score (default) or router (the next layer's
                             router on this layer's hidden state picks the experts to copy ahead)
+      --no-kv-stream        with a GPU: keep the host KV tier pageable; the GPU then never attends
+                            host-tier KV streamed across the link (loadModel's kvStream: false)
   -n, --max-tokens N        tokens to generate at most (default 256; 0 = until the end or a full context)
       --temp T              temperature; 0 is greedy (default 0.8)
       --top-k K             (default 40; 0 = off)
@@ -129,6 +132,7 @@ export function loadOptionsFrom(values: SharedValues): LoadModelOptions {
   if (values.experts !== undefined) options.experts = values.experts as LoadModelOptions['experts'];
   if (values['expert-prefetch'] !== undefined) options.expertPrefetch = values['expert-prefetch'] as LoadModelOptions['expertPrefetch'];
   if (values['kv-type'] !== undefined) options.kvType = values['kv-type'] as LoadModelOptions['kvType'];
+  if (values['no-kv-stream']) options.kvStream = false;
   if (deviceWeightMib !== undefined) options.deviceWeightBytes = Math.floor(deviceWeightMib * 2 ** 20);
   return options;
 }
