@@ -419,3 +419,17 @@ t.test('a streamed sequence is a device decode whose blocks cross the link: the 
   t.equal(work(req('device', 40), 'gpu').streamedBlocks, undefined, 'a device-tier one streams nothing');
   t.equal(work(req('host', 40), 'cpu').streamedBlocks, undefined);
 });
+
+t.test('auto with host KV streamed prefills a host-tier prompt on the device where the CPU prefill is slower', async (t) => {
+  const dev = [req('device', 500), req('device', 500)];
+  const prompt = req('host', 0, { newTokens: 512 });
+  const cost = (cpuPerToken: number): CostModel => ({ ...fakeCost({ cpuPerToken }), shape: { nLayer: 32, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 10_000, kvBlockTokens: 16 } });
+  const attentionOf = (d: ReturnType<typeof autoPolicy>) => d.sequences.find((s) => s.seqId === prompt.seqId)?.attention;
+  t.equal(attentionOf(autoPolicy(input([...dev, prompt], cost(40)))), 'cpu', 'without streaming a host prompt is prefilled on the CPU');
+  const slowCpu = autoPolicy(input([...dev, prompt], cost(40), { options: { streamHostKv: true } }));
+  t.equal(attentionOf(slowCpu), 'gpu', 'with it, on the device, its KV stored into host RAM');
+  t.equal(slowCpu.strategy, 'gpu-only');
+  t.ok(slowCpu.predicted.time.streamUs > 0, 'its blocks are priced on the link');
+  const fastCpu = autoPolicy(input([...dev, prompt], { ...cost(40), cpuPrefillAttentionUs: () => 1 }, { options: { streamHostKv: true } }));
+  t.equal(attentionOf(fastCpu), 'cpu', 'a CPU prefill hidden behind the device keeps the CPU');
+});

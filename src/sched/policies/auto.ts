@@ -54,7 +54,16 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   for (const r of dev) addWork(devLoad, work(r, 'gpu'), cost);
   const shortest = predictLoads('gpu-only', devLoad, undefined, cost).stepUs;
   const starving = (r: RequestView) => r.deferredSteps >= maxDefer || (slo !== undefined && r.deferredSteps >= 1 && (r.deferredSteps + 2) * shortest > slo);
-  const forced = host.filter((r) => r.newTokens > 1);
+  const hostPrefills = host.filter((r) => r.newTokens > 1);
+  // A host prefill chunk on the device, its KV streamed (the chunk's rows are stored into its
+  // host blocks as they are computed), where that step is shorter than the chunk on the CPU.
+  const prefillStreams = (r: RequestView): boolean => {
+    if (!streams) return false;
+    const onCpu = predictLoads('overlap', addWork({ ...devLoad }, work(r, 'cpu'), cost), undefined, cost).stepUs;
+    return predictLoads('gpu-only', addWork({ ...devLoad }, work(r, 'gpu', undefined, bt), cost), undefined, cost).stepUs < onCpu;
+  };
+  const streamedPrefills = hostPrefills.filter(prefillStreams);
+  const forced = hostPrefills.filter((r) => !streamedPrefills.includes(r));
   const optional = host
     .filter((r) => r.newTokens === 1)
     .sort((a, b) => Number(starving(b)) - Number(starving(a)) || (starving(a) ? b.deferredSteps - a.deferredSteps : 0) || a.context - b.context || a.arrival - b.arrival);
@@ -66,10 +75,11 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     candidates.push(c);
     plans.push({ c, strategy, seqs });
   };
-  const devSeqs: SeqDecision[] = dev.map((r) => ({ seqId: r.seqId, attention: 'gpu' }));
+  const devSeqs: SeqDecision[] = [...dev, ...streamedPrefills].map((r) => ({ seqId: r.seqId, attention: 'gpu' }));
   // The overlapped batch grows one host sequence at a time; sizes in `sizes` are priced.
   const load = emptyLoad();
   for (const r of dev) addWork(load, work(r, 'gpu'), cost);
+  for (const r of streamedPrefills) addWork(load, work(r, 'gpu', undefined, bt), cost);
   for (const r of forced) addWork(load, work(r, 'cpu'), cost);
   const sizes = new Set(subsetSizes(optional.length));
   for (let k = 0; k <= optional.length; k++) {
@@ -80,7 +90,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const cpuSeqs = included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }));
     if (included.length > 0) {
       take('overlap', [...devSeqs, ...cpuSeqs], included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
-      const split = loadAwareLoads(dev, included, cost);
+      const split = loadAwareLoads([...dev, ...streamedPrefills], included, cost);
       take('pipeline', split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
     }
     // The host decodes the CPU does not take, streamed in the same order, `sizes` of them priced.
@@ -135,15 +145,17 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     }
     return { stepUs, perUs: n / stepUs };
   };
-  // Its prompt is prefilled first, with attention on the CPU: where that step outlasts the
+  // Its prompt is prefilled first, with attention on the CPU (or streamed): where that step outlasts the
   // same prefill on the device, the tokens the others lose meanwhile must be won back by the
   // faster steps over the tokens it has left to generate.
   const prefillLossTokens = (r: RequestView, before: { stepUs: number; perUs: number }): number => {
     const rest = [...dev.map((x) => work(x, 'gpu')), ...host.map((x) => work(x, 'cpu'))];
     const prompt = { tokens: r.newTokens, context: r.context };
-    const onCpu = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
+    let onHost = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
+    // Or on the device with its KV streamed into host RAM, where the executor streams.
+    if (streams) onHost = Math.min(onHost, predictStep('overlap', [...rest, { ...prompt, attention: 'gpu', streamedBlocks: Math.ceil((r.context + r.newTokens) / bt) }], cost).stepUs);
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
-    return before.perUs * Math.max(0, onCpu - onDevice);
+    return before.perUs * Math.max(0, onHost - onDevice);
   };
   // Whether decoding `r` in host RAM pays for getting it there: `lossTokens` is what the batch loses meanwhile.
   type Rate = { stepUs: number; perUs: number };
