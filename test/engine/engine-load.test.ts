@@ -8,6 +8,7 @@ import { Engine, type SchedulerConfig, type SequenceMetrics, type SequenceParams
 import { GenerationStream } from '../../src/api/generation.js';
 import type { TandemError } from '../../src/native/errors.js';
 import { expectedContinuation, FakeKvModel } from './fake-kv-model.js';
+import { flatDeviceCost } from '../sched/fake-cost.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 
@@ -47,7 +48,8 @@ interface Outcome {
 }
 
 t.test('thousands of requests completed, aborted, paused, refused and failed leak no block', async (t) => {
-  const variants: [string, Partial<SchedulerConfig>, number?][] = [
+  // The fourth field: under the auto policy, with host KV streamed to the device (a CPU too slow for any host attention).
+  const variants: [string, Partial<SchedulerConfig>, number?, true?][] = [
     ['two tiers, swap, prefix cache', {}],
     ['recompute only, prefix cache', { preemption: 'recompute', numBlocks: { device: 0, host: 40 } }],
     ['gpu-only with swap-in', { strategy: 'gpu-only', numBlocks: { device: 24, host: 24 } }],
@@ -55,13 +57,15 @@ t.test('thousands of requests completed, aborted, paused, refused and failed lea
     // The fake's steps take 1 µs, so every all-decode step bursts to the bound.
     ['two tiers, swap, prefix cache, decode bursts of up to 5', {}, 5],
     ['gpu-only with swap-in, decode bursts of up to 3', { strategy: 'gpu-only', numBlocks: { device: 24, host: 24 } }, 3],
+    ['auto, host KV streamed, decode bursts of up to 3', { strategy: 'overlap', numBlocks: { device: 24, host: 24 } }, 3, true],
   ];
-  for (const [name, over, maxDecodeSteps] of variants) {
+  for (const [name, over, maxDecodeSteps, streamed] of variants) {
     const cfg = config({ maxWaiting: 64, ...over });
     const model = new FakeKvModel(cfg.blockTokens, cfg.numBlocks);
     model.delay = () => new Promise((r) => setImmediate(r));
     model.failWhen = (plan) => plan.sequences.some((p) => p.seqId % 97 === 0);
-    const engine = new Engine(model, cfg, { maxDecodeSteps });
+    const policy = streamed ? { name: 'auto' as const, cost: flatDeviceCost(40, 1000), options: { streamHostKv: true } } : undefined;
+    const engine = new Engine(model, cfg, { maxDecodeSteps, ...(policy ? { policy } : {}) });
     let audits = 0;
     const auditErrors: string[] = [];
     engine.onStep = () => {
@@ -135,6 +139,7 @@ t.test('thousands of requests completed, aborted, paused, refused and failed lea
     t.equal(stats.numFinished + stats.numAborted + stats.numFailed, N - rejected, 'every accepted request ended once');
     t.ok(audits === stats.numSteps, `${name}: the pools were audited after each of ${audits} steps`);
     t.equal(stats.numFreeBlocks, stats.numBlocks, `${name}: every block is back in the pools`);
+    if (streamed) t.ok(engine.policy!.stats.streamed > 0, `${name}: ${engine.policy!.stats.streamed} sequence-steps streamed`);
     t.equal(stats.numWaiting + stats.numRunning + stats.numPaused, 0);
     engine.scheduler.audit();
     if (cfg.prefixCaching !== false) t.ok(stats.numCachedTokens > 0, `${name}: the shared prefixes were reused`);
