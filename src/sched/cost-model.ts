@@ -57,6 +57,12 @@ export interface CostModel {
   samplingUs?(seqs: number): number;
   /** Measured over predicted time of a step's forward pass under `strategy` (absent or unknown: 1). */
   strategyFactor?(strategy: Strategy): number;
+  /**
+   * Measured over predicted pass of steps that stream host KV, beyond their strategy's factor
+   * (absent or unknown: 1): what the gathers take from the compute beside them, which no
+   * profiled subtask shows, so that auto streams less where streaming costs more than its tables say.
+   */
+  streamFactor?(): number;
 }
 
 /**
@@ -94,6 +100,8 @@ export interface CostTablesJson {
   samplingThreads?: number;
   /** Learned online: measured over predicted forward pass per strategy (absent: 1). */
   strategyFactors?: Partial<Record<Strategy, number>>;
+  /** Learned online: the factor on passes that stream host KV (absent: 1). */
+  streamFactor?: number;
   /** Learned online on an asynchronous device: factors on the linear and device-attention tables (absent: 1). */
   deviceScales?: { linear: number; attention: number };
 }
@@ -276,6 +284,8 @@ export class TableCostModel implements CostModel {
   private drawThreads: number;
   /** Measured over predicted forward pass by strategy, and the steps behind each. */
   private readonly factors = new Map<Strategy, { f: number; n: number }>();
+  /** Measured over predicted pass of streamed steps, beyond their strategy's factor, and the steps behind it. */
+  private readonly streamed: { f: number; n: number };
   /** Factors on the linear and device-attention tables (1 unless learned from an asynchronous device's steps). */
   private readonly scales: DeviceScales;
 
@@ -295,6 +305,8 @@ export class TableCostModel implements CostModel {
     const threads = t.samplingThreads;
     this.drawThreads = typeof threads === 'number' && Number.isInteger(threads) && threads >= 1 ? threads : 1;
     this.scales = new DeviceScales(t.deviceScales);
+    const sf = t.streamFactor;
+    this.streamed = typeof sf === 'number' && Number.isFinite(sf) && sf > 0 ? { f: clampFactor(sf), n: 1 } : { f: 1, n: 0 };
     for (const [k, f] of Object.entries(t.strategyFactors ?? {})) {
       // Saved factors are a starting point: they count as one step, so this run's steps soon outweigh them.
       if (typeof f === 'number' && Number.isFinite(f) && f > 0) this.factors.set(k as Strategy, { f: Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, f)), n: 1 });
@@ -373,6 +385,11 @@ export class TableCostModel implements CostModel {
     return Math.min(1, ...[...this.factors.values()].map((x) => x.f));
   }
 
+  /** The factor on streamed steps' passes (1 until one was measured). */
+  streamFactor(): number {
+    return this.streamed.f;
+  }
+
   /**
    * Takes a step's measured phases into the tables (see observationOf); returns what it took.
    * The strategy factor compares the measured pass with the tables' prediction after their
@@ -402,9 +419,14 @@ export class TableCostModel implements CostModel {
       if (gpu.length === work.length && !work.some((w) => w.streamedBlocks)) this.scales.observe(linear, gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
     }
     if (obs.pass) {
-      const predicted = predictStep(obs.pass.strategy, planWork(plan, this.shape.kvBlockTokens), this).passUs;
-      if (predicted > 0) {
-        const x = Math.min(FACTOR_MAX, Math.max(FACTOR_MIN, obs.pass.us / predicted));
+      const work = planWork(plan, this.shape.kvBlockTokens);
+      const predicted = predictStep(obs.pass.strategy, work, this).passUs;
+      if (predicted > 0 && work.some((w) => w.streamedBlocks)) {
+        // A streamed step teaches the stream factor, on top of its strategy's.
+        const x = clampFactor(obs.pass.us / (predicted * this.strategyFactor(obs.pass.strategy)));
+        this.streamed.f = blend(this.streamed.f, x, this.streamed.n++, rate);
+      } else if (predicted > 0) {
+        const x = clampFactor(obs.pass.us / predicted);
         const f = this.factors.get(obs.pass.strategy);
         if (f) f.f = blend(f.f, x, f.n++, rate);
         else this.factors.set(obs.pass.strategy, { f: x, n: 1 });
@@ -429,6 +451,7 @@ export class TableCostModel implements CostModel {
       samplingRoundUs: this.samplingRound.us,
       samplingThreads: this.samplingThreads,
       strategyFactors: Object.fromEntries([...this.factors].map(([k, v]) => [k, v.f])),
+      ...(this.streamed.n > 0 ? { streamFactor: this.streamed.f } : {}),
       deviceScales: this.deviceScales,
     };
   }

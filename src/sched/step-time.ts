@@ -144,7 +144,7 @@ export interface StepTime {
   exposedCpuUs: number;
   /** The forward pass as the subtask tables put it, before `factor`. */
   passUs: number;
-  /** The strategy's measured-over-predicted factor applied to passUs (1 when none is known). */
+  /** The strategy's measured-over-predicted factor applied to passUs, times the stream factor on a step that streams host KV (1 when none is known). */
   factor: number;
   /** Host sampling of every sequence after the pass. */
   samplingUs: number;
@@ -167,12 +167,14 @@ export function streamUs(blocks: number, cost: CostModel): number {
 /**
  * Completes a prediction: the pass stretched to the streamed copy where that is longer (the
  * last layer's gather must land before its attention, so the pass ends no sooner than the
- * copy and one layer after it), scaled by the strategy's factor, then sampling and swaps added.
+ * copy and one layer after it), scaled by the strategy's factor (and a streamed step's by the
+ * stream factor too), then sampling and swaps added.
  */
 function finish(strategy: Strategy, t: Omit<StepTime, 'stepUs' | 'factor' | 'samplingUs' | 'streamUs'>, seqs: number, cost: CostModel, streamedBlocks = 0): StepTime {
   const stream = streamUs(streamedBlocks, cost);
   const passUs = stream > 0 ? Math.max(t.passUs, stream + t.passUs / Math.max(1, cost.shape.nLayer)) : t.passUs;
-  const factor = passUs > 0 ? factorOf(cost, strategy) : 1;
+  const streamFactor = stream > 0 ? cost.streamFactor?.() ?? 1 : 1;
+  const factor = passUs > 0 ? factorOf(cost, strategy) * (Number.isFinite(streamFactor) && streamFactor > 0 ? streamFactor : 1) : 1;
   const samplingUs = seqs > 0 ? (cost.samplingUs?.(seqs) ?? 0) : 0;
   // Fields listed, not spread: policies make thousands of these a step.
   return {

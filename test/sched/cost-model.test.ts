@@ -2,7 +2,7 @@
 // machine), prediction error on held-out sizes, online refit from StepResult phases.
 import t from 'tap';
 import { Bilinear, PiecewiseLinear } from '../../src/sched/interp.js';
-import { costShapeOf, fitTables, observationOf, predictionErrors, TableCostModel, type CostModel, type Measurement } from '../../src/sched/cost-model.js';
+import { costShapeOf, fitTables, observationOf, planWork, predictionErrors, TableCostModel, type CostModel, type Measurement } from '../../src/sched/cost-model.js';
 import { gridProbes, measureGrid, SIM_GRID, type ProfileGrid } from '../../src/sched/profiler.js';
 import { HARDWARE, rooflineCostModel, SIM_MODELS } from '../../src/sched/hardware.js';
 import { Rng } from '../../src/sched/sim/workload.js';
@@ -254,4 +254,31 @@ t.test('attention tables never shrink with requests or context; linear layers be
   t.equal(m.linearUs(0), 0, 'no tokens: no time');
   const dip = fitTables(shape, [...grid, { kind: 'linear', tokens: 96, us: 9000 }]);
   t.ok(dip.linearUs(96) >= dip.linearUs(64), 'a timing below a smaller size\'s is pooled, not a dip');
+});
+
+t.test('steps that stream host KV learn a factor of their own: what the gathers cost the compute, not the strategy\'s', async (t) => {
+  const truth = machine();
+  const model = measureGrid(SIM_GRID, (m) => m.us, truth).model;
+  const blockTokens = truth.shape.kvBlockTokens ?? 16;
+  const decode = (seqId: number, kvTier: 'device' | 'host'): SequencePlan => ({
+    seqId, tokens: new Int32Array(1), startPos: 300, blockTable: new Int32Array(Math.ceil(301 / blockTokens)), kvTier, attention: 'gpu', sample: true,
+  });
+  const plain: StepPlan = { strategy: 'gpu-only', copies: [], sequences: [decode(1, 'device'), decode(2, 'device')] };
+  const streamedPlan: StepPlan = { strategy: 'gpu-only', copies: [], sequences: [decode(1, 'device'), decode(2, 'host')] };
+  // A machine where plain steps take 1.2x their tables and streamed ones 1.2 x 1.5x.
+  const pass = (p: StepPlan, f: number) => f * predictStep(p.strategy, planWork(p, blockTokens), truth).passUs;
+  const step = (p: StepPlan, f: number) => ({ sequences: [], phaseUs: { sampling: 0, copies: 0 }, totalUs: pass(p, f) });
+  for (let i = 0; i < 60; i++) {
+    // (Synchronous: no device scales to take the 1.2 instead of the factor.)
+    model.observeStep(plain, step(plain, 1.2));
+    model.observeStep(streamedPlan, step(streamedPlan, 1.2 * 1.5));
+  }
+  t.ok(Math.abs(model.strategyFactor('gpu-only') - 1.2) < 0.05, `the strategy factor from the plain steps alone: ${model.strategyFactor('gpu-only').toFixed(3)}`);
+  t.ok(Math.abs(model.streamFactor() - 1.5) < 0.05, `the stream factor: ${model.streamFactor().toFixed(3)}`);
+  const predicted = predictStep('gpu-only', planWork(streamedPlan, blockTokens), model).stepUs;
+  t.ok(Math.abs(predicted / pass(streamedPlan, 1.8) - 1) < 0.06, 'a streamed step is predicted with both');
+  t.ok(Math.abs(predictStep('gpu-only', planWork(plain, blockTokens), model).stepUs / pass(plain, 1.2) - 1) < 0.06, 'a plain one with its strategy\'s alone');
+  const back = new TableCostModel(JSON.parse(JSON.stringify(model.toJSON())) as ReturnType<TableCostModel['toJSON']>);
+  t.equal(back.streamFactor(), model.streamFactor(), 'the factor survives the cache');
+  t.equal(new TableCostModel({ ...model.toJSON(), streamFactor: undefined }).streamFactor(), 1, 'tables saved without it: 1');
 });
