@@ -631,6 +631,16 @@ async function main(): Promise<void> {
         report.runs.push(...(got.length > 0 ? got : [{ policy, error: err ?? 'no report' }]));
         if (err) errors.push(`${policy}: ${err}`);
       }
+      // auto again without streamed host KV (TANDEM_KV_STREAM=0): what streaming gives it here.
+      if (i === 0 && w.policies.includes('auto') && elapsedS() < BUDGET_S) {
+        const noStreamFile = path.join(work, `policies-${i}-auto-no-stream.json`);
+        const nsErr = await startChild('policy-child.js', [bigFile, noStreamFile, JSON.stringify({ ...w, policies: ['auto'] }), ...(simulate ? ['--device', 'cpu-standin'] : [])], 150,
+          { ...process.env, TANDEM_KV_STREAM: '0' });
+        const got = existsSync(noStreamFile) ? (JSON.parse(readFileSync(noStreamFile, 'utf8')) as PolicyReport).runs : [];
+        const label = 'auto, no streamed KV (TANDEM_KV_STREAM=0)';
+        report.runs.push(...(got.length > 0 ? got.map((r) => ({ ...r, policy: label })) : [{ policy: label, error: nsErr ?? 'no report' }]));
+        if (nsErr) errors.push(`${label}: ${nsErr}`);
+      }
       const err = errors.length > 0 ? errors.join('\n') : undefined;
       if (err) report.error = err;
       report.replay = replayOf(report);
