@@ -153,7 +153,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const prompt = { tokens: r.newTokens, context: r.context };
     let onHost = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
     // Or on the device with its KV streamed into host RAM, where the executor streams.
-    if (streams) onHost = Math.min(onHost, predictStep('overlap', [...rest, { ...prompt, attention: 'gpu', streamedBlocks: Math.ceil((r.context + r.newTokens) / bt) }], cost).stepUs);
+    if (streams) onHost = Math.min(onHost, predictStep('overlap', [...rest, work({ ...r, tier: 'host' }, 'gpu', undefined, bt)], cost).stepUs);
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
     return before.perUs * Math.max(0, onHost - onDevice);
   };
