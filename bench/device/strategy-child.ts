@@ -105,9 +105,13 @@ async function main(): Promise<void> {
   const blocks = (pick: (r: Regime) => number) =>
     Math.max(...regimes.map((r) => pick(r) * Math.ceil((r.context + WARMUP_STEPS + TIMED_STEPS + 1) / BLOCK_TOKENS))) + 1;
   const threads = os.availableParallelism();
+  // The streamed row streams every host sequence's table: staging (two layers of f16 K and V
+  // a block) for all of them, where the default 128 MiB would refuse the larger regimes.
+  const stagingBytes = blocks((r) => r.hostSeqs) * 2 * BLOCK_TOKENS * hparams.nHeadKv * (hparams.headDim + hparams.headDimV) * 2;
   const model = await native().loadModel(file!, {
     hparams, threads, device, kvBlockTokens: BLOCK_TOKENS,
     kvBlocks: { device: blocks((r) => r.deviceSeqs), host: blocks((r) => r.hostSeqs) },
+    kvStreamStagingBytes: Math.max(stagingBytes, 128 * 2 ** 20),
   });
   const report: StrategyReport = { device: model.placement.deviceName, threads, regimes: [] };
   try {

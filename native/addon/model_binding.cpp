@@ -200,6 +200,8 @@ ModelConfig parse_config(const Napi::Value& v) {
   cfg.kv_blocks_host = int32_t(integer(blocks, "host", "config.kvBlocks", 0, 2147483647.0));
   cfg.kv_split_sliding = boolean(o, "kvSplitSliding", "config", true);
   cfg.kv_stream = o.Get("kvStream").IsUndefined() || boolean(o, "kvStream", "config", false);
+  if (!o.Get("kvStreamStagingBytes").IsUndefined())
+    cfg.kv_stream_staging_bytes = size_t(integer(o, "kvStreamStagingBytes", "config", 0, kMaxSafeInteger));
   Napi::Value variant = o.Get("cpuVariant");
   if (!variant.IsUndefined()) {
     if (!variant.IsString()) bad_arg("config.cpuVariant must be a string");
@@ -552,6 +554,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     pl.Set("deviceTensors", wp.device_tensors);
     pl.Set("hostTensors", wp.host_tensors);
     pl.Set("streamsHostKv", model_->streams_host_kv());
+    pl.Set("streamBlocksMax", model_->stream_blocks_max());
     if (const ExpertOffload* x = model_->experts()) {
       Napi::Object e = Napi::Object::New(env);
       e.Set("policy", x->policy_name());

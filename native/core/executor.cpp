@@ -122,6 +122,7 @@ void Model::validate(const StepPlan& plan) const {
   // shared blocks before writing (copy on write), and the plan must show it did.
   std::unordered_map<int64_t, size_t> writer;
   auto key = [](KvTier t, int32_t block) { return int64_t(t) * (int64_t(1) << 32) + block; };
+  int64_t streamed_blocks = 0;  // host blocks that device attention reads through the staging
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const SeqPlan& s = plan.seqs[i];
     const std::string at = "sequences[" + std::to_string(i) + "] (seqId " + std::to_string(s.seq_id) + "): ";
@@ -162,6 +163,7 @@ void Model::validate(const StepPlan& plan) const {
     }
     Backend* ab = attention_backend(s.attention);
     const bool streamed = s.tier == KvTier::host && s.attention == AttnDevice::gpu && streams_host_kv();
+    if (streamed) streamed_blocks += needed;
     if (ab != p.backend() && !(ab->host_memory() && p.backend()->host_memory()) && !streamed)
       throw Error(code::unsupported, at + "attention on the " + (s.attention == AttnDevice::cpu ? "CPU" : device_kind_) +
                                          " cannot read KV blocks in the " + tier_name(s.tier) + " tier (" + p.backend()->kind() +
@@ -189,6 +191,9 @@ void Model::validate(const StepPlan& plan) const {
     for (int32_t t : s.recent)
       if (t < 0 || t >= hp_.n_vocab) bad(at + "recentTokens holds " + std::to_string(t) + ", outside [0, " + std::to_string(hp_.n_vocab) + ")");
   }
+  if (streamed_blocks > stream_blocks_max_)
+    bad("the plan streams " + std::to_string(streamed_blocks) + " host KV blocks to the device (kvTier 'host' with attention 'gpu'), more than the " +
+        std::to_string(stream_blocks_max_) + " its staging holds (placement.streamBlocksMax)");
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const SeqPlan& s = plan.seqs[i];
     const int64_t read_end = s.start_pos / bt;  // blocks before the first one this sequence writes
@@ -1056,7 +1061,7 @@ class StepRun {
   StepRun(Model& m, const StepPlan& plan) : m_(m), plan_(plan) {}
 
   // A failed step must not return while a worker job still reads its buffers, or a gather
-  // still writes a staging buffer that the next step may replace.
+  // still writes the staging buffer that the next step reuses.
   ~StepRun() {
     if (m_.worker_ && submitted_) m_.worker_->drain();
     if (gathered_) (void)m_.device_->fn().stream_sync(m_.device_->ctx(), m_.stream_stream_);
@@ -1096,6 +1101,7 @@ class StepRun {
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
     std::vector<int32_t> stream_src;   // streamed sequences' host blocks, in staging order
     std::vector<int32_t> stream_dst;   // 0, 1, ...: their staging blocks
+    int64_t staging_first = 0;         // streamed blocks of the batches before: its region's start
     Model::HeadOut head;               // lm_head's: host-readable logits or rows' best (valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
     double cpu_us = 0;                 // CPU attention time, written by its jobs
@@ -1231,12 +1237,6 @@ void StepRun::lay_out(Batch& b) {
     for (size_t i = 0; i < g.sliding.size(); ++i) g.sliding[i].block_table = tables + g.sliding_off[i];
     for (size_t i = 0; i < g.stored.size(); ++i) g.stored[i].block_table = tables + g.stored_off[i];
   };
-  const int64_t n_stream = int64_t(b.stream_src.size());
-  if (n_stream > w.cap_stream_blocks) {
-    const KvLayout& kl = m_.layout_;
-    w.staging = DeviceBuffer(m_.device_, size_t(2 * n_stream) * (kl.layer_k_bytes + kl.layer_v_bytes));
-    w.cap_stream_blocks = n_stream;
-  }
   for (Group& g : b.dev_groups) point(g, w.tables.as<int32_t>());
   for (Group& g : b.cpu_groups) point(g, b.cpu_tables.data());
 }
@@ -1265,7 +1265,7 @@ tdm_kv_layer StepRun::staging_view(const Batch& b, int64_t l) const {
   const size_t piece = kl.layer_k_bytes + kl.layer_v_bytes;
   const int64_t n = int64_t(b.stream_src.size());
   tdm_kv_layer kv = m_.pool(KvTier::host).layer(int32_t(l));
-  kv.k = b.buf->staging.as<uint8_t>() + size_t(l % 2) * size_t(n) * piece;
+  kv.k = m_.stream_staging_.as<uint8_t>() + (size_t(b.staging_first) * 2 + size_t(l % 2) * size_t(n)) * piece;
   kv.v = static_cast<uint8_t*>(kv.k) + kl.layer_k_bytes;
   kv.block_bytes = piece;
   kv.n_blocks = int32_t(n);
@@ -1380,7 +1380,12 @@ void StepRun::finish_attention(Batch& b) {
 void StepRun::run(StepResult* result) {
   Model& m = m_;
   split();
-  for (Batch& b : batches_) lay_out(b);
+  int64_t streamed_blocks = 0;
+  for (Batch& b : batches_) {
+    lay_out(b);
+    b.staging_first = streamed_blocks;
+    streamed_blocks += int64_t(b.stream_src.size());
+  }
   // Streamed host KV: the first two layers' gathers start now, beside the embedding and layer 0.
   for (Batch& b : batches_)
     if (!b.stream_src.empty())

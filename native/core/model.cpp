@@ -173,13 +173,27 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   m->device_async_ = (dev->fn().caps(dev->ctx()) & TDM_CAP_ASYNC) != 0;
   const char* top_k_env = std::getenv("TANDEM_DEVICE_TOP_K");
   m->best_on_device_ = !dev->host_memory() && dev->fn().top_k_rows != nullptr && !(top_k_env && std::string(top_k_env) == "0");
+  // The host tier mapped for the device, so that device attention can read host KV a layer at
+  // a time beside its other work (streamed). Off without the ops, with sliding-window groups,
+  // with TANDEM_KV_STREAM=0, or where the OS will not lock the pool (then nothing else changes).
+  const tdm_backend_iface& df = dev->fn();
+  const KvPool& host_pool = m->pools_[int(KvTier::host)];
+  const char* stream_env = std::getenv("TANDEM_KV_STREAM");
+  const bool want_stream = cfg.kv_stream && m->device_async_ && !dev->host_memory() && df.host_register != nullptr &&
+                           df.host_unregister != nullptr && df.copy_pieces != nullptr && m->layout_.n_groups == 1 &&
+                           host_pool.n_blocks() > 0 && !(stream_env != nullptr && std::string(stream_env) == "0");
+  const size_t stream_piece = 2 * (m->layout_.layer_k_bytes + m->layout_.layer_v_bytes);  // a block's two staging slots
+  // A step gains from streaming only what the link carries beside its pass: the default 128 MiB
+  // holds two layers of about 1 GiB of Llama-8B KV a step, some 40 ms of a PCIe 4 link.
+  const int32_t stream_blocks =
+      want_stream ? int32_t(std::min<size_t>(size_t(host_pool.n_blocks()), cfg.kv_stream_staging_bytes / stream_piece)) : 0;
   int64_t budget = cfg.device_weight_bytes;
   if (budget < 0 && !dev->host_memory()) {
-    // All that fits beside the KV pool, keeping room for activations and the runtime.
+    // All that fits beside the KV pool and the streaming staging, keeping room for activations and the runtime.
     uint64_t free_bytes = 0, total_bytes = 0;
     dev->check(dev->fn().memory(dev->ctx(), &free_bytes, &total_bytes), "memory");
     const int64_t reserve = std::max<int64_t>(int64_t(256) << 20, int64_t(free_bytes / 16));
-    budget = std::max<int64_t>(0, int64_t(free_bytes) - reserve);
+    budget = std::max<int64_t>(0, int64_t(free_bytes) - reserve - int64_t(size_t(stream_blocks) * stream_piece));
   }
   if (cfg.experts.enabled && m->hp_.is_moe()) {
     // Routed experts at their turn in the placement order: host slabs and a slot cache in what is left.
@@ -206,19 +220,22 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
       dev->check(f.event_create(dev->ctx(), &m->routing_copied_), "event_create");
     }
   }
-  // The host tier mapped for the device, so that device attention can read host KV a layer at
-  // a time beside its other work (streamed). Off without the ops, with sliding-window groups,
-  // with TANDEM_KV_STREAM=0, or where the OS will not lock the pool (then nothing else changes).
-  const tdm_backend_iface& df = dev->fn();
-  const KvPool& host_pool = m->pools_[int(KvTier::host)];
-  const char* stream_env = std::getenv("TANDEM_KV_STREAM");
-  if (cfg.kv_stream && m->device_async_ && !dev->host_memory() && df.host_register != nullptr && df.host_unregister != nullptr &&
-      df.copy_pieces != nullptr && m->layout_.n_groups == 1 && host_pool.n_blocks() > 0 &&
-      !(stream_env != nullptr && std::string(stream_env) == "0")) {
+  if (stream_blocks > 0) {
+    // The staging first, in the room kept for it: a step may then stream up to stream_blocks
+    // without allocating (where even that fails, the model runs without streaming).
+    bool staged = true;
+    try {
+      m->stream_staging_ = DeviceBuffer(dev, size_t(stream_blocks) * stream_piece);
+    } catch (const Error&) {
+      staged = false;
+    }
     void* mapped = nullptr;
     const size_t bytes = m->layout_.block_bytes * size_t(host_pool.n_blocks());
-    if (df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) == TDM_STATUS_OK && mapped != nullptr) {
+    if (!staged || df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) != TDM_STATUS_OK || mapped == nullptr) {
+      m->stream_staging_.reset();
+    } else {
       m->host_kv_on_device_ = mapped;
+      m->stream_blocks_max_ = stream_blocks;
       dev->check(df.stream_create(dev->ctx(), &m->stream_stream_), "stream_create");
       for (BatchBuffers& b : m->batches_)
         for (int slot = 0; slot < 2; ++slot) {

@@ -41,6 +41,9 @@ struct ModelConfig {
   // Map the host tier for the device (page-locked for its lifetime), so that device attention
   // can read host KV a layer at a time (Model::streams_host_kv); also off with TANDEM_KV_STREAM=0.
   bool kv_stream = true;
+  // Device memory for the streamed blocks' staging (two layers of them), allocated at load; it
+  // bounds the host KV blocks one step may stream. Too small for one block: no streaming.
+  size_t kv_stream_staging_bytes = size_t(128) << 20;
   std::string cpu_variant;       // "" for the best kernels; "ref", "avx2", "avxvnni" or "avx512" to force one
   // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
   // usable, else none), "gpu" (the registry's GPU, or TDM_BACKEND_UNAVAILABLE saying why not),
@@ -97,11 +100,9 @@ struct BatchBuffers {
   // the next router's logits on it, and those logits on the host.
   DeviceBuffer pregate_x, pregate_logits;
   HostBuffer h_pregate;
-  // Streamed host KV (Model::streams_host_kv): two layers' K and V of the streamed sequences'
-  // blocks, gathered from host memory on the stream stream while the device computes; slot
-  // l % 2 holds layer l. Events: a slot filled, and a slot's last reader queued.
-  int64_t cap_stream_blocks = 0;
-  DeviceBuffer staging;
+  // Streamed host KV (Model::streams_host_kv): this batch's region of the model's staging
+  // buffer holds two layers' K and V of its streamed blocks (slot l % 2: layer l). Events: a
+  // slot filled, and a slot's last reader queued.
   tdm_event* staged[2] = {nullptr, nullptr};
   tdm_event* staging_free[2] = {nullptr, nullptr};
 };
@@ -179,6 +180,9 @@ class Model {
   // The device attends host-tier KV by gathering each layer's blocks across the link beside its
   // work (SeqPlan tier host, attention gpu): host_register mapped the host pool.
   bool streams_host_kv() const { return host_kv_on_device_ != nullptr; }
+  // The most host KV blocks one step may stream, over all its sequences: the staging buffer,
+  // allocated at load, holds two layers of that many (0 when not streaming).
+  int32_t stream_blocks_max() const { return stream_blocks_max_; }
   // Expert offload state, or null when the model runs without it.
   const ExpertOffload* experts() const { return experts_.get(); }
 
@@ -271,6 +275,8 @@ class Model {
   tdm_event* routing_copied_ = nullptr;    // a layer's routing (and hidden states) reached host memory
   void* host_kv_on_device_ = nullptr;      // the host KV pool's address for the device (host_register), or null
   tdm_stream* stream_stream_ = nullptr;    // streamed host KV: layer gathers beside compute
+  DeviceBuffer stream_staging_;            // streamed host KV: two layers of stream_blocks_max_ blocks
+  int32_t stream_blocks_max_ = 0;
   WeightPlacement placement_;
   KvLayout layout_;
   KvPool pools_[2];                        // indexed by KvTier

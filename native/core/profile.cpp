@@ -168,11 +168,11 @@ double Model::time_stream(int32_t n_blocks, int iters) {
   if (n_blocks < 1 || n_blocks > (1 << 20)) throw Error(code::bad_argument, "blocks must be in [1, 2^20]");
   const KvLayout& kl = layout_;
   const KvPool& host = pool(KvTier::host);
-  // Distinct host blocks (a block read twice might come from the device's cache); beyond the
-  // tier's count the time is scaled by blocks.
-  const int32_t n = std::min(n_blocks, host.n_blocks());
+  // Distinct host blocks (a block read twice might come from the device's cache) into the
+  // staging; beyond what it holds the time is scaled by blocks.
+  const int32_t n = std::min(n_blocks, stream_blocks_max_);
   const size_t piece = kl.layer_k_bytes + kl.layer_v_bytes;
-  DeviceBuffer staging(device_, size_t(n) * piece);
+  void* staging = stream_staging_.data();
   std::vector<int32_t> src(static_cast<size_t>(n)), dst(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) src[size_t(i)] = dst[size_t(i)] = i;
   const tdm_backend_iface& f = device_->fn();
@@ -180,7 +180,7 @@ double Model::time_stream(int32_t n_blocks, int iters) {
     // Every layer's gather, back to back on the stream stream, as a step queues them.
     for (int64_t l = 0; l < hp_.n_layer; ++l) {
       const size_t at = size_t(static_cast<const uint8_t*>(host.layer(int32_t(l)).k) - static_cast<const uint8_t*>(host.base()));
-      device_->check(f.copy_pieces(device_->ctx(), staging.data(), piece, static_cast<const uint8_t*>(host_kv_on_device_) + at,
+      device_->check(f.copy_pieces(device_->ctx(), staging, piece, static_cast<const uint8_t*>(host_kv_on_device_) + at,
                                    kl.block_bytes, piece, src.data(), dst.data(), n, stream_stream_),
                      "copy_pieces");
     }

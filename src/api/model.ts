@@ -88,14 +88,14 @@ function draftStepTokens(kernels: ModelInfo['cpuKernels']): number {
 const LOAD_OPTIONS = new Set([
   'cpuKernels', 'threads', 'contextSize', 'kvBlockTokens', 'kvType', 'maxSequences', 'prefillChunkTokens', 'onProgress', 'kvCacheBytes',
   'kvCacheFraction', 'kvDeviceFraction', 'prefixCaching', 'preemption', 'maxQueuedRequests', 'outputBufferTokens',
-  'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'kvStream', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
+  'device', 'deviceThreads', 'deviceWeightBytes', 'kvDeviceBytes', 'kvHostBytes', 'kvStream', 'kvStreamStagingBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir',
   'experts', 'expertPrefetch', 'slidingKv', 'draftTokens', 'decodeBurst',
 ]);
 
 const DEVICES: readonly DeviceOption[] = ['none', 'auto', 'gpu', 'cpu-standin'];
 const PROFILE_MODES = ['cached', 'refresh', 'quick'] as const;
 /** Options that only mean something with a device. */
-const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir', 'experts'] as const;
+const DEVICE_ONLY_OPTIONS = ['deviceThreads', 'deviceWeightBytes', 'kvStreamStagingBytes', 'policy', 'tpotSloMs', 'profile', 'profileCacheDir', 'experts'] as const;
 /** Share of a GPU's free memory (less the weights) the default device KV tier may take. */
 const GPU_KV_SHARE = 0.9;
 /** Device share of a kvCacheBytes/kvCacheFraction budget when a device is present and kvDeviceFraction is not given. */
@@ -148,6 +148,7 @@ function planDevice(where: string, options: LoadModelOptions): DevicePlan {
   }
   checkNumber(where, 'deviceThreads', options.deviceThreads, 1, { min: 1, max: 1024, integer: true });
   checkNumber(where, 'deviceWeightBytes', options.deviceWeightBytes, 0, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+  checkNumber(where, 'kvStreamStagingBytes', options.kvStreamStagingBytes, 0, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
   if (options.policy !== undefined && !(POLICY_NAMES as readonly string[]).includes(options.policy)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: policy must be one of ${POLICY_NAMES.map((p) => `'${p}'`).join(', ')}, got ${String(options.policy)}`);
   }
@@ -365,6 +366,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       if (typeof options.kvStream !== 'boolean') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvStream must be a boolean, got ${String(options.kvStream)}`);
       deviceConfig.kvStream = options.kvStream;
     }
+    if (options.kvStreamStagingBytes !== undefined) deviceConfig.kvStreamStagingBytes = options.kvStreamStagingBytes;
     // 'dynamic' prefetches by its calibrated costs (set once loaded) while the link idles.
     const prefetch = experts === 'dynamic' ? { prefetchWhenIdle: true, ...(expertPrefetch === 'router' ? { pregate: true } : {}) } : {};
     const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...prefetch });
@@ -447,7 +449,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     // A GPU's driver-side phase times are queueing, not work: its tables are refitted from whole steps only.
     policy.options = { refit: { deviceSynchronous: placement.device === 'cpu-standin' } };
     if (options.tpotSloMs !== undefined) policy.options.tpotSloUs = options.tpotSloMs * 1000;
-    if (nativeModel.placement.streamsHostKv) policy.options.streamHostKv = true;
+    if (nativeModel.placement.streamsHostKv) {
+      policy.options.streamHostKv = true;
+      policy.options.streamBlocksMax = nativeModel.placement.streamBlocksMax;
+    }
   } else {
     // device 'auto' found no GPU: the single-device CPU path.
     schedulerConfig.strategy = 'cpu';
@@ -468,6 +473,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvSlidingWindow: kv.slidingWindow,
     kvType,
     kvStream: placement.streamsHostKv,
+    kvStreamBlocks: placement.streamBlocksMax,
     draftTokens,
     decodeBurst,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),

@@ -117,6 +117,12 @@ export interface LoadModelOptions {
    * layers keep their KV apart (gpt-oss) do not stream. TANDEM_KV_STREAM=0 turns it off too.
    */
   kvStream?: boolean;
+  /**
+   * Device memory for streamed KV's staging, in bytes, taken at load: it bounds how much host
+   * KV one step may stream (info.kvStreamBlocks). Default 128 MiB, about 40 ms of a PCIe 4
+   * link on Llama-8B; less than one KV block's worth turns streaming off.
+   */
+  kvStreamStagingBytes?: number;
   /** What decides every step with a device (needs one): 'auto' (default) picks per step; 'gpu-only', 'pipeline' (NEO) and 'overlap' (APEX) always run that strategy. */
   policy?: PolicyName;
   /** Target time per output token, milliseconds, that 'auto' keeps its predicted step under when it can (needs a device). */
@@ -331,6 +337,8 @@ export interface ModelInfo {
   kvType: 'f16' | 'q8_0';
   /** The GPU may attend host-tier KV streamed across the link (loadModel's kvStream, where the device can): auto then weighs it every step. */
   kvStream: boolean;
+  /** Host KV blocks one step may stream (the staging's room, loadModel's kvStreamStagingBytes); 0 when kvStream is false. */
+  kvStreamBlocks: number;
   /** Guesses per request and step at most (speculative decoding, loadModel's draftTokens); 0: off. */
   draftTokens: number;
   /** Draws per request and step at most (loadModel's decodeBurst); 1: off. */

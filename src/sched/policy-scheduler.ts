@@ -136,6 +136,7 @@ export class PolicyScheduler {
     }
     this.burstDeferred = [];
     if (sequences.length < plan.sequences.length) this.capBurst(sequences, plan.sequences.filter((p) => !how.has(p.seqId)).map((p) => p.seqId));
+    this.fitStaging(sequences);
     this.stats.steps++;
     this.stats.strategies[decision.strategy]++;
     return { strategy: decision.strategy, copies: plan.copies, sequences };
@@ -173,6 +174,26 @@ export class PolicyScheduler {
       else s.decodeSteps = cap;
     }
     if (cap > 1) this.burstDeferred = deferred;
+  }
+
+  /**
+   * The policy kept the streamed blocks within the executor's staging (streamBlocksMax) as the
+   * sequences stood; a decode burst's later draws may reach into further blocks. Where the sum
+   * then passes the staging, each streamed burst is cut to the blocks its first draw reads.
+   */
+  private fitStaging(sequences: ShapedSequencePlan[]): void {
+    const cap = this.options.streamBlocksMax;
+    if (cap === undefined) return;
+    const bt = this.scheduler.config.blockTokens;
+    const streamed = sequences.filter((s) => s.kvTier === 'host' && s.attention === 'gpu');
+    const blocks = (s: SequencePlan) => Math.ceil((s.startPos + s.tokens.length + (s.decodeSteps ?? 1) - 1) / bt);
+    if (streamed.reduce((n, s) => n + blocks(s), 0) <= cap) return;
+    for (const s of streamed) {
+      if ((s.decodeSteps ?? 1) === 1) continue;
+      const k = Math.ceil((s.startPos + s.tokens.length) / bt) * bt - s.startPos - s.tokens.length + 1;
+      if (k <= 1) delete s.decodeSteps;
+      else s.decodeSteps = Math.min(s.decodeSteps!, k);
+    }
   }
 
   /** Applies a step's results (see Scheduler.update), refits the cost model and records the prediction error. */

@@ -61,6 +61,8 @@ export interface PolicyOptions {
    * then stream host sequences that the CPU's attention cannot hide. Default false.
    */
   streamHostKv?: boolean;
+  /** The most host KV blocks one step may stream, over all its sequences (placement.streamBlocksMax: the staging's room). Absent: no limit. */
+  streamBlocksMax?: number;
 }
 
 export interface PolicyInput {

@@ -97,6 +97,7 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
   t.match(probe.placement.deviceName, /emulated on the host/, 'the emulated library is the device');
   t.equal(probe.placement.streamsHostKv, true, 'the device maps the host tier');
   t.ok((await probe.profile({ kind: 'stream', blocks: 4, iters: 1 })) > 0, 'the profiler can time streamed host KV');
+  t.equal(probe.placement.streamBlocksMax, 16, 'the default staging holds the whole host tier of so small a model');
   const total = probe.placement.deviceBytes;
   probe.dispose();
   const cases: { name: string; config: Partial<NativeModelConfig>; shape: Shape }[] = [
@@ -116,6 +117,31 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
     const d = relDiff(got.logits, want.logits);
     t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
   }
+});
+
+t.test('streamed host KV stays within the staging allocated at load, and a plan beyond it is refused whole', { skip }, async (t) => {
+  const file = modelPath('stories260K.gguf');
+  const ref = await load(file);
+  const want = await run(ref, { strategy: 'cpu', tier: () => 'host' }, []);
+  // Two layers of a block's K and V: a block's share of the staging.
+  const perBlock = (2 * ref.info.kvBlockBytes) / hparamsOf(file).nLayer;
+  ref.dispose();
+  const m = await load(file, { device: 'gpu', kvStreamStagingBytes: 2 * perBlock });
+  t.teardown(() => m.dispose());
+  t.equal(m.placement.streamBlocksMax, 2, 'staging for two blocks');
+  // Each sequence reads one block: two streamed and one on the CPU fit.
+  const got = await run(m, { strategy: 'overlap', tier: () => 'host', hostAttention: (id) => (id === 2 ? 'cpu' : 'gpu') }, want.tokens);
+  const d = relDiff(got.logits, want.logits);
+  t.ok(d <= TOLERANCE, `two streamed sequences in a staging of two blocks: max |logit difference| ${d.toExponential(2)}`);
+  await t.rejects(run(m, { strategy: 'gpu-only', tier: () => 'host', hostAttention: () => 'gpu' }, want.tokens),
+    { code: 'TDM_BAD_ARGUMENT', message: /streams 3 host KV blocks .* more than the 2 its staging holds/ }, 'three streamed sequences are refused');
+  // The refused plan changed nothing: the model still gives the reference logits.
+  const again = await run(m, { strategy: 'overlap', tier: () => 'host', hostAttention: (id) => (id === 2 ? 'cpu' : 'gpu') }, want.tokens);
+  t.ok(relDiff(again.logits, want.logits) <= TOLERANCE, 'and the model runs on after it');
+  const none = await load(file, { device: 'gpu', kvStreamStagingBytes: Math.floor(perBlock) - 1 });
+  t.equal(none.placement.streamsHostKv, false, 'staging too small for one block: no streaming');
+  t.equal(none.placement.streamBlocksMax, 0);
+  none.dispose();
 });
 
 t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the counters of the async paths', { skip }, async (t) => {
@@ -224,7 +250,17 @@ t.test('the public API on the emulated GPU: policies under a capped device KV, a
   }
   const pageable = await loadModel(file, { ...opts, device: 'gpu', profile: 'quick', kvStream: false });
   t.equal(pageable.info.kvStream, false, 'kvStream: false leaves the host tier unmapped');
+  t.equal(pageable.info.kvStreamBlocks, 0);
   pageable.dispose();
+  // Staging for two blocks: auto streams within it, and the tokens stay the CPU path's.
+  const perBlock = (2 * plain.info.kvBlockBytes) / hparamsOf(file).nLayer;
+  const narrow = await loadModel(file, { ...opts, device: 'gpu', policy: 'auto', profile: 'quick', kvDeviceBytes: 2 * plain.info.kvBlockBytes, kvStreamStagingBytes: 2 * perBlock });
+  t.equal(narrow.info.kvStreamBlocks, 2, 'kvStreamStagingBytes sizes the staging');
+  const narrowGot = await Promise.all([0, 1, 2].map(() => narrow.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }).result));
+  narrow.dispose();
+  for (const g of narrowGot) t.same(g.tokens, want, 'auto within a staging of two blocks: the CPU path\'s greedy tokens');
+  await t.rejects(loadModel(file, { ...opts, device: 'gpu', kvStreamStagingBytes: -1 }), { code: 'TDM_BAD_ARGUMENT', message: /kvStreamStagingBytes/ });
+  await t.rejects(loadModel(file, { ...opts, kvStreamStagingBytes: 1 << 20 }), { code: 'TDM_BAD_ARGUMENT', message: /kvStreamStagingBytes needs a device/ });
   await t.rejects(loadModel(file, { ...opts, device: 'gpu', kvStream: 'yes' as unknown as boolean }), { code: 'TDM_BAD_ARGUMENT' });
   const moe = path.join(tmpdir(), 'tandem-test-models', 'emulated-executor-v1-qwen2moe.gguf');
   const m = await loadModel(moe, { threads: 1, contextSize: 64, maxSequences: 2, device: 'gpu', experts: 'dynamic', deviceWeightBytes: 3 << 20, profile: 'quick' });

@@ -7,7 +7,7 @@ import { Engine, type SequenceParams, type StopReason } from '../../src/engine/i
 import type { CostModel } from '../../src/sched/cost-model.js';
 import { flatDeviceCost } from '../sched/fake-cost.js';
 import type { StepDecision } from '../../src/sched/policy.js';
-import { expectedContinuation, FakeKvModel, TIERED_CONFIG, tieredPrompts } from './fake-kv-model.js';
+import { expectedContinuation, FakeKvModel, streamedBlocks, TIERED_CONFIG, tieredPrompts } from './fake-kv-model.js';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 };
 const PARAMS: SequenceParams = { maxTokens: 12, sampling: GREEDY, stopTokens: new Set(), penaltyWindow: 0, returnPromptLogits: false };
@@ -63,6 +63,25 @@ for (const [policy, cpu] of [['gpu-only', 0.5], ['pipeline', 0.5], ['overlap', 0
     await engine.close();
   });
 }
+
+t.test('auto with host KV streamed in decode bursts stays within the staging: bursts that would reach past it are cut', async (t) => {
+  const model = new FakeKvModel(CONFIG.blockTokens, CONFIG.numBlocks);
+  model.record = true;
+  // Room for two or three host sequences' tables (of 4-token blocks) a step.
+  model.streamBlocksMax = 14;
+  // Rounds of 1 µs: the engine bursts to its bound.
+  const executor = { step: async (plan: Parameters<FakeKvModel['step']>[0]) => ({ ...(await model.step(plan)), totalUs: Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1)) }) };
+  const engine = new Engine(executor, CONFIG, { policy: { name: 'auto', cost: fakeCost(40), options: { streamHostKv: true, streamBlocksMax: 14 } }, maxDecodeSteps: 6 });
+  const { tokens, reasons } = await serve(engine);
+  t.same(reasons, prompts.map(() => 'maxTokens'), 'no step was refused');
+  t.same(tokens, prompts.map((p) => expectedContinuation(p, PARAMS.maxTokens)), 'the tokens of correct block handling');
+  const streamedPlans = model.plans.filter((p) => streamedBlocks(p, CONFIG.blockTokens) > 0);
+  t.ok(streamedPlans.length > 0, `${streamedPlans.length} steps streamed host KV`);
+  t.ok(Math.max(...model.plans.map((p) => streamedBlocks(p, CONFIG.blockTokens))) <= 14, 'none beyond the staging');
+  const burst = (p: (typeof model.plans)[number]) => p.sequences.some((s) => (s.decodeSteps ?? 1) > 1);
+  t.ok(streamedPlans.some(burst), 'streamed sequences decoded in bursts');
+  await engine.close();
+});
 
 t.test('no policy: the single-device path, plans as before', async (t) => {
   const model = new FakeKvModel(CONFIG.blockTokens, CONFIG.numBlocks);

@@ -46,6 +46,13 @@ export function expectedContinuation(prompt: readonly number[], maxTokens: numbe
   return out;
 }
 
+/** Host KV blocks a plan streams to the device, counted as the executor counts them (every round of a burst). */
+export function streamedBlocks(plan: StepPlan, blockTokens: number): number {
+  return plan.sequences
+    .filter((s) => s.kvTier === 'host' && s.attention === 'gpu')
+    .reduce((n, s) => n + Math.ceil((s.startPos + s.tokens.length + (s.decodeSteps ?? 1) - 1) / blockTokens), 0);
+}
+
 export class FakeKvModel {
   readonly blockTokens: number;
   /** Token id per position slot (block * blockTokens + offset), -1 where nothing was written. */
@@ -58,6 +65,8 @@ export class FakeKvModel {
   delay: (() => Promise<void>) | undefined;
   /** Keep every plan (for tests that inspect them). */
   record = false;
+  /** The executor's staging for streamed host KV (placement.streamBlocksMax): a plan streaming more is refused as it refuses it. */
+  streamBlocksMax: number | undefined;
   /** Awaited between the rounds of a decode burst (so that work can arrive during one). */
   roundDelay: (() => Promise<void>) | undefined;
   /** interruptBurst() was called during the step in flight. */
@@ -80,6 +89,10 @@ export class FakeKvModel {
     this.interrupted = false;
     if (this.delay) await this.delay();
     if (this.record) this.plans.push(plan);
+    if (this.streamBlocksMax !== undefined) {
+      const streamed = streamedBlocks(plan, this.blockTokens);
+      if (streamed > this.streamBlocksMax) throw Object.assign(new Error(`the plan streams ${streamed} host KV blocks, more than the ${this.streamBlocksMax} its staging holds`), { code: 'TDM_BAD_ARGUMENT' });
+    }
     const rounds = Math.max(1, ...plan.sequences.map((s) => s.decodeSteps ?? 1));
     if (rounds === 1) return this.once(plan);
     // A decode burst, as the executor runs it: each round feeds back the token the last drew.

@@ -386,6 +386,42 @@ t.test('auto with host KV streamed: the host decodes the CPU cannot hide run wit
   t.equal(cpu.sequences.filter((s) => s.attention === 'cpu').length, 10, 'a CPU that hides every host attention keeps them');
 });
 
+t.test('auto streams no more host KV blocks in a step than the executor\'s staging holds (streamBlocksMax)', async (t) => {
+  const dev = [req('device', 500), req('device', 500), req('device', 500), req('device', 500)];
+  const host = Array.from({ length: 10 }, () => req('host', 1500));
+  const cost: CostModel = { ...fakeCost({ cpuPerToken: 40 }), shape: { nLayer: 32, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 10_000, kvBlockTokens: 16 } };
+  const streamedBlocks = (d: ReturnType<typeof autoPolicy>, running: readonly RequestView[]) =>
+    d.sequences.reduce((n, s) => n + (work(running.find((r) => r.seqId === s.seqId)!, s.attention, undefined, 16).streamedBlocks ?? 0), 0);
+  // Each host decode streams 94 blocks; unbounded, all ten are streamed (the test above).
+  const capped = autoPolicy(input([...dev, ...host], cost, { options: { streamHostKv: true, streamBlocksMax: 300 } }));
+  t.equal(streamedBlocks(capped, [...dev, ...host]), 282, 'three sequences fill 300 blocks of staging as far as they can');
+  t.equal(capped.deferred.length, 7);
+  const none = autoPolicy(input([...dev, ...host], cost, { options: { streamHostKv: true, streamBlocksMax: 93 } }));
+  t.equal(streamedBlocks(none, [...dev, ...host]), 0, 'a staging smaller than one sequence streams none');
+  // A host prompt of 512 tokens streams 32 blocks when prefilled on the device.
+  const prompt = req('host', 0, { newTokens: 512 });
+  const attentionOf = (d: ReturnType<typeof autoPolicy>) => d.sequences.find((s) => s.seqId === prompt.seqId)?.attention;
+  t.equal(attentionOf(autoPolicy(input([...dev, prompt], cost, { options: { streamHostKv: true, streamBlocksMax: 32 } }))), 'gpu', 'a prompt that fits is prefilled on the device');
+  t.equal(attentionOf(autoPolicy(input([...dev, prompt], cost, { options: { streamHostKv: true, streamBlocksMax: 31 } }))), 'cpu', 'one that does not goes to the CPU');
+
+  const rng = new Rng(11);
+  const over: string[] = [];
+  let bound = 0;
+  for (let i = 0; i < 200; i++) {
+    const situation = randomSituation(rng);
+    if (!situation) continue;
+    const { running, cost: base } = situation;
+    const c: CostModel = { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + 20_000 * rng.next()), kvBlockTokens: 16 } };
+    const cap = Math.floor(200 * rng.next());
+    const free = streamedBlocks(autoPolicy(input(running, c, { options: { streamHostKv: true, maxDeferSteps: 1000 } })), running);
+    const got = streamedBlocks(autoPolicy(input(running, c, { options: { streamHostKv: true, maxDeferSteps: 1000, streamBlocksMax: cap } })), running);
+    if (got > cap) over.push(`situation ${i}: ${got} blocks streamed, staging ${cap}`);
+    if (free > cap) bound++;
+  }
+  t.same(over, [], 'never beyond the staging in 200 random situations');
+  t.ok(bound > 20, `where the staging binds (${bound} of them)`);
+});
+
 t.test('auto with host KV streamed is never predicted slower than without (200 random situations)', async (t) => {
   const rng = new Rng(7);
   let worse = 0;

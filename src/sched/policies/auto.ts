@@ -37,6 +37,15 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const slo = input.options?.tpotSloUs;
   const streams = input.options?.streamHostKv === true;
   const bt = cost.shape.kvBlockTokens ?? kv.blockTokens;
+  // What one step may stream is bounded by the executor's staging.
+  const streamCap = input.options?.streamBlocksMax ?? Infinity;
+  const blocksOf = (r: RequestView): number => work(r, 'gpu', undefined, bt).streamedBlocks ?? 0;
+  // How many of `seqs`, taken in order, fit in `room` streamed blocks.
+  const fitting = (seqs: readonly RequestView[], room: number): number => {
+    let n = 0;
+    for (let used = 0; n < seqs.length && used + blocksOf(seqs[n]!) <= room; n++) used += blocksOf(seqs[n]!);
+    return n;
+  };
   const maxDefer = input.options?.maxDeferSteps ?? DEFAULT_MAX_DEFER_STEPS;
   const headroom = input.options?.deviceHeadroom ?? DEFAULT_DEVICE_HEADROOM;
   const { swapOut, swapIn } = hybridMoves(running, kv, headroom);
@@ -62,7 +71,13 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const onCpu = predictLoads('overlap', addWork({ ...devLoad }, work(r, 'cpu'), cost), undefined, cost).stepUs;
     return predictLoads('gpu-only', addWork({ ...devLoad }, work(r, 'gpu', undefined, bt), cost), undefined, cost).stepUs < onCpu;
   };
-  const streamedPrefills = hostPrefills.filter(prefillStreams);
+  const streamedPrefills: RequestView[] = [];
+  let prefillBlocks = 0;
+  for (const r of hostPrefills) {
+    if (!prefillStreams(r) || prefillBlocks + blocksOf(r) > streamCap) continue;
+    streamedPrefills.push(r);
+    prefillBlocks += blocksOf(r);
+  }
   const forced = hostPrefills.filter((r) => !streamedPrefills.includes(r));
   const optional = host
     .filter((r) => r.newTokens === 1)
@@ -95,7 +110,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     }
     // The host decodes the CPU does not take, streamed in the same order, `sizes` of them priced.
     if (!streams || k === optional.length) continue;
-    const rest = optional.slice(k);
+    const rest = optional.slice(k, k + fitting(optional.slice(k), streamCap - prefillBlocks));
     const streamSizes = new Set(subsetSizes(rest.length));
     const streamed = { ...load };
     const strategy: Strategy = included.length > 0 ? 'overlap' : 'gpu-only';
@@ -135,8 +150,8 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const pipe = predictLoads('pipeline', split.b0, split.b1, cost).stepUs;
     let stepUs = Math.min(over, pipe);
     if (streams) {
-      // The last j streamed and the rest on the CPU, `subsetSizes` of j priced.
-      for (const j of subsetSizes(hs.length)) {
+      // The last j streamed and the rest on the CPU, `subsetSizes` of j priced (as many as the staging holds).
+      for (const j of subsetSizes(fitting([...hs].reverse(), streamCap))) {
         if (j === 0) continue;
         const l = { ...steadyLoad };
         hs.forEach((x, i) => addWork(l, work(x, i >= hs.length - j ? 'gpu' : 'cpu', undefined, bt), cost));
@@ -153,7 +168,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const prompt = { tokens: r.newTokens, context: r.context };
     let onHost = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
     // Or on the device with its KV streamed into host RAM, where the executor streams.
-    if (streams) onHost = Math.min(onHost, predictStep('overlap', [...rest, work({ ...r, tier: 'host' }, 'gpu', undefined, bt)], cost).stepUs);
+    if (streams && blocksOf(r) <= streamCap) onHost = Math.min(onHost, predictStep('overlap', [...rest, work({ ...r, tier: 'host' }, 'gpu', undefined, bt)], cost).stepUs);
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
     return before.perUs * Math.max(0, onHost - onDevice);
   };

@@ -18,7 +18,7 @@ export function formatScenario(s: ScenarioResult): string {
   }
   const w = s.workload;
   lines.push(`workload: decode-heavy, prompt ${w.promptTokens[0]}-${w.promptTokens[1]} and output ${w.outputTokens[0]}-${w.outputTokens[1]} tokens, Poisson arrivals, ${w.requests} requests per run, seed ${w.seed}`);
-  lines.push(`KV: ${s.kvBlocks.device} device blocks and ${s.kvBlocks.host} host blocks of ${s.blockTokens} tokens; CPU attention at ${(100 * s.cpuAttentionEfficiency).toFixed(0)}% of the host's ${(s.hardware.host.bandwidth / 1e9).toFixed(0)} GB/s; ${s.streamHostKv === false ? 'no host KV streamed to the device' : 'auto may stream host KV to the device'}`);
+  lines.push(`KV: ${s.kvBlocks.device} device blocks and ${s.kvBlocks.host} host blocks of ${s.blockTokens} tokens; CPU attention at ${(100 * s.cpuAttentionEfficiency).toFixed(0)}% of the host's ${(s.hardware.host.bandwidth / 1e9).toFixed(0)} GB/s; ${s.streamHostKv === false ? 'no host KV streamed to the device' : `auto may stream host KV to the device, ${s.streamBlocksMax} blocks a step at most (the executor's staging)`}`);
   lines.push(`equal latency: each policy at the highest rate it serves with p90 TPOT <= ${ms(s.tpotSloUs)} ms and p90 TTFT <= ${ms(s.ttftSloUs)} ms (auto is given the TPOT target)`);
   lines.push('');
   lines.push('| policy | rate (req/s) | throughput (tok/s, SIMULATED) | vs gpu-only |');

@@ -6,7 +6,7 @@
 import type { CostModel } from '../cost-model.js';
 import { deviceKvBlocks, kvBytesPerToken, rooflineCostModel, type HardwareProfile, type ModelShapeSpec } from '../hardware.js';
 import { POLICY_NAMES, type PolicyName } from '../policy.js';
-import { simulateRun, type SimRunResult } from './simulator.js';
+import { simulateRun, streamBlocksFor, type SimRunResult } from './simulator.js';
 import { DECODE_HEAVY, type WorkloadSpec } from './workload.js';
 
 /** The decode-heavy lengths for a device whose KV tier holds fewer than two full-length sequences (a T4 with a 7B model). */
@@ -54,6 +54,8 @@ export interface ScenarioResult {
   cpuAttentionEfficiency: number;
   /** Whether auto could stream host KV to the device. */
   streamHostKv: boolean;
+  /** Host KV blocks one step may stream (the executor's staging; 0 when not streaming). */
+  streamBlocksMax: number;
   tpotSloUs: number;
   ttftSloUs: number;
   rates: number[];
@@ -94,6 +96,7 @@ export function runScenario(cfg: ScenarioConfig): ScenarioResult {
     blockTokens: BLOCK_TOKENS,
     cpuAttentionEfficiency: cfg.cpuAttentionEfficiency,
     streamHostKv: cfg.streamHostKv !== false,
+    streamBlocksMax: cfg.streamHostKv !== false ? streamBlocksFor(cfg.model, BLOCK_TOKENS, host) : 0,
     tpotSloUs,
     ttftSloUs,
     rates: [],

@@ -35,6 +35,8 @@ export interface SimRunConfig {
   tpotSloUs?: number;
   /** The machine's executor streams host KV to the device for its attention (PolicyOptions.streamHostKv; auto uses it). Default true. */
   streamHostKv?: boolean;
+  /** Host KV blocks one step may stream (PolicyOptions.streamBlocksMax). Default: what the executor's staging holds for `model` (STREAM_STAGING_BYTES), or no limit without a model. */
+  streamBlocksMax?: number;
   /** Default 16. */
   blockTokens?: number;
   /** Sequences in a step at most. Default 256 (vLLM's max_num_seqs). */
@@ -49,6 +51,15 @@ export interface SimRunConfig {
   refit?: PolicySchedulerOptions['refit'];
   /** Called after each step with the virtual time it ended at (µs), its plan and its result: a trace of where a policy spends its time. */
   onStep?: (nowUs: number, plan: StepPlan, result: StepResult) => void;
+}
+
+/** The executor's staging for streamed host KV (native/core/model.cpp, kStreamStagingBytes): two layers of the streamed blocks. */
+export const STREAM_STAGING_BYTES = 128 * 2 ** 20;
+
+/** Host KV blocks a step may stream on `model`, as the executor sizes its staging (clamped to the host tier, as it is). */
+export function streamBlocksFor(model: ModelShapeSpec, blockTokens: number, hostBlocks: number): number {
+  const twoLayers = (2 * kvBytesPerToken(model) * blockTokens) / model.nLayer;
+  return Math.min(hostBlocks, Math.floor(STREAM_STAGING_BYTES / twoLayers));
 }
 
 /** Percentiles of a sample (µs). */
@@ -131,7 +142,11 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
   const options: PolicySchedulerOptions = { refit: cfg.refit ?? { deviceSynchronous: false } };
   if (cfg.tpotSloUs !== undefined) options.tpotSloUs = cfg.tpotSloUs;
   if (cfg.deviceHeadroom !== undefined) options.deviceHeadroom = cfg.deviceHeadroom;
-  if (cfg.streamHostKv !== false) options.streamHostKv = true;
+  if (cfg.streamHostKv !== false) {
+    options.streamHostKv = true;
+    const cap = cfg.streamBlocksMax ?? (cfg.model ? streamBlocksFor(cfg.model, bt, numBlocks.host) : undefined);
+    if (cap !== undefined) options.streamBlocksMax = cap;
+  }
   const ps = new PolicyScheduler(scheduler, cfg.policy, policyCost, options);
 
   const arrival = new Map<number, number>();
