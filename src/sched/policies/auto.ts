@@ -14,7 +14,7 @@
 // step, not only behind the device's own attention as the CPU does, so more host sequences
 // fit in a step the device alone would take (each choice priced as the others are).
 import type { Strategy } from '../../native/step-plan.js';
-import { addWork, emptyLoad, predictLoads, predictStep, type StepTime } from '../step-time.js';
+import { addWork, emptyLoad, merge, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
   admitInOrder, asDecode, asHostDecode, candidate, committedPrompt, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
   type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
@@ -78,14 +78,34 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     streamedPrefills.push(r);
     prefillBlocks += blocksOf(r);
   }
-  const forced = hostPrefills.filter((r) => !streamedPrefills.includes(r));
+  const prefillSet = new Set(streamedPrefills);
+  const forced = hostPrefills.filter((r) => !prefillSet.has(r));
+  const starved = new Map(host.map((r) => [r, starving(r)]));
   const optional = host
     .filter((r) => r.newTokens === 1)
-    .sort((a, b) => Number(starving(b)) - Number(starving(a)) || (starving(a) ? b.deferredSteps - a.deferredSteps : 0) || a.context - b.context || a.arrival - b.arrival);
+    .sort((a, b) => Number(starved.get(b)) - Number(starved.get(a)) || (starved.get(a) ? b.deferredSteps - a.deferredSteps : 0) || a.context - b.context || a.arrival - b.arrival);
+  // auto runs between every two steps, its time added to each: the loops below price up to
+  // MAX_SUBSETS² candidates, so each sequence's work is made once and a candidate's
+  // sequences are listed only for the one chosen.
+  const optionalCpu = optional.map((r) => work(r, 'cpu'));
+  const optionalStreamed = streams ? optional.map((r) => work(r, 'gpu', undefined, bt)) : [];
+  // Streamed blocks of optional[0, i), and how many of optional[k..] fit in `room` of them.
+  const blocksBefore = [0];
+  for (const w of optionalStreamed) blocksBefore.push(blocksBefore[blocksBefore.length - 1]! + (w.streamedBlocks ?? 0));
+  const fittingFrom = (k: number, room: number): number => {
+    let lo = 0;
+    let hi = optional.length - k;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (blocksBefore[k + mid]! - blocksBefore[k]! <= room) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
   const tokensOf = (seqs: readonly SeqDecision[]) => seqs.reduce((n, s) => n + byId.get(s.seqId)!.newTokens, 0);
   const candidates: Candidate[] = [];
-  const plans: { c: Candidate; strategy: Strategy; seqs: SeqDecision[] }[] = [];
-  const take = (strategy: Strategy, seqs: SeqDecision[], numHost: number, time: StepTime, tokens: number) => {
+  const plans: { c: Candidate; strategy: Strategy; seqs: () => SeqDecision[] }[] = [];
+  const take = (strategy: Strategy, seqs: () => SeqDecision[], numHost: number, time: StepTime, tokens: number) => {
     const c = candidate(strategy, numHost, time, tokens, slo);
     candidates.push(c);
     plans.push({ c, strategy, seqs });
@@ -97,28 +117,30 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   for (const r of streamedPrefills) addWork(load, work(r, 'gpu', undefined, bt), cost);
   for (const r of forced) addWork(load, work(r, 'cpu'), cost);
   const sizes = new Set(subsetSizes(optional.length));
+  const devSide = [...dev, ...streamedPrefills];
+  const onCpu = (seqs: readonly RequestView[]) => seqs.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }));
+  const onGpu = (seqs: readonly RequestView[]) => seqs.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'gpu' }));
   for (let k = 0; k <= optional.length; k++) {
-    if (k > 0) addWork(load, work(optional[k - 1]!, 'cpu'), cost);
+    if (k > 0) addWork(load, optionalCpu[k - 1]!, cost);
     if (!sizes.has(k)) continue;
     const included = [...forced, ...optional.slice(0, k)];
-    if (included.length === 0 && load.tokens > 0) take('gpu-only', devSeqs, 0, predictLoads('gpu-only', load, undefined, cost), load.tokens);
-    const cpuSeqs = included.map((r): SeqDecision => ({ seqId: r.seqId, attention: 'cpu' }));
+    if (included.length === 0 && load.tokens > 0) take('gpu-only', () => devSeqs, 0, predictLoads('gpu-only', load, undefined, cost), load.tokens);
     if (included.length > 0) {
-      take('overlap', [...devSeqs, ...cpuSeqs], included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
-      const split = loadAwareLoads([...dev, ...streamedPrefills], included, cost);
-      take('pipeline', split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
+      take('overlap', () => [...devSeqs, ...onCpu(included)], included.length, predictLoads('overlap', load, undefined, cost), load.tokens);
+      const split = loadAwareLoads(devSide, included, cost);
+      take('pipeline', () => split.split, included.length, predictLoads('pipeline', split.b0, split.b1, cost), load.tokens);
     }
     // The host decodes the CPU does not take, streamed in the same order, `sizes` of them priced.
     if (!streams || k === optional.length) continue;
-    const rest = optional.slice(k, k + fitting(optional.slice(k), streamCap - prefillBlocks));
-    const streamSizes = new Set(subsetSizes(rest.length));
+    const n = fittingFrom(k, streamCap - prefillBlocks);
+    const streamSizes = new Set(subsetSizes(n));
     const streamed = { ...load };
     const strategy: Strategy = included.length > 0 ? 'overlap' : 'gpu-only';
-    for (let j = 1; j <= rest.length; j++) {
-      addWork(streamed, work(rest[j - 1]!, 'gpu', undefined, bt), cost);
+    for (let j = 1; j <= n; j++) {
+      addWork(streamed, optionalStreamed[k + j - 1]!, cost);
       if (!streamSizes.has(j)) continue;
-      const streamSeqs = rest.slice(0, j).map((r): SeqDecision => ({ seqId: r.seqId, attention: 'gpu' }));
-      take(strategy, [...devSeqs, ...cpuSeqs, ...streamSeqs], included.length + j, predictLoads(strategy, streamed, undefined, cost), streamed.tokens);
+      const end = k + j;
+      take(strategy, () => [...devSeqs, ...onCpu(included), ...onGpu(optional.slice(k, end))], included.length + j, predictLoads(strategy, streamed, undefined, cost), streamed.tokens);
     }
   }
   const meeting = plans.filter((p) => p.c.meetsSlo);
@@ -129,7 +151,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     return p.c.stepUs < a.c.stepUs ? p : a;
   }, undefined);
 
-  const chosen = best?.seqs ?? [];
+  const chosen = best?.seqs() ?? [];
   const picked = new Set(chosen.map((s) => s.seqId));
   const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, bt)), cost);
   // A new request goes to host RAM only if running it there raises the predicted throughput of a step with every
@@ -150,12 +172,17 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const pipe = predictLoads('pipeline', split.b0, split.b1, cost).stepUs;
     let stepUs = Math.min(over, pipe);
     if (streams) {
-      // The last j streamed and the rest on the CPU, `subsetSizes` of j priced (as many as the staging holds).
+      // The last j streamed and the rest on the CPU, `subsetSizes` of j priced (as many as the staging holds):
+      // the first m - j on the CPU as a running load, the last j streamed as another, built from the end.
+      const m = hs.length;
+      const cpuBefore = [{ ...steadyLoad }];
+      for (const x of hs) cpuBefore.push(addWork({ ...cpuBefore[cpuBefore.length - 1]! }, work(x, 'cpu'), cost));
+      const streamedTail = emptyLoad();
+      let tail = 0;
       for (const j of subsetSizes(fitting([...hs].reverse(), streamCap))) {
         if (j === 0) continue;
-        const l = { ...steadyLoad };
-        hs.forEach((x, i) => addWork(l, work(x, i >= hs.length - j ? 'gpu' : 'cpu', undefined, bt), cost));
-        stepUs = Math.min(stepUs, predictLoads(j < hs.length ? 'overlap' : 'gpu-only', l, undefined, cost).stepUs);
+        for (; tail < j; tail++) addWork(streamedTail, work(hs[m - 1 - tail]!, 'gpu', undefined, bt), cost);
+        stepUs = Math.min(stepUs, predictLoads(j < m ? 'overlap' : 'gpu-only', merge(cpuBefore[m - j]!, streamedTail), undefined, cost).stepUs);
       }
     }
     return { stepUs, perUs: n / stepUs };
