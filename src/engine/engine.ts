@@ -192,6 +192,8 @@ export class Engine {
     this.live.delete(seqId);
     this.scheduler.finish(seqId, reason);
     this.finished(entry, reason);
+    // A burst in flight would go on drawing for it to its end: the rest restart without it.
+    this.interruptBurst();
   }
 
   /**

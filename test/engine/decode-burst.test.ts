@@ -178,6 +178,32 @@ t.test('a request that arrives during a burst interrupts it after the round unde
   t.equal(engine.stats.numFreeBlocks, 64);
 });
 
+t.test('a request cancelled during a burst ends it after the round under way; the others go on without it', async (t) => {
+  const model = new FakeKvModel(4, { device: 0, host: 64 });
+  model.roundDelay = () => new Promise((r) => setImmediate(r));
+  const engine = new Engine(model, config(), { maxDecodeSteps: 8 });
+  const seen: { planned: number; ran: number; seqs: number }[] = [];
+  engine.onStep = (plan, result) => seen.push({ planned: Math.max(1, ...plan.sequences.map((p) => p.decodeSteps ?? 1)), ran: result.rounds ?? 1, seqs: plan.sequences.length });
+  const ids: number[] = [];
+  const run = (p: number[], n: number) =>
+    new Promise<{ tokens: number[]; reason: StopReason }>((resolve, reject) => {
+      const tokens: number[] = [];
+      ids.push(engine.submit(p, params({ maxTokens: n }), { onToken: (x) => tokens.push(x), onFinish: (reason) => resolve({ tokens, reason }), onError: reject }));
+    });
+  const kept = run([5, 6, 7], 40);
+  const dropped = run([8, 9], 40);
+  while (!seen.some((s) => s.planned > 1 && s.seqs === 2)) await new Promise((r) => setImmediate(r));
+  const before = seen.length;
+  engine.cancel(ids[1]!, 'aborted');
+  t.equal((await dropped).reason, 'aborted');
+  t.same((await kept).tokens, expectedContinuation([5, 6, 7], 40), 'the other request draws what it would have');
+  await engine.idle();
+  const cut = seen[before]!;
+  t.ok(cut.planned > 1 && cut.ran < cut.planned, `the burst in flight stopped early (${cut.ran} of ${cut.planned} rounds)`);
+  t.equal(seen[before + 1]!.seqs, 1, 'the next step runs without the cancelled request');
+  t.equal(engine.stats.numFreeBlocks, 64);
+});
+
 t.test('close() during a burst ends it after the round under way', async (t) => {
   const model = new FakeKvModel(4, { device: 0, host: 64 });
   model.roundDelay = () => new Promise((r) => setImmediate(r));
