@@ -302,6 +302,12 @@ function strategyTable(model: string, report: StrategyReport | string): string[]
   if (typeof report === 'string') return [...lines, report, ''];
   lines.push(`Decode steps of one batch; gpu-only runs the sequences whose KV fits on the device, overlap and pipeline add the host-KV sequences with attention on the CPU (${report.threads} threads); 'gpu-only, host KV streamed' adds them with attention on the device over their KV gathered from host RAM a layer at a time. Device: ${report.device}.`, '',
     '| context | device-KV seqs | host-KV seqs | strategy | seqs in step | step ms | tokens/s | vs gpu-only |', '|---|---|---|---|---|---|---|---|');
+  const hk = report.hostKv;
+  if (hk) {
+    lines.splice(lines.length - 2, 0, hk.lockMs > 0
+      ? `Host KV tier: ${(hk.bytes / 2 ** 30).toFixed(2)} GiB, locked and mapped for streaming at load in ${hk.lockMs.toFixed(0)} ms${hk.streamBlocksMax > 0 ? `; a step may stream ${hk.streamBlocksMax} blocks` : ' (the device refused: no streaming)'}.`
+      : `Host KV tier: ${(hk.bytes / 2 ** 30).toFixed(2)} GiB, not locked (this device does not stream host KV).`, '');
+  }
   for (const { regime, timings } of report.regimes) {
     const base = timings.find((t) => t.strategy === 'gpu-only' && !t.streamed)?.tokensPerS;
     for (const t of timings) {

@@ -41,6 +41,8 @@ export interface StrategyReport {
   device: string;
   threads: number;
   regimes: { regime: Regime; timings: StrategyTiming[] }[];
+  /** The host KV tier as loaded: bytes, the load's time locking and mapping it for streaming (0 when not tried), and the blocks a step may stream. */
+  hostKv?: { bytes: number; lockMs: number; streamBlocksMax: number };
 }
 
 function median(xs: number[]): number {
@@ -113,7 +115,9 @@ async function main(): Promise<void> {
     kvBlocks: { device: blocks((r) => r.deviceSeqs), host: blocks((r) => r.hostSeqs) },
     kvStreamStagingBytes: Math.max(stagingBytes, 128 * 2 ** 20),
   });
-  const report: StrategyReport = { device: model.placement.deviceName, threads, regimes: [] };
+  const hostBytes = blocks((r) => r.hostSeqs) * model.info.kvBlockBytes;
+  const hostKv = { bytes: hostBytes, lockMs: model.placement.hostKvLockMs, streamBlocksMax: model.placement.streamBlocksMax };
+  const report: StrategyReport = { device: model.placement.deviceName, threads, regimes: [], hostKv };
   try {
     for (const regime of regimes) report.regimes.push({ regime, timings: await timeRegime(model, regime) });
   } finally {

@@ -231,7 +231,10 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
     }
     void* mapped = nullptr;
     const size_t bytes = m->layout_.block_bytes * size_t(host_pool.n_blocks());
-    if (!staged || df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) != TDM_STATUS_OK || mapped == nullptr) {
+    const auto t_lock = std::chrono::steady_clock::now();
+    const bool registered = staged && df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) == TDM_STATUS_OK && mapped != nullptr;
+    m->host_kv_lock_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_lock).count();
+    if (!registered) {
       m->stream_staging_.reset();
     } else {
       m->host_kv_on_device_ = mapped;

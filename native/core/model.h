@@ -183,6 +183,8 @@ class Model {
   // The most host KV blocks one step may stream, over all its sequences: the staging buffer,
   // allocated at load, holds two layers of that many (0 when not streaming).
   int32_t stream_blocks_max() const { return stream_blocks_max_; }
+  // Milliseconds load spent locking and mapping the host KV tier for streaming (0 when not tried).
+  double host_kv_lock_ms() const { return host_kv_lock_ms_; }
   // Expert offload state, or null when the model runs without it.
   const ExpertOffload* experts() const { return experts_.get(); }
 
@@ -277,6 +279,7 @@ class Model {
   tdm_stream* stream_stream_ = nullptr;    // streamed host KV: layer gathers beside compute
   DeviceBuffer stream_staging_;            // streamed host KV: two layers of stream_blocks_max_ blocks
   int32_t stream_blocks_max_ = 0;
+  double host_kv_lock_ms_ = 0;
   WeightPlacement placement_;
   KvLayout layout_;
   KvPool pools_[2];                        // indexed by KvTier

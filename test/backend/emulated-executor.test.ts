@@ -91,6 +91,7 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
   const ref = await load(file);
   const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
   t.equal(ref.placement.streamsHostKv, false, 'no device, nothing to stream to');
+  t.equal(ref.placement.hostKvLockMs, 0, 'and nothing locked');
   await t.rejects(ref.profile({ kind: 'stream', blocks: 4, iters: 1 }), { code: 'TDM_UNSUPPORTED' }, 'and no streaming to time');
   ref.dispose();
   const probe = await load(file, { device: 'gpu' });
@@ -98,6 +99,7 @@ t.test('dense: every strategy and a split placement on the emulated GPU give the
   t.equal(probe.placement.streamsHostKv, true, 'the device maps the host tier');
   t.ok((await probe.profile({ kind: 'stream', blocks: 4, iters: 1 })) > 0, 'the profiler can time streamed host KV');
   t.equal(probe.placement.streamBlocksMax, 16, 'the default staging holds the whole host tier of so small a model');
+  t.ok(probe.placement.hostKvLockMs > 0, `locking the host tier timed (${(probe.placement.hostKvLockMs * 1000).toFixed(1)} µs on the emulation)`);
   const total = probe.placement.deviceBytes;
   probe.dispose();
   const cases: { name: string; config: Partial<NativeModelConfig>; shape: Shape }[] = [
