@@ -85,8 +85,8 @@ async function main(): Promise<void> {
   g.close();
   const maxTokens = timing ? 512 + 40 : 48 + 20;
   const blocks = Math.ceil(maxTokens / BLOCK_TOKENS) + 1;
-  // Streamed host KV needs one KV group: the sliding layers stay in the full layers' blocks there.
-  const split = mode !== 'cpu' && mode !== 'host-kv-stream' && hparams.slidingWindow > 0;
+  // Sliding layers in blocks of their own, as the API keeps them (streamed host KV gathers only the window's).
+  const split = mode !== 'cpu' && hparams.slidingWindow > 0;
   const pool = split ? 2 * blocks : blocks;
   const model: NativeModel = await native().loadModel(file, {
     hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: pool, host: pool }, device,

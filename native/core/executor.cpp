@@ -1079,14 +1079,18 @@ class StepRun {
     // The same sequences with their sliding-layer tables (KvLayout::n_groups 2).
     std::vector<tdm_attn_seq> sliding;
     std::vector<int64_t> sliding_off;
-    // Streamed host KV (a host-tier group on the device's side): `seqs` read the staging
-    // buffer's blocks, and these, the same sequences with their host blocks, store the new rows.
+    // Streamed host KV (a host-tier group on the device's side): `seqs` (and `sliding`) read
+    // the staging buffer's blocks, and these, the same sequences with their host blocks, store
+    // the new rows.
     bool streamed = false;
-    std::vector<tdm_attn_seq> stored;
-    std::vector<int64_t> stored_off;
+    std::vector<tdm_attn_seq> stored, stored_sliding;
+    std::vector<int64_t> stored_off, stored_sliding_off;
     // The sequences as layer l's KV group sees them.
     const std::vector<tdm_attn_seq>& for_layer(const KvLayout& kl, int64_t l) const {
       return kl.group_of[size_t(l)] == 1 ? sliding : seqs;
+    }
+    const std::vector<tdm_attn_seq>& stored_for_layer(const KvLayout& kl, int64_t l) const {
+      return kl.group_of[size_t(l)] == 1 ? stored_sliding : stored;
     }
   };
   struct Batch {
@@ -1101,6 +1105,9 @@ class StepRun {
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
     std::vector<int32_t> stream_src;   // streamed sequences' host blocks, in staging order
     std::vector<int32_t> stream_dst;   // 0, 1, ...: their staging blocks
+    // The same for the sliding-window layers' blocks (KvLayout::n_groups 2): only those in the
+    // window, so never more than stream_src's (a slot holds stream_src.size() blocks).
+    std::vector<int32_t> sliding_src, sliding_dst;
     int64_t staging_first = 0;         // streamed blocks of the batches before: its region's start
     Model::HeadOut head;               // lm_head's: host-readable logits or rows' best (valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
@@ -1117,7 +1124,7 @@ class StepRun {
   void cpu_attention(Batch& b, int64_t l);
   void finish_attention(Batch& b);
   bool streamed(const SeqPlan& s) const { return s.tier == KvTier::host && !cpu_side(s) && m_.streams_host_kv(); }
-  // Layer l's K and V of the streamed blocks into staging slot l % 2, on the stream stream.
+  // Layer l's K and V of the streamed blocks (of l's KV group) into staging slot l % 2, on the stream stream.
   void gather(Batch& b, int64_t l);
   // The staging slot that holds layer l, as a pool view of the streamed blocks.
   tdm_kv_layer staging_view(const Batch& b, int64_t l) const;
@@ -1210,8 +1217,27 @@ void StepRun::lay_out(Batch& b) {
     }
     tables.insert(tables.end(), s.block_table.begin(), s.block_table.begin() + n_blocks);
     if (m_.layout_.n_groups == 2) {
-      g->sliding.push_back(g->seqs.back());
-      g->sliding_off.push_back(int64_t(tables.size()));
+      if (g->streamed) {
+        // Only the window's blocks cross: those before the first one tokens[0] sees are never
+        // read (nor written), so their entries point at any staged block.
+        const int64_t first = m_.live_blocks(s)[1].first;
+        g->sliding.push_back(g->seqs.back());
+        g->sliding_off.push_back(int64_t(tables.size()));
+        for (int32_t k = 0; k < n_blocks; ++k) {
+          if (k < first) {
+            tables.push_back(0);
+            continue;
+          }
+          tables.push_back(int32_t(b.sliding_src.size()));
+          b.sliding_dst.push_back(int32_t(b.sliding_src.size()));
+          b.sliding_src.push_back(s.sliding_block_table[size_t(k)]);
+        }
+        g->stored_sliding.push_back(g->seqs.back());
+        g->stored_sliding_off.push_back(int64_t(tables.size()));
+      } else {
+        g->sliding.push_back(g->seqs.back());
+        g->sliding_off.push_back(int64_t(tables.size()));
+      }
       tables.insert(tables.end(), s.sliding_block_table.begin(), s.sliding_block_table.begin() + n_blocks);
     }
     if (s.return_all_logits || s.sample || s.return_logits) {
@@ -1236,6 +1262,7 @@ void StepRun::lay_out(Batch& b) {
     for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = tables + g.table_off[i];
     for (size_t i = 0; i < g.sliding.size(); ++i) g.sliding[i].block_table = tables + g.sliding_off[i];
     for (size_t i = 0; i < g.stored.size(); ++i) g.stored[i].block_table = tables + g.stored_off[i];
+    for (size_t i = 0; i < g.stored_sliding.size(); ++i) g.stored_sliding[i].block_table = tables + g.stored_sliding_off[i];
   };
   for (Group& g : b.dev_groups) point(g, w.tables.as<int32_t>());
   for (Group& g : b.cpu_groups) point(g, b.cpu_tables.data());
@@ -1279,10 +1306,14 @@ void StepRun::gather(Batch& b, int64_t l) {
   // Layer l's K and V, as the device addresses the mapped host pool.
   const size_t at = size_t(static_cast<const uint8_t*>(host.layer(int32_t(l)).k) - static_cast<const uint8_t*>(host.base()));
   const tdm_kv_layer dst = staging_view(b, l);
-  dev.check(dev.fn().copy_pieces(dev.ctx(), dst.k, dst.block_bytes, static_cast<const uint8_t*>(m_.host_kv_on_device_) + at,
-                                 kl.block_bytes, kl.layer_k_bytes + kl.layer_v_bytes, b.stream_src.data(), b.stream_dst.data(),
-                                 int32_t(b.stream_src.size()), m_.stream_stream_),
-            "copy_pieces");
+  const bool sliding = kl.group_of[size_t(l)] == 1;
+  const std::vector<int32_t>& src = sliding ? b.sliding_src : b.stream_src;
+  const std::vector<int32_t>& to = sliding ? b.sliding_dst : b.stream_dst;
+  if (!src.empty())
+    dev.check(dev.fn().copy_pieces(dev.ctx(), dst.k, dst.block_bytes, static_cast<const uint8_t*>(m_.host_kv_on_device_) + at,
+                                   kl.block_bytes, kl.layer_k_bytes + kl.layer_v_bytes, src.data(), to.data(), int32_t(src.size()),
+                                   m_.stream_stream_),
+              "copy_pieces");
   dev.check(dev.fn().event_record(dev.ctx(), b.buf->staged[l % 2], m_.stream_stream_), "event_record");
   gathered_ = true;
 }
@@ -1339,7 +1370,8 @@ void StepRun::start_attention(Batch& b, int64_t l) {
         const ptrdiff_t shift = static_cast<uint8_t*>(m.host_kv_on_device_) - static_cast<uint8_t*>(m.pool(KvTier::host).base());
         host.k = static_cast<uint8_t*>(host.k) + shift;
         host.v = static_cast<uint8_t*>(host.v) + shift;
-        dev.check(dev.fn().kv_store(dev.ctx(), &host, w.k.as<float>(), w.v.as<float>(), g.stored.data(), ns, nullptr), "kv_store");
+        dev.check(dev.fn().kv_store(dev.ctx(), &host, w.k.as<float>(), w.v.as<float>(), g.stored_for_layer(m.layout_, l).data(), ns, nullptr),
+                  "kv_store");
       }
       dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), seqs.data(), ns, nullptr), "kv_store");
       dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), seqs.data(), ns, int32_t(m.hp_.n_head), scale,

@@ -174,14 +174,14 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
   const char* top_k_env = std::getenv("TANDEM_DEVICE_TOP_K");
   m->best_on_device_ = !dev->host_memory() && dev->fn().top_k_rows != nullptr && !(top_k_env && std::string(top_k_env) == "0");
   // The host tier mapped for the device, so that device attention can read host KV a layer at
-  // a time beside its other work (streamed). Off without the ops, with sliding-window groups,
-  // with TANDEM_KV_STREAM=0, or where the OS will not lock the pool (then nothing else changes).
+  // a time beside its other work (streamed). Off without the ops, with TANDEM_KV_STREAM=0, or
+  // where the OS will not lock the pool (then nothing else changes).
   const tdm_backend_iface& df = dev->fn();
   const KvPool& host_pool = m->pools_[int(KvTier::host)];
   const char* stream_env = std::getenv("TANDEM_KV_STREAM");
   const bool want_stream = cfg.kv_stream && m->device_async_ && !dev->host_memory() && df.host_register != nullptr &&
-                           df.host_unregister != nullptr && df.copy_pieces != nullptr && m->layout_.n_groups == 1 &&
-                           host_pool.n_blocks() > 0 && !(stream_env != nullptr && std::string(stream_env) == "0");
+                           df.host_unregister != nullptr && df.copy_pieces != nullptr && host_pool.n_blocks() > 0 &&
+                           !(stream_env != nullptr && std::string(stream_env) == "0");
   const size_t stream_piece = 2 * (m->layout_.layer_k_bytes + m->layout_.layer_v_bytes);  // a block's two staging slots
   // A step gains from streaming only what the link carries beside its pass: the default 128 MiB
   // holds two layers of about 1 GiB of Llama-8B KV a step, some 40 ms of a PCIe 4 link.

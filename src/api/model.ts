@@ -426,7 +426,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       }
     }
     try {
-      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes, kvBlockTokens);
+      // Sliding layers kept in blocks of their own (kv.slidingWindow > 0) stream only their window.
+      const slidingLayers = kv.slidingWindow > 0 ? Array.from({ length: hp.nLayer }, (_, l) => l).filter((l) => l % hp.slidingWindowPeriod < hp.slidingWindowPeriod - 1).length : 0;
+      const shape = costShapeOf(hp, nativeModel.info.kvBlockBytes, kvBlockTokens, { layers: slidingLayers, window: kv.slidingWindow });
       if (options.profile === 'quick') {
         const r = await profileModel(nativeModel, shape, { grid: QUICK_GRID, iters: 1, streamsHostKv: placement.streamsHostKv });
         r.model.samplingThreads = threads;

@@ -113,8 +113,9 @@ export interface LoadModelOptions {
    * With a GPU that can read page-locked host memory: the host KV tier is locked and mapped at
    * load, so that 'auto' may run attention for host-tier sequences on the GPU over their KV
    * gathered across the link (beside the CPU's). Default true; false keeps the host tier
-   * ordinary pageable memory (less locked RAM, for a desktop app). Models whose sliding-window
-   * layers keep their KV apart (gpt-oss) do not stream. TANDEM_KV_STREAM=0 turns it off too.
+   * ordinary pageable memory (less locked RAM, for a desktop app). Where sliding-window layers
+   * keep their KV apart (gpt-oss), only their window's blocks cross. TANDEM_KV_STREAM=0 turns
+   * it off too.
    */
   kvStream?: boolean;
   /**

@@ -56,7 +56,7 @@ export interface NativeModelConfig {
   kvBlocks: { device: number; host: number };
   /** Sliding-window layers' KV in blocks of their own (a slidingBlockTable per sequence). */
   kvSplitSliding?: boolean;
-  /** Map the host KV tier for the device at load (page-locked while the model lives), so that device attention can read host-tier KV (placement.streamsHostKv). Default true; only where the device can, with one KV group; TANDEM_KV_STREAM=0 also turns it off. */
+  /** Map the host KV tier for the device at load (page-locked while the model lives), so that device attention can read host-tier KV (placement.streamsHostKv). Default true; only where the device can; TANDEM_KV_STREAM=0 also turns it off. */
   kvStream?: boolean;
   /** Device memory for streamed host KV's staging (two layers of the streamed blocks), allocated at load; it bounds the blocks a step may stream (placement.streamBlocksMax). Default 128 MiB; less than one block's worth turns streaming off. */
   kvStreamStagingBytes?: number;

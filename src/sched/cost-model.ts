@@ -20,15 +20,42 @@ export interface CostShape {
   kvBlockBytes: number;
   /** Positions in a KV block (absent: 16, the default), to count a streamed sequence's blocks. */
   kvBlockTokens?: number;
+  /**
+   * Sliding-window layers whose KV keeps blocks of its own (a second KV group, as gpt-oss runs):
+   * how many, and the positions they see. A block then holds the larger group's layers, and a
+   * streamed sequence sends the sliding layers only the blocks of their window.
+   */
+  slidingKv?: { layers: number; window: number };
 }
 
-export function costShapeOf(hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHeadKv' | 'headDim' | 'headDimV'>, kvBlockBytes: number, kvBlockTokens?: number): CostShape {
+export function costShapeOf(
+  hp: Pick<ModelHyperparams, 'nLayer' | 'nHead' | 'nHeadKv' | 'headDim' | 'headDimV'>,
+  kvBlockBytes: number,
+  kvBlockTokens?: number,
+  slidingKv?: CostShape['slidingKv'],
+): CostShape {
   const q = hp.nHead * hp.headDim;
   const k = hp.nHeadKv * hp.headDim;
   const v = hp.nHeadKv * hp.headDimV;
   const shape: CostShape = { nLayer: hp.nLayer, qkvBytesPerToken: 4 * (q + k + v), outBytesPerToken: 4 * hp.nHead * hp.headDimV, kvBlockBytes };
   if (kvBlockTokens !== undefined) shape.kvBlockTokens = kvBlockTokens;
+  if (slidingKv && slidingKv.layers > 0) shape.slidingKv = slidingKv;
   return shape;
+}
+
+/**
+ * KV a streamed sequence sends across the link in a step, in blocks of every layer (what the
+ * profiler's `stream` table is timed in): all the blocks of its positions for the full layers,
+ * and for sliding layers kept apart only those from the window of its first new token on
+ * (native/core/executor.cpp gathers each layer's own group's blocks).
+ */
+export function streamedBlocksOf(shape: Pick<CostShape, 'nLayer' | 'kvBlockTokens' | 'slidingKv'>, context: number, tokens: number): number {
+  const bt = shape.kvBlockTokens ?? 16;
+  const full = Math.ceil((context + tokens) / bt);
+  const sl = shape.slidingKv;
+  if (!sl || !(sl.layers > 0) || !(shape.nLayer > 0)) return full;
+  const first = Math.floor(Math.max(0, context - sl.window + 1) / bt);
+  return (full * (shape.nLayer - sl.layers) + (full - first) * sl.layers) / shape.nLayer;
 }
 
 /** Predicted subtask times of one step, in microseconds; attention figures cover all layers. */
@@ -131,13 +158,13 @@ export interface StepObservation {
   pass?: { strategy: Strategy; us: number };
 }
 
-/** The work of a plan's sequences, as the step-time formulas take it (blocks of `blockTokens` positions). */
-export function planWork(plan: StepPlan, blockTokens = 16): SeqWork[] {
+/** The work of a plan's sequences, as the step-time formulas take it (streamed blocks counted for `shape`). */
+export function planWork(plan: StepPlan, shape: Pick<CostShape, 'nLayer' | 'kvBlockTokens' | 'slidingKv'>): SeqWork[] {
   return plan.sequences.map((s) => {
     const w: SeqWork = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
     if (s.subBatch !== undefined) w.subBatch = s.subBatch;
     // Device attention over host-tier KV: its blocks cross the link (executor.cpp gathers them).
-    if (s.kvTier === 'host' && s.attention === 'gpu') w.streamedBlocks = Math.ceil((s.startPos + s.tokens.length) / blockTokens);
+    if (s.kvTier === 'host' && s.attention === 'gpu') w.streamedBlocks = streamedBlocksOf(shape, s.startPos, s.tokens.length);
     return w;
   });
 }
@@ -348,7 +375,11 @@ export class TableCostModel implements CostModel {
 
   streamUs(blocks: number): number {
     if (!(blocks > 0)) return 0;
-    return this.stream ? atLeastProportional(this.stream, blocks) : this.copyUs(blocks * this.shape.kvBlockBytes);
+    if (this.stream) return atLeastProportional(this.stream, blocks);
+    // A block holds the larger KV group's layers; `blocks` counts blocks of every layer.
+    const sl = this.shape.slidingKv?.layers ?? 0;
+    const slots = Math.max(sl, this.shape.nLayer - sl);
+    return this.copyUs((blocks * this.shape.kvBlockBytes * this.shape.nLayer) / slots);
   }
 
   samplingUs(seqs: number): number {
@@ -409,7 +440,7 @@ export class TableCostModel implements CostModel {
       s.us = blend(s.us, obs.sampling.us / this.samplingRounds(obs.sampling.seqs), s.n++, rate);
     }
     if (obs.pass && !device && obs.pass.strategy === 'gpu-only') {
-      const work = planWork(plan, this.shape.kvBlockTokens);
+      const work = planWork(plan, this.shape);
       const tokens = work.reduce((n, w) => n + w.tokens, 0);
       const gpu = work.filter((w) => w.attention === 'gpu');
       const context = gpu.reduce((n, w) => n + w.context, 0) / Math.max(1, gpu.length);
@@ -419,7 +450,7 @@ export class TableCostModel implements CostModel {
       if (gpu.length === work.length && !work.some((w) => w.streamedBlocks)) this.scales.observe(linear, gpu.length > 0 ? this.deviceAttention.at(gpu.length, context) : 0, obs.pass.us);
     }
     if (obs.pass) {
-      const work = planWork(plan, this.shape.kvBlockTokens);
+      const work = planWork(plan, this.shape);
       const predicted = predictStep(obs.pass.strategy, work, this).passUs;
       if (predicted > 0 && work.some((w) => w.streamedBlocks)) {
         // A streamed step teaches the stream factor, on top of its strategy's.

@@ -4,7 +4,7 @@
 // tables move between tiers), and the memory rules they share. Policies are pure functions
 // of their input, so tests drive them with a fake cost model and hand-made requests.
 import type { AttentionDevice, KvTier, Strategy } from '../native/step-plan.js';
-import type { CostModel } from './cost-model.js';
+import { streamedBlocksOf, type CostModel, type CostShape } from './cost-model.js';
 import { predictStep, type SeqWork, type StepTime } from './step-time.js';
 
 export const POLICY_NAMES = ['gpu-only', 'pipeline', 'overlap', 'auto'] as const;
@@ -163,11 +163,19 @@ export function committedPrompt(reqs: readonly RequestView[], tier: KvTier, kv: 
   return n;
 }
 
-/** A request's work this step; device attention over host-tier KV streams its blocks (`blockTokens` positions each). */
-export function work(r: RequestView, attention: AttentionDevice, subBatch?: 0 | 1, blockTokens = 16): SeqWork {
+/** A request's work this step; device attention over host-tier KV streams its blocks (streamedBlocksOf `shape`; absent: blocks of 16 positions, one KV group). */
+export function work(r: RequestView, attention: AttentionDevice, subBatch?: 0 | 1, shape?: StreamShape): SeqWork {
   const w: SeqWork = subBatch === undefined ? { tokens: r.newTokens, context: r.context, attention } : { tokens: r.newTokens, context: r.context, attention, subBatch };
-  if (attention === 'gpu' && r.tier === 'host') w.streamedBlocks = Math.ceil((r.context + r.newTokens) / blockTokens);
+  if (attention === 'gpu' && r.tier === 'host') w.streamedBlocks = streamedBlocksOf(shape ?? { nLayer: 1 }, r.context, r.newTokens);
   return w;
+}
+
+/** What counts a streamed sequence's blocks: the positions in a block, and sliding layers kept apart. */
+export type StreamShape = Pick<CostShape, 'nLayer' | 'kvBlockTokens' | 'slidingKv'>;
+
+/** The KV blocks of a host-tier request's table that streaming it would stage (its full table: executor.cpp's staging bound). */
+export function stagedBlocks(r: RequestView, blockTokens: number): number {
+  return Math.ceil((r.context + r.newTokens) / blockTokens);
 }
 
 /** Attention where the request's KV lives. */
@@ -304,7 +312,7 @@ export function asHostDecode(r: RequestView): RequestView {
 
 /** The predicted step of running `reqs` with the given attention devices and sub-batches. */
 export function predictFor(strategy: Strategy, seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>, cost: CostModel): StepTime {
-  return predictStep(strategy, seqs.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, cost.shape.kvBlockTokens)), cost);
+  return predictStep(strategy, seqs.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, cost.shape)), cost);
 }
 
 export function decisionTokens(seqs: readonly SeqDecision[], byId: ReadonlyMap<number, RequestView>): number {

@@ -49,17 +49,24 @@ interface Shape {
   sliding?: boolean;
   /** Where host-tier sequence `id` attends (default the CPU; 'gpu' streams its KV to the device a layer at a time). */
   hostAttention?: (id: number) => 'cpu' | 'gpu';
+  /** KV blocks of each sequence's table (default 2); the pool needs 3 × this (twice with `sliding`). */
+  blocksPerSeq?: number;
+  /** Blocks in each tier of the pool the model was loaded with (default 16). */
+  poolBlocks?: number;
 }
 
 /** A prefill of every prompt in one step, then teacher-forced decode steps: each step's logits, tokens and expert counters. */
 async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ logits: Float32Array[][]; tokens: number[][]; experts: ExpertStepStats[] }> {
   const ids = PROMPTS.map((_, i) => i + 1);
+  const per = shape.blocksPerSeq ?? 2;
+  const last = (shape.poolBlocks ?? 16) - 1;
   const seq = (id: number, tokens: number[], startPos: number): SequencePlan => {
     const tier = shape.tier(id);
+    const own = Array.from({ length: per }, (_, j) => per * (id - 1) + j);
     return {
-      seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from([2 * (id - 1), 2 * (id - 1) + 1]), kvTier: tier,
+      seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from(own), kvTier: tier,
       attention: tier === 'device' ? 'gpu' : (shape.hostAttention?.(id) ?? 'cpu'), sample: true, returnLogits: true,
-      ...(shape.sliding ? { slidingBlockTable: Int32Array.from([15 - 2 * (id - 1), 14 - 2 * (id - 1)]) } : {}),
+      ...(shape.sliding ? { slidingBlockTable: Int32Array.from(own.map((b) => last - b)) } : {}),
     };
   };
   const out = { logits: [] as Float32Array[][], tokens: [] as number[][], experts: [] as ExpertStepStats[] };
@@ -226,6 +233,45 @@ t.test('gpt-oss with MXFP4 experts on the emulated GPU: on the device and offloa
     t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
     if (c.config.experts) t.ok(sum(got.experts, 'deviceExperts') > 0 && sum(got.experts, 'cpuExperts') > 0, `${c.name}: experts ran on both sides`);
   }
+});
+
+t.test('gpt-oss with its sliding layers\' KV apart, streamed from host RAM: each layer gathers its own group\'s blocks (the sliding ones from the window on), the CPU path\'s logits', { skip }, async (t) => {
+  const file = path.join(tmpdir(), 'tandem-test-models', 'emulated-executor-v1-gpt-oss-mxfp4_moe.gguf');
+  t.ok(existsSync(file), 'made by the test above');
+  // Blocks of 4 positions and a window of 4: by the last decodes the first blocks of each
+  // sliding table are behind the window, so the gather leaves them out.
+  const small = { kvBlockTokens: 4, kvBlocks: { device: 32, host: 32 } };
+  const base = { blocksPerSeq: 4, poolBlocks: 32 };
+  const ref = await load(file, small);
+  const want = await run(ref, { strategy: 'cpu', tier: () => 'device', ...base }, []);
+  ref.dispose();
+  const m = await load(file, { ...small, device: 'gpu', kvSplitSliding: true });
+  t.teardown(() => m.dispose());
+  t.equal(m.placement.streamsHostKv, true, 'a model with two KV groups streams');
+  for (const c of [
+    { name: 'gpu-only, every sequence streamed', shape: { strategy: 'gpu-only', tier: () => 'host', hostAttention: () => 'gpu' } as Shape },
+    { name: 'overlap, two streamed and one on the CPU', shape: { strategy: 'overlap', tier: () => 'host', hostAttention: (id: number) => (id === 2 ? 'cpu' : 'gpu') } as Shape },
+    { name: 'pipeline, the host-tier one streamed', shape: { strategy: 'pipeline', tier: odd, hostAttention: () => 'gpu' } as Shape },
+  ]) {
+    const got = await run(m, { ...c.shape, sliding: true, ...base }, want.tokens);
+    const d = relDiff(got.logits, want.logits);
+    t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
+  }
+  // Through the API: auto under a device KV of two blocks, the sliding layers apart.
+  const opts = { threads: 1, contextSize: 64, maxSequences: 3 };
+  const plain = await loadModel(file, opts);
+  const prompt = [1, 5, 9, 13, 17, 21, 25, 29];
+  const greedy = { maxTokens: 12, temperature: 0, ignoreEos: true };
+  const wantTokens = (await plain.generate(prompt, greedy).result).tokens;
+  const blockBytes = plain.info.kvBlockBytes;
+  plain.dispose();
+  const api = await loadModel(file, { ...opts, device: 'gpu', policy: 'auto', profile: 'quick', kvDeviceBytes: 2 * blockBytes });
+  t.equal(api.info.kvStream, true, 'the API streams a model with its sliding layers apart');
+  t.ok(api.info.kvSlidingWindow > 0);
+  const got = await Promise.all([0, 1, 2].map(() => api.generate(prompt, greedy).result));
+  const { streamed } = api.stats.policy!;
+  api.dispose();
+  for (const g of got) t.same(g.tokens, wantTokens, `auto: the CPU path's greedy tokens (${streamed} sequence-steps streamed)`);
 });
 
 t.test('the public API on the emulated GPU: policies under a capped device KV, and dynamic experts', { skip }, async (t) => {

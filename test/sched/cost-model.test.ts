@@ -2,7 +2,7 @@
 // machine), prediction error on held-out sizes, online refit from StepResult phases.
 import t from 'tap';
 import { Bilinear, PiecewiseLinear } from '../../src/sched/interp.js';
-import { costShapeOf, fitTables, observationOf, planWork, predictionErrors, TableCostModel, type CostModel, type Measurement } from '../../src/sched/cost-model.js';
+import { costShapeOf, fitTables, observationOf, planWork, predictionErrors, streamedBlocksOf, TableCostModel, type CostModel, type Measurement } from '../../src/sched/cost-model.js';
 import { gridProbes, measureGrid, SIM_GRID, type ProfileGrid } from '../../src/sched/profiler.js';
 import { HARDWARE, rooflineCostModel, SIM_MODELS } from '../../src/sched/hardware.js';
 import { Rng } from '../../src/sched/sim/workload.js';
@@ -200,6 +200,24 @@ t.test('an asynchronous device: sampling from its phase, each strategy\'s pass f
 t.test('costShapeOf reads the transfer sizes from the hyperparameters', async (t) => {
   const s = costShapeOf({ nLayer: 2, nHead: 8, nHeadKv: 2, headDim: 16, headDimV: 16 }, 4096);
   t.same(s, { nLayer: 2, qkvBytesPerToken: 4 * (128 + 32 + 32), outBytesPerToken: 4 * 128, kvBlockBytes: 4096 });
+  t.same(costShapeOf({ nLayer: 2, nHead: 8, nHeadKv: 2, headDim: 16, headDimV: 16 }, 4096, 16, { layers: 0, window: 0 }).slidingKv, undefined, 'no sliding layers: one KV group');
+});
+
+t.test('streamed blocks with sliding layers apart: the window\'s for them, all for the others, and the untimed link priced by bytes', async (t) => {
+  // gpt-oss-20b's layout: 24 layers, 12 sliding over 128 positions; a block holds 12 layers.
+  const shape = { nLayer: 24, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 12 * 32768, kvBlockTokens: 16, slidingKv: { layers: 12, window: 128 } };
+  t.equal(streamedBlocksOf(shape, 1000, 1), (63 * 12 + 9 * 12) / 24, 'a decode at 1000: 63 blocks, the window\'s 9');
+  t.equal(streamedBlocksOf(shape, 0, 100), 7, 'a prompt inside the window: every block, every layer');
+  t.equal(streamedBlocksOf({ nLayer: 24, kvBlockTokens: 16 }, 1000, 1), 63, 'one KV group: every block');
+  const grid: Measurement[] = [
+    { kind: 'linear', tokens: 1, us: 100 }, { kind: 'deviceAttention', requests: 1, context: 64, us: 10 }, { kind: 'cpuAttention', requests: 1, context: 64, us: 10 },
+    { kind: 'prefillAttention', tokens: 16, us: 10 }, { kind: 'cpuPrefillAttention', tokens: 16, us: 10 },
+    { kind: 'copy', bytes: 4096, us: 1 }, { kind: 'copy', bytes: 1 << 30, us: 1 << 16 },
+  ];
+  const m = fitTables(shape, grid);
+  // Without a stream table: 10 blocks of every layer are 20 of the 12-layer blocks the pool holds.
+  t.equal(m.streamUs(10), m.copyUs(20 * shape.kvBlockBytes));
+  t.equal(fitTables({ ...shape, slidingKv: undefined, nLayer: 12 }, grid).streamUs(10), m.copyUs(10 * shape.kvBlockBytes), 'one group: a block is every layer');
 });
 
 t.test('prefill and copy tables never shrink with size, and a prefill beyond the profiled prompts costs at least its share', async (t) => {
@@ -266,7 +284,7 @@ t.test('steps that stream host KV learn a factor of their own: what the gathers 
   const plain: StepPlan = { strategy: 'gpu-only', copies: [], sequences: [decode(1, 'device'), decode(2, 'device')] };
   const streamedPlan: StepPlan = { strategy: 'gpu-only', copies: [], sequences: [decode(1, 'device'), decode(2, 'host')] };
   // A machine where plain steps take 1.2x their tables and streamed ones 1.2 x 1.5x.
-  const pass = (p: StepPlan, f: number) => f * predictStep(p.strategy, planWork(p, blockTokens), truth).passUs;
+  const pass = (p: StepPlan, f: number) => f * predictStep(p.strategy, planWork(p, { nLayer: 4, kvBlockTokens: blockTokens }), truth).passUs;
   const step = (p: StepPlan, f: number) => ({ sequences: [], phaseUs: { sampling: 0, copies: 0 }, totalUs: pass(p, f) });
   for (let i = 0; i < 60; i++) {
     // (Synchronous: no device scales to take the 1.2 instead of the factor.)
@@ -275,9 +293,9 @@ t.test('steps that stream host KV learn a factor of their own: what the gathers 
   }
   t.ok(Math.abs(model.strategyFactor('gpu-only') - 1.2) < 0.05, `the strategy factor from the plain steps alone: ${model.strategyFactor('gpu-only').toFixed(3)}`);
   t.ok(Math.abs(model.streamFactor() - 1.5) < 0.05, `the stream factor: ${model.streamFactor().toFixed(3)}`);
-  const predicted = predictStep('gpu-only', planWork(streamedPlan, blockTokens), model).stepUs;
+  const predicted = predictStep('gpu-only', planWork(streamedPlan, { nLayer: 4, kvBlockTokens: blockTokens }), model).stepUs;
   t.ok(Math.abs(predicted / pass(streamedPlan, 1.8) - 1) < 0.06, 'a streamed step is predicted with both');
-  t.ok(Math.abs(predictStep('gpu-only', planWork(plain, blockTokens), model).stepUs / pass(plain, 1.2) - 1) < 0.06, 'a plain one with its strategy\'s alone');
+  t.ok(Math.abs(predictStep('gpu-only', planWork(plain, { nLayer: 4, kvBlockTokens: blockTokens }), model).stepUs / pass(plain, 1.2) - 1) < 0.06, 'a plain one with its strategy\'s alone');
   const back = new TableCostModel(JSON.parse(JSON.stringify(model.toJSON())) as ReturnType<TableCostModel['toJSON']>);
   t.equal(back.streamFactor(), model.streamFactor(), 'the factor survives the cache');
   t.equal(new TableCostModel({ ...model.toJSON(), streamFactor: undefined }).streamFactor(), 1, 'tables saved without it: 1');

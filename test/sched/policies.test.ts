@@ -381,6 +381,12 @@ t.test('auto with host KV streamed: the host decodes the CPU cannot hide run wit
   t.equal(streamed(slow), 1, 'a slower link streams only what it carries within the pass');
   t.equal(slow.deferred.length, 9);
 
+  // Half the layers sliding over 128 positions, in blocks of their own: those send 9 of a sequence's 94 blocks.
+  const slidingShape = (kvBlockBytes: number): CostModel => ({ ...linkCost(kvBlockBytes), shape: { ...linkCost(kvBlockBytes).shape, slidingKv: { layers: 16, window: 128 } } });
+  t.equal(work(host[0]!, 'gpu', undefined, slidingShape(100_000).shape).streamedBlocks, (94 * 16 + 9 * 16) / 32, 'a streamed sequence sends the full layers all its blocks, the sliding ones their window\'s');
+  const halved = autoPolicy(input([...dev, ...host], slidingShape(100_000), { options: { streamHostKv: true } }));
+  t.ok(streamed(halved) > streamed(slow), `so the same link streams more of them (${streamed(halved)} against ${streamed(slow)})`);
+
   // A fast CPU still takes host attention where it hides.
   const cpu = autoPolicy(input([...dev, ...host], { ...linkCost(10_000), cpuAttentionUs: (r, c) => (r > 0 ? r * (c + 1) * 0.01 : 0) }, { options: { streamHostKv: true } }));
   t.equal(cpu.sequences.filter((s) => s.attention === 'cpu').length, 10, 'a CPU that hides every host attention keeps them');
@@ -391,7 +397,7 @@ t.test('auto streams no more host KV blocks in a step than the executor\'s stagi
   const host = Array.from({ length: 10 }, () => req('host', 1500));
   const cost: CostModel = { ...fakeCost({ cpuPerToken: 40 }), shape: { nLayer: 32, qkvBytesPerToken: 0, outBytesPerToken: 0, kvBlockBytes: 10_000, kvBlockTokens: 16 } };
   const streamedBlocks = (d: ReturnType<typeof autoPolicy>, running: readonly RequestView[]) =>
-    d.sequences.reduce((n, s) => n + (work(running.find((r) => r.seqId === s.seqId)!, s.attention, undefined, 16).streamedBlocks ?? 0), 0);
+    d.sequences.reduce((n, s) => n + (work(running.find((r) => r.seqId === s.seqId)!, s.attention).streamedBlocks ?? 0), 0);
   // Each host decode streams 94 blocks; unbounded, all ten are streamed (the test above).
   const capped = autoPolicy(input([...dev, ...host], cost, { options: { streamHostKv: true, streamBlocksMax: 300 } }));
   t.equal(streamedBlocks(capped, [...dev, ...host]), 282, 'three sequences fill 300 blocks of staging as far as they can');
@@ -451,7 +457,7 @@ t.test('a streamed sequence is a device decode whose blocks cross the link: the 
   const long = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 1599, attention: 'gpu', streamedBlocks: 100 }], cost);
   const pass = predictStep('gpu-only', [{ tokens: 1, context: 500, attention: 'gpu' }, { tokens: 1, context: 1599, attention: 'gpu' }], cost).passUs;
   t.equal(long.passUs, long.streamUs + pass / 4, 'a longer copy sets the pass: the copy, then the last layer');
-  t.same(work(req('host', 40), 'gpu', undefined, 16).streamedBlocks, 3, 'a host request with device attention streams the blocks of its positions and the new one');
+  t.same(work(req('host', 40), 'gpu', undefined, { nLayer: 32, kvBlockTokens: 16 }).streamedBlocks, 3, 'a host request with device attention streams the blocks of its positions and the new one');
   t.equal(work(req('device', 40), 'gpu').streamedBlocks, undefined, 'a device-tier one streams nothing');
   t.equal(work(req('host', 40), 'cpu').streamedBlocks, undefined);
 });

@@ -168,7 +168,7 @@ t.test('the real model: real steps refit sampling and each strategy\'s factor, a
     const obs = model.observeStep(plan, result, { deviceSynchronous: false });
     t.ok(obs.sampling && obs.sampling.seqs === plan.sequences.length, `${strategy}: sampling of ${plan.sequences.length} sequences observed`);
     t.ok(obs.pass && obs.pass.us > 0 && obs.pass.us < result.totalUs, `${strategy}: the pass is the step less its sampling`);
-    t.ok(predictStep(strategy, planWork(plan), model).passUs > 0, 'the tables price the plan');
+    t.ok(predictStep(strategy, planWork(plan, model.shape), model).passUs > 0, 'the tables price the plan');
     seen.add(strategy);
   }
   t.equal(model.linearUs(4), lin, 'an asynchronous device\'s linear table is left alone');
@@ -197,7 +197,7 @@ t.test('where the device streams host KV, the profiler times it and a step price
   t.equal(step.streamUs, 20 + 30 * 7, 'predictStep takes the streamed blocks from it');
   const seq = (kvTier: 'device' | 'host', attention: 'cpu' | 'gpu'): SequencePlan => ({ seqId: 1, tokens: Int32Array.from([5]), startPos: 40, blockTable: Int32Array.from([0, 1, 2]), kvTier, attention, sample: true });
   const plan = (s: SequencePlan): StepPlan => ({ strategy: 'gpu-only', copies: [], sequences: [s] });
-  t.equal(planWork(plan(seq('host', 'gpu')), 16)[0]!.streamedBlocks, 3, 'the refit prices a plan\'s streamed sequence by the blocks of its positions');
-  t.equal(planWork(plan(seq('device', 'gpu')), 16)[0]!.streamedBlocks, undefined);
-  t.equal(planWork(plan(seq('host', 'cpu')), 16)[0]!.streamedBlocks, undefined);
+  t.equal(planWork(plan(seq('host', 'gpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, 3, 'the refit prices a plan\'s streamed sequence by the blocks of its positions');
+  t.equal(planWork(plan(seq('device', 'gpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, undefined);
+  t.equal(planWork(plan(seq('host', 'cpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, undefined);
 });

@@ -16,8 +16,8 @@
 import type { Strategy } from '../../native/step-plan.js';
 import { addWork, emptyLoad, merge, predictLoads, predictStep, type StepTime } from '../step-time.js';
 import {
-  admitInOrder, asDecode, asHostDecode, candidate, committedPrompt, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, work,
-  type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision,
+  admitInOrder, asDecode, asHostDecode, candidate, committedPrompt, demoteCopyUs, DEFAULT_DEVICE_HEADROOM, DEFAULT_MAX_DEFER_STEPS, growth, naturalAttention, promoteReserve, stagedBlocks, work,
+  type Candidate, type PolicyInput, type RequestView, type SeqDecision, type StepDecision, type StreamShape,
 } from '../policy.js';
 import { hybridMoves } from './overlap.js';
 import { loadAwareLoads } from './pipeline.js';
@@ -39,7 +39,8 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const bt = cost.shape.kvBlockTokens ?? kv.blockTokens;
   // What one step may stream is bounded by the executor's staging.
   const streamCap = input.options?.streamBlocksMax ?? Infinity;
-  const blocksOf = (r: RequestView): number => work(r, 'gpu', undefined, bt).streamedBlocks ?? 0;
+  const streamShape: StreamShape = { ...cost.shape, kvBlockTokens: bt };
+  const blocksOf = (r: RequestView): number => stagedBlocks(r, bt);
   // How many of `seqs`, taken in order, fit in `room` streamed blocks.
   const fitting = (seqs: readonly RequestView[], room: number): number => {
     let n = 0;
@@ -69,7 +70,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   const prefillStreams = (r: RequestView): boolean => {
     if (!streams) return false;
     const onCpu = predictLoads('overlap', addWork({ ...devLoad }, work(r, 'cpu'), cost), undefined, cost).stepUs;
-    return predictLoads('gpu-only', addWork({ ...devLoad }, work(r, 'gpu', undefined, bt), cost), undefined, cost).stepUs < onCpu;
+    return predictLoads('gpu-only', addWork({ ...devLoad }, work(r, 'gpu', undefined, streamShape), cost), undefined, cost).stepUs < onCpu;
   };
   const streamedPrefills: RequestView[] = [];
   let prefillBlocks = 0;
@@ -88,10 +89,10 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // MAX_SUBSETS² candidates, so each sequence's work is made once and a candidate's
   // sequences are listed only for the one chosen.
   const optionalCpu = optional.map((r) => work(r, 'cpu'));
-  const optionalStreamed = streams ? optional.map((r) => work(r, 'gpu', undefined, bt)) : [];
+  const optionalStreamed = streams ? optional.map((r) => work(r, 'gpu', undefined, streamShape)) : [];
   // Streamed blocks of optional[0, i), and how many of optional[k..] fit in `room` of them.
   const blocksBefore = [0];
-  for (const w of optionalStreamed) blocksBefore.push(blocksBefore[blocksBefore.length - 1]! + (w.streamedBlocks ?? 0));
+  for (const r of streams ? optional : []) blocksBefore.push(blocksBefore[blocksBefore.length - 1]! + blocksOf(r));
   const fittingFrom = (k: number, room: number): number => {
     let lo = 0;
     let hi = optional.length - k;
@@ -114,7 +115,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
   // The overlapped batch grows one host sequence at a time; sizes in `sizes` are priced.
   const load = emptyLoad();
   for (const r of dev) addWork(load, work(r, 'gpu'), cost);
-  for (const r of streamedPrefills) addWork(load, work(r, 'gpu', undefined, bt), cost);
+  for (const r of streamedPrefills) addWork(load, work(r, 'gpu', undefined, streamShape), cost);
   for (const r of forced) addWork(load, work(r, 'cpu'), cost);
   const sizes = new Set(subsetSizes(optional.length));
   const devSide = [...dev, ...streamedPrefills];
@@ -153,7 +154,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
 
   const chosen = best?.seqs() ?? [];
   const picked = new Set(chosen.map((s) => s.seqId));
-  const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, bt)), cost);
+  const time = predictStep(best?.strategy ?? 'gpu-only', chosen.map((s) => work(byId.get(s.seqId)!, s.attention, s.subBatch, streamShape)), cost);
   // A new request goes to host RAM only if running it there raises the predicted throughput of a step with every
   // host sequence (the better of overlap and pipelining, or GPU-only when none) and that step meets the target.
   // That step is priced with every running prompt already in (each sequence decoding), as the new request's
@@ -181,7 +182,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
       let tail = 0;
       for (const j of subsetSizes(fitting([...hs].reverse(), streamCap))) {
         if (j === 0) continue;
-        for (; tail < j; tail++) addWork(streamedTail, work(hs[m - 1 - tail]!, 'gpu', undefined, bt), cost);
+        for (; tail < j; tail++) addWork(streamedTail, work(hs[m - 1 - tail]!, 'gpu', undefined, streamShape), cost);
         stepUs = Math.min(stepUs, predictLoads(j < m ? 'overlap' : 'gpu-only', merge(cpuBefore[m - j]!, streamedTail), undefined, cost).stepUs);
       }
     }
@@ -195,7 +196,7 @@ export function autoPolicy(input: PolicyInput): StepDecision {
     const prompt = { tokens: r.newTokens, context: r.context };
     let onHost = predictStep('overlap', [...rest, { ...prompt, attention: 'cpu' }], cost).stepUs;
     // Or on the device with its KV streamed into host RAM, where the executor streams.
-    if (streams && blocksOf(r) <= streamCap) onHost = Math.min(onHost, predictStep('overlap', [...rest, work({ ...r, tier: 'host' }, 'gpu', undefined, bt)], cost).stepUs);
+    if (streams && blocksOf(r) <= streamCap) onHost = Math.min(onHost, predictStep('overlap', [...rest, work({ ...r, tier: 'host' }, 'gpu', undefined, streamShape)], cost).stepUs);
     const onDevice = predictStep('overlap', [...rest, { ...prompt, attention: 'gpu' }], cost).stepUs;
     return before.perUs * Math.max(0, onHost - onDevice);
   };

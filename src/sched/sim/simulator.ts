@@ -8,13 +8,13 @@ import { Scheduler } from '../../engine/scheduler.js';
 import { Sequence, type SequenceParams } from '../../engine/sequence.js';
 import { TandemError } from '../../native/errors.js';
 import type { SequenceResult, StepPlan, StepResult } from '../../native/step-plan.js';
-import type { CostModel, Measurement } from '../cost-model.js';
+import { planWork, type CostModel, type Measurement } from '../cost-model.js';
 import type { HardwareProfile, ModelShapeSpec } from '../hardware.js';
 import { deviceKvBlocks, kvBytesPerToken } from '../hardware.js';
 import type { PolicyName } from '../policy.js';
 import { PolicyScheduler, schedulerStrategyFor, type PolicySchedulerOptions } from '../policy-scheduler.js';
 import { measureGrid, SIM_GRID } from '../profiler.js';
-import { predictStep, type SeqWork } from '../step-time.js';
+import { predictStep } from '../step-time.js';
 import { makeWorkload, Rng, type WorkloadSpec } from './workload.js';
 
 export interface SimRunConfig {
@@ -232,14 +232,8 @@ export function simulateRun(cfg: SimRunConfig): SimRunResult {
 /** A StepResult as the simulated machine would return it: a token for every sampled sequence, phases from the cost model. */
 function simulatedStep(plan: StepPlan, truth: CostModel, factor: number, blockTokens: number): StepResult {
   const crossing = plan.copies.filter((c) => c.fromTier !== c.toTier).length;
-  const work = plan.sequences.map((s) => {
-    const w: SeqWork = { tokens: s.tokens.length, context: s.startPos, attention: s.attention };
-    const sub = (s as { subBatch?: 0 | 1 }).subBatch;
-    if (sub !== undefined) w.subBatch = sub;
-    // Device attention over host KV: the blocks its positions cover cross the link.
-    if (s.kvTier === 'host' && s.attention === 'gpu') w.streamedBlocks = Math.ceil((s.startPos + s.tokens.length) / blockTokens);
-    return w;
-  });
+  // Device attention over host KV: the blocks its positions cover cross the link.
+  const work = planWork(plan, { ...truth.shape, kvBlockTokens: blockTokens });
   const t = predictStep(plan.strategy, work, truth, crossing);
   const sequences: SequenceResult[] = plan.sequences.map((s) => ({ seqId: s.seqId, token: s.sample ? 7 : -1 }));
   return {
