@@ -162,6 +162,17 @@ t.test('auto: new requests go to host RAM only when that raises predicted throug
 });
 
 /** Up to 12 device and 20 host requests at random contexts, and a random fake cost; undefined when no request is on the device. */
+/** 200 random situations (some draws give none) on a 32-layer shape whose link moves blocks of up to `maxBlockBytes`. */
+function forStreamingSituations(seed: number, maxBlockBytes: number, visit: (running: RequestView[], cost: CostModel, rng: Rng, i: number) => void): void {
+  const rng = new Rng(seed);
+  for (let i = 0; i < 200; i++) {
+    const situation = randomSituation(rng);
+    if (!situation) continue;
+    const { running, cost: base } = situation;
+    visit(running, { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + maxBlockBytes * rng.next()), kvBlockTokens: 16 } }, rng, i);
+  }
+}
+
 function randomSituation(rng: Rng): { running: RequestView[]; cost: CostModel } | undefined {
   const running = [
     ...Array.from({ length: rng.int(0, 12) }, () => req('device', rng.int(1, 3000))),
@@ -410,39 +421,29 @@ t.test('auto streams no more host KV blocks in a step than the executor\'s stagi
   t.equal(attentionOf(autoPolicy(input([...dev, prompt], cost, { options: { streamHostKv: true, streamBlocksMax: 32 } }))), 'gpu', 'a prompt that fits is prefilled on the device');
   t.equal(attentionOf(autoPolicy(input([...dev, prompt], cost, { options: { streamHostKv: true, streamBlocksMax: 31 } }))), 'cpu', 'one that does not goes to the CPU');
 
-  const rng = new Rng(11);
   const over: string[] = [];
   let bound = 0;
-  for (let i = 0; i < 200; i++) {
-    const situation = randomSituation(rng);
-    if (!situation) continue;
-    const { running, cost: base } = situation;
-    const c: CostModel = { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + 20_000 * rng.next()), kvBlockTokens: 16 } };
+  forStreamingSituations(11, 20_000, (running, c, rng, i) => {
     const cap = Math.floor(200 * rng.next());
     const free = streamedBlocks(autoPolicy(input(running, c, { options: { streamHostKv: true, maxDeferSteps: 1000 } })), running);
     const got = streamedBlocks(autoPolicy(input(running, c, { options: { streamHostKv: true, maxDeferSteps: 1000, streamBlocksMax: cap } })), running);
     if (got > cap) over.push(`situation ${i}: ${got} blocks streamed, staging ${cap}`);
     if (free > cap) bound++;
-  }
+  });
   t.same(over, [], 'never beyond the staging in 200 random situations');
   t.ok(bound > 20, `where the staging binds (${bound} of them)`);
 });
 
 t.test('auto with host KV streamed is never predicted slower than without (200 random situations)', async (t) => {
-  const rng = new Rng(7);
   let worse = 0;
   let streamedAny = 0;
-  for (let i = 0; i < 200; i++) {
-    const situation = randomSituation(rng);
-    if (!situation) continue;
-    const { running, cost: base } = situation;
-    const cost: CostModel = { ...base, shape: { ...base.shape, nLayer: 32, kvBlockBytes: Math.round(1000 + 200_000 * rng.next()), kvBlockTokens: 16 } };
+  forStreamingSituations(7, 200_000, (running, cost) => {
     const options = { maxDeferSteps: 1000 };
     const without = autoPolicy(input(running, cost, { options }));
     const withStream = autoPolicy(input(running, cost, { options: { ...options, streamHostKv: true } }));
     if (withStream.predicted.tokensPerSecond < without.predicted.tokensPerSecond - 1e-9) worse++;
     if (withStream.sequences.some((s) => s.attention === 'gpu' && running.find((r) => r.seqId === s.seqId)!.tier === 'host')) streamedAny++;
-  }
+  });
   t.equal(worse, 0, 'the streamed choices only add candidates');
   t.ok(streamedAny > 10, `and some are taken (${streamedAny} of the situations)`);
 });
