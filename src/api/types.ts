@@ -120,8 +120,8 @@ export interface LoadModelOptions {
   kvStream?: boolean;
   /**
    * Device memory for streamed KV's staging, in bytes, taken at load: it bounds how much host
-   * KV one step may stream (info.kvStreamBlocks). Default 128 MiB, about 40 ms of a PCIe 4
-   * link on Llama-8B; less than one KV block's worth turns streaming off.
+   * KV one step may stream (info.kvStreamBlocks). Default 128 MiB: 2 GiB of Llama-3.1-8B KV a
+   * step, about 90 ms of a PCIe 4 link; less than one KV block's worth turns streaming off.
    */
   kvStreamStagingBytes?: number;
   /** What decides every step with a device (needs one): 'auto' (default) picks per step; 'gpu-only', 'pipeline' (NEO) and 'overlap' (APEX) always run that strategy. */
