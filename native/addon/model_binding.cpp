@@ -555,6 +555,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     pl.Set("hostTensors", wp.host_tensors);
     pl.Set("streamsHostKv", model_->streams_host_kv());
     pl.Set("streamBlocksMax", model_->stream_blocks_max());
+    pl.Set("hostKvLocked", model_->host_kv_locked());
     pl.Set("hostKvLockMs", model_->host_kv_lock_ms());
     if (const ExpertOffload* x = model_->experts()) {
       Napi::Object e = Napi::Object::New(env);

@@ -220,22 +220,28 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
       dev->check(f.event_create(dev->ctx(), &m->routing_copied_), "event_create");
     }
   }
-  if (stream_blocks > 0) {
+  if (want_stream) {
     // The staging first, in the room kept for it: a step may then stream up to stream_blocks
-    // without allocating (where even that fails, the model runs without streaming).
-    bool staged = true;
-    try {
-      m->stream_staging_ = DeviceBuffer(dev, size_t(stream_blocks) * stream_piece);
-    } catch (const Error&) {
-      staged = false;
+    // without allocating (where even that fails, the model runs without streaming). With no
+    // staging the tier is still locked: swaps between the tiers then copy from locked memory.
+    bool staged = stream_blocks > 0;
+    if (staged) {
+      try {
+        m->stream_staging_ = DeviceBuffer(dev, size_t(stream_blocks) * stream_piece);
+      } catch (const Error&) {
+        staged = false;
+      }
     }
     void* mapped = nullptr;
     const size_t bytes = m->layout_.block_bytes * size_t(host_pool.n_blocks());
     const auto t_lock = std::chrono::steady_clock::now();
-    const bool registered = staged && df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped) == TDM_STATUS_OK && mapped != nullptr;
+    const tdm_status locked = df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped);
     m->host_kv_lock_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_lock).count();
-    if (!registered) {
+    if (locked == TDM_STATUS_OK && mapped == nullptr) (void)df.host_unregister(dev->ctx(), host_pool.base());
+    if (locked != TDM_STATUS_OK || mapped == nullptr) {
       m->stream_staging_.reset();
+    } else if (!staged) {
+      m->host_kv_on_device_ = mapped;
     } else {
       m->host_kv_on_device_ = mapped;
       m->stream_blocks_max_ = stream_blocks;

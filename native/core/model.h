@@ -38,11 +38,13 @@ struct ModelConfig {
   // Sliding-window layers' KV in blocks of their own (a second block table per sequence),
   // so that the engine can free what falls behind the window; ignored without such layers.
   bool kv_split_sliding = false;
-  // Map the host tier for the device (page-locked for its lifetime), so that device attention
-  // can read host KV a layer at a time (Model::streams_host_kv); also off with TANDEM_KV_STREAM=0.
+  // Map the host tier for the device (page-locked for its lifetime): swaps between the tiers
+  // then copy from locked memory, and with a staging below device attention can read host KV a
+  // layer at a time (Model::streams_host_kv). Also off with TANDEM_KV_STREAM=0.
   bool kv_stream = true;
   // Device memory for the streamed blocks' staging (two layers of them), allocated at load; it
-  // bounds the host KV blocks one step may stream. Too small for one block: no streaming.
+  // bounds the host KV blocks one step may stream. Too small for one block: no streaming (the
+  // host tier is still locked where kv_stream asks).
   size_t kv_stream_staging_bytes = size_t(128) << 20;
   std::string cpu_variant;       // "" for the best kernels; "ref", "avx2", "avxvnni" or "avx512" to force one
   // The device beside the CPU: "none" (the CPU alone), "auto" (the registry's GPU when one is
@@ -178,8 +180,10 @@ class Model {
   // The device's name ("" with no device).
   std::string device_name() const;
   // The device attends host-tier KV by gathering each layer's blocks across the link beside its
-  // work (SeqPlan tier host, attention gpu): host_register mapped the host pool.
-  bool streams_host_kv() const { return host_kv_on_device_ != nullptr; }
+  // work (SeqPlan tier host, attention gpu): host_register mapped the host pool and load took a staging.
+  bool streams_host_kv() const { return host_kv_on_device_ != nullptr && stream_blocks_max_ > 0; }
+  // The host KV tier is page-locked and mapped for the device (kv_stream), staging or not.
+  bool host_kv_locked() const { return host_kv_on_device_ != nullptr; }
   // The most host KV blocks one step may stream, over all its sequences: the staging buffer,
   // allocated at load, holds two layers of that many (0 when not streaming).
   int32_t stream_blocks_max() const { return stream_blocks_max_; }

@@ -186,6 +186,23 @@ function kvGroups(hp: ModelDescription['hparams'], slidingKv: 'window' | 'full',
   return { slidingWindow: hp.slidingWindow, layersPerBlock: Math.max(sliding, hp.nLayer - sliding) };
 }
 
+/**
+ * What the host KV tier is given at load (`asked`: loadModel's kvStream). By default, sequences
+ * move to it only where the device tier cannot hold every sequence's full context: there it is
+ * locked, so that swaps copy from locked memory, and with 'auto' (the one policy that streams)
+ * a device staging is taken for streamed KV too. Elsewhere neither cost is paid: locked RAM
+ * and load time, 128 MiB of GPU memory.
+ */
+export function hostKvUse(
+  policy: PolicyName,
+  blocks: { device: number; host: number },
+  blocksForAll: number,
+  asked: boolean | undefined,
+): { lock: boolean; stream: boolean } {
+  const lock = asked ?? (blocks.host > 0 && blocks.device < blocksForAll);
+  return { lock, stream: lock && policy === 'auto' };
+}
+
 /** The KV pools' sizes: per-tier bytes, or the one budget split between the tiers. */
 function planKv(
   where: string,
@@ -366,7 +383,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       if (typeof options.kvStream !== 'boolean') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvStream must be a boolean, got ${String(options.kvStream)}`);
       deviceConfig.kvStream = options.kvStream;
     }
-    if (options.kvStreamStagingBytes !== undefined) deviceConfig.kvStreamStagingBytes = options.kvStreamStagingBytes;
+    if (options.kvStreamStagingBytes !== undefined) {
+      deviceConfig.kvStreamStagingBytes = options.kvStreamStagingBytes;
+    } else if (dev.present) {
+      const use = hostKvUse(dev.policy, budget.numBlocks, blocksPerSeq * maxSequences, options.kvStream);
+      if (!use.lock) deviceConfig.kvStream = false;
+      if (!use.stream) deviceConfig.kvStreamStagingBytes = 0;
+    }
     // 'dynamic' prefetches by its calibrated costs (set once loaded) while the link idles.
     const prefetch = experts === 'dynamic' ? { prefetchWhenIdle: true, ...(expertPrefetch === 'router' ? { pregate: true } : {}) } : {};
     const expertConfig = nativeExpertConfig({ policy: experts as NativeExpertPolicy, ...prefetch });
@@ -476,6 +499,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     kvType,
     kvStream: placement.streamsHostKv,
     kvStreamBlocks: placement.streamBlocksMax,
+    kvHostLocked: placement.hostKvLocked,
     draftTokens,
     decodeBurst,
     replyChannels: isHarmonyVocab(tokenizer.vocab.tokens),

@@ -111,17 +111,21 @@ export interface LoadModelOptions {
   kvHostBytes?: number;
   /**
    * With a GPU that can read page-locked host memory: the host KV tier is locked and mapped at
-   * load, so that 'auto' may run attention for host-tier sequences on the GPU over their KV
-   * gathered across the link (beside the CPU's). Default true; false keeps the host tier
-   * ordinary pageable memory (less locked RAM, for a desktop app). Where sliding-window layers
+   * load (info.kvHostLocked), so that swaps between the tiers copy from locked memory and 'auto'
+   * may run attention for host-tier sequences on the GPU over their KV gathered across the link
+   * (beside the CPU's; info.kvStream). Default: on where the device KV tier cannot hold
+   * maxSequences full contexts (elsewhere no sequence moves to the host tier) or where
+   * kvStreamStagingBytes is given; false keeps the host tier ordinary pageable memory (less
+   * locked RAM, for a desktop app) and takes no staging. Where sliding-window layers
    * keep their KV apart (gpt-oss), only their window's blocks cross. TANDEM_KV_STREAM=0 turns
    * it off too.
    */
   kvStream?: boolean;
   /**
    * Device memory for streamed KV's staging, in bytes, taken at load: it bounds how much host
-   * KV one step may stream (info.kvStreamBlocks). Default 128 MiB: 2 GiB of Llama-3.1-8B KV a
-   * step, about 90 ms of a PCIe 4 link; less than one KV block's worth turns streaming off.
+   * KV one step may stream (info.kvStreamBlocks). Default 128 MiB (2 GiB of Llama-3.1-8B KV a
+   * step, about 90 ms of a PCIe 4 link) with policy 'auto' where the host tier is locked, else
+   * none: only 'auto' streams. Less than one KV block's worth turns streaming off.
    */
   kvStreamStagingBytes?: number;
   /** What decides every step with a device (needs one): 'auto' (default) picks per step; 'gpu-only', 'pipeline' (NEO) and 'overlap' (APEX) always run that strategy. */
@@ -340,6 +344,8 @@ export interface ModelInfo {
   kvStream: boolean;
   /** Host KV blocks one step may stream (the staging's room, loadModel's kvStreamStagingBytes); 0 when kvStream is false. */
   kvStreamBlocks: number;
+  /** The host KV tier is page-locked RAM for the model's life (kvStream): swaps between the tiers copy from it at the link's full rate. */
+  kvHostLocked: boolean;
   /** Guesses per request and step at most (speculative decoding, loadModel's draftTokens); 0: off. */
   draftTokens: number;
   /** Draws per request and step at most (loadModel's decodeBurst); 1: off. */

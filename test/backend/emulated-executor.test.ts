@@ -150,7 +150,17 @@ t.test('streamed host KV stays within the staging allocated at load, and a plan 
   const none = await load(file, { device: 'gpu', kvStreamStagingBytes: Math.floor(perBlock) - 1 });
   t.equal(none.placement.streamsHostKv, false, 'staging too small for one block: no streaming');
   t.equal(none.placement.streamBlocksMax, 0);
+  t.equal(none.placement.hostKvLocked, true, 'the host tier is locked all the same, for swaps');
+  // Host-tier KV then needs CPU attention.
+  await t.rejects(run(none, { strategy: 'gpu-only', tier: () => 'host', hostAttention: () => 'gpu' }, want.tokens),
+    { code: 'TDM_UNSUPPORTED', message: /cannot read KV blocks in the host tier/ });
+  const cpuSide = await run(none, { strategy: 'overlap', tier: () => 'host', hostAttention: () => 'cpu' }, want.tokens);
+  t.ok(relDiff(cpuSide.logits, want.logits) <= TOLERANCE, 'CPU attention over the locked host tier: the reference logits');
   none.dispose();
+  const unlocked = await load(file, { device: 'gpu', kvStream: false });
+  t.equal(unlocked.placement.hostKvLocked, false, 'kvStream: false locks nothing');
+  t.equal(unlocked.placement.hostKvLockMs, 0);
+  unlocked.dispose();
 });
 
 t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the counters of the async paths', { skip }, async (t) => {
@@ -285,7 +295,10 @@ t.test('the public API on the emulated GPU: policies under a capped device KV, a
     // A device KV tier of two blocks: the three requests cannot all keep their KV on the device.
     const m = await loadModel(file, { ...opts, device: 'gpu', policy, profile: 'quick', kvDeviceBytes: 2 * plain.info.kvBlockBytes });
     t.match(m.info.deviceName, /emulated on the host/);
-    t.equal(m.info.kvStream, true, `${policy}: the emulated device maps the host tier`);
+    // Only auto streams: the fixed policies take no staging, and lock the host tier for their swaps.
+    t.equal(m.info.kvStream, policy === 'auto', `${policy}: streamed KV only under auto`);
+    t.equal(m.info.kvHostLocked, true, `${policy}: the host tier is locked`);
+    if (policy === 'overlap') t.equal(m.info.kvStreamBlocks, 0, 'overlap: no staging');
     let hostSeqSteps = 0;
     const stop = m.onStep((s) => (hostSeqSteps += s.sequences.host > 0 ? 1 : 0));
     const got = await Promise.all([0, 1, 2].map(() => m.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }).result));
@@ -299,7 +312,18 @@ t.test('the public API on the emulated GPU: policies under a capped device KV, a
   const pageable = await loadModel(file, { ...opts, device: 'gpu', profile: 'quick', kvStream: false });
   t.equal(pageable.info.kvStream, false, 'kvStream: false leaves the host tier unmapped');
   t.equal(pageable.info.kvStreamBlocks, 0);
+  t.equal(pageable.info.kvHostLocked, false);
   pageable.dispose();
+  // A device tier with room for every sequence's full context: nothing would stream, so nothing is locked or staged.
+  const roomy = await loadModel(file, { ...opts, device: 'gpu', policy: 'auto', profile: 'quick' });
+  t.ok(roomy.info.kvBlocks.device >= 4 * Math.ceil(128 / roomy.info.kvBlockTokens), `the default device tier holds all 4 contexts (${roomy.info.kvBlocks.device} blocks)`);
+  t.equal(roomy.info.kvStream, false, 'no streaming where the device tier holds every context');
+  t.equal(roomy.info.kvStreamBlocks, 0);
+  t.equal(roomy.info.kvHostLocked, false, 'nor a locked host tier');
+  roomy.dispose();
+  const asked = await loadModel(file, { ...opts, device: 'gpu', policy: 'auto', profile: 'quick', kvStream: true });
+  t.equal(asked.info.kvStream, true, 'kvStream: true streams even so');
+  asked.dispose();
   // Staging for two blocks: auto streams within it, and the tokens stay the CPU path's.
   const perBlock = (2 * plain.info.kvBlockBytes) / hparamsOf(file).nLayer;
   const narrow = await loadModel(file, { ...opts, device: 'gpu', policy: 'auto', profile: 'quick', kvDeviceBytes: 2 * plain.info.kvBlockBytes, kvStreamStagingBytes: 2 * perBlock });

@@ -23,7 +23,7 @@ function fakeTarget(opts: { noDevice?: boolean } = {}) {
   const ops: Parameters<NativeModel['profile']>[0][] = [];
   const target = {
     ops,
-    placement: { device: 'fake', deviceName: 'fake', deviceBytes: 0, hostBytes: 0, deviceTensors: 0, hostTensors: 0, streamsHostKv: false, streamBlocksMax: 0, hostKvLockMs: 0, experts: { policy: 'dynamic', slots: 4, slotBytes: SLOT, resident: 4, hostSlabBytes: 8 * SLOT, nStar: Infinity } },
+    placement: { device: 'fake', deviceName: 'fake', deviceBytes: 0, hostBytes: 0, deviceTensors: 0, hostTensors: 0, streamsHostKv: false, streamBlocksMax: 0, hostKvLocked: false, hostKvLockMs: 0, experts: { policy: 'dynamic', slots: 4, slotBytes: SLOT, resident: 4, hostSlabBytes: 8 * SLOT, nStar: Infinity } },
     async profile(op: Parameters<NativeModel['profile']>[0]): Promise<number> {
       ops.push(op);
       if (op.kind === 'copy') return TRUTH.linkLatencyUs + op.bytes / TRUTH.linkBytesPerUs;
