@@ -16,6 +16,8 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
   'tinyllama-f16': { spec: { preset: 'tinyllama-1.1b', type: 'f16' }, about: 'TinyLlama-1.1B shape, F16 (2.2 GB)' },
   'tinyllama-q8_0': { spec: { preset: 'tinyllama-1.1b', type: 'q8_0' }, about: 'TinyLlama-1.1B shape, Q8_0 (1.2 GB)' },
   'tinyllama-q4_K_M': { spec: { preset: 'tinyllama-1.1b', type: 'q4_K_M' }, about: 'TinyLlama-1.1B shape, Q4_K_M (0.7 GB)' },
+  'tinyllama-q5_K_M': { spec: { preset: 'tinyllama-1.1b', type: 'q5_K_M' }, about: 'TinyLlama-1.1B shape, Q5_K_M (0.8 GB)' },
+  'tinyllama-q6_K': { spec: { preset: 'tinyllama-1.1b', type: 'q6_K' }, about: 'TinyLlama-1.1B shape, Q6_K (0.9 GB)' },
   'tinyllama-q3_K_M': { spec: { preset: 'tinyllama-1.1b', type: 'q3_K_M' }, about: 'TinyLlama-1.1B shape, Q3_K_M (0.55 GB)' },
   'tinyllama-q2_K': { spec: { preset: 'tinyllama-1.1b', type: 'q2_K_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's Q2_K mix (0.45 GB)" },
   'tinyllama-iq4_xs': { spec: { preset: 'tinyllama-1.1b', type: 'iq4_xs_mix' }, about: "TinyLlama-1.1B shape, llama-quantize's IQ4_XS mix (0.6 GB)" },

@@ -176,6 +176,13 @@ t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
   t.equal(type(tl, 'blk.4.ffn_down.weight'), 'q6_K');
   t.equal(type(tl, 'blk.5.ffn_down.weight'), 'q4_K');
 
+  // Q5_K_M: the same rules from q5_K (TinyLlama-1.1B: 135 q5_K, 21 q6_K, 45 f32).
+  const tl5 = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'q5_K_M' }));
+  t.same(count(tl5), { q5_K: 135, q6_K: 21, f32: 45 });
+  t.same(tl5.map((p) => (p.type === 'q5_K' ? 'q4_K' : p.type)), tl.map((p) => p.type), 'Q5_K_M types every tensor as Q4_K_M does, q5_K for q4_K');
+  t.equal(type(tl5, 'token_embd.weight'), 'q5_K');
+  t.equal(FILE_TYPE_IDS.q5_K_M, 17, 'general.file_type: LLAMA_FTYPE_MOSTLY_Q5_K_M');
+
   const moe = planTensors(resolveSpec({ preset: 'moe-8x-top2', type: 'q4_K_M' }));
   t.equal(type(moe, 'blk.3.attn_k.weight'), 'q8_0', '8 experts: attn_k in q8_0');
   t.equal(type(moe, 'blk.3.attn_v.weight'), 'q8_0', '8 experts: attn_v in q8_0');
@@ -183,6 +190,11 @@ t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
   t.equal(type(moe, 'blk.0.ffn_down_exps.weight'), 'q6_K');
   t.equal(type(moe, 'blk.3.ffn_down_exps.weight'), 'q4_K');
   t.equal(type(moe, 'blk.3.ffn_gate_inp.weight'), 'f32');
+  const moe5 = planTensors(resolveSpec({ preset: 'moe-8x-top2', type: 'q5_K_M' }));
+  t.equal(type(moe5, 'blk.3.attn_v.weight'), 'q8_0', 'Q5_K_M, 8 experts: attn_v in q8_0');
+  t.equal(type(moe5, 'blk.3.attn_output.weight'), 'q5_K');
+  t.equal(type(moe5, 'blk.0.ffn_down_exps.weight'), 'q6_K');
+  t.equal(type(moe5, 'blk.3.ffn_down_exps.weight'), 'q5_K');
 
   // Rows that do not fill 256-element blocks fall back as llama.cpp does.
   const odd = planTensors(resolveSpec({ nEmbd: 288, nHead: 4, nFf: 512, type: 'q4_K_M' }));

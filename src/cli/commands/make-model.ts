@@ -41,7 +41,7 @@ give the same bytes; llama.cpp loads the file as it loads a real model.
   --preset NAME         shape to start from (default tiny):
 ${Object.entries(PRESETS).map(([name, p]) => `                          ${name.padEnd(15)} ${p.about}`).join('\n')}
   --type TYPE           ${MODEL_FILE_TYPES.join(' ')} (default f16);
-                        q4_K_M, q3_K_M, iq2_m, iq3_xs, iq3_m, mxfp4_moe and the
+                        q4_K_M, q5_K_M, q3_K_M, iq2_m, iq3_xs, iq3_m, mxfp4_moe and the
                         *_mix types are llama.cpp's mixes (q2_K_mix, iq4_xs_mix,
                         iq2_xxs_mix, ... are llama-quantize's Q2_K, IQ4_XS,
                         IQ2_XXS, ... without an importance matrix); any other

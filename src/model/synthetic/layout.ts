@@ -123,15 +123,19 @@ export function fallbackType(type: WeightType, rowLength: number): WeightType {
   return t && rowLength % typeInfo(t).blockSize === 0 ? t : 'f16';
 }
 
-/** The type Q4_K_M gives a quantizable tensor (llama_tensor_get_type, ftype MOSTLY_Q4_K_M). */
-function q4KMType(e: Entry, s: ResolvedSpec): WeightType {
+/**
+ * The type Q4_K_M or Q5_K_M (`base` q4_K or q5_K) gives a quantizable tensor
+ * (llama_tensor_get_type, ftype MOSTLY_Q4_K_M / MOSTLY_Q5_K_M): the same rules, from a
+ * different base type.
+ */
+function kMType(e: Entry, s: ResolvedSpec, base: 'q4_K' | 'q5_K'): WeightType {
   const n = e.name;
   const eightExperts = s.nExpert === 8;
-  let t: WeightType = 'q4_K';
+  let t: WeightType = base;
   if (n === 'output.weight') {
     t = e.shape[0] % 256 === 0 ? 'q6_K' : 'q8_0';
   } else if (n === 'token_embd.weight') {
-    t = 'q4_K';
+    t = base;
   } else if (n.includes('attn_v.weight')) {
     if (useMoreBits(e.layer, s.nLayer)) t = 'q6_K';
     // llama.cpp's LLM_TYPE_70B: 80 llama layers with GQA.
@@ -308,7 +312,8 @@ const isIqMix = (t: ModelFileType): t is IqMixType => (IQ_MIX_TYPES as readonly 
 
 function chooseType(e: Entry, fileType: ModelFileType, s: ResolvedSpec, ffnDownRank: Map<string, number>): WeightType {
   if (!isQuantizable(e.name, e.shape)) return 'f32';
-  if (fileType === 'q4_K_M') return q4KMType(e, s);
+  if (fileType === 'q4_K_M') return kMType(e, s, 'q4_K');
+  if (fileType === 'q5_K_M') return kMType(e, s, 'q5_K');
   if (fileType === 'q3_K_M') return q3KMType(e, s);
   if (fileType === 'q2_K_mix') return q2KMixType(e, s);
   if (fileType === 'iq4_xs_mix') return iq4XsMixType(e, s);
@@ -336,7 +341,7 @@ export function tensorNames(s: ResolvedSpec): string[] {
 /** general.file_type (llama.cpp's llama_ftype) for a file type. */
 export const FILE_TYPE_IDS: Record<ModelFileType, number> = {
   f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9, q2_K: 10, q2_K_mix: 10, q3_K: 11, q3_K_M: 12,
-  q4_K: 14, q4_K_M: 15, q5_K: 16, q6_K: 18, iq2_xxs: 19, iq2_xxs_mix: 19, iq2_xs: 20, iq2_xs_mix: 20,
+  q4_K: 14, q4_K_M: 15, q5_K: 16, q5_K_M: 17, q6_K: 18, iq2_xxs: 19, iq2_xxs_mix: 19, iq2_xs: 20, iq2_xs_mix: 20,
   iq3_xs: 22, iq3_xxs: 23, iq3_xxs_mix: 23, iq4_nl: 25, iq3_s: 26, iq3_s_mix: 26, iq3_m: 27, iq2_s: 28, iq2_s_mix: 28,
   iq2_m: 29, iq4_xs: 30, iq4_xs_mix: 30, bf16: 32, mxfp4: 38, mxfp4_moe: 38,
 };

@@ -23,7 +23,8 @@ export const IQ_MIX_TYPES: readonly IqMixType[] = ['iq2_xxs_mix', 'iq2_xs_mix', 
 /**
  * A file's type: one WeightType for every quantizable tensor (llama-quantize --pure), or one
  * of llama.cpp's mixes, each choosing more bits for the sensitive tensors as llama-quantize
- * does (without an importance matrix): 'q4_K_M' (Q4_K with Q6_K/Q5_K/Q8_0), 'q3_K_M' (Q3_K
+ * does (without an importance matrix): 'q4_K_M' (Q4_K with Q6_K/Q5_K/Q8_0), 'q5_K_M' (Q5_K
+ * with Q6_K/Q8_0), 'q3_K_M' (Q3_K
  * with Q4_K/Q5_K/Q6_K), 'q2_K_mix' (llama-quantize's Q2_K: Q2_K with Q3_K/Q4_K/Q6_K),
  * 'iq4_xs_mix' (its IQ4_XS: IQ4_XS with Q5_K/Q6_K), the IQ2 and IQ3 mixes (IqMixType: its
  * IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M: a grid type, with K types
@@ -31,8 +32,8 @@ export const IQ_MIX_TYPES: readonly IqMixType[] = ['iq2_xxs_mix', 'iq2_xs_mix', 
  * Q8_0 for every other tensor; gpt-oss's files). The '_mix' names keep the pure types' names
  * free.
  */
-export type ModelFileType = WeightType | 'q4_K_M' | 'q3_K_M' | 'q2_K_mix' | 'iq4_xs_mix' | IqMixType | 'mxfp4_moe';
-export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix', ...IQ_MIX_TYPES, 'mxfp4_moe'];
+export type ModelFileType = WeightType | 'q4_K_M' | 'q5_K_M' | 'q3_K_M' | 'q2_K_mix' | 'iq4_xs_mix' | IqMixType | 'mxfp4_moe';
+export const MODEL_FILE_TYPES: readonly ModelFileType[] = [...WEIGHT_TYPES, 'q4_K_M', 'q5_K_M', 'q3_K_M', 'q2_K_mix', 'iq4_xs_mix', ...IQ_MIX_TYPES, 'mxfp4_moe'];
 
 export interface ModelShape {
   /** Width of the residual stream. */
