@@ -103,6 +103,53 @@ export const SIM_GRID: ProfileGrid = {
   ],
 };
 
+/** What a loaded model can ask of its tables: sequences at once, tokens a sequence holds, rows a step runs. */
+export interface GridLimits {
+  requests: number;
+  context: number;
+  stepTokens: number;
+}
+
+/**
+ * The grid cut to what a model loaded with these limits can run: each axis up to its first
+ * point at or past the limit, so that every size it meets is interpolated, never extrapolated;
+ * the held-out sizes within the cut. A model of 4 sequences is not timed attending 64 at once:
+ * the first use's profile is shorter by what it would never use.
+ */
+export function gridWithin(grid: ProfileGrid, limits: GridLimits): ProfileGrid {
+  const upTo = (points: number[], limit: number): number[] => {
+    const end = points.findIndex((x) => x >= limit);
+    return end < 0 ? [...points] : points.slice(0, end + 1);
+  };
+  const cut: ProfileGrid = {
+    ...grid,
+    linearTokens: upTo(grid.linearTokens, limits.stepTokens),
+    attentionRequests: upTo(grid.attentionRequests, limits.requests),
+    attentionContexts: upTo(grid.attentionContexts, limits.context),
+    prefillTokens: upTo(grid.prefillTokens, limits.context),
+  };
+  if (grid.headRows) cut.headRows = upTo(grid.headRows, limits.stepTokens);
+  const max = (xs: number[]) => Math.max(...xs);
+  cut.heldOut = grid.heldOut.filter((p) => {
+    switch (p.kind) {
+      case 'linear': return p.tokens <= max(cut.linearTokens);
+      case 'head': return p.rows <= max(cut.headRows ?? [p.rows]);
+      case 'deviceAttention':
+      case 'cpuAttention': return p.requests <= max(cut.attentionRequests) && p.context <= max(cut.attentionContexts);
+      case 'prefillAttention':
+      case 'cpuPrefillAttention': return p.tokens <= max(cut.prefillTokens);
+      default: return true;
+    }
+  });
+  return cut;
+}
+
+/** A short name of a grid's extents, for the cache key of a profile timed on it. */
+export function gridExtent(grid: ProfileGrid): string {
+  const max = (xs: number[] | undefined) => (xs && xs.length > 0 ? Math.max(...xs) : 0);
+  return `grid t${max(grid.linearTokens)} h${max(grid.headRows)} r${max(grid.attentionRequests)} c${max(grid.attentionContexts)} p${max(grid.prefillTokens)}`;
+}
+
 /** Every configuration a grid times, in order; streamed host KV only with `stream`. */
 export function gridProbes(grid: ProfileGrid, stream = false): Probe[] {
   const out: Probe[] = grid.linearTokens.map((tokens) => ({ kind: 'linear' as const, tokens }));

@@ -11,7 +11,7 @@ import { describeModel } from '../../src/model/describe.js';
 import { costShapeOf, planWork, TableCostModel } from '../../src/sched/cost-model.js';
 import { predictStep } from '../../src/sched/step-time.js';
 import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
-import { gridProbes, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
+import { DEFAULT_GRID, gridExtent, gridProbes, gridWithin, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
 import { modelPath } from '../helpers.js';
 
 const SMALL: ProfileGrid = {
@@ -200,4 +200,37 @@ t.test('where the device streams host KV, the profiler times it and a step price
   t.equal(planWork(plan(seq('host', 'gpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, 3, 'the refit prices a plan\'s streamed sequence by the blocks of its positions');
   t.equal(planWork(plan(seq('device', 'gpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, undefined);
   t.equal(planWork(plan(seq('host', 'cpu')), { nLayer: 4, kvBlockTokens: 16 })[0]!.streamedBlocks, undefined);
+});
+
+t.test('the first-use grid is cut to what the loaded model can run, each axis up to its first point past the limit', async (t) => {
+  // maxSequences 4, contextSize 2048, a 256-token chunk beside 4 decodes.
+  const g = gridWithin(DEFAULT_GRID, { requests: 4, context: 2048, stepTokens: 260 });
+  t.same(g.attentionRequests, [1, 4], 'no attention of 16 or 64 sequences at once');
+  t.same(g.attentionContexts, [64, 256, 1024], 'contexts past the grid keep every point');
+  t.same(g.linearTokens, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], '260 rows lie between 256 and 512');
+  t.same(g.headRows, [1, 8, 32, 128, 256]);
+  t.same(g.prefillTokens, DEFAULT_GRID.prefillTokens);
+  t.notOk(g.heldOut.some((p) => (p.kind === 'cpuAttention' || p.kind === 'deviceAttention') && p.requests > 4), 'held-out sizes within the cut');
+  t.ok(g.heldOut.some((p) => p.kind === 'cpuAttention' && p.requests === 2), 'and those within it kept');
+  t.ok(gridProbes(g).length < gridProbes(DEFAULT_GRID).length - 10, `${gridProbes(g).length} timings where the whole grid takes ${gridProbes(DEFAULT_GRID).length}`);
+  const small = gridWithin(DEFAULT_GRID, { requests: 1, context: 128, stepTokens: 40 });
+  t.same(small.attentionRequests, [1]);
+  t.same(small.attentionContexts, [64, 256]);
+  t.same(small.prefillTokens, [16, 64, 256]);
+  t.same(small.linearTokens, [1, 2, 4, 8, 16, 32, 64]);
+  t.same(gridWithin(DEFAULT_GRID, { requests: 1e6, context: 1e6, stepTokens: 1e6 }), DEFAULT_GRID, 'limits past every axis: the whole grid');
+  t.equal(gridExtent(small), 'grid t64 h128 r1 c256 p256', 'the extent names the cut for the cache key');
+  t.not(gridExtent(small), gridExtent(g));
+  // Every size a model with these limits meets lies within its tables.
+  for (let i = 0; i < 200; i++) {
+    const lim = { requests: 1 + Math.floor(Math.random() * 100), context: 2 + Math.floor(Math.random() * 5000), stepTokens: 1 + Math.floor(Math.random() * 600) };
+    const c = gridWithin(DEFAULT_GRID, lim);
+    const covers = (xs: number[], full: number[], limit: number) => Math.max(...xs) >= Math.min(limit, Math.max(...full));
+    if (!covers(c.attentionRequests, DEFAULT_GRID.attentionRequests, lim.requests) || !covers(c.attentionContexts, DEFAULT_GRID.attentionContexts, lim.context) ||
+      !covers(c.linearTokens, DEFAULT_GRID.linearTokens, lim.stepTokens) || !covers(c.prefillTokens, DEFAULT_GRID.prefillTokens, lim.context)) {
+      t.fail(`limits ${JSON.stringify(lim)} are not covered`);
+      return;
+    }
+  }
+  t.pass('200 random limits covered by their cut grid');
 });
