@@ -22,7 +22,7 @@ import { blocksPerSequence } from '../engine/kv-blocks.js';
 import { costShapeOf } from '../sched/cost-model.js';
 import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
 import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
-import { DEFAULT_GRID, gridExtent, gridWithin, loadOrProfile, profileKey, profileModel, QUICK_GRID } from '../sched/profiler.js';
+import { DEFAULT_GRID, gridWithin, loadOrProfile, profileKey, profileModel, QUICK_GRID } from '../sched/profiler.js';
 import { nativeExpertConfig, type NativeExpertPolicy } from '../sched/experts/native.js';
 import { calibrateExperts, loadOrCalibrateExperts, QUICK_EXPERT_GRID, type ExpertCalibration } from '../sched/experts/calibrate.js';
 import { ExpertCostRefit, refittingExecutor } from '../sched/experts/refit.js';
@@ -459,11 +459,11 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         profile = { source: 'quick', errors: r.errors };
       } else {
         const base = profileKey(hp, { threads, cpuKernels, placement, kvBlockTokens, kvType, deviceThreads: options.deviceThreads });
-        // Only the sizes this model can run; a cached profile serves loads with the same extent.
+        // Only the sizes this load can reach; a cached profile that reaches them serves it.
         const grid = gridWithin(DEFAULT_GRID, { requests: maxSequences, context: contextSize, stepTokens: schedulerConfig.maxStepTokens });
         // Expert policies with the same device bytes still run their steps differently.
-        const model = `${base.model} | ${gridExtent(grid)}${ex ? ` | experts ${ex.policy} ${ex.slots} slots` : ''}`;
-        const r = await loadOrProfile(nativeModel, shape, { ...base, model }, {
+        const key = ex ? { ...base, model: `${base.model} | experts ${ex.policy} ${ex.slots} slots` } : base;
+        const r = await loadOrProfile(nativeModel, shape, key, {
           grid,
           cacheDir: options.profileCacheDir,
           refresh: options.profile === 'refresh',

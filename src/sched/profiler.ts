@@ -144,10 +144,35 @@ export function gridWithin(grid: ProfileGrid, limits: GridLimits): ProfileGrid {
   return cut;
 }
 
-/** A short name of a grid's extents, for the cache key of a profile timed on it. */
-export function gridExtent(grid: ProfileGrid): string {
+/** Whether tables timed on `have` reach every size `need` would time (no axis of it goes further). */
+export function gridCovers(have: ProfileGrid, need: ProfileGrid): boolean {
   const max = (xs: number[] | undefined) => (xs && xs.length > 0 ? Math.max(...xs) : 0);
-  return `grid t${max(grid.linearTokens)} h${max(grid.headRows)} r${max(grid.attentionRequests)} c${max(grid.attentionContexts)} p${max(grid.prefillTokens)}`;
+  return (
+    max(have.linearTokens) >= max(need.linearTokens) &&
+    max(have.headRows) >= max(need.headRows) &&
+    max(have.attentionRequests) >= max(need.attentionRequests) &&
+    max(have.attentionContexts) >= max(need.attentionContexts) &&
+    max(have.prefillTokens) >= max(need.prefillTokens) &&
+    max(have.copyBytes) >= max(need.copyBytes) &&
+    max(have.streamBlocks) >= max(need.streamBlocks)
+  );
+}
+
+/** Both grids' sizes on every axis (and both held-out lists). */
+export function gridUnion(a: ProfileGrid, b: ProfileGrid): ProfileGrid {
+  const both = (x: number[] = [], y: number[] = []) => [...new Set([...x, ...y])].sort((p, q) => p - q);
+  const heldOut = new Map([...a.heldOut, ...b.heldOut].map((p) => [JSON.stringify(p), p]));
+  const out: ProfileGrid = {
+    linearTokens: both(a.linearTokens, b.linearTokens),
+    attentionRequests: both(a.attentionRequests, b.attentionRequests),
+    attentionContexts: both(a.attentionContexts, b.attentionContexts),
+    prefillTokens: both(a.prefillTokens, b.prefillTokens),
+    copyBytes: both(a.copyBytes, b.copyBytes),
+    heldOut: [...heldOut.values()],
+  };
+  if (a.headRows || b.headRows) out.headRows = both(a.headRows, b.headRows);
+  if (a.streamBlocks || b.streamBlocks) out.streamBlocks = both(a.streamBlocks, b.streamBlocks);
+  return out;
 }
 
 /** Every configuration a grid times, in order; streamed host KV only with `stream`. */
@@ -298,19 +323,21 @@ interface ProfileFileJson {
   createdAt: string;
   tables: CostTablesJson;
   errors: PredictionError[];
+  /** The sizes the tables were timed at (absent in files written before: the default grid). */
+  grid?: ProfileGrid;
 }
 
-/** Writes tables (a fresh profile, or ones refitted online) to the cache file of `key`. */
-export function saveProfile(file: string, key: ProfileKey, model: TableCostModel, errors: PredictionError[]): void {
-  const body: ProfileFileJson = { schema: 'tandem-profile/1', key, createdAt: new Date().toISOString(), tables: model.toJSON(), errors };
+/** Writes tables (a fresh profile, or ones refitted online) to the cache file of `key`; `grid`: the sizes they were timed at. */
+export function saveProfile(file: string, key: ProfileKey, model: TableCostModel, errors: PredictionError[], grid?: ProfileGrid): void {
+  const body: ProfileFileJson = { schema: 'tandem-profile/1', key, createdAt: new Date().toISOString(), tables: model.toJSON(), errors, ...(grid ? { grid } : {}) };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(body, null, 1));
   fs.renameSync(tmp, file);
 }
 
-/** The cached profile of `key`, or undefined when there is none or it does not fit (another key, schema or a broken file). */
-export function loadProfile(file: string, key: ProfileKey): { model: TableCostModel; errors: PredictionError[] } | undefined {
+/** The cached profile of `key` and the grid it was timed on, or undefined when there is none or it does not fit (another key, schema or a broken file). */
+export function loadProfile(file: string, key: ProfileKey): { model: TableCostModel; errors: PredictionError[]; grid: ProfileGrid } | undefined {
   let body: ProfileFileJson;
   try {
     body = JSON.parse(fs.readFileSync(file, 'utf8')) as ProfileFileJson;
@@ -319,7 +346,7 @@ export function loadProfile(file: string, key: ProfileKey): { model: TableCostMo
   }
   if (body?.schema !== 'tandem-profile/1' || body.key?.machine !== key.machine || body.key?.model !== key.model) return undefined;
   try {
-    return { model: new TableCostModel(body.tables), errors: body.errors ?? [] };
+    return { model: new TableCostModel(body.tables), errors: body.errors ?? [], grid: body.grid ?? DEFAULT_GRID };
   } catch {
     return undefined;
   }
@@ -334,7 +361,12 @@ export interface LoadOrProfileOptions extends ProfileOptions {
   progressBar?: boolean;
 }
 
-/** The cost model of this machine and model: from the cache, or profiled now (with a progress bar) and cached. */
+/**
+ * The cost model of this machine and model: from the cache where its tables reach every size
+ * of `options.grid` (default DEFAULT_GRID), else profiled now (with a progress bar) and cached.
+ * A profile taken over a cached one times both grids' sizes, so that the file serves every load
+ * it served before.
+ */
 export async function loadOrProfile(
   target: ProfileTarget,
   shape: CostShape,
@@ -342,21 +374,24 @@ export async function loadOrProfile(
   options: LoadOrProfileOptions = {},
 ): Promise<{ model: TableCostModel; errors: PredictionError[]; file: string; fromCache: boolean }> {
   const file = profileFile(options.cacheDir ?? defaultCacheDir(), key);
+  let grid = options.grid ?? DEFAULT_GRID;
   if (!options.refresh) {
     const cached = loadProfile(file, key);
-    if (cached) return { ...cached, file, fromCache: true };
+    if (cached && gridCovers(cached.grid, grid)) return { model: cached.model, errors: cached.errors, file, fromCache: true };
+    if (cached) grid = gridUnion(cached.grid, grid);
   }
   const bar = options.progressBar === false ? undefined : createProgressBar({ label: 'profiling this machine' });
   try {
     const r = await profileModel(target, shape, {
       ...options,
+      grid,
       onProgress: (f) => {
         bar?.update(f);
         options.onProgress?.(f);
       },
     });
     if (r.model.shape.nLayer !== shape.nLayer) throw new TandemError('TDM_INTERNAL', 'profiled tables for another model shape');
-    saveProfile(file, key, r.model, r.errors);
+    saveProfile(file, key, r.model, r.errors, grid);
     return { model: r.model, errors: r.errors, file, fromCache: false };
   } finally {
     bar?.done();

@@ -11,7 +11,7 @@ import { describeModel } from '../../src/model/describe.js';
 import { costShapeOf, planWork, TableCostModel } from '../../src/sched/cost-model.js';
 import { predictStep } from '../../src/sched/step-time.js';
 import type { SequencePlan, StepPlan, Strategy } from '../../src/native/step-plan.js';
-import { DEFAULT_GRID, gridExtent, gridProbes, gridWithin, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
+import { DEFAULT_GRID, gridCovers, gridProbes, gridUnion, gridWithin, loadOrProfile, loadProfile, nativeBuildId, profileFile, profileKey, profileModel, saveProfile, type ProfileGrid, type ProfileTarget } from '../../src/sched/profiler.js';
 import { modelPath } from '../helpers.js';
 
 const SMALL: ProfileGrid = {
@@ -219,8 +219,11 @@ t.test('the first-use grid is cut to what the loaded model can run, each axis up
   t.same(small.prefillTokens, [16, 64, 256]);
   t.same(small.linearTokens, [1, 2, 4, 8, 16, 32, 64]);
   t.same(gridWithin(DEFAULT_GRID, { requests: 1e6, context: 1e6, stepTokens: 1e6 }), DEFAULT_GRID, 'limits past every axis: the whole grid');
-  t.equal(gridExtent(small), 'grid t64 h128 r1 c256 p256', 'the extent names the cut for the cache key');
-  t.not(gridExtent(small), gridExtent(g));
+  t.ok(gridCovers(g, small) && !gridCovers(small, g), 'the larger cut reaches every size of the smaller');
+  t.ok(gridCovers(DEFAULT_GRID, g));
+  t.same(gridUnion(small, g).attentionRequests, [1, 4]);
+  const sorted = (x: ProfileGrid) => ({ ...x, heldOut: x.heldOut.map((p) => JSON.stringify(p)).sort() });
+  t.same(sorted(gridUnion(small, g)), sorted(gridUnion(g, small)), 'a union is the same either way');
   // Every size a model with these limits meets lies within its tables.
   for (let i = 0; i < 200; i++) {
     const lim = { requests: 1 + Math.floor(Math.random() * 100), context: 2 + Math.floor(Math.random() * 5000), stepTokens: 1 + Math.floor(Math.random() * 600) };
@@ -233,4 +236,27 @@ t.test('the first-use grid is cut to what the loaded model can run, each axis up
     }
   }
   t.pass('200 random limits covered by their cut grid');
+});
+
+t.test('loadOrProfile: a cached profile serves every load it reaches; one that needs more times both grids', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-profile-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const key = { machine: 'test CPU x2 | no device', model: 'llama L4 ...' };
+  const narrow: ProfileGrid = { ...SMALL, attentionRequests: [1], attentionContexts: [16] };
+  const a = fakeTarget();
+  t.notOk((await loadOrProfile(a, SHAPE, key, { cacheDir: dir, grid: narrow, progressBar: false })).fromCache);
+  const b = fakeTarget();
+  const wide = await loadOrProfile(b, SHAPE, key, { cacheDir: dir, grid: SMALL, progressBar: false });
+  t.notOk(wide.fromCache, 'a load reaching further profiles again');
+  const attended = b.ops.filter((o) => o.kind === 'attention' && o.tokens === 1);
+  t.ok(attended.some((o) => o.kind === 'attention' && o.requests === 4), 'at the sizes it needs');
+  t.same(loadProfile(wide.file, key)!.grid.attentionRequests, [1, 4], 'the file records the union');
+  const c = fakeTarget();
+  t.ok((await loadOrProfile(c, SHAPE, key, { cacheDir: dir, grid: narrow, progressBar: false })).fromCache, 'and then serves the narrow load too');
+  t.equal(c.ops.length, 0);
+  // A file from before grids were recorded was timed on the whole default grid.
+  const body = JSON.parse(fs.readFileSync(wide.file, 'utf8'));
+  delete body.grid;
+  fs.writeFileSync(wide.file, JSON.stringify(body));
+  t.same(loadProfile(wide.file, key)!.grid, DEFAULT_GRID);
 });
