@@ -305,7 +305,7 @@ function strategyTable(model: string, report: StrategyReport | string): string[]
   const hk = report.hostKv;
   if (hk) {
     lines.splice(lines.length - 2, 0, hk.lockMs > 0
-      ? `Host KV tier: ${(hk.bytes / 2 ** 20).toFixed(1)} MiB, locked and mapped for streaming at load in ${hk.lockMs.toFixed(0)} ms${hk.streamBlocksMax > 0 ? `; a step may stream ${hk.streamBlocksMax} blocks` : ' (the device refused: no streaming)'}.`
+      ? `Host KV tier: ${(hk.bytes / 2 ** 20).toFixed(1)} MiB, locked and mapped at load in ${hk.lockMs.toFixed(0)} ms${hk.streamBlocksMax > 0 ? `; a step may stream ${hk.streamBlocksMax} blocks` : ' (no staging on the device: no streaming)'}.`
       : `Host KV tier: ${(hk.bytes / 2 ** 20).toFixed(1)} MiB, not locked (this device does not stream host KV).`, '');
   }
   for (const { regime, timings } of report.regimes) {
