@@ -59,6 +59,9 @@ t.test('tandem:gpu-only against tandem:overlap and tandem:auto under a capped de
     t.match(String(load.details.simulatedDevice), /not GPU numbers/, `${load.system} is labelled a stand-in`);
     t.equal(load.details.policy, load.system.split(':')[1]);
     t.ok(Number(load.details.kvBlocksDevice) < Number(load.details.kvBlocksHost), 'the device tier is the capped one');
+    // The stand-in reads host memory in place: it locks nothing and streams nothing.
+    t.equal(load.details.kvHostLocked, false, `${load.system}: the host tier's lock is recorded`);
+    t.equal(load.details.kvStreamBlocks, 0);
   }
   const counters = (system: string) => report.runs.find((r) => r.system === system)!.counters!;
   t.ok(counters('tandem:overlap')['steps.overlap']! > 0, 'overlap steps ran');

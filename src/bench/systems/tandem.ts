@@ -41,6 +41,8 @@ export function tandemSystem(name: string, about: string, extra: TandemExtraOpti
         weightBytesDevice: info.placement.deviceBytes,
         weightBytesHost: info.placement.hostBytes,
       });
+      // With a device: whether the host KV tier is locked, and how much a step may stream.
+      if (info.device !== null) Object.assign(details, { kvHostLocked: info.kvHostLocked, kvStreamBlocks: info.kvStreamBlocks });
       // The stand-in runs on the CPU: whatever it measures is never a GPU number.
       if (info.device === 'cpu-standin') details.simulatedDevice = 'cpu-standin (CPU posing as the device; not GPU numbers)';
       if (info.profile) {
