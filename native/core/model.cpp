@@ -237,20 +237,21 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelConfig& c
     const auto t_lock = std::chrono::steady_clock::now();
     const tdm_status locked = df.host_register(dev->ctx(), host_pool.base(), bytes, &mapped);
     m->host_kv_lock_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_lock).count();
+    // Locked without a device address: no use to the device, so the lock is given back.
     if (locked == TDM_STATUS_OK && mapped == nullptr) (void)df.host_unregister(dev->ctx(), host_pool.base());
     if (locked != TDM_STATUS_OK || mapped == nullptr) {
       m->stream_staging_.reset();
-    } else if (!staged) {
-      m->host_kv_on_device_ = mapped;
     } else {
       m->host_kv_on_device_ = mapped;
-      m->stream_blocks_max_ = stream_blocks;
-      dev->check(df.stream_create(dev->ctx(), &m->stream_stream_), "stream_create");
-      for (BatchBuffers& b : m->batches_)
-        for (int slot = 0; slot < 2; ++slot) {
-          dev->check(df.event_create(dev->ctx(), &b.staged[slot]), "event_create");
-          dev->check(df.event_create(dev->ctx(), &b.staging_free[slot]), "event_create");
-        }
+      if (staged) {
+        m->stream_blocks_max_ = stream_blocks;
+        dev->check(df.stream_create(dev->ctx(), &m->stream_stream_), "stream_create");
+        for (BatchBuffers& b : m->batches_)
+          for (int slot = 0; slot < 2; ++slot) {
+            dev->check(df.event_create(dev->ctx(), &b.staged[slot]), "event_create");
+            dev->check(df.event_create(dev->ctx(), &b.staging_free[slot]), "event_create");
+          }
+      }
     }
   }
   prepare_host_weights(*m->cpu_, m->placement_.exec, &m->placement_, m->experts_ != nullptr, prepare_progress);
