@@ -187,11 +187,12 @@ function kvGroups(hp: ModelDescription['hparams'], slidingKv: 'window' | 'full',
 }
 
 /**
- * What the host KV tier is given at load (`asked`: loadModel's kvStream). By default, sequences
- * move to it only where the device tier cannot hold every sequence's full context: there it is
- * locked, so that swaps copy from locked memory, and with 'auto' (the one policy that streams)
- * a device staging is taken for streamed KV too. Elsewhere neither cost is paid: locked RAM
- * and load time, 128 MiB of GPU memory.
+ * What the host KV tier is given at load (`asked`: loadModel's kvStream). By default, where the
+ * device tier cannot hold every sequence's full context (memory pressure moves sequences to the
+ * host tier), it is locked, so that swaps copy from locked memory, and with 'auto' (the one
+ * policy that streams) a device staging is taken for streamed KV too. Elsewhere the device has
+ * room for every sequence and neither cost is paid: locked RAM and load time, 128 MiB of GPU
+ * memory.
  */
 export function hostKvUse(
   policy: PolicyName,

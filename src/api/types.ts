@@ -114,11 +114,11 @@ export interface LoadModelOptions {
    * load (info.kvHostLocked), so that swaps between the tiers copy from locked memory and 'auto'
    * may run attention for host-tier sequences on the GPU over their KV gathered across the link
    * (beside the CPU's; info.kvStream). Default: on where the device KV tier cannot hold
-   * maxSequences full contexts (elsewhere no sequence moves to the host tier) or where
-   * kvStreamStagingBytes is given; false keeps the host tier ordinary pageable memory (less
-   * locked RAM, for a desktop app) and takes no staging. Where sliding-window layers
-   * keep their KV apart (gpt-oss), only their window's blocks cross. TANDEM_KV_STREAM=0 turns
-   * it off too.
+   * maxSequences full contexts (elsewhere the device has room for every sequence, and the host
+   * tier is seldom used) or where kvStreamStagingBytes is given; false keeps the host tier
+   * ordinary pageable memory (less locked RAM, for a desktop app) and takes no staging. Where
+   * sliding-window layers keep their KV apart (gpt-oss), only their window's blocks cross.
+   * TANDEM_KV_STREAM=0 turns it off too.
    */
   kvStream?: boolean;
   /**
