@@ -202,6 +202,20 @@ struct K4Layout {
   }
 };
 
+// A q6_K block's 256 levels (0..63, the offset of 32 not taken), in element order.
+inline void unpack_levels_q6_K(const uint8_t* blk, uint8_t (&q)[kQK_K]) {
+  const uint8_t* ql = blk;
+  const uint8_t* qh = blk + 128;
+  for (int h = 0; h < 2; ++h) {
+    for (int l = 0; l < 32; ++l) {
+      q[128 * h + l] = uint8_t((ql[64 * h + l] & 0x0F) | (((qh[32 * h + l] >> 0) & 3) << 4));
+      q[128 * h + l + 32] = uint8_t((ql[64 * h + l + 32] & 0x0F) | (((qh[32 * h + l] >> 2) & 3) << 4));
+      q[128 * h + l + 64] = uint8_t((ql[64 * h + l] >> 4) | (((qh[32 * h + l] >> 4) & 3) << 4));
+      q[128 * h + l + 96] = uint8_t((ql[64 * h + l + 32] >> 4) | (((qh[32 * h + l] >> 6) & 3) << 4));
+    }
+  }
+}
+
 // ==== q6_K: per super-block, low nibbles [8][4][64] as q4_K's; top two bits [8][2][64]:
 // vector (j, 0) holds, at bits 2c..2c+1 of byte (row, m), element 32j+4c+m (c < 4), and
 // vector (j, 1) element 32j+16+4c+m; scales [16 groups][16] int8; d [16] fp16.
@@ -219,17 +233,8 @@ struct K6Layout {
       const uint8_t* row = src + size_t(r) * rb;
       for (int64_t s = 0; s < nbk; ++s) {
         const uint8_t* blk = row + s * sizeof(BlockQ6_K);
-        const uint8_t* ql = blk;
-        const uint8_t* qh = blk + 128;
         uint8_t q[kQK_K];
-        for (int h = 0; h < 2; ++h) {
-          for (int l = 0; l < 32; ++l) {
-            q[128 * h + l] = uint8_t((ql[64 * h + l] & 0x0F) | (((qh[32 * h + l] >> 0) & 3) << 4));
-            q[128 * h + l + 32] = uint8_t((ql[64 * h + l + 32] & 0x0F) | (((qh[32 * h + l] >> 2) & 3) << 4));
-            q[128 * h + l + 64] = uint8_t((ql[64 * h + l] >> 4) | (((qh[32 * h + l] >> 4) & 3) << 4));
-            q[128 * h + l + 96] = uint8_t((ql[64 * h + l + 32] >> 4) | (((qh[32 * h + l] >> 6) & 3) << 4));
-          }
-        }
+        unpack_levels_q6_K(blk, q);
         for (int j = 0; j < 8; ++j) {
           for (int i = 0; i < 4; ++i) {
             uint8_t* o = dst + ((s * 8 + j) * 4 + i) * 64 + r * 4;
@@ -241,6 +246,43 @@ struct K6Layout {
               uint8_t v = 0;
               for (int c = 0; c < 4; ++c) v = uint8_t(v | (((q[32 * j + 16 * h + 4 * c + m] >> 4) & 3) << (2 * c)));
               o[m] = v;
+            }
+          }
+        }
+        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[192 + grp];
+        std::memcpy(dst + off_d(nbk) + s * 32 + r * 2, blk + 208, 2);
+      }
+    }
+  }
+};
+
+// ==== q6_K for the AVX2 kernels: the same 6-bit levels, packed so that they come apart in
+// fewer operations (AVX2 has no three-input logic). Per super-block and part j, six 64-byte
+// vectors [8][6][64]: vectors 0..2 hold the low chunks (element 32j+4c+m of the row at bytes
+// 4r..4r+3, c = 0..3) and vectors 3..5 the high ones (element 32j+16+4c+m). Byte k of a triplet
+// holds chunk k's level in bits 0..5 and bits 2k..2k+1 of chunk 3's level in bits 6..7, so
+// chunks 0..2 take one AND each and chunk 3 eight operations, where K6Layout's nibble and
+// top-bit planes take about 8.5 a chunk (decode -20% or more). Scales and d as K6Layout.
+struct K6TripletLayout {
+  static constexpr size_t kStreamStep = (3072 + 256 + 32) / 48;  // a super-block's bytes per quant vector
+  static size_t off_sc(int64_t nbk) { return size_t(nbk) * 3072; }
+  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 256; }
+  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint8_t* row = src + size_t(r) * rb;
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = row + s * sizeof(BlockQ6_K);
+        uint8_t q[kQK_K];
+        unpack_levels_q6_K(blk, q);
+        for (int j = 0; j < 8; ++j) {
+          for (int half = 0; half < 2; ++half) {
+            for (int m = 0; m < 4; ++m) {
+              const uint8_t* lv = q + 32 * j + 16 * half + m;  // chunk c's level at lv[4c]
+              for (int k = 0; k < 3; ++k)
+                dst[((s * 8 + j) * 6 + 3 * half + k) * 64 + r * 4 + m] = uint8_t(lv[4 * k] | (((lv[12] >> (2 * k)) & 3) << 6));
             }
           }
         }

@@ -1564,13 +1564,24 @@ struct KK4Avx2 {
   }
 };
 
-// ---- packed q6_K (layout K6Layout): the AVX-512 kernel's arithmetic (KQ6_K there, llama.cpp's
-// q6_K vec_dot order: eight int lanes per super-block, each scaled by its 16-element group,
-// the offset of 32 taken per lane) on 8-row halves. The loops run chunk by chunk (c outer, the
-// eight 32-element parts inside), so that only the two int lanes of chunk c live in registers;
-// the order of the integer sums does not matter and the float operations are unchanged.
+// Calls f(std::integral_constant<int, C>) for the four chunks C of a part in order, so that
+// each chunk's shifts are immediates.
+template <typename F>
+__attribute__((always_inline)) inline void for_chunks(F&& f) {
+  f(std::integral_constant<int, 0>{});
+  f(std::integral_constant<int, 1>{});
+  f(std::integral_constant<int, 2>{});
+  f(std::integral_constant<int, 3>{});
+}
+
+// ---- packed q6_K (layout K6TripletLayout): the AVX-512 kernel's arithmetic (KQ6_K there,
+// llama.cpp's q6_K vec_dot order: eight int lanes per super-block, each scaled by its
+// 16-element group, the offset of 32 taken per lane) on 8-row halves. The loops over several
+// tokens run chunk by chunk (c outer, the eight 32-element parts inside), so that only the two
+// int lanes of chunk c live in registers; the order of the integer sums does not matter and
+// the float operations are unchanged.
 struct KQ6Avx2 {
-  using L = K6Layout;
+  using L = K6TripletLayout;
   static constexpr int kMaxT = 4;
 
   // Group grp's int8 scales of the half's 8 rows.
@@ -1579,105 +1590,98 @@ struct KQ6Avx2 {
   }
   // Scales a and b of each row as an int16 pair in its int32 lane.
   static __m256i scale_pairs(__m128i a, __m128i b) { return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b)); }
-  // Top two bits of chunk c moved to bits 4..5 of every byte.
-  static __m256i top(__m256i hb, int c) {
-    const __m256i m30 = _mm256_set1_epi8(0x30);
-    switch (c) {
-      case 0: return _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30);
-      case 1: return _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30);
-      case 2: return _mm256_and_si256(hb, m30);
-      default: return _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30);
+  // Part j's triplet of half h: low chunks (kHigh false) or high.
+  static const uint8_t* triplet(const uint8_t* g, int64_t s, int j, int h, bool high) { return g + ((s * 8 + j) * 6 + 3 * high) * 64 + 32 * h; }
+  // Chunk C's levels (0..63) from a triplet's three vectors b (see K6TripletLayout). The masked
+  // top bits shift within their bytes, so the 16-bit shifts bring nothing in from the next one.
+  template <int C>
+  __attribute__((always_inline)) static inline __m256i levels(const __m256i (&b)[3]) {
+    if constexpr (C < 3) {
+      return _mm256_and_si256(b[C], _mm256_set1_epi8(0x3F));
+    } else {
+      const __m256i top = _mm256_set1_epi8(char(0xC0));
+      __m256i v = _mm256_srli_epi16(_mm256_and_si256(b[0], top), 2);
+      v = _mm256_srli_epi16(_mm256_or_si256(v, _mm256_and_si256(b[1], top)), 2);
+      return _mm256_srli_epi16(_mm256_or_si256(v, _mm256_and_si256(b[2], top)), 2);
     }
+  }
+  static void load_triplet(const uint8_t* p, __m256i (&b)[3]) {
+    for (int k = 0; k < 3; ++k) b[k] = load256(p + 64 * k);
+  }
+  __attribute__((always_inline)) static inline void prefetch_part(const uint8_t* g, int64_t s, int j) {
+    for (int k = 0; k < 6; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 6 + k, kPackedPrefetchBytes);
   }
 
   // Super-block s of half h (rows 8h..8h+7) added into the eight lane accumulators acc.
   template <int T>
   __attribute__((always_inline)) static inline void superblock(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act, size_t as,
                                                                 size_t od, size_t og, __m256 (&acc)[T][8]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h)));
     __m256 d[T];
     for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dv, _mm256_set1_ps(f32_at(act + t * as + od + 4 * s)));
-    for (int c = 0; c < 4; ++c) {
+    for_chunks([&](auto cc) __attribute__((always_inline)) {
+      constexpr int c = decltype(cc)::value;
       __m256i lane_lo[T], lane_hi[T];
       for (int t = 0; t < T; ++t) lane_lo[t] = lane_hi[t] = _mm256_setzero_si256();
       for (int j = 0; j < 8; ++j) {
         // Each line is read from memory once, by half 0: it asks for the lines ahead.
-        if (h == 0 && c == 0) {
-          for (int k = 0; k < 4; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + k, kPackedPrefetchBytes);
-        }
-        const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128 + 32 * h;
-        const __m256i v = load256(g + (s * 8 + j) * 256 + 64 * c + 32 * h);
-        const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(load256(hbp), c));
-        const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(load256(hbp + 64), c));
+        if (h == 0 && c == 0) prefetch_part(g, s, j);
+        __m256i lo[3], hi[3];
+        load_triplet(triplet(g, s, j, h, false), lo);
+        load_triplet(triplet(g, s, j, h, true), hi);
+        const __m256i wl = levels<c>(lo), wh = levels<c>(hi);
         const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
         const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
         for (int t = 0; t < T; ++t) {
           const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
-          int32_t a_lo, a_hi;
-          std::memcpy(&a_lo, a + 4 * c, 4);
-          std::memcpy(&a_hi, a + 16 + 4 * c, 4);
-          lane_lo[t] = _mm256_add_epi32(lane_lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
-          lane_hi[t] = _mm256_add_epi32(lane_hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
+          lane_lo[t] = _mm256_add_epi32(lane_lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(int32_t(load_u32(a + 4 * c)))), sc_lo));
+          lane_hi[t] = _mm256_add_epi32(lane_hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * c)))), sc_hi));
         }
       }
-      // The offset of 32 of lanes c and 4 + c, then their floats.
-      const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
-      const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
-      for (int t = 0; t < T; ++t) {
-        int32_t g_lo, g_hi;
-        std::memcpy(&g_lo, act + t * as + og + 32 * s + 4 * c, 4);
-        std::memcpy(&g_hi, act + t * as + og + 32 * s + 4 * (4 + c), 4);
-        const __m256i il = _mm256_sub_epi32(lane_lo[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
-        const __m256i ih = _mm256_sub_epi32(lane_hi[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
-        acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(il), acc[t][c]);
-        acc[t][4 + c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(ih), acc[t][4 + c]);
-      }
+      offset_and_fma(g, nbk, s, h, act, as, og, c, d, lane_lo, lane_hi, acc);
+    });
+  }
+
+  // The offset of 32 of lanes c and 4 + c of T tokens, then their floats fma'd into acc.
+  template <int T>
+  __attribute__((always_inline)) static inline void offset_and_fma(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act, size_t as,
+                                                                    size_t og, int c, const __m256 (&d)[T], const __m256i (&lane_lo)[T],
+                                                                    const __m256i (&lane_hi)[T], __m256 (&acc)[T][8]) {
+    const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
+    const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
+    for (int t = 0; t < T; ++t) {
+      const uint8_t* gs = act + t * as + og + 32 * s;
+      const __m256i il = _mm256_sub_epi32(lane_lo[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(int32_t(load_u32(gs + 4 * c)))), 5));
+      const __m256i ih = _mm256_sub_epi32(lane_hi[t], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(int32_t(load_u32(gs + 4 * (4 + c))))), 5));
+      acc[t][c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(il), acc[t][c]);
+      acc[t][4 + c] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(ih), acc[t][4 + c]);
     }
   }
 
-  // One token (decode): part j outside and its four chunks inside, so that a part's high bits
+  // One token (decode): part j outside and its four chunks inside, so that a part's triplets
   // and scales are loaded and widened once, not once per chunk; the lanes' integers are the
   // same sums as superblock's, added in another order (exact).
   __attribute__((always_inline)) static inline void superblock_one(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
                                                                     size_t od, size_t og, __m256 (&acc)[1][8]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h))),
-                                   _mm256_set1_ps(f32_at(act + od + 4 * s)));
-    __m256i lane_lo[4], lane_hi[4];
-    for (int c = 0; c < 4; ++c) lane_lo[c] = lane_hi[c] = _mm256_setzero_si256();
+    const __m256 d[1] = {_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::off_d(nbk) + s * 32 + 16 * h))),
+                                       _mm256_set1_ps(f32_at(act + od + 4 * s)))};
+    __m256i lane_lo[4][1], lane_hi[4][1];
+    for (int c = 0; c < 4; ++c) lane_lo[c][0] = lane_hi[c][0] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
-      const uint8_t* q = g + (s * 8 + j) * 256;
-      const uint8_t* hbp = g + L::off_hb(nbk) + (s * 8 + j) * 128;
-      if (h == 0) {
-        for (int k = 0; k < 4; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + k, kPackedPrefetchBytes);
-      }
-      const __m256i hb_lo = load256(hbp + 32 * h), hb_hi = load256(hbp + 64 + 32 * h);
+      if (h == 0) prefetch_part(g, s, j);
+      __m256i lo[3], hi[3];
+      load_triplet(triplet(g, s, j, h, false), lo);
+      load_triplet(triplet(g, s, j, h, true), hi);
       const __m128i s_lo = group_scales(g, nbk, s, 2 * j, h), s_hi = group_scales(g, nbk, s, 2 * j + 1, h);
       const __m256i sc_lo = scale_pairs(s_lo, s_lo), sc_hi = scale_pairs(s_hi, s_hi);
       const uint8_t* a = act + s * kQK_K + 32 * j;
-      for (int c = 0; c < 4; ++c) {
-        const __m256i v = load256(q + 64 * c + 32 * h);
-        const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), top(hb_lo, c));
-        const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), top(hb_hi, c));
-        int32_t a_lo, a_hi;
-        std::memcpy(&a_lo, a + 4 * c, 4);
-        std::memcpy(&a_hi, a + 16 + 4 * c, 4);
-        lane_lo[c] = _mm256_add_epi32(lane_lo[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wl, _mm256_set1_epi32(a_lo)), sc_lo));
-        lane_hi[c] = _mm256_add_epi32(lane_hi[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wh, _mm256_set1_epi32(a_hi)), sc_hi));
-      }
+      for_chunks([&](auto cc) __attribute__((always_inline)) {
+        constexpr int c = decltype(cc)::value;
+        lane_lo[c][0] = _mm256_add_epi32(lane_lo[c][0], _mm256_madd_epi16(_mm256_maddubs_epi16(levels<c>(lo), _mm256_set1_epi32(int32_t(load_u32(a + 4 * c)))), sc_lo));
+        lane_hi[c][0] = _mm256_add_epi32(lane_hi[c][0], _mm256_madd_epi16(_mm256_maddubs_epi16(levels<c>(hi), _mm256_set1_epi32(int32_t(load_u32(a + 16 + 4 * c)))), sc_hi));
+      });
     }
-    for (int c = 0; c < 4; ++c) {
-      const __m256i sp_lo = scale_pairs(group_scales(g, nbk, s, 2 * c, h), group_scales(g, nbk, s, 2 * c + 1, h));
-      const __m256i sp_hi = scale_pairs(group_scales(g, nbk, s, 2 * (4 + c), h), group_scales(g, nbk, s, 2 * (4 + c) + 1, h));
-      int32_t g_lo, g_hi;
-      std::memcpy(&g_lo, act + og + 32 * s + 4 * c, 4);
-      std::memcpy(&g_hi, act + og + 32 * s + 4 * (4 + c), 4);
-      const __m256i il = _mm256_sub_epi32(lane_lo[c], _mm256_slli_epi32(_mm256_madd_epi16(sp_lo, _mm256_set1_epi32(g_lo)), 5));
-      const __m256i ih = _mm256_sub_epi32(lane_hi[c], _mm256_slli_epi32(_mm256_madd_epi16(sp_hi, _mm256_set1_epi32(g_hi)), 5));
-      acc[0][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(il), acc[0][c]);
-      acc[0][4 + c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ih), acc[0][4 + c]);
-    }
+    for (int c = 0; c < 4; ++c) offset_and_fma<1>(g, nbk, s, h, act, 0, og, c, d, lane_lo[c], lane_hi[c], acc);
   }
 
   // Both halves interleaved for any number of tokens (see run_halves).
@@ -1976,16 +1980,6 @@ struct KQ8_0Avx2 {
 // vector (decode -6%; with more tokens the offsets' loads and subtractions cost more than the
 // shared operation saves). A Levels policy gives the scale pairs and a chunk's levels (signed,
 // or with kPlus4 and where the type has kOffset, plus 4).
-
-// Calls f(std::integral_constant<int, C>) for the four chunks C of a part in order, so that
-// each chunk's shifts are immediates.
-template <typename F>
-__attribute__((always_inline)) inline void for_chunks(F&& f) {
-  f(std::integral_constant<int, 0>{});
-  f(std::integral_constant<int, 1>{});
-  f(std::integral_constant<int, 2>{});
-  f(std::integral_constant<int, 3>{});
-}
 
 // Eight int8 values per row (one 16-byte half of a 16-row plane, rh = 0 or 1) as (v, v) int16
 // pairs in each row's int32 lane.
@@ -2925,7 +2919,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::Q4_1)] = PackedOps{Q4Layout<false, true>::bytes, Q4Layout<false, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<false, true>>};
   k.packed[int(GgmlType::Q5_1)] = PackedOps{Q4Layout<true, true>::bytes, pack_q4_avx2<true, true>, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<true, true>>};
   k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, pack_q5_K_avx2, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
-  k.packed[int(GgmlType::Q6_K)] = PackedOps{K6Layout::bytes, K6Layout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
+  k.packed[int(GgmlType::Q6_K)] = PackedOps{K6TripletLayout::bytes, K6TripletLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.packed[int(GgmlType::MXFP4)] = PackedOps{Mxfp4Layout::bytes, Mxfp4Layout::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KMxfp4Avx2>};
   k.packed[int(GgmlType::Q3_K)] = PackedOps{Q3KLayout::bytes, Q3KLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KLanesAvx2<Q3KLevelsAvx2>>};
