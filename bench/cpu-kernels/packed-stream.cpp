@@ -1,6 +1,6 @@
 // One-token packed matmuls of the CPU kernel tables, alternated in one process: each table is a
 // kernel file compiled from some revision (ab.sh), so that two revisions' kernels run on the
-// same machine state. The matrix is packed once into 2 MiB pages, as a model's file weights are.
+// same machine state. Each table packs the matrix once into 2 MiB pages, as a model's file weights are.
 //
 //   packed-stream TYPE ROWS COLS ROUNDS [COPIES]
 //
@@ -89,15 +89,24 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   const size_t rb = tdm::row_bytes(*tt, uint64_t(cols));
   const std::vector<uint8_t> src = random_rows(type, rb, tt->type_size, rng);
-  const size_t gb = ops0.group_bytes(cols);
+  // Each table packs the matrix its own way (revisions may change a type's layout).
   const int64_t ng = (rows + kPackRows - 1) / kPackRows;
-  const size_t mat = gb * size_t(ng);
-  const size_t total = (mat * size_t(copies) + (size_t(2) << 20)) & ~((size_t(2) << 20) - 1);
-  uint8_t* w = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, total));
-  madvise(w, total, MADV_HUGEPAGE);
-  std::vector<uint8_t> g0(gb);
-  ops0.pack_group(src.data(), rb, kPackRows, cols, g0.data());
-  for (int64_t g = 0; g < ng * copies; ++g) std::memcpy(w + size_t(g) * gb, g0.data(), gb);
+  struct Packed {
+    uint8_t* w;
+    size_t gb, mat;
+  };
+  std::vector<Packed> packed;
+  for (const Table& t : tables) {
+    const PackedOps& ops = t.k.packed[type];
+    const size_t gb = ops.group_bytes(cols), mat = gb * size_t(ng);
+    const size_t total = (mat * size_t(copies) + (size_t(2) << 20)) & ~((size_t(2) << 20) - 1);
+    uint8_t* w = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, total));
+    madvise(w, total, MADV_HUGEPAGE);
+    std::vector<uint8_t> g0(gb);
+    ops.pack_group(src.data(), rb, kPackRows, cols, g0.data());
+    for (int64_t g = 0; g < ng * copies; ++g) std::memcpy(w + size_t(g) * gb, g0.data(), gb);
+    packed.push_back({w, gb, mat});
+  }
   const size_t ab = ops0.act_bytes(cols);
   uint8_t* act = static_cast<uint8_t*>(std::aligned_alloc(64, ab));
   std::vector<float> x(static_cast<size_t>(cols));
@@ -111,7 +120,8 @@ int main(int argc, char** argv) {
       const PackedOps& ops = tables[v].k.packed[type];
       for (int rep = 0; rep < 3; ++rep) {  // the first pass of each turn warms up
         const auto t0 = std::chrono::steady_clock::now();
-        for (int c = 0; c < copies; ++c) ops.gemm(w + size_t(c) * mat, gb, ng, rows, cols, act, ab, 1, y.data(), rows);
+        const Packed& p = packed[v];
+        for (int c = 0; c < copies; ++c) ops.gemm(p.w + size_t(c) * p.mat, p.gb, ng, rows, cols, act, ab, 1, y.data(), rows);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / copies;
         if (rep > 0) secs[v].push_back(s);
       }
@@ -126,7 +136,7 @@ int main(int argc, char** argv) {
     std::sort(secs[v].begin(), secs[v].end());
     const double med = secs[v][secs[v].size() / 2];
     std::printf("%-6s %6lld x %-6lld x%-3d  %-12s %8.3f ms  %5.1f GB/s\n", tt->name, static_cast<long long>(rows),
-                static_cast<long long>(cols), copies, tables[v].name.c_str(), med * 1e3, double(mat) / med / 1e9);
+                static_cast<long long>(cols), copies, tables[v].name.c_str(), med * 1e3, double(packed[v].mat) / med / 1e9);
   }
   return status;
 }
