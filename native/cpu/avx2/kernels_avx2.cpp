@@ -1608,8 +1608,10 @@ struct KQ6Avx2 {
   static void load_triplet(const uint8_t* p, __m256i (&b)[3]) {
     for (int k = 0; k < 3; ++k) b[k] = load256(p + 64 * k);
   }
+  // With the far requests too, though the layout streams nearly as one plane: a layer-sized
+  // matrix (5632 x 2048, 40 in turn, one thread) read 7-13% faster with them.
   __attribute__((always_inline)) static inline void prefetch_part(const uint8_t* g, int64_t s, int j) {
-    for (int k = 0; k < 6; ++k) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 6 + k, kPackedPrefetchBytes);
+    for (int k = 0; k < 6; ++k) prefetch_group_stream<L::kStreamStep, true>(g, (s * 8 + j) * 6 + k, kPackedPrefetchBytes);
   }
 
   // Super-block s of half h (rows 8h..8h+7) added into the eight lane accumulators acc.
