@@ -503,6 +503,53 @@ struct Q3KLayout {
   }
 };
 
+// ==== q3_K for the AVX2 kernels: the same levels, packed so that they come apart in fewer
+// operations (see K6TripletLayout). A level plus 4 (0..7: the two low bits and the third bit
+// times 4) is three bits; per super-block and part p, three 64-byte vectors [8][3][64] hold the
+// part's eight chunks of 4 elements per row (bytes 4r..4r+3): W_c, c = 0..3, elements
+// 32p+4c+m, and W_4+c, elements 32p+16+4c+m, as
+//   byte 0 = W0 | W1 << 3 | (W6 & 3) << 6,  byte 1 = W2 | W3 << 3 | (W7 & 3) << 6,
+//   byte 2 = W4 | W5 << 3 | (W6 >> 2) << 6 | (W7 >> 2) << 7,
+// 19 operations for the eight where Q3KLayout's planes take about 37. Scales and d as Q3KLayout.
+struct Q3KTripletLayout {
+  static constexpr size_t kStreamStep = 1760 / 24;  // a super-block's 24 quant vectors and the rest
+  static size_t off_sc(int64_t nbk) { return size_t(nbk) * 1536; }
+  static size_t off_d(int64_t nbk) { return off_sc(nbk) + size_t(nbk) * 192; }
+  static size_t bytes(int64_t n) { return round64(off_d(n / kQK_K) + size_t(n / kQK_K) * 32); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockQ3_K);
+        const uint8_t* hmask = blk;
+        const uint8_t* qs = blk + 32;
+        uint8_t q[kQK_K];  // levels plus 4, element order
+        for (int e = 0; e < kQK_K; ++e) {
+          const int low2 = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+          const int bit = (hmask[e % 32] >> (e / 32)) & 1;
+          q[e] = uint8_t(low2 | bit << 2);
+        }
+        for (int p = 0; p < 8; ++p) {
+          for (int m = 0; m < 4; ++m) {
+            uint8_t w[8];
+            for (int c = 0; c < 4; ++c) {
+              w[c] = q[32 * p + 4 * c + m];
+              w[4 + c] = q[32 * p + 16 + 4 * c + m];
+            }
+            uint8_t* o = dst + size_t(s * 8 + p) * 192 + r * 4 + m;
+            o[0] = uint8_t(w[0] | w[1] << 3 | (w[6] & 3) << 6);
+            o[64] = uint8_t(w[2] | w[3] << 3 | (w[7] & 3) << 6);
+            o[128] = uint8_t(w[4] | w[5] << 3 | (w[6] >> 2) << 6 | (w[7] >> 2) << 7);
+          }
+        }
+        for (int k = 0; k < 12; ++k) dst[off_sc(nbk) + s * 192 + k * 16 + r] = blk[96 + k];
+        std::memcpy(dst + off_d(nbk) + (s * G + r) * 2, blk + 108, 2);
+      }
+    }
+  }
+};
+
 // ==== the IQ2/IQ3 grid types (iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s): the group's 16 rows as
 // stored, end to end (a codebook entry spans 4 or 8 elements of one row, so interleaving rows
 // would not spare a lookup). Their kernels decode each super-block once per tile of tokens,
