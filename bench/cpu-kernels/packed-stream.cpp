@@ -4,8 +4,8 @@
 //
 //   packed-stream TYPE ROWS COLS ROUNDS [COPIES]
 //
-// TYPE is a ggml type name or id with packed kernels (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
-// q6_K, mxfp4). COPIES matrices are laid end to end and multiplied in turn, so that small matrices
+// TYPE is a ggml type name or id with packed kernels (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K,
+// q4_K, q5_K, q6_K, mxfp4, iq4_nl, iq4_xs). COPIES matrices are laid end to end and multiplied in turn, so that small matrices
 // stream from memory as a model's layers do. Prints each table's median GB/s of packed bytes
 // and fails when two tables' outputs differ in any bit.
 #include <sys/mman.h>
