@@ -203,6 +203,51 @@ struct K4Layout {
   }
 };
 
+// ==== q5_K for the AVX2 kernels: the same levels (0..31), packed so that they come apart in
+// fewer operations than K4Layout<true>'s nibbles and fifth-bit masks (see K6TripletLayout).
+// Per super-block and sub-block j, five 64-byte vectors [8][5][64] hold its eight chunks of 4
+// elements per row (bytes 4r..4r+3): W_c, c = 0..3, elements 32j+4c+m, and W_4+c, elements
+// 32j+16+4c+m. Byte k < 5 holds W_k in bits 0..4 and three bits of W5..W7 in bits 5..7:
+//   byte 0: W5 bits 0-2;  byte 1: W5 bits 3-4, W6 bit 0;  byte 2: W6 bits 1-3;
+//   byte 3: W6 bit 4, W7 bits 0-1;  byte 4: W7 bits 2-4.
+// 23 operations for the eight where K4Layout<true> takes about 36. d, dmin and scales as
+// K4Layout's (in another order of planes).
+struct K5QuintLayout {
+  static constexpr size_t kStreamStep = (2560 + 64 + 192) / 40;  // a super-block's bytes per quant vector
+  static size_t off_d(int64_t nbk) { return size_t(nbk) * 2560; }
+  static size_t off_sc(int64_t nbk) { return off_d(nbk) + size_t(nbk) * 64; }
+  static size_t bytes(int64_t n) { return round64(off_sc(n / kQK_K) + size_t(n / kQK_K) * 192); }
+  static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
+    const int64_t nbk = n / kQK_K;
+    std::memset(dst, 0, bytes(n));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t s = 0; s < nbk; ++s) {
+        const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockQ5_K);
+        std::memcpy(dst + off_d(nbk) + s * 64 + r * 2, blk, 2);
+        std::memcpy(dst + off_d(nbk) + s * 64 + 32 + r * 2, blk + 2, 2);
+        for (int k = 0; k < 12; ++k) dst[off_sc(nbk) + s * 192 + k * 16 + r] = blk[4 + k];
+        const uint8_t* qh = blk + 16;
+        const uint8_t* qs = blk + 48;
+        uint8_t q[kQK_K];
+        for (int e = 0; e < kQK_K; ++e)
+          q[e] = uint8_t(((qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F) | (((qh[e % 32] >> (e / 32)) & 1) << 4));
+        for (int j = 0; j < 8; ++j) {
+          for (int m = 0; m < 4; ++m) {
+            uint8_t w[8];
+            for (int c = 0; c < 4; ++c) {
+              w[c] = q[32 * j + 4 * c + m];
+              w[4 + c] = q[32 * j + 16 + 4 * c + m];
+            }
+            const uint8_t spare[5] = {uint8_t(w[5] & 7), uint8_t((w[5] >> 3) | (w[6] & 1) << 2), uint8_t((w[6] >> 1) & 7),
+                                      uint8_t((w[6] >> 4) | (w[7] & 3) << 1), uint8_t(w[7] >> 2)};
+            for (int k = 0; k < 5; ++k) dst[size_t((s * 8 + j) * 5 + k) * 64 + r * 4 + m] = uint8_t(w[k] | spare[k] << 5);
+          }
+        }
+      }
+    }
+  }
+};
+
 // A q6_K block's 256 levels (0..63, the offset of 32 not taken), in element order.
 inline void unpack_levels_q6_K(const uint8_t* blk, uint8_t (&q)[kQK_K]) {
   const uint8_t* ql = blk;

@@ -520,7 +520,7 @@ inline __m256i bits_to_bytes(const uint8_t* p) {
 }
 
 // ---- fifth bits of the packed 5-bit types, sliced for AVX2. The group layouts hold them as
-// the AVX-512 kernels mask with them: per unit (a q5_K sub-block j, a q5_0/q5_1 block), eight
+// the AVX-512 kernels mask with them: per unit (a q5_0/q5_1 block; q5_K has K5QuintLayout), eight
 // 64-bit masks k = 2i (vector i's low nibbles) and 2i + 1 (its high ones), bit 4r + m for byte
 // m of row r. AVX2 has no masked byte add, and spreading a mask to bytes takes a broadcast, a
 // shuffle, a compare and two logic operations per vector. The AVX2 packs therefore rewrite each
@@ -1314,18 +1314,12 @@ __attribute__((always_inline)) inline void block_tile(const uint8_t* g, int64_t 
   }
 }
 
-// q5_K's group layout (K4Layout<true>), with the fifth bits sliced for AVX2.
-void pack_q5_K_avx2(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
-  K4Layout<true>::pack(src, rb, n_rows, n, dst);
-  slice_fifth_bits(dst + K4Layout<true>::off_bits(n / kQK_K), n / kQK_K * 8);
-}
-
-// kHigh: q5_K, whose fifth bits (sliced, see slice_fifth_bits) add 16 to the
-// levels; it sums in llama.cpp's q5_K vec_dot order (eight int lanes per super-block, as
-// tile_lanes in the AVX-512 file), where q4_K takes sub-block pairs.
+// kHigh: q5_K, in K5QuintLayout (5-bit levels), which sums in llama.cpp's q5_K vec_dot order
+// (eight int lanes per super-block, as tile_lanes in the AVX-512 file), where q4_K takes
+// sub-block pairs.
 template <bool kHigh>
 struct KK4Avx2 {
-  using L = K4Layout<kHigh>;
+  using L = std::conditional_t<kHigh, K5QuintLayout, K4Layout<false>>;
   // Four tokens a tile amortize the unpacking and the scales over more products than two
   // (prompts: q4_K +7%, q5_K +20% in tasks of 8 groups); the accumulators then spill, once
   // per sub-block pair, which costs less.
@@ -1465,24 +1459,40 @@ struct KK4Avx2 {
     }
   }
 
+  // A sub-block's eight chunks of 5-bit levels from its five vectors b (see K5QuintLayout). The
+  // masked bits shift within their bytes, so the 16-bit shifts bring nothing in from the next one.
+  template <int kMask, int kShift>
+  __attribute__((always_inline)) static inline __m256i spare_bits(__m256i v) {
+    return _mm256_srli_epi16(_mm256_and_si256(v, _mm256_set1_epi8(char(kMask))), kShift);
+  }
+  __attribute__((always_inline)) static inline void quint_levels(const __m256i (&b)[5], __m256i (&w)[8]) {
+    const __m256i low5 = _mm256_set1_epi8(0x1F);
+    for (int k = 0; k < 5; ++k) w[k] = _mm256_and_si256(b[k], low5);
+    w[5] = _mm256_or_si256(spare_bits<0xE0, 5>(b[0]), spare_bits<0x60, 2>(b[1]));
+    w[6] = _mm256_or_si256(_mm256_or_si256(spare_bits<0x80, 7>(b[1]), spare_bits<0xE0, 4>(b[2])), spare_bits<0x20, 1>(b[3]));
+    w[7] = _mm256_or_si256(spare_bits<0xC0, 6>(b[3]), spare_bits<0xE0, 3>(b[4]));
+  }
+
   // q5_K: super-block s of half h into the eight lane accumulators acc and the mins' accm.
   template <int T>
   __attribute__((always_inline)) static inline void superblock_lanes(const uint8_t* g, int64_t nbk, int64_t s, int h, const uint8_t* act,
                                                                       size_t as, size_t od, size_t om, __m256 (&acc)[T][8], __m256 (&accm)[T]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const uint8_t* bits = g + L::off_bits(nbk);
     __m256i lane[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) lane[t][k] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
       const __m256i sc16 = sub_scale16(g, nbk, s, j, h);
-      const __m256i slice = load256(bits + (s * 8 + j) * 64 + 32 * h);
+      __m256i b[5];
+      for (int k = 0; k < 5; ++k) {
+        // Each line is read from memory once, by half 0: it asks for the lines ahead, the far
+        // ones too (as K4Layout<true>'s step asked them; a layer-sized matrix read 8% slower without).
+        if (h == 0) prefetch_group_stream<L::kStreamStep, true>(g, (s * 8 + j) * 5 + k, kPackedPrefetchBytes);
+        b[k] = load256(g + ((s * 8 + j) * 5 + k) * 64 + 32 * h);
+      }
+      __m256i w[8];
+      quint_levels(b, w);
       for (int i = 0; i < 4; ++i) {
-        const uint8_t* line = g + ((s * 8 + j) * 4 + i) * 64;
-        if (h == 0) prefetch_group_stream<L::kStreamStep>(g, (s * 8 + j) * 4 + i, kPackedPrefetchBytes);
-        const __m256i v = load256(line + 32 * h);
-        const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), fifth_bits(slice, 2 * i));
-        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), fifth_bits(slice, 2 * i + 1));
+        const __m256i lo = w[i], hi = w[4 + i];
         for (int t = 0; t < T; ++t) {
           const uint8_t* a = act + t * as + s * kQK_K + 32 * j;
           int32_t a_lo, a_hi;
@@ -1537,29 +1547,29 @@ struct KK4Avx2 {
   static void tile(const uint8_t* g, int64_t n, const uint8_t* act, size_t as, float* y, int64_t ys, int64_t valid) {
     if constexpr (kHigh) {
       tile_lanes<T>(g, n, act, as, y, ys, valid);
-      return;
-    }
-    const int64_t nbk = n / kQK_K;
-    const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
-    __m256 acc0[T], accm0[T], acc1[T], accm1[T];
-    for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
-    if constexpr (T == 1) {
-      if (valid > 8) {
-        __m256 acc[2] = {acc0[0], acc1[0]}, accm[2] = {accm0[0], accm1[0]};
-        for (int64_t s = 0; s < nbk; ++s) superblock_both(g, nbk, s, act, od, om, acc, accm);
-        store_half(y, 0, _mm256_sub_ps(acc[0], accm[0]), valid);
-        store_half(y, 1, _mm256_sub_ps(acc[1], accm[1]), valid);
-        return;
+    } else {
+      const int64_t nbk = n / kQK_K;
+      const size_t od = ActQ8_K::off_d(n), om = ActQ8_K::off_m(n);
+      __m256 acc0[T], accm0[T], acc1[T], accm1[T];
+      for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
+      if constexpr (T == 1) {
+        if (valid > 8) {
+          __m256 acc[2] = {acc0[0], acc1[0]}, accm[2] = {accm0[0], accm1[0]};
+          for (int64_t s = 0; s < nbk; ++s) superblock_both(g, nbk, s, act, od, om, acc, accm);
+          store_half(y, 0, _mm256_sub_ps(acc[0], accm[0]), valid);
+          store_half(y, 1, _mm256_sub_ps(acc[1], accm[1]), valid);
+          return;
+        }
       }
-    }
-    // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
-    run_halves<false>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
-      if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
-      else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
-    });
-    for (int t = 0; t < T; ++t) {
-      store_half(y + t * ys, 0, _mm256_sub_ps(acc0[t], accm0[t]), valid);
-      if (valid > 8) store_half(y + t * ys, 1, _mm256_sub_ps(acc1[t], accm1[t]), valid);
+      // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
+      run_halves<false>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+        if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
+        else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
+      });
+      for (int t = 0; t < T; ++t) {
+        store_half(y + t * ys, 0, _mm256_sub_ps(acc0[t], accm0[t]), valid);
+        if (valid > 8) store_half(y + t * ys, 1, _mm256_sub_ps(acc1[t], accm1[t]), valid);
+      }
     }
   }
 };
@@ -2924,7 +2934,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::Q5_0)] = PackedOps{Q4Layout<true, false>::bytes, pack_q4_avx2<true, false>, ActQ8_0::bytes_with_lanes, quantize_act_q8_0_lanes_avx2, gemm_packed<KQ4LanesAvx2<true, false>>};
   k.packed[int(GgmlType::Q4_1)] = PackedOps{Q4Layout<false, true>::bytes, Q4Layout<false, true>::pack, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<false, true>>};
   k.packed[int(GgmlType::Q5_1)] = PackedOps{Q4Layout<true, true>::bytes, pack_q4_avx2<true, true>, ActQ8_0::bytes, quantize_act_q8_1_packed_avx2, gemm_packed<KQ4LanesAvx2<true, true>>};
-  k.packed[int(GgmlType::Q5_K)] = PackedOps{K4Layout<true>::bytes, pack_q5_K_avx2, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
+  k.packed[int(GgmlType::Q5_K)] = PackedOps{K5QuintLayout::bytes, K5QuintLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KK4Avx2<true>>};
   k.packed[int(GgmlType::Q6_K)] = PackedOps{K6TripletLayout::bytes, K6TripletLayout::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KQ6Avx2>};
   k.packed[int(GgmlType::Q8_0)] = PackedOps{Q8_0Layout::bytes, Q8_0Layout::pack, act_bytes_q8_0_avx2, quantize_act_q8_0_avx2, gemm_packed<KQ8_0Avx2>};
   k.packed[int(GgmlType::MXFP4)] = PackedOps{Mxfp4Layout::bytes, Mxfp4Layout::pack, ActQ8_0::bytes, quantize_act_q8_0_sums_avx2, gemm_packed<KMxfp4Avx2>};
