@@ -262,6 +262,23 @@ inline void unpack_levels_q6_K(const uint8_t* blk, uint8_t (&q)[kQK_K]) {
   }
 }
 
+// What the q6_K layouts share: for each row r and super-block s of a group, the block's 16
+// int8 scales into the scale plane sc ([16 groups][16 rows] per super-block) and its fp16 d
+// into the plane d ([16 rows]), then f(r, s, levels) with the block's 256 levels.
+template <typename F>
+inline void pack_q6_K_blocks(const uint8_t* src, size_t rb, int64_t n_rows, int64_t nbk, uint8_t* sc, uint8_t* d, F&& f) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t s = 0; s < nbk; ++s) {
+      const uint8_t* blk = src + size_t(r) * rb + s * sizeof(BlockQ6_K);
+      for (int grp = 0; grp < 16; ++grp) sc[s * 256 + grp * 16 + r] = blk[192 + grp];
+      std::memcpy(d + s * 32 + r * 2, blk + 208, 2);
+      uint8_t q[kQK_K];
+      unpack_levels_q6_K(blk, q);
+      f(r, s, q);
+    }
+  }
+}
+
 // ==== q6_K: per super-block, low nibbles [8][4][64] as q4_K's; top two bits [8][2][64]:
 // vector (j, 0) holds, at bits 2c..2c+1 of byte (row, m), element 32j+4c+m (c < 4), and
 // vector (j, 1) element 32j+16+4c+m; scales [16 groups][16] int8; d [16] fp16.
@@ -275,30 +292,22 @@ struct K6Layout {
   static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
     const int64_t nbk = n / kQK_K;
     std::memset(dst, 0, bytes(n));
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const uint8_t* row = src + size_t(r) * rb;
-      for (int64_t s = 0; s < nbk; ++s) {
-        const uint8_t* blk = row + s * sizeof(BlockQ6_K);
-        uint8_t q[kQK_K];
-        unpack_levels_q6_K(blk, q);
-        for (int j = 0; j < 8; ++j) {
-          for (int i = 0; i < 4; ++i) {
-            uint8_t* o = dst + ((s * 8 + j) * 4 + i) * 64 + r * 4;
-            for (int m = 0; m < 4; ++m) o[m] = uint8_t((q[32 * j + 4 * i + m] & 0x0F) | ((q[32 * j + 16 + 4 * i + m] & 0x0F) << 4));
-          }
-          for (int h = 0; h < 2; ++h) {
-            uint8_t* o = dst + off_hb(nbk) + ((s * 8 + j) * 2 + h) * 64 + r * 4;
-            for (int m = 0; m < 4; ++m) {
-              uint8_t v = 0;
-              for (int c = 0; c < 4; ++c) v = uint8_t(v | (((q[32 * j + 16 * h + 4 * c + m] >> 4) & 3) << (2 * c)));
-              o[m] = v;
-            }
+    pack_q6_K_blocks(src, rb, n_rows, nbk, dst + off_sc(nbk), dst + off_d(nbk), [&](int64_t r, int64_t s, const uint8_t (&q)[kQK_K]) {
+      for (int j = 0; j < 8; ++j) {
+        for (int i = 0; i < 4; ++i) {
+          uint8_t* o = dst + ((s * 8 + j) * 4 + i) * 64 + r * 4;
+          for (int m = 0; m < 4; ++m) o[m] = uint8_t((q[32 * j + 4 * i + m] & 0x0F) | ((q[32 * j + 16 + 4 * i + m] & 0x0F) << 4));
+        }
+        for (int h = 0; h < 2; ++h) {
+          uint8_t* o = dst + off_hb(nbk) + ((s * 8 + j) * 2 + h) * 64 + r * 4;
+          for (int m = 0; m < 4; ++m) {
+            uint8_t v = 0;
+            for (int c = 0; c < 4; ++c) v = uint8_t(v | (((q[32 * j + 16 * h + 4 * c + m] >> 4) & 3) << (2 * c)));
+            o[m] = v;
           }
         }
-        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[192 + grp];
-        std::memcpy(dst + off_d(nbk) + s * 32 + r * 2, blk + 208, 2);
       }
-    }
+    });
   }
 };
 
@@ -317,25 +326,17 @@ struct K6TripletLayout {
   static void pack(const uint8_t* src, size_t rb, int64_t n_rows, int64_t n, uint8_t* dst) {
     const int64_t nbk = n / kQK_K;
     std::memset(dst, 0, bytes(n));
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const uint8_t* row = src + size_t(r) * rb;
-      for (int64_t s = 0; s < nbk; ++s) {
-        const uint8_t* blk = row + s * sizeof(BlockQ6_K);
-        uint8_t q[kQK_K];
-        unpack_levels_q6_K(blk, q);
-        for (int j = 0; j < 8; ++j) {
-          for (int half = 0; half < 2; ++half) {
-            for (int m = 0; m < 4; ++m) {
-              const uint8_t* lv = q + 32 * j + 16 * half + m;  // chunk c's level at lv[4c]
-              for (int k = 0; k < 3; ++k)
-                dst[((s * 8 + j) * 6 + 3 * half + k) * 64 + r * 4 + m] = uint8_t(lv[4 * k] | (((lv[12] >> (2 * k)) & 3) << 6));
-            }
+    pack_q6_K_blocks(src, rb, n_rows, nbk, dst + off_sc(nbk), dst + off_d(nbk), [&](int64_t r, int64_t s, const uint8_t (&q)[kQK_K]) {
+      for (int j = 0; j < 8; ++j) {
+        for (int half = 0; half < 2; ++half) {
+          for (int m = 0; m < 4; ++m) {
+            const uint8_t* lv = q + 32 * j + 16 * half + m;  // chunk c's level at lv[4c]
+            for (int k = 0; k < 3; ++k)
+              dst[((s * 8 + j) * 6 + 3 * half + k) * 64 + r * 4 + m] = uint8_t(lv[4 * k] | (((lv[12] >> (2 * k)) & 3) << 6));
           }
         }
-        for (int grp = 0; grp < 16; ++grp) dst[off_sc(nbk) + s * 256 + grp * 16 + r] = blk[192 + grp];
-        std::memcpy(dst + off_d(nbk) + s * 32 + r * 2, blk + 208, 2);
       }
-    }
+    });
   }
 };
 
