@@ -13,9 +13,9 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measureExpertOffload, type ExpertMeasureOptions, type ExpertMeasurement, type NativeExpertPolicy } from '../../src/sched/experts/native.js';
 
-export type ExpertRunPolicy = NativeExpertPolicy | 'all on device' | 'dynamic n*' | 'dynamic, no refit' | 'dynamic, no prefetch' | 'dynamic, pregate' | 'dynamic, cudaHostAlloc';
+export type ExpertRunPolicy = NativeExpertPolicy | 'all on device' | 'dynamic n*' | 'dynamic, no refit' | 'dynamic, no prefetch' | 'dynamic, pregate' | 'dynamic, pregate, early' | 'dynamic, cudaHostAlloc';
 // The baseline and tandem's policy first: a run short of device time still compares them.
-export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['cpu-all', 'dynamic', 'dynamic, pregate', 'dynamic, no refit', 'all on device', 'stacks', 'cpu-first-layers:8', 'dynamic n*', 'dynamic, no prefetch', 'dynamic, cudaHostAlloc'];
+export const EXPERT_RUN_POLICIES: ExpertRunPolicy[] = ['cpu-all', 'dynamic', 'dynamic, pregate, early', 'dynamic, pregate', 'dynamic, no refit', 'all on device', 'stacks', 'cpu-first-layers:8', 'dynamic n*', 'dynamic, no prefetch', 'dynamic, cudaHostAlloc'];
 
 export interface ExpertRun {
   policy: ExpertRunPolicy | string;
@@ -34,6 +34,7 @@ function options(policy: ExpertRunPolicy | `cpu-first-layers:${number}`, budget:
     case 'dynamic, no refit': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, refit: false, deviceWeightBytes: budget };
     case 'dynamic, no prefetch': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: false, deviceWeightBytes: budget };
     case 'dynamic, pregate': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, pregate: true, deviceWeightBytes: budget };
+    case 'dynamic, pregate, early': return { policy: 'dynamic', calibrate: true, prefetchWhenIdle: true, pregate: true, prefetchEarly: true, deviceWeightBytes: budget };
     case 'dynamic n*': return { policy: 'dynamic', nStar, deviceWeightBytes: budget };
     default: return { policy, nStar, deviceWeightBytes: budget };
   }

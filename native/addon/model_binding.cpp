@@ -158,6 +158,7 @@ ExpertConfig parse_experts(const Napi::Object& o) {
   if (!o.Get("prefetchPerLayer").IsUndefined()) x.prefetch_per_layer = int32_t(integer(o, "prefetchPerLayer", w, 0, 1 << 20));
   x.prefetch_when_idle = boolean(o, "prefetchWhenIdle", w, true);
   x.pregate = boolean(o, "pregate", w, true);
+  x.prefetch_early = boolean(o, "prefetchEarly", w, true);
   if (!o.Get("admitMargin").IsUndefined()) x.admit_margin = num(o, "admitMargin", w);
   if (!o.Get("cpuWeights").IsUndefined()) {
     const std::string cw = str(o, "cpuWeights", w);

@@ -602,6 +602,9 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   auto run_beside = [&] {
     if (!beside_queued) beside();
   };
+  // The routing is here: the host waited this long since the previous layer's experts.
+  if (l > 0 && gap_from_layer_ == l - 1) xo.note_gap(us_since(gap_from_));
+  gap_from_layer_ = -1;
   if (need_x) st.activation_bytes += T * int64_t(row);
   const int32_t* ids = b.h_ids.as<int32_t>();
   const float* wts = b.h_w.as<float>();
@@ -654,6 +657,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   std::vector<int32_t> sq(size_t(n_exp), -1);   // each expert's index in `streamed`
   int32_t ring[SlabStream::kBuffers] = {};
   size_t n_ring = 0;
+  int64_t copied_now = 0;  // one-token copies made in place
   if (will_copy && T > 1) {
     for (size_t i = missing.size(); i-- > 0;)
       if (copy[i]) streamed.push_back(missing[i]);
@@ -685,6 +689,7 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       timed(&ph_.expert_copies, [&] { to_device(xo.slot_data(s), xo.host_slab(l, e), xo.slab_bytes(l)); });
       xo.protect(s);
       site[size_t(e)] = s;
+      copied_now++;
       st.copies++;
       st.copy_bytes += int64_t(xo.slab_bytes(l));
     }
@@ -708,6 +713,64 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   if (n_cpu > 0) {
     st.cpu_calls++;
     cpu_pred_us += xo.cpu_call_us();
+  }
+
+  const ExpertConfig& cfg = xo.config();
+  // Copies for later use run beside the compute: on an async device on the expert stream, after
+  // the work queued so far (which may still read the slot), marked pending until waited for.
+  auto background_copy = [&](int64_t layer, int32_t e, int32_t s) {
+    timed(&ph_.expert_copies, [&] {
+      if (!device_async_) {
+        to_device(xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer));
+        return;
+      }
+      device_->check(f.event_record(c, expert_queued_, nullptr), "event_record");
+      device_->check(f.stream_wait(c, expert_stream_, expert_queued_), "stream_wait");
+      device_->check(f.copy_h2d(c, xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer), expert_stream_), "copy_h2d");
+      device_->check(f.event_record(c, expert_copied_, expert_stream_), "event_record");
+      xo.set_pending(s);
+    });
+    xo.protect(s);
+    st.copy_bytes += int64_t(xo.slab_bytes(layer));
+  };
+  // Prefetch of n of the next layer's missing experts. With the pregate, the ones its router
+  // picks on this layer's hidden state go first, taking the lowest-scored slot whatever its
+  // score (they are wanted now), then the highest-scored by the admission margin.
+  auto prefetch_next = [&](int32_t n_prefetch) {
+    if (n_prefetch <= 0) return;
+    std::vector<int32_t> predicted(size_t(n_exp), 0);  // the pregate's top-k picks per expert, over the rows
+    if (pregate) predict_next(b.h_pregate.as<float>(), T, &predicted);
+    std::vector<int32_t> cand;
+    for (int64_t e = 0; e < n_exp; ++e) {
+      const int32_t s = xo.slot_of(l + 1, e);
+      if (s >= 0 && predicted[size_t(e)] > 0) xo.protect(s);  // wanted by the next layer: no victim
+      if (s < 0 && (predicted[size_t(e)] > 0 || xo.score(l + 1, e) > 0)) cand.push_back(int32_t(e));
+    }
+    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) {
+      if (predicted[size_t(x)] != predicted[size_t(y)]) return predicted[size_t(x)] > predicted[size_t(y)];
+      return xo.score(l + 1, x) > xo.score(l + 1, y);
+    });
+    int32_t fetched = 0;
+    for (int32_t e : cand) {
+      if (fetched >= n_prefetch) break;
+      const bool wanted = predicted[size_t(e)] > 0;
+      const int32_t s = xo.take_slot(l + 1, e, wanted ? 0.0 : cfg.admit_margin, &st);
+      if (s < 0) break;
+      background_copy(l + 1, e, s);
+      xo.mark_prefetched(s);
+      st.prefetches++;
+      fetched++;
+    }
+  };
+  // The early prefetch (ExpertConfig::prefetch_early) starts now, queued behind this layer's own
+  // copies, and fills the link until the next layer's routing: this layer's expert time and the
+  // measured gap, less what its copies take. The slots it takes are none this layer reads (they
+  // are protected), and on an async device the copies wait for the work queued before them.
+  const bool early = cfg.prefetch_early && l + 1 < hp_.n_layer && streamed.empty() && xo.may_copy();
+  if (early) {
+    const double committed = double(copied_now) * xo.copy_us(l);
+    const double busy = std::max(cpu_pred_us, committed + resident_us);
+    prefetch_next(xo.prefetch_fit(l + 1, busy - committed + xo.gap_us()));
   }
 
   // The first fills start now, beside the host's bookkeeping and the resident experts' compute.
@@ -881,24 +944,8 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   }
   drain_on_throw.s = nullptr;  // every fill was waited for before its expert ran
 
-  // Copies for later use run beside the compute: on an async device on the expert stream, after
-  // the work queued so far (which may still read the slot), marked pending until waited for.
-  auto background_copy = [&](int64_t layer, int32_t e, int32_t s) {
-    timed(&ph_.expert_copies, [&] {
-      if (!device_async_) {
-        to_device(xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer));
-        return;
-      }
-      device_->check(f.event_record(c, expert_queued_, nullptr), "event_record");
-      device_->check(f.stream_wait(c, expert_stream_, expert_queued_), "stream_wait");
-      device_->check(f.copy_h2d(c, xo.slot_data(s), xo.host_slab(layer, e), xo.slab_bytes(layer), expert_stream_), "copy_h2d");
-      device_->check(f.event_record(c, expert_copied_, expert_stream_), "event_record");
-      xo.set_pending(s);
-    });
-    xo.protect(s);
-    st.copy_bytes += int64_t(xo.slab_bytes(layer));
-  };
-  const ExpertConfig& cfg = xo.config();
+  gap_from_ = Clock::now();
+  gap_from_layer_ = l;
   if (!xo.may_copy()) return;
   // CPU-run experts that now outscore a resident one (by the margin) take its slot for later steps.
   if (cfg.admit_per_layer > 0) {
@@ -916,36 +963,9 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
       admitted++;
     }
   }
-  // Prefetch: the next layer's missing experts, when this layer copied nothing for its own
-  // compute (the link would otherwise idle while the device works). With the pregate, the ones
-  // its router picks on this layer's hidden state go first, taking the lowest-scored slot
-  // whatever its score (they are wanted now), then the highest-scored by the admission margin.
-  const int32_t n_prefetch = l + 1 < hp_.n_layer && !will_copy ? xo.prefetch_count(l + 1, resident_us, cpu_pred_us) : 0;
-  if (n_prefetch > 0) {
-    std::vector<int32_t> predicted(size_t(n_exp), 0);  // the pregate's top-k picks per expert, over the rows
-    if (pregate) predict_next(b.h_pregate.as<float>(), T, &predicted);
-    std::vector<int32_t> cand;
-    for (int64_t e = 0; e < n_exp; ++e) {
-      const int32_t s = xo.slot_of(l + 1, e);
-      if (s >= 0 && predicted[size_t(e)] > 0) xo.protect(s);  // wanted by the next layer: no victim
-      if (s < 0 && (predicted[size_t(e)] > 0 || xo.score(l + 1, e) > 0)) cand.push_back(int32_t(e));
-    }
-    std::stable_sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) {
-      if (predicted[size_t(x)] != predicted[size_t(y)]) return predicted[size_t(x)] > predicted[size_t(y)];
-      return xo.score(l + 1, x) > xo.score(l + 1, y);
-    });
-    int32_t fetched = 0;
-    for (int32_t e : cand) {
-      if (fetched >= n_prefetch) break;
-      const bool wanted = predicted[size_t(e)] > 0;
-      const int32_t s = xo.take_slot(l + 1, e, wanted ? 0.0 : cfg.admit_margin, &st);
-      if (s < 0) break;
-      background_copy(l + 1, e, s);
-      xo.mark_prefetched(s);
-      st.prefetches++;
-      fetched++;
-    }
-  }
+  // Without the early prefetch, the prefetch follows this layer's experts when the layer copied
+  // nothing for its own compute (the link would otherwise idle while the device works).
+  if (!early) prefetch_next(l + 1 < hp_.n_layer && !will_copy ? xo.prefetch_count(l + 1, resident_us, cpu_pred_us) : 0);
 }
 
 void Model::predict_next(const float* logits, int64_t T, std::vector<int32_t>* predicted) const {

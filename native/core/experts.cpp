@@ -279,11 +279,10 @@ ExpertViews ExpertOffload::views_at(int64_t l, const void* slab) const {
   return views(y, static_cast<const uint8_t*>(slab), y.slab, 1);
 }
 
-int32_t ExpertOffload::prefetch_count(int64_t next_layer, double device_us, double cpu_us) const {
+int32_t ExpertOffload::prefetch_fit(int64_t next_layer, double window) const {
   const int32_t cap = cfg_.prefetch_per_layer;
   if (!cfg_.prefetch_when_idle || !cfg_.has_cost) return cap;
-  const double window = std::max(device_us, cpu_us);
-  const double fit = std::floor(window / copy_us(next_layer));
+  const double fit = std::floor(std::max(0.0, window) / copy_us(next_layer));
   const int32_t n = fit >= double(n_expert_) ? int32_t(n_expert_) : int32_t(std::max(0.0, fit));
   return cap > 0 ? std::min(cap, n) : n;
 }

@@ -62,6 +62,12 @@ struct ExpertConfig {
   // layer's hidden state (after attention, normed with the next layer's FFN norm) before their
   // scores, so that the experts the next layer is likely to route to this step move first.
   bool pregate = false;
+  // dynamic with prefetch: issue the next layer's prefetch as soon as this layer's routing is
+  // known, beside this layer's experts (CPU and device) and after its own copies, rather than
+  // after its experts and only when it copied nothing. The window it fills is the time until the
+  // next layer's routing (measured) plus this layer's expert time, less the link time its own
+  // copies take. Not in steps that stream their copies (prefill).
+  bool prefetch_early = false;
   double admit_margin = 2.0;     // ... when their score exceeds the resident one's times this (2 halved the copies of
                                  // 1 for about the same hit rate on the synthetic test MoEs)
   std::vector<double> initial_scores;  // n_layer * n_expert scores for the first fill (empty: round-robin over layers)
@@ -277,7 +283,17 @@ class ExpertOffload {
   }
   // How many of the next layer's experts to prefetch after a layer whose experts are predicted
   // to keep the device busy for device_us and the CPU for cpu_us, the link idle meanwhile.
-  int32_t prefetch_count(int64_t next_layer, double device_us, double cpu_us) const;
+  int32_t prefetch_count(int64_t next_layer, double device_us, double cpu_us) const {
+    return prefetch_fit(next_layer, std::max(device_us, cpu_us));
+  }
+  // How many slabs of next_layer copy in window_us of idle link (prefetch_per_layer when it is
+  // > 0 and smaller; just that cap without costs or without prefetch_when_idle).
+  int32_t prefetch_fit(int64_t next_layer, double window_us) const;
+  // The host's wait from the end of one layer's experts to the next layer's routing (attention
+  // and router on the device, and the rest of the layer's device work before them): a moving
+  // average of the measured gaps, 0 before the first.
+  void note_gap(double us) { gap_us_ = gap_n_ == 0 ? us : 0.8 * gap_us_ + 0.2 * us; gap_n_++; }
+  double gap_us() const { return gap_us_; }
   // True when copies follow the makespan rule rather than the n* threshold.
   bool makespan() const { return cfg_.has_cost && cfg_.n_star < 0; }
 
@@ -320,6 +336,8 @@ class ExpertOffload {
   int64_t n_pending_ = 0;
   uint64_t stamp_ = 1;
   std::vector<double> n_star_;
+  double gap_us_ = 0;                // note_gap's average
+  int64_t gap_n_ = 0;
   double act_bytes_per_row_ = 0;     // hidden state of one row (f32), each way for a CPU expert
   // Scores, per key.
   int64_t step_ = 0;

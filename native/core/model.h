@@ -278,6 +278,8 @@ class Model {
   tdm_stream* expert_stream_ = nullptr;    // async devices with expert offload: admission copies beside compute
   tdm_event* expert_queued_ = nullptr;     // compute queued before an admission copy
   tdm_event* expert_copied_ = nullptr;     // the last admission copy
+  std::chrono::steady_clock::time_point gap_from_{};  // when the experts of layer gap_from_layer_ ended (ExpertOffload::note_gap)
+  int64_t gap_from_layer_ = -1;
   tdm_event* routing_copied_ = nullptr;    // a layer's routing (and hidden states) reached host memory
   void* host_kv_on_device_ = nullptr;      // the host KV pool's address for the device (host_register), or null
   tdm_stream* stream_stream_ = nullptr;    // streamed host KV: layer gathers beside compute

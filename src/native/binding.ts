@@ -97,6 +97,8 @@ export interface NativeExpertConfig {
   prefetchWhenIdle?: boolean;
   /** 'dynamic' with a prefetch: order the next layer's candidates by its router applied to this layer's hidden state (its top-k picks first, taking the lowest-scored slot whatever its score), then by score. Default false: by score alone. */
   pregate?: boolean;
+  /** 'dynamic' with a prefetch: issue it as soon as the layer's routing is known, beside the layer's experts and behind its own copies, even when it copied (sized by the time until the next layer's routing, measured, less those copies), rather than after the experts and only when the layer copied nothing. Not in steps that stream copies (prefill). Default false. */
+  prefetchEarly?: boolean;
   /** ...only when its score exceeds the resident one's times this (>= 1; default 2): damps churn under uniform routing. */
   admitMargin?: number;
   /** Where CPU-run experts read weights: 'mapping' (default: the file mapping, repacked once by the CPU backend for its packed kernels; under 'dynamic' the pinned slabs for copies sit beside it, twice the host RAM; the static policies keep no slabs) or 'slabs' (the pinned slabs only: half the host RAM, slower CPU kernels). */

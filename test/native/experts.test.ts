@@ -162,6 +162,16 @@ const CASES: { name: string; experts: NativeExpertConfig; deviceWeightBytes?: 'd
     },
   },
   {
+    // Several sequences a step stream their copies, so here the early prefetch runs in the layers
+    // that copy nothing; one sequence beside copies: the 'early prefetch' test below.
+    name: '6 slots, never copy for compute, early prefetch 2 per layer by the pregate',
+    experts: { maxSlots: 6, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true, prefetchEarly: true },
+    expect: (t, s) => {
+      t.ok(sum(s, 'prefetchHits') > 0, `prefetched experts were routed to (${sum(s, 'prefetchHits')} of ${sum(s, 'prefetches')})`);
+      t.equal(sum(s, 'copies') + sum(s, 'admissions'), 0, 'no other copies');
+    },
+  },
+  {
     name: "3 slots, n* = 1, 'pipeline' (two sub-batches share the cache)",
     experts: { maxSlots: 3, nStar: 1 },
     strategy: 'pipeline',
@@ -252,23 +262,47 @@ for (const [i, model] of MODELS.entries()) {
 }
 
 /** Decode of one sequence for `steps` steps on the reference kernels; the summed counters of the decode steps. */
-async function decodeStats(file: string, experts: NativeExpertConfig, steps: number): Promise<ExpertStepStats & { slotBytes: number }> {
+async function decodeStats(file: string, experts: NativeExpertConfig, steps: number): Promise<ExpertStepStats & { slotBytes: number; tokens: number[] }> {
   const m = await load(file, { device: 'cpu-standin', cpuVariant: 'ref', experts });
   const slotBytes = m.placement.experts!.slotBytes;
   const table = Int32Array.from({ length: 8 }, (_, i) => i);
   let tokens = [1, 300, 301, 302, 303, 304, 305, 306];
   let pos = 0;
+  const sampled: number[] = [];
   const total: ExpertStepStats = { hits: 0, hitRows: 0, misses: 0, copies: 0, admissions: 0, prefetches: 0, prefetchHits: 0, evictions: 0, deviceExperts: 0, cpuExperts: 0, deviceRows: 0, cpuRows: 0, cpuCalls: 0, copyBytes: 0, activationBytes: 0, prefillCopies: 0, prefillCopyBytes: 0, overlappedCopies: 0 };
   for (let s = 0; s <= steps; s++) {
     const r = await m.step({ strategy: 'gpu-only', copies: [], sequences: [{ seqId: 1, tokens: Int32Array.from(tokens), startPos: pos, blockTable: table, kvTier: 'device', attention: 'gpu', sample: true }] });
     pos += tokens.length;
     tokens = [r.sequences[0]!.token];
+    sampled.push(tokens[0]!);
     if (s === 0) continue;
     for (const k of Object.keys(total) as (keyof ExpertStepStats)[]) total[k] += r.experts![k];
   }
   m.dispose();
-  return { ...total, slotBytes };
+  return { ...total, slotBytes, tokens: sampled };
 }
+
+t.test('early prefetch: the link also prefetches in layers that copy for their own compute, and only as much as its window holds', async (t) => {
+  const file = await modelFile(slugs[0]!, MODELS[0]!.spec());
+  const rate = (s: ExpertStepStats) => s.hits / (s.hits + s.misses);
+  const copying = { maxSlots: 6, nStar: 1, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true };
+  const late = await decodeStats(file, copying, 40);
+  const early = await decodeStats(file, { ...copying, prefetchEarly: true }, 40);
+  t.ok(early.prefetches > 2 * late.prefetches, `every miss copied: ${early.prefetches} prefetches early, ${late.prefetches} after the experts`);
+  t.ok(rate(early) > rate(late), `hit rate ${rate(early).toFixed(2)} early, ${rate(late).toFixed(2)} after`);
+  t.ok(early.copies < late.copies, `fewer copies for compute (${early.copies} < ${late.copies})`);
+  // Reference kernels: the same logits wherever an expert runs, so the same greedy tokens.
+  const cpuOnly = await decodeStats(file, { maxSlots: 0, nStar: Infinity }, 40);
+  t.same(early.tokens, cpuOnly.tokens, 'the same tokens as with every expert on the CPU');
+  t.same(late.tokens, cpuOnly.tokens, '...and as the prefetch after the experts');
+  // With costs the window decides: a slab that takes longer than any step to copy is never prefetched.
+  const cost = { cpuFixedUs: 40, cpuUsPerToken: 20, gpuFixedUs: 5, gpuUsPerToken: 0.5, cpuCallUs: 10, linkLatencyUs: 1 };
+  const sized = { maxSlots: 6, admitPerLayer: 0, prefetchWhenIdle: true, pregate: true, prefetchEarly: true };
+  const fast = await decodeStats(file, { ...sized, cost: { ...cost, linkBytesPerUs: 1e6 } }, 20);
+  const slow = await decodeStats(file, { ...sized, cost: { ...cost, linkBytesPerUs: 1e-3 } }, 20);
+  t.ok(fast.prefetches > 0, `fast link: ${fast.prefetches} prefetches`);
+  t.equal(slow.prefetches, 0, 'a link too slow for the window: none');
+});
 
 t.test('cache behaviour: skewed routing hits more, admissions follow the routing, the margin damps churn', async (t) => {
   const uniform = await modelFile(slugs[0]!, MODELS[0]!.spec());

@@ -34,6 +34,8 @@ export interface NativeExpertOptions {
   prefetchWhenIdle?: boolean;
   /** Order the prefetch by the next layer's router on this layer's hidden state (NativeExpertConfig.pregate). */
   pregate?: boolean;
+  /** Prefetch as soon as the routing is known (NativeExpertConfig.prefetchEarly). */
+  prefetchEarly?: boolean;
   /** Where CPU-run experts read weights (NativeExpertConfig.cpuWeights). */
   cpuWeights?: 'mapping' | 'slabs';
 }
@@ -74,6 +76,7 @@ export function nativeExpertConfig(o: NativeExpertOptions): NativeExpertConfig |
     if (o.prefetchPerLayer !== undefined) out.prefetchPerLayer = o.prefetchPerLayer;
     if (o.prefetchWhenIdle !== undefined) out.prefetchWhenIdle = o.prefetchWhenIdle;
     if (o.pregate !== undefined) out.pregate = o.pregate;
+    if (o.prefetchEarly !== undefined) out.prefetchEarly = o.prefetchEarly;
   } else {
     throw new TandemError('TDM_BAD_ARGUMENT', `unknown expert policy '${String(o.policy)}' (dynamic, cpu-all, cpu-first-layers:N, stacks)`);
   }
