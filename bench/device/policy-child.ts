@@ -47,8 +47,8 @@ export interface PolicyRun {
   phaseUsMean: Record<string, number>;
   /** Host time around the steps (planning, the native call's way in and out, token delivery) per round, µs: the device idles through it. */
   hostUsMean: number;
-  /** Every step: [strategy, device-KV seqs, host-KV seqs, seqs with CPU attention, tokens, measured µs, predicted µs or -1], to see where predictions miss. */
-  stepTrace: [string, number, number, number, number, number, number][];
+  /** Every step: [strategy, device-KV seqs, host-KV seqs, seqs with CPU attention, tokens, measured µs, predicted µs or -1, context tokens], to see where predictions miss and to compare policies' steps at equal batch and context. */
+  stepTrace: [string, number, number, number, number, number, number, number][];
 }
 
 function percentile(xs: number[], p: number): number {
@@ -69,7 +69,7 @@ async function runPolicy(file: string, device: 'gpu' | 'cpu-standin', policy: Po
     const stepTrace: PolicyRun['stepTrace'] = [];
     const off = model.onStep((s) => {
       numRounds += s.rounds;
-      stepTrace.push([s.strategy, s.sequences.device, s.sequences.host, s.cpuAttention, s.tokens, Math.round(s.totalUs), Math.round(s.predictedUs ?? -1)]);
+      stepTrace.push([s.strategy, s.sequences.device, s.sequences.host, s.cpuAttention, s.tokens, Math.round(s.totalUs), Math.round(s.predictedUs ?? -1), s.contextTokens]);
       totalUs += s.totalUs;
       for (const [k, v] of Object.entries(s.phaseUs)) phaseUs[k] = (phaseUs[k] ?? 0) + v;
     });

@@ -658,8 +658,10 @@ export class Model {
     let host = 0;
     let cpuAttention = 0;
     let tokens = 0;
+    let contextTokens = 0;
     let rounds = 1;
     for (const p of plan.sequences) {
+      contextTokens += p.startPos + p.tokens.length;
       if (p.kvTier === 'device') device++;
       else host++;
       if (p.attention === 'cpu') cpuAttention++;
@@ -674,6 +676,7 @@ export class Model {
       sequences: { device, host, deferred: decision ? decision.deferred.length : 0 },
       cpuAttention,
       tokens,
+      contextTokens,
       rounds,
       copies: plan.copies.length,
       phaseUs: { ...result.phaseUs },

@@ -402,6 +402,8 @@ export interface StepInfo {
   cpuAttention: number;
   /** Tokens processed (prefill chunks and decodes, every round of a decode burst). */
   tokens: number;
+  /** Positions the step's first round attends over, summed over its sequences (each one's context with the step's tokens): what its attention reads. */
+  contextTokens: number;
   /** Forward passes: the longest decode burst in the step (1 without one). */
   rounds: number;
   /** KV block copies before the forward pass (swaps, copy on write). */

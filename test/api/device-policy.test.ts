@@ -64,6 +64,9 @@ t.test('no device: the single-device CPU path, as before', async (t) => {
   await plain.generate(prompts[0]!, { maxTokens: 4, temperature: 0 }).result;
   stop();
   t.ok(steps.reduce((n, s) => n + s.rounds, 0) >= 4, 'a step report per step, with its decode rounds');
+  // One sequence: the prompt step attends over the prompt, each later step over one more position.
+  const n = prompts[0]!.length;
+  t.same(steps.map((s) => s.contextTokens), steps.map((_, i) => n + i), `context tokens ${n}, ${n + 1}, ...`);
   t.ok(steps.every((s) => s.strategy === 'cpu' && s.policy === 'cpu' && s.predictedUs === undefined));
   t.ok(steps.every((s, i) => i === 0 || s.step === steps[i - 1]!.step + 1), 'step numbers count up');
   const seen = steps.length;

@@ -181,6 +181,9 @@ t.test('MoE expert offload on the emulated GPU: every policy\'s logits, and the 
     { name: 'dynamic, calibrated, idle-link prefetch', experts: { policy: 'dynamic', maxSlots: 6, prefetchWhenIdle: true }, calibrate: true },
     // The next router on the device, its logits down with the routing, the prefetch it orders.
     { name: 'dynamic, prefetch by the pregate', experts: { policy: 'dynamic', maxSlots: 4, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true } },
+    // The same prefetch issued when the routing is known, on the expert stream beside the layer's experts.
+    { name: 'dynamic, early prefetch by the pregate', experts: { policy: 'dynamic', maxSlots: 4, nStar: Infinity, admitPerLayer: 0, prefetchPerLayer: 2, pregate: true, prefetchEarly: true } },
+    { name: 'dynamic, calibrated, early prefetch by the pregate', experts: { policy: 'dynamic', maxSlots: 6, prefetchWhenIdle: true, pregate: true, prefetchEarly: true }, calibrate: true },
     { name: 'cpu-all', experts: { policy: 'cpu-all' } },
     { name: 'cpu-first-layers:1', experts: { policy: 'cpu-first-layers', cpuLayers: 1 } },
   ];
