@@ -768,7 +768,8 @@ void Model::routed_experts(BatchBuffers& b, int64_t T, int64_t l, float* O, cons
   // are protected), and on an async device the copies wait for the work queued before them.
   const bool early = cfg.prefetch_early && l + 1 < hp_.n_layer && streamed.empty() && xo.may_copy();
   if (early) {
-    const double committed = double(copied_now) * xo.copy_us(l);
+    // Without costs a copy's time is +inf and prefetch_fit ignores the window.
+    const double committed = copied_now > 0 ? double(copied_now) * xo.copy_us(l) : 0.0;
     const double busy = std::max(cpu_pred_us, committed + resident_us);
     prefetch_next(xo.prefetch_fit(l + 1, busy - committed + xo.gap_us()));
   }
