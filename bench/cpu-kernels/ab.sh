@@ -3,7 +3,7 @@
 # (packed-stream.cpp): each revision's kernel file is compiled from that revision's native/
 # with the flags binding.gyp gives it, and the tables alternate in one process.
 #
-#   bash bench/cpu-kernels/ab.sh [--isa avx512|avx2] [--types "q4_K q6_K"] [--rows N] [--cols N]
+#   bash bench/cpu-kernels/ab.sh [--isa avx512|avxvnni|avx2] [--types "q4_K q6_K"] [--rows N] [--cols N]
 #                                [--rounds N] [--copies N] REV...
 #
 # Needs the addon built (npm install: build/Release/obj.target/*.a) and revisions whose
@@ -25,8 +25,9 @@ done
 [ ${#revs[@]} -ge 1 ] || { echo "usage: ab.sh [options] REV..." >&2; exit 2; }
 case "$isa" in
   avx512) flags="-mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 -mavx2 -mfma -mf16c -ffp-contract=off" ;;
+  avxvnni) flags="-mavx2 -mfma -mf16c -mavxvnni" ;;
   avx2) flags="-mavx2 -mfma -mf16c" ;;
-  *) echo "ab.sh: --isa avx512 or avx2" >&2; exit 2 ;;
+  *) echo "ab.sh: --isa avx512, avxvnni or avx2" >&2; exit 2 ;;
 esac
 lib="$root/build/Release/obj.target"
 [ -f "$lib/tandem_core.a" ] || { echo "ab.sh: build the addon first (npm install)" >&2; exit 2; }

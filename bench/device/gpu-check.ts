@@ -540,12 +540,18 @@ async function main(): Promise<void> {
     : [
         { key: 'moe', label: 'moe-8x-top2 (Mixtral-style, 8 experts, top-2) q8_0', nLayer: 16, spec: { preset: 'moe-8x-top2', type: 'q8_0', seed: 9 } },
         { key: 'oss', label: 'gpt-oss-20b shapes, 4 of 24 layers, 32000 tokens, mxfp4 experts', nLayer: 4, spec: { preset: 'gpt-oss-20b', nLayer: 4, nVocab: 32000, type: 'mxfp4_moe', seed: 11 } },
+        // Not run by default (TANDEM_DEVICE_MOE=oss24): every one of gpt-oss-20b's 24 layers, so
+        // that the per-token work outside the layers (head, sampling, launches) weighs what it
+        // does in the real model; the 4-layer file gives it six times its share. Two files of
+        // 11 GB: about 70 s of 16 cores for both.
+        { key: 'oss24', label: 'gpt-oss-20b shapes, all 24 layers, 32000 tokens, mxfp4 experts', nLayer: 24, spec: { preset: 'gpt-oss-20b', nVocab: 32000, type: 'mxfp4_moe', seed: 11 } },
       ];
-  const moeChosen = (process.env.TANDEM_DEVICE_MOE ?? moeShapes.map((x) => x.key).join(',')).split(',').map((x) => x.trim());
+  const moeChosen = (process.env.TANDEM_DEVICE_MOE ?? 'moe,oss').split(',').map((x) => x.trim());
+  for (const k of moeChosen) if (!QUICK && !moeShapes.some((x) => x.key === k)) throw new Error(`TANDEM_DEVICE_MOE: unknown shape '${k}' (${moeShapes.map((x) => x.key).join(', ')})`);
   const moeModels = moeShapes.filter((x) => moeChosen.includes(x.key)).flatMap((x) => [
     { name: `${x.label}, random routers`, nLayer: x.nLayer, spec: x.spec, file: path.join(work, `${x.key}.gguf`) },
     { name: `${x.label}, routing skewed (routerSkew 1.1)`, nLayer: x.nLayer, spec: { ...x.spec, routerSkew: 1.1 }, file: path.join(work, `${x.key}-skewed.gguf`) },
-  ]).filter(() => want('experts')).map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file]) }));
+  ]).filter(() => want('experts')).map((x) => ({ ...x, ready: startChild('make-child.js', [JSON.stringify(x.spec), x.file], x.nLayer >= 24 ? 600 : 240) }));
 
   // 1. Every op case, then larger shapes.
   const small = want('ops') ? runCases(ops, gpuId, opCases()) : [];
@@ -737,7 +743,8 @@ async function main(): Promise<void> {
         if (elapsedS() > BUDGET_S) break;
         const outFile = path.join(work, `experts-${i}.json`);
         rmSync(outFile, { force: true });
-        const err = await startChild('experts-child.js', [moe.file, outFile, String(budget), String(nStar), policy, ...(simulate ? ['--device', 'cpu-standin'] : [])], 90);
+        // A whole gpt-oss stack loads and decodes about six times as long as 4 of its layers.
+        const err = await startChild('experts-child.js', [moe.file, outFile, String(budget), String(nStar), policy, ...(simulate ? ['--device', 'cpu-standin'] : [])], moe.nLayer >= 24 ? 300 : 90);
         const got: ExpertRun[] = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as ExpertRun[]) : [];
         runs.push(...got);
         for (const batch of [1, 16]) {
