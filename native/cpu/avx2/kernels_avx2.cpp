@@ -1279,17 +1279,24 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
 // than 8 valid rows). Interleaved, both halves run each unit in turn, so that each line is used
 // by both while it is in L1 and the prefetches (issued by half 0) keep an even pace; a pass per
 // half left memory idle through the second pass. Kernels whose several-token tiles spill with
-// both halves' accumulators live run those as a pass per half instead.
-template <bool kInterleave, typename Step>
-__attribute__((always_inline)) inline void run_halves(int64_t units, int64_t valid, Step&& step) {
+// both halves' accumulators live run those as a pass per half instead. Half 0 of unit u also
+// asks for unit u's share of the next group's small planes (prefetch_next_small; L is group
+// g's layout, n its columns).
+template <typename L, bool kInterleave, typename Step>
+__attribute__((always_inline)) inline void run_halves(const uint8_t* g, int64_t n, int64_t units, int64_t valid, Step&& step) {
+  const uint8_t* next_small = next_small_planes<L>(g, n);
   if (kInterleave && valid > 8) {
     for (int64_t u = 0; u < units; ++u) {
+      prefetch_next_small<L>(next_small, u);
       step(u, 0);
       step(u, 1);
     }
     return;
   }
-  for (int64_t u = 0; u < units; ++u) step(u, 0);
+  for (int64_t u = 0; u < units; ++u) {
+    prefetch_next_small<L>(next_small, u);
+    step(u, 0);
+  }
   if (valid > 8)
     for (int64_t u = 0; u < units; ++u) step(u, 1);
 }
@@ -1304,7 +1311,7 @@ __attribute__((always_inline)) inline void block_tile(const uint8_t* g, int64_t 
   const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
   __m256 acc0[T], acc1[T];
   for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+  run_halves<typename K::L, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
     if (h == 0) K::template block<T>(g, nb, b, 0, act, as, od, os, acc0);
     else K::template block<T>(g, nb, b, 1, act, as, od, os, acc1);
   });
@@ -1532,7 +1539,7 @@ struct KK4Avx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves<T == 1>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+    run_halves<L, T == 1>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if (h == 0) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
       else superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
     });
@@ -1555,14 +1562,18 @@ struct KK4Avx2 {
       if constexpr (T == 1) {
         if (valid > 8) {
           __m256 acc[2] = {acc0[0], acc1[0]}, accm[2] = {accm0[0], accm1[0]};
-          for (int64_t s = 0; s < nbk; ++s) superblock_both(g, nbk, s, act, od, om, acc, accm);
+          const uint8_t* next_small = next_small_planes<L>(g, n);
+          for (int64_t s = 0; s < nbk; ++s) {
+            prefetch_next_small<L>(next_small, s);
+            superblock_both(g, nbk, s, act, od, om, acc, accm);
+          }
           store_half(y, 0, _mm256_sub_ps(acc[0], accm[0]), valid);
           store_half(y, 1, _mm256_sub_ps(acc[1], accm[1]), valid);
           return;
         }
       }
       // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
-      run_halves<false>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+      run_halves<L, false>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
         if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
         else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
       });
@@ -1706,7 +1717,7 @@ struct KQ6Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
-    run_halves<true>(nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+    run_halves<L, true>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if constexpr (T == 1) {
         if (h == 0) superblock_one(g, nbk, s, 0, act, od, og, acc0);
         else superblock_one(g, nbk, s, 1, act, od, og, acc1);
@@ -1918,7 +1929,7 @@ struct KQ4LanesAvx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves<T == 1>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+    run_halves<L, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
       else block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
     });
@@ -1970,7 +1981,7 @@ struct KQ8_0Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < 8; ++c) acc0[t][c] = acc1[t][c] = _mm256_setzero_ps();
-    run_halves<true>(nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+    run_halves<Q8_0Layout, true>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, sc, b, 0, act, as, acc0);
       else block<T>(g, sc, b, 1, act, as, acc1);
     });
@@ -2246,7 +2257,9 @@ struct KLanesAvx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       __m256i sp[2][16];
       Lv::scale_pairs(g, nbk, s, sp);
       if constexpr (T == 1) {
@@ -2356,7 +2369,9 @@ struct KQ2KAvx2 {
     const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
     __m256 acc0[T], accm0[T], acc1[T], accm1[T];
     for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       Scales sc;
       scales(g, nbk, s, &sc);
       superblock<T>(g, nbk, s, 0, act, as, od, og, sc, acc0, accm0);

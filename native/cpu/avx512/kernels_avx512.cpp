@@ -291,7 +291,9 @@ struct KQ8_0 {
     const size_t od = ActQ8_0::off_d(n), ol = ActQ8_0::off_l(n);
     __m512 acc[T][8];
     zero_lanes(acc);
+    const uint8_t* next_small = next_small_planes<Q8_0Layout>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
+      prefetch_next_small<Q8_0Layout>(next_small, b);
       const __m512 dw = load_f16x16(sc + b * 32);
       __m512 d[T];
 #pragma GCC unroll 16
@@ -355,7 +357,9 @@ struct KQ4 {
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     constexpr int P = partials<T>();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
+      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, b);
       __m512i ia[T][P];
       zero_partials(ia);
 #pragma GCC unroll 16
@@ -391,7 +395,9 @@ struct KQ4 {
     zero_lanes(acc);
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
+      prefetch_next_small<L>(next_small, b);
       const __m512 dw = load_f16x16(g + L::off_d(nb) + b * 32);
       __m512 d[T];
 #pragma GCC unroll 16
@@ -464,7 +470,9 @@ struct KLut4 {
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     constexpr int P = partials<T>();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
+      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, b);
       __m512i ia[T][P];
       zero_partials(ia);
 #pragma GCC unroll 16
@@ -551,7 +559,9 @@ struct KK4 {
     __m512 acc[T], accm[T];
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = accm[t] = _mm512_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, s);
       const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
       const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
       __m512 dd[T], dm[T];
@@ -610,7 +620,9 @@ struct KK4 {
     zero_lanes(acc);
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       __m512i lane[T][8];
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
@@ -701,7 +713,9 @@ struct KQ6_K {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 acc[T][8];
     zero_lanes(acc);
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
       auto group_scales = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
       __m512i lane[T][8];
@@ -851,7 +865,9 @@ struct KLanes {
     const __m512i zero = _mm512_setzero_si512();
     __m512 acc[T][8];
     zero_lanes(acc);
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       __m512i lane[T][8];
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
@@ -911,7 +927,9 @@ struct KQ2_K {
     __m512 acc[T], acc_min[T];
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
+    const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
+      prefetch_next_small<L>(next_small, s);
       const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
       auto group_bytes = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
       __m512i isum[T], imin[T];
