@@ -59,7 +59,7 @@ inline void prefetch_group_stream(const uint8_t* g, int64_t v, int64_t distance)
 // but beside them, unit by unit (block or super-block): a second stream that starts again at
 // every group, which the walk above reaches only as the group ends, too late for the next
 // group's first units, and which is too short for the hardware to learn. So as a one-token
-// tile starts unit u of its group, it asks (into L2) for the lines of unit u's share of the
+// tile (or the first tile of a few, kStream) starts unit u of its group, it asks (into L2) for the lines of unit u's share of the
 // next group's small planes: its bytes from u * kSmallPerUnit to (u + 1) * kSmallPerUnit, from
 // `next_small`, where they start. Every layout lays out its units' quants first and then its
 // small planes (kSmallPerUnit bytes a unit in all, from small_at(n)), and groups lie end to

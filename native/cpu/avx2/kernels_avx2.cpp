@@ -1279,12 +1279,13 @@ inline void store_half(float* y, int h, __m256 v, int64_t valid) {
 // than 8 valid rows). Interleaved, both halves run each unit in turn, so that each line is used
 // by both while it is in L1 and the prefetches (issued by half 0) keep an even pace; a pass per
 // half left memory idle through the second pass. Kernels whose several-token tiles spill with
-// both halves' accumulators live run those as a pass per half instead. Half 0 of unit u also
-// asks for unit u's share of the next group's small planes (prefetch_next_small; L is group
-// g's layout, n its columns).
-template <typename L, bool kInterleave, typename Step>
+// both halves' accumulators live run those as a pass per half instead. With kSmall (one-token
+// tiles: several tokens' tiles are mostly prompts, whose groups come from L2), half 0 of unit
+// u also asks for unit u's share of the next group's small planes (prefetch_next_small; L is
+// group g's layout, n its columns).
+template <typename L, bool kInterleave, bool kSmall, typename Step>
 __attribute__((always_inline)) inline void run_halves(const uint8_t* g, int64_t n, int64_t units, int64_t valid, Step&& step) {
-  const uint8_t* next_small = next_small_planes<L>(g, n);
+  const uint8_t* next_small = kSmall ? next_small_planes<L>(g, n) : nullptr;
   if (kInterleave && valid > 8) {
     for (int64_t u = 0; u < units; ++u) {
       prefetch_next_small<L>(next_small, u);
@@ -1311,7 +1312,7 @@ __attribute__((always_inline)) inline void block_tile(const uint8_t* g, int64_t 
   const size_t od = ActQ8_0::off_d(n), os = ActQ8_0::off_s(n);
   __m256 acc0[T], acc1[T];
   for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  run_halves<typename K::L, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+  run_halves<typename K::L, T == 1, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
     if (h == 0) K::template block<T>(g, nb, b, 0, act, as, od, os, acc0);
     else K::template block<T>(g, nb, b, 1, act, as, od, os, acc1);
   });
@@ -1539,7 +1540,7 @@ struct KK4Avx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves<L, T == 1>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+    run_halves<L, T == 1, T == 1>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if (h == 0) superblock_lanes<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
       else superblock_lanes<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
     });
@@ -1573,7 +1574,7 @@ struct KK4Avx2 {
         }
       }
       // Several tokens, or one half: a pass per half (both halves' accumulators at once spill).
-      run_halves<L, false>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+      run_halves<L, false, T == 1>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
         if (h == 0) superblock<T>(g, nbk, s, 0, act, as, od, om, acc0, accm0);
         else superblock<T>(g, nbk, s, 1, act, as, od, om, acc1, accm1);
       });
@@ -1717,7 +1718,7 @@ struct KQ6Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
-    run_halves<L, true>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
+    run_halves<L, true, T == 1>(g, n, nbk, valid, [&](int64_t s, int h) __attribute__((always_inline)) {
       if constexpr (T == 1) {
         if (h == 0) superblock_one(g, nbk, s, 0, act, od, og, acc0);
         else superblock_one(g, nbk, s, 1, act, od, og, acc1);
@@ -1929,7 +1930,7 @@ struct KQ4LanesAvx2 {
       accm0[t] = accm1[t] = _mm256_setzero_ps();
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
     }
-    run_halves<L, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+    run_halves<L, T == 1, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, nb, b, 0, act, as, n, acc0, accm0);
       else block<T>(g, nb, b, 1, act, as, n, acc1, accm1);
     });
@@ -1981,7 +1982,7 @@ struct KQ8_0Avx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < 8; ++c) acc0[t][c] = acc1[t][c] = _mm256_setzero_ps();
-    run_halves<Q8_0Layout, true>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
+    run_halves<Q8_0Layout, true, T == 1>(g, n, nb, valid, [&](int64_t b, int h) __attribute__((always_inline)) {
       if (h == 0) block<T>(g, sc, b, 0, act, as, acc0);
       else block<T>(g, sc, b, 1, act, as, acc1);
     });
@@ -2257,7 +2258,7 @@ struct KLanesAvx2 {
     __m256 acc0[T][8], acc1[T][8];
     for (int t = 0; t < T; ++t)
       for (int k = 0; k < 8; ++k) acc0[t][k] = acc1[t][k] = _mm256_setzero_ps();
-    const uint8_t* next_small = next_small_planes<L>(g, n);
+    const uint8_t* next_small = T == 1 ? next_small_planes<L>(g, n) : nullptr;
     for (int64_t s = 0; s < nbk; ++s) {
       prefetch_next_small<L>(next_small, s);
       __m256i sp[2][16];
@@ -2369,7 +2370,7 @@ struct KQ2KAvx2 {
     const size_t od = ActQ8_K::off_d(n), og = ActQ8_K::off_g(n);
     __m256 acc0[T], accm0[T], acc1[T], accm1[T];
     for (int t = 0; t < T; ++t) acc0[t] = accm0[t] = acc1[t] = accm1[t] = _mm256_setzero_ps();
-    const uint8_t* next_small = next_small_planes<L>(g, n);
+    const uint8_t* next_small = T == 1 ? next_small_planes<L>(g, n) : nullptr;
     for (int64_t s = 0; s < nbk; ++s) {
       prefetch_next_small<L>(next_small, s);
       Scales sc;

@@ -293,7 +293,7 @@ struct KQ8_0 {
     zero_lanes(acc);
     const uint8_t* next_small = next_small_planes<Q8_0Layout>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
-      prefetch_next_small<Q8_0Layout>(next_small, b);
+      if (T == 1) prefetch_next_small<Q8_0Layout>(next_small, b);
       const __m512 dw = load_f16x16(sc + b * 32);
       __m512 d[T];
 #pragma GCC unroll 16
@@ -359,7 +359,7 @@ struct KQ4 {
     constexpr int P = partials<T>();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
-      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, b);
+      if (T == 1 || kStream) prefetch_next_small<L>(next_small, b);
       __m512i ia[T][P];
       zero_partials(ia);
 #pragma GCC unroll 16
@@ -397,7 +397,7 @@ struct KQ4 {
     for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
-      prefetch_next_small<L>(next_small, b);
+      if (T == 1) prefetch_next_small<L>(next_small, b);
       const __m512 dw = load_f16x16(g + L::off_d(nb) + b * 32);
       __m512 d[T];
 #pragma GCC unroll 16
@@ -472,7 +472,7 @@ struct KLut4 {
     constexpr int P = partials<T>();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t b = 0; b < nb; ++b) {
-      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, b);
+      if (T == 1 || kStream) prefetch_next_small<L>(next_small, b);
       __m512i ia[T][P];
       zero_partials(ia);
 #pragma GCC unroll 16
@@ -561,7 +561,7 @@ struct KK4 {
     for (int t = 0; t < T; ++t) acc[t] = accm[t] = _mm512_setzero_ps();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
-      if (T <= 2 || kStream) prefetch_next_small<L>(next_small, s);
+      if (T == 1 || kStream) prefetch_next_small<L>(next_small, s);
       const __m512 dv = load_f16x16(g + L::off_d(nbk) + s * 64);
       const __m512 dmv = load_f16x16(g + L::off_d(nbk) + s * 64 + 32);
       __m512 dd[T], dm[T];
@@ -622,7 +622,7 @@ struct KK4 {
     for (int t = 0; t < T; ++t) accm[t] = _mm512_setzero_ps();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
-      prefetch_next_small<L>(next_small, s);
+      if (T == 1) prefetch_next_small<L>(next_small, s);
       __m512i lane[T][8];
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
@@ -715,7 +715,7 @@ struct KQ6_K {
     zero_lanes(acc);
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
-      prefetch_next_small<L>(next_small, s);
+      if (T == 1) prefetch_next_small<L>(next_small, s);
       const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
       auto group_scales = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
       __m512i lane[T][8];
@@ -867,7 +867,7 @@ struct KLanes {
     zero_lanes(acc);
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
-      prefetch_next_small<L>(next_small, s);
+      if (T == 1) prefetch_next_small<L>(next_small, s);
       __m512i lane[T][8];
 #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
@@ -929,7 +929,7 @@ struct KQ2_K {
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
     const uint8_t* next_small = next_small_planes<L>(g, n);
     for (int64_t s = 0; s < nbk; ++s) {
-      prefetch_next_small<L>(next_small, s);
+      if (T == 1) prefetch_next_small<L>(next_small, s);
       const uint8_t* scp = g + L::off_sc(nbk) + s * 256;
       auto group_bytes = [&](int grp) { return _mm_load_si128(reinterpret_cast<const __m128i*>(scp + 16 * grp)); };
       __m512i isum[T], imin[T];
