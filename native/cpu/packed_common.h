@@ -67,8 +67,9 @@ inline void prefetch_group_stream(const uint8_t* g, int64_t v, int64_t distance)
 // last group the requests are harmless hints.
 //
 // Not asked for (next_small_planes gives null):
-// - where the layout's kernels measured slower with it (bound by decoding their bits, not by
-//   the reads: q2_K, q3_K with AVX-512), which set kPrefetchSmall false;
+// - where the layout's kernels measured slower with it, bound by decoding their bits, not by
+//   the reads: Q2KLayout and Q3KLayout set kPrefetchSmall false (their AVX-512 kernels 3-7%
+//   slower; q2_K's AVX2 kernel shares the layout and the setting, unmeasured);
 // - where the small planes are over an eighth of the quants (those layouts walk far, kStep >=
 //   72) and the group's quants end within the far walk's reach, less 4 KB for the memory's
 //   latency: the far walk already has the next group's small planes on their way, and the
