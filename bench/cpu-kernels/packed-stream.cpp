@@ -127,10 +127,8 @@ int main(int argc, char** argv) {
         for (int c = 0; c < copies; ++c) ops.gemm(p.w + size_t(c) * p.mat, p.gb, ng, rows, cols, act, ab, 1, y.data(), rows);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / copies;
         if (rep > 0) secs[v].push_back(s);
-        if (rep == 1 || (rep > 1 && s < round_best[v].back())) {
-          if (rep == 1) round_best[v].push_back(s);
-          else round_best[v].back() = s;
-        }
+        if (rep == 1) round_best[v].push_back(s);
+        else if (rep > 1) round_best[v].back() = std::min(round_best[v].back(), s);
       }
       if (y0.empty()) y0 = y;
       else if (r == 0 && std::memcmp(y.data(), y0.data(), y.size() * sizeof(float)) != 0) {
