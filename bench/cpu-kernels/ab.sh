@@ -36,6 +36,7 @@ trap 'rm -rf "$work"' EXIT
 tables="" objs=()
 for rev in "${revs[@]}"; do
   name="r$(git -C "$root" rev-parse --short=8 "$rev")"
+  while [ -d "$work/$name" ]; do name="${name}b"; done  # a revision named twice: an A/A check of the noise
   mkdir -p "$work/$name"
   git -C "$root" archive "$rev" native | tar -x -C "$work/$name"
   g++ -std=c++17 -O3 -fPIC -w $flags -I "$work/$name/native" "-Dfill_kernels_$isa=fill_$name" \

@@ -1,6 +1,6 @@
 // One-token packed matmuls of the CPU kernel tables, alternated in one process: each table is a
 // kernel file compiled from some revision (ab.sh), so that two revisions' kernels run on the
-// same machine state. Each table packs the matrix once into 2 MiB pages, as a model's file weights are.
+// same machine state, on the same memory: one buffer in 2 MiB pages, as a model's file weights are.
 //
 //   packed-stream TYPE ROWS COLS ROUNDS [COPIES]
 //
@@ -89,24 +89,28 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   const size_t rb = tdm::row_bytes(*tt, uint64_t(cols));
   const std::vector<uint8_t> src = random_rows(type, rb, tt->type_size, rng);
-  // Each table packs the matrix its own way (revisions may change a type's layout).
+  // Each table packs the matrix its own way (revisions may change a type's layout), but all of
+  // them read one buffer: separate buffers got different physical pages (2 MiB or not, and
+  // where), which on this VM moved a table's speed by up to 1.4x with the same code. A table
+  // whose packed group differs from what the buffer holds refills it before its turn.
   const int64_t ng = (rows + kPackRows - 1) / kPackRows;
-  struct Packed {
-    uint8_t* w;
-    size_t gb, mat;
-  };
-  std::vector<Packed> packed;
-  for (const Table& t : tables) {
-    const PackedOps& ops = t.k.packed[type];
-    const size_t gb = ops.group_bytes(cols), mat = gb * size_t(ng);
-    const size_t total = (mat * size_t(copies) + (size_t(2) << 20)) & ~((size_t(2) << 20) - 1);
-    uint8_t* w = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, total));
-    madvise(w, total, MADV_HUGEPAGE);
-    std::vector<uint8_t> g0(gb);
-    ops.pack_group(src.data(), rb, kPackRows, cols, g0.data());
-    for (int64_t g = 0; g < ng * copies; ++g) std::memcpy(w + size_t(g) * gb, g0.data(), gb);
-    packed.push_back({w, gb, mat});
+  std::vector<std::vector<uint8_t>> group(tables.size());
+  size_t most = 0;
+  for (size_t v = 0; v < tables.size(); ++v) {
+    const PackedOps& ops = tables[v].k.packed[type];
+    group[v].resize(ops.group_bytes(cols));
+    ops.pack_group(src.data(), rb, kPackRows, cols, group[v].data());
+    most = std::max(most, group[v].size() * size_t(ng) * size_t(copies));
   }
+  const size_t total = (most + (size_t(2) << 20)) & ~((size_t(2) << 20) - 1);
+  uint8_t* w = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, total));
+  madvise(w, total, MADV_HUGEPAGE);
+  const std::vector<uint8_t>* held = nullptr;
+  auto fill = [&](size_t v) {
+    if (held != nullptr && *held == group[v]) return;
+    for (int64_t g = 0; g < ng * copies; ++g) std::memcpy(w + size_t(g) * group[v].size(), group[v].data(), group[v].size());
+    held = &group[v];
+  };
   const size_t ab = ops0.act_bytes(cols);
   uint8_t* act = static_cast<uint8_t*>(std::aligned_alloc(64, ab));
   std::vector<float> x(static_cast<size_t>(cols));
@@ -119,19 +123,23 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> round_best(tables.size());
   int status = 0;
   for (int r = 0; r < rounds; ++r) {
-    for (size_t v = 0; v < tables.size(); ++v) {
+    // Each round starts at another table, so that no table always runs first or last.
+    for (size_t i = 0; i < tables.size(); ++i) {
+      const size_t v = (size_t(r) + i) % tables.size();
       const PackedOps& ops = tables[v].k.packed[type];
+      const size_t gb = group[v].size(), mat = gb * size_t(ng);
+      fill(v);
       for (int rep = 0; rep < 3; ++rep) {  // the first pass of each turn warms up
         const auto t0 = std::chrono::steady_clock::now();
-        const Packed& p = packed[v];
-        for (int c = 0; c < copies; ++c) ops.gemm(p.w + size_t(c) * p.mat, p.gb, ng, rows, cols, act, ab, 1, y.data(), rows);
+        for (int c = 0; c < copies; ++c) ops.gemm(w + size_t(c) * mat, gb, ng, rows, cols, act, ab, 1, y.data(), rows);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / copies;
         if (rep > 0) secs[v].push_back(s);
         if (rep == 1) round_best[v].push_back(s);
         else if (rep > 1) round_best[v].back() = std::min(round_best[v].back(), s);
       }
-      if (y0.empty()) y0 = y;
-      else if (r == 0 && std::memcmp(y.data(), y0.data(), y.size() * sizeof(float)) != 0) {
+      if (r > 0) continue;
+      if (v == 0) y0 = y;
+      else if (std::memcmp(y.data(), y0.data(), y.size() * sizeof(float)) != 0) {
         std::printf("%s: outputs differ from %s\n", tables[v].name.c_str(), tables[0].name.c_str());
         status = 1;
       }
@@ -141,7 +149,7 @@ int main(int argc, char** argv) {
     std::sort(secs[v].begin(), secs[v].end());
     const double med = secs[v][secs[v].size() / 2];
     std::printf("%-6s %6lld x %-6lld x%-3d  %-12s %8.3f ms  %5.1f GB/s", tt->name, static_cast<long long>(rows),
-                static_cast<long long>(cols), copies, tables[v].name.c_str(), med * 1e3, double(packed[v].mat) / med / 1e9);
+                static_cast<long long>(cols), copies, tables[v].name.c_str(), med * 1e3, double(group[v].size() * size_t(ng)) / med / 1e9);
     if (v > 0) {
       // Speed against the first table: median of the rounds' ratios, and their spread.
       std::vector<double> ratio;
