@@ -229,9 +229,9 @@ ModelConfig parse_config(const Napi::Value& v) {
 enum class Nm : uint8_t {
   strategy, copies, sequences, fromTier, fromBlock, toTier, toBlock,
   seqId, tokens, startPos, blockTable, slidingBlockTable, kvTier, attention, sample, sampling, recentTokens,
-  returnAllLogits, returnLogits, subBatch, numDraft, penaltyWindow, decodeSteps, stopTokens,
+  returnAllLogits, returnLogits, returnEmbeddings, subBatch, numDraft, penaltyWindow, decodeSteps, stopTokens,
   temperature, topK, topP, minP, repeatPenalty, presencePenalty, frequencyPenalty, seed, logitBias, token, bias, allowed,
-  logits, allLogits,
+  logits, allLogits, embeddings,
   // string values
   device, host, cpu, gpu, gpuOnly, pipeline, overlap,
   count
@@ -240,9 +240,9 @@ enum class Nm : uint8_t {
 constexpr const char* kNameText[] = {
     "strategy", "copies", "sequences", "fromTier", "fromBlock", "toTier", "toBlock",
     "seqId", "tokens", "startPos", "blockTable", "slidingBlockTable", "kvTier", "attention", "sample", "sampling", "recentTokens",
-    "returnAllLogits", "returnLogits", "subBatch", "numDraft", "penaltyWindow", "decodeSteps", "stopTokens",
+    "returnAllLogits", "returnLogits", "returnEmbeddings", "subBatch", "numDraft", "penaltyWindow", "decodeSteps", "stopTokens",
     "temperature", "topK", "topP", "minP", "repeatPenalty", "presencePenalty", "frequencyPenalty", "seed", "logitBias", "token", "bias", "allowed",
-    "logits", "allLogits",
+    "logits", "allLogits", "embeddings",
     "device", "host", "cpu", "gpu", "gpu-only", "pipeline", "overlap"};
 static_assert(sizeof(kNameText) / sizeof(kNameText[0]) == size_t(Nm::count), "one text per name");
 
@@ -421,6 +421,7 @@ StepPlan parse_plan(const StepNames& table, const Napi::Value& v) {
     sp.recent = s.int32s(Nm::recentTokens, true);
     sp.return_all_logits = s.flag(Nm::returnAllLogits, true);
     sp.return_logits = s.flag(Nm::returnLogits, true);
+    sp.return_embeddings = s.flag(Nm::returnEmbeddings, true);
     if (s.has(Nm::subBatch)) sp.sub_batch = int32_t(s.integer(Nm::subBatch, 0, 1));
     if (s.has(Nm::numDraft)) sp.n_draft = int32_t(s.integer(Nm::numDraft, 0, 2147483647.0));
     if (s.has(Nm::penaltyWindow)) sp.penalty_window = int32_t(s.integer(Nm::penaltyWindow, 0, 2147483647.0));
@@ -449,6 +450,7 @@ Napi::Object result_to_js(Napi::Env env, const StepNames& table, const StepResul
     o.Set(token, Napi::Number::New(env, s.token));
     if (s.has_logits) o.Set(names[Nm::logits], to_f32(env, s.logits));
     if (s.has_all_logits) o.Set(names[Nm::allLogits], to_f32(env, s.all_logits));
+    if (s.has_embeddings) o.Set(names[Nm::embeddings], to_f32(env, s.embeddings));
     if (!s.tokens.empty()) {
       Napi::Int32Array t = Napi::Int32Array::New(env, s.tokens.size());
       std::memcpy(t.Data(), s.tokens.data(), s.tokens.size() * sizeof(int32_t));

@@ -176,7 +176,7 @@ void Model::validate(const StepPlan& plan) const {
       bad(at + "numDraft must be in [0, " + std::to_string(s.tokens.size()) + "): the tokens hold the drafts and the one before them");
     if (s.n_draft > 0) {
       if (!s.sample) bad(at + "drafts are verified by sampling, so numDraft needs sample");
-      if (s.return_all_logits || s.return_logits) bad(at + "numDraft cannot be combined with returned logits");
+      if (s.return_all_logits || s.return_logits || s.return_embeddings) bad(at + "numDraft cannot be combined with returned logits or embeddings");
       if (!s.sampling.allowed.empty()) bad(at + "numDraft cannot be combined with an allowed-token mask (it holds for one draw only)");
       if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with drafts");
     }
@@ -184,6 +184,7 @@ void Model::validate(const StepPlan& plan) const {
       if (!s.sample || s.tokens.size() != 1) bad(at + "decodeSteps above 1 needs a decode: one token, and sample");
       if (s.n_draft > 0 || s.return_all_logits)
         bad(at + "decodeSteps above 1 cannot be combined with drafts or returnAllLogits");
+      if (s.return_embeddings) bad(at + "decodeSteps above 1 cannot be combined with returnEmbeddings (a burst's rounds are decodes)");
       // The mask belongs to one draw; the penalty window moves on with each draw.
       if (!s.sampling.allowed.empty()) bad(at + "decodeSteps above 1 cannot be combined with an allowed-token mask");
       if (s.penalty_window < int64_t(s.recent.size())) bad(at + "penaltyWindow must cover the recentTokens given with decodeSteps");
@@ -242,7 +243,7 @@ void Model::run_copies(const std::vector<BlockCopy>& copies) {
   if (crossed && device_async_) device_->check(device_->fn().stream_sync(device_->ctx(), nullptr), "stream_sync");
 }
 
-void Model::ensure_batch(BatchBuffers& w, int64_t n_tokens, int64_t n_out, int64_t n_table, int64_t n_cpu_rows) {
+void Model::ensure_batch(BatchBuffers& w, int64_t n_tokens, int64_t n_out, int64_t n_head, int64_t n_table, int64_t n_cpu_rows) {
   Backend* b = device_;
   const size_t f = sizeof(float);
   const int64_t q_dim = hp_.n_head * hp_.head_dim, k_dim = hp_.n_head_kv * hp_.head_dim;
@@ -280,9 +281,14 @@ void Model::ensure_batch(BatchBuffers& w, int64_t n_tokens, int64_t n_out, int64
     const int64_t N = std::max(n_out, std::min<int64_t>(w.cap_out * 2, n_out + 64));
     w.out_rows = DeviceBuffer(b, size_t(N) * sizeof(int32_t));
     w.out_x = DeviceBuffer(b, size_t(N * hp_.n_embd) * f);
+    w.cap_out = N;
+  }
+  // The head's rows only: rows read for their hidden states alone need no logits.
+  if (n_head > w.cap_head) {
+    const int64_t N = std::max(n_head, std::min<int64_t>(w.cap_head * 2, n_head + 64));
     w.logits = DeviceBuffer(b, size_t(N * hp_.n_vocab) * f);
     if (best_on_device_) w.best = DeviceBuffer(b, size_t(N * (2 * TDM_TOP_K_MAX + 1)) * sizeof(int32_t));
-    w.cap_out = N;
+    w.cap_head = N;
   }
   if (n_table > w.cap_table) {
     const int64_t N = std::max(n_table, w.cap_table * 2);
@@ -1029,6 +1035,29 @@ Model::HeadOut Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, int32_t
   return out;
 }
 
+const float* Model::final_hidden(BatchBuffers& b, int64_t T, int64_t first, int64_t n) {
+  const tdm_backend_iface& f = device_->fn();
+  tdm_backend_ctx* c = device_->ctx();
+  const int64_t E = hp_.n_embd;
+  const tdm_weight xrows = f32_rows(b.x.as<float>(), T, E);
+  // Rows [first, first + n) of out_x: lm_head writes the rows before them.
+  float* XH = b.out_x.as<float>() + first * E;
+  const Clock::time_point t0 = Clock::now();
+  device_->check(f.get_rows(c, &xrows, b.out_rows.as<int32_t>() + first, n, XH, nullptr), "get_rows");
+  device_->check(f.rms_norm(c, XH, placement_.exec.output_norm.data, XH, n, E, hp_.rms_eps, nullptr), "rms_norm");
+  const float* out = XH;
+  if (device_->host_memory()) {
+    if (device_async_) device_->check(device_->fn().stream_sync(device_->ctx(), nullptr), "stream_sync");
+  } else {
+    const size_t bytes = size_t(n * E) * sizeof(float);
+    b.h_hidden.reserve(device_, bytes);
+    to_host(b.h_hidden.data(), XH, bytes);
+    out = b.h_hidden.as<float>();
+  }
+  ph_.logits += us_since(t0);
+  return out;
+}
+
 void Model::sample_all(const std::vector<Draw>& draws, int64_t n_vocab) {
   auto draw = [&](const Draw& d, SamplerScratch& scratch) {
     const SeqPlan& s = *d.seq;
@@ -1124,6 +1153,11 @@ class StepRun {
     std::vector<int32_t> cpu_tables;   // read by the CPU where they are
     std::vector<Group> dev_groups, cpu_groups;
     std::vector<int64_t> out_first;    // per entry of seqs: its first row in `logits`, or -1
+    // out_rows holds the rows the head reads, then those whose hidden states are returned
+    // (return_embeddings) from n_head_rows on; hidden_first: per entry of seqs, its first of those, or -1.
+    int64_t n_head_rows = 0;
+    std::vector<int64_t> hidden_first;
+    const float* hidden = nullptr;     // final_hidden's rows (valid for the step)
     std::vector<int32_t> stream_src;   // streamed sequences' host blocks, in staging order
     std::vector<int32_t> stream_dst;   // 0, 1, ...: their staging blocks
     // The same for the sliding-window layers' blocks (KvLayout::n_groups 2): only those in the
@@ -1210,6 +1244,8 @@ void StepRun::split() {
 void StepRun::lay_out(Batch& b) {
   const int32_t bt = m_.layout_.block_tokens;
   b.out_first.assign(b.seqs.size(), -1);
+  b.hidden_first.assign(b.seqs.size(), -1);
+  std::vector<int32_t> hidden_rows;
   for (size_t j = 0; j < b.seqs.size(); ++j) {
     const SeqPlan& s = plan_.seqs[b.seqs[j]];
     const int32_t n = int32_t(s.tokens.size());
@@ -1266,14 +1302,20 @@ void StepRun::lay_out(Batch& b) {
       const int32_t first = s.return_all_logits ? 0 : n - 1 - s.n_draft;
       for (int32_t t = first; t < n; ++t) b.out_rows.push_back(int32_t(b.n_rows) + t);
     }
+    if (s.return_embeddings) {
+      b.hidden_first[j] = int64_t(hidden_rows.size());
+      for (int32_t t = 0; t < n; ++t) hidden_rows.push_back(int32_t(b.n_rows) + t);
+    }
     for (int32_t t = 0; t < n; ++t) {
       b.tokens.push_back(s.tokens[size_t(t)]);
       b.positions.push_back(s.start_pos + t);
     }
     b.n_rows += n;
   }
+  b.n_head_rows = int64_t(b.out_rows.size());
+  b.out_rows.insert(b.out_rows.end(), hidden_rows.begin(), hidden_rows.end());
   BatchBuffers& w = *b.buf;
-  m_.ensure_batch(w, b.n_rows, int64_t(b.out_rows.size()), int64_t(b.dev_tables.size()), b.n_rows - b.n_dev_rows);
+  m_.ensure_batch(w, b.n_rows, int64_t(b.out_rows.size()), b.n_head_rows, int64_t(b.dev_tables.size()), b.n_rows - b.n_dev_rows);
   auto up = [&](DeviceBuffer& dst, const std::vector<int32_t>& src) { m_.to_device(dst.data(), src.data(), src.size() * sizeof(int32_t)); };
   up(w.tokens, b.tokens);
   up(w.positions, b.positions);
@@ -1466,10 +1508,11 @@ void StepRun::run(StepResult* result) {
 
   const int64_t V = m.hp_.n_vocab;
   for (Batch& b : batches_) {
-    const int64_t n_out = int64_t(b.out_rows.size());
-    if (n_out == 0) continue;
-    b.head = m.lm_head(*b.buf, b.n_rows, n_out, best_needed(b));
+    const int64_t n_hidden = int64_t(b.out_rows.size()) - b.n_head_rows;
+    if (n_hidden > 0) b.hidden = m.final_hidden(*b.buf, b.n_rows, b.n_head_rows, n_hidden);
+    if (b.n_head_rows > 0) b.head = m.lm_head(*b.buf, b.n_rows, b.n_head_rows, best_needed(b));
   }
+  const int64_t E = m.hp_.n_embd;
 
   timed(&m.ph_.sampling, [&] {
     result->seqs.resize(plan_.seqs.size());
@@ -1479,6 +1522,11 @@ void StepRun::run(StepResult* result) {
         const SeqPlan& s = plan_.seqs[b.seqs[j]];
         SeqResult& r = result->seqs[b.seqs[j]];
         r.seq_id = s.seq_id;
+        if (b.hidden_first[j] >= 0) {
+          const float* first = b.hidden + b.hidden_first[j] * E;
+          r.has_embeddings = true;
+          r.embeddings.assign(first, first + int64_t(s.tokens.size()) * E);
+        }
         if (b.out_first[j] < 0) continue;
         if (b.head.best_k > 0) {  // every row of the batch is one sampled row (best_needed)
           const int64_t at = b.out_first[j] * b.head.best_k;

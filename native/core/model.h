@@ -82,13 +82,15 @@ class HostBuffer {
 // staging of its CPU-attention rows.
 struct BatchBuffers {
   int64_t cap_tokens = 0;
-  int64_t cap_out = 0;
+  int64_t cap_out = 0;   // out_rows, out_x
+  int64_t cap_head = 0;  // logits, best
   int64_t cap_table = 0;
   DeviceBuffer x, xn, q, k, v, attn, o, gate, up, shared, router_logits, expert_ids, expert_weights, shared_gate;
   DeviceBuffer tokens, positions, tables, out_rows, out_x, logits;
   DeviceBuffer best;            // top_k_rows' output per row: TDM_TOP_K_MAX values, then as many ids, then a flag
   HostBuffer hq, hk, hv, hout;  // q/k/v in and attention out of the rows whose attention runs on the CPU
   HostBuffer h_logits;          // the logits copied from a device whose memory is not the host's
+  HostBuffer h_hidden;          // final_hidden's rows copied from such a device
   HostBuffer h_best;            // `best` copied to the host
   // Expert offload, per routed row (token, choice): device-run rows' inputs, every row's
   // output (device rows first, then CPU rows), unit weights, and the uploaded index and
@@ -208,7 +210,7 @@ class Model {
     int64_t first;
   };
   std::vector<LiveBlocks> live_blocks(const SeqPlan& s) const;
-  void ensure_batch(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int64_t n_table, int64_t n_cpu_rows);
+  void ensure_batch(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int64_t n_head, int64_t n_table, int64_t n_cpu_rows);
   const KvPool& pool(KvTier t) const { return pools_[int(t)]; }
   Backend* attention_backend(AttnDevice d) const { return d == AttnDevice::cpu ? cpu_.get() : device_; }
 
@@ -244,6 +246,8 @@ class Model {
     int32_t best_k = 0;
   };
   HeadOut lm_head(BatchBuffers& b, int64_t n_tokens, int64_t n_out, int32_t best_k);
+  // The output-normed hidden states of out_rows [first, first + n) (embeddings), host-readable.
+  const float* final_hidden(BatchBuffers& b, int64_t n_tokens, int64_t first, int64_t n);
   // One sequence's token to draw: its plan, where the token goes, its row of logits, or its
   // row's best (best_k of them) when the head kept only those.
   struct Draw {

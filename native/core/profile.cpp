@@ -60,7 +60,7 @@ double Model::time_linear(int64_t n_tokens, int64_t n_logits, int iters) {
   if (n_tokens < 1 || n_tokens > 65536) throw Error(code::bad_argument, "tokens must be in [1, 65536]");
   if (n_logits < 0 || n_logits > n_tokens) throw Error(code::bad_argument, "logits rows must be in [0, tokens]");
   BatchBuffers& b = batches_[0];
-  ensure_batch(b, n_tokens, n_tokens, 0, 0);
+  ensure_batch(b, n_tokens, n_tokens, n_tokens, 0, 0);
   std::vector<int32_t> tokens(static_cast<size_t>(n_tokens)), positions(static_cast<size_t>(n_tokens));
   for (int64_t i = 0; i < n_tokens; ++i) {
     tokens[size_t(i)] = int32_t((i * 7919 + 1) % hp_.n_vocab);
@@ -89,7 +89,7 @@ double Model::time_linear(int64_t n_tokens, int64_t n_logits, int iters) {
 double Model::time_head(int64_t n_rows, int iters) {
   if (n_rows < 1 || n_rows > 65536) throw Error(code::bad_argument, "rows must be in [1, 65536]");
   BatchBuffers& b = batches_[0];
-  ensure_batch(b, n_rows, n_rows, 0, 0);
+  ensure_batch(b, n_rows, n_rows, n_rows, 0, 0);
   std::vector<int32_t> rows(static_cast<size_t>(n_rows));
   for (int64_t i = 0; i < n_rows; ++i) rows[size_t(i)] = int32_t(i);
   to_device(b.out_rows.data(), rows.data(), rows.size() * sizeof(int32_t));

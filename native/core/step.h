@@ -36,6 +36,9 @@ struct SeqPlan {
   std::vector<int32_t> recent;       // tokens the penalties look at
   bool return_all_logits = false;
   bool return_logits = false;
+  // The hidden state of every processed token after the output norm (what the head would
+  // read), tokens x n_embd: embeddings, pooled by the caller.
+  bool return_embeddings = false;
   int32_t sub_batch = -1;            // pipeline only: 0 or 1, or -1 to let the executor split
   // Speculative decoding: the last n_draft tokens are guesses to verify. The rows of the token
   // before them and of each guess are drawn in order, each as the step that had taken the
@@ -71,6 +74,8 @@ struct SeqResult {
   std::vector<float> logits;       // n_vocab, when asked for; with a burst, a row per draw
   bool has_all_logits = false;
   std::vector<float> all_logits;   // tokens x n_vocab, when asked for
+  bool has_embeddings = false;
+  std::vector<float> embeddings;   // tokens x n_embd, when asked for (return_embeddings)
   std::vector<int32_t> tokens;     // with drafts: the accepted drafts, then the token drawn after them; with a burst: its draws (token is the last)
 };
 

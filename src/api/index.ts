@@ -10,6 +10,8 @@ export type {
   ChatOptions,
   CpuKernelsOption,
   DeviceOption,
+  EmbeddingPooling,
+  EmbedOptions,
   GenerateOptions,
   Generation,
   GenerationChunk,

@@ -38,12 +38,17 @@ import type {
   GenerateOptions,
   Generation,
   DeviceOption,
+  EmbeddingPooling,
+  EmbedOptions,
   LoadModelOptions,
   ModelInfo,
   ModelStats,
   StepInfo,
   TokenizeOptions,
 } from './types.js';
+
+/** llama.cpp's pooling types by number (enum llama_pooling_type): none (0) embeds as its fallback does, by the last token. */
+const POOLING_TYPES: Record<number, EmbeddingPooling | 'rank'> = { 0: 'last', 1: 'mean', 2: 'cls', 3: 'last', 4: 'rank' };
 
 /** Tokens of one prompt processed per step when options do not say. */
 const DEFAULT_PREFILL_CHUNK = 256;
@@ -319,10 +324,12 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   let description: ModelDescription;
   let tokenizer: Tokenizer;
   let template: string | undefined;
+  let poolingType: number | undefined;
   try {
     description = describeModel(file);
     tokenizer = tokenizerFromGguf(file);
     template = file.getString('tokenizer.chat_template');
+    poolingType = file.getNumber(`${description.hparams.architecture}.pooling_type`);
   } finally {
     file.close();
   }
@@ -494,6 +501,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const info: ModelInfo = {
     architecture: hp.architecture,
     nVocab: nativeModel.info.nVocab,
+    nEmbd: hp.nEmbd,
+    pooling: POOLING_TYPES[poolingType ?? 0] ?? 'last',
     contextSize,
     trainContextSize: hp.nCtxTrain,
     threads,
@@ -839,6 +848,91 @@ export class Model {
       });
     });
     return rows;
+  }
+
+  /**
+   * One vector for `input`: text (tokenized with BOS and EOS as the vocabulary asks and
+   * special-token text left as text, as llama.cpp tokenizes for embeddings) or token ids (used
+   * as given). Its tokens' hidden states after the output norm (what the LM head reads) are
+   * pooled (`pooling`, default `info.pooling`) and scaled to unit length unless `normalize` is
+   * false. Requests share steps with generations. Throws TDM_BAD_ARGUMENT for bad options or an
+   * input with no tokens; rejects with TDM_CONTEXT_FULL for one longer than the context and
+   * TDM_ABORTED when `signal` aborts (the request's memory is freed).
+   */
+  async embed(input: string | readonly number[], options: EmbedOptions = {}): Promise<Float32Array> {
+    const where = 'embed()';
+    this.checkLive(where);
+    if (options === null || typeof options !== 'object') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: options must be an object`);
+    checkKnownKeys(where, options, new Set(['pooling', 'normalize', 'signal']));
+    const pooling = options.pooling ?? this.info.pooling;
+    if (pooling === 'rank') {
+      throw new TandemError(
+        'TDM_UNSUPPORTED',
+        `${where}: ${this.path} is a reranker (pooling type rank), whose scores need its classifier head, which tandem does not run; pass pooling to embed its hidden states anyway`,
+      );
+    }
+    if (pooling !== 'mean' && pooling !== 'cls' && pooling !== 'last') {
+      throw new TandemError('TDM_BAD_ARGUMENT', `${where}: pooling must be 'mean', 'cls' or 'last', got ${String(pooling)}`);
+    }
+    if (options.normalize !== undefined && typeof options.normalize !== 'boolean') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: normalize must be a boolean`);
+    const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: signal must be an AbortSignal`);
+    if (typeof input !== 'string' && !Array.isArray(input)) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: input must be a string or an array of token ids`);
+    const ids = typeof input === 'string' ? await this.tokenizer.tokenizeAsync(input, { special: false }) : checkTokenIds(where, input, this.info.nVocab);
+    if (ids.length === 0) throw new TandemError('TDM_BAD_ARGUMENT', `${where}: the input has no tokens to embed`);
+    this.checkLive(where);
+    const aborted = () => new TandemError('TDM_ABORTED', `${where}: aborted`);
+    if (signal?.aborted) throw aborted();
+    const E = this.info.nEmbd;
+    // Summed in double: a mean over thousands of rows keeps float's precision.
+    const sum = new Float64Array(E);
+    const want = pooling === 'cls' ? 0 : ids.length - 1;
+    const params: SequenceParams = {
+      maxTokens: 0,
+      sampling: { ...SAMPLING_DEFAULTS, temperature: 0, seed: 0 },
+      stopTokens: new Set(),
+      penaltyWindow: 0,
+      returnPromptLogits: false,
+      returnPromptEmbeddings: true,
+    };
+    await new Promise<void>((resolve, reject) => {
+      let seqId = -1;
+      const onAbort = () => this.engine.cancel(seqId, 'aborted');
+      const settle = () => signal?.removeEventListener('abort', onAbort);
+      try {
+        seqId = this.engine.submit(ids, params, {
+          onPromptEmbeddings: (startPos, count, rows) => {
+            for (let i = 0; i < count; i++) {
+              const pos = startPos + i;
+              if (pooling !== 'mean' && pos !== want) continue;
+              const row = rows.subarray(i * E, (i + 1) * E);
+              for (let e = 0; e < E; e++) sum[e]! += row[e]!;
+            }
+          },
+          onFinish: (reason) => {
+            settle();
+            if (reason === 'aborted') reject(aborted());
+            else resolve();
+          },
+          onError: (err) => {
+            settle();
+            reject(err);
+          },
+        });
+      } catch (err) {
+        reject(asTandemError(err));
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    const out = new Float32Array(E);
+    const scale = pooling === 'mean' ? 1 / ids.length : 1;
+    let norm = 0;
+    for (let e = 0; e < E; e++) norm += (sum[e]! * scale) ** 2;
+    // A zero vector stays zero, as llama.cpp's normalisation leaves it.
+    const unit = options.normalize === false || norm === 0 ? scale : scale / Math.sqrt(norm);
+    for (let e = 0; e < E; e++) out[e] = sum[e]! * unit;
+    return out;
   }
 
   /**

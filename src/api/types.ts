@@ -238,6 +238,22 @@ export interface TokenizeOptions {
   special?: boolean;
 }
 
+/**
+ * How embed() makes one vector of a text's hidden states (each token's state after the output
+ * norm, what the LM head reads): their mean, the first token's ('cls', as llama.cpp names it)
+ * or the last token's (decoder embedding models such as Qwen3-Embedding, e5-mistral).
+ */
+export type EmbeddingPooling = 'mean' | 'cls' | 'last';
+
+export interface EmbedOptions {
+  /** Default: the model's own (`info.pooling`). */
+  pooling?: EmbeddingPooling;
+  /** Scale the vector to unit length (as OpenAI's and llama.cpp's servers do). Default true. */
+  normalize?: boolean;
+  /** Aborting rejects with TDM_ABORTED and frees the request's memory. */
+  signal?: AbortSignal;
+}
+
 /** A piece of a streamed generation. */
 /** A token as logprobs report it: its id, its bytes, and those bytes as text (a partial UTF-8 character shows as U+FFFD). */
 export interface LogprobToken {
@@ -320,7 +336,14 @@ export interface ModelInfo {
   /** general.architecture, e.g. 'qwen3moe'. */
   architecture: string;
   nVocab: number;
-  /** Tokens one sequence may hold. */
+  /** Hidden size: the length of embed()'s vectors. */
+  nEmbd: number;
+  /**
+   * embed()'s default pooling: the file's `{arch}.pooling_type` (mean, cls or last), else 'last',
+   * as llama.cpp falls back to for a model that names none; 'rank' for a reranker, which
+   * embed() takes only with a pooling of its own.
+   */
+  pooling: EmbeddingPooling | 'rank';
   contextSize: number;
   /** Context the model was trained with. */
   trainContextSize: number;

@@ -26,6 +26,8 @@ export interface SequenceObserver {
   onToken?(token: number, logprobs?: TokenLogprobs): void;
   /** Logits of prompt positions [startPos, startPos + count), position-major (count × n_vocab). */
   onPromptLogits?(startPos: number, count: number, logits: Float32Array): void;
+  /** Hidden states after the output norm of prompt positions [startPos, startPos + count) (count × n_embd), when asked for. */
+  onPromptEmbeddings?(startPos: number, count: number, rows: Float32Array): void;
   /** The sequence ended; called once, and nothing follows it. `metrics` are its times and counts. */
   onFinish(reason: StopReason, metrics?: Readonly<SequenceMetrics>): void;
   /** The sequence failed; called once instead of onFinish. */
@@ -387,6 +389,10 @@ export class Engine {
       if (event.promptLogits) {
         const { startPos, count, logits } = event.promptLogits;
         observer.onPromptLogits?.(startPos, count, logits);
+      }
+      if (event.promptEmbeddings) {
+        const { startPos, count, rows } = event.promptEmbeddings;
+        observer.onPromptEmbeddings?.(startPos, count, rows);
       }
       if (event.token !== undefined) {
         const t = this.now();

@@ -78,6 +78,8 @@ export interface SequenceEvent {
   draftedLogprobs?: TokenLogprobs[];
   /** Logits of prompt positions [startPos, startPos + count) that were asked for, position-major (count × n_vocab). */
   promptLogits?: { startPos: number; count: number; logits: Float32Array };
+  /** Hidden states after the output norm of prompt positions [startPos, startPos + count) that were asked for (count × n_embd). */
+  promptEmbeddings?: { startPos: number; count: number; rows: Float32Array };
   /** The drawn token's logprobs, when the sequence asked for them. */
   logprobs?: TokenLogprobs;
   /** Set when the sequence ended with this step. */
@@ -342,7 +344,11 @@ export class Scheduler {
       seq.metrics.numSteps++;
       // A decode feeds back one generated token (and its guesses); anything else is a prompt chunk or a recompute.
       if (entry.tokens.length - numDraft > 1 || entry.startPos < seq.promptLength) this.counters.numPrefillTokens += entry.tokens.length;
-      if (entry.returnAllLogits && r.allLogits) event.promptLogits = this.newPromptLogits(seq, entry, r.allLogits);
+      if (entry.returnAllLogits && r.allLogits) {
+        const rows = this.newPromptRows(seq, entry, r.allLogits, 'numScored');
+        if (rows) event.promptLogits = { startPos: rows.startPos, count: rows.count, logits: rows.rows };
+      }
+      if (entry.returnEmbeddings && r.embeddings) event.promptEmbeddings = this.newPromptRows(seq, entry, r.embeddings, 'numEmbedded');
       let reason: StopReason | undefined;
       if (entry.sample) {
         if (numDraft > 0) this.countDrafts(seq, numDraft, drawn.length - 1);
@@ -602,7 +608,8 @@ export class Scheduler {
   private place(seq: Sequence, draft: StepDraft): number | undefined {
     const bt = this.config.blockTokens;
     // At least one token is computed, for the logits that sample the next one.
-    const maxHits = seq.params.returnPromptLogits ? 0 : Math.floor((seq.tokens.length - 1) / bt);
+    const wantsPrompt = seq.params.returnPromptLogits || seq.params.returnPromptEmbeddings;
+    const maxHits = wantsPrompt ? 0 : Math.floor((seq.tokens.length - 1) / bt);
     for (;;) {
       let best: { tier: KvTier; hits: number[]; n: number } | undefined;
       for (const tier of TIERS) {
@@ -670,6 +677,7 @@ export class Scheduler {
       }
     }
     if (seq.params.returnPromptLogits && start < seq.promptLength) plan.returnAllLogits = true;
+    if (seq.params.returnPromptEmbeddings && start < seq.promptLength) plan.returnEmbeddings = true;
     if (sample && seq.params.logprobs !== undefined) plan.returnLogits = true;
     if (guesses.length > 0) {
       plan.numDraft = guesses.length;
@@ -711,7 +719,7 @@ export class Scheduler {
    */
   private addBurst(draft: StepDraft, steps: number): void {
     if (!(steps > 1) || draft.plans.length === 0) return;
-    const plain = (p: SequencePlan) => p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnAllLogits && !p.sampling?.allowed;
+    const plain = (p: SequencePlan) => p.tokens.length === 1 && p.sample && !p.numDraft && !p.returnAllLogits && !p.returnEmbeddings && !p.sampling?.allowed;
     if (!draft.plans.every(plain)) return;
     for (let i = 0; i < draft.plans.length; i++) {
       const seq = this.live.get(draft.plans[i]!.seqId)!;
@@ -734,7 +742,7 @@ export class Scheduler {
    */
   private draftRoom(seq: Sequence): number {
     const p = seq.params;
-    if (p.constraint || p.logprobs !== undefined || p.returnPromptLogits) return 0;
+    if (p.constraint || p.logprobs !== undefined || p.returnPromptLogits || p.returnPromptEmbeddings) return 0;
     if (seq.draftLimit === undefined) seq.draftLimit = this.config.speculation.maxDraft;
     if (seq.draftLimit === 0 && seq.numGenerated - seq.draftPausedAt >= DRAFT_RETRY_TOKENS) seq.draftLimit = 1;
     return Math.min(seq.draftLimit, p.maxTokens - seq.numGenerated - 1, this.config.contextSize - seq.tokens.length - 1);
@@ -770,19 +778,18 @@ export class Scheduler {
     return Array.from(t);
   }
 
-  /** The part of a chunk's logits not delivered before (a recompute after preemption repeats positions). */
-  private newPromptLogits(seq: Sequence, entry: SequencePlan, all: Float32Array): SequenceEvent['promptLogits'] {
+  /**
+   * The prompt rows of a chunk's logits or hidden states not delivered before (a recompute after
+   * preemption repeats positions); `done` is the sequence's counter of delivered positions.
+   */
+  private newPromptRows(seq: Sequence, entry: SequencePlan, all: Float32Array, done: 'numScored' | 'numEmbedded'): SequenceEvent['promptEmbeddings'] {
     const n = entry.tokens.length;
-    const nVocab = all.length / n;
-    const from = Math.max(entry.startPos, seq.numScored);
+    const width = all.length / n;
+    const from = Math.max(entry.startPos, seq[done]);
     const to = Math.min(entry.startPos + n, seq.promptLength);
     if (to <= from) return undefined;
-    seq.numScored = to;
-    return {
-      startPos: from,
-      count: to - from,
-      logits: all.subarray((from - entry.startPos) * nVocab, (to - entry.startPos) * nVocab),
-    };
+    seq[done] = to;
+    return { startPos: from, count: to - from, rows: all.subarray((from - entry.startPos) * width, (to - entry.startPos) * width) };
   }
 
   /** Ends a sequence; its blocks wait for the step in flight if it is part of it. */

@@ -28,6 +28,8 @@ export interface SequenceParams {
   penaltyWindow: number;
   /** Return the logits of every prompt position (teacher forcing); costs n_vocab floats per token. Disables prefix-cache hits. */
   returnPromptLogits: boolean;
+  /** Return the hidden state after the output norm of every prompt position (embeddings; n_embd floats a token). Disables prefix-cache hits. */
+  returnPromptEmbeddings?: boolean;
   /** Limits what the sequence may draw (one per sequence: it follows the sequence's tokens). */
   constraint?: TokenConstraint;
   /** Report each drawn token's logprob and this many most likely alternatives (costs the step's logits row per token). */
@@ -69,6 +71,8 @@ export class Sequence implements KvOwner {
   numComputed = 0;
   /** Prompt positions whose logits were delivered (returnPromptLogits); survives preemption so none repeat. */
   numScored = 0;
+  /** Prompt positions whose hidden states were delivered (returnPromptEmbeddings); as numScored. */
+  numEmbedded = 0;
   blockTable: number[] = [];
   /** With sliding layers kept apart: their blocks, -1 behind the window (see KvBlockManager). */
   slidingTable: number[] = [];

@@ -106,6 +106,7 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
   u32('attention.value_length', s.headDim);
   u32('rope.dimension_count', s.headDim);
   w.setFloat32(`${a}.rope.freq_base`, s.ropeFreqBase);
+  if (s.pooling) u32('pooling_type', { mean: 1, cls: 2, last: 3 }[s.pooling]);
   if (s.ropeScaling) {
     w.setString(`${a}.rope.scaling.type`, s.ropeScaling.type);
     w.setFloat32(`${a}.rope.scaling.factor`, s.ropeScaling.factor);

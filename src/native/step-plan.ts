@@ -56,6 +56,8 @@ export interface SequencePlan {
   returnAllLogits?: boolean;
   /** Return the logits of the last token. */
   returnLogits?: boolean;
+  /** Return every processed token's hidden state after the output norm (the head's input): embeddings. Not with drafts or a burst. */
+  returnEmbeddings?: boolean;
   /** Under 'pipeline', the sub-batch this sequence runs in (the executor splits when absent). */
   subBatch?: 0 | 1;
   /**
@@ -105,6 +107,8 @@ export interface SequenceResult {
   logits?: Float32Array;
   /** Logits of every processed token (tokens.length × n_vocab) when asked for. */
   allLogits?: Float32Array;
+  /** Hidden states after the output norm of every processed token (tokens.length × n_embd), when asked for (returnEmbeddings). */
+  embeddings?: Float32Array;
   /** With drafts: the guesses accepted, then the token drawn after them; with a burst: its draws in order (`token` is the last). */
   tokens?: Int32Array;
 }

@@ -24,6 +24,16 @@ export class LlamaRef {
     return bos !== null && this.model.tokens.shouldPrependBosToken ? [Number(bos), ...ids] : ids;
   }
 
+  /** llama.cpp's embedding of text (its pooling from the file, else the last token's state; not normalized). */
+  async embedding(text: string): Promise<Float32Array> {
+    const ctx = await this.model.createEmbeddingContext({ contextSize: 512, threads: 1 });
+    try {
+      return Float32Array.from((await ctx.getEmbeddingFor(text)).vector);
+    } finally {
+      await ctx.dispose();
+    }
+  }
+
   /** Greedy continuation of `tokens`: `n` tokens, or fewer where EOS comes first (EOS included). */
   async greedy(tokens: readonly number[], n: number): Promise<number[]> {
     const ctx = await this.model.createContext({ contextSize: 512, threads: 1, sequences: 1 });

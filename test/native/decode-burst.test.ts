@@ -83,6 +83,7 @@ t.test('plans a burst cannot run are refused with what is wrong', async (t) => {
     ['without sampling', { decodeSteps: 2, sample: false }, /decodeSteps above 1 needs a decode: one token, and sample/],
     ['two tokens', { decodeSteps: 2, tokens: Int32Array.from([5, 6]) }, /decodeSteps above 1 needs a decode/],
     ['prompt logits', { decodeSteps: 2, returnAllLogits: true }, /drafts or returnAllLogits/],
+    ['embeddings', { decodeSteps: 2, returnEmbeddings: true }, /decodeSteps above 1 cannot be combined with returnEmbeddings/],
     ['penalties without their window', { decodeSteps: 2, recentTokens: Int32Array.from([5, 6]), penaltyWindow: 1 }, /penaltyWindow must cover the recentTokens given with decodeSteps/],
     ['a mask', { decodeSteps: 2, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /decodeSteps above 1 cannot be combined with an allowed-token mask/],
     ['a table short of the burst', { decodeSteps: 60, blockTable: Int32Array.from([0, 1, 2, 3]) }, /blockTable has 4 blocks but positions \[0, 67\) need 5/],

@@ -86,6 +86,7 @@ t.test('guesses the executor cannot verify are refused', async (t) => {
   await bad({ numDraft: 3 }, /numDraft must be in \[0, 3\)/, 'as many guesses as tokens');
   await bad({ numDraft: 1, sample: false }, /needs sample/, 'without sampling');
   await bad({ numDraft: 1, returnLogits: true }, /returned logits/, 'with logits returned');
+  await bad({ numDraft: 1, returnEmbeddings: true }, /returned logits or embeddings/, 'with embeddings returned');
   await bad({ numDraft: 1, sampling: { ...GREEDY, allowed: new Uint8Array(64).fill(255) } }, /allowed-token mask/, 'with a mask');
   await bad({ numDraft: 1, recentTokens: Int32Array.from([5, 6, 7]), penaltyWindow: 2 }, /penaltyWindow must cover/, 'a window shorter than the recent tokens');
   m.dispose();

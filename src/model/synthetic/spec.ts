@@ -153,6 +153,8 @@ export interface ModelSpec extends Partial<ModelShape> {
   routerSkew?: number;
   /** RoPE scaling written to rope.scaling.*: factor >= 1; originalContext (YaRN only) defaults to nCtx. Default none. */
   ropeScaling?: RopeScalingSpec;
+  /** `{arch}.pooling_type` as an embedding model's file names its pooling (llama.cpp's numbering: 1 mean, 2 cls, 3 last). Default: not written. */
+  pooling?: 'mean' | 'cls' | 'last';
 }
 
 export interface RopeScalingSpec {
@@ -176,6 +178,7 @@ export interface ResolvedSpec extends ModelShape {
   tensorData: Record<string, Float32Array>;
   routerSkew: number;
   ropeScaling: Required<RopeScalingSpec> | undefined;
+  pooling: 'mean' | 'cls' | 'last' | undefined;
 }
 
 export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe' || a === 'gpt-oss';
@@ -302,6 +305,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     }
     if (rs.attnFactor !== undefined && !(rs.attnFactor > 0 && Number.isFinite(rs.attnFactor))) throw bad(`ropeScaling.attnFactor must be a positive number, got ${String(rs.attnFactor)}`);
   }
+  if (spec.pooling !== undefined && !['mean', 'cls', 'last'].includes(spec.pooling)) throw bad(`pooling must be 'mean', 'cls' or 'last', got ${String(spec.pooling)}`);
   const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
   return {
     ...shape,
@@ -315,5 +319,6 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     tensorData: { ...spec.tensorData },
     routerSkew,
     ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
+    pooling: spec.pooling,
   };
 }
