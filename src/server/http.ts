@@ -1,12 +1,13 @@
 // An OpenAI-compatible HTTP server over one loaded model: /v1/completions and
-// /v1/chat/completions (whole responses or server-sent events), /v1/models and /health.
+// /v1/chat/completions (whole responses or server-sent events), /v1/embeddings, /v1/models
+// and /health.
 // Concurrent requests share the model's decode steps like concurrent generate() calls; a
 // client that disconnects aborts its generations, which frees their KV at the next step.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TandemError, type GenerateOptions, type Generation, type GenerationResult, type Model } from '../api/index.js';
 import { checkNumber, resolveGenerateOptions } from '../api/options.js';
-import { parseChatRequest, parseCompletionRequest, RequestError, ResponseShape, type SamplingRequest } from './openai.js';
+import { embeddingResponse, parseChatRequest, parseCompletionRequest, parseEmbeddingRequest, RequestError, ResponseShape, type SamplingRequest } from './openai.js';
 
 export interface ServerOptions {
   /** Interface to listen on. Default '127.0.0.1' (this machine only). */
@@ -211,6 +212,29 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
     }
   }
 
+  /** Every input's unit vector (model.embed, sharing steps with the generations), in input order. */
+  async function embedAll(res: http.ServerResponse, body: Record<string, unknown>) {
+    const r = parseEmbeddingRequest(body, model.info.nEmbd);
+    const controller = new AbortController();
+    inFlight.add(controller);
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort();
+    };
+    res.on('close', onClose);
+    try {
+      // Tokenized here as embed() tokenizes text, so that usage counts what ran.
+      const ids = r.inputs.map((x) => (typeof x === 'string' ? model.tokenize(x) : x));
+      const vectors = await Promise.all(ids.map((t) => model.embed(t, { signal: controller.signal })));
+      if (!controller.signal.aborted) sendJson(res, 200, embeddingResponse(modelName, vectors, ids.reduce((a, t) => a + t.length, 0), r));
+    } catch (err) {
+      controller.abort();
+      throw err;
+    } finally {
+      res.off('close', onClose);
+      inFlight.delete(controller);
+    }
+  }
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
     const routes: Record<string, string> = {
@@ -218,6 +242,7 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
       '/v1/models': 'GET',
       '/v1/completions': 'POST',
       '/v1/chat/completions': 'POST',
+      '/v1/embeddings': 'POST',
     };
     const method = routes[path];
     if (method === undefined) throw new RequestError(404, `no route ${req.method} ${path}`, null, 'not_found');
@@ -235,7 +260,9 @@ export async function startServer(model: Model, options: ServerOptions = {}): Pr
       return;
     }
     const body = await readJson(req, maxBody);
-    if (path === '/v1/completions') {
+    if (path === '/v1/embeddings') {
+      await embedAll(res, body);
+    } else if (path === '/v1/completions') {
       const r = parseCompletionRequest(body, defaults);
       await generateAll(res, new ResponseShape('completion', modelName), r, r.prompts.length, (o, i) => model.generate(r.prompts[Math.floor(i / r.n)]!, o));
     } else {

@@ -394,3 +394,46 @@ export class ResponseShape {
     };
   }
 }
+
+/** Most inputs one /v1/embeddings request may hold. */
+export const MAX_EMBEDDING_INPUTS = 256;
+
+export interface EmbeddingRequest {
+  /** Each input: text, or token ids used as given. */
+  inputs: (string | number[])[];
+  /** Answer each vector as base64 of its little-endian float32 bytes instead of a number array. */
+  base64: boolean;
+  /** Keep the first this many elements and scale them back to unit length (as OpenAI's `dimensions`). */
+  dimensions?: number;
+}
+
+/** A /v1/embeddings body: input as text, token ids, or a list of either; nEmbd bounds `dimensions`. */
+export function parseEmbeddingRequest(body: Body, nEmbd: number): EmbeddingRequest {
+  const p = body.input;
+  let inputs: (string | number[])[];
+  if (typeof p === 'string') inputs = [p];
+  else if (isTokenArray(p)) inputs = [p];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isTokenArray(x))) inputs = p as (string | number[])[];
+  else throw bad('input', 'must be a string, an array of token ids, or a non-empty array of those');
+  if (inputs.some((x) => x.length === 0)) throw bad('input', 'must not be empty');
+  if (inputs.length > MAX_EMBEDDING_INPUTS) throw bad('input', `holds ${inputs.length} inputs; at most ${MAX_EMBEDDING_INPUTS} a request`);
+  const format = body.encoding_format ?? 'float';
+  if (format !== 'float' && format !== 'base64') throw bad('encoding_format', `must be 'float' or 'base64', got ${JSON.stringify(format)}`);
+  const dimensions = numberField(body, 'dimensions', { min: 1, max: nEmbd, integer: true });
+  return { inputs, base64: format === 'base64', ...(dimensions !== undefined ? { dimensions } : {}) };
+}
+
+/** The /v1/embeddings answer for unit vectors in input order. */
+export function embeddingResponse(model: string, vectors: Float32Array[], promptTokens: number, req: EmbeddingRequest) {
+  const data = vectors.map((v, index) => {
+    let out = v;
+    if (req.dimensions !== undefined && req.dimensions < v.length) {
+      out = v.slice(0, req.dimensions);
+      const norm = Math.sqrt(out.reduce((s, x) => s + x * x, 0));
+      if (norm > 0) out = out.map((x) => x / norm);
+    }
+    const embedding = req.base64 ? Buffer.from(out.buffer, out.byteOffset, out.byteLength).toString('base64') : Array.from(out);
+    return { object: 'embedding', index, embedding };
+  });
+  return { object: 'list', data, model, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
+}

@@ -226,6 +226,41 @@ t.test('tools for a model that replies on channels (gpt-oss): to the template, a
   t.match(last.delta.tool_calls, [{ index: 0, type: 'function', function: { name: 'get_weather' } }], 'a stream gets the calls whole in its last delta');
 });
 
+t.test('embeddings: OpenAI\'s list of unit vectors, as embed() computes them; base64, dimensions, errors', async (t) => {
+  const texts = ['Once upon a time', 'The cat sat on the mat'];
+  const { status, json } = await post('/v1/embeddings', { model: 'x', input: texts });
+  t.equal(status, 200);
+  t.equal(json.object, 'list');
+  t.equal(json.model, 'stories');
+  t.same(json.data.map((d: { object: string; index: number }) => [d.object, d.index]), [['embedding', 0], ['embedding', 1]]);
+  const ids = texts.map((s) => model.tokenize(s));
+  t.same(json.usage, { prompt_tokens: ids[0]!.length + ids[1]!.length, total_tokens: ids[0]!.length + ids[1]!.length });
+  for (const [i, text] of texts.entries()) {
+    const want = await model.embed(text);
+    const got: number[] = json.data[i].embedding;
+    t.equal(got.length, model.info.nEmbd);
+    t.ok(got.every((x, k) => Math.abs(x - want[k]!) < 1e-6), `input ${i}: embed()'s vector`);
+  }
+  const single = await post('/v1/embeddings', { input: ids[1] });
+  t.same(single.json.data[0].embedding, json.data[1].embedding, 'token ids embed as the text they came from');
+  const b64 = await post('/v1/embeddings', { input: texts[0], encoding_format: 'base64' });
+  const bytes = Buffer.from(b64.json.data[0].embedding, 'base64');
+  t.same(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)), json.data[0].embedding, 'base64 of the float32 bytes');
+  const cut = (await post('/v1/embeddings', { input: texts[0], dimensions: 16 })).json.data[0].embedding as number[];
+  t.equal(cut.length, 16);
+  t.ok(Math.abs(Math.hypot(...cut) - 1) < 1e-6, 'cut to 16 and back to unit length');
+  t.ok(cut[0] / json.data[0].embedding[0] > 0, 'the same direction as the first 16');
+  for (const [body, param] of [[{}, 'input'], [{ input: [] }, 'input'], [{ input: '' }, 'input'], [{ input: [[]] }, 'input'], [{ input: 'x', encoding_format: 'hex' }, 'encoding_format'], [{ input: 'x', dimensions: 65 }, 'dimensions'], [{ input: new Array(257).fill('x') }, 'input']] as const) {
+    const r = await post('/v1/embeddings', body);
+    t.equal(r.status, 400, JSON.stringify(body).slice(0, 60));
+    t.equal(r.json.error.param, param);
+  }
+  const long = await post('/v1/embeddings', { input: new Array(129).fill(1) });
+  t.equal(long.status, 400);
+  t.equal(long.json.error.code, 'context_length_exceeded');
+  t.equal(model.stats.numFreeKvBlocks, model.info.numKvBlocks, 'every KV block back');
+});
+
 t.test('errors: OpenAI error objects with the status a client can act on', async (t) => {
   const bad = async (path: string, body: unknown, status: number, param: string | null, code?: string) => {
     const r = await post(path, body);
