@@ -9,6 +9,7 @@ const commands: Record<string, () => Promise<Command>> = {
   'make-model': async () => (await import('./commands/make-model.js')).command,
   generate: async () => (await import('./commands/generate.js')).command,
   chat: async () => (await import('./commands/chat.js')).command,
+  embed: async () => (await import('./commands/embed.js')).command,
   serve: async () => (await import('./commands/serve.js')).command,
   demo: async () => (await import('./commands/demo.js')).command,
   bench: async () => (await import('./commands/bench.js')).command,
