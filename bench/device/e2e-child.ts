@@ -1,6 +1,6 @@
 // One side of the device check's end-to-end comparison, run in its own process so that the
 // backend registry sees its own environment (the CPU side runs with TANDEM_GPU=0): loads a
-// GGUF through the executor, prefills a fixed prompt with every logit returned, decodes fixed tokens,
+// GGUF through the executor, prefills a fixed prompt with every logit and hidden state (embeddings) returned, decodes fixed tokens,
 // and, with --timing, times a long prefill and decode steps. Writes a JSON report.
 // Modes: gpu (every weight, the KV and attention on the device), split (half the weight bytes on
 // the device: the rest, routed experts first, computed on the CPU), host-kv (weights on the
@@ -31,6 +31,8 @@ export interface ChildReport {
   nVocab: number;
   /** Logits of every prompt token, row after row. */
   promptLogits: number[];
+  /** Hidden states after the output norm of every prompt token (returnEmbeddings), row after row. */
+  promptEmbeddings: number[];
   /** The greedy token after the prompt and after each teacher-forced decode step, and each decode step's logits. */
   tokens: number[];
   decodeLogits: number[][];
@@ -99,11 +101,12 @@ async function main(): Promise<void> {
     throw new Error('the device does not stream host KV (placement.streamsHostKv is false: no host_register, or the OS would not lock the host tier)');
   }
   const nVocab = model.info.nVocab;
-  const report: ChildReport = { mode, backends: model.info.backends, placement: model.placement, nVocab, promptLogits: [], tokens: [], decodeLogits: [] };
+  const report: ChildReport = { mode, backends: model.info.backends, placement: model.placement, nVocab, promptLogits: [], promptEmbeddings: [], tokens: [], decodeLogits: [] };
 
   const p = prompt(48, nVocab);
-  const first = await model.step(plan(mode, seq(mode, p, 0, blocks, { returnAllLogits: true })));
+  const first = await model.step(plan(mode, seq(mode, p, 0, blocks, { returnAllLogits: true, returnEmbeddings: true })));
   report.promptLogits = Array.from(first.sequences[0].allLogits ?? []);
+  report.promptEmbeddings = Array.from(first.sequences[0].embeddings ?? []);
   // Decode steps fed fixed tokens (teacher forcing), so that both processes see the same
   // context at every step and each step's greedy token and logits can be compared.
   const forced = prompt(64, nVocab).slice(48);

@@ -160,6 +160,7 @@ interface E2eResult {
   /** Prompt positions whose top-1 token equals the CPU run's, of all prompt positions. */
   promptTop1Agree?: number;
   decodeLogitsNmse?: number;
+  promptEmbeddingsNmse?: number;
   tokensEqual?: number;
 }
 
@@ -207,22 +208,25 @@ function top1(logits: number[], nVocab: number, row: number): number {
 function compareE2e(name: string, dev: ChildReport, cpu: ChildReport): E2eResult {
   const promptNmse = nmse(dev.promptLogits, cpu.promptLogits);
   const decodeNmse = nmse(dev.decodeLogits.flat(), cpu.decodeLogits.flat());
+  // The hidden states the head reads (embeddings), copied from the device by their own path.
+  const embedNmse = dev.promptEmbeddings.length === cpu.promptEmbeddings.length && cpu.promptEmbeddings.length > 0 ? nmse(dev.promptEmbeddings, cpu.promptEmbeddings) : Infinity;
   const rows = cpu.promptLogits.length / cpu.nVocab;
   let agree = 0;
   for (let r = 0; r < rows; r++) if (top1(dev.promptLogits, dev.nVocab, r) === top1(cpu.promptLogits, cpu.nVocab, r)) agree++;
   const same = dev.tokens.filter((t, i) => t === cpu.tokens[i]).length;
   // Both sides are teacher-forced, so greedy tokens may part only at near-ties.
-  const ok = promptNmse <= E2E_NMSE_TOLERANCE && decodeNmse <= E2E_NMSE_TOLERANCE;
+  const ok = promptNmse <= E2E_NMSE_TOLERANCE && decodeNmse <= E2E_NMSE_TOLERANCE && embedNmse <= E2E_NMSE_TOLERANCE;
   const p = dev.placement;
   return {
     model: name,
     mode: dev.mode,
     status: ok ? 'agree' : 'disagree',
     detail: `${p.deviceTensors} matrices on ${p.device ?? 'no device'}, ${p.hostTensors} in host RAM; prompt logits nmse ${promptNmse.toExponential(2)}, ` +
-      `top-1 ${agree}/${rows}; teacher-forced decode logits nmse ${decodeNmse.toExponential(2)}, ${same}/${dev.tokens.length} greedy tokens equal`,
+      `top-1 ${agree}/${rows}; prompt embeddings nmse ${embedNmse.toExponential(2)}; teacher-forced decode logits nmse ${decodeNmse.toExponential(2)}, ${same}/${dev.tokens.length} greedy tokens equal`,
     promptLogitsNmse: promptNmse,
     promptTop1Agree: agree / rows,
     decodeLogitsNmse: decodeNmse,
+    promptEmbeddingsNmse: embedNmse,
     tokensEqual: same,
   };
 }
@@ -608,7 +612,7 @@ async function main(): Promise<void> {
     }
   }
   results.endToEnd = e2e;
-  md.push(`## End to end (executor), device against CPU (tolerance: prompt and teacher-forced decode logits nmse <= ${E2E_NMSE_TOLERANCE})`, '',
+  md.push(`## End to end (executor), device against CPU (tolerance: prompt logits, prompt embeddings and teacher-forced decode logits nmse <= ${E2E_NMSE_TOLERANCE})`, '',
     'Modes: gpu = every weight, KV and attention on the device; split = half the weight bytes on the device, the rest (routed experts first) computed on the CPU; host-kv = weights on the device, KV in host RAM and attention on the CPU (overlap); host-kv-stream = weights on the device, KV in host RAM, attention on the device over each layer\'s blocks gathered across the link (gpu-only).', '',
     '| model | mode | result | detail |', '|---|---|---|---|', ...e2e.map((r) => `| ${r.model} | ${r.mode} | ${r.status} | ${r.detail} |`), '');
   if (e2e.some((r) => r.status !== 'agree' && r.status !== 'skipped')) process.exitCode = 1;
