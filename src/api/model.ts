@@ -330,6 +330,11 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     tokenizer = tokenizerFromGguf(file);
     template = file.getString('tokenizer.chat_template');
     poolingType = file.getNumber(`${description.hparams.architecture}.pooling_type`);
+    // Embedding models converted with bidirectional attention (llama.cpp's non-causal mode): every
+    // token would have to see the ones after it, which tandem's attention never lets it.
+    if (file.getBool(`${description.hparams.architecture}.attention.causal`) === false) {
+      throw new TandemError('TDM_UNSUPPORTED', `${where}: ${path} asks for non-causal (bidirectional) attention (${description.hparams.architecture}.attention.causal false), which tandem does not run`);
+    }
   } finally {
     file.close();
   }

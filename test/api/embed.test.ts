@@ -8,6 +8,7 @@ import t from 'tap';
 import { loadModel, type EmbeddingPooling } from '../../src/api/index.js';
 import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { modelPath } from '../helpers.js';
+import { removeTemp, writeTinyModel } from '../model/gguf-test-writer.js';
 import { LlamaRef } from './llama-ref.js';
 
 const TEXTS = ['Once upon a time, there was a little girl named Lily.', 'The cat sat on the mat'];
@@ -20,7 +21,10 @@ const TEXTS = ['Once upon a time, there was a little girl named Lily.', 'The cat
 const MIN_COSINE = { float: 0.99999, quantized: 0.9999 } as const;
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-embed-'));
-t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+t.teardown(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  removeTemp();
+});
 
 function cosine(a: Float32Array, b: Float32Array): number {
   let dot = 0, na = 0, nb = 0;
@@ -135,4 +139,17 @@ t.test('bad input and aborts are typed errors; nothing is left behind', async (t
   t.ok((await model.embed('Once')).length > 0, 'the model goes on');
   await model.dispose();
   await t.rejects(model.embed('x'), { code: 'TDM_DISPOSED' });
+});
+
+t.test('files embed() cannot serve as they ask are refused by name', async (t) => {
+  // A reranker: its score comes from a classifier head tandem does not run.
+  const rank = writeTinyModel('rank.gguf', { arch: 'llama', kvs: [{ key: 'llama.pooling_type', type: 'uint32', value: 4 }] });
+  const model = await loadModel(rank, { threads: 1, contextSize: 32 });
+  t.teardown(() => model.dispose());
+  t.equal(model.info.pooling, 'rank');
+  await t.rejects(model.embed('x'), { code: 'TDM_UNSUPPORTED', message: /reranker/ });
+  t.equal((await model.embed([1, 2], { pooling: 'mean' })).length, model.info.nEmbd, 'its hidden states, when a pooling is given');
+  // Bidirectional attention (llama.cpp's non-causal embedding models).
+  const bidirectional = writeTinyModel('non-causal.gguf', { arch: 'qwen2', kvs: [{ key: 'qwen2.attention.causal', type: 'bool', value: false }] });
+  await t.rejects(loadModel(bidirectional, { threads: 1 }), { code: 'TDM_UNSUPPORTED', message: /non-causal/ });
 });
