@@ -1,6 +1,6 @@
 // Random odd and bad input to the public API on stories260K (fixed seeds, so a failure
 // reproduces): prompts of every type, options of every type and value, aborts, cancels,
-// breaking out of a stream, concurrent generations, chat messages, loadModel options. Every call must resolve or reject
+// breaking out of a stream, concurrent generations, chat messages, embeddings, loadModel options. Every call must resolve or reject
 // with a TandemError (code TDM_...), within a bound, and the model must serve afterwards.
 import t from 'tap';
 import { loadModel, TandemError, type Model } from '../../src/api/index.js';
@@ -22,6 +22,7 @@ const ODD: unknown[] = [
 ];
 const GENERATE_KEYS = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'penaltyLastN', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'ignoreEos', 'responseFormat', 'logprobs', 'signal', 'bogusKey'];
 const CHAT_KEYS = [...GENERATE_KEYS, 'templateVariables', 'reasoning'];
+const EMBED_KEYS = ['pooling', 'normalize', 'signal', 'bogusKey'];
 const LOAD_KEYS = ['threads', 'contextSize', 'maxSequences', 'kvBlockTokens', 'kvType', 'kvCacheBytes', 'kvCacheFraction', 'kvDeviceFraction', 'kvDeviceBytes', 'kvHostBytes', 'device', 'policy', 'cpuKernels', 'prefillChunkTokens', 'decodeBurst', 'draftTokens', 'experts', 'slidingKv', 'preemption', 'maxQueuedRequests', 'outputBufferTokens', 'prefixCaching', 'onProgress', 'kvStream', 'bogus'];
 
 /** Values each option takes in earnest, drawn more often than the odd ones so that calls run as well as fail. */
@@ -29,6 +30,7 @@ const GOOD: Record<string, unknown[]> = {
   temperature: [0, 0.8], topK: [1, 40], topP: [0.9], minP: [0.05], repeatPenalty: [1.1], penaltyLastN: [16], presencePenalty: [0.5],
   frequencyPenalty: [0.2], logitBias: [{ 5: 1 }, new Map([[7, -100]])], seed: [7], stop: [['.'], 'the'], ignoreEos: [true],
   responseFormat: [{ type: 'json_object' }, { type: 'text' }], logprobs: [0, 2], reasoning: ['split', 'raw'], templateVariables: [{}],
+  pooling: ['mean', 'cls', 'last'], normalize: [true, false],
   threads: [1], contextSize: [64, 128, 256], maxSequences: [1, 2, 4], kvBlockTokens: [8, 16, 32], kvType: ['f16', 'q8_0'],
   kvCacheBytes: [1 << 20, 4 << 20], kvCacheFraction: [0.01], device: ['none', 'cpu-standin'], policy: ['auto', 'gpu-only', 'overlap', 'pipeline'],
   cpuKernels: ['auto', 'avx2', 'ref'], prefillChunkTokens: [16, 64], decodeBurst: [1, 4], draftTokens: [0, 2], slidingKv: ['window', 'full'],
@@ -96,7 +98,7 @@ const show = (v: unknown) => {
   }
 };
 
-t.test('generate, chat, tokenize and detokenize: typed errors only, and the model serves after', async (t) => {
+t.test('generate, chat, embed, tokenize and detokenize: typed errors only, and the model serves after', async (t) => {
   const model: Model = await loadModel(STORIES, { threads: 1, contextSize: 256, maxSequences: 4 });
   t.teardown(() => model.dispose());
   const nVocab = model.info.nVocab;
@@ -122,10 +124,13 @@ t.test('generate, chat, tokenize and detokenize: typed errors only, and the mode
       } else if (kind < 0.85) {
         const m = messages(r);
         await guarded(`chat(${show(m)}, ${show(o)})`, () => model.chat(m as never, o as object).result, tally);
-      } else if (kind < 0.93) {
+      } else if (kind < 0.9) {
         await guarded(`tokenize(${show(p)})`, async () => model.tokenize(p as string, r.pick([undefined, { addBos: r.pick(ODD) }, { special: true }, 5]) as object), tally);
-      } else {
+      } else if (kind < 0.94) {
         await guarded(`detokenize(${show(p)})`, async () => model.detokenize(p as number[]), tally);
+      } else {
+        const eo = options(r, EMBED_KEYS);
+        await guarded(`embed(${show(p)}, ${show(eo)})`, () => model.embed(p as string, eo as object), tally);
       }
       if (r.next() < 0.05) {
         await Promise.all(Array.from({ length: 6 }, () => guarded('six at once', async () => {

@@ -51,14 +51,18 @@ function send(method: string, path: string, body: string | undefined, dropAfter?
 }
 
 function request(): { method: string; path: string; body: string | undefined; dropAfter: number | undefined } {
-  const path = pick(['/v1/completions', '/v1/chat/completions', '/v1/chat/completions', '/v1/completions', '/v1/models', '/nope']);
+  const path = pick(['/v1/completions', '/v1/chat/completions', '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/models', '/nope']);
   const method = path === '/v1/models' ? 'GET' : pick(['POST', 'POST', 'POST', 'POST', 'PUT']);
   let body: string;
   if (next() < 0.05) {
     body = pick(['{', 'null', '[]', '"x"', '{"prompt":', '\u0000', 'x'.repeat(100000), '{"messages": "hi"}', '5']);
   } else {
     const o: Record<string, unknown> = {};
-    if (path.includes('chat')) {
+    if (path.includes('embeddings')) {
+      o.input = next() < 0.8 ? pick(['Once upon a time', '', [1, 2, 3], ['a', 'b'], [[1, 2]], [-1], [99999], new Array(300).fill(5)]) : odd();
+      if (next() < 0.3) o.encoding_format = next() < 0.7 ? pick(['float', 'base64']) : odd();
+      if (next() < 0.3) o.dimensions = next() < 0.7 ? pick([1, 16, 64]) : odd();
+    } else if (path.includes('chat')) {
       o.messages = next() < 0.8 ? [{ role: pick(['user', 'system', 'assistant', 'tool', 'bogus']), content: pick(['hi', 'Once upon a time', '', odd()]) }] : odd();
     } else {
       o.prompt = next() < 0.8 ? pick(['Once upon a time', '', [1, 2, 3], ['a', 'b'], [[1, 2]], [-1], [99999]]) : odd();
