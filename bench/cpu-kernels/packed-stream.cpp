@@ -4,6 +4,11 @@
 //
 //   packed-stream TYPE ROWS COLS ROUNDS [COPIES]
 //
+// THREADS (environment, default 1) runs each matmul on that many threads of tandem's pool,
+// its groups handed out as the CPU backend hands them out for one token (guided: long
+// contiguous stretches first, shrinking to one group; SHARE overrides the backend's 2 x THREADS
+// divisor of the work left).
+//
 // TYPE is a ggml type name or id with packed kernels (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K,
 // q4_K, q5_K, q6_K, mxfp4, iq4_nl, iq4_xs). COPIES matrices are laid end to end and multiplied in turn, so that small matrices
 // stream from memory as a model's layers do. Prints each table's median GB/s of packed bytes
@@ -21,6 +26,7 @@
 
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
+#include "cpu/thread_pool.h"
 
 using namespace tdm::cpu;
 
@@ -117,6 +123,17 @@ int main(int argc, char** argv) {
   for (auto& v : x) v = float(int(rng() % 2001) - 1000) / 1000.0f;
   ops0.quantize_act(x.data(), cols, act);
   std::vector<float> y(static_cast<size_t>(rows)), y0;
+  const int threads = std::getenv("THREADS") ? std::max(1, std::atoi(std::getenv("THREADS"))) : 1;
+  ThreadPool pool(threads);
+  // The backend's guided split of one token's groups (cpu_backend.cpp plan_tasks).
+  std::vector<std::pair<int64_t, int64_t>> tasks;
+  for (int64_t g = 0, left = ng; g < ng;) {
+    const int64_t share = std::getenv("SHARE") ? std::atoi(std::getenv("SHARE")) : 2 * threads;
+    const int64_t size = std::min(std::max<int64_t>((left + share - 1) / share, 1), ng - g);
+    tasks.push_back({g, g + size});
+    g += size;
+    left -= size;
+  }
   std::vector<std::vector<double>> secs(tables.size());
   // Each round's best pass per table: a slow spell of the machine hits a round's tables alike,
   // so the median of the rounds' ratios holds still where the tables' own medians move.
@@ -131,7 +148,14 @@ int main(int argc, char** argv) {
       fill(v);
       for (int rep = 0; rep < 3; ++rep) {  // the first pass of each turn warms up
         const auto t0 = std::chrono::steady_clock::now();
-        for (int c = 0; c < copies; ++c) ops.gemm(w + size_t(c) * mat, gb, ng, rows, cols, act, ab, 1, y.data(), rows);
+        for (int c = 0; c < copies; ++c) {
+          const uint8_t* wc = w + size_t(c) * mat;
+          pool.run(int64_t(tasks.size()), [&](int64_t k, int) {
+            const auto [g0, g1] = tasks[size_t(k)];
+            const int64_t r0 = g0 * kPackRows, r1 = std::min(rows, g1 * kPackRows);
+            ops.gemm(wc + size_t(g0) * gb, gb, g1 - g0, r1 - r0, cols, act, ab, 1, y.data() + r0, r1 - r0);
+          }, 1e12);
+        }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / copies;
         if (rep > 0) secs[v].push_back(s);
         if (rep == 1) round_best[v].push_back(s);
