@@ -50,6 +50,18 @@ import type {
 /** llama.cpp's pooling types by number (enum llama_pooling_type): none (0) embeds as its fallback does, by the last token. */
 const POOLING_TYPES: Record<number, EmbeddingPooling | 'rank'> = { 0: 'last', 1: 'mean', 2: 'cls', 3: 'last', 4: 'rank' };
 
+/** A request that only runs its prompt (nothing generated), for what the prompt's steps return. */
+function promptOnly(wants: { returnPromptLogits?: boolean; returnPromptEmbeddings?: boolean }): SequenceParams {
+  return {
+    maxTokens: 0,
+    sampling: { ...SAMPLING_DEFAULTS, temperature: 0, seed: 0 },
+    stopTokens: new Set(),
+    penaltyWindow: 0,
+    returnPromptLogits: wants.returnPromptLogits ?? false,
+    ...(wants.returnPromptEmbeddings ? { returnPromptEmbeddings: true } : {}),
+  };
+}
+
 /** Tokens of one prompt processed per step when options do not say. */
 const DEFAULT_PREFILL_CHUNK = 256;
 /** The default context: the trained one, capped so that a default load stays small. */
@@ -836,13 +848,7 @@ export class Model {
     const ids = checkTokenIds(where, tokens, this.info.nVocab);
     const nVocab = this.info.nVocab;
     const rows: Float32Array[] = new Array(ids.length);
-    const params: SequenceParams = {
-      maxTokens: 0,
-      sampling: { ...SAMPLING_DEFAULTS, temperature: 0, seed: 0 },
-      stopTokens: new Set(),
-      penaltyWindow: 0,
-      returnPromptLogits: true,
-    };
+    const params = promptOnly({ returnPromptLogits: true });
     await new Promise<void>((resolve, reject) => {
       this.engine.submit(ids, params, {
         onPromptLogits: (startPos, count, logits) => {
@@ -892,14 +898,7 @@ export class Model {
     // Summed in double: a mean over thousands of rows keeps float's precision.
     const sum = new Float64Array(E);
     const want = pooling === 'cls' ? 0 : ids.length - 1;
-    const params: SequenceParams = {
-      maxTokens: 0,
-      sampling: { ...SAMPLING_DEFAULTS, temperature: 0, seed: 0 },
-      stopTokens: new Set(),
-      penaltyWindow: 0,
-      returnPromptLogits: false,
-      returnPromptEmbeddings: true,
-    };
+    const params = promptOnly({ returnPromptEmbeddings: true });
     await new Promise<void>((resolve, reject) => {
       let seqId = -1;
       const onAbort = () => this.engine.cancel(seqId, 'aborted');

@@ -151,6 +151,18 @@ function isTokenArray(v: unknown): v is number[] {
   return Array.isArray(v) && v.length > 0 && v.every((t) => typeof t === 'number' && Number.isInteger(t) && t >= 0);
 }
 
+/** A field holding text, token ids, or a non-empty list of either (prompts, embedding inputs), none of them empty. */
+function textsOrTokenLists(body: Body, name: string): (string | number[])[] {
+  const p = body[name];
+  let out: (string | number[])[];
+  if (typeof p === 'string') out = [p];
+  else if (isTokenArray(p)) out = [p];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isTokenArray(x))) out = p as (string | number[])[];
+  else throw bad(name, 'must be a string, an array of token ids, or a non-empty array of those');
+  if (out.some((x) => x.length === 0)) throw bad(name, 'must not be empty');
+  return out;
+}
+
 /** A /v1/completions body: prompt as text, token ids, or a list of either (one choice set each). */
 export function parseCompletionRequest(body: Body, defaults: GenerateOptions): CompletionRequest {
   refuseUnsupported(body, {
@@ -158,13 +170,7 @@ export function parseCompletionRequest(body: Body, defaults: GenerateOptions): C
     suffix: (v) => v !== '',
     best_of: (v) => v !== 1,
   });
-  const p = body.prompt;
-  let prompts: (string | number[])[];
-  if (typeof p === 'string') prompts = [p];
-  else if (isTokenArray(p)) prompts = [p];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isTokenArray(x))) prompts = p as (string | number[])[];
-  else throw bad('prompt', 'must be a string, an array of token ids, or a non-empty array of those');
-  if (prompts.some((x) => x.length === 0)) throw bad('prompt', 'must not be empty');
+  const prompts = textsOrTokenLists(body, 'prompt');
   const sampling = samplingFrom(body, defaults, ['max_tokens']);
   // The legacy endpoint's logprobs: how many alternatives per token (0: the drawn token's only).
   const logprobs = numberField(body, 'logprobs', { min: 0, max: 20, integer: true });
@@ -409,13 +415,7 @@ export interface EmbeddingRequest {
 
 /** A /v1/embeddings body: input as text, token ids, or a list of either; nEmbd bounds `dimensions`. */
 export function parseEmbeddingRequest(body: Body, nEmbd: number): EmbeddingRequest {
-  const p = body.input;
-  let inputs: (string | number[])[];
-  if (typeof p === 'string') inputs = [p];
-  else if (isTokenArray(p)) inputs = [p];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isTokenArray(x))) inputs = p as (string | number[])[];
-  else throw bad('input', 'must be a string, an array of token ids, or a non-empty array of those');
-  if (inputs.some((x) => x.length === 0)) throw bad('input', 'must not be empty');
+  const inputs = textsOrTokenLists(body, 'input');
   if (inputs.length > MAX_EMBEDDING_INPUTS) throw bad('input', `holds ${inputs.length} inputs; at most ${MAX_EMBEDDING_INPUTS} a request`);
   const format = body.encoding_format ?? 'float';
   if (format !== 'float' && format !== 'base64') throw bad('encoding_format', `must be 'float' or 'base64', got ${JSON.stringify(format)}`);
