@@ -1054,7 +1054,7 @@ const float* Model::final_hidden(BatchBuffers& b, int64_t T, int64_t first, int6
     to_host(b.h_hidden.data(), XH, bytes);
     out = b.h_hidden.as<float>();
   }
-  ph_.logits += us_since(t0);
+  ph_.hidden += us_since(t0);
   return out;
 }
 
@@ -1636,7 +1636,7 @@ StepResult Model::step_once(const StepPlan& plan, Clock::time_point t_start) {
                      {"attention", ph_.attention},
                      {"cpuAttention", ph_.cpu_attention}, {"cpuWait", ph_.cpu_wait},
                      {"experts", ph_.experts},     {"logits", ph_.logits},
-                     {"sampling", ph_.sampling}};
+                     {"hidden", ph_.hidden},       {"sampling", ph_.sampling}};
   if (experts_) {
     result.phase_us.insert(result.phase_us.end(), {{"expertCopies", ph_.expert_copies},
                                                    {"cpuExperts", ph_.cpu_experts},

@@ -128,6 +128,7 @@ struct Phases {
                              // thread, after queuing the device's work, beside an asynchronous one)
   double expert_wait = 0;    // the driver waiting for the worker's CPU experts (what overlap did not hide)
   double logits = 0;
+  double hidden = 0;         // hidden states returned as embeddings (final_hidden): per token, not the head's
   double sampling = 0;
 };
 

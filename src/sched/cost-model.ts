@@ -181,7 +181,8 @@ export function observationOf(plan: StepPlan, result: StepResult, blockBytes: nu
   const tokens = plan.sequences.reduce((n, s) => n + s.tokens.length, 0);
   // A pipelined step makes two linear passes of different sizes: no one table point to credit.
   if (tokens > 0 && 'linear' in ph && plan.strategy !== 'pipeline') {
-    const body = g('embed') + g('linear') + g('hostLinear') + g('transfer') + g('experts');
+    // 'hidden' (embeddings returned) grows with the tokens, as the linear work does.
+    const body = g('embed') + g('linear') + g('hostLinear') + g('transfer') + g('experts') + g('hidden');
     obs.linear = { tokens, us: headApart ? body : body + g('logits') };
   }
   const headRows = plan.sequences.filter((s) => s.sample || s.returnLogits).length;

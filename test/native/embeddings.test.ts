@@ -36,7 +36,9 @@ t.test('the rows returned are the head\'s input: times the output matrix they gi
   const m = await load();
   t.teardown(() => m.dispose());
   const { w, nEmbd, nVocab } = outputMatrix();
-  const r = (await m.step({ strategy: 'cpu', copies: [], sequences: [seq(1, PROMPT, [0], { returnEmbeddings: true, returnAllLogits: true })] })).sequences[0]!;
+  const step = await m.step({ strategy: 'cpu', copies: [], sequences: [seq(1, PROMPT, [0], { returnEmbeddings: true, returnAllLogits: true })] });
+  const r = step.sequences[0]!;
+  t.ok(step.phaseUs.hidden! > 0, 'their time is a phase of its own, apart from the head\'s');
   t.equal(r.embeddings?.length, PROMPT.length * nEmbd, 'a row per token');
   t.equal(r.allLogits?.length, PROMPT.length * nVocab);
   let worst = 0;
