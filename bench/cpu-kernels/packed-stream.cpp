@@ -127,8 +127,8 @@ int main(int argc, char** argv) {
   ThreadPool pool(threads);
   // The backend's guided split of one token's groups (cpu_backend.cpp plan_tasks).
   std::vector<std::pair<int64_t, int64_t>> tasks;
+  const int64_t share = std::getenv("SHARE") ? std::max(1, std::atoi(std::getenv("SHARE"))) : 2 * threads;
   for (int64_t g = 0, left = ng; g < ng;) {
-    const int64_t share = std::getenv("SHARE") ? std::atoi(std::getenv("SHARE")) : 2 * threads;
     const int64_t size = std::min(std::max<int64_t>((left + share - 1) / share, 1), ng - g);
     tasks.push_back({g, g + size});
     g += size;
