@@ -110,6 +110,30 @@ __global__ void swiglu_kernel(const float* g, const float* u, float* y, int64_t 
   y[i] = mul_rn(gv / (1.0f + expf(-gv)), u[i]);
 }
 
+// gelu's tanh form on gate rounded to f16, its value rounded to f16: the CPU backend's lookup
+// (ggml's CPU table) computed rather than read, so both devices give the same bits but for tanhf.
+__global__ void geglu_kernel(const float* g, const float* u, float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float gv = g[i];
+  float act;
+  if (gv <= -10.0f) {
+    act = 0.0f;
+  } else if (gv >= 10.0f) {
+    act = gv;
+  } else {
+    const float x = half_to_float(float_to_half(gv));
+    act = half_to_float(float_to_half(0.5f * x * (1.0f + tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)))));
+  }
+  y[i] = mul_rn(act, u[i]);
+}
+
+__global__ void scale_kernel(const float* x, float* y, int64_t n, float scale) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  y[i] = mul_rn(x[i], scale);
+}
+
 __global__ void scale_rows_kernel(float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_rows * n_cols) return;
@@ -188,6 +212,24 @@ tdm_status op_swiglu(tdm_backend_ctx* ctx, const float* gate, const float* up, f
     if (gate == nullptr || up == nullptr || y == nullptr) bad("swiglu with a null pointer");
     TDM_LAUNCH(swiglu_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(gate, up, y, n);
     check_launch("swiglu_kernel");
+  });
+}
+
+tdm_status op_geglu(tdm_backend_ctx* ctx, const float* gate, const float* up, float* y, int64_t n, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0) return;
+    if (gate == nullptr || up == nullptr || y == nullptr) bad("geglu with a null pointer");
+    TDM_LAUNCH(geglu_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(gate, up, y, n);
+    check_launch("geglu_kernel");
+  });
+}
+
+tdm_status op_scale(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, float scale, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0) return;
+    if (x == nullptr || y == nullptr) bad("scale with a null pointer");
+    TDM_LAUNCH(scale_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(x, y, n, scale);
+    check_launch("scale_kernel");
   });
 }
 

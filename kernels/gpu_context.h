@@ -146,6 +146,8 @@ tdm_status op_rope(tdm_backend_ctx*, float*, const int32_t*, int64_t, int32_t, i
 tdm_status op_add(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, int64_t, tdm_stream*);
 tdm_status op_mul(tdm_backend_ctx*, const float*, const float*, float*, int64_t, int64_t, int64_t, tdm_stream*);
 tdm_status op_swiglu(tdm_backend_ctx*, const float*, const float*, float*, int64_t, tdm_stream*);
+tdm_status op_geglu(tdm_backend_ctx*, const float*, const float*, float*, int64_t, tdm_stream*);
+tdm_status op_scale(tdm_backend_ctx*, const float*, float*, int64_t, float, tdm_stream*);
 tdm_status op_scale_rows(tdm_backend_ctx*, float*, const float*, int64_t, int64_t, int32_t, tdm_stream*);
 tdm_status op_kv_store(tdm_backend_ctx*, const tdm_kv_layer*, const float*, const float*, const tdm_attn_seq*, int32_t,
                        tdm_stream*);

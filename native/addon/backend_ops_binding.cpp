@@ -390,6 +390,39 @@ Napi::Value swiglu(const Napi::CallbackInfo& info) {
   });
 }
 
+// geglu(id, gate, up) -> y
+Napi::Value geglu(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    Napi::Float32Array g = f32_arg(info, 1, "gate");
+    Napi::Float32Array u = f32_arg(info, 2, "up", g.ElementLength());
+    const float* dg = sc.upload(g.Data(), g.ElementLength());
+    const float* du = sc.upload(u.Data(), u.ElementLength());
+    std::vector<float> y(g.ElementLength());
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().geglu(b.ctx(), dg, du, dy, int64_t(y.size()), nullptr), "geglu");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
+// scale(id, x, s) -> x * s
+Napi::Value scale(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Scope sc(backend_for(arg_string(info, 0, "id")));
+    Backend& b = sc.backend();
+    Napi::Float32Array x = f32_arg(info, 1, "x");
+    const float s = float(arg_number(info, 2, "scale"));
+    const float* dx = sc.upload(x.Data(), x.ElementLength());
+    std::vector<float> y(x.ElementLength());
+    float* dy = sc.alloc_n<float>(y.size());
+    b.check(b.fn().scale(b.ctx(), dx, dy, int64_t(y.size()), s, nullptr), "scale");
+    sc.download(y.data(), dy, y.size());
+    return out_f32(info.Env(), y);
+  });
+}
+
 // scaleRows(id, x, scale[nRows], nRows, nCols, fn 'identity'|'sigmoid') -> y
 Napi::Value scale_rows(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -983,6 +1016,8 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("add", Napi::Function::New(env, binary<true>, "add"));
   ops.Set("mul", Napi::Function::New(env, binary<false>, "mul"));
   ops.Set("swiglu", Napi::Function::New(env, swiglu, "swiglu"));
+  ops.Set("geglu", Napi::Function::New(env, geglu, "geglu"));
+  ops.Set("scale", Napi::Function::New(env, scale, "scale"));
   ops.Set("scaleRows", Napi::Function::New(env, scale_rows, "scaleRows"));
   ops.Set("attention", Napi::Function::New(env, attention, "attention"));
   ops.Set("router", Napi::Function::New(env, router, "router"));

@@ -14,7 +14,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 6u
+#define TDM_BACKEND_ABI_VERSION 7u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -311,6 +311,16 @@ typedef struct tdm_backend_iface {
    * host_register (one layer's K and V of scattered host KV blocks, gathered into device memory). */
   tdm_status (*copy_pieces)(tdm_backend_ctx* ctx, void* dst, size_t dst_stride, const void* src, size_t src_stride,
                             size_t piece_bytes, const int32_t* src_ids, const int32_t* dst_ids, int32_t n, tdm_stream* s);
+
+  /* ---- ops appended in ABI 7: gemma3's FFN and input scaling */
+  /* y[i] = gelu(gate[i]) * up[i] for i < n, gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+   * (ggml_gelu's tanh form); y may equal gate or up. The CPU backend looks gelu up as ggml's CPU
+   * build does (gate rounded to f16, gelu's value rounded to f16; gate <= -10 gives 0, >= 10 gives
+   * gate) so that the two round alike; a GPU may compute it in f32. */
+  tdm_status (*geglu)(tdm_backend_ctx* ctx, const float* gate, const float* up, float* y, int64_t n,
+                      tdm_stream* s);
+  /* y[i] = x[i] * scale for i < n; y may equal x. */
+  tdm_status (*scale)(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, float scale, tdm_stream* s);
 } tdm_backend_iface;
 
 /* The largest k of top_k_rows. */

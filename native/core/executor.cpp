@@ -358,15 +358,17 @@ void Model::embed(BatchBuffers& b, const int32_t* host_tokens, int64_t n_tokens)
   timed(&ph_.embed, [&] {
     if (!has_device() || placement_.on_device(te)) {
       device_->check(device_->fn().get_rows(device_->ctx(), &te, b.tokens.as<int32_t>(), n_tokens, X, nullptr), "get_rows");
-      return;
+    } else {
+      const size_t bytes = size_t(n_tokens * hp_.n_embd) * sizeof(float);
+      stage_y_.reserve(device_, bytes);
+      {
+        std::lock_guard<std::mutex> lock(cpu_mu_);
+        cpu_->check(cpu_->fn().get_rows(cpu_->ctx(), &te, host_tokens, n_tokens, stage_y_.as<float>(), nullptr), "get_rows");
+      }
+      to_device(X, stage_y_.as<float>(), bytes);
     }
-    const size_t bytes = size_t(n_tokens * hp_.n_embd) * sizeof(float);
-    stage_y_.reserve(device_, bytes);
-    {
-      std::lock_guard<std::mutex> lock(cpu_mu_);
-      cpu_->check(cpu_->fn().get_rows(cpu_->ctx(), &te, host_tokens, n_tokens, stage_y_.as<float>(), nullptr), "get_rows");
-    }
-    to_device(X, stage_y_.as<float>(), bytes);
+    if (hp_.embd_scale != 1.0f)
+      device_->check(device_->fn().scale(device_->ctx(), X, X, n_tokens * hp_.n_embd, hp_.embd_scale, nullptr), "scale");
   });
 }
 
@@ -385,6 +387,7 @@ void Model::pre_attention(BatchBuffers& b, int64_t T, int64_t l) {
   float* V = b.v.as<float>();
   const int32_t* pos = b.positions.as<int32_t>();
   const float rope_base = hp_.is_swa(l) ? hp_.rope_freq_base_swa : hp_.rope_freq_base;
+  const float rope_scale = hp_.is_swa(l) ? hp_.rope_freq_scale_swa : hp_.rope_freq_scale;
   auto norm = [&](const float* x, const VecF32& wt, float* y, int64_t rows, int64_t cols) {
     device_->check(f.rms_norm(c, x, wt.data, y, rows, cols, hp_.rms_eps, nullptr), "rms_norm");
   };
@@ -408,6 +411,7 @@ void Model::pre_attention(BatchBuffers& b, int64_t T, int64_t l) {
     }
     tdm_rope_params rope = rc.rope;
     rope.freq_base = rope_base;
+    rope.freq_scale = rope_scale;
     device_->check(f.rope(c, Q, pos, T, int32_t(hp_.n_head), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), &rope, nullptr), "rope");
     device_->check(f.rope(c, K, pos, T, int32_t(hp_.n_head_kv), int32_t(hp_.head_dim), int32_t(hp_.rope_dim), &rope, nullptr),
                    "rope");
@@ -430,16 +434,23 @@ void Model::post_attention(BatchBuffers& b, int64_t T, int64_t l) {
   };
   auto ffn = [&](const tdm_weight& g, const tdm_weight& u, const tdm_weight& d, float* out) {
     matmuls({{&g, G}, {&u, U}}, Xn, T);
-    device_->check(f.swiglu(c, G, U, G, T * g.n_rows, nullptr), "swiglu");
+    if (hp_.ffn_act == FfnAct::gelu) device_->check(f.geglu(c, G, U, G, T * g.n_rows, nullptr), "geglu");
+    else device_->check(f.swiglu(c, G, U, G, T * g.n_rows, nullptr), "swiglu");
     matmul(d, G, T, out);
+  };
+  // gemma3 norms each block's output before it joins the residual stream.
+  auto post_norm = [&](const VecF32& wt, float* y) {
+    if (wt) device_->check(f.rms_norm(c, y, wt.data, y, T, E, hp_.rms_eps, nullptr), "rms_norm");
   };
   timed_linear(&ph_.linear, ph_, [&] {
     matmul(lw.wo, b.attn.as<float>(), T, O);
     if (lw.bo) add_to(O, lw.bo.data, E, 0);
+    post_norm(lw.attn_post_norm, O);
     add_to(X, O, E, E);
     device_->check(f.rms_norm(c, X, lw.ffn_norm.data, Xn, T, E, hp_.rms_eps, nullptr), "rms_norm");
     if (!hp_.is_moe()) {
       ffn(lw.ffn_gate, lw.ffn_up, lw.ffn_down, O);
+      post_norm(lw.ffn_post_norm, O);
       add_to(X, O, E, E);
       return;
     }
@@ -1334,7 +1345,7 @@ void StepRun::lay_out(Batch& b) {
 void StepRun::cpu_attention(Batch& b, int64_t l) {
   Backend& cpu = *m_.cpu_;
   BatchBuffers& w = *b.buf;
-  const float scale = 1.0f / std::sqrt(float(m_.hp_.head_dim));
+  const float scale = m_.hp_.attn_scale;
   std::lock_guard<std::mutex> lock(m_.cpu_mu_);
   const Clock::time_point t0 = Clock::now();
   for (const Group& g : b.cpu_groups) {
@@ -1420,7 +1431,7 @@ void StepRun::start_attention(Batch& b, int64_t l) {
     if (!m.device_async_) launch();
   }
   timed(&m.ph_.attention, [&] {
-    const float scale = 1.0f / std::sqrt(float(m.hp_.head_dim));
+    const float scale = m.hp_.attn_scale;
     for (const Group& g : b.dev_groups) {
       const std::vector<tdm_attn_seq>& seqs = g.for_layer(m.layout_, l);
       const int32_t ns = int32_t(seqs.size());

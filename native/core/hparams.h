@@ -9,9 +9,10 @@
 
 namespace tdm {
 
-enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss };
+enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss, gemma3 };
 enum class RopeType { norm, neox };
 enum class ExpertGating { softmax, sigmoid, softmax_weight };
+enum class FfnAct { silu, gelu };  // the dense FFN's gate activation: SwiGLU or GeGLU
 
 struct Hparams {
   Arch arch = Arch::llama;
@@ -50,12 +51,19 @@ struct Hparams {
   int64_t n_swa = 0;         // sliding window (positions); 0: every layer attends to all
   int64_t swa_period = 0;    // layer l slides when l % swa_period < swa_period - 1
   float rope_freq_base_swa = 0.0f;  // RoPE base of sliding layers
+  float rope_freq_scale_swa = 1.0f; // RoPE angle scale of sliding layers
   bool has_attn_sinks = false;
   bool has_expert_bias = false;     // router and expert biases
   bool swiglu_oai = false;          // experts' activation: gpt-oss's clamped SwiGLU
   // Its constants, as llama.cpp's build_moe_ffn has them for LLM_FFN_SWIGLU_OAI_MOE.
   float swiglu_oai_alpha = 1.702f;
   float swiglu_oai_limit = 7.0f;
+  // gemma3: token embeddings scaled by sqrt(n_embd), RMSNorms after attention and after the
+  // FFN (before each residual add), a GeGLU FFN, and its own attention scale.
+  float embd_scale = 1.0f;   // multiplies each token's embedding row
+  float attn_scale = 0.0f;   // softmax scale on q.k; the binding sets 1/sqrt(head_dim) unless told
+  bool has_post_norms = false;
+  FfnAct ffn_act = FfnAct::silu;
 
   bool is_moe() const { return n_expert > 0; }
   bool is_swa(int64_t layer) const { return n_swa > 0 && swa_period > 0 && layer % swa_period < swa_period - 1; }

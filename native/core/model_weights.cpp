@@ -122,6 +122,10 @@ ModelWeights bind_weights(std::shared_ptr<GgufFile> file, const Hparams& hp) {
     }
     // gpt-oss calls the norm before its experts post_attention_norm.
     L.ffn_norm = b.vec(blk(i, hp.arch == Arch::gpt_oss ? "post_attention_norm.weight" : "ffn_norm.weight"), E);
+    if (hp.has_post_norms) {
+      L.attn_post_norm = b.vec(blk(i, "post_attention_norm.weight"), E);
+      L.ffn_post_norm = b.vec(blk(i, "post_ffw_norm.weight"), E);
+    }
     if (hp.has_attn_sinks) L.attn_sinks = b.vec(blk(i, "attn_sinks.weight"), uint64_t(hp.n_head));
     if (!hp.is_moe()) {
       L.ffn_gate = b.matrix(blk(i, "ffn_gate.weight"), {E, uint64_t(hp.n_ff)});
@@ -234,7 +238,7 @@ WeightPlacement place_weights(const ModelWeights& w, Backend* device, int64_t bu
   Placer placer(device, budget_bytes, &p);
   placer.vec(e.output_norm);
   for (LayerWeights& L : e.layers)
-    for (VecF32* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.ffn_norm, &L.attn_sinks, &L.gate_inp_b,
+    for (VecF32* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.ffn_norm, &L.attn_post_norm, &L.ffn_post_norm, &L.attn_sinks, &L.gate_inp_b,
                       &L.gate_exps_b, &L.up_exps_b, &L.down_exps_b})
       placer.vec(*v);
   for (LayerWeights& L : e.layers) placer.matrices({&L.wq, &L.wk, &L.wv, &L.wo});

@@ -37,6 +37,7 @@ struct LayerWeights {
   tdm_weight gate_exps{}, up_exps{}, down_exps{};       // stacked experts
   tdm_weight gate_inp_shexp{};                          // shared expert gate: 1 x n_embd
   tdm_weight gate_shexp{}, up_shexp{}, down_shexp{};    // shared expert FFN
+  VecF32 attn_post_norm, ffn_post_norm;                 // gemma3: norms of the attention and FFN outputs
   VecF32 attn_sinks;                                    // gpt-oss: one sink logit per head
   VecF32 gate_inp_b;                                    // router bias (n_expert)
   VecF32 gate_exps_b, up_exps_b, down_exps_b;           // expert biases: n_expert rows of n_ff (down: n_embd)

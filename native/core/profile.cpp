@@ -128,7 +128,7 @@ double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32
   for (int32_t i = 0; i < n_seqs; ++i)
     seqs[size_t(i)] = tdm_attn_seq{i * n_new, n_new, context, int32_t(per_seq), dtables.as<int32_t>() + int64_t(i) * per_seq};
   const tdm_kv_layer kv = pool.layer(0);
-  const float scale = 1.0f / std::sqrt(float(hp_.head_dim));
+  const float scale = hp_.attn_scale;
   std::unique_lock<std::mutex> lock(cpu_mu_, std::defer_lock);
   if (on_cpu) lock.lock();
   auto layer_us = [&](int32_t window) {

@@ -620,6 +620,27 @@ tdm_status cpu_swiglu(tdm_backend_ctx* c, const float* gate, const float* up, fl
   });
 }
 
+tdm_status cpu_geglu(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n <= 0) return;
+    if (gate == nullptr || up == nullptr || y == nullptr) bad("geglu with a null pointer");
+    constexpr int64_t kChunk = 8192;
+    const int64_t n_chunks = (n + kChunk - 1) / kChunk;
+    ctx.pool->run(n_chunks, [&](int64_t i, int) {
+      const int64_t i0 = i * kChunk, len = std::min(kChunk, n - i0);
+      ctx.k->geglu_f32(gate + i0, up + i0, y + i0, len);
+    }, double(n) * 8);
+  });
+}
+
+tdm_status cpu_scale(tdm_backend_ctx* c, const float* x, float* y, int64_t n, float scale, tdm_stream*) {
+  return guard(c, [&](CpuContext&) {
+    if (n <= 0) return;
+    if (x == nullptr || y == nullptr) bad("scale with a null pointer");
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale;
+  });
+}
+
 tdm_status cpu_scale_rows(tdm_backend_ctx* c, float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn,
                           tdm_stream*) {
   return guard(c, [&](CpuContext&) {
@@ -1159,6 +1180,8 @@ const tdm_backend_iface kCpuIface = [] {
   t.mul = cpu_mul;
   t.swiglu = cpu_swiglu;
   t.scale_rows = cpu_scale_rows;
+  t.geglu = cpu_geglu;
+  t.scale = cpu_scale;
   t.kv_store = cpu_kv_store;
   t.attention = cpu_attention;
   t.router = cpu_router;

@@ -175,6 +175,8 @@ struct Kernels {
   AttnFn attention;                   // one AttnTask
   // y[i] = silu(g[i]) * u[i] for n floats.
   void (*swiglu_f32)(const float* g, const float* u, float* y, int64_t n);
+  // y[i] = gelu(g[i]) * u[i] for n floats, gelu looked up as ggml's CPU build does (f16 in, f16 out).
+  void (*geglu_f32)(const float* g, const float* u, float* y, int64_t n);
 };
 
 // The scalar reference table (always available).
@@ -197,5 +199,6 @@ void fill_kernels_avx512(Kernels& k);
 // Scalar reference kernels for the entries above (<op>_<dtype>_ref).
 void attention_ref(const AttnTask& task);
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
+void geglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
 
 }  // namespace tdm::cpu

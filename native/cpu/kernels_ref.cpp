@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/ggml_types.h"
 #include "cpu/kernels.h"
@@ -74,6 +75,7 @@ Kernels make_ref() {
   set(GgmlType::IQ3_S, vec_dot_iq3_s_q8_K_ref, quantize_row_iq3_s_ref, dequantize_row_iq3_s_ref);
   k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
+  k.geglu_f32 = geglu_f32_ref;
   return k;
 }
 
@@ -226,6 +228,30 @@ void attention_ref(const AttnTask& a) {
 
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+// gelu's tanh form at every f16 value, rounded to f16: ggml's CPU build reads its gelu from such
+// a table (GGML_GELU_FP16), so the same lookup makes tandem's FFN round as llama.cpp's does.
+const uint16_t* gelu_f16_table() {
+  static const std::vector<uint16_t> table = [] {
+    std::vector<uint16_t> t(1 << 16);
+    for (uint32_t i = 0; i < t.size(); ++i) {
+      const float x = fp16_to_fp32(uint16_t(i));
+      t[i] = fp32_to_fp16(0.5f * x * (1.0f + std::tanh(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x))));
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+void geglu_f32_ref(const float* g, const float* u, float* y, int64_t n) {
+  const uint16_t* table = gelu_f16_table();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    if (x <= -10.0f) y[i] = 0.0f;
+    else if (x >= 10.0f) y[i] = x * u[i];
+    else y[i] = fp16_to_fp32(table[fp32_to_fp16(x)]) * u[i];
+  }
 }
 
 const Kernels& kernels_ref() { return tables().ref; }

@@ -114,7 +114,7 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
     if (s.ropeScaling.attnFactor !== 1) w.setFloat32(`${a}.rope.scaling.attn_factor`, s.ropeScaling.attnFactor);
   }
   w.setFloat32(`${a}.attention.layer_norm_rms_epsilon`, s.rmsEps);
-  if (a === 'gpt-oss') u32('attention.sliding_window', s.slidingWindow);
+  if (a === 'gpt-oss' || (a === 'gemma3' && s.slidingWindow > 0)) u32('attention.sliding_window', s.slidingWindow);
   if (s.nExpert > 0) {
     u32('expert_count', s.nExpert);
     u32('expert_used_count', s.nExpertUsed);

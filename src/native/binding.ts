@@ -158,6 +158,8 @@ export interface NativeBackendOps {
   add(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
   mul(id: string, a: Float32Array, b: Float32Array, nRows: number, nCols: number, bRowStride: number): Float32Array;
   swiglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
+  geglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
+  scale(id: string, x: Float32Array, scale: number): Float32Array;
   scaleRows(id: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
   attention(id: string, opts: {
     kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;

@@ -287,6 +287,33 @@ t.test('gpt-oss with its sliding layers\' KV apart, streamed from host RAM: each
   for (const g of got) t.same(g.tokens, wantTokens, `auto: the CPU path's greedy tokens (${streamed} sequence-steps streamed)`);
 });
 
+t.test('gemma3 on the emulated GPU (heads of 256, scaled embeddings, post norms, GeGLU, five sliding layers in six): every strategy, the CPU path\'s logits', { skip }, async (t) => {
+  const dir = path.join(tmpdir(), 'tandem-test-models');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'emulated-executor-v1-gemma3-q8_0.gguf');
+  // Gemma-3-1B's heads (256 wide, one KV head) over a narrow model, a window shorter than the prompts.
+  const spec = { preset: 'tiny', architecture: 'gemma3', type: 'q8_0', nEmbd: 128, nFf: 256, nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 4, seed: 43 } as const;
+  if (!existsSync(file)) await makeModel(spec, file);
+  const ref = await load(file);
+  const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
+  ref.dispose();
+  const probe = await load(file, { device: 'gpu' });
+  const total = probe.placement.deviceBytes;
+  probe.dispose();
+  for (const c of [
+    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } as Shape },
+    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } as Shape },
+    { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } as Shape },
+    { name: 'gpu-only, the sliding layers apart, host KV streamed', config: { kvSplitSliding: true }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', sliding: true } as Shape },
+  ] as { name: string; config: Partial<NativeModelConfig>; shape: Shape }[]) {
+    const m = await load(file, { device: 'gpu', ...c.config });
+    const got = await run(m, c.shape, want.tokens);
+    m.dispose();
+    const d = relDiff(got.logits, want.logits);
+    t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
+  }
+});
+
 t.test('the public API on the emulated GPU: policies under a capped device KV, and dynamic experts', { skip }, async (t) => {
   const file = modelPath('stories260K.gguf');
   const opts = { threads: 1, contextSize: 128, maxSequences: 4 };

@@ -197,6 +197,18 @@ function rowOpCases(): OpCase[] {
       }),
       tolerance: (_id, out) => (out === 'scaled' ? 0 : 1e-12),
     });
+    // GeGLU's gate over (-12, 12): both clamps and the f16 rounding in between (a GPU computes
+    // gelu with its own tanhf, which may round one f16 value the other way).
+    const gg = rand(nRows * nCols, 7, 12);
+    cases.push({
+      op: 'geglu/scale',
+      name: `geglu and scale ${nRows}x${nCols}`,
+      run: (ops, id) => ({
+        geglu: ops.geglu(id, gg, x),
+        scale: ops.scale(id, x, 33.941125),
+      }),
+      tolerance: (_id, out) => (out === 'scale' ? 0 : 1e-9),
+    });
   }
   for (const mode of ['norm', 'neox'] as const) {
     for (const [nTokens, nHeads, headDim, ropeDim, maxPos] of [[5, 3, 64, 64, 40], [7, 2, 80, 32, 5000], [2, 4, 128, 128, 32767]]) {

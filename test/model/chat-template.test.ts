@@ -106,6 +106,31 @@ t.test('a harmony-style template (gpt-oss): recursive macros, namespaces, slices
   t.throws(() => tpl.render([{ role: 'tool', content: 'orphan' }]), { code: 'TDM_BAD_ARGUMENT', message: /no tool call before it/ });
 });
 
+// Gemma 3's template form: no system role of its own (a system message becomes a prefix of the
+// first user turn), 'assistant' written as 'model', content as a string or a list of parts,
+// trimmed, and turns that must alternate.
+t.test('a gemma3-style template: system prefix, model role, content parts, alternation', async (t) => {
+  const source =
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}" +
+    "{%- if messages[0]['content'] is string -%}{%- set prefix = messages[0]['content'] + '\n\n' -%}" +
+    "{%- else -%}{%- set prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}" +
+    "{%- set turns = messages[1:] -%}{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}" +
+    "{%- for m in turns -%}{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) -%}" +
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}" +
+    "{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}" +
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') }}" +
+    "{%- if m['content'] is string -%}{{ m['content'] | trim }}{%- elif m['content'] is iterable -%}" +
+    "{%- for part in m['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] | trim }}{%- endif -%}{%- endfor -%}" +
+    "{%- else -%}{{ raise_exception('Invalid content type') }}{%- endif -%}{{ '<end_of_turn>\n' }}{%- endfor -%}" +
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+  const tpl = new ChatTemplate({ source, bosToken: '<bos>' });
+  t.equal(tpl.render([{ role: 'system', content: 'Be brief.' }, ...chat]),
+    '<bos><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n' +
+    '<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n');
+  t.equal(tpl.render([{ role: 'user', content: '  padded  ' }], { addGenerationPrompt: false }), '<bos><start_of_turn>user\npadded<end_of_turn>\n');
+  t.throws(() => tpl.render([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]), { code: 'TDM_BAD_ARGUMENT', message: /must alternate/ });
+});
+
 t.test('typed errors', async (t) => {
   t.throws(() => new ChatTemplate({ source: '{% for m in messages %}{{ m.content }' }), { code: 'TDM_BAD_ARGUMENT' });
   t.throws(() => new ChatTemplate({ source: 42 as unknown as string }), { code: 'TDM_BAD_ARGUMENT' });

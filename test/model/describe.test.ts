@@ -58,9 +58,14 @@ t.test('stories260K', async (t) => {
     slidingWindow: 0,
     slidingWindowPeriod: 0,
     ropeFreqBaseSwa: 10000,
+    ropeFreqScaleSwa: 1,
     hasAttnSinks: false,
     hasExpertBias: false,
     swigluOai: false,
+    embeddingScale: 1,
+    attentionScale: Math.fround(1 / Math.fround(Math.sqrt(8))),
+    hasPostNorms: false,
+    ffnActivation: 'silu',
   };
   t.same(d.hparams, expected);
   const perLayer = 64 + 64 * 64 + 2 * 64 * 32 + 64 * 64 + 64 + 3 * 64 * 172;

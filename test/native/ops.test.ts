@@ -213,7 +213,21 @@ t.test('get_rows dequantizes exactly, in every variant', async (t) => {
   t.throws(() => ops().getRows('ref', 'f32', rand(8, 1), 2, 4, Int32Array.of(2)), { code: 'TDM_BAD_ARGUMENT', message: /row id 2/ });
 });
 
-t.test('rms_norm, add, mul, swiglu and scale_rows against JS', async (t) => {
+/** x rounded to the nearest f16 (ties to even), as a number; finite inputs inside f16's range. */
+function toF16(x: number): number {
+  const a = Math.abs(x);
+  if (a === 0) return x;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const ulp = 2 ** Math.max(e - 10, -24);
+  const q = a / ulp;
+  let r = Math.round(q);
+  if (Math.abs(q - Math.trunc(q) - 0.5) < 1e-12 && r % 2 !== 0) r -= 1;
+  return Math.sign(x) * r * ulp;
+}
+
+t.test('rms_norm, add, mul, swiglu, geglu, scale and scale_rows against JS', async (t) => {
   for (const v of ['ref', ...SIMD]) {
     for (const [nRows, nCols] of [[1, 1], [3, 7], [4, 64], [65, 257]]) {
       const x = rand(nRows * nCols, nRows + nCols, 3);
@@ -238,6 +252,14 @@ t.test('rms_norm, add, mul, swiglu and scale_rows against JS', async (t) => {
       const g = rand(nRows * nCols, 6, 6);
       const sw = ops().swiglu(v, g, x);
       t.ok(nmse(sw, g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * x[i])) < 1e-12, `${v} swiglu n=${g.length}`);
+
+      // GeGLU as ggml's CPU build looks gelu up: the gate rounded to f16, gelu's value rounded to f16.
+      const gg = rand(nRows * nCols, 7, 12);
+      const gl = ops().geglu(v, gg, x);
+      const gelu = (a: number) => 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * a * (1 + 0.044715 * a * a)));
+      const expectedGl = gg.map((a, i) => (a <= -10 ? 0 : a >= 10 ? a * x[i]! : toF16(gelu(toF16(a))) * x[i]!));
+      t.ok(nmse(gl, expectedGl) < 1e-9, `${v} geglu n=${gg.length} (nmse ${nmse(gl, expectedGl).toExponential(2)})`);
+      t.ok(identical(ops().scale(v, x, 0.3), x.map((a) => Math.fround(a * Math.fround(0.3)))), `${v} scale`);
 
       const s = rand(nRows, 8, 4);
       const sig = ops().scaleRows(v, x, s, nRows, nCols, 'sigmoid');

@@ -151,6 +151,8 @@ for (const [label, spec] of [
   ['tiny qwen2moe (shared expert)', { architecture: 'qwen2moe' }],
   // Sliding layers and sinks in the CPU's attention of host-tier sequences, biased experts in host RAM.
   ['tiny gpt-oss (window 4, sinks, expert biases)', { architecture: 'gpt-oss', slidingWindow: 4 }],
+  // Five sliding layers and a global one, the scaled embeddings, post norms and GeGLU on both sides.
+  ['tiny gemma3 (six layers, window 4, post norms, GeGLU)', { architecture: 'gemma3', nLayer: 6, slidingWindow: 4 }],
 ] as [string, ModelSpec][]) t.test(`${label}: every strategy and placement gives the CPU path's logits`, async (t) => {
   const file = await moeFile(spec);
   const probe = await load(file, { device: 'cpu-standin' });

@@ -41,7 +41,7 @@ function entries(s: ResolvedSpec): Entry[] {
       b('attn_k.bias', [kv]);
       b('attn_v.bias', [kv]);
     }
-    if (arch === 'qwen3' || arch === 'qwen3moe') {
+    if (arch === 'qwen3' || arch === 'qwen3moe' || arch === 'gemma3') {
       b('attn_q_norm.weight', [s.headDim]);
       b('attn_k_norm.weight', [s.headDim]);
     }
@@ -55,12 +55,14 @@ function entries(s: ResolvedSpec): Entry[] {
       b('attn_sinks.weight', [s.nHead]);
       b('post_attention_norm.weight', [s.nEmbd]);
     } else {
+      if (arch === 'gemma3') b('post_attention_norm.weight', [s.nEmbd]);
       b('ffn_norm.weight', [s.nEmbd]);
     }
     if (s.nExpert === 0) {
       b('ffn_gate.weight', [s.nEmbd, s.nFf]);
       b('ffn_down.weight', [s.nFf, s.nEmbd]);
       b('ffn_up.weight', [s.nEmbd, s.nFf]);
+      if (arch === 'gemma3') b('post_ffw_norm.weight', [s.nEmbd]);
     } else {
       b('ffn_gate_inp.weight', [s.nEmbd, s.nExpert]);
       b('ffn_gate_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
@@ -92,8 +94,9 @@ function entries(s: ResolvedSpec): Entry[] {
  * inputs), norms near 1, small biases, unit-variance embeddings (the residual stream
  * starts at the scale each block adds to it).
  */
-function init(e: Entry): { mean: number; std: number } {
-  if (e.name === 'token_embd.weight') return { mean: 0, std: 1 };
+function init(e: Entry, s: ResolvedSpec): { mean: number; std: number } {
+  // gemma3 scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that.
+  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma3' ? 1 / Math.sqrt(s.nEmbd) : 1 };
   if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
   if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
   // Sink logits of the size the scores have, so that a sink takes a real share of the softmax.
@@ -329,7 +332,7 @@ export function planTensors(s: ResolvedSpec): TensorPlan[] {
   return list.map((e) => {
     const override = s.tensorTypes[e.name];
     const type = override ? fallbackType(override, e.shape[0]) : chooseType(e, s.type, s, downRanks);
-    return { name: e.name, shape: e.shape, type, ...init(e) };
+    return { name: e.name, shape: e.shape, type, ...init(e, s) };
   });
 }
 

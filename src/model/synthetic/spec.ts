@@ -3,8 +3,8 @@
 // fail on later with a less helpful message.
 import { TandemError } from '../../native/errors.js';
 
-export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss';
-export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss'];
+export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma3';
+export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma3'];
 
 /** Tensor types a synthetic model's weights can take. */
 export type WeightType =
@@ -63,11 +63,11 @@ export interface ModelShape {
   ropeFreqBase: number;
   /** Epsilon of every RMSNorm. */
   rmsEps: number;
-  /** gpt-oss: the sliding window of its even layers (positions; 0 for the other architectures). */
+  /** gpt-oss: the sliding window of its even layers; gemma3: of five layers in six (positions; 0 for the other architectures, and a gemma3 with every layer global). */
   slidingWindow: number;
 }
 
-export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b' | 'qwen3-30b-a3b';
+export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b' | 'qwen3-30b-a3b' | 'gemma3-1b' | 'gemma3-4b';
 
 interface Preset {
   architecture: SyntheticArchitecture;
@@ -123,6 +123,22 @@ export const PRESETS: Record<PresetName, Preset> = {
       nCtx: 40960, nVocab: 151936, ropeFreqBase: 1000000, rmsEps: 1e-6,
     },
     about: 'Qwen3-30B-A3B: 2048 wide, 48 layers, 32 heads of 128 / 4 KV heads, 128 experts top-8 of width 768, 151936 tokens',
+  },
+  'gemma3-1b': {
+    architecture: 'gemma3',
+    shape: {
+      nEmbd: 1152, nLayer: 26, nHead: 4, nHeadKv: 1, headDim: 256, nFf: 6912, nCtx: 32768, nVocab: 262144, ropeFreqBase: 1000000,
+      rmsEps: 1e-6, slidingWindow: 512,
+    },
+    about: 'Gemma-3-1B: 1152 wide, 26 layers, 4 heads of 256 / 1 KV head, GeGLU FFN 6912, window 512 on five layers in six, 262144 tokens',
+  },
+  'gemma3-4b': {
+    architecture: 'gemma3',
+    shape: {
+      nEmbd: 2560, nLayer: 34, nHead: 8, nHeadKv: 4, headDim: 256, nFf: 10240, nCtx: 131072, nVocab: 262144, ropeFreqBase: 1000000,
+      rmsEps: 1e-6, slidingWindow: 1024,
+    },
+    about: "Gemma-3-4B's text model: 2560 wide, 34 layers, 8 heads of 256 / 4 KV heads, GeGLU FFN 10240, window 1024 on five layers in six, 262144 tokens",
   },
 };
 
@@ -232,7 +248,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   s.nHeadKv ??= s.nHead;
   s.ropeFreqBase ??= 10000;
   s.rmsEps ??= 1e-5;
-  s.slidingWindow ??= architecture === 'gpt-oss' ? 128 : 0;
+  s.slidingWindow ??= architecture === 'gpt-oss' || architecture === 'gemma3' ? 128 : 0;
 
   const shape = s as ModelShape;
   const positive = (k: keyof ModelShape, max: number) => {
@@ -250,7 +266,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`headDim must be an even integer from 2 to 1024, got ${shape.headDim} (nEmbd ${shape.nEmbd} / nHead ${shape.nHead})`);
   }
   if (shape.nHead % shape.nHeadKv !== 0) throw bad(`nHead (${shape.nHead}) must be a multiple of nHeadKv (${shape.nHeadKv})`);
-  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss';
+  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss' && architecture !== 'gemma3';
   if (headsFixed && shape.headDim * shape.nHead !== shape.nEmbd) {
     throw bad(`${architecture} needs headDim × nHead = nEmbd (got ${shape.headDim} × ${shape.nHead} ≠ ${shape.nEmbd})`);
   }
@@ -259,12 +275,15 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   }
   if (!(shape.ropeFreqBase > 0)) throw bad(`ropeFreqBase must be positive, got ${shape.ropeFreqBase}`);
   if (architecture === 'gpt-oss') positive('slidingWindow', 1 << 24);
-  else if (shape.slidingWindow !== 0) throw bad(`slidingWindow exists only in gpt-oss, not ${architecture}`);
+  else if (architecture === 'gemma3') {
+    if (!Number.isSafeInteger(shape.slidingWindow) || shape.slidingWindow < 0 || shape.slidingWindow > 1 << 24) throw bad(`slidingWindow must be an integer from 0 to ${1 << 24}, got ${String(shape.slidingWindow)}`);
+  } else if (shape.slidingWindow !== 0) throw bad(`slidingWindow exists only in gpt-oss and gemma3, not ${architecture}`);
   if (!(shape.rmsEps > 0 && shape.rmsEps < 1)) throw bad(`rmsEps must be in (0, 1), got ${shape.rmsEps}`);
 
   if (moe && shape.nExpert === 0) throw bad(`${architecture} is a mixture of experts: nExpert must be at least 2`);
   if (shape.nExpert !== 0) {
     if (architecture === 'qwen2' || architecture === 'qwen3') throw bad(`${architecture} is dense; use ${architecture}moe for experts`);
+    if (architecture === 'gemma3') throw bad('gemma3 is dense: nExpert must be 0');
     if (!Number.isSafeInteger(shape.nExpert) || shape.nExpert < 2 || shape.nExpert > 256) throw bad(`nExpert must be 0 (dense) or an integer from 2 to 256, got ${shape.nExpert}`);
     if (!Number.isSafeInteger(shape.nExpertUsed) || shape.nExpertUsed < 1 || shape.nExpertUsed > shape.nExpert) {
       throw bad(`nExpertUsed must be an integer from 1 to nExpert (${shape.nExpert}), got ${shape.nExpertUsed}`);
