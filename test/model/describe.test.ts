@@ -178,11 +178,37 @@ t.test('optional keys and their defaults', async (t) => {
   t.equal(vocabKey.nVocab, 64, 'vocabulary size from token_embd when the file has no tokenizer');
 });
 
+t.test('gemma3: its sliding layers, RoPE, scales, norms and activation as llama.cpp reads them', async (t) => {
+  const f32 = (key: string, value: number): Kv => ({ key, type: 'float32', value });
+  const scale = (d: number) => Math.fround(1 / Math.fround(Math.sqrt(d)));
+  // A window: five layers in six slide, with theta 10000 and no scaling unless the file says.
+  const g = describeTiny({ arch: 'gemma3', nEmbd: 96, nHead: 2, headDim: 64, nLayer: 6,
+    kvs: [u32('gemma3.attention.sliding_window', 512), f32('gemma3.rope.freq_base', 1e6), { key: 'gemma3.rope.scaling.type', type: 'string', value: 'linear' }, f32('gemma3.rope.scaling.factor', 8)] }).hparams;
+  t.match(g, {
+    architecture: 'gemma3', ropeType: 'neox', hasQkNorm: true, hasPostNorms: true, ffnActivation: 'gelu', nExpert: 0,
+    slidingWindow: 512, slidingWindowPeriod: 6, ropeFreqBase: 1e6, ropeFreqBaseSwa: 10000, ropeFreqScale: 0.125, ropeFreqScaleSwa: 1,
+    embeddingScale: Math.fround(Math.sqrt(96)), attentionScale: scale(64),
+  });
+  t.equal(g.embeddingScale, Math.fround(Math.sqrt(96)), 'sqrtf(n_embd)');
+  // The file's pattern and sliding theta; no window: every layer global.
+  t.match(describeTiny({ arch: 'gemma3', kvs: [u32('gemma3.attention.sliding_window', 64), u32('gemma3.attention.sliding_window_pattern', 3), f32('gemma3.rope.freq_base_swa', 5000)] }).hparams,
+    { slidingWindow: 64, slidingWindowPeriod: 3, ropeFreqBaseSwa: 5000 });
+  t.match(describeTiny({ arch: 'gemma3' }).hparams, { slidingWindow: 0, slidingWindowPeriod: 0, ropeFreqBaseSwa: 10000 });
+  // gemma3-27B (62 layers) scales queries by 1/sqrt(nEmbd / nHead) rather than by the head size.
+  t.equal(describeTiny({ arch: 'gemma3', nLayer: 62, nEmbd: 96, nHead: 2, headDim: 64 }).hparams.attentionScale, scale(48));
+  // Every other architecture keeps 1/sqrt(headDim) and its plain forward pass.
+  t.match(describeTiny({ arch: 'qwen2' }).hparams, { embeddingScale: 1, attentionScale: scale(16), hasPostNorms: false, ffnActivation: 'silu' });
+  t.throws(() => describeTiny({ arch: 'gemma3', kvs: [f32('gemma3.final_logit_softcapping', 30)] }), { code: 'TDM_UNSUPPORTED', message: /soft-capping/ }, 'logit soft-capping is refused');
+  t.equal(describeTiny({ arch: 'gemma3', kvs: [f32('gemma3.final_logit_softcapping', 0)] }).hparams.architecture, 'gemma3', 'a soft-cap of 0 is none');
+  t.throws(() => describeTiny({ arch: 'gemma3', dropTensors: ['blk.1.post_ffw_norm.weight'] }), { code: 'TDM_BAD_GGUF', message: /post_ffw_norm/ }, 'a missing post norm is named');
+  t.throws(() => describeTiny({ arch: 'gemma3', nExpert: 4 }), { code: 'TDM_BAD_GGUF', message: /gemma3 has no experts/ }, 'no experts');
+});
+
 t.test('metadata errors name the file and the key', async (t) => {
   const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
     t.throws(() => describeTiny(opts), { code, message }, name);
   fails({ arch: 'llama', kvs: [{ key: 'general.architecture', type: 'string', value: 'mamba' }] }, 'TDM_UNSUPPORTED',
-    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss\)/, 'unknown architecture');
+    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma3\)/, 'unknown architecture');
   fails({ arch: 'llama', dropKeys: ['general.architecture'] }, 'TDM_BAD_GGUF', /general\.architecture/, 'no architecture');
   fails({ arch: 'llama', dropKeys: ['llama.embedding_length'] }, 'TDM_BAD_GGUF', /describe-\d+\.gguf: missing required metadata key 'llama\.embedding_length'/, 'missing key');
   fails({ arch: 'qwen2', dropKeys: ['qwen2.attention.layer_norm_rms_epsilon'] }, 'TDM_BAD_GGUF', /layer_norm_rms_epsilon/, 'missing eps');

@@ -140,7 +140,7 @@ export function buildGguf(kvs: Kv[], tensors: TensorSpec[]): GgufLayout {
 }
 
 export interface TinyModelOptions {
-  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe';
+  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gemma3';
   nEmbd?: number;
   nHead?: number;
   nHeadKv?: number;
@@ -232,7 +232,7 @@ export function tinyModel(opts: TinyModelOptions): { kvs: Kv[]; tensors: TensorS
       vec(`${b}attn_k.bias`, [headDim * nHeadKv]);
       vec(`${b}attn_v.bias`, [headDim * nHeadKv]);
     }
-    if (a === 'qwen3moe') {
+    if (a === 'qwen3moe' || a === 'gemma3') {
       vec(`${b}attn_q_norm.weight`, [headDim]);
       vec(`${b}attn_k_norm.weight`, [headDim]);
     }
@@ -241,6 +241,10 @@ export function tinyModel(opts: TinyModelOptions): { kvs: Kv[]; tensors: TensorS
       vec(`${b}attn_k_norm.weight`, [headDim * nHeadKv]);
     }
     vec(`${b}ffn_norm.weight`, [nEmbd]);
+    if (a === 'gemma3') {
+      vec(`${b}post_attention_norm.weight`, [nEmbd]);
+      vec(`${b}post_ffw_norm.weight`, [nEmbd]);
+    }
     if (!nExpert) {
       mat(`${b}ffn_gate.weight`, [nEmbd, nFf]);
       mat(`${b}ffn_up.weight`, [nEmbd, nFf]);

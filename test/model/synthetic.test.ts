@@ -346,6 +346,8 @@ t.test('preset sizes', async (t) => {
   t.equal(params('llama3-8b'), 8_030_261_248, 'Llama-3-8B exactly');
   // 48 layers of 623,120,640 (attention, QK norms, router, 128 experts of 3 x 2048 x 768) and untied embeddings.
   t.equal(params('qwen3-30b-a3b'), 30_532_122_624, "Qwen3-30B-A3B's 30.5B");
+  // Gemma-3-1B ties its output to the embeddings; synthetic files write output.weight apart.
+  t.equal(params('gemma3-1b') - 262144 * 1152, 999_885_952, "Gemma-3-1B's 999,885,952 and an untied output");
   const moe = params('moe-8x-top2');
   t.ok(moe > 900e6 && moe < 950e6, `8x top-2 MoE: ${moe} parameters (about 928M)`);
 });

@@ -179,10 +179,14 @@ function hparamRows(h: ModelHyperparams): [string, string][] {
     h.hasQkvBias && 'QKV bias',
     h.hasQkNorm && 'QK norm',
     h.tiedEmbeddings && 'tied embeddings',
-    h.slidingWindow > 0 && `sliding window ${h.slidingWindow} (${h.slidingWindowPeriod - 1} of every ${h.slidingWindowPeriod} layers)`,
+    h.slidingWindow > 0 &&
+      `sliding window ${h.slidingWindow} (${h.slidingWindowPeriod - 1} of every ${h.slidingWindowPeriod} layers${h.ropeFreqBaseSwa !== h.ropeFreqBase ? `, rope base ${h.ropeFreqBaseSwa}` : ''})`,
     h.hasAttnSinks && 'attention sinks',
     h.hasExpertBias && 'expert biases',
     h.swigluOai && 'clamped SwiGLU',
+    h.embeddingScale !== 1 && `embeddings scaled by ${Number(h.embeddingScale.toPrecision(6))}`,
+    h.hasPostNorms && 'post-attention and post-FFN norms',
+    h.ffnActivation === 'gelu' && 'GeGLU',
   ].filter(Boolean);
   if (features.length) rows.push(['features', features.join(', ')]);
   return rows;

@@ -27,7 +27,7 @@ const SHAPE_FLAGS: { flag: string; field: keyof ModelShape; int: boolean; about:
   { flag: 'n-vocab', field: 'nVocab', int: true, about: 'tokens of the synthetic vocabulary' },
   { flag: 'rope-freq-base', field: 'ropeFreqBase', int: false, about: 'RoPE theta' },
   { flag: 'rms-eps', field: 'rmsEps', int: false, about: 'RMSNorm epsilon' },
-  { flag: 'sliding-window', field: 'slidingWindow', int: true, about: "gpt-oss: positions its sliding layers see" },
+  { flag: 'sliding-window', field: 'slidingWindow', int: true, about: "gpt-oss, gemma3: positions its sliding layers see (gemma3: 0 for none)" },
 ];
 
 const HELP = `usage: tandem make-model -o FILE [options]
