@@ -583,6 +583,8 @@ async function main(): Promise<void> {
     // The IQ2/IQ3 grid types: iq2_xxs, q2_K (IQ2_XXS mix); iq3_xxs, iq3_s, iq2_s, q3_K (IQ3_XXS mix).
     ['tiny llama iq2_xxs_mix', { preset: 'tiny', type: 'iq2_xxs_mix', seed: 13 }],
     ['tiny mixtral-style llama MoE iq3_xxs_mix', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'iq3_xxs_mix', seed: 14 }],
+    // gemma3: heads of 256, scaled embeddings (scale), post norms, GeGLU (geglu), five sliding layers in six, a tied output.
+    ['tiny gemma3 q4_K_M', { preset: 'tiny', architecture: 'gemma3', nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 8, tiedEmbeddings: true, type: 'q4_K_M', seed: 15 }],
   ];
   let executorOnGpu = false;
   // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.

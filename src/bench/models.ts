@@ -34,8 +34,8 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
     about: "Qwen3-30B-A3B's shape, 4 of its 48 layers: 128 small experts top-8, Q4_K_M (1.6 GB)",
   },
   'gemma3-1b-q4_K_M': {
-    spec: { preset: 'gemma3-1b', type: 'q4_K_M' },
-    about: 'Gemma-3-1B shape (heads of 256, GeGLU, window 512 on five layers in six, 262144 tokens), Q4_K_M (0.8 GB)',
+    spec: { preset: 'gemma3-1b', type: 'q4_K_M', tiedEmbeddings: true },
+    about: 'Gemma-3-1B shape (heads of 256, GeGLU, window 512 on five layers in six, 262144 tokens, tied output), Q4_K_M (0.7 GB)',
   },
   quick: {
     spec: { preset: 'tiny', nEmbd: 512, nLayer: 4, nHead: 8, nHeadKv: 4, nFf: 1408, nVocab: 4096, nCtx: 1024, type: 'q8_0' },

@@ -71,6 +71,8 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
   llama: { spec: { architecture: 'llama' }, moe: false },
   'llama-moe (Mixtral)': { spec: { architecture: 'llama', nExpert: 4, nExpertUsed: 2 }, moe: true },
   qwen2: { spec: { architecture: 'qwen2' }, moe: false },
+  // The output read from token_embd, as Qwen2.5-0.5B's file does.
+  'qwen2 tied': { spec: { architecture: 'qwen2', tiedEmbeddings: true }, moe: false },
   // Heads wider than nEmbd / nHead, as Qwen3-0.6B's 16 x 128 over 1024.
   qwen3: { spec: { architecture: 'qwen3', nHead: 4, nHeadKv: 2, headDim: 128 }, moe: false },
   qwen2moe: { spec: { architecture: 'qwen2moe' }, moe: true },
@@ -85,16 +87,16 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
     moe: true,
   },
   // Six layers so that five slide (window 16) and one attends to all, heads of 128 over 256 as
-  // Gemma-3-1B's 4 x 256 over 1152, and linear scaling 8 as Gemma-3-4B's, on its global layer
-  // only. Quantized, two layers (both sliding): at six, random weights carry the rounding of the
+  // Gemma-3-1B's 4 x 256 over 1152, linear scaling 8 as Gemma-3-4B's, on its global layer
+  // only, and the output read from token_embd as every Gemma file does. Quantized, two layers (both sliding): at six, random weights carry the rounding of the
   // activations' q8 blocks far enough that a qwen3 of this shape too measured a mean KL of 3e-5
   // and 124 of 128 raw top-1 (every decisive position agreeing).
   gemma3: {
-    spec: { architecture: 'gemma3', nLayer: 6, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, ropeFreqBase: 1000000, rmsEps: 1e-6, ropeScaling: { type: 'linear', factor: 8 } },
+    spec: { architecture: 'gemma3', nLayer: 6, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, ropeFreqBase: 1000000, rmsEps: 1e-6, ropeScaling: { type: 'linear', factor: 8 }, tiedEmbeddings: true },
     moe: false,
   },
   'gemma3 2-layer': {
-    spec: { architecture: 'gemma3', nLayer: 2, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, ropeFreqBase: 1000000, rmsEps: 1e-6 },
+    spec: { architecture: 'gemma3', nLayer: 2, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, ropeFreqBase: 1000000, rmsEps: 1e-6, tiedEmbeddings: true },
     moe: false,
   },
 };
@@ -107,6 +109,7 @@ const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
   llama: ['f32', 'f16', 'q8_0', 'q4_K_M', 'mxfp4', 'q3_K', 'iq4_xs_mix', 'iq3_xxs', 'iq2_xxs', 'iq2_s', 'iq2_xxs_mix', 'iq3_m'],
   'llama-moe (Mixtral)': ['f32', 'q4_K', 'mxfp4_moe', 'q2_K_mix', 'iq3_xs', 'iq3_s'],
   qwen2: ['f32', 'q4_0', 'q6_K', 'q2_K_mix', 'iq2_m'],
+  'qwen2 tied': ['q8_0', 'q4_K_M'],
   qwen3: ['f32', 'q4_K_M'],
   qwen2moe: ['f32', 'q5_0', 'q8_0', 'iq2_xs'],
   qwen3moe: ['f32', 'bf16', 'q4_1', 'q4_K', 'iq4_xs', 'iq3_s'],

@@ -51,6 +51,7 @@ const cases: Case[] = [
   { name: 'qwen3 f16, pooling last (as Qwen3-Embedding)', file: synthetic('qwen3-last', { architecture: 'qwen3', type: 'f16', pooling: 'last' }), pooling: 'last', float: true },
   { name: 'llama q8_0, pooling cls', file: synthetic('llama-cls', { architecture: 'llama', type: 'q8_0', pooling: 'cls' }), pooling: 'cls', float: false },
   { name: 'qwen2 q8_0, pooling mean', file: synthetic('qwen2-mean', { architecture: 'qwen2', type: 'q8_0', pooling: 'mean' }), pooling: 'mean', float: false },
+  { name: 'gemma3 f16, tied, pooling mean', file: synthetic('gemma3-mean', { architecture: 'gemma3', type: 'f16', nLayer: 6, slidingWindow: 8, tiedEmbeddings: true, pooling: 'mean' }), pooling: 'mean', float: true },
 ];
 
 for (const c of cases) {

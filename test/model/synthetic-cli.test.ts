@@ -39,6 +39,7 @@ t.test('gpt-oss options: sliding window and rope scaling', async (t) => {
   const { spec } = parseMakeModelArgs(['--arch', 'gpt-oss', '--sliding-window', '64', '--rope-scaling', 'yarn:32:4096', '-o', 'x.gguf']);
   t.same(spec, { architecture: 'gpt-oss', slidingWindow: 64, ropeScaling: { type: 'yarn', factor: 32, originalContext: 4096 } });
   t.same(parseMakeModelArgs(['--rope-scaling', 'linear:2', '-o', 'x']).spec, { ropeScaling: { type: 'linear', factor: 2 } });
+  t.same(parseMakeModelArgs(['--arch', 'gemma3', '--preset', 'gemma3-1b', '--tied-embeddings', '-o', 'x']).spec, { architecture: 'gemma3', preset: 'gemma3-1b', tiedEmbeddings: true });
   t.same(parseMakeModelArgs(['--rope-scaling', 'yarn:4', '-o', 'x']).spec, { ropeScaling: { type: 'yarn', factor: 4 } });
   for (const bad of ['yarn', 'linear:2:64', 'ntk:2', 'yarn:x', 'yarn:4:1.5']) {
     t.throws(() => parseMakeModelArgs(['--rope-scaling', bad, '-o', 'x']), { code: 'TDM_BAD_ARGUMENT' }, bad);

@@ -111,6 +111,7 @@ const EXPECT: Record<string, ArchExpect> = {
   qwen2moe: { perLayer: [...COMMON, ...BIASES, ...EXPERTS, ...SHARED], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length', 'expert_shared_feed_forward_length'] },
   qwen3moe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length'] },
   olmoe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count'] },
+  gemma3: { perLayer: [...COMMON, ...QK_NORM, ...DENSE, 'post_attention_norm.weight', 'post_ffw_norm.weight'], keys: ['attention.sliding_window'] },
 };
 
 t.test("each architecture's tensors, shapes and metadata", async (t) => {
@@ -206,6 +207,17 @@ t.test('the Q4_K_M mix follows llama.cpp', async (t) => {
   t.equal(type(odder, 'blk.0.attn_q.weight'), 'f16', 'rows that fill no 32-block fall back to f16');
   const pure = planTensors(resolveSpec({ type: 'q5_1' }));
   t.same(count(pure), { q5_1: 16, f32: 5 }, 'a pure type: every quantizable tensor, embeddings and output included');
+
+  // Tied embeddings: no output.weight, and token_embd typed as the output (llama.cpp's !has_output rule).
+  const tied = planTensors(resolveSpec({ preset: 'tinyllama-1.1b', type: 'q4_K_M', tiedEmbeddings: true }));
+  t.notOk(tied.some((p) => p.name === 'output.weight'), 'tied: no output.weight');
+  t.equal(type(tied, 'token_embd.weight'), 'q6_K', 'tied: token_embd gets the output type');
+  t.equal(tied.find((p) => p.name === 'token_embd.weight')!.std, 1 / Math.sqrt(2048), 'tied: embeddings at the output scale');
+  const g1 = planTensors(resolveSpec({ preset: 'gemma3-1b', type: 'q4_K_M', tiedEmbeddings: true }));
+  t.equal(type(g1, 'token_embd.weight'), 'q8_0', 'Gemma-3-1B tied: 1152-long rows fill no q6_K block, q8_0');
+  t.equal(type(g1, 'blk.0.attn_q.weight'), 'q5_0', 'Gemma-3-1B: q4_K falls back to q5_0');
+  const iqTied = planTensors(resolveSpec({ type: 'iq2_xxs_mix', tiedEmbeddings: true }));
+  t.equal(type(iqTied, 'token_embd.weight'), 'q5_K', 'IQ2_XXS tied: token_embd as the output (q5_K), not q2_K');
 });
 
 t.test('the Q3_K_M, Q2_K and IQ4_XS mixes follow llama.cpp', async (t) => {

@@ -53,6 +53,8 @@ ${Object.entries(PRESETS).map(([name, p]) => `                          ${name.p
   --name TEXT           general.name
   --rope-scaling S      linear:FACTOR or yarn:FACTOR[:ORIGINAL_CONTEXT] (YaRN's original
                         context defaults to --n-ctx), e.g. yarn:32:4096 as gpt-oss-20b
+  --tied-embeddings     no output.weight: the output projection reads token_embd
+                        (typed as llama-quantize types an output matrix)
   --force               overwrite FILE if it exists
   --json                print the summary as one JSON object
 
@@ -86,6 +88,7 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
     vocab: { type: 'string' },
     name: { type: 'string' },
     'rope-scaling': { type: 'string' },
+    'tied-embeddings': { type: 'boolean' },
     force: { type: 'boolean' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -130,6 +133,7 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
     spec.vocab = vocab;
   }
   if (str('name') !== undefined) spec.name = str('name');
+  if (values['tied-embeddings'] === true) spec.tiedEmbeddings = true;
   const scaling = str('rope-scaling');
   if (scaling !== undefined) {
     const m = /^(linear|yarn):([^:]+)(?::([^:]+))?$/.exec(scaling);

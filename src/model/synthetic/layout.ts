@@ -83,8 +83,8 @@ function entries(s: ResolvedSpec): Entry[] {
     }
   }
   add('output_norm.weight', [s.nEmbd]);
-  // Always untied: output.weight in its own type keeps token_embd's type free.
-  add('output.weight', [s.nEmbd, s.nVocab]);
+  // Untied unless asked: output.weight in its own type keeps token_embd's type free.
+  if (!s.tiedEmbeddings) add('output.weight', [s.nEmbd, s.nVocab]);
   return out;
 }
 
@@ -95,8 +95,10 @@ function entries(s: ResolvedSpec): Entry[] {
  * starts at the scale each block adds to it).
  */
 function init(e: Entry, s: ResolvedSpec): { mean: number; std: number } {
-  // gemma3 scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that.
-  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma3' ? 1 / Math.sqrt(s.nEmbd) : 1 };
+  // gemma3 scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that. A
+  // tied matrix is also the output projection, which needs the output's scale (at unit
+  // variance every next-token distribution would be one token).
+  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma3' || s.tiedEmbeddings ? 1 / Math.sqrt(s.nEmbd) : 1 };
   if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
   if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
   // Sink logits of the size the scores have, so that a sink takes a real share of the softmax.
@@ -126,6 +128,11 @@ export function fallbackType(type: WeightType, rowLength: number): WeightType {
   return t && rowLength % typeInfo(t).blockSize === 0 ? t : 'f16';
 }
 
+/** llama_tensor_get_type types token_embd as the output matrix when the file has no output.weight. */
+function isOutput(e: Entry, s: ResolvedSpec): boolean {
+  return e.name === 'output.weight' || (s.tiedEmbeddings && e.name === 'token_embd.weight');
+}
+
 /**
  * The type Q4_K_M or Q5_K_M (`base` q4_K or q5_K) gives a quantizable tensor
  * (llama_tensor_get_type, ftype MOSTLY_Q4_K_M / MOSTLY_Q5_K_M): the same rules, from a
@@ -135,7 +142,7 @@ function kMType(e: Entry, s: ResolvedSpec, base: 'q4_K' | 'q5_K'): WeightType {
   const n = e.name;
   const eightExperts = s.nExpert === 8;
   let t: WeightType = base;
-  if (n === 'output.weight') {
+  if (isOutput(e, s)) {
     t = e.shape[0] % 256 === 0 ? 'q6_K' : 'q8_0';
   } else if (n === 'token_embd.weight') {
     t = base;
@@ -166,7 +173,7 @@ interface MixContext {
 
 function mixContext(e: Entry, s: ResolvedSpec): MixContext {
   return {
-    output: e.name === 'output.weight',
+    output: isOutput(e, s),
     eightExperts: s.nExpert === 8,
     gqa: s.nHead / s.nHeadKv,
     llama70b: s.architecture === 'llama' && s.nExpert === 0 && s.nLayer === 80 && s.nHead !== s.nHeadKv,

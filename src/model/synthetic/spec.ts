@@ -171,6 +171,8 @@ export interface ModelSpec extends Partial<ModelShape> {
   ropeScaling?: RopeScalingSpec;
   /** `{arch}.pooling_type` as an embedding model's file names its pooling (llama.cpp's numbering: 1 mean, 2 cls, 3 last). Default: not written. */
   pooling?: 'mean' | 'cls' | 'last';
+  /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false. */
+  tiedEmbeddings?: boolean;
 }
 
 export interface RopeScalingSpec {
@@ -195,6 +197,7 @@ export interface ResolvedSpec extends ModelShape {
   routerSkew: number;
   ropeScaling: Required<RopeScalingSpec> | undefined;
   pooling: 'mean' | 'cls' | 'last' | undefined;
+  tiedEmbeddings: boolean;
 }
 
 export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe' || a === 'gpt-oss';
@@ -324,6 +327,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     }
     if (rs.attnFactor !== undefined && !(rs.attnFactor > 0 && Number.isFinite(rs.attnFactor))) throw bad(`ropeScaling.attnFactor must be a positive number, got ${String(rs.attnFactor)}`);
   }
+  if (spec.tiedEmbeddings !== undefined && typeof spec.tiedEmbeddings !== 'boolean') throw bad(`tiedEmbeddings must be a boolean, got ${String(spec.tiedEmbeddings)}`);
   if (spec.pooling !== undefined && !['mean', 'cls', 'last'].includes(spec.pooling)) throw bad(`pooling must be 'mean', 'cls' or 'last', got ${String(spec.pooling)}`);
   const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
   return {
@@ -339,5 +343,6 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     routerSkew,
     ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
     pooling: spec.pooling,
+    tiedEmbeddings: spec.tiedEmbeddings === true,
   };
 }
