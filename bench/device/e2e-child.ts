@@ -41,12 +41,16 @@ export interface ChildReport {
 
 /** > 0: the loaded model keeps its sliding layers' KV apart, and they see this many positions. */
 let slidingWindow = 0;
+/** The sliding layers' groups (each with its table) when they are kept apart. */
+let slidingGroups = 0;
 
 function seq(mode: E2eMode, tokens: number[], startPos: number, blocks: number, extra: Partial<SequencePlan>): SequencePlan {
   const onDevice = mode === 'gpu' || mode === 'split';
-  // Sliding blocks follow the full ones in the pool; those wholly behind the window are not read.
+  // Each sliding group's blocks follow the full ones (and the groups' before it) in the pool;
+  // those wholly behind the window are not read.
   const behind = Math.floor(Math.max(0, startPos - slidingWindow + 1) / BLOCK_TOKENS);
-  const sliding = slidingWindow > 0 ? { slidingBlockTable: Int32Array.from({ length: blocks }, (_, i) => (i < behind ? -1 : blocks + i)) } : {};
+  const table = (g: number) => Array.from({ length: blocks }, (_, i) => (i < behind ? -1 : (1 + g) * blocks + i));
+  const sliding = slidingWindow > 0 ? { slidingBlockTable: Int32Array.from(Array.from({ length: slidingGroups }, (_, g) => table(g)).flat()) } : {};
   return {
     seqId: 1,
     tokens: Int32Array.from(tokens),
@@ -89,13 +93,17 @@ async function main(): Promise<void> {
   const blocks = Math.ceil(maxTokens / BLOCK_TOKENS) + 1;
   // Sliding layers in blocks of their own, as the API keeps them (streamed host KV gathers only the window's).
   const split = mode !== 'cpu' && hparams.slidingWindow > 0;
-  const pool = split ? 2 * blocks : blocks;
+  // At most 8 sliding groups (native/core/kv_pool.cpp).
+  const pool = split ? 9 * blocks : blocks;
   const model: NativeModel = await native().loadModel(file, {
     hparams, threads: os.availableParallelism(), kvBlockTokens: BLOCK_TOKENS, kvBlocks: { device: pool, host: pool }, device,
     ...(split ? { kvSplitSliding: true } : {}),
     ...(mode === 'split' ? { deviceWeightBytes: Math.floor(statSync(file).size / 2) } : {}),
   });
-  if (split) slidingWindow = hparams.slidingWindow;
+  if (split) {
+    slidingWindow = hparams.slidingWindow;
+    slidingGroups = model.info.kvGroups - 1;
+  }
   if (mode === 'host-kv-stream' && device === 'gpu' && !model.placement.streamsHostKv) {
     model.dispose();
     throw new Error('the device does not stream host KV (placement.streamsHostKv is false: no host_register, or the OS would not lock the host tier)');

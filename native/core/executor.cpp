@@ -141,23 +141,27 @@ void Model::validate(const StepPlan& plan) const {
       bad(at + "blockTable has " + std::to_string(s.block_table.size()) + " blocks but positions [0, " + std::to_string(end) +
           ") need " + std::to_string(needed) + " of " + std::to_string(bt) + " tokens");
     const KvPool& p = pool(s.tier);
-    if (layout_.n_groups == 1 && !s.sliding_block_table.empty())
+    const int32_t n_sliding = layout_.sliding_groups();
+    if (n_sliding == 0 && !s.sliding_block_table.empty())
       bad(at + "slidingBlockTable is given, but this model keeps every layer in the blockTable's blocks");
-    if (layout_.n_groups == 2 && int64_t(s.sliding_block_table.size()) < needed)
-      bad(at + "slidingBlockTable has " + std::to_string(s.sliding_block_table.size()) + " blocks but positions [0, " +
+    if (n_sliding > 0 && s.sliding_block_table.size() % size_t(n_sliding) != 0)
+      bad(at + "slidingBlockTable has " + std::to_string(s.sliding_block_table.size()) + " entries, not one table of equal length for each of the " +
+          std::to_string(n_sliding) + " sliding-layer groups");
+    if (n_sliding > 0 && int64_t(s.sliding_block_table.size()) / n_sliding < needed)
+      bad(at + "slidingBlockTable has " + std::to_string(s.sliding_block_table.size() / size_t(n_sliding)) + " blocks per group but positions [0, " +
           std::to_string(end) + ") need " + std::to_string(needed) + " of " + std::to_string(bt) + " tokens");
     std::unordered_set<int32_t> own;
     for (const LiveBlocks& t : live_blocks(s)) {
       for (int64_t b = t.first; b < needed; ++b) {
-        const int32_t id = (*t.table)[size_t(b)];
+        const int32_t id = t.table[b];
         if (id < 0 || id >= p.n_blocks())
           bad(at + "block id " + std::to_string(id) + " is outside the " + tier_name(s.tier) + " tier's " + std::to_string(p.n_blocks()) +
               " blocks");
         if (!own.insert(id).second) bad(at + "lists KV block " + std::to_string(id) + " twice");
       }
       for (int64_t b = std::max<int64_t>(t.first, s.start_pos / bt); b < needed; ++b) {
-        if (!writer.emplace(key(s.tier, (*t.table)[size_t(b)]), i).second)
-          bad(at + "writes KV block " + std::to_string((*t.table)[size_t(b)]) + " (" + tier_name(s.tier) +
+        if (!writer.emplace(key(s.tier, t.table[b]), i).second)
+          bad(at + "writes KV block " + std::to_string(t.table[b]) + " (" + tier_name(s.tier) +
               " tier) that another sequence of this step also writes");
       }
     }
@@ -200,10 +204,10 @@ void Model::validate(const StepPlan& plan) const {
     const int64_t read_end = s.start_pos / bt;  // blocks before the first one this sequence writes
     for (const LiveBlocks& t : live_blocks(s)) {
       for (int64_t b = t.first; b < read_end; ++b) {
-        auto it = writer.find(key(s.tier, (*t.table)[size_t(b)]));
+        auto it = writer.find(key(s.tier, t.table[b]));
         if (it != writer.end() && it->second != i)
           bad("sequences[" + std::to_string(i) + "] (seqId " + std::to_string(s.seq_id) + "): reads KV block " +
-              std::to_string((*t.table)[size_t(b)]) + " (" + tier_name(s.tier) + " tier) while sequences[" +
+              std::to_string(t.table[b]) + " (" + tier_name(s.tier) + " tier) while sequences[" +
               std::to_string(it->second) + "] writes it");
       }
     }
@@ -211,11 +215,13 @@ void Model::validate(const StepPlan& plan) const {
 }
 
 std::vector<Model::LiveBlocks> Model::live_blocks(const SeqPlan& s) const {
-  std::vector<LiveBlocks> out{{&s.block_table, 0}};
-  if (layout_.n_groups == 2) {
+  std::vector<LiveBlocks> out{{s.block_table.data(), 0}};
+  const int32_t n_sliding = layout_.sliding_groups();
+  if (n_sliding > 0) {
     // The first position tokens[0] sees: blocks wholly before it are never read again.
     const int64_t first_pos = std::max<int64_t>(0, int64_t(s.start_pos) - hp_.n_swa + 1);
-    out.push_back({&s.sliding_block_table, first_pos / layout_.block_tokens});
+    const size_t per = s.sliding_block_table.size() / size_t(n_sliding);
+    for (int32_t g = 0; g < n_sliding; ++g) out.push_back({s.sliding_block_table.data() + size_t(g) * per, first_pos / layout_.block_tokens});
   }
   return out;
 }
@@ -1137,21 +1143,25 @@ class StepRun {
     KvTier tier;
     std::vector<tdm_attn_seq> seqs;    // first_row relative to the side's first row
     std::vector<int64_t> table_off;    // each sequence's table in the side's table array
-    // The same sequences with their sliding-layer tables (KvLayout::n_groups 2).
-    std::vector<tdm_attn_seq> sliding;
-    std::vector<int64_t> sliding_off;
+    // The same sequences with each sliding group's tables (KvLayout::sliding_groups()).
+    std::vector<std::vector<tdm_attn_seq>> sliding;
+    std::vector<std::vector<int64_t>> sliding_off;
     // Streamed host KV (a host-tier group on the device's side): `seqs` (and `sliding`) read
     // the staging buffer's blocks, and these, the same sequences with their host blocks, store
     // the new rows.
     bool streamed = false;
-    std::vector<tdm_attn_seq> stored, stored_sliding;
-    std::vector<int64_t> stored_off, stored_sliding_off;
+    std::vector<tdm_attn_seq> stored;
+    std::vector<int64_t> stored_off;
+    std::vector<std::vector<tdm_attn_seq>> stored_sliding;
+    std::vector<std::vector<int64_t>> stored_sliding_off;
     // The sequences as layer l's KV group sees them.
     const std::vector<tdm_attn_seq>& for_layer(const KvLayout& kl, int64_t l) const {
-      return kl.group_of[size_t(l)] == 1 ? sliding : seqs;
+      const int32_t g = kl.group_of[size_t(l)];
+      return g == 0 ? seqs : sliding[size_t(g - 1)];
     }
     const std::vector<tdm_attn_seq>& stored_for_layer(const KvLayout& kl, int64_t l) const {
-      return kl.group_of[size_t(l)] == 1 ? stored_sliding : stored;
+      const int32_t g = kl.group_of[size_t(l)];
+      return g == 0 ? stored : stored_sliding[size_t(g - 1)];
     }
   };
   struct Batch {
@@ -1171,9 +1181,9 @@ class StepRun {
     const float* hidden = nullptr;     // final_hidden's rows (valid for the step)
     std::vector<int32_t> stream_src;   // streamed sequences' host blocks, in staging order
     std::vector<int32_t> stream_dst;   // 0, 1, ...: their staging blocks
-    // The same for the sliding-window layers' blocks (KvLayout::n_groups 2): only those in the
+    // The same for each sliding group's blocks (KvLayout::sliding_groups()): only those in the
     // window, so never more than stream_src's (a slot holds stream_src.size() blocks).
-    std::vector<int32_t> sliding_src, sliding_dst;
+    std::vector<std::vector<int32_t>> sliding_src, sliding_dst;
     int64_t staging_first = 0;         // streamed blocks of the batches before: its region's start
     Model::HeadOut head;               // lm_head's: host-readable logits or rows' best (valid for the step)
     CpuWorker::Ticket pending = 0;     // the CPU attention job in flight
@@ -1265,11 +1275,21 @@ void StepRun::lay_out(Batch& b) {
     const int32_t n_blocks = int32_t((int64_t(s.start_pos) + n + bt - 1) / bt);
     std::vector<int32_t>& tables = cpu ? b.cpu_tables : b.dev_tables;
     std::vector<Group>& groups = cpu ? b.cpu_groups : b.dev_groups;
+    const size_t n_sliding = size_t(m_.layout_.sliding_groups());
     auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.tier == s.tier; });
     if (g == groups.end()) {
-      groups.push_back(Group{s.tier, {}, {}, {}, {}, streamed(s), {}, {}});
+      Group fresh;
+      fresh.tier = s.tier;
+      fresh.streamed = streamed(s);
+      fresh.sliding.resize(n_sliding);
+      fresh.sliding_off.resize(n_sliding);
+      fresh.stored_sliding.resize(n_sliding);
+      fresh.stored_sliding_off.resize(n_sliding);
+      groups.push_back(std::move(fresh));
       g = groups.end() - 1;
     }
+    b.sliding_src.resize(n_sliding);
+    b.sliding_dst.resize(n_sliding);
     const int32_t first_row = int32_t(cpu ? b.n_rows - b.n_dev_rows : b.n_rows);
     g->seqs.push_back(tdm_attn_seq{first_row, n, s.start_pos, n_blocks, nullptr});
     g->table_off.push_back(int64_t(tables.size()));
@@ -1284,29 +1304,31 @@ void StepRun::lay_out(Batch& b) {
       g->stored_off.push_back(int64_t(tables.size()));
     }
     tables.insert(tables.end(), s.block_table.begin(), s.block_table.begin() + n_blocks);
-    if (m_.layout_.n_groups == 2) {
+    const std::vector<Model::LiveBlocks> live = n_sliding > 0 ? m_.live_blocks(s) : std::vector<Model::LiveBlocks>{};
+    for (size_t sg = 0; sg < n_sliding; ++sg) {
+      const Model::LiveBlocks& own = live[1 + sg];
       if (g->streamed) {
         // Only the window's blocks cross: those before the first one tokens[0] sees are never
         // read (nor written), so their entries point at any staged block.
-        const int64_t first = m_.live_blocks(s)[1].first;
-        g->sliding.push_back(g->seqs.back());
-        g->sliding_off.push_back(int64_t(tables.size()));
+        std::vector<int32_t>& src = b.sliding_src[sg];
+        g->sliding[sg].push_back(g->seqs.back());
+        g->sliding_off[sg].push_back(int64_t(tables.size()));
         for (int32_t k = 0; k < n_blocks; ++k) {
-          if (k < first) {
+          if (k < own.first) {
             tables.push_back(0);
             continue;
           }
-          tables.push_back(int32_t(b.sliding_src.size()));
-          b.sliding_dst.push_back(int32_t(b.sliding_src.size()));
-          b.sliding_src.push_back(s.sliding_block_table[size_t(k)]);
+          tables.push_back(int32_t(src.size()));
+          b.sliding_dst[sg].push_back(int32_t(src.size()));
+          src.push_back(own.table[k]);
         }
-        g->stored_sliding.push_back(g->seqs.back());
-        g->stored_sliding_off.push_back(int64_t(tables.size()));
+        g->stored_sliding[sg].push_back(g->seqs.back());
+        g->stored_sliding_off[sg].push_back(int64_t(tables.size()));
       } else {
-        g->sliding.push_back(g->seqs.back());
-        g->sliding_off.push_back(int64_t(tables.size()));
+        g->sliding[sg].push_back(g->seqs.back());
+        g->sliding_off[sg].push_back(int64_t(tables.size()));
       }
-      tables.insert(tables.end(), s.sliding_block_table.begin(), s.sliding_block_table.begin() + n_blocks);
+      tables.insert(tables.end(), own.table, own.table + n_blocks);
     }
     if (s.return_all_logits || s.sample || s.return_logits) {
       b.out_first[j] = int64_t(b.out_rows.size());
@@ -1334,9 +1356,11 @@ void StepRun::lay_out(Batch& b) {
   up(w.out_rows, b.out_rows);
   auto point = [](Group& g, const int32_t* tables) {
     for (size_t i = 0; i < g.seqs.size(); ++i) g.seqs[i].block_table = tables + g.table_off[i];
-    for (size_t i = 0; i < g.sliding.size(); ++i) g.sliding[i].block_table = tables + g.sliding_off[i];
     for (size_t i = 0; i < g.stored.size(); ++i) g.stored[i].block_table = tables + g.stored_off[i];
-    for (size_t i = 0; i < g.stored_sliding.size(); ++i) g.stored_sliding[i].block_table = tables + g.stored_sliding_off[i];
+    for (size_t sg = 0; sg < g.sliding.size(); ++sg) {
+      for (size_t i = 0; i < g.sliding[sg].size(); ++i) g.sliding[sg][i].block_table = tables + g.sliding_off[sg][i];
+      for (size_t i = 0; i < g.stored_sliding[sg].size(); ++i) g.stored_sliding[sg][i].block_table = tables + g.stored_sliding_off[sg][i];
+    }
   };
   for (Group& g : b.dev_groups) point(g, w.tables.as<int32_t>());
   for (Group& g : b.cpu_groups) point(g, b.cpu_tables.data());
@@ -1380,9 +1404,9 @@ void StepRun::gather(Batch& b, int64_t l) {
   // Layer l's K and V, as the device addresses the mapped host pool.
   const size_t at = size_t(static_cast<const uint8_t*>(host.layer(int32_t(l)).k) - static_cast<const uint8_t*>(host.base()));
   const tdm_kv_layer dst = staging_view(b, l);
-  const bool sliding = kl.group_of[size_t(l)] == 1;
-  const std::vector<int32_t>& src = sliding ? b.sliding_src : b.stream_src;
-  const std::vector<int32_t>& to = sliding ? b.sliding_dst : b.stream_dst;
+  const int32_t group = kl.group_of[size_t(l)];
+  const std::vector<int32_t>& src = group > 0 ? b.sliding_src[size_t(group - 1)] : b.stream_src;
+  const std::vector<int32_t>& to = group > 0 ? b.sliding_dst[size_t(group - 1)] : b.stream_dst;
   if (!src.empty())
     dev.check(dev.fn().copy_pieces(dev.ctx(), dst.k, dst.block_bytes, static_cast<const uint8_t*>(m_.host_kv_on_device_) + at,
                                    kl.block_bytes, kl.layer_k_bytes + kl.layer_v_bytes, src.data(), to.data(), int32_t(src.size()),

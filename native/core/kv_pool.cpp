@@ -17,14 +17,28 @@ KvLayout KvLayout::make(const Hparams& hp, int32_t block_tokens, uint32_t type, 
   l.type = type;
   int32_t n_sliding = 0;
   for (int64_t i = 0; i < hp.n_layer; ++i) n_sliding += hp.is_swa(i) ? 1 : 0;
-  l.n_groups = split_sliding && n_sliding > 0 ? 2 : 1;
-  int32_t next[2] = {0, 0};
+  const int32_t n_full = int32_t(hp.n_layer) - n_sliding;
+  const bool split = split_sliding && n_sliding > 0;
+  // Slots per block: every layer, or with the sliding layers apart one per full layer, the
+  // sliding layers then filling groups of that size (at most kMaxSlidingGroups of them); with
+  // fewer sliding layers than full ones (or none full) one sliding group.
+  constexpr int32_t kMaxSlidingGroups = 8;
+  l.n_layer = !split                                  ? int32_t(hp.n_layer)
+              : n_full > 0 && n_full < n_sliding ? std::max(n_full, (n_sliding + kMaxSlidingGroups - 1) / kMaxSlidingGroups)
+                                                  : std::max(n_full, n_sliding);
+  const int32_t per_group = l.n_layer;
+  l.n_groups = split ? 1 + (n_sliding + per_group - 1) / per_group : 1;
+  int32_t full_slot = 0, sliding_index = 0;
   for (int64_t i = 0; i < hp.n_layer; ++i) {
-    const int8_t g = l.n_groups == 2 && hp.is_swa(i) ? 1 : 0;
-    l.group_of.push_back(g);
-    l.slot_of.push_back(next[g]++);
+    if (split && hp.is_swa(i)) {
+      l.group_of.push_back(1 + sliding_index / per_group);
+      l.slot_of.push_back(sliding_index % per_group);
+      ++sliding_index;
+    } else {
+      l.group_of.push_back(0);
+      l.slot_of.push_back(full_slot++);
+    }
   }
-  l.n_layer = std::max(next[0], next[1]);
   l.block_tokens = block_tokens;
   l.n_kv_heads = int32_t(hp.n_head_kv);
   l.head_dim_k = int32_t(hp.head_dim);

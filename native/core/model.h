@@ -205,9 +205,10 @@ class Model {
   StepResult step_once(const StepPlan& plan, std::chrono::steady_clock::time_point t_start);
   StepResult step_burst(const StepPlan& plan, int32_t rounds, std::chrono::steady_clock::time_point t_start);
   void run_copies(const std::vector<BlockCopy>& copies);
-  // A sequence's block tables, each with the first entry this step reads or writes.
+  // A sequence's block tables (the full layers', then each sliding group's), each with the
+  // first entry this step reads or writes.
   struct LiveBlocks {
-    const std::vector<int32_t>* table;
+    const int32_t* table;
     int64_t first;
   };
   std::vector<LiveBlocks> live_blocks(const SeqPlan& s) const;

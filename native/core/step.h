@@ -26,8 +26,9 @@ struct SeqPlan {
   std::vector<int32_t> tokens;       // token ids to process this step
   int32_t start_pos = 0;             // position of tokens[0]
   std::vector<int32_t> block_table;  // block ids covering [0, start_pos + tokens.size())
-  // With the sliding layers kept apart (KvLayout::n_groups 2): their blocks, covering the same
-  // positions; entries wholly behind the window of tokens[0] are not read and may be -1.
+  // With the sliding layers kept apart (KvLayout::n_groups above 1): each sliding group's blocks
+  // covering the same positions, one table after another (all of one length); entries wholly
+  // behind the window of tokens[0] are not read and may be -1.
   std::vector<int32_t> sliding_block_table;
   KvTier tier = KvTier::host;
   AttnDevice attention = AttnDevice::cpu;

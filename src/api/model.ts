@@ -187,20 +187,31 @@ function planDevice(where: string, options: LoadModelOptions): DevicePlan {
   return { device, present, policy: options.policy ?? 'auto', gpuFreeBytes };
 }
 
+/** Sliding-layer groups at most (native/core/kv_pool.cpp's kMaxSlidingGroups). */
+const MAX_SLIDING_GROUPS = 8;
+
 /**
- * How the KV blocks hold the layers. With slidingKv 'window' and sliding-window layers that
- * see less than the context, those layers get blocks of their own (freed behind the window):
- * a block then holds the larger of the two groups' layer counts. Otherwise every layer.
+ * How the KV blocks hold the layers (native/core/kv_pool.cpp, KvLayout::make, by the same
+ * rule). With slidingKv 'window' and sliding-window layers that see less than the context,
+ * those layers get blocks of their own (freed behind the window): a block has a slot per
+ * full layer and the sliding layers fill as many groups of that size as they need (at most
+ * MAX_SLIDING_GROUPS); with no more sliding layers than full ones, one group. Otherwise every
+ * layer in one group.
  */
-function kvGroups(hp: ModelDescription['hparams'], slidingKv: 'window' | 'full', contextSize: number): { slidingWindow: number; layersPerBlock: number } {
+export function kvGroups(
+  hp: Pick<ModelDescription['hparams'], 'nLayer' | 'slidingWindow' | 'slidingWindowPeriod'>,
+  slidingKv: 'window' | 'full',
+  contextSize: number,
+): { slidingWindow: number; layersPerBlock: number; slidingGroups: number } {
   const period = hp.slidingWindowPeriod;
-  if (slidingKv === 'full' || !(hp.slidingWindow > 0 && period > 0) || hp.slidingWindow >= contextSize) {
-    return { slidingWindow: 0, layersPerBlock: hp.nLayer };
-  }
+  const whole = { slidingWindow: 0, layersPerBlock: hp.nLayer, slidingGroups: 0 };
+  if (slidingKv === 'full' || !(hp.slidingWindow > 0 && period > 0) || hp.slidingWindow >= contextSize) return whole;
   let sliding = 0;
   for (let l = 0; l < hp.nLayer; l++) if (l % period < period - 1) sliding++;
-  if (sliding === 0) return { slidingWindow: 0, layersPerBlock: hp.nLayer };
-  return { slidingWindow: hp.slidingWindow, layersPerBlock: Math.max(sliding, hp.nLayer - sliding) };
+  if (sliding === 0) return whole;
+  const full = hp.nLayer - sliding;
+  const slots = full > 0 && full < sliding ? Math.max(full, Math.ceil(sliding / MAX_SLIDING_GROUPS)) : Math.max(full, sliding);
+  return { slidingWindow: hp.slidingWindow, layersPerBlock: slots, slidingGroups: Math.ceil(sliding / slots) };
 }
 
 /**
@@ -369,7 +380,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const kvBytesPerToken = kvType === 'q8_0' ? (description.kvBytesPerToken / 2) * (34 / 32) : description.kvBytesPerToken;
   const kv = kvGroups(hp, slidingKv, contextSize);
   const blockBytes = (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * kvBlockTokens;
-  const blocksPerSeq = blocksPerSequence(contextSize, kvBlockTokens, kv.slidingWindow, prefillChunk);
+  const blocksPerSeq = blocksPerSequence(contextSize, kvBlockTokens, kv.slidingWindow, prefillChunk, kv.slidingGroups);
   const budget = planKv(where, options, dev, {
     blockBytes,
     blockTokens: kvBlockTokens,
@@ -391,6 +402,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     prefixCaching: options.prefixCaching ?? true,
     preemption: options.preemption ?? PreemptionMode.Swap,
     slidingWindow: kv.slidingWindow,
+    ...(kv.slidingWindow > 0 ? { slidingGroups: kv.slidingGroups } : {}),
     speculation: { maxDraft: draftTokens, stepTokens: draftStepTokens(cpuKernels) },
   };
   // Checked before any memory is committed.

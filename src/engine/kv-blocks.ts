@@ -3,10 +3,13 @@
 // sequences through the prefix-cache index; a table moves between tiers whole, as block copies.
 //
 // A model with sliding-window layers may keep them in blocks of their own (vLLM's hybrid
-// allocator, with two layer groups of one block size drawn from the same pool): each
-// sequence then has a second, sliding table, whose blocks behind the window of the next
-// position to compute are freed (their entries become -1). Those freed blocks stay in the
-// prefix index, so a later prompt with the same prefix finds the window it needs.
+// allocator, with layer groups of one block size drawn from the same pool): each sequence
+// then has a sliding table too, whose blocks behind the window of the next position to
+// compute are freed (their entries become -1). Where the sliding layers outnumber the full
+// ones they fill several groups (native/core/kv_pool.h), and the sliding table holds each
+// group's block for every block index: entry i * slidingGroups + j is group j's block for
+// positions [i*blockTokens, (i+1)*blockTokens). Freed blocks stay in the prefix index, so a
+// later prompt with the same prefix finds the window it needs.
 import type { BlockCopy, KvTier } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
 import { BlockPool } from './block-pool.js';
@@ -16,7 +19,7 @@ import { extendBlockHashes } from './prefix-hash.js';
 export interface KvOwner {
   /** Block ids in position order; block i holds positions [i*blockTokens, (i+1)*blockTokens). */
   blockTable: number[];
-  /** With sliding layers kept apart: their blocks for the same positions, -1 where freed behind the window; else empty. */
+  /** With sliding layers kept apart: their groups' blocks for the same positions (slidingGroups per block index), -1 where freed behind the window; else empty. */
   slidingTable: number[];
   /** Positions whose KV is computed: [0, numComputed). */
   readonly numComputed: number;
@@ -36,20 +39,20 @@ export function otherTier(tier: KvTier): KvTier {
   return tier === 'device' ? 'host' : 'device';
 }
 
-/** The prefix-index key of a sliding-layer block (its full-layer twin is indexed under `hash`). */
-function slidingKey(hash: string): string {
-  return `w${hash}`;
+/** The prefix-index key of sliding group `group`'s block (its full-layer twin is indexed under `hash`). */
+function slidingKey(hash: string, group: number): string {
+  return `w${group}:${hash}`;
 }
 
 /**
  * Blocks one sequence of `contextSize` positions may hold at once: its full table, plus,
  * with sliding layers kept apart (`window` > 0), the sliding blocks a chunk of up to
- * `maxChunkTokens` positions and the window before it span.
+ * `maxChunkTokens` positions and the window before it span, in each of `slidingGroups`.
  */
-export function blocksPerSequence(contextSize: number, blockTokens: number, window: number, maxChunkTokens: number): number {
+export function blocksPerSequence(contextSize: number, blockTokens: number, window: number, maxChunkTokens: number, slidingGroups = 1): number {
   const full = Math.ceil(contextSize / blockTokens);
   if (window <= 0) return full;
-  return full + Math.min(full, Math.ceil((window - 1 + maxChunkTokens) / blockTokens) + 1);
+  return full + slidingGroups * Math.min(full, Math.ceil((window - 1 + maxChunkTokens) / blockTokens) + 1);
 }
 
 export class KvBlockManager {
@@ -62,12 +65,18 @@ export class KvBlockManager {
   readonly numBlocksMovedTo: Record<KvTier, number> = { device: 0, host: 0 };
   /** > 0: sliding layers are kept apart and see this many positions (each sequence has a sliding table). */
   readonly slidingWindow: number;
+  /** Layer groups the sliding layers fill (blocks per block index in a sliding table); 0 without a window. */
+  readonly slidingGroups: number;
 
-  constructor(blockTokens: number, numBlocks: { device: number; host: number }, prefixCaching = true, slidingWindow = 0) {
+  constructor(blockTokens: number, numBlocks: { device: number; host: number }, prefixCaching = true, slidingWindow = 0, slidingGroups = 1) {
     this.blockTokens = blockTokens;
     this.pools = { device: new BlockPool('device', numBlocks.device), host: new BlockPool('host', numBlocks.host) };
     this.prefixCaching = prefixCaching;
     this.slidingWindow = slidingWindow;
+    if (slidingWindow > 0 && !(Number.isInteger(slidingGroups) && slidingGroups >= 1)) {
+      throw new TandemError('TDM_BAD_ARGUMENT', `slidingGroups must be a positive integer, got ${slidingGroups}`);
+    }
+    this.slidingGroups = slidingWindow > 0 ? slidingGroups : 0;
   }
 
   /** Blocks needed to hold `numTokens` positions (in one table). */
@@ -75,9 +84,9 @@ export class KvBlockManager {
     return Math.ceil(numTokens / this.blockTokens);
   }
 
-  /** Block tables per sequence: 2 with sliding layers kept apart, else 1. */
+  /** Blocks per block index of a sequence: the full table's, and one per sliding group. */
   get tablesPerSequence(): number {
-    return this.slidingWindow > 0 ? 2 : 1;
+    return 1 + this.slidingGroups;
   }
 
   /** The first sliding-table entry a computation starting at position `pos` reads (earlier ones can go). */
@@ -92,9 +101,11 @@ export class KvBlockManager {
   heldBlocks(owner: KvOwner, numTokens: number): number {
     const n = Math.max(owner.blockTable.length, this.blocksFor(numTokens));
     if (this.slidingWindow <= 0) return n;
+    const G = this.slidingGroups;
     let sliding = 0;
     const first = this.slidingFirst(owner.numComputed);
-    for (let i = first; i < n; i++) if (i >= owner.slidingTable.length || owner.slidingTable[i]! >= 0) sliding++;
+    // A block index's sliding blocks are taken and freed together.
+    for (let i = first; i < n; i++) if (i * G >= owner.slidingTable.length || owner.slidingTable[i * G]! >= 0) sliding += G;
     return n + sliding;
   }
 
@@ -105,13 +116,15 @@ export class KvBlockManager {
     return n;
   }
 
-  /** The cached sliding blocks a sequence starting at block `numHits` reads, or undefined when one is missing. */
+  /** The cached sliding blocks a sequence starting at block `numHits` reads (slidingGroups per block index), or undefined when one is missing. */
   private slidingHits(owner: KvOwner, pool: BlockPool, numHits: number): number[] | undefined {
     const ids: number[] = [];
     for (let i = this.slidingFirst(numHits * this.blockTokens); i < numHits; i++) {
-      const id = pool.lookup(slidingKey(owner.blockHashes[i]!));
-      if (id === undefined) return undefined;
-      ids.push(id);
+      for (let j = 0; j < this.slidingGroups; j++) {
+        const id = pool.lookup(slidingKey(owner.blockHashes[i]!, j));
+        if (id === undefined) return undefined;
+        ids.push(id);
+      }
     }
     return ids;
   }
@@ -173,7 +186,7 @@ export class KvBlockManager {
     owner.blockTable = [...hits, ...fresh.slice(0, numFresh)];
     owner.slidingTable = [];
     if (this.slidingWindow > 0) {
-      const holes = hits.length - slidingHits.length;
+      const holes = hits.length * this.slidingGroups - slidingHits.length;
       owner.slidingTable = [...new Array<number>(holes).fill(-1), ...slidingHits, ...fresh.slice(numFresh)];
     }
     owner.numIndexed = hits.length;
@@ -184,10 +197,13 @@ export class KvBlockManager {
   trimWindow(owner: KvOwner): void {
     if (this.slidingWindow <= 0 || !owner.kvTier) return;
     const gone: number[] = [];
-    const first = Math.min(this.slidingFirst(owner.numComputed), owner.slidingTable.length);
-    for (let i = first - 1; i >= 0 && owner.slidingTable[i]! >= 0; i--) {
-      gone.push(owner.slidingTable[i]!);
-      owner.slidingTable[i] = -1;
+    const G = this.slidingGroups;
+    const first = Math.min(this.slidingFirst(owner.numComputed), owner.slidingTable.length / G);
+    for (let i = first - 1; i >= 0 && owner.slidingTable[i * G]! >= 0; i--) {
+      for (let j = G - 1; j >= 0; j--) {
+        gone.push(owner.slidingTable[i * G + j]!);
+        owner.slidingTable[i * G + j] = -1;
+      }
     }
     // Newest first, so that the oldest cached ones are evicted first.
     this.pools[owner.kvTier].release(gone.reverse());
@@ -209,9 +225,12 @@ export class KvBlockManager {
   /** `owner`'s blocks in both tables, tail first (so the shared head of a prefix is evicted last). */
   private heldTailFirst(owner: KvOwner): number[] {
     const ids: number[] = [];
+    const G = this.slidingGroups;
     for (let i = owner.blockTable.length - 1; i >= 0; i--) {
-      const sliding = owner.slidingTable[i];
-      if (sliding !== undefined && sliding >= 0) ids.push(sliding);
+      for (let j = G - 1; j >= 0; j--) {
+        const sliding = owner.slidingTable[i * G + j];
+        if (sliding !== undefined && sliding >= 0) ids.push(sliding);
+      }
       ids.push(owner.blockTable[i]!);
     }
     return ids;
@@ -235,8 +254,10 @@ export class KvBlockManager {
     const pool = this.pools[owner.kvTier];
     for (let i = owner.numIndexed; i < full; i++) {
       pool.insert(owner.blockTable[i]!, owner.blockHashes[i]!);
-      const sliding = owner.slidingTable[i];
-      if (sliding !== undefined && sliding >= 0) pool.insert(sliding, slidingKey(owner.blockHashes[i]!));
+      for (let j = 0; j < this.slidingGroups; j++) {
+        const sliding = owner.slidingTable[i * this.slidingGroups + j];
+        if (sliding !== undefined && sliding >= 0) pool.insert(sliding, slidingKey(owner.blockHashes[i]!, j));
+      }
     }
     owner.numIndexed = full;
   }

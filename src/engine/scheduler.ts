@@ -48,12 +48,22 @@ export interface SchedulerConfig {
    * window are freed. Default 0 (one table holds every layer).
    */
   slidingWindow?: number;
+  /** Layer groups the sliding layers fill (native/core/kv_pool.h): sliding blocks per block index. Default 1. */
+  slidingGroups?: number;
   /**
    * Speculative decoding with prompt-lookup drafts (NgramIndex): in a step where every
    * sequence decodes, each may add up to maxDraft guessed tokens, verified by the model, while
    * the step holds at most stepTokens tokens. maxDraft 0 (the default) turns it off.
    */
   speculation?: { maxDraft: number; stepTokens: number };
+}
+
+/** A sliding table (slidingGroups entries per block index) as the native plan takes it: each group's table in turn. */
+function groupMajor(table: readonly number[], groups: number): Int32Array {
+  const out = new Int32Array(table.length);
+  const per = table.length / groups;
+  for (let i = 0; i < per; i++) for (let j = 0; j < groups; j++) out[j * per + i] = table[i * groups + j]!;
+  return out;
 }
 
 /** Tokens a request whose guesses kept missing generates without guesses before it tries one again. */
@@ -129,7 +139,9 @@ export function checkSchedulerConfig(config: SchedulerConfig): void {
   if (!(Number.isInteger(spec.maxDraft) && spec.maxDraft >= 0) || !(Number.isInteger(spec.stepTokens) && spec.stepTokens >= 1)) {
     throw new TandemError('TDM_BAD_ARGUMENT', `scheduler speculation needs a non-negative integer maxDraft and a positive integer stepTokens, got ${spec.maxDraft} and ${spec.stepTokens}`);
   }
-  const perSequence = blocksPerSequence(config.contextSize, config.blockTokens, window, config.maxChunkTokens);
+  const groups = config.slidingGroups ?? 1;
+  if (!(Number.isInteger(groups) && groups >= 1)) throw new TandemError('TDM_BAD_ARGUMENT', `scheduler slidingGroups must be a positive integer, got ${groups}`);
+  const perSequence = blocksPerSequence(config.contextSize, config.blockTokens, window, config.maxChunkTokens, groups);
   const runnable = config.strategy === 'gpu-only' ? ['device' as const] : TIERS;
   const largestTier = Math.max(...runnable.map((t) => config.numBlocks[t]));
   if (largestTier < perSequence) {
@@ -191,10 +203,11 @@ export class Scheduler {
       preemption: PreemptionMode.Swap,
       admissionWatermark: 0.01,
       slidingWindow: 0,
+      slidingGroups: 1,
       speculation: { maxDraft: 0, stepTokens: 1 },
       ...config,
     };
-    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching, this.config.slidingWindow);
+    this.kv = new KvBlockManager(config.blockTokens, config.numBlocks, this.config.prefixCaching, this.config.slidingWindow, this.config.slidingGroups);
   }
 
   get numWaiting(): number {
@@ -664,7 +677,7 @@ export class Scheduler {
       tokens,
       startPos: start,
       blockTable: new Int32Array(seq.blockTable),
-      ...(this.kv.slidingWindow > 0 ? { slidingBlockTable: new Int32Array(seq.slidingTable) } : {}),
+      ...(this.kv.slidingWindow > 0 ? { slidingBlockTable: groupMajor(seq.slidingTable, this.kv.slidingGroups) } : {}),
       kvTier: seq.kvTier!,
       attention: this.config.strategy === 'cpu' || seq.kvTier === 'host' ? 'cpu' : 'gpu',
       sample,

@@ -307,7 +307,8 @@ export class PolicyScheduler {
     const pools = this.scheduler.kv.pools;
     const tier = (t: KvTier) => ({ numBlocks: pools[t].numBlocks, numFree: pools[t].numFree });
     const { blockTokens, maxChunkTokens } = this.scheduler.config;
-    return { blockTokens, slidingWindow: this.scheduler.kv.slidingWindow, maxChunkTokens, device: tier('device'), host: tier('host') };
+    const { slidingWindow, slidingGroups } = this.scheduler.kv;
+    return { blockTokens, slidingWindow, slidingGroups, maxChunkTokens, device: tier('device'), host: tier('host') };
   }
 }
 

@@ -42,6 +42,8 @@ export interface KvView {
   blockTokens: number;
   /** > 0: sliding layers keep a table of their own, which holds only this window's blocks (0 or absent: one table). */
   slidingWindow?: number;
+  /** Layer groups the sliding layers fill: sliding blocks per block index (default 1). */
+  slidingGroups?: number;
   /** The longest prefill chunk (bounds a long prompt's sliding blocks); absent: prompts run whole. */
   maxChunkTokens?: number;
   device: TierView;
@@ -137,7 +139,7 @@ export function tableBlocks(kv: KvView, context: number, end: number): number {
   const window = kv.slidingWindow ?? 0;
   if (window <= 0) return full;
   const first = Math.floor(Math.max(0, context - window + 1) / kv.blockTokens);
-  return full + Math.max(0, full - first);
+  return full + (kv.slidingGroups ?? 1) * Math.max(0, full - first);
 }
 
 /** Blocks each running request of `tier` needs added to run this step. */
@@ -199,7 +201,7 @@ export function promptBlocks(kv: KvView, context: number, tokens: number): numbe
   const chunk = kv.maxChunkTokens ?? tokens + 1;
   if (window <= 0 || tokens + 1 <= chunk) return tableBlocks(kv, context, end);
   const full = blocksFor(end, kv.blockTokens);
-  return full + Math.min(full, Math.ceil((window - 1 + chunk) / kv.blockTokens) + 1);
+  return full + (kv.slidingGroups ?? 1) * Math.min(full, Math.ceil((window - 1 + chunk) / kv.blockTokens) + 1);
 }
 
 /**

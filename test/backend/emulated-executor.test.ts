@@ -45,8 +45,8 @@ const DECODE_STEPS = 3;
 interface Shape {
   strategy: Strategy;
   tier: (id: number) => KvTier;
-  /** The model keeps its sliding layers' KV apart (kvSplitSliding): give each sequence a sliding table too. */
-  sliding?: boolean;
+  /** The model keeps its sliding layers' KV apart (kvSplitSliding): give each sequence a sliding table for each of this many groups (true: 1). */
+  sliding?: boolean | number;
   /** Where host-tier sequence `id` attends (default the CPU; 'gpu' streams its KV to the device a layer at a time). */
   hostAttention?: (id: number) => 'cpu' | 'gpu';
   /** KV blocks of each sequence's table (default 2); the pool needs 3 × this (twice with `sliding`). */
@@ -66,7 +66,8 @@ async function run(m: NativeModel, shape: Shape, forced: number[][]): Promise<{ 
     return {
       seqId: id, tokens: Int32Array.from(tokens), startPos, blockTable: Int32Array.from(own), kvTier: tier,
       attention: tier === 'device' ? 'gpu' : (shape.hostAttention?.(id) ?? 'cpu'), sample: true, returnLogits: true,
-      ...(shape.sliding ? { slidingBlockTable: Int32Array.from(own.map((b) => last - b)) } : {}),
+      // Group j's blocks count down from the pool's end, after those of the groups before it.
+      ...(shape.sliding ? { slidingBlockTable: Int32Array.from(Array.from({ length: Number(shape.sliding) }, (_, j) => own.map((b) => last - b - j * per * PROMPTS.length)).flat()) } : {}),
     };
   };
   const out = { logits: [] as Float32Array[][], tokens: [] as number[][], experts: [] as ExpertStepStats[] };
@@ -304,7 +305,9 @@ t.test('gemma3 on the emulated GPU (heads of 256, scaled embeddings, post norms,
     { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } as Shape },
     { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } as Shape },
     { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } as Shape },
-    { name: 'gpu-only, the sliding layers apart, host KV streamed', config: { kvSplitSliding: true }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', sliding: true } as Shape },
+    // One full layer: blocks of one slot, the five sliding layers in five groups of their own.
+    { name: 'gpu-only, the sliding layers apart in five groups, host KV streamed', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', sliding: 5, poolBlocks: 64 } as Shape },
+    { name: 'overlap, the sliding layers apart in five groups', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'overlap', tier: odd, sliding: 5, poolBlocks: 64 } as Shape },
   ] as { name: string; config: Partial<NativeModelConfig>; shape: Shape }[]) {
     const m = await load(file, { device: 'gpu', ...c.config });
     const got = await run(m, c.shape, want.tokens);

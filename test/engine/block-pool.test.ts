@@ -188,7 +188,47 @@ t.test('sliding tables move between tiers with their live blocks only', async (t
   t.throws(() => kv.placementCost('host', [], 4), { code: 'TDM_INTERNAL' }, 'with sliding tables the cost depends on the owner');
 });
 
+t.test('three sliding groups: a block index takes one block in each, freed, indexed, shared and moved together', async (t) => {
+  const G = 3;
+  const kv = new KvBlockManager(4, { device: 64, host: 64 }, true, 6, G);
+  t.equal(kv.tablesPerSequence, 4);
+  const tokens = Array.from({ length: 30 }, (_, i) => 100 + i);
+  const a = owner(tokens);
+  t.ok(kv.place(a, 'host', [], 8));
+  t.equal(a.slidingTable.length, 2 * G, 'three sliding blocks beside every full one');
+  t.equal(kv.pools.host.numFree, 64 - 8);
+  a.numComputed = 8;
+  t.ok(kv.grow(a, 20));
+  a.numComputed = 20;
+  kv.indexComputed(a, 20);
+  t.equal(kv.pools.host.numCached, 5 * 4, 'every group\'s full blocks are indexed');
+  // Decoding position 20 reads from 15: block indices 0 to 2 go in every group.
+  t.ok(kv.grow(a, 21));
+  t.same(a.slidingTable.map((id) => id >= 0), [...new Array(3 * G).fill(false), ...new Array(3 * G).fill(true)]);
+  t.equal(kv.heldBlocks(a, 21), 6 + 3 * G);
+  t.equal(kv.numHeld(a), 6 + 3 * G);
+  kv.audit([a]);
+  const b = owner([...tokens.slice(0, 20), 7, 7, 7]);
+  const hits = kv.matchPrefix(b, 'host', 5);
+  t.same(hits, a.blockTable.slice(0, 5));
+  t.equal(kv.placementCost('host', hits, 23, b), 1 + G, 'one fresh block per table');
+  t.ok(kv.place(b, 'host', hits, 23));
+  t.same(b.slidingTable.slice(0, 3 * G), new Array(3 * G).fill(-1), 'nothing before the window');
+  t.same(b.slidingTable.slice(3 * G, 5 * G), a.slidingTable.slice(3 * G, 5 * G), 'the window\'s blocks are shared in every group');
+  kv.audit([a, b]);
+  const copies = kv.move(b, 'device')!;
+  t.equal(copies.length, 6 + 3 * G, 'a move copies the full table and each group\'s live blocks');
+  t.same(b.slidingTable.slice(0, 3 * G), new Array(3 * G).fill(-1));
+  kv.audit([a, b]);
+  kv.release(a);
+  kv.release(b);
+  kv.audit([]);
+  t.equal(kv.numFree, 128);
+  t.throws(() => new KvBlockManager(4, { device: 0, host: 8 }, true, 6, 0), { code: 'TDM_BAD_ARGUMENT' });
+});
+
 t.test('blocks per sequence: the full table, plus the window and a chunk for the sliding table', async (t) => {
+  t.equal(blocksPerSequence(256, 16, 128, 64, 5), 16 + 5 * 13, 'each of five sliding groups');
   t.equal(blocksPerSequence(256, 16, 0, 64), 16);
   t.equal(blocksPerSequence(256, 16, 128, 64), 16 + 13, 'ceil((127 + 64) / 16) + 1');
   t.equal(blocksPerSequence(64, 16, 128, 64), 8, 'never more than the full table twice');
