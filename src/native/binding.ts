@@ -54,7 +54,7 @@ export interface NativeModelConfig {
   kvType?: 'f16' | 'q8_0';
   /** KV blocks per tier; with no GPU backend loaded the device tier is host RAM too. */
   kvBlocks: { device: number; host: number };
-  /** Sliding-window layers' KV in blocks of their own (a slidingBlockTable per sequence). */
+  /** Sliding-window layers' KV in blocks of their own (a slidingBlockTable per sequence, a table per sliding group). */
   kvSplitSliding?: boolean;
   /** Map the host KV tier for the device at load (page-locked while the model lives): swaps copy from locked memory, and with a staging (kvStreamStagingBytes) device attention can read host-tier KV (placement.streamsHostKv). Default true; only where the device can; TANDEM_KV_STREAM=0 also turns it off. */
   kvStream?: boolean;
@@ -115,7 +115,7 @@ export interface NativeModel {
   interruptBurst(): void;
   /** Frees the weights' mapping and the KV pools (after a step in flight finishes). */
   dispose(): void;
-  /** kvBlockBytes: bytes of one KV block (its layer group: all layers, or with kvSplitSliding the larger of the full and sliding groups); kvGroups: 1, or 2 with the sliding layers apart; backends: loaded backend kinds, 'cpu' first. */
+  /** kvBlockBytes: bytes of one KV block (its layer slots: all layers, or with kvSplitSliding the full layers', the sliding ones filling groups of that many; native/core/kv_pool.h); kvGroups: 1, or 1 + the sliding groups with the sliding layers apart; backends: loaded backend kinds, 'cpu' first. */
   readonly info: { nVocab: number; kvBlockBytes: number; kvGroups: number; backends: string[] };
   /** Times one subtask on this model's backends: median µs of `iters` (default 3); attention is for all layers; linear work takes the LM head for `logitsRows` rows (default all), 'head' times the head alone; not while a step runs (src/sched/profiler.ts). */ profile(op: { kind: 'linear'; tokens: number; logitsRows?: number; iters?: number } | { kind: 'head'; rows: number; iters?: number } | { kind: 'attention'; device: 'cpu' | 'gpu'; requests: number; context: number; tokens: number; iters?: number } | { kind: 'copy'; direction: 'h2d' | 'd2h'; bytes: number; iters?: number } | { kind: 'stream'; blocks: number; iters?: number } | { kind: 'expert'; device: 'cpu' | 'gpu'; tokens: number; iters?: number; idleUs?: number }): Promise<number>;
   /** Expert offload only: calibrated costs for the copy-or-CPU choice from the next step on (the makespan rule; placement.experts.nStar keeps its load-time value). Throws TDM_BAD_ARGUMENT without expert offload, for bad numbers or while a step runs; TDM_DISPOSED after dispose(). */

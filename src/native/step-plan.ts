@@ -43,7 +43,7 @@ export interface SequencePlan {
   startPos: number;
   /** KV block ids, in order, covering positions [0, startPos + tokens.length). */
   blockTable: Int32Array;
-  /** With the sliding layers' KV kept apart: their blocks for the same positions; entries wholly behind the window of tokens[0] may be -1. */
+  /** With the sliding layers' KV kept apart: each sliding group's blocks for the same positions, one group's table after another (info.kvGroups - 1 tables of one length); entries wholly behind the window of tokens[0] may be -1. */
   slidingBlockTable?: Int32Array;
   kvTier: KvTier;
   attention: AttentionDevice;
