@@ -200,5 +200,7 @@ void fill_kernels_avx512(Kernels& k);
 void attention_ref(const AttnTask& task);
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
 void geglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
+// gelu's f16 table widened to floats: entry h is gelu(fp16 h) rounded to f16 (the SIMD GeGLUs gather from it).
+const float* gelu_f32_table();
 
 }  // namespace tdm::cpu

@@ -244,6 +244,16 @@ const uint16_t* gelu_f16_table() {
   return table.data();
 }
 
+const float* gelu_f32_table() {
+  static const std::vector<float> table = [] {
+    const uint16_t* h = gelu_f16_table();
+    std::vector<float> t(1 << 16);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = fp16_to_fp32(h[i]);
+    return t;
+  }();
+  return table.data();
+}
+
 void geglu_f32_ref(const float* g, const float* u, float* y, int64_t n) {
   const uint16_t* table = gelu_f16_table();
   for (int64_t i = 0; i < n; ++i) {

@@ -260,6 +260,7 @@ t.test('rms_norm, add, mul, swiglu, geglu, scale and scale_rows against JS', asy
       const expectedGl = gg.map((a, i) => (a <= -10 ? 0 : a >= 10 ? a * x[i]! : toF16(gelu(toF16(a))) * x[i]!));
       t.ok(nmse(gl, expectedGl) < 1e-9, `${v} geglu n=${gg.length} (nmse ${nmse(gl, expectedGl).toExponential(2)})`);
       t.ok(identical(ops().scale(v, x, 0.3), x.map((a) => Math.fround(a * Math.fround(0.3)))), `${v} scale`);
+      if (v !== 'ref') t.ok(identical(gl, ops().geglu('ref', gg, x)), `${v} geglu: the reference's bits`);
 
       const s = rand(nRows, 8, 4);
       const sig = ops().scaleRows(v, x, s, nRows, nCols, 'sigmoid');
@@ -267,6 +268,15 @@ t.test('rms_norm, add, mul, swiglu, geglu, scale and scale_rows against JS', asy
       t.ok(identical(ops().scaleRows(v, x, s, nRows, nCols, 'identity'), x.map((a, i) => Math.fround(a * s[Math.floor(i / nCols)]))), `${v} scale_rows`);
     }
   }
+});
+
+t.test("the SIMD GeGLUs give the reference's bits at its edges", async (t) => {
+  // The clamps (exactly -10 and 10, just inside), f16 ties and subnormals, zero, large values, NaN.
+  const edges = [-10, 10, -9.999999, 9.999999, -10.000001, 10.000001, 0, -0, 1e-8, -1e-8, 6.1e-5, 1.0009765625, 1.00048828125, 65504, -65504, 1e30, -1e30, NaN, 3.14159, -0.5];
+  const g = Float32Array.from({ length: 53 }, (_, i) => edges[i % edges.length]!);
+  const u = Float32Array.from({ length: 53 }, (_, i) => (i % 7) - 3 + 0.25);
+  const want = ops().geglu('ref', g, u);
+  for (const v of SIMD) t.ok(identical(ops().geglu(v, g, u), want), `${v}: ${g.length} elements, a tail beyond the vector width`);
 });
 
 t.test('rope (norm and neox, partial rotary dims) against JS', async (t) => {

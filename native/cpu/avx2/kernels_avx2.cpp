@@ -2879,6 +2879,23 @@ void attention_avx2(const AttnTask& a) {
   }
 }
 
+// GeGLU as geglu_f32_ref: the gate rounded to f16 by VCVTPS2PH (to nearest even, as the
+// reference's conversion), gelu gathered from the widened table, the clamps by blend.
+void geglu_avx2(const float* g, const float* u, float* y, int64_t n) {
+  const float* table = gelu_f32_table();
+  const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    __m256 act = _mm256_i32gather_ps(table, idx, 4);
+    act = _mm256_blendv_ps(act, x, _mm256_cmp_ps(x, hi, _CMP_GE_OQ));
+    const __m256 out = _mm256_mul_ps(act, _mm256_loadu_ps(u + i));
+    _mm256_storeu_ps(y + i, _mm256_blendv_ps(out, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LE_OQ)));
+  }
+  if (i < n) geglu_f32_ref(g + i, u + i, y + i, n - i);
+}
+
 // silu(g) * u = g / (1 + e^-g) * u, with exp256.
 void swiglu_avx2(const float* g, const float* u, float* y, int64_t n) {
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -2964,6 +2981,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::IQ3_XXS)] = PackedOps{IqRowsLayout<Iq3xxsShared::kBytes>::bytes, IqRowsLayout<Iq3xxsShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq3xxsShared>>};
   k.packed[int(GgmlType::IQ3_S)] = PackedOps{IqRowsLayout<Iq3sShared::kBytes>::bytes, IqRowsLayout<Iq3sShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq3sShared>>};
   k.swiglu_f32 = swiglu_avx2;
+  k.geglu_f32 = geglu_avx2;
 }
 
 }  // namespace tdm::cpu

@@ -1792,6 +1792,23 @@ void attention_avx512(const AttnTask& a) {
 }
 
 // silu(g) * u = g / (1 + e^-g) * u, with exp512.
+// GeGLU as geglu_f32_ref: the gate rounded to f16 by VCVTPS2PH (to nearest even, as the
+// reference's conversion), gelu gathered from the widened table, the clamps by mask.
+void geglu_avx512(const float* g, const float* u, float* y, int64_t n) {
+  const float* table = gelu_f32_table();
+  const __m512 lo = _mm512_set1_ps(-10.0f), hi = _mm512_set1_ps(10.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(g + i);
+    const __m512i idx = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m512 act = _mm512_i32gather_ps(idx, table, 4);
+    act = _mm512_mask_mov_ps(act, _mm512_cmp_ps_mask(x, hi, _CMP_GE_OQ), x);
+    const __m512 out = _mm512_mul_ps(act, _mm512_loadu_ps(u + i));
+    _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ), _mm512_setzero_ps()));
+  }
+  if (i < n) geglu_f32_ref(g + i, u + i, y + i, n - i);
+}
+
 void swiglu_avx512(const float* g, const float* u, float* y, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
@@ -2093,6 +2110,7 @@ void fill_kernels_avx512(Kernels& k) {
 
   k.attention = attention_avx512;
   k.swiglu_f32 = swiglu_avx512;
+  k.geglu_f32 = geglu_avx512;
 }
 
 }  // namespace tdm::cpu
