@@ -373,8 +373,10 @@ Napi::Value binary(const Napi::CallbackInfo& info) {
   });
 }
 
-// swiglu(id, gate, up) -> y
-Napi::Value swiglu(const Napi::CallbackInfo& info) {
+using GluOp = tdm_status (*)(tdm_backend_ctx*, const float*, const float*, float*, int64_t, tdm_stream*);
+
+// A gated activation (swiglu or geglu) of gate and up on the backend `id`.
+Napi::Value gated(const Napi::CallbackInfo& info, GluOp tdm_backend_iface::*op, const char* name) {
   return guarded(info, [&]() -> Napi::Value {
     Scope sc(backend_for(arg_string(info, 0, "id")));
     Backend& b = sc.backend();
@@ -384,28 +386,17 @@ Napi::Value swiglu(const Napi::CallbackInfo& info) {
     const float* du = sc.upload(u.Data(), u.ElementLength());
     std::vector<float> y(g.ElementLength());
     float* dy = sc.alloc_n<float>(y.size());
-    b.check(b.fn().swiglu(b.ctx(), dg, du, dy, int64_t(y.size()), nullptr), "swiglu");
+    b.check((b.fn().*op)(b.ctx(), dg, du, dy, int64_t(y.size()), nullptr), name);
     sc.download(y.data(), dy, y.size());
     return out_f32(info.Env(), y);
   });
 }
 
+// swiglu(id, gate, up) -> y
+Napi::Value swiglu(const Napi::CallbackInfo& info) { return gated(info, &tdm_backend_iface::swiglu, "swiglu"); }
+
 // geglu(id, gate, up) -> y
-Napi::Value geglu(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    Scope sc(backend_for(arg_string(info, 0, "id")));
-    Backend& b = sc.backend();
-    Napi::Float32Array g = f32_arg(info, 1, "gate");
-    Napi::Float32Array u = f32_arg(info, 2, "up", g.ElementLength());
-    const float* dg = sc.upload(g.Data(), g.ElementLength());
-    const float* du = sc.upload(u.Data(), u.ElementLength());
-    std::vector<float> y(g.ElementLength());
-    float* dy = sc.alloc_n<float>(y.size());
-    b.check(b.fn().geglu(b.ctx(), dg, du, dy, int64_t(y.size()), nullptr), "geglu");
-    sc.download(y.data(), dy, y.size());
-    return out_f32(info.Env(), y);
-  });
-}
+Napi::Value geglu(const Napi::CallbackInfo& info) { return gated(info, &tdm_backend_iface::geglu, "geglu"); }
 
 // scale(id, x, s) -> x * s
 Napi::Value scale(const Napi::CallbackInfo& info) {

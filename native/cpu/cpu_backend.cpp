@@ -607,30 +607,27 @@ tdm_status cpu_mul(tdm_backend_ctx* c, const float* a, const float* b, float* y,
   return binary(c, a, b, y, n_rows, n_cols, b_row_stride, [](float p, float q) { return p * q; });
 }
 
-tdm_status cpu_swiglu(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n, tdm_stream*) {
+// A gated activation by the kernel table's `fn` (swiglu_f32 or geglu_f32), in chunks over the pool.
+tdm_status gated(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n,
+                 void (*Kernels::*fn)(const float*, const float*, float*, int64_t), const char* name) {
   return guard(c, [&](CpuContext& ctx) {
     if (n <= 0) return;
-    if (gate == nullptr || up == nullptr || y == nullptr) bad("swiglu with a null pointer");
+    if (gate == nullptr || up == nullptr || y == nullptr) bad(std::string(name) + " with a null pointer");
     constexpr int64_t kChunk = 8192;
     const int64_t n_chunks = (n + kChunk - 1) / kChunk;
     ctx.pool->run(n_chunks, [&](int64_t i, int) {
       const int64_t i0 = i * kChunk, len = std::min(kChunk, n - i0);
-      ctx.k->swiglu_f32(gate + i0, up + i0, y + i0, len);
+      (ctx.k->*fn)(gate + i0, up + i0, y + i0, len);
     }, double(n) * 8);
   });
 }
 
+tdm_status cpu_swiglu(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n, tdm_stream*) {
+  return gated(c, gate, up, y, n, &Kernels::swiglu_f32, "swiglu");
+}
+
 tdm_status cpu_geglu(tdm_backend_ctx* c, const float* gate, const float* up, float* y, int64_t n, tdm_stream*) {
-  return guard(c, [&](CpuContext& ctx) {
-    if (n <= 0) return;
-    if (gate == nullptr || up == nullptr || y == nullptr) bad("geglu with a null pointer");
-    constexpr int64_t kChunk = 8192;
-    const int64_t n_chunks = (n + kChunk - 1) / kChunk;
-    ctx.pool->run(n_chunks, [&](int64_t i, int) {
-      const int64_t i0 = i * kChunk, len = std::min(kChunk, n - i0);
-      ctx.k->geglu_f32(gate + i0, up + i0, y + i0, len);
-    }, double(n) * 8);
-  });
+  return gated(c, gate, up, y, n, &Kernels::geglu_f32, "geglu");
 }
 
 tdm_status cpu_scale(tdm_backend_ctx* c, const float* x, float* y, int64_t n, float scale, tdm_stream*) {
