@@ -18,7 +18,7 @@ import type { StepPlan, StepResult } from '../native/step-plan.js';
 import { Engine, type EnginePolicy } from '../engine/engine.js';
 import { checkSchedulerConfig, PreemptionMode, type SchedulerConfig } from '../engine/scheduler.js';
 import { planKvBudget, planTierBudget, type KvBudget } from '../engine/kv-budget.js';
-import { blocksPerSequence } from '../engine/kv-blocks.js';
+import { blocksPerSequence, kvGroups } from '../engine/kv-blocks.js';
 import { costShapeOf } from '../sched/cost-model.js';
 import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
 import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
@@ -63,7 +63,9 @@ function promptOnly(wants: { returnPromptLogits?: boolean; returnPromptEmbedding
 }
 
 /** Tokens of one prompt processed per step when options do not say. */
-const DEFAULT_PREFILL_CHUNK = 256;
+export const DEFAULT_PREFILL_CHUNK = 256;
+/** Positions per KV block when options do not say. */
+export const DEFAULT_KV_BLOCK_TOKENS = 16;
 /** The default context: the trained one, capped so that a default load stays small. */
 const DEFAULT_MAX_CONTEXT = 4096;
 
@@ -187,33 +189,6 @@ function planDevice(where: string, options: LoadModelOptions): DevicePlan {
   return { device, present, policy: options.policy ?? 'auto', gpuFreeBytes };
 }
 
-/** Sliding-layer groups at most (native/core/kv_pool.cpp's kMaxSlidingGroups). */
-const MAX_SLIDING_GROUPS = 8;
-
-/**
- * How the KV blocks hold the layers (native/core/kv_pool.cpp, KvLayout::make, by the same
- * rule). With slidingKv 'window' and sliding-window layers that see less than the context,
- * those layers get blocks of their own (freed behind the window): a block has a slot per
- * full layer and the sliding layers fill as many groups of that size as they need (at most
- * MAX_SLIDING_GROUPS); with no more sliding layers than full ones, one group. Otherwise every
- * layer in one group.
- */
-export function kvGroups(
-  hp: Pick<ModelDescription['hparams'], 'nLayer' | 'slidingWindow' | 'slidingWindowPeriod'>,
-  slidingKv: 'window' | 'full',
-  contextSize: number,
-): { slidingWindow: number; layersPerBlock: number; slidingGroups: number } {
-  const period = hp.slidingWindowPeriod;
-  const whole = { slidingWindow: 0, layersPerBlock: hp.nLayer, slidingGroups: 0 };
-  if (slidingKv === 'full' || !(hp.slidingWindow > 0 && period > 0) || hp.slidingWindow >= contextSize) return whole;
-  let sliding = 0;
-  for (let l = 0; l < hp.nLayer; l++) if (l % period < period - 1) sliding++;
-  if (sliding === 0) return whole;
-  const full = hp.nLayer - sliding;
-  const slots = full > 0 && full < sliding ? Math.max(full, Math.ceil(sliding / MAX_SLIDING_GROUPS)) : Math.max(full, sliding);
-  return { slidingWindow: hp.slidingWindow, layersPerBlock: slots, slidingGroups: Math.ceil(sliding / slots) };
-}
-
 /**
  * What the host KV tier is given at load (`asked`: loadModel's kvStream). By default, where the
  * device tier cannot hold every sequence's full context (memory pressure moves sequences to the
@@ -299,7 +274,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options === null || typeof options !== 'object') throw new TandemError('TDM_BAD_ARGUMENT', `${where}: options must be an object`);
   checkKnownKeys(where, options, LOAD_OPTIONS);
   const threads = checkNumber(where, 'threads', options.threads, physicalCoreCount(), { min: 1, max: 1024, integer: true });
-  const kvBlockTokens = checkNumber(where, 'kvBlockTokens', options.kvBlockTokens, 16, { min: 1, max: 4096, integer: true });
+  const kvBlockTokens = checkNumber(where, 'kvBlockTokens', options.kvBlockTokens, DEFAULT_KV_BLOCK_TOKENS, { min: 1, max: 4096, integer: true });
   const kvType = options.kvType ?? 'f16';
   if (kvType !== 'f16' && kvType !== 'q8_0') {
     throw new TandemError('TDM_BAD_ARGUMENT', `${where}: kvType must be 'f16' or 'q8_0', got ${String(kvType)}`);

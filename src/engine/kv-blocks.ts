@@ -12,6 +12,7 @@
 // later prompt with the same prefix finds the window it needs.
 import type { BlockCopy, KvTier } from '../native/step-plan.js';
 import { TandemError } from '../native/errors.js';
+import type { ModelHyperparams } from '../model/describe.js';
 import { BlockPool } from './block-pool.js';
 import { extendBlockHashes } from './prefix-hash.js';
 
@@ -53,6 +54,49 @@ export function blocksPerSequence(contextSize: number, blockTokens: number, wind
   const full = Math.ceil(contextSize / blockTokens);
   if (window <= 0) return full;
   return full + slidingGroups * Math.min(full, Math.ceil((window - 1 + maxChunkTokens) / blockTokens) + 1);
+}
+
+/** Sliding-layer groups at most (native/core/kv_pool.cpp's kMaxSlidingGroups). */
+const MAX_SLIDING_GROUPS = 8;
+
+/**
+ * How the KV blocks hold the layers (native/core/kv_pool.cpp, KvLayout::make, by the same
+ * rule). With slidingKv 'window' and sliding-window layers that see less than the context,
+ * those layers get blocks of their own (freed behind the window): a block has a slot per
+ * full layer and the sliding layers fill as many groups of that size as they need (at most
+ * MAX_SLIDING_GROUPS); with no more sliding layers than full ones, one group. Otherwise every
+ * layer in one group.
+ */
+export function kvGroups(
+  hp: Pick<ModelHyperparams, 'nLayer' | 'slidingWindow' | 'slidingWindowPeriod'>,
+  slidingKv: 'window' | 'full',
+  contextSize: number,
+): { slidingWindow: number; layersPerBlock: number; slidingGroups: number } {
+  const period = hp.slidingWindowPeriod;
+  const whole = { slidingWindow: 0, layersPerBlock: hp.nLayer, slidingGroups: 0 };
+  if (slidingKv === 'full' || !(hp.slidingWindow > 0 && period > 0) || hp.slidingWindow >= contextSize) return whole;
+  let sliding = 0;
+  for (let l = 0; l < hp.nLayer; l++) if (l % period < period - 1) sliding++;
+  if (sliding === 0) return whole;
+  const full = hp.nLayer - sliding;
+  const slots = full > 0 && full < sliding ? Math.max(full, Math.ceil(sliding / MAX_SLIDING_GROUPS)) : Math.max(full, sliding);
+  return { slidingWindow: hp.slidingWindow, layersPerBlock: slots, slidingGroups: Math.ceil(sliding / slots) };
+}
+
+
+/**
+ * KV bytes one sequence of `contextSize` positions may hold at once (its blocks at their
+ * size), with the sliding layers' KV kept apart or not: what loadModel sizes each sequence by.
+ */
+export function kvBytesPerSequence(
+  hp: Pick<ModelHyperparams, 'nLayer' | 'slidingWindow' | 'slidingWindowPeriod'>,
+  kvBytesPerToken: number,
+  contextSize: number,
+  options: { slidingKv: 'window' | 'full'; blockTokens: number; maxChunkTokens: number },
+): number {
+  const kv = kvGroups(hp, options.slidingKv, contextSize);
+  const blockBytes = (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * options.blockTokens;
+  return blockBytes * blocksPerSequence(contextSize, options.blockTokens, kv.slidingWindow, options.maxChunkTokens, kv.slidingGroups);
 }
 
 export class KvBlockManager {

@@ -64,6 +64,20 @@ t.test('a MoE model shows its experts', async (t) => {
   t.match(text, /bits per parameter/);
 });
 
+t.test('a gemma3 model: its features, and the KV its sliding layers keep', async (t) => {
+  // 12 layers, 2 global; a window of 64 in a training context of 4096.
+  const file = writeTinyModel('inspect-gemma3.gguf', {
+    arch: 'gemma3', nLayer: 12,
+    kvs: [{ key: 'gemma3.attention.sliding_window', type: 'uint32', value: 64 }, { key: 'gemma3.context_length', type: 'uint32', value: 4096 }],
+  });
+  const text = renderReport(report(file));
+  t.match(text, /^ {2}features +QK norm, sliding window 64 \(5 of every 6 layers\), embeddings scaled by 8, post-attention and post-FFN norms, GeGLU$/m);
+  // Per layer and token 2 KV heads x 16 x 2 (K, V) x 2 bytes = 128 B: 4096 positions of 12 layers are 6 MiB; kept apart
+  // (16-position blocks of 2 slots, chunks of 256), 256 blocks for the global layers and 5 groups of
+  // ceil((63 + 256) / 16) + 1 = 21: 361 blocks of 4 KiB, 1.41 MiB.
+  t.match(text, /^ {2}KV cache per token +1\.50 KiB \(f16 K and V, 12 layers\); 6\.00 MiB for the training context of 4,096, 1\.41 MiB keeping the sliding layers' window$/m);
+});
+
 t.test('vocabulary-only files: what is there', async (t) => {
   const r = report(modelPath('vocab/ggml-vocab-qwen2.gguf'));
   t.match(r, { vocabOnly: true, supported: false, architecture: 'qwen2', parameterCount: 0, weightBytes: 0 });

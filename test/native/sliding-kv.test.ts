@@ -10,7 +10,7 @@ import { native, type NativeModel } from '../../src/native/binding.js';
 import type { SequencePlan, StepPlan } from '../../src/native/step-plan.js';
 import { makeModel } from '../../src/model/synthetic.js';
 import { loadModel } from '../../src/api/index.js';
-import { kvGroups } from '../../src/api/model.js';
+import { kvGroups } from '../../src/engine/kv-blocks.js';
 import { hparamsOf, modelPath } from '../helpers.js';
 
 const BT = 4;

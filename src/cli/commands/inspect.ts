@@ -9,6 +9,8 @@ import {
   type TensorSummary,
 } from '../../model/describe.js';
 import { GgufFile, type GgufTensorInfo } from '../../model/gguf.js';
+import { DEFAULT_KV_BLOCK_TOKENS, DEFAULT_PREFILL_CHUNK } from '../../api/model.js';
+import { kvBytesPerSequence } from '../../engine/kv-blocks.js';
 import { TandemError } from '../../native/errors.js';
 import type { Command } from '../command.js';
 
@@ -225,7 +227,11 @@ export function renderReport(r: InspectReport): string {
   }
   if (r.hparams && r.kvBytesPerToken !== undefined) {
     const h = r.hparams;
-    summary.push(['KV cache per token', `${formatBytes(r.kvBytesPerToken)} (f16 K and V, ${h.nLayer} layers); ${formatBytes(r.kvBytesPerToken * h.nCtxTrain)} for the training context of ${thousands(h.nCtxTrain)}`]);
+    // With the sliding layers' KV kept to their window (loadModel's default), at its default block and chunk sizes.
+    const windowed = kvBytesPerSequence(h, r.kvBytesPerToken, h.nCtxTrain, { slidingKv: 'window', blockTokens: DEFAULT_KV_BLOCK_TOKENS, maxChunkTokens: DEFAULT_PREFILL_CHUNK });
+    const full = r.kvBytesPerToken * h.nCtxTrain;
+    const kept = windowed < full ? `, ${formatBytes(windowed)} keeping the sliding layers' window` : '';
+    summary.push(['KV cache per token', `${formatBytes(r.kvBytesPerToken)} (f16 K and V, ${h.nLayer} layers); ${formatBytes(full)} for the training context of ${thousands(h.nCtxTrain)}${kept}`]);
   }
   summary.push(['tokenizer', tk.model ? `${tk.model}${tk.pre ? ` (pre-tokenizer ${tk.pre})` : ''}, ${thousands(tk.tokens ?? 0)} tokens${tk.merges ? `, ${thousands(tk.merges)} merges` : ''}` : '(none)']);
   if (special) summary.push(['special tokens', special]);
