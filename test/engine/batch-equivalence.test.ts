@@ -124,3 +124,24 @@ t.test('gpt-oss with its sliding layers in blocks of their own: batched, squeeze
   t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
   t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
 });
+
+t.test('gemma3 with its sliding layers in five groups of their own: batched, squeezed and shared equals alone with every position kept', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-batch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'tiny-gemma3.gguf');
+  // Twelve layers (2 global, 10 sliding in 5 groups), a window of 8 over prompts of up to 120 tokens.
+  await makeModel({ architecture: 'gemma3', nLayer: 12, nEmbd: 128, nFf: 256, nHead: 2, nHeadKv: 1, headDim: 64, slidingWindow: 8, tiedEmbeddings: true, seed: 13, vocab: STORIES }, file);
+  const probe = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1 });
+  const blockBytes = probe.info.kvBlockBytes;
+  await probe.dispose();
+  const stats = await check(t, file, 'gemma3 sliding groups, tight two-tier cache', {
+    maxSequences: 16,
+    prefillChunkTokens: 24,
+    kvCacheBytes: 120 * blockBytes,
+    kvDeviceFraction: 0.4,
+    prefixCaching: true,
+  }, 32, { slidingKv: 'full' });
+  t.ok(stats.numMoves > 0, 'tables moved between tiers');
+  t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
+  t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
+});

@@ -122,8 +122,8 @@ t.test("through the API, slidingKv 'window' holds two long sequences where 'full
   t.ok(full.preemptions > 0, `'full': the same bytes (${full.blocks} blocks of ${2 * half}) hold one, the other is recomputed (${full.preemptions} times)`);
 });
 
-t.test("a q8_0 KV cache in sliding blocks gives the tokens of 'full'", async (t) => {
-  const file = await ossModel(t);
+for (const [arch, make] of [['gpt-oss', ossModel], ['gemma3 (five sliding groups)', gemmaModel]] as const) t.test(`${arch}: a q8_0 KV cache in sliding blocks gives the tokens of 'full'`, async (t) => {
+  const file = await make(t);
   const prompt = Array.from({ length: 60 }, (_, i) => 1 + ((i * 29) % 200));
   const tokens: number[][] = [];
   for (const slidingKv of ['full', 'window'] as const) {
