@@ -1267,6 +1267,8 @@ void StepRun::lay_out(Batch& b) {
   b.out_first.assign(b.seqs.size(), -1);
   b.hidden_first.assign(b.seqs.size(), -1);
   std::vector<int32_t> hidden_rows;
+  b.sliding_src.resize(size_t(m_.layout_.sliding_groups()));
+  b.sliding_dst.resize(size_t(m_.layout_.sliding_groups()));
   for (size_t j = 0; j < b.seqs.size(); ++j) {
     const SeqPlan& s = plan_.seqs[b.seqs[j]];
     const int32_t n = int32_t(s.tokens.size());
@@ -1288,8 +1290,6 @@ void StepRun::lay_out(Batch& b) {
       groups.push_back(std::move(fresh));
       g = groups.end() - 1;
     }
-    b.sliding_src.resize(n_sliding);
-    b.sliding_dst.resize(n_sliding);
     const int32_t first_row = int32_t(cpu ? b.n_rows - b.n_dev_rows : b.n_rows);
     g->seqs.push_back(tdm_attn_seq{first_row, n, s.start_pos, n_blocks, nullptr});
     g->table_off.push_back(int64_t(tables.size()));

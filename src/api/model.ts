@@ -18,7 +18,7 @@ import type { StepPlan, StepResult } from '../native/step-plan.js';
 import { Engine, type EnginePolicy } from '../engine/engine.js';
 import { checkSchedulerConfig, PreemptionMode, type SchedulerConfig } from '../engine/scheduler.js';
 import { planKvBudget, planTierBudget, type KvBudget } from '../engine/kv-budget.js';
-import { blocksPerSequence, kvGroups } from '../engine/kv-blocks.js';
+import { kvSizing } from '../engine/kv-blocks.js';
 import { costShapeOf } from '../sched/cost-model.js';
 import { POLICY_NAMES, type PolicyName, type StepDecision } from '../sched/policy.js';
 import { schedulerStrategyFor } from '../sched/policy-scheduler.js';
@@ -353,9 +353,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   }
   // q8_0 stores 32 elements in 34 bytes where f16 takes 64.
   const kvBytesPerToken = kvType === 'q8_0' ? (description.kvBytesPerToken / 2) * (34 / 32) : description.kvBytesPerToken;
-  const kv = kvGroups(hp, slidingKv, contextSize);
-  const blockBytes = (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * kvBlockTokens;
-  const blocksPerSeq = blocksPerSequence(contextSize, kvBlockTokens, kv.slidingWindow, prefillChunk, kv.slidingGroups);
+  const kv = kvSizing(hp, kvBytesPerToken, contextSize, { slidingKv, blockTokens: kvBlockTokens, maxChunkTokens: prefillChunk });
+  const { blockBytes, blocksPerSequence: blocksPerSeq } = kv;
   const budget = planKv(where, options, dev, {
     blockBytes,
     blockTokens: kvBlockTokens,

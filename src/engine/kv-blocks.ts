@@ -85,18 +85,23 @@ export function kvGroups(
 
 
 /**
- * KV bytes one sequence of `contextSize` positions may hold at once (its blocks at their
- * size), with the sliding layers' KV kept apart or not: what loadModel sizes each sequence by.
+ * How KV is sized for sequences of `contextSize` positions (kvGroups' layout): the bytes of a
+ * block and the blocks one sequence may hold at once, with the sliding layers' KV kept apart or
+ * not. loadModel sizes its pools by it, inspect reports it.
  */
-export function kvBytesPerSequence(
+export function kvSizing(
   hp: Pick<ModelHyperparams, 'nLayer' | 'slidingWindow' | 'slidingWindowPeriod'>,
   kvBytesPerToken: number,
   contextSize: number,
   options: { slidingKv: 'window' | 'full'; blockTokens: number; maxChunkTokens: number },
-): number {
+): { slidingWindow: number; slidingGroups: number; blockBytes: number; blocksPerSequence: number } {
   const kv = kvGroups(hp, options.slidingKv, contextSize);
-  const blockBytes = (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * options.blockTokens;
-  return blockBytes * blocksPerSequence(contextSize, options.blockTokens, kv.slidingWindow, options.maxChunkTokens, kv.slidingGroups);
+  return {
+    slidingWindow: kv.slidingWindow,
+    slidingGroups: kv.slidingGroups,
+    blockBytes: (kvBytesPerToken / hp.nLayer) * kv.layersPerBlock * options.blockTokens,
+    blocksPerSequence: blocksPerSequence(contextSize, options.blockTokens, kv.slidingWindow, options.maxChunkTokens, kv.slidingGroups),
+  };
 }
 
 export class KvBlockManager {

@@ -10,7 +10,7 @@ import {
 } from '../../model/describe.js';
 import { GgufFile, type GgufTensorInfo } from '../../model/gguf.js';
 import { DEFAULT_KV_BLOCK_TOKENS, DEFAULT_PREFILL_CHUNK } from '../../api/model.js';
-import { kvBytesPerSequence } from '../../engine/kv-blocks.js';
+import { kvSizing } from '../../engine/kv-blocks.js';
 import { TandemError } from '../../native/errors.js';
 import type { Command } from '../command.js';
 
@@ -228,7 +228,8 @@ export function renderReport(r: InspectReport): string {
   if (r.hparams && r.kvBytesPerToken !== undefined) {
     const h = r.hparams;
     // With the sliding layers' KV kept to their window (loadModel's default), at its default block and chunk sizes.
-    const windowed = kvBytesPerSequence(h, r.kvBytesPerToken, h.nCtxTrain, { slidingKv: 'window', blockTokens: DEFAULT_KV_BLOCK_TOKENS, maxChunkTokens: DEFAULT_PREFILL_CHUNK });
+    const sized = kvSizing(h, r.kvBytesPerToken, h.nCtxTrain, { slidingKv: 'window', blockTokens: DEFAULT_KV_BLOCK_TOKENS, maxChunkTokens: DEFAULT_PREFILL_CHUNK });
+    const windowed = sized.blockBytes * sized.blocksPerSequence;
     const full = r.kvBytesPerToken * h.nCtxTrain;
     const kept = windowed < full ? `, ${formatBytes(windowed)} keeping the sliding layers' window` : '';
     summary.push(['KV cache per token', `${formatBytes(r.kvBytesPerToken)} (f16 K and V, ${h.nLayer} layers); ${formatBytes(full)} for the training context of ${thousands(h.nCtxTrain)}${kept}`]);
