@@ -156,7 +156,8 @@ struct AttnParams {
   float* out;
   float* partial;  // n_splits > 1: per (row, head, split) m, l and dv accumulators
   int32_t n_heads, group, n_splits;
-  float scale;
+  float scale;         // divided by softcap where one is set
+  float softcap;       // > 0: a scaled score s becomes softcap * tanh(s) (gemma2)
   const float* sinks;  // n_heads logits, or null
   int32_t window;      // > 0: a row at position p sees only positions > p - window
 };
@@ -283,7 +284,9 @@ __global__ void __launch_bounds__(kAttnThreads, kAttnBlocksPerSm) attention_kern
         float part = s[jj];
         for (int o = kTpr / 2; o > 0; o >>= 1) part += tdm_shfl_xor(part, o, kTpr);
         const int32_t pos = p0 + j0 + jj;
-        s[jj] = (pos < hi && pos >= first && pos <= limit) ? part * p.scale : -INFINITY;
+        float sc = part * p.scale;
+        if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc);
+        s[jj] = (pos < hi && pos >= first && pos <= limit) ? sc : -INFINITY;
         group_max = fmaxf(group_max, s[jj]);
       }
       const float m_new = fmaxf(m, group_max);
@@ -449,7 +452,7 @@ SeqBatch make_batch(const tdm_attn_seq* seqs, int32_t first, int32_t n, Items it
 
 template <int D>
 void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const float* q, const tdm_attn_seq* seqs, int32_t first,
-                      int32_t n, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out) {
+                      int32_t n, int32_t n_heads, float scale, float softcap, const float* sinks, int32_t window, float* out) {
   constexpr int kTileN = kAttnTile<D>;  // the host pass's value (for the split count only)
   constexpr int kWarpRowsMax = TDM_WARP / (D / 32);  // rows one warp serves
   const int32_t group = n_heads / kv.n_kv_heads;
@@ -475,7 +478,7 @@ void launch_attention(GpuContext& c, GpuStream& st, const KvView& kv, const floa
     const int64_t useful = std::max<int64_t>(1, span / (2 * kTileN));
     splits = int32_t(std::min<int64_t>({want, useful, int64_t(kMaxSplits)}));
   }
-  AttnParams p{kv, q, out, nullptr, n_heads, group, splits, scale, sinks, window};
+  AttnParams p{kv, q, out, nullptr, n_heads, group, splits, softcap > 0.0f ? scale / softcap : scale, softcap, sinks, window};
   if (splits > 1) p.partial = scratch_as<float>(st, kSlotAttn, size_t(max_row) * size_t(n_heads) * size_t(splits) * size_t(kv.head_dim_v + 2));
   const dim3 grid(unsigned(n_items), unsigned(kv.n_kv_heads), unsigned(splits));
   auto kernel = warp_rows ? attention_kernel<D, true> : attention_kernel<D, false>;
@@ -587,13 +590,14 @@ tdm_status op_kv_store(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float
 }
 
 tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                        int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
-                        tdm_stream* s) {
+                        int32_t n_seqs, int32_t n_heads, float scale, float softcap, const float* sinks, int32_t window,
+                        float* out, tdm_stream* s) {
   return guard(ctx, [&](GpuContext& c) {
     const KvView view = view_of(kv);
     if (n_seqs <= 0) return;
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
     if (window < 0) bad("attention window must not be negative");
+    if (!(softcap >= 0.0f) || isinf(softcap)) bad("attention softcap must be 0 or a positive number");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i]);
     const int32_t d = std::max(kv->head_dim_k, kv->head_dim_v);
@@ -601,9 +605,9 @@ tdm_status op_attention(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const floa
     GpuStream& st = stream_of(c, s);
     for (int32_t first = 0; first < n_seqs; first += kMaxSeqs) {
       const int32_t n = std::min(kMaxSeqs, n_seqs - first);
-      if (d <= 64) launch_attention<64>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
-      else if (d <= 128) launch_attention<128>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
-      else launch_attention<256>(c, st, view, q, seqs, first, n, n_heads, scale, sinks, window, out);
+      if (d <= 64) launch_attention<64>(c, st, view, q, seqs, first, n, n_heads, scale, softcap, sinks, window, out);
+      else if (d <= 128) launch_attention<128>(c, st, view, q, seqs, first, n, n_heads, scale, softcap, sinks, window, out);
+      else launch_attention<256>(c, st, view, q, seqs, first, n, n_heads, scale, softcap, sinks, window, out);
     }
   });
 }

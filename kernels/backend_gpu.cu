@@ -299,6 +299,7 @@ const tdm_backend_iface kGpuIface = [] {
   t.scale_rows = op_scale_rows;
   t.geglu = op_geglu;
   t.scale = op_scale;
+  t.softcap = op_softcap;
   t.kv_store = op_kv_store;
   t.attention = op_attention;
   t.router = op_router;

@@ -134,6 +134,13 @@ __global__ void scale_kernel(const float* x, float* y, int64_t n, float scale) {
   y[i] = mul_rn(x[i], scale);
 }
 
+// Each step rounded as llama.cpp's scale, tanh, scale (mul_rn keeps nvcc from fusing them).
+__global__ void softcap_kernel(const float* x, float* y, int64_t n, float inv, float cap) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  y[i] = mul_rn(tanhf(mul_rn(x[i], inv)), cap);
+}
+
 __global__ void scale_rows_kernel(float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_rows * n_cols) return;
@@ -230,6 +237,16 @@ tdm_status op_scale(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, f
     if (x == nullptr || y == nullptr) bad("scale with a null pointer");
     TDM_LAUNCH(scale_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(x, y, n, scale);
     check_launch("scale_kernel");
+  });
+}
+
+tdm_status op_softcap(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, float cap, tdm_stream* s) {
+  return guard(ctx, [&](GpuContext& c) {
+    if (n <= 0) return;
+    if (x == nullptr || y == nullptr) bad("softcap with a null pointer");
+    if (!(cap > 0.0f) || isinf(cap)) bad("softcap's cap must be a positive number");
+    TDM_LAUNCH(softcap_kernel, blocks_for(n, 256), 256, 0, stream_of(c, s).stream)(x, y, n, 1.0f / cap, cap);
+    check_launch("softcap_kernel");
   });
 }
 

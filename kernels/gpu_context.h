@@ -148,11 +148,12 @@ tdm_status op_mul(tdm_backend_ctx*, const float*, const float*, float*, int64_t,
 tdm_status op_swiglu(tdm_backend_ctx*, const float*, const float*, float*, int64_t, tdm_stream*);
 tdm_status op_geglu(tdm_backend_ctx*, const float*, const float*, float*, int64_t, tdm_stream*);
 tdm_status op_scale(tdm_backend_ctx*, const float*, float*, int64_t, float, tdm_stream*);
+tdm_status op_softcap(tdm_backend_ctx*, const float*, float*, int64_t, float, tdm_stream*);
 tdm_status op_scale_rows(tdm_backend_ctx*, float*, const float*, int64_t, int64_t, int32_t, tdm_stream*);
 tdm_status op_kv_store(tdm_backend_ctx*, const tdm_kv_layer*, const float*, const float*, const tdm_attn_seq*, int32_t,
                        tdm_stream*);
 tdm_status op_attention(tdm_backend_ctx*, const tdm_kv_layer*, const float*, const tdm_attn_seq*, int32_t, int32_t, float,
-                        const float*, int32_t, float*, tdm_stream*);
+                        float, const float*, int32_t, float*, tdm_stream*);
 tdm_status op_router(tdm_backend_ctx*, const float*, int64_t, int32_t, int32_t, int32_t, int32_t, float, int32_t*, float*,
                      tdm_stream*);
 tdm_status op_moe_ffn(tdm_backend_ctx*, const float*, int64_t, const int32_t*, const float*, int32_t, const tdm_weight*,

@@ -398,21 +398,29 @@ Napi::Value swiglu(const Napi::CallbackInfo& info) { return gated(info, &tdm_bac
 // geglu(id, gate, up) -> y
 Napi::Value geglu(const Napi::CallbackInfo& info) { return gated(info, &tdm_backend_iface::geglu, "geglu"); }
 
-// scale(id, x, s) -> x * s
-Napi::Value scale(const Napi::CallbackInfo& info) {
+using NumberOp = tdm_status (*tdm_backend_iface::*)(tdm_backend_ctx*, const float*, float*, int64_t, float, tdm_stream*);
+
+// An elementwise op of x and one number (scale, softcap) on the backend `id`.
+Napi::Value with_number(const Napi::CallbackInfo& info, NumberOp op, const char* name, const char* number_name) {
   return guarded(info, [&]() -> Napi::Value {
     Scope sc(backend_for(arg_string(info, 0, "id")));
     Backend& b = sc.backend();
     Napi::Float32Array x = f32_arg(info, 1, "x");
-    const float s = float(arg_number(info, 2, "scale"));
+    const float s = float(arg_number(info, 2, number_name));
     const float* dx = sc.upload(x.Data(), x.ElementLength());
     std::vector<float> y(x.ElementLength());
     float* dy = sc.alloc_n<float>(y.size());
-    b.check(b.fn().scale(b.ctx(), dx, dy, int64_t(y.size()), s, nullptr), "scale");
+    b.check((b.fn().*op)(b.ctx(), dx, dy, int64_t(y.size()), s, nullptr), name);
     sc.download(y.data(), dy, y.size());
     return out_f32(info.Env(), y);
   });
 }
+
+// scale(id, x, s) -> x * s
+Napi::Value scale(const Napi::CallbackInfo& info) { return with_number(info, &tdm_backend_iface::scale, "scale", "scale"); }
+
+// softcap(id, x, cap) -> tanh(x / cap) * cap
+Napi::Value softcap(const Napi::CallbackInfo& info) { return with_number(info, &tdm_backend_iface::softcap, "softcap", "cap"); }
 
 // scaleRows(id, x, scale[nRows], nRows, nCols, fn 'identity'|'sigmoid') -> y
 Napi::Value scale_rows(const Napi::CallbackInfo& info) {
@@ -461,7 +469,7 @@ KvPool make_pool(Scope& sc, const std::string& kv_type, int32_t block_tokens, in
   return p;
 }
 
-// attention(id, {kvType, blockTokens, nBlocks, nKvHeads, nHeads, headDim, headDimV, scale, sinks?, window?,
+// attention(id, {kvType, blockTokens, nBlocks, nKvHeads, nHeads, headDim, headDimV, scale, softcap?, sinks?, window?,
 //   seqs: [{startPos, nTokens, blockTable, k, v, q}]}) -> out rows of every sequence's new tokens,
 // back to back. Each sequence's k/v hold all its positions; they are stored through its block
 // table with kv_store, then attention runs for the new tokens.
@@ -478,6 +486,7 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
                             int32_t(num_field(o, "headDimV")));
     const tdm_kv_layer& kv = pool.kv;
     const float scale = float(num_field(o, "scale"));
+    const float softcap = o.Get("softcap").IsUndefined() ? 0.0f : float(num_field(o, "softcap"));
     if (!o.Get("seqs").IsArray()) bad_arg("seqs must be an array");
     Napi::Array seqs = o.Get("seqs").As<Napi::Array>();
     const int64_t q_row = int64_t(n_heads) * kv.head_dim_k, o_row = int64_t(n_heads) * kv.head_dim_v;
@@ -518,7 +527,8 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
     if (window < 0) bad_arg("window must be >= 0");
     std::vector<float> out(size_t(row) * size_t(o_row));
     float* dout = sc.alloc_n<float>(out.size());
-    b.check(b.fn().attention(b.ctx(), &kv, dq, aseq.data(), int32_t(aseq.size()), n_heads, scale, dsinks, window, dout, nullptr),
+    b.check(b.fn().attention(b.ctx(), &kv, dq, aseq.data(), int32_t(aseq.size()), n_heads, scale, softcap, dsinks, window, dout,
+                             nullptr),
             "attention");
     sc.download(out.data(), dout, out.size());
     return out_f32(info.Env(), out);
@@ -874,7 +884,7 @@ Napi::Value time_attention(const Napi::CallbackInfo& info) {
     float* dout = sc.alloc_n<float>(q.size());
     const float scale = 1.0f / std::sqrt(float(hd));
     return Napi::Number::New(info.Env(), time_calls(sc, iters, [&] {
-      b.check(b.fn().attention(b.ctx(), &pool.kv, dq, seqs.data(), n_seqs, n_heads, scale, nullptr, 0, dout, nullptr), "attention");
+      b.check(b.fn().attention(b.ctx(), &pool.kv, dq, seqs.data(), n_seqs, n_heads, scale, 0.0f, nullptr, 0, dout, nullptr), "attention");
     }));
   });
 }
@@ -1009,6 +1019,7 @@ void register_backend_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("swiglu", Napi::Function::New(env, swiglu, "swiglu"));
   ops.Set("geglu", Napi::Function::New(env, geglu, "geglu"));
   ops.Set("scale", Napi::Function::New(env, scale, "scale"));
+  ops.Set("softcap", Napi::Function::New(env, softcap, "softcap"));
   ops.Set("scaleRows", Napi::Function::New(env, scale_rows, "scaleRows"));
   ops.Set("attention", Napi::Function::New(env, attention, "attention"));
   ops.Set("router", Napi::Function::New(env, router, "router"));

@@ -14,7 +14,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
-#define TDM_BACKEND_ABI_VERSION 7u
+#define TDM_BACKEND_ABI_VERSION 8u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
 #define TDM_BACKEND_ENTRY_NAME "tdm_backend_create"
@@ -240,10 +240,12 @@ typedef struct tdm_backend_iface {
    * tokens' K and V must already be stored. out rows hold n_heads*head_dim_v floats.
    * window > 0: a sliding window, token at position p sees only positions j > p - window.
    * sinks (n_heads floats, may be NULL): head h's sink logit joins the softmax's denominator
-   * (max and sum) but adds no value (gpt-oss's attention sinks). */
+   * (max and sum) but adds no value (gpt-oss's attention sinks).
+   * softcap > 0 (ABI 8): each score s = scale * q.k becomes softcap * tanh(s / softcap) before the
+   * softmax (gemma2), computed as llama.cpp does: tanh(q.k * (scale / softcap)) * softcap; 0: none. */
   tdm_status (*attention)(tdm_backend_ctx* ctx, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                          int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
-                          tdm_stream* s);
+                          int32_t n_seqs, int32_t n_heads, float scale, float softcap, const float* sinks, int32_t window,
+                          float* out, tdm_stream* s);
   /* MoE router for n_tokens rows of n_experts logits, as llama.cpp's build_moe_ffn: p = gating(logits)
    * (the logits themselves for TDM_GATING_SOFTMAX_WEIGHT); ids[t] = the n_used largest p
    * (std::partial_sort order, then the first two swapped, as ggml_top_k); weights[t][j] =
@@ -321,6 +323,11 @@ typedef struct tdm_backend_iface {
                       tdm_stream* s);
   /* y[i] = x[i] * scale for i < n; y may equal x. */
   tdm_status (*scale)(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, float scale, tdm_stream* s);
+
+  /* ---- ops appended in ABI 8: gemma2's soft-capped logits */
+  /* y[i] = tanh(x[i] * (1 / cap)) * cap for i < n, each step rounded to float as llama.cpp's
+   * scale, tanh, scale (cap > 0); y may equal x. */
+  tdm_status (*softcap)(tdm_backend_ctx* ctx, const float* x, float* y, int64_t n, float cap, tdm_stream* s);
 } tdm_backend_iface;
 
 /* The largest k of top_k_rows. */

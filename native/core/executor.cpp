@@ -1015,6 +1015,8 @@ Model::HeadOut Model::lm_head(BatchBuffers& b, int64_t T, int64_t n_out, int32_t
   device_->check(f.get_rows(c, &xrows, b.out_rows.as<int32_t>(), n_out, XO, nullptr), "get_rows");
   device_->check(f.rms_norm(c, XO, placement_.exec.output_norm.data, XO, n_out, E, hp_.rms_eps, nullptr), "rms_norm");
   matmul(placement_.exec.output, XO, n_out, b.logits.as<float>());
+  if (hp_.final_softcap > 0.0f)
+    device_->check(f.softcap(c, b.logits.as<float>(), b.logits.as<float>(), n_out * hp_.n_vocab, hp_.final_softcap, nullptr), "softcap");
   HeadOut out;
   out.logits = b.logits.as<float>();
   if (device_->host_memory()) {
@@ -1379,7 +1381,7 @@ void StepRun::cpu_attention(Batch& b, int64_t l) {
     cpu.check(cpu.fn().kv_store(cpu.ctx(), &kv, w.hk.as<float>(), w.hv.as<float>(), seqs.data(), ns, nullptr), "kv_store");
     // The host reads the file's sinks (the placement's may be device copies).
     cpu.check(cpu.fn().attention(cpu.ctx(), &kv, w.hq.as<float>(), seqs.data(), ns, int32_t(m_.hp_.n_head), scale,
-                                 m_.weights_.layers[size_t(l)].attn_sinks.data, m_.window(l), w.hout.as<float>(), nullptr),
+                                 m_.hp_.attn_softcap, m_.weights_.layers[size_t(l)].attn_sinks.data, m_.window(l), w.hout.as<float>(), nullptr),
               "attention");
   }
   b.cpu_us += us_since(t0);
@@ -1473,7 +1475,7 @@ void StepRun::start_attention(Batch& b, int64_t l) {
       }
       dev.check(dev.fn().kv_store(dev.ctx(), &kv, w.k.as<float>(), w.v.as<float>(), seqs.data(), ns, nullptr), "kv_store");
       dev.check(dev.fn().attention(dev.ctx(), &kv, w.q.as<float>(), seqs.data(), ns, int32_t(m.hp_.n_head), scale,
-                                   m.placement_.exec.layers[size_t(l)].attn_sinks.data, m.window(l), w.attn.as<float>(), nullptr),
+                                   m.hp_.attn_softcap, m.placement_.exec.layers[size_t(l)].attn_sinks.data, m.window(l), w.attn.as<float>(), nullptr),
                 "attention");
       if (g.streamed) {
         // The slot is free once this attention has read it: it takes layer l + 2 next.

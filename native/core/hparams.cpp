@@ -36,6 +36,8 @@ void validate_hparams(const Hparams& hp) {
   need(hp.rope_freq_base_swa > 0 && hp.rope_freq_scale_swa > 0, "ropeFreqBaseSwa and ropeFreqScaleSwa must be positive");
   need(std::isfinite(hp.embd_scale) && hp.embd_scale > 0, "embeddingScale must be a positive number");
   need(std::isfinite(hp.attn_scale) && hp.attn_scale > 0, "attentionScale must be a positive number");
+  need(std::isfinite(hp.attn_softcap) && hp.attn_softcap >= 0, "attnLogitSoftcap must be 0 or a positive number");
+  need(std::isfinite(hp.final_softcap) && hp.final_softcap >= 0, "finalLogitSoftcap must be 0 or a positive number");
   need(hp.is_moe() || (!hp.has_expert_bias && !hp.swiglu_oai && hp.expert_gating != ExpertGating::softmax_weight),
        "expert biases, the clamped SwiGLU and softmax_weight gating need experts");
   if (hp.is_moe()) {
@@ -45,7 +47,7 @@ void validate_hparams(const Hparams& hp) {
   } else {
     need(hp.n_ff > 0, "nFf must be positive for a dense model");
     need(!hp.has_shared_expert, "a dense model cannot have a shared expert");
-    need(hp.arch == Arch::llama || hp.arch == Arch::qwen2 || hp.arch == Arch::qwen3 || hp.arch == Arch::gemma3, hp.arch_name + " is a mixture-of-experts architecture but nExpert is 0");
+    need(hp.arch == Arch::llama || hp.arch == Arch::qwen2 || hp.arch == Arch::qwen3 || hp.arch == Arch::gemma2 || hp.arch == Arch::gemma3, hp.arch_name + " is a mixture-of-experts architecture but nExpert is 0");
   }
   need(!hp.is_moe() || hp.ffn_act == FfnAct::silu, "a GeGLU FFN is supported in dense models only");
 }

@@ -9,7 +9,7 @@
 
 namespace tdm {
 
-enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss, gemma3 };
+enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss, gemma2, gemma3 };
 enum class RopeType { norm, neox };
 enum class ExpertGating { softmax, sigmoid, softmax_weight };
 enum class FfnAct { silu, gelu };  // the dense FFN's gate activation: SwiGLU or GeGLU
@@ -58,12 +58,15 @@ struct Hparams {
   // Its constants, as llama.cpp's build_moe_ffn has them for LLM_FFN_SWIGLU_OAI_MOE.
   float swiglu_oai_alpha = 1.702f;
   float swiglu_oai_limit = 7.0f;
-  // gemma3: token embeddings scaled by sqrt(n_embd), RMSNorms after attention and after the
+  // gemma2 and gemma3: token embeddings scaled by sqrt(n_embd), RMSNorms after attention and after the
   // FFN (before each residual add), a GeGLU FFN, and its own attention scale.
   float embd_scale = 1.0f;   // multiplies each token's embedding row
   float attn_scale = 0.0f;   // softmax scale on q.k; the binding sets 1/sqrt(head_dim) unless told
   bool has_post_norms = false;
   FfnAct ffn_act = FfnAct::silu;
+  // gemma2: attention scores soft-capped at attn_softcap, logits at final_softcap (0: none).
+  float attn_softcap = 0.0f;
+  float final_softcap = 0.0f;
 
   bool is_moe() const { return n_expert > 0; }
   bool is_swa(int64_t layer) const { return n_swa > 0 && swa_period > 0 && layer % swa_period < swa_period - 1; }

@@ -134,7 +134,7 @@ double Model::time_attention(bool on_cpu, int32_t n_seqs, int32_t context, int32
   auto layer_us = [&](int32_t window) {
     return median_us(iters, [&] {
       be->check(be->fn().kv_store(be->ctx(), &kv, k.as<float>(), v.as<float>(), seqs.data(), n_seqs, nullptr), "kv_store");
-      be->check(be->fn().attention(be->ctx(), &kv, q.as<float>(), seqs.data(), n_seqs, int32_t(hp_.n_head), scale, nullptr, window,
+      be->check(be->fn().attention(be->ctx(), &kv, q.as<float>(), seqs.data(), n_seqs, int32_t(hp_.n_head), scale, hp_.attn_softcap, nullptr, window,
                                    out.as<float>(), nullptr),
                 "attention");
       sync(be);

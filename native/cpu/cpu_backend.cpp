@@ -638,6 +638,21 @@ tdm_status cpu_scale(tdm_backend_ctx* c, const float* x, float* y, int64_t n, fl
   });
 }
 
+tdm_status cpu_softcap(tdm_backend_ctx* c, const float* x, float* y, int64_t n, float cap, tdm_stream*) {
+  return guard(c, [&](CpuContext& ctx) {
+    if (n <= 0) return;
+    if (x == nullptr || y == nullptr) bad("softcap with a null pointer");
+    if (!(cap > 0.0f) || std::isinf(cap)) bad("softcap's cap must be a positive number");
+    const float inv = 1.0f / cap;
+    // A row of logits is one call: split it over the threads (tanh costs tens of cycles).
+    constexpr int64_t kChunk = 4096;
+    ctx.pool->run((n + kChunk - 1) / kChunk, [&](int64_t i, int) {
+      const int64_t i0 = i * kChunk, i1 = std::min(n, i0 + kChunk);
+      for (int64_t e = i0; e < i1; ++e) y[e] = std::tanh(x[e] * inv) * cap;
+    }, double(n) * 20);
+  });
+}
+
 tdm_status cpu_scale_rows(tdm_backend_ctx* c, float* x, const float* scale, int64_t n_rows, int64_t n_cols, int32_t fn,
                           tdm_stream*) {
   return guard(c, [&](CpuContext&) {
@@ -717,13 +732,14 @@ tdm_status cpu_kv_store(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float*
 constexpr int64_t kAttnRowsPerTask = 256;
 
 tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float* q, const tdm_attn_seq* seqs,
-                         int32_t n_seqs, int32_t n_heads, float scale, const float* sinks, int32_t window, float* out,
-                         tdm_stream*) {
+                         int32_t n_seqs, int32_t n_heads, float scale, float softcap, const float* sinks, int32_t window,
+                         float* out, tdm_stream*) {
   return guard(c, [&](CpuContext& ctx) {
     check_kv(kv);
     if (n_seqs <= 0) return;
     if (q == nullptr || out == nullptr || seqs == nullptr) bad("attention with a null pointer");
     if (window < 0) bad("attention window must not be negative");
+    if (!(softcap >= 0.0f) || std::isinf(softcap)) bad("attention softcap must be 0 or a positive number");
     if (n_heads <= 0 || n_heads % kv->n_kv_heads != 0) bad("n_heads must be a multiple of n_kv_heads");
     for (int32_t i = 0; i < n_seqs; ++i) check_seq(*kv, seqs[i], window > 0 ? int64_t(seqs[i].start_pos) - window + 1 : 0);
     const size_t kb = kv_row_bytes(kv->type, kv->head_dim_k), vb = kv_row_bytes(kv->type, kv->head_dim_v);
@@ -810,7 +826,8 @@ tdm_status cpu_attention(tdm_backend_ctx* c, const tdm_kv_layer* kv, const float
       a.k_row_bytes = kb;
       a.v_row_bytes = vb;
       a.kv = attn_kv_of(kv->type);
-      a.scale = scale;
+      a.scale = softcap > 0.0f ? scale / softcap : scale;
+      a.softcap = softcap;
       a.scratch = ctx.thread_scratch[size_t(th)]->as<float>(attn_scratch_floats(int64_t(gr.n) * group, dk, dv));
       a.row_max = ctx.attn_max.data() + gr.stats + int64_t(tk.seg) * gr.rows;
       a.row_sum = ctx.attn_sum.data() + gr.stats + int64_t(tk.seg) * gr.rows;
@@ -1179,6 +1196,7 @@ const tdm_backend_iface kCpuIface = [] {
   t.scale_rows = cpu_scale_rows;
   t.geglu = cpu_geglu;
   t.scale = cpu_scale;
+  t.softcap = cpu_softcap;
   t.kv_store = cpu_kv_store;
   t.attention = cpu_attention;
   t.router = cpu_router;

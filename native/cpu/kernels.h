@@ -95,7 +95,8 @@ struct AttnTask {
   int32_t block_tokens;
   size_t k_row_bytes, v_row_bytes;
   AttnKv kv;               // how K and V rows are stored
-  float scale;             // applied to q.k before the softmax
+  float scale;             // applied to q.k before the softmax (divided by softcap where one is set)
+  float softcap;           // > 0 (gemma2): each scaled score s becomes softcap * tanh(s); 0: none
   float* scratch;          // attn_scratch_floats(...) floats, 64-byte aligned
   // Out: row r = t * group + g gets its weighted sum of V rows at out (unnormalised), its
   // largest score in row_max[r] (-inf when it sees no position here) and its sum of
@@ -143,6 +144,12 @@ inline void attn_add_rows_in_order(const float* p, int64_t nk, float* sums) {
   for (int64_t j = 0; j < nk; ++j)
     for (int r = 0; r < RR; ++r) t[r] += p[r * kAttnTile + j];
   for (int r = 0; r < RR; ++r) sums[r] += t[r];
+}
+
+// A tile's scaled scores soft-capped in place (a.softcap > 0): every kernel table calls this
+// one scalar loop, so the capped scores' bits do not depend on the instruction set.
+inline void attn_softcap(float* s, int64_t n, float cap) {
+  for (int64_t j = 0; j < n; ++j) s[j] = cap * std::tanh(s[j]);
 }
 
 // Folds segment states of one row, in position order, into (max, sum, acc): the first

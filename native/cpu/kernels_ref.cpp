@@ -205,6 +205,7 @@ void attention_ref(const AttnTask& a) {
           float dot = 0.0f;
           for (int32_t e = 0; e < a.dk; ++e) dot += q[e] * kv_elt(attn_k_row(a, j0 + j), e, a.kv);
           s[j] = dot * a.scale;
+          if (a.softcap > 0.0f) s[j] = a.softcap * std::tanh(s[j]);
           tmax = std::max(tmax, s[j]);
         }
         if (tmax > m) {

@@ -5,9 +5,9 @@ import path from 'node:path';
 import { TandemError } from '../native/errors.js';
 import type { GgufFile, GgufMetadataEntry, GgufTensorInfo } from './gguf.js';
 
-export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma3';
+export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma2' | 'gemma3';
 
-export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma3'];
+export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma2', 'gemma3'];
 
 /** Hyperparameters as plain data; the native forward pass receives exactly these fields. */
 export interface ModelHyperparams {
@@ -73,13 +73,13 @@ export interface ModelHyperparams {
   hasSharedExpert: boolean;
   /** No output.weight: the output projection reuses token_embd.weight. */
   tiedEmbeddings: boolean;
-  /** Sliding-window attention (gpt-oss, gemma3): positions a sliding layer sees; 0 when none. */
+  /** Sliding-window attention (gpt-oss, gemma2, gemma3): positions a sliding layer sees; 0 when none. */
   slidingWindow: number;
   /** Layer l slides when l % slidingWindowPeriod < slidingWindowPeriod - 1 (0 when none). */
   slidingWindowPeriod: number;
-  /** RoPE theta of the sliding layers (rope.freq_base_swa; default ropeFreqBase for gpt-oss, 10000 for gemma3). */
+  /** RoPE theta of the sliding layers (rope.freq_base_swa; default ropeFreqBase for gpt-oss and gemma2, 10000 for gemma3). */
   ropeFreqBaseSwa: number;
-  /** RoPE angle scale of the sliding layers (gpt-oss: ropeFreqScale; gemma3: 1, its scaling is for the global layers). */
+  /** RoPE angle scale of the sliding layers (gpt-oss, gemma2: ropeFreqScale; gemma3: 1, its scaling is for the global layers). */
   ropeFreqScaleSwa: number;
   /** A learned sink logit per head joins every attention softmax (gpt-oss). */
   hasAttnSinks: boolean;
@@ -87,14 +87,18 @@ export interface ModelHyperparams {
   hasExpertBias: boolean;
   /** Experts use gpt-oss's clamped SwiGLU (alpha 1.702, limit 7) instead of SwiGLU. */
   swigluOai: boolean;
-  /** Multiplies each token's embedding row before the first layer (gemma3: sqrt(nEmbd) as a float; else 1). */
+  /** Multiplies each token's embedding row before the first layer (gemma2, gemma3: sqrt(nEmbd) as a float; else 1). */
   embeddingScale: number;
-  /** The softmax's scale on q·k: 1/sqrt(headDim), as a float (gemma3-27B: 1/sqrt(nEmbd/nHead)). */
+  /** The softmax's scale on q·k: 1/sqrt(headDim), as a float (gemma2-27B, gemma3-27B: 1/sqrt(nEmbd/nHead)). */
   attentionScale: number;
-  /** RMSNorms on the attention output and on the FFN output before each joins the residual stream (gemma3). */
+  /** RMSNorms on the attention output and on the FFN output before each joins the residual stream (gemma2, gemma3). */
   hasPostNorms: boolean;
-  /** The dense FFN's gated activation: 'silu' (SwiGLU) or 'gelu' (GeGLU, the tanh form; gemma3). */
+  /** The dense FFN's gated activation: 'silu' (SwiGLU) or 'gelu' (GeGLU, the tanh form; gemma2, gemma3). */
   ffnActivation: 'silu' | 'gelu';
+  /** Attention scores s become cap * tanh(s / cap) before the softmax (gemma2: attn_logit_softcapping, default 50); 0: none. */
+  attnLogitSoftcap: number;
+  /** Output logits x become cap * tanh(x / cap) (gemma2: final_logit_softcapping, default 30; gemma3 where the file says); 0: none. */
+  finalLogitSoftcap: number;
 }
 
 /** Tensors and bytes of one ggml type in a file. */
@@ -161,6 +165,7 @@ const RULES: Record<Architecture, ArchRules> = {
   qwen3moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: true, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
   olmoe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'whole', sharedExpert: false, outputOptional: false, readsExpertFf: false, defaultExpertFf: (ff) => ff },
   'gpt-oss': { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: false, readsExpertFf: true, defaultExpertFf: (ff) => ff },
+  gemma2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
   gemma3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
 };
 
@@ -349,29 +354,39 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
   // gpt-oss (llama_model_openai_moe::load_arch_hparams): a sliding window on layers l with
   // l % period < period - 1 (period 2 unless sliding_window_pattern says), RoPE theta
   // rope.freq_base_swa on those layers (default the others'), the others' angle scale.
+  // gemma2 (llama_model_gemma2): the same, with a window of 4096 where the file names none.
   // gemma3 (llama_model_gemma3): the same rule with period 6, where the file names a window
   // (none: every layer global); its sliding layers keep theta 10000 unless rope.freq_base_swa
   // says, and plain RoPE (the file's scaling is its global layers').
   const gptOss = arch === 'gpt-oss';
+  const gemma2 = arch === 'gemma2';
   const gemma3 = arch === 'gemma3';
+  const gemma = gemma2 || gemma3;
   const slidingWindow = () => {
     const none = { slidingWindow: 0, slidingWindowPeriod: 0, ropeFreqBaseSwa: ropeFreqBase, ropeFreqScaleSwa: ropeFreqScale };
-    if (!gptOss && !gemma3) return none;
+    if (!gptOss && !gemma) return none;
     const windowKey = gptOss ? m.uint('attention.sliding_window', true) : m.uint('attention.sliding_window', false);
     if (gemma3 && !windowKey) return none;
-    const window = inRange(m.key('attention.sliding_window'), windowKey as number, 1, LIMITS.nCtxTrain);
-    const period = inRange(m.key('attention.sliding_window_pattern'), m.uint('attention.sliding_window_pattern', false) ?? (gptOss ? 2 : 6), 1, LIMITS.nLayer);
-    const baseSwa = m.float('rope.freq_base_swa', gptOss ? ropeFreqBase : 10000);
+    const window = inRange(m.key('attention.sliding_window'), (windowKey ?? 4096) as number, 1, LIMITS.nCtxTrain);
+    const period = inRange(m.key('attention.sliding_window_pattern'), m.uint('attention.sliding_window_pattern', false) ?? (gemma3 ? 6 : 2), 1, LIMITS.nLayer);
+    const baseSwa = m.float('rope.freq_base_swa', gemma3 ? 10000 : ropeFreqBase);
     if (!(baseSwa > 0)) throw bad(`rope.freq_base_swa is ${baseSwa}, expected a positive number`);
-    return { slidingWindow: window, slidingWindowPeriod: period, ropeFreqBaseSwa: baseSwa, ropeFreqScaleSwa: gptOss ? ropeFreqScale : 1 };
+    return { slidingWindow: window, slidingWindowPeriod: period, ropeFreqBaseSwa: baseSwa, ropeFreqScaleSwa: gemma3 ? 1 : ropeFreqScale };
   };
-  if (gemma3 && m.float('final_logit_softcapping', 0) !== 0) {
-    throw unsupported(`gemma3 with final_logit_softcapping ${m.float('final_logit_softcapping', 0)}: logit soft-capping is not supported`);
-  }
-  // As llama.cpp computes them in float: gemma3-27B (62 layers) scales queries by
-  // 1/sqrt(nEmbd / nHead), every other model by 1/sqrt(headDim).
+  // Soft caps (gemma2 always caps; gemma3 caps its logits where the file says), with
+  // llama.cpp's defaults; 0 turns a cap off.
+  const softcap = (key: string, fallback: number) => {
+    const cap = m.float(key, fallback);
+    if (!(cap >= 0 && Number.isFinite(cap))) throw bad(`${key} is ${cap}, expected 0 or a positive number`);
+    return cap;
+  };
+  const attnLogitSoftcap = gemma2 ? softcap('attn_logit_softcapping', 50) : 0;
+  const finalLogitSoftcap = gemma2 ? softcap('final_logit_softcapping', 30) : gemma3 ? softcap('final_logit_softcapping', 0) : 0;
+  // As llama.cpp computes them in float: gemma2-27B (46 layers) and gemma3-27B (62 layers)
+  // scale queries by 1/sqrt(nEmbd / nHead), every other model by 1/sqrt(headDim).
   const inverseSqrt = (v: number) => Math.fround(1 / Math.fround(Math.sqrt(v)));
-  const attentionScale = gemma3 && nLayer === 62 ? inverseSqrt(Math.trunc(nEmbd / nHead)) : inverseSqrt(headDim);
+  const wideScale = (gemma2 && nLayer === 46) || (gemma3 && nLayer === 62);
+  const attentionScale = wideScale ? inverseSqrt(Math.trunc(nEmbd / nHead)) : inverseSqrt(headDim);
 
   const nVocab = m.uint('vocab_size', false) ?? m.arrayLength('tokenizer.ggml.tokens') ?? file.tensor('token_embd.weight')?.shape[1];
   if (nVocab === undefined) throw bad('cannot tell the vocabulary size: no tokenizer.ggml.tokens, vocab_size or token_embd.weight');
@@ -414,10 +429,12 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
     hasAttnSinks: gptOss,
     hasExpertBias: gptOss,
     swigluOai: gptOss,
-    embeddingScale: gemma3 ? Math.fround(Math.sqrt(nEmbd)) : 1,
+    embeddingScale: gemma ? Math.fround(Math.sqrt(nEmbd)) : 1,
     attentionScale,
-    hasPostNorms: gemma3,
-    ffnActivation: gemma3 ? 'gelu' : 'silu',
+    hasPostNorms: gemma,
+    ffnActivation: gemma ? 'gelu' : 'silu',
+    attnLogitSoftcap,
+    finalLogitSoftcap,
   };
 }
 
@@ -450,8 +467,8 @@ function expectedTensors(h: ModelHyperparams): Map<string, number[]> {
       out.set(`${b}attn_q_norm.weight`, [qDim]);
       out.set(`${b}attn_k_norm.weight`, [kDim]);
     }
-    // gpt-oss names the norm before its experts post_attention_norm; gemma3 names so the norm
-    // of its attention's output, and has one of its FFN's output too.
+    // gpt-oss names the norm before its experts post_attention_norm; gemma2 and gemma3 name so
+    // the norm of their attention's output, and have one of their FFN's output too.
     out.set(h.architecture === 'gpt-oss' ? `${b}post_attention_norm.weight` : `${b}ffn_norm.weight`, [h.nEmbd]);
     if (h.hasPostNorms) {
       out.set(`${b}post_attention_norm.weight`, [h.nEmbd]);

@@ -114,7 +114,10 @@ function metadata(w: GgufWriter, s: ResolvedSpec, vocab: VocabMetadata): void {
     if (s.ropeScaling.attnFactor !== 1) w.setFloat32(`${a}.rope.scaling.attn_factor`, s.ropeScaling.attnFactor);
   }
   w.setFloat32(`${a}.attention.layer_norm_rms_epsilon`, s.rmsEps);
-  if (a === 'gpt-oss' || (a === 'gemma3' && s.slidingWindow > 0)) u32('attention.sliding_window', s.slidingWindow);
+  if (a === 'gpt-oss' || a === 'gemma2' || (a === 'gemma3' && s.slidingWindow > 0)) u32('attention.sliding_window', s.slidingWindow);
+  // Gemma 2's files name both caps; gemma3's name a final one where it has one.
+  if (a === 'gemma2') w.setFloat32(`${a}.attn_logit_softcapping`, s.attnLogitSoftcap);
+  if (a === 'gemma2' || s.finalLogitSoftcap > 0) w.setFloat32(`${a}.final_logit_softcapping`, s.finalLogitSoftcap);
   if (s.nExpert > 0) {
     u32('expert_count', s.nExpert);
     u32('expert_used_count', s.nExpertUsed);

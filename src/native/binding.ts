@@ -160,11 +160,13 @@ export interface NativeBackendOps {
   swiglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
   geglu(id: string, gate: Float32Array, up: Float32Array): Float32Array;
   scale(id: string, x: Float32Array, scale: number): Float32Array;
+  /** tanh(x / cap) * cap elementwise (gemma2's final logits). */
+  softcap(id: string, x: Float32Array, cap: number): Float32Array;
   scaleRows(id: string, x: Float32Array, scale: Float32Array, nRows: number, nCols: number, fn: 'identity' | 'sigmoid'): Float32Array;
   attention(id: string, opts: {
     kvType: 'f16' | 'f32' | 'q8_0'; blockTokens: number; nBlocks: number; nKvHeads: number; nHeads: number; headDim: number; headDimV: number; scale: number;
-    /** sinks: nHeads sink logits (gpt-oss); window > 0: a position p sees only positions > p - window. */
-    sinks?: Float32Array; window?: number;
+    /** sinks: nHeads sink logits (gpt-oss); window > 0: a position p sees only positions > p - window; softcap > 0: scores become softcap * tanh(score / softcap) (gemma2). */
+    sinks?: Float32Array; window?: number; softcap?: number;
     seqs: { startPos: number; nTokens: number; blockTable: Int32Array; k: Float32Array; v: Float32Array; q: Float32Array }[];
   }): Float32Array;
   router(id: string, logits: Float32Array, nTokens: number, nExperts: number, nUsed: number, gating: 'softmax' | 'sigmoid' | 'softmax_weight', norm: boolean, scale: number): { ids: Int32Array; weights: Float32Array };

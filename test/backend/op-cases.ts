@@ -202,12 +202,14 @@ function rowOpCases(): OpCase[] {
     const gg = rand(nRows * nCols, 7, 12);
     cases.push({
       op: 'geglu/scale',
-      name: `geglu and scale ${nRows}x${nCols}`,
+      name: `geglu, scale and softcap ${nRows}x${nCols}`,
       run: (ops, id) => ({
         geglu: ops.geglu(id, gg, x),
         scale: ops.scale(id, x, 33.941125),
+        // gemma2's final logits: a GPU's tanhf may differ from the host's by an ulp.
+        softcap: ops.softcap(id, gg, 2.5),
       }),
-      tolerance: (_id, out) => (out === 'scale' ? 0 : 1e-9),
+      tolerance: (_id, out) => (out === 'scale' ? 0 : out === 'softcap' ? 1e-12 : 1e-9),
     });
   }
   for (const mode of ['norm', 'neox'] as const) {
@@ -253,6 +255,7 @@ interface AttnSpec {
   seqs: [number, number][]; // [startPos, nTokens]
   sinks?: boolean; // a sink logit per head (gpt-oss)
   window?: number; // sliding window, in positions
+  softcap?: number; // gemma2's score cap
 }
 
 function attentionCases(): OpCase[] {
@@ -278,6 +281,11 @@ function attentionCases(): OpCase[] {
     { label: 'decode, GQA 8, window 24, sinks (gpt-oss)', kvType: 'f16', blockTokens: 16, nKvHeads: 1, nHeads: 8, headDim: 64, headDimV: 64, seqs: [[90, 1], [3, 1]], window: 24, sinks: true },
     { label: 'decode, MQA, K 96 wide and V 64', kvType: 'f16', blockTokens: 7, nKvHeads: 1, nHeads: 6, headDim: 96, headDimV: 64, seqs: [[50, 1], [0, 1]] },
     { label: 'decode, f32 cache, 256-wide heads, two tokens', kvType: 'f32', blockTokens: 8, nKvHeads: 2, nHeads: 4, headDim: 256, headDimV: 256, seqs: [[61, 2]] },
+    // gemma2: scores soft-capped (a cap near the scores' size bends them), 256-wide heads,
+    // every other layer windowed; decode, prefill and a long decode split over positions.
+    { label: 'decode, soft cap 1, 256-wide heads (gemma2)', kvType: 'f16', blockTokens: 16, nKvHeads: 4, nHeads: 8, headDim: 256, headDimV: 256, seqs: [[70, 1], [5, 1]], softcap: 1 },
+    { label: 'prefill, soft cap 0.5, window 16 (gemma2)', kvType: 'f16', blockTokens: 16, nKvHeads: 2, nHeads: 4, headDim: 256, headDimV: 256, seqs: [[0, 40], [9, 3]], window: 16, softcap: 0.5 },
+    { label: 'long decode, soft cap 2 (position splits on a GPU)', kvType: 'f16', blockTokens: 32, nKvHeads: 2, nHeads: 4, headDim: 64, headDimV: 64, seqs: [[1500, 1]], softcap: 2 },
   ];
   return specs.map((s, si) => {
     let next = 0;
@@ -300,7 +308,7 @@ function attentionCases(): OpCase[] {
     });
     // Sinks of either sign and larger than most scores, so that they move the result.
     const sinks = s.sinks ? rand(s.nHeads, 500 + si, 3) : undefined;
-    const opts = { ...s, nBlocks, scale: 1 / Math.sqrt(s.headDim), seqs, sinks, window: s.window };
+    const opts = { ...s, nBlocks, scale: 1 / Math.sqrt(s.headDim), seqs, sinks, window: s.window, softcap: s.softcap };
     return {
       op: 'attention',
       name: `kv_store + attention: ${s.label} (${s.kvType}, ${s.nHeads}/${s.nKvHeads} heads)`,

@@ -66,6 +66,8 @@ t.test('stories260K', async (t) => {
     attentionScale: Math.fround(1 / Math.fround(Math.sqrt(8))),
     hasPostNorms: false,
     ffnActivation: 'silu',
+    attnLogitSoftcap: 0,
+    finalLogitSoftcap: 0,
   };
   t.same(d.hparams, expected);
   const perLayer = 64 + 64 * 64 + 2 * 64 * 32 + 64 * 64 + 64 + 3 * 64 * 172;
@@ -198,17 +200,43 @@ t.test('gemma3: its sliding layers, RoPE, scales, norms and activation as llama.
   t.equal(describeTiny({ arch: 'gemma3', nLayer: 62, nEmbd: 96, nHead: 2, headDim: 64 }).hparams.attentionScale, scale(48));
   // Every other architecture keeps 1/sqrt(headDim) and its plain forward pass.
   t.match(describeTiny({ arch: 'qwen2' }).hparams, { embeddingScale: 1, attentionScale: scale(16), hasPostNorms: false, ffnActivation: 'silu' });
-  t.throws(() => describeTiny({ arch: 'gemma3', kvs: [f32('gemma3.final_logit_softcapping', 30)] }), { code: 'TDM_UNSUPPORTED', message: /soft-capping/ }, 'logit soft-capping is refused');
-  t.equal(describeTiny({ arch: 'gemma3', kvs: [f32('gemma3.final_logit_softcapping', 0)] }).hparams.architecture, 'gemma3', 'a soft-cap of 0 is none');
+  t.match(describeTiny({ arch: 'gemma3' }).hparams, { attnLogitSoftcap: 0, finalLogitSoftcap: 0 }, 'no soft caps unless the file says');
+  t.match(describeTiny({ arch: 'gemma3', kvs: [f32('gemma3.final_logit_softcapping', 30)] }).hparams, { attnLogitSoftcap: 0, finalLogitSoftcap: 30 }, 'the file\'s final soft cap');
   t.throws(() => describeTiny({ arch: 'gemma3', dropTensors: ['blk.1.post_ffw_norm.weight'] }), { code: 'TDM_BAD_GGUF', message: /post_ffw_norm/ }, 'a missing post norm is named');
   t.throws(() => describeTiny({ arch: 'gemma3', nExpert: 4 }), { code: 'TDM_BAD_GGUF', message: /gemma3 has no experts/ }, 'no experts');
+});
+
+t.test('gemma2: window, soft caps, scales, norms and activation as llama.cpp reads them', async (t) => {
+  const f32 = (key: string, value: number): Kv => ({ key, type: 'float32', value });
+  const scale = (d: number) => Math.fround(1 / Math.fround(Math.sqrt(d)));
+  const g = describeTiny({ arch: 'gemma2', nEmbd: 96, nHead: 2, headDim: 64, nLayer: 4, kvs: [f32('gemma2.rope.freq_base', 1e4)] }).hparams;
+  t.match(g, {
+    architecture: 'gemma2', ropeType: 'neox', hasQkNorm: false, hasPostNorms: true, ffnActivation: 'gelu', nExpert: 0,
+    // No window key: 4096, every other layer sliding with the global layers' RoPE.
+    slidingWindow: 4096, slidingWindowPeriod: 2, ropeFreqBaseSwa: 1e4, ropeFreqScaleSwa: 1,
+    embeddingScale: Math.fround(Math.sqrt(96)), attentionScale: scale(64),
+    attnLogitSoftcap: 50, finalLogitSoftcap: 30,
+  });
+  const keys = describeTiny({ arch: 'gemma2', kvs: [u32('gemma2.attention.sliding_window', 128), u32('gemma2.attention.sliding_window_pattern', 3),
+    f32('gemma2.rope.freq_base_swa', 5000), f32('gemma2.attn_logit_softcapping', 20), f32('gemma2.final_logit_softcapping', 0),
+    { key: 'gemma2.rope.scaling.type', type: 'string', value: 'linear' }, f32('gemma2.rope.scaling.factor', 2)] }).hparams;
+  t.match(keys, { slidingWindow: 128, slidingWindowPeriod: 3, ropeFreqBaseSwa: 5000, ropeFreqScale: 0.5, ropeFreqScaleSwa: 0.5, attnLogitSoftcap: 20, finalLogitSoftcap: 0 },
+    'the file\'s window, pattern, sliding theta and caps (0: none); the sliding layers share the scaling');
+  // gemma2-27B (46 layers) scales queries by 1/sqrt(nEmbd / nHead).
+  t.equal(describeTiny({ arch: 'gemma2', nLayer: 46, nEmbd: 96, nHead: 2, headDim: 64 }).hparams.attentionScale, scale(48));
+  t.equal(describeTiny({ arch: 'gemma2', nLayer: 4, nEmbd: 96, nHead: 2, headDim: 64 }).hparams.attentionScale, scale(64));
+  t.throws(() => describeTiny({ arch: 'gemma2', kvs: [f32('gemma2.attn_logit_softcapping', -1)] }), { code: 'TDM_BAD_GGUF', message: /attn_logit_softcapping is -1/ }, 'a negative cap is refused');
+  t.throws(() => describeTiny({ arch: 'gemma2', kvs: [f32('gemma2.final_logit_softcapping', Infinity)] }), { code: 'TDM_BAD_GGUF', message: /final_logit_softcapping/ }, 'an infinite cap is refused');
+  t.throws(() => describeTiny({ arch: 'gemma2', dropTensors: ['blk.0.post_attention_norm.weight'] }), { code: 'TDM_BAD_GGUF', message: /post_attention_norm/ }, 'a missing post norm is named');
+  t.throws(() => describeTiny({ arch: 'gemma2', nExpert: 4 }), { code: 'TDM_BAD_GGUF', message: /gemma2 has no experts/ }, 'no experts');
+  t.match(describeTiny({ arch: 'llama' }).hparams, { attnLogitSoftcap: 0, finalLogitSoftcap: 0 }, 'other architectures have no caps');
 });
 
 t.test('metadata errors name the file and the key', async (t) => {
   const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
     t.throws(() => describeTiny(opts), { code, message }, name);
   fails({ arch: 'llama', kvs: [{ key: 'general.architecture', type: 'string', value: 'mamba' }] }, 'TDM_UNSUPPORTED',
-    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma3\)/, 'unknown architecture');
+    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma2, gemma3\)/, 'unknown architecture');
   fails({ arch: 'llama', dropKeys: ['general.architecture'] }, 'TDM_BAD_GGUF', /general\.architecture/, 'no architecture');
   fails({ arch: 'llama', dropKeys: ['llama.embedding_length'] }, 'TDM_BAD_GGUF', /describe-\d+\.gguf: missing required metadata key 'llama\.embedding_length'/, 'missing key');
   fails({ arch: 'qwen2', dropKeys: ['qwen2.attention.layer_norm_rms_epsilon'] }, 'TDM_BAD_GGUF', /layer_norm_rms_epsilon/, 'missing eps');

@@ -140,7 +140,7 @@ export function buildGguf(kvs: Kv[], tensors: TensorSpec[]): GgufLayout {
 }
 
 export interface TinyModelOptions {
-  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gemma3';
+  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gemma2' | 'gemma3';
   nEmbd?: number;
   nHead?: number;
   nHeadKv?: number;
@@ -241,7 +241,7 @@ export function tinyModel(opts: TinyModelOptions): { kvs: Kv[]; tensors: TensorS
       vec(`${b}attn_k_norm.weight`, [headDim * nHeadKv]);
     }
     vec(`${b}ffn_norm.weight`, [nEmbd]);
-    if (a === 'gemma3') {
+    if (a === 'gemma2' || a === 'gemma3') {
       vec(`${b}post_attention_norm.weight`, [nEmbd]);
       vec(`${b}post_ffw_norm.weight`, [nEmbd]);
     }

@@ -41,6 +41,10 @@ t.test('gpt-oss options: sliding window and rope scaling', async (t) => {
   t.same(parseMakeModelArgs(['--rope-scaling', 'linear:2', '-o', 'x']).spec, { ropeScaling: { type: 'linear', factor: 2 } });
   t.same(parseMakeModelArgs(['--arch', 'gemma3', '--preset', 'gemma3-1b', '--tied-embeddings', '-o', 'x']).spec, { architecture: 'gemma3', preset: 'gemma3-1b', tiedEmbeddings: true });
   t.same(parseMakeModelArgs(['--rope-scaling', 'yarn:4', '-o', 'x']).spec, { ropeScaling: { type: 'yarn', factor: 4 } });
+  t.same(parseMakeModelArgs(['--arch', 'gemma2', '--softcaps', '20:0', '-o', 'x']).spec, { architecture: 'gemma2', softcaps: { attention: 20, final: 0 } });
+  for (const bad of ['20', '20:', 'a:1', '1:2:3']) {
+    t.throws(() => parseMakeModelArgs(['--softcaps', bad, '-o', 'x']), { code: 'TDM_BAD_ARGUMENT', message: /--softcaps/ }, bad);
+  }
   for (const bad of ['yarn', 'linear:2:64', 'ntk:2', 'yarn:x', 'yarn:4:1.5']) {
     t.throws(() => parseMakeModelArgs(['--rope-scaling', bad, '-o', 'x']), { code: 'TDM_BAD_ARGUMENT' }, bad);
   }

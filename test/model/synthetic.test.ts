@@ -111,6 +111,7 @@ const EXPECT: Record<string, ArchExpect> = {
   qwen2moe: { perLayer: [...COMMON, ...BIASES, ...EXPERTS, ...SHARED], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length', 'expert_shared_feed_forward_length'] },
   qwen3moe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length'] },
   olmoe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count'] },
+  gemma2: { perLayer: [...COMMON, ...DENSE, 'post_attention_norm.weight', 'post_ffw_norm.weight'], keys: ['attention.sliding_window', 'attn_logit_softcapping', 'final_logit_softcapping'] },
   gemma3: { perLayer: [...COMMON, ...QK_NORM, ...DENSE, 'post_attention_norm.weight', 'post_ffw_norm.weight'], keys: ['attention.sliding_window'] },
 };
 
@@ -360,6 +361,7 @@ t.test('preset sizes', async (t) => {
   t.equal(params('qwen3-30b-a3b'), 30_532_122_624, "Qwen3-30B-A3B's 30.5B");
   // Gemma-3-1B ties its output to the embeddings; synthetic files write output.weight apart.
   t.equal(params('gemma3-1b') - 262144 * 1152, 999_885_952, "Gemma-3-1B's 999,885,952 and an untied output");
+  t.equal(params('gemma2-2b') - 256000 * 2304, 2_614_341_888, "Gemma-2-2B's 2,614,341,888 and an untied output");
   const moe = params('moe-8x-top2');
   t.ok(moe > 900e6 && moe < 950e6, `8x top-2 MoE: ${moe} parameters (about 928M)`);
 });
@@ -415,10 +417,31 @@ t.test('bad specs give typed errors naming the problem', async (t) => {
   await bad({ ropeScaling: { type: 'yarn', factor: 2, originalContext: 0 } }, /originalContext must be an integer/);
   await bad({ ropeScaling: { type: 'yarn', factor: 2, attnFactor: 0 } }, /attnFactor must be a positive number/);
   await bad({ seed: -1 }, /seed must be an integer/);
+  await bad({ architecture: 'gemma2', slidingWindow: 0 }, /slidingWindow must be an integer from 1/);
+  await bad({ architecture: 'gemma2', nExpert: 4 }, /gemma2 is dense/);
+  await bad({ architecture: 'gemma2', softcaps: { attention: -1 } }, /softcaps\.attention must be 0 or a positive number/);
+  await bad({ architecture: 'gemma3', softcaps: { attention: 50 } }, /softcaps\.attention exists only in gemma2/);
+  await bad({ architecture: 'llama', softcaps: { final: 30 } }, /softcaps\.final exists only in gemma2 and gemma3/);
   await bad({ tensorTypes: { 'blk.9.attn_q.weight': 'q8_0' } }, /no tensor 'blk.9.attn_q.weight'/);
   await bad({ tensorData: { 'output_norm.weight': new Float32Array(3) } }, /has 3 values; the tensor has 256/);
   await bad({ vocab: modelPath('vocab/ggml-vocab-llama-spm.gguf'), nVocab: 100 }, /disagrees with the 32000 tokens/);
   await bad({ vocab: path.join(dir, 'missing.gguf') }, /vocab file: .*no such file/, 'TDM_NOT_FOUND');
+});
+
+t.test("soft caps are written as Gemma's files name them", async (t) => {
+  const read = async (spec: ModelSpec) => {
+    const p = tmpFile();
+    await makeModel({ nLayer: 1, ...spec }, p);
+    const f = GgufFile.open(p);
+    const a = f.architecture;
+    const caps = [f.has(`${a}.attn_logit_softcapping`) ? f.getNumber(`${a}.attn_logit_softcapping`) : undefined, f.has(`${a}.final_logit_softcapping`) ? f.getNumber(`${a}.final_logit_softcapping`) : undefined];
+    f.close();
+    return caps;
+  };
+  t.same(await read({ architecture: 'gemma2' }), [50, 30], "gemma2: Gemma 2's 50 and 30");
+  t.same(await read({ architecture: 'gemma2', softcaps: { attention: 1.5, final: 0 } }), [1.5, 0], 'the spec\'s caps');
+  t.same(await read({ architecture: 'gemma3' }), [undefined, undefined], 'gemma3: none by default');
+  t.same(await read({ architecture: 'gemma3', softcaps: { final: 30 } }), [undefined, 30], "gemma3's final cap");
 });
 
 t.test('ropeScaling is written to the rope.scaling keys', async (t) => {

@@ -227,7 +227,7 @@ function toF16(x: number): number {
   return Math.sign(x) * r * ulp;
 }
 
-t.test('rms_norm, add, mul, swiglu, geglu, scale and scale_rows against JS', async (t) => {
+t.test('rms_norm, add, mul, swiglu, geglu, scale, softcap and scale_rows against JS', async (t) => {
   for (const v of ['ref', ...SIMD]) {
     for (const [nRows, nCols] of [[1, 1], [3, 7], [4, 64], [65, 257]]) {
       const x = rand(nRows * nCols, nRows + nCols, 3);
@@ -260,6 +260,10 @@ t.test('rms_norm, add, mul, swiglu, geglu, scale and scale_rows against JS', asy
       const expectedGl = gg.map((a, i) => (a <= -10 ? 0 : a >= 10 ? a * x[i]! : toF16(gelu(toF16(a))) * x[i]!));
       t.ok(nmse(gl, expectedGl) < 1e-9, `${v} geglu n=${gg.length} (nmse ${nmse(gl, expectedGl).toExponential(2)})`);
       t.ok(identical(ops().scale(v, x, 0.3), x.map((a) => Math.fround(a * Math.fround(0.3)))), `${v} scale`);
+      // tanh(x * (1/cap)) * cap, each step rounded to float as llama.cpp's scale, tanh, scale.
+      const sc = ops().softcap(v, gg, 2.5);
+      const expectedSc = gg.map((a) => Math.fround(Math.fround(Math.tanh(Math.fround(a * Math.fround(1 / 2.5)))) * 2.5));
+      t.ok(nmse(sc, expectedSc) < 1e-13 && sc.every((y) => Math.abs(y) <= 2.5), `${v} softcap (nmse ${nmse(sc, expectedSc).toExponential(2)})`);
       if (v !== 'ref') t.ok(identical(gl, ops().geglu('ref', gg, x)), `${v} geglu: the reference's bits`);
 
       const s = rand(nRows, 8, 4);
@@ -401,9 +405,10 @@ interface AttnCase {
 
 /** Paged causal attention in float64 over K and V rounded as the cache stores them (f16 by
  * default); queries stay f32, as llama.cpp's tiled CPU flash attention keeps them. A window
- * keeps the last `window` positions; a head's sink logit joins the max and the sum only. */
+ * keeps the last `window` positions; a head's sink logit joins the max and the sum only; a
+ * soft cap bends each scaled score to cap * tanh(score / cap). */
 function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: Float32Array }[], scale: number, round = f16,
-  extra: { window?: number; sinks?: Float32Array } = {}): Float32Array {
+  extra: { window?: number; sinks?: Float32Array; softcap?: number } = {}): Float32Array {
   const out: number[] = [];
   const group = c.nHeads / c.nKvHeads;
   c.seqs.forEach((s, si) => {
@@ -419,7 +424,7 @@ function attentionJs(c: AttnCase, data: { k: Float32Array; v: Float32Array; q: F
         for (let j = lo; j < n; j++) {
           let d = 0;
           for (let e = 0; e < c.headDim; e++) d += q[(i * c.nHeads + h) * c.headDim + e] * k[(j * c.nKvHeads + kvh) * c.headDim + e];
-          scores[j] = d * scale;
+          scores[j] = extra.softcap ? extra.softcap * Math.tanh((d * scale) / extra.softcap) : d * scale;
         }
         const sink = extra.sinks ? extra.sinks[h] : -Infinity;
         let mx = sink;
@@ -497,6 +502,8 @@ t.test('paged attention (GQA, causal prefill and decode, scattered blocks) again
     { kvType: 'f16' as const, nHeads: 2, nKvHeads: 1, headDim: 16, headDimV: 16, blockTokens: 16, n: 1100, probes: [0, 1023, 1024, 1099] },
     { kvType: 'q8_0' as const, nHeads: 8, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 16, n: 150, probes: [0, 63, 64, 89, 149] },
     { kvType: 'q8_0' as const, nHeads: 4, nKvHeads: 1, headDim: 32, headDimV: 32, blockTokens: 16, n: 1100, probes: [0, 1023, 1024, 1099] },
+    // gemma2's soft cap, applied in both layouts to the same scores.
+    { kvType: 'f16' as const, nHeads: 8, nKvHeads: 4, headDim: 256, headDimV: 256, blockTokens: 16, n: 150, probes: [0, 63, 64, 89, 149], softcap: 0.5 },
   ];
   for (const [li, { n, probes, ...c }] of layouts.entries()) {
     const k = rand(n * c.nKvHeads * c.headDim, 7 + li, 2);
@@ -570,6 +577,42 @@ t.test('paged attention with sliding windows and sinks (gpt-oss) against JS', as
     seqs: [{ startPos: 0, nTokens: 1, blockTable: Int32Array.of(0), k: rand(4, 1), v: rand(4, 2), q: rand(8, 3) }] };
   t.throws(() => ops().attention('ref', { ...base, window: -1 }), { code: 'TDM_BAD_ARGUMENT' }, 'negative window');
   t.throws(() => ops().attention('ref', { ...base, sinks: Float32Array.of(1) }), { code: 'TDM_BAD_ARGUMENT' }, 'sinks not nHeads long');
+});
+
+t.test('paged attention with soft caps (gemma2) against JS', async (t) => {
+  // Decode (few rows) and prefill (many rows) layouts, a window, q8_0 K and V, and heads of 256 as Gemma 2's.
+  const cases: (AttnCase & { window: number; softcap: number; kvType: 'f16' | 'q8_0' })[] = [
+    { nHeads: 8, nKvHeads: 4, headDim: 256, headDimV: 256, blockTokens: 16, seqs: [{ startPos: 40, nTokens: 1 }], window: 0, softcap: 1, kvType: 'f16' },
+    { nHeads: 8, nKvHeads: 4, headDim: 256, headDimV: 256, blockTokens: 16, seqs: [{ startPos: 0, nTokens: 70 }, { startPos: 150, nTokens: 1 }], window: 0, softcap: 0.5, kvType: 'f16' },
+    { nHeads: 4, nKvHeads: 2, headDim: 64, headDimV: 64, blockTokens: 7, seqs: [{ startPos: 30, nTokens: 20 }], window: 9, softcap: 2, kvType: 'q8_0' },
+    // A cap of Gemma 2's size over scores of the same size.
+    { nHeads: 4, nKvHeads: 2, headDim: 32, headDimV: 32, blockTokens: 16, seqs: [{ startPos: 1000, nTokens: 40 }], window: 0, softcap: 50, kvType: 'f16' },
+  ];
+  cases.forEach((c, ci) => {
+    // Gemma 2's 1/sqrt(headDim), folded with the cap into one float as the backend folds it.
+    const scale = c.softcap === 50 ? 8 : 1 / Math.sqrt(c.headDim);
+    const nBlocks = c.seqs.reduce((a, s) => a + Math.ceil((s.startPos + s.nTokens) / c.blockTokens), 0) + 1;
+    let next = 0;
+    const data = c.seqs.map((s, si) => {
+      const n = s.startPos + s.nTokens;
+      const table = Int32Array.from({ length: Math.ceil(n / c.blockTokens) }, () => (next++ * 5 + 1) % nBlocks);
+      return { ...s, blockTable: table, k: rand(n * c.nKvHeads * c.headDim, 800 * ci + si, 2), v: rand(n * c.nKvHeads * c.headDimV, 900 * ci + si), q: rand(s.nTokens * c.nHeads * c.headDim, 1000 * ci + si, 2) };
+    });
+    const extra = { window: c.window, softcap: c.softcap };
+    const opts = { kvType: c.kvType, blockTokens: c.blockTokens, nBlocks, nKvHeads: c.nKvHeads, nHeads: c.nHeads, headDim: c.headDim, headDimV: c.headDimV, scale, seqs: data, ...extra };
+    const ref = ops().attention('ref', opts);
+    const e = nmse(ref, attentionJs(c, data, scale, c.kvType === 'q8_0' ? q8 : f16, extra));
+    t.ok(e < 1e-9, `case ${ci} cap ${c.softcap}: reference vs JS nmse ${e.toExponential(2)}`);
+    t.ok(nmse(ref, attentionJs(c, data, scale, c.kvType === 'q8_0' ? q8 : f16, { window: c.window })) > 1e-6, `case ${ci}: the cap changes the result`);
+    for (const v of SIMD) {
+      const es = nmse(ops().attention(v, opts), ref);
+      t.ok(es < (c.kvType === 'q8_0' ? 1e-8 : 1e-11), `case ${ci}: ${v} vs reference nmse ${es.toExponential(2)}`);
+    }
+  });
+  const base = { kvType: 'f16' as const, blockTokens: 4, nBlocks: 1, nKvHeads: 1, nHeads: 1, headDim: 4, headDimV: 4, scale: 1,
+    seqs: [{ startPos: 0, nTokens: 1, blockTable: Int32Array.of(0), k: rand(4, 1), v: rand(4, 2), q: rand(4, 3) }] };
+  for (const cap of [-1, Infinity, NaN]) t.throws(() => ops().attention('ref', { ...base, softcap: cap }), { code: 'TDM_BAD_ARGUMENT', message: /softcap/ }, `softcap ${cap}`);
+  for (const cap of [0, -2, Infinity]) t.throws(() => ops().softcap('ref', rand(4, 1), cap), { code: 'TDM_BAD_ARGUMENT', message: /cap/ }, `softcap op cap ${cap}`);
 });
 
 t.test("router: softmax_weight (gpt-oss) picks by raw logit and softmaxes the chosen ones", async (t) => {

@@ -2736,6 +2736,7 @@ void attention_few_rows_avx2(const AttnTask& a) {
         std::fill(pr, pr + nk, 0.0f);
         continue;
       }
+      if (a.softcap > 0.0f) attn_softcap(pr, last + 1, a.softcap);
       const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
       const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
       __m256 tmax_v = ninf;
@@ -2829,6 +2830,7 @@ void attention_avx2(const AttnTask& a) {
         if (b + 1 < nb) scores_tile_avx2<2>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
         else scores_tile_avx2<1>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
       }
+      if (a.softcap > 0.0f) attn_softcap(sb, nk * 8, a.softcap);
       alignas(32) int32_t lim_l[8];
       for (int l = 0; l < 8; ++l) {
         const int64_t r = b * 8 + l;

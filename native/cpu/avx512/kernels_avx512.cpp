@@ -1654,6 +1654,7 @@ void attention_few_rows_avx512(const AttnTask& a) {
         std::fill(pr, pr + nk, 0.0f);
         continue;
       }
+      if (a.softcap > 0.0f) attn_softcap(pr, last + 1, a.softcap);
       __m512 tmax_v = _mm512_set1_ps(-INFINITY);
       for (int64_t j = 0; j <= last; j += 16) tmax_v = _mm512_mask_max_ps(tmax_v, first_lanes(last + 1 - j), tmax_v, _mm512_load_ps(pr + j));
       const float tmax = _mm512_reduce_max_ps(tmax_v);
@@ -1740,6 +1741,7 @@ void attention_avx512(const AttnTask& a) {
         if (b + 1 < nb) scores_tile<2>(qt + b * 16 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
         else scores_tile<1>(qt + b * 16 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
       }
+      if (a.softcap > 0.0f) attn_softcap(sb, nk * 16, a.softcap);
       // Last visible position of each lane, relative to j0 (-1 for padding rows).
       alignas(64) int32_t lim_l[16];
       for (int l = 0; l < 16; ++l) {

@@ -189,6 +189,8 @@ function hparamRows(h: ModelHyperparams): [string, string][] {
     h.embeddingScale !== 1 && `embeddings scaled by ${Number(h.embeddingScale.toPrecision(6))}`,
     h.hasPostNorms && 'post-attention and post-FFN norms',
     h.ffnActivation === 'gelu' && 'GeGLU',
+    h.attnLogitSoftcap > 0 && `attention soft cap ${h.attnLogitSoftcap}`,
+    h.finalLogitSoftcap > 0 && `logit soft cap ${h.finalLogitSoftcap}`,
   ].filter(Boolean);
   if (features.length) rows.push(['features', features.join(', ')]);
   return rows;

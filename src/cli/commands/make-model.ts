@@ -27,7 +27,7 @@ const SHAPE_FLAGS: { flag: string; field: keyof ModelShape; int: boolean; about:
   { flag: 'n-vocab', field: 'nVocab', int: true, about: 'tokens of the synthetic vocabulary' },
   { flag: 'rope-freq-base', field: 'ropeFreqBase', int: false, about: 'RoPE theta' },
   { flag: 'rms-eps', field: 'rmsEps', int: false, about: 'RMSNorm epsilon' },
-  { flag: 'sliding-window', field: 'slidingWindow', int: true, about: "gpt-oss, gemma3: positions its sliding layers see (gemma3: 0 for none)" },
+  { flag: 'sliding-window', field: 'slidingWindow', int: true, about: "gpt-oss, gemma2, gemma3: positions its sliding layers see (gemma3: 0 for none)" },
 ];
 
 const HELP = `usage: tandem make-model -o FILE [options]
@@ -55,6 +55,8 @@ ${Object.entries(PRESETS).map(([name, p]) => `                          ${name.p
                         context defaults to --n-ctx), e.g. yarn:32:4096 as gpt-oss-20b
   --tied-embeddings     no output.weight: the output projection reads token_embd
                         (typed as llama-quantize types an output matrix)
+  --softcaps A:F        gemma2's attention and final logit soft caps (default 50:30;
+                        0 turns one off); gemma3 takes 0:F, a final cap
   --force               overwrite FILE if it exists
   --json                print the summary as one JSON object
 
@@ -89,6 +91,7 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
     name: { type: 'string' },
     'rope-scaling': { type: 'string' },
     'tied-embeddings': { type: 'boolean' },
+    softcaps: { type: 'string' },
     force: { type: 'boolean' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -134,6 +137,12 @@ export function parseMakeModelArgs(argv: string[]): { spec: ModelSpec; output: s
   }
   if (str('name') !== undefined) spec.name = str('name');
   if (values['tied-embeddings'] === true) spec.tiedEmbeddings = true;
+  const caps = str('softcaps');
+  if (caps !== undefined) {
+    const m = /^([^:]+):([^:]+)$/.exec(caps);
+    if (!m) throw usageError(`--softcaps expects ATTENTION:FINAL, e.g. 50:30, got '${caps}'`);
+    spec.softcaps = { attention: parseNumber('softcaps', m[1], false), final: parseNumber('softcaps', m[2], false) };
+  }
   const scaling = str('rope-scaling');
   if (scaling !== undefined) {
     const m = /^(linear|yarn):([^:]+)(?::([^:]+))?$/.exec(scaling);

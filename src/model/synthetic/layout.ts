@@ -55,14 +55,14 @@ function entries(s: ResolvedSpec): Entry[] {
       b('attn_sinks.weight', [s.nHead]);
       b('post_attention_norm.weight', [s.nEmbd]);
     } else {
-      if (arch === 'gemma3') b('post_attention_norm.weight', [s.nEmbd]);
+      if (arch === 'gemma2' || arch === 'gemma3') b('post_attention_norm.weight', [s.nEmbd]);
       b('ffn_norm.weight', [s.nEmbd]);
     }
     if (s.nExpert === 0) {
       b('ffn_gate.weight', [s.nEmbd, s.nFf]);
       b('ffn_down.weight', [s.nFf, s.nEmbd]);
       b('ffn_up.weight', [s.nEmbd, s.nFf]);
-      if (arch === 'gemma3') b('post_ffw_norm.weight', [s.nEmbd]);
+      if (arch === 'gemma2' || arch === 'gemma3') b('post_ffw_norm.weight', [s.nEmbd]);
     } else {
       b('ffn_gate_inp.weight', [s.nEmbd, s.nExpert]);
       b('ffn_gate_exps.weight', [s.nEmbd, s.nFfExpert, s.nExpert]);
@@ -95,10 +95,10 @@ function entries(s: ResolvedSpec): Entry[] {
  * starts at the scale each block adds to it).
  */
 function init(e: Entry, s: ResolvedSpec): { mean: number; std: number } {
-  // gemma3 scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that. A
+  // Gemma scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that. A
   // tied matrix is also the output projection, which needs the output's scale (at unit
   // variance every next-token distribution would be one token).
-  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma3' || s.tiedEmbeddings ? 1 / Math.sqrt(s.nEmbd) : 1 };
+  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma2' || s.architecture === 'gemma3' || s.tiedEmbeddings ? 1 / Math.sqrt(s.nEmbd) : 1 };
   if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
   if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
   // Sink logits of the size the scores have, so that a sink takes a real share of the softmax.

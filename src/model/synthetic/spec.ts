@@ -3,8 +3,8 @@
 // fail on later with a less helpful message.
 import { TandemError } from '../../native/errors.js';
 
-export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma3';
-export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma3'];
+export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma2' | 'gemma3';
+export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma2', 'gemma3'];
 
 /** Tensor types a synthetic model's weights can take. */
 export type WeightType =
@@ -63,11 +63,11 @@ export interface ModelShape {
   ropeFreqBase: number;
   /** Epsilon of every RMSNorm. */
   rmsEps: number;
-  /** gpt-oss: the sliding window of its even layers; gemma3: of five layers in six (positions; 0 for the other architectures, and a gemma3 with every layer global). */
+  /** gpt-oss, gemma2: the sliding window of its even layers; gemma3: of five layers in six (positions; 0 for the other architectures, and a gemma3 with every layer global). */
   slidingWindow: number;
 }
 
-export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b' | 'qwen3-30b-a3b' | 'gemma3-1b' | 'gemma3-4b';
+export type PresetName = 'tiny' | 'tinyllama-1.1b' | 'moe-8x-top2' | 'llama2-7b' | 'llama3-8b' | 'gpt-oss-20b' | 'qwen3-30b-a3b' | 'gemma2-2b' | 'gemma3-1b' | 'gemma3-4b';
 
 interface Preset {
   architecture: SyntheticArchitecture;
@@ -124,6 +124,14 @@ export const PRESETS: Record<PresetName, Preset> = {
     },
     about: 'Qwen3-30B-A3B: 2048 wide, 48 layers, 32 heads of 128 / 4 KV heads, 128 experts top-8 of width 768, 151936 tokens',
   },
+  'gemma2-2b': {
+    architecture: 'gemma2',
+    shape: {
+      nEmbd: 2304, nLayer: 26, nHead: 8, nHeadKv: 4, headDim: 256, nFf: 9216, nCtx: 8192, nVocab: 256000, ropeFreqBase: 10000,
+      rmsEps: 1e-6, slidingWindow: 4096,
+    },
+    about: 'Gemma-2-2B: 2304 wide, 26 layers, 8 heads of 256 / 4 KV heads, GeGLU FFN 9216, window 4096 on every other layer, soft caps 50 and 30, 256000 tokens',
+  },
   'gemma3-1b': {
     architecture: 'gemma3',
     shape: {
@@ -173,6 +181,8 @@ export interface ModelSpec extends Partial<ModelShape> {
   pooling?: 'mean' | 'cls' | 'last';
   /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false. */
   tiedEmbeddings?: boolean;
+  /** Soft caps written to attn_logit_softcapping and final_logit_softcapping: gemma2 (default 50 and 30, as Gemma 2's files) and gemma3's final one (default 0, not written); 0 turns one off. */
+  softcaps?: { attention?: number; final?: number };
 }
 
 export interface RopeScalingSpec {
@@ -198,6 +208,8 @@ export interface ResolvedSpec extends ModelShape {
   ropeScaling: Required<RopeScalingSpec> | undefined;
   pooling: 'mean' | 'cls' | 'last' | undefined;
   tiedEmbeddings: boolean;
+  attnLogitSoftcap: number;
+  finalLogitSoftcap: number;
 }
 
 export const isMoeArchitecture = (a: SyntheticArchitecture): boolean => a === 'qwen2moe' || a === 'qwen3moe' || a === 'olmoe' || a === 'gpt-oss';
@@ -251,7 +263,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   s.nHeadKv ??= s.nHead;
   s.ropeFreqBase ??= 10000;
   s.rmsEps ??= 1e-5;
-  s.slidingWindow ??= architecture === 'gpt-oss' || architecture === 'gemma3' ? 128 : 0;
+  s.slidingWindow ??= architecture === 'gpt-oss' || architecture === 'gemma2' || architecture === 'gemma3' ? 128 : 0;
 
   const shape = s as ModelShape;
   const positive = (k: keyof ModelShape, max: number) => {
@@ -269,7 +281,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`headDim must be an even integer from 2 to 1024, got ${shape.headDim} (nEmbd ${shape.nEmbd} / nHead ${shape.nHead})`);
   }
   if (shape.nHead % shape.nHeadKv !== 0) throw bad(`nHead (${shape.nHead}) must be a multiple of nHeadKv (${shape.nHeadKv})`);
-  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss' && architecture !== 'gemma3';
+  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss' && architecture !== 'gemma2' && architecture !== 'gemma3';
   if (headsFixed && shape.headDim * shape.nHead !== shape.nEmbd) {
     throw bad(`${architecture} needs headDim × nHead = nEmbd (got ${shape.headDim} × ${shape.nHead} ≠ ${shape.nEmbd})`);
   }
@@ -277,16 +289,17 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`olmoe needs nHeadKv = nHead (its K norm spans all ${shape.nEmbd} elements); got ${shape.nHeadKv} and ${shape.nHead}`);
   }
   if (!(shape.ropeFreqBase > 0)) throw bad(`ropeFreqBase must be positive, got ${shape.ropeFreqBase}`);
-  if (architecture === 'gpt-oss') positive('slidingWindow', 1 << 24);
+  // gemma2 always slides (a file without the key gets llama.cpp's 4096).
+  if (architecture === 'gpt-oss' || architecture === 'gemma2') positive('slidingWindow', 1 << 24);
   else if (architecture === 'gemma3') {
     if (!Number.isSafeInteger(shape.slidingWindow) || shape.slidingWindow < 0 || shape.slidingWindow > 1 << 24) throw bad(`slidingWindow must be an integer from 0 to ${1 << 24}, got ${String(shape.slidingWindow)}`);
-  } else if (shape.slidingWindow !== 0) throw bad(`slidingWindow exists only in gpt-oss and gemma3, not ${architecture}`);
+  } else if (shape.slidingWindow !== 0) throw bad(`slidingWindow exists only in gpt-oss, gemma2 and gemma3, not ${architecture}`);
   if (!(shape.rmsEps > 0 && shape.rmsEps < 1)) throw bad(`rmsEps must be in (0, 1), got ${shape.rmsEps}`);
 
   if (moe && shape.nExpert === 0) throw bad(`${architecture} is a mixture of experts: nExpert must be at least 2`);
   if (shape.nExpert !== 0) {
     if (architecture === 'qwen2' || architecture === 'qwen3') throw bad(`${architecture} is dense; use ${architecture}moe for experts`);
-    if (architecture === 'gemma3') throw bad('gemma3 is dense: nExpert must be 0');
+    if (architecture === 'gemma2' || architecture === 'gemma3') throw bad(`${architecture} is dense: nExpert must be 0`);
     if (!Number.isSafeInteger(shape.nExpert) || shape.nExpert < 2 || shape.nExpert > 256) throw bad(`nExpert must be 0 (dense) or an integer from 2 to 256, got ${shape.nExpert}`);
     if (!Number.isSafeInteger(shape.nExpertUsed) || shape.nExpertUsed < 1 || shape.nExpertUsed > shape.nExpert) {
       throw bad(`nExpertUsed must be an integer from 1 to nExpert (${shape.nExpert}), got ${shape.nExpertUsed}`);
@@ -329,7 +342,17 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   }
   if (spec.tiedEmbeddings !== undefined && typeof spec.tiedEmbeddings !== 'boolean') throw bad(`tiedEmbeddings must be a boolean, got ${String(spec.tiedEmbeddings)}`);
   if (spec.pooling !== undefined && !['mean', 'cls', 'last'].includes(spec.pooling)) throw bad(`pooling must be 'mean', 'cls' or 'last', got ${String(spec.pooling)}`);
-  const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${architecture !== preset.architecture ? ` ${architecture}` : ''}`;
+  const cap = (which: 'attention' | 'final', fallback: number) => {
+    const v = spec.softcaps?.[which] ?? fallback;
+    if (!(typeof v === 'number' && v >= 0 && Number.isFinite(v))) throw bad(`softcaps.${which} must be 0 or a positive number, got ${String(v)}`);
+    return v;
+  };
+  if (spec.softcaps !== undefined && (typeof spec.softcaps !== 'object' || spec.softcaps === null)) throw bad('softcaps must be an object');
+  const attnLogitSoftcap = cap('attention', architecture === 'gemma2' ? 50 : 0);
+  const finalLogitSoftcap = cap('final', architecture === 'gemma2' ? 30 : 0);
+  if (architecture !== 'gemma2' && attnLogitSoftcap !== 0) throw bad(`softcaps.attention exists only in gemma2, not ${architecture}`);
+  if (architecture !== 'gemma2' && architecture !== 'gemma3' && finalLogitSoftcap !== 0) throw bad(`softcaps.final exists only in gemma2 and gemma3, not ${architecture}`);
+  const name = spec.name ?? `tandem synthetic ${spec.preset ?? architecture}${spec.preset !== undefined && architecture !== preset.architecture ? ` ${architecture}` : ''}`;
   return {
     ...shape,
     architecture,
@@ -344,5 +367,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
     pooling: spec.pooling,
     tiedEmbeddings: spec.tiedEmbeddings === true,
+    attnLogitSoftcap,
+    finalLogitSoftcap,
   };
 }
