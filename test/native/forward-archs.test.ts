@@ -35,6 +35,8 @@ const ARCHS: { name: string; spec: ModelSpec }[] = [
   { name: 'gpt-oss', spec: { architecture: 'gpt-oss', nHead: 4, nHeadKv: 2, headDim: 32, slidingWindow: 24 } },
   // Scaled embeddings, per-head QK norms, post norms and GeGLU, heads of 128 over 256, a window shorter than the sequences.
   { name: 'gemma3', spec: { architecture: 'gemma3', nHead: 4, nHeadKv: 2, headDim: 128, slidingWindow: 24, rmsEps: 1e-6 } },
+  // gemma2: every other layer sliding, scores soft-capped hard (1.5: about their size here), logits at Gemma 2's 30.
+  { name: 'gemma2', spec: { architecture: 'gemma2', nHead: 4, nHeadKv: 2, headDim: 128, slidingWindow: 24, rmsEps: 1e-6, softcaps: { attention: 1.5, final: 30 } } },
 ];
 const CASES: Case[] = [
   ...ARCHS.flatMap((a) => (['f16', 'q8_0', 'q4_K_M'] as ModelFileType[]).map((type) => ({ ...a, type }))),

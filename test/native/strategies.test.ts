@@ -153,6 +153,8 @@ for (const [label, spec] of [
   ['tiny gpt-oss (window 4, sinks, expert biases)', { architecture: 'gpt-oss', slidingWindow: 4 }],
   // Five sliding layers and a global one, the scaled embeddings, post norms and GeGLU on both sides.
   ['tiny gemma3 (six layers, window 4, post norms, GeGLU)', { architecture: 'gemma3', nLayer: 6, slidingWindow: 4 }],
+  // Soft-capped scores in the CPU's attention of host-tier sequences and on the device side; capped logits.
+  ['tiny gemma2 (four layers, window 4, soft caps 1.5 and 2)', { architecture: 'gemma2', nLayer: 4, slidingWindow: 4, softcaps: { attention: 1.5, final: 2 } }],
 ] as [string, ModelSpec][]) t.test(`${label}: every strategy and placement gives the CPU path's logits`, async (t) => {
   const file = await moeFile(spec);
   const probe = await load(file, { device: 'cpu-standin' });
