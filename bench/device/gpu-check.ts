@@ -585,6 +585,8 @@ async function main(): Promise<void> {
     ['tiny mixtral-style llama MoE iq3_xxs_mix', { preset: 'tiny', architecture: 'llama', nExpert: 4, nExpertUsed: 2, nFfExpert: 256, type: 'iq3_xxs_mix', seed: 14 }],
     // gemma3: heads of 256, scaled embeddings (scale), post norms, GeGLU (geglu), five sliding layers in six, a tied output.
     ['tiny gemma3 q4_K_M', { preset: 'tiny', architecture: 'gemma3', nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 8, tiedEmbeddings: true, type: 'q4_K_M', seed: 15 }],
+    // gemma2: soft-capped scores (attention) and logits (softcap), caps about the random scores' size so that tanh bends them, every other layer sliding.
+    ['tiny gemma2 f16', { preset: 'tiny', architecture: 'gemma2', nLayer: 4, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 8, tiedEmbeddings: true, softcaps: { attention: 2, final: 5 }, type: 'f16', seed: 16 }],
   ];
   let executorOnGpu = false;
   // Without the e2e section, one model in one mode still shows that the executor reaches the GPU.

@@ -33,6 +33,10 @@ export const BENCH_MODELS: Record<string, { spec: ModelSpec; about: string }> = 
     spec: { preset: 'qwen3-30b-a3b', nLayer: 4, type: 'q4_K_M' },
     about: "Qwen3-30B-A3B's shape, 4 of its 48 layers: 128 small experts top-8, Q4_K_M (1.6 GB)",
   },
+  'gemma2-2b-q4_K_M': {
+    spec: { preset: 'gemma2-2b', type: 'q4_K_M', tiedEmbeddings: true },
+    about: 'Gemma-2-2B shape (heads of 256, GeGLU, window 4096 on every other layer, soft caps 50 and 30, 256000 tokens, tied output), Q4_K_M (1.6 GB)',
+  },
   'gemma3-1b-q4_K_M': {
     spec: { preset: 'gemma3-1b', type: 'q4_K_M', tiedEmbeddings: true },
     about: 'Gemma-3-1B shape (heads of 256, GeGLU, window 512 on five layers in six, 262144 tokens, tied output), Q4_K_M (0.7 GB)',

@@ -149,8 +149,8 @@ interface ArchRules {
   expertWeightsNorm: boolean;
   qkNorm: 'none' | 'per-head' | 'whole';
   sharedExpert: boolean;
-  /** output.weight may be absent (tied to token_embd). */
-  outputOptional: boolean;
+  /** output.weight: 'optional' (absent: tied to token_embd), 'required', or 'tied' (never read; gemma2's output is always token_embd, as in llama.cpp). */
+  output: 'optional' | 'required' | 'tied';
   /** Whether expert_feed_forward_length is read (llama and olmoe size experts by feed_forward_length). */
   readsExpertFf: boolean;
   /** Expert width when expert_feed_forward_length is absent or not read. */
@@ -158,15 +158,15 @@ interface ArchRules {
 }
 
 const RULES: Record<Architecture, ArchRules> = {
-  llama: { ropeType: 'norm', experts: 'optional', expertWeightsNorm: true, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
-  qwen2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
-  qwen3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
-  qwen2moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: true, outputOptional: false, readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
-  qwen3moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: true, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
-  olmoe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'whole', sharedExpert: false, outputOptional: false, readsExpertFf: false, defaultExpertFf: (ff) => ff },
-  'gpt-oss': { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: false, readsExpertFf: true, defaultExpertFf: (ff) => ff },
-  gemma2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
-  gemma3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, outputOptional: true, readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  llama: { ropeType: 'norm', experts: 'optional', expertWeightsNorm: true, qkNorm: 'none', sharedExpert: false, output: 'optional', readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  qwen2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'optional', readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  qwen3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, output: 'optional', readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  qwen2moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: true, output: 'required', readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
+  qwen3moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: true, qkNorm: 'per-head', sharedExpert: false, output: 'optional', readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
+  olmoe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'whole', sharedExpert: false, output: 'required', readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  'gpt-oss': { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'required', readsExpertFf: true, defaultExpertFf: (ff) => ff },
+  gemma2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'tied', readsExpertFf: false, defaultExpertFf: (ff) => ff },
+  gemma3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, output: 'optional', readsExpertFf: false, defaultExpertFf: (ff) => ff },
 };
 
 const INTEGER_TYPES = new Set(['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'uint64', 'int64']);
@@ -424,7 +424,7 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
     hasQkvBias: file.tensor('blk.0.attn_q.bias') !== undefined,
     hasQkNorm: rules.qkNorm !== 'none',
     hasSharedExpert: rules.sharedExpert,
-    tiedEmbeddings: file.tensor('output.weight') === undefined,
+    tiedEmbeddings: rules.output === 'tied' || file.tensor('output.weight') === undefined,
     ...slidingWindow(),
     hasAttnSinks: gptOss,
     hasExpertBias: gptOss,
@@ -447,7 +447,7 @@ function expectedTensors(h: ModelHyperparams): Map<string, number[]> {
   const vDim = h.headDimV * h.nHeadKv;
   out.set('token_embd.weight', [h.nEmbd, h.nVocab]);
   out.set('output_norm.weight', [h.nEmbd]);
-  if (!h.tiedEmbeddings || !rules.outputOptional) out.set('output.weight', [h.nEmbd, h.nVocab]);
+  if (rules.output === 'required' || (rules.output === 'optional' && !h.tiedEmbeddings)) out.set('output.weight', [h.nEmbd, h.nVocab]);
   for (let i = 0; i < h.nLayer; i++) {
     const b = `blk.${i}.`;
     out.set(`${b}attn_norm.weight`, [h.nEmbd]);

@@ -82,7 +82,7 @@ t.test('a gemma2 model: its window and soft caps', async (t) => {
   const file = writeTinyModel('inspect-gemma2.gguf', { arch: 'gemma2', nLayer: 4, kvs: [{ key: 'gemma2.attn_logit_softcapping', type: 'float32', value: 50 }] });
   const text = renderReport(report(file));
   // No window key: llama.cpp's 4096; no final cap key: its 30.
-  t.match(text, /^ {2}features +sliding window 4096 \(1 of every 2 layers\), embeddings scaled by 8, post-attention and post-FFN norms, GeGLU, attention soft cap 50, logit soft cap 30$/m);
+  t.match(text, /^ {2}features +tied embeddings, sliding window 4096 \(1 of every 2 layers\), embeddings scaled by 8, post-attention and post-FFN norms, GeGLU, attention soft cap 50, logit soft cap 30$/m);
 });
 
 t.test('vocabulary-only files: what is there', async (t) => {

@@ -229,6 +229,8 @@ t.test('gemma2: window, soft caps, scales, norms and activation as llama.cpp rea
   t.throws(() => describeTiny({ arch: 'gemma2', kvs: [f32('gemma2.final_logit_softcapping', Infinity)] }), { code: 'TDM_BAD_GGUF', message: /final_logit_softcapping/ }, 'an infinite cap is refused');
   t.throws(() => describeTiny({ arch: 'gemma2', dropTensors: ['blk.0.post_attention_norm.weight'] }), { code: 'TDM_BAD_GGUF', message: /post_attention_norm/ }, 'a missing post norm is named');
   t.throws(() => describeTiny({ arch: 'gemma2', nExpert: 4 }), { code: 'TDM_BAD_GGUF', message: /gemma2 has no experts/ }, 'no experts');
+  t.equal(g.tiedEmbeddings, true, 'the output is token_embd');
+  t.throws(() => describeTiny({ arch: 'gemma2', tied: false }), { code: 'TDM_UNSUPPORTED', message: /tensor 'output\.weight' is not part of a gemma2 model/ }, 'an output.weight is refused, as llama.cpp refuses it');
   t.match(describeTiny({ arch: 'llama' }).hparams, { attnLogitSoftcap: 0, finalLogitSoftcap: 0 }, 'other architectures have no caps');
 });
 

@@ -219,7 +219,8 @@ export function tinyModel(opts: TinyModelOptions): { kvs: Kv[]; tensors: TensorS
   const vec = (name: string, shape: number[]) => t.push({ name, type: 'f32', shape });
   mat('token_embd.weight', [nEmbd, nVocab]);
   vec('output_norm.weight', [nEmbd]);
-  if (!opts.tied) mat('output.weight', [nEmbd, nVocab]);
+  // gemma2 files never have one: llama.cpp reads its output from token_embd.
+  if (!(opts.tied ?? a === 'gemma2')) mat('output.weight', [nEmbd, nVocab]);
   for (let i = 0; i < nLayer; i++) {
     const b = `blk.${i}.`;
     vec(`${b}attn_norm.weight`, [nEmbd]);

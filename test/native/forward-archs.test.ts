@@ -53,10 +53,14 @@ async function modelFile(c: Case): Promise<string> {
   if (existsSync(file)) return file;
   const spec: ModelSpec = { ...c.spec, type: c.type, seed: 7 };
   const resolved = resolveSpec(spec);
-  const out = planTensors(resolved).some((p) => p.name === 'output.weight') ? 'output.weight' : 'token_embd.weight';
-  const std = out === 'output.weight' ? 4 / Math.sqrt(resolved.nEmbd) : 4;
-  const values = await tensorValues(99, out, 0, std, 0, resolved.nEmbd * resolved.nVocab);
-  await makeModel({ ...spec, tensorData: { [out]: values } }, file);
+  // A tied output (gemma2's) is the embeddings too: left at the generator's scale, where each
+  // token's own row does not swamp its next-token distribution.
+  if (!planTensors(resolved).some((p) => p.name === 'output.weight')) {
+    await makeModel(spec, file);
+    return file;
+  }
+  const values = await tensorValues(99, 'output.weight', 0, 4 / Math.sqrt(resolved.nEmbd), 0, resolved.nEmbd * resolved.nVocab);
+  await makeModel({ ...spec, tensorData: { 'output.weight': values } }, file);
   return file;
 }
 

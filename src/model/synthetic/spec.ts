@@ -179,7 +179,7 @@ export interface ModelSpec extends Partial<ModelShape> {
   ropeScaling?: RopeScalingSpec;
   /** `{arch}.pooling_type` as an embedding model's file names its pooling (llama.cpp's numbering: 1 mean, 2 cls, 3 last). Default: not written. */
   pooling?: 'mean' | 'cls' | 'last';
-  /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false. */
+  /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false; gemma2 always ties. */
   tiedEmbeddings?: boolean;
   /** Soft caps written to attn_logit_softcapping and final_logit_softcapping: gemma2 (default 50 and 30, as Gemma 2's files) and gemma3's final one (default 0, not written); 0 turns one off. */
   softcaps?: { attention?: number; final?: number };
@@ -341,6 +341,8 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     if (rs.attnFactor !== undefined && !(rs.attnFactor > 0 && Number.isFinite(rs.attnFactor))) throw bad(`ropeScaling.attnFactor must be a positive number, got ${String(rs.attnFactor)}`);
   }
   if (spec.tiedEmbeddings !== undefined && typeof spec.tiedEmbeddings !== 'boolean') throw bad(`tiedEmbeddings must be a boolean, got ${String(spec.tiedEmbeddings)}`);
+  // llama.cpp reads gemma2's output from token_embd and refuses a file with an output.weight.
+  if (architecture === 'gemma2' && spec.tiedEmbeddings === false) throw bad('gemma2 always ties its output to token_embd: tiedEmbeddings cannot be false');
   if (spec.pooling !== undefined && !['mean', 'cls', 'last'].includes(spec.pooling)) throw bad(`pooling must be 'mean', 'cls' or 'last', got ${String(spec.pooling)}`);
   const cap = (which: 'attention' | 'final', fallback: number) => {
     const v = spec.softcaps?.[which] ?? fallback;
@@ -366,7 +368,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     routerSkew,
     ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
     pooling: spec.pooling,
-    tiedEmbeddings: spec.tiedEmbeddings === true,
+    tiedEmbeddings: spec.tiedEmbeddings === true || architecture === 'gemma2',
     attnLogitSoftcap,
     finalLogitSoftcap,
   };
