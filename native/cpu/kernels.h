@@ -146,12 +146,6 @@ inline void attn_add_rows_in_order(const float* p, int64_t nk, float* sums) {
   for (int r = 0; r < RR; ++r) sums[r] += t[r];
 }
 
-// A tile's scaled scores soft-capped in place (a.softcap > 0): every kernel table calls this
-// one scalar loop, so the capped scores' bits do not depend on the instruction set.
-inline void attn_softcap(float* s, int64_t n, float cap) {
-  for (int64_t j = 0; j < n; ++j) s[j] = cap * std::tanh(s[j]);
-}
-
 // Folds segment states of one row, in position order, into (max, sum, acc): the first
 // segment's state is taken as it is, each later one rescaled to the common max. The fold is
 // shared by every kernel table, so the bits do not depend on the instruction set.
@@ -184,6 +178,10 @@ struct Kernels {
   void (*swiglu_f32)(const float* g, const float* u, float* y, int64_t n);
   // y[i] = gelu(g[i]) * u[i] for n floats, gelu looked up as ggml's CPU build does (f16 in, f16 out).
   void (*geglu_f32)(const float* g, const float* u, float* y, int64_t n);
+  // y[i] = tanh(x[i] * in) * out for n floats, y may equal x: gemma2's soft caps (attention
+  // scores with in 1, logits with in 1/cap). The SIMD tables compute tanh within a few ulp of
+  // the reference's std::tanh, the same bits for an element wherever it sits in the array.
+  void (*scaled_tanh_f32)(const float* x, float* y, int64_t n, float in, float out);
 };
 
 // The scalar reference table (always available).
@@ -207,6 +205,7 @@ void fill_kernels_avx512(Kernels& k);
 void attention_ref(const AttnTask& task);
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
 void geglu_f32_ref(const float* g, const float* u, float* y, int64_t n);
+void scaled_tanh_f32_ref(const float* x, float* y, int64_t n, float in, float out);
 // gelu's f16 table widened to floats: entry h is gelu(fp16 h) rounded to f16 (the SIMD GeGLUs gather from it).
 const float* gelu_f32_table();
 

@@ -76,6 +76,7 @@ Kernels make_ref() {
   k.attention = attention_ref;
   k.swiglu_f32 = swiglu_f32_ref;
   k.geglu_f32 = geglu_f32_ref;
+  k.scaled_tanh_f32 = scaled_tanh_f32_ref;
   return k;
 }
 
@@ -205,7 +206,7 @@ void attention_ref(const AttnTask& a) {
           float dot = 0.0f;
           for (int32_t e = 0; e < a.dk; ++e) dot += q[e] * kv_elt(attn_k_row(a, j0 + j), e, a.kv);
           s[j] = dot * a.scale;
-          if (a.softcap > 0.0f) s[j] = a.softcap * std::tanh(s[j]);
+          if (a.softcap > 0.0f) s[j] = std::tanh(s[j]) * a.softcap;
           tmax = std::max(tmax, s[j]);
         }
         if (tmax > m) {
@@ -225,6 +226,10 @@ void attention_ref(const AttnTask& a) {
       a.row_sum[t * a.group + g] = sum;
     }
   }
+}
+
+void scaled_tanh_f32_ref(const float* x, float* y, int64_t n, float in, float out) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i] * in) * out;
 }
 
 void swiglu_f32_ref(const float* g, const float* u, float* y, int64_t n) {

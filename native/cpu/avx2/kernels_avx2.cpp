@@ -2465,6 +2465,37 @@ inline __m256 exp256(__m256 x) {
   return _mm256_mul_ps(p, two_n);
 }
 
+// tanh(x) as tanh512 (kernels_avx512.cpp) computes it, 8 lanes at a time.
+inline __m256 tanh256(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 a = _mm256_andnot_ps(sign, x);
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-1382.0f / 155925);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(62.0f / 2835));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-17.0f / 315));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.0f / 15));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 3));
+  const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), x, x);
+  const __m256 e = exp256(_mm256_add_ps(a, a));
+  const __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+  const __m256 signed_big = _mm256_or_ps(big, _mm256_and_ps(x, sign));
+  const __m256 y = _mm256_blendv_ps(signed_big, small, _mm256_cmp_ps(a, _mm256_set1_ps(0.25f), _CMP_LT_OQ));
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+void scaled_tanh_avx2(const float* x, float* y, int64_t n, float in, float out) {
+  const __m256 vin = _mm256_set1_ps(in), vout = _mm256_set1_ps(out);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(tanh256(_mm256_mul_ps(_mm256_loadu_ps(x + i), vin)), vout));
+  if (i < n) {
+    // The tail through the same lanes, so that an element's bits do not depend on where it sits.
+    alignas(32) float t[8] = {};
+    std::copy(x + i, x + n, t);
+    _mm256_store_ps(t, _mm256_mul_ps(tanh256(_mm256_mul_ps(_mm256_load_ps(t), vin)), vout));
+    std::copy(t, t + (n - i), y + i);
+  }
+}
+
 // 8 q8_0 elements from e0 (a multiple of 8) of a row: float(q) * d.
 inline __m256 load_q8_8(const uint8_t* row, int64_t e0) {
   const uint8_t* b = row + (e0 / kKvQ8Block) * kKvQ8BlockBytes;
@@ -2736,7 +2767,7 @@ void attention_few_rows_avx2(const AttnTask& a) {
         std::fill(pr, pr + nk, 0.0f);
         continue;
       }
-      if (a.softcap > 0.0f) attn_softcap(pr, last + 1, a.softcap);
+      if (a.softcap > 0.0f) scaled_tanh_avx2(pr, pr, last + 1, 1.0f, a.softcap);
       const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
       const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
       __m256 tmax_v = ninf;
@@ -2830,7 +2861,7 @@ void attention_avx2(const AttnTask& a) {
         if (b + 1 < nb) scores_tile_avx2<2>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
         else scores_tile_avx2<1>(qt + b * 8 * dkp, kf, nk, dkp, a.dk, a.scale, sb);
       }
-      if (a.softcap > 0.0f) attn_softcap(sb, nk * 8, a.softcap);
+      if (a.softcap > 0.0f) scaled_tanh_avx2(sb, sb, nk * 8, 1.0f, a.softcap);
       alignas(32) int32_t lim_l[8];
       for (int l = 0; l < 8; ++l) {
         const int64_t r = b * 8 + l;
@@ -2984,6 +3015,7 @@ void fill_kernels_avx2(Kernels& k) {
   k.packed[int(GgmlType::IQ3_S)] = PackedOps{IqRowsLayout<Iq3sShared::kBytes>::bytes, IqRowsLayout<Iq3sShared::kBytes>::pack, ActQ8_K::bytes, quantize_act_q8_K_avx2, gemm_packed<KIqAvx2<Iq3sShared>>};
   k.swiglu_f32 = swiglu_avx2;
   k.geglu_f32 = geglu_avx2;
+  k.scaled_tanh_f32 = scaled_tanh_avx2;
 }
 
 }  // namespace tdm::cpu
