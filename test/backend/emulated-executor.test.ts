@@ -6,13 +6,13 @@
 // timing) runs end to end here, and so do loadModel's policies and expert offload through the
 // public API. Logits are checked against the plain CPU path; the emulation
 // runs work at once in queue order, so this checks the logic, not the GPU's concurrency.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { native, type NativeExpertConfig, type NativeModel, type NativeModelConfig } from '../../src/native/binding.js';
 import type { ExpertStepStats, KvTier, SequencePlan, Strategy } from '../../src/native/step-plan.js';
-import { makeModel } from '../../src/model/synthetic.js';
+import { makeModel, type ModelSpec } from '../../src/model/synthetic.js';
 import { calibrateExperts, QUICK_EXPERT_GRID } from '../../src/sched/experts/calibrate.js';
 import { emulatedLibDir, noCompiler } from './emulated-build.js';
 import { loadModel } from '../../src/api/index.js';
@@ -288,12 +288,13 @@ t.test('gpt-oss with its sliding layers\' KV apart, streamed from host RAM: each
   for (const g of got) t.same(g.tokens, wantTokens, `auto: the CPU path's greedy tokens (${streamed} sequence-steps streamed)`);
 });
 
-t.test('gemma3 on the emulated GPU (heads of 256, scaled embeddings, post norms, GeGLU, five sliding layers in six): every strategy, the CPU path\'s logits', { skip }, async (t) => {
+type GpuCase = { name: string; config: Partial<NativeModelConfig>; shape: Shape };
+
+/** Writes (once) a synthetic model, then checks each case on the emulated GPU against the CPU path's logits. */
+async function agreesWithCpu(t: Test, name: string, spec: ModelSpec, cases: (deviceBytes: number) => GpuCase[]): Promise<void> {
   const dir = path.join(tmpdir(), 'tandem-test-models');
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'emulated-executor-v1-gemma3-q8_0.gguf');
-  // Gemma-3-1B's heads (256 wide, one KV head) over a narrow model, a window shorter than the prompts.
-  const spec = { preset: 'tiny', architecture: 'gemma3', type: 'q8_0', nEmbd: 128, nFf: 256, nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 4, seed: 43 } as const;
+  const file = path.join(dir, `emulated-executor-v1-${name}.gguf`);
   if (!existsSync(file)) await makeModel(spec, file);
   const ref = await load(file);
   const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
@@ -301,50 +302,40 @@ t.test('gemma3 on the emulated GPU (heads of 256, scaled embeddings, post norms,
   const probe = await load(file, { device: 'gpu' });
   const total = probe.placement.deviceBytes;
   probe.dispose();
-  for (const c of [
-    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } as Shape },
-    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } as Shape },
-    { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } as Shape },
-    // One full layer: blocks of one slot, the five sliding layers in five groups of their own.
-    { name: 'gpu-only, the sliding layers apart in five groups, host KV streamed', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', sliding: 5, poolBlocks: 64 } as Shape },
-    { name: 'overlap, the sliding layers apart in five groups', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'overlap', tier: odd, sliding: 5, poolBlocks: 64 } as Shape },
-  ] as { name: string; config: Partial<NativeModelConfig>; shape: Shape }[]) {
+  for (const c of cases(total)) {
     const m = await load(file, { device: 'gpu', ...c.config });
     const got = await run(m, c.shape, want.tokens);
     m.dispose();
     const d = relDiff(got.logits, want.logits);
     t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
   }
+}
+
+t.test('gemma3 on the emulated GPU (heads of 256, scaled embeddings, post norms, GeGLU, five sliding layers in six): every strategy, the CPU path\'s logits', { skip }, async (t) => {
+  // Gemma-3-1B's heads (256 wide, one KV head) over a narrow model, a window shorter than the prompts.
+  const spec = { preset: 'tiny', architecture: 'gemma3', type: 'q8_0', nEmbd: 128, nFf: 256, nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 4, seed: 43 } as const;
+  await agreesWithCpu(t, 'gemma3-q8_0', spec, (total) => [
+    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } },
+    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } },
+    { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } },
+    // One full layer: blocks of one slot, the five sliding layers in five groups of their own.
+    { name: 'gpu-only, the sliding layers apart in five groups, host KV streamed', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', sliding: 5, poolBlocks: 64 } },
+    { name: 'overlap, the sliding layers apart in five groups', config: { kvSplitSliding: true, kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'overlap', tier: odd, sliding: 5, poolBlocks: 64 } },
+  ]);
 });
 
 t.test('gemma2 on the emulated GPU (soft-capped scores and logits, every other layer sliding): every strategy, the CPU path\'s logits', { skip }, async (t) => {
-  const dir = path.join(tmpdir(), 'tandem-test-models');
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'emulated-executor-v1-gemma2-f32.gguf');
   // Gemma 2's heads of 256 over a narrow model; caps about the size of the scores and logits, so that tanh bends them.
   // f32 weights: in q8_0, this shape without QK norms sits on activation rounding edges, where
   // the two sides' float summation orders flip a q8 level and the logits move by 1-2% (measured
   // with the caps off too, 1e-7 for other seeds); in f32 the sides differ by their sums alone (2e-4).
   const spec = { preset: 'tiny', architecture: 'gemma2', type: 'f32', nEmbd: 128, nFf: 256, nLayer: 4, nHead: 2, nHeadKv: 1, headDim: 256, slidingWindow: 4, softcaps: { attention: 1, final: 2 }, seed: 44 } as const;
-  if (!existsSync(file)) await makeModel(spec, file);
-  const ref = await load(file);
-  const want = await run(ref, { strategy: 'cpu', tier: odd }, []);
-  ref.dispose();
-  const probe = await load(file, { device: 'gpu' });
-  const total = probe.placement.deviceBytes;
-  probe.dispose();
-  for (const c of [
-    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } as Shape },
-    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } as Shape },
-    { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } as Shape },
-    { name: 'gpu-only, host KV streamed', config: { kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', poolBlocks: 64 } as Shape },
-  ] as { name: string; config: Partial<NativeModelConfig>; shape: Shape }[]) {
-    const m = await load(file, { device: 'gpu', ...c.config });
-    const got = await run(m, c.shape, want.tokens);
-    m.dispose();
-    const d = relDiff(got.logits, want.logits);
-    t.ok(d <= TOLERANCE, `${c.name}: max |logit difference| ${d.toExponential(2)} of the largest logit`);
-  }
+  await agreesWithCpu(t, 'gemma2-f32', spec, (total) => [
+    { name: 'gpu-only', config: {}, shape: { strategy: 'gpu-only', tier: () => 'device' } },
+    { name: 'overlap, host-tier attention on the CPU', config: {}, shape: { strategy: 'overlap', tier: odd } },
+    { name: 'pipeline, half the weights in host RAM', config: { deviceWeightBytes: Math.floor(total / 2) }, shape: { strategy: 'pipeline', tier: odd } },
+    { name: 'gpu-only, host KV streamed', config: { kvBlocks: { device: 64, host: 64 } }, shape: { strategy: 'gpu-only', tier: odd, hostAttention: () => 'gpu', poolBlocks: 64 } },
+  ]);
 });
 
 t.test('the public API on the emulated GPU: policies under a capped device KV, and dynamic experts', { skip }, async (t) => {
