@@ -65,9 +65,10 @@ Hparams parse_hparams(const Napi::Object& o) {
   else if (hp.arch_name == "qwen3moe") hp.arch = Arch::qwen3moe;
   else if (hp.arch_name == "olmoe") hp.arch = Arch::olmoe;
   else if (hp.arch_name == "gpt-oss") hp.arch = Arch::gpt_oss;
+  else if (hp.arch_name == "gemma") hp.arch = Arch::gemma;
   else if (hp.arch_name == "gemma2") hp.arch = Arch::gemma2;
   else if (hp.arch_name == "gemma3") hp.arch = Arch::gemma3;
-  else throw Error(code::unsupported, "architecture '" + hp.arch_name + "' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma2, gemma3 are)");
+  else throw Error(code::unsupported, "architecture '" + hp.arch_name + "' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma, gemma2, gemma3 are)");
   hp.n_vocab = integer(o, "nVocab", w, 1, big);
   hp.n_ctx_train = integer(o, "nCtxTrain", w, 0, kMaxSafeInteger);
   hp.n_embd = integer(o, "nEmbd", w, 1, big);
@@ -109,7 +110,7 @@ Hparams parse_hparams(const Napi::Object& o) {
   hp.has_attn_sinks = boolean(o, "hasAttnSinks", w, true);
   hp.has_expert_bias = boolean(o, "hasExpertBias", w, true);
   hp.swiglu_oai = boolean(o, "swigluOai", w, true);
-  // gemma2's and gemma3's fields; absent ones keep every other architecture's forward pass.
+  // The Gemma architectures' fields; absent ones keep every other architecture's forward pass.
   hp.rope_freq_scale_swa = o.Has("ropeFreqScaleSwa") ? float(num(o, "ropeFreqScaleSwa", w)) : hp.rope_freq_scale;
   if (o.Has("embeddingScale")) hp.embd_scale = float(num(o, "embeddingScale", w));
   hp.attn_scale = o.Has("attentionScale") ? float(num(o, "attentionScale", w)) : 1.0f / std::sqrt(float(hp.head_dim));

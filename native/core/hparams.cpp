@@ -47,7 +47,9 @@ void validate_hparams(const Hparams& hp) {
   } else {
     need(hp.n_ff > 0, "nFf must be positive for a dense model");
     need(!hp.has_shared_expert, "a dense model cannot have a shared expert");
-    need(hp.arch == Arch::llama || hp.arch == Arch::qwen2 || hp.arch == Arch::qwen3 || hp.arch == Arch::gemma2 || hp.arch == Arch::gemma3, hp.arch_name + " is a mixture-of-experts architecture but nExpert is 0");
+    need(hp.arch == Arch::llama || hp.arch == Arch::qwen2 || hp.arch == Arch::qwen3 || hp.arch == Arch::gemma || hp.arch == Arch::gemma2 ||
+             hp.arch == Arch::gemma3,
+         hp.arch_name + " is a mixture-of-experts architecture but nExpert is 0");
   }
   need(!hp.is_moe() || hp.ffn_act == FfnAct::silu, "a GeGLU FFN is supported in dense models only");
 }

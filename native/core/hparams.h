@@ -9,7 +9,7 @@
 
 namespace tdm {
 
-enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss, gemma2, gemma3 };
+enum class Arch { llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt_oss, gemma, gemma2, gemma3 };
 enum class RopeType { norm, neox };
 enum class ExpertGating { softmax, sigmoid, softmax_weight };
 enum class FfnAct { silu, gelu };  // the dense FFN's gate activation: SwiGLU or GeGLU
@@ -58,7 +58,7 @@ struct Hparams {
   // Its constants, as llama.cpp's build_moe_ffn has them for LLM_FFN_SWIGLU_OAI_MOE.
   float swiglu_oai_alpha = 1.702f;
   float swiglu_oai_limit = 7.0f;
-  // gemma2 and gemma3: token embeddings scaled by sqrt(n_embd), RMSNorms after attention and after the
+  // Gemma: token embeddings scaled by sqrt(n_embd), RMSNorms after attention and after the
   // FFN (before each residual add), a GeGLU FFN, and its own attention scale.
   float embd_scale = 1.0f;   // multiplies each token's embedding row
   float attn_scale = 0.0f;   // softmax scale on q.k; the binding sets 1/sqrt(head_dim) unless told

@@ -5,9 +5,9 @@ import path from 'node:path';
 import { TandemError } from '../native/errors.js';
 import type { GgufFile, GgufMetadataEntry, GgufTensorInfo } from './gguf.js';
 
-export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma2' | 'gemma3';
+export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma' | 'gemma2' | 'gemma3';
 
-export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma2', 'gemma3'];
+export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma', 'gemma2', 'gemma3'];
 
 /** Hyperparameters as plain data; the native forward pass receives exactly these fields. */
 export interface ModelHyperparams {
@@ -87,13 +87,13 @@ export interface ModelHyperparams {
   hasExpertBias: boolean;
   /** Experts use gpt-oss's clamped SwiGLU (alpha 1.702, limit 7) instead of SwiGLU. */
   swigluOai: boolean;
-  /** Multiplies each token's embedding row before the first layer (gemma2, gemma3: sqrt(nEmbd) as a float; else 1). */
+  /** Multiplies each token's embedding row before the first layer (gemma, gemma2, gemma3: sqrt(nEmbd) as a float; else 1). */
   embeddingScale: number;
   /** The softmax's scale on q·k: 1/sqrt(headDim), as a float (gemma2-27B, gemma3-27B: 1/sqrt(nEmbd/nHead)). */
   attentionScale: number;
   /** RMSNorms on the attention output and on the FFN output before each joins the residual stream (gemma2, gemma3). */
   hasPostNorms: boolean;
-  /** The dense FFN's gated activation: 'silu' (SwiGLU) or 'gelu' (GeGLU, the tanh form; gemma2, gemma3). */
+  /** The dense FFN's gated activation: 'silu' (SwiGLU) or 'gelu' (GeGLU, the tanh form; gemma, gemma2, gemma3). */
   ffnActivation: 'silu' | 'gelu';
   /** Attention scores s become cap * tanh(s / cap) before the softmax (gemma2: attn_logit_softcapping, default 50); 0: none. */
   attnLogitSoftcap: number;
@@ -149,7 +149,7 @@ interface ArchRules {
   expertWeightsNorm: boolean;
   qkNorm: 'none' | 'per-head' | 'whole';
   sharedExpert: boolean;
-  /** output.weight: 'optional' (absent: tied to token_embd), 'required', or 'tied' (never read; gemma2's output is always token_embd, as in llama.cpp). */
+  /** output.weight: 'optional' (absent: tied to token_embd), 'required', or 'tied' (never read; gemma's and gemma2's output is always token_embd, as in llama.cpp). */
   output: 'optional' | 'required' | 'tied';
   /** Whether expert_feed_forward_length is read (llama and olmoe size experts by feed_forward_length). */
   readsExpertFf: boolean;
@@ -165,6 +165,7 @@ const RULES: Record<Architecture, ArchRules> = {
   qwen3moe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: true, qkNorm: 'per-head', sharedExpert: false, output: 'optional', readsExpertFf: true, defaultExpertFf: (ff, used) => Math.floor(ff / used) },
   olmoe: { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'whole', sharedExpert: false, output: 'required', readsExpertFf: false, defaultExpertFf: (ff) => ff },
   'gpt-oss': { ropeType: 'neox', experts: 'required', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'required', readsExpertFf: true, defaultExpertFf: (ff) => ff },
+  gemma: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'tied', readsExpertFf: false, defaultExpertFf: (ff) => ff },
   gemma2: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'none', sharedExpert: false, output: 'tied', readsExpertFf: false, defaultExpertFf: (ff) => ff },
   gemma3: { ropeType: 'neox', experts: 'none', expertWeightsNorm: false, qkNorm: 'per-head', sharedExpert: false, output: 'optional', readsExpertFf: false, defaultExpertFf: (ff) => ff },
 };
@@ -361,10 +362,11 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
   const gptOss = arch === 'gpt-oss';
   const gemma2 = arch === 'gemma2';
   const gemma3 = arch === 'gemma3';
-  const gemma = gemma2 || gemma3;
+  // gemma (llama_model_gemma, Gemma 1): gemma2's blocks without the post norms, the window or the caps.
+  const gemma = arch === 'gemma' || gemma2 || gemma3;
   const slidingWindow = () => {
     const none = { slidingWindow: 0, slidingWindowPeriod: 0, ropeFreqBaseSwa: ropeFreqBase, ropeFreqScaleSwa: ropeFreqScale };
-    if (!gptOss && !gemma) return none;
+    if (!gptOss && !gemma2 && !gemma3) return none;
     const windowKey = gptOss ? m.uint('attention.sliding_window', true) : m.uint('attention.sliding_window', false);
     if (gemma3 && !windowKey) return none;
     const window = inRange(m.key('attention.sliding_window'), (windowKey ?? 4096) as number, 1, LIMITS.nCtxTrain);
@@ -431,7 +433,7 @@ function readHyperparams(file: GgufFile, arch: Architecture): ModelHyperparams {
     swigluOai: gptOss,
     embeddingScale: gemma ? Math.fround(Math.sqrt(nEmbd)) : 1,
     attentionScale,
-    hasPostNorms: gemma,
+    hasPostNorms: gemma2 || gemma3,
     ffnActivation: gemma ? 'gelu' : 'silu',
     attnLogitSoftcap,
     finalLogitSoftcap,

@@ -115,6 +115,11 @@ const ARCHITECTURES: Record<string, { spec: ModelSpec; moe: boolean }> = {
     spec: { architecture: 'gemma2', nLayer: 4, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, rmsEps: 1e-6, tiedEmbeddings: true },
     moe: false,
   },
+  // Gemma 1: scaled embeddings and GeGLU over plain blocks, heads of 256 as Gemma-7B's, the output read from token_embd.
+  gemma: {
+    spec: { architecture: 'gemma', nLayer: 2, nHead: 2, nHeadKv: 1, headDim: 256, rmsEps: 1e-6 },
+    moe: false,
+  },
   'gemma2 2-layer': {
     spec: { architecture: 'gemma2', nLayer: 2, slidingWindow: 16, nHead: 4, nHeadKv: 2, headDim: 128, rmsEps: 1e-6, tiedEmbeddings: true, softcaps: { attention: 1.5, final: 2 } },
     moe: false,
@@ -142,6 +147,7 @@ const TYPES_BY_ARCHITECTURE: Record<string, ModelFileType[]> = {
   gemma2: ['f32', 'f16'],
   'gemma2 caps 50:30': ['f16'],
   'gemma2 2-layer': ['q8_0', 'q4_K_M'],
+  gemma: ['f16', 'q8_0'],
 };
 
 const cases: Case[] = Object.entries(TYPES_BY_ARCHITECTURE).flatMap(([name, types]) =>

@@ -234,11 +234,20 @@ t.test('gemma2: window, soft caps, scales, norms and activation as llama.cpp rea
   t.match(describeTiny({ arch: 'llama' }).hparams, { attnLogitSoftcap: 0, finalLogitSoftcap: 0 }, 'other architectures have no caps');
 });
 
+t.test('gemma (Gemma 1): scaled embeddings and GeGLU, no window, caps or post norms', async (t) => {
+  const g = describeTiny({ arch: 'gemma', nEmbd: 96, nHead: 2, headDim: 64, nLayer: 2 }).hparams;
+  t.match(g, {
+    architecture: 'gemma', ropeType: 'neox', hasQkNorm: false, hasPostNorms: false, ffnActivation: 'gelu', tiedEmbeddings: true,
+    slidingWindow: 0, embeddingScale: Math.fround(Math.sqrt(96)), attentionScale: Math.fround(1 / Math.fround(Math.sqrt(64))), attnLogitSoftcap: 0, finalLogitSoftcap: 0,
+  });
+  t.throws(() => describeTiny({ arch: 'gemma', tied: false }), { code: 'TDM_UNSUPPORTED', message: /tensor 'output\.weight' is not part of a gemma model/ }, 'an output.weight is refused, as llama.cpp refuses it');
+});
+
 t.test('metadata errors name the file and the key', async (t) => {
   const fails = (opts: TinyModelOptions, code: string, message: RegExp, name: string) =>
     t.throws(() => describeTiny(opts), { code, message }, name);
   fails({ arch: 'llama', kvs: [{ key: 'general.architecture', type: 'string', value: 'mamba' }] }, 'TDM_UNSUPPORTED',
-    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma2, gemma3\)/, 'unknown architecture');
+    /architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma, gemma2, gemma3\)/, 'unknown architecture');
   fails({ arch: 'llama', dropKeys: ['general.architecture'] }, 'TDM_BAD_GGUF', /general\.architecture/, 'no architecture');
   fails({ arch: 'llama', dropKeys: ['llama.embedding_length'] }, 'TDM_BAD_GGUF', /describe-\d+\.gguf: missing required metadata key 'llama\.embedding_length'/, 'missing key');
   fails({ arch: 'qwen2', dropKeys: ['qwen2.attention.layer_norm_rms_epsilon'] }, 'TDM_BAD_GGUF', /layer_norm_rms_epsilon/, 'missing eps');

@@ -175,7 +175,7 @@ t.test('unknown types and invalid values', async (t) => {
 
 t.test('valid files that are not models tandem runs', async (t) => {
   const m = tinyModel({ arch: 'llama', nLayer: 1, kvs: [{ key: 'general.architecture', type: 'string', value: 'rwkv7' }] });
-  rejects(t, buildGguf(m.kvs, m.tensors).bytes, 'TDM_UNSUPPORTED', /architecture 'rwkv7' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma2, gemma3\)/, 'unknown architecture');
+  rejects(t, buildGguf(m.kvs, m.tensors).bytes, 'TDM_UNSUPPORTED', /architecture 'rwkv7' is not supported \(supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, gpt-oss, gemma, gemma2, gemma3\)/, 'unknown architecture');
   rejects(t, buildGguf([{ key: 'general.architecture', type: 'uint32', value: 7 }], []).bytes, 'TDM_BAD_GGUF', /general\.architecture' is uint32, expected a string/, 'architecture not a string');
   rejects(t, buildGguf([], []).bytes, 'TDM_BAD_GGUF', /missing required metadata key 'general\.architecture'/, 'no metadata at all');
   // A real vocabulary file reads fine; describing it as a model is refused.

@@ -140,7 +140,7 @@ export function buildGguf(kvs: Kv[], tensors: TensorSpec[]): GgufLayout {
 }
 
 export interface TinyModelOptions {
-  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gemma2' | 'gemma3';
+  arch: 'llama' | 'qwen2' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gemma' | 'gemma2' | 'gemma3';
   nEmbd?: number;
   nHead?: number;
   nHeadKv?: number;
@@ -219,8 +219,8 @@ export function tinyModel(opts: TinyModelOptions): { kvs: Kv[]; tensors: TensorS
   const vec = (name: string, shape: number[]) => t.push({ name, type: 'f32', shape });
   mat('token_embd.weight', [nEmbd, nVocab]);
   vec('output_norm.weight', [nEmbd]);
-  // gemma2 files never have one: llama.cpp reads its output from token_embd.
-  if (!(opts.tied ?? a === 'gemma2')) mat('output.weight', [nEmbd, nVocab]);
+  // gemma and gemma2 files never have one: llama.cpp reads their output from token_embd.
+  if (!(opts.tied ?? (a === 'gemma' || a === 'gemma2'))) mat('output.weight', [nEmbd, nVocab]);
   for (let i = 0; i < nLayer; i++) {
     const b = `blk.${i}.`;
     vec(`${b}attn_norm.weight`, [nEmbd]);

@@ -111,6 +111,7 @@ const EXPECT: Record<string, ArchExpect> = {
   qwen2moe: { perLayer: [...COMMON, ...BIASES, ...EXPERTS, ...SHARED], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length', 'expert_shared_feed_forward_length'] },
   qwen3moe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count', 'expert_feed_forward_length'] },
   olmoe: { perLayer: [...COMMON, ...QK_NORM, ...EXPERTS], keys: ['expert_count', 'expert_used_count'] },
+  gemma: { perLayer: [...COMMON, ...DENSE], keys: [] },
   gemma2: { perLayer: [...COMMON, ...DENSE, 'post_attention_norm.weight', 'post_ffw_norm.weight'], keys: ['attention.sliding_window', 'attn_logit_softcapping', 'final_logit_softcapping'] },
   gemma3: { perLayer: [...COMMON, ...QK_NORM, ...DENSE, 'post_attention_norm.weight', 'post_ffw_norm.weight'], keys: ['attention.sliding_window'] },
 };
@@ -124,7 +125,7 @@ t.test("each architecture's tensors, shapes and metadata", async (t) => {
     const r = await makeModel(spec, p);
     const f = GgufFile.open(p);
     const names = f.tensors.map((x) => x.name);
-    const want = ['token_embd.weight', ...[0, 1].flatMap((i) => expect.perLayer.map((n) => `blk.${i}.${n}`)), 'output_norm.weight', ...(architecture === 'gemma2' ? [] : ['output.weight'])];
+    const want = ['token_embd.weight', ...[0, 1].flatMap((i) => expect.perLayer.map((n) => `blk.${i}.${n}`)), 'output_norm.weight', ...(architecture === 'gemma' || architecture === 'gemma2' ? [] : ['output.weight'])];
     t.same([...names].sort(), [...want].sort(), `${label}: tensor names`);
     t.equal(f.architecture, architecture);
     const s = r.spec;

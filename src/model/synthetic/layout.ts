@@ -98,7 +98,7 @@ function init(e: Entry, s: ResolvedSpec): { mean: number; std: number } {
   // Gemma scales its embeddings by sqrt(nEmbd) as it reads them: unit variance after that. A
   // tied matrix is also the output projection, which needs the output's scale (at unit
   // variance every next-token distribution would be one token).
-  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture === 'gemma2' || s.architecture === 'gemma3' || s.tiedEmbeddings ? 1 / Math.sqrt(s.nEmbd) : 1 };
+  if (e.name === 'token_embd.weight') return { mean: 0, std: s.architecture.startsWith('gemma') || s.tiedEmbeddings ? 1 / Math.sqrt(s.nEmbd) : 1 };
   if (e.name.endsWith('_norm.weight')) return { mean: 1, std: 0.05 };
   if (e.name.endsWith('.bias')) return { mean: 0, std: 0.1 };
   // Sink logits of the size the scores have, so that a sink takes a real share of the softmax.

@@ -3,8 +3,8 @@
 // fail on later with a less helpful message.
 import { TandemError } from '../../native/errors.js';
 
-export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma2' | 'gemma3';
-export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma2', 'gemma3'];
+export type SyntheticArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'gpt-oss' | 'gemma' | 'gemma2' | 'gemma3';
+export const SYNTHETIC_ARCHITECTURES: readonly SyntheticArchitecture[] = ['llama', 'qwen2', 'qwen3', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'gemma', 'gemma2', 'gemma3'];
 
 /** Tensor types a synthetic model's weights can take. */
 export type WeightType =
@@ -179,7 +179,7 @@ export interface ModelSpec extends Partial<ModelShape> {
   ropeScaling?: RopeScalingSpec;
   /** `{arch}.pooling_type` as an embedding model's file names its pooling (llama.cpp's numbering: 1 mean, 2 cls, 3 last). Default: not written. */
   pooling?: 'mean' | 'cls' | 'last';
-  /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false; gemma2 always ties. */
+  /** No output.weight: the output projection reads token_embd.weight, as Gemma, Qwen2.5-0.5B and Llama-3.2-1B files do (the file types then give token_embd the output's type). Default false; gemma and gemma2 always tie. */
   tiedEmbeddings?: boolean;
   /** Soft caps written to attn_logit_softcapping and final_logit_softcapping: gemma2 (default 50 and 30, as Gemma 2's files) and gemma3's final one (default 0, not written); 0 turns one off. */
   softcaps?: { attention?: number; final?: number };
@@ -281,7 +281,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     throw bad(`headDim must be an even integer from 2 to 1024, got ${shape.headDim} (nEmbd ${shape.nEmbd} / nHead ${shape.nHead})`);
   }
   if (shape.nHead % shape.nHeadKv !== 0) throw bad(`nHead (${shape.nHead}) must be a multiple of nHeadKv (${shape.nHeadKv})`);
-  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss' && architecture !== 'gemma2' && architecture !== 'gemma3';
+  const headsFixed = architecture !== 'llama' && architecture !== 'qwen3' && architecture !== 'qwen3moe' && architecture !== 'gpt-oss' && architecture !== 'gemma' && architecture !== 'gemma2' && architecture !== 'gemma3';
   if (headsFixed && shape.headDim * shape.nHead !== shape.nEmbd) {
     throw bad(`${architecture} needs headDim × nHead = nEmbd (got ${shape.headDim} × ${shape.nHead} ≠ ${shape.nEmbd})`);
   }
@@ -299,7 +299,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
   if (moe && shape.nExpert === 0) throw bad(`${architecture} is a mixture of experts: nExpert must be at least 2`);
   if (shape.nExpert !== 0) {
     if (architecture === 'qwen2' || architecture === 'qwen3') throw bad(`${architecture} is dense; use ${architecture}moe for experts`);
-    if (architecture === 'gemma2' || architecture === 'gemma3') throw bad(`${architecture} is dense: nExpert must be 0`);
+    if (architecture === 'gemma' || architecture === 'gemma2' || architecture === 'gemma3') throw bad(`${architecture} is dense: nExpert must be 0`);
     if (!Number.isSafeInteger(shape.nExpert) || shape.nExpert < 2 || shape.nExpert > 256) throw bad(`nExpert must be 0 (dense) or an integer from 2 to 256, got ${shape.nExpert}`);
     if (!Number.isSafeInteger(shape.nExpertUsed) || shape.nExpertUsed < 1 || shape.nExpertUsed > shape.nExpert) {
       throw bad(`nExpertUsed must be an integer from 1 to nExpert (${shape.nExpert}), got ${shape.nExpertUsed}`);
@@ -341,8 +341,9 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     if (rs.attnFactor !== undefined && !(rs.attnFactor > 0 && Number.isFinite(rs.attnFactor))) throw bad(`ropeScaling.attnFactor must be a positive number, got ${String(rs.attnFactor)}`);
   }
   if (spec.tiedEmbeddings !== undefined && typeof spec.tiedEmbeddings !== 'boolean') throw bad(`tiedEmbeddings must be a boolean, got ${String(spec.tiedEmbeddings)}`);
-  // llama.cpp reads gemma2's output from token_embd and refuses a file with an output.weight.
-  if (architecture === 'gemma2' && spec.tiedEmbeddings === false) throw bad('gemma2 always ties its output to token_embd: tiedEmbeddings cannot be false');
+  // llama.cpp reads gemma's and gemma2's output from token_embd and refuses a file with an output.weight.
+  const alwaysTied = architecture === 'gemma' || architecture === 'gemma2';
+  if (alwaysTied && spec.tiedEmbeddings === false) throw bad(`${architecture} always ties its output to token_embd: tiedEmbeddings cannot be false`);
   if (spec.pooling !== undefined && !['mean', 'cls', 'last'].includes(spec.pooling)) throw bad(`pooling must be 'mean', 'cls' or 'last', got ${String(spec.pooling)}`);
   const cap = (which: 'attention' | 'final', fallback: number) => {
     const v = spec.softcaps?.[which] ?? fallback;
@@ -368,7 +369,7 @@ export function resolveSpec(spec: ModelSpec): ResolvedSpec {
     routerSkew,
     ropeScaling: rs && { type: rs.type, factor: rs.factor, originalContext: rs.originalContext ?? shape.nCtx, attnFactor: rs.attnFactor ?? 1 },
     pooling: spec.pooling,
-    tiedEmbeddings: spec.tiedEmbeddings === true || architecture === 'gemma2',
+    tiedEmbeddings: spec.tiedEmbeddings === true || alwaysTied,
     attnLogitSoftcap,
     finalLogitSoftcap,
   };
