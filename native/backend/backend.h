@@ -13,7 +13,8 @@
 extern "C" {
 #endif
 
-/* Bumped on any change to a struct layout or a member's meaning; members are only appended. */
+/* Bumped on any change to a struct layout or a member's meaning (ABI 8: attention took a softcap);
+ * new ops are appended. The registry loads only libraries built with this version. */
 #define TDM_BACKEND_ABI_VERSION 8u
 
 /* The symbol every backend library exports (a tdm_backend_create_fn). */
