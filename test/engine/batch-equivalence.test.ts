@@ -99,6 +99,22 @@ t.test('a quantized synthetic model (q4_K_M): batched equals alone', async (t) =
   await check(t, file, 'q4_K_M batch of 16', { maxSequences: 16, prefixCaching: false }, 16);
 });
 
+/** 32 requests through a two-tier cache of kvCacheBytes with sliding KV kept apart, against
+ * each alone with every position kept: tables must have moved, prefixes been shared and
+ * requests recomputed, so that every path ran. */
+async function squeezed(t: Test, file: string, label: string, kvCacheBytes: number): Promise<void> {
+  const stats = await check(t, file, label, {
+    maxSequences: 16,
+    prefillChunkTokens: 24,
+    kvCacheBytes,
+    kvDeviceFraction: 0.4,
+    prefixCaching: true,
+  }, 32, { slidingKv: 'full' });
+  t.ok(stats.numMoves > 0, 'tables moved between tiers');
+  t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
+  t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
+}
+
 t.test('gpt-oss with its sliding layers in blocks of their own: batched, squeezed and shared equals alone with every position kept', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-batch-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -113,16 +129,7 @@ t.test('gpt-oss with its sliding layers in blocks of their own: batched, squeeze
   t.equal(full.info.kvSlidingWindow, 0);
   t.equal(full.info.kvBlockBytes, 2 * blockBytes, "slidingKv 'full': one block holds both groups' layers");
   await full.dispose();
-  const stats = await check(t, file, 'gpt-oss sliding blocks, tight two-tier cache', {
-    maxSequences: 16,
-    prefillChunkTokens: 24,
-    kvCacheBytes: 80 * blockBytes,
-    kvDeviceFraction: 0.4,
-    prefixCaching: true,
-  }, 32, { slidingKv: 'full' });
-  t.ok(stats.numMoves > 0, 'tables moved between tiers');
-  t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
-  t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
+  await squeezed(t, file, 'gpt-oss sliding blocks, tight two-tier cache', 80 * blockBytes);
 });
 
 t.test('gemma3 with its sliding layers in five groups of their own: batched, squeezed and shared equals alone with every position kept', async (t) => {
@@ -134,14 +141,5 @@ t.test('gemma3 with its sliding layers in five groups of their own: batched, squ
   const probe = await loadModel(file, { threads: 1, contextSize: 160, maxSequences: 1 });
   const blockBytes = probe.info.kvBlockBytes;
   await probe.dispose();
-  const stats = await check(t, file, 'gemma3 sliding groups, tight two-tier cache', {
-    maxSequences: 16,
-    prefillChunkTokens: 24,
-    kvCacheBytes: 120 * blockBytes,
-    kvDeviceFraction: 0.4,
-    prefixCaching: true,
-  }, 32, { slidingKv: 'full' });
-  t.ok(stats.numMoves > 0, 'tables moved between tiers');
-  t.ok(stats.numCachedTokens > 0, 'prefix blocks were shared');
-  t.ok(stats.numPreemptions > 0, 'some requests were recomputed');
+  await squeezed(t, file, 'gemma3 sliding groups, tight two-tier cache', 120 * blockBytes);
 });
